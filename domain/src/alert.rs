@@ -1,0 +1,61 @@
+use serde::{Deserialize, Serialize};
+
+use crate::Finding;
+
+/// A finding as the control plane stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Position in the control plane's alert log: dense, from 1.
+    pub index: u64,
+    pub agent_id: String,
+    pub hostname: String,
+    pub received_at_unix_nanos: i64,
+    pub finding: Finding,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SensorMode {
+    /// eBPF programs loaded into the kernel.
+    #[default]
+    Ebpf,
+    /// eBPF could not load; procfs polling, short-lived processes may be missed.
+    ProcfsDegraded,
+}
+
+impl SensorMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SensorMode::Ebpf => "ebpf",
+            SensorMode::ProcfsDegraded => "procfs-degraded",
+        }
+    }
+}
+
+/// Per-CPU sensor counters summed over CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SensorCounters {
+    /// Records written into the ring buffer.
+    pub emitted: u64,
+    /// Events seen by a program and filtered out in the kernel.
+    pub filtered: u64,
+    /// Records lost because the ring buffer was full.
+    pub dropped: u64,
+}
+
+/// What the control plane knows of one agent.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub agent_id: String,
+    pub hostname: String,
+    pub agent_version: String,
+    pub sensor_mode: SensorMode,
+    pub kernel_release: String,
+    pub hooks: Vec<String>,
+    pub first_seen_unix_nanos: i64,
+    pub last_heartbeat_unix_nanos: i64,
+    /// Highest finding seq of this agent that the control plane has committed.
+    pub last_acked_seq: u64,
+    pub counters: SensorCounters,
+    pub spooled: u64,
+}

@@ -1,0 +1,84 @@
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::ProcessInfo;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The kind of evidence that AI is present on a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalKind {
+    ModelFile,
+    AiRuntime,
+    GpuDevice,
+    AiEgress,
+    AiServing,
+    GpuUse,
+}
+
+impl SignalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignalKind::ModelFile => "model_file",
+            SignalKind::AiRuntime => "ai_runtime",
+            SignalKind::GpuDevice => "gpu_device",
+            SignalKind::AiEgress => "ai_egress",
+            SignalKind::AiServing => "ai_serving",
+            SignalKind::GpuUse => "gpu_use",
+        }
+    }
+}
+
+impl fmt::Display for SignalKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileObject {
+    pub path: String,
+}
+
+/// One detection made by an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    /// Agent-local sequence number, assigned by the agent's spool; strictly
+    /// increasing per agent. 0 until spooled.
+    pub seq: u64,
+    pub rule_id: String,
+    pub severity: Severity,
+    pub signal: SignalKind,
+    /// Wall-clock time of the triggering syscall, ns since the Unix epoch.
+    pub observed_at_unix_nanos: i64,
+    pub process: ProcessInfo,
+    pub file: Option<FileObject>,
+    pub summary: String,
+}

@@ -1,0 +1,289 @@
+//! `TryFrom` at the edge: wire messages in, domain values out.
+
+use vigil_domain as domain;
+
+use crate::types::v1 as pb;
+
+/// A wire message that does not make a valid domain value. `field` is the
+/// path of the bad field inside the message, e.g. `findings[3].severity`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct WireError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl WireError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Prefixes the field path with the enclosing field, e.g. `findings[3]`.
+    pub fn within(mut self, parent: impl AsRef<str>) -> Self {
+        self.field = format!("{}.{}", parent.as_ref(), self.field);
+        self
+    }
+}
+
+fn enum_value<T>(field: &str, raw: i32) -> Result<T, WireError>
+where
+    T: TryFrom<i32>,
+{
+    T::try_from(raw).map_err(|_| WireError::new(field, format!("unknown value {raw}")))
+}
+
+pub fn severity_from_wire(field: &str, raw: i32) -> Result<domain::Severity, WireError> {
+    Ok(match enum_value::<pb::Severity>(field, raw)? {
+        pb::Severity::Unspecified => return Err(WireError::new(field, "must be set")),
+        pb::Severity::Info => domain::Severity::Info,
+        pb::Severity::Low => domain::Severity::Low,
+        pb::Severity::Medium => domain::Severity::Medium,
+        pb::Severity::High => domain::Severity::High,
+        pb::Severity::Critical => domain::Severity::Critical,
+    })
+}
+
+impl From<domain::Severity> for pb::Severity {
+    fn from(s: domain::Severity) -> Self {
+        match s {
+            domain::Severity::Info => pb::Severity::Info,
+            domain::Severity::Low => pb::Severity::Low,
+            domain::Severity::Medium => pb::Severity::Medium,
+            domain::Severity::High => pb::Severity::High,
+            domain::Severity::Critical => pb::Severity::Critical,
+        }
+    }
+}
+
+pub fn signal_from_wire(field: &str, raw: i32) -> Result<domain::SignalKind, WireError> {
+    Ok(match enum_value::<pb::SignalKind>(field, raw)? {
+        pb::SignalKind::Unspecified => return Err(WireError::new(field, "must be set")),
+        pb::SignalKind::ModelFile => domain::SignalKind::ModelFile,
+        pb::SignalKind::AiRuntime => domain::SignalKind::AiRuntime,
+        pb::SignalKind::GpuDevice => domain::SignalKind::GpuDevice,
+        pb::SignalKind::AiEgress => domain::SignalKind::AiEgress,
+        pb::SignalKind::AiServing => domain::SignalKind::AiServing,
+        pb::SignalKind::GpuUse => domain::SignalKind::GpuUse,
+    })
+}
+
+impl From<domain::SignalKind> for pb::SignalKind {
+    fn from(s: domain::SignalKind) -> Self {
+        match s {
+            domain::SignalKind::ModelFile => pb::SignalKind::ModelFile,
+            domain::SignalKind::AiRuntime => pb::SignalKind::AiRuntime,
+            domain::SignalKind::GpuDevice => pb::SignalKind::GpuDevice,
+            domain::SignalKind::AiEgress => pb::SignalKind::AiEgress,
+            domain::SignalKind::AiServing => pb::SignalKind::AiServing,
+            domain::SignalKind::GpuUse => pb::SignalKind::GpuUse,
+        }
+    }
+}
+
+pub fn sensor_mode_from_wire(field: &str, raw: i32) -> Result<domain::SensorMode, WireError> {
+    Ok(match enum_value::<pb::SensorMode>(field, raw)? {
+        pb::SensorMode::Unspecified => return Err(WireError::new(field, "must be set")),
+        pb::SensorMode::Ebpf => domain::SensorMode::Ebpf,
+        pb::SensorMode::ProcfsDegraded => domain::SensorMode::ProcfsDegraded,
+    })
+}
+
+impl From<domain::SensorMode> for pb::SensorMode {
+    fn from(m: domain::SensorMode) -> Self {
+        match m {
+            domain::SensorMode::Ebpf => pb::SensorMode::Ebpf,
+            domain::SensorMode::ProcfsDegraded => pb::SensorMode::ProcfsDegraded,
+        }
+    }
+}
+
+impl From<pb::Process> for domain::ProcessInfo {
+    fn from(p: pb::Process) -> Self {
+        Self {
+            pid: p.pid,
+            ppid: p.ppid,
+            uid: p.uid,
+            exe: p.exe,
+            argv: p.argv,
+            comm: p.comm,
+            cgroup_id: p.cgroup_id,
+            mnt_ns: p.mnt_ns,
+            exe_sha256: p.exe_sha256,
+        }
+    }
+}
+
+impl From<domain::ProcessInfo> for pb::Process {
+    fn from(p: domain::ProcessInfo) -> Self {
+        Self {
+            pid: p.pid,
+            ppid: p.ppid,
+            uid: p.uid,
+            exe: p.exe,
+            argv: p.argv,
+            comm: p.comm,
+            cgroup_id: p.cgroup_id,
+            mnt_ns: p.mnt_ns,
+            exe_sha256: p.exe_sha256,
+        }
+    }
+}
+
+impl TryFrom<pb::Finding> for domain::Finding {
+    type Error = WireError;
+
+    fn try_from(f: pb::Finding) -> Result<Self, WireError> {
+        if f.seq == 0 {
+            return Err(WireError::new("seq", "must be at least 1"));
+        }
+        if f.rule_id.trim().is_empty() {
+            return Err(WireError::new("rule_id", "must not be empty"));
+        }
+        let process = f
+            .process
+            .ok_or_else(|| WireError::new("process", "must be set"))?;
+        if process.pid == 0 {
+            return Err(WireError::new("process.pid", "must not be 0"));
+        }
+        Ok(Self {
+            seq: f.seq,
+            rule_id: f.rule_id,
+            severity: severity_from_wire("severity", f.severity)?,
+            signal: signal_from_wire("signal", f.signal)?,
+            observed_at_unix_nanos: f.observed_at_unix_nanos,
+            process: process.into(),
+            file: f.file.map(|o| domain::FileObject { path: o.path }),
+            summary: f.summary,
+        })
+    }
+}
+
+impl From<domain::Finding> for pb::Finding {
+    fn from(f: domain::Finding) -> Self {
+        Self {
+            seq: f.seq,
+            rule_id: f.rule_id,
+            severity: pb::Severity::from(f.severity).into(),
+            signal: pb::SignalKind::from(f.signal).into(),
+            observed_at_unix_nanos: f.observed_at_unix_nanos,
+            process: Some(f.process.into()),
+            file: f.file.map(|o| pb::FileObject { path: o.path }),
+            summary: f.summary,
+        }
+    }
+}
+
+impl TryFrom<pb::Alert> for domain::Alert {
+    type Error = WireError;
+
+    fn try_from(a: pb::Alert) -> Result<Self, WireError> {
+        let finding = a
+            .finding
+            .ok_or_else(|| WireError::new("finding", "must be set"))?;
+        Ok(Self {
+            index: a.index,
+            agent_id: a.agent_id,
+            hostname: a.hostname,
+            received_at_unix_nanos: a.received_at_unix_nanos,
+            finding: domain::Finding::try_from(finding).map_err(|e| e.within("finding"))?,
+        })
+    }
+}
+
+impl From<domain::Alert> for pb::Alert {
+    fn from(a: domain::Alert) -> Self {
+        Self {
+            index: a.index,
+            agent_id: a.agent_id,
+            hostname: a.hostname,
+            received_at_unix_nanos: a.received_at_unix_nanos,
+            finding: Some(a.finding.into()),
+        }
+    }
+}
+
+impl From<pb::SensorCounters> for domain::SensorCounters {
+    fn from(c: pb::SensorCounters) -> Self {
+        Self {
+            emitted: c.emitted,
+            filtered: c.filtered,
+            dropped: c.dropped,
+        }
+    }
+}
+
+impl From<domain::SensorCounters> for pb::SensorCounters {
+    fn from(c: domain::SensorCounters) -> Self {
+        Self {
+            emitted: c.emitted,
+            filtered: c.filtered,
+            dropped: c.dropped,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire_finding() -> pb::Finding {
+        pb::Finding {
+            seq: 3,
+            rule_id: "r".into(),
+            severity: pb::Severity::High as i32,
+            signal: pb::SignalKind::ModelFile as i32,
+            observed_at_unix_nanos: 1,
+            process: Some(pb::Process {
+                pid: 9,
+                ..Default::default()
+            }),
+            file: Some(pb::FileObject {
+                path: "/m.onnx".into(),
+            }),
+            summary: "s".into(),
+        }
+    }
+
+    #[test]
+    fn a_valid_finding_round_trips() {
+        let d = domain::Finding::try_from(wire_finding()).unwrap();
+        assert_eq!(pb::Finding::from(d), wire_finding());
+    }
+
+    #[test]
+    fn unknown_enum_values_name_the_field() {
+        let mut f = wire_finding();
+        f.severity = 99;
+        let e = domain::Finding::try_from(f).unwrap_err();
+        assert_eq!(e.to_string(), "severity: unknown value 99");
+        let mut f = wire_finding();
+        f.signal = 0;
+        assert_eq!(
+            domain::Finding::try_from(f).unwrap_err().to_string(),
+            "signal: must be set"
+        );
+    }
+
+    #[test]
+    fn missing_parts_name_the_field_with_its_parent() {
+        let mut f = wire_finding();
+        f.process = None;
+        let alert = pb::Alert {
+            finding: Some(f),
+            ..Default::default()
+        };
+        assert_eq!(
+            domain::Alert::try_from(alert).unwrap_err().to_string(),
+            "finding.process: must be set"
+        );
+        let mut f = wire_finding();
+        f.seq = 0;
+        assert_eq!(
+            domain::Finding::try_from(f).unwrap_err().field,
+            "seq".to_string()
+        );
+    }
+}

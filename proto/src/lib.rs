@@ -1,0 +1,35 @@
+//! Wire contracts of vigil, generated from `proto/vigil/**.proto`, and the
+//! conversions between wire and domain types.
+//!
+//! Architecture invariant: code outside this crate handles domain types
+//! (`vigil_domain`); a wire message becomes a domain value only through the
+//! `TryFrom` impls in `convert`, whose errors name the offending field.
+
+mod convert;
+
+pub use convert::{sensor_mode_from_wire, severity_from_wire, signal_from_wire, WireError};
+
+pub mod types {
+    pub mod v1 {
+        tonic::include_proto!("vigil.types.v1");
+    }
+}
+pub mod agent {
+    pub mod v1 {
+        tonic::include_proto!("vigil.agent.v1");
+    }
+}
+pub mod admin {
+    pub mod v1 {
+        tonic::include_proto!("vigil.admin.v1");
+    }
+}
+pub mod siem {
+    pub mod v1 {
+        tonic::include_proto!("vigil.siem.v1");
+    }
+}
+
+/// Encoded `FileDescriptorSet` of every vigil proto, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/vigil_descriptor.bin"));
