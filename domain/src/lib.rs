@@ -15,6 +15,7 @@ pub use alert::{AgentRecord, Alert, SensorCounters, SensorMode};
 pub use approval::ApprovedWorkloads;
 pub use finding::{FileObject, Finding, Severity, SignalKind};
 pub use model_file::{
-    is_model_file_path, ModelFileOpenRule, MODEL_FILE_EXTENSIONS, MODEL_FILE_RULE_ID,
+    classify_model_path, is_model_file_path, sniff_model_format, ModelFileOpenRule, ModelFormat,
+    ModelPathClass, MODEL_FILE_EXTENSIONS, MODEL_FILE_RULE_ID, MODEL_SNIFF_BYTES,
 };
 pub use process::ProcessInfo;

@@ -1,0 +1,80 @@
+//! Agent configuration: command-line flags, each also settable by environment.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "vigil-agent",
+    version,
+    about = "vigil host agent: finds shadow AI on this host"
+)]
+pub struct AgentConfig {
+    /// Control plane gRPC endpoint.
+    #[arg(
+        long,
+        env = "VIGIL_CONTROL_PLANE",
+        default_value = "http://127.0.0.1:7700"
+    )]
+    pub control_plane: String,
+
+    /// Directory for the agent's spool and state.
+    #[arg(
+        long,
+        env = "VIGIL_AGENT_DATA_DIR",
+        default_value = "/var/lib/vigil/agent"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Stable identity of this agent (default: /etc/machine-id, else the hostname).
+    #[arg(long, env = "VIGIL_AGENT_ID")]
+    pub agent_id: Option<String>,
+
+    /// sha256 of an executable approved to run AI on this host (repeatable).
+    #[arg(
+        long = "approved-exe-sha256",
+        env = "VIGIL_APPROVED_EXE_SHA256",
+        value_delimiter = ','
+    )]
+    pub approved_exe_sha256: Vec<String>,
+
+    /// Seconds between heartbeats to the control plane.
+    #[arg(long, default_value_t = 5)]
+    pub heartbeat_secs: u64,
+
+    /// Longest wait between reconnection attempts, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub max_backoff_secs: u64,
+
+    /// Most processes the process table holds.
+    #[arg(long, default_value_t = 65_536)]
+    pub process_table_capacity: usize,
+}
+
+impl AgentConfig {
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_secs.max(1))
+    }
+
+    pub fn max_backoff(&self) -> Duration {
+        Duration::from_secs(self.max_backoff_secs.max(1))
+    }
+
+    pub fn resolved_agent_id(&self) -> String {
+        if let Some(id) = self.agent_id.as_ref().filter(|s| !s.trim().is_empty()) {
+            return id.trim().to_string();
+        }
+        std::fs::read_to_string("/etc/machine-id")
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(hostname)
+    }
+}
+
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown-host".to_string())
+}

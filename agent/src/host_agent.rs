@@ -1,0 +1,107 @@
+//! The agent's main loop: sensors → process table → detector → spool, with
+//! the shipper running beside it.
+
+use anyhow::Context;
+use tokio::sync::watch;
+use vigil_domain::{ApprovedWorkloads, ModelFileOpenRule};
+use vigil_proto::agent::v1 as pb;
+use vigil_proto::types::v1 as types_pb;
+
+use crate::config::{hostname, AgentConfig};
+use crate::detector::Detector;
+use crate::process_table::ProcessTable;
+use crate::procfs::Procfs;
+use crate::sensors::{path_filter, EbpfSensor};
+use crate::shipper::{self, AgentHealth, ShipperConfig};
+use crate::spool::Spool;
+
+pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    let spool_dir = config.data_dir.join("spool");
+    std::fs::create_dir_all(&spool_dir)
+        .with_context(|| format!("creating {}", spool_dir.display()))?;
+    let spool = Spool::open(&spool_dir)
+        .with_context(|| format!("opening the spool in {}", spool_dir.display()))?;
+
+    let procfs = Procfs::default();
+    let mut table = ProcessTable::new(config.process_table_capacity);
+    // Attach first, then snapshot: a process that starts in between is seen
+    // by both, never by neither.
+    let filters = path_filter::default_filters()?;
+    let mut sensor = EbpfSensor::load(&filters)
+        .context("loading the eBPF sensors (root and a kernel with BTF are needed)")?;
+    let seeded = table.seed(&procfs).context("reading /proc")?;
+    tracing::info!(hooks = ?sensor.hooks(), processes = seeded, spooled = spool.len(), "sensors attached");
+
+    let approved = ApprovedWorkloads::new(config.approved_exe_sha256.iter().cloned());
+    let mut detector = Detector::new(ModelFileOpenRule::new(approved), procfs);
+
+    let (health_tx, health_rx) = watch::channel(AgentHealth::default());
+    let hello = pb::Hello {
+        agent_id: config.resolved_agent_id(),
+        hostname: hostname(),
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        sensor_mode: types_pb::SensorMode::Ebpf as i32,
+        kernel_release: nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        hooks: sensor.hooks().to_vec(),
+    };
+    let shipper = tokio::spawn(shipper::run(
+        spool.clone(),
+        ShipperConfig {
+            endpoint: config.control_plane.clone(),
+            hello,
+            heartbeat: config.heartbeat(),
+            batch_size: 256,
+            window: 4096,
+            max_backoff: config.max_backoff(),
+        },
+        health_rx,
+    ));
+    println!(
+        "vigil-agent ready: {} sensors attached",
+        sensor.hooks().len()
+    );
+
+    let mut events = Vec::with_capacity(1024);
+    let mut counters_tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        tokio::select! {
+            r = sensor.next_batch(&mut events) => {
+                r.context("reading the sensors' ring buffer")?;
+                for ev in events.drain(..) {
+                    if let Some(finding) = detector.on_event(&ev, &mut table) {
+                        tracing::info!(rule = %finding.rule_id, pid = finding.process.pid, summary = %finding.summary, "finding");
+                        spool.push(finding).context("writing a finding to the spool")?;
+                    }
+                }
+            }
+            _ = counters_tick.tick() => {
+                let counters = sensor.counters();
+                health_tx.send_replace(AgentHealth { counters });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    shipper.abort();
+    spool.flush().await?;
+    tracing::info!(
+        spooled = spool.len(),
+        decode_errors = sensor.decode_errors(),
+        "agent stopped"
+    );
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,15 @@
+//! vigil host agent.
+//!
+//! Data flow: `sensors` (eBPF ring buffer) → `process_table` → `detector` →
+//! `spool` (sled, on disk) → `shipper` (gRPC to the control plane).
+
+pub mod clock;
+pub mod config;
+pub mod detector;
+pub mod exe_digest;
+pub mod host_agent;
+pub mod process_table;
+pub mod procfs;
+pub mod sensors;
+pub mod shipper;
+pub mod spool;

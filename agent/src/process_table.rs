@@ -1,0 +1,253 @@
+//! The agent's view of every live process: seeded from /proc at start (so
+//! what ran before the agent is known), kept by exec and exit events.
+//!
+//! Architecture invariant: the table is bounded (`capacity`); when full, new
+//! processes are still reported (inferred per event) but not stored, and
+//! `overflows` counts them.
+
+use std::collections::HashMap;
+use vigil_domain::ProcessInfo;
+
+use crate::procfs::{ProcSnapshot, Procfs};
+use crate::sensors::EventContext;
+
+/// How the table learned of a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The exec event.
+    Exec,
+    /// The /proc snapshot at start.
+    Snapshot,
+    /// First seen in another event: copied from its parent (a fork that did
+    /// not exec) or read from /proc.
+    Inferred,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessEntry {
+    /// Without `exe_sha256`, which is computed when a finding needs it.
+    pub info: ProcessInfo,
+    pub origin: Origin,
+}
+
+#[derive(Debug)]
+pub struct ProcessTable {
+    procs: HashMap<u32, ProcessEntry>,
+    capacity: usize,
+    overflows: u64,
+}
+
+impl From<ProcSnapshot> for ProcessInfo {
+    fn from(s: ProcSnapshot) -> Self {
+        ProcessInfo {
+            pid: s.pid,
+            ppid: s.ppid,
+            uid: s.uid,
+            exe: s.exe,
+            argv: s.argv,
+            comm: s.comm,
+            cgroup_id: s.cgroup_id,
+            mnt_ns: s.mnt_ns,
+            exe_sha256: String::new(),
+        }
+    }
+}
+
+impl ProcessTable {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            procs: HashMap::new(),
+            capacity,
+            overflows: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
+    /// Processes that could not be stored because the table was full.
+    pub fn overflows(&self) -> u64 {
+        self.overflows
+    }
+
+    pub fn get(&self, pid: u32) -> Option<&ProcessEntry> {
+        self.procs.get(&pid)
+    }
+
+    fn insert(&mut self, entry: ProcessEntry) {
+        let pid = entry.info.pid;
+        if self.procs.len() >= self.capacity && !self.procs.contains_key(&pid) {
+            self.overflows += 1;
+            return;
+        }
+        self.procs.insert(pid, entry);
+    }
+
+    /// Adds every process now in /proc; returns how many.
+    pub fn seed(&mut self, procfs: &Procfs) -> std::io::Result<usize> {
+        let mut n = 0;
+        for pid in procfs.pids()? {
+            if let Some(snap) = procfs.process(pid) {
+                self.insert(ProcessEntry {
+                    info: snap.into(),
+                    origin: Origin::Snapshot,
+                });
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    pub fn observe_exec(&mut self, ctx: &EventContext, filename: &str, argv: &[String]) {
+        self.insert(ProcessEntry {
+            info: ProcessInfo {
+                pid: ctx.pid,
+                ppid: ctx.ppid,
+                uid: ctx.uid,
+                exe: filename.to_string(),
+                argv: argv.to_vec(),
+                comm: ctx.comm.clone(),
+                cgroup_id: ctx.cgroup_id,
+                mnt_ns: ctx.mnt_ns,
+                exe_sha256: String::new(),
+            },
+            origin: Origin::Exec,
+        });
+    }
+
+    pub fn observe_exit(&mut self, pid: u32) {
+        self.procs.remove(&pid);
+    }
+
+    /// The process behind an event. A pid the table does not know is a fork
+    /// that did not exec (it runs its parent's program) or a process the
+    /// table had no room for; it is inferred and stored.
+    pub fn resolve(&mut self, ctx: &EventContext, procfs: &Procfs) -> ProcessInfo {
+        if let Some(e) = self.procs.get(&ctx.pid) {
+            return e.info.clone();
+        }
+        let info = match self.procs.get(&ctx.ppid) {
+            Some(parent) => ProcessInfo {
+                pid: ctx.pid,
+                ppid: ctx.ppid,
+                uid: ctx.uid,
+                comm: ctx.comm.clone(),
+                cgroup_id: ctx.cgroup_id,
+                mnt_ns: ctx.mnt_ns,
+                ..parent.info.clone()
+            },
+            None => match procfs.process(ctx.pid) {
+                Some(snap) => snap.into(),
+                None => ProcessInfo {
+                    pid: ctx.pid,
+                    ppid: ctx.ppid,
+                    uid: ctx.uid,
+                    comm: ctx.comm.clone(),
+                    cgroup_id: ctx.cgroup_id,
+                    mnt_ns: ctx.mnt_ns,
+                    ..Default::default()
+                },
+            },
+        };
+        self.insert(ProcessEntry {
+            info: info.clone(),
+            origin: Origin::Inferred,
+        });
+        info
+    }
+
+    /// pid, parent, grandparent, ... as far as the table knows (at most `max`).
+    pub fn ancestry(&self, pid: u32, max: usize) -> Vec<u32> {
+        let mut chain = vec![pid];
+        let mut cur = pid;
+        while chain.len() < max {
+            match self.procs.get(&cur) {
+                Some(e) if e.info.ppid != 0 && e.info.ppid != cur => {
+                    cur = e.info.ppid;
+                    chain.push(cur);
+                }
+                _ => break,
+            }
+        }
+        chain
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(pid: u32, ppid: u32, comm: &str) -> EventContext {
+        EventContext {
+            ktime_boot_ns: 1,
+            cgroup_id: 7,
+            mnt_ns: 8,
+            tid: pid,
+            pid,
+            ppid,
+            uid: 1000,
+            gid: 1000,
+            comm: comm.into(),
+        }
+    }
+
+    #[test]
+    fn exec_then_exit_adds_then_removes() {
+        let mut t = ProcessTable::new(10);
+        t.observe_exec(
+            &ctx(100, 1, "python3"),
+            "/usr/bin/python3",
+            &["python3".into()],
+        );
+        let e = t.get(100).unwrap();
+        assert_eq!(e.info.exe, "/usr/bin/python3");
+        assert_eq!(e.origin, Origin::Exec);
+        t.observe_exit(100);
+        assert!(t.get(100).is_none());
+    }
+
+    #[test]
+    fn a_fork_without_exec_inherits_its_parents_program() {
+        let mut t = ProcessTable::new(10);
+        t.observe_exec(
+            &ctx(100, 1, "python3"),
+            "/usr/bin/python3",
+            &["python3".into(), "x.py".into()],
+        );
+        let child = t.resolve(&ctx(4_000_000, 100, "python3"), &Procfs::default());
+        assert_eq!(child.exe, "/usr/bin/python3");
+        assert_eq!(child.argv, vec!["python3", "x.py"]);
+        assert_eq!(child.pid, 4_000_000);
+        assert_eq!(t.get(4_000_000).unwrap().origin, Origin::Inferred);
+        assert_eq!(t.ancestry(4_000_000, 8), vec![4_000_000, 100, 1]);
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_counts_what_it_could_not_hold() {
+        let mut t = ProcessTable::new(2);
+        for pid in 1..=5 {
+            t.observe_exec(&ctx(pid, 0, "x"), "/bin/x", &[]);
+        }
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.overflows(), 3);
+        // Still reported, from the event itself, when /proc has nothing.
+        let info = t.resolve(&ctx(4_000_001, 3_999_999, "ghost"), &Procfs::default());
+        assert_eq!(info.comm, "ghost");
+    }
+
+    #[test]
+    fn seeding_finds_processes_that_started_before_the_agent() {
+        let mut t = ProcessTable::new(1 << 16);
+        let n = t.seed(&Procfs::default()).unwrap();
+        assert!(n >= 1);
+        let me = t
+            .get(std::process::id())
+            .expect("this test process is in the table");
+        assert_eq!(me.origin, Origin::Snapshot);
+    }
+}

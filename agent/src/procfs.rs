@@ -1,0 +1,194 @@
+//! Reading processes from /proc: the start-up snapshot and enrichment of
+//! findings (resolved exe path, cwd-relative paths, cgroup identity).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// A process as /proc shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcSnapshot {
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub exe: String,
+    pub argv: Vec<String>,
+    pub comm: String,
+    pub cgroup_id: u64,
+    pub mnt_ns: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Procfs {
+    root: PathBuf,
+    cgroup2_mount: Option<PathBuf>,
+}
+
+impl Default for Procfs {
+    fn default() -> Self {
+        Self::new("/proc")
+    }
+}
+
+impl Procfs {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        let cgroup2_mount = find_cgroup2_mount(&root.join("self/mountinfo"));
+        Self {
+            root,
+            cgroup2_mount,
+        }
+    }
+
+    /// Where cgroup v2 is mounted (`/sys/fs/cgroup` or, on hybrid hosts,
+    /// `/sys/fs/cgroup/unified`), if anywhere.
+    pub fn cgroup2_mount(&self) -> Option<&Path> {
+        self.cgroup2_mount.as_deref()
+    }
+
+    /// Every process id now in /proc.
+    pub fn pids(&self) -> std::io::Result<Vec<u32>> {
+        let mut pids: Vec<u32> = std::fs::read_dir(&self.root)?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        pids.sort_unstable();
+        Ok(pids)
+    }
+
+    /// The process, or None when it is gone (or is a kernel thread).
+    pub fn process(&self, pid: u32) -> Option<ProcSnapshot> {
+        let dir = self.root.join(pid.to_string());
+        let status = std::fs::read_to_string(dir.join("status")).ok()?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+        };
+        let ppid = field("PPid:")?.parse().ok()?;
+        let uid = field("Uid:")?.split_whitespace().next()?.parse().ok()?;
+        let comm = field("Name:").unwrap_or_default();
+        let argv = std::fs::read(dir.join("cmdline"))
+            .map(|b| split_nul(&b))
+            .unwrap_or_default();
+        let exe = self.exe(pid).unwrap_or_default();
+        Some(ProcSnapshot {
+            pid,
+            ppid,
+            uid,
+            exe,
+            argv,
+            comm,
+            cgroup_id: self.cgroup_id(pid).unwrap_or(0),
+            mnt_ns: self.mnt_ns(pid).unwrap_or(0),
+        })
+    }
+
+    /// The resolved executable path (what /proc/PID/exe links to).
+    pub fn exe(&self, pid: u32) -> Option<String> {
+        let link = std::fs::read_link(self.root.join(format!("{pid}/exe"))).ok()?;
+        Some(
+            link.to_string_lossy()
+                .trim_end_matches(" (deleted)")
+                .to_string(),
+        )
+    }
+
+    /// Path of the executable as a file that can be opened even if deleted.
+    pub fn exe_handle(&self, pid: u32) -> PathBuf {
+        self.root.join(format!("{pid}/exe"))
+    }
+
+    /// Resolves a path the process passed to openat(dfd, path): absolute paths
+    /// as they are, relative ones against the cwd or the directory fd, while
+    /// the process is alive. Otherwise the path as given.
+    pub fn resolve_path(&self, pid: u32, dfd: i32, path: &str) -> String {
+        if path.starts_with('/') {
+            return path.to_string();
+        }
+        let base = if dfd == libc::AT_FDCWD {
+            self.root.join(format!("{pid}/cwd"))
+        } else {
+            self.root.join(format!("{pid}/fd/{dfd}"))
+        };
+        match std::fs::read_link(base) {
+            Ok(dir) => dir.join(path).to_string_lossy().into_owned(),
+            Err(_) => path.to_string(),
+        }
+    }
+
+    /// cgroup v2 id (the inode of the process's cgroup directory), which is
+    /// what `bpf_get_current_cgroup_id()` reports.
+    pub fn cgroup_id(&self, pid: u32) -> Option<u64> {
+        let mount = self.cgroup2_mount.as_ref()?;
+        let text = std::fs::read_to_string(self.root.join(format!("{pid}/cgroup"))).ok()?;
+        let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+        let dir = mount.join(rel.trim_start_matches('/'));
+        std::fs::metadata(dir).ok().map(|m| m.ino())
+    }
+
+    /// Inode number of the process's mount namespace.
+    pub fn mnt_ns(&self, pid: u32) -> Option<u64> {
+        let link = std::fs::read_link(self.root.join(format!("{pid}/ns/mnt"))).ok()?;
+        let s = link.to_str()?;
+        s.strip_prefix("mnt:[")?.strip_suffix(']')?.parse().ok()
+    }
+}
+
+fn split_nul(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+fn find_cgroup2_mount(mountinfo: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(mountinfo).ok()?;
+    // Fields: id parent maj:min root mountpoint options ... - fstype source super
+    text.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        if right.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        left.split_whitespace().nth(4).map(PathBuf::from)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_test_process() {
+        let p = Procfs::default();
+        let me = std::process::id();
+        let snap = p.process(me).expect("own process is readable");
+        assert_eq!(snap.pid, me);
+        assert!(snap.exe.contains("vigil_agent"), "{}", snap.exe);
+        assert!(!snap.argv.is_empty());
+        assert!(p.pids().unwrap().contains(&me));
+        if p.cgroup2_mount().is_some() {
+            assert!(snap.cgroup_id > 0);
+        }
+        assert!(snap.mnt_ns > 0);
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_cwd() {
+        let p = Procfs::default();
+        let me = std::process::id();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            p.resolve_path(me, libc::AT_FDCWD, "m.onnx"),
+            cwd.join("m.onnx").to_string_lossy()
+        );
+        assert_eq!(p.resolve_path(me, libc::AT_FDCWD, "/abs.onnx"), "/abs.onnx");
+        // A process that does not exist keeps the path as given.
+        assert_eq!(p.resolve_path(u32::MAX, libc::AT_FDCWD, "m.onnx"), "m.onnx");
+    }
+
+    #[test]
+    fn gone_processes_read_as_none() {
+        assert!(Procfs::default().process(u32::MAX).is_none());
+    }
+}

@@ -1,0 +1,164 @@
+//! Loads the C sensors into the kernel with aya, attaches them and drains
+//! their ring buffer.
+
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::programs::TracePoint;
+use aya::{Ebpf, EbpfLoader};
+use tokio::io::unix::AsyncFd;
+use vigil_domain::SensorCounters;
+
+use super::event_layout::{
+    decode, RawPathFilter, SensorEvent, COUNTER_DROPPED, COUNTER_EMITTED, COUNTER_FILTERED,
+};
+use super::path_filter;
+
+static SENSORS_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensors.bpf.o"));
+
+/// (program, tracepoint category, tracepoint name).
+const TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("vigil_exec", "sched", "sched_process_exec"),
+    ("vigil_exit", "sched", "sched_process_exit"),
+    ("vigil_openat", "syscalls", "sys_enter_openat"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SensorError {
+    #[error("path filter table: {0}")]
+    Filter(#[from] path_filter::FilterError),
+    #[error("mounting tracefs: {0}")]
+    Tracefs(nix::Error),
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {program}: {source}")]
+    Program {
+        program: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {map}: {detail}")]
+    Map { map: &'static str, detail: String },
+    #[error("ring buffer: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub struct EbpfSensor {
+    // Owns the programs and their links: dropping it detaches everything.
+    _ebpf: Ebpf,
+    ring: AsyncFd<RingBuf<MapData>>,
+    counters: PerCpuArray<MapData, u64>,
+    hooks: Vec<String>,
+    decode_errors: u64,
+}
+
+impl EbpfSensor {
+    /// Loads and attaches every sensor program, with `filters` as the
+    /// kernel's path filter table.
+    pub fn load(filters: &[RawPathFilter]) -> Result<Self, SensorError> {
+        super::kernel_mounts::ensure_tracefs().map_err(SensorError::Tracefs)?;
+        raise_memlock_limit();
+        let (table, count) = path_filter::table(filters)?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("PATH_FILTERS", &table, true)
+            .override_global("PATH_FILTER_COUNT", &count, true)
+            .load(SENSORS_OBJECT)?;
+        let mut hooks = Vec::new();
+        for &(program, category, name) in TRACEPOINTS {
+            let err = |source| SensorError::Program { program, source };
+            let tp: &mut TracePoint = ebpf
+                .program_mut(program)
+                .ok_or(SensorError::Map {
+                    map: "program",
+                    detail: format!("{program} missing from the object"),
+                })?
+                .try_into()
+                .map_err(err)?;
+            tp.load().map_err(err)?;
+            tp.attach(category, name).map_err(err)?;
+            hooks.push(format!("tracepoint/{category}/{name}"));
+        }
+        let ring =
+            RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(|e| SensorError::Map {
+                map: "EVENTS",
+                detail: e.to_string(),
+            })?;
+        let counters = PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).map_err(|e| {
+            SensorError::Map {
+                map: "COUNTERS",
+                detail: e.to_string(),
+            }
+        })?;
+        // SAFETY: the RingBuf owns its map fd, which stays open and the same
+        // for as long as the RingBuf lives, i.e. for the AsyncFd's lifetime.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(Self {
+            _ebpf: ebpf,
+            ring,
+            counters,
+            hooks,
+            decode_errors: 0,
+        })
+    }
+
+    /// The kernel hooks the sensors are attached to.
+    pub fn hooks(&self) -> &[String] {
+        &self.hooks
+    }
+
+    /// Waits for records, then decodes every record available into `out`.
+    /// A record that does not decode is logged and counted, not fatal.
+    pub async fn next_batch(&mut self, out: &mut Vec<SensorEvent>) -> Result<(), SensorError> {
+        let mut guard = self.ring.readable_mut().await?;
+        let ring = guard.get_inner_mut();
+        while let Some(record) = ring.next() {
+            match decode(&record) {
+                Ok(ev) => out.push(ev),
+                Err(e) => {
+                    self.decode_errors += 1;
+                    tracing::warn!(error = %e, "dropping a malformed sensor record");
+                }
+            }
+        }
+        guard.clear_ready();
+        Ok(())
+    }
+
+    /// Records that reached user space but did not decode.
+    pub fn decode_errors(&self) -> u64 {
+        self.decode_errors
+    }
+
+    /// The kernel's per-CPU counters, summed.
+    pub fn counters(&self) -> SensorCounters {
+        let sum = |slot: u32| {
+            self.counters
+                .get(&slot, 0)
+                .map(|v| v.iter().sum::<u64>())
+                .unwrap_or(0)
+        };
+        SensorCounters {
+            emitted: sum(COUNTER_EMITTED),
+            filtered: sum(COUNTER_FILTERED),
+            dropped: sum(COUNTER_DROPPED),
+        }
+    }
+}
+
+fn take_map(ebpf: &mut Ebpf, map: &'static str) -> Result<aya::maps::Map, SensorError> {
+    ebpf.take_map(map).ok_or(SensorError::Map {
+        map,
+        detail: "missing from the object".into(),
+    })
+}
+
+/// Kernels before 5.11 charge BPF maps against RLIMIT_MEMLOCK.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid, initialised struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK; fine on kernels >= 5.11");
+    }
+}

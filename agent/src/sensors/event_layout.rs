@@ -1,0 +1,373 @@
+//! Rust mirror of `ebpf/vigil_event.h` and the decoder of ring-buffer records.
+//!
+//! Architecture invariant: every byte from the kernel is bounds-checked here;
+//! a malformed record is a `DecodeError`, never a panic.
+
+use std::mem::{offset_of, size_of};
+
+pub const EVENT_EXEC: u32 = 1;
+pub const EVENT_EXIT: u32 = 2;
+pub const EVENT_OPEN: u32 = 3;
+
+pub const COMM_LEN: usize = 16;
+pub const PATH_MAX: usize = 4096;
+pub const ARGS_MAX: usize = 1024;
+
+pub const COUNTER_EMITTED: u32 = 0;
+pub const COUNTER_FILTERED: u32 = 1;
+pub const COUNTER_DROPPED: u32 = 2;
+
+pub const FILTER_SLOTS: usize = 32;
+pub const FILTER_SUFFIX: u32 = 1;
+pub const FILTER_PREFIX: u32 = 2;
+pub const MATCH_MODEL_FILE: u32 = 1;
+pub const MATCH_GPU_DEVICE: u32 = 2;
+pub const MATCH_AI_RUNTIME: u32 = 3;
+
+/// `struct vigil_event_header`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawEventHeader {
+    pub kind: u32,
+    pub size: u32,
+    pub ktime_boot_ns: u64,
+    pub cgroup_id: u64,
+    pub mnt_ns: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub aux: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Fixed part of `struct vigil_exec_event`; `data` follows.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawExecFixed {
+    pub hdr: RawEventHeader,
+    pub filename_len: u32,
+    pub args_len: u32,
+}
+
+/// Fixed part of `struct vigil_open_event`; `path` follows.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawOpenFixed {
+    pub hdr: RawEventHeader,
+    pub dfd: i32,
+    pub flags: u32,
+    pub matched: u32,
+    pub path_len: u32,
+}
+
+/// `struct vigil_path_filter`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawPathFilter {
+    pub kind: u32,
+    pub len: u32,
+    pub matched: u32,
+    pub pad: u32,
+    pub value: [u64; 2],
+    pub mask: [u64; 2],
+}
+
+// SAFETY: plain old data of integers only, no padding (checked by the layout test).
+unsafe impl aya::Pod for RawPathFilter {}
+
+/// Offsets of the C structs as the Rust mirror has them, named as in C, for
+/// the layout test that compares them with the C compiler's view.
+pub fn rust_layout() -> Vec<(&'static str, usize)> {
+    vec![
+        (
+            "sizeof(struct vigil_event_header)",
+            size_of::<RawEventHeader>(),
+        ),
+        (
+            "offsetof(struct vigil_event_header, kind)",
+            offset_of!(RawEventHeader, kind),
+        ),
+        (
+            "offsetof(struct vigil_event_header, size)",
+            offset_of!(RawEventHeader, size),
+        ),
+        (
+            "offsetof(struct vigil_event_header, ktime_boot_ns)",
+            offset_of!(RawEventHeader, ktime_boot_ns),
+        ),
+        (
+            "offsetof(struct vigil_event_header, cgroup_id)",
+            offset_of!(RawEventHeader, cgroup_id),
+        ),
+        (
+            "offsetof(struct vigil_event_header, mnt_ns)",
+            offset_of!(RawEventHeader, mnt_ns),
+        ),
+        (
+            "offsetof(struct vigil_event_header, pid)",
+            offset_of!(RawEventHeader, pid),
+        ),
+        (
+            "offsetof(struct vigil_event_header, tgid)",
+            offset_of!(RawEventHeader, tgid),
+        ),
+        (
+            "offsetof(struct vigil_event_header, ppid)",
+            offset_of!(RawEventHeader, ppid),
+        ),
+        (
+            "offsetof(struct vigil_event_header, uid)",
+            offset_of!(RawEventHeader, uid),
+        ),
+        (
+            "offsetof(struct vigil_event_header, gid)",
+            offset_of!(RawEventHeader, gid),
+        ),
+        (
+            "offsetof(struct vigil_event_header, aux)",
+            offset_of!(RawEventHeader, aux),
+        ),
+        (
+            "offsetof(struct vigil_event_header, comm)",
+            offset_of!(RawEventHeader, comm),
+        ),
+        (
+            "offsetof(struct vigil_exec_event, filename_len)",
+            offset_of!(RawExecFixed, filename_len),
+        ),
+        (
+            "offsetof(struct vigil_exec_event, args_len)",
+            offset_of!(RawExecFixed, args_len),
+        ),
+        (
+            "offsetof(struct vigil_exec_event, data)",
+            size_of::<RawExecFixed>(),
+        ),
+        (
+            "offsetof(struct vigil_open_event, dfd)",
+            offset_of!(RawOpenFixed, dfd),
+        ),
+        (
+            "offsetof(struct vigil_open_event, flags)",
+            offset_of!(RawOpenFixed, flags),
+        ),
+        (
+            "offsetof(struct vigil_open_event, match)",
+            offset_of!(RawOpenFixed, matched),
+        ),
+        (
+            "offsetof(struct vigil_open_event, path_len)",
+            offset_of!(RawOpenFixed, path_len),
+        ),
+        (
+            "offsetof(struct vigil_open_event, path)",
+            size_of::<RawOpenFixed>(),
+        ),
+        (
+            "sizeof(struct vigil_path_filter)",
+            size_of::<RawPathFilter>(),
+        ),
+        (
+            "offsetof(struct vigil_path_filter, len)",
+            offset_of!(RawPathFilter, len),
+        ),
+        (
+            "offsetof(struct vigil_path_filter, match)",
+            offset_of!(RawPathFilter, matched),
+        ),
+        (
+            "offsetof(struct vigil_path_filter, value)",
+            offset_of!(RawPathFilter, value),
+        ),
+        (
+            "offsetof(struct vigil_path_filter, mask)",
+            offset_of!(RawPathFilter, mask),
+        ),
+    ]
+}
+
+/// What the kernel says about the task behind an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventContext {
+    pub ktime_boot_ns: u64,
+    pub cgroup_id: u64,
+    pub mnt_ns: u64,
+    pub tid: u32,
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub comm: String,
+}
+
+/// Why a path passed the kernel filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathMatch {
+    ModelFile,
+    GpuDevice,
+    AiRuntime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SensorEvent {
+    Exec {
+        ctx: EventContext,
+        filename: String,
+        argv: Vec<String>,
+    },
+    Exit {
+        ctx: EventContext,
+        exit_code: u32,
+    },
+    Open {
+        ctx: EventContext,
+        dfd: i32,
+        flags: u32,
+        matched: PathMatch,
+        path: String,
+    },
+}
+
+impl SensorEvent {
+    pub fn ctx(&self) -> &EventContext {
+        match self {
+            SensorEvent::Exec { ctx, .. }
+            | SensorEvent::Exit { ctx, .. }
+            | SensorEvent::Open { ctx, .. } => ctx,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {got} bytes is shorter than the {need} its {what} needs")]
+    Short {
+        what: &'static str,
+        need: usize,
+        got: usize,
+    },
+    #[error("record says it is {said} bytes but {got} arrived")]
+    SizeMismatch { said: usize, got: usize },
+    #[error("unknown record kind {0}")]
+    UnknownKind(u32),
+    #[error("unknown path match class {0}")]
+    UnknownMatch(u32),
+    #[error("{field} length {len} exceeds the {room} bytes that follow")]
+    Overrun {
+        field: &'static str,
+        len: usize,
+        room: usize,
+    },
+}
+
+fn read_struct<T: Copy + Default>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
+    let need = size_of::<T>();
+    if bytes.len() < need {
+        return Err(DecodeError::Short {
+            what,
+            need,
+            got: bytes.len(),
+        });
+    }
+    // SAFETY: the length is checked above, T is a #[repr(C)] struct of
+    // integers and byte arrays (every bit pattern valid), and
+    // read_unaligned tolerates any alignment.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Bytes up to the first NUL (or all), as UTF-8 with replacement.
+fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn context(h: &RawEventHeader) -> EventContext {
+    EventContext {
+        ktime_boot_ns: h.ktime_boot_ns,
+        cgroup_id: h.cgroup_id,
+        mnt_ns: h.mnt_ns,
+        tid: h.pid,
+        pid: h.tgid,
+        ppid: h.ppid,
+        uid: h.uid,
+        gid: h.gid,
+        comm: c_string(&h.comm),
+    }
+}
+
+fn tail<'a>(
+    record: &'a [u8],
+    start: usize,
+    len: usize,
+    field: &'static str,
+) -> Result<&'a [u8], DecodeError> {
+    let room = record.len().saturating_sub(start);
+    if len > room {
+        return Err(DecodeError::Overrun { field, len, room });
+    }
+    Ok(&record[start..start + len])
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(record: &[u8]) -> Result<SensorEvent, DecodeError> {
+    let hdr: RawEventHeader = read_struct(record, "header")?;
+    if hdr.size as usize != record.len() {
+        return Err(DecodeError::SizeMismatch {
+            said: hdr.size as usize,
+            got: record.len(),
+        });
+    }
+    let ctx = context(&hdr);
+    match hdr.kind {
+        EVENT_EXEC => {
+            let fixed: RawExecFixed = read_struct(record, "exec record")?;
+            let start = size_of::<RawExecFixed>();
+            let flen = fixed.filename_len as usize;
+            let filename = c_string(tail(record, start, flen, "filename")?);
+            let args = tail(record, start + flen, fixed.args_len as usize, "argv")?;
+            let argv = args
+                .split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            Ok(SensorEvent::Exec {
+                ctx,
+                filename,
+                argv,
+            })
+        }
+        EVENT_EXIT => Ok(SensorEvent::Exit {
+            ctx,
+            exit_code: hdr.aux,
+        }),
+        EVENT_OPEN => {
+            let fixed: RawOpenFixed = read_struct(record, "open record")?;
+            let matched = match fixed.matched {
+                MATCH_MODEL_FILE => PathMatch::ModelFile,
+                MATCH_GPU_DEVICE => PathMatch::GpuDevice,
+                MATCH_AI_RUNTIME => PathMatch::AiRuntime,
+                other => return Err(DecodeError::UnknownMatch(other)),
+            };
+            let path = c_string(tail(
+                record,
+                size_of::<RawOpenFixed>(),
+                fixed.path_len as usize,
+                "path",
+            )?);
+            Ok(SensorEvent::Open {
+                ctx,
+                dfd: fixed.dfd,
+                flags: fixed.flags,
+                matched,
+                path,
+            })
+        }
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+#[cfg(test)]
+#[path = "event_layout_tests.rs"]
+mod tests;

@@ -1,0 +1,158 @@
+use super::*;
+use std::process::Command;
+
+fn as_bytes<T: Copy>(v: &T) -> Vec<u8> {
+    // SAFETY: test-only view of a #[repr(C)] POD value's bytes.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()).to_vec() }
+}
+
+fn header(kind: u32, size: usize) -> RawEventHeader {
+    let mut comm = [0u8; COMM_LEN];
+    comm[..7].copy_from_slice(b"python3");
+    RawEventHeader {
+        kind,
+        size: size as u32,
+        ktime_boot_ns: 5,
+        pid: 11,
+        tgid: 10,
+        ppid: 1,
+        uid: 1000,
+        comm,
+        ..Default::default()
+    }
+}
+
+fn exec_record(filename: &[u8], args: &[u8]) -> Vec<u8> {
+    let size = size_of::<RawExecFixed>() + filename.len() + args.len();
+    let fixed = RawExecFixed {
+        hdr: header(EVENT_EXEC, size),
+        filename_len: filename.len() as u32,
+        args_len: args.len() as u32,
+    };
+    let mut out = as_bytes(&fixed);
+    out.extend_from_slice(filename);
+    out.extend_from_slice(args);
+    out
+}
+
+fn open_record(path: &[u8], matched: u32) -> Vec<u8> {
+    let size = size_of::<RawOpenFixed>() + path.len();
+    let fixed = RawOpenFixed {
+        hdr: header(EVENT_OPEN, size),
+        dfd: -100,
+        flags: 0,
+        matched,
+        path_len: path.len() as u32,
+    };
+    let mut out = as_bytes(&fixed);
+    out.extend_from_slice(path);
+    out
+}
+
+#[test]
+fn c_header_and_rust_mirror_agree_on_every_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = rust_layout();
+    let mut prog = String::from(
+        "#include <stdio.h>\n#include <stddef.h>\n#include \"vigil_event.h\"\nint main(void) {\n",
+    );
+    for (name, _) in &names {
+        prog.push_str(&format!("  printf(\"%zu\\n\", (size_t){name});\n"));
+    }
+    prog.push_str("  return 0;\n}\n");
+    let src = dir.path().join("layout.c");
+    let bin = dir.path().join("layout");
+    std::fs::write(&src, prog).unwrap();
+    let ebpf = concat!(env!("CARGO_MANIFEST_DIR"), "/../ebpf");
+    let cc = Command::new("cc")
+        .arg(format!("-I{ebpf}"))
+        .arg(&src)
+        .arg("-o")
+        .arg(&bin)
+        .output()
+        .expect("a C compiler (cc) is needed for the layout test");
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let out = Command::new(&bin).output().unwrap();
+    let c_values: Vec<usize> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    for ((name, rust), c) in names.iter().zip(c_values) {
+        assert_eq!(*rust, c, "{name}: Rust says {rust}, C says {c}");
+    }
+}
+
+#[test]
+fn exec_record_decodes_argv_and_replaces_invalid_utf8() {
+    let rec = exec_record(b"/usr/bin/python3\0", b"python3\0-c\0\xffbad\0");
+    let SensorEvent::Exec {
+        ctx,
+        filename,
+        argv,
+    } = decode(&rec).unwrap()
+    else {
+        panic!("not an exec");
+    };
+    assert_eq!(filename, "/usr/bin/python3");
+    assert_eq!(argv, vec!["python3", "-c", "\u{fffd}bad"]);
+    assert_eq!(ctx.pid, 10);
+    assert_eq!(ctx.tid, 11);
+    assert_eq!(ctx.comm, "python3");
+}
+
+#[test]
+fn open_record_of_maximum_path_length_decodes() {
+    let mut path = vec![b'a'; PATH_MAX - 1];
+    path[0] = b'/';
+    path.extend_from_slice(b"\0");
+    let rec = open_record(&path, MATCH_MODEL_FILE);
+    let SensorEvent::Open {
+        path: p,
+        matched,
+        dfd,
+        ..
+    } = decode(&rec).unwrap()
+    else {
+        panic!("not an open");
+    };
+    assert_eq!(p.len(), PATH_MAX - 1);
+    assert_eq!(matched, PathMatch::ModelFile);
+    assert_eq!(dfd, -100);
+}
+
+#[test]
+fn malformed_records_are_errors_not_panics() {
+    assert!(matches!(decode(&[1, 2, 3]), Err(DecodeError::Short { .. })));
+    let mut rec = open_record(b"/m.onnx\0", MATCH_MODEL_FILE);
+    rec.pop();
+    assert!(matches!(
+        decode(&rec),
+        Err(DecodeError::SizeMismatch { .. })
+    ));
+    let rec = open_record(b"/m.onnx\0", 77);
+    assert_eq!(decode(&rec), Err(DecodeError::UnknownMatch(77)));
+    let mut rec = exec_record(b"/bin/x\0", b"");
+    // Claim a filename longer than what follows.
+    let off = offset_of!(RawExecFixed, filename_len);
+    rec[off..off + 4].copy_from_slice(&9999u32.to_ne_bytes());
+    assert!(matches!(
+        decode(&rec),
+        Err(DecodeError::Overrun {
+            field: "filename",
+            ..
+        })
+    ));
+    let mut rec = exec_record(b"/bin/x\0", b"");
+    rec[0..4].copy_from_slice(&42u32.to_ne_bytes());
+    assert_eq!(decode(&rec), Err(DecodeError::UnknownKind(42)));
+    // Every truncation of a valid record is an error, never a panic.
+    let rec = exec_record(b"/usr/bin/python3\0", b"python3\0x\0");
+    for n in 0..rec.len() {
+        assert!(decode(&rec[..n]).is_err());
+    }
+}

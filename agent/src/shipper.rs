@@ -1,0 +1,117 @@
+//! Ships spooled findings to the control plane over `AgentService.Stream`
+//! and removes them from the spool only when acked. Reconnects with
+//! exponential backoff while the control plane is unreachable.
+
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+use vigil_proto::agent::v1 as pb;
+use vigil_proto::agent::v1::agent_service_client::AgentServiceClient;
+
+use crate::spool::Spool;
+
+/// What the agent tells the control plane about itself in heartbeats.
+#[derive(Debug, Clone, Default)]
+pub struct AgentHealth {
+    pub counters: vigil_domain::SensorCounters,
+}
+
+#[derive(Debug, Clone)]
+pub struct ShipperConfig {
+    pub endpoint: String,
+    pub hello: pb::Hello,
+    pub heartbeat: Duration,
+    pub batch_size: usize,
+    /// Findings sent but not yet acked, at most.
+    pub window: u64,
+    pub max_backoff: Duration,
+}
+
+pub async fn run(spool: Spool, cfg: ShipperConfig, health: watch::Receiver<AgentHealth>) {
+    const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let started = std::time::Instant::now();
+        let Err(e) = session(&spool, &cfg, health.clone()).await;
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = FIRST_BACKOFF;
+        }
+        tracing::warn!(
+            endpoint = %cfg.endpoint,
+            error = %e,
+            spooled = spool.len(),
+            retry_in_ms = backoff.as_millis() as u64,
+            "control plane unreachable; findings stay spooled"
+        );
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(cfg.max_backoff);
+    }
+}
+
+fn message(body: pb::agent_message::Body) -> pb::AgentMessage {
+    pb::AgentMessage { body: Some(body) }
+}
+
+async fn session(
+    spool: &Spool,
+    cfg: &ShipperConfig,
+    mut health: watch::Receiver<AgentHealth>,
+) -> anyhow::Result<std::convert::Infallible> {
+    let channel = Endpoint::from_shared(cfg.endpoint.clone())?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    let mut client = AgentServiceClient::new(channel);
+    let (tx, rx) = mpsc::channel::<pb::AgentMessage>(16);
+    tx.send(message(pb::agent_message::Body::Hello(cfg.hello.clone())))
+        .await?;
+    let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    tracing::info!(endpoint = %cfg.endpoint, spooled = spool.len(), "connected to the control plane");
+
+    let mut acked = spool.ack_floor()?;
+    let mut sent = acked;
+    let mut heartbeat = tokio::time::interval(cfg.heartbeat);
+    loop {
+        if sent - acked < cfg.window {
+            let batch = spool.pending(sent, cfg.batch_size)?;
+            if let Some(last) = batch.last() {
+                sent = last.seq;
+                spool.flush().await?;
+                let findings = batch.into_iter().map(Into::into).collect();
+                tx.send(message(pb::agent_message::Body::Findings(
+                    pb::FindingBatch { findings },
+                )))
+                .await?;
+                continue;
+            }
+        }
+        tokio::select! {
+            msg = inbound.message() => {
+                let Some(msg) = msg? else {
+                    anyhow::bail!("the control plane closed the stream");
+                };
+                match msg.body {
+                    Some(pb::control_message::Body::Ack(a)) => {
+                        spool.ack(a.up_to_seq)?;
+                        acked = acked.max(a.up_to_seq);
+                    }
+                    Some(pb::control_message::Body::Rejected(r)) => {
+                        tracing::error!(seq = r.seq, reason = %r.reason, "control plane rejected a finding");
+                        spool.reject(r.seq, &r.reason)?;
+                    }
+                    None => tracing::warn!("empty message from the control plane"),
+                }
+            }
+            _ = spool.pushed() => {}
+            _ = heartbeat.tick() => {
+                let h = health.borrow_and_update().clone();
+                tx.send(message(pb::agent_message::Body::Heartbeat(pb::Heartbeat {
+                    counters: Some(h.counters.into()),
+                    spooled: spool.len() as u64,
+                }))).await?;
+            }
+        }
+    }
+}

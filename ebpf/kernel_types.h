@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * The few kernel types the sensors read, declared with
+ * preserve_access_index so every field access is a CO-RE relocation that
+ * the loader resolves against the running kernel's BTF: offsets here are
+ * never trusted, only field names.
+ */
+#ifndef VIGIL_KERNEL_TYPES_H
+#define VIGIL_KERNEL_TYPES_H
+
+#include <linux/types.h>
+
+#define __core __attribute__((preserve_access_index))
+
+struct ns_common {
+	unsigned int inum;
+} __core;
+
+struct mnt_namespace {
+	struct ns_common ns;
+} __core;
+
+struct nsproxy {
+	struct mnt_namespace *mnt_ns;
+} __core;
+
+struct mm_struct {
+	unsigned long arg_start;
+	unsigned long arg_end;
+} __core;
+
+struct task_struct {
+	int pid;
+	int tgid;
+	int exit_code;
+	struct task_struct *real_parent;
+	struct mm_struct *mm;
+	struct nsproxy *nsproxy;
+} __core;
+
+struct trace_entry {
+	unsigned short type;
+	unsigned char flags;
+	unsigned char preempt_count;
+	int pid;
+} __core;
+
+struct trace_event_raw_sched_process_exec {
+	struct trace_entry ent;
+	__u32 __data_loc_filename;
+	int pid;
+	int old_pid;
+} __core;
+
+struct syscall_trace_enter {
+	struct trace_entry ent;
+	int nr;
+	unsigned long args[6];
+} __core;
+
+#endif /* VIGIL_KERNEL_TYPES_H */

@@ -1,0 +1,215 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
+/*
+ * vigil host sensors: exec, exit and file opens, into one ring buffer.
+ *
+ * Architecture invariant: only what user space needs leaves the kernel.
+ * Opens are matched against the agent's path filter table here; every
+ * event either becomes a record (EMITTED), is filtered out (FILTERED) or is
+ * lost because the ring buffer is full (DROPPED), and the per-CPU counters
+ * say which, so nothing is lost silently.
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+
+#include "kernel_types.h"
+#include "vigil_event.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Filled by the agent before load (read-only data: the verifier sees the values). */
+const volatile struct vigil_path_filter PATH_FILTERS[VIGIL_FILTER_SLOTS] = {};
+const volatile __u32 PATH_FILTER_COUNT = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 * 1024 * 1024);
+} EVENTS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, VIGIL_COUNTER_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} COUNTERS SEC(".maps");
+
+/* The path is read 16 bytes past a zeroed guard so a suffix window never underflows. */
+struct path_scratch {
+	__u8 guard[16];
+	char path[VIGIL_PATH_MAX];
+	__u8 tail_pad[16];
+};
+
+union event_scratch {
+	struct vigil_event_header hdr;
+	struct vigil_exec_event exec;
+	struct vigil_open_event open;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct path_scratch);
+} PATH_SCRATCH SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, union event_scratch);
+} EVENT_SCRATCH SEC(".maps");
+
+static __always_inline void count(__u32 slot)
+{
+	__u64 *c = bpf_map_lookup_elem(&COUNTERS, &slot);
+	if (c)
+		*c += 1;
+}
+
+static __always_inline void fill_header(struct vigil_event_header *h, __u32 kind, __u32 size)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+
+	h->kind = kind;
+	h->size = size;
+	h->ktime_boot_ns = bpf_ktime_get_boot_ns();
+	h->cgroup_id = bpf_get_current_cgroup_id();
+	h->mnt_ns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
+	h->pid = (__u32)pid_tgid;
+	h->tgid = pid_tgid >> 32;
+	h->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	h->uid = (__u32)uid_gid;
+	h->gid = uid_gid >> 32;
+	h->aux = 0;
+	bpf_get_current_comm(h->comm, sizeof(h->comm));
+}
+
+static __always_inline void emit(void *record, __u64 size)
+{
+	if (bpf_ringbuf_output(&EVENTS, record, size, 0) == 0)
+		count(VIGIL_COUNTER_EMITTED);
+	else
+		count(VIGIL_COUNTER_DROPPED);
+}
+
+SEC("tracepoint/sched/sched_process_exec")
+int vigil_exec(struct trace_event_raw_sched_process_exec *ctx)
+{
+	__u32 zero = 0;
+	struct vigil_exec_event *ev = bpf_map_lookup_elem(&EVENT_SCRATCH, &zero);
+	if (!ev)
+		return 0;
+
+	__u32 loc = BPF_CORE_READ(ctx, __data_loc_filename);
+	long flen = bpf_probe_read_kernel_str(ev->data, VIGIL_PATH_MAX, (void *)ctx + (loc & 0xFFFF));
+	if (flen < 0)
+		flen = 0;
+	if (flen > VIGIL_PATH_MAX)
+		flen = VIGIL_PATH_MAX;
+
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	unsigned long arg_start = BPF_CORE_READ(task, mm, arg_start);
+	unsigned long arg_end = BPF_CORE_READ(task, mm, arg_end);
+	__u64 alen = arg_end > arg_start ? arg_end - arg_start : 0;
+	if (alen > VIGIL_ARGS_MAX)
+		alen = VIGIL_ARGS_MAX;
+	if (bpf_probe_read_user(ev->data + flen, alen, (void *)arg_start) != 0)
+		alen = 0;
+
+	ev->filename_len = flen;
+	ev->args_len = alen;
+	__u64 size = offsetof(struct vigil_exec_event, data) + flen + alen;
+	fill_header(&ev->hdr, VIGIL_EVENT_EXEC, size);
+	if (size > sizeof(*ev))
+		return 0;
+	emit(ev, size);
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_exit")
+int vigil_exit(void *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	/* Only the whole process ends when its thread-group leader exits. */
+	if ((__u32)pid_tgid != (__u32)(pid_tgid >> 32)) {
+		count(VIGIL_COUNTER_FILTERED);
+		return 0;
+	}
+	struct vigil_event_header h;
+	fill_header(&h, VIGIL_EVENT_EXIT, sizeof(h));
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	h.aux = BPF_CORE_READ(task, exit_code);
+	emit(&h, sizeof(h));
+	return 0;
+}
+
+/* The table entry that keeps this path, or 0. ps->path holds len bytes (NUL excluded). */
+static __always_inline __u32 match_path(struct path_scratch *ps, __u32 len)
+{
+	if (len > VIGIL_PATH_MAX - 1)
+		return 0;
+	/* The 16 bytes ending at the path's end (zero guard fills short paths)... */
+	__u64 tail0 = *(__u64 *)((__u8 *)ps + len);
+	__u64 tail1 = *(__u64 *)((__u8 *)ps + len + 8);
+	/* ...and the first 16. */
+	__u64 head0 = *(__u64 *)((__u8 *)ps->path);
+	__u64 head1 = *(__u64 *)((__u8 *)ps->path + 8);
+
+	for (__u32 i = 0; i < VIGIL_FILTER_SLOTS; i++) {
+		if (i >= PATH_FILTER_COUNT)
+			break;
+		__u32 kind = PATH_FILTERS[i].kind;
+		if (PATH_FILTERS[i].len > len)
+			continue;
+		__u64 a = kind == VIGIL_FILTER_SUFFIX ? tail0 : head0;
+		__u64 b = kind == VIGIL_FILTER_SUFFIX ? tail1 : head1;
+		if ((a & PATH_FILTERS[i].mask[0]) == PATH_FILTERS[i].value[0] &&
+		    (b & PATH_FILTERS[i].mask[1]) == PATH_FILTERS[i].value[1])
+			return PATH_FILTERS[i].match;
+	}
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_openat")
+int vigil_openat(struct syscall_trace_enter *ctx)
+{
+	__u32 zero = 0;
+	struct path_scratch *ps = bpf_map_lookup_elem(&PATH_SCRATCH, &zero);
+	if (!ps)
+		return 0;
+	const char *upath = (const char *)BPF_CORE_READ(ctx, args[1]);
+	long n = bpf_probe_read_user_str(ps->path, VIGIL_PATH_MAX, upath);
+	if (n <= 1) {
+		count(VIGIL_COUNTER_FILTERED);
+		return 0;
+	}
+	__u32 len = (__u32)(n - 1) & (VIGIL_PATH_MAX - 1);
+	/* Zero the 16 bytes after the path: a prefix window of a short path reads them. */
+	*(__u64 *)((__u8 *)ps->path + len) = 0;
+	*(__u64 *)((__u8 *)ps->path + len + 8) = 0;
+
+	__u32 match = match_path(ps, len);
+	if (!match) {
+		count(VIGIL_COUNTER_FILTERED);
+		return 0;
+	}
+
+	struct vigil_open_event *ev = bpf_map_lookup_elem(&EVENT_SCRATCH, &zero);
+	if (!ev)
+		return 0;
+	__u32 plen = len + 1;
+	if (plen > VIGIL_PATH_MAX)
+		return 0;
+	bpf_probe_read_kernel(ev->path, plen, ps->path);
+	ev->dfd = (__s32)BPF_CORE_READ(ctx, args[0]);
+	ev->flags = (__u32)BPF_CORE_READ(ctx, args[2]);
+	ev->match = match;
+	ev->path_len = plen;
+	__u64 size = offsetof(struct vigil_open_event, path) + plen;
+	fill_header(&ev->hdr, VIGIL_EVENT_OPEN, size);
+	emit(ev, size);
+	return 0;
+}
