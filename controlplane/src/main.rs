@@ -1,1 +1,56 @@
-fn main() {}
+use anyhow::Context;
+use clap::Parser;
+use vigil_controlplane::config::ControlPlaneConfig;
+use vigil_controlplane::node::ControlPlaneNode;
+
+async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let node = ControlPlaneNode::start(config.node_id, addr.to_string(), &config.data_dir)
+        .await
+        .with_context(|| format!("starting raft on {}", config.data_dir.display()))?;
+    println!(
+        "vigil-controlplane ready: node {} serving gRPC on {addr}, data in {}",
+        config.node_id,
+        config.data_dir.display()
+    );
+    vigil_controlplane::server::serve(node.clone(), listener, shutdown_signal()).await?;
+    tracing::info!("shutting down raft");
+    node.raft.shutdown().await.ok();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG")
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(ControlPlaneConfig::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vigil-controlplane: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! vigil control plane: openraft on sled, serving agents, operators and SIEMs.
+
+pub mod config;
+pub mod network;
+pub mod node;
+pub mod ocsf;
+pub mod raft_types;
+pub mod server;
+pub mod service;
+pub mod store;

@@ -1,0 +1,123 @@
+//! Alerts as OCSF 1.1 Detection Findings (class 2004), the form SIEMs ingest.
+
+use serde_json::{json, Value};
+use vigil_domain::{Alert, Severity};
+
+pub const OCSF_VERSION: &str = "1.1.0";
+const CLASS_DETECTION_FINDING: u32 = 2004;
+const CATEGORY_FINDINGS: u32 = 2;
+const ACTIVITY_CREATE: u32 = 1;
+
+fn severity_id(s: Severity) -> u32 {
+    match s {
+        Severity::Info => 1,
+        Severity::Low => 2,
+        Severity::Medium => 3,
+        Severity::High => 4,
+        Severity::Critical => 5,
+    }
+}
+
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+pub fn detection_finding(alert: &Alert) -> Value {
+    let f = &alert.finding;
+    let p = &f.process;
+    let mut evidence = json!({
+        "process": {
+            "pid": p.pid,
+            "name": p.name(),
+            "cmd_line": p.cmdline(),
+            "file": { "path": p.exe, "name": file_name(&p.exe),
+                      "hashes": if p.exe_sha256.is_empty() { json!([]) } else {
+                          json!([{ "algorithm_id": 3, "algorithm": "SHA-256", "value": p.exe_sha256 }]) } },
+            "user": { "uid": p.uid.to_string() },
+            "parent_process": { "pid": p.ppid },
+        }
+    });
+    if let Some(file) = &f.file {
+        evidence["file"] = json!({ "path": file.path, "name": file_name(&file.path) });
+    }
+    json!({
+        "class_uid": CLASS_DETECTION_FINDING,
+        "class_name": "Detection Finding",
+        "category_uid": CATEGORY_FINDINGS,
+        "category_name": "Findings",
+        "activity_id": ACTIVITY_CREATE,
+        "activity_name": "Create",
+        "type_uid": CLASS_DETECTION_FINDING * 100 + ACTIVITY_CREATE,
+        "severity_id": severity_id(f.severity),
+        "severity": f.severity.as_str(),
+        "status_id": 1,
+        "status": "New",
+        "time": f.observed_at_unix_nanos / 1_000_000,
+        "message": f.summary,
+        "finding_info": {
+            "uid": format!("{}:{}", alert.agent_id, f.seq),
+            "title": f.summary,
+            "types": [f.signal.as_str()],
+            "analytic": { "uid": f.rule_id, "name": f.rule_id, "type_id": 1, "type": "Rule" },
+            "created_time": alert.received_at_unix_nanos / 1_000_000,
+        },
+        "metadata": {
+            "version": OCSF_VERSION,
+            "uid": alert.index.to_string(),
+            "product": { "name": "vigil", "vendor_name": "vigil", "version": env!("CARGO_PKG_VERSION") },
+            "sequence": alert.index,
+        },
+        "device": { "hostname": alert.hostname, "uid": alert.agent_id, "type_id": 0 },
+        "evidences": [evidence],
+        "unmapped": {
+            "cgroup_id": p.cgroup_id,
+            "mnt_ns": p.mnt_ns,
+            "argv": p.argv,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_domain::{FileObject, Finding, ProcessInfo, SignalKind};
+
+    #[test]
+    fn an_alert_maps_to_a_detection_finding() {
+        let alert = Alert {
+            index: 7,
+            agent_id: "a1".into(),
+            hostname: "h1".into(),
+            received_at_unix_nanos: 2_000_000,
+            finding: Finding {
+                seq: 3,
+                rule_id: "vigil.builtin.model-file-unapproved".into(),
+                severity: Severity::High,
+                signal: SignalKind::ModelFile,
+                observed_at_unix_nanos: 1_000_000,
+                process: ProcessInfo {
+                    pid: 42,
+                    exe: "/usr/bin/python3.11".into(),
+                    argv: vec!["python3".into(), "x.py".into()],
+                    exe_sha256: "ab".into(),
+                    ..Default::default()
+                },
+                file: Some(FileObject {
+                    path: "/tmp/model.onnx".into(),
+                }),
+                summary: "s".into(),
+            },
+        };
+        let v = detection_finding(&alert);
+        assert_eq!(v["class_uid"], 2004);
+        assert_eq!(v["type_uid"], 200401);
+        assert_eq!(v["severity_id"], 4);
+        assert_eq!(v["time"], 1);
+        assert_eq!(v["finding_info"]["uid"], "a1:3");
+        assert_eq!(v["evidences"][0]["process"]["name"], "python3.11");
+        assert_eq!(v["evidences"][0]["process"]["cmd_line"], "python3 x.py");
+        assert_eq!(v["evidences"][0]["file"]["name"], "model.onnx");
+        assert_eq!(v["device"]["hostname"], "h1");
+        assert_eq!(v["metadata"]["sequence"], 7);
+    }
+}

@@ -1,0 +1,83 @@
+//! The replicated command set and openraft's type configuration.
+//!
+//! Architecture invariant: a `Command` is applied deterministically: every
+//! timestamp and identity is chosen by the proposer, none by the apply.
+//! Each variant's serialised tag carries a version (`*.v1`); a changed
+//! command gets a new variant, so old log entries always replay.
+
+use serde::{Deserialize, Serialize};
+use std::io::Cursor;
+use vigil_domain::{Finding, SensorCounters, SensorMode};
+
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
+pub type StorageError = openraft::StorageError<NodeId>;
+
+/// What an agent says about itself when it connects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRegistration {
+    pub agent_id: String,
+    pub hostname: String,
+    pub agent_version: String,
+    pub sensor_mode: SensorMode,
+    pub kernel_release: String,
+    pub hooks: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    #[serde(rename = "register_agent.v1")]
+    RegisterAgent {
+        agent: AgentRegistration,
+        at_unix_nanos: i64,
+    },
+    #[serde(rename = "heartbeat.v1")]
+    Heartbeat {
+        agent_id: String,
+        at_unix_nanos: i64,
+        counters: SensorCounters,
+        spooled: u64,
+    },
+    /// Findings of one agent, in ascending seq. Findings at or below the
+    /// agent's last committed seq are duplicates of a resend and skipped.
+    #[serde(rename = "append_alerts.v1")]
+    AppendAlerts {
+        agent_id: String,
+        received_at_unix_nanos: i64,
+        findings: Vec<Finding>,
+    },
+    /// An opaque, already signed policy bundle becomes the active version.
+    #[serde(rename = "put_policy_bundle.v1")]
+    PutPolicyBundle { version: u64, bundle: Vec<u8> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum CommandResult {
+    #[default]
+    Done,
+    AlertsAppended {
+        /// Index of the first new alert (0 when none was new).
+        first_index: u64,
+        appended: u64,
+        duplicates: u64,
+        /// The agent's highest committed seq after this command.
+        up_to_seq: u64,
+    },
+    Refused {
+        reason: String,
+    },
+}

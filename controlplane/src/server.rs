@@ -1,0 +1,72 @@
+//! The gRPC server: agent, admin and SIEM services plus gRPC health and
+//! reflection, on one listener.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+use vigil_proto::admin::v1::admin_service_server::AdminServiceServer;
+use vigil_proto::agent::v1::agent_service_server::AgentServiceServer;
+use vigil_proto::siem::v1::siem_export_server::SiemExportServer;
+
+use crate::node::ControlPlaneNode;
+use crate::service::{AdminServiceImpl, AgentServiceImpl, SiemExportImpl};
+
+const SERVICES: &[&str] = &[
+    "",
+    "vigil.agent.v1.AgentService",
+    "vigil.admin.v1.AdminService",
+    "vigil.siem.v1.SiemExport",
+];
+
+pub async fn serve(
+    node: Arc<ControlPlaneNode>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in SERVICES {
+        health
+            .set_service_status(*name, ServingStatus::NotServing)
+            .await;
+    }
+    // SERVING exactly while this node knows a leader, i.e. writes can commit.
+    let mut metrics = node.raft.metrics();
+    tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            let has_leader = metrics.borrow_and_update().current_leader.is_some();
+            if last != Some(has_leader) {
+                let status = if has_leader {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                for name in SERVICES {
+                    health.set_service_status(*name, status).await;
+                }
+                last = Some(has_leader);
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(vigil_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(AgentServiceServer::new(AgentServiceImpl::new(node.clone())))
+        .add_service(AdminServiceServer::new(AdminServiceImpl::new(node.clone())))
+        .add_service(SiemExportServer::new(SiemExportImpl::new(
+            node.state.clone(),
+        )))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

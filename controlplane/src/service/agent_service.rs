@@ -1,0 +1,203 @@
+//! `vigil.agent.v1.AgentService`: the agents' session. Findings are acked
+//! only after raft has committed them.
+//!
+//! Architecture invariant: nothing an agent sends can crash the session
+//! handler; a bad finding is rejected by seq with the field that is wrong,
+//! and the rest of its batch is still taken.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use vigil_domain::Finding;
+use vigil_proto::agent::v1 as pb;
+use vigil_proto::agent::v1::agent_service_server::AgentService;
+
+use crate::node::ControlPlaneNode;
+use crate::raft_types::{AgentRegistration, Command, CommandResult};
+
+pub struct AgentServiceImpl {
+    node: Arc<ControlPlaneNode>,
+}
+
+impl AgentServiceImpl {
+    pub fn new(node: Arc<ControlPlaneNode>) -> Self {
+        Self { node }
+    }
+}
+
+fn now_unix_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn registration(h: pb::Hello) -> Result<AgentRegistration, Status> {
+    if h.agent_id.trim().is_empty() {
+        return Err(Status::invalid_argument(
+            "hello.agent_id: must not be empty",
+        ));
+    }
+    let sensor_mode = vigil_proto::sensor_mode_from_wire("hello.sensor_mode", h.sensor_mode)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(AgentRegistration {
+        agent_id: h.agent_id,
+        hostname: h.hostname,
+        agent_version: h.agent_version,
+        sensor_mode,
+        kernel_release: h.kernel_release,
+        hooks: h.hooks,
+    })
+}
+
+fn control(body: pb::control_message::Body) -> Result<pb::ControlMessage, Status> {
+    Ok(pb::ControlMessage { body: Some(body) })
+}
+
+type Outbound = mpsc::Sender<Result<pb::ControlMessage, Status>>;
+
+struct Session {
+    node: Arc<ControlPlaneNode>,
+    agent_id: String,
+    tx: Outbound,
+}
+
+impl Session {
+    async fn on_findings(&self, batch: pb::FindingBatch) -> Result<(), Status> {
+        let mut valid: Vec<Finding> = Vec::with_capacity(batch.findings.len());
+        let mut up_to = 0;
+        for (i, wire) in batch.findings.into_iter().enumerate() {
+            let seq = wire.seq;
+            up_to = up_to.max(seq);
+            match Finding::try_from(wire) {
+                Ok(f) => valid.push(f),
+                Err(e) => {
+                    let reason = e.within(format!("findings[{i}]")).to_string();
+                    tracing::warn!(agent = %self.agent_id, seq, %reason, "rejecting a finding");
+                    let _ = self
+                        .tx
+                        .send(control(pb::control_message::Body::Rejected(pb::Rejected {
+                            seq,
+                            reason,
+                        })))
+                        .await;
+                }
+            }
+        }
+        valid.sort_by_key(|f| f.seq);
+        if !valid.is_empty() {
+            let result = self
+                .node
+                .write(Command::AppendAlerts {
+                    agent_id: self.agent_id.clone(),
+                    received_at_unix_nanos: now_unix_nanos(),
+                    findings: valid,
+                })
+                .await?;
+            if let CommandResult::AlertsAppended {
+                appended,
+                duplicates,
+                ..
+            } = result
+            {
+                tracing::debug!(agent = %self.agent_id, appended, duplicates, "findings committed");
+            }
+        }
+        if up_to > 0 {
+            let _ = self
+                .tx
+                .send(control(pb::control_message::Body::Ack(pb::Ack {
+                    up_to_seq: up_to,
+                })))
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn on_heartbeat(&self, hb: pb::Heartbeat) -> Result<(), Status> {
+        self.node
+            .write(Command::Heartbeat {
+                agent_id: self.agent_id.clone(),
+                at_unix_nanos: now_unix_nanos(),
+                counters: hb.counters.map(Into::into).unwrap_or_default(),
+                spooled: hb.spooled,
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn run(self, mut inbound: Streaming<pb::AgentMessage>) {
+        loop {
+            let msg = match inbound.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(status) => {
+                    tracing::warn!(agent = %self.agent_id, error = %status, "bad message on an agent stream");
+                    let _ = self
+                        .tx
+                        .send(Err(Status::invalid_argument(format!(
+                            "malformed agent message: {}",
+                            status.message()
+                        ))))
+                        .await;
+                    break;
+                }
+            };
+            let handled = match msg.body {
+                Some(pb::agent_message::Body::Findings(b)) => self.on_findings(b).await,
+                Some(pb::agent_message::Body::Heartbeat(h)) => self.on_heartbeat(h).await,
+                Some(pb::agent_message::Body::Hello(_)) => Err(Status::invalid_argument(
+                    "hello may only be the first message",
+                )),
+                None => Err(Status::invalid_argument("agent message without a body")),
+            };
+            if let Err(status) = handled {
+                tracing::warn!(agent = %self.agent_id, error = %status, "ending an agent session");
+                let _ = self.tx.send(Err(status)).await;
+                break;
+            }
+        }
+        tracing::info!(agent = %self.agent_id, "agent session ended");
+    }
+}
+
+#[tonic::async_trait]
+impl AgentService for AgentServiceImpl {
+    type StreamStream = ReceiverStream<Result<pb::ControlMessage, Status>>;
+
+    async fn stream(
+        &self,
+        req: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let mut inbound = req.into_inner();
+        let first = inbound
+            .message()
+            .await
+            .map_err(|s| {
+                Status::invalid_argument(format!("malformed agent message: {}", s.message()))
+            })?
+            .ok_or_else(|| Status::invalid_argument("stream closed before hello"))?;
+        let Some(pb::agent_message::Body::Hello(hello)) = first.body else {
+            return Err(Status::invalid_argument("the first message must be hello"));
+        };
+        let agent = registration(hello)?;
+        let agent_id = agent.agent_id.clone();
+        tracing::info!(agent = %agent_id, hostname = %agent.hostname, mode = agent.sensor_mode.as_str(), "agent connected");
+        self.node
+            .write(Command::RegisterAgent {
+                agent,
+                at_unix_nanos: now_unix_nanos(),
+            })
+            .await?;
+        let (tx, rx) = mpsc::channel(64);
+        let session = Session {
+            node: self.node.clone(),
+            agent_id,
+            tx,
+        };
+        tokio::spawn(session.run(inbound));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

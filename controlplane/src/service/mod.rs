@@ -1,0 +1,10 @@
+//! The gRPC services of the control plane.
+
+mod admin_service;
+mod agent_service;
+mod alert_feed;
+mod siem_service;
+
+pub use admin_service::AdminServiceImpl;
+pub use agent_service::AgentServiceImpl;
+pub use siem_service::SiemExportImpl;

@@ -1,0 +1,14 @@
+//! Raft storage on sled: the log and the state machine, in separate trees of
+//! one database.
+
+mod database;
+mod log_store;
+mod state_machine;
+
+pub use database::open_stores;
+pub use log_store::SledLogStore;
+pub use state_machine::{ReadError, SledStateMachine, StateReader};
+
+#[cfg(test)]
+#[path = "storage_suite_tests.rs"]
+mod storage_suite_tests;

@@ -1,0 +1,463 @@
+//! The replicated state on sled: agents, alerts, policy bundles, in tree
+//! `sm.v1` under versioned keys; the current snapshot in `sm.v1.snapshot`.
+//!
+//! Key layout (v1):
+//! - `meta/last_applied`, `meta/membership`, `meta/next_alert`, `meta/active_policy`
+//! - `alert/<u64 be index>` → Alert (JSON)
+//! - `agent/<agent id>` → AgentRecord (JSON)
+//! - `policy/<u64 be version>` → signed bundle bytes
+//!
+//! Architecture invariant: `apply` returns only after the applied state is
+//! flushed to disk; alert indexes are dense and start at 1.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{AnyError, BasicNode, Entry, EntryPayload, OptionalSend, StorageIOError};
+use tokio::sync::watch;
+use vigil_domain::{AgentRecord, Alert};
+
+use crate::raft_types::{
+    Command, CommandResult, LogId, NodeId, StorageError, StoredMembership, TypeConfig,
+};
+
+const LAST_APPLIED: &[u8] = b"meta/last_applied";
+const MEMBERSHIP: &[u8] = b"meta/membership";
+const NEXT_ALERT: &[u8] = b"meta/next_alert";
+const ACTIVE_POLICY: &[u8] = b"meta/active_policy";
+const ALERT_PREFIX: &[u8] = b"alert/";
+const AGENT_PREFIX: &[u8] = b"agent/";
+const POLICY_PREFIX: &[u8] = b"policy/";
+const SNAPSHOT_META: &[u8] = b"meta";
+const SNAPSHOT_DATA: &[u8] = b"data";
+
+fn prefixed(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(rest);
+    k
+}
+
+fn alert_key(index: u64) -> Vec<u8> {
+    prefixed(ALERT_PREFIX, &index.to_be_bytes())
+}
+
+fn sm_read_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::read_state_machine(AnyError::new(&e)).into()
+}
+
+fn sm_write_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_state_machine(AnyError::new(&e)).into()
+}
+
+fn snap_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_snapshot(None, AnyError::new(&e)).into()
+}
+
+/// Read access to the applied state, for the gRPC services. Cheap to clone.
+#[derive(Clone)]
+pub struct StateReader {
+    tree: sled::Tree,
+    last_alert: watch::Receiver<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("state storage: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("stored record {key}: {source}")]
+    Corrupt {
+        key: String,
+        source: serde_json::Error,
+    },
+}
+
+fn decode<T: serde::de::DeserializeOwned>(k: &[u8], v: &[u8]) -> Result<T, ReadError> {
+    serde_json::from_slice(v).map_err(|source| ReadError::Corrupt {
+        key: String::from_utf8_lossy(k).into_owned(),
+        source,
+    })
+}
+
+impl StateReader {
+    /// Alerts with index > `after`, oldest first, at most `limit`.
+    pub fn alerts_after(&self, after: u64, limit: usize) -> Result<Vec<Alert>, ReadError> {
+        self.tree
+            .range(alert_key(after.saturating_add(1))..alert_key(u64::MAX))
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Index of the newest alert, 0 when there is none.
+    pub fn last_alert_index(&self) -> u64 {
+        *self.last_alert.borrow()
+    }
+
+    /// Fires whenever new alerts are applied.
+    pub fn watch_alerts(&self) -> watch::Receiver<u64> {
+        self.last_alert.clone()
+    }
+
+    pub fn agents(&self) -> Result<Vec<AgentRecord>, ReadError> {
+        self.tree
+            .scan_prefix(AGENT_PREFIX)
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    pub fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, ReadError> {
+        let k = prefixed(AGENT_PREFIX, agent_id.as_bytes());
+        self.tree.get(&k)?.map(|v| decode(&k, &v)).transpose()
+    }
+
+    /// The active policy bundle: (version, bytes).
+    pub fn active_policy(&self) -> Result<Option<(u64, Vec<u8>)>, ReadError> {
+        let Some(v) = self.tree.get(ACTIVE_POLICY)? else {
+            return Ok(None);
+        };
+        let version: u64 = decode(ACTIVE_POLICY, &v)?;
+        let bundle = self
+            .tree
+            .get(prefixed(POLICY_PREFIX, &version.to_be_bytes()))?;
+        Ok(bundle.map(|b| (version, b.to_vec())))
+    }
+}
+
+pub struct SledStateMachine {
+    db: sled::Db,
+    tree: sled::Tree,
+    snapshots: sled::Tree,
+    last_alert: Arc<watch::Sender<u64>>,
+}
+
+impl SledStateMachine {
+    pub fn open(db: &sled::Db) -> Result<(Self, StateReader), ReadError> {
+        let tree = db.open_tree("sm.v1")?;
+        let snapshots = db.open_tree("sm.v1.snapshot")?;
+        let last = last_alert_in(&tree)?;
+        let (tx, rx) = watch::channel(last);
+        Ok((
+            Self {
+                db: db.clone(),
+                tree: tree.clone(),
+                snapshots,
+                last_alert: Arc::new(tx),
+            },
+            StateReader {
+                tree,
+                last_alert: rx,
+            },
+        ))
+    }
+
+    fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        k: &[u8],
+    ) -> Result<Option<T>, StorageError> {
+        match self.tree.get(k).map_err(sm_read_err)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(sm_read_err),
+        }
+    }
+
+    fn apply_command(
+        &self,
+        cmd: Command,
+        batch: &mut sled::Batch,
+    ) -> Result<CommandResult, StorageError> {
+        match cmd {
+            Command::RegisterAgent {
+                agent,
+                at_unix_nanos,
+            } => {
+                let k = prefixed(AGENT_PREFIX, agent.agent_id.as_bytes());
+                let mut rec: AgentRecord = self.get_json(&k)?.unwrap_or_else(|| AgentRecord {
+                    agent_id: agent.agent_id.clone(),
+                    first_seen_unix_nanos: at_unix_nanos,
+                    ..Default::default()
+                });
+                rec.hostname = agent.hostname;
+                rec.agent_version = agent.agent_version;
+                rec.sensor_mode = agent.sensor_mode;
+                rec.kernel_release = agent.kernel_release;
+                rec.hooks = agent.hooks;
+                rec.last_heartbeat_unix_nanos = at_unix_nanos;
+                batch.insert(k, json(&rec)?);
+                Ok(CommandResult::Done)
+            }
+            Command::Heartbeat {
+                agent_id,
+                at_unix_nanos,
+                counters,
+                spooled,
+            } => {
+                let k = prefixed(AGENT_PREFIX, agent_id.as_bytes());
+                let Some(mut rec) = self.get_json::<AgentRecord>(&k)? else {
+                    return Ok(CommandResult::Refused {
+                        reason: format!("heartbeat from unregistered agent {agent_id}"),
+                    });
+                };
+                rec.last_heartbeat_unix_nanos = at_unix_nanos;
+                rec.counters = counters;
+                rec.spooled = spooled;
+                batch.insert(k, json(&rec)?);
+                Ok(CommandResult::Done)
+            }
+            Command::AppendAlerts {
+                agent_id,
+                received_at_unix_nanos,
+                findings,
+            } => {
+                let k = prefixed(AGENT_PREFIX, agent_id.as_bytes());
+                let mut rec: AgentRecord = self.get_json(&k)?.unwrap_or_else(|| AgentRecord {
+                    agent_id: agent_id.clone(),
+                    first_seen_unix_nanos: received_at_unix_nanos,
+                    ..Default::default()
+                });
+                let mut next: u64 = self.get_json(NEXT_ALERT)?.unwrap_or(1);
+                let (mut first_index, mut appended, mut duplicates) = (0, 0, 0);
+                for finding in findings {
+                    if finding.seq <= rec.last_acked_seq {
+                        duplicates += 1;
+                        continue;
+                    }
+                    rec.last_acked_seq = finding.seq;
+                    let alert = Alert {
+                        index: next,
+                        agent_id: agent_id.clone(),
+                        hostname: rec.hostname.clone(),
+                        received_at_unix_nanos,
+                        finding,
+                    };
+                    batch.insert(alert_key(next), json(&alert)?);
+                    if first_index == 0 {
+                        first_index = next;
+                    }
+                    next += 1;
+                    appended += 1;
+                }
+                batch.insert(NEXT_ALERT, json(&next)?);
+                batch.insert(k, json(&rec)?);
+                Ok(CommandResult::AlertsAppended {
+                    first_index,
+                    appended,
+                    duplicates,
+                    up_to_seq: rec.last_acked_seq,
+                })
+            }
+            Command::PutPolicyBundle { version, bundle } => {
+                let active: Option<u64> = self.get_json(ACTIVE_POLICY)?;
+                if active.is_some_and(|a| version <= a) {
+                    return Ok(CommandResult::Refused {
+                        reason: format!(
+                            "policy version {version} is not newer than the active {}",
+                            active.unwrap_or(0)
+                        ),
+                    });
+                }
+                batch.insert(prefixed(POLICY_PREFIX, &version.to_be_bytes()), bundle);
+                batch.insert(ACTIVE_POLICY, json(&version)?);
+                Ok(CommandResult::Done)
+            }
+        }
+    }
+
+    fn snapshot_bytes(&self) -> Result<Vec<u8>, StorageError> {
+        let mut out = Vec::new();
+        for kv in self.tree.iter() {
+            let (k, v) = kv.map_err(sm_read_err)?;
+            out.extend_from_slice(&(k.len() as u32).to_be_bytes());
+            out.extend_from_slice(&k);
+            out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            out.extend_from_slice(&v);
+        }
+        Ok(out)
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StorageError> {
+    serde_json::to_vec(v).map_err(sm_write_err)
+}
+
+fn last_alert_in(tree: &sled::Tree) -> Result<u64, sled::Error> {
+    Ok(tree
+        .scan_prefix(ALERT_PREFIX)
+        .keys()
+        .next_back()
+        .transpose()?
+        .and_then(|k| {
+            Some(u64::from_be_bytes(
+                k.get(ALERT_PREFIX.len()..)?.try_into().ok()?,
+            ))
+        })
+        .unwrap_or(0))
+}
+
+/// Parses `snapshot_bytes` output; errors name the offset where it broke.
+fn parse_snapshot(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>, String> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    let take = |at: &mut usize| -> Result<&[u8], String> {
+        let len_bytes = data
+            .get(*at..*at + 4)
+            .ok_or_else(|| format!("snapshot truncated at byte {at}"))?;
+        let len = u32::from_be_bytes(len_bytes.try_into().unwrap()) as usize;
+        let body = data
+            .get(*at + 4..*at + 4 + len)
+            .ok_or_else(|| format!("snapshot record at byte {at} runs past the end"))?;
+        *at += 4 + len;
+        Ok(body)
+    };
+    while at < data.len() {
+        let k = take(&mut at)?;
+        let v = take(&mut at)?;
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let last_log_id: Option<LogId> = self.get_json::<Option<LogId>>(LAST_APPLIED)?.flatten();
+        let last_membership: StoredMembership = self.get_json(MEMBERSHIP)?.unwrap_or_default();
+        let data = self.snapshot_bytes()?;
+        let snapshot_id = match last_log_id {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, data.len()),
+            None => format!("empty-{}", data.len()),
+        };
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership,
+            snapshot_id,
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(SNAPSHOT_META, serde_json::to_vec(&meta).map_err(snap_err)?);
+        batch.insert(SNAPSHOT_DATA, data.clone());
+        self.snapshots.apply_batch(batch).map_err(snap_err)?;
+        self.db.flush_async().await.map_err(snap_err)?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for SledStateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let last: Option<LogId> = self.get_json::<Option<LogId>>(LAST_APPLIED)?.flatten();
+        let membership: StoredMembership = self.get_json(MEMBERSHIP)?.unwrap_or_default();
+        Ok((last, membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut results = Vec::new();
+        for entry in entries {
+            let mut batch = sled::Batch::default();
+            let result = match entry.payload {
+                EntryPayload::Blank => CommandResult::Done,
+                EntryPayload::Normal(cmd) => self.apply_command(cmd, &mut batch)?,
+                EntryPayload::Membership(m) => {
+                    let stored = StoredMembership::new(Some(entry.log_id), m);
+                    batch.insert(
+                        MEMBERSHIP,
+                        serde_json::to_vec(&stored).map_err(sm_write_err)?,
+                    );
+                    CommandResult::Done
+                }
+            };
+            batch.insert(
+                LAST_APPLIED,
+                serde_json::to_vec(&Some(entry.log_id)).map_err(sm_write_err)?,
+            );
+            self.tree.apply_batch(batch).map_err(sm_write_err)?;
+            results.push(result);
+        }
+        self.db.flush_async().await.map_err(sm_write_err)?;
+        let last = last_alert_in(&self.tree).map_err(sm_read_err)?;
+        self.last_alert
+            .send_if_modified(|v| std::mem::replace(v, last) != last);
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        Self {
+            db: self.db.clone(),
+            tree: self.tree.clone(),
+            snapshots: self.snapshots.clone(),
+            last_alert: self.last_alert.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let pairs = parse_snapshot(&data)
+            .map_err(|e| snap_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        let mut batch = sled::Batch::default();
+        for k in self.tree.iter().keys() {
+            batch.remove(k.map_err(sm_write_err)?);
+        }
+        for (k, v) in pairs {
+            batch.insert(k, v);
+        }
+        batch.insert(
+            LAST_APPLIED,
+            serde_json::to_vec(&meta.last_log_id).map_err(sm_write_err)?,
+        );
+        batch.insert(
+            MEMBERSHIP,
+            serde_json::to_vec(&meta.last_membership).map_err(sm_write_err)?,
+        );
+        self.tree.apply_batch(batch).map_err(sm_write_err)?;
+        let mut snap = sled::Batch::default();
+        snap.insert(SNAPSHOT_META, serde_json::to_vec(meta).map_err(snap_err)?);
+        snap.insert(SNAPSHOT_DATA, data);
+        self.snapshots.apply_batch(snap).map_err(snap_err)?;
+        self.db.flush_async().await.map_err(sm_write_err)?;
+        let last = last_alert_in(&self.tree).map_err(sm_read_err)?;
+        self.last_alert.send_replace(last);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let Some(meta) = self.snapshots.get(SNAPSHOT_META).map_err(sm_read_err)? else {
+            return Ok(None);
+        };
+        let meta: SnapshotMeta<NodeId, BasicNode> =
+            serde_json::from_slice(&meta).map_err(sm_read_err)?;
+        let data = self
+            .snapshots
+            .get(SNAPSHOT_DATA)
+            .map_err(sm_read_err)?
+            .map(|d| d.to_vec())
+            .unwrap_or_default();
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
+
+#[cfg(test)]
+#[path = "state_machine_tests.rs"]
+mod tests;

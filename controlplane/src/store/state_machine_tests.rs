@@ -1,0 +1,204 @@
+use super::*;
+use crate::raft_types::AgentRegistration;
+use openraft::{CommittedLeaderId, EntryPayload};
+use vigil_domain::{Finding, ProcessInfo, SensorCounters, SensorMode, Severity, SignalKind};
+
+fn entry(index: u64, cmd: Command) -> Entry<TypeConfig> {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(cmd),
+    }
+}
+
+fn finding(seq: u64) -> Finding {
+    Finding {
+        seq,
+        rule_id: "r".into(),
+        severity: Severity::High,
+        signal: SignalKind::ModelFile,
+        observed_at_unix_nanos: 5,
+        process: ProcessInfo {
+            pid: 9,
+            ..Default::default()
+        },
+        file: None,
+        summary: "s".into(),
+    }
+}
+
+fn register(id: &str) -> Command {
+    Command::RegisterAgent {
+        agent: AgentRegistration {
+            agent_id: id.into(),
+            hostname: format!("{id}.example"),
+            agent_version: "0.1.0".into(),
+            sensor_mode: SensorMode::Ebpf,
+            kernel_release: "6.1".into(),
+            hooks: vec!["tracepoint/sched/sched_process_exec".into()],
+        },
+        at_unix_nanos: 100,
+    }
+}
+
+fn append(id: &str, seqs: &[u64]) -> Command {
+    Command::AppendAlerts {
+        agent_id: id.into(),
+        received_at_unix_nanos: 200,
+        findings: seqs.iter().map(|&s| finding(s)).collect(),
+    }
+}
+
+#[tokio::test]
+async fn alerts_get_dense_indexes_and_resent_findings_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    let mut watch = reader.watch_alerts();
+    let r = sm
+        .apply(vec![
+            entry(1, register("a")),
+            entry(2, append("a", &[1, 2, 3])),
+            entry(3, append("a", &[2, 3, 4])),
+            entry(4, register("b")),
+            entry(5, append("b", &[1])),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        r[2],
+        CommandResult::AlertsAppended {
+            first_index: 4,
+            appended: 1,
+            duplicates: 2,
+            up_to_seq: 4
+        }
+    );
+    assert!(watch.has_changed().unwrap());
+    assert_eq!(*watch.borrow_and_update(), 5);
+    let alerts = reader.alerts_after(0, 100).unwrap();
+    assert_eq!(
+        alerts.iter().map(|a| a.index).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    assert_eq!(alerts[3].finding.seq, 4);
+    assert_eq!(alerts[4].agent_id, "b");
+    assert_eq!(alerts[4].hostname, "b.example");
+    assert_eq!(reader.alerts_after(3, 1).unwrap()[0].index, 4);
+    assert_eq!(reader.agent("a").unwrap().unwrap().last_acked_seq, 4);
+    let (applied, _) = sm.applied_state().await.unwrap();
+    assert_eq!(applied.unwrap().index, 5);
+}
+
+#[tokio::test]
+async fn state_survives_reopening_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_log, mut sm, _reader) = crate::store::open_stores(dir.path()).unwrap();
+        sm.apply(vec![
+            entry(1, register("a")),
+            entry(2, append("a", &[1, 2])),
+        ])
+        .await
+        .unwrap();
+    }
+    let (_log, mut sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    assert_eq!(reader.last_alert_index(), 2);
+    sm.apply(vec![entry(3, append("a", &[2, 3]))])
+        .await
+        .unwrap();
+    let idx: Vec<u64> = reader
+        .alerts_after(0, 10)
+        .unwrap()
+        .iter()
+        .map(|a| a.index)
+        .collect();
+    assert_eq!(idx, vec![1, 2, 3]);
+}
+
+#[tokio::test]
+async fn heartbeats_update_registered_agents_and_refuse_unknown_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    let counters = SensorCounters {
+        emitted: 5,
+        filtered: 6,
+        dropped: 0,
+    };
+    let hb = |id: &str| Command::Heartbeat {
+        agent_id: id.into(),
+        at_unix_nanos: 300,
+        counters,
+        spooled: 2,
+    };
+    let r = sm
+        .apply(vec![
+            entry(1, register("a")),
+            entry(2, hb("a")),
+            entry(3, hb("zz")),
+        ])
+        .await
+        .unwrap();
+    assert!(matches!(r[2], CommandResult::Refused { .. }));
+    let a = reader.agent("a").unwrap().unwrap();
+    assert_eq!(a.counters, counters);
+    assert_eq!(a.last_heartbeat_unix_nanos, 300);
+    assert_eq!(a.first_seen_unix_nanos, 100);
+    assert_eq!(reader.agents().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn policy_versions_only_move_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    let put = |v: u64| Command::PutPolicyBundle {
+        version: v,
+        bundle: format!("bundle-{v}").into_bytes(),
+    };
+    let r = sm
+        .apply(vec![entry(1, put(1)), entry(2, put(2)), entry(3, put(2))])
+        .await
+        .unwrap();
+    assert!(matches!(r[2], CommandResult::Refused { .. }));
+    assert_eq!(
+        reader.active_policy().unwrap(),
+        Some((2, b"bundle-2".to_vec()))
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_rebuilds_the_same_state_elsewhere() {
+    let a = tempfile::tempdir().unwrap();
+    let (_log, mut sm, _reader) = crate::store::open_stores(a.path()).unwrap();
+    sm.apply(vec![
+        entry(1, register("a")),
+        entry(2, append("a", &[1, 2])),
+    ])
+    .await
+    .unwrap();
+    let snap = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+
+    let b = tempfile::tempdir().unwrap();
+    let (_log, mut other, reader) = crate::store::open_stores(b.path()).unwrap();
+    other
+        .install_snapshot(&snap.meta, snap.snapshot)
+        .await
+        .unwrap();
+    assert_eq!(reader.last_alert_index(), 2);
+    assert_eq!(reader.agent("a").unwrap().unwrap().last_acked_seq, 2);
+    let (applied, _) = other.applied_state().await.unwrap();
+    assert_eq!(applied.unwrap().index, 2);
+    let cur = other.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(cur.meta, snap.meta);
+}
+
+#[test]
+fn a_corrupt_snapshot_is_an_error_that_names_the_offset() {
+    assert!(parse_snapshot(&[0, 0, 0, 9, 1])
+        .unwrap_err()
+        .contains("byte 0"));
+    assert!(parse_snapshot(&[]).unwrap().is_empty());
+}
