@@ -20,6 +20,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Filled by the agent before load (read-only data: the verifier sees the values). */
 const volatile struct vigil_path_filter PATH_FILTERS[VIGIL_FILTER_SLOTS] = {};
 const volatile __u32 PATH_FILTER_COUNT = 0;
+/* The agent's own process id: its own opens (content checks) are never events. */
+const volatile __u32 AGENT_TGID = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -176,6 +178,10 @@ static __always_inline __u32 match_path(struct path_scratch *ps, __u32 len)
 SEC("tracepoint/syscalls/sys_enter_openat")
 int vigil_openat(struct syscall_trace_enter *ctx)
 {
+	if ((__u32)(bpf_get_current_pid_tgid() >> 32) == AGENT_TGID) {
+		count(VIGIL_COUNTER_FILTERED);
+		return 0;
+	}
 	__u32 zero = 0;
 	struct path_scratch *ps = bpf_map_lookup_elem(&PATH_SCRATCH, &zero);
 	if (!ps)

@@ -10,14 +10,17 @@ use crate::procfs::Procfs;
 use crate::sensors::{PathMatch, SensorEvent};
 
 pub struct Detector {
+    self_pid: u32,
     rule: ModelFileOpenRule,
     digests: ExeDigestCache,
     procfs: Procfs,
 }
 
 impl Detector {
-    pub fn new(rule: ModelFileOpenRule, procfs: Procfs) -> Self {
+    /// `self_pid` is the agent's own process, whose events are ignored.
+    pub fn new(rule: ModelFileOpenRule, procfs: Procfs, self_pid: u32) -> Self {
         Self {
+            self_pid,
             rule,
             digests: ExeDigestCache::new(4096),
             procfs,
@@ -46,6 +49,11 @@ impl Detector {
                 path,
                 ..
             } => {
+                // The agent's own reads (content checks) must never feed back;
+                // the kernel already drops them, this guards the user side.
+                if ctx.pid == self.self_pid {
+                    return None;
+                }
                 let path = self.procfs.resolve_path(ctx.pid, *dfd, path);
                 if !vigil_domain::is_model_file_path(&path) {
                     return None;
@@ -113,7 +121,7 @@ mod tests {
 
     #[test]
     fn an_open_of_a_model_file_by_this_process_is_a_finding_with_its_digest() {
-        let mut d = Detector::new(ModelFileOpenRule::default(), Procfs::default());
+        let mut d = Detector::new(ModelFileOpenRule::default(), Procfs::default(), 0);
         let mut t = ProcessTable::new(100);
         let me = std::process::id();
         let f = d.on_event(&open(me, "/tmp/m/model.onnx"), &mut t).unwrap();
@@ -130,14 +138,22 @@ mod tests {
         let me = std::process::id();
         let digest = crate::exe_digest::sha256_file(&Procfs::default().exe_handle(me)).unwrap();
         let rule = ModelFileOpenRule::new(ApprovedWorkloads::new([digest]));
-        let mut d = Detector::new(rule, Procfs::default());
+        let mut d = Detector::new(rule, Procfs::default(), 0);
+        let mut t = ProcessTable::new(100);
+        assert!(d.on_event(&open(me, "/tmp/m/model.onnx"), &mut t).is_none());
+    }
+
+    #[test]
+    fn the_agents_own_opens_are_ignored() {
+        let me = std::process::id();
+        let mut d = Detector::new(ModelFileOpenRule::default(), Procfs::default(), me);
         let mut t = ProcessTable::new(100);
         assert!(d.on_event(&open(me, "/tmp/m/model.onnx"), &mut t).is_none());
     }
 
     #[test]
     fn relative_paths_are_resolved_before_the_rule_sees_them() {
-        let mut d = Detector::new(ModelFileOpenRule::default(), Procfs::default());
+        let mut d = Detector::new(ModelFileOpenRule::default(), Procfs::default(), 0);
         let mut t = ProcessTable::new(100);
         let me = std::process::id();
         let f = d.on_event(&open(me, "w.gguf"), &mut t).unwrap();

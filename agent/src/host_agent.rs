@@ -33,7 +33,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     tracing::info!(hooks = ?sensor.hooks(), processes = seeded, spooled = spool.len(), "sensors attached");
 
     let approved = ApprovedWorkloads::new(config.approved_exe_sha256.iter().cloned());
-    let mut detector = Detector::new(ModelFileOpenRule::new(approved), procfs);
+    let mut detector = Detector::new(ModelFileOpenRule::new(approved), procfs, std::process::id());
 
     let (health_tx, health_rx) = watch::channel(AgentHealth::default());
     let hello = pb::Hello {

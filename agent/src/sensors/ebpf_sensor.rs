@@ -57,9 +57,11 @@ impl EbpfSensor {
         super::kernel_mounts::ensure_tracefs().map_err(SensorError::Tracefs)?;
         raise_memlock_limit();
         let (table, count) = path_filter::table(filters)?;
+        let agent_tgid = std::process::id();
         let mut ebpf = EbpfLoader::new()
             .override_global("PATH_FILTERS", &table, true)
             .override_global("PATH_FILTER_COUNT", &count, true)
+            .override_global("AGENT_TGID", &agent_tgid, true)
             .load(SENSORS_OBJECT)?;
         let mut hooks = Vec::new();
         for &(program, category, name) in TRACEPOINTS {
