@@ -246,6 +246,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Spool::open(dir.path()).unwrap();
         s.push(finding(1)).unwrap();
+        s.push(finding(2)).unwrap();
         s.findings
             .insert(finding_key(2), b"not json".to_vec())
             .unwrap();
