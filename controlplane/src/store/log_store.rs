@@ -4,6 +4,9 @@
 //! Architecture invariant: `append` reports the entries as written only
 //! after sled has flushed them to disk.
 
+// openraft's storage traits fix the error type (StorageError, ~224 bytes).
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 

@@ -10,6 +10,9 @@
 //! Architecture invariant: `apply` returns only after the applied state is
 //! flushed to disk; alert indexes are dense and start at 1.
 
+// openraft's storage traits fix the error type (StorageError, ~224 bytes).
+#![allow(clippy::result_large_err)]
+
 use std::io::Cursor;
 use std::sync::Arc;
 
@@ -301,7 +304,10 @@ fn last_alert_in(tree: &sled::Tree) -> Result<u64, sled::Error> {
 }
 
 /// Parses `snapshot_bytes` output; errors name the offset where it broke.
-fn parse_snapshot(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>, String> {
+/// (key, value) pairs of a snapshot, borrowed from its bytes.
+type SnapshotPairs<'a> = Vec<(&'a [u8], &'a [u8])>;
+
+fn parse_snapshot(data: &[u8]) -> Result<SnapshotPairs<'_>, String> {
     let mut out = Vec::new();
     let mut at = 0usize;
     let take = |at: &mut usize| -> Result<&[u8], String> {

@@ -1,0 +1,33 @@
+# vigil: two commands on a fresh Debian 12 root machine: `make run`, `make test`.
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+CARGO ?= cargo
+
+.PHONY: run test deps build lint bench clean
+
+## Install what is missing, build release binaries, run a control plane and a local agent.
+run: deps build
+	./scripts/run-local.sh
+
+## Every test: unit, property, storage suite, eBPF and end-to-end (root needed for eBPF).
+test: deps
+	$(CARGO) build --workspace --bins --locked
+	$(CARGO) test --workspace --locked
+
+deps:
+	@./scripts/install-deps.sh
+
+build:
+	$(CARGO) build --release --workspace --bins --locked
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## Benchmarks: writes BENCHMARKS.md and bench/results.json (ratios against baselines from the same run).
+bench: deps build
+	./bench/run.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf .vigil

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what building and running vigil needs on Debian 12, skipping what
+# is already there, and mounts the kernel filesystems the sensors use.
+# Idempotent; needs root for apt and mounts.
+set -euo pipefail
+
+need_apt=()
+have() { command -v "$1" >/dev/null 2>&1; }
+pkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+have clang || need_apt+=(clang)
+have llvm-strip || need_apt+=(llvm)
+[ -f /usr/include/bpf/bpf_helpers.h ] || need_apt+=(libbpf-dev)
+have bpftool || need_apt+=(bpftool)
+have cc || need_apt+=(gcc)
+have make || need_apt+=(make)
+have pkg-config || need_apt+=(pkg-config)
+have python3 || need_apt+=(python3)
+have ip || need_apt+=(iproute2)
+have curl || need_apt+=(curl ca-certificates)
+pkg_installed linux-libc-dev || need_apt+=(linux-libc-dev)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "install-deps: apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if ! have cargo && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! have cargo; then
+  echo "install-deps: no Rust toolchain; installing rustup with Rust 1.95 (needs internet access)"
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal \
+    --default-toolchain 1.95.0 --component clippy,rustfmt
+fi
+
+# The sensors need tracefs (the agent also mounts it itself) and bpffs.
+if [ "$(id -u)" = 0 ]; then
+  if [ ! -d /sys/kernel/tracing/events ] && [ ! -d /sys/kernel/debug/tracing/events ]; then
+    mount -t tracefs -o nosuid,nodev,noexec tracefs /sys/kernel/tracing && echo "install-deps: mounted tracefs"
+  fi
+  if ! mountpoint -q /sys/fs/bpf 2>/dev/null; then
+    mkdir -p /sys/fs/bpf && mount -t bpf -o nosuid,nodev,noexec bpf /sys/fs/bpf && echo "install-deps: mounted bpffs"
+  fi
+fi
+[ -e /sys/kernel/btf/vmlinux ] || echo "install-deps: warning: no /sys/kernel/btf/vmlinux; eBPF CO-RE needs a kernel with BTF" >&2
+exit 0
