@@ -7,6 +7,7 @@ use vigil_domain::{ApprovedWorkloads, ModelFileOpenRule};
 use vigil_proto::agent::v1 as pb;
 use vigil_proto::types::v1 as types_pb;
 
+use crate::clock;
 use crate::config::{hostname, AgentConfig};
 use crate::detector::Detector;
 use crate::process_table::ProcessTable;
@@ -72,8 +73,11 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 r.context("reading the sensors' ring buffer")?;
                 for ev in events.drain(..) {
                     if let Some(finding) = detector.on_event(&ev, &mut table) {
-                        tracing::info!(rule = %finding.rule_id, pid = finding.process.pid, summary = %finding.summary, "finding");
-                        spool.push(finding).context("writing a finding to the spool")?;
+                        let (rule, pid, summary) = (finding.rule_id.clone(), finding.process.pid, finding.summary.clone());
+                        let seq = spool.push(finding).context("writing a finding to the spool")?;
+                        // Syscall to spooled finding, on the kernel's clock.
+                        let latency_us = clock::boot_now_ns().saturating_sub(ev.ctx().ktime_boot_ns) / 1_000;
+                        tracing::info!(%rule, pid, seq, latency_us, %summary, "finding");
                     }
                 }
             }

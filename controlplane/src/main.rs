@@ -45,6 +45,7 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| "info,openraft=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(ControlPlaneConfig::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,614 @@
+//! vigil-bench: measures the sensors' cost and the agent's detection path
+//! against baselines taken side by side in the same run (this host is a
+//! noisy shared VM: only ratios from one run mean anything).
+//!
+//! Conditions, rotated each round: nothing attached; empty BPF programs on
+//! the same hooks (the floor any tracepoint costs); the real agent; and, when
+//! installed, bpftrace doing the same tracing with per-event output.
+//! Writes `bench/results.json` and `BENCHMARKS.md`.
+
+mod report;
+mod storm;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use aya::programs::TracePoint;
+use report::{Figure, Report};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Condition {
+    Nothing,
+    Empty,
+    Agent,
+    Bpftrace,
+}
+
+impl Condition {
+    fn name(self) -> &'static str {
+        match self {
+            Condition::Nothing => "nothing attached",
+            Condition::Empty => "empty programs",
+            Condition::Agent => "vigil-agent",
+            Condition::Bpftrace => "bpftrace printing every event",
+        }
+    }
+}
+
+struct Settings {
+    bin: PathBuf,
+    empty_object: PathBuf,
+    rounds: usize,
+    storm: Duration,
+    exec_threads: usize,
+    open_threads: usize,
+    bpftrace: Option<PathBuf>,
+    work: tempfile::TempDir,
+}
+
+/// Whatever a condition keeps attached; detaches on drop.
+enum Attached {
+    Nothing,
+    Empty(#[allow(dead_code)] aya::Ebpf),
+    Process(Child),
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        if let Attached::Process(child) = self {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_line(child: &mut Child, needle: &str, timeout: Duration) -> anyhow::Result<()> {
+    let stdout = child.stdout.take().context("piped stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wanted = needle.to_string();
+    // Keep draining stdout afterwards, so a chatty child never blocks.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if line.contains(&wanted) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(timeout).map_err(|_| {
+        anyhow::anyhow!(
+            "pid {} printed no {needle:?} within {timeout:?}",
+            child.id()
+        )
+    })
+}
+
+fn attach(c: Condition, s: &Settings, cp: &str, round: usize) -> anyhow::Result<Attached> {
+    Ok(match c {
+        Condition::Nothing => Attached::Nothing,
+        Condition::Empty => {
+            let mut ebpf = aya::Ebpf::load_file(&s.empty_object)
+                .with_context(|| format!("loading {}", s.empty_object.display()))?;
+            for (prog, cat, name) in [
+                ("empty_exec", "sched", "sched_process_exec"),
+                ("empty_exit", "sched", "sched_process_exit"),
+                ("empty_openat", "syscalls", "sys_enter_openat"),
+            ] {
+                let tp: &mut TracePoint = ebpf.program_mut(prog).context(prog)?.try_into()?;
+                tp.load()?;
+                tp.attach(cat, name)?;
+            }
+            Attached::Empty(ebpf)
+        }
+        Condition::Agent => Attached::Process(start_agent(s, cp, &format!("round{round}"))?),
+        Condition::Bpftrace => {
+            let script = r#"tracepoint:syscalls:sys_enter_openat { printf("%d %s\n", pid, str(args->filename)); }
+tracepoint:sched:sched_process_exec { printf("%d %s\n", pid, str(args->filename)); }
+tracepoint:sched:sched_process_exit { printf("%d exit\n", pid); }"#;
+            let mut child = Command::new(s.bpftrace.as_ref().context("bpftrace")?)
+                .arg("-e")
+                .arg(script)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()?;
+            wait_line(&mut child, "Attaching", Duration::from_secs(60))?;
+            std::thread::sleep(Duration::from_millis(500));
+            Attached::Process(child)
+        }
+    })
+}
+
+fn start_agent(s: &Settings, cp: &str, tag: &str) -> anyhow::Result<Child> {
+    let dir = s.work.path().join(format!("agent-{tag}"));
+    let log = std::fs::File::create(s.work.path().join(format!("agent-{tag}.log")))?;
+    let mut child = Command::new(s.bin.join("vigil-agent"))
+        .args([
+            "--control-plane",
+            cp,
+            "--agent-id",
+            "bench-agent",
+            "--heartbeat-secs",
+            "1",
+        ])
+        .arg("--data-dir")
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .context("starting vigil-agent")?;
+    wait_line(&mut child, "vigil-agent ready", Duration::from_secs(30))?;
+    Ok(child)
+}
+
+/// CPU time (user + system) of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // After the comm: state is not numeric, so utime and stime are f[10], f[11].
+    let ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+fn rss_mib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if v.is_empty() {
+        return 0.0;
+    }
+    v[v.len() / 2]
+}
+
+struct ControlPlane {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_control_plane(s: &Settings) -> anyhow::Result<ControlPlane> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut child = Command::new(s.bin.join("vigil-controlplane"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(s.work.path().join("cp"))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(s.work.path().join("cp.log"))?)
+        .spawn()
+        .context("starting vigil-controlplane")?;
+    wait_line(
+        &mut child,
+        "vigil-controlplane ready",
+        Duration::from_secs(30),
+    )?;
+    std::thread::sleep(Duration::from_secs(1));
+    Ok(ControlPlane {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    })
+}
+
+async fn agent_counters(endpoint: &str) -> anyhow::Result<(u64, u64)> {
+    use vigil_proto::admin::v1::{admin_service_client::AdminServiceClient, ClusterStatusRequest};
+    let mut c = AdminServiceClient::connect(endpoint.to_string()).await?;
+    let s = c
+        .cluster_status(ClusterStatusRequest {})
+        .await?
+        .into_inner();
+    let a = s
+        .agents
+        .iter()
+        .find(|a| a.agent_id == "bench-agent")
+        .context("bench agent not registered")?;
+    let k = a.counters.unwrap_or_default();
+    Ok((k.emitted, k.dropped))
+}
+
+async fn alerts(endpoint: &str) -> anyhow::Result<Vec<vigil_proto::types::v1::Alert>> {
+    use vigil_proto::admin::v1::{admin_service_client::AdminServiceClient, QueryAlertsRequest};
+    let mut c = AdminServiceClient::connect(endpoint.to_string()).await?;
+    let mut out = Vec::new();
+    loop {
+        let page = c
+            .query_alerts(QueryAlertsRequest {
+                after_index: out
+                    .last()
+                    .map(|a: &vigil_proto::types::v1::Alert| a.index)
+                    .unwrap_or(0),
+                limit: 500,
+            })
+            .await?
+            .into_inner()
+            .alerts;
+        if page.is_empty() {
+            return Ok(out);
+        }
+        out.extend(page);
+    }
+}
+
+fn storm_rounds(
+    s: &Settings,
+    cp: &ControlPlane,
+    rt: &tokio::runtime::Runtime,
+    conditions: &[Condition],
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let target = s.work.path().join("plain.txt");
+    std::fs::write(&target, b"x")?;
+    let target = target.to_str().context("utf-8 path")?.to_string();
+    let mut open: Vec<Vec<f64>> = vec![Vec::new(); conditions.len()];
+    let mut exec: Vec<Vec<f64>> = vec![Vec::new(); conditions.len()];
+    let (mut emitted, mut dropped) = (0u64, 0u64);
+    let (mut agent_cpu, mut agent_wall) = (0.0, 0.0);
+    for round in 0..s.rounds {
+        for k in 0..conditions.len() {
+            let i = (k + round) % conditions.len();
+            let c = conditions[i];
+            let attached = attach(c, s, &cp.endpoint, round)?;
+            std::thread::sleep(Duration::from_millis(300));
+            let pid = match &attached {
+                Attached::Process(child) if c == Condition::Agent => Some(child.id()),
+                _ => None,
+            };
+            let cpu0 = pid.map(cpu_seconds).unwrap_or(0.0);
+            let t0 = Instant::now();
+            let o = storm::open_storm(&target, s.open_threads, s.storm);
+            let e = storm::exec_storm(s.exec_threads, s.storm);
+            if let Some(pid) = pid {
+                agent_cpu += cpu_seconds(pid) - cpu0;
+                agent_wall += t0.elapsed().as_secs_f64();
+                std::thread::sleep(Duration::from_millis(2500));
+                let (em, dr) = rt.block_on(agent_counters(&cp.endpoint))?;
+                emitted += em;
+                dropped += dr;
+            }
+            eprintln!(
+                "round {round} {:<30} open {o:>12.0}/s  exec {e:>8.0}/s",
+                c.name()
+            );
+            open[i].push(o);
+            exec[i].push(e);
+            drop(attached);
+        }
+    }
+    let med = |v: &mut Vec<Vec<f64>>, c: Condition| {
+        let i = conditions.iter().position(|x| *x == c).unwrap();
+        median(&mut v[i])
+    };
+    let (on, oe, oa) = (
+        med(&mut open, Condition::Nothing),
+        med(&mut open, Condition::Empty),
+        med(&mut open, Condition::Agent),
+    );
+    let (en, ee, ea) = (
+        med(&mut exec, Condition::Nothing),
+        med(&mut exec, Condition::Empty),
+        med(&mut exec, Condition::Agent),
+    );
+    let cmd = "make bench";
+    report.push(
+        Figure::ratio("open storm: agent / empty programs", oa, oe, "opens/s", cmd).goal(0.98),
+    );
+    report.push(Figure::ratio(
+        "open storm: agent / nothing attached",
+        oa,
+        on,
+        "opens/s",
+        cmd,
+    ));
+    report.push(Figure::ratio(
+        "open storm: empty programs / nothing attached",
+        oe,
+        on,
+        "opens/s",
+        cmd,
+    ));
+    report.push(
+        Figure::ratio("exec storm: agent / empty programs", ea, ee, "execs/s", cmd).goal(0.98),
+    );
+    report.push(Figure::ratio(
+        "exec storm: agent / nothing attached",
+        ea,
+        en,
+        "execs/s",
+        cmd,
+    ));
+    report.push(Figure::ratio(
+        "exec storm: empty programs / nothing attached",
+        ee,
+        en,
+        "execs/s",
+        cmd,
+    ));
+    if conditions.contains(&Condition::Bpftrace) {
+        let (ob, eb) = (
+            med(&mut open, Condition::Bpftrace),
+            med(&mut exec, Condition::Bpftrace),
+        );
+        report.push(Figure::ratio(
+            "open storm: bpftrace printing / nothing attached",
+            ob,
+            on,
+            "opens/s",
+            cmd,
+        ));
+        report.push(Figure::ratio(
+            "open storm: agent / bpftrace printing",
+            oa,
+            ob,
+            "opens/s",
+            cmd,
+        ));
+        report.push(Figure::ratio(
+            "exec storm: bpftrace printing / nothing attached",
+            eb,
+            en,
+            "execs/s",
+            cmd,
+        ));
+        report.push(Figure::ratio(
+            "exec storm: agent / bpftrace printing",
+            ea,
+            eb,
+            "execs/s",
+            cmd,
+        ));
+    }
+    report.push(
+        Figure::ratio(
+            "ring buffer drops during storms (dropped / emitted)",
+            dropped as f64,
+            emitted as f64,
+            "records",
+            cmd,
+        )
+        .goal_max(0.0),
+    );
+    report.push(Figure::ratio(
+        "agent CPU during storms (share of one core)",
+        agent_cpu,
+        agent_wall,
+        "cpu-s / s",
+        cmd,
+    ));
+    Ok(())
+}
+
+fn percentile(h: &hdrhistogram::Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64
+}
+
+fn latency_and_footprint(
+    s: &Settings,
+    cp: &ControlPlane,
+    rt: &tokio::runtime::Runtime,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let mut agent = start_agent(s, &cp.endpoint, "latency")?;
+    let pid = agent.id();
+    // Idle footprint.
+    std::thread::sleep(Duration::from_secs(2));
+    let (c0, t0) = (cpu_seconds(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(10));
+    let idle_cpu = (cpu_seconds(pid) - c0) / t0.elapsed().as_secs_f64();
+    let idle_rss = rss_mib(pid, "VmRSS:");
+    report.push(
+        Figure::ratio(
+            "agent CPU idle (share of one core) / 2% goal",
+            idle_cpu * 100.0,
+            2.0,
+            "% of a core",
+            "make bench",
+        )
+        .goal_max(1.0),
+    );
+    report.push(
+        Figure::ratio(
+            "agent RSS idle / 40 MB goal",
+            idle_rss,
+            40.0,
+            "MiB",
+            "make bench",
+        )
+        .goal_max(1.0),
+    );
+
+    // Probes: opens of distinct model files, idle and during an exec storm.
+    let dir = s.work.path().join("latency");
+    std::fs::create_dir_all(&dir)?;
+    let probes = 300;
+    let probe = |tag: &str| -> anyhow::Result<()> {
+        for i in 0..probes {
+            std::fs::File::create(dir.join(format!("{tag}-{i}.onnx")))?;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    };
+    probe("idle")?;
+    let storm = std::thread::spawn({
+        let threads = s.exec_threads;
+        move || storm::exec_storm(threads, Duration::from_secs(3))
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    probe("storm")?;
+    let _ = storm.join();
+    let peak_rss = rss_mib(pid, "VmHWM:");
+    report.push(
+        Figure::ratio(
+            "agent peak RSS over the run / 40 MB goal",
+            peak_rss,
+            40.0,
+            "MiB",
+            "make bench",
+        )
+        .goal_max(1.0),
+    );
+
+    // Agent-side latency (syscall → finding spooled) from its log.
+    std::thread::sleep(Duration::from_secs(3));
+    let log = std::fs::read_to_string(s.work.path().join("agent-latency.log"))?;
+    let me = std::process::id();
+    let mut idle = hdrhistogram::Histogram::<u64>::new(3)?;
+    let mut busy = hdrhistogram::Histogram::<u64>::new(3)?;
+    for line in log
+        .lines()
+        .filter(|l| l.contains(" finding") && l.contains(&format!("pid={me} ")))
+    {
+        let Some(us) = field(line, "latency_us=") else {
+            continue;
+        };
+        if line.contains("/latency/idle-") {
+            idle.record(us)?;
+        } else if line.contains("/latency/storm-") {
+            busy.record(us)?;
+        }
+    }
+    if idle.len() < probes as u64 / 2 || busy.len() < probes as u64 / 2 {
+        bail!(
+            "too few findings in the agent log: idle {} storm {}",
+            idle.len(),
+            busy.len()
+        );
+    }
+    for (name, h) in [("idle", &idle), ("during exec storm", &busy)] {
+        for (q, label) in [(0.5, "p50"), (0.99, "p99")] {
+            report.push(
+                Figure::ratio(
+                    &format!(
+                        "detection latency {label} {name}, syscall → finding in agent / 5 ms goal"
+                    ),
+                    percentile(h, q) / 1000.0,
+                    5.0,
+                    "ms",
+                    "make bench",
+                )
+                .goal_max(1.0),
+            );
+        }
+    }
+    // End to end: syscall → alert received by the control plane.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut e2e = hdrhistogram::Histogram::<u64>::new(3)?;
+    loop {
+        let all = rt.block_on(alerts(&cp.endpoint))?;
+        let mine: Vec<_> = all
+            .iter()
+            .filter_map(|a| a.finding.as_ref().map(|f| (a.received_at_unix_nanos, f)))
+            .filter(|(_, f)| {
+                f.file
+                    .as_ref()
+                    .is_some_and(|o| o.path.contains("/latency/"))
+                    && f.process.as_ref().is_some_and(|p| p.pid == me)
+            })
+            .collect();
+        if mine.len() >= 2 * probes || Instant::now() > deadline {
+            for (recv, f) in mine {
+                e2e.record(((recv - f.observed_at_unix_nanos).max(0) / 1000) as u64)?;
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    report.push(
+        Figure::ratio(
+            "end-to-end p50, syscall → alert at control plane / 1 s goal",
+            percentile(&e2e, 0.5) / 1000.0,
+            1000.0,
+            "ms",
+            "make bench",
+        )
+        .goal_max(1.0),
+    );
+    report.push(
+        Figure::ratio(
+            "end-to-end p99, syscall → alert at control plane / 1 s goal",
+            percentile(&e2e, 0.99) / 1000.0,
+            1000.0,
+            "ms",
+            "make bench",
+        )
+        .goal_max(1.0),
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let _ = agent.wait();
+    Ok(())
+}
+
+fn field(line: &str, key: &str) -> Option<u64> {
+    let rest = &line[line.find(key)? + key.len()..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+fn main() -> anyhow::Result<()> {
+    let root = PathBuf::from(std::env::var("VIGIL_ROOT").unwrap_or_else(|_| ".".into()));
+    let env_num = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let s = Settings {
+        bin: root.join("target/release"),
+        empty_object: root.join("bench/out/empty.bpf.o"),
+        rounds: env_num("VIGIL_BENCH_ROUNDS", 5) as usize,
+        storm: Duration::from_millis(env_num("VIGIL_BENCH_STORM_MS", 2000)),
+        exec_threads: 2,
+        open_threads: 1,
+        bpftrace: which("bpftrace"),
+        work: tempfile::tempdir()?,
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    let cp = start_control_plane(&s)?;
+    let mut conditions = vec![Condition::Nothing, Condition::Empty, Condition::Agent];
+    if s.bpftrace.is_some() {
+        conditions.push(Condition::Bpftrace);
+    }
+    let mut report = Report::default();
+    storm_rounds(&s, &cp, &rt, &conditions, &mut report)?;
+    latency_and_footprint(&s, &cp, &rt, &mut report)?;
+    report.write(
+        &root,
+        &conditions.iter().map(|c| c.name()).collect::<Vec<_>>(),
+        s.rounds,
+        s.storm,
+    )?;
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! The workloads: syscall storms run as fast as the host goes.
+
+use std::ffi::CString;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// openat + close of one ordinary file in a loop, on `threads` threads; ops/s.
+pub fn open_storm(path: &str, threads: usize, dur: Duration) -> f64 {
+    let path = CString::new(path).expect("path");
+    run_threads(threads, dur, move |stop, count| {
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            for _ in 0..64 {
+                // SAFETY: a valid NUL-terminated path; the fd is closed at once.
+                let fd = unsafe { libc::openat(libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY) };
+                if fd >= 0 {
+                    unsafe { libc::close(fd) };
+                }
+            }
+            n += 64;
+        }
+        count.fetch_add(n, Ordering::Relaxed);
+    })
+}
+
+/// fork+exec of /bin/true, waited for, on `threads` threads; execs/s.
+pub fn exec_storm(threads: usize, dur: Duration) -> f64 {
+    run_threads(threads, dur, |stop, count| {
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let ok = std::process::Command::new("/bin/true")
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                n += 1;
+            }
+        }
+        count.fetch_add(n, Ordering::Relaxed);
+    })
+}
+
+fn run_threads<F>(threads: usize, dur: Duration, work: F) -> f64
+where
+    F: Fn(&AtomicBool, &AtomicU64) + Send + Sync + 'static,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let work = Arc::new(work);
+    let started = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (stop, count, work) = (stop.clone(), count.clone(), work.clone());
+            std::thread::spawn(move || work(&stop, &count))
+        })
+        .collect();
+    std::thread::sleep(dur);
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}

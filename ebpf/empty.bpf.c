@@ -1,0 +1,20 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
+/*
+ * Baseline for the sensor benchmarks: programs that do nothing, on exactly
+ * the hooks the sensors use. The cost of any syscall tracepoint (every
+ * syscall of every task takes the slow path) shows up here; what the
+ * sensors add on top is their own work.
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+SEC("tracepoint/sched/sched_process_exec")
+int empty_exec(void *ctx) { return 0; }
+
+SEC("tracepoint/sched/sched_process_exit")
+int empty_exit(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_enter_openat")
+int empty_openat(void *ctx) { return 0; }
