@@ -89,9 +89,9 @@ static __always_inline void fill_header(struct vigil_event_header *h, __u32 kind
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
 }
 
-static __always_inline void emit(void *record, __u64 size)
+static __always_inline void emit(void *record, __u64 size, __u64 flags)
 {
-	if (bpf_ringbuf_output(&EVENTS, record, size, 0) == 0)
+	if (bpf_ringbuf_output(&EVENTS, record, size, flags) == 0)
 		count(VIGIL_COUNTER_EMITTED);
 	else
 		count(VIGIL_COUNTER_DROPPED);
@@ -127,7 +127,7 @@ int vigil_exec(struct trace_event_raw_sched_process_exec *ctx)
 	fill_header(&ev->hdr, VIGIL_EVENT_EXEC, size);
 	if (size > sizeof(*ev))
 		return 0;
-	emit(ev, size);
+	emit(ev, size, 0);
 	return 0;
 }
 
@@ -144,7 +144,7 @@ int vigil_exit(void *ctx)
 	fill_header(&h, VIGIL_EVENT_EXIT, sizeof(h));
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	h.aux = BPF_CORE_READ(task, exit_code);
-	emit(&h, sizeof(h));
+	emit(&h, sizeof(h), 0);
 	return 0;
 }
 
@@ -216,6 +216,8 @@ int vigil_openat(struct syscall_trace_enter *ctx)
 	ev->path_len = plen;
 	__u64 size = offsetof(struct vigil_open_event, path) + plen;
 	fill_header(&ev->hdr, VIGIL_EVENT_OPEN, size);
-	emit(ev, size);
+	/* Opens that pass the filter are rare and are what findings are made
+	 * of: wake the agent now rather than when the kernel next gets to it. */
+	emit(ev, size, BPF_RB_FORCE_WAKEUP);
 	return 0;
 }

@@ -74,10 +74,11 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 for ev in events.drain(..) {
                     if let Some(finding) = detector.on_event(&ev, &mut table) {
                         let (rule, pid, summary) = (finding.rule_id.clone(), finding.process.pid, finding.summary.clone());
+                        let detected_us = clock::boot_now_ns().saturating_sub(ev.ctx().ktime_boot_ns) / 1_000;
                         let seq = spool.push(finding).context("writing a finding to the spool")?;
                         // Syscall to spooled finding, on the kernel's clock.
                         let latency_us = clock::boot_now_ns().saturating_sub(ev.ctx().ktime_boot_ns) / 1_000;
-                        tracing::info!(%rule, pid, seq, latency_us, %summary, "finding");
+                        tracing::info!(%rule, pid, seq, detected_us, latency_us, %summary, "finding");
                     }
                 }
             }
