@@ -89,6 +89,25 @@ async fn model_file_open_reaches_vigilctl_and_siem_and_survives_a_control_plane_
     cp.wait_leader().await;
     let _agent = Agent::start(&tmp.path().join("agent"), &cp.endpoint(), "e2e-agent");
     let mut siem = spawn_siem_client(cp.endpoint(), 0);
+    // An operator following alerts live, as in the README's tour.
+    let mut follow = Command::new(binary("vigilctl"))
+        .args(["--endpoint", &cp.endpoint(), "alerts", "--follow", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (follow_tx, follow_rx) = std::sync::mpsc::channel::<String>();
+    let follow_out = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(follow_out)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if follow_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
 
     // 1. python3 opens model.onnx → alert in the control plane.
     let models = tmp.path().join("models");
@@ -146,6 +165,21 @@ async fn model_file_open_reaches_vigilctl_and_siem_and_survives_a_control_plane_
         text.contains(model_path) && text.contains("python"),
         "{text}"
     );
+
+    // ...and `vigilctl alerts --follow` printed it as it arrived.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let line = follow_rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("vigilctl alerts --follow printed the alert");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["finding"]["process"]["pid"] == pid {
+            assert_eq!(v["finding"]["file"]["path"], model_path);
+            break;
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
 
     // 3. The SIEM client receives the same alert, as OCSF.
     let mut cursors = Vec::new();
