@@ -18,3 +18,9 @@ int empty_exit(void *ctx) { return 0; }
 
 SEC("tracepoint/syscalls/sys_enter_openat")
 int empty_openat(void *ctx) { return 0; }
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int empty_inet_state(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_enter_mmap")
+int empty_mmap(void *ctx) { return 0; }

@@ -29,6 +29,31 @@ struct mm_struct {
 	unsigned long arg_end;
 } __core;
 
+struct qstr {
+	const unsigned char *name;
+} __core;
+
+struct dentry {
+	struct qstr d_name;
+} __core;
+
+struct path {
+	struct dentry *dentry;
+} __core;
+
+struct file {
+	struct path f_path;
+} __core;
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+} __core;
+
+struct files_struct {
+	struct fdtable *fdt;
+} __core;
+
 struct task_struct {
 	int pid;
 	int tgid;
@@ -36,6 +61,7 @@ struct task_struct {
 	struct task_struct *real_parent;
 	struct mm_struct *mm;
 	struct nsproxy *nsproxy;
+	struct files_struct *files;
 } __core;
 
 struct trace_entry {
@@ -56,6 +82,21 @@ struct syscall_trace_enter {
 	struct trace_entry ent;
 	int nr;
 	unsigned long args[6];
+} __core;
+
+struct trace_event_raw_inet_sock_set_state {
+	struct trace_entry ent;
+	const void *skaddr;
+	int oldstate;
+	int newstate;
+	__u16 sport;
+	__u16 dport;
+	__u16 family;
+	__u16 protocol;
+	__u8 saddr[4];
+	__u8 daddr[4];
+	__u8 saddr_v6[16];
+	__u8 daddr_v6[16];
 } __core;
 
 #endif /* VIGIL_KERNEL_TYPES_H */

@@ -8,6 +8,7 @@
  * lost because the ring buffer is full (DROPPED), and the per-CPU counters
  * say which, so nothing is lost silently.
  */
+#include <stdbool.h>
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
@@ -20,6 +21,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Filled by the agent before load (read-only data: the verifier sees the values). */
 const volatile struct vigil_path_filter PATH_FILTERS[VIGIL_FILTER_SLOTS] = {};
 const volatile __u32 PATH_FILTER_COUNT = 0;
+/* TCP ports (host order) whose connects and listens are reported. */
+const volatile __u16 AI_PORTS[VIGIL_PORT_SLOTS] = {};
+const volatile __u32 AI_PORT_COUNT = 0;
 /* The agent's own process id: its own opens (content checks) are never events. */
 const volatile __u32 AGENT_TGID = 0;
 
@@ -46,6 +50,7 @@ union event_scratch {
 	struct vigil_event_header hdr;
 	struct vigil_exec_event exec;
 	struct vigil_open_event open;
+	struct vigil_exec_map_event map;
 };
 
 struct {
@@ -148,8 +153,12 @@ int vigil_exit(void *ctx)
 	return 0;
 }
 
-/* The table entry that keeps this path, or 0. ps->path holds len bytes (NUL excluded). */
-static __always_inline __u32 match_path(struct path_scratch *ps, __u32 len)
+/*
+ * The table entry that keeps this name, or 0. ps->path holds len bytes (NUL
+ * excluded). `basename` selects the entries for file names of executable
+ * mappings; otherwise path suffix/prefix entries apply.
+ */
+static __always_inline __u32 match_path(struct path_scratch *ps, __u32 len, bool basename)
 {
 	if (len > VIGIL_PATH_MAX - 1)
 		return 0;
@@ -164,6 +173,8 @@ static __always_inline __u32 match_path(struct path_scratch *ps, __u32 len)
 		if (i >= PATH_FILTER_COUNT)
 			break;
 		__u32 kind = PATH_FILTERS[i].kind;
+		if ((kind == VIGIL_FILTER_BASENAME_PREFIX) != basename)
+			continue;
 		if (PATH_FILTERS[i].len > len)
 			continue;
 		__u64 a = kind == VIGIL_FILTER_SUFFIX ? tail0 : head0;
@@ -175,10 +186,15 @@ static __always_inline __u32 match_path(struct path_scratch *ps, __u32 len)
 	return 0;
 }
 
+static __always_inline bool is_agent(void)
+{
+	return (__u32)(bpf_get_current_pid_tgid() >> 32) == AGENT_TGID;
+}
+
 SEC("tracepoint/syscalls/sys_enter_openat")
 int vigil_openat(struct syscall_trace_enter *ctx)
 {
-	if ((__u32)(bpf_get_current_pid_tgid() >> 32) == AGENT_TGID) {
+	if (is_agent()) {
 		count(VIGIL_COUNTER_FILTERED);
 		return 0;
 	}
@@ -197,7 +213,7 @@ int vigil_openat(struct syscall_trace_enter *ctx)
 	*(__u64 *)((__u8 *)ps->path + len) = 0;
 	*(__u64 *)((__u8 *)ps->path + len + 8) = 0;
 
-	__u32 match = match_path(ps, len);
+	__u32 match = match_path(ps, len, false);
 	if (!match) {
 		count(VIGIL_COUNTER_FILTERED);
 		return 0;
@@ -218,6 +234,119 @@ int vigil_openat(struct syscall_trace_enter *ctx)
 	fill_header(&ev->hdr, VIGIL_EVENT_OPEN, size);
 	/* Opens that pass the filter are rare and are what findings are made
 	 * of: wake the agent now rather than when the kernel next gets to it. */
+	emit(ev, size, BPF_RB_FORCE_WAKEUP);
+	return 0;
+}
+
+#define TCP_SYN_SENT 2
+#define TCP_LISTEN 10
+#define IPPROTO_TCP 6
+#define AF_INET 2
+#define AF_INET6 10
+#define PROT_EXEC 0x4
+
+static __always_inline bool ai_port(__u16 port)
+{
+	for (__u32 i = 0; i < VIGIL_PORT_SLOTS; i++) {
+		if (i >= AI_PORT_COUNT)
+			break;
+		if (AI_PORTS[i] == port)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * TCP connects and listens, in the context of the connect()/listen() caller.
+ * One tracepoint covers both and never fires for UDP or Unix sockets.
+ */
+SEC("tracepoint/sock/inet_sock_set_state")
+int vigil_inet_state(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	int newstate = BPF_CORE_READ(ctx, newstate);
+	if (BPF_CORE_READ(ctx, protocol) != IPPROTO_TCP ||
+	    (newstate != TCP_SYN_SENT && newstate != TCP_LISTEN))
+		return 0;
+	__u16 sport = BPF_CORE_READ(ctx, sport);
+	__u16 dport = BPF_CORE_READ(ctx, dport);
+	__u16 op = newstate == TCP_LISTEN ? VIGIL_NET_LISTEN : VIGIL_NET_CONNECT;
+	if (is_agent() || !ai_port(op == VIGIL_NET_LISTEN ? sport : dport)) {
+		count(VIGIL_COUNTER_FILTERED);
+		return 0;
+	}
+	struct vigil_net_event ev = {};
+	ev.family = BPF_CORE_READ(ctx, family);
+	ev.op = op;
+	ev.sport = sport;
+	ev.dport = dport;
+	if (ev.family == AF_INET6) {
+		BPF_CORE_READ_INTO(&ev.saddr, ctx, saddr_v6);
+		BPF_CORE_READ_INTO(&ev.daddr, ctx, daddr_v6);
+	} else {
+		BPF_CORE_READ_INTO(&ev.saddr[0], ctx, saddr);
+		BPF_CORE_READ_INTO(&ev.daddr[0], ctx, daddr);
+	}
+	fill_header(&ev.hdr, VIGIL_EVENT_NET, sizeof(ev));
+	emit(&ev, sizeof(ev), BPF_RB_FORCE_WAKEUP);
+	return 0;
+}
+
+/*
+ * A file mapped executable: how a library (dlopen or the dynamic linker)
+ * gets loaded. Its file name, read from the dentry, is matched against the
+ * basename-prefix entries; mmap is far rarer than open, so this costs the
+ * open path nothing.
+ */
+SEC("tracepoint/syscalls/sys_enter_mmap")
+int vigil_mmap(struct syscall_trace_enter *ctx)
+{
+	unsigned long prot = BPF_CORE_READ(ctx, args[2]);
+	long fd = (long)BPF_CORE_READ(ctx, args[4]);
+	if (!(prot & PROT_EXEC) || fd < 0 || is_agent()) {
+		count(VIGIL_COUNTER_FILTERED);
+		return 0;
+	}
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	if (!f)
+		return 0;
+	const unsigned char *name = BPF_CORE_READ(f, f_path.dentry, d_name.name);
+
+	__u32 zero = 0;
+	struct path_scratch *ps = bpf_map_lookup_elem(&PATH_SCRATCH, &zero);
+	if (!ps)
+		return 0;
+	long n = bpf_probe_read_kernel_str(ps->path, VIGIL_NAME_MAX, name);
+	if (n <= 1) {
+		count(VIGIL_COUNTER_FILTERED);
+		return 0;
+	}
+	__u32 len = (__u32)(n - 1) & (VIGIL_NAME_MAX - 1);
+	*(__u64 *)((__u8 *)ps->path + len) = 0;
+	*(__u64 *)((__u8 *)ps->path + len + 8) = 0;
+	__u32 match = match_path(ps, len, true);
+	if (!match) {
+		count(VIGIL_COUNTER_FILTERED);
+		return 0;
+	}
+	struct vigil_exec_map_event *ev = bpf_map_lookup_elem(&EVENT_SCRATCH, &zero);
+	if (!ev)
+		return 0;
+	__u32 nlen = len + 1;
+	if (nlen > VIGIL_NAME_MAX)
+		return 0;
+	bpf_probe_read_kernel(ev->name, nlen, ps->path);
+	ev->fd = (__s32)fd;
+	ev->match = match;
+	ev->name_len = nlen;
+	ev->_pad = 0;
+	__u64 size = offsetof(struct vigil_exec_map_event, name) + nlen;
+	fill_header(&ev->hdr, VIGIL_EVENT_EXEC_MAP, size);
 	emit(ev, size, BPF_RB_FORCE_WAKEUP);
 	return 0;
 }

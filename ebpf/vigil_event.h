@@ -18,12 +18,16 @@
 #define VIGIL_EVENT_EXEC 1
 #define VIGIL_EVENT_EXIT 2
 #define VIGIL_EVENT_OPEN 3
+#define VIGIL_EVENT_NET 4
+#define VIGIL_EVENT_EXEC_MAP 5
 
 #define VIGIL_COMM_LEN 16
 /* Longest path the kernel accepts, NUL included. */
 #define VIGIL_PATH_MAX 4096
 /* argv bytes captured at exec (NUL-separated). */
 #define VIGIL_ARGS_MAX 1024
+/* Longest file name (one path component), NUL included. */
+#define VIGIL_NAME_MAX 256
 
 /* Counter slots of the per-CPU "COUNTERS" array. */
 #define VIGIL_COUNTER_EMITTED 0
@@ -36,10 +40,17 @@
 #define VIGIL_FILTER_UNUSED 0
 #define VIGIL_FILTER_SUFFIX 1
 #define VIGIL_FILTER_PREFIX 2
+/* Matched against the file name of an executable mapping, not a path. */
+#define VIGIL_FILTER_BASENAME_PREFIX 3
 /* What a filter entry says a matching path is. */
 #define VIGIL_MATCH_MODEL_FILE 1
 #define VIGIL_MATCH_GPU_DEVICE 2
 #define VIGIL_MATCH_AI_RUNTIME 3
+
+/* TCP ports whose connects and listens leave the kernel. */
+#define VIGIL_PORT_SLOTS 16
+#define VIGIL_NET_CONNECT 1
+#define VIGIL_NET_LISTEN 2
 
 struct vigil_event_header {
 	__u32 kind;          /* VIGIL_EVENT_* */
@@ -71,6 +82,27 @@ struct vigil_open_event {
 	__u32 match;      /* VIGIL_MATCH_* of the filter entry that kept it */
 	__u32 path_len;   /* bytes of path[], NUL included */
 	char path[VIGIL_PATH_MAX];
+};
+
+/* A TCP connect (SYN sent) or listen on a port of the port table. */
+struct vigil_net_event {
+	struct vigil_event_header hdr;
+	__u16 family; /* AF_INET or AF_INET6 */
+	__u16 op;     /* VIGIL_NET_* */
+	__u16 sport;  /* host byte order */
+	__u16 dport;
+	__u8 saddr[16]; /* IPv4 in the first 4 bytes */
+	__u8 daddr[16];
+};
+
+/* A file mapped executable (a library loaded) whose name matched the table. */
+struct vigil_exec_map_event {
+	struct vigil_event_header hdr;
+	__s32 fd;
+	__u32 match;
+	__u32 name_len; /* bytes of name[], NUL included */
+	__u32 _pad;
+	char name[VIGIL_NAME_MAX];
 };
 
 /*

@@ -1,83 +1,179 @@
-//! Turns sensor events into findings: the built-in rule, evaluated with the
+//! Turns sensor events into findings: the built-in rules, evaluated with the
 //! process context, and the evidence a SOC needs (resolved paths, exe digest).
+//!
+//! Architecture invariant: one finding per (process, signal, object); a
+//! process that opens the same model a thousand times is one finding.
 
-use vigil_domain::{Finding, ModelFileOpenRule, MODEL_SNIFF_BYTES};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+
+use vigil_domain::{
+    BuiltinRules, Finding, Observation, ProcessInfo, SignalKind, MODEL_SNIFF_BYTES,
+};
 
 use crate::clock::boot_ns_to_unix_nanos;
 use crate::exe_digest::ExeDigestCache;
 use crate::process_table::ProcessTable;
 use crate::procfs::Procfs;
-use crate::sensors::{PathMatch, SensorEvent};
+use crate::sensors::{EventContext, NetOp, PathMatch, SensorEvent};
+
+/// Most processes whose findings are remembered for deduplication.
+const DEDUP_PROCESSES: usize = 65_536;
+
+/// What an event leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Detection {
+    Finding(Finding),
+    /// A listener on a common HTTP port: AI serving only if it answers
+    /// OpenAI-style routes, which must be asked off the event loop.
+    ProbeListener {
+        process: ProcessInfo,
+        local: SocketAddr,
+        observed_at_unix_nanos: i64,
+    },
+}
 
 pub struct Detector {
     self_pid: u32,
-    rule: ModelFileOpenRule,
+    rules: BuiltinRules,
     digests: ExeDigestCache,
     procfs: Procfs,
+    reported: HashMap<u32, HashSet<(SignalKind, String)>>,
+    suppressed: u64,
 }
 
 impl Detector {
     /// `self_pid` is the agent's own process, whose events are ignored.
-    pub fn new(rule: ModelFileOpenRule, procfs: Procfs, self_pid: u32) -> Self {
+    pub fn new(rules: BuiltinRules, procfs: Procfs, self_pid: u32) -> Self {
         Self {
             self_pid,
-            rule,
+            rules,
             digests: ExeDigestCache::new(4096),
             procfs,
+            reported: HashMap::new(),
+            suppressed: 0,
         }
     }
 
-    /// Applies one event to the table and returns the finding it makes, if any.
-    pub fn on_event(&mut self, ev: &SensorEvent, table: &mut ProcessTable) -> Option<Finding> {
+    /// Findings not made again for the same process, signal and object.
+    pub fn suppressed_duplicates(&self) -> u64 {
+        self.suppressed
+    }
+
+    /// Applies one event to the table and returns what it leads to, if anything.
+    pub fn on_event(&mut self, ev: &SensorEvent, table: &mut ProcessTable) -> Option<Detection> {
+        let ctx = ev.ctx();
+        // The agent's own reads (content checks, probes) must never feed
+        // back; the kernel already drops them, this guards the user side.
+        if ctx.pid == self.self_pid {
+            return None;
+        }
+        let at = boot_ns_to_unix_nanos(ctx.ktime_boot_ns);
         match ev {
-            SensorEvent::Exec {
-                ctx,
-                filename,
-                argv,
-            } => {
+            SensorEvent::Exec { filename, argv, .. } => {
                 table.observe_exec(ctx, filename, argv);
                 None
             }
-            SensorEvent::Exit { ctx, .. } => {
+            SensorEvent::Exit { .. } => {
                 table.observe_exit(ctx.pid);
+                self.reported.remove(&ctx.pid);
                 None
             }
             SensorEvent::Open {
-                ctx,
-                dfd,
-                matched: PathMatch::ModelFile,
-                path,
-                ..
+                dfd, matched, path, ..
             } => {
-                // The agent's own reads (content checks) must never feed back;
-                // the kernel already drops them, this guards the user side.
-                if ctx.pid == self.self_pid {
-                    return None;
-                }
                 let path = self.procfs.resolve_path(ctx.pid, *dfd, path);
-                if !vigil_domain::is_model_file_path(&path) {
-                    return None;
-                }
-                let mut process = table.resolve(ctx, &self.procfs);
-                // While the process lives, /proc names the binary the kernel
-                // really runs (symlinks resolved) and lets us hash it.
-                if let Some(exe) = self.procfs.exe(ctx.pid) {
-                    process.exe = exe;
-                }
-                process.exe_sha256 = self
-                    .digests
-                    .digest(&self.procfs.exe_handle(ctx.pid))
-                    .unwrap_or_default();
-                let head = read_head(&path);
-                self.rule.evaluate(
-                    &process,
-                    &path,
-                    head.as_deref(),
-                    boot_ns_to_unix_nanos(ctx.ktime_boot_ns),
-                )
+                let head;
+                let obs = match matched {
+                    PathMatch::ModelFile => {
+                        if !vigil_domain::is_model_file_path(&path) {
+                            return None;
+                        }
+                        head = read_head(&path);
+                        Observation::FileOpened {
+                            path: &path,
+                            head: head.as_deref(),
+                        }
+                    }
+                    PathMatch::GpuDevice => Observation::DeviceOpened {
+                        path: &path,
+                        failed: std::fs::metadata(&path).is_err(),
+                    },
+                    PathMatch::AiRuntime => return None,
+                };
+                let process = self.process(ctx, table);
+                self.finding(&process, obs, at).map(Detection::Finding)
             }
-            SensorEvent::Open { .. } => None,
+            SensorEvent::ExecMap { fd, name, .. } => {
+                let path = self.procfs.mapped_library_path(ctx.pid, *fd, name);
+                let process = self.process(ctx, table);
+                let obs = Observation::LibraryMapped { name, path: &path };
+                self.finding(&process, obs, at).map(Detection::Finding)
+            }
+            SensorEvent::Net {
+                op, local, remote, ..
+            } => {
+                let process = self.process(ctx, table);
+                match op {
+                    NetOp::Connect => {
+                        let address = remote.ip().to_string();
+                        let obs = Observation::Connected {
+                            address: &address,
+                            port: remote.port(),
+                        };
+                        self.finding(&process, obs, at).map(Detection::Finding)
+                    }
+                    NetOp::Listen if vigil_domain::ai_serving_port(local.port()).is_some() => {
+                        let address = local.ip().to_string();
+                        let obs = Observation::Listening {
+                            address: &address,
+                            port: local.port(),
+                            openai_routes: false,
+                        };
+                        self.finding(&process, obs, at).map(Detection::Finding)
+                    }
+                    NetOp::Listen => Some(Detection::ProbeListener {
+                        process,
+                        local: *local,
+                        observed_at_unix_nanos: at,
+                    }),
+                }
+            }
         }
+    }
+
+    /// Evaluates the rules and drops a finding already made for this
+    /// process, signal and object.
+    pub fn finding(
+        &mut self,
+        process: &ProcessInfo,
+        obs: Observation<'_>,
+        at: i64,
+    ) -> Option<Finding> {
+        let finding = self.rules.evaluate(process, obs, at)?;
+        if self.reported.len() >= DEDUP_PROCESSES && !self.reported.contains_key(&process.pid) {
+            self.reported.clear();
+        }
+        let seen = self.reported.entry(process.pid).or_default();
+        if !seen.insert((finding.signal, finding.object())) {
+            self.suppressed += 1;
+            return None;
+        }
+        Some(finding)
+    }
+
+    /// The process behind an event, with what /proc adds while it lives:
+    /// the binary the kernel really runs (symlinks resolved) and its digest.
+    fn process(&mut self, ctx: &EventContext, table: &mut ProcessTable) -> ProcessInfo {
+        let mut process = table.resolve(ctx, &self.procfs);
+        if let Some(exe) = self.procfs.exe(ctx.pid) {
+            process.exe = exe;
+        }
+        process.exe_sha256 = self
+            .digests
+            .digest(&self.procfs.exe_handle(ctx.pid))
+            .unwrap_or_default();
+        process
     }
 }
 
@@ -94,70 +190,5 @@ fn read_head(path: &str) -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sensors::EventContext;
-    use vigil_domain::ApprovedWorkloads;
-
-    fn open(pid: u32, path: &str) -> SensorEvent {
-        SensorEvent::Open {
-            ctx: EventContext {
-                ktime_boot_ns: crate::clock::boot_now_ns(),
-                cgroup_id: 0,
-                mnt_ns: 0,
-                tid: pid,
-                pid,
-                ppid: 1,
-                uid: 0,
-                gid: 0,
-                comm: "t".into(),
-            },
-            dfd: libc::AT_FDCWD,
-            flags: 0,
-            matched: PathMatch::ModelFile,
-            path: path.into(),
-        }
-    }
-
-    #[test]
-    fn an_open_of_a_model_file_by_this_process_is_a_finding_with_its_digest() {
-        let mut d = Detector::new(ModelFileOpenRule::default(), Procfs::default(), 0);
-        let mut t = ProcessTable::new(100);
-        let me = std::process::id();
-        let f = d.on_event(&open(me, "/tmp/m/model.onnx"), &mut t).unwrap();
-        assert_eq!(f.process.pid, me);
-        assert_eq!(f.process.exe_sha256.len(), 64);
-        assert!(f.process.exe.contains("vigil_agent"));
-        assert_eq!(f.file.unwrap().path, "/tmp/m/model.onnx");
-        let now = crate::clock::unix_now_nanos();
-        assert!((now - f.observed_at_unix_nanos).abs() < 5_000_000_000);
-    }
-
-    #[test]
-    fn an_approved_binary_makes_no_finding() {
-        let me = std::process::id();
-        let digest = crate::exe_digest::sha256_file(&Procfs::default().exe_handle(me)).unwrap();
-        let rule = ModelFileOpenRule::new(ApprovedWorkloads::new([digest]));
-        let mut d = Detector::new(rule, Procfs::default(), 0);
-        let mut t = ProcessTable::new(100);
-        assert!(d.on_event(&open(me, "/tmp/m/model.onnx"), &mut t).is_none());
-    }
-
-    #[test]
-    fn the_agents_own_opens_are_ignored() {
-        let me = std::process::id();
-        let mut d = Detector::new(ModelFileOpenRule::default(), Procfs::default(), me);
-        let mut t = ProcessTable::new(100);
-        assert!(d.on_event(&open(me, "/tmp/m/model.onnx"), &mut t).is_none());
-    }
-
-    #[test]
-    fn relative_paths_are_resolved_before_the_rule_sees_them() {
-        let mut d = Detector::new(ModelFileOpenRule::default(), Procfs::default(), 0);
-        let mut t = ProcessTable::new(100);
-        let me = std::process::id();
-        let f = d.on_event(&open(me, "w.gguf"), &mut t).unwrap();
-        let cwd = std::env::current_dir().unwrap();
-        assert_eq!(f.file.unwrap().path, cwd.join("w.gguf").to_string_lossy());
-    }
-}
+#[path = "detector_tests.rs"]
+mod tests;

@@ -2,14 +2,14 @@
 //! the shipper running beside it.
 
 use anyhow::Context;
-use tokio::sync::watch;
-use vigil_domain::{ApprovedWorkloads, ModelFileOpenRule};
+use tokio::sync::{mpsc, watch};
+use vigil_domain::{ApprovedWorkloads, BuiltinRules, Finding, Observation, ProcessInfo};
 use vigil_proto::agent::v1 as pb;
 use vigil_proto::types::v1 as types_pb;
 
 use crate::clock;
 use crate::config::{hostname, AgentConfig};
-use crate::detector::Detector;
+use crate::detector::{Detection, Detector};
 use crate::process_table::ProcessTable;
 use crate::procfs::Procfs;
 use crate::sensors::{path_filter, EbpfSensor};
@@ -28,13 +28,16 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     // Attach first, then snapshot: a process that starts in between is seen
     // by both, never by neither.
     let filters = path_filter::default_filters()?;
-    let mut sensor = EbpfSensor::load(&filters)
+    let mut sensor = EbpfSensor::load(&filters, &path_filter::default_ports())
         .context("loading the eBPF sensors (root and a kernel with BTF are needed)")?;
     let seeded = table.seed(&procfs).context("reading /proc")?;
     tracing::info!(hooks = ?sensor.hooks(), processes = seeded, spooled = spool.len(), "sensors attached");
 
     let approved = ApprovedWorkloads::new(config.approved_exe_sha256.iter().cloned());
-    let mut detector = Detector::new(ModelFileOpenRule::new(approved), procfs, std::process::id());
+    let mut detector = Detector::new(BuiltinRules::new(approved), procfs, std::process::id());
+    // Listener probes run off the event loop and report back here.
+    let (probed_tx, mut probed) =
+        mpsc::unbounded_channel::<(ProcessInfo, std::net::SocketAddr, bool, i64)>();
 
     let (health_tx, health_rx) = watch::channel(AgentHealth::default());
     let hello = pb::Hello {
@@ -72,14 +75,26 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             r = sensor.next_batch(&mut events) => {
                 r.context("reading the sensors' ring buffer")?;
                 for ev in events.drain(..) {
-                    if let Some(finding) = detector.on_event(&ev, &mut table) {
-                        let (rule, pid, summary) = (finding.rule_id.clone(), finding.process.pid, finding.summary.clone());
-                        let detected_us = clock::boot_now_ns().saturating_sub(ev.ctx().ktime_boot_ns) / 1_000;
-                        let seq = spool.push(finding).context("writing a finding to the spool")?;
-                        // Syscall to spooled finding, on the kernel's clock.
-                        let latency_us = clock::boot_now_ns().saturating_sub(ev.ctx().ktime_boot_ns) / 1_000;
-                        tracing::info!(%rule, pid, seq, detected_us, latency_us, %summary, "finding");
+                    match detector.on_event(&ev, &mut table) {
+                        Some(Detection::Finding(finding)) => {
+                            spool_finding(&spool, finding, ev.ctx().ktime_boot_ns)?;
+                        }
+                        Some(Detection::ProbeListener { process, local, observed_at_unix_nanos }) => {
+                            let tx = probed_tx.clone();
+                            tokio::spawn(async move {
+                                let yes = crate::serving_probe::serves_openai_routes(local, std::time::Duration::from_secs(3)).await;
+                                let _ = tx.send((process, local, yes, observed_at_unix_nanos));
+                            });
+                        }
+                        None => {}
                     }
+                }
+            }
+            Some((process, local, openai_routes, at)) = probed.recv() => {
+                let address = local.ip().to_string();
+                let obs = Observation::Listening { address: &address, port: local.port(), openai_routes };
+                if let Some(finding) = detector.finding(&process, obs, at) {
+                    spool_finding(&spool, finding, clock::boot_now_ns())?;
                 }
             }
             _ = counters_tick.tick() => {
@@ -96,6 +111,23 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         decode_errors = sensor.decode_errors(),
         "agent stopped"
     );
+    Ok(())
+}
+
+/// Spools a finding and logs it with its latency from the syscall
+/// (`event_boot_ns`, on the kernel's clock) to the spool.
+fn spool_finding(spool: &Spool, finding: Finding, event_boot_ns: u64) -> anyhow::Result<()> {
+    let (rule, pid, summary) = (
+        finding.rule_id.clone(),
+        finding.process.pid,
+        finding.summary.clone(),
+    );
+    let detected_us = clock::boot_now_ns().saturating_sub(event_boot_ns) / 1_000;
+    let seq = spool
+        .push(finding)
+        .context("writing a finding to the spool")?;
+    let latency_us = clock::boot_now_ns().saturating_sub(event_boot_ns) / 1_000;
+    tracing::info!(%rule, pid, seq, detected_us, latency_us, %summary, "finding");
     Ok(())
 }
 

@@ -11,5 +11,6 @@ pub mod host_agent;
 pub mod process_table;
 pub mod procfs;
 pub mod sensors;
+pub mod serving_probe;
 pub mod shipper;
 pub mod spool;

@@ -116,6 +116,28 @@ impl Procfs {
         }
     }
 
+    /// Full path of a library a process mapped through `fd`, whose file name
+    /// is `name`: the fd while it is open, else the mapping in /proc/PID/maps
+    /// (the dynamic linker closes the fd right after mapping), else `name`.
+    pub fn mapped_library_path(&self, pid: u32, fd: i32, name: &str) -> String {
+        if let Ok(link) = std::fs::read_link(self.root.join(format!("{pid}/fd/{fd}"))) {
+            let link = link.to_string_lossy().into_owned();
+            if link.ends_with(name) {
+                return link;
+            }
+        }
+        let suffix = format!("/{name}");
+        std::fs::read_to_string(self.root.join(format!("{pid}/maps")))
+            .ok()
+            .and_then(|maps| {
+                maps.lines()
+                    .filter_map(|l| l.split_whitespace().nth(5))
+                    .find(|p| p.ends_with(&suffix))
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| name.to_string())
+    }
+
     /// cgroup v2 id (the inode of the process's cgroup directory), which is
     /// what `bpf_get_current_cgroup_id()` reports.
     pub fn cgroup_id(&self, pid: u32) -> Option<u64> {

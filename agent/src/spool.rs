@@ -199,6 +199,7 @@ mod tests {
                 ..Default::default()
             },
             file: None,
+            net: None,
             summary: String::new(),
         }
     }

@@ -1,7 +1,7 @@
 //! Alerts as OCSF 1.1 Detection Findings (class 2004), the form SIEMs ingest.
 
 use serde_json::{json, Value};
-use vigil_domain::{Alert, Severity};
+use vigil_domain::{Alert, NetDirection, Severity};
 
 pub const OCSF_VERSION: &str = "1.1.0";
 const CLASS_DETECTION_FINDING: u32 = 2004;
@@ -39,6 +39,13 @@ pub fn detection_finding(alert: &Alert) -> Value {
     });
     if let Some(file) = &f.file {
         evidence["file"] = json!({ "path": file.path, "name": file_name(&file.path) });
+    }
+    if let Some(net) = &f.net {
+        let endpoint = json!({ "ip": net.address, "port": net.port });
+        match net.direction {
+            NetDirection::Connect => evidence["dst_endpoint"] = endpoint,
+            NetDirection::Listen => evidence["src_endpoint"] = endpoint,
+        }
     }
     json!({
         "class_uid": CLASS_DETECTION_FINDING,
@@ -105,6 +112,7 @@ mod tests {
                 file: Some(FileObject {
                     path: "/tmp/model.onnx".into(),
                 }),
+                net: None,
                 summary: "s".into(),
             },
         };
@@ -119,5 +127,34 @@ mod tests {
         assert_eq!(v["evidences"][0]["file"]["name"], "model.onnx");
         assert_eq!(v["device"]["hostname"], "h1");
         assert_eq!(v["metadata"]["sequence"], 7);
+    }
+
+    #[test]
+    fn network_findings_carry_their_endpoint() {
+        use vigil_domain::{Finding, NetObject, ProcessInfo, SignalKind};
+        let alert = Alert {
+            index: 1,
+            agent_id: "a".into(),
+            hostname: "h".into(),
+            received_at_unix_nanos: 0,
+            finding: Finding {
+                seq: 1,
+                rule_id: "r".into(),
+                severity: Severity::High,
+                signal: SignalKind::AiServing,
+                observed_at_unix_nanos: 0,
+                process: ProcessInfo::default(),
+                file: None,
+                net: Some(NetObject {
+                    direction: NetDirection::Listen,
+                    address: "0.0.0.0".into(),
+                    port: 11434,
+                }),
+                summary: "s".into(),
+            },
+        };
+        let v = detection_finding(&alert);
+        assert_eq!(v["evidences"][0]["src_endpoint"]["port"], 11434);
+        assert_eq!(v["finding_info"]["types"][0], "ai_serving");
     }
 }

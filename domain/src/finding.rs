@@ -67,6 +67,33 @@ pub struct FileObject {
     pub path: String,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetDirection {
+    /// The process connected out to `address:port`.
+    Connect,
+    /// The process listens on `address:port`.
+    Listen,
+}
+
+impl NetDirection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetDirection::Connect => "connect",
+            NetDirection::Listen => "listen",
+        }
+    }
+}
+
+/// A TCP endpoint a process connected to or listens on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetObject {
+    pub direction: NetDirection,
+    /// IP address, textual.
+    pub address: String,
+    pub port: u16,
+}
+
 /// One detection made by an agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
@@ -80,5 +107,19 @@ pub struct Finding {
     pub observed_at_unix_nanos: i64,
     pub process: ProcessInfo,
     pub file: Option<FileObject>,
+    #[serde(default)]
+    pub net: Option<NetObject>,
     pub summary: String,
+}
+
+impl Finding {
+    /// What the finding is about, for deduplication and display: the file
+    /// path or `direction address:port`.
+    pub fn object(&self) -> String {
+        match (&self.file, &self.net) {
+            (Some(f), _) => f.path.clone(),
+            (None, Some(n)) => format!("{} {}:{}", n.direction.as_str(), n.address, n.port),
+            (None, None) => String::new(),
+        }
+    }
 }

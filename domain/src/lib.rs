@@ -7,15 +7,25 @@
 
 mod alert;
 mod approval;
+mod builtin_rules;
 mod finding;
 mod model_file;
 mod process;
+mod signal_lists;
 
 pub use alert::{AgentRecord, Alert, SensorCounters, SensorMode};
 pub use approval::ApprovedWorkloads;
-pub use finding::{FileObject, Finding, Severity, SignalKind};
+pub use builtin_rules::{
+    BuiltinRules, Observation, AI_EGRESS_RULE_ID, AI_RUNTIME_RULE_ID, AI_SERVING_RULE_ID,
+    GPU_DEVICE_RULE_ID,
+};
+pub use finding::{FileObject, Finding, NetDirection, NetObject, Severity, SignalKind};
 pub use model_file::{
-    classify_model_path, is_model_file_path, sniff_model_format, ModelFileOpenRule, ModelFormat,
-    ModelPathClass, MODEL_FILE_EXTENSIONS, MODEL_FILE_RULE_ID, MODEL_SNIFF_BYTES,
+    classify_model_path, is_model_file_path, sniff_model_format, ModelFormat, ModelPathClass,
+    MODEL_FILE_EXTENSIONS, MODEL_FILE_RULE_ID, MODEL_SNIFF_BYTES,
 };
 pub use process::ProcessInfo;
+pub use signal_lists::{
+    ai_serving_port, is_ai_runtime_library, is_gpu_device, AI_RUNTIME_LIBRARY_PREFIXES,
+    AI_SERVING_PORTS, GPU_DEVICE_PREFIXES, OPENAI_PROBE_PORTS,
+};

@@ -1,19 +1,46 @@
-use crate::{ApprovedWorkloads, FileObject, Finding, ProcessInfo, Severity, SignalKind};
-
 /// File-name suffixes of model weights, matched case-sensitively at the end of
 /// the opened path. The agent loads this same list into the kernel's filter
 /// table, so user space and kernel agree on what may be a model file.
-pub const MODEL_FILE_EXTENSIONS: &[&str] = &[".onnx", ".gguf", ".safetensors", ".pt", ".pth"];
+pub const MODEL_FILE_EXTENSIONS: &[&str] = &[
+    ".onnx",
+    ".gguf",
+    ".ggml",
+    ".safetensors",
+    ".pt",
+    ".pth",
+    ".ckpt",
+    ".tflite",
+    ".mlmodel",
+    ".pb",
+    ".bin",
+];
 
 /// Extensions that other software uses for other things (Python's
 /// `site-packages/*.pth` path files): a file with one of them is a model only
 /// if its content says so.
 const AMBIGUOUS_EXTENSIONS: &[&str] = &[".pt", ".pth"];
 
-/// How many leading bytes of a file `sniff_model_format` needs.
-pub const MODEL_SNIFF_BYTES: usize = 16;
+/// Extensions that are model weights only inside a model directory
+/// (`pytorch_model.bin` in a Hugging Face snapshot, `saved_model.pb`), and
+/// countless other things elsewhere.
+const CONTEXT_EXTENSIONS: &[&str] = &[".bin", ".pb"];
+
+/// Path components that mark a model directory.
+const MODEL_DIRECTORY_MARKERS: &[&str] = &[
+    "/models/",
+    "/model/",
+    "/weights/",
+    "/checkpoints/",
+    "/saved_model",
+    "/huggingface/",
+    "/.ollama/",
+    "/snapshots/",
+];
 
 pub const MODEL_FILE_RULE_ID: &str = "vigil.builtin.model-file-unapproved";
+
+/// How many leading bytes of a file `sniff_model_format` needs.
+pub const MODEL_SNIFF_BYTES: usize = 16;
 
 /// What a path's name says about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +93,14 @@ pub fn classify_model_path(path: &str) -> ModelPathClass {
     match model_extension(path) {
         None => ModelPathClass::NotModel,
         Some(ext) if AMBIGUOUS_EXTENSIONS.contains(&ext) => ModelPathClass::NeedsContent,
+        Some(ext) if CONTEXT_EXTENSIONS.contains(&ext) => {
+            let dir = &path[..path.rfind('/').map(|i| i + 1).unwrap_or(0)];
+            if MODEL_DIRECTORY_MARKERS.iter().any(|m| dir.contains(m)) {
+                ModelPathClass::ModelByName
+            } else {
+                ModelPathClass::NotModel
+            }
+        }
         Some(_) => ModelPathClass::ModelByName,
     }
 }
@@ -100,74 +135,9 @@ pub fn sniff_model_format(head: &[u8]) -> Option<ModelFormat> {
     None
 }
 
-/// Built-in rule: a model file opened by a process that is not an approved workload.
-#[derive(Debug, Clone, Default)]
-pub struct ModelFileOpenRule {
-    pub approved: ApprovedWorkloads,
-}
-
-impl ModelFileOpenRule {
-    pub fn new(approved: ApprovedWorkloads) -> Self {
-        Self { approved }
-    }
-
-    /// Evaluates one open of `path` by `process`. `head` is the file's first
-    /// bytes, or None when they could not be read (then only the name
-    /// counts). `process.exe_sha256` must be filled in when approvals are
-    /// configured, or the process counts as unapproved.
-    pub fn evaluate(
-        &self,
-        process: &ProcessInfo,
-        path: &str,
-        head: Option<&[u8]>,
-        observed_at_unix_nanos: i64,
-    ) -> Option<Finding> {
-        let format = head.and_then(sniff_model_format);
-        match classify_model_path(path) {
-            ModelPathClass::NotModel => return None,
-            // A readable file that does not look like a model is not one.
-            ModelPathClass::NeedsContent if head.is_some() && format.is_none() => return None,
-            ModelPathClass::NeedsContent | ModelPathClass::ModelByName => {}
-        }
-        if self.approved.approves_exe(&process.exe_sha256) {
-            return None;
-        }
-        let format = format
-            .map(|f| format!(" ({})", f.as_str()))
-            .unwrap_or_default();
-        Some(Finding {
-            seq: 0,
-            rule_id: MODEL_FILE_RULE_ID.to_string(),
-            severity: Severity::High,
-            signal: SignalKind::ModelFile,
-            observed_at_unix_nanos,
-            summary: format!(
-                "model file {path}{format} opened by unapproved process {} (pid {})",
-                process.name(),
-                process.pid
-            ),
-            process: process.clone(),
-            file: Some(FileObject {
-                path: path.to_string(),
-            }),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn python() -> ProcessInfo {
-        ProcessInfo {
-            pid: 42,
-            exe: "/usr/bin/python3.11".into(),
-            argv: vec!["python3".into(), "-c".into(), "pass".into()],
-            comm: "python3".into(),
-            exe_sha256: "AB12".into(),
-            ..Default::default()
-        }
-    }
 
     #[test]
     fn model_extensions_match_only_at_the_end_of_a_file_name() {
@@ -184,51 +154,22 @@ mod tests {
     }
 
     #[test]
-    fn unapproved_process_opening_a_model_file_is_a_high_finding() {
-        let rule = ModelFileOpenRule::default();
-        let f = rule
-            .evaluate(&python(), "/tmp/m/model.onnx", Some(b""), 7)
-            .unwrap();
-        assert_eq!(f.rule_id, MODEL_FILE_RULE_ID);
-        assert_eq!(f.severity, Severity::High);
-        assert_eq!(f.signal, SignalKind::ModelFile);
-        assert_eq!(f.file.unwrap().path, "/tmp/m/model.onnx");
-        assert_eq!(f.process.pid, 42);
-        assert!(f.summary.contains("python3.11"), "{}", f.summary);
-    }
-
-    #[test]
-    fn approved_exe_digest_suppresses_the_finding_case_insensitively() {
-        let rule = ModelFileOpenRule::new(ApprovedWorkloads::new(["ab12"]));
-        assert!(rule
-            .evaluate(&python(), "/tmp/m/model.onnx", None, 7)
-            .is_none());
-        let mut other = python();
-        other.exe_sha256 = "cd34".into();
-        assert!(rule
-            .evaluate(&other, "/tmp/m/model.onnx", None, 7)
-            .is_some());
-        other.exe_sha256.clear();
-        assert!(rule
-            .evaluate(&other, "/tmp/m/model.onnx", None, 7)
-            .is_some());
-    }
-
-    #[test]
-    fn python_path_files_are_not_pytorch_checkpoints() {
-        let rule = ModelFileOpenRule::default();
-        let site = "/usr/lib/python3/site-packages/distutils-precedence.pth";
-        assert!(rule
-            .evaluate(&python(), site, Some(b"import os; var = 'SETUPTOOLS"), 7)
-            .is_none());
-        assert!(rule
-            .evaluate(&python(), "/m/ckpt.pth", Some(b"PK\x03\x04\x00\x00"), 7)
-            .is_some());
-        assert!(rule
-            .evaluate(&python(), "/m/old.pt", Some(b"\x80\x02\x8a\x0a"), 7)
-            .is_some());
-        // Unreadable: the name is all there is to go on.
-        assert!(rule.evaluate(&python(), "/m/gone.pt", None, 7).is_some());
+    fn bin_and_pb_files_are_models_only_in_model_directories() {
+        use ModelPathClass::*;
+        let hf = "/root/.cache/huggingface/hub/models--gpt2/snapshots/abc/pytorch_model.bin";
+        assert_eq!(classify_model_path(hf), ModelByName);
+        assert_eq!(
+            classify_model_path("/srv/models/resnet/saved_model.pb"),
+            ModelByName
+        );
+        assert_eq!(classify_model_path("/lib/firmware/iwlwifi.bin"), NotModel);
+        assert_eq!(classify_model_path("/tmp/unpacked/data.bin"), NotModel);
+        assert_eq!(
+            classify_model_path("/usr/share/proto/descriptor.pb"),
+            NotModel
+        );
+        assert_eq!(classify_model_path("/m/ckpt.pth"), NeedsContent);
+        assert_eq!(classify_model_path("/m/llama.gguf"), ModelByName);
     }
 
     #[test]
@@ -248,13 +189,11 @@ mod tests {
             sniff_model_format(b"\x1c\x00\x00\x00TFL3"),
             Some(ModelFormat::TfLite)
         );
+        assert_eq!(
+            sniff_model_format(b"PK\x03\x04\x00\x00"),
+            Some(ModelFormat::PyTorchZip)
+        );
         assert_eq!(sniff_model_format(b"Hello, world. This is prose."), None);
         assert_eq!(sniff_model_format(b""), None);
-    }
-
-    #[test]
-    fn other_files_are_not_findings() {
-        let rule = ModelFileOpenRule::default();
-        assert!(rule.evaluate(&python(), "/etc/passwd", None, 7).is_none());
     }
 }

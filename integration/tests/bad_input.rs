@@ -41,6 +41,7 @@ fn finding(seq: u64, severity: i32) -> types_pb::Finding {
         file: Some(types_pb::FileObject {
             path: "/m/model.onnx".into(),
         }),
+        net: None,
         summary: "s".into(),
     }
 }

@@ -156,8 +156,40 @@ impl TryFrom<pb::Finding> for domain::Finding {
             observed_at_unix_nanos: f.observed_at_unix_nanos,
             process: process.into(),
             file: f.file.map(|o| domain::FileObject { path: o.path }),
+            net: f.net.map(net_from_wire).transpose()?,
             summary: f.summary,
         })
+    }
+}
+
+fn net_from_wire(n: pb::NetObject) -> Result<domain::NetObject, WireError> {
+    let direction = match enum_value::<pb::NetDirection>("net.direction", n.direction)? {
+        pb::NetDirection::Unspecified => {
+            return Err(WireError::new("net.direction", "must be set"))
+        }
+        pb::NetDirection::Connect => domain::NetDirection::Connect,
+        pb::NetDirection::Listen => domain::NetDirection::Listen,
+    };
+    let port = u16::try_from(n.port)
+        .map_err(|_| WireError::new("net.port", format!("{} is not a TCP port", n.port)))?;
+    Ok(domain::NetObject {
+        direction,
+        address: n.address,
+        port,
+    })
+}
+
+impl From<domain::NetObject> for pb::NetObject {
+    fn from(n: domain::NetObject) -> Self {
+        let direction = match n.direction {
+            domain::NetDirection::Connect => pb::NetDirection::Connect,
+            domain::NetDirection::Listen => pb::NetDirection::Listen,
+        };
+        Self {
+            direction: direction.into(),
+            address: n.address,
+            port: n.port.into(),
+        }
     }
 }
 
@@ -171,6 +203,7 @@ impl From<domain::Finding> for pb::Finding {
             observed_at_unix_nanos: f.observed_at_unix_nanos,
             process: Some(f.process.into()),
             file: f.file.map(|o| pb::FileObject { path: o.path }),
+            net: f.net.map(Into::into),
             summary: f.summary,
         }
     }
@@ -243,6 +276,7 @@ mod tests {
             file: Some(pb::FileObject {
                 path: "/m.onnx".into(),
             }),
+            net: None,
             summary: "s".into(),
         }
     }
@@ -264,6 +298,24 @@ mod tests {
         assert_eq!(
             domain::Finding::try_from(f).unwrap_err().to_string(),
             "signal: must be set"
+        );
+    }
+
+    #[test]
+    fn network_objects_round_trip_and_bad_ports_are_refused() {
+        let mut f = wire_finding();
+        f.net = Some(pb::NetObject {
+            direction: pb::NetDirection::Listen as i32,
+            address: "0.0.0.0".into(),
+            port: 11434,
+        });
+        let d = domain::Finding::try_from(f.clone()).unwrap();
+        assert_eq!(d.net.as_ref().unwrap().port, 11434);
+        assert_eq!(pb::Finding::from(d), f);
+        f.net.as_mut().unwrap().port = 70_000;
+        assert_eq!(
+            domain::Finding::try_from(f).unwrap_err().to_string(),
+            "net.port: 70000 is not a TCP port"
         );
     }
 

@@ -37,9 +37,9 @@ pub fn timestamp(unix_nanos: i64) -> String {
 
 pub fn alert_line(a: &Alert) -> String {
     let f = &a.finding;
-    let file = f.file.as_ref().map(|o| o.path.as_str()).unwrap_or("-");
+    let object = f.object();
     format!(
-        "#{:<5} {} {:<8} {:<12} {} pid={} exe={} file={} cmd=[{}]",
+        "#{:<5} {} {:<8} {:<12} {} pid={} exe={} object={} cmd=[{}]",
         a.index,
         timestamp(f.observed_at_unix_nanos),
         f.severity.as_str(),
@@ -47,7 +47,7 @@ pub fn alert_line(a: &Alert) -> String {
         f.signal.as_str(),
         f.process.pid,
         f.process.exe,
-        file,
+        object,
         f.process.cmdline()
     )
 }

@@ -20,6 +20,8 @@ const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("vigil_exec", "sched", "sched_process_exec"),
     ("vigil_exit", "sched", "sched_process_exit"),
     ("vigil_openat", "syscalls", "sys_enter_openat"),
+    ("vigil_mmap", "syscalls", "sys_enter_mmap"),
+    ("vigil_inet_state", "sock", "inet_sock_set_state"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -52,16 +54,19 @@ pub struct EbpfSensor {
 
 impl EbpfSensor {
     /// Loads and attaches every sensor program, with `filters` as the
-    /// kernel's path filter table.
-    pub fn load(filters: &[RawPathFilter]) -> Result<Self, SensorError> {
+    /// kernel's path filter table and `ports` as its TCP port table.
+    pub fn load(filters: &[RawPathFilter], ports: &[u16]) -> Result<Self, SensorError> {
         super::kernel_mounts::ensure_tracefs().map_err(SensorError::Tracefs)?;
         raise_memlock_limit();
         let (table, count) = path_filter::table(filters)?;
+        let (port_table, port_count) = path_filter::port_table(ports)?;
         let agent_tgid = std::process::id();
         let mut ebpf = EbpfLoader::new()
             .override_global("PATH_FILTERS", &table, true)
             .override_global("PATH_FILTER_COUNT", &count, true)
             .override_global("AGENT_TGID", &agent_tgid, true)
+            .override_global("AI_PORTS", &port_table, true)
+            .override_global("AI_PORT_COUNT", &port_count, true)
             .load(SENSORS_OBJECT)?;
         let mut hooks = Vec::new();
         for &(program, category, name) in TRACEPOINTS {

@@ -8,10 +8,13 @@ use std::mem::{offset_of, size_of};
 pub const EVENT_EXEC: u32 = 1;
 pub const EVENT_EXIT: u32 = 2;
 pub const EVENT_OPEN: u32 = 3;
+pub const EVENT_NET: u32 = 4;
+pub const EVENT_EXEC_MAP: u32 = 5;
 
 pub const COMM_LEN: usize = 16;
 pub const PATH_MAX: usize = 4096;
 pub const ARGS_MAX: usize = 1024;
+pub const NAME_MAX: usize = 256;
 
 pub const COUNTER_EMITTED: u32 = 0;
 pub const COUNTER_FILTERED: u32 = 1;
@@ -20,9 +23,15 @@ pub const COUNTER_DROPPED: u32 = 2;
 pub const FILTER_SLOTS: usize = 32;
 pub const FILTER_SUFFIX: u32 = 1;
 pub const FILTER_PREFIX: u32 = 2;
+pub const FILTER_BASENAME_PREFIX: u32 = 3;
 pub const MATCH_MODEL_FILE: u32 = 1;
 pub const MATCH_GPU_DEVICE: u32 = 2;
 pub const MATCH_AI_RUNTIME: u32 = 3;
+
+pub const PORT_SLOTS: usize = 16;
+pub const NET_CONNECT: u16 = 1;
+pub const NET_LISTEN: u16 = 2;
+const AF_INET6: u16 = 10;
 
 /// `struct vigil_event_header`.
 #[repr(C)]
@@ -60,6 +69,30 @@ pub struct RawOpenFixed {
     pub flags: u32,
     pub matched: u32,
     pub path_len: u32,
+}
+
+/// `struct vigil_net_event`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawNetEvent {
+    pub hdr: RawEventHeader,
+    pub family: u16,
+    pub op: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// Fixed part of `struct vigil_exec_map_event`; `name` follows.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawExecMapFixed {
+    pub hdr: RawEventHeader,
+    pub fd: i32,
+    pub matched: u32,
+    pub name_len: u32,
+    pub pad: u32,
 }
 
 /// `struct vigil_path_filter`.
@@ -210,6 +243,12 @@ pub enum PathMatch {
     AiRuntime,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetOp {
+    Connect,
+    Listen,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SensorEvent {
     Exec {
@@ -228,6 +267,20 @@ pub enum SensorEvent {
         matched: PathMatch,
         path: String,
     },
+    /// A TCP connect or listen on a port of the kernel's port table.
+    Net {
+        ctx: EventContext,
+        op: NetOp,
+        local: std::net::SocketAddr,
+        remote: std::net::SocketAddr,
+    },
+    /// A file mapped executable whose name matched; `fd` is the mapped fd.
+    ExecMap {
+        ctx: EventContext,
+        fd: i32,
+        matched: PathMatch,
+        name: String,
+    },
 }
 
 impl SensorEvent {
@@ -235,7 +288,9 @@ impl SensorEvent {
         match self {
             SensorEvent::Exec { ctx, .. }
             | SensorEvent::Exit { ctx, .. }
-            | SensorEvent::Open { ctx, .. } => ctx,
+            | SensorEvent::Open { ctx, .. }
+            | SensorEvent::Net { ctx, .. }
+            | SensorEvent::ExecMap { ctx, .. } => ctx,
         }
     }
 }
@@ -254,6 +309,8 @@ pub enum DecodeError {
     UnknownKind(u32),
     #[error("unknown path match class {0}")]
     UnknownMatch(u32),
+    #[error("unknown network operation {0}")]
+    UnknownNetOp(u16),
     #[error("{field} length {len} exceeds the {room} bytes that follow")]
     Overrun {
         field: &'static str,
@@ -295,6 +352,24 @@ fn context(h: &RawEventHeader) -> EventContext {
         gid: h.gid,
         comm: c_string(&h.comm),
     }
+}
+
+fn path_match(raw: u32) -> Result<PathMatch, DecodeError> {
+    match raw {
+        MATCH_MODEL_FILE => Ok(PathMatch::ModelFile),
+        MATCH_GPU_DEVICE => Ok(PathMatch::GpuDevice),
+        MATCH_AI_RUNTIME => Ok(PathMatch::AiRuntime),
+        other => Err(DecodeError::UnknownMatch(other)),
+    }
+}
+
+fn socket_addr(family: u16, addr: [u8; 16], port: u16) -> std::net::SocketAddr {
+    let ip = if family == AF_INET6 {
+        std::net::IpAddr::from(addr)
+    } else {
+        std::net::IpAddr::from([addr[0], addr[1], addr[2], addr[3]])
+    };
+    std::net::SocketAddr::new(ip, port)
 }
 
 fn tail<'a>(
@@ -344,12 +419,7 @@ pub fn decode(record: &[u8]) -> Result<SensorEvent, DecodeError> {
         }),
         EVENT_OPEN => {
             let fixed: RawOpenFixed = read_struct(record, "open record")?;
-            let matched = match fixed.matched {
-                MATCH_MODEL_FILE => PathMatch::ModelFile,
-                MATCH_GPU_DEVICE => PathMatch::GpuDevice,
-                MATCH_AI_RUNTIME => PathMatch::AiRuntime,
-                other => return Err(DecodeError::UnknownMatch(other)),
-            };
+            let matched = path_match(fixed.matched)?;
             let path = c_string(tail(
                 record,
                 size_of::<RawOpenFixed>(),
@@ -362,6 +432,36 @@ pub fn decode(record: &[u8]) -> Result<SensorEvent, DecodeError> {
                 flags: fixed.flags,
                 matched,
                 path,
+            })
+        }
+        EVENT_NET => {
+            let ev: RawNetEvent = read_struct(record, "net record")?;
+            let op = match ev.op {
+                NET_CONNECT => NetOp::Connect,
+                NET_LISTEN => NetOp::Listen,
+                other => return Err(DecodeError::UnknownNetOp(other)),
+            };
+            Ok(SensorEvent::Net {
+                ctx,
+                op,
+                local: socket_addr(ev.family, ev.saddr, ev.sport),
+                remote: socket_addr(ev.family, ev.daddr, ev.dport),
+            })
+        }
+        EVENT_EXEC_MAP => {
+            let fixed: RawExecMapFixed = read_struct(record, "exec map record")?;
+            let matched = path_match(fixed.matched)?;
+            let name = c_string(tail(
+                record,
+                size_of::<RawExecMapFixed>(),
+                fixed.name_len as usize,
+                "name",
+            )?);
+            Ok(SensorEvent::ExecMap {
+                ctx,
+                fd: fixed.fd,
+                matched,
+                name,
             })
         }
         other => Err(DecodeError::UnknownKind(other)),

@@ -126,6 +126,59 @@ fn open_record_of_maximum_path_length_decodes() {
 }
 
 #[test]
+fn net_records_decode_ipv4_and_ipv6_endpoints() {
+    let mut ev = RawNetEvent {
+        hdr: header(EVENT_NET, size_of::<RawNetEvent>()),
+        family: 2,
+        op: NET_CONNECT,
+        sport: 40000,
+        dport: 11434,
+        ..Default::default()
+    };
+    ev.daddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+    let SensorEvent::Net { op, remote, .. } = decode(&as_bytes(&ev)).unwrap() else {
+        panic!("not a net event");
+    };
+    assert_eq!(op, NetOp::Connect);
+    assert_eq!(remote, "127.0.0.1:11434".parse().unwrap());
+    ev.family = 10;
+    ev.op = NET_LISTEN;
+    ev.saddr = std::net::Ipv6Addr::LOCALHOST.octets();
+    let SensorEvent::Net { op, local, .. } = decode(&as_bytes(&ev)).unwrap() else {
+        panic!("not a net event");
+    };
+    assert_eq!(op, NetOp::Listen);
+    assert_eq!(local, "[::1]:40000".parse().unwrap());
+    ev.op = 9;
+    assert_eq!(decode(&as_bytes(&ev)), Err(DecodeError::UnknownNetOp(9)));
+}
+
+#[test]
+fn exec_map_records_carry_the_library_name() {
+    let name = b"libonnxruntime.so.1.17\0";
+    let size = size_of::<RawExecMapFixed>() + name.len();
+    let fixed = RawExecMapFixed {
+        hdr: header(EVENT_EXEC_MAP, size),
+        fd: 3,
+        matched: MATCH_AI_RUNTIME,
+        name_len: name.len() as u32,
+        pad: 0,
+    };
+    let mut rec = as_bytes(&fixed);
+    rec.extend_from_slice(name);
+    let SensorEvent::ExecMap {
+        fd, matched, name, ..
+    } = decode(&rec).unwrap()
+    else {
+        panic!("not an exec map");
+    };
+    assert_eq!(
+        (fd, matched, name.as_str()),
+        (3, PathMatch::AiRuntime, "libonnxruntime.so.1.17")
+    );
+}
+
+#[test]
 fn malformed_records_are_errors_not_panics() {
     assert!(matches!(decode(&[1, 2, 3]), Err(DecodeError::Short { .. })));
     let mut rec = open_record(b"/m.onnx\0", MATCH_MODEL_FILE);

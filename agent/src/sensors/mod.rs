@@ -6,4 +6,4 @@ mod kernel_mounts;
 pub mod path_filter;
 
 pub use ebpf_sensor::{EbpfSensor, SensorError};
-pub use event_layout::{EventContext, PathMatch, SensorEvent};
+pub use event_layout::{EventContext, NetOp, PathMatch, SensorEvent};

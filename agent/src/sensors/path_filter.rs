@@ -3,39 +3,53 @@
 //! data before load.
 
 use super::event_layout::{
-    RawPathFilter, FILTER_PREFIX, FILTER_SLOTS, FILTER_SUFFIX, MATCH_MODEL_FILE,
+    RawPathFilter, FILTER_BASENAME_PREFIX, FILTER_PREFIX, FILTER_SLOTS, FILTER_SUFFIX,
+    MATCH_AI_RUNTIME, MATCH_GPU_DEVICE, MATCH_MODEL_FILE, PORT_SLOTS,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PatternKind {
+    /// The path ends with the pattern.
     Suffix,
+    /// The path starts with the pattern.
     Prefix,
+    /// The file name of an executable mapping starts with the pattern.
+    BasenamePrefix,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FilterError {
-    #[error("path pattern {0:?} must be 1 to 16 bytes")]
-    BadLength(String),
+    #[error("path pattern must not be empty")]
+    Empty,
     #[error("{0} path patterns given, the kernel table holds {FILTER_SLOTS}")]
     TooMany(usize),
+    #[error("{0} ports given, the kernel table holds {PORT_SLOTS}")]
+    TooManyPorts(usize),
 }
 
-/// Encodes one pattern. `matched` is the `VIGIL_MATCH_*` class reported on a hit.
+/// Encodes one pattern. `matched` is the `VIGIL_MATCH_*` class reported on a
+/// hit. A pattern longer than the 16-byte window is cut to the 16 bytes at
+/// its anchored end (the first 16 of a prefix, the last 16 of a suffix): the
+/// kernel then keeps a superset, and user space checks the whole pattern.
 pub fn encode(
     kind: PatternKind,
     pattern: &str,
     matched: u32,
 ) -> Result<RawPathFilter, FilterError> {
-    let bytes = pattern.as_bytes();
-    let n = bytes.len();
-    if n == 0 || n > 16 {
-        return Err(FilterError::BadLength(pattern.to_string()));
+    let all = pattern.as_bytes();
+    if all.is_empty() {
+        return Err(FilterError::Empty);
     }
+    let bytes = match kind {
+        PatternKind::Suffix => &all[all.len().saturating_sub(16)..],
+        PatternKind::Prefix | PatternKind::BasenamePrefix => &all[..all.len().min(16)],
+    };
+    let n = bytes.len();
     let mut value = [0u8; 16];
     let mut mask = [0u8; 16];
     let start = match kind {
         PatternKind::Suffix => 16 - n,
-        PatternKind::Prefix => 0,
+        PatternKind::Prefix | PatternKind::BasenamePrefix => 0,
     };
     value[start..start + n].copy_from_slice(bytes);
     mask[start..start + n].fill(0xff);
@@ -44,6 +58,7 @@ pub fn encode(
         kind: match kind {
             PatternKind::Suffix => FILTER_SUFFIX,
             PatternKind::Prefix => FILTER_PREFIX,
+            PatternKind::BasenamePrefix => FILTER_BASENAME_PREFIX,
         },
         len: n as u32,
         matched,
@@ -53,12 +68,41 @@ pub fn encode(
     })
 }
 
-/// The filters this agent loads: every model-weight extension of the domain.
+/// The filters this agent loads, from the domain's lists: model-weight
+/// extensions, accelerator device nodes, AI runtime library names.
 pub fn default_filters() -> Result<Vec<RawPathFilter>, FilterError> {
-    vigil_domain::MODEL_FILE_EXTENSIONS
+    let models = vigil_domain::MODEL_FILE_EXTENSIONS
         .iter()
-        .map(|ext| encode(PatternKind::Suffix, ext, MATCH_MODEL_FILE))
+        .map(|p| (PatternKind::Suffix, *p, MATCH_MODEL_FILE));
+    let devices = vigil_domain::GPU_DEVICE_PREFIXES
+        .iter()
+        .map(|p| (PatternKind::Prefix, *p, MATCH_GPU_DEVICE));
+    let libraries = vigil_domain::AI_RUNTIME_LIBRARY_PREFIXES
+        .iter()
+        .map(|p| (PatternKind::BasenamePrefix, *p, MATCH_AI_RUNTIME));
+    models
+        .chain(devices)
+        .chain(libraries)
+        .map(|(kind, pattern, matched)| encode(kind, pattern, matched))
         .collect()
+}
+
+/// The kernel's TCP port table: ports whose connects and listens are reported.
+pub fn default_ports() -> Vec<u16> {
+    vigil_domain::AI_SERVING_PORTS
+        .iter()
+        .map(|(p, _)| *p)
+        .chain(vigil_domain::OPENAI_PROBE_PORTS.iter().copied())
+        .collect()
+}
+
+pub fn port_table(ports: &[u16]) -> Result<([u16; PORT_SLOTS], u32), FilterError> {
+    if ports.len() > PORT_SLOTS {
+        return Err(FilterError::TooManyPorts(ports.len()));
+    }
+    let mut t = [0u16; PORT_SLOTS];
+    t[..ports.len()].copy_from_slice(ports);
+    Ok((t, ports.len() as u32))
 }
 
 /// The fixed-size table the BPF program holds, and how many entries are used.
@@ -74,8 +118,9 @@ pub fn table(
 }
 
 /// The kernel's matching, in Rust: the same windows, masks and order. Used by
-/// tests to pin down what the kernel keeps.
-pub fn kernel_match(filters: &[RawPathFilter], path: &str) -> Option<u32> {
+/// tests to pin down what the kernel keeps. `basename` selects the entries
+/// for executable mappings, as the mmap program does.
+pub fn kernel_match(filters: &[RawPathFilter], path: &str, basename: bool) -> Option<u32> {
     let p = path.as_bytes();
     let len = p.len();
     let mut tail = [0u8; 16];
@@ -91,7 +136,7 @@ pub fn kernel_match(filters: &[RawPathFilter], path: &str) -> Option<u32> {
     };
     let (tail, head) = (words(&tail), words(&head));
     filters.iter().find_map(|f| {
-        if f.len as usize > len {
+        if (f.kind == FILTER_BASENAME_PREFIX) != basename || f.len as usize > len {
             return None;
         }
         let w = if f.kind == FILTER_SUFFIX { tail } else { head };
@@ -102,7 +147,6 @@ pub fn kernel_match(filters: &[RawPathFilter], path: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sensors::event_layout::MATCH_GPU_DEVICE;
 
     #[test]
     fn model_suffixes_keep_model_files_and_nothing_else() {
@@ -115,7 +159,7 @@ mod tests {
             "/c.pth",
             "x/.pt",
         ] {
-            assert_eq!(kernel_match(&f, p), Some(MATCH_MODEL_FILE), "{p}");
+            assert_eq!(kernel_match(&f, p, false), Some(MATCH_MODEL_FILE), "{p}");
         }
         for p in [
             "/tmp/model.onnx.txt",
@@ -125,39 +169,104 @@ mod tests {
             "/a.PT",
             "",
         ] {
-            assert_eq!(kernel_match(&f, p), None, "{p}");
+            assert_eq!(kernel_match(&f, p, false), None, "{p}");
         }
     }
 
     #[test]
     fn prefixes_match_from_the_start() {
-        let f = vec![encode(PatternKind::Prefix, "/dev/nvidia", MATCH_GPU_DEVICE).unwrap()];
-        assert_eq!(kernel_match(&f, "/dev/nvidia0"), Some(MATCH_GPU_DEVICE));
-        assert_eq!(kernel_match(&f, "/dev/nvidia"), Some(MATCH_GPU_DEVICE));
-        assert_eq!(kernel_match(&f, "/dev/nvidi"), None);
-        assert_eq!(kernel_match(&f, "/tmp/dev/nvidia0"), None);
+        let f = default_filters().unwrap();
+        assert_eq!(
+            kernel_match(&f, "/dev/nvidia0", false),
+            Some(MATCH_GPU_DEVICE)
+        );
+        assert_eq!(
+            kernel_match(&f, "/dev/nvidia", false),
+            Some(MATCH_GPU_DEVICE)
+        );
+        assert_eq!(
+            kernel_match(&f, "/dev/dri/renderD128", false),
+            Some(MATCH_GPU_DEVICE)
+        );
+        assert_eq!(kernel_match(&f, "/dev/nvidi", false), None);
+        assert_eq!(kernel_match(&f, "/tmp/dev/nvidia0", false), None);
+    }
+
+    #[test]
+    fn library_names_match_only_executable_mappings() {
+        let f = default_filters().unwrap();
+        for name in [
+            "libonnxruntime.so.1.17.1",
+            "libtorch_cpu.so",
+            "libcudart.so.12",
+            "onnxruntime_pybind11_state.so",
+        ] {
+            assert_eq!(
+                kernel_match(&f, name, true),
+                Some(MATCH_AI_RUNTIME),
+                "{name}"
+            );
+            assert!(vigil_domain::is_ai_runtime_library(name), "{name}");
+        }
+        assert_eq!(kernel_match(&f, "libc.so.6", true), None);
+        // Path entries never apply to mappings, nor names to paths.
+        assert_eq!(kernel_match(&f, "model.onnx", true), None);
+        assert_eq!(kernel_match(&f, "libtorch_cpu.so", false), None);
+    }
+
+    #[test]
+    fn long_patterns_are_cut_to_a_superset() {
+        let long = "onnxruntime_pybind11_state";
+        let f = vec![encode(PatternKind::BasenamePrefix, long, MATCH_AI_RUNTIME).unwrap()];
+        assert_eq!(f[0].len, 16);
+        let name = "onnxruntime_pybind11_state.so";
+        assert_eq!(kernel_match(&f, name, true), Some(MATCH_AI_RUNTIME));
+        let f = vec![encode(
+            PatternKind::Suffix,
+            "x.verylongsuffix.onnx",
+            MATCH_MODEL_FILE,
+        )
+        .unwrap()];
+        let path = "/a/x.verylongsuffix.onnx";
+        assert_eq!(kernel_match(&f, path, false), Some(MATCH_MODEL_FILE));
     }
 
     #[test]
     fn kernel_filter_is_a_superset_of_the_domain_rule() {
         let f = default_filters().unwrap();
-        for p in ["/a/b.onnx", "/tmp/model.gguf", "x.pth", "/m.safetensors"] {
+        for p in [
+            "/a/b.onnx",
+            "/tmp/model.gguf",
+            "x.pth",
+            "/m.safetensors",
+            "/models/x/model.bin",
+        ] {
             assert!(vigil_domain::is_model_file_path(p));
-            assert!(kernel_match(&f, p).is_some(), "{p}");
+            assert!(kernel_match(&f, p, false).is_some(), "{p}");
         }
     }
 
     #[test]
     fn bad_patterns_and_full_tables_are_errors() {
-        assert!(encode(PatternKind::Suffix, "", 1).is_err());
-        assert!(encode(PatternKind::Suffix, "0123456789abcdefX", 1).is_err());
+        assert_eq!(
+            encode(PatternKind::Suffix, "", 1).unwrap_err(),
+            FilterError::Empty
+        );
+        assert!(port_table(&[1; PORT_SLOTS + 1]).is_err());
+        let (ports, n) = port_table(&default_ports()).unwrap();
+        assert!(ports[..n as usize].contains(&11434));
         let many = vec![RawPathFilter::default(); FILTER_SLOTS + 1];
         assert_eq!(
             table(&many).unwrap_err(),
             FilterError::TooMany(FILTER_SLOTS + 1)
         );
         let (t, n) = table(&default_filters().unwrap()).unwrap();
-        assert_eq!(n as usize, vigil_domain::MODEL_FILE_EXTENSIONS.len());
+        assert_eq!(
+            n as usize,
+            vigil_domain::MODEL_FILE_EXTENSIONS.len()
+                + vigil_domain::GPU_DEVICE_PREFIXES.len()
+                + vigil_domain::AI_RUNTIME_LIBRARY_PREFIXES.len()
+        );
         assert_eq!(t[n as usize], RawPathFilter::default());
     }
 }

@@ -22,6 +22,7 @@ fn finding(seq: u64) -> Finding {
             ..Default::default()
         },
         file: None,
+        net: None,
         summary: "s".into(),
     }
 }

@@ -1,0 +1,148 @@
+use super::*;
+use vigil_domain::ApprovedWorkloads;
+
+fn ctx(pid: u32) -> EventContext {
+    EventContext {
+        ktime_boot_ns: crate::clock::boot_now_ns(),
+        cgroup_id: 0,
+        mnt_ns: 0,
+        tid: pid,
+        pid,
+        ppid: 1,
+        uid: 0,
+        gid: 0,
+        comm: "t".into(),
+    }
+}
+
+fn open(pid: u32, path: &str, matched: PathMatch) -> SensorEvent {
+    SensorEvent::Open {
+        ctx: ctx(pid),
+        dfd: libc::AT_FDCWD,
+        flags: 0,
+        matched,
+        path: path.into(),
+    }
+}
+
+fn finding(d: Option<Detection>) -> Finding {
+    match d {
+        Some(Detection::Finding(f)) => f,
+        other => panic!("expected a finding, got {other:?}"),
+    }
+}
+
+fn detector(self_pid: u32) -> Detector {
+    Detector::new(BuiltinRules::default(), Procfs::default(), self_pid)
+}
+
+#[test]
+fn an_open_of_a_model_file_by_this_process_is_a_finding_with_its_digest() {
+    let mut d = detector(0);
+    let mut t = ProcessTable::new(100);
+    let me = std::process::id();
+    let f = finding(d.on_event(&open(me, "/tmp/m/model.onnx", PathMatch::ModelFile), &mut t));
+    assert_eq!(f.process.pid, me);
+    assert_eq!(f.process.exe_sha256.len(), 64);
+    assert!(f.process.exe.contains("vigil_agent"));
+    assert_eq!(f.file.unwrap().path, "/tmp/m/model.onnx");
+    let now = crate::clock::unix_now_nanos();
+    assert!((now - f.observed_at_unix_nanos).abs() < 5_000_000_000);
+}
+
+#[test]
+fn the_same_process_signal_and_object_is_one_finding_until_the_process_exits() {
+    let mut d = detector(0);
+    let mut t = ProcessTable::new(100);
+    let me = std::process::id();
+    let ev = open(me, "/tmp/m/model.onnx", PathMatch::ModelFile);
+    assert!(d.on_event(&ev, &mut t).is_some());
+    assert!(d.on_event(&ev, &mut t).is_none());
+    assert_eq!(d.suppressed_duplicates(), 1);
+    assert!(d
+        .on_event(&open(me, "/tmp/m/other.onnx", PathMatch::ModelFile), &mut t)
+        .is_some());
+    d.on_event(
+        &SensorEvent::Exit {
+            ctx: ctx(me),
+            exit_code: 0,
+        },
+        &mut t,
+    );
+    assert!(d.on_event(&ev, &mut t).is_some());
+}
+
+#[test]
+fn an_approved_binary_makes_no_finding() {
+    let me = std::process::id();
+    let digest = crate::exe_digest::sha256_file(&Procfs::default().exe_handle(me)).unwrap();
+    let rules = BuiltinRules::new(ApprovedWorkloads::new([digest]));
+    let mut d = Detector::new(rules, Procfs::default(), 0);
+    let mut t = ProcessTable::new(100);
+    assert!(d
+        .on_event(&open(me, "/tmp/m/model.onnx", PathMatch::ModelFile), &mut t)
+        .is_none());
+}
+
+#[test]
+fn the_agents_own_events_are_ignored() {
+    let me = std::process::id();
+    let mut d = detector(me);
+    let mut t = ProcessTable::new(100);
+    assert!(d
+        .on_event(&open(me, "/tmp/m/model.onnx", PathMatch::ModelFile), &mut t)
+        .is_none());
+}
+
+#[test]
+fn relative_paths_are_resolved_before_the_rules_see_them() {
+    let mut d = detector(0);
+    let mut t = ProcessTable::new(100);
+    let me = std::process::id();
+    let f = finding(d.on_event(&open(me, "w.gguf", PathMatch::ModelFile), &mut t));
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(f.file.unwrap().path, cwd.join("w.gguf").to_string_lossy());
+}
+
+#[test]
+fn a_missing_gpu_node_is_a_failed_open_and_still_a_finding() {
+    let mut d = detector(0);
+    let mut t = ProcessTable::new(100);
+    let f = finding(d.on_event(
+        &open(std::process::id(), "/dev/nvidia0", PathMatch::GpuDevice),
+        &mut t,
+    ));
+    assert_eq!(f.signal, SignalKind::GpuDevice);
+    let how = if std::path::Path::new("/dev/nvidia0").exists() {
+        "opened"
+    } else {
+        "tried to open"
+    };
+    assert!(
+        f.summary
+            .contains(&format!("{how} accelerator device /dev/nvidia0")),
+        "{}",
+        f.summary
+    );
+}
+
+#[test]
+fn listeners_on_ollamas_port_are_findings_and_on_http_ports_are_probed() {
+    let mut d = detector(0);
+    let mut t = ProcessTable::new(100);
+    let me = std::process::id();
+    let net = |port: u16| SensorEvent::Net {
+        ctx: ctx(me),
+        op: NetOp::Listen,
+        local: SocketAddr::from(([0, 0, 0, 0], port)),
+        remote: SocketAddr::from(([0, 0, 0, 0], 0)),
+    };
+    assert_eq!(
+        finding(d.on_event(&net(11434), &mut t)).signal,
+        SignalKind::AiServing
+    );
+    assert!(matches!(
+        d.on_event(&net(8080), &mut t),
+        Some(Detection::ProbeListener { .. })
+    ));
+}

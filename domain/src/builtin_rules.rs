@@ -1,0 +1,373 @@
+//! The built-in rules: one per signal, each "this AI evidence comes from a
+//! process that is not an approved workload". (The policy language replaces
+//! them with rules from signed bundles; these stay as its default pack.)
+
+use crate::model_file::{
+    classify_model_path, sniff_model_format, ModelPathClass, MODEL_FILE_RULE_ID,
+};
+use crate::signal_lists::{ai_serving_port, is_ai_runtime_library, is_gpu_device};
+use crate::{
+    ApprovedWorkloads, FileObject, Finding, NetDirection, NetObject, ProcessInfo, Severity,
+    SignalKind,
+};
+
+pub const AI_RUNTIME_RULE_ID: &str = "vigil.builtin.ai-runtime-unapproved";
+pub const GPU_DEVICE_RULE_ID: &str = "vigil.builtin.gpu-device-unapproved";
+pub const AI_EGRESS_RULE_ID: &str = "vigil.builtin.ai-egress-unapproved";
+pub const AI_SERVING_RULE_ID: &str = "vigil.builtin.ai-serving-unapproved";
+
+/// What a sensor saw a process do, in domain terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observation<'a> {
+    /// Opened a file; `head` is its first bytes, None when unreadable.
+    FileOpened {
+        path: &'a str,
+        head: Option<&'a [u8]>,
+    },
+    /// Opened (or tried to open) an accelerator device node.
+    DeviceOpened { path: &'a str, failed: bool },
+    /// Mapped a library executable; `name` is its file name.
+    LibraryMapped { name: &'a str, path: &'a str },
+    /// Connected out over TCP.
+    Connected { address: &'a str, port: u16 },
+    /// Listens on a TCP port; `openai_routes` when it answered `GET /v1/models`.
+    Listening {
+        address: &'a str,
+        port: u16,
+        openai_routes: bool,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BuiltinRules {
+    pub approved: ApprovedWorkloads,
+}
+
+struct Verdict {
+    rule_id: &'static str,
+    signal: SignalKind,
+    severity: Severity,
+    file: Option<FileObject>,
+    net: Option<NetObject>,
+    summary: String,
+}
+
+fn file(path: &str) -> Option<FileObject> {
+    Some(FileObject {
+        path: path.to_string(),
+    })
+}
+
+impl BuiltinRules {
+    pub fn new(approved: ApprovedWorkloads) -> Self {
+        Self { approved }
+    }
+
+    /// The finding `obs` makes for `process`, if any. `process.exe_sha256`
+    /// must be filled in for approvals to apply.
+    pub fn evaluate(
+        &self,
+        process: &ProcessInfo,
+        obs: Observation<'_>,
+        observed_at_unix_nanos: i64,
+    ) -> Option<Finding> {
+        let who = format!(
+            "unapproved process {} (pid {})",
+            process.name(),
+            process.pid
+        );
+        let who_cap = format!(
+            "Unapproved process {} (pid {})",
+            process.name(),
+            process.pid
+        );
+        let v = match obs {
+            Observation::FileOpened { path, head } => {
+                let format = head.and_then(sniff_model_format);
+                match classify_model_path(path) {
+                    ModelPathClass::NotModel => return None,
+                    // A readable file that does not look like a model is not one.
+                    ModelPathClass::NeedsContent if head.is_some() && format.is_none() => {
+                        return None
+                    }
+                    ModelPathClass::NeedsContent | ModelPathClass::ModelByName => {}
+                }
+                let format = format
+                    .map(|f| format!(" ({})", f.as_str()))
+                    .unwrap_or_default();
+                Verdict {
+                    rule_id: MODEL_FILE_RULE_ID,
+                    signal: SignalKind::ModelFile,
+                    severity: Severity::High,
+                    file: file(path),
+                    net: None,
+                    summary: format!("model file {path}{format} opened by {who}"),
+                }
+            }
+            Observation::DeviceOpened { path, failed } => {
+                if !is_gpu_device(path) {
+                    return None;
+                }
+                let how = if failed { "tried to open" } else { "opened" };
+                Verdict {
+                    rule_id: GPU_DEVICE_RULE_ID,
+                    signal: SignalKind::GpuDevice,
+                    severity: Severity::Medium,
+                    file: file(path),
+                    net: None,
+                    summary: format!("{who_cap} {how} accelerator device {path}"),
+                }
+            }
+            Observation::LibraryMapped { name, path } => {
+                if !is_ai_runtime_library(name) {
+                    return None;
+                }
+                Verdict {
+                    rule_id: AI_RUNTIME_RULE_ID,
+                    signal: SignalKind::AiRuntime,
+                    severity: Severity::Medium,
+                    file: file(path),
+                    net: None,
+                    summary: format!("AI runtime library {name} loaded by {who}"),
+                }
+            }
+            Observation::Connected { address, port } => {
+                let server = ai_serving_port(port)?;
+                Verdict {
+                    rule_id: AI_EGRESS_RULE_ID,
+                    signal: SignalKind::AiEgress,
+                    severity: Severity::Medium,
+                    file: None,
+                    net: Some(NetObject {
+                        direction: NetDirection::Connect,
+                        address: address.to_string(),
+                        port,
+                    }),
+                    summary: format!(
+                        "{who_cap} connected to {server} model server port {address}:{port}"
+                    ),
+                }
+            }
+            Observation::Listening {
+                address,
+                port,
+                openai_routes,
+            } => {
+                let what = match (ai_serving_port(port), openai_routes) {
+                    (Some(server), _) => format!("{server} model server port"),
+                    (None, true) => "an OpenAI-style API (GET /v1/models) on port".to_string(),
+                    (None, false) => return None,
+                };
+                Verdict {
+                    rule_id: AI_SERVING_RULE_ID,
+                    signal: SignalKind::AiServing,
+                    severity: Severity::High,
+                    file: None,
+                    net: Some(NetObject {
+                        direction: NetDirection::Listen,
+                        address: address.to_string(),
+                        port,
+                    }),
+                    summary: format!("{who_cap} serves {what} {address}:{port}"),
+                }
+            }
+        };
+        if self.approved.approves_exe(&process.exe_sha256) {
+            return None;
+        }
+        Some(Finding {
+            seq: 0,
+            rule_id: v.rule_id.to_string(),
+            severity: v.severity,
+            signal: v.signal,
+            observed_at_unix_nanos,
+            process: process.clone(),
+            file: v.file,
+            net: v.net,
+            summary: v.summary,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn python() -> ProcessInfo {
+        ProcessInfo {
+            pid: 42,
+            exe: "/usr/bin/python3.11".into(),
+            argv: vec!["python3".into(), "-c".into(), "pass".into()],
+            comm: "python3".into(),
+            exe_sha256: "AB12".into(),
+            ..Default::default()
+        }
+    }
+
+    fn open<'a>(path: &'a str, head: Option<&'a [u8]>) -> Observation<'a> {
+        Observation::FileOpened { path, head }
+    }
+
+    #[test]
+    fn unapproved_process_opening_a_model_file_is_a_high_finding() {
+        let rules = BuiltinRules::default();
+        let f = rules
+            .evaluate(&python(), open("/tmp/m/model.onnx", Some(b"")), 7)
+            .unwrap();
+        assert_eq!(f.rule_id, MODEL_FILE_RULE_ID);
+        assert_eq!(f.severity, Severity::High);
+        assert_eq!(f.signal, SignalKind::ModelFile);
+        assert_eq!(f.file.unwrap().path, "/tmp/m/model.onnx");
+        assert_eq!(f.process.pid, 42);
+        assert!(f.summary.contains("python3.11"), "{}", f.summary);
+    }
+
+    #[test]
+    fn an_approved_exe_digest_suppresses_every_signal() {
+        let rules = BuiltinRules::new(ApprovedWorkloads::new(["ab12"]));
+        let p = python();
+        assert!(rules
+            .evaluate(&p, open("/tmp/m/model.onnx", None), 7)
+            .is_none());
+        assert!(rules
+            .evaluate(
+                &p,
+                Observation::DeviceOpened {
+                    path: "/dev/nvidia0",
+                    failed: false
+                },
+                7
+            )
+            .is_none());
+        assert!(rules
+            .evaluate(
+                &p,
+                Observation::Connected {
+                    address: "127.0.0.1",
+                    port: 11434
+                },
+                7
+            )
+            .is_none());
+        let mut other = python();
+        other.exe_sha256 = "cd34".into();
+        assert!(rules
+            .evaluate(&other, open("/tmp/m/model.onnx", None), 7)
+            .is_some());
+        other.exe_sha256.clear();
+        assert!(rules
+            .evaluate(&other, open("/tmp/m/model.onnx", None), 7)
+            .is_some());
+    }
+
+    #[test]
+    fn python_path_files_are_not_pytorch_checkpoints() {
+        let rules = BuiltinRules::default();
+        let site = "/usr/lib/python3/site-packages/distutils-precedence.pth";
+        assert!(rules
+            .evaluate(
+                &python(),
+                open(site, Some(b"import os; var = 'SETUPTOOLS")),
+                7
+            )
+            .is_none());
+        assert!(rules
+            .evaluate(
+                &python(),
+                open("/m/ckpt.pth", Some(b"PK\x03\x04\x00\x00")),
+                7
+            )
+            .is_some());
+        assert!(rules
+            .evaluate(&python(), open("/m/old.pt", Some(b"\x80\x02\x8a\x0a")), 7)
+            .is_some());
+        assert!(rules
+            .evaluate(&python(), open("/m/gone.pt", None), 7)
+            .is_some());
+        assert!(rules
+            .evaluate(&python(), open("/etc/passwd", None), 7)
+            .is_none());
+    }
+
+    #[test]
+    fn device_library_and_network_signals() {
+        let r = BuiltinRules::default();
+        let p = python();
+        let f = r
+            .evaluate(
+                &p,
+                Observation::DeviceOpened {
+                    path: "/dev/nvidia0",
+                    failed: true,
+                },
+                1,
+            )
+            .unwrap();
+        assert_eq!(f.signal, SignalKind::GpuDevice);
+        assert!(f.summary.contains("tried to open"));
+        assert!(r
+            .evaluate(
+                &p,
+                Observation::DeviceOpened {
+                    path: "/dev/null",
+                    failed: false
+                },
+                1
+            )
+            .is_none());
+
+        let lib = Observation::LibraryMapped {
+            name: "libonnxruntime.so.1.17",
+            path: "/opt/ort/lib/libonnxruntime.so.1.17",
+        };
+        let f = r.evaluate(&p, lib, 1).unwrap();
+        assert_eq!(f.signal, SignalKind::AiRuntime);
+        assert_eq!(f.file.unwrap().path, "/opt/ort/lib/libonnxruntime.so.1.17");
+        assert!(r
+            .evaluate(
+                &p,
+                Observation::LibraryMapped {
+                    name: "libc.so.6",
+                    path: "/lib/libc.so.6"
+                },
+                1
+            )
+            .is_none());
+
+        let f = r
+            .evaluate(
+                &p,
+                Observation::Connected {
+                    address: "127.0.0.1",
+                    port: 11434,
+                },
+                1,
+            )
+            .unwrap();
+        assert_eq!(f.signal, SignalKind::AiEgress);
+        assert_eq!(f.object(), "connect 127.0.0.1:11434");
+        assert!(r
+            .evaluate(
+                &p,
+                Observation::Connected {
+                    address: "10.0.0.1",
+                    port: 443
+                },
+                1
+            )
+            .is_none());
+
+        let listen = |port, openai_routes| Observation::Listening {
+            address: "0.0.0.0",
+            port,
+            openai_routes,
+        };
+        assert_eq!(
+            r.evaluate(&p, listen(11434, false), 1).unwrap().signal,
+            SignalKind::AiServing
+        );
+        assert!(r.evaluate(&p, listen(8080, false), 1).is_none());
+        let f = r.evaluate(&p, listen(8080, true), 1).unwrap();
+        assert!(f.summary.contains("OpenAI-style"), "{}", f.summary);
+    }
+}

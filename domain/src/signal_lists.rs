@@ -1,0 +1,77 @@
+//! What the sensors look for. The agent loads these same lists into the
+//! kernel's filter tables, so kernel and user space agree. (They move into
+//! the signed policy bundles with the policy language.)
+
+/// Path prefixes of accelerator device nodes.
+pub const GPU_DEVICE_PREFIXES: &[&str] = &["/dev/nvidia", "/dev/dri/", "/dev/kfd", "/dev/accel/"];
+
+/// File-name prefixes of AI runtime libraries, matched against executable
+/// mappings (a library loaded by the dynamic linker or dlopen).
+pub const AI_RUNTIME_LIBRARY_PREFIXES: &[&str] = &[
+    "libonnxruntime",
+    "onnxruntime_pybind11_state",
+    "libtorch",
+    "libc10",
+    "libcuda",
+    "libcublas",
+    "libggml",
+    "libllama",
+    "libtensorflow",
+    "libopenvino",
+];
+
+/// TCP ports used only by model servers: a listener is serving AI, a
+/// connect is AI egress.
+pub const AI_SERVING_PORTS: &[(u16, &str)] = &[(11434, "ollama")];
+
+/// Common HTTP ports where a listener is AI serving only if it answers the
+/// OpenAI-style `GET /v1/models`.
+pub const OPENAI_PROBE_PORTS: &[u16] = &[8000, 8080];
+
+/// Whether `name` (a file name, not a path) is an AI runtime library.
+pub fn is_ai_runtime_library(name: &str) -> bool {
+    AI_RUNTIME_LIBRARY_PREFIXES
+        .iter()
+        .any(|p| name.starts_with(p))
+}
+
+/// Whether `path` is an accelerator device node.
+pub fn is_gpu_device(path: &str) -> bool {
+    GPU_DEVICE_PREFIXES.iter().any(|p| path.starts_with(p))
+}
+
+/// The model server known to use `port` exclusively, if any.
+pub fn ai_serving_port(port: u16) -> Option<&'static str> {
+    AI_SERVING_PORTS
+        .iter()
+        .find(|(p, _)| *p == port)
+        .map(|(_, name)| *name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_libraries_match_by_file_name_prefix() {
+        assert!(is_ai_runtime_library("libonnxruntime.so.1.17.1"));
+        assert!(is_ai_runtime_library("libtorch_cuda.so"));
+        assert!(is_ai_runtime_library("libcudart.so.12"));
+        assert!(is_ai_runtime_library(
+            "onnxruntime_pybind11_state.cpython-311-x86_64-linux-gnu.so"
+        ));
+        assert!(!is_ai_runtime_library("libc.so.6"));
+        assert!(!is_ai_runtime_library("libssl.so.3"));
+    }
+
+    #[test]
+    fn gpu_nodes_and_ports() {
+        assert!(is_gpu_device("/dev/nvidia0"));
+        assert!(is_gpu_device("/dev/nvidiactl"));
+        assert!(is_gpu_device("/dev/dri/renderD128"));
+        assert!(is_gpu_device("/dev/kfd"));
+        assert!(!is_gpu_device("/dev/null"));
+        assert_eq!(ai_serving_port(11434), Some("ollama"));
+        assert_eq!(ai_serving_port(8080), None);
+    }
+}
