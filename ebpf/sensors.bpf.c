@@ -279,12 +279,13 @@ int vigil_inet_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	ev.op = op;
 	ev.sport = sport;
 	ev.dport = dport;
+	/* Explicit sizes: BPF_CORE_READ_INTO copies sizeof(*dst) bytes. */
 	if (ev.family == AF_INET6) {
-		BPF_CORE_READ_INTO(&ev.saddr, ctx, saddr_v6);
-		BPF_CORE_READ_INTO(&ev.daddr, ctx, daddr_v6);
+		bpf_core_read(ev.saddr, sizeof(ctx->saddr_v6), &ctx->saddr_v6);
+		bpf_core_read(ev.daddr, sizeof(ctx->daddr_v6), &ctx->daddr_v6);
 	} else {
-		BPF_CORE_READ_INTO(&ev.saddr[0], ctx, saddr);
-		BPF_CORE_READ_INTO(&ev.daddr[0], ctx, daddr);
+		bpf_core_read(ev.saddr, sizeof(ctx->saddr), &ctx->saddr);
+		bpf_core_read(ev.daddr, sizeof(ctx->daddr), &ctx->daddr);
 	}
 	fill_header(&ev.hdr, VIGIL_EVENT_NET, sizeof(ev));
 	emit(&ev, sizeof(ev), BPF_RB_FORCE_WAKEUP);

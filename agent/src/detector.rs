@@ -142,6 +142,59 @@ impl Detector {
         }
     }
 
+    /// Findings about processes that were running before the sensors
+    /// attached: model files and accelerator nodes they hold open, AI
+    /// runtime libraries they have mapped.
+    pub fn scan_running(&mut self, table: &mut ProcessTable) -> Vec<Finding> {
+        let now = crate::clock::unix_now_nanos();
+        let mut out = Vec::new();
+        for pid in table.pids() {
+            if pid == self.self_pid {
+                continue;
+            }
+            let files = self.procfs.open_files(pid);
+            let libraries: Vec<String> = self
+                .procfs
+                .mapped_files(pid)
+                .into_iter()
+                .filter(|p| vigil_domain::is_ai_runtime_library(p.rsplit('/').next().unwrap_or(p)))
+                .collect();
+            let relevant =
+                |p: &String| vigil_domain::is_model_file_path(p) || vigil_domain::is_gpu_device(p);
+            if libraries.is_empty() && !files.iter().any(relevant) {
+                continue;
+            }
+            let Some(entry) = table.get(pid) else {
+                continue;
+            };
+            let mut process = entry.info.clone();
+            process.exe_sha256 = self
+                .digests
+                .digest(&self.procfs.exe_handle(pid))
+                .unwrap_or_default();
+            for path in files.iter().filter(|p| relevant(p)) {
+                let head = read_head(path);
+                let obs = if vigil_domain::is_gpu_device(path) {
+                    Observation::DeviceOpened {
+                        path,
+                        failed: false,
+                    }
+                } else {
+                    Observation::FileOpened {
+                        path,
+                        head: head.as_deref(),
+                    }
+                };
+                out.extend(self.finding(&process, obs, now));
+            }
+            for path in &libraries {
+                let name = path.rsplit('/').next().unwrap_or(path);
+                out.extend(self.finding(&process, Observation::LibraryMapped { name, path }, now));
+            }
+        }
+        out
+    }
+
     /// Evaluates the rules and drops a finding already made for this
     /// process, signal and object.
     pub fn finding(

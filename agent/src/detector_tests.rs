@@ -146,3 +146,23 @@ fn listeners_on_ollamas_port_are_findings_and_on_http_ports_are_probed() {
         Some(Detection::ProbeListener { .. })
     ));
 }
+
+#[test]
+fn a_running_process_holding_a_model_open_is_found_by_the_startup_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("held.gguf");
+    std::fs::write(&path, b"GGUF\x03\x00\x00\x00").unwrap();
+    let _held = std::fs::File::open(&path).unwrap();
+    let mut t = ProcessTable::new(1 << 16);
+    t.seed(&Procfs::default()).unwrap();
+    let mut d = detector(0);
+    let found = d.scan_running(&mut t);
+    let me = std::process::id();
+    let f = found
+        .iter()
+        .find(|f| f.process.pid == me && f.object() == path.to_string_lossy())
+        .expect("the held model file is found");
+    assert!(f.summary.contains("(gguf)"), "{}", f.summary);
+    // And it is not reported twice.
+    assert!(d.scan_running(&mut t).iter().all(|f| f.process.pid != me));
+}

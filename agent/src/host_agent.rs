@@ -38,6 +38,14 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     // Listener probes run off the event loop and report back here.
     let (probed_tx, mut probed) =
         mpsc::unbounded_channel::<(ProcessInfo, std::net::SocketAddr, bool, i64)>();
+    let running = detector.scan_running(&mut table);
+    tracing::info!(
+        findings = running.len(),
+        "scanned processes that were running before the sensors"
+    );
+    for finding in running {
+        spool_finding(&spool, finding, clock::boot_now_ns())?;
+    }
 
     let (health_tx, health_rx) = watch::channel(AgentHealth::default());
     let hello = pb::Hello {
@@ -91,6 +99,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 }
             }
             Some((process, local, openai_routes, at)) = probed.recv() => {
+                tracing::info!(pid = process.pid, port = local.port(), openai_routes, "listener probed");
                 let address = local.ip().to_string();
                 let obs = Observation::Listening { address: &address, port: local.port(), openai_routes };
                 if let Some(finding) = detector.finding(&process, obs, at) {

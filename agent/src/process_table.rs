@@ -75,6 +75,12 @@ impl ProcessTable {
         self.overflows
     }
 
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.procs.keys().copied().collect();
+        pids.sort_unstable();
+        pids
+    }
+
     pub fn get(&self, pid: u32) -> Option<&ProcessEntry> {
         self.procs.get(&pid)
     }

@@ -138,6 +138,33 @@ impl Procfs {
             .unwrap_or_else(|| name.to_string())
     }
 
+    /// What the process's open file descriptors point to.
+    pub fn open_files(&self, pid: u32) -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir(self.root.join(format!("{pid}/fd"))) else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .map(|l| l.to_string_lossy().into_owned())
+            .filter(|l| l.starts_with('/'))
+            .collect()
+    }
+
+    /// The distinct files mapped into the process (libraries among them).
+    pub fn mapped_files(&self, pid: u32) -> Vec<String> {
+        let Ok(maps) = std::fs::read_to_string(self.root.join(format!("{pid}/maps"))) else {
+            return Vec::new();
+        };
+        let mut files: Vec<String> = maps
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .filter(|p| p.starts_with('/'))
+            .map(str::to_string)
+            .collect();
+        files.sort();
+        files.dedup();
+        files
+    }
+
     /// cgroup v2 id (the inode of the process's cgroup directory), which is
     /// what `bpf_get_current_cgroup_id()` reports.
     pub fn cgroup_id(&self, pid: u32) -> Option<u64> {

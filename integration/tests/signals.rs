@@ -1,0 +1,326 @@
+//! Each shadow-AI signal fires for a real process on the real kernel, and
+//! benign look-alikes make no finding. Runs as root.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use vigil_integration::{free_port, privileged, wait_for, Agent, ControlPlane};
+use vigil_proto::types::v1::{Alert, SignalKind};
+
+struct Host {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    cp: ControlPlane,
+    agent: Agent,
+}
+
+impl Host {
+    async fn start(id: &str) -> Host {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("work");
+        std::fs::create_dir_all(&dir).unwrap();
+        let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
+        cp.wait_leader().await;
+        let agent = Agent::start(&tmp.path().join("agent"), &cp.endpoint(), id);
+        Host {
+            _tmp: tmp,
+            dir,
+            cp,
+            agent,
+        }
+    }
+
+    async fn alert(&self, what: &str, pred: impl Fn(&Alert) -> bool) -> Alert {
+        wait_for(what, Duration::from_secs(15), || async {
+            self.cp.alerts().await.into_iter().find(|a| pred(a))
+        })
+        .await
+    }
+
+    async fn wait_log(&self, what: &str, needle: &str) {
+        wait_for(what, Duration::from_secs(15), || async {
+            let log = std::fs::read_to_string(&self.agent.log).unwrap_or_default();
+            log.contains(needle).then_some(())
+        })
+        .await
+    }
+}
+
+fn pid_of(a: &Alert) -> u32 {
+    a.finding.as_ref().unwrap().process.as_ref().unwrap().pid
+}
+
+fn signal_of(a: &Alert) -> SignalKind {
+    a.finding.as_ref().unwrap().signal()
+}
+
+fn object_of(a: &Alert) -> String {
+    let f = a.finding.as_ref().unwrap();
+    if let Some(file) = &f.file {
+        return file.path.clone();
+    }
+    f.net
+        .as_ref()
+        .map(|n| format!("{}:{}", n.address, n.port))
+        .unwrap_or_default()
+}
+
+fn run(cmd: &mut Command) -> u32 {
+    let mut child = cmd.spawn().expect("spawn");
+    let pid = child.id();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{cmd:?} failed: {status}");
+    pid
+}
+
+fn python(code: &str) -> Command {
+    let mut c = Command::new("python3");
+    c.arg("-c").arg(code);
+    c
+}
+
+fn cc(dir: &Path, name: &str, source: &str, args: &[&str]) -> PathBuf {
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, source).unwrap();
+    let out = dir.join(name);
+    let status = Command::new("cc")
+        .args(args)
+        .arg(&src)
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "compiling {name}");
+    out
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_libraries_gpu_nodes_and_short_lived_model_opens() {
+    if !privileged("runtime_libraries_gpu_nodes_and_short_lived_model_opens") {
+        return;
+    }
+    let h = Host::start("signals-files").await;
+
+    // A C program dlopens a library named like ONNX Runtime.
+    let lib = cc(
+        &h.dir,
+        "libonnxruntime.so",
+        "int vigil_test_symbol(void) { return 42; }\n",
+        &["-shared", "-fPIC"],
+    );
+    let loader = cc(
+        &h.dir,
+        "loader",
+        "#include <dlfcn.h>\n#include <stdio.h>\nint main(int c, char **v) { void *h = dlopen(v[1], RTLD_NOW); if (!h) { fprintf(stderr, \"%s\\n\", dlerror()); return 1; } return 0; }\n",
+        &["-ldl"],
+    );
+    let pid = run(Command::new(&loader).arg(&lib));
+    let a = h
+        .alert("ai_runtime for the dlopen", |a| {
+            pid_of(a) == pid && signal_of(a) == SignalKind::AiRuntime
+        })
+        .await;
+    // The loader exits at once, before /proc can give the full path; the
+    // kernel reports the file name (full paths need a dentry walk).
+    assert!(
+        object_of(&a).ends_with("libonnxruntime.so"),
+        "{}",
+        object_of(&a)
+    );
+
+    // An open of /dev/nvidia0 that fails with ENOENT is still a signal.
+    assert!(
+        !Path::new("/dev/nvidia0").exists(),
+        "this test expects a host without an NVIDIA GPU"
+    );
+    let pid = run(&mut python("import os\ntry:\n    os.open('/dev/nvidia0', os.O_RDWR)\nexcept FileNotFoundError:\n    pass\n"));
+    let a = h
+        .alert("gpu_device for the failed open", |a| {
+            pid_of(a) == pid && signal_of(a) == SignalKind::GpuDevice
+        })
+        .await;
+    assert!(a
+        .finding
+        .unwrap()
+        .summary
+        .contains("tried to open accelerator device /dev/nvidia0"));
+
+    // A process alive for a few milliseconds opens a .safetensors file.
+    let st = h.dir.join("w.safetensors");
+    let mut header = 2u64.to_le_bytes().to_vec();
+    header.extend_from_slice(b"{}");
+    std::fs::write(&st, &header).unwrap();
+    let started = std::time::Instant::now();
+    let pid = run(Command::new("/bin/cat").arg(&st).stdout(Stdio::null()));
+    let lived = started.elapsed();
+    let a = h
+        .alert("model_file for the short-lived cat", |a| {
+            pid_of(a) == pid && signal_of(a) == SignalKind::ModelFile
+        })
+        .await;
+    assert_eq!(object_of(&a), st.to_str().unwrap());
+    eprintln!("cat lived {lived:?} (spawn to reap) and was seen");
+
+    // Benign look-alikes: a text model.txt, .bin files out of a tarball,
+    // a compiler run. Then a marker: once it is seen, everything before it was.
+    let benign = h.dir.join("benign");
+    std::fs::create_dir_all(benign.join("src")).unwrap();
+    std::fs::write(
+        benign.join("model.txt"),
+        "This is a model of the solar system, in prose.\n",
+    )
+    .unwrap();
+    run(Command::new("cat")
+        .arg(benign.join("model.txt"))
+        .stdout(Stdio::null()));
+    std::fs::write(benign.join("src/firmware.bin"), [0u8; 64]).unwrap();
+    std::fs::write(benign.join("src/data.bin"), [1u8; 64]).unwrap();
+    run(Command::new("tar")
+        .arg("-cf")
+        .arg(benign.join("blobs.tar"))
+        .arg("-C")
+        .arg(&benign)
+        .arg("src"));
+    std::fs::create_dir_all(benign.join("out")).unwrap();
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(benign.join("out"))
+        .arg("-xf")
+        .arg(benign.join("blobs.tar")));
+    std::fs::write(benign.join("hello.c"), "int main(void) { return 0; }\n").unwrap();
+    run(Command::new("cc")
+        .arg("-c")
+        .arg(benign.join("hello.c"))
+        .arg("-o")
+        .arg(benign.join("hello.o")));
+    let marker = h.dir.join("marker.onnx");
+    std::fs::write(&marker, b"\x08\x07").unwrap();
+    let pid = run(Command::new("/bin/cat").arg(&marker).stdout(Stdio::null()));
+    h.alert("the marker", |a| pid_of(a) == pid).await;
+    let benign_dir = benign.to_str().unwrap().to_string();
+    let noise: Vec<String> =
+        h.cp.alerts()
+            .await
+            .iter()
+            .filter(|a| object_of(a).starts_with(&benign_dir))
+            .map(|a| a.finding.as_ref().unwrap().summary.clone())
+            .collect();
+    assert!(
+        noise.is_empty(),
+        "benign look-alikes made findings: {noise:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ollama_ports_and_openai_style_listeners() {
+    if !privileged("ollama_ports_and_openai_style_listeners") {
+        return;
+    }
+    let h = Host::start("signals-net").await;
+
+    // A connect to 127.0.0.1:11434 (refused is fine: the attempt is the signal).
+    let pid = run(&mut python("import socket\ns = socket.socket()\ntry:\n    s.connect(('127.0.0.1', 11434))\nexcept OSError:\n    pass\n"));
+    let a = h
+        .alert("ai_egress for the connect", |a| {
+            pid_of(a) == pid && signal_of(a) == SignalKind::AiEgress
+        })
+        .await;
+    assert_eq!(object_of(&a), "127.0.0.1:11434");
+
+    // A listener on 11434.
+    let pid = run(&mut python("import socket, time\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('127.0.0.1', 11434))\ns.listen()\ntime.sleep(0.3)\n"));
+    let a = h
+        .alert("ai_serving for the 11434 listener", |a| {
+            pid_of(a) == pid && signal_of(a) == SignalKind::AiServing
+        })
+        .await;
+    assert_eq!(object_of(&a), "127.0.0.1:11434");
+
+    // A normal HTTP server on 8080 (no /v1/models) is not AI serving...
+    let plain = Killed(
+        Command::new("python3")
+            .args(["-m", "http.server", "8080", "--bind", "127.0.0.1"])
+            .current_dir(&h.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let plain_pid = plain.0.id();
+    h.wait_log(
+        "the plain server to be probed",
+        &format!("pid={plain_pid} port=8080 openai_routes=false"),
+    )
+    .await;
+    drop(plain);
+
+    // ...one that answers OpenAI-style routes on the same port is.
+    let server = "import http.server, json\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        body = json.dumps({'object': 'list', 'data': [{'id': 'tiny', 'object': 'model'}]}).encode()\n        self.send_response(200 if self.path == '/v1/models' else 404)\n        self.send_header('Content-Type', 'application/json')\n        self.send_header('Content-Length', str(len(body)))\n        self.end_headers()\n        self.wfile.write(body)\n    def log_message(self, *a):\n        pass\nhttp.server.HTTPServer.allow_reuse_address = True\nhttp.server.HTTPServer(('127.0.0.1', 8080), H).serve_forever()\n";
+    let ai = Killed(python(server).spawn().unwrap());
+    let ai_pid = ai.0.id();
+    let a = h
+        .alert("ai_serving for the OpenAI-style server", |a| {
+            pid_of(a) == ai_pid && signal_of(a) == SignalKind::AiServing
+        })
+        .await;
+    assert!(a.finding.unwrap().summary.contains("OpenAI-style"));
+    let plain_findings =
+        h.cp.alerts()
+            .await
+            .iter()
+            .filter(|a| pid_of(a) == plain_pid)
+            .count();
+    assert_eq!(plain_findings, 0, "the plain HTTP server made a finding");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_started_before_the_agent_holding_a_model_open_is_found() {
+    if !privileged("a_process_started_before_the_agent_holding_a_model_open") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("resident.gguf");
+    std::fs::write(&model, b"GGUF\x03\x00\x00\x00").unwrap();
+    let holder = Killed(
+        python(&format!(
+            "import time\nf = open({:?}, 'rb')\nprint('open', flush=True)\ntime.sleep(60)\n",
+            model
+        ))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap(),
+    );
+    let pid = holder.0.id();
+    wait_for(
+        "the holder to open its model",
+        Duration::from_secs(10),
+        || async {
+            let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+            fds.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .any(|l| l == model)
+                .then_some(())
+        },
+    )
+    .await;
+    let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
+    cp.wait_leader().await;
+    let _agent = Agent::start(&tmp.path().join("agent"), &cp.endpoint(), "late-agent");
+    let a = wait_for(
+        "the startup scan to report the held model",
+        Duration::from_secs(15),
+        || async { cp.alerts().await.into_iter().find(|a| pid_of(a) == pid) },
+    )
+    .await;
+    assert_eq!(object_of(&a), model.to_str().unwrap());
+    assert_eq!(signal_of(&a), SignalKind::ModelFile);
+}
