@@ -46,6 +46,14 @@ pub struct AgentConfig {
     #[arg(long, default_value_t = 10)]
     pub max_backoff_secs: u64,
 
+    /// Which sensor: eBPF with procfs fallback, eBPF only, or procfs only.
+    #[arg(long, value_enum, env = "VIGIL_SENSOR_MODE", default_value = "auto")]
+    pub sensor_mode: crate::sensors::SensorChoice,
+
+    /// Milliseconds between /proc polls in degraded (procfs) mode.
+    #[arg(long, default_value_t = 1000)]
+    pub procfs_poll_ms: u64,
+
     /// Most processes the process table holds.
     #[arg(long, default_value_t = 65_536)]
     pub process_table_capacity: usize,

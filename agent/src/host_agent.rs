@@ -12,7 +12,7 @@ use crate::config::{hostname, AgentConfig};
 use crate::detector::{Detection, Detector};
 use crate::process_table::ProcessTable;
 use crate::procfs::Procfs;
-use crate::sensors::{path_filter, EbpfSensor};
+use crate::sensors::Sensor;
 use crate::shipper::{self, AgentHealth, ShipperConfig};
 use crate::spool::Spool;
 
@@ -27,11 +27,13 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let mut table = ProcessTable::new(config.process_table_capacity);
     // Attach first, then snapshot: a process that starts in between is seen
     // by both, never by neither.
-    let filters = path_filter::default_filters()?;
-    let mut sensor = EbpfSensor::load(&filters, &path_filter::default_ports())
-        .context("loading the eBPF sensors (root and a kernel with BTF are needed)")?;
+    let poll = std::time::Duration::from_millis(config.procfs_poll_ms.max(10));
+    let mut sensor = Sensor::start(config.sensor_mode, poll)?;
     let seeded = table.seed(&procfs).context("reading /proc")?;
-    tracing::info!(hooks = ?sensor.hooks(), processes = seeded, spooled = spool.len(), "sensors attached");
+    if let Sensor::Procfs(poller) = &mut sensor {
+        poller.assume_known(table.pids());
+    }
+    tracing::info!(mode = sensor.mode().as_str(), hooks = ?sensor.hooks(), processes = seeded, spooled = spool.len(), "sensors attached");
 
     let approved = ApprovedWorkloads::new(config.approved_exe_sha256.iter().cloned());
     let mut detector = Detector::new(BuiltinRules::new(approved), procfs, std::process::id());
@@ -52,11 +54,11 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         agent_id: config.resolved_agent_id(),
         hostname: hostname(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
-        sensor_mode: types_pb::SensorMode::Ebpf as i32,
+        sensor_mode: types_pb::SensorMode::from(sensor.mode()) as i32,
         kernel_release: nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default(),
-        hooks: sensor.hooks().to_vec(),
+        hooks: sensor.hooks(),
     };
     let shipper = tokio::spawn(shipper::run(
         spool.clone(),
@@ -71,8 +73,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         health_rx,
     ));
     println!(
-        "vigil-agent ready: {} sensors attached",
-        sensor.hooks().len()
+        "vigil-agent ready: {} sensors attached ({})",
+        sensor.hooks().len(),
+        sensor.mode().as_str()
     );
 
     let mut events = Vec::with_capacity(1024);
@@ -81,7 +84,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             r = sensor.next_batch(&mut events) => {
-                r.context("reading the sensors' ring buffer")?;
+                r.context("reading the sensors")?;
                 for ev in events.drain(..) {
                     match detector.on_event(&ev, &mut table) {
                         Some(Detection::Finding(finding)) => {
@@ -95,6 +98,12 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                             });
                         }
                         None => {}
+                    }
+                }
+                // Polling sees open files and mappings only as they are now.
+                if matches!(sensor, Sensor::Procfs(_)) {
+                    for finding in detector.scan_running(&mut table) {
+                        spool_finding(&spool, finding, clock::boot_now_ns())?;
                     }
                 }
             }

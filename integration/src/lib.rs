@@ -232,6 +232,16 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(data_dir: &Path, control_plane: &str, agent_id: &str) -> Agent {
+        Self::start_with(data_dir, control_plane, agent_id, &[])
+    }
+
+    /// Starts an agent with extra command-line flags.
+    pub fn start_with(
+        data_dir: &Path,
+        control_plane: &str,
+        agent_id: &str,
+        extra: &[&str],
+    ) -> Agent {
         let log = data_dir.with_extension("log");
         let mut cmd = Command::new(binary("vigil-agent"));
         cmd.arg("--control-plane")
@@ -243,7 +253,8 @@ impl Agent {
             .arg("--heartbeat-secs")
             .arg("1")
             .arg("--max-backoff-secs")
-            .arg("1");
+            .arg("1")
+            .args(extra);
         Agent {
             daemon: Daemon::start(cmd, "vigil-agent", "vigil-agent ready", &log),
             log,

@@ -1,9 +1,14 @@
-//! Kernel sensors: the eBPF programs of `ebpf/`, their records and filters.
+//! Host sensors: the eBPF programs of `ebpf/` (their records and filters),
+//! and the procfs poller that stands in when eBPF cannot load.
 
 mod ebpf_sensor;
 pub mod event_layout;
 mod kernel_mounts;
 pub mod path_filter;
+mod procfs_poller;
+mod sensor;
 
 pub use ebpf_sensor::{EbpfSensor, SensorError};
 pub use event_layout::{EventContext, NetOp, PathMatch, SensorEvent};
+pub use procfs_poller::ProcfsPoller;
+pub use sensor::{Sensor, SensorChoice};
