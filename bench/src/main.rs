@@ -133,6 +133,8 @@ fn start_agent(s: &Settings, cp: &str, tag: &str) -> anyhow::Result<Child> {
             "bench-agent",
             "--heartbeat-secs",
             "1",
+            "--sensor-mode",
+            "ebpf",
         ])
         .arg("--data-dir")
         .arg(&dir)

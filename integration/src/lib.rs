@@ -236,12 +236,20 @@ impl Agent {
     }
 
     /// Starts an agent with extra command-line flags.
+    /// Starts an agent with extra command-line flags. Without a
+    /// `--sensor-mode` among them, the agent must load eBPF or fail: a test
+    /// never silently runs on the degraded fallback.
     pub fn start_with(
         data_dir: &Path,
         control_plane: &str,
         agent_id: &str,
         extra: &[&str],
     ) -> Agent {
+        let mode: &[&str] = if extra.contains(&"--sensor-mode") {
+            &[]
+        } else {
+            &["--sensor-mode", "ebpf"]
+        };
         let log = data_dir.with_extension("log");
         let mut cmd = Command::new(binary("vigil-agent"));
         cmd.arg("--control-plane")
@@ -254,6 +262,7 @@ impl Agent {
             .arg("1")
             .arg("--max-backoff-secs")
             .arg("1")
+            .args(mode)
             .args(extra);
         Agent {
             daemon: Daemon::start(cmd, "vigil-agent", "vigil-agent ready", &log),

@@ -58,12 +58,17 @@ impl EbpfSensor {
     pub fn load(filters: &[RawPathFilter], ports: &[u16]) -> Result<Self, SensorError> {
         super::kernel_mounts::ensure_tracefs().map_err(SensorError::Tracefs)?;
         raise_memlock_limit();
-        let (table, count) = path_filter::table(filters)?;
+        let table = path_filter::table(filters)?;
         let (port_table, port_count) = path_filter::port_table(ports)?;
         let agent_tgid = std::process::id();
         let mut ebpf = EbpfLoader::new()
-            .override_global("PATH_FILTERS", &table, true)
-            .override_global("PATH_FILTER_COUNT", &count, true)
+            .override_global("PATH_FILTERS", &table.filters, true)
+            .override_global("PATH_FILTER_COUNT", &table.count, true)
+            .override_global("SUFFIX_END", &table.suffix_end, true)
+            .override_global("PREFIX_END", &table.prefix_end, true)
+            .override_global("SUFFIX_LAST_BYTES", &table.suffix_last_bytes, true)
+            .override_global("PREFIX_COMMON_MASK", &table.prefix_common_mask, true)
+            .override_global("PREFIX_COMMON_VALUE", &table.prefix_common_value, true)
             .override_global("AGENT_TGID", &agent_tgid, true)
             .override_global("AI_PORTS", &port_table, true)
             .override_global("AI_PORT_COUNT", &port_count, true)
@@ -116,7 +121,17 @@ impl EbpfSensor {
     /// A record that does not decode is logged and counted, not fatal.
     pub async fn next_batch(&mut self, out: &mut Vec<SensorEvent>) -> Result<(), SensorError> {
         let mut guard = self.ring.readable_mut().await?;
-        let ring = guard.get_inner_mut();
+        guard.clear_ready();
+        drop(guard);
+        self.drain(out);
+        Ok(())
+    }
+
+    /// Decodes whatever records are in the ring now, without waiting.
+    /// Context records (exec/exit) do not wake the agent; a periodic drain
+    /// picks them up.
+    pub fn drain(&mut self, out: &mut Vec<SensorEvent>) {
+        let ring = self.ring.get_mut();
         while let Some(record) = ring.next() {
             match decode(&record) {
                 Ok(ev) => out.push(ev),
@@ -126,8 +141,6 @@ impl EbpfSensor {
                 }
             }
         }
-        guard.clear_ready();
-        Ok(())
     }
 
     /// Records that reached user space but did not decode.

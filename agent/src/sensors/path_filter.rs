@@ -105,26 +105,90 @@ pub fn port_table(ports: &[u16]) -> Result<([u16; PORT_SLOTS], u32), FilterError
     Ok((t, ports.len() as u32))
 }
 
-/// The fixed-size table the BPF program holds, and how many entries are used.
-pub fn table(
-    filters: &[RawPathFilter],
-) -> Result<([RawPathFilter; FILTER_SLOTS], u32), FilterError> {
+/// The filter table as the BPF program holds it: entries sorted by kind,
+/// with the prefilters that let most opens skip the loops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelTable {
+    pub filters: [RawPathFilter; FILTER_SLOTS],
+    pub count: u32,
+    /// Suffix entries are `[0, suffix_end)`.
+    pub suffix_end: u32,
+    /// Prefix entries are `[suffix_end, prefix_end)`, basename prefixes the rest.
+    pub prefix_end: u32,
+    /// Bit b is set when some suffix ends in byte b.
+    pub suffix_last_bytes: [u64; 4],
+    /// What every prefix entry has in common over the first 8 bytes.
+    pub prefix_common_mask: u64,
+    pub prefix_common_value: u64,
+}
+
+pub fn table(filters: &[RawPathFilter]) -> Result<KernelTable, FilterError> {
     if filters.len() > FILTER_SLOTS {
         return Err(FilterError::TooMany(filters.len()));
     }
+    let rank = |f: &RawPathFilter| match f.kind {
+        FILTER_SUFFIX => 0,
+        FILTER_PREFIX => 1,
+        _ => 2,
+    };
+    let mut sorted = filters.to_vec();
+    sorted.sort_by_key(rank);
+    let suffix_end = sorted.iter().filter(|f| rank(f) == 0).count();
+    let prefix_end = suffix_end + sorted.iter().filter(|f| rank(f) == 1).count();
+    let mut suffix_last_bytes = [0u64; 4];
+    for f in &sorted[..suffix_end] {
+        let last = (f.value[1] >> 56) as u8;
+        suffix_last_bytes[(last >> 6) as usize] |= 1 << (last & 63);
+    }
+    let (mut mask, mut value) = (0u64, 0u64);
+    let prefixes = &sorted[suffix_end..prefix_end];
+    if let Some(first) = prefixes.first() {
+        for byte in 0..8 {
+            let m = 0xffu64 << (byte * 8);
+            let v = first.value[0] & m;
+            if !prefixes
+                .iter()
+                .all(|f| f.mask[0] & m == m && f.value[0] & m == v)
+            {
+                break;
+            }
+            mask |= m;
+            value |= v;
+        }
+    }
     let mut t = [RawPathFilter::default(); FILTER_SLOTS];
-    t[..filters.len()].copy_from_slice(filters);
-    Ok((t, filters.len() as u32))
+    t[..sorted.len()].copy_from_slice(&sorted);
+    Ok(KernelTable {
+        filters: t,
+        count: sorted.len() as u32,
+        suffix_end: suffix_end as u32,
+        prefix_end: prefix_end as u32,
+        suffix_last_bytes,
+        prefix_common_mask: mask,
+        prefix_common_value: value,
+    })
 }
 
-/// The kernel's matching, in Rust: the same windows, masks and order. Used by
-/// tests to pin down what the kernel keeps. `basename` selects the entries
-/// for executable mappings, as the mmap program does.
-pub fn kernel_match(filters: &[RawPathFilter], path: &str, basename: bool) -> Option<u32> {
+fn match_range(t: &KernelTable, from: u32, to: u32, w: [u64; 2], len: usize) -> Option<u32> {
+    t.filters[from as usize..to as usize].iter().find_map(|f| {
+        (f.len as usize <= len
+            && (w[0] & f.mask[0]) == f.value[0]
+            && (w[1] & f.mask[1]) == f.value[1])
+            .then_some(f.matched)
+    })
+}
+
+/// The kernel's matching, in Rust: the same windows, masks, prefilters and
+/// order. Used by tests to pin down what the kernel keeps. `basename`
+/// selects the entries for executable mappings, as the mmap program does.
+pub fn kernel_match(t: &KernelTable, path: &str, basename: bool) -> Option<u32> {
     let p = path.as_bytes();
     let len = p.len();
-    let mut tail = [0u8; 16];
+    if len == 0 {
+        return None;
+    }
     let take = len.min(16);
+    let mut tail = [0u8; 16];
     tail[16 - take..].copy_from_slice(&p[len - take..]);
     let mut head = [0u8; 16];
     head[..take].copy_from_slice(&p[..take]);
@@ -135,13 +199,19 @@ pub fn kernel_match(filters: &[RawPathFilter], path: &str, basename: bool) -> Op
         ]
     };
     let (tail, head) = (words(&tail), words(&head));
-    filters.iter().find_map(|f| {
-        if (f.kind == FILTER_BASENAME_PREFIX) != basename || f.len as usize > len {
-            return None;
+    if basename {
+        return match_range(t, t.prefix_end, t.count, head, len);
+    }
+    let last = p[len - 1];
+    if (t.suffix_last_bytes[(last >> 6) as usize] >> (last & 63)) & 1 == 1 {
+        if let Some(m) = match_range(t, 0, t.suffix_end, tail, len) {
+            return Some(m);
         }
-        let w = if f.kind == FILTER_SUFFIX { tail } else { head };
-        ((w[0] & f.mask[0]) == f.value[0] && (w[1] & f.mask[1]) == f.value[1]).then_some(f.matched)
-    })
+    }
+    if head[0] & t.prefix_common_mask == t.prefix_common_value {
+        return match_range(t, t.suffix_end, t.prefix_end, head, len);
+    }
+    None
 }
 
 #[cfg(test)]
@@ -150,7 +220,7 @@ mod tests {
 
     #[test]
     fn model_suffixes_keep_model_files_and_nothing_else() {
-        let f = default_filters().unwrap();
+        let f = table(&default_filters().unwrap()).unwrap();
         for p in [
             "/tmp/model.onnx",
             "a.gguf",
@@ -175,7 +245,7 @@ mod tests {
 
     #[test]
     fn prefixes_match_from_the_start() {
-        let f = default_filters().unwrap();
+        let f = table(&default_filters().unwrap()).unwrap();
         assert_eq!(
             kernel_match(&f, "/dev/nvidia0", false),
             Some(MATCH_GPU_DEVICE)
@@ -194,7 +264,7 @@ mod tests {
 
     #[test]
     fn library_names_match_only_executable_mappings() {
-        let f = default_filters().unwrap();
+        let f = table(&default_filters().unwrap()).unwrap();
         for name in [
             "libonnxruntime.so.1.17.1",
             "libtorch_cpu.so",
@@ -217,23 +287,57 @@ mod tests {
     #[test]
     fn long_patterns_are_cut_to_a_superset() {
         let long = "onnxruntime_pybind11_state";
-        let f = vec![encode(PatternKind::BasenamePrefix, long, MATCH_AI_RUNTIME).unwrap()];
-        assert_eq!(f[0].len, 16);
+        let e = encode(PatternKind::BasenamePrefix, long, MATCH_AI_RUNTIME).unwrap();
+        assert_eq!(e.len, 16);
+        let f = table(&[e]).unwrap();
         let name = "onnxruntime_pybind11_state.so";
         assert_eq!(kernel_match(&f, name, true), Some(MATCH_AI_RUNTIME));
-        let f = vec![encode(
+        let long_suffix = encode(
             PatternKind::Suffix,
             "x.verylongsuffix.onnx",
             MATCH_MODEL_FILE,
-        )
-        .unwrap()];
+        );
+        let f = table(&[long_suffix.unwrap()]).unwrap();
         let path = "/a/x.verylongsuffix.onnx";
         assert_eq!(kernel_match(&f, path, false), Some(MATCH_MODEL_FILE));
     }
 
     #[test]
+    fn the_prefilters_never_drop_a_match() {
+        // Every path that matches some entry by brute force also passes the
+        // prefilters: try each pattern embedded in assorted paths.
+        let filters = default_filters().unwrap();
+        let t = table(&filters).unwrap();
+        let mut paths = Vec::new();
+        for ext in vigil_domain::MODEL_FILE_EXTENSIONS {
+            paths.push(format!("/a/b/c{ext}"));
+            paths.push(format!("x{ext}"));
+        }
+        for p in vigil_domain::GPU_DEVICE_PREFIXES {
+            paths.push(format!("{p}0"));
+            paths.push(p.to_string());
+        }
+        paths.extend(
+            [
+                "/etc/hostname",
+                "/usr/lib/libc.so.6",
+                "/dev/null",
+                "/dev/nvidia-uvm",
+            ]
+            .map(String::from),
+        );
+        for p in &paths {
+            let brute = filters.iter().find_map(|f| {
+                let one = table(std::slice::from_ref(f)).unwrap();
+                kernel_match(&one, p, false)
+            });
+            assert_eq!(kernel_match(&t, p, false).is_some(), brute.is_some(), "{p}");
+        }
+    }
+
+    #[test]
     fn kernel_filter_is_a_superset_of_the_domain_rule() {
-        let f = default_filters().unwrap();
+        let f = table(&default_filters().unwrap()).unwrap();
         for p in [
             "/a/b.onnx",
             "/tmp/model.gguf",
@@ -260,13 +364,28 @@ mod tests {
             table(&many).unwrap_err(),
             FilterError::TooMany(FILTER_SLOTS + 1)
         );
-        let (t, n) = table(&default_filters().unwrap()).unwrap();
+        let t = table(&default_filters().unwrap()).unwrap();
+        let n = t.count;
         assert_eq!(
             n as usize,
             vigil_domain::MODEL_FILE_EXTENSIONS.len()
                 + vigil_domain::GPU_DEVICE_PREFIXES.len()
                 + vigil_domain::AI_RUNTIME_LIBRARY_PREFIXES.len()
         );
-        assert_eq!(t[n as usize], RawPathFilter::default());
+        assert_eq!(t.filters[n as usize], RawPathFilter::default());
+        // Sorted by kind, with the prefilters derived from the entries.
+        assert!(t.filters[..t.suffix_end as usize]
+            .iter()
+            .all(|f| f.kind == FILTER_SUFFIX));
+        assert_eq!(t.prefix_common_value.to_le_bytes()[..5], *b"/dev/");
+        assert_eq!(t.prefix_common_mask, 0xff_ffff_ffff);
+        for ext in vigil_domain::MODEL_FILE_EXTENSIONS {
+            let last = *ext.as_bytes().last().unwrap();
+            assert_eq!(
+                (t.suffix_last_bytes[(last >> 6) as usize] >> (last & 63)) & 1,
+                1,
+                "{ext}"
+            );
+        }
     }
 }

@@ -8,6 +8,9 @@ use super::procfs_poller::ProcfsPoller;
 use super::{path_filter, EbpfSensor, SensorEvent};
 use crate::procfs::Procfs;
 
+/// How often the eBPF ring is drained when nothing woke the agent.
+const EBPF_DRAIN_INTERVAL: Duration = Duration::from_millis(10);
+
 /// Which sensor to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SensorChoice {
@@ -65,10 +68,18 @@ impl Sensor {
         }
     }
 
-    /// Waits for and decodes the next events into `out`.
+    /// Waits for and decodes the next events into `out`. The eBPF ring is
+    /// also drained every `EBPF_DRAIN_INTERVAL`, for records that did not
+    /// wake the agent.
     pub async fn next_batch(&mut self, out: &mut Vec<SensorEvent>) -> anyhow::Result<()> {
         match self {
-            Sensor::Ebpf(s) => Ok(s.next_batch(out).await?),
+            Sensor::Ebpf(s) => {
+                tokio::select! {
+                    r = s.next_batch(out) => r?,
+                    _ = tokio::time::sleep(EBPF_DRAIN_INTERVAL) => s.drain(out),
+                }
+                Ok(())
+            }
             Sensor::Procfs(p) => Ok(p.next_batch(out).await?),
         }
     }
