@@ -402,6 +402,60 @@ fn storm_rounds(
     Ok(())
 }
 
+/// Per-call run time of the loaded programs whose names start with
+/// `prefix`: name → (total ns, calls).
+fn program_stats(prefix: &str) -> std::collections::BTreeMap<String, (u64, u64)> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| {
+            let name = p.name_as_str()?.to_string();
+            name.starts_with(prefix)
+                .then(|| (name, (p.run_time().as_nanos() as u64, p.run_count())))
+        })
+        .collect()
+}
+
+/// What each sensor program costs per call, against an empty program on
+/// the same hook, under the same storms (kernel BPF run-time statistics).
+fn program_costs(s: &Settings, cp: &ControlPlane, report: &mut Report) -> anyhow::Result<()> {
+    let _stats =
+        aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF run-time stats")?;
+    let target = s.work.path().join("plain.txt");
+    let target = target.to_str().context("utf-8 path")?.to_string();
+    let storms = || {
+        storm::open_storm(&target, s.open_threads, s.storm);
+        storm::exec_storm(s.exec_threads, s.storm);
+    };
+    let per_call = |stats: &std::collections::BTreeMap<String, (u64, u64)>, name: &str| {
+        stats
+            .get(name)
+            .map(|(ns, n)| if *n == 0 { 0.0 } else { *ns as f64 / *n as f64 })
+            .unwrap_or(0.0)
+    };
+    let empty = attach(Condition::Empty, s, &cp.endpoint, 0)?;
+    storms();
+    let empty_stats = program_stats("empty_");
+    drop(empty);
+    let agent = attach(Condition::Agent, s, &cp.endpoint, 99)?;
+    storms();
+    let agent_stats = program_stats("vigil_");
+    drop(agent);
+    for (hook, ours, theirs) in [
+        ("sys_enter_openat", "vigil_openat", "empty_openat"),
+        ("sched_process_exec", "vigil_exec", "empty_exec"),
+        ("sched_process_exit", "vigil_exit", "empty_exit"),
+    ] {
+        report.push(Figure::ratio(
+            &format!("{hook} program cost per call: agent / empty program"),
+            per_call(&agent_stats, ours),
+            per_call(&empty_stats, theirs),
+            "ns/call",
+            "make bench",
+        ));
+    }
+    Ok(())
+}
+
 fn percentile(h: &hdrhistogram::Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64
 }
@@ -605,6 +659,7 @@ fn main() -> anyhow::Result<()> {
     }
     let mut report = Report::default();
     storm_rounds(&s, &cp, &rt, &conditions, &mut report)?;
+    program_costs(&s, &cp, &mut report)?;
     latency_and_footprint(&s, &cp, &rt, &mut report)?;
     report.write(
         &root,
