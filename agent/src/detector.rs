@@ -8,11 +8,12 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 use vigil_domain::{
-    BuiltinRules, Finding, Observation, ProcessInfo, SignalKind, MODEL_SNIFF_BYTES,
+    BuiltinRules, Finding, Observation, OwnedObservation, ProcessInfo, SignalKind,
+    MODEL_SNIFF_BYTES,
 };
 
 use crate::clock::boot_ns_to_unix_nanos;
-use crate::exe_digest::ExeDigestCache;
+use crate::exe_digest::{file_key, ExeDigestCache, FileKey};
 use crate::process_table::ProcessTable;
 use crate::procfs::Procfs;
 use crate::sensors::{EventContext, NetOp, PathMatch, SensorEvent};
@@ -21,7 +22,7 @@ use crate::sensors::{EventContext, NetOp, PathMatch, SensorEvent};
 const DEDUP_PROCESSES: usize = 65_536;
 
 /// What an event leads to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Detection {
     Finding(Finding),
     /// A listener on a common HTTP port: AI serving only if it answers
@@ -31,6 +32,47 @@ pub enum Detection {
         local: SocketAddr,
         observed_at_unix_nanos: i64,
     },
+    /// A finding that needs the executable's digest, not yet cached: hash
+    /// `pending.exe` off the event loop, then `Detector::complete`.
+    NeedsDigest(PendingFinding),
+}
+
+/// A finding waiting for its executable's digest.
+#[derive(Debug)]
+pub struct PendingFinding {
+    pub process: ProcessInfo,
+    /// The executable, opened while the process lived: hashable after it exits.
+    pub exe: std::fs::File,
+    key: FileKey,
+    obs: OwnedObservation,
+    at: i64,
+    /// The triggering event's kernel timestamp, for latency accounting.
+    pub event_boot_ns: u64,
+}
+
+impl PendingFinding {
+    /// The executable file version whose digest is pending.
+    pub fn key(&self) -> FileKey {
+        self.key
+    }
+}
+
+impl PartialEq for PendingFinding {
+    fn eq(&self, other: &Self) -> bool {
+        self.process == other.process
+            && self.key == other.key
+            && self.obs == other.obs
+            && self.at == other.at
+    }
+}
+
+impl Eq for PendingFinding {}
+
+/// The process behind an event, and its executable when the digest is not cached.
+struct Resolved {
+    process: ProcessInfo,
+    event_boot_ns: u64,
+    uncached_exe: Option<(std::fs::File, FileKey)>,
 }
 
 pub struct Detector {
@@ -101,19 +143,22 @@ impl Detector {
                     },
                     PathMatch::AiRuntime => return None,
                 };
-                let process = self.process(ctx, table);
-                self.finding(&process, obs, at).map(Detection::Finding)
+                let resolved = self.process(ctx, table);
+                self.detect(resolved, obs, at)
             }
             SensorEvent::ExecMap { fd, name, .. } => {
                 let path = self.procfs.mapped_library_path(ctx.pid, *fd, name);
-                let process = self.process(ctx, table);
-                let obs = Observation::LibraryMapped { name, path: &path };
-                self.finding(&process, obs, at).map(Detection::Finding)
+                let resolved = self.process(ctx, table);
+                self.detect(
+                    resolved,
+                    Observation::LibraryMapped { name, path: &path },
+                    at,
+                )
             }
             SensorEvent::Net {
                 op, local, remote, ..
             } => {
-                let process = self.process(ctx, table);
+                let resolved = self.process(ctx, table);
                 match op {
                     NetOp::Connect => {
                         let address = remote.ip().to_string();
@@ -121,7 +166,7 @@ impl Detector {
                             address: &address,
                             port: remote.port(),
                         };
-                        self.finding(&process, obs, at).map(Detection::Finding)
+                        self.detect(resolved, obs, at)
                     }
                     NetOp::Listen if vigil_domain::ai_serving_port(local.port()).is_some() => {
                         let address = local.ip().to_string();
@@ -130,13 +175,23 @@ impl Detector {
                             port: local.port(),
                             openai_routes: false,
                         };
-                        self.finding(&process, obs, at).map(Detection::Finding)
+                        self.detect(resolved, obs, at)
                     }
-                    NetOp::Listen => Some(Detection::ProbeListener {
-                        process,
-                        local: *local,
-                        observed_at_unix_nanos: at,
-                    }),
+                    NetOp::Listen => {
+                        let mut process = resolved.process;
+                        if let Some((mut exe, key)) = resolved.uncached_exe {
+                            // Rare (a new listener): hash here.
+                            if let Ok(d) = crate::exe_digest::sha256_reader(&mut exe) {
+                                self.digests.insert(key, d.clone());
+                                process.exe_sha256 = d;
+                            }
+                        }
+                        Some(Detection::ProbeListener {
+                            process,
+                            local: *local,
+                            observed_at_unix_nanos: at,
+                        })
+                    }
                 }
             }
         }
@@ -195,6 +250,46 @@ impl Detector {
         out
     }
 
+    /// A finding now if the digest is known; a pending one if it must be
+    /// computed (and only if the finding would be new).
+    fn detect(&mut self, resolved: Resolved, obs: Observation<'_>, at: i64) -> Option<Detection> {
+        let Some((exe, key)) = resolved.uncached_exe else {
+            return self
+                .finding(&resolved.process, obs, at)
+                .map(Detection::Finding);
+        };
+        // Without a digest nothing is approved: this says whether the rules
+        // fire at all, and whether it would be a duplicate.
+        let draft = self.rules.evaluate(&resolved.process, obs, at)?;
+        if self
+            .reported
+            .get(&draft.process.pid)
+            .is_some_and(|seen| seen.contains(&(draft.signal, draft.object())))
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        Some(Detection::NeedsDigest(PendingFinding {
+            process: resolved.process,
+            exe,
+            key,
+            obs: obs.to_owned_observation(),
+            at,
+            event_boot_ns: resolved.event_boot_ns,
+        }))
+    }
+
+    /// Finishes a pending finding with its executable's digest (None: the
+    /// file could not be read, and the process counts as unapproved).
+    pub fn complete(&mut self, pending: PendingFinding, digest: Option<String>) -> Option<Finding> {
+        let mut process = pending.process;
+        if let Some(d) = digest {
+            self.digests.insert(pending.key, d.clone());
+            process.exe_sha256 = d;
+        }
+        self.finding(&process, pending.obs.as_observation(), pending.at)
+    }
+
     /// Evaluates the rules and drops a finding already made for this
     /// process, signal and object.
     pub fn finding(
@@ -216,17 +311,30 @@ impl Detector {
     }
 
     /// The process behind an event, with what /proc adds while it lives:
-    /// the binary the kernel really runs (symlinks resolved) and its digest.
-    fn process(&mut self, ctx: &EventContext, table: &mut ProcessTable) -> ProcessInfo {
+    /// the binary the kernel really runs (symlinks resolved) and its digest
+    /// when cached. An uncached binary is opened now, to be hashed later.
+    fn process(&mut self, ctx: &EventContext, table: &mut ProcessTable) -> Resolved {
         let mut process = table.resolve(ctx, &self.procfs);
         if let Some(exe) = self.procfs.exe(ctx.pid) {
             process.exe = exe;
         }
-        process.exe_sha256 = self
-            .digests
-            .digest(&self.procfs.exe_handle(ctx.pid))
-            .unwrap_or_default();
-        process
+        let opened = std::fs::File::open(self.procfs.exe_handle(ctx.pid))
+            .and_then(|f| Ok((file_key(&f.metadata()?), f)));
+        let uncached_exe = match opened {
+            Ok((key, file)) => match self.digests.get(&key) {
+                Some(d) => {
+                    process.exe_sha256 = d.clone();
+                    None
+                }
+                None => Some((file, key)),
+            },
+            Err(_) => None,
+        };
+        Resolved {
+            process,
+            event_boot_ns: ctx.ktime_boot_ns,
+            uncached_exe,
+        }
     }
 }
 

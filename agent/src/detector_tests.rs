@@ -25,11 +25,22 @@ fn open(pid: u32, path: &str, matched: PathMatch) -> SensorEvent {
     }
 }
 
-fn finding(d: Option<Detection>) -> Finding {
-    match d {
-        Some(Detection::Finding(f)) => f,
-        other => panic!("expected a finding, got {other:?}"),
+/// What the main loop does with a detection: pending digests are computed
+/// (here, inline) and completed.
+fn settle(d: &mut Detector, det: Option<Detection>) -> Option<Finding> {
+    match det {
+        Some(Detection::Finding(f)) => Some(f),
+        Some(Detection::NeedsDigest(mut p)) => {
+            let digest = crate::exe_digest::sha256_reader(&mut p.exe).ok();
+            d.complete(p, digest)
+        }
+        Some(other) => panic!("unexpected {other:?}"),
+        None => None,
     }
+}
+
+fn finding(d: &mut Detector, det: Option<Detection>) -> Finding {
+    settle(d, det).expect("a finding")
 }
 
 fn detector(self_pid: u32) -> Detector {
@@ -41,7 +52,12 @@ fn an_open_of_a_model_file_by_this_process_is_a_finding_with_its_digest() {
     let mut d = detector(0);
     let mut t = ProcessTable::new(100);
     let me = std::process::id();
-    let f = finding(d.on_event(&open(me, "/tmp/m/model.onnx", PathMatch::ModelFile), &mut t));
+    let det = d.on_event(&open(me, "/tmp/m/model.onnx", PathMatch::ModelFile), &mut t);
+    assert!(
+        matches!(det, Some(Detection::NeedsDigest(_))),
+        "first sight of a binary"
+    );
+    let f = finding(&mut d, det);
     assert_eq!(f.process.pid, me);
     assert_eq!(f.process.exe_sha256.len(), 64);
     assert!(f.process.exe.contains("vigil_agent"));
@@ -56,19 +72,21 @@ fn the_same_process_signal_and_object_is_one_finding_until_the_process_exits() {
     let mut t = ProcessTable::new(100);
     let me = std::process::id();
     let ev = open(me, "/tmp/m/model.onnx", PathMatch::ModelFile);
-    assert!(d.on_event(&ev, &mut t).is_some());
+    let first = d.on_event(&ev, &mut t);
+    assert!(settle(&mut d, first).is_some());
+    // Now the digest is cached: the repeat is recognised at once.
     assert!(d.on_event(&ev, &mut t).is_none());
     assert_eq!(d.suppressed_duplicates(), 1);
-    assert!(d
-        .on_event(&open(me, "/tmp/m/other.onnx", PathMatch::ModelFile), &mut t)
-        .is_some());
-    d.on_event(
-        &SensorEvent::Exit {
-            ctx: ctx(me),
-            exit_code: 0,
-        },
-        &mut t,
+    let other = d.on_event(&open(me, "/tmp/m/other.onnx", PathMatch::ModelFile), &mut t);
+    assert!(
+        matches!(other, Some(Detection::Finding(_))),
+        "digest cached"
     );
+    let exit = SensorEvent::Exit {
+        ctx: ctx(me),
+        exit_code: 0,
+    };
+    d.on_event(&exit, &mut t);
     assert!(d.on_event(&ev, &mut t).is_some());
 }
 
@@ -79,9 +97,41 @@ fn an_approved_binary_makes_no_finding() {
     let rules = BuiltinRules::new(ApprovedWorkloads::new([digest]));
     let mut d = Detector::new(rules, Procfs::default(), 0);
     let mut t = ProcessTable::new(100);
-    assert!(d
-        .on_event(&open(me, "/tmp/m/model.onnx", PathMatch::ModelFile), &mut t)
-        .is_none());
+    let det = d.on_event(&open(me, "/tmp/m/model.onnx", PathMatch::ModelFile), &mut t);
+    assert!(settle(&mut d, det).is_none());
+    // Cached now: decided at once.
+    let again = d.on_event(&open(me, "/tmp/m/model.onnx", PathMatch::ModelFile), &mut t);
+    assert!(again.is_none());
+}
+
+#[test]
+fn a_pending_digest_is_computed_from_the_file_opened_while_the_process_lived() {
+    // A short-lived process: its /proc entry is gone by the time the
+    // digest is computed, but the executable was opened at detection.
+    let mut child = std::process::Command::new("/bin/sleep")
+        .arg("5")
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut d = detector(0);
+    let mut t = ProcessTable::new(100);
+    let det = d.on_event(
+        &open(pid, "/tmp/m/model.onnx", PathMatch::ModelFile),
+        &mut t,
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let Some(Detection::NeedsDigest(mut p)) = det else {
+        panic!("expected a pending digest")
+    };
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    let digest = crate::exe_digest::sha256_reader(&mut p.exe).ok();
+    let f = d.complete(p, digest).unwrap();
+    let exe = std::path::Path::new(&f.process.exe);
+    assert_eq!(
+        f.process.exe_sha256,
+        crate::exe_digest::sha256_file(exe).unwrap()
+    );
 }
 
 #[test]
@@ -99,7 +149,8 @@ fn relative_paths_are_resolved_before_the_rules_see_them() {
     let mut d = detector(0);
     let mut t = ProcessTable::new(100);
     let me = std::process::id();
-    let f = finding(d.on_event(&open(me, "w.gguf", PathMatch::ModelFile), &mut t));
+    let det = d.on_event(&open(me, "w.gguf", PathMatch::ModelFile), &mut t);
+    let f = finding(&mut d, det);
     let cwd = std::env::current_dir().unwrap();
     assert_eq!(f.file.unwrap().path, cwd.join("w.gguf").to_string_lossy());
 }
@@ -108,10 +159,11 @@ fn relative_paths_are_resolved_before_the_rules_see_them() {
 fn a_missing_gpu_node_is_a_failed_open_and_still_a_finding() {
     let mut d = detector(0);
     let mut t = ProcessTable::new(100);
-    let f = finding(d.on_event(
+    let det = d.on_event(
         &open(std::process::id(), "/dev/nvidia0", PathMatch::GpuDevice),
         &mut t,
-    ));
+    );
+    let f = finding(&mut d, det);
     assert_eq!(f.signal, SignalKind::GpuDevice);
     let how = if std::path::Path::new("/dev/nvidia0").exists() {
         "opened"
@@ -137,10 +189,8 @@ fn listeners_on_ollamas_port_are_findings_and_on_http_ports_are_probed() {
         local: SocketAddr::from(([0, 0, 0, 0], port)),
         remote: SocketAddr::from(([0, 0, 0, 0], 0)),
     };
-    assert_eq!(
-        finding(d.on_event(&net(11434), &mut t)).signal,
-        SignalKind::AiServing
-    );
+    let det = d.on_event(&net(11434), &mut t);
+    assert_eq!(finding(&mut d, det).signal, SignalKind::AiServing);
     assert!(matches!(
         d.on_event(&net(8080), &mut t),
         Some(Detection::ProbeListener { .. })

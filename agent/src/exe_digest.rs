@@ -7,9 +7,16 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+/// Identity of one version of a file.
+pub type FileKey = (u64, u64, i64, i64);
+
+pub fn file_key(meta: &std::fs::Metadata) -> FileKey {
+    (meta.dev(), meta.ino(), meta.mtime(), meta.mtime_nsec())
+}
+
 #[derive(Debug, Default)]
 pub struct ExeDigestCache {
-    by_file: HashMap<(u64, u64, i64, i64), String>,
+    by_file: HashMap<FileKey, String>,
     capacity: usize,
 }
 
@@ -21,19 +28,27 @@ impl ExeDigestCache {
         }
     }
 
-    /// Hex sha256 of the file at `path` (e.g. `/proc/PID/exe`), or None when
-    /// it cannot be read.
-    pub fn digest(&mut self, path: &Path) -> Option<String> {
-        let meta = std::fs::metadata(path).ok()?;
-        let key = (meta.dev(), meta.ino(), meta.mtime(), meta.mtime_nsec());
-        if let Some(d) = self.by_file.get(&key) {
-            return Some(d.clone());
-        }
-        let digest = sha256_file(path).ok()?;
+    pub fn get(&self, key: &FileKey) -> Option<&String> {
+        self.by_file.get(key)
+    }
+
+    pub fn insert(&mut self, key: FileKey, digest: String) {
         if self.by_file.len() >= self.capacity {
             self.by_file.clear();
         }
-        self.by_file.insert(key, digest.clone());
+        self.by_file.insert(key, digest);
+    }
+
+    /// Hex sha256 of the file at `path` (e.g. `/proc/PID/exe`), computed
+    /// here if not cached; None when it cannot be read.
+    pub fn digest(&mut self, path: &Path) -> Option<String> {
+        let mut file = std::fs::File::open(path).ok()?;
+        let key = file_key(&file.metadata().ok()?);
+        if let Some(d) = self.by_file.get(&key) {
+            return Some(d.clone());
+        }
+        let digest = sha256_reader(&mut file).ok()?;
+        self.insert(key, digest.clone());
         Some(digest)
     }
 
@@ -46,18 +61,21 @@ impl ExeDigestCache {
     }
 }
 
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
+pub fn sha256_reader(reader: &mut impl Read) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = file.read(&mut buf)?;
+        let n = reader.read(&mut buf)?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
     }
     Ok(hex::encode(hasher.finalize()))
+}
+
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    sha256_reader(&mut std::fs::File::open(path)?)
 }
 
 #[cfg(test)]

@@ -38,6 +38,14 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let approved = ApprovedWorkloads::new(config.approved_exe_sha256.iter().cloned());
     let mut detector = Detector::new(BuiltinRules::new(approved), procfs, std::process::id());
     // Listener probes run off the event loop and report back here.
+    // Executable digests are computed off the event loop and reported back
+    // here; `hashing` parks findings whose file is already being hashed.
+    let mut hashing: std::collections::HashMap<
+        crate::exe_digest::FileKey,
+        Vec<crate::detector::PendingFinding>,
+    > = std::collections::HashMap::new();
+    let (hashed_tx, mut hashed) =
+        mpsc::unbounded_channel::<(crate::detector::PendingFinding, Option<String>)>();
     let (probed_tx, mut probed) =
         mpsc::unbounded_channel::<(ProcessInfo, std::net::SocketAddr, bool, i64)>();
     let running = detector.scan_running(&mut table);
@@ -97,6 +105,22 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                                 let _ = tx.send((process, local, yes, observed_at_unix_nanos));
                             });
                         }
+                        Some(Detection::NeedsDigest(mut pending)) => {
+                            // One hash per file version at a time; later findings wait on it.
+                            match hashing.entry(pending.key()) {
+                                std::collections::hash_map::Entry::Occupied(mut waiting) => {
+                                    waiting.get_mut().push(pending);
+                                }
+                                std::collections::hash_map::Entry::Vacant(slot) => {
+                                    slot.insert(Vec::new());
+                                    let tx = hashed_tx.clone();
+                                    tokio::task::spawn_blocking(move || {
+                                        let digest = crate::exe_digest::sha256_reader(&mut pending.exe).ok();
+                                        let _ = tx.send((pending, digest));
+                                    });
+                                }
+                            }
+                        }
                         None => {}
                     }
                 }
@@ -104,6 +128,15 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 if matches!(sensor, Sensor::Procfs(_)) {
                     for finding in detector.scan_running(&mut table) {
                         spool_finding(&spool, finding, clock::boot_now_ns())?;
+                    }
+                }
+            }
+            Some((pending, digest)) = hashed.recv() => {
+                let waiting = hashing.remove(&pending.key()).unwrap_or_default();
+                for p in std::iter::once(pending).chain(waiting) {
+                    let event_boot_ns = p.event_boot_ns;
+                    if let Some(finding) = detector.complete(p, digest.clone()) {
+                        spool_finding(&spool, finding, event_boot_ns)?;
                     }
                 }
             }

@@ -38,6 +38,96 @@ pub enum Observation<'a> {
     },
 }
 
+/// An `Observation` that owns its data, to be evaluated later (after the
+/// executable's digest is computed off the event loop).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnedObservation {
+    FileOpened {
+        path: String,
+        head: Option<Vec<u8>>,
+    },
+    DeviceOpened {
+        path: String,
+        failed: bool,
+    },
+    LibraryMapped {
+        name: String,
+        path: String,
+    },
+    Connected {
+        address: String,
+        port: u16,
+    },
+    Listening {
+        address: String,
+        port: u16,
+        openai_routes: bool,
+    },
+}
+
+impl Observation<'_> {
+    pub fn to_owned_observation(&self) -> OwnedObservation {
+        match *self {
+            Observation::FileOpened { path, head } => OwnedObservation::FileOpened {
+                path: path.to_string(),
+                head: head.map(<[u8]>::to_vec),
+            },
+            Observation::DeviceOpened { path, failed } => OwnedObservation::DeviceOpened {
+                path: path.to_string(),
+                failed,
+            },
+            Observation::LibraryMapped { name, path } => OwnedObservation::LibraryMapped {
+                name: name.to_string(),
+                path: path.to_string(),
+            },
+            Observation::Connected { address, port } => OwnedObservation::Connected {
+                address: address.to_string(),
+                port,
+            },
+            Observation::Listening {
+                address,
+                port,
+                openai_routes,
+            } => OwnedObservation::Listening {
+                address: address.to_string(),
+                port,
+                openai_routes,
+            },
+        }
+    }
+}
+
+impl OwnedObservation {
+    pub fn as_observation(&self) -> Observation<'_> {
+        match self {
+            OwnedObservation::FileOpened { path, head } => Observation::FileOpened {
+                path,
+                head: head.as_deref(),
+            },
+            OwnedObservation::DeviceOpened { path, failed } => Observation::DeviceOpened {
+                path,
+                failed: *failed,
+            },
+            OwnedObservation::LibraryMapped { name, path } => {
+                Observation::LibraryMapped { name, path }
+            }
+            OwnedObservation::Connected { address, port } => Observation::Connected {
+                address,
+                port: *port,
+            },
+            OwnedObservation::Listening {
+                address,
+                port,
+                openai_routes,
+            } => Observation::Listening {
+                address,
+                port: *port,
+                openai_routes: *openai_routes,
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct BuiltinRules {
     pub approved: ApprovedWorkloads,
@@ -287,6 +377,21 @@ mod tests {
         assert!(rules
             .evaluate(&python(), open("/etc/passwd", None), 7)
             .is_none());
+    }
+
+    #[test]
+    fn owned_observations_evaluate_like_borrowed_ones() {
+        let r = BuiltinRules::default();
+        let head = b"GGUF\x03\x00\x00\x00".to_vec();
+        let obs = Observation::FileOpened {
+            path: "/m/x.gguf",
+            head: Some(&head),
+        };
+        let owned = obs.to_owned_observation();
+        assert_eq!(
+            r.evaluate(&python(), obs, 1),
+            r.evaluate(&python(), owned.as_observation(), 1)
+        );
     }
 
     #[test]

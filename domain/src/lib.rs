@@ -16,8 +16,8 @@ mod signal_lists;
 pub use alert::{AgentRecord, Alert, SensorCounters, SensorMode};
 pub use approval::ApprovedWorkloads;
 pub use builtin_rules::{
-    BuiltinRules, Observation, AI_EGRESS_RULE_ID, AI_RUNTIME_RULE_ID, AI_SERVING_RULE_ID,
-    GPU_DEVICE_RULE_ID,
+    BuiltinRules, Observation, OwnedObservation, AI_EGRESS_RULE_ID, AI_RUNTIME_RULE_ID,
+    AI_SERVING_RULE_ID, GPU_DEVICE_RULE_ID,
 };
 pub use finding::{FileObject, Finding, NetDirection, NetObject, Severity, SignalKind};
 pub use model_file::{

@@ -225,26 +225,34 @@ pub async fn connect(endpoint: &str) -> Channel {
     }
 }
 
+/// Held by each running agent: within one test binary, agents run one at a
+/// time. Two agents on one host see each other's content reads of model
+/// files as findings (a real host runs one), and each would hash the other's
+/// large debug binary, so concurrent agents would measure each other.
+static ONE_AGENT_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub struct Agent {
     pub daemon: Daemon,
     pub log: PathBuf,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl Agent {
-    pub fn start(data_dir: &Path, control_plane: &str, agent_id: &str) -> Agent {
-        Self::start_with(data_dir, control_plane, agent_id, &[])
+    pub async fn start(data_dir: &Path, control_plane: &str, agent_id: &str) -> Agent {
+        Self::start_with(data_dir, control_plane, agent_id, &[]).await
     }
 
     /// Starts an agent with extra command-line flags.
     /// Starts an agent with extra command-line flags. Without a
     /// `--sensor-mode` among them, the agent must load eBPF or fail: a test
     /// never silently runs on the degraded fallback.
-    pub fn start_with(
+    pub async fn start_with(
         data_dir: &Path,
         control_plane: &str,
         agent_id: &str,
         extra: &[&str],
     ) -> Agent {
+        let turn = ONE_AGENT_AT_A_TIME.lock().await;
         let mode: &[&str] = if extra.contains(&"--sensor-mode") {
             &[]
         } else {
@@ -267,6 +275,7 @@ impl Agent {
         Agent {
             daemon: Daemon::start(cmd, "vigil-agent", "vigil-agent ready", &log),
             log,
+            _turn: turn,
         }
     }
 }

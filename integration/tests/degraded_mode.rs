@@ -19,7 +19,8 @@ async fn procfs_polling_finds_a_model_holder_and_reports_degraded_mode() {
         &cp.endpoint(),
         "degraded-agent",
         &["--sensor-mode", "procfs", "--procfs-poll-ms", "200"],
-    );
+    )
+    .await;
 
     let model = tmp.path().join("held.safetensors");
     let mut header = 2u64.to_le_bytes().to_vec();

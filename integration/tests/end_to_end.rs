@@ -87,7 +87,7 @@ async fn model_file_open_reaches_vigilctl_and_siem_and_survives_a_control_plane_
     let port = free_port();
     let mut cp = ControlPlane::start(&tmp.path().join("cp"), port);
     cp.wait_leader().await;
-    let _agent = Agent::start(&tmp.path().join("agent"), &cp.endpoint(), "e2e-agent");
+    let _agent = Agent::start(&tmp.path().join("agent"), &cp.endpoint(), "e2e-agent").await;
     let mut siem = spawn_siem_client(cp.endpoint(), 0);
     // An operator following alerts live, as in the README's tour.
     let mut follow = Command::new(binary("vigilctl"))
@@ -233,7 +233,7 @@ async fn an_agent_started_before_its_control_plane_keeps_retrying_and_loses_noth
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let endpoint = format!("http://127.0.0.1:{port}");
-    let agent = Agent::start(&tmp.path().join("agent"), &endpoint, "early-agent");
+    let agent = Agent::start(&tmp.path().join("agent"), &endpoint, "early-agent").await;
     let model = tmp.path().join("early.gguf");
     std::fs::write(&model, b"GGUF\x03\x00\x00\x00").unwrap();
     let pid = python_opens(&model);

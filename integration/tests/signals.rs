@@ -22,7 +22,7 @@ impl Host {
         std::fs::create_dir_all(&dir).unwrap();
         let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
         cp.wait_leader().await;
-        let agent = Agent::start(&tmp.path().join("agent"), &cp.endpoint(), id);
+        let agent = Agent::start(&tmp.path().join("agent"), &cp.endpoint(), id).await;
         Host {
             _tmp: tmp,
             dir,
@@ -314,7 +314,7 @@ async fn a_process_started_before_the_agent_holding_a_model_open_is_found() {
     .await;
     let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
     cp.wait_leader().await;
-    let _agent = Agent::start(&tmp.path().join("agent"), &cp.endpoint(), "late-agent");
+    let _agent = Agent::start(&tmp.path().join("agent"), &cp.endpoint(), "late-agent").await;
     let a = wait_for(
         "the startup scan to report the held model",
         Duration::from_secs(15),
