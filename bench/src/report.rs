@@ -111,7 +111,7 @@ impl Report {
         md.push_str("This host is a noisy shared VM, so every figure is a ratio against a baseline measured in the same run: ");
         md.push_str("storm conditions are rotated round by round and the median of the rounds is reported.\n\n");
         md.push_str(&format!(
-            "- host: {} CPUs ({cpu}), kernel {}\n- conditions: {}\n- rounds: {rounds}, each storm {:.1} s (open storm: 1 thread of openat+close; exec storm: 2 threads of fork+exec+wait of /bin/true)\n- latency probes: 300 opens of distinct `.onnx` files 5 ms apart, idle, then 300 during an exec storm\n\n",
+            "- host: {} CPUs ({cpu}), kernel {}\n- conditions: {}\n- rounds: {rounds}, each storm {:.1} s (open storm: 1 thread of openat+close; exec storm: 2 threads of fork+exec+wait of /bin/true)\n- latency probes: one first-sight probe (the first finding of a binary the agent has not hashed yet), then 300 opens of distinct `.onnx` files 5 ms apart, idle, then 300 during an exec storm\n\n",
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             kernel.trim(),
             conditions.join(", "),
