@@ -1,6 +1,9 @@
 //! The agent's main loop: sensors → process table → detector → spool, with
 //! the shipper running beside it.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 use vigil_domain::{ApprovedWorkloads, BuiltinRules, Finding, Observation, ProcessInfo};
@@ -9,7 +12,8 @@ use vigil_proto::types::v1 as types_pb;
 
 use crate::clock;
 use crate::config::{hostname, AgentConfig};
-use crate::detector::{Detection, Detector};
+use crate::detector::{Detection, Detector, PendingFinding};
+use crate::exe_digest::FileKey;
 use crate::process_table::ProcessTable;
 use crate::procfs::Procfs;
 use crate::sensors::Sensor;
@@ -37,15 +41,11 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
 
     let approved = ApprovedWorkloads::new(config.approved_exe_sha256.iter().cloned());
     let mut detector = Detector::new(BuiltinRules::new(approved), procfs, std::process::id());
-    // Listener probes run off the event loop and report back here.
     // Executable digests are computed off the event loop and reported back
     // here; `hashing` parks findings whose file is already being hashed.
-    let mut hashing: std::collections::HashMap<
-        crate::exe_digest::FileKey,
-        Vec<crate::detector::PendingFinding>,
-    > = std::collections::HashMap::new();
-    let (hashed_tx, mut hashed) =
-        mpsc::unbounded_channel::<(crate::detector::PendingFinding, Option<String>)>();
+    let mut hashing: HashMap<FileKey, Vec<PendingFinding>> = HashMap::new();
+    let (hashed_tx, mut hashed) = mpsc::unbounded_channel::<(PendingFinding, Option<String>)>();
+    // Listener probes run off the event loop and report back here.
     let (probed_tx, mut probed) =
         mpsc::unbounded_channel::<(ProcessInfo, std::net::SocketAddr, bool, i64)>();
     let running = detector.scan_running(&mut table);
@@ -108,10 +108,10 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                         Some(Detection::NeedsDigest(mut pending)) => {
                             // One hash per file version at a time; later findings wait on it.
                             match hashing.entry(pending.key()) {
-                                std::collections::hash_map::Entry::Occupied(mut waiting) => {
+                                Entry::Occupied(mut waiting) => {
                                     waiting.get_mut().push(pending);
                                 }
-                                std::collections::hash_map::Entry::Vacant(slot) => {
+                                Entry::Vacant(slot) => {
                                     slot.insert(Vec::new());
                                     let tx = hashed_tx.clone();
                                     tokio::task::spawn_blocking(move || {

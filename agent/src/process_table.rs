@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use vigil_domain::ProcessInfo;
 
-use crate::procfs::{ProcSnapshot, Procfs};
+use crate::procfs::Procfs;
 use crate::sensors::EventContext;
 
 /// How the table learned of a process.
@@ -35,22 +35,6 @@ pub struct ProcessTable {
     procs: HashMap<u32, ProcessEntry>,
     capacity: usize,
     overflows: u64,
-}
-
-impl From<ProcSnapshot> for ProcessInfo {
-    fn from(s: ProcSnapshot) -> Self {
-        ProcessInfo {
-            pid: s.pid,
-            ppid: s.ppid,
-            uid: s.uid,
-            exe: s.exe,
-            argv: s.argv,
-            comm: s.comm,
-            cgroup_id: s.cgroup_id,
-            mnt_ns: s.mnt_ns,
-            exe_sha256: String::new(),
-        }
-    }
 }
 
 impl ProcessTable {
@@ -100,7 +84,7 @@ impl ProcessTable {
         for pid in procfs.pids()? {
             if let Some(snap) = procfs.process(pid) {
                 self.insert(ProcessEntry {
-                    info: snap.into(),
+                    info: snap,
                     origin: Origin::Snapshot,
                 });
                 n += 1;
@@ -137,28 +121,22 @@ impl ProcessTable {
         if let Some(e) = self.procs.get(&ctx.pid) {
             return e.info.clone();
         }
+        let from_event = ProcessInfo {
+            pid: ctx.pid,
+            ppid: ctx.ppid,
+            uid: ctx.uid,
+            comm: ctx.comm.clone(),
+            cgroup_id: ctx.cgroup_id,
+            mnt_ns: ctx.mnt_ns,
+            ..Default::default()
+        };
         let info = match self.procs.get(&ctx.ppid) {
             Some(parent) => ProcessInfo {
-                pid: ctx.pid,
-                ppid: ctx.ppid,
-                uid: ctx.uid,
-                comm: ctx.comm.clone(),
-                cgroup_id: ctx.cgroup_id,
-                mnt_ns: ctx.mnt_ns,
-                ..parent.info.clone()
+                exe: parent.info.exe.clone(),
+                argv: parent.info.argv.clone(),
+                ..from_event
             },
-            None => match procfs.process(ctx.pid) {
-                Some(snap) => snap.into(),
-                None => ProcessInfo {
-                    pid: ctx.pid,
-                    ppid: ctx.ppid,
-                    uid: ctx.uid,
-                    comm: ctx.comm.clone(),
-                    cgroup_id: ctx.cgroup_id,
-                    mnt_ns: ctx.mnt_ns,
-                    ..Default::default()
-                },
-            },
+            None => procfs.process(ctx.pid).unwrap_or(from_event),
         };
         self.insert(ProcessEntry {
             info: info.clone(),

@@ -4,18 +4,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// A process as /proc shows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProcSnapshot {
-    pub pid: u32,
-    pub ppid: u32,
-    pub uid: u32,
-    pub exe: String,
-    pub argv: Vec<String>,
-    pub comm: String,
-    pub cgroup_id: u64,
-    pub mnt_ns: u64,
-}
+use vigil_domain::ProcessInfo;
 
 #[derive(Debug, Clone)]
 pub struct Procfs {
@@ -54,8 +43,9 @@ impl Procfs {
         Ok(pids)
     }
 
-    /// The process, or None when it is gone (or is a kernel thread).
-    pub fn process(&self, pid: u32) -> Option<ProcSnapshot> {
+    /// The process as /proc shows it (no exe digest), or None when it is
+    /// gone (or is a kernel thread).
+    pub fn process(&self, pid: u32) -> Option<ProcessInfo> {
         let dir = self.root.join(pid.to_string());
         let status = std::fs::read_to_string(dir.join("status")).ok()?;
         let field = |name: &str| {
@@ -71,7 +61,7 @@ impl Procfs {
             .map(|b| split_nul(&b))
             .unwrap_or_default();
         let exe = self.exe(pid).unwrap_or_default();
-        Some(ProcSnapshot {
+        Some(ProcessInfo {
             pid,
             ppid,
             uid,
@@ -80,6 +70,7 @@ impl Procfs {
             comm,
             cgroup_id: self.cgroup_id(pid).unwrap_or(0),
             mnt_ns: self.mnt_ns(pid).unwrap_or(0),
+            exe_sha256: String::new(),
         })
     }
 
