@@ -24,3 +24,12 @@ int empty_inet_state(void *ctx) { return 0; }
 
 SEC("tracepoint/syscalls/sys_enter_mmap")
 int empty_mmap(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_enter_openat2")
+int empty_openat2(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_enter_open")
+int empty_open(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_enter_creat")
+int empty_creat(void *ctx) { return 0; }

@@ -230,8 +230,8 @@ static __always_inline bool is_agent(void)
 	return (__u32)(bpf_get_current_pid_tgid() >> 32) == AGENT_TGID;
 }
 
-SEC("tracepoint/syscalls/sys_enter_openat")
-int vigil_openat(struct syscall_trace_enter *ctx)
+/* Every open syscall ends here: the path is matched against the table. */
+static __always_inline int on_open(const char *upath, int dfd, __u32 flags)
 {
 	if (is_agent()) {
 		count(VIGIL_COUNTER_FILTERED);
@@ -241,8 +241,6 @@ int vigil_openat(struct syscall_trace_enter *ctx)
 	struct path_scratch *ps = bpf_map_lookup_elem(&PATH_SCRATCH, &zero);
 	if (!ps)
 		return 0;
-	/* The context is readable directly (no probe_read); offsets stay CO-RE. */
-	const char *upath = (const char *)ctx->args[1];
 	long n = bpf_probe_read_user_str(ps->path, VIGIL_PATH_MAX, upath);
 	if (n <= 1) {
 		count(VIGIL_COUNTER_FILTERED);
@@ -266,8 +264,8 @@ int vigil_openat(struct syscall_trace_enter *ctx)
 	if (plen > VIGIL_PATH_MAX)
 		return 0;
 	bpf_probe_read_kernel(ev->path, plen, ps->path);
-	ev->dfd = (__s32)ctx->args[0];
-	ev->flags = (__u32)ctx->args[2];
+	ev->dfd = dfd;
+	ev->flags = flags;
 	ev->match = match;
 	ev->path_len = plen;
 	__u64 size = offsetof(struct vigil_open_event, path) + plen;
@@ -276,6 +274,35 @@ int vigil_openat(struct syscall_trace_enter *ctx)
 	 * of: wake the agent now rather than when the kernel next gets to it. */
 	emit(ev, size, BPF_RB_FORCE_WAKEUP);
 	return 0;
+}
+
+#define AT_FDCWD -100
+#define O_CREAT_WRONLY_TRUNC 01101
+
+/* The context is read directly (no probe_read); offsets stay CO-RE. */
+SEC("tracepoint/syscalls/sys_enter_openat")
+int vigil_openat(struct syscall_trace_enter *ctx)
+{
+	return on_open((const char *)ctx->args[1], (int)ctx->args[0], (__u32)ctx->args[2]);
+}
+
+/* openat2(dfd, path, struct open_how *how, size): flags live in user memory. */
+SEC("tracepoint/syscalls/sys_enter_openat2")
+int vigil_openat2(struct syscall_trace_enter *ctx)
+{
+	return on_open((const char *)ctx->args[1], (int)ctx->args[0], 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_open")
+int vigil_open(struct syscall_trace_enter *ctx)
+{
+	return on_open((const char *)ctx->args[0], AT_FDCWD, (__u32)ctx->args[1]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_creat")
+int vigil_creat(struct syscall_trace_enter *ctx)
+{
+	return on_open((const char *)ctx->args[0], AT_FDCWD, O_CREAT_WRONLY_TRUNC);
 }
 
 #define TCP_SYN_SENT 2

@@ -97,6 +97,11 @@ fn attach(c: Condition, s: &Settings, cp: &str, round: usize) -> anyhow::Result<
                 ("empty_exec", "sched", "sched_process_exec"),
                 ("empty_exit", "sched", "sched_process_exit"),
                 ("empty_openat", "syscalls", "sys_enter_openat"),
+                ("empty_openat2", "syscalls", "sys_enter_openat2"),
+                ("empty_open", "syscalls", "sys_enter_open"),
+                ("empty_creat", "syscalls", "sys_enter_creat"),
+                ("empty_mmap", "syscalls", "sys_enter_mmap"),
+                ("empty_inet_state", "sock", "inet_sock_set_state"),
             ] {
                 let tp: &mut TracePoint = ebpf.program_mut(prog).context(prog)?.try_into()?;
                 tp.load()?;

@@ -171,6 +171,29 @@ async fn runtime_libraries_gpu_nodes_and_short_lived_model_opens() {
     assert_eq!(object_of(&a), st.to_str().unwrap());
     eprintln!("cat lived {lived:?} (spawn to reap) and was seen");
 
+    // The other open syscalls: open(2), creat(2) and openat2(2), called directly.
+    let opener = cc(
+        &h.dir,
+        "opener",
+        "#define _GNU_SOURCE\n#include <fcntl.h>\n#include <linux/openat2.h>\n#include <sys/syscall.h>\n#include <unistd.h>\nint main(int c, char **v) {\n  if (syscall(SYS_open, v[1], O_RDONLY) < 0) return 1;\n  if (syscall(SYS_creat, v[2], 0600) < 0) return 2;\n  struct open_how how = { .flags = O_RDONLY };\n  if (syscall(SYS_openat2, AT_FDCWD, v[3], &how, sizeof(how)) < 0) return 3;\n  return 0;\n}\n",
+        &[],
+    );
+    let via: Vec<PathBuf> = ["via-open.gguf", "via-creat.gguf", "via-openat2.gguf"]
+        .iter()
+        .map(|n| h.dir.join(n))
+        .collect();
+    for p in [&via[0], &via[2]] {
+        std::fs::write(p, b"GGUF\x03\x00\x00\x00").unwrap();
+    }
+    let pid = run(Command::new(&opener).args(&via));
+    for p in &via {
+        let want = p.to_str().unwrap().to_string();
+        h.alert(&format!("model_file via {want}"), |a| {
+            pid_of(a) == pid && object_of(a) == want
+        })
+        .await;
+    }
+
     // Benign look-alikes: a text model.txt, .bin files out of a tarball,
     // a compiler run. Then a marker: once it is seen, everything before it was.
     let benign = h.dir.join("benign");

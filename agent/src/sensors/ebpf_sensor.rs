@@ -15,13 +15,18 @@ use super::path_filter;
 static SENSORS_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensors.bpf.o"));
 
-/// (program, tracepoint category, tracepoint name).
-const TRACEPOINTS: &[(&str, &str, &str)] = &[
-    ("vigil_exec", "sched", "sched_process_exec"),
-    ("vigil_exit", "sched", "sched_process_exit"),
-    ("vigil_openat", "syscalls", "sys_enter_openat"),
-    ("vigil_mmap", "syscalls", "sys_enter_mmap"),
-    ("vigil_inet_state", "sock", "inet_sock_set_state"),
+/// (program, tracepoint category, tracepoint name, required). A tracepoint
+/// that is not required may be missing on some architectures or kernels
+/// (there is no `open` syscall on arm64): it is then skipped and logged.
+const TRACEPOINTS: &[(&str, &str, &str, bool)] = &[
+    ("vigil_exec", "sched", "sched_process_exec", true),
+    ("vigil_exit", "sched", "sched_process_exit", true),
+    ("vigil_openat", "syscalls", "sys_enter_openat", true),
+    ("vigil_openat2", "syscalls", "sys_enter_openat2", false),
+    ("vigil_open", "syscalls", "sys_enter_open", false),
+    ("vigil_creat", "syscalls", "sys_enter_creat", false),
+    ("vigil_mmap", "syscalls", "sys_enter_mmap", true),
+    ("vigil_inet_state", "sock", "inet_sock_set_state", true),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +79,7 @@ impl EbpfSensor {
             .override_global("AI_PORT_COUNT", &port_count, true)
             .load(SENSORS_OBJECT)?;
         let mut hooks = Vec::new();
-        for &(program, category, name) in TRACEPOINTS {
+        for &(program, category, name, required) in TRACEPOINTS {
             let err = |source| SensorError::Program { program, source };
             let tp: &mut TracePoint = ebpf
                 .program_mut(program)
@@ -85,8 +90,13 @@ impl EbpfSensor {
                 .try_into()
                 .map_err(err)?;
             tp.load().map_err(err)?;
-            tp.attach(category, name).map_err(err)?;
-            hooks.push(format!("tracepoint/{category}/{name}"));
+            match tp.attach(category, name) {
+                Ok(_) => hooks.push(format!("tracepoint/{category}/{name}")),
+                Err(e) if !required => {
+                    tracing::info!(tracepoint = %format!("{category}/{name}"), error = %e, "optional tracepoint not attached");
+                }
+                Err(e) => return Err(err(e)),
+            }
         }
         let ring =
             RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(|e| SensorError::Map {
