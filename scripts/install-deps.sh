@@ -16,6 +16,7 @@ have cc || need_apt+=(gcc)
 have make || need_apt+=(make)
 have pkg-config || need_apt+=(pkg-config)
 have python3 || need_apt+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 have ip || need_apt+=(iproute2)
 have curl || need_apt+=(curl ca-certificates)
 pkg_installed linux-libc-dev || need_apt+=(linux-libc-dev)
@@ -34,6 +35,17 @@ if ! have cargo; then
   echo "install-deps: no Rust toolchain; installing rustup with Rust 1.95 (needs internet access)"
   curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal \
     --default-toolchain 1.95.0 --component clippy,rustfmt
+fi
+
+# ONNX Runtime from its PyPI wheel: the real library for tests that load it
+# (and, later, the sidecar). Into the repository, not the system.
+ort_dir="$(cd "$(dirname "$0")/.." && pwd)/.vigil/deps/python"
+if [ ! -d "$ort_dir/onnxruntime" ]; then
+  echo "install-deps: onnxruntime 1.32.0 wheel into $ort_dir"
+  extra=()
+  python3 -m pip install --help 2>/dev/null | grep -q -- --break-system-packages && extra+=(--break-system-packages)
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "${extra[@]}" \
+    --no-deps --target "$ort_dir" onnxruntime==1.32.0 numpy==2.4.6
 fi
 
 # The sensors need tracefs (the agent also mounts it itself) and bpffs.

@@ -138,6 +138,25 @@ async fn runtime_libraries_gpu_nodes_and_short_lived_model_opens() {
         object_of(&a)
     );
 
+    // python loads the real ONNX Runtime (the PyPI wheel `make deps` installs).
+    let ort = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.vigil/deps/python");
+    assert!(
+        ort.join("onnxruntime").is_dir(),
+        "{} is missing: run `make deps`",
+        ort.display()
+    );
+    let pid = run(python("import onnxruntime").env("PYTHONPATH", &ort));
+    let a = h
+        .alert("ai_runtime for import onnxruntime", |a| {
+            pid_of(a) == pid && signal_of(a) == SignalKind::AiRuntime
+        })
+        .await;
+    assert!(
+        object_of(&a).contains("/onnxruntime/capi/"),
+        "{}",
+        object_of(&a)
+    );
+
     // An open of /dev/nvidia0 that fails with ENOENT is still a signal.
     assert!(
         !Path::new("/dev/nvidia0").exists(),
