@@ -366,3 +366,53 @@ async fn a_process_started_before_the_agent_holding_a_model_open_is_found() {
     assert_eq!(object_of(&a), model.to_str().unwrap());
     assert_eq!(signal_of(&a), SignalKind::ModelFile);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_argv_and_maximum_length_paths_are_reported_not_fatal() {
+    use std::os::unix::ffi::OsStrExt;
+    if !privileged("invalid_utf8_argv_and_maximum_length_paths_are_reported_not_fatal") {
+        return;
+    }
+    let h = Host::start("signals-bad-input").await;
+
+    // An argv element that is not UTF-8: cat fails on it, then opens the model.
+    let model = h.dir.join("argv.onnx");
+    std::fs::write(&model, b"\x08\x07").unwrap();
+    let mut child = Command::new("/bin/cat")
+        .arg(std::ffi::OsStr::from_bytes(b"\xff\xfe-not-utf8"))
+        .arg(&model)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    let a = h
+        .alert("a finding for the invalid-UTF-8 argv", |a| pid_of(a) == pid)
+        .await;
+    let argv = a.finding.unwrap().process.unwrap().argv;
+    assert!(
+        argv.iter()
+            .any(|x| x.starts_with("\u{fffd}\u{fffd}-not-utf8")),
+        "{argv:?}"
+    );
+
+    // A model file at close to the longest path the kernel accepts (4095 bytes).
+    let mut deep = h.dir.clone();
+    while deep.as_os_str().len() < 4095 - 250 - 16 {
+        deep = deep.join("d".repeat(200));
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    let room = 4095 - deep.as_os_str().len() - 1 - ".onnx".len();
+    let long = deep.join(format!("{}.onnx", "m".repeat(room.min(250))));
+    std::fs::write(&long, b"\x08\x07").unwrap();
+    let want = long.to_str().unwrap().to_string();
+    assert!(want.len() > 3800, "path of {} bytes", want.len());
+    let pid = run(Command::new("/bin/cat").arg(&long).stdout(Stdio::null()));
+    let a = h
+        .alert("a finding for the longest path", |a| pid_of(a) == pid)
+        .await;
+    assert_eq!(object_of(&a), want);
+    let log = std::fs::read_to_string(&h.agent.log).unwrap();
+    assert!(!log.contains("panicked"), "{log}");
+}
