@@ -41,6 +41,9 @@ pub struct SensorCounters {
     pub filtered: u64,
     /// Records lost because the ring buffer was full.
     pub dropped: u64,
+    /// Records the agent read from the ring buffer (decoded or not).
+    #[serde(default)]
+    pub received: u64,
 }
 
 /// What the control plane knows of one agent.

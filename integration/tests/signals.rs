@@ -416,3 +416,48 @@ async fn invalid_utf8_argv_and_maximum_length_paths_are_reported_not_fatal() {
     let log = std::fs::read_to_string(&h.agent.log).unwrap();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_process_storm_every_record_the_kernel_emitted_was_received() {
+    if !privileged("after_a_process_storm_every_record_the_kernel_emitted_was_received") {
+        return;
+    }
+    let h = Host::start("signals-storm").await;
+    let started = std::time::Instant::now();
+    run(Command::new("sh").args([
+        "-c",
+        "i=0; while [ $i -lt 2000 ]; do /bin/true; i=$((i+1)); done",
+    ]));
+    let rate = 2000.0 / started.elapsed().as_secs_f64();
+    let mut admin = h.cp.admin().await;
+    let counters = wait_for(
+        "emitted == received at the control plane",
+        Duration::from_secs(20),
+        || {
+            let mut admin = admin.clone();
+            async move {
+                let s = admin
+                    .cluster_status(vigil_proto::admin::v1::ClusterStatusRequest {})
+                    .await
+                    .ok()?
+                    .into_inner();
+                let c = s
+                    .agents
+                    .iter()
+                    .find(|a| a.agent_id == "signals-storm")?
+                    .counters?;
+                (c.emitted >= 4000 && c.emitted == c.received).then_some(c)
+            }
+        },
+    )
+    .await;
+    let _ = &mut admin;
+    eprintln!(
+        "{rate:.0} processes/s: emitted {} received {} dropped {} filtered {}",
+        counters.emitted, counters.received, counters.dropped, counters.filtered
+    );
+    assert_eq!(
+        counters.dropped, 0,
+        "the ring buffer overflowed at {rate:.0} processes/s"
+    );
+}

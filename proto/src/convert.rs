@@ -244,6 +244,7 @@ impl From<pb::SensorCounters> for domain::SensorCounters {
             emitted: c.emitted,
             filtered: c.filtered,
             dropped: c.dropped,
+            received: c.received,
         }
     }
 }
@@ -254,6 +255,7 @@ impl From<domain::SensorCounters> for pb::SensorCounters {
             emitted: c.emitted,
             filtered: c.filtered,
             dropped: c.dropped,
+            received: c.received,
         }
     }
 }

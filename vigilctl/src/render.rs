@@ -80,7 +80,7 @@ pub fn status_text(s: &pb::ClusterStatusResponse, now: i64) -> String {
         let ago = (now - a.last_heartbeat_unix_nanos).max(0) as f64 / 1e9;
         let c = a.counters.unwrap_or_default();
         out.push_str(&format!(
-            "  {} ({}) mode={} version={} kernel={} last heartbeat {ago:.1}s ago | acked seq {} | spooled {} | events emitted {} filtered {} dropped {}\n",
+            "  {} ({}) mode={} version={} kernel={} last heartbeat {ago:.1}s ago | acked seq {} | spooled {} | events emitted {} received {} filtered {} dropped {}\n",
             a.hostname,
             a.agent_id,
             mode(a.sensor_mode),
@@ -89,6 +89,7 @@ pub fn status_text(s: &pb::ClusterStatusResponse, now: i64) -> String {
             a.last_acked_seq,
             a.spooled,
             c.emitted,
+            c.received,
             c.filtered,
             c.dropped
         ));
@@ -109,7 +110,7 @@ pub fn status_json(s: &pb::ClusterStatusResponse) -> String {
                 "first_seen_unix_nanos": a.first_seen_unix_nanos,
                 "last_heartbeat_unix_nanos": a.last_heartbeat_unix_nanos,
                 "last_acked_seq": a.last_acked_seq, "spooled": a.spooled,
-                "counters": { "emitted": c.emitted, "filtered": c.filtered, "dropped": c.dropped },
+                "counters": { "emitted": c.emitted, "received": c.received, "filtered": c.filtered, "dropped": c.dropped },
             })
         })
         .collect();

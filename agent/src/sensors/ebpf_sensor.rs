@@ -55,6 +55,7 @@ pub struct EbpfSensor {
     counters: PerCpuArray<MapData, u64>,
     hooks: Vec<String>,
     decode_errors: u64,
+    received: u64,
 }
 
 impl EbpfSensor {
@@ -119,6 +120,7 @@ impl EbpfSensor {
             counters,
             hooks,
             decode_errors: 0,
+            received: 0,
         })
     }
 
@@ -143,6 +145,7 @@ impl EbpfSensor {
     pub fn drain(&mut self, out: &mut Vec<SensorEvent>) {
         let ring = self.ring.get_mut();
         while let Some(record) = ring.next() {
+            self.received += 1;
             match decode(&record) {
                 Ok(ev) => out.push(ev),
                 Err(e) => {
@@ -158,8 +161,11 @@ impl EbpfSensor {
         self.decode_errors
     }
 
-    /// The kernel's per-CPU counters, summed.
+    /// The kernel's per-CPU counters, summed, and the records received here.
+    /// `received` is read before the kernel's counters, so it never runs
+    /// ahead of `emitted`.
     pub fn counters(&self) -> SensorCounters {
+        let received = self.received;
         let sum = |slot: u32| {
             self.counters
                 .get(&slot, 0)
@@ -170,6 +176,7 @@ impl EbpfSensor {
             emitted: sum(COUNTER_EMITTED),
             filtered: sum(COUNTER_FILTERED),
             dropped: sum(COUNTER_DROPPED),
+            received,
         }
     }
 }

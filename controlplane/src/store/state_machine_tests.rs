@@ -123,6 +123,7 @@ async fn heartbeats_update_registered_agents_and_refuse_unknown_ones() {
         emitted: 5,
         filtered: 6,
         dropped: 0,
+        received: 5,
     };
     let hb = |id: &str| Command::Heartbeat {
         agent_id: id.into(),
