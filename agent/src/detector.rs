@@ -97,6 +97,17 @@ impl Detector {
         }
     }
 
+    /// Signals already reported for processes that were running when the
+    /// agent (re)started: they are not reported again.
+    pub fn restore_reported(&mut self, reported: HashMap<u32, HashSet<(SignalKind, String)>>) {
+        self.reported.extend(reported);
+    }
+
+    /// The signals reported so far for a process.
+    pub fn reported(&self, pid: u32) -> Option<&HashSet<(SignalKind, String)>> {
+        self.reported.get(&pid)
+    }
+
     /// Findings not made again for the same process, signal and object.
     pub fn suppressed_duplicates(&self) -> u64 {
         self.suppressed

@@ -16,8 +16,9 @@ use crate::detector::{Detection, Detector, PendingFinding};
 use crate::exe_digest::FileKey;
 use crate::process_table::ProcessTable;
 use crate::procfs::Procfs;
-use crate::sensors::Sensor;
+use crate::sensors::{Sensor, SensorEvent};
 use crate::shipper::{self, AgentHealth, ShipperConfig};
+use crate::signal_memory::SignalMemory;
 use crate::spool::Spool;
 
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
@@ -40,7 +41,17 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     tracing::info!(mode = sensor.mode().as_str(), hooks = ?sensor.hooks(), processes = seeded, spooled = spool.len(), "sensors attached");
 
     let approved = ApprovedWorkloads::new(config.approved_exe_sha256.iter().cloned());
+    let mut memory = SignalMemory::open(spool.database(), procfs.clone())
+        .context("opening the agent's signal memory")?;
     let mut detector = Detector::new(BuiltinRules::new(approved), procfs, std::process::id());
+    let restored = memory
+        .restore()
+        .context("restoring the signals of running processes")?;
+    tracing::info!(
+        processes = restored.len(),
+        "restored the signals of processes still running"
+    );
+    detector.restore_reported(restored);
     // Executable digests are computed off the event loop and reported back
     // here; `hashing` parks findings whose file is already being hashed.
     let mut hashing: HashMap<FileKey, Vec<PendingFinding>> = HashMap::new();
@@ -54,7 +65,13 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         "scanned processes that were running before the sensors"
     );
     for finding in running {
-        spool_finding(&spool, finding, clock::boot_now_ns())?;
+        record(
+            &spool,
+            &mut memory,
+            &detector,
+            finding,
+            clock::boot_now_ns(),
+        )?;
     }
 
     let (health_tx, health_rx) = watch::channel(AgentHealth::default());
@@ -94,9 +111,12 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             r = sensor.next_batch(&mut events) => {
                 r.context("reading the sensors")?;
                 for ev in events.drain(..) {
+                    if let SensorEvent::Exit { ctx, .. } = &ev {
+                        memory.forget(ctx.pid).context("updating the signal memory")?;
+                    }
                     match detector.on_event(&ev, &mut table) {
                         Some(Detection::Finding(finding)) => {
-                            spool_finding(&spool, finding, ev.ctx().ktime_boot_ns)?;
+                            record(&spool, &mut memory, &detector, finding, ev.ctx().ktime_boot_ns)?;
                         }
                         Some(Detection::ProbeListener { process, local, observed_at_unix_nanos }) => {
                             let tx = probed_tx.clone();
@@ -127,7 +147,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 // Polling sees open files and mappings only as they are now.
                 if matches!(sensor, Sensor::Procfs(_)) {
                     for finding in detector.scan_running(&mut table) {
-                        spool_finding(&spool, finding, clock::boot_now_ns())?;
+                        record(&spool, &mut memory, &detector, finding, clock::boot_now_ns())?;
                     }
                 }
             }
@@ -136,7 +156,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 for p in std::iter::once(pending).chain(waiting) {
                     let event_boot_ns = p.event_boot_ns;
                     if let Some(finding) = detector.complete(p, digest.clone()) {
-                        spool_finding(&spool, finding, event_boot_ns)?;
+                        record(&spool, &mut memory, &detector, finding, event_boot_ns)?;
                     }
                 }
             }
@@ -145,7 +165,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 let address = local.ip().to_string();
                 let obs = Observation::Listening { address: &address, port: local.port(), openai_routes };
                 if let Some(finding) = detector.finding(&process, obs, at) {
-                    spool_finding(&spool, finding, clock::boot_now_ns())?;
+                    record(&spool, &mut memory, &detector, finding, clock::boot_now_ns())?;
                 }
             }
             _ = counters_tick.tick() => {
@@ -162,6 +182,25 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         decode_errors = sensor.decode_errors(),
         "agent stopped"
     );
+    Ok(())
+}
+
+/// Spools a finding, then remembers the process's signals so a restarted
+/// agent neither forgets nor repeats them.
+fn record(
+    spool: &Spool,
+    memory: &mut SignalMemory,
+    detector: &Detector,
+    finding: Finding,
+    event_boot_ns: u64,
+) -> anyhow::Result<()> {
+    let pid = finding.process.pid;
+    spool_finding(spool, finding, event_boot_ns)?;
+    if let Some(signals) = detector.reported(pid) {
+        memory
+            .remember(pid, signals)
+            .context("updating the signal memory")?;
+    }
     Ok(())
 }
 

@@ -13,4 +13,5 @@ pub mod procfs;
 pub mod sensors;
 pub mod serving_probe;
 pub mod shipper;
+pub mod signal_memory;
 pub mod spool;

@@ -129,6 +129,15 @@ impl Procfs {
             .unwrap_or_else(|| name.to_string())
     }
 
+    /// When the process started, in clock ticks since boot (field 22 of
+    /// /proc/PID/stat): with the pid, it names one process over time.
+    pub fn start_time(&self, pid: u32) -> Option<u64> {
+        let stat = std::fs::read_to_string(self.root.join(format!("{pid}/stat"))).ok()?;
+        // Fields after the parenthesised comm, which may contain spaces.
+        let rest = stat.rsplit_once(')')?.1;
+        rest.split_whitespace().nth(19)?.parse().ok()
+    }
+
     /// What the process's open file descriptors point to.
     pub fn open_files(&self, pid: u32) -> Vec<String> {
         let Ok(dir) = std::fs::read_dir(self.root.join(format!("{pid}/fd"))) else {

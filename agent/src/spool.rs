@@ -89,6 +89,11 @@ impl Spool {
         Ok(seq)
     }
 
+    /// The database the spool lives in, for the agent's other state.
+    pub fn database(&self) -> &sled::Db {
+        &self.db
+    }
+
     pub async fn flush(&self) -> Result<(), SpoolError> {
         self.db.flush_async().await?;
         Ok(())

@@ -461,3 +461,71 @@ async fn after_a_process_storm_every_record_the_kernel_emitted_was_received() {
         "the ring buffer overflowed at {rate:.0} processes/s"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_keeps_the_signals_of_live_processes_and_repeats_none() {
+    if !privileged("a_restarted_agent_keeps_the_signals_of_live_processes") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
+    cp.wait_leader().await;
+    let agent_dir = tmp.path().join("agent");
+    let agent = Agent::start(&agent_dir, &cp.endpoint(), "restart-agent").await;
+
+    let model = tmp.path().join("kept.gguf");
+    std::fs::write(&model, b"GGUF\x03\x00\x00\x00").unwrap();
+    let holder = Killed(
+        python(&format!(
+            "import time\nf = open({:?}, 'rb')\ntime.sleep(60)\n",
+            model
+        ))
+        .spawn()
+        .unwrap(),
+    );
+    let pid = holder.0.id();
+    let count = |alerts: &[Alert]| alerts.iter().filter(|a| pid_of(a) == pid).count();
+    wait_for(
+        "the first alert for the holder",
+        Duration::from_secs(15),
+        || async { (count(&cp.alerts().await) == 1).then_some(()) },
+    )
+    .await;
+
+    let mut agent = agent;
+    assert!(
+        agent.daemon.terminate().success(),
+        "the agent stops cleanly on SIGTERM"
+    );
+    drop(agent);
+    let agent = Agent::start(&agent_dir, &cp.endpoint(), "restart-agent").await;
+    let log = std::fs::read_to_string(&agent.log).unwrap();
+    let restored = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("restored the signals of processes still running"))
+        .expect("the restarted agent restores signals");
+    assert!(!restored.contains("processes=0"), "{restored}");
+
+    // Once a finding made after the restart has arrived, the restarted
+    // agent's start-up scan (which sees the model still held open) is done.
+    let marker = tmp.path().join("after-restart.onnx");
+    std::fs::write(&marker, b"\x08\x07").unwrap();
+    let marker_pid = run(Command::new("/bin/cat").arg(&marker).stdout(Stdio::null()));
+    wait_for(
+        "the marker after the restart",
+        Duration::from_secs(15),
+        || async {
+            cp.alerts()
+                .await
+                .into_iter()
+                .find(|a| pid_of(a) == marker_pid)
+        },
+    )
+    .await;
+    assert_eq!(
+        count(&cp.alerts().await),
+        1,
+        "the holder was reported again after the restart"
+    );
+}
