@@ -33,3 +33,15 @@ int empty_open(void *ctx) { return 0; }
 
 SEC("tracepoint/syscalls/sys_enter_creat")
 int empty_creat(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_exit_openat")
+int empty_openat_ret(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_exit_openat2")
+int empty_openat2_ret(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_exit_open")
+int empty_open_ret(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_exit_creat")
+int empty_creat_ret(void *ctx) { return 0; }

@@ -84,6 +84,12 @@ struct syscall_trace_enter {
 	unsigned long args[6];
 } __core;
 
+struct syscall_trace_exit {
+	struct trace_entry ent;
+	int nr;
+	long ret;
+} __core;
+
 struct trace_event_raw_inet_sock_set_state {
 	struct trace_entry ent;
 	const void *skaddr;

@@ -72,6 +72,21 @@ struct {
 	__type(value, struct path_scratch);
 } PATH_SCRATCH SEC(".maps");
 
+/*
+ * Matched opens wait here, by thread id, for their syscall to return; the
+ * exit programs add the result and send them. LRU: an entry whose exit
+ * never comes cannot fill the map. PENDING_OPENS counts entries so that
+ * the exit of an unmatched open (nearly all of them) returns after one load.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, struct vigil_open_event);
+} OPENS_IN_FLIGHT SEC(".maps");
+
+__u32 PENDING_OPENS = 0;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -268,11 +283,35 @@ static __always_inline int on_open(const char *upath, int dfd, __u32 flags)
 	ev->flags = flags;
 	ev->match = match;
 	ev->path_len = plen;
+	ev->ret = 0;
+	ev->_pad = 0;
 	__u64 size = offsetof(struct vigil_open_event, path) + plen;
 	fill_header(&ev->hdr, VIGIL_EVENT_OPEN, size);
+	/* Sent when the syscall returns (on_open_exit), with its result. */
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	if (bpf_map_update_elem(&OPENS_IN_FLIGHT, &tid, ev, BPF_ANY) == 0)
+		__sync_fetch_and_add(&PENDING_OPENS, 1);
+	return 0;
+}
+
+/* The open syscalls' return: send the waiting record, if this thread has one. */
+static __always_inline int on_open_exit(long ret)
+{
+	if (PENDING_OPENS == 0)
+		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct vigil_open_event *ev = bpf_map_lookup_elem(&OPENS_IN_FLIGHT, &tid);
+	if (!ev)
+		return 0;
+	ev->ret = (__s32)ret;
+	__u64 size = ev->hdr.size;
+	if (size > sizeof(*ev))
+		size = sizeof(*ev);
 	/* Opens that pass the filter are rare and are what findings are made
 	 * of: wake the agent now rather than when the kernel next gets to it. */
 	emit(ev, size, BPF_RB_FORCE_WAKEUP);
+	if (bpf_map_delete_elem(&OPENS_IN_FLIGHT, &tid) == 0)
+		__sync_fetch_and_add(&PENDING_OPENS, -1); /* BPF v1 has no atomic sub */
 	return 0;
 }
 
@@ -303,6 +342,30 @@ SEC("tracepoint/syscalls/sys_enter_creat")
 int vigil_creat(struct syscall_trace_enter *ctx)
 {
 	return on_open((const char *)ctx->args[0], AT_FDCWD, O_CREAT_WRONLY_TRUNC);
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat")
+int vigil_openat_ret(struct syscall_trace_exit *ctx)
+{
+	return on_open_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_openat2")
+int vigil_openat2_ret(struct syscall_trace_exit *ctx)
+{
+	return on_open_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_open")
+int vigil_open_ret(struct syscall_trace_exit *ctx)
+{
+	return on_open_exit(ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_creat")
+int vigil_creat_ret(struct syscall_trace_exit *ctx)
+{
+	return on_open_exit(ctx->ret);
 }
 
 #define TCP_SYN_SENT 2

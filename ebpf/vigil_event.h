@@ -75,12 +75,15 @@ struct vigil_exec_event {
 	char data[VIGIL_PATH_MAX + VIGIL_ARGS_MAX];
 };
 
+/* Sent when the syscall returns, with its result. */
 struct vigil_open_event {
 	struct vigil_event_header hdr;
 	__s32 dfd;        /* directory fd a relative path is resolved against */
 	__u32 flags;      /* open flags */
 	__u32 match;      /* VIGIL_MATCH_* of the filter entry that kept it */
 	__u32 path_len;   /* bytes of path[], NUL included */
+	__s32 ret;        /* the syscall's result: an fd, or -errno */
+	__u32 _pad;
 	char path[VIGIL_PATH_MAX];
 };
 

@@ -133,13 +133,18 @@ impl Detector {
                 None
             }
             SensorEvent::Open {
-                dfd, matched, path, ..
+                dfd,
+                matched,
+                path,
+                ret,
+                ..
             } => {
                 let path = self.procfs.resolve_path(ctx.pid, *dfd, path);
                 let head;
                 let obs = match matched {
                     PathMatch::ModelFile => {
-                        if !vigil_domain::is_model_file_path(&path) {
+                        // Only a successful open is a load.
+                        if *ret < 0 || !vigil_domain::is_model_file_path(&path) {
                             return None;
                         }
                         head = read_head(&path);
@@ -148,9 +153,10 @@ impl Detector {
                             head: head.as_deref(),
                         }
                     }
+                    // A failed open of a GPU node is still a signal.
                     PathMatch::GpuDevice => Observation::DeviceOpened {
                         path: &path,
-                        failed: std::fs::metadata(&path).is_err(),
+                        failed: *ret < 0,
                     },
                     PathMatch::AiRuntime => return None,
                 };

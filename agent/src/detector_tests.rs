@@ -16,12 +16,17 @@ fn ctx(pid: u32) -> EventContext {
 }
 
 fn open(pid: u32, path: &str, matched: PathMatch) -> SensorEvent {
+    open_with_result(pid, path, matched, 3)
+}
+
+fn open_with_result(pid: u32, path: &str, matched: PathMatch, ret: i32) -> SensorEvent {
     SensorEvent::Open {
         ctx: ctx(pid),
         dfd: libc::AT_FDCWD,
         flags: 0,
         matched,
         path: path.into(),
+        ret,
     }
 }
 
@@ -159,17 +164,16 @@ fn relative_paths_are_resolved_before_the_rules_see_them() {
 fn a_missing_gpu_node_is_a_failed_open_and_still_a_finding() {
     let mut d = detector(0);
     let mut t = ProcessTable::new(100);
-    let det = d.on_event(
-        &open(std::process::id(), "/dev/nvidia0", PathMatch::GpuDevice),
-        &mut t,
+    let ev = open_with_result(
+        std::process::id(),
+        "/dev/nvidia0",
+        PathMatch::GpuDevice,
+        -libc::ENOENT,
     );
+    let det = d.on_event(&ev, &mut t);
     let f = finding(&mut d, det);
     assert_eq!(f.signal, SignalKind::GpuDevice);
-    let how = if std::path::Path::new("/dev/nvidia0").exists() {
-        "opened"
-    } else {
-        "tried to open"
-    };
+    let how = "tried to open";
     assert!(
         f.summary
             .contains(&format!("{how} accelerator device /dev/nvidia0")),
@@ -215,4 +219,18 @@ fn a_running_process_holding_a_model_open_is_found_by_the_startup_scan() {
     assert!(f.summary.contains("(gguf)"), "{}", f.summary);
     // And it is not reported twice.
     assert!(d.scan_running(&mut t).iter().all(|f| f.process.pid != me));
+}
+
+#[test]
+fn a_failed_open_of_a_model_file_is_not_a_load() {
+    let mut d = detector(0);
+    let mut t = ProcessTable::new(100);
+    let me = std::process::id();
+    let ev = open_with_result(
+        me,
+        "/tmp/m/missing.onnx",
+        PathMatch::ModelFile,
+        -libc::ENOENT,
+    );
+    assert!(d.on_event(&ev, &mut t).is_none());
 }

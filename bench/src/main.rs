@@ -100,6 +100,10 @@ fn attach(c: Condition, s: &Settings, cp: &str, round: usize) -> anyhow::Result<
                 ("empty_openat2", "syscalls", "sys_enter_openat2"),
                 ("empty_open", "syscalls", "sys_enter_open"),
                 ("empty_creat", "syscalls", "sys_enter_creat"),
+                ("empty_openat_ret", "syscalls", "sys_exit_openat"),
+                ("empty_openat2_ret", "syscalls", "sys_exit_openat2"),
+                ("empty_open_ret", "syscalls", "sys_exit_open"),
+                ("empty_creat_ret", "syscalls", "sys_exit_creat"),
                 ("empty_mmap", "syscalls", "sys_enter_mmap"),
                 ("empty_inet_state", "sock", "inet_sock_set_state"),
             ] {

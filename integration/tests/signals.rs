@@ -225,6 +225,11 @@ async fn runtime_libraries_gpu_nodes_and_short_lived_model_opens() {
     run(Command::new("cat")
         .arg(benign.join("model.txt"))
         .stdout(Stdio::null()));
+    // An open of a model file that does not exist fails: not a load.
+    let missing = benign.join("missing.onnx");
+    run(&mut python(&format!(
+        "try:\n    open({missing:?}, 'rb')\nexcept FileNotFoundError:\n    pass\n"
+    )));
     std::fs::write(benign.join("src/firmware.bin"), [0u8; 64]).unwrap();
     std::fs::write(benign.join("src/data.bin"), [1u8; 64]).unwrap();
     run(Command::new("tar")

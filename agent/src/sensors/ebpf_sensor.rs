@@ -25,6 +25,10 @@ const TRACEPOINTS: &[(&str, &str, &str, bool)] = &[
     ("vigil_openat2", "syscalls", "sys_enter_openat2", false),
     ("vigil_open", "syscalls", "sys_enter_open", false),
     ("vigil_creat", "syscalls", "sys_enter_creat", false),
+    ("vigil_openat_ret", "syscalls", "sys_exit_openat", true),
+    ("vigil_openat2_ret", "syscalls", "sys_exit_openat2", false),
+    ("vigil_open_ret", "syscalls", "sys_exit_open", false),
+    ("vigil_creat_ret", "syscalls", "sys_exit_creat", false),
     ("vigil_mmap", "syscalls", "sys_enter_mmap", true),
     ("vigil_inet_state", "sock", "inet_sock_set_state", true),
 ];

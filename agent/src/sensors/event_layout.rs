@@ -69,6 +69,8 @@ pub struct RawOpenFixed {
     pub flags: u32,
     pub matched: u32,
     pub path_len: u32,
+    pub ret: i32,
+    pub pad: u32,
 }
 
 /// `struct vigil_net_event`.
@@ -195,6 +197,10 @@ pub fn rust_layout() -> Vec<(&'static str, usize)> {
             offset_of!(RawOpenFixed, path_len),
         ),
         (
+            "offsetof(struct vigil_open_event, ret)",
+            offset_of!(RawOpenFixed, ret),
+        ),
+        (
             "offsetof(struct vigil_open_event, path)",
             size_of::<RawOpenFixed>(),
         ),
@@ -266,6 +272,8 @@ pub enum SensorEvent {
         flags: u32,
         matched: PathMatch,
         path: String,
+        /// The syscall's result: an fd, or -errno.
+        ret: i32,
     },
     /// A TCP connect or listen on a port of the kernel's port table.
     Net {
@@ -432,6 +440,7 @@ pub fn decode(record: &[u8]) -> Result<SensorEvent, DecodeError> {
                 flags: fixed.flags,
                 matched,
                 path,
+                ret: fixed.ret,
             })
         }
         EVENT_NET => {

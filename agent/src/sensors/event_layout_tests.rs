@@ -43,6 +43,8 @@ fn open_record(path: &[u8], matched: u32) -> Vec<u8> {
         flags: 0,
         matched,
         path_len: path.len() as u32,
+        ret: 3,
+        pad: 0,
     };
     let mut out = as_bytes(&fixed);
     out.extend_from_slice(path);
