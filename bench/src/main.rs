@@ -451,6 +451,8 @@ fn program_costs(s: &Settings, cp: &ControlPlane, report: &mut Report) -> anyhow
     drop(agent);
     for (hook, ours, theirs) in [
         ("sys_enter_openat", "vigil_openat", "empty_openat"),
+        // Kernel program names are cut to 15 characters.
+        ("sys_exit_openat", "vigil_openat_re", "empty_openat_re"),
         ("sched_process_exec", "vigil_exec", "empty_exec"),
         ("sched_process_exit", "vigil_exit", "empty_exit"),
     ] {
