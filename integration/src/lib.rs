@@ -176,7 +176,7 @@ impl ControlPlane {
 
     /// Waits until raft has a leader, i.e. writes commit.
     pub async fn wait_leader(&self) {
-        let mut admin = self.admin().await;
+        let admin = self.admin().await;
         wait_for("a raft leader", Duration::from_secs(20), || {
             let mut admin = admin.clone();
             async move {
@@ -188,7 +188,6 @@ impl ControlPlane {
             }
         })
         .await;
-        let _ = &mut admin;
     }
 
     pub async fn alerts(&self) -> Vec<vigil_proto::types::v1::Alert> {

@@ -434,7 +434,7 @@ async fn after_a_process_storm_every_record_the_kernel_emitted_was_received() {
         "i=0; while [ $i -lt 2000 ]; do /bin/true; i=$((i+1)); done",
     ]));
     let rate = 2000.0 / started.elapsed().as_secs_f64();
-    let mut admin = h.cp.admin().await;
+    let admin = h.cp.admin().await;
     let counters = wait_for(
         "emitted == received at the control plane",
         Duration::from_secs(20),
@@ -456,7 +456,6 @@ async fn after_a_process_storm_every_record_the_kernel_emitted_was_received() {
         },
     )
     .await;
-    let _ = &mut admin;
     eprintln!(
         "{rate:.0} processes/s: emitted {} received {} dropped {} filtered {}",
         counters.emitted, counters.received, counters.dropped, counters.filtered
