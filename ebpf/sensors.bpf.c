@@ -240,6 +240,26 @@ static __always_inline __u32 match_path(struct path_scratch *ps, __u32 len, bool
 	return 0;
 }
 
+/*
+ * After a string read of n bytes (NUL included) into ps->path: the filter
+ * entry it matches, or 0, counted as filtered. Zeroes the 16 bytes after
+ * the string, which a prefix window of a short name reads.
+ */
+static __always_inline __u32 match_read_name(struct path_scratch *ps, long n, bool basename)
+{
+	if (n <= 1) {
+		count(VIGIL_COUNTER_FILTERED);
+		return 0;
+	}
+	__u32 len = (__u32)(n - 1) & (VIGIL_PATH_MAX - 1);
+	*(__u64 *)((__u8 *)ps->path + len) = 0;
+	*(__u64 *)((__u8 *)ps->path + len + 8) = 0;
+	__u32 match = match_path(ps, len, basename);
+	if (!match)
+		count(VIGIL_COUNTER_FILTERED);
+	return match;
+}
+
 static __always_inline bool is_agent(void)
 {
 	return (__u32)(bpf_get_current_pid_tgid() >> 32) == AGENT_TGID;
@@ -257,20 +277,10 @@ static __always_inline int on_open(const char *upath, int dfd, __u32 flags)
 	if (!ps)
 		return 0;
 	long n = bpf_probe_read_user_str(ps->path, VIGIL_PATH_MAX, upath);
-	if (n <= 1) {
-		count(VIGIL_COUNTER_FILTERED);
-		return 0;
-	}
 	__u32 len = (__u32)(n - 1) & (VIGIL_PATH_MAX - 1);
-	/* Zero the 16 bytes after the path: a prefix window of a short path reads them. */
-	*(__u64 *)((__u8 *)ps->path + len) = 0;
-	*(__u64 *)((__u8 *)ps->path + len + 8) = 0;
-
-	__u32 match = match_path(ps, len, false);
-	if (!match) {
-		count(VIGIL_COUNTER_FILTERED);
+	__u32 match = match_read_name(ps, n, false);
+	if (!match)
 		return 0;
-	}
 
 	struct vigil_open_event *ev = bpf_map_lookup_elem(&EVENT_SCRATCH, &zero);
 	if (!ev)
@@ -454,18 +464,10 @@ int vigil_mmap(struct syscall_trace_enter *ctx)
 	if (!ps)
 		return 0;
 	long n = bpf_probe_read_kernel_str(ps->path, VIGIL_NAME_MAX, name);
-	if (n <= 1) {
-		count(VIGIL_COUNTER_FILTERED);
-		return 0;
-	}
 	__u32 len = (__u32)(n - 1) & (VIGIL_NAME_MAX - 1);
-	*(__u64 *)((__u8 *)ps->path + len) = 0;
-	*(__u64 *)((__u8 *)ps->path + len + 8) = 0;
-	__u32 match = match_path(ps, len, true);
-	if (!match) {
-		count(VIGIL_COUNTER_FILTERED);
+	__u32 match = match_read_name(ps, n, true);
+	if (!match)
 		return 0;
-	}
 	struct vigil_exec_map_event *ev = bpf_map_lookup_elem(&EVENT_SCRATCH, &zero);
 	if (!ev)
 		return 0;
