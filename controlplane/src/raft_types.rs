@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
-use vigil_domain::{Finding, SensorCounters, SensorMode};
+use vigil_domain::{AgentIdentity, Finding, SensorCounters};
 
 pub type NodeId = u64;
 
@@ -27,22 +27,11 @@ pub type LogId = openraft::LogId<NodeId>;
 pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
 pub type StorageError = openraft::StorageError<NodeId>;
 
-/// What an agent says about itself when it connects.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentRegistration {
-    pub agent_id: String,
-    pub hostname: String,
-    pub agent_version: String,
-    pub sensor_mode: SensorMode,
-    pub kernel_release: String,
-    pub hooks: Vec<String>,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     #[serde(rename = "register_agent.v1")]
     RegisterAgent {
-        agent: AgentRegistration,
+        agent: AgentIdentity,
         at_unix_nanos: i64,
     },
     #[serde(rename = "heartbeat.v1")]

@@ -46,15 +46,22 @@ pub struct SensorCounters {
     pub received: u64,
 }
 
-/// What the control plane knows of one agent.
+/// Who an agent is and how it senses, as it says when it connects.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct AgentRecord {
+pub struct AgentIdentity {
     pub agent_id: String,
     pub hostname: String,
     pub agent_version: String,
     pub sensor_mode: SensorMode,
     pub kernel_release: String,
     pub hooks: Vec<String>,
+}
+
+/// What the control plane knows of one agent.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AgentRecord {
+    #[serde(flatten)]
+    pub identity: AgentIdentity,
     pub first_seen_unix_nanos: i64,
     pub last_heartbeat_unix_nanos: i64,
     /// Highest finding seq of this agent that the control plane has committed.

@@ -13,7 +13,7 @@ mod model_file;
 mod process;
 mod signal_lists;
 
-pub use alert::{AgentRecord, Alert, SensorCounters, SensorMode};
+pub use alert::{AgentIdentity, AgentRecord, Alert, SensorCounters, SensorMode};
 pub use approval::ApprovedWorkloads;
 pub use builtin_rules::{
     BuiltinRules, Observation, OwnedObservation, AI_EGRESS_RULE_ID, AI_RUNTIME_RULE_ID,

@@ -25,13 +25,14 @@ impl AdminServiceImpl {
 }
 
 fn agent_summary(a: AgentRecord) -> pb::AgentSummary {
+    let id = a.identity;
     pb::AgentSummary {
-        agent_id: a.agent_id,
-        hostname: a.hostname,
-        agent_version: a.agent_version,
-        sensor_mode: types_pb::SensorMode::from(a.sensor_mode).into(),
-        kernel_release: a.kernel_release,
-        hooks: a.hooks,
+        agent_id: id.agent_id,
+        hostname: id.hostname,
+        agent_version: id.agent_version,
+        sensor_mode: types_pb::SensorMode::from(id.sensor_mode).into(),
+        kernel_release: id.kernel_release,
+        hooks: id.hooks,
         first_seen_unix_nanos: a.first_seen_unix_nanos,
         last_heartbeat_unix_nanos: a.last_heartbeat_unix_nanos,
         last_acked_seq: a.last_acked_seq,

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-use vigil_domain::Finding;
+use vigil_domain::{AgentIdentity, Finding};
 use vigil_proto::agent::v1 as pb;
 use vigil_proto::agent::v1::agent_service_server::AgentService;
 
 use crate::node::ControlPlaneNode;
-use crate::raft_types::{AgentRegistration, Command, CommandResult};
+use crate::raft_types::{Command, CommandResult};
 
 pub struct AgentServiceImpl {
     node: Arc<ControlPlaneNode>,
@@ -34,7 +34,7 @@ fn now_unix_nanos() -> i64 {
         .unwrap_or(0)
 }
 
-fn registration(h: pb::Hello) -> Result<AgentRegistration, Status> {
+fn registration(h: pb::Hello) -> Result<AgentIdentity, Status> {
     if h.agent_id.trim().is_empty() {
         return Err(Status::invalid_argument(
             "hello.agent_id: must not be empty",
@@ -42,7 +42,7 @@ fn registration(h: pb::Hello) -> Result<AgentRegistration, Status> {
     }
     let sensor_mode = vigil_proto::sensor_mode_from_wire("hello.sensor_mode", h.sensor_mode)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    Ok(AgentRegistration {
+    Ok(AgentIdentity {
         agent_id: h.agent_id,
         hostname: h.hostname,
         agent_version: h.agent_version,

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{AnyError, BasicNode, Entry, EntryPayload, OptionalSend, StorageIOError};
 use tokio::sync::watch;
-use vigil_domain::{AgentRecord, Alert};
+use vigil_domain::{AgentIdentity, AgentRecord, Alert};
 
 use crate::raft_types::{
     Command, CommandResult, LogId, NodeId, StorageError, StoredMembership, TypeConfig,
@@ -182,15 +182,10 @@ impl SledStateMachine {
             } => {
                 let k = prefixed(AGENT_PREFIX, agent.agent_id.as_bytes());
                 let mut rec: AgentRecord = self.get_json(&k)?.unwrap_or_else(|| AgentRecord {
-                    agent_id: agent.agent_id.clone(),
                     first_seen_unix_nanos: at_unix_nanos,
                     ..Default::default()
                 });
-                rec.hostname = agent.hostname;
-                rec.agent_version = agent.agent_version;
-                rec.sensor_mode = agent.sensor_mode;
-                rec.kernel_release = agent.kernel_release;
-                rec.hooks = agent.hooks;
+                rec.identity = agent;
                 rec.last_heartbeat_unix_nanos = at_unix_nanos;
                 batch.insert(k, json(&rec)?);
                 Ok(CommandResult::Done)
@@ -220,7 +215,10 @@ impl SledStateMachine {
             } => {
                 let k = prefixed(AGENT_PREFIX, agent_id.as_bytes());
                 let mut rec: AgentRecord = self.get_json(&k)?.unwrap_or_else(|| AgentRecord {
-                    agent_id: agent_id.clone(),
+                    identity: AgentIdentity {
+                        agent_id: agent_id.clone(),
+                        ..Default::default()
+                    },
                     first_seen_unix_nanos: received_at_unix_nanos,
                     ..Default::default()
                 });
@@ -235,7 +233,7 @@ impl SledStateMachine {
                     let alert = Alert {
                         index: next,
                         agent_id: agent_id.clone(),
-                        hostname: rec.hostname.clone(),
+                        hostname: rec.identity.hostname.clone(),
                         received_at_unix_nanos,
                         finding,
                     };

@@ -1,5 +1,4 @@
 use super::*;
-use crate::raft_types::AgentRegistration;
 use openraft::{CommittedLeaderId, EntryPayload};
 use vigil_domain::{Finding, ProcessInfo, SensorCounters, SensorMode, Severity, SignalKind};
 
@@ -29,7 +28,7 @@ fn finding(seq: u64) -> Finding {
 
 fn register(id: &str) -> Command {
     Command::RegisterAgent {
-        agent: AgentRegistration {
+        agent: vigil_domain::AgentIdentity {
             agent_id: id.into(),
             hostname: format!("{id}.example"),
             agent_version: "0.1.0".into(),
