@@ -38,6 +38,8 @@ const volatile __u16 AI_PORTS[VIGIL_PORT_SLOTS] = {};
 const volatile __u32 AI_PORT_COUNT = 0;
 /* The agent's own process id: its own opens (content checks) are never events. */
 const volatile __u32 AGENT_TGID = 0;
+/* Read-only mappings from offset 0 at least this long are reported (0: none). */
+const volatile __u64 LARGE_MAPPING_MIN = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -62,7 +64,7 @@ union event_scratch {
 	struct vigil_event_header hdr;
 	struct vigil_exec_event exec;
 	struct vigil_open_event open;
-	struct vigil_exec_map_event map;
+	struct vigil_file_map_event map;
 };
 
 struct {
@@ -434,17 +436,26 @@ int vigil_inet_state(struct trace_event_raw_inet_sock_set_state *ctx)
 }
 
 /*
- * A file mapped executable: how a library (dlopen or the dynamic linker)
- * gets loaded. Its file name, read from the dentry, is matched against the
- * basename-prefix entries; mmap is far rarer than open, so this costs the
- * open path nothing.
+ * Two kinds of file mapping leave the kernel:
+ * - executable (how a library gets loaded, by dlopen or the dynamic
+ *   linker), when the file name read from the dentry matches a
+ *   basename-prefix entry;
+ * - read-only from offset 0 over at least LARGE_MAPPING_MIN bytes,
+ *   whatever the name: how llama.cpp, safetensors and numpy load weights,
+ *   so a model under a name that says nothing (cache.dat) still reaches the
+ *   agent's content check.
+ * mmap is far rarer than open, so this costs the open path nothing.
  */
 SEC("tracepoint/syscalls/sys_enter_mmap")
 int vigil_mmap(struct syscall_trace_enter *ctx)
 {
+	__u64 length = ctx->args[1];
 	unsigned long prot = ctx->args[2];
 	long fd = (long)ctx->args[4];
-	if (!(prot & PROT_EXEC) || fd < 0 || is_agent()) {
+	__u64 offset = ctx->args[5];
+	bool exec = prot & PROT_EXEC;
+	bool large = !exec && LARGE_MAPPING_MIN && offset == 0 && length >= LARGE_MAPPING_MIN;
+	if ((!exec && !large) || fd < 0 || is_agent()) {
 		count(VIGIL_COUNTER_FILTERED);
 		return 0;
 	}
@@ -464,11 +475,16 @@ int vigil_mmap(struct syscall_trace_enter *ctx)
 	if (!ps)
 		return 0;
 	long n = bpf_probe_read_kernel_str(ps->path, VIGIL_NAME_MAX, name);
-	__u32 len = (__u32)(n - 1) & (VIGIL_NAME_MAX - 1);
-	__u32 match = match_read_name(ps, n, true);
-	if (!match)
+	if (n <= 0)
 		return 0;
-	struct vigil_exec_map_event *ev = bpf_map_lookup_elem(&EVENT_SCRATCH, &zero);
+	__u32 len = (__u32)(n - 1) & (VIGIL_NAME_MAX - 1);
+	__u32 match = VIGIL_MATCH_LARGE_MAPPING;
+	if (exec) {
+		match = match_read_name(ps, n, true);
+		if (!match)
+			return 0;
+	}
+	struct vigil_file_map_event *ev = bpf_map_lookup_elem(&EVENT_SCRATCH, &zero);
 	if (!ev)
 		return 0;
 	__u32 nlen = len + 1;
@@ -478,9 +494,10 @@ int vigil_mmap(struct syscall_trace_enter *ctx)
 	ev->fd = (__s32)fd;
 	ev->match = match;
 	ev->name_len = nlen;
-	ev->_pad = 0;
-	__u64 size = offsetof(struct vigil_exec_map_event, name) + nlen;
-	fill_header(&ev->hdr, VIGIL_EVENT_EXEC_MAP, size);
+	ev->prot = (__u32)prot;
+	ev->length = length;
+	__u64 size = offsetof(struct vigil_file_map_event, name) + nlen;
+	fill_header(&ev->hdr, VIGIL_EVENT_FILE_MAP, size);
 	emit(ev, size, BPF_RB_FORCE_WAKEUP);
 	return 0;
 }

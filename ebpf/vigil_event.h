@@ -19,7 +19,7 @@
 #define VIGIL_EVENT_EXIT 2
 #define VIGIL_EVENT_OPEN 3
 #define VIGIL_EVENT_NET 4
-#define VIGIL_EVENT_EXEC_MAP 5
+#define VIGIL_EVENT_FILE_MAP 5
 
 #define VIGIL_COMM_LEN 16
 /* Longest path the kernel accepts, NUL included. */
@@ -46,6 +46,10 @@
 #define VIGIL_MATCH_MODEL_FILE 1
 #define VIGIL_MATCH_GPU_DEVICE 2
 #define VIGIL_MATCH_AI_RUNTIME 3
+/* A large read-only mapping of a file from its start, whatever its name:
+ * user space checks its content (weights loaded with mmap under a name that
+ * says nothing, such as cache.dat). */
+#define VIGIL_MATCH_LARGE_MAPPING 4
 
 /* TCP ports whose connects and listens leave the kernel. */
 #define VIGIL_PORT_SLOTS 16
@@ -98,13 +102,18 @@ struct vigil_net_event {
 	__u8 daddr[16];
 };
 
-/* A file mapped executable (a library loaded) whose name matched the table. */
-struct vigil_exec_map_event {
+/*
+ * A file mapped: executable with a name that matched the table (a library
+ * loaded; match AI_RUNTIME), or read-only from offset 0 over at least
+ * LARGE_MAPPING_MIN bytes (match LARGE_MAPPING).
+ */
+struct vigil_file_map_event {
 	struct vigil_event_header hdr;
 	__s32 fd;
 	__u32 match;
 	__u32 name_len; /* bytes of name[], NUL included */
-	__u32 _pad;
+	__u32 prot;     /* PROT_* of the mapping */
+	__u64 length;   /* bytes mapped */
 	char name[VIGIL_NAME_MAX];
 };
 

@@ -54,6 +54,16 @@ pub struct AgentConfig {
     #[arg(long, default_value_t = 1000)]
     pub procfs_poll_ms: u64,
 
+    /// Read-only file mappings at least this many MiB long get a content
+    /// check, whatever the file's name (0: off).
+    #[arg(long, default_value_t = 8)]
+    pub large_mapping_mib: u64,
+
+    /// Size of the kernel's event ring buffer in KiB (a power of two, at
+    /// least 4). Records that do not fit are counted as dropped.
+    #[arg(long, default_value_t = 8192)]
+    pub ring_buffer_kib: u32,
+
     /// Most processes the process table holds.
     #[arg(long, default_value_t = 65_536)]
     pub process_table_capacity: usize,
@@ -66,6 +76,13 @@ impl AgentConfig {
 
     pub fn max_backoff(&self) -> Duration {
         Duration::from_secs(self.max_backoff_secs.max(1))
+    }
+
+    pub fn ebpf_options(&self) -> crate::sensors::EbpfOptions {
+        crate::sensors::EbpfOptions {
+            large_mapping_min: self.large_mapping_mib.saturating_mul(1 << 20),
+            ring_buffer_bytes: self.ring_buffer_kib.saturating_mul(1024),
+        }
     }
 
     pub fn resolved_agent_id(&self) -> String {

@@ -147,7 +147,7 @@ impl Detector {
                         if *ret < 0 || !vigil_domain::is_model_file_path(&path) {
                             return None;
                         }
-                        head = read_head(&path);
+                        head = read_head(std::path::Path::new(&path));
                         Observation::FileOpened {
                             path: &path,
                             head: head.as_deref(),
@@ -158,12 +158,35 @@ impl Detector {
                         path: &path,
                         failed: *ret < 0,
                     },
-                    PathMatch::AiRuntime => return None,
+                    PathMatch::AiRuntime | PathMatch::LargeMapping => return None,
                 };
                 let resolved = self.process(ctx, table);
                 self.detect(resolved, obs, at)
             }
-            SensorEvent::ExecMap { fd, name, .. } => {
+            SensorEvent::FileMap {
+                fd,
+                matched: PathMatch::LargeMapping,
+                name,
+                length,
+                ..
+            } => {
+                // While the process lives its fd (or mapping) names the file
+                // and reads it, whichever mount namespace it is in.
+                let path = self.procfs.mapped_library_path(ctx.pid, *fd, name);
+                let head = read_head(&self.procfs.fd_handle(ctx.pid, *fd))
+                    .or_else(|| read_head(std::path::Path::new(&path)));
+                // Most large mappings are libraries and data files: decide
+                // before resolving the process.
+                let obs = Observation::FileMapped {
+                    path: &path,
+                    head: head.as_deref(),
+                    length: *length,
+                };
+                self.rules.evaluate(&ProcessInfo::default(), obs, at)?;
+                let resolved = self.process(ctx, table);
+                self.detect(resolved, obs, at)
+            }
+            SensorEvent::FileMap { fd, name, .. } => {
                 let path = self.procfs.mapped_library_path(ctx.pid, *fd, name);
                 let resolved = self.process(ctx, table);
                 self.detect(
@@ -245,7 +268,7 @@ impl Detector {
                 .digest(&self.procfs.exe_handle(pid))
                 .unwrap_or_default();
             for path in files.iter().filter(|p| relevant(p)) {
-                let head = read_head(path);
+                let head = read_head(std::path::Path::new(path));
                 let obs = if vigil_domain::is_gpu_device(path) {
                     Observation::DeviceOpened {
                         path,
@@ -356,7 +379,7 @@ impl Detector {
 }
 
 /// The first bytes of a file, for content checks; None when unreadable.
-fn read_head(path: &str) -> Option<Vec<u8>> {
+fn read_head(path: &std::path::Path) -> Option<Vec<u8>> {
     use std::io::Read;
     let mut buf = Vec::with_capacity(MODEL_SNIFF_BYTES);
     std::fs::File::open(path)

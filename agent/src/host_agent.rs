@@ -33,7 +33,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     // Attach first, then snapshot: a process that starts in between is seen
     // by both, never by neither.
     let poll = std::time::Duration::from_millis(config.procfs_poll_ms.max(10));
-    let mut sensor = Sensor::start(config.sensor_mode, poll)?;
+    let mut sensor = Sensor::start(config.sensor_mode, config.ebpf_options(), poll)?;
     let seeded = table.seed(&procfs).context("reading /proc")?;
     if let Sensor::Procfs(poller) = &mut sensor {
         poller.assume_known(table.pids());
@@ -105,6 +105,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
 
     let mut events = Vec::with_capacity(1024);
     let mut counters_tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut dropped_reported = 0u64;
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
         tokio::select! {
@@ -170,6 +171,15 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             }
             _ = counters_tick.tick() => {
                 let counters = sensor.counters();
+                if counters.dropped > dropped_reported {
+                    tracing::warn!(
+                        dropped = counters.dropped - dropped_reported,
+                        total_dropped = counters.dropped,
+                        emitted = counters.emitted,
+                        "the kernel's ring buffer was full: sensor records lost (raise --ring-buffer-kib)"
+                    );
+                    dropped_reported = counters.dropped;
+                }
                 health_tx.send_replace(AgentHealth { counters });
             }
             _ = &mut shutdown => break,

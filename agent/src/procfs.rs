@@ -89,6 +89,11 @@ impl Procfs {
         self.root.join(format!("{pid}/exe"))
     }
 
+    /// A process's open file descriptor, as a file the agent can open.
+    pub fn fd_handle(&self, pid: u32, fd: i32) -> PathBuf {
+        self.root.join(format!("{pid}/fd/{fd}"))
+    }
+
     /// Resolves a path the process passed to openat(dfd, path): absolute paths
     /// as they are, relative ones against the cwd or the directory fd, while
     /// the process is alive. Otherwise the path as given.

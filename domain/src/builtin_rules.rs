@@ -3,7 +3,8 @@
 //! them with rules from signed bundles; these stay as its default pack.)
 
 use crate::model_file::{
-    classify_model_path, sniff_model_format, ModelPathClass, MODEL_FILE_RULE_ID,
+    classify_model_path, sniff_model_format, sniff_unnamed_model_format, ModelPathClass,
+    MODEL_FILE_RULE_ID,
 };
 use crate::signal_lists::{ai_serving_port, is_ai_runtime_library, is_gpu_device};
 use crate::{
@@ -23,6 +24,13 @@ pub enum Observation<'a> {
     FileOpened {
         path: &'a str,
         head: Option<&'a [u8]>,
+    },
+    /// Mapped `length` bytes of a file read-only from its start (how
+    /// weights are loaded with mmap); `head` is its first bytes.
+    FileMapped {
+        path: &'a str,
+        head: Option<&'a [u8]>,
+        length: u64,
     },
     /// Opened (or tried to open) an accelerator device node.
     DeviceOpened { path: &'a str, failed: bool },
@@ -45,6 +53,11 @@ pub enum OwnedObservation {
     FileOpened {
         path: String,
         head: Option<Vec<u8>>,
+    },
+    FileMapped {
+        path: String,
+        head: Option<Vec<u8>>,
+        length: u64,
     },
     DeviceOpened {
         path: String,
@@ -71,6 +84,11 @@ impl Observation<'_> {
             Observation::FileOpened { path, head } => OwnedObservation::FileOpened {
                 path: path.to_string(),
                 head: head.map(<[u8]>::to_vec),
+            },
+            Observation::FileMapped { path, head, length } => OwnedObservation::FileMapped {
+                path: path.to_string(),
+                head: head.map(<[u8]>::to_vec),
+                length,
             },
             Observation::DeviceOpened { path, failed } => OwnedObservation::DeviceOpened {
                 path: path.to_string(),
@@ -103,6 +121,11 @@ impl OwnedObservation {
             OwnedObservation::FileOpened { path, head } => Observation::FileOpened {
                 path,
                 head: head.as_deref(),
+            },
+            OwnedObservation::FileMapped { path, head, length } => Observation::FileMapped {
+                path,
+                head: head.as_deref(),
+                length: *length,
             },
             OwnedObservation::DeviceOpened { path, failed } => Observation::DeviceOpened {
                 path,
@@ -192,6 +215,29 @@ impl BuiltinRules {
                     file: file(path),
                     net: None,
                     summary: format!("model file {path}{format} opened by {who}"),
+                }
+            }
+            Observation::FileMapped { path, head, length } => {
+                if classify_model_path(path) != ModelPathClass::NotModel {
+                    // Named like a model: judged like an open of it.
+                    return self.evaluate(
+                        process,
+                        Observation::FileOpened { path, head },
+                        observed_at_unix_nanos,
+                    );
+                }
+                let format = head.and_then(sniff_unnamed_model_format)?;
+                let mib = length as f64 / (1024.0 * 1024.0);
+                Verdict {
+                    rule_id: MODEL_FILE_RULE_ID,
+                    signal: SignalKind::ModelFile,
+                    severity: Severity::High,
+                    file: file(path),
+                    net: None,
+                    summary: format!(
+                        "{} model weights in {path} (a name that does not say so), {mib:.1} MiB mapped by {who}",
+                        format.as_str()
+                    ),
                 }
             }
             Observation::DeviceOpened { path, failed } => {
@@ -474,5 +520,47 @@ mod tests {
         assert!(r.evaluate(&p, listen(8080, false), 1).is_none());
         let f = r.evaluate(&p, listen(8080, true), 1).unwrap();
         assert!(f.summary.contains("OpenAI-style"), "{}", f.summary);
+    }
+
+    #[test]
+    fn a_large_mapping_is_a_model_by_content_whatever_its_name() {
+        let rules = BuiltinRules::default();
+        let gguf = b"GGUF\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+        let mapped = |path, head| Observation::FileMapped {
+            path,
+            head: Some(head),
+            length: 32 << 20,
+        };
+        let f = rules
+            .evaluate(&python(), mapped("/var/tmp/cache.dat", gguf), 1)
+            .unwrap();
+        assert_eq!(f.signal, SignalKind::ModelFile);
+        assert_eq!(f.file.unwrap().path, "/var/tmp/cache.dat");
+        assert!(f.summary.contains("gguf model weights"), "{}", f.summary);
+        assert!(f.summary.contains("32.0 MiB"), "{}", f.summary);
+        // A large library or database mapped: nothing.
+        assert!(rules
+            .evaluate(
+                &python(),
+                mapped("/usr/lib/libfoo.so", b"\x7fELF\x02\x01\x01\x00"),
+                1
+            )
+            .is_none());
+        // ONNX-like bytes need the name.
+        assert!(rules
+            .evaluate(&python(), mapped("/data/blob", b"\x08\x07\x12\x04abcd"), 1)
+            .is_none());
+        assert!(rules
+            .evaluate(
+                &python(),
+                mapped("/data/m.onnx", b"\x08\x07\x12\x04abcd"),
+                1
+            )
+            .is_some());
+        let owned = mapped("/x/cache.dat", gguf).to_owned_observation();
+        assert_eq!(
+            rules.evaluate(&python(), owned.as_observation(), 1),
+            rules.evaluate(&python(), mapped("/x/cache.dat", gguf), 1)
+        );
     }
 }

@@ -21,8 +21,8 @@ pub use builtin_rules::{
 };
 pub use finding::{FileObject, Finding, NetDirection, NetObject, Severity, SignalKind};
 pub use model_file::{
-    classify_model_path, is_model_file_path, sniff_model_format, ModelFormat, ModelPathClass,
-    MODEL_FILE_EXTENSIONS, MODEL_FILE_RULE_ID, MODEL_SNIFF_BYTES,
+    classify_model_path, is_model_file_path, sniff_model_format, sniff_unnamed_model_format,
+    ModelFormat, ModelPathClass, MODEL_FILE_EXTENSIONS, MODEL_FILE_RULE_ID, MODEL_SNIFF_BYTES,
 };
 pub use process::ProcessInfo;
 pub use signal_lists::{

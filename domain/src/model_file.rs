@@ -39,8 +39,9 @@ const MODEL_DIRECTORY_MARKERS: &[&str] = &[
 
 pub const MODEL_FILE_RULE_ID: &str = "vigil.builtin.model-file-unapproved";
 
-/// How many leading bytes of a file `sniff_model_format` needs.
-pub const MODEL_SNIFF_BYTES: usize = 16;
+/// How many leading bytes of a file `sniff_model_format` and
+/// `sniff_unnamed_model_format` need (a zip entry name is inside).
+pub const MODEL_SNIFF_BYTES: usize = 128;
 
 /// What a path's name says about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +136,33 @@ pub fn sniff_model_format(head: &[u8]) -> Option<ModelFormat> {
     None
 }
 
+/// Recognises model weights from content alone, for a file whose name says
+/// nothing (`cache.dat`): only formats with a distinctive header count, so
+/// an arbitrary large file (a database, an archive, a library) is not a
+/// model. ONNX and bare pickles start too plainly to be told apart without
+/// their name and are left out.
+pub fn sniff_unnamed_model_format(head: &[u8]) -> Option<ModelFormat> {
+    match sniff_model_format(head)? {
+        // Magic, then a version this format has had (1 to 3).
+        ModelFormat::Gguf => {
+            let version = u32::from_le_bytes(head.get(4..8)?.try_into().ok()?);
+            (1..=3).contains(&version).then_some(ModelFormat::Gguf)
+        }
+        // The JSON header opens with a quoted tensor or metadata name.
+        ModelFormat::Safetensors => {
+            (head.get(9) == Some(&b'"')).then_some(ModelFormat::Safetensors)
+        }
+        // torch.save's zip: the first entry is `<archive>/data.pkl`.
+        ModelFormat::PyTorchZip => {
+            let name_len = u16::from_le_bytes(head.get(26..28)?.try_into().ok()?) as usize;
+            let name = head.get(30..30 + name_len)?;
+            (name.ends_with(b"/data.pkl") || name == b"data.pkl").then_some(ModelFormat::PyTorchZip)
+        }
+        ModelFormat::TfLite => Some(ModelFormat::TfLite),
+        ModelFormat::Onnx | ModelFormat::Pickle => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +223,37 @@ mod tests {
         );
         assert_eq!(sniff_model_format(b"Hello, world. This is prose."), None);
         assert_eq!(sniff_model_format(b""), None);
+    }
+
+    #[test]
+    fn unnamed_files_count_as_models_only_with_a_distinctive_header() {
+        let gguf = b"GGUF\x03\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00";
+        assert_eq!(sniff_unnamed_model_format(gguf), Some(ModelFormat::Gguf));
+        assert_eq!(sniff_unnamed_model_format(b"GGUF\x09\x00\x00\x00"), None);
+        let mut st = 40u64.to_le_bytes().to_vec();
+        st.extend_from_slice(b"{\"weight\":{\"dtype\":\"F32\"}}");
+        assert_eq!(
+            sniff_unnamed_model_format(&st),
+            Some(ModelFormat::Safetensors)
+        );
+        let mut torch = b"PK\x03\x04".to_vec();
+        torch.extend_from_slice(&[0; 22]);
+        torch.extend_from_slice(&16u16.to_le_bytes());
+        torch.extend_from_slice(&[0; 2]);
+        torch.extend_from_slice(b"archive/data.pkl");
+        assert_eq!(
+            sniff_unnamed_model_format(&torch),
+            Some(ModelFormat::PyTorchZip)
+        );
+        let mut jar = torch[..26].to_vec();
+        jar.extend_from_slice(&20u16.to_le_bytes());
+        jar.extend_from_slice(&[0; 2]);
+        jar.extend_from_slice(b"META-INF/MANIFEST.MF");
+        assert_eq!(sniff_unnamed_model_format(&jar), None);
+        // Plain starts that only a model's name makes a model.
+        assert_eq!(sniff_unnamed_model_format(b"\x08\x07\x12\x04"), None);
+        assert_eq!(sniff_unnamed_model_format(b"\x80\x02}q\x00"), None);
+        assert_eq!(sniff_unnamed_model_format(b"\x7fELF\x02\x01\x01"), None);
+        assert_eq!(sniff_unnamed_model_format(b"SQLite format 3\0"), None);
     }
 }

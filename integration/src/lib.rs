@@ -241,7 +241,6 @@ impl Agent {
         Self::start_with(data_dir, control_plane, agent_id, &[]).await
     }
 
-    /// Starts an agent with extra command-line flags.
     /// Starts an agent with extra command-line flags. Without a
     /// `--sensor-mode` among them, the agent must load eBPF or fail: a test
     /// never silently runs on the degraded fallback.
@@ -295,4 +294,11 @@ pub fn python_opens(path: &Path) -> u32 {
         path.display()
     );
     pid
+}
+
+/// Hex sha256 of a file, as the agent reports executables.
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    hex::encode(Sha256::digest(&bytes))
 }

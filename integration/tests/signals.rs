@@ -268,6 +268,90 @@ async fn runtime_libraries_gpu_nodes_and_short_lived_model_opens() {
     );
 }
 
+/// Maps `file` the way GGUF and safetensors loaders do (mmap read-only from
+/// offset 0), reads its first bytes, and exits.
+const MAP_AND_READ: &str = "import mmap, sys, time\nf = open(sys.argv[1], 'rb')\nm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)\nm[:4]\ntime.sleep(0.2)\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_python_mapping_gguf_named_cache_dat_is_a_model_file() {
+    if !privileged("a_renamed_python_mapping_gguf_named_cache_dat_is_a_model_file") {
+        return;
+    }
+    let h = Host::start("signals-content").await;
+    // A copy of the python binary under a name that says nothing.
+    let python3 = PathBuf::from(
+        String::from_utf8(
+            python("import os, sys; print(os.path.realpath(sys.executable))")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim(),
+    );
+    let helper = h.dir.join("logrotate-helper");
+    std::fs::copy(&python3, &helper).unwrap();
+    // A GGUF file (magic, version 3, counts) of 16 MiB, named cache.dat.
+    let cache = h.dir.join("cache.dat");
+    let mut gguf = b"GGUF\x03\x00\x00\x00".to_vec();
+    gguf.extend_from_slice(&1u64.to_le_bytes());
+    gguf.extend_from_slice(&2u64.to_le_bytes());
+    std::fs::write(&cache, &gguf).unwrap();
+    std::fs::File::options()
+        .append(true)
+        .open(&cache)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    // Benign: the same helper maps a large file that is not a model.
+    let benign = h.dir.join("benign");
+    std::fs::create_dir_all(&benign).unwrap();
+    let archive = benign.join("backup.dat");
+    std::fs::write(&archive, b"SQLite format 3\0").unwrap();
+    std::fs::File::options()
+        .append(true)
+        .open(&archive)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    run(Command::new(&helper)
+        .args(["-c", MAP_AND_READ])
+        .arg(&archive));
+
+    let pid = run(Command::new(&helper).args(["-c", MAP_AND_READ]).arg(&cache));
+    let a = h
+        .alert("model_file for cache.dat", |a| {
+            pid_of(a) == pid && signal_of(a) == SignalKind::ModelFile
+        })
+        .await;
+    assert_eq!(object_of(&a), cache.to_str().unwrap());
+    let f = a.finding.unwrap();
+    assert!(f.summary.contains("gguf model weights"), "{}", f.summary);
+    let process = f.process.unwrap();
+    assert!(
+        process.exe.ends_with("/logrotate-helper"),
+        "the finding names the renamed binary: {}",
+        process.exe
+    );
+    let python_digest = vigil_integration::sha256_file(&python3);
+    assert_eq!(
+        process.exe_sha256, python_digest,
+        "the digest shows it is python whatever its name"
+    );
+    let benign_dir = benign.to_str().unwrap().to_string();
+    let noise: Vec<String> =
+        h.cp.alerts()
+            .await
+            .iter()
+            .filter(|a| object_of(a).starts_with(&benign_dir))
+            .map(|a| a.finding.as_ref().unwrap().summary.clone())
+            .collect();
+    assert!(
+        noise.is_empty(),
+        "a large non-model mapping made findings: {noise:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ollama_ports_and_openai_style_listeners() {
     if !privileged("ollama_ports_and_openai_style_listeners") {
@@ -464,6 +548,105 @@ async fn after_a_process_storm_every_record_the_kernel_emitted_was_received() {
         counters.dropped, 0,
         "the ring buffer overflowed at {rate:.0} processes/s"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overflowing_ring_buffer_counts_every_lost_record_and_the_agent_goes_on() {
+    if !privileged("an_overflowing_ring_buffer_counts_every_lost_record") {
+        return;
+    }
+    // A one-page ring buffer: a storm overflows it between two drains.
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
+    cp.wait_leader().await;
+    let agent = Agent::start_with(
+        &tmp.path().join("agent"),
+        &cp.endpoint(),
+        "signals-overflow",
+        &["--ring-buffer-kib", "4"],
+    )
+    .await;
+    let admin = cp.admin().await;
+    let counters_now = || {
+        let mut admin = admin.clone();
+        async move {
+            let s = admin
+                .cluster_status(vigil_proto::admin::v1::ClusterStatusRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            s.agents
+                .iter()
+                .find(|a| a.agent_id == "signals-overflow")?
+                .counters
+        }
+    };
+    let before = wait_for("the first heartbeat", Duration::from_secs(15), counters_now).await;
+    // Two storms at once, as fast as this host forks.
+    let started = std::time::Instant::now();
+    let storms: Vec<Child> = (0..2)
+        .map(|_| {
+            Command::new("sh")
+                .args([
+                    "-c",
+                    "i=0; while [ $i -lt 2000 ]; do /bin/true; i=$((i+1)); done",
+                ])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut s in storms {
+        assert!(s.wait().unwrap().success());
+    }
+    let rate = 4000.0 / started.elapsed().as_secs_f64();
+    // Every exec and exit of the storm was either sent or counted as dropped,
+    // and everything sent was received.
+    let after = wait_for(
+        "the storm accounted for at the control plane",
+        Duration::from_secs(20),
+        || async {
+            let c = counters_now().await?;
+            let accounted = (c.emitted + c.dropped) - (before.emitted + before.dropped);
+            (accounted >= 8000 && c.emitted == c.received).then_some(c)
+        },
+    )
+    .await;
+    eprintln!(
+        "{rate:.0} processes/s into a 4 KiB ring: emitted {} received {} dropped {}",
+        after.emitted - before.emitted,
+        after.received - before.received,
+        after.dropped - before.dropped
+    );
+    assert!(
+        after.dropped > before.dropped,
+        "a 4 KiB ring at {rate:.0} processes/s should overflow"
+    );
+    wait_for(
+        "the agent's warning about lost records",
+        Duration::from_secs(5),
+        || async {
+            let log = std::fs::read_to_string(&agent.log).unwrap_or_default();
+            log.contains("sensor records lost").then_some(())
+        },
+    )
+    .await;
+    let log = std::fs::read_to_string(&agent.log).unwrap();
+    assert!(!log.contains("panicked"), "{log}");
+    // The agent goes on: a model open after the storm is still found.
+    let model = tmp.path().join("after-storm.gguf");
+    std::fs::write(&model, b"GGUF\x03\x00\x00\x00").unwrap();
+    let pid = run(Command::new("/bin/cat").arg(&model).stdout(Stdio::null()));
+    wait_for(
+        "the finding after the storm",
+        Duration::from_secs(15),
+        || async {
+            cp.alerts()
+                .await
+                .into_iter()
+                .find(|a| pid_of(a) == pid && signal_of(a) == SignalKind::ModelFile)
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

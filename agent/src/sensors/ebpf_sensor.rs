@@ -62,10 +62,43 @@ pub struct EbpfSensor {
     received: u64,
 }
 
+/// Tunables of the kernel side, fixed at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EbpfOptions {
+    /// Read-only mappings from offset 0 at least this long are sent for a
+    /// content check (0: none).
+    pub large_mapping_min: u64,
+    /// Ring buffer size in bytes: a power of two, at least one page.
+    pub ring_buffer_bytes: u32,
+}
+
+impl Default for EbpfOptions {
+    fn default() -> Self {
+        Self {
+            large_mapping_min: 8 << 20,
+            ring_buffer_bytes: 8 << 20,
+        }
+    }
+}
+
 impl EbpfSensor {
     /// Loads and attaches every sensor program, with `filters` as the
     /// kernel's path filter table and `ports` as its TCP port table.
-    pub fn load(filters: &[RawPathFilter], ports: &[u16]) -> Result<Self, SensorError> {
+    pub fn load(
+        filters: &[RawPathFilter],
+        ports: &[u16],
+        options: EbpfOptions,
+    ) -> Result<Self, SensorError> {
+        let page = 4096;
+        if options.ring_buffer_bytes < page || !options.ring_buffer_bytes.is_power_of_two() {
+            return Err(SensorError::Map {
+                map: "EVENTS",
+                detail: format!(
+                    "ring buffer size {} bytes is not a power of two of at least {page}",
+                    options.ring_buffer_bytes
+                ),
+            });
+        }
         super::kernel_mounts::ensure_tracefs().map_err(SensorError::Tracefs)?;
         raise_memlock_limit();
         let table = path_filter::table(filters)?;
@@ -82,6 +115,8 @@ impl EbpfSensor {
             .override_global("AGENT_TGID", &agent_tgid, true)
             .override_global("AI_PORTS", &port_table, true)
             .override_global("AI_PORT_COUNT", &port_count, true)
+            .override_global("LARGE_MAPPING_MIN", &options.large_mapping_min, true)
+            .map_max_entries("EVENTS", options.ring_buffer_bytes)
             .load(SENSORS_OBJECT)?;
         let mut hooks = Vec::new();
         for &(program, category, name, required) in TRACEPOINTS {

@@ -9,7 +9,7 @@ pub const EVENT_EXEC: u32 = 1;
 pub const EVENT_EXIT: u32 = 2;
 pub const EVENT_OPEN: u32 = 3;
 pub const EVENT_NET: u32 = 4;
-pub const EVENT_EXEC_MAP: u32 = 5;
+pub const EVENT_FILE_MAP: u32 = 5;
 
 pub const COMM_LEN: usize = 16;
 pub const PATH_MAX: usize = 4096;
@@ -27,6 +27,7 @@ pub const FILTER_BASENAME_PREFIX: u32 = 3;
 pub const MATCH_MODEL_FILE: u32 = 1;
 pub const MATCH_GPU_DEVICE: u32 = 2;
 pub const MATCH_AI_RUNTIME: u32 = 3;
+pub const MATCH_LARGE_MAPPING: u32 = 4;
 
 pub const PORT_SLOTS: usize = 16;
 pub const NET_CONNECT: u16 = 1;
@@ -86,15 +87,16 @@ pub struct RawNetEvent {
     pub daddr: [u8; 16],
 }
 
-/// Fixed part of `struct vigil_exec_map_event`; `name` follows.
+/// Fixed part of `struct vigil_file_map_event`; `name` follows.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RawExecMapFixed {
+pub struct RawFileMapFixed {
     pub hdr: RawEventHeader,
     pub fd: i32,
     pub matched: u32,
     pub name_len: u32,
-    pub pad: u32,
+    pub prot: u32,
+    pub length: u64,
 }
 
 /// `struct vigil_path_filter`.
@@ -205,6 +207,30 @@ pub fn rust_layout() -> Vec<(&'static str, usize)> {
             size_of::<RawOpenFixed>(),
         ),
         (
+            "offsetof(struct vigil_file_map_event, fd)",
+            offset_of!(RawFileMapFixed, fd),
+        ),
+        (
+            "offsetof(struct vigil_file_map_event, match)",
+            offset_of!(RawFileMapFixed, matched),
+        ),
+        (
+            "offsetof(struct vigil_file_map_event, name_len)",
+            offset_of!(RawFileMapFixed, name_len),
+        ),
+        (
+            "offsetof(struct vigil_file_map_event, prot)",
+            offset_of!(RawFileMapFixed, prot),
+        ),
+        (
+            "offsetof(struct vigil_file_map_event, length)",
+            offset_of!(RawFileMapFixed, length),
+        ),
+        (
+            "offsetof(struct vigil_file_map_event, name)",
+            size_of::<RawFileMapFixed>(),
+        ),
+        (
             "sizeof(struct vigil_path_filter)",
             size_of::<RawPathFilter>(),
         ),
@@ -247,6 +273,8 @@ pub enum PathMatch {
     ModelFile,
     GpuDevice,
     AiRuntime,
+    /// A large read-only mapping from offset 0, whatever the file's name.
+    LargeMapping,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,12 +310,15 @@ pub enum SensorEvent {
         local: std::net::SocketAddr,
         remote: std::net::SocketAddr,
     },
-    /// A file mapped executable whose name matched; `fd` is the mapped fd.
-    ExecMap {
+    /// A file mapped: executable with a matching name (`AiRuntime`), or a
+    /// large read-only mapping (`LargeMapping`); `fd` is the mapped fd.
+    FileMap {
         ctx: EventContext,
         fd: i32,
         matched: PathMatch,
         name: String,
+        /// Bytes mapped.
+        length: u64,
     },
 }
 
@@ -298,7 +329,7 @@ impl SensorEvent {
             | SensorEvent::Exit { ctx, .. }
             | SensorEvent::Open { ctx, .. }
             | SensorEvent::Net { ctx, .. }
-            | SensorEvent::ExecMap { ctx, .. } => ctx,
+            | SensorEvent::FileMap { ctx, .. } => ctx,
         }
     }
 }
@@ -367,6 +398,7 @@ fn path_match(raw: u32) -> Result<PathMatch, DecodeError> {
         MATCH_MODEL_FILE => Ok(PathMatch::ModelFile),
         MATCH_GPU_DEVICE => Ok(PathMatch::GpuDevice),
         MATCH_AI_RUNTIME => Ok(PathMatch::AiRuntime),
+        MATCH_LARGE_MAPPING => Ok(PathMatch::LargeMapping),
         other => Err(DecodeError::UnknownMatch(other)),
     }
 }
@@ -457,20 +489,21 @@ pub fn decode(record: &[u8]) -> Result<SensorEvent, DecodeError> {
                 remote: socket_addr(ev.family, ev.daddr, ev.dport),
             })
         }
-        EVENT_EXEC_MAP => {
-            let fixed: RawExecMapFixed = read_struct(record, "exec map record")?;
+        EVENT_FILE_MAP => {
+            let fixed: RawFileMapFixed = read_struct(record, "file map record")?;
             let matched = path_match(fixed.matched)?;
             let name = c_string(tail(
                 record,
-                size_of::<RawExecMapFixed>(),
+                size_of::<RawFileMapFixed>(),
                 fixed.name_len as usize,
                 "name",
             )?);
-            Ok(SensorEvent::ExecMap {
+            Ok(SensorEvent::FileMap {
                 ctx,
                 fd: fixed.fd,
                 matched,
                 name,
+                length: fixed.length,
             })
         }
         other => Err(DecodeError::UnknownKind(other)),

@@ -156,23 +156,24 @@ fn net_records_decode_ipv4_and_ipv6_endpoints() {
 }
 
 #[test]
-fn exec_map_records_carry_the_library_name() {
+fn file_map_records_carry_the_library_name() {
     let name = b"libonnxruntime.so.1.17\0";
-    let size = size_of::<RawExecMapFixed>() + name.len();
-    let fixed = RawExecMapFixed {
-        hdr: header(EVENT_EXEC_MAP, size),
+    let size = size_of::<RawFileMapFixed>() + name.len();
+    let fixed = RawFileMapFixed {
+        hdr: header(EVENT_FILE_MAP, size),
         fd: 3,
         matched: MATCH_AI_RUNTIME,
         name_len: name.len() as u32,
-        pad: 0,
+        prot: 5,
+        length: 4096,
     };
     let mut rec = as_bytes(&fixed);
     rec.extend_from_slice(name);
-    let SensorEvent::ExecMap {
+    let SensorEvent::FileMap {
         fd, matched, name, ..
     } = decode(&rec).unwrap()
     else {
-        panic!("not an exec map");
+        panic!("not a file map");
     };
     assert_eq!(
         (fd, matched, name.as_str()),

@@ -8,7 +8,7 @@ pub mod path_filter;
 mod procfs_poller;
 mod sensor;
 
-pub use ebpf_sensor::{EbpfSensor, SensorError};
+pub use ebpf_sensor::{EbpfOptions, EbpfSensor, SensorError};
 pub use event_layout::{EventContext, NetOp, PathMatch, SensorEvent};
 pub use procfs_poller::ProcfsPoller;
 pub use sensor::{Sensor, SensorChoice};

@@ -5,7 +5,7 @@ use std::time::Duration;
 use vigil_domain::{SensorCounters, SensorMode};
 
 use super::procfs_poller::ProcfsPoller;
-use super::{path_filter, EbpfSensor, SensorEvent};
+use super::{path_filter, EbpfOptions, EbpfSensor, SensorEvent};
 use crate::procfs::Procfs;
 
 /// How often the eBPF ring is drained when nothing woke the agent.
@@ -29,12 +29,16 @@ pub enum Sensor {
 
 impl Sensor {
     /// Starts the chosen sensor.
-    pub fn start(choice: SensorChoice, poll_interval: Duration) -> anyhow::Result<Sensor> {
+    pub fn start(
+        choice: SensorChoice,
+        ebpf: EbpfOptions,
+        poll_interval: Duration,
+    ) -> anyhow::Result<Sensor> {
         if choice != SensorChoice::Procfs {
             let loaded = path_filter::default_filters()
                 .map_err(anyhow::Error::from)
                 .and_then(|filters| {
-                    EbpfSensor::load(&filters, &path_filter::default_ports())
+                    EbpfSensor::load(&filters, &path_filter::default_ports(), ebpf)
                         .map_err(anyhow::Error::from)
                 });
             match loaded {
