@@ -45,3 +45,15 @@ int empty_open_ret(void *ctx) { return 0; }
 
 SEC("tracepoint/syscalls/sys_exit_creat")
 int empty_creat_ret(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int empty_connect(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_enter_sendto")
+int empty_sendto(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_enter_sendmsg")
+int empty_sendmsg(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_enter_sendmmsg")
+int empty_sendmmsg(void *ctx) { return 0; }

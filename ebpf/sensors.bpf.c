@@ -65,6 +65,7 @@ union event_scratch {
 	struct vigil_exec_event exec;
 	struct vigil_open_event open;
 	struct vigil_file_map_event map;
+	struct vigil_dns_event dns;
 };
 
 struct {
@@ -500,4 +501,151 @@ int vigil_mmap(struct syscall_trace_enter *ctx)
 	fill_header(&ev->hdr, VIGIL_EVENT_FILE_MAP, size);
 	emit(ev, size, BPF_RB_FORCE_WAKEUP);
 	return 0;
+}
+
+/* A destination: family, port (host order), address. */
+struct dns_peer {
+	__u16 family;
+	__u16 port;
+	__u8 addr[16];
+};
+
+/*
+ * Sockets connected to port 53, by (tgid << 32 | fd): a resolver connects
+ * its UDP socket and then sends without an address. LRU: a socket closed
+ * without a later connect cannot fill the map; a reused fd whose entry went
+ * stale only sends a payload that the agent does not parse as a question.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct dns_peer);
+} DNS_SOCKETS SEC(".maps");
+
+#define DNS_PORT 53
+
+/* The user's sockaddr, if it is an IPv4/IPv6 address on port 53. */
+static __always_inline bool read_dns_peer(const void *uaddr, struct dns_peer *peer)
+{
+	if (!uaddr)
+		return false;
+	__u16 head[2];
+	if (bpf_probe_read_user(head, sizeof(head), uaddr) != 0)
+		return false;
+	__u16 port = __builtin_bswap16(head[1]);
+	if ((head[0] != AF_INET && head[0] != AF_INET6) || port != DNS_PORT)
+		return false;
+	peer->family = head[0];
+	peer->port = port;
+	if (head[0] == AF_INET6)
+		bpf_probe_read_user(peer->addr, 16, (const __u8 *)uaddr + 8);
+	else
+		bpf_probe_read_user(peer->addr, 4, (const __u8 *)uaddr + 4);
+	return true;
+}
+
+static __always_inline __u64 socket_key(long fd)
+{
+	return (bpf_get_current_pid_tgid() & 0xFFFFFFFF00000000ULL) | (__u32)fd;
+}
+
+/* connect(): remember sockets connected to port 53, forget reconnected ones. */
+SEC("tracepoint/syscalls/sys_enter_connect")
+int vigil_connect(struct syscall_trace_enter *ctx)
+{
+	long fd = (long)ctx->args[0];
+	struct dns_peer peer = {};
+	__u64 key = socket_key(fd);
+	if (read_dns_peer((const void *)ctx->args[1], &peer) && !is_agent())
+		bpf_map_update_elem(&DNS_SOCKETS, &key, &peer, BPF_ANY);
+	else
+		bpf_map_delete_elem(&DNS_SOCKETS, &key);
+	return 0;
+}
+
+/* Where a send goes, if to port 53: its address, or the connected socket's. */
+static __always_inline bool dns_destination(long fd, const void *uaddr, struct dns_peer *out)
+{
+	if (read_dns_peer(uaddr, out))
+		return true;
+	__u64 key = socket_key(fd);
+	struct dns_peer *peer = bpf_map_lookup_elem(&DNS_SOCKETS, &key);
+	if (!peer)
+		return false;
+	*out = *peer;
+	return true;
+}
+
+/* A message to port 53: its first bytes go to the agent. */
+static __always_inline int send_dns(struct dns_peer *peer, const void *buf, __u64 len)
+{
+	if (is_agent() || !buf || len == 0) {
+		count(VIGIL_COUNTER_FILTERED);
+		return 0;
+	}
+	__u32 zero = 0;
+	struct vigil_dns_event *ev = bpf_map_lookup_elem(&EVENT_SCRATCH, &zero);
+	if (!ev)
+		return 0;
+	__u32 n = len < VIGIL_DNS_MAX ? (__u32)len : VIGIL_DNS_MAX;
+	if (bpf_probe_read_user(ev->payload, n, buf) != 0)
+		return 0;
+	ev->family = peer->family;
+	ev->dport = peer->port;
+	ev->payload_len = n;
+	__builtin_memcpy(ev->daddr, peer->addr, 16);
+	__u64 size = offsetof(struct vigil_dns_event, payload) + n;
+	fill_header(&ev->hdr, VIGIL_EVENT_DNS, size);
+	emit(ev, size, BPF_RB_FORCE_WAKEUP);
+	return 0;
+}
+
+/* sendto(fd, buf, len, flags, addr, addrlen); send() is sendto without addr. */
+SEC("tracepoint/syscalls/sys_enter_sendto")
+int vigil_sendto(struct syscall_trace_enter *ctx)
+{
+	struct dns_peer peer = {};
+	if (!dns_destination((long)ctx->args[0], (const void *)ctx->args[4], &peer))
+		return 0;
+	return send_dns(&peer, (const void *)ctx->args[1], ctx->args[2]);
+}
+
+struct user_iovec {
+	void *iov_base;
+	__u64 iov_len;
+};
+
+struct user_msghdr_head {
+	void *msg_name;
+	int msg_namelen;
+	struct user_iovec *msg_iov;
+};
+
+/* A msghdr in user memory: its address, then (for port 53) its first buffer. */
+static __always_inline int on_send_msghdr(long fd, const void *umsg)
+{
+	struct user_msghdr_head m = {};
+	if (bpf_probe_read_user(&m, sizeof(m), umsg) != 0)
+		return 0;
+	struct dns_peer peer = {};
+	if (!dns_destination(fd, m.msg_name, &peer) || !m.msg_iov)
+		return 0;
+	struct user_iovec iov = {};
+	if (bpf_probe_read_user(&iov, sizeof(iov), m.msg_iov) != 0)
+		return 0;
+	return send_dns(&peer, iov.iov_base, iov.iov_len);
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendmsg")
+int vigil_sendmsg(struct syscall_trace_enter *ctx)
+{
+	return on_send_msghdr((long)ctx->args[0], (const void *)ctx->args[1]);
+}
+
+/* sendmmsg: glibc sends the A and AAAA questions together; the first names the host. */
+SEC("tracepoint/syscalls/sys_enter_sendmmsg")
+int vigil_sendmmsg(struct syscall_trace_enter *ctx)
+{
+	return on_send_msghdr((long)ctx->args[0], (const void *)ctx->args[1]);
 }

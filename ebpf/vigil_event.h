@@ -20,6 +20,7 @@
 #define VIGIL_EVENT_OPEN 3
 #define VIGIL_EVENT_NET 4
 #define VIGIL_EVENT_FILE_MAP 5
+#define VIGIL_EVENT_DNS 6
 
 #define VIGIL_COMM_LEN 16
 /* Longest path the kernel accepts, NUL included. */
@@ -50,6 +51,9 @@
  * user space checks its content (weights loaded with mmap under a name that
  * says nothing, such as cache.dat). */
 #define VIGIL_MATCH_LARGE_MAPPING 4
+
+/* DNS message bytes captured from a send to port 53. */
+#define VIGIL_DNS_MAX 256
 
 /* TCP ports whose connects and listens leave the kernel. */
 #define VIGIL_PORT_SLOTS 16
@@ -115,6 +119,20 @@ struct vigil_file_map_event {
 	__u32 prot;     /* PROT_* of the mapping */
 	__u64 length;   /* bytes mapped */
 	char name[VIGIL_NAME_MAX];
+};
+
+/*
+ * A message sent to port 53 (a DNS question, UDP or TCP): to the address
+ * in sendto/sendmsg, or on a socket connected to port 53. The agent reads
+ * the question name from the payload.
+ */
+struct vigil_dns_event {
+	struct vigil_event_header hdr;
+	__u16 family;      /* AF_INET or AF_INET6 */
+	__u16 dport;       /* host byte order: 53 */
+	__u32 payload_len; /* bytes of payload[] */
+	__u8 daddr[16];    /* IPv4 in the first 4 bytes */
+	__u8 payload[VIGIL_DNS_MAX];
 };
 
 /*

@@ -195,6 +195,24 @@ impl Detector {
                     at,
                 )
             }
+            SensorEvent::Dns {
+                server, payload, ..
+            } => {
+                // Most sends to port 53 are questions for ordinary hosts:
+                // decide before resolving the process.
+                let name = vigil_domain::question_name(payload)?;
+                vigil_domain::ai_api_host(&name)?;
+                let server = server.to_string();
+                let resolved = self.process(ctx, table);
+                self.detect(
+                    resolved,
+                    Observation::DnsQuery {
+                        name: &name,
+                        server: &server,
+                    },
+                    at,
+                )
+            }
             SensorEvent::Net {
                 op, local, remote, ..
             } => {

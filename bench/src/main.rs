@@ -106,6 +106,10 @@ fn attach(c: Condition, s: &Settings, cp: &str, round: usize) -> anyhow::Result<
                 ("empty_creat_ret", "syscalls", "sys_exit_creat"),
                 ("empty_mmap", "syscalls", "sys_enter_mmap"),
                 ("empty_inet_state", "sock", "inet_sock_set_state"),
+                ("empty_connect", "syscalls", "sys_enter_connect"),
+                ("empty_sendto", "syscalls", "sys_enter_sendto"),
+                ("empty_sendmsg", "syscalls", "sys_enter_sendmsg"),
+                ("empty_sendmmsg", "syscalls", "sys_enter_sendmmsg"),
             ] {
                 let tp: &mut TracePoint = ebpf.program_mut(prog).context(prog)?.try_into()?;
                 tp.load()?;
@@ -434,6 +438,7 @@ fn program_costs(s: &Settings, cp: &ControlPlane, report: &mut Report) -> anyhow
     let storms = || {
         storm::open_storm(&target, s.open_threads, s.storm);
         storm::exec_storm(s.exec_threads, s.storm);
+        storm::send_storm(s.open_threads, s.storm);
     };
     let per_call = |stats: &std::collections::BTreeMap<String, (u64, u64)>, name: &str| {
         stats
@@ -455,6 +460,7 @@ fn program_costs(s: &Settings, cp: &ControlPlane, report: &mut Report) -> anyhow
         ("sys_exit_openat", "vigil_openat_re", "empty_openat_re"),
         ("sched_process_exec", "vigil_exec", "empty_exec"),
         ("sched_process_exit", "vigil_exit", "empty_exit"),
+        ("sys_enter_sendto", "vigil_sendto", "empty_sendto"),
     ] {
         report.push(Figure::ratio(
             &format!("{hook} program cost per call: agent / empty program"),

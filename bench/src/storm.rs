@@ -41,6 +41,30 @@ pub fn exec_storm(threads: usize, dur: Duration) -> f64 {
     })
 }
 
+/// UDP datagrams sent (send() on a connected socket, to a port that is
+/// not DNS) on `threads` threads; sends/s. The cost every send pays for the
+/// DNS sensor's check.
+pub fn send_storm(threads: usize, dur: Duration) -> f64 {
+    run_threads(threads, dur, |stop, count| {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp socket");
+        let sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp sink");
+        socket
+            .connect(sink.local_addr().expect("sink address"))
+            .expect("connect");
+        sink.set_nonblocking(true).expect("nonblocking");
+        let mut buf = [0u8; 64];
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            for _ in 0..64 {
+                let _ = socket.send(b"not a dns question");
+            }
+            while sink.recv(&mut buf).is_ok() {}
+            n += 64;
+        }
+        count.fetch_add(n, Ordering::Relaxed);
+    })
+}
+
 fn run_threads<F>(threads: usize, dur: Duration, work: F) -> f64
 where
     F: Fn(&AtomicBool, &AtomicU64) + Send + Sync + 'static,

@@ -45,6 +45,11 @@ pub fn detection_finding(alert: &Alert) -> Value {
         match net.direction {
             NetDirection::Connect => evidence["dst_endpoint"] = endpoint,
             NetDirection::Listen => evidence["src_endpoint"] = endpoint,
+            // OCSF evidence: the DNS query object, sent to the resolver.
+            NetDirection::DnsQuery => {
+                evidence["dst_endpoint"] = endpoint;
+                evidence["query"] = json!({ "hostname": net.host });
+            }
         }
     }
     json!({
@@ -149,6 +154,7 @@ mod tests {
                     direction: NetDirection::Listen,
                     address: "0.0.0.0".into(),
                     port: 11434,
+                    host: String::new(),
                 }),
                 summary: "s".into(),
             },

@@ -6,7 +6,7 @@ use crate::model_file::{
     classify_model_path, sniff_model_format, sniff_unnamed_model_format, ModelPathClass,
     MODEL_FILE_RULE_ID,
 };
-use crate::signal_lists::{ai_serving_port, is_ai_runtime_library, is_gpu_device};
+use crate::signal_lists::{ai_api_host, ai_serving_port, is_ai_runtime_library, is_gpu_device};
 use crate::{
     ApprovedWorkloads, FileObject, Finding, NetDirection, NetObject, ProcessInfo, Severity,
     SignalKind,
@@ -38,6 +38,8 @@ pub enum Observation<'a> {
     LibraryMapped { name: &'a str, path: &'a str },
     /// Connected out over TCP.
     Connected { address: &'a str, port: u16 },
+    /// Asked the DNS server `server` (address:port) for `name`.
+    DnsQuery { name: &'a str, server: &'a str },
     /// Listens on a TCP port; `openai_routes` when it answered `GET /v1/models`.
     Listening {
         address: &'a str,
@@ -71,6 +73,10 @@ pub enum OwnedObservation {
         address: String,
         port: u16,
     },
+    DnsQuery {
+        name: String,
+        server: String,
+    },
     Listening {
         address: String,
         port: u16,
@@ -97,6 +103,10 @@ impl Observation<'_> {
             Observation::LibraryMapped { name, path } => OwnedObservation::LibraryMapped {
                 name: name.to_string(),
                 path: path.to_string(),
+            },
+            Observation::DnsQuery { name, server } => OwnedObservation::DnsQuery {
+                name: name.to_string(),
+                server: server.to_string(),
             },
             Observation::Connected { address, port } => OwnedObservation::Connected {
                 address: address.to_string(),
@@ -134,6 +144,7 @@ impl OwnedObservation {
             OwnedObservation::LibraryMapped { name, path } => {
                 Observation::LibraryMapped { name, path }
             }
+            OwnedObservation::DnsQuery { name, server } => Observation::DnsQuery { name, server },
             OwnedObservation::Connected { address, port } => Observation::Connected {
                 address,
                 port: *port,
@@ -267,6 +278,28 @@ impl BuiltinRules {
                     summary: format!("AI runtime library {name} loaded by {who}"),
                 }
             }
+            Observation::DnsQuery { name, server } => {
+                let pattern = ai_api_host(name)?;
+                let (address, port) = match server.rsplit_once(':') {
+                    Some((a, p)) => (a.trim_matches(['[', ']']), p.parse().unwrap_or(53)),
+                    None => (server, 53),
+                };
+                Verdict {
+                    rule_id: AI_EGRESS_RULE_ID,
+                    signal: SignalKind::AiEgress,
+                    severity: Severity::Medium,
+                    file: None,
+                    net: Some(NetObject {
+                        direction: NetDirection::DnsQuery,
+                        address: address.to_string(),
+                        port,
+                        host: name.to_string(),
+                    }),
+                    summary: format!(
+                        "{who_cap} looked up AI API host {name} (list entry {pattern}) via DNS server {server}"
+                    ),
+                }
+            }
             Observation::Connected { address, port } => {
                 let server = ai_serving_port(port)?;
                 Verdict {
@@ -278,6 +311,7 @@ impl BuiltinRules {
                         direction: NetDirection::Connect,
                         address: address.to_string(),
                         port,
+                        host: String::new(),
                     }),
                     summary: format!(
                         "{who_cap} connected to {server} model server port {address}:{port}"
@@ -303,6 +337,7 @@ impl BuiltinRules {
                         direction: NetDirection::Listen,
                         address: address.to_string(),
                         port,
+                        host: String::new(),
                     }),
                     summary: format!("{who_cap} serves {what} {address}:{port}"),
                 }
@@ -561,6 +596,42 @@ mod tests {
         assert_eq!(
             rules.evaluate(&python(), owned.as_observation(), 1),
             rules.evaluate(&python(), mapped("/x/cache.dat", gguf), 1)
+        );
+    }
+
+    #[test]
+    fn a_dns_question_for_an_ai_api_host_is_egress() {
+        let rules = BuiltinRules::default();
+        let q = |name| Observation::DnsQuery {
+            name,
+            server: "127.0.0.53:53",
+        };
+        let f = rules.evaluate(&python(), q("api.openai.com"), 1).unwrap();
+        assert_eq!(f.signal, SignalKind::AiEgress);
+        let net = f.net.as_ref().unwrap();
+        assert_eq!(
+            (
+                net.direction,
+                net.address.as_str(),
+                net.port,
+                net.host.as_str()
+            ),
+            (NetDirection::DnsQuery, "127.0.0.53", 53, "api.openai.com")
+        );
+        assert_eq!(f.object(), "dns api.openai.com");
+        assert!(rules.evaluate(&python(), q("deb.debian.org"), 1).is_none());
+        let v6 = Observation::DnsQuery {
+            name: "huggingface.co",
+            server: "[::1]:53",
+        };
+        assert_eq!(
+            rules
+                .evaluate(&python(), v6, 1)
+                .unwrap()
+                .net
+                .unwrap()
+                .address,
+            "::1"
         );
     }
 }

@@ -74,6 +74,8 @@ pub enum NetDirection {
     Connect,
     /// The process listens on `address:port`.
     Listen,
+    /// The process asked the DNS server `address:port` for `host`.
+    DnsQuery,
 }
 
 impl NetDirection {
@@ -81,6 +83,7 @@ impl NetDirection {
         match self {
             NetDirection::Connect => "connect",
             NetDirection::Listen => "listen",
+            NetDirection::DnsQuery => "dns",
         }
     }
 }
@@ -92,6 +95,9 @@ pub struct NetObject {
     /// IP address, textual.
     pub address: String,
     pub port: u16,
+    /// The host name involved, where known (the question of a DNS query).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
 }
 
 /// One detection made by an agent.
@@ -118,6 +124,7 @@ impl Finding {
     pub fn object(&self) -> String {
         match (&self.file, &self.net) {
             (Some(f), _) => f.path.clone(),
+            (None, Some(n)) if n.direction == NetDirection::DnsQuery => format!("dns {}", n.host),
             (None, Some(n)) => format!("{} {}:{}", n.direction.as_str(), n.address, n.port),
             (None, None) => String::new(),
         }

@@ -8,6 +8,7 @@
 mod alert;
 mod approval;
 mod builtin_rules;
+mod dns_question;
 mod finding;
 mod model_file;
 mod process;
@@ -19,6 +20,7 @@ pub use builtin_rules::{
     BuiltinRules, Observation, OwnedObservation, AI_EGRESS_RULE_ID, AI_RUNTIME_RULE_ID,
     AI_SERVING_RULE_ID, GPU_DEVICE_RULE_ID,
 };
+pub use dns_question::question_name;
 pub use finding::{FileObject, Finding, NetDirection, NetObject, Severity, SignalKind};
 pub use model_file::{
     classify_model_path, is_model_file_path, sniff_model_format, sniff_unnamed_model_format,
@@ -26,6 +28,6 @@ pub use model_file::{
 };
 pub use process::ProcessInfo;
 pub use signal_lists::{
-    ai_serving_port, is_ai_runtime_library, is_gpu_device, AI_RUNTIME_LIBRARY_PREFIXES,
-    AI_SERVING_PORTS, GPU_DEVICE_PREFIXES, OPENAI_PROBE_PORTS,
+    ai_api_host, ai_serving_port, is_ai_runtime_library, is_gpu_device,
+    AI_RUNTIME_LIBRARY_PREFIXES, AI_SERVING_PORTS, GPU_DEVICE_PREFIXES, OPENAI_PROBE_PORTS,
 };

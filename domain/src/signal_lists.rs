@@ -28,6 +28,23 @@ pub const AI_SERVING_PORTS: &[(u16, &str)] = &[(11434, "ollama")];
 /// OpenAI-style `GET /v1/models`.
 pub const OPENAI_PROBE_PORTS: &[u16] = &[8000, 8080];
 
+/// Hosts of hosted AI APIs and model hubs (`policies/lists/ai-api-hosts.txt`).
+const AI_API_HOSTS: &str = include_str!("../../policies/lists/ai-api-hosts.txt");
+
+/// The pattern of the AI API host list that `name` (lowercase, no trailing
+/// dot) matches, if any.
+pub fn ai_api_host(name: &str) -> Option<&'static str> {
+    AI_API_HOSTS
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .find(|pattern| match pattern.strip_prefix('*') {
+            // `*.domain` and `*-suffix`: anything ending so, with a label before.
+            Some(suffix) => name.len() > suffix.len() && name.ends_with(suffix),
+            None => name == *pattern,
+        })
+}
+
 /// Whether `name` (a file name, not a path) is an AI runtime library.
 pub fn is_ai_runtime_library(name: &str) -> bool {
     AI_RUNTIME_LIBRARY_PREFIXES
@@ -62,6 +79,24 @@ mod tests {
         ));
         assert!(!is_ai_runtime_library("libc.so.6"));
         assert!(!is_ai_runtime_library("libssl.so.3"));
+    }
+
+    #[test]
+    fn ai_api_hosts_match_exactly_or_under_a_wildcard() {
+        assert_eq!(ai_api_host("api.openai.com"), Some("api.openai.com"));
+        assert_eq!(
+            ai_api_host("myco.openai.azure.com"),
+            Some("*.openai.azure.com")
+        );
+        assert_eq!(
+            ai_api_host("us-central1-aiplatform.googleapis.com"),
+            Some("*-aiplatform.googleapis.com")
+        );
+        assert_eq!(ai_api_host("openai.azure.com"), None);
+        assert_eq!(ai_api_host("openai.com"), None);
+        assert_eq!(ai_api_host("evilapi.openai.com.example"), None);
+        assert_eq!(ai_api_host("deb.debian.org"), None);
+        assert_eq!(ai_api_host("# OpenAI and Azure OpenAI"), None);
     }
 
     #[test]

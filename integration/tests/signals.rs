@@ -414,6 +414,102 @@ async fn ollama_ports_and_openai_style_listeners() {
     assert_eq!(plain_findings, 0, "the plain HTTP server made a finding");
 }
 
+/// Python that builds a standard DNS query for `sys.argv[1]` as `q`.
+const DNS_QUERY: &str = "import socket, struct, sys\nq = struct.pack('>HHHHHH', 0x1234, 0x0100, 1, 0, 0, 0) + b''.join(bytes([len(l)]) + l.encode() for l in sys.argv[1].split('.')) + b'\\x00\\x00\\x01\\x00\\x01'\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_questions_for_ai_api_hosts_are_attributed_to_the_asking_process() {
+    if !privileged("dns_questions_for_ai_api_hosts_are_attributed") {
+        return;
+    }
+    let h = Host::start("signals-dns").await;
+    let dns = |name: &str, send: &str| {
+        let mut c = python(&format!("{DNS_QUERY}{send}"));
+        c.arg(name);
+        c
+    };
+    let found = |pid: u32, host: &'static str| {
+        move |a: &Alert| {
+            pid_of(a) == pid
+                && signal_of(a) == SignalKind::AiEgress
+                && a.finding
+                    .as_ref()
+                    .unwrap()
+                    .net
+                    .as_ref()
+                    .is_some_and(|n| n.host == host)
+        }
+    };
+
+    // A resolver's way: connect the UDP socket to port 53, then send().
+    let pid = run(&mut dns(
+        "api.openai.com",
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.connect(('127.0.0.1', 53))\ns.send(q)\n",
+    ));
+    let a = h
+        .alert(
+            "ai_egress for a connected DNS socket",
+            found(pid, "api.openai.com"),
+        )
+        .await;
+    let f = a.finding.unwrap();
+    let net = f.net.unwrap();
+    assert_eq!(
+        (net.host.as_str(), net.address.as_str(), net.port),
+        ("api.openai.com", "127.0.0.1", 53)
+    );
+    assert!(
+        f.summary.contains("looked up AI API host api.openai.com"),
+        "{}",
+        f.summary
+    );
+
+    // sendto() with the address, over IPv6, and sendmsg().
+    let pid = run(&mut dns(
+        "API.Anthropic.com",
+        "s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\ns.sendto(q, ('::1', 53))\n",
+    ));
+    h.alert(
+        "ai_egress for sendto over IPv6",
+        found(pid, "api.anthropic.com"),
+    )
+    .await;
+    let pid = run(&mut dns(
+        "myco.openai.azure.com",
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendmsg([q], [], 0, ('127.0.0.1', 53))\n",
+    ));
+    h.alert("ai_egress for sendmsg", found(pid, "myco.openai.azure.com"))
+        .await;
+
+    // The C library's resolver (getaddrinfo asks for A and AAAA with one
+    // sendmmsg); the answer does not matter, the question is the signal.
+    let pid = run(
+        python("import socket\ntry:\n    socket.getaddrinfo('huggingface.co', 443)\nexcept OSError:\n    pass\n")
+            .env("RES_OPTIONS", "timeout:1 attempts:1"),
+    );
+    h.alert("ai_egress for getaddrinfo", found(pid, "huggingface.co"))
+        .await;
+
+    // An ordinary host is not AI egress; a marker after it proves it was seen.
+    let benign = run(&mut dns(
+        "deb.debian.org",
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(q, ('127.0.0.1', 53))\n",
+    ));
+    let marker = run(&mut dns(
+        "api.mistral.ai",
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(q, ('127.0.0.1', 53))\n",
+    ));
+    h.alert("the marker question", found(marker, "api.mistral.ai"))
+        .await;
+    let noise =
+        h.cp.alerts()
+            .await
+            .iter()
+            .filter(|a| pid_of(a) == benign)
+            .count();
+    assert_eq!(noise, 0, "a question for deb.debian.org made a finding");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_started_before_the_agent_holding_a_model_open_is_found() {
     if !privileged("a_process_started_before_the_agent_holding_a_model_open") {

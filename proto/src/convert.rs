@@ -169,6 +169,7 @@ fn net_from_wire(n: pb::NetObject) -> Result<domain::NetObject, WireError> {
         }
         pb::NetDirection::Connect => domain::NetDirection::Connect,
         pb::NetDirection::Listen => domain::NetDirection::Listen,
+        pb::NetDirection::DnsQuery => domain::NetDirection::DnsQuery,
     };
     let port = u16::try_from(n.port)
         .map_err(|_| WireError::new("net.port", format!("{} is not a TCP port", n.port)))?;
@@ -176,6 +177,7 @@ fn net_from_wire(n: pb::NetObject) -> Result<domain::NetObject, WireError> {
         direction,
         address: n.address,
         port,
+        host: n.host,
     })
 }
 
@@ -184,11 +186,13 @@ impl From<domain::NetObject> for pb::NetObject {
         let direction = match n.direction {
             domain::NetDirection::Connect => pb::NetDirection::Connect,
             domain::NetDirection::Listen => pb::NetDirection::Listen,
+            domain::NetDirection::DnsQuery => pb::NetDirection::DnsQuery,
         };
         Self {
             direction: direction.into(),
             address: n.address,
             port: n.port.into(),
+            host: n.host,
         }
     }
 }
@@ -310,6 +314,7 @@ mod tests {
             direction: pb::NetDirection::Listen as i32,
             address: "0.0.0.0".into(),
             port: 11434,
+            host: String::new(),
         });
         let d = domain::Finding::try_from(f.clone()).unwrap();
         assert_eq!(d.net.as_ref().unwrap().port, 11434);

@@ -31,6 +31,10 @@ const TRACEPOINTS: &[(&str, &str, &str, bool)] = &[
     ("vigil_creat_ret", "syscalls", "sys_exit_creat", false),
     ("vigil_mmap", "syscalls", "sys_enter_mmap", true),
     ("vigil_inet_state", "sock", "inet_sock_set_state", true),
+    ("vigil_connect", "syscalls", "sys_enter_connect", false),
+    ("vigil_sendto", "syscalls", "sys_enter_sendto", false),
+    ("vigil_sendmsg", "syscalls", "sys_enter_sendmsg", false),
+    ("vigil_sendmmsg", "syscalls", "sys_enter_sendmmsg", false),
 ];
 
 #[derive(Debug, thiserror::Error)]

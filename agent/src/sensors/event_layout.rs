@@ -10,6 +10,7 @@ pub const EVENT_EXIT: u32 = 2;
 pub const EVENT_OPEN: u32 = 3;
 pub const EVENT_NET: u32 = 4;
 pub const EVENT_FILE_MAP: u32 = 5;
+pub const EVENT_DNS: u32 = 6;
 
 pub const COMM_LEN: usize = 16;
 pub const PATH_MAX: usize = 4096;
@@ -84,6 +85,17 @@ pub struct RawNetEvent {
     pub sport: u16,
     pub dport: u16,
     pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// Fixed part of `struct vigil_dns_event`; `payload` follows.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawDnsFixed {
+    pub hdr: RawEventHeader,
+    pub family: u16,
+    pub dport: u16,
+    pub payload_len: u32,
     pub daddr: [u8; 16],
 }
 
@@ -231,6 +243,26 @@ pub fn rust_layout() -> Vec<(&'static str, usize)> {
             size_of::<RawFileMapFixed>(),
         ),
         (
+            "offsetof(struct vigil_dns_event, family)",
+            offset_of!(RawDnsFixed, family),
+        ),
+        (
+            "offsetof(struct vigil_dns_event, dport)",
+            offset_of!(RawDnsFixed, dport),
+        ),
+        (
+            "offsetof(struct vigil_dns_event, payload_len)",
+            offset_of!(RawDnsFixed, payload_len),
+        ),
+        (
+            "offsetof(struct vigil_dns_event, daddr)",
+            offset_of!(RawDnsFixed, daddr),
+        ),
+        (
+            "offsetof(struct vigil_dns_event, payload)",
+            size_of::<RawDnsFixed>(),
+        ),
+        (
             "sizeof(struct vigil_path_filter)",
             size_of::<RawPathFilter>(),
         ),
@@ -320,6 +352,13 @@ pub enum SensorEvent {
         /// Bytes mapped.
         length: u64,
     },
+    /// A message sent to port 53 (`server`): a DNS question, if it parses.
+    Dns {
+        ctx: EventContext,
+        server: std::net::SocketAddr,
+        /// The message's first bytes (at most `VIGIL_DNS_MAX`).
+        payload: Vec<u8>,
+    },
 }
 
 impl SensorEvent {
@@ -329,7 +368,8 @@ impl SensorEvent {
             | SensorEvent::Exit { ctx, .. }
             | SensorEvent::Open { ctx, .. }
             | SensorEvent::Net { ctx, .. }
-            | SensorEvent::FileMap { ctx, .. } => ctx,
+            | SensorEvent::FileMap { ctx, .. }
+            | SensorEvent::Dns { ctx, .. } => ctx,
         }
     }
 }
@@ -504,6 +544,20 @@ pub fn decode(record: &[u8]) -> Result<SensorEvent, DecodeError> {
                 matched,
                 name,
                 length: fixed.length,
+            })
+        }
+        EVENT_DNS => {
+            let fixed: RawDnsFixed = read_struct(record, "dns record")?;
+            let payload = tail(
+                record,
+                size_of::<RawDnsFixed>(),
+                fixed.payload_len as usize,
+                "payload",
+            )?;
+            Ok(SensorEvent::Dns {
+                ctx,
+                server: socket_addr(fixed.family, fixed.daddr, fixed.dport),
+                payload: payload.to_vec(),
             })
         }
         other => Err(DecodeError::UnknownKind(other)),
