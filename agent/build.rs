@@ -1,5 +1,6 @@
 //! Compiles the C eBPF sensors in `../ebpf` with clang (CO-RE, `-target bpf`)
-//! into `$OUT_DIR/sensors.bpf.o`, which the agent embeds.
+//! into `$OUT_DIR/sensors.bpf.o`, which the agent embeds; and the fake NVML
+//! library of `fake-nvml/` that the agent's GPU tests load (never shipped).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -37,4 +38,27 @@ fn main() {
              libbpf-dev (`make deps` does) or set VIGIL_CLANG"
         ),
     }
+    fake_nvml(&manifest);
+}
+
+/// `$OUT_DIR/fake-nvml/libnvidia-ml.so.1`, for the GPU tests (`VIGIL_FAKE_NVML_LIBRARY`).
+fn fake_nvml(manifest: &std::path::Path) {
+    let src = manifest.join("fake-nvml/fake_nvml.c");
+    println!("cargo:rerun-if-changed={}", src.display());
+    let dir = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("fake-nvml");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lib = dir.join("libnvidia-ml.so.1");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        other => panic!(
+            "cc failed to build the fake NVML library from {}: {other:?}",
+            src.display()
+        ),
+    }
+    println!("cargo:rustc-env=VIGIL_FAKE_NVML_LIBRARY={}", lib.display());
 }

@@ -64,6 +64,15 @@ pub struct AgentConfig {
     #[arg(long, default_value_t = 8192)]
     pub ring_buffer_kib: u32,
 
+    /// The NVML library to load (a path, or a name the dynamic linker
+    /// finds). When it cannot load, the host reports "no NVIDIA GPU".
+    #[arg(long, env = "VIGIL_NVML_LIBRARY", default_value = "libnvidia-ml.so.1")]
+    pub nvml_library: PathBuf,
+
+    /// Milliseconds between NVML polls of GPU processes.
+    #[arg(long, default_value_t = 1000)]
+    pub gpu_poll_ms: u64,
+
     /// Most processes the process table holds.
     #[arg(long, default_value_t = 65_536)]
     pub process_table_capacity: usize,
@@ -72,6 +81,10 @@ pub struct AgentConfig {
 impl AgentConfig {
     pub fn heartbeat(&self) -> Duration {
         Duration::from_secs(self.heartbeat_secs.max(1))
+    }
+
+    pub fn gpu_poll(&self) -> Duration {
+        Duration::from_millis(self.gpu_poll_ms.max(10))
     }
 
     pub fn max_backoff(&self) -> Duration {

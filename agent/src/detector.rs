@@ -8,8 +8,8 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 use vigil_domain::{
-    BuiltinRules, Finding, Observation, OwnedObservation, ProcessInfo, SignalKind,
-    MODEL_SNIFF_BYTES,
+    BuiltinRules, Finding, GpuObject, GpuProcess, Observation, OwnedObservation, ProcessInfo,
+    SignalKind, MODEL_SNIFF_BYTES,
 };
 
 use crate::clock::boot_ns_to_unix_nanos;
@@ -255,6 +255,40 @@ impl Detector {
         }
     }
 
+    /// A process NVML says uses a GPU (`pid` is the host's): what it leads
+    /// to, and the process as attributed for the inventory. `approved` is
+    /// false until the executable's digest is known.
+    pub fn on_gpu_use(
+        &mut self,
+        pid: u32,
+        gpu: &GpuObject,
+        table: &mut ProcessTable,
+        at: i64,
+    ) -> (Option<Detection>, GpuProcess) {
+        // /proc first: it has the pid the process sees in its own namespace.
+        let process = self
+            .procfs
+            .process(pid)
+            .or_else(|| table.get(pid).map(|e| e.info.clone()))
+            .unwrap_or(ProcessInfo {
+                pid,
+                comm: "(exited)".into(),
+                ..Default::default()
+            });
+        let resolved = self.with_digest(process, pid, crate::clock::boot_now_ns());
+        let attributed = GpuProcess {
+            process: resolved.process.clone(),
+            gpu: gpu.clone(),
+            approved: resolved.uncached_exe.is_none() && self.rules.approves(&resolved.process),
+        };
+        let device_opened = self
+            .reported
+            .get(&pid)
+            .is_some_and(|seen| seen.iter().any(|(s, _)| *s == SignalKind::GpuDevice));
+        let obs = Observation::GpuInUse { gpu, device_opened };
+        (self.detect(resolved, obs, at), attributed)
+    }
+
     /// Findings about processes that were running before the sensors
     /// attached: model files and accelerator nodes they hold open, AI
     /// runtime libraries they have mapped.
@@ -372,11 +406,17 @@ impl Detector {
     /// the binary the kernel really runs (symlinks resolved) and its digest
     /// when cached. An uncached binary is opened now, to be hashed later.
     fn process(&mut self, ctx: &EventContext, table: &mut ProcessTable) -> Resolved {
-        let mut process = table.resolve(ctx, &self.procfs);
-        if let Some(exe) = self.procfs.exe(ctx.pid) {
+        let process = table.resolve(ctx, &self.procfs);
+        self.with_digest(process, ctx.pid, ctx.ktime_boot_ns)
+    }
+
+    /// Fills in the binary /proc says `pid` runs and its digest when cached;
+    /// an uncached binary is opened now, to be hashed later.
+    fn with_digest(&mut self, mut process: ProcessInfo, pid: u32, event_boot_ns: u64) -> Resolved {
+        if let Some(exe) = self.procfs.exe(pid) {
             process.exe = exe;
         }
-        let opened = std::fs::File::open(self.procfs.exe_handle(ctx.pid))
+        let opened = std::fs::File::open(self.procfs.exe_handle(pid))
             .and_then(|f| Ok((file_key(&f.metadata()?), f)));
         let uncached_exe = match opened {
             Ok((key, file)) => match self.digests.get(&key) {
@@ -390,7 +430,7 @@ impl Detector {
         };
         Resolved {
             process,
-            event_boot_ns: ctx.ktime_boot_ns,
+            event_boot_ns,
             uncached_exe,
         }
     }

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
-use vigil_domain::{ApprovedWorkloads, BuiltinRules, Finding, Observation, ProcessInfo};
+use vigil_domain::{
+    ApprovedWorkloads, BuiltinRules, Finding, GpuInventory, Observation, ProcessInfo,
+};
 use vigil_proto::agent::v1 as pb;
 use vigil_proto::types::v1 as types_pb;
 
@@ -14,6 +16,7 @@ use crate::clock;
 use crate::config::{hostname, AgentConfig};
 use crate::detector::{Detection, Detector, PendingFinding};
 use crate::exe_digest::FileKey;
+use crate::gpu::{spawn_gpu_poller, GpuUpdate};
 use crate::process_table::ProcessTable;
 use crate::procfs::Procfs;
 use crate::sensors::{Sensor, SensorEvent};
@@ -52,13 +55,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         "restored the signals of processes still running"
     );
     detector.restore_reported(restored);
-    // Executable digests are computed off the event loop and reported back
-    // here; `hashing` parks findings whose file is already being hashed.
-    let mut hashing: HashMap<FileKey, Vec<PendingFinding>> = HashMap::new();
-    let (hashed_tx, mut hashed) = mpsc::unbounded_channel::<(PendingFinding, Option<String>)>();
-    // Listener probes run off the event loop and report back here.
-    let (probed_tx, mut probed) =
-        mpsc::unbounded_channel::<(ProcessInfo, std::net::SocketAddr, bool, i64)>();
+    let mut pipeline = Pipeline::new(spool.clone());
     let running = detector.scan_running(&mut table);
     tracing::info!(
         findings = running.len(),
@@ -75,6 +72,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     }
 
     let (health_tx, health_rx) = watch::channel(AgentHealth::default());
+    let (inventory_tx, inventory_rx) = watch::channel(None::<GpuInventory>);
+    let mut gpu_updates = spawn_gpu_poller(config.nvml_library.clone(), config.gpu_poll())
+        .context("starting the GPU poller thread")?;
     let hello = pb::Hello {
         agent_id: config.resolved_agent_id(),
         hostname: hostname(),
@@ -96,6 +96,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             max_backoff: config.max_backoff(),
         },
         health_rx,
+        inventory_rx,
     ));
     println!(
         "vigil-agent ready: {} sensors attached ({})",
@@ -115,34 +116,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                     if let SensorEvent::Exit { ctx, .. } = &ev {
                         memory.forget(ctx.pid).context("updating the signal memory")?;
                     }
-                    match detector.on_event(&ev, &mut table) {
-                        Some(Detection::Finding(finding)) => {
-                            record(&spool, &mut memory, &detector, finding, ev.ctx().ktime_boot_ns)?;
-                        }
-                        Some(Detection::ProbeListener { process, local, observed_at_unix_nanos }) => {
-                            let tx = probed_tx.clone();
-                            tokio::spawn(async move {
-                                let yes = crate::serving_probe::serves_openai_routes(local, std::time::Duration::from_secs(3)).await;
-                                let _ = tx.send((process, local, yes, observed_at_unix_nanos));
-                            });
-                        }
-                        Some(Detection::NeedsDigest(mut pending)) => {
-                            // One hash per file version at a time; later findings wait on it.
-                            match hashing.entry(pending.key()) {
-                                Entry::Occupied(mut waiting) => {
-                                    waiting.get_mut().push(pending);
-                                }
-                                Entry::Vacant(slot) => {
-                                    slot.insert(Vec::new());
-                                    let tx = hashed_tx.clone();
-                                    tokio::task::spawn_blocking(move || {
-                                        let digest = crate::exe_digest::sha256_reader(&mut pending.exe).ok();
-                                        let _ = tx.send((pending, digest));
-                                    });
-                                }
-                            }
-                        }
-                        None => {}
+                    if let Some(d) = detector.on_event(&ev, &mut table) {
+                        dispatch(d, ev.ctx().ktime_boot_ns, &mut pipeline, &mut memory, &detector)?;
                     }
                 }
                 // Polling sees open files and mappings only as they are now.
@@ -152,8 +127,44 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                     }
                 }
             }
-            Some((pending, digest)) = hashed.recv() => {
-                let waiting = hashing.remove(&pending.key()).unwrap_or_default();
+            Some(update) = gpu_updates.recv() => {
+                let inventory = match update {
+                    GpuUpdate::Unavailable(status) => {
+                        GpuInventory::unavailable(status, clock::unix_now_nanos())
+                    }
+                    GpuUpdate::Reading(reading) => {
+                        let at = clock::unix_now_nanos();
+                        let mut processes = Vec::with_capacity(reading.uses.len());
+                        for u in &reading.uses {
+                            let (d, attributed) = detector.on_gpu_use(u.pid, &u.gpu, &mut table, at);
+                            processes.push(attributed);
+                            if let Some(d) = d {
+                                dispatch(d, clock::boot_now_ns(), &mut pipeline, &mut memory, &detector)?;
+                            }
+                        }
+                        GpuInventory {
+                            status: reading.status,
+                            driver_version: reading.driver_version,
+                            cuda_driver_version: reading.cuda_driver_version,
+                            gpus: reading.gpus,
+                            processes,
+                            observed_at_unix_nanos: at,
+                        }
+                    }
+                };
+                let changed = inventory_tx.borrow().as_ref().is_none_or(|last| last.differs_materially(&inventory));
+                if changed {
+                    if inventory_tx.borrow().as_ref().is_none_or(|last| last.status != inventory.status) {
+                        for line in &inventory.status {
+                            tracing::warn!(status = %line, "GPU status");
+                        }
+                    }
+                    tracing::info!(gpus = inventory.gpus.len(), processes = inventory.processes.len(), "GPU inventory changed");
+                    inventory_tx.send_replace(Some(inventory));
+                }
+            }
+            Some((pending, digest)) = pipeline.hashed.recv() => {
+                let waiting = pipeline.hashing.remove(&pending.key()).unwrap_or_default();
                 for p in std::iter::once(pending).chain(waiting) {
                     let event_boot_ns = p.event_boot_ns;
                     if let Some(finding) = detector.complete(p, digest.clone()) {
@@ -161,7 +172,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                     }
                 }
             }
-            Some((process, local, openai_routes, at)) = probed.recv() => {
+            Some((process, local, openai_routes, at)) = pipeline.probed.recv() => {
                 tracing::info!(pid = process.pid, port = local.port(), openai_routes, "listener probed");
                 let address = local.ip().to_string();
                 let obs = Observation::Listening { address: &address, port: local.port(), openai_routes };
@@ -192,6 +203,79 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         decode_errors = sensor.decode_errors(),
         "agent stopped"
     );
+    Ok(())
+}
+
+/// What runs beside the event loop for it: executable digests (computed
+/// off the loop; `hashing` parks findings whose file is already being
+/// hashed) and listener probes, each reporting back on a channel.
+struct Pipeline {
+    spool: Spool,
+    hashing: HashMap<FileKey, Vec<PendingFinding>>,
+    hashed_tx: mpsc::UnboundedSender<(PendingFinding, Option<String>)>,
+    hashed: mpsc::UnboundedReceiver<(PendingFinding, Option<String>)>,
+    probed_tx: mpsc::UnboundedSender<ProbeResult>,
+    probed: mpsc::UnboundedReceiver<ProbeResult>,
+}
+
+/// A probed listener: the process, its address, whether it answered
+/// OpenAI-style routes, and when it was seen.
+type ProbeResult = (ProcessInfo, std::net::SocketAddr, bool, i64);
+
+impl Pipeline {
+    fn new(spool: Spool) -> Self {
+        let (hashed_tx, hashed) = mpsc::unbounded_channel();
+        let (probed_tx, probed) = mpsc::unbounded_channel();
+        Self {
+            spool,
+            hashing: HashMap::new(),
+            hashed_tx,
+            hashed,
+            probed_tx,
+            probed,
+        }
+    }
+}
+
+/// Acts on what the detector decided: spool a finding, probe a listener,
+/// or hash an executable (one hash per file version at a time; later
+/// findings wait on it).
+fn dispatch(
+    detection: Detection,
+    event_boot_ns: u64,
+    p: &mut Pipeline,
+    memory: &mut SignalMemory,
+    detector: &Detector,
+) -> anyhow::Result<()> {
+    match detection {
+        Detection::Finding(finding) => record(&p.spool, memory, detector, finding, event_boot_ns)?,
+        Detection::ProbeListener {
+            process,
+            local,
+            observed_at_unix_nanos,
+        } => {
+            let tx = p.probed_tx.clone();
+            tokio::spawn(async move {
+                let yes = crate::serving_probe::serves_openai_routes(
+                    local,
+                    std::time::Duration::from_secs(3),
+                )
+                .await;
+                let _ = tx.send((process, local, yes, observed_at_unix_nanos));
+            });
+        }
+        Detection::NeedsDigest(mut pending) => match p.hashing.entry(pending.key()) {
+            Entry::Occupied(mut waiting) => waiting.get_mut().push(pending),
+            Entry::Vacant(slot) => {
+                slot.insert(Vec::new());
+                let tx = p.hashed_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let digest = crate::exe_digest::sha256_reader(&mut pending.exe).ok();
+                    let _ = tx.send((pending, digest));
+                });
+            }
+        },
+    }
     Ok(())
 }
 

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod detector;
 pub mod exe_digest;
+pub mod gpu;
 pub mod host_agent;
 pub mod process_table;
 pub mod procfs;

@@ -105,6 +105,7 @@ impl ProcessTable {
                 cgroup_id: ctx.cgroup_id,
                 mnt_ns: ctx.mnt_ns,
                 exe_sha256: String::new(),
+                ns_pid: 0,
             },
             origin: Origin::Exec,
         });

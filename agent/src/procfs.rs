@@ -61,6 +61,14 @@ impl Procfs {
             .map(|b| split_nul(&b))
             .unwrap_or_default();
         let exe = self.exe(pid).unwrap_or_default();
+        // NSpid lists the pid in each namespace, host first: a second value
+        // is the pid the process sees in its own (container's) namespace.
+        let ns_pid = field("NSpid:")
+            .and_then(|v| {
+                let pids: Vec<&str> = v.split_whitespace().collect();
+                (pids.len() > 1).then(|| pids.last()?.parse().ok())?
+            })
+            .unwrap_or(0);
         Some(ProcessInfo {
             pid,
             ppid,
@@ -71,6 +79,7 @@ impl Procfs {
             cgroup_id: self.cgroup_id(pid).unwrap_or(0),
             mnt_ns: self.mnt_ns(pid).unwrap_or(0),
             exe_sha256: String::new(),
+            ns_pid,
         })
     }
 

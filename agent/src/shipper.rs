@@ -28,12 +28,20 @@ pub struct ShipperConfig {
     pub max_backoff: Duration,
 }
 
-pub async fn run(spool: Spool, cfg: ShipperConfig, health: watch::Receiver<AgentHealth>) {
+/// The host's inventory as last read (None before the first reading).
+pub type InventoryWatch = watch::Receiver<Option<vigil_domain::GpuInventory>>;
+
+pub async fn run(
+    spool: Spool,
+    cfg: ShipperConfig,
+    health: watch::Receiver<AgentHealth>,
+    inventory: InventoryWatch,
+) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(200);
     let mut backoff = FIRST_BACKOFF;
     loop {
         let started = std::time::Instant::now();
-        let Err(e) = session(&spool, &cfg, health.clone()).await;
+        let Err(e) = session(&spool, &cfg, health.clone(), inventory.clone()).await;
         if started.elapsed() > Duration::from_secs(10) {
             backoff = FIRST_BACKOFF;
         }
@@ -53,10 +61,17 @@ fn message(body: pb::agent_message::Body) -> pb::AgentMessage {
     pb::AgentMessage { body: Some(body) }
 }
 
+fn inventory_message(gpu: vigil_domain::GpuInventory) -> pb::AgentMessage {
+    message(pb::agent_message::Body::Inventory(pb::Inventory {
+        gpu: Some(gpu.into()),
+    }))
+}
+
 async fn session(
     spool: &Spool,
     cfg: &ShipperConfig,
     mut health: watch::Receiver<AgentHealth>,
+    mut inventory: InventoryWatch,
 ) -> anyhow::Result<std::convert::Infallible> {
     let channel = Endpoint::from_shared(cfg.endpoint.clone())?
         .connect_timeout(Duration::from_secs(2))
@@ -69,6 +84,11 @@ async fn session(
         .await?;
     let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
     tracing::info!(endpoint = %cfg.endpoint, spooled = spool.len(), "connected to the control plane");
+    // Every session starts with the current inventory, then sends changes.
+    let current = inventory.borrow_and_update().clone();
+    if let Some(gpu) = current {
+        tx.send(inventory_message(gpu)).await?;
+    }
 
     let mut acked = spool.ack_floor()?;
     let mut sent = acked;
@@ -105,6 +125,12 @@ async fn session(
                 }
             }
             _ = spool.pushed() => {}
+            Ok(()) = inventory.changed() => {
+                let current = inventory.borrow_and_update().clone();
+                if let Some(gpu) = current {
+                    tx.send(inventory_message(gpu)).await?;
+                }
+            }
             _ = heartbeat.tick() => {
                 let h = health.borrow_and_update().clone();
                 tx.send(message(pb::agent_message::Body::Heartbeat(pb::Heartbeat {

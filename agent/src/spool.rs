@@ -205,6 +205,7 @@ mod tests {
             },
             file: None,
             net: None,
+            gpu: None,
             summary: String::new(),
         }
     }

@@ -84,7 +84,10 @@ pub fn detection_finding(alert: &Alert) -> Value {
         "unmapped": {
             "cgroup_id": p.cgroup_id,
             "mnt_ns": p.mnt_ns,
+            "ns_pid": p.ns_pid,
             "argv": p.argv,
+            // OCSF has no GPU object: the gpu_use evidence travels here.
+            "gpu": f.gpu,
         },
     })
 }
@@ -118,6 +121,7 @@ mod tests {
                     path: "/tmp/model.onnx".into(),
                 }),
                 net: None,
+                gpu: None,
                 summary: "s".into(),
             },
         };
@@ -156,6 +160,7 @@ mod tests {
                     port: 11434,
                     host: String::new(),
                 }),
+                gpu: None,
                 summary: "s".into(),
             },
         };

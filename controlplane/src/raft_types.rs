@@ -41,6 +41,12 @@ pub enum Command {
         counters: SensorCounters,
         spooled: u64,
     },
+    /// What an agent's host has (GPUs and their users), replacing the last report.
+    #[serde(rename = "update_inventory.v1")]
+    UpdateInventory {
+        agent_id: String,
+        gpu: vigil_domain::GpuInventory,
+    },
     /// Findings of one agent, in ascending seq. Findings at or below the
     /// agent's last committed seq are duplicates of a resend and skipped.
     #[serde(rename = "append_alerts.v1")]

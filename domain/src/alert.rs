@@ -68,4 +68,7 @@ pub struct AgentRecord {
     pub last_acked_seq: u64,
     pub counters: SensorCounters,
     pub spooled: u64,
+    /// The host's GPUs and their users, as last reported.
+    #[serde(default)]
+    pub gpu: crate::GpuInventory,
 }

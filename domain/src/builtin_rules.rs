@@ -8,14 +8,15 @@ use crate::model_file::{
 };
 use crate::signal_lists::{ai_api_host, ai_serving_port, is_ai_runtime_library, is_gpu_device};
 use crate::{
-    ApprovedWorkloads, FileObject, Finding, NetDirection, NetObject, ProcessInfo, Severity,
-    SignalKind,
+    ApprovedWorkloads, FileObject, Finding, GpuObject, NetDirection, NetObject, ProcessInfo,
+    Severity, SignalKind,
 };
 
 pub const AI_RUNTIME_RULE_ID: &str = "vigil.builtin.ai-runtime-unapproved";
 pub const GPU_DEVICE_RULE_ID: &str = "vigil.builtin.gpu-device-unapproved";
 pub const AI_EGRESS_RULE_ID: &str = "vigil.builtin.ai-egress-unapproved";
 pub const AI_SERVING_RULE_ID: &str = "vigil.builtin.ai-serving-unapproved";
+pub const GPU_USE_RULE_ID: &str = "vigil.builtin.gpu-use-unapproved";
 
 /// What a sensor saw a process do, in domain terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,12 @@ pub enum Observation<'a> {
     LibraryMapped { name: &'a str, path: &'a str },
     /// Connected out over TCP.
     Connected { address: &'a str, port: u16 },
+    /// Holds memory or compute on a GPU (NVML); `device_opened` when the
+    /// sensors also saw it open a GPU device node.
+    GpuInUse {
+        gpu: &'a GpuObject,
+        device_opened: bool,
+    },
     /// Asked the DNS server `server` (address:port) for `name`.
     DnsQuery { name: &'a str, server: &'a str },
     /// Listens on a TCP port; `openai_routes` when it answered `GET /v1/models`.
@@ -77,6 +84,10 @@ pub enum OwnedObservation {
         name: String,
         server: String,
     },
+    GpuInUse {
+        gpu: GpuObject,
+        device_opened: bool,
+    },
     Listening {
         address: String,
         port: u16,
@@ -103,6 +114,10 @@ impl Observation<'_> {
             Observation::LibraryMapped { name, path } => OwnedObservation::LibraryMapped {
                 name: name.to_string(),
                 path: path.to_string(),
+            },
+            Observation::GpuInUse { gpu, device_opened } => OwnedObservation::GpuInUse {
+                gpu: gpu.clone(),
+                device_opened,
             },
             Observation::DnsQuery { name, server } => OwnedObservation::DnsQuery {
                 name: name.to_string(),
@@ -145,6 +160,10 @@ impl OwnedObservation {
                 Observation::LibraryMapped { name, path }
             }
             OwnedObservation::DnsQuery { name, server } => Observation::DnsQuery { name, server },
+            OwnedObservation::GpuInUse { gpu, device_opened } => Observation::GpuInUse {
+                gpu,
+                device_opened: *device_opened,
+            },
             OwnedObservation::Connected { address, port } => Observation::Connected {
                 address,
                 port: *port,
@@ -173,6 +192,7 @@ struct Verdict {
     severity: Severity,
     file: Option<FileObject>,
     net: Option<NetObject>,
+    gpu: Option<GpuObject>,
     summary: String,
 }
 
@@ -185,6 +205,11 @@ fn file(path: &str) -> Option<FileObject> {
 impl BuiltinRules {
     pub fn new(approved: ApprovedWorkloads) -> Self {
         Self { approved }
+    }
+
+    /// Whether `process` runs an approved workload (its digest must be known).
+    pub fn approves(&self, process: &ProcessInfo) -> bool {
+        self.approved.approves_exe(&process.exe_sha256)
     }
 
     /// The finding `obs` makes for `process`, if any. `process.exe_sha256`
@@ -225,6 +250,7 @@ impl BuiltinRules {
                     severity: Severity::High,
                     file: file(path),
                     net: None,
+                    gpu: None,
                     summary: format!("model file {path}{format} opened by {who}"),
                 }
             }
@@ -245,6 +271,7 @@ impl BuiltinRules {
                     severity: Severity::High,
                     file: file(path),
                     net: None,
+                    gpu: None,
                     summary: format!(
                         "{} model weights in {path} (a name that does not say so), {mib:.1} MiB mapped by {who}",
                         format.as_str()
@@ -262,6 +289,7 @@ impl BuiltinRules {
                     severity: Severity::Medium,
                     file: file(path),
                     net: None,
+                    gpu: None,
                     summary: format!("{who_cap} {how} accelerator device {path}"),
                 }
             }
@@ -275,7 +303,37 @@ impl BuiltinRules {
                     severity: Severity::Medium,
                     file: file(path),
                     net: None,
+                    gpu: None,
                     summary: format!("AI runtime library {name} loaded by {who}"),
+                }
+            }
+            Observation::GpuInUse { gpu, device_opened } => {
+                let memory = match gpu.used_memory_bytes {
+                    Some(b) => format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)),
+                    None => "memory not reported".to_string(),
+                };
+                let sm = gpu
+                    .sm_util_percent
+                    .map(|p| format!(", {p}% SM"))
+                    .unwrap_or_default();
+                let node = if device_opened {
+                    ""
+                } else {
+                    " (no GPU device open seen by the sensors)"
+                };
+                Verdict {
+                    rule_id: GPU_USE_RULE_ID,
+                    signal: SignalKind::GpuUse,
+                    severity: Severity::High,
+                    file: None,
+                    net: None,
+                    gpu: Some(gpu.clone()),
+                    summary: format!(
+                        "{who_cap} uses GPU {} {} ({}, {memory}{sm}){node}",
+                        gpu.index,
+                        gpu.uuid,
+                        gpu.context.as_str()
+                    ),
                 }
             }
             Observation::DnsQuery { name, server } => {
@@ -295,6 +353,7 @@ impl BuiltinRules {
                         port,
                         host: name.to_string(),
                     }),
+                    gpu: None,
                     summary: format!(
                         "{who_cap} looked up AI API host {name} (list entry {pattern}) via DNS server {server}"
                     ),
@@ -313,6 +372,7 @@ impl BuiltinRules {
                         port,
                         host: String::new(),
                     }),
+                    gpu: None,
                     summary: format!(
                         "{who_cap} connected to {server} model server port {address}:{port}"
                     ),
@@ -339,6 +399,7 @@ impl BuiltinRules {
                         port,
                         host: String::new(),
                     }),
+                    gpu: None,
                     summary: format!("{who_cap} serves {what} {address}:{port}"),
                 }
             }
@@ -355,6 +416,7 @@ impl BuiltinRules {
             process: process.clone(),
             file: v.file,
             net: v.net,
+            gpu: v.gpu,
             summary: v.summary,
         })
     }
@@ -632,6 +694,40 @@ mod tests {
                 .unwrap()
                 .address,
             "::1"
+        );
+    }
+
+    #[test]
+    fn gpu_use_by_an_unapproved_process_names_the_gpu_and_memory() {
+        let gpu = GpuObject {
+            uuid: "GPU-b1".into(),
+            name: "NVIDIA H100".into(),
+            index: 1,
+            used_memory_bytes: Some(512 << 20),
+            sm_util_percent: Some(37),
+            context: crate::GpuContext::Compute,
+        };
+        let rules = BuiltinRules::default();
+        let obs = Observation::GpuInUse {
+            gpu: &gpu,
+            device_opened: false,
+        };
+        let f = rules.evaluate(&python(), obs, 1).unwrap();
+        assert_eq!(f.signal, SignalKind::GpuUse);
+        assert_eq!(f.object(), "gpu GPU-b1");
+        assert_eq!(f.gpu.as_ref(), Some(&gpu));
+        assert!(
+            f.summary
+                .contains("uses GPU 1 GPU-b1 (compute, 512.0 MiB, 37% SM) (no GPU device open"),
+            "{}",
+            f.summary
+        );
+        let approved = BuiltinRules::new(ApprovedWorkloads::new(["AB12".to_string()]));
+        assert!(approved.evaluate(&python(), obs, 1).is_none());
+        let owned = obs.to_owned_observation();
+        assert_eq!(
+            rules.evaluate(&python(), owned.as_observation(), 1),
+            Some(f)
         );
     }
 }

@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-use crate::ProcessInfo;
+use crate::{GpuObject, ProcessInfo};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -115,6 +115,9 @@ pub struct Finding {
     pub file: Option<FileObject>,
     #[serde(default)]
     pub net: Option<NetObject>,
+    /// The GPU a `gpu_use` finding is about.
+    #[serde(default)]
+    pub gpu: Option<GpuObject>,
     pub summary: String,
 }
 
@@ -124,6 +127,9 @@ impl Finding {
     pub fn object(&self) -> String {
         match (&self.file, &self.net) {
             (Some(f), _) => f.path.clone(),
+            (None, None) if self.gpu.is_some() => {
+                format!("gpu {}", self.gpu.as_ref().map_or("", |g| &g.uuid))
+            }
             (None, Some(n)) if n.direction == NetDirection::DnsQuery => format!("dns {}", n.host),
             (None, Some(n)) => format!("{} {}:{}", n.direction.as_str(), n.address, n.port),
             (None, None) => String::new(),

@@ -10,6 +10,7 @@ mod approval;
 mod builtin_rules;
 mod dns_question;
 mod finding;
+mod gpu;
 mod model_file;
 mod process;
 mod signal_lists;
@@ -18,10 +19,11 @@ pub use alert::{AgentIdentity, AgentRecord, Alert, SensorCounters, SensorMode};
 pub use approval::ApprovedWorkloads;
 pub use builtin_rules::{
     BuiltinRules, Observation, OwnedObservation, AI_EGRESS_RULE_ID, AI_RUNTIME_RULE_ID,
-    AI_SERVING_RULE_ID, GPU_DEVICE_RULE_ID,
+    AI_SERVING_RULE_ID, GPU_DEVICE_RULE_ID, GPU_USE_RULE_ID,
 };
 pub use dns_question::question_name;
 pub use finding::{FileObject, Finding, NetDirection, NetObject, Severity, SignalKind};
+pub use gpu::{GpuContext, GpuDevice, GpuInventory, GpuObject, GpuProcess, MigDevice};
 pub use model_file::{
     classify_model_path, is_model_file_path, sniff_model_format, sniff_unnamed_model_format,
     ModelFormat, ModelPathClass, MODEL_FILE_EXTENSIONS, MODEL_FILE_RULE_ID, MODEL_SNIFF_BYTES,

@@ -15,6 +15,10 @@ pub struct ProcessInfo {
     pub mnt_ns: u64,
     /// Hex sha256 of the executable, empty when unknown.
     pub exe_sha256: String,
+    /// The pid inside the process's own PID namespace (a container's view),
+    /// when that namespace is not the host's; 0 otherwise.
+    #[serde(default)]
+    pub ns_pid: u32,
 }
 
 impl ProcessInfo {

@@ -42,6 +42,7 @@ fn finding(seq: u64, severity: i32) -> types_pb::Finding {
             path: "/m/model.onnx".into(),
         }),
         net: None,
+        gpu: None,
         summary: "s".into(),
     }
 }

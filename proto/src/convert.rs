@@ -28,7 +28,7 @@ impl WireError {
     }
 }
 
-fn enum_value<T>(field: &str, raw: i32) -> Result<T, WireError>
+pub(crate) fn enum_value<T>(field: &str, raw: i32) -> Result<T, WireError>
 where
     T: TryFrom<i32>,
 {
@@ -112,6 +112,7 @@ impl From<pb::Process> for domain::ProcessInfo {
             cgroup_id: p.cgroup_id,
             mnt_ns: p.mnt_ns,
             exe_sha256: p.exe_sha256,
+            ns_pid: p.ns_pid,
         }
     }
 }
@@ -128,6 +129,7 @@ impl From<domain::ProcessInfo> for pb::Process {
             cgroup_id: p.cgroup_id,
             mnt_ns: p.mnt_ns,
             exe_sha256: p.exe_sha256,
+            ns_pid: p.ns_pid,
         }
     }
 }
@@ -157,6 +159,11 @@ impl TryFrom<pb::Finding> for domain::Finding {
             process: process.into(),
             file: f.file.map(|o| domain::FileObject { path: o.path }),
             net: f.net.map(net_from_wire).transpose()?,
+            gpu: f
+                .gpu
+                .map(domain::GpuObject::try_from)
+                .transpose()
+                .map_err(|e| e.within("gpu"))?,
             summary: f.summary,
         })
     }
@@ -208,6 +215,7 @@ impl From<domain::Finding> for pb::Finding {
             process: Some(f.process.into()),
             file: f.file.map(|o| pb::FileObject { path: o.path }),
             net: f.net.map(Into::into),
+            gpu: f.gpu.map(Into::into),
             summary: f.summary,
         }
     }
@@ -283,6 +291,7 @@ mod tests {
                 path: "/m.onnx".into(),
             }),
             net: None,
+            gpu: None,
             summary: "s".into(),
         }
     }

@@ -6,6 +6,7 @@
 //! `TryFrom` impls in `convert`, whose errors name the offending field.
 
 mod convert;
+mod gpu_wire;
 
 pub use convert::{sensor_mode_from_wire, severity_from_wire, signal_from_wire, WireError};
 

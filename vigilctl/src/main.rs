@@ -46,6 +46,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The agents this cluster knows.
+    Agents {
+        #[command(subcommand)]
+        command: AgentsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentsCommand {
+    /// One line per agent.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One agent (by agent id or hostname): sensors, counters, GPUs and
+    /// the processes using them.
+    Show {
+        /// Agent id or hostname.
+        agent: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 async fn connect(endpoint: &str) -> anyhow::Result<AdminServiceClient<Channel>> {
@@ -119,6 +141,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", render::status_json(&status));
             } else {
                 print!("{}", render::status_text(&status, render::now_unix_nanos()));
+            }
+        }
+        Command::Agents {
+            command: AgentsCommand::List { json },
+        } => {
+            let status = client
+                .cluster_status(pb::ClusterStatusRequest {})
+                .await?
+                .into_inner();
+            if json {
+                println!("{}", render::agents_json(&status.agents));
+            } else {
+                print!(
+                    "{}",
+                    render::agents_text(&status.agents, render::now_unix_nanos())
+                );
+            }
+        }
+        Command::Agents {
+            command: AgentsCommand::Show { agent, json },
+        } => {
+            let resp = client
+                .get_agent(pb::GetAgentRequest { agent })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .into_inner();
+            let summary = resp.agent.context("the control plane sent no agent")?;
+            let gpu = vigil_domain::GpuInventory::try_from(resp.gpu.unwrap_or_default())
+                .context("the control plane sent a malformed GPU inventory")?;
+            if json {
+                println!("{}", render::agent_json(&summary, &gpu));
+            } else {
+                print!(
+                    "{}",
+                    render::agent_text(&summary, &gpu, render::now_unix_nanos())
+                );
             }
         }
     }

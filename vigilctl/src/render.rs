@@ -98,22 +98,146 @@ pub fn status_text(s: &pb::ClusterStatusResponse, now: i64) -> String {
     out
 }
 
+fn agent_value(a: &pb::AgentSummary) -> serde_json::Value {
+    let c = a.counters.unwrap_or_default();
+    json!({
+        "agent_id": a.agent_id, "hostname": a.hostname, "agent_version": a.agent_version,
+        "sensor_mode": mode(a.sensor_mode), "kernel_release": a.kernel_release, "hooks": a.hooks,
+        "first_seen_unix_nanos": a.first_seen_unix_nanos,
+        "last_heartbeat_unix_nanos": a.last_heartbeat_unix_nanos,
+        "last_acked_seq": a.last_acked_seq, "spooled": a.spooled,
+        "counters": { "emitted": c.emitted, "received": c.received, "filtered": c.filtered, "dropped": c.dropped },
+    })
+}
+
+pub fn agents_json(agents: &[pb::AgentSummary]) -> String {
+    serde_json::Value::Array(agents.iter().map(agent_value).collect()).to_string()
+}
+
+pub fn agents_text(agents: &[pb::AgentSummary], now: i64) -> String {
+    let mut out = String::new();
+    for a in agents {
+        let ago = (now - a.last_heartbeat_unix_nanos).max(0) as f64 / 1e9;
+        out.push_str(&format!(
+            "{}\t{}\t{}\t{}\tlast heartbeat {ago:.1}s ago\n",
+            a.hostname,
+            a.agent_id,
+            mode(a.sensor_mode),
+            a.agent_version
+        ));
+    }
+    out
+}
+
+pub fn agent_json(a: &pb::AgentSummary, gpu: &vigil_domain::GpuInventory) -> String {
+    let mut v = agent_value(a);
+    v["gpu"] = serde_json::to_value(gpu).unwrap_or_default();
+    v.to_string()
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+pub fn agent_text(a: &pb::AgentSummary, gpu: &vigil_domain::GpuInventory, now: i64) -> String {
+    let ago = (now - a.last_heartbeat_unix_nanos).max(0) as f64 / 1e9;
+    let c = a.counters.unwrap_or_default();
+    let mut out = format!(
+        "agent {} on {}\n  version {} | kernel {} | sensors {} ({} hooks) | last heartbeat {ago:.1}s ago\n  acked seq {} | spooled {} | events emitted {} received {} filtered {} dropped {}\n",
+        a.agent_id,
+        a.hostname,
+        a.agent_version,
+        a.kernel_release,
+        mode(a.sensor_mode),
+        a.hooks.len(),
+        a.last_acked_seq,
+        a.spooled,
+        c.emitted,
+        c.received,
+        c.filtered,
+        c.dropped
+    );
+    if gpu.gpus.is_empty() {
+        out.push_str("GPUs: none\n");
+    } else {
+        out.push_str(&format!(
+            "GPUs: {} (driver {}, CUDA {})\n",
+            gpu.gpus.len(),
+            gpu.driver_version,
+            gpu.cuda_driver_version
+        ));
+    }
+    for g in &gpu.gpus {
+        let mig = if g.mig_enabled {
+            let slices: Vec<String> = g
+                .mig_devices
+                .iter()
+                .map(|m| format!("{} ({})", m.uuid, gib(m.memory_total_bytes)))
+                .collect();
+            format!("MIG on: {}", slices.join(", "))
+        } else {
+            "MIG off".to_string()
+        };
+        out.push_str(&format!(
+            "  GPU {}  {}  {}  serial {}  pci {}  memory {} of {}  {mig}\n",
+            g.index,
+            g.name,
+            g.uuid,
+            g.serial,
+            g.pci_bus_id,
+            gib(g.memory_used_bytes),
+            gib(g.memory_total_bytes)
+        ));
+    }
+    if !gpu.processes.is_empty() {
+        out.push_str("GPU processes:\n");
+    }
+    for p in &gpu.processes {
+        let ns = if p.process.ns_pid != 0 {
+            format!(" (pid {} in its namespace)", p.process.ns_pid)
+        } else {
+            String::new()
+        };
+        let memory = p
+            .gpu
+            .used_memory_bytes
+            .map(|b| format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64))
+            .unwrap_or_else(|| "memory n/a".into());
+        let sm = p
+            .gpu
+            .sm_util_percent
+            .map(|s| format!(", {s}% SM"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "  pid {}{ns} {} on GPU {} {}: {} {memory}{sm} | cgroup {} | {}\n",
+            p.process.pid,
+            if p.process.exe.is_empty() {
+                &p.process.comm
+            } else {
+                &p.process.exe
+            },
+            p.gpu.index,
+            p.gpu.uuid,
+            p.gpu.context.as_str(),
+            p.process.cgroup_id,
+            if p.approved {
+                "approved"
+            } else {
+                "NOT APPROVED"
+            }
+        ));
+    }
+    if !gpu.status.is_empty() {
+        out.push_str("GPU status:\n");
+    }
+    for line in &gpu.status {
+        out.push_str(&format!("  {line}\n"));
+    }
+    out
+}
+
 pub fn status_json(s: &pb::ClusterStatusResponse) -> String {
-    let agents: Vec<_> = s
-        .agents
-        .iter()
-        .map(|a| {
-            let c = a.counters.unwrap_or_default();
-            json!({
-                "agent_id": a.agent_id, "hostname": a.hostname, "agent_version": a.agent_version,
-                "sensor_mode": mode(a.sensor_mode), "kernel_release": a.kernel_release, "hooks": a.hooks,
-                "first_seen_unix_nanos": a.first_seen_unix_nanos,
-                "last_heartbeat_unix_nanos": a.last_heartbeat_unix_nanos,
-                "last_acked_seq": a.last_acked_seq, "spooled": a.spooled,
-                "counters": { "emitted": c.emitted, "received": c.received, "filtered": c.filtered, "dropped": c.dropped },
-            })
-        })
-        .collect();
+    let agents: Vec<_> = s.agents.iter().map(agent_value).collect();
     json!({
         "node_id": s.node_id,
         "leader_id": if s.leader_id == 0 { serde_json::Value::Null } else { json!(s.leader_id) },

@@ -25,8 +25,13 @@ impl AdminServiceImpl {
 }
 
 fn agent_summary(a: AgentRecord) -> pb::AgentSummary {
+    agent_detail(a).0
+}
+
+fn agent_detail(a: AgentRecord) -> (pb::AgentSummary, types_pb::GpuInventory) {
     let id = a.identity;
-    pb::AgentSummary {
+    let gpu = a.gpu.into();
+    let summary = pb::AgentSummary {
         agent_id: id.agent_id,
         hostname: id.hostname,
         agent_version: id.agent_version,
@@ -38,7 +43,8 @@ fn agent_summary(a: AgentRecord) -> pb::AgentSummary {
         last_acked_seq: a.last_acked_seq,
         counters: Some(a.counters.into()),
         spooled: a.spooled,
-    }
+    };
+    (summary, gpu)
 }
 
 #[tonic::async_trait]
@@ -104,6 +110,27 @@ impl AdminService for AdminServiceImpl {
             members,
             agents: agents.into_iter().map(agent_summary).collect(),
             alert_count: self.node.state.last_alert_index(),
+        }))
+    }
+
+    async fn get_agent(
+        &self,
+        req: Request<pb::GetAgentRequest>,
+    ) -> Result<Response<pb::GetAgentResponse>, Status> {
+        let name = req.into_inner().agent;
+        if name.trim().is_empty() {
+            return Err(Status::invalid_argument("agent: must not be empty"));
+        }
+        let record = self
+            .node
+            .state
+            .agent_by_id_or_hostname(&name)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::not_found(format!("no agent with id or hostname {name:?}")))?;
+        let (agent, gpu) = agent_detail(record);
+        Ok(Response::new(pb::GetAgentResponse {
+            agent: Some(agent),
+            gpu: Some(gpu),
         }))
     }
 }

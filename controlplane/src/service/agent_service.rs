@@ -128,6 +128,22 @@ impl Session {
         Ok(())
     }
 
+    async fn on_inventory(&self, inv: pb::Inventory) -> Result<(), Status> {
+        let gpu = inv
+            .gpu
+            .map(vigil_domain::GpuInventory::try_from)
+            .transpose()
+            .map_err(|e| Status::invalid_argument(e.within("inventory.gpu").to_string()))?
+            .unwrap_or_default();
+        self.node
+            .write(Command::UpdateInventory {
+                agent_id: self.agent_id.clone(),
+                gpu,
+            })
+            .await?;
+        Ok(())
+    }
+
     async fn run(self, mut inbound: Streaming<pb::AgentMessage>) {
         loop {
             let msg = match inbound.message().await {
@@ -148,6 +164,7 @@ impl Session {
             let handled = match msg.body {
                 Some(pb::agent_message::Body::Findings(b)) => self.on_findings(b).await,
                 Some(pb::agent_message::Body::Heartbeat(h)) => self.on_heartbeat(h).await,
+                Some(pb::agent_message::Body::Inventory(i)) => self.on_inventory(i).await,
                 Some(pb::agent_message::Body::Hello(_)) => Err(Status::invalid_argument(
                     "hello may only be the first message",
                 )),

@@ -120,6 +120,19 @@ impl StateReader {
         self.tree.get(&k)?.map(|v| decode(&k, &v)).transpose()
     }
 
+    /// The agent with this id, else the one whose host has this name (the
+    /// most recently heard from, if several).
+    pub fn agent_by_id_or_hostname(&self, name: &str) -> Result<Option<AgentRecord>, ReadError> {
+        if let Some(a) = self.agent(name)? {
+            return Ok(Some(a));
+        }
+        Ok(self
+            .agents()?
+            .into_iter()
+            .filter(|a| a.identity.hostname == name)
+            .max_by_key(|a| a.last_heartbeat_unix_nanos))
+    }
+
     /// The active policy bundle: (version, bytes).
     pub fn active_policy(&self) -> Result<Option<(u64, Vec<u8>)>, ReadError> {
         let Some(v) = self.tree.get(ACTIVE_POLICY)? else {
@@ -205,6 +218,17 @@ impl SledStateMachine {
                 rec.last_heartbeat_unix_nanos = at_unix_nanos;
                 rec.counters = counters;
                 rec.spooled = spooled;
+                batch.insert(k, json(&rec)?);
+                Ok(CommandResult::Done)
+            }
+            Command::UpdateInventory { agent_id, gpu } => {
+                let k = prefixed(AGENT_PREFIX, agent_id.as_bytes());
+                let Some(mut rec) = self.get_json::<AgentRecord>(&k)? else {
+                    return Ok(CommandResult::Refused {
+                        reason: format!("inventory from unregistered agent {agent_id}"),
+                    });
+                };
+                rec.gpu = gpu;
                 batch.insert(k, json(&rec)?);
                 Ok(CommandResult::Done)
             }

@@ -22,6 +22,7 @@ fn finding(seq: u64) -> Finding {
         },
         file: None,
         net: None,
+        gpu: None,
         summary: "s".into(),
     }
 }
