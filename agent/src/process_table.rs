@@ -106,6 +106,7 @@ impl ProcessTable {
                 mnt_ns: ctx.mnt_ns,
                 exe_sha256: String::new(),
                 ns_pid: 0,
+                cgroup_path: String::new(),
             },
             origin: Origin::Exec,
         });

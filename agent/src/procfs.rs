@@ -77,6 +77,7 @@ impl Procfs {
             argv,
             comm,
             cgroup_id: self.cgroup_id(pid).unwrap_or(0),
+            cgroup_path: self.cgroup_path(pid).unwrap_or_default(),
             mnt_ns: self.mnt_ns(pid).unwrap_or(0),
             exe_sha256: String::new(),
             ns_pid,
@@ -183,10 +184,18 @@ impl Procfs {
     /// what `bpf_get_current_cgroup_id()` reports.
     pub fn cgroup_id(&self, pid: u32) -> Option<u64> {
         let mount = self.cgroup2_mount.as_ref()?;
-        let text = std::fs::read_to_string(self.root.join(format!("{pid}/cgroup"))).ok()?;
-        let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+        let rel = self.cgroup_path(pid)?;
         let dir = mount.join(rel.trim_start_matches('/'));
         std::fs::metadata(dir).ok().map(|m| m.ino())
+    }
+
+    /// The process's cgroup v2 path ("/" is the root; a container runtime's
+    /// scope names the container).
+    pub fn cgroup_path(&self, pid: u32) -> Option<String> {
+        let text = std::fs::read_to_string(self.root.join(format!("{pid}/cgroup"))).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .map(str::to_string)
     }
 
     /// Inode number of the process's mount namespace.

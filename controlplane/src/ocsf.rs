@@ -85,6 +85,7 @@ pub fn detection_finding(alert: &Alert) -> Value {
             "cgroup_id": p.cgroup_id,
             "mnt_ns": p.mnt_ns,
             "ns_pid": p.ns_pid,
+            "cgroup_path": p.cgroup_path,
             "argv": p.argv,
             // OCSF has no GPU object: the gpu_use evidence travels here.
             "gpu": f.gpu,

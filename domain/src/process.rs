@@ -19,6 +19,9 @@ pub struct ProcessInfo {
     /// when that namespace is not the host's; 0 otherwise.
     #[serde(default)]
     pub ns_pid: u32,
+    /// cgroup v2 path, e.g. a container's scope; empty when unknown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cgroup_path: String,
 }
 
 impl ProcessInfo {

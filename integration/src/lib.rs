@@ -250,6 +250,17 @@ impl Agent {
         agent_id: &str,
         extra: &[&str],
     ) -> Agent {
+        Self::start_with_env(data_dir, control_plane, agent_id, extra, &[]).await
+    }
+
+    /// Starts an agent with extra flags and environment variables.
+    pub async fn start_with_env(
+        data_dir: &Path,
+        control_plane: &str,
+        agent_id: &str,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Agent {
         let turn = ONE_AGENT_AT_A_TIME.lock().await;
         let mode: &[&str] = if extra.contains(&"--sensor-mode") {
             &[]
@@ -269,7 +280,8 @@ impl Agent {
             .arg("--max-backoff-secs")
             .arg("1")
             .args(mode)
-            .args(extra);
+            .args(extra)
+            .envs(env.iter().copied());
         Agent {
             daemon: Daemon::start(cmd, "vigil-agent", "vigil-agent ready", &log),
             log,
@@ -301,4 +313,31 @@ pub fn sha256_file(path: &Path) -> String {
     use sha2::{Digest, Sha256};
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     hex::encode(Sha256::digest(&bytes))
+}
+
+/// The fake libnvidia-ml of `agent/fake-nvml`, compiled once per test
+/// binary into the target directory. The agent loads it with
+/// `--nvml-library`; its answers come from the file named by
+/// `VIGIL_FAKE_NVML_CONFIG`.
+pub fn fake_nvml_library() -> PathBuf {
+    static LIB: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    LIB.get_or_init(|| {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/fake-nvml/fake_nvml.c");
+        let dir = bin_dir().join("fake-nvml");
+        std::fs::create_dir_all(&dir).unwrap();
+        let lib = dir.join("libnvidia-ml.so.1");
+        // Built under a private name, then renamed: test binaries running at
+        // once never load a half-written library.
+        let building = dir.join(format!(".building-{}", std::process::id()));
+        let status = Command::new("cc")
+            .args(["-shared", "-fPIC", "-O2", "-o"])
+            .arg(&building)
+            .arg(&src)
+            .status()
+            .expect("a C compiler (cc) builds the fake NVML library");
+        assert!(status.success(), "compiling {}", src.display());
+        std::fs::rename(&building, &lib).unwrap();
+        lib
+    })
+    .clone()
 }

@@ -113,6 +113,7 @@ impl From<pb::Process> for domain::ProcessInfo {
             mnt_ns: p.mnt_ns,
             exe_sha256: p.exe_sha256,
             ns_pid: p.ns_pid,
+            cgroup_path: p.cgroup_path,
         }
     }
 }
@@ -130,6 +131,7 @@ impl From<domain::ProcessInfo> for pb::Process {
             mnt_ns: p.mnt_ns,
             exe_sha256: p.exe_sha256,
             ns_pid: p.ns_pid,
+            cgroup_path: p.cgroup_path,
         }
     }
 }

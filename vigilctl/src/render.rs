@@ -219,7 +219,11 @@ pub fn agent_text(a: &pb::AgentSummary, gpu: &vigil_domain::GpuInventory, now: i
             p.gpu.index,
             p.gpu.uuid,
             p.gpu.context.as_str(),
-            p.process.cgroup_id,
+            if p.process.cgroup_path.is_empty() {
+                p.process.cgroup_id.to_string()
+            } else {
+                p.process.cgroup_path.clone()
+            },
             if p.approved {
                 "approved"
             } else {
