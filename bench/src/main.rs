@@ -7,6 +7,7 @@
 //! installed, bpftrace doing the same tracing with per-event output.
 //! Writes `bench/results.json` and `BENCHMARKS.md`.
 
+mod gpu_polls;
 mod report;
 mod storm;
 
@@ -696,6 +697,7 @@ fn main() -> anyhow::Result<()> {
     storm_rounds(&s, &cp, &rt, &conditions, &mut report)?;
     program_costs(&s, &cp, &mut report)?;
     latency_and_footprint(&s, &cp, &rt, &mut report)?;
+    gpu_polls::gpu_polls(&root, s.work.path(), &mut report)?;
     report.write(
         &root,
         &conditions.iter().map(|c| c.name()).collect::<Vec<_>>(),
