@@ -82,6 +82,9 @@ pub struct Detector {
     procfs: Procfs,
     reported: HashMap<u32, HashSet<(SignalKind, String)>>,
     suppressed: u64,
+    /// GPU users as attributed at their first poll (digest known), until
+    /// they exec or exit: NVML lists the same processes every poll.
+    gpu_users: HashMap<u32, ProcessInfo>,
 }
 
 impl Detector {
@@ -94,6 +97,7 @@ impl Detector {
             procfs,
             reported: HashMap::new(),
             suppressed: 0,
+            gpu_users: HashMap::new(),
         }
     }
 
@@ -125,9 +129,11 @@ impl Detector {
         match ev {
             SensorEvent::Exec { filename, argv, .. } => {
                 table.observe_exec(ctx, filename, argv);
+                self.gpu_users.remove(&ctx.pid);
                 None
             }
             SensorEvent::Exit { .. } => {
+                self.gpu_users.remove(&ctx.pid);
                 table.observe_exit(ctx.pid);
                 self.reported.remove(&ctx.pid);
                 None
@@ -265,17 +271,47 @@ impl Detector {
         table: &mut ProcessTable,
         at: i64,
     ) -> (Option<Detection>, GpuProcess) {
+        let object = format!("gpu {}", gpu.uuid);
+        if let Some(process) = self.gpu_users.get(&pid) {
+            let attributed = GpuProcess {
+                process: process.clone(),
+                gpu: gpu.clone(),
+                approved: self.rules.approves(process),
+            };
+            // Known user, already reported (or approved): nothing to decide.
+            let reported = self
+                .reported
+                .get(&pid)
+                .is_some_and(|seen| seen.contains(&(SignalKind::GpuUse, object.clone())));
+            if reported || attributed.approved {
+                return (None, attributed);
+            }
+        }
         // /proc first: it has the pid the process sees in its own namespace.
-        let process = self
-            .procfs
-            .process(pid)
-            .or_else(|| table.get(pid).map(|e| e.info.clone()))
-            .unwrap_or(ProcessInfo {
-                pid,
-                comm: "(exited)".into(),
-                ..Default::default()
-            });
-        let resolved = self.with_digest(process, pid, crate::clock::boot_now_ns());
+        let process = match self.gpu_users.get(&pid) {
+            Some(p) => p.clone(),
+            None => self
+                .procfs
+                .process(pid)
+                .or_else(|| table.get(pid).map(|e| e.info.clone()))
+                .unwrap_or(ProcessInfo {
+                    pid,
+                    comm: "(exited)".into(),
+                    ..Default::default()
+                }),
+        };
+        let resolved = if self.gpu_users.contains_key(&pid) {
+            Resolved {
+                process,
+                event_boot_ns: crate::clock::boot_now_ns(),
+                uncached_exe: None,
+            }
+        } else {
+            self.with_digest(process, pid, crate::clock::boot_now_ns())
+        };
+        if resolved.uncached_exe.is_none() && !resolved.process.exe.is_empty() {
+            self.gpu_users.insert(pid, resolved.process.clone());
+        }
         let attributed = GpuProcess {
             process: resolved.process.clone(),
             gpu: gpu.clone(),

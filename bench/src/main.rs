@@ -687,6 +687,11 @@ fn main() -> anyhow::Result<()> {
         bpftrace: which("bpftrace"),
         work: tempfile::tempdir()?,
     };
+    // `VIGIL_BENCH_ONLY=gpu`: only the GPU polling figures, printed, no
+    // files written (for working on the poller).
+    if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("gpu") {
+        return gpu_polls::gpu_polls(&root, s.work.path(), &mut Report::default());
+    }
     let rt = tokio::runtime::Runtime::new()?;
     let cp = start_control_plane(&s)?;
     let mut conditions = vec![Condition::Nothing, Condition::Empty, Condition::Agent];
