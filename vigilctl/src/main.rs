@@ -1,12 +1,15 @@
 //! vigilctl: the operator's command line for a vigil control plane.
 
 use anyhow::Context;
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
 use tonic::transport::Channel;
 use vigil_domain::Alert;
 use vigil_proto::admin::v1 as pb;
 use vigil_proto::admin::v1::admin_service_client::AdminServiceClient;
 
+mod policy_files;
 mod render;
 
 #[derive(Parser)]
@@ -46,10 +49,43 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Policy as code: check, test, sign.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// The agents this cluster knows.
     Agents {
         #[command(subcommand)]
         command: AgentsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Parses, type-checks and compiles a policy directory; errors as file:line:col.
+    Check { dir: PathBuf },
+    /// Replays recorded events (JSON lines from `vigil-agent --record-events`)
+    /// against a policy directory and prints which rule each one fires.
+    Test {
+        dir: PathBuf,
+        #[arg(long)]
+        events: PathBuf,
+    },
+    /// Writes a new ed25519 signing key (hex secret) to FILE and prints its public key.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Checks a policy directory and signs it into a versioned bundle.
+    Sign {
+        dir: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        version: u64,
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -90,9 +126,122 @@ fn print_alert(wire: vigil_proto::types::v1::Alert, json: bool) -> anyhow::Resul
     Ok(())
 }
 
+/// `vigilctl policy` commands that need no control plane.
+fn run_local_policy(command: PolicyCommand) -> anyhow::Result<()> {
+    match command {
+        PolicyCommand::Check { dir } => {
+            let (files, set) = policy_files::check_dir(&dir)?;
+            println!(
+                "{}: ok ({} files, {} rules, {} lists)",
+                dir.display(),
+                files.len(),
+                set.rule_ids().len(),
+                set.lists().len()
+            );
+        }
+        PolicyCommand::Test { dir, events } => {
+            let (_, set) = policy_files::check_dir(&dir)?;
+            let text = std::fs::read_to_string(&events)
+                .with_context(|| format!("reading {}", events.display()))?;
+            let host = vigil_policy::HostFacts::default();
+            let mut fired: std::collections::BTreeMap<String, u64> = Default::default();
+            for (i, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
+                let finding: vigil_domain::Finding =
+                    serde_json::from_str(line).with_context(|| {
+                        format!("{}:{}: not a recorded event", events.display(), i + 1)
+                    })?;
+                let verdict = match set.evaluate(&finding, None, &host) {
+                    Some(d) => {
+                        *fired.entry(d.rule_id.clone()).or_default() += 1;
+                        format!(
+                            "{} {} {}{}",
+                            d.rule_id,
+                            d.severity,
+                            d.action.as_str(),
+                            if d.dry_run { " (dry run)" } else { "" }
+                        )
+                    }
+                    None => {
+                        *fired.entry("(allowed: no rule)".into()).or_default() += 1;
+                        "allowed: no rule fires".to_string()
+                    }
+                };
+                println!(
+                    "{}:{}: {} pid {} {} {} -> {verdict}",
+                    events.display(),
+                    i + 1,
+                    finding.signal,
+                    finding.process.pid,
+                    finding.process.name(),
+                    finding.object()
+                );
+            }
+            for (rule, n) in fired {
+                println!("{n:>8}  {rule}");
+            }
+        }
+        PolicyCommand::Keygen { out } => {
+            let key = vigil_policy::SigningKey::generate();
+            write_private(&out, &key.secret_hex())?;
+            println!("{}", key.public_hex());
+        }
+        PolicyCommand::Sign {
+            dir,
+            key,
+            version,
+            out,
+        } => {
+            let (files, _) = policy_files::check_dir(&dir)?;
+            let secret = std::fs::read_to_string(&key)
+                .with_context(|| format!("reading {}", key.display()))?;
+            let key = vigil_policy::SigningKey::from_hex(&secret)
+                .with_context(|| format!("{}", key.display()))?;
+            let bundle = key.sign(version, files);
+            std::fs::write(&out, bundle.to_json())
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "{}: version {} signed by {} ({} files, digest {})",
+                out.display(),
+                bundle.version,
+                bundle.signer,
+                bundle.files.len(),
+                bundle.digest()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Writes a secret readable by its owner only.
+fn write_private(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {} (it must not exist)", path.display()))?;
+    writeln!(f, "{secret}")?;
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut client = connect(&cli.endpoint).await?;
     match cli.command {
+        Command::Policy { command } => run_local_policy(command),
+        remote => run_remote(&cli.endpoint, remote).await,
+    }
+}
+
+/// Commands that ask the control plane.
+async fn run_remote(endpoint: &str, command: Command) -> anyhow::Result<()> {
+    let mut client = connect(endpoint).await?;
+    match command {
+        Command::Policy { command } => run_local_policy(command)?,
         Command::Alerts {
             after,
             limit,

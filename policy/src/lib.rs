@@ -1,0 +1,23 @@
+//! Policy as code: rules written in YAML with CEL conditions
+//! (`policies/`), checked with `file:line:col` diagnostics, compiled into a
+//! `PolicySet` the agent evaluates per finding, and shipped as
+//! ed25519-signed, versioned bundles.
+//!
+//! Architecture invariant: nothing here does I/O; callers hand in file
+//! contents and get values or diagnostics back. A bundle is only ever
+//! compiled after its signature verified against a trusted key.
+
+#![forbid(unsafe_code)]
+
+mod bundle;
+mod cel_schema;
+mod diagnostic;
+mod facts;
+mod policy_set;
+mod rule_file;
+
+pub use bundle::{canonical_bytes, Bundle, BundleError, SigningKey, TrustedKeys};
+pub use diagnostic::Diagnostic;
+pub use facts::HostFacts;
+pub use policy_set::{Action, Decision, PolicySet};
+pub use rule_file::{parse_policy_files, PolicySource, RuleSpec};

@@ -1,0 +1,243 @@
+//! Compiled rules and their evaluation against findings.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use cel_interpreter::objects::{Key, Map, Value};
+use cel_interpreter::{Context, Program};
+use serde::{Deserialize, Serialize};
+use vigil_domain::{Finding, ProcessInfo, Severity, SignalKind};
+
+use crate::cel_schema::check_condition;
+use crate::facts::{finding_values, HostFacts};
+use crate::rule_file::{list_names, parse_policy_files, ExprSource, PolicySource};
+use crate::Diagnostic;
+
+/// What a matching rule does on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Report only.
+    #[default]
+    Alert,
+    /// Kill the process and its descendants.
+    Kill,
+    /// Freeze the process's cgroup (cgroup v2), until unfrozen.
+    Freeze,
+    /// Refuse GPU device nodes to the process's cgroup.
+    DenyGpu,
+    /// Drop the process's traffic to the listed hosts.
+    BlockEgress,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Alert => "alert",
+            Action::Kill => "kill",
+            Action::Freeze => "freeze",
+            Action::DenyGpu => "deny_gpu",
+            Action::BlockEgress => "block_egress",
+        }
+    }
+}
+
+/// The rule a finding matched, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub rule_id: String,
+    pub severity: Severity,
+    pub action: Action,
+    /// Report what the action would do, without doing it.
+    pub dry_run: bool,
+}
+
+struct CompiledRule {
+    id: String,
+    severity: Severity,
+    when: Vec<SignalKind>,
+    condition: Option<Program>,
+    exceptions: Vec<Program>,
+    action: Action,
+    dry_run: bool,
+}
+
+/// A checked, compiled policy: rules in order, lists, and the root CEL
+/// context (functions and lists) every evaluation starts from.
+pub struct PolicySet {
+    rules: Vec<CompiledRule>,
+    root: Context<'static>,
+    lists: BTreeMap<String, Vec<String>>,
+}
+
+impl std::fmt::Debug for PolicySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicySet")
+            .field("rules", &self.rule_ids())
+            .field("lists", &self.lists.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Runs the CEL parser, which (antlr4rust underneath) panics on some
+/// malformed input instead of returning an error: the panic is contained
+/// and its message silenced, so bad input is only a diagnostic. Parses are
+/// serialised while the quiet panic hook is installed.
+fn contain_parser_panic<T>(parse: impl FnOnce() -> T + std::panic::UnwindSafe) -> Option<T> {
+    static QUIET: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = QUIET.lock().unwrap_or_else(|p| p.into_inner());
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(parse);
+    std::panic::set_hook(previous);
+    r.ok()
+}
+
+fn compile_expr(
+    src: &ExprSource,
+    lists: &std::collections::BTreeSet<String>,
+) -> Result<Program, Diagnostic> {
+    let parsed = contain_parser_panic(|| cel_parser::Parser::default().parse(&src.text))
+        .ok_or_else(|| src.at(1, 1, "CEL syntax error: the expression does not parse"))?
+        .map_err(|errs| match errs.errors.first() {
+            Some(e) => {
+                let (line, col) = (e.pos.0.max(1) as usize, e.pos.1.max(0) as usize + 1);
+                src.at(line, col, format!("CEL syntax error: {}", e.msg))
+            }
+            None => src.at(1, 1, "CEL syntax error"),
+        })?;
+    check_condition(&parsed, lists).map_err(|e| {
+        let offset = if e.needle.is_empty() {
+            None
+        } else {
+            src.text.find(&e.needle)
+        };
+        let (line, col) = match offset {
+            Some(o) => {
+                let before = &src.text[..o];
+                let line = before.matches('\n').count() + 1;
+                let col = o - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+                (line, col)
+            }
+            None => (1, 1),
+        };
+        src.at(line, col, e.message)
+    })?;
+    contain_parser_panic(|| Program::compile(&src.text))
+        .ok_or_else(|| src.at(1, 1, "CEL syntax error: the expression does not parse"))?
+        .map_err(|e| src.at(1, 1, format!("CEL: {e}")))
+}
+
+impl PolicySet {
+    /// Parses, checks and compiles a policy directory's files. Every
+    /// problem is reported, each as `file:line:col: message`.
+    pub fn compile(files: &PolicySource) -> Result<PolicySet, Vec<Diagnostic>> {
+        let (specs, lists) = parse_policy_files(files)?;
+        let names = list_names(&lists);
+        let mut errors = Vec::new();
+        let mut rules = Vec::new();
+        for spec in specs {
+            let condition = match spec.condition.as_ref().map(|c| compile_expr(c, &names)) {
+                Some(Err(d)) => {
+                    errors.push(d);
+                    None
+                }
+                Some(Ok(p)) => Some(p),
+                None => None,
+            };
+            let mut exceptions = Vec::new();
+            for x in &spec.exceptions {
+                match compile_expr(x, &names) {
+                    Ok(p) => exceptions.push(p),
+                    Err(d) => errors.push(d),
+                }
+            }
+            if spec.action == Action::BlockEgress {
+                errors.push(Diagnostic::new(
+                    &spec.file,
+                    spec.line,
+                    1,
+                    format!(
+                        "rule {}: action block_egress is not available in this version",
+                        spec.id
+                    ),
+                ));
+            }
+            rules.push(CompiledRule {
+                id: spec.id,
+                severity: spec.severity,
+                when: spec.when,
+                condition,
+                exceptions,
+                action: spec.action,
+                dry_run: spec.dry_run,
+            });
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let mut root = Context::default();
+        let lists_value: std::collections::HashMap<Key, Value> = lists
+            .iter()
+            .map(|(k, v)| {
+                (
+                    Key::String(Arc::new(k.clone())),
+                    Value::List(Arc::new(
+                        v.iter()
+                            .map(|s| Value::String(Arc::new(s.clone())))
+                            .collect(),
+                    )),
+                )
+            })
+            .collect();
+        root.add_variable_from_value(
+            "lists",
+            Value::Map(Map {
+                map: Arc::new(lists_value),
+            }),
+        );
+        Ok(PolicySet { rules, root, lists })
+    }
+
+    pub fn rule_ids(&self) -> Vec<&str> {
+        self.rules.iter().map(|r| r.id.as_str()).collect()
+    }
+
+    pub fn lists(&self) -> &BTreeMap<String, Vec<String>> {
+        &self.lists
+    }
+
+    /// The first rule (in file order) for this finding's signal whose
+    /// condition holds and no exception does. None: the policy allows it.
+    /// A condition that fails to evaluate counts as not holding.
+    pub fn evaluate(
+        &self,
+        finding: &Finding,
+        parent: Option<&ProcessInfo>,
+        host: &HostFacts,
+    ) -> Option<Decision> {
+        let mut candidates = self
+            .rules
+            .iter()
+            .filter(|r| r.when.contains(&finding.signal))
+            .peekable();
+        candidates.peek()?;
+        let mut ctx = self.root.new_inner_scope();
+        for (name, value) in finding_values(finding, parent, host) {
+            ctx.add_variable_from_value(name, value);
+        }
+        let holds = |p: &Program| matches!(p.execute(&ctx), Ok(Value::Bool(true)));
+        candidates
+            .find(|r| r.condition.as_ref().is_none_or(holds) && !r.exceptions.iter().any(holds))
+            .map(|r| Decision {
+                rule_id: r.id.clone(),
+                severity: r.severity,
+                action: r.action,
+                dry_run: r.dry_run,
+            })
+    }
+}
+
+#[cfg(test)]
+#[path = "policy_set_tests.rs"]
+mod tests;

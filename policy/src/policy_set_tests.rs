@@ -1,0 +1,195 @@
+use super::*;
+use vigil_domain::{FileObject, NetDirection, NetObject};
+
+fn source(files: &[(&str, &str)]) -> PolicySource {
+    files
+        .iter()
+        .map(|(p, c)| (p.to_string(), c.to_string()))
+        .collect()
+}
+
+fn finding(signal: SignalKind, exe: &str, path: &str) -> Finding {
+    Finding {
+        seq: 1,
+        rule_id: "vigil.builtin".into(),
+        severity: Severity::High,
+        signal,
+        observed_at_unix_nanos: 1,
+        process: ProcessInfo {
+            pid: 42,
+            ppid: 1,
+            exe: exe.into(),
+            argv: vec![exe.into()],
+            ..Default::default()
+        },
+        file: (!path.is_empty()).then(|| FileObject { path: path.into() }),
+        net: None,
+        gpu: None,
+        summary: "s".into(),
+    }
+}
+
+const RULES: &str = r#"id: kill-renamed-python
+description: python under another name loading weights
+severity: critical
+when: [model_file]
+condition: process.name != "python3" && file.path.endsWith(".gguf")
+action: kill
+exceptions:
+  - process.exe.startsWith("/opt/approved/")
+---
+id: model-files
+description: any other model file
+severity: high
+when: [model_file]
+---
+lists:
+  ai_api_hosts: [api.openai.com]
+---
+id: ai-api
+description: AI API lookups
+severity: medium
+when: [ai_egress]
+condition: net.host in lists.ai_api_hosts
+"#;
+
+#[test]
+fn first_matching_rule_decides_and_exceptions_apply() {
+    let set = PolicySet::compile(&source(&[("rules.yaml", RULES)])).unwrap();
+    let host = HostFacts::default();
+    let d = set
+        .evaluate(
+            &finding(SignalKind::ModelFile, "/tmp/logrotate-helper", "/x/m.gguf"),
+            None,
+            &host,
+        )
+        .unwrap();
+    assert_eq!(
+        (d.rule_id.as_str(), d.action),
+        ("kill-renamed-python", Action::Kill)
+    );
+    let d = set
+        .evaluate(
+            &finding(SignalKind::ModelFile, "/opt/approved/helper", "/x/m.gguf"),
+            None,
+            &host,
+        )
+        .unwrap();
+    assert_eq!(
+        (d.rule_id.as_str(), d.action),
+        ("model-files", Action::Alert)
+    );
+    let mut egress = finding(SignalKind::AiEgress, "/usr/bin/curl", "");
+    egress.net = Some(NetObject {
+        direction: NetDirection::DnsQuery,
+        address: "127.0.0.53".into(),
+        port: 53,
+        host: "api.openai.com".into(),
+    });
+    assert_eq!(
+        set.evaluate(&egress, None, &host).unwrap().rule_id,
+        "ai-api"
+    );
+    egress.net.as_mut().unwrap().host = "example.com".into();
+    assert_eq!(set.evaluate(&egress, None, &host), None);
+    // No rule for the signal: the policy allows it.
+    assert_eq!(
+        set.evaluate(&finding(SignalKind::GpuUse, "/bin/x", ""), None, &host),
+        None
+    );
+}
+
+fn errors(files: &[(&str, &str)]) -> Vec<String> {
+    PolicySet::compile(&source(files))
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn problems_are_reported_with_file_line_and_column() {
+    let unknown_field = "id: a\ndescription: d\nseverity: high\nwhen: [model_file]\nacton: kill\n";
+    let e = errors(&[("p/a.yaml", unknown_field)]);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("p/a.yaml:5:1: unknown field `acton`"),
+        "{e:?}"
+    );
+
+    let syntax = "# header\nid: b\ndescription: d\nseverity: high\nwhen: [model_file]\ncondition: process.exe.startsWith(\"/tmp\" &&\n";
+    let e = errors(&[("b.yaml", syntax)]);
+    assert!(e[0].starts_with("b.yaml:6:"), "{e:?}");
+    assert!(e[0].contains("CEL syntax error"), "{e:?}");
+
+    let field = "id: c\ndescription: d\nseverity: high\nwhen: [model_file]\ncondition: process.exee == \"x\"\n";
+    let e = errors(&[("c.yaml", field)]);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("c.yaml:5:12: unknown field process.exee"),
+        "{e:?}"
+    );
+
+    let types = "id: d\ndescription: d\nseverity: high\nwhen: [model_file]\ncondition: process.pid == \"1\"\n";
+    let e = errors(&[("d.yaml", types)]);
+    assert!(e[0].contains("cannot compare int with string"), "{e:?}");
+
+    let not_bool =
+        "id: e\ndescription: d\nseverity: high\nwhen: [model_file]\ncondition: process.exe\n";
+    let e = errors(&[("e.yaml", not_bool)]);
+    assert!(e[0].contains("a condition must be a bool"), "{e:?}");
+
+    let second_doc = "id: f\ndescription: d\nseverity: high\nwhen: [model_file]\n---\nid: g\ndescription: d\nseverity: hihg\nwhen: [model_file]\n";
+    let e = errors(&[("f.yaml", second_doc)]);
+    assert!(e[0].starts_with("f.yaml:8:"), "{e:?}");
+    assert!(e[0].contains("unknown variant `hihg`"), "{e:?}");
+
+    let e = errors(&[("x.yaml", "id: h\ndescription: d\nseverity: high\nwhen: [model_file]\ncondition: net.host in lists.nope\n")]);
+    assert!(e[0].contains("unknown list lists.nope"), "{e:?}");
+    let dup = "id: i\ndescription: d\nseverity: high\nwhen: [model_file]\n";
+    let e = errors(&[("y.yaml", dup), ("z.yaml", dup)]);
+    assert!(
+        e[0].starts_with("z.yaml:1:1: rule id i is already used at y.yaml:1"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn the_default_pack_compiles_and_covers_every_signal() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/default");
+    let files: PolicySource = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect();
+    let set = PolicySet::compile(&files).unwrap_or_else(|e| panic!("{e:?}"));
+    for signal in [
+        SignalKind::ModelFile,
+        SignalKind::AiRuntime,
+        SignalKind::GpuDevice,
+        SignalKind::GpuUse,
+        SignalKind::AiEgress,
+        SignalKind::AiServing,
+    ] {
+        let d = set.evaluate(
+            &finding(signal, "/usr/bin/python3.11", "/m/x.onnx"),
+            None,
+            &HostFacts::default(),
+        );
+        assert!(d.is_some(), "no default rule for {signal}");
+    }
+    // A package manager touching a runtime library is not a finding.
+    assert_eq!(
+        set.evaluate(
+            &finding(SignalKind::AiRuntime, "/usr/bin/dpkg", ""),
+            None,
+            &HostFacts::default()
+        ),
+        None
+    );
+}
