@@ -8,9 +8,14 @@ use std::process::Command;
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let ebpf = manifest.join("../ebpf");
-    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("sensors.bpf.o");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let clang = std::env::var("VIGIL_CLANG").unwrap_or_else(|_| "clang".to_string());
-    for f in ["sensors.bpf.c", "vigil_event.h", "kernel_types.h"] {
+    for f in [
+        "sensors.bpf.c",
+        "enforce.bpf.c",
+        "vigil_event.h",
+        "kernel_types.h",
+    ] {
         println!("cargo:rerun-if-changed={}", ebpf.join(f).display());
     }
     println!("cargo:rerun-if-env-changed=VIGIL_CLANG");
@@ -20,23 +25,26 @@ fn main() {
         "aarch64" => "arm64",
         other => other,
     };
-    let status = Command::new(&clang)
-        .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
-        .arg(format!("-D__TARGET_ARCH_{target_arch}"))
-        .arg(format!("-I{multiarch}"))
-        .arg(format!("-I{}", ebpf.display()))
-        .arg("-c")
-        .arg(ebpf.join("sensors.bpf.c"))
-        .arg("-o")
-        .arg(&out)
-        .status();
-    match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => panic!("{clang} failed to compile ebpf/sensors.bpf.c ({s})"),
-        Err(e) => panic!(
-            "cannot run {clang} to build the eBPF sensors ({e}); install clang, llvm and \
-             libbpf-dev (`make deps` does) or set VIGIL_CLANG"
-        ),
+    for program in ["sensors", "enforce"] {
+        let src = ebpf.join(format!("{program}.bpf.c"));
+        let status = Command::new(&clang)
+            .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
+            .arg(format!("-D__TARGET_ARCH_{target_arch}"))
+            .arg(format!("-I{multiarch}"))
+            .arg(format!("-I{}", ebpf.display()))
+            .arg("-c")
+            .arg(&src)
+            .arg("-o")
+            .arg(out_dir.join(format!("{program}.bpf.o")))
+            .status();
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => panic!("{clang} failed to compile {} ({s})", src.display()),
+            Err(e) => panic!(
+                "cannot run {clang} to build the eBPF programs ({e}); install clang, llvm and \
+                 libbpf-dev (`make deps` does) or set VIGIL_CLANG"
+            ),
+        }
     }
     fake_nvml(&manifest);
 }

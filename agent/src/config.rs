@@ -73,6 +73,25 @@ pub struct AgentConfig {
     #[arg(long, default_value_t = 1000)]
     pub gpu_poll_ms: u64,
 
+    /// Public key (hex ed25519) whose policy bundles this agent accepts
+    /// (repeatable). Without one, no bundle is accepted and the built-in
+    /// rules apply.
+    #[arg(
+        long = "trusted-policy-key",
+        env = "VIGIL_TRUSTED_POLICY_KEYS",
+        value_delimiter = ','
+    )]
+    pub trusted_policy_keys: Vec<String>,
+
+    /// A signed policy bundle to activate at start (`vigilctl policy sign`).
+    #[arg(long)]
+    pub policy_bundle: Option<PathBuf>,
+
+    /// Append every finding, before policy, to this file as JSON lines
+    /// (for `vigilctl policy test --events`).
+    #[arg(long)]
+    pub record_events: Option<PathBuf>,
+
     /// Most processes the process table holds.
     #[arg(long, default_value_t = 65_536)]
     pub process_table_capacity: usize,

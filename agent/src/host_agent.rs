@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, watch};
 use vigil_domain::{
     ApprovedWorkloads, BuiltinRules, Finding, GpuInventory, Observation, ProcessInfo,
 };
+use vigil_policy::{HostFacts, TrustedKeys};
 use vigil_proto::agent::v1 as pb;
 use vigil_proto::types::v1 as types_pb;
 
@@ -16,6 +17,7 @@ use crate::clock;
 use crate::config::{hostname, AgentConfig};
 use crate::detector::{Detection, Detector, PendingFinding};
 use crate::exe_digest::FileKey;
+use crate::governor::{Governor, Verdict};
 use crate::gpu::{spawn_gpu_poller, GpuUpdate};
 use crate::process_table::ProcessTable;
 use crate::procfs::Procfs;
@@ -25,6 +27,7 @@ use crate::signal_memory::SignalMemory;
 use crate::spool::Spool;
 
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     let spool_dir = config.data_dir.join("spool");
     std::fs::create_dir_all(&spool_dir)
         .with_context(|| format!("creating {}", spool_dir.display()))?;
@@ -46,7 +49,11 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let approved = ApprovedWorkloads::new(config.approved_exe_sha256.iter().cloned());
     let mut memory = SignalMemory::open(spool.database(), procfs.clone())
         .context("opening the agent's signal memory")?;
-    let mut detector = Detector::new(BuiltinRules::new(approved), procfs, std::process::id());
+    let mut detector = Detector::new(
+        BuiltinRules::new(approved),
+        procfs.clone(),
+        std::process::id(),
+    );
     let restored = memory
         .restore()
         .context("restoring the signals of running processes")?;
@@ -55,7 +62,39 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         "restored the signals of processes still running"
     );
     detector.restore_reported(restored);
-    let mut pipeline = Pipeline::new(spool.clone());
+    let trusted =
+        TrustedKeys::from_hex(&config.trusted_policy_keys).context("--trusted-policy-key")?;
+    let recorder = match &config.record_events {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let host_facts = HostFacts {
+        hostname: hostname(),
+        agent_id: config.resolved_agent_id(),
+    };
+    let mut governor = Governor::new(
+        trusted,
+        host_facts,
+        procfs.clone(),
+        recorder,
+        Some(spool.database()),
+    );
+    if let Some(path) = &config.policy_bundle {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        match governor.accept(&bytes) {
+            Ok(v) => tracing::info!(version = v, path = %path.display(), "policy bundle active"),
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "policy bundle refused; keeping the previous policy")
+            }
+        }
+    }
+    let mut pipeline = Pipeline::new(spool.clone(), governor);
     let running = detector.scan_running(&mut table);
     tracing::info!(
         findings = running.len(),
@@ -63,7 +102,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     );
     for finding in running {
         record(
-            &spool,
+            &mut pipeline,
             &mut memory,
             &detector,
             finding,
@@ -107,7 +146,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let mut events = Vec::with_capacity(1024);
     let mut counters_tick = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut dropped_reported = 0u64;
-    let mut shutdown = std::pin::pin!(shutdown_signal());
+    let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
             r = sensor.next_batch(&mut events) => {
@@ -115,6 +154,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 for ev in events.drain(..) {
                     if let SensorEvent::Exit { ctx, .. } = &ev {
                         memory.forget(ctx.pid).context("updating the signal memory")?;
+                        pipeline.governor.forget(ctx.pid);
                     }
                     if let Some(d) = detector.on_event(&ev, &mut table) {
                         dispatch(d, ev.ctx().ktime_boot_ns, &mut pipeline, &mut memory, &detector)?;
@@ -123,7 +163,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 // Polling sees open files and mappings only as they are now.
                 if matches!(sensor, Sensor::Procfs(_)) {
                     for finding in detector.scan_running(&mut table) {
-                        record(&spool, &mut memory, &detector, finding, clock::boot_now_ns())?;
+                        record(&mut pipeline, &mut memory, &detector, finding, clock::boot_now_ns())?;
                     }
                 }
             }
@@ -168,7 +208,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 for p in std::iter::once(pending).chain(waiting) {
                     let event_boot_ns = p.event_boot_ns;
                     if let Some(finding) = detector.complete(p, digest.clone()) {
-                        record(&spool, &mut memory, &detector, finding, event_boot_ns)?;
+                        record(&mut pipeline, &mut memory, &detector, finding, event_boot_ns)?;
                     }
                 }
             }
@@ -177,7 +217,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 let address = local.ip().to_string();
                 let obs = Observation::Listening { address: &address, port: local.port(), openai_routes };
                 if let Some(finding) = detector.finding(&process, obs, at) {
-                    record(&spool, &mut memory, &detector, finding, clock::boot_now_ns())?;
+                    record(&mut pipeline, &mut memory, &detector, finding, clock::boot_now_ns())?;
                 }
             }
             _ = counters_tick.tick() => {
@@ -211,6 +251,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
 /// hashed) and listener probes, each reporting back on a channel.
 struct Pipeline {
     spool: Spool,
+    governor: Governor,
     hashing: HashMap<FileKey, Vec<PendingFinding>>,
     hashed_tx: mpsc::UnboundedSender<(PendingFinding, Option<String>)>,
     hashed: mpsc::UnboundedReceiver<(PendingFinding, Option<String>)>,
@@ -223,11 +264,12 @@ struct Pipeline {
 type ProbeResult = (ProcessInfo, std::net::SocketAddr, bool, i64);
 
 impl Pipeline {
-    fn new(spool: Spool) -> Self {
+    fn new(spool: Spool, governor: Governor) -> Self {
         let (hashed_tx, hashed) = mpsc::unbounded_channel();
         let (probed_tx, probed) = mpsc::unbounded_channel();
         Self {
             spool,
+            governor,
             hashing: HashMap::new(),
             hashed_tx,
             hashed,
@@ -248,7 +290,7 @@ fn dispatch(
     detector: &Detector,
 ) -> anyhow::Result<()> {
     match detection {
-        Detection::Finding(finding) => record(&p.spool, memory, detector, finding, event_boot_ns)?,
+        Detection::Finding(finding) => record(p, memory, detector, finding, event_boot_ns)?,
         Detection::ProbeListener {
             process,
             local,
@@ -279,17 +321,26 @@ fn dispatch(
     Ok(())
 }
 
-/// Spools a finding, then remembers the process's signals so a restarted
-/// agent neither forgets nor repeats them.
+/// Puts a finding through the policy (which may allow it, or re-rate it
+/// and act on the process), spools what stands, then remembers the
+/// process's signals so a restarted agent neither forgets nor repeats them.
 fn record(
-    spool: &Spool,
+    p: &mut Pipeline,
     memory: &mut SignalMemory,
     detector: &Detector,
     finding: Finding,
     event_boot_ns: u64,
 ) -> anyhow::Result<()> {
     let pid = finding.process.pid;
-    spool_finding(spool, finding, event_boot_ns)?;
+    if let Verdict::Report { finding, action } = p.governor.decide(finding) {
+        // Act first: a kill should not wait for the disk.
+        let acted =
+            action.map(|(a, dry_run)| p.governor.enforce(&finding, a, dry_run, event_boot_ns));
+        spool_finding(&p.spool, *finding, event_boot_ns)?;
+        if let Some(f) = acted {
+            spool_finding(&p.spool, f, event_boot_ns)?;
+        }
+    }
     if let Some(signals) = detector.reported(pid) {
         memory
             .remember(pid, signals)
@@ -315,14 +366,17 @@ fn spool_finding(spool: &Spool, finding: Finding, event_boot_ns: u64) -> anyhow:
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is
+/// called, not when first polled: a SIGTERM right after "ready" must not
+/// take the default action and kill the agent uncleanly.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }

@@ -6,7 +6,9 @@
 pub mod clock;
 pub mod config;
 pub mod detector;
+pub mod enforcer;
 pub mod exe_digest;
+pub mod governor;
 pub mod gpu;
 pub mod host_agent;
 pub mod process_table;

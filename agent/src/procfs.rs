@@ -99,6 +99,17 @@ impl Procfs {
         self.root.join(format!("{pid}/exe"))
     }
 
+    /// The parent's pid (from /proc/PID/stat), or None when gone.
+    pub fn ppid(&self, pid: u32) -> Option<u32> {
+        let stat = std::fs::read_to_string(self.root.join(format!("{pid}/stat"))).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
     /// A process's open file descriptor, as a file the agent can open.
     pub fn fd_handle(&self, pid: u32, fd: i32) -> PathBuf {
         self.root.join(format!("{pid}/fd/{fd}"))

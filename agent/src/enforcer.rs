@@ -1,0 +1,305 @@
+//! Carries out a policy rule's action on a process: kill its tree, freeze
+//! it in a cgroup of its own, or refuse GPU devices to it (a cgroup device
+//! program). Every action reports what it did, or why it could not.
+//!
+//! Architecture invariant: an action never touches a cgroup the process
+//! shares with others: freeze and deny_gpu first move the process tree into
+//! a cgroup the agent creates for it (`<cgroup2>/vigil/<action>-<pid>`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use aya::programs::cgroup_device::CgroupDeviceLinkId;
+use aya::programs::{CgroupAttachMode, CgroupDevice};
+use aya::{Ebpf, EbpfLoader};
+use vigil_policy::Action;
+
+use crate::procfs::Procfs;
+
+static ENFORCE_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforce.bpf.o"));
+
+const GPU_MAJOR_SLOTS: usize = 16;
+/// Character-device names (in /proc/devices) of GPUs and accelerators.
+const GPU_DEVICE_NAMES: &[&str] = &[
+    "nvidia",
+    "nvidiactl",
+    "nvidia-frontend",
+    "nvidia-uvm",
+    "nvidia-caps",
+    "nvidia-caps-imex-channels",
+    "nvidia-nvlink",
+    "nvidia-nvswitch",
+    "drm",
+    "kfd",
+    "accel",
+];
+/// NVIDIA's registered major, always refused (its name varies by driver).
+const NVIDIA_MAJOR: u32 = 195;
+
+/// What an action did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Done(String),
+    DryRun(String),
+    Failed(String),
+}
+
+impl Outcome {
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Done(s) => s.clone(),
+            Outcome::DryRun(s) => format!("dry run: would {s}"),
+            Outcome::Failed(s) => format!("FAILED: {s}"),
+        }
+    }
+}
+
+pub struct Enforcer {
+    procfs: Procfs,
+    /// Where the agent's own cgroups go: `<cgroup2 mount>/vigil`.
+    cgroup_base: Option<PathBuf>,
+    /// Loaded on first use.
+    device_programs: Option<Ebpf>,
+    /// Frozen processes and their cgroup.
+    frozen: HashMap<u32, PathBuf>,
+    /// Processes refused GPUs: their cgroup and the program's link.
+    gpu_denied: HashMap<u32, (PathBuf, CgroupDeviceLinkId)>,
+}
+
+impl Enforcer {
+    pub fn new(procfs: Procfs) -> Self {
+        let cgroup_base = procfs.cgroup2_mount().map(|m| m.join("vigil"));
+        Self {
+            procfs,
+            cgroup_base,
+            device_programs: None,
+            frozen: HashMap::new(),
+            gpu_denied: HashMap::new(),
+        }
+    }
+
+    /// Applies `action` to `pid` and its descendants.
+    pub fn enforce(&mut self, action: Action, dry_run: bool, pid: u32) -> Outcome {
+        let tree = self.process_tree(pid);
+        if dry_run {
+            return Outcome::DryRun(format!(
+                "{} pid {pid} ({} processes)",
+                action.as_str(),
+                tree.len()
+            ));
+        }
+        let r = match action {
+            Action::Alert => return Outcome::Done("alerted".into()),
+            Action::Kill => Ok(kill_tree(&tree)),
+            Action::Freeze => self.freeze(pid, &tree),
+            Action::DenyGpu => self.deny_gpu(pid, &tree),
+            Action::BlockEgress => Err("block_egress is not available in this version".into()),
+        };
+        match r {
+            Ok(s) => Outcome::Done(s),
+            Err(e) => Outcome::Failed(format!("{} pid {pid}: {e}", action.as_str())),
+        }
+    }
+
+    /// Thaws a process frozen by `freeze`.
+    pub fn unfreeze(&mut self, pid: u32) -> Outcome {
+        let Some(dir) = self.frozen.get(&pid) else {
+            return Outcome::Failed(format!("pid {pid} was not frozen by this agent"));
+        };
+        match std::fs::write(dir.join("cgroup.freeze"), "0") {
+            Ok(()) => {
+                self.frozen.remove(&pid);
+                Outcome::Done(format!("unfroze pid {pid}"))
+            }
+            Err(e) => Outcome::Failed(format!("unfreezing pid {pid}: {e}")),
+        }
+    }
+
+    /// A process exited: the cgroup made for it goes (once empty), with the
+    /// device program attached to it.
+    pub fn forget(&mut self, pid: u32) {
+        if let Some(dir) = self.frozen.remove(&pid) {
+            let _ = std::fs::remove_dir(dir);
+        }
+        if let Some((dir, link)) = self.gpu_denied.remove(&pid) {
+            if let Some(ebpf) = self.device_programs.as_mut() {
+                if let Some(Ok(prog)) = ebpf
+                    .program_mut("vigil_deny_gpu")
+                    .map(<&mut CgroupDevice>::try_from)
+                {
+                    let _ = prog.detach(link);
+                }
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+
+    /// `pid` first, then its descendants (from /proc), breadth first.
+    fn process_tree(&self, pid: u32) -> Vec<u32> {
+        let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+        for p in self.procfs.pids().unwrap_or_default() {
+            if let Some(ppid) = self.procfs.ppid(p) {
+                children.entry(ppid).or_default().push(p);
+            }
+        }
+        let mut tree = vec![pid];
+        let mut i = 0;
+        while i < tree.len() {
+            if let Some(c) = children.get(&tree[i]) {
+                for child in c {
+                    if !tree.contains(child) {
+                        tree.push(*child);
+                    }
+                }
+            }
+            i += 1;
+        }
+        tree
+    }
+
+    /// A fresh cgroup for `action` on `pid`, holding the whole tree.
+    fn own_cgroup(&self, what: &str, pid: u32, tree: &[u32]) -> Result<PathBuf, String> {
+        let base = self
+            .cgroup_base
+            .as_ref()
+            .ok_or("no cgroup v2 hierarchy is mounted")?;
+        let dir = base.join(format!("{what}-{pid}"));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        for p in tree {
+            // A process that exited in between is fine.
+            if let Err(e) = std::fs::write(dir.join("cgroup.procs"), p.to_string()) {
+                if *p == tree[0] {
+                    return Err(format!("moving pid {p} into {}: {e}", dir.display()));
+                }
+            }
+        }
+        Ok(dir)
+    }
+
+    fn freeze(&mut self, pid: u32, tree: &[u32]) -> Result<String, String> {
+        let dir = self.own_cgroup("frozen", pid, tree)?;
+        std::fs::write(dir.join("cgroup.freeze"), "1")
+            .map_err(|e| format!("writing {}/cgroup.freeze: {e}", dir.display()))?;
+        // The kernel reports the freeze done in cgroup.events.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        while !is_frozen(&dir) {
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "{} did not report frozen within 1 s",
+                    dir.display()
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        self.frozen.insert(pid, dir.clone());
+        Ok(format!(
+            "froze pid {pid} ({} processes) in cgroup {}",
+            tree.len(),
+            dir.display()
+        ))
+    }
+
+    fn deny_gpu(&mut self, pid: u32, tree: &[u32]) -> Result<String, String> {
+        let dir = self.own_cgroup("gpu-denied", pid, tree)?;
+        let majors = gpu_majors(&std::fs::read_to_string("/proc/devices").unwrap_or_default());
+        if self.device_programs.is_none() {
+            let mut table = [0u32; GPU_MAJOR_SLOTS];
+            for (slot, m) in table.iter_mut().zip(&majors) {
+                *slot = *m;
+            }
+            let count = majors.len().min(GPU_MAJOR_SLOTS) as u32;
+            let mut ebpf = EbpfLoader::new()
+                .override_global("GPU_MAJORS", &table, true)
+                .override_global("GPU_MAJOR_COUNT", &count, true)
+                .load(ENFORCE_OBJECT)
+                .map_err(|e| format!("loading the device program: {e}"))?;
+            let prog: &mut CgroupDevice = ebpf
+                .program_mut("vigil_deny_gpu")
+                .ok_or("vigil_deny_gpu missing from the object")?
+                .try_into()
+                .map_err(|e| format!("{e}"))?;
+            prog.load()
+                .map_err(|e| format!("loading vigil_deny_gpu: {e}"))?;
+            self.device_programs = Some(ebpf);
+        }
+        let ebpf = self
+            .device_programs
+            .as_mut()
+            .ok_or("device programs not loaded")?;
+        let prog: &mut CgroupDevice = ebpf
+            .program_mut("vigil_deny_gpu")
+            .ok_or("vigil_deny_gpu missing")?
+            .try_into()
+            .map_err(|e| format!("{e}"))?;
+        let cgroup =
+            std::fs::File::open(&dir).map_err(|e| format!("opening {}: {e}", dir.display()))?;
+        let link = prog
+            .attach(cgroup, CgroupAttachMode::Single)
+            .map_err(|e| format!("attaching to {}: {e}", dir.display()))?;
+        self.gpu_denied.insert(pid, (dir.clone(), link));
+        Ok(format!(
+            "refused GPU devices (majors {majors:?}) to pid {pid} ({} processes) in cgroup {}",
+            tree.len(),
+            dir.display()
+        ))
+    }
+}
+
+fn is_frozen(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.events"))
+        .map(|e| e.lines().any(|l| l.trim() == "frozen 1"))
+        .unwrap_or(false)
+}
+
+/// SIGSTOP every process first (so none forks a new child meanwhile), then
+/// SIGKILL them all.
+fn kill_tree(tree: &[u32]) -> String {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    for p in tree {
+        let _ = kill(Pid::from_raw(*p as i32), Signal::SIGSTOP);
+    }
+    let killed = tree
+        .iter()
+        .filter(|p| kill(Pid::from_raw(**p as i32), Signal::SIGKILL).is_ok())
+        .count();
+    format!(
+        "killed pid {} and {} descendants",
+        tree[0],
+        killed.saturating_sub(1)
+    )
+}
+
+/// Majors of GPU character devices listed in /proc/devices, NVIDIA's 195 always.
+fn gpu_majors(proc_devices: &str) -> Vec<u32> {
+    let mut majors = vec![NVIDIA_MAJOR];
+    let chars = proc_devices
+        .split("Block devices:")
+        .next()
+        .unwrap_or_default();
+    for line in chars.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(major), Some(name)) = (f.next(), f.next()) else {
+            continue;
+        };
+        if let Ok(m) = major.parse::<u32>() {
+            if GPU_DEVICE_NAMES.contains(&name) && !majors.contains(&m) {
+                majors.push(m);
+            }
+        }
+    }
+    majors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_majors_come_from_proc_devices() {
+        let devices = "Character devices:\n  1 mem\n195 nvidia-frontend\n226 drm\n234 nvidia-uvm\n241 kfd\n261 accel\n\nBlock devices:\n  7 loop\n259 blkext\n";
+        assert_eq!(gpu_majors(devices), vec![195, 226, 234, 241, 261]);
+        assert_eq!(gpu_majors(""), vec![195]);
+    }
+}

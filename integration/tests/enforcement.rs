@@ -1,0 +1,376 @@
+//! Policy enforcement on the real kernel and real cgroups: signed bundles
+//! whose rules kill, freeze or refuse GPU devices; an approved workload
+//! left alone; and bundles that must be refused (tampered, unknown signer,
+//! bad CEL, unknown field) while the previous one stays in force. Root.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use vigil_integration::{free_port, privileged, sha256_file, wait_for, Agent, ControlPlane};
+use vigil_policy::{PolicySource, SigningKey};
+use vigil_proto::types::v1::Alert;
+
+const POLICY: &str = r#"id: test.kill-renamed-python
+description: a renamed interpreter loading weights is killed
+severity: critical
+when: [model_file]
+condition: process.name == "logrotate-helper"
+action: kill
+---
+id: test.freeze
+description: frozen until an operator looks
+severity: high
+when: [model_file]
+condition: process.name == "freeze-me"
+action: freeze
+---
+id: test.deny-gpu
+description: no GPU for this one
+severity: high
+when: [model_file]
+condition: process.name == "deny-gpu-me"
+action: deny_gpu
+---
+id: test.everything-else
+description: the rest is reported
+severity: medium
+when: [model_file, ai_runtime, gpu_device, gpu_use, ai_egress, ai_serving]
+"#;
+
+fn policy(text: &str) -> PolicySource {
+    [("rules.yaml".to_string(), text.to_string())].into()
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A copy of the real python interpreter under `name` in `dir`.
+fn python_copy(dir: &Path, name: &str) -> PathBuf {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import os, sys; print(os.path.realpath(sys.executable))",
+        ])
+        .output()
+        .unwrap();
+    let real = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    let copy = dir.join(name);
+    std::fs::copy(real, &copy).unwrap();
+    copy
+}
+
+fn gguf(path: &Path) {
+    std::fs::write(
+        path,
+        b"GGUF\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+    )
+    .unwrap();
+}
+
+fn rule_alerts(alerts: &[Alert], pid: u32) -> Vec<&Alert> {
+    alerts
+        .iter()
+        .filter(|a| a.finding.as_ref().unwrap().process.as_ref().unwrap().pid == pid)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_freeze_and_deny_gpu_rules_act_and_approved_workloads_are_untouched() {
+    if !privileged("kill_freeze_and_deny_gpu_rules_act") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("work");
+    std::fs::create_dir_all(dir.join("approved")).unwrap();
+    let key = SigningKey::generate();
+    let bundle = tmp.path().join("bundle.json");
+    std::fs::write(&bundle, key.sign(1, policy(POLICY)).to_json()).unwrap();
+
+    // The approved twin: the same interpreter, one byte longer (another
+    // digest), under the same name.
+    let approved = python_copy(&dir.join("approved"), "logrotate-helper");
+    let mut bytes = std::fs::read(&approved).unwrap();
+    bytes.push(0);
+    std::fs::write(&approved, bytes).unwrap();
+    let approved_digest = sha256_file(&approved);
+
+    let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
+    cp.wait_leader().await;
+    let agent = Agent::start_with(
+        &tmp.path().join("agent"),
+        &cp.endpoint(),
+        "enforce-host",
+        &[
+            "--trusted-policy-key",
+            &key.public_hex(),
+            "--policy-bundle",
+            bundle.to_str().unwrap(),
+            "--approved-exe-sha256",
+            &approved_digest,
+        ],
+    )
+    .await;
+    let log = std::fs::read_to_string(&agent.log).unwrap();
+    assert!(log.contains("policy bundle active"), "{log}");
+
+    // kill: the renamed interpreter maps GGUF and would sleep a minute.
+    let model = dir.join("cache.gguf");
+    gguf(&model);
+    let hold = "import sys, time\nf = open(sys.argv[1], 'rb')\nf.read(4)\nprint('opened', flush=True)\ntime.sleep(60)\n";
+    let twin = Killed(
+        Command::new(&approved)
+            .args(["-c", hold])
+            .arg(&model)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let helper = python_copy(&dir, "logrotate-helper");
+    let started = std::time::Instant::now();
+    let mut victim = Command::new(&helper)
+        .args(["-c", hold])
+        .arg(&model)
+        .spawn()
+        .unwrap();
+    let status = victim.wait().unwrap();
+    let lived = started.elapsed();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "killed by SIGKILL: {status:?}");
+    let victim_pid = victim.id();
+    let alerts = wait_for("the kill's alerts", Duration::from_secs(15), || async {
+        let all = cp.alerts().await;
+        let mine: Vec<Alert> = rule_alerts(&all, victim_pid).into_iter().cloned().collect();
+        (mine.len() >= 2).then_some(mine)
+    })
+    .await;
+    let texts: Vec<String> = alerts
+        .iter()
+        .map(|a| a.finding.as_ref().unwrap().summary.clone())
+        .collect();
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a.finding.as_ref().unwrap().rule_id == "test.kill-renamed-python"),
+        "{texts:?}"
+    );
+    let action = texts
+        .iter()
+        .find(|t| t.starts_with("action kill"))
+        .unwrap_or_else(|| panic!("no action alert: {texts:?}"));
+    assert!(
+        action.contains(&format!("killed pid {victim_pid}")),
+        "{action}"
+    );
+    eprintln!("victim lived {lived:?}; {action}");
+
+    // The approved twin did the same and is untouched.
+    let mut line = String::new();
+    let mut twin = twin;
+    std::io::BufReader::new(twin.0.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "opened");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        twin.0.try_wait().unwrap().is_none(),
+        "the approved twin was touched"
+    );
+    assert!(
+        rule_alerts(&cp.alerts().await, twin.0.id()).is_empty(),
+        "the approved twin made alerts"
+    );
+
+    // freeze: the process stays frozen (cgroup.events says so).
+    let freezer = python_copy(&dir, "freeze-me");
+    let frozen = Killed(
+        Command::new(&freezer)
+            .args(["-c", hold])
+            .arg(&model)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let fpid = frozen.0.id();
+    let events = PathBuf::from(format!(
+        "/sys/fs/cgroup/unified/vigil/frozen-{fpid}/cgroup.events"
+    ));
+    let events = if events.exists() || Path::new("/sys/fs/cgroup/unified").exists() {
+        events
+    } else {
+        PathBuf::from(format!("/sys/fs/cgroup/vigil/frozen-{fpid}/cgroup.events"))
+    };
+    wait_for("the freeze", Duration::from_secs(15), || async {
+        let e = std::fs::read_to_string(&events).ok()?;
+        e.lines().any(|l| l == "frozen 1").then_some(())
+    })
+    .await;
+    let cgroup = std::fs::read_to_string(format!("/proc/{fpid}/cgroup")).unwrap();
+    assert!(
+        cgroup.contains(&format!("0::/vigil/frozen-{fpid}")),
+        "{cgroup}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let still = std::fs::read_to_string(&events).unwrap();
+    assert!(
+        still.lines().any(|l| l == "frozen 1"),
+        "thawed by itself: {still}"
+    );
+
+    // deny_gpu: a later open of a GPU-like device node (major 195) fails
+    // with EPERM; before the rule it fails with ENXIO (no driver here).
+    let node_dir = dir.join("dev");
+    std::fs::create_dir_all(&node_dir).unwrap();
+    let node = node_dir.join("nvidia0");
+    let mknod = Command::new("mknod")
+        .arg(&node)
+        .args(["c", "195", "0"])
+        .status()
+        .unwrap();
+    assert!(mknod.success());
+    let probe = "import errno, os, sys, time\ndef err():\n    try:\n        os.close(os.open(sys.argv[2], os.O_RDWR))\n        return 'opened'\n    except OSError as e:\n        return errno.errorcode[e.errno]\nprint('before', err(), flush=True)\nf = open(sys.argv[1], 'rb')\nfor _ in range(250):\n    e = err()\n    if e == 'EPERM':\n        break\n    time.sleep(0.02)\nprint('after', e, flush=True)\n";
+    let denier = python_copy(&dir, "deny-gpu-me");
+    let out = Command::new(&denier)
+        .args(["-c", probe])
+        .arg(&model)
+        .arg(&node)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("before ENXIO"), "{text}");
+    assert!(text.contains("after EPERM"), "{text}");
+    drop(frozen);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_bundles_name_their_cause_and_the_previous_bundle_stays_in_force() {
+    if !privileged("refused_bundles_name_their_cause") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("work");
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = SigningKey::generate();
+    let good = key.sign(1, policy(POLICY));
+    let write = |name: &str, bytes: Vec<u8>| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let good_path = write("good.json", good.to_json());
+
+    // One byte of a rule changed after signing.
+    let v2 = key.sign(2, policy(POLICY)).to_json();
+    let text = String::from_utf8(v2).unwrap();
+    let tampered = text.replacen("action: kill", "action: kilL", 1);
+    assert_ne!(tampered, text);
+    let bad: Vec<(&str, PathBuf, String)> = vec![
+        (
+            "tampered",
+            write("tampered.json", tampered.into_bytes()),
+            "policy bundle version 2 refused: the signature does not verify".to_string(),
+        ),
+        (
+            "unknown signer",
+            write("stranger.json", SigningKey::generate().sign(3, policy(POLICY)).to_json()),
+            "which is not a trusted policy key".to_string(),
+        ),
+        (
+            "CEL syntax error",
+            write(
+                "cel.json",
+                key.sign(
+                    4,
+                    policy("id: bad.cel\ndescription: d\nseverity: high\nwhen: [model_file]\ncondition: process.name ==\n"),
+                )
+                .to_json(),
+            ),
+            "it does not compile: rules.yaml:5:".to_string(),
+        ),
+        (
+            "unknown field",
+            write(
+                "field.json",
+                key.sign(
+                    5,
+                    policy("id: bad.field\ndescription: d\nseverity: high\nwhen: [model_file]\nactoin: kill\n"),
+                )
+                .to_json(),
+            ),
+            "rules.yaml:5:1: unknown field `actoin`".to_string(),
+        ),
+    ];
+
+    let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
+    cp.wait_leader().await;
+    let agent_dir = tmp.path().join("agent");
+    let start = |bundle: &Path| {
+        let bundle = bundle.to_str().unwrap().to_string();
+        let key = key.public_hex();
+        let agent_dir = agent_dir.clone();
+        let endpoint = cp.endpoint();
+        async move {
+            Agent::start_with(
+                &agent_dir,
+                &endpoint,
+                "bundle-host",
+                &["--trusted-policy-key", &key, "--policy-bundle", &bundle],
+            )
+            .await
+        }
+    };
+    let mut agent = start(&good_path).await;
+    let log = std::fs::read_to_string(&agent.log).unwrap();
+    assert!(log.contains("policy bundle active version=1"), "{log}");
+    for (what, path, expected) in &bad {
+        let status = agent.daemon.terminate();
+        assert!(
+            status.success(),
+            "{what}: the agent stops cleanly ({status:?})\n{}",
+            std::fs::read_to_string(&agent.log).unwrap_or_default()
+        );
+        drop(agent);
+        let log_len = std::fs::metadata(agent_dir.with_extension("log"))
+            .map(|m| m.len())
+            .unwrap_or(0) as usize;
+        agent = start(path).await;
+        let log = std::fs::read_to_string(&agent.log).unwrap();
+        let this_run = &log[log_len.min(log.len())..];
+        assert!(
+            this_run.contains("policy bundle restored version=1"),
+            "{what}: the previous bundle is restored first\n{this_run}"
+        );
+        let refusal = this_run
+            .lines()
+            .find(|l| l.contains("policy bundle refused"))
+            .unwrap_or_else(|| panic!("{what}: no refusal in\n{this_run}"));
+        assert!(refusal.contains(expected.as_str()), "{what}: {refusal}");
+        eprintln!("{what}: {refusal}");
+    }
+
+    // After four refusals, version 1 still kills.
+    let model = dir.join("weights.gguf");
+    gguf(&model);
+    let helper = python_copy(&dir, "logrotate-helper");
+    let status = Command::new(&helper)
+        .args([
+            "-c",
+            "import sys, time\nopen(sys.argv[1], 'rb').read(4)\ntime.sleep(60)\n",
+        ])
+        .arg(&model)
+        .status()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "version 1 still enforced: {status:?}"
+    );
+}
