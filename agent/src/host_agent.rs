@@ -22,7 +22,7 @@ use crate::gpu::{spawn_gpu_poller, GpuUpdate};
 use crate::process_table::ProcessTable;
 use crate::procfs::Procfs;
 use crate::sensors::{Sensor, SensorEvent};
-use crate::shipper::{self, AgentHealth, ShipperConfig};
+use crate::shipper::{self, AgentHealth, ControlRequest, ShipperConfig, ShipperLinks};
 use crate::signal_memory::SignalMemory;
 use crate::spool::Spool;
 
@@ -112,6 +112,13 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
 
     let (health_tx, health_rx) = watch::channel(AgentHealth::default());
     let (inventory_tx, inventory_rx) = watch::channel(None::<GpuInventory>);
+    let initial_status = pipeline.governor.active().map(|a| pb::PolicyStatus {
+        active_version: a.version,
+        error: String::new(),
+        refused_version: 0,
+    });
+    let (policy_status_tx, policy_status_rx) = watch::channel(initial_status);
+    let (requests_tx, mut requests) = mpsc::channel::<ControlRequest>(16);
     let mut gpu_updates = spawn_gpu_poller(config.nvml_library.clone(), config.gpu_poll())
         .context("starting the GPU poller thread")?;
     let hello = pb::Hello {
@@ -134,8 +141,12 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             window: 4096,
             max_backoff: config.max_backoff(),
         },
-        health_rx,
-        inventory_rx,
+        ShipperLinks {
+            health: health_rx,
+            inventory: inventory_rx,
+            policy_status: policy_status_rx,
+            requests: requests_tx,
+        },
     ));
     println!(
         "vigil-agent ready: {} sensors attached ({})",
@@ -203,6 +214,29 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                     inventory_tx.send_replace(Some(inventory));
                 }
             }
+            Some(request) = requests.recv() => match request {
+                ControlRequest::Policy { version, bundle } => {
+                    let current = pipeline.governor.active().map(|a| a.version).unwrap_or(0);
+                    if version == current {
+                        continue;
+                    }
+                    let status = match pipeline.governor.accept(&bundle) {
+                        Ok(v) => {
+                            tracing::info!(version = v, "policy bundle active (from the control plane)");
+                            pb::PolicyStatus { active_version: v, error: String::new(), refused_version: 0 }
+                        }
+                        Err(e) => {
+                            tracing::error!(version, error = %e, "policy bundle refused; keeping the previous policy");
+                            pb::PolicyStatus { active_version: current, error: e, refused_version: version }
+                        }
+                    };
+                    policy_status_tx.send_replace(Some(status));
+                }
+                ControlRequest::Unfreeze { pid } => {
+                    let outcome = pipeline.governor.unfreeze(pid);
+                    tracing::warn!(pid, outcome = %outcome.describe(), "unfreeze requested by an operator");
+                }
+            },
             Some((pending, digest)) = pipeline.hashed.recv() => {
                 let waiting = pipeline.hashing.remove(&pending.key()).unwrap_or_default();
                 for p in std::iter::once(pending).chain(waiting) {

@@ -31,17 +31,33 @@ pub struct ShipperConfig {
 /// The host's inventory as last read (None before the first reading).
 pub type InventoryWatch = watch::Receiver<Option<vigil_domain::GpuInventory>>;
 
-pub async fn run(
-    spool: Spool,
-    cfg: ShipperConfig,
-    health: watch::Receiver<AgentHealth>,
-    inventory: InventoryWatch,
-) {
+/// What the agent did with its policy bundles (None before any).
+pub type PolicyStatusWatch = watch::Receiver<Option<pb::PolicyStatus>>;
+
+/// What the control plane asks of the agent's main loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlRequest {
+    /// A signed policy bundle to verify and activate.
+    Policy { version: u64, bundle: Vec<u8> },
+    /// Thaw a process a freeze rule froze.
+    Unfreeze { pid: u32 },
+}
+
+/// The channels between the shipper and the agent's main loop.
+#[derive(Clone)]
+pub struct ShipperLinks {
+    pub health: watch::Receiver<AgentHealth>,
+    pub inventory: InventoryWatch,
+    pub policy_status: PolicyStatusWatch,
+    pub requests: mpsc::Sender<ControlRequest>,
+}
+
+pub async fn run(spool: Spool, cfg: ShipperConfig, links: ShipperLinks) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(200);
     let mut backoff = FIRST_BACKOFF;
     loop {
         let started = std::time::Instant::now();
-        let Err(e) = session(&spool, &cfg, health.clone(), inventory.clone()).await;
+        let Err(e) = session(&spool, &cfg, links.clone()).await;
         if started.elapsed() > Duration::from_secs(10) {
             backoff = FIRST_BACKOFF;
         }
@@ -70,9 +86,14 @@ fn inventory_message(gpu: vigil_domain::GpuInventory) -> pb::AgentMessage {
 async fn session(
     spool: &Spool,
     cfg: &ShipperConfig,
-    mut health: watch::Receiver<AgentHealth>,
-    mut inventory: InventoryWatch,
+    links: ShipperLinks,
 ) -> anyhow::Result<std::convert::Infallible> {
+    let ShipperLinks {
+        mut health,
+        mut inventory,
+        mut policy_status,
+        requests,
+    } = links;
     let channel = Endpoint::from_shared(cfg.endpoint.clone())?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
@@ -88,6 +109,11 @@ async fn session(
     let current = inventory.borrow_and_update().clone();
     if let Some(gpu) = current {
         tx.send(inventory_message(gpu)).await?;
+    }
+    let status = policy_status.borrow_and_update().clone();
+    if let Some(s) = status {
+        tx.send(message(pb::agent_message::Body::PolicyStatus(s)))
+            .await?;
     }
 
     let mut acked = spool.ack_floor()?;
@@ -121,10 +147,22 @@ async fn session(
                         tracing::error!(seq = r.seq, reason = %r.reason, "control plane rejected a finding");
                         spool.reject(r.seq, &r.reason)?;
                     }
+                    Some(pb::control_message::Body::Policy(p)) => {
+                        requests.send(ControlRequest::Policy { version: p.version, bundle: p.bundle }).await?;
+                    }
+                    Some(pb::control_message::Body::Unfreeze(u)) => {
+                        requests.send(ControlRequest::Unfreeze { pid: u.pid }).await?;
+                    }
                     None => tracing::warn!("empty message from the control plane"),
                 }
             }
             _ = spool.pushed() => {}
+            Ok(()) = policy_status.changed() => {
+                let status = policy_status.borrow_and_update().clone();
+                if let Some(s) = status {
+                    tx.send(message(pb::agent_message::Body::PolicyStatus(s))).await?;
+                }
+            }
             Ok(()) = inventory.changed() => {
                 let current = inventory.borrow_and_update().clone();
                 if let Some(gpu) = current {

@@ -25,4 +25,13 @@ pub struct ControlPlaneConfig {
         default_value = "./.vigil/controlplane"
     )]
     pub data_dir: PathBuf,
+
+    /// Public key (hex ed25519) whose policy bundles may be pushed
+    /// (repeatable; `vigilctl policy keygen` prints one).
+    #[arg(
+        long = "trusted-policy-key",
+        env = "VIGIL_TRUSTED_POLICY_KEYS",
+        value_delimiter = ','
+    )]
+    pub trusted_policy_keys: Vec<String>,
 }

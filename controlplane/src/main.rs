@@ -4,6 +4,8 @@ use vigil_controlplane::config::ControlPlaneConfig;
 use vigil_controlplane::node::ControlPlaneNode;
 
 async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
+    let trusted = vigil_policy::TrustedKeys::from_hex(&config.trusted_policy_keys)
+        .context("--trusted-policy-key")?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -16,7 +18,7 @@ async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
         config.node_id,
         config.data_dir.display()
     );
-    vigil_controlplane::server::serve(node.clone(), listener, shutdown_signal()).await?;
+    vigil_controlplane::server::serve(node.clone(), listener, trusted, shutdown_signal()).await?;
     tracing::info!("shutting down raft");
     node.raft.shutdown().await.ok();
     Ok(())

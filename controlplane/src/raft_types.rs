@@ -55,9 +55,25 @@ pub enum Command {
         received_at_unix_nanos: i64,
         findings: Vec<Finding>,
     },
-    /// An opaque, already signed policy bundle becomes the active version.
+    /// A signed bundle (verified and compiled by the proposer) becomes the
+    /// active version. Versions only grow; a rollback is a new version
+    /// carrying an old one's files, with a note saying so.
     #[serde(rename = "put_policy_bundle.v1")]
-    PutPolicyBundle { version: u64, bundle: Vec<u8> },
+    PutPolicyBundle {
+        version: u64,
+        bundle: Vec<u8>,
+        #[serde(default)]
+        pushed_at_unix_nanos: i64,
+        #[serde(default)]
+        note: String,
+    },
+    /// What an agent did with the bundle it last received.
+    #[serde(rename = "policy_status.v1")]
+    PolicyStatus {
+        agent_id: String,
+        active_version: u64,
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -24,8 +24,10 @@ const SERVICES: &[&str] = &[
 pub async fn serve(
     node: Arc<ControlPlaneNode>,
     listener: TcpListener,
+    trusted_policy_keys: vigil_policy::TrustedKeys,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    let sessions = Arc::new(crate::service::AgentSessions::default());
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in SERVICES {
         health
@@ -61,8 +63,15 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(AgentServiceServer::new(AgentServiceImpl::new(node.clone())))
-        .add_service(AdminServiceServer::new(AdminServiceImpl::new(node.clone())))
+        .add_service(AgentServiceServer::new(AgentServiceImpl::new(
+            node.clone(),
+            sessions.clone(),
+        )))
+        .add_service(AdminServiceServer::new(AdminServiceImpl::new(
+            node.clone(),
+            sessions,
+            trusted_policy_keys,
+        )))
         .add_service(SiemExportServer::new(SiemExportImpl::new(
             node.state.clone(),
         )))

@@ -71,4 +71,10 @@ pub struct AgentRecord {
     /// The host's GPUs and their users, as last reported.
     #[serde(default)]
     pub gpu: crate::GpuInventory,
+    /// The policy bundle version the agent enforces (0: built-in rules).
+    #[serde(default)]
+    pub policy_version: u64,
+    /// Why the last bundle the agent received was refused, if it was.
+    #[serde(default)]
+    pub policy_error: String,
 }

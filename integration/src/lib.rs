@@ -148,12 +148,18 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     pub fn start(data_dir: &Path, port: u16) -> ControlPlane {
+        Self::start_with(data_dir, port, &[])
+    }
+
+    /// Starts a control plane with extra command-line flags.
+    pub fn start_with(data_dir: &Path, port: u16, extra: &[&str]) -> ControlPlane {
         let log = data_dir.with_extension("log");
         let mut cmd = Command::new(binary("vigil-controlplane"));
         cmd.arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
-            .arg(data_dir);
+            .arg(data_dir)
+            .args(extra);
         ControlPlane {
             daemon: Daemon::start(cmd, "vigil-controlplane", "vigil-controlplane ready", &log),
             port,

@@ -143,6 +143,7 @@ async fn a_bad_finding_is_rejected_by_seq_and_the_rest_of_its_batch_is_kept() {
         match msg.body.unwrap() {
             pb::control_message::Body::Rejected(r) => rejected = Some(r),
             pb::control_message::Body::Ack(a) => acked = a.up_to_seq,
+            other => panic!("unexpected control message {other:?}"),
         }
     }
     let r = rejected.expect("the bad finding was rejected");

@@ -374,3 +374,197 @@ async fn refused_bundles_name_their_cause_and_the_previous_bundle_stays_in_force
         "version 1 still enforced: {status:?}"
     );
 }
+
+fn vigilctl(cp: &ControlPlane, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(vigil_integration::binary("vigilctl"))
+        .arg("--endpoint")
+        .arg(cp.endpoint())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_policies_reach_the_agent_and_rollback_unfreeze_and_refusals_work() {
+    if !privileged("pushed_policies_reach_the_agent") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("work");
+    std::fs::create_dir_all(dir.join("policy")).unwrap();
+    let key_file = tmp.path().join("admin.key");
+    let out = Command::new(vigil_integration::binary("vigilctl"))
+        .args(["policy", "keygen", "--out"])
+        .arg(&key_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
+
+    let cp = ControlPlane::start_with(
+        &tmp.path().join("cp"),
+        free_port(),
+        &["--trusted-policy-key", &public],
+    );
+    cp.wait_leader().await;
+    let _agent = Agent::start_with(
+        &tmp.path().join("agent"),
+        &cp.endpoint(),
+        "push-host",
+        &["--trusted-policy-key", &public],
+    )
+    .await;
+
+    // v1: kill renamed interpreters. Signed with the CLI, pushed through raft.
+    let sign_push = |version: u64, rules: &str| {
+        std::fs::write(dir.join("policy/rules.yaml"), rules).unwrap();
+        let bundle = tmp.path().join(format!("v{version}.json"));
+        let (ok, _, err) = vigilctl(
+            &cp,
+            &[
+                "policy",
+                "sign",
+                dir.join("policy").to_str().unwrap(),
+                "--key",
+                key_file.to_str().unwrap(),
+                "--version",
+                &version.to_string(),
+                "--out",
+                bundle.to_str().unwrap(),
+            ],
+        );
+        assert!(ok, "{err}");
+        let (ok, stdout, err) = vigilctl(&cp, &["policy", "push", bundle.to_str().unwrap()]);
+        assert!(ok, "{err}");
+        assert!(
+            stdout.contains(&format!("policy version {version} is active")),
+            "{stdout}"
+        );
+        bundle
+    };
+    let agent_on = |version: u64| {
+        let cp = &cp;
+        async move {
+            wait_for(
+                &format!("the agent on policy version {version}"),
+                Duration::from_secs(15),
+                || async {
+                    let (_, show, _) = vigilctl(cp, &["agents", "show", "push-host"]);
+                    show.contains(&format!("policy: version {version}\n"))
+                        .then_some(())
+                },
+            )
+            .await
+        }
+    };
+    let v1 = sign_push(1, POLICY);
+    agent_on(1).await;
+    let model = dir.join("m.gguf");
+    gguf(&model);
+    let helper = python_copy(&dir, "logrotate-helper");
+    let hold = "import sys, time\nopen(sys.argv[1], 'rb').read(4)\ntime.sleep(60)\n";
+    let status = Command::new(&helper)
+        .args(["-c", hold])
+        .arg(&model)
+        .status()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "v1 kills: {status:?}");
+
+    // Refused at the control plane: a tampered bundle, one from another key.
+    let text = std::fs::read_to_string(&v1)
+        .unwrap()
+        .replace("\"version\": 1", "\"version\": 9");
+    let tampered = tmp.path().join("tampered.json");
+    std::fs::write(&tampered, text).unwrap();
+    let (ok, _, err) = vigilctl(&cp, &["policy", "push", tampered.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("bundle refused: the signature does not verify"),
+        "{err}"
+    );
+    let stranger = tmp.path().join("stranger.json");
+    std::fs::write(
+        &stranger,
+        SigningKey::generate().sign(10, policy(POLICY)).to_json(),
+    )
+    .unwrap();
+    let (ok, _, err) = vigilctl(&cp, &["policy", "push", stranger.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("not a trusted policy key"), "{err}");
+
+    // v2: freeze instead of kill; an operator unfreezes.
+    sign_push(2, &POLICY.replace("action: kill", "action: freeze"));
+    agent_on(2).await;
+    let frozen = Killed(
+        Command::new(&helper)
+            .args(["-c", hold])
+            .arg(&model)
+            .spawn()
+            .unwrap(),
+    );
+    let pid = frozen.0.id();
+    let events = PathBuf::from(format!(
+        "/sys/fs/cgroup/unified/vigil/frozen-{pid}/cgroup.events"
+    ));
+    let state = |want: &'static str| {
+        let events = events.clone();
+        async move {
+            wait_for(want, Duration::from_secs(15), || async {
+                let e = std::fs::read_to_string(&events).ok()?;
+                e.lines().any(|l| l == want).then_some(())
+            })
+            .await
+        }
+    };
+    state("frozen 1").await;
+    let (ok, _, err) = vigilctl(&cp, &["agent", "unfreeze", "push-host", &pid.to_string()]);
+    assert!(ok, "{err}");
+    state("frozen 0").await;
+    drop(frozen);
+
+    // Rollback to v1: a new version (3) with v1's rules, noted as such.
+    let (ok, stdout, err) = vigilctl(
+        &cp,
+        &[
+            "policy",
+            "rollback",
+            "1",
+            "--key",
+            key_file.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        stdout.contains("policy version 3 is active: the rules of version 1"),
+        "{stdout}"
+    );
+    agent_on(3).await;
+    let (_, list, _) = vigilctl(&cp, &["policy", "list"]);
+    let active: Vec<&str> = list.lines().filter(|l| l.starts_with('*')).collect();
+    assert_eq!(active.len(), 1, "{list}");
+    assert!(
+        active[0].contains("v3") && active[0].contains("rollback to 1"),
+        "{list}"
+    );
+    let (_, diff, _) = vigilctl(&cp, &["policy", "diff", "2", "3"]);
+    assert!(
+        diff.contains("-action: freeze") && diff.contains("+action: kill"),
+        "{diff}"
+    );
+    let status = Command::new(&helper)
+        .args(["-c", hold])
+        .arg(&model)
+        .status()
+        .unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "v3 (v1's rules) kills again: {status:?}"
+    );
+}

@@ -54,6 +54,11 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Act on one agent.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
     /// The agents this cluster knows.
     Agents {
         #[command(subcommand)]
@@ -86,6 +91,37 @@ enum PolicyCommand {
         version: u64,
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Pushes a signed bundle: the control plane verifies it, commits it
+    /// through raft, and every agent receives it.
+    Push {
+        bundle: PathBuf,
+        #[arg(long, default_value = "push")]
+        note: String,
+    },
+    /// Every version pushed, the active one marked.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// What changed between two versions, file by file.
+    Diff { from: u64, to: u64 },
+    /// Makes an earlier version's rules active again, as a new version
+    /// signed with KEY (versions only grow; the note records the rollback).
+    Rollback {
+        version: u64,
+        #[arg(long)]
+        key: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Thaws a process a freeze rule froze.
+    Unfreeze {
+        /// Agent id or hostname.
+        agent: String,
+        pid: u32,
     },
 }
 
@@ -212,6 +248,12 @@ fn run_local_policy(command: PolicyCommand) -> anyhow::Result<()> {
                 bundle.digest()
             );
         }
+        PolicyCommand::Push { .. }
+        | PolicyCommand::List { .. }
+        | PolicyCommand::Diff { .. }
+        | PolicyCommand::Rollback { .. } => {
+            anyhow::bail!("this policy command needs the control plane")
+        }
     }
     Ok(())
 }
@@ -232,16 +274,142 @@ fn write_private(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Policy { command } => run_local_policy(command),
+        Command::Policy {
+            command:
+                command @ (PolicyCommand::Check { .. }
+                | PolicyCommand::Test { .. }
+                | PolicyCommand::Keygen { .. }
+                | PolicyCommand::Sign { .. }),
+        } => run_local_policy(command),
         remote => run_remote(&cli.endpoint, remote).await,
     }
+}
+
+fn status_error(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", s.message())
+}
+
+async fn fetch_bundle(
+    client: &mut AdminServiceClient<Channel>,
+    version: u64,
+) -> anyhow::Result<vigil_policy::Bundle> {
+    let bytes = client
+        .get_policy(pb::GetPolicyRequest { version })
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .bundle;
+    vigil_policy::Bundle::from_json(&bytes).with_context(|| format!("version {version} as stored"))
+}
+
+/// `vigilctl policy` commands that ask the control plane.
+async fn run_remote_policy(
+    client: &mut AdminServiceClient<Channel>,
+    command: PolicyCommand,
+) -> anyhow::Result<()> {
+    match command {
+        PolicyCommand::Push { bundle, note } => {
+            let bytes =
+                std::fs::read(&bundle).with_context(|| format!("reading {}", bundle.display()))?;
+            let version = client
+                .push_policy(pb::PushPolicyRequest {
+                    bundle: bytes,
+                    note,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .version;
+            println!("policy version {version} is active");
+        }
+        PolicyCommand::List { json } => {
+            let list = client
+                .list_policies(pb::ListPoliciesRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .policies;
+            if json {
+                let v: Vec<serde_json::Value> = list
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({
+                            "version": p.version, "signer": p.signer, "digest": p.digest,
+                            "pushed_at_unix_nanos": p.pushed_at_unix_nanos, "note": p.note,
+                            "active": p.active, "rules": p.rules,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                for p in list {
+                    println!(
+                        "{} v{:<5} {}  {} rules  digest {}  signer {}…  {}",
+                        if p.active { "*" } else { " " },
+                        p.version,
+                        render::timestamp(p.pushed_at_unix_nanos),
+                        p.rules,
+                        p.digest,
+                        p.signer.get(..16).unwrap_or(&p.signer),
+                        p.note
+                    );
+                }
+            }
+        }
+        PolicyCommand::Diff { from, to } => {
+            let a = fetch_bundle(client, from).await?;
+            let b = fetch_bundle(client, to).await?;
+            print!("{}", render::policy_diff(from, &a.files, to, &b.files));
+        }
+        PolicyCommand::Rollback { version, key } => {
+            let old = fetch_bundle(client, version).await?;
+            let newest = client
+                .list_policies(pb::ListPoliciesRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .policies
+                .iter()
+                .map(|p| p.version)
+                .max()
+                .unwrap_or(0);
+            let secret = std::fs::read_to_string(&key)
+                .with_context(|| format!("reading {}", key.display()))?;
+            let key = vigil_policy::SigningKey::from_hex(&secret)?;
+            let bundle = key.sign(newest + 1, old.files);
+            let v = client
+                .push_policy(pb::PushPolicyRequest {
+                    bundle: bundle.to_json(),
+                    note: format!("rollback to {version}"),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .version;
+            println!("policy version {v} is active: the rules of version {version}");
+        }
+        local => run_local_policy(local)?,
+    }
+    Ok(())
 }
 
 /// Commands that ask the control plane.
 async fn run_remote(endpoint: &str, command: Command) -> anyhow::Result<()> {
     let mut client = connect(endpoint).await?;
     match command {
-        Command::Policy { command } => run_local_policy(command)?,
+        Command::Policy { command } => run_remote_policy(&mut client, command).await?,
+        Command::Agent {
+            command: AgentCommand::Unfreeze { agent, pid },
+        } => {
+            client
+                .unfreeze(pb::UnfreezeRequest {
+                    agent: agent.clone(),
+                    pid,
+                })
+                .await
+                .map_err(status_error)?;
+            println!("asked {agent} to unfreeze pid {pid}");
+        }
         Command::Alerts {
             after,
             limit,

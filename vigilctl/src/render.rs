@@ -107,6 +107,7 @@ fn agent_value(a: &pb::AgentSummary) -> serde_json::Value {
         "last_heartbeat_unix_nanos": a.last_heartbeat_unix_nanos,
         "last_acked_seq": a.last_acked_seq, "spooled": a.spooled,
         "counters": { "emitted": c.emitted, "received": c.received, "filtered": c.filtered, "dropped": c.dropped },
+        "policy_version": a.policy_version, "policy_error": a.policy_error,
     })
 }
 
@@ -157,6 +158,14 @@ pub fn agent_text(a: &pb::AgentSummary, gpu: &vigil_domain::GpuInventory, now: i
         c.filtered,
         c.dropped
     );
+    out.push_str(&match (a.policy_version, a.policy_error.is_empty()) {
+        (0, true) => "  policy: built-in rules\n".to_string(),
+        (v, true) => format!("  policy: version {v}\n"),
+        (v, false) => format!(
+            "  policy: version {v}; the last bundle was REFUSED: {}\n",
+            a.policy_error
+        ),
+    });
     if gpu.gpus.is_empty() {
         out.push_str("GPUs: none\n");
     } else {
@@ -236,6 +245,36 @@ pub fn agent_text(a: &pb::AgentSummary, gpu: &vigil_domain::GpuInventory, now: i
     }
     for line in &gpu.status {
         out.push_str(&format!("  {line}\n"));
+    }
+    out
+}
+
+/// A unified diff of two versions' files.
+pub fn policy_diff(
+    from: u64,
+    a: &std::collections::BTreeMap<String, String>,
+    to: u64,
+    b: &std::collections::BTreeMap<String, String>,
+) -> String {
+    let mut out = String::new();
+    let names: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    for name in names {
+        let (old, new) = (
+            a.get(name).map(String::as_str).unwrap_or(""),
+            b.get(name).map(String::as_str).unwrap_or(""),
+        );
+        if old == new {
+            continue;
+        }
+        out.push_str(
+            &similar::TextDiff::from_lines(old, new)
+                .unified_diff()
+                .header(&format!("v{from}/{name}"), &format!("v{to}/{name}"))
+                .to_string(),
+        );
+    }
+    if out.is_empty() {
+        out.push_str(&format!("v{from} and v{to} have the same rules\n"));
     }
     out
 }

@@ -8,20 +8,42 @@ use vigil_proto::admin::v1 as pb;
 use vigil_proto::admin::v1::admin_service_server::AdminService;
 use vigil_proto::types::v1 as types_pb;
 
+use vigil_policy::{Bundle, PolicySet, TrustedKeys};
+use vigil_proto::agent::v1 as agent_pb;
+
 use super::alert_feed::spawn_alert_feed;
+use super::AgentSessions;
 use crate::node::ControlPlaneNode;
+use crate::raft_types::{Command, CommandResult};
 
 const DEFAULT_LIMIT: usize = 1_000;
 const MAX_LIMIT: usize = 10_000;
 
 pub struct AdminServiceImpl {
     node: Arc<ControlPlaneNode>,
+    sessions: Arc<AgentSessions>,
+    trusted: TrustedKeys,
 }
 
 impl AdminServiceImpl {
-    pub fn new(node: Arc<ControlPlaneNode>) -> Self {
-        Self { node }
+    pub fn new(
+        node: Arc<ControlPlaneNode>,
+        sessions: Arc<AgentSessions>,
+        trusted: TrustedKeys,
+    ) -> Self {
+        Self {
+            node,
+            sessions,
+            trusted,
+        }
     }
+}
+
+fn now_unix_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 fn agent_summary(a: AgentRecord) -> pb::AgentSummary {
@@ -43,6 +65,8 @@ fn agent_detail(a: AgentRecord) -> (pb::AgentSummary, types_pb::GpuInventory) {
         last_acked_seq: a.last_acked_seq,
         counters: Some(a.counters.into()),
         spooled: a.spooled,
+        policy_version: a.policy_version,
+        policy_error: a.policy_error,
     };
     (summary, gpu)
 }
@@ -111,6 +135,130 @@ impl AdminService for AdminServiceImpl {
             agents: agents.into_iter().map(agent_summary).collect(),
             alert_count: self.node.state.last_alert_index(),
         }))
+    }
+
+    async fn push_policy(
+        &self,
+        req: Request<pb::PushPolicyRequest>,
+    ) -> Result<Response<pb::PushPolicyResponse>, Status> {
+        let req = req.into_inner();
+        if self.trusted.is_empty() {
+            return Err(Status::failed_precondition(
+                "this control plane has no trusted policy keys (--trusted-policy-key)",
+            ));
+        }
+        let bundle =
+            Bundle::from_json(&req.bundle).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.trusted
+            .verify(&bundle)
+            .map_err(|e| Status::permission_denied(format!("bundle refused: {e}")))?;
+        if let Err(diags) = PolicySet::compile(&bundle.files) {
+            let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
+            return Err(Status::invalid_argument(format!(
+                "bundle refused: it does not compile: {}",
+                lines.join("; ")
+            )));
+        }
+        let note = if req.note.trim().is_empty() {
+            "push".to_string()
+        } else {
+            req.note
+        };
+        let result = self
+            .node
+            .write(Command::PutPolicyBundle {
+                version: bundle.version,
+                bundle: req.bundle,
+                pushed_at_unix_nanos: now_unix_nanos(),
+                note,
+            })
+            .await?;
+        if let CommandResult::Refused { reason } = result {
+            return Err(Status::failed_precondition(reason));
+        }
+        tracing::info!(version = bundle.version, signer = %bundle.signer, "policy version active");
+        Ok(Response::new(pb::PushPolicyResponse {
+            version: bundle.version,
+        }))
+    }
+
+    async fn list_policies(
+        &self,
+        _req: Request<pb::ListPoliciesRequest>,
+    ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
+        let state = &self.node.state;
+        let active = state
+            .active_policy()
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map(|(v, _)| v);
+        let policies = state
+            .policies()
+            .map_err(|e| Status::internal(e.to_string()))?
+            .into_iter()
+            .map(|(version, bytes, meta)| {
+                let bundle = Bundle::from_json(&bytes).ok();
+                let rules = bundle
+                    .as_ref()
+                    .and_then(|b| PolicySet::compile(&b.files).ok())
+                    .map(|s| s.rule_ids().len() as u32)
+                    .unwrap_or(0);
+                pb::PolicySummary {
+                    version,
+                    signer: bundle
+                        .as_ref()
+                        .map(|b| b.signer.clone())
+                        .unwrap_or_default(),
+                    digest: bundle.as_ref().map(Bundle::digest).unwrap_or_default(),
+                    pushed_at_unix_nanos: meta.pushed_at_unix_nanos,
+                    note: meta.note,
+                    active: active == Some(version),
+                    rules,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListPoliciesResponse { policies }))
+    }
+
+    async fn get_policy(
+        &self,
+        req: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::GetPolicyResponse>, Status> {
+        let version = req.into_inner().version;
+        let bundle = self
+            .node
+            .state
+            .policy(version)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::not_found(format!("no policy version {version}")))?;
+        Ok(Response::new(pb::GetPolicyResponse { bundle }))
+    }
+
+    async fn unfreeze(
+        &self,
+        req: Request<pb::UnfreezeRequest>,
+    ) -> Result<Response<pb::UnfreezeResponse>, Status> {
+        let req = req.into_inner();
+        let record = self
+            .node
+            .state
+            .agent_by_id_or_hostname(&req.agent)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| {
+                Status::not_found(format!("no agent with id or hostname {:?}", req.agent))
+            })?;
+        let agent_id = record.identity.agent_id;
+        let tx = self.sessions.get(&agent_id).ok_or_else(|| {
+            Status::unavailable(format!("agent {agent_id} is not connected to this node"))
+        })?;
+        let msg = agent_pb::ControlMessage {
+            body: Some(agent_pb::control_message::Body::Unfreeze(
+                agent_pb::Unfreeze { pid: req.pid },
+            )),
+        };
+        tx.send(Ok(msg))
+            .await
+            .map_err(|_| Status::unavailable(format!("agent {agent_id} disconnected")))?;
+        Ok(Response::new(pb::UnfreezeResponse {}))
     }
 
     async fn get_agent(

@@ -14,16 +14,18 @@ use vigil_domain::{AgentIdentity, Finding};
 use vigil_proto::agent::v1 as pb;
 use vigil_proto::agent::v1::agent_service_server::AgentService;
 
+use super::AgentSessions;
 use crate::node::ControlPlaneNode;
 use crate::raft_types::{Command, CommandResult};
 
 pub struct AgentServiceImpl {
     node: Arc<ControlPlaneNode>,
+    sessions: Arc<AgentSessions>,
 }
 
 impl AgentServiceImpl {
-    pub fn new(node: Arc<ControlPlaneNode>) -> Self {
-        Self { node }
+    pub fn new(node: Arc<ControlPlaneNode>, sessions: Arc<AgentSessions>) -> Self {
+        Self { node, sessions }
     }
 }
 
@@ -60,6 +62,7 @@ type Outbound = mpsc::Sender<Result<pb::ControlMessage, Status>>;
 
 struct Session {
     node: Arc<ControlPlaneNode>,
+    sessions: Arc<AgentSessions>,
     agent_id: String,
     tx: Outbound,
 }
@@ -116,6 +119,38 @@ impl Session {
         Ok(())
     }
 
+    async fn on_policy_status(&self, st: pb::PolicyStatus) -> Result<(), Status> {
+        if !st.error.is_empty() {
+            tracing::warn!(agent = %self.agent_id, refused = st.refused_version, active = st.active_version, error = %st.error, "agent refused a policy bundle");
+        }
+        self.node
+            .write(Command::PolicyStatus {
+                agent_id: self.agent_id.clone(),
+                active_version: st.active_version,
+                error: st.error,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Sends the active policy bundle, if there is one.
+    async fn send_active_policy(&self) -> Result<(), Status> {
+        let active = self
+            .node
+            .state
+            .active_policy()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if let Some((version, bundle)) = active {
+            let _ = self
+                .tx
+                .send(control(pb::control_message::Body::Policy(
+                    pb::PolicyBundle { version, bundle },
+                )))
+                .await;
+        }
+        Ok(())
+    }
+
     async fn on_heartbeat(&self, hb: pb::Heartbeat) -> Result<(), Status> {
         self.node
             .write(Command::Heartbeat {
@@ -145,8 +180,22 @@ impl Session {
     }
 
     async fn run(self, mut inbound: Streaming<pb::AgentMessage>) {
+        let mut policy = self.node.state.watch_policy();
+        policy.mark_changed();
         loop {
-            let msg = match inbound.message().await {
+            let next = tokio::select! {
+                m = inbound.message() => m,
+                changed = policy.changed() => {
+                    if changed.is_ok() {
+                        policy.borrow_and_update();
+                        if let Err(status) = self.send_active_policy().await {
+                            tracing::warn!(agent = %self.agent_id, error = %status, "sending the policy bundle");
+                        }
+                    }
+                    continue;
+                }
+            };
+            let msg = match next {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
                 Err(status) => {
@@ -165,6 +214,7 @@ impl Session {
                 Some(pb::agent_message::Body::Findings(b)) => self.on_findings(b).await,
                 Some(pb::agent_message::Body::Heartbeat(h)) => self.on_heartbeat(h).await,
                 Some(pb::agent_message::Body::Inventory(i)) => self.on_inventory(i).await,
+                Some(pb::agent_message::Body::PolicyStatus(p)) => self.on_policy_status(p).await,
                 Some(pb::agent_message::Body::Hello(_)) => Err(Status::invalid_argument(
                     "hello may only be the first message",
                 )),
@@ -176,6 +226,7 @@ impl Session {
                 break;
             }
         }
+        self.sessions.remove(&self.agent_id, &self.tx);
         tracing::info!(agent = %self.agent_id, "agent session ended");
     }
 }
@@ -209,8 +260,10 @@ impl AgentService for AgentServiceImpl {
             })
             .await?;
         let (tx, rx) = mpsc::channel(64);
+        self.sessions.register(&agent_id, tx.clone());
         let session = Session {
             node: self.node.clone(),
+            sessions: self.sessions.clone(),
             agent_id,
             tx,
         };

@@ -2,9 +2,11 @@
 
 mod admin_service;
 mod agent_service;
+mod agent_sessions;
 mod alert_feed;
 mod siem_service;
 
 pub use admin_service::AdminServiceImpl;
 pub use agent_service::AgentServiceImpl;
+pub use agent_sessions::AgentSessions;
 pub use siem_service::SiemExportImpl;

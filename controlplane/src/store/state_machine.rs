@@ -32,6 +32,14 @@ const ACTIVE_POLICY: &[u8] = b"meta/active_policy";
 const ALERT_PREFIX: &[u8] = b"alert/";
 const AGENT_PREFIX: &[u8] = b"agent/";
 const POLICY_PREFIX: &[u8] = b"policy/";
+const POLICY_META_PREFIX: &[u8] = b"policy_meta/";
+
+/// When and why a policy version was pushed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PolicyMeta {
+    pub pushed_at_unix_nanos: i64,
+    pub note: String,
+}
 const SNAPSHOT_META: &[u8] = b"meta";
 const SNAPSHOT_DATA: &[u8] = b"data";
 
@@ -62,6 +70,7 @@ fn snap_err(e: impl std::error::Error + 'static) -> StorageError {
 pub struct StateReader {
     tree: sled::Tree,
     last_alert: watch::Receiver<u64>,
+    active_policy: watch::Receiver<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +142,41 @@ impl StateReader {
             .max_by_key(|a| a.last_heartbeat_unix_nanos))
     }
 
+    /// Every policy version: (version, bundle bytes, meta), oldest first.
+    pub fn policies(&self) -> Result<Vec<(u64, Vec<u8>, PolicyMeta)>, ReadError> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(POLICY_PREFIX) {
+            let (k, v) = kv?;
+            let Some(version) = k
+                .get(POLICY_PREFIX.len()..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+            else {
+                continue;
+            };
+            let mk = prefixed(POLICY_META_PREFIX, &version.to_be_bytes());
+            let meta = match self.tree.get(&mk)? {
+                Some(m) => decode(&mk, &m)?,
+                None => PolicyMeta::default(),
+            };
+            out.push((version, v.to_vec(), meta));
+        }
+        Ok(out)
+    }
+
+    /// One policy version's bundle bytes.
+    pub fn policy(&self, version: u64) -> Result<Option<Vec<u8>>, ReadError> {
+        Ok(self
+            .tree
+            .get(prefixed(POLICY_PREFIX, &version.to_be_bytes()))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Changes whenever a policy version becomes active.
+    pub fn watch_policy(&self) -> watch::Receiver<u64> {
+        self.active_policy.clone()
+    }
+
     /// The active policy bundle: (version, bytes).
     pub fn active_policy(&self) -> Result<Option<(u64, Vec<u8>)>, ReadError> {
         let Some(v) = self.tree.get(ACTIVE_POLICY)? else {
@@ -151,6 +195,7 @@ pub struct SledStateMachine {
     tree: sled::Tree,
     snapshots: sled::Tree,
     last_alert: Arc<watch::Sender<u64>>,
+    active_policy: Arc<watch::Sender<u64>>,
 }
 
 impl SledStateMachine {
@@ -159,16 +204,23 @@ impl SledStateMachine {
         let snapshots = db.open_tree("sm.v1.snapshot")?;
         let last = last_alert_in(&tree)?;
         let (tx, rx) = watch::channel(last);
+        let active: u64 = match tree.get(ACTIVE_POLICY)? {
+            Some(v) => decode(ACTIVE_POLICY, &v)?,
+            None => 0,
+        };
+        let (policy_tx, policy_rx) = watch::channel(active);
         Ok((
             Self {
                 db: db.clone(),
                 tree: tree.clone(),
                 snapshots,
                 last_alert: Arc::new(tx),
+                active_policy: Arc::new(policy_tx),
             },
             StateReader {
                 tree,
                 last_alert: rx,
+                active_policy: policy_rx,
             },
         ))
     }
@@ -277,7 +329,28 @@ impl SledStateMachine {
                     up_to_seq: rec.last_acked_seq,
                 })
             }
-            Command::PutPolicyBundle { version, bundle } => {
+            Command::PolicyStatus {
+                agent_id,
+                active_version,
+                error,
+            } => {
+                let k = prefixed(AGENT_PREFIX, agent_id.as_bytes());
+                let Some(mut rec) = self.get_json::<AgentRecord>(&k)? else {
+                    return Ok(CommandResult::Refused {
+                        reason: format!("policy status from unregistered agent {agent_id}"),
+                    });
+                };
+                rec.policy_version = active_version;
+                rec.policy_error = error;
+                batch.insert(k, json(&rec)?);
+                Ok(CommandResult::Done)
+            }
+            Command::PutPolicyBundle {
+                version,
+                bundle,
+                pushed_at_unix_nanos,
+                note,
+            } => {
                 let active: Option<u64> = self.get_json(ACTIVE_POLICY)?;
                 if active.is_some_and(|a| version <= a) {
                     return Ok(CommandResult::Refused {
@@ -288,10 +361,28 @@ impl SledStateMachine {
                     });
                 }
                 batch.insert(prefixed(POLICY_PREFIX, &version.to_be_bytes()), bundle);
+                batch.insert(
+                    prefixed(POLICY_META_PREFIX, &version.to_be_bytes()),
+                    json(&PolicyMeta {
+                        pushed_at_unix_nanos,
+                        note,
+                    })?,
+                );
                 batch.insert(ACTIVE_POLICY, json(&version)?);
                 Ok(CommandResult::Done)
             }
         }
+    }
+
+    /// Tells the agent sessions when another policy version became active.
+    fn publish_active_policy(&self) -> Result<(), StorageError> {
+        let active: u64 = match self.tree.get(ACTIVE_POLICY).map_err(sm_read_err)? {
+            Some(v) => serde_json::from_slice(&v).map_err(sm_read_err)?,
+            None => 0,
+        };
+        self.active_policy
+            .send_if_modified(|v| std::mem::replace(v, active) != active);
+        Ok(())
     }
 
     fn snapshot_bytes(&self) -> Result<Vec<u8>, StorageError> {
@@ -417,6 +508,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         let last = last_alert_in(&self.tree).map_err(sm_read_err)?;
         self.last_alert
             .send_if_modified(|v| std::mem::replace(v, last) != last);
+        self.publish_active_policy()?;
         Ok(results)
     }
 
@@ -426,6 +518,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
             tree: self.tree.clone(),
             snapshots: self.snapshots.clone(),
             last_alert: self.last_alert.clone(),
+            active_policy: self.active_policy.clone(),
         }
     }
 
@@ -464,6 +557,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         self.db.flush_async().await.map_err(sm_write_err)?;
         let last = last_alert_in(&self.tree).map_err(sm_read_err)?;
         self.last_alert.send_replace(last);
+        self.publish_active_policy()?;
         Ok(())
     }
 

@@ -154,6 +154,8 @@ async fn policy_versions_only_move_forward() {
     let put = |v: u64| Command::PutPolicyBundle {
         version: v,
         bundle: format!("bundle-{v}").into_bytes(),
+        pushed_at_unix_nanos: v as i64,
+        note: "push".into(),
     };
     let r = sm
         .apply(vec![entry(1, put(1)), entry(2, put(2)), entry(3, put(2))])

@@ -1,0 +1,39 @@
+//! The agents connected to this node, to reach one (an operator's
+//! unfreeze) while its stream is open.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::sync::mpsc;
+use tonic::Status;
+use vigil_proto::agent::v1 as pb;
+
+pub type Outbound = mpsc::Sender<Result<pb::ControlMessage, Status>>;
+
+#[derive(Default)]
+pub struct AgentSessions {
+    open: Mutex<HashMap<String, Outbound>>,
+}
+
+impl AgentSessions {
+    /// The newest session of an agent replaces an older one.
+    pub fn register(&self, agent_id: &str, tx: Outbound) {
+        self.lock().insert(agent_id.to_string(), tx);
+    }
+
+    /// Forgets `tx` if it is still the agent's session.
+    pub fn remove(&self, agent_id: &str, tx: &Outbound) {
+        let mut open = self.lock();
+        if open.get(agent_id).is_some_and(|t| t.same_channel(tx)) {
+            open.remove(agent_id);
+        }
+    }
+
+    pub fn get(&self, agent_id: &str) -> Option<Outbound> {
+        self.lock().get(agent_id).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Outbound>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
