@@ -8,6 +8,7 @@
 //! Writes `bench/results.json` and `BENCHMARKS.md`.
 
 mod gpu_polls;
+mod policy_bench;
 mod report;
 mod storm;
 
@@ -204,7 +205,7 @@ impl Drop for ControlPlane {
     }
 }
 
-fn start_control_plane(s: &Settings) -> anyhow::Result<ControlPlane> {
+fn start_control_plane(s: &Settings, trusted_policy_key: &str) -> anyhow::Result<ControlPlane> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -213,6 +214,8 @@ fn start_control_plane(s: &Settings) -> anyhow::Result<ControlPlane> {
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")
         .arg(s.work.path().join("cp"))
+        .arg("--trusted-policy-key")
+        .arg(trusted_policy_key)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(s.work.path().join("cp.log"))?)
         .spawn()
@@ -692,8 +695,20 @@ fn main() -> anyhow::Result<()> {
     if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("gpu") {
         return gpu_polls::gpu_polls(&root, s.work.path(), &mut Report::default());
     }
+    let policy_key = vigil_policy::SigningKey::generate();
     let rt = tokio::runtime::Runtime::new()?;
-    let cp = start_control_plane(&s)?;
+    let cp = start_control_plane(&s, &policy_key.public_hex())?;
+    // `VIGIL_BENCH_ONLY=policy`: only the policy figures, printed.
+    if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("policy") {
+        let mut report = Report::default();
+        policy_bench::rule_evaluation(&root, &mut report)?;
+        return rt.block_on(policy_bench::propagation(
+            &cp.endpoint,
+            &root,
+            &policy_key,
+            &mut report,
+        ));
+    }
     let mut conditions = vec![Condition::Nothing, Condition::Empty, Condition::Agent];
     if s.bpftrace.is_some() {
         conditions.push(Condition::Bpftrace);
@@ -703,6 +718,13 @@ fn main() -> anyhow::Result<()> {
     program_costs(&s, &cp, &mut report)?;
     latency_and_footprint(&s, &cp, &rt, &mut report)?;
     gpu_polls::gpu_polls(&root, s.work.path(), &mut report)?;
+    policy_bench::rule_evaluation(&root, &mut report)?;
+    rt.block_on(policy_bench::propagation(
+        &cp.endpoint,
+        &root,
+        &policy_key,
+        &mut report,
+    ))?;
     report.write(
         &root,
         &conditions.iter().map(|c| c.name()).collect::<Vec<_>>(),

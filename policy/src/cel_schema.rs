@@ -139,15 +139,21 @@ fn err(message: String, needle: impl Into<String>) -> SchemaError {
     }
 }
 
-/// Checks a whole condition: names, functions, types, and that it is a bool.
-pub fn check_condition(e: &IdedExpr, lists: &BTreeSet<String>) -> Result<(), SchemaError> {
+/// The variables (and their fields) an expression reads: only these are
+/// built for an evaluation. `(root, "*")` means the whole variable.
+pub type Needs = BTreeSet<(String, String)>;
+
+/// Checks a whole condition: names, functions, types, and that it is a
+/// bool; returns what it reads.
+pub fn check_condition(e: &IdedExpr, lists: &BTreeSet<String>) -> Result<Needs, SchemaError> {
     let mut bound = Vec::new();
-    match check(e, lists, &mut bound)? {
+    let mut needs = Needs::new();
+    match check(e, lists, &mut bound, &mut needs)? {
         Some(t) if t != Ty::Bool => Err(err(
             format!("a condition must be a bool, this is a {}", t.name()),
             "",
         )),
-        _ => Ok(()),
+        _ => Ok(needs),
     }
 }
 
@@ -160,14 +166,19 @@ fn check(
     e: &IdedExpr,
     lists: &BTreeSet<String>,
     bound: &mut Vec<String>,
+    needs: &mut Needs,
 ) -> Result<Option<Ty>, SchemaError> {
     match &e.expr {
         Expr::Ident(name) => {
             if bound.iter().any(|b| b == name) {
                 Ok(None)
             } else if name == SIGNAL {
+                needs.insert((SIGNAL.to_string(), "*".to_string()));
                 Ok(Some(Ty::String))
-            } else if name == LISTS || fields_of(name).is_some() {
+            } else if name == LISTS {
+                Ok(Some(Ty::Map))
+            } else if fields_of(name).is_some() {
+                needs.insert((name.clone(), "*".to_string()));
                 Ok(Some(Ty::Map))
             } else {
                 let known: Vec<&str> = VARIABLES
@@ -205,7 +216,10 @@ fn check(
                     }
                     if let Some(fields) = fields_of(root) {
                         return match fields.iter().find(|(f, _)| *f == s.field) {
-                            Some((_, t)) => Ok(Some(if s.test { Ty::Bool } else { *t })),
+                            Some((_, t)) => {
+                                needs.insert((root.clone(), s.field.clone()));
+                                Ok(Some(if s.test { Ty::Bool } else { *t }))
+                            }
                             None => {
                                 let known: Vec<&str> = fields.iter().map(|(f, _)| *f).collect();
                                 Err(err(
@@ -221,16 +235,16 @@ fn check(
                     }
                 }
             }
-            check(&s.operand, lists, bound)?;
+            check(&s.operand, lists, bound, needs)?;
             Ok(if s.test { Some(Ty::Bool) } else { None })
         }
         Expr::Call(c) => {
             let mut arg_types = Vec::with_capacity(c.args.len() + 1);
             if let Some(t) = &c.target {
-                arg_types.push(check(t, lists, bound)?);
+                arg_types.push(check(t, lists, bound, needs)?);
             }
             for a in &c.args {
-                arg_types.push(check(a, lists, bound)?);
+                arg_types.push(check(a, lists, bound, needs)?);
             }
             let name = c.func_name.as_str();
             if !OPERATORS.contains(&name) && !FUNCTIONS.contains(&name) {
@@ -292,31 +306,31 @@ fn check(
             }
         }
         Expr::Comprehension(c) => {
-            check(&c.iter_range, lists, bound)?;
-            check(&c.accu_init, lists, bound)?;
+            check(&c.iter_range, lists, bound, needs)?;
+            check(&c.accu_init, lists, bound, needs)?;
             let n = bound.len();
             bound.push(c.iter_var.clone());
             if let Some(v) = &c.iter_var2 {
                 bound.push(v.clone());
             }
             bound.push(c.accu_var.clone());
-            let r = check(&c.loop_cond, lists, bound)
-                .and_then(|_| check(&c.loop_step, lists, bound))
-                .and_then(|_| check(&c.result, lists, bound));
+            let r = check(&c.loop_cond, lists, bound, needs)
+                .and_then(|_| check(&c.loop_step, lists, bound, needs))
+                .and_then(|_| check(&c.result, lists, bound, needs));
             bound.truncate(n);
             r.map(|_| None)
         }
         Expr::List(l) => {
             for e in &l.elements {
-                check(e, lists, bound)?;
+                check(e, lists, bound, needs)?;
             }
             Ok(None)
         }
         Expr::Map(m) => {
             for entry in &m.entries {
                 if let cel_parser::ast::EntryExpr::MapEntry(me) = &entry.expr {
-                    check(&me.key, lists, bound)?;
-                    check(&me.value, lists, bound)?;
+                    check(&me.key, lists, bound, needs)?;
+                    check(&me.value, lists, bound, needs)?;
                 }
             }
             Ok(Some(Ty::Map))

@@ -1,6 +1,6 @@
 //! Compiled rules and their evaluation against findings.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use cel_interpreter::objects::{Key, Map, Value};
@@ -8,7 +8,7 @@ use cel_interpreter::{Context, Program};
 use serde::{Deserialize, Serialize};
 use vigil_domain::{Finding, ProcessInfo, Severity, SignalKind};
 
-use crate::cel_schema::check_condition;
+use crate::cel_schema::{check_condition, Needs};
 use crate::facts::{finding_values, HostFacts};
 use crate::rule_file::{list_names, parse_policy_files, ExprSource, PolicySource};
 use crate::Diagnostic;
@@ -53,6 +53,8 @@ pub struct Decision {
 }
 
 struct CompiledRule {
+    /// What its condition and exceptions read.
+    needs: Needs,
     id: String,
     severity: Severity,
     when: Vec<SignalKind>,
@@ -66,6 +68,10 @@ struct CompiledRule {
 /// context (functions and lists) every evaluation starts from.
 pub struct PolicySet {
     rules: Vec<CompiledRule>,
+    /// Indexes into `rules` by signal, in rule order.
+    by_signal: HashMap<SignalKind, Vec<usize>>,
+    /// What the rules of a signal read, together.
+    needs_by_signal: HashMap<SignalKind, Needs>,
     root: Context<'static>,
     lists: BTreeMap<String, Vec<String>>,
 }
@@ -96,7 +102,7 @@ fn contain_parser_panic<T>(parse: impl FnOnce() -> T + std::panic::UnwindSafe) -
 fn compile_expr(
     src: &ExprSource,
     lists: &std::collections::BTreeSet<String>,
-) -> Result<Program, Diagnostic> {
+) -> Result<(Program, Needs), Diagnostic> {
     let parsed = contain_parser_panic(|| cel_parser::Parser::default().parse(&src.text))
         .ok_or_else(|| src.at(1, 1, "CEL syntax error: the expression does not parse"))?
         .map_err(|errs| match errs.errors.first() {
@@ -106,7 +112,7 @@ fn compile_expr(
             }
             None => src.at(1, 1, "CEL syntax error"),
         })?;
-    check_condition(&parsed, lists).map_err(|e| {
+    let needs = check_condition(&parsed, lists).map_err(|e| {
         let offset = if e.needle.is_empty() {
             None
         } else {
@@ -123,9 +129,10 @@ fn compile_expr(
         };
         src.at(line, col, e.message)
     })?;
-    contain_parser_panic(|| Program::compile(&src.text))
+    let program = contain_parser_panic(|| Program::compile(&src.text))
         .ok_or_else(|| src.at(1, 1, "CEL syntax error: the expression does not parse"))?
-        .map_err(|e| src.at(1, 1, format!("CEL: {e}")))
+        .map_err(|e| src.at(1, 1, format!("CEL: {e}")))?;
+    Ok((program, needs))
 }
 
 impl PolicySet {
@@ -137,18 +144,25 @@ impl PolicySet {
         let mut errors = Vec::new();
         let mut rules = Vec::new();
         for spec in specs {
+            let mut needs = Needs::new();
             let condition = match spec.condition.as_ref().map(|c| compile_expr(c, &names)) {
                 Some(Err(d)) => {
                     errors.push(d);
                     None
                 }
-                Some(Ok(p)) => Some(p),
+                Some(Ok((p, n))) => {
+                    needs.extend(n);
+                    Some(p)
+                }
                 None => None,
             };
             let mut exceptions = Vec::new();
             for x in &spec.exceptions {
                 match compile_expr(x, &names) {
-                    Ok(p) => exceptions.push(p),
+                    Ok((p, n)) => {
+                        needs.extend(n);
+                        exceptions.push(p);
+                    }
                     Err(d) => errors.push(d),
                 }
             }
@@ -164,6 +178,7 @@ impl PolicySet {
                 ));
             }
             rules.push(CompiledRule {
+                needs,
                 id: spec.id,
                 severity: spec.severity,
                 when: spec.when,
@@ -196,7 +211,24 @@ impl PolicySet {
                 map: Arc::new(lists_value),
             }),
         );
-        Ok(PolicySet { rules, root, lists })
+        let mut by_signal: HashMap<SignalKind, Vec<usize>> = HashMap::new();
+        let mut needs_by_signal: HashMap<SignalKind, Needs> = HashMap::new();
+        for (i, r) in rules.iter().enumerate() {
+            for s in &r.when {
+                by_signal.entry(*s).or_default().push(i);
+                needs_by_signal
+                    .entry(*s)
+                    .or_default()
+                    .extend(r.needs.iter().cloned());
+            }
+        }
+        Ok(PolicySet {
+            rules,
+            by_signal,
+            needs_by_signal,
+            root,
+            lists,
+        })
     }
 
     pub fn rule_ids(&self) -> Vec<&str> {
@@ -216,25 +248,29 @@ impl PolicySet {
         parent: Option<&ProcessInfo>,
         host: &HostFacts,
     ) -> Option<Decision> {
-        let mut candidates = self
-            .rules
-            .iter()
-            .filter(|r| r.when.contains(&finding.signal))
-            .peekable();
-        candidates.peek()?;
-        let mut ctx = self.root.new_inner_scope();
-        for (name, value) in finding_values(finding, parent, host) {
-            ctx.add_variable_from_value(name, value);
-        }
-        let holds = |p: &Program| matches!(p.execute(&ctx), Ok(Value::Bool(true)));
-        candidates
-            .find(|r| r.condition.as_ref().is_none_or(holds) && !r.exceptions.iter().any(holds))
-            .map(|r| Decision {
-                rule_id: r.id.clone(),
-                severity: r.severity,
-                action: r.action,
-                dry_run: r.dry_run,
-            })
+        let candidates = self.by_signal.get(&finding.signal)?;
+        let first = &self.rules[*candidates.first()?];
+        // A rule with nothing to evaluate decides without building anything.
+        let decided = if first.condition.is_none() && first.exceptions.is_empty() {
+            Some(first)
+        } else {
+            let needs = &self.needs_by_signal[&finding.signal];
+            let mut ctx = self.root.new_inner_scope();
+            for (name, value) in finding_values(finding, parent, host, needs) {
+                ctx.add_variable_from_value(name, value);
+            }
+            let holds = |p: &Program| matches!(p.execute(&ctx), Ok(Value::Bool(true)));
+            candidates
+                .iter()
+                .map(|i| &self.rules[*i])
+                .find(|r| r.condition.as_ref().is_none_or(holds) && !r.exceptions.iter().any(holds))
+        };
+        decided.map(|r| Decision {
+            rule_id: r.id.clone(),
+            severity: r.severity,
+            action: r.action,
+            dry_run: r.dry_run,
+        })
     }
 }
 
