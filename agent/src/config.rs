@@ -87,6 +87,15 @@ pub struct AgentConfig {
     #[arg(long)]
     pub policy_bundle: Option<PathBuf>,
 
+    /// Roll a newly received policy bundle back to the previous one when it
+    /// makes more than this many findings within a minute (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub policy_auto_rollback_per_minute: u64,
+
+    /// How long after activation a bundle is watched for that, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub policy_auto_rollback_watch_secs: u64,
+
     /// Append every finding, before policy, to this file as JSON lines
     /// (for `vigilctl policy test --events`).
     #[arg(long)]

@@ -35,9 +35,31 @@ pub enum Verdict {
     },
 }
 
+/// When a new bundle is rolled back on its own: more than `per_minute`
+/// findings within one minute during its first `watch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoRollback {
+    pub per_minute: u64,
+    pub watch: std::time::Duration,
+}
+
+/// A newly activated bundle on probation, and what to go back to.
+struct Probation {
+    previous: Vec<u8>,
+    previous_version: u64,
+    since: std::time::Instant,
+    minute_start: std::time::Instant,
+    in_minute: u64,
+}
+
 pub struct Governor {
     trusted: TrustedKeys,
     active: Option<ActivePolicy>,
+    active_bytes: Option<Vec<u8>>,
+    auto_rollback: Option<AutoRollback>,
+    probation: Option<Probation>,
+    /// Versions rolled back automatically: not accepted again.
+    rolled_back: std::collections::BTreeSet<u64>,
     enforcer: Enforcer,
     host: HostFacts,
     procfs: Procfs,
@@ -58,6 +80,10 @@ impl Governor {
         let mut g = Self {
             trusted,
             active: None,
+            active_bytes: None,
+            auto_rollback: None,
+            probation: None,
+            rolled_back: Default::default(),
             enforcer: Enforcer::new(procfs.clone()),
             host,
             procfs,
@@ -79,6 +105,11 @@ impl Governor {
         g
     }
 
+    /// Roll new bundles back on a burst of findings (None: never).
+    pub fn set_auto_rollback(&mut self, rule: Option<AutoRollback>) {
+        self.auto_rollback = rule;
+    }
+
     pub fn active(&self) -> Option<&ActivePolicy> {
         self.active.as_ref()
     }
@@ -95,6 +126,12 @@ impl Governor {
             return Err("no trusted policy keys are configured (--trusted-policy-key)".into());
         }
         let bundle = Bundle::from_json(bytes).map_err(|e| e.to_string())?;
+        if self.rolled_back.contains(&bundle.version) {
+            return Err(format!(
+                "policy bundle version {} refused: it was rolled back automatically on this host",
+                bundle.version
+            ));
+        }
         self.trusted
             .verify(&bundle)
             .map_err(|e| format!("policy bundle version {} refused: {e}", bundle.version))?;
@@ -111,11 +148,27 @@ impl Governor {
             t.flush().map_err(|e| e.to_string())?;
         }
         let version = bundle.version;
+        let previous = self.active_bytes.replace(bytes.to_vec());
+        let previous_version = self.active.as_ref().map(|a| a.version).unwrap_or(0);
         self.active = Some(ActivePolicy {
             version,
             digest: bundle.digest(),
             set,
         });
+        // A bundle replacing another is on probation, if configured.
+        self.probation = match (previous, self.auto_rollback) {
+            (Some(previous), Some(_)) => {
+                let now = std::time::Instant::now();
+                Some(Probation {
+                    previous,
+                    previous_version,
+                    since: now,
+                    minute_start: now,
+                    in_minute: 0,
+                })
+            }
+            _ => None,
+        };
         Ok(version)
     }
 
@@ -153,6 +206,56 @@ impl Governor {
                 }
             }
         }
+    }
+
+    /// Counts a reported finding against a new bundle's probation; past
+    /// the limit, goes back to the previous bundle and returns the finding
+    /// that says so.
+    pub fn watch_rate(&mut self, agent: &vigil_domain::ProcessInfo) -> Option<Finding> {
+        let rule = self.auto_rollback?;
+        let p = self.probation.as_mut()?;
+        let now = std::time::Instant::now();
+        if now.duration_since(p.since) > rule.watch {
+            self.probation = None;
+            return None;
+        }
+        if now.duration_since(p.minute_start) >= std::time::Duration::from_secs(60) {
+            p.minute_start = now;
+            p.in_minute = 0;
+        }
+        p.in_minute += 1;
+        if p.in_minute <= rule.per_minute {
+            return None;
+        }
+        let p = self.probation.take()?;
+        let bad = self.active.as_ref().map(|a| a.version).unwrap_or(0);
+        self.rolled_back.insert(bad);
+        let restored = self.accept(&p.previous);
+        // Going back is not itself on probation.
+        self.probation = None;
+        let summary = match restored {
+            Ok(v) => format!(
+                "policy version {bad} rolled back automatically to version {v}: more than {} findings within a minute of its activation",
+                rule.per_minute
+            ),
+            Err(e) => format!(
+                "policy version {bad} made more than {} findings within a minute; going back to version {} failed: {e}",
+                rule.per_minute, p.previous_version
+            ),
+        };
+        tracing::error!(%summary, "policy auto-rollback");
+        Some(Finding {
+            seq: 0,
+            rule_id: "vigil.policy.auto-rollback".into(),
+            severity: vigil_domain::Severity::High,
+            signal: vigil_domain::SignalKind::Policy,
+            observed_at_unix_nanos: crate::clock::unix_now_nanos(),
+            process: agent.clone(),
+            file: None,
+            net: None,
+            gpu: None,
+            summary,
+        })
     }
 
     /// Carries out an action; the finding that says what happened.

@@ -94,6 +94,12 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             }
         }
     }
+    if config.policy_auto_rollback_per_minute > 0 {
+        governor.set_auto_rollback(Some(crate::governor::AutoRollback {
+            per_minute: config.policy_auto_rollback_per_minute,
+            watch: std::time::Duration::from_secs(config.policy_auto_rollback_watch_secs),
+        }));
+    }
     let mut pipeline = Pipeline::new(spool.clone(), governor);
     let running = detector.scan_running(&mut table);
     tracing::info!(
@@ -255,6 +261,14 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 }
             }
             _ = counters_tick.tick() => {
+                if let Some(v) = pipeline.policy_rolled_back.take() {
+                    let refused = policy_status_tx.borrow().as_ref().map(|s| s.active_version).unwrap_or(0);
+                    policy_status_tx.send_replace(Some(pb::PolicyStatus {
+                        active_version: v,
+                        error: format!("version {refused} was rolled back automatically (too many findings after it became active)"),
+                        refused_version: refused,
+                    }));
+                }
                 let counters = sensor.counters();
                 if counters.dropped > dropped_reported {
                     tracing::warn!(
@@ -286,6 +300,10 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
 struct Pipeline {
     spool: Spool,
     governor: Governor,
+    /// The agent itself, as the process behind its own findings.
+    agent_process: ProcessInfo,
+    /// Set when the governor rolled a bundle back: the version now active.
+    policy_rolled_back: Option<u64>,
     hashing: HashMap<FileKey, Vec<PendingFinding>>,
     hashed_tx: mpsc::UnboundedSender<(PendingFinding, Option<String>)>,
     hashed: mpsc::UnboundedReceiver<(PendingFinding, Option<String>)>,
@@ -301,9 +319,17 @@ impl Pipeline {
     fn new(spool: Spool, governor: Governor) -> Self {
         let (hashed_tx, hashed) = mpsc::unbounded_channel();
         let (probed_tx, probed) = mpsc::unbounded_channel();
+        let me = std::process::id();
+        let agent_process = Procfs::default().process(me).unwrap_or(ProcessInfo {
+            pid: me,
+            comm: "vigil-agent".into(),
+            ..Default::default()
+        });
         Self {
             spool,
             governor,
+            agent_process,
+            policy_rolled_back: None,
             hashing: HashMap::new(),
             hashed_tx,
             hashed,
@@ -373,6 +399,10 @@ fn record(
         spool_finding(&p.spool, *finding, event_boot_ns)?;
         if let Some(f) = acted {
             spool_finding(&p.spool, f, event_boot_ns)?;
+        }
+        if let Some(f) = p.governor.watch_rate(&p.agent_process) {
+            spool_finding(&p.spool, f, event_boot_ns)?;
+            p.policy_rolled_back = Some(p.governor.active().map(|a| a.version).unwrap_or(0));
         }
     }
     if let Some(signals) = detector.reported(pid) {

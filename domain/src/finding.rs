@@ -41,6 +41,8 @@ pub enum SignalKind {
     AiEgress,
     AiServing,
     GpuUse,
+    /// Not AI evidence: what the agent's policy did (an automatic rollback).
+    Policy,
 }
 
 impl SignalKind {
@@ -52,6 +54,7 @@ impl SignalKind {
             SignalKind::AiEgress => "ai_egress",
             SignalKind::AiServing => "ai_serving",
             SignalKind::GpuUse => "gpu_use",
+            SignalKind::Policy => "policy",
         }
     }
 }

@@ -568,3 +568,87 @@ async fn pushed_policies_reach_the_agent_and_rollback_unfreeze_and_refusals_work
         "v3 (v1's rules) kills again: {status:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_that_floods_findings_is_rolled_back_automatically() {
+    if !privileged("a_bundle_that_floods_findings_is_rolled_back") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let key = SigningKey::generate();
+    let cp = ControlPlane::start_with(
+        &tmp.path().join("cp"),
+        free_port(),
+        &["--trusted-policy-key", &key.public_hex()],
+    );
+    cp.wait_leader().await;
+    let _agent = Agent::start_with(
+        &tmp.path().join("agent"),
+        &cp.endpoint(),
+        "flood-host",
+        &[
+            "--trusted-policy-key",
+            &key.public_hex(),
+            "--policy-auto-rollback-per-minute",
+            "5",
+        ],
+    )
+    .await;
+    let push = |version: u64, rules: &str| {
+        let path = tmp.path().join(format!("v{version}.json"));
+        std::fs::write(&path, key.sign(version, policy(rules)).to_json()).unwrap();
+        let (ok, _, err) = vigilctl(&cp, &["policy", "push", path.to_str().unwrap()]);
+        assert!(ok, "{err}");
+    };
+    let on = |want: &'static str| {
+        let cp = &cp;
+        async move {
+            wait_for(want, Duration::from_secs(15), || async {
+                let (_, show, _) = vigilctl(cp, &["agents", "show", "flood-host"]);
+                show.contains(want).then_some(show)
+            })
+            .await
+        }
+    };
+    // v1 reports only model servers; v2 reports every model file.
+    push(
+        1,
+        "id: quiet\ndescription: d\nseverity: high\nwhen: [ai_serving]\n",
+    );
+    on("policy: version 1\n").await;
+    push(
+        2,
+        "id: loud\ndescription: d\nseverity: low\nwhen: [model_file]\n",
+    );
+    on("policy: version 2\n").await;
+    let dir = tmp.path().join("models");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..8 {
+        let m = dir.join(format!("m{i}.gguf"));
+        gguf(&m);
+        let status = Command::new("/bin/cat")
+            .arg(&m)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let show = on("the last bundle was REFUSED: version 2 was rolled back automatically").await;
+    assert!(show.contains("policy: version 1;"), "{show}");
+    let alert = wait_for("the rollback alert", Duration::from_secs(15), || async {
+        cp.alerts()
+            .await
+            .into_iter()
+            .find(|a| a.finding.as_ref().unwrap().rule_id == "vigil.policy.auto-rollback")
+    })
+    .await;
+    let summary = alert.finding.unwrap().summary;
+    assert!(
+        summary.contains("policy version 2 rolled back automatically to version 1"),
+        "{summary}"
+    );
+    // The control plane still has 2 active, and offers it again on
+    // reconnect: the agent does not take it back.
+    let (_, list, _) = vigilctl(&cp, &["policy", "list"]);
+    assert!(list.lines().any(|l| l.starts_with("* v2")), "{list}");
+}

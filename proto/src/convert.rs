@@ -67,6 +67,7 @@ pub fn signal_from_wire(field: &str, raw: i32) -> Result<domain::SignalKind, Wir
         pb::SignalKind::AiEgress => domain::SignalKind::AiEgress,
         pb::SignalKind::AiServing => domain::SignalKind::AiServing,
         pb::SignalKind::GpuUse => domain::SignalKind::GpuUse,
+        pb::SignalKind::Policy => domain::SignalKind::Policy,
     })
 }
 
@@ -79,6 +80,7 @@ impl From<domain::SignalKind> for pb::SignalKind {
             domain::SignalKind::AiEgress => pb::SignalKind::AiEgress,
             domain::SignalKind::AiServing => pb::SignalKind::AiServing,
             domain::SignalKind::GpuUse => pb::SignalKind::GpuUse,
+            domain::SignalKind::Policy => pb::SignalKind::Policy,
         }
     }
 }
