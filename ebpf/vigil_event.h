@@ -136,6 +136,15 @@ struct vigil_dns_event {
 };
 
 /*
+ * A destination the agent blocks for one cgroup (block_egress): the
+ * cgroup v2 id and the address, IPv4 mapped as ::ffff:a.b.c.d.
+ */
+struct vigil_blocked_destination {
+	__u64 cgroup_id;
+	__u8 addr[16];
+};
+
+/*
  * One entry of the path filter. Bytes are compared 16 at a time as two
  * little-endian u64 words under a mask: a suffix is right-aligned (it must
  * end where the path ends), a prefix left-aligned.

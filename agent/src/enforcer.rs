@@ -10,10 +10,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use aya::programs::cgroup_device::CgroupDeviceLinkId;
-use aya::programs::{CgroupAttachMode, CgroupDevice};
+use aya::programs::cgroup_skb::{CgroupSkbAttachType, CgroupSkbLinkId};
+use aya::programs::{CgroupAttachMode, CgroupDevice, CgroupSkb};
 use aya::{Ebpf, EbpfLoader};
 use vigil_policy::Action;
 
+use crate::governor::ActionPlan;
 use crate::procfs::Procfs;
 
 static ENFORCE_OBJECT: &[u8] =
@@ -65,7 +67,21 @@ pub struct Enforcer {
     frozen: HashMap<u32, PathBuf>,
     /// Processes refused GPUs: their cgroup and the program's link.
     gpu_denied: HashMap<u32, (PathBuf, CgroupDeviceLinkId)>,
+    /// Processes whose egress is blocked: cgroup, its id, the program's
+    /// link, and the map entries made for it.
+    egress_blocked: HashMap<u32, (PathBuf, CgroupSkbLinkId, Vec<BlockedDestination>)>,
 }
+
+/// `struct vigil_blocked_destination`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockedDestination {
+    pub cgroup_id: u64,
+    pub addr: [u8; 16],
+}
+
+// SAFETY: plain old data (u64 then 16 bytes: no padding), as the kernel map's key.
+unsafe impl aya::Pod for BlockedDestination {}
 
 impl Enforcer {
     pub fn new(procfs: Procfs) -> Self {
@@ -76,13 +92,15 @@ impl Enforcer {
             device_programs: None,
             frozen: HashMap::new(),
             gpu_denied: HashMap::new(),
+            egress_blocked: HashMap::new(),
         }
     }
 
-    /// Applies `action` to `pid` and its descendants.
-    pub fn enforce(&mut self, action: Action, dry_run: bool, pid: u32) -> Outcome {
+    /// Applies a rule's action to `pid` and its descendants.
+    pub fn enforce(&mut self, plan: &ActionPlan, pid: u32) -> Outcome {
+        let action = plan.action;
         let tree = self.process_tree(pid);
-        if dry_run {
+        if plan.dry_run {
             return Outcome::DryRun(format!(
                 "{} pid {pid} ({} processes)",
                 action.as_str(),
@@ -94,7 +112,7 @@ impl Enforcer {
             Action::Kill => Ok(kill_tree(&tree)),
             Action::Freeze => self.freeze(pid, &tree),
             Action::DenyGpu => self.deny_gpu(pid, &tree),
-            Action::BlockEgress => Err("block_egress is not available in this version".into()),
+            Action::BlockEgress => self.block_egress(pid, &tree, &plan.hosts),
         };
         match r {
             Ok(s) => Outcome::Done(s),
@@ -117,8 +135,27 @@ impl Enforcer {
     }
 
     /// A process exited: the cgroup made for it goes (once empty), with the
-    /// device program attached to it.
+    /// programs attached to it and its map entries.
     pub fn forget(&mut self, pid: u32) {
+        if let Some((dir, link, keys)) = self.egress_blocked.remove(&pid) {
+            if let Some(ebpf) = self.device_programs.as_mut() {
+                if let Some(Ok(mut map)) = ebpf
+                    .map_mut("BLOCKED_DESTINATIONS")
+                    .map(aya::maps::HashMap::<_, BlockedDestination, u8>::try_from)
+                {
+                    for k in &keys {
+                        let _ = map.remove(k);
+                    }
+                }
+                if let Some(Ok(prog)) = ebpf
+                    .program_mut("vigil_block_egress")
+                    .map(<&mut CgroupSkb>::try_from)
+                {
+                    let _ = prog.detach(link);
+                }
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
         if let Some(dir) = self.frozen.remove(&pid) {
             let _ = std::fs::remove_dir(dir);
         }
@@ -200,10 +237,10 @@ impl Enforcer {
         ))
     }
 
-    fn deny_gpu(&mut self, pid: u32, tree: &[u32]) -> Result<String, String> {
-        let dir = self.own_cgroup("gpu-denied", pid, tree)?;
-        let majors = gpu_majors(&std::fs::read_to_string("/proc/devices").unwrap_or_default());
+    /// The enforcement programs, loaded (not attached) on first use.
+    fn programs(&mut self) -> Result<&mut Ebpf, String> {
         if self.device_programs.is_none() {
+            let majors = gpu_majors(&std::fs::read_to_string("/proc/devices").unwrap_or_default());
             let mut table = [0u32; GPU_MAJOR_SLOTS];
             for (slot, m) in table.iter_mut().zip(&majors) {
                 *slot = *m;
@@ -213,20 +250,32 @@ impl Enforcer {
                 .override_global("GPU_MAJORS", &table, true)
                 .override_global("GPU_MAJOR_COUNT", &count, true)
                 .load(ENFORCE_OBJECT)
-                .map_err(|e| format!("loading the device program: {e}"))?;
-            let prog: &mut CgroupDevice = ebpf
+                .map_err(|e| format!("loading the enforcement programs: {e}"))?;
+            let dev: &mut CgroupDevice = ebpf
                 .program_mut("vigil_deny_gpu")
                 .ok_or("vigil_deny_gpu missing from the object")?
                 .try_into()
                 .map_err(|e| format!("{e}"))?;
-            prog.load()
+            dev.load()
                 .map_err(|e| format!("loading vigil_deny_gpu: {e}"))?;
+            let skb: &mut CgroupSkb = ebpf
+                .program_mut("vigil_block_egress")
+                .ok_or("vigil_block_egress missing from the object")?
+                .try_into()
+                .map_err(|e| format!("{e}"))?;
+            skb.load()
+                .map_err(|e| format!("loading vigil_block_egress: {e}"))?;
             self.device_programs = Some(ebpf);
         }
-        let ebpf = self
-            .device_programs
+        self.device_programs
             .as_mut()
-            .ok_or("device programs not loaded")?;
+            .ok_or_else(|| "enforcement programs not loaded".to_string())
+    }
+
+    fn deny_gpu(&mut self, pid: u32, tree: &[u32]) -> Result<String, String> {
+        let dir = self.own_cgroup("gpu-denied", pid, tree)?;
+        let majors = gpu_majors(&std::fs::read_to_string("/proc/devices").unwrap_or_default());
+        let ebpf = self.programs()?;
         let prog: &mut CgroupDevice = ebpf
             .program_mut("vigil_deny_gpu")
             .ok_or("vigil_deny_gpu missing")?
@@ -242,6 +291,77 @@ impl Enforcer {
             "refused GPU devices (majors {majors:?}) to pid {pid} ({} processes) in cgroup {}",
             tree.len(),
             dir.display()
+        ))
+    }
+
+    fn block_egress(&mut self, pid: u32, tree: &[u32], hosts: &[String]) -> Result<String, String> {
+        // Names resolve now; addresses stand for themselves.
+        let mut addrs: Vec<std::net::IpAddr> = Vec::new();
+        let mut unresolved = Vec::new();
+        for h in hosts {
+            match h.parse::<std::net::IpAddr>() {
+                Ok(ip) => addrs.push(ip),
+                Err(_) => match std::net::ToSocketAddrs::to_socket_addrs(&(h.as_str(), 0)) {
+                    Ok(it) => addrs.extend(it.map(|sa| sa.ip())),
+                    Err(_) => unresolved.push(h.clone()),
+                },
+            }
+        }
+        addrs.sort();
+        addrs.dedup();
+        let dir = self.own_cgroup("egress-blocked", pid, tree)?;
+        use std::os::unix::fs::MetadataExt;
+        let cgroup_id = std::fs::metadata(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .ino();
+        let keys: Vec<BlockedDestination> = addrs
+            .iter()
+            .map(|ip| BlockedDestination {
+                cgroup_id,
+                addr: match ip {
+                    std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                    std::net::IpAddr::V6(v6) => v6.octets(),
+                },
+            })
+            .collect();
+        let ebpf = self.programs()?;
+        {
+            let mut map = aya::maps::HashMap::<_, BlockedDestination, u8>::try_from(
+                ebpf.map_mut("BLOCKED_DESTINATIONS")
+                    .ok_or("BLOCKED_DESTINATIONS missing")?,
+            )
+            .map_err(|e| format!("{e}"))?;
+            for k in &keys {
+                map.insert(k, 1, 0)
+                    .map_err(|e| format!("blocking an address: {e}"))?;
+            }
+        }
+        let prog: &mut CgroupSkb = ebpf
+            .program_mut("vigil_block_egress")
+            .ok_or("vigil_block_egress missing")?
+            .try_into()
+            .map_err(|e| format!("{e}"))?;
+        let cgroup =
+            std::fs::File::open(&dir).map_err(|e| format!("opening {}: {e}", dir.display()))?;
+        let link = prog
+            .attach(
+                cgroup,
+                CgroupSkbAttachType::Egress,
+                CgroupAttachMode::Single,
+            )
+            .map_err(|e| format!("attaching to {}: {e}", dir.display()))?;
+        self.egress_blocked.insert(pid, (dir.clone(), link, keys));
+        let unresolved = if unresolved.is_empty() {
+            String::new()
+        } else {
+            format!("; not resolved: {}", unresolved.join(", "))
+        };
+        Ok(format!(
+            "blocked egress of pid {pid} ({} processes, cgroup {}) to {} addresses of {} hosts{unresolved}",
+            tree.len(),
+            dir.display(),
+            addrs.len(),
+            hosts.len()
         ))
     }
 }

@@ -24,6 +24,15 @@ pub struct ActivePolicy {
     pub set: PolicySet,
 }
 
+/// An action a rule asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionPlan {
+    pub action: Action,
+    pub dry_run: bool,
+    /// For block_egress: the hosts to block.
+    pub hosts: Vec<String>,
+}
+
 /// What becomes of a finding.
 pub enum Verdict {
     /// The policy allows it: not reported.
@@ -31,7 +40,7 @@ pub enum Verdict {
     /// Report it; then carry out the action, if it is more than an alert.
     Report {
         finding: Box<Finding>,
-        action: Option<(Action, bool)>,
+        action: Option<ActionPlan>,
     },
 }
 
@@ -196,10 +205,15 @@ impl Governor {
                 severity,
                 action,
                 dry_run,
+                hosts,
             }) => {
                 finding.rule_id = rule_id;
                 finding.severity = severity;
-                let action = (action != Action::Alert).then_some((action, dry_run));
+                let action = (action != Action::Alert).then_some(ActionPlan {
+                    action,
+                    dry_run,
+                    hosts,
+                });
                 Verdict::Report {
                     finding: Box::new(finding),
                     action,
@@ -259,14 +273,9 @@ impl Governor {
     }
 
     /// Carries out an action; the finding that says what happened.
-    pub fn enforce(
-        &mut self,
-        finding: &Finding,
-        action: Action,
-        dry_run: bool,
-        event_boot_ns: u64,
-    ) -> Finding {
-        let outcome = self.enforcer.enforce(action, dry_run, finding.process.pid);
+    pub fn enforce(&mut self, finding: &Finding, plan: &ActionPlan, event_boot_ns: u64) -> Finding {
+        let action = plan.action;
+        let outcome = self.enforcer.enforce(plan, finding.process.pid);
         let after_ms = crate::clock::boot_now_ns().saturating_sub(event_boot_ns) as f64 / 1e6;
         match &outcome {
             Outcome::Failed(e) => {

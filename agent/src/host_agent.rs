@@ -394,8 +394,7 @@ fn record(
     let pid = finding.process.pid;
     if let Verdict::Report { finding, action } = p.governor.decide(finding) {
         // Act first: a kill should not wait for the disk.
-        let acted =
-            action.map(|(a, dry_run)| p.governor.enforce(&finding, a, dry_run, event_boot_ns));
+        let acted = action.map(|plan| p.governor.enforce(&finding, &plan, event_boot_ns));
         spool_finding(&p.spool, *finding, event_boot_ns)?;
         if let Some(f) = acted {
             spool_finding(&p.spool, f, event_boot_ns)?;

@@ -33,6 +33,17 @@ when: [model_file]
 condition: process.name == "deny-gpu-me"
 action: deny_gpu
 ---
+lists:
+  blocked: ["127.0.0.2"]
+---
+id: test.block-egress
+description: no traffic to the blocked hosts
+severity: high
+when: [model_file]
+condition: process.name == "egress-me"
+action: block_egress
+hosts: blocked
+---
 id: test.everything-else
 description: the rest is reported
 severity: medium
@@ -246,6 +257,20 @@ async fn kill_freeze_and_deny_gpu_rules_act_and_approved_workloads_are_untouched
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("before ENXIO"), "{text}");
     assert!(text.contains("after EPERM"), "{text}");
+
+    // block_egress: datagrams to 127.0.0.2 fail with EPERM once the rule
+    // acts; 127.0.0.1 is still reachable from the same process. (Sockets
+    // belong to the cgroup they were created in: new ones are blocked.)
+    let egress = "import socket, sys, time\ndef send(ip):\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n    try:\n        s.sendto(b'x', (ip, 9))\n        return 'sent'\n    except PermissionError:\n        return 'EPERM'\nprint('before', send('127.0.0.2'), flush=True)\nopen(sys.argv[1], 'rb').read(4)\nfor _ in range(250):\n    r = send('127.0.0.2')\n    if r == 'EPERM':\n        break\n    time.sleep(0.02)\nprint('after', r, 'other', send('127.0.0.1'), flush=True)\n";
+    let sender = python_copy(&dir, "egress-me");
+    let out = Command::new(&sender)
+        .args(["-c", egress])
+        .arg(&model)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("before sent"), "{text}");
+    assert!(text.contains("after EPERM other sent"), "{text}");
     drop(frozen);
 }
 

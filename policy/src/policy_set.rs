@@ -50,9 +50,13 @@ pub struct Decision {
     pub action: Action,
     /// Report what the action would do, without doing it.
     pub dry_run: bool,
+    /// For block_egress: the hosts (names or addresses) to block.
+    pub hosts: Vec<String>,
 }
 
 struct CompiledRule {
+    /// For block_egress: the hosts to block.
+    hosts: Vec<String>,
     /// What its condition and exceptions read.
     needs: Needs,
     id: String,
@@ -166,18 +170,47 @@ impl PolicySet {
                     Err(d) => errors.push(d),
                 }
             }
-            if spec.action == Action::BlockEgress {
-                errors.push(Diagnostic::new(
-                    &spec.file,
-                    spec.line,
-                    1,
-                    format!(
-                        "rule {}: action block_egress is not available in this version",
-                        spec.id
-                    ),
-                ));
-            }
+            let hosts = match (spec.action, &spec.hosts) {
+                (Action::BlockEgress, Some(list)) => match lists.get(list) {
+                    Some(h) => h.clone(),
+                    None => {
+                        errors.push(Diagnostic::new(
+                            &spec.file,
+                            spec.line,
+                            1,
+                            format!("rule {}: hosts: no list named {list}", spec.id),
+                        ));
+                        Vec::new()
+                    }
+                },
+                (Action::BlockEgress, None) => {
+                    errors.push(Diagnostic::new(
+                        &spec.file,
+                        spec.line,
+                        1,
+                        format!(
+                            "rule {}: action block_egress needs `hosts:` naming a list of hosts",
+                            spec.id
+                        ),
+                    ));
+                    Vec::new()
+                }
+                (_, Some(_)) => {
+                    errors.push(Diagnostic::new(
+                        &spec.file,
+                        spec.line,
+                        1,
+                        format!(
+                            "rule {}: `hosts:` only goes with action block_egress",
+                            spec.id
+                        ),
+                    ));
+                    Vec::new()
+                }
+                (_, None) => Vec::new(),
+            };
             rules.push(CompiledRule {
+                hosts,
                 needs,
                 id: spec.id,
                 severity: spec.severity,
@@ -270,6 +303,7 @@ impl PolicySet {
             severity: r.severity,
             action: r.action,
             dry_run: r.dry_run,
+            hosts: r.hosts.clone(),
         })
     }
 }

@@ -46,6 +46,8 @@ pub struct RuleSpec {
     pub action: Action,
     pub dry_run: bool,
     pub exceptions: Vec<ExprSource>,
+    /// For `block_egress`: the list of hosts (names or addresses) to block.
+    pub hosts: Option<String>,
     pub file: String,
     pub line: usize,
 }
@@ -65,6 +67,8 @@ struct RuleDoc {
     dry_run: bool,
     #[serde(default)]
     exceptions: Vec<String>,
+    #[serde(default)]
+    hosts: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,6 +201,7 @@ pub fn parse_policy_files(files: &PolicySource) -> Result<(Vec<RuleSpec>, Lists)
                 action: d.action,
                 dry_run: d.dry_run,
                 exceptions,
+                hosts: d.hosts,
                 file: file.clone(),
                 line: id_line,
             });

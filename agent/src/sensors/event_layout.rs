@@ -263,6 +263,14 @@ pub fn rust_layout() -> Vec<(&'static str, usize)> {
             size_of::<RawDnsFixed>(),
         ),
         (
+            "sizeof(struct vigil_blocked_destination)",
+            size_of::<crate::enforcer::BlockedDestination>(),
+        ),
+        (
+            "offsetof(struct vigil_blocked_destination, addr)",
+            offset_of!(crate::enforcer::BlockedDestination, addr),
+        ),
+        (
             "sizeof(struct vigil_path_filter)",
             size_of::<RawPathFilter>(),
         ),
