@@ -107,6 +107,14 @@ impl Detector {
         self.reported.extend(reported);
     }
 
+    /// Replaces the approved workloads the control plane sent.
+    pub fn set_workload_records(
+        &mut self,
+        records: impl IntoIterator<Item = vigil_domain::WorkloadApproval>,
+    ) {
+        self.rules.set_workload_records(records);
+    }
+
     /// The signals reported so far for a process.
     pub fn reported(&self, pid: u32) -> Option<&HashSet<(SignalKind, String)>> {
         self.reported.get(&pid)

@@ -238,6 +238,10 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                     };
                     policy_status_tx.send_replace(Some(status));
                 }
+                ControlRequest::Workloads(records) => {
+                    tracing::info!(count = records.len(), "approved workloads updated");
+                    detector.set_workload_records(records);
+                }
                 ControlRequest::Unfreeze { pid } => {
                     let outcome = pipeline.governor.unfreeze(pid);
                     tracing::warn!(pid, outcome = %outcome.describe(), "unfreeze requested by an operator");

@@ -41,6 +41,8 @@ pub enum ControlRequest {
     Policy { version: u64, bundle: Vec<u8> },
     /// Thaw a process a freeze rule froze.
     Unfreeze { pid: u32 },
+    /// Every approved workload (replacing the previous set).
+    Workloads(Vec<vigil_domain::WorkloadApproval>),
 }
 
 /// The channels between the shipper and the agent's main loop.
@@ -152,6 +154,16 @@ async fn session(
                     }
                     Some(pb::control_message::Body::Unfreeze(u)) => {
                         requests.send(ControlRequest::Unfreeze { pid: u.pid }).await?;
+                    }
+                    Some(pb::control_message::Body::Workloads(w)) => {
+                        let mut records = Vec::with_capacity(w.workloads.len());
+                        for (i, wire) in w.workloads.into_iter().enumerate() {
+                            match vigil_domain::WorkloadApproval::try_from(wire) {
+                                Ok(r) => records.push(r),
+                                Err(e) => tracing::error!(error = %e.within(format!("workloads[{i}]")), "ignoring a malformed approved workload"),
+                            }
+                        }
+                        requests.send(ControlRequest::Workloads(records)).await?;
                     }
                     None => tracing::warn!("empty message from the control plane"),
                 }

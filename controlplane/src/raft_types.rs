@@ -67,6 +67,13 @@ pub enum Command {
         #[serde(default)]
         note: String,
     },
+    /// An approved workload is recorded (or replaced, by id).
+    #[serde(rename = "approve_workload.v1")]
+    ApproveWorkload {
+        workload: vigil_domain::WorkloadApproval,
+    },
+    #[serde(rename = "revoke_workload.v1")]
+    RevokeWorkload { id: String },
     /// What an agent did with the bundle it last received.
     #[serde(rename = "policy_status.v1")]
     PolicyStatus {

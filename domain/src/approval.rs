@@ -1,11 +1,55 @@
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-/// The workloads allowed to run AI on a host, identified by the sha256 of
-/// their executable. (The full approved-workload record, with model digests
-/// and signer, comes from the control plane with the policy bundles.)
+use serde::{Deserialize, Serialize};
+
+use crate::ProcessInfo;
+
+/// An approved workload, as an operator recorded it: the executable by
+/// digest, optionally narrowed to a path, a user and a cgroup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadApproval {
+    /// Assigned by the control plane.
+    pub id: String,
+    /// Hex sha256 of the executable (lowercase).
+    pub exe_sha256: String,
+    /// Only when the process runs this path.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Only for this uid.
+    #[serde(default)]
+    pub uid: Option<u32>,
+    /// Only inside this cgroup v2 path or below it.
+    #[serde(default)]
+    pub cgroup_prefix: Option<String>,
+    /// Who approved it, and why.
+    pub approved_by: String,
+    pub note: String,
+    pub approved_at_unix_nanos: i64,
+}
+
+impl WorkloadApproval {
+    /// Whether `process` (its digest known) is this workload.
+    pub fn matches(&self, process: &ProcessInfo) -> bool {
+        !process.exe_sha256.is_empty()
+            && process.exe_sha256.eq_ignore_ascii_case(&self.exe_sha256)
+            && self.path.as_ref().is_none_or(|p| *p == process.exe)
+            && self.uid.is_none_or(|u| u == process.uid)
+            && self.cgroup_prefix.as_ref().is_none_or(|c| {
+                process.cgroup_path == *c
+                    || process
+                        .cgroup_path
+                        .strip_prefix(c.trim_end_matches('/'))
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
+    }
+}
+
+/// The workloads allowed to run AI on a host: digests given to the agent
+/// at start, and the records the control plane sends.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApprovedWorkloads {
     exe_sha256: BTreeSet<String>,
+    records: BTreeMap<String, WorkloadApproval>,
 }
 
 impl ApprovedWorkloads {
@@ -19,16 +63,82 @@ impl ApprovedWorkloads {
                 .into_iter()
                 .map(|s| s.into().to_ascii_lowercase())
                 .collect(),
+            records: BTreeMap::new(),
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.exe_sha256.is_empty()
+    /// Replaces the records from the control plane (the start-up digests stay).
+    pub fn set_records(&mut self, records: impl IntoIterator<Item = WorkloadApproval>) {
+        self.records = records.into_iter().map(|r| (r.id.clone(), r)).collect();
     }
 
-    /// Whether an executable with this digest is approved. An unknown digest
-    /// (empty string) is never approved.
-    pub fn approves_exe(&self, exe_sha256: &str) -> bool {
-        !exe_sha256.is_empty() && self.exe_sha256.contains(&exe_sha256.to_ascii_lowercase())
+    pub fn records(&self) -> impl Iterator<Item = &WorkloadApproval> {
+        self.records.values()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exe_sha256.is_empty() && self.records.is_empty()
+    }
+
+    /// Whether `process` is an approved workload. An unknown digest (empty)
+    /// is never approved.
+    pub fn approves(&self, process: &ProcessInfo) -> bool {
+        let d = &process.exe_sha256;
+        !d.is_empty()
+            && (self.exe_sha256.contains(&d.to_ascii_lowercase())
+                || self.records.values().any(|r| r.matches(process)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_narrow_by_path_user_and_cgroup() {
+        let record = WorkloadApproval {
+            id: "w1".into(),
+            exe_sha256: "ab".into(),
+            path: Some("/opt/serve/bin/server".into()),
+            uid: Some(1000),
+            cgroup_prefix: Some("/system.slice/serve.service".into()),
+            approved_by: "alice".into(),
+            note: String::new(),
+            approved_at_unix_nanos: 0,
+        };
+        let mut a = ApprovedWorkloads::default();
+        a.set_records([record]);
+        let p = ProcessInfo {
+            exe: "/opt/serve/bin/server".into(),
+            uid: 1000,
+            exe_sha256: "AB".into(),
+            cgroup_path: "/system.slice/serve.service".into(),
+            ..Default::default()
+        };
+        assert!(a.approves(&p));
+        assert!(a.approves(&ProcessInfo {
+            cgroup_path: "/system.slice/serve.service/worker".into(),
+            ..p.clone()
+        }));
+        assert!(!a.approves(&ProcessInfo {
+            cgroup_path: "/system.slice/serve.service2".into(),
+            ..p.clone()
+        }));
+        assert!(!a.approves(&ProcessInfo {
+            uid: 0,
+            ..p.clone()
+        }));
+        assert!(!a.approves(&ProcessInfo {
+            exe: "/tmp/server".into(),
+            ..p.clone()
+        }));
+        assert!(!a.approves(&ProcessInfo {
+            exe_sha256: String::new(),
+            ..p.clone()
+        }));
+        assert!(ApprovedWorkloads::new(["AB"]).approves(&ProcessInfo {
+            exe_sha256: "ab".into(),
+            ..Default::default()
+        }));
     }
 }

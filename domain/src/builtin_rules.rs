@@ -207,9 +207,17 @@ impl BuiltinRules {
         Self { approved }
     }
 
+    /// Replaces the approved-workload records from the control plane.
+    pub fn set_workload_records(
+        &mut self,
+        records: impl IntoIterator<Item = crate::WorkloadApproval>,
+    ) {
+        self.approved.set_records(records);
+    }
+
     /// Whether `process` runs an approved workload (its digest must be known).
     pub fn approves(&self, process: &ProcessInfo) -> bool {
-        self.approved.approves_exe(&process.exe_sha256)
+        self.approved.approves(process)
     }
 
     /// The finding `obs` makes for `process`, if any. `process.exe_sha256`
@@ -404,7 +412,7 @@ impl BuiltinRules {
                 }
             }
         };
-        if self.approved.approves_exe(&process.exe_sha256) {
+        if self.approved.approves(process) {
             return None;
         }
         Some(Finding {

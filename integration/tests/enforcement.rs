@@ -677,3 +677,106 @@ async fn a_bundle_that_floods_findings_is_rolled_back_automatically() {
     let (_, list, _) = vigilctl(&cp, &["policy", "list"]);
     assert!(list.lines().any(|l| l.starts_with("* v2")), "{list}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workloads_approved_through_the_control_plane_make_no_findings_until_revoked() {
+    if !privileged("workloads_approved_through_the_control_plane") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("work");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
+    cp.wait_leader().await;
+    let agent = Agent::start(&tmp.path().join("agent"), &cp.endpoint(), "approve-host").await;
+    let server = python_copy(&dir, "model-server");
+    let open_model = |i: u32| {
+        let m = dir.join(format!("m{i}.gguf"));
+        gguf(&m);
+        let mut child = Command::new(&server)
+            .args(["-c", "import sys; open(sys.argv[1], 'rb').read(4)"])
+            .arg(&m)
+            .spawn()
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        child.id()
+    };
+    let marker = |i: u32| {
+        let m = dir.join(format!("marker{i}.gguf"));
+        gguf(&m);
+        let mut child = Command::new("/bin/cat")
+            .arg(&m)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        child.id()
+    };
+    let alerts_for = |pid: u32| {
+        let cp = &cp;
+        async move { rule_alerts(&cp.alerts().await, pid).len() }
+    };
+    let logged = |needle: String| {
+        let log = agent.log.clone();
+        async move {
+            wait_for(&needle.clone(), Duration::from_secs(15), || async {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                text.contains(&needle).then_some(())
+            })
+            .await
+        }
+    };
+
+    let pid = open_model(1);
+    wait_for(
+        "the unapproved server's alert",
+        Duration::from_secs(15),
+        || async { (alerts_for(pid).await == 1).then_some(()) },
+    )
+    .await;
+
+    let (ok, out, err) = vigilctl(
+        &cp,
+        &[
+            "workload",
+            "approve",
+            "--exe",
+            server.to_str().unwrap(),
+            "--note",
+            "the model server",
+        ],
+    );
+    assert!(ok, "{err}");
+    let id = out.split_whitespace().nth(2).unwrap().to_string();
+    logged("approved workloads updated count=1".into()).await;
+    let (_, list, _) = vigilctl(&cp, &["workload", "list"]);
+    assert!(
+        list.contains(&id) && list.contains(&sha256_file(&server)),
+        "{list}"
+    );
+
+    let approved_pid = open_model(2);
+    let m = marker(1);
+    wait_for("the marker", Duration::from_secs(15), || async {
+        (alerts_for(m).await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        alerts_for(approved_pid).await,
+        0,
+        "the approved server made an alert"
+    );
+
+    let (ok, _, err) = vigilctl(&cp, &["workload", "revoke", &id]);
+    assert!(ok, "{err}");
+    logged("approved workloads updated count=0".into()).await;
+    let pid = open_model(3);
+    wait_for(
+        "the alert after the revocation",
+        Duration::from_secs(15),
+        || async { (alerts_for(pid).await == 1).then_some(()) },
+    )
+    .await;
+    let (ok, _, err) = vigilctl(&cp, &["workload", "revoke", &id]);
+    assert!(!ok && err.contains("no approved workload"), "{err}");
+}

@@ -7,6 +7,7 @@
 
 mod convert;
 mod gpu_wire;
+mod workload_wire;
 
 pub use convert::{sensor_mode_from_wire, severity_from_wire, signal_from_wire, WireError};
 

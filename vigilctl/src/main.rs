@@ -54,6 +54,11 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Approved workloads.
+    Workload {
+        #[command(subcommand)]
+        command: WorkloadCommand,
+    },
     /// Act on one agent.
     Agent {
         #[command(subcommand)]
@@ -112,6 +117,38 @@ enum PolicyCommand {
         version: u64,
         #[arg(long)]
         key: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum WorkloadCommand {
+    /// Approves a workload: processes running this executable (narrowed by
+    /// path, user or cgroup when given) make no findings on any agent.
+    Approve {
+        /// The executable (its sha256 is what is approved).
+        #[arg(long, conflicts_with = "exe_sha256")]
+        exe: Option<PathBuf>,
+        /// The executable's hex sha256, when the file is not at hand.
+        #[arg(long)]
+        exe_sha256: Option<String>,
+        /// Only when the process runs this exact path.
+        #[arg(long)]
+        path: Option<String>,
+        /// Only for this uid.
+        #[arg(long)]
+        uid: Option<u32>,
+        /// Only inside this cgroup v2 path or below.
+        #[arg(long)]
+        cgroup: Option<String>,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Withdraws an approval by id.
+    Revoke { id: String },
+    /// Every approved workload.
+    List {
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -393,11 +430,100 @@ async fn run_remote_policy(
     Ok(())
 }
 
+/// Who is approving, for the record: user@host.
+fn operator() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{user}@{}", host.trim())
+}
+
+async fn run_workload(
+    client: &mut AdminServiceClient<Channel>,
+    command: WorkloadCommand,
+) -> anyhow::Result<()> {
+    match command {
+        WorkloadCommand::Approve {
+            exe,
+            exe_sha256,
+            path,
+            uid,
+            cgroup,
+            note,
+        } => {
+            let digest = match (exe, exe_sha256) {
+                (Some(file), None) => {
+                    use sha2::{Digest, Sha256};
+                    let bytes = std::fs::read(&file)
+                        .with_context(|| format!("reading {}", file.display()))?;
+                    hex::encode(Sha256::digest(&bytes))
+                }
+                (None, Some(d)) => d,
+                _ => anyhow::bail!("give --exe FILE or --exe-sha256 HEX"),
+            };
+            let id = client
+                .approve_workload(pb::ApproveWorkloadRequest {
+                    workload: Some(vigil_proto::types::v1::Workload {
+                        exe_sha256: digest.clone(),
+                        path,
+                        uid,
+                        cgroup_prefix: cgroup,
+                        approved_by: operator(),
+                        note,
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .id;
+            println!("approved workload {id} (exe sha256 {digest})");
+        }
+        WorkloadCommand::Revoke { id } => {
+            client
+                .revoke_workload(pb::RevokeWorkloadRequest { id: id.clone() })
+                .await
+                .map_err(status_error)?;
+            println!("revoked workload {id}");
+        }
+        WorkloadCommand::List { json } => {
+            let list = client
+                .list_workloads(pb::ListWorkloadsRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .workloads;
+            for w in list {
+                let w = vigil_domain::WorkloadApproval::try_from(w)
+                    .context("the control plane sent a malformed workload")?;
+                if json {
+                    println!("{}", serde_json::to_string(&w)?);
+                } else {
+                    println!(
+                        "{}  sha256 {}  path {}  uid {}  cgroup {}  by {} at {}  {}",
+                        w.id,
+                        w.exe_sha256,
+                        w.path.as_deref().unwrap_or("any"),
+                        w.uid.map(|u| u.to_string()).unwrap_or_else(|| "any".into()),
+                        w.cgroup_prefix.as_deref().unwrap_or("any"),
+                        w.approved_by,
+                        render::timestamp(w.approved_at_unix_nanos),
+                        w.note
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Commands that ask the control plane.
 async fn run_remote(endpoint: &str, command: Command) -> anyhow::Result<()> {
     let mut client = connect(endpoint).await?;
     match command {
         Command::Policy { command } => run_remote_policy(&mut client, command).await?,
+        Command::Workload { command } => run_workload(&mut client, command).await?,
         Command::Agent {
             command: AgentCommand::Unfreeze { agent, pid },
         } => {

@@ -261,6 +261,59 @@ impl AdminService for AdminServiceImpl {
         Ok(Response::new(pb::UnfreezeResponse {}))
     }
 
+    async fn approve_workload(
+        &self,
+        req: Request<pb::ApproveWorkloadRequest>,
+    ) -> Result<Response<pb::ApproveWorkloadResponse>, Status> {
+        let wire = req
+            .into_inner()
+            .workload
+            .ok_or_else(|| Status::invalid_argument("workload: must be set"))?;
+        let mut workload = vigil_domain::WorkloadApproval::try_from(wire)
+            .map_err(|e| Status::invalid_argument(e.within("workload").to_string()))?;
+        let now = now_unix_nanos();
+        if workload.id.is_empty() {
+            workload.id = format!("w-{:x}", now);
+        }
+        workload.approved_at_unix_nanos = now;
+        let id = workload.id.clone();
+        self.node
+            .write(Command::ApproveWorkload { workload })
+            .await?;
+        tracing::info!(%id, "workload approved");
+        Ok(Response::new(pb::ApproveWorkloadResponse { id }))
+    }
+
+    async fn revoke_workload(
+        &self,
+        req: Request<pb::RevokeWorkloadRequest>,
+    ) -> Result<Response<pb::RevokeWorkloadResponse>, Status> {
+        let id = req.into_inner().id;
+        let result = self
+            .node
+            .write(Command::RevokeWorkload { id: id.clone() })
+            .await?;
+        if let CommandResult::Refused { reason } = result {
+            return Err(Status::not_found(reason));
+        }
+        tracing::info!(%id, "workload revoked");
+        Ok(Response::new(pb::RevokeWorkloadResponse {}))
+    }
+
+    async fn list_workloads(
+        &self,
+        _req: Request<pb::ListWorkloadsRequest>,
+    ) -> Result<Response<pb::ListWorkloadsResponse>, Status> {
+        let workloads = self
+            .node
+            .state
+            .workloads()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::ListWorkloadsResponse {
+            workloads: workloads.into_iter().map(Into::into).collect(),
+        }))
+    }
+
     async fn get_agent(
         &self,
         req: Request<pb::GetAgentRequest>,

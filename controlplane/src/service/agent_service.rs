@@ -179,12 +179,41 @@ impl Session {
         Ok(())
     }
 
+    /// Sends every approved workload.
+    async fn send_workloads(&self) -> Result<(), Status> {
+        let workloads = self
+            .node
+            .state
+            .workloads()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let _ = self
+            .tx
+            .send(control(pb::control_message::Body::Workloads(
+                pb::Workloads {
+                    workloads: workloads.into_iter().map(Into::into).collect(),
+                },
+            )))
+            .await;
+        Ok(())
+    }
+
     async fn run(self, mut inbound: Streaming<pb::AgentMessage>) {
         let mut policy = self.node.state.watch_policy();
         policy.mark_changed();
+        let mut workloads = self.node.state.watch_workloads();
+        workloads.mark_changed();
         loop {
             let next = tokio::select! {
                 m = inbound.message() => m,
+                changed = workloads.changed() => {
+                    if changed.is_ok() {
+                        workloads.borrow_and_update();
+                        if let Err(status) = self.send_workloads().await {
+                            tracing::warn!(agent = %self.agent_id, error = %status, "sending the approved workloads");
+                        }
+                    }
+                    continue;
+                }
                 changed = policy.changed() => {
                     if changed.is_ok() {
                         policy.borrow_and_update();

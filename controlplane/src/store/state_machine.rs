@@ -33,6 +33,7 @@ const ALERT_PREFIX: &[u8] = b"alert/";
 const AGENT_PREFIX: &[u8] = b"agent/";
 const POLICY_PREFIX: &[u8] = b"policy/";
 const POLICY_META_PREFIX: &[u8] = b"policy_meta/";
+const WORKLOAD_PREFIX: &[u8] = b"workload/";
 
 /// When and why a policy version was pushed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -71,6 +72,7 @@ pub struct StateReader {
     tree: sled::Tree,
     last_alert: watch::Receiver<u64>,
     active_policy: watch::Receiver<u64>,
+    workloads_changed: watch::Receiver<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +174,22 @@ impl StateReader {
             .map(|v| v.to_vec()))
     }
 
+    /// Every approved workload, by id.
+    pub fn workloads(&self) -> Result<Vec<vigil_domain::WorkloadApproval>, ReadError> {
+        self.tree
+            .scan_prefix(WORKLOAD_PREFIX)
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Changes whenever a workload is approved or revoked.
+    pub fn watch_workloads(&self) -> watch::Receiver<u64> {
+        self.workloads_changed.clone()
+    }
+
     /// Changes whenever a policy version becomes active.
     pub fn watch_policy(&self) -> watch::Receiver<u64> {
         self.active_policy.clone()
@@ -196,6 +214,8 @@ pub struct SledStateMachine {
     snapshots: sled::Tree,
     last_alert: Arc<watch::Sender<u64>>,
     active_policy: Arc<watch::Sender<u64>>,
+    /// A generation count, bumped by every workload change applied.
+    workloads_changed: Arc<watch::Sender<u64>>,
 }
 
 impl SledStateMachine {
@@ -209,6 +229,7 @@ impl SledStateMachine {
             None => 0,
         };
         let (policy_tx, policy_rx) = watch::channel(active);
+        let (workloads_tx, workloads_rx) = watch::channel(0u64);
         Ok((
             Self {
                 db: db.clone(),
@@ -216,11 +237,13 @@ impl SledStateMachine {
                 snapshots,
                 last_alert: Arc::new(tx),
                 active_policy: Arc::new(policy_tx),
+                workloads_changed: Arc::new(workloads_tx),
             },
             StateReader {
                 tree,
                 last_alert: rx,
                 active_policy: policy_rx,
+                workloads_changed: workloads_rx,
             },
         ))
     }
@@ -328,6 +351,21 @@ impl SledStateMachine {
                     duplicates,
                     up_to_seq: rec.last_acked_seq,
                 })
+            }
+            Command::ApproveWorkload { workload } => {
+                let k = prefixed(WORKLOAD_PREFIX, workload.id.as_bytes());
+                batch.insert(k, json(&workload)?);
+                Ok(CommandResult::Done)
+            }
+            Command::RevokeWorkload { id } => {
+                let k = prefixed(WORKLOAD_PREFIX, id.as_bytes());
+                if self.tree.get(&k).map_err(sm_read_err)?.is_none() {
+                    return Ok(CommandResult::Refused {
+                        reason: format!("no approved workload {id}"),
+                    });
+                }
+                batch.remove(k);
+                Ok(CommandResult::Done)
             }
             Command::PolicyStatus {
                 agent_id,
@@ -483,11 +521,18 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         I::IntoIter: OptionalSend,
     {
         let mut results = Vec::new();
+        let mut workloads_changed = false;
         for entry in entries {
             let mut batch = sled::Batch::default();
             let result = match entry.payload {
                 EntryPayload::Blank => CommandResult::Done,
-                EntryPayload::Normal(cmd) => self.apply_command(cmd, &mut batch)?,
+                EntryPayload::Normal(cmd) => {
+                    workloads_changed |= matches!(
+                        cmd,
+                        Command::ApproveWorkload { .. } | Command::RevokeWorkload { .. }
+                    );
+                    self.apply_command(cmd, &mut batch)?
+                }
                 EntryPayload::Membership(m) => {
                     let stored = StoredMembership::new(Some(entry.log_id), m);
                     batch.insert(
@@ -509,6 +554,9 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         self.last_alert
             .send_if_modified(|v| std::mem::replace(v, last) != last);
         self.publish_active_policy()?;
+        if workloads_changed {
+            self.workloads_changed.send_modify(|g| *g += 1);
+        }
         Ok(results)
     }
 
@@ -519,6 +567,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
             snapshots: self.snapshots.clone(),
             last_alert: self.last_alert.clone(),
             active_policy: self.active_policy.clone(),
+            workloads_changed: self.workloads_changed.clone(),
         }
     }
 
@@ -558,6 +607,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         let last = last_alert_in(&self.tree).map_err(sm_read_err)?;
         self.last_alert.send_replace(last);
         self.publish_active_policy()?;
+        self.workloads_changed.send_modify(|g| *g += 1);
         Ok(())
     }
 
