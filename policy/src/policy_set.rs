@@ -10,7 +10,7 @@ use vigil_domain::{Finding, ProcessInfo, Severity, SignalKind};
 
 use crate::cel_schema::{check_condition, Needs};
 use crate::facts::{finding_values, HostFacts};
-use crate::rule_file::{list_names, parse_policy_files, ExprSource, PolicySource};
+use crate::rule_file::{list_names, parse_policy_files, ExprSource, ParsedPolicy, PolicySource};
 use crate::Diagnostic;
 
 /// What a matching rule does on the host.
@@ -143,7 +143,11 @@ impl PolicySet {
     /// Parses, checks and compiles a policy directory's files. Every
     /// problem is reported, each as `file:line:col: message`.
     pub fn compile(files: &PolicySource) -> Result<PolicySet, Vec<Diagnostic>> {
-        let (specs, lists) = parse_policy_files(files)?;
+        let ParsedPolicy {
+            rules: specs,
+            lists,
+            settings,
+        } = parse_policy_files(files)?;
         let names = list_names(&lists);
         let mut errors = Vec::new();
         let mut rules = Vec::new();
@@ -218,7 +222,7 @@ impl PolicySet {
                 condition,
                 exceptions,
                 action: spec.action,
-                dry_run: spec.dry_run,
+                dry_run: spec.dry_run || settings.dry_run,
             });
         }
         if !errors.is_empty() {

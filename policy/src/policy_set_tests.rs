@@ -193,3 +193,25 @@ fn the_default_pack_compiles_and_covers_every_signal() {
         None
     );
 }
+
+#[test]
+fn a_dry_run_bundle_reports_every_action_without_doing_it() {
+    let files = source(&[
+        ("rules.yaml", RULES),
+        ("settings.yaml", "settings:\n  dry_run: true\n"),
+    ]);
+    let set = PolicySet::compile(&files).unwrap();
+    let d = set
+        .evaluate(
+            &finding(SignalKind::ModelFile, "/tmp/logrotate-helper", "/x/m.gguf"),
+            None,
+            &HostFacts::default(),
+        )
+        .unwrap();
+    assert_eq!((d.action, d.dry_run), (Action::Kill, true));
+    let e = errors(&[("s.yaml", "settings:\n  dry_rn: true\n")]);
+    assert!(
+        e[0].starts_with("s.yaml:2:3: settings: unknown field `dry_rn`"),
+        "{e:?}"
+    );
+}

@@ -77,12 +77,36 @@ struct ListsDoc {
     lists: BTreeMap<String, Vec<String>>,
 }
 
+/// Settings for the whole bundle (a `settings:` document).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleSettings {
+    /// Every rule's action is reported, not carried out.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsDoc {
+    settings: BundleSettings,
+}
+
 /// Named lists of strings (`lists:` documents).
 pub type Lists = BTreeMap<String, Vec<String>>;
 
-/// Rules (in file order, files sorted by path) and named lists.
-pub fn parse_policy_files(files: &PolicySource) -> Result<(Vec<RuleSpec>, Lists), Vec<Diagnostic>> {
+/// A policy directory, parsed: rules in order, lists, settings.
+#[derive(Debug, Default)]
+pub struct ParsedPolicy {
+    pub rules: Vec<RuleSpec>,
+    pub lists: Lists,
+    pub settings: BundleSettings,
+}
+
+/// Rules (in file order, files sorted by path), named lists and settings.
+pub fn parse_policy_files(files: &PolicySource) -> Result<ParsedPolicy, Vec<Diagnostic>> {
     let mut rules = Vec::new();
+    let mut settings: Option<(BundleSettings, String)> = None;
     let mut lists = BTreeMap::new();
     let mut errors = Vec::new();
     let mut ids: BTreeMap<String, (String, usize)> = BTreeMap::new();
@@ -107,10 +131,25 @@ pub fn parse_policy_files(files: &PolicySource) -> Result<(Vec<RuleSpec>, Lists)
                 let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
                 Diagnostic::new(file, first_line + l - 1, c, msg)
             };
-            let is_lists = matches!(
-                serde_yaml::from_str::<serde_yaml::Value>(&doc),
-                Ok(serde_yaml::Value::Mapping(ref m)) if m.contains_key("lists")
-            );
+            let top = serde_yaml::from_str::<serde_yaml::Value>(&doc);
+            let has_key =
+                |k: &str| matches!(&top, Ok(serde_yaml::Value::Mapping(m)) if m.contains_key(k));
+            if has_key("settings") {
+                match serde_yaml::from_str::<SettingsDoc>(&doc) {
+                    Ok(d) => match &settings {
+                        Some((_, other)) => errors.push(Diagnostic::new(
+                            file,
+                            first_line,
+                            1,
+                            format!("settings are already given in {other}"),
+                        )),
+                        None => settings = Some((d.settings, file.clone())),
+                    },
+                    Err(e) => errors.push(located(e)),
+                }
+                continue;
+            }
+            let is_lists = has_key("lists");
             if is_lists {
                 match serde_yaml::from_str::<ListsDoc>(&doc) {
                     Ok(d) => {
@@ -208,7 +247,11 @@ pub fn parse_policy_files(files: &PolicySource) -> Result<(Vec<RuleSpec>, Lists)
         }
     }
     if errors.is_empty() {
-        Ok((rules, lists))
+        Ok(ParsedPolicy {
+            rules,
+            lists,
+            settings: settings.map(|(s, _)| s).unwrap_or_default(),
+        })
     } else {
         Err(errors)
     }
