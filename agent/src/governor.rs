@@ -222,6 +222,27 @@ impl Governor {
         }
     }
 
+    /// The approved-workload records a trusted key signed (all of them
+    /// when no policy key is configured: then the control plane vouches).
+    pub fn verified_workloads(
+        &self,
+        records: Vec<vigil_domain::WorkloadApproval>,
+    ) -> Vec<vigil_domain::WorkloadApproval> {
+        if self.trusted.is_empty() {
+            return records;
+        }
+        records
+            .into_iter()
+            .filter(|w| match self.trusted.verify_workload(w) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(id = %w.id, error = %e, "ignoring an approved workload that does not verify");
+                    false
+                }
+            })
+            .collect()
+    }
+
     /// Counts a reported finding against a new bundle's probation; past
     /// the limit, goes back to the previous bundle and returns the finding
     /// that says so.

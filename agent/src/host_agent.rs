@@ -239,6 +239,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                     policy_status_tx.send_replace(Some(status));
                 }
                 ControlRequest::Workloads(records) => {
+                    let records = pipeline.governor.verified_workloads(records);
                     tracing::info!(count = records.len(), "approved workloads updated");
                     detector.set_workload_records(records);
                 }

@@ -21,13 +21,52 @@ pub struct WorkloadApproval {
     /// Only inside this cgroup v2 path or below it.
     #[serde(default)]
     pub cgroup_prefix: Option<String>,
+    /// The model files (hex sha256) it may load; empty: any.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// The GPUs (UUIDs) it may use; empty: any.
+    #[serde(default)]
+    pub gpus: Vec<String>,
     /// Who approved it, and why.
     pub approved_by: String,
     pub note: String,
     pub approved_at_unix_nanos: i64,
+    /// Hex ed25519 public key of the admin who signed the record, and the
+    /// signature over its canonical form (empty when unsigned).
+    #[serde(default)]
+    pub signer: String,
+    #[serde(default)]
+    pub signature: String,
+}
+
+/// What an approval is checked against besides the process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApprovalScope<'a> {
+    /// The GPU a gpu_use finding is about.
+    pub gpu_uuid: Option<&'a str>,
+    /// A model_file finding's file digest, when known.
+    pub model_sha256: Option<&'a str>,
+    /// Whether the evidence is a model file (then `models` applies).
+    pub is_model: bool,
 }
 
 impl WorkloadApproval {
+    /// Whether this record approves `process` for this evidence: models
+    /// and GPUs, when listed, must be among them (a model whose digest is
+    /// not known is not among them).
+    pub fn approves_in(&self, process: &ProcessInfo, scope: ApprovalScope<'_>) -> bool {
+        self.matches(process)
+            && (self.gpus.is_empty()
+                || scope
+                    .gpu_uuid
+                    .is_none_or(|g| self.gpus.iter().any(|x| x == g)))
+            && (self.models.is_empty()
+                || !scope.is_model
+                || scope
+                    .model_sha256
+                    .is_some_and(|m| self.models.iter().any(|x| x.eq_ignore_ascii_case(m))))
+    }
+
     /// Whether `process` (its digest known) is this workload.
     pub fn matches(&self, process: &ProcessInfo) -> bool {
         !process.exe_sha256.is_empty()
@@ -83,10 +122,15 @@ impl ApprovedWorkloads {
     /// Whether `process` is an approved workload. An unknown digest (empty)
     /// is never approved.
     pub fn approves(&self, process: &ProcessInfo) -> bool {
+        self.approves_in(process, ApprovalScope::default())
+    }
+
+    /// Whether `process` is approved for this evidence (model, GPU).
+    pub fn approves_in(&self, process: &ProcessInfo, scope: ApprovalScope<'_>) -> bool {
         let d = &process.exe_sha256;
         !d.is_empty()
             && (self.exe_sha256.contains(&d.to_ascii_lowercase())
-                || self.records.values().any(|r| r.matches(process)))
+                || self.records.values().any(|r| r.approves_in(process, scope)))
     }
 }
 
@@ -102,9 +146,13 @@ mod tests {
             path: Some("/opt/serve/bin/server".into()),
             uid: Some(1000),
             cgroup_prefix: Some("/system.slice/serve.service".into()),
+            models: vec![],
+            gpus: vec!["GPU-1".into()],
             approved_by: "alice".into(),
             note: String::new(),
             approved_at_unix_nanos: 0,
+            signer: String::new(),
+            signature: String::new(),
         };
         let mut a = ApprovedWorkloads::default();
         a.set_records([record]);
@@ -136,6 +184,12 @@ mod tests {
             exe_sha256: String::new(),
             ..p.clone()
         }));
+        let on = |gpu| ApprovalScope {
+            gpu_uuid: Some(gpu),
+            ..Default::default()
+        };
+        assert!(a.approves_in(&p, on("GPU-1")));
+        assert!(!a.approves_in(&p, on("GPU-2")));
         assert!(ApprovedWorkloads::new(["AB"]).approves(&ProcessInfo {
             exe_sha256: "ab".into(),
             ..Default::default()

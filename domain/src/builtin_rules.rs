@@ -412,7 +412,12 @@ impl BuiltinRules {
                 }
             }
         };
-        if self.approved.approves(process) {
+        let scope = crate::ApprovalScope {
+            gpu_uuid: v.gpu.as_ref().map(|g| g.uuid.as_str()),
+            model_sha256: None,
+            is_model: v.signal == SignalKind::ModelFile,
+        };
+        if self.approved.approves_in(process, scope) {
             return None;
         }
         Some(Finding {

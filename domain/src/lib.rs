@@ -16,7 +16,7 @@ mod process;
 mod signal_lists;
 
 pub use alert::{AgentIdentity, AgentRecord, Alert, SensorCounters, SensorMode};
-pub use approval::{ApprovedWorkloads, WorkloadApproval};
+pub use approval::{ApprovalScope, ApprovedWorkloads, WorkloadApproval};
 pub use builtin_rules::{
     BuiltinRules, Observation, OwnedObservation, AI_EGRESS_RULE_ID, AI_RUNTIME_RULE_ID,
     AI_SERVING_RULE_ID, GPU_DEVICE_RULE_ID, GPU_USE_RULE_ID,

@@ -80,6 +80,10 @@ impl SigningKey {
         hex::encode(self.0.verifying_key().to_bytes())
     }
 
+    pub(crate) fn inner(&self) -> &ed25519_dalek::SigningKey {
+        &self.0
+    }
+
     pub fn sign(&self, version: u64, files: PolicySource) -> Bundle {
         let signature = self.0.sign(&canonical_bytes(version, &files));
         Bundle {
@@ -106,6 +110,12 @@ impl TrustedKeys {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The trusted key with this hex encoding.
+    pub(crate) fn find(&self, hex_key: &str) -> Option<&VerifyingKey> {
+        let key = parse_public(hex_key).ok()?;
+        self.0.iter().find(|k| **k == key)
     }
 
     /// Checks format, signer and signature.

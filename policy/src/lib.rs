@@ -15,9 +15,11 @@ mod diagnostic;
 mod facts;
 mod policy_set;
 mod rule_file;
+mod workload_signature;
 
 pub use bundle::{canonical_bytes, Bundle, BundleError, SigningKey, TrustedKeys};
 pub use diagnostic::Diagnostic;
 pub use facts::HostFacts;
 pub use policy_set::{Action, Decision, PolicySet};
 pub use rule_file::{parse_policy_files, PolicySource, RuleSpec};
+pub use workload_signature::workload_canonical_bytes;

@@ -34,6 +34,10 @@ impl TryFrom<pb::Workload> for domain::WorkloadApproval {
             approved_by: w.approved_by,
             note: w.note,
             approved_at_unix_nanos: w.approved_at_unix_nanos,
+            models: w.models.iter().map(|m| m.to_ascii_lowercase()).collect(),
+            gpus: w.gpus,
+            signer: w.signer,
+            signature: w.signature,
         })
     }
 }
@@ -49,6 +53,10 @@ impl From<domain::WorkloadApproval> for pb::Workload {
             approved_by: w.approved_by,
             note: w.note,
             approved_at_unix_nanos: w.approved_at_unix_nanos,
+            models: w.models,
+            gpus: w.gpus,
+            signer: w.signer,
+            signature: w.signature,
         }
     }
 }

@@ -140,6 +140,20 @@ enum WorkloadCommand {
         /// Only inside this cgroup v2 path or below.
         #[arg(long)]
         cgroup: Option<String>,
+        /// A model file it may load (hashed here; repeatable). With none,
+        /// any model.
+        #[arg(long)]
+        model: Vec<PathBuf>,
+        /// A model's hex sha256 it may load (repeatable).
+        #[arg(long)]
+        model_sha256: Vec<String>,
+        /// A GPU (UUID) it may use (repeatable). With none, any GPU.
+        #[arg(long)]
+        gpu: Vec<String>,
+        /// The admin key that signs the record (required when the control
+        /// plane has trusted keys).
+        #[arg(long)]
+        key: Option<PathBuf>,
         #[arg(long, default_value = "")]
         note: String,
     },
@@ -430,6 +444,15 @@ async fn run_remote_policy(
     Ok(())
 }
 
+/// Hex sha256 of a file, streamed (model files are large).
+fn sha256_file(path: &std::path::Path) -> anyhow::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", path.display()))?;
+    Ok(hex::encode(h.finalize()))
+}
+
 /// Who is approving, for the record: user@host.
 fn operator() -> String {
     let user = std::env::var("SUDO_USER")
@@ -450,29 +473,43 @@ async fn run_workload(
             path,
             uid,
             cgroup,
+            model,
+            model_sha256,
+            gpu,
+            key,
             note,
         } => {
             let digest = match (exe, exe_sha256) {
-                (Some(file), None) => {
-                    use sha2::{Digest, Sha256};
-                    let bytes = std::fs::read(&file)
-                        .with_context(|| format!("reading {}", file.display()))?;
-                    hex::encode(Sha256::digest(&bytes))
-                }
+                (Some(file), None) => sha256_file(&file)?,
                 (None, Some(d)) => d,
                 _ => anyhow::bail!("give --exe FILE or --exe-sha256 HEX"),
             };
+            let mut models = model_sha256;
+            for m in &model {
+                models.push(sha256_file(m)?);
+            }
+            let mut record = vigil_domain::WorkloadApproval {
+                id: String::new(),
+                exe_sha256: digest.clone(),
+                path,
+                uid,
+                cgroup_prefix: cgroup,
+                models,
+                gpus: gpu,
+                approved_by: operator(),
+                note,
+                approved_at_unix_nanos: 0,
+                signer: String::new(),
+                signature: String::new(),
+            };
+            if let Some(key) = key {
+                let secret = std::fs::read_to_string(&key)
+                    .with_context(|| format!("reading {}", key.display()))?;
+                vigil_policy::SigningKey::from_hex(&secret)?.sign_workload(&mut record);
+            }
             let id = client
                 .approve_workload(pb::ApproveWorkloadRequest {
-                    workload: Some(vigil_proto::types::v1::Workload {
-                        exe_sha256: digest.clone(),
-                        path,
-                        uid,
-                        cgroup_prefix: cgroup,
-                        approved_by: operator(),
-                        note,
-                        ..Default::default()
-                    }),
+                    workload: Some(record.into()),
                 })
                 .await
                 .map_err(status_error)?
@@ -500,15 +537,25 @@ async fn run_workload(
                 if json {
                     println!("{}", serde_json::to_string(&w)?);
                 } else {
+                    let any = |v: &[String]| {
+                        if v.is_empty() {
+                            "any".to_string()
+                        } else {
+                            v.join(",")
+                        }
+                    };
                     println!(
-                        "{}  sha256 {}  path {}  uid {}  cgroup {}  by {} at {}  {}",
+                        "{}  sha256 {}  path {}  uid {}  cgroup {}  models {}  gpus {}  by {} at {}  signed {}  {}",
                         w.id,
                         w.exe_sha256,
                         w.path.as_deref().unwrap_or("any"),
                         w.uid.map(|u| u.to_string()).unwrap_or_else(|| "any".into()),
                         w.cgroup_prefix.as_deref().unwrap_or("any"),
+                        any(&w.models),
+                        any(&w.gpus),
                         w.approved_by,
                         render::timestamp(w.approved_at_unix_nanos),
+                        if w.signer.is_empty() { "no" } else { w.signer.get(..16).unwrap_or(&w.signer) },
                         w.note
                     );
                 }

@@ -271,6 +271,15 @@ impl AdminService for AdminServiceImpl {
             .ok_or_else(|| Status::invalid_argument("workload: must be set"))?;
         let mut workload = vigil_domain::WorkloadApproval::try_from(wire)
             .map_err(|e| Status::invalid_argument(e.within("workload").to_string()))?;
+        if self.trusted.is_empty() {
+            tracing::warn!(
+                "accepting an unsigned workload approval: no trusted keys are configured"
+            );
+        } else {
+            self.trusted.verify_workload(&workload).map_err(|e| {
+                Status::permission_denied(format!("workload approval refused: {e}"))
+            })?;
+        }
         let now = now_unix_nanos();
         if workload.id.is_empty() {
             workload.id = format!("w-{:x}", now);
