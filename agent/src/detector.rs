@@ -35,7 +35,31 @@ pub enum Detection {
     /// A finding that needs the executable's digest, not yet cached: hash
     /// `pending.exe` off the event loop, then `Detector::complete`.
     NeedsDigest(PendingFinding),
+    /// A model-file finding whose approval depends on the model's digest
+    /// (an approved workload lists the models it may load): hash
+    /// `pending.file` off the event loop, then `Detector::complete_model`.
+    NeedsModelDigest(PendingModel),
 }
+
+/// A model-file finding waiting for the model file's digest.
+#[derive(Debug)]
+pub struct PendingModel {
+    pub process: ProcessInfo,
+    /// The model file, opened while the process had it.
+    pub file: std::fs::File,
+    key: FileKey,
+    obs: OwnedObservation,
+    at: i64,
+    pub event_boot_ns: u64,
+}
+
+impl PartialEq for PendingModel {
+    fn eq(&self, other: &Self) -> bool {
+        self.process == other.process && self.key == other.key && self.obs == other.obs
+    }
+}
+
+impl Eq for PendingModel {}
 
 /// A finding waiting for its executable's digest.
 #[derive(Debug)]
@@ -390,9 +414,7 @@ impl Detector {
     /// computed (and only if the finding would be new).
     fn detect(&mut self, resolved: Resolved, obs: Observation<'_>, at: i64) -> Option<Detection> {
         let Some((exe, key)) = resolved.uncached_exe else {
-            return self
-                .finding(&resolved.process, obs, at)
-                .map(Detection::Finding);
+            return self.decide(&resolved.process, obs, at, resolved.event_boot_ns);
         };
         // Without a digest nothing is approved: this says whether the rules
         // fire at all, and whether it would be a duplicate.
@@ -416,14 +438,78 @@ impl Detector {
     }
 
     /// Finishes a pending finding with its executable's digest (None: the
-    /// file could not be read, and the process counts as unapproved).
-    pub fn complete(&mut self, pending: PendingFinding, digest: Option<String>) -> Option<Finding> {
+    /// file could not be read, and the process counts as unapproved). It
+    /// may still need the model's digest.
+    pub fn complete(
+        &mut self,
+        pending: PendingFinding,
+        digest: Option<String>,
+    ) -> Option<Detection> {
         let mut process = pending.process;
         if let Some(d) = digest {
             self.digests.insert(pending.key, d.clone());
             process.exe_sha256 = d;
         }
-        self.finding(&process, pending.obs.as_observation(), pending.at)
+        self.decide(
+            &process,
+            pending.obs.as_observation(),
+            pending.at,
+            pending.event_boot_ns,
+        )
+    }
+
+    /// Finishes a model-file finding with the model's digest (None: it
+    /// could not be read, and no model-scoped approval applies).
+    pub fn complete_model(
+        &mut self,
+        pending: PendingModel,
+        digest: Option<String>,
+    ) -> Option<Finding> {
+        if let Some(d) = &digest {
+            self.digests.insert(pending.key, d.clone());
+        }
+        self.finding_with_model(
+            &pending.process,
+            pending.obs.as_observation(),
+            pending.at,
+            digest.as_deref(),
+        )
+    }
+
+    /// With the executable's digest known: a finding now, or a wait for the
+    /// model file's digest when an approval depends on it.
+    fn decide(
+        &mut self,
+        process: &ProcessInfo,
+        obs: Observation<'_>,
+        at: i64,
+        event_boot_ns: u64,
+    ) -> Option<Detection> {
+        let path = match obs {
+            Observation::FileOpened { path, .. } | Observation::FileMapped { path, .. }
+                if self.rules.needs_model_digest(process) =>
+            {
+                path
+            }
+            _ => return self.finding(process, obs, at).map(Detection::Finding),
+        };
+        let opened = std::fs::File::open(path).and_then(|f| Ok((file_key(&f.metadata()?), f)));
+        let Ok((key, file)) = opened else {
+            return self.finding(process, obs, at).map(Detection::Finding);
+        };
+        if let Some(d) = self.digests.get(&key).cloned() {
+            return self
+                .finding_with_model(process, obs, at, Some(&d))
+                .map(Detection::Finding);
+        }
+        Some(Detection::NeedsModelDigest(PendingModel {
+            process: process.clone(),
+            file,
+            key,
+            obs: obs.to_owned_observation(),
+            at,
+            event_boot_ns,
+        }))
     }
 
     /// Evaluates the rules and drops a finding already made for this
@@ -434,7 +520,19 @@ impl Detector {
         obs: Observation<'_>,
         at: i64,
     ) -> Option<Finding> {
-        let finding = self.rules.evaluate(process, obs, at)?;
+        self.finding_with_model(process, obs, at, None)
+    }
+
+    fn finding_with_model(
+        &mut self,
+        process: &ProcessInfo,
+        obs: Observation<'_>,
+        at: i64,
+        model_sha256: Option<&str>,
+    ) -> Option<Finding> {
+        let finding = self
+            .rules
+            .evaluate_with_model(process, obs, at, model_sha256)?;
         if self.reported.len() >= DEDUP_PROCESSES && !self.reported.contains_key(&process.pid) {
             self.reported.clear();
         }

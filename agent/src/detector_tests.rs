@@ -37,7 +37,12 @@ fn settle(d: &mut Detector, det: Option<Detection>) -> Option<Finding> {
         Some(Detection::Finding(f)) => Some(f),
         Some(Detection::NeedsDigest(mut p)) => {
             let digest = crate::exe_digest::sha256_reader(&mut p.exe).ok();
-            d.complete(p, digest)
+            let next = d.complete(p, digest);
+            settle(d, next)
+        }
+        Some(Detection::NeedsModelDigest(mut p)) => {
+            let digest = crate::exe_digest::sha256_reader(&mut p.file).ok();
+            d.complete_model(p, digest)
         }
         Some(other) => panic!("unexpected {other:?}"),
         None => None,
@@ -131,7 +136,8 @@ fn a_pending_digest_is_computed_from_the_file_opened_while_the_process_lived() {
     };
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
     let digest = crate::exe_digest::sha256_reader(&mut p.exe).ok();
-    let f = d.complete(p, digest).unwrap();
+    let next = d.complete(p, digest);
+    let f = settle(&mut d, next).unwrap();
     let exe = std::path::Path::new(&f.process.exe);
     assert_eq!(
         f.process.exe_sha256,
@@ -233,4 +239,43 @@ fn a_failed_open_of_a_model_file_is_not_a_load() {
         -libc::ENOENT,
     );
     assert!(d.on_event(&ev, &mut t).is_none());
+}
+
+#[test]
+fn an_approval_listing_models_covers_those_models_only() {
+    let me = std::process::id();
+    let digest = crate::exe_digest::sha256_file(&Procfs::default().exe_handle(me)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let allowed = dir.path().join("allowed.onnx");
+    let other = dir.path().join("other.onnx");
+    std::fs::write(&allowed, b"\x08\x07allowed weights").unwrap();
+    std::fs::write(&other, b"\x08\x07other weights").unwrap();
+    let mut rules = BuiltinRules::new(ApprovedWorkloads::default());
+    rules.set_workload_records([vigil_domain::WorkloadApproval {
+        id: "w1".into(),
+        exe_sha256: digest,
+        path: None,
+        uid: None,
+        cgroup_prefix: None,
+        models: vec![crate::exe_digest::sha256_file(&allowed).unwrap()],
+        gpus: vec![],
+        approved_by: "test".into(),
+        note: String::new(),
+        approved_at_unix_nanos: 0,
+        signer: String::new(),
+        signature: String::new(),
+    }]);
+    let mut d = Detector::new(rules, Procfs::default(), 0);
+    let mut t = ProcessTable::new(100);
+    let det = d.on_event(
+        &open(me, allowed.to_str().unwrap(), PathMatch::ModelFile),
+        &mut t,
+    );
+    assert!(settle(&mut d, det).is_none(), "the listed model is approved");
+    let det = d.on_event(
+        &open(me, other.to_str().unwrap(), PathMatch::ModelFile),
+        &mut t,
+    );
+    let f = settle(&mut d, det).expect("an unlisted model is a finding");
+    assert_eq!(f.file.unwrap().path, other.to_str().unwrap());
 }

@@ -15,7 +15,7 @@ use vigil_proto::types::v1 as types_pb;
 
 use crate::clock;
 use crate::config::{hostname, AgentConfig};
-use crate::detector::{Detection, Detector, PendingFinding};
+use crate::detector::{Detection, Detector, PendingFinding, PendingModel};
 use crate::exe_digest::FileKey;
 use crate::governor::{Governor, Verdict};
 use crate::gpu::{spawn_gpu_poller, GpuUpdate};
@@ -252,9 +252,15 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 let waiting = pipeline.hashing.remove(&pending.key()).unwrap_or_default();
                 for p in std::iter::once(pending).chain(waiting) {
                     let event_boot_ns = p.event_boot_ns;
-                    if let Some(finding) = detector.complete(p, digest.clone()) {
-                        record(&mut pipeline, &mut memory, &detector, finding, event_boot_ns)?;
+                    if let Some(d) = detector.complete(p, digest.clone()) {
+                        dispatch(d, event_boot_ns, &mut pipeline, &mut memory, &detector)?;
                     }
+                }
+            }
+            Some((pending, digest)) = pipeline.model_hashed.recv() => {
+                let event_boot_ns = pending.event_boot_ns;
+                if let Some(finding) = detector.complete_model(pending, digest) {
+                    record(&mut pipeline, &mut memory, &detector, finding, event_boot_ns)?;
                 }
             }
             Some((process, local, openai_routes, at)) = pipeline.probed.recv() => {
@@ -314,6 +320,8 @@ struct Pipeline {
     hashed: mpsc::UnboundedReceiver<(PendingFinding, Option<String>)>,
     probed_tx: mpsc::UnboundedSender<ProbeResult>,
     probed: mpsc::UnboundedReceiver<ProbeResult>,
+    model_hashed_tx: mpsc::UnboundedSender<(PendingModel, Option<String>)>,
+    model_hashed: mpsc::UnboundedReceiver<(PendingModel, Option<String>)>,
 }
 
 /// A probed listener: the process, its address, whether it answered
@@ -324,6 +332,7 @@ impl Pipeline {
     fn new(spool: Spool, governor: Governor) -> Self {
         let (hashed_tx, hashed) = mpsc::unbounded_channel();
         let (probed_tx, probed) = mpsc::unbounded_channel();
+        let (model_hashed_tx, model_hashed) = mpsc::unbounded_channel();
         let me = std::process::id();
         let agent_process = Procfs::default().process(me).unwrap_or(ProcessInfo {
             pid: me,
@@ -340,6 +349,8 @@ impl Pipeline {
             hashed,
             probed_tx,
             probed,
+            model_hashed_tx,
+            model_hashed,
         }
     }
 }
@@ -369,6 +380,14 @@ fn dispatch(
                 )
                 .await;
                 let _ = tx.send((process, local, yes, observed_at_unix_nanos));
+            });
+        }
+        Detection::NeedsModelDigest(mut pending) => {
+            // Model files can be large: hashed once per file version, off the loop.
+            let tx = p.model_hashed_tx.clone();
+            tokio::task::spawn_blocking(move || {
+                let digest = crate::exe_digest::sha256_reader(&mut pending.file).ok();
+                let _ = tx.send((pending, digest));
             });
         }
         Detection::NeedsDigest(mut pending) => match p.hashing.entry(pending.key()) {

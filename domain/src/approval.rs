@@ -125,6 +125,22 @@ impl ApprovedWorkloads {
         self.approves_in(process, ApprovalScope::default())
     }
 
+    /// Whether approving `process` for a model file depends on the file's
+    /// digest: no approval covers any model, and one lists models.
+    pub fn needs_model_digest(&self, process: &ProcessInfo) -> bool {
+        let d = &process.exe_sha256;
+        !d.is_empty()
+            && !self.exe_sha256.contains(&d.to_ascii_lowercase())
+            && !self
+                .records
+                .values()
+                .any(|r| r.models.is_empty() && r.matches(process))
+            && self
+                .records
+                .values()
+                .any(|r| !r.models.is_empty() && r.matches(process))
+    }
+
     /// Whether `process` is approved for this evidence (model, GPU).
     pub fn approves_in(&self, process: &ProcessInfo, scope: ApprovalScope<'_>) -> bool {
         let d = &process.exe_sha256;

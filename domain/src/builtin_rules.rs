@@ -228,6 +228,23 @@ impl BuiltinRules {
         obs: Observation<'_>,
         observed_at_unix_nanos: i64,
     ) -> Option<Finding> {
+        self.evaluate_with_model(process, obs, observed_at_unix_nanos, None)
+    }
+
+    /// Whether approving `process` for a model file depends on the file's
+    /// digest (an approval for its executable lists the models it may load).
+    pub fn needs_model_digest(&self, process: &ProcessInfo) -> bool {
+        self.approved.needs_model_digest(process)
+    }
+
+    /// `evaluate`, with the model file's digest for approvals that list models.
+    pub fn evaluate_with_model(
+        &self,
+        process: &ProcessInfo,
+        obs: Observation<'_>,
+        observed_at_unix_nanos: i64,
+        model_sha256: Option<&str>,
+    ) -> Option<Finding> {
         let who = format!(
             "unapproved process {} (pid {})",
             process.name(),
@@ -414,7 +431,7 @@ impl BuiltinRules {
         };
         let scope = crate::ApprovalScope {
             gpu_uuid: v.gpu.as_ref().map(|g| g.uuid.as_str()),
-            model_sha256: None,
+            model_sha256,
             is_model: v.signal == SignalKind::ModelFile,
         };
         if self.approved.approves_in(process, scope) {
