@@ -271,7 +271,10 @@ fn an_approval_listing_models_covers_those_models_only() {
         &open(me, allowed.to_str().unwrap(), PathMatch::ModelFile),
         &mut t,
     );
-    assert!(settle(&mut d, det).is_none(), "the listed model is approved");
+    assert!(
+        settle(&mut d, det).is_none(),
+        "the listed model is approved"
+    );
     let det = d.on_event(
         &open(me, other.to_str().unwrap(), PathMatch::ModelFile),
         &mut t,
