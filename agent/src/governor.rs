@@ -289,6 +289,7 @@ impl Governor {
             file: None,
             net: None,
             gpu: None,
+            action: String::new(),
             summary,
         })
     }
@@ -333,6 +334,7 @@ fn action_finding(f: &Finding, action: Action, outcome: &Outcome, after_ms: f64)
         file: f.file.clone(),
         net: f.net.clone(),
         gpu: f.gpu.clone(),
+        action: action.as_str().to_string(),
         summary: format!(
             "action {} for rule {} on pid {}: {} ({after_ms:.1} ms after the event)",
             action.as_str(),

@@ -206,6 +206,7 @@ mod tests {
             file: None,
             net: None,
             gpu: None,
+            action: String::new(),
             summary: String::new(),
         }
     }

@@ -117,6 +117,7 @@ fn recorded_events(n: usize) -> Vec<Finding> {
                     sm_util_percent: Some(40),
                     ..Default::default()
                 }),
+                action: String::new(),
                 summary: String::new(),
             }
         })

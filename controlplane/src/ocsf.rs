@@ -123,6 +123,7 @@ mod tests {
                 }),
                 net: None,
                 gpu: None,
+                action: String::new(),
                 summary: "s".into(),
             },
         };
@@ -162,6 +163,7 @@ mod tests {
                     host: String::new(),
                 }),
                 gpu: None,
+                action: String::new(),
                 summary: "s".into(),
             },
         };

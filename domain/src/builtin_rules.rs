@@ -447,6 +447,7 @@ impl BuiltinRules {
             file: v.file,
             net: v.net,
             gpu: v.gpu,
+            action: String::new(),
             summary: v.summary,
         })
     }

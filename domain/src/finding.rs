@@ -121,6 +121,10 @@ pub struct Finding {
     /// The GPU a `gpu_use` finding is about.
     #[serde(default)]
     pub gpu: Option<GpuObject>,
+    /// Set when the finding records an enforcement (the action it reports
+    /// on: "kill", "freeze", ...), empty for a detection.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub action: String,
     pub summary: String,
 }
 

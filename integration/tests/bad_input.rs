@@ -43,6 +43,7 @@ fn finding(seq: u64, severity: i32) -> types_pb::Finding {
         }),
         net: None,
         gpu: None,
+        action: String::new(),
         summary: "s".into(),
     }
 }

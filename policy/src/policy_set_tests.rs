@@ -25,6 +25,7 @@ fn finding(signal: SignalKind, exe: &str, path: &str) -> Finding {
         file: (!path.is_empty()).then(|| FileObject { path: path.into() }),
         net: None,
         gpu: None,
+        action: String::new(),
         summary: "s".into(),
     }
 }

@@ -168,6 +168,7 @@ impl TryFrom<pb::Finding> for domain::Finding {
                 .map(domain::GpuObject::try_from)
                 .transpose()
                 .map_err(|e| e.within("gpu"))?,
+            action: f.action,
             summary: f.summary,
         })
     }
@@ -220,6 +221,7 @@ impl From<domain::Finding> for pb::Finding {
             file: f.file.map(|o| pb::FileObject { path: o.path }),
             net: f.net.map(Into::into),
             gpu: f.gpu.map(Into::into),
+            action: f.action,
             summary: f.summary,
         }
     }
@@ -296,6 +298,7 @@ mod tests {
             }),
             net: None,
             gpu: None,
+            action: String::new(),
             summary: "s".into(),
         }
     }

@@ -23,6 +23,7 @@ fn finding(seq: u64) -> Finding {
         file: None,
         net: None,
         gpu: None,
+        action: String::new(),
         summary: "s".into(),
     }
 }
