@@ -1,5 +1,6 @@
 //! vigil control plane: openraft on sled, serving agents, operators and SIEMs.
 
+pub mod audit_chain;
 pub mod config;
 pub mod network;
 pub mod node;

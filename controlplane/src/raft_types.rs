@@ -67,6 +67,15 @@ pub enum Command {
         #[serde(default)]
         note: String,
     },
+    /// An entry of the audit log; the state machine chains it.
+    #[serde(rename = "append_audit.v1")]
+    AppendAudit {
+        at_unix_nanos: i64,
+        actor: String,
+        action: String,
+        subject: String,
+        detail: String,
+    },
     /// An approved workload is recorded (or replaced, by id).
     #[serde(rename = "approve_workload.v1")]
     ApproveWorkload {

@@ -7,6 +7,7 @@
 
 mod alert;
 mod approval;
+mod audit;
 mod builtin_rules;
 mod dns_question;
 mod finding;
@@ -17,6 +18,7 @@ mod signal_lists;
 
 pub use alert::{AgentIdentity, AgentRecord, Alert, SensorCounters, SensorMode};
 pub use approval::{ApprovalScope, ApprovedWorkloads, WorkloadApproval};
+pub use audit::AuditEntry;
 pub use builtin_rules::{
     BuiltinRules, Observation, OwnedObservation, AI_EGRESS_RULE_ID, AI_RUNTIME_RULE_ID,
     AI_SERVING_RULE_ID, GPU_DEVICE_RULE_ID, GPU_USE_RULE_ID,

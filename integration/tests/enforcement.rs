@@ -577,6 +577,24 @@ async fn pushed_policies_reach_the_agent_and_rollback_unfreeze_and_refusals_work
         active[0].contains("v3") && active[0].contains("rollback to 1"),
         "{list}"
     );
+    let (ok, verify, err) = vigilctl(&cp, &["audit", "verify"]);
+    assert!(
+        ok && verify.starts_with("audit chain intact"),
+        "{verify}{err}"
+    );
+    let (_, audit, _) = vigilctl(&cp, &["audit", "list"]);
+    for action in [
+        "policy.push",
+        "policy.rollback",
+        "enforce.kill",
+        "enforce.freeze",
+        "agent.unfreeze",
+    ] {
+        assert!(
+            audit.contains(action),
+            "no {action} in the audit log:\n{audit}"
+        );
+    }
     let (_, diff, _) = vigilctl(&cp, &["policy", "diff", "2", "3"]);
     assert!(
         diff.contains("-action: freeze") && diff.contains("+action: kill"),

@@ -54,6 +54,11 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Approved workloads.
     Workload {
         #[command(subcommand)]
@@ -164,6 +169,19 @@ enum WorkloadCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Audit entries, oldest first.
+    List {
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recomputes the hash chain from the first entry.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -571,6 +589,55 @@ async fn run_remote(endpoint: &str, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Policy { command } => run_remote_policy(&mut client, command).await?,
         Command::Workload { command } => run_workload(&mut client, command).await?,
+        Command::Audit {
+            command: AuditCommand::List { after, json },
+        } => {
+            let entries = client
+                .list_audit(pb::ListAuditRequest {
+                    after_index: after,
+                    limit: 10_000,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .entries;
+            for e in entries {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "index": e.index, "at_unix_nanos": e.at_unix_nanos, "actor": e.actor,
+                            "action": e.action, "subject": e.subject, "detail": e.detail,
+                            "prev_hash": e.prev_hash, "hash": e.hash,
+                        })
+                    );
+                } else {
+                    println!(
+                        "#{:<5} {} {:<18} {} by {}: {}",
+                        e.index,
+                        render::timestamp(e.at_unix_nanos),
+                        e.action,
+                        e.subject,
+                        e.actor.get(..16).unwrap_or(&e.actor),
+                        e.detail
+                    );
+                }
+            }
+        }
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let r = client
+                .verify_audit(pb::VerifyAuditRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if r.error.is_empty() {
+                println!("audit chain intact: {} entries", r.entries);
+            } else {
+                anyhow::bail!("audit chain BROKEN: {}", r.error);
+            }
+        }
         Command::Agent {
             command: AgentCommand::Unfreeze { agent, pid },
         } => {

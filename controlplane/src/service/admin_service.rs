@@ -39,6 +39,42 @@ impl AdminServiceImpl {
     }
 }
 
+fn req_note_is_rollback(note: &str) -> bool {
+    note.starts_with("rollback")
+}
+
+fn audit_wire(e: vigil_domain::AuditEntry) -> pb::AuditEntry {
+    pb::AuditEntry {
+        index: e.index,
+        at_unix_nanos: e.at_unix_nanos,
+        actor: e.actor,
+        action: e.action,
+        subject: e.subject,
+        detail: e.detail,
+        prev_hash: e.prev_hash,
+        hash: e.hash,
+    }
+}
+
+impl AdminServiceImpl {
+    /// Appends an audit entry (after the change it records is committed).
+    async fn audit(&self, actor: String, action: &str, subject: String, detail: String) {
+        let r = self
+            .node
+            .write(Command::AppendAudit {
+                at_unix_nanos: now_unix_nanos(),
+                actor,
+                action: action.to_string(),
+                subject,
+                detail,
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, action, "could not append the audit entry");
+        }
+    }
+}
+
 fn now_unix_nanos() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -164,6 +200,7 @@ impl AdminService for AdminServiceImpl {
         } else {
             req.note
         };
+        let bundle_note = note.clone();
         let result = self
             .node
             .write(Command::PutPolicyBundle {
@@ -177,6 +214,22 @@ impl AdminService for AdminServiceImpl {
             return Err(Status::failed_precondition(reason));
         }
         tracing::info!(version = bundle.version, signer = %bundle.signer, "policy version active");
+        let action = if req_note_is_rollback(&bundle_note) {
+            "policy.rollback"
+        } else {
+            "policy.push"
+        };
+        self.audit(
+            bundle.signer.clone(),
+            action,
+            format!("policy version {}", bundle.version),
+            format!(
+                "{bundle_note}; digest {}; {} files",
+                bundle.digest(),
+                bundle.files.len()
+            ),
+        )
+        .await;
         Ok(Response::new(pb::PushPolicyResponse {
             version: bundle.version,
         }))
@@ -258,6 +311,13 @@ impl AdminService for AdminServiceImpl {
         tx.send(Ok(msg))
             .await
             .map_err(|_| Status::unavailable(format!("agent {agent_id} disconnected")))?;
+        self.audit(
+            "admin".into(),
+            "agent.unfreeze",
+            format!("pid {} on {agent_id}", req.pid),
+            String::new(),
+        )
+        .await;
         Ok(Response::new(pb::UnfreezeResponse {}))
     }
 
@@ -286,10 +346,26 @@ impl AdminService for AdminServiceImpl {
         }
         workload.approved_at_unix_nanos = now;
         let id = workload.id.clone();
+        let (signer, approved_by, digest) = (
+            workload.signer.clone(),
+            workload.approved_by.clone(),
+            workload.exe_sha256.clone(),
+        );
         self.node
             .write(Command::ApproveWorkload { workload })
             .await?;
         tracing::info!(%id, "workload approved");
+        self.audit(
+            if signer.is_empty() {
+                approved_by
+            } else {
+                signer
+            },
+            "workload.approve",
+            format!("workload {id}"),
+            format!("exe sha256 {digest}"),
+        )
+        .await;
         Ok(Response::new(pb::ApproveWorkloadResponse { id }))
     }
 
@@ -306,6 +382,13 @@ impl AdminService for AdminServiceImpl {
             return Err(Status::not_found(reason));
         }
         tracing::info!(%id, "workload revoked");
+        self.audit(
+            "admin".into(),
+            "workload.revoke",
+            format!("workload {id}"),
+            String::new(),
+        )
+        .await;
         Ok(Response::new(pb::RevokeWorkloadResponse {}))
     }
 
@@ -320,6 +403,43 @@ impl AdminService for AdminServiceImpl {
             .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::ListWorkloadsResponse {
             workloads: workloads.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn list_audit(
+        &self,
+        req: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let req = req.into_inner();
+        let limit = match req.limit {
+            0 => DEFAULT_LIMIT,
+            n => (n as usize).min(MAX_LIMIT),
+        };
+        let entries = self
+            .node
+            .state
+            .audit_after(req.after_index, limit)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::ListAuditResponse {
+            entries: entries.into_iter().map(audit_wire).collect(),
+        }))
+    }
+
+    async fn verify_audit(
+        &self,
+        _req: Request<pb::VerifyAuditRequest>,
+    ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+        let entries = self
+            .node
+            .state
+            .audit_after(0, usize::MAX)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let error = crate::audit_chain::verify(&entries)
+            .err()
+            .unwrap_or_default();
+        Ok(Response::new(pb::VerifyAuditResponse {
+            entries: entries.len() as u64,
+            error,
         }))
     }
 

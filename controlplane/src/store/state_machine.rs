@@ -34,6 +34,9 @@ const AGENT_PREFIX: &[u8] = b"agent/";
 const POLICY_PREFIX: &[u8] = b"policy/";
 const POLICY_META_PREFIX: &[u8] = b"policy_meta/";
 const WORKLOAD_PREFIX: &[u8] = b"workload/";
+const AUDIT_PREFIX: &[u8] = b"audit/";
+/// (index, hash) of the newest audit entry.
+const AUDIT_HEAD: &[u8] = b"meta/audit_head";
 
 /// When and why a policy version was pushed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -174,6 +177,27 @@ impl StateReader {
             .map(|v| v.to_vec()))
     }
 
+    /// Audit entries with index > `after`, oldest first, at most `limit`.
+    pub fn audit_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<vigil_domain::AuditEntry>, ReadError> {
+        self.tree
+            .range(prefixed(AUDIT_PREFIX, &(after + 1).to_be_bytes())..)
+            .take_while(|kv| {
+                kv.as_ref()
+                    .map(|(k, _)| k.starts_with(AUDIT_PREFIX))
+                    .unwrap_or(true)
+            })
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
     /// Every approved workload, by id.
     pub fn workloads(&self) -> Result<Vec<vigil_domain::WorkloadApproval>, ReadError> {
         self.tree
@@ -216,6 +240,9 @@ pub struct SledStateMachine {
     active_policy: Arc<watch::Sender<u64>>,
     /// A generation count, bumped by every workload change applied.
     workloads_changed: Arc<watch::Sender<u64>>,
+    /// The audit head written by the entry being applied (its batch is not
+    /// in the tree yet), so two entries in one apply chain correctly.
+    pending_audit_head: Arc<std::sync::Mutex<Option<(u64, String)>>>,
 }
 
 impl SledStateMachine {
@@ -238,6 +265,7 @@ impl SledStateMachine {
                 last_alert: Arc::new(tx),
                 active_policy: Arc::new(policy_tx),
                 workloads_changed: Arc::new(workloads_tx),
+                pending_audit_head: Arc::new(std::sync::Mutex::new(None)),
             },
             StateReader {
                 tree,
@@ -329,6 +357,17 @@ impl SledStateMachine {
                         continue;
                     }
                     rec.last_acked_seq = finding.seq;
+                    // An enforcement is also an audit entry, in the same apply.
+                    if !finding.action.is_empty() {
+                        self.append_audit(
+                            batch,
+                            received_at_unix_nanos,
+                            agent_id.clone(),
+                            format!("enforce.{}", finding.action),
+                            format!("pid {} on {}", finding.process.pid, rec.identity.hostname),
+                            finding.summary.clone(),
+                        )?;
+                    }
                     let alert = Alert {
                         index: next,
                         agent_id: agent_id.clone(),
@@ -351,6 +390,16 @@ impl SledStateMachine {
                     duplicates,
                     up_to_seq: rec.last_acked_seq,
                 })
+            }
+            Command::AppendAudit {
+                at_unix_nanos,
+                actor,
+                action,
+                subject,
+                detail,
+            } => {
+                self.append_audit(batch, at_unix_nanos, actor, action, subject, detail)?;
+                Ok(CommandResult::Done)
             }
             Command::ApproveWorkload { workload } => {
                 let k = prefixed(WORKLOAD_PREFIX, workload.id.as_bytes());
@@ -410,6 +459,44 @@ impl SledStateMachine {
                 Ok(CommandResult::Done)
             }
         }
+    }
+
+    /// Chains an audit entry after the newest one (in this batch or stored).
+    fn append_audit(
+        &self,
+        batch: &mut sled::Batch,
+        at_unix_nanos: i64,
+        actor: String,
+        action: String,
+        subject: String,
+        detail: String,
+    ) -> Result<(), StorageError> {
+        let head: Option<(u64, String)> = match self.pending_audit_head.lock() {
+            Ok(p) if p.is_some() => p.clone(),
+            _ => self.get_json(AUDIT_HEAD)?,
+        };
+        let (last, prev_hash) = head.unwrap_or((0, crate::audit_chain::GENESIS.to_string()));
+        let mut entry = vigil_domain::AuditEntry {
+            index: last + 1,
+            at_unix_nanos,
+            actor,
+            action,
+            subject,
+            detail,
+            prev_hash,
+            hash: String::new(),
+        };
+        entry.hash = crate::audit_chain::entry_hash(&entry);
+        batch.insert(
+            prefixed(AUDIT_PREFIX, &entry.index.to_be_bytes()),
+            json(&entry)?,
+        );
+        let head = (entry.index, entry.hash.clone());
+        batch.insert(AUDIT_HEAD, json(&head)?);
+        if let Ok(mut p) = self.pending_audit_head.lock() {
+            *p = Some(head);
+        }
+        Ok(())
     }
 
     /// Tells the agent sessions when another policy version became active.
@@ -523,6 +610,9 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         let mut results = Vec::new();
         let mut workloads_changed = false;
         for entry in entries {
+            if let Ok(mut p) = self.pending_audit_head.lock() {
+                *p = None;
+            }
             let mut batch = sled::Batch::default();
             let result = match entry.payload {
                 EntryPayload::Blank => CommandResult::Done,
@@ -547,6 +637,10 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
                 serde_json::to_vec(&Some(entry.log_id)).map_err(sm_write_err)?,
             );
             self.tree.apply_batch(batch).map_err(sm_write_err)?;
+            // Stored now: the next entry reads the head from the tree.
+            if let Ok(mut p) = self.pending_audit_head.lock() {
+                *p = None;
+            }
             results.push(result);
         }
         self.db.flush_async().await.map_err(sm_write_err)?;
@@ -568,6 +662,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
             last_alert: self.last_alert.clone(),
             active_policy: self.active_policy.clone(),
             workloads_changed: self.workloads_changed.clone(),
+            pending_audit_head: self.pending_audit_head.clone(),
         }
     }
 
