@@ -706,7 +706,14 @@ async fn workloads_approved_through_the_control_plane_make_no_findings_until_rev
     std::fs::create_dir_all(&dir).unwrap();
     let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
     cp.wait_leader().await;
-    let agent = Agent::start(&tmp.path().join("agent"), &cp.endpoint(), "approve-host").await;
+    let recorded = tmp.path().join("events.jsonl");
+    let agent = Agent::start_with(
+        &tmp.path().join("agent"),
+        &cp.endpoint(),
+        "approve-host",
+        &["--record-events", recorded.to_str().unwrap()],
+    )
+    .await;
     let server = python_copy(&dir, "model-server");
     let open_model = |i: u32| {
         let m = dir.join(format!("m{i}.gguf"));
@@ -797,4 +804,25 @@ async fn workloads_approved_through_the_control_plane_make_no_findings_until_rev
     .await;
     let (ok, _, err) = vigilctl(&cp, &["workload", "revoke", &id]);
     assert!(!ok && err.contains("no approved workload"), "{err}");
+
+    // The recorded events replay against a policy directory.
+    let pack = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/default");
+    let (ok, out, err) = vigilctl(
+        &cp,
+        &[
+            "policy",
+            "test",
+            pack.to_str().unwrap(),
+            "--events",
+            recorded.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    let fired = out
+        .lines()
+        .filter(|l| {
+            l.contains("model_file") && l.contains("-> vigil.default.model-file high alert")
+        })
+        .count();
+    assert!(fired >= 3, "{out}");
 }
