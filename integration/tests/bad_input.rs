@@ -133,15 +133,27 @@ async fn a_bad_finding_is_rejected_by_seq_and_the_rest_of_its_batch_is_kept() {
         .await
         .unwrap()
         .into_inner();
+    // The next answer to findings; what every session is sent on its own
+    // (the policy bundle, the approved workloads) is passed over.
+    async fn answer(
+        inbound: &mut tonic::Streaming<pb::ControlMessage>,
+    ) -> pb::control_message::Body {
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+                .await
+                .expect("an answer")
+                .expect("a message")
+                .expect("the stream stays open");
+            match msg.body.expect("a body") {
+                pb::control_message::Body::Policy(_) | pb::control_message::Body::Workloads(_) => {}
+                other => return other,
+            }
+        }
+    }
     let mut rejected = None;
     let mut acked = 0;
     while acked < 2 {
-        let msg = tokio::time::timeout(Duration::from_secs(10), inbound.message())
-            .await
-            .expect("an answer")
-            .expect("a message")
-            .expect("the stream stays open");
-        match msg.body.unwrap() {
+        match answer(&mut inbound).await {
             pb::control_message::Body::Rejected(r) => rejected = Some(r),
             pb::control_message::Body::Ack(a) => acked = a.up_to_seq,
             other => panic!("unexpected control message {other:?}"),
@@ -162,10 +174,9 @@ async fn a_bad_finding_is_rejected_by_seq_and_the_rest_of_its_batch_is_kept() {
     })
     .await
     .unwrap();
-    let msg = inbound.message().await.unwrap().unwrap();
     assert!(matches!(
-        msg.body,
-        Some(pb::control_message::Body::Ack(pb::Ack { up_to_seq: 2 }))
+        answer(&mut inbound).await,
+        pb::control_message::Body::Ack(pb::Ack { up_to_seq: 2 })
     ));
     assert_eq!(cp.alerts().await.len(), 1);
 }
