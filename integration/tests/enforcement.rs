@@ -78,6 +78,19 @@ fn python_copy(dir: &Path, name: &str) -> PathBuf {
     copy
 }
 
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` on a unified
+/// host, `/sys/fs/cgroup/unified` on a hybrid one).
+fn cgroup2_mount() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+        .expect("a cgroup v2 mount")
+}
+
 fn gguf(path: &Path) {
     std::fs::write(
         path,
@@ -210,14 +223,7 @@ async fn kill_freeze_and_deny_gpu_rules_act_and_approved_workloads_are_untouched
             .unwrap(),
     );
     let fpid = frozen.0.id();
-    let events = PathBuf::from(format!(
-        "/sys/fs/cgroup/unified/vigil/frozen-{fpid}/cgroup.events"
-    ));
-    let events = if events.exists() || Path::new("/sys/fs/cgroup/unified").exists() {
-        events
-    } else {
-        PathBuf::from(format!("/sys/fs/cgroup/vigil/frozen-{fpid}/cgroup.events"))
-    };
+    let events = cgroup2_mount().join(format!("vigil/frozen-{fpid}/cgroup.events"));
     wait_for("the freeze", Duration::from_secs(15), || async {
         let e = std::fs::read_to_string(&events).ok()?;
         e.lines().any(|l| l == "frozen 1").then_some(())
@@ -534,9 +540,7 @@ async fn pushed_policies_reach_the_agent_and_rollback_unfreeze_and_refusals_work
             .unwrap(),
     );
     let pid = frozen.0.id();
-    let events = PathBuf::from(format!(
-        "/sys/fs/cgroup/unified/vigil/frozen-{pid}/cgroup.events"
-    ));
+    let events = cgroup2_mount().join(format!("vigil/frozen-{pid}/cgroup.events"));
     let state = |want: &'static str| {
         let events = events.clone();
         async move {
