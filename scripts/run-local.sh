@@ -49,6 +49,8 @@ Try, in another shell:
   $bin/vigilctl alerts --follow
   python3 -c "open('/tmp/model.onnx', 'wb').close()"
   $bin/vigilctl status
+  $bin/vigilctl agents show \$(hostname)          # sensors, GPUs, policy version
+  $bin/vigilctl policy check policies/default      # the default rule pack (README: sign and push)
 
 Ctrl-C stops everything.
 INFO
