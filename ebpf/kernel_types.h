@@ -35,9 +35,22 @@ struct qstr {
 
 struct dentry {
 	struct qstr d_name;
+	struct dentry *d_parent;
+} __core;
+
+struct vfsmount {
+	struct dentry *mnt_root;
+} __core;
+
+/* The kernel's mount, around the vfsmount a path points at. */
+struct mount {
+	struct mount *mnt_parent;
+	struct dentry *mnt_mountpoint;
+	struct vfsmount mnt;
 } __core;
 
 struct path {
+	struct vfsmount *mnt;
 	struct dentry *dentry;
 } __core;
 

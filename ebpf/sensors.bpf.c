@@ -436,6 +436,64 @@ int vigil_inet_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	return 0;
 }
 
+/* Where a path walk is: pointers kept as integers (read with probe reads). */
+struct path_walk {
+	__u64 dentry;
+	__u64 mount;
+	__u32 n;
+	__u32 complete;
+};
+
+/* One step of the walk (a bpf_loop callback, so the verifier sees it once). */
+static long path_walk_step(__u32 i, void *arg)
+{
+	struct path_walk *w = arg;
+	struct dentry *d = (struct dentry *)w->dentry;
+	struct mount *mnt = (struct mount *)w->mount;
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	struct dentry *mnt_root = BPF_CORE_READ(mnt, mnt.mnt_root);
+	if (d == mnt_root || d == parent) {
+		struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
+		if (up == mnt || !up) {
+			w->complete = 1;
+			return 1;
+		}
+		/* Cross into the mount this one is mounted on. */
+		w->dentry = (__u64)BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->mount = (__u64)up;
+		return 0;
+	}
+	if (w->n >= VIGIL_PATH_COMPONENTS)
+		return 1;
+	__u32 zero = 0;
+	struct vigil_file_map_event *ev = bpf_map_lookup_elem(&EVENT_SCRATCH, &zero);
+	if (!ev)
+		return 1;
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	bpf_probe_read_kernel_str(ev->components[w->n & (VIGIL_PATH_COMPONENTS - 1)],
+				  VIGIL_COMPONENT_MAX, name);
+	w->n++;
+	w->dentry = (__u64)parent;
+	return 0;
+}
+
+/*
+ * The mapped file's path, from its dentry up through the mounts to the
+ * root of the process's mount tree: what /proc/PID/maps would say, read
+ * while the mapping happens (a loader may exit before user space looks).
+ */
+static __always_inline void walk_path(struct file *f, struct vigil_file_map_event *ev)
+{
+	struct vfsmount *vmnt = BPF_CORE_READ(f, f_path.mnt);
+	struct path_walk w = {
+		.dentry = (__u64)BPF_CORE_READ(f, f_path.dentry),
+		.mount = (__u64)((char *)vmnt - bpf_core_field_offset(struct mount, mnt)),
+	};
+	bpf_loop(VIGIL_PATH_COMPONENTS * 2, path_walk_step, &w, 0);
+	ev->component_count = w.n;
+	ev->path_complete = w.complete;
+}
+
 /*
  * Two kinds of file mapping leave the kernel:
  * - executable (how a library gets loaded, by dlopen or the dynamic
@@ -497,6 +555,10 @@ int vigil_mmap(struct syscall_trace_enter *ctx)
 	ev->name_len = nlen;
 	ev->prot = (__u32)prot;
 	ev->length = length;
+	ev->component_count = 0;
+	ev->path_complete = 0;
+	if (exec)
+		walk_path(f, ev);
 	__u64 size = offsetof(struct vigil_file_map_event, name) + nlen;
 	fill_header(&ev->hdr, VIGIL_EVENT_FILE_MAP, size);
 	emit(ev, size, BPF_RB_FORCE_WAKEUP);

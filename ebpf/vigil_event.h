@@ -29,6 +29,10 @@
 #define VIGIL_ARGS_MAX 1024
 /* Longest file name (one path component), NUL included. */
 #define VIGIL_NAME_MAX 256
+/* A library's path, walked up from its dentry: at most this many
+ * components (innermost first), each cut to this many bytes. */
+#define VIGIL_PATH_COMPONENTS 16
+#define VIGIL_COMPONENT_MAX 128
 
 /* Counter slots of the per-CPU "COUNTERS" array. */
 #define VIGIL_COUNTER_EMITTED 0
@@ -118,6 +122,12 @@ struct vigil_file_map_event {
 	__u32 name_len; /* bytes of name[], NUL included */
 	__u32 prot;     /* PROT_* of the mapping */
 	__u64 length;   /* bytes mapped */
+	/* For executable mappings: the file's path as components from the
+	 * file up to the root of the process's mount tree (innermost first);
+	 * complete when the walk reached the root within the slots. */
+	__u32 component_count;
+	__u32 path_complete;
+	char components[VIGIL_PATH_COMPONENTS][VIGIL_COMPONENT_MAX];
 	char name[VIGIL_NAME_MAX];
 };
 

@@ -224,8 +224,13 @@ impl Detector {
                 let resolved = self.process(ctx, table);
                 self.detect(resolved, obs, at)
             }
-            SensorEvent::FileMap { fd, name, .. } => {
-                let path = self.procfs.mapped_library_path(ctx.pid, *fd, name);
+            SensorEvent::FileMap { fd, name, path, .. } => {
+                // /proc while the process lives; else the kernel's walk.
+                let from_proc = self.procfs.mapped_library_path(ctx.pid, *fd, name);
+                let path = match path {
+                    Some(walked) if !from_proc.starts_with('/') => walked.clone(),
+                    _ => from_proc,
+                };
                 let resolved = self.process(ctx, table);
                 self.detect(
                     resolved,

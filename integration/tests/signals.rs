@@ -130,13 +130,25 @@ async fn runtime_libraries_gpu_nodes_and_short_lived_model_opens() {
             pid_of(a) == pid && signal_of(a) == SignalKind::AiRuntime
         })
         .await;
-    // The loader exits at once, before /proc can give the full path; the
-    // kernel reports the file name (full paths need a dentry walk).
-    assert!(
-        object_of(&a).ends_with("libonnxruntime.so"),
-        "{}",
-        object_of(&a)
-    );
+    // The loader exits at once, before /proc can give the full path: the
+    // kernel walks it from the mapped file's dentry.
+    assert_eq!(object_of(&a), lib.to_str().unwrap());
+    // Across a mount: the same library on a tmpfs mounted for the test.
+    let shm = h.dir.join("tmpfs");
+    std::fs::create_dir_all(&shm).unwrap();
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", "vigil-test"])
+        .arg(&shm));
+    let shm_lib = shm.join("libonnxruntime.so");
+    std::fs::copy(&lib, &shm_lib).unwrap();
+    let pid = run(Command::new(&loader).arg(&shm_lib));
+    let a = h
+        .alert("ai_runtime for the dlopen on tmpfs", |a| {
+            pid_of(a) == pid && signal_of(a) == SignalKind::AiRuntime
+        })
+        .await;
+    let _ = Command::new("umount").arg("-l").arg(&shm).status();
+    assert_eq!(object_of(&a), shm_lib.to_str().unwrap());
 
     // python loads the real ONNX Runtime (the PyPI wheel `make deps` installs).
     let ort = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.vigil/deps/python");

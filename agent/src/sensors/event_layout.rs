@@ -109,7 +109,15 @@ pub struct RawFileMapFixed {
     pub name_len: u32,
     pub prot: u32,
     pub length: u64,
+    pub component_count: u32,
+    pub path_complete: u32,
 }
+
+/// `VIGIL_PATH_COMPONENTS` × `VIGIL_COMPONENT_MAX` bytes follow the fixed
+/// part of a file map record, then the name.
+pub const PATH_COMPONENTS: usize = 16;
+pub const COMPONENT_MAX: usize = 128;
+const COMPONENTS_BYTES: usize = PATH_COMPONENTS * COMPONENT_MAX;
 
 /// `struct vigil_path_filter`.
 #[repr(C)]
@@ -239,8 +247,20 @@ pub fn rust_layout() -> Vec<(&'static str, usize)> {
             offset_of!(RawFileMapFixed, length),
         ),
         (
-            "offsetof(struct vigil_file_map_event, name)",
+            "offsetof(struct vigil_file_map_event, component_count)",
+            offset_of!(RawFileMapFixed, component_count),
+        ),
+        (
+            "offsetof(struct vigil_file_map_event, path_complete)",
+            offset_of!(RawFileMapFixed, path_complete),
+        ),
+        (
+            "offsetof(struct vigil_file_map_event, components)",
             size_of::<RawFileMapFixed>(),
+        ),
+        (
+            "offsetof(struct vigil_file_map_event, name)",
+            size_of::<RawFileMapFixed>() + COMPONENTS_BYTES,
         ),
         (
             "offsetof(struct vigil_dns_event, family)",
@@ -357,6 +377,8 @@ pub enum SensorEvent {
         fd: i32,
         matched: PathMatch,
         name: String,
+        /// The file's path as the kernel walked it (executable mappings).
+        path: Option<String>,
         /// Bytes mapped.
         length: u64,
     },
@@ -540,17 +562,32 @@ pub fn decode(record: &[u8]) -> Result<SensorEvent, DecodeError> {
         EVENT_FILE_MAP => {
             let fixed: RawFileMapFixed = read_struct(record, "file map record")?;
             let matched = path_match(fixed.matched)?;
+            let start = size_of::<RawFileMapFixed>();
+            let components = tail(record, start, COMPONENTS_BYTES, "path components")?;
             let name = c_string(tail(
                 record,
-                size_of::<RawFileMapFixed>(),
+                start + COMPONENTS_BYTES,
                 fixed.name_len as usize,
                 "name",
             )?);
+            let count = (fixed.component_count as usize).min(PATH_COMPONENTS);
+            let path = (count > 0).then(|| {
+                let parts: Vec<String> = components
+                    .chunks(COMPONENT_MAX)
+                    .take(count)
+                    .rev()
+                    .map(c_string)
+                    .collect();
+                // An incomplete walk (deeper than the slots) is marked so.
+                let root = if fixed.path_complete != 0 { "" } else { "/…" };
+                format!("{root}/{}", parts.join("/"))
+            });
             Ok(SensorEvent::FileMap {
                 ctx,
                 fd: fixed.fd,
                 matched,
                 name,
+                path,
                 length: fixed.length,
             })
         }

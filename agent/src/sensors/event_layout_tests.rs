@@ -155,10 +155,9 @@ fn net_records_decode_ipv4_and_ipv6_endpoints() {
     assert_eq!(decode(&as_bytes(&ev)), Err(DecodeError::UnknownNetOp(9)));
 }
 
-#[test]
-fn file_map_records_carry_the_library_name() {
+fn file_map_record(components: &[&str], complete: bool) -> Vec<u8> {
     let name = b"libonnxruntime.so.1.17\0";
-    let size = size_of::<RawFileMapFixed>() + name.len();
+    let size = size_of::<RawFileMapFixed>() + PATH_COMPONENTS * COMPONENT_MAX + name.len();
     let fixed = RawFileMapFixed {
         hdr: header(EVENT_FILE_MAP, size),
         fd: 3,
@@ -166,19 +165,51 @@ fn file_map_records_carry_the_library_name() {
         name_len: name.len() as u32,
         prot: 5,
         length: 4096,
+        component_count: components.len() as u32,
+        path_complete: complete as u32,
     };
     let mut rec = as_bytes(&fixed);
+    let mut block = vec![0u8; PATH_COMPONENTS * COMPONENT_MAX];
+    for (i, c) in components.iter().enumerate() {
+        block[i * COMPONENT_MAX..i * COMPONENT_MAX + c.len()].copy_from_slice(c.as_bytes());
+    }
+    rec.extend_from_slice(&block);
     rec.extend_from_slice(name);
+    rec
+}
+
+#[test]
+fn file_map_records_carry_the_library_name_and_walked_path() {
+    let rec = file_map_record(&["libonnxruntime.so.1.17", "lib", "opt"], true);
     let SensorEvent::FileMap {
-        fd, matched, name, ..
+        fd,
+        matched,
+        name,
+        path,
+        ..
     } = decode(&rec).unwrap()
     else {
         panic!("not a file map");
     };
     assert_eq!(
-        (fd, matched, name.as_str()),
-        (3, PathMatch::AiRuntime, "libonnxruntime.so.1.17")
+        (fd, matched, name.as_str(), path.as_deref()),
+        (
+            3,
+            PathMatch::AiRuntime,
+            "libonnxruntime.so.1.17",
+            Some("/opt/lib/libonnxruntime.so.1.17")
+        )
     );
+    let SensorEvent::FileMap { path, .. } =
+        decode(&file_map_record(&["x.so", "deep"], false)).unwrap()
+    else {
+        panic!("not a file map");
+    };
+    assert_eq!(path.as_deref(), Some("/…/deep/x.so"));
+    let SensorEvent::FileMap { path, .. } = decode(&file_map_record(&[], false)).unwrap() else {
+        panic!("not a file map");
+    };
+    assert_eq!(path, None);
 }
 
 #[test]
