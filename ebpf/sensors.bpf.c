@@ -557,8 +557,7 @@ int vigil_mmap(struct syscall_trace_enter *ctx)
 	ev->length = length;
 	ev->component_count = 0;
 	ev->path_complete = 0;
-	if (exec)
-		walk_path(f, ev);
+	walk_path(f, ev);
 	__u64 size = offsetof(struct vigil_file_map_event, name) + nlen;
 	fill_header(&ev->hdr, VIGIL_EVENT_FILE_MAP, size);
 	emit(ev, size, BPF_RB_FORCE_WAKEUP);

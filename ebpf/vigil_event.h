@@ -122,9 +122,9 @@ struct vigil_file_map_event {
 	__u32 name_len; /* bytes of name[], NUL included */
 	__u32 prot;     /* PROT_* of the mapping */
 	__u64 length;   /* bytes mapped */
-	/* For executable mappings: the file's path as components from the
-	 * file up to the root of the process's mount tree (innermost first);
-	 * complete when the walk reached the root within the slots. */
+	/* The file's path as components from the file up to the root of the
+	 * process's mount tree (innermost first); complete when the walk
+	 * reached the root within the slots. */
 	__u32 component_count;
 	__u32 path_complete;
 	char components[VIGIL_PATH_COMPONENTS][VIGIL_COMPONENT_MAX];

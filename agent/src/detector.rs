@@ -205,12 +205,11 @@ impl Detector {
                 fd,
                 matched: PathMatch::LargeMapping,
                 name,
+                path: walked,
                 length,
                 ..
             } => {
-                // While the process lives its fd (or mapping) names the file
-                // and reads it, whichever mount namespace it is in.
-                let path = self.procfs.mapped_library_path(ctx.pid, *fd, name);
+                let path = self.mapped_path(ctx.pid, *fd, name, walked.as_deref());
                 let head = read_head(&self.procfs.fd_handle(ctx.pid, *fd))
                     .or_else(|| read_head(std::path::Path::new(&path)));
                 // Most large mappings are libraries and data files: decide
@@ -225,12 +224,7 @@ impl Detector {
                 self.detect(resolved, obs, at)
             }
             SensorEvent::FileMap { fd, name, path, .. } => {
-                // /proc while the process lives; else the kernel's walk.
-                let from_proc = self.procfs.mapped_library_path(ctx.pid, *fd, name);
-                let path = match path {
-                    Some(walked) if !from_proc.starts_with('/') => walked.clone(),
-                    _ => from_proc,
-                };
+                let path = self.mapped_path(ctx.pid, *fd, name, path.as_deref());
                 let resolved = self.process(ctx, table);
                 self.detect(
                     resolved,
@@ -295,6 +289,17 @@ impl Detector {
                     }
                 }
             }
+        }
+    }
+
+    /// A mapped file's path: /proc while the process lives (its fd or
+    /// mapping, in its own mount namespace), else the kernel's walk from
+    /// the dentry, else the bare file name.
+    fn mapped_path(&self, pid: u32, fd: i32, name: &str, walked: Option<&str>) -> String {
+        let from_proc = self.procfs.mapped_library_path(pid, fd, name);
+        match walked {
+            Some(w) if !from_proc.starts_with('/') => w.to_string(),
+            _ => from_proc,
         }
     }
 

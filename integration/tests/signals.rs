@@ -362,6 +362,24 @@ async fn a_renamed_python_mapping_gguf_named_cache_dat_is_a_model_file() {
         noise.is_empty(),
         "a large non-model mapping made findings: {noise:?}"
     );
+
+    // Mapped and gone at once: the kernel's path walk names the file, and
+    // its content is read from there after the process exited.
+    let quick = h.dir.join("quick").join("blob.bin");
+    std::fs::create_dir_all(quick.parent().unwrap()).unwrap();
+    std::fs::copy(&cache, &quick).unwrap();
+    let pid = run(Command::new(&helper)
+        .args([
+            "-c",
+            "import mmap, sys\nf = open(sys.argv[1], 'rb')\nmmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)\n",
+        ])
+        .arg(&quick));
+    let a = h
+        .alert("model_file for the quick mapping", |a| {
+            pid_of(a) == pid && signal_of(a) == SignalKind::ModelFile
+        })
+        .await;
+    assert_eq!(object_of(&a), quick.to_str().unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
