@@ -313,56 +313,46 @@ impl Detector {
         table: &mut ProcessTable,
         at: i64,
     ) -> (Option<Detection>, GpuProcess) {
-        let object = format!("gpu {}", gpu.uuid);
-        if let Some(process) = self.gpu_users.get(&pid) {
-            let attributed = GpuProcess {
-                process: process.clone(),
-                gpu: gpu.clone(),
-                approved: self.rules.approves(process),
-            };
-            // Known user, already reported (or approved): nothing to decide.
-            let reported = self
-                .reported
-                .get(&pid)
-                .is_some_and(|seen| seen.contains(&(SignalKind::GpuUse, object.clone())));
-            if reported || attributed.approved {
-                return (None, attributed);
-            }
-        }
-        // /proc first: it has the pid the process sees in its own namespace.
-        let process = match self.gpu_users.get(&pid) {
-            Some(p) => p.clone(),
-            None => self
-                .procfs
-                .process(pid)
-                .or_else(|| table.get(pid).map(|e| e.info.clone()))
-                .unwrap_or(ProcessInfo {
-                    pid,
-                    comm: "(exited)".into(),
-                    ..Default::default()
-                }),
-        };
-        let resolved = if self.gpu_users.contains_key(&pid) {
-            Resolved {
-                process,
-                event_boot_ns: crate::clock::boot_now_ns(),
+        let now = crate::clock::boot_now_ns();
+        let resolved = match self.gpu_users.get(&pid) {
+            Some(known) => Resolved {
+                process: known.clone(),
+                event_boot_ns: now,
                 uncached_exe: None,
+            },
+            None => {
+                // /proc first: it has the pid the process sees in its own namespace.
+                let process = self
+                    .procfs
+                    .process(pid)
+                    .or_else(|| table.get(pid).map(|e| e.info.clone()))
+                    .unwrap_or(ProcessInfo {
+                        pid,
+                        comm: "(exited)".into(),
+                        ..Default::default()
+                    });
+                let resolved = self.with_digest(process, pid, now);
+                if resolved.uncached_exe.is_none() && !resolved.process.exe.is_empty() {
+                    self.gpu_users.insert(pid, resolved.process.clone());
+                }
+                resolved
             }
-        } else {
-            self.with_digest(process, pid, crate::clock::boot_now_ns())
         };
-        if resolved.uncached_exe.is_none() && !resolved.process.exe.is_empty() {
-            self.gpu_users.insert(pid, resolved.process.clone());
-        }
+        let approved = resolved.uncached_exe.is_none()
+            && self.rules.approves_on_gpu(&resolved.process, &gpu.uuid);
         let attributed = GpuProcess {
             process: resolved.process.clone(),
             gpu: gpu.clone(),
-            approved: resolved.uncached_exe.is_none() && self.rules.approves(&resolved.process),
+            approved,
         };
-        let device_opened = self
-            .reported
-            .get(&pid)
-            .is_some_and(|seen| seen.iter().any(|(s, _)| *s == SignalKind::GpuDevice));
+        let seen = self.reported.get(&pid);
+        // Approved, or already reported: nothing more to decide.
+        let object = format!("gpu {}", gpu.uuid);
+        if approved || seen.is_some_and(|s| s.contains(&(SignalKind::GpuUse, object))) {
+            return (None, attributed);
+        }
+        let device_opened =
+            seen.is_some_and(|s| s.iter().any(|(signal, _)| *signal == SignalKind::GpuDevice));
         let obs = Observation::GpuInUse { gpu, device_opened };
         (self.detect(resolved, obs, at), attributed)
     }

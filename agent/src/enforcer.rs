@@ -61,8 +61,10 @@ pub struct Enforcer {
     procfs: Procfs,
     /// Where the agent's own cgroups go: `<cgroup2 mount>/vigil`.
     cgroup_base: Option<PathBuf>,
-    /// Loaded on first use.
-    device_programs: Option<Ebpf>,
+    /// The enforcement programs, loaded on first use.
+    programs: Option<Ebpf>,
+    /// GPU character-device majors (from /proc/devices at that load).
+    gpu_majors: Vec<u32>,
     /// Frozen processes and their cgroup.
     frozen: HashMap<u32, PathBuf>,
     /// Processes refused GPUs: their cgroup and the program's link.
@@ -89,7 +91,8 @@ impl Enforcer {
         Self {
             procfs,
             cgroup_base,
-            device_programs: None,
+            programs: None,
+            gpu_majors: Vec::new(),
             frozen: HashMap::new(),
             gpu_denied: HashMap::new(),
             egress_blocked: HashMap::new(),
@@ -138,7 +141,7 @@ impl Enforcer {
     /// programs attached to it and its map entries.
     pub fn forget(&mut self, pid: u32) {
         if let Some((dir, link, keys)) = self.egress_blocked.remove(&pid) {
-            if let Some(ebpf) = self.device_programs.as_mut() {
+            if let Some(ebpf) = self.programs.as_mut() {
                 if let Some(Ok(mut map)) = ebpf
                     .map_mut("BLOCKED_DESTINATIONS")
                     .map(aya::maps::HashMap::<_, BlockedDestination, u8>::try_from)
@@ -160,7 +163,7 @@ impl Enforcer {
             let _ = std::fs::remove_dir(dir);
         }
         if let Some((dir, link)) = self.gpu_denied.remove(&pid) {
-            if let Some(ebpf) = self.device_programs.as_mut() {
+            if let Some(ebpf) = self.programs.as_mut() {
                 if let Some(Ok(prog)) = ebpf
                     .program_mut("vigil_deny_gpu")
                     .map(<&mut CgroupDevice>::try_from)
@@ -239,7 +242,7 @@ impl Enforcer {
 
     /// The enforcement programs, loaded (not attached) on first use.
     fn programs(&mut self) -> Result<&mut Ebpf, String> {
-        if self.device_programs.is_none() {
+        if self.programs.is_none() {
             let majors = gpu_majors(&std::fs::read_to_string("/proc/devices").unwrap_or_default());
             let mut table = [0u32; GPU_MAJOR_SLOTS];
             for (slot, m) in table.iter_mut().zip(&majors) {
@@ -265,16 +268,15 @@ impl Enforcer {
                 .map_err(|e| format!("{e}"))?;
             skb.load()
                 .map_err(|e| format!("loading vigil_block_egress: {e}"))?;
-            self.device_programs = Some(ebpf);
+            self.programs = Some(ebpf);
         }
-        self.device_programs
+        self.programs
             .as_mut()
             .ok_or_else(|| "enforcement programs not loaded".to_string())
     }
 
     fn deny_gpu(&mut self, pid: u32, tree: &[u32]) -> Result<String, String> {
         let dir = self.own_cgroup("gpu-denied", pid, tree)?;
-        let majors = gpu_majors(&std::fs::read_to_string("/proc/devices").unwrap_or_default());
         let ebpf = self.programs()?;
         let prog: &mut CgroupDevice = ebpf
             .program_mut("vigil_deny_gpu")
@@ -288,7 +290,8 @@ impl Enforcer {
             .map_err(|e| format!("attaching to {}: {e}", dir.display()))?;
         self.gpu_denied.insert(pid, (dir.clone(), link));
         Ok(format!(
-            "refused GPU devices (majors {majors:?}) to pid {pid} ({} processes) in cgroup {}",
+            "refused GPU devices (majors {:?}) to pid {pid} ({} processes) in cgroup {}",
+            self.gpu_majors,
             tree.len(),
             dir.display()
         ))

@@ -20,7 +20,6 @@ const ACTIVE_KEY: &[u8] = b"active";
 
 pub struct ActivePolicy {
     pub version: u64,
-    pub digest: String,
     pub set: PolicySet,
 }
 
@@ -74,7 +73,6 @@ pub struct Governor {
     procfs: Procfs,
     recorder: Option<std::io::BufWriter<std::fs::File>>,
     store: Option<sled::Tree>,
-    allowed: u64,
 }
 
 impl Governor {
@@ -98,7 +96,6 @@ impl Governor {
             procfs,
             recorder: recorder.map(std::io::BufWriter::new),
             store,
-            allowed: 0,
         };
         // The last good bundle, as accepted before a restart.
         let stored = g
@@ -121,11 +118,6 @@ impl Governor {
 
     pub fn active(&self) -> Option<&ActivePolicy> {
         self.active.as_ref()
-    }
-
-    /// Findings the policy allowed (not reported).
-    pub fn allowed(&self) -> u64 {
-        self.allowed
     }
 
     /// Verifies, compiles and activates a bundle (JSON bytes). On any
@@ -159,11 +151,7 @@ impl Governor {
         let version = bundle.version;
         let previous = self.active_bytes.replace(bytes.to_vec());
         let previous_version = self.active.as_ref().map(|a| a.version).unwrap_or(0);
-        self.active = Some(ActivePolicy {
-            version,
-            digest: bundle.digest(),
-            set,
-        });
+        self.active = Some(ActivePolicy { version, set });
         // A bundle replacing another is on probation, if configured.
         self.probation = match (previous, self.auto_rollback) {
             (Some(previous), Some(_)) => {
@@ -194,12 +182,13 @@ impl Governor {
                 action: None,
             };
         };
-        let parent = self.procfs.process(finding.process.ppid);
+        let parent = active
+            .set
+            .reads_parent(finding.signal)
+            .then(|| self.procfs.process(finding.process.ppid))
+            .flatten();
         match active.set.evaluate(&finding, parent.as_ref(), &self.host) {
-            None => {
-                self.allowed += 1;
-                Verdict::Allowed
-            }
+            None => Verdict::Allowed,
             Some(Decision {
                 rule_id,
                 severity,

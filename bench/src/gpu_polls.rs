@@ -71,6 +71,26 @@ pub fn gpu_polls(root: &Path, work: &Path, report: &mut Report) -> anyhow::Resul
     }
     let nvml_only = started.elapsed().as_secs_f64();
 
+    // Side by side: the same GPUs with nobody on them.
+    let idle = work.join("nvml-idle.conf");
+    std::fs::write(
+        &idle,
+        "gpu GPU-0a 1 00000000:01:00.0 85899345920 0 0 NVIDIA H100 80GB HBM3\n\
+         gpu GPU-0b 2 00000000:02:00.0 85899345920 0 0 NVIDIA H100 80GB HBM3\n",
+    )?;
+    std::env::set_var("VIGIL_FAKE_NVML_CONFIG", &idle);
+    reader.read();
+    let started = Instant::now();
+    for _ in 0..POLLS {
+        std::hint::black_box(reader.read());
+    }
+    let no_processes = started.elapsed().as_secs_f64();
+    std::env::set_var("VIGIL_FAKE_NVML_CONFIG", &path);
+    anyhow::ensure!(
+        reader.read().uses.len() == PROCESSES,
+        "the fake NVML reloads"
+    );
+
     let procfs = Procfs::default();
     let mut table = ProcessTable::new(65_536);
     table.seed(&procfs)?;
@@ -104,6 +124,13 @@ pub fn gpu_polls(root: &Path, work: &Path, report: &mut Report) -> anyhow::Resul
         )
         .goal_max(1.0),
     );
+    report.push(Figure::ratio(
+        "1,000 NVML polls: 64 processes / no processes on the same 2 GPUs (same run)",
+        nvml_only,
+        no_processes,
+        "s",
+        cmd,
+    ));
     report.push(
         Figure::ratio(
             "1,000 NVML polls with attribution of all 64 processes (/proc, digest, rules) / 1 s goal",
@@ -114,5 +141,12 @@ pub fn gpu_polls(root: &Path, work: &Path, report: &mut Report) -> anyhow::Resul
         )
         .goal_max(1.0),
     );
+    report.push(Figure::ratio(
+        "1,000 NVML polls: with attribution / NVML only (same run)",
+        attributed,
+        nvml_only,
+        "s",
+        cmd,
+    ));
     Ok(())
 }

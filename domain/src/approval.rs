@@ -111,10 +111,6 @@ impl ApprovedWorkloads {
         self.records = records.into_iter().map(|r| (r.id.clone(), r)).collect();
     }
 
-    pub fn records(&self) -> impl Iterator<Item = &WorkloadApproval> {
-        self.records.values()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.exe_sha256.is_empty() && self.records.is_empty()
     }

@@ -215,9 +215,16 @@ impl BuiltinRules {
         self.approved.set_records(records);
     }
 
-    /// Whether `process` runs an approved workload (its digest must be known).
-    pub fn approves(&self, process: &ProcessInfo) -> bool {
-        self.approved.approves(process)
+    /// Whether `process` runs a workload approved to use this GPU (its
+    /// digest must be known).
+    pub fn approves_on_gpu(&self, process: &ProcessInfo, gpu_uuid: &str) -> bool {
+        self.approved.approves_in(
+            process,
+            crate::ApprovalScope {
+                gpu_uuid: Some(gpu_uuid),
+                ..Default::default()
+            },
+        )
     }
 
     /// The finding `obs` makes for `process`, if any. `process.exe_sha256`

@@ -21,19 +21,22 @@ impl Drop for Killed {
     }
 }
 
-fn vigilctl(cp: &ControlPlane, args: &[&str]) -> String {
+/// vigilctl's output, or None when it fails (the agent may not have
+/// registered yet: callers poll).
+fn try_vigilctl(cp: &ControlPlane, args: &[&str]) -> Option<String> {
     let out = Command::new(binary("vigilctl"))
         .arg("--endpoint")
         .arg(cp.endpoint())
         .args(args)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "vigilctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    out.status
+        .success()
+        .then(|| String::from_utf8(out.stdout).unwrap())
+}
+
+fn vigilctl(cp: &ControlPlane, args: &[&str]) -> String {
+    try_vigilctl(cp, args).unwrap_or_else(|| panic!("vigilctl {args:?} failed"))
 }
 
 fn gpu_uses(alerts: &[Alert]) -> Vec<&Alert> {
@@ -191,7 +194,7 @@ util 0 {unapproved_pid} 73 20
         "the inventory in vigilctl",
         Duration::from_secs(15),
         || async {
-            let text = vigilctl(&cp, &["agents", "show", "gpu-host"]);
+            let text = try_vigilctl(&cp, &["agents", "show", "gpu-host"])?;
             (text.matches("| approved").count() >= 2).then_some(text)
         },
     )
@@ -240,7 +243,7 @@ util 0 {unapproved_pid} 73 20
         "NVML errors in vigilctl",
         Duration::from_secs(15),
         || async {
-            let text = vigilctl(&cp, &["agents", "show", "gpu-host"]);
+            let text = try_vigilctl(&cp, &["agents", "show", "gpu-host"])?;
             text.contains("lost").then_some(text)
         },
     )
@@ -275,7 +278,7 @@ async fn a_host_without_nvml_reports_no_nvidia_gpu() {
         "the GPU status in vigilctl",
         Duration::from_secs(15),
         || async {
-            let text = vigilctl(&cp, &["agents", "show", "no-gpu-host"]);
+            let text = try_vigilctl(&cp, &["agents", "show", "no-gpu-host"])?;
             text.contains("no NVIDIA GPU").then_some(text)
         },
     )

@@ -268,6 +268,14 @@ impl PolicySet {
         })
     }
 
+    /// Whether the rules for `signal` read `parent`: only then is it worth
+    /// looking the parent up.
+    pub fn reads_parent(&self, signal: SignalKind) -> bool {
+        self.needs_by_signal
+            .get(&signal)
+            .is_some_and(|n| n.iter().any(|(root, _)| root == "parent"))
+    }
+
     pub fn rule_ids(&self) -> Vec<&str> {
         self.rules.iter().map(|r| r.id.as_str()).collect()
     }

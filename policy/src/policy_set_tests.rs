@@ -93,6 +93,7 @@ fn first_matching_rule_decides_and_exceptions_apply() {
     );
     egress.net.as_mut().unwrap().host = "example.com".into();
     assert_eq!(set.evaluate(&egress, None, &host), None);
+    assert!(!set.reads_parent(SignalKind::ModelFile));
     // No rule for the signal: the policy allows it.
     assert_eq!(
         set.evaluate(&finding(SignalKind::GpuUse, "/bin/x", ""), None, &host),
@@ -215,4 +216,27 @@ fn a_dry_run_bundle_reports_every_action_without_doing_it() {
         e[0].starts_with("s.yaml:2:3: settings: unknown field `dry_rn`"),
         "{e:?}"
     );
+}
+
+#[test]
+fn block_scalar_conditions_place_errors_and_parent_is_read_only_when_asked() {
+    let block = "id: b\ndescription: d\nseverity: high\nwhen: [model_file]\ncondition: |\n  process.uid >= 0 &&\n    parent.nmae == \"bash\"\n";
+    let e = errors(&[("b.yaml", block)]);
+    assert!(
+        e[0].starts_with("b.yaml:7:5: unknown field parent.nmae"),
+        "{e:?}"
+    );
+    let rule = "id: p\ndescription: d\nseverity: high\nwhen: [model_file]\ncondition: parent.name == \"bash\"\n";
+    let set = PolicySet::compile(&source(&[("p.yaml", rule)])).unwrap();
+    assert!(set.reads_parent(SignalKind::ModelFile));
+    let f = finding(SignalKind::ModelFile, "/usr/bin/python3", "/m/x.gguf");
+    let bash = ProcessInfo {
+        pid: 1,
+        exe: "/usr/bin/bash".into(),
+        ..Default::default()
+    };
+    assert!(set
+        .evaluate(&f, Some(&bash), &HostFacts::default())
+        .is_some());
+    assert!(set.evaluate(&f, None, &HostFacts::default()).is_none());
 }

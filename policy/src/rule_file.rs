@@ -26,12 +26,13 @@ pub struct ExprSource {
 impl ExprSource {
     /// A diagnostic at `(line, col)` inside the expression (1-based).
     pub fn at(&self, line: usize, col: usize, message: impl Into<String>) -> Diagnostic {
-        let (l, c) = if line <= 1 {
-            (self.line, self.column + col.saturating_sub(1))
-        } else {
-            (self.line + line - 1, col)
-        };
-        Diagnostic::new(&self.file, l, c, message)
+        // A block scalar's lines all start at the first line's column.
+        Diagnostic::new(
+            &self.file,
+            self.line + line.saturating_sub(1),
+            self.column + col.saturating_sub(1),
+            message,
+        )
     }
 }
 
