@@ -7,10 +7,8 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
-use vigil_domain::{
-    BuiltinRules, Finding, GpuObject, GpuProcess, Observation, OwnedObservation, ProcessInfo,
-    SignalKind, MODEL_SNIFF_BYTES,
-};
+use vigil_detection::{BuiltinRules, Observation, MODEL_SNIFF_BYTES};
+use vigil_domain::{Finding, GpuObject, GpuProcess, ProcessInfo, SignalKind};
 
 use crate::clock::boot_ns_to_unix_nanos;
 use crate::exe_digest::{file_key, ExeDigestCache, FileKey};
@@ -48,7 +46,7 @@ pub struct PendingModel {
     /// The model file, opened while the process had it.
     pub file: std::fs::File,
     key: FileKey,
-    obs: OwnedObservation,
+    obs: Observation,
     at: i64,
     pub event_boot_ns: u64,
 }
@@ -68,7 +66,7 @@ pub struct PendingFinding {
     /// The executable, opened while the process lived: hashable after it exits.
     pub exe: std::fs::File,
     key: FileKey,
-    obs: OwnedObservation,
+    obs: Observation,
     at: i64,
     /// The triggering event's kernel timestamp, for latency accounting.
     pub event_boot_ns: u64,
@@ -178,22 +176,18 @@ impl Detector {
                 ..
             } => {
                 let path = self.procfs.resolve_path(ctx.pid, *dfd, path);
-                let head;
                 let obs = match matched {
                     PathMatch::ModelFile => {
                         // Only a successful open is a load.
-                        if *ret < 0 || !vigil_domain::is_model_file_path(&path) {
+                        if *ret < 0 || !vigil_detection::is_model_file_path(&path) {
                             return None;
                         }
-                        head = read_head(std::path::Path::new(&path));
-                        Observation::FileOpened {
-                            path: &path,
-                            head: head.as_deref(),
-                        }
+                        let head = read_head(std::path::Path::new(&path));
+                        Observation::FileOpened { path, head }
                     }
                     // A failed open of a GPU node is still a signal.
                     PathMatch::GpuDevice => Observation::DeviceOpened {
-                        path: &path,
+                        path,
                         failed: *ret < 0,
                     },
                     PathMatch::AiRuntime | PathMatch::LargeMapping => return None,
@@ -215,11 +209,11 @@ impl Detector {
                 // Most large mappings are libraries and data files: decide
                 // before resolving the process.
                 let obs = Observation::FileMapped {
-                    path: &path,
-                    head: head.as_deref(),
+                    path,
+                    head,
                     length: *length,
                 };
-                self.rules.evaluate(&ProcessInfo::default(), obs, at)?;
+                self.rules.evaluate(&ProcessInfo::default(), &obs, at)?;
                 let resolved = self.process(ctx, table);
                 self.detect(resolved, obs, at)
             }
@@ -228,7 +222,10 @@ impl Detector {
                 let resolved = self.process(ctx, table);
                 self.detect(
                     resolved,
-                    Observation::LibraryMapped { name, path: &path },
+                    Observation::LibraryMapped {
+                        name: name.clone(),
+                        path,
+                    },
                     at,
                 )
             }
@@ -237,15 +234,14 @@ impl Detector {
             } => {
                 // Most sends to port 53 are questions for ordinary hosts:
                 // decide before resolving the process.
-                let name = vigil_domain::question_name(payload)?;
-                vigil_domain::ai_api_host(&name)?;
-                let server = server.to_string();
+                let name = vigil_detection::question_name(payload)?;
+                vigil_detection::ai_api_host(&name)?;
                 let resolved = self.process(ctx, table);
                 self.detect(
                     resolved,
                     Observation::DnsQuery {
-                        name: &name,
-                        server: &server,
+                        name,
+                        server: server.to_string(),
                     },
                     at,
                 )
@@ -256,17 +252,15 @@ impl Detector {
                 let resolved = self.process(ctx, table);
                 match op {
                     NetOp::Connect => {
-                        let address = remote.ip().to_string();
                         let obs = Observation::Connected {
-                            address: &address,
+                            address: remote.ip().to_string(),
                             port: remote.port(),
                         };
                         self.detect(resolved, obs, at)
                     }
-                    NetOp::Listen if vigil_domain::ai_serving_port(local.port()).is_some() => {
-                        let address = local.ip().to_string();
+                    NetOp::Listen if vigil_detection::ai_serving_port(local.port()).is_some() => {
                         let obs = Observation::Listening {
-                            address: &address,
+                            address: local.ip().to_string(),
                             port: local.port(),
                             openai_routes: false,
                         };
@@ -353,7 +347,10 @@ impl Detector {
         }
         let device_opened =
             seen.is_some_and(|s| s.iter().any(|(signal, _)| *signal == SignalKind::GpuDevice));
-        let obs = Observation::GpuInUse { gpu, device_opened };
+        let obs = Observation::GpuInUse {
+            gpu: gpu.clone(),
+            device_opened,
+        };
         (self.detect(resolved, obs, at), attributed)
     }
 
@@ -372,10 +369,13 @@ impl Detector {
                 .procfs
                 .mapped_files(pid)
                 .into_iter()
-                .filter(|p| vigil_domain::is_ai_runtime_library(p.rsplit('/').next().unwrap_or(p)))
+                .filter(|p| {
+                    vigil_detection::is_ai_runtime_library(p.rsplit('/').next().unwrap_or(p))
+                })
                 .collect();
-            let relevant =
-                |p: &String| vigil_domain::is_model_file_path(p) || vigil_domain::is_gpu_device(p);
+            let relevant = |p: &String| {
+                vigil_detection::is_model_file_path(p) || vigil_detection::is_gpu_device(p)
+            };
             if libraries.is_empty() && !files.iter().any(relevant) {
                 continue;
             }
@@ -387,23 +387,20 @@ impl Detector {
                 .digests
                 .digest(&self.procfs.exe_handle(pid))
                 .unwrap_or_default();
-            for path in files.iter().filter(|p| relevant(p)) {
-                let head = read_head(std::path::Path::new(path));
-                let obs = if vigil_domain::is_gpu_device(path) {
+            for path in files.into_iter().filter(|p| relevant(p)) {
+                let obs = if vigil_detection::is_gpu_device(&path) {
                     Observation::DeviceOpened {
                         path,
                         failed: false,
                     }
                 } else {
-                    Observation::FileOpened {
-                        path,
-                        head: head.as_deref(),
-                    }
+                    let head = read_head(std::path::Path::new(&path));
+                    Observation::FileOpened { path, head }
                 };
                 out.extend(self.finding(&process, obs, now));
             }
-            for path in &libraries {
-                let name = path.rsplit('/').next().unwrap_or(path);
+            for path in libraries {
+                let name = path.rsplit('/').next().unwrap_or(&path).to_string();
                 out.extend(self.finding(&process, Observation::LibraryMapped { name, path }, now));
             }
         }
@@ -412,13 +409,13 @@ impl Detector {
 
     /// A finding now if the digest is known; a pending one if it must be
     /// computed (and only if the finding would be new).
-    fn detect(&mut self, resolved: Resolved, obs: Observation<'_>, at: i64) -> Option<Detection> {
+    fn detect(&mut self, resolved: Resolved, obs: Observation, at: i64) -> Option<Detection> {
         let Some((exe, key)) = resolved.uncached_exe else {
             return self.decide(&resolved.process, obs, at, resolved.event_boot_ns);
         };
         // Without a digest nothing is approved: this says whether the rules
         // fire at all, and whether it would be a duplicate.
-        let draft = self.rules.evaluate(&resolved.process, obs, at)?;
+        let draft = self.rules.evaluate(&resolved.process, &obs, at)?;
         if self
             .reported
             .get(&draft.process.pid)
@@ -431,7 +428,7 @@ impl Detector {
             process: resolved.process,
             exe,
             key,
-            obs: obs.to_owned_observation(),
+            obs,
             at,
             event_boot_ns: resolved.event_boot_ns,
         }))
@@ -450,12 +447,7 @@ impl Detector {
             self.digests.insert(pending.key, d.clone());
             process.exe_sha256 = d;
         }
-        self.decide(
-            &process,
-            pending.obs.as_observation(),
-            pending.at,
-            pending.event_boot_ns,
-        )
+        self.decide(&process, pending.obs, pending.at, pending.event_boot_ns)
     }
 
     /// Finishes a model-file finding with the model's digest (None: it
@@ -468,12 +460,7 @@ impl Detector {
         if let Some(d) = &digest {
             self.digests.insert(pending.key, d.clone());
         }
-        self.finding_with_model(
-            &pending.process,
-            pending.obs.as_observation(),
-            pending.at,
-            digest.as_deref(),
-        )
+        self.finding_with_model(&pending.process, pending.obs, pending.at, digest.as_deref())
     }
 
     /// With the executable's digest known: a finding now, or a wait for the
@@ -481,16 +468,12 @@ impl Detector {
     fn decide(
         &mut self,
         process: &ProcessInfo,
-        obs: Observation<'_>,
+        obs: Observation,
         at: i64,
         event_boot_ns: u64,
     ) -> Option<Detection> {
-        let path = match obs {
-            Observation::FileOpened { path, .. } | Observation::FileMapped { path, .. }
-                if self.rules.needs_model_digest(process) =>
-            {
-                path
-            }
+        let path = match obs.model_candidate_path() {
+            Some(path) if self.rules.needs_model_digest(process) => path,
             _ => return self.finding(process, obs, at).map(Detection::Finding),
         };
         let opened = std::fs::File::open(path).and_then(|f| Ok((file_key(&f.metadata()?), f)));
@@ -506,7 +489,7 @@ impl Detector {
             process: process.clone(),
             file,
             key,
-            obs: obs.to_owned_observation(),
+            obs,
             at,
             event_boot_ns,
         }))
@@ -514,25 +497,20 @@ impl Detector {
 
     /// Evaluates the rules and drops a finding already made for this
     /// process, signal and object.
-    pub fn finding(
-        &mut self,
-        process: &ProcessInfo,
-        obs: Observation<'_>,
-        at: i64,
-    ) -> Option<Finding> {
+    pub fn finding(&mut self, process: &ProcessInfo, obs: Observation, at: i64) -> Option<Finding> {
         self.finding_with_model(process, obs, at, None)
     }
 
     fn finding_with_model(
         &mut self,
         process: &ProcessInfo,
-        obs: Observation<'_>,
+        obs: Observation,
         at: i64,
         model_sha256: Option<&str>,
     ) -> Option<Finding> {
         let finding = self
             .rules
-            .evaluate_with_model(process, obs, at, model_sha256)?;
+            .evaluate_with_model(process, &obs, at, model_sha256)?;
         if self.reported.len() >= DEDUP_PROCESSES && !self.reported.contains_key(&process.pid) {
             self.reported.clear();
         }

@@ -6,9 +6,8 @@ use std::collections::HashMap;
 
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
-use vigil_domain::{
-    ApprovedWorkloads, BuiltinRules, Finding, GpuInventory, Observation, ProcessInfo,
-};
+use vigil_detection::{BuiltinRules, Observation};
+use vigil_domain::{ApprovedWorkloads, Finding, GpuInventory, ProcessInfo};
 use vigil_policy::{HostFacts, TrustedKeys};
 use vigil_proto::agent::v1 as pb;
 use vigil_proto::types::v1 as types_pb;
@@ -265,8 +264,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             }
             Some((process, local, openai_routes, at)) = pipeline.probed.recv() => {
                 tracing::info!(pid = process.pid, port = local.port(), openai_routes, "listener probed");
-                let address = local.ip().to_string();
-                let obs = Observation::Listening { address: &address, port: local.port(), openai_routes };
+                let obs = Observation::Listening { address: local.ip().to_string(), port: local.port(), openai_routes };
                 if let Some(finding) = detector.finding(&process, obs, at) {
                     record(&mut pipeline, &mut memory, &detector, finding, clock::boot_now_ns())?;
                 }

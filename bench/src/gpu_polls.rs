@@ -12,7 +12,8 @@ use vigil_agent::exe_digest::sha256_reader;
 use vigil_agent::gpu::NvmlReader;
 use vigil_agent::process_table::ProcessTable;
 use vigil_agent::procfs::Procfs;
-use vigil_domain::{ApprovedWorkloads, BuiltinRules};
+use vigil_detection::BuiltinRules;
+use vigil_domain::ApprovedWorkloads;
 
 use crate::report::{Figure, Report};
 

@@ -159,12 +159,19 @@ pub fn rule_evaluation(root: &Path, report: &mut Report) -> anyhow::Result<()> {
     eprintln!("conditional pack: {fired_cel} of {EVENTS} fired");
     // The built-in rules on the same events' observations, side by side:
     // the floor a policy engine is measured against.
-    let builtin = vigil_domain::BuiltinRules::default();
+    // (The agent builds each observation from the event it decodes; here
+    // they are built before the clock starts, so only the rules are timed.)
+    let builtin = vigil_detection::BuiltinRules::default();
+    let observations: Vec<vigil_detection::Observation> = events
+        .iter()
+        .map(|e| vigil_detection::Observation::FileOpened {
+            path: e.file.as_ref().map(|f| f.path.clone()).unwrap_or_default(),
+            head: None,
+        })
+        .collect();
     let started = Instant::now();
     let mut kept = 0u64;
-    for e in &events {
-        let path = e.file.as_ref().map(|f| f.path.as_str()).unwrap_or("");
-        let obs = vigil_domain::Observation::FileOpened { path, head: None };
+    for (e, obs) in events.iter().zip(&observations) {
         if builtin.evaluate(&e.process, obs, 0).is_some() {
             kept += 1;
         }

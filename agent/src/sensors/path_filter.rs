@@ -71,13 +71,13 @@ pub fn encode(
 /// The filters this agent loads, from the domain's lists: model-weight
 /// extensions, accelerator device nodes, AI runtime library names.
 pub fn default_filters() -> Result<Vec<RawPathFilter>, FilterError> {
-    let models = vigil_domain::MODEL_FILE_EXTENSIONS
+    let models = vigil_detection::MODEL_FILE_EXTENSIONS
         .iter()
         .map(|p| (PatternKind::Suffix, *p, MATCH_MODEL_FILE));
-    let devices = vigil_domain::GPU_DEVICE_PREFIXES
+    let devices = vigil_detection::GPU_DEVICE_PREFIXES
         .iter()
         .map(|p| (PatternKind::Prefix, *p, MATCH_GPU_DEVICE));
-    let libraries = vigil_domain::AI_RUNTIME_LIBRARY_PREFIXES
+    let libraries = vigil_detection::AI_RUNTIME_LIBRARY_PREFIXES
         .iter()
         .map(|p| (PatternKind::BasenamePrefix, *p, MATCH_AI_RUNTIME));
     models
@@ -89,10 +89,10 @@ pub fn default_filters() -> Result<Vec<RawPathFilter>, FilterError> {
 
 /// The kernel's TCP port table: ports whose connects and listens are reported.
 pub fn default_ports() -> Vec<u16> {
-    vigil_domain::AI_SERVING_PORTS
+    vigil_detection::AI_SERVING_PORTS
         .iter()
         .map(|(p, _)| *p)
-        .chain(vigil_domain::OPENAI_PROBE_PORTS.iter().copied())
+        .chain(vigil_detection::OPENAI_PROBE_PORTS.iter().copied())
         .collect()
 }
 
@@ -276,7 +276,7 @@ mod tests {
                 Some(MATCH_AI_RUNTIME),
                 "{name}"
             );
-            assert!(vigil_domain::is_ai_runtime_library(name), "{name}");
+            assert!(vigil_detection::is_ai_runtime_library(name), "{name}");
         }
         assert_eq!(kernel_match(&f, "libc.so.6", true), None);
         // Path entries never apply to mappings, nor names to paths.
@@ -309,11 +309,11 @@ mod tests {
         let filters = default_filters().unwrap();
         let t = table(&filters).unwrap();
         let mut paths = Vec::new();
-        for ext in vigil_domain::MODEL_FILE_EXTENSIONS {
+        for ext in vigil_detection::MODEL_FILE_EXTENSIONS {
             paths.push(format!("/a/b/c{ext}"));
             paths.push(format!("x{ext}"));
         }
-        for p in vigil_domain::GPU_DEVICE_PREFIXES {
+        for p in vigil_detection::GPU_DEVICE_PREFIXES {
             paths.push(format!("{p}0"));
             paths.push(p.to_string());
         }
@@ -345,7 +345,7 @@ mod tests {
             "/m.safetensors",
             "/models/x/model.bin",
         ] {
-            assert!(vigil_domain::is_model_file_path(p));
+            assert!(vigil_detection::is_model_file_path(p));
             assert!(kernel_match(&f, p, false).is_some(), "{p}");
         }
     }
@@ -368,9 +368,9 @@ mod tests {
         let n = t.count;
         assert_eq!(
             n as usize,
-            vigil_domain::MODEL_FILE_EXTENSIONS.len()
-                + vigil_domain::GPU_DEVICE_PREFIXES.len()
-                + vigil_domain::AI_RUNTIME_LIBRARY_PREFIXES.len()
+            vigil_detection::MODEL_FILE_EXTENSIONS.len()
+                + vigil_detection::GPU_DEVICE_PREFIXES.len()
+                + vigil_detection::AI_RUNTIME_LIBRARY_PREFIXES.len()
         );
         assert_eq!(t.filters[n as usize], RawPathFilter::default());
         // Sorted by kind, with the prefilters derived from the entries.
@@ -379,7 +379,7 @@ mod tests {
             .all(|f| f.kind == FILTER_SUFFIX));
         assert_eq!(t.prefix_common_value.to_le_bytes()[..5], *b"/dev/");
         assert_eq!(t.prefix_common_mask, 0xff_ffff_ffff);
-        for ext in vigil_domain::MODEL_FILE_EXTENSIONS {
+        for ext in vigil_detection::MODEL_FILE_EXTENSIONS {
             let last = *ext.as_bytes().last().unwrap();
             assert_eq!(
                 (t.suffix_last_bytes[(last >> 6) as usize] >> (last & 63)) & 1,

@@ -7,7 +7,7 @@ use crate::model_file::{
     MODEL_FILE_RULE_ID,
 };
 use crate::signal_lists::{ai_api_host, ai_serving_port, is_ai_runtime_library, is_gpu_device};
-use crate::{
+use vigil_domain::{
     ApprovedWorkloads, FileObject, Finding, GpuObject, NetDirection, NetObject, ProcessInfo,
     Severity, SignalKind,
 };
@@ -18,165 +18,48 @@ pub const AI_EGRESS_RULE_ID: &str = "vigil.builtin.ai-egress-unapproved";
 pub const AI_SERVING_RULE_ID: &str = "vigil.builtin.ai-serving-unapproved";
 pub const GPU_USE_RULE_ID: &str = "vigil.builtin.gpu-use-unapproved";
 
-/// What a sensor saw a process do, in domain terms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Observation<'a> {
+/// What a sensor saw a process do, in domain terms. It owns its data: an
+/// observation may wait (off the event loop) for the executable's or the
+/// model's digest before it is evaluated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
     /// Opened a file; `head` is its first bytes, None when unreadable.
-    FileOpened {
-        path: &'a str,
-        head: Option<&'a [u8]>,
-    },
+    FileOpened { path: String, head: Option<Vec<u8>> },
     /// Mapped `length` bytes of a file read-only from its start (how
     /// weights are loaded with mmap); `head` is its first bytes.
     FileMapped {
-        path: &'a str,
-        head: Option<&'a [u8]>,
+        path: String,
+        head: Option<Vec<u8>>,
         length: u64,
     },
     /// Opened (or tried to open) an accelerator device node.
-    DeviceOpened { path: &'a str, failed: bool },
+    DeviceOpened { path: String, failed: bool },
     /// Mapped a library executable; `name` is its file name.
-    LibraryMapped { name: &'a str, path: &'a str },
+    LibraryMapped { name: String, path: String },
     /// Connected out over TCP.
-    Connected { address: &'a str, port: u16 },
+    Connected { address: String, port: u16 },
     /// Holds memory or compute on a GPU (NVML); `device_opened` when the
     /// sensors also saw it open a GPU device node.
-    GpuInUse {
-        gpu: &'a GpuObject,
-        device_opened: bool,
-    },
+    GpuInUse { gpu: GpuObject, device_opened: bool },
     /// Asked the DNS server `server` (address:port) for `name`.
-    DnsQuery { name: &'a str, server: &'a str },
+    DnsQuery { name: String, server: String },
     /// Listens on a TCP port; `openai_routes` when it answered `GET /v1/models`.
     Listening {
-        address: &'a str,
-        port: u16,
-        openai_routes: bool,
-    },
-}
-
-/// An `Observation` that owns its data, to be evaluated later (after the
-/// executable's digest is computed off the event loop).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OwnedObservation {
-    FileOpened {
-        path: String,
-        head: Option<Vec<u8>>,
-    },
-    FileMapped {
-        path: String,
-        head: Option<Vec<u8>>,
-        length: u64,
-    },
-    DeviceOpened {
-        path: String,
-        failed: bool,
-    },
-    LibraryMapped {
-        name: String,
-        path: String,
-    },
-    Connected {
-        address: String,
-        port: u16,
-    },
-    DnsQuery {
-        name: String,
-        server: String,
-    },
-    GpuInUse {
-        gpu: GpuObject,
-        device_opened: bool,
-    },
-    Listening {
         address: String,
         port: u16,
         openai_routes: bool,
     },
 }
 
-impl Observation<'_> {
-    pub fn to_owned_observation(&self) -> OwnedObservation {
-        match *self {
-            Observation::FileOpened { path, head } => OwnedObservation::FileOpened {
-                path: path.to_string(),
-                head: head.map(<[u8]>::to_vec),
-            },
-            Observation::FileMapped { path, head, length } => OwnedObservation::FileMapped {
-                path: path.to_string(),
-                head: head.map(<[u8]>::to_vec),
-                length,
-            },
-            Observation::DeviceOpened { path, failed } => OwnedObservation::DeviceOpened {
-                path: path.to_string(),
-                failed,
-            },
-            Observation::LibraryMapped { name, path } => OwnedObservation::LibraryMapped {
-                name: name.to_string(),
-                path: path.to_string(),
-            },
-            Observation::GpuInUse { gpu, device_opened } => OwnedObservation::GpuInUse {
-                gpu: gpu.clone(),
-                device_opened,
-            },
-            Observation::DnsQuery { name, server } => OwnedObservation::DnsQuery {
-                name: name.to_string(),
-                server: server.to_string(),
-            },
-            Observation::Connected { address, port } => OwnedObservation::Connected {
-                address: address.to_string(),
-                port,
-            },
-            Observation::Listening {
-                address,
-                port,
-                openai_routes,
-            } => OwnedObservation::Listening {
-                address: address.to_string(),
-                port,
-                openai_routes,
-            },
-        }
-    }
-}
-
-impl OwnedObservation {
-    pub fn as_observation(&self) -> Observation<'_> {
+impl Observation {
+    /// The file the observation is about, where it is one a model-scoped
+    /// approval may depend on (an opened or mapped file).
+    pub fn model_candidate_path(&self) -> Option<&str> {
         match self {
-            OwnedObservation::FileOpened { path, head } => Observation::FileOpened {
-                path,
-                head: head.as_deref(),
-            },
-            OwnedObservation::FileMapped { path, head, length } => Observation::FileMapped {
-                path,
-                head: head.as_deref(),
-                length: *length,
-            },
-            OwnedObservation::DeviceOpened { path, failed } => Observation::DeviceOpened {
-                path,
-                failed: *failed,
-            },
-            OwnedObservation::LibraryMapped { name, path } => {
-                Observation::LibraryMapped { name, path }
+            Observation::FileOpened { path, .. } | Observation::FileMapped { path, .. } => {
+                Some(path)
             }
-            OwnedObservation::DnsQuery { name, server } => Observation::DnsQuery { name, server },
-            OwnedObservation::GpuInUse { gpu, device_opened } => Observation::GpuInUse {
-                gpu,
-                device_opened: *device_opened,
-            },
-            OwnedObservation::Connected { address, port } => Observation::Connected {
-                address,
-                port: *port,
-            },
-            OwnedObservation::Listening {
-                address,
-                port,
-                openai_routes,
-            } => Observation::Listening {
-                address,
-                port: *port,
-                openai_routes: *openai_routes,
-            },
+            _ => None,
         }
     }
 }
@@ -196,6 +79,29 @@ struct Verdict {
     summary: String,
 }
 
+/// A file named (or, where the name needs it, shaped) like a model, opened.
+fn model_file_opened(path: &str, head: Option<&[u8]>, who: &str) -> Option<Verdict> {
+    let format = head.and_then(sniff_model_format);
+    match classify_model_path(path) {
+        ModelPathClass::NotModel => return None,
+        // A readable file that does not look like a model is not one.
+        ModelPathClass::NeedsContent if head.is_some() && format.is_none() => return None,
+        ModelPathClass::NeedsContent | ModelPathClass::ModelByName => {}
+    }
+    let format = format
+        .map(|f| format!(" ({})", f.as_str()))
+        .unwrap_or_default();
+    Some(Verdict {
+        rule_id: MODEL_FILE_RULE_ID,
+        signal: SignalKind::ModelFile,
+        severity: Severity::High,
+        file: file(path),
+        net: None,
+        gpu: None,
+        summary: format!("model file {path}{format} opened by {who}"),
+    })
+}
+
 fn file(path: &str) -> Option<FileObject> {
     Some(FileObject {
         path: path.to_string(),
@@ -210,7 +116,7 @@ impl BuiltinRules {
     /// Replaces the approved-workload records from the control plane.
     pub fn set_workload_records(
         &mut self,
-        records: impl IntoIterator<Item = crate::WorkloadApproval>,
+        records: impl IntoIterator<Item = vigil_domain::WorkloadApproval>,
     ) {
         self.approved.set_records(records);
     }
@@ -220,7 +126,7 @@ impl BuiltinRules {
     pub fn approves_on_gpu(&self, process: &ProcessInfo, gpu_uuid: &str) -> bool {
         self.approved.approves_in(
             process,
-            crate::ApprovalScope {
+            vigil_domain::ApprovalScope {
                 gpu_uuid: Some(gpu_uuid),
                 ..Default::default()
             },
@@ -232,7 +138,7 @@ impl BuiltinRules {
     pub fn evaluate(
         &self,
         process: &ProcessInfo,
-        obs: Observation<'_>,
+        obs: &Observation,
         observed_at_unix_nanos: i64,
     ) -> Option<Finding> {
         self.evaluate_with_model(process, obs, observed_at_unix_nanos, None)
@@ -248,7 +154,7 @@ impl BuiltinRules {
     pub fn evaluate_with_model(
         &self,
         process: &ProcessInfo,
-        obs: Observation<'_>,
+        obs: &Observation,
         observed_at_unix_nanos: i64,
         model_sha256: Option<&str>,
     ) -> Option<Finding> {
@@ -264,57 +170,34 @@ impl BuiltinRules {
         );
         let v = match obs {
             Observation::FileOpened { path, head } => {
-                let format = head.and_then(sniff_model_format);
-                match classify_model_path(path) {
-                    ModelPathClass::NotModel => return None,
-                    // A readable file that does not look like a model is not one.
-                    ModelPathClass::NeedsContent if head.is_some() && format.is_none() => {
-                        return None
-                    }
-                    ModelPathClass::NeedsContent | ModelPathClass::ModelByName => {}
-                }
-                let format = format
-                    .map(|f| format!(" ({})", f.as_str()))
-                    .unwrap_or_default();
-                Verdict {
-                    rule_id: MODEL_FILE_RULE_ID,
-                    signal: SignalKind::ModelFile,
-                    severity: Severity::High,
-                    file: file(path),
-                    net: None,
-                    gpu: None,
-                    summary: format!("model file {path}{format} opened by {who}"),
-                }
+                model_file_opened(path, head.as_deref(), &who)?
             }
             Observation::FileMapped { path, head, length } => {
                 if classify_model_path(path) != ModelPathClass::NotModel {
                     // Named like a model: judged like an open of it.
-                    return self.evaluate(
-                        process,
-                        Observation::FileOpened { path, head },
-                        observed_at_unix_nanos,
-                    );
-                }
-                let format = head.and_then(sniff_unnamed_model_format)?;
-                let mib = length as f64 / (1024.0 * 1024.0);
-                Verdict {
-                    rule_id: MODEL_FILE_RULE_ID,
-                    signal: SignalKind::ModelFile,
-                    severity: Severity::High,
-                    file: file(path),
-                    net: None,
-                    gpu: None,
-                    summary: format!(
-                        "{} model weights in {path} (a name that does not say so), {mib:.1} MiB mapped by {who}",
-                        format.as_str()
-                    ),
+                    model_file_opened(path, head.as_deref(), &who)?
+                } else {
+                    let format = head.as_deref().and_then(sniff_unnamed_model_format)?;
+                    let mib = *length as f64 / (1024.0 * 1024.0);
+                    Verdict {
+                        rule_id: MODEL_FILE_RULE_ID,
+                        signal: SignalKind::ModelFile,
+                        severity: Severity::High,
+                        file: file(path),
+                        net: None,
+                        gpu: None,
+                        summary: format!(
+                            "{} model weights in {path} (a name that does not say so), {mib:.1} MiB mapped by {who}",
+                            format.as_str()
+                        ),
+                    }
                 }
             }
             Observation::DeviceOpened { path, failed } => {
                 if !is_gpu_device(path) {
                     return None;
                 }
-                let how = if failed { "tried to open" } else { "opened" };
+                let how = if *failed { "tried to open" } else { "opened" };
                 Verdict {
                     rule_id: GPU_DEVICE_RULE_ID,
                     signal: SignalKind::GpuDevice,
@@ -348,7 +231,7 @@ impl BuiltinRules {
                     .sm_util_percent
                     .map(|p| format!(", {p}% SM"))
                     .unwrap_or_default();
-                let node = if device_opened {
+                let node = if *device_opened {
                     ""
                 } else {
                     " (no GPU device open seen by the sensors)"
@@ -372,7 +255,7 @@ impl BuiltinRules {
                 let pattern = ai_api_host(name)?;
                 let (address, port) = match server.rsplit_once(':') {
                     Some((a, p)) => (a.trim_matches(['[', ']']), p.parse().unwrap_or(53)),
-                    None => (server, 53),
+                    None => (server.as_str(), 53),
                 };
                 Verdict {
                     rule_id: AI_EGRESS_RULE_ID,
@@ -392,7 +275,7 @@ impl BuiltinRules {
                 }
             }
             Observation::Connected { address, port } => {
-                let server = ai_serving_port(port)?;
+                let (port, server) = (*port, ai_serving_port(*port)?);
                 Verdict {
                     rule_id: AI_EGRESS_RULE_ID,
                     signal: SignalKind::AiEgress,
@@ -415,7 +298,8 @@ impl BuiltinRules {
                 port,
                 openai_routes,
             } => {
-                let what = match (ai_serving_port(port), openai_routes) {
+                let port = *port;
+                let what = match (ai_serving_port(port), *openai_routes) {
                     (Some(server), _) => format!("{server} model server port"),
                     (None, true) => "an OpenAI-style API (GET /v1/models) on port".to_string(),
                     (None, false) => return None,
@@ -436,7 +320,7 @@ impl BuiltinRules {
                 }
             }
         };
-        let scope = crate::ApprovalScope {
+        let scope = vigil_domain::ApprovalScope {
             gpu_uuid: v.gpu.as_ref().map(|g| g.uuid.as_str()),
             model_sha256,
             is_model: v.signal == SignalKind::ModelFile,
@@ -475,15 +359,18 @@ mod tests {
         }
     }
 
-    fn open<'a>(path: &'a str, head: Option<&'a [u8]>) -> Observation<'a> {
-        Observation::FileOpened { path, head }
+    fn open(path: &str, head: Option<&[u8]>) -> Observation {
+        Observation::FileOpened {
+            path: path.into(),
+            head: head.map(<[u8]>::to_vec),
+        }
     }
 
     #[test]
     fn unapproved_process_opening_a_model_file_is_a_high_finding() {
         let rules = BuiltinRules::default();
         let f = rules
-            .evaluate(&python(), open("/tmp/m/model.onnx", Some(b"")), 7)
+            .evaluate(&python(), &open("/tmp/m/model.onnx", Some(b"")), 7)
             .unwrap();
         assert_eq!(f.rule_id, MODEL_FILE_RULE_ID);
         assert_eq!(f.severity, Severity::High);
@@ -498,13 +385,13 @@ mod tests {
         let rules = BuiltinRules::new(ApprovedWorkloads::new(["ab12"]));
         let p = python();
         assert!(rules
-            .evaluate(&p, open("/tmp/m/model.onnx", None), 7)
+            .evaluate(&p, &open("/tmp/m/model.onnx", None), 7)
             .is_none());
         assert!(rules
             .evaluate(
                 &p,
-                Observation::DeviceOpened {
-                    path: "/dev/nvidia0",
+                &Observation::DeviceOpened {
+                    path: "/dev/nvidia0".into(),
                     failed: false
                 },
                 7
@@ -513,8 +400,8 @@ mod tests {
         assert!(rules
             .evaluate(
                 &p,
-                Observation::Connected {
-                    address: "127.0.0.1",
+                &Observation::Connected {
+                    address: "127.0.0.1".into(),
                     port: 11434
                 },
                 7
@@ -523,11 +410,11 @@ mod tests {
         let mut other = python();
         other.exe_sha256 = "cd34".into();
         assert!(rules
-            .evaluate(&other, open("/tmp/m/model.onnx", None), 7)
+            .evaluate(&other, &open("/tmp/m/model.onnx", None), 7)
             .is_some());
         other.exe_sha256.clear();
         assert!(rules
-            .evaluate(&other, open("/tmp/m/model.onnx", None), 7)
+            .evaluate(&other, &open("/tmp/m/model.onnx", None), 7)
             .is_some());
     }
 
@@ -538,41 +425,40 @@ mod tests {
         assert!(rules
             .evaluate(
                 &python(),
-                open(site, Some(b"import os; var = 'SETUPTOOLS")),
+                &open(site, Some(b"import os; var = 'SETUPTOOLS")),
                 7
             )
             .is_none());
         assert!(rules
             .evaluate(
                 &python(),
-                open("/m/ckpt.pth", Some(b"PK\x03\x04\x00\x00")),
+                &open("/m/ckpt.pth", Some(b"PK\x03\x04\x00\x00")),
                 7
             )
             .is_some());
         assert!(rules
-            .evaluate(&python(), open("/m/old.pt", Some(b"\x80\x02\x8a\x0a")), 7)
+            .evaluate(&python(), &open("/m/old.pt", Some(b"\x80\x02\x8a\x0a")), 7)
             .is_some());
         assert!(rules
-            .evaluate(&python(), open("/m/gone.pt", None), 7)
+            .evaluate(&python(), &open("/m/gone.pt", None), 7)
             .is_some());
         assert!(rules
-            .evaluate(&python(), open("/etc/passwd", None), 7)
+            .evaluate(&python(), &open("/etc/passwd", None), 7)
             .is_none());
     }
 
     #[test]
-    fn owned_observations_evaluate_like_borrowed_ones() {
+    fn an_observation_kept_for_later_evaluates_the_same() {
         let r = BuiltinRules::default();
         let head = b"GGUF\x03\x00\x00\x00".to_vec();
         let obs = Observation::FileOpened {
-            path: "/m/x.gguf",
-            head: Some(&head),
+            path: "/m/x.gguf".into(),
+            head: Some(head),
         };
-        let owned = obs.to_owned_observation();
-        assert_eq!(
-            r.evaluate(&python(), obs, 1),
-            r.evaluate(&python(), owned.as_observation(), 1)
-        );
+        let kept = obs.clone();
+        let now = r.evaluate(&python(), &obs, 1);
+        assert!(now.is_some());
+        assert_eq!(now, r.evaluate(&python(), &kept, 1));
     }
 
     #[test]
@@ -582,8 +468,8 @@ mod tests {
         let f = r
             .evaluate(
                 &p,
-                Observation::DeviceOpened {
-                    path: "/dev/nvidia0",
+                &Observation::DeviceOpened {
+                    path: "/dev/nvidia0".into(),
                     failed: true,
                 },
                 1,
@@ -594,8 +480,8 @@ mod tests {
         assert!(r
             .evaluate(
                 &p,
-                Observation::DeviceOpened {
-                    path: "/dev/null",
+                &Observation::DeviceOpened {
+                    path: "/dev/null".into(),
                     failed: false
                 },
                 1
@@ -603,18 +489,18 @@ mod tests {
             .is_none());
 
         let lib = Observation::LibraryMapped {
-            name: "libonnxruntime.so.1.17",
-            path: "/opt/ort/lib/libonnxruntime.so.1.17",
+            name: "libonnxruntime.so.1.17".into(),
+            path: "/opt/ort/lib/libonnxruntime.so.1.17".into(),
         };
-        let f = r.evaluate(&p, lib, 1).unwrap();
+        let f = r.evaluate(&p, &lib, 1).unwrap();
         assert_eq!(f.signal, SignalKind::AiRuntime);
         assert_eq!(f.file.unwrap().path, "/opt/ort/lib/libonnxruntime.so.1.17");
         assert!(r
             .evaluate(
                 &p,
-                Observation::LibraryMapped {
-                    name: "libc.so.6",
-                    path: "/lib/libc.so.6"
+                &Observation::LibraryMapped {
+                    name: "libc.so.6".into(),
+                    path: "/lib/libc.so.6".into()
                 },
                 1
             )
@@ -623,8 +509,8 @@ mod tests {
         let f = r
             .evaluate(
                 &p,
-                Observation::Connected {
-                    address: "127.0.0.1",
+                &Observation::Connected {
+                    address: "127.0.0.1".into(),
                     port: 11434,
                 },
                 1,
@@ -635,8 +521,8 @@ mod tests {
         assert!(r
             .evaluate(
                 &p,
-                Observation::Connected {
-                    address: "10.0.0.1",
+                &Observation::Connected {
+                    address: "10.0.0.1".into(),
                     port: 443
                 },
                 1
@@ -644,16 +530,16 @@ mod tests {
             .is_none());
 
         let listen = |port, openai_routes| Observation::Listening {
-            address: "0.0.0.0",
+            address: "0.0.0.0".into(),
             port,
             openai_routes,
         };
         assert_eq!(
-            r.evaluate(&p, listen(11434, false), 1).unwrap().signal,
+            r.evaluate(&p, &listen(11434, false), 1).unwrap().signal,
             SignalKind::AiServing
         );
-        assert!(r.evaluate(&p, listen(8080, false), 1).is_none());
-        let f = r.evaluate(&p, listen(8080, true), 1).unwrap();
+        assert!(r.evaluate(&p, &listen(8080, false), 1).is_none());
+        let f = r.evaluate(&p, &listen(8080, true), 1).unwrap();
         assert!(f.summary.contains("OpenAI-style"), "{}", f.summary);
     }
 
@@ -661,13 +547,13 @@ mod tests {
     fn a_large_mapping_is_a_model_by_content_whatever_its_name() {
         let rules = BuiltinRules::default();
         let gguf = b"GGUF\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
-        let mapped = |path, head| Observation::FileMapped {
-            path,
-            head: Some(head),
+        let mapped = |path: &str, head: &[u8]| Observation::FileMapped {
+            path: path.into(),
+            head: Some(head.to_vec()),
             length: 32 << 20,
         };
         let f = rules
-            .evaluate(&python(), mapped("/var/tmp/cache.dat", gguf), 1)
+            .evaluate(&python(), &mapped("/var/tmp/cache.dat", gguf), 1)
             .unwrap();
         assert_eq!(f.signal, SignalKind::ModelFile);
         assert_eq!(f.file.unwrap().path, "/var/tmp/cache.dat");
@@ -677,36 +563,36 @@ mod tests {
         assert!(rules
             .evaluate(
                 &python(),
-                mapped("/usr/lib/libfoo.so", b"\x7fELF\x02\x01\x01\x00"),
+                &mapped("/usr/lib/libfoo.so", b"\x7fELF\x02\x01\x01\x00"),
                 1
             )
             .is_none());
         // ONNX-like bytes need the name.
         assert!(rules
-            .evaluate(&python(), mapped("/data/blob", b"\x08\x07\x12\x04abcd"), 1)
+            .evaluate(&python(), &mapped("/data/blob", b"\x08\x07\x12\x04abcd"), 1)
             .is_none());
         assert!(rules
             .evaluate(
                 &python(),
-                mapped("/data/m.onnx", b"\x08\x07\x12\x04abcd"),
+                &mapped("/data/m.onnx", b"\x08\x07\x12\x04abcd"),
                 1
             )
             .is_some());
-        let owned = mapped("/x/cache.dat", gguf).to_owned_observation();
+        let kept = mapped("/x/cache.dat", gguf);
         assert_eq!(
-            rules.evaluate(&python(), owned.as_observation(), 1),
-            rules.evaluate(&python(), mapped("/x/cache.dat", gguf), 1)
+            rules.evaluate(&python(), &kept.clone(), 1),
+            rules.evaluate(&python(), &kept, 1)
         );
     }
 
     #[test]
     fn a_dns_question_for_an_ai_api_host_is_egress() {
         let rules = BuiltinRules::default();
-        let q = |name| Observation::DnsQuery {
-            name,
-            server: "127.0.0.53:53",
+        let q = |name: &str| Observation::DnsQuery {
+            name: name.into(),
+            server: "127.0.0.53:53".into(),
         };
-        let f = rules.evaluate(&python(), q("api.openai.com"), 1).unwrap();
+        let f = rules.evaluate(&python(), &q("api.openai.com"), 1).unwrap();
         assert_eq!(f.signal, SignalKind::AiEgress);
         let net = f.net.as_ref().unwrap();
         assert_eq!(
@@ -719,14 +605,14 @@ mod tests {
             (NetDirection::DnsQuery, "127.0.0.53", 53, "api.openai.com")
         );
         assert_eq!(f.object(), "dns api.openai.com");
-        assert!(rules.evaluate(&python(), q("deb.debian.org"), 1).is_none());
+        assert!(rules.evaluate(&python(), &q("deb.debian.org"), 1).is_none());
         let v6 = Observation::DnsQuery {
-            name: "huggingface.co",
-            server: "[::1]:53",
+            name: "huggingface.co".into(),
+            server: "[::1]:53".into(),
         };
         assert_eq!(
             rules
-                .evaluate(&python(), v6, 1)
+                .evaluate(&python(), &v6, 1)
                 .unwrap()
                 .net
                 .unwrap()
@@ -743,14 +629,14 @@ mod tests {
             index: 1,
             used_memory_bytes: Some(512 << 20),
             sm_util_percent: Some(37),
-            context: crate::GpuContext::Compute,
+            context: vigil_domain::GpuContext::Compute,
         };
         let rules = BuiltinRules::default();
         let obs = Observation::GpuInUse {
-            gpu: &gpu,
+            gpu: gpu.clone(),
             device_opened: false,
         };
-        let f = rules.evaluate(&python(), obs, 1).unwrap();
+        let f = rules.evaluate(&python(), &obs, 1).unwrap();
         assert_eq!(f.signal, SignalKind::GpuUse);
         assert_eq!(f.object(), "gpu GPU-b1");
         assert_eq!(f.gpu.as_ref(), Some(&gpu));
@@ -761,11 +647,7 @@ mod tests {
             f.summary
         );
         let approved = BuiltinRules::new(ApprovedWorkloads::new(["AB12".to_string()]));
-        assert!(approved.evaluate(&python(), obs, 1).is_none());
-        let owned = obs.to_owned_observation();
-        assert_eq!(
-            rules.evaluate(&python(), owned.as_observation(), 1),
-            Some(f)
-        );
+        assert!(approved.evaluate(&python(), &obs, 1).is_none());
+        assert_eq!(rules.evaluate(&python(), &obs.clone(), 1), Some(f));
     }
 }

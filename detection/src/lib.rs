@@ -1,0 +1,28 @@
+//! What vigil knows about AI on a host, as pure functions: model-file
+//! formats and content sniffing, the signal lists the kernel's filters and
+//! the rules share, DNS question parsing, and the built-in rules that turn
+//! an [`Observation`] of a process into a [`vigil_domain::Finding`].
+//!
+//! Architecture invariant: no I/O, no async, no wire types. The agent (and
+//! the bench) feed it bytes and paths they read; `vigil-domain` stays the
+//! vocabulary every component shares.
+#![forbid(unsafe_code)]
+
+mod builtin_rules;
+mod dns_question;
+mod model_file;
+mod signal_lists;
+
+pub use builtin_rules::{
+    BuiltinRules, Observation, AI_EGRESS_RULE_ID, AI_RUNTIME_RULE_ID, AI_SERVING_RULE_ID,
+    GPU_DEVICE_RULE_ID, GPU_USE_RULE_ID,
+};
+pub use dns_question::question_name;
+pub use model_file::{
+    classify_model_path, is_model_file_path, sniff_model_format, sniff_unnamed_model_format,
+    ModelFormat, ModelPathClass, MODEL_FILE_EXTENSIONS, MODEL_FILE_RULE_ID, MODEL_SNIFF_BYTES,
+};
+pub use signal_lists::{
+    ai_api_host, ai_serving_port, is_ai_runtime_library, is_gpu_device,
+    AI_RUNTIME_LIBRARY_PREFIXES, AI_SERVING_PORTS, GPU_DEVICE_PREFIXES, OPENAI_PROBE_PORTS,
+};
