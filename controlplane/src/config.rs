@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::logging::LogFormat;
+
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "vigil-controlplane",
@@ -34,4 +36,48 @@ pub struct ControlPlaneConfig {
         value_delimiter = ','
     )]
     pub trusted_policy_keys: Vec<String>,
+
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (off when not
+    /// given; give a loopback address unless scrapers elsewhere need it).
+    #[arg(long, env = "VIGIL_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Log lines on stderr as human-readable text or one JSON object each.
+    #[arg(long, env = "VIGIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn metrics_are_off_and_logs_are_text_unless_asked() {
+        let config = ControlPlaneConfig::try_parse_from(["vigil-controlplane"]).unwrap();
+        if std::env::var_os("VIGIL_METRICS_LISTEN").is_none() {
+            assert_eq!(config.metrics_listen, None);
+        }
+        if std::env::var_os("VIGIL_LOG_FORMAT").is_none() {
+            assert_eq!(config.log_format, LogFormat::Text);
+        }
+        let config = ControlPlaneConfig::try_parse_from([
+            "vigil-controlplane",
+            "--metrics-listen",
+            "127.0.0.1:9464",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert!(
+            ControlPlaneConfig::try_parse_from(["vigil-controlplane", "--log-format", "xml"])
+                .is_err()
+        );
+    }
 }

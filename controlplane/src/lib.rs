@@ -2,6 +2,8 @@
 
 pub mod audit_chain;
 pub mod config;
+pub mod logging;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod ocsf;

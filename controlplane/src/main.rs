@@ -10,15 +10,34 @@ async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match config.metrics_listen {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding --metrics-listen {at}"))?,
+        ),
+        None => None,
+    };
+    let metrics_line = match &metrics_listener {
+        Some(l) => format!(", metrics on http://{}/metrics", l.local_addr()?),
+        None => String::new(),
+    };
     let node = ControlPlaneNode::start(config.node_id, addr.to_string(), &config.data_dir)
         .await
         .with_context(|| format!("starting raft on {}", config.data_dir.display()))?;
     println!(
-        "vigil-controlplane ready: node {} serving gRPC on {addr}, data in {}",
+        "vigil-controlplane ready: node {} serving gRPC on {addr}, data in {}{metrics_line}",
         config.node_id,
         config.data_dir.display()
     );
-    vigil_controlplane::server::serve(node.clone(), listener, trusted, shutdown_signal()).await?;
+    vigil_controlplane::server::serve(
+        node.clone(),
+        listener,
+        metrics_listener,
+        trusted,
+        shutdown_signal(),
+    )
+    .await?;
     tracing::info!("shutting down raft");
     node.raft.shutdown().await.ok();
     Ok(())
@@ -41,15 +60,9 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG")
-                .unwrap_or_else(|_| "info,openraft=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match run(ControlPlaneConfig::parse()).await {
+    let config = ControlPlaneConfig::parse();
+    vigil_controlplane::logging::init_logging(config.log_format);
+    match run(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vigil-controlplane: {e:#}");

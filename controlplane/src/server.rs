@@ -1,5 +1,6 @@
 //! The gRPC server: agent, admin and SIEM services plus gRPC health and
-//! reflection, on one listener.
+//! reflection, on one listener; and, when configured, the Prometheus
+//! metrics on another.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use vigil_proto::admin::v1::admin_service_server::AdminServiceServer;
 use vigil_proto::agent::v1::agent_service_server::AgentServiceServer;
 use vigil_proto::siem::v1::siem_export_server::SiemExportServer;
 
+use crate::metrics::{FindingIntake, MetricsRegistry};
 use crate::node::ControlPlaneNode;
 use crate::service::{AdminServiceImpl, AgentServiceImpl, SiemExportImpl};
 
@@ -21,13 +23,29 @@ const SERVICES: &[&str] = &[
     "vigil.siem.v1.SiemExport",
 ];
 
+/// Serves gRPC on `listener` until `shutdown`, and the metrics on
+/// `metrics_listener` (if any) for as long.
 pub async fn serve(
     node: Arc<ControlPlaneNode>,
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     trusted_policy_keys: vigil_policy::TrustedKeys,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let sessions = Arc::new(crate::service::AgentSessions::default());
+    let intake = FindingIntake::default();
+    let metrics_task = metrics_listener.map(|metrics_listener| {
+        let registry = Arc::new(MetricsRegistry::new(
+            node.clone(),
+            sessions.clone(),
+            &intake,
+        ));
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve_metrics(metrics_listener, registry).await {
+                tracing::error!(error = %e, "the metrics endpoint stopped");
+            }
+        })
+    });
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in SERVICES {
         health
@@ -60,12 +78,13 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(vigil_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    tonic::transport::Server::builder()
+    let served = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(AgentServiceServer::new(AgentServiceImpl::new(
             node.clone(),
             sessions.clone(),
+            intake,
         )))
         .add_service(AdminServiceServer::new(AdminServiceImpl::new(
             node.clone(),
@@ -76,6 +95,10 @@ pub async fn serve(
             node.state.clone(),
         )))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await?;
+        .await;
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    served?;
     Ok(())
 }

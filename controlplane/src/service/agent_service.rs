@@ -15,17 +15,27 @@ use vigil_proto::agent::v1 as pb;
 use vigil_proto::agent::v1::agent_service_server::AgentService;
 
 use super::AgentSessions;
+use crate::metrics::FindingIntake;
 use crate::node::ControlPlaneNode;
 use crate::raft_types::{Command, CommandResult};
 
 pub struct AgentServiceImpl {
     node: Arc<ControlPlaneNode>,
     sessions: Arc<AgentSessions>,
+    intake: FindingIntake,
 }
 
 impl AgentServiceImpl {
-    pub fn new(node: Arc<ControlPlaneNode>, sessions: Arc<AgentSessions>) -> Self {
-        Self { node, sessions }
+    pub fn new(
+        node: Arc<ControlPlaneNode>,
+        sessions: Arc<AgentSessions>,
+        intake: FindingIntake,
+    ) -> Self {
+        Self {
+            node,
+            sessions,
+            intake,
+        }
     }
 }
 
@@ -63,6 +73,7 @@ type Outbound = mpsc::Sender<Result<pb::ControlMessage, Status>>;
 struct Session {
     node: Arc<ControlPlaneNode>,
     sessions: Arc<AgentSessions>,
+    intake: FindingIntake,
     agent_id: String,
     tx: Outbound,
 }
@@ -77,6 +88,7 @@ impl Session {
             match Finding::try_from(wire) {
                 Ok(f) => valid.push(f),
                 Err(e) => {
+                    self.intake.refused.inc();
                     let reason = e.within(format!("findings[{i}]")).to_string();
                     tracing::warn!(agent = %self.agent_id, seq, %reason, "rejecting a finding");
                     let _ = self
@@ -105,6 +117,8 @@ impl Session {
                 ..
             } = result
             {
+                self.intake.ingested.inc_by(appended);
+                self.intake.duplicates.inc_by(duplicates);
                 tracing::debug!(agent = %self.agent_id, appended, duplicates, "findings committed");
             }
         }
@@ -293,6 +307,7 @@ impl AgentService for AgentServiceImpl {
         let session = Session {
             node: self.node.clone(),
             sessions: self.sessions.clone(),
+            intake: self.intake.clone(),
             agent_id,
             tx,
         };

@@ -29,6 +29,11 @@ impl AgentSessions {
         }
     }
 
+    /// How many agents have a stream open on this node.
+    pub fn connected(&self) -> usize {
+        self.lock().len()
+    }
+
     pub fn get(&self, agent_id: &str) -> Option<Outbound> {
         self.lock().get(agent_id).cloned()
     }

@@ -7,7 +7,7 @@ mod state_machine;
 
 pub use database::open_stores;
 pub use log_store::SledLogStore;
-pub use state_machine::{ReadError, SledStateMachine, StateReader};
+pub use state_machine::{AlertTally, ReadError, SledStateMachine, StateReader};
 
 #[cfg(test)]
 #[path = "storage_suite_tests.rs"]

@@ -1,11 +1,25 @@
-//! The replicated state on sled: agents, alerts, policy bundles, in tree
-//! `sm.v1` under versioned keys; the current snapshot in `sm.v1.snapshot`.
+//! The replicated state on sled: agents, alerts, audit, policy bundles and
+//! approved workloads, in tree `sm.v1` under versioned keys; the current
+//! snapshot in tree `sm.v1.snapshot`. (The raft log itself is in trees
+//! `raft.v1.log` and `raft.v1.meta` of the same database: `log_store.rs`.)
 //!
-//! Key layout (v1):
-//! - `meta/last_applied`, `meta/membership`, `meta/next_alert`, `meta/active_policy`
-//! - `alert/<u64 be index>` → Alert (JSON)
-//! - `agent/<agent id>` → AgentRecord (JSON)
-//! - `policy/<u64 be version>` → signed bundle bytes
+//! Key layout of `sm.v1` (values JSON unless said otherwise):
+//! - `meta/last_applied` → `Option<LogId>` of the last applied entry
+//! - `meta/membership` → `StoredMembership`
+//! - `meta/next_alert` → u64, the index the next alert gets
+//! - `meta/active_policy` → u64, the active policy version
+//! - `meta/audit_head` → (u64 index, hex hash) of the newest audit entry
+//! - `meta/alert_tally` → `AlertTally`, alerts stored by signal and severity
+//!   (kept at apply; counted from `alert/` once when a store lacks it)
+//! - `alert/<u64 be index>` → Alert
+//! - `agent/<agent id>` → AgentRecord
+//! - `policy/<u64 be version>` → signed bundle bytes (raw, not JSON)
+//! - `policy_meta/<u64 be version>` → PolicyMeta
+//! - `workload/<workload id>` → WorkloadApproval
+//! - `audit/<u64 be index>` → AuditEntry (hash-chained, see `audit_chain.rs`)
+//!
+//! Key layout of `sm.v1.snapshot`: `meta` → SnapshotMeta, `data` → the
+//! snapshot bytes (length-prefixed key/value pairs of `sm.v1`).
 //!
 //! Architecture invariant: `apply` returns only after the applied state is
 //! flushed to disk; alert indexes are dense and start at 1.
@@ -13,13 +27,14 @@
 // openraft's storage traits fix the error type (StorageError, ~224 bytes).
 #![allow(clippy::result_large_err)]
 
+use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::sync::Arc;
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{AnyError, BasicNode, Entry, EntryPayload, OptionalSend, StorageIOError};
 use tokio::sync::watch;
-use vigil_domain::{AgentIdentity, AgentRecord, Alert};
+use vigil_domain::{AgentIdentity, AgentRecord, Alert, Severity, SignalKind};
 
 use crate::raft_types::{
     Command, CommandResult, LogId, NodeId, StorageError, StoredMembership, TypeConfig,
@@ -37,6 +52,71 @@ const WORKLOAD_PREFIX: &[u8] = b"workload/";
 const AUDIT_PREFIX: &[u8] = b"audit/";
 /// (index, hash) of the newest audit entry.
 const AUDIT_HEAD: &[u8] = b"meta/audit_head";
+const ALERT_TALLY: &[u8] = b"meta/alert_tally";
+
+/// How many alerts are stored, by signal and then severity (`model_file` →
+/// `high` → 3). Kept at apply time so that a metrics scrape reads one key
+/// rather than every alert.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AlertTally(BTreeMap<String, BTreeMap<String, u64>>);
+
+impl AlertTally {
+    fn add(&mut self, signal: SignalKind, severity: Severity) {
+        *self
+            .0
+            .entry(signal.as_str().to_string())
+            .or_default()
+            .entry(severity.as_str().to_string())
+            .or_default() += 1;
+    }
+
+    /// Every alert stored.
+    pub fn total(&self) -> u64 {
+        self.0.values().flat_map(|s| s.values()).sum()
+    }
+
+    /// (signal, severity, alerts) for each pair with at least one alert.
+    pub fn counts(&self) -> impl Iterator<Item = (&str, &str, u64)> {
+        self.0.iter().flat_map(|(signal, by_severity)| {
+            by_severity
+                .iter()
+                .map(move |(severity, n)| (signal.as_str(), severity.as_str(), *n))
+        })
+    }
+}
+
+/// The fields of a stored alert the tally needs; the rest is skipped
+/// unparsed.
+#[derive(serde::Deserialize)]
+struct TalliedAlert {
+    finding: TalliedFinding,
+}
+
+#[derive(serde::Deserialize)]
+struct TalliedFinding {
+    signal: SignalKind,
+    severity: Severity,
+}
+
+/// Counts the stored alerts once, for a store written before the tally was
+/// kept (or a snapshot from such a node), and stores the count.
+fn ensure_alert_tally(tree: &sled::Tree) -> Result<(), ReadError> {
+    if tree.get(ALERT_TALLY)?.is_some() {
+        return Ok(());
+    }
+    let mut tally = AlertTally::default();
+    for kv in tree.scan_prefix(ALERT_PREFIX) {
+        let (k, v) = kv?;
+        let alert: TalliedAlert = decode(&k, &v)?;
+        tally.add(alert.finding.signal, alert.finding.severity);
+    }
+    let bytes = serde_json::to_vec(&tally).map_err(|source| ReadError::Corrupt {
+        key: String::from_utf8_lossy(ALERT_TALLY).into_owned(),
+        source,
+    })?;
+    tree.insert(ALERT_TALLY, bytes)?;
+    Ok(())
+}
 
 /// When and why a policy version was pushed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -219,6 +299,27 @@ impl StateReader {
         self.active_policy.clone()
     }
 
+    /// The active policy version, 0 when none was pushed.
+    pub fn active_policy_version(&self) -> u64 {
+        *self.active_policy.borrow()
+    }
+
+    /// Alerts stored, by signal and severity.
+    pub fn alert_tally(&self) -> Result<AlertTally, ReadError> {
+        Ok(match self.tree.get(ALERT_TALLY)? {
+            Some(v) => decode(ALERT_TALLY, &v)?,
+            None => AlertTally::default(),
+        })
+    }
+
+    /// Audit entries stored (the newest entry's index: they are dense from 1).
+    pub fn audit_entries(&self) -> Result<u64, ReadError> {
+        Ok(match self.tree.get(AUDIT_HEAD)? {
+            Some(v) => decode::<(u64, String)>(AUDIT_HEAD, &v)?.0,
+            None => 0,
+        })
+    }
+
     /// The active policy bundle: (version, bytes).
     pub fn active_policy(&self) -> Result<Option<(u64, Vec<u8>)>, ReadError> {
         let Some(v) = self.tree.get(ACTIVE_POLICY)? else {
@@ -249,6 +350,7 @@ impl SledStateMachine {
     pub fn open(db: &sled::Db) -> Result<(Self, StateReader), ReadError> {
         let tree = db.open_tree("sm.v1")?;
         let snapshots = db.open_tree("sm.v1.snapshot")?;
+        ensure_alert_tally(&tree)?;
         let last = last_alert_in(&tree)?;
         let (tx, rx) = watch::channel(last);
         let active: u64 = match tree.get(ACTIVE_POLICY)? {
@@ -350,6 +452,7 @@ impl SledStateMachine {
                     ..Default::default()
                 });
                 let mut next: u64 = self.get_json(NEXT_ALERT)?.unwrap_or(1);
+                let mut tally: AlertTally = self.get_json(ALERT_TALLY)?.unwrap_or_default();
                 let (mut first_index, mut appended, mut duplicates) = (0, 0, 0);
                 for finding in findings {
                     if finding.seq <= rec.last_acked_seq {
@@ -368,6 +471,7 @@ impl SledStateMachine {
                             finding.summary.clone(),
                         )?;
                     }
+                    tally.add(finding.signal, finding.severity);
                     let alert = Alert {
                         index: next,
                         agent_id: agent_id.clone(),
@@ -383,6 +487,9 @@ impl SledStateMachine {
                     appended += 1;
                 }
                 batch.insert(NEXT_ALERT, json(&next)?);
+                if appended > 0 {
+                    batch.insert(ALERT_TALLY, json(&tally)?);
+                }
                 batch.insert(k, json(&rec)?);
                 Ok(CommandResult::AlertsAppended {
                     first_index,
@@ -694,6 +801,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
             serde_json::to_vec(&meta.last_membership).map_err(sm_write_err)?,
         );
         self.tree.apply_batch(batch).map_err(sm_write_err)?;
+        ensure_alert_tally(&self.tree).map_err(sm_write_err)?;
         let mut snap = sled::Batch::default();
         snap.insert(SNAPSHOT_META, serde_json::to_vec(meta).map_err(snap_err)?);
         snap.insert(SNAPSHOT_DATA, data);
