@@ -12,14 +12,14 @@ mod policy_bench;
 mod report;
 mod storm;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use aya::programs::TracePoint;
 use report::{Figure, Report};
+use vigil_integration::{free_port, log_number, Agent, ControlPlane, Daemon};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Condition {
@@ -40,8 +40,11 @@ impl Condition {
     }
 }
 
+/// What every section of the bench shares. The control plane and agents
+/// are the test harness's (`vigil-integration`): release binaries from
+/// `$VIGIL_BIN_DIR`, else `$VIGIL_ROOT/target/release`.
 struct Settings {
-    bin: PathBuf,
+    rt: tokio::runtime::Runtime,
     empty_object: PathBuf,
     rounds: usize,
     storm: Duration,
@@ -51,42 +54,37 @@ struct Settings {
     work: tempfile::TempDir,
 }
 
-/// Whatever a condition keeps attached; detaches on drop.
+/// Whatever a condition keeps attached; detaches on drop (processes get
+/// SIGTERM, so they detach as they would in production).
 enum Attached {
     Nothing,
     Empty(#[allow(dead_code)] aya::Ebpf),
-    Process(Child),
+    Agent(Agent),
+    Bpftrace(Daemon),
 }
 
-impl Drop for Attached {
-    fn drop(&mut self) {
-        if let Attached::Process(child) = self {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let _ = child.wait();
+impl Attached {
+    /// The agent's pid, under the agent condition.
+    fn agent_pid(&self) -> Option<u32> {
+        match self {
+            Attached::Agent(agent) => Some(agent.daemon.id()),
+            _ => None,
         }
     }
 }
 
-fn wait_line(child: &mut Child, needle: &str, timeout: Duration) -> anyhow::Result<()> {
-    let stdout = child.stdout.take().context("piped stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let wanted = needle.to_string();
-    // Keep draining stdout afterwards, so a chatty child never blocks.
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if line.contains(&wanted) {
-                let _ = tx.send(());
+impl Drop for Attached {
+    fn drop(&mut self) {
+        match self {
+            Attached::Agent(agent) => {
+                agent.daemon.terminate();
             }
+            Attached::Bpftrace(daemon) => {
+                daemon.terminate();
+            }
+            Attached::Nothing | Attached::Empty(_) => {}
         }
-    });
-    rx.recv_timeout(timeout).map_err(|_| {
-        anyhow::anyhow!(
-            "pid {} printed no {needle:?} within {timeout:?}",
-            child.id()
-        )
-    })
+    }
 }
 
 fn attach(c: Condition, s: &Settings, cp: &str, round: usize) -> anyhow::Result<Attached> {
@@ -119,46 +117,26 @@ fn attach(c: Condition, s: &Settings, cp: &str, round: usize) -> anyhow::Result<
             }
             Attached::Empty(ebpf)
         }
-        Condition::Agent => Attached::Process(start_agent(s, cp, &format!("round{round}"))?),
+        Condition::Agent => Attached::Agent(start_agent(s, cp, &format!("round{round}"))?),
         Condition::Bpftrace => {
             let script = r#"tracepoint:syscalls:sys_enter_openat { printf("%d %s\n", pid, str(args->filename)); }
 tracepoint:sched:sched_process_exec { printf("%d %s\n", pid, str(args->filename)); }
 tracepoint:sched:sched_process_exit { printf("%d exit\n", pid); }"#;
-            let mut child = Command::new(s.bpftrace.as_ref().context("bpftrace")?)
-                .arg("-e")
-                .arg(script)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()?;
-            wait_line(&mut child, "Attaching", Duration::from_secs(60))?;
+            let mut cmd = Command::new(s.bpftrace.as_ref().context("bpftrace")?);
+            cmd.arg("-e").arg(script).stderr(Stdio::null());
+            let daemon =
+                Daemon::spawn(cmd, "bpftrace", "Attaching", Duration::from_secs(60), None)?;
             std::thread::sleep(Duration::from_millis(500));
-            Attached::Process(child)
+            Attached::Bpftrace(daemon)
         }
     })
 }
 
-fn start_agent(s: &Settings, cp: &str, tag: &str) -> anyhow::Result<Child> {
+/// The agent under test, on eBPF sensors, logging to `agent-<tag>.log` in
+/// the work directory.
+fn start_agent(s: &Settings, cp: &str, tag: &str) -> anyhow::Result<Agent> {
     let dir = s.work.path().join(format!("agent-{tag}"));
-    let log = std::fs::File::create(s.work.path().join(format!("agent-{tag}.log")))?;
-    let mut child = Command::new(s.bin.join("vigil-agent"))
-        .args([
-            "--control-plane",
-            cp,
-            "--agent-id",
-            "bench-agent",
-            "--heartbeat-secs",
-            "1",
-            "--sensor-mode",
-            "ebpf",
-        ])
-        .arg("--data-dir")
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .context("starting vigil-agent")?;
-    wait_line(&mut child, "vigil-agent ready", Duration::from_secs(30))?;
-    Ok(child)
+    Ok(s.rt.block_on(Agent::try_start(&dir, cp, BENCH_AGENT, &[], &[]))?)
 }
 
 /// CPU time (user + system) of a process, in seconds.
@@ -193,88 +171,33 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-struct ControlPlane {
-    child: Child,
-    endpoint: String,
-}
+/// The id every agent of the bench registers under.
+const BENCH_AGENT: &str = "bench-agent";
 
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// A control plane trusting `trusted_policy_key`, data in `cp/` of the
+/// work directory (log `cp.log`), once raft has a leader.
 fn start_control_plane(s: &Settings, trusted_policy_key: &str) -> anyhow::Result<ControlPlane> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut child = Command::new(s.bin.join("vigil-controlplane"))
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(s.work.path().join("cp"))
-        .arg("--trusted-policy-key")
-        .arg(trusted_policy_key)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(s.work.path().join("cp.log"))?)
-        .spawn()
-        .context("starting vigil-controlplane")?;
-    wait_line(
-        &mut child,
-        "vigil-controlplane ready",
-        Duration::from_secs(30),
+    let cp = ControlPlane::try_start(
+        &s.work.path().join("cp"),
+        free_port(),
+        &["--trusted-policy-key", trusted_policy_key],
     )?;
-    std::thread::sleep(Duration::from_secs(1));
-    Ok(ControlPlane {
-        child,
-        endpoint: format!("http://127.0.0.1:{port}"),
-    })
+    s.rt.block_on(cp.try_wait_leader())?;
+    Ok(cp)
 }
 
-async fn agent_counters(endpoint: &str) -> anyhow::Result<(u64, u64)> {
-    use vigil_proto::admin::v1::{admin_service_client::AdminServiceClient, ClusterStatusRequest};
-    let mut c = AdminServiceClient::connect(endpoint.to_string()).await?;
-    let s = c
-        .cluster_status(ClusterStatusRequest {})
-        .await?
-        .into_inner();
-    let a = s
-        .agents
-        .iter()
-        .find(|a| a.agent_id == "bench-agent")
-        .context("bench agent not registered")?;
-    let k = a.counters.unwrap_or_default();
+/// The bench agent's (emitted, dropped) ring buffer records.
+fn agent_counters(s: &Settings, cp: &ControlPlane) -> anyhow::Result<(u64, u64)> {
+    let agent =
+        s.rt.block_on(cp.agent_summary(BENCH_AGENT))?
+            .context("bench agent not registered")?;
+    let k = agent.counters.unwrap_or_default();
     Ok((k.emitted, k.dropped))
-}
-
-async fn alerts(endpoint: &str) -> anyhow::Result<Vec<vigil_proto::types::v1::Alert>> {
-    use vigil_proto::admin::v1::{admin_service_client::AdminServiceClient, QueryAlertsRequest};
-    let mut c = AdminServiceClient::connect(endpoint.to_string()).await?;
-    let mut out = Vec::new();
-    loop {
-        let page = c
-            .query_alerts(QueryAlertsRequest {
-                after_index: out
-                    .last()
-                    .map(|a: &vigil_proto::types::v1::Alert| a.index)
-                    .unwrap_or(0),
-                limit: 500,
-            })
-            .await?
-            .into_inner()
-            .alerts;
-        if page.is_empty() {
-            return Ok(out);
-        }
-        out.extend(page);
-    }
 }
 
 fn storm_rounds(
     s: &Settings,
     cp: &ControlPlane,
-    rt: &tokio::runtime::Runtime,
     conditions: &[Condition],
     report: &mut Report,
 ) -> anyhow::Result<()> {
@@ -289,12 +212,9 @@ fn storm_rounds(
         for k in 0..conditions.len() {
             let i = (k + round) % conditions.len();
             let c = conditions[i];
-            let attached = attach(c, s, &cp.endpoint, round)?;
+            let attached = attach(c, s, &cp.endpoint(), round)?;
             std::thread::sleep(Duration::from_millis(300));
-            let pid = match &attached {
-                Attached::Process(child) if c == Condition::Agent => Some(child.id()),
-                _ => None,
-            };
+            let pid = attached.agent_pid();
             let cpu0 = pid.map(cpu_seconds).unwrap_or(0.0);
             let t0 = Instant::now();
             let o = storm::open_storm(&target, s.open_threads, s.storm);
@@ -303,7 +223,7 @@ fn storm_rounds(
                 agent_cpu += cpu_seconds(pid) - cpu0;
                 agent_wall += t0.elapsed().as_secs_f64();
                 std::thread::sleep(Duration::from_millis(2500));
-                let (em, dr) = rt.block_on(agent_counters(&cp.endpoint))?;
+                let (em, dr) = agent_counters(s, cp)?;
                 emitted += em;
                 dropped += dr;
             }
@@ -450,11 +370,11 @@ fn program_costs(s: &Settings, cp: &ControlPlane, report: &mut Report) -> anyhow
             .map(|(ns, n)| if *n == 0 { 0.0 } else { *ns as f64 / *n as f64 })
             .unwrap_or(0.0)
     };
-    let empty = attach(Condition::Empty, s, &cp.endpoint, 0)?;
+    let empty = attach(Condition::Empty, s, &cp.endpoint(), 0)?;
     storms();
     let empty_stats = program_stats("empty_");
     drop(empty);
-    let agent = attach(Condition::Agent, s, &cp.endpoint, 99)?;
+    let agent = attach(Condition::Agent, s, &cp.endpoint(), 99)?;
     storms();
     let agent_stats = program_stats("vigil_");
     drop(agent);
@@ -484,11 +404,10 @@ fn percentile(h: &hdrhistogram::Histogram<u64>, q: f64) -> f64 {
 fn latency_and_footprint(
     s: &Settings,
     cp: &ControlPlane,
-    rt: &tokio::runtime::Runtime,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let mut agent = start_agent(s, &cp.endpoint, "latency")?;
-    let pid = agent.id();
+    let mut agent = start_agent(s, &cp.endpoint(), "latency")?;
+    let pid = agent.daemon.id();
     // Idle footprint.
     std::thread::sleep(Duration::from_secs(2));
     let (c0, t0) = (cpu_seconds(pid), Instant::now());
@@ -554,7 +473,7 @@ fn latency_and_footprint(
 
     // Agent-side latency (syscall → finding spooled) from its log.
     std::thread::sleep(Duration::from_secs(3));
-    let log = std::fs::read_to_string(s.work.path().join("agent-latency.log"))?;
+    let log = std::fs::read_to_string(&agent.log)?;
     let me = std::process::id();
     let mut idle = hdrhistogram::Histogram::<u64>::new(3)?;
     let mut busy = hdrhistogram::Histogram::<u64>::new(3)?;
@@ -562,7 +481,7 @@ fn latency_and_footprint(
         .lines()
         .filter(|l| l.contains(" finding") && l.contains(&format!("pid={me} ")))
     {
-        let Some(us) = field(line, "latency_us=") else {
+        let Some(us) = log_number(line, "latency_us=") else {
             continue;
         };
         if line.contains("/latency/idle-") {
@@ -574,7 +493,7 @@ fn latency_and_footprint(
     let first_sight = log
         .lines()
         .find(|l| l.contains(" finding") && l.contains("/latency/first-sight.onnx"))
-        .and_then(|l| field(l, "latency_us="))
+        .and_then(|l| log_number(l, "latency_us="))
         .context("no finding for the first-sight probe")?;
     let exe_mib = std::fs::metadata(std::env::current_exe()?)?.len() as f64 / (1 << 20) as f64;
     report.push(Figure::ratio(
@@ -611,7 +530,7 @@ fn latency_and_footprint(
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut e2e = hdrhistogram::Histogram::<u64>::new(3)?;
     loop {
-        let all = rt.block_on(alerts(&cp.endpoint))?;
+        let all = s.rt.block_on(cp.try_alerts())?;
         let mine: Vec<_> = all
             .iter()
             .filter_map(|a| a.finding.as_ref().map(|f| (a.received_at_unix_nanos, f)))
@@ -650,18 +569,8 @@ fn latency_and_footprint(
         )
         .goal_max(1.0),
     );
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    let _ = agent.wait();
+    agent.daemon.terminate();
     Ok(())
-}
-
-fn field(line: &str, key: &str) -> Option<u64> {
-    let rest = &line[line.find(key)? + key.len()..];
-    rest.split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
 }
 
 fn which(name: &str) -> Option<PathBuf> {
@@ -681,7 +590,7 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or(d)
     };
     let s = Settings {
-        bin: root.join("target/release"),
+        rt: tokio::runtime::Runtime::new()?,
         empty_object: root.join("bench/out/empty.bpf.o"),
         rounds: env_num("VIGIL_BENCH_ROUNDS", 5) as usize,
         storm: Duration::from_millis(env_num("VIGIL_BENCH_STORM_MS", 2000)),
@@ -696,14 +605,13 @@ fn main() -> anyhow::Result<()> {
         return gpu_polls::gpu_polls(&root, s.work.path(), &mut Report::default());
     }
     let policy_key = vigil_policy::SigningKey::generate();
-    let rt = tokio::runtime::Runtime::new()?;
     let cp = start_control_plane(&s, &policy_key.public_hex())?;
     // `VIGIL_BENCH_ONLY=policy`: only the policy figures, printed.
     if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("policy") {
         let mut report = Report::default();
         policy_bench::rule_evaluation(&root, &mut report)?;
-        return rt.block_on(policy_bench::propagation(
-            &cp.endpoint,
+        return s.rt.block_on(policy_bench::propagation(
+            &cp.endpoint(),
             &root,
             &policy_key,
             &mut report,
@@ -714,13 +622,13 @@ fn main() -> anyhow::Result<()> {
         conditions.push(Condition::Bpftrace);
     }
     let mut report = Report::default();
-    storm_rounds(&s, &cp, &rt, &conditions, &mut report)?;
+    storm_rounds(&s, &cp, &conditions, &mut report)?;
     program_costs(&s, &cp, &mut report)?;
-    latency_and_footprint(&s, &cp, &rt, &mut report)?;
+    latency_and_footprint(&s, &cp, &mut report)?;
     gpu_polls::gpu_polls(&root, s.work.path(), &mut report)?;
     policy_bench::rule_evaluation(&root, &mut report)?;
-    rt.block_on(policy_bench::propagation(
-        &cp.endpoint,
+    s.rt.block_on(policy_bench::propagation(
+        &cp.endpoint(),
         &root,
         &policy_key,
         &mut report,

@@ -5,10 +5,12 @@
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use vigil_integration::{free_port, privileged, sha256_file, wait_for, Agent, ControlPlane};
+use vigil_integration::{
+    cgroup2_mount, free_port, privileged, sha256_file, wait_for, Agent, ControlPlane, Killed,
+};
 use vigil_policy::{PolicySource, SigningKey};
 use vigil_proto::types::v1::Alert;
 
@@ -54,15 +56,6 @@ fn policy(text: &str) -> PolicySource {
     [("rules.yaml".to_string(), text.to_string())].into()
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A copy of the real python interpreter under `name` in `dir`.
 fn python_copy(dir: &Path, name: &str) -> PathBuf {
     let out = Command::new("python3")
@@ -76,19 +69,6 @@ fn python_copy(dir: &Path, name: &str) -> PathBuf {
     let copy = dir.join(name);
     std::fs::copy(real, &copy).unwrap();
     copy
-}
-
-/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` on a unified
-/// host, `/sys/fs/cgroup/unified` on a hybrid one).
-fn cgroup2_mount() -> PathBuf {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-    mounts
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
-        })
-        .expect("a cgroup v2 mount")
 }
 
 fn gguf(path: &Path) {
@@ -407,12 +387,7 @@ async fn refused_bundles_name_their_cause_and_the_previous_bundle_stays_in_force
 }
 
 fn vigilctl(cp: &ControlPlane, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(vigil_integration::binary("vigilctl"))
-        .arg("--endpoint")
-        .arg(cp.endpoint())
-        .args(args)
-        .output()
-        .unwrap();
+    let out = cp.vigilctl(args);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

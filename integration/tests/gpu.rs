@@ -4,32 +4,19 @@
 //! host without the library. Runs as root (the agent's eBPF sensors).
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use vigil_integration::{
-    binary, fake_nvml_library, free_port, privileged, sha256_file, wait_for, Agent, ControlPlane,
+    cgroup2_mount, fake_nvml_library, free_port, privileged, sha256_file, wait_for, Agent,
+    ControlPlane, Killed,
 };
 use vigil_proto::types::v1::{Alert, SignalKind};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// vigilctl's output, or None when it fails (the agent may not have
 /// registered yet: callers poll).
 fn try_vigilctl(cp: &ControlPlane, args: &[&str]) -> Option<String> {
-    let out = Command::new(binary("vigilctl"))
-        .arg("--endpoint")
-        .arg(cp.endpoint())
-        .args(args)
-        .output()
-        .unwrap();
+    let out = cp.vigilctl(args);
     out.status
         .success()
         .then(|| String::from_utf8(out.stdout).unwrap())
@@ -63,15 +50,7 @@ struct Cgroup {
 
 impl Cgroup {
     fn create(name: &str) -> Cgroup {
-        let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-        let root = mounts
-            .lines()
-            .find_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
-            })
-            .expect("a cgroup v2 mount");
-        let dir = root.join(name);
+        let dir = cgroup2_mount().join(name);
         std::fs::create_dir_all(&dir).unwrap();
         Cgroup {
             name: name.to_string(),
@@ -292,12 +271,7 @@ async fn a_host_without_nvml_reports_no_nvidia_gpu() {
         "{show}"
     );
     // An unknown agent is a clear error, not a crash.
-    let out = Command::new(binary("vigilctl"))
-        .arg("--endpoint")
-        .arg(cp.endpoint())
-        .args(["agents", "show", "nobody"])
-        .output()
-        .unwrap();
+    let out = cp.vigilctl(&["agents", "show", "nobody"]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no agent with id or hostname \"nobody\""),

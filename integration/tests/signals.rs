@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use vigil_integration::{free_port, privileged, wait_for, Agent, ControlPlane};
+use vigil_integration::{free_port, privileged, wait_for, Agent, ControlPlane, Killed};
 use vigil_proto::types::v1::{Alert, SignalKind};
 
 struct Host {
@@ -93,15 +93,6 @@ fn cc(dir: &Path, name: &str, source: &str, args: &[&str]) -> PathBuf {
         .unwrap();
     assert!(status.success(), "compiling {name}");
     out
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -644,25 +635,12 @@ async fn after_a_process_storm_every_record_the_kernel_emitted_was_received() {
         "i=0; while [ $i -lt 2000 ]; do /bin/true; i=$((i+1)); done",
     ]));
     let rate = 2000.0 / started.elapsed().as_secs_f64();
-    let admin = h.cp.admin().await;
     let counters = wait_for(
         "emitted == received at the control plane",
         Duration::from_secs(20),
-        || {
-            let mut admin = admin.clone();
-            async move {
-                let s = admin
-                    .cluster_status(vigil_proto::admin::v1::ClusterStatusRequest {})
-                    .await
-                    .ok()?
-                    .into_inner();
-                let c = s
-                    .agents
-                    .iter()
-                    .find(|a| a.agent_id == "signals-storm")?
-                    .counters?;
-                (c.emitted >= 4000 && c.emitted == c.received).then_some(c)
-            }
+        || async {
+            let c = h.cp.agent_summary("signals-storm").await.ok()??.counters?;
+            (c.emitted >= 4000 && c.emitted == c.received).then_some(c)
         },
     )
     .await;
@@ -692,21 +670,7 @@ async fn an_overflowing_ring_buffer_counts_every_lost_record_and_the_agent_goes_
         &["--ring-buffer-kib", "4"],
     )
     .await;
-    let admin = cp.admin().await;
-    let counters_now = || {
-        let mut admin = admin.clone();
-        async move {
-            let s = admin
-                .cluster_status(vigil_proto::admin::v1::ClusterStatusRequest {})
-                .await
-                .ok()?
-                .into_inner();
-            s.agents
-                .iter()
-                .find(|a| a.agent_id == "signals-overflow")?
-                .counters
-        }
-    };
+    let counters_now = || async { cp.agent_summary("signals-overflow").await.ok()??.counters };
     let before = wait_for("the first heartbeat", Duration::from_secs(15), counters_now).await;
     // Two storms at once, as fast as this host forks.
     let started = std::time::Instant::now();
