@@ -5,8 +5,12 @@
 //! (`vigil_domain`); a wire message becomes a domain value only through the
 //! `TryFrom` impls in `convert`, whose errors name the offending field.
 
+mod agent_summary_wire;
+mod audit_wire;
+mod cluster_wire;
 mod convert;
 mod gpu_wire;
+mod policy_summary_wire;
 mod workload_wire;
 
 pub use convert::{sensor_mode_from_wire, severity_from_wire, signal_from_wire, WireError};

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use vigil_domain::AgentRecord;
+use vigil_domain::{ClusterMember, ClusterStatus, PolicySummary};
 use vigil_proto::admin::v1 as pb;
 use vigil_proto::admin::v1::admin_service_server::AdminService;
 use vigil_proto::types::v1 as types_pb;
@@ -43,19 +43,6 @@ fn req_note_is_rollback(note: &str) -> bool {
     note.starts_with("rollback")
 }
 
-fn audit_wire(e: vigil_domain::AuditEntry) -> pb::AuditEntry {
-    pb::AuditEntry {
-        index: e.index,
-        at_unix_nanos: e.at_unix_nanos,
-        actor: e.actor,
-        action: e.action,
-        subject: e.subject,
-        detail: e.detail,
-        prev_hash: e.prev_hash,
-        hash: e.hash,
-    }
-}
-
 impl AdminServiceImpl {
     /// Appends an audit entry (after the change it records is committed).
     async fn audit(&self, actor: String, action: &str, subject: String, detail: String) {
@@ -80,31 +67,6 @@ fn now_unix_nanos() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
-}
-
-fn agent_summary(a: AgentRecord) -> pb::AgentSummary {
-    agent_detail(a).0
-}
-
-fn agent_detail(a: AgentRecord) -> (pb::AgentSummary, types_pb::GpuInventory) {
-    let id = a.identity;
-    let gpu = a.gpu.into();
-    let summary = pb::AgentSummary {
-        agent_id: id.agent_id,
-        hostname: id.hostname,
-        agent_version: id.agent_version,
-        sensor_mode: types_pb::SensorMode::from(id.sensor_mode).into(),
-        kernel_release: id.kernel_release,
-        hooks: id.hooks,
-        first_seen_unix_nanos: a.first_seen_unix_nanos,
-        last_heartbeat_unix_nanos: a.last_heartbeat_unix_nanos,
-        last_acked_seq: a.last_acked_seq,
-        counters: Some(a.counters.into()),
-        spooled: a.spooled,
-        policy_version: a.policy_version,
-        policy_error: a.policy_error,
-    };
-    (summary, gpu)
 }
 
 #[tonic::async_trait]
@@ -152,7 +114,7 @@ impl AdminService for AdminServiceImpl {
             .membership_config
             .membership()
             .nodes()
-            .map(|(id, n)| pb::ClusterMember {
+            .map(|(id, n)| ClusterMember {
                 node_id: *id,
                 address: n.addr.clone(),
             })
@@ -162,15 +124,16 @@ impl AdminService for AdminServiceImpl {
             .state
             .agents()
             .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(pb::ClusterStatusResponse {
+        let status = ClusterStatus {
             node_id: self.node.node_id,
-            leader_id: m.current_leader.unwrap_or(0),
+            leader_id: m.current_leader,
             term: m.current_term,
             last_applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
             members,
-            agents: agents.into_iter().map(agent_summary).collect(),
+            agents,
             alert_count: self.node.state.last_alert_index(),
-        }))
+        };
+        Ok(Response::new(status.into()))
     }
 
     async fn push_policy(
@@ -255,7 +218,7 @@ impl AdminService for AdminServiceImpl {
                     .and_then(|b| PolicySet::compile(&b.files).ok())
                     .map(|s| s.rule_ids().len() as u32)
                     .unwrap_or(0);
-                pb::PolicySummary {
+                PolicySummary {
                     version,
                     signer: bundle
                         .as_ref()
@@ -267,6 +230,7 @@ impl AdminService for AdminServiceImpl {
                     active: active == Some(version),
                     rules,
                 }
+                .into()
             })
             .collect();
         Ok(Response::new(pb::ListPoliciesResponse { policies }))
@@ -421,7 +385,7 @@ impl AdminService for AdminServiceImpl {
             .audit_after(req.after_index, limit)
             .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::ListAuditResponse {
-            entries: entries.into_iter().map(audit_wire).collect(),
+            entries: entries.into_iter().map(Into::into).collect(),
         }))
     }
 
@@ -457,10 +421,6 @@ impl AdminService for AdminServiceImpl {
             .agent_by_id_or_hostname(&name)
             .map_err(|e| Status::internal(e.to_string()))?
             .ok_or_else(|| Status::not_found(format!("no agent with id or hostname {name:?}")))?;
-        let (agent, gpu) = agent_detail(record);
-        Ok(Response::new(pb::GetAgentResponse {
-            agent: Some(agent),
-            gpu: Some(gpu),
-        }))
+        Ok(Response::new(record.into()))
     }
 }
