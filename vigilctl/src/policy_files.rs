@@ -5,6 +5,8 @@ use std::path::Path;
 use anyhow::Context;
 use vigil_policy::{Diagnostic, PolicySet, PolicySource};
 
+use crate::exit_code::ExitCode;
+
 /// Every `.yaml`/`.yml` file under `dir`, by path relative to it.
 pub fn read_policy_dir(dir: &Path) -> anyhow::Result<PolicySource> {
     let mut files = PolicySource::new();
@@ -34,11 +36,11 @@ pub fn read_policy_dir(dir: &Path) -> anyhow::Result<PolicySource> {
             files.insert(rel, text);
         }
     }
-    anyhow::ensure!(
-        !files.is_empty(),
-        "{}: no .yaml policy files",
-        dir.display()
-    );
+    if files.is_empty() {
+        return Err(
+            ExitCode::VerificationFailed.error(format!("{}: no .yaml policy files", dir.display()))
+        );
+    }
     Ok(files)
 }
 
@@ -58,7 +60,11 @@ pub fn check_dir(dir: &Path) -> anyhow::Result<(PolicySource, PolicySet)> {
                     }
                 );
             }
-            anyhow::bail!("{}: {} problem(s)", dir.display(), diags.len())
+            Err(ExitCode::VerificationFailed.error(format!(
+                "{}: {} problem(s)",
+                dir.display(),
+                diags.len()
+            )))
         }
     }
 }
