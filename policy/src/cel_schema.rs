@@ -5,8 +5,8 @@
 
 use std::collections::BTreeSet;
 
-use cel_parser::ast::operators as op;
-use cel_parser::ast::{Expr, IdedExpr};
+use cel::common::ast::operators as op;
+use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
 
 /// Types the check knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,7 +328,7 @@ fn check(
         }
         Expr::Map(m) => {
             for entry in &m.entries {
-                if let cel_parser::ast::EntryExpr::MapEntry(me) = &entry.expr {
+                if let EntryExpr::MapEntry(me) = &entry.expr {
                     check(&me.key, lists, bound, needs)?;
                     check(&me.value, lists, bound, needs)?;
                 }
@@ -336,11 +336,9 @@ fn check(
             Ok(Some(Ty::Map))
         }
         Expr::Literal(v) => Ok(match v {
-            cel_parser::reference::Val::String(_) => Some(Ty::String),
-            cel_parser::reference::Val::Int(_) | cel_parser::reference::Val::UInt(_) => {
-                Some(Ty::Int)
-            }
-            cel_parser::reference::Val::Boolean(_) => Some(Ty::Bool),
+            LiteralValue::String(_) => Some(Ty::String),
+            LiteralValue::Int(_) | LiteralValue::UInt(_) => Some(Ty::Int),
+            LiteralValue::Boolean(_) => Some(Ty::Bool),
             _ => None,
         }),
         Expr::Struct(_) => Err(err("message literals are not supported".to_string(), "")),

@@ -3,9 +3,9 @@
 //! object), so a condition never fails on a missing key.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use cel_interpreter::objects::{Key, Map, Value};
+use cel::common::types::{CelBool, CelInt, CelList, CelMap, CelMapKey, CelString};
+use cel::common::value::Val;
 use vigil_domain::{Finding, ProcessInfo};
 
 use crate::cel_schema::Needs;
@@ -17,30 +17,24 @@ pub struct HostFacts {
     pub agent_id: String,
 }
 
-fn s(v: &str) -> Value {
-    Value::String(Arc::new(v.to_string()))
+/// A CEL value that may borrow from the finding it describes: strings are
+/// not copied per evaluation, only the maps holding them are built.
+pub type FactValue<'v> = Box<dyn Val + 'v>;
+
+fn s<'v>(v: &'v str) -> FactValue<'v> {
+    Box::new(CelString::from(v))
 }
 
-/// Field names as CEL map keys, allocated once per thread (a key is an
-/// `Arc<String>`; cloning it is a reference count, not a copy).
-fn key(name: &'static str) -> Key {
-    thread_local! {
-        static KEYS: std::cell::RefCell<HashMap<&'static str, Arc<String>>> =
-            std::cell::RefCell::new(HashMap::new());
-    }
-    KEYS.with(|k| {
-        Key::String(
-            k.borrow_mut()
-                .entry(name)
-                .or_insert_with(|| Arc::new(name.to_string()))
-                .clone(),
-        )
-    })
+fn int<'v>(v: i64) -> FactValue<'v> {
+    Box::new(CelInt::from(v))
 }
 
-fn map(entries: Vec<(&'static str, Value)>) -> Value {
-    let m: HashMap<Key, Value> = entries.into_iter().map(|(k, v)| (key(k), v)).collect();
-    Value::Map(Map { map: Arc::new(m) })
+fn map<'v>(entries: Vec<(&'static str, FactValue<'v>)>) -> FactValue<'v> {
+    let m: HashMap<CelMapKey<'v>, FactValue<'v>> = entries
+        .into_iter()
+        .map(|(k, v)| (CelMapKey::from(k), v))
+        .collect();
+    Box::new(CelMap::from(m))
 }
 
 /// Whether `needs` asks for `field` of `root`.
@@ -58,8 +52,10 @@ fn wants_any(needs: &Needs, root: &str) -> bool {
         .is_some_and(|(r, _)| r == root)
 }
 
+type Field<'a, 'v> = (&'static str, &'a dyn Fn() -> FactValue<'v>);
+
 /// A map of the fields `needs` asks for; each value computed only then.
-fn fields(needs: &Needs, root: &str, all: Vec<(&'static str, &dyn Fn() -> Value)>) -> Value {
+fn fields<'v>(needs: &Needs, root: &str, all: Vec<Field<'_, 'v>>) -> FactValue<'v> {
     map(all
         .into_iter()
         .filter(|(k, _)| wants(needs, root, k))
@@ -67,53 +63,58 @@ fn fields(needs: &Needs, root: &str, all: Vec<(&'static str, &dyn Fn() -> Value)
         .collect())
 }
 
-fn process_value(needs: &Needs, root: &str, p: &ProcessInfo) -> Value {
+fn process_value<'v>(needs: &Needs, root: &str, p: &'v ProcessInfo, pid: u32) -> FactValue<'v> {
     fields(
         needs,
         root,
         vec![
-            ("pid", &|| Value::Int(p.pid.into())),
-            ("ppid", &|| Value::Int(p.ppid.into())),
-            ("uid", &|| Value::Int(p.uid.into())),
+            ("pid", &|| int(pid.into())),
+            ("ppid", &|| int(p.ppid.into())),
+            ("uid", &|| int(p.uid.into())),
             ("exe", &|| s(&p.exe)),
             ("name", &|| s(p.name())),
             ("comm", &|| s(&p.comm)),
             ("argv", &|| {
-                Value::List(Arc::new(p.argv.iter().map(|a| s(a)).collect()))
+                Box::new(CelList::from(
+                    p.argv.iter().map(|a| s(a)).collect::<Vec<_>>(),
+                ))
             }),
-            ("cmdline", &|| s(&p.cmdline())),
+            ("cmdline", &|| Box::new(CelString::from(p.cmdline()))),
             ("exe_sha256", &|| s(&p.exe_sha256)),
             ("cgroup", &|| s(&p.cgroup_path)),
-            ("ns_pid", &|| Value::Int(p.ns_pid.into())),
-            ("in_container", &|| Value::Bool(p.ns_pid != 0)),
+            ("ns_pid", &|| int(p.ns_pid.into())),
+            ("in_container", &|| Box::new(CelBool::from(p.ns_pid != 0))),
         ],
     )
 }
 
 /// The variables of one finding that `needs` asks for. Fields of objects
 /// the finding does not have are empty values, never missing keys.
-pub fn finding_values(
-    f: &Finding,
-    parent: Option<&ProcessInfo>,
-    host: &HostFacts,
+pub fn finding_values<'v>(
+    f: &'v Finding,
+    parent: Option<&'v ProcessInfo>,
+    host: &'v HostFacts,
     needs: &Needs,
-) -> Vec<(&'static str, Value)> {
+) -> Vec<(&'static str, FactValue<'v>)> {
     let mut out = Vec::new();
     if wants_any(needs, "signal") {
         out.push(("signal", s(f.signal.as_str())));
     }
     if wants_any(needs, "process") {
-        out.push(("process", process_value(needs, "process", &f.process)));
+        out.push((
+            "process",
+            process_value(needs, "process", &f.process, f.process.pid),
+        ));
     }
     if wants_any(needs, "parent") {
-        let fallback = ProcessInfo {
-            pid: f.process.ppid,
-            ..Default::default()
+        // An unknown parent is empty but for its pid.
+        static UNKNOWN: std::sync::LazyLock<ProcessInfo> =
+            std::sync::LazyLock::new(ProcessInfo::default);
+        let (p, pid) = match parent {
+            Some(p) => (p, p.pid),
+            None => (&*UNKNOWN, f.process.ppid),
         };
-        out.push((
-            "parent",
-            process_value(needs, "parent", parent.unwrap_or(&fallback)),
-        ));
+        out.push(("parent", process_value(needs, "parent", p, pid)));
     }
     if wants_any(needs, "file") {
         let path = f.file.as_ref().map(|x| x.path.as_str()).unwrap_or("");
@@ -145,9 +146,7 @@ pub fn finding_values(
                     ("address", &|| {
                         s(n.map(|n| n.address.as_str()).unwrap_or(""))
                     }),
-                    ("port", &|| {
-                        Value::Int(n.map(|n| n.port.into()).unwrap_or(0))
-                    }),
+                    ("port", &|| int(n.map(|n| n.port.into()).unwrap_or(0))),
                     ("host", &|| s(n.map(|n| n.host.as_str()).unwrap_or(""))),
                 ],
             ),
@@ -163,14 +162,12 @@ pub fn finding_values(
                 vec![
                     ("uuid", &|| s(g.map(|g| g.uuid.as_str()).unwrap_or(""))),
                     ("name", &|| s(g.map(|g| g.name.as_str()).unwrap_or(""))),
-                    ("index", &|| {
-                        Value::Int(g.map(|g| g.index.into()).unwrap_or(0))
-                    }),
+                    ("index", &|| int(g.map(|g| g.index.into()).unwrap_or(0))),
                     ("memory_bytes", &|| {
-                        Value::Int(g.and_then(|g| g.used_memory_bytes).unwrap_or(0) as i64)
+                        int(g.and_then(|g| g.used_memory_bytes).unwrap_or(0) as i64)
                     }),
                     ("sm_util", &|| {
-                        Value::Int(g.and_then(|g| g.sm_util_percent).unwrap_or(0).into())
+                        int(g.and_then(|g| g.sm_util_percent).unwrap_or(0).into())
                     }),
                 ],
             ),

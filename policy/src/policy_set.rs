@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use cel_interpreter::objects::{Key, Map, Value};
-use cel_interpreter::{Context, Program};
+use cel::objects::{Key, Map, Value};
+use cel::{Context, Program};
 use serde::{Deserialize, Serialize};
 use vigil_domain::{Finding, ProcessInfo, Severity, SignalKind};
 
@@ -76,7 +76,7 @@ pub struct PolicySet {
     by_signal: HashMap<SignalKind, Vec<usize>>,
     /// What the rules of a signal read, together.
     needs_by_signal: HashMap<SignalKind, Needs>,
-    root: Context<'static>,
+    root: Context<'static, 'static>,
     lists: BTreeMap<String, Vec<String>>,
 }
 
@@ -89,26 +89,17 @@ impl std::fmt::Debug for PolicySet {
     }
 }
 
-/// Runs the CEL parser, which (antlr4rust underneath) panics on some
-/// malformed input instead of returning an error: the panic is contained
-/// and its message silenced, so bad input is only a diagnostic. Parses are
-/// serialised while the quiet panic hook is installed.
-fn contain_parser_panic<T>(parse: impl FnOnce() -> T + std::panic::UnwindSafe) -> Option<T> {
-    static QUIET: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = QUIET.lock().unwrap_or_else(|p| p.into_inner());
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let r = std::panic::catch_unwind(parse);
-    std::panic::set_hook(previous);
-    r.ok()
-}
-
+/// Compiles one expression, checks it against the schema and returns what
+/// it reads. The `cel` parser reports malformed input as errors (the 0.10
+/// parser panicked on some); a panic would still be a bug there, so it is
+/// caught here and becomes a diagnostic. The panic hook is left alone: the
+/// panic is reported like any other, and no other thread's panic is hidden.
 fn compile_expr(
     src: &ExprSource,
     lists: &std::collections::BTreeSet<String>,
 ) -> Result<(Program, Needs), Diagnostic> {
-    let parsed = contain_parser_panic(|| cel_parser::Parser::default().parse(&src.text))
-        .ok_or_else(|| src.at(1, 1, "CEL syntax error: the expression does not parse"))?
+    let program = std::panic::catch_unwind(|| Program::compile(&src.text))
+        .map_err(|_| src.at(1, 1, "CEL syntax error: the expression does not parse"))?
         .map_err(|errs| match errs.errors.first() {
             Some(e) => {
                 let (line, col) = (e.pos.0.max(1) as usize, e.pos.1.max(0) as usize + 1);
@@ -116,7 +107,7 @@ fn compile_expr(
             }
             None => src.at(1, 1, "CEL syntax error"),
         })?;
-    let needs = check_condition(&parsed, lists).map_err(|e| {
+    let needs = check_condition(program.expression(), lists).map_err(|e| {
         let offset = if e.needle.is_empty() {
             None
         } else {
@@ -133,9 +124,6 @@ fn compile_expr(
         };
         src.at(line, col, e.message)
     })?;
-    let program = contain_parser_panic(|| Program::compile(&src.text))
-        .ok_or_else(|| src.at(1, 1, "CEL syntax error: the expression does not parse"))?
-        .map_err(|e| src.at(1, 1, format!("CEL: {e}")))?;
     Ok((program, needs))
 }
 
@@ -302,7 +290,7 @@ impl PolicySet {
             let needs = &self.needs_by_signal[&finding.signal];
             let mut ctx = self.root.new_inner_scope();
             for (name, value) in finding_values(finding, parent, host, needs) {
-                ctx.add_variable_from_value(name, value);
+                ctx.add_variable_as_val(name, value);
             }
             let holds = |p: &Program| matches!(p.execute(&ctx), Ok(Value::Bool(true)));
             candidates

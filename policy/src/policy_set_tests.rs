@@ -240,3 +240,63 @@ fn block_scalar_conditions_place_errors_and_parent_is_read_only_when_asked() {
         .is_some());
     assert!(set.evaluate(&f, None, &HostFacts::default()).is_none());
 }
+
+fn rule_with_condition(condition: &str) -> String {
+    format!("id: m\ndescription: d\nseverity: high\nwhen: [model_file]\ncondition: '{condition}'\n")
+}
+
+#[test]
+fn malformed_conditions_are_diagnostics_not_panics() {
+    for condition in [
+        r#"process.exe.startsWith("/tmp" &&"#,
+        "process.name ==",
+        "(((",
+        ")))",
+        "&&",
+        "!",
+        ".",
+        "a ? b :",
+        "{1: ",
+        "x.exists(y,",
+        "process.argv.map(x,",
+        "Foo{a:",
+        "`a`",
+        "\"unterminated",
+        "\\u0000",
+        "é",
+    ] {
+        let e = errors(&[("m.yaml", &rule_with_condition(condition))]);
+        assert_eq!(e.len(), 1, "{condition}: {e:?}");
+        assert!(e[0].starts_with("m.yaml:5:"), "{condition}: {e:?}");
+    }
+}
+
+#[test]
+fn compiling_leaves_other_threads_panics_to_the_panic_hook() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static SEEN: AtomicUsize = AtomicUsize::new(0);
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() == Some("unrelated") {
+            SEEN.fetch_add(1, Ordering::SeqCst);
+        }
+        previous(info);
+    }));
+    let compiling = std::thread::spawn(|| {
+        for _ in 0..50 {
+            let _ = PolicySet::compile(&source(&[(
+                "m.yaml",
+                &rule_with_condition(r#"process.exe.startsWith("/tmp" &&"#),
+            )]));
+        }
+    });
+    for _ in 0..20 {
+        let unrelated = std::thread::Builder::new()
+            .name("unrelated".into())
+            .spawn(|| panic!("an unrelated thread's panic"))
+            .unwrap();
+        assert!(unrelated.join().is_err());
+    }
+    compiling.join().unwrap();
+    assert_eq!(SEEN.load(Ordering::SeqCst), 20);
+}
