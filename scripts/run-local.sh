@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 bin=target/release
 state=.vigil
 listen=${VIGIL_LISTEN:-127.0.0.1:7700}
+metrics=${VIGIL_METRICS_LISTEN:-127.0.0.1:9464}
 mkdir -p "$state"
 
 pids=()
@@ -21,6 +22,7 @@ stop() {
 trap stop INT TERM EXIT
 
 "$bin/vigil-controlplane" --listen "$listen" --data-dir "$state/controlplane" \
+  --metrics-listen "$metrics" \
   > >(tee -a "$state/controlplane.out") 2> "$state/controlplane.log" &
 pids+=($!)
 for _ in $(seq 100); do
@@ -42,6 +44,7 @@ cat <<INFO
 
 vigil is running:
   control plane  gRPC on $listen (agents, vigilctl, SIEM export), raft + sled in $state/controlplane, log $state/controlplane.log
+  metrics        Prometheus at http://$metrics/metrics
   $agent_line
   dashboard      not in this build yet (the SOC dashboard is a later milestone)
 
@@ -49,6 +52,7 @@ Try, in another shell:
   $bin/vigilctl alerts --follow
   python3 -c "open('/tmp/model.onnx', 'wb').close()"
   $bin/vigilctl status
+  curl -s http://$metrics/metrics | grep ^vigil_     # raft, alerts, agents
   $bin/vigilctl agents show \$(hostname)          # sensors, GPUs, policy version
   $bin/vigilctl policy check policies/default      # the default rule pack (README: sign and push)
 

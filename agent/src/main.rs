@@ -1,16 +1,36 @@
 use clap::Parser;
 use vigil_agent::config::AgentConfig;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
+/// Logs to stderr, filtered by `VIGIL_LOG`: text, or one JSON object a line
+/// (`timestamp`, `level`, `target`, `fields`) with `VIGIL_LOG_FORMAT=json`,
+/// as the control plane's `--log-format json`.
+fn init_logging() {
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match std::env::var("VIGIL_LOG_FORMAT").as_deref() {
+        Ok("json") => builder.json().init(),
+        Ok("text") | Err(_) => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        Ok(other) => {
+            builder
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init();
+            tracing::warn!(
+                value = other,
+                "VIGIL_LOG_FORMAT: expected text or json; logging text"
+            );
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    init_logging();
     let config = AgentConfig::parse();
     match vigil_agent::host_agent::run(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

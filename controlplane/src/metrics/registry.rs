@@ -100,13 +100,16 @@ where
     N: prometheus_client::encoding::EncodeGaugeValue,
 {
     let metric = ConstGauge::new(value);
-    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+    let help = format!("{help}.");
+    metric.encode(encoder.encode_descriptor(name, &help, None, metric.metric_type())?)
 }
 
-/// `name` without `_total`: the encoder appends it to counters.
+/// `name` without `_total`: the encoder appends it to counters (and a
+/// full stop to every help text, as `Registry::register` does).
 fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
     let metric = ConstCounter::new(value);
-    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+    let help = format!("{help}.");
+    metric.encode(encoder.encode_descriptor(name, &help, None, metric.metric_type())?)
 }
 
 /// One metric with a sample per value of `label`.
@@ -118,7 +121,8 @@ fn labelled<'a>(
     label: &str,
     values: impl IntoIterator<Item = (&'a str, u64)>,
 ) -> fmt::Result {
-    let mut family = encoder.encode_descriptor(name, help, None, metric_type)?;
+    let help = format!("{help}.");
+    let mut family = encoder.encode_descriptor(name, &help, None, metric_type)?;
     for (value, n) in values {
         let labels = [(label, value)];
         let sample = family.encode_family(&labels)?;
