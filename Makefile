@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: run test deps build lint bench clean
+.PHONY: run test deps build lint deny bench clean
 
 ## Install what is missing, build release binaries, run a control plane and a local agent.
 run: deps build
@@ -23,6 +23,12 @@ build:
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## Supply chain (deny.toml): licenses, duplicate versions, sources; advisories
+## when a RustSec database is on this machine (it cannot be fetched here).
+deny:
+	@./scripts/install-deps.sh --with-cargo-deny
+	./scripts/check-supply-chain.sh
 
 ## Benchmarks: writes BENCHMARKS.md and bench/results.json (ratios against baselines from the same run).
 bench: deps build

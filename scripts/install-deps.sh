@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and running vigil needs on Debian 12, skipping what
 # is already there, and mounts the kernel filesystems the sensors use.
-# Idempotent; needs root for apt and mounts.
+# Idempotent; needs root for apt and mounts. `--with-cargo-deny` (make deny)
+# also installs cargo-deny.
 set -euo pipefail
 
 need_apt=()
@@ -35,6 +36,13 @@ if ! have cargo; then
   echo "install-deps: no Rust toolchain; installing rustup with Rust 1.95 (needs internet access)"
   curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal \
     --default-toolchain 1.95.0 --component clippy,rustfmt
+fi
+
+# cargo-deny, for `make deny` only (it passes --with-cargo-deny): a pinned
+# release from crates.io, compiled here (several minutes on two cores), once.
+if [ "${1:-}" = --with-cargo-deny ] && ! cargo deny --version >/dev/null 2>&1; then
+  echo "install-deps: cargo install cargo-deny 0.20.2 (compiles for several minutes)"
+  cargo install --locked --quiet cargo-deny --version 0.20.2
 fi
 
 # ONNX Runtime from its PyPI wheel: the real library for tests that load it
