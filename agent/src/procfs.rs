@@ -1,9 +1,19 @@
 //! Reading processes from /proc: the start-up snapshot and enrichment of
 //! findings (resolved exe path, cwd-relative paths, cgroup identity).
+//!
+//! The `procfs` crate parses the files (status, stat, cmdline, maps,
+//! mountinfo, cgroup) and reads the links (exe, cwd, fd/N, ns). What stays
+//! hand-written is not parsing: the `/proc/PID/exe` and `/proc/PID/fd/N`
+//! paths the agent opens to read a file through the process's own handle
+//! (the crate gives a link's target, not a path to open), the pid listing
+//! (the crate would open a handle per process to hand back numbers) and
+//! the cgroup directory's inode.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use ::procfs::process::{FDTarget, MMapPath, Process};
+use ::procfs::FromRead;
 use vigil_domain::ProcessInfo;
 
 #[derive(Debug, Clone)]
@@ -36,6 +46,8 @@ impl Procfs {
 
     /// Every process id now in /proc.
     pub fn pids(&self) -> std::io::Result<Vec<u32>> {
+        // Hand-written: `procfs::process::all_processes` opens a handle per
+        // process, and only the numbers are wanted here.
         let mut pids: Vec<u32> = std::fs::read_dir(&self.root)?
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
             .collect();
@@ -43,42 +55,43 @@ impl Procfs {
         Ok(pids)
     }
 
+    /// A handle on /proc/PID, or None when the process is gone.
+    fn open(&self, pid: u32) -> Option<Process> {
+        Process::new_with_root(self.root.join(pid.to_string())).ok()
+    }
+
     /// The process as /proc shows it (no exe digest), or None when it is
     /// gone (or is a kernel thread).
     pub fn process(&self, pid: u32) -> Option<ProcessInfo> {
-        let dir = self.root.join(pid.to_string());
-        let status = std::fs::read_to_string(dir.join("status")).ok()?;
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(|v| v.trim().to_string())
-        };
-        let ppid = field("PPid:")?.parse().ok()?;
-        let uid = field("Uid:")?.split_whitespace().next()?.parse().ok()?;
-        let comm = field("Name:").unwrap_or_default();
-        let argv = std::fs::read(dir.join("cmdline"))
-            .map(|b| split_nul(&b))
-            .unwrap_or_default();
-        let exe = self.exe(pid).unwrap_or_default();
+        let proc = self.open(pid)?;
+        let status = proc.status().ok()?;
+        let ppid = u32::try_from(status.ppid).ok()?;
+        // The name comes from stat, not status: the crate's status parser
+        // cuts `Name:` at a colon (`kworker/0:1`, `a:b`).
+        let comm = proc.stat().map(|s| s.comm).unwrap_or_default();
+        let argv = proc.cmdline().unwrap_or_default();
+        let exe = proc.exe().map(|p| exe_path(&p)).unwrap_or_default();
         // NSpid lists the pid in each namespace, host first: a second value
         // is the pid the process sees in its own (container's) namespace.
-        let ns_pid = field("NSpid:")
-            .and_then(|v| {
-                let pids: Vec<&str> = v.split_whitespace().collect();
-                (pids.len() > 1).then(|| pids.last()?.parse().ok())?
-            })
+        let ns_pid = status
+            .nspid
+            .filter(|pids| pids.len() > 1)
+            .and_then(|pids| u32::try_from(*pids.last()?).ok())
             .unwrap_or(0);
+        let cgroup_path = cgroup_path_of(&proc);
         Some(ProcessInfo {
             pid,
             ppid,
-            uid,
+            uid: status.ruid,
             exe,
             argv,
             comm,
-            cgroup_id: self.cgroup_id(pid).unwrap_or(0),
-            cgroup_path: self.cgroup_path(pid).unwrap_or_default(),
-            mnt_ns: self.mnt_ns(pid).unwrap_or(0),
+            cgroup_id: cgroup_path
+                .as_deref()
+                .and_then(|p| self.cgroup_dir_ino(p))
+                .unwrap_or(0),
+            cgroup_path: cgroup_path.unwrap_or_default(),
+            mnt_ns: mnt_ns_of(&proc).unwrap_or(0),
             exe_sha256: String::new(),
             ns_pid,
         })
@@ -86,32 +99,23 @@ impl Procfs {
 
     /// The resolved executable path (what /proc/PID/exe links to).
     pub fn exe(&self, pid: u32) -> Option<String> {
-        let link = std::fs::read_link(self.root.join(format!("{pid}/exe"))).ok()?;
-        Some(
-            link.to_string_lossy()
-                .trim_end_matches(" (deleted)")
-                .to_string(),
-        )
+        self.open(pid)?.exe().ok().map(|p| exe_path(&p))
     }
 
     /// Path of the executable as a file that can be opened even if deleted.
     pub fn exe_handle(&self, pid: u32) -> PathBuf {
+        // Hand-written: this is a path to open through, not a value to parse.
         self.root.join(format!("{pid}/exe"))
     }
 
     /// The parent's pid (from /proc/PID/stat), or None when gone.
     pub fn ppid(&self, pid: u32) -> Option<u32> {
-        let stat = std::fs::read_to_string(self.root.join(format!("{pid}/stat"))).ok()?;
-        stat.rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
+        u32::try_from(self.open(pid)?.stat().ok()?.ppid).ok()
     }
 
     /// A process's open file descriptor, as a file the agent can open.
     pub fn fd_handle(&self, pid: u32, fd: i32) -> PathBuf {
+        // Hand-written: a path to open the file through the process's fd.
         self.root.join(format!("{pid}/fd/{fd}"))
     }
 
@@ -122,14 +126,16 @@ impl Procfs {
         if path.starts_with('/') {
             return path.to_string();
         }
-        let base = if dfd == libc::AT_FDCWD {
-            self.root.join(format!("{pid}/cwd"))
-        } else {
-            self.root.join(format!("{pid}/fd/{dfd}"))
-        };
-        match std::fs::read_link(base) {
-            Ok(dir) => dir.join(path).to_string_lossy().into_owned(),
-            Err(_) => path.to_string(),
+        let base = self.open(pid).and_then(|proc| {
+            if dfd == libc::AT_FDCWD {
+                proc.cwd().ok()
+            } else {
+                fd_path(&proc, dfd)
+            }
+        });
+        match base {
+            Some(dir) => dir.join(path).to_string_lossy().into_owned(),
+            None => path.to_string(),
         }
     }
 
@@ -137,54 +143,49 @@ impl Procfs {
     /// is `name`: the fd while it is open, else the mapping in /proc/PID/maps
     /// (the dynamic linker closes the fd right after mapping), else `name`.
     pub fn mapped_library_path(&self, pid: u32, fd: i32, name: &str) -> String {
-        if let Ok(link) = std::fs::read_link(self.root.join(format!("{pid}/fd/{fd}"))) {
+        let Some(proc) = self.open(pid) else {
+            return name.to_string();
+        };
+        if let Some(link) = fd_path(&proc, fd) {
             let link = link.to_string_lossy().into_owned();
             if link.ends_with(name) {
                 return link;
             }
         }
         let suffix = format!("/{name}");
-        std::fs::read_to_string(self.root.join(format!("{pid}/maps")))
-            .ok()
-            .and_then(|maps| {
-                maps.lines()
-                    .filter_map(|l| l.split_whitespace().nth(5))
-                    .find(|p| p.ends_with(&suffix))
-                    .map(str::to_string)
-            })
+        mapped_paths(&proc)
+            .into_iter()
+            .find(|p| p.ends_with(&suffix))
             .unwrap_or_else(|| name.to_string())
     }
 
     /// When the process started, in clock ticks since boot (field 22 of
     /// /proc/PID/stat): with the pid, it names one process over time.
     pub fn start_time(&self, pid: u32) -> Option<u64> {
-        let stat = std::fs::read_to_string(self.root.join(format!("{pid}/stat"))).ok()?;
-        // Fields after the parenthesised comm, which may contain spaces.
-        let rest = stat.rsplit_once(')')?.1;
-        rest.split_whitespace().nth(19)?.parse().ok()
+        Some(self.open(pid)?.stat().ok()?.starttime)
     }
 
     /// What the process's open file descriptors point to.
     pub fn open_files(&self, pid: u32) -> Vec<String> {
-        let Ok(dir) = std::fs::read_dir(self.root.join(format!("{pid}/fd"))) else {
+        let Some(fds) = self.open(pid).and_then(|proc| proc.fd().ok()) else {
             return Vec::new();
         };
-        dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-            .map(|l| l.to_string_lossy().into_owned())
-            .filter(|l| l.starts_with('/'))
-            .collect()
+        fds.filter_map(|fd| match fd.ok()?.target {
+            FDTarget::Path(p) => Some(p.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .filter(|l| l.starts_with('/'))
+        .collect()
     }
 
     /// The distinct files mapped into the process (libraries among them).
     pub fn mapped_files(&self, pid: u32) -> Vec<String> {
-        let Ok(maps) = std::fs::read_to_string(self.root.join(format!("{pid}/maps"))) else {
+        let Some(proc) = self.open(pid) else {
             return Vec::new();
         };
-        let mut files: Vec<String> = maps
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(5))
+        let mut files: Vec<String> = mapped_paths(&proc)
+            .into_iter()
             .filter(|p| p.starts_with('/'))
-            .map(str::to_string)
             .collect();
         files.sort();
         files.dedup();
@@ -194,47 +195,80 @@ impl Procfs {
     /// cgroup v2 id (the inode of the process's cgroup directory), which is
     /// what `bpf_get_current_cgroup_id()` reports.
     pub fn cgroup_id(&self, pid: u32) -> Option<u64> {
+        self.cgroup_dir_ino(&self.cgroup_path(pid)?)
+    }
+
+    fn cgroup_dir_ino(&self, cgroup_path: &str) -> Option<u64> {
         let mount = self.cgroup2_mount.as_ref()?;
-        let rel = self.cgroup_path(pid)?;
-        let dir = mount.join(rel.trim_start_matches('/'));
+        let dir = mount.join(cgroup_path.trim_start_matches('/'));
         std::fs::metadata(dir).ok().map(|m| m.ino())
     }
 
     /// The process's cgroup v2 path ("/" is the root; a container runtime's
     /// scope names the container).
     pub fn cgroup_path(&self, pid: u32) -> Option<String> {
-        let text = std::fs::read_to_string(self.root.join(format!("{pid}/cgroup"))).ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .map(str::to_string)
+        cgroup_path_of(&self.open(pid)?)
     }
 
     /// Inode number of the process's mount namespace.
     pub fn mnt_ns(&self, pid: u32) -> Option<u64> {
-        let link = std::fs::read_link(self.root.join(format!("{pid}/ns/mnt"))).ok()?;
-        let s = link.to_str()?;
-        s.strip_prefix("mnt:[")?.strip_suffix(']')?.parse().ok()
+        mnt_ns_of(&self.open(pid)?)
     }
 }
 
-fn split_nul(bytes: &[u8]) -> Vec<String> {
-    bytes
-        .split(|&b| b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
+/// `/proc/PID/exe`'s target without the kernel's " (deleted)" mark.
+fn exe_path(link: &Path) -> String {
+    link.to_string_lossy()
+        .trim_end_matches(" (deleted)")
+        .to_string()
+}
+
+/// The path an fd of the process refers to, if it is a file or directory.
+fn fd_path(proc: &Process, fd: i32) -> Option<PathBuf> {
+    match proc.fd_from_fd(fd).ok()?.target {
+        FDTarget::Path(p) => Some(p),
+        _ => None,
+    }
+}
+
+/// The file paths of the process's mappings, in /proc/PID/maps order
+/// (whole paths: spaces in a path are part of it).
+fn mapped_paths(proc: &Process) -> Vec<String> {
+    let Ok(maps) = proc.maps() else {
+        return Vec::new();
+    };
+    maps.into_iter()
+        .filter_map(|m| match m.pathname {
+            MMapPath::Path(p) => Some(p.to_string_lossy().into_owned()),
+            _ => None,
+        })
         .collect()
 }
 
+/// The cgroup v2 line of /proc/PID/cgroup (hierarchy 0, no controllers).
+fn cgroup_path_of(proc: &Process) -> Option<String> {
+    proc.cgroups()
+        .ok()?
+        .0
+        .into_iter()
+        .find(|g| g.hierarchy == 0 && g.controllers.is_empty())
+        .map(|g| g.pathname)
+}
+
+fn mnt_ns_of(proc: &Process) -> Option<u64> {
+    let namespaces = proc.namespaces().ok()?;
+    namespaces
+        .0
+        .get(std::ffi::OsStr::new("mnt"))
+        .map(|ns| ns.identifier)
+}
+
 fn find_cgroup2_mount(mountinfo: &Path) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(mountinfo).ok()?;
-    // Fields: id parent maj:min root mountpoint options ... - fstype source super
-    text.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        if right.split_whitespace().next()? != "cgroup2" {
-            return None;
-        }
-        left.split_whitespace().nth(4).map(PathBuf::from)
-    })
+    ::procfs::process::MountInfos::from_file(mountinfo)
+        .ok()?
+        .into_iter()
+        .find(|m| m.fs_type == "cgroup2")
+        .map(|m| m.mount_point)
 }
 
 #[cfg(test)]
@@ -273,5 +307,132 @@ mod tests {
     #[test]
     fn gone_processes_read_as_none() {
         assert!(Procfs::default().process(u32::MAX).is_none());
+    }
+
+    /// A copy of `sleep` at a path with spaces and a colon, running: its
+    /// executable is a file mapping in /proc/PID/maps.
+    struct OddlyNamedChild {
+        child: std::process::Child,
+        path: PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    impl OddlyNamedChild {
+        fn start() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let spaced = dir.path().join("dir with space");
+            std::fs::create_dir(&spaced).unwrap();
+            let path = spaced.join("lib x:1.so");
+            std::fs::copy("/bin/sleep", &path).unwrap();
+            // Another test thread forking while the copy was open for
+            // writing makes exec fail with ETXTBSY for a moment.
+            let mut tries = 0;
+            let child = loop {
+                match std::process::Command::new(&path).arg("30").spawn() {
+                    Ok(c) => break c,
+                    Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    Err(e) => panic!("spawning {}: {e}", path.display()),
+                }
+            };
+            Self {
+                child,
+                path,
+                _dir: dir,
+            }
+        }
+
+        fn pid(&self) -> u32 {
+            self.child.id()
+        }
+    }
+
+    impl Drop for OddlyNamedChild {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[test]
+    fn mapped_paths_with_spaces_are_whole() {
+        let child = OddlyNamedChild::start();
+        let p = Procfs::default();
+        let full = child.path.to_string_lossy().into_owned();
+        // No such fd: the path comes from /proc/PID/maps.
+        assert_eq!(p.mapped_library_path(child.pid(), 9999, "lib x:1.so"), full);
+        assert!(
+            p.mapped_files(child.pid()).contains(&full),
+            "{:?}",
+            p.mapped_files(child.pid())
+        );
+        let info = p.process(child.pid()).expect("child is readable");
+        assert_eq!(info.exe, full);
+        assert_eq!(info.comm, "lib x:1.so");
+        assert_eq!(info.argv, vec![full.clone(), "30".to_string()]);
+        assert_eq!(info.ppid, std::process::id());
+        assert_eq!(p.ppid(child.pid()), Some(std::process::id()));
+        assert!(p.start_time(child.pid()).unwrap() >= p.start_time(std::process::id()).unwrap());
+    }
+
+    #[test]
+    fn open_fds_and_dir_fds_resolve() {
+        let p = Procfs::default();
+        let me = std::process::id();
+        let dir = tempfile::tempdir().unwrap();
+        let file_path = dir.path().join("weights file.bin");
+        let file = std::fs::File::create(&file_path).unwrap();
+        let dir_handle = std::fs::File::open(dir.path()).unwrap();
+        use std::os::fd::AsRawFd;
+        let full = file_path.to_string_lossy().into_owned();
+        assert!(p.open_files(me).contains(&full));
+        assert_eq!(
+            p.mapped_library_path(me, file.as_raw_fd(), "weights file.bin"),
+            full
+        );
+        assert_eq!(
+            p.resolve_path(me, dir_handle.as_raw_fd(), "m.onnx"),
+            dir.path().join("m.onnx").to_string_lossy()
+        );
+        // A name the fd does not end with falls back to maps, then the name.
+        assert_eq!(
+            p.mapped_library_path(me, file.as_raw_fd(), "libnothing.so"),
+            "libnothing.so"
+        );
+    }
+
+    #[test]
+    fn cgroup_and_namespace_identity_match_the_kernel() {
+        let p = Procfs::default();
+        let me = std::process::id();
+        let raw = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let expected = raw.lines().find_map(|l| l.strip_prefix("0::"));
+        assert_eq!(p.cgroup_path(me).as_deref(), expected);
+        let link = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+        let ino: u64 = link
+            .to_str()
+            .and_then(|s| s.strip_prefix("mnt:[")?.strip_suffix(']')?.parse().ok())
+            .unwrap();
+        assert_eq!(p.mnt_ns(me), Some(ino));
+        if let Some(mount) = p.cgroup2_mount() {
+            let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+            assert!(mounts
+                .lines()
+                .any(|l| l.contains(" - cgroup2 ") && l.split(' ').nth(4) == mount.to_str()));
+        }
+    }
+
+    #[test]
+    fn a_fake_root_without_processes_reads_as_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Procfs::new(dir.path());
+        assert!(p.cgroup2_mount().is_none());
+        assert!(p.pids().unwrap().is_empty());
+        assert!(p.process(1).is_none());
+        assert!(p.open_files(1).is_empty());
+        assert!(p.mapped_files(1).is_empty());
+        assert_eq!(p.mapped_library_path(1, 3, "libx.so"), "libx.so");
     }
 }
