@@ -2,13 +2,61 @@
 //! /v1/models` answered with 200 and an OpenAI list object. A plain web
 //! server on 8080 is not AI serving; vLLM, llama.cpp's server or
 //! text-generation-inference on the same port are.
+//!
+//! `httparse` reads the response head and chunk sizes; what the probe adds
+//! is the framing (Content-Length, chunked, or until close) and the bounds:
+//! a whole-probe timeout, at most `MAX_HEAD` bytes of head and `MAX_BODY`
+//! bytes of body, so a slow or endless peer costs one timeout, never memory.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-const MAX_RESPONSE: usize = 64 * 1024;
+/// Most bytes of status line and headers read before giving up.
+const MAX_HEAD: usize = 16 * 1024;
+/// Most bytes of (de-chunked) body: a model list is a few KiB.
+const MAX_BODY: usize = 64 * 1024;
+/// Most bytes of chunked body on the wire (sizes and line ends included).
+const MAX_CHUNKED_WIRE: usize = 2 * MAX_BODY;
+const MAX_HEADERS: usize = 64;
+
+/// Why a listener is not taken for an OpenAI-style server.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    #[error("could not connect or send: {0}")]
+    Io(String),
+    #[error("no complete answer within the timeout")]
+    Timeout,
+    #[error("the answer is not HTTP/1.x: {0}")]
+    NotHttp(String),
+    #[error("the response head exceeds {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("the response body exceeds {MAX_BODY} bytes")]
+    BodyTooLarge,
+    #[error("the connection closed before the response was complete")]
+    Truncated,
+    #[error("status {0}, not 200")]
+    Status(u16),
+    #[error("the body is not an OpenAI list object")]
+    NotOpenAiList,
+}
+
+/// How the body of a response ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Head {
+    status: u16,
+    framing: Framing,
+    /// Bytes of status line and headers, the blank line included.
+    len: usize,
+}
 
 /// Where to reach a listener bound to `local` from this host.
 fn reachable(local: SocketAddr) -> SocketAddr {
@@ -21,78 +69,202 @@ fn reachable(local: SocketAddr) -> SocketAddr {
 }
 
 /// Whether the listener at `local` answers OpenAI-style routes. Any failure
-/// (refused, timeout, not HTTP) is "no".
+/// (refused, timeout, not HTTP, too large) is "no".
 pub async fn serves_openai_routes(local: SocketAddr, timeout: Duration) -> bool {
+    probe(local, timeout).await.is_ok()
+}
+
+/// The probe, saying why a listener is not an OpenAI-style server.
+pub async fn probe(local: SocketAddr, timeout: Duration) -> Result<(), ProbeError> {
     tokio::time::timeout(timeout, ask(reachable(local)))
         .await
-        .unwrap_or(false)
+        .unwrap_or(Err(ProbeError::Timeout))
 }
 
-async fn ask(addr: SocketAddr) -> bool {
-    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
-        return false;
-    };
+async fn ask(addr: SocketAddr) -> Result<(), ProbeError> {
+    let io = |e: std::io::Error| ProbeError::Io(e.to_string());
+    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
     let request = format!("GET /v1/models HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: vigil-agent\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return false;
+    stream.write_all(request.as_bytes()).await.map_err(io)?;
+    let body = read_response(&mut stream).await?;
+    check_openai_list(&body)
+}
+
+/// Reads one response from `stream` and returns its body, if 200.
+async fn read_response<R: AsyncRead + Unpin>(stream: &mut R) -> Result<Vec<u8>, ProbeError> {
+    let mut buf = Vec::with_capacity(8 * 1024);
+    let head = loop {
+        if let Some(head) = parse_head(&buf)? {
+            break head;
+        }
+        if buf.len() >= MAX_HEAD {
+            return Err(ProbeError::HeadTooLarge);
+        }
+        if read_more(stream, &mut buf, MAX_HEAD).await? == 0 {
+            return Err(ProbeError::Truncated);
+        }
+    };
+    if head.status != 200 {
+        return Err(ProbeError::Status(head.status));
     }
-    let mut response = Vec::new();
-    let mut buf = [0u8; 8192];
-    while response.len() < MAX_RESPONSE {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => response.extend_from_slice(&buf[..n]),
+    let mut wire = buf.split_off(head.len);
+    let limit = wire_limit(head.framing)?;
+    loop {
+        if let Some(body) = body(head.framing, &wire, false)? {
+            return Ok(body);
+        }
+        // One byte past the limit tells "too large" from "exactly full".
+        if read_more(stream, &mut wire, limit + 1).await? == 0 {
+            return body(head.framing, &wire, true)?.ok_or(ProbeError::Truncated);
         }
     }
-    looks_like_openai_models(&response)
 }
 
-/// `HTTP/1.x 200` and a body with the OpenAI list shape (`"object"` and `"data"`).
+/// Most body bytes on the wire for `framing`.
+fn wire_limit(framing: Framing) -> Result<usize, ProbeError> {
+    match framing {
+        Framing::Length(n) if n > MAX_BODY => Err(ProbeError::BodyTooLarge),
+        Framing::Length(n) => Ok(n),
+        Framing::UntilClose => Ok(MAX_BODY),
+        Framing::Chunked => Ok(MAX_CHUNKED_WIRE),
+    }
+}
+
+/// Appends what the peer sends next to `buf`, never past `limit` bytes in
+/// all; 0 at end of stream. A full buffer is `BodyTooLarge`.
+async fn read_more<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> Result<usize, ProbeError> {
+    let room = limit.saturating_sub(buf.len());
+    if room == 0 {
+        return Err(ProbeError::BodyTooLarge);
+    }
+    let mut chunk = [0u8; 8192];
+    let want = room.min(chunk.len());
+    let n = stream
+        .read(&mut chunk[..want])
+        .await
+        .map_err(|e| ProbeError::Io(e.to_string()))?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n)
+}
+
+/// The response head, once `buf` holds all of it.
+fn parse_head(buf: &[u8]) -> Result<Option<Head>, ProbeError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(ProbeError::NotHttp(e.to_string())),
+    };
+    let status = response
+        .code
+        .ok_or_else(|| ProbeError::NotHttp("no status code".to_string()))?;
+    let header = |name: &'static str| header_values(response.headers, name);
+    // Transfer-Encoding wins over Content-Length (RFC 9112, 6.3).
+    let chunked = header("transfer-encoding")
+        .last()
+        .is_some_and(|te| te.rsplit(',').next().map(str::trim) == Some("chunked"));
+    let framing = if chunked {
+        Framing::Chunked
+    } else {
+        let mut lengths = header("content-length");
+        match (lengths.next(), lengths.next()) {
+            (None, _) => Framing::UntilClose,
+            (Some(n), None) => Framing::Length(
+                n.parse()
+                    .map_err(|_| ProbeError::NotHttp(format!("Content-Length {n:?}")))?,
+            ),
+            (Some(_), Some(_)) => {
+                return Err(ProbeError::NotHttp("several Content-Length".to_string()))
+            }
+        }
+    };
+    Ok(Some(Head {
+        status,
+        framing,
+        len,
+    }))
+}
+
+/// The values of the headers called `name`, trimmed and lower-cased.
+fn header_values<'a>(
+    headers: &'a [httparse::Header<'a>],
+    name: &'a str,
+) -> impl Iterator<Item = String> + 'a {
+    headers
+        .iter()
+        .filter(move |h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
+}
+
+/// The body once `wire` holds all of it (`eof`: nothing more will come).
+fn body(framing: Framing, wire: &[u8], eof: bool) -> Result<Option<Vec<u8>>, ProbeError> {
+    match framing {
+        Framing::Length(n) if n > MAX_BODY => Err(ProbeError::BodyTooLarge),
+        Framing::Length(n) => Ok((wire.len() >= n).then(|| wire[..n].to_vec())),
+        Framing::UntilClose if wire.len() > MAX_BODY => Err(ProbeError::BodyTooLarge),
+        Framing::UntilClose => Ok(eof.then(|| wire.to_vec())),
+        Framing::Chunked => dechunk(wire),
+    }
+}
+
+/// The body of a chunked message, once `wire` holds the last chunk.
+fn dechunk(wire: &[u8]) -> Result<Option<Vec<u8>>, ProbeError> {
+    let mut body = Vec::new();
+    let mut at = 0;
+    loop {
+        let (size_len, size) = match httparse::parse_chunk_size(&wire[at..]) {
+            Ok(httparse::Status::Complete(found)) => found,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(_) => return Err(ProbeError::NotHttp("bad chunk size".to_string())),
+        };
+        at += size_len;
+        if size == 0 {
+            // Trailers are not needed: the body is complete.
+            return Ok(Some(body));
+        }
+        let size = usize::try_from(size).map_err(|_| ProbeError::BodyTooLarge)?;
+        if body.len().saturating_add(size) > MAX_BODY {
+            return Err(ProbeError::BodyTooLarge);
+        }
+        let Some(end) = at.checked_add(size).filter(|end| end + 2 <= wire.len()) else {
+            return Ok(None);
+        };
+        if &wire[end..end + 2] != b"\r\n" {
+            return Err(ProbeError::NotHttp("chunk without CRLF".to_string()));
+        }
+        body.extend_from_slice(&wire[at..end]);
+        at = end + 2;
+    }
+}
+
+/// A JSON object with `"object"` and `"data"`, as OpenAI's list objects.
+fn check_openai_list(body: &[u8]) -> Result<(), ProbeError> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(o)) if o.contains_key("object") && o.contains_key("data") => {
+            Ok(())
+        }
+        _ => Err(ProbeError::NotOpenAiList),
+    }
+}
+
+/// `HTTP/1.x 200` and a body with the OpenAI list shape (`"object"` and
+/// `"data"`), for a whole response already read.
 pub fn looks_like_openai_models(response: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(response);
-    let Some(status) = text.lines().next() else {
+    let Ok(Some(head)) = parse_head(response) else {
         return false;
     };
-    let ok = status.starts_with("HTTP/1.") && status.split_whitespace().nth(1) == Some("200");
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    ok && body.contains("\"data\"") && body.contains("\"object\"")
+    head.status == 200
+        && body(head.framing, &response[head.len..], true)
+            .ok()
+            .flatten()
+            .is_some_and(|b| check_openai_list(&b).is_ok())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn recognises_an_openai_model_list_and_nothing_else() {
-        let ok = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"object\":\"list\",\"data\":[{\"id\":\"m\"}]}";
-        assert!(looks_like_openai_models(ok));
-        assert!(!looks_like_openai_models(
-            b"HTTP/1.1 404 Not Found\r\n\r\n{\"object\":\"list\",\"data\":[]}"
-        ));
-        assert!(!looks_like_openai_models(
-            b"HTTP/1.0 200 OK\r\n\r\n<html>directory listing</html>"
-        ));
-        assert!(!looks_like_openai_models(b""));
-        assert!(!looks_like_openai_models(b"SSH-2.0-OpenSSH_9.2\r\n"));
-    }
-
-    #[tokio::test]
-    async fn probes_a_real_listener() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf).await;
-            let body = "{\"object\":\"list\",\"data\":[]}";
-            let resp = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            s.write_all(resp.as_bytes()).await.unwrap();
-        });
-        assert!(serves_openai_routes(addr, Duration::from_secs(2)).await);
-        let closed = SocketAddr::from(([127, 0, 0, 1], 1));
-        assert!(!serves_openai_routes(closed, Duration::from_secs(2)).await);
-    }
-}
+#[path = "serving_probe_tests.rs"]
+mod tests;
