@@ -1,6 +1,7 @@
 //! Ships spooled findings to the control plane over `AgentService.Stream`
 //! and removes them from the spool only when acked. Reconnects with
-//! exponential backoff while the control plane is unreachable.
+//! jittered exponential backoff (backon) while the control plane is
+//! unreachable.
 
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -56,13 +57,14 @@ pub struct ShipperLinks {
 
 pub async fn run(spool: Spool, cfg: ShipperConfig, links: ShipperLinks) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-    let mut backoff = FIRST_BACKOFF;
+    let mut delays = reconnect_delays(FIRST_BACKOFF, cfg.max_backoff);
     loop {
         let started = std::time::Instant::now();
         let Err(e) = session(&spool, &cfg, links.clone()).await;
         if started.elapsed() > Duration::from_secs(10) {
-            backoff = FIRST_BACKOFF;
+            delays = reconnect_delays(FIRST_BACKOFF, cfg.max_backoff);
         }
+        let backoff = delays.next().unwrap_or(cfg.max_backoff);
         tracing::warn!(
             endpoint = %cfg.endpoint,
             error = %e,
@@ -71,8 +73,25 @@ pub async fn run(spool: Spool, cfg: ShipperConfig, links: ShipperLinks) {
             "control plane unreachable; findings stay spooled"
         );
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(cfg.max_backoff);
     }
+}
+
+/// Delays between reconnect attempts: doubling from `first` up to `max`,
+/// each jittered so that agents cut off together do not return in step.
+/// backon's jitter adds up to 100% of a delay, so its bounds are halved:
+/// the first delay lies in [first/2, first], the capped ones in [max/2,
+/// max], never above the unjittered schedule.
+fn reconnect_delays(first: Duration, max: Duration) -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::new()
+        .with_min_delay(first.min(max) / 2)
+        .with_max_delay(max / 2)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        // Float rounding in the jitter may pass the cap by a few ns.
+        .map(move |d| d.min(max))
 }
 
 fn message(body: pb::agent_message::Body) -> pb::AgentMessage {
@@ -189,5 +208,47 @@ async fn session(
                 }))).await?;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_delays_grow_are_capped_and_jittered() {
+        let first = Duration::from_millis(200);
+        let max = Duration::from_secs(5);
+        let delays: Vec<Duration> = reconnect_delays(first, max).take(40).collect();
+        // Within the old unjittered schedule (200 ms doubling, capped) and
+        // at least half of it (give or take the jitter's float rounding).
+        let slack = Duration::from_micros(1);
+        let mut unjittered = first;
+        for d in &delays {
+            assert!(
+                *d <= unjittered + slack && *d + slack >= unjittered / 2,
+                "{d:?} vs {unjittered:?}"
+            );
+            unjittered = (unjittered * 2).min(max);
+        }
+        // Growing until the cap: each step at least doubles the base.
+        let below_cap: Vec<_> = delays.iter().take_while(|d| **d < max / 2).collect();
+        assert!(below_cap.len() >= 4, "{delays:?}");
+        assert!(below_cap.windows(2).all(|w| w[1] > w[0]), "{delays:?}");
+        assert!(delays.iter().all(|d| *d <= max));
+        // Jittered: the capped delays are not all the same.
+        let capped = &delays[10..];
+        assert!(capped.iter().any(|d| *d != capped[0]), "{capped:?}");
+        // Two agents do not share a schedule.
+        let other: Vec<Duration> = reconnect_delays(first, max).take(40).collect();
+        assert_ne!(delays, other);
+        // A cap below the first delay is still the cap.
+        let tight: Vec<Duration> = reconnect_delays(first, Duration::from_millis(50))
+            .take(10)
+            .collect();
+        assert!(
+            tight.iter().all(|d| *d <= Duration::from_millis(50)),
+            "{tight:?}"
+        );
     }
 }
