@@ -207,3 +207,47 @@ fn a_corrupt_snapshot_is_an_error_that_names_the_offset() {
         .contains("byte 0"));
     assert!(parse_snapshot(&[]).unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn the_alert_tally_is_kept_at_apply_and_recounted_for_a_store_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let critical_gpu = |seq| Finding {
+        severity: Severity::Critical,
+        signal: SignalKind::GpuDevice,
+        action: "kill".into(),
+        ..finding(seq)
+    };
+    let expected = vec![("gpu_device", "critical", 1), ("model_file", "high", 3)];
+    {
+        let (_log, mut sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+        assert_eq!(reader.alert_tally().unwrap().total(), 0);
+        assert_eq!(reader.audit_entries().unwrap(), 0);
+        sm.apply(vec![
+            entry(1, register("a")),
+            entry(2, append("a", &[1, 2])),
+            entry(3, append("a", &[2, 3])),
+            entry(
+                4,
+                Command::AppendAlerts {
+                    agent_id: "a".into(),
+                    received_at_unix_nanos: 300,
+                    findings: vec![critical_gpu(4)],
+                },
+            ),
+        ])
+        .await
+        .unwrap();
+        let tally = reader.alert_tally().unwrap();
+        assert_eq!(tally.total(), 4);
+        assert_eq!(tally.counts().collect::<Vec<_>>(), expected);
+        // The enforcement is also an audit entry.
+        assert_eq!(reader.audit_entries().unwrap(), 1);
+        // As a store written before the tally was kept.
+        sm.tree.remove(ALERT_TALLY).unwrap();
+        sm.db.flush_async().await.unwrap();
+    }
+    let (_log, _sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    let tally = reader.alert_tally().unwrap();
+    assert_eq!(tally.total(), 4);
+    assert_eq!(tally.counts().collect::<Vec<_>>(), expected);
+}
