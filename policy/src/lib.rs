@@ -12,6 +12,7 @@
 mod bundle;
 mod cel_schema;
 mod diagnostic;
+mod document_schema;
 mod facts;
 mod policy_set;
 mod rule_file;
@@ -19,6 +20,7 @@ mod workload_signature;
 
 pub use bundle::{canonical_bytes, Bundle, BundleError, SigningKey, TrustedKeys};
 pub use diagnostic::Diagnostic;
+pub use document_schema::policy_document_schema;
 pub use facts::HostFacts;
 pub use policy_set::{Action, Decision, PolicySet};
 pub use rule_file::{parse_policy_files, PolicySource, RuleSpec};

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use cel::objects::{Key, Map, Value};
 use cel::{Context, Program};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use vigil_domain::{Finding, ProcessInfo, Severity, SignalKind};
 
@@ -14,7 +15,7 @@ use crate::rule_file::{list_names, parse_policy_files, ExprSource, ParsedPolicy,
 use crate::Diagnostic;
 
 /// What a matching rule does on the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Report only.

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use vigil_domain::{Severity, SignalKind};
 
@@ -53,43 +54,58 @@ pub struct RuleSpec {
     pub line: usize,
 }
 
-#[derive(Debug, Deserialize)]
+/// A rule: the signals it looks at, when it fires and what it does.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RuleDoc {
+#[schemars(title = "rule")]
+pub(crate) struct RuleDoc {
+    /// Unique across the bundle; findings carry it.
+    #[schemars(regex(pattern = r"^[a-z0-9._-]+$"))]
     id: String,
     description: String,
+    #[schemars(schema_with = "crate::document_schema::severity")]
     severity: Severity,
+    /// The signals this rule looks at.
+    #[schemars(schema_with = "crate::document_schema::signals")]
     when: Vec<SignalKind>,
+    /// CEL, must be a bool. Variables: signal, process, parent (pid, ppid, uid, exe, name, comm, argv, cmdline, exe_sha256, cgroup, ns_pid, in_container), file (path, name, dir), net (direction, address, port, host), gpu (uuid, name, index, memory_bytes, sm_util), host (hostname, agent_id), lists.<name>. Absent: always.
     #[serde(default)]
     condition: Option<String>,
     #[serde(default)]
     action: Action,
+    /// Report what the action would do without doing it.
     #[serde(default)]
     dry_run: bool,
+    /// CEL bools; the rule does not fire when any holds.
     #[serde(default)]
     exceptions: Vec<String>,
+    /// For action block_egress: the name of a list (in `lists`) of host names or addresses whose traffic is dropped for the process's new sockets.
     #[serde(default)]
     hosts: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A `lists:` document: named lists of strings, `lists.NAME` in CEL.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ListsDoc {
+#[schemars(title = "lists")]
+pub(crate) struct ListsDoc {
     lists: BTreeMap<String, Vec<String>>,
 }
 
 /// Settings for the whole bundle (a `settings:` document).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BundleSettings {
-    /// Every rule's action is reported, not carried out.
+    /// Every rule's action is reported (as a finding) but not carried out.
     #[serde(default)]
     pub dry_run: bool,
 }
 
-#[derive(Debug, Deserialize)]
+/// A `settings:` document: settings for the whole bundle.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct SettingsDoc {
+#[schemars(title = "settings")]
+pub(crate) struct SettingsDoc {
     settings: BundleSettings,
 }
 
