@@ -11,6 +11,7 @@ mod audit;
 mod cluster;
 mod finding;
 mod gpu;
+mod policy_status;
 mod policy_summary;
 mod process;
 
@@ -20,5 +21,6 @@ pub use audit::AuditEntry;
 pub use cluster::{ClusterMember, ClusterStatus};
 pub use finding::{FileObject, Finding, NetDirection, NetObject, Severity, SignalKind};
 pub use gpu::{GpuContext, GpuDevice, GpuInventory, GpuObject, GpuProcess, MigDevice};
+pub use policy_status::PolicyStatus;
 pub use policy_summary::PolicySummary;
 pub use process::ProcessInfo;

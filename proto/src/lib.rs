@@ -5,6 +5,7 @@
 //! (`vigil_domain`); a wire message becomes a domain value only through the
 //! `TryFrom` impls in `convert`, whose errors name the offending field.
 
+mod agent_session_wire;
 mod agent_summary_wire;
 mod audit_wire;
 mod cluster_wire;

@@ -47,21 +47,7 @@ fn now_unix_nanos() -> i64 {
 }
 
 fn registration(h: pb::Hello) -> Result<AgentIdentity, Status> {
-    if h.agent_id.trim().is_empty() {
-        return Err(Status::invalid_argument(
-            "hello.agent_id: must not be empty",
-        ));
-    }
-    let sensor_mode = vigil_proto::sensor_mode_from_wire("hello.sensor_mode", h.sensor_mode)
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    Ok(AgentIdentity {
-        agent_id: h.agent_id,
-        hostname: h.hostname,
-        agent_version: h.agent_version,
-        sensor_mode,
-        kernel_release: h.kernel_release,
-        hooks: h.hooks,
-    })
+    AgentIdentity::try_from(h).map_err(|e| Status::invalid_argument(e.within("hello").to_string()))
 }
 
 fn control(body: pb::control_message::Body) -> Result<pb::ControlMessage, Status> {
@@ -134,6 +120,8 @@ impl Session {
     }
 
     async fn on_policy_status(&self, st: pb::PolicyStatus) -> Result<(), Status> {
+        let st = vigil_domain::PolicyStatus::try_from(st)
+            .map_err(|e| Status::invalid_argument(e.within("policy_status").to_string()))?;
         if !st.error.is_empty() {
             tracing::warn!(agent = %self.agent_id, refused = st.refused_version, active = st.active_version, error = %st.error, "agent refused a policy bundle");
         }
