@@ -2,8 +2,14 @@
 //!
 //! Architecture invariant: every byte from the kernel is bounds-checked here;
 //! a malformed record is a `DecodeError`, never a panic.
+//!
+//! The fixed parts are `#[repr(C)]` structs that `zerocopy` reads from the
+//! front of a record (checked length, any alignment, no unsafe); the
+//! variable parts that follow are split off with checked lengths.
 
 use std::mem::{offset_of, size_of};
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 pub const EVENT_EXEC: u32 = 1;
 pub const EVENT_EXIT: u32 = 2;
@@ -37,7 +43,9 @@ const AF_INET6: u16 = 10;
 
 /// `struct vigil_event_header`.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct RawEventHeader {
     pub kind: u32,
     pub size: u32,
@@ -55,7 +63,7 @@ pub struct RawEventHeader {
 
 /// Fixed part of `struct vigil_exec_event`; `data` follows.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct RawExecFixed {
     pub hdr: RawEventHeader,
     pub filename_len: u32,
@@ -64,7 +72,7 @@ pub struct RawExecFixed {
 
 /// Fixed part of `struct vigil_open_event`; `path` follows.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct RawOpenFixed {
     pub hdr: RawEventHeader,
     pub dfd: i32,
@@ -77,7 +85,7 @@ pub struct RawOpenFixed {
 
 /// `struct vigil_net_event`.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct RawNetEvent {
     pub hdr: RawEventHeader,
     pub family: u16,
@@ -90,7 +98,7 @@ pub struct RawNetEvent {
 
 /// Fixed part of `struct vigil_dns_event`; `payload` follows.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct RawDnsFixed {
     pub hdr: RawEventHeader,
     pub family: u16,
@@ -101,7 +109,7 @@ pub struct RawDnsFixed {
 
 /// Fixed part of `struct vigil_file_map_event`; `name` follows.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct RawFileMapFixed {
     pub hdr: RawEventHeader,
     pub fd: i32,
@@ -284,11 +292,11 @@ pub fn rust_layout() -> Vec<(&'static str, usize)> {
         ),
         (
             "sizeof(struct vigil_blocked_destination)",
-            size_of::<crate::enforcer::BlockedDestination>(),
+            size_of::<crate::blocked_destination::BlockedDestination>(),
         ),
         (
             "offsetof(struct vigil_blocked_destination, addr)",
-            offset_of!(crate::enforcer::BlockedDestination, addr),
+            offset_of!(crate::blocked_destination::BlockedDestination, addr),
         ),
         (
             "sizeof(struct vigil_path_filter)",
@@ -428,19 +436,18 @@ pub enum DecodeError {
     },
 }
 
-fn read_struct<T: Copy + Default>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
-    let need = size_of::<T>();
-    if bytes.len() < need {
-        return Err(DecodeError::Short {
-            what,
-            need,
-            got: bytes.len(),
-        });
-    }
-    // SAFETY: the length is checked above, T is a #[repr(C)] struct of
-    // integers and byte arrays (every bit pattern valid), and
-    // read_unaligned tolerates any alignment.
-    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+/// Reads a `T` from the front of `bytes`; the rest follows it. A copy, as
+/// `read_unaligned` was: a record promises no alignment for `T`, and the
+/// structs are at most 112 bytes (on the stack, no allocation).
+fn read_prefix<'a, T: FromBytes>(
+    bytes: &'a [u8],
+    what: &'static str,
+) -> Result<(T, &'a [u8]), DecodeError> {
+    T::read_from_prefix(bytes).map_err(|_| DecodeError::Short {
+        what,
+        need: size_of::<T>(),
+        got: bytes.len(),
+    })
 }
 
 /// Bytes up to the first NUL (or all), as UTF-8 with replacement.
@@ -482,22 +489,22 @@ fn socket_addr(family: u16, addr: [u8; 16], port: u16) -> std::net::SocketAddr {
     std::net::SocketAddr::new(ip, port)
 }
 
-fn tail<'a>(
-    record: &'a [u8],
-    start: usize,
+/// The first `len` bytes of `bytes` (a `field` of the record) and the rest.
+fn take<'a>(
+    bytes: &'a [u8],
     len: usize,
     field: &'static str,
-) -> Result<&'a [u8], DecodeError> {
-    let room = record.len().saturating_sub(start);
-    if len > room {
-        return Err(DecodeError::Overrun { field, len, room });
-    }
-    Ok(&record[start..start + len])
+) -> Result<(&'a [u8], &'a [u8]), DecodeError> {
+    bytes.split_at_checked(len).ok_or(DecodeError::Overrun {
+        field,
+        len,
+        room: bytes.len(),
+    })
 }
 
 /// Decodes one ring-buffer record.
 pub fn decode(record: &[u8]) -> Result<SensorEvent, DecodeError> {
-    let hdr: RawEventHeader = read_struct(record, "header")?;
+    let (hdr, _) = read_prefix::<RawEventHeader>(record, "header")?;
     if hdr.size as usize != record.len() {
         return Err(DecodeError::SizeMismatch {
             said: hdr.size as usize,
@@ -507,11 +514,9 @@ pub fn decode(record: &[u8]) -> Result<SensorEvent, DecodeError> {
     let ctx = context(&hdr);
     match hdr.kind {
         EVENT_EXEC => {
-            let fixed: RawExecFixed = read_struct(record, "exec record")?;
-            let start = size_of::<RawExecFixed>();
-            let flen = fixed.filename_len as usize;
-            let filename = c_string(tail(record, start, flen, "filename")?);
-            let args = tail(record, start + flen, fixed.args_len as usize, "argv")?;
+            let (fixed, rest) = read_prefix::<RawExecFixed>(record, "exec record")?;
+            let (filename, rest) = take(rest, fixed.filename_len as usize, "filename")?;
+            let (args, _) = take(rest, fixed.args_len as usize, "argv")?;
             let argv = args
                 .split(|&b| b == 0)
                 .filter(|a| !a.is_empty())
@@ -519,7 +524,7 @@ pub fn decode(record: &[u8]) -> Result<SensorEvent, DecodeError> {
                 .collect();
             Ok(SensorEvent::Exec {
                 ctx,
-                filename,
+                filename: c_string(filename),
                 argv,
             })
         }
@@ -528,25 +533,20 @@ pub fn decode(record: &[u8]) -> Result<SensorEvent, DecodeError> {
             exit_code: hdr.aux,
         }),
         EVENT_OPEN => {
-            let fixed: RawOpenFixed = read_struct(record, "open record")?;
+            let (fixed, rest) = read_prefix::<RawOpenFixed>(record, "open record")?;
             let matched = path_match(fixed.matched)?;
-            let path = c_string(tail(
-                record,
-                size_of::<RawOpenFixed>(),
-                fixed.path_len as usize,
-                "path",
-            )?);
+            let (path, _) = take(rest, fixed.path_len as usize, "path")?;
             Ok(SensorEvent::Open {
                 ctx,
                 dfd: fixed.dfd,
                 flags: fixed.flags,
                 matched,
-                path,
+                path: c_string(path),
                 ret: fixed.ret,
             })
         }
         EVENT_NET => {
-            let ev: RawNetEvent = read_struct(record, "net record")?;
+            let (ev, _) = read_prefix::<RawNetEvent>(record, "net record")?;
             let op = match ev.op {
                 NET_CONNECT => NetOp::Connect,
                 NET_LISTEN => NetOp::Listen,
@@ -560,16 +560,10 @@ pub fn decode(record: &[u8]) -> Result<SensorEvent, DecodeError> {
             })
         }
         EVENT_FILE_MAP => {
-            let fixed: RawFileMapFixed = read_struct(record, "file map record")?;
+            let (fixed, rest) = read_prefix::<RawFileMapFixed>(record, "file map record")?;
             let matched = path_match(fixed.matched)?;
-            let start = size_of::<RawFileMapFixed>();
-            let components = tail(record, start, COMPONENTS_BYTES, "path components")?;
-            let name = c_string(tail(
-                record,
-                start + COMPONENTS_BYTES,
-                fixed.name_len as usize,
-                "name",
-            )?);
+            let (components, rest) = take(rest, COMPONENTS_BYTES, "path components")?;
+            let (name, _) = take(rest, fixed.name_len as usize, "name")?;
             let count = (fixed.component_count as usize).min(PATH_COMPONENTS);
             let path = (count > 0).then(|| {
                 let parts: Vec<String> = components
@@ -586,19 +580,14 @@ pub fn decode(record: &[u8]) -> Result<SensorEvent, DecodeError> {
                 ctx,
                 fd: fixed.fd,
                 matched,
-                name,
+                name: c_string(name),
                 path,
                 length: fixed.length,
             })
         }
         EVENT_DNS => {
-            let fixed: RawDnsFixed = read_struct(record, "dns record")?;
-            let payload = tail(
-                record,
-                size_of::<RawDnsFixed>(),
-                fixed.payload_len as usize,
-                "payload",
-            )?;
+            let (fixed, rest) = read_prefix::<RawDnsFixed>(record, "dns record")?;
+            let (payload, _) = take(rest, fixed.payload_len as usize, "payload")?;
             Ok(SensorEvent::Dns {
                 ctx,
                 server: socket_addr(fixed.family, fixed.daddr, fixed.dport),

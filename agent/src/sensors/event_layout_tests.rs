@@ -1,9 +1,8 @@
 use super::*;
 use std::process::Command;
 
-fn as_bytes<T: Copy>(v: &T) -> Vec<u8> {
-    // SAFETY: test-only view of a #[repr(C)] POD value's bytes.
-    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()).to_vec() }
+fn as_bytes<T: IntoBytes + Immutable>(v: &T) -> Vec<u8> {
+    v.as_bytes().to_vec()
 }
 
 fn header(kind: u32, size: usize) -> RawEventHeader {
