@@ -104,6 +104,32 @@ pub struct AgentConfig {
     /// Most processes the process table holds.
     #[arg(long, default_value_t = 65_536)]
     pub process_table_capacity: usize,
+
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (off when not
+    /// given; give a loopback address unless scrapers elsewhere need it).
+    #[arg(long, env = "VIGIL_AGENT_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
+    /// Log lines on stderr as human-readable text or one JSON object each
+    /// (default: `VIGIL_LOG_FORMAT`, else text).
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
 }
 
 impl AgentConfig {
@@ -143,4 +169,34 @@ pub fn hostname() -> String {
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "unknown-host".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn metrics_are_off_and_the_log_format_unset_unless_asked() {
+        let config = AgentConfig::try_parse_from(["vigil-agent"]).unwrap();
+        if std::env::var_os("VIGIL_AGENT_METRICS_LISTEN").is_none() {
+            assert_eq!(config.metrics_listen, None);
+        }
+        assert_eq!(config.log_format, None);
+        let config = AgentConfig::try_parse_from([
+            "vigil-agent",
+            "--metrics-listen",
+            "127.0.0.1:9465",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9465".parse().unwrap())
+        );
+        assert_eq!(config.log_format, Some(LogFormat::Json));
+        assert!(AgentConfig::try_parse_from(["vigil-agent", "--log-format", "xml"]).is_err());
+    }
 }

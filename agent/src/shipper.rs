@@ -10,18 +10,14 @@ use tonic::transport::Endpoint;
 use vigil_proto::agent::v1 as pb;
 use vigil_proto::agent::v1::agent_service_client::AgentServiceClient;
 
+pub use crate::respond::ControlRequest;
 use crate::spool::Spool;
-
-/// What the agent tells the control plane about itself in heartbeats.
-#[derive(Debug, Clone, Default)]
-pub struct AgentHealth {
-    pub counters: vigil_domain::SensorCounters,
-}
 
 #[derive(Debug, Clone)]
 pub struct ShipperConfig {
     pub endpoint: String,
-    pub hello: pb::Hello,
+    /// Who the agent is, said first in every session.
+    pub hello: vigil_domain::AgentIdentity,
     pub heartbeat: Duration,
     pub batch_size: usize,
     /// Findings sent but not yet acked, at most.
@@ -33,23 +29,13 @@ pub struct ShipperConfig {
 pub type InventoryWatch = watch::Receiver<Option<vigil_domain::GpuInventory>>;
 
 /// What the agent did with its policy bundles (None before any).
-pub type PolicyStatusWatch = watch::Receiver<Option<pb::PolicyStatus>>;
-
-/// What the control plane asks of the agent's main loop.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ControlRequest {
-    /// A signed policy bundle to verify and activate.
-    Policy { version: u64, bundle: Vec<u8> },
-    /// Thaw a process a freeze rule froze.
-    Unfreeze { pid: u32 },
-    /// Every approved workload (replacing the previous set).
-    Workloads(Vec<vigil_domain::WorkloadApproval>),
-}
+pub type PolicyStatusWatch = watch::Receiver<Option<vigil_domain::PolicyStatus>>;
 
 /// The channels between the shipper and the agent's main loop.
 #[derive(Clone)]
 pub struct ShipperLinks {
-    pub health: watch::Receiver<AgentHealth>,
+    /// The sensors' counters, sent in heartbeats.
+    pub health: watch::Receiver<vigil_domain::SensorCounters>,
     pub inventory: InventoryWatch,
     pub policy_status: PolicyStatusWatch,
     pub requests: mpsc::Sender<ControlRequest>,
@@ -122,8 +108,10 @@ async fn session(
         .await?;
     let mut client = AgentServiceClient::new(channel);
     let (tx, rx) = mpsc::channel::<pb::AgentMessage>(16);
-    tx.send(message(pb::agent_message::Body::Hello(cfg.hello.clone())))
-        .await?;
+    tx.send(message(pb::agent_message::Body::Hello(
+        cfg.hello.clone().into(),
+    )))
+    .await?;
     let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
     tracing::info!(endpoint = %cfg.endpoint, spooled = spool.len(), "connected to the control plane");
     // Every session starts with the current inventory, then sends changes.
@@ -133,7 +121,7 @@ async fn session(
     }
     let status = policy_status.borrow_and_update().clone();
     if let Some(s) = status {
-        tx.send(message(pb::agent_message::Body::PolicyStatus(s)))
+        tx.send(message(pb::agent_message::Body::PolicyStatus(s.into())))
             .await?;
     }
 
@@ -191,7 +179,7 @@ async fn session(
             Ok(()) = policy_status.changed() => {
                 let status = policy_status.borrow_and_update().clone();
                 if let Some(s) = status {
-                    tx.send(message(pb::agent_message::Body::PolicyStatus(s))).await?;
+                    tx.send(message(pb::agent_message::Body::PolicyStatus(s.into()))).await?;
                 }
             }
             Ok(()) = inventory.changed() => {
@@ -201,9 +189,9 @@ async fn session(
                 }
             }
             _ = heartbeat.tick() => {
-                let h = health.borrow_and_update().clone();
+                let counters = *health.borrow_and_update();
                 tx.send(message(pb::agent_message::Body::Heartbeat(pb::Heartbeat {
-                    counters: Some(h.counters.into()),
+                    counters: Some(counters.into()),
                     spooled: spool.len() as u64,
                 }))).await?;
             }

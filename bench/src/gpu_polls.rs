@@ -7,10 +7,10 @@ use std::process::{Child, Command};
 use std::time::Instant;
 
 use anyhow::Context;
-use vigil_agent::detector::{Detection, Detector};
-use vigil_agent::exe_digest::sha256_reader;
+use vigil_agent::detect::detector::{Detection, Detector};
+use vigil_agent::detect::file_digest::sha256_reader;
+use vigil_agent::detect::process_table::ProcessTable;
 use vigil_agent::gpu::NvmlReader;
-use vigil_agent::process_table::ProcessTable;
 use vigil_agent::procfs::Procfs;
 use vigil_detection::BuiltinRules;
 use vigil_domain::ApprovedWorkloads;

@@ -11,8 +11,8 @@ use vigil_detection::{BuiltinRules, Observation, MODEL_SNIFF_BYTES};
 use vigil_domain::{Finding, GpuObject, GpuProcess, ProcessInfo, SignalKind};
 
 use crate::clock::boot_ns_to_unix_nanos;
-use crate::exe_digest::{file_key, ExeDigestCache, FileKey};
-use crate::process_table::ProcessTable;
+use crate::detect::file_digest::{file_key, FileDigestCache, FileKey};
+use crate::detect::process_table::ProcessTable;
 use crate::procfs::Procfs;
 use crate::sensors::{EventContext, NetOp, PathMatch, SensorEvent};
 
@@ -100,7 +100,7 @@ struct Resolved {
 pub struct Detector {
     self_pid: u32,
     rules: BuiltinRules,
-    digests: ExeDigestCache,
+    digests: FileDigestCache,
     procfs: Procfs,
     reported: HashMap<u32, HashSet<(SignalKind, String)>>,
     suppressed: u64,
@@ -115,7 +115,7 @@ impl Detector {
         Self {
             self_pid,
             rules,
-            digests: ExeDigestCache::new(4096),
+            digests: FileDigestCache::new(4096),
             procfs,
             reported: HashMap::new(),
             suppressed: 0,
@@ -270,7 +270,7 @@ impl Detector {
                         let mut process = resolved.process;
                         if let Some((mut exe, key)) = resolved.uncached_exe {
                             // Rare (a new listener): hash here.
-                            if let Ok(d) = crate::exe_digest::sha256_reader(&mut exe) {
+                            if let Ok(d) = crate::detect::file_digest::sha256_reader(&mut exe) {
                                 self.digests.insert(key, d.clone());
                                 process.exe_sha256 = d;
                             }

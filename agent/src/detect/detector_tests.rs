@@ -36,12 +36,12 @@ fn settle(d: &mut Detector, det: Option<Detection>) -> Option<Finding> {
     match det {
         Some(Detection::Finding(f)) => Some(f),
         Some(Detection::NeedsDigest(mut p)) => {
-            let digest = crate::exe_digest::sha256_reader(&mut p.exe).ok();
+            let digest = crate::detect::file_digest::sha256_reader(&mut p.exe).ok();
             let next = d.complete(p, digest);
             settle(d, next)
         }
         Some(Detection::NeedsModelDigest(mut p)) => {
-            let digest = crate::exe_digest::sha256_reader(&mut p.file).ok();
+            let digest = crate::detect::file_digest::sha256_reader(&mut p.file).ok();
             d.complete_model(p, digest)
         }
         Some(other) => panic!("unexpected {other:?}"),
@@ -103,7 +103,8 @@ fn the_same_process_signal_and_object_is_one_finding_until_the_process_exits() {
 #[test]
 fn an_approved_binary_makes_no_finding() {
     let me = std::process::id();
-    let digest = crate::exe_digest::sha256_file(&Procfs::default().exe_handle(me)).unwrap();
+    let digest =
+        crate::detect::file_digest::sha256_file(&Procfs::default().exe_handle(me)).unwrap();
     let rules = BuiltinRules::new(ApprovedWorkloads::new([digest]));
     let mut d = Detector::new(rules, Procfs::default(), 0);
     let mut t = ProcessTable::new(100);
@@ -135,13 +136,13 @@ fn a_pending_digest_is_computed_from_the_file_opened_while_the_process_lived() {
         panic!("expected a pending digest")
     };
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
-    let digest = crate::exe_digest::sha256_reader(&mut p.exe).ok();
+    let digest = crate::detect::file_digest::sha256_reader(&mut p.exe).ok();
     let next = d.complete(p, digest);
     let f = settle(&mut d, next).unwrap();
     let exe = std::path::Path::new(&f.process.exe);
     assert_eq!(
         f.process.exe_sha256,
-        crate::exe_digest::sha256_file(exe).unwrap()
+        crate::detect::file_digest::sha256_file(exe).unwrap()
     );
 }
 
@@ -244,7 +245,8 @@ fn a_failed_open_of_a_model_file_is_not_a_load() {
 #[test]
 fn an_approval_listing_models_covers_those_models_only() {
     let me = std::process::id();
-    let digest = crate::exe_digest::sha256_file(&Procfs::default().exe_handle(me)).unwrap();
+    let digest =
+        crate::detect::file_digest::sha256_file(&Procfs::default().exe_handle(me)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let allowed = dir.path().join("allowed.onnx");
     let other = dir.path().join("other.onnx");
@@ -257,7 +259,7 @@ fn an_approval_listing_models_covers_those_models_only() {
         path: None,
         uid: None,
         cgroup_prefix: None,
-        models: vec![crate::exe_digest::sha256_file(&allowed).unwrap()],
+        models: vec![crate::detect::file_digest::sha256_file(&allowed).unwrap()],
         gpus: vec![],
         approved_by: "test".into(),
         note: String::new(),

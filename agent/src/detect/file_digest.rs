@@ -1,5 +1,5 @@
-//! sha256 of executables, cached by (device, inode, mtime) so each binary is
-//! read once however many processes run it.
+//! sha256 of executables and model files, cached by (device, inode, mtime)
+//! so each file version is read once however many processes use it.
 
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -15,12 +15,12 @@ pub fn file_key(meta: &std::fs::Metadata) -> FileKey {
 }
 
 #[derive(Debug, Default)]
-pub struct ExeDigestCache {
+pub struct FileDigestCache {
     by_file: HashMap<FileKey, String>,
     capacity: usize,
 }
 
-impl ExeDigestCache {
+impl FileDigestCache {
     pub fn new(capacity: usize) -> Self {
         Self {
             by_file: HashMap::new(),
@@ -87,7 +87,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("bin");
         std::fs::write(&f, b"abc").unwrap();
-        let mut c = ExeDigestCache::new(8);
+        let mut c = FileDigestCache::new(8);
         let d = c.digest(&f).unwrap();
         assert_eq!(
             d,

@@ -15,7 +15,7 @@ use aya::programs::{CgroupAttachMode, CgroupDevice, CgroupSkb};
 use aya::{Ebpf, EbpfLoader};
 use vigil_policy::Action;
 
-use crate::governor::ActionPlan;
+use crate::blocked_destination::BlockedDestination;
 use crate::procfs::Procfs;
 
 static ENFORCE_OBJECT: &[u8] =
@@ -38,6 +38,15 @@ const GPU_DEVICE_NAMES: &[&str] = &[
 ];
 /// NVIDIA's registered major, always refused (its name varies by driver).
 const NVIDIA_MAJOR: u32 = 195;
+
+/// An action a rule asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionPlan {
+    pub action: Action,
+    pub dry_run: bool,
+    /// For block_egress: the hosts to block.
+    pub hosts: Vec<String>,
+}
 
 /// What an action did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,17 +82,6 @@ pub struct Enforcer {
     /// link, and the map entries made for it.
     egress_blocked: HashMap<u32, (PathBuf, CgroupSkbLinkId, Vec<BlockedDestination>)>,
 }
-
-/// `struct vigil_blocked_destination`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlockedDestination {
-    pub cgroup_id: u64,
-    pub addr: [u8; 16],
-}
-
-// SAFETY: plain old data (u64 then 16 bytes: no padding), as the kernel map's key.
-unsafe impl aya::Pod for BlockedDestination {}
 
 impl Enforcer {
     pub fn new(procfs: Procfs) -> Self {

@@ -12,8 +12,8 @@ use std::io::Write;
 use vigil_domain::Finding;
 use vigil_policy::{Action, Bundle, Decision, HostFacts, PolicySet, TrustedKeys};
 
-use crate::enforcer::{Enforcer, Outcome};
 use crate::procfs::Procfs;
+use crate::respond::enforcer::{ActionPlan, Enforcer, Outcome};
 
 const POLICY_TREE: &str = "agent.v1.policy";
 const ACTIVE_KEY: &[u8] = b"active";
@@ -21,15 +21,6 @@ const ACTIVE_KEY: &[u8] = b"active";
 pub struct ActivePolicy {
     pub version: u64,
     pub set: PolicySet,
-}
-
-/// An action a rule asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActionPlan {
-    pub action: Action,
-    pub dry_run: bool,
-    /// For block_egress: the hosts to block.
-    pub hosts: Vec<String>,
 }
 
 /// What becomes of a finding.

@@ -1,5 +1,6 @@
-//! Host sensors: the eBPF programs of `ebpf/` (their records and filters),
-//! and the procfs poller that stands in when eBPF cannot load.
+//! The sensor stage: the eBPF programs of `ebpf/` (their records and
+//! filters), and the procfs poller that stands in when eBPF cannot load.
+//! Out: batches of `SensorEvent` (`SensorStage`), and the kernel's counters.
 
 mod ebpf_sensor;
 pub mod event_layout;
@@ -7,8 +8,10 @@ mod kernel_mounts;
 pub mod path_filter;
 mod procfs_poller;
 mod sensor;
+mod sensor_stage;
 
 pub use ebpf_sensor::{EbpfOptions, EbpfSensor, SensorError};
 pub use event_layout::{EventContext, NetOp, PathMatch, SensorEvent};
 pub use procfs_poller::ProcfsPoller;
 pub use sensor::{Sensor, SensorChoice};
+pub use sensor_stage::SensorStage;
