@@ -300,3 +300,42 @@ fn compiling_leaves_other_threads_panics_to_the_panic_hook() {
     compiling.join().unwrap();
     assert_eq!(SEEN.load(Ordering::SeqCst), 20);
 }
+
+#[test]
+fn the_yaml_parser_places_values_keys_documents_and_syntax_errors() {
+    // Quoted and plain exceptions, after a comment-only document.
+    let rules = "# only a comment\n---\n---\nid: q\ndescription: d\nseverity: high\nwhen: [model_file]\nexceptions:\n  - \"process.nme == 'x'\"\n  -   process.exe.startsWith(\"/a\")\n  - 'parent.nmae == \"y\"'\n";
+    let e = errors(&[("q.yaml", rules)]);
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].starts_with("q.yaml:9:6: unknown field process.nme"),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with("q.yaml:11:6: unknown field parent.nmae"),
+        "{e:?}"
+    );
+    // Every document's problem is reported, each in its own place.
+    let two = "id: a\ndescription: d\nseverity: hihg\nwhen: [model_file]\n---\nid: b\ndescription: d\nseverity: high\nwhen: []\n";
+    let e = errors(&[("t.yaml", two)]);
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].starts_with("t.yaml:3:11: severity: unknown variant `hihg`"),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with("t.yaml:9:1: when: list at least one signal"),
+        "{e:?}"
+    );
+    // A YAML syntax error is a diagnostic at the parser's position.
+    let e = errors(&[("s.yaml", "id: a\ndescription: [d\n")]);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("s.yaml:"), "{e:?}");
+    // The enforcement test's messages.
+    let cel = "id: bad.cel\ndescription: d\nseverity: high\nwhen: [model_file]\ncondition: process.name ==\n";
+    assert!(errors(&[("rules.yaml", cel)])[0].starts_with("rules.yaml:5:"));
+    let field = "id: bad.field\ndescription: d\nseverity: high\nwhen: [model_file]\nactoin: kill\n";
+    assert!(
+        errors(&[("rules.yaml", field)])[0].starts_with("rules.yaml:5:1: unknown field `actoin`")
+    );
+}

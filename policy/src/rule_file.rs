@@ -1,11 +1,15 @@
-//! Policy files: YAML documents, each a rule or a `lists:` block, parsed
-//! with unknown fields refused and every problem located as
-//! `file:line:col`.
+//! Policy files: YAML documents, each a rule, a `lists:` block or
+//! `settings:`, parsed with unknown fields refused and every problem
+//! located as `file:line:col`. Positions come from the YAML parser (the
+//! documents and root keys from its events, values and errors from
+//! `serde-saphyr`), not from scanning the text.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use schemars::JsonSchema;
 use serde::Deserialize;
+use serde_saphyr::granit_parser::{Event, Parser, ScalarStyle};
+use serde_saphyr::{DefaultMessageFormatter, MessageFormatter, Spanned};
 use vigil_domain::{Severity, SignalKind};
 
 use crate::policy_set::Action;
@@ -60,8 +64,8 @@ pub struct RuleSpec {
 #[schemars(title = "rule")]
 pub(crate) struct RuleDoc {
     /// Unique across the bundle; findings carry it.
-    #[schemars(regex(pattern = r"^[a-z0-9._-]+$"))]
-    id: String,
+    #[schemars(with = "String", regex(pattern = r"^[a-z0-9._-]+$"))]
+    id: Spanned<String>,
     description: String,
     #[schemars(schema_with = "crate::document_schema::severity")]
     severity: Severity,
@@ -70,7 +74,8 @@ pub(crate) struct RuleDoc {
     when: Vec<SignalKind>,
     /// CEL, must be a bool. Variables: signal, process, parent (pid, ppid, uid, exe, name, comm, argv, cmdline, exe_sha256, cgroup, ns_pid, in_container), file (path, name, dir), net (direction, address, port, host), gpu (uuid, name, index, memory_bytes, sm_util), host (hostname, agent_id), lists.<name>. Absent: always.
     #[serde(default)]
-    condition: Option<String>,
+    #[schemars(with = "Option<String>")]
+    condition: Option<Spanned<String>>,
     #[serde(default)]
     action: Action,
     /// Report what the action would do without doing it.
@@ -78,7 +83,8 @@ pub(crate) struct RuleDoc {
     dry_run: bool,
     /// CEL bools; the rule does not fire when any holds.
     #[serde(default)]
-    exceptions: Vec<String>,
+    #[schemars(with = "Vec<String>")]
+    exceptions: Vec<Spanned<String>>,
     /// For action block_egress: the name of a list (in `lists`) of host names or addresses whose traffic is dropped for the process's new sockets.
     #[serde(default)]
     hosts: Option<String>,
@@ -131,32 +137,23 @@ pub fn parse_policy_files(files: &PolicySource) -> Result<ParsedPolicy, Vec<Diag
         if !(file.ends_with(".yaml") || file.ends_with(".yml")) {
             continue;
         }
-        for (first_line, doc) in documents(text) {
-            if doc
-                .lines()
-                .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
-            {
+        let documents = match outline(text) {
+            Ok(d) => d,
+            Err((line, column, message)) => {
+                errors.push(Diagnostic::new(file, line, column, message));
                 continue;
             }
-            let located = |e: serde_yaml::Error| {
-                let (l, c) = e
-                    .location()
-                    .map(|loc| (loc.line(), loc.column()))
-                    .unwrap_or((1, 1));
-                let msg = e.to_string();
-                // serde_yaml appends " at line L column C"; the prefix says it.
-                let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-                Diagnostic::new(file, first_line + l - 1, c, msg)
+        };
+        for doc in documents.iter().filter(|d| !d.empty) {
+            let located = |(line, column, message): (usize, usize, String)| {
+                Diagnostic::new(file, line, column, message)
             };
-            let top = serde_yaml::from_str::<serde_yaml::Value>(&doc);
-            let has_key =
-                |k: &str| matches!(&top, Ok(serde_yaml::Value::Mapping(m)) if m.contains_key(k));
-            if has_key("settings") {
-                match serde_yaml::from_str::<SettingsDoc>(&doc) {
+            if doc.key("settings").is_some() {
+                match doc.deserialize::<SettingsDoc>(text) {
                     Ok(d) => match &settings {
                         Some((_, other)) => errors.push(Diagnostic::new(
                             file,
-                            first_line,
+                            doc.first_line,
                             1,
                             format!("settings are already given in {other}"),
                         )),
@@ -166,15 +163,14 @@ pub fn parse_policy_files(files: &PolicySource) -> Result<ParsedPolicy, Vec<Diag
                 }
                 continue;
             }
-            let is_lists = has_key("lists");
-            if is_lists {
-                match serde_yaml::from_str::<ListsDoc>(&doc) {
+            if doc.key("lists").is_some() {
+                match doc.deserialize::<ListsDoc>(text) {
                     Ok(d) => {
                         for (name, values) in d.lists {
                             if lists.insert(name.clone(), values).is_some() {
                                 errors.push(Diagnostic::new(
                                     file,
-                                    first_line,
+                                    doc.first_line,
                                     1,
                                     format!("list {name} is defined twice"),
                                 ));
@@ -185,38 +181,34 @@ pub fn parse_policy_files(files: &PolicySource) -> Result<ParsedPolicy, Vec<Diag
                 }
                 continue;
             }
-            let d = match serde_yaml::from_str::<RuleDoc>(&doc) {
+            let d = match doc.deserialize::<RuleDoc>(text) {
                 Ok(d) => d,
                 Err(e) => {
                     errors.push(located(e));
                     continue;
                 }
             };
-            let key_line =
-                |key: &str| key_position(&doc, key).map(|(l, c)| (first_line + l - 1, c));
-            let (id_line, id_col) = key_line("id").unwrap_or((first_line, 1));
-            if !valid_id(&d.id) {
+            let (id_line, id_col) = doc.key("id").unwrap_or((doc.first_line, 1));
+            let id = d.id.value;
+            if !valid_id(&id) {
                 errors.push(Diagnostic::new(
                     file,
                     id_line,
                     id_col,
-                    format!(
-                        "rule id {:?} must be lowercase letters, digits, '.', '-' or '_'",
-                        d.id
-                    ),
+                    format!("rule id {id:?} must be lowercase letters, digits, '.', '-' or '_'"),
                 ));
-            } else if let Some((other, line)) = ids.get(&d.id) {
+            } else if let Some((other, line)) = ids.get(&id) {
                 errors.push(Diagnostic::new(
                     file,
                     id_line,
                     id_col,
-                    format!("rule id {} is already used at {other}:{line}", d.id),
+                    format!("rule id {id} is already used at {other}:{line}"),
                 ));
             } else {
-                ids.insert(d.id.clone(), (file.clone(), id_line));
+                ids.insert(id.clone(), (file.clone(), id_line));
             }
             if d.when.is_empty() {
-                let (l, c) = key_line("when").unwrap_or((id_line, 1));
+                let (l, c) = doc.key("when").unwrap_or((id_line, 1));
                 errors.push(Diagnostic::new(
                     file,
                     l,
@@ -224,39 +216,24 @@ pub fn parse_policy_files(files: &PolicySource) -> Result<ParsedPolicy, Vec<Diag
                     "when: list at least one signal",
                 ));
             }
-            let condition = d.condition.map(|text| {
-                let (l, c) = value_position(&doc, "condition").unwrap_or((1, 1));
+            let expr = |s: Spanned<String>| {
+                let (line, column) = doc.value_start(text, &s);
                 ExprSource {
-                    text,
+                    text: s.value,
                     file: file.clone(),
-                    line: first_line + l - 1,
-                    column: c,
+                    line,
+                    column,
                 }
-            });
-            let item_positions = list_item_positions(&doc, "exceptions");
-            let exceptions = d
-                .exceptions
-                .into_iter()
-                .enumerate()
-                .map(|(i, text)| {
-                    let (l, c) = item_positions.get(i).copied().unwrap_or((1, 1));
-                    ExprSource {
-                        text,
-                        file: file.clone(),
-                        line: first_line + l - 1,
-                        column: c,
-                    }
-                })
-                .collect();
+            };
             rules.push(RuleSpec {
-                id: d.id,
+                id,
                 description: d.description,
                 severity: d.severity,
                 when: d.when,
-                condition,
+                condition: d.condition.map(expr),
                 action: d.action,
                 dry_run: d.dry_run,
-                exceptions,
+                exceptions: d.exceptions.into_iter().map(expr).collect(),
                 hosts: d.hosts,
                 file: file.clone(),
                 line: id_line,
@@ -281,81 +258,137 @@ fn valid_id(id: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'))
 }
 
-/// The documents of a YAML stream, split at `---` lines, with the 1-based
-/// line each starts on.
-fn documents(text: &str) -> Vec<(usize, String)> {
-    let mut docs = Vec::new();
-    let mut start = 1;
-    let mut current = String::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim_end() == "---" {
-            docs.push((start, std::mem::take(&mut current)));
-            start = i + 2;
-            continue;
-        }
-        current.push_str(line);
-        current.push('\n');
-    }
-    docs.push((start, current));
-    docs
+/// `(line, column, message)`, 1-based, in the whole file.
+type Located = (usize, usize, String);
+
+/// One document of a YAML stream, as the parser saw it.
+#[derive(Debug)]
+struct DocumentOutline {
+    /// Byte range of its lines in the file: from the line its start event
+    /// is on (the `---` line, if any) to the next document's.
+    bytes: std::ops::Range<usize>,
+    /// 1-based line of `bytes.start`.
+    first_line: usize,
+    /// Its root is nothing: only comments, or nothing at all.
+    empty: bool,
+    /// The root mapping's keys with their (line, column), 1-based.
+    keys: Vec<(String, usize, usize)>,
 }
 
-/// (line, column) of a top-level `key:` in a document, 1-based.
-fn key_position(doc: &str, key: &str) -> Option<(usize, usize)> {
-    let prefix = format!("{key}:");
-    doc.lines()
-        .enumerate()
-        .find(|(_, l)| l.starts_with(&prefix))
-        .map(|(i, _)| (i + 1, 1))
-}
-
-/// Where a top-level scalar value starts: after `key:` on its line, inside
-/// quotes if quoted, or the first line of a block scalar (`|`, `>`).
-fn value_position(doc: &str, key: &str) -> Option<(usize, usize)> {
-    let prefix = format!("{key}:");
-    let lines: Vec<&str> = doc.lines().collect();
-    let (i, line) = lines
-        .iter()
-        .enumerate()
-        .find(|(_, l)| l.starts_with(&prefix))?;
-    let rest = &line[prefix.len()..];
-    let value = rest.trim_start();
-    let col = prefix.len() + (rest.len() - value.len()) + 1;
-    if value.starts_with('|') || value.starts_with('>') {
-        let next = lines.get(i + 1)?;
-        let indent = next.len() - next.trim_start().len();
-        return Some((i + 2, indent + 1));
+impl DocumentOutline {
+    fn key(&self, name: &str) -> Option<(usize, usize)> {
+        self.keys
+            .iter()
+            .find(|(k, _, _)| k == name)
+            .map(|(_, l, c)| (*l, *c))
     }
-    if value.starts_with('"') || value.starts_with('\'') {
-        return Some((i + 1, col + 1));
-    }
-    Some((i + 1, col))
-}
 
-/// Positions of the items of a top-level block list `key:` (`- item`).
-fn list_item_positions(doc: &str, key: &str) -> Vec<(usize, usize)> {
-    let prefix = format!("{key}:");
-    let lines: Vec<&str> = doc.lines().collect();
-    let Some(start) = lines.iter().position(|l| l.starts_with(&prefix)) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for (i, line) in lines.iter().enumerate().skip(start + 1) {
-        let trimmed = line.trim_start();
-        if !line.starts_with([' ', '-']) && !trimmed.is_empty() {
-            break;
-        }
-        if let Some(item) = trimmed.strip_prefix("- ") {
-            let indent = line.len() - trimmed.len();
-            let value = item.trim_start();
-            let mut col = indent + 2 + (item.len() - value.len()) + 1;
-            if value.starts_with('"') || value.starts_with('\'') {
-                col += 1;
+    /// Deserializes the document alone; an error is placed in the file and
+    /// prefixed with the path to the value at fault (`settings: ...`).
+    fn deserialize<T: serde::de::DeserializeOwned>(&self, text: &str) -> Result<T, Located> {
+        let mut path: Vec<String> = Vec::new();
+        serde_saphyr::with_deserializer_from_str(&text[self.bytes.clone()], |de| {
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                path = e.path().iter().map(ToString::to_string).collect();
+                e.into_inner()
+            })
+        })
+        .map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line() as usize, l.column() as usize))
+                .unwrap_or((1, 1));
+            let message = DefaultMessageFormatter.format_message(e.without_snippet());
+            // The path ends at the unknown key itself; name its mapping.
+            if message.starts_with("unknown field") {
+                path.pop();
             }
-            out.push((i + 1, col));
+            let message = if path.is_empty() {
+                message.into_owned()
+            } else {
+                format!("{}: {message}", path.join("."))
+            };
+            (self.first_line + line.max(1) - 1, column, message)
+        })
+    }
+
+    /// Where a scalar's text starts in the file: inside its quotes when
+    /// quoted; a block scalar (`|`, `>`) is placed at its first line.
+    fn value_start(&self, text: &str, value: &Spanned<String>) -> (usize, usize) {
+        let at = value.referenced;
+        let (line, column) = (at.line() as usize, at.column() as usize);
+        let quoted = at
+            .span()
+            .byte_offset()
+            .and_then(|o| text[self.bytes.clone()].as_bytes().get(o as usize))
+            .is_some_and(|b| matches!(b, b'"' | b'\''));
+        (self.first_line + line - 1, column + usize::from(quoted))
+    }
+}
+
+/// The documents of a YAML stream with their root keys, from the parser's
+/// events; a syntax error is placed where the parser stopped.
+fn outline(text: &str) -> Result<Vec<DocumentOutline>, Located> {
+    let line_start = |line: usize| -> usize {
+        if line <= 1 {
+            return 0;
+        }
+        text.match_indices('\n')
+            .nth(line - 2)
+            .map_or(text.len(), |(i, _)| i + 1)
+    };
+    let mut docs: Vec<DocumentOutline> = Vec::new();
+    // Depth of collections open; whether the root mapping waits for a key.
+    let mut depth = 0usize;
+    let mut wants_key = false;
+    for event in Parser::new_from_str(text) {
+        let (event, span) = event.map_err(|e| {
+            let m = e.marker();
+            (m.line(), m.col() + 1, e.info().to_string())
+        })?;
+        let (line, column) = (span.start.line(), span.start.col() + 1);
+        match event {
+            Event::DocumentStart(..) => {
+                let start = if docs.is_empty() { 0 } else { line_start(line) };
+                if let Some(previous) = docs.last_mut() {
+                    previous.bytes.end = start;
+                }
+                docs.push(DocumentOutline {
+                    bytes: start..text.len(),
+                    first_line: if docs.is_empty() { 1 } else { line },
+                    empty: false,
+                    keys: Vec::new(),
+                });
+                depth = 0;
+            }
+            Event::Scalar(value, style, ..) => {
+                let Some(doc) = docs.last_mut() else { continue };
+                if depth == 0 {
+                    // The parser gives an absent root as a plain `~`.
+                    doc.empty = style == ScalarStyle::Plain
+                        && matches!(&*value, "" | "~" | "null" | "Null" | "NULL");
+                } else if depth == 1 && wants_key {
+                    doc.keys.push((value.into_owned(), line, column));
+                }
+                if depth == 1 {
+                    wants_key = !wants_key;
+                }
+            }
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                if depth == 1 {
+                    wants_key = !wants_key;
+                }
+                depth += 1;
+                if depth == 1 {
+                    wants_key = matches!(event, Event::MappingStart(..));
+                }
+            }
+            Event::MappingEnd | Event::SequenceEnd => depth = depth.saturating_sub(1),
+            Event::Alias(..) if depth == 1 => wants_key = !wants_key,
+            _ => {}
         }
     }
-    out
+    Ok(docs)
 }
 
 /// Names of the lists, for the CEL check.
