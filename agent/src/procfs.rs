@@ -337,6 +337,16 @@ mod tests {
                     Err(e) => panic!("spawning {}: {e}", path.display()),
                 }
             };
+            // spawn returns once the exec has begun: wait until the kernel
+            // has mapped the new image (read raw, not through the parser).
+            let maps = format!("/proc/{}/maps", child.id());
+            for _ in 0..200 {
+                let text = std::fs::read_to_string(&maps).unwrap_or_default();
+                if text.contains("lib x:1.so") {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
             Self {
                 child,
                 path,
