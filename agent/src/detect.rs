@@ -10,6 +10,7 @@ mod detect_stage;
 pub mod detector;
 pub mod file_digest;
 pub mod process_table;
+pub mod serving_probe;
 pub mod signal_memory;
 
 pub use detect_stage::{DetectInputs, DetectOutputs, DetectStage, Detections, TimedFinding};

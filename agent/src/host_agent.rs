@@ -22,8 +22,8 @@ use crate::metrics::{serve_metrics, AgentMetrics};
 use crate::respond::{RespondLinks, RespondStage};
 use crate::sensors::SensorStage;
 use crate::ship::ShipStage;
-use crate::shipper::{ShipperConfig, ShipperLinks};
-use crate::spool::Spool;
+use crate::ship::shipper::{ShipperConfig, ShipperLinks};
+use crate::ship::spool::Spool;
 
 /// Sensor batches in flight to the detect stage (each one ring-buffer drain).
 const SENSOR_BATCHES: usize = 64;

@@ -12,8 +12,8 @@
 //! - `ship`: spool (sled, on disk) and shipper (gRPC to the control plane),
 //!   which hands the control plane's requests back to `respond`.
 //!
-//! `host_agent` wires them; `clock`, `config`, `procfs`, `metrics`,
-//! `serving_probe` and `blocked_destination` are shared leaves. A stage
+//! `host_agent` wires them; `clock`, `config`, `procfs`, `metrics` and
+//! `blocked_destination` are shared leaves. A stage
 //! imports only stages upstream of it (`tests/stage_dependencies.rs`).
 
 pub mod blocked_destination;
@@ -26,7 +26,4 @@ pub mod metrics;
 pub mod procfs;
 pub mod respond;
 pub mod sensors;
-pub mod serving_probe;
 pub mod ship;
-pub mod shipper;
-pub mod spool;

@@ -4,5 +4,7 @@
 //! it acked.
 
 mod ship_stage;
+pub mod shipper;
+pub mod spool;
 
 pub use ship_stage::ShipStage;

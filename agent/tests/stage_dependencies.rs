@@ -13,9 +13,6 @@ const STAGES: &[(&str, u32)] = &[
     ("detect", 1),
     ("respond", 2),
     ("ship", 3),
-    // The ship stage's parts, until they move under `ship/`.
-    ("shipper", 3),
-    ("spool", 3),
 ];
 
 /// Shared leaves: any module may import them; they import only leaves.
@@ -25,7 +22,6 @@ const LEAVES: &[&str] = &[
     "config",
     "metrics",
     "procfs",
-    "serving_probe",
 ];
 
 /// Leaf → stage imports that are allowed, and why.

@@ -288,7 +288,7 @@ impl DetectStage {
                 let tx = self.probed_tx.clone();
                 tokio::spawn(async move {
                     let yes =
-                        crate::serving_probe::serves_openai_routes(local, PROBE_TIMEOUT).await;
+                        crate::detect::serving_probe::serves_openai_routes(local, PROBE_TIMEOUT).await;
                     let _ = tx.send((process, local, yes, observed_at_unix_nanos)).await;
                 });
             }

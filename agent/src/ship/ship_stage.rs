@@ -8,8 +8,8 @@ use tokio::task::JoinHandle;
 use crate::clock;
 use crate::detect::TimedFinding;
 use crate::metrics::AgentMetrics;
-use crate::shipper::{self, ShipperConfig, ShipperLinks};
-use crate::spool::Spool;
+use crate::ship::shipper::{self, ShipperConfig, ShipperLinks};
+use crate::ship::spool::Spool;
 
 pub struct ShipStage {
     spool: Spool,

@@ -11,7 +11,7 @@ use vigil_proto::agent::v1 as pb;
 use vigil_proto::agent::v1::agent_service_client::AgentServiceClient;
 
 pub use crate::respond::ControlRequest;
-use crate::spool::Spool;
+use crate::ship::spool::Spool;
 
 #[derive(Debug, Clone)]
 pub struct ShipperConfig {
