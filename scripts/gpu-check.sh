@@ -3,6 +3,7 @@
 # machine with an NVIDIA GPU (run as root, after `make deps`):
 #
 #   scripts/gpu-check.sh            # writes its report to stdout and bench/out/gpu-check.txt
+#   VIGIL_BIN_DIR=DIR scripts/gpu-check.sh   # with binaries built elsewhere (no cargo needed)
 #
 # It starts a control plane and an agent that loads the real
 # libnvidia-ml.so.1, then a real CUDA workload (a python process that calls
@@ -17,8 +18,12 @@ cd "$(dirname "$0")/.."
 command -v nvidia-smi >/dev/null || { echo "gpu-check: no nvidia-smi: is the NVIDIA driver installed?" >&2; exit 1; }
 
 poll_ms=${VIGIL_GPU_POLL_MS:-1000}
-cargo build --release --locked -p vigil-agent -p vigil-controlplane -p vigilctl >&2
-bin=target/release
+if [ -n "${VIGIL_BIN_DIR:-}" ]; then
+  bin=$VIGIL_BIN_DIR
+else
+  cargo build --release --locked -p vigil-agent -p vigil-controlplane -p vigilctl >&2
+  bin=target/release
+fi
 work=$(mktemp -d)
 out=bench/out/gpu-check.txt
 mkdir -p bench/out
