@@ -359,3 +359,64 @@ async fn bad_http_on_the_metrics_port_does_not_take_the_server_down() {
         .expect("gRPC still serving");
     assert_eq!(status.into_inner().leader_id, 1);
 }
+
+/// The agent's own endpoint (`--metrics-listen` on `vigil-agent`): a real
+/// model open by python moves the sensor counters and the findings by
+/// signal; the spool depth and the policy version are there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_counts_its_sensor_records_and_findings_by_signal() {
+    if !vigil_integration::privileged("the_agent_counts_its_sensor_records") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
+    cp.wait_leader().await;
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _agent = vigil_integration::Agent::start_with(
+        &tmp.path().join("agent"),
+        &cp.endpoint(),
+        "metrics-host",
+        &["--metrics-listen", &listen],
+    )
+    .await;
+    let before = scrape(port).await;
+    assert_eq!(value(&before, "vigil_agent_policy_version"), 0.0);
+    assert!(
+        before.contains_key("vigil_agent_spool_depth"),
+        "{before:#?}"
+    );
+
+    let model = tmp.path().join("metrics-model.onnx");
+    std::fs::write(&model, b"\x08\x07").unwrap();
+    let pid = vigil_integration::python_opens(&model);
+    wait_for("the model_file alert", Duration::from_secs(15), || async {
+        cp.alerts()
+            .await
+            .into_iter()
+            .any(|a| {
+                a.finding
+                    .as_ref()
+                    .and_then(|f| f.process.as_ref())
+                    .map(|p| p.pid)
+                    == Some(pid)
+            })
+            .then_some(())
+    })
+    .await;
+    let after = wait_for("the counters to move", Duration::from_secs(5), || async {
+        let s = scrape(port).await;
+        (s.get("vigil_agent_findings_total{signal=\"model_file\"}") >= Some(&1.0)).then_some(s)
+    })
+    .await;
+    let emitted = value(&after, "vigil_agent_sensor_emitted_total");
+    assert!(
+        emitted > value(&before, "vigil_agent_sensor_emitted_total"),
+        "{after:#?}"
+    );
+    assert!(
+        value(&after, "vigil_agent_sensor_received_total") > 0.0,
+        "{after:#?}"
+    );
+    assert_eq!(value(&after, "vigil_agent_sensor_decode_errors_total"), 0.0);
+}
