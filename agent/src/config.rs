@@ -114,6 +114,26 @@ pub struct AgentConfig {
     /// (default: `VIGIL_LOG_FORMAT`, else text).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+
+    /// Most MiB of findings the spool holds waiting for an ack; past it
+    /// (or --spool-max-findings) the newest findings wait in memory and the
+    /// agent reports spool-full.
+    #[arg(long, env = "VIGIL_SPOOL_MAX_MIB", default_value_t = 256)]
+    pub spool_max_mib: u64,
+
+    /// Most findings the spool holds waiting for an ack.
+    #[arg(long, env = "VIGIL_SPOOL_MAX_FINDINGS", default_value_t = 1_000_000)]
+    pub spool_max_findings: u64,
+
+    /// Free MiB the spool leaves on its file system: below it, it takes no
+    /// finding (acks and the agent's state still need room).
+    #[arg(long, default_value_t = 1)]
+    pub spool_keep_free_mib: u64,
+
+    /// Newest findings kept in memory while the spool is full; older ones
+    /// are dropped and counted.
+    #[arg(long, default_value_t = 4096)]
+    pub spool_memory_findings: usize,
 }
 
 /// How log lines are written.
@@ -139,6 +159,16 @@ impl AgentConfig {
 
     pub fn gpu_poll(&self) -> Duration {
         Duration::from_millis(self.gpu_poll_ms.max(10))
+    }
+
+    /// The spool's byte quota.
+    pub fn spool_max_bytes(&self) -> u64 {
+        self.spool_max_mib.saturating_mul(1 << 20)
+    }
+
+    /// Free space the spool leaves on its file system, in bytes.
+    pub fn spool_keep_free_bytes(&self) -> u64 {
+        self.spool_keep_free_mib.saturating_mul(1 << 20)
     }
 
     pub fn max_backoff(&self) -> Duration {

@@ -21,9 +21,9 @@ use crate::gpu::spawn_gpu_poller;
 use crate::metrics::{serve_metrics, AgentMetrics};
 use crate::respond::{RespondLinks, RespondStage};
 use crate::sensors::SensorStage;
-use crate::ship::ShipStage;
 use crate::ship::shipper::{ShipperConfig, ShipperLinks};
-use crate::ship::spool::Spool;
+use crate::ship::spool::{Spool, SpoolQuota};
+use crate::ship::ShipStage;
 
 /// Sensor batches in flight to the detect stage (each one ring-buffer drain).
 const SENSOR_BATCHES: usize = 64;
@@ -42,7 +42,12 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&spool_dir)
         .with_context(|| format!("creating {}", spool_dir.display()))?;
     let spool = Spool::open(&spool_dir)
-        .with_context(|| format!("opening the spool in {}", spool_dir.display()))?;
+        .with_context(|| format!("opening the spool in {}", spool_dir.display()))?
+        .with_quota(SpoolQuota {
+            max_findings: config.spool_max_findings,
+            max_bytes: config.spool_max_bytes(),
+            keep_free_bytes: config.spool_keep_free_bytes(),
+        });
     let metrics = AgentMetrics::default();
     if let Some(addr) = config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -76,6 +81,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let hooks = sensors.hooks();
     let ship = ShipStage::start(
         spool.clone(),
+        config.spool_memory_findings,
         ShipperConfig {
             endpoint: config.control_plane.clone(),
             hello: AgentIdentity {

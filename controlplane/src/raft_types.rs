@@ -40,6 +40,12 @@ pub enum Command {
         at_unix_nanos: i64,
         counters: SensorCounters,
         spooled: u64,
+        /// Absent in entries written before agents reported their spool's
+        /// state.
+        #[serde(default)]
+        spool_dropped: u64,
+        #[serde(default)]
+        spool_full: bool,
     },
     /// What an agent's host has (GPUs and their users), replacing the last report.
     #[serde(rename = "update_inventory.v1")]

@@ -46,6 +46,19 @@ pub struct SensorCounters {
     pub received: u64,
 }
 
+/// What an agent says of itself in every heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AgentHeartbeat {
+    pub counters: SensorCounters,
+    /// Findings waiting in the agent's spool for an ack.
+    pub spooled: u64,
+    /// Findings the agent dropped since it started because its spool was
+    /// full (its quota reached or its disk out of space).
+    pub spool_dropped: u64,
+    /// The spool takes no more findings: the newest wait in memory.
+    pub spool_full: bool,
+}
+
 /// Who an agent is and how it senses, as it says when it connects.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct AgentIdentity {
@@ -68,6 +81,12 @@ pub struct AgentRecord {
     pub last_acked_seq: u64,
     pub counters: SensorCounters,
     pub spooled: u64,
+    /// Findings the agent dropped for a full spool, as last reported.
+    #[serde(default)]
+    pub spool_dropped: u64,
+    /// The agent's spool was full at its last heartbeat.
+    #[serde(default)]
+    pub spool_full: bool,
     /// The host's GPUs and their users, as last reported.
     #[serde(default)]
     pub gpu: crate::GpuInventory,

@@ -15,7 +15,7 @@ mod policy_status;
 mod policy_summary;
 mod process;
 
-pub use alert::{AgentIdentity, AgentRecord, Alert, SensorCounters, SensorMode};
+pub use alert::{AgentHeartbeat, AgentIdentity, AgentRecord, Alert, SensorCounters, SensorMode};
 pub use approval::{ApprovalScope, ApprovedWorkloads, WorkloadApproval};
 pub use audit::AuditEntry;
 pub use cluster::{ClusterMember, ClusterStatus};

@@ -1,7 +1,8 @@
 //! The agent's session messages about itself: wire ↔ domain.
 //!
 //! `Hello` opens every session (who the agent is and how it senses);
-//! `PolicyStatus` says which policy bundle it enforces.
+//! `PolicyStatus` says which policy bundle it enforces; `Heartbeat` how
+//! its sensors and spool fare.
 
 use vigil_domain as domain;
 
@@ -64,6 +65,33 @@ impl TryFrom<pb::PolicyStatus> for domain::PolicyStatus {
     }
 }
 
+impl From<domain::AgentHeartbeat> for pb::Heartbeat {
+    fn from(h: domain::AgentHeartbeat) -> Self {
+        Self {
+            counters: Some(h.counters.into()),
+            spooled: h.spooled,
+            spool_dropped: h.spool_dropped,
+            spool_full: h.spool_full,
+        }
+    }
+}
+
+/// Every field is valid as it comes (absent counters read as zero): the
+/// conversion cannot fail, and is a `TryFrom` only to read like the other
+/// wire edges.
+impl TryFrom<pb::Heartbeat> for domain::AgentHeartbeat {
+    type Error = WireError;
+
+    fn try_from(h: pb::Heartbeat) -> Result<Self, WireError> {
+        Ok(Self {
+            counters: h.counters.map(Into::into).unwrap_or_default(),
+            spooled: h.spooled,
+            spool_dropped: h.spool_dropped,
+            spool_full: h.spool_full,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +125,36 @@ mod tests {
         assert_eq!(
             err.within("hello").to_string(),
             "hello.sensor_mode: unknown value 42"
+        );
+    }
+
+    #[test]
+    fn heartbeat_round_trips_with_the_spool_state() {
+        let heartbeat = domain::AgentHeartbeat {
+            counters: domain::SensorCounters {
+                emitted: 1,
+                filtered: 2,
+                dropped: 3,
+                received: 4,
+            },
+            spooled: 5,
+            spool_dropped: 6,
+            spool_full: true,
+        };
+        let wire = pb::Heartbeat::from(heartbeat);
+        assert_eq!(domain::AgentHeartbeat::try_from(wire), Ok(heartbeat));
+        // A heartbeat from an agent that predates the spool fields.
+        let old = pb::Heartbeat {
+            counters: None,
+            spooled: 2,
+            ..Default::default()
+        };
+        assert_eq!(
+            domain::AgentHeartbeat::try_from(old),
+            Ok(domain::AgentHeartbeat {
+                spooled: 2,
+                ..Default::default()
+            })
         );
     }
 

@@ -26,6 +26,8 @@ impl From<domain::AgentRecord> for pb::AgentSummary {
             spooled: a.spooled,
             policy_version: a.policy_version,
             policy_error: a.policy_error,
+            spool_dropped: a.spool_dropped,
+            spool_full: a.spool_full,
         }
     }
 }
@@ -52,6 +54,8 @@ impl TryFrom<pb::AgentSummary> for domain::AgentRecord {
             last_acked_seq: a.last_acked_seq,
             counters: a.counters.map(Into::into).unwrap_or_default(),
             spooled: a.spooled,
+            spool_dropped: a.spool_dropped,
+            spool_full: a.spool_full,
             gpu: domain::GpuInventory::default(),
             policy_version: a.policy_version,
             policy_error: a.policy_error,
@@ -108,6 +112,8 @@ mod tests {
                 received: 7,
             },
             spooled: 8,
+            spool_dropped: 10,
+            spool_full: true,
             gpu: domain::GpuInventory {
                 driver_version: "550".into(),
                 status: vec!["ok".into()],

@@ -11,6 +11,7 @@ use vigil_proto::agent::v1 as pb;
 use vigil_proto::agent::v1::agent_service_client::AgentServiceClient;
 
 pub use crate::respond::ControlRequest;
+use crate::ship::overflow::SpoolPressure;
 use crate::ship::spool::Spool;
 
 #[derive(Debug, Clone)]
@@ -41,12 +42,14 @@ pub struct ShipperLinks {
     pub requests: mpsc::Sender<ControlRequest>,
 }
 
-pub async fn run(spool: Spool, cfg: ShipperConfig, links: ShipperLinks) {
+/// Ships until aborted; `pressure` (the spool's fullness) goes into every
+/// heartbeat.
+pub async fn run(spool: Spool, cfg: ShipperConfig, links: ShipperLinks, pressure: SpoolPressure) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(200);
     let mut delays = reconnect_delays(FIRST_BACKOFF, cfg.max_backoff);
     loop {
         let started = std::time::Instant::now();
-        let Err(e) = session(&spool, &cfg, links.clone()).await;
+        let Err(e) = session(&spool, &cfg, links.clone(), &pressure).await;
         if started.elapsed() > Duration::from_secs(10) {
             delays = reconnect_delays(FIRST_BACKOFF, cfg.max_backoff);
         }
@@ -94,6 +97,7 @@ async fn session(
     spool: &Spool,
     cfg: &ShipperConfig,
     links: ShipperLinks,
+    pressure: &SpoolPressure,
 ) -> anyhow::Result<std::convert::Infallible> {
     let ShipperLinks {
         mut health,
@@ -189,11 +193,13 @@ async fn session(
                 }
             }
             _ = heartbeat.tick() => {
-                let counters = *health.borrow_and_update();
-                tx.send(message(pb::agent_message::Body::Heartbeat(pb::Heartbeat {
-                    counters: Some(counters.into()),
+                let heartbeat = vigil_domain::AgentHeartbeat {
+                    counters: *health.borrow_and_update(),
                     spooled: spool.len() as u64,
-                }))).await?;
+                    spool_dropped: pressure.dropped(),
+                    spool_full: pressure.is_full(),
+                };
+                tx.send(message(pb::agent_message::Body::Heartbeat(heartbeat.into()))).await?;
             }
         }
     }

@@ -3,8 +3,15 @@
 //!
 //! Architecture invariant: a finding is removed from the spool only by an
 //! ack (or a rejection, which moves it to the `rejected` tree); an agent or
-//! control plane that is down loses nothing.
+//! control plane that is down loses nothing that the spool took.
+//!
+//! The spool is bounded: past its quota (findings, bytes) or when its file
+//! system is nearly out of space it refuses a finding with
+//! [`SpoolError::Full`] before writing anything, so that an absent control
+//! plane or a flood of findings cannot fill the disk.
 
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use vigil_domain::Finding;
@@ -21,6 +28,56 @@ pub enum SpoolError {
         key: String,
         source: serde_json::Error,
     },
+    #[error("spool full: {0}")]
+    Full(Fullness),
+}
+
+/// Why the spool takes no more findings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fullness {
+    /// As many findings as the quota allows are waiting.
+    Findings { waiting: u64, max: u64 },
+    /// The waiting findings take as many bytes as the quota allows.
+    Bytes { waiting: u64, max: u64 },
+    /// The spool's file system has less free space than it keeps.
+    Disk { free: u64, keep: u64 },
+}
+
+impl std::fmt::Display for Fullness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fullness::Findings { waiting, max } => {
+                write!(f, "{waiting} findings waiting, quota {max}")
+            }
+            Fullness::Bytes { waiting, max } => {
+                write!(f, "{waiting} bytes of findings waiting, quota {max}")
+            }
+            Fullness::Disk { free, keep } => {
+                write!(f, "{free} bytes free on disk, keeping {keep}")
+            }
+        }
+    }
+}
+
+/// How much the spool holds at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolQuota {
+    /// Findings waiting for an ack.
+    pub max_findings: u64,
+    /// Bytes of findings (as stored) waiting for an ack.
+    pub max_bytes: u64,
+    /// Free space left on the spool's file system, below which no finding
+    /// is taken: acks and the agent's other state still need room to be
+    /// written.
+    pub keep_free_bytes: u64,
+}
+
+impl SpoolQuota {
+    pub const UNLIMITED: Self = Self {
+        max_findings: u64::MAX,
+        max_bytes: u64::MAX,
+        keep_free_bytes: 0,
+    };
 }
 
 #[derive(Clone)]
@@ -30,6 +87,37 @@ pub struct Spool {
     rejected: sled::Tree,
     last_seq: Arc<Mutex<u64>>,
     notify: Arc<Notify>,
+    dir: PathBuf,
+    quota: SpoolQuota,
+    /// Findings and bytes waiting, kept with every push, ack and rejection
+    /// (counting them in sled would scan the tree for every finding).
+    waiting: Arc<Waiting>,
+}
+
+#[derive(Default)]
+struct Waiting {
+    findings: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Waiting {
+    fn add(&self, bytes: usize) {
+        self.findings.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    fn remove(&self, bytes: usize) {
+        let _ = self
+            .findings
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(bytes as u64))
+            });
+    }
 }
 
 fn finding_key(seq: u64) -> Vec<u8> {
@@ -45,7 +133,8 @@ fn seq_of(key: &[u8]) -> Option<u64> {
 }
 
 impl Spool {
-    pub fn open(dir: &std::path::Path) -> Result<Self, SpoolError> {
+    /// Opens the spool in `dir` without a quota (see [`Spool::with_quota`]).
+    pub fn open(dir: &Path) -> Result<Self, SpoolError> {
         let db = sled::open(dir)?;
         let findings = db.open_tree("spool.v1")?;
         let rejected = db.open_tree("spool.v1.rejected")?;
@@ -60,18 +149,80 @@ impl Spool {
             .transpose()?
             .and_then(|k| seq_of(&k))
             .unwrap_or(0);
+        let waiting = Waiting::default();
+        for value in findings.scan_prefix(FINDING_PREFIX).values() {
+            waiting.add(value?.len());
+        }
         Ok(Self {
             db,
             findings,
             rejected,
             last_seq: Arc::new(Mutex::new(stored.max(newest))),
             notify: Arc::new(Notify::new()),
+            dir: dir.to_path_buf(),
+            quota: SpoolQuota::UNLIMITED,
+            waiting: Arc::new(waiting),
         })
     }
 
+    /// The spool, refusing findings past `quota`.
+    pub fn with_quota(mut self, quota: SpoolQuota) -> Self {
+        self.quota = quota;
+        self
+    }
+
+    /// Whether a finding of `bytes` fits the quota (`within_quota`) and the
+    /// file system's free space.
+    fn room_for(&self, bytes: usize, within_quota: bool) -> Result<(), Fullness> {
+        let q = &self.quota;
+        if within_quota {
+            let waiting = self.waiting.findings.load(Ordering::Relaxed);
+            if waiting >= q.max_findings {
+                return Err(Fullness::Findings {
+                    waiting,
+                    max: q.max_findings,
+                });
+            }
+            let waiting = self.waiting.bytes.load(Ordering::Relaxed);
+            if waiting.saturating_add(bytes as u64) > q.max_bytes {
+                return Err(Fullness::Bytes {
+                    waiting,
+                    max: q.max_bytes,
+                });
+            }
+        }
+        if q.keep_free_bytes > 0 {
+            // One statvfs per finding: findings are rare next to events.
+            // When it cannot be read, the write itself will say.
+            if let Ok(st) = nix::sys::statvfs::statvfs(&self.dir) {
+                // The libc types differ between targets (u32 on some).
+                #[allow(clippy::unnecessary_cast)]
+                let free = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
+                if free < q.keep_free_bytes.saturating_add(bytes as u64) {
+                    return Err(Fullness::Disk {
+                        free,
+                        keep: q.keep_free_bytes,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Assigns the next sequence number and stores the finding. Durable once
-    /// `flush` returns.
-    pub fn push(&self, mut finding: Finding) -> Result<u64, SpoolError> {
+    /// `flush` returns. Refuses it ([`SpoolError::Full`]) past the quota or
+    /// when the disk is nearly full.
+    pub fn push(&self, finding: Finding) -> Result<u64, SpoolError> {
+        self.store(finding, true)
+    }
+
+    /// Like `push`, past the quota (not past the disk's reserve): for the
+    /// agent's own alert that the spool is full.
+    pub fn push_over_quota(&self, finding: Finding) -> Result<u64, SpoolError> {
+        self.store(finding, false)
+    }
+
+    fn store(&self, mut finding: Finding, within_quota: bool) -> Result<u64, SpoolError> {
         let mut last = self.last_seq.lock().unwrap_or_else(|e| e.into_inner());
         let seq = *last + 1;
         finding.seq = seq;
@@ -79,10 +230,14 @@ impl Spool {
             key: format!("seq {seq}"),
             source,
         })?;
+        self.room_for(value.len(), within_quota)
+            .map_err(SpoolError::Full)?;
+        let bytes = value.len();
         let mut batch = sled::Batch::default();
         batch.insert(finding_key(seq), value);
         batch.insert(LAST_SEQ_KEY, &seq.to_be_bytes());
         self.findings.apply_batch(batch)?;
+        self.waiting.add(bytes);
         *last = seq;
         drop(last);
         self.notify.notify_one();
@@ -117,8 +272,11 @@ impl Spool {
                 Ok(f) => out.push(f),
                 Err(e) => {
                     tracing::error!(key = ?k, error = %e, "corrupt spool entry moved aside");
+                    let bytes = v.len();
                     self.rejected.insert(&k, v)?;
-                    self.findings.remove(&k)?;
+                    if self.findings.remove(&k)?.is_some() {
+                        self.waiting.remove(bytes);
+                    }
                 }
             }
             if out.len() >= limit {
@@ -147,22 +305,23 @@ impl Spool {
     /// The control plane holds every finding up to `up_to`: drop them.
     pub fn ack(&self, up_to: u64) -> Result<usize, SpoolError> {
         let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for k in self
-            .findings
-            .range(finding_key(0)..=finding_key(up_to))
-            .keys()
-        {
-            batch.remove(k?);
-            n += 1;
+        let mut acked = Vec::new();
+        for item in self.findings.range(finding_key(0)..=finding_key(up_to)) {
+            let (k, v) = item?;
+            batch.remove(k);
+            acked.push(v.len());
         }
         self.findings.apply_batch(batch)?;
-        Ok(n)
+        for bytes in &acked {
+            self.waiting.remove(*bytes);
+        }
+        Ok(acked.len())
     }
 
     /// The control plane will never take this finding: keep it aside with the reason.
     pub fn reject(&self, seq: u64, reason: &str) -> Result<(), SpoolError> {
         if let Some(v) = self.findings.remove(finding_key(seq))? {
+            self.waiting.remove(v.len());
             let record = serde_json::json!({
                 "reason": reason,
                 "finding": String::from_utf8_lossy(&v),
@@ -176,6 +335,11 @@ impl Spool {
     /// Findings waiting for an ack.
     pub fn len(&self) -> usize {
         self.findings.scan_prefix(FINDING_PREFIX).count()
+    }
+
+    /// Findings waiting for an ack, as counted on the way (no scan).
+    pub fn waiting(&self) -> u64 {
+        self.waiting.findings.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -247,6 +411,58 @@ mod tests {
         s.reject(1, "process.pid: must not be 0").unwrap();
         assert_eq!(s.pending(0, 10).unwrap().len(), 1);
         assert_eq!(s.rejected_len(), 1);
+    }
+
+    #[test]
+    fn the_quota_refuses_findings_until_acks_make_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(dir.path()).unwrap().with_quota(SpoolQuota {
+            max_findings: 2,
+            ..SpoolQuota::UNLIMITED
+        });
+        s.push(finding(1)).unwrap();
+        s.push(finding(2)).unwrap();
+        assert!(matches!(
+            s.push(finding(3)),
+            Err(SpoolError::Full(Fullness::Findings { waiting: 2, max: 2 }))
+        ));
+        // A refused finding takes no sequence number.
+        assert_eq!(s.push_over_quota(finding(4)).unwrap(), 3);
+        assert_eq!(s.waiting(), 3);
+        s.ack(2).unwrap();
+        assert_eq!(s.waiting(), 1);
+        assert_eq!(s.push(finding(5)).unwrap(), 4);
+        // Reopened, the spool counts what waits.
+        drop(s);
+        let s = Spool::open(dir.path()).unwrap();
+        assert_eq!(s.waiting(), 2);
+        assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn the_byte_quota_and_the_disk_reserve_refuse_findings() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(dir.path()).unwrap().with_quota(SpoolQuota {
+            max_bytes: 600,
+            ..SpoolQuota::UNLIMITED
+        });
+        let mut taken = 0;
+        while s.push(finding(taken + 1)).is_ok() {
+            taken += 1;
+        }
+        assert!(taken >= 1, "one finding fits in 600 bytes");
+        assert!(matches!(
+            s.push(finding(9)),
+            Err(SpoolError::Full(Fullness::Bytes { max: 600, .. }))
+        ));
+        let s = s.with_quota(SpoolQuota {
+            keep_free_bytes: u64::MAX / 2,
+            ..SpoolQuota::UNLIMITED
+        });
+        assert!(matches!(
+            s.push_over_quota(finding(9)),
+            Err(SpoolError::Full(Fullness::Disk { .. }))
+        ));
     }
 
     #[test]

@@ -257,12 +257,15 @@ impl StateCollector {
             Ok(agents) => {
                 let (mut emitted, mut filtered, mut dropped, mut received, mut spooled) =
                     (0u64, 0u64, 0u64, 0u64, 0u64);
+                let (mut spool_dropped, mut spool_full) = (0u64, 0u64);
                 for a in &agents {
                     emitted = emitted.saturating_add(a.counters.emitted);
                     filtered = filtered.saturating_add(a.counters.filtered);
                     dropped = dropped.saturating_add(a.counters.dropped);
                     received = received.saturating_add(a.counters.received);
                     spooled = spooled.saturating_add(a.spooled);
+                    spool_dropped = spool_dropped.saturating_add(a.spool_dropped);
+                    spool_full += u64::from(a.spool_full);
                 }
                 gauge(
                     encoder,
@@ -289,6 +292,19 @@ impl StateCollector {
                     "vigil_controlplane_agents_spooled_findings",
                     "Findings waiting in agents' spools, as of their last heartbeats, summed",
                     spooled,
+                )?;
+                gauge(
+                    encoder,
+                    "vigil_controlplane_agents_spool_dropped_findings",
+                    "Findings agents dropped for a full spool, as of their last heartbeats, \
+                     summed (a gauge: an agent's restart resets its own)",
+                    spool_dropped,
+                )?;
+                gauge(
+                    encoder,
+                    "vigil_controlplane_agents_spool_full",
+                    "Agents whose spool was full (spool-full) at their last heartbeat",
+                    spool_full,
                 )?;
             }
             Err(e) => tracing::warn!(error = %e, "metrics: reading the agent records"),

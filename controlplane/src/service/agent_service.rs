@@ -154,12 +154,19 @@ impl Session {
     }
 
     async fn on_heartbeat(&self, hb: pb::Heartbeat) -> Result<(), Status> {
+        let hb = vigil_domain::AgentHeartbeat::try_from(hb)
+            .map_err(|e| Status::invalid_argument(e.within("heartbeat").to_string()))?;
+        if hb.spool_full {
+            tracing::warn!(agent = %self.agent_id, spooled = hb.spooled, dropped = hb.spool_dropped, "agent reports spool-full");
+        }
         self.node
             .write(Command::Heartbeat {
                 agent_id: self.agent_id.clone(),
                 at_unix_nanos: now_unix_nanos(),
-                counters: hb.counters.map(Into::into).unwrap_or_default(),
+                counters: hb.counters,
                 spooled: hb.spooled,
+                spool_dropped: hb.spool_dropped,
+                spool_full: hb.spool_full,
             })
             .await?;
         Ok(())

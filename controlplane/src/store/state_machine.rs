@@ -413,6 +413,8 @@ impl SledStateMachine {
                 at_unix_nanos,
                 counters,
                 spooled,
+                spool_dropped,
+                spool_full,
             } => {
                 let k = prefixed(AGENT_PREFIX, agent_id.as_bytes());
                 let Some(mut rec) = self.get_json::<AgentRecord>(&k)? else {
@@ -423,6 +425,8 @@ impl SledStateMachine {
                 rec.last_heartbeat_unix_nanos = at_unix_nanos;
                 rec.counters = counters;
                 rec.spooled = spooled;
+                rec.spool_dropped = spool_dropped;
+                rec.spool_full = spool_full;
                 batch.insert(k, json(&rec)?);
                 Ok(CommandResult::Done)
             }

@@ -131,6 +131,8 @@ async fn heartbeats_update_registered_agents_and_refuse_unknown_ones() {
         at_unix_nanos: 300,
         counters,
         spooled: 2,
+        spool_dropped: 7,
+        spool_full: true,
     };
     let r = sm
         .apply(vec![
@@ -145,7 +147,23 @@ async fn heartbeats_update_registered_agents_and_refuse_unknown_ones() {
     assert_eq!(a.counters, counters);
     assert_eq!(a.last_heartbeat_unix_nanos, 300);
     assert_eq!(a.first_seen_unix_nanos, 100);
+    assert_eq!((a.spooled, a.spool_dropped, a.spool_full), (2, 7, true));
     assert_eq!(reader.agents().unwrap().len(), 1);
+}
+
+#[test]
+fn a_heartbeat_entry_without_the_spool_fields_still_reads() {
+    let old = r#"{"heartbeat.v1":{"agent_id":"a","at_unix_nanos":1,"counters":{"emitted":0,"filtered":0,"dropped":0},"spooled":3}}"#;
+    let cmd: Command = serde_json::from_str(old).unwrap();
+    assert!(matches!(
+        cmd,
+        Command::Heartbeat {
+            spooled: 3,
+            spool_dropped: 0,
+            spool_full: false,
+            ..
+        }
+    ));
 }
 
 #[tokio::test]
