@@ -105,6 +105,26 @@ pub struct AgentConfig {
     #[arg(long, default_value_t = 65_536)]
     pub process_table_capacity: usize,
 
+    /// Largest executable or model file hashed, in bytes: a bigger one is
+    /// reported unhashed ("not hashed: over budget"), never read.
+    #[arg(long, default_value_t = 4 << 30)]
+    pub max_hash_bytes: u64,
+
+    /// Longest a single file may take to hash, in seconds; past it the
+    /// file is reported unhashed.
+    #[arg(long, default_value_t = 60)]
+    pub max_hash_secs: u64,
+
+    /// Distinct objects (files, hosts...) reported one by one per process
+    /// and signal; the rest are counted into one aggregate finding.
+    #[arg(long, default_value_t = 64)]
+    pub max_findings_per_signal: usize,
+
+    /// Most processes whose findings are remembered for deduplication; the
+    /// least recently active are forgotten first.
+    #[arg(long, default_value_t = 65_536)]
+    pub max_tracked_processes: usize,
+
     /// Serve Prometheus metrics at `http://ADDR/metrics` (off when not
     /// given; give a loopback address unless scrapers elsewhere need it).
     #[arg(long, env = "VIGIL_AGENT_METRICS_LISTEN", value_name = "ADDR")]

@@ -10,7 +10,9 @@ mod detect_stage;
 pub mod detector;
 pub mod file_digest;
 pub mod process_table;
+pub mod reported_signals;
 pub mod serving_probe;
 pub mod signal_memory;
+pub mod untrusted_file;
 
 pub use detect_stage::{DetectInputs, DetectOutputs, DetectStage, Detections, TimedFinding};

@@ -119,6 +119,15 @@ impl Procfs {
         self.root.join(format!("{pid}/fd/{fd}"))
     }
 
+    /// `path` as the process sees it, seen through its root directory
+    /// (`/proc/PID/root/...`): a container's path names the container's file.
+    pub fn root_handle(&self, pid: u32, path: &str) -> PathBuf {
+        // Hand-written: a path to open through, not a value to parse.
+        self.root
+            .join(format!("{pid}/root"))
+            .join(path.trim_start_matches('/'))
+    }
+
     /// Resolves a path the process passed to openat(dfd, path): absolute paths
     /// as they are, relative ones against the cwd or the directory fd, while
     /// the process is alive. Otherwise the path as given.
@@ -163,6 +172,21 @@ impl Procfs {
     /// /proc/PID/stat): with the pid, it names one process over time.
     pub fn start_time(&self, pid: u32) -> Option<u64> {
         Some(self.open(pid)?.stat().ok()?.starttime)
+    }
+
+    /// The whole of /proc/PID/stat (state, flags, parent, start time).
+    pub fn stat(&self, pid: u32) -> Option<::procfs::process::Stat> {
+        self.open(pid)?.stat().ok()
+    }
+
+    /// The uid owning /proc/PID (the process's effective uid).
+    pub fn owner_uid(&self, pid: u32) -> Option<u32> {
+        self.open(pid)?.uid().ok()
+    }
+
+    /// The /proc directory of `pid` (its `fd/` lists open descriptors).
+    pub fn pid_dir(&self, pid: u32) -> PathBuf {
+        self.root.join(pid.to_string())
     }
 
     /// What the process's open file descriptors point to.

@@ -4,14 +4,17 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 use vigil_detection::{BuiltinRules, Observation};
 use vigil_domain::{ApprovedWorkloads, Finding, GpuInventory, ProcessInfo, WorkloadApproval};
 
-use super::detector::{Detection, Detector, PendingFinding, PendingModel};
-use super::file_digest::{sha256_reader, FileKey};
+use super::detector::{
+    DetectLimits, Detection, Detector, PendingFinding, PendingModel, UncachedExe,
+};
+use super::file_digest::{sha256_within, FileKey, HashBudget, NotHashed};
 use super::process_table::ProcessTable;
 use super::signal_memory::SignalMemory;
 use crate::clock;
@@ -23,6 +26,11 @@ use crate::sensors::{SensorEvent, SensorStage};
 
 /// Completed digests and probes waiting for the stage's loop, at most.
 const COMPLETIONS: usize = 256;
+/// Files hashed at once (each on a blocking thread).
+const HASHES_IN_FLIGHT: usize = 4;
+/// Hashes admitted (in flight or waiting for a turn), at most: beyond, a
+/// file is not hashed and its finding says so.
+const HASH_QUEUE: usize = 1024;
 /// How long a listener has to answer OpenAI-style routes.
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -65,8 +73,16 @@ pub struct DetectOutputs {
 }
 
 /// A probed listener: the process, its address, whether it answered
-/// OpenAI-style routes, and when it was seen.
-type ProbeResult = (ProcessInfo, std::net::SocketAddr, bool, i64);
+/// OpenAI-style routes, when it was seen, and its executable's digest when
+/// it was hashed for the probe.
+type ProbeResult = (
+    ProcessInfo,
+    std::net::SocketAddr,
+    bool,
+    i64,
+    Option<(FileKey, String)>,
+);
+type Hashed = Result<String, NotHashed>;
 
 pub struct DetectStage {
     detector: Detector,
@@ -77,17 +93,23 @@ pub struct DetectStage {
     rescan_after_batch: bool,
     /// Executables being hashed, with the findings waiting on the same file.
     hashing: HashMap<FileKey, Vec<PendingFinding>>,
-    hashed_tx: mpsc::Sender<(PendingFinding, Option<String>)>,
-    hashed: mpsc::Receiver<(PendingFinding, Option<String>)>,
-    model_hashed_tx: mpsc::Sender<(PendingModel, Option<String>)>,
-    model_hashed: mpsc::Receiver<(PendingModel, Option<String>)>,
+    hashed_tx: mpsc::Sender<(PendingFinding, Hashed)>,
+    hashed: mpsc::Receiver<(PendingFinding, Hashed)>,
+    model_hashed_tx: mpsc::Sender<(PendingModel, Hashed)>,
+    model_hashed: mpsc::Receiver<(PendingModel, Hashed)>,
+    /// Turns to hash: `HASHES_IN_FLIGHT` at a time.
+    hash_turns: Arc<Semaphore>,
+    /// Hashes admitted and not yet finished (at most `HASH_QUEUE`).
+    hashes_admitted: usize,
+    /// Files not hashed because the queue was full.
+    hashes_refused: u64,
     probed_tx: mpsc::Sender<ProbeResult>,
     probed: mpsc::Receiver<ProbeResult>,
     /// What the current input led to.
     out: Detections,
-    /// Processes with a new finding: their signals are remembered on disk
-    /// once the batch is handed on.
-    to_remember: Vec<u32>,
+    /// New findings' (process, signal, object), remembered on disk once
+    /// the batch is handed on.
+    to_remember: Vec<(u32, vigil_domain::SignalKind, String)>,
     metrics: AgentMetrics,
 }
 
@@ -109,7 +131,16 @@ impl DetectStage {
         let mut memory =
             SignalMemory::open(db, procfs.clone()).context("opening the agent's signal memory")?;
         let approved = ApprovedWorkloads::new(config.approved_exe_sha256.iter().cloned());
-        let mut detector = Detector::new(BuiltinRules::new(approved), procfs, std::process::id());
+        let limits = DetectLimits {
+            hash: HashBudget {
+                max_bytes: config.max_hash_bytes,
+                max_time: std::time::Duration::from_secs(config.max_hash_secs.max(1)),
+            },
+            max_objects_per_signal: config.max_findings_per_signal,
+            tracked_processes: config.max_tracked_processes,
+        };
+        let mut detector = Detector::new(BuiltinRules::new(approved), procfs, std::process::id())
+            .with_limits(limits);
         let restored = memory
             .restore()
             .context("restoring the signals of running processes")?;
@@ -131,6 +162,9 @@ impl DetectStage {
             hashed,
             model_hashed_tx,
             model_hashed,
+            hash_turns: Arc::new(Semaphore::new(HASHES_IN_FLIGHT)),
+            hashes_admitted: 0,
+            hashes_refused: 0,
             probed_tx,
             probed,
             out: Detections::default(),
@@ -175,22 +209,34 @@ impl DetectStage {
                     tracing::info!(count = records.len(), "approved workloads updated");
                     self.detector.set_workload_records(records);
                 }
-                Some((pending, digest)) = self.hashed.recv() => {
-                    let waiting = self.hashing.remove(&pending.key()).unwrap_or_default();
-                    for p in std::iter::once(pending).chain(waiting) {
-                        let event_boot_ns = p.event_boot_ns;
-                        if let Some(d) = self.detector.complete(p, digest.clone()) {
-                            self.dispatch(d, event_boot_ns);
-                        }
-                    }
+                Some((pending, hashed)) = self.hashed.recv() => {
+                    self.hashes_admitted -= 1;
+                    self.exe_hashed(pending, hashed);
                 }
-                Some((pending, digest)) = self.model_hashed.recv() => {
+                Some((mut pending, hashed)) = self.model_hashed.recv() => {
+                    self.hashes_admitted -= 1;
                     let event_boot_ns = pending.event_boot_ns;
+                    let digest = match hashed {
+                        Ok(d) => Some(d),
+                        Err(why) => {
+                            if !matches!(why, NotHashed::Unreadable(_)) {
+                                pending.not_hashed(&why);
+                            }
+                            None
+                        }
+                    };
                     if let Some(finding) = self.detector.complete_model(pending, digest) {
                         self.push_finding(finding, event_boot_ns);
                     }
                 }
-                Some((process, local, openai_routes, at)) = self.probed.recv() => {
+                Some((mut process, local, openai_routes, at, digest)) = self.probed.recv() => {
+                    if let Some((key, digest)) = digest {
+                        self.hashes_admitted -= 1;
+                        if !digest.is_empty() {
+                            self.detector.insert_digest(key, digest.clone());
+                            process.exe_sha256 = digest;
+                        }
+                    }
                     tracing::info!(pid = process.pid, port = local.port(), openai_routes, "listener probed");
                     let obs = Observation::Listening { address: local.ip().to_string(), port: local.port(), openai_routes };
                     if let Some(finding) = self.detector.finding(&process, obs, at) {
@@ -201,6 +247,44 @@ impl DetectStage {
             self.hand_on(&outputs.detections).await?;
         }
         Ok(())
+    }
+
+    /// An executable's digest (or why there is none) for every finding
+    /// that waited on it.
+    fn exe_hashed(&mut self, pending: PendingFinding, hashed: Hashed) {
+        let waiting = self.hashing.remove(&pending.key()).unwrap_or_default();
+        for mut p in std::iter::once(pending).chain(waiting) {
+            let event_boot_ns = p.event_boot_ns;
+            let digest = match &hashed {
+                Ok(d) => Some(d.clone()),
+                Err(why) => {
+                    if !matches!(why, NotHashed::Unreadable(_)) {
+                        p.not_hashed(why);
+                    }
+                    None
+                }
+            };
+            if let Some(d) = self.detector.complete(p, digest) {
+                self.dispatch(d, event_boot_ns);
+            }
+        }
+    }
+
+    /// Whether one more hash may be queued; counts a refusal.
+    fn admit_hash(&mut self) -> bool {
+        if self.hashes_admitted >= HASH_QUEUE {
+            self.hashes_refused += 1;
+            if self.hashes_refused == 1 || self.hashes_refused.is_power_of_two() {
+                tracing::warn!(
+                    refused = self.hashes_refused,
+                    queue = HASH_QUEUE,
+                    "hash queue full: files are reported unhashed"
+                );
+            }
+            return false;
+        }
+        self.hashes_admitted += 1;
+        true
     }
 
     fn on_sensor_batch(&mut self, batch: &mut Vec<SensorEvent>) -> anyhow::Result<()> {
@@ -284,30 +368,82 @@ impl DetectStage {
                 process,
                 local,
                 observed_at_unix_nanos,
+                uncached_exe,
             } => {
                 let tx = self.probed_tx.clone();
+                // A new listener's executable is hashed first, in turn.
+                let exe = uncached_exe.filter(|_| self.admit_hash());
+                let turns = self.hash_turns.clone();
+                let budget = self.detector.limits().hash;
                 tokio::spawn(async move {
+                    let mut digest = None;
+                    if let Some(UncachedExe {
+                        mut file,
+                        key,
+                        size,
+                    }) = exe
+                    {
+                        let hashed =
+                            hash_in_turn(turns, move || sha256_within(&mut file, size, budget))
+                                .await;
+                        // Admitted: always answered with a digest, maybe empty.
+                        digest = Some((key, hashed.unwrap_or_default()));
+                    }
                     let yes =
-                        crate::detect::serving_probe::serves_openai_routes(local, PROBE_TIMEOUT).await;
-                    let _ = tx.send((process, local, yes, observed_at_unix_nanos)).await;
+                        crate::detect::serving_probe::serves_openai_routes(local, PROBE_TIMEOUT)
+                            .await;
+                    let _ = tx
+                        .send((process, local, yes, observed_at_unix_nanos, digest))
+                        .await;
                 });
             }
             Detection::NeedsModelDigest(mut pending) => {
-                // Model files can be large: hashed once per file version, off the loop.
+                // Model files can be large: hashed once per file version,
+                // off the loop, in turn, within budget.
+                if !self.admit_hash() {
+                    let event_boot_ns = pending.event_boot_ns;
+                    pending.not_hashed(&NotHashed::QueueFull);
+                    if let Some(finding) = self.detector.complete_model(pending, None) {
+                        self.push_finding(finding, event_boot_ns);
+                    }
+                    return;
+                }
                 let tx = self.model_hashed_tx.clone();
-                tokio::task::spawn_blocking(move || {
-                    let digest = sha256_reader(&mut pending.file).ok();
-                    let _ = tx.blocking_send((pending, digest));
+                let turns = self.hash_turns.clone();
+                let budget = self.detector.limits().hash;
+                tokio::spawn(async move {
+                    let (file, size) = (pending.file.try_clone(), pending.size);
+                    let hashed = match file {
+                        Ok(mut file) => {
+                            hash_in_turn(turns, move || sha256_within(&mut file, size, budget))
+                                .await
+                        }
+                        Err(e) => Err(NotHashed::Unreadable(e)),
+                    };
+                    let _ = tx.send((pending, hashed)).await;
                 });
             }
-            Detection::NeedsDigest(mut pending) => match self.hashing.entry(pending.key()) {
+            Detection::NeedsDigest(pending) => match self.hashing.entry(pending.key()) {
                 Entry::Occupied(mut waiting) => waiting.get_mut().push(pending),
                 Entry::Vacant(slot) => {
                     slot.insert(Vec::new());
+                    if !self.admit_hash() {
+                        self.exe_hashed(pending, Err(NotHashed::QueueFull));
+                        return;
+                    }
                     let tx = self.hashed_tx.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let digest = sha256_reader(&mut pending.exe).ok();
-                        let _ = tx.blocking_send((pending, digest));
+                    let turns = self.hash_turns.clone();
+                    let budget = self.detector.limits().hash;
+                    tokio::spawn(async move {
+                        let (file, size) = (pending.exe.try_clone(), pending.size);
+                        let hashed = match file {
+                            Ok(mut file) => {
+                                hash_in_turn(turns, move || sha256_within(&mut file, size, budget))
+                                    .await
+                            }
+                            Err(e) => Err(NotHashed::Unreadable(e)),
+                        };
+                        let _ = tx.send((pending, hashed)).await;
                     });
                 }
             },
@@ -315,7 +451,8 @@ impl DetectStage {
     }
 
     fn push_finding(&mut self, finding: Finding, event_boot_ns: u64) {
-        self.to_remember.push(finding.process.pid);
+        self.to_remember
+            .push((finding.process.pid, finding.signal, finding.object()));
         self.out.findings.push(TimedFinding {
             finding,
             event_boot_ns,
@@ -326,6 +463,14 @@ impl DetectStage {
     /// the signals of processes with new findings on disk, so a restarted
     /// agent neither forgets nor repeats them.
     async fn hand_on(&mut self, detections: &mpsc::Sender<Detections>) -> anyhow::Result<()> {
+        // Floods' aggregate findings: reported, not remembered as objects.
+        let now = clock::boot_now_ns();
+        for finding in self.detector.take_flood_findings() {
+            self.out.findings.push(TimedFinding {
+                finding,
+                event_boot_ns: now,
+            });
+        }
         if self.out.is_empty() {
             return Ok(());
         }
@@ -334,15 +479,29 @@ impl DetectStage {
             .send(batch)
             .await
             .map_err(|_| anyhow::anyhow!("the respond stage stopped"))?;
-        for pid in self.to_remember.drain(..) {
-            if let Some(signals) = self.detector.reported(pid) {
-                self.memory
-                    .remember(pid, signals)
-                    .context("updating the signal memory")?;
-            }
+        for (pid, signal, object) in self.to_remember.drain(..) {
+            self.memory
+                .remember(pid, signal, &object)
+                .context("updating the signal memory")?;
         }
         self.metrics
             .set_suppressed_duplicates(self.detector.suppressed_duplicates());
         Ok(())
     }
+}
+
+/// Runs `hash` on a blocking thread once a turn is free; a hash that cannot
+/// get a thread reads as unreadable.
+async fn hash_in_turn(
+    turns: Arc<Semaphore>,
+    hash: impl FnOnce() -> Hashed + Send + 'static,
+) -> Hashed {
+    let Ok(_turn) = turns.acquire_owned().await else {
+        return Err(NotHashed::Unreadable(std::io::Error::other(
+            "stage stopping",
+        )));
+    };
+    tokio::task::spawn_blocking(hash)
+        .await
+        .unwrap_or_else(|e| Err(NotHashed::Unreadable(std::io::Error::other(e))))
 }

@@ -4,20 +4,42 @@
 //! Architecture invariant: one finding per (process, signal, object); a
 //! process that opens the same model a thousand times is one finding.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::Instant;
 
-use vigil_detection::{BuiltinRules, Observation, MODEL_SNIFF_BYTES};
+use vigil_detection::{BuiltinRules, Observation};
 use vigil_domain::{Finding, GpuObject, GpuProcess, ProcessInfo, SignalKind};
 
 use crate::clock::boot_ns_to_unix_nanos;
-use crate::detect::file_digest::{file_key, FileDigestCache, FileKey};
+use crate::detect::file_digest::{file_key, FileDigestCache, FileKey, HashBudget, NotHashed};
 use crate::detect::process_table::ProcessTable;
+use crate::detect::reported_signals::{Admission, ReportedSignals, Signals};
+use crate::detect::untrusted_file::{open_regular, read_head, FinalLink};
 use crate::procfs::Procfs;
 use crate::sensors::{EventContext, NetOp, PathMatch, SensorEvent};
 
-/// Most processes whose findings are remembered for deduplication.
-const DEDUP_PROCESSES: usize = 65_536;
+/// Bounds on what one process can make the detector do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DetectLimits {
+    /// Hashing one executable or model file.
+    pub hash: HashBudget,
+    /// Objects reported one by one per (process, signal); the rest are
+    /// counted into one aggregate finding.
+    pub max_objects_per_signal: usize,
+    /// Processes whose findings are remembered for deduplication.
+    pub tracked_processes: usize,
+}
+
+impl Default for DetectLimits {
+    fn default() -> Self {
+        Self {
+            hash: HashBudget::default(),
+            max_objects_per_signal: 64,
+            tracked_processes: 65_536,
+        }
+    }
+}
 
 /// What an event leads to.
 #[derive(Debug, PartialEq, Eq)]
@@ -29,6 +51,9 @@ pub enum Detection {
         process: ProcessInfo,
         local: SocketAddr,
         observed_at_unix_nanos: i64,
+        /// The executable when its digest is not cached (hash it, within
+        /// budget, off the loop), with its size.
+        uncached_exe: Option<UncachedExe>,
     },
     /// A finding that needs the executable's digest, not yet cached: hash
     /// `pending.exe` off the event loop, then `Detector::complete`.
@@ -39,16 +64,44 @@ pub enum Detection {
     NeedsModelDigest(PendingModel),
 }
 
+/// An executable whose digest is not cached, opened while its process lived.
+#[derive(Debug)]
+pub struct UncachedExe {
+    pub file: std::fs::File,
+    pub key: FileKey,
+    /// Its size when opened, against the hashing budget.
+    pub size: u64,
+}
+
+impl PartialEq for UncachedExe {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key && self.size == other.size
+    }
+}
+
+impl Eq for UncachedExe {}
+
 /// A model-file finding waiting for the model file's digest.
 #[derive(Debug)]
 pub struct PendingModel {
     pub process: ProcessInfo,
     /// The model file, opened while the process had it.
     pub file: std::fs::File,
+    /// Its size when opened, against the hashing budget.
+    pub size: u64,
     key: FileKey,
     obs: Observation,
     at: i64,
     pub event_boot_ns: u64,
+    /// Why a digest is missing, for the finding's summary.
+    note: Option<String>,
+}
+
+impl PendingModel {
+    /// The model file could not be hashed: the finding says why.
+    pub fn not_hashed(&mut self, why: &NotHashed) {
+        self.note = Some(format!("model file {why}"));
+    }
 }
 
 impl PartialEq for PendingModel {
@@ -65,17 +118,26 @@ pub struct PendingFinding {
     pub process: ProcessInfo,
     /// The executable, opened while the process lived: hashable after it exits.
     pub exe: std::fs::File,
+    /// Its size when opened, against the hashing budget.
+    pub size: u64,
     key: FileKey,
     obs: Observation,
     at: i64,
     /// The triggering event's kernel timestamp, for latency accounting.
     pub event_boot_ns: u64,
+    /// Why a digest is missing, for the finding's summary.
+    note: Option<String>,
 }
 
 impl PendingFinding {
     /// The executable file version whose digest is pending.
     pub fn key(&self) -> FileKey {
         self.key
+    }
+
+    /// The executable could not be hashed: the finding says why.
+    pub fn not_hashed(&mut self, why: &NotHashed) {
+        self.note = Some(format!("executable {why}"));
     }
 }
 
@@ -94,7 +156,9 @@ impl Eq for PendingFinding {}
 struct Resolved {
     process: ProcessInfo,
     event_boot_ns: u64,
-    uncached_exe: Option<(std::fs::File, FileKey)>,
+    uncached_exe: Option<UncachedExe>,
+    /// Why the executable has no digest when it will not get one.
+    note: Option<String>,
 }
 
 pub struct Detector {
@@ -102,8 +166,11 @@ pub struct Detector {
     rules: BuiltinRules,
     digests: FileDigestCache,
     procfs: Procfs,
-    reported: HashMap<u32, HashSet<(SignalKind, String)>>,
-    suppressed: u64,
+    limits: DetectLimits,
+    reported: ReportedSignals,
+    /// Aggregate findings of floods (objects over a per-process cap), for
+    /// the stage to take with `take_flood_findings`.
+    flood_findings: Vec<Finding>,
     /// GPU users as attributed at their first poll (digest known), until
     /// they exec or exit: NVML lists the same processes every poll.
     gpu_users: HashMap<u32, ProcessInfo>,
@@ -117,16 +184,50 @@ impl Detector {
             rules,
             digests: FileDigestCache::new(4096),
             procfs,
-            reported: HashMap::new(),
-            suppressed: 0,
+            limits: DetectLimits::default(),
+            reported: ReportedSignals::new(
+                DetectLimits::default().max_objects_per_signal,
+                DetectLimits::default().tracked_processes,
+            ),
+            flood_findings: Vec::new(),
             gpu_users: HashMap::new(),
         }
     }
 
+    /// The same detector with other bounds (before any event).
+    pub fn with_limits(mut self, limits: DetectLimits) -> Self {
+        self.limits = limits;
+        self.reported =
+            ReportedSignals::new(limits.max_objects_per_signal, limits.tracked_processes);
+        self
+    }
+
+    /// The bounds in force.
+    pub fn limits(&self) -> DetectLimits {
+        self.limits
+    }
+
     /// Signals already reported for processes that were running when the
     /// agent (re)started: they are not reported again.
-    pub fn restore_reported(&mut self, reported: HashMap<u32, HashSet<(SignalKind, String)>>) {
-        self.reported.extend(reported);
+    pub fn restore_reported(&mut self, reported: HashMap<u32, Signals>) {
+        for (pid, signals) in reported {
+            self.reported.restore(pid, signals);
+        }
+    }
+
+    /// Aggregate findings of floods made since last asked.
+    pub fn take_flood_findings(&mut self) -> Vec<Finding> {
+        std::mem::take(&mut self.flood_findings)
+    }
+
+    /// Caches an executable's digest computed off the loop.
+    pub fn insert_digest(&mut self, key: FileKey, digest: String) {
+        self.digests.insert(key, digest);
+    }
+
+    /// Findings over a per-process cap, counted rather than reported.
+    pub fn counted_over_cap(&self) -> u64 {
+        self.reported.counted()
     }
 
     /// Replaces the approved workloads the control plane sent.
@@ -138,13 +239,13 @@ impl Detector {
     }
 
     /// The signals reported so far for a process.
-    pub fn reported(&self, pid: u32) -> Option<&HashSet<(SignalKind, String)>> {
-        self.reported.get(&pid)
+    pub fn reported(&self, pid: u32) -> Option<&Signals> {
+        self.reported.signals(pid)
     }
 
     /// Findings not made again for the same process, signal and object.
     pub fn suppressed_duplicates(&self) -> u64 {
-        self.suppressed
+        self.reported.suppressed()
     }
 
     /// Applies one event to the table and returns what it leads to, if anything.
@@ -165,7 +266,8 @@ impl Detector {
             SensorEvent::Exit { .. } => {
                 self.gpu_users.remove(&ctx.pid);
                 table.observe_exit(ctx.pid);
-                self.reported.remove(&ctx.pid);
+                let last = self.reported.remove(ctx.pid, Instant::now());
+                self.flood_findings.extend(last);
                 None
             }
             SensorEvent::Open {
@@ -182,7 +284,7 @@ impl Detector {
                         if *ret < 0 || !vigil_detection::is_model_file_path(&path) {
                             return None;
                         }
-                        let head = read_head(std::path::Path::new(&path));
+                        let head = self.head(ctx.pid, Some(*ret), &path);
                         Observation::FileOpened { path, head }
                     }
                     // A failed open of a GPU node is still a signal.
@@ -204,8 +306,7 @@ impl Detector {
                 ..
             } => {
                 let path = self.mapped_path(ctx.pid, *fd, name, walked.as_deref());
-                let head = read_head(&self.procfs.fd_handle(ctx.pid, *fd))
-                    .or_else(|| read_head(std::path::Path::new(&path)));
+                let head = self.head(ctx.pid, Some(*fd), &path);
                 // Most large mappings are libraries and data files: decide
                 // before resolving the process.
                 let obs = Observation::FileMapped {
@@ -266,23 +367,55 @@ impl Detector {
                         };
                         self.detect(resolved, obs, at)
                     }
-                    NetOp::Listen => {
-                        let mut process = resolved.process;
-                        if let Some((mut exe, key)) = resolved.uncached_exe {
-                            // Rare (a new listener): hash here.
-                            if let Ok(d) = crate::detect::file_digest::sha256_reader(&mut exe) {
-                                self.digests.insert(key, d.clone());
-                                process.exe_sha256 = d;
-                            }
-                        }
-                        Some(Detection::ProbeListener {
-                            process,
-                            local: *local,
-                            observed_at_unix_nanos: at,
-                        })
-                    }
+                    NetOp::Listen => Some(Detection::ProbeListener {
+                        process: resolved.process,
+                        local: *local,
+                        observed_at_unix_nanos: at,
+                        uncached_exe: resolved.uncached_exe,
+                    }),
                 }
             }
+        }
+    }
+
+    /// The first bytes of a file a process opened or mapped, for content
+    /// checks: through the process's own fd while it still refers to
+    /// `path`, else `path` in the process's root (its container's files),
+    /// else `path` in the agent's (the process is gone). Never a FIFO or
+    /// device, never through a link planted as the last component.
+    fn head(&self, pid: u32, fd: Option<i32>, path: &str) -> Option<Vec<u8>> {
+        let (file, _) = self.open_named(pid, fd, path)?;
+        read_head(&file)
+    }
+
+    /// Opens the regular file `path` that process `pid` named (see `head`).
+    fn open_named(
+        &self,
+        pid: u32,
+        fd: Option<i32>,
+        path: &str,
+    ) -> Option<(std::fs::File, std::fs::Metadata)> {
+        if let Some(fd) = fd.filter(|fd| *fd >= 0) {
+            // The file the process holds (or, if it closed the fd and
+            // opened another since, another file it holds: never one it
+            // could not open).
+            if let Ok(opened) = open_regular(&self.procfs.fd_handle(pid, fd), FinalLink::Follow) {
+                return Some(opened);
+            }
+        }
+        if !path.starts_with('/') {
+            return None;
+        }
+        match open_regular(
+            &self.procfs.root_handle(pid, path),
+            FinalLink::SameOwnerOnly,
+        ) {
+            Ok(opened) => Some(opened),
+            // The process is gone (no /proc/PID/root): the host's file.
+            Err(_) if self.procfs.start_time(pid).is_none() => {
+                open_regular(std::path::Path::new(path), FinalLink::SameOwnerOnly).ok()
+            }
+            Err(_) => None,
         }
     }
 
@@ -313,6 +446,7 @@ impl Detector {
                 process: known.clone(),
                 event_boot_ns: now,
                 uncached_exe: None,
+                note: None,
             },
             None => {
                 // /proc first: it has the pid the process sees in its own namespace.
@@ -339,14 +473,12 @@ impl Detector {
             gpu: gpu.clone(),
             approved,
         };
-        let seen = self.reported.get(&pid);
         // Approved, or already reported: nothing more to decide.
         let object = format!("gpu {}", gpu.uuid);
-        if approved || seen.is_some_and(|s| s.contains(&(SignalKind::GpuUse, object))) {
+        if approved || self.reported.contains(pid, SignalKind::GpuUse, &object) {
             return (None, attributed);
         }
-        let device_opened =
-            seen.is_some_and(|s| s.iter().any(|(signal, _)| *signal == SignalKind::GpuDevice));
+        let device_opened = self.reported.has_signal(pid, SignalKind::GpuDevice);
         let obs = Observation::GpuInUse {
             gpu: gpu.clone(),
             device_opened,
@@ -385,7 +517,7 @@ impl Detector {
             let mut process = entry.info.clone();
             process.exe_sha256 = self
                 .digests
-                .digest(&self.procfs.exe_handle(pid))
+                .digest(&self.procfs.exe_handle(pid), self.limits.hash)
                 .unwrap_or_default();
             for path in files.into_iter().filter(|p| relevant(p)) {
                 let obs = if vigil_detection::is_gpu_device(&path) {
@@ -394,7 +526,7 @@ impl Detector {
                         failed: false,
                     }
                 } else {
-                    let head = read_head(std::path::Path::new(&path));
+                    let head = self.head(pid, None, &path);
                     Observation::FileOpened { path, head }
                 };
                 out.extend(self.finding(&process, obs, now));
@@ -410,27 +542,38 @@ impl Detector {
     /// A finding now if the digest is known; a pending one if it must be
     /// computed (and only if the finding would be new).
     fn detect(&mut self, resolved: Resolved, obs: Observation, at: i64) -> Option<Detection> {
-        let Some((exe, key)) = resolved.uncached_exe else {
-            return self.decide(&resolved.process, obs, at, resolved.event_boot_ns);
+        let Some(UncachedExe {
+            file: exe,
+            key,
+            size,
+        }) = resolved.uncached_exe
+        else {
+            return self.decide(
+                &resolved.process,
+                obs,
+                at,
+                resolved.event_boot_ns,
+                resolved.note,
+            );
         };
         // Without a digest nothing is approved: this says whether the rules
         // fire at all, and whether it would be a duplicate.
         let draft = self.rules.evaluate(&resolved.process, &obs, at)?;
         if self
             .reported
-            .get(&draft.process.pid)
-            .is_some_and(|seen| seen.contains(&(draft.signal, draft.object())))
+            .contains(draft.process.pid, draft.signal, &draft.object())
         {
-            self.suppressed += 1;
             return None;
         }
         Some(Detection::NeedsDigest(PendingFinding {
             process: resolved.process,
             exe,
+            size,
             key,
             obs,
             at,
             event_boot_ns: resolved.event_boot_ns,
+            note: None,
         }))
     }
 
@@ -447,7 +590,13 @@ impl Detector {
             self.digests.insert(pending.key, d.clone());
             process.exe_sha256 = d;
         }
-        self.decide(&process, pending.obs, pending.at, pending.event_boot_ns)
+        self.decide(
+            &process,
+            pending.obs,
+            pending.at,
+            pending.event_boot_ns,
+            pending.note,
+        )
     }
 
     /// Finishes a model-file finding with the model's digest (None: it
@@ -460,7 +609,13 @@ impl Detector {
         if let Some(d) = &digest {
             self.digests.insert(pending.key, d.clone());
         }
-        self.finding_with_model(&pending.process, pending.obs, pending.at, digest.as_deref())
+        self.finding_with_model(
+            &pending.process,
+            pending.obs,
+            pending.at,
+            digest.as_deref(),
+            pending.note.as_deref(),
+        )
     }
 
     /// With the executable's digest known: a finding now, or a wait for the
@@ -471,34 +626,53 @@ impl Detector {
         obs: Observation,
         at: i64,
         event_boot_ns: u64,
+        note: Option<String>,
     ) -> Option<Detection> {
         let path = match obs.model_candidate_path() {
             Some(path) if self.rules.needs_model_digest(process) => path,
-            _ => return self.finding(process, obs, at).map(Detection::Finding),
+            _ => {
+                return self
+                    .finding_with_model(process, obs, at, None, note.as_deref())
+                    .map(Detection::Finding)
+            }
         };
-        let opened = std::fs::File::open(path).and_then(|f| Ok((file_key(&f.metadata()?), f)));
-        let Ok((key, file)) = opened else {
-            return self.finding(process, obs, at).map(Detection::Finding);
+        let Some((file, meta)) = self.open_named(process.pid, None, path) else {
+            return self
+                .finding_with_model(process, obs, at, None, note.as_deref())
+                .map(Detection::Finding);
         };
+        let key = file_key(&meta);
         if let Some(d) = self.digests.get(&key).cloned() {
             return self
-                .finding_with_model(process, obs, at, Some(&d))
+                .finding_with_model(process, obs, at, Some(&d), note.as_deref())
                 .map(Detection::Finding);
         }
-        Some(Detection::NeedsModelDigest(PendingModel {
+        let mut pending = PendingModel {
             process: process.clone(),
             file,
+            size: meta.len(),
             key,
             obs,
             at,
             event_boot_ns,
-        }))
+            note,
+        };
+        if pending.size > self.limits.hash.max_bytes {
+            // Not worth a place in the hash queue: decided now, unhashed.
+            let why = NotHashed::OverBudget {
+                size: pending.size,
+                max: self.limits.hash.max_bytes,
+            };
+            pending.not_hashed(&why);
+            return self.complete_model(pending, None).map(Detection::Finding);
+        }
+        Some(Detection::NeedsModelDigest(pending))
     }
 
     /// Evaluates the rules and drops a finding already made for this
     /// process, signal and object.
     pub fn finding(&mut self, process: &ProcessInfo, obs: Observation, at: i64) -> Option<Finding> {
-        self.finding_with_model(process, obs, at, None)
+        self.finding_with_model(process, obs, at, None, None)
     }
 
     fn finding_with_model(
@@ -507,19 +681,25 @@ impl Detector {
         obs: Observation,
         at: i64,
         model_sha256: Option<&str>,
+        note: Option<&str>,
     ) -> Option<Finding> {
-        let finding = self
+        let mut finding = self
             .rules
             .evaluate_with_model(process, &obs, at, model_sha256)?;
-        if self.reported.len() >= DEDUP_PROCESSES && !self.reported.contains_key(&process.pid) {
-            self.reported.clear();
+        if let Some(note) = note {
+            finding.summary = format!("{} ({note})", finding.summary);
         }
-        let seen = self.reported.entry(process.pid).or_default();
-        if !seen.insert((finding.signal, finding.object())) {
-            self.suppressed += 1;
-            return None;
+        match self.reported.admit(&finding, Instant::now()) {
+            Admission::New => Some(finding),
+            Admission::Duplicate => None,
+            Admission::Counted(aggregate) => {
+                if let Some(aggregate) = aggregate {
+                    tracing::warn!(pid = process.pid, signal = %finding.signal, summary = %aggregate.summary, "per-process finding cap reached");
+                    self.flood_findings.push(*aggregate);
+                }
+                None
+            }
         }
-        Some(finding)
     }
 
     /// The process behind an event, with what /proc adds while it lives:
@@ -536,15 +716,26 @@ impl Detector {
         if let Some(exe) = self.procfs.exe(pid) {
             process.exe = exe;
         }
-        let opened = std::fs::File::open(self.procfs.exe_handle(pid))
-            .and_then(|f| Ok((file_key(&f.metadata()?), f)));
-        let uncached_exe = match opened {
-            Ok((key, file)) => match self.digests.get(&key) {
+        let mut note = None;
+        let uncached_exe = match open_regular(&self.procfs.exe_handle(pid), FinalLink::Follow) {
+            Ok((file, meta)) => match self.digests.get(&file_key(&meta)) {
                 Some(d) => {
                     process.exe_sha256 = d.clone();
                     None
                 }
-                None => Some((file, key)),
+                None if meta.len() > self.limits.hash.max_bytes => {
+                    let why = NotHashed::OverBudget {
+                        size: meta.len(),
+                        max: self.limits.hash.max_bytes,
+                    };
+                    note = Some(format!("executable {why}"));
+                    None
+                }
+                None => Some(UncachedExe {
+                    file,
+                    key: file_key(&meta),
+                    size: meta.len(),
+                }),
             },
             Err(_) => None,
         };
@@ -552,20 +743,9 @@ impl Detector {
             process,
             event_boot_ns,
             uncached_exe,
+            note,
         }
     }
-}
-
-/// The first bytes of a file, for content checks; None when unreadable.
-fn read_head(path: &std::path::Path) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let mut buf = Vec::with_capacity(MODEL_SNIFF_BYTES);
-    std::fs::File::open(path)
-        .ok()?
-        .take(MODEL_SNIFF_BYTES as u64)
-        .read_to_end(&mut buf)
-        .ok()?;
-    Some(buf)
 }
 
 #[cfg(test)]

@@ -6,6 +6,39 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::detect::untrusted_file::{open_regular, FinalLink};
+
+/// How much one file may cost to hash: a file over `max_bytes`, or whose
+/// reading takes longer than `max_time`, is not hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashBudget {
+    pub max_bytes: u64,
+    pub max_time: Duration,
+}
+
+impl Default for HashBudget {
+    fn default() -> Self {
+        Self {
+            max_bytes: 4 << 30,
+            max_time: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why a file has no digest; its `Display` goes into the finding.
+#[derive(Debug, thiserror::Error)]
+pub enum NotHashed {
+    #[error("not hashed: over budget ({size} bytes, more than the {max} allowed)")]
+    OverBudget { size: u64, max: u64 },
+    #[error("not hashed: over budget (reading took longer than {0:?})")]
+    OutOfTime(Duration),
+    #[error("not hashed: the hash queue was full")]
+    QueueFull,
+    #[error("not hashed: {0}")]
+    Unreadable(#[from] std::io::Error),
+}
 
 /// Identity of one version of a file.
 pub type FileKey = (u64, u64, i64, i64);
@@ -39,15 +72,16 @@ impl FileDigestCache {
         self.by_file.insert(key, digest);
     }
 
-    /// Hex sha256 of the file at `path` (e.g. `/proc/PID/exe`), computed
-    /// here if not cached; None when it cannot be read.
-    pub fn digest(&mut self, path: &Path) -> Option<String> {
-        let mut file = std::fs::File::open(path).ok()?;
-        let key = file_key(&file.metadata().ok()?);
+    /// Hex sha256 of the file at `path` (a `/proc` handle such as
+    /// `/proc/PID/exe`), computed here if not cached and within `budget`;
+    /// None when it cannot be read, is not a regular file, or is over budget.
+    pub fn digest(&mut self, path: &Path, budget: HashBudget) -> Option<String> {
+        let (mut file, meta) = open_regular(path, FinalLink::Follow).ok()?;
+        let key = file_key(&meta);
         if let Some(d) = self.by_file.get(&key) {
             return Some(d.clone());
         }
-        let digest = sha256_reader(&mut file).ok()?;
+        let digest = sha256_within(&mut file, meta.len(), budget).ok()?;
         self.insert(key, digest.clone());
         Some(digest)
     }
@@ -74,6 +108,44 @@ pub fn sha256_reader(reader: &mut impl Read) -> std::io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// Hex sha256 of `file` (`size` bytes long by its metadata), unless it is
+/// over `budget`: checked before reading, and again as it is read (a file
+/// can grow, or sit on slow storage).
+pub fn sha256_within(
+    file: &mut std::fs::File,
+    size: u64,
+    budget: HashBudget,
+) -> Result<String, NotHashed> {
+    if size > budget.max_bytes {
+        return Err(NotHashed::OverBudget {
+            size,
+            max: budget.max_bytes,
+        });
+    }
+    let started = Instant::now();
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut read = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        read += n as u64;
+        if read > budget.max_bytes {
+            return Err(NotHashed::OverBudget {
+                size: read,
+                max: budget.max_bytes,
+            });
+        }
+        if started.elapsed() > budget.max_time {
+            return Err(NotHashed::OutOfTime(budget.max_time));
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     sha256_reader(&mut std::fs::File::open(path)?)
 }
@@ -88,16 +160,37 @@ mod tests {
         let f = dir.path().join("bin");
         std::fs::write(&f, b"abc").unwrap();
         let mut c = FileDigestCache::new(8);
-        let d = c.digest(&f).unwrap();
+        let budget = HashBudget::default();
+        let d = c.digest(&f, budget).unwrap();
         assert_eq!(
             d,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        assert_eq!(c.digest(&f).unwrap(), d);
+        assert_eq!(c.digest(&f, budget).unwrap(), d);
         assert_eq!(c.len(), 1);
         std::thread::sleep(std::time::Duration::from_millis(10));
         std::fs::write(&f, b"abcd").unwrap();
-        assert_ne!(c.digest(&f).unwrap(), d);
-        assert!(c.digest(&dir.path().join("missing")).is_none());
+        assert_ne!(c.digest(&f, budget).unwrap(), d);
+        assert!(c.digest(&dir.path().join("missing"), budget).is_none());
+    }
+
+    #[test]
+    fn files_over_the_budget_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("big.onnx");
+        let file = std::fs::File::create(&f).unwrap();
+        // Sparse: a terabyte that costs nothing on disk.
+        file.set_len(1 << 40).unwrap();
+        let budget = HashBudget {
+            max_bytes: 1 << 20,
+            max_time: Duration::from_secs(60),
+        };
+        let mut file = std::fs::File::open(&f).unwrap();
+        let err = sha256_within(&mut file, 1 << 40, budget).unwrap_err();
+        assert!(err.to_string().contains("over budget"), "{err}");
+        // A file that grows past the budget as it is read.
+        let err = sha256_within(&mut file, 10, budget).unwrap_err();
+        assert!(matches!(err, NotHashed::OverBudget { .. }), "{err}");
+        assert!(FileDigestCache::new(8).digest(&f, budget).is_none());
     }
 }

@@ -5,14 +5,24 @@
 //! Architecture invariant: an entry is keyed by pid *and* process start
 //! time; after a restart only entries whose process is still the same live
 //! process are restored, so a reused pid never inherits another's signals.
+//!
+//! One key per (process, signal, object): a new finding is one insert, not
+//! a rewrite of everything the process showed (which the detector bounds
+//! per process anyway, see `reported_signals`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use vigil_domain::SignalKind;
 
 use crate::procfs::Procfs;
 
-pub type Signals = HashSet<(SignalKind, String)>;
+pub use crate::detect::reported_signals::Signals;
+
+/// The tree of the first layout: one JSON list per process, rewritten in
+/// full on every change. Read once at restore, then dropped.
+const TREE_V1: &str = "agent.v1.signals";
+/// pid (4 bytes) ‖ start time (8) ‖ JSON `[signal, object]`, empty value.
+const TREE_V2: &str = "agent.v2.signals";
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
@@ -23,6 +33,7 @@ pub enum MemoryError {
 }
 
 pub struct SignalMemory {
+    db: sled::Db,
     tree: sled::Tree,
     procfs: Procfs,
     /// pid → start time of the processes with an entry on disk.
@@ -36,10 +47,18 @@ fn key(pid: u32, start: u64) -> [u8; 12] {
     k
 }
 
+/// The (pid, start time) a key begins with, if it is long enough.
+fn process_of(k: &[u8]) -> Option<(u32, u64)> {
+    let pid = u32::from_be_bytes(k.get(..4)?.try_into().ok()?);
+    let start = u64::from_be_bytes(k.get(4..12)?.try_into().ok()?);
+    Some((pid, start))
+}
+
 impl SignalMemory {
     pub fn open(db: &sled::Db, procfs: Procfs) -> Result<Self, MemoryError> {
         Ok(Self {
-            tree: db.open_tree("agent.v1.signals")?,
+            db: db.clone(),
+            tree: db.open_tree(TREE_V2)?,
             procfs,
             stored: HashMap::new(),
         })
@@ -48,46 +67,91 @@ impl SignalMemory {
     /// The signals of processes that are still alive (same pid, same start
     /// time); entries of processes that are gone are deleted.
     pub fn restore(&mut self) -> Result<HashMap<u32, Signals>, MemoryError> {
-        let mut out = HashMap::new();
+        let mut out: HashMap<u32, Signals> = HashMap::new();
+        let mut alive: HashMap<(u32, u64), bool> = HashMap::new();
         for kv in self.tree.iter() {
-            let (k, v) = kv?;
-            let (Ok(pid), Ok(start)) = (
-                k[..4.min(k.len())].try_into().map(u32::from_be_bytes),
-                k.get(4..12)
-                    .unwrap_or(&[])
-                    .try_into()
-                    .map(u64::from_be_bytes),
-            ) else {
+            let (k, _) = kv?;
+            let Some((pid, start)) = process_of(&k) else {
                 self.tree.remove(k)?;
                 continue;
             };
-            if self.procfs.start_time(pid) != Some(start) {
-                self.tree.remove(k)?;
-                continue;
+            let live = *alive
+                .entry((pid, start))
+                .or_insert_with(|| self.procfs.start_time(pid) == Some(start));
+            let signal = serde_json::from_slice::<(SignalKind, String)>(&k[12..]);
+            match signal {
+                Ok(signal) if live => {
+                    self.stored.insert(pid, start);
+                    out.entry(pid).or_default().insert(signal);
+                }
+                _ => {
+                    self.tree.remove(k)?;
+                }
             }
-            let signals: Vec<(SignalKind, String)> = serde_json::from_slice(&v)?;
-            self.stored.insert(pid, start);
-            out.insert(pid, signals.into_iter().collect());
+        }
+        // Entries of the first layout, rewritten in this one.
+        if self.db.tree_names().iter().any(|n| n == TREE_V1.as_bytes()) {
+            let old = self.db.open_tree(TREE_V1)?;
+            for kv in old.iter() {
+                let (k, v) = kv?;
+                let Some((pid, start)) = process_of(&k) else {
+                    continue;
+                };
+                if self.procfs.start_time(pid) != Some(start) {
+                    continue;
+                }
+                let Ok(signals) = serde_json::from_slice::<Vec<(SignalKind, String)>>(&v) else {
+                    continue;
+                };
+                for (signal, object) in signals {
+                    self.insert(pid, start, signal, &object)?;
+                    out.entry(pid).or_default().insert((signal, object));
+                }
+            }
+            self.db.drop_tree(TREE_V1)?;
         }
         Ok(out)
     }
 
-    /// Records the signals a live process has shown so far.
-    pub fn remember(&mut self, pid: u32, signals: &Signals) -> Result<(), MemoryError> {
-        let Some(start) = self.procfs.start_time(pid) else {
-            return Ok(()); // gone already: nothing to restore later
+    /// Records one signal a live process has shown.
+    pub fn remember(
+        &mut self,
+        pid: u32,
+        signal: SignalKind,
+        object: &str,
+    ) -> Result<(), MemoryError> {
+        let start = match self.stored.get(&pid) {
+            Some(start) => *start,
+            None => match self.procfs.start_time(pid) {
+                Some(start) => start,
+                None => return Ok(()), // gone already: nothing to restore later
+            },
         };
-        let list: Vec<&(SignalKind, String)> = signals.iter().collect();
-        self.tree
-            .insert(key(pid, start), serde_json::to_vec(&list)?)?;
+        self.insert(pid, start, signal, object)
+    }
+
+    fn insert(
+        &mut self,
+        pid: u32,
+        start: u64,
+        signal: SignalKind,
+        object: &str,
+    ) -> Result<(), MemoryError> {
+        let mut k = key(pid, start).to_vec();
+        serde_json::to_writer(&mut k, &(signal, object))?;
+        self.tree.insert(k, &[])?;
         self.stored.insert(pid, start);
         Ok(())
     }
 
-    /// The process exited: its entry goes.
+    /// The process exited: its entries go.
     pub fn forget(&mut self, pid: u32) -> Result<(), MemoryError> {
         if let Some(start) = self.stored.remove(&pid) {
-            self.tree.remove(key(pid, start))?;
+            let mut batch = sled::Batch::default();
+            for k in self.tree.scan_prefix(key(pid, start)).keys() {
+                batch.remove(k?);
+            }
+            self.tree.apply_batch(batch)?;
         }
         Ok(())
     }
@@ -109,15 +173,23 @@ mod tests {
     fn live_processes_keep_their_signals_across_a_reopen_and_dead_ones_do_not() {
         let dir = tempfile::tempdir().unwrap();
         let me = std::process::id();
-        let signals: Signals = [(SignalKind::ModelFile, "/m/x.gguf".to_string())].into();
+        let signals: Signals = [
+            (SignalKind::ModelFile, "/m/x.gguf".to_string()),
+            (SignalKind::AiRuntime, "/l/libonnxruntime.so".to_string()),
+        ]
+        .into();
         {
             let db = sled::open(dir.path()).unwrap();
             let mut m = SignalMemory::open(&db, Procfs::default()).unwrap();
-            m.remember(me, &signals).unwrap();
-            // A pid that does not exist is not remembered.
-            m.remember(u32::MAX - 3, &signals).unwrap();
+            for (signal, object) in &signals {
+                m.remember(me, *signal, object).unwrap();
+                // A pid that does not exist is not remembered.
+                m.remember(u32::MAX - 3, *signal, object).unwrap();
+            }
             // An entry of a process that has since gone.
-            m.tree.insert(key(u32::MAX - 4, 1), b"[]".to_vec()).unwrap();
+            let mut gone = key(u32::MAX - 4, 1).to_vec();
+            gone.extend_from_slice(br#"["model_file","/m/y.gguf"]"#);
+            m.tree.insert(gone, b"").unwrap();
             db.flush().unwrap();
         }
         let db = sled::open(dir.path()).unwrap();
@@ -125,8 +197,26 @@ mod tests {
         let restored = m.restore().unwrap();
         assert_eq!(restored.get(&me), Some(&signals));
         assert_eq!(restored.len(), 1);
-        assert_eq!(m.tree.len(), 1, "the dead process's entry was deleted");
+        assert_eq!(m.tree.len(), 2, "the dead process's entry was deleted");
         m.forget(me).unwrap();
         assert!(m.tree.is_empty());
+    }
+
+    #[test]
+    fn the_first_layout_is_read_once_and_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = std::process::id();
+        let start = Procfs::default().start_time(me).unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree(TREE_V1)
+            .unwrap()
+            .insert(key(me, start), br#"[["model_file","/m/x.gguf"]]"#.to_vec())
+            .unwrap();
+        let mut m = SignalMemory::open(&db, Procfs::default()).unwrap();
+        let restored = m.restore().unwrap();
+        let expected: Signals = [(SignalKind::ModelFile, "/m/x.gguf".to_string())].into();
+        assert_eq!(restored.get(&me), Some(&expected));
+        assert!(!db.tree_names().iter().any(|n| n == TREE_V1.as_bytes()));
+        assert_eq!(m.tree.len(), 1);
     }
 }
