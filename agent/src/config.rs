@@ -96,6 +96,24 @@ pub struct AgentConfig {
     #[arg(long, default_value_t = 300)]
     pub policy_auto_rollback_watch_secs: u64,
 
+    /// A pid enforcement must never touch, nor its ancestors (repeatable).
+    /// The agent itself, pid 1 and kernel threads are always spared.
+    #[arg(long = "protect-pid", value_delimiter = ',')]
+    pub protect_pids: Vec<u32>,
+
+    /// An executable (absolute path, as /proc/PID/exe shows it) whose
+    /// processes running as root enforcement must never touch, nor their
+    /// ancestors (repeatable). The agent's own executable and the
+    /// `vigil-controlplane` next to it are always protected.
+    #[arg(long = "protect-exe", value_delimiter = ',')]
+    pub protect_exes: Vec<PathBuf>,
+
+    /// Most actions (kill, freeze, deny_gpu, block_egress) one rule takes
+    /// per minute; past it, the rule only alerts until its minute is over,
+    /// and one finding says so (0: no limit).
+    #[arg(long, default_value_t = 20)]
+    pub max_actions_per_rule_per_minute: u32,
+
     /// Append every finding, before policy, to this file as JSON lines
     /// (for `vigilctl policy test --events`).
     #[arg(long)]

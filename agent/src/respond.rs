@@ -3,9 +3,11 @@
 //! (to the ship stage). Inside: the governor (signed policy bundles) and
 //! the enforcer it drives (kill, freeze, deny GPUs, block egress).
 
+pub mod action_budget;
 pub mod enforcer;
 pub mod governor;
 mod respond_stage;
+pub mod target_guard;
 
 pub use enforcer::ActionPlan;
 pub use respond_stage::{ControlRequest, RespondLinks, RespondStage};

@@ -5,8 +5,14 @@
 //! Architecture invariant: an action never touches a cgroup the process
 //! shares with others: freeze and deny_gpu first move the process tree into
 //! a cgroup the agent creates for it (`<cgroup2>/vigil/<action>-<pid>`).
+//!
+//! Architecture invariant: a target passes the `TargetGuard` first (never
+//! init, the agent, the control plane, their ancestors, kernel threads, nor
+//! a pid recycled since the event), and signals go through pidfds taken
+//! before that check, so the process checked is the process signalled.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use aya::programs::cgroup_device::CgroupDeviceLinkId;
@@ -17,6 +23,7 @@ use vigil_policy::Action;
 
 use crate::blocked_destination::BlockedDestination;
 use crate::procfs::Procfs;
+use crate::respond::target_guard::TargetGuard;
 
 static ENFORCE_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforce.bpf.o"));
@@ -54,6 +61,8 @@ pub enum Outcome {
     Done(String),
     DryRun(String),
     Failed(String),
+    /// The target must not be acted on (see `TargetGuard`): why.
+    Refused(String),
 }
 
 impl Outcome {
@@ -62,12 +71,14 @@ impl Outcome {
             Outcome::Done(s) => s.clone(),
             Outcome::DryRun(s) => format!("dry run: would {s}"),
             Outcome::Failed(s) => format!("FAILED: {s}"),
+            Outcome::Refused(s) => format!("REFUSED: {s}"),
         }
     }
 }
 
 pub struct Enforcer {
     procfs: Procfs,
+    guard: TargetGuard,
     /// Where the agent's own cgroups go: `<cgroup2 mount>/vigil`.
     cgroup_base: Option<PathBuf>,
     /// The enforcement programs, loaded on first use.
@@ -88,6 +99,7 @@ impl Enforcer {
         let cgroup_base = procfs.cgroup2_mount().map(|m| m.join("vigil"));
         Self {
             procfs,
+            guard: TargetGuard::for_this_agent(Vec::new(), Vec::new()),
             cgroup_base,
             programs: None,
             gpu_majors: Vec::new(),
@@ -97,9 +109,28 @@ impl Enforcer {
         }
     }
 
-    /// Applies a rule's action to `pid` and its descendants.
-    pub fn enforce(&mut self, plan: &ActionPlan, pid: u32) -> Outcome {
+    /// What actions must never touch.
+    pub fn set_target_guard(&mut self, guard: TargetGuard) {
+        self.guard = guard;
+    }
+
+    /// Applies a rule's action to `pid` and its descendants; `event_boot_ns`
+    /// is when the process did what the finding reports (CLOCK_BOOTTIME).
+    pub fn enforce(&mut self, plan: &ActionPlan, pid: u32, event_boot_ns: u64) -> Outcome {
         let action = plan.action;
+        // The pidfd first, the checks after: if the checks pass, the pidfd
+        // names the process they checked (a pid recycled in between would
+        // read as born after the event).
+        let pidfd = open_pidfd(pid);
+        if let Some(why) = self.guard.refusal(&self.procfs, pid, event_boot_ns) {
+            return Outcome::Refused(format!("{} pid {pid}: {why}", action.as_str()));
+        }
+        let Ok(pidfd) = pidfd else {
+            return Outcome::Failed(format!(
+                "{} pid {pid}: the process is gone",
+                action.as_str()
+            ));
+        };
         let tree = self.process_tree(pid);
         if plan.dry_run {
             return Outcome::DryRun(format!(
@@ -110,7 +141,7 @@ impl Enforcer {
         }
         let r = match action {
             Action::Alert => return Outcome::Done("alerted".into()),
-            Action::Kill => Ok(kill_tree(&tree)),
+            Action::Kill => Ok(self.kill(pid, pidfd)),
             Action::Freeze => self.freeze(pid, &tree),
             Action::DenyGpu => self.deny_gpu(pid, &tree),
             Action::BlockEgress => self.block_egress(pid, &tree, &plan.hosts),
@@ -173,8 +204,81 @@ impl Enforcer {
         }
     }
 
-    /// `pid` first, then its descendants (from /proc), breadth first.
+    /// Kills `pid` and its descendants. In a cgroup of the agent's own
+    /// (frozen, refused GPUs, blocked egress), `cgroup.kill` does it: the
+    /// kernel kills everything in it at once, children forked meanwhile
+    /// included. Otherwise the tree is stopped through pidfds, re-read
+    /// until no new child appears (a stopped process cannot fork), then
+    /// killed. Moving an unconfined tree into a cgroup first would close
+    /// the same race but is itself racy per pid (cgroup.procs takes pid
+    /// numbers, not pidfds) and needs a writable cgroup2 hierarchy; the
+    /// stop-and-re-read walk needs neither.
+    fn kill(&mut self, pid: u32, root: OwnedFd) -> String {
+        let confined = [
+            self.frozen.get(&pid),
+            self.gpu_denied.get(&pid).map(|(d, _)| d),
+            self.egress_blocked.get(&pid).map(|(d, _, _)| d),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|d| d.join("cgroup.kill").exists())
+        .cloned();
+        if let Some(dir) = confined {
+            let count = std::fs::read_to_string(dir.join("cgroup.procs"))
+                .map(|s| s.lines().count())
+                .unwrap_or(0);
+            if std::fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+                return format!(
+                    "killed pid {pid} and the {} other processes of cgroup {} (cgroup.kill)",
+                    count.saturating_sub(1),
+                    dir.display()
+                );
+            }
+        }
+        let _ = signal(&root, rustix::process::Signal::STOP);
+        let mut members: Vec<(u32, OwnedFd)> = vec![(pid, root)];
+        for _ in 0..64 {
+            let tree = self.process_tree(pid);
+            let mut grew = false;
+            for p in self.guard.allowed_members(&self.procfs, &tree) {
+                if members.iter().any(|(m, _)| *m == p) {
+                    continue;
+                }
+                let Ok(fd) = open_pidfd(p) else { continue };
+                // Checked after the pidfd opened: its parent is a member
+                // (stopped, so it cannot have forked a recycled pid).
+                let parent = self.procfs.ppid(p);
+                if !members.iter().any(|(m, _)| Some(*m) == parent) {
+                    continue;
+                }
+                let _ = signal(&fd, rustix::process::Signal::STOP);
+                members.push((p, fd));
+                grew = true;
+            }
+            if !grew {
+                break;
+            }
+        }
+        let killed = members
+            .iter()
+            .filter(|(_, fd)| signal(fd, rustix::process::Signal::KILL).is_ok())
+            .count();
+        format!(
+            "killed pid {pid} and {} descendants",
+            killed.saturating_sub(1)
+        )
+    }
+
+    /// `pid` first, then its descendants (from /proc), breadth first,
+    /// without the protected ones (see `TargetGuard`).
     fn process_tree(&self, pid: u32) -> Vec<u32> {
+        let tree = self.full_process_tree(pid);
+        let mut allowed = self.guard.allowed_members(&self.procfs, &tree[1..]);
+        allowed.insert(0, pid);
+        allowed
+    }
+
+    fn full_process_tree(&self, pid: u32) -> Vec<u32> {
         let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
         for p in self.procfs.pids().unwrap_or_default() {
             if let Some(ppid) = self.procfs.ppid(p) {
@@ -247,6 +351,7 @@ impl Enforcer {
                 *slot = *m;
             }
             let count = majors.len().min(GPU_MAJOR_SLOTS) as u32;
+            self.gpu_majors = majors.clone();
             let mut ebpf = EbpfLoader::new()
                 .override_global("GPU_MAJORS", &table, true)
                 .override_global("GPU_MAJOR_COUNT", &count, true)
@@ -287,8 +392,19 @@ impl Enforcer {
             .attach(cgroup, CgroupAttachMode::Single)
             .map_err(|e| format!("attaching to {}: {e}", dir.display()))?;
         self.gpu_denied.insert(pid, (dir.clone(), link));
+        // A device program checks opens, not descriptors already open: those
+        // stay usable (nothing revokes an open file from outside), so the
+        // outcome says how many there are (a freeze or kill rule stops them).
+        let open = self.open_gpu_descriptors(tree);
+        let already = if open == 0 {
+            String::new()
+        } else {
+            format!(
+                "; {open} GPU descriptors were already open and stay usable (freeze or kill to stop them)"
+            )
+        };
         Ok(format!(
-            "refused GPU devices (majors {:?}) to pid {pid} ({} processes) in cgroup {}",
+            "refused GPU devices (majors {:?}) to pid {pid} ({} processes) in cgroup {}{already}",
             self.gpu_majors,
             tree.len(),
             dir.display()
@@ -367,29 +483,47 @@ impl Enforcer {
     }
 }
 
+impl Enforcer {
+    /// How many descriptors of `tree` are open on GPU character devices.
+    fn open_gpu_descriptors(&self, tree: &[u32]) -> usize {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let mut count = 0;
+        for pid in tree {
+            let Ok(fds) = std::fs::read_dir(self.procfs.pid_dir(*pid).join("fd")) else {
+                continue;
+            };
+            for fd in fds.flatten() {
+                // stat through the magic link: the open file itself.
+                let Ok(meta) = std::fs::metadata(fd.path()) else {
+                    continue;
+                };
+                let major = nix::sys::stat::major(meta.rdev()) as u32;
+                if meta.file_type().is_char_device() && self.gpu_majors.contains(&major) {
+                    count += 1;
+                }
+            }
+        }
+        count
+    }
+}
+
+fn open_pidfd(pid: u32) -> std::io::Result<OwnedFd> {
+    let pid = rustix::process::Pid::from_raw(pid as i32)
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    Ok(rustix::process::pidfd_open(
+        pid,
+        rustix::process::PidfdFlags::empty(),
+    )?)
+}
+
+fn signal(pidfd: &OwnedFd, sig: rustix::process::Signal) -> std::io::Result<()> {
+    Ok(rustix::process::pidfd_send_signal(pidfd, sig)?)
+}
+
 fn is_frozen(dir: &Path) -> bool {
     std::fs::read_to_string(dir.join("cgroup.events"))
         .map(|e| e.lines().any(|l| l.trim() == "frozen 1"))
         .unwrap_or(false)
-}
-
-/// SIGSTOP every process first (so none forks a new child meanwhile), then
-/// SIGKILL them all.
-fn kill_tree(tree: &[u32]) -> String {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
-    for p in tree {
-        let _ = kill(Pid::from_raw(*p as i32), Signal::SIGSTOP);
-    }
-    let killed = tree
-        .iter()
-        .filter(|p| kill(Pid::from_raw(**p as i32), Signal::SIGKILL).is_ok())
-        .count();
-    format!(
-        "killed pid {} and {} descendants",
-        tree[0],
-        killed.saturating_sub(1)
-    )
 }
 
 /// Majors of GPU character devices listed in /proc/devices, NVIDIA's 195 always.
@@ -422,5 +556,58 @@ mod tests {
         let devices = "Character devices:\n  1 mem\n195 nvidia-frontend\n226 drm\n234 nvidia-uvm\n241 kfd\n261 accel\n\nBlock devices:\n  7 loop\n259 blkext\n";
         assert_eq!(gpu_majors(devices), vec![195, 226, 234, 241, 261]);
         assert_eq!(gpu_majors(""), vec![195]);
+    }
+}
+
+#[cfg(test)]
+mod target_tests {
+    use super::*;
+
+    #[test]
+    fn a_kill_for_a_pid_recycled_since_the_event_is_refused_and_nothing_is_signalled() {
+        let mut enforcer = Enforcer::new(Procfs::default());
+        let plan = ActionPlan {
+            action: Action::Kill,
+            dry_run: false,
+            hosts: Vec::new(),
+        };
+        let event = crate::clock::boot_now_ns();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // The live process at the finding's pid was born after its event.
+        let mut newcomer = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let outcome = enforcer.enforce(&plan, newcomer.id(), event);
+        assert!(
+            matches!(&outcome, Outcome::Refused(why) if why.contains("recycled")),
+            "{outcome:?}"
+        );
+        assert!(
+            newcomer.try_wait().unwrap().is_none(),
+            "the newcomer was signalled"
+        );
+        // With its own event time it is the offender, and killed.
+        let outcome = enforcer.enforce(&plan, newcomer.id(), crate::clock::boot_now_ns());
+        assert!(matches!(outcome, Outcome::Done(_)), "{outcome:?}");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(newcomer.wait().unwrap().signal(), Some(9));
+    }
+
+    #[test]
+    fn the_agent_itself_and_init_are_never_acted_on() {
+        let mut enforcer = Enforcer::new(Procfs::default());
+        for action in [Action::Kill, Action::Freeze] {
+            let plan = ActionPlan {
+                action,
+                dry_run: false,
+                hosts: Vec::new(),
+            };
+            let now = crate::clock::boot_now_ns();
+            for pid in [1, std::process::id()] {
+                let outcome = enforcer.enforce(&plan, pid, now);
+                assert!(matches!(outcome, Outcome::Refused(_)), "{outcome:?}");
+            }
+        }
     }
 }

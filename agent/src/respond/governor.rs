@@ -6,6 +6,13 @@
 //! trusted key and that compiles becomes active; anything else is refused
 //! with its reason and the previous bundle stays in force. The last good
 //! bundle is kept in the agent's database, so a restart enforces it too.
+//!
+//! Architecture invariant: versions only go up. A bundle older than the
+//! newest this agent ever accepted is refused (a replayed old bundle is
+//! validly signed, so the signature alone cannot stop a downgrade), and a
+//! version rolled back automatically is never accepted again. Both facts
+//! live in the agent's database, so a restart does not forget them. An
+//! operator's rollback is a new, higher version carrying old rules.
 
 use std::io::Write;
 
@@ -17,6 +24,10 @@ use crate::respond::enforcer::{ActionPlan, Enforcer, Outcome};
 
 const POLICY_TREE: &str = "agent.v1.policy";
 const ACTIVE_KEY: &[u8] = b"active";
+/// The highest version ever accepted (8 bytes, big endian).
+const HIGHEST_KEY: &[u8] = b"highest-accepted";
+/// `rolled-back/` + version (8 bytes, big endian): rolled back automatically.
+const ROLLED_BACK_PREFIX: &[u8] = b"rolled-back/";
 
 pub struct ActivePolicy {
     pub version: u64,
@@ -57,8 +68,10 @@ pub struct Governor {
     active_bytes: Option<Vec<u8>>,
     auto_rollback: Option<AutoRollback>,
     probation: Option<Probation>,
-    /// Versions rolled back automatically: not accepted again.
+    /// Versions rolled back automatically: not accepted again (persisted).
     rolled_back: std::collections::BTreeSet<u64>,
+    /// The newest version ever accepted: older ones are refused (persisted).
+    highest_accepted: u64,
     enforcer: Enforcer,
     host: HostFacts,
     procfs: Procfs,
@@ -75,13 +88,28 @@ impl Governor {
         db: Option<&sled::Db>,
     ) -> Self {
         let store = db.and_then(|db| db.open_tree(POLICY_TREE).ok());
+        let rolled_back = store
+            .as_ref()
+            .map(|t| {
+                t.scan_prefix(ROLLED_BACK_PREFIX)
+                    .keys()
+                    .filter_map(|k| version_of(&k.ok()?[ROLLED_BACK_PREFIX.len()..]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let highest_accepted = store
+            .as_ref()
+            .and_then(|t| t.get(HIGHEST_KEY).ok().flatten())
+            .and_then(|v| version_of(&v))
+            .unwrap_or(0);
         let mut g = Self {
             trusted,
             active: None,
             active_bytes: None,
             auto_rollback: None,
             probation: None,
-            rolled_back: Default::default(),
+            rolled_back,
+            highest_accepted,
             enforcer: Enforcer::new(procfs.clone()),
             host,
             procfs,
@@ -94,7 +122,9 @@ impl Governor {
             .as_ref()
             .and_then(|t| t.get(ACTIVE_KEY).ok().flatten());
         if let Some(bytes) = stored {
-            match g.accept(&bytes) {
+            // What was active may be older than the newest ever accepted
+            // (after an automatic rollback): it is restored all the same.
+            match g.activate(&bytes, Origin::Restored) {
                 Ok(v) => tracing::info!(version = v, "policy bundle restored"),
                 Err(e) => tracing::error!(error = %e, "the stored policy bundle no longer loads"),
             }
@@ -111,9 +141,13 @@ impl Governor {
         self.active.as_ref()
     }
 
-    /// Verifies, compiles and activates a bundle (JSON bytes). On any
+    /// Verifies, compiles and activates a new bundle (JSON bytes). On any
     /// error the active bundle is unchanged and the error says why.
     pub fn accept(&mut self, bytes: &[u8]) -> Result<u64, String> {
+        self.activate(bytes, Origin::New)
+    }
+
+    fn activate(&mut self, bytes: &[u8], origin: Origin) -> Result<u64, String> {
         if self.trusted.is_empty() {
             return Err("no trusted policy keys are configured (--trusted-policy-key)".into());
         }
@@ -122,6 +156,12 @@ impl Governor {
             return Err(format!(
                 "policy bundle version {} refused: it was rolled back automatically on this host",
                 bundle.version
+            ));
+        }
+        if origin == Origin::New && bundle.version < self.highest_accepted {
+            return Err(format!(
+                "policy bundle version {} refused: it is older than version {}, which this host already accepted (no downgrades)",
+                bundle.version, self.highest_accepted
             ));
         }
         self.trusted
@@ -135,11 +175,15 @@ impl Governor {
                 lines.join("; ")
             )
         })?;
+        let version = bundle.version;
+        let highest = self.highest_accepted.max(version);
         if let Some(t) = &self.store {
             t.insert(ACTIVE_KEY, bytes).map_err(|e| e.to_string())?;
+            t.insert(HIGHEST_KEY, &highest.to_be_bytes())
+                .map_err(|e| e.to_string())?;
             t.flush().map_err(|e| e.to_string())?;
         }
-        let version = bundle.version;
+        self.highest_accepted = highest;
         let previous = self.active_bytes.replace(bytes.to_vec());
         let previous_version = self.active.as_ref().map(|a| a.version).unwrap_or(0);
         self.active = Some(ActivePolicy { version, set });
@@ -245,7 +289,15 @@ impl Governor {
         let p = self.probation.take()?;
         let bad = self.active.as_ref().map(|a| a.version).unwrap_or(0);
         self.rolled_back.insert(bad);
-        let restored = self.accept(&p.previous);
+        if let Some(t) = &self.store {
+            let key = [ROLLED_BACK_PREFIX, &bad.to_be_bytes()].concat();
+            if let Err(e) = t.insert(key, &[]).and_then(|_| t.flush()) {
+                tracing::error!(version = bad, error = %e, "recording the rolled-back version failed");
+            }
+        }
+        // The previous bundle is older than the one rolled back: going
+        // back to it is no downgrade an attacker chose.
+        let restored = self.activate(&p.previous, Origin::Restored);
         // Going back is not itself on probation.
         self.probation = None;
         let summary = match restored {
@@ -277,17 +329,27 @@ impl Governor {
     /// Carries out an action; the finding that says what happened.
     pub fn enforce(&mut self, finding: &Finding, plan: &ActionPlan, event_boot_ns: u64) -> Finding {
         let action = plan.action;
-        let outcome = self.enforcer.enforce(plan, finding.process.pid);
+        let outcome = self
+            .enforcer
+            .enforce(plan, finding.process.pid, event_boot_ns);
         let after_ms = crate::clock::boot_now_ns().saturating_sub(event_boot_ns) as f64 / 1e6;
         match &outcome {
             Outcome::Failed(e) => {
                 tracing::error!(pid = finding.process.pid, action = action.as_str(), error = %e, "enforcement failed")
+            }
+            Outcome::Refused(why) => {
+                tracing::error!(pid = finding.process.pid, action = action.as_str(), reason = %why, "enforcement refused")
             }
             other => {
                 tracing::warn!(pid = finding.process.pid, action = action.as_str(), outcome = %other.describe(), after_ms, "enforced")
             }
         }
         action_finding(finding, action, &outcome, after_ms)
+    }
+
+    /// What actions must never touch.
+    pub fn set_target_guard(&mut self, guard: crate::respond::target_guard::TargetGuard) {
+        self.enforcer.set_target_guard(guard);
     }
 
     /// A process exited: whatever was set up to enforce on it goes.
@@ -299,6 +361,19 @@ impl Governor {
     pub fn unfreeze(&mut self, pid: u32) -> Outcome {
         self.enforcer.unfreeze(pid)
     }
+}
+
+/// Where a bundle comes from: a new one must not be older than the newest
+/// accepted; one this agent accepted before (its stored active bundle, or
+/// the bundle an automatic rollback goes back to) may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    New,
+    Restored,
+}
+
+fn version_of(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
 /// The finding for an enforcement: same signal, rule and process; its
@@ -322,5 +397,91 @@ fn action_finding(f: &Finding, action: Action, outcome: &Outcome, after_ms: f64)
             f.process.pid,
             outcome.describe()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vigil_policy::{PolicySource, SigningKey};
+
+    use super::*;
+
+    const RULES: &str = "id: r\ndescription: d\nseverity: high\nwhen: [model_file]\n";
+
+    fn bundle(key: &SigningKey, version: u64) -> Vec<u8> {
+        let files: PolicySource = [("rules.yaml".to_string(), RULES.to_string())].into();
+        key.sign(version, files).to_json()
+    }
+
+    fn governor(key: &SigningKey, db: &sled::Db) -> Governor {
+        Governor::new(
+            TrustedKeys::from_hex(&[key.public_hex()]).unwrap(),
+            HostFacts {
+                hostname: "h".into(),
+                agent_id: "a".into(),
+            },
+            Procfs::default(),
+            None,
+            Some(db),
+        )
+    }
+
+    #[test]
+    fn an_older_version_is_refused_even_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let mut g = governor(&key, &db);
+            assert_eq!(g.accept(&bundle(&key, 2)), Ok(2));
+            let err = g.accept(&bundle(&key, 1)).unwrap_err();
+            assert!(
+                err.contains("version 1 refused") && err.contains("older than version 2"),
+                "{err}"
+            );
+            assert_eq!(g.active().map(|a| a.version), Some(2));
+            // The same version again, or a newer one, is fine.
+            assert_eq!(g.accept(&bundle(&key, 2)), Ok(2));
+        }
+        let db = sled::open(dir.path()).unwrap();
+        let mut g = governor(&key, &db);
+        assert_eq!(g.active().map(|a| a.version), Some(2));
+        let err = g.accept(&bundle(&key, 1)).unwrap_err();
+        assert!(err.contains("older than version 2"), "{err}");
+        assert_eq!(g.accept(&bundle(&key, 3)), Ok(3));
+    }
+
+    #[test]
+    fn a_version_rolled_back_automatically_stays_refused_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate();
+        let agent = vigil_domain::ProcessInfo::default();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let mut g = governor(&key, &db);
+            g.set_auto_rollback(Some(AutoRollback {
+                per_minute: 1,
+                watch: std::time::Duration::from_secs(60),
+            }));
+            assert_eq!(g.accept(&bundle(&key, 1)), Ok(1));
+            assert_eq!(g.accept(&bundle(&key, 2)), Ok(2));
+            assert!(g.watch_rate(&agent).is_none());
+            let rolled = g.watch_rate(&agent).expect("rolled back");
+            assert!(
+                rolled
+                    .summary
+                    .contains("rolled back automatically to version 1"),
+                "{}",
+                rolled.summary
+            );
+            assert_eq!(g.active().map(|a| a.version), Some(1));
+        }
+        let db = sled::open(dir.path()).unwrap();
+        let mut g = governor(&key, &db);
+        // Version 1 (older than 2) is what was active: it is restored.
+        assert_eq!(g.active().map(|a| a.version), Some(1));
+        let err = g.accept(&bundle(&key, 2)).unwrap_err();
+        assert!(err.contains("rolled back automatically"), "{err}");
+        assert_eq!(g.accept(&bundle(&key, 3)), Ok(3));
     }
 }

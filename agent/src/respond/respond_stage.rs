@@ -7,7 +7,9 @@ use tokio::sync::{mpsc, watch};
 use vigil_domain::{PolicyStatus, ProcessInfo, WorkloadApproval};
 use vigil_policy::{HostFacts, TrustedKeys};
 
+use super::action_budget::{ActionBudget, Allowance};
 use super::governor::{AutoRollback, Governor, Verdict};
+use super::target_guard::TargetGuard;
 use crate::config::{hostname, AgentConfig};
 use crate::detect::{Detections, TimedFinding};
 use crate::metrics::AgentMetrics;
@@ -36,6 +38,8 @@ pub struct RespondLinks {
 
 pub struct RespondStage {
     governor: Governor,
+    /// Actions per rule per minute.
+    budget: ActionBudget,
     /// The agent itself, as the process behind its own findings.
     agent_process: ProcessInfo,
     policy_status: watch::Sender<Option<PolicyStatus>>,
@@ -68,6 +72,10 @@ impl RespondStage {
         };
         let procfs = Procfs::default();
         let mut governor = Governor::new(trusted, host_facts, procfs.clone(), recorder, Some(db));
+        governor.set_target_guard(TargetGuard::for_this_agent(
+            config.protect_pids.clone(),
+            config.protect_exes.clone(),
+        ));
         if let Some(path) = &config.policy_bundle {
             let bytes =
                 std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -96,6 +104,7 @@ impl RespondStage {
         metrics.set_policy_version(active.unwrap_or(0));
         Ok(Self {
             governor,
+            budget: ActionBudget::new(config.max_actions_per_rule_per_minute),
             agent_process,
             policy_status: watch::channel(active.map(PolicyStatus::active)).0,
             metrics,
@@ -152,8 +161,21 @@ impl RespondStage {
         let Verdict::Report { finding, action } = self.governor.decide(found.finding) else {
             return;
         };
-        // Act first: a kill should not wait for the disk.
-        let acted = action.map(|plan| self.governor.enforce(&finding, &plan, event_boot_ns));
+        // Act first: a kill should not wait for the disk. A dry run takes
+        // nothing from the rule's budget.
+        let acted = action.and_then(|plan| {
+            let allowance = if plan.dry_run {
+                Allowance::Act
+            } else {
+                self.budget
+                    .take(&finding.rule_id, std::time::Instant::now())
+            };
+            match allowance {
+                Allowance::Act => Some(self.governor.enforce(&finding, &plan, event_boot_ns)),
+                Allowance::LimitReached => Some(self.action_limit_finding(&finding, &plan)),
+                Allowance::AlertOnly => None,
+            }
+        });
         out.push(TimedFinding {
             finding: *finding,
             event_boot_ns,
@@ -182,6 +204,41 @@ impl RespondStage {
                 refused,
                 format!("version {refused} was rolled back automatically (too many findings after it became active)"),
             )));
+        }
+    }
+
+    /// The one finding that says a rule hit its action limit: until its
+    /// minute is over, its findings are reported and nothing is done.
+    fn action_limit_finding(
+        &self,
+        finding: &vigil_domain::Finding,
+        plan: &super::ActionPlan,
+    ) -> vigil_domain::Finding {
+        let resumes = self
+            .budget
+            .resumes_in(&finding.rule_id, std::time::Instant::now())
+            .unwrap_or_default();
+        let summary = format!(
+            "rule {} reached its limit of {} actions a minute: {} on pid {} and every further match is alert-only for the next {} s",
+            finding.rule_id,
+            self.budget.per_minute(),
+            plan.action.as_str(),
+            finding.process.pid,
+            resumes.as_secs()
+        );
+        tracing::error!(rule = %finding.rule_id, %summary, "action limit reached");
+        vigil_domain::Finding {
+            seq: 0,
+            rule_id: "vigil.respond.action-limit".into(),
+            severity: vigil_domain::Severity::High,
+            signal: vigil_domain::SignalKind::Policy,
+            observed_at_unix_nanos: crate::clock::unix_now_nanos(),
+            process: finding.process.clone(),
+            file: None,
+            net: None,
+            gpu: None,
+            action: String::new(),
+            summary,
         }
     }
 
