@@ -1,0 +1,280 @@
+//! Issue #19, the spool under attack: a flood of findings while the control
+//! plane is away, or a disk filled by a local user, must not stop the agent
+//! nor grow its spool without bound. The agent keeps the newest findings in
+//! memory, says `spool-full` and how many it dropped in its heartbeats, sends
+//! one alert per episode, and ships again once there is room.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use vigil_integration::{free_port, privileged, python_opens, wait_for, Agent, ControlPlane};
+
+const SPOOL_FULL_RULE: &str = "vigil.agent.spool-full";
+
+/// A tmpfs of `size` mounted at `dir`, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        use nix::mount::{mount, MsFlags};
+        std::fs::create_dir_all(dir).unwrap();
+        mount(
+            Some("tmpfs"),
+            dir,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some(format!("size={size}").as_str()),
+        )
+        .unwrap_or_else(|e| panic!("mounting a tmpfs at {}: {e}", dir.display()));
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Opens `n` distinct model files, each from its own python3 process; their pids.
+fn open_models(dir: &Path, prefix: &str, n: usize) -> Vec<u32> {
+    std::fs::create_dir_all(dir).unwrap();
+    (0..n)
+        .map(|i| {
+            let model = dir.join(format!("{prefix}-{i}.gguf"));
+            std::fs::write(&model, b"GGUF").unwrap();
+            python_opens(&model)
+        })
+        .collect()
+}
+
+fn alive(agent: &mut Agent) -> bool {
+    matches!(agent.daemon.child.try_wait(), Ok(None))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_with_the_control_plane_away_hits_the_quota_not_the_agent() {
+    if !privileged("a_flood_with_the_control_plane_away_hits_the_quota_not_the_agent") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    // No control plane yet: every finding stays in the spool.
+    let mut agent = Agent::start_with(
+        &tmp.path().join("agent"),
+        &endpoint,
+        "quota-agent",
+        &["--spool-max-findings", "4", "--spool-memory-findings", "3"],
+    )
+    .await;
+    let models = tmp.path().join("models");
+    let flood = open_models(&models, "flood", 12);
+    wait_for(
+        "the agent to say spool-full",
+        Duration::from_secs(30),
+        || {
+            let log = agent.log_text();
+            async move { log.contains("spool-full").then_some(()) }
+        },
+    )
+    .await;
+    assert!(alive(&mut agent), "the agent exited:\n{}", agent.log_text());
+
+    // The control plane comes: the agent record says what was dropped, the
+    // alert says the spool was full, and the findings held flow.
+    let cp = ControlPlane::start(&tmp.path().join("cp"), port);
+    cp.wait_leader().await;
+    let summary = wait_for(
+        "a heartbeat counting dropped findings",
+        Duration::from_secs(30),
+        || async {
+            cp.agent_summary("quota-agent")
+                .await
+                .ok()
+                .flatten()
+                .filter(|a| a.spool_dropped > 0)
+        },
+    )
+    .await;
+    // 12 findings, 4 spooled, 3 held: at least 5 dropped (the spool-full
+    // alert itself goes over the quota).
+    assert!(summary.spool_dropped >= 5, "{summary:?}");
+    let alerts = wait_for("the spool-full alert", Duration::from_secs(30), || async {
+        let alerts = cp.try_alerts().await.ok()?;
+        alerts
+            .iter()
+            .any(|a| {
+                a.finding
+                    .as_ref()
+                    .is_some_and(|f| f.rule_id == SPOOL_FULL_RULE)
+            })
+            .then_some(alerts)
+    })
+    .await;
+    let spool_full_alerts = alerts
+        .iter()
+        .filter(|a| {
+            a.finding
+                .as_ref()
+                .is_some_and(|f| f.rule_id == SPOOL_FULL_RULE)
+        })
+        .count();
+    assert_eq!(spool_full_alerts, 1, "one alert per episode");
+    // The first (spooled) and the last (held in memory) findings arrive.
+    for pid in [flood[0], flood[11]] {
+        wait_for("a flood finding", Duration::from_secs(30), || async {
+            let alerts = cp.try_alerts().await.ok()?;
+            alerts
+                .iter()
+                .any(|a| {
+                    a.finding
+                        .as_ref()
+                        .and_then(|f| f.process.as_ref())
+                        .is_some_and(|p| p.pid == pid)
+                })
+                .then_some(())
+        })
+        .await;
+    }
+    // And the spool takes findings again: a new one is shipped, the
+    // heartbeat no longer says spool-full.
+    let after = open_models(&models, "after", 1)[0];
+    wait_for(
+        "a finding after the episode",
+        Duration::from_secs(30),
+        || async {
+            let alerts = cp.try_alerts().await.ok()?;
+            alerts
+                .iter()
+                .any(|a| {
+                    a.finding
+                        .as_ref()
+                        .and_then(|f| f.process.as_ref())
+                        .is_some_and(|p| p.pid == after)
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    wait_for("spool-full cleared", Duration::from_secs(30), || async {
+        cp.agent_summary("quota-agent")
+            .await
+            .ok()
+            .flatten()
+            .filter(|a| !a.spool_full)
+    })
+    .await;
+    assert!(alive(&mut agent), "the agent exited:\n{}", agent.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_degrades_the_agent_and_it_recovers_when_space_returns() {
+    if !privileged("a_full_disk_degrades_the_agent_and_it_recovers_when_space_returns") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
+    cp.wait_leader().await;
+    // The agent's data dir is a small tmpfs (its log lies beside it).
+    let data = tmp.path().join("agent");
+    let _fs = Tmpfs::mount(&data, "4m");
+    let mut agent = Agent::start(&data, &cp.endpoint(), "disk-agent").await;
+    let models = tmp.path().join("models");
+    let before = open_models(&models, "before", 1)[0];
+    wait_for(
+        "a finding before the disk fills",
+        Duration::from_secs(30),
+        || async {
+            let alerts = cp.try_alerts().await.ok()?;
+            alerts
+                .iter()
+                .any(|a| {
+                    a.finding
+                        .as_ref()
+                        .and_then(|f| f.process.as_ref())
+                        .is_some_and(|p| p.pid == before)
+                })
+                .then_some(())
+        },
+    )
+    .await;
+
+    // A local user fills the disk (here: all but 512 KiB of it).
+    let filler = data.join("filler");
+    {
+        use std::io::Write;
+        let st = nix::sys::statvfs::statvfs(&data).unwrap();
+        let free = st.blocks_available() * st.fragment_size();
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        let mut left = free.saturating_sub(512 << 10);
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            if f.write_all(&chunk[..n]).is_err() {
+                break;
+            }
+            left -= n as u64;
+        }
+        let _ = f.sync_all();
+    }
+    let during = open_models(&models, "during", 5);
+    let summary = wait_for(
+        "the agent record to say spool-full",
+        Duration::from_secs(30),
+        || async {
+            cp.agent_summary("disk-agent")
+                .await
+                .ok()
+                .flatten()
+                .filter(|a| a.spool_full)
+        },
+    )
+    .await;
+    eprintln!("while the disk is full: {summary:?}");
+    assert!(alive(&mut agent), "the agent exited:\n{}", agent.log_text());
+
+    // Space returns: the findings held in memory flow, and new ones too.
+    std::fs::remove_file(&filler).unwrap();
+    let after = open_models(&models, "after", 1)[0];
+    for pid in during.iter().copied().chain([after]) {
+        wait_for(
+            "a finding held while the disk was full",
+            Duration::from_secs(30),
+            || async {
+                let alerts = cp.try_alerts().await.ok()?;
+                alerts
+                    .iter()
+                    .any(|a| {
+                        a.finding
+                            .as_ref()
+                            .and_then(|f| f.process.as_ref())
+                            .is_some_and(|p| p.pid == pid)
+                    })
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    let alerts = cp.alerts().await;
+    assert_eq!(
+        alerts
+            .iter()
+            .filter(|a| a
+                .finding
+                .as_ref()
+                .is_some_and(|f| f.rule_id == SPOOL_FULL_RULE))
+            .count(),
+        1,
+        "one spool-full alert for the episode"
+    );
+    wait_for("spool-full cleared", Duration::from_secs(30), || async {
+        cp.agent_summary("disk-agent")
+            .await
+            .ok()
+            .flatten()
+            .filter(|a| !a.spool_full)
+    })
+    .await;
+    assert!(alive(&mut agent), "the agent exited:\n{}", agent.log_text());
+}
