@@ -1,0 +1,120 @@
+//! A local user cannot flood the agent with distinct model-file names
+//! (issue #19): past the per-process cap they are counted into one
+//! aggregate finding, the agent's memory stays bounded, and other
+//! processes are still reported. Runs as root.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use vigil_integration::{free_port, privileged, python_opens, wait_for, Agent, ControlPlane};
+use vigil_proto::types::v1::{Alert, SignalKind};
+
+/// Distinct model-file names the flood creates.
+const FLOOD: u32 = 20_000;
+/// Objects per (process, signal) reported one by one (the agent's default).
+const CAP: usize = 64;
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+fn pid_of(a: &Alert) -> u32 {
+    a.finding.as_ref().unwrap().process.as_ref().unwrap().pid
+}
+
+/// The count an aggregate finding states: "... opened N model files; ...".
+fn stated_count(summary: &str) -> Option<u64> {
+    let rest = &summary[summary.find(" opened ")? + " opened ".len()..];
+    rest.split(' ').next()?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_model_file_names_is_counted_not_reported_one_by_one() {
+    if !privileged("a_flood_of_model_file_names_is_counted_not_reported_one_by_one") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
+    cp.wait_leader().await;
+    let agent = Agent::start(&tmp.path().join("agent"), &cp.endpoint(), "attack-flood").await;
+    let agent_pid = agent.daemon.id();
+    let dir = tmp.path().join("flood");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // Settle, then measure.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_before = vm_rss_kib(agent_pid);
+
+    // An unprivileged user creates (and so opens) 20,000 distinct names.
+    let mut flood = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c"])
+        .arg(format!(
+            "import sys\nfor i in range({FLOOD}):\n    open(f'{{sys.argv[1]}}/m{{i}}.onnx', 'w').close()"
+        ))
+        .arg(&dir)
+        .spawn()
+        .expect("setpriv and python3");
+    let flood_pid = flood.id();
+    let status = flood.wait().unwrap();
+    assert!(status.success(), "the flood ran: {status}");
+
+    // Another process's model open is still reported.
+    let model = tmp.path().join("unrelated.gguf");
+    std::fs::write(&model, b"GGUF\x03\x00\x00\x00").unwrap();
+    let other = python_opens(&model);
+    wait_for(
+        "the unrelated model open",
+        Duration::from_secs(30),
+        || async {
+            cp.alerts().await.into_iter().find(|a| {
+                pid_of(a) == other && a.finding.as_ref().unwrap().signal() == SignalKind::ModelFile
+            })
+        },
+    )
+    .await;
+
+    // The aggregate, sent again at the flood's exit, states the count.
+    let counted = wait_for(
+        "the flood's aggregate finding",
+        Duration::from_secs(30),
+        || async {
+            cp.alerts()
+                .await
+                .iter()
+                .filter(|a| pid_of(a) == flood_pid)
+                .filter_map(|a| stated_count(&a.finding.as_ref().unwrap().summary))
+                .max()
+                .filter(|n| *n >= u64::from(FLOOD) / 2)
+        },
+    )
+    .await;
+    assert!(counted <= u64::from(FLOOD), "stated {counted}");
+    // Let anything still in flight arrive before counting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let alerts = cp.alerts().await;
+    let of_flood: Vec<&Alert> = alerts.iter().filter(|a| pid_of(a) == flood_pid).collect();
+    assert!(
+        of_flood.len() <= CAP + 5,
+        "{} alerts for the flooding process (cap {CAP}, plus its aggregates)",
+        of_flood.len()
+    );
+    let aggregates = of_flood
+        .iter()
+        .filter(|a| a.finding.as_ref().unwrap().summary.starts_with("flood:"))
+        .count();
+    assert!(aggregates >= 1, "an aggregate finding says the cap was hit");
+
+    let rss_after = vm_rss_kib(agent_pid);
+    let growth_mib = rss_after.saturating_sub(rss_before) / 1024;
+    assert!(
+        growth_mib < 64,
+        "the agent grew by {growth_mib} MiB ({rss_before} kB -> {rss_after} kB)"
+    );
+}
