@@ -611,3 +611,29 @@ mod target_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod gpu_descriptor_tests {
+    use super::*;
+
+    #[test]
+    fn descriptors_already_open_on_a_listed_device_are_counted() {
+        // /dev/null (major 1) stands in for a GPU: a real one cannot be
+        // opened without its driver.
+        let mut enforcer = Enforcer::new(Procfs::default());
+        let mut holder = std::process::Command::new("sleep")
+            .arg("30")
+            .stdin(std::fs::File::open("/dev/null").unwrap())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        enforcer.gpu_majors = vec![NVIDIA_MAJOR];
+        assert_eq!(enforcer.open_gpu_descriptors(&[holder.id()]), 0);
+        enforcer.gpu_majors = vec![1];
+        // stdin, stdout, stderr (and whatever else the harness passed on).
+        assert!(enforcer.open_gpu_descriptors(&[holder.id()]) >= 3);
+        let _ = holder.kill();
+        let _ = holder.wait();
+    }
+}

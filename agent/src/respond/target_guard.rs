@@ -232,6 +232,7 @@ mod tests {
     fn ancestors_of_the_agent_and_protected_processes_are_refused() {
         let procfs = Procfs::default();
         let mut child = sleeper();
+        let mut other = sleeper();
         let now = crate::clock::boot_now_ns();
         // The child plays the agent: this test process is its parent.
         let guard = guard_as_agent(child.id());
@@ -240,7 +241,6 @@ mod tests {
             .unwrap_or_default();
         assert!(why.contains("ancestor"), "{why}");
         // A protected pid and its parent the same.
-        let mut other = sleeper();
         let guard = TargetGuard::new(1_000_000_000, None, vec![other.id()], vec![]);
         let why = guard.refusal(&procfs, other.id(), now).unwrap_or_default();
         assert!(why.contains("--protect-pid"), "{why}");
