@@ -23,6 +23,27 @@ const SERVICES: &[&str] = &[
     "vigil.siem.v1.SiemExport",
 ];
 
+/// What gRPC health says, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Health {
+    Serving,
+    NoLeader,
+    /// Raft stopped: its storage failed, or it was shut down.
+    Fatal(String),
+}
+
+fn serving_status(
+    m: &openraft::RaftMetrics<crate::raft_types::NodeId, openraft::BasicNode>,
+) -> Health {
+    if let Err(fatal) = &m.running_state {
+        return Health::Fatal(fatal.to_string());
+    }
+    if m.current_leader.is_none() {
+        return Health::NoLeader;
+    }
+    Health::Serving
+}
+
 /// Serves gRPC on `listener` until `shutdown`, and the metrics on
 /// `metrics_listener` (if any) for as long.
 pub async fn serve(
@@ -52,24 +73,45 @@ pub async fn serve(
             .set_service_status(*name, ServingStatus::NotServing)
             .await;
     }
-    // SERVING exactly while this node knows a leader, i.e. writes can commit.
+    // SERVING exactly while this node knows a leader, i.e. writes can
+    // commit, and raft has not stopped on a fatal error (a storage write
+    // that failed: a full disk, an I/O error).
     let mut metrics = node.raft.metrics();
     tokio::spawn(async move {
         let mut last = None;
         loop {
-            let has_leader = metrics.borrow_and_update().current_leader.is_some();
-            if last != Some(has_leader) {
-                let status = if has_leader {
+            let status = {
+                let m = metrics.borrow_and_update();
+                serving_status(&m)
+            };
+            if last.as_ref() != Some(&status) {
+                match &status {
+                    Health::Serving => tracing::info!("serving"),
+                    Health::NoLeader => tracing::warn!("not serving: no leader known"),
+                    Health::Fatal(reason) => {
+                        tracing::error!(%reason, "not serving: raft stopped on a fatal error")
+                    }
+                }
+                let wire = if status == Health::Serving {
                     ServingStatus::Serving
                 } else {
                     ServingStatus::NotServing
                 };
                 for name in SERVICES {
-                    health.set_service_status(*name, status).await;
+                    health.set_service_status(*name, wire).await;
                 }
-                last = Some(has_leader);
+                last = Some(status);
             }
             if metrics.changed().await.is_err() {
+                // Raft is gone (it stopped): nothing will commit again.
+                if !matches!(last, Some(Health::Fatal(_))) {
+                    tracing::error!("not serving: raft stopped");
+                    for name in SERVICES {
+                        health
+                            .set_service_status(*name, ServingStatus::NotServing)
+                            .await;
+                    }
+                }
                 return;
             }
         }

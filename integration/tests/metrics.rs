@@ -202,6 +202,7 @@ async fn a_single_node_reports_itself_leader_and_counts_what_an_agent_sends() {
                 received: 38,
             }),
             spooled: 5,
+            ..Default::default()
         })),
     })
     .await
