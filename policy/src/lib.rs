@@ -11,6 +11,7 @@
 
 mod bundle;
 mod cel_schema;
+mod condition_limits;
 mod diagnostic;
 mod document_schema;
 mod facts;

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 use vigil_domain::{Finding, ProcessInfo, Severity, SignalKind};
 
 use crate::cel_schema::{check_condition, Needs};
+use crate::condition_limits::{
+    expression_depth, COMPILE_STACK_BYTES, MAX_CONDITION_BYTES, MAX_CONDITION_DEPTH,
+};
 use crate::facts::{finding_values, HostFacts};
 use crate::rule_file::{list_names, parse_policy_files, ExprSource, ParsedPolicy, PolicySource};
 use crate::Diagnostic;
@@ -95,7 +98,39 @@ impl std::fmt::Debug for PolicySet {
 /// parser panicked on some); a panic would still be a bug there, so it is
 /// caught here and becomes a diagnostic. The panic hook is left alone: the
 /// panic is reported like any other, and no other thread's panic is hidden.
+///
+/// A stack overflow is not a panic: it aborts. So the text's length is
+/// bounded first, the parser and the check run on a thread with a stack
+/// sized for the parser's own nesting limit, and a tree deeper than
+/// evaluation on a small stack allows is refused (`condition_limits`).
 fn compile_expr(
+    src: &ExprSource,
+    lists: &std::collections::BTreeSet<String>,
+) -> Result<(Program, Needs), Diagnostic> {
+    if src.text.len() > MAX_CONDITION_BYTES {
+        return Err(src.at(
+            1,
+            1,
+            format!(
+                "a condition is at most {MAX_CONDITION_BYTES} bytes, this one is {}; name long lists of values in `lists:`",
+                src.text.len()
+            ),
+        ));
+    }
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("policy-compile".into())
+            .stack_size(COMPILE_STACK_BYTES)
+            .spawn_scoped(scope, || compile_expr_on_this_stack(src, lists))
+            .map_err(|e| src.at(1, 1, format!("cannot start the CEL compiler: {e}")))?
+            .join()
+            .unwrap_or_else(|_| {
+                Err(src.at(1, 1, "CEL syntax error: the expression does not parse"))
+            })
+    })
+}
+
+fn compile_expr_on_this_stack(
     src: &ExprSource,
     lists: &std::collections::BTreeSet<String>,
 ) -> Result<(Program, Needs), Diagnostic> {
@@ -108,6 +143,16 @@ fn compile_expr(
             }
             None => src.at(1, 1, "CEL syntax error"),
         })?;
+    let depth = expression_depth(program.expression());
+    if depth > MAX_CONDITION_DEPTH {
+        return Err(src.at(
+            1,
+            1,
+            format!(
+                "a condition nests at most {MAX_CONDITION_DEPTH} levels deep, this one {depth}; split it, or use `lists:` and `in`"
+            ),
+        ));
+    }
     let needs = check_condition(program.expression(), lists).map_err(|e| {
         let offset = if e.needle.is_empty() {
             None

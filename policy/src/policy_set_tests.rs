@@ -339,3 +339,72 @@ fn the_yaml_parser_places_values_keys_documents_and_syntax_errors() {
         errors(&[("rules.yaml", field)])[0].starts_with("rules.yaml:5:1: unknown field `actoin`")
     );
 }
+
+/// Each of these aborted the process with a stack overflow (the parser,
+/// the check or the interpreter recursing once per level) before the
+/// bounds in `condition_limits`; this test runs on a 2 MiB test thread,
+/// the size of the agent's tokio workers.
+#[test]
+fn deep_or_long_conditions_are_diagnostics_not_stack_overflows() {
+    let chain = |term: &str, n: usize| format!("1{} > 0", term.repeat(n));
+    for (condition, expected) in [
+        (chain(" + 1", 1000), "nests at most 32 levels deep"),
+        (
+            format!("process.argv{} == \"\"", "[0]".repeat(1000)),
+            "nests at most 32 levels deep",
+        ),
+        (
+            format!("process{} == \"\"", ".name".repeat(500)),
+            "nests at most 32 levels deep",
+        ),
+        (
+            format!("{}true{}", "[1].all(x, ".repeat(60), ")".repeat(60)),
+            "nests at most 32 levels deep",
+        ),
+        (
+            format!("{}true{}", "(".repeat(2000), ")".repeat(2000)),
+            "CEL syntax error",
+        ),
+        (
+            format!("size({}1{}) > 0", "[".repeat(1500), "]".repeat(1500)),
+            "CEL syntax error",
+        ),
+        (chain(" + 1", 100_000), "a condition is at most 4096 bytes"),
+    ] {
+        let e = errors(&[("m.yaml", &rule_with_condition(&condition))]);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("m.yaml:5:"), "{e:?}");
+        assert!(e[0].contains(expected), "{expected}: {e:?}");
+    }
+}
+
+#[test]
+fn conditions_at_the_depth_bound_compile_and_evaluate_on_a_small_stack() {
+    let host = HostFacts::default();
+    let f = finding(SignalKind::ModelFile, "/bin/x", "/m/a.gguf");
+    for condition in [
+        format!("1{} > 0", " + 1".repeat(30)),
+        format!("{}true{}", "[1].all(x, ".repeat(15), ")".repeat(15)),
+        format!("size({}1{}) > 0", "[".repeat(29), "]".repeat(29)),
+        vec!["process.pid > 0"; 200].join(" && "),
+    ] {
+        let set = PolicySet::compile(&source(&[("m.yaml", &rule_with_condition(&condition))]))
+            .unwrap_or_else(|e| panic!("{condition}: {e:?}"));
+        assert!(set.evaluate(&f, None, &host).is_some(), "{condition}");
+    }
+}
+
+/// The document outline once rescanned the file for each document's
+/// first line: 100k empty documents took minutes.
+#[test]
+fn a_stream_of_many_documents_is_outlined_in_linear_time() {
+    let many = "---\n".repeat(100_000);
+    let started = std::time::Instant::now();
+    let set = PolicySet::compile(&source(&[("m.yaml", &many)])).unwrap();
+    assert!(set.rule_ids().is_empty());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}

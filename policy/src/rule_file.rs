@@ -329,13 +329,16 @@ impl DocumentOutline {
 /// The documents of a YAML stream with their root keys, from the parser's
 /// events; a syntax error is placed where the parser stopped.
 fn outline(text: &str) -> Result<Vec<DocumentOutline>, Located> {
+    // Byte offset of each line's start, found once: a stream of many
+    // documents must not rescan the text for each one.
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
     let line_start = |line: usize| -> usize {
-        if line <= 1 {
-            return 0;
-        }
-        text.match_indices('\n')
-            .nth(line - 2)
-            .map_or(text.len(), |(i, _)| i + 1)
+        line_starts
+            .get(line.saturating_sub(1))
+            .copied()
+            .unwrap_or(text.len())
     };
     let mut docs: Vec<DocumentOutline> = Vec::new();
     // Depth of collections open; whether the root mapping waits for a key.
