@@ -109,7 +109,11 @@ async fn main() -> std::process::ExitCode {
     match run(Cli::parse()).await {
         Ok(()) => ExitCode::Success.into(),
         Err(e) => {
-            eprintln!("vigilctl: {e:#}");
+            // Errors quote the control plane, which quotes hosts and files.
+            eprintln!(
+                "vigilctl: {}",
+                terminal_text::escape_lines(&format!("{e:#}"))
+            );
             ExitCode::of(&e).into()
         }
     }

@@ -14,7 +14,7 @@ use crate::exit_code::ExitCode;
 use crate::output::{print_list, OutputArgs, OutputFormat};
 use crate::policy_files;
 use crate::render::{short, timestamp};
-use crate::terminal_text::escape_controls as esc;
+use crate::terminal_text::{escape_controls as esc, escape_lines};
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
@@ -317,7 +317,7 @@ fn policies_text(policies: &[PolicySummary]) -> String {
                 p.version,
                 timestamp(p.pushed_at_unix_nanos),
                 p.rules,
-                p.digest,
+                esc(&p.digest),
                 esc(short(&p.signer)),
                 esc(&p.note)
             )
@@ -352,7 +352,8 @@ pub fn policy_diff(
     if out.is_empty() {
         out.push_str(&format!("v{from} and v{to} have the same rules\n"));
     }
-    out
+    // The files come from the control plane's store, unverified here.
+    escape_lines(&out)
 }
 
 #[cfg(test)]
@@ -389,5 +390,41 @@ mod tests {
         );
         assert!(d.contains("v2/r.yaml") && d.contains("v3/r.yaml"), "{d}");
         assert_eq!(policy_diff(1, &a, 2, &a), "v1 and v2 have the same rules\n");
+    }
+
+    #[test]
+    fn diffs_escape_what_the_stored_files_hold() {
+        let a: BTreeMap<String, String> = [("r\x1b]0;x\x07.yaml".into(), "a: 1\n".into())].into();
+        let b: BTreeMap<String, String> = [(
+            "r\x1b]0;x\x07.yaml".into(),
+            "a: 2\x1b[2J\r\u{202e}\n".into(),
+        )]
+        .into();
+        let d = policy_diff(1, &a, 2, &b);
+        assert!(
+            !d.contains('\x1b') && !d.contains('\r') && !d.contains('\u{202e}'),
+            "{d:?}"
+        );
+        // `similar` breaks lines at CR too; each part is escaped.
+        assert!(d.contains("+a: 2\\x1b[2J\\r+\\u{202e}\n"), "{d}");
+        assert!(d.contains("v2/r\\x1b]0;x\\x07.yaml"), "{d}");
+    }
+
+    #[test]
+    fn the_digest_and_signer_of_a_listed_policy_are_escaped() {
+        let p = PolicySummary {
+            version: 1,
+            signer: "\u{202e}\x1b[8m".into(),
+            digest: "d\x1b[2J".into(),
+            pushed_at_unix_nanos: 0,
+            note: "n\u{200b}".into(),
+            active: false,
+            rules: 1,
+        };
+        let text = policies_text(&[p]);
+        assert!(
+            text.contains("digest d\\x1b[2J  signer \\u{202e}\\x1b[8m…  n\\u{200b}\n"),
+            "{text}"
+        );
     }
 }

@@ -6,6 +6,7 @@ use anyhow::Context;
 use vigil_policy::{Diagnostic, PolicySet, PolicySource};
 
 use crate::exit_code::ExitCode;
+use crate::terminal_text::escape_lines;
 
 /// Every `.yaml`/`.yml` file under `dir`, by path relative to it.
 pub fn read_policy_dir(dir: &Path) -> anyhow::Result<PolicySource> {
@@ -52,13 +53,12 @@ pub fn check_dir(dir: &Path) -> anyhow::Result<(PolicySource, PolicySet)> {
         Ok(set) => Ok((files, set)),
         Err(diags) => {
             for d in &diags {
-                eprintln!(
-                    "{}",
-                    Diagnostic {
-                        file: dir.join(&d.file).display().to_string(),
-                        ..d.clone()
-                    }
-                );
+                // A diagnostic quotes the file (an unknown key, a CEL name).
+                let located = Diagnostic {
+                    file: dir.join(&d.file).display().to_string(),
+                    ..d.clone()
+                };
+                eprintln!("{}", escape_lines(&located.to_string()));
             }
             Err(ExitCode::VerificationFailed.error(format!(
                 "{}: {} problem(s)",

@@ -18,7 +18,7 @@ pub fn timestamp(unix_nanos: i64) -> String {
 
 /// Seconds from `then` to `now`, never negative: `2.5`.
 pub fn seconds_ago(now: i64, then: i64) -> String {
-    format!("{:.1}", (now - then).max(0) as f64 / 1e9)
+    format!("{:.1}", now.saturating_sub(then).max(0) as f64 / 1e9)
 }
 
 /// The first 16 characters of a key or hash, enough to tell keys apart.
@@ -48,5 +48,11 @@ mod tests {
     fn ages_never_go_negative() {
         assert_eq!(seconds_ago(3_500_000_000, 1_000_000_000), "2.5");
         assert_eq!(seconds_ago(0, 1_000_000_000), "0.0");
+        // A heartbeat time from the wire cannot overflow the subtraction.
+        assert_eq!(
+            seconds_ago(0, i64::MIN),
+            format!("{:.1}", i64::MAX as f64 / 1e9)
+        );
+        assert_eq!(seconds_ago(i64::MIN, i64::MAX), "0.0");
     }
 }

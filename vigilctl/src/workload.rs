@@ -185,7 +185,7 @@ fn workloads_text(workloads: &[WorkloadApproval]) -> String {
             format!(
                 "{}  sha256 {}  path {}  uid {}  cgroup {}  models {}  gpus {}  by {} at {}  signed {}  {}\n",
                 esc(&w.id),
-                w.exe_sha256,
+                esc(&w.exe_sha256),
                 esc(w.path.as_deref().unwrap_or("any")),
                 w.uid.map(|u| u.to_string()).unwrap_or_else(|| "any".into()),
                 esc(w.cgroup_prefix.as_deref().unwrap_or("any")),
@@ -193,7 +193,11 @@ fn workloads_text(workloads: &[WorkloadApproval]) -> String {
                 any(&w.gpus),
                 esc(&w.approved_by),
                 timestamp(w.approved_at_unix_nanos),
-                if w.signer.is_empty() { "no" } else { short(&w.signer) },
+                if w.signer.is_empty() {
+                    "no".into()
+                } else {
+                    esc(short(&w.signer))
+                },
                 esc(&w.note)
             )
         })
@@ -228,5 +232,29 @@ mod tests {
                 "ab".repeat(32)
             )
         );
+    }
+
+    #[test]
+    fn the_digest_and_signer_of_a_workload_are_escaped() {
+        let w = WorkloadApproval {
+            id: "w\u{202e}2".into(),
+            exe_sha256: "ab\x1b[2J".into(),
+            path: None,
+            uid: None,
+            cgroup_prefix: None,
+            models: vec![],
+            gpus: vec![],
+            approved_by: "root@h".into(),
+            note: String::new(),
+            approved_at_unix_nanos: 0,
+            signer: "\x1b]0;t\x07".into(),
+            signature: String::new(),
+        };
+        let text = workloads_text(&[w]);
+        assert!(
+            text.starts_with("w\\u{202e}2  sha256 ab\\x1b[2J  "),
+            "{text}"
+        );
+        assert!(text.contains("signed \\x1b]0;t\\x07  "), "{text}");
     }
 }
