@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::time::Duration;
+use vigil_observability::LogFormat;
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -149,9 +150,9 @@ pub struct AgentConfig {
     pub metrics_listen: Option<std::net::SocketAddr>,
 
     /// Log lines on stderr as human-readable text or one JSON object each
-    /// (default: `VIGIL_LOG_FORMAT`, else text).
-    #[arg(long, value_enum)]
-    pub log_format: Option<LogFormat>,
+    /// (`timestamp`, `level`, `target`, `fields`), as the control plane's.
+    #[arg(long, value_enum, env = "VIGIL_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     /// Most MiB of findings the spool holds waiting for an ack; past it
     /// (or --spool-max-findings) the newest findings wait in memory and the
@@ -172,22 +173,6 @@ pub struct AgentConfig {
     /// are dropped and counted.
     #[arg(long, default_value_t = 4096)]
     pub spool_memory_findings: usize,
-}
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-impl LogFormat {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        }
-    }
 }
 
 impl AgentConfig {
@@ -246,12 +231,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn metrics_are_off_and_the_log_format_unset_unless_asked() {
+    fn metrics_are_off_and_the_log_format_text_unless_asked() {
         let config = AgentConfig::try_parse_from(["vigil-agent"]).unwrap();
         if std::env::var_os("VIGIL_AGENT_METRICS_LISTEN").is_none() {
             assert_eq!(config.metrics_listen, None);
         }
-        assert_eq!(config.log_format, None);
+        if std::env::var_os("VIGIL_LOG_FORMAT").is_none() {
+            assert_eq!(config.log_format, LogFormat::Text);
+        }
         let config = AgentConfig::try_parse_from([
             "vigil-agent",
             "--metrics-listen",
@@ -264,7 +251,7 @@ mod tests {
             config.metrics_listen,
             Some("127.0.0.1:9465".parse().unwrap())
         );
-        assert_eq!(config.log_format, Some(LogFormat::Json));
+        assert_eq!(config.log_format, LogFormat::Json);
         assert!(AgentConfig::try_parse_from(["vigil-agent", "--log-format", "xml"]).is_err());
     }
 }

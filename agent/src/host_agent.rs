@@ -25,12 +25,15 @@ use crate::ship::shipper::{ShipperConfig, ShipperLinks};
 use crate::ship::spool::{Spool, SpoolQuota};
 use crate::ship::ShipStage;
 
-/// Sensor batches in flight to the detect stage (each one ring-buffer drain).
-const SENSOR_BATCHES: usize = 64;
+/// Sensor batches in flight to the detect stage (each one ring-buffer
+/// drain). Few: a detect stage that falls behind makes the sensor stage
+/// wait (the kernel's ring buffer absorbs, and counts what it cannot), as
+/// the single loop did, rather than holding many batches in memory.
+const SENSOR_BATCHES: usize = 4;
 /// Detection batches in flight to the respond stage.
-const DETECTION_BATCHES: usize = 64;
+const DETECTION_BATCHES: usize = 16;
 /// Batches of standing findings in flight to the ship stage.
-const STANDING_BATCHES: usize = 64;
+const STANDING_BATCHES: usize = 16;
 /// Control-plane requests waiting for the respond stage.
 const CONTROL_REQUESTS: usize = 16;
 /// Approved-workload updates waiting for the detect stage.

@@ -123,12 +123,12 @@ impl AgentMetrics {
 
 /// Serves `GET /metrics` (Prometheus text format) on `listener`; anything
 /// else is a 404.
-pub async fn serve_metrics(listener: TcpListener, metrics: AgentMetrics) -> std::io::Result<()> {
+pub async fn serve_metrics(listener: TcpListener, metrics: AgentMetrics) {
     let registry = Arc::new(metrics.registry());
     let app = Router::new()
         .route("/metrics", get(scrape))
         .with_state(registry);
-    axum::serve(listener, app).await
+    vigil_observability::serve_metrics_router(listener, app, Default::default()).await
 }
 
 async fn scrape(State(registry): State<Arc<Registry>>) -> Response {

@@ -70,7 +70,7 @@ impl Procfs {
         // cuts `Name:` at a colon (`kworker/0:1`, `a:b`).
         let comm = proc.stat().map(|s| s.comm).unwrap_or_default();
         let argv = proc.cmdline().unwrap_or_default();
-        let exe = proc.exe().map(|p| exe_path(&p)).unwrap_or_default();
+        let exe = self.exe_of(pid, &proc).unwrap_or_default();
         // NSpid lists the pid in each namespace, host first: a second value
         // is the pid the process sees in its own (container's) namespace.
         let ns_pid = status
@@ -99,7 +99,18 @@ impl Procfs {
 
     /// The resolved executable path (what /proc/PID/exe links to).
     pub fn exe(&self, pid: u32) -> Option<String> {
-        self.open(pid)?.exe().ok().map(|p| exe_path(&p))
+        self.exe_of(pid, &self.open(pid)?)
+    }
+
+    /// The executable's path; the kernel's " (deleted)" mark is taken off
+    /// only when the file really is unlinked (a live file may be named
+    /// `P (deleted)` to pass for a deleted `P`).
+    fn exe_of(&self, pid: u32, proc: &Process) -> Option<String> {
+        let link = proc.exe().ok()?;
+        let unlinked = std::fs::metadata(self.exe_handle(pid))
+            .map(|m| std::os::unix::fs::MetadataExt::nlink(&m) == 0)
+            .unwrap_or(false);
+        Some(exe_path(&link, unlinked))
     }
 
     /// Path of the executable as a file that can be opened even if deleted.
@@ -240,11 +251,14 @@ impl Procfs {
     }
 }
 
-/// `/proc/PID/exe`'s target without the kernel's " (deleted)" mark.
-fn exe_path(link: &Path) -> String {
-    link.to_string_lossy()
-        .trim_end_matches(" (deleted)")
-        .to_string()
+/// `/proc/PID/exe`'s target, without the kernel's one " (deleted)" mark
+/// when the file is `unlinked`.
+fn exe_path(link: &Path, unlinked: bool) -> String {
+    let text = link.to_string_lossy();
+    match text.strip_suffix(" (deleted)") {
+        Some(path) if unlinked => path.to_string(),
+        _ => text.into_owned(),
+    }
 }
 
 /// The path an fd of the process refers to, if it is a file or directory.
@@ -409,6 +423,49 @@ mod tests {
         assert_eq!(info.ppid, std::process::id());
         assert_eq!(p.ppid(child.pid()), Some(std::process::id()));
         assert!(p.start_time(child.pid()).unwrap() >= p.start_time(std::process::id()).unwrap());
+    }
+
+    #[test]
+    fn only_a_really_deleted_executable_loses_its_deleted_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let spawn = |path: &std::path::Path| {
+            std::fs::copy("/bin/sleep", path).unwrap();
+            let mut tries = 0;
+            loop {
+                match std::process::Command::new(path).arg("30").spawn() {
+                    Ok(c) => break c,
+                    Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    Err(e) => panic!("spawning {}: {e}", path.display()),
+                }
+            }
+        };
+        let exe_is = |pid: u32, want: &str| {
+            let p = Procfs::default();
+            for _ in 0..200 {
+                if p.exe(pid).as_deref() == Some(want) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            panic!("exe of {pid}: {:?}, want {want}", p.exe(pid));
+        };
+        // A live file named to pass for a deleted one keeps its whole name.
+        let posing = dir.path().join("tool (deleted)");
+        let mut a = spawn(&posing);
+        exe_is(a.id(), &posing.to_string_lossy());
+        // A really deleted one is reported by the path it had.
+        let real = dir.path().join("tool");
+        let mut b = spawn(&real);
+        exe_is(b.id(), &real.to_string_lossy());
+        std::fs::remove_file(&real).unwrap();
+        exe_is(b.id(), &real.to_string_lossy());
+        for c in [&mut a, &mut b] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::logging::LogFormat;
+use vigil_observability::LogFormat;
 
 #[derive(Debug, Clone, clap::Parser)]
 #[command(

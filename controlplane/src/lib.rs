@@ -2,7 +2,6 @@
 
 pub mod audit_chain;
 pub mod config;
-pub mod logging;
 pub mod metrics;
 pub mod network;
 pub mod node;

@@ -61,7 +61,7 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = ControlPlaneConfig::parse();
-    vigil_controlplane::logging::init_logging(config.log_format);
+    vigil_observability::init_logging(config.log_format, "info,openraft=warn");
     match run(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

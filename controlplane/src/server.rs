@@ -61,11 +61,7 @@ pub async fn serve(
             sessions.clone(),
             &intake,
         ));
-        tokio::spawn(async move {
-            if let Err(e) = crate::metrics::serve_metrics(metrics_listener, registry).await {
-                tracing::error!(error = %e, "the metrics endpoint stopped");
-            }
-        })
+        tokio::spawn(crate::metrics::serve_metrics(metrics_listener, registry))
     });
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in SERVICES {

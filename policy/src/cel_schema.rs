@@ -288,6 +288,23 @@ fn check(
                     Ok(Some(Ty::Bool))
                 }
                 "startsWith" | "endsWith" | "contains" | "matches" => {
+                    // A literal pattern is compiled now: an invalid one
+                    // would make the condition silently false at run time.
+                    if name == "matches" {
+                        if let Some(pattern) = c.args.last().and_then(|p| match &p.expr {
+                            Expr::Literal(LiteralValue::String(text)) => Some(text),
+                            _ => None,
+                        }) {
+                            if let Err(e) = regex::Regex::new(pattern) {
+                                let first = e.to_string();
+                                let first = first.lines().last().unwrap_or("").trim();
+                                return Err(err(
+                                    format!("invalid regular expression in matches: {first}"),
+                                    name,
+                                ));
+                            }
+                        }
+                    }
                     if let Some(target) = t(0) {
                         if target != Ty::String
                             && !(name == "contains" && target == Ty::ListOfString)

@@ -272,6 +272,23 @@ fn malformed_conditions_are_diagnostics_not_panics() {
 }
 
 #[test]
+fn an_invalid_regular_expression_is_a_diagnostic_not_a_silent_false() {
+    let e = errors(&[(
+        "m.yaml",
+        &rule_with_condition(r#"process.exe.matches("(unclosed")"#),
+    )]);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("m.yaml:5:"), "{e:?}");
+    assert!(e[0].contains("invalid regular expression"), "{e:?}");
+    // A valid one compiles.
+    assert!(PolicySet::compile(&source(&[(
+        "m.yaml",
+        &rule_with_condition(r#"process.exe.matches("^/tmp/.*$")"#),
+    )]))
+    .is_ok());
+}
+
+#[test]
 fn compiling_leaves_other_threads_panics_to_the_panic_hook() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static SEEN: AtomicUsize = AtomicUsize::new(0);

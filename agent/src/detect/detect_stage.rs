@@ -31,6 +31,8 @@ const HASHES_IN_FLIGHT: usize = 4;
 /// Hashes admitted (in flight or waiting for a turn), at most: beyond, a
 /// file is not hashed and its finding says so.
 const HASH_QUEUE: usize = 1024;
+/// Largest emptied sensor batch handed back for reuse (events).
+const RECYCLED_BATCH_CAPACITY: usize = 4096;
 /// How long a listener has to answer OpenAI-style routes.
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -202,7 +204,10 @@ impl DetectStage {
                     let Some(mut batch) = batch else { break };
                     self.on_sensor_batch(&mut batch)?;
                     // The sensor stage allocates anew when none comes back.
-                    let _ = drained.try_send(batch);
+                    // A batch that grew in a burst is not kept for reuse.
+                    if batch.capacity() <= RECYCLED_BATCH_CAPACITY {
+                        let _ = drained.try_send(batch);
+                    }
                 }
                 Some(update) = gpu.recv() => self.on_gpu_update(update, &outputs.inventory),
                 Some(records) = workloads.recv() => {

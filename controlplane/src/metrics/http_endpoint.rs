@@ -1,7 +1,8 @@
-//! `GET /metrics` over HTTP/1 (axum, already in the tree through tonic), on
-//! the listener `--metrics-listen` names. Anything else is a 404; hyper
-//! answers malformed requests and oversized headers with an error status
-//! and closes that connection, and the server goes on.
+//! `GET /metrics` over HTTP/1 (axum routes, served by the hardened
+//! endpoint of `vigil-observability`: header deadline, bounded connection
+//! lifetime, connection cap), on the listener `--metrics-listen` names.
+//! Anything else is a 404; hyper answers malformed requests and oversized
+//! headers with an error status and closes that connection.
 
 use std::sync::Arc;
 
@@ -12,18 +13,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
+use vigil_observability::EndpointLimits;
 
 use super::registry::{ExpositionFormat, MetricsRegistry};
 
 /// Serves the metrics on `listener` until the task is dropped.
-pub async fn serve_metrics(
-    listener: TcpListener,
-    registry: Arc<MetricsRegistry>,
-) -> std::io::Result<()> {
+pub async fn serve_metrics(listener: TcpListener, registry: Arc<MetricsRegistry>) {
     let app = Router::new()
         .route("/metrics", get(scrape))
         .with_state(registry);
-    axum::serve(listener, app).await
+    vigil_observability::serve_metrics_router(listener, app, EndpointLimits::default()).await
 }
 
 async fn scrape(State(registry): State<Arc<MetricsRegistry>>, headers: HeaderMap) -> Response {

@@ -14,32 +14,34 @@ pub enum LogFormat {
     Json,
 }
 
-const DEFAULT_FILTER: &str = "info,openraft=warn";
-
-fn env_filter() -> EnvFilter {
-    EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| DEFAULT_FILTER.into())
+fn env_filter(default_filter: &str) -> EnvFilter {
+    EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| default_filter.into())
 }
 
 /// The JSON subscriber, writing to `writer`.
-fn json_builder<W>(writer: W) -> SubscriberBuilder<JsonFields, Format<Json>, EnvFilter, W>
+fn json_builder<W>(
+    writer: W,
+    default_filter: &str,
+) -> SubscriberBuilder<JsonFields, Format<Json>, EnvFilter, W>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     tracing_subscriber::fmt()
-        .with_env_filter(env_filter())
+        .with_env_filter(env_filter(default_filter))
         .with_writer(writer)
         .json()
 }
 
-/// Installs the process's logger, to stderr.
-pub fn init_logging(format: LogFormat) {
+/// Installs the process's logger, to stderr. `default_filter` applies
+/// when `VIGIL_LOG` is unset (e.g. `info,openraft=warn`).
+pub fn init_logging(format: LogFormat, default_filter: &str) {
     match format {
         LogFormat::Text => tracing_subscriber::fmt()
-            .with_env_filter(env_filter())
+            .with_env_filter(env_filter(default_filter))
             .with_writer(std::io::stderr)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
-        LogFormat::Json => json_builder(std::io::stderr).init(),
+        LogFormat::Json => json_builder(std::io::stderr, default_filter).init(),
     }
 }
 
@@ -67,7 +69,7 @@ mod tests {
     fn a_json_log_line_is_one_json_object_with_level_target_and_fields() {
         let out = Captured::default();
         let writer = out.clone();
-        let subscriber = json_builder(move || writer.clone()).finish();
+        let subscriber = json_builder(move || writer.clone(), "info").finish();
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!(agent = "a-1", appended = 3, "findings committed");
         });
