@@ -413,20 +413,8 @@ impl DetectStage {
                     }
                     return;
                 }
-                let tx = self.model_hashed_tx.clone();
-                let turns = self.hash_turns.clone();
-                let budget = self.detector.limits().hash;
-                tokio::spawn(async move {
-                    let (file, size) = (pending.file.try_clone(), pending.size);
-                    let hashed = match file {
-                        Ok(mut file) => {
-                            hash_in_turn(turns, move || sha256_within(&mut file, size, budget))
-                                .await
-                        }
-                        Err(e) => Err(NotHashed::Unreadable(e)),
-                    };
-                    let _ = tx.send((pending, hashed)).await;
-                });
+                let (file, size) = (pending.file.try_clone(), pending.size);
+                self.spawn_hash(file, size, pending, self.model_hashed_tx.clone());
             }
             Detection::NeedsDigest(pending) => match self.hashing.entry(pending.key()) {
                 Entry::Occupied(mut waiting) => waiting.get_mut().push(pending),
@@ -436,23 +424,33 @@ impl DetectStage {
                         self.exe_hashed(pending, Err(NotHashed::QueueFull));
                         return;
                     }
-                    let tx = self.hashed_tx.clone();
-                    let turns = self.hash_turns.clone();
-                    let budget = self.detector.limits().hash;
-                    tokio::spawn(async move {
-                        let (file, size) = (pending.exe.try_clone(), pending.size);
-                        let hashed = match file {
-                            Ok(mut file) => {
-                                hash_in_turn(turns, move || sha256_within(&mut file, size, budget))
-                                    .await
-                            }
-                            Err(e) => Err(NotHashed::Unreadable(e)),
-                        };
-                        let _ = tx.send((pending, hashed)).await;
-                    });
+                    let (file, size) = (pending.exe.try_clone(), pending.size);
+                    self.spawn_hash(file, size, pending, self.hashed_tx.clone());
                 }
             },
         }
+    }
+
+    /// Hashes `file` (`size` bytes) off the loop, in turn and within the
+    /// budget, and sends the result back with what waits on it.
+    fn spawn_hash<P: Send + 'static>(
+        &self,
+        file: std::io::Result<std::fs::File>,
+        size: u64,
+        pending: P,
+        tx: mpsc::Sender<(P, Hashed)>,
+    ) {
+        let turns = self.hash_turns.clone();
+        let budget = self.detector.limits().hash;
+        tokio::spawn(async move {
+            let hashed = match file {
+                Ok(mut file) => {
+                    hash_in_turn(turns, move || sha256_within(&mut file, size, budget)).await
+                }
+                Err(e) => Err(NotHashed::Unreadable(e)),
+            };
+            let _ = tx.send((pending, hashed)).await;
+        });
     }
 
     fn push_finding(&mut self, finding: Finding, event_boot_ns: u64) {
