@@ -309,7 +309,9 @@ mod tests {
             approved: false,
         });
         a.gpu.status.push("lost\x1b[31m".into());
-        let text = agent_text(&a, 0) + &agents_text(std::slice::from_ref(&a), 0) + &agent_status_lines(&a, 0);
+        let text = agent_text(&a, 0)
+            + &agents_text(std::slice::from_ref(&a), 0)
+            + &agent_status_lines(&a, 0);
         let text = text.replace(['\n', '\t'], "");
         assert!(!text.chars().any(char::is_control), "{text:?}");
         assert!(text.contains("pid 9 x\\r\\x1b[2K on GPU 0"), "{text}");
