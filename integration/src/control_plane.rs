@@ -10,7 +10,9 @@ use vigil_proto::admin::v1 as admin_pb;
 use vigil_proto::admin::v1::admin_service_client::AdminServiceClient;
 use vigil_proto::types::v1::Alert;
 
-use crate::{binary, try_binary, try_connect, try_wait_for, Daemon, HarnessError, READY_TIMEOUT};
+use crate::{
+    binary, try_binary, try_connect, try_wait_for, wait_for, Daemon, HarnessError, READY_TIMEOUT,
+};
 
 /// Alerts asked for per QueryAlerts call: the control plane's largest page.
 const ALERT_PAGE: u32 = 10_000;
@@ -134,6 +136,22 @@ impl ControlPlane {
                 return Ok(alerts);
             }
         }
+    }
+
+    /// Polls until one alert matches `pred` (a failed query counts as no
+    /// match: the control plane may be restarting), for up to `timeout`;
+    /// every alert then held. Panics naming `what` on a timeout.
+    pub async fn wait_alerts_with(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Alert) -> bool,
+    ) -> Vec<Alert> {
+        wait_for(what, timeout, || async {
+            let alerts = self.try_alerts().await.ok()?;
+            alerts.iter().any(&pred).then_some(alerts)
+        })
+        .await
     }
 
     /// What the control plane knows of agent `agent_id` (its sensor mode,

@@ -67,3 +67,20 @@ pub fn fake_nvml_library() -> PathBuf {
     })
     .clone()
 }
+
+/// Compiles the C `source` to the executable `dir/name` with `cc` and the
+/// extra `args`.
+pub fn compile_c(dir: &Path, name: &str, source: &str, args: &[&str]) -> PathBuf {
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, source).unwrap();
+    let out = dir.join(name);
+    let status = Command::new("cc")
+        .args(args)
+        .arg(&src)
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "compiling {name}");
+    out
+}

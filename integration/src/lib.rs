@@ -10,22 +10,29 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod agent_host;
+pub mod alert_filter;
 mod binaries;
 mod control_plane;
 mod daemon;
 mod error;
 mod host;
 mod net;
+pub mod policy_fixture;
 mod polling;
 mod privilege;
+pub mod raw_agent;
 pub mod raw_codec;
+mod tmpfs;
 
 pub use agent::{log_number, Agent};
+pub use agent_host::AgentHost;
 pub use binaries::{bin_dir, binary, try_binary};
 pub use control_plane::ControlPlane;
 pub use daemon::{Daemon, Killed, READY_TIMEOUT};
 pub use error::HarnessError;
-pub use host::{cgroup2_mount, fake_nvml_library, python_opens, sha256_file};
+pub use host::{cgroup2_mount, compile_c, fake_nvml_library, python_opens, sha256_file};
 pub use net::{connect, free_port, try_connect};
 pub use polling::{try_wait_for, wait_for};
 pub use privilege::privileged;
+pub use tmpfs::Tmpfs;

@@ -2,60 +2,32 @@
 //! (issue #19): a FIFO named like a model, a link planted in place of a
 //! model, a sparse terabyte as a model and as an executable. Runs as root.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use vigil_integration::{
-    free_port, privileged, python_opens, wait_for, Agent, ControlPlane, Killed,
-};
+use vigil_integration::{compile_c, privileged, python_opens, AgentHost, Killed};
 use vigil_proto::types::v1::{Alert, SignalKind};
 
 /// Generous: each finding comes in well under a second on an idle host;
 /// this only tells a stalled detect loop from a working one.
 const PROMPT: Duration = Duration::from_secs(10);
 
-struct Host {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    cp: ControlPlane,
-    _agent: Agent,
+/// The model-file finding for `pid`, within [`PROMPT`].
+async fn model_alert(h: &AgentHost, what: &str, pid: u32) -> Alert {
+    h.alert_within(what, PROMPT, |a| {
+        let f = a.finding.as_ref().unwrap();
+        f.signal() == SignalKind::ModelFile && f.process.as_ref().unwrap().pid == pid
+    })
+    .await
 }
 
-impl Host {
-    async fn start(id: &str) -> Host {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("work");
-        std::fs::create_dir_all(&dir).unwrap();
-        let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
-        cp.wait_leader().await;
-        let agent = Agent::start(&tmp.path().join("agent"), &cp.endpoint(), id).await;
-        Host {
-            _tmp: tmp,
-            dir,
-            cp,
-            _agent: agent,
-        }
-    }
-
-    async fn model_alert(&self, what: &str, pid: u32) -> Alert {
-        wait_for(what, PROMPT, || async {
-            self.cp.alerts().await.into_iter().find(|a| {
-                let f = a.finding.as_ref().unwrap();
-                f.signal() == SignalKind::ModelFile && f.process.as_ref().unwrap().pid == pid
-            })
-        })
-        .await
-    }
-
-    /// An ordinary model file opened by a new process is still reported.
-    async fn still_detects(&self, name: &str) {
-        let model = self.dir.join(name);
-        std::fs::write(&model, b"GGUF\x03\x00\x00\x00").unwrap();
-        let pid = python_opens(&model);
-        self.model_alert(&format!("the later open of {name}"), pid)
-            .await;
-    }
+/// An ordinary model file opened by a new process is still reported.
+async fn still_detects(h: &AgentHost, name: &str) {
+    let model = h.dir.join(name);
+    std::fs::write(&model, b"GGUF\x03\x00\x00\x00").unwrap();
+    let pid = python_opens(&model);
+    model_alert(h, &format!("the later open of {name}"), pid).await;
 }
 
 fn mkfifo(path: &Path) {
@@ -90,7 +62,7 @@ async fn a_fifo_named_like_a_model_does_not_stall_detection() {
     if !privileged("a_fifo_named_like_a_model_does_not_stall_detection") {
         return;
     }
-    let h = Host::start("attack-fifo").await;
+    let h = AgentHost::start("attack-fifo").await;
     let fifo = h.dir.join("x.onnx");
     mkfifo(&fifo);
     let _writer = hold_fifo(&fifo);
@@ -113,10 +85,10 @@ async fn a_fifo_named_like_a_model_does_not_stall_detection() {
     assert_eq!(line.trim(), "open");
     let pid = reader.0.id();
     // Named like a model: still a finding, without content.
-    let a = h.model_alert("the FIFO's open", pid).await;
+    let a = model_alert(&h, "the FIFO's open", pid).await;
     let summary = &a.finding.unwrap().summary;
     assert!(summary.contains("x.onnx"), "{summary}");
-    h.still_detects("after-fifo.gguf").await;
+    still_detects(&h, "after-fifo.gguf").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,7 +96,7 @@ async fn a_link_planted_as_a_model_is_not_followed() {
     if !privileged("a_link_planted_as_a_model_is_not_followed") {
         return;
     }
-    let h = Host::start("attack-link").await;
+    let h = AgentHost::start("attack-link").await;
     // The target: a FIFO with a writer that never writes. Followed by
     // name, reading it hangs; so the agent's staying responsive shows it
     // did not follow the link.
@@ -136,10 +108,10 @@ async fn a_link_planted_as_a_model_is_not_followed() {
     // The process opens the link and exits at once: its fd is gone when
     // the agent looks, only the name is left.
     let pid = python_opens(&link);
-    let a = h.model_alert("the open through the link", pid).await;
+    let a = model_alert(&h, "the open through the link", pid).await;
     let summary = a.finding.unwrap().summary;
     assert!(summary.contains("m.onnx"), "{summary}");
-    h.still_detects("after-link.gguf").await;
+    still_detects(&h, "after-link.gguf").await;
 
     // A link to a regular model-shaped file the process could not read:
     // its content is not the agent's to report.
@@ -162,7 +134,7 @@ async fn a_link_planted_as_a_model_is_not_followed() {
     }
 }
 
-async fn wait_for_optional(h: &Host, pid: u32) -> Option<Alert> {
+async fn wait_for_optional(h: &AgentHost, pid: u32) -> Option<Alert> {
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
     while std::time::Instant::now() < deadline {
         if let Some(a) =
@@ -178,32 +150,19 @@ async fn wait_for_optional(h: &Host, pid: u32) -> Option<Alert> {
     None
 }
 
-fn cc(dir: &Path, name: &str, source: &str) -> PathBuf {
-    let src = dir.join(format!("{name}.c"));
-    std::fs::write(&src, source).unwrap();
-    let out = dir.join(name);
-    let status = Command::new("cc")
-        .arg(&src)
-        .arg("-o")
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(status.success(), "compiling {name}");
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sparse_terabyte_is_reported_unhashed_and_promptly() {
     if !privileged("a_sparse_terabyte_is_reported_unhashed_and_promptly") {
         return;
     }
-    let h = Host::start("attack-huge").await;
+    let h = AgentHost::start("attack-huge").await;
     // An executable padded to a terabyte (sparse: the ELF runs as before)
     // opens a terabyte model file, and holds it.
-    let exe = cc(
+    let exe = compile_c(
         &h.dir,
         "holder",
         "#include <fcntl.h>\n#include <stdio.h>\n#include <unistd.h>\nint main(int c, char **v) { if (open(v[1], O_RDONLY) < 0) return 1; puts(\"open\"); fflush(stdout); sleep(600); return 0; }\n",
+        &[],
     );
     std::fs::OpenOptions::new()
         .write(true)
@@ -229,9 +188,7 @@ async fn a_sparse_terabyte_is_reported_unhashed_and_promptly() {
     )
     .unwrap();
     assert_eq!(line.trim(), "open");
-    let a = h
-        .model_alert("the terabyte model's finding", holder.0.id())
-        .await;
+    let a = model_alert(&h, "the terabyte model's finding", holder.0.id()).await;
     let f = a.finding.unwrap();
     assert!(
         f.summary.contains("not hashed: over budget"),
@@ -239,5 +196,5 @@ async fn a_sparse_terabyte_is_reported_unhashed_and_promptly() {
         f.summary
     );
     assert!(f.process.unwrap().exe_sha256.is_empty());
-    h.still_detects("after-huge.gguf").await;
+    still_detects(&h, "after-huge.gguf").await;
 }

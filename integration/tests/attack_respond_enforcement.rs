@@ -6,32 +6,14 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use vigil_integration::alert_filter::alerts_of_rule as of_rule;
+use vigil_integration::policy_fixture::{
+    python_copy, write_gguf, write_signed_bundle, HOLD_MODEL_OPEN,
+};
 use vigil_integration::{free_port, privileged, wait_for, Agent, ControlPlane, Killed};
-use vigil_policy::{PolicySource, SigningKey};
-use vigil_proto::types::v1::Alert;
+use vigil_policy::SigningKey;
 
 const RULES: &str = "id: test.limit\ndescription: d\nseverity: critical\nwhen: [model_file]\ncondition: process.name == \"limit-me\"\naction: kill\n";
-
-fn python_copy(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import os, sys; print(os.path.realpath(sys.executable))",
-        ])
-        .output()
-        .unwrap();
-    let real = std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-    let copy = dir.join(name);
-    std::fs::copy(real, &copy).unwrap();
-    copy
-}
-
-fn of_rule<'a>(alerts: &'a [Alert], rule: &str) -> Vec<&'a Alert> {
-    alerts
-        .iter()
-        .filter(|a| a.finding.as_ref().unwrap().rule_id == rule)
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_rule_past_its_action_limit_reports_once_and_kills_no_more() {
@@ -41,8 +23,7 @@ async fn a_kill_rule_past_its_action_limit_reports_once_and_kills_no_more() {
     let tmp = tempfile::tempdir().unwrap();
     let key = SigningKey::generate();
     let bundle = tmp.path().join("bundle.json");
-    let files: PolicySource = [("rules.yaml".to_string(), RULES.to_string())].into();
-    std::fs::write(&bundle, key.sign(1, files).to_json()).unwrap();
+    write_signed_bundle(&bundle, &key, 1, RULES);
     let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
     cp.wait_leader().await;
     let _agent = Agent::start_with(
@@ -62,18 +43,13 @@ async fn a_kill_rule_past_its_action_limit_reports_once_and_kills_no_more() {
     let dir = tmp.path().join("work");
     std::fs::create_dir_all(&dir).unwrap();
     let model = dir.join("m.gguf");
-    std::fs::write(
-        &model,
-        b"GGUF\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00",
-    )
-    .unwrap();
+    write_gguf(&model);
     let offender = python_copy(&dir, "limit-me");
-    let hold = "import sys, time\nopen(sys.argv[1], 'rb').read(4)\ntime.sleep(60)\n";
     let mut children: Vec<Killed> = (0..10)
         .map(|_| {
             Killed(
                 Command::new(&offender)
-                    .args(["-c", hold])
+                    .args(["-c", HOLD_MODEL_OPEN])
                     .arg(&model)
                     .stdout(Stdio::null())
                     .spawn()

@@ -5,37 +5,11 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use vigil_integration::policy_fixture::{
+    python_copy, write_gguf, write_signed_bundle, HOLD_MODEL_OPEN as HOLD,
+};
 use vigil_integration::{free_port, privileged, wait_for, Agent, ControlPlane};
-use vigil_policy::{PolicySource, SigningKey};
-
-fn policy(text: &str) -> PolicySource {
-    [("rules.yaml".to_string(), text.to_string())].into()
-}
-
-fn gguf(path: &std::path::Path) {
-    std::fs::write(
-        path,
-        b"GGUF\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00",
-    )
-    .unwrap();
-}
-
-/// A copy of the real python interpreter under `name` in `dir`.
-fn python_copy(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import os, sys; print(os.path.realpath(sys.executable))",
-        ])
-        .output()
-        .unwrap();
-    let real = std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-    let copy = dir.join(name);
-    std::fs::copy(real, &copy).unwrap();
-    copy
-}
-
-const HOLD: &str = "import sys, time\nopen(sys.argv[1], 'rb').read(4)\ntime.sleep(60)\n";
+use vigil_policy::SigningKey;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_bundle_is_refused_and_stays_refused_after_a_restart() {
@@ -49,7 +23,7 @@ async fn an_older_bundle_is_refused_and_stays_refused_after_a_restart() {
         let rules = format!(
             "id: test.downgrade\ndescription: d\nseverity: high\nwhen: [model_file]\ncondition: process.name == \"downgrade-me\"\naction: {action}\n"
         );
-        std::fs::write(&path, key.sign(version, policy(&rules)).to_json()).unwrap();
+        write_signed_bundle(&path, &key, version, &rules);
         path
     };
     // v1 only alerts; v2 kills.
@@ -80,7 +54,7 @@ async fn an_older_bundle_is_refused_and_stays_refused_after_a_restart() {
     let dir = tmp.path().join("work");
     std::fs::create_dir_all(&dir).unwrap();
     let model = dir.join("m.gguf");
-    gguf(&model);
+    write_gguf(&model);
     let victim = python_copy(&dir, "downgrade-me");
     let killed = || {
         use std::os::unix::process::ExitStatusExt;
@@ -156,7 +130,7 @@ async fn a_version_rolled_back_automatically_stays_refused_after_a_restart() {
     let agent = Agent::start_with(&data, &cp.endpoint(), "rollback-host", &flags).await;
     let push = |version: u64, rules: &str| {
         let path = tmp.path().join(format!("v{version}.json"));
-        std::fs::write(&path, key.sign(version, policy(rules)).to_json()).unwrap();
+        write_signed_bundle(&path, &key, version, rules);
         let out = cp.vigilctl(&["policy", "push", path.to_str().unwrap()]);
         assert!(
             out.status.success(),
@@ -189,7 +163,7 @@ async fn a_version_rolled_back_automatically_stays_refused_after_a_restart() {
     std::fs::create_dir_all(&models).unwrap();
     for i in 0..8 {
         let m = models.join(format!("m{i}.gguf"));
-        gguf(&m);
+        write_gguf(&m);
         let status = Command::new("/bin/cat")
             .arg(&m)
             .stdout(Stdio::null())

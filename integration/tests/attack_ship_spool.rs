@@ -4,37 +4,15 @@
 //! memory, says `spool-full` and how many it dropped in its heartbeats, sends
 //! one alert per episode, and ships again once there is room.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use vigil_integration::{free_port, privileged, python_opens, wait_for, Agent, ControlPlane};
+use vigil_integration::alert_filter::{is_about_pid, is_of_rule};
+use vigil_integration::{
+    free_port, privileged, python_opens, wait_for, Agent, ControlPlane, Tmpfs,
+};
 
 const SPOOL_FULL_RULE: &str = "vigil.agent.spool-full";
-
-/// A tmpfs of `size` mounted at `dir`, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        use nix::mount::{mount, MsFlags};
-        std::fs::create_dir_all(dir).unwrap();
-        mount(
-            Some("tmpfs"),
-            dir,
-            Some("tmpfs"),
-            MsFlags::empty(),
-            Some(format!("size={size}").as_str()),
-        )
-        .unwrap_or_else(|e| panic!("mounting a tmpfs at {}: {e}", dir.display()));
-        Tmpfs(dir.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-    }
-}
 
 /// Opens `n` distinct model files, each from its own python3 process; their pids.
 fn open_models(dir: &Path, prefix: &str, n: usize) -> Vec<u32> {
@@ -100,61 +78,30 @@ async fn a_flood_with_the_control_plane_away_hits_the_quota_not_the_agent() {
     // 12 findings, 4 spooled, 3 held: at least 5 dropped (the spool-full
     // alert itself goes over the quota).
     assert!(summary.spool_dropped >= 5, "{summary:?}");
-    let alerts = wait_for("the spool-full alert", Duration::from_secs(30), || async {
-        let alerts = cp.try_alerts().await.ok()?;
-        alerts
-            .iter()
-            .any(|a| {
-                a.finding
-                    .as_ref()
-                    .is_some_and(|f| f.rule_id == SPOOL_FULL_RULE)
-            })
-            .then_some(alerts)
-    })
-    .await;
+    let alerts = cp
+        .wait_alerts_with("the spool-full alert", Duration::from_secs(30), |a| {
+            is_of_rule(a, SPOOL_FULL_RULE)
+        })
+        .await;
     let spool_full_alerts = alerts
         .iter()
-        .filter(|a| {
-            a.finding
-                .as_ref()
-                .is_some_and(|f| f.rule_id == SPOOL_FULL_RULE)
-        })
+        .filter(|a| is_of_rule(a, SPOOL_FULL_RULE))
         .count();
     assert_eq!(spool_full_alerts, 1, "one alert per episode");
     // The first (spooled) and the last (held in memory) findings arrive.
     for pid in [flood[0], flood[11]] {
-        wait_for("a flood finding", Duration::from_secs(30), || async {
-            let alerts = cp.try_alerts().await.ok()?;
-            alerts
-                .iter()
-                .any(|a| {
-                    a.finding
-                        .as_ref()
-                        .and_then(|f| f.process.as_ref())
-                        .is_some_and(|p| p.pid == pid)
-                })
-                .then_some(())
+        cp.wait_alerts_with("a flood finding", Duration::from_secs(30), |a| {
+            is_about_pid(a, pid)
         })
         .await;
     }
     // And the spool takes findings again: a new one is shipped, the
     // heartbeat no longer says spool-full.
     let after = open_models(&models, "after", 1)[0];
-    wait_for(
+    cp.wait_alerts_with(
         "a finding after the episode",
         Duration::from_secs(30),
-        || async {
-            let alerts = cp.try_alerts().await.ok()?;
-            alerts
-                .iter()
-                .any(|a| {
-                    a.finding
-                        .as_ref()
-                        .and_then(|f| f.process.as_ref())
-                        .is_some_and(|p| p.pid == after)
-                })
-                .then_some(())
-        },
+        |a| is_about_pid(a, after),
     )
     .await;
     wait_for("spool-full cleared", Duration::from_secs(30), || async {
@@ -182,21 +129,10 @@ async fn a_full_disk_degrades_the_agent_and_it_recovers_when_space_returns() {
     let mut agent = Agent::start(&data, &cp.endpoint(), "disk-agent").await;
     let models = tmp.path().join("models");
     let before = open_models(&models, "before", 1)[0];
-    wait_for(
+    cp.wait_alerts_with(
         "a finding before the disk fills",
         Duration::from_secs(30),
-        || async {
-            let alerts = cp.try_alerts().await.ok()?;
-            alerts
-                .iter()
-                .any(|a| {
-                    a.finding
-                        .as_ref()
-                        .and_then(|f| f.process.as_ref())
-                        .is_some_and(|p| p.pid == before)
-                })
-                .then_some(())
-        },
+        |a| is_about_pid(a, before),
     )
     .await;
 
@@ -238,21 +174,10 @@ async fn a_full_disk_degrades_the_agent_and_it_recovers_when_space_returns() {
     std::fs::remove_file(&filler).unwrap();
     let after = open_models(&models, "after", 1)[0];
     for pid in during.iter().copied().chain([after]) {
-        wait_for(
+        cp.wait_alerts_with(
             "a finding held while the disk was full",
             Duration::from_secs(30),
-            || async {
-                let alerts = cp.try_alerts().await.ok()?;
-                alerts
-                    .iter()
-                    .any(|a| {
-                        a.finding
-                            .as_ref()
-                            .and_then(|f| f.process.as_ref())
-                            .is_some_and(|p| p.pid == pid)
-                    })
-                    .then_some(())
-            },
+            |a| is_about_pid(a, pid),
         )
         .await;
     }
@@ -260,10 +185,7 @@ async fn a_full_disk_degrades_the_agent_and_it_recovers_when_space_returns() {
     assert_eq!(
         alerts
             .iter()
-            .filter(|a| a
-                .finding
-                .as_ref()
-                .is_some_and(|f| f.rule_id == SPOOL_FULL_RULE))
+            .filter(|a| is_of_rule(a, SPOOL_FULL_RULE))
             .count(),
         1,
         "one spool-full alert for the episode"

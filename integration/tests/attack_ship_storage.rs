@@ -4,63 +4,23 @@
 //! the process stays up, and every finding it acked is still there when it
 //! restarts on a bigger disk.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
-use vigil_integration::{free_port, privileged, wait_for, ControlPlane};
+use vigil_integration::raw_agent::{hello, model_file_finding, RawAgentStream};
+use vigil_integration::{free_port, privileged, wait_for, ControlPlane, Tmpfs};
 use vigil_proto::agent::v1 as pb;
-use vigil_proto::agent::v1::agent_service_client::AgentServiceClient;
 use vigil_proto::types::v1 as types_pb;
-
-/// A tmpfs of `size` mounted at `dir`, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        use nix::mount::{mount, MsFlags};
-        std::fs::create_dir_all(dir).unwrap();
-        mount(
-            Some("tmpfs"),
-            dir,
-            Some("tmpfs"),
-            MsFlags::empty(),
-            Some(format!("size={size}").as_str()),
-        )
-        .unwrap_or_else(|e| panic!("mounting a tmpfs at {}: {e}", dir.display()));
-        Tmpfs(dir.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-    }
-}
 
 fn finding(seq: u64) -> types_pb::Finding {
     types_pb::Finding {
-        seq,
-        rule_id: "r".into(),
-        severity: types_pb::Severity::High as i32,
-        signal: types_pb::SignalKind::ModelFile as i32,
-        observed_at_unix_nanos: 1,
-        process: Some(types_pb::Process {
-            pid: 77,
-            exe: "/usr/bin/python3".into(),
-            ..Default::default()
-        }),
         file: Some(types_pb::FileObject {
             path: format!("/m/model-{seq}.onnx"),
         }),
-        net: None,
-        gpu: None,
-        action: String::new(),
         summary: "x".repeat(2000),
+        ..model_file_finding(seq, types_pb::Severity::High as i32)
     }
 }
 
@@ -89,25 +49,8 @@ async fn a_full_control_plane_disk_turns_health_not_serving_and_loses_no_acked_f
     assert_eq!(health(&cp).await, Some(ServingStatus::Serving as i32));
 
     // A raw agent floods findings until the control plane stops acking.
-    let mut client = AgentServiceClient::new(cp.channel().await);
-    let (tx, rx) = mpsc::channel(4);
-    tx.send(pb::AgentMessage {
-        body: Some(pb::agent_message::Body::Hello(pb::Hello {
-            agent_id: "flood-agent".into(),
-            hostname: "h".into(),
-            agent_version: "0".into(),
-            sensor_mode: types_pb::SensorMode::Ebpf as i32,
-            kernel_release: "k".into(),
-            hooks: vec![],
-        })),
-    })
-    .await
-    .unwrap();
-    let mut inbound = client
-        .stream(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let RawAgentStream { tx, mut inbound } =
+        RawAgentStream::open(&cp, 4, vec![hello("flood-agent", "h")]).await;
     let mut acked = 0u64;
     let mut seq = 0u64;
     'flood: for _ in 0..2_000 {

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use vigil_integration::raw_agent::{
+    findings, heartbeat, hello, model_file_finding as finding, RawAgentStream,
+};
 use vigil_integration::{free_port, wait_for, ControlPlane};
 use vigil_proto::admin::v1 as admin_pb;
 use vigil_proto::agent::v1 as pb;
-use vigil_proto::agent::v1::agent_service_client::AgentServiceClient;
 use vigil_proto::types::v1 as types_pb;
 
 struct HttpReply {
@@ -97,41 +97,6 @@ async fn start() -> (tempfile::TempDir, ControlPlane, u16) {
     (tmp, cp, metrics_port)
 }
 
-fn hello() -> pb::AgentMessage {
-    pb::AgentMessage {
-        body: Some(pb::agent_message::Body::Hello(pb::Hello {
-            agent_id: "metrics-agent".into(),
-            hostname: "metrics-host".into(),
-            agent_version: "0".into(),
-            sensor_mode: types_pb::SensorMode::Ebpf as i32,
-            kernel_release: "k".into(),
-            hooks: vec![],
-        })),
-    }
-}
-
-fn finding(seq: u64, severity: i32) -> types_pb::Finding {
-    types_pb::Finding {
-        seq,
-        rule_id: "r".into(),
-        severity,
-        signal: types_pb::SignalKind::ModelFile as i32,
-        observed_at_unix_nanos: 1,
-        process: Some(types_pb::Process {
-            pid: 77,
-            exe: "/usr/bin/python3".into(),
-            ..Default::default()
-        }),
-        file: Some(types_pb::FileObject {
-            path: "/m/model.onnx".into(),
-        }),
-        net: None,
-        gpu: None,
-        action: String::new(),
-        summary: "s".into(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_node_reports_itself_leader_and_counts_what_an_agent_sends() {
     let (_tmp, cp, port) = start().await;
@@ -183,41 +148,31 @@ async fn a_single_node_reports_itself_leader_and_counts_what_an_agent_sends() {
     assert!(value(&before, "process_open_fds") > 0.0);
 
     // An agent: one bad finding and one good, then a heartbeat.
-    let mut client = AgentServiceClient::new(cp.channel().await);
-    let (tx, rx) = mpsc::channel(8);
-    tx.send(hello()).await.unwrap();
-    tx.send(pb::AgentMessage {
-        body: Some(pb::agent_message::Body::Findings(pb::FindingBatch {
-            findings: vec![finding(1, 99), finding(2, types_pb::Severity::High as i32)],
-        })),
-    })
-    .await
-    .unwrap();
-    tx.send(pb::AgentMessage {
-        body: Some(pb::agent_message::Body::Heartbeat(pb::Heartbeat {
-            counters: Some(types_pb::SensorCounters {
-                emitted: 40,
-                filtered: 30,
-                dropped: 2,
-                received: 38,
+    let mut agent = RawAgentStream::open(
+        &cp,
+        8,
+        vec![
+            hello("metrics-agent", "metrics-host"),
+            findings(vec![
+                finding(1, 99),
+                finding(2, types_pb::Severity::High as i32),
+            ]),
+            heartbeat(pb::Heartbeat {
+                counters: Some(types_pb::SensorCounters {
+                    emitted: 40,
+                    filtered: 30,
+                    dropped: 2,
+                    received: 38,
+                    ..Default::default()
+                }),
+                spooled: 5,
+                ..Default::default()
             }),
-            spooled: 5,
-            ..Default::default()
-        })),
-    })
-    .await
-    .unwrap();
-    let mut inbound = client
-        .stream(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+        ],
+    )
+    .await;
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), inbound.message())
-            .await
-            .expect("an answer")
-            .expect("a message")
-            .expect("the stream stays open");
+        let msg = agent.next_message().await;
         if let Some(pb::control_message::Body::Ack(a)) = msg.body {
             assert_eq!(a.up_to_seq, 2);
             break;
@@ -273,8 +228,7 @@ async fn a_single_node_reports_itself_leader_and_counts_what_an_agent_sends() {
     );
 
     // A closed stream is no longer a session; the agent stays registered.
-    drop(tx);
-    drop(inbound);
+    drop(agent);
     wait_for("the session to close", Duration::from_secs(10), || async {
         let s = scrape(port).await;
         (s.get("vigil_controlplane_agent_sessions") == Some(&0.0)).then_some(())

@@ -5,51 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use vigil_integration::{free_port, privileged, wait_for, Agent, ControlPlane, Killed};
+use vigil_integration::alert_filter::pid_of;
+use vigil_integration::{
+    compile_c, free_port, privileged, wait_for, Agent, AgentHost, ControlPlane, Killed,
+};
 use vigil_proto::types::v1::{Alert, SignalKind};
-
-struct Host {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    cp: ControlPlane,
-    agent: Agent,
-}
-
-impl Host {
-    async fn start(id: &str) -> Host {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("work");
-        std::fs::create_dir_all(&dir).unwrap();
-        let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
-        cp.wait_leader().await;
-        let agent = Agent::start(&tmp.path().join("agent"), &cp.endpoint(), id).await;
-        Host {
-            _tmp: tmp,
-            dir,
-            cp,
-            agent,
-        }
-    }
-
-    async fn alert(&self, what: &str, pred: impl Fn(&Alert) -> bool) -> Alert {
-        wait_for(what, Duration::from_secs(15), || async {
-            self.cp.alerts().await.into_iter().find(|a| pred(a))
-        })
-        .await
-    }
-
-    async fn wait_log(&self, what: &str, needle: &str) {
-        wait_for(what, Duration::from_secs(15), || async {
-            let log = std::fs::read_to_string(&self.agent.log).unwrap_or_default();
-            log.contains(needle).then_some(())
-        })
-        .await
-    }
-}
-
-fn pid_of(a: &Alert) -> u32 {
-    a.finding.as_ref().unwrap().process.as_ref().unwrap().pid
-}
 
 fn signal_of(a: &Alert) -> SignalKind {
     a.finding.as_ref().unwrap().signal()
@@ -80,36 +40,21 @@ fn python(code: &str) -> Command {
     c
 }
 
-fn cc(dir: &Path, name: &str, source: &str, args: &[&str]) -> PathBuf {
-    let src = dir.join(format!("{name}.c"));
-    std::fs::write(&src, source).unwrap();
-    let out = dir.join(name);
-    let status = Command::new("cc")
-        .args(args)
-        .arg(&src)
-        .arg("-o")
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(status.success(), "compiling {name}");
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_libraries_gpu_nodes_and_short_lived_model_opens() {
     if !privileged("runtime_libraries_gpu_nodes_and_short_lived_model_opens") {
         return;
     }
-    let h = Host::start("signals-files").await;
+    let h = AgentHost::start("signals-files").await;
 
     // A C program dlopens a library named like ONNX Runtime.
-    let lib = cc(
+    let lib = compile_c(
         &h.dir,
         "libonnxruntime.so",
         "int vigil_test_symbol(void) { return 42; }\n",
         &["-shared", "-fPIC"],
     );
-    let loader = cc(
+    let loader = compile_c(
         &h.dir,
         "loader",
         "#include <dlfcn.h>\n#include <stdio.h>\nint main(int c, char **v) { void *h = dlopen(v[1], RTLD_NOW); if (!h) { fprintf(stderr, \"%s\\n\", dlerror()); return 1; } return 0; }\n",
@@ -194,7 +139,7 @@ async fn runtime_libraries_gpu_nodes_and_short_lived_model_opens() {
     eprintln!("cat lived {lived:?} (spawn to reap) and was seen");
 
     // The other open syscalls: open(2), creat(2) and openat2(2), called directly.
-    let opener = cc(
+    let opener = compile_c(
         &h.dir,
         "opener",
         "#define _GNU_SOURCE\n#include <fcntl.h>\n#include <linux/openat2.h>\n#include <sys/syscall.h>\n#include <unistd.h>\nint main(int c, char **v) {\n  if (syscall(SYS_open, v[1], O_RDONLY) < 0) return 1;\n  if (syscall(SYS_creat, v[2], 0600) < 0) return 2;\n  struct open_how how = { .flags = O_RDONLY };\n  if (syscall(SYS_openat2, AT_FDCWD, v[3], &how, sizeof(how)) < 0) return 3;\n  return 0;\n}\n",
@@ -280,7 +225,7 @@ async fn a_renamed_python_mapping_gguf_named_cache_dat_is_a_model_file() {
     if !privileged("a_renamed_python_mapping_gguf_named_cache_dat_is_a_model_file") {
         return;
     }
-    let h = Host::start("signals-content").await;
+    let h = AgentHost::start("signals-content").await;
     // A copy of the python binary under a name that says nothing.
     let python3 = PathBuf::from(
         String::from_utf8(
@@ -378,7 +323,7 @@ async fn ollama_ports_and_openai_style_listeners() {
     if !privileged("ollama_ports_and_openai_style_listeners") {
         return;
     }
-    let h = Host::start("signals-net").await;
+    let h = AgentHost::start("signals-net").await;
 
     // A connect to 127.0.0.1:11434 (refused is fine: the attempt is the signal).
     let pid = run(&mut python("import socket\ns = socket.socket()\ntry:\n    s.connect(('127.0.0.1', 11434))\nexcept OSError:\n    pass\n"));
@@ -443,7 +388,7 @@ async fn dns_questions_for_ai_api_hosts_are_attributed_to_the_asking_process() {
     if !privileged("dns_questions_for_ai_api_hosts_are_attributed") {
         return;
     }
-    let h = Host::start("signals-dns").await;
+    let h = AgentHost::start("signals-dns").await;
     let dns = |name: &str, send: &str| {
         let mut c = python(&format!("{DNS_QUERY}{send}"));
         c.arg(name);
@@ -579,7 +524,7 @@ async fn invalid_utf8_argv_and_maximum_length_paths_are_reported_not_fatal() {
     if !privileged("invalid_utf8_argv_and_maximum_length_paths_are_reported_not_fatal") {
         return;
     }
-    let h = Host::start("signals-bad-input").await;
+    let h = AgentHost::start("signals-bad-input").await;
 
     // An argv element that is not UTF-8: cat fails on it, then opens the model.
     let model = h.dir.join("argv.onnx");
@@ -628,7 +573,7 @@ async fn after_a_process_storm_every_record_the_kernel_emitted_was_received() {
     if !privileged("after_a_process_storm_every_record_the_kernel_emitted_was_received") {
         return;
     }
-    let h = Host::start("signals-storm").await;
+    let h = AgentHost::start("signals-storm").await;
     let started = std::time::Instant::now();
     run(Command::new("sh").args([
         "-c",
