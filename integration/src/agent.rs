@@ -2,8 +2,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
-use crate::{try_binary, Daemon, HarnessError, READY_TIMEOUT};
+use crate::{try_binary, wait_for, Daemon, HarnessError, READY_TIMEOUT};
 
 /// Held by each running agent: within one process, agents run one at a
 /// time. Two agents on one host see each other's content reads of model
@@ -99,6 +100,15 @@ impl Agent {
     /// unreadable).
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` for the agent's log to contain `needle`;
+    /// panics naming `what` on a timeout.
+    pub async fn wait_for_log(&self, what: &str, timeout: Duration, needle: &str) {
+        wait_for(what, timeout, || async {
+            self.log_text().contains(needle).then_some(())
+        })
+        .await
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use vigil_proto::types::v1::Alert;
 
-use crate::{free_port, wait_for, Agent, ControlPlane};
+use crate::{wait_for, Agent, ControlPlane};
 
 pub struct AgentHost {
     pub dir: PathBuf,
@@ -24,8 +24,7 @@ impl AgentHost {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("work");
         std::fs::create_dir_all(&dir).unwrap();
-        let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
-        cp.wait_leader().await;
+        let cp = ControlPlane::start_leading(&tmp.path().join("cp")).await;
         let agent = Agent::start(&tmp.path().join("agent"), &cp.endpoint(), agent_id).await;
         AgentHost {
             dir,
@@ -56,10 +55,8 @@ impl AgentHost {
 
     /// Waits up to 15 s for the agent's log to contain `needle`.
     pub async fn wait_log(&self, what: &str, needle: &str) {
-        wait_for(what, Duration::from_secs(15), || async {
-            let log = std::fs::read_to_string(&self.agent.log).unwrap_or_default();
-            log.contains(needle).then_some(())
-        })
-        .await
+        self.agent
+            .wait_for_log(what, Duration::from_secs(15), needle)
+            .await
     }
 }

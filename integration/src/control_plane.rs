@@ -11,7 +11,8 @@ use vigil_proto::admin::v1::admin_service_client::AdminServiceClient;
 use vigil_proto::types::v1::Alert;
 
 use crate::{
-    binary, try_binary, try_connect, try_wait_for, wait_for, Daemon, HarnessError, READY_TIMEOUT,
+    binary, free_port, try_binary, try_connect, try_wait_for, wait_for, Daemon, HarnessError,
+    READY_TIMEOUT,
 };
 
 /// Alerts asked for per QueryAlerts call: the control plane's largest page.
@@ -34,6 +35,14 @@ impl ControlPlane {
     /// log when it does not come up.
     pub fn start_with(data_dir: &Path, port: u16, extra: &[&str]) -> ControlPlane {
         Self::try_start(data_dir, port, extra).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A single-node control plane on a free port with its data in
+    /// `data_dir`, once it leads.
+    pub async fn start_leading(data_dir: &Path) -> ControlPlane {
+        let cp = ControlPlane::start(data_dir, free_port());
+        cp.wait_leader().await;
+        cp
     }
 
     /// Starts `vigil-controlplane` listening on 127.0.0.1:`port` with its

@@ -24,6 +24,7 @@ mod privilege;
 pub mod raw_agent;
 pub mod raw_codec;
 mod tmpfs;
+pub mod unprivileged;
 
 pub use agent::{log_number, Agent};
 pub use agent_host::AgentHost;

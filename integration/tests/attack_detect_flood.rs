@@ -3,11 +3,11 @@
 //! aggregate finding, the agent's memory stays bounded, and other
 //! processes are still reported. Runs as root.
 
-use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 use std::time::Duration;
 
-use vigil_integration::{free_port, privileged, python_opens, wait_for, Agent, ControlPlane};
+use vigil_integration::alert_filter::pid_of;
+use vigil_integration::unprivileged::{python_as_nobody, shared_dir};
+use vigil_integration::{privileged, python_opens, wait_for, Agent, ControlPlane};
 use vigil_proto::types::v1::{Alert, SignalKind};
 
 /// Distinct model-file names the flood creates.
@@ -24,10 +24,6 @@ fn vm_rss_kib(pid: u32) -> u64 {
         .expect("VmRSS in /proc/PID/status")
 }
 
-fn pid_of(a: &Alert) -> u32 {
-    a.finding.as_ref().unwrap().process.as_ref().unwrap().pid
-}
-
 /// The count an aggregate finding states: "... opened N model files; ...".
 fn stated_count(summary: &str) -> Option<u64> {
     let rest = &summary[summary.find(" opened ")? + " opened ".len()..];
@@ -40,25 +36,19 @@ async fn a_flood_of_model_file_names_is_counted_not_reported_one_by_one() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
-    cp.wait_leader().await;
+    let cp = ControlPlane::start_leading(&tmp.path().join("cp")).await;
     let agent = Agent::start(&tmp.path().join("agent"), &cp.endpoint(), "attack-flood").await;
     let agent_pid = agent.daemon.id();
-    let dir = tmp.path().join("flood");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let dir = shared_dir(tmp.path(), "flood");
     // Settle, then measure.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_before = vm_rss_kib(agent_pid);
 
     // An unprivileged user creates (and so opens) 20,000 distinct names.
-    let mut flood = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c"])
-        .arg(format!(
-            "import sys\nfor i in range({FLOOD}):\n    open(f'{{sys.argv[1]}}/m{{i}}.onnx', 'w').close()"
-        ))
-        .arg(&dir)
+    let mut flood = python_as_nobody(&format!(
+        "import sys\nfor i in range({FLOOD}):\n    open(f'{{sys.argv[1]}}/m{{i}}.onnx', 'w').close()"
+    ))
+    .arg(&dir)
         .spawn()
         .expect("setpriv and python3");
     let flood_pid = flood.id();

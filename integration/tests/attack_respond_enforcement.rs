@@ -10,7 +10,7 @@ use vigil_integration::alert_filter::alerts_of_rule as of_rule;
 use vigil_integration::policy_fixture::{
     python_copy, write_gguf, write_signed_bundle, HOLD_MODEL_OPEN,
 };
-use vigil_integration::{free_port, privileged, wait_for, Agent, ControlPlane, Killed};
+use vigil_integration::{privileged, wait_for, Agent, ControlPlane, Killed};
 use vigil_policy::SigningKey;
 
 const RULES: &str = "id: test.limit\ndescription: d\nseverity: critical\nwhen: [model_file]\ncondition: process.name == \"limit-me\"\naction: kill\n";
@@ -24,8 +24,7 @@ async fn a_kill_rule_past_its_action_limit_reports_once_and_kills_no_more() {
     let key = SigningKey::generate();
     let bundle = tmp.path().join("bundle.json");
     write_signed_bundle(&bundle, &key, 1, RULES);
-    let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
-    cp.wait_leader().await;
+    let cp = ControlPlane::start_leading(&tmp.path().join("cp")).await;
     let _agent = Agent::start_with(
         &tmp.path().join("agent"),
         &cp.endpoint(),

@@ -29,8 +29,7 @@ async fn an_older_bundle_is_refused_and_stays_refused_after_a_restart() {
     // v1 only alerts; v2 kills.
     let v1 = write(1, "alert");
     let v2 = write(2, "kill");
-    let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
-    cp.wait_leader().await;
+    let cp = ControlPlane::start_leading(&tmp.path().join("cp")).await;
     let data = tmp.path().join("agent");
     let start = |bundle: std::path::PathBuf| {
         let cp = cp.endpoint();

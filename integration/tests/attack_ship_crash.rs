@@ -8,9 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use vigil_integration::{
-    free_port, log_number, privileged, python_opens, wait_for, Agent, ControlPlane,
-};
+use vigil_integration::{log_number, privileged, python_opens, wait_for, Agent, ControlPlane};
 
 const ROUNDS: usize = 20;
 /// Model files one round opens at most (one python3 process each).
@@ -34,8 +32,7 @@ async fn sigkill_at_random_points_loses_no_spooled_finding_and_repeats_none() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
-    cp.wait_leader().await;
+    let cp = ControlPlane::start_leading(&tmp.path().join("cp")).await;
     let data = tmp.path().join("agent");
     let models = tmp.path().join("models");
     std::fs::create_dir_all(&models).unwrap();

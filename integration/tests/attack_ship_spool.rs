@@ -48,15 +48,13 @@ async fn a_flood_with_the_control_plane_away_hits_the_quota_not_the_agent() {
     .await;
     let models = tmp.path().join("models");
     let flood = open_models(&models, "flood", 12);
-    wait_for(
-        "the agent to say spool-full",
-        Duration::from_secs(30),
-        || {
-            let log = agent.log_text();
-            async move { log.contains("spool-full").then_some(()) }
-        },
-    )
-    .await;
+    agent
+        .wait_for_log(
+            "the agent to say spool-full",
+            Duration::from_secs(30),
+            "spool-full",
+        )
+        .await;
     assert!(alive(&mut agent), "the agent exited:\n{}", agent.log_text());
 
     // The control plane comes: the agent record says what was dropped, the
@@ -121,8 +119,7 @@ async fn a_full_disk_degrades_the_agent_and_it_recovers_when_space_returns() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
-    cp.wait_leader().await;
+    let cp = ControlPlane::start_leading(&tmp.path().join("cp")).await;
     // The agent's data dir is a small tmpfs (its log lies beside it).
     let data = tmp.path().join("agent");
     let _fs = Tmpfs::mount(&data, "4m");

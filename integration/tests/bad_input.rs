@@ -6,7 +6,7 @@ use vigil_integration::raw_agent::{
     findings, heartbeat, hello_with_sensor_mode, model_file_finding as finding, RawAgentStream,
 };
 use vigil_integration::raw_codec::RawCodec;
-use vigil_integration::{free_port, ControlPlane};
+use vigil_integration::ControlPlane;
 use vigil_proto::admin::v1 as admin_pb;
 use vigil_proto::agent::v1 as pb;
 use vigil_proto::agent::v1::agent_service_client::AgentServiceClient;
@@ -14,8 +14,7 @@ use vigil_proto::types::v1 as types_pb;
 
 async fn start() -> (tempfile::TempDir, ControlPlane) {
     let tmp = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
-    cp.wait_leader().await;
+    let cp = ControlPlane::start_leading(&tmp.path().join("cp")).await;
     (tmp, cp)
 }
 

@@ -5,15 +5,14 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use vigil_integration::{binary, free_port, wait_for, Agent, ControlPlane};
+use vigil_integration::{binary, wait_for, Agent, ControlPlane};
 use vigil_proto::admin::v1::ClusterStatusRequest;
 use vigil_proto::types::v1::SensorMode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn procfs_polling_finds_a_model_holder_and_reports_degraded_mode() {
     let tmp = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
-    cp.wait_leader().await;
+    let cp = ControlPlane::start_leading(&tmp.path().join("cp")).await;
     let _agent = Agent::start_with(
         &tmp.path().join("agent"),
         &cp.endpoint(),

@@ -238,15 +238,13 @@ async fn an_agent_started_before_its_control_plane_keeps_retrying_and_loses_noth
     std::fs::write(&model, b"GGUF\x03\x00\x00\x00").unwrap();
     let pid = python_opens(&model);
     // The agent reports the outage and retries with backoff.
-    wait_for(
-        "the agent to report the control plane unreachable",
-        Duration::from_secs(10),
-        || async {
-            let log = std::fs::read_to_string(&agent.log).unwrap_or_default();
-            log.contains("control plane unreachable").then_some(())
-        },
-    )
-    .await;
+    agent
+        .wait_for_log(
+            "the agent to report the control plane unreachable",
+            Duration::from_secs(10),
+            "control plane unreachable",
+        )
+        .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let cp = ControlPlane::start(&tmp.path().join("cp"), port);

@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use vigil_integration::{
-    cgroup2_mount, fake_nvml_library, free_port, privileged, sha256_file, wait_for, Agent,
-    ControlPlane, Killed,
+    cgroup2_mount, fake_nvml_library, privileged, sha256_file, wait_for, Agent, ControlPlane,
+    Killed,
 };
 use vigil_proto::types::v1::{Alert, SignalKind};
 
@@ -88,8 +88,7 @@ async fn one_gpu_use_finding_for_the_one_unapproved_process() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
-    cp.wait_leader().await;
+    let cp = ControlPlane::start_leading(&tmp.path().join("cp")).await;
 
     // Approved: sleep (its digest is approved). Unapproved: python. In a PID
     // namespace: another approved sleep, pid 1 in its own namespace.
@@ -243,8 +242,7 @@ async fn a_host_without_nvml_reports_no_nvidia_gpu() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
-    cp.wait_leader().await;
+    let cp = ControlPlane::start_leading(&tmp.path().join("cp")).await;
     let missing = tmp.path().join("no-such-dir/libnvidia-ml.so.1");
     let _agent = Agent::start_with(
         &tmp.path().join("agent"),

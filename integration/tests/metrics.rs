@@ -324,8 +324,7 @@ async fn the_agent_counts_its_sensor_records_and_findings_by_signal() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
-    cp.wait_leader().await;
+    let cp = ControlPlane::start_leading(&tmp.path().join("cp")).await;
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let _agent = vigil_integration::Agent::start_with(

@@ -6,9 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use vigil_integration::alert_filter::pid_of;
-use vigil_integration::{
-    compile_c, free_port, privileged, wait_for, Agent, AgentHost, ControlPlane, Killed,
-};
+use vigil_integration::{compile_c, privileged, wait_for, Agent, AgentHost, ControlPlane, Killed};
 use vigil_proto::types::v1::{Alert, SignalKind};
 
 fn signal_of(a: &Alert) -> SignalKind {
@@ -505,8 +503,7 @@ async fn a_process_started_before_the_agent_holding_a_model_open_is_found() {
         },
     )
     .await;
-    let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
-    cp.wait_leader().await;
+    let cp = ControlPlane::start_leading(&tmp.path().join("cp")).await;
     let _agent = Agent::start(&tmp.path().join("agent"), &cp.endpoint(), "late-agent").await;
     let a = wait_for(
         "the startup scan to report the held model",
@@ -606,8 +603,7 @@ async fn an_overflowing_ring_buffer_counts_every_lost_record_and_the_agent_goes_
     }
     // A one-page ring buffer: a storm overflows it between two drains.
     let tmp = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
-    cp.wait_leader().await;
+    let cp = ControlPlane::start_leading(&tmp.path().join("cp")).await;
     let agent = Agent::start_with(
         &tmp.path().join("agent"),
         &cp.endpoint(),
@@ -656,15 +652,13 @@ async fn an_overflowing_ring_buffer_counts_every_lost_record_and_the_agent_goes_
         after.dropped > before.dropped,
         "a 4 KiB ring at {rate:.0} processes/s should overflow"
     );
-    wait_for(
-        "the agent's warning about lost records",
-        Duration::from_secs(5),
-        || async {
-            let log = std::fs::read_to_string(&agent.log).unwrap_or_default();
-            log.contains("sensor records lost").then_some(())
-        },
-    )
-    .await;
+    agent
+        .wait_for_log(
+            "the agent's warning about lost records",
+            Duration::from_secs(5),
+            "sensor records lost",
+        )
+        .await;
     let log = std::fs::read_to_string(&agent.log).unwrap();
     assert!(!log.contains("panicked"), "{log}");
     // The agent goes on: a model open after the storm is still found.
@@ -690,8 +684,7 @@ async fn a_restarted_agent_keeps_the_signals_of_live_processes_and_repeats_none(
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
-    cp.wait_leader().await;
+    let cp = ControlPlane::start_leading(&tmp.path().join("cp")).await;
     let agent_dir = tmp.path().join("agent");
     let agent = Agent::start(&agent_dir, &cp.endpoint(), "restart-agent").await;
 
