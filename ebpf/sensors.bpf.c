@@ -4,9 +4,11 @@
  *
  * Architecture invariant: only what user space needs leaves the kernel.
  * Opens are matched against the agent's path filter table here; every
- * event either becomes a record (EMITTED), is filtered out (FILTERED) or is
- * lost because the ring buffer is full (DROPPED), and the per-CPU counters
- * say which, so nothing is lost silently.
+ * event either becomes a record (EMITTED), is filtered out (FILTERED), is
+ * lost because the ring buffer is full (DROPPED, also counted per process
+ * in DROPS_BY_PROCESS) or, for an open waiting for its syscall to return,
+ * is evicted from the in-flight table (EVICTED); the per-CPU counters say
+ * which, so nothing is lost silently.
  */
 #include <stdbool.h>
 #include <linux/bpf.h>
@@ -78,8 +80,8 @@ struct {
 /*
  * Matched opens wait here, by thread id, for their syscall to return; the
  * exit programs add the result and send them. LRU: an entry whose exit
- * never comes cannot fill the map. PENDING_OPENS counts entries so that
- * the exit of an unmatched open (nearly all of them) returns after one load.
+ * never comes cannot fill the map, but a flood of threads blocked in open
+ * (on FIFOs, say) evicts entries still waiting: see OPEN_PENDING.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -88,7 +90,36 @@ struct {
 	__type(value, struct vigil_open_event);
 } OPENS_IN_FLIGHT SEC(".maps");
 
+/*
+ * Whether this thread has a matched open in flight: task-local, so unlike
+ * the LRU table above it cannot lose an entry to other threads. An exit
+ * that finds its flag set but no entry in OPENS_IN_FLIGHT counts EVICTED.
+ * (An LRU map evicts silently and, with per-CPU free lists, even before it
+ * is full, so counting inserts into a "full" map would miss evictions.)
+ * Freed with the task. PENDING_OPENS counts the flags set, so that the
+ * exit of an unmatched open (nearly all of them) returns after one load.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u32);
+} OPEN_PENDING SEC(".maps");
+
 __u32 PENDING_OPENS = 0;
+
+/*
+ * Records lost for a full ring buffer, by the process (tgid) whose event
+ * they were: the agent reads it every second and reports a process that
+ * floods the sensors. LRU: a flood from many processes cannot fill it, the
+ * flooding process stays (it is the most recently used).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u64);
+} DROPS_BY_PROCESS SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -139,12 +170,26 @@ static __always_inline __u64 context_wakeup(void)
 										      : BPF_RB_NO_WAKEUP;
 }
 
+/* A record lost for a full ring: counted, and against the current process. */
+static __always_inline void count_drop(void)
+{
+	count(VIGIL_COUNTER_DROPPED);
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 *n = bpf_map_lookup_elem(&DROPS_BY_PROCESS, &tgid);
+	if (n) {
+		__sync_fetch_and_add(n, 1);
+		return;
+	}
+	__u64 one = 1;
+	bpf_map_update_elem(&DROPS_BY_PROCESS, &tgid, &one, BPF_NOEXIST);
+}
+
 static __always_inline void emit(void *record, __u64 size, __u64 flags)
 {
 	if (bpf_ringbuf_output(&EVENTS, record, size, flags) == 0)
 		count(VIGIL_COUNTER_EMITTED);
 	else
-		count(VIGIL_COUNTER_DROPPED);
+		count_drop();
 }
 
 SEC("tracepoint/sched/sched_process_exec")
@@ -300,22 +345,41 @@ static __always_inline int on_open(const char *upath, int dfd, __u32 flags)
 	ev->_pad = 0;
 	__u64 size = offsetof(struct vigil_open_event, path) + plen;
 	fill_header(&ev->hdr, VIGIL_EVENT_OPEN, size);
-	/* Sent when the syscall returns (on_open_exit), with its result. */
+	/* Sent when the syscall returns (on_open_exit), with its result. An
+	 * open that cannot be tracked (no memory) is lost, and counted so. */
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	if (bpf_map_update_elem(&OPENS_IN_FLIGHT, &tid, ev, BPF_ANY) == 0)
+	__u32 *pending = bpf_task_storage_get(&OPEN_PENDING, bpf_get_current_task_btf(), 0,
+					      BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!pending || bpf_map_update_elem(&OPENS_IN_FLIGHT, &tid, ev, BPF_ANY) != 0) {
+		count(VIGIL_COUNTER_EVICTED);
+		return 0;
+	}
+	if (*pending == 0) {
+		*pending = 1;
 		__sync_fetch_and_add(&PENDING_OPENS, 1);
+	}
 	return 0;
 }
 
-/* The open syscalls' return: send the waiting record, if this thread has one. */
+/*
+ * The open syscalls' return: send the waiting record, if this thread has
+ * one; count it EVICTED if the in-flight table lost it meanwhile.
+ */
 static __always_inline int on_open_exit(long ret)
 {
 	if (PENDING_OPENS == 0)
 		return 0;
+	__u32 *pending = bpf_task_storage_get(&OPEN_PENDING, bpf_get_current_task_btf(), 0, 0);
+	if (!pending || *pending == 0)
+		return 0;
+	*pending = 0;
+	__sync_fetch_and_add(&PENDING_OPENS, -1); /* BPF v1 has no atomic sub */
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct vigil_open_event *ev = bpf_map_lookup_elem(&OPENS_IN_FLIGHT, &tid);
-	if (!ev)
+	if (!ev) {
+		count(VIGIL_COUNTER_EVICTED);
 		return 0;
+	}
 	ev->ret = (__s32)ret;
 	__u64 size = ev->hdr.size;
 	if (size > sizeof(*ev))
@@ -323,8 +387,7 @@ static __always_inline int on_open_exit(long ret)
 	/* Opens that pass the filter are rare and are what findings are made
 	 * of: wake the agent now rather than when the kernel next gets to it. */
 	emit(ev, size, BPF_RB_FORCE_WAKEUP);
-	if (bpf_map_delete_elem(&OPENS_IN_FLIGHT, &tid) == 0)
-		__sync_fetch_and_add(&PENDING_OPENS, -1); /* BPF v1 has no atomic sub */
+	bpf_map_delete_elem(&OPENS_IN_FLIGHT, &tid);
 	return 0;
 }
 

@@ -38,6 +38,9 @@
 #define VIGIL_COUNTER_EMITTED 0
 #define VIGIL_COUNTER_FILTERED 1
 #define VIGIL_COUNTER_DROPPED 2
+/* Matched opens lost from the in-flight table (evicted) before their
+ * syscall returned: they never became records. */
+#define VIGIL_COUNTER_EVICTED 3
 #define VIGIL_COUNTER_SLOTS 4
 
 /* Path filter table. */

@@ -65,6 +65,11 @@ pub struct AgentConfig {
     #[arg(long, default_value_t = 8192)]
     pub ring_buffer_kib: u32,
 
+    /// Records of one process lost for a full ring buffer in a second that
+    /// make it a flood: one finding per episode names the process (0: off).
+    #[arg(long, default_value_t = 1000)]
+    pub sensor_flood_drops_per_sec: u64,
+
     /// The NVML library to load (a path, or a name the dynamic linker
     /// finds). When it cannot load, the host reports "no NVIDIA GPU".
     #[arg(long, env = "VIGIL_NVML_LIBRARY", default_value = "libnvidia-ml.so.1")]
@@ -202,6 +207,7 @@ impl AgentConfig {
         crate::sensors::EbpfOptions {
             large_mapping_min: self.large_mapping_mib.saturating_mul(1 << 20),
             ring_buffer_bytes: self.ring_buffer_kib.saturating_mul(1024),
+            flood_drops_per_sec: self.sensor_flood_drops_per_sec,
         }
     }
 

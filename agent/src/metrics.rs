@@ -28,6 +28,8 @@ pub struct AgentMetrics {
     sensor_filtered: Counter<u64, AtomicU64>,
     sensor_dropped: Counter<u64, AtomicU64>,
     sensor_received: Counter<u64, AtomicU64>,
+    sensor_evicted: Counter<u64, AtomicU64>,
+    sensor_floods: Counter<u64, AtomicU64>,
     decode_errors: Counter<u64, AtomicU64>,
     findings: Family<SignalLabel, Counter<u64, AtomicU64>>,
     suppressed_duplicates: Counter<u64, AtomicU64>,
@@ -43,10 +45,16 @@ impl AgentMetrics {
             (&self.sensor_filtered, c.filtered),
             (&self.sensor_dropped, c.dropped),
             (&self.sensor_received, c.received),
+            (&self.sensor_evicted, c.evicted),
             (&self.decode_errors, decode_errors),
         ] {
             metric.inner().store(value, Ordering::Relaxed);
         }
+    }
+
+    /// Processes found flooding the sensors (episodes started).
+    pub fn sensor_floods(&self, started: u64) {
+        self.sensor_floods.inc_by(started);
     }
 
     pub fn finding_spooled(&self, signal: SignalKind) {
@@ -91,6 +99,16 @@ impl AgentMetrics {
             "vigil_agent_sensor_received",
             "Records the agent read from the ring buffer",
             self.sensor_received.clone(),
+        );
+        r.register(
+            "vigil_agent_sensor_evicted",
+            "Model and device opens lost from the kernel's in-flight table before their syscall returned",
+            self.sensor_evicted.clone(),
+        );
+        r.register(
+            "vigil_agent_sensor_floods",
+            "Processes found flooding the sensors (records lost for a full ring buffer at the flood rate), once per episode",
+            self.sensor_floods.clone(),
         );
         r.register(
             "vigil_agent_sensor_decode_errors",
@@ -156,9 +174,11 @@ mod tests {
                 filtered: 3,
                 dropped: 1,
                 received: 6,
+                evicted: 8,
             },
             2,
         );
+        m.sensor_floods(1);
         m.finding_spooled(SignalKind::ModelFile);
         m.finding_spooled(SignalKind::ModelFile);
         m.set_suppressed_duplicates(4);
@@ -171,6 +191,8 @@ mod tests {
             "vigil_agent_sensor_filtered_total 3",
             "vigil_agent_sensor_dropped_total 1",
             "vigil_agent_sensor_received_total 6",
+            "vigil_agent_sensor_evicted_total 8",
+            "vigil_agent_sensor_floods_total 1",
             "vigil_agent_sensor_decode_errors_total 2",
             "vigil_agent_findings_total{signal=\"model_file\"} 2",
             "vigil_agent_suppressed_duplicates_total 4",

@@ -44,6 +44,10 @@ pub struct SensorCounters {
     /// Records the agent read from the ring buffer (decoded or not).
     #[serde(default)]
     pub received: u64,
+    /// Matched opens lost from the kernel's in-flight table (evicted by
+    /// other threads' opens) before their syscall returned.
+    #[serde(default)]
+    pub evicted: u64,
 }
 
 /// What an agent says of itself in every heartbeat.

@@ -136,6 +136,7 @@ mod tests {
                 filtered: 2,
                 dropped: 3,
                 received: 4,
+                evicted: 7,
             },
             spooled: 5,
             spool_dropped: 6,

@@ -110,6 +110,7 @@ mod tests {
                 filtered: 5,
                 dropped: 6,
                 received: 7,
+                evicted: 11,
             },
             spooled: 8,
             spool_dropped: 10,

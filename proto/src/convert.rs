@@ -263,6 +263,7 @@ impl From<pb::SensorCounters> for domain::SensorCounters {
             filtered: c.filtered,
             dropped: c.dropped,
             received: c.received,
+            evicted: c.evicted,
         }
     }
 }
@@ -274,6 +275,7 @@ impl From<domain::SensorCounters> for pb::SensorCounters {
             filtered: c.filtered,
             dropped: c.dropped,
             received: c.received,
+            evicted: c.evicted,
         }
     }
 }

@@ -19,6 +19,9 @@ use crate::detect::untrusted_file::{open_regular, read_head, FinalLink};
 use crate::procfs::Procfs;
 use crate::sensors::{EventContext, NetOp, PathMatch, SensorEvent};
 
+/// The rule of the finding that names a process flooding the sensors.
+pub const SENSOR_FLOOD_RULE: &str = "vigil.sensors.flood";
+
 /// Bounds on what one process can make the detector do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DetectLimits {
@@ -346,6 +349,19 @@ impl Detector {
                     },
                     at,
                 )
+            }
+            SensorEvent::SensorFlood {
+                dropped,
+                dropped_total,
+                ..
+            } => {
+                let process = self.process(ctx, table).process;
+                Some(Detection::Finding(sensor_flood_finding(
+                    process,
+                    *dropped,
+                    *dropped_total,
+                    at,
+                )))
             }
             SensorEvent::Net {
                 op, local, remote, ..
@@ -745,6 +761,33 @@ impl Detector {
             uncached_exe,
             note,
         }
+    }
+}
+
+/// The one finding of a sensor-flood episode (the sensor stage sends one
+/// event per episode): whoever floods the ring buffer blinds the sensors to
+/// other processes' events too.
+fn sensor_flood_finding(
+    process: ProcessInfo,
+    dropped: u64,
+    dropped_total: u64,
+    at: i64,
+) -> Finding {
+    Finding {
+        seq: 0,
+        rule_id: SENSOR_FLOOD_RULE.into(),
+        severity: vigil_domain::Severity::High,
+        signal: SignalKind::Policy,
+        observed_at_unix_nanos: at,
+        summary: format!(
+            "pid {} ({}) flooded the sensors: {dropped} records dropped in a second, {dropped_total} so far (the kernel's ring buffer was full; events of other processes may be missing)",
+            process.pid, process.comm
+        ),
+        process,
+        file: None,
+        net: None,
+        gpu: None,
+        action: String::new(),
     }
 }
 

@@ -284,3 +284,31 @@ fn an_approval_listing_models_covers_those_models_only() {
     let f = settle(&mut d, det).expect("an unlisted model is a finding");
     assert_eq!(f.file.unwrap().path, other.to_str().unwrap());
 }
+
+#[test]
+fn a_sensor_flood_is_one_finding_naming_the_process_and_the_count() {
+    let mut d = detector(0);
+    let mut t = ProcessTable::new(100);
+    let me = std::process::id();
+    let ev = SensorEvent::SensorFlood {
+        ctx: ctx(me),
+        dropped: 4321,
+        dropped_total: 9000,
+    };
+    let Some(Detection::Finding(f)) = d.on_event(&ev, &mut t) else {
+        panic!("a finding");
+    };
+    assert_eq!(f.rule_id, SENSOR_FLOOD_RULE);
+    assert_eq!(f.process.pid, me);
+    assert!(
+        f.summary.starts_with(&format!("pid {me} (")),
+        "{}",
+        f.summary
+    );
+    assert!(
+        f.summary
+            .contains("flooded the sensors: 4321 records dropped"),
+        "{}",
+        f.summary
+    );
+}

@@ -1,14 +1,15 @@
 //! Loads the C sensors into the kernel with aya, attaches them and drains
 //! their ring buffer.
 
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader};
 use tokio::io::unix::AsyncFd;
 use vigil_domain::SensorCounters;
 
 use super::event_layout::{
-    decode, RawPathFilter, SensorEvent, COUNTER_DROPPED, COUNTER_EMITTED, COUNTER_FILTERED,
+    decode, RawPathFilter, SensorEvent, COUNTER_DROPPED, COUNTER_EMITTED, COUNTER_EVICTED,
+    COUNTER_FILTERED,
 };
 use super::path_filter;
 
@@ -61,12 +62,14 @@ pub struct EbpfSensor {
     _ebpf: Ebpf,
     ring: AsyncFd<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
+    /// Records lost for a full ring, by process (tgid).
+    drops_by_process: BpfHashMap<MapData, u32, u64>,
     hooks: Vec<String>,
     decode_errors: u64,
     received: u64,
 }
 
-/// Tunables of the kernel side, fixed at load.
+/// Tunables of the eBPF sensor, fixed at load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EbpfOptions {
     /// Read-only mappings from offset 0 at least this long are sent for a
@@ -74,6 +77,9 @@ pub struct EbpfOptions {
     pub large_mapping_min: u64,
     /// Ring buffer size in bytes: a power of two, at least one page.
     pub ring_buffer_bytes: u32,
+    /// Records of one process lost for a full ring in a second that make
+    /// it a flood, reported once per episode (0: never).
+    pub flood_drops_per_sec: u64,
 }
 
 impl Default for EbpfOptions {
@@ -81,6 +87,7 @@ impl Default for EbpfOptions {
         Self {
             large_mapping_min: 8 << 20,
             ring_buffer_bytes: 8 << 20,
+            flood_drops_per_sec: 1000,
         }
     }
 }
@@ -121,6 +128,9 @@ impl EbpfSensor {
             .override_global("AI_PORT_COUNT", &port_count, true)
             .override_global("LARGE_MAPPING_MIN", &options.large_mapping_min, true)
             .map_max_entries("EVENTS", options.ring_buffer_bytes)
+            // OPEN_PENDING (task storage) is only used in the kernel; aya
+            // has no user-space type for it.
+            .allow_unsupported_maps()
             .load(SENSORS_OBJECT)?;
         let mut hooks = Vec::new();
         for &(program, category, name, required) in TRACEPOINTS {
@@ -153,6 +163,11 @@ impl EbpfSensor {
                 detail: e.to_string(),
             }
         })?;
+        let drops_by_process = BpfHashMap::try_from(take_map(&mut ebpf, "DROPS_BY_PROCESS")?)
+            .map_err(|e| SensorError::Map {
+                map: "DROPS_BY_PROCESS",
+                detail: e.to_string(),
+            })?;
         // SAFETY: the RingBuf owns its map fd, which stays open and the same
         // for as long as the RingBuf lives, i.e. for the AsyncFd's lifetime.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
@@ -161,6 +176,7 @@ impl EbpfSensor {
             _ebpf: ebpf,
             ring,
             counters,
+            drops_by_process,
             hooks,
             decode_errors: 0,
             received: 0,
@@ -220,7 +236,17 @@ impl EbpfSensor {
             filtered: sum(COUNTER_FILTERED),
             dropped: sum(COUNTER_DROPPED),
             received,
+            evicted: sum(COUNTER_EVICTED),
         }
+    }
+
+    /// Records lost for a full ring, by process (tgid), as the kernel
+    /// counts them; at most the map's 1024 most recent processes.
+    pub fn drops_by_process(&self) -> Vec<(u32, u64)> {
+        self.drops_by_process
+            .iter()
+            .filter_map(Result::ok)
+            .collect()
     }
 }
 

@@ -26,6 +26,8 @@ pub const NAME_MAX: usize = 256;
 pub const COUNTER_EMITTED: u32 = 0;
 pub const COUNTER_FILTERED: u32 = 1;
 pub const COUNTER_DROPPED: u32 = 2;
+pub const COUNTER_EVICTED: u32 = 3;
+pub const COUNTER_SLOTS: u32 = 4;
 
 pub const FILTER_SLOTS: usize = 32;
 pub const FILTER_SUFFIX: u32 = 1;
@@ -142,10 +144,16 @@ pub struct RawPathFilter {
 // SAFETY: plain old data of integers only, no padding (checked by the layout test).
 unsafe impl aya::Pod for RawPathFilter {}
 
-/// Offsets of the C structs as the Rust mirror has them, named as in C, for
-/// the layout test that compares them with the C compiler's view.
+/// Constants and offsets of the C structs as the Rust mirror has them,
+/// named as in C, for the layout test that compares them with the C
+/// compiler's view.
 pub fn rust_layout() -> Vec<(&'static str, usize)> {
     vec![
+        ("VIGIL_COUNTER_EMITTED", COUNTER_EMITTED as usize),
+        ("VIGIL_COUNTER_FILTERED", COUNTER_FILTERED as usize),
+        ("VIGIL_COUNTER_DROPPED", COUNTER_DROPPED as usize),
+        ("VIGIL_COUNTER_EVICTED", COUNTER_EVICTED as usize),
+        ("VIGIL_COUNTER_SLOTS", COUNTER_SLOTS as usize),
         (
             "sizeof(struct vigil_event_header)",
             size_of::<RawEventHeader>(),
@@ -397,6 +405,16 @@ pub enum SensorEvent {
         /// The message's first bytes (at most `VIGIL_DNS_MAX`).
         payload: Vec<u8>,
     },
+    /// Not a kernel record: the sensor stage saw the ring buffer drop at
+    /// least the flood threshold of this process's records in a second
+    /// (once per episode). `ctx` is the process as /proc had it then.
+    SensorFlood {
+        ctx: EventContext,
+        /// Records of this process lost in that second.
+        dropped: u64,
+        /// Records of this process lost since the agent started.
+        dropped_total: u64,
+    },
 }
 
 impl SensorEvent {
@@ -407,7 +425,8 @@ impl SensorEvent {
             | SensorEvent::Open { ctx, .. }
             | SensorEvent::Net { ctx, .. }
             | SensorEvent::FileMap { ctx, .. }
-            | SensorEvent::Dns { ctx, .. } => ctx,
+            | SensorEvent::Dns { ctx, .. }
+            | SensorEvent::SensorFlood { ctx, .. } => ctx,
         }
     }
 }

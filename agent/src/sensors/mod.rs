@@ -1,9 +1,12 @@
 //! The sensor stage: the eBPF programs of `ebpf/` (their records and
 //! filters), and the procfs poller that stands in when eBPF cannot load.
-//! Out: batches of `SensorEvent` (`SensorStage`), and the kernel's counters.
+//! Out: batches of `SensorEvent` (`SensorStage`), among them a
+//! `SensorFlood` for a process whose records a full ring buffer lost, and
+//! the kernel's counters.
 
 mod ebpf_sensor;
 pub mod event_layout;
+mod flood_watch;
 mod kernel_mounts;
 pub mod path_filter;
 mod procfs_poller;

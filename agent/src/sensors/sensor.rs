@@ -95,6 +95,14 @@ impl Sensor {
         }
     }
 
+    /// Records lost for a full ring, by process (tgid); none when polling.
+    pub fn drops_by_process(&self) -> Vec<(u32, u64)> {
+        match self {
+            Sensor::Ebpf(s) => s.drops_by_process(),
+            Sensor::Procfs(_) => Vec::new(),
+        }
+    }
+
     pub fn decode_errors(&self) -> u64 {
         match self {
             Sensor::Ebpf(s) => s.decode_errors(),

@@ -1,15 +1,21 @@
 //! The sensor stage's own task: drains the sensor and hands each batch of
 //! events on whole (one channel send per ring-buffer drain, not per
-//! event); once a second it publishes the kernel's counters.
+//! event); once a second it publishes the kernel's counters and reports
+//! a process whose records the full ring buffer lost at the flood rate (a
+//! `SensorFlood` event, once per episode, for the detect stage to turn into
+//! a finding).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::{mpsc, oneshot, watch};
 use vigil_domain::{SensorCounters, SensorMode};
 
-use super::{EbpfOptions, Sensor, SensorChoice, SensorEvent};
+use super::flood_watch::{FloodStart, FloodWatch};
+use super::{EbpfOptions, EventContext, Sensor, SensorChoice, SensorEvent};
+use crate::clock;
 use crate::metrics::AgentMetrics;
+use crate::procfs::Procfs;
 
 /// Events a fresh batch has room for before it grows.
 const BATCH_CAPACITY: usize = 1024;
@@ -18,6 +24,10 @@ pub struct SensorStage {
     sensor: Sensor,
     counters: watch::Sender<SensorCounters>,
     metrics: AgentMetrics,
+    floods: FloodWatch,
+    /// The kernel's dropped total at the last flood check, and when.
+    drops_checked: (u64, Instant),
+    procfs: Procfs,
 }
 
 impl SensorStage {
@@ -32,6 +42,9 @@ impl SensorStage {
             sensor: Sensor::start(choice, ebpf, poll_interval)?,
             counters: watch::channel(SensorCounters::default()).0,
             metrics,
+            floods: FloodWatch::new(ebpf.flood_drops_per_sec),
+            drops_checked: (0, Instant::now()),
+            procfs: Procfs::default(),
         })
     }
 
@@ -74,6 +87,7 @@ impl SensorStage {
         let mut events = Vec::with_capacity(BATCH_CAPACITY);
         let mut counters_tick = tokio::time::interval(Duration::from_secs(1));
         let mut dropped_reported = 0u64;
+        let mut evicted_reported = 0u64;
         loop {
             tokio::select! {
                 r = self.sensor.next_batch(&mut events) => {
@@ -99,12 +113,73 @@ impl SensorStage {
                         );
                         dropped_reported = counters.dropped;
                     }
+                    if counters.evicted > evicted_reported {
+                        tracing::warn!(
+                            evicted = counters.evicted - evicted_reported,
+                            total_evicted = counters.evicted,
+                            "model/device opens lost in the kernel: more threads blocked in open at once than the in-flight table holds"
+                        );
+                        evicted_reported = counters.evicted;
+                    }
                     self.metrics.set_sensor_counters(&counters, self.sensor.decode_errors());
                     self.counters.send_replace(counters);
+                    let floods = self.flood_events(&counters);
+                    if !floods.is_empty() {
+                        self.metrics.sensor_floods(floods.len() as u64);
+                        events.extend(floods);
+                        let next = drained
+                            .try_recv()
+                            .unwrap_or_else(|_| Vec::with_capacity(BATCH_CAPACITY));
+                        if batches.send(std::mem::replace(&mut events, next)).await.is_err() {
+                            break;
+                        }
+                    }
                 }
                 _ = &mut stop => break,
             }
         }
         Ok(self.sensor.decode_errors())
+    }
+
+    /// The processes that started flooding the sensors since the last
+    /// check, as events. The per-process map is read only when the kernel
+    /// lost records since then.
+    fn flood_events(&mut self, counters: &SensorCounters) -> Vec<SensorEvent> {
+        let (dropped_before, checked_at) = self.drops_checked;
+        self.drops_checked = (counters.dropped, Instant::now());
+        if counters.dropped == dropped_before {
+            self.floods.quiet();
+            return Vec::new();
+        }
+        let started = self
+            .floods
+            .observe(self.sensor.drops_by_process(), checked_at.elapsed());
+        started.into_iter().map(|f| self.flood_event(f)).collect()
+    }
+
+    fn flood_event(&self, flood: FloodStart) -> SensorEvent {
+        let p = self.procfs.process(flood.tgid).unwrap_or_default();
+        tracing::error!(
+            pid = flood.tgid,
+            comm = %p.comm,
+            dropped = flood.dropped,
+            total_dropped = flood.dropped_total,
+            "a process floods the sensors: its records are lost for a full ring buffer"
+        );
+        SensorEvent::SensorFlood {
+            ctx: EventContext {
+                ktime_boot_ns: clock::boot_now_ns(),
+                cgroup_id: p.cgroup_id,
+                mnt_ns: p.mnt_ns,
+                tid: flood.tgid,
+                pid: flood.tgid,
+                ppid: p.ppid,
+                uid: p.uid,
+                gid: 0,
+                comm: p.comm,
+            },
+            dropped: flood.dropped,
+            dropped_total: flood.dropped_total,
+        }
     }
 }

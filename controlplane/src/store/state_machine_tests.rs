@@ -125,6 +125,7 @@ async fn heartbeats_update_registered_agents_and_refuse_unknown_ones() {
         filtered: 6,
         dropped: 0,
         received: 5,
+        evicted: 1,
     };
     let hb = |id: &str| Command::Heartbeat {
         agent_id: id.into(),

@@ -1,0 +1,191 @@
+//! A local user cannot blind the sensors unseen (issue #19): a process that
+//! floods the kernel's ring buffer is named in a finding and the lost
+//! records are counted; opens lost from the kernel's in-flight table (more
+//! threads blocked in open than it holds) are counted too. Runs as root.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use vigil_integration::{free_port, privileged, wait_for, Agent, ControlPlane};
+use vigil_proto::types::v1::Alert;
+
+/// The rule of the agent's sensor-flood finding.
+const FLOOD_RULE: &str = "vigil.sensors.flood";
+
+fn pid_of(a: &Alert) -> u32 {
+    a.finding.as_ref().unwrap().process.as_ref().unwrap().pid
+}
+
+fn rule_of(a: &Alert) -> &str {
+    &a.finding.as_ref().unwrap().rule_id
+}
+
+/// A directory anyone may write, under a temporary directory anyone may enter.
+fn shared_dir(tmp: &Path, name: &str) -> std::path::PathBuf {
+    let dir = tmp.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
+/// `/usr/bin/python3 -c code args...` as nobody (the PATH python3 may be a
+/// shim nobody cannot run).
+fn as_nobody(code: &str) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "/usr/bin/python3",
+        "-c",
+        code,
+    ]);
+    c
+}
+
+/// Creates, closes and unlinks distinct model-file names as fast as it can
+/// for `argv[2]` seconds; prints how many.
+const FLOOD: &str = r#"
+import os, sys, time
+d, end = sys.argv[1], time.monotonic() + float(sys.argv[2])
+i = 0
+while time.monotonic() < end:
+    for _ in range(500):
+        p = f'{d}/m{i}.onnx'
+        os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o600))
+        os.unlink(p)
+        i += 1
+print(i)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_flooding_a_tiny_ring_is_named_in_one_finding_and_drops_are_counted() {
+    if !privileged("a_process_flooding_a_tiny_ring_is_named_in_one_finding") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
+    cp.wait_leader().await;
+    let agent = Agent::start_with(
+        &tmp.path().join("agent"),
+        &cp.endpoint(),
+        "attack-drops",
+        &["--ring-buffer-kib", "4"],
+    )
+    .await;
+    let dir = shared_dir(tmp.path(), "flood");
+    let counters_now = || async { cp.agent_summary("attack-drops").await.ok()??.counters };
+    wait_for("the first heartbeat", Duration::from_secs(15), counters_now).await;
+
+    let flood = as_nobody(FLOOD)
+        .arg(&dir)
+        .arg("6")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("setpriv and /usr/bin/python3");
+    let flood_pid = flood.id();
+    let finding = wait_for(
+        "the flood finding naming the flooding process",
+        Duration::from_secs(30),
+        || async {
+            cp.alerts()
+                .await
+                .into_iter()
+                .find(|a| rule_of(a) == FLOOD_RULE && pid_of(a) == flood_pid)
+        },
+    )
+    .await;
+    let out = tokio::task::spawn_blocking(move || flood.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "the flood ran: {}", out.status);
+    let opens = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let f = finding.finding.as_ref().unwrap();
+    eprintln!("{opens} opens: {}", f.summary);
+    assert!(
+        f.summary
+            .starts_with(&format!("pid {flood_pid} (python3) flooded the sensors: ")),
+        "{}",
+        f.summary
+    );
+    assert_eq!(f.process.as_ref().unwrap().uid, 65534);
+
+    // The agent record says records were dropped.
+    let counters = wait_for(
+        "dropped records in the agent record",
+        Duration::from_secs(15),
+        || async { counters_now().await.filter(|c| c.dropped > 0) },
+    )
+    .await;
+    eprintln!(
+        "emitted {} received {} dropped {}",
+        counters.emitted, counters.received, counters.dropped
+    );
+    // One episode, one finding: not one a second.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let floods = cp
+        .alerts()
+        .await
+        .iter()
+        .filter(|a| rule_of(a) == FLOOD_RULE && pid_of(a) == flood_pid)
+        .count();
+    assert!(floods <= 2, "{floods} flood findings for one 6 s flood");
+    let log = agent.log_text();
+    assert!(log.contains("a process floods the sensors"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// Threads blocked in open on FIFOs named like models, more than the
+/// kernel's in-flight table holds (256), then released.
+const BLOCKED_OPENS: &str = r#"
+import os, sys, threading, time
+d, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    os.mkfifo(f'{d}/f{i}.onnx')
+def reader(i):
+    os.close(os.open(f'{d}/f{i}.onnx', os.O_RDONLY))
+threads = [threading.Thread(target=reader, args=(i,)) for i in range(n)]
+for t in threads:
+    t.start()
+time.sleep(2)
+for i in range(n):
+    os.close(os.open(f'{d}/f{i}.onnx', os.O_WRONLY | os.O_NONBLOCK))
+for t in threads:
+    t.join()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_lost_from_the_in_flight_table_are_counted_as_evicted() {
+    if !privileged("opens_lost_from_the_in_flight_table_are_counted_as_evicted") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
+    cp.wait_leader().await;
+    let agent = Agent::start(&tmp.path().join("agent"), &cp.endpoint(), "attack-evict").await;
+    let dir = shared_dir(tmp.path(), "fifos");
+    let counters_now = || async { cp.agent_summary("attack-evict").await.ok()??.counters };
+    let before = wait_for("the first heartbeat", Duration::from_secs(15), counters_now).await;
+    assert_eq!(before.evicted, 0);
+
+    let blocked = 400;
+    let status = as_nobody(BLOCKED_OPENS)
+        .arg(&dir)
+        .arg(blocked.to_string())
+        .status()
+        .expect("setpriv and /usr/bin/python3");
+    assert!(status.success(), "the blocked opens ran: {status}");
+    // At least the opens past the table's 256 entries were lost, and said.
+    let after = wait_for(
+        "evicted opens in the agent record",
+        Duration::from_secs(15),
+        || async { counters_now().await.filter(|c| c.evicted >= blocked - 256) },
+    )
+    .await;
+    eprintln!("{blocked} opens blocked at once: {} evicted", after.evicted);
+    let log = agent.log_text();
+    assert!(log.contains("opens lost in the kernel"), "{log}");
+}
