@@ -182,6 +182,27 @@ impl ControlPlane {
         Ok(status.agents.into_iter().find(|a| a.agent_id == agent_id))
     }
 
+    /// Polls until the control plane's record of agent `agent_id`
+    /// matches `pred` (a failed query or an agent not yet registered counts
+    /// as no match), for up to `timeout`; that record. Panics naming `what`
+    /// on a timeout.
+    pub async fn wait_agent_summary(
+        &self,
+        what: &str,
+        timeout: Duration,
+        agent_id: &str,
+        pred: impl Fn(&admin_pb::AgentSummary) -> bool,
+    ) -> admin_pb::AgentSummary {
+        wait_for(what, timeout, || async {
+            self.agent_summary(agent_id)
+                .await
+                .ok()
+                .flatten()
+                .filter(|a| pred(a))
+        })
+        .await
+    }
+
     /// Runs the built `vigilctl` against this control plane with `args`.
     pub fn vigilctl(&self, args: &[&str]) -> Output {
         Command::new(binary("vigilctl"))

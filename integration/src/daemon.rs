@@ -18,6 +18,20 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// A child process killed (SIGKILL) and reaped when dropped.
 pub struct Killed(pub Child);
 
+impl Killed {
+    /// Spawns `cmd` with its stdout piped and waits for its first line,
+    /// which must be `ready` (the child says it holds what the test needs).
+    pub fn spawn_until_line(cmd: &mut Command, ready: &str) -> Killed {
+        let mut child = Killed(cmd.stdout(Stdio::piped()).spawn().unwrap());
+        let mut line = String::new();
+        BufReader::new(child.0.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), ready);
+        child
+    }
+}
+
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();

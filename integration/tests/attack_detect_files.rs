@@ -3,7 +3,7 @@
 //! model, a sparse terabyte as a model and as an executable. Runs as root.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use vigil_integration::{compile_c, privileged, python_opens, AgentHost, Killed};
@@ -38,23 +38,14 @@ fn mkfifo(path: &Path) {
 /// A shell that holds `fifo` open for reading and writing (so readers'
 /// opens succeed) and writes nothing: a reader's `read` blocks for good.
 fn hold_fifo(fifo: &Path) -> Killed {
-    let child = Command::new("bash")
-        .arg("-c")
-        .arg("exec 3<>\"$1\"; echo held; exec sleep 600")
-        .arg("bash")
-        .arg(fifo)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = Killed(child);
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.0.stdout.as_mut().unwrap()),
-        &mut line,
+    Killed::spawn_until_line(
+        Command::new("bash")
+            .arg("-c")
+            .arg("exec 3<>\"$1\"; echo held; exec sleep 600")
+            .arg("bash")
+            .arg(fifo),
+        "held",
     )
-    .unwrap();
-    assert_eq!(line.trim(), "held");
-    child
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,21 +59,13 @@ async fn a_fifo_named_like_a_model_does_not_stall_detection() {
     let _writer = hold_fifo(&fifo);
     // A reader opens it (the writer is there, so the open returns) and
     // keeps it open; a content check that read it by name would block.
-    let reader = Command::new("python3")
-        .arg("-c")
-        .arg("import sys, time; f = open(sys.argv[1], 'rb'); print('open', flush=True); time.sleep(600)")
-        .arg(&fifo)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut reader = Killed(reader);
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(reader.0.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "open");
+    let reader = Killed::spawn_until_line(
+        Command::new("python3")
+            .arg("-c")
+            .arg("import sys, time; f = open(sys.argv[1], 'rb'); print('open', flush=True); time.sleep(600)")
+            .arg(&fifo),
+        "open",
+    );
     let pid = reader.0.id();
     // Named like a model: still a finding, without content.
     let a = model_alert(&h, "the FIFO's open", pid).await;
@@ -175,19 +158,7 @@ async fn a_sparse_terabyte_is_reported_unhashed_and_promptly() {
         .unwrap()
         .set_len(1 << 40)
         .unwrap();
-    let holder = Command::new(&exe)
-        .arg(&model)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut holder = Killed(holder);
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.0.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "open");
+    let holder = Killed::spawn_until_line(Command::new(&exe).arg(&model), "open");
     let a = model_alert(&h, "the terabyte model's finding", holder.0.id()).await;
     let f = a.finding.unwrap();
     assert!(

@@ -8,9 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use vigil_integration::alert_filter::{is_about_pid, is_of_rule};
-use vigil_integration::{
-    free_port, privileged, python_opens, wait_for, Agent, ControlPlane, Tmpfs,
-};
+use vigil_integration::{free_port, privileged, python_opens, Agent, ControlPlane, Tmpfs};
 
 const SPOOL_FULL_RULE: &str = "vigil.agent.spool-full";
 
@@ -61,18 +59,14 @@ async fn a_flood_with_the_control_plane_away_hits_the_quota_not_the_agent() {
     // alert says the spool was full, and the findings held flow.
     let cp = ControlPlane::start(&tmp.path().join("cp"), port);
     cp.wait_leader().await;
-    let summary = wait_for(
-        "a heartbeat counting dropped findings",
-        Duration::from_secs(30),
-        || async {
-            cp.agent_summary("quota-agent")
-                .await
-                .ok()
-                .flatten()
-                .filter(|a| a.spool_dropped > 0)
-        },
-    )
-    .await;
+    let summary = cp
+        .wait_agent_summary(
+            "a heartbeat counting dropped findings",
+            Duration::from_secs(30),
+            "quota-agent",
+            |a| a.spool_dropped > 0,
+        )
+        .await;
     // 12 findings, 4 spooled, 3 held: at least 5 dropped (the spool-full
     // alert itself goes over the quota).
     assert!(summary.spool_dropped >= 5, "{summary:?}");
@@ -102,13 +96,12 @@ async fn a_flood_with_the_control_plane_away_hits_the_quota_not_the_agent() {
         |a| is_about_pid(a, after),
     )
     .await;
-    wait_for("spool-full cleared", Duration::from_secs(30), || async {
-        cp.agent_summary("quota-agent")
-            .await
-            .ok()
-            .flatten()
-            .filter(|a| !a.spool_full)
-    })
+    cp.wait_agent_summary(
+        "spool-full cleared",
+        Duration::from_secs(30),
+        "quota-agent",
+        |a| !a.spool_full,
+    )
     .await;
     assert!(alive(&mut agent), "the agent exited:\n{}", agent.log_text());
 }
@@ -152,18 +145,14 @@ async fn a_full_disk_degrades_the_agent_and_it_recovers_when_space_returns() {
         let _ = f.sync_all();
     }
     let during = open_models(&models, "during", 5);
-    let summary = wait_for(
-        "the agent record to say spool-full",
-        Duration::from_secs(30),
-        || async {
-            cp.agent_summary("disk-agent")
-                .await
-                .ok()
-                .flatten()
-                .filter(|a| a.spool_full)
-        },
-    )
-    .await;
+    let summary = cp
+        .wait_agent_summary(
+            "the agent record to say spool-full",
+            Duration::from_secs(30),
+            "disk-agent",
+            |a| a.spool_full,
+        )
+        .await;
     eprintln!("while the disk is full: {summary:?}");
     assert!(alive(&mut agent), "the agent exited:\n{}", agent.log_text());
 
@@ -187,13 +176,12 @@ async fn a_full_disk_degrades_the_agent_and_it_recovers_when_space_returns() {
         1,
         "one spool-full alert for the episode"
     );
-    wait_for("spool-full cleared", Duration::from_secs(30), || async {
-        cp.agent_summary("disk-agent")
-            .await
-            .ok()
-            .flatten()
-            .filter(|a| !a.spool_full)
-    })
+    cp.wait_agent_summary(
+        "spool-full cleared",
+        Duration::from_secs(30),
+        "disk-agent",
+        |a| !a.spool_full,
+    )
     .await;
     assert!(alive(&mut agent), "the agent exited:\n{}", agent.log_text());
 }
