@@ -6,8 +6,10 @@
 pub mod action_budget;
 pub mod enforcer;
 pub mod governor;
+pub mod host_resolver;
 mod respond_stage;
 pub mod target_guard;
+pub mod unfreeze_orders;
 
 pub use enforcer::ActionPlan;
 pub use respond_stage::{ControlRequest, RespondLinks, RespondStage};

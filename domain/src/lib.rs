@@ -14,6 +14,7 @@ mod gpu;
 mod policy_status;
 mod policy_summary;
 mod process;
+mod unfreeze_order;
 
 pub use alert::{AgentHeartbeat, AgentIdentity, AgentRecord, Alert, SensorCounters, SensorMode};
 pub use approval::{ApprovalScope, ApprovedWorkloads, WorkloadApproval};
@@ -24,3 +25,4 @@ pub use gpu::{GpuContext, GpuDevice, GpuInventory, GpuObject, GpuProcess, MigDev
 pub use policy_status::PolicyStatus;
 pub use policy_summary::PolicySummary;
 pub use process::ProcessInfo;
+pub use unfreeze_order::UnfreezeOrder;

@@ -527,7 +527,17 @@ async fn pushed_policies_reach_the_agent_and_rollback_unfreeze_and_refusals_work
         }
     };
     state("frozen 1").await;
-    let (ok, _, err) = vigilctl(&cp, &["agent", "unfreeze", "push-host", &pid.to_string()]);
+    let (ok, _, err) = vigilctl(
+        &cp,
+        &[
+            "agent",
+            "unfreeze",
+            "push-host",
+            &pid.to_string(),
+            "--key",
+            key_file.to_str().unwrap(),
+        ],
+    );
     assert!(ok, "{err}");
     state("frozen 0").await;
     drop(frozen);

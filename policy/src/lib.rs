@@ -17,6 +17,7 @@ mod document_schema;
 mod facts;
 mod policy_set;
 mod rule_file;
+mod unfreeze_signature;
 mod workload_signature;
 
 pub use bundle::{canonical_bytes, Bundle, BundleError, SigningKey, TrustedKeys};
@@ -25,4 +26,7 @@ pub use document_schema::policy_document_schema;
 pub use facts::HostFacts;
 pub use policy_set::{Action, Decision, PolicySet};
 pub use rule_file::{parse_policy_files, PolicySource, RuleSpec};
+pub use unfreeze_signature::{
+    unfreeze_canonical_bytes, UnfreezeRefusal, UNFREEZE_FORMAT, UNFREEZE_MAX_VALIDITY_SECS,
+};
 pub use workload_signature::workload_canonical_bytes;

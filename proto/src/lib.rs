@@ -12,6 +12,7 @@ mod cluster_wire;
 mod convert;
 mod gpu_wire;
 mod policy_summary_wire;
+mod unfreeze_wire;
 mod workload_wire;
 
 pub use convert::{sensor_mode_from_wire, severity_from_wire, signal_from_wire, WireError};

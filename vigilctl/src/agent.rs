@@ -1,31 +1,61 @@
 //! `vigilctl agent unfreeze`: act on one agent.
 
+use std::path::PathBuf;
+
+use anyhow::Context;
 use clap::Subcommand;
 use vigil_proto::admin::v1 as pb;
 
 use crate::control_plane::{refused, AdminClient};
 use crate::terminal_text::escape_controls as esc;
 
+/// How long a signed unfreeze order stays valid by default, in seconds.
+const DEFAULT_VALID_SECS: u32 = 300;
+
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
-    /// Thaws a process a freeze rule froze.
-    #[command(after_help = "Example:\n  vigilctl agent unfreeze gpu-node-3 4242")]
+    /// Thaws a process a freeze rule froze. The order is signed with an
+    /// admin key the agent trusts (--trusted-policy-key), valid for a few
+    /// minutes and carried out once.
+    #[command(after_help = "Example:\n  vigilctl agent unfreeze gpu-node-3 4242 --key admin.key")]
     Unfreeze {
         /// Agent id or hostname.
         agent: String,
         /// The frozen process's pid on that host.
         pid: u32,
+        /// The admin's secret key (`vigilctl policy keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Seconds the signed order stays valid (at most 900; the agent's
+        /// clock decides).
+        #[arg(long, default_value_t = DEFAULT_VALID_SECS,
+              value_parser = clap::value_parser!(u32).range(1..=vigil_policy::UNFREEZE_MAX_VALIDITY_SECS))]
+        valid_secs: u32,
     },
 }
 
 pub async fn run(client: &mut AdminClient, command: AgentCommand) -> anyhow::Result<()> {
     match command {
-        AgentCommand::Unfreeze { agent, pid } => {
+        AgentCommand::Unfreeze {
+            agent,
+            pid,
+            key,
+            valid_secs,
+        } => {
+            let secret = std::fs::read_to_string(&key)
+                .with_context(|| format!("reading {}", key.display()))?;
+            let key = vigil_policy::SigningKey::from_hex(&secret)
+                .with_context(|| format!("{}", key.display()))?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .context("the system clock is before 1970")?
+                .as_secs();
+            let expires = i64::try_from(now)
+                .context("the system clock is out of range")?
+                .saturating_add(i64::from(valid_secs));
+            let order = key.sign_unfreeze(&agent, pid, expires);
             client
-                .unfreeze(pb::UnfreezeRequest {
-                    agent: agent.clone(),
-                    pid,
-                })
+                .unfreeze(pb::UnfreezeRequest::from(order))
                 .await
                 .map_err(refused)?;
             println!("asked {} to unfreeze pid {pid}", esc(&agent));

@@ -6,14 +6,23 @@
 //! shares with others: freeze and deny_gpu first move the process tree into
 //! a cgroup the agent creates for it (`<cgroup2>/vigil/<action>-<pid>`).
 //!
+//! An action itself is immediate; what it then waits for (the kernel to
+//! report a freeze done, a `block_egress` list's names to resolve) is a
+//! `Pending` future the respond stage awaits off its loop, then `settle`s.
+//!
 //! Architecture invariant: a target passes the `TargetGuard` first (never
 //! init, the agent, the control plane, their ancestors, kernel threads, nor
 //! a pid recycled since the event), and signals go through pidfds taken
 //! before that check, so the process checked is the process signalled.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use aya::programs::cgroup_device::CgroupDeviceLinkId;
 use aya::programs::cgroup_skb::{CgroupSkbAttachType, CgroupSkbLinkId};
@@ -23,6 +32,7 @@ use vigil_policy::Action;
 
 use crate::blocked_destination::BlockedDestination;
 use crate::procfs::Procfs;
+use crate::respond::host_resolver::{HostResolver, SystemResolver};
 use crate::respond::target_guard::TargetGuard;
 
 static ENFORCE_OBJECT: &[u8] =
@@ -45,6 +55,11 @@ const GPU_DEVICE_NAMES: &[&str] = &[
 ];
 /// NVIDIA's registered major, always refused (its name varies by driver).
 const NVIDIA_MAJOR: u32 = 195;
+/// How long a freeze may take to be reported done in cgroup.events.
+const FREEZE_WAIT: Duration = Duration::from_secs(1);
+const FREEZE_POLL: Duration = Duration::from_millis(2);
+/// How long one host name of a `block_egress` list may take to resolve.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An action a rule asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,8 +91,46 @@ impl Outcome {
     }
 }
 
+/// What `Enforcer::enforce` did.
+pub enum Enforcement {
+    /// All of it, now.
+    Now(Outcome),
+    /// The action is taken; what it waits for is this future, to be
+    /// awaited off the respond loop and its result handed to `settle`.
+    Pending(PendingEnforcement),
+}
+
+/// The waiting part of an action.
+pub type PendingEnforcement = Pin<Box<dyn Future<Output = Settlement> + Send>>;
+
+/// How the waiting part of an action ended, for `Enforcer::settle`.
+#[derive(Debug)]
+pub enum Settlement {
+    /// A freeze was (or was not) reported done by the kernel in time.
+    Freeze {
+        pid: u32,
+        dir: PathBuf,
+        processes: usize,
+        frozen: bool,
+    },
+    /// A `block_egress` list's names resolved (or not); `literal` are the
+    /// addresses the list named, blocked from the start.
+    Resolved {
+        pid: u32,
+        dir: PathBuf,
+        cgroup_id: u64,
+        processes: usize,
+        hosts: usize,
+        literal: Vec<IpAddr>,
+        resolved: Vec<IpAddr>,
+        unresolved: Vec<String>,
+    },
+}
+
 pub struct Enforcer {
     procfs: Procfs,
+    /// Resolves the host names of `block_egress` lists.
+    resolver: Arc<dyn HostResolver>,
     guard: TargetGuard,
     /// Where the agent's own cgroups go: `<cgroup2 mount>/vigil`.
     cgroup_base: Option<PathBuf>,
@@ -99,6 +152,7 @@ impl Enforcer {
         let cgroup_base = procfs.cgroup2_mount().map(|m| m.join("vigil"));
         Self {
             procfs,
+            resolver: Arc::new(SystemResolver),
             guard: TargetGuard::for_this_agent(Vec::new(), Vec::new()),
             cgroup_base,
             programs: None,
@@ -114,41 +168,112 @@ impl Enforcer {
         self.guard = guard;
     }
 
+    /// What resolves the host names of `block_egress` lists.
+    pub fn set_host_resolver(&mut self, resolver: Arc<dyn HostResolver>) {
+        self.resolver = resolver;
+    }
+
     /// Applies a rule's action to `pid` and its descendants; `event_boot_ns`
     /// is when the process did what the finding reports (CLOCK_BOOTTIME).
-    pub fn enforce(&mut self, plan: &ActionPlan, pid: u32, event_boot_ns: u64) -> Outcome {
+    pub fn enforce(&mut self, plan: &ActionPlan, pid: u32, event_boot_ns: u64) -> Enforcement {
         let action = plan.action;
         // The pidfd first, the checks after: if the checks pass, the pidfd
         // names the process they checked (a pid recycled in between would
         // read as born after the event).
         let pidfd = open_pidfd(pid);
         if let Some(why) = self.guard.refusal(&self.procfs, pid, event_boot_ns) {
-            return Outcome::Refused(format!("{} pid {pid}: {why}", action.as_str()));
+            return Enforcement::Now(Outcome::Refused(format!(
+                "{} pid {pid}: {why}",
+                action.as_str()
+            )));
         }
         let Ok(pidfd) = pidfd else {
-            return Outcome::Failed(format!(
+            return Enforcement::Now(Outcome::Failed(format!(
                 "{} pid {pid}: the process is gone",
                 action.as_str()
-            ));
+            )));
         };
         let tree = self.process_tree(pid);
         if plan.dry_run {
-            return Outcome::DryRun(format!(
+            return Enforcement::Now(Outcome::DryRun(format!(
                 "{} pid {pid} ({} processes)",
                 action.as_str(),
                 tree.len()
-            ));
+            )));
         }
+        let done = |s: String| Enforcement::Now(Outcome::Done(s));
         let r = match action {
-            Action::Alert => return Outcome::Done("alerted".into()),
-            Action::Kill => Ok(self.kill(pid, pidfd)),
+            Action::Alert => Ok(done("alerted".into())),
+            Action::Kill => Ok(done(self.kill(pid, pidfd))),
             Action::Freeze => self.freeze(pid, &tree),
-            Action::DenyGpu => self.deny_gpu(pid, &tree),
+            Action::DenyGpu => self.deny_gpu(pid, &tree).map(done),
             Action::BlockEgress => self.block_egress(pid, &tree, &plan.hosts),
         };
-        match r {
-            Ok(s) => Outcome::Done(s),
-            Err(e) => Outcome::Failed(format!("{} pid {pid}: {e}", action.as_str())),
+        r.unwrap_or_else(|e| {
+            Enforcement::Now(Outcome::Failed(format!(
+                "{} pid {pid}: {e}",
+                action.as_str()
+            )))
+        })
+    }
+
+    /// What a pending action came to, once its waiting part ended.
+    pub fn settle(&mut self, settlement: Settlement) -> Outcome {
+        match settlement {
+            Settlement::Freeze {
+                pid,
+                dir,
+                processes,
+                frozen: true,
+            } => Outcome::Done(froze(pid, processes, &dir)),
+            Settlement::Freeze { pid, dir, .. } => Outcome::Failed(format!(
+                "freeze pid {pid}: {} did not report frozen within {} s",
+                dir.display(),
+                FREEZE_WAIT.as_secs()
+            )),
+            Settlement::Resolved {
+                pid,
+                dir,
+                cgroup_id,
+                processes,
+                hosts,
+                literal,
+                resolved,
+                unresolved,
+            } => {
+                // The block may have been lifted meanwhile (the process
+                // exited), and its pid's cgroup made anew for another.
+                let current = self
+                    .egress_blocked
+                    .get(&pid)
+                    .is_some_and(|(d, _, _)| *d == dir && cgroup_inode(d) == Ok(cgroup_id));
+                if !current {
+                    return Outcome::Failed(format!(
+                        "block_egress pid {pid}: the process was gone before its hosts resolved ({} addresses were blocked until then)",
+                        literal.len()
+                    ));
+                }
+                let new: Vec<IpAddr> = resolved
+                    .into_iter()
+                    .filter(|ip| !literal.contains(ip))
+                    .collect();
+                match self.block_addresses(cgroup_id, &new) {
+                    Ok(keys) => {
+                        if let Some((_, _, blocked)) = self.egress_blocked.get_mut(&pid) {
+                            blocked.extend(keys);
+                        }
+                        Outcome::Done(blocked_egress(
+                            pid,
+                            processes,
+                            &dir,
+                            literal.len() + new.len(),
+                            hosts,
+                            &unresolved,
+                        ))
+                    }
+                    Err(e) => Outcome::Failed(format!("block_egress pid {pid}: {e}")),
+                }
+            }
         }
     }
 
@@ -319,27 +444,32 @@ impl Enforcer {
         Ok(dir)
     }
 
-    fn freeze(&mut self, pid: u32, tree: &[u32]) -> Result<String, String> {
+    /// Freezes the tree now; the wait for the kernel to report it frozen
+    /// is pending (off the respond loop), unless it already is.
+    fn freeze(&mut self, pid: u32, tree: &[u32]) -> Result<Enforcement, String> {
         let dir = self.own_cgroup("frozen", pid, tree)?;
         std::fs::write(dir.join("cgroup.freeze"), "1")
             .map_err(|e| format!("writing {}/cgroup.freeze: {e}", dir.display()))?;
-        // The kernel reports the freeze done in cgroup.events.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
-        while !is_frozen(&dir) {
-            if std::time::Instant::now() > deadline {
-                return Err(format!(
-                    "{} did not report frozen within 1 s",
-                    dir.display()
-                ));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
         self.frozen.insert(pid, dir.clone());
-        Ok(format!(
-            "froze pid {pid} ({} processes) in cgroup {}",
-            tree.len(),
-            dir.display()
-        ))
+        let processes = tree.len();
+        if is_frozen(&dir) {
+            return Ok(Enforcement::Now(Outcome::Done(froze(pid, processes, &dir))));
+        }
+        Ok(Enforcement::Pending(Box::pin(async move {
+            // The kernel reports the freeze done in cgroup.events.
+            let deadline = tokio::time::Instant::now() + FREEZE_WAIT;
+            let mut frozen = is_frozen(&dir);
+            while !frozen && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(FREEZE_POLL).await;
+                frozen = is_frozen(&dir);
+            }
+            Settlement::Freeze {
+                pid,
+                dir,
+                processes,
+                frozen,
+            }
+        })))
     }
 
     /// The enforcement programs, loaded (not attached) on first use.
@@ -411,48 +541,29 @@ impl Enforcer {
         ))
     }
 
-    fn block_egress(&mut self, pid: u32, tree: &[u32], hosts: &[String]) -> Result<String, String> {
-        // Names resolve now; addresses stand for themselves.
-        let mut addrs: Vec<std::net::IpAddr> = Vec::new();
-        let mut unresolved = Vec::new();
+    /// Blocks the list's addresses now; its names resolve off the respond
+    /// loop (pending) and their addresses are blocked when they do.
+    fn block_egress(
+        &mut self,
+        pid: u32,
+        tree: &[u32],
+        hosts: &[String],
+    ) -> Result<Enforcement, String> {
+        // Addresses stand for themselves.
+        let mut literal: Vec<IpAddr> = Vec::new();
+        let mut names = Vec::new();
         for h in hosts {
-            match h.parse::<std::net::IpAddr>() {
-                Ok(ip) => addrs.push(ip),
-                Err(_) => match std::net::ToSocketAddrs::to_socket_addrs(&(h.as_str(), 0)) {
-                    Ok(it) => addrs.extend(it.map(|sa| sa.ip())),
-                    Err(_) => unresolved.push(h.clone()),
-                },
+            match h.parse::<IpAddr>() {
+                Ok(ip) => literal.push(ip),
+                Err(_) => names.push(h.clone()),
             }
         }
-        addrs.sort();
-        addrs.dedup();
+        literal.sort();
+        literal.dedup();
         let dir = self.own_cgroup("egress-blocked", pid, tree)?;
-        use std::os::unix::fs::MetadataExt;
-        let cgroup_id = std::fs::metadata(&dir)
-            .map_err(|e| format!("{}: {e}", dir.display()))?
-            .ino();
-        let keys: Vec<BlockedDestination> = addrs
-            .iter()
-            .map(|ip| BlockedDestination {
-                cgroup_id,
-                addr: match ip {
-                    std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-                    std::net::IpAddr::V6(v6) => v6.octets(),
-                },
-            })
-            .collect();
+        let cgroup_id = cgroup_inode(&dir)?;
+        let keys = self.block_addresses(cgroup_id, &literal)?;
         let ebpf = self.programs()?;
-        {
-            let mut map = aya::maps::HashMap::<_, BlockedDestination, u8>::try_from(
-                ebpf.map_mut("BLOCKED_DESTINATIONS")
-                    .ok_or("BLOCKED_DESTINATIONS missing")?,
-            )
-            .map_err(|e| format!("{e}"))?;
-            for k in &keys {
-                map.insert(k, 1, 0)
-                    .map_err(|e| format!("blocking an address: {e}"))?;
-            }
-        }
         let prog: &mut CgroupSkb = ebpf
             .program_mut("vigil_block_egress")
             .ok_or("vigil_block_egress missing")?
@@ -468,19 +579,120 @@ impl Enforcer {
             )
             .map_err(|e| format!("attaching to {}: {e}", dir.display()))?;
         self.egress_blocked.insert(pid, (dir.clone(), link, keys));
-        let unresolved = if unresolved.is_empty() {
-            String::new()
-        } else {
-            format!("; not resolved: {}", unresolved.join(", "))
-        };
-        Ok(format!(
-            "blocked egress of pid {pid} ({} processes, cgroup {}) to {} addresses of {} hosts{unresolved}",
-            tree.len(),
-            dir.display(),
-            addrs.len(),
-            hosts.len()
-        ))
+        let (processes, hosts) = (tree.len(), hosts.len());
+        if names.is_empty() {
+            return Ok(Enforcement::Now(Outcome::Done(blocked_egress(
+                pid,
+                processes,
+                &dir,
+                literal.len(),
+                hosts,
+                &[],
+            ))));
+        }
+        let resolver = Arc::clone(&self.resolver);
+        Ok(Enforcement::Pending(Box::pin(async move {
+            let (resolved, unresolved) = resolve_all(resolver.as_ref(), names).await;
+            Settlement::Resolved {
+                pid,
+                dir,
+                cgroup_id,
+                processes,
+                hosts,
+                literal,
+                resolved,
+                unresolved,
+            }
+        })))
     }
+
+    /// Adds `addrs` to the destinations blocked for the cgroup `cgroup_id`.
+    fn block_addresses(
+        &mut self,
+        cgroup_id: u64,
+        addrs: &[IpAddr],
+    ) -> Result<Vec<BlockedDestination>, String> {
+        let keys: Vec<BlockedDestination> = addrs
+            .iter()
+            .map(|ip| BlockedDestination {
+                cgroup_id,
+                addr: match ip {
+                    IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                    IpAddr::V6(v6) => v6.octets(),
+                },
+            })
+            .collect();
+        if keys.is_empty() {
+            return Ok(keys);
+        }
+        let ebpf = self.programs()?;
+        let mut map = aya::maps::HashMap::<_, BlockedDestination, u8>::try_from(
+            ebpf.map_mut("BLOCKED_DESTINATIONS")
+                .ok_or("BLOCKED_DESTINATIONS missing")?,
+        )
+        .map_err(|e| format!("{e}"))?;
+        for k in &keys {
+            map.insert(k, 1, 0)
+                .map_err(|e| format!("blocking an address: {e}"))?;
+        }
+        Ok(keys)
+    }
+}
+
+/// Resolves every name at once, each within `RESOLVE_TIMEOUT`: the
+/// addresses found, and the names that did not resolve.
+async fn resolve_all(
+    resolver: &dyn HostResolver,
+    names: Vec<String>,
+) -> (Vec<IpAddr>, Vec<String>) {
+    let lookups = names.into_iter().map(|name| {
+        let lookup = resolver.resolve(name.clone());
+        async move { (name, tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await) }
+    });
+    let mut addrs = Vec::new();
+    let mut unresolved = Vec::new();
+    for (name, result) in futures::future::join_all(lookups).await {
+        match result {
+            Ok(Ok(found)) => addrs.extend(found),
+            Ok(Err(_)) | Err(_) => unresolved.push(name),
+        }
+    }
+    addrs.sort();
+    addrs.dedup();
+    (addrs, unresolved)
+}
+
+fn cgroup_inode(dir: &Path) -> Result<u64, String> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir)
+        .map(|m| m.ino())
+        .map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+fn froze(pid: u32, processes: usize, dir: &Path) -> String {
+    format!(
+        "froze pid {pid} ({processes} processes) in cgroup {}",
+        dir.display()
+    )
+}
+
+fn blocked_egress(
+    pid: u32,
+    processes: usize,
+    dir: &Path,
+    addresses: usize,
+    hosts: usize,
+    unresolved: &[String],
+) -> String {
+    let unresolved = if unresolved.is_empty() {
+        String::new()
+    } else {
+        format!("; not resolved: {}", unresolved.join(", "))
+    };
+    format!(
+        "blocked egress of pid {pid} ({processes} processes, cgroup {}) to {addresses} addresses of {hosts} hosts{unresolved}",
+        dir.display()
+    )
 }
 
 impl Enforcer {
@@ -563,6 +775,14 @@ mod tests {
 mod target_tests {
     use super::*;
 
+    /// What a kill or a refusal came to (neither waits).
+    fn now(enforcement: Enforcement) -> Outcome {
+        match enforcement {
+            Enforcement::Now(outcome) => outcome,
+            Enforcement::Pending(_) => panic!("a kill or a refusal does not wait"),
+        }
+    }
+
     #[test]
     fn a_kill_for_a_pid_recycled_since_the_event_is_refused_and_nothing_is_signalled() {
         let mut enforcer = Enforcer::new(Procfs::default());
@@ -578,7 +798,7 @@ mod target_tests {
             .arg("30")
             .spawn()
             .unwrap();
-        let outcome = enforcer.enforce(&plan, newcomer.id(), event);
+        let outcome = now(enforcer.enforce(&plan, newcomer.id(), event));
         assert!(
             matches!(&outcome, Outcome::Refused(why) if why.contains("recycled")),
             "{outcome:?}"
@@ -588,7 +808,7 @@ mod target_tests {
             "the newcomer was signalled"
         );
         // With its own event time it is the offender, and killed.
-        let outcome = enforcer.enforce(&plan, newcomer.id(), crate::clock::boot_now_ns());
+        let outcome = now(enforcer.enforce(&plan, newcomer.id(), crate::clock::boot_now_ns()));
         assert!(matches!(outcome, Outcome::Done(_)), "{outcome:?}");
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(newcomer.wait().unwrap().signal(), Some(9));
@@ -603,9 +823,9 @@ mod target_tests {
                 dry_run: false,
                 hosts: Vec::new(),
             };
-            let now = crate::clock::boot_now_ns();
+            let at = crate::clock::boot_now_ns();
             for pid in [1, std::process::id()] {
-                let outcome = enforcer.enforce(&plan, pid, now);
+                let outcome = now(enforcer.enforce(&plan, pid, at));
                 assert!(matches!(outcome, Outcome::Refused(_)), "{outcome:?}");
             }
         }

@@ -20,7 +20,10 @@ use vigil_domain::Finding;
 use vigil_policy::{Action, Bundle, Decision, HostFacts, PolicySet, TrustedKeys};
 
 use crate::procfs::Procfs;
-use crate::respond::enforcer::{ActionPlan, Enforcer, Outcome};
+use crate::respond::enforcer::{
+    ActionPlan, Enforcement, Enforcer, Outcome, PendingEnforcement, Settlement,
+};
+use crate::respond::host_resolver::HostResolver;
 
 const POLICY_TREE: &str = "agent.v1.policy";
 const ACTIVE_KEY: &[u8] = b"active";
@@ -43,6 +46,52 @@ pub enum Verdict {
         finding: Box<Finding>,
         action: Option<ActionPlan>,
     },
+}
+
+/// What carrying out an action came to.
+pub enum Acted {
+    /// The finding that says what happened.
+    Now(Finding),
+    /// The action is taken and waits for something (a freeze to be
+    /// reported done, host names to resolve): await `PendingAction::wait`
+    /// off the respond loop, then `Governor::settle` it.
+    Waiting(PendingAction),
+}
+
+/// An action whose waiting part is under way.
+pub struct PendingAction {
+    finding: Finding,
+    action: Action,
+    event_boot_ns: u64,
+    work: PendingEnforcement,
+}
+
+impl PendingAction {
+    /// Waits for the waiting part to end (no borrow of the governor).
+    pub async fn wait(self) -> SettledAction {
+        let settlement = self.work.await;
+        SettledAction {
+            finding: self.finding,
+            action: self.action,
+            event_boot_ns: self.event_boot_ns,
+            settlement,
+        }
+    }
+}
+
+/// A pending action whose waiting part ended, for `Governor::settle`.
+pub struct SettledAction {
+    finding: Finding,
+    action: Action,
+    event_boot_ns: u64,
+    settlement: Settlement,
+}
+
+impl SettledAction {
+    /// When the process did what the action answers (CLOCK_BOOTTIME).
+    pub fn event_boot_ns(&self) -> u64 {
+        self.event_boot_ns
+    }
 }
 
 /// When a new bundle is rolled back on its own: more than `per_minute`
@@ -326,25 +375,42 @@ impl Governor {
         })
     }
 
-    /// Carries out an action; the finding that says what happened.
-    pub fn enforce(&mut self, finding: &Finding, plan: &ActionPlan, event_boot_ns: u64) -> Finding {
-        let action = plan.action;
-        let outcome = self
+    /// Carries out an action: the finding that says what happened, or the
+    /// action's waiting part.
+    pub fn enforce(&mut self, finding: &Finding, plan: &ActionPlan, event_boot_ns: u64) -> Acted {
+        match self
             .enforcer
-            .enforce(plan, finding.process.pid, event_boot_ns);
-        let after_ms = crate::clock::boot_now_ns().saturating_sub(event_boot_ns) as f64 / 1e6;
-        match &outcome {
-            Outcome::Failed(e) => {
-                tracing::error!(pid = finding.process.pid, action = action.as_str(), error = %e, "enforcement failed")
-            }
-            Outcome::Refused(why) => {
-                tracing::error!(pid = finding.process.pid, action = action.as_str(), reason = %why, "enforcement refused")
-            }
-            other => {
-                tracing::warn!(pid = finding.process.pid, action = action.as_str(), outcome = %other.describe(), after_ms, "enforced")
-            }
+            .enforce(plan, finding.process.pid, event_boot_ns)
+        {
+            Enforcement::Now(outcome) => Acted::Now(outcome_finding(
+                finding,
+                plan.action,
+                &outcome,
+                event_boot_ns,
+            )),
+            Enforcement::Pending(work) => Acted::Waiting(PendingAction {
+                finding: finding.clone(),
+                action: plan.action,
+                event_boot_ns,
+                work,
+            }),
         }
-        action_finding(finding, action, &outcome, after_ms)
+    }
+
+    /// The finding that says what a pending action came to.
+    pub fn settle(&mut self, settled: SettledAction) -> Finding {
+        let outcome = self.enforcer.settle(settled.settlement);
+        outcome_finding(
+            &settled.finding,
+            settled.action,
+            &outcome,
+            settled.event_boot_ns,
+        )
+    }
+
+    /// What resolves the host names of `block_egress` lists.
+    pub fn set_host_resolver(&mut self, resolver: std::sync::Arc<dyn HostResolver>) {
+        self.enforcer.set_host_resolver(resolver);
     }
 
     /// What actions must never touch.
@@ -374,6 +440,29 @@ enum Origin {
 
 fn version_of(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+/// Logs an action's outcome; the finding that reports it.
+fn outcome_finding(
+    finding: &Finding,
+    action: Action,
+    outcome: &Outcome,
+    event_boot_ns: u64,
+) -> Finding {
+    let after_ms = crate::clock::boot_now_ns().saturating_sub(event_boot_ns) as f64 / 1e6;
+    let pid = finding.process.pid;
+    match outcome {
+        Outcome::Failed(e) => {
+            tracing::error!(pid, action = action.as_str(), error = %e, "enforcement failed")
+        }
+        Outcome::Refused(why) => {
+            tracing::error!(pid, action = action.as_str(), reason = %why, "enforcement refused")
+        }
+        other => {
+            tracing::warn!(pid, action = action.as_str(), outcome = %other.describe(), after_ms, "enforced")
+        }
+    }
+    action_finding(finding, action, outcome, after_ms)
 }
 
 /// The finding for an enforcement: same signal, rule and process; its

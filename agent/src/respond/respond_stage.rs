@@ -1,15 +1,26 @@
 //! The respond stage's own task: puts each finding through the policy
 //! (which may allow it, or re-rate it and act on the process), and does
 //! what the control plane asks (new bundles, approved workloads, thaws).
+//!
+//! What an action waits for (a freeze reported done, a host list's names
+//! resolving) is awaited in a set of tasks the stage owns, never on its
+//! loop: one slow resolver or stuck freeze delays only its own outcome
+//! finding, which goes out on the same channel when it is known.
+
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
-use vigil_domain::{PolicyStatus, ProcessInfo, WorkloadApproval};
+use tokio::task::JoinSet;
+use vigil_domain::{PolicyStatus, ProcessInfo, UnfreezeOrder, WorkloadApproval};
 use vigil_policy::{HostFacts, TrustedKeys};
 
 use super::action_budget::{ActionBudget, Allowance};
-use super::governor::{AutoRollback, Governor, Verdict};
+use super::enforcer::Outcome;
+use super::governor::{Acted, AutoRollback, Governor, PendingAction, SettledAction, Verdict};
+use super::host_resolver::HostResolver;
 use super::target_guard::TargetGuard;
+use super::unfreeze_orders::UnfreezeOrders;
 use crate::config::{hostname, AgentConfig};
 use crate::detect::{Detections, TimedFinding};
 use crate::metrics::AgentMetrics;
@@ -20,8 +31,9 @@ use crate::procfs::Procfs;
 pub enum ControlRequest {
     /// A signed policy bundle to verify and activate.
     Policy { version: u64, bundle: Vec<u8> },
-    /// Thaw a process a freeze rule froze.
-    Unfreeze { pid: u32 },
+    /// Thaw a process a freeze rule froze: an operator's signed order,
+    /// carried out only if it verifies (see `UnfreezeOrders`).
+    Unfreeze(UnfreezeOrder),
     /// Every approved workload (replacing the previous set).
     Workloads(Vec<WorkloadApproval>),
 }
@@ -32,12 +44,22 @@ pub struct RespondLinks {
     pub requests: mpsc::Receiver<ControlRequest>,
     /// Approved workloads whose signature verified, for the detect stage.
     pub workloads: mpsc::Sender<Vec<WorkloadApproval>>,
-    /// The findings that stand, in order, one batch per input batch.
+    /// The findings that stand, in order, one batch per input batch; an
+    /// action's outcome known later, and an unfreeze order's, in a batch
+    /// of its own.
     pub standing: mpsc::Sender<Vec<TimedFinding>>,
 }
 
+/// Most actions waiting at once (freezes being confirmed, host lists
+/// resolving). Past it, the loop waits for the oldest to end (each is
+/// bounded: a freeze by 1 s, a name by `RESOLVE_TIMEOUT`).
+const MAX_PENDING_ACTIONS: usize = 64;
+
 pub struct RespondStage {
     governor: Governor,
+    /// Which operator orders to thaw a process are carried out.
+    unfreeze_orders: UnfreezeOrders,
+    procfs: Procfs,
     /// Actions per rule per minute.
     budget: ActionBudget,
     /// The agent itself, as the process behind its own findings.
@@ -70,6 +92,11 @@ impl RespondStage {
             hostname: hostname(),
             agent_id: config.resolved_agent_id(),
         };
+        let unfreeze_orders = UnfreezeOrders::new(
+            trusted.clone(),
+            host_facts.agent_id.clone(),
+            host_facts.hostname.clone(),
+        );
         let procfs = Procfs::default();
         let mut governor = Governor::new(trusted, host_facts, procfs.clone(), recorder, Some(db));
         governor.set_target_guard(TargetGuard::for_this_agent(
@@ -104,11 +131,19 @@ impl RespondStage {
         metrics.set_policy_version(active.unwrap_or(0));
         Ok(Self {
             governor,
+            unfreeze_orders,
+            procfs,
             budget: ActionBudget::new(config.max_actions_per_rule_per_minute),
             agent_process,
             policy_status: watch::channel(active.map(PolicyStatus::active)).0,
             metrics,
         })
+    }
+
+    /// What resolves the host names of `block_egress` lists (the system's
+    /// resolver unless set).
+    pub fn set_host_resolver(&mut self, resolver: Arc<dyn HostResolver>) {
+        self.governor.set_host_resolver(resolver);
     }
 
     /// What the agent did with its policy bundles (None before any).
@@ -124,39 +159,91 @@ impl RespondStage {
             workloads,
             standing,
         } = links;
+        let mut pending: JoinSet<SettledAction> = JoinSet::new();
         loop {
             tokio::select! {
                 batch = detections.recv() => {
                     let Some(batch) = batch else { break };
-                    let out = self.respond(batch);
-                    if !out.is_empty() && standing.send(out).await.is_err() {
-                        anyhow::bail!("the ship stage stopped");
+                    let (out, waiting) = self.respond(batch);
+                    send(&standing, out).await?;
+                    // After the findings they report on.
+                    for action in waiting {
+                        while pending.len() >= MAX_PENDING_ACTIONS {
+                            let Some(done) = pending.join_next().await else { break };
+                            self.settled(done, &standing).await?;
+                        }
+                        pending.spawn(action.wait());
                     }
                 }
-                Some(request) = requests.recv() => self.on_request(request, &workloads).await,
+                Some(done) = pending.join_next(), if !pending.is_empty() => {
+                    self.settled(done, &standing).await?;
+                }
+                Some(request) = requests.recv() => {
+                    self.on_request(request, &workloads, &standing).await?;
+                }
             }
+        }
+        // The agent is stopping: what still waits is not waited for (the
+        // actions themselves are taken).
+        if !pending.is_empty() {
+            tracing::warn!(
+                waiting = pending.len(),
+                "stopping with actions whose outcome is not known yet"
+            );
         }
         Ok(())
     }
 
+    /// Reports what a pending action came to.
+    async fn settled(
+        &mut self,
+        done: Result<SettledAction, tokio::task::JoinError>,
+        standing: &mpsc::Sender<Vec<TimedFinding>>,
+    ) -> anyhow::Result<()> {
+        let settled = match done {
+            Ok(settled) => settled,
+            Err(e) => {
+                tracing::error!(error = %e, "an action's waiting task failed");
+                return Ok(());
+            }
+        };
+        let event_boot_ns = settled.event_boot_ns();
+        let finding = self.governor.settle(settled);
+        send(
+            standing,
+            vec![TimedFinding {
+                finding,
+                event_boot_ns,
+            }],
+        )
+        .await
+    }
+
     /// The findings of `batch` that stand, each followed by its action's
-    /// outcome; what was enforced on a process goes when it exits.
-    fn respond(&mut self, batch: Detections) -> Vec<TimedFinding> {
+    /// outcome, and the actions still waiting (their outcomes come when
+    /// they end); what was enforced on a process goes when it exits.
+    fn respond(&mut self, batch: Detections) -> (Vec<TimedFinding>, Vec<PendingAction>) {
         let mut out = Vec::with_capacity(batch.findings.len());
+        let mut waiting = Vec::new();
         let mut exits = batch.exits.into_iter().peekable();
         for (i, found) in batch.findings.into_iter().enumerate() {
             while let Some((pid, _)) = exits.next_if(|(_, before)| *before <= i) {
                 self.governor.forget(pid);
             }
-            self.decide(found, &mut out);
+            self.decide(found, &mut out, &mut waiting);
         }
         for (pid, _) in exits {
             self.governor.forget(pid);
         }
-        out
+        (out, waiting)
     }
 
-    fn decide(&mut self, found: TimedFinding, out: &mut Vec<TimedFinding>) {
+    fn decide(
+        &mut self,
+        found: TimedFinding,
+        out: &mut Vec<TimedFinding>,
+        waiting: &mut Vec<PendingAction>,
+    ) {
         let event_boot_ns = found.event_boot_ns;
         let Verdict::Report { finding, action } = self.governor.decide(found.finding) else {
             return;
@@ -171,7 +258,13 @@ impl RespondStage {
                     .take(&finding.rule_id, std::time::Instant::now())
             };
             match allowance {
-                Allowance::Act => Some(self.governor.enforce(&finding, &plan, event_boot_ns)),
+                Allowance::Act => match self.governor.enforce(&finding, &plan, event_boot_ns) {
+                    Acted::Now(outcome) => Some(outcome),
+                    Acted::Waiting(action) => {
+                        waiting.push(action);
+                        None
+                    }
+                },
                 Allowance::LimitReached => Some(self.action_limit_finding(&finding, &plan)),
                 Allowance::AlertOnly => None,
             }
@@ -246,12 +339,13 @@ impl RespondStage {
         &mut self,
         request: ControlRequest,
         workloads: &mpsc::Sender<Vec<WorkloadApproval>>,
-    ) {
+        standing: &mpsc::Sender<Vec<TimedFinding>>,
+    ) -> anyhow::Result<()> {
         match request {
             ControlRequest::Policy { version, bundle } => {
                 let current = self.governor.active().map(|a| a.version).unwrap_or(0);
                 if version == current {
-                    return;
+                    return Ok(());
                 }
                 let status = match self.governor.accept(&bundle) {
                     Ok(v) => {
@@ -274,10 +368,244 @@ impl RespondStage {
                 // The detect stage gone means the agent is stopping.
                 let _ = workloads.send(records).await;
             }
-            ControlRequest::Unfreeze { pid } => {
-                let outcome = self.governor.unfreeze(pid);
-                tracing::warn!(pid, outcome = %outcome.describe(), "unfreeze requested by an operator");
+            ControlRequest::Unfreeze(order) => {
+                let finding = self.unfreeze(&order);
+                send(
+                    standing,
+                    vec![TimedFinding {
+                        finding,
+                        event_boot_ns: crate::clock::boot_now_ns(),
+                    }],
+                )
+                .await?;
             }
         }
+        Ok(())
+    }
+
+    /// Carries out an operator's order to thaw a process, if it verifies;
+    /// the finding that says what became of it.
+    fn unfreeze(&mut self, order: &UnfreezeOrder) -> vigil_domain::Finding {
+        let pid = order.pid;
+        let outcome = match self
+            .unfreeze_orders
+            .admit(order, crate::clock::unix_now_nanos() / 1_000_000_000)
+        {
+            Ok(()) => self.governor.unfreeze(pid),
+            Err(why) => Outcome::Refused(format!("unfreeze pid {pid}: {why}")),
+        };
+        // The signer is as the order says (unverified when refused).
+        let signer: String = order.signer.chars().take(64).collect();
+        match &outcome {
+            Outcome::Refused(why) => {
+                tracing::error!(pid, signer = %signer, reason = %why, "unfreeze refused")
+            }
+            other => {
+                tracing::warn!(pid, signer = %signer, outcome = %other.describe(), "unfreeze ordered by an operator")
+            }
+        }
+        let severity = match outcome {
+            Outcome::Done(_) | Outcome::DryRun(_) => vigil_domain::Severity::Medium,
+            Outcome::Failed(_) | Outcome::Refused(_) => vigil_domain::Severity::High,
+        };
+        vigil_domain::Finding {
+            seq: 0,
+            rule_id: UNFREEZE_RULE.into(),
+            severity,
+            signal: vigil_domain::SignalKind::Policy,
+            observed_at_unix_nanos: crate::clock::unix_now_nanos(),
+            process: self.procfs.process(pid).unwrap_or(ProcessInfo {
+                pid,
+                ..Default::default()
+            }),
+            file: None,
+            net: None,
+            gpu: None,
+            action: String::new(),
+            summary: format!(
+                "unfreeze of pid {pid} ordered by key {signer}: {}",
+                outcome.describe()
+            ),
+        }
+    }
+}
+
+/// The rule id of the findings that say what became of an unfreeze order.
+pub const UNFREEZE_RULE: &str = "vigil.respond.unfreeze";
+
+async fn send(
+    standing: &mpsc::Sender<Vec<TimedFinding>>,
+    out: Vec<TimedFinding>,
+) -> anyhow::Result<()> {
+    if !out.is_empty() && standing.send(out).await.is_err() {
+        anyhow::bail!("the ship stage stopped");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+    use tokio::sync::Notify;
+    use vigil_domain::{Finding, Severity, SignalKind};
+    use vigil_policy::{PolicySource, SigningKey};
+
+    use super::*;
+    use crate::respond::host_resolver::Resolution;
+
+    const RULES: &str = r#"lists:
+  stalled: ["stall.test", "127.0.0.9"]
+---
+id: test.block-stalled
+description: its host list's name never resolves until released
+severity: high
+when: [model_file]
+condition: process.name == "egress-stall"
+action: block_egress
+hosts: stalled
+---
+id: test.rest
+description: reported, nothing done
+severity: medium
+when: [model_file]
+"#;
+
+    /// A resolver that does not answer until the test releases it.
+    struct StalledResolver(Arc<Notify>);
+
+    impl HostResolver for StalledResolver {
+        fn resolve(&self, _host: String) -> Resolution {
+            let release = Arc::clone(&self.0);
+            Box::pin(async move {
+                release.notified().await;
+                Ok(vec!["127.0.0.10".parse().expect("an address")])
+            })
+        }
+    }
+
+    fn model_file(pid: u32, name: &str) -> TimedFinding {
+        TimedFinding {
+            finding: Finding {
+                seq: 0,
+                rule_id: "vigil.model-file".into(),
+                severity: Severity::Medium,
+                signal: SignalKind::ModelFile,
+                observed_at_unix_nanos: crate::clock::unix_now_nanos(),
+                process: ProcessInfo {
+                    pid,
+                    comm: name.into(),
+                    ..Default::default()
+                },
+                file: None,
+                net: None,
+                gpu: None,
+                action: String::new(),
+                summary: "a model file".into(),
+            },
+            event_boot_ns: crate::clock::boot_now_ns(),
+        }
+    }
+
+    async fn next(standing: &mut mpsc::Receiver<Vec<TimedFinding>>, what: &str) -> Vec<Finding> {
+        tokio::time::timeout(Duration::from_secs(20), standing.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {what} within 20 s: the respond stage stalled"))
+            .expect("the respond stage stopped")
+            .into_iter()
+            .map(|t| t.finding)
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_host_list_that_never_resolves_delays_only_its_own_outcome() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: block_egress needs root (a cgroup and an eBPF program)");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate();
+        let files: PolicySource = [("rules.yaml".to_string(), RULES.to_string())].into();
+        let bundle = tmp.path().join("bundle.json");
+        std::fs::write(&bundle, key.sign(1, files).to_json()).unwrap();
+        let config = AgentConfig::try_parse_from([
+            "vigil-agent",
+            "--trusted-policy-key",
+            &key.public_hex(),
+            "--policy-bundle",
+            bundle.to_str().unwrap(),
+        ])
+        .unwrap();
+        let db = sled::open(tmp.path().join("db")).unwrap();
+        let mut stage = RespondStage::open(&config, &db, AgentMetrics::default()).unwrap();
+        assert_eq!(stage.governor.active().map(|a| a.version), Some(1));
+        let release = Arc::new(Notify::new());
+        stage.set_host_resolver(Arc::new(StalledResolver(Arc::clone(&release))));
+        let (detections_tx, detections) = mpsc::channel(8);
+        let (_requests_tx, requests) = mpsc::channel(8);
+        let (workloads, _workloads_rx) = mpsc::channel(8);
+        let (standing, mut standing_rx) = mpsc::channel(64);
+        let running = tokio::spawn(stage.run(RespondLinks {
+            detections,
+            requests,
+            workloads,
+            standing,
+        }));
+
+        let mut offender = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let pid = offender.id();
+        detections_tx
+            .send(Detections {
+                findings: vec![model_file(pid, "egress-stall")],
+                exits: Vec::new(),
+            })
+            .await
+            .unwrap();
+        let first = next(&mut standing_rx, "finding for the offender").await;
+        assert_eq!(first.len(), 1, "{first:#?}");
+        assert_eq!(first[0].rule_id, "test.block-stalled");
+        assert_eq!(first[0].action, "");
+
+        // While its host list resolves, another finding is decided.
+        detections_tx
+            .send(Detections {
+                findings: vec![model_file(std::process::id(), "bystander")],
+                exits: Vec::new(),
+            })
+            .await
+            .unwrap();
+        let second = next(&mut standing_rx, "finding for the bystander").await;
+        assert_eq!(second.len(), 1, "{second:#?}");
+        assert_eq!(second[0].rule_id, "test.rest");
+
+        // Resolved: the outcome follows, with the name's address too.
+        release.notify_one();
+        let outcome = next(&mut standing_rx, "block_egress outcome").await;
+        assert_eq!(outcome.len(), 1, "{outcome:#?}");
+        assert_eq!(outcome[0].action, "block_egress");
+        assert!(
+            outcome[0]
+                .summary
+                .contains(&format!("blocked egress of pid {pid} "))
+                && outcome[0].summary.contains("to 2 addresses of 2 hosts"),
+            "{}",
+            outcome[0].summary
+        );
+
+        let _ = offender.kill();
+        let _ = offender.wait();
+        detections_tx
+            .send(Detections {
+                findings: Vec::new(),
+                exits: vec![(pid, 0)],
+            })
+            .await
+            .unwrap();
+        drop(detections_tx);
+        running.await.unwrap().unwrap();
     }
 }

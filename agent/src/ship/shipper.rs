@@ -164,7 +164,7 @@ async fn session(
                         requests.send(ControlRequest::Policy { version: p.version, bundle: p.bundle }).await?;
                     }
                     Some(pb::control_message::Body::Unfreeze(u)) => {
-                        requests.send(ControlRequest::Unfreeze { pid: u.pid }).await?;
+                        requests.send(ControlRequest::Unfreeze(u.into())).await?;
                     }
                     Some(pb::control_message::Body::Workloads(w)) => {
                         let mut records = Vec::with_capacity(w.workloads.len());

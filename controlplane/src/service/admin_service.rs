@@ -254,31 +254,47 @@ impl AdminService for AdminServiceImpl {
         &self,
         req: Request<pb::UnfreezeRequest>,
     ) -> Result<Response<pb::UnfreezeResponse>, Status> {
-        let req = req.into_inner();
+        let order = vigil_domain::UnfreezeOrder::from(req.into_inner());
+        // The agent verifies the order whatever happens here (signer,
+        // expiry, nonce); with trusted keys the control plane refuses a bad
+        // one first. Nonces are the agent's to remember.
+        if self.trusted.is_empty() {
+            tracing::warn!(
+                pid = order.pid,
+                "passing an unfreeze order on unverified: no trusted keys are configured"
+            );
+        } else {
+            self.trusted
+                .verify_unfreeze(&order, now_unix_nanos() / 1_000_000_000)
+                .map_err(|e| Status::permission_denied(format!("unfreeze refused: {e}")))?;
+        }
         let record = self
             .node
             .state
-            .agent_by_id_or_hostname(&req.agent)
+            .agent_by_id_or_hostname(&order.agent)
             .map_err(|e| Status::internal(e.to_string()))?
             .ok_or_else(|| {
-                Status::not_found(format!("no agent with id or hostname {:?}", req.agent))
+                Status::not_found(format!("no agent with id or hostname {:?}", order.agent))
             })?;
         let agent_id = record.identity.agent_id;
         let tx = self.sessions.get(&agent_id).ok_or_else(|| {
             Status::unavailable(format!("agent {agent_id} is not connected to this node"))
         })?;
+        let (pid, signer) = (order.pid, order.signer.clone());
         let msg = agent_pb::ControlMessage {
-            body: Some(agent_pb::control_message::Body::Unfreeze(
-                agent_pb::Unfreeze { pid: req.pid },
-            )),
+            body: Some(agent_pb::control_message::Body::Unfreeze(order.into())),
         };
         tx.send(Ok(msg))
             .await
             .map_err(|_| Status::unavailable(format!("agent {agent_id} disconnected")))?;
         self.audit(
-            "admin".into(),
+            if signer.is_empty() {
+                "admin".into()
+            } else {
+                signer
+            },
             "agent.unfreeze",
-            format!("pid {} on {agent_id}", req.pid),
+            format!("pid {pid} on {agent_id}"),
             String::new(),
         )
         .await;
