@@ -9,7 +9,7 @@ use std::time::Duration;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
-use vigil_integration::raw_agent::{hello, model_file_finding, RawAgentStream};
+use vigil_integration::raw_agent::{self, hello, model_file_finding, RawAgentStream};
 use vigil_integration::{free_port, privileged, wait_for, ControlPlane, Tmpfs};
 use vigil_proto::agent::v1 as pb;
 use vigil_proto::types::v1 as types_pb;
@@ -60,12 +60,7 @@ async fn a_full_control_plane_disk_turns_health_not_serving_and_loses_no_acked_f
                 finding(seq)
             })
             .collect();
-        let body = pb::agent_message::Body::Findings(pb::FindingBatch { findings });
-        if tx
-            .send(pb::AgentMessage { body: Some(body) })
-            .await
-            .is_err()
-        {
+        if tx.send(raw_agent::findings(findings)).await.is_err() {
             break;
         }
         loop {
