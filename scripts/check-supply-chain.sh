@@ -19,5 +19,5 @@ db_root="${CARGO_HOME:-$HOME/.cargo}/advisory-dbs"
 if compgen -G "$db_root/advisory-db-*/crates" >/dev/null; then
   cargo deny --offline --locked check advisories
 else
-  echo "deny: advisories NOT checked: no RustSec advisory database under $db_root, and it cannot be fetched from here (GitHub is unreachable); a clone of github.com/rustsec/advisory-db at $db_root/advisory-db-3157b0e258782691 (the directory cargo-deny 0.20 uses for the default database) turns the check on"
+  echo "deny: advisories NOT checked: no RustSec advisory database under $db_root, and this machine cannot fetch it; a clone of the RustSec advisory-db repository at $db_root/advisory-db-3157b0e258782691 (the directory cargo-deny 0.20 uses for the default database) turns the check on"
 fi
