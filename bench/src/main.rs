@@ -4,9 +4,13 @@
 //!
 //! Conditions, rotated each round: nothing attached; empty BPF programs on
 //! the same hooks (the floor any tracepoint costs); the real agent; and, when
-//! installed, bpftrace doing the same tracing with per-event output.
-//! Writes `bench/results.json` and `BENCHMARKS.md`.
+//! installed, bpftrace doing the same tracing with per-event output. Then
+//! the detection latency and footprint, the agent under a flood of model
+//! opens (`flood_bench`), GPU polls and policy evaluation.
+//! Writes `bench/results.json` and `BENCHMARKS.md`; `VIGIL_BENCH_ONLY=gpu`,
+//! `policy` or `flood` runs one section and only prints its figures.
 
+mod flood_bench;
 mod gpu_polls;
 mod policy_bench;
 mod report;
@@ -617,6 +621,10 @@ fn main() -> anyhow::Result<()> {
             &mut report,
         ));
     }
+    // `VIGIL_BENCH_ONLY=flood`: only the flood figures, printed.
+    if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("flood") {
+        return flood_bench::flood(&s, &cp, &mut Report::default());
+    }
     let mut conditions = vec![Condition::Nothing, Condition::Empty, Condition::Agent];
     if s.bpftrace.is_some() {
         conditions.push(Condition::Bpftrace);
@@ -625,6 +633,7 @@ fn main() -> anyhow::Result<()> {
     storm_rounds(&s, &cp, &conditions, &mut report)?;
     program_costs(&s, &cp, &mut report)?;
     latency_and_footprint(&s, &cp, &mut report)?;
+    flood_bench::flood(&s, &cp, &mut report)?;
     gpu_polls::gpu_polls(&root, s.work.path(), &mut report)?;
     policy_bench::rule_evaluation(&root, &mut report)?;
     s.rt.block_on(policy_bench::propagation(
