@@ -63,3 +63,37 @@ pub async fn run(client: &mut AdminClient, command: AgentCommand) -> anyhow::Res
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: AgentCommand,
+    }
+
+    #[test]
+    fn unfreeze_needs_a_key_and_a_short_validity() {
+        assert!(Cli::try_parse_from(["agent", "unfreeze", "h", "42"]).is_err());
+        let cli = Cli::try_parse_from(["agent", "unfreeze", "h", "42", "--key", "k"]).unwrap();
+        let AgentCommand::Unfreeze { valid_secs, .. } = cli.command;
+        assert_eq!(valid_secs, DEFAULT_VALID_SECS);
+        for bad in ["0", "901"] {
+            assert!(Cli::try_parse_from([
+                "agent",
+                "unfreeze",
+                "h",
+                "42",
+                "--key",
+                "k",
+                "--valid-secs",
+                bad
+            ])
+            .is_err());
+        }
+    }
+}
