@@ -16,6 +16,13 @@ use super::path_filter;
 static SENSORS_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensors.bpf.o"));
 
+/// Records decoded into one batch, at most. Under a flood the backlog waits
+/// in the ring (kernel memory of a fixed size, where a full ring drops and
+/// counts) rather than in ever larger batches: the agent's memory for
+/// batches in flight stays bounded, and so does the queue in front of the
+/// next record.
+const MAX_BATCH: usize = 4096;
+
 /// (program, tracepoint category, tracepoint name, required). A tracepoint
 /// that is not required may be missing on some architectures or kernels
 /// (there is no `open` syscall on arm64): it is then skipped and logged.
@@ -67,6 +74,8 @@ pub struct EbpfSensor {
     hooks: Vec<String>,
     decode_errors: u64,
     received: u64,
+    /// The last drain stopped at `MAX_BATCH` with records left in the ring.
+    backlog: bool,
 }
 
 /// Tunables of the eBPF sensor, fixed at load.
@@ -180,6 +189,7 @@ impl EbpfSensor {
             hooks,
             decode_errors: 0,
             received: 0,
+            backlog: false,
         })
     }
 
@@ -190,19 +200,23 @@ impl EbpfSensor {
 
     /// Waits for records, then decodes every record available into `out`.
     /// A record that does not decode is logged and counted, not fatal.
+    /// Records left in the ring by a full batch are taken at once.
     pub async fn next_batch(&mut self, out: &mut Vec<SensorEvent>) -> Result<(), SensorError> {
-        let mut guard = self.ring.readable_mut().await?;
-        guard.clear_ready();
-        drop(guard);
+        if !self.backlog {
+            let mut guard = self.ring.readable_mut().await?;
+            guard.clear_ready();
+            drop(guard);
+        }
         self.drain(out);
         Ok(())
     }
 
-    /// Decodes whatever records are in the ring now, without waiting.
-    /// Context records (exec/exit) do not wake the agent; a periodic drain
-    /// picks them up.
+    /// Decodes the records in the ring now, without waiting, up to
+    /// `MAX_BATCH` in `out`. Context records (exec/exit) do not wake the
+    /// agent; a periodic drain picks them up.
     pub fn drain(&mut self, out: &mut Vec<SensorEvent>) {
         let ring = self.ring.get_mut();
+        self.backlog = false;
         while let Some(record) = ring.next() {
             self.received += 1;
             match decode(&record) {
@@ -211,6 +225,10 @@ impl EbpfSensor {
                     self.decode_errors += 1;
                     tracing::warn!(error = %e, "dropping a malformed sensor record");
                 }
+            }
+            if out.len() >= MAX_BATCH {
+                self.backlog = true;
+                break;
             }
         }
     }
