@@ -280,6 +280,20 @@ impl Detector {
                 ret,
                 ..
             } => {
+                // A process already over its cap for model files is only
+                // counted: no /proc walk, no read of the file.
+                if *matched == PathMatch::ModelFile && *ret >= 0 {
+                    let counted = self.reported.count_if_flooding(
+                        ctx.pid,
+                        SignalKind::ModelFile,
+                        path,
+                        Instant::now(),
+                    );
+                    if let Some(aggregate) = counted {
+                        self.flood_findings.extend(aggregate);
+                        return None;
+                    }
+                }
                 let path = self.procfs.resolve_path(ctx.pid, *dfd, path);
                 let obs = match matched {
                     PathMatch::ModelFile => {

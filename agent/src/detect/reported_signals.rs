@@ -113,6 +113,35 @@ impl ReportedSignals {
         Admission::Counted(due.then(|| Box::new(aggregate(flood, max, now))))
     }
 
+    /// For a process already over its cap for `signal`: counts `object`
+    /// into the flood (no duplicate check: an over-cap process is not worth
+    /// a lookup per event) and returns the aggregate if one is due. None
+    /// when the process is not flooding: decide the event in full.
+    ///
+    /// This is the flood's fast path: the detector asks it before reading
+    /// /proc or the file, so a flooder's records cost a map lookup each
+    /// and cannot queue an unrelated process's finding behind them.
+    pub fn count_if_flooding(
+        &mut self,
+        pid: u32,
+        signal: SignalKind,
+        object: &str,
+        now: Instant,
+    ) -> Option<Option<Finding>> {
+        let max = self.max_per_signal;
+        let entry = self.by_process.get_mut(&pid)?;
+        let flood = entry.floods.get_mut(&signal)?;
+        self.tick += 1;
+        entry.touched = self.tick;
+        self.counted += 1;
+        flood.counted += 1;
+        if flood.sample.len() < FLOOD_SAMPLE {
+            flood.sample.push(object.to_string());
+        }
+        let due = now.saturating_duration_since(flood.reported_at) >= FLOOD_REPORT_EVERY;
+        Some(due.then(|| aggregate(flood, max, now)))
+    }
+
     /// Records signals reported before a restart.
     pub fn restore(&mut self, pid: u32, signals: Signals) {
         self.make_room_for(pid);
@@ -307,6 +336,38 @@ mod tests {
             last[0].summary
         );
         assert!(r.remove(8, later).is_empty(), "no flood, no aggregate");
+    }
+
+    #[test]
+    fn a_flooding_process_is_counted_on_the_fast_path_and_others_are_not() {
+        let mut r = ReportedSignals::new(2, 100);
+        let t0 = Instant::now();
+        let flooding = |r: &mut ReportedSignals, pid, t| {
+            r.count_if_flooding(pid, SignalKind::ModelFile, "/m/n.onnx", t)
+        };
+        // Not over the cap yet (or unknown): decide in full.
+        assert_eq!(flooding(&mut r, 7, t0), None);
+        for i in 0..3 {
+            r.admit(&model(7, &format!("/m/{i}.onnx")), t0);
+        }
+        assert_eq!(flooding(&mut r, 8, t0), None, "another process");
+        assert_eq!(
+            r.count_if_flooding(7, SignalKind::GpuDevice, "/dev/nvidia0", t0),
+            None,
+            "another signal"
+        );
+        // Over the cap: counted, the aggregate only when due.
+        for _ in 0..100 {
+            assert_eq!(flooding(&mut r, 7, t0), Some(None));
+        }
+        let Some(Some(update)) = flooding(&mut r, 7, t0 + FLOOD_REPORT_EVERY) else {
+            panic!("an update is due");
+        };
+        assert!(
+            update.summary.contains("opened 104 model files"),
+            "{}",
+            update.summary
+        );
     }
 
     #[test]
