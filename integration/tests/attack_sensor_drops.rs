@@ -95,7 +95,7 @@ async fn a_process_flooding_a_tiny_ring_is_named_in_one_finding_and_drops_are_co
         "attack-drops",
         // The agent counts a flooder's opens cheaply once it is over its
         // finding cap, so it loses far fewer records than it once did: a
-        // threshold well under what a 4 KiB ring loses to this flood.
+        // threshold of one record a second (it lost 29 a second in a run).
         &[
             "--ring-buffer-kib",
             "4",
