@@ -100,7 +100,7 @@ async fn a_process_flooding_a_tiny_ring_is_named_in_one_finding_and_drops_are_co
             "--ring-buffer-kib",
             "4",
             "--sensor-flood-drops-per-sec",
-            "10",
+            "1",
         ],
     )
     .await;
