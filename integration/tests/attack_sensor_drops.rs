@@ -94,8 +94,7 @@ async fn a_process_flooding_a_tiny_ring_is_named_in_one_finding_and_drops_are_co
         &cp.endpoint(),
         "attack-drops",
         // The agent counts a flooder's opens cheaply once it is over its
-        // finding cap, so it loses far fewer records than it once did: a
-        // threshold of one record a second (it lost 29 a second in a run).
+        // finding cap and may lose few records: name a process for any.
         &[
             "--ring-buffer-kib",
             "4",
@@ -122,6 +121,21 @@ async fn a_process_flooding_a_tiny_ring_is_named_in_one_finding_and_drops_are_co
         .spawn()
         .expect("setpriv and the flooder");
     let flood_pid = flood.id();
+    // An agent that falls behind, made certain: stopped for two seconds
+    // mid-flood, its 4 KiB ring fills and every record after that is lost
+    // (a fast agent may otherwise keep up, and there is nothing to name).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &agent.daemon.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} the agent");
+    };
+    signal("-STOP");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    signal("-CONT");
     let finding = wait_for(
         "the flood finding naming the flooding process",
         Duration::from_secs(30),
