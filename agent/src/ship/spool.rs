@@ -354,6 +354,19 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Opens a spool just dropped: sled's flusher thread may hold the
+    /// directory's lock for a moment after the last handle goes (a process
+    /// that exits releases it at once; a test reopening in-process waits).
+    fn reopen(dir: &std::path::Path) -> Spool {
+        for _ in 0..250 {
+            if let Ok(s) = Spool::open(dir) {
+                return s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Spool::open(dir).unwrap()
+    }
     use vigil_domain::{ProcessInfo, Severity, SignalKind};
 
     fn finding(n: u32) -> Finding {
@@ -387,7 +400,7 @@ mod tests {
             assert_eq!(s.ack(1).unwrap(), 1);
             s.flush().await.unwrap();
         }
-        let s = Spool::open(dir.path()).unwrap();
+        let s = reopen(dir.path());
         assert_eq!(s.ack_floor().unwrap(), 1);
         let p = s.pending(s.ack_floor().unwrap(), 10).unwrap();
         assert_eq!(p.iter().map(|f| f.seq).collect::<Vec<_>>(), vec![2, 3]);
@@ -398,7 +411,7 @@ mod tests {
         assert!(s.is_empty());
         assert_eq!(s.ack_floor().unwrap(), 3);
         drop(s);
-        let s = Spool::open(dir.path()).unwrap();
+        let s = reopen(dir.path());
         assert_eq!(s.push(finding(4)).unwrap(), 4);
     }
 
@@ -434,7 +447,7 @@ mod tests {
         assert_eq!(s.push(finding(5)).unwrap(), 4);
         // Reopened, the spool counts what waits.
         drop(s);
-        let s = Spool::open(dir.path()).unwrap();
+        let s = reopen(dir.path());
         assert_eq!(s.waiting(), 2);
         assert_eq!(s.len(), 2);
     }
