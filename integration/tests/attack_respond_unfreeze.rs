@@ -6,10 +6,10 @@
 //! finding; the control plane, when it has trusted keys, refuses a bad
 //! order before it reaches an agent. Root (a freeze rule).
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use vigil_integration::policy_fixture::python_copy;
 use vigil_integration::{
     cgroup2_mount, free_port, privileged, wait_for, Agent, ControlPlane, Killed,
 };
@@ -19,20 +19,6 @@ use vigil_proto::admin::v1 as admin_pb;
 const RULES: &str = "id: test.freeze\ndescription: d\nseverity: high\nwhen: [model_file]\ncondition: process.name == \"unfreeze-me\"\naction: freeze\n";
 const AGENT: &str = "unfreeze-host";
 const UNFREEZE_RULE: &str = "vigil.respond.unfreeze";
-
-fn python_copy(dir: &Path, name: &str) -> PathBuf {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import os, sys; print(os.path.realpath(sys.executable))",
-        ])
-        .output()
-        .unwrap();
-    let real = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-    let copy = dir.join(name);
-    std::fs::copy(real, &copy).unwrap();
-    copy
-}
 
 fn unix_now() -> i64 {
     std::time::SystemTime::now()

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use vigil_integration::policy_fixture::python_copy;
 use vigil_integration::{
     cgroup2_mount, free_port, privileged, sha256_file, wait_for, Agent, ControlPlane, Killed,
 };
@@ -54,21 +55,6 @@ when: [model_file, ai_runtime, gpu_device, gpu_use, ai_egress, ai_serving]
 
 fn policy(text: &str) -> PolicySource {
     [("rules.yaml".to_string(), text.to_string())].into()
-}
-
-/// A copy of the real python interpreter under `name` in `dir`.
-fn python_copy(dir: &Path, name: &str) -> PathBuf {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import os, sys; print(os.path.realpath(sys.executable))",
-        ])
-        .output()
-        .unwrap();
-    let real = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-    let copy = dir.join(name);
-    std::fs::copy(real, &copy).unwrap();
-    copy
 }
 
 fn gguf(path: &Path) {
