@@ -34,7 +34,10 @@ pub struct ShipStage {
 struct Spooled {
     seq: u64,
     found: TimedFinding,
+    /// Microseconds from the syscall to the finding reaching this stage.
     detected_us: u64,
+    /// ... and to the spool holding it (in sled's cache, not yet on disk).
+    spooled_us: u64,
 }
 
 impl ShipStage {
@@ -104,11 +107,13 @@ impl ShipStage {
             let detected_us = since_event_us(found.event_boot_ns);
             match self.spool.push(found.finding.clone()) {
                 Ok(seq) => {
+                    let spooled_us = since_event_us(found.event_boot_ns);
                     return Some(Spooled {
                         seq,
                         found,
                         detected_us,
-                    })
+                        spooled_us,
+                    });
                 }
                 Err(e) => self.spool_full(&e),
             }
@@ -143,6 +148,7 @@ impl ShipStage {
             match self.spool.push_over_quota(alert.finding.clone()) {
                 Ok(seq) => spooled.push(Spooled {
                     seq,
+                    spooled_us: since_event_us(alert.event_boot_ns),
                     found: alert,
                     detected_us,
                 }),
@@ -157,6 +163,7 @@ impl ShipStage {
             match self.spool.push(found.finding.clone()) {
                 Ok(seq) => spooled.push(Spooled {
                     seq,
+                    spooled_us: since_event_us(found.event_boot_ns),
                     found,
                     detected_us,
                 }),
@@ -175,9 +182,10 @@ impl ShipStage {
     }
 
     /// Flushes the spool, then logs each finding it took with its latency
-    /// from the syscall (`event_boot_ns`, on the kernel's clock): a finding
-    /// logged as spooled, an enforcement's included, is on disk and
-    /// survives the agent's crash.
+    /// from the syscall (`event_boot_ns`, on the kernel's clock) to three
+    /// points: reaching this stage (`detected_us`), held by the spool
+    /// (`spooled_us`) and on disk (`latency_us`). A finding logged is on
+    /// disk, an enforcement's included, and survives the agent's crash.
     async fn flushed(&self, spooled: Vec<Spooled>) {
         if spooled.is_empty() {
             return;
@@ -190,11 +198,12 @@ impl ShipStage {
             seq,
             found,
             detected_us,
+            spooled_us,
         } in spooled
         {
             let f = &found.finding;
             let latency_us = since_event_us(found.event_boot_ns);
-            tracing::info!(rule = %f.rule_id, pid = f.process.pid, seq, detected_us, latency_us, summary = %f.summary, action = %f.action, "finding");
+            tracing::info!(rule = %f.rule_id, pid = f.process.pid, seq, detected_us, spooled_us, latency_us, summary = %f.summary, action = %f.action, "finding");
             self.metrics.finding_spooled(f.signal);
         }
     }
