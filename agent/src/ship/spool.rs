@@ -132,6 +132,26 @@ fn seq_of(key: &[u8]) -> Option<u64> {
     ))
 }
 
+/// Whether a finding of `bytes` leaves `keep` bytes free on a file system
+/// with `blocks_free` blocks of `fragment_size` bytes free.
+///
+/// Free blocks counted with `f_bfree`, not `f_bavail`: the agent runs as
+/// root and may use the blocks reserved for root, so users filling a
+/// shared file system up to the reserve do not make the spool refuse
+/// findings (which is what such a user would want).
+fn disk_room(
+    blocks_free: u64,
+    fragment_size: u64,
+    keep: u64,
+    bytes: usize,
+) -> Result<(), Fullness> {
+    let free = blocks_free.saturating_mul(fragment_size);
+    if free < keep.saturating_add(bytes as u64) {
+        return Err(Fullness::Disk { free, keep });
+    }
+    Ok(())
+}
+
 impl Spool {
     /// Opens the spool in `dir` without a quota (see [`Spool::with_quota`]).
     pub fn open(dir: &Path) -> Result<Self, SpoolError> {
@@ -197,13 +217,9 @@ impl Spool {
             if let Ok(st) = nix::sys::statvfs::statvfs(&self.dir) {
                 // The libc types differ between targets (u32 on some).
                 #[allow(clippy::unnecessary_cast)]
-                let free = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
-                if free < q.keep_free_bytes.saturating_add(bytes as u64) {
-                    return Err(Fullness::Disk {
-                        free,
-                        keep: q.keep_free_bytes,
-                    });
-                }
+                let (blocks_free, fragment_size) =
+                    (st.blocks_free() as u64, st.fragment_size() as u64);
+                disk_room(blocks_free, fragment_size, q.keep_free_bytes, bytes)?;
             }
         }
         Ok(())
@@ -509,6 +525,42 @@ mod tests {
             s.push_over_quota(finding(9)),
             Err(SpoolError::Full(Fullness::Disk { .. }))
         ));
+    }
+
+    #[test]
+    fn the_disk_reserve_counts_the_blocks_root_may_use() {
+        // Users filled the file system up to root's reserve: no block is
+        // available to them, 1000 blocks of 4 KiB remain free for root.
+        assert_eq!(disk_room(1000, 4096, 1 << 20, 500), Ok(()));
+        assert_eq!(
+            disk_room(100, 4096, 1 << 20, 500),
+            Err(Fullness::Disk {
+                free: 409_600,
+                keep: 1 << 20
+            })
+        );
+        assert!(disk_room(u64::MAX, u64::MAX, u64::MAX, usize::MAX).is_ok());
+    }
+
+    #[test]
+    fn the_spool_may_use_the_blocks_reserved_for_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = nix::sys::statvfs::statvfs(dir.path()).unwrap();
+        #[allow(clippy::unnecessary_cast)]
+        let (free, available) = (
+            (st.blocks_free() as u64).saturating_mul(st.fragment_size() as u64),
+            (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64),
+        );
+        // Only where the file system reserves blocks for root (ext4 does,
+        // tmpfs does not), with margin for other writers meanwhile.
+        if free.saturating_sub(available) < 64 << 20 {
+            return;
+        }
+        let s = Spool::open(dir.path()).unwrap().with_quota(SpoolQuota {
+            keep_free_bytes: available + (free - available) / 2,
+            ..SpoolQuota::UNLIMITED
+        });
+        s.push(finding(1)).unwrap();
     }
 
     #[test]
