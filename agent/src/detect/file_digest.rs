@@ -1,5 +1,6 @@
-//! sha256 of executables and model files, cached by (device, inode, mtime)
-//! so each file version is read once however many processes use it.
+//! sha256 of executables and model files, cached by file version (device,
+//! inode, size, mtime and ctime) so each version is read once however many
+//! processes use it.
 
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -40,11 +41,31 @@ pub enum NotHashed {
     Unreadable(#[from] std::io::Error),
 }
 
-/// Identity of one version of a file.
-pub type FileKey = (u64, u64, i64, i64);
+/// Identity of one version of a file: the digest cache's key.
+///
+/// The mtime alone does not name a version: a same-size rewrite within
+/// the file system's timestamp granularity keeps it, and the file's owner
+/// can set it back (`touch -d`), which would reuse an approved digest for
+/// new bytes. The ctime changes with every write and metadata change and
+/// cannot be set by the user; the size catches a rewrite that still lands
+/// within the ctime's granularity with other bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileKey {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
 
 pub fn file_key(meta: &std::fs::Metadata) -> FileKey {
-    (meta.dev(), meta.ino(), meta.mtime(), meta.mtime_nsec())
+    FileKey {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        size: meta.size(),
+        mtime: (meta.mtime(), meta.mtime_nsec()),
+        ctime: (meta.ctime(), meta.ctime_nsec()),
+    }
 }
 
 #[derive(Debug, Default)]
@@ -172,6 +193,44 @@ mod tests {
         std::fs::write(&f, b"abcd").unwrap();
         assert_ne!(c.digest(&f, budget).unwrap(), d);
         assert!(c.digest(&dir.path().join("missing"), budget).is_none());
+    }
+
+    #[test]
+    fn a_rewrite_with_the_old_mtime_is_hashed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("model.onnx");
+        std::fs::write(&f, b"approved").unwrap();
+        let old_mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
+        let mut c = FileDigestCache::new(8);
+        let budget = HashBudget::default();
+        let approved = c.digest(&f, budget).unwrap();
+        // Same size, other bytes, and the mtime set back (`touch -d`): only
+        // the ctime (which the user cannot set) tells the versions apart.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&f, b"tampered").unwrap();
+        let file = std::fs::File::options().write(true).open(&f).unwrap();
+        file.set_modified(old_mtime).unwrap();
+        drop(file);
+        assert_eq!(
+            std::fs::metadata(&f).unwrap().modified().unwrap(),
+            old_mtime
+        );
+        let now = c.digest(&f, budget).unwrap();
+        assert_ne!(now, approved, "a stale digest was reused");
+        assert_eq!(now, sha256_file(&f).unwrap());
+    }
+
+    #[test]
+    fn the_key_names_size_and_ctime() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("m");
+        std::fs::write(&f, b"ab").unwrap();
+        let before = file_key(&std::fs::metadata(&f).unwrap());
+        std::fs::write(&f, b"abc").unwrap();
+        let after = file_key(&std::fs::metadata(&f).unwrap());
+        assert_eq!((before.dev, before.ino), (after.dev, after.ino));
+        assert_eq!((before.size, after.size), (2, 3));
+        assert_ne!(before, after);
     }
 
     #[test]
