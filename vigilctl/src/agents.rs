@@ -77,7 +77,11 @@ pub fn agent_json(a: &AgentRecord) -> serde_json::Value {
         "first_seen_unix_nanos": a.first_seen_unix_nanos,
         "last_heartbeat_unix_nanos": a.last_heartbeat_unix_nanos,
         "last_acked_seq": a.last_acked_seq, "spooled": a.spooled,
-        "counters": { "emitted": c.emitted, "received": c.received, "filtered": c.filtered, "dropped": c.dropped },
+        "spool_dropped": a.spool_dropped, "spool_full": a.spool_full,
+        "counters": {
+            "emitted": c.emitted, "received": c.received, "filtered": c.filtered,
+            "dropped": c.dropped, "evicted": c.evicted,
+        },
         "policy_version": a.policy_version, "policy_error": a.policy_error,
     })
 }
@@ -109,7 +113,7 @@ pub fn agents_text(agents: &[AgentRecord], now: i64) -> String {
 pub fn agent_status_lines(a: &AgentRecord, now: i64) -> String {
     let (id, c) = (&a.identity, a.counters);
     format!(
-        "  {} ({}) mode={} version={} kernel={} last heartbeat {}s ago | acked seq {} | spooled {} | events emitted {} received {} filtered {} dropped {}\n    hooks: {}\n",
+        "  {} ({}) mode={} version={} kernel={} last heartbeat {}s ago | acked seq {} | spooled {}{} | events emitted {} received {} filtered {} dropped {} evicted {}\n    hooks: {}\n",
         esc(&id.hostname),
         esc(&id.agent_id),
         id.sensor_mode.as_str(),
@@ -118,11 +122,24 @@ pub fn agent_status_lines(a: &AgentRecord, now: i64) -> String {
         seconds_ago(now, a.last_heartbeat_unix_nanos),
         a.last_acked_seq,
         a.spooled,
+        spool_pressure(a),
         c.emitted,
         c.received,
         c.filtered,
         c.dropped,
+        c.evicted,
         escape_joined(&id.hooks, ", ")
+    )
+}
+
+/// What follows "spooled N": the findings the agent dropped for a full
+/// spool, and whether it is full now (`SPOOL FULL`, loud: findings are
+/// being lost on that host).
+fn spool_pressure(a: &AgentRecord) -> String {
+    format!(
+        " (dropped {}){}",
+        a.spool_dropped,
+        if a.spool_full { " SPOOL FULL" } else { "" }
     )
 }
 
@@ -133,7 +150,7 @@ fn gib(bytes: u64) -> String {
 pub fn agent_text(a: &AgentRecord, now: i64) -> String {
     let (id, c) = (&a.identity, a.counters);
     let mut out = format!(
-        "agent {} on {}\n  version {} | kernel {} | sensors {} ({} hooks) | last heartbeat {}s ago\n  acked seq {} | spooled {} | events emitted {} received {} filtered {} dropped {}\n",
+        "agent {} on {}\n  version {} | kernel {} | sensors {} ({} hooks) | last heartbeat {}s ago\n  acked seq {} | spooled {}{} | events emitted {} received {} filtered {} dropped {} evicted {}\n",
         esc(&id.agent_id),
         esc(&id.hostname),
         esc(&id.agent_version),
@@ -143,10 +160,12 @@ pub fn agent_text(a: &AgentRecord, now: i64) -> String {
         seconds_ago(now, a.last_heartbeat_unix_nanos),
         a.last_acked_seq,
         a.spooled,
+        spool_pressure(a),
         c.emitted,
         c.received,
         c.filtered,
-        c.dropped
+        c.dropped,
+        c.evicted
     );
     out.push_str(&match (a.policy_version, a.policy_error.is_empty()) {
         (0, true) => "  policy: built-in rules\n".to_string(),
@@ -285,6 +304,34 @@ mod tests {
         assert!(show.starts_with("agent m1 on h1\n"), "{show}");
         assert!(show.contains("policy: version 2\n"), "{show}");
         assert!(show.contains("GPUs: none\n"), "{show}");
+    }
+
+    #[test]
+    fn show_reports_evictions_and_a_full_spool() {
+        let mut a = record();
+        a.counters.evicted = 7;
+        a.counters.dropped = 3;
+        a.spooled = 40;
+        a.spool_dropped = 12;
+        a.spool_full = true;
+        let v = agent_detail_json(&a);
+        assert_eq!(v["counters"]["evicted"], 7);
+        assert_eq!(v["spool_dropped"], 12);
+        assert_eq!(v["spool_full"], true);
+        let show = agent_text(&a, 0);
+        assert!(
+            show.contains("spooled 40 (dropped 12) SPOOL FULL | events emitted 0 received 0 filtered 0 dropped 3 evicted 7\n"),
+            "{show}"
+        );
+        let status = agent_status_lines(&a, 0);
+        assert!(
+            status.contains("spooled 40 (dropped 12) SPOOL FULL |"),
+            "{status}"
+        );
+        assert!(status.contains("dropped 3 evicted 7\n"), "{status}");
+        a.spool_full = false;
+        assert!(agent_text(&a, 0).contains("spooled 40 (dropped 12) | "));
+        assert_eq!(agent_json(&a)["spool_full"], false);
     }
 
     #[test]
