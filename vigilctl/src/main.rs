@@ -10,6 +10,7 @@ mod agent;
 mod agents;
 mod alerts;
 mod audit;
+mod ca;
 mod cluster;
 mod completions;
 mod control_plane;
@@ -81,6 +82,11 @@ enum Command {
         #[command(subcommand)]
         command: agents::AgentsCommand,
     },
+    /// The fleet's certificate authority: create it, issue certificates, read one.
+    Ca {
+        #[command(subcommand)]
+        command: ca::CaCommand,
+    },
     /// Prints a shell completion script.
     Completions(completions::CompletionsArgs),
 }
@@ -93,6 +99,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             completions::run(args, Cli::command());
             Ok(())
         }
+        Command::Ca { command } => ca::run(command),
         Command::Policy { command } => policy::run(endpoint, command).await,
         Command::Alerts(args) => alerts::run(endpoint, args).await,
         Command::Status(args) => status::run(&mut connect().await?, args).await,
