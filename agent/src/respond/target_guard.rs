@@ -1,15 +1,21 @@
 //! Which processes an action may touch. Whatever a rule says, the agent
 //! never signals, freezes or moves: pid 0 or 1, itself, a protected
-//! process (the control plane, by its executable's path, or a pid given
-//! with `--protect-pid`), an ancestor of any of those, or a kernel thread;
-//! and never a process born after the event that made the finding (its pid
-//! was recycled). Each refusal says why.
+//! process (the control plane, by its executable's identity, or a pid
+//! given with `--protect-pid`), a root-owned ancestor of any of those, or
+//! a kernel thread; and never a process born after the event that made the
+//! finding (its pid was recycled). Each refusal says why.
 //!
-//! Protection by executable path counts only for processes running as the
-//! agent's own uid (root): a local user who starts a copy of the control
-//! plane under their model runner does not make the runner untouchable.
+//! Protection by executable counts only for a process whose real,
+//! effective and saved uids (from /proc/PID/status) are all the agent's own
+//! (root), and whose executable is the protected file itself: its (device,
+//! inode), not its name. Neither the owner of /proc/PID (`PR_SET_DUMPABLE
+//! 0` makes it root for any process) nor a path (a user can run the agent's
+//! binary, or a copy of it) says who a process is. Ancestors are protected
+//! only when root-owned the same way: a local user who starts an impostor
+//! under their model runner does not make the runner untouchable.
 
 use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::procfs::Procfs;
@@ -28,8 +34,9 @@ pub struct TargetGuard {
     agent_pid: u32,
     agent_uid: u32,
     protected_pids: Vec<u32>,
-    /// Absolute executable paths (as /proc/PID/exe resolves them).
-    protected_exes: Vec<String>,
+    /// Protected executables: their (device, inode) is read at each check,
+    /// so a binary installed or upgraded after the agent started counts.
+    protected_exes: Vec<PathBuf>,
     /// Clock ticks per second (the unit of /proc/PID/stat's start time).
     ticks_per_second: u64,
 }
@@ -43,14 +50,11 @@ impl TargetGuard {
         protected_pids: Vec<u32>,
         protected_exes: Vec<PathBuf>,
     ) -> Self {
-        let mut exes: Vec<String> = protected_exes
-            .iter()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect();
+        let mut exes = protected_exes;
         if let Some(agent_exe) = agent_exe {
-            exes.push(agent_exe.to_string_lossy().into_owned());
+            exes.push(agent_exe.to_path_buf());
             if let Some(dir) = agent_exe.parent() {
-                exes.push(dir.join(CONTROL_PLANE_EXE).to_string_lossy().into_owned());
+                exes.push(dir.join(CONTROL_PLANE_EXE));
             }
         }
         exes.sort();
@@ -120,12 +124,13 @@ impl TargetGuard {
     /// The members of a process tree that may be acted on (the root is
     /// checked by `refusal`; a descendant that is protected stays out).
     pub fn allowed_members(&self, procfs: &Procfs, tree: &[u32]) -> Vec<u32> {
+        let shielded = self.protected_with_ancestors(procfs);
         tree.iter()
             .copied()
             .filter(|p| {
                 *p > 1
                     && *p != self.agent_pid
-                    && self.protected(procfs, *p).is_none()
+                    && !shielded.contains(p)
                     && procfs
                         .stat(*p)
                         .is_some_and(|s| !is_kernel_thread(*p, s.flags, s.ppid, procfs))
@@ -138,9 +143,25 @@ impl TargetGuard {
         if self.protected_pids.contains(&pid) {
             return Some("protected (--protect-pid)".into());
         }
-        let exe = procfs.exe(pid)?;
-        (self.protected_exes.contains(&exe) && procfs.owner_uid(pid) == Some(self.agent_uid))
-            .then(|| format!("protected (it runs {exe})"))
+        if !self.runs_as_agent(procfs, pid) {
+            return None;
+        }
+        let running = file_identity(&procfs.exe_handle(pid))?;
+        let exe = self
+            .protected_exes
+            .iter()
+            .find(|p| file_identity(p) == Some(running))?;
+        Some(format!("protected (it runs {})", exe.display()))
+    }
+
+    /// Whether the real, effective and saved uids of `pid` are all the
+    /// agent's own.
+    fn runs_as_agent(&self, procfs: &Procfs, pid: u32) -> bool {
+        ::procfs::process::Process::new_with_root(procfs.pid_dir(pid))
+            .and_then(|p| p.status())
+            .is_ok_and(|s| {
+                s.ruid == self.agent_uid && s.euid == self.agent_uid && s.suid == self.agent_uid
+            })
     }
 
     /// The agent, the protected processes, and all their ancestors.
@@ -153,12 +174,20 @@ impl TargetGuard {
             }
         }
         let mut out = HashSet::new();
-        for mut p in roots {
+        let mut visited = HashSet::new();
+        for root in roots {
+            out.insert(root);
+            let mut p = root;
             // Bounded: a cycle cannot happen in /proc, but a racing
             // reparent should not loop us.
             for _ in 0..4096 {
-                if p <= 1 || !out.insert(p) {
+                if p <= 1 || !visited.insert(p) {
                     break;
+                }
+                // Only root-owned ancestors: a user's process above a
+                // protected one (one it started) gains nothing.
+                if p != root && self.runs_as_agent(procfs, p) {
+                    out.insert(p);
                 }
                 match procfs.ppid(p) {
                     Some(parent) => p = parent,
@@ -168,6 +197,12 @@ impl TargetGuard {
         }
         out
     }
+}
+
+/// The (device, inode) of the file at `path` (through a magic link such as
+/// /proc/PID/exe: the file the process runs, wherever it is linked).
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// A kernel thread: the PF_KTHREAD flag, or (for kernels or views where
@@ -288,6 +323,61 @@ mod tests {
         assert!(guard.allowed_members(&procfs, &[child.id()]).is_empty());
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    #[test]
+    fn the_protected_executable_run_by_a_user_or_a_copy_run_by_root_is_not_protected() {
+        let procfs = Procfs::default();
+        let dir = tempfile::tempdir().unwrap();
+        let cp = dir.path().join(CONTROL_PLANE_EXE);
+        std::fs::copy("/bin/sleep", &cp).unwrap();
+        let copy = dir.path().join("not-the-control-plane");
+        std::fs::copy(&cp, &copy).unwrap();
+        let guard = TargetGuard::new(
+            1_000_000_000,
+            Some(&dir.path().join("vigil-agent")),
+            vec![],
+            vec![],
+        );
+        // A byte-for-byte copy is another file.
+        let mut by_root = std::process::Command::new(&copy).arg("30").spawn().unwrap();
+        let mut children = vec![(by_root.id(), copy.clone())];
+        // The protected file itself, run by another uid (root can: it
+        // drops its uids first), is not protected either.
+        let mut by_user = None;
+        if rustix::process::geteuid().is_root() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            let child = std::process::Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(&cp)
+                .arg("30")
+                .spawn()
+                .unwrap();
+            children.push((child.id(), cp.clone()));
+            by_user = Some(child);
+        }
+        for (pid, exe) in &children {
+            let exe = exe.to_string_lossy().into_owned();
+            for _ in 0..200 {
+                if procfs.exe(*pid).as_deref() == Some(exe.as_str()) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            assert_eq!(
+                guard.refusal(&procfs, *pid, crate::clock::boot_now_ns()),
+                None,
+                "pid {pid} runs {exe}"
+            );
+            assert_eq!(guard.allowed_members(&procfs, &[*pid]), vec![*pid]);
+        }
+        let _ = by_root.kill();
+        let _ = by_root.wait();
+        if let Some(mut child) = by_user {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     #[test]
