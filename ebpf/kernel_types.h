@@ -54,8 +54,43 @@ struct path {
 	struct dentry *dentry;
 } __core;
 
+struct super_block {
+	__u32 s_dev; /* dev_t */
+} __core;
+
+struct inode {
+	unsigned long i_ino;
+	struct super_block *i_sb;
+} __core;
+
 struct file {
 	struct path f_path;
+	struct inode *f_inode;
+} __core;
+
+/* io_uring's open requests, as prepared (the path already copied in). */
+struct filename {
+	const char *name;
+} __core;
+
+struct open_how {
+	__u64 flags;
+} __core;
+
+struct io_open {
+	int dfd;
+	__u32 file_slot;
+	struct filename *filename;
+	struct open_how how;
+} __core;
+
+struct io_cmd_data {
+	struct file *file;
+} __core;
+
+struct io_kiocb {
+	struct io_cmd_data cmd;
+	__u8 opcode;
 } __core;
 
 struct fdtable {
@@ -116,6 +151,22 @@ struct trace_event_raw_inet_sock_set_state {
 	__u8 daddr[4];
 	__u8 saddr_v6[16];
 	__u8 daddr_v6[16];
+} __core;
+
+struct trace_event_raw_io_uring_submit_req {
+	struct trace_entry ent;
+	void *ctx;
+	void *req;
+	__u64 user_data;
+	__u8 opcode;
+} __core;
+
+struct trace_event_raw_io_uring_complete {
+	struct trace_entry ent;
+	void *ctx;
+	void *req;
+	__u64 user_data;
+	int res;
 } __core;
 
 #endif /* VIGIL_KERNEL_TYPES_H */

@@ -342,7 +342,9 @@ static __always_inline int on_open(const char *upath, int dfd, __u32 flags)
 	ev->match = match;
 	ev->path_len = plen;
 	ev->ret = 0;
-	ev->_pad = 0;
+	ev->origin = VIGIL_OPEN_SYSCALL;
+	ev->dev = 0;
+	ev->ino = 0;
 	__u64 size = offsetof(struct vigil_open_event, path) + plen;
 	fill_header(&ev->hdr, VIGIL_EVENT_OPEN, size);
 	/* Sent when the syscall returns (on_open_exit), with its result. An
@@ -359,6 +361,34 @@ static __always_inline int on_open(const char *upath, int dfd, __u32 flags)
 		__sync_fetch_and_add(&PENDING_OPENS, 1);
 	}
 	return 0;
+}
+
+/*
+ * The file an open returned, by its fd in the current task's table: the
+ * superblock's dev_t and the inode number, for user space to check that a
+ * file it reads later by path is this one (a file renamed away and another
+ * put at its path is not). Only opens that passed the filter get here.
+ */
+static __always_inline void read_opened_file(long fd, struct vigil_open_event *ev)
+{
+	ev->dev = 0;
+	ev->ino = 0;
+	if (fd < 0)
+		return;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	if (!f)
+		return;
+	struct inode *inode = BPF_CORE_READ(f, f_inode);
+	if (!inode)
+		return;
+	ev->ino = BPF_CORE_READ(inode, i_ino);
+	ev->dev = BPF_CORE_READ(inode, i_sb, s_dev);
 }
 
 /*
@@ -381,6 +411,7 @@ static __always_inline int on_open_exit(long ret)
 		return 0;
 	}
 	ev->ret = (__s32)ret;
+	read_opened_file(ret, ev);
 	__u64 size = ev->hdr.size;
 	if (size > sizeof(*ev))
 		size = sizeof(*ev);
@@ -442,6 +473,117 @@ SEC("tracepoint/syscalls/sys_exit_creat")
 int vigil_creat_ret(struct syscall_trace_exit *ctx)
 {
 	return on_open_exit(ctx->ret);
+}
+
+/* UAPI opcodes (include/uapi/linux/io_uring.h): stable. */
+#define IORING_OP_OPENAT 18
+#define IORING_OP_OPENAT2 28
+
+/*
+ * io_uring opens waiting for their completion, by request (struct
+ * io_kiocb address). Unlike a syscall, a request may complete on another
+ * task (an io-wq worker), so the key is the request, not the thread. Not
+ * LRU: an open is never lost to other entries; when the table is full the
+ * record goes out at submission, without its result (OPEN_IO_URING_SUBMITTED).
+ * A request address is reused by the kernel, so an entry whose completion
+ * never came is overwritten rather than kept.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, struct vigil_open_event);
+} IO_URING_OPENS SEC(".maps");
+
+/* Entries in IO_URING_OPENS: every completion on the host passes here, and
+ * returns after this one load while no matched open waits. */
+__u32 IO_URING_PENDING = 0;
+
+/*
+ * An io_uring request as submitted (by the submitting thread, or by the
+ * ring's SQPOLL kernel thread, whose process is the ring owner's): its
+ * prep has run, so an open's path is already in the kernel (getname), and
+ * it is matched against the table like an open syscall's. CO-RE guards: on
+ * a kernel without these types the program does nothing.
+ */
+SEC("tracepoint/io_uring/io_uring_submit_req")
+int vigil_io_uring_submit(struct trace_event_raw_io_uring_submit_req *ctx)
+{
+	if (!bpf_core_type_exists(struct io_open) || !bpf_core_field_exists(struct io_kiocb, cmd) ||
+	    !bpf_core_field_exists(struct trace_event_raw_io_uring_submit_req, opcode))
+		return 0;
+	__u8 op = ctx->opcode;
+	if (op != IORING_OP_OPENAT && op != IORING_OP_OPENAT2)
+		return 0;
+	if (is_agent()) {
+		count(VIGIL_COUNTER_FILTERED);
+		return 0;
+	}
+	struct io_kiocb *req = ctx->req;
+	struct io_open *open = (struct io_open *)&req->cmd;
+	const char *name = BPF_CORE_READ(open, filename, name);
+	__u32 zero = 0;
+	struct path_scratch *ps = bpf_map_lookup_elem(&PATH_SCRATCH, &zero);
+	if (!ps || !name)
+		return 0;
+	long n = bpf_probe_read_kernel_str(ps->path, VIGIL_PATH_MAX, name);
+	__u32 len = (__u32)(n - 1) & (VIGIL_PATH_MAX - 1);
+	__u32 match = match_read_name(ps, n, false);
+	if (!match)
+		return 0;
+	struct vigil_open_event *ev = bpf_map_lookup_elem(&EVENT_SCRATCH, &zero);
+	if (!ev)
+		return 0;
+	__u32 plen = len + 1;
+	if (plen > VIGIL_PATH_MAX)
+		return 0;
+	bpf_probe_read_kernel(ev->path, plen, ps->path);
+	ev->dfd = BPF_CORE_READ(open, dfd);
+	ev->flags = (__u32)BPF_CORE_READ(open, how.flags);
+	ev->match = match;
+	ev->path_len = plen;
+	ev->ret = 0;
+	ev->origin = BPF_CORE_READ(open, file_slot) ? VIGIL_OPEN_IO_URING_FIXED : VIGIL_OPEN_IO_URING;
+	ev->dev = 0;
+	ev->ino = 0;
+	__u64 size = offsetof(struct vigil_open_event, path) + plen;
+	fill_header(&ev->hdr, VIGIL_EVENT_OPEN, size);
+	__u64 key = (__u64)req;
+	bool known = bpf_map_lookup_elem(&IO_URING_OPENS, &key) != NULL;
+	if (bpf_map_update_elem(&IO_URING_OPENS, &key, ev, BPF_ANY) != 0) {
+		/* No room to wait for the result: sent now, never lost. */
+		ev->origin = VIGIL_OPEN_IO_URING_SUBMITTED;
+		emit(ev, size, BPF_RB_FORCE_WAKEUP);
+		return 0;
+	}
+	if (!known)
+		__sync_fetch_and_add(&IO_URING_PENDING, 1);
+	return 0;
+}
+
+/* A completion: an open's waiting record goes out with its result. */
+SEC("tracepoint/io_uring/io_uring_complete")
+int vigil_io_uring_complete(struct trace_event_raw_io_uring_complete *ctx)
+{
+	if (IO_URING_PENDING == 0)
+		return 0;
+	__u64 key = (__u64)ctx->req;
+	struct vigil_open_event *ev = bpf_map_lookup_elem(&IO_URING_OPENS, &key);
+	if (!ev)
+		return 0;
+	ev->ret = ctx->res;
+	/* The completion runs in a task of the ring owner's process (the
+	 * submitter, an io-wq worker or the SQPOLL thread share its fd table). */
+	if (ev->origin == VIGIL_OPEN_IO_URING)
+		read_opened_file(ev->ret, ev);
+	__u64 size = ev->hdr.size;
+	if (size > sizeof(*ev))
+		size = sizeof(*ev);
+	emit(ev, size, BPF_RB_FORCE_WAKEUP);
+	if (bpf_map_delete_elem(&IO_URING_OPENS, &key) == 0)
+		__sync_fetch_and_add(&IO_URING_PENDING, -1);
+	return 0;
 }
 
 #define TCP_SYN_SENT 2

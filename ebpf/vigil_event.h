@@ -90,15 +90,32 @@ struct vigil_exec_event {
 	char data[VIGIL_PATH_MAX + VIGIL_ARGS_MAX];
 };
 
-/* Sent when the syscall returns, with its result. */
+/* How a file was opened: what vigil_open_event.ret means. */
+/* An open syscall: ret is an fd or -errno. */
+#define VIGIL_OPEN_SYSCALL 0
+/* IORING_OP_OPENAT/OPENAT2: ret is the completion's result, an fd or -errno. */
+#define VIGIL_OPEN_IO_URING 1
+/* The same into a fixed-file slot: ret is 0 or -errno, never an fd. */
+#define VIGIL_OPEN_IO_URING_FIXED 2
+/* An io_uring open sent at submission, with no room left to wait for its
+ * completion: the result is not known (ret is 0). */
+#define VIGIL_OPEN_IO_URING_SUBMITTED 3
+
+/* Sent when the open returns, with its result. */
 struct vigil_open_event {
 	struct vigil_event_header hdr;
 	__s32 dfd;        /* directory fd a relative path is resolved against */
 	__u32 flags;      /* open flags */
 	__u32 match;      /* VIGIL_MATCH_* of the filter entry that kept it */
 	__u32 path_len;   /* bytes of path[], NUL included */
-	__s32 ret;        /* the syscall's result: an fd, or -errno */
-	__u32 _pad;
+	__s32 ret;        /* the result: an fd, or -errno (see origin) */
+	__u32 origin;     /* VIGIL_OPEN_* */
+	/* The opened file, read from the fd table when the open returned: the
+	 * kernel's dev_t of its superblock and its inode number (0, 0 when
+	 * not known: a failed open, a fixed-file slot, an untracked request).
+	 * User space checks that the file it reads is this one. */
+	__u64 dev;
+	__u64 ino;
 	char path[VIGIL_PATH_MAX];
 };
 

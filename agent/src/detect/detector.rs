@@ -17,7 +17,7 @@ use crate::detect::process_table::ProcessTable;
 use crate::detect::reported_signals::{Admission, ReportedSignals, Signals};
 use crate::detect::untrusted_file::{open_regular, read_head, FinalLink};
 use crate::procfs::Procfs;
-use crate::sensors::{EventContext, NetOp, PathMatch, SensorEvent};
+use crate::sensors::{EventContext, FileIdentity, NetOp, PathMatch, SensorEvent};
 
 /// The rule of the finding that names a process flooding the sensors.
 pub const SENSOR_FLOOD_RULE: &str = "vigil.sensors.flood";
@@ -130,6 +130,26 @@ pub struct PendingFinding {
     pub event_boot_ns: u64,
     /// Why a digest is missing, for the finding's summary.
     note: Option<String>,
+    /// The file the triggering open returned, for the model's digest.
+    opened: Option<OpenedFile>,
+}
+
+/// The file an open returned, as the kernel saw it: the fd (while the
+/// process holds it) and the file's identity. A model's digest is taken of
+/// this file only, never of whatever lies at its path when the agent looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OpenedFile {
+    fd: Option<i32>,
+    identity: Option<FileIdentity>,
+}
+
+/// Why a file a process named was not opened for a content check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotOpened {
+    /// Gone, unreadable, not a regular file, or a planted link.
+    Unreadable,
+    /// Another file than the one the process opened is at its path now.
+    Replaced,
 }
 
 impl PendingFinding {
@@ -162,6 +182,8 @@ struct Resolved {
     uncached_exe: Option<UncachedExe>,
     /// Why the executable has no digest when it will not get one.
     note: Option<String>,
+    /// The file the event's open returned, when the event is an open.
+    opened: Option<OpenedFile>,
 }
 
 pub struct Detector {
@@ -278,8 +300,14 @@ impl Detector {
                 matched,
                 path,
                 ret,
+                origin,
+                file,
                 ..
             } => {
+                let opened = OpenedFile {
+                    fd: origin.fd(*ret),
+                    identity: *file,
+                };
                 // A process already over its cap for model files is only
                 // counted: no /proc walk, no read of the file.
                 if *matched == PathMatch::ModelFile && *ret >= 0 {
@@ -301,7 +329,7 @@ impl Detector {
                         if *ret < 0 || !vigil_detection::is_model_file_path(&path) {
                             return None;
                         }
-                        let head = self.head(ctx.pid, Some(*ret), &path);
+                        let head = self.head(ctx.pid, opened.fd, &path, opened.identity);
                         Observation::FileOpened { path, head }
                     }
                     // A failed open of a GPU node is still a signal.
@@ -311,7 +339,8 @@ impl Detector {
                     },
                     PathMatch::AiRuntime | PathMatch::LargeMapping => return None,
                 };
-                let resolved = self.process(ctx, table);
+                let mut resolved = self.process(ctx, table);
+                resolved.opened = Some(opened);
                 self.detect(resolved, obs, at)
             }
             SensorEvent::FileMap {
@@ -323,7 +352,7 @@ impl Detector {
                 ..
             } => {
                 let path = self.mapped_path(ctx.pid, *fd, name, walked.as_deref());
-                let head = self.head(ctx.pid, Some(*fd), &path);
+                let head = self.head(ctx.pid, Some(*fd), &path, None);
                 // Most large mappings are libraries and data files: decide
                 // before resolving the process.
                 let obs = Observation::FileMapped {
@@ -412,9 +441,17 @@ impl Detector {
     /// checks: through the process's own fd while it still refers to
     /// `path`, else `path` in the process's root (its container's files),
     /// else `path` in the agent's (the process is gone). Never a FIFO or
-    /// device, never through a link planted as the last component.
-    fn head(&self, pid: u32, fd: Option<i32>, path: &str) -> Option<Vec<u8>> {
-        let (file, _) = self.open_named(pid, fd, path)?;
+    /// device, never through a link planted as the last component. With
+    /// `identity` (the file the open returned, as the kernel saw it), only
+    /// that file: another one at its path now is not read.
+    fn head(
+        &self,
+        pid: u32,
+        fd: Option<i32>,
+        path: &str,
+        identity: Option<FileIdentity>,
+    ) -> Option<Vec<u8>> {
+        let (file, _) = self.open_named(pid, fd, path, identity).ok()?;
         read_head(&file)
     }
 
@@ -424,29 +461,47 @@ impl Detector {
         pid: u32,
         fd: Option<i32>,
         path: &str,
-    ) -> Option<(std::fs::File, std::fs::Metadata)> {
+        identity: Option<FileIdentity>,
+    ) -> Result<(std::fs::File, std::fs::Metadata), NotOpened> {
+        let is_the_one = |(_, meta): &(std::fs::File, std::fs::Metadata)| {
+            identity.is_none_or(|id| FileIdentity::of(meta) == id)
+        };
         if let Some(fd) = fd.filter(|fd| *fd >= 0) {
             // The file the process holds (or, if it closed the fd and
             // opened another since, another file it holds: never one it
-            // could not open).
+            // could not open, and not read as this one when it is known).
             if let Ok(opened) = open_regular(&self.procfs.fd_handle(pid, fd), FinalLink::Follow) {
-                return Some(opened);
+                if is_the_one(&opened) {
+                    return Ok(opened);
+                }
             }
         }
         if !path.starts_with('/') {
-            return None;
+            return Err(NotOpened::Unreadable);
         }
-        match open_regular(
+        let opened = match open_regular(
             &self.procfs.root_handle(pid, path),
             FinalLink::SameOwnerOnly,
         ) {
-            Ok(opened) => Some(opened),
+            Ok(opened) => opened,
             // The process is gone (no /proc/PID/root): the host's file.
             Err(_) if self.procfs.start_time(pid).is_none() => {
-                open_regular(std::path::Path::new(path), FinalLink::SameOwnerOnly).ok()
+                open_regular(std::path::Path::new(path), FinalLink::SameOwnerOnly)
+                    .map_err(|_| NotOpened::Unreadable)?
             }
-            Err(_) => None,
+            Err(_) => return Err(NotOpened::Unreadable),
+        };
+        if !is_the_one(&opened) {
+            // Renamed away or replaced since the open: what lies at the
+            // path now says nothing about what the process loaded.
+            tracing::warn!(
+                pid,
+                path,
+                "a file opened by a watched process was replaced at its path"
+            );
+            return Err(NotOpened::Replaced);
         }
+        Ok(opened)
     }
 
     /// A mapped file's path: /proc while the process lives (its fd or
@@ -477,6 +532,7 @@ impl Detector {
                 event_boot_ns: now,
                 uncached_exe: None,
                 note: None,
+                opened: None,
             },
             None => {
                 // /proc first: it has the pid the process sees in its own namespace.
@@ -556,7 +612,7 @@ impl Detector {
                         failed: false,
                     }
                 } else {
-                    let head = self.head(pid, None, &path);
+                    let head = self.head(pid, None, &path, None);
                     Observation::FileOpened { path, head }
                 };
                 out.extend(self.finding(&process, obs, now));
@@ -584,6 +640,7 @@ impl Detector {
                 at,
                 resolved.event_boot_ns,
                 resolved.note,
+                resolved.opened,
             );
         };
         // Without a digest nothing is approved: this says whether the rules
@@ -604,6 +661,7 @@ impl Detector {
             at,
             event_boot_ns: resolved.event_boot_ns,
             note: None,
+            opened: resolved.opened,
         }))
     }
 
@@ -626,6 +684,7 @@ impl Detector {
             pending.at,
             pending.event_boot_ns,
             pending.note,
+            pending.opened,
         )
     }
 
@@ -657,6 +716,7 @@ impl Detector {
         at: i64,
         event_boot_ns: u64,
         note: Option<String>,
+        opened: Option<OpenedFile>,
     ) -> Option<Detection> {
         let path = match obs.model_candidate_path() {
             Some(path) if self.rules.needs_model_digest(process) => path,
@@ -666,10 +726,24 @@ impl Detector {
                     .map(Detection::Finding)
             }
         };
-        let Some((file, meta)) = self.open_named(process.pid, None, path) else {
-            return self
-                .finding_with_model(process, obs, at, None, note.as_deref())
-                .map(Detection::Finding);
+        // The process's fd only when the kernel said which file it is: an
+        // fd closed and reused since must not stand for the model.
+        let (fd, identity) = opened.map_or((None, None), |o| (o.identity.and(o.fd), o.identity));
+        let (file, meta) = match self.open_named(process.pid, fd, path, identity) {
+            Ok(opened) => opened,
+            Err(why) => {
+                // No digest: no model-scoped approval applies.
+                let note = match why {
+                    NotOpened::Replaced => {
+                        let changed = "model file replaced at its path after the open: not hashed";
+                        Some(note.map_or(changed.to_string(), |n| format!("{n}; {changed}")))
+                    }
+                    NotOpened::Unreadable => note,
+                };
+                return self
+                    .finding_with_model(process, obs, at, None, note.as_deref())
+                    .map(Detection::Finding);
+            }
         };
         let key = file_key(&meta);
         if let Some(d) = self.digests.get(&key).cloned() {
@@ -774,6 +848,7 @@ impl Detector {
             event_boot_ns,
             uncached_exe,
             note,
+            opened: None,
         }
     }
 }

@@ -27,6 +27,8 @@ fn open_with_result(pid: u32, path: &str, matched: PathMatch, ret: i32) -> Senso
         matched,
         path: path.into(),
         ret,
+        origin: crate::sensors::OpenOrigin::Syscall,
+        file: None,
     }
 }
 
@@ -283,6 +285,59 @@ fn an_approval_listing_models_covers_those_models_only() {
     );
     let f = settle(&mut d, det).expect("an unlisted model is a finding");
     assert_eq!(f.file.unwrap().path, other.to_str().unwrap());
+}
+
+#[test]
+fn a_model_replaced_at_its_path_after_the_open_is_not_approved() {
+    let me = std::process::id();
+    let digest =
+        crate::detect::file_digest::sha256_file(&Procfs::default().exe_handle(me)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let approved = dir.path().join("approved.onnx");
+    let loaded = dir.path().join("loaded.onnx");
+    std::fs::write(&approved, b"\x08\x07approved weights").unwrap();
+    std::fs::write(&loaded, b"\x08\x07other weights").unwrap();
+    let mut rules = BuiltinRules::new(ApprovedWorkloads::default());
+    rules.set_workload_records([vigil_domain::WorkloadApproval {
+        id: "w1".into(),
+        exe_sha256: digest,
+        path: None,
+        uid: None,
+        cgroup_prefix: None,
+        models: vec![crate::detect::file_digest::sha256_file(&approved).unwrap()],
+        gpus: vec![],
+        approved_by: "test".into(),
+        note: String::new(),
+        approved_at_unix_nanos: 0,
+        signer: String::new(),
+        signature: String::new(),
+    }]);
+    let mut d = Detector::new(rules, Procfs::default(), 0);
+    let mut t = ProcessTable::new(100);
+    // An io_uring open into a fixed slot: no fd to read, only the path and
+    // the identity the kernel recorded.
+    let open_of = |identity_of: &std::path::Path| SensorEvent::Open {
+        ctx: ctx(me),
+        dfd: libc::AT_FDCWD,
+        flags: 0,
+        matched: PathMatch::ModelFile,
+        path: approved.to_str().unwrap().into(),
+        ret: 0,
+        origin: crate::sensors::OpenOrigin::IoUringFixed,
+        file: Some(FileIdentity::of(&std::fs::metadata(identity_of).unwrap())),
+    };
+    // The approved file itself: approved.
+    let det = d.on_event(&open_of(&approved), &mut t);
+    assert!(settle(&mut d, det).is_none(), "the approved model");
+    // The process opened another file, which the approved one replaced at
+    // the path since: never the approved digest.
+    let det = d.on_event(&open_of(&loaded), &mut t);
+    let f = settle(&mut d, det).expect("a file replaced after the open is a finding");
+    assert!(
+        f.summary.contains("replaced at its path after the open"),
+        "{}",
+        f.summary
+    );
 }
 
 #[test]

@@ -37,6 +37,20 @@ const TRACEPOINTS: &[(&str, &str, &str, bool)] = &[
     ("vigil_openat2_ret", "syscalls", "sys_exit_openat2", false),
     ("vigil_open_ret", "syscalls", "sys_exit_open", false),
     ("vigil_creat_ret", "syscalls", "sys_exit_creat", false),
+    // io_uring opens never enter the open syscalls: read as submitted,
+    // sent at completion. Absent without io_uring (or its tracepoints).
+    (
+        "vigil_io_uring_submit",
+        "io_uring",
+        "io_uring_submit_req",
+        false,
+    ),
+    (
+        "vigil_io_uring_complete",
+        "io_uring",
+        "io_uring_complete",
+        false,
+    ),
     ("vigil_mmap", "syscalls", "sys_enter_mmap", true),
     ("vigil_inet_state", "sock", "inet_sock_set_state", true),
     ("vigil_connect", "syscalls", "sys_enter_connect", false),
@@ -152,7 +166,14 @@ impl EbpfSensor {
                 })?
                 .try_into()
                 .map_err(err)?;
-            tp.load().map_err(err)?;
+            match tp.load() {
+                Ok(()) => {}
+                Err(e) if !required => {
+                    tracing::warn!(program, error = %e, "optional sensor program not loaded");
+                    continue;
+                }
+                Err(e) => return Err(err(e)),
+            }
             match tp.attach(category, name) {
                 Ok(_) => hooks.push(format!("tracepoint/{category}/{name}")),
                 Err(e) if !required => {
@@ -161,6 +182,8 @@ impl EbpfSensor {
                 Err(e) => return Err(err(e)),
             }
         }
+        hooks.push(io_uring_state(&hooks));
+        tracing::info!(hooks = ?hooks, "sensor hooks attached");
         let ring =
             RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(|e| SensorError::Map {
                 map: "EVENTS",
@@ -266,6 +289,25 @@ impl EbpfSensor {
             .filter_map(Result::ok)
             .collect()
     }
+}
+
+/// What the hook list says about io_uring: whether its opens are watched,
+/// and the `kernel.io_uring_disabled` sysctl (0: anyone may create rings,
+/// 1: only a group or CAP_SYS_ADMIN, 2: nobody), which says how much an
+/// unwatched io_uring would matter.
+fn io_uring_state(hooks: &[String]) -> String {
+    let sysctl = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "absent".into());
+    let watched = ["io_uring_submit_req", "io_uring_complete"]
+        .iter()
+        .all(|tp| {
+            hooks
+                .iter()
+                .any(|h| h == &format!("tracepoint/io_uring/{tp}"))
+        });
+    let opens = if watched { "watched" } else { "NOT watched" };
+    format!("sysctl/kernel.io_uring_disabled={sysctl} (io_uring opens {opens})")
 }
 
 fn take_map(ebpf: &mut Ebpf, map: &'static str) -> Result<aya::maps::Map, SensorError> {

@@ -38,6 +38,11 @@ pub const MATCH_GPU_DEVICE: u32 = 2;
 pub const MATCH_AI_RUNTIME: u32 = 3;
 pub const MATCH_LARGE_MAPPING: u32 = 4;
 
+pub const OPEN_SYSCALL: u32 = 0;
+pub const OPEN_IO_URING: u32 = 1;
+pub const OPEN_IO_URING_FIXED: u32 = 2;
+pub const OPEN_IO_URING_SUBMITTED: u32 = 3;
+
 pub const PORT_SLOTS: usize = 16;
 pub const NET_CONNECT: u16 = 1;
 pub const NET_LISTEN: u16 = 2;
@@ -82,7 +87,9 @@ pub struct RawOpenFixed {
     pub matched: u32,
     pub path_len: u32,
     pub ret: i32,
-    pub pad: u32,
+    pub origin: u32,
+    pub dev: u64,
+    pub ino: u64,
 }
 
 /// `struct vigil_net_event`.
@@ -239,6 +246,25 @@ pub fn rust_layout() -> Vec<(&'static str, usize)> {
             offset_of!(RawOpenFixed, ret),
         ),
         (
+            "offsetof(struct vigil_open_event, origin)",
+            offset_of!(RawOpenFixed, origin),
+        ),
+        (
+            "offsetof(struct vigil_open_event, dev)",
+            offset_of!(RawOpenFixed, dev),
+        ),
+        (
+            "offsetof(struct vigil_open_event, ino)",
+            offset_of!(RawOpenFixed, ino),
+        ),
+        ("VIGIL_OPEN_SYSCALL", OPEN_SYSCALL as usize),
+        ("VIGIL_OPEN_IO_URING", OPEN_IO_URING as usize),
+        ("VIGIL_OPEN_IO_URING_FIXED", OPEN_IO_URING_FIXED as usize),
+        (
+            "VIGIL_OPEN_IO_URING_SUBMITTED",
+            OPEN_IO_URING_SUBMITTED as usize,
+        ),
+        (
             "offsetof(struct vigil_open_event, path)",
             size_of::<RawOpenFixed>(),
         ),
@@ -353,6 +379,65 @@ pub enum PathMatch {
     LargeMapping,
 }
 
+/// How a file was opened, which says what an open record's result is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenOrigin {
+    /// An open syscall: the result is an fd or -errno.
+    Syscall,
+    /// `IORING_OP_OPENAT`/`OPENAT2`: the completion's result, an fd or -errno.
+    IoUring,
+    /// The same into an io_uring fixed-file slot: the result is no fd.
+    IoUringFixed,
+    /// An io_uring open sent at submission: its result is not known.
+    IoUringSubmitted,
+}
+
+impl OpenOrigin {
+    /// The fd the open returned, if `ret` is one.
+    pub fn fd(self, ret: i32) -> Option<i32> {
+        match self {
+            OpenOrigin::Syscall | OpenOrigin::IoUring if ret >= 0 => Some(ret),
+            _ => None,
+        }
+    }
+}
+
+/// Which file an open returned, as `stat` names it: `st_dev` (user-space
+/// encoding) and `st_ino`. Read in the kernel from the fd table when the
+/// open returned, so a file put at the same path later is not this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileIdentity {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileIdentity {
+    /// From the kernel's `dev_t` (major in the top 12 bits of 32, minor in
+    /// the low 20) and inode number; None when the kernel did not know (0).
+    pub fn from_kernel(dev: u64, ino: u64) -> Option<FileIdentity> {
+        if ino == 0 {
+            return None;
+        }
+        let major = (dev >> 20) & 0xfff;
+        let minor = dev & 0xf_ffff;
+        Some(FileIdentity {
+            // What the kernel's new_encode_dev gives stat(2), as glibc's
+            // makedev reads it.
+            dev: libc::makedev(major as u32, minor as u32),
+            ino,
+        })
+    }
+
+    /// The identity `stat` gives a file.
+    pub fn of(meta: &std::fs::Metadata) -> FileIdentity {
+        use std::os::unix::fs::MetadataExt;
+        FileIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NetOp {
     Connect,
@@ -376,8 +461,11 @@ pub enum SensorEvent {
         flags: u32,
         matched: PathMatch,
         path: String,
-        /// The syscall's result: an fd, or -errno.
+        /// The open's result: an fd, or -errno (see `origin`).
         ret: i32,
+        origin: OpenOrigin,
+        /// The file it opened, when the kernel could tell.
+        file: Option<FileIdentity>,
     },
     /// A TCP connect or listen on a port of the kernel's port table.
     Net {
@@ -445,6 +533,8 @@ pub enum DecodeError {
     UnknownKind(u32),
     #[error("unknown path match class {0}")]
     UnknownMatch(u32),
+    #[error("unknown open origin {0}")]
+    UnknownOpenOrigin(u32),
     #[error("unknown network operation {0}")]
     UnknownNetOp(u16),
     #[error("{field} length {len} exceeds the {room} bytes that follow")]
@@ -496,6 +586,16 @@ fn path_match(raw: u32) -> Result<PathMatch, DecodeError> {
         MATCH_AI_RUNTIME => Ok(PathMatch::AiRuntime),
         MATCH_LARGE_MAPPING => Ok(PathMatch::LargeMapping),
         other => Err(DecodeError::UnknownMatch(other)),
+    }
+}
+
+fn open_origin(raw: u32) -> Result<OpenOrigin, DecodeError> {
+    match raw {
+        OPEN_SYSCALL => Ok(OpenOrigin::Syscall),
+        OPEN_IO_URING => Ok(OpenOrigin::IoUring),
+        OPEN_IO_URING_FIXED => Ok(OpenOrigin::IoUringFixed),
+        OPEN_IO_URING_SUBMITTED => Ok(OpenOrigin::IoUringSubmitted),
+        other => Err(DecodeError::UnknownOpenOrigin(other)),
     }
 }
 
@@ -562,6 +662,8 @@ pub fn decode(record: &[u8]) -> Result<SensorEvent, DecodeError> {
                 matched,
                 path: c_string(path),
                 ret: fixed.ret,
+                origin: open_origin(fixed.origin)?,
+                file: FileIdentity::from_kernel(fixed.dev, fixed.ino),
             })
         }
         EVENT_NET => {

@@ -43,7 +43,9 @@ fn open_record(path: &[u8], matched: u32) -> Vec<u8> {
         matched,
         path_len: path.len() as u32,
         ret: 3,
-        pad: 0,
+        origin: OPEN_SYSCALL,
+        dev: 0,
+        ino: 0,
     };
     let mut out = as_bytes(&fixed);
     out.extend_from_slice(path);
@@ -124,6 +126,51 @@ fn open_record_of_maximum_path_length_decodes() {
     assert_eq!(p.len(), PATH_MAX - 1);
     assert_eq!(matched, PathMatch::ModelFile);
     assert_eq!(dfd, -100);
+}
+
+#[test]
+fn open_records_carry_the_opened_file_as_stat_names_it() {
+    let path = b"/models/m.gguf\0";
+    let mut rec = open_record(path, MATCH_MODEL_FILE);
+    let at = |field| offset_of!(RawOpenFixed, origin) + field;
+    rec[at(0)..at(4)].copy_from_slice(&OPEN_IO_URING.to_ne_bytes());
+    // The kernel's dev_t of 259:70000 (major << 20 | minor), inode 42.
+    let kernel_dev: u64 = (259 << 20) | 70000;
+    let dev_at = offset_of!(RawOpenFixed, dev);
+    rec[dev_at..dev_at + 8].copy_from_slice(&kernel_dev.to_ne_bytes());
+    let ino_at = offset_of!(RawOpenFixed, ino);
+    rec[ino_at..ino_at + 8].copy_from_slice(&42u64.to_ne_bytes());
+    let SensorEvent::Open {
+        origin, file, ret, ..
+    } = decode(&rec).unwrap()
+    else {
+        panic!("not an open");
+    };
+    assert_eq!(origin, OpenOrigin::IoUring);
+    assert_eq!(origin.fd(ret), Some(3));
+    let file = file.expect("an identity");
+    assert_eq!(file.ino, 42);
+    assert_eq!(libc::major(file.dev), 259);
+    assert_eq!(libc::minor(file.dev), 70000);
+
+    // A real file: stat's st_dev is what the kernel's s_dev encodes to.
+    let f = tempfile::NamedTempFile::new().unwrap();
+    let meta = f.as_file().metadata().unwrap();
+    let id = FileIdentity::of(&meta);
+    let (major, minor) = (libc::major(id.dev) as u64, libc::minor(id.dev) as u64);
+    assert_eq!(
+        FileIdentity::from_kernel((major << 20) | minor, id.ino),
+        Some(id)
+    );
+    // No inode: the kernel did not know the file.
+    assert_eq!(FileIdentity::from_kernel(kernel_dev, 0), None);
+
+    // Results that are no fd.
+    assert_eq!(OpenOrigin::IoUringFixed.fd(0), None);
+    assert_eq!(OpenOrigin::IoUringSubmitted.fd(0), None);
+    assert_eq!(OpenOrigin::Syscall.fd(-2), None);
+    rec[at(0)..at(4)].copy_from_slice(&9u32.to_ne_bytes());
+    assert_eq!(decode(&rec), Err(DecodeError::UnknownOpenOrigin(9)));
 }
 
 #[test]

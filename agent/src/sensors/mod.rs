@@ -14,7 +14,7 @@ mod sensor;
 mod sensor_stage;
 
 pub use ebpf_sensor::{EbpfOptions, EbpfSensor, SensorError};
-pub use event_layout::{EventContext, NetOp, PathMatch, SensorEvent};
+pub use event_layout::{EventContext, FileIdentity, NetOp, OpenOrigin, PathMatch, SensorEvent};
 pub use procfs_poller::ProcfsPoller;
 pub use sensor::{Sensor, SensorChoice};
 pub use sensor_stage::SensorStage;
