@@ -115,10 +115,16 @@ pub struct AgentConfig {
     pub protect_exes: Vec<PathBuf>,
 
     /// Most actions (kill, freeze, deny_gpu, block_egress) one rule takes
-    /// per minute; past it, the rule only alerts until its minute is over,
-    /// and one finding says so (0: no limit).
+    /// on one user's (uid's) processes per window (a minute, see
+    /// --action-budget-window-secs); past it, one finding says so and the
+    /// further actions are queued until the window refills (0: no limit).
     #[arg(long, default_value_t = 20)]
     pub max_actions_per_rule_per_minute: u32,
+
+    /// The window of --max-actions-per-rule-per-minute, in seconds (tests
+    /// shorten it).
+    #[arg(long, default_value_t = 60.0, hide = true)]
+    pub action_budget_window_secs: f64,
 
     /// Append every finding, before policy, to this file as JSON lines
     /// (for `vigilctl policy test --events`).

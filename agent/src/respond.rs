@@ -4,6 +4,7 @@
 //! the enforcer it drives (kill, freeze, deny GPUs, block egress).
 
 pub mod action_budget;
+pub mod action_queue;
 pub mod enforcer;
 pub mod governor;
 pub mod host_resolver;

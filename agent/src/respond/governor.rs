@@ -397,6 +397,17 @@ impl Governor {
         }
     }
 
+    /// The finding that says what became of an action (logged).
+    pub fn outcome(
+        &self,
+        finding: &Finding,
+        action: Action,
+        outcome: &Outcome,
+        event_boot_ns: u64,
+    ) -> Finding {
+        outcome_finding(finding, action, outcome, event_boot_ns)
+    }
+
     /// The finding that says what a pending action came to.
     pub fn settle(&mut self, settled: SettledAction) -> Finding {
         let outcome = self.enforcer.settle(settled.settlement);

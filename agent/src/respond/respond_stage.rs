@@ -16,6 +16,7 @@ use vigil_domain::{PolicyStatus, ProcessInfo, UnfreezeOrder, WorkloadApproval};
 use vigil_policy::{HostFacts, TrustedKeys};
 
 use super::action_budget::{ActionBudget, Allowance};
+use super::action_queue::{ActionQueue, Turn};
 use super::enforcer::Outcome;
 use super::governor::{Acted, AutoRollback, Governor, PendingAction, SettledAction, Verdict};
 use super::host_resolver::HostResolver;
@@ -60,8 +61,10 @@ pub struct RespondStage {
     /// Which operator orders to thaw a process are carried out.
     unfreeze_orders: UnfreezeOrders,
     procfs: Procfs,
-    /// Actions per rule per minute.
+    /// Actions per rule and uid per window.
     budget: ActionBudget,
+    /// Actions over their budget, waiting for the window to refill.
+    queue: ActionQueue,
     /// The agent itself, as the process behind its own findings.
     agent_process: ProcessInfo,
     policy_status: watch::Sender<Option<PolicyStatus>>,
@@ -133,7 +136,11 @@ impl RespondStage {
             governor,
             unfreeze_orders,
             procfs,
-            budget: ActionBudget::new(config.max_actions_per_rule_per_minute),
+            budget: ActionBudget::new(
+                config.max_actions_per_rule_per_minute,
+                std::time::Duration::from_secs_f64(config.action_budget_window_secs.max(0.001)),
+            ),
+            queue: ActionQueue::default(),
             agent_process,
             policy_status: watch::channel(active.map(PolicyStatus::active)).0,
             metrics,
@@ -161,19 +168,23 @@ impl RespondStage {
         } = links;
         let mut pending: JoinSet<SettledAction> = JoinSet::new();
         loop {
+            let retry_at = self
+                .queue
+                .next_retry(&self.budget, std::time::Instant::now())
+                .map(tokio::time::Instant::from_std);
+            let far = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
             tokio::select! {
                 batch = detections.recv() => {
                     let Some(batch) = batch else { break };
                     let (out, waiting) = self.respond(batch);
                     send(&standing, out).await?;
                     // After the findings they report on.
-                    for action in waiting {
-                        while pending.len() >= MAX_PENDING_ACTIONS {
-                            let Some(done) = pending.join_next().await else { break };
-                            self.settled(done, &standing).await?;
-                        }
-                        pending.spawn(action.wait());
-                    }
+                    self.await_actions(waiting, &mut pending, &standing).await?;
+                }
+                () = tokio::time::sleep_until(retry_at.unwrap_or(far)), if retry_at.is_some() => {
+                    let (out, waiting) = self.retry_queued();
+                    send(&standing, out).await?;
+                    self.await_actions(waiting, &mut pending, &standing).await?;
                 }
                 Some(done) = pending.join_next(), if !pending.is_empty() => {
                     self.settled(done, &standing).await?;
@@ -192,6 +203,75 @@ impl RespondStage {
             );
         }
         Ok(())
+    }
+
+    /// Awaits `waiting` off the loop, at most `MAX_PENDING_ACTIONS` at once.
+    async fn await_actions(
+        &mut self,
+        waiting: Vec<PendingAction>,
+        pending: &mut JoinSet<SettledAction>,
+        standing: &mpsc::Sender<Vec<TimedFinding>>,
+    ) -> anyhow::Result<()> {
+        for action in waiting {
+            while pending.len() >= MAX_PENDING_ACTIONS {
+                let Some(done) = pending.join_next().await else {
+                    break;
+                };
+                self.settled(done, standing).await?;
+            }
+            pending.spawn(action.wait());
+        }
+        Ok(())
+    }
+
+    /// Takes the queued actions whose budget refilled, on the processes
+    /// they were queued for if these still live: the findings that say
+    /// what was done, and the actions still waiting.
+    fn retry_queued(&mut self) -> (Vec<TimedFinding>, Vec<PendingAction>) {
+        let now = std::time::Instant::now();
+        let mut out = Vec::new();
+        let mut waiting = Vec::new();
+        for turn in self.queue.due(&self.procfs, &mut self.budget, now) {
+            let (queued, finding) = match turn {
+                Turn::Act(queued) => {
+                    let waited = now.duration_since(queued.queued_at).as_secs_f64();
+                    match self
+                        .governor
+                        .enforce(&queued.finding, &queued.plan, queued.event_boot_ns)
+                    {
+                        Acted::Now(mut finding) => {
+                            finding.summary.push_str(&format!(
+                                " [queued {waited:.1} s: action budget]"
+                            ));
+                            (queued, finding)
+                        }
+                        Acted::Waiting(action) => {
+                            waiting.push(action);
+                            continue;
+                        }
+                    }
+                }
+                Turn::Gone(queued) => {
+                    let pid = queued.finding.process.pid;
+                    let outcome = Outcome::Failed(format!(
+                        "{} pid {pid}: the process ended while the action was queued (action budget)",
+                        queued.plan.action.as_str()
+                    ));
+                    let finding = self.governor.outcome(
+                        &queued.finding,
+                        queued.plan.action,
+                        &outcome,
+                        queued.event_boot_ns,
+                    );
+                    (queued, finding)
+                }
+            };
+            out.push(TimedFinding {
+                finding,
+                event_boot_ns: queued.event_boot_ns,
+            });
+        }
+        (out, waiting)
     }
 
     /// Reports what a pending action came to.
@@ -245,29 +325,59 @@ impl RespondStage {
         waiting: &mut Vec<PendingAction>,
     ) {
         let event_boot_ns = found.event_boot_ns;
-        let Verdict::Report { finding, action } = self.governor.decide(found.finding) else {
+        let Verdict::Report {
+            mut finding,
+            action,
+        } = self.governor.decide(found.finding)
+        else {
             return;
         };
         // Act first: a kill should not wait for the disk. A dry run takes
         // nothing from the rule's budget.
         let acted = action.and_then(|plan| {
+            let now = std::time::Instant::now();
+            let uid = finding.process.uid;
             let allowance = if plan.dry_run {
                 Allowance::Act
             } else {
-                self.budget
-                    .take(&finding.rule_id, std::time::Instant::now())
+                self.budget.take(&finding.rule_id, uid, now)
             };
-            match allowance {
-                Allowance::Act => match self.governor.enforce(&finding, &plan, event_boot_ns) {
+            if allowance == Allowance::Act {
+                return match self.governor.enforce(&finding, &plan, event_boot_ns) {
                     Acted::Now(outcome) => Some(outcome),
                     Acted::Waiting(action) => {
                         waiting.push(action);
                         None
                     }
-                },
-                Allowance::LimitReached => Some(self.action_limit_finding(&finding, &plan)),
-                Allowance::AlertOnly => None,
+                };
             }
+            let limit = (allowance == Allowance::LimitReached)
+                .then(|| self.action_limit_finding(&finding, &plan));
+            let queued = self.queue.push(
+                &self.procfs,
+                (*finding).clone(),
+                plan.clone(),
+                event_boot_ns,
+                uid,
+                now,
+            );
+            let resumes = self
+                .budget
+                .resumes_in(&finding.rule_id, uid, now)
+                .unwrap_or_default();
+            let note = match queued {
+                Ok(()) => format!(
+                    " [queued: action budget; {} when the budget of uid {uid} refills in {:.1} s]",
+                    plan.action.as_str(),
+                    resumes.as_secs_f64()
+                ),
+                Err(why) => format!(
+                    " [action budget spent; {} not queued: {why}]",
+                    plan.action.as_str()
+                ),
+            };
+            finding.summary.push_str(&note);
+            limit
         });
         out.push(TimedFinding {
             finding: *finding,
@@ -300,24 +410,28 @@ impl RespondStage {
         }
     }
 
-    /// The one finding that says a rule hit its action limit: until its
-    /// minute is over, its findings are reported and nothing is done.
+    /// The one finding that says a rule hit its action limit for a uid:
+    /// until its window is over, its actions on that uid's processes are
+    /// queued.
     fn action_limit_finding(
         &self,
         finding: &vigil_domain::Finding,
         plan: &super::ActionPlan,
     ) -> vigil_domain::Finding {
+        let uid = finding.process.uid;
         let resumes = self
             .budget
-            .resumes_in(&finding.rule_id, std::time::Instant::now())
+            .resumes_in(&finding.rule_id, uid, std::time::Instant::now())
             .unwrap_or_default();
         let summary = format!(
-            "rule {} reached its limit of {} actions a minute: {} on pid {} and every further match is alert-only for the next {} s",
+            "rule {} reached its limit of {} actions {} (uid {uid}): {} on pid {} and every further match of uid {uid} is queued (up to {} actions) until the window refills in {:.1} s",
             finding.rule_id,
-            self.budget.per_minute(),
+            self.budget.per_window(),
+            self.budget.window_text(),
             plan.action.as_str(),
             finding.process.pid,
-            resumes.as_secs()
+            super::action_queue::MAX_QUEUED_ACTIONS,
+            resumes.as_secs_f64()
         );
         tracing::error!(rule = %finding.rule_id, %summary, "action limit reached");
         vigil_domain::Finding {
