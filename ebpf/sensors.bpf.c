@@ -7,8 +7,8 @@
  * event either becomes a record (EMITTED), is filtered out (FILTERED), is
  * lost because the ring buffer is full (DROPPED, also counted per process
  * in DROPS_BY_PROCESS) or, for an open waiting for its syscall to return,
- * is evicted from the in-flight table (EVICTED); the per-CPU counters say
- * which, so nothing is lost silently.
+ * could not be kept (EVICTED: no memory for its task-local entry); the
+ * per-CPU counters say which, so nothing is lost silently.
  */
 #include <stdbool.h>
 #include <linux/bpf.h>
@@ -78,32 +78,21 @@ struct {
 } PATH_SCRATCH SEC(".maps");
 
 /*
- * Matched opens wait here, by thread id, for their syscall to return; the
- * exit programs add the result and send them. LRU: an entry whose exit
- * never comes cannot fill the map, but a flood of threads blocked in open
- * (on FIFOs, say) evicts entries still waiting: see OPEN_PENDING.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 256);
-	__type(key, __u32);
-	__type(value, struct vigil_open_event);
-} OPENS_IN_FLIGHT SEC(".maps");
-
-/*
- * Whether this thread has a matched open in flight: task-local, so unlike
- * the LRU table above it cannot lose an entry to other threads. An exit
- * that finds its flag set but no entry in OPENS_IN_FLIGHT counts EVICTED.
- * (An LRU map evicts silently and, with per-CPU free lists, even before it
- * is full, so counting inserts into a "full" map would miss evictions.)
- * Freed with the task. PENDING_OPENS counts the flags set, so that the
- * exit of an unmatched open (nearly all of them) returns after one load.
+ * A matched open waits here for its syscall to return, in its own thread's
+ * task-local storage: no other thread's open can evict it (an LRU table by
+ * thread id could be flooded on purpose with threads blocked in open on
+ * FIFOs). The exit program adds the result, sends the record and deletes
+ * the entry, so memory follows the opens in flight; an entry is also freed
+ * with its task. hdr.kind is 0 in an entry with no open waiting. Only when
+ * the kernel has no memory for an entry is an open lost, counted EVICTED.
+ * PENDING_OPENS counts the entries waiting, so that the exit of an
+ * unmatched open (nearly all of them) returns after one load.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, __u32);
+	__type(value, struct vigil_open_event);
 } OPEN_PENDING SEC(".maps");
 
 __u32 PENDING_OPENS = 0;
@@ -330,12 +319,17 @@ static __always_inline int on_open(const char *upath, int dfd, __u32 flags)
 	if (!match)
 		return 0;
 
-	struct vigil_open_event *ev = bpf_map_lookup_elem(&EVENT_SCRATCH, &zero);
-	if (!ev)
-		return 0;
 	__u32 plen = len + 1;
 	if (plen > VIGIL_PATH_MAX)
 		return 0;
+	/* Sent when the syscall returns (on_open_exit), with its result. */
+	struct vigil_open_event *ev = bpf_task_storage_get(
+		&OPEN_PENDING, bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!ev) {
+		count(VIGIL_COUNTER_EVICTED);
+		return 0;
+	}
+	bool waiting = ev->hdr.kind != 0;
 	bpf_probe_read_kernel(ev->path, plen, ps->path);
 	ev->dfd = dfd;
 	ev->flags = flags;
@@ -347,19 +341,8 @@ static __always_inline int on_open(const char *upath, int dfd, __u32 flags)
 	ev->ino = 0;
 	__u64 size = offsetof(struct vigil_open_event, path) + plen;
 	fill_header(&ev->hdr, VIGIL_EVENT_OPEN, size);
-	/* Sent when the syscall returns (on_open_exit), with its result. An
-	 * open that cannot be tracked (no memory) is lost, and counted so. */
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u32 *pending = bpf_task_storage_get(&OPEN_PENDING, bpf_get_current_task_btf(), 0,
-					      BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!pending || bpf_map_update_elem(&OPENS_IN_FLIGHT, &tid, ev, BPF_ANY) != 0) {
-		count(VIGIL_COUNTER_EVICTED);
-		return 0;
-	}
-	if (*pending == 0) {
-		*pending = 1;
+	if (!waiting)
 		__sync_fetch_and_add(&PENDING_OPENS, 1);
-	}
 	return 0;
 }
 
@@ -393,23 +376,17 @@ static __always_inline void read_opened_file(long fd, struct vigil_open_event *e
 
 /*
  * The open syscalls' return: send the waiting record, if this thread has
- * one; count it EVICTED if the in-flight table lost it meanwhile.
+ * one, and free its entry.
  */
 static __always_inline int on_open_exit(long ret)
 {
 	if (PENDING_OPENS == 0)
 		return 0;
-	__u32 *pending = bpf_task_storage_get(&OPEN_PENDING, bpf_get_current_task_btf(), 0, 0);
-	if (!pending || *pending == 0)
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct vigil_open_event *ev = bpf_task_storage_get(&OPEN_PENDING, task, 0, 0);
+	if (!ev || ev->hdr.kind == 0)
 		return 0;
-	*pending = 0;
 	__sync_fetch_and_add(&PENDING_OPENS, -1); /* BPF v1 has no atomic sub */
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct vigil_open_event *ev = bpf_map_lookup_elem(&OPENS_IN_FLIGHT, &tid);
-	if (!ev) {
-		count(VIGIL_COUNTER_EVICTED);
-		return 0;
-	}
 	ev->ret = (__s32)ret;
 	read_opened_file(ret, ev);
 	__u64 size = ev->hdr.size;
@@ -418,7 +395,8 @@ static __always_inline int on_open_exit(long ret)
 	/* Opens that pass the filter are rare and are what findings are made
 	 * of: wake the agent now rather than when the kernel next gets to it. */
 	emit(ev, size, BPF_RB_FORCE_WAKEUP);
-	bpf_map_delete_elem(&OPENS_IN_FLIGHT, &tid);
+	ev->hdr.kind = 0;
+	bpf_task_storage_delete(&OPEN_PENDING, task);
 	return 0;
 }
 

@@ -117,7 +117,7 @@ impl SensorStage {
                         tracing::warn!(
                             evicted = counters.evicted - evicted_reported,
                             total_evicted = counters.evicted,
-                            "model/device opens lost in the kernel: more threads blocked in open at once than the in-flight table holds"
+                            "model/device opens lost in the kernel: no memory to keep them until their syscall returned"
                         );
                         evicted_reported = counters.evicted;
                     }
