@@ -150,6 +150,14 @@ pub struct AgentConfig {
     #[arg(long, default_value_t = 64)]
     pub max_findings_per_signal: usize,
 
+    /// Distinct objects reported one by one per user (uid) and signal in
+    /// ten minutes, across the user's processes (who forks many processes
+    /// is not many times the per-process cap); the rest are counted into
+    /// one aggregate finding that names the uid and its busiest processes.
+    /// Root (uid 0) has no per-user cap. Default: 4 × --max-findings-per-signal.
+    #[arg(long)]
+    pub max_findings_per_uid: Option<usize>,
+
     /// Most processes whose findings are remembered for deduplication; the
     /// least recently active are forgotten first.
     #[arg(long, default_value_t = 65_536)]

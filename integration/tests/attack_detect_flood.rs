@@ -108,3 +108,84 @@ async fn a_flood_of_model_file_names_is_counted_not_reported_one_by_one() {
         "the agent grew by {growth_mib} MiB ({rss_before} kB -> {rss_after} kB)"
     );
 }
+
+/// Processes the per-user flood forks, and distinct names each opens.
+const FORKS: u32 = 50;
+const NAMES_PER_FORK: u32 = 100;
+/// Objects per (uid, signal) reported one by one (the agent's default:
+/// 4 × the per-process cap).
+const UID_CAP: usize = 4 * CAP;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_by_many_processes_of_one_user_is_capped_per_user() {
+    if !privileged("a_flood_by_many_processes_of_one_user_is_capped_per_user") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start_leading(&tmp.path().join("cp")).await;
+    let _agent = Agent::start(
+        &tmp.path().join("agent"),
+        &cp.endpoint(),
+        "attack-uid-flood",
+    )
+    .await;
+    let dir = shared_dir(tmp.path(), "uid-flood");
+
+    // Under the per-process cap alone, 50 processes × 64 = 3,200 findings.
+    let mut flood = python_as_nobody(&format!(
+        "import os, sys\n\
+         for p in range({FORKS}):\n\
+         \x20   if os.fork() == 0:\n\
+         \x20       for i in range({NAMES_PER_FORK}):\n\
+         \x20           open(f'{{sys.argv[1]}}/p{{p}}-{{i}}.onnx', 'w').close()\n\
+         \x20       os._exit(0)\n\
+         \x20   os.wait()\n"
+    ))
+    .arg(&dir)
+    .spawn()
+    .expect("setpriv and python3");
+    assert!(flood.wait().unwrap().success(), "the flood ran");
+
+    let of_nobody = |alerts: &[Alert]| -> Vec<Alert> {
+        alerts
+            .iter()
+            .filter(|a| {
+                let f = a.finding.as_ref().unwrap();
+                f.signal() == SignalKind::ModelFile
+                    && f.process.as_ref().is_some_and(|p| p.uid == 65534)
+            })
+            .cloned()
+            .collect()
+    };
+    // The user's aggregate, sent again as its processes exit, names the
+    // uid and counts nearly everything past the cap.
+    let expected = u64::from(FORKS * NAMES_PER_FORK) - UID_CAP as u64 - 1000;
+    let summary = wait_for(
+        "the user's aggregate finding",
+        Duration::from_secs(60),
+        || async {
+            of_nobody(&cp.alerts().await)
+                .into_iter()
+                .map(|a| a.finding.unwrap().summary)
+                .filter(|s| s.starts_with("flood: uid 65534 "))
+                .find(|s| stated_count(s).is_some_and(|n| n >= expected))
+        },
+    )
+    .await;
+    assert!(summary.contains("busiest: pid "), "{summary}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let alerts = of_nobody(&cp.alerts().await);
+    let one_by_one = alerts
+        .iter()
+        .filter(|a| !a.finding.as_ref().unwrap().summary.starts_with("flood:"))
+        .count();
+    assert!(
+        one_by_one <= UID_CAP,
+        "{one_by_one} findings reported one by one for uid 65534 (cap {UID_CAP})"
+    );
+    assert!(
+        alerts.len() <= UID_CAP + FORKS as usize + 10,
+        "{} alerts for uid 65534",
+        alerts.len()
+    );
+}

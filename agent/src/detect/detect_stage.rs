@@ -139,6 +139,9 @@ impl DetectStage {
                 max_time: std::time::Duration::from_secs(config.max_hash_secs.max(1)),
             },
             max_objects_per_signal: config.max_findings_per_signal,
+            max_objects_per_uid: config
+                .max_findings_per_uid
+                .unwrap_or(config.max_findings_per_signal.saturating_mul(4)),
             tracked_processes: config.max_tracked_processes,
         };
         let mut detector = Detector::new(BuiltinRules::new(approved), procfs, std::process::id())

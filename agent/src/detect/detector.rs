@@ -30,6 +30,10 @@ pub struct DetectLimits {
     /// Objects reported one by one per (process, signal); the rest are
     /// counted into one aggregate finding.
     pub max_objects_per_signal: usize,
+    /// Objects reported one by one per (uid, signal) in a window, across
+    /// the uid's processes; the rest are counted into one aggregate that
+    /// names the uid.
+    pub max_objects_per_uid: usize,
     /// Processes whose findings are remembered for deduplication.
     pub tracked_processes: usize,
 }
@@ -39,6 +43,7 @@ impl Default for DetectLimits {
         Self {
             hash: HashBudget::default(),
             max_objects_per_signal: 64,
+            max_objects_per_uid: 4 * 64,
             tracked_processes: 65_536,
         }
     }
@@ -212,6 +217,7 @@ impl Detector {
             limits: DetectLimits::default(),
             reported: ReportedSignals::new(
                 DetectLimits::default().max_objects_per_signal,
+                DetectLimits::default().max_objects_per_uid,
                 DetectLimits::default().tracked_processes,
             ),
             flood_findings: Vec::new(),
@@ -222,8 +228,11 @@ impl Detector {
     /// The same detector with other bounds (before any event).
     pub fn with_limits(mut self, limits: DetectLimits) -> Self {
         self.limits = limits;
-        self.reported =
-            ReportedSignals::new(limits.max_objects_per_signal, limits.tracked_processes);
+        self.reported = ReportedSignals::new(
+            limits.max_objects_per_signal,
+            limits.max_objects_per_uid,
+            limits.tracked_processes,
+        );
         self
     }
 
@@ -291,7 +300,7 @@ impl Detector {
             SensorEvent::Exit { .. } => {
                 self.gpu_users.remove(&ctx.pid);
                 table.observe_exit(ctx.pid);
-                let last = self.reported.remove(ctx.pid, Instant::now());
+                let last = self.reported.remove(ctx.pid, ctx.uid, Instant::now());
                 self.flood_findings.extend(last);
                 None
             }
@@ -313,6 +322,7 @@ impl Detector {
                 if *matched == PathMatch::ModelFile && *ret >= 0 {
                     let counted = self.reported.count_if_flooding(
                         ctx.pid,
+                        ctx.uid,
                         SignalKind::ModelFile,
                         path,
                         Instant::now(),
@@ -798,7 +808,7 @@ impl Detector {
             Admission::Duplicate => None,
             Admission::Counted(aggregate) => {
                 if let Some(aggregate) = aggregate {
-                    tracing::warn!(pid = process.pid, signal = %finding.signal, summary = %aggregate.summary, "per-process finding cap reached");
+                    tracing::warn!(pid = process.pid, signal = %finding.signal, summary = %aggregate.summary, "finding cap reached");
                     self.flood_findings.push(*aggregate);
                 }
                 None

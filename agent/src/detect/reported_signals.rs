@@ -2,7 +2,11 @@
 //! user cannot push: at most `max_per_signal` objects per (process, signal)
 //! are reported one by one (a process that opens a million distinct model
 //! files is not a million findings), the rest are counted into one
-//! aggregate finding; at most `max_processes` processes are tracked, the
+//! aggregate finding; at most `max_per_uid` objects per (uid, signal) in a
+//! window of [`UID_WINDOW`] (a user who forks many processes is not many
+//! times the per-process cap), the rest counted into one aggregate that
+//! names the uid and its busiest processes (root excepted); at most `max_processes`
+//! processes and [`MAX_TRACKED_UIDS`] (uid, signal) pairs are tracked, the
 //! least recently touched evicted first.
 
 use std::collections::{HashMap, HashSet};
@@ -18,6 +22,21 @@ pub type Signals = HashSet<(SignalKind, String)>;
 pub const FLOOD_REPORT_EVERY: Duration = Duration::from_secs(10);
 /// Objects a flood's aggregate finding lists by name.
 const FLOOD_SAMPLE: usize = 10;
+/// How long a uid's objects count against its cap: a user who opens many
+/// distinct models over a day is not a flood; the same in minutes is.
+pub const UID_WINDOW: Duration = Duration::from_secs(600);
+/// The one uid without a per-user cap: root can stop the agent anyway, so
+/// a cap would defend nothing, and would count the host's own many
+/// short-lived root processes (package managers, cron, an operator's
+/// checks) as a flood. Root's processes keep the per-process cap.
+const ROOT: u32 = 0;
+/// Uids tracked at most (a container can map many).
+pub const MAX_TRACKED_UIDS: usize = 4096;
+/// Processes a uid flood tallies one by one (the busiest are kept, by the
+/// space-saving scheme: a newcomer replaces the least busy).
+const FLOOD_PIDS: usize = 64;
+/// Processes a uid flood's aggregate names.
+const FLOOD_PIDS_LISTED: usize = 5;
 
 /// What became of a finding.
 #[derive(Debug, PartialEq, Eq)]
@@ -26,8 +45,8 @@ pub enum Admission {
     New,
     /// Already reported for this process, signal and object.
     Duplicate,
-    /// Over the per-(process, signal) cap: counted, not reported; with the
-    /// aggregate finding to send now, if one is due.
+    /// Over the per-(process, signal) or per-(uid, signal) cap: counted,
+    /// not reported; with the aggregate finding to send now, if one is due.
     Counted(Option<Box<Finding>>),
 }
 
@@ -51,10 +70,86 @@ struct ProcessSignals {
     touched: u64,
 }
 
+/// What one uid was reported for, per signal.
+#[derive(Debug, Default)]
+struct UidSignals {
+    budgets: HashMap<SignalKind, UidBudget>,
+    touched: u64,
+}
+
+/// Objects one uid was reported for, for one signal, in the current window.
+#[derive(Debug)]
+struct UidBudget {
+    window_started: Instant,
+    reported: usize,
+    flood: Option<UidFlood>,
+}
+
+impl UidBudget {
+    /// Whether the uid has used its cap in the current window.
+    fn spent(&self, max: usize, now: Instant) -> bool {
+        self.reported >= max && now.saturating_duration_since(self.window_started) < UID_WINDOW
+    }
+}
+
+/// Objects over the cap for one (uid, signal), by any of its processes.
+#[derive(Debug)]
+struct UidFlood {
+    flood: Flood,
+    /// Objects counted per process, the busiest [`FLOOD_PIDS`].
+    pids: HashMap<u32, u64>,
+}
+
+impl UidFlood {
+    fn count(&mut self, pid: u32, object: &str) {
+        self.flood.count(object);
+        if let Some(n) = self.pids.get_mut(&pid) {
+            *n += 1;
+            return;
+        }
+        if self.pids.len() < FLOOD_PIDS {
+            self.pids.insert(pid, 1);
+            return;
+        }
+        // Space-saving: the newcomer takes the least busy one's place and
+        // count (an over-estimate, never an under-estimate, of its own).
+        if let Some((&least, &n)) = self.pids.iter().min_by_key(|(_, n)| **n) {
+            self.pids.remove(&least);
+            self.pids.insert(pid, n + 1);
+        }
+    }
+}
+
+impl Flood {
+    fn new(first: &Finding, now: Instant) -> Self {
+        Self {
+            first: first.clone(),
+            counted: 0,
+            sample: Vec::new(),
+            reported_count: 0,
+            reported_at: now,
+        }
+    }
+
+    fn count(&mut self, object: &str) {
+        self.counted += 1;
+        if self.sample.len() < FLOOD_SAMPLE {
+            self.sample.push(object.to_string());
+        }
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        self.reported_count == 0
+            || now.saturating_duration_since(self.reported_at) >= FLOOD_REPORT_EVERY
+    }
+}
+
 #[derive(Debug)]
 pub struct ReportedSignals {
     by_process: HashMap<u32, ProcessSignals>,
+    by_uid: HashMap<u32, UidSignals>,
     max_per_signal: usize,
+    max_per_uid: usize,
     max_processes: usize,
     tick: u64,
     suppressed: u64,
@@ -63,10 +158,12 @@ pub struct ReportedSignals {
 }
 
 impl ReportedSignals {
-    pub fn new(max_per_signal: usize, max_processes: usize) -> Self {
+    pub fn new(max_per_signal: usize, max_per_uid: usize, max_processes: usize) -> Self {
         Self {
             by_process: HashMap::new(),
+            by_uid: HashMap::new(),
             max_per_signal: max_per_signal.max(1),
+            max_per_uid: max_per_uid.max(1),
             max_processes: max_processes.max(1),
             tick: 0,
             suppressed: 0,
@@ -78,7 +175,11 @@ impl ReportedSignals {
     /// Decides whether `finding` is reported, recording it if so.
     pub fn admit(&mut self, finding: &Finding, now: Instant) -> Admission {
         let pid = finding.process.pid;
+        let uid = finding.process.uid;
         self.make_room_for(pid);
+        if uid != ROOT {
+            self.make_room_for_uid(uid);
+        }
         self.tick += 1;
         let max = self.max_per_signal;
         let entry = self.by_process.entry(pid).or_default();
@@ -90,33 +191,61 @@ impl ReportedSignals {
             return Admission::Duplicate;
         }
         let count = entry.per_signal.entry(finding.signal).or_default();
-        if *count < max {
+        if *count < max && uid == ROOT {
             *count += 1;
             entry.seen.insert(key);
             return Admission::New;
         }
+        if *count < max {
+            let uid_signals = self.by_uid.entry(uid).or_default();
+            uid_signals.touched = self.tick;
+            let budget = uid_signals
+                .budgets
+                .entry(finding.signal)
+                .or_insert_with(|| UidBudget {
+                    window_started: now,
+                    reported: 0,
+                    flood: None,
+                });
+            if now.saturating_duration_since(budget.window_started) >= UID_WINDOW {
+                budget.window_started = now;
+                budget.reported = 0;
+            }
+            if budget.reported < self.max_per_uid {
+                budget.reported += 1;
+                *count += 1;
+                entry.seen.insert(key);
+                return Admission::New;
+            }
+            // The uid's cap, not the process's: counted into the uid's
+            // flood, which names the uid and its busiest processes.
+            self.counted += 1;
+            let (_, object) = key;
+            let flood = budget.flood.get_or_insert_with(|| UidFlood {
+                flood: Flood::new(finding, now),
+                pids: HashMap::new(),
+            });
+            flood.count(pid, &object);
+            let due = flood.flood.due(now);
+            let max = self.max_per_uid;
+            return Admission::Counted(due.then(|| Box::new(uid_aggregate(flood, max, now))));
+        }
         self.counted += 1;
         let (_, object) = key;
-        let flood = entry.floods.entry(finding.signal).or_insert_with(|| Flood {
-            first: finding.clone(),
-            counted: 0,
-            sample: Vec::new(),
-            reported_count: 0,
-            reported_at: now,
-        });
-        flood.counted += 1;
-        if flood.sample.len() < FLOOD_SAMPLE {
-            flood.sample.push(object);
-        }
-        let due = flood.reported_count == 0
-            || now.saturating_duration_since(flood.reported_at) >= FLOOD_REPORT_EVERY;
+        let flood = entry
+            .floods
+            .entry(finding.signal)
+            .or_insert_with(|| Flood::new(finding, now));
+        flood.count(&object);
+        let due = flood.due(now);
         Admission::Counted(due.then(|| Box::new(aggregate(flood, max, now))))
     }
 
-    /// For a process already over its cap for `signal`: counts `object`
-    /// into the flood (no duplicate check: an over-cap process is not worth
-    /// a lookup per event) and returns the aggregate if one is due. None
-    /// when the process is not flooding: decide the event in full.
+    /// For a process already over its cap for `signal`, or whose uid is
+    /// over its own: counts `object` into the flood (no duplicate check:
+    /// an over-cap process is not worth a lookup per event) and returns
+    /// the aggregate if one is due. None when neither is flooding: decide
+    /// the event in full.
     ///
     /// This is the flood's fast path: the detector asks it before reading
     /// /proc or the file, so a flooder's records cost a map lookup each
@@ -124,22 +253,36 @@ impl ReportedSignals {
     pub fn count_if_flooding(
         &mut self,
         pid: u32,
+        uid: u32,
         signal: SignalKind,
         object: &str,
         now: Instant,
     ) -> Option<Option<Finding>> {
         let max = self.max_per_signal;
-        let entry = self.by_process.get_mut(&pid)?;
-        let flood = entry.floods.get_mut(&signal)?;
-        self.tick += 1;
-        entry.touched = self.tick;
-        self.counted += 1;
-        flood.counted += 1;
-        if flood.sample.len() < FLOOD_SAMPLE {
-            flood.sample.push(object.to_string());
+        if let Some(entry) = self.by_process.get_mut(&pid) {
+            if let Some(flood) = entry.floods.get_mut(&signal) {
+                self.tick += 1;
+                entry.touched = self.tick;
+                self.counted += 1;
+                flood.count(object);
+                let due = flood.due(now);
+                return Some(due.then(|| aggregate(flood, max, now)));
+            }
         }
-        let due = now.saturating_duration_since(flood.reported_at) >= FLOOD_REPORT_EVERY;
-        Some(due.then(|| aggregate(flood, max, now)))
+        let max = self.max_per_uid;
+        let uid_signals = self.by_uid.get_mut(&uid)?;
+        let flood = uid_signals
+            .budgets
+            .get_mut(&signal)
+            .filter(|budget| budget.spent(max, now))?
+            .flood
+            .as_mut()?;
+        self.tick += 1;
+        uid_signals.touched = self.tick;
+        self.counted += 1;
+        flood.count(pid, object);
+        let due = flood.flood.due(now);
+        Some(due.then(|| uid_aggregate(flood, max, now)))
     }
 
     /// Records signals reported before a restart.
@@ -174,19 +317,34 @@ impl ReportedSignals {
         self.by_process.get(&pid).map(|p| &p.seen)
     }
 
-    /// The process exited: forgets it, and returns the aggregates of its
-    /// floods whose count changed since they were last sent.
-    pub fn remove(&mut self, pid: u32, now: Instant) -> Vec<Finding> {
-        let Some(mut entry) = self.by_process.remove(&pid) else {
-            return Vec::new();
-        };
-        let max = self.max_per_signal;
-        entry
-            .floods
-            .values_mut()
-            .filter(|f| f.counted > f.reported_count)
-            .map(|f| aggregate(f, max, now))
-            .collect()
+    /// Process `pid` of `uid` exited: forgets it, and returns the
+    /// aggregates of its floods, and of its uid's floods it took part in,
+    /// whose count changed since they were last sent.
+    pub fn remove(&mut self, pid: u32, uid: u32, now: Instant) -> Vec<Finding> {
+        let mut last = Vec::new();
+        if let Some(mut entry) = self.by_process.remove(&pid) {
+            let max = self.max_per_signal;
+            last.extend(
+                entry
+                    .floods
+                    .values_mut()
+                    .filter(|f| f.counted > f.reported_count)
+                    .map(|f| aggregate(f, max, now)),
+            );
+        }
+        let max = self.max_per_uid;
+        let floods = self
+            .by_uid
+            .get_mut(&uid)
+            .into_iter()
+            .flat_map(|u| u.budgets.values_mut())
+            .filter_map(|b| b.flood.as_mut());
+        for flood in floods {
+            if flood.flood.counted > flood.flood.reported_count && flood.pids.contains_key(&pid) {
+                last.push(uid_aggregate(flood, max, now));
+            }
+        }
+        last
     }
 
     /// Findings not made again for the same process, signal and object.
@@ -210,6 +368,25 @@ impl ReportedSignals {
 
     pub fn is_empty(&self) -> bool {
         self.by_process.is_empty()
+    }
+
+    /// At the cap, a new uid evicts the least recently touched eighth, as
+    /// processes are.
+    fn make_room_for_uid(&mut self, uid: u32) {
+        if self.by_uid.len() < MAX_TRACKED_UIDS || self.by_uid.contains_key(&uid) {
+            return;
+        }
+        let mut ages: Vec<(u64, u32)> = self.by_uid.iter().map(|(u, s)| (s.touched, *u)).collect();
+        let evict = (ages.len() / 8).max(1);
+        ages.select_nth_unstable(evict - 1);
+        for (_, uid) in &ages[..evict] {
+            self.by_uid.remove(uid);
+        }
+        tracing::warn!(
+            evicted = evict,
+            cap = MAX_TRACKED_UIDS,
+            "tracked-uid cap reached: the least recently active uids' counts are forgotten"
+        );
     }
 
     /// At the cap, a new process evicts the least recently touched eighth
@@ -260,6 +437,39 @@ fn aggregate(flood: &mut Flood, max: usize, now: Instant) -> Finding {
     finding
 }
 
+/// The one finding that stands for a uid's flood: the first finding over
+/// the uid's cap, with a summary that names the uid, counts the objects,
+/// and names its busiest processes and the first few objects.
+fn uid_aggregate(flood: &mut UidFlood, max: usize, now: Instant) -> Finding {
+    let f = &mut flood.flood;
+    f.reported_count = f.counted;
+    f.reported_at = now;
+    let mut finding = f.first.clone();
+    let mut busiest: Vec<(u32, u64)> = flood.pids.iter().map(|(p, n)| (*p, *n)).collect();
+    busiest.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let listed: Vec<String> = busiest
+        .iter()
+        .take(FLOOD_PIDS_LISTED)
+        .map(|(pid, n)| format!("pid {pid} ({n})"))
+        .collect();
+    let what = match finding.signal {
+        SignalKind::ModelFile => "model files".to_string(),
+        other => format!("distinct {} objects", other.as_str()),
+    };
+    finding.summary = format!(
+        "flood: uid {} opened {} more {what} past the per-user cap ({max} reported one by one in {} min), from {}{} processes; busiest: {}; first {} listed: {}",
+        finding.process.uid,
+        f.counted,
+        UID_WINDOW.as_secs() / 60,
+        if flood.pids.len() >= FLOOD_PIDS { "at least " } else { "" },
+        flood.pids.len(),
+        listed.join(", "),
+        f.sample.len(),
+        f.sample.join(", ")
+    );
+    finding
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,7 +497,7 @@ mod tests {
 
     #[test]
     fn objects_over_the_cap_are_counted_into_one_aggregate() {
-        let mut r = ReportedSignals::new(3, 100);
+        let mut r = ReportedSignals::new(3, 1000, 100);
         let t0 = Instant::now();
         for i in 0..3 {
             assert_eq!(
@@ -328,22 +538,22 @@ mod tests {
         );
         assert_eq!(r.signals(7).unwrap().len(), 3, "bounded per process");
         r.admit(&model(7, "/m/y.onnx"), later);
-        let last = r.remove(7, later);
+        let last = r.remove(7, 0, later);
         assert_eq!(last.len(), 1);
         assert!(
             last[0].summary.contains("opened 1002 model files"),
             "{}",
             last[0].summary
         );
-        assert!(r.remove(8, later).is_empty(), "no flood, no aggregate");
+        assert!(r.remove(8, 0, later).is_empty(), "no flood, no aggregate");
     }
 
     #[test]
     fn a_flooding_process_is_counted_on_the_fast_path_and_others_are_not() {
-        let mut r = ReportedSignals::new(2, 100);
+        let mut r = ReportedSignals::new(2, 1000, 100);
         let t0 = Instant::now();
         let flooding = |r: &mut ReportedSignals, pid, t| {
-            r.count_if_flooding(pid, SignalKind::ModelFile, "/m/n.onnx", t)
+            r.count_if_flooding(pid, 0, SignalKind::ModelFile, "/m/n.onnx", t)
         };
         // Not over the cap yet (or unknown): decide in full.
         assert_eq!(flooding(&mut r, 7, t0), None);
@@ -352,7 +562,7 @@ mod tests {
         }
         assert_eq!(flooding(&mut r, 8, t0), None, "another process");
         assert_eq!(
-            r.count_if_flooding(7, SignalKind::GpuDevice, "/dev/nvidia0", t0),
+            r.count_if_flooding(7, 0, SignalKind::GpuDevice, "/dev/nvidia0", t0),
             None,
             "another signal"
         );
@@ -370,9 +580,139 @@ mod tests {
         );
     }
 
+    fn model_of(uid: u32, pid: u32, path: &str) -> Finding {
+        let mut f = model(pid, path);
+        f.process.uid = uid;
+        f
+    }
+
+    #[test]
+    fn many_processes_of_one_user_share_the_users_cap() {
+        const NOBODY: u32 = 65534;
+        let mut r = ReportedSignals::new(3, 8, 100);
+        let t0 = Instant::now();
+        let mut new = 0;
+        let mut aggregates = Vec::new();
+        // 10 processes, 5 distinct objects each: 50 objects, 10 × 3 under
+        // the per-process cap alone.
+        for pid in 100..110 {
+            for i in 0..5 {
+                let path = format!("/m/{pid}-{i}.onnx");
+                match r.count_if_flooding(pid, NOBODY, SignalKind::ModelFile, &path, t0) {
+                    Some(aggregate) => aggregates.extend(aggregate),
+                    None => match r.admit(&model_of(NOBODY, pid, &path), t0) {
+                        Admission::New => new += 1,
+                        Admission::Duplicate => panic!("distinct objects"),
+                        Admission::Counted(aggregate) => aggregates.extend(aggregate.map(|a| *a)),
+                    },
+                }
+            }
+        }
+        assert_eq!(new, 8, "the user's cap, not 10 × the process's");
+        // Processes 100 and 101 went over their own cap first (3 each);
+        // 102 took the user's last 2.
+        let (of_uid, of_pid): (Vec<_>, Vec<_>) = aggregates
+            .iter()
+            .partition(|a| a.summary.starts_with("flood: uid 65534 "));
+        assert_eq!(of_pid.len(), 2, "{of_pid:?}");
+        assert_eq!(of_uid.len(), 1, "one aggregate until an update is due");
+        let summary = &of_uid[0].summary;
+        assert!(
+            summary.starts_with(
+                "flood: uid 65534 opened 1 more model files past the per-user cap (8 reported"
+            ),
+            "{summary}"
+        );
+        // Another user, and the same user's other signals, are not capped.
+        assert_eq!(
+            r.admit(&model_of(1000, 200, "/m/a.onnx"), t0),
+            Admission::New
+        );
+        // Nor is root (per process only).
+        for pid in 400..410 {
+            for i in 0..3 {
+                let path = format!("/m/{pid}-{i}.onnx");
+                assert_eq!(
+                    r.count_if_flooding(pid, 0, SignalKind::ModelFile, &path, t0),
+                    None
+                );
+                assert_eq!(r.admit(&model_of(0, pid, &path), t0), Admission::New);
+            }
+        }
+        let mut gpu = model_of(NOBODY, 100, "/dev/nvidia0");
+        gpu.signal = SignalKind::GpuDevice;
+        assert_eq!(r.admit(&gpu, t0), Admission::New);
+        // The update names the count and the busiest processes first.
+        for _ in 0..7 {
+            r.count_if_flooding(105, NOBODY, SignalKind::ModelFile, "/m/x.onnx", t0);
+        }
+        let later = t0 + FLOOD_REPORT_EVERY;
+        let Some(Some(update)) =
+            r.count_if_flooding(106, NOBODY, SignalKind::ModelFile, "/m/y.onnx", later)
+        else {
+            panic!("an update is due");
+        };
+        assert!(
+            update.summary.contains("opened 46 more model files"),
+            "{}",
+            update.summary
+        );
+        assert!(
+            update
+                .summary
+                .contains("from 8 processes; busiest: pid 105 (12), "),
+            "{}",
+            update.summary
+        );
+        // The aggregate goes again when a process that took part exits,
+        // only if its count changed.
+        assert!(r.remove(106, NOBODY, later).is_empty());
+        r.count_if_flooding(107, NOBODY, SignalKind::ModelFile, "/m/z.onnx", later);
+        let last = r.remove(100, NOBODY, later);
+        assert!(
+            last.iter()
+                .all(|a| a.summary.starts_with("flood: pid 100 ")),
+            "pid 100 took no part in the user's flood: {last:?}"
+        );
+        let last = r.remove(107, NOBODY, later);
+        assert_eq!(last.len(), 1);
+        assert!(
+            last[0].summary.contains("opened 47 more"),
+            "{}",
+            last[0].summary
+        );
+        // A new window: the user's objects are reported again.
+        let next = t0 + UID_WINDOW;
+        assert_eq!(
+            r.count_if_flooding(300, NOBODY, SignalKind::ModelFile, "/m/n.onnx", next),
+            None
+        );
+        assert_eq!(
+            r.admit(&model_of(NOBODY, 300, "/m/n.onnx"), next),
+            Admission::New
+        );
+    }
+
+    #[test]
+    fn a_uid_flood_tallies_a_bounded_number_of_processes() {
+        let mut r = ReportedSignals::new(64, 1, 100_000);
+        let t0 = Instant::now();
+        r.admit(&model_of(5, 1, "/m/first.onnx"), t0);
+        for pid in 2..10_000 {
+            let _ = r.admit(&model_of(5, pid, "/m/a.onnx"), t0);
+        }
+        let flood = r.by_uid[&5].budgets[&SignalKind::ModelFile]
+            .flood
+            .as_ref()
+            .unwrap();
+        assert_eq!(flood.pids.len(), FLOOD_PIDS);
+        assert_eq!(flood.flood.counted, 9_998);
+        assert_eq!(flood.flood.sample.len(), FLOOD_SAMPLE);
+    }
+
     #[test]
     fn the_least_recently_active_processes_are_evicted_not_all() {
-        let mut r = ReportedSignals::new(64, 16);
+        let mut r = ReportedSignals::new(64, 1000, 16);
         let t = Instant::now();
         for pid in 0..16 {
             r.admit(&model(pid, "/m/a.onnx"), t);
