@@ -42,9 +42,36 @@ pub struct ControlPlaneConfig {
     #[arg(long, env = "VIGIL_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// The fleet's CA certificate (PEM). With --tls-cert and --tls-key,
+    /// the gRPC listener takes only mutual-TLS peers whose certificates
+    /// chain to it, and each RPC is authorised by the identity and role
+    /// the certificate names. Without them the listener is plaintext and
+    /// unauthenticated: a lab only (the control plane warns at start).
+    #[arg(long, env = "VIGIL_TLS_CA", value_name = "PEM", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+
+    /// This node's certificate (PEM; `vigilctl ca issue --node ID`).
+    #[arg(long, env = "VIGIL_TLS_CERT", value_name = "PEM", requires_all = ["tls_ca", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+
+    /// This node's private key (PEM).
+    #[arg(long, env = "VIGIL_TLS_KEY", value_name = "PEM", requires_all = ["tls_ca", "tls_cert"])]
+    pub tls_key: Option<PathBuf>,
+
     /// Log lines on stderr as human-readable text or one JSON object each.
     #[arg(long, env = "VIGIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+impl ControlPlaneConfig {
+    /// The TLS files, when all three are given.
+    pub fn tls_files(&self) -> Option<crate::mtls::TlsFiles> {
+        Some(crate::mtls::TlsFiles {
+            ca: self.tls_ca.clone()?,
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+        })
+    }
 }
 
 #[cfg(test)]

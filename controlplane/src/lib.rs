@@ -3,10 +3,12 @@
 pub mod audit_chain;
 pub mod config;
 pub mod metrics;
+pub mod mtls;
 pub mod network;
 pub mod node;
 pub mod ocsf;
 pub mod raft_types;
+pub mod security_events;
 pub mod server;
 pub mod service;
 pub mod store;

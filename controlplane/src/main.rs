@@ -6,6 +6,12 @@ use vigil_controlplane::node::ControlPlaneNode;
 async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
     let trusted = vigil_policy::TrustedKeys::from_hex(&config.trusted_policy_keys)
         .context("--trusted-policy-key")?;
+    let tls = match config.tls_files() {
+        Some(files) => {
+            Some(vigil_controlplane::mtls::server_config(&files).context("the TLS configuration")?)
+        }
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -25,8 +31,17 @@ async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
     let node = ControlPlaneNode::start(config.node_id, addr.to_string(), &config.data_dir)
         .await
         .with_context(|| format!("starting raft on {}", config.data_dir.display()))?;
+    let transport = if tls.is_some() {
+        "mutual TLS"
+    } else {
+        tracing::warn!(
+            %addr,
+            "the gRPC listener is plaintext and unauthenticated: whoever reaches it can read alerts, push policy and pose as any agent (a lab only; give --tls-ca, --tls-cert and --tls-key)"
+        );
+        "plaintext"
+    };
     println!(
-        "vigil-controlplane ready: node {} serving gRPC on {addr}, data in {}{metrics_line}",
+        "vigil-controlplane ready: node {} serving gRPC ({transport}) on {addr}, data in {}{metrics_line}",
         config.node_id,
         config.data_dir.display()
     );
@@ -35,6 +50,7 @@ async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
         listener,
         metrics_listener,
         trusted,
+        tls,
         shutdown_signal(),
     )
     .await?;

@@ -14,7 +14,9 @@ use vigil_proto::siem::v1::siem_export_server::SiemExportServer;
 
 use crate::metrics::{FindingIntake, MetricsRegistry};
 use crate::node::ControlPlaneNode;
-use crate::service::{AdminServiceImpl, AgentServiceImpl, SiemExportImpl};
+use crate::security_events::SecurityEvents;
+use crate::service::authorization::RevokedSerials;
+use crate::service::{AdminServiceImpl, AgentServiceImpl, Authorization, SiemExportImpl};
 
 const SERVICES: &[&str] = &[
     "",
@@ -44,13 +46,15 @@ fn serving_status(
     Health::Serving
 }
 
-/// Serves gRPC on `listener` until `shutdown`, and the metrics on
+/// Serves gRPC on `listener` until `shutdown` (mutual TLS when `tls` is
+/// given, else plaintext and unauthenticated), and the metrics on
 /// `metrics_listener` (if any) for as long.
 pub async fn serve(
     node: Arc<ControlPlaneNode>,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     trusted_policy_keys: vigil_policy::TrustedKeys,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let sessions = Arc::new(crate::service::AgentSessions::default());
@@ -116,13 +120,20 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(vigil_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let served = tonic::transport::Server::builder()
+    let events = SecurityEvents::start(node.clone());
+    let authorization = match &tls {
+        Some(_) => Authorization::mutual_tls(RevokedSerials::default(), events.clone()),
+        None => Authorization::open(),
+    };
+    let router = tonic::transport::Server::builder()
+        .layer(authorization)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(AgentServiceServer::new(AgentServiceImpl::new(
             node.clone(),
             sessions.clone(),
             intake,
+            events.clone(),
         )))
         .add_service(AdminServiceServer::new(AdminServiceImpl::new(
             node.clone(),
@@ -131,9 +142,22 @@ pub async fn serve(
         )))
         .add_service(SiemExportServer::new(SiemExportImpl::new(
             node.state.clone(),
-        )))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await;
+        )));
+    let served = match tls {
+        Some(config) => {
+            router
+                .serve_with_incoming_shutdown(
+                    crate::mtls::accept(listener, config, events),
+                    shutdown,
+                )
+                .await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .await
+        }
+    };
     if let Some(task) = metrics_task {
         task.abort();
     }

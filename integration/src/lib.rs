@@ -24,6 +24,7 @@ mod privilege;
 pub mod raw_agent;
 pub mod raw_codec;
 mod tmpfs;
+pub mod tls_fleet;
 pub mod unprivileged;
 
 pub use agent::{log_number, Agent};

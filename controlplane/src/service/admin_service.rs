@@ -12,7 +12,7 @@ use vigil_policy::{Bundle, PolicySet, TrustedKeys};
 use vigil_proto::agent::v1 as agent_pb;
 
 use super::alert_feed::spawn_alert_feed;
-use super::AgentSessions;
+use super::{AgentSessions, Caller};
 use crate::node::ControlPlaneNode;
 use crate::raft_types::{Command, CommandResult};
 
@@ -59,6 +59,15 @@ impl AdminServiceImpl {
         if let Err(e) = r {
             tracing::error!(error = %e, action, "could not append the audit entry");
         }
+    }
+}
+
+/// The audit detail naming who signed what an operator sent.
+fn signed_by(signer: &str) -> String {
+    if signer.is_empty() {
+        "unsigned".into()
+    } else {
+        format!("signed by {signer}")
     }
 }
 
@@ -140,6 +149,7 @@ impl AdminService for AdminServiceImpl {
         &self,
         req: Request<pb::PushPolicyRequest>,
     ) -> Result<Response<pb::PushPolicyResponse>, Status> {
+        let caller = Caller::of(&req);
         let req = req.into_inner();
         if self.trusted.is_empty() {
             return Err(Status::failed_precondition(
@@ -183,11 +193,12 @@ impl AdminService for AdminServiceImpl {
             "policy.push"
         };
         self.audit(
-            bundle.signer.clone(),
+            caller.actor(),
             action,
             format!("policy version {}", bundle.version),
             format!(
-                "{bundle_note}; digest {}; {} files",
+                "{bundle_note}; signed by {}; digest {}; {} files",
+                bundle.signer,
                 bundle.digest(),
                 bundle.files.len()
             ),
@@ -254,6 +265,7 @@ impl AdminService for AdminServiceImpl {
         &self,
         req: Request<pb::UnfreezeRequest>,
     ) -> Result<Response<pb::UnfreezeResponse>, Status> {
+        let caller = Caller::of(&req);
         let order = vigil_domain::UnfreezeOrder::from(req.into_inner());
         // The agent verifies the order whatever happens here (signer,
         // expiry, nonce); with trusted keys the control plane refuses a bad
@@ -288,14 +300,10 @@ impl AdminService for AdminServiceImpl {
             .await
             .map_err(|_| Status::unavailable(format!("agent {agent_id} disconnected")))?;
         self.audit(
-            if signer.is_empty() {
-                "admin".into()
-            } else {
-                signer
-            },
+            caller.actor(),
             "agent.unfreeze",
             format!("pid {pid} on {agent_id}"),
-            String::new(),
+            signed_by(&signer),
         )
         .await;
         Ok(Response::new(pb::UnfreezeResponse {}))
@@ -305,6 +313,7 @@ impl AdminService for AdminServiceImpl {
         &self,
         req: Request<pb::ApproveWorkloadRequest>,
     ) -> Result<Response<pb::ApproveWorkloadResponse>, Status> {
+        let caller = Caller::of(&req);
         let wire = req
             .into_inner()
             .workload
@@ -336,14 +345,13 @@ impl AdminService for AdminServiceImpl {
             .await?;
         tracing::info!(%id, "workload approved");
         self.audit(
-            if signer.is_empty() {
-                approved_by
-            } else {
-                signer
-            },
+            caller.actor(),
             "workload.approve",
             format!("workload {id}"),
-            format!("exe sha256 {digest}"),
+            format!(
+                "exe sha256 {digest}; approved by {approved_by:?}; {}",
+                signed_by(&signer)
+            ),
         )
         .await;
         Ok(Response::new(pb::ApproveWorkloadResponse { id }))
@@ -353,6 +361,7 @@ impl AdminService for AdminServiceImpl {
         &self,
         req: Request<pb::RevokeWorkloadRequest>,
     ) -> Result<Response<pb::RevokeWorkloadResponse>, Status> {
+        let caller = Caller::of(&req);
         let id = req.into_inner().id;
         let result = self
             .node
@@ -363,7 +372,7 @@ impl AdminService for AdminServiceImpl {
         }
         tracing::info!(%id, "workload revoked");
         self.audit(
-            "admin".into(),
+            caller.actor(),
             "workload.revoke",
             format!("workload {id}"),
             String::new(),

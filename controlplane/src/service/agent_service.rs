@@ -14,15 +14,17 @@ use vigil_domain::{AgentIdentity, Finding};
 use vigil_proto::agent::v1 as pb;
 use vigil_proto::agent::v1::agent_service_server::AgentService;
 
-use super::AgentSessions;
+use super::{AgentSessions, Caller};
 use crate::metrics::FindingIntake;
 use crate::node::ControlPlaneNode;
 use crate::raft_types::{Command, CommandResult};
+use crate::security_events::{SecurityEvent, SecurityEvents};
 
 pub struct AgentServiceImpl {
     node: Arc<ControlPlaneNode>,
     sessions: Arc<AgentSessions>,
     intake: FindingIntake,
+    events: SecurityEvents,
 }
 
 impl AgentServiceImpl {
@@ -30,11 +32,13 @@ impl AgentServiceImpl {
         node: Arc<ControlPlaneNode>,
         sessions: Arc<AgentSessions>,
         intake: FindingIntake,
+        events: SecurityEvents,
     ) -> Self {
         Self {
             node,
             sessions,
             intake,
+            events,
         }
     }
 }
@@ -277,6 +281,8 @@ impl AgentService for AgentServiceImpl {
         &self,
         req: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
+        let caller = Caller::of(&req);
+        let peer = req.remote_addr();
         let mut inbound = req.into_inner();
         let first = inbound
             .message()
@@ -289,6 +295,26 @@ impl AgentService for AgentServiceImpl {
             return Err(Status::invalid_argument("the first message must be hello"));
         };
         let agent = registration(hello)?;
+        // With mutual TLS the certificate says which agent this is; a
+        // hello naming another is an agent posing as another host.
+        if let Some(certified) = caller.agent_id() {
+            if certified != agent.agent_id {
+                let why = format!(
+                    "its hello names agent {:?}; its certificate is for {certified:?}",
+                    agent.agent_id
+                );
+                self.events.report(SecurityEvent::Denied {
+                    caller: caller.actor(),
+                    peer,
+                    what: "/vigil.agent.v1.AgentService/Stream".into(),
+                    why: why.clone(),
+                });
+                tracing::warn!(agent = %certified, claimed = %agent.agent_id, "agent refused: hello names another agent");
+                return Err(Status::permission_denied(format!(
+                    "agent {certified}: {why}"
+                )));
+            }
+        }
         let agent_id = agent.agent_id.clone();
         tracing::info!(agent = %agent_id, hostname = %agent.hostname, mode = agent.sensor_mode.as_str(), "agent connected");
         self.node

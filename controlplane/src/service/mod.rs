@@ -4,9 +4,11 @@ mod admin_service;
 mod agent_service;
 mod agent_sessions;
 mod alert_feed;
+pub mod authorization;
 mod siem_service;
 
 pub use admin_service::AdminServiceImpl;
 pub use agent_service::AgentServiceImpl;
 pub use agent_sessions::AgentSessions;
+pub use authorization::{Authorization, Caller};
 pub use siem_service::SiemExportImpl;

@@ -1,0 +1,193 @@
+//! Mutual TLS on the control plane's gRPC listener.
+//!
+//! The control plane terminates TLS itself (tokio-rustls) rather than
+//! through tonic's `ServerTlsConfig`, for two reasons: a handshake gets a
+//! deadline and runs beside the accept loop (a peer that connects and says
+//! nothing holds one slot for ten seconds, not the listener), and a peer
+//! that is refused is logged and audited with why. Every peer must present
+//! a certificate that chains to the fleet's CA; what it may do is decided
+//! per RPC by [`crate::service::authorization`].
+//!
+//! Architecture invariant: with TLS configured, no byte of gRPC reaches a
+//! service from a peer without a verified certificate.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use vigil_pki::{CertificateInfo, Identity};
+
+use crate::security_events::{SecurityEvent, SecurityEvents};
+
+/// How long a peer has to finish its TLS handshake.
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; past it, new connections wait.
+const HANDSHAKES_IN_FLIGHT: usize = 256;
+
+/// The PEM files a node serves with.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The fleet's CA certificate: every peer must chain to it.
+    pub ca: PathBuf,
+    /// This node's certificate (it must name a node: `vigilctl ca issue --node`).
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{path}: {what}")]
+    Pem { path: PathBuf, what: String },
+    #[error("{path}: this certificate names {named}, not a control-plane node (issue one with `vigilctl ca issue --node ID`)")]
+    NotANode { path: PathBuf, named: String },
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsSetupError> {
+    std::fs::read(path).map_err(|source| TlsSetupError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn pem_err(path: &Path, what: impl Into<String>) -> TlsSetupError {
+    TlsSetupError::Pem {
+        path: path.to_owned(),
+        what: what.into(),
+    }
+}
+
+/// Certificates in a PEM file, in order; none is an error.
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    let pem = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_err(path, format!("not PEM certificates: {e}")))?;
+    if certs.is_empty() {
+        return Err(pem_err(path, "no CERTIFICATE in this file"));
+    }
+    Ok(certs)
+}
+
+/// The rustls configuration: TLS 1.2+, ALPN h2, client certificates
+/// required and verified against the CA.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in certificates(&files.ca)? {
+        roots
+            .add(ca)
+            .map_err(|e| pem_err(&files.ca, format!("not a usable CA certificate: {e}")))?;
+    }
+    let chain = certificates(&files.cert)?;
+    let info =
+        CertificateInfo::from_der(&chain[0]).map_err(|e| pem_err(&files.cert, e.to_string()))?;
+    match info.identity {
+        Ok(Identity::Node { .. }) => {}
+        Ok(other) => {
+            return Err(TlsSetupError::NotANode {
+                path: files.cert.clone(),
+                named: other.to_string(),
+            })
+        }
+        Err(e) => {
+            return Err(TlsSetupError::NotANode {
+                path: files.cert.clone(),
+                named: format!("no vigil identity ({e})"),
+            })
+        }
+    }
+    let key_pem = read(&files.key)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| pem_err(&files.key, format!("no private key: {e}")))?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| TlsSetupError::Config(e.to_string()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsSetupError::Config(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsSetupError::Config(format!("{}: {e}", files.key.display())))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Accepts on `listener` and hands on each connection whose handshake
+/// succeeded within the deadline; a refused one is logged and reported.
+pub fn accept(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    events: SecurityEvents,
+) -> ReceiverStream<io::Result<TlsStream<TcpStream>>> {
+    let (tx, rx) = mpsc::channel(64);
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let in_flight = Arc::new(Semaphore::new(HANDSHAKES_IN_FLIGHT));
+    tokio::spawn(async move {
+        loop {
+            let Ok(turn) = in_flight.clone().acquire_owned().await else {
+                return;
+            };
+            let (tcp, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and the like: say so, back off, go on.
+                    tracing::warn!(error = %e, "accepting a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let (acceptor, tx, events) = (acceptor.clone(), tx.clone(), events.clone());
+            tokio::spawn(async move {
+                let _turn = turn;
+                let plaintext = looks_like_plaintext(&tcp).await;
+                match tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => {
+                        let reason = if plaintext {
+                            "a plaintext client on the TLS port (use https:// and a certificate from the fleet's CA)".to_string()
+                        } else {
+                            format!("TLS handshake failed: {e}")
+                        };
+                        tracing::warn!(%peer, %reason, "connection refused");
+                        events.report(SecurityEvent::HandshakeRefused { peer, reason });
+                    }
+                    Err(_) => {
+                        tracing::warn!(%peer, "connection refused: no TLS handshake within 10 s");
+                        events.report(SecurityEvent::HandshakeRefused {
+                            peer,
+                            reason: "no TLS handshake within 10 s".into(),
+                        });
+                    }
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// Whether the first bytes are an HTTP/2 preface rather than a TLS
+/// handshake record (a client configured for plaintext), to say so.
+async fn looks_like_plaintext(tcp: &TcpStream) -> bool {
+    let mut first = [0u8; 3];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), tcp.peek(&mut first)).await,
+        Ok(Ok(3)) if &first == b"PRI"
+    )
+}

@@ -1,0 +1,95 @@
+//! A fleet CA and certificates made with `vigil-pki` in a test's
+//! directory, and mutual-TLS channels that present them.
+
+use std::path::{Path, PathBuf};
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity as TlsIdentity};
+use vigil_pki::{CertificateAuthority, Identity, IssuedCertificate, LeafRequest};
+
+/// A CA in `dir`, and certificates issued by it on demand.
+pub struct TlsFleet {
+    /// The CA certificate file.
+    pub ca_file: PathBuf,
+    ca: CertificateAuthority,
+}
+
+impl TlsFleet {
+    /// A new CA named `name`; its certificate is `dir/<name>-ca.pem`.
+    pub fn new(dir: &Path, name: &str) -> TlsFleet {
+        let ca =
+            CertificateAuthority::init(name, time::OffsetDateTime::now_utc(), 30).expect("a CA");
+        std::fs::write(dir.join(format!("{name}-ca.pem")), ca.cert_pem()).expect("write CA");
+        TlsFleet {
+            ca_file: dir.join(format!("{name}-ca.pem")),
+            ca,
+        }
+    }
+
+    pub fn ca_pem(&self) -> &str {
+        self.ca.cert_pem()
+    }
+
+    /// A certificate and key for `identity`, valid for a day.
+    pub fn issue(&self, identity: Identity) -> IssuedCertificate {
+        self.ca
+            .issue(&LeafRequest::new(
+                identity,
+                time::OffsetDateTime::now_utc(),
+                1,
+            ))
+            .expect("issue")
+    }
+
+    /// The control plane's flags for node `id` serving on 127.0.0.1: the
+    /// files are written beside the CA.
+    pub fn node_flags(&self, id: &str) -> Vec<String> {
+        let mut req = LeafRequest::new(
+            Identity::node(id).expect("node id"),
+            time::OffsetDateTime::now_utc(),
+            1,
+        );
+        req.ip_addresses.push("127.0.0.1".parse().unwrap());
+        let issued = self.ca.issue(&req).expect("issue node");
+        let dir = self.ca_file.parent().expect("the CA's directory");
+        let (cert, key) = (
+            dir.join(format!("node-{id}.pem")),
+            dir.join(format!("node-{id}.key")),
+        );
+        std::fs::write(&cert, &issued.cert_pem).expect("write");
+        std::fs::write(&key, &issued.key_pem).expect("write");
+        vec![
+            "--tls-ca".into(),
+            self.ca_file.display().to_string(),
+            "--tls-cert".into(),
+            cert.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
+        ]
+    }
+
+    /// A channel to `https://127.0.0.1:port` that trusts this CA and
+    /// presents `who`.
+    pub async fn channel(
+        &self,
+        port: u16,
+        who: &IssuedCertificate,
+    ) -> Result<Channel, tonic::transport::Error> {
+        channel_with(port, self.ca_pem(), who).await
+    }
+}
+
+/// A mutual-TLS channel trusting `ca_pem` and presenting `who`.
+pub async fn channel_with(
+    port: u16,
+    ca_pem: &str,
+    who: &IssuedCertificate,
+) -> Result<Channel, tonic::transport::Error> {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .identity(TlsIdentity::from_pem(&who.cert_pem, &who.key_pem))
+        .domain_name("127.0.0.1");
+    Endpoint::from_shared(format!("https://127.0.0.1:{port}"))?
+        .tls_config(tls)?
+        .connect()
+        .await
+}

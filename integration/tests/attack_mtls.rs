@@ -1,0 +1,173 @@
+//! The control plane with mutual TLS, attacked by network peers: a
+//! plaintext client, a certificate from another CA, a viewer reaching for
+//! admin RPCs, an agent calling the admin service, an agent posing as
+//! another host. Each is refused with a clear error and an audit entry;
+//! the rightful callers get through and are audited by name.
+//! Unprivileged: processes and loopback only.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+use vigil_integration::raw_agent::hello;
+use vigil_integration::tls_fleet::{channel_with, TlsFleet};
+use vigil_integration::{free_port, try_wait_for, ControlPlane};
+use vigil_pki::{Identity, OperatorRole};
+use vigil_proto::admin::v1 as admin_pb;
+use vigil_proto::admin::v1::admin_service_client::AdminServiceClient;
+use vigil_proto::agent::v1::agent_service_client::AgentServiceClient;
+
+#[tokio::test]
+async fn only_certified_callers_with_the_role_get_through() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = TlsFleet::new(tmp.path(), "fleet");
+    let port = free_port();
+    let flags = fleet.node_flags("cp1");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let cp = ControlPlane::start_with(&tmp.path().join("cp"), port, &flags);
+
+    let admin_cert = fleet.issue(Identity::operator(OperatorRole::Admin, "alice").unwrap());
+    let viewer_cert = fleet.issue(Identity::operator(OperatorRole::Viewer, "bob").unwrap());
+    let agent_cert = fleet.issue(Identity::agent("host-1").unwrap());
+    let mut admin = AdminServiceClient::new(fleet.channel(port, &admin_cert).await.unwrap());
+    try_wait_for("a raft leader", Duration::from_secs(20), || {
+        let mut admin = admin.clone();
+        async move {
+            let s = admin
+                .cluster_status(admin_pb::ClusterStatusRequest {})
+                .await
+                .ok()?;
+            (s.into_inner().leader_id != 0).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+
+    // A plaintext client on the TLS port gets nothing.
+    let plaintext = vigil_integration::try_connect(&cp.endpoint()).await;
+    if let Ok(channel) = plaintext {
+        let r = AdminServiceClient::new(channel)
+            .query_alerts(admin_pb::QueryAlertsRequest::default())
+            .await;
+        assert!(r.is_err(), "a plaintext client was answered");
+    }
+
+    // A certificate from another CA: the handshake fails.
+    let other = TlsFleet::new(tmp.path(), "other");
+    let forged_admin = other.issue(Identity::operator(OperatorRole::Admin, "alice").unwrap());
+    let foreign = channel_with(port, fleet.ca_pem(), &forged_admin).await;
+    if let Ok(channel) = foreign {
+        let r = AdminServiceClient::new(channel)
+            .revoke_workload(admin_pb::RevokeWorkloadRequest { id: "w-1".into() })
+            .await;
+        assert!(r.is_err(), "a foreign CA's certificate was answered");
+    }
+
+    // A viewer reads, and is refused what only an admin may do.
+    let mut viewer = AdminServiceClient::new(fleet.channel(port, &viewer_cert).await.unwrap());
+    viewer
+        .query_alerts(admin_pb::QueryAlertsRequest::default())
+        .await
+        .expect("a viewer reads alerts");
+    let denied = viewer
+        .revoke_workload(admin_pb::RevokeWorkloadRequest { id: "w-1".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied.message().contains("viewer bob") && denied.message().contains("admin role"),
+        "{}",
+        denied.message()
+    );
+
+    // An agent's certificate does not open the admin service.
+    let mut as_agent = AdminServiceClient::new(fleet.channel(port, &agent_cert).await.unwrap());
+    let denied = as_agent
+        .list_audit(admin_pb::ListAuditRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+
+    // An agent posing as another host is refused; as itself it registers.
+    let mut agents = AgentServiceClient::new(fleet.channel(port, &agent_cert).await.unwrap());
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(hello("host-2", "host-2")).await.unwrap();
+    let posed = agents.stream(ReceiverStream::new(rx)).await;
+    let posed = match posed {
+        Err(status) => status,
+        Ok(resp) => {
+            let mut inbound = resp.into_inner();
+            tokio::time::timeout(Duration::from_secs(10), inbound.message())
+                .await
+                .expect("an answer")
+                .expect_err("the posing stream is refused")
+        }
+    };
+    assert_eq!(posed.code(), Code::PermissionDenied, "{posed:?}");
+    assert!(
+        posed.message().contains("certificate is for \"host-1\""),
+        "{}",
+        posed.message()
+    );
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(hello("host-1", "host-1")).await.unwrap();
+    let _session = agents.stream(ReceiverStream::new(rx)).await.unwrap();
+    try_wait_for("host-1 registered", Duration::from_secs(10), || {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .get_agent(admin_pb::GetAgentRequest {
+                    agent: "host-1".into(),
+                })
+                .await
+                .ok()
+                .map(|_| ())
+        }
+    })
+    .await
+    .unwrap();
+    let never = admin
+        .get_agent(admin_pb::GetAgentRequest {
+            agent: "host-2".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(never.code(), Code::NotFound);
+
+    // Every refusal is in the audit log with who and why.
+    let entries = try_wait_for("the refusals audited", Duration::from_secs(10), || {
+        let mut admin = admin.clone();
+        async move {
+            let entries = admin
+                .list_audit(admin_pb::ListAuditRequest {
+                    after_index: 0,
+                    limit: 1000,
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .entries;
+            let has = |action: &str, needle: &str| {
+                entries.iter().any(|e| {
+                    e.action == action
+                        && format!("{} {} {}", e.actor, e.subject, e.detail).contains(needle)
+                })
+            };
+            (has("connection.refused", "plaintext client")
+                && has("connection.refused", "TLS handshake failed")
+                && has("request.denied", "viewer bob")
+                && has("request.denied", "agent host-1")
+                && has("request.denied", "certificate is for"))
+            .then_some(entries)
+        }
+    })
+    .await;
+    let entries = entries.unwrap_or_else(|e| {
+        panic!(
+            "{e}\n{}",
+            std::fs::read_to_string(&cp.log).unwrap_or_default()
+        )
+    });
+    assert!(!entries.is_empty());
+}
