@@ -176,6 +176,21 @@ impl Enforcer {
     /// Applies a rule's action to `pid` and its descendants; `event_boot_ns`
     /// is when the process did what the finding reports (CLOCK_BOOTTIME).
     pub fn enforce(&mut self, plan: &ActionPlan, pid: u32, event_boot_ns: u64) -> Enforcement {
+        self.enforce_holding(plan, pid, event_boot_ns, None)
+    }
+
+    /// `enforce`, for a finding about the file `held` (a model file, as
+    /// the process names it): a kill also kills the other processes of the
+    /// same uid that hold that file open, wherever they sit in the process
+    /// tree (a worker that double-forked away from its parent is no
+    /// descendant, and would keep the model loaded).
+    pub fn enforce_holding(
+        &mut self,
+        plan: &ActionPlan,
+        pid: u32,
+        event_boot_ns: u64,
+        held: Option<&str>,
+    ) -> Enforcement {
         let action = plan.action;
         // The pidfd first, the checks after: if the checks pass, the pidfd
         // names the process they checked (a pid recycled in between would
@@ -204,7 +219,16 @@ impl Enforcer {
         let done = |s: String| Enforcement::Now(Outcome::Done(s));
         let r = match action {
             Action::Alert => Ok(done("alerted".into())),
-            Action::Kill => Ok(done(self.kill(pid, pidfd))),
+            Action::Kill => {
+                // Read before the kill: the file's identity as the target
+                // sees it, and the target's uid.
+                let holding = held.and_then(|path| self.held_file(pid, path));
+                let mut text = self.kill(pid, pidfd);
+                if let Some(held) = holding {
+                    text.push_str(&self.kill_holders(&held, &tree));
+                }
+                Ok(done(text))
+            }
             Action::Freeze => self.freeze(pid, &tree),
             Action::DenyGpu => self.deny_gpu(pid, &tree).map(done),
             Action::BlockEgress => self.block_egress(pid, &tree, &plan.hosts),
@@ -392,6 +416,76 @@ impl Enforcer {
             "killed pid {pid} and {} descendants",
             killed.saturating_sub(1)
         )
+    }
+
+    /// The file `path` names for `pid` (through its root directory), with
+    /// the uid of `pid`: what `kill_holders` looks for.
+    fn held_file(&self, pid: u32, path: &str) -> Option<HeldFile> {
+        if !path.starts_with('/') {
+            return None;
+        }
+        let meta = std::fs::metadata(self.procfs.root_handle(pid, path)).ok()?;
+        use std::os::unix::fs::MetadataExt;
+        Some(HeldFile {
+            path: path.to_string(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            uid: real_uid(&self.procfs, pid)?,
+        })
+    }
+
+    /// Kills every other process of the file's uid with the file open (a
+    /// descriptor on the same device and inode), never one the guard
+    /// refuses; what it did, as the end of the kill's outcome. `killed` is
+    /// the target's tree, already dealt with.
+    ///
+    /// Hand-written scan of /proc/*/fd: the procfs crate resolves each
+    /// descriptor's link target (a path), not the (dev, ino) of the open
+    /// file, which only a stat through the magic link gives.
+    fn kill_holders(&self, held: &HeldFile, killed: &[u32]) -> String {
+        let mut holders = Vec::new();
+        for p in self.procfs.pids().unwrap_or_default() {
+            if killed.contains(&p) || real_uid(&self.procfs, p) != Some(held.uid) {
+                continue;
+            }
+            if !self.holds(p, held) {
+                continue;
+            }
+            // The pidfd first, then the checks again: they are about the
+            // process the pidfd names.
+            let Ok(fd) = open_pidfd(p) else { continue };
+            if real_uid(&self.procfs, p) != Some(held.uid) || !self.holds(p, held) {
+                continue;
+            }
+            if let Some(why) = self.guard.refusal(&self.procfs, p, 0) {
+                tracing::warn!(pid = p, reason = %why, "a holder of the model file is spared");
+                continue;
+            }
+            if signal(&fd, rustix::process::Signal::KILL).is_ok() {
+                holders.push(p);
+            }
+        }
+        if holders.is_empty() {
+            return String::new();
+        }
+        format!(
+            "; and {} other processes of uid {} holding {} open (pids {:?})",
+            holders.len(),
+            held.uid,
+            held.path,
+            holders
+        )
+    }
+
+    /// Whether `pid` has a descriptor open on the held file.
+    fn holds(&self, pid: u32, held: &HeldFile) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(fds) = std::fs::read_dir(self.procfs.pid_dir(pid).join("fd")) else {
+            return false;
+        };
+        fds.flatten().any(|fd| {
+            std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == held.dev && m.ino() == held.ino)
+        })
     }
 
     /// `pid` first, then its descendants (from /proc), breadth first,
@@ -717,6 +811,23 @@ impl Enforcer {
         }
         count
     }
+}
+
+/// A file a killed process had open, looked for in other processes.
+struct HeldFile {
+    path: String,
+    dev: u64,
+    ino: u64,
+    /// The uid (real) of the process killed: only its processes are.
+    uid: u32,
+}
+
+/// The real uid of `pid`, from /proc/PID/status.
+fn real_uid(procfs: &Procfs, pid: u32) -> Option<u32> {
+    ::procfs::process::Process::new_with_root(procfs.pid_dir(pid))
+        .and_then(|p| p.status())
+        .ok()
+        .map(|s| s.ruid)
 }
 
 fn open_pidfd(pid: u32) -> std::io::Result<OwnedFd> {

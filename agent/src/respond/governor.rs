@@ -378,9 +378,13 @@ impl Governor {
     /// Carries out an action: the finding that says what happened, or the
     /// action's waiting part.
     pub fn enforce(&mut self, finding: &Finding, plan: &ActionPlan, event_boot_ns: u64) -> Acted {
+        // A kill for a model file also reaches the file's other holders.
+        let held = (finding.signal == vigil_domain::SignalKind::ModelFile)
+            .then(|| finding.file.as_ref().map(|f| f.path.as_str()))
+            .flatten();
         match self
             .enforcer
-            .enforce(plan, finding.process.pid, event_boot_ns)
+            .enforce_holding(plan, finding.process.pid, event_boot_ns, held)
         {
             Enforcement::Now(outcome) => Acted::Now(outcome_finding(
                 finding,
