@@ -240,9 +240,9 @@ impl RespondStage {
                         .enforce(&queued.finding, &queued.plan, queued.event_boot_ns)
                     {
                         Acted::Now(mut finding) => {
-                            finding.summary.push_str(&format!(
-                                " [queued {waited:.1} s: action budget]"
-                            ));
+                            finding
+                                .summary
+                                .push_str(&format!(" [queued {waited:.1} s: action budget]"));
                             (queued, finding)
                         }
                         Acted::Waiting(action) => {
@@ -710,6 +710,159 @@ when: [model_file]
             outcome[0].summary
         );
 
+        let _ = offender.kill();
+        let _ = offender.wait();
+        detections_tx
+            .send(Detections {
+                findings: Vec::new(),
+                exits: vec![(pid, 0)],
+            })
+            .await
+            .unwrap();
+        drop(detections_tx);
+        running.await.unwrap().unwrap();
+    }
+    const FREEZE_RULES: &str = r#"id: test.freeze-stalled
+description: its process has a thread that does not freeze
+severity: high
+when: [model_file]
+condition: process.name == "freeze-stall"
+action: freeze
+---
+id: test.rest
+description: reported, nothing done
+severity: medium
+when: [model_file]
+"#;
+
+    /// A thread of this python program waits on a FUSE mount (argv[1])
+    /// that never answers: a killable wait, which a cgroup freeze does not
+    /// end, so the freeze is not reported done.
+    const STUCK_ON_FUSE: &str = "import os, sys, threading, time\nthreading.Thread(target=lambda: os.listdir(sys.argv[1]), daemon=True).start()\ntime.sleep(120)\n";
+
+    /// A FUSE mount at `dir` whose server never answers (not even its
+    /// INIT): every access waits until the returned descriptor closes.
+    fn unanswered_fuse_mount(dir: &std::path::Path) -> std::fs::File {
+        use std::os::fd::AsRawFd;
+        let device = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")
+            .expect("/dev/fuse");
+        let options = format!(
+            "fd={},rootmode=40000,user_id=0,group_id=0",
+            device.as_raw_fd()
+        );
+        nix::mount::mount(
+            Some("vigil-test-stall"),
+            dir,
+            Some("fuse"),
+            nix::mount::MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .expect("mounting the FUSE file system");
+        device
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_freeze_that_is_not_reported_done_delays_only_its_own_outcome() {
+        if !rustix::process::geteuid().is_root() || !std::path::Path::new("/dev/fuse").exists() {
+            eprintln!("skipped: freeze needs root (a cgroup), the stall a FUSE mount");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate();
+        let files: PolicySource = [("rules.yaml".to_string(), FREEZE_RULES.to_string())].into();
+        let bundle = tmp.path().join("bundle.json");
+        std::fs::write(&bundle, key.sign(1, files).to_json()).unwrap();
+        let config = AgentConfig::try_parse_from([
+            "vigil-agent",
+            "--trusted-policy-key",
+            &key.public_hex(),
+            "--policy-bundle",
+            bundle.to_str().unwrap(),
+        ])
+        .unwrap();
+        let db = sled::open(tmp.path().join("db")).unwrap();
+        let stage = RespondStage::open(&config, &db, AgentMetrics::default()).unwrap();
+        let (detections_tx, detections) = mpsc::channel(8);
+        let (_requests_tx, requests) = mpsc::channel(8);
+        let (workloads, _workloads_rx) = mpsc::channel(8);
+        let (standing, mut standing_rx) = mpsc::channel(64);
+        let running = tokio::spawn(stage.run(RespondLinks {
+            detections,
+            requests,
+            workloads,
+            standing,
+        }));
+
+        let mount = tmp.path().join("stall");
+        std::fs::create_dir(&mount).unwrap();
+        let device = unanswered_fuse_mount(&mount);
+        let mut offender = std::process::Command::new("python3")
+            .args(["-c", STUCK_ON_FUSE])
+            .arg(&mount)
+            .spawn()
+            .unwrap();
+        let pid = offender.id();
+        // Wait for a thread of it to be stuck (state D: a killable wait).
+        let stuck = (0..1000).any(|_| {
+            let stuck = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|t| {
+                    std::fs::read_to_string(t.path().join("stat"))
+                        .is_ok_and(|s| s.rsplit(") ").next().is_some_and(|r| r.starts_with('D')))
+                });
+            if !stuck {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            stuck
+        });
+        assert!(stuck, "no thread of pid {pid} waits on the FUSE mount");
+
+        detections_tx
+            .send(Detections {
+                findings: vec![model_file(pid, "freeze-stall")],
+                exits: Vec::new(),
+            })
+            .await
+            .unwrap();
+        let first = next(&mut standing_rx, "finding for the offender").await;
+        assert_eq!(
+            first.len(),
+            1,
+            "the freeze was reported done at once: {first:#?}"
+        );
+        assert_eq!(first[0].rule_id, "test.freeze-stalled");
+
+        // While the freeze waits, another finding is decided, and comes
+        // first.
+        detections_tx
+            .send(Detections {
+                findings: vec![model_file(std::process::id(), "bystander")],
+                exits: Vec::new(),
+            })
+            .await
+            .unwrap();
+        let second = next(&mut standing_rx, "finding for the bystander").await;
+        assert_eq!(second.len(), 1, "{second:#?}");
+        assert_eq!(second[0].rule_id, "test.rest");
+
+        // The freeze's outcome follows: not reported done in time.
+        let outcome = next(&mut standing_rx, "freeze outcome").await;
+        assert_eq!(outcome.len(), 1, "{outcome:#?}");
+        assert_eq!(outcome[0].action, "freeze");
+        assert!(
+            outcome[0].summary.contains("did not report frozen"),
+            "{}",
+            outcome[0].summary
+        );
+
+        // Closing the device ends the stuck wait; the offender goes.
+        let _ = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH);
+        drop(device);
         let _ = offender.kill();
         let _ = offender.wait();
         detections_tx
