@@ -40,6 +40,28 @@ impl TlsFleet {
             .expect("issue")
     }
 
+    /// Writes `who` beside the CA as `<name>.pem` and `<name>.key`; the
+    /// vigilctl flags that present it to `https://127.0.0.1:port`.
+    pub fn vigilctl_flags(&self, port: u16, name: &str, who: &IssuedCertificate) -> Vec<String> {
+        let dir = self.ca_file.parent().expect("the CA's directory");
+        let (cert, key) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&cert, &who.cert_pem).expect("write");
+        std::fs::write(&key, &who.key_pem).expect("write");
+        vec![
+            "--endpoint".into(),
+            format!("https://127.0.0.1:{port}"),
+            "--tls-ca".into(),
+            self.ca_file.display().to_string(),
+            "--tls-cert".into(),
+            cert.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
+        ]
+    }
+
     /// The control plane's flags for node `id` serving on 127.0.0.1: the
     /// files are written beside the CA.
     pub fn node_flags(&self, id: &str) -> Vec<String> {

@@ -135,6 +135,45 @@ async fn only_certified_callers_with_the_role_get_through() {
         .unwrap_err();
     assert_eq!(never.code(), Code::NotFound);
 
+    // vigilctl with the same certificates: the admin reads the audit log,
+    // the viewer's revoke exits 5 with the reason, no certificate exits 3.
+    let vigilctl = |flags: Vec<String>, args: &[&str]| {
+        std::process::Command::new(vigil_integration::binary("vigilctl"))
+            .env_remove("VIGIL_ENDPOINT")
+            .args(flags)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = vigilctl(
+        fleet.vigilctl_flags(port, "alice", &admin_cert),
+        &["audit", "list", "-o", "json"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = vigilctl(
+        fleet.vigilctl_flags(port, "bob", &viewer_cert),
+        &["workload", "revoke", "w-1"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin role"));
+    let out = vigilctl(vec!["--endpoint".into(), cp.endpoint()], &["audit", "list"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("requires mutual TLS"));
+
     // Every refusal is in the audit log with who and why.
     let entries = try_wait_for("the refusals audited", Duration::from_secs(10), || {
         let mut admin = admin.clone();

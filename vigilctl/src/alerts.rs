@@ -231,7 +231,10 @@ fn domain_alert(wire: vigil_proto::types::v1::Alert) -> anyhow::Result<Alert> {
 }
 
 /// Checks the arguments clap cannot, then asks the control plane.
-pub async fn run(endpoint: &str, args: AlertsArgs) -> anyhow::Result<()> {
+pub async fn run(
+    endpoint: &crate::control_plane::ControlPlaneArgs,
+    args: AlertsArgs,
+) -> anyhow::Result<()> {
     let format = args.output.format(OutputFormat::Jsonl);
     if args.follow && format == OutputFormat::Json {
         return Err(ExitCode::Usage.error(

@@ -1,32 +1,114 @@
 //! The connection to the control plane's AdminService, and what its
 //! refusals mean as exit codes.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use anyhow::Context;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use vigil_proto::admin::v1::admin_service_client::AdminServiceClient;
 
 use crate::exit_code::ExitCode;
 
 pub type AdminClient = AdminServiceClient<Channel>;
 
+/// Where the control plane is and, for mutual TLS, who this operator is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ControlPlaneArgs {
+    /// Control plane gRPC endpoint: https://HOST:PORT with the --tls-* files, http:// for a lab without TLS.
+    #[arg(
+        long,
+        global = true,
+        visible_alias = "control-plane",
+        env = "VIGIL_ENDPOINT",
+        default_value = "http://127.0.0.1:7700"
+    )]
+    pub endpoint: String,
+    /// The fleet's CA certificate (PEM): the control plane must present a certificate it issued.
+    #[arg(long, global = true, env = "VIGIL_TLS_CA", value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// This operator's certificate (PEM; `vigilctl ca issue --operator NAME --role ROLE`).
+    #[arg(long, global = true, env = "VIGIL_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// This operator's private key (PEM).
+    #[arg(long, global = true, env = "VIGIL_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl ControlPlaneArgs {
+    /// The TLS client configuration: all three files, or none with http://.
+    fn tls(&self) -> anyhow::Result<Option<ClientTlsConfig>> {
+        let https = self.endpoint.starts_with("https://");
+        let (ca, cert, key) = match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
+            (None, None, None) if !https => return Ok(None),
+            (Some(ca), Some(cert), Some(key)) if https => (ca, cert, key),
+            (Some(_), Some(_), Some(_)) => {
+                return Err(ExitCode::Usage.error(format!(
+                    "the --tls-* files are for an https:// endpoint, not {:?}",
+                    self.endpoint
+                )))
+            }
+            _ => {
+                return Err(ExitCode::Usage.error(
+                    "mutual TLS needs an https:// endpoint and all of --tls-ca, --tls-cert and --tls-key (or VIGIL_TLS_CA, VIGIL_TLS_CERT, VIGIL_TLS_KEY)",
+                ))
+            }
+        };
+        let read =
+            |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let host = self
+            .endpoint
+            .trim_start_matches("https://")
+            .split(['/', ':'])
+            .next()
+            .unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_string();
+        Ok(Some(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(read(ca)?))
+                .identity(Identity::from_pem(read(cert)?, read(key)?))
+                .domain_name(host),
+        ))
+    }
+}
+
 /// Connects now, so an unreachable control plane is one clear error.
-pub async fn connect(endpoint: &str) -> anyhow::Result<AdminClient> {
-    let channel = Endpoint::from_shared(endpoint.to_string())
+pub async fn connect(target: &ControlPlaneArgs) -> anyhow::Result<AdminClient> {
+    let endpoint = &target.endpoint;
+    let mut ep = Endpoint::from_shared(endpoint.to_string())
         .map_err(|e| ExitCode::Usage.error(format!("bad endpoint {endpoint:?}: {e}")))?
-        .connect_timeout(Duration::from_secs(3))
-        .connect()
-        .await
-        .map_err(|e| {
-            ExitCode::Unreachable
-                .error(format!("cannot reach the control plane at {endpoint}: {e}"))
-        })?;
+        .connect_timeout(Duration::from_secs(3));
+    if let Some(tls) = target.tls()? {
+        ep = ep
+            .tls_config(tls)
+            .map_err(|e| ExitCode::Usage.error(format!("the TLS files: {e}")))?;
+    }
+    let channel = ep.connect().await.map_err(|e| {
+        let mut why = format!("{e}");
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            why.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        ExitCode::Unreachable.error(format!(
+            "cannot reach the control plane at {endpoint}: {why}"
+        ))
+    })?;
     Ok(AdminServiceClient::new(channel))
 }
 
 /// A refused request as an error with its exit code; the message is the
 /// control plane's own ("no agent with id or hostname \"x\"").
 pub fn refused(status: tonic::Status) -> anyhow::Error {
+    // A connection the control plane closed before answering: most often
+    // a plaintext client on a mutual-TLS port.
+    if status.code() == tonic::Code::Unavailable || status.message().contains("h2 protocol error") {
+        return ExitCode::Unreachable.error(format!(
+            "the control plane closed the connection ({}); if it requires mutual TLS, use an https:// endpoint with --tls-ca, --tls-cert and --tls-key",
+            status.message()
+        ));
+    }
     let code = match status.code() {
         tonic::Code::NotFound => ExitCode::NotFound,
         tonic::Code::PermissionDenied => ExitCode::VerificationFailed,
@@ -56,11 +138,32 @@ mod tests {
         );
     }
 
+    fn at(endpoint: &str) -> ControlPlaneArgs {
+        ControlPlaneArgs {
+            endpoint: endpoint.into(),
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+
     #[tokio::test]
     async fn a_closed_port_is_unreachable_and_a_bad_url_is_usage() {
-        let e = connect("http://127.0.0.1:1").await.unwrap_err();
+        let e = connect(&at("http://127.0.0.1:1")).await.unwrap_err();
         assert_eq!(ExitCode::of(&e), ExitCode::Unreachable);
-        let e = connect("not a url").await.unwrap_err();
+        let e = connect(&at("not a url")).await.unwrap_err();
         assert_eq!(ExitCode::of(&e), ExitCode::Usage);
+    }
+
+    #[tokio::test]
+    async fn tls_needs_https_and_all_three_files() {
+        let e = connect(&at("https://127.0.0.1:1")).await.unwrap_err();
+        assert_eq!(ExitCode::of(&e), ExitCode::Usage);
+        let mut half = at("https://127.0.0.1:1");
+        half.tls_ca = Some("/nonexistent".into());
+        assert_eq!(
+            ExitCode::of(&connect(&half).await.unwrap_err()),
+            ExitCode::Usage
+        );
     }
 }

@@ -33,15 +33,8 @@ use exit_code::ExitCode;
     after_help = exit_code::EXIT_CODES_HELP
 )]
 struct Cli {
-    /// Control plane gRPC endpoint.
-    #[arg(
-        long,
-        global = true,
-        visible_alias = "control-plane",
-        env = "VIGIL_ENDPOINT",
-        default_value = "http://127.0.0.1:7700"
-    )]
-    endpoint: String,
+    #[command(flatten)]
+    control_plane: control_plane::ControlPlaneArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -92,7 +85,7 @@ enum Command {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let endpoint = cli.endpoint.as_str();
+    let endpoint = &cli.control_plane;
     let connect = || control_plane::connect(endpoint);
     match cli.command {
         Command::Completions(args) => {

@@ -99,7 +99,10 @@ pub enum PolicyCommand {
     },
 }
 
-pub async fn run(endpoint: &str, command: PolicyCommand) -> anyhow::Result<()> {
+pub async fn run(
+    endpoint: &crate::control_plane::ControlPlaneArgs,
+    command: PolicyCommand,
+) -> anyhow::Result<()> {
     match command {
         PolicyCommand::Check { dir } => check(&dir),
         PolicyCommand::Test { dir, events } => test(&dir, &events),
