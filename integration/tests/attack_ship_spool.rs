@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use vigil_integration::alert_filter::{is_about_pid, is_of_rule};
+use vigil_integration::unprivileged::{python_as_nobody, shared_dir};
 use vigil_integration::{free_port, privileged, python_opens, Agent, ControlPlane, Tmpfs};
 
 const SPOOL_FULL_RULE: &str = "vigil.agent.spool-full";
@@ -183,5 +184,71 @@ async fn a_full_disk_degrades_the_agent_and_it_recovers_when_space_returns() {
         |a| !a.spool_full,
     )
     .await;
+    assert!(alive(&mut agent), "the agent exited:\n{}", agent.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_while_the_spool_is_full_does_not_push_out_an_earlier_finding() {
+    if !privileged("a_flood_while_the_spool_is_full_does_not_push_out_an_earlier_finding") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    // No control plane yet: two findings fill the spool, eight wait in memory.
+    let mut agent = Agent::start_with(
+        &tmp.path().join("agent"),
+        &endpoint,
+        "overflow-agent",
+        &["--spool-max-findings", "2", "--spool-memory-findings", "8"],
+    )
+    .await;
+    let models = tmp.path().join("models");
+    open_models(&models, "fill", 2);
+    // The real finding: held in memory, the spool being full.
+    let real = open_models(&models, "real", 1)[0];
+    agent
+        .wait_for_log(
+            "the agent to say spool-full",
+            Duration::from_secs(30),
+            "spool-full",
+        )
+        .await;
+    // Then nobody floods: 100 distinct model names from one process, 64
+    // findings one by one and the aggregates, far more than 8.
+    let dir = shared_dir(tmp.path(), "flood");
+    let status = python_as_nobody(
+        "import sys\nfor i in range(100):\n    open(f'{sys.argv[1]}/m{i}.onnx', 'w').close()",
+    )
+    .arg(&dir)
+    .status()
+    .expect("setpriv and python3");
+    assert!(status.success(), "the flood ran: {status}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // The control plane comes: the real finding, and the flood's
+    // aggregate, were kept; the flood's own findings were dropped.
+    let cp = ControlPlane::start(&tmp.path().join("cp"), port);
+    cp.wait_leader().await;
+    cp.wait_alerts_with(
+        "the finding held before the flood",
+        Duration::from_secs(30),
+        |a| is_about_pid(a, real),
+    )
+    .await;
+    cp.wait_alerts_with("the flood's aggregate", Duration::from_secs(30), |a| {
+        let f = a.finding.as_ref().unwrap();
+        f.summary.starts_with("flood: ") && f.process.as_ref().is_some_and(|p| p.uid == 65534)
+    })
+    .await;
+    let summary = cp
+        .wait_agent_summary(
+            "a heartbeat counting dropped findings",
+            Duration::from_secs(30),
+            "overflow-agent",
+            |a| a.spool_dropped > 0,
+        )
+        .await;
+    assert!(summary.spool_dropped >= 50, "{summary:?}");
     assert!(alive(&mut agent), "the agent exited:\n{}", agent.log_text());
 }

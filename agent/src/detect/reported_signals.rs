@@ -38,6 +38,15 @@ const FLOOD_PIDS: usize = 64;
 /// Processes a uid flood's aggregate names.
 const FLOOD_PIDS_LISTED: usize = 5;
 
+/// How a flood's aggregate finding's summary starts.
+const FLOOD_SUMMARY: &str = "flood: ";
+
+/// Whether `finding` is a flood's aggregate (made here, never by a rule):
+/// one finding that stands for many, kept before the findings it counts.
+pub fn is_flood_aggregate(finding: &Finding) -> bool {
+    finding.summary.starts_with(FLOOD_SUMMARY)
+}
+
 /// What became of a finding.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Admission {
@@ -427,7 +436,7 @@ fn aggregate(flood: &mut Flood, max: usize, now: Instant) -> Finding {
         other => format!("distinct {} objects", other.as_str()),
     };
     finding.summary = format!(
-        "flood: pid {} ({}) opened {total} {what}; {max} reported one by one (the per-process cap), {} more counted, first {} listed: {}",
+        "{FLOOD_SUMMARY}pid {} ({}) opened {total} {what}; {max} reported one by one (the per-process cap), {} more counted, first {} listed: {}",
         p.pid,
         p.comm,
         flood.counted,
@@ -457,7 +466,7 @@ fn uid_aggregate(flood: &mut UidFlood, max: usize, now: Instant) -> Finding {
         other => format!("distinct {} objects", other.as_str()),
     };
     finding.summary = format!(
-        "flood: uid {} opened {} more {what} past the per-user cap ({max} reported one by one in {} min), from {}{} processes; busiest: {}; first {} listed: {}",
+        "{FLOOD_SUMMARY}uid {} opened {} more {what} past the per-user cap ({max} reported one by one in {} min), from {}{} processes; busiest: {}; first {} listed: {}",
         finding.process.uid,
         f.counted,
         UID_WINDOW.as_secs() / 60,
@@ -615,6 +624,7 @@ mod tests {
             .iter()
             .partition(|a| a.summary.starts_with("flood: uid 65534 "));
         assert_eq!(of_pid.len(), 2, "{of_pid:?}");
+        assert!(aggregates.iter().all(is_flood_aggregate));
         assert_eq!(of_uid.len(), 1, "one aggregate until an update is due");
         let summary = &of_uid[0].summary;
         assert!(

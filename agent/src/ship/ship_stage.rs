@@ -2,8 +2,9 @@
 //! shipper running beside it.
 //!
 //! A full spool (its quota reached, its disk nearly out of space, or a
-//! write that failed) never stops the agent: the newest findings wait in
-//! memory ([`Overflow`]), the heartbeats say `spool-full` and how many were
+//! write that failed) never stops the agent: findings wait in memory
+//! ([`Overflow`], which drops a flood's before the finding that matters),
+//! the heartbeats say `spool-full` and how many were
 //! dropped, one alert finding says so per episode, and the findings held
 //! go to the spool, oldest first, as soon as it takes them again.
 
@@ -131,7 +132,7 @@ impl ShipStage {
         tracing::error!(
             error = %e,
             dropped = self.overflow.pressure().dropped(),
-            "spool-full: the newest findings wait in memory, the oldest of them are dropped"
+            "spool-full: findings wait in memory; past its bound, routine findings and the busiest user's are dropped first"
         );
         self.alert = Some(spool_full_alert(e));
     }
@@ -233,7 +234,7 @@ fn spool_full_alert(e: &SpoolError) -> TimedFinding {
             gpu: None,
             action: String::new(),
             summary: format!(
-                "the agent's spool is full ({e}): the newest findings wait in memory and the oldest of them are dropped until the control plane acks"
+                "the agent's spool is full ({e}): findings wait in memory and, past its bound, routine findings and the busiest user's are dropped first until the control plane acks"
             ),
         },
         event_boot_ns: clock::boot_now_ns(),
