@@ -210,3 +210,75 @@ async fn only_certified_callers_with_the_role_get_through() {
     });
     assert!(!entries.is_empty());
 }
+
+/// A peer (an agent with a bug, or a stolen agent key) sends a finding
+/// with a seq far ahead: it is refused, and the agent's real findings that
+/// follow are still taken, not dropped as duplicates.
+#[tokio::test]
+async fn a_forged_seq_jump_is_refused_and_later_findings_still_land() {
+    use vigil_integration::raw_agent::{findings, model_file_finding, RawAgentStream};
+    use vigil_proto::agent::v1::control_message::Body;
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start_leading(&tmp.path().join("cp")).await;
+    let mut stream = RawAgentStream::open(
+        &cp,
+        8,
+        vec![
+            hello("host-j", "host-j"),
+            findings(vec![model_file_finding(1, 3)]),
+        ],
+    )
+    .await;
+    assert!(matches!(stream.next_answer().await, Body::Ack(a) if a.up_to_seq == 1));
+    stream
+        .send(findings(vec![model_file_finding(u64::MAX - 1, 3)]))
+        .await;
+    match stream.next_answer().await {
+        Body::Rejected(r) => {
+            assert_eq!(r.seq, u64::MAX - 1);
+            assert!(r.reason.contains("jumps more than"), "{}", r.reason);
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    // The real agent's next finding lands.
+    stream.send(findings(vec![model_file_finding(2, 3)])).await;
+    try_wait_for(
+        "the finding after the jump",
+        Duration::from_secs(10),
+        || async {
+            let alerts = cp.alerts().await;
+            alerts
+                .iter()
+                .any(|a| a.finding.as_ref().is_some_and(|f| f.seq == 2))
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!cp
+        .alerts()
+        .await
+        .iter()
+        .any(|a| a.finding.as_ref().is_some_and(|f| f.seq == u64::MAX - 1)));
+    let admin = cp.admin().await;
+    try_wait_for("the jump audited", Duration::from_secs(10), || {
+        let mut admin = admin.clone();
+        async move {
+            let entries = admin
+                .list_audit(admin_pb::ListAuditRequest {
+                    after_index: 0,
+                    limit: 100,
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .entries;
+            entries
+                .iter()
+                .any(|e| e.action == "request.denied" && e.detail.contains("jumps more than"))
+                .then_some(())
+        }
+    })
+    .await
+    .unwrap();
+}

@@ -60,26 +60,57 @@ fn control(body: pb::control_message::Body) -> Result<pb::ControlMessage, Status
 
 type Outbound = mpsc::Sender<Result<pb::ControlMessage, Status>>;
 
+/// How far past the last committed seq a finding may be. An agent's seqs
+/// are consecutive (gaps only where the control plane rejected a finding),
+/// and it sends a bounded window; a seq far ahead would make every later
+/// real finding a "duplicate" (the seq high-water mark only rises).
+pub const MAX_SEQ_JUMP: u64 = 100_000;
+
 struct Session {
     node: Arc<ControlPlaneNode>,
     sessions: Arc<AgentSessions>,
     intake: FindingIntake,
+    events: SecurityEvents,
     agent_id: String,
+    /// The highest seq taken from this agent (committed, or in this
+    /// session's writes): the base a jump is measured from.
+    last_seq: std::sync::atomic::AtomicU64,
     tx: Outbound,
 }
 
 impl Session {
     async fn on_findings(&self, batch: pb::FindingBatch) -> Result<(), Status> {
+        use std::sync::atomic::Ordering;
         let mut valid: Vec<Finding> = Vec::with_capacity(batch.findings.len());
         let mut up_to = 0;
+        let base = self.last_seq.load(Ordering::Relaxed);
         for (i, wire) in batch.findings.into_iter().enumerate() {
             let seq = wire.seq;
+            let parsed = Finding::try_from(wire)
+                .map_err(|e| e.within(format!("findings[{i}]")).to_string())
+                .and_then(|f| {
+                    if f.seq > base.saturating_add(MAX_SEQ_JUMP) {
+                        let why = format!(
+                            "findings[{i}].seq: {seq} jumps more than {MAX_SEQ_JUMP} past the last seq taken from this agent ({base})"
+                        );
+                        self.events.report(SecurityEvent::Denied {
+                            caller: format!("agent {}", self.agent_id),
+                            peer: None,
+                            what: "/vigil.agent.v1.AgentService/Stream".into(),
+                            why: why.clone(),
+                        });
+                        Err(why)
+                    } else {
+                        Ok(f)
+                    }
+                });
+            // A refused seq is acked (the agent moves it aside) but never
+            // raises the high-water mark.
             up_to = up_to.max(seq);
-            match Finding::try_from(wire) {
+            match parsed {
                 Ok(f) => valid.push(f),
-                Err(e) => {
+                Err(reason) => {
                     self.intake.refused.inc();
-                    let reason = e.within(format!("findings[{i}]")).to_string();
                     tracing::warn!(agent = %self.agent_id, seq, %reason, "rejecting a finding");
                     let _ = self
                         .tx
@@ -92,6 +123,9 @@ impl Session {
             }
         }
         valid.sort_by_key(|f| f.seq);
+        if let Some(last) = valid.last() {
+            self.last_seq.fetch_max(last.seq, Ordering::Relaxed);
+        }
         if !valid.is_empty() {
             let result = self
                 .node
@@ -323,13 +357,21 @@ impl AgentService for AgentServiceImpl {
                 at_unix_nanos: now_unix_nanos(),
             })
             .await?;
+        let last_seq = self
+            .node
+            .state
+            .agent(&agent_id)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_or(0, |a| a.last_acked_seq);
         let (tx, rx) = mpsc::channel(64);
         self.sessions.register(&agent_id, tx.clone());
         let session = Session {
             node: self.node.clone(),
             sessions: self.sessions.clone(),
             intake: self.intake.clone(),
+            events: self.events.clone(),
             agent_id,
+            last_seq: last_seq.into(),
             tx,
         };
         tokio::spawn(session.run(inbound));
