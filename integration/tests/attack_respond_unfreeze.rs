@@ -250,3 +250,117 @@ async fn a_control_plane_with_trusted_keys_refuses_a_bad_unfreeze_itself() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
 }
+
+const REFREEZE_RULES: &str = "id: test.refreeze\ndescription: d\nseverity: high\nwhen: [model_file]\ncondition: process.name == \"refreeze-me\"\naction: freeze\n";
+const REFREEZE_AGENT: &str = "refreeze-agent-id";
+
+/// Opens argv[1] (a model), then, once argv[3] exists, argv[2]; holds on.
+const OPEN_TWICE: &str = "import os, sys, time\nopen(sys.argv[1], 'rb').read(4)\nwhile not os.path.exists(sys.argv[3]):\n    time.sleep(0.05)\nopen(sys.argv[2], 'rb').read(4)\ntime.sleep(120)\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_spent_before_a_restart_stays_spent_and_a_hostname_names_no_agent() {
+    if !privileged("an_order_spent_before_a_restart_stays_spent") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let key = SigningKey::generate();
+    let bundle = tmp.path().join("bundle.json");
+    let files: PolicySource = [("rules.yaml".to_string(), REFREEZE_RULES.to_string())].into();
+    std::fs::write(&bundle, key.sign(1, files).to_json()).unwrap();
+    let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
+    cp.wait_leader().await;
+    let flags = [
+        "--trusted-policy-key".to_string(),
+        key.public_hex(),
+        "--policy-bundle".to_string(),
+        bundle.to_str().unwrap().to_string(),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let data = tmp.path().join("agent");
+    let agent = Agent::start_with(&data, &cp.endpoint(), REFREEZE_AGENT, &flags).await;
+    let dir = tmp.path().join("work");
+    std::fs::create_dir_all(&dir).unwrap();
+    let header = b"GGUF\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+    let (first, second) = (dir.join("m1.gguf"), dir.join("m2.gguf"));
+    std::fs::write(&first, header).unwrap();
+    std::fs::write(&second, header).unwrap();
+    let go = dir.join("go");
+    let offender = python_copy(&dir, "refreeze-me");
+    let frozen = Killed(
+        Command::new(&offender)
+            .args(["-c", OPEN_TWICE])
+            .args([&first, &second, &go])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = frozen.0.id();
+    let events = cgroup2_mount().join(format!("vigil/frozen-{pid}/cgroup.events"));
+    let freeze_state = || {
+        std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("frozen "))
+            .unwrap_or("")
+            .to_string()
+    };
+    let freezes = || async {
+        cp.alerts()
+            .await
+            .into_iter()
+            .filter_map(|a| a.finding)
+            .filter(|f| f.action == "freeze" && f.summary.contains(&format!("froze pid {pid} ")))
+            .count()
+    };
+    wait_for("the first freeze", Duration::from_secs(30), || async {
+        (freezes().await >= 1 && freeze_state() == "frozen 1").then_some(())
+    })
+    .await;
+
+    // An order naming the host by its hostname: every agent with that
+    // hostname would take it. Refused.
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    let mut admin = cp.admin().await;
+    let mut answered = 0;
+    if hostname != REFREEZE_AGENT {
+        refused(
+            &cp,
+            pid,
+            &mut answered,
+            key.sign_unfreeze(&hostname, pid, unix_now() + 300).into(),
+            "not this one",
+        )
+        .await;
+        assert_eq!(freeze_state(), "frozen 1", "thawed by a hostname's order");
+    }
+
+    // A good order thaws.
+    let valid =
+        admin_pb::UnfreezeRequest::from(key.sign_unfreeze(REFREEZE_AGENT, pid, unix_now() + 300));
+    admin.unfreeze(valid.clone()).await.unwrap();
+    wait_for("thawed", Duration::from_secs(15), || async {
+        (freeze_state() == "frozen 0").then_some(())
+    })
+    .await;
+    answered += 1;
+    wait_for("the thaw's finding", Duration::from_secs(15), || async {
+        (unfreeze_summaries(&cp).await.len() >= answered).then_some(())
+    })
+    .await;
+
+    // The agent restarts; the process offends again and is frozen again.
+    drop(agent);
+    let _agent = Agent::start_with(&data, &cp.endpoint(), REFREEZE_AGENT, &flags).await;
+    std::fs::write(&go, b"").unwrap();
+    wait_for("the second freeze", Duration::from_secs(30), || async {
+        (freezes().await >= 2 && freeze_state() == "frozen 1").then_some(())
+    })
+    .await;
+    // The order spent before the restart, replayed: refused, still frozen.
+    refused(&cp, pid, &mut answered, valid, "a replay").await;
+    assert_eq!(freeze_state(), "frozen 1", "thawed by a replayed order");
+    drop(frozen);
+}

@@ -19,7 +19,8 @@ pub enum AgentCommand {
     /// minutes and carried out once.
     #[command(after_help = "Example:\n  vigilctl agent unfreeze gpu-node-3 4242 --key admin.key")]
     Unfreeze {
-        /// Agent id or hostname.
+        /// Agent id (an agent carries out only orders naming its id: a
+        /// hostname may be shared by several agents).
         agent: String,
         /// The frozen process's pid on that host.
         pid: u32,

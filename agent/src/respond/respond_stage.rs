@@ -95,11 +95,8 @@ impl RespondStage {
             hostname: hostname(),
             agent_id: config.resolved_agent_id(),
         };
-        let unfreeze_orders = UnfreezeOrders::new(
-            trusted.clone(),
-            host_facts.agent_id.clone(),
-            host_facts.hostname.clone(),
-        );
+        let unfreeze_orders =
+            UnfreezeOrders::new(trusted.clone(), host_facts.agent_id.clone(), Some(db));
         let procfs = Procfs::default();
         let mut governor = Governor::new(trusted, host_facts, procfs.clone(), recorder, Some(db));
         governor.set_target_guard(TargetGuard::for_this_agent(

@@ -1,9 +1,11 @@
 //! Which unfreeze orders the agent carries out: signed by a trusted policy
-//! key (`--trusted-policy-key`), naming this agent, not expired, and not
-//! carried out before. Nonces are remembered until their order expires
-//! (orders are valid for at most `UNFREEZE_MAX_VALIDITY_SECS`, so the
-//! memory is short); a restart forgets them, and with them every freeze
-//! the agent made (it thaws only processes it froze since it started).
+//! key (`--trusted-policy-key`), naming this agent by its id (a hostname
+//! is shared by every agent that has it, and is display only), not
+//! expired, and not carried out before. Nonces are remembered until their
+//! order expires (orders are valid for at most
+//! `UNFREEZE_MAX_VALIDITY_SECS`, so the memory is short), in the agent's
+//! database: a restart does not forget them, so an order carried out
+//! before a restart cannot thaw a process frozen again after it.
 //!
 //! Freezes happen only under a signed policy bundle, so an agent with
 //! frozen processes always has trusted keys: an unsigned order is always
@@ -24,28 +26,55 @@ pub enum OrderRefusal {
     NoTrustedKeys,
     #[error(transparent)]
     Invalid(#[from] UnfreezeRefusal),
-    #[error("the order is for agent {0:?}, not this one")]
+    #[error("the order is for agent {0:?}, not this one (an order names the agent id)")]
     OtherAgent(String),
     #[error("the order was carried out before (a replay)")]
     Replayed,
     #[error("{MAX_REMEMBERED_NONCES} unexpired orders are remembered already; try again when some expire")]
     TooMany,
+    #[error("its nonce could not be recorded as spent: {0}")]
+    NotRecorded(String),
 }
+
+/// The tree of spent nonces: nonce → its order's expiry (unix seconds,
+/// 8 bytes big endian).
+const NONCE_TREE: &str = "agent.v1.unfreeze-nonces";
 
 pub struct UnfreezeOrders {
     trusted: TrustedKeys,
-    /// What an order may call this agent: its id and its hostname.
-    names: Vec<String>,
+    /// What an order must call this agent: its id.
+    agent_id: String,
     /// Nonces carried out, each with its order's expiry (unix seconds).
     seen: HashMap<String, i64>,
+    /// Where `seen` is kept across restarts (None: memory only).
+    store: Option<sled::Tree>,
 }
 
 impl UnfreezeOrders {
-    pub fn new(trusted: TrustedKeys, agent_id: String, hostname: String) -> Self {
+    /// The orders for `agent_id`; spent nonces are kept in `db` (and those
+    /// already there are remembered).
+    pub fn new(trusted: TrustedKeys, agent_id: String, db: Option<&sled::Db>) -> Self {
+        let store = db.and_then(|db| match db.open_tree(NONCE_TREE) {
+            Ok(tree) => Some(tree),
+            Err(e) => {
+                tracing::error!(error = %e, "spent unfreeze nonces cannot be kept across restarts");
+                None
+            }
+        });
+        let seen = store
+            .iter()
+            .flat_map(|t| t.iter().flatten())
+            .filter_map(|(k, v)| {
+                let nonce = String::from_utf8(k.to_vec()).ok()?;
+                let expires = i64::from_be_bytes(v.as_ref().try_into().ok()?);
+                Some((nonce, expires))
+            })
+            .collect();
         Self {
             trusted,
-            names: vec![agent_id, hostname],
-            seen: HashMap::new(),
+            agent_id,
+            seen,
+            store,
         }
     }
 
@@ -56,16 +85,35 @@ impl UnfreezeOrders {
             return Err(OrderRefusal::NoTrustedKeys);
         }
         self.trusted.verify_unfreeze(order, now_unix_secs)?;
-        if !self.names.contains(&order.agent) {
+        if order.agent != self.agent_id {
             return Err(OrderRefusal::OtherAgent(order.agent.clone()));
         }
         // An expired nonce's order no longer verifies: it can go.
-        self.seen.retain(|_, expires| *expires > now_unix_secs);
+        let store = self.store.as_ref();
+        self.seen.retain(|nonce, expires| {
+            let keep = *expires > now_unix_secs;
+            if !keep {
+                if let Some(t) = store {
+                    let _ = t.remove(nonce.as_bytes());
+                }
+            }
+            keep
+        });
         if self.seen.contains_key(&order.nonce) {
             return Err(OrderRefusal::Replayed);
         }
         if self.seen.len() >= MAX_REMEMBERED_NONCES {
             return Err(OrderRefusal::TooMany);
+        }
+        // On disk before it is carried out: a crash right after the thaw
+        // must not make the order good again.
+        if let Some(t) = &self.store {
+            t.insert(
+                order.nonce.as_bytes(),
+                &order.expires_at_unix_secs.to_be_bytes(),
+            )
+            .and_then(|_| t.flush())
+            .map_err(|e| OrderRefusal::NotRecorded(e.to_string()))?;
         }
         self.seen
             .insert(order.nonce.clone(), order.expires_at_unix_secs);
@@ -84,8 +132,8 @@ mod tests {
     fn orders(key: &SigningKey) -> UnfreezeOrders {
         UnfreezeOrders::new(
             TrustedKeys::from_hex(&[key.public_hex()]).unwrap(),
-            "agent-1".into(),
             "host-1".into(),
+            None,
         )
     }
 
@@ -120,9 +168,9 @@ mod tests {
         let good = key.sign_unfreeze("host-1", 42, NOW + 60);
         assert_eq!(orders.admit(&good, NOW), Ok(()));
         assert_eq!(orders.admit(&good, NOW + 1), Err(OrderRefusal::Replayed));
-        // By id as well as by hostname; once expired, a replay is refused
-        // as expired (and its nonce forgotten).
-        let by_id = key.sign_unfreeze("agent-1", 42, NOW + 60);
+        // Once expired, a replay is refused as expired (and its nonce
+        // forgotten).
+        let by_id = key.sign_unfreeze("host-1", 42, NOW + 60);
         assert_eq!(orders.admit(&by_id, NOW), Ok(()));
         assert!(matches!(
             orders.admit(&by_id, NOW + 60),
@@ -138,10 +186,70 @@ mod tests {
     #[test]
     fn without_trusted_keys_nothing_is_carried_out() {
         let key = SigningKey::generate();
-        let mut orders = UnfreezeOrders::new(TrustedKeys::default(), "a".into(), "h".into());
+        let mut orders = UnfreezeOrders::new(TrustedKeys::default(), "h".into(), None);
         assert_eq!(
             orders.admit(&key.sign_unfreeze("h", 1, NOW + 60), NOW),
             Err(OrderRefusal::NoTrustedKeys)
         );
+    }
+
+    #[test]
+    fn an_order_naming_the_hostname_is_refused() {
+        let key = SigningKey::generate();
+        let mut orders = UnfreezeOrders::new(
+            TrustedKeys::from_hex(&[key.public_hex()]).unwrap(),
+            "agent-7".into(),
+            None,
+        );
+        let by_hostname = key.sign_unfreeze("gpu-node-3", 42, NOW + 60);
+        assert_eq!(
+            orders.admit(&by_hostname, NOW),
+            Err(OrderRefusal::OtherAgent("gpu-node-3".into()))
+        );
+        assert_eq!(
+            orders.admit(&key.sign_unfreeze("agent-7", 42, NOW + 60), NOW),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn spent_nonces_outlive_a_restart_until_they_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate();
+        let trusted = TrustedKeys::from_hex(&[key.public_hex()]).unwrap();
+        let order = key.sign_unfreeze("agent-7", 42, NOW + 60);
+        let short = key.sign_unfreeze("agent-7", 42, NOW + 10);
+        {
+            let db = sled::open(dir.path().join("db")).unwrap();
+            let mut orders = UnfreezeOrders::new(trusted.clone(), "agent-7".into(), Some(&db));
+            assert_eq!(orders.admit(&order, NOW), Ok(()));
+            assert_eq!(orders.admit(&short, NOW), Ok(()));
+        }
+        let db = sled_reopen(&dir.path().join("db"));
+        let mut orders = UnfreezeOrders::new(trusted, "agent-7".into(), Some(&db));
+        assert_eq!(orders.admit(&order, NOW + 1), Err(OrderRefusal::Replayed));
+        // An expired one is refused as expired; its nonce goes (from disk
+        // too) at the next order carried out.
+        assert!(matches!(
+            orders.admit(&short, NOW + 20),
+            Err(OrderRefusal::Invalid(UnfreezeRefusal::Expired(_)))
+        ));
+        let fresh = key.sign_unfreeze("agent-7", 42, NOW + 80);
+        assert_eq!(orders.admit(&fresh, NOW + 20), Ok(()));
+        assert!(!orders.seen.contains_key(&short.nonce));
+        assert_eq!(orders.seen.len(), 2);
+        assert_eq!(db.open_tree(NONCE_TREE).unwrap().len(), 2);
+    }
+
+    /// Reopens a sled database just closed (its flusher may hold the
+    /// directory lock a moment longer).
+    fn sled_reopen(path: &std::path::Path) -> sled::Db {
+        for _ in 0..200 {
+            if let Ok(db) = sled::open(path) {
+                return db;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        sled::open(path).unwrap()
     }
 }
