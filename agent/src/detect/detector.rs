@@ -15,7 +15,7 @@ use crate::clock::boot_ns_to_unix_nanos;
 use crate::detect::file_digest::{file_key, FileDigestCache, FileKey, HashBudget, NotHashed};
 use crate::detect::process_table::ProcessTable;
 use crate::detect::reported_signals::{Admission, ReportedSignals, Signals};
-use crate::detect::untrusted_file::{open_regular, read_head, FinalLink};
+use crate::detect::untrusted_file::{open_in_root, open_regular, read_head, FinalLink};
 use crate::procfs::Procfs;
 use crate::sensors::{EventContext, FileIdentity, NetOp, PathMatch, SensorEvent};
 
@@ -489,15 +489,13 @@ impl Detector {
         if !path.starts_with('/') {
             return Err(NotOpened::Unreadable);
         }
-        let opened = match open_regular(
-            &self.procfs.root_handle(pid, path),
-            FinalLink::SameOwnerOnly,
-        ) {
+        // Inside the process's root: a link in the path resolves as it
+        // did for the process, never out of its root nor through /proc.
+        let opened = match open_in_root(&self.procfs.root_handle(pid, "/"), path) {
             Ok(opened) => opened,
             // The process is gone (no /proc/PID/root): the host's file.
             Err(_) if self.procfs.start_time(pid).is_none() => {
-                open_regular(std::path::Path::new(path), FinalLink::SameOwnerOnly)
-                    .map_err(|_| NotOpened::Unreadable)?
+                open_in_root(std::path::Path::new("/"), path).map_err(|_| NotOpened::Unreadable)?
             }
             Err(_) => return Err(NotOpened::Unreadable),
         };
