@@ -27,9 +27,25 @@ pub struct AgentConfig {
     )]
     pub data_dir: PathBuf,
 
-    /// Stable identity of this agent (default: /etc/machine-id, else the hostname).
+    /// Stable identity of this agent (default: the agent id its --tls-cert
+    /// names, else /etc/machine-id, else the hostname).
     #[arg(long, env = "VIGIL_AGENT_ID")]
     pub agent_id: Option<String>,
+
+    /// The fleet's CA certificate (PEM). With --tls-cert and --tls-key the
+    /// agent talks to the control plane over mutual TLS (an https://
+    /// endpoint) and trusts only a control plane whose certificate this CA
+    /// issued to a node.
+    #[arg(long, env = "VIGIL_TLS_CA", value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// This agent's certificate (PEM): it names the agent id.
+    #[arg(long, env = "VIGIL_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// This agent's private key (PEM).
+    #[arg(long, env = "VIGIL_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
 
     /// sha256 of an executable approved to run AI on this host (repeatable).
     #[arg(
@@ -229,11 +245,31 @@ impl AgentConfig {
         if let Some(id) = self.agent_id.as_ref().filter(|s| !s.trim().is_empty()) {
             return id.trim().to_string();
         }
+        if let Some(Ok(id)) = self.tls_cert.as_deref().map(certified_agent_id) {
+            return id;
+        }
         std::fs::read_to_string("/etc/machine-id")
             .ok()
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(hostname)
+    }
+}
+
+/// The agent id a PEM certificate names (`spiffe://vigil/agent/<id>`).
+pub fn certified_agent_id(path: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let pem =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let info = vigil_pki::CertificateInfo::from_pem(&pem)
+        .with_context(|| format!("{}", path.display()))?;
+    match info.identity {
+        Ok(vigil_pki::Identity::Agent { id }) => Ok(id),
+        Ok(other) => anyhow::bail!(
+            "{}: the certificate is for {other}, not an agent",
+            path.display()
+        ),
+        Err(e) => anyhow::bail!("{}: {e}", path.display()),
     }
 }
 

@@ -87,6 +87,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         config.spool_memory_findings,
         ShipperConfig {
             endpoint: config.control_plane.clone(),
+            tls: crate::ship::control_plane_tls::client_tls(&config)?,
             hello: AgentIdentity {
                 agent_id: config.resolved_agent_id(),
                 hostname: hostname(),

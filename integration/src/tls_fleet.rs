@@ -43,6 +43,18 @@ impl TlsFleet {
     /// Writes `who` beside the CA as `<name>.pem` and `<name>.key`; the
     /// vigilctl flags that present it to `https://127.0.0.1:port`.
     pub fn vigilctl_flags(&self, port: u16, name: &str, who: &IssuedCertificate) -> Vec<String> {
+        let mut flags = vec![
+            "--endpoint".to_string(),
+            format!("https://127.0.0.1:{port}"),
+        ];
+        flags.extend(self.tls_flags(name, who));
+        flags
+    }
+
+    /// Writes `who` beside the CA as `<name>.pem` and `<name>.key`; the
+    /// `--tls-ca`, `--tls-cert` and `--tls-key` flags (agent and vigilctl)
+    /// that present it.
+    pub fn tls_flags(&self, name: &str, who: &IssuedCertificate) -> Vec<String> {
         let dir = self.ca_file.parent().expect("the CA's directory");
         let (cert, key) = (
             dir.join(format!("{name}.pem")),
@@ -51,8 +63,6 @@ impl TlsFleet {
         std::fs::write(&cert, &who.cert_pem).expect("write");
         std::fs::write(&key, &who.key_pem).expect("write");
         vec![
-            "--endpoint".into(),
-            format!("https://127.0.0.1:{port}"),
             "--tls-ca".into(),
             self.ca_file.display().to_string(),
             "--tls-cert".into(),

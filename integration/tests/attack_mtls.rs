@@ -282,3 +282,95 @@ async fn a_forged_seq_jump_is_refused_and_later_findings_still_land() {
     .await
     .unwrap();
 }
+
+/// A real agent over mutual TLS registers as the agent its certificate
+/// names; pointed at a control plane whose certificate another CA issued
+/// (a process that took the port), it sends nothing and keeps its
+/// findings; an --agent-id other than its certificate's is refused at start.
+#[tokio::test]
+async fn an_agent_trusts_only_its_fleets_control_plane() {
+    use vigil_integration::Agent;
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = TlsFleet::new(tmp.path(), "fleet");
+    let port = free_port();
+    let flags = fleet.node_flags("cp1");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let _cp = ControlPlane::start_with(&tmp.path().join("cp"), port, &flags);
+    let admin_cert = fleet.issue(Identity::operator(OperatorRole::Admin, "alice").unwrap());
+    let admin = AdminServiceClient::new(fleet.channel(port, &admin_cert).await.unwrap());
+
+    let agent_cert = fleet.issue(Identity::agent("host-a").unwrap());
+    let tls = fleet.tls_flags("host-a", &agent_cert);
+    let mut extra: Vec<&str> = vec!["--sensor-mode", "procfs"];
+    extra.extend(tls.iter().map(String::as_str));
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let agent = Agent::start_with(&tmp.path().join("agent"), &endpoint, "host-a", &extra).await;
+    try_wait_for(
+        "host-a registered over mTLS",
+        Duration::from_secs(20),
+        || {
+            let mut admin = admin.clone();
+            async move {
+                admin
+                    .get_agent(admin_pb::GetAgentRequest {
+                        agent: "host-a".into(),
+                    })
+                    .await
+                    .ok()
+                    .map(|_| ())
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
+    drop(agent);
+
+    // An impostor on another port with a certificate from another CA.
+    let other = TlsFleet::new(tmp.path(), "other");
+    let impostor_port = free_port();
+    let impostor_flags = other.node_flags("cp1");
+    let impostor_flags: Vec<&str> = impostor_flags.iter().map(String::as_str).collect();
+    let _impostor =
+        ControlPlane::start_with(&tmp.path().join("impostor"), impostor_port, &impostor_flags);
+    let endpoint = format!("https://127.0.0.1:{impostor_port}");
+    let fooled = Agent::start_with(&tmp.path().join("agent2"), &endpoint, "host-a", &extra).await;
+    fooled
+        .wait_for_log(
+            "the agent refusing the impostor",
+            Duration::from_secs(20),
+            "control plane unreachable",
+        )
+        .await;
+    let impostor_admin = other.issue(Identity::operator(OperatorRole::Admin, "eve").unwrap());
+    let mut impostor =
+        AdminServiceClient::new(other.channel(impostor_port, &impostor_admin).await.unwrap());
+    let none = impostor
+        .get_agent(admin_pb::GetAgentRequest {
+            agent: "host-a".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        none.code(),
+        Code::NotFound,
+        "the impostor heard from the agent"
+    );
+    drop(fooled);
+
+    // Claiming another id than the certificate's: refused at start.
+    let refused = Agent::try_start(
+        &tmp.path().join("agent3"),
+        &format!("https://127.0.0.1:{port}"),
+        "host-b",
+        &extra,
+        &[],
+    )
+    .await;
+    let Err(e) = refused else {
+        panic!("an agent started with --agent-id host-b and host-a's certificate");
+    };
+    assert!(
+        e.to_string().contains("is not the agent id \"host-a\""),
+        "{e}"
+    );
+}

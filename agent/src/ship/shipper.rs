@@ -17,6 +17,8 @@ use crate::ship::spool::Spool;
 #[derive(Debug, Clone)]
 pub struct ShipperConfig {
     pub endpoint: String,
+    /// Mutual TLS to the control plane (None: plaintext, a lab).
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
     /// Who the agent is, said first in every session.
     pub hello: vigil_domain::AgentIdentity,
     pub heartbeat: Duration,
@@ -105,11 +107,13 @@ async fn session(
         mut policy_status,
         requests,
     } = links;
-    let channel = Endpoint::from_shared(cfg.endpoint.clone())?
+    let mut endpoint = Endpoint::from_shared(cfg.endpoint.clone())?
         .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .connect()
-        .await?;
+        .tcp_nodelay(true);
+    if let Some(tls) = &cfg.tls {
+        endpoint = endpoint.tls_config(tls.clone())?;
+    }
+    let channel = endpoint.connect().await?;
     let mut client = AgentServiceClient::new(channel);
     let (tx, rx) = mpsc::channel::<pb::AgentMessage>(16);
     tx.send(message(pb::agent_message::Body::Hello(
@@ -153,10 +157,25 @@ async fn session(
                 };
                 match msg.body {
                     Some(pb::control_message::Body::Ack(a)) => {
+                        // Only what this session sent can be acked: an ack
+                        // beyond it would delete findings the control
+                        // plane never saw.
+                        if a.up_to_seq > sent {
+                            anyhow::bail!(
+                                "the control plane acked up to seq {} but only {sent} was sent: not trusting this session",
+                                a.up_to_seq
+                            );
+                        }
                         spool.ack(a.up_to_seq)?;
                         acked = acked.max(a.up_to_seq);
                     }
                     Some(pb::control_message::Body::Rejected(r)) => {
+                        if r.seq > sent {
+                            anyhow::bail!(
+                                "the control plane rejected seq {} but only {sent} was sent: not trusting this session",
+                                r.seq
+                            );
+                        }
                         tracing::error!(seq = r.seq, reason = %r.reason, "control plane rejected a finding");
                         spool.reject(r.seq, &r.reason)?;
                     }
