@@ -1,8 +1,9 @@
 //! Issue #19, the respond stage under attack: a kill acts on the offender's
 //! process tree, so a worker that double-forked (reparented to init) and
 //! keeps the model file open would live on. A kill for a model file also
-//! kills the other processes of the offender's uid that hold the file open
-//! (never another uid's, never a protected one), and says so. Root (eBPF,
+//! kills the other processes of the offender's uid, born after it, that
+//! hold the file open (never another uid's, nor one that held it before the
+//! offender started, nor a protected one), and says so. Root (eBPF,
 //! a kill rule; the offender runs as nobody).
 
 use std::io::{BufRead, BufReader};
@@ -81,6 +82,22 @@ async fn a_double_forked_worker_holding_the_model_open_is_killed_too() {
             .spawn()
             .unwrap(),
     );
+    // So does a process of nobody's that held it before the offender
+    // started (another workload on the same model): spared.
+    let mut earlier = Killed(
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "sleep",
+                "120",
+            ])
+            .stdin(std::fs::File::open(&model).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(100));
     let mut offender = Killed(
         Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
@@ -132,5 +149,10 @@ async fn a_double_forked_worker_holding_the_model_open_is_killed_too() {
         bystander.0.try_wait().unwrap().is_none(),
         "root's process holding the file was killed"
     );
+    assert!(
+        earlier.0.try_wait().unwrap().is_none(),
+        "nobody's process that held the file before the offender was killed"
+    );
     let _ = bystander.0.kill();
+    let _ = earlier.0.kill();
 }

@@ -181,9 +181,9 @@ impl Enforcer {
 
     /// `enforce`, for a finding about the file `held` (a model file, as
     /// the process names it): a kill also kills the other processes of the
-    /// same uid that hold that file open, wherever they sit in the process
-    /// tree (a worker that double-forked away from its parent is no
-    /// descendant, and would keep the model loaded).
+    /// same uid, born after the target, that hold that file open, wherever
+    /// they sit in the process tree (a worker that double-forked away from
+    /// its parent is no descendant, and would keep the model loaded).
     pub fn enforce_holding(
         &mut self,
         plan: &ActionPlan,
@@ -431,13 +431,19 @@ impl Enforcer {
             dev: meta.dev(),
             ino: meta.ino(),
             uid: real_uid(&self.procfs, pid)?,
+            started: self.procfs.start_time(pid)?,
         })
     }
 
     /// Kills every other process of the file's uid with the file open (a
-    /// descriptor on the same device and inode), never one the guard
-    /// refuses; what it did, as the end of the kill's outcome. `killed` is
-    /// the target's tree, already dealt with.
+    /// descriptor on the same device and inode) that was born after the
+    /// target, never one the guard refuses; what it did, as the end of the
+    /// kill's outcome. `killed` is the target's tree, already dealt with.
+    ///
+    /// Born after the target: a worker it forked (however reparented since)
+    /// always is; a process of the same user that held the file before the
+    /// offender started (an approved workload on the same model, say) is
+    /// not, and is spared.
     ///
     /// Hand-written scan of /proc/*/fd: the procfs crate resolves each
     /// descriptor's link target (a path), not the (dev, ino) of the open
@@ -445,7 +451,10 @@ impl Enforcer {
     fn kill_holders(&self, held: &HeldFile, killed: &[u32]) -> String {
         let mut holders = Vec::new();
         for p in self.procfs.pids().unwrap_or_default() {
-            if killed.contains(&p) || real_uid(&self.procfs, p) != Some(held.uid) {
+            if killed.contains(&p)
+                || real_uid(&self.procfs, p) != Some(held.uid)
+                || self.procfs.start_time(p).is_none_or(|t| t <= held.started)
+            {
                 continue;
             }
             if !self.holds(p, held) {
@@ -454,7 +463,10 @@ impl Enforcer {
             // The pidfd first, then the checks again: they are about the
             // process the pidfd names.
             let Ok(fd) = open_pidfd(p) else { continue };
-            if real_uid(&self.procfs, p) != Some(held.uid) || !self.holds(p, held) {
+            if real_uid(&self.procfs, p) != Some(held.uid)
+                || self.procfs.start_time(p).is_none_or(|t| t <= held.started)
+                || !self.holds(p, held)
+            {
                 continue;
             }
             if let Some(why) = self.guard.refusal(&self.procfs, p, 0) {
@@ -820,6 +832,9 @@ struct HeldFile {
     ino: u64,
     /// The uid (real) of the process killed: only its processes are.
     uid: u32,
+    /// Its start time (clock ticks since boot): only processes born after
+    /// it are.
+    started: u64,
 }
 
 /// The real uid of `pid`, from /proc/PID/status.
