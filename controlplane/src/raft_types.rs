@@ -89,6 +89,11 @@ pub enum Command {
     },
     #[serde(rename = "revoke_workload.v1")]
     RevokeWorkload { id: String },
+    /// A certificate is no longer trusted (refused if it already is not).
+    #[serde(rename = "revoke_certificate.v1")]
+    RevokeCertificate {
+        certificate: vigil_domain::RevokedCertificate,
+    },
     /// What an agent did with the bundle it last received.
     #[serde(rename = "policy_status.v1")]
     PolicyStatus {

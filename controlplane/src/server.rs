@@ -15,7 +15,6 @@ use vigil_proto::siem::v1::siem_export_server::SiemExportServer;
 use crate::metrics::{FindingIntake, MetricsRegistry};
 use crate::node::ControlPlaneNode;
 use crate::security_events::SecurityEvents;
-use crate::service::authorization::RevokedSerials;
 use crate::service::{AdminServiceImpl, AgentServiceImpl, Authorization, SiemExportImpl};
 
 const SERVICES: &[&str] = &[
@@ -122,7 +121,13 @@ pub async fn serve(
         .build_v1()?;
     let events = SecurityEvents::start(node.clone());
     let authorization = match &tls {
-        Some(_) => Authorization::mutual_tls(RevokedSerials::default(), events.clone()),
+        Some(_) => {
+            let state = node.state.clone();
+            Authorization::mutual_tls(
+                Arc::new(move |serial: &str| state.certificate_revoked(serial).unwrap_or(true)),
+                events.clone(),
+            )
+        }
         None => Authorization::open(),
     };
     let router = tonic::transport::Server::builder()

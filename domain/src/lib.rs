@@ -14,6 +14,7 @@ mod gpu;
 mod policy_status;
 mod policy_summary;
 mod process;
+mod revoked_certificate;
 mod unfreeze_order;
 
 pub use alert::{AgentHeartbeat, AgentIdentity, AgentRecord, Alert, SensorCounters, SensorMode};
@@ -25,4 +26,5 @@ pub use gpu::{GpuContext, GpuDevice, GpuInventory, GpuObject, GpuProcess, MigDev
 pub use policy_status::PolicyStatus;
 pub use policy_summary::PolicySummary;
 pub use process::ProcessInfo;
+pub use revoked_certificate::RevokedCertificate;
 pub use unfreeze_order::UnfreezeOrder;

@@ -112,7 +112,11 @@ async fn only_certified_callers_with_the_role_get_through() {
     );
     let (tx, rx) = mpsc::channel(4);
     tx.send(hello("host-1", "host-1")).await.unwrap();
-    let _session = agents.stream(ReceiverStream::new(rx)).await.unwrap();
+    let mut host1 = agents
+        .stream(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
     try_wait_for("host-1 registered", Duration::from_secs(10), || {
         let mut admin = admin.clone();
         async move {
@@ -174,6 +178,88 @@ async fn only_certified_callers_with_the_role_get_through() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("requires mutual TLS"));
 
+    // Revocation: the viewer's next call and host-1's open stream are cut;
+    // a viewer may not revoke, an admin may (by the certificate file).
+    let bob_serial = vigil_pki::CertificateInfo::from_pem(&viewer_cert.cert_pem)
+        .unwrap()
+        .serial_hex;
+    let denied = viewer
+        .revoke_certificate(admin_pb::RevokeCertificateRequest {
+            serial: bob_serial.clone(),
+            identity: String::new(),
+            reason: "self-service".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let out = vigilctl(
+        fleet.vigilctl_flags(port, "alice", &admin_cert),
+        &[
+            "ca",
+            "revoke",
+            "--serial",
+            &bob_serial,
+            "--reason",
+            "left the team",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let host1_cert = tmp.path().join("host-1.pem");
+    std::fs::write(&host1_cert, &agent_cert.cert_pem).unwrap();
+    let out = vigilctl(
+        fleet.vigilctl_flags(port, "alice", &admin_cert),
+        &[
+            "ca",
+            "revoke",
+            "--cert",
+            host1_cert.to_str().unwrap(),
+            "--reason",
+            "host stolen",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let denied = viewer
+        .query_alerts(admin_pb::QueryAlertsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert!(
+        denied.message().contains("is revoked"),
+        "{}",
+        denied.message()
+    );
+    let cut = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match host1.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended without a reason"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("host-1's stream is cut within 10 s");
+    assert_eq!(cut.code(), Code::PermissionDenied, "{cut:?}");
+    assert!(cut.message().contains("revoked"), "{}", cut.message());
+    let listed: serde_json::Value = serde_json::from_slice(
+        &vigilctl(
+            fleet.vigilctl_flags(port, "alice", &admin_cert),
+            &["ca", "revoked", "-o", "json"],
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+    assert!(listed.to_string().contains("admin alice"), "{listed}");
+
     // Every refusal is in the audit log with who and why.
     let entries = try_wait_for("the refusals audited", Duration::from_secs(10), || {
         let mut admin = admin.clone();
@@ -197,7 +283,9 @@ async fn only_certified_callers_with_the_role_get_through() {
                 && has("connection.refused", "TLS handshake failed")
                 && has("request.denied", "viewer bob")
                 && has("request.denied", "agent host-1")
-                && has("request.denied", "certificate is for"))
+                && has("request.denied", "certificate is for")
+                && has("request.denied", "is revoked")
+                && has("certificate.revoke", "host stolen"))
             .then_some(entries)
         }
     })

@@ -12,6 +12,7 @@ mod cluster_wire;
 mod convert;
 mod gpu_wire;
 mod policy_summary_wire;
+mod revocation_wire;
 mod unfreeze_wire;
 mod workload_wire;
 

@@ -12,8 +12,13 @@ use vigil_pki::{
     CertificateAuthority, CertificateInfo, Identity, LeafRequest, OperatorRole, TRUST_DOMAIN,
 };
 
+use vigil_domain::RevokedCertificate;
+use vigil_proto::admin::v1 as pb;
+
+use crate::control_plane::{connect, refused, ControlPlaneArgs};
 use crate::exit_code::ExitCode;
-use crate::output::{print_one, OutputArgs, OutputFormat};
+use crate::output::{print_list, print_one, OutputArgs, OutputFormat};
+use crate::render::timestamp;
 use crate::terminal_text::escape_controls as esc;
 
 const CA_CERT: &str = "ca.pem";
@@ -40,6 +45,28 @@ pub enum CaCommand {
         vigilctl ca issue --ca-dir /root/vigil-ca --node cp1 --dns cp1.example --ip 10.0.0.5 --out /etc/vigil/tls\n  \
         vigilctl ca issue --ca-dir /root/vigil-ca --operator alice --role analyst --out ~/.vigil")]
     Issue(IssueArgs),
+    /// Revokes a certificate on the control plane: every connection that
+    /// presents it is refused from then on, and streams it opened end.
+    #[command(after_help = "Examples:\n  \
+        vigilctl ca revoke --cert /etc/vigil/tls/agent-host-7.pem --reason 'host decommissioned'\n  \
+        vigilctl ca revoke --serial 5f3a...e1 --reason 'key leaked'")]
+    Revoke {
+        /// The certificate's serial in hex (`vigilctl ca show` prints it).
+        #[arg(long, conflicts_with = "cert", required_unless_present = "cert")]
+        serial: Option<String>,
+        /// The certificate file itself (its serial and identity are read from it).
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: String,
+    },
+    /// The certificates the control plane has revoked.
+    #[command(after_help = "Example:\n  vigilctl ca revoked -o json")]
+    Revoked {
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// What a certificate says: the identity it names, serial, validity, issuer.
     #[command(after_help = "Example:\n  vigilctl ca show /etc/vigil/tls/node-cp1.pem -o json")]
     Show {
@@ -84,8 +111,84 @@ pub struct IssueArgs {
     output: OutputArgs,
 }
 
-pub fn run(command: CaCommand) -> anyhow::Result<()> {
+pub async fn run(target: &ControlPlaneArgs, command: CaCommand) -> anyhow::Result<()> {
     match command {
+        CaCommand::Revoke {
+            serial,
+            cert,
+            reason,
+        } => {
+            let (serial, identity) = match (serial, cert) {
+                (Some(serial), _) => (serial, String::new()),
+                (None, Some(path)) => {
+                    let pem = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    let info = CertificateInfo::from_pem(&pem).map_err(|e| {
+                        ExitCode::VerificationFailed.error(format!("{}: {e}", path.display()))
+                    })?;
+                    let identity = info
+                        .identity
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default();
+                    (info.serial_hex, identity)
+                }
+                (None, None) => {
+                    return Err(ExitCode::Usage.error("name the certificate: --serial or --cert"))
+                }
+            };
+            connect(target)
+                .await?
+                .revoke_certificate(pb::RevokeCertificateRequest {
+                    serial: serial.clone(),
+                    identity,
+                    reason,
+                })
+                .await
+                .map_err(refused)?;
+            println!("certificate {serial} revoked");
+            Ok(())
+        }
+        CaCommand::Revoked { output } => {
+            let revoked = connect(target)
+                .await?
+                .list_revoked_certificates(pb::ListRevokedCertificatesRequest {})
+                .await
+                .map_err(refused)?
+                .into_inner()
+                .certificates
+                .into_iter()
+                .map(RevokedCertificate::try_from)
+                .collect::<Result<Vec<_>, _>>()
+                .context("the control plane sent a malformed revocation")?;
+            print_list(
+                output.format(OutputFormat::Json),
+                &revoked,
+                |r| {
+                    json!({
+                        "serial": r.serial,
+                        "identity": r.identity,
+                        "reason": r.reason,
+                        "revoked_by": r.revoked_by,
+                        "revoked_at_unix_nanos": r.revoked_at_unix_nanos,
+                    })
+                },
+                |all| {
+                    let mut out = String::new();
+                    for r in all {
+                        out.push_str(&format!(
+                            "{}  {}  by {}  {}: {}\n",
+                            r.serial,
+                            timestamp(r.revoked_at_unix_nanos),
+                            esc(&r.revoked_by),
+                            esc(&r.identity),
+                            esc(&r.reason)
+                        ));
+                    }
+                    out
+                },
+            )
+        }
         CaCommand::Init { dir, name, days } => init(&dir, &name, days),
         CaCommand::Issue(args) => issue(args),
         CaCommand::Show { file, output } => {

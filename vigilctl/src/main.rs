@@ -92,7 +92,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             completions::run(args, Cli::command());
             Ok(())
         }
-        Command::Ca { command } => ca::run(command),
+        Command::Ca { command } => ca::run(endpoint, command).await,
         Command::Policy { command } => policy::run(endpoint, command).await,
         Command::Alerts(args) => alerts::run(endpoint, args).await,
         Command::Status(args) => status::run(&mut connect().await?, args).await,

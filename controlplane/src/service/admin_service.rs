@@ -381,6 +381,59 @@ impl AdminService for AdminServiceImpl {
         Ok(Response::new(pb::RevokeWorkloadResponse {}))
     }
 
+    async fn revoke_certificate(
+        &self,
+        req: Request<pb::RevokeCertificateRequest>,
+    ) -> Result<Response<pb::RevokeCertificateResponse>, Status> {
+        let caller = Caller::of(&req);
+        let req = req.into_inner();
+        let serial =
+            vigil_domain::RevokedCertificate::normalise_serial(&req.serial).ok_or_else(|| {
+                Status::invalid_argument(format!("serial: {:?} is not a hex serial", req.serial))
+            })?;
+        let certificate = vigil_domain::RevokedCertificate {
+            serial: serial.clone(),
+            identity: req.identity,
+            reason: req.reason,
+            revoked_by: caller.actor(),
+            revoked_at_unix_nanos: now_unix_nanos(),
+        };
+        let (identity, reason) = (certificate.identity.clone(), certificate.reason.clone());
+        let result = self
+            .node
+            .write(Command::RevokeCertificate { certificate })
+            .await?;
+        if let CommandResult::Refused { reason } = result {
+            return Err(Status::already_exists(reason));
+        }
+        tracing::warn!(%serial, %identity, "certificate revoked");
+        self.audit(
+            caller.actor(),
+            "certificate.revoke",
+            format!("certificate {serial}"),
+            format!("{identity}; reason: {reason}"),
+        )
+        .await;
+        Ok(Response::new(pb::RevokeCertificateResponse {}))
+    }
+
+    async fn list_revoked_certificates(
+        &self,
+        _req: Request<pb::ListRevokedCertificatesRequest>,
+    ) -> Result<Response<pb::ListRevokedCertificatesResponse>, Status> {
+        let certificates = self
+            .node
+            .state
+            .revoked_certificates()
+            .map_err(|e| Status::internal(e.to_string()))?
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        Ok(Response::new(pb::ListRevokedCertificatesResponse {
+            certificates,
+        }))
+    }
+
     async fn list_workloads(
         &self,
         _req: Request<pb::ListWorkloadsRequest>,

@@ -72,6 +72,9 @@ struct Session {
     intake: FindingIntake,
     events: SecurityEvents,
     agent_id: String,
+    /// The serial of the certificate the stream was opened with (None
+    /// without TLS): when it is revoked, the stream ends.
+    serial: Option<String>,
     /// The highest seq taken from this agent (committed, or in this
     /// session's writes): the base a jump is measured from.
     last_seq: std::sync::atomic::AtomicU64,
@@ -79,6 +82,19 @@ struct Session {
 }
 
 impl Session {
+    /// Why the stream must end now that its certificate is revoked.
+    fn revoked(&self) -> Option<Status> {
+        let serial = self.serial.as_deref()?;
+        let revoked = self.node.state.certificate_revoked(serial).unwrap_or(true);
+        revoked.then(|| {
+            tracing::warn!(agent = %self.agent_id, %serial, "ending the stream: its certificate was revoked");
+            Status::permission_denied(format!(
+                "agent {}: certificate {serial} is revoked",
+                self.agent_id
+            ))
+        })
+    }
+
     async fn on_findings(&self, batch: pb::FindingBatch) -> Result<(), Status> {
         use std::sync::atomic::Ordering;
         let mut valid: Vec<Finding> = Vec::with_capacity(batch.findings.len());
@@ -249,9 +265,20 @@ impl Session {
         policy.mark_changed();
         let mut workloads = self.node.state.watch_workloads();
         workloads.mark_changed();
+        let mut revocations = self.node.state.watch_revocations();
         loop {
             let next = tokio::select! {
                 m = inbound.message() => m,
+                changed = revocations.changed(), if self.serial.is_some() => {
+                    if changed.is_ok() {
+                        revocations.borrow_and_update();
+                        if let Some(status) = self.revoked() {
+                            let _ = self.tx.send(Err(status)).await;
+                            break;
+                        }
+                    }
+                    continue;
+                }
                 changed = workloads.changed() => {
                     if changed.is_ok() {
                         workloads.borrow_and_update();
@@ -371,6 +398,10 @@ impl AgentService for AgentServiceImpl {
             intake: self.intake.clone(),
             events: self.events.clone(),
             agent_id,
+            serial: match &caller {
+                Caller::Authenticated { serial, .. } => Some(serial.clone()),
+                Caller::Unauthenticated => None,
+            },
             last_seq: last_seq.into(),
             tx,
         };

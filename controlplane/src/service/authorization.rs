@@ -11,10 +11,9 @@
 //! Architecture invariant: a handler learns who called from the
 //! [`Caller`] this layer put in the request, never from the request body.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
@@ -82,22 +81,31 @@ pub fn need(path: &str) -> Option<Need> {
             "QueryAlerts" | "FollowAlerts" | "ClusterStatus" | "GetAgent" | "ListPolicies"
             | "GetPolicy" | "ListWorkloads" | "ListAudit" | "VerifyAudit" => Viewer,
             "Unfreeze" => Analyst,
-            "PushPolicy" | "ApproveWorkload" | "RevokeWorkload" => Admin,
+            "ListRevokedCertificates" => Viewer,
+            "PushPolicy" | "ApproveWorkload" | "RevokeWorkload" | "RevokeCertificate" => Admin,
             _ => return None,
         }),
         _ => return None,
     })
 }
 
-/// Serials (lower-case hex) of revoked certificates.
-pub type RevokedSerials = Arc<RwLock<HashSet<String>>>;
+/// Whether a serial (lower-case hex) is revoked; an error reads as yes.
+pub type RevocationCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// The layer: `Server::builder().layer(Authorization::...)`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Authorization {
     tls: bool,
-    revoked: RevokedSerials,
+    revoked: RevocationCheck,
     events: SecurityEvents,
+}
+
+impl std::fmt::Debug for Authorization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authorization")
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Authorization {
@@ -105,13 +113,13 @@ impl Authorization {
     pub fn open() -> Self {
         Self {
             tls: false,
-            revoked: RevokedSerials::default(),
+            revoked: Arc::new(|_| false),
             events: SecurityEvents::discard(),
         }
     }
 
     /// Certificates decide; refusals are reported to `events`.
-    pub fn mutual_tls(revoked: RevokedSerials, events: SecurityEvents) -> Self {
+    pub fn mutual_tls(revoked: RevocationCheck, events: SecurityEvents) -> Self {
         Self {
             tls: true,
             revoked,
@@ -155,12 +163,7 @@ impl Authorization {
                 format!("names no vigil identity: {e}"),
             )
         })?;
-        let revoked = self
-            .revoked
-            .read()
-            .map(|r| r.contains(&cert.serial_hex))
-            .unwrap_or(true);
-        if revoked {
+        if (self.revoked)(&cert.serial_hex) {
             return Err(deny(
                 identity.to_string(),
                 format!("certificate {} is revoked", cert.serial_hex),

@@ -17,6 +17,7 @@
 //! - `policy_meta/<u64 be version>` → PolicyMeta
 //! - `workload/<workload id>` → WorkloadApproval
 //! - `audit/<u64 be index>` → AuditEntry (hash-chained, see `audit_chain.rs`)
+//! - `revoked_cert/<serial, lower-case hex>` → RevokedCertificate
 //!
 //! Key layout of `sm.v1.snapshot`: `meta` → SnapshotMeta, `data` → the
 //! snapshot bytes (length-prefixed key/value pairs of `sm.v1`).
@@ -50,6 +51,7 @@ const POLICY_PREFIX: &[u8] = b"policy/";
 const POLICY_META_PREFIX: &[u8] = b"policy_meta/";
 const WORKLOAD_PREFIX: &[u8] = b"workload/";
 const AUDIT_PREFIX: &[u8] = b"audit/";
+const REVOKED_CERT_PREFIX: &[u8] = b"revoked_cert/";
 /// (index, hash) of the newest audit entry.
 const AUDIT_HEAD: &[u8] = b"meta/audit_head";
 const ALERT_TALLY: &[u8] = b"meta/alert_tally";
@@ -156,6 +158,7 @@ pub struct StateReader {
     last_alert: watch::Receiver<u64>,
     active_policy: watch::Receiver<u64>,
     workloads_changed: watch::Receiver<u64>,
+    revocations_changed: watch::Receiver<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -289,6 +292,30 @@ impl StateReader {
             .collect()
     }
 
+    /// Whether the certificate with this serial (lower-case hex) is revoked.
+    pub fn certificate_revoked(&self, serial: &str) -> Result<bool, ReadError> {
+        Ok(self
+            .tree
+            .contains_key(prefixed(REVOKED_CERT_PREFIX, serial.as_bytes()))?)
+    }
+
+    pub fn revoked_certificates(
+        &self,
+    ) -> Result<Vec<vigil_domain::RevokedCertificate>, ReadError> {
+        self.tree
+            .scan_prefix(REVOKED_CERT_PREFIX)
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Changes whenever a certificate is revoked (or a snapshot installed).
+    pub fn watch_revocations(&self) -> watch::Receiver<u64> {
+        self.revocations_changed.clone()
+    }
+
     /// Changes whenever a workload is approved or revoked.
     pub fn watch_workloads(&self) -> watch::Receiver<u64> {
         self.workloads_changed.clone()
@@ -341,6 +368,8 @@ pub struct SledStateMachine {
     active_policy: Arc<watch::Sender<u64>>,
     /// A generation count, bumped by every workload change applied.
     workloads_changed: Arc<watch::Sender<u64>>,
+    /// A generation count, bumped by every certificate revocation applied.
+    revocations_changed: Arc<watch::Sender<u64>>,
     /// The audit head written by the entry being applied (its batch is not
     /// in the tree yet), so two entries in one apply chain correctly.
     pending_audit_head: Arc<std::sync::Mutex<Option<(u64, String)>>>,
@@ -359,6 +388,7 @@ impl SledStateMachine {
         };
         let (policy_tx, policy_rx) = watch::channel(active);
         let (workloads_tx, workloads_rx) = watch::channel(0u64);
+        let (revocations_tx, revocations_rx) = watch::channel(0u64);
         Ok((
             Self {
                 db: db.clone(),
@@ -367,6 +397,7 @@ impl SledStateMachine {
                 last_alert: Arc::new(tx),
                 active_policy: Arc::new(policy_tx),
                 workloads_changed: Arc::new(workloads_tx),
+                revocations_changed: Arc::new(revocations_tx),
                 pending_audit_head: Arc::new(std::sync::Mutex::new(None)),
             },
             StateReader {
@@ -374,6 +405,7 @@ impl SledStateMachine {
                 last_alert: rx,
                 active_policy: policy_rx,
                 workloads_changed: workloads_rx,
+                revocations_changed: revocations_rx,
             },
         ))
     }
@@ -525,6 +557,16 @@ impl SledStateMachine {
                     });
                 }
                 batch.remove(k);
+                Ok(CommandResult::Done)
+            }
+            Command::RevokeCertificate { certificate } => {
+                let k = prefixed(REVOKED_CERT_PREFIX, certificate.serial.as_bytes());
+                if self.tree.get(&k).map_err(sm_read_err)?.is_some() {
+                    return Ok(CommandResult::Refused {
+                        reason: format!("certificate {} is already revoked", certificate.serial),
+                    });
+                }
+                batch.insert(k, json(&certificate)?);
                 Ok(CommandResult::Done)
             }
             Command::PolicyStatus {
@@ -720,6 +762,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
     {
         let mut results = Vec::new();
         let mut workloads_changed = false;
+        let mut revocations_changed = false;
         for entry in entries {
             if let Ok(mut p) = self.pending_audit_head.lock() {
                 *p = None;
@@ -732,6 +775,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
                         cmd,
                         Command::ApproveWorkload { .. } | Command::RevokeWorkload { .. }
                     );
+                    revocations_changed |= matches!(cmd, Command::RevokeCertificate { .. });
                     self.apply_command(cmd, &mut batch)?
                 }
                 EntryPayload::Membership(m) => {
@@ -762,6 +806,9 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         if workloads_changed {
             self.workloads_changed.send_modify(|g| *g += 1);
         }
+        if revocations_changed {
+            self.revocations_changed.send_modify(|g| *g += 1);
+        }
         Ok(results)
     }
 
@@ -773,6 +820,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
             last_alert: self.last_alert.clone(),
             active_policy: self.active_policy.clone(),
             workloads_changed: self.workloads_changed.clone(),
+            revocations_changed: self.revocations_changed.clone(),
             pending_audit_head: self.pending_audit_head.clone(),
         }
     }
@@ -815,6 +863,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         self.last_alert.send_replace(last);
         self.publish_active_policy()?;
         self.workloads_changed.send_modify(|g| *g += 1);
+        self.revocations_changed.send_modify(|g| *g += 1);
         Ok(())
     }
 
