@@ -27,3 +27,5 @@ pub mod procfs;
 pub mod respond;
 pub mod sensors;
 pub mod ship;
+#[cfg(test)]
+mod sled_reopen;

@@ -22,6 +22,7 @@ const LEAVES: &[&str] = &[
     "config",
     "metrics",
     "procfs",
+    "sled_reopen",
 ];
 
 /// Leaf → stage imports that are allowed, and why.

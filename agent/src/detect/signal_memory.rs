@@ -192,7 +192,7 @@ mod tests {
             m.tree.insert(gone, b"").unwrap();
             db.flush().unwrap();
         }
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::sled_reopen::reopen_sled(dir.path());
         let mut m = SignalMemory::open(&db, Procfs::default()).unwrap();
         let restored = m.restore().unwrap();
         assert_eq!(restored.get(&me), Some(&signals));

@@ -547,7 +547,7 @@ mod tests {
             // The same version again, or a newer one, is fine.
             assert_eq!(g.accept(&bundle(&key, 2)), Ok(2));
         }
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::sled_reopen::reopen_sled(dir.path());
         let mut g = governor(&key, &db);
         assert_eq!(g.active().map(|a| a.version), Some(2));
         let err = g.accept(&bundle(&key, 1)).unwrap_err();
@@ -580,7 +580,7 @@ mod tests {
             );
             assert_eq!(g.active().map(|a| a.version), Some(1));
         }
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::sled_reopen::reopen_sled(dir.path());
         let mut g = governor(&key, &db);
         // Version 1 (older than 2) is what was active: it is restored.
         assert_eq!(g.active().map(|a| a.version), Some(1));

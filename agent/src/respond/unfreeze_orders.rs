@@ -225,7 +225,7 @@ mod tests {
             assert_eq!(orders.admit(&order, NOW), Ok(()));
             assert_eq!(orders.admit(&short, NOW), Ok(()));
         }
-        let db = sled_reopen(&dir.path().join("db"));
+        let db = crate::sled_reopen::reopen_sled(&dir.path().join("db"));
         let mut orders = UnfreezeOrders::new(trusted, "agent-7".into(), Some(&db));
         assert_eq!(orders.admit(&order, NOW + 1), Err(OrderRefusal::Replayed));
         // An expired one is refused as expired; its nonce goes (from disk
@@ -239,17 +239,5 @@ mod tests {
         assert!(!orders.seen.contains_key(&short.nonce));
         assert_eq!(orders.seen.len(), 2);
         assert_eq!(db.open_tree(NONCE_TREE).unwrap().len(), 2);
-    }
-
-    /// Reopens a sled database just closed (its flusher may hold the
-    /// directory lock a moment longer).
-    fn sled_reopen(path: &std::path::Path) -> sled::Db {
-        for _ in 0..200 {
-            if let Ok(db) = sled::open(path) {
-                return db;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        sled::open(path).unwrap()
     }
 }

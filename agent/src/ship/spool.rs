@@ -388,9 +388,7 @@ impl Spool {
 mod tests {
     use super::*;
 
-    /// Opens a spool just dropped: sled's flusher thread may hold the
-    /// directory's lock for a moment after the last handle goes (a process
-    /// that exits releases it at once; a test reopening in-process waits).
+    /// Opens a spool just dropped (see [`crate::sled_reopen`]).
     fn reopen(dir: &std::path::Path) -> Spool {
         for _ in 0..250 {
             if let Ok(s) = Spool::open(dir) {
