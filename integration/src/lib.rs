@@ -23,8 +23,8 @@ mod polling;
 mod privilege;
 pub mod raw_agent;
 pub mod raw_codec;
-mod tmpfs;
 pub mod tls_fleet;
+mod tmpfs;
 pub mod unprivileged;
 
 pub use agent::{log_number, Agent};

@@ -299,9 +299,7 @@ impl StateReader {
             .contains_key(prefixed(REVOKED_CERT_PREFIX, serial.as_bytes()))?)
     }
 
-    pub fn revoked_certificates(
-        &self,
-    ) -> Result<Vec<vigil_domain::RevokedCertificate>, ReadError> {
+    pub fn revoked_certificates(&self) -> Result<Vec<vigil_domain::RevokedCertificate>, ReadError> {
         self.tree
             .scan_prefix(REVOKED_CERT_PREFIX)
             .map(|kv| {
