@@ -11,9 +11,14 @@ use vigil_observability::LogFormat;
     about = "vigil host agent: finds shadow AI on this host"
 )]
 pub struct AgentConfig {
+    /// What to do instead of running: enroll with a join token.
+    #[command(subcommand)]
+    pub command: Option<AgentCommand>,
+
     /// Control plane gRPC endpoint.
     #[arg(
         long,
+        global = true,
         env = "VIGIL_CONTROL_PLANE",
         default_value = "http://127.0.0.1:7700"
     )]
@@ -29,14 +34,14 @@ pub struct AgentConfig {
 
     /// Stable identity of this agent (default: the agent id its --tls-cert
     /// names, else /etc/machine-id, else the hostname).
-    #[arg(long, env = "VIGIL_AGENT_ID")]
+    #[arg(long, global = true, env = "VIGIL_AGENT_ID")]
     pub agent_id: Option<String>,
 
     /// The fleet's CA certificate (PEM). With --tls-cert and --tls-key the
     /// agent talks to the control plane over mutual TLS (an https://
     /// endpoint) and trusts only a control plane whose certificate this CA
     /// issued to a node.
-    #[arg(long, env = "VIGIL_TLS_CA", value_name = "PEM")]
+    #[arg(long, global = true, env = "VIGIL_TLS_CA", value_name = "PEM")]
     pub tls_ca: Option<PathBuf>,
 
     /// This agent's certificate (PEM): it names the agent id.
@@ -271,6 +276,24 @@ pub fn certified_agent_id(path: &std::path::Path) -> anyhow::Result<String> {
         ),
         Err(e) => anyhow::bail!("{}: {e}", path.display()),
     }
+}
+
+/// The agent's commands other than running.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AgentCommand {
+    /// Enrolls this host with a one-time join token: makes a key, sends a
+    /// certificate request to the control plane (verified with --tls-ca)
+    /// and writes agent.pem, agent.key (0600) and ca.pem to --out-dir.
+    /// Example: vigil-agent enroll --token vjt1.… --control-plane
+    /// https://cp1:7700 --tls-ca ca.pem --out-dir /etc/vigil/tls
+    Enroll {
+        /// The token `vigilctl agent token` printed.
+        #[arg(long, env = "VIGIL_JOIN_TOKEN")]
+        token: String,
+        /// Where to write the certificate and key (made 0700).
+        #[arg(long, default_value = "/etc/vigil/tls")]
+        out_dir: PathBuf,
+    },
 }
 
 pub fn hostname() -> String {

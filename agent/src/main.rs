@@ -1,11 +1,17 @@
 use clap::Parser;
-use vigil_agent::config::AgentConfig;
+use vigil_agent::config::{AgentCommand, AgentConfig};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = AgentConfig::parse();
     vigil_observability::init_logging(config.log_format, "info");
-    match vigil_agent::host_agent::run(config).await {
+    let done = match &config.command {
+        Some(AgentCommand::Enroll { token, out_dir }) => {
+            vigil_agent::ship::enrollment::enroll(&config, token, out_dir).await
+        }
+        None => vigil_agent::host_agent::run(config).await,
+    };
+    match done {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vigil-agent: {e:#}");

@@ -5,6 +5,7 @@
 //! memory, heartbeats say `spool-full`), never stops it.
 
 pub mod control_plane_tls;
+pub mod enrollment;
 pub mod overflow;
 mod ship_stage;
 pub mod shipper;

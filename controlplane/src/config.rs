@@ -58,6 +58,23 @@ pub struct ControlPlaneConfig {
     #[arg(long, env = "VIGIL_TLS_KEY", value_name = "PEM", requires_all = ["tls_ca", "tls_cert"])]
     pub tls_key: Option<PathBuf>,
 
+    /// The fleet CA's private key (PEM; or an intermediate CA's, with its
+    /// certificate as --tls-ca): with it this node enrolls agents that
+    /// present a join token (`vigilctl agent token create`), and a peer
+    /// without a certificate may complete the TLS handshake to enroll
+    /// (and call nothing else).
+    #[arg(
+        long,
+        env = "VIGIL_TLS_CA_KEY",
+        value_name = "PEM",
+        requires = "tls_ca"
+    )]
+    pub tls_ca_key: Option<PathBuf>,
+
+    /// Days an enrolled agent's certificate is valid.
+    #[arg(long, env = "VIGIL_ENROLL_CERT_DAYS", default_value_t = 30)]
+    pub enroll_cert_days: u32,
+
     /// Log lines on stderr as human-readable text or one JSON object each.
     #[arg(long, env = "VIGIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

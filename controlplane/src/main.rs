@@ -7,9 +7,14 @@ async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
     let trusted = vigil_policy::TrustedKeys::from_hex(&config.trusted_policy_keys)
         .context("--trusted-policy-key")?;
     let tls = match config.tls_files() {
-        Some(files) => {
-            Some(vigil_controlplane::mtls::server_config(&files).context("the TLS configuration")?)
-        }
+        Some(files) => Some(
+            vigil_controlplane::mtls::serving(
+                &files,
+                config.tls_ca_key.as_deref(),
+                config.enroll_cert_days,
+            )
+            .context("the TLS configuration")?,
+        ),
         None => None,
     };
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -80,9 +80,47 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupErr
     Ok(certs)
 }
 
+/// What a node serves with: the rustls configuration and, when it holds
+/// the CA key, enrollment.
+pub struct TlsServing {
+    pub config: Arc<rustls::ServerConfig>,
+    pub enrollment: Option<Arc<crate::service::enrollment::Enrollment>>,
+}
+
+/// The TLS set-up of a node: with `ca_key` (the fleet CA's key, or an
+/// intermediate's) it also enrolls agents, and a peer without a
+/// certificate may complete the handshake (to enroll, and nothing else).
+pub fn serving(
+    files: &TlsFiles,
+    ca_key: Option<&Path>,
+    enroll_days: u32,
+) -> Result<TlsServing, TlsSetupError> {
+    let enrollment = match ca_key {
+        None => None,
+        Some(key) => {
+            let ca_pem = String::from_utf8_lossy(&read(&files.ca)?).into_owned();
+            let key_pem = String::from_utf8_lossy(&read(key)?).into_owned();
+            let ca = vigil_pki::CertificateAuthority::from_pem(&ca_pem, &key_pem)
+                .map_err(|e| pem_err(key, format!("not the key of {}: {e}", files.ca.display())))?;
+            Some(Arc::new(crate::service::enrollment::Enrollment {
+                ca,
+                days: enroll_days,
+            }))
+        }
+    };
+    Ok(TlsServing {
+        config: server_config(files, enrollment.is_some())?,
+        enrollment,
+    })
+}
+
 /// The rustls configuration: TLS 1.2+, ALPN h2, client certificates
-/// required and verified against the CA.
-pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
+/// verified against the CA and required unless `allow_anonymous` (then a
+/// peer without one may only enroll: the authorization layer's table).
+pub fn server_config(
+    files: &TlsFiles,
+    allow_anonymous: bool,
+) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for ca in certificates(&files.ca)? {
@@ -111,12 +149,16 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsS
     let key_pem = read(&files.key)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| pem_err(&files.key, format!("no private key: {e}")))?;
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+    let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
         provider.clone(),
-    )
-    .build()
-    .map_err(|e| TlsSetupError::Config(e.to_string()))?;
+    );
+    if allow_anonymous {
+        verifier = verifier.allow_unauthenticated();
+    }
+    let verifier = verifier
+        .build()
+        .map_err(|e| TlsSetupError::Config(e.to_string()))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsSetupError::Config(e.to_string()))?

@@ -89,6 +89,18 @@ pub enum Command {
     },
     #[serde(rename = "revoke_workload.v1")]
     RevokeWorkload { id: String },
+    /// A join token is created (only its digest is stored).
+    #[serde(rename = "put_join_token.v1")]
+    PutJoinToken { record: vigil_pki::TokenRecord },
+    /// An agent enrolls with a join token: admitted against the record at
+    /// the proposer's time, then marked used.
+    #[serde(rename = "use_join_token.v1")]
+    UseJoinToken {
+        id: String,
+        secret_sha256: String,
+        agent_id: String,
+        now_unix_secs: u64,
+    },
     /// A certificate is no longer trusted (refused if it already is not).
     #[serde(rename = "revoke_certificate.v1")]
     RevokeCertificate {

@@ -53,7 +53,7 @@ pub async fn serve(
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     trusted_policy_keys: vigil_policy::TrustedKeys,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<crate::mtls::TlsServing>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let sessions = Arc::new(crate::service::AgentSessions::default());
@@ -139,6 +139,7 @@ pub async fn serve(
             sessions.clone(),
             intake,
             events.clone(),
+            tls.as_ref().and_then(|t| t.enrollment.clone()),
         )))
         .add_service(AdminServiceServer::new(AdminServiceImpl::new(
             node.clone(),
@@ -149,10 +150,10 @@ pub async fn serve(
             node.state.clone(),
         )));
     let served = match tls {
-        Some(config) => {
+        Some(tls) => {
             router
                 .serve_with_incoming_shutdown(
-                    crate::mtls::accept(listener, config, events),
+                    crate::mtls::accept(listener, tls.config, events),
                     shutdown,
                 )
                 .await

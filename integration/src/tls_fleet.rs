@@ -72,6 +72,14 @@ impl TlsFleet {
         ]
     }
 
+    /// `--tls-ca-key` and the CA's key written beside the CA: the control
+    /// plane then enrolls agents.
+    pub fn ca_key_flags(&self) -> Vec<String> {
+        let key = self.ca_file.with_extension("key");
+        std::fs::write(&key, self.ca.key_pem()).expect("write");
+        vec!["--tls-ca-key".into(), key.display().to_string()]
+    }
+
     /// The control plane's flags for node `id` serving on 127.0.0.1: the
     /// files are written beside the CA.
     pub fn node_flags(&self, id: &str) -> Vec<String> {

@@ -462,3 +462,188 @@ async fn an_agent_trusts_only_its_fleets_control_plane() {
         "{e}"
     );
 }
+
+/// Enrollment: a token enrolls one agent, once, before it expires, with
+/// the right secret and (when bound) only the agent it names; a peer
+/// without a certificate can call nothing else; the enrolled agent runs
+/// with what enrollment wrote.
+#[tokio::test]
+async fn a_join_token_enrolls_one_agent_once_before_it_expires() {
+    use std::os::unix::fs::PermissionsExt;
+    use vigil_integration::{binary, Agent};
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = TlsFleet::new(tmp.path(), "fleet");
+    let port = free_port();
+    let mut flags = fleet.node_flags("cp1");
+    flags.extend(fleet.ca_key_flags());
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let _cp = ControlPlane::start_with(&tmp.path().join("cp"), port, &flags);
+    let admin_cert = fleet.issue(Identity::operator(OperatorRole::Admin, "alice").unwrap());
+    let admin_flags = fleet.vigilctl_flags(port, "alice", &admin_cert);
+    let token = |extra: &[&str]| {
+        let out = std::process::Command::new(binary("vigilctl"))
+            .env_remove("VIGIL_ENDPOINT")
+            .args(&admin_flags)
+            .args(["agent", "token"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let ca = fleet.ca_file.display().to_string();
+    let enroll = |token: &str, id: &str, out: &std::path::Path| {
+        std::process::Command::new(binary("vigil-agent"))
+            .args(["enroll", "--token", token, "--out-dir"])
+            .arg(out)
+            .args([
+                "--control-plane",
+                &endpoint,
+                "--tls-ca",
+                &ca,
+                "--agent-id",
+                id,
+            ])
+            .output()
+            .unwrap()
+    };
+    let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+
+    // Once.
+    let t = token(&["--ttl-secs", "600"]);
+    let dir = tmp.path().join("host-e");
+    let out = enroll(&t, "host-e", &dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key_mode = std::fs::metadata(dir.join("agent.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+    let cert = std::fs::read_to_string(dir.join("agent.pem")).unwrap();
+    assert_eq!(
+        vigil_pki::CertificateInfo::from_pem(&cert)
+            .unwrap()
+            .identity
+            .unwrap(),
+        Identity::agent("host-e").unwrap()
+    );
+    let again = enroll(&t, "host-f", &tmp.path().join("host-f"));
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("already used by agent host-e"),
+        "{}",
+        stderr(&again)
+    );
+
+    // Bound to one agent id.
+    let bound = token(&["--ttl-secs", "600", "--agent-id", "only-x"]);
+    let other = enroll(&bound, "host-y", &tmp.path().join("host-y"));
+    assert!(
+        stderr(&other).contains("is for agent \"only-x\""),
+        "{}",
+        stderr(&other)
+    );
+    assert!(enroll(&bound, "only-x", &tmp.path().join("only-x"))
+        .status
+        .success());
+
+    // Expired; wrong secret.
+    let short = token(&["--ttl-secs", "1"]);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let late = enroll(&short, "host-l", &tmp.path().join("host-l"));
+    assert!(stderr(&late).contains("expired"), "{}", stderr(&late));
+    let good = token(&["--ttl-secs", "600"]);
+    let mut forged = good.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == '0' { '1' } else { '0' });
+    let wrong = enroll(&forged, "host-w", &tmp.path().join("host-w"));
+    assert!(
+        stderr(&wrong).contains("wrong secret"),
+        "{}",
+        stderr(&wrong)
+    );
+    assert!(!tmp.path().join("host-w").join("agent.pem").exists());
+
+    // Without a certificate, nothing but enrollment answers.
+    let anonymous = tonic::transport::Endpoint::from_shared(endpoint.clone())
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(fleet.ca_pem()))
+                .domain_name("127.0.0.1"),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let refused = AdminServiceClient::new(anonymous)
+        .list_audit(admin_pb::ListAuditRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert!(
+        refused.message().contains("enroll first"),
+        "{}",
+        refused.message()
+    );
+
+    // The enrolled agent runs with what enrollment wrote.
+    let d = dir.display().to_string();
+    let (ca_file, cert_file, key_file) = (
+        format!("{d}/ca.pem"),
+        format!("{d}/agent.pem"),
+        format!("{d}/agent.key"),
+    );
+    let agent = Agent::start_with(
+        &tmp.path().join("agent-data"),
+        &endpoint,
+        "host-e",
+        &[
+            "--sensor-mode",
+            "procfs",
+            "--tls-ca",
+            &ca_file,
+            "--tls-cert",
+            &cert_file,
+            "--tls-key",
+            &key_file,
+        ],
+    )
+    .await;
+    let admin = AdminServiceClient::new(fleet.channel(port, &admin_cert).await.unwrap());
+    try_wait_for("host-e registered", Duration::from_secs(20), || {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .get_agent(admin_pb::GetAgentRequest {
+                    agent: "host-e".into(),
+                })
+                .await
+                .ok()
+                .map(|_| ())
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
+    drop(agent);
+
+    // Every enrollment and refusal is audited.
+    let entries = admin
+        .clone()
+        .list_audit(admin_pb::ListAuditRequest {
+            after_index: 0,
+            limit: 1000,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let count = |action: &str| entries.iter().filter(|e| e.action == action).count();
+    assert_eq!(count("agent.enroll"), 2, "{entries:#?}");
+    assert!(count("join_token.create") >= 4);
+}

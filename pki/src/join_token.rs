@@ -53,6 +53,12 @@ pub enum TokenRefused {
     },
     #[error("join token {id} was already used by agent {by}")]
     AlreadyUsed { id: String, by: String },
+    #[error("join token {id} is for agent {expected:?}, not {asked:?}")]
+    OtherAgent {
+        id: String,
+        expected: String,
+        asked: String,
+    },
 }
 
 impl JoinToken {
@@ -103,10 +109,17 @@ impl JoinToken {
     pub fn record(&self, expires_at_unix_secs: u64) -> TokenRecord {
         TokenRecord {
             id: self.id.clone(),
-            secret_sha256: hex::encode(Sha256::digest(self.secret)),
+            secret_sha256: self.secret_sha256(),
             expires_at_unix_secs,
+            for_agent: None,
             used_by: None,
         }
+    }
+
+    /// The digest of the secret: what a raft command may carry (the secret
+    /// itself never enters the replicated log).
+    pub fn secret_sha256(&self) -> String {
+        hex::encode(Sha256::digest(self.secret))
     }
 }
 
@@ -117,6 +130,9 @@ pub struct TokenRecord {
     pub id: String,
     pub secret_sha256: String,
     pub expires_at_unix_secs: u64,
+    /// Only this agent id may enroll with it (None: any).
+    #[serde(default)]
+    pub for_agent: Option<String>,
     /// The agent id that enrolled with it, once it has.
     pub used_by: Option<String>,
 }
@@ -125,12 +141,38 @@ impl TokenRecord {
     /// Whether `token` may enroll now. The secret is compared in constant
     /// time; an expired or used token is refused even with the right one.
     pub fn admit(&self, token: &JoinToken, now_unix_secs: u64) -> Result<(), TokenRefused> {
+        if token.id != self.id {
+            return Err(TokenRefused::WrongSecret {
+                id: self.id.clone(),
+            });
+        }
+        self.admit_digest(&token.secret_sha256(), None, now_unix_secs)
+    }
+
+    /// Like [`TokenRecord::admit`], from the digest of the presented secret
+    /// (what a raft command carries) and the agent id asked for.
+    pub fn admit_digest(
+        &self,
+        presented_sha256: &str,
+        agent_id: Option<&str>,
+        now_unix_secs: u64,
+    ) -> Result<(), TokenRefused> {
         let id = self.id.clone();
-        let presented = hex::encode(Sha256::digest(token.secret));
-        if token.id != self.id
-            || !bool::from(presented.as_bytes().ct_eq(self.secret_sha256.as_bytes()))
-        {
+        if !bool::from(
+            presented_sha256
+                .as_bytes()
+                .ct_eq(self.secret_sha256.as_bytes()),
+        ) {
             return Err(TokenRefused::WrongSecret { id });
+        }
+        if let (Some(expected), Some(asked)) = (&self.for_agent, agent_id) {
+            if expected != asked {
+                return Err(TokenRefused::OtherAgent {
+                    id,
+                    expected: expected.clone(),
+                    asked: asked.to_string(),
+                });
+            }
         }
         if let Some(by) = &self.used_by {
             return Err(TokenRefused::AlreadyUsed { id, by: by.clone() });

@@ -1,4 +1,5 @@
-//! `vigilctl agent unfreeze`: act on one agent.
+//! `vigilctl agent unfreeze|token`: act on one agent, or let a new one
+//! enroll.
 
 use std::path::PathBuf;
 
@@ -33,10 +34,38 @@ pub enum AgentCommand {
               value_parser = clap::value_parser!(u32).range(1..=vigil_policy::UNFREEZE_MAX_VALIDITY_SECS))]
         valid_secs: u32,
     },
+    /// Makes a one-time join token for enrolling an agent
+    /// (`vigil-agent enroll --token ...`); printed once, kept only as a digest.
+    #[command(
+        after_help = "Examples:\n  vigilctl agent token --ttl-secs 3600\n  vigilctl agent token --ttl-secs 600 --agent-id gpu-node-7"
+    )]
+    Token {
+        /// Seconds until the token expires (at most a week).
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: u64,
+        /// Only this agent id may enroll with it.
+        #[arg(long)]
+        agent_id: Option<String>,
+    },
 }
 
 pub async fn run(client: &mut AdminClient, command: AgentCommand) -> anyhow::Result<()> {
     match command {
+        AgentCommand::Token { ttl_secs, agent_id } => {
+            let made = client
+                .create_join_token(pb::CreateJoinTokenRequest {
+                    ttl_secs,
+                    agent_id: agent_id.unwrap_or_default(),
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            println!("{}", made.token);
+            eprintln!(
+                "expires at {} (unix seconds); enroll with: vigil-agent enroll --token <token> --control-plane https://HOST:PORT --tls-ca ca.pem --out-dir /etc/vigil/tls",
+                made.expires_at_unix_secs
+            );
+        }
         AgentCommand::Unfreeze {
             agent,
             pid,
@@ -81,7 +110,9 @@ mod tests {
     fn unfreeze_needs_a_key_and_a_short_validity() {
         assert!(Cli::try_parse_from(["agent", "unfreeze", "h", "42"]).is_err());
         let cli = Cli::try_parse_from(["agent", "unfreeze", "h", "42", "--key", "k"]).unwrap();
-        let AgentCommand::Unfreeze { valid_secs, .. } = cli.command;
+        let AgentCommand::Unfreeze { valid_secs, .. } = cli.command else {
+            panic!("parsed as another command");
+        };
         assert_eq!(valid_secs, DEFAULT_VALID_SECS);
         for bad in ["0", "901"] {
             assert!(Cli::try_parse_from([

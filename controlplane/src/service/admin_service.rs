@@ -417,6 +417,55 @@ impl AdminService for AdminServiceImpl {
         Ok(Response::new(pb::RevokeCertificateResponse {}))
     }
 
+    async fn create_join_token(
+        &self,
+        req: Request<pb::CreateJoinTokenRequest>,
+    ) -> Result<Response<pb::CreateJoinTokenResponse>, Status> {
+        const WEEK: u64 = 7 * 24 * 3600;
+        let caller = Caller::of(&req);
+        let req = req.into_inner();
+        if req.ttl_secs == 0 || req.ttl_secs > WEEK {
+            return Err(Status::invalid_argument(format!(
+                "ttl_secs: {} is not between 1 and {WEEK} (a week)",
+                req.ttl_secs
+            )));
+        }
+        let for_agent = if req.agent_id.is_empty() {
+            None
+        } else {
+            vigil_pki::Identity::agent(&req.agent_id)
+                .map_err(|e| Status::invalid_argument(format!("agent_id: {e}")))?;
+            Some(req.agent_id.clone())
+        };
+        let now_secs = (now_unix_nanos() / 1_000_000_000).max(0) as u64;
+        let token = vigil_pki::JoinToken::generate();
+        let mut record = token.record(now_secs + req.ttl_secs);
+        record.for_agent = for_agent;
+        let expires = record.expires_at_unix_secs;
+        let result = self.node.write(Command::PutJoinToken { record }).await?;
+        if let CommandResult::Refused { reason } = result {
+            return Err(Status::aborted(reason));
+        }
+        self.audit(
+            caller.actor(),
+            "join_token.create",
+            format!("join token {}", token.id()),
+            format!(
+                "expires at {expires} (unix s); for agent {}",
+                if req.agent_id.is_empty() {
+                    "any"
+                } else {
+                    &req.agent_id
+                }
+            ),
+        )
+        .await;
+        Ok(Response::new(pb::CreateJoinTokenResponse {
+            token: token.reveal(),
+            expires_at_unix_secs: expires as i64,
+        }))
+    }
+
     async fn list_revoked_certificates(
         &self,
         _req: Request<pb::ListRevokedCertificatesRequest>,

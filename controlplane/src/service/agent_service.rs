@@ -25,6 +25,7 @@ pub struct AgentServiceImpl {
     sessions: Arc<AgentSessions>,
     intake: FindingIntake,
     events: SecurityEvents,
+    enrollment: Option<Arc<super::enrollment::Enrollment>>,
 }
 
 impl AgentServiceImpl {
@@ -33,12 +34,14 @@ impl AgentServiceImpl {
         sessions: Arc<AgentSessions>,
         intake: FindingIntake,
         events: SecurityEvents,
+        enrollment: Option<Arc<super::enrollment::Enrollment>>,
     ) -> Self {
         Self {
             node,
             sessions,
             intake,
             events,
+            enrollment,
         }
     }
 }
@@ -338,6 +341,22 @@ impl Session {
 impl AgentService for AgentServiceImpl {
     type StreamStream = ReceiverStream<Result<pb::ControlMessage, Status>>;
 
+    async fn enroll(
+        &self,
+        req: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
+        let Some(enrollment) = &self.enrollment else {
+            return Err(Status::failed_precondition(
+                "enrollment is off on this control plane (start it with --tls-ca-key)",
+            ));
+        };
+        let peer = req.remote_addr();
+        let answer = enrollment
+            .enroll(&self.node, &self.events, req.into_inner(), peer)
+            .await?;
+        Ok(Response::new(answer))
+    }
+
     async fn stream(
         &self,
         req: Request<Streaming<pb::AgentMessage>>,
@@ -400,7 +419,7 @@ impl AgentService for AgentServiceImpl {
             agent_id,
             serial: match &caller {
                 Caller::Authenticated { serial, .. } => Some(serial.clone()),
-                Caller::Unauthenticated => None,
+                Caller::Unauthenticated | Caller::Anonymous => None,
             },
             last_seq: last_seq.into(),
             tx,

@@ -27,6 +27,8 @@ use crate::security_events::{SecurityEvent, SecurityEvents};
 pub enum Caller {
     /// TLS is off: nobody is authenticated (a lab set-up).
     Unauthenticated,
+    /// TLS is on and the peer presented no certificate: it may only enroll.
+    Anonymous,
     /// The identity a verified certificate names, and its serial.
     Authenticated { identity: Identity, serial: String },
 }
@@ -44,6 +46,7 @@ impl Caller {
     pub fn actor(&self) -> String {
         match self {
             Caller::Unauthenticated => "unauthenticated (TLS off)".into(),
+            Caller::Anonymous => "a peer without a certificate".into(),
             Caller::Authenticated { identity, .. } => identity.to_string(),
         }
     }
@@ -52,7 +55,7 @@ impl Caller {
     pub fn agent_id(&self) -> Option<&str> {
         match self {
             Caller::Authenticated { identity, .. } => identity.agent_id(),
-            Caller::Unauthenticated => None,
+            Caller::Unauthenticated | Caller::Anonymous => None,
         }
     }
 }
@@ -62,6 +65,8 @@ impl Caller {
 pub enum Need {
     /// Any verified peer (health checks).
     AnyPeer,
+    /// Anyone, certificate or not: enrollment, which checks its own token.
+    Enrollment,
     /// An agent (its own stream).
     Agent,
     /// An operator with at least this role.
@@ -76,13 +81,15 @@ pub fn need(path: &str) -> Option<Need> {
         ("grpc.health.v1.Health", _) => Need::AnyPeer,
         ("grpc.reflection.v1.ServerReflection", _) => Need::Operator(Viewer),
         ("vigil.agent.v1.AgentService", "Stream") => Need::Agent,
+        ("vigil.agent.v1.AgentService", "Enroll") => Need::Enrollment,
         ("vigil.siem.v1.SiemExport", "Subscribe") => Need::Operator(SiemReader),
         ("vigil.admin.v1.AdminService", method) => Need::Operator(match method {
             "QueryAlerts" | "FollowAlerts" | "ClusterStatus" | "GetAgent" | "ListPolicies"
             | "GetPolicy" | "ListWorkloads" | "ListAudit" | "VerifyAudit" => Viewer,
             "Unfreeze" => Analyst,
             "ListRevokedCertificates" => Viewer,
-            "PushPolicy" | "ApproveWorkload" | "RevokeWorkload" | "RevokeCertificate" => Admin,
+            "PushPolicy" | "ApproveWorkload" | "RevokeWorkload" | "RevokeCertificate"
+            | "CreateJoinToken" => Admin,
             _ => return None,
         }),
         _ => return None,
@@ -139,8 +146,20 @@ impl Authorization {
             .and_then(|i| i.peer_certs())
             .and_then(|certs| certs.first().cloned())
         else {
-            // The acceptor requires a certificate; this is a bug guard.
-            return Err(Status::unauthenticated("no client certificate"));
+            // Without a certificate (accepted at the handshake only when
+            // enrollment is on) the one call open is enrollment.
+            if need(path) == Some(Need::Enrollment) {
+                return Ok(Caller::Anonymous);
+            }
+            self.events.report(SecurityEvent::Denied {
+                caller: "a peer without a certificate".into(),
+                peer,
+                what: path.to_string(),
+                why: "only enrollment is open without a client certificate".into(),
+            });
+            return Err(Status::unauthenticated(format!(
+                "{path} needs a client certificate from the fleet's CA (enroll first)"
+            )));
         };
         let deny = |caller: String, why: String| {
             self.events.report(SecurityEvent::Denied {
@@ -171,7 +190,7 @@ impl Authorization {
         }
         let allowed = match (need(path), &identity) {
             (None, _) => false,
-            (Some(Need::AnyPeer), _) => true,
+            (Some(Need::AnyPeer), _) | (Some(Need::Enrollment), _) => true,
             (Some(Need::Agent), Identity::Agent { .. }) => true,
             (Some(Need::Operator(role)), Identity::Operator { role: have, .. }) => {
                 have.allows(role)
@@ -181,7 +200,7 @@ impl Authorization {
         if !allowed {
             let needs = match need(path) {
                 None => "no one may call it".to_string(),
-                Some(Need::AnyPeer) => "any peer".into(),
+                Some(Need::AnyPeer) | Some(Need::Enrollment) => "any peer".into(),
                 Some(Need::Agent) => "it is for agents".into(),
                 Some(Need::Operator(role)) => format!("it needs the {} role", role.as_str()),
             };

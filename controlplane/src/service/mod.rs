@@ -5,6 +5,7 @@ mod agent_service;
 mod agent_sessions;
 mod alert_feed;
 pub mod authorization;
+pub mod enrollment;
 mod siem_service;
 
 pub use admin_service::AdminServiceImpl;

@@ -18,6 +18,7 @@
 //! - `workload/<workload id>` → WorkloadApproval
 //! - `audit/<u64 be index>` → AuditEntry (hash-chained, see `audit_chain.rs`)
 //! - `revoked_cert/<serial, lower-case hex>` → RevokedCertificate
+//! - `join_token/<token id>` → TokenRecord (the secret's digest, expiry, use)
 //!
 //! Key layout of `sm.v1.snapshot`: `meta` → SnapshotMeta, `data` → the
 //! snapshot bytes (length-prefixed key/value pairs of `sm.v1`).
@@ -52,6 +53,7 @@ const POLICY_META_PREFIX: &[u8] = b"policy_meta/";
 const WORKLOAD_PREFIX: &[u8] = b"workload/";
 const AUDIT_PREFIX: &[u8] = b"audit/";
 const REVOKED_CERT_PREFIX: &[u8] = b"revoked_cert/";
+const JOIN_TOKEN_PREFIX: &[u8] = b"join_token/";
 /// (index, hash) of the newest audit entry.
 const AUDIT_HEAD: &[u8] = b"meta/audit_head";
 const ALERT_TALLY: &[u8] = b"meta/alert_tally";
@@ -555,6 +557,39 @@ impl SledStateMachine {
                     });
                 }
                 batch.remove(k);
+                Ok(CommandResult::Done)
+            }
+            Command::PutJoinToken { record } => {
+                let k = prefixed(JOIN_TOKEN_PREFIX, record.id.as_bytes());
+                if self.tree.get(&k).map_err(sm_read_err)?.is_some() {
+                    return Ok(CommandResult::Refused {
+                        reason: format!("join token {} exists", record.id),
+                    });
+                }
+                batch.insert(k, json(&record)?);
+                Ok(CommandResult::Done)
+            }
+            Command::UseJoinToken {
+                id,
+                secret_sha256,
+                agent_id,
+                now_unix_secs,
+            } => {
+                let k = prefixed(JOIN_TOKEN_PREFIX, id.as_bytes());
+                let Some(mut record) = self.get_json::<vigil_pki::TokenRecord>(&k)? else {
+                    return Ok(CommandResult::Refused {
+                        reason: vigil_pki::TokenRefused::Unknown { id }.to_string(),
+                    });
+                };
+                if let Err(refused) =
+                    record.admit_digest(&secret_sha256, Some(&agent_id), now_unix_secs)
+                {
+                    return Ok(CommandResult::Refused {
+                        reason: refused.to_string(),
+                    });
+                }
+                record.used_by = Some(agent_id);
+                batch.insert(k, json(&record)?);
                 Ok(CommandResult::Done)
             }
             Command::RevokeCertificate { certificate } => {

@@ -1,0 +1,99 @@
+//! `vigil-agent enroll`: trade a one-time join token for a certificate.
+//! The key is made here and never leaves the host; the control plane is
+//! verified against the CA the operator gave (--tls-ca), so a token is
+//! never sent to an impostor.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use vigil_proto::agent::v1 as pb;
+use vigil_proto::agent::v1::agent_service_client::AgentServiceClient;
+
+use crate::config::AgentConfig;
+
+/// Enrolls and writes `agent.pem`, `agent.key` and `ca.pem` to `out_dir`.
+pub async fn enroll(config: &AgentConfig, token: &str, out_dir: &Path) -> anyhow::Result<()> {
+    if !config.control_plane.starts_with("https://") {
+        bail!(
+            "enrollment needs an https:// --control-plane (the token must not travel in the clear)"
+        );
+    }
+    let Some(ca_path) = &config.tls_ca else {
+        bail!("enrollment needs --tls-ca: the fleet's CA certificate, to know the control plane is the real one");
+    };
+    let ca_pem = std::fs::read_to_string(ca_path)
+        .with_context(|| format!("reading {}", ca_path.display()))?;
+    let agent_id = config.resolved_agent_id();
+    let (csr_pem, key_pem) = vigil_pki::certificate_request()?;
+    let host = config
+        .control_plane
+        .trim_start_matches("https://")
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default()
+        .trim_matches(['[', ']'])
+        .to_string();
+    let channel = Endpoint::from_shared(config.control_plane.clone())?
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&ca_pem))
+                .domain_name(host),
+        )?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {}", config.control_plane))?;
+    let answer = AgentServiceClient::new(channel)
+        .enroll(pb::EnrollRequest {
+            token: token.trim().to_string(),
+            agent_id: agent_id.clone(),
+            csr_pem,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
+    let info = vigil_pki::CertificateInfo::from_pem(&answer.certificate_pem)
+        .context("the control plane sent a certificate that cannot be read")?;
+    match &info.identity {
+        Ok(vigil_pki::Identity::Agent { id }) if *id == agent_id => {}
+        other => {
+            bail!("the control plane sent a certificate for {other:?}, not agent {agent_id:?}")
+        }
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(out_dir)
+        .with_context(|| format!("creating {}", out_dir.display()))?;
+    write_private(&out_dir.join("agent.key"), &key_pem, 0o600)?;
+    write_private(&out_dir.join("agent.pem"), &answer.certificate_pem, 0o644)?;
+    write_private(&out_dir.join("ca.pem"), &ca_pem, 0o644)?;
+    println!(
+        "enrolled as agent {agent_id}: run with --control-plane {} --tls-ca {} --tls-cert {} --tls-key {}",
+        config.control_plane,
+        out_dir.join("ca.pem").display(),
+        out_dir.join("agent.pem").display(),
+        out_dir.join("agent.key").display()
+    );
+    Ok(())
+}
+
+/// Replaces `path` with `contents` at `mode`, through a temporary file
+/// renamed into place (an upgrade or a re-enrollment never leaves half a
+/// key).
+fn write_private(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(contents.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
+}

@@ -1,0 +1,93 @@
+//! Agent enrollment: a one-time join token and a certificate request in,
+//! a certificate naming the agent out.
+//!
+//! The control plane signs with the fleet CA's key (`--tls-ca-key`); in a
+//! fleet that keeps its root offline, give it an intermediate CA instead.
+//! The certificate is signed before the token is spent (a bad request
+//! does not burn a token) and returned only once raft has marked the token
+//! used, so a token enrolls at most one agent even when two nodes race.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tonic::Status;
+use vigil_pki::{CertificateAuthority, Identity, JoinToken, LeafRequest};
+use vigil_proto::agent::v1 as pb;
+
+use crate::node::ControlPlaneNode;
+use crate::raft_types::{Command, CommandResult};
+use crate::security_events::{SecurityEvent, SecurityEvents};
+
+/// What enrollment needs: the CA that signs, and how long its
+/// certificates last.
+pub struct Enrollment {
+    pub ca: CertificateAuthority,
+    pub days: u32,
+}
+
+impl Enrollment {
+    pub async fn enroll(
+        &self,
+        node: &Arc<ControlPlaneNode>,
+        events: &SecurityEvents,
+        req: pb::EnrollRequest,
+        peer: Option<SocketAddr>,
+    ) -> Result<pb::EnrollResponse, Status> {
+        let refuse = |why: String| {
+            events.report(SecurityEvent::Denied {
+                caller: format!("enrolling agent {:?}", req.agent_id),
+                peer,
+                what: "/vigil.agent.v1.AgentService/Enroll".into(),
+                why: why.clone(),
+            });
+            Status::permission_denied(format!("enrollment refused: {why}"))
+        };
+        let token = JoinToken::parse(&req.token)
+            .map_err(|e| Status::invalid_argument(format!("token: {e}")))?;
+        let identity = Identity::agent(&req.agent_id)
+            .map_err(|e| Status::invalid_argument(format!("agent_id: {e}")))?;
+        let now = time::OffsetDateTime::now_utc();
+        let certificate_pem = self
+            .ca
+            .sign_request(&req.csr_pem, &LeafRequest::new(identity, now, self.days))
+            .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
+        let result = node
+            .write(Command::UseJoinToken {
+                id: token.id().to_string(),
+                secret_sha256: token.secret_sha256(),
+                agent_id: req.agent_id.clone(),
+                now_unix_secs: now.unix_timestamp().max(0) as u64,
+            })
+            .await?;
+        if let CommandResult::Refused { reason } = result {
+            return Err(refuse(reason));
+        }
+        tracing::info!(agent = %req.agent_id, token = %token.id(), "agent enrolled");
+        append_audit(
+            node,
+            format!("agent {}", req.agent_id),
+            format!("join token {}", token.id()),
+        )
+        .await;
+        Ok(pb::EnrollResponse {
+            certificate_pem,
+            ca_pem: self.ca.cert_pem().to_string(),
+        })
+    }
+}
+
+async fn append_audit(node: &ControlPlaneNode, actor: String, detail: String) {
+    let at_unix_nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
+    if let Err(e) = node
+        .write(Command::AppendAudit {
+            at_unix_nanos,
+            actor: actor.clone(),
+            action: "agent.enroll".into(),
+            subject: actor,
+            detail,
+        })
+        .await
+    {
+        tracing::error!(error = %e, "could not audit an enrollment");
+    }
+}
