@@ -102,8 +102,20 @@ pub async fn connect(target: &ControlPlaneArgs) -> anyhow::Result<AdminClient> {
 /// control plane's own ("no agent with id or hostname \"x\"").
 pub fn refused(status: tonic::Status) -> anyhow::Error {
     // A connection the control plane closed before answering: most often
-    // a plaintext client on a mutual-TLS port.
-    if status.code() == tonic::Code::Unavailable || status.message().contains("h2 protocol error") {
+    // a plaintext client on a mutual-TLS port (hyper says "transport
+    // error" or "h2 protocol error", depending on when the close lands).
+    let closed = matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Cancelled
+    ) || [
+        "transport error",
+        "h2 protocol error",
+        "connection reset",
+        "connection closed",
+    ]
+    .iter()
+    .any(|m| status.message().contains(m));
+    if closed {
         return ExitCode::Unreachable.error(format!(
             "the control plane closed the connection ({}); if it requires mutual TLS, use an https:// endpoint with --tls-ca, --tls-cert and --tls-key",
             status.message()
