@@ -71,6 +71,12 @@ pub struct ControlPlaneConfig {
     )]
     pub tls_ca_key: Option<PathBuf>,
 
+    /// Serve plaintext, unauthenticated gRPC on a non-loopback address
+    /// (without --tls-* the control plane refuses to, since anyone who
+    /// reaches it could pose as any agent and push policy). A lab only.
+    #[arg(long, env = "VIGIL_ALLOW_PLAINTEXT")]
+    pub allow_plaintext: bool,
+
     /// Days an enrolled agent's certificate is valid.
     #[arg(long, env = "VIGIL_ENROLL_CERT_DAYS", default_value_t = 30)]
     pub enroll_cert_days: u32,

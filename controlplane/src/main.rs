@@ -17,6 +17,12 @@ async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    if tls.is_none() && !config.listen.ip().is_loopback() && !config.allow_plaintext {
+        anyhow::bail!(
+            "refusing to serve plaintext, unauthenticated gRPC on {} (reachable from other hosts): give --tls-ca, --tls-cert and --tls-key, or --allow-plaintext for a lab",
+            config.listen
+        );
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

@@ -3,7 +3,7 @@
 //! The control plane terminates TLS itself (tokio-rustls) rather than
 //! through tonic's `ServerTlsConfig`, for two reasons: a handshake gets a
 //! deadline and runs beside the accept loop (a peer that connects and says
-//! nothing holds one slot for ten seconds, not the listener), and a peer
+//! nothing holds one slot for three seconds, not the listener), and a peer
 //! that is refused is logged and audited with why. Every peer must present
 //! a certificate that chains to the fleet's CA; what it may do is decided
 //! per RPC by [`crate::service::authorization`].
@@ -19,17 +19,20 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use vigil_pki::{CertificateInfo, Identity};
 
 use crate::security_events::{SecurityEvent, SecurityEvents};
 
-/// How long a peer has to finish its TLS handshake.
-const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; past it, new connections wait.
+/// How long a peer has to send its first bytes and finish its TLS
+/// handshake (a real client needs milliseconds).
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(3);
+/// Handshakes in progress at once; past it, a new connection is closed.
 const HANDSHAKES_IN_FLIGHT: usize = 256;
+/// Handshakes in progress from one address; past it, closed at once.
+const HANDSHAKES_PER_SOURCE: usize = 16;
 
 /// The PEM files a node serves with.
 #[derive(Debug, Clone)]
@@ -171,6 +174,12 @@ pub fn server_config(
 
 /// Accepts on `listener` and hands on each connection whose handshake
 /// succeeded within the deadline; a refused one is logged and reported.
+///
+/// The accept loop never waits: a connection past [`HANDSHAKES_IN_FLIGHT`]
+/// handshakes, or past [`HANDSHAKES_PER_SOURCE`] from one address, is
+/// closed at once, and a handshake (the first bytes included) gets
+/// [`HANDSHAKE_DEADLINE`]. So idle connections from one host cannot hold
+/// the listener, and many hosts must keep opening connections to do so.
 pub fn accept(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
@@ -178,12 +187,10 @@ pub fn accept(
 ) -> ReceiverStream<io::Result<TlsStream<TcpStream>>> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let in_flight = Arc::new(Semaphore::new(HANDSHAKES_IN_FLIGHT));
+    let in_flight = Arc::new(HandshakesInFlight::default());
+    let shed_log = Arc::new(ShedLog::default());
     tokio::spawn(async move {
         loop {
-            let Ok(turn) = in_flight.clone().acquire_owned().await else {
-                return;
-            };
             let (tcp, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -193,15 +200,35 @@ pub fn accept(
                     continue;
                 }
             };
+            let Some(turn) = in_flight.enter(peer.ip()) else {
+                drop(tcp);
+                if let Some(shed) = shed_log.shed() {
+                    tracing::warn!(
+                        shed,
+                        %peer,
+                        "closing connections at once: too many TLS handshakes in progress (from this address or in all)"
+                    );
+                    events.report(SecurityEvent::HandshakeRefused {
+                        peer,
+                        reason: format!(
+                            "{shed} connections closed unanswered in 10 s: too many TLS handshakes in progress"
+                        ),
+                    });
+                }
+                continue;
+            };
             let (acceptor, tx, events) = (acceptor.clone(), tx.clone(), events.clone());
             tokio::spawn(async move {
                 let _turn = turn;
-                let plaintext = looks_like_plaintext(&tcp).await;
-                match tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
+                let handshake = async {
+                    let plaintext = looks_like_plaintext(&tcp).await;
+                    (plaintext, acceptor.accept(tcp).await)
+                };
+                match tokio::time::timeout(HANDSHAKE_DEADLINE, handshake).await {
+                    Ok((_, Ok(tls))) => {
                         let _ = tx.send(Ok(tls)).await;
                     }
-                    Ok(Err(e)) => {
+                    Ok((plaintext, Err(e))) => {
                         let reason = if plaintext {
                             "a plaintext client on the TLS port (use https:// and a certificate from the fleet's CA)".to_string()
                         } else {
@@ -211,10 +238,13 @@ pub fn accept(
                         events.report(SecurityEvent::HandshakeRefused { peer, reason });
                     }
                     Err(_) => {
-                        tracing::warn!(%peer, "connection refused: no TLS handshake within 10 s");
+                        tracing::debug!(%peer, "connection closed: no TLS handshake in time");
                         events.report(SecurityEvent::HandshakeRefused {
                             peer,
-                            reason: "no TLS handshake within 10 s".into(),
+                            reason: format!(
+                                "no TLS handshake within {} s",
+                                HANDSHAKE_DEADLINE.as_secs()
+                            ),
                         });
                     }
                 }
@@ -224,12 +254,84 @@ pub fn accept(
     ReceiverStream::new(rx)
 }
 
+/// Handshakes in progress, in all and per source address.
+#[derive(Default)]
+struct HandshakesInFlight {
+    by_source: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// A handshake's place, given back when it ends.
+struct HandshakeTurn {
+    owner: Arc<HandshakesInFlight>,
+    source: std::net::IpAddr,
+}
+
+impl HandshakesInFlight {
+    fn enter(self: &Arc<Self>, source: std::net::IpAddr) -> Option<HandshakeTurn> {
+        let mut by_source = self.by_source.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = by_source.values().sum();
+        let mine = by_source.entry(source).or_default();
+        if total >= HANDSHAKES_IN_FLIGHT || *mine >= HANDSHAKES_PER_SOURCE {
+            if *mine == 0 {
+                by_source.remove(&source);
+            }
+            return None;
+        }
+        *mine += 1;
+        Some(HandshakeTurn {
+            owner: self.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for HandshakeTurn {
+    fn drop(&mut self) {
+        let mut by_source = self
+            .owner
+            .by_source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = by_source.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                by_source.remove(&self.source);
+            }
+        }
+    }
+}
+
+/// Connections closed unanswered, said once per 10 s with their count.
+#[derive(Default)]
+struct ShedLog {
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl ShedLog {
+    /// Counts one; the count to report when 10 s have passed since the
+    /// last report.
+    fn shed(&self) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.1 += 1;
+        let due = state
+            .0
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(10));
+        if due {
+            let n = std::mem::take(&mut state.1);
+            state.0 = Some(std::time::Instant::now());
+            Some(n)
+        } else {
+            None
+        }
+    }
+}
+
 /// Whether the first bytes are an HTTP/2 preface rather than a TLS
 /// handshake record (a client configured for plaintext), to say so.
 async fn looks_like_plaintext(tcp: &TcpStream) -> bool {
     let mut first = [0u8; 3];
     matches!(
-        tokio::time::timeout(Duration::from_secs(2), tcp.peek(&mut first)).await,
-        Ok(Ok(3)) if &first == b"PRI"
+        tcp.peek(&mut first).await,
+        Ok(3) if &first == b"PRI"
     )
 }

@@ -28,8 +28,13 @@ impl RevokedCertificate {
             .collect::<String>()
             .to_ascii_lowercase();
         let s = s.trim_start_matches("0x");
-        (!s.is_empty() && s.len() <= 40 && s.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| s.to_string())
+        if s.is_empty() || s.len() > 40 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        // Leading zeros go: DER adds a 00 byte before a serial whose high
+        // bit is set, and tools print serials with or without it.
+        let s = s.trim_start_matches('0');
+        Some(if s.is_empty() { "0" } else { s }.to_string())
     }
 }
 
@@ -41,7 +46,11 @@ mod tests {
     fn serials_are_normalised_or_refused() {
         assert_eq!(
             RevokedCertificate::normalise_serial(" 0A:1b:FF "),
-            Some("0a1bff".into())
+            Some("a1bff".into())
+        );
+        assert_eq!(
+            RevokedCertificate::normalise_serial("00:8f:01"),
+            RevokedCertificate::normalise_serial("8F01")
         );
         for bad in ["", "xyz", "0a 1b", &"a".repeat(41)] {
             assert_eq!(RevokedCertificate::normalise_serial(bad), None, "{bad:?}");

@@ -183,6 +183,11 @@ async fn only_certified_callers_with_the_role_get_through() {
     let bob_serial = vigil_pki::CertificateInfo::from_pem(&viewer_cert.cert_pem)
         .unwrap()
         .serial_hex;
+    let mut bob_follows = viewer
+        .follow_alerts(admin_pb::QueryAlertsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let denied = viewer
         .revoke_certificate(admin_pb::RevokeCertificateRequest {
             serial: bob_serial.clone(),
@@ -249,6 +254,19 @@ async fn only_certified_callers_with_the_role_get_through() {
     .expect("host-1's stream is cut within 10 s");
     assert_eq!(cut.code(), Code::PermissionDenied, "{cut:?}");
     assert!(cut.message().contains("revoked"), "{}", cut.message());
+    // The viewer's live alert feed ends too.
+    let cut = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match bob_follows.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the feed ended without a reason"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("bob's feed is cut within 10 s");
+    assert_eq!(cut.code(), Code::PermissionDenied, "{cut:?}");
     let listed: serde_json::Value = serde_json::from_slice(
         &vigilctl(
             fleet.vigilctl_flags(port, "alice", &admin_cert),
@@ -646,4 +664,70 @@ async fn a_join_token_enrolls_one_agent_once_before_it_expires() {
     let count = |action: &str| entries.iter().filter(|e| e.action == action).count();
     assert_eq!(count("agent.enroll"), 2, "{entries:#?}");
     assert!(count("join_token.create") >= 4);
+}
+
+/// A peer opens hundreds of connections and says nothing: past 16
+/// handshakes from one address they are closed at once, the rest time out
+/// in 3 s, and a real client (from another address) is still answered
+/// while they are held open. Before, each idle connection held one of 256
+/// slots for 12 s and the accept loop waited for a free one.
+#[tokio::test]
+async fn idle_connections_do_not_lock_out_real_clients() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = TlsFleet::new(tmp.path(), "fleet");
+    let port = free_port();
+    let flags = fleet.node_flags("cp1");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let cp = ControlPlane::start_with(&tmp.path().join("cp"), port, &flags);
+    // The attacker's connections come from 127.0.0.2, the real client's
+    // from 127.0.0.1 (loopback answers the whole 127/8).
+    let mut idle = Vec::new();
+    for _ in 0..400 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        if let Ok(s) = socket.connect(([127, 0, 0, 1], port).into()).await {
+            idle.push(s);
+        }
+    }
+    assert!(idle.len() >= 300, "only {} connections opened", idle.len());
+    let admin_cert = fleet.issue(Identity::operator(OperatorRole::Viewer, "v").unwrap());
+    let answered = tokio::time::timeout(Duration::from_secs(5), async {
+        let channel = fleet.channel(port, &admin_cert).await?;
+        AdminServiceClient::new(channel)
+            .cluster_status(admin_pb::ClusterStatusRequest {})
+            .await
+            .map_err(|s| anyhow_free(s.to_string()))?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+    .await;
+    assert!(
+        matches!(answered, Ok(Ok(()))),
+        "a real client was not answered while {} idle connections were open: {answered:?}\n{}",
+        idle.len(),
+        std::fs::read_to_string(&cp.log).unwrap_or_default()
+    );
+    drop(idle);
+}
+
+fn anyhow_free(s: String) -> Box<dyn std::error::Error> {
+    s.into()
+}
+
+/// Without TLS the control plane listens on loopback only, unless told
+/// it is a lab: plaintext on an address other hosts reach is refused.
+#[test]
+fn plaintext_on_a_reachable_address_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(vigil_integration::binary("vigil-controlplane"))
+        .args(["--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(tmp.path().join("cp"))
+        .env_remove("VIGIL_ALLOW_PLAINTEXT")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refusing to serve plaintext") && stderr.contains("--allow-plaintext"),
+        "{stderr}"
+    );
 }

@@ -16,7 +16,8 @@ pub enum CertificateInfoError {
 pub struct CertificateInfo {
     pub subject: String,
     pub issuer: String,
-    /// Lower-case hex, no separators: what revocation names.
+    /// Lower-case hex, no separators, no leading zeros (DER's sign byte
+    /// included): what revocation names.
     pub serial_hex: String,
     pub not_before_unix: i64,
     pub not_after_unix: i64,
@@ -59,7 +60,15 @@ impl CertificateInfo {
         Ok(Self {
             subject: cert.subject().to_string(),
             issuer: cert.issuer().to_string(),
-            serial_hex: hex::encode(cert.raw_serial()),
+            serial_hex: {
+                let hex = hex::encode(cert.raw_serial());
+                let trimmed = hex.trim_start_matches('0');
+                if trimmed.is_empty() {
+                    "0".into()
+                } else {
+                    trimmed.to_string()
+                }
+            },
             not_before_unix: cert.validity().not_before.timestamp(),
             not_after_unix: cert.validity().not_after.timestamp(),
             is_ca,

@@ -106,9 +106,11 @@ impl AdminService for AdminServiceImpl {
         &self,
         req: Request<pb::QueryAlertsRequest>,
     ) -> Result<Response<Self::FollowAlertsStream>, Status> {
+        let caller = Caller::of(&req);
         let after = req.into_inner().after_index;
         Ok(Response::new(spawn_alert_feed(
             self.node.state.clone(),
+            &caller,
             after,
             |a| Some(a.into()),
         )))

@@ -7,14 +7,18 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use vigil_domain::Alert;
 
+use super::Caller;
 use crate::store::StateReader;
 
 const PAGE: usize = 512;
 
 /// Streams every alert with index > `after`, in order and without gaps,
-/// mapped (and filtered) by `map`. Ends when the client goes away.
+/// mapped (and filtered) by `map`. Ends when the client goes away, or
+/// with PERMISSION_DENIED once the certificate it was opened with (its
+/// serial in `caller`) is revoked.
 pub fn spawn_alert_feed<T, F>(
     state: StateReader,
+    caller: &Caller,
     after: u64,
     mut map: F,
 ) -> ReceiverStream<Result<T, Status>>
@@ -23,11 +27,26 @@ where
     F: FnMut(Alert) -> Option<T> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(256);
+    let serial = match caller {
+        Caller::Authenticated { serial, .. } => Some(serial.clone()),
+        Caller::Unauthenticated | Caller::Anonymous => None,
+    };
     tokio::spawn(async move {
         let mut cursor = after;
         let mut changed = state.watch_alerts();
+        let mut revocations = state.watch_revocations();
         loop {
             changed.borrow_and_update();
+            if let Some(serial) = &serial {
+                if state.certificate_revoked(serial).unwrap_or(true) {
+                    let _ = tx
+                        .send(Err(Status::permission_denied(format!(
+                            "certificate {serial} is revoked"
+                        ))))
+                        .await;
+                    return;
+                }
+            }
             let page = match state.alerts_after(cursor, PAGE) {
                 Ok(p) => p,
                 Err(e) => {
@@ -43,6 +62,7 @@ where
             if page.is_empty() {
                 tokio::select! {
                     r = changed.changed() => if r.is_err() { return },
+                    r = revocations.changed(), if serial.is_some() => if r.is_err() { return },
                     _ = tx.closed() => return,
                 }
                 continue;

@@ -26,6 +26,7 @@ impl SiemExport for SiemExportImpl {
         &self,
         req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let caller = super::Caller::of(&req);
         let req = req.into_inner();
         let min = match req.min_severity {
             0 => None,
@@ -35,7 +36,7 @@ impl SiemExport for SiemExportImpl {
             ),
         };
         tracing::info!(cursor = req.cursor, ?min, "SIEM subscriber attached");
-        let feed = spawn_alert_feed(self.state.clone(), req.cursor, move |alert| {
+        let feed = spawn_alert_feed(self.state.clone(), &caller, req.cursor, move |alert| {
             if min.is_some_and(|m| alert.finding.severity < m) {
                 return None;
             }
