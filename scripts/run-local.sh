@@ -1,13 +1,35 @@
 #!/usr/bin/env bash
 # Runs a single-node control plane and a local agent from target/release,
 # with their data under ./.vigil/, until Ctrl-C, which stops both cleanly.
+# Everything speaks mutual TLS: a fleet CA is made in ./.vigil/pki on the
+# first run (its key stays there, 0600), with certificates for the node,
+# this host's agent and an admin operator; VIGIL_PLAINTEXT=1 runs the old
+# plaintext lab instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=target/release
-state=.vigil
+bin=${VIGIL_BIN_DIR:-target/release}
+state=${VIGIL_STATE_DIR:-.vigil}
 listen=${VIGIL_LISTEN:-127.0.0.1:7700}
 metrics=${VIGIL_METRICS_LISTEN:-127.0.0.1:9464}
 mkdir -p "$state"
+host=$(hostname)
+agent_id=${VIGIL_AGENT_ID:-$(cat /etc/machine-id 2>/dev/null || hostname)}
+pki=$state/pki
+cp_tls=() agent_tls=() scheme=http
+if [ "${VIGIL_PLAINTEXT:-0}" != 1 ]; then
+  scheme=https
+  if [ ! -f "$pki/ca.pem" ]; then
+    "$bin/vigilctl" ca init --dir "$pki" --name "vigil local CA ($host)" >/dev/null
+    "$bin/vigilctl" ca issue --ca-dir "$pki" --node local --ip 127.0.0.1 --dns localhost --out "$pki" -o json >/dev/null
+    "$bin/vigilctl" ca issue --ca-dir "$pki" --agent "$agent_id" --out "$pki" -o json >/dev/null
+    "$bin/vigilctl" ca issue --ca-dir "$pki" --operator "$(id -un)" --role admin --out "$pki" -o json >/dev/null
+    cp "$pki/operator-$(id -un).pem" "$pki/operator.pem"
+    cp "$pki/operator-$(id -un).key" "$pki/operator.key"
+    chmod 600 "$pki/operator.key"
+  fi
+  cp_tls=(--tls-ca "$pki/ca.pem" --tls-cert "$pki/node-local.pem" --tls-key "$pki/node-local.key" --tls-ca-key "$pki/ca.key")
+  agent_tls=(--tls-ca "$pki/ca.pem" --tls-cert "$pki/agent-$agent_id.pem" --tls-key "$pki/agent-$agent_id.key")
+fi
 
 pids=()
 stop() {
@@ -22,7 +44,7 @@ stop() {
 trap stop INT TERM EXIT
 
 "$bin/vigil-controlplane" --listen "$listen" --data-dir "$state/controlplane" \
-  --metrics-listen "$metrics" \
+  --metrics-listen "$metrics" "${cp_tls[@]}" \
   > >(tee -a "$state/controlplane.out") 2> "$state/controlplane.log" &
 pids+=($!)
 for _ in $(seq 100); do
@@ -31,7 +53,8 @@ for _ in $(seq 100); do
 done
 
 if [ "$(id -u)" = 0 ]; then
-  "$bin/vigil-agent" --control-plane "http://$listen" --data-dir "$state/agent" \
+  "$bin/vigil-agent" --control-plane "$scheme://$listen" --data-dir "$state/agent" \
+    --agent-id "$agent_id" "${agent_tls[@]}" \
     > >(tee -a "$state/agent.out") 2> "$state/agent.log" &
   pids+=($!)
   agent_line="agent          eBPF sensors on this host, spool in $state/agent, log $state/agent.log"
@@ -40,15 +63,24 @@ else
 fi
 sleep 1
 
+if [ "$scheme" = https ]; then
+  env_line="export VIGIL_ENDPOINT=https://$listen VIGIL_TLS_CA=$pki/ca.pem VIGIL_TLS_CERT=$pki/operator.pem VIGIL_TLS_KEY=$pki/operator.key"
+  tls_line="mutual TLS: CA, certificates and keys in $pki (the CA key too: it enrolls agents)"
+else
+  env_line="export VIGIL_ENDPOINT=http://$listen"
+  tls_line="PLAINTEXT (VIGIL_PLAINTEXT=1): any local user can pose as an agent or an operator"
+fi
 cat <<INFO
 
 vigil is running:
   control plane  gRPC on $listen (agents, vigilctl, SIEM export), raft + sled in $state/controlplane, log $state/controlplane.log
+  transport      $tls_line
   metrics        Prometheus at http://$metrics/metrics
   $agent_line
   dashboard      not in this build yet (the SOC dashboard is a later milestone)
 
 Try, in another shell:
+  $env_line
   $bin/vigilctl alerts --follow
   python3 -c "open('/tmp/model.onnx', 'wb').close()"
   $bin/vigilctl status
