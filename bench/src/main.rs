@@ -8,13 +8,15 @@
 //! the detection latency and footprint, the agent under a flood of model
 //! opens (`flood_bench`), GPU polls and policy evaluation.
 //! Writes `bench/results.json` and `BENCHMARKS.md`; `VIGIL_BENCH_ONLY=gpu`,
-//! `policy`, `latency` or `flood` runs one section and only prints its figures.
+//! `policy`, `latency`, `flood` or `transport` runs one section and only
+//! prints its figures.
 
 mod flood_bench;
 mod gpu_polls;
 mod policy_bench;
 mod report;
 mod storm;
+mod transport_bench;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -660,6 +662,10 @@ fn main() -> anyhow::Result<()> {
     if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("latency") {
         return latency_and_footprint(&s, &cp, &mut Report::default());
     }
+    // `VIGIL_BENCH_ONLY=transport`: only mutual TLS against plaintext.
+    if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("transport") {
+        return transport_bench::transport(&s, &mut Report::default());
+    }
     // `VIGIL_BENCH_ONLY=flood`: only the flood figures, printed.
     if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("flood") {
         return flood_bench::flood(&s, &cp, &mut Report::default());
@@ -673,6 +679,7 @@ fn main() -> anyhow::Result<()> {
     program_costs(&s, &cp, &mut report)?;
     latency_and_footprint(&s, &cp, &mut report)?;
     flood_bench::flood(&s, &cp, &mut report)?;
+    transport_bench::transport(&s, &mut report)?;
     gpu_polls::gpu_polls(&root, s.work.path(), &mut report)?;
     policy_bench::rule_evaluation(&root, &mut report)?;
     s.rt.block_on(policy_bench::propagation(
