@@ -16,6 +16,13 @@ host=$(hostname)
 agent_id=${VIGIL_AGENT_ID:-$(cat /etc/machine-id 2>/dev/null || hostname)}
 pki=$state/pki
 cp_tls=() agent_tls=() scheme=http
+# The admin signing key: policy bundles, workload approvals and unfreeze
+# orders are signed with it (vigilctl ... --key $pki/admin.key).
+mkdir -p "$pki" && chmod 700 "$pki"
+if [ ! -f "$pki/admin.key" ]; then
+  "$bin/vigilctl" policy keygen --out "$pki/admin.key" > "$pki/admin.pub"
+fi
+admin_pub=$(cat "$pki/admin.pub")
 if [ "${VIGIL_PLAINTEXT:-0}" != 1 ]; then
   scheme=https
   if [ ! -f "$pki/ca.pem" ]; then
@@ -44,7 +51,7 @@ stop() {
 trap stop INT TERM EXIT
 
 "$bin/vigil-controlplane" --listen "$listen" --data-dir "$state/controlplane" \
-  --metrics-listen "$metrics" "${cp_tls[@]}" \
+  --metrics-listen "$metrics" --trusted-policy-key "$admin_pub" "${cp_tls[@]}" \
   > >(tee -a "$state/controlplane.out") 2> "$state/controlplane.log" &
 pids+=($!)
 for _ in $(seq 100); do
@@ -87,6 +94,7 @@ Try, in another shell:
   curl -s http://$metrics/metrics | grep ^vigil_     # raft, alerts, agents
   $bin/vigilctl agents show \$(hostname)          # sensors, GPUs, policy version
   $bin/vigilctl policy check policies/default      # the default rule pack (README: sign and push)
+  $bin/vigilctl workload approve --exe /usr/bin/python3 --key $pki/admin.key --note demo   # signed approval
 
 Ctrl-C stops everything.
 INFO

@@ -77,6 +77,12 @@ pub struct ControlPlaneConfig {
     #[arg(long, env = "VIGIL_ALLOW_PLAINTEXT")]
     pub allow_plaintext: bool,
 
+    /// Accept workload approvals that no trusted key signed, when no
+    /// --trusted-policy-key is configured (without it they are refused:
+    /// an approval decides what may run AI). A lab only.
+    #[arg(long, env = "VIGIL_ALLOW_UNSIGNED")]
+    pub allow_unsigned: bool,
+
     /// Days an enrolled agent's certificate is valid.
     #[arg(long, env = "VIGIL_ENROLL_CERT_DAYS", default_value_t = 30)]
     pub enroll_cert_days: u32,

@@ -61,6 +61,7 @@ async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
         listener,
         metrics_listener,
         trusted,
+        config.allow_unsigned,
         tls,
         shutdown_signal(),
     )

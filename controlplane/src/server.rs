@@ -53,6 +53,7 @@ pub async fn serve(
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
     trusted_policy_keys: vigil_policy::TrustedKeys,
+    allow_unsigned: bool,
     tls: Option<crate::mtls::TlsServing>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
@@ -145,6 +146,7 @@ pub async fn serve(
             node.clone(),
             sessions,
             trusted_policy_keys,
+            allow_unsigned,
         )))
         .add_service(SiemExportServer::new(SiemExportImpl::new(
             node.state.clone(),

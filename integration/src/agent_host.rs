@@ -24,7 +24,13 @@ impl AgentHost {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("work");
         std::fs::create_dir_all(&dir).unwrap();
-        let cp = ControlPlane::start_leading(&tmp.path().join("cp")).await;
+        // A lab: approvals in these tests are unsigned.
+        let cp = ControlPlane::start_with(
+            &tmp.path().join("cp"),
+            crate::free_port(),
+            &["--allow-unsigned"],
+        );
+        cp.wait_leader().await;
         let agent = Agent::start(&tmp.path().join("agent"), &cp.endpoint(), agent_id).await;
         AgentHost {
             dir,

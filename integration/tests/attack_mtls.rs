@@ -731,3 +731,31 @@ fn plaintext_on_a_reachable_address_is_refused() {
         "{stderr}"
     );
 }
+
+/// With no trusted admin key, an approval cannot be verified: it is
+/// refused unless the control plane was started as a lab.
+#[tokio::test]
+async fn unsigned_approvals_are_refused_outside_a_lab() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start_leading(&tmp.path().join("cp")).await;
+    let out = cp.vigilctl(&[
+        "workload",
+        "approve",
+        "--exe",
+        "/bin/true",
+        "--note",
+        "mine",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("trusts no admin key"), "{stderr}");
+    let workloads = cp
+        .admin()
+        .await
+        .list_workloads(admin_pb::ListWorkloadsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .workloads;
+    assert!(workloads.is_empty());
+}

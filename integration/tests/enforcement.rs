@@ -679,7 +679,8 @@ async fn workloads_approved_through_the_control_plane_make_no_findings_until_rev
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("work");
     std::fs::create_dir_all(&dir).unwrap();
-    let cp = ControlPlane::start(&tmp.path().join("cp"), free_port());
+    // A lab: the approvals below are unsigned.
+    let cp = ControlPlane::start_with(&tmp.path().join("cp"), free_port(), &["--allow-unsigned"]);
     cp.wait_leader().await;
     let recorded = tmp.path().join("events.jsonl");
     let agent = Agent::start_with(

@@ -23,6 +23,8 @@ pub struct AdminServiceImpl {
     node: Arc<ControlPlaneNode>,
     sessions: Arc<AgentSessions>,
     trusted: TrustedKeys,
+    /// Unsigned approvals are taken when no key is trusted (a lab).
+    allow_unsigned: bool,
 }
 
 impl AdminServiceImpl {
@@ -30,11 +32,13 @@ impl AdminServiceImpl {
         node: Arc<ControlPlaneNode>,
         sessions: Arc<AgentSessions>,
         trusted: TrustedKeys,
+        allow_unsigned: bool,
     ) -> Self {
         Self {
             node,
             sessions,
             trusted,
+            allow_unsigned,
         }
     }
 }
@@ -323,8 +327,13 @@ impl AdminService for AdminServiceImpl {
         let mut workload = vigil_domain::WorkloadApproval::try_from(wire)
             .map_err(|e| Status::invalid_argument(e.within("workload").to_string()))?;
         if self.trusted.is_empty() {
+            if !self.allow_unsigned {
+                return Err(Status::failed_precondition(
+                    "workload approval refused: this control plane trusts no admin key (--trusted-policy-key), so approvals cannot be verified; configure one and sign with `vigilctl workload approve --key`, or start it with --allow-unsigned for a lab",
+                ));
+            }
             tracing::warn!(
-                "accepting an unsigned workload approval: no trusted keys are configured"
+                "accepting an unsigned workload approval (--allow-unsigned, no trusted keys)"
             );
         } else {
             self.trusted.verify_workload(&workload).map_err(|e| {
