@@ -20,6 +20,12 @@ pub struct ControlPlaneConfig {
     #[arg(long, env = "VIGIL_LISTEN", default_value = "127.0.0.1:7700")]
     pub listen: SocketAddr,
 
+    /// A listener for agents alone (AgentService: streams and enrollment).
+    /// When given, --listen serves operators (admin, SIEM) only, so each
+    /// can be firewalled on its own; when not, --listen serves both.
+    #[arg(long, env = "VIGIL_AGENT_LISTEN", value_name = "ADDR")]
+    pub agent_listen: Option<SocketAddr>,
+
     /// Directory for the raft log and state machine.
     #[arg(
         long,

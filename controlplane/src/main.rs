@@ -17,16 +17,29 @@ async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    if tls.is_none() && !config.listen.ip().is_loopback() && !config.allow_plaintext {
-        anyhow::bail!(
-            "refusing to serve plaintext, unauthenticated gRPC on {} (reachable from other hosts): give --tls-ca, --tls-cert and --tls-key, or --allow-plaintext for a lab",
-            config.listen
-        );
+    for at in std::iter::once(config.listen).chain(config.agent_listen) {
+        if tls.is_none() && !at.ip().is_loopback() && !config.allow_plaintext {
+            anyhow::bail!(
+                "refusing to serve plaintext, unauthenticated gRPC on {at} (reachable from other hosts): give --tls-ca, --tls-cert and --tls-key, or --allow-plaintext for a lab"
+            );
+        }
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let agent_listener = match config.agent_listen {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding --agent-listen {at}"))?,
+        ),
+        None => None,
+    };
+    let agents_line = match &agent_listener {
+        Some(l) => format!(" (operators; agents on {})", l.local_addr()?),
+        None => String::new(),
+    };
     let metrics_listener = match config.metrics_listen {
         Some(at) => Some(
             tokio::net::TcpListener::bind(at)
@@ -52,14 +65,17 @@ async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
         "plaintext"
     };
     println!(
-        "vigil-controlplane ready: node {} serving gRPC ({transport}) on {addr}, data in {}{metrics_line}",
+        "vigil-controlplane ready: node {} serving gRPC ({transport}) on {addr}{agents_line}, data in {}{metrics_line}",
         config.node_id,
         config.data_dir.display()
     );
     vigil_controlplane::server::serve(
         node.clone(),
-        listener,
-        metrics_listener,
+        vigil_controlplane::server::Listeners {
+            main: listener,
+            agents: agent_listener,
+            metrics: metrics_listener,
+        },
         trusted,
         config.allow_unsigned,
         tls,

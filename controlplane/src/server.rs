@@ -45,18 +45,32 @@ fn serving_status(
     Health::Serving
 }
 
-/// Serves gRPC on `listener` until `shutdown` (mutual TLS when `tls` is
-/// given, else plaintext and unauthenticated), and the metrics on
-/// `metrics_listener` (if any) for as long.
+/// Where a node listens.
+pub struct Listeners {
+    /// Operators (admin, SIEM), and agents unless they have their own.
+    pub main: TcpListener,
+    /// Agents alone (`--agent-listen`).
+    pub agents: Option<TcpListener>,
+    /// Prometheus (`--metrics-listen`).
+    pub metrics: Option<TcpListener>,
+}
+
+/// Serves gRPC on the listeners until `shutdown` (mutual TLS when `tls`
+/// is given, else plaintext and unauthenticated), and the metrics (if
+/// asked) for as long.
 pub async fn serve(
     node: Arc<ControlPlaneNode>,
-    listener: TcpListener,
-    metrics_listener: Option<TcpListener>,
+    listeners: Listeners,
     trusted_policy_keys: vigil_policy::TrustedKeys,
     allow_unsigned: bool,
     tls: Option<crate::mtls::TlsServing>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    let Listeners {
+        main: listener,
+        agents: agent_listener,
+        metrics: metrics_listener,
+    } = listeners;
     let sessions = Arc::new(crate::service::AgentSessions::default());
     let intake = FindingIntake::default();
     let metrics_task = metrics_listener.map(|metrics_listener| {
@@ -131,44 +145,110 @@ pub async fn serve(
         }
         None => Authorization::open(),
     };
-    let router = tonic::transport::Server::builder()
-        .layer(authorization)
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(AgentServiceServer::new(AgentServiceImpl::new(
-            node.clone(),
-            sessions.clone(),
-            intake,
-            events.clone(),
-            tls.as_ref().and_then(|t| t.enrollment.clone()),
-        )))
-        .add_service(AdminServiceServer::new(AdminServiceImpl::new(
-            node.clone(),
-            sessions,
-            trusted_policy_keys,
-            allow_unsigned,
-        )))
-        .add_service(SiemExportServer::new(SiemExportImpl::new(
-            node.state.clone(),
-        )));
-    let served = match tls {
-        Some(tls) => {
-            router
-                .serve_with_incoming_shutdown(
-                    crate::mtls::accept(listener, tls.config, events),
-                    shutdown,
-                )
-                .await
-        }
-        None => {
-            router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-                .await
+    let agent_service = AgentServiceServer::new(AgentServiceImpl::new(
+        node.clone(),
+        sessions.clone(),
+        intake,
+        events.clone(),
+        tls.as_ref().and_then(|t| t.enrollment.clone()),
+    ));
+    let admin_service = AdminServiceServer::new(AdminServiceImpl::new(
+        node.clone(),
+        sessions,
+        trusted_policy_keys,
+        allow_unsigned,
+    ));
+    let siem_service = SiemExportServer::new(SiemExportImpl::new(node.state.clone()));
+    // One listener serves everything, unless agents have their own: then
+    // each serves only its own services (and health), so a firewall can
+    // tell them apart.
+    let router_for = |agents: bool, operators: bool| {
+        tonic::transport::Server::builder()
+            .layer(authorization.clone())
+            .add_service(health_service.clone())
+            .add_optional_service(operators.then(|| reflection.clone()))
+            .add_optional_service(agents.then(|| agent_service.clone()))
+            .add_optional_service(operators.then(|| admin_service.clone()))
+            .add_optional_service(operators.then(|| siem_service.clone()))
+    };
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let tls_config = tls.map(|t| t.config);
+    let incoming = |listener: TcpListener| -> Incoming {
+        match &tls_config {
+            Some(config) => Incoming::Tls(crate::mtls::accept(
+                listener,
+                config.clone(),
+                events.clone(),
+            )),
+            None => Incoming::Plain(TcpListenerStream::new(listener)),
         }
     };
+    let main = serve_incoming(
+        router_for(agent_listener.is_none(), true),
+        incoming(listener),
+        stopped(stop.clone()),
+    );
+    let agents = agent_listener.map(|l| {
+        tokio::spawn(serve_incoming(
+            router_for(true, false),
+            incoming(l),
+            stopped(stop.clone()),
+        ))
+    });
+    let mut main = tokio::spawn(main);
+    tokio::pin!(shutdown);
+    let served = tokio::select! {
+        // The server ended on its own: an error to report.
+        ended = &mut main => ended?,
+        () = &mut shutdown => {
+            let _ = stop_tx.send(true);
+            main.await?
+        }
+    };
+    let _ = stop_tx.send(true);
+    if let Some(agents) = agents {
+        agents.await??;
+    }
     if let Some(task) = metrics_task {
         task.abort();
     }
     served?;
+    Ok(())
+}
+
+/// A listener's connections, plaintext or after the TLS handshake.
+enum Incoming {
+    Plain(TcpListenerStream),
+    Tls(
+        tokio_stream::wrappers::ReceiverStream<
+            std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+        >,
+    ),
+}
+
+async fn serve_incoming<L>(
+    router: tonic::transport::server::Router<L>,
+    incoming: Incoming,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()>
+where
+    L: tower::Layer<tonic::service::Routes> + Clone,
+    L::Service: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+        > + Clone
+        + Send
+        + 'static,
+    <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Future: Send + 'static,
+    <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Error:
+        Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    match incoming {
+        Incoming::Plain(i) => router.serve_with_incoming_shutdown(i, stop).await?,
+        Incoming::Tls(i) => router.serve_with_incoming_shutdown(i, stop).await?,
+    }
     Ok(())
 }

@@ -759,3 +759,72 @@ async fn unsigned_approvals_are_refused_outside_a_lab() {
         .workloads;
     assert!(workloads.is_empty());
 }
+
+/// With --agent-listen, agents and operators have listeners of their own:
+/// the agent service answers only on the agent listener and the admin
+/// service only on the operators', so each can be firewalled on its own.
+#[tokio::test]
+async fn agents_and_operators_can_have_listeners_of_their_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = TlsFleet::new(tmp.path(), "fleet");
+    let (port, agent_port) = (free_port(), free_port());
+    let mut flags = fleet.node_flags("cp1");
+    flags.extend([
+        "--agent-listen".to_string(),
+        format!("127.0.0.1:{agent_port}"),
+    ]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let _cp = ControlPlane::start_with(&tmp.path().join("cp"), port, &flags);
+    let admin_cert = fleet.issue(Identity::operator(OperatorRole::Admin, "alice").unwrap());
+    let agent_cert = fleet.issue(Identity::agent("host-s").unwrap());
+    let admin = AdminServiceClient::new(fleet.channel(port, &admin_cert).await.unwrap());
+    try_wait_for("a raft leader", Duration::from_secs(20), || {
+        let mut admin = admin.clone();
+        async move {
+            let s = admin
+                .cluster_status(admin_pb::ClusterStatusRequest {})
+                .await
+                .ok()?;
+            (s.into_inner().leader_id != 0).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    // The operators' listener has no agent service...
+    let mut agents_on_main =
+        AgentServiceClient::new(fleet.channel(port, &agent_cert).await.unwrap());
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(hello("host-s", "host-s")).await.unwrap();
+    let status = agents_on_main
+        .stream(ReceiverStream::new(rx))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    // ...the agents' listener has no admin service...
+    let mut admin_on_agents =
+        AdminServiceClient::new(fleet.channel(agent_port, &admin_cert).await.unwrap());
+    let status = admin_on_agents
+        .cluster_status(admin_pb::ClusterStatusRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    // ...and an agent registers on its own listener.
+    let mut agents = AgentServiceClient::new(fleet.channel(agent_port, &agent_cert).await.unwrap());
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(hello("host-s", "host-s")).await.unwrap();
+    let _stream = agents.stream(ReceiverStream::new(rx)).await.unwrap();
+    try_wait_for("host-s registered", Duration::from_secs(10), || {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .get_agent(admin_pb::GetAgentRequest {
+                    agent: "host-s".into(),
+                })
+                .await
+                .ok()
+                .map(|_| ())
+        }
+    })
+    .await
+    .unwrap();
+}
