@@ -435,15 +435,21 @@ impl Enforcer {
         })
     }
 
-    /// Kills every other process of the file's uid with the file open (a
-    /// descriptor on the same device and inode) that was born after the
-    /// target, never one the guard refuses; what it did, as the end of the
-    /// kill's outcome. `killed` is the target's tree, already dealt with.
+    /// Kills every other process of the file's uid holding the file (a
+    /// descriptor or a mapping on the same device and inode) that was born
+    /// after the target, never one the guard refuses; what it did, as the
+    /// end of the kill's outcome. `killed` is the target's tree, already
+    /// dealt with.
     ///
     /// Born after the target: a worker it forked (however reparented since)
     /// always is; a process of the same user that held the file before the
     /// offender started (an approved workload on the same model, say) is
     /// not, and is spared.
+    ///
+    /// Known gap: an older process of the same uid that never opened the
+    /// file itself but was handed the descriptor (SCM_RIGHTS over a unix
+    /// socket, or pidfd_getfd) and mapped it is spared as "born before";
+    /// telling it from an approved workload needs more than its age.
     ///
     /// Hand-written scan of /proc/*/fd: the procfs crate resolves each
     /// descriptor's link target (a path), not the (dev, ino) of the open
@@ -489,14 +495,38 @@ impl Enforcer {
         )
     }
 
-    /// Whether `pid` has a descriptor open on the held file.
+    /// Whether `pid` holds the held file: a descriptor open on it, or a
+    /// mapping of it. A loader that maps the weights and closes the file
+    /// (llama.cpp-style) keeps them through the mapping alone.
     fn holds(&self, pid: u32, held: &HeldFile) -> bool {
+        self.holds_descriptor(pid, held) || self.holds_mapping(pid, held)
+    }
+
+    fn holds_descriptor(&self, pid: u32, held: &HeldFile) -> bool {
         use std::os::unix::fs::MetadataExt;
         let Ok(fds) = std::fs::read_dir(self.procfs.pid_dir(pid).join("fd")) else {
             return false;
         };
         fds.flatten().any(|fd| {
             std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == held.dev && m.ino() == held.ino)
+        })
+    }
+
+    /// A mapping of the held file in /proc/PID/maps, by the device and
+    /// inode fields (no path: the file may be renamed or unlinked since).
+    /// The maps fields, not a stat of /proc/PID/map_files/*: one read per
+    /// process, and no CAP_SYS_ADMIN needed.
+    fn holds_mapping(&self, pid: u32, held: &HeldFile) -> bool {
+        let dev = (rustix::fs::major(held.dev), rustix::fs::minor(held.dev));
+        let Ok(maps) = ::procfs::process::Process::new_with_root(self.procfs.pid_dir(pid))
+            .and_then(|p| p.maps())
+        else {
+            return false;
+        };
+        maps.into_iter().any(|m| {
+            m.inode == held.ino
+                && u32::try_from(m.dev.0).ok() == Some(dev.0)
+                && u32::try_from(m.dev.1).ok() == Some(dev.1)
         })
     }
 
