@@ -3,12 +3,18 @@
 //! aggregate finding, the agent's memory stays bounded, and other
 //! processes are still reported. Runs as root.
 
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use vigil_integration::alert_filter::pid_of;
+use vigil_integration::policy_fixture::{
+    python_copy, write_gguf, write_signed_bundle, HOLD_MODEL_OPEN,
+};
 use vigil_integration::unprivileged::{python_as_nobody, shared_dir};
-use vigil_integration::{privileged, python_opens, wait_for, Agent, ControlPlane};
-use vigil_proto::types::v1::{Alert, SignalKind};
+use vigil_integration::{privileged, python_opens, wait_for, Agent, ControlPlane, Killed};
+use vigil_policy::SigningKey;
+use vigil_proto::types::v1::{Alert, Finding, SignalKind};
 
 /// Distinct model-file names the flood creates.
 const FLOOD: u32 = 20_000;
@@ -179,13 +185,130 @@ async fn a_flood_by_many_processes_of_one_user_is_capped_per_user() {
         .iter()
         .filter(|a| !a.finding.as_ref().unwrap().summary.starts_with("flood:"))
         .count();
+    // Past the user's cap each process's first is still its own finding
+    // (a new process's model load is never hidden in the aggregate).
     assert!(
-        one_by_one <= UID_CAP,
-        "{one_by_one} findings reported one by one for uid 65534 (cap {UID_CAP})"
+        one_by_one <= UID_CAP + FORKS as usize,
+        "{one_by_one} findings reported one by one for uid 65534 (cap {UID_CAP}, plus one per process)"
     );
+    // Each process's first, the user's aggregate again as each exits.
     assert!(
-        alerts.len() <= UID_CAP + FORKS as usize + 10,
+        alerts.len() <= UID_CAP + 2 * FORKS as usize + 10,
         "{} alerts for uid 65534",
         alerts.len()
     );
+}
+
+/// Decoy processes that spend the per-user cap (4 × 64 = 256) with
+/// distinct GGUF-headed files, then fill the aggregate's "busiest" list.
+const DECOYS: &str = "import os, sys\n\
+hdr = b'GGUF\\x03\\x00\\x00\\x00' + b'\\x00' * 56\n\
+def decoy(prefix, n):\n\
+\x20   for i in range(n):\n\
+\x20       p = f'{sys.argv[1]}/{prefix}_{i}.gguf'\n\
+\x20       with open(p, 'wb') as f: f.write(hdr)\n\
+\x20       os.close(os.open(p, os.O_RDONLY))\n\
+for k in range(5):\n\
+\x20   if os.fork() == 0:\n\
+\x20       decoy(f'w{k}', 60)\n\
+\x20       os._exit(0)\n\
+\x20   os.wait()\n\
+for k in range(6):\n\
+\x20   if os.fork() == 0:\n\
+\x20       decoy(f'x{k}', 5)\n\
+\x20       os._exit(0)\n\
+\x20   os.wait()\n";
+
+/// Kills the real loader, by its name; reports every other model file.
+const KILL_THE_LOADER: &str = "id: test.flood-loader\ndescription: d\nseverity: critical\nwhen: [model_file]\ncondition: process.name == \"secret-loader\"\naction: kill\n---\nid: test.model-files\ndescription: d\nseverity: high\nwhen: [model_file]\n";
+
+/// Issue #19 (review H1): a user spends the per-user cap on decoys, then a
+/// new process loads the real model. The load is still a finding naming
+/// the loader and the model, and a kill rule kills the loader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_load_after_a_users_decoy_flood_is_named_and_killed() {
+    if !privileged("a_model_load_after_a_users_decoy_flood_is_named_and_killed") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let key = SigningKey::generate();
+    let bundle = tmp.path().join("bundle.json");
+    write_signed_bundle(&bundle, &key, 1, KILL_THE_LOADER);
+    let cp = ControlPlane::start_leading(&tmp.path().join("cp")).await;
+    let _agent = Agent::start_with(
+        &tmp.path().join("agent"),
+        &cp.endpoint(),
+        "attack-flood-cover",
+        &[
+            "--trusted-policy-key",
+            &key.public_hex(),
+            "--policy-bundle",
+            bundle.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let dir = shared_dir(tmp.path(), "flood-cover");
+    let mut decoys = python_as_nobody(DECOYS)
+        .arg(&dir)
+        .spawn()
+        .expect("setpriv and python3");
+    assert!(decoys.wait().unwrap().success(), "the decoys ran");
+    // The user's cap is spent: its aggregate is out.
+    wait_for(
+        "the user's aggregate finding",
+        Duration::from_secs(30),
+        || async {
+            cp.alerts().await.into_iter().find(|a| {
+                a.finding
+                    .as_ref()
+                    .unwrap()
+                    .summary
+                    .starts_with("flood: uid 65534 ")
+            })
+        },
+    )
+    .await;
+
+    // A new process of the same user loads the real model.
+    let real = dir.join("llama-3-8b-secret.gguf");
+    write_gguf(&real);
+    let loader = python_copy(&dir, "secret-loader");
+    let mut loader = Killed(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&loader)
+            .args(["-c", HOLD_MODEL_OPEN])
+            .arg(&real)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("setpriv and the loader"),
+    );
+    let loader_pid = loader.0.id();
+    let real_path = real.to_str().unwrap().to_string();
+    let finding = wait_for(
+        "a finding naming the loader and the model",
+        Duration::from_secs(30),
+        || async {
+            cp.alerts().await.into_iter().find_map(|a| {
+                let f = a.finding.unwrap();
+                (pid_of_finding(&f) == loader_pid
+                    && f.signal() == SignalKind::ModelFile
+                    && f.file.as_ref().is_some_and(|o| o.path == real_path)
+                    && !f.summary.starts_with("flood:"))
+                .then_some(f)
+            })
+        },
+    )
+    .await;
+    assert_eq!(finding.rule_id, "test.flood-loader", "{finding:?}");
+    let status = wait_for("the loader killed", Duration::from_secs(30), || {
+        let status = loader.0.try_wait().unwrap();
+        async move { status }
+    })
+    .await;
+    assert_eq!(status.signal(), Some(9), "{status:?}");
+}
+
+fn pid_of_finding(f: &Finding) -> u32 {
+    f.process.as_ref().map_or(0, |p| p.pid)
 }

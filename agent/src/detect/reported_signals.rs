@@ -5,7 +5,13 @@
 //! aggregate finding; at most `max_per_uid` objects per (uid, signal) in a
 //! window of [`UID_WINDOW`] (a user who forks many processes is not many
 //! times the per-process cap), the rest counted into one aggregate that
-//! names the uid and its busiest processes (root excepted); at most `max_processes`
+//! names the uid and its busiest processes (root excepted). Past the uid's
+//! cap a process's first object for a signal is still reported one by one:
+//! a user who spends the cap on decoys must not hide a new process's model
+//! load in the aggregate (issue #19). A fork flood then costs a process per
+//! finding, bounded by the cap on tracked processes. The uid's aggregate is
+//! an alert only ([`is_uid_flood_aggregate`]): the processes it names may
+//! be decoys long gone. At most `max_processes`
 //! processes and [`MAX_TRACKED_UIDS`] (uid, signal) pairs are tracked, the
 //! least recently touched evicted first.
 
@@ -40,11 +46,23 @@ const FLOOD_PIDS_LISTED: usize = 5;
 
 /// How a flood's aggregate finding's summary starts.
 const FLOOD_SUMMARY: &str = "flood: ";
+/// How a uid flood's aggregate finding's summary starts.
+const UID_FLOOD_SUMMARY: &str = "flood: uid ";
+/// Objects per (process, signal) reported one by one once the process's
+/// uid is over its cap: the process is named, so a rule's action reaches it.
+const FIRST_PAST_UID_CAP: usize = 1;
 
 /// Whether `finding` is a flood's aggregate (made here, never by a rule):
 /// one finding that stands for many, kept before the findings it counts.
 pub fn is_flood_aggregate(finding: &Finding) -> bool {
     finding.summary.starts_with(FLOOD_SUMMARY)
+}
+
+/// Whether `finding` is a uid flood's aggregate: it stands for many
+/// processes, the one it was moulded on maybe a decoy long gone, so no
+/// rule's action may be carried out on it (it is an alert only).
+pub fn is_uid_flood_aggregate(finding: &Finding) -> bool {
+    finding.summary.starts_with(UID_FLOOD_SUMMARY)
 }
 
 /// What became of a finding.
@@ -226,6 +244,14 @@ impl ReportedSignals {
                 entry.seen.insert(key);
                 return Admission::New;
             }
+            if *count < FIRST_PAST_UID_CAP {
+                // The uid's cap is spent, but this process was never
+                // reported for this signal: it is named, not hidden in the
+                // aggregate among the decoys that spent the cap.
+                *count += 1;
+                entry.seen.insert(key);
+                return Admission::New;
+            }
             // The uid's cap, not the process's: counted into the uid's
             // flood, which names the uid and its busiest processes.
             self.counted += 1;
@@ -251,7 +277,7 @@ impl ReportedSignals {
     }
 
     /// For a process already over its cap for `signal`, or whose uid is
-    /// over its own: counts `object` into the flood (no duplicate check:
+    /// over its own and that was already reported for `signal`: counts `object` into the flood (no duplicate check:
     /// an over-cap process is not worth a lookup per event) and returns
     /// the aggregate if one is due. None when neither is flooding: decide
     /// the event in full.
@@ -277,6 +303,17 @@ impl ReportedSignals {
                 let due = flood.due(now);
                 return Some(due.then(|| aggregate(flood, max, now)));
             }
+        }
+        // A process not yet reported for this signal is decided in full
+        // even past its uid's cap (see `admit`).
+        let reported = self
+            .by_process
+            .get(&pid)
+            .and_then(|p| p.per_signal.get(&signal))
+            .copied()
+            .unwrap_or(0);
+        if reported < FIRST_PAST_UID_CAP {
+            return None;
         }
         let max = self.max_per_uid;
         let uid_signals = self.by_uid.get_mut(&uid)?;
@@ -454,6 +491,7 @@ fn uid_aggregate(flood: &mut UidFlood, max: usize, now: Instant) -> Finding {
     f.reported_count = f.counted;
     f.reported_at = now;
     let mut finding = f.first.clone();
+    finding.action = String::new();
     let mut busiest: Vec<(u32, u64)> = flood.pids.iter().map(|(p, n)| (*p, *n)).collect();
     busiest.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let listed: Vec<String> = busiest
@@ -466,7 +504,7 @@ fn uid_aggregate(flood: &mut UidFlood, max: usize, now: Instant) -> Finding {
         other => format!("distinct {} objects", other.as_str()),
     };
     finding.summary = format!(
-        "{FLOOD_SUMMARY}uid {} opened {} more {what} past the per-user cap ({max} reported one by one in {} min), from {}{} processes; busiest: {}; first {} listed: {}",
+        "{UID_FLOOD_SUMMARY}{} opened {} more {what} past the per-user cap ({max} reported one by one in {} min, and each process's first), from {}{} processes; busiest: {}; first {} listed: {}; alert only: no action is taken on this aggregate (the processes it names may be gone), each process's own findings carry the rules' actions",
         finding.process.uid,
         f.counted,
         UID_WINDOW.as_secs() / 60,
@@ -617,9 +655,13 @@ mod tests {
                 }
             }
         }
-        assert_eq!(new, 8, "the user's cap, not 10 × the process's");
+        assert_eq!(
+            new,
+            8 + 7,
+            "the user's cap, and each later process's first, not 10 × the process's"
+        );
         // Processes 100 and 101 went over their own cap first (3 each);
-        // 102 took the user's last 2.
+        // 102 took the user's last 2, 103..109 their first one each.
         let (of_uid, of_pid): (Vec<_>, Vec<_>) = aggregates
             .iter()
             .partition(|a| a.summary.starts_with("flood: uid 65534 "));
@@ -663,14 +705,14 @@ mod tests {
             panic!("an update is due");
         };
         assert!(
-            update.summary.contains("opened 46 more model files"),
+            update.summary.contains("opened 39 more model files"),
             "{}",
             update.summary
         );
         assert!(
             update
                 .summary
-                .contains("from 8 processes; busiest: pid 105 (12), "),
+                .contains("from 8 processes; busiest: pid 105 (11), "),
             "{}",
             update.summary
         );
@@ -687,7 +729,7 @@ mod tests {
         let last = r.remove(107, NOBODY, later);
         assert_eq!(last.len(), 1);
         assert!(
-            last[0].summary.contains("opened 47 more"),
+            last[0].summary.contains("opened 40 more"),
             "{}",
             last[0].summary
         );
@@ -704,12 +746,60 @@ mod tests {
     }
 
     #[test]
+    fn past_the_users_cap_a_new_process_is_still_named() {
+        const NOBODY: u32 = 65534;
+        let mut r = ReportedSignals::new(64, 8, 100);
+        let t0 = Instant::now();
+        // Decoys spend the user's cap and start its flood.
+        for i in 0..20 {
+            let path = format!("/m/decoy-{i}.gguf");
+            if r.count_if_flooding(100, NOBODY, SignalKind::ModelFile, &path, t0)
+                .is_none()
+            {
+                let _ = r.admit(&model_of(NOBODY, 100, &path), t0);
+            }
+        }
+        // A new process's load is decided in full and reported.
+        let real = "/m/real/llama-3-8b-secret.gguf";
+        assert_eq!(
+            r.count_if_flooding(200, NOBODY, SignalKind::ModelFile, real, t0),
+            None
+        );
+        assert_eq!(r.admit(&model_of(NOBODY, 200, real), t0), Admission::New);
+        // Its next objects are counted into the user's aggregate, which
+        // carries no action.
+        let mut aggregate = model_of(NOBODY, 100, "/m/x.gguf");
+        aggregate.action = "kill".into();
+        let mut flood = UidFlood {
+            flood: Flood::new(&aggregate, t0),
+            pids: HashMap::new(),
+        };
+        flood.count(100, "/m/x.gguf");
+        let finding = uid_aggregate(&mut flood, 8, t0);
+        assert!(is_uid_flood_aggregate(&finding), "{}", finding.summary);
+        assert!(
+            finding.summary.contains("alert only"),
+            "{}",
+            finding.summary
+        );
+        assert_eq!(finding.action, "");
+        assert_eq!(
+            r.count_if_flooding(200, NOBODY, SignalKind::ModelFile, "/m/y.gguf", t0),
+            Some(None)
+        );
+        assert!(r.contains(200, SignalKind::ModelFile, real));
+    }
+
+    #[test]
     fn a_uid_flood_tallies_a_bounded_number_of_processes() {
         let mut r = ReportedSignals::new(64, 1, 100_000);
         let t0 = Instant::now();
         r.admit(&model_of(5, 1, "/m/first.onnx"), t0);
         for pid in 2..10_000 {
-            let _ = r.admit(&model_of(5, pid, "/m/a.onnx"), t0);
+            // Each process's first object is its own finding; its second
+            // is counted into the uid's flood.
+            assert_eq!(r.admit(&model_of(5, pid, "/m/a.onnx"), t0), Admission::New);
+            let _ = r.admit(&model_of(5, pid, "/m/b.onnx"), t0);
         }
         let flood = r.by_uid[&5].budgets[&SignalKind::ModelFile]
             .flood

@@ -19,6 +19,7 @@ use std::io::Write;
 use vigil_domain::Finding;
 use vigil_policy::{Action, Bundle, Decision, HostFacts, PolicySet, TrustedKeys};
 
+use crate::detect::reported_signals::is_uid_flood_aggregate;
 use crate::procfs::Procfs;
 use crate::respond::enforcer::{
     ActionPlan, Enforcement, Enforcer, Outcome, PendingEnforcement, Settlement,
@@ -282,7 +283,10 @@ impl Governor {
             }) => {
                 finding.rule_id = rule_id;
                 finding.severity = severity;
-                let action = (action != Action::Alert).then_some(ActionPlan {
+                // A uid flood's aggregate stands for many processes, the
+                // one it names maybe a decoy long gone: an alert only.
+                let acts = action != Action::Alert && !is_uid_flood_aggregate(&finding);
+                let action = acts.then_some(ActionPlan {
                     action,
                     dry_run,
                     hosts,
