@@ -17,7 +17,7 @@ use crate::detect::process_table::ProcessTable;
 use crate::detect::reported_signals::{Admission, ReportedSignals, Signals};
 use crate::detect::untrusted_file::{open_in_root, open_regular, read_head, FinalLink};
 use crate::procfs::Procfs;
-use crate::sensors::{EventContext, FileIdentity, NetOp, PathMatch, SensorEvent};
+use crate::sensors::{EventContext, FileIdentity, NetOp, OpenOrigin, PathMatch, SensorEvent};
 
 /// The rule of the finding that names a process flooding the sensors.
 pub const SENSOR_FLOOD_RULE: &str = "vigil.sensors.flood";
@@ -146,7 +146,15 @@ pub struct PendingFinding {
 struct OpenedFile {
     fd: Option<i32>,
     identity: Option<FileIdentity>,
+    /// An io_uring open the kernel recorded no file for (into a fixed-file
+    /// slot, or sent at submission): whatever lies at the path when the
+    /// agent looks may have been swapped in since, so it is never read,
+    /// hashed for a model-digest approval, or cleared by its content.
+    unidentified: bool,
 }
+
+/// What a finding says of an open without a kernel-recorded file.
+const UNIDENTIFIED: &str = "file identity unknown (an io_uring open the kernel recorded no file for): not read, not hashed, no model-digest approval";
 
 /// Why a file a process named was not opened for a content check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -316,6 +324,7 @@ impl Detector {
                 let opened = OpenedFile {
                     fd: origin.fd(*ret),
                     identity: *file,
+                    unidentified: file.is_none() && *origin != OpenOrigin::Syscall,
                 };
                 // A process already over its cap for model files is only
                 // counted: no /proc walk, no read of the file.
@@ -339,7 +348,10 @@ impl Detector {
                         if *ret < 0 || !vigil_detection::is_model_file_path(&path) {
                             return None;
                         }
-                        let head = self.head(ctx.pid, opened.fd, &path, opened.identity);
+                        // Unidentified: no content to clear it by.
+                        let head = (!opened.unidentified)
+                            .then(|| self.head(ctx.pid, opened.fd, &path, opened.identity))
+                            .flatten();
                         Observation::FileOpened { path, head }
                     }
                     // A failed open of a GPU node is still a signal.
@@ -350,6 +362,12 @@ impl Detector {
                     PathMatch::AiRuntime | PathMatch::LargeMapping => return None,
                 };
                 let mut resolved = self.process(ctx, table);
+                if opened.unidentified && *matched == PathMatch::ModelFile {
+                    let note = resolved.note.take();
+                    resolved.note = Some(
+                        note.map_or(UNIDENTIFIED.to_string(), |n| format!("{n}; {UNIDENTIFIED}")),
+                    );
+                }
                 resolved.opened = Some(opened);
                 self.detect(resolved, obs, at)
             }
@@ -668,7 +686,7 @@ impl Detector {
             obs,
             at,
             event_boot_ns: resolved.event_boot_ns,
-            note: None,
+            note: resolved.note,
             opened: resolved.opened,
         }))
     }
@@ -726,8 +744,11 @@ impl Detector {
         note: Option<String>,
         opened: Option<OpenedFile>,
     ) -> Option<Detection> {
+        // An open without a kernel-recorded file is never hashed: what lies
+        // at its path now may not be what the process opened.
+        let identified = !opened.is_some_and(|o| o.unidentified);
         let path = match obs.model_candidate_path() {
-            Some(path) if self.rules.needs_model_digest(process) => path,
+            Some(path) if identified && self.rules.needs_model_digest(process) => path,
             _ => {
                 return self
                     .finding_with_model(process, obs, at, None, note.as_deref())

@@ -314,16 +314,16 @@ fn a_model_replaced_at_its_path_after_the_open_is_not_approved() {
     }]);
     let mut d = Detector::new(rules, Procfs::default(), 0);
     let mut t = ProcessTable::new(100);
-    // An io_uring open into a fixed slot: no fd to read, only the path and
-    // the identity the kernel recorded.
+    // An io_uring open whose fd is closed already: only the path and the
+    // identity the kernel recorded at completion.
     let open_of = |identity_of: &std::path::Path| SensorEvent::Open {
         ctx: ctx(me),
         dfd: libc::AT_FDCWD,
         flags: 0,
         matched: PathMatch::ModelFile,
         path: approved.to_str().unwrap().into(),
-        ret: 0,
-        origin: crate::sensors::OpenOrigin::IoUringFixed,
+        ret: 999_999,
+        origin: crate::sensors::OpenOrigin::IoUring,
         file: Some(FileIdentity::of(&std::fs::metadata(identity_of).unwrap())),
     };
     // The approved file itself: approved.
@@ -338,6 +338,90 @@ fn a_model_replaced_at_its_path_after_the_open_is_not_approved() {
         "{}",
         f.summary
     );
+}
+
+/// An io_uring open into a fixed-file slot (or sent at submission): the
+/// kernel records no file, as it never does for these.
+fn unidentified_open(
+    pid: u32,
+    path: &std::path::Path,
+    origin: crate::sensors::OpenOrigin,
+) -> SensorEvent {
+    SensorEvent::Open {
+        ctx: ctx(pid),
+        dfd: libc::AT_FDCWD,
+        flags: 0,
+        matched: PathMatch::ModelFile,
+        path: path.to_str().unwrap().into(),
+        ret: 0,
+        origin,
+        file: None,
+    }
+}
+
+#[test]
+fn an_open_without_a_kernel_recorded_file_gets_no_model_digest_approval() {
+    let me = std::process::id();
+    let digest =
+        crate::detect::file_digest::sha256_file(&Procfs::default().exe_handle(me)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The approved file lies at the path when the agent looks; the process
+    // may have opened another one and swapped this one in since.
+    let approved = dir.path().join("approved.gguf");
+    std::fs::write(&approved, b"GGUF\x03\x00\x00\x00approved weights").unwrap();
+    let mut rules = BuiltinRules::new(ApprovedWorkloads::default());
+    rules.set_workload_records([vigil_domain::WorkloadApproval {
+        id: "w1".into(),
+        exe_sha256: digest,
+        path: None,
+        uid: None,
+        cgroup_prefix: None,
+        models: vec![crate::detect::file_digest::sha256_file(&approved).unwrap()],
+        gpus: vec![],
+        approved_by: "test".into(),
+        note: String::new(),
+        approved_at_unix_nanos: 0,
+        signer: String::new(),
+        signature: String::new(),
+    }]);
+    let mut d = Detector::new(rules, Procfs::default(), 0);
+    let mut t = ProcessTable::new(100);
+    for origin in [
+        crate::sensors::OpenOrigin::IoUringFixed,
+        crate::sensors::OpenOrigin::IoUringSubmitted,
+    ] {
+        let ev = unidentified_open(me, &approved, origin);
+        let det = d.on_event(&ev, &mut t);
+        let f = settle(&mut d, det).expect("never approved by the digest of what is at the path");
+        assert!(f.summary.contains("file identity unknown"), "{}", f.summary);
+        // Forgotten, so that the next origin is decided afresh.
+        d.reported.remove(me, 0, Instant::now());
+    }
+}
+
+#[test]
+fn an_open_without_a_kernel_recorded_file_is_not_cleared_by_content() {
+    let me = std::process::id();
+    let dir = tempfile::tempdir().unwrap();
+    // A .pt is a model only by its content: a decoy swapped in at the path
+    // must not clear the open.
+    let decoy = dir.path().join("weights.pt");
+    std::fs::write(&decoy, b"not a model at all").unwrap();
+    let mut d = detector(0);
+    let mut t = ProcessTable::new(100);
+    // With a recorded identity (or an fd), the content decides: no finding.
+    let mut identified = unidentified_open(me, &decoy, crate::sensors::OpenOrigin::IoUring);
+    if let SensorEvent::Open { file, ret, .. } = &mut identified {
+        *file = Some(FileIdentity::of(&std::fs::metadata(&decoy).unwrap()));
+        *ret = 999_999;
+    }
+    let det = d.on_event(&identified, &mut t);
+    assert!(settle(&mut d, det).is_none(), "a non-model .pt is cleared");
+    // Without one: reported, saying why.
+    let ev = unidentified_open(me, &decoy, crate::sensors::OpenOrigin::IoUringFixed);
+    let det = d.on_event(&ev, &mut t);
+    let f = settle(&mut d, det).expect("not cleared by what is at the path now");
+    assert!(f.summary.contains("file identity unknown"), "{}", f.summary);
 }
 
 #[test]
