@@ -13,6 +13,11 @@ pub struct UnfreezeOrder {
     pub agent: String,
     /// The frozen process's pid on that host.
     pub pid: u32,
+    /// When that process started, in clock ticks since boot (field 22 of
+    /// /proc/PID/stat; the agent's freeze finding says it): with the pid,
+    /// it names one process, so an order cannot thaw another process
+    /// frozen later under a recycled pid. 0 (none) is refused.
+    pub start_time: u64,
     /// Unix time (seconds) after which the order is refused.
     pub expires_at_unix_secs: i64,
     /// Random, hex: an agent carries out an order once.

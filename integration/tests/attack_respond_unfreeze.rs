@@ -4,7 +4,9 @@
 //! carries out only an order a trusted policy key signed, for itself, not
 //! expired and not seen before, and says what became of every order in a
 //! finding; the control plane, when it has trusted keys, refuses a bad
-//! order before it reaches an agent. Root (a freeze rule).
+//! order before it reaches an agent. An order names the process by pid
+//! and start time (the freeze finding says both): one for another start
+//! time (a pid recycled and frozen again) is refused. Root (a freeze rule).
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -25,6 +27,14 @@ fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
+}
+
+/// When `pid` started, in clock ticks since boot (field 22 of
+/// /proc/PID/stat): what an unfreeze order names.
+fn start_time(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    after_name.split(' ').nth(19).unwrap().parse().unwrap()
 }
 
 /// The summaries of the agent's unfreeze findings, oldest first.
@@ -117,6 +127,7 @@ async fn only_a_fresh_signed_unfreeze_for_this_agent_thaws_and_only_once() {
             .unwrap(),
     );
     let pid = frozen.0.id();
+    let start = start_time(pid);
     let events = cgroup2_mount().join(format!("vigil/frozen-{pid}/cgroup.events"));
     let freeze_state = || {
         std::fs::read_to_string(&events)
@@ -127,16 +138,23 @@ async fn only_a_fresh_signed_unfreeze_for_this_agent_thaws_and_only_once() {
             .to_string()
     };
     // Frozen, and the agent's session up (its outcome reached the control plane).
-    wait_for("the freeze reported", Duration::from_secs(30), || async {
+    let freeze_summary = wait_for("the freeze reported", Duration::from_secs(30), || async {
         let reported = cp
             .alerts()
             .await
             .into_iter()
             .filter_map(|a| a.finding)
-            .any(|f| f.action == "freeze" && f.summary.contains(&format!("froze pid {pid} ")));
-        (reported && freeze_state() == "frozen 1").then_some(())
+            .find(|f| f.action == "freeze" && f.summary.contains(&format!("froze pid {pid} ")));
+        reported
+            .filter(|_| freeze_state() == "frozen 1")
+            .map(|f| f.summary)
     })
     .await;
+    // The operator copies the start time from the freeze finding.
+    assert!(
+        freeze_summary.contains(&format!("start time {start};")),
+        "{freeze_summary}"
+    );
 
     let mut admin = cp.admin().await;
     let mut refusals = 0;
@@ -155,7 +173,7 @@ async fn only_a_fresh_signed_unfreeze_for_this_agent_thaws_and_only_once() {
     .await;
     assert_eq!(freeze_state(), "frozen 1", "thawed by an unsigned order");
     // Signed by a key the agent does not trust.
-    let stranger = SigningKey::generate().sign_unfreeze(AGENT, pid, unix_now() + 300);
+    let stranger = SigningKey::generate().sign_unfreeze(AGENT, pid, start, unix_now() + 300);
     refused(
         &cp,
         pid,
@@ -166,18 +184,41 @@ async fn only_a_fresh_signed_unfreeze_for_this_agent_thaws_and_only_once() {
     .await;
     assert_eq!(freeze_state(), "frozen 1", "thawed by an unknown key");
     // Expired.
-    let expired = key.sign_unfreeze(AGENT, pid, unix_now() - 60);
+    let expired = key.sign_unfreeze(AGENT, pid, start, unix_now() - 60);
     refused(&cp, pid, &mut refusals, expired.into(), "expired").await;
     assert_eq!(freeze_state(), "frozen 1", "thawed by an expired order");
     // Changed after it was signed (another pid).
     let mut changed =
-        admin_pb::UnfreezeRequest::from(key.sign_unfreeze(AGENT, 1, unix_now() + 300));
+        admin_pb::UnfreezeRequest::from(key.sign_unfreeze(AGENT, 1, start, unix_now() + 300));
     changed.pid = pid;
+    refused(&cp, pid, &mut refusals, changed, "does not verify").await;
+    assert_eq!(freeze_state(), "frozen 1", "thawed by a changed order");
+    // Signed, for this pid, but for another process than the frozen one
+    // (one that had the pid before, say): refused.
+    let other_process = key.sign_unfreeze(AGENT, pid, start - 1, unix_now() + 300);
+    refused(
+        &cp,
+        pid,
+        &mut refusals,
+        other_process.into(),
+        &format!("the frozen one started at {start}"),
+    )
+    .await;
+    assert_eq!(
+        freeze_state(),
+        "frozen 1",
+        "thawed by an order for another start time"
+    );
+    // Changed after it was signed (another start time).
+    let mut changed =
+        admin_pb::UnfreezeRequest::from(key.sign_unfreeze(AGENT, pid, start - 1, unix_now() + 300));
+    changed.start_time = start;
     refused(&cp, pid, &mut refusals, changed, "does not verify").await;
     assert_eq!(freeze_state(), "frozen 1", "thawed by a changed order");
 
     // The valid one thaws.
-    let valid = admin_pb::UnfreezeRequest::from(key.sign_unfreeze(AGENT, pid, unix_now() + 300));
+    let valid =
+        admin_pb::UnfreezeRequest::from(key.sign_unfreeze(AGENT, pid, start, unix_now() + 300));
     admin.unfreeze(valid.clone()).await.unwrap();
     wait_for("thawed", Duration::from_secs(15), || async {
         (freeze_state() == "frozen 0").then_some(())
@@ -226,11 +267,14 @@ async fn a_control_plane_with_trusted_keys_refuses_a_bad_unfreeze_itself() {
         ),
         (
             SigningKey::generate()
-                .sign_unfreeze(AGENT, 4242, now + 300)
+                .sign_unfreeze(AGENT, 4242, 1, now + 300)
                 .into(),
             "not a trusted policy key",
         ),
-        (key.sign_unfreeze(AGENT, 4242, now - 60).into(), "expired"),
+        (
+            key.sign_unfreeze(AGENT, 4242, 1, now - 60).into(),
+            "expired",
+        ),
     ] {
         let status = admin.unfreeze(request).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
@@ -244,6 +288,7 @@ async fn a_control_plane_with_trusted_keys_refuses_a_bad_unfreeze_itself() {
         .unfreeze(admin_pb::UnfreezeRequest::from(key.sign_unfreeze(
             AGENT,
             4242,
+            1,
             now + 300,
         )))
         .await
@@ -330,7 +375,8 @@ async fn an_order_spent_before_a_restart_stays_spent_and_a_hostname_names_no_age
             &cp,
             pid,
             &mut answered,
-            key.sign_unfreeze(&hostname, pid, unix_now() + 300).into(),
+            key.sign_unfreeze(&hostname, pid, start_time(pid), unix_now() + 300)
+                .into(),
             "not this one",
         )
         .await;
@@ -338,8 +384,12 @@ async fn an_order_spent_before_a_restart_stays_spent_and_a_hostname_names_no_age
     }
 
     // A good order thaws.
-    let valid =
-        admin_pb::UnfreezeRequest::from(key.sign_unfreeze(REFREEZE_AGENT, pid, unix_now() + 300));
+    let valid = admin_pb::UnfreezeRequest::from(key.sign_unfreeze(
+        REFREEZE_AGENT,
+        pid,
+        start_time(pid),
+        unix_now() + 300,
+    ));
     admin.unfreeze(valid.clone()).await.unwrap();
     wait_for("thawed", Duration::from_secs(15), || async {
         (freeze_state() == "frozen 0").then_some(())

@@ -513,6 +513,13 @@ async fn pushed_policies_reach_the_agent_and_rollback_unfreeze_and_refusals_work
         }
     };
     state("frozen 1").await;
+    // The start time, as the freeze finding says it (field 22 of stat).
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let start_time = stat[stat.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .nth(19)
+        .unwrap()
+        .to_string();
     let (ok, _, err) = vigilctl(
         &cp,
         &[
@@ -520,6 +527,8 @@ async fn pushed_policies_reach_the_agent_and_rollback_unfreeze_and_refusals_work
             "unfreeze",
             "push-host",
             &pid.to_string(),
+            "--start-time",
+            &start_time.to_string(),
             "--key",
             key_file.to_str().unwrap(),
         ],

@@ -12,6 +12,7 @@ impl From<admin_pb::UnfreezeRequest> for UnfreezeOrder {
         Self {
             agent: r.agent,
             pid: r.pid,
+            start_time: r.start_time,
             expires_at_unix_secs: r.expires_at_unix_secs,
             nonce: r.nonce,
             signer: r.signer,
@@ -25,6 +26,7 @@ impl From<UnfreezeOrder> for admin_pb::UnfreezeRequest {
         Self {
             agent: o.agent,
             pid: o.pid,
+            start_time: o.start_time,
             expires_at_unix_secs: o.expires_at_unix_secs,
             nonce: o.nonce,
             signer: o.signer,
@@ -38,6 +40,7 @@ impl From<agent_pb::Unfreeze> for UnfreezeOrder {
         Self {
             agent: u.agent,
             pid: u.pid,
+            start_time: u.start_time,
             expires_at_unix_secs: u.expires_at_unix_secs,
             nonce: u.nonce,
             signer: u.signer,
@@ -50,6 +53,7 @@ impl From<UnfreezeOrder> for agent_pb::Unfreeze {
     fn from(o: UnfreezeOrder) -> Self {
         Self {
             pid: o.pid,
+            start_time: o.start_time,
             agent: o.agent,
             expires_at_unix_secs: o.expires_at_unix_secs,
             nonce: o.nonce,
@@ -68,6 +72,7 @@ mod tests {
         let order = UnfreezeOrder {
             agent: "gpu-node-3".into(),
             pid: 4242,
+            start_time: 123_456,
             expires_at_unix_secs: 1_800_000_000,
             nonce: "ab".repeat(16),
             signer: "cd".repeat(32),

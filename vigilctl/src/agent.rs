@@ -16,15 +16,23 @@ const DEFAULT_VALID_SECS: u32 = 300;
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
     /// Thaws a process a freeze rule froze. The order is signed with an
-    /// admin key the agent trusts (--trusted-policy-key), valid for a few
-    /// minutes and carried out once.
-    #[command(after_help = "Example:\n  vigilctl agent unfreeze gpu-node-3 4242 --key admin.key")]
+    /// admin key the agent trusts (--trusted-policy-key), names the
+    /// process by pid and start time (the freeze finding says both), is
+    /// valid for a few minutes and carried out once.
+    #[command(
+        after_help = "Example (the freeze finding said \"froze pid 4242 (start time 912345; ...\"):\n  vigilctl agent unfreeze gpu-node-3 4242 --start-time 912345 --key admin.key"
+    )]
     Unfreeze {
         /// Agent id (an agent carries out only orders naming its id: a
         /// hostname may be shared by several agents).
         agent: String,
         /// The frozen process's pid on that host.
         pid: u32,
+        /// The frozen process's start time, as the freeze finding says it
+        /// (clock ticks since boot): the agent thaws only that process, not
+        /// another one given the same pid since.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        start_time: u64,
         /// The admin's secret key (`vigilctl policy keygen`).
         #[arg(long)]
         key: PathBuf,
@@ -69,6 +77,7 @@ pub async fn run(client: &mut AdminClient, command: AgentCommand) -> anyhow::Res
         AgentCommand::Unfreeze {
             agent,
             pid,
+            start_time,
             key,
             valid_secs,
         } => {
@@ -83,7 +92,7 @@ pub async fn run(client: &mut AdminClient, command: AgentCommand) -> anyhow::Res
             let expires = i64::try_from(now)
                 .context("the system clock is out of range")?
                 .saturating_add(i64::from(valid_secs));
-            let order = key.sign_unfreeze(&agent, pid, expires);
+            let order = key.sign_unfreeze(&agent, pid, start_time, expires);
             client
                 .unfreeze(pb::UnfreezeRequest::from(order))
                 .await
@@ -109,7 +118,17 @@ mod tests {
     #[test]
     fn unfreeze_needs_a_key_and_a_short_validity() {
         assert!(Cli::try_parse_from(["agent", "unfreeze", "h", "42"]).is_err());
-        let cli = Cli::try_parse_from(["agent", "unfreeze", "h", "42", "--key", "k"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "agent",
+            "unfreeze",
+            "h",
+            "42",
+            "--key",
+            "k",
+            "--start-time",
+            "7",
+        ])
+        .unwrap();
         let AgentCommand::Unfreeze { valid_secs, .. } = cli.command else {
             panic!("parsed as another command");
         };
@@ -122,10 +141,43 @@ mod tests {
                 "42",
                 "--key",
                 "k",
+                "--start-time",
+                "7",
                 "--valid-secs",
                 bad
             ])
             .is_err());
         }
+    }
+
+    #[test]
+    fn unfreeze_needs_the_frozen_process_start_time() {
+        assert!(Cli::try_parse_from(["agent", "unfreeze", "h", "42", "--key", "k"]).is_err());
+        assert!(Cli::try_parse_from([
+            "agent",
+            "unfreeze",
+            "h",
+            "42",
+            "--key",
+            "k",
+            "--start-time",
+            "0"
+        ])
+        .is_err());
+        let cli = Cli::try_parse_from([
+            "agent",
+            "unfreeze",
+            "h",
+            "42",
+            "--key",
+            "k",
+            "--start-time",
+            "912345",
+        ])
+        .unwrap();
+        let AgentCommand::Unfreeze { start_time, .. } = cli.command else {
+            panic!("parsed as another command");
+        };
+        assert_eq!(start_time, 912_345);
     }
 }

@@ -127,6 +127,16 @@ pub enum Settlement {
     },
 }
 
+/// A process the agent froze.
+struct FrozenProcess {
+    /// The cgroup made for its tree.
+    dir: PathBuf,
+    /// When it started (clock ticks since boot): an unfreeze order must
+    /// name it, so an order for a pid cannot thaw a later process frozen
+    /// under the same pid.
+    start_time: u64,
+}
+
 pub struct Enforcer {
     procfs: Procfs,
     /// Resolves the host names of `block_egress` lists.
@@ -138,8 +148,8 @@ pub struct Enforcer {
     programs: Option<Ebpf>,
     /// GPU character-device majors (from /proc/devices at that load).
     gpu_majors: Vec<u32>,
-    /// Frozen processes and their cgroup.
-    frozen: HashMap<u32, PathBuf>,
+    /// Frozen processes: their cgroup, and when each started.
+    frozen: HashMap<u32, FrozenProcess>,
     /// Processes refused GPUs: their cgroup and the program's link.
     gpu_denied: HashMap<u32, (PathBuf, CgroupDeviceLinkId)>,
     /// Processes whose egress is blocked: cgroup, its id, the program's
@@ -249,7 +259,12 @@ impl Enforcer {
                 dir,
                 processes,
                 frozen: true,
-            } => Outcome::Done(froze(pid, processes, &dir)),
+            } => Outcome::Done(froze(
+                pid,
+                self.frozen.get(&pid).map_or(0, |f| f.start_time),
+                processes,
+                &dir,
+            )),
             Settlement::Freeze { pid, dir, .. } => Outcome::Failed(format!(
                 "freeze pid {pid}: {} did not report frozen within {} s",
                 dir.display(),
@@ -301,12 +316,21 @@ impl Enforcer {
         }
     }
 
-    /// Thaws a process frozen by `freeze`.
-    pub fn unfreeze(&mut self, pid: u32) -> Outcome {
-        let Some(dir) = self.frozen.get(&pid) else {
+    /// Thaws a process frozen by `freeze`, if it is the one that started
+    /// at `start_time` (what the order names): a pid recycled and frozen
+    /// again since the order was made names another process.
+    pub fn unfreeze(&mut self, pid: u32, start_time: u64) -> Outcome {
+        let Some(frozen) = self.frozen.get(&pid) else {
             return Outcome::Failed(format!("pid {pid} was not frozen by this agent"));
         };
-        match std::fs::write(dir.join("cgroup.freeze"), "0") {
+        if frozen.start_time != start_time {
+            return Outcome::Refused(format!(
+                "unfreeze pid {pid}: the order names the process that started at {start_time}, \
+                 the frozen one started at {} (another process under the same pid)",
+                frozen.start_time
+            ));
+        }
+        match std::fs::write(frozen.dir.join("cgroup.freeze"), "0") {
             Ok(()) => {
                 self.frozen.remove(&pid);
                 Outcome::Done(format!("unfroze pid {pid}"))
@@ -337,8 +361,8 @@ impl Enforcer {
             }
             let _ = std::fs::remove_dir(dir);
         }
-        if let Some(dir) = self.frozen.remove(&pid) {
-            let _ = std::fs::remove_dir(dir);
+        if let Some(frozen) = self.frozen.remove(&pid) {
+            let _ = std::fs::remove_dir(frozen.dir);
         }
         if let Some((dir, link)) = self.gpu_denied.remove(&pid) {
             if let Some(ebpf) = self.programs.as_mut() {
@@ -364,7 +388,7 @@ impl Enforcer {
     /// stop-and-re-read walk needs neither.
     fn kill(&mut self, pid: u32, root: OwnedFd) -> String {
         let confined = [
-            self.frozen.get(&pid),
+            self.frozen.get(&pid).map(|f| &f.dir),
             self.gpu_denied.get(&pid).map(|(d, _)| d),
             self.egress_blocked.get(&pid).map(|(d, _, _)| d),
         ]
@@ -583,13 +607,24 @@ impl Enforcer {
     /// Freezes the tree now; the wait for the kernel to report it frozen
     /// is pending (off the respond loop), unless it already is.
     fn freeze(&mut self, pid: u32, tree: &[u32]) -> Result<Enforcement, String> {
+        // Read before the freeze, right after the guard's check of the
+        // same process: what an unfreeze order must name.
+        let start_time = self.procfs.start_time(pid).ok_or("the process is gone")?;
         let dir = self.own_cgroup("frozen", pid, tree)?;
         std::fs::write(dir.join("cgroup.freeze"), "1")
             .map_err(|e| format!("writing {}/cgroup.freeze: {e}", dir.display()))?;
-        self.frozen.insert(pid, dir.clone());
+        self.frozen.insert(
+            pid,
+            FrozenProcess {
+                dir: dir.clone(),
+                start_time,
+            },
+        );
         let processes = tree.len();
         if is_frozen(&dir) {
-            return Ok(Enforcement::Now(Outcome::Done(froze(pid, processes, &dir))));
+            return Ok(Enforcement::Now(Outcome::Done(froze(
+                pid, start_time, processes, &dir,
+            ))));
         }
         Ok(Enforcement::Pending(Box::pin(async move {
             // The kernel reports the freeze done in cgroup.events.
@@ -805,9 +840,11 @@ fn cgroup_inode(dir: &Path) -> Result<u64, String> {
         .map_err(|e| format!("{}: {e}", dir.display()))
 }
 
-fn froze(pid: u32, processes: usize, dir: &Path) -> String {
+/// The freeze's outcome: it names the start time, which an unfreeze order
+/// must carry (`vigilctl agent unfreeze --start-time`).
+fn froze(pid: u32, start_time: u64, processes: usize, dir: &Path) -> String {
     format!(
-        "froze pid {pid} ({processes} processes) in cgroup {}",
+        "froze pid {pid} (start time {start_time}; {processes} processes) in cgroup {}",
         dir.display()
     )
 }
@@ -924,6 +961,41 @@ mod tests {
         let devices = "Character devices:\n  1 mem\n195 nvidia-frontend\n226 drm\n234 nvidia-uvm\n241 kfd\n261 accel\n\nBlock devices:\n  7 loop\n259 blkext\n";
         assert_eq!(gpu_majors(devices), vec![195, 226, 234, 241, 261]);
         assert_eq!(gpu_majors(""), vec![195]);
+    }
+
+    #[test]
+    fn an_unfreeze_naming_another_start_time_than_the_frozen_process_is_refused() {
+        let cgroup = tempfile::tempdir().unwrap();
+        let freeze = cgroup.path().join("cgroup.freeze");
+        std::fs::write(&freeze, "1").unwrap();
+        let mut enforcer = Enforcer::new(Procfs::default());
+        enforcer.frozen.insert(
+            4242,
+            FrozenProcess {
+                dir: cgroup.path().to_path_buf(),
+                start_time: 1000,
+            },
+        );
+        // An order for the process that had pid 4242 before (or none).
+        for stale in [999, 0] {
+            let outcome = enforcer.unfreeze(4242, stale);
+            assert!(
+                matches!(&outcome, Outcome::Refused(why) if why.contains("started at 1000")),
+                "{outcome:?}"
+            );
+            assert_eq!(std::fs::read_to_string(&freeze).unwrap(), "1");
+        }
+        assert!(matches!(enforcer.unfreeze(4242, 1000), Outcome::Done(_)));
+        assert_eq!(std::fs::read_to_string(&freeze).unwrap(), "0");
+        assert!(matches!(enforcer.unfreeze(4242, 1000), Outcome::Failed(_)));
+    }
+
+    #[test]
+    fn the_freeze_outcome_names_the_start_time_an_unfreeze_must_carry() {
+        assert_eq!(
+            froze(42, 1234, 3, Path::new("/sys/fs/cgroup/vigil/frozen-42")),
+            "froze pid 42 (start time 1234; 3 processes) in cgroup /sys/fs/cgroup/vigil/frozen-42"
+        );
     }
 }
 

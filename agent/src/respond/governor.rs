@@ -442,9 +442,10 @@ impl Governor {
         self.enforcer.forget(pid);
     }
 
-    /// Thaws a frozen process (an operator's request).
-    pub fn unfreeze(&mut self, pid: u32) -> Outcome {
-        self.enforcer.unfreeze(pid)
+    /// Thaws a frozen process (an operator's request), if it is the one
+    /// that started at `start_time`.
+    pub fn unfreeze(&mut self, pid: u32, start_time: u64) -> Outcome {
+        self.enforcer.unfreeze(pid, start_time)
     }
 }
 

@@ -502,7 +502,7 @@ impl RespondStage {
             .unfreeze_orders
             .admit(order, crate::clock::unix_now_nanos() / 1_000_000_000)
         {
-            Ok(()) => self.governor.unfreeze(pid),
+            Ok(()) => self.governor.unfreeze(pid, order.start_time),
             Err(why) => Outcome::Refused(format!("unfreeze pid {pid}: {why}")),
         };
         // The signer is as the order says (unverified when refused).

@@ -128,6 +128,7 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_800_000_000;
+    const START: u64 = 31_337;
 
     fn orders(key: &SigningKey) -> UnfreezeOrders {
         UnfreezeOrders::new(
@@ -150,34 +151,34 @@ mod tests {
             orders.admit(&unsigned, NOW),
             Err(OrderRefusal::Invalid(UnfreezeRefusal::Unsigned))
         );
-        let stranger = SigningKey::generate().sign_unfreeze("host-1", 42, NOW + 60);
+        let stranger = SigningKey::generate().sign_unfreeze("host-1", 42, START, NOW + 60);
         assert!(matches!(
             orders.admit(&stranger, NOW),
             Err(OrderRefusal::Invalid(UnfreezeRefusal::UnknownSigner(_)))
         ));
-        let expired = key.sign_unfreeze("host-1", 42, NOW - 1);
+        let expired = key.sign_unfreeze("host-1", 42, START, NOW - 1);
         assert!(matches!(
             orders.admit(&expired, NOW),
             Err(OrderRefusal::Invalid(UnfreezeRefusal::Expired(_)))
         ));
-        let elsewhere = key.sign_unfreeze("host-2", 42, NOW + 60);
+        let elsewhere = key.sign_unfreeze("host-2", 42, START, NOW + 60);
         assert_eq!(
             orders.admit(&elsewhere, NOW),
             Err(OrderRefusal::OtherAgent("host-2".into()))
         );
-        let good = key.sign_unfreeze("host-1", 42, NOW + 60);
+        let good = key.sign_unfreeze("host-1", 42, START, NOW + 60);
         assert_eq!(orders.admit(&good, NOW), Ok(()));
         assert_eq!(orders.admit(&good, NOW + 1), Err(OrderRefusal::Replayed));
         // Once expired, a replay is refused as expired (and its nonce
         // forgotten).
-        let by_id = key.sign_unfreeze("host-1", 42, NOW + 60);
+        let by_id = key.sign_unfreeze("host-1", 42, START, NOW + 60);
         assert_eq!(orders.admit(&by_id, NOW), Ok(()));
         assert!(matches!(
             orders.admit(&by_id, NOW + 60),
             Err(OrderRefusal::Invalid(UnfreezeRefusal::Expired(_)))
         ));
         assert_eq!(
-            orders.admit(&key.sign_unfreeze("host-1", 42, NOW + 120), NOW + 60),
+            orders.admit(&key.sign_unfreeze("host-1", 42, START, NOW + 120), NOW + 60),
             Ok(())
         );
         assert_eq!(orders.seen.len(), 1);
@@ -188,7 +189,7 @@ mod tests {
         let key = SigningKey::generate();
         let mut orders = UnfreezeOrders::new(TrustedKeys::default(), "h".into(), None);
         assert_eq!(
-            orders.admit(&key.sign_unfreeze("h", 1, NOW + 60), NOW),
+            orders.admit(&key.sign_unfreeze("h", 1, START, NOW + 60), NOW),
             Err(OrderRefusal::NoTrustedKeys)
         );
     }
@@ -201,13 +202,13 @@ mod tests {
             "agent-7".into(),
             None,
         );
-        let by_hostname = key.sign_unfreeze("gpu-node-3", 42, NOW + 60);
+        let by_hostname = key.sign_unfreeze("gpu-node-3", 42, START, NOW + 60);
         assert_eq!(
             orders.admit(&by_hostname, NOW),
             Err(OrderRefusal::OtherAgent("gpu-node-3".into()))
         );
         assert_eq!(
-            orders.admit(&key.sign_unfreeze("agent-7", 42, NOW + 60), NOW),
+            orders.admit(&key.sign_unfreeze("agent-7", 42, START, NOW + 60), NOW),
             Ok(())
         );
     }
@@ -217,8 +218,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = SigningKey::generate();
         let trusted = TrustedKeys::from_hex(&[key.public_hex()]).unwrap();
-        let order = key.sign_unfreeze("agent-7", 42, NOW + 60);
-        let short = key.sign_unfreeze("agent-7", 42, NOW + 10);
+        let order = key.sign_unfreeze("agent-7", 42, START, NOW + 60);
+        let short = key.sign_unfreeze("agent-7", 42, START, NOW + 10);
         {
             let db = sled::open(dir.path().join("db")).unwrap();
             let mut orders = UnfreezeOrders::new(trusted.clone(), "agent-7".into(), Some(&db));
@@ -234,7 +235,7 @@ mod tests {
             orders.admit(&short, NOW + 20),
             Err(OrderRefusal::Invalid(UnfreezeRefusal::Expired(_)))
         ));
-        let fresh = key.sign_unfreeze("agent-7", 42, NOW + 80);
+        let fresh = key.sign_unfreeze("agent-7", 42, START, NOW + 80);
         assert_eq!(orders.admit(&fresh, NOW + 20), Ok(()));
         assert!(!orders.seen.contains_key(&short.nonce));
         assert_eq!(orders.seen.len(), 2);
