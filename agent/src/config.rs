@@ -48,6 +48,16 @@ pub struct AgentConfig {
     #[arg(long, env = "VIGIL_TLS_CERT", value_name = "PEM")]
     pub tls_cert: Option<PathBuf>,
 
+    /// Renew the certificate when it has at most this many seconds left
+    /// (default: a third of its lifetime). The control plane signs a new
+    /// key's request; open streams go on, the next connection uses it.
+    #[arg(long, env = "VIGIL_TLS_RENEW_WITHIN_SECS", value_name = "SECS")]
+    pub tls_renew_within_secs: Option<u64>,
+
+    /// How often the certificate's expiry is looked at, in seconds.
+    #[arg(long, default_value_t = 3600, hide = true)]
+    pub tls_renew_check_secs: u64,
+
     /// This agent's private key (PEM).
     #[arg(long, env = "VIGIL_TLS_KEY", value_name = "PEM")]
     pub tls_key: Option<PathBuf>,

@@ -82,12 +82,25 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let gpu = spawn_gpu_poller(config.nvml_library.clone(), config.gpu_poll())
         .context("starting the GPU poller thread")?;
     let hooks = sensors.hooks();
+    let tls = crate::ship::control_plane_tls::AgentTls::from_config(&config)?;
+    let renewal = tls.clone().map(|tls| {
+        tokio::spawn(crate::ship::certificate_renewal::run(
+            tls,
+            config.control_plane.clone(),
+            crate::ship::certificate_renewal::RenewalPolicy {
+                within: config
+                    .tls_renew_within_secs
+                    .map(std::time::Duration::from_secs),
+                check_every: std::time::Duration::from_secs(config.tls_renew_check_secs.max(1)),
+            },
+        ))
+    });
     let ship = ShipStage::start(
         spool.clone(),
         config.spool_memory_findings,
         ShipperConfig {
             endpoint: config.control_plane.clone(),
-            tls: crate::ship::control_plane_tls::client_tls(&config)?,
+            tls,
             hello: AgentIdentity {
                 agent_id: config.resolved_agent_id(),
                 hostname: hostname(),
@@ -155,6 +168,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             stages.await?
         }
     };
+    if let Some(renewal) = renewal {
+        renewal.abort();
+    }
     tracing::info!(spooled = spool.len(), decode_errors, "agent stopped");
     Ok(())
 }

@@ -45,6 +45,9 @@ fn serving_status(
     Health::Serving
 }
 
+/// How long a stopping node waits for open requests and streams.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Where a node listens.
 pub struct Listeners {
     /// Operators (admin, SIEM), and agents unless they have their own.
@@ -145,6 +148,7 @@ pub async fn serve(
         }
         None => Authorization::open(),
     };
+    let open_sessions = sessions.clone();
     let agent_service = AgentServiceServer::new(AgentServiceImpl::new(
         node.clone(),
         sessions.clone(),
@@ -204,13 +208,26 @@ pub async fn serve(
         // The server ended on its own: an error to report.
         ended = &mut main => ended?,
         () = &mut shutdown => {
+            // Streams never end by themselves: end the agents' (they
+            // reconnect), then give the rest a moment.
             let _ = stop_tx.send(true);
-            main.await?
+            open_sessions.close_all("the control plane is shutting down");
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut main).await {
+                Ok(ended) => ended?,
+                Err(_) => {
+                    tracing::warn!("streams still open after the grace period: closing them");
+                    main.abort();
+                    Ok(())
+                }
+            }
         }
     };
     let _ = stop_tx.send(true);
-    if let Some(agents) = agents {
-        agents.await??;
+    if let Some(mut agents) = agents {
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut agents).await {
+            Ok(ended) => ended??,
+            Err(_) => agents.abort(),
+        }
     }
     if let Some(task) = metrics_task {
         task.abort();

@@ -828,3 +828,102 @@ async fn agents_and_operators_can_have_listeners_of_their_own() {
     .await
     .unwrap();
 }
+
+/// Rotation: an agent renews its certificate before it expires while
+/// findings keep coming; the control plane restarts (so the agent must
+/// reconnect, now with the new certificate) and nothing is lost.
+#[tokio::test]
+async fn a_certificate_renewed_under_a_steady_finding_stream_loses_nothing() {
+    use vigil_integration::{privileged, python_opens, Agent};
+    if !privileged("a_certificate_renewed_under_a_steady_finding_stream_loses_nothing") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = TlsFleet::new(tmp.path(), "fleet");
+    let port = free_port();
+    let mut flags = fleet.node_flags("cp1");
+    flags.extend(fleet.ca_key_flags());
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let cp_dir = tmp.path().join("cp");
+    let mut cp = ControlPlane::start_with(&cp_dir, port, &flags);
+    let agent_cert = fleet.issue(Identity::agent("host-r").unwrap());
+    let first_serial = vigil_pki::CertificateInfo::from_pem(&agent_cert.cert_pem)
+        .unwrap()
+        .serial_hex;
+    let tls = fleet.tls_flags("host-r", &agent_cert);
+    let cert_file = std::path::PathBuf::from(&tls[3]);
+    let mut extra: Vec<&str> = tls.iter().map(String::as_str).collect();
+    // A day left of a one-day certificate, renewed within two: at once.
+    extra.extend([
+        "--tls-renew-within-secs",
+        "172800",
+        "--tls-renew-check-secs",
+        "1",
+    ]);
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let agent = Agent::start_with(&tmp.path().join("agent"), &endpoint, "host-r", &extra).await;
+
+    let models = tmp.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let opens = 40;
+    let mut paths = Vec::new();
+    for i in 0..opens {
+        if i == opens / 2 {
+            // Mid-stream: renewed by now, and the control plane restarts.
+            agent
+                .wait_for_log(
+                    "the renewal",
+                    Duration::from_secs(20),
+                    "certificate renewed",
+                )
+                .await;
+            cp.daemon.terminate();
+            cp = ControlPlane::start_with(&cp_dir, port, &flags);
+        }
+        let p = models.join(format!("m-{i}.onnx"));
+        std::fs::write(&p, b"").unwrap();
+        python_opens(&p);
+        paths.push(p.display().to_string());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let renewed =
+        vigil_pki::CertificateInfo::from_pem(&std::fs::read_to_string(&cert_file).unwrap())
+            .unwrap();
+    assert_ne!(
+        renewed.serial_hex, first_serial,
+        "the certificate was not replaced"
+    );
+    assert_eq!(
+        renewed.identity.unwrap(),
+        Identity::agent("host-r").unwrap()
+    );
+
+    let admin_cert = fleet.issue(Identity::operator(OperatorRole::Viewer, "v").unwrap());
+    let admin = AdminServiceClient::new(fleet.channel(port, &admin_cert).await.unwrap());
+    let missing = try_wait_for(
+        "every finding at the control plane",
+        Duration::from_secs(30),
+        || {
+            let mut admin = admin.clone();
+            let paths = paths.clone();
+            async move {
+                let alerts = admin
+                    .query_alerts(admin_pb::QueryAlertsRequest {
+                        after_index: 0,
+                        limit: 10_000,
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .alerts;
+                let seen: std::collections::HashSet<String> = alerts
+                    .iter()
+                    .filter_map(|a| a.finding.as_ref()?.file.as_ref().map(|f| f.path.clone()))
+                    .collect();
+                paths.iter().all(|p| seen.contains(p)).then_some(())
+            }
+        },
+    )
+    .await;
+    missing.unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
+}

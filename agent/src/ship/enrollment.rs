@@ -28,14 +28,7 @@ pub async fn enroll(config: &AgentConfig, token: &str, out_dir: &Path) -> anyhow
         .with_context(|| format!("reading {}", ca_path.display()))?;
     let agent_id = config.resolved_agent_id();
     let (csr_pem, key_pem) = vigil_pki::certificate_request()?;
-    let host = config
-        .control_plane
-        .trim_start_matches("https://")
-        .split(['/', ':'])
-        .next()
-        .unwrap_or_default()
-        .trim_matches(['[', ']'])
-        .to_string();
+    let host = crate::ship::control_plane_tls::host_of(&config.control_plane);
     let channel = Endpoint::from_shared(config.control_plane.clone())?
         .tls_config(
             ClientTlsConfig::new()

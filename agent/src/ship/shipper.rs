@@ -18,7 +18,7 @@ use crate::ship::spool::Spool;
 pub struct ShipperConfig {
     pub endpoint: String,
     /// Mutual TLS to the control plane (None: plaintext, a lab).
-    pub tls: Option<tonic::transport::ClientTlsConfig>,
+    pub tls: Option<crate::ship::control_plane_tls::AgentTls>,
     /// Who the agent is, said first in every session.
     pub hello: vigil_domain::AgentIdentity,
     pub heartbeat: Duration,
@@ -111,7 +111,7 @@ async fn session(
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true);
     if let Some(tls) = &cfg.tls {
-        endpoint = endpoint.tls_config(tls.clone())?;
+        endpoint = endpoint.tls_config(tls.client_config()?)?;
     }
     let channel = endpoint.connect().await?;
     let mut client = AgentServiceClient::new(channel);

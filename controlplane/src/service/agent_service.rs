@@ -341,6 +341,27 @@ impl Session {
 impl AgentService for AgentServiceImpl {
     type StreamStream = ReceiverStream<Result<pb::ControlMessage, Status>>;
 
+    async fn renew(
+        &self,
+        req: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::RenewResponse>, Status> {
+        let Some(enrollment) = &self.enrollment else {
+            return Err(Status::failed_precondition(
+                "renewal is off on this control plane (start it with --tls-ca-key)",
+            ));
+        };
+        let caller = Caller::of(&req);
+        let Some(agent_id) = caller.agent_id().map(str::to_string) else {
+            return Err(Status::permission_denied(
+                "only an agent with its current certificate may renew it",
+            ));
+        };
+        let answer = enrollment
+            .renew(&self.node, &agent_id, &req.into_inner().csr_pem)
+            .await?;
+        Ok(Response::new(answer))
+    }
+
     async fn enroll(
         &self,
         req: Request<pb::EnrollRequest>,

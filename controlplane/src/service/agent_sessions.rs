@@ -34,6 +34,14 @@ impl AgentSessions {
         self.lock().len()
     }
 
+    /// Ends every open stream with UNAVAILABLE and `why` (the node is
+    /// stopping: agents reconnect, to this node or another).
+    pub fn close_all(&self, why: &str) {
+        for (_, tx) in self.lock().drain() {
+            let _ = tx.try_send(Err(Status::unavailable(why.to_string())));
+        }
+    }
+
     pub fn get(&self, agent_id: &str) -> Option<Outbound> {
         self.lock().get(agent_id).cloned()
     }

@@ -82,6 +82,7 @@ pub fn need(path: &str) -> Option<Need> {
         ("grpc.reflection.v1.ServerReflection", _) => Need::Operator(Viewer),
         ("vigil.agent.v1.AgentService", "Stream") => Need::Agent,
         ("vigil.agent.v1.AgentService", "Enroll") => Need::Enrollment,
+        ("vigil.agent.v1.AgentService", "Renew") => Need::Agent,
         ("vigil.siem.v1.SiemExport", "Subscribe") => Need::Operator(SiemReader),
         ("vigil.admin.v1.AdminService", method) => Need::Operator(match method {
             "QueryAlerts" | "FollowAlerts" | "ClusterStatus" | "GetAgent" | "ListPolicies"

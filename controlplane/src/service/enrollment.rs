@@ -76,18 +76,53 @@ impl Enrollment {
     }
 }
 
+impl Enrollment {
+    /// A new certificate for the agent `agent_id` (the caller's own, from
+    /// its current certificate) for the key in `csr_pem`.
+    pub async fn renew(
+        &self,
+        node: &Arc<ControlPlaneNode>,
+        agent_id: &str,
+        csr_pem: &str,
+    ) -> Result<pb::RenewResponse, Status> {
+        let identity = Identity::agent(agent_id)
+            .map_err(|e| Status::invalid_argument(format!("agent id: {e}")))?;
+        let now = time::OffsetDateTime::now_utc();
+        let certificate_pem = self
+            .ca
+            .sign_request(csr_pem, &LeafRequest::new(identity, now, self.days))
+            .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
+        let serial = vigil_pki::CertificateInfo::from_pem(&certificate_pem)
+            .map(|i| i.serial_hex)
+            .unwrap_or_default();
+        tracing::info!(agent = %agent_id, %serial, "agent certificate renewed");
+        append_audit_action(
+            node,
+            "certificate.renew",
+            format!("agent {agent_id}"),
+            format!("new certificate {serial}, valid {} days", self.days),
+        )
+        .await;
+        Ok(pb::RenewResponse { certificate_pem })
+    }
+}
+
 async fn append_audit(node: &ControlPlaneNode, actor: String, detail: String) {
+    append_audit_action(node, "agent.enroll", actor, detail).await
+}
+
+async fn append_audit_action(node: &ControlPlaneNode, action: &str, actor: String, detail: String) {
     let at_unix_nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
     if let Err(e) = node
         .write(Command::AppendAudit {
             at_unix_nanos,
             actor: actor.clone(),
-            action: "agent.enroll".into(),
+            action: action.into(),
             subject: actor,
             detail,
         })
         .await
     {
-        tracing::error!(error = %e, "could not audit an enrollment");
+        tracing::error!(error = %e, action, "could not audit");
     }
 }

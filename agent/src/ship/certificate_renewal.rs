@@ -1,0 +1,105 @@
+//! Renews the agent's certificate before it expires: a new key made here,
+//! its request signed by the control plane (`AgentService.Renew`, over a
+//! connection with the current certificate), both files replaced. The
+//! shipper reads the files for every session, so the stream open now goes
+//! on and the next connection presents the new certificate.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tonic::transport::Endpoint;
+use vigil_proto::agent::v1 as pb;
+use vigil_proto::agent::v1::agent_service_client::AgentServiceClient;
+
+use crate::ship::control_plane_tls::AgentTls;
+
+/// When and how often to renew.
+#[derive(Debug, Clone, Copy)]
+pub struct RenewalPolicy {
+    /// Renew when the certificate has at most this long left (None: a
+    /// third of its lifetime).
+    pub within: Option<Duration>,
+    /// How often the expiry is looked at.
+    pub check_every: Duration,
+}
+
+/// Runs until the agent stops; failures are logged and retried at the
+/// next check, never fatal.
+pub async fn run(tls: AgentTls, endpoint: String, policy: RenewalPolicy) {
+    loop {
+        match due(&tls, policy) {
+            Ok(false) => {}
+            Ok(true) => match renew(&tls, &endpoint).await {
+                Ok(until) => {
+                    tracing::info!(cert = %tls.cert.display(), valid_until_unix = until, "certificate renewed")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "renewing the certificate failed; will retry")
+                }
+            },
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "reading the certificate's expiry"),
+        }
+        tokio::time::sleep(policy.check_every).await;
+    }
+}
+
+fn due(tls: &AgentTls, policy: RenewalPolicy) -> anyhow::Result<bool> {
+    let pem = std::fs::read_to_string(&tls.cert)
+        .with_context(|| format!("reading {}", tls.cert.display()))?;
+    let info = vigil_pki::CertificateInfo::from_pem(&pem)?;
+    let lifetime = (info.not_after_unix - info.not_before_unix).max(0);
+    let within = policy.within.map_or(lifetime / 3, |d| d.as_secs() as i64);
+    let now = crate::clock::unix_now_nanos() / 1_000_000_000;
+    Ok(info.expires_within(now, within))
+}
+
+/// Renews; the new certificate's expiry (unix seconds).
+async fn renew(tls: &AgentTls, endpoint: &str) -> anyhow::Result<i64> {
+    let current = vigil_pki::CertificateInfo::from_pem(&std::fs::read_to_string(&tls.cert)?)?;
+    let (csr_pem, key_pem) = vigil_pki::certificate_request()?;
+    let channel = Endpoint::from_shared(endpoint.to_string())?
+        .connect_timeout(Duration::from_secs(5))
+        .tls_config(tls.client_config()?)?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {endpoint}"))?;
+    let answer = AgentServiceClient::new(channel)
+        .renew(pb::RenewRequest { csr_pem })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
+    let renewed = vigil_pki::CertificateInfo::from_pem(&answer.certificate_pem)
+        .context("the control plane sent a certificate that cannot be read")?;
+    if renewed.identity.as_ref().ok() != current.identity.as_ref().ok() || renewed.identity.is_err()
+    {
+        bail!(
+            "the control plane sent a certificate for {:?}, not {:?}",
+            renewed.identity,
+            current.identity
+        );
+    }
+    // The key first: between the two renames the pair does not match, and
+    // a session starting then fails once and retries.
+    replace(&tls.key, &key_pem, 0o600)?;
+    replace(&tls.cert, &answer.certificate_pem, 0o644)?;
+    Ok(renewed.not_after_unix)
+}
+
+/// Replaces `path` through a temporary file renamed into place.
+fn replace(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
+    let tmp = path.with_extension("renewing");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(contents.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
+}
