@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: run test deps build lint deny bench clean
+.PHONY: run test deps build lint deny bench package clean
 
 ## Install what is missing, build release binaries, run a control plane and a local agent.
 run: deps build
@@ -11,6 +11,7 @@ run: deps build
 
 ## Every test: unit, property, storage suite, eBPF and end-to-end (root needed for eBPF).
 test: deps
+	@./scripts/install-deps.sh --with-cargo-deb
 	$(CARGO) build --workspace --bins --locked
 	$(CARGO) test --workspace --locked
 
@@ -29,6 +30,10 @@ lint: deps
 deny:
 	@./scripts/install-deps.sh --with-cargo-deny
 	./scripts/check-supply-chain.sh
+
+## Debian packages (cargo-deb) for the agent, the control plane and vigilctl, in target/debian/.
+package: deps
+	./scripts/package.sh
 
 ## Benchmarks: writes BENCHMARKS.md and bench/results.json (ratios against baselines from the same run).
 bench: deps build

@@ -2,7 +2,8 @@
 # Installs what building and running vigil needs on Debian 12, skipping what
 # is already there, and mounts the kernel filesystems the sensors use.
 # Idempotent; needs root for apt and mounts. `--with-cargo-deny` (make deny)
-# also installs cargo-deny.
+# also installs cargo-deny, `--with-cargo-deb` (make package, make test)
+# cargo-deb.
 set -euo pipefail
 
 need_apt=()
@@ -21,6 +22,11 @@ python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 have ip || need_apt+=(iproute2)
 have curl || need_apt+=(curl ca-certificates)
 pkg_installed linux-libc-dev || need_apt+=(linux-libc-dev)
+# Packaging and its install test: dpkg-shlibdeps, systemd-analyze verify,
+# setpriv (capability bounding sets as the units set them).
+have dpkg-shlibdeps || need_apt+=(dpkg-dev)
+have systemd-analyze || need_apt+=(systemd)
+have setpriv || need_apt+=(util-linux)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need_apt[*]}"
@@ -43,6 +49,14 @@ fi
 if [ "${1:-}" = --with-cargo-deny ] && ! cargo deny --version >/dev/null 2>&1; then
   echo "install-deps: cargo install cargo-deny 0.20.2 (compiles for several minutes)"
   cargo install --locked --quiet cargo-deny --version 0.20.2
+fi
+
+# cargo-deb, for `make package` and the package install test in `make test`
+# (they pass --with-cargo-deb): a pinned release, compiled here (about a
+# minute and a half on two cores), once.
+if [ "${1:-}" = --with-cargo-deb ] && ! cargo deb --version >/dev/null 2>&1; then
+  echo "install-deps: cargo install cargo-deb 3.8.0 (compiles for a minute or two)"
+  cargo install --locked --quiet cargo-deb --version 3.8.0
 fi
 
 # ONNX Runtime from its PyPI wheel: the real library for tests that load it

@@ -63,14 +63,51 @@ pub async fn enroll(config: &AgentConfig, token: &str, out_dir: &Path) -> anyhow
     write_private(&out_dir.join("agent.key"), &key_pem, 0o600)?;
     write_private(&out_dir.join("agent.pem"), &answer.certificate_pem, 0o644)?;
     write_private(&out_dir.join("ca.pem"), &ca_pem, 0o644)?;
+    // Last, so that whatever waits for it (the packaged vigil-agent.path)
+    // finds the certificate, key and CA already in place.
+    let env = enrollment_env(&config.control_plane, out_dir)?;
+    write_private(&out_dir.join(ENROLLMENT_ENV), &env, 0o600)?;
     println!(
-        "enrolled as agent {agent_id}: run with --control-plane {} --tls-ca {} --tls-cert {} --tls-key {}",
+        "enrolled as agent {agent_id}: run with --control-plane {} --tls-ca {} --tls-cert {} --tls-key {} (or the settings in {})",
         config.control_plane,
         out_dir.join("ca.pem").display(),
         out_dir.join("agent.pem").display(),
-        out_dir.join("agent.key").display()
+        out_dir.join("agent.key").display(),
+        out_dir.join(ENROLLMENT_ENV).display()
     );
     Ok(())
+}
+
+/// The file `enroll` writes last into its out dir: the control plane and
+/// the TLS files as environment settings, in the syntax of a systemd
+/// `EnvironmentFile` (the packaged unit reads it).
+pub const ENROLLMENT_ENV: &str = "enrollment.env";
+
+/// `VAR="value"` lines for the control plane and the TLS files; a value
+/// with a line break or a control character is refused rather than
+/// written into a file a service manager parses.
+fn enrollment_env(control_plane: &str, out_dir: &Path) -> anyhow::Result<String> {
+    let mut env =
+        String::from("# Written by `vigil-agent enroll`; /etc/vigil/agent.env overrides it.\n");
+    let dir = out_dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", out_dir.display()))?;
+    for (name, value) in [
+        ("VIGIL_CONTROL_PLANE", control_plane.to_string()),
+        ("VIGIL_TLS_CA", dir.join("ca.pem").display().to_string()),
+        (
+            "VIGIL_TLS_CERT",
+            dir.join("agent.pem").display().to_string(),
+        ),
+        ("VIGIL_TLS_KEY", dir.join("agent.key").display().to_string()),
+    ] {
+        if value.chars().any(char::is_control) {
+            bail!("{name} {value:?} holds a control character; refusing to write it to {ENROLLMENT_ENV}");
+        }
+        let quoted = value.replace('\\', "\\\\").replace('"', "\\\"");
+        env.push_str(&format!("{name}=\"{quoted}\"\n"));
+    }
+    Ok(env)
 }
 
 /// Replaces `path` with `contents` at `mode`, through a temporary file
@@ -89,4 +126,27 @@ fn write_private(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
         .and_then(|()| f.sync_all())
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_enrollment_env_quotes_values_and_refuses_line_breaks() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = enrollment_env("https://cp1:7700", dir.path()).unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        assert!(env.contains("VIGIL_CONTROL_PLANE=\"https://cp1:7700\"\n"));
+        assert!(env.contains(&format!(
+            "VIGIL_TLS_KEY=\"{}\"\n",
+            root.join("agent.key").display()
+        )));
+        let odd = enrollment_env("https://cp1:7700/\"x\\", dir.path()).unwrap();
+        assert!(odd.contains("VIGIL_CONTROL_PLANE=\"https://cp1:7700/\\\"x\\\\\"\n"));
+        let err = enrollment_env("https://cp1:7700\nVIGIL_TLS_KEY=/tmp/k", dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("control character"), "{err}");
+    }
 }
