@@ -4,9 +4,6 @@
 //! shipper reads the files for every session, so the stream open now goes
 //! on and the next connection presents the new certificate.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -15,6 +12,7 @@ use vigil_proto::agent::v1 as pb;
 use vigil_proto::agent::v1::agent_service_client::AgentServiceClient;
 
 use crate::ship::control_plane_tls::AgentTls;
+use crate::ship::identity_files::replace_file;
 
 /// When and how often to renew.
 #[derive(Debug, Clone, Copy)]
@@ -83,23 +81,7 @@ async fn renew(tls: &AgentTls, endpoint: &str) -> anyhow::Result<i64> {
     }
     // The key first: between the two renames the pair does not match, and
     // a session starting then fails once and retries.
-    replace(&tls.key, &key_pem, 0o600)?;
-    replace(&tls.cert, &answer.certificate_pem, 0o644)?;
+    replace_file(&tls.key, &key_pem, 0o600)?;
+    replace_file(&tls.cert, &answer.certificate_pem, 0o644)?;
     Ok(renewed.not_after_unix)
-}
-
-/// Replaces `path` through a temporary file renamed into place.
-fn replace(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
-    let tmp = path.with_extension("renewing");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(contents.as_bytes())
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
 }

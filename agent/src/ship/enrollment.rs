@@ -3,8 +3,7 @@
 //! verified against the CA the operator gave (--tls-ca), so a token is
 //! never sent to an impostor.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -13,6 +12,7 @@ use vigil_proto::agent::v1 as pb;
 use vigil_proto::agent::v1::agent_service_client::AgentServiceClient;
 
 use crate::config::AgentConfig;
+use crate::ship::identity_files::replace_file;
 
 /// Enrolls and writes `agent.pem`, `agent.key` and `ca.pem` to `out_dir`.
 pub async fn enroll(config: &AgentConfig, token: &str, out_dir: &Path) -> anyhow::Result<()> {
@@ -60,13 +60,13 @@ pub async fn enroll(config: &AgentConfig, token: &str, out_dir: &Path) -> anyhow
         .mode(0o700)
         .create(out_dir)
         .with_context(|| format!("creating {}", out_dir.display()))?;
-    write_private(&out_dir.join("agent.key"), &key_pem, 0o600)?;
-    write_private(&out_dir.join("agent.pem"), &answer.certificate_pem, 0o644)?;
-    write_private(&out_dir.join("ca.pem"), &ca_pem, 0o644)?;
+    replace_file(&out_dir.join("agent.key"), &key_pem, 0o600)?;
+    replace_file(&out_dir.join("agent.pem"), &answer.certificate_pem, 0o644)?;
+    replace_file(&out_dir.join("ca.pem"), &ca_pem, 0o644)?;
     // Last, so that whatever waits for it (the packaged vigil-agent.path)
     // finds the certificate, key and CA already in place.
     let env = enrollment_env(&config.control_plane, out_dir)?;
-    write_private(&out_dir.join(ENROLLMENT_ENV), &env, 0o600)?;
+    replace_file(&out_dir.join(ENROLLMENT_ENV), &env, 0o600)?;
     println!(
         "enrolled as agent {agent_id}: run with --control-plane {} --tls-ca {} --tls-cert {} --tls-key {} (or the settings in {})",
         config.control_plane,
@@ -108,24 +108,6 @@ fn enrollment_env(control_plane: &str, out_dir: &Path) -> anyhow::Result<String>
         env.push_str(&format!("{name}=\"{quoted}\"\n"));
     }
     Ok(env)
-}
-
-/// Replaces `path` with `contents` at `mode`, through a temporary file
-/// renamed into place (an upgrade or a re-enrollment never leaves half a
-/// key).
-fn write_private(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(contents.as_bytes())
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
 }
 
 #[cfg(test)]
