@@ -106,6 +106,19 @@ pub enum Command {
     RevokeCertificate {
         certificate: vigil_domain::RevokedCertificate,
     },
+    /// An agent's certificate is renewed: the one it presented
+    /// (`presented_serial`) is superseded by `new_serial` and no longer
+    /// accepted. Refused when the presented one is revoked or was already
+    /// renewed, or the agent renewed less than a minute before `at`; the
+    /// audit entry is part of the same apply.
+    #[serde(rename = "renew_certificate.v1")]
+    RenewCertificate {
+        agent_id: String,
+        presented_serial: String,
+        new_serial: String,
+        valid_days: u32,
+        at_unix_nanos: i64,
+    },
     /// What an agent did with the bundle it last received.
     #[serde(rename = "policy_status.v1")]
     PolicyStatus {

@@ -927,3 +927,158 @@ async fn a_certificate_renewed_under_a_steady_finding_stream_loses_nothing() {
     .await;
     missing.unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
 }
+
+/// Renewal cannot outlive revocation (review H1/M1): a certificate renews
+/// once and is retired by it (refused from then on, for streams and for a
+/// second renewal), a fresh one cannot renew again within a minute, and
+/// revoking the certificate an operator holds revokes what it was renewed
+/// into. Every renewal is audited with both serials.
+#[tokio::test]
+async fn a_renewal_retires_the_old_certificate_and_cannot_escape_revocation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = TlsFleet::new(tmp.path(), "fleet");
+    let port = free_port();
+    let mut flags = fleet.node_flags("cp1");
+    flags.extend(fleet.ca_key_flags());
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let _cp = ControlPlane::start_with(&tmp.path().join("cp"), port, &flags);
+    let admin_cert = fleet.issue(Identity::operator(OperatorRole::Admin, "alice").unwrap());
+    let mut admin = AdminServiceClient::new(fleet.channel(port, &admin_cert).await.unwrap());
+    try_wait_for("a raft leader", Duration::from_secs(20), || {
+        let mut admin = admin.clone();
+        async move {
+            let s = admin
+                .cluster_status(admin_pb::ClusterStatusRequest {})
+                .await
+                .ok()?;
+            (s.into_inner().leader_id != 0).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+
+    let first = fleet.issue(Identity::agent("host-n").unwrap());
+    let serial_of = |pem: &str| {
+        vigil_pki::CertificateInfo::from_pem(pem)
+            .unwrap()
+            .serial_hex
+    };
+    let renew = |who: vigil_pki::IssuedCertificate| {
+        let fleet = &fleet;
+        async move {
+            let (csr_pem, key_pem) = vigil_pki::certificate_request().unwrap();
+            let channel = fleet.channel(port, &who).await.unwrap();
+            AgentServiceClient::new(channel)
+                .renew(vigil_proto::agent::v1::RenewRequest { csr_pem })
+                .await
+                .map(|r| vigil_pki::IssuedCertificate {
+                    cert_pem: r.into_inner().certificate_pem,
+                    key_pem,
+                })
+        }
+    };
+    let second = renew(first.clone()).await.expect("the first renewal");
+    assert_eq!(
+        vigil_pki::CertificateInfo::from_pem(&second.cert_pem)
+            .unwrap()
+            .identity
+            .unwrap(),
+        Identity::agent("host-n").unwrap()
+    );
+
+    // The old certificate is retired: it cannot renew again (one chain
+    // per identity, not a fan of them) nor open a stream.
+    let again = renew(first.clone()).await.unwrap_err();
+    assert_eq!(again.code(), Code::PermissionDenied, "{again:?}");
+    assert!(again.message().contains("revoked"), "{}", again.message());
+    let stream_with = |who: vigil_pki::IssuedCertificate| {
+        let fleet = &fleet;
+        async move {
+            let channel = fleet.channel(port, &who).await.unwrap();
+            let (tx, rx) = mpsc::channel(4);
+            tx.send(hello("host-n", "host-n")).await.unwrap();
+            match AgentServiceClient::new(channel)
+                .stream(ReceiverStream::new(rx))
+                .await
+            {
+                Err(status) => Err(status),
+                Ok(resp) => {
+                    let mut inbound = resp.into_inner();
+                    match tokio::time::timeout(Duration::from_secs(5), inbound.message()).await {
+                        Ok(Err(status)) => Err(status),
+                        _ => Ok(()),
+                    }
+                }
+            }
+        }
+    };
+    let old = stream_with(first.clone()).await.unwrap_err();
+    assert_eq!(old.code(), Code::PermissionDenied, "{old:?}");
+    stream_with(second.clone())
+        .await
+        .expect("the renewed certificate opens a stream");
+
+    // The new one may not renew again at once: a renewal loop cannot
+    // flood raft and the audit log.
+    let soon = renew(second.clone()).await.unwrap_err();
+    assert_eq!(soon.code(), Code::FailedPrecondition, "{soon:?}");
+    assert!(
+        soon.message().contains("at most one renewal a minute"),
+        "{}",
+        soon.message()
+    );
+
+    // The operator revokes the certificate file they hold (the first):
+    // the renewed one is what gets revoked.
+    admin
+        .revoke_certificate(admin_pb::RevokeCertificateRequest {
+            serial: serial_of(&first.cert_pem),
+            identity: "agent host-n".into(),
+            reason: "host compromised".into(),
+        })
+        .await
+        .expect("revoking the first certificate");
+    let revoked = stream_with(second.clone()).await.unwrap_err();
+    assert_eq!(revoked.code(), Code::PermissionDenied, "{revoked:?}");
+    assert!(
+        revoked.message().contains(&serial_of(&second.cert_pem)),
+        "{}",
+        revoked.message()
+    );
+    let listed = admin
+        .list_revoked_certificates(admin_pb::ListRevokedCertificatesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        format!("{listed:?}").contains("renewed 1 time(s) since"),
+        "{listed:?}"
+    );
+
+    let entries = admin
+        .list_audit(admin_pb::ListAuditRequest {
+            after_index: 0,
+            limit: 1000,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let renewals: Vec<_> = entries
+        .iter()
+        .filter(|e| e.action == "certificate.renew")
+        .collect();
+    assert_eq!(renewals.len(), 1, "{entries:#?}");
+    assert!(
+        renewals[0].detail.contains(&serial_of(&first.cert_pem))
+            && renewals[0].detail.contains(&serial_of(&second.cert_pem)),
+        "{:?}",
+        renewals[0]
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.action == "request.denied" && e.detail.contains("renewal a minute")),
+        "the refused renewal is not audited: {entries:#?}"
+    );
+}

@@ -181,6 +181,14 @@ pub fn certificate_request() -> Result<(String, String), PkiError> {
     Ok((pem, key.serialize_pem()))
 }
 
+/// The DER SubjectPublicKeyInfo of a private key (PEM): what
+/// [`crate::CertificateInfo::public_key_der`] of its certificate is, so a
+/// key and a certificate can be checked to belong together.
+pub fn public_key_info_of(key_pem: &str) -> Result<Vec<u8>, PkiError> {
+    let key = KeyPair::from_pem(key_pem).map_err(cert_err("reading the private key"))?;
+    Ok(key.subject_public_key_info())
+}
+
 fn leaf_params(request: &LeafRequest) -> Result<CertificateParams, PkiError> {
     if request.not_after <= request.not_before {
         return Err(PkiError::Validity(format!(

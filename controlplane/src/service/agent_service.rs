@@ -351,13 +351,21 @@ impl AgentService for AgentServiceImpl {
             ));
         };
         let caller = Caller::of(&req);
-        let Some(agent_id) = caller.agent_id().map(str::to_string) else {
+        let (Some(agent_id), Caller::Authenticated { serial, .. }) =
+            (caller.agent_id().map(str::to_string), &caller)
+        else {
             return Err(Status::permission_denied(
                 "only an agent with its current certificate may renew it",
             ));
         };
         let answer = enrollment
-            .renew(&self.node, &agent_id, &req.into_inner().csr_pem)
+            .renew(
+                &self.node,
+                &self.events,
+                &agent_id,
+                serial,
+                &req.into_inner().csr_pem,
+            )
             .await?;
         Ok(Response::new(answer))
     }

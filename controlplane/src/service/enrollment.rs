@@ -78,11 +78,17 @@ impl Enrollment {
 
 impl Enrollment {
     /// A new certificate for the agent `agent_id` (the caller's own, from
-    /// its current certificate) for the key in `csr_pem`.
+    /// its current certificate, serial `presented_serial`) for the key in
+    /// `csr_pem`. Returned only once raft has recorded that it supersedes
+    /// the presented one (which is refused from then on) and audited it,
+    /// so one certificate renews at most once, a revoked one never, and
+    /// the decision is the cluster's, not a lagging node's.
     pub async fn renew(
         &self,
         node: &Arc<ControlPlaneNode>,
+        events: &SecurityEvents,
         agent_id: &str,
+        presented_serial: &str,
         csr_pem: &str,
     ) -> Result<pb::RenewResponse, Status> {
         let identity = Identity::agent(agent_id)
@@ -92,17 +98,30 @@ impl Enrollment {
             .ca
             .sign_request(csr_pem, &LeafRequest::new(identity, now, self.days))
             .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
-        let serial = vigil_pki::CertificateInfo::from_pem(&certificate_pem)
+        let new_serial = vigil_pki::CertificateInfo::from_pem(&certificate_pem)
             .map(|i| i.serial_hex)
-            .unwrap_or_default();
-        tracing::info!(agent = %agent_id, %serial, "agent certificate renewed");
-        append_audit_action(
-            node,
-            "certificate.renew",
-            format!("agent {agent_id}"),
-            format!("new certificate {serial}, valid {} days", self.days),
-        )
-        .await;
+            .map_err(|e| Status::internal(format!("reading the certificate just signed: {e}")))?;
+        let result = node
+            .write(Command::RenewCertificate {
+                agent_id: agent_id.to_string(),
+                presented_serial: presented_serial.to_string(),
+                new_serial: new_serial.clone(),
+                valid_days: self.days,
+                at_unix_nanos: now.unix_timestamp_nanos() as i64,
+            })
+            .await?;
+        if let CommandResult::Refused { reason } = result {
+            events.report(SecurityEvent::Denied {
+                caller: format!("agent {agent_id}"),
+                peer: None,
+                what: "/vigil.agent.v1.AgentService/Renew".into(),
+                why: reason.clone(),
+            });
+            return Err(Status::failed_precondition(format!(
+                "renewal refused: {reason}"
+            )));
+        }
+        tracing::info!(agent = %agent_id, old = %presented_serial, new = %new_serial, "agent certificate renewed");
         Ok(pb::RenewResponse { certificate_pem })
     }
 }

@@ -54,6 +54,12 @@ const WORKLOAD_PREFIX: &[u8] = b"workload/";
 const AUDIT_PREFIX: &[u8] = b"audit/";
 const REVOKED_CERT_PREFIX: &[u8] = b"revoked_cert/";
 const JOIN_TOKEN_PREFIX: &[u8] = b"join_token/";
+/// serial → the renewal that superseded it ([`Supersession`]).
+const SUPERSEDED_CERT_PREFIX: &[u8] = b"superseded_cert/";
+/// agent id → when it last renewed its certificate (unix nanos).
+const LAST_RENEWAL_PREFIX: &[u8] = b"last_renewal/";
+/// At most one renewal per agent in this long (proposer's clock).
+const MIN_RENEWAL_INTERVAL_NANOS: i64 = 60_000_000_000;
 /// (index, hash) of the newest audit entry.
 const AUDIT_HEAD: &[u8] = b"meta/audit_head";
 const ALERT_TALLY: &[u8] = b"meta/alert_tally";
@@ -294,11 +300,15 @@ impl StateReader {
             .collect()
     }
 
-    /// Whether the certificate with this serial (lower-case hex) is revoked.
+    /// Whether the certificate with this serial (lower-case hex) is
+    /// refused: revoked, or superseded by a renewal.
     pub fn certificate_revoked(&self, serial: &str) -> Result<bool, ReadError> {
         Ok(self
             .tree
-            .contains_key(prefixed(REVOKED_CERT_PREFIX, serial.as_bytes()))?)
+            .contains_key(prefixed(REVOKED_CERT_PREFIX, serial.as_bytes()))?
+            || self
+                .tree
+                .contains_key(prefixed(SUPERSEDED_CERT_PREFIX, serial.as_bytes()))?)
     }
 
     pub fn revoked_certificates(&self) -> Result<Vec<vigil_domain::RevokedCertificate>, ReadError> {
@@ -592,7 +602,29 @@ impl SledStateMachine {
                 batch.insert(k, json(&record)?);
                 Ok(CommandResult::Done)
             }
-            Command::RevokeCertificate { certificate } => {
+            Command::RevokeCertificate { mut certificate } => {
+                // A certificate renewed since: what is revoked is the one
+                // its renewals lead to (the identity's current one), so
+                // revoking the file an operator holds cuts the host off
+                // however often it renewed.
+                let named = certificate.serial.clone();
+                let mut hops = 0;
+                while let Some(next) = self.get_json::<Supersession>(&prefixed(
+                    SUPERSEDED_CERT_PREFIX,
+                    certificate.serial.as_bytes(),
+                ))? {
+                    certificate.serial = next.new_serial;
+                    hops += 1;
+                    if hops > 100_000 {
+                        break;
+                    }
+                }
+                if certificate.serial != named {
+                    certificate.reason = format!(
+                        "{} (named as {named}, renewed {hops} time(s) since)",
+                        certificate.reason
+                    );
+                }
                 let k = prefixed(REVOKED_CERT_PREFIX, certificate.serial.as_bytes());
                 if self.tree.get(&k).map_err(sm_read_err)?.is_some() {
                     return Ok(CommandResult::Refused {
@@ -600,6 +632,60 @@ impl SledStateMachine {
                     });
                 }
                 batch.insert(k, json(&certificate)?);
+                Ok(CommandResult::Done)
+            }
+            Command::RenewCertificate {
+                agent_id,
+                presented_serial,
+                new_serial,
+                valid_days,
+                at_unix_nanos,
+            } => {
+                let refuse = |reason: String| Ok(CommandResult::Refused { reason });
+                if self
+                    .tree
+                    .contains_key(prefixed(REVOKED_CERT_PREFIX, presented_serial.as_bytes()))
+                    .map_err(sm_read_err)?
+                {
+                    return refuse(format!("certificate {presented_serial} is revoked"));
+                }
+                let superseded = prefixed(SUPERSEDED_CERT_PREFIX, presented_serial.as_bytes());
+                if let Some(s) = self.get_json::<Supersession>(&superseded)? {
+                    return refuse(format!(
+                        "certificate {presented_serial} was already renewed (as {})",
+                        s.new_serial
+                    ));
+                }
+                let last_key = prefixed(LAST_RENEWAL_PREFIX, agent_id.as_bytes());
+                if let Some(last) = self.get_json::<i64>(&last_key)? {
+                    let since = at_unix_nanos.saturating_sub(last);
+                    if since < MIN_RENEWAL_INTERVAL_NANOS {
+                        return refuse(format!(
+                            "agent {agent_id} renewed its certificate {} s ago; at most one renewal a minute",
+                            since.max(0) / 1_000_000_000
+                        ));
+                    }
+                }
+                batch.insert(
+                    superseded,
+                    json(&Supersession {
+                        new_serial: new_serial.clone(),
+                        agent_id: agent_id.clone(),
+                        at_unix_nanos,
+                    })?,
+                );
+                batch.insert(last_key, json(&at_unix_nanos)?);
+                let actor = format!("agent {agent_id}");
+                self.append_audit(
+                    batch,
+                    at_unix_nanos,
+                    actor.clone(),
+                    "certificate.renew".into(),
+                    actor,
+                    format!(
+                        "certificate {presented_serial} renewed as {new_serial}, valid {valid_days} days; the old one is no longer accepted"
+                    ),
+                )?;
                 Ok(CommandResult::Done)
             }
             Command::PolicyStatus {
@@ -707,6 +793,14 @@ impl SledStateMachine {
         }
         Ok(out)
     }
+}
+
+/// A certificate replaced by a renewal.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Supersession {
+    new_serial: String,
+    agent_id: String,
+    at_unix_nanos: i64,
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StorageError> {
