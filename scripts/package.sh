@@ -6,7 +6,7 @@
 #   VIGIL_PACKAGE_NO_BUILD=1   package what is built, build nothing
 #   VIGIL_DEB_VERSION=V        the packages' version (an upgrade test builds two)
 # Install on a host: apt install ./vigil-agent_*.deb, then
-#   vigil-agent enroll --token ... --control-plane https://CP:7700 --tls-ca ca.pem
+#   vigil-agent enroll --token-file FILE --control-plane https://CP:7700 --tls-ca ca.pem
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${VIGIL_PACKAGE_PROFILE:-release}

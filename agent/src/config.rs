@@ -294,12 +294,23 @@ pub enum AgentCommand {
     /// Enrolls this host with a one-time join token: makes a key, sends a
     /// certificate request to the control plane (verified with --tls-ca)
     /// and writes agent.pem, agent.key (0600) and ca.pem to --out-dir.
-    /// Example: vigil-agent enroll --token vjt1.… --control-plane
-    /// https://cp1:7700 --tls-ca ca.pem --out-dir /etc/vigil/tls
+    /// Example: vigilctl agent token | vigil-agent enroll --token-file -
+    /// --control-plane https://cp1:7700 --tls-ca ca.pem
     Enroll {
-        /// The token `vigilctl agent token` printed.
-        #[arg(long, env = "VIGIL_JOIN_TOKEN")]
-        token: String,
+        /// A file holding the token `vigilctl agent token` printed, or `-`
+        /// for standard input. Prefer it (or VIGIL_JOIN_TOKEN) to --token:
+        /// any local user can read a command line while it runs.
+        #[arg(
+            long,
+            value_name = "FILE",
+            conflicts_with = "token",
+            required_unless_present = "token"
+        )]
+        token_file: Option<PathBuf>,
+        /// The token itself (visible to local users in the process list
+        /// while enrollment runs; see --token-file).
+        #[arg(long, env = "VIGIL_JOIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         /// Where to write the certificate and key (made 0700).
         #[arg(long, default_value = "/etc/vigil/tls")]
         out_dir: PathBuf,

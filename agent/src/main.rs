@@ -6,8 +6,16 @@ async fn main() -> std::process::ExitCode {
     let config = AgentConfig::parse();
     vigil_observability::init_logging(config.log_format, "info");
     let done = match &config.command {
-        Some(AgentCommand::Enroll { token, out_dir }) => {
-            vigil_agent::ship::enrollment::enroll(&config, token, out_dir).await
+        Some(AgentCommand::Enroll {
+            token,
+            token_file,
+            out_dir,
+        }) => {
+            match vigil_agent::ship::enrollment::read_token(token.as_deref(), token_file.as_deref())
+            {
+                Ok(token) => vigil_agent::ship::enrollment::enroll(&config, &token, out_dir).await,
+                Err(e) => Err(e),
+            }
         }
         None => vigil_agent::host_agent::run(config).await,
     };

@@ -187,11 +187,12 @@ ok "control plane up as its unit runs it: user vigil, no capabilities, no new pr
 
 # 3. Enroll with a one-time token, as the README says.
 token=$(vigilctl agent token --ttl-secs 600 2> /dev/null) || fail "vigilctl agent token"
-vigil-agent enroll --token "$token" --control-plane https://127.0.0.1:7700 \
+# The token on stdin, not on the command line (which any local user can read).
+printf '%s\n' "$token" | vigil-agent enroll --token-file - --control-plane https://127.0.0.1:7700 \
   --tls-ca /etc/vigil/tls/ca.pem > "$logs/enroll.out" 2>&1 || fail "vigil-agent enroll"
 expect_mode /etc/vigil/tls/agent.key "600 root:root"
 expect_mode /etc/vigil/tls/enrollment.env "600 root:root"
-if vigil-agent enroll --token "$token" --control-plane https://127.0.0.1:7700 \
+if printf '%s\n' "$token" | vigil-agent enroll --token-file - --control-plane https://127.0.0.1:7700 \
   --tls-ca /etc/vigil/tls/ca.pem --out-dir /tmp/again > "$logs/reuse.out" 2>&1; then
   fail "a spent join token enrolled a second time"
 fi

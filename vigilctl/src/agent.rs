@@ -43,7 +43,7 @@ pub enum AgentCommand {
         valid_secs: u32,
     },
     /// Makes a one-time join token for enrolling an agent
-    /// (`vigil-agent enroll --token ...`); printed once, kept only as a digest.
+    /// (`vigil-agent enroll --token-file FILE ...`); printed once, kept only as a digest.
     #[command(
         after_help = "Examples:\n  vigilctl agent token --ttl-secs 3600\n  vigilctl agent token --ttl-secs 600 --agent-id gpu-node-7"
     )]
@@ -70,7 +70,7 @@ pub async fn run(client: &mut AdminClient, command: AgentCommand) -> anyhow::Res
                 .into_inner();
             println!("{}", made.token);
             eprintln!(
-                "expires at {} (unix seconds); enroll with: vigil-agent enroll --token <token> --control-plane https://HOST:PORT --tls-ca ca.pem --out-dir /etc/vigil/tls",
+                "expires at {} (unix seconds); enroll with: vigil-agent enroll --token-file FILE (holding the token; - reads stdin) --control-plane https://HOST:PORT --tls-ca ca.pem --out-dir /etc/vigil/tls",
                 made.expires_at_unix_secs
             );
         }

@@ -12,7 +12,7 @@ use vigil_proto::agent::v1 as pb;
 use vigil_proto::agent::v1::agent_service_client::AgentServiceClient;
 
 use crate::ship::control_plane_tls::AgentTls;
-use crate::ship::identity_files::replace_file;
+use crate::ship::identity_files::{finish_interrupted_pair, replace_pair};
 
 /// When and how often to renew.
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +56,7 @@ fn due(tls: &AgentTls, policy: RenewalPolicy) -> anyhow::Result<bool> {
 
 /// Renews; the new certificate's expiry (unix seconds).
 async fn renew(tls: &AgentTls, endpoint: &str) -> anyhow::Result<i64> {
+    finish_interrupted_pair(&tls.key, &tls.cert)?;
     let current = vigil_pki::CertificateInfo::from_pem(&std::fs::read_to_string(&tls.cert)?)?;
     let (csr_pem, key_pem) = vigil_pki::certificate_request()?;
     let channel = Endpoint::from_shared(endpoint.to_string())?
@@ -79,9 +80,12 @@ async fn renew(tls: &AgentTls, endpoint: &str) -> anyhow::Result<i64> {
             current.identity
         );
     }
-    // The key first: between the two renames the pair does not match, and
-    // a session starting then fails once and retries.
-    replace_file(&tls.key, &key_pem, 0o600)?;
-    replace_file(&tls.cert, &answer.certificate_pem, 0o644)?;
+    if vigil_pki::public_key_info_of(&key_pem)? != renewed.public_key_der {
+        bail!("the control plane sent a certificate for another key than the one requested");
+    }
+    // The control plane has retired the old certificate: from here the
+    // new pair must land, even across a crash (finished at the next
+    // session or renewal).
+    replace_pair(&tls.key, &key_pem, &tls.cert, &answer.certificate_pem)?;
     Ok(renewed.not_after_unix)
 }

@@ -57,8 +57,10 @@ impl AgentTls {
         Ok(Some(tls))
     }
 
-    /// The client configuration from the files as they are now.
+    /// The client configuration from the files as they are now (a
+    /// renewal a crash interrupted is completed first).
     pub fn client_config(&self) -> anyhow::Result<ClientTlsConfig> {
+        crate::ship::identity_files::finish_interrupted_pair(&self.key, &self.cert)?;
         let read =
             |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
         Ok(ClientTlsConfig::new()

@@ -12,7 +12,52 @@ use vigil_proto::agent::v1 as pb;
 use vigil_proto::agent::v1::agent_service_client::AgentServiceClient;
 
 use crate::config::AgentConfig;
-use crate::ship::identity_files::replace_file;
+use crate::ship::identity_files::{replace_file, replace_pair};
+
+/// The join token from `--token` or `--token-file` (`-`: standard input).
+pub fn read_token(token: Option<&str>, file: Option<&Path>) -> anyhow::Result<String> {
+    let text = match (token, file) {
+        (Some(t), _) => t.to_string(),
+        (None, Some(p)) if p == Path::new("-") => {
+            std::io::read_to_string(std::io::stdin()).context("reading the token from stdin")?
+        }
+        (None, Some(p)) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+        }
+        (None, None) => bail!("give --token-file FILE (or - for stdin) or --token"),
+    };
+    let token = text.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        bail!("the token must be one word (what `vigilctl agent token` printed)");
+    }
+    Ok(token.to_string())
+}
+
+/// Refuses an out dir that is a symlink, not a directory, not this user's,
+/// or writable by others: anyone who could write there could swap the key
+/// or certificate between their writes and renames.
+fn check_out_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(dir).with_context(|| format!("{}", dir.display()))?;
+    if meta.file_type().is_symlink() || !meta.is_dir() {
+        bail!("{}: not a directory (a symlink is refused)", dir.display());
+    }
+    if meta.uid() != rustix::process::geteuid().as_raw() {
+        bail!(
+            "{}: owned by uid {}, not by this user; the key must go in a directory only this user controls",
+            dir.display(),
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o022 != 0 {
+        bail!(
+            "{}: mode {:o} lets others write to it; make it 0700 or 0750 (chmod go-w)",
+            dir.display(),
+            meta.mode() & 0o7777
+        );
+    }
+    Ok(())
+}
 
 /// Enrolls and writes `agent.pem`, `agent.key` and `ca.pem` to `out_dir`.
 pub async fn enroll(config: &AgentConfig, token: &str, out_dir: &Path) -> anyhow::Result<()> {
@@ -60,8 +105,13 @@ pub async fn enroll(config: &AgentConfig, token: &str, out_dir: &Path) -> anyhow
         .mode(0o700)
         .create(out_dir)
         .with_context(|| format!("creating {}", out_dir.display()))?;
-    replace_file(&out_dir.join("agent.key"), &key_pem, 0o600)?;
-    replace_file(&out_dir.join("agent.pem"), &answer.certificate_pem, 0o644)?;
+    check_out_dir(out_dir)?;
+    replace_pair(
+        &out_dir.join("agent.key"),
+        &key_pem,
+        &out_dir.join("agent.pem"),
+        &answer.certificate_pem,
+    )?;
     replace_file(&out_dir.join("ca.pem"), &ca_pem, 0o644)?;
     // Last, so that whatever waits for it (the packaged vigil-agent.path)
     // finds the certificate, key and CA already in place.
@@ -113,6 +163,34 @@ fn enrollment_env(control_plane: &str, out_dir: &Path) -> anyhow::Result<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_out_dir_others_can_write_or_a_symlink_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let tls = dir.path().join("tls");
+        std::fs::create_dir(&tls).unwrap();
+        std::fs::set_permissions(&tls, std::fs::Permissions::from_mode(0o700)).unwrap();
+        check_out_dir(&tls).unwrap();
+        std::fs::set_permissions(&tls, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = check_out_dir(&tls).unwrap_err().to_string();
+        assert!(e.contains("lets others write"), "{e}");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&tls, &link).unwrap();
+        let e = check_out_dir(&link).unwrap_err().to_string();
+        assert!(e.contains("symlink"), "{e}");
+    }
+
+    #[test]
+    fn a_token_comes_from_a_file_trimmed_and_one_word() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        std::fs::write(&f, "vjt1.abc.def\n").unwrap();
+        assert_eq!(read_token(None, Some(&f)).unwrap(), "vjt1.abc.def");
+        std::fs::write(&f, "two words").unwrap();
+        assert!(read_token(None, Some(&f)).is_err());
+        assert_eq!(read_token(Some(" t "), None).unwrap(), "t");
+    }
 
     #[test]
     fn the_enrollment_env_quotes_values_and_refuses_line_breaks() {
