@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "vigil/agent/v1/agent.proto",
     "vigil/admin/v1/admin.proto",
     "vigil/siem/v1/siem.proto",
+    "vigil/raft/v1/raft.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -26,6 +26,21 @@ pub struct ControlPlaneConfig {
     #[arg(long, env = "VIGIL_AGENT_LISTEN", value_name = "ADDR")]
     pub agent_listen: Option<SocketAddr>,
 
+    /// Where the other nodes reach this one (raft traffic, and what a join
+    /// records): host:port. Defaults to the --listen address, which is
+    /// right unless that is a wildcard (0.0.0.0) or behind NAT.
+    #[arg(long, env = "VIGIL_ADVERTISE", value_name = "HOST:PORT")]
+    pub advertise: Option<SocketAddr>,
+
+    /// Join the cluster a node at PEER (host:port) belongs to, instead of
+    /// starting a cluster of one: on first start this node asks to be
+    /// added (as a learner, then a voter once it has caught up) and never
+    /// makes a cluster of its own. With mutual TLS its certificate must
+    /// name its raft id (`vigilctl ca issue --node ID`). A node that is
+    /// already a member ignores it.
+    #[arg(long, env = "VIGIL_JOIN", value_name = "PEER")]
+    pub join: Option<String>,
+
     /// Directory for the raft log and state machine.
     #[arg(
         long,

@@ -1,6 +1,7 @@
 //! vigil control plane: openraft on sled, serving agents, operators and SIEMs.
 
 pub mod audit_chain;
+pub mod cluster_join;
 pub mod config;
 pub mod metrics;
 pub mod mtls;

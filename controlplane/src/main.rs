@@ -52,9 +52,45 @@ async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
         Some(l) => format!(", metrics on http://{}/metrics", l.local_addr()?),
         None => String::new(),
     };
-    let node = ControlPlaneNode::start(config.node_id, addr.to_string(), &config.data_dir)
-        .await
-        .with_context(|| format!("starting raft on {}", config.data_dir.display()))?;
+    let advertise = config.advertise.unwrap_or(addr).to_string();
+    if let Some(files) = config.tls_files() {
+        // Peers take raft traffic only from the node id a certificate names.
+        let named = std::fs::read_to_string(&files.cert)
+            .ok()
+            .and_then(|pem| vigil_pki::CertificateInfo::from_pem(&pem).ok())
+            .and_then(|info| info.identity.ok());
+        if let Some(vigil_pki::Identity::Node { id }) = named {
+            if id != config.node_id.to_string() {
+                let why = format!(
+                    "{} names node {id:?}, not this node's raft id {}: other nodes will refuse its raft traffic (issue one with `vigilctl ca issue --node {}`)",
+                    files.cert.display(),
+                    config.node_id,
+                    config.node_id
+                );
+                if config.join.is_some() {
+                    anyhow::bail!("cannot join a cluster: {why}");
+                }
+                tracing::warn!("{why}; fine while this node runs alone");
+            }
+        }
+    }
+    let peer_tls = match config.tls_files() {
+        Some(files) => Some(
+            vigil_controlplane::mtls::peer_client_config(&files)
+                .context("the TLS configuration for raft peers")?,
+        ),
+        None => None,
+    };
+    let network = vigil_controlplane::network::GrpcNetwork::new(peer_tls.clone());
+    let node = ControlPlaneNode::start(
+        config.node_id,
+        advertise.clone(),
+        &config.data_dir,
+        network,
+        config.join.is_some(),
+    )
+    .await
+    .with_context(|| format!("starting raft on {}", config.data_dir.display()))?;
     let transport = if tls.is_some() {
         "mutual TLS"
     } else {
@@ -69,7 +105,22 @@ async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
         config.node_id,
         config.data_dir.display()
     );
-    vigil_controlplane::server::serve(
+    let joining = config.join.clone().map(|peer| {
+        let node_id = config.node_id;
+        let advertise = advertise.clone();
+        tokio::spawn(async move {
+            let voters = vigil_controlplane::cluster_join::join_cluster(
+                peer_tls.as_ref(),
+                &peer,
+                node_id,
+                &advertise,
+            )
+            .await?;
+            println!("vigil-controlplane: node {node_id} joined the cluster through {peer}; voters {voters:?}");
+            anyhow::Ok(())
+        })
+    });
+    let serving = vigil_controlplane::server::serve(
         node.clone(),
         vigil_controlplane::server::Listeners {
             main: listener,
@@ -80,8 +131,22 @@ async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
         config.allow_unsigned,
         tls,
         shutdown_signal(),
-    )
-    .await?;
+    );
+    match joining {
+        None => serving.await?,
+        Some(joining) => {
+            tokio::pin!(serving);
+            tokio::select! {
+                served = &mut serving => served?,
+                joined = joining => {
+                    // A refused join is fatal: a node that is no member
+                    // must not sit there looking healthy.
+                    joined??;
+                    serving.await?;
+                }
+            }
+        }
+    }
     tracing::info!("shutting down raft");
     node.raft.shutdown().await.ok();
     Ok(())

@@ -172,6 +172,22 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// The client side of raft traffic: this node's own certificate (both a
+/// server and a client certificate) presented to its peers, whose
+/// certificates must chain to the fleet CA.
+pub fn peer_client_config(
+    files: &TlsFiles,
+) -> Result<tonic::transport::ClientTlsConfig, TlsSetupError> {
+    // The same checks as serving (a node's certificate, a usable key).
+    server_config(files, false)?;
+    Ok(tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(read(&files.ca)?))
+        .identity(tonic::transport::Identity::from_pem(
+            read(&files.cert)?,
+            read(&files.key)?,
+        )))
+}
+
 /// Accepts on `listener` and hands on each connection whose handshake
 /// succeeded within the deadline; a refused one is logged and reported.
 ///

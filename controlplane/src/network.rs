@@ -1,68 +1,192 @@
-//! The raft network of a single-node cluster.
+//! The raft network: openraft's RPCs to the other nodes over
+//! `vigil.raft.v1.RaftService` (gRPC, mutual TLS when the node serves
+//! with it).
 //!
-//! A cluster of one never replicates or asks for votes, so openraft never
-//! calls into this network; if it ever does (a membership with peers but no
-//! transport configured), every RPC fails as unreachable with a message
-//! saying so, and raft keeps retrying as it does for any unreachable peer.
-//! The gRPC transport between nodes plugs in here (3- and 5-node clusters).
+//! Each peer gets one lazily connected channel that reconnects by itself;
+//! every RPC runs under openraft's deadline for it (`RPCOption::hard_ttl`),
+//! and a peer that cannot be reached is reported as unreachable, so
+//! openraft backs off (100 ms doubling to 2 s) instead of retrying at once.
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use vigil_proto::raft::v1 as pb;
+use vigil_proto::raft::v1::raft_service_client::RaftServiceClient;
 
 use crate::raft_types::{NodeId, TypeConfig};
 
-#[derive(Debug, Clone, Default)]
-pub struct SingleNodeNetwork;
+/// How long connecting to a peer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-#[derive(Debug)]
-pub struct NoTransport {
-    target: NodeId,
+/// Makes a client per peer; `tls` is this node's own identity and the
+/// fleet CA (None: plaintext, a lab).
+#[derive(Clone, Default)]
+pub struct GrpcNetwork {
+    tls: Option<ClientTlsConfig>,
 }
 
-fn unreachable<E: std::error::Error>(target: NodeId) -> RPCError<NodeId, BasicNode, E> {
-    RPCError::Network(NetworkError::new(&std::io::Error::other(format!(
-        "no raft transport to node {target}: this control plane runs as a single node"
-    ))))
-}
+impl GrpcNetwork {
+    pub fn new(tls: Option<ClientTlsConfig>) -> Self {
+        Self { tls }
+    }
 
-impl RaftNetworkFactory<TypeConfig> for SingleNodeNetwork {
-    type Network = NoTransport;
-
-    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> Self::Network {
-        NoTransport { target }
+    /// A channel to `addr` (host:port), connected on first use.
+    pub fn channel(tls: Option<&ClientTlsConfig>, addr: &str) -> Result<Channel, String> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|e| format!("node address {addr:?}: {e}"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5));
+        if let Some(tls) = tls {
+            let host = addr
+                .rsplit_once(':')
+                .map_or(addr, |(host, _)| host)
+                .trim_matches(['[', ']']);
+            endpoint = endpoint
+                .tls_config(tls.clone().domain_name(host))
+                .map_err(|e| format!("TLS to {addr}: {e}"))?;
+        }
+        Ok(endpoint.connect_lazy())
     }
 }
 
-impl RaftNetwork<TypeConfig> for NoTransport {
+impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+        PeerClient {
+            target,
+            addr: node.addr.clone(),
+            client: GrpcNetwork::channel(self.tls.as_ref(), &node.addr).map(RaftServiceClient::new),
+        }
+    }
+}
+
+/// The client of one peer.
+pub struct PeerClient {
+    target: NodeId,
+    addr: String,
+    /// Err: the address cannot make a channel (said on every RPC).
+    client: Result<RaftServiceClient<Channel>, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("raft {what} to node {target} at {addr}: {why}")]
+struct PeerError {
+    what: &'static str,
+    target: NodeId,
+    addr: String,
+    why: String,
+}
+
+impl PeerClient {
+    /// Sends `req` as `what` and decodes the peer's `Result`.
+    async fn call<Req, Resp, E>(
+        &mut self,
+        what: &'static str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let err = |why: String| PeerError {
+            what,
+            target: self.target,
+            addr: self.addr.clone(),
+            why,
+        };
+        let mut client = match &self.client {
+            Ok(c) => c.clone(),
+            Err(why) => return Err(RPCError::Unreachable(Unreachable::new(&err(why.clone())))),
+        };
+        let json = serde_json::to_vec(req)
+            .map_err(|e| RPCError::Network(NetworkError::new(&err(format!("encoding: {e}")))))?;
+        let payload = pb::RaftPayload { json };
+        let sent = async {
+            match what {
+                "append entries" => client.append_entries(payload).await,
+                "vote" => client.vote(payload).await,
+                _ => client.install_snapshot(payload).await,
+            }
+        };
+        let reply = match tokio::time::timeout(option.hard_ttl(), sent).await {
+            Err(_) => {
+                return Err(RPCError::Unreachable(Unreachable::new(&err(format!(
+                    "no reply within {:?}",
+                    option.hard_ttl()
+                )))))
+            }
+            Ok(Err(status)) => {
+                let e = err(format!("{}: {}", status.code(), status.message()));
+                return Err(match status.code() {
+                    // Not reachable, or reachable but refusing us (TLS,
+                    // authorization): back off either way.
+                    tonic::Code::Unavailable
+                    | tonic::Code::Unknown
+                    | tonic::Code::PermissionDenied
+                    | tonic::Code::Unauthenticated => RPCError::Unreachable(Unreachable::new(&e)),
+                    _ => RPCError::Network(NetworkError::new(&e)),
+                });
+            }
+            Ok(Ok(reply)) => reply.into_inner(),
+        };
+        let result: Result<Resp, RaftError<NodeId, E>> = serde_json::from_slice(&reply.json)
+            .map_err(|e| {
+                RPCError::Network(NetworkError::new(&err(format!("decoding the reply: {e}"))))
+            })?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        Err(unreachable(self.target))
+        self.call("append entries", &rpc, &option).await
     }
 
     async fn install_snapshot(
         &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        Err(unreachable(self.target))
+        self.call("install snapshot", &rpc, &option).await
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<NodeId>,
-        _option: RPCOption,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        Err(unreachable(self.target))
+        self.call("vote", &rpc, &option).await
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(
+            (0..).map(|n: u32| {
+                Duration::from_millis(100u64 << n.min(5)).min(Duration::from_secs(2))
+            }),
+        )
     }
 }

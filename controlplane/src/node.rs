@@ -7,7 +7,7 @@ use std::sync::Arc;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 
-use crate::network::SingleNodeNetwork;
+use crate::network::GrpcNetwork;
 use crate::raft_types::{Command, CommandResult, NodeId, Raft};
 use crate::store::{open_stores, StateReader};
 
@@ -33,11 +33,14 @@ pub struct ControlPlaneNode {
 
 impl ControlPlaneNode {
     /// Opens the stores in `data_dir`, starts raft and, on first start,
-    /// initialises a cluster of this one node advertised at `address`.
+    /// initialises a cluster of this one node advertised at `address`
+    /// (unless `joining`: then it waits to be added by a cluster's leader).
     pub async fn start(
         node_id: NodeId,
         address: String,
         data_dir: &Path,
+        network: GrpcNetwork,
+        joining: bool,
     ) -> anyhow::Result<Arc<Self>> {
         std::fs::create_dir_all(data_dir)?;
         let (log, sm, state) = open_stores(&data_dir.join("raft"))?;
@@ -51,8 +54,8 @@ impl ControlPlaneNode {
             ..Default::default()
         }
         .validate()?;
-        let raft = Raft::new(node_id, Arc::new(config), SingleNodeNetwork, log, sm).await?;
-        if !raft.is_initialized().await? {
+        let raft = Raft::new(node_id, Arc::new(config), network, log, sm).await?;
+        if !joining && !raft.is_initialized().await? {
             let members = BTreeMap::from([(node_id, BasicNode { addr: address })]);
             raft.initialize(members).await?;
             tracing::info!(node_id, "initialised a new single-node cluster");

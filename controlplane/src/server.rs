@@ -10,18 +10,22 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 use vigil_proto::admin::v1::admin_service_server::AdminServiceServer;
 use vigil_proto::agent::v1::agent_service_server::AgentServiceServer;
+use vigil_proto::raft::v1::raft_service_server::RaftServiceServer;
 use vigil_proto::siem::v1::siem_export_server::SiemExportServer;
 
 use crate::metrics::{FindingIntake, MetricsRegistry};
 use crate::node::ControlPlaneNode;
 use crate::security_events::SecurityEvents;
-use crate::service::{AdminServiceImpl, AgentServiceImpl, Authorization, SiemExportImpl};
+use crate::service::{
+    AdminServiceImpl, AgentServiceImpl, Authorization, RaftServiceImpl, SiemExportImpl,
+};
 
 const SERVICES: &[&str] = &[
     "",
     "vigil.agent.v1.AgentService",
     "vigil.admin.v1.AdminService",
     "vigil.siem.v1.SiemExport",
+    "vigil.raft.v1.RaftService",
 ];
 
 /// What gRPC health says, and why.
@@ -163,6 +167,11 @@ pub async fn serve(
         allow_unsigned,
     ));
     let siem_service = SiemExportServer::new(SiemExportImpl::new(node.state.clone()));
+    // Raft entries and snapshot chunks (openraft's default chunk is 3 MiB,
+    // JSON-encoded) are larger than tonic's 4 MiB default allows.
+    let raft_service = RaftServiceServer::new(RaftServiceImpl::new(node.clone()))
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
     // One listener serves everything, unless agents have their own: then
     // each serves only its own services (and health), so a firewall can
     // tell them apart.
@@ -174,6 +183,7 @@ pub async fn serve(
             .add_optional_service(agents.then(|| agent_service.clone()))
             .add_optional_service(operators.then(|| admin_service.clone()))
             .add_optional_service(operators.then(|| siem_service.clone()))
+            .add_optional_service(operators.then(|| raft_service.clone()))
     };
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {

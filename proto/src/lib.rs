@@ -33,6 +33,11 @@ pub mod admin {
         tonic::include_proto!("vigil.admin.v1");
     }
 }
+pub mod raft {
+    pub mod v1 {
+        tonic::include_proto!("vigil.raft.v1");
+    }
+}
 pub mod siem {
     pub mod v1 {
         tonic::include_proto!("vigil.siem.v1");

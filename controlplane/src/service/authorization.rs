@@ -71,6 +71,8 @@ pub enum Need {
     Agent,
     /// An operator with at least this role.
     Operator(OperatorRole),
+    /// Another control-plane node (raft traffic, joins).
+    Node,
 }
 
 /// The table. A method missing here is refused to everyone.
@@ -84,6 +86,9 @@ pub fn need(path: &str) -> Option<Need> {
         ("vigil.agent.v1.AgentService", "Enroll") => Need::Enrollment,
         ("vigil.agent.v1.AgentService", "Renew") => Need::Agent,
         ("vigil.siem.v1.SiemExport", "Subscribe") => Need::Operator(SiemReader),
+        ("vigil.raft.v1.RaftService", "AppendEntries" | "Vote" | "InstallSnapshot" | "Join") => {
+            Need::Node
+        }
         ("vigil.admin.v1.AdminService", method) => Need::Operator(match method {
             "QueryAlerts" | "FollowAlerts" | "ClusterStatus" | "GetAgent" | "ListPolicies"
             | "GetPolicy" | "ListWorkloads" | "ListAudit" | "VerifyAudit" => Viewer,
@@ -193,6 +198,7 @@ impl Authorization {
             (None, _) => false,
             (Some(Need::AnyPeer), _) | (Some(Need::Enrollment), _) => true,
             (Some(Need::Agent), Identity::Agent { .. }) => true,
+            (Some(Need::Node), Identity::Node { .. }) => true,
             (Some(Need::Operator(role)), Identity::Operator { role: have, .. }) => {
                 have.allows(role)
             }
@@ -203,6 +209,7 @@ impl Authorization {
                 None => "no one may call it".to_string(),
                 Some(Need::AnyPeer) | Some(Need::Enrollment) => "any peer".into(),
                 Some(Need::Agent) => "it is for agents".into(),
+                Some(Need::Node) => "it is for control-plane nodes".into(),
                 Some(Need::Operator(role)) => format!("it needs the {} role", role.as_str()),
             };
             return Err(deny(

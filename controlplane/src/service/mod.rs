@@ -6,10 +6,12 @@ mod agent_sessions;
 mod alert_feed;
 pub mod authorization;
 pub mod enrollment;
+pub mod raft_service;
 mod siem_service;
 
 pub use admin_service::AdminServiceImpl;
 pub use agent_service::AgentServiceImpl;
 pub use agent_sessions::AgentSessions;
 pub use authorization::{Authorization, Caller};
+pub use raft_service::RaftServiceImpl;
 pub use siem_service::SiemExportImpl;

@@ -1,0 +1,280 @@
+//! Three control-plane nodes as real processes over mutual TLS on
+//! loopback: two join the first (`--join`), writes replicate, the leader
+//! is killed with SIGKILL and the other two elect a new one and go on
+//! writing, and the killed node restarts and catches up. Peers that try to
+//! speak raft without a node's certificate, or for another node, are
+//! refused. (Partitions, network namespaces and the linearizability check
+//! come with the rest of issue #21.) Unprivileged: processes and loopback.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tonic::Code;
+use vigil_integration::tls_fleet::TlsFleet;
+use vigil_integration::{free_port, try_wait_for, ControlPlane};
+use vigil_pki::{Identity, IssuedCertificate, OperatorRole};
+use vigil_proto::admin::v1 as admin_pb;
+use vigil_proto::admin::v1::admin_service_client::AdminServiceClient;
+use vigil_proto::raft::v1 as raft_pb;
+use vigil_proto::raft::v1::raft_service_client::RaftServiceClient;
+
+struct Node {
+    id: u64,
+    port: u16,
+    cp: Option<ControlPlane>,
+}
+
+fn start(fleet: &TlsFleet, dir: &Path, id: u64, port: u16, join: Option<u16>) -> ControlPlane {
+    let mut flags = fleet.node_flags(&id.to_string());
+    flags.extend(["--node-id".to_string(), id.to_string()]);
+    if let Some(peer) = join {
+        flags.extend(["--join".to_string(), format!("127.0.0.1:{peer}")]);
+    }
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    ControlPlane::start_with(&dir.join(format!("node-{id}")), port, &flags)
+}
+
+async fn status(
+    fleet: &TlsFleet,
+    port: u16,
+    who: &IssuedCertificate,
+) -> Option<admin_pb::ClusterStatusResponse> {
+    let channel = fleet.channel(port, who).await.ok()?;
+    let s = AdminServiceClient::new(channel)
+        .cluster_status(admin_pb::ClusterStatusRequest {})
+        .await
+        .ok()?;
+    Some(s.into_inner())
+}
+
+/// A certificate revocation: a small replicated write any admin may make.
+async fn write(
+    fleet: &TlsFleet,
+    port: u16,
+    admin: &IssuedCertificate,
+    serial: &str,
+) -> Result<(), tonic::Status> {
+    let channel = fleet
+        .channel(port, admin)
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    AdminServiceClient::new(channel)
+        .revoke_certificate(admin_pb::RevokeCertificateRequest {
+            serial: serial.into(),
+            identity: "agent test".into(),
+            reason: "replication test".into(),
+        })
+        .await
+        .map(|_| ())
+}
+
+/// The serials node `port` holds as revoked (its own state, not the leader's).
+async fn revoked(fleet: &TlsFleet, port: u16, who: &IssuedCertificate) -> Option<BTreeSet<String>> {
+    let channel = fleet.channel(port, who).await.ok()?;
+    let listed = AdminServiceClient::new(channel)
+        .list_revoked_certificates(admin_pb::ListRevokedCertificatesRequest {})
+        .await
+        .ok()?
+        .into_inner();
+    Some(listed.certificates.into_iter().map(|c| c.serial).collect())
+}
+
+#[tokio::test]
+async fn three_nodes_replicate_survive_a_killed_leader_and_catch_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = TlsFleet::new(tmp.path(), "fleet");
+    let admin = fleet.issue(Identity::operator(OperatorRole::Admin, "alice").unwrap());
+    let mut nodes: Vec<Node> = (1..=3)
+        .map(|id| Node {
+            id,
+            port: free_port(),
+            cp: None,
+        })
+        .collect();
+    let first = nodes[0].port;
+    nodes[0].cp = Some(start(&fleet, tmp.path(), 1, first, None));
+    try_wait_for("node 1 leads", Duration::from_secs(20), || {
+        let (fleet, admin) = (&fleet, &admin);
+        async move { (status(fleet, first, admin).await?.leader_id == 1).then_some(()) }
+    })
+    .await
+    .unwrap();
+    for n in &mut nodes[1..] {
+        n.cp = Some(start(&fleet, tmp.path(), n.id, n.port, Some(first)));
+    }
+    // Both joined as voters: every node knows three members and a leader.
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    try_wait_for(
+        "three members on every node",
+        Duration::from_secs(30),
+        || {
+            let (fleet, admin, ports) = (&fleet, &admin, &ports);
+            async move {
+                for &port in ports {
+                    let s = status(fleet, port, admin).await?;
+                    (s.members.len() == 3 && s.leader_id != 0).then_some(())?;
+                }
+                Some(())
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&nodes)));
+
+    // A write on the leader reaches every node's state machine.
+    write(&fleet, first, &admin, "a1").await.unwrap();
+    wait_everywhere(&fleet, &admin, &ports, &["a1"], &nodes).await;
+
+    // Kill the leader outright: the other two elect one of themselves.
+    let killed_at = Instant::now();
+    nodes[0].cp.as_mut().unwrap().daemon.kill();
+    let survivors = [nodes[1].port, nodes[2].port];
+    let new_leader_port = try_wait_for("a new leader", Duration::from_secs(10), || {
+        let (fleet, admin, survivors) = (&fleet, &admin, &survivors);
+        async move {
+            for &port in survivors {
+                let s = status(fleet, port, admin).await?;
+                if s.leader_id != 0 && s.leader_id != 1 && s.node_id == s.leader_id {
+                    return Some(port);
+                }
+            }
+            None
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&nodes)));
+    eprintln!(
+        "a new leader {:?} after the leader was killed",
+        killed_at.elapsed()
+    );
+    write(&fleet, new_leader_port, &admin, "b2").await.unwrap();
+    wait_everywhere(&fleet, &admin, &survivors, &["a1", "b2"], &nodes).await;
+
+    // The killed node restarts (no --join: it is a member) and catches up.
+    nodes[0].cp = Some(start(&fleet, tmp.path(), 1, first, None));
+    write(&fleet, new_leader_port, &admin, "c3").await.unwrap();
+    wait_everywhere(&fleet, &admin, &ports, &["a1", "b2", "c3"], &nodes).await;
+}
+
+async fn wait_everywhere(
+    fleet: &TlsFleet,
+    who: &IssuedCertificate,
+    ports: &[u16],
+    serials: &[&str],
+    nodes: &[Node],
+) {
+    let want: BTreeSet<String> = serials.iter().map(|s| s.to_string()).collect();
+    try_wait_for("the writes on every node", Duration::from_secs(20), || {
+        let want = want.clone();
+        async move {
+            for &port in ports {
+                (revoked(fleet, port, who).await? == want).then_some(())?;
+            }
+            Some(())
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(nodes)));
+}
+
+fn logs(nodes: &[Node]) -> String {
+    nodes
+        .iter()
+        .filter_map(|n| n.cp.as_ref())
+        .map(|cp| {
+            format!(
+                "--- {}\n{}",
+                cp.log.display(),
+                std::fs::read_to_string(&cp.log).unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+/// Raft is for nodes, each speaking for itself: an operator's or an
+/// agent's certificate cannot call it, a node's certificate cannot vote
+/// or append as another node or join under another id, and a join that
+/// reuses a member's id at another address is refused.
+#[tokio::test]
+async fn only_a_node_speaks_raft_and_only_for_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = TlsFleet::new(tmp.path(), "fleet");
+    let admin = fleet.issue(Identity::operator(OperatorRole::Admin, "alice").unwrap());
+    let port = free_port();
+    let _cp = start(&fleet, tmp.path(), 1, port, None);
+    try_wait_for("node 1 leads", Duration::from_secs(20), || {
+        let (fleet, admin) = (&fleet, &admin);
+        async move { (status(fleet, port, admin).await?.leader_id == 1).then_some(()) }
+    })
+    .await
+    .unwrap();
+    let raft = |who: IssuedCertificate| {
+        let fleet = &fleet;
+        async move { RaftServiceClient::new(fleet.channel(port, &who).await.unwrap()) }
+    };
+    // A vote request from "node 2" for a far term: if it were taken, node
+    // 1 would step down.
+    let vote_as = |candidate: u64| raft_pb::RaftPayload {
+        json: serde_json::to_vec(&serde_json::json!({
+            "vote": {"leader_id": {"term": 1000, "node_id": candidate}, "committed": false},
+            "last_log_id": null
+        }))
+        .unwrap(),
+    };
+    for who in [
+        admin.clone(),
+        fleet.issue(Identity::agent("host-1").unwrap()),
+    ] {
+        let refused = raft(who).await.vote(vote_as(2)).await.unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+        assert!(
+            refused.message().contains("control-plane nodes"),
+            "{}",
+            refused.message()
+        );
+    }
+    let node3 = fleet.issue(Identity::node("3").unwrap());
+    let refused = raft(node3.clone())
+        .await
+        .vote(vote_as(2))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("for raft node 2"),
+        "{}",
+        refused.message()
+    );
+    let refused = raft(node3.clone())
+        .await
+        .join(raft_pb::JoinRequest {
+            node_id: 2,
+            address: "127.0.0.1:1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    // Node 1's own id at another address: already a member.
+    let refused = raft(fleet.issue(Identity::node("1").unwrap()))
+        .await
+        .join(raft_pb::JoinRequest {
+            node_id: 1,
+            address: "127.0.0.1:1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::AlreadyExists, "{refused:?}");
+    // Garbage where a raft payload goes: a clear error, and node 1 still
+    // leads in its own term.
+    let refused = raft(node3)
+        .await
+        .append_entries(raft_pb::RaftPayload {
+            json: b"{not json".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    let s = status(&fleet, port, &admin).await.unwrap();
+    assert_eq!((s.leader_id, s.term), (1, 1), "{s:?}");
+}
