@@ -107,17 +107,33 @@ pub enum Command {
         certificate: vigil_domain::RevokedCertificate,
     },
     /// An agent's certificate is renewed: the one it presented
-    /// (`presented_serial`) is superseded by `new_serial` and no longer
-    /// accepted. Refused when the presented one is revoked or was already
-    /// renewed, or the agent renewed less than a minute before `at`; the
-    /// audit entry is part of the same apply.
+    /// (`presented_serial`) is superseded by the new one and from then on
+    /// accepted only to ask for that renewal again (a lost reply), which
+    /// returns the stored certificate when the request is for the same
+    /// key. Refused when the presented one is revoked, was renewed for
+    /// another key, or is not the agent's current certificate, or the
+    /// agent renewed less than a minute before `at`; the audit entry is
+    /// part of the same apply.
     #[serde(rename = "renew_certificate.v1")]
     RenewCertificate {
         agent_id: String,
         presented_serial: String,
         new_serial: String,
+        new_certificate_pem: String,
         valid_days: u32,
         at_unix_nanos: i64,
+    },
+    /// As `use_join_token.v1`, and the certificate issued (`serial`)
+    /// becomes the agent's current one. An agent id that already has one
+    /// enrolls again only with a token made for that agent id; its
+    /// previous certificate is then superseded (no longer accepted).
+    #[serde(rename = "use_join_token.v2")]
+    UseJoinTokenV2 {
+        id: String,
+        secret_sha256: String,
+        agent_id: String,
+        serial: String,
+        now_unix_secs: u64,
     },
     /// What an agent did with the bundle it last received.
     #[serde(rename = "policy_status.v1")]
@@ -142,5 +158,10 @@ pub enum CommandResult {
     },
     Refused {
         reason: String,
+    },
+    /// The certificate a renewal hands out (the stored one when the
+    /// renewal was asked again).
+    Renewed {
+        certificate_pem: String,
     },
 }

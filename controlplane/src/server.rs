@@ -146,7 +146,11 @@ pub async fn serve(
         Some(_) => {
             let state = node.state.clone();
             Authorization::mutual_tls(
-                Arc::new(move |serial: &str| state.certificate_revoked(serial).unwrap_or(true)),
+                Arc::new(move |serial: &str| {
+                    state
+                        .certificate_standing(serial)
+                        .unwrap_or(crate::store::CertificateStanding::Revoked)
+                }),
                 events.clone(),
             )
         }

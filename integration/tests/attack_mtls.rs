@@ -928,11 +928,14 @@ async fn a_certificate_renewed_under_a_steady_finding_stream_loses_nothing() {
     missing.unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
 }
 
-/// Renewal cannot outlive revocation (review H1/M1): a certificate renews
-/// once and is retired by it (refused from then on, for streams and for a
-/// second renewal), a fresh one cannot renew again within a minute, and
-/// revoking the certificate an operator holds revokes what it was renewed
-/// into. Every renewal is audited with both serials.
+/// Renewal cannot outlive revocation (reviews H1/M1, F1/F2/F4): a
+/// certificate renews once and is retired by it (refused for streams from
+/// then on, and an open stream ends); asked again for the same key (a lost
+/// reply) it gets the same certificate back, for another key nothing; a
+/// fresh certificate cannot renew again within a minute; an enrolled agent
+/// id cannot be enrolled again with a token not made for it; and revoking
+/// the certificate an operator holds revokes the agent's current one.
+/// Every renewal is audited with both serials.
 #[tokio::test]
 async fn a_renewal_retires_the_old_certificate_and_cannot_escape_revocation() {
     let tmp = tempfile::tempdir().unwrap();
@@ -963,10 +966,14 @@ async fn a_renewal_retires_the_old_certificate_and_cannot_escape_revocation() {
             .unwrap()
             .serial_hex
     };
-    let renew = |who: vigil_pki::IssuedCertificate| {
+    let renew = |who: vigil_pki::IssuedCertificate, key_pem: Option<String>| {
         let fleet = &fleet;
         async move {
-            let (csr_pem, key_pem) = vigil_pki::certificate_request().unwrap();
+            let key_pem = match key_pem {
+                Some(k) => k,
+                None => vigil_pki::certificate_request().unwrap().1,
+            };
+            let csr_pem = vigil_pki::certificate_request_for(&key_pem).unwrap();
             let channel = fleet.channel(port, &who).await.unwrap();
             AgentServiceClient::new(channel)
                 .renew(vigil_proto::agent::v1::RenewRequest { csr_pem })
@@ -977,7 +984,27 @@ async fn a_renewal_retires_the_old_certificate_and_cannot_escape_revocation() {
                 })
         }
     };
-    let second = renew(first.clone()).await.expect("the first renewal");
+    let stream_with = |who: vigil_pki::IssuedCertificate| {
+        let fleet = &fleet;
+        async move {
+            let channel = fleet.channel(port, &who).await.unwrap();
+            let (tx, rx) = mpsc::channel(4);
+            tx.send(hello("host-n", "host-n")).await.unwrap();
+            let mut inbound = AgentServiceClient::new(channel)
+                .stream(ReceiverStream::new(rx))
+                .await?
+                .into_inner();
+            // The first message (policy, workloads) or the refusal.
+            match tokio::time::timeout(Duration::from_secs(5), inbound.message()).await {
+                Ok(Err(status)) => Err(status),
+                _ => Ok((tx, inbound)),
+            }
+        }
+    };
+
+    // An open stream with the first certificate ends when it is renewed.
+    let (_keep, mut open) = stream_with(first.clone()).await.expect("a stream");
+    let second = renew(first.clone(), None).await.expect("the first renewal");
     assert_eq!(
         vigil_pki::CertificateInfo::from_pem(&second.cert_pem)
             .unwrap()
@@ -985,42 +1012,55 @@ async fn a_renewal_retires_the_old_certificate_and_cannot_escape_revocation() {
             .unwrap(),
         Identity::agent("host-n").unwrap()
     );
-
-    // The old certificate is retired: it cannot renew again (one chain
-    // per identity, not a fan of them) nor open a stream.
-    let again = renew(first.clone()).await.unwrap_err();
-    assert_eq!(again.code(), Code::PermissionDenied, "{again:?}");
-    assert!(again.message().contains("revoked"), "{}", again.message());
-    let stream_with = |who: vigil_pki::IssuedCertificate| {
-        let fleet = &fleet;
-        async move {
-            let channel = fleet.channel(port, &who).await.unwrap();
-            let (tx, rx) = mpsc::channel(4);
-            tx.send(hello("host-n", "host-n")).await.unwrap();
-            match AgentServiceClient::new(channel)
-                .stream(ReceiverStream::new(rx))
-                .await
-            {
-                Err(status) => Err(status),
-                Ok(resp) => {
-                    let mut inbound = resp.into_inner();
-                    match tokio::time::timeout(Duration::from_secs(5), inbound.message()).await {
-                        Ok(Err(status)) => Err(status),
-                        _ => Ok(()),
-                    }
-                }
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match open.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status),
             }
         }
-    };
+    })
+    .await
+    .expect("the stream of the renewed certificate ends");
+    let ended = ended.expect("with a status");
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+    assert!(
+        ended.message().contains("was renewed"),
+        "{}",
+        ended.message()
+    );
+
+    // The reply was "lost": asked again for the same key, the same
+    // certificate; for another key (a thief's), nothing.
+    let again = renew(first.clone(), Some(second.key_pem.clone()))
+        .await
+        .expect("the same renewal asked again");
+    assert_eq!(again.cert_pem, second.cert_pem);
+    let fanned = renew(first.clone(), None).await.unwrap_err();
+    assert_eq!(fanned.code(), Code::FailedPrecondition, "{fanned:?}");
+    assert!(
+        fanned.message().contains("already renewed"),
+        "{}",
+        fanned.message()
+    );
+
+    // The old certificate opens nothing else; the new one does.
     let old = stream_with(first.clone()).await.unwrap_err();
     assert_eq!(old.code(), Code::PermissionDenied, "{old:?}");
+    assert!(old.message().contains("was renewed"), "{}", old.message());
+    let listed = AdminServiceClient::new(fleet.channel(port, &first).await.unwrap())
+        .list_audit(admin_pb::ListAuditRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(listed.code(), Code::PermissionDenied, "{listed:?}");
     stream_with(second.clone())
         .await
         .expect("the renewed certificate opens a stream");
 
     // The new one may not renew again at once: a renewal loop cannot
     // flood raft and the audit log.
-    let soon = renew(second.clone()).await.unwrap_err();
+    let soon = renew(second.clone(), None).await.unwrap_err();
     assert_eq!(soon.code(), Code::FailedPrecondition, "{soon:?}");
     assert!(
         soon.message().contains("at most one renewal a minute"),
@@ -1028,8 +1068,60 @@ async fn a_renewal_retires_the_old_certificate_and_cannot_escape_revocation() {
         soon.message()
     );
 
+    // host-n is enrolled: a token not made for it cannot enroll it again
+    // (a second, parallel identity); one made for it can, and retires
+    // the certificate it had.
+    let token = |agent_id: &str| {
+        let mut admin = admin.clone();
+        let agent_id = agent_id.to_string();
+        async move {
+            admin
+                .create_join_token(admin_pb::CreateJoinTokenRequest {
+                    ttl_secs: 600,
+                    agent_id,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .token
+        }
+    };
+    let enroll = |token: String| {
+        let fleet = &fleet;
+        let admin_cert = &admin_cert;
+        async move {
+            let (csr_pem, key_pem) = vigil_pki::certificate_request().unwrap();
+            AgentServiceClient::new(fleet.channel(port, admin_cert).await.unwrap())
+                .enroll(vigil_proto::agent::v1::EnrollRequest {
+                    token,
+                    agent_id: "host-n".into(),
+                    csr_pem,
+                })
+                .await
+                .map(|r| vigil_pki::IssuedCertificate {
+                    cert_pem: r.into_inner().certificate_pem,
+                    key_pem,
+                })
+        }
+    };
+    let parallel = enroll(token("").await).await.unwrap_err();
+    assert_eq!(parallel.code(), Code::PermissionDenied, "{parallel:?}");
+    assert!(
+        parallel.message().contains("enrolled already"),
+        "{}",
+        parallel.message()
+    );
+    let third = enroll(token("host-n").await)
+        .await
+        .expect("re-enrollment with a token made for host-n");
+    let retired = stream_with(second.clone()).await.unwrap_err();
+    assert_eq!(retired.code(), Code::PermissionDenied, "{retired:?}");
+    stream_with(third.clone())
+        .await
+        .expect("the re-enrolled certificate opens a stream");
+
     // The operator revokes the certificate file they hold (the first):
-    // the renewed one is what gets revoked.
+    // the agent's current one (the third) is what gets revoked.
     admin
         .revoke_certificate(admin_pb::RevokeCertificateRequest {
             serial: serial_of(&first.cert_pem),
@@ -1038,10 +1130,11 @@ async fn a_renewal_retires_the_old_certificate_and_cannot_escape_revocation() {
         })
         .await
         .expect("revoking the first certificate");
-    let revoked = stream_with(second.clone()).await.unwrap_err();
+    let revoked = stream_with(third.clone()).await.unwrap_err();
     assert_eq!(revoked.code(), Code::PermissionDenied, "{revoked:?}");
     assert!(
-        revoked.message().contains(&serial_of(&second.cert_pem)),
+        revoked.message().contains(&serial_of(&third.cert_pem))
+            && revoked.message().contains("revoked"),
         "{}",
         revoked.message()
     );
@@ -1051,7 +1144,7 @@ async fn a_renewal_retires_the_old_certificate_and_cannot_escape_revocation() {
         .unwrap()
         .into_inner();
     assert!(
-        format!("{listed:?}").contains("renewed 1 time(s) since"),
+        format!("{listed:?}").contains("current certificate"),
         "{listed:?}"
     );
 

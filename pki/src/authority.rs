@@ -181,6 +181,17 @@ pub fn certificate_request() -> Result<(String, String), PkiError> {
     Ok((pem, key.serialize_pem()))
 }
 
+/// A certificate request (PEM) for an existing private key (PEM): a
+/// renewal asked again for the key it was first asked for.
+pub fn certificate_request_for(key_pem: &str) -> Result<String, PkiError> {
+    let key = KeyPair::from_pem(key_pem).map_err(cert_err("reading the private key"))?;
+    let csr = CertificateParams::default()
+        .serialize_request(&key)
+        .map_err(cert_err("making the certificate request"))?;
+    csr.pem()
+        .map_err(cert_err("encoding the certificate request"))
+}
+
 /// The DER SubjectPublicKeyInfo of a private key (PEM): what
 /// [`crate::CertificateInfo::public_key_der`] of its certificate is, so a
 /// key and a certificate can be checked to belong together.

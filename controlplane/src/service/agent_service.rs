@@ -87,15 +87,31 @@ struct Session {
 impl Session {
     /// Why the stream must end now that its certificate is revoked.
     fn revoked(&self) -> Option<Status> {
+        use crate::store::CertificateStanding;
         let serial = self.serial.as_deref()?;
-        let revoked = self.node.state.certificate_revoked(serial).unwrap_or(true);
-        revoked.then(|| {
-            tracing::warn!(agent = %self.agent_id, %serial, "ending the stream: its certificate was revoked");
-            Status::permission_denied(format!(
-                "agent {}: certificate {serial} is revoked",
-                self.agent_id
-            ))
-        })
+        match self
+            .node
+            .state
+            .certificate_standing(serial)
+            .unwrap_or(CertificateStanding::Revoked)
+        {
+            CertificateStanding::Good => None,
+            CertificateStanding::Superseded => {
+                tracing::info!(agent = %self.agent_id, %serial, "ending the stream: its certificate was renewed");
+                // UNAVAILABLE: the agent reconnects, with the new files.
+                Some(Status::unavailable(format!(
+                    "agent {}: certificate {serial} was renewed; reconnect with the new one",
+                    self.agent_id
+                )))
+            }
+            CertificateStanding::Revoked => {
+                tracing::warn!(agent = %self.agent_id, %serial, "ending the stream: its certificate was revoked");
+                Some(Status::permission_denied(format!(
+                    "agent {}: certificate {serial} is revoked",
+                    self.agent_id
+                )))
+            }
+        }
     }
 
     async fn on_findings(&self, batch: pb::FindingBatch) -> Result<(), Status> {

@@ -21,6 +21,7 @@ use tonic::Status;
 use vigil_pki::{CertificateInfo, Identity, OperatorRole};
 
 use crate::security_events::{SecurityEvent, SecurityEvents};
+use crate::store::CertificateStanding;
 
 /// Who is calling, as this layer established it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,8 +103,9 @@ pub fn need(path: &str) -> Option<Need> {
     })
 }
 
-/// Whether a serial (lower-case hex) is revoked; an error reads as yes.
-pub type RevocationCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+/// What the control plane holds of a serial (lower-case hex); an error
+/// reads as revoked.
+pub type RevocationCheck = Arc<dyn Fn(&str) -> CertificateStanding + Send + Sync>;
 
 /// The layer: `Server::builder().layer(Authorization::...)`.
 #[derive(Clone)]
@@ -126,7 +128,7 @@ impl Authorization {
     pub fn open() -> Self {
         Self {
             tls: false,
-            revoked: Arc::new(|_| false),
+            revoked: Arc::new(|_| CertificateStanding::Good),
             events: SecurityEvents::discard(),
         }
     }
@@ -188,11 +190,27 @@ impl Authorization {
                 format!("names no vigil identity: {e}"),
             )
         })?;
-        if (self.revoked)(&cert.serial_hex) {
-            return Err(deny(
-                identity.to_string(),
-                format!("certificate {} is revoked", cert.serial_hex),
-            ));
+        match (self.revoked)(&cert.serial_hex) {
+            CertificateStanding::Good => {}
+            // A renewed certificate may only ask for that renewal again
+            // (its reply may have been lost); raft decides whether it
+            // gets the certificate already issued.
+            CertificateStanding::Superseded if path == "/vigil.agent.v1.AgentService/Renew" => {}
+            CertificateStanding::Superseded => {
+                return Err(deny(
+                    identity.to_string(),
+                    format!(
+                        "certificate {} was renewed; connect with the new one",
+                        cert.serial_hex
+                    ),
+                ))
+            }
+            CertificateStanding::Revoked => {
+                return Err(deny(
+                    identity.to_string(),
+                    format!("certificate {} is revoked", cert.serial_hex),
+                ))
+            }
         }
         let allowed = match (need(path), &identity) {
             (None, _) => false,

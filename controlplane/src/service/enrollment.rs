@@ -51,11 +51,15 @@ impl Enrollment {
             .ca
             .sign_request(&req.csr_pem, &LeafRequest::new(identity, now, self.days))
             .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
+        let serial = vigil_pki::CertificateInfo::from_pem(&certificate_pem)
+            .map(|i| i.serial_hex)
+            .map_err(|e| Status::internal(format!("reading the certificate just signed: {e}")))?;
         let result = node
-            .write(Command::UseJoinToken {
+            .write(Command::UseJoinTokenV2 {
                 id: token.id().to_string(),
                 secret_sha256: token.secret_sha256(),
                 agent_id: req.agent_id.clone(),
+                serial,
                 now_unix_secs: now.unix_timestamp().max(0) as u64,
             })
             .await?;
@@ -80,9 +84,11 @@ impl Enrollment {
     /// A new certificate for the agent `agent_id` (the caller's own, from
     /// its current certificate, serial `presented_serial`) for the key in
     /// `csr_pem`. Returned only once raft has recorded that it supersedes
-    /// the presented one (which is refused from then on) and audited it,
-    /// so one certificate renews at most once, a revoked one never, and
-    /// the decision is the cluster's, not a lagging node's.
+    /// the presented one (accepted from then on only to ask again) and
+    /// audited it, so one certificate renews at most once, a revoked one
+    /// never, and the decision is the cluster's, not a lagging node's. A
+    /// renewal asked again for the same key (its reply was lost) gets the
+    /// certificate first issued.
     pub async fn renew(
         &self,
         node: &Arc<ControlPlaneNode>,
@@ -106,23 +112,31 @@ impl Enrollment {
                 agent_id: agent_id.to_string(),
                 presented_serial: presented_serial.to_string(),
                 new_serial: new_serial.clone(),
+                new_certificate_pem: certificate_pem,
                 valid_days: self.days,
                 at_unix_nanos: now.unix_timestamp_nanos() as i64,
             })
             .await?;
-        if let CommandResult::Refused { reason } = result {
-            events.report(SecurityEvent::Denied {
-                caller: format!("agent {agent_id}"),
-                peer: None,
-                what: "/vigil.agent.v1.AgentService/Renew".into(),
-                why: reason.clone(),
-            });
-            return Err(Status::failed_precondition(format!(
-                "renewal refused: {reason}"
-            )));
+        match result {
+            CommandResult::Renewed { certificate_pem } => {
+                tracing::info!(agent = %agent_id, old = %presented_serial, "agent certificate renewed");
+                Ok(pb::RenewResponse { certificate_pem })
+            }
+            CommandResult::Refused { reason } => {
+                events.report(SecurityEvent::Denied {
+                    caller: format!("agent {agent_id}"),
+                    peer: None,
+                    what: "/vigil.agent.v1.AgentService/Renew".into(),
+                    why: reason.clone(),
+                });
+                Err(Status::failed_precondition(format!(
+                    "renewal refused: {reason}"
+                )))
+            }
+            other => Err(Status::internal(format!(
+                "renewal: unexpected result {other:?}"
+            ))),
         }
-        tracing::info!(agent = %agent_id, old = %presented_serial, new = %new_serial, "agent certificate renewed");
-        Ok(pb::RenewResponse { certificate_pem })
     }
 }
 

@@ -142,16 +142,14 @@ impl pb::raft_service_server::RaftService for RaftServiceImpl {
         let node = BasicNode {
             addr: address.clone(),
         };
-        let learner = tokio::time::timeout(
-            CATCH_UP,
-            self.node.raft.add_learner(node_id, node, true),
-        )
-        .await
-        .map_err(|_| {
-            Status::deadline_exceeded(format!(
+        let learner =
+            tokio::time::timeout(CATCH_UP, self.node.raft.add_learner(node_id, node, true))
+                .await
+                .map_err(|_| {
+                    Status::deadline_exceeded(format!(
                 "node {node_id} at {address} did not catch up as a learner within {CATCH_UP:?}"
             ))
-        })?;
+                })?;
         learner.map_err(|e| self.refusal(e))?;
         let mut voters = voters;
         voters.insert(node_id);

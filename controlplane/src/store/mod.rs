@@ -7,7 +7,9 @@ mod state_machine;
 
 pub use database::open_stores;
 pub use log_store::SledLogStore;
-pub use state_machine::{AlertTally, ReadError, SledStateMachine, StateReader};
+pub use state_machine::{
+    AlertTally, CertificateStanding, ReadError, SledStateMachine, StateReader,
+};
 
 #[cfg(test)]
 #[path = "storage_suite_tests.rs"]

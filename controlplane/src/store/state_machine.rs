@@ -58,6 +58,10 @@ const JOIN_TOKEN_PREFIX: &[u8] = b"join_token/";
 const SUPERSEDED_CERT_PREFIX: &[u8] = b"superseded_cert/";
 /// agent id → when it last renewed its certificate (unix nanos).
 const LAST_RENEWAL_PREFIX: &[u8] = b"last_renewal/";
+/// agent id → the serial of its current certificate (issued at enrollment
+/// or renewal; agents given certificates by hand have none until their
+/// first renewal).
+const CURRENT_CERT_PREFIX: &[u8] = b"current_cert/";
 /// At most one renewal per agent in this long (proposer's clock).
 const MIN_RENEWAL_INTERVAL_NANOS: i64 = 60_000_000_000;
 /// (index, hash) of the newest audit entry.
@@ -303,12 +307,26 @@ impl StateReader {
     /// Whether the certificate with this serial (lower-case hex) is
     /// refused: revoked, or superseded by a renewal.
     pub fn certificate_revoked(&self, serial: &str) -> Result<bool, ReadError> {
-        Ok(self
-            .tree
-            .contains_key(prefixed(REVOKED_CERT_PREFIX, serial.as_bytes()))?
-            || self
+        Ok(self.certificate_standing(serial)? != CertificateStanding::Good)
+    }
+
+    /// What the control plane holds of a certificate, by serial.
+    pub fn certificate_standing(&self, serial: &str) -> Result<CertificateStanding, ReadError> {
+        Ok(
+            if self
                 .tree
-                .contains_key(prefixed(SUPERSEDED_CERT_PREFIX, serial.as_bytes()))?)
+                .contains_key(prefixed(REVOKED_CERT_PREFIX, serial.as_bytes()))?
+            {
+                CertificateStanding::Revoked
+            } else if self
+                .tree
+                .contains_key(prefixed(SUPERSEDED_CERT_PREFIX, serial.as_bytes()))?
+            {
+                CertificateStanding::Superseded
+            } else {
+                CertificateStanding::Good
+            },
+        )
     }
 
     pub fn revoked_certificates(&self) -> Result<Vec<vigil_domain::RevokedCertificate>, ReadError> {
@@ -603,27 +621,23 @@ impl SledStateMachine {
                 Ok(CommandResult::Done)
             }
             Command::RevokeCertificate { mut certificate } => {
-                // A certificate renewed since: what is revoked is the one
-                // its renewals lead to (the identity's current one), so
-                // revoking the file an operator holds cuts the host off
-                // however often it renewed.
+                // A certificate renewed (or re-enrolled) since: what is
+                // revoked is its agent's current one, so revoking the file
+                // an operator holds cuts the host off however often it
+                // renewed.
                 let named = certificate.serial.clone();
-                let mut hops = 0;
-                while let Some(next) = self.get_json::<Supersession>(&prefixed(
-                    SUPERSEDED_CERT_PREFIX,
-                    certificate.serial.as_bytes(),
-                ))? {
-                    certificate.serial = next.new_serial;
-                    hops += 1;
-                    if hops > 100_000 {
-                        break;
+                if let Some(s) = self
+                    .get_json::<Supersession>(&prefixed(SUPERSEDED_CERT_PREFIX, named.as_bytes()))?
+                {
+                    if let Some(current) = self
+                        .get_json::<String>(&prefixed(CURRENT_CERT_PREFIX, s.agent_id.as_bytes()))?
+                    {
+                        certificate.serial = current;
+                        certificate.reason = format!(
+                            "{} (named as {named}, since replaced by agent {}'s current certificate)",
+                            certificate.reason, s.agent_id
+                        );
                     }
-                }
-                if certificate.serial != named {
-                    certificate.reason = format!(
-                        "{} (named as {named}, renewed {hops} time(s) since)",
-                        certificate.reason
-                    );
                 }
                 let k = prefixed(REVOKED_CERT_PREFIX, certificate.serial.as_bytes());
                 if self.tree.get(&k).map_err(sm_read_err)?.is_some() {
@@ -638,6 +652,7 @@ impl SledStateMachine {
                 agent_id,
                 presented_serial,
                 new_serial,
+                new_certificate_pem,
                 valid_days,
                 at_unix_nanos,
             } => {
@@ -651,10 +666,29 @@ impl SledStateMachine {
                 }
                 let superseded = prefixed(SUPERSEDED_CERT_PREFIX, presented_serial.as_bytes());
                 if let Some(s) = self.get_json::<Supersession>(&superseded)? {
+                    // Asked again (the reply was lost): the same key gets
+                    // the certificate already issued, nothing changes.
+                    let stored = public_key_of(&s.new_certificate_pem);
+                    if s.agent_id == agent_id
+                        && stored.is_some()
+                        && stored == public_key_of(&new_certificate_pem)
+                    {
+                        return Ok(CommandResult::Renewed {
+                            certificate_pem: s.new_certificate_pem,
+                        });
+                    }
                     return refuse(format!(
-                        "certificate {presented_serial} was already renewed (as {})",
+                        "certificate {presented_serial} was already renewed (as {}), for another key",
                         s.new_serial
                     ));
+                }
+                let current_key = prefixed(CURRENT_CERT_PREFIX, agent_id.as_bytes());
+                if let Some(current) = self.get_json::<String>(&current_key)? {
+                    if current != presented_serial {
+                        return refuse(format!(
+                            "certificate {presented_serial} is not agent {agent_id}'s current certificate ({current})"
+                        ));
+                    }
                 }
                 let last_key = prefixed(LAST_RENEWAL_PREFIX, agent_id.as_bytes());
                 if let Some(last) = self.get_json::<i64>(&last_key)? {
@@ -672,8 +706,10 @@ impl SledStateMachine {
                         new_serial: new_serial.clone(),
                         agent_id: agent_id.clone(),
                         at_unix_nanos,
+                        new_certificate_pem: new_certificate_pem.clone(),
                     })?,
                 );
+                batch.insert(current_key, json(&new_serial)?);
                 batch.insert(last_key, json(&at_unix_nanos)?);
                 let actor = format!("agent {agent_id}");
                 self.append_audit(
@@ -686,6 +722,54 @@ impl SledStateMachine {
                         "certificate {presented_serial} renewed as {new_serial}, valid {valid_days} days; the old one is no longer accepted"
                     ),
                 )?;
+                Ok(CommandResult::Renewed {
+                    certificate_pem: new_certificate_pem,
+                })
+            }
+            Command::UseJoinTokenV2 {
+                id,
+                secret_sha256,
+                agent_id,
+                serial,
+                now_unix_secs,
+            } => {
+                let k = prefixed(JOIN_TOKEN_PREFIX, id.as_bytes());
+                let Some(mut record) = self.get_json::<vigil_pki::TokenRecord>(&k)? else {
+                    return Ok(CommandResult::Refused {
+                        reason: vigil_pki::TokenRefused::Unknown { id }.to_string(),
+                    });
+                };
+                if let Err(refused) =
+                    record.admit_digest(&secret_sha256, Some(&agent_id), now_unix_secs)
+                {
+                    return Ok(CommandResult::Refused {
+                        reason: refused.to_string(),
+                    });
+                }
+                let current_key = prefixed(CURRENT_CERT_PREFIX, agent_id.as_bytes());
+                if let Some(previous) = self.get_json::<String>(&current_key)? {
+                    if record.for_agent.as_deref() != Some(agent_id.as_str()) {
+                        return Ok(CommandResult::Refused {
+                            reason: format!(
+                                "agent {agent_id} is enrolled already (certificate {previous}); enrolling it again takes a token made for it (vigilctl agent token --agent-id {agent_id})"
+                            ),
+                        });
+                    }
+                    batch.insert(
+                        prefixed(SUPERSEDED_CERT_PREFIX, previous.as_bytes()),
+                        json(&Supersession {
+                            new_serial: serial.clone(),
+                            agent_id: agent_id.clone(),
+                            at_unix_nanos: (now_unix_secs as i64).saturating_mul(1_000_000_000),
+                            // Not handed out again: a re-enrollment is
+                            // not a renewal to repeat.
+                            new_certificate_pem: String::new(),
+                        })?,
+                    );
+                }
+                batch.insert(current_key, json(&serial)?);
+                record.used_by = Some(agent_id);
+                batch.insert(k, json(&record)?);
                 Ok(CommandResult::Done)
             }
             Command::PolicyStatus {
@@ -795,12 +879,33 @@ impl SledStateMachine {
     }
 }
 
-/// A certificate replaced by a renewal.
+/// A certificate replaced by a renewal (or a re-enrollment).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Supersession {
     new_serial: String,
     agent_id: String,
     at_unix_nanos: i64,
+    /// What the renewal handed out, to hand out again when it is asked
+    /// again for the same key (empty for a re-enrollment).
+    #[serde(default)]
+    new_certificate_pem: String,
+}
+
+/// What the control plane holds of a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertificateStanding {
+    Good,
+    /// Replaced by a renewal: accepted only to ask for that renewal again.
+    Superseded,
+    Revoked,
+}
+
+/// The public key a certificate (PEM) certifies; None when it cannot be
+/// read.
+fn public_key_of(pem: &str) -> Option<Vec<u8>> {
+    vigil_pki::CertificateInfo::from_pem(pem)
+        .ok()
+        .map(|c| c.public_key_der)
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StorageError> {
@@ -902,7 +1007,14 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
                         cmd,
                         Command::ApproveWorkload { .. } | Command::RevokeWorkload { .. }
                     );
-                    revocations_changed |= matches!(cmd, Command::RevokeCertificate { .. });
+                    // A renewal or re-enrollment retires a certificate too:
+                    // streams opened with it end (the agent reconnects).
+                    revocations_changed |= matches!(
+                        cmd,
+                        Command::RevokeCertificate { .. }
+                            | Command::RenewCertificate { .. }
+                            | Command::UseJoinTokenV2 { .. }
+                    );
                     self.apply_command(cmd, &mut batch)?
                 }
                 EntryPayload::Membership(m) => {
