@@ -12,7 +12,9 @@ use vigil_proto::agent::v1 as pb;
 use vigil_proto::agent::v1::agent_service_client::AgentServiceClient;
 
 use crate::ship::control_plane_tls::AgentTls;
-use crate::ship::identity_files::{finish_interrupted_pair, replace_pair};
+use crate::ship::identity_files::{
+    finish_interrupted_pair, replace_pair, sync_dir, write_new_file,
+};
 
 /// When and how often to renew.
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +46,38 @@ pub async fn run(tls: AgentTls, endpoint: String, policy: RenewalPolicy) {
     }
 }
 
+/// `.KEY.renewal` beside the key: the key a renewal under way asks for.
+fn pending_key_path(key: &std::path::Path) -> std::path::PathBuf {
+    let name = key
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "agent.key".into());
+    key.parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join(format!(".{name}.renewal"))
+}
+
+/// The key of the renewal under way (made and synced now when there is
+/// none, or when the one left is already the certificate's own key).
+fn pending_renewal_key(
+    key: &std::path::Path,
+    current: &vigil_pki::CertificateInfo,
+) -> anyhow::Result<String> {
+    let path = pending_key_path(key);
+    if let Ok(pem) = std::fs::read_to_string(&path) {
+        match vigil_pki::public_key_info_of(&pem) {
+            Ok(public) if public != current.public_key_der => return Ok(pem),
+            // Already in place (a crash after the pair was replaced), or
+            // unreadable: a new one.
+            _ => {}
+        }
+    }
+    let (_, key_pem) = vigil_pki::certificate_request()?;
+    write_new_file(&path, &key_pem, 0o600)?;
+    sync_dir(&path)?;
+    Ok(key_pem)
+}
+
 fn due(tls: &AgentTls, policy: RenewalPolicy) -> anyhow::Result<bool> {
     let pem = std::fs::read_to_string(&tls.cert)
         .with_context(|| format!("reading {}", tls.cert.display()))?;
@@ -58,7 +92,12 @@ fn due(tls: &AgentTls, policy: RenewalPolicy) -> anyhow::Result<bool> {
 async fn renew(tls: &AgentTls, endpoint: &str) -> anyhow::Result<i64> {
     finish_interrupted_pair(&tls.key, &tls.cert)?;
     let current = vigil_pki::CertificateInfo::from_pem(&std::fs::read_to_string(&tls.cert)?)?;
-    let (csr_pem, key_pem) = vigil_pki::certificate_request()?;
+    // The new key is on disk before the control plane hears of it: once it
+    // has renewed, the old certificate only serves to ask again, and a
+    // reply lost to a crash or a reset connection is asked for again with
+    // this same key (the control plane then returns what it issued).
+    let key_pem = pending_renewal_key(&tls.key, &current)?;
+    let csr_pem = vigil_pki::certificate_request_for(&key_pem)?;
     let channel = Endpoint::from_shared(endpoint.to_string())?
         .connect_timeout(Duration::from_secs(5))
         .tls_config(tls.client_config()?)?
@@ -87,5 +126,41 @@ async fn renew(tls: &AgentTls, endpoint: &str) -> anyhow::Result<i64> {
     // new pair must land, even across a crash (finished at the next
     // session or renewal).
     replace_pair(&tls.key, &key_pem, &tls.cert, &answer.certificate_pem)?;
+    let _ = std::fs::remove_file(pending_key_path(&tls.key));
     Ok(renewed.not_after_unix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A renewal whose reply was lost asks again with the key it made
+    /// first (kept on disk, 0600); once that key is the certificate's own,
+    /// the next renewal makes a new one.
+    #[test]
+    fn a_renewal_asked_again_uses_the_key_it_made_first() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("agent.key");
+        let ca =
+            vigil_pki::CertificateAuthority::init("t", time::OffsetDateTime::now_utc(), 1).unwrap();
+        let issued = ca
+            .issue(&vigil_pki::LeafRequest::new(
+                vigil_pki::Identity::agent("h").unwrap(),
+                time::OffsetDateTime::now_utc(),
+                1,
+            ))
+            .unwrap();
+        let current = vigil_pki::CertificateInfo::from_pem(&issued.cert_pem).unwrap();
+        let first = pending_renewal_key(&key, &current).unwrap();
+        let pending = dir.path().join(".agent.key.renewal");
+        let mode = std::fs::metadata(&pending).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(pending_renewal_key(&key, &current).unwrap(), first);
+        // The pending key became the certificate's (a crash after the pair
+        // was replaced, before the file was removed): a new one.
+        std::fs::write(&pending, &issued.key_pem).unwrap();
+        let next = pending_renewal_key(&key, &current).unwrap();
+        assert_ne!(next, issued.key_pem);
+    }
 }

@@ -22,6 +22,16 @@ pub fn read_token(token: Option<&str>, file: Option<&Path>) -> anyhow::Result<St
             std::io::read_to_string(std::io::stdin()).context("reading the token from stdin")?
         }
         (None, Some(p)) => {
+            use std::os::unix::fs::MetadataExt;
+            let meta = std::fs::metadata(p).with_context(|| format!("{}", p.display()))?;
+            if meta.mode() & 0o077 != 0 || meta.uid() != rustix::process::geteuid().as_raw() {
+                bail!(
+                    "{}: mode {:o}, owner uid {}: a token file must be this user's and 0600 (others could enroll with it first); or pass the token on stdin (--token-file -)",
+                    p.display(),
+                    meta.mode() & 0o7777,
+                    meta.uid()
+                );
+            }
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
         }
         (None, None) => bail!("give --token-file FILE (or - for stdin) or --token"),
@@ -34,15 +44,19 @@ pub fn read_token(token: Option<&str>, file: Option<&Path>) -> anyhow::Result<St
 }
 
 /// Refuses an out dir that is a symlink, not a directory, not this user's,
-/// or writable by others: anyone who could write there could swap the key
-/// or certificate between their writes and renames.
+/// or writable by others, or one below a directory that others could
+/// swap it in (not root's or this user's, or writable by others without
+/// the sticky bit): anyone who could write there could replace the key,
+/// the CA or `enrollment.env`, which says which control plane the root
+/// agent obeys.
 fn check_out_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt;
+    let euid = rustix::process::geteuid().as_raw();
     let meta = std::fs::symlink_metadata(dir).with_context(|| format!("{}", dir.display()))?;
     if meta.file_type().is_symlink() || !meta.is_dir() {
         bail!("{}: not a directory (a symlink is refused)", dir.display());
     }
-    if meta.uid() != rustix::process::geteuid().as_raw() {
+    if meta.uid() != euid {
         bail!(
             "{}: owned by uid {}, not by this user; the key must go in a directory only this user controls",
             dir.display(),
@@ -55,6 +69,23 @@ fn check_out_dir(dir: &Path) -> anyhow::Result<()> {
             dir.display(),
             meta.mode() & 0o7777
         );
+    }
+    let resolved = dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))?;
+    for ancestor in resolved.ancestors().skip(1) {
+        let meta =
+            std::fs::metadata(ancestor).with_context(|| format!("{}", ancestor.display()))?;
+        let sticky = meta.mode() & 0o1000 != 0;
+        if (meta.uid() != 0 && meta.uid() != euid) || (meta.mode() & 0o022 != 0 && !sticky) {
+            bail!(
+                "{}: lies in {}, which others could use to swap it (owner uid {}, mode {:o}); choose a directory under root's own (the default /etc/vigil/tls)",
+                dir.display(),
+                ancestor.display(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            );
+        }
     }
     Ok(())
 }
@@ -72,6 +103,14 @@ pub async fn enroll(config: &AgentConfig, token: &str, out_dir: &Path) -> anyhow
     let ca_pem = std::fs::read_to_string(ca_path)
         .with_context(|| format!("reading {}", ca_path.display()))?;
     let agent_id = config.resolved_agent_id();
+    // Before the token is spent: a directory that would be refused must
+    // not cost the token.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(out_dir)
+        .with_context(|| format!("creating {}", out_dir.display()))?;
+    check_out_dir(out_dir)?;
     let (csr_pem, key_pem) = vigil_pki::certificate_request()?;
     let host = crate::ship::control_plane_tls::host_of(&config.control_plane);
     let channel = Endpoint::from_shared(config.control_plane.clone())?
@@ -100,12 +139,6 @@ pub async fn enroll(config: &AgentConfig, token: &str, out_dir: &Path) -> anyhow
             bail!("the control plane sent a certificate for {other:?}, not agent {agent_id:?}")
         }
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(out_dir)
-        .with_context(|| format!("creating {}", out_dir.display()))?;
-    check_out_dir(out_dir)?;
     replace_pair(
         &out_dir.join("agent.key"),
         &key_pem,
@@ -179,6 +212,18 @@ mod tests {
         std::os::unix::fs::symlink(&tls, &link).unwrap();
         let e = check_out_dir(&link).unwrap_err().to_string();
         assert!(e.contains("symlink"), "{e}");
+        // Below a directory others may write to (no sticky bit).
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let inner = open.join("tls");
+        std::fs::create_dir(&inner).unwrap();
+        std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let e = check_out_dir(&inner).unwrap_err().to_string();
+        assert!(e.contains("others could use to swap it"), "{e}");
+        // With the sticky bit (like /tmp) nobody can rename another's entry.
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        check_out_dir(&inner).unwrap();
     }
 
     #[test]
@@ -186,6 +231,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("token");
         std::fs::write(&f, "vjt1.abc.def\n").unwrap();
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        let e = read_token(None, Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("must be this user's and 0600"), "{e}");
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         assert_eq!(read_token(None, Some(&f)).unwrap(), "vjt1.abc.def");
         std::fs::write(&f, "two words").unwrap();
         assert!(read_token(None, Some(&f)).is_err());

@@ -92,20 +92,26 @@ fn staged_name(path: &Path) -> anyhow::Result<std::path::PathBuf> {
 /// Writes and syncs `.NAME.new` (made anew with `O_EXCL` at `mode`).
 fn stage(path: &Path, contents: &str, mode: u32) -> anyhow::Result<std::path::PathBuf> {
     let tmp = staged_name(path)?;
-    let _ = std::fs::remove_file(&tmp);
+    write_new_file(&tmp, contents, mode)?;
+    Ok(tmp)
+}
+
+/// Writes `path` anew (whatever was there removed, then made with
+/// `O_EXCL` at `mode`, so never through a planted symlink) and syncs it.
+pub fn write_new_file(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
+    let _ = std::fs::remove_file(path);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
     f.write_all(contents.as_bytes())
         .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    Ok(tmp)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
-fn sync_dir(path: &Path) -> anyhow::Result<()> {
+pub fn sync_dir(path: &Path) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
