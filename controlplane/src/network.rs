@@ -34,11 +34,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone, Default)]
 pub struct GrpcNetwork {
     tls: Option<ClientTlsConfig>,
+    /// Channels for forwarded writes, by address (kept, so a write does
+    /// not pay a handshake).
+    forwarding: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Channel>>>,
 }
 
 impl GrpcNetwork {
     pub fn new(tls: Option<ClientTlsConfig>) -> Self {
-        Self { tls }
+        Self {
+            tls,
+            forwarding: Default::default(),
+        }
     }
 
     /// A channel to `addr` (host:port), connected on first use.
@@ -60,6 +66,48 @@ impl GrpcNetwork {
                 .map_err(|e| format!("TLS to {addr}: {e}"))?;
         }
         Ok(endpoint.connect_lazy())
+    }
+}
+
+/// How long a forwarded write may take (commit included).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl GrpcNetwork {
+    /// Has the leader at `addr` propose `cmd`: its result, or why the
+    /// write did not get there (Err) or failed there (Ok(Err)).
+    pub async fn forward_write(
+        &self,
+        addr: &str,
+        cmd: &crate::raft_types::Command,
+    ) -> Result<Result<crate::raft_types::CommandResult, String>, String> {
+        let cached = self
+            .forwarding
+            .lock()
+            .ok()
+            .and_then(|c| c.get(addr).cloned());
+        let channel = match cached {
+            Some(c) => c,
+            None => {
+                let c = GrpcNetwork::channel(self.tls.as_ref(), addr)?;
+                if let Ok(mut cache) = self.forwarding.lock() {
+                    // A handful of nodes: no eviction needed beyond a cap.
+                    if cache.len() > 16 {
+                        cache.clear();
+                    }
+                    cache.insert(addr.to_string(), c.clone());
+                }
+                c
+            }
+        };
+        let json = serde_json::to_vec(cmd).map_err(|e| format!("encoding: {e}"))?;
+        let mut client = RaftServiceClient::new(channel).max_encoding_message_size(64 << 20);
+        let call = client.client_write(pb::RaftPayload { json });
+        let reply = tokio::time::timeout(FORWARD_TIMEOUT, call)
+            .await
+            .map_err(|_| format!("no answer within {FORWARD_TIMEOUT:?}"))?
+            .map_err(|s| format!("{}: {}", s.code(), s.message()))?
+            .into_inner();
+        serde_json::from_slice(&reply.json).map_err(|e| format!("decoding the reply: {e}"))
     }
 }
 

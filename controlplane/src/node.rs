@@ -17,6 +17,8 @@ pub enum WriteError {
     NotLeader { leader: String },
     #[error("raft: {0}")]
     Raft(String),
+    #[error("forwarding the write to the leader at {leader}: {why}")]
+    Forward { leader: String, why: String },
 }
 
 impl From<WriteError> for tonic::Status {
@@ -29,6 +31,8 @@ pub struct ControlPlaneNode {
     pub node_id: NodeId,
     pub raft: Raft,
     pub state: StateReader,
+    /// How this node reaches the others (forwarded writes).
+    network: GrpcNetwork,
 }
 
 impl ControlPlaneNode {
@@ -54,7 +58,7 @@ impl ControlPlaneNode {
             ..Default::default()
         }
         .validate()?;
-        let raft = Raft::new(node_id, Arc::new(config), network, log, sm).await?;
+        let raft = Raft::new(node_id, Arc::new(config), network.clone(), log, sm).await?;
         if !joining && !raft.is_initialized().await? {
             let members = BTreeMap::from([(node_id, BasicNode { addr: address })]);
             raft.initialize(members).await?;
@@ -64,23 +68,32 @@ impl ControlPlaneNode {
             node_id,
             raft,
             state,
+            network,
         }))
     }
 
-    /// Proposes `cmd` and waits until it is committed and applied.
+    /// Proposes `cmd` and waits until it is committed and applied; on a
+    /// node that is not the leader, the leader proposes it
+    /// (`RaftService.ClientWrite`), so any node takes any write.
     pub async fn write(&self, cmd: Command) -> Result<CommandResult, WriteError> {
-        match self.raft.client_write(cmd).await {
-            Ok(resp) => Ok(resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(WriteError::NotLeader {
-                    leader: f
-                        .leader_node
-                        .map(|n| n.addr)
-                        .unwrap_or_else(|| "unknown".into()),
-                })
-            }
-            Err(e) => Err(WriteError::Raft(e.to_string())),
-        }
+        let forwarded = match self.raft.client_write(cmd.clone()).await {
+            Ok(resp) => return Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f,
+            Err(e) => return Err(WriteError::Raft(e.to_string())),
+        };
+        let Some(leader) = forwarded.leader_node else {
+            return Err(WriteError::NotLeader {
+                leader: "unknown".into(),
+            });
+        };
+        self.network
+            .forward_write(&leader.addr, &cmd)
+            .await
+            .map_err(|why| WriteError::Forward {
+                leader: leader.addr.clone(),
+                why,
+            })?
+            .map_err(WriteError::Raft)
     }
 
     /// The leader's id, if one is known.

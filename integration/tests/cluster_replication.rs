@@ -1,5 +1,6 @@
 //! Three control-plane nodes as real processes over mutual TLS on
-//! loopback: two join the first (`--join`), writes replicate, the leader
+//! loopback: two join the first (`--join`), writes sent to any node are
+//! forwarded to the leader and replicate, the leader
 //! is killed with SIGKILL and the other two elect a new one and go on
 //! writing, and the killed node restarts and catches up. Peers that try to
 //! speak raft without a node's certificate, or for another node, are
@@ -122,8 +123,9 @@ async fn three_nodes_replicate_survive_a_killed_leader_and_catch_up() {
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", logs(&nodes)));
 
-    // A write on the leader reaches every node's state machine.
-    write(&fleet, first, &admin, "a1").await.unwrap();
+    // A write sent to a follower is forwarded to the leader and reaches
+    // every node's state machine.
+    write(&fleet, nodes[1].port, &admin, "a1").await.unwrap();
     wait_everywhere(&fleet, &admin, &ports, &["a1"], &nodes).await;
 
     // Kill the leader outright: the other two elect one of themselves.
@@ -148,7 +150,11 @@ async fn three_nodes_replicate_survive_a_killed_leader_and_catch_up() {
         "a new leader {:?} after the leader was killed",
         killed_at.elapsed()
     );
-    write(&fleet, new_leader_port, &admin, "b2").await.unwrap();
+    let follower_port = survivors
+        .into_iter()
+        .find(|p| *p != new_leader_port)
+        .unwrap();
+    write(&fleet, follower_port, &admin, "b2").await.unwrap();
     wait_everywhere(&fleet, &admin, &survivors, &["a1", "b2"], &nodes).await;
 
     // The killed node restarts (no --join: it is a member) and catches up.
@@ -233,6 +239,25 @@ async fn only_a_node_speaks_raft_and_only_for_itself() {
             "{}",
             refused.message()
         );
+    }
+    // Nor propose a write past the admin service's checks (a forwarded
+    // write is proposed as it comes).
+    let unsigned = raft_pb::RaftPayload {
+        json: serde_json::to_vec(&serde_json::json!({
+            "revoke_workload.v1": {"id": "w-1"}
+        }))
+        .unwrap(),
+    };
+    for who in [
+        admin.clone(),
+        fleet.issue(Identity::agent("host-1").unwrap()),
+    ] {
+        let refused = raft(who)
+            .await
+            .client_write(unsigned.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     }
     let node3 = fleet.issue(Identity::node("3").unwrap());
     let refused = raft(node3.clone())

@@ -87,9 +87,10 @@ pub fn need(path: &str) -> Option<Need> {
         ("vigil.agent.v1.AgentService", "Enroll") => Need::Enrollment,
         ("vigil.agent.v1.AgentService", "Renew") => Need::Agent,
         ("vigil.siem.v1.SiemExport", "Subscribe") => Need::Operator(SiemReader),
-        ("vigil.raft.v1.RaftService", "AppendEntries" | "Vote" | "InstallSnapshot" | "Join") => {
-            Need::Node
-        }
+        (
+            "vigil.raft.v1.RaftService",
+            "AppendEntries" | "Vote" | "InstallSnapshot" | "Join" | "ClientWrite",
+        ) => Need::Node,
         ("vigil.admin.v1.AdminService", method) => Need::Operator(match method {
             "QueryAlerts" | "FollowAlerts" | "ClusterStatus" | "GetAgent" | "ListPolicies"
             | "GetPolicy" | "ListWorkloads" | "ListAudit" | "VerifyAudit" => Viewer,

@@ -106,6 +106,13 @@ impl pb::raft_service_server::RaftService for RaftServiceImpl {
         encode(&self.node.raft.install_snapshot(rpc).await)
     }
 
+    async fn client_write(
+        &self,
+        req: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
+        self.client_write_here(req).await
+    }
+
     async fn join(
         &self,
         req: Request<pb::JoinRequest>,
@@ -166,6 +173,35 @@ impl pb::raft_service_server::RaftService for RaftServiceImpl {
 }
 
 impl RaftServiceImpl {
+    /// A forwarded write, proposed here (never forwarded again: a node
+    /// that is not the leader says so and the sender gives up).
+    async fn client_write_here(
+        &self,
+        req: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
+        let cmd: crate::raft_types::Command = decode("client write", req.get_ref())?;
+        match self.node.raft.client_write(cmd).await {
+            Ok(resp) => encode(&Ok::<_, String>(resp.data)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                let leader = f.leader_node.map(|n| n.addr).unwrap_or_default();
+                let mut status = Status::unavailable(format!(
+                    "node {} is not the leader (leader: {})",
+                    self.node.node_id,
+                    if leader.is_empty() {
+                        "unknown"
+                    } else {
+                        &leader
+                    }
+                ));
+                if let Ok(value) = leader.parse() {
+                    status.metadata_mut().insert(LEADER_METADATA, value);
+                }
+                Err(status)
+            }
+            Err(e) => encode(&Err::<crate::raft_types::CommandResult, _>(e.to_string())),
+        }
+    }
+
     /// A membership change that did not happen: UNAVAILABLE with the
     /// leader's address when this node is not the leader.
     fn refusal(&self, e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Status {
