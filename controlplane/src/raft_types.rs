@@ -106,6 +106,13 @@ pub enum Command {
     RevokeCertificate {
         certificate: vigil_domain::RevokedCertificate,
     },
+    /// As `revoke_certificate.v1`, and when the certificate was renewed
+    /// since, what its renewals led to is revoked too (renewals only: a
+    /// re-enrollment starts a new line the operator chose).
+    #[serde(rename = "revoke_certificate.v2")]
+    RevokeCertificateV2 {
+        certificate: vigil_domain::RevokedCertificate,
+    },
     /// An agent's certificate is renewed: the one it presented
     /// (`presented_serial`) is superseded by the new one and from then on
     /// accepted only to ask for that renewal again (a lost reply), which

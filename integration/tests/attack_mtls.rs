@@ -928,14 +928,15 @@ async fn a_certificate_renewed_under_a_steady_finding_stream_loses_nothing() {
     missing.unwrap_or_else(|e| panic!("{e}\n{}", agent.log_text()));
 }
 
-/// Renewal cannot outlive revocation (reviews H1/M1, F1/F2/F4): a
-/// certificate renews once and is retired by it (refused for streams from
-/// then on, and an open stream ends); asked again for the same key (a lost
-/// reply) it gets the same certificate back, for another key nothing; a
-/// fresh certificate cannot renew again within a minute; an enrolled agent
-/// id cannot be enrolled again with a token not made for it; and revoking
-/// the certificate an operator holds revokes the agent's current one.
-/// Every renewal is audited with both serials.
+/// Renewal cannot outlive revocation (reviews H1/M1, F1/F2/F4 and their
+/// re-review): a certificate renews once and is retired by it (refused for
+/// streams from then on, and an open stream ends); asked again for the
+/// same key (a lost reply) it gets the same certificate back, for another
+/// key nothing; a fresh certificate cannot renew again within a minute;
+/// revoking the certificate an operator holds revokes what it was renewed
+/// into; an enrolled agent id cannot be enrolled again with a token not
+/// made for it, and a re-enrollment with one is a new line the old file
+/// does not revoke. Every renewal is audited with both serials.
 #[tokio::test]
 async fn a_renewal_retires_the_old_certificate_and_cannot_escape_revocation() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1068,9 +1069,45 @@ async fn a_renewal_retires_the_old_certificate_and_cannot_escape_revocation() {
         soon.message()
     );
 
+    // The operator revokes the certificate file they hold (the first):
+    // what it was renewed into is revoked with it, and the host is cut off.
+    admin
+        .revoke_certificate(admin_pb::RevokeCertificateRequest {
+            serial: serial_of(&first.cert_pem),
+            identity: "agent host-n".into(),
+            reason: "host compromised".into(),
+        })
+        .await
+        .expect("revoking the first certificate");
+    let revoked = stream_with(second.clone()).await.unwrap_err();
+    assert_eq!(revoked.code(), Code::PermissionDenied, "{revoked:?}");
+    assert!(
+        revoked.message().contains(&serial_of(&second.cert_pem))
+            && revoked.message().contains("revoked"),
+        "{}",
+        revoked.message()
+    );
+    let listed = admin
+        .list_revoked_certificates(admin_pb::ListRevokedCertificatesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let listed_serials: Vec<&str> = listed
+        .certificates
+        .iter()
+        .map(|c| c.serial.as_str())
+        .collect();
+    assert!(
+        listed_serials.contains(&serial_of(&first.cert_pem).as_str())
+            && listed_serials.contains(&serial_of(&second.cert_pem).as_str()),
+        "{listed:?}"
+    );
+    assert!(format!("{listed:?}").contains("renewed from"), "{listed:?}");
+
     // host-n is enrolled: a token not made for it cannot enroll it again
-    // (a second, parallel identity); one made for it can, and retires
-    // the certificate it had.
+    // (a second, parallel identity); one made for it can (the operator
+    // re-admits the cleaned host), and that new line is not revoked by
+    // naming the old file again.
     let token = |agent_id: &str| {
         let mut admin = admin.clone();
         let agent_id = agent_id.to_string();
@@ -1114,39 +1151,21 @@ async fn a_renewal_retires_the_old_certificate_and_cannot_escape_revocation() {
     let third = enroll(token("host-n").await)
         .await
         .expect("re-enrollment with a token made for host-n");
-    let retired = stream_with(second.clone()).await.unwrap_err();
-    assert_eq!(retired.code(), Code::PermissionDenied, "{retired:?}");
     stream_with(third.clone())
         .await
         .expect("the re-enrolled certificate opens a stream");
-
-    // The operator revokes the certificate file they hold (the first):
-    // the agent's current one (the third) is what gets revoked.
-    admin
+    let again = admin
         .revoke_certificate(admin_pb::RevokeCertificateRequest {
             serial: serial_of(&first.cert_pem),
             identity: "agent host-n".into(),
-            reason: "host compromised".into(),
+            reason: "again".into(),
         })
         .await
-        .expect("revoking the first certificate");
-    let revoked = stream_with(third.clone()).await.unwrap_err();
-    assert_eq!(revoked.code(), Code::PermissionDenied, "{revoked:?}");
-    assert!(
-        revoked.message().contains(&serial_of(&third.cert_pem))
-            && revoked.message().contains("revoked"),
-        "{}",
-        revoked.message()
-    );
-    let listed = admin
-        .list_revoked_certificates(admin_pb::ListRevokedCertificatesRequest {})
+        .unwrap_err();
+    assert!(again.message().contains("already revoked"), "{again:?}");
+    stream_with(third.clone())
         .await
-        .unwrap()
-        .into_inner();
-    assert!(
-        format!("{listed:?}").contains("current certificate"),
-        "{listed:?}"
-    );
+        .expect("the re-enrolled line is not revoked by the old file");
 
     let entries = admin
         .list_audit(admin_pb::ListAuditRequest {

@@ -192,6 +192,14 @@ pub fn certificate_request_for(key_pem: &str) -> Result<String, PkiError> {
         .map_err(cert_err("encoding the certificate request"))
 }
 
+/// The DER SubjectPublicKeyInfo a certificate request (PEM) asks for (its
+/// signature verified).
+pub fn public_key_info_of_request(csr_pem: &str) -> Result<Vec<u8>, PkiError> {
+    let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+        .map_err(cert_err("reading the certificate request"))?;
+    Ok(csr.public_key.subject_public_key_info())
+}
+
 /// The DER SubjectPublicKeyInfo of a private key (PEM): what
 /// [`crate::CertificateInfo::public_key_der`] of its certificate is, so a
 /// key and a certificate can be checked to belong together.

@@ -28,8 +28,8 @@ mod identity;
 mod join_token;
 
 pub use authority::{
-    certificate_request, certificate_request_for, public_key_info_of, CertificateAuthority,
-    IssuedCertificate, LeafRequest, PkiError,
+    certificate_request, certificate_request_for, public_key_info_of, public_key_info_of_request,
+    CertificateAuthority, IssuedCertificate, LeafRequest, PkiError,
 };
 pub use certificate_info::{CertificateInfo, CertificateInfoError};
 pub use identity::{Identity, IdentityError, OperatorRole, TRUST_DOMAIN};

@@ -46,6 +46,20 @@ pub fn finish_interrupted_pair(key: &Path, cert: &Path) -> anyhow::Result<bool> 
     // Not while a renewal in this process is between its steps (a session
     // starting then would take its staged key for debris).
     let _one_at_a_time = PAIR.lock().unwrap_or_else(|p| p.into_inner());
+    finish_locked(key, cert)
+}
+
+/// The key and the certificate as they are now, read together (never one
+/// from before a replacement and one from after), an interrupted
+/// replacement completed first.
+pub fn read_pair(key: &Path, cert: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let _one_at_a_time = PAIR.lock().unwrap_or_else(|p| p.into_inner());
+    finish_locked(key, cert)?;
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    Ok((read(key)?, read(cert)?))
+}
+
+fn finish_locked(key: &Path, cert: &Path) -> anyhow::Result<bool> {
     let (staged_key, staged_cert) = (staged_name(key)?, staged_name(cert)?);
     let Ok(cert_pem) = std::fs::read_to_string(&staged_cert) else {
         let _ = std::fs::remove_file(&staged_key);

@@ -412,7 +412,7 @@ impl AdminService for AdminServiceImpl {
         let (identity, reason) = (certificate.identity.clone(), certificate.reason.clone());
         let result = self
             .node
-            .write(Command::RevokeCertificate { certificate })
+            .write(Command::RevokeCertificateV2 { certificate })
             .await?;
         if let CommandResult::Refused { reason } = result {
             return Err(Status::already_exists(reason));

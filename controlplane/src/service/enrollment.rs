@@ -100,6 +100,46 @@ impl Enrollment {
         let identity = Identity::agent(agent_id)
             .map_err(|e| Status::invalid_argument(format!("agent id: {e}")))?;
         let now = time::OffsetDateTime::now_utc();
+        let refuse = |reason: String| {
+            events.report(SecurityEvent::Denied {
+                caller: format!("agent {agent_id}"),
+                peer: None,
+                what: "/vigil.agent.v1.AgentService/Renew".into(),
+                why: reason.clone(),
+            });
+            Status::failed_precondition(format!("renewal refused: {reason}"))
+        };
+        // What this node already holds settles most repeats without a
+        // signature or a raft write (what it holds is committed: a retired
+        // certificate stays retired, a renewal time only grows).
+        let read = |e: crate::store::ReadError| Status::internal(e.to_string());
+        if let Some(s) = node.state.supersession(presented_serial).map_err(read)? {
+            let asked = vigil_pki::public_key_info_of_request(csr_pem)
+                .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
+            let stored = vigil_pki::CertificateInfo::from_pem(&s.new_certificate_pem)
+                .ok()
+                .map(|c| c.public_key_der);
+            return match stored {
+                Some(stored) if stored == asked && s.agent_id == agent_id => {
+                    Ok(pb::RenewResponse {
+                        certificate_pem: s.new_certificate_pem,
+                    })
+                }
+                _ => Err(refuse(format!(
+                    "certificate {presented_serial} was already renewed (as {}), for another key",
+                    s.new_serial
+                ))),
+            };
+        }
+        if let Some(last) = node.state.last_renewal(agent_id).map_err(read)? {
+            let since = (now.unix_timestamp_nanos() as i64).saturating_sub(last);
+            if since < crate::store::MIN_RENEWAL_INTERVAL_NANOS {
+                return Err(refuse(format!(
+                    "agent {agent_id} renewed its certificate {} s ago; at most one renewal a minute",
+                    since.max(0) / 1_000_000_000
+                )));
+            }
+        }
         let certificate_pem = self
             .ca
             .sign_request(csr_pem, &LeafRequest::new(identity, now, self.days))
@@ -122,17 +162,7 @@ impl Enrollment {
                 tracing::info!(agent = %agent_id, old = %presented_serial, "agent certificate renewed");
                 Ok(pb::RenewResponse { certificate_pem })
             }
-            CommandResult::Refused { reason } => {
-                events.report(SecurityEvent::Denied {
-                    caller: format!("agent {agent_id}"),
-                    peer: None,
-                    what: "/vigil.agent.v1.AgentService/Renew".into(),
-                    why: reason.clone(),
-                });
-                Err(Status::failed_precondition(format!(
-                    "renewal refused: {reason}"
-                )))
-            }
+            CommandResult::Refused { reason } => Err(refuse(reason)),
             other => Err(Status::internal(format!(
                 "renewal: unexpected result {other:?}"
             ))),

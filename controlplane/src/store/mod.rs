@@ -8,7 +8,8 @@ mod state_machine;
 pub use database::open_stores;
 pub use log_store::SledLogStore;
 pub use state_machine::{
-    AlertTally, CertificateStanding, ReadError, SledStateMachine, StateReader,
+    AlertTally, CertificateStanding, ReadError, SledStateMachine, StateReader, Supersession,
+    MIN_RENEWAL_INTERVAL_NANOS,
 };
 
 #[cfg(test)]

@@ -63,7 +63,9 @@ const LAST_RENEWAL_PREFIX: &[u8] = b"last_renewal/";
 /// first renewal).
 const CURRENT_CERT_PREFIX: &[u8] = b"current_cert/";
 /// At most one renewal per agent in this long (proposer's clock).
-const MIN_RENEWAL_INTERVAL_NANOS: i64 = 60_000_000_000;
+pub const MIN_RENEWAL_INTERVAL_NANOS: i64 = 60_000_000_000;
+/// Renewals a revocation follows at most (one a minute: 69 days).
+const MAX_RENEWAL_CHAIN: u32 = 100_000;
 /// (index, hash) of the newest audit entry.
 const AUDIT_HEAD: &[u8] = b"meta/audit_head";
 const ALERT_TALLY: &[u8] = b"meta/alert_tally";
@@ -308,6 +310,22 @@ impl StateReader {
     /// refused: revoked, or superseded by a renewal.
     pub fn certificate_revoked(&self, serial: &str) -> Result<bool, ReadError> {
         Ok(self.certificate_standing(serial)? != CertificateStanding::Good)
+    }
+
+    /// The renewal (or re-enrollment) that replaced a certificate.
+    pub fn supersession(&self, serial: &str) -> Result<Option<Supersession>, ReadError> {
+        self.tree
+            .get(prefixed(SUPERSEDED_CERT_PREFIX, serial.as_bytes()))?
+            .map(|v| decode(serial.as_bytes(), &v))
+            .transpose()
+    }
+
+    /// When an agent last renewed its certificate (unix nanos).
+    pub fn last_renewal(&self, agent_id: &str) -> Result<Option<i64>, ReadError> {
+        self.tree
+            .get(prefixed(LAST_RENEWAL_PREFIX, agent_id.as_bytes()))?
+            .map(|v| decode(agent_id.as_bytes(), &v))
+            .transpose()
     }
 
     /// What the control plane holds of a certificate, by serial.
@@ -620,25 +638,7 @@ impl SledStateMachine {
                 batch.insert(k, json(&record)?);
                 Ok(CommandResult::Done)
             }
-            Command::RevokeCertificate { mut certificate } => {
-                // A certificate renewed (or re-enrolled) since: what is
-                // revoked is its agent's current one, so revoking the file
-                // an operator holds cuts the host off however often it
-                // renewed.
-                let named = certificate.serial.clone();
-                if let Some(s) = self
-                    .get_json::<Supersession>(&prefixed(SUPERSEDED_CERT_PREFIX, named.as_bytes()))?
-                {
-                    if let Some(current) = self
-                        .get_json::<String>(&prefixed(CURRENT_CERT_PREFIX, s.agent_id.as_bytes()))?
-                    {
-                        certificate.serial = current;
-                        certificate.reason = format!(
-                            "{} (named as {named}, since replaced by agent {}'s current certificate)",
-                            certificate.reason, s.agent_id
-                        );
-                    }
-                }
+            Command::RevokeCertificate { certificate } => {
                 let k = prefixed(REVOKED_CERT_PREFIX, certificate.serial.as_bytes());
                 if self.tree.get(&k).map_err(sm_read_err)?.is_some() {
                     return Ok(CommandResult::Refused {
@@ -646,6 +646,56 @@ impl SledStateMachine {
                     });
                 }
                 batch.insert(k, json(&certificate)?);
+                Ok(CommandResult::Done)
+            }
+            Command::RevokeCertificateV2 { certificate } => {
+                // The named certificate, and the one its renewals led to
+                // (renewals only: a re-enrollment is a new line), so
+                // revoking the file an operator holds cuts the host off
+                // however often it renewed.
+                let named = certificate.serial.clone();
+                let mut last = named.clone();
+                let mut hops = 0u32;
+                while let Some(s) = self
+                    .get_json::<Supersession>(&prefixed(SUPERSEDED_CERT_PREFIX, last.as_bytes()))?
+                {
+                    if s.new_certificate_pem.is_empty() {
+                        break;
+                    }
+                    last = s.new_serial;
+                    hops += 1;
+                    if hops > MAX_RENEWAL_CHAIN {
+                        return Ok(CommandResult::Refused {
+                            reason: format!(
+                                "certificate {named} was renewed more than {MAX_RENEWAL_CHAIN} times; revoke its agent's current certificate by serial"
+                            ),
+                        });
+                    }
+                }
+                let mut revoked_any = false;
+                for serial in [named.clone(), last.clone()] {
+                    let k = prefixed(REVOKED_CERT_PREFIX, serial.as_bytes());
+                    if self.tree.get(&k).map_err(sm_read_err)?.is_some()
+                        || (revoked_any && serial == named)
+                    {
+                        continue;
+                    }
+                    let mut record = certificate.clone();
+                    if serial != named {
+                        record.serial = serial.clone();
+                        record.reason = format!(
+                            "{} (renewed from {named}, {hops} renewal(s) before)",
+                            certificate.reason
+                        );
+                    }
+                    batch.insert(k, json(&record)?);
+                    revoked_any = true;
+                }
+                if !revoked_any {
+                    return Ok(CommandResult::Refused {
+                        reason: format!("certificate {named} is already revoked"),
+                    });
+                }
                 Ok(CommandResult::Done)
             }
             Command::RenewCertificate {
@@ -747,7 +797,23 @@ impl SledStateMachine {
                     });
                 }
                 let current_key = prefixed(CURRENT_CERT_PREFIX, agent_id.as_bytes());
-                if let Some(previous) = self.get_json::<String>(&current_key)? {
+                let previous = self.get_json::<String>(&current_key)?;
+                // Enrolled before: a current certificate on record, or
+                // (agents from before the record, or given certificates by
+                // hand) an agent that has registered.
+                let known = previous.is_some()
+                    || self
+                        .tree
+                        .contains_key(prefixed(AGENT_PREFIX, agent_id.as_bytes()))
+                        .map_err(sm_read_err)?;
+                if known && record.for_agent.as_deref() != Some(agent_id.as_str()) {
+                    return Ok(CommandResult::Refused {
+                        reason: format!(
+                            "agent {agent_id} is enrolled already; enrolling it again takes a token made for it (vigilctl agent token --agent-id {agent_id})"
+                        ),
+                    });
+                }
+                if let Some(previous) = previous {
                     if record.for_agent.as_deref() != Some(agent_id.as_str()) {
                         return Ok(CommandResult::Refused {
                             reason: format!(
@@ -880,15 +946,15 @@ impl SledStateMachine {
 }
 
 /// A certificate replaced by a renewal (or a re-enrollment).
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct Supersession {
-    new_serial: String,
-    agent_id: String,
-    at_unix_nanos: i64,
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Supersession {
+    pub new_serial: String,
+    pub agent_id: String,
+    pub at_unix_nanos: i64,
     /// What the renewal handed out, to hand out again when it is asked
     /// again for the same key (empty for a re-enrollment).
     #[serde(default)]
-    new_certificate_pem: String,
+    pub new_certificate_pem: String,
 }
 
 /// What the control plane holds of a certificate.
@@ -1012,6 +1078,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
                     revocations_changed |= matches!(
                         cmd,
                         Command::RevokeCertificate { .. }
+                            | Command::RevokeCertificateV2 { .. }
                             | Command::RenewCertificate { .. }
                             | Command::UseJoinTokenV2 { .. }
                     );
