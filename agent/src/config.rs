@@ -15,7 +15,9 @@ pub struct AgentConfig {
     #[command(subcommand)]
     pub command: Option<AgentCommand>,
 
-    /// Control plane gRPC endpoint.
+    /// Control plane gRPC endpoint, or the endpoints of a cluster's
+    /// nodes, comma-separated: the agent uses one at a time and moves to
+    /// the next when it cannot reach it.
     #[arg(
         long,
         global = true,
@@ -50,7 +52,8 @@ pub struct AgentConfig {
 
     /// Renew the certificate when it has at most this many seconds left
     /// (default: a third of its lifetime). The control plane signs a new
-    /// key's request; open streams go on, the next connection uses it.
+    /// key's request and retires the old certificate, which ends the
+    /// stream opened with it; the agent reconnects with the new one.
     #[arg(long, env = "VIGIL_TLS_RENEW_WITHIN_SECS", value_name = "SECS")]
     pub tls_renew_within_secs: Option<u64>,
 
@@ -226,6 +229,12 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
+    /// The control plane's endpoints (`--control-plane a,b,c`: the nodes
+    /// of a cluster, tried in turn).
+    pub fn control_planes(&self) -> Vec<String> {
+        vigil_proto::endpoint::split_endpoints(&self.control_plane)
+    }
+
     pub fn heartbeat(&self) -> Duration {
         Duration::from_secs(self.heartbeat_secs.max(1))
     }

@@ -86,7 +86,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let renewal = tls.clone().map(|tls| {
         tokio::spawn(crate::ship::certificate_renewal::run(
             tls,
-            config.control_plane.clone(),
+            config.control_planes(),
             crate::ship::certificate_renewal::RenewalPolicy {
                 within: config
                     .tls_renew_within_secs
@@ -99,7 +99,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         spool.clone(),
         config.spool_memory_findings,
         ShipperConfig {
-            endpoint: config.control_plane.clone(),
+            endpoints: config.control_planes(),
             tls,
             hello: AgentIdentity {
                 agent_id: config.resolved_agent_id(),

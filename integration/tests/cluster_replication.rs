@@ -303,3 +303,113 @@ async fn only_a_node_speaks_raft_and_only_for_itself() {
     let s = status(&fleet, port, &admin).await.unwrap();
     assert_eq!((s.leader_id, s.term), (1, 1), "{s:?}");
 }
+
+/// An agent given every node (`--control-plane a,b,c`) moves to another
+/// when the one it streams to is killed, and every finding lands: before
+/// the kill, across it and after. Root: the agent's eBPF sensors.
+#[tokio::test]
+async fn an_agent_fails_over_to_another_node_and_loses_no_finding() {
+    use vigil_integration::{privileged, python_opens, Agent};
+    if !privileged("an_agent_fails_over_to_another_node_and_loses_no_finding") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = TlsFleet::new(tmp.path(), "fleet");
+    let admin = fleet.issue(Identity::operator(OperatorRole::Admin, "alice").unwrap());
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut nodes: Vec<Node> = (1..=3)
+        .map(|id| Node {
+            id,
+            port: ports[id as usize - 1],
+            cp: None,
+        })
+        .collect();
+    nodes[0].cp = Some(start(&fleet, tmp.path(), 1, ports[0], None));
+    let first = ports[0];
+    try_wait_for("node 1 leads", Duration::from_secs(20), || {
+        let (fleet, admin) = (&fleet, &admin);
+        async move { (status(fleet, first, admin).await?.leader_id == 1).then_some(()) }
+    })
+    .await
+    .unwrap();
+    for n in &mut nodes[1..] {
+        n.cp = Some(start(&fleet, tmp.path(), n.id, n.port, Some(ports[0])));
+    }
+    try_wait_for("three members on every node", Duration::from_secs(30), || {
+        let (fleet, admin, ports) = (&fleet, &admin, &ports);
+        async move {
+            for &port in ports {
+                let s = status(fleet, port, admin).await?;
+                (s.members.len() == 3 && s.leader_id != 0).then_some(())?;
+            }
+            Some(())
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&nodes)));
+
+    // The agent lists the followers first: it streams to a follower,
+    // whose writes go to the leader.
+    let endpoints = [ports[1], ports[2], ports[0]]
+        .iter()
+        .map(|p| format!("https://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let agent_cert = fleet.issue(Identity::agent("host-f").unwrap());
+    let tls = fleet.tls_flags("host-f", &agent_cert);
+    let extra: Vec<&str> = tls.iter().map(String::as_str).collect();
+    let agent = Agent::start_with(&tmp.path().join("agent"), &endpoints, "host-f", &extra).await;
+    agent
+        .wait_for_log(
+            "a session",
+            Duration::from_secs(20),
+            &format!("connected to the control plane endpoint=https://127.0.0.1:{}", ports[1]),
+        )
+        .await;
+
+    let models = tmp.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let mut paths = Vec::new();
+    for i in 0..30 {
+        if i == 10 {
+            // Kill the node the agent streams to.
+            nodes[1].cp.as_mut().unwrap().daemon.kill();
+        }
+        let p = models.join(format!("f-{i}.onnx"));
+        std::fs::write(&p, b"").unwrap();
+        python_opens(&p);
+        paths.push(p.display().to_string());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every finding, read through a surviving node.
+    let survivor = ports[2];
+    let found = try_wait_for("every finding in the cluster", Duration::from_secs(30), || {
+        let (fleet, admin, paths) = (&fleet, &admin, &paths);
+        async move {
+            let channel = fleet.channel(survivor, admin).await.ok()?;
+            let alerts = AdminServiceClient::new(channel)
+                .query_alerts(admin_pb::QueryAlertsRequest {
+                    after_index: 0,
+                    limit: 10_000,
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .alerts;
+            let seen: BTreeSet<String> = alerts
+                .iter()
+                .filter_map(|a| a.finding.as_ref()?.file.as_ref().map(|f| f.path.clone()))
+                .collect();
+            paths.iter().all(|p| seen.contains(p)).then_some(())
+        }
+    })
+    .await;
+    found.unwrap_or_else(|e| panic!("{e}\n{}\n{}", agent.log_text(), logs(&nodes)));
+    assert!(
+        agent
+            .log_text()
+            .contains(&format!("endpoint=https://127.0.0.1:{}", ports[2])),
+        "the agent never moved to the next node:\n{}",
+        agent.log_text()
+    );
+}

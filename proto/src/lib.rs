@@ -10,6 +10,7 @@ mod agent_summary_wire;
 mod audit_wire;
 mod cluster_wire;
 mod convert;
+pub mod endpoint;
 mod gpu_wire;
 mod policy_summary_wire;
 mod revocation_wire;

@@ -15,7 +15,7 @@ pub type AdminClient = AdminServiceClient<Channel>;
 /// Where the control plane is and, for mutual TLS, who this operator is.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ControlPlaneArgs {
-    /// Control plane gRPC endpoint: https://HOST:PORT with the --tls-* files, http:// for a lab without TLS.
+    /// Control plane gRPC endpoint: https://HOST:PORT with the --tls-* files, http:// for a lab without TLS; a cluster's nodes comma-separated (the first that answers is used).
     #[arg(
         long,
         global = true,
@@ -36,16 +36,21 @@ pub struct ControlPlaneArgs {
 }
 
 impl ControlPlaneArgs {
-    /// The TLS client configuration: all three files, or none with http://.
-    fn tls(&self) -> anyhow::Result<Option<ClientTlsConfig>> {
-        let https = self.endpoint.starts_with("https://");
+    /// The endpoints, in the order they are tried.
+    fn endpoints(&self) -> Vec<String> {
+        vigil_proto::endpoint::split_endpoints(&self.endpoint)
+    }
+
+    /// The TLS client configuration for `endpoint`: all three files, or
+    /// none with http://.
+    fn tls(&self, endpoint: &str) -> anyhow::Result<Option<ClientTlsConfig>> {
+        let https = endpoint.starts_with("https://");
         let (ca, cert, key) = match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
             (None, None, None) if !https => return Ok(None),
             (Some(ca), Some(cert), Some(key)) if https => (ca, cert, key),
             (Some(_), Some(_), Some(_)) => {
                 return Err(ExitCode::Usage.error(format!(
-                    "the --tls-* files are for an https:// endpoint, not {:?}",
-                    self.endpoint
+                    "the --tls-* files are for an https:// endpoint, not {endpoint:?}"
                 )))
             }
             _ => {
@@ -56,14 +61,7 @@ impl ControlPlaneArgs {
         };
         let read =
             |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-        let host = self
-            .endpoint
-            .trim_start_matches("https://")
-            .split(['/', ':'])
-            .next()
-            .unwrap_or_default()
-            .trim_matches(['[', ']'])
-            .to_string();
+        let host = vigil_proto::endpoint::host_of(endpoint);
         Ok(Some(
             ClientTlsConfig::new()
                 .ca_certificate(Certificate::from_pem(read(ca)?))
@@ -73,29 +71,41 @@ impl ControlPlaneArgs {
     }
 }
 
-/// Connects now, so an unreachable control plane is one clear error.
+/// Connects now, to the first endpoint that can be reached, so an
+/// unreachable control plane is one clear error (naming every endpoint
+/// tried).
 pub async fn connect(target: &ControlPlaneArgs) -> anyhow::Result<AdminClient> {
-    let endpoint = &target.endpoint;
-    let mut ep = Endpoint::from_shared(endpoint.to_string())
-        .map_err(|e| ExitCode::Usage.error(format!("bad endpoint {endpoint:?}: {e}")))?
-        .connect_timeout(Duration::from_secs(3));
-    if let Some(tls) = target.tls()? {
-        ep = ep
-            .tls_config(tls)
-            .map_err(|e| ExitCode::Usage.error(format!("the TLS files: {e}")))?;
+    let endpoints = target.endpoints();
+    if endpoints.is_empty() {
+        return Err(ExitCode::Usage.error("--endpoint names no endpoint"));
     }
-    let channel = ep.connect().await.map_err(|e| {
-        let mut why = format!("{e}");
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            why.push_str(&format!(": {s}"));
-            source = s.source();
+    let mut unreachable = Vec::new();
+    for endpoint in &endpoints {
+        let mut ep = Endpoint::from_shared(endpoint.to_string())
+            .map_err(|e| ExitCode::Usage.error(format!("bad endpoint {endpoint:?}: {e}")))?
+            .connect_timeout(Duration::from_secs(3));
+        if let Some(tls) = target.tls(endpoint)? {
+            ep = ep
+                .tls_config(tls)
+                .map_err(|e| ExitCode::Usage.error(format!("the TLS files: {e}")))?;
         }
-        ExitCode::Unreachable.error(format!(
-            "cannot reach the control plane at {endpoint}: {why}"
-        ))
-    })?;
-    Ok(AdminServiceClient::new(channel))
+        match ep.connect().await {
+            Ok(channel) => return Ok(AdminServiceClient::new(channel)),
+            Err(e) => {
+                let mut why = format!("{e}");
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    why.push_str(&format!(": {s}"));
+                    source = s.source();
+                }
+                unreachable.push(format!("{endpoint}: {why}"));
+            }
+        }
+    }
+    Err(ExitCode::Unreachable.error(format!(
+        "cannot reach the control plane at {}",
+        unreachable.join("; ")
+    )))
 }
 
 /// A refused request as an error with its exit code; the message is the
@@ -165,6 +175,15 @@ mod tests {
         assert_eq!(ExitCode::of(&e), ExitCode::Unreachable);
         let e = connect(&at("not a url")).await.unwrap_err();
         assert_eq!(ExitCode::of(&e), ExitCode::Usage);
+        // Every endpoint of a list is tried and named.
+        let e = connect(&at("http://127.0.0.1:1,http://127.0.0.1:2"))
+            .await
+            .unwrap_err();
+        assert_eq!(ExitCode::of(&e), ExitCode::Unreachable);
+        assert!(
+            e.to_string().contains("127.0.0.1:1") && e.to_string().contains("127.0.0.1:2"),
+            "{e}"
+        );
     }
 
     #[tokio::test]

@@ -1,8 +1,9 @@
 //! Renews the agent's certificate before it expires: a new key made here,
 //! its request signed by the control plane (`AgentService.Renew`, over a
 //! connection with the current certificate), both files replaced. The
-//! shipper reads the files for every session, so the stream open now goes
-//! on and the next connection presents the new certificate.
+//! control plane retires the old certificate when it renews, which ends
+//! the stream opened with it; the shipper reads the files for every
+//! session, so it reconnects with the new certificate.
 
 use std::time::Duration;
 
@@ -28,21 +29,27 @@ pub struct RenewalPolicy {
 
 /// Runs until the agent stops; failures are logged and retried at the
 /// next check, never fatal.
-pub async fn run(tls: AgentTls, endpoint: String, policy: RenewalPolicy) {
+pub async fn run(tls: AgentTls, endpoints: Vec<String>, policy: RenewalPolicy) {
+    /// After a failure, the next try comes this soon at the latest: once
+    /// the control plane has renewed, the old certificate opens no stream,
+    /// so a lost reply must be asked for again quickly.
+    const RETRY_WITHIN: Duration = Duration::from_secs(30);
     loop {
+        let mut wait = policy.check_every;
         match due(&tls, policy) {
             Ok(false) => {}
-            Ok(true) => match renew(&tls, &endpoint).await {
+            Ok(true) => match renew_through_any(&tls, &endpoints).await {
                 Ok(until) => {
                     tracing::info!(cert = %tls.cert.display(), valid_until_unix = until, "certificate renewed")
                 }
                 Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "renewing the certificate failed; will retry")
+                    wait = wait.min(RETRY_WITHIN);
+                    tracing::warn!(error = %format!("{e:#}"), retry_in_secs = wait.as_secs(), "renewing the certificate failed; will retry")
                 }
             },
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "reading the certificate's expiry"),
         }
-        tokio::time::sleep(policy.check_every).await;
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -79,6 +86,11 @@ fn pending_renewal_key(
 }
 
 fn due(tls: &AgentTls, policy: RenewalPolicy) -> anyhow::Result<bool> {
+    // A renewal under way (its key made, its reply perhaps lost) is
+    // finished first, due or not.
+    if pending_key_path(&tls.key).exists() {
+        return Ok(true);
+    }
     let pem = std::fs::read_to_string(&tls.cert)
         .with_context(|| format!("reading {}", tls.cert.display()))?;
     let info = vigil_pki::CertificateInfo::from_pem(&pem)?;
@@ -86,6 +98,18 @@ fn due(tls: &AgentTls, policy: RenewalPolicy) -> anyhow::Result<bool> {
     let within = policy.within.map_or(lifetime / 3, |d| d.as_secs() as i64);
     let now = crate::clock::unix_now_nanos() / 1_000_000_000;
     Ok(info.expires_within(now, within))
+}
+
+/// Renews through the first node that answers.
+async fn renew_through_any(tls: &AgentTls, endpoints: &[String]) -> anyhow::Result<i64> {
+    let mut last = anyhow::anyhow!("no control-plane endpoint configured");
+    for endpoint in endpoints {
+        match renew(tls, endpoint).await {
+            Ok(until) => return Ok(until),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Renews; the new certificate's expiry (unix seconds).
@@ -100,7 +124,7 @@ async fn renew(tls: &AgentTls, endpoint: &str) -> anyhow::Result<i64> {
     let csr_pem = vigil_pki::certificate_request_for(&key_pem)?;
     let channel = Endpoint::from_shared(endpoint.to_string())?
         .connect_timeout(Duration::from_secs(5))
-        .tls_config(tls.client_config()?)?
+        .tls_config(tls.client_config(endpoint)?)?
         .connect()
         .await
         .with_context(|| format!("connecting to {endpoint}"))?;

@@ -17,8 +17,6 @@ pub struct AgentTls {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
-    /// The name the control plane's certificate must carry.
-    host: String,
 }
 
 impl AgentTls {
@@ -26,7 +24,14 @@ impl AgentTls {
     /// with https://; anything else is a configuration error said at
     /// start, not a silent downgrade.
     pub fn from_config(config: &AgentConfig) -> anyhow::Result<Option<AgentTls>> {
-        let https = config.control_plane.starts_with("https://");
+        let endpoints = config.control_planes();
+        let https = endpoints.iter().all(|e| e.starts_with("https://"));
+        if !https && endpoints.iter().any(|e| e.starts_with("https://")) {
+            bail!(
+                "--control-plane {:?} mixes https:// and other endpoints",
+                config.control_plane
+            );
+        }
         let (ca, cert, key) = match (&config.tls_ca, &config.tls_cert, &config.tls_key) {
             (None, None, None) if !https => return Ok(None),
             (Some(ca), Some(cert), Some(key)) if https => (ca, cert, key),
@@ -51,33 +56,23 @@ impl AgentTls {
             ca: ca.clone(),
             cert: cert.clone(),
             key: key.clone(),
-            host: host_of(&config.control_plane),
         };
-        tls.client_config()?;
+        for endpoint in &endpoints {
+            tls.client_config(endpoint)?;
+        }
         Ok(Some(tls))
     }
 
-    /// The client configuration from the files as they are now (a
+    /// The client configuration for `endpoint` (whose host the control
+    /// plane's certificate must name) from the files as they are now (a
     /// renewal a crash interrupted is completed first).
-    pub fn client_config(&self) -> anyhow::Result<ClientTlsConfig> {
-        crate::ship::identity_files::finish_interrupted_pair(&self.key, &self.cert)?;
-        let read =
-            |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    pub fn client_config(&self, endpoint: &str) -> anyhow::Result<ClientTlsConfig> {
+        let (key, cert) = crate::ship::identity_files::read_pair(&self.key, &self.cert)?;
+        let ca =
+            std::fs::read(&self.ca).with_context(|| format!("reading {}", self.ca.display()))?;
         Ok(ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read(&self.ca)?))
-            .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?))
-            .domain_name(self.host.clone()))
+            .ca_certificate(Certificate::from_pem(ca))
+            .identity(Identity::from_pem(cert, key))
+            .domain_name(vigil_proto::endpoint::host_of(endpoint)))
     }
-}
-
-/// The host part of an https:// endpoint (brackets of an IPv6 literal
-/// removed): the name the server's certificate must carry.
-pub fn host_of(endpoint: &str) -> String {
-    endpoint
-        .trim_start_matches("https://")
-        .split(['/', ':'])
-        .next()
-        .unwrap_or_default()
-        .trim_matches(['[', ']'])
-        .to_string()
 }

@@ -92,7 +92,8 @@ fn check_out_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Enrolls and writes `agent.pem`, `agent.key` and `ca.pem` to `out_dir`.
 pub async fn enroll(config: &AgentConfig, token: &str, out_dir: &Path) -> anyhow::Result<()> {
-    if !config.control_plane.starts_with("https://") {
+    let endpoints = config.control_planes();
+    if endpoints.is_empty() || !endpoints.iter().all(|e| e.starts_with("https://")) {
         bail!(
             "enrollment needs an https:// --control-plane (the token must not travel in the clear)"
         );
@@ -112,16 +113,34 @@ pub async fn enroll(config: &AgentConfig, token: &str, out_dir: &Path) -> anyhow
         .with_context(|| format!("creating {}", out_dir.display()))?;
     check_out_dir(out_dir)?;
     let (csr_pem, key_pem) = vigil_pki::certificate_request()?;
-    let host = crate::ship::control_plane_tls::host_of(&config.control_plane);
-    let channel = Endpoint::from_shared(config.control_plane.clone())?
-        .tls_config(
-            ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(&ca_pem))
-                .domain_name(host),
-        )?
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {}", config.control_plane))?;
+    // The first node that can be reached (a refusal there is final: the
+    // token is not offered to another).
+    let mut reached = None;
+    let mut unreachable = Vec::new();
+    for endpoint in &endpoints {
+        let connected = Endpoint::from_shared(endpoint.clone())?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(&ca_pem))
+                    .domain_name(vigil_proto::endpoint::host_of(endpoint)),
+            )?
+            .connect()
+            .await;
+        match connected {
+            Ok(channel) => {
+                reached = Some(channel);
+                break;
+            }
+            Err(e) => unreachable.push(format!("{endpoint}: {e}")),
+        }
+    }
+    let Some(channel) = reached else {
+        bail!(
+            "no control plane could be reached: {}",
+            unreachable.join("; ")
+        );
+    };
     let answer = AgentServiceClient::new(channel)
         .enroll(pb::EnrollRequest {
             token: token.trim().to_string(),

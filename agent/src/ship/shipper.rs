@@ -16,7 +16,9 @@ use crate::ship::spool::Spool;
 
 #[derive(Debug, Clone)]
 pub struct ShipperConfig {
-    pub endpoint: String,
+    /// The control plane's nodes: one is used at a time, the next when it
+    /// cannot be reached or ends the session.
+    pub endpoints: Vec<String>,
     /// Mutual TLS to the control plane (None: plaintext, a lab).
     pub tls: Option<crate::ship::control_plane_tls::AgentTls>,
     /// Who the agent is, said first in every session.
@@ -49,15 +51,27 @@ pub struct ShipperLinks {
 pub async fn run(spool: Spool, cfg: ShipperConfig, links: ShipperLinks, pressure: SpoolPressure) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(200);
     let mut delays = reconnect_delays(FIRST_BACKOFF, cfg.max_backoff);
+    let mut next = 0usize;
     loop {
+        let endpoint = cfg
+            .endpoints
+            .get(next % cfg.endpoints.len().max(1))
+            .cloned()
+            .unwrap_or_default();
         let started = std::time::Instant::now();
-        let Err(e) = session(&spool, &cfg, links.clone(), &pressure).await;
+        let Err(e) = session(&endpoint, &spool, &cfg, links.clone(), &pressure).await;
         if started.elapsed() > Duration::from_secs(10) {
             delays = reconnect_delays(FIRST_BACKOFF, cfg.max_backoff);
         }
-        let backoff = delays.next().unwrap_or(cfg.max_backoff);
+        // The next node; the backoff grows only once all were tried.
+        next += 1;
+        let backoff = if next.is_multiple_of(cfg.endpoints.len().max(1)) {
+            delays.next().unwrap_or(cfg.max_backoff)
+        } else {
+            FIRST_BACKOFF / 2
+        };
         tracing::warn!(
-            endpoint = %cfg.endpoint,
+            endpoint = %endpoint,
             error = %e,
             spooled = spool.len(),
             retry_in_ms = backoff.as_millis() as u64,
@@ -96,6 +110,7 @@ fn inventory_message(gpu: vigil_domain::GpuInventory) -> pb::AgentMessage {
 }
 
 async fn session(
+    endpoint_url: &str,
     spool: &Spool,
     cfg: &ShipperConfig,
     links: ShipperLinks,
@@ -107,11 +122,11 @@ async fn session(
         mut policy_status,
         requests,
     } = links;
-    let mut endpoint = Endpoint::from_shared(cfg.endpoint.clone())?
+    let mut endpoint = Endpoint::from_shared(endpoint_url.to_string())?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true);
     if let Some(tls) = &cfg.tls {
-        endpoint = endpoint.tls_config(tls.client_config()?)?;
+        endpoint = endpoint.tls_config(tls.client_config(endpoint_url)?)?;
     }
     let channel = endpoint.connect().await?;
     let mut client = AgentServiceClient::new(channel);
@@ -121,7 +136,7 @@ async fn session(
     )))
     .await?;
     let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
-    tracing::info!(endpoint = %cfg.endpoint, spooled = spool.len(), "connected to the control plane");
+    tracing::info!(endpoint = %endpoint_url, spooled = spool.len(), "connected to the control plane");
     // Every session starts with the current inventory, then sends changes.
     let current = inventory.borrow_and_update().clone();
     if let Some(gpu) = current {
