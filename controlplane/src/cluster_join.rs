@@ -11,8 +11,9 @@ use crate::network::GrpcNetwork;
 use crate::raft_types::NodeId;
 use crate::service::raft_service::LEADER_METADATA;
 
-/// How long a join keeps trying a cluster that cannot answer yet.
-const JOIN_FOR: Duration = Duration::from_secs(120);
+/// How long a join keeps trying a cluster that cannot answer yet, or has
+/// not been told by an operator to add this node.
+const JOIN_FOR: Duration = Duration::from_secs(3600);
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]

@@ -2,6 +2,7 @@
 
 pub mod audit_chain;
 pub mod cluster_join;
+pub mod cluster_membership;
 pub mod config;
 pub mod metrics;
 pub mod mtls;

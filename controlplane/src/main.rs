@@ -96,7 +96,7 @@ async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
     } else {
         tracing::warn!(
             %addr,
-            "the gRPC listener is plaintext and unauthenticated: whoever reaches it can read alerts, push policy and pose as any agent (a lab only; give --tls-ca, --tls-cert and --tls-key)"
+            "the gRPC listener is plaintext and unauthenticated: whoever reaches it can read alerts, push policy, pose as any agent and, in a cluster, speak raft as any node (a lab only; give --tls-ca, --tls-cert and --tls-key)"
         );
         "plaintext"
     };

@@ -10,7 +10,8 @@
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -25,6 +26,11 @@ use vigil_proto::raft::v1 as pb;
 use vigil_proto::raft::v1::raft_service_client::RaftServiceClient;
 
 use crate::raft_types::{NodeId, TypeConfig};
+
+/// The largest raft message a node takes (`server.rs` sets the same on the
+/// service); an append past it is split (`PayloadTooLarge`) rather than
+/// sent again and again.
+pub const MAX_RAFT_MESSAGE: usize = 64 << 20;
 
 /// How long connecting to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -80,6 +86,22 @@ impl GrpcNetwork {
         addr: &str,
         cmd: &crate::raft_types::Command,
     ) -> Result<Result<crate::raft_types::CommandResult, String>, String> {
+        let json = serde_json::to_vec(cmd).map_err(|e| format!("encoding: {e}"))?;
+        let mut client = self.peer_client(addr)?.max_encoding_message_size(64 << 20);
+        let call = client.client_write(pb::RaftPayload { json });
+        let reply = tokio::time::timeout(FORWARD_TIMEOUT, call)
+            .await
+            .map_err(|_| format!("no answer within {FORWARD_TIMEOUT:?}"))?
+            .map_err(|s| format!("{}: {}", s.code(), s.message()))?
+            .into_inner();
+        serde_json::from_slice(&reply.json).map_err(|e| format!("decoding the reply: {e}"))
+    }
+}
+
+impl GrpcNetwork {
+    /// A client of the node at `addr`, over a kept channel (no handshake
+    /// per call).
+    fn peer_client(&self, addr: &str) -> Result<RaftServiceClient<Channel>, String> {
         let cached = self
             .forwarding
             .lock()
@@ -99,15 +121,31 @@ impl GrpcNetwork {
                 c
             }
         };
-        let json = serde_json::to_vec(cmd).map_err(|e| format!("encoding: {e}"))?;
-        let mut client = RaftServiceClient::new(channel).max_encoding_message_size(64 << 20);
-        let call = client.client_write(pb::RaftPayload { json });
-        let reply = tokio::time::timeout(FORWARD_TIMEOUT, call)
+        Ok(RaftServiceClient::new(channel))
+    }
+
+    /// Asks the node at `addr` not to start elections for `hold`.
+    pub async fn hold_elections(&self, addr: &str, hold: Duration) -> Result<(), String> {
+        let mut client = self.peer_client(addr)?;
+        let call = client.hold_elections(pb::HoldElectionsRequest {
+            millis: hold.as_millis() as u64,
+        });
+        tokio::time::timeout(Duration::from_secs(2), call)
             .await
-            .map_err(|_| format!("no answer within {FORWARD_TIMEOUT:?}"))?
-            .map_err(|s| format!("{}: {}", s.code(), s.message()))?
-            .into_inner();
-        serde_json::from_slice(&reply.json).map_err(|e| format!("decoding the reply: {e}"))
+            .map_err(|_| "no answer within 2 s".to_string())?
+            .map_err(|s| format!("{}: {}", s.code(), s.message()))?;
+        Ok(())
+    }
+
+    /// Asks the node at `addr` to stand for election now.
+    pub async fn elect(&self, addr: &str) -> Result<(), String> {
+        let mut client = self.peer_client(addr)?;
+        let call = client.elect(pb::ElectRequest {});
+        tokio::time::timeout(Duration::from_secs(2), call)
+            .await
+            .map_err(|_| "no answer within 2 s".to_string())?
+            .map_err(|s| format!("{}: {}", s.code(), s.message()))?;
+        Ok(())
     }
 }
 
@@ -142,10 +180,12 @@ struct PeerError {
 
 impl PeerClient {
     /// Sends `req` as `what` and decodes the peer's `Result`.
+    /// `entries`: how many log entries an append carries (0 otherwise).
     async fn call<Req, Resp, E>(
         &mut self,
         what: &'static str,
         req: &Req,
+        entries: u64,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
     where
@@ -165,6 +205,11 @@ impl PeerClient {
         };
         let json = serde_json::to_vec(req)
             .map_err(|e| RPCError::Network(NetworkError::new(&err(format!("encoding: {e}")))))?;
+        let too_large =
+            || RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint((entries / 2).max(1)));
+        if entries > 1 && json.len() > MAX_RAFT_MESSAGE * 3 / 4 {
+            return Err(too_large());
+        }
         let payload = pb::RaftPayload { json };
         let sent = async {
             match what {
@@ -182,6 +227,13 @@ impl PeerClient {
             }
             Ok(Err(status)) => {
                 let e = err(format!("{}: {}", status.code(), status.message()));
+                let size = matches!(
+                    status.code(),
+                    tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+                );
+                if size && entries > 1 {
+                    return Err(too_large());
+                }
                 return Err(match status.code() {
                     // Not reachable, or reachable but refusing us (TLS,
                     // authorization): back off either way.
@@ -208,7 +260,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call("append entries", &rpc, &option).await
+        let entries = rpc.entries.len() as u64;
+        self.call("append entries", &rpc, entries, &option).await
     }
 
     async fn install_snapshot(
@@ -219,7 +272,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call("install snapshot", &rpc, &option).await
+        self.call("install snapshot", &rpc, 0, &option).await
     }
 
     async fn vote(
@@ -227,7 +280,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call("vote", &rpc, &option).await
+        self.call("vote", &rpc, 0, &option).await
     }
 
     fn backoff(&self) -> Backoff {

@@ -31,8 +31,11 @@ pub struct ControlPlaneNode {
     pub node_id: NodeId,
     pub raft: Raft,
     pub state: StateReader,
-    /// How this node reaches the others (forwarded writes).
+    /// How this node reaches the others (forwarded writes, transfers).
     network: GrpcNetwork,
+    config: Arc<Config>,
+    /// Elections held until this instant (a leadership transfer).
+    elections_held_until: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl ControlPlaneNode {
@@ -58,7 +61,8 @@ impl ControlPlaneNode {
             ..Default::default()
         }
         .validate()?;
-        let raft = Raft::new(node_id, Arc::new(config), network.clone(), log, sm).await?;
+        let config = Arc::new(config);
+        let raft = Raft::new(node_id, config.clone(), network.clone(), log, sm).await?;
         if !joining && !raft.is_initialized().await? {
             let members = BTreeMap::from([(node_id, BasicNode { addr: address })]);
             raft.initialize(members).await?;
@@ -69,6 +73,8 @@ impl ControlPlaneNode {
             raft,
             state,
             network,
+            config,
+            elections_held_until: std::sync::Mutex::new(None),
         }))
     }
 
@@ -94,6 +100,37 @@ impl ControlPlaneNode {
                 why,
             })?
             .map_err(WriteError::Raft)
+    }
+
+    pub fn network(&self) -> &GrpcNetwork {
+        &self.network
+    }
+
+    pub fn raft_config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Starts no election for `hold` (at most 10 s), then resumes by
+    /// itself: part of a leadership transfer to another node.
+    pub fn hold_elections(self: &Arc<Self>, hold: std::time::Duration) {
+        let hold = hold.min(std::time::Duration::from_secs(10));
+        let until = tokio::time::Instant::now() + hold;
+        if let Ok(mut held) = self.elections_held_until.lock() {
+            *held = Some(held.map_or(until, |h| h.max(until)));
+        }
+        self.raft.runtime_config().elect(false);
+        let node = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(until).await;
+            let resume = node
+                .elections_held_until
+                .lock()
+                .map(|held| held.is_none_or(|h| h <= tokio::time::Instant::now()))
+                .unwrap_or(true);
+            if resume {
+                node.raft.runtime_config().elect(true);
+            }
+        });
     }
 
     /// The leader's id, if one is known.

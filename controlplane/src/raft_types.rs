@@ -166,6 +166,11 @@ pub enum CommandResult {
     Refused {
         reason: String,
     },
+    /// An agent registered; its highest committed seq as of this command
+    /// (what its session starts from, even on a node that lags).
+    Registered {
+        last_acked_seq: u64,
+    },
     /// The certificate a renewal hands out (the stored one when the
     /// renewal was asked again).
     Renewed {

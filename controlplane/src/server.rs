@@ -164,8 +164,12 @@ pub async fn serve(
         events.clone(),
         tls.as_ref().and_then(|t| t.enrollment.clone()),
     ));
+    let membership = Arc::new(crate::cluster_membership::ClusterMembership::new(
+        node.clone(),
+    ));
     let admin_service = AdminServiceServer::new(AdminServiceImpl::new(
         node.clone(),
+        membership.clone(),
         sessions,
         trusted_policy_keys,
         allow_unsigned,
@@ -173,14 +177,17 @@ pub async fn serve(
     let siem_service = SiemExportServer::new(SiemExportImpl::new(node.state.clone()));
     // Raft entries and snapshot chunks (openraft's default chunk is 3 MiB,
     // JSON-encoded) are larger than tonic's 4 MiB default allows.
-    let raft_service = RaftServiceServer::new(RaftServiceImpl::new(node.clone()))
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
+    let raft_service = RaftServiceServer::new(RaftServiceImpl::new(node.clone(), membership))
+        .max_decoding_message_size(crate::network::MAX_RAFT_MESSAGE)
+        .max_encoding_message_size(crate::network::MAX_RAFT_MESSAGE);
     // One listener serves everything, unless agents have their own: then
     // each serves only its own services (and health), so a firewall can
     // tell them apart.
     let router_for = |agents: bool, operators: bool| {
         tonic::transport::Server::builder()
+            // Bounded streams per connection (tonic sets none): a peer
+            // cannot open thousands of large requests on one connection.
+            .max_concurrent_streams(Some(256))
             .layer(authorization.clone())
             .add_service(health_service.clone())
             .add_optional_service(operators.then(|| reflection.clone()))

@@ -10,6 +10,9 @@ pub struct ClusterMember {
     pub node_id: u64,
     /// Where the node listens (gRPC).
     pub address: String,
+    /// A voter (false: a learner, still catching up).
+    #[serde(default)]
+    pub voter: bool,
 }
 
 /// What one control plane node knows of its cluster and of the agents.

@@ -36,6 +36,60 @@ fn start(fleet: &TlsFleet, dir: &Path, id: u64, port: u16, join: Option<u16>) ->
     ControlPlane::start_with(&dir.join(format!("node-{id}")), port, &flags)
 }
 
+/// Node 1 alone, then 2 and 3 joining it; once every node knows three
+/// members and a leader.
+async fn start_three(fleet: &TlsFleet, dir: &Path, admin: &IssuedCertificate) -> Vec<Node> {
+    let mut nodes: Vec<Node> = (1..=3)
+        .map(|id| Node {
+            id,
+            port: free_port(),
+            cp: None,
+        })
+        .collect();
+    let first = nodes[0].port;
+    nodes[0].cp = Some(start(fleet, dir, 1, first, None));
+    try_wait_for("node 1 leads", Duration::from_secs(20), || async move {
+        (status(fleet, first, admin).await?.leader_id == 1).then_some(())
+    })
+    .await
+    .unwrap();
+    for n in &mut nodes[1..] {
+        n.cp = Some(start(fleet, dir, n.id, n.port, Some(first)));
+    }
+    // A node certificate alone does not make a member: an admin adds
+    // each (the node's own join then completes).
+    let channel = fleet.channel(first, admin).await.unwrap();
+    let mut operator = AdminServiceClient::new(channel);
+    for n in &nodes[1..] {
+        operator
+            .add_node(admin_pb::AddNodeRequest {
+                node_id: n.id,
+                address: format!("127.0.0.1:{}", n.port),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("adding node {}: {e}\n{}", n.id, logs(&nodes)));
+    }
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    try_wait_for(
+        "three voters on every node",
+        Duration::from_secs(30),
+        || {
+            let ports = &ports;
+            async move {
+                for &port in ports {
+                    let s = status(fleet, port, admin).await?;
+                    (s.members.iter().filter(|m| m.voter).count() == 3 && s.leader_id != 0)
+                        .then_some(())?;
+                }
+                Some(())
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&nodes)));
+    nodes
+}
+
 async fn status(
     fleet: &TlsFleet,
     port: u16,
@@ -86,42 +140,9 @@ async fn three_nodes_replicate_survive_a_killed_leader_and_catch_up() {
     let tmp = tempfile::tempdir().unwrap();
     let fleet = TlsFleet::new(tmp.path(), "fleet");
     let admin = fleet.issue(Identity::operator(OperatorRole::Admin, "alice").unwrap());
-    let mut nodes: Vec<Node> = (1..=3)
-        .map(|id| Node {
-            id,
-            port: free_port(),
-            cp: None,
-        })
-        .collect();
+    let mut nodes = start_three(&fleet, tmp.path(), &admin).await;
     let first = nodes[0].port;
-    nodes[0].cp = Some(start(&fleet, tmp.path(), 1, first, None));
-    try_wait_for("node 1 leads", Duration::from_secs(20), || {
-        let (fleet, admin) = (&fleet, &admin);
-        async move { (status(fleet, first, admin).await?.leader_id == 1).then_some(()) }
-    })
-    .await
-    .unwrap();
-    for n in &mut nodes[1..] {
-        n.cp = Some(start(&fleet, tmp.path(), n.id, n.port, Some(first)));
-    }
-    // Both joined as voters: every node knows three members and a leader.
     let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
-    try_wait_for(
-        "three members on every node",
-        Duration::from_secs(30),
-        || {
-            let (fleet, admin, ports) = (&fleet, &admin, &ports);
-            async move {
-                for &port in ports {
-                    let s = status(fleet, port, admin).await?;
-                    (s.members.len() == 3 && s.leader_id != 0).then_some(())?;
-                }
-                Some(())
-            }
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&nodes)));
 
     // A write sent to a follower is forwarded to the leader and reaches
     // every node's state machine.
@@ -280,6 +301,39 @@ async fn only_a_node_speaks_raft_and_only_for_itself() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    // A node of no cluster here (another cluster's node 3, signed by the
+    // same CA) can neither join by itself, nor vote, nor forward writes.
+    let refused = raft(node3.clone())
+        .await
+        .join(raft_pb::JoinRequest {
+            node_id: 3,
+            address: "127.0.0.1:1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("vigilctl cluster add"),
+        "{}",
+        refused.message()
+    );
+    let refused = raft(node3.clone())
+        .await
+        .vote(vote_as(3))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("not a voter of this cluster"),
+        "{}",
+        refused.message()
+    );
+    let refused = raft(node3.clone())
+        .await
+        .client_write(unsigned.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     // Node 1's own id at another address: already a member.
     let refused = raft(fleet.issue(Identity::node("1").unwrap()))
         .await
@@ -316,37 +370,8 @@ async fn an_agent_fails_over_to_another_node_and_loses_no_finding() {
     let tmp = tempfile::tempdir().unwrap();
     let fleet = TlsFleet::new(tmp.path(), "fleet");
     let admin = fleet.issue(Identity::operator(OperatorRole::Admin, "alice").unwrap());
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut nodes: Vec<Node> = (1..=3)
-        .map(|id| Node {
-            id,
-            port: ports[id as usize - 1],
-            cp: None,
-        })
-        .collect();
-    nodes[0].cp = Some(start(&fleet, tmp.path(), 1, ports[0], None));
-    let first = ports[0];
-    try_wait_for("node 1 leads", Duration::from_secs(20), || {
-        let (fleet, admin) = (&fleet, &admin);
-        async move { (status(fleet, first, admin).await?.leader_id == 1).then_some(()) }
-    })
-    .await
-    .unwrap();
-    for n in &mut nodes[1..] {
-        n.cp = Some(start(&fleet, tmp.path(), n.id, n.port, Some(ports[0])));
-    }
-    try_wait_for("three members on every node", Duration::from_secs(30), || {
-        let (fleet, admin, ports) = (&fleet, &admin, &ports);
-        async move {
-            for &port in ports {
-                let s = status(fleet, port, admin).await?;
-                (s.members.len() == 3 && s.leader_id != 0).then_some(())?;
-            }
-            Some(())
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&nodes)));
+    let mut nodes = start_three(&fleet, tmp.path(), &admin).await;
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
 
     // The agent lists the followers first: it streams to a follower,
     // whose writes go to the leader.
@@ -363,7 +388,10 @@ async fn an_agent_fails_over_to_another_node_and_loses_no_finding() {
         .wait_for_log(
             "a session",
             Duration::from_secs(20),
-            &format!("connected to the control plane endpoint=https://127.0.0.1:{}", ports[1]),
+            &format!(
+                "connected to the control plane endpoint=https://127.0.0.1:{}",
+                ports[1]
+            ),
         )
         .await;
 
@@ -383,26 +411,30 @@ async fn an_agent_fails_over_to_another_node_and_loses_no_finding() {
     }
     // Every finding, read through a surviving node.
     let survivor = ports[2];
-    let found = try_wait_for("every finding in the cluster", Duration::from_secs(30), || {
-        let (fleet, admin, paths) = (&fleet, &admin, &paths);
-        async move {
-            let channel = fleet.channel(survivor, admin).await.ok()?;
-            let alerts = AdminServiceClient::new(channel)
-                .query_alerts(admin_pb::QueryAlertsRequest {
-                    after_index: 0,
-                    limit: 10_000,
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .alerts;
-            let seen: BTreeSet<String> = alerts
-                .iter()
-                .filter_map(|a| a.finding.as_ref()?.file.as_ref().map(|f| f.path.clone()))
-                .collect();
-            paths.iter().all(|p| seen.contains(p)).then_some(())
-        }
-    })
+    let found = try_wait_for(
+        "every finding in the cluster",
+        Duration::from_secs(30),
+        || {
+            let (fleet, admin, paths) = (&fleet, &admin, &paths);
+            async move {
+                let channel = fleet.channel(survivor, admin).await.ok()?;
+                let alerts = AdminServiceClient::new(channel)
+                    .query_alerts(admin_pb::QueryAlertsRequest {
+                        after_index: 0,
+                        limit: 10_000,
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .alerts;
+                let seen: BTreeSet<String> = alerts
+                    .iter()
+                    .filter_map(|a| a.finding.as_ref()?.file.as_ref().map(|f| f.path.clone()))
+                    .collect();
+                paths.iter().all(|p| seen.contains(p)).then_some(())
+            }
+        },
+    )
     .await;
     found.unwrap_or_else(|e| panic!("{e}\n{}\n{}", agent.log_text(), logs(&nodes)));
     assert!(
@@ -412,4 +444,77 @@ async fn an_agent_fails_over_to_another_node_and_loses_no_finding() {
         "the agent never moved to the next node:\n{}",
         agent.log_text()
     );
+}
+
+/// `vigilctl cluster`: members with their roles; a leadership transfer
+/// asked of a follower goes to the leader and hands leadership to the
+/// chosen node; a node is removed; an id in use at another address is
+/// refused; a viewer may look but not change.
+#[tokio::test]
+async fn operators_move_leadership_and_membership_with_vigilctl() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = TlsFleet::new(tmp.path(), "fleet");
+    let admin = fleet.issue(Identity::operator(OperatorRole::Admin, "alice").unwrap());
+    let viewer = fleet.issue(Identity::operator(OperatorRole::Viewer, "bob").unwrap());
+    let nodes = start_three(&fleet, tmp.path(), &admin).await;
+    let vigilctl = |port: u16, who: &IssuedCertificate, name: &str, args: &[&str]| {
+        let out = std::process::Command::new(vigil_integration::binary("vigilctl"))
+            .args(fleet.vigilctl_flags(port, name, who))
+            .args(args)
+            .output()
+            .expect("running vigilctl");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let follower = nodes[1].port;
+    let (code, out, err) = vigilctl(follower, &admin, "alice", &["cluster", "members"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(!out.contains("learner"), "{out}");
+
+    // Asked of node 2 (a follower), carried out by the leader (node 1).
+    let (code, out, err) = vigilctl(
+        follower,
+        &admin,
+        "alice",
+        &["cluster", "transfer-leader", "3"],
+    );
+    assert_eq!(code, Some(0), "{out}{err}\n{}", logs(&nodes));
+    assert!(out.contains("node 3 leads"), "{out}");
+    for n in &nodes {
+        let s = status(&fleet, n.port, &admin).await.unwrap();
+        assert_eq!(s.leader_id, 3, "node {} sees {s:?}", n.id);
+    }
+
+    // A viewer sees the members and may not change them.
+    let (code, _, err) = vigilctl(follower, &viewer, "bob", &["cluster", "remove", "2"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("admin role"), "{err}");
+    // Node 3's id at another address is refused.
+    let (code, _, err) = vigilctl(
+        follower,
+        &admin,
+        "alice",
+        &[
+            "cluster",
+            "add",
+            "--node-id",
+            "3",
+            "--address",
+            "127.0.0.1:1",
+        ],
+    );
+    assert_ne!(code, Some(0));
+    assert!(err.contains("already a member"), "{err}");
+
+    // Node 2 is removed: two voters remain, and they still commit.
+    let (code, out, err) = vigilctl(nodes[0].port, &admin, "alice", &["cluster", "remove", "2"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("voters [1, 3]"), "{out}");
+    write(&fleet, nodes[0].port, &admin, "af7e2").await.unwrap();
+    let (_, out, _) = vigilctl(nodes[2].port, &admin, "alice", &["cluster", "members"]);
+    assert_eq!(out.lines().count(), 2, "{out}");
 }

@@ -10,6 +10,7 @@ impl From<domain::ClusterMember> for pb::ClusterMember {
         Self {
             node_id: m.node_id,
             address: m.address,
+            voter: m.voter,
         }
     }
 }
@@ -19,6 +20,7 @@ impl From<pb::ClusterMember> for domain::ClusterMember {
         Self {
             node_id: m.node_id,
             address: m.address,
+            voter: m.voter,
         }
     }
 }
@@ -76,6 +78,7 @@ mod tests {
             members: vec![domain::ClusterMember {
                 node_id: 1,
                 address: "127.0.0.1:7700".into(),
+                voter: true,
             }],
             agents: vec![domain::AgentRecord {
                 identity: domain::AgentIdentity {

@@ -108,6 +108,36 @@ pub async fn connect(target: &ControlPlaneArgs) -> anyhow::Result<AdminClient> {
     )))
 }
 
+/// Where a refusal says the leader is (`vigil-leader`: host:port), for a
+/// request only the leader takes.
+pub fn leader_hint(status: &tonic::Status) -> Option<String> {
+    (status.code() == tonic::Code::Unavailable)
+        .then(|| {
+            status
+                .metadata()
+                .get("vigil-leader")?
+                .to_str()
+                .ok()
+                .map(str::to_string)
+        })
+        .flatten()
+        .filter(|l| !l.is_empty())
+}
+
+/// Connects to the node at `addr` (host:port, as the cluster names it),
+/// with the scheme and TLS files of `target`.
+pub async fn connect_to(target: &ControlPlaneArgs, addr: &str) -> anyhow::Result<AdminClient> {
+    let first = target.endpoints().into_iter().next().unwrap_or_default();
+    let scheme = if first.starts_with("https://") {
+        "https"
+    } else {
+        "http"
+    };
+    let mut at = target.clone();
+    at.endpoint = format!("{scheme}://{addr}");
+    connect(&at).await
+}
+
 /// A refused request as an error with its exit code; the message is the
 /// control plane's own ("no agent with id or hostname \"x\"").
 pub fn refused(status: tonic::Status) -> anyhow::Error {

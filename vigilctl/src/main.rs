@@ -96,7 +96,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy { command } => policy::run(endpoint, command).await,
         Command::Alerts(args) => alerts::run(endpoint, args).await,
         Command::Status(args) => status::run(&mut connect().await?, args).await,
-        Command::Cluster { command } => cluster::run(&mut connect().await?, command).await,
+        Command::Cluster { command } => cluster::run(endpoint, command).await,
         Command::Audit { command } => audit::run(&mut connect().await?, command).await,
         Command::Workload { command } => workload::run(&mut connect().await?, command).await,
         Command::Agent { command } => agent::run(&mut connect().await?, command).await,

@@ -76,6 +76,7 @@ mod tests {
             members: vec![ClusterMember {
                 node_id: 1,
                 address: "127.0.0.1:7700".into(),
+                voter: true,
             }],
             agents: vec![AgentRecord {
                 identity: AgentIdentity {

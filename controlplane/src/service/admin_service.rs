@@ -21,6 +21,7 @@ const MAX_LIMIT: usize = 10_000;
 
 pub struct AdminServiceImpl {
     node: Arc<ControlPlaneNode>,
+    membership: Arc<crate::cluster_membership::ClusterMembership>,
     sessions: Arc<AgentSessions>,
     trusted: TrustedKeys,
     /// Unsigned approvals are taken when no key is trusted (a lab).
@@ -30,12 +31,14 @@ pub struct AdminServiceImpl {
 impl AdminServiceImpl {
     pub fn new(
         node: Arc<ControlPlaneNode>,
+        membership: Arc<crate::cluster_membership::ClusterMembership>,
         sessions: Arc<AgentSessions>,
         trusted: TrustedKeys,
         allow_unsigned: bool,
     ) -> Self {
         Self {
             node,
+            membership,
             sessions,
             trusted,
             allow_unsigned,
@@ -125,6 +128,8 @@ impl AdminService for AdminServiceImpl {
         _req: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
         let m = self.node.raft.metrics().borrow().clone();
+        let voters: std::collections::BTreeSet<u64> =
+            m.membership_config.membership().voter_ids().collect();
         let members = m
             .membership_config
             .membership()
@@ -132,6 +137,7 @@ impl AdminService for AdminServiceImpl {
             .map(|(id, n)| ClusterMember {
                 node_id: *id,
                 address: n.addr.clone(),
+                voter: voters.contains(id),
             })
             .collect();
         let agents = self
@@ -149,6 +155,60 @@ impl AdminService for AdminServiceImpl {
             alert_count: self.node.state.last_alert_index(),
         };
         Ok(Response::new(status.into()))
+    }
+
+    async fn add_node(
+        &self,
+        req: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::AddNodeResponse>, Status> {
+        let caller = Caller::of(&req);
+        let pb::AddNodeRequest { node_id, address } = req.into_inner();
+        let voters = self.membership.add_voter(node_id, &address).await?;
+        self.audit(
+            caller.actor(),
+            "cluster.add_node",
+            format!("node {node_id}"),
+            format!("at {address}; voters {voters:?}"),
+        )
+        .await;
+        Ok(Response::new(pb::AddNodeResponse { voters }))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        let caller = Caller::of(&req);
+        let node_id = req.into_inner().node_id;
+        let voters = self.membership.remove(node_id).await?;
+        self.audit(
+            caller.actor(),
+            "cluster.remove_node",
+            format!("node {node_id}"),
+            format!("voters {voters:?}"),
+        )
+        .await;
+        Ok(Response::new(pb::RemoveNodeResponse { voters }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        let caller = Caller::of(&req);
+        let target = req.into_inner().node_id;
+        let (leader_id, term) = self.membership.transfer_leader(target).await?;
+        self.audit(
+            caller.actor(),
+            "cluster.transfer_leader",
+            format!("node {target}"),
+            format!("term {term}"),
+        )
+        .await;
+        Ok(Response::new(pb::TransferLeaderResponse {
+            leader_id,
+            term,
+        }))
     }
 
     async fn push_policy(

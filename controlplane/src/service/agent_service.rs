@@ -442,18 +442,24 @@ impl AgentService for AgentServiceImpl {
         }
         let agent_id = agent.agent_id.clone();
         tracing::info!(agent = %agent_id, hostname = %agent.hostname, mode = agent.sensor_mode.as_str(), "agent connected");
-        self.node
+        let registered = self
+            .node
             .write(Command::RegisterAgent {
                 agent,
                 at_unix_nanos: now_unix_nanos(),
             })
             .await?;
-        let last_seq = self
-            .node
-            .state
-            .agent(&agent_id)
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_or(0, |a| a.last_acked_seq);
+        // From the apply (on the leader when forwarded), not from this
+        // node's state, which may lag: a session on a catching-up node
+        // must not take the agent's next findings for a seq jump.
+        let last_seq = match registered {
+            CommandResult::Registered { last_acked_seq } => last_acked_seq,
+            other => {
+                return Err(Status::internal(format!(
+                    "registering the agent: unexpected result {other:?}"
+                )))
+            }
+        };
         let (tx, rx) = mpsc::channel(64);
         self.sessions.register(&agent_id, tx.clone());
         let session = Session {

@@ -89,7 +89,8 @@ pub fn need(path: &str) -> Option<Need> {
         ("vigil.siem.v1.SiemExport", "Subscribe") => Need::Operator(SiemReader),
         (
             "vigil.raft.v1.RaftService",
-            "AppendEntries" | "Vote" | "InstallSnapshot" | "Join" | "ClientWrite",
+            "AppendEntries" | "Vote" | "InstallSnapshot" | "Join" | "ClientWrite" | "HoldElections"
+            | "Elect",
         ) => Need::Node,
         ("vigil.admin.v1.AdminService", method) => Need::Operator(match method {
             "QueryAlerts" | "FollowAlerts" | "ClusterStatus" | "GetAgent" | "ListPolicies"
@@ -97,7 +98,7 @@ pub fn need(path: &str) -> Option<Need> {
             "Unfreeze" => Analyst,
             "ListRevokedCertificates" => Viewer,
             "PushPolicy" | "ApproveWorkload" | "RevokeWorkload" | "RevokeCertificate"
-            | "CreateJoinToken" => Admin,
+            | "CreateJoinToken" | "AddNode" | "RemoveNode" | "TransferLeader" => Admin,
             _ => return None,
         }),
         _ => return None,

@@ -8,19 +8,17 @@
 //! speak for another, and an operator or agent certificate cannot speak
 //! raft at all (the authorization table).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 
-use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
-use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 use vigil_pki::Identity;
 use vigil_proto::raft::v1 as pb;
 
+use crate::cluster_membership::ClusterMembership;
 use crate::node::ControlPlaneNode;
 use crate::raft_types::{NodeId, TypeConfig};
 use crate::service::Caller;
@@ -29,21 +27,14 @@ use crate::service::Caller;
 /// the leader refuses a join.
 pub const LEADER_METADATA: &str = "vigil-leader";
 
-/// How long a join waits for the new node to catch up as a learner.
-const CATCH_UP: Duration = Duration::from_secs(60);
-
 pub struct RaftServiceImpl {
     node: Arc<ControlPlaneNode>,
-    /// Joins one at a time: raft takes one membership change at once.
-    joins: tokio::sync::Mutex<()>,
+    membership: Arc<ClusterMembership>,
 }
 
 impl RaftServiceImpl {
-    pub fn new(node: Arc<ControlPlaneNode>) -> Self {
-        Self {
-            node,
-            joins: tokio::sync::Mutex::new(()),
-        }
+    pub fn new(node: Arc<ControlPlaneNode>, membership: Arc<ClusterMembership>) -> Self {
+        Self { node, membership }
     }
 }
 
@@ -74,6 +65,64 @@ fn speaks_for(caller: &Caller, claimed: NodeId, what: &str) -> Result<(), Status
     }
 }
 
+/// Which members a raft call may come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum From {
+    /// A voter (votes, and a leader's appends and snapshots).
+    Voter,
+    /// A voter or a learner (forwarded writes, election holds).
+    Member,
+}
+
+impl RaftServiceImpl {
+    /// Refuses a call naming a node that is not a member of this cluster
+    /// as this node knows it: a decommissioned node, or one of another
+    /// cluster signed by the same CA, cannot depose the leader or rewrite
+    /// the log. A node not yet in any cluster (waiting to be added, with
+    /// `--join`) takes its first entries from whichever member sends them.
+    fn member(&self, claimed: NodeId, from: From, what: &str) -> Result<(), Status> {
+        let m = self.node.raft.metrics().borrow().membership_config.clone();
+        let membership = m.membership();
+        if membership.nodes().next().is_none() {
+            return Ok(());
+        }
+        let ok = match from {
+            From::Voter => membership.voter_ids().any(|v| v == claimed),
+            From::Member => membership.get_node(&claimed).is_some(),
+        };
+        if ok {
+            return Ok(());
+        }
+        Err(Status::permission_denied(format!(
+            "node {claimed} is not a {} of this cluster: its {what} is refused",
+            if from == From::Voter {
+                "voter"
+            } else {
+                "member"
+            }
+        )))
+    }
+
+    /// The raft id the caller's node certificate names (None without TLS).
+    fn caller_node(caller: &Caller) -> Result<Option<NodeId>, Status> {
+        match caller {
+            Caller::Unauthenticated => Ok(None),
+            Caller::Authenticated {
+                identity: Identity::Node { id },
+                ..
+            } => id.parse().map(Some).map_err(|_| {
+                Status::permission_denied(format!(
+                    "node {id:?}: a node certificate for a cluster must name its raft id (a number)"
+                ))
+            }),
+            other => Err(Status::permission_denied(format!(
+                "{} is not a control-plane node",
+                other.actor()
+            ))),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl pb::raft_service_server::RaftService for RaftServiceImpl {
     async fn append_entries(
@@ -83,6 +132,7 @@ impl pb::raft_service_server::RaftService for RaftServiceImpl {
         let caller = Caller::of(&req);
         let rpc: AppendEntriesRequest<TypeConfig> = decode("append entries", req.get_ref())?;
         speaks_for(&caller, rpc.vote.leader_id.node_id, "log append")?;
+        self.member(rpc.vote.leader_id.node_id, From::Voter, "log append")?;
         encode(&self.node.raft.append_entries(rpc).await)
     }
 
@@ -93,6 +143,7 @@ impl pb::raft_service_server::RaftService for RaftServiceImpl {
         let caller = Caller::of(&req);
         let rpc: VoteRequest<NodeId> = decode("vote", req.get_ref())?;
         speaks_for(&caller, rpc.vote.leader_id.node_id, "vote request")?;
+        self.member(rpc.vote.leader_id.node_id, From::Voter, "vote request")?;
         encode(&self.node.raft.vote(rpc).await)
     }
 
@@ -103,6 +154,7 @@ impl pb::raft_service_server::RaftService for RaftServiceImpl {
         let caller = Caller::of(&req);
         let rpc: InstallSnapshotRequest<TypeConfig> = decode("install snapshot", req.get_ref())?;
         speaks_for(&caller, rpc.vote.leader_id.node_id, "snapshot")?;
+        self.member(rpc.vote.leader_id.node_id, From::Voter, "snapshot")?;
         encode(&self.node.raft.install_snapshot(rpc).await)
     }
 
@@ -110,7 +162,41 @@ impl pb::raft_service_server::RaftService for RaftServiceImpl {
         &self,
         req: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
+        if let Some(id) = Self::caller_node(&Caller::of(&req))? {
+            self.member(id, From::Member, "forwarded write")?;
+        }
         self.client_write_here(req).await
+    }
+
+    async fn hold_elections(
+        &self,
+        req: Request<pb::HoldElectionsRequest>,
+    ) -> Result<Response<pb::HoldElectionsResponse>, Status> {
+        if let Some(id) = Self::caller_node(&Caller::of(&req))? {
+            self.member(id, From::Voter, "election hold")?;
+        }
+        let millis = req.into_inner().millis;
+        tracing::info!(millis, "holding elections: a leadership transfer");
+        self.node
+            .hold_elections(std::time::Duration::from_millis(millis));
+        Ok(Response::new(pb::HoldElectionsResponse {}))
+    }
+
+    async fn elect(
+        &self,
+        req: Request<pb::ElectRequest>,
+    ) -> Result<Response<pb::ElectResponse>, Status> {
+        if let Some(id) = Self::caller_node(&Caller::of(&req))? {
+            self.member(id, From::Voter, "election request")?;
+        }
+        tracing::info!("standing for election: a leadership transfer");
+        self.node
+            .raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| Status::unavailable(format!("raft: {e}")))?;
+        Ok(Response::new(pb::ElectResponse {}))
     }
 
     async fn join(
@@ -120,55 +206,8 @@ impl pb::raft_service_server::RaftService for RaftServiceImpl {
         let caller = Caller::of(&req);
         let pb::JoinRequest { node_id, address } = req.into_inner();
         speaks_for(&caller, node_id, "join")?;
-        if address.parse::<std::net::SocketAddr>().is_err() {
-            return Err(Status::invalid_argument(format!(
-                "join of node {node_id}: address {address:?} is not host:port"
-            )));
-        }
-        let _one_at_a_time = self.joins.lock().await;
-        let membership = self.node.raft.metrics().borrow().membership_config.clone();
-        let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
-        if let Some((_, known)) = membership
-            .membership()
-            .nodes()
-            .find(|(id, _)| **id == node_id)
-        {
-            if known.addr != address {
-                return Err(Status::already_exists(format!(
-                    "node id {node_id} is already a member at {}; remove it first (vigilctl cluster remove {node_id}) or choose another id",
-                    known.addr
-                )));
-            }
-            if voters.contains(&node_id) {
-                // A restarted joiner asking again: nothing to do.
-                return Ok(Response::new(pb::JoinResponse {
-                    voters: voters.into_iter().collect(),
-                }));
-            }
-        }
-        let node = BasicNode {
-            addr: address.clone(),
-        };
-        let learner =
-            tokio::time::timeout(CATCH_UP, self.node.raft.add_learner(node_id, node, true))
-                .await
-                .map_err(|_| {
-                    Status::deadline_exceeded(format!(
-                "node {node_id} at {address} did not catch up as a learner within {CATCH_UP:?}"
-            ))
-                })?;
-        learner.map_err(|e| self.refusal(e))?;
-        let mut voters = voters;
-        voters.insert(node_id);
-        self.node
-            .raft
-            .change_membership(voters.clone(), false)
-            .await
-            .map_err(|e| self.refusal(e))?;
-        tracing::info!(node_id, %address, "node joined as a voter");
-        Ok(Response::new(pb::JoinResponse {
-            voters: voters.into_iter().collect(),
-        }))
+        let voters = self.membership.join(node_id, &address).await?;
+        Ok(Response::new(pb::JoinResponse { voters }))
     }
 }
 
@@ -199,33 +238,6 @@ impl RaftServiceImpl {
                 Err(status)
             }
             Err(e) => encode(&Err::<crate::raft_types::CommandResult, _>(e.to_string())),
-        }
-    }
-
-    /// A membership change that did not happen: UNAVAILABLE with the
-    /// leader's address when this node is not the leader.
-    fn refusal(&self, e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Status {
-        match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                let leader = f.leader_node.map(|n| n.addr).unwrap_or_default();
-                let mut status = Status::unavailable(format!(
-                    "this node is not the leader (leader: {})",
-                    if leader.is_empty() {
-                        "unknown"
-                    } else {
-                        &leader
-                    }
-                ));
-                if let Ok(value) = leader.parse() {
-                    status.metadata_mut().insert(LEADER_METADATA, value);
-                }
-                status
-            }
-            // Another change is still being committed: the joiner retries.
-            RaftError::APIError(ClientWriteError::ChangeMembershipError(
-                ChangeMembershipError::InProgress(e),
-            )) => Status::unavailable(format!("another membership change is in progress: {e}")),
-            other => Status::failed_precondition(format!("membership change refused: {other}")),
         }
     }
 }

@@ -484,7 +484,9 @@ impl SledStateMachine {
                 rec.identity = agent;
                 rec.last_heartbeat_unix_nanos = at_unix_nanos;
                 batch.insert(k, json(&rec)?);
-                Ok(CommandResult::Done)
+                Ok(CommandResult::Registered {
+                    last_acked_seq: rec.last_acked_seq,
+                })
             }
             Command::Heartbeat {
                 agent_id,
