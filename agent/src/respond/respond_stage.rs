@@ -802,20 +802,25 @@ when: [model_file]
             .spawn()
             .unwrap();
         let pid = offender.id();
-        // Wait for a thread of it to be stuck (state D: a killable wait).
-        let stuck = (0..1000).any(|_| {
-            let stuck = std::fs::read_dir(format!("/proc/{pid}/task"))
+        // Wait for a thread of it to be stuck (state D: a killable wait),
+        // and to stay so for 200 ms: a page fault or a disk read at start
+        // is a D state too, and a freeze then would find nothing to wait
+        // for (on a loaded machine that made this test flaky).
+        let in_d = || {
+            std::fs::read_dir(format!("/proc/{pid}/task"))
                 .into_iter()
                 .flatten()
                 .flatten()
                 .any(|t| {
                     std::fs::read_to_string(t.path().join("stat"))
                         .is_ok_and(|s| s.rsplit(") ").next().is_some_and(|r| r.starts_with('D')))
-                });
-            if !stuck {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            stuck
+                })
+        };
+        let mut in_a_row = 0;
+        let stuck = (0..2000).any(|_| {
+            in_a_row = if in_d() { in_a_row + 1 } else { 0 };
+            std::thread::sleep(Duration::from_millis(10));
+            in_a_row >= 20
         });
         assert!(stuck, "no thread of pid {pid} waits on the FUSE mount");
 
