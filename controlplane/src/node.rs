@@ -19,7 +19,12 @@ pub enum WriteError {
     Raft(String),
     #[error("forwarding the write to the leader at {leader}: {why}")]
     Forward { leader: String, why: String },
+    #[error("the write was not committed within {0:?}: this node cannot reach a majority of the cluster")]
+    NotCommitted(std::time::Duration),
 }
+
+/// How long a write may wait to be committed.
+const COMMIT_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl From<WriteError> for tonic::Status {
     fn from(e: WriteError) -> Self {
@@ -82,7 +87,13 @@ impl ControlPlaneNode {
     /// node that is not the leader, the leader proposes it
     /// (`RaftService.ClientWrite`), so any node takes any write.
     pub async fn write(&self, cmd: Command) -> Result<CommandResult, WriteError> {
-        let forwarded = match self.raft.client_write(cmd.clone()).await {
+        // A leader cut off from its majority keeps taking entries it can
+        // never commit: the caller gets an error, not a wait without end
+        // (an agent resends; a seq already committed is skipped).
+        let proposed = tokio::time::timeout(COMMIT_WITHIN, self.raft.client_write(cmd.clone()))
+            .await
+            .map_err(|_| WriteError::NotCommitted(COMMIT_WITHIN))?;
+        let forwarded = match proposed {
             Ok(resp) => return Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f,
             Err(e) => return Err(WriteError::Raft(e.to_string())),

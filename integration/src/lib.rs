@@ -18,6 +18,7 @@ mod daemon;
 mod error;
 mod host;
 mod net;
+pub mod node_network;
 pub mod policy_fixture;
 mod polling;
 mod privilege;

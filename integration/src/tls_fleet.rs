@@ -83,12 +83,17 @@ impl TlsFleet {
     /// The control plane's flags for node `id` serving on 127.0.0.1: the
     /// files are written beside the CA.
     pub fn node_flags(&self, id: &str) -> Vec<String> {
+        self.node_flags_at(id, "127.0.0.1".parse().unwrap())
+    }
+
+    /// As [`TlsFleet::node_flags`], for a node serving on `ip`.
+    pub fn node_flags_at(&self, id: &str, ip: std::net::IpAddr) -> Vec<String> {
         let mut req = LeafRequest::new(
             Identity::node(id).expect("node id"),
             time::OffsetDateTime::now_utc(),
             1,
         );
-        req.ip_addresses.push("127.0.0.1".parse().unwrap());
+        req.ip_addresses.push(ip);
         let issued = self.ca.issue(&req).expect("issue node");
         let dir = self.ca_file.parent().expect("the CA's directory");
         let (cert, key) = (
@@ -105,6 +110,25 @@ impl TlsFleet {
             "--tls-key".into(),
             key.display().to_string(),
         ]
+    }
+
+    /// A channel to `https://ip:port` that trusts this CA and presents
+    /// `who`.
+    pub async fn channel_at(
+        &self,
+        ip: std::net::IpAddr,
+        port: u16,
+        who: &IssuedCertificate,
+    ) -> Result<Channel, tonic::transport::Error> {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(self.ca_pem()))
+            .identity(TlsIdentity::from_pem(&who.cert_pem, &who.key_pem))
+            .domain_name(ip.to_string());
+        Endpoint::from_shared(format!("https://{ip}:{port}"))?
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .tls_config(tls)?
+            .connect()
+            .await
     }
 
     /// A channel to `https://127.0.0.1:port` that trusts this CA and

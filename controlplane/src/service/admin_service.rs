@@ -157,6 +157,22 @@ impl AdminService for AdminServiceImpl {
         Ok(Response::new(status.into()))
     }
 
+    async fn state_digest(
+        &self,
+        _req: Request<pb::StateDigestRequest>,
+    ) -> Result<Response<pb::StateDigestResponse>, Status> {
+        let (last_applied_index, sha256) = self
+            .node
+            .state
+            .digest()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::StateDigestResponse {
+            node_id: self.node.node_id,
+            last_applied_index,
+            sha256,
+        }))
+    }
+
     async fn add_node(
         &self,
         req: Request<pb::AddNodeRequest>,

@@ -93,8 +93,10 @@ pub fn need(path: &str) -> Option<Need> {
             | "Elect",
         ) => Need::Node,
         ("vigil.admin.v1.AdminService", method) => Need::Operator(match method {
-            "QueryAlerts" | "FollowAlerts" | "ClusterStatus" | "GetAgent" | "ListPolicies"
-            | "GetPolicy" | "ListWorkloads" | "ListAudit" | "VerifyAudit" => Viewer,
+            "QueryAlerts" | "FollowAlerts" | "ClusterStatus" | "StateDigest" | "GetAgent"
+            | "ListPolicies" | "GetPolicy" | "ListWorkloads" | "ListAudit" | "VerifyAudit" => {
+                Viewer
+            }
             "Unfreeze" => Analyst,
             "ListRevokedCertificates" => Viewer,
             "PushPolicy" | "ApproveWorkload" | "RevokeWorkload" | "RevokeCertificate"

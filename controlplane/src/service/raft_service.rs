@@ -219,7 +219,18 @@ impl RaftServiceImpl {
         req: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
         let cmd: crate::raft_types::Command = decode("client write", req.get_ref())?;
-        match self.node.raft.client_write(cmd).await {
+        let proposed = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            self.node.raft.client_write(cmd),
+        )
+        .await
+        .map_err(|_| {
+            Status::unavailable(format!(
+                "node {}: the write was not committed within 5 s (no majority reachable)",
+                self.node.node_id
+            ))
+        })?;
+        match proposed {
             Ok(resp) => encode(&Ok::<_, String>(resp.data)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 let leader = f.leader_node.map(|n| n.addr).unwrap_or_default();
