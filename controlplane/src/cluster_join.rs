@@ -31,6 +31,7 @@ pub async fn join_cluster(
     peer: &str,
     node_id: NodeId,
     address: &str,
+    cluster_id: Option<String>,
 ) -> Result<Vec<NodeId>, JoinError> {
     let deadline = tokio::time::Instant::now() + JOIN_FOR;
     let mut target = peer.to_string();
@@ -43,6 +44,7 @@ pub async fn join_cluster(
         let request = pb::JoinRequest {
             node_id,
             address: address.to_string(),
+            cluster_id: cluster_id.clone().unwrap_or_default(),
         };
         match RaftServiceClient::new(channel).join(request).await {
             Ok(reply) => return Ok(reply.into_inner().voters),

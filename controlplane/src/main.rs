@@ -107,6 +107,7 @@ async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
     );
     let joining = config.join.clone().map(|peer| {
         let node_id = config.node_id;
+        let cluster_id = node.cluster_id();
         let advertise = advertise.clone();
         tokio::spawn(async move {
             let voters = vigil_controlplane::cluster_join::join_cluster(
@@ -114,6 +115,7 @@ async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
                 &peer,
                 node_id,
                 &advertise,
+                cluster_id,
             )
             .await?;
             println!("vigil-controlplane: node {node_id} joined the cluster through {peer}; voters {voters:?}");

@@ -9,7 +9,8 @@ use openraft::{BasicNode, Config, SnapshotPolicy};
 
 use crate::network::GrpcNetwork;
 use crate::raft_types::{Command, CommandResult, NodeId, Raft};
-use crate::store::{open_stores, StateReader};
+use crate::store::durability_check::{write_applied_floor, write_cluster_id};
+use crate::store::{open_checked, StateReader};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -55,7 +56,7 @@ impl ControlPlaneNode {
         joining: bool,
     ) -> anyhow::Result<Arc<Self>> {
         std::fs::create_dir_all(data_dir)?;
-        let (log, sm, state) = open_stores(&data_dir.join("raft"))?;
+        let (log, sm, state, facts) = open_checked(data_dir)?;
         let config = Config {
             cluster_name: "vigil".into(),
             heartbeat_interval: 100,
@@ -73,14 +74,22 @@ impl ControlPlaneNode {
             raft.initialize(members).await?;
             tracing::info!(node_id, "initialised a new single-node cluster");
         }
-        Ok(Arc::new(Self {
+        let node = Arc::new(Self {
             node_id,
             raft,
             state,
             network,
             config,
             elections_held_until: std::sync::Mutex::new(None),
-        }))
+        });
+        let _ = facts;
+        tokio::spawn(keep_durability_marks(node.clone(), data_dir.to_path_buf()));
+        Ok(node)
+    }
+
+    /// The cluster's id, once set.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.state.cluster_id().ok().flatten()
     }
 
     /// Proposes `cmd` and waits until it is committed and applied; on a
@@ -147,5 +156,69 @@ impl ControlPlaneNode {
     /// The leader's id, if one is known.
     pub fn leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow().current_leader
+    }
+}
+
+/// Gives the cluster an id (the leader proposes one when the replicated
+/// state has none: a new cluster, or one from before ids) and writes it
+/// beside the store once the state has it, so the start-up check can tell
+/// this directory's cluster from another's, and an emptied store from a
+/// new one.
+/// Then, every few seconds, records the last applied index beside the
+/// store, so a store that comes back without it is known to have lost
+/// writes.
+async fn keep_durability_marks(node: Arc<ControlPlaneNode>, data_dir: std::path::PathBuf) {
+    keep_cluster_id(&node, &data_dir).await;
+    let mut recorded = 0;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        let Some(applied) = node.raft.metrics().borrow().last_applied.map(|l| l.index) else {
+            continue;
+        };
+        if applied > recorded {
+            match write_applied_floor(&data_dir, applied) {
+                Ok(()) => recorded = applied,
+                Err(e) => tracing::warn!(error = %e, "recording the applied index"),
+            }
+        }
+        if node.raft.metrics().has_changed().is_err() {
+            return;
+        }
+    }
+}
+
+async fn keep_cluster_id(node: &Arc<ControlPlaneNode>, data_dir: &std::path::Path) {
+    let mut metrics = node.raft.metrics();
+    let file = data_dir.join(crate::store::durability_check::CLUSTER_ID_FILE);
+    loop {
+        if let Some(id) = node.cluster_id() {
+            if !file.exists() {
+                match write_cluster_id(data_dir, &id) {
+                    Ok(()) => tracing::info!(cluster_id = %id, "cluster id recorded"),
+                    Err(e) => tracing::error!(error = %e, "writing the cluster id file"),
+                }
+            }
+            return;
+        }
+        let leads = metrics.borrow_and_update().current_leader == Some(node.node_id);
+        if leads {
+            let id = hex::encode(rand::random::<[u8; 16]>());
+            if let Err(e) = node
+                .write(Command::SetClusterId {
+                    cluster_id: id.clone(),
+                })
+                .await
+            {
+                tracing::warn!(error = %e, "setting the cluster id; will retry");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            continue;
+        }
+        if tokio::time::timeout(std::time::Duration::from_secs(1), metrics.changed())
+            .await
+            .is_ok_and(|r| r.is_err())
+        {
+            return;
+        }
     }
 }

@@ -142,6 +142,10 @@ pub enum Command {
         serial: String,
         now_unix_secs: u64,
     },
+    /// The cluster's id, chosen by its first node; set once (a different
+    /// one later is refused).
+    #[serde(rename = "set_cluster_id.v1")]
+    SetClusterId { cluster_id: String },
     /// What an agent did with the bundle it last received.
     #[serde(rename = "policy_status.v1")]
     PolicyStatus {

@@ -297,6 +297,7 @@ async fn only_a_node_speaks_raft_and_only_for_itself() {
         .join(raft_pb::JoinRequest {
             node_id: 2,
             address: "127.0.0.1:1".into(),
+            cluster_id: String::new(),
         })
         .await
         .unwrap_err();
@@ -308,6 +309,7 @@ async fn only_a_node_speaks_raft_and_only_for_itself() {
         .join(raft_pb::JoinRequest {
             node_id: 3,
             address: "127.0.0.1:1".into(),
+            cluster_id: String::new(),
         })
         .await
         .unwrap_err();
@@ -340,6 +342,7 @@ async fn only_a_node_speaks_raft_and_only_for_itself() {
         .join(raft_pb::JoinRequest {
             node_id: 1,
             address: "127.0.0.1:1".into(),
+            cluster_id: String::new(),
         })
         .await
         .unwrap_err();

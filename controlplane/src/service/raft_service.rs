@@ -204,8 +204,19 @@ impl pb::raft_service_server::RaftService for RaftServiceImpl {
         req: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
         let caller = Caller::of(&req);
-        let pb::JoinRequest { node_id, address } = req.into_inner();
+        let pb::JoinRequest {
+            node_id,
+            address,
+            cluster_id,
+        } = req.into_inner();
         speaks_for(&caller, node_id, "join")?;
+        if let Some(ours) = self.node.cluster_id() {
+            if !cluster_id.is_empty() && cluster_id != ours {
+                return Err(Status::failed_precondition(format!(
+                    "node {node_id}'s data directory belongs to cluster {cluster_id}, not to this one ({ours}); start it with an empty directory to join"
+                )));
+            }
+        }
         let voters = self.membership.join(node_id, &address).await?;
         Ok(Response::new(pb::JoinResponse { voters }))
     }

@@ -2,10 +2,11 @@
 //! one database.
 
 mod database;
+pub mod durability_check;
 mod log_store;
 mod state_machine;
 
-pub use database::open_stores;
+pub use database::{open_checked, open_stores, OpenError};
 pub use log_store::SledLogStore;
 pub use state_machine::{
     AlertTally, CertificateStanding, ReadError, SledStateMachine, StateReader, Supersession,

@@ -8,6 +8,7 @@
 //! - `meta/membership` → `StoredMembership`
 //! - `meta/next_alert` → u64, the index the next alert gets
 //! - `meta/active_policy` → u64, the active policy version
+//! - `meta/cluster_id` → String, the cluster's id (set once)
 //! - `meta/audit_head` → (u64 index, hex hash) of the newest audit entry
 //! - `meta/alert_tally` → `AlertTally`, alerts stored by signal and severity
 //!   (kept at apply; counted from `alert/` once when a store lacks it)
@@ -19,6 +20,9 @@
 //! - `audit/<u64 be index>` → AuditEntry (hash-chained, see `audit_chain.rs`)
 //! - `revoked_cert/<serial, lower-case hex>` → RevokedCertificate
 //! - `join_token/<token id>` → TokenRecord (the secret's digest, expiry, use)
+//! - `superseded_cert/<serial>` → Supersession (a renewal or re-enrollment)
+//! - `current_cert/<agent id>` → serial of the agent's current certificate
+//! - `last_renewal/<agent id>` → i64 unix nanos of its last renewal
 //!
 //! Key layout of `sm.v1.snapshot`: `meta` → SnapshotMeta, `data` → the
 //! snapshot bytes (length-prefixed key/value pairs of `sm.v1`).
@@ -46,6 +50,7 @@ const LAST_APPLIED: &[u8] = b"meta/last_applied";
 const MEMBERSHIP: &[u8] = b"meta/membership";
 const NEXT_ALERT: &[u8] = b"meta/next_alert";
 const ACTIVE_POLICY: &[u8] = b"meta/active_policy";
+const CLUSTER_ID: &[u8] = b"meta/cluster_id";
 const ALERT_PREFIX: &[u8] = b"alert/";
 const AGENT_PREFIX: &[u8] = b"agent/";
 const POLICY_PREFIX: &[u8] = b"policy/";
@@ -227,6 +232,14 @@ impl StateReader {
             hash.update(&v);
         }
         Ok((applied.map_or(0, |l| l.index), hex::encode(hash.finalize())))
+    }
+
+    /// The cluster's id, once its first node has set it.
+    pub fn cluster_id(&self) -> Result<Option<String>, ReadError> {
+        self.tree
+            .get(CLUSTER_ID)?
+            .map(|v| decode(CLUSTER_ID, &v))
+            .transpose()
     }
 
     pub fn last_alert_index(&self) -> u64 {
@@ -860,6 +873,18 @@ impl SledStateMachine {
                 batch.insert(current_key, json(&serial)?);
                 record.used_by = Some(agent_id);
                 batch.insert(k, json(&record)?);
+                Ok(CommandResult::Done)
+            }
+            Command::SetClusterId { cluster_id } => {
+                if let Some(set) = self.get_json::<String>(CLUSTER_ID)? {
+                    if set != cluster_id {
+                        return Ok(CommandResult::Refused {
+                            reason: format!("the cluster's id is {set} already"),
+                        });
+                    }
+                    return Ok(CommandResult::Done);
+                }
+                batch.insert(CLUSTER_ID, json(&cluster_id)?);
                 Ok(CommandResult::Done)
             }
             Command::PolicyStatus {
