@@ -7,12 +7,13 @@
 //! installed, bpftrace doing the same tracing with per-event output. Then
 //! the detection latency and footprint, the agent under a flood of model
 //! opens (`flood_bench`), GPU polls and policy evaluation.
-//! Writes `bench/results.json` and `BENCHMARKS.md`; `VIGIL_BENCH_ONLY=gpu`,
+//! Writes `bench/results.json` and `BENCHMARKS.md`; `VIGIL_BENCH_ONLY=gpu`, `ingest`,
 //! `policy`, `latency`, `flood` or `transport` runs one section and only
 //! prints its figures.
 
 mod flood_bench;
 mod gpu_polls;
+mod ingest_bench;
 mod policy_bench;
 mod report;
 mod storm;
@@ -666,6 +667,10 @@ fn main() -> anyhow::Result<()> {
     if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("transport") {
         return transport_bench::transport(&s, &mut Report::default());
     }
+    // `VIGIL_BENCH_ONLY=ingest`: only many agents, shared entries or not.
+    if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("ingest") {
+        return ingest_bench::ingest(&s, &mut Report::default());
+    }
     // `VIGIL_BENCH_ONLY=flood`: only the flood figures, printed.
     if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("flood") {
         return flood_bench::flood(&s, &cp, &mut Report::default());
@@ -680,6 +685,7 @@ fn main() -> anyhow::Result<()> {
     latency_and_footprint(&s, &cp, &mut report)?;
     flood_bench::flood(&s, &cp, &mut report)?;
     transport_bench::transport(&s, &mut report)?;
+    ingest_bench::ingest(&s, &mut report)?;
     gpu_polls::gpu_polls(&root, s.work.path(), &mut report)?;
     policy_bench::rule_evaluation(&root, &mut report)?;
     s.rt.block_on(policy_bench::propagation(

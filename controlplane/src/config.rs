@@ -108,6 +108,12 @@ pub struct ControlPlaneConfig {
     #[arg(long, env = "VIGIL_ENROLL_CERT_DAYS", default_value_t = 30)]
     pub enroll_cert_days: u32,
 
+    /// Give every agent heartbeat and finding batch a raft entry of its
+    /// own instead of letting those that arrive together share one (for
+    /// the benchmark that compares the two).
+    #[arg(long, hide = true)]
+    pub no_write_coalescing: bool,
+
     /// Log lines on stderr as human-readable text or one JSON object each.
     #[arg(long, env = "VIGIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -88,6 +88,7 @@ async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
         &config.data_dir,
         network,
         config.join.is_some(),
+        !config.no_write_coalescing,
     )
     .await
     .with_context(|| format!("starting raft on {}", config.data_dir.display()))?;

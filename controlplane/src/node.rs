@@ -12,7 +12,7 @@ use crate::raft_types::{Command, CommandResult, NodeId, Raft};
 use crate::store::durability_check::{write_applied_floor, write_cluster_id};
 use crate::store::{open_checked, StateReader};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {
     #[error("this node is not the leader (leader: {leader})")]
     NotLeader { leader: String },
@@ -42,7 +42,19 @@ pub struct ControlPlaneNode {
     config: Arc<Config>,
     /// Elections held until this instant (a leadership transfer).
     elections_held_until: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Writes waiting to share a raft entry (`write_coalesced`); None:
+    /// each write an entry of its own (`--no-write-coalescing`).
+    coalesce: Option<tokio::sync::mpsc::Sender<Coalesced>>,
 }
+
+/// A write waiting for its turn in a shared entry, and where its result goes.
+type Coalesced = (
+    Command,
+    tokio::sync::oneshot::Sender<Result<CommandResult, WriteError>>,
+);
+
+/// The most commands one shared entry carries.
+const COALESCE_AT_MOST: usize = 256;
 
 impl ControlPlaneNode {
     /// Opens the stores in `data_dir`, starts raft and, on first start,
@@ -54,6 +66,7 @@ impl ControlPlaneNode {
         data_dir: &Path,
         network: GrpcNetwork,
         joining: bool,
+        coalesce_writes: bool,
     ) -> anyhow::Result<Arc<Self>> {
         std::fs::create_dir_all(data_dir)?;
         let (log, sm, state, facts) = open_checked(data_dir)?;
@@ -74,6 +87,7 @@ impl ControlPlaneNode {
             raft.initialize(members).await?;
             tracing::info!(node_id, "initialised a new single-node cluster");
         }
+        let (coalesce, waiting) = tokio::sync::mpsc::channel(4 * COALESCE_AT_MOST);
         let node = Arc::new(Self {
             node_id,
             raft,
@@ -81,10 +95,31 @@ impl ControlPlaneNode {
             network,
             config,
             elections_held_until: std::sync::Mutex::new(None),
+            coalesce: coalesce_writes.then_some(coalesce),
         });
+        if coalesce_writes {
+            tokio::spawn(run_coalescer(Arc::downgrade(&node), waiting));
+        }
         let _ = facts;
         tokio::spawn(keep_durability_marks(node.clone(), data_dir.to_path_buf()));
         Ok(node)
+    }
+
+    /// As [`ControlPlaneNode::write`], for the writes every agent makes
+    /// all the time (heartbeats, finding batches): those that arrive while
+    /// one entry is being committed share the next (`batch.v1`), so many
+    /// agents cost one raft round and one fsync, not one each.
+    pub async fn write_coalesced(&self, cmd: Command) -> Result<CommandResult, WriteError> {
+        let Some(coalesce) = &self.coalesce else {
+            return self.write(cmd).await;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        coalesce
+            .send((cmd, tx))
+            .await
+            .map_err(|_| WriteError::Raft("the node is stopping".into()))?;
+        rx.await
+            .map_err(|_| WriteError::Raft("the node is stopping".into()))?
     }
 
     /// The cluster's id, once set.
@@ -219,6 +254,51 @@ async fn keep_cluster_id(node: &Arc<ControlPlaneNode>, data_dir: &std::path::Pat
             .is_ok_and(|r| r.is_err())
         {
             return;
+        }
+    }
+}
+
+/// Proposes waiting writes: one alone as itself, several as one batch
+/// entry, one entry at a time (while it commits, the next gather).
+async fn run_coalescer(
+    node: std::sync::Weak<ControlPlaneNode>,
+    mut waiting: tokio::sync::mpsc::Receiver<Coalesced>,
+) {
+    while let Some(first) = waiting.recv().await {
+        let mut group = vec![first];
+        while group.len() < COALESCE_AT_MOST {
+            match waiting.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let Some(node) = node.upgrade() else {
+            return;
+        };
+        if group.len() == 1 {
+            let (cmd, tx) = group.pop().expect("one");
+            let _ = tx.send(node.write(cmd).await);
+            continue;
+        }
+        let (commands, senders): (Vec<Command>, Vec<_>) = group.into_iter().unzip();
+        let n = commands.len();
+        match node.write(Command::Batch { commands }).await {
+            Ok(CommandResult::Batch(results)) if results.len() == n => {
+                for (tx, r) in senders.into_iter().zip(results) {
+                    let _ = tx.send(Ok(r));
+                }
+            }
+            Ok(other) => {
+                let e = WriteError::Raft(format!("a batch of {n} got {other:?}"));
+                for tx in senders {
+                    let _ = tx.send(Err(e.clone()));
+                }
+            }
+            Err(e) => {
+                for tx in senders {
+                    let _ = tx.send(Err(e.clone()));
+                }
+            }
         }
     }
 }

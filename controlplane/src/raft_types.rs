@@ -142,6 +142,11 @@ pub enum Command {
         serial: String,
         now_unix_secs: u64,
     },
+    /// Commands of many agents in one entry (heartbeats, finding batches),
+    /// so that they share one raft round and one fsync. Applied in order,
+    /// each seeing the ones before; a batch is never nested.
+    #[serde(rename = "batch.v1")]
+    Batch { commands: Vec<Command> },
     /// The cluster's id, chosen by its first node; set once (a different
     /// one later is refused).
     #[serde(rename = "set_cluster_id.v1")]
@@ -170,6 +175,8 @@ pub enum CommandResult {
     Refused {
         reason: String,
     },
+    /// One result per command of a `Batch`, in order.
+    Batch(Vec<CommandResult>),
     /// An agent registered; its highest committed seq as of this command
     /// (what its session starts from, even on a node that lags).
     Registered {

@@ -164,7 +164,7 @@ impl Session {
         if !valid.is_empty() {
             let result = self
                 .node
-                .write(Command::AppendAlerts {
+                .write_coalesced(Command::AppendAlerts {
                     agent_id: self.agent_id.clone(),
                     received_at_unix_nanos: now_unix_nanos(),
                     findings: valid,
@@ -233,7 +233,7 @@ impl Session {
             tracing::warn!(agent = %self.agent_id, spooled = hb.spooled, dropped = hb.spool_dropped, "agent reports spool-full");
         }
         self.node
-            .write(Command::Heartbeat {
+            .write_coalesced(Command::Heartbeat {
                 agent_id: self.agent_id.clone(),
                 at_unix_nanos: now_unix_nanos(),
                 counters: hb.counters,

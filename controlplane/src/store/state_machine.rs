@@ -9,6 +9,8 @@
 //! - `meta/next_alert` → u64, the index the next alert gets
 //! - `meta/active_policy` → u64, the active policy version
 //! - `meta/cluster_id` → String, the cluster's id (set once)
+//! - `meta/batch_progress` → (log index, commands applied) while a
+//!   `batch.v1` entry is applied
 //! - `meta/audit_head` → (u64 index, hex hash) of the newest audit entry
 //! - `meta/alert_tally` → `AlertTally`, alerts stored by signal and severity
 //!   (kept at apply; counted from `alert/` once when a store lacks it)
@@ -51,6 +53,11 @@ const MEMBERSHIP: &[u8] = b"meta/membership";
 const NEXT_ALERT: &[u8] = b"meta/next_alert";
 const ACTIVE_POLICY: &[u8] = b"meta/active_policy";
 const CLUSTER_ID: &[u8] = b"meta/cluster_id";
+/// (log index, commands applied) of a `Batch` entry being applied: each of
+/// its commands is stored as it is applied (so each sees the ones before),
+/// and one a crash cut off resumes after the last stored, never applying a
+/// command twice. Removed with the entry's last write.
+const BATCH_PROGRESS: &[u8] = b"meta/batch_progress";
 const ALERT_PREFIX: &[u8] = b"alert/";
 const AGENT_PREFIX: &[u8] = b"agent/";
 const POLICY_PREFIX: &[u8] = b"policy/";
@@ -875,6 +882,10 @@ impl SledStateMachine {
                 batch.insert(k, json(&record)?);
                 Ok(CommandResult::Done)
             }
+            // Applied command by command in `apply`; never inside another.
+            Command::Batch { .. } => Ok(CommandResult::Refused {
+                reason: "a batch inside a batch".into(),
+            }),
             Command::SetClusterId { cluster_id } => {
                 if let Some(set) = self.get_json::<String>(CLUSTER_ID)? {
                     if set != cluster_id {
@@ -992,6 +1003,25 @@ impl SledStateMachine {
         }
         Ok(out)
     }
+}
+
+/// Whether applying `cmd` changes the approved workloads, and whether it
+/// revokes or retires a certificate (a renewal or re-enrollment retires
+/// one too: streams opened with it end, and the agent reconnects).
+fn notices(cmd: &Command) -> (bool, bool) {
+    (
+        matches!(
+            cmd,
+            Command::ApproveWorkload { .. } | Command::RevokeWorkload { .. }
+        ),
+        matches!(
+            cmd,
+            Command::RevokeCertificate { .. }
+                | Command::RevokeCertificateV2 { .. }
+                | Command::RenewCertificate { .. }
+                | Command::UseJoinTokenV2 { .. }
+        ),
+    )
 }
 
 /// A certificate replaced by a renewal (or a re-enrollment).
@@ -1117,20 +1147,36 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
             let mut batch = sled::Batch::default();
             let result = match entry.payload {
                 EntryPayload::Blank => CommandResult::Done,
+                EntryPayload::Normal(Command::Batch { commands }) => {
+                    let done = match self.get_json::<(u64, usize)>(BATCH_PROGRESS)? {
+                        Some((index, n)) if index == entry.log_id.index => n,
+                        _ => 0,
+                    };
+                    let mut out = Vec::with_capacity(commands.len());
+                    for (i, sub) in commands.into_iter().enumerate() {
+                        if i < done {
+                            out.push(CommandResult::Done);
+                            continue;
+                        }
+                        let (w, r) = notices(&sub);
+                        workloads_changed |= w;
+                        revocations_changed |= r;
+                        let mut sub_batch = sled::Batch::default();
+                        let result = self.apply_command(sub, &mut sub_batch)?;
+                        sub_batch.insert(BATCH_PROGRESS, json(&(entry.log_id.index, i + 1))?);
+                        self.tree.apply_batch(sub_batch).map_err(sm_write_err)?;
+                        if let Ok(mut p) = self.pending_audit_head.lock() {
+                            *p = None;
+                        }
+                        out.push(result);
+                    }
+                    batch.remove(BATCH_PROGRESS);
+                    CommandResult::Batch(out)
+                }
                 EntryPayload::Normal(cmd) => {
-                    workloads_changed |= matches!(
-                        cmd,
-                        Command::ApproveWorkload { .. } | Command::RevokeWorkload { .. }
-                    );
-                    // A renewal or re-enrollment retires a certificate too:
-                    // streams opened with it end (the agent reconnects).
-                    revocations_changed |= matches!(
-                        cmd,
-                        Command::RevokeCertificate { .. }
-                            | Command::RevokeCertificateV2 { .. }
-                            | Command::RenewCertificate { .. }
-                            | Command::UseJoinTokenV2 { .. }
-                    );
+                    let (w, r) = notices(&cmd);
+                    workloads_changed |= w;
+                    revocations_changed |= r;
                     self.apply_command(cmd, &mut batch)?
                 }
                 EntryPayload::Membership(m) => {
