@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: run test deps build lint deny bench package clean
+.PHONY: run test deps build lint deny bench soak package clean
 
 ## Install what is missing, build release binaries, run a control plane and a local agent.
 run: deps build
@@ -38,6 +38,11 @@ package: deps
 ## Benchmarks: writes BENCHMARKS.md and bench/results.json (ratios against baselines from the same run).
 bench: deps build
 	./bench/run.sh
+
+## Long fault runs: 100 rounds of nodes killed during writes (make test runs 10).
+soak: deps
+	$(CARGO) build --workspace --bins --locked
+	VIGIL_CRASH_ROUNDS=100 $(CARGO) test --locked -p vigil-integration --test cluster_crash -- --nocapture
 
 clean:
 	$(CARGO) clean
