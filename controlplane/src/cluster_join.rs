@@ -27,15 +27,43 @@ pub enum JoinError {
 /// Asks the cluster `peer` belongs to to add node `node_id` at `address`;
 /// returns the voters once it is one of them.
 pub async fn join_cluster(
+    node: &crate::node::ControlPlaneNode,
     tls: Option<&ClientTlsConfig>,
     peer: &str,
-    node_id: NodeId,
     address: &str,
-    cluster_id: Option<String>,
 ) -> Result<Vec<NodeId>, JoinError> {
+    let node_id = node.node_id;
+    let cluster_id = node.cluster_id();
     let deadline = tokio::time::Instant::now() + JOIN_FOR;
     let mut target = peer.to_string();
     let mut last = String::new();
+    // First the cluster's voters: until this node is a member, raft
+    // traffic is taken from them alone (not from any node certificate).
+    loop {
+        let channel = GrpcNetwork::channel(tls, &target).map_err(|message| JoinError::Refused {
+            peer: target.clone(),
+            message,
+        })?;
+        match RaftServiceClient::new(channel)
+            .cluster_info(pb::ClusterInfoRequest {})
+            .await
+        {
+            Ok(info) => {
+                let voters: std::collections::BTreeSet<NodeId> =
+                    info.into_inner().voters.into_iter().collect();
+                if let Ok(mut expected) = node.joining_voters.lock() {
+                    *expected = Some(voters);
+                }
+                break;
+            }
+            Err(status) if tokio::time::Instant::now() < deadline => {
+                last = format!("{}: {}", status.code(), status.message());
+                tracing::info!(peer = %target, reason = %last, "joining: asking for the cluster's voters again");
+                tokio::time::sleep(RETRY_AFTER).await;
+            }
+            Err(_) => return Err(JoinError::GaveUp { peer: target, last }),
+        }
+    }
     while tokio::time::Instant::now() < deadline {
         let channel = GrpcNetwork::channel(tls, &target).map_err(|message| JoinError::Refused {
             peer: target.clone(),

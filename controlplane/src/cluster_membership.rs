@@ -254,8 +254,20 @@ impl ClusterMembership {
     }
 
     /// Makes `target` (a voter whose log is as long as the leader's) the
-    /// leader; the new leader and its term.
-    pub async fn transfer_leader(&self, target: NodeId) -> Result<(NodeId, u64), MembershipError> {
+    /// leader; the new leader and its term. Runs as a task of its own, so
+    /// a caller that goes away midway (a cancelled request) does not leave
+    /// this node's heartbeats off.
+    pub async fn transfer_leader(
+        self: &Arc<Self>,
+        target: NodeId,
+    ) -> Result<(NodeId, u64), MembershipError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.transfer(target).await })
+            .await
+            .map_err(|e| MembershipError::Refused(format!("the transfer stopped: {e}")))?
+    }
+
+    async fn transfer(&self, target: NodeId) -> Result<(NodeId, u64), MembershipError> {
         let _one_at_a_time = self.changes.lock().await;
         self.require_leader()?;
         let me = self.node.node_id;

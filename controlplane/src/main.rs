@@ -108,15 +108,14 @@ async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
     );
     let joining = config.join.clone().map(|peer| {
         let node_id = config.node_id;
-        let cluster_id = node.cluster_id();
+        let joiner = node.clone();
         let advertise = advertise.clone();
         tokio::spawn(async move {
             let voters = vigil_controlplane::cluster_join::join_cluster(
+                &joiner,
                 peer_tls.as_ref(),
                 &peer,
-                node_id,
                 &advertise,
-                cluster_id,
             )
             .await?;
             println!("vigil-controlplane: node {node_id} joined the cluster through {peer}; voters {voters:?}");

@@ -22,6 +22,13 @@ pub enum WriteError {
     Forward { leader: String, why: String },
     #[error("the write was not committed within {0:?}: this node cannot reach a majority of the cluster")]
     NotCommitted(std::time::Duration),
+    #[error("the write is {size} bytes encoded, more than the {limit} one raft entry takes")]
+    TooLarge { size: usize, limit: usize },
+}
+
+/// A command's size as the log stores it (JSON).
+fn encoded_size(cmd: &Command) -> usize {
+    serde_json::to_vec(cmd).map_or(usize::MAX, |v| v.len())
 }
 
 /// How long a write may wait to be committed.
@@ -42,6 +49,10 @@ pub struct ControlPlaneNode {
     config: Arc<Config>,
     /// Elections held until this instant (a leadership transfer).
     elections_held_until: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// For a node waiting to join: the voters of the cluster it was told to
+    /// join (`ClusterInfo` from its `--join` peer), the only nodes it takes
+    /// raft traffic from until it is a member.
+    pub joining_voters: std::sync::Mutex<Option<std::collections::BTreeSet<NodeId>>>,
     /// Writes waiting to share a raft entry (`write_coalesced`); None:
     /// each write an entry of its own (`--no-write-coalescing`).
     coalesce: Option<tokio::sync::mpsc::Sender<Coalesced>>,
@@ -55,6 +66,13 @@ type Coalesced = (
 
 /// The most commands one shared entry carries.
 const COALESCE_AT_MOST: usize = 256;
+/// The most bytes (encoded) one shared entry carries; a command this large
+/// or larger goes alone. Far below a raft message's limit, so one agent's
+/// oversized findings cannot make an entry no node can take.
+const COALESCE_BYTES: usize = 4 << 20;
+/// The largest command a node proposes at all (encoded): an entry must fit
+/// one raft message (`network::MAX_RAFT_MESSAGE`) with room to spare.
+const LARGEST_COMMAND: usize = crate::network::MAX_RAFT_MESSAGE / 2;
 
 impl ControlPlaneNode {
     /// Opens the stores in `data_dir`, starts raft and, on first start,
@@ -68,7 +86,21 @@ impl ControlPlaneNode {
         joining: bool,
         coalesce_writes: bool,
     ) -> anyhow::Result<Arc<Self>> {
-        std::fs::create_dir_all(data_dir)?;
+        {
+            use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(data_dir)?;
+            let meta = std::fs::symlink_metadata(data_dir)?;
+            if meta.mode() & 0o022 != 0 {
+                anyhow::bail!(
+                    "{}: mode {:o} lets others write to the data directory (they could make this node refuse to start, or lose its state); make it 0700 (chmod go-w)",
+                    data_dir.display(),
+                    meta.mode() & 0o7777
+                );
+            }
+        }
         let (log, sm, state, facts) = open_checked(data_dir)?;
         let config = Config {
             cluster_name: "vigil".into(),
@@ -95,6 +127,7 @@ impl ControlPlaneNode {
             network,
             config,
             elections_held_until: std::sync::Mutex::new(None),
+            joining_voters: std::sync::Mutex::new(None),
             coalesce: coalesce_writes.then_some(coalesce),
         });
         if coalesce_writes {
@@ -131,6 +164,13 @@ impl ControlPlaneNode {
     /// node that is not the leader, the leader proposes it
     /// (`RaftService.ClientWrite`), so any node takes any write.
     pub async fn write(&self, cmd: Command) -> Result<CommandResult, WriteError> {
+        let size = encoded_size(&cmd);
+        if size > LARGEST_COMMAND {
+            return Err(WriteError::TooLarge {
+                size,
+                limit: LARGEST_COMMAND,
+            });
+        }
         // A leader cut off from its majority keeps taking entries it can
         // never commit: the caller gets an error, not a wait without end
         // (an agent resends; a seq already committed is skipped).
@@ -264,11 +304,32 @@ async fn run_coalescer(
     node: std::sync::Weak<ControlPlaneNode>,
     mut waiting: tokio::sync::mpsc::Receiver<Coalesced>,
 ) {
-    while let Some(first) = waiting.recv().await {
+    let mut held: Option<(Coalesced, usize)> = None;
+    loop {
+        let (first, first_size) = match held.take() {
+            Some(h) => h,
+            None => match waiting.recv().await {
+                Some(first) => {
+                    let size = encoded_size(&first.0);
+                    (first, size)
+                }
+                None => return,
+            },
+        };
         let mut group = vec![first];
-        while group.len() < COALESCE_AT_MOST {
+        let mut bytes = first_size;
+        while group.len() < COALESCE_AT_MOST && bytes < COALESCE_BYTES {
             match waiting.try_recv() {
-                Ok(next) => group.push(next),
+                Ok(next) => {
+                    let size = encoded_size(&next.0);
+                    if bytes + size > COALESCE_BYTES {
+                        // It starts the next entry.
+                        held = Some((next, size));
+                        break;
+                    }
+                    bytes += size;
+                    group.push(next);
+                }
                 Err(_) => break,
             }
         }

@@ -336,6 +336,30 @@ async fn only_a_node_speaks_raft_and_only_for_itself() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    // A node waiting to join (started with --join, not yet added) takes
+    // raft traffic only from the voters of the cluster it was sent to: a
+    // node certificate of no voter here cannot feed it a log of its own.
+    let waiting_port = free_port();
+    let _waiting = start(&fleet, tmp.path(), 2, waiting_port, Some(port));
+    let refused = try_wait_for(
+        "the joiner to know its cluster",
+        Duration::from_secs(10),
+        || {
+            let (fleet, node3) = (&fleet, &node3);
+            let vote = vote_as(3);
+            async move {
+                let channel = fleet.channel(waiting_port, node3).await.ok()?;
+                let r = RaftServiceClient::new(channel).vote(vote).await;
+                match r {
+                    Err(s) if s.message().contains("waiting to join") => Some(s),
+                    _ => None,
+                }
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     // Node 1's own id at another address: already a member.
     let refused = raft(fleet.issue(Identity::node("1").unwrap()))
         .await

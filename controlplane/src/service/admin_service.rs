@@ -161,10 +161,12 @@ impl AdminService for AdminServiceImpl {
         &self,
         _req: Request<pb::StateDigestRequest>,
     ) -> Result<Response<pb::StateDigestResponse>, Status> {
-        let (last_applied_index, sha256) = self
-            .node
-            .state
-            .digest()
+        // A scan of the whole state: off the async workers, so raft's
+        // heartbeats do not wait behind it.
+        let state = self.node.state.clone();
+        let (last_applied_index, sha256) = tokio::task::spawn_blocking(move || state.digest())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::StateDigestResponse {
             node_id: self.node.node_id,

@@ -89,18 +89,20 @@ pub fn need(path: &str) -> Option<Need> {
         ("vigil.siem.v1.SiemExport", "Subscribe") => Need::Operator(SiemReader),
         (
             "vigil.raft.v1.RaftService",
-            "AppendEntries" | "Vote" | "InstallSnapshot" | "Join" | "ClientWrite" | "HoldElections"
-            | "Elect",
+            "AppendEntries" | "Vote" | "InstallSnapshot" | "Join" | "ClientWrite" | "ClusterInfo"
+            | "HoldElections" | "Elect",
         ) => Need::Node,
         ("vigil.admin.v1.AdminService", method) => Need::Operator(match method {
-            "QueryAlerts" | "FollowAlerts" | "ClusterStatus" | "StateDigest" | "GetAgent"
+            "QueryAlerts" | "FollowAlerts" | "ClusterStatus" | "GetAgent"
             | "ListPolicies" | "GetPolicy" | "ListWorkloads" | "ListAudit" | "VerifyAudit" => {
                 Viewer
             }
             "Unfreeze" => Analyst,
             "ListRevokedCertificates" => Viewer,
             "PushPolicy" | "ApproveWorkload" | "RevokeWorkload" | "RevokeCertificate"
-            | "CreateJoinToken" | "AddNode" | "RemoveNode" | "TransferLeader" => Admin,
+            | "CreateJoinToken" | "AddNode" | "RemoveNode" | "TransferLeader"
+            // A scan of the whole state: not for every viewer.
+            | "StateDigest" => Admin,
             _ => return None,
         }),
         _ => return None,

@@ -84,7 +84,15 @@ impl RaftServiceImpl {
         let m = self.node.raft.metrics().borrow().membership_config.clone();
         let membership = m.membership();
         if membership.nodes().next().is_none() {
-            return Ok(());
+            // Not a member of any cluster yet: only the voters of the one
+            // its `--join` peer named.
+            let expected = self.node.joining_voters.lock().ok().and_then(|v| v.clone());
+            return match expected {
+                Some(voters) if voters.contains(&claimed) => Ok(()),
+                _ => Err(Status::permission_denied(format!(
+                    "this node is waiting to join a cluster and takes raft traffic only from its voters, not from node {claimed} ({what})"
+                ))),
+            };
         }
         let ok = match from {
             From::Voter => membership.voter_ids().any(|v| v == claimed),
@@ -100,6 +108,17 @@ impl RaftServiceImpl {
             } else {
                 "member"
             }
+        )))
+    }
+
+    /// Refuses a transfer step from anyone but the leader this node knows.
+    fn sent_by_leader(&self, caller: NodeId, what: &str) -> Result<(), Status> {
+        let leader = self.node.raft.metrics().borrow().current_leader;
+        if leader == Some(caller) {
+            return Ok(());
+        }
+        Err(Status::permission_denied(format!(
+            "node {caller} is not the leader: its {what} is refused"
         )))
     }
 
@@ -173,7 +192,7 @@ impl pb::raft_service_server::RaftService for RaftServiceImpl {
         req: Request<pb::HoldElectionsRequest>,
     ) -> Result<Response<pb::HoldElectionsResponse>, Status> {
         if let Some(id) = Self::caller_node(&Caller::of(&req))? {
-            self.member(id, From::Voter, "election hold")?;
+            self.sent_by_leader(id, "election hold")?;
         }
         let millis = req.into_inner().millis;
         tracing::info!(millis, "holding elections: a leadership transfer");
@@ -187,7 +206,7 @@ impl pb::raft_service_server::RaftService for RaftServiceImpl {
         req: Request<pb::ElectRequest>,
     ) -> Result<Response<pb::ElectResponse>, Status> {
         if let Some(id) = Self::caller_node(&Caller::of(&req))? {
-            self.member(id, From::Voter, "election request")?;
+            self.sent_by_leader(id, "election request")?;
         }
         tracing::info!("standing for election: a leadership transfer");
         self.node
@@ -197,6 +216,25 @@ impl pb::raft_service_server::RaftService for RaftServiceImpl {
             .await
             .map_err(|e| Status::unavailable(format!("raft: {e}")))?;
         Ok(Response::new(pb::ElectResponse {}))
+    }
+
+    async fn cluster_info(
+        &self,
+        _req: Request<pb::ClusterInfoRequest>,
+    ) -> Result<Response<pb::ClusterInfoResponse>, Status> {
+        let voters = self
+            .node
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        Ok(Response::new(pb::ClusterInfoResponse {
+            voters,
+            cluster_id: self.node.cluster_id().unwrap_or_default(),
+        }))
     }
 
     async fn join(

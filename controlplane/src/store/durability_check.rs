@@ -199,10 +199,20 @@ pub fn write_cluster_id(data_dir: &Path, id: &str) -> std::io::Result<()> {
 /// Replaces `data_dir/name` with `text` and a newline (written, synced,
 /// renamed into place, the directory synced).
 fn replace_small_file(data_dir: &Path, name: &str, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let file = data_dir.join(name);
     let tmp = data_dir.join(format!(".{name}.new"));
-    std::fs::write(&tmp, format!("{text}\n"))?;
-    std::fs::File::open(&tmp)?.sync_all()?;
+    let _ = std::fs::remove_file(&tmp);
+    // Made anew (never through a planted symlink), readable by the node
+    // alone.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(format!("{text}\n").as_bytes())?;
+    f.sync_all()?;
     std::fs::rename(&tmp, &file)?;
     std::fs::File::open(data_dir)?.sync_all()
 }

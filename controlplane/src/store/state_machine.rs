@@ -461,6 +461,12 @@ pub struct SledStateMachine {
     /// The audit head written by the entry being applied (its batch is not
     /// in the tree yet), so two entries in one apply chain correctly.
     pending_audit_head: Arc<std::sync::Mutex<Option<(u64, String)>>>,
+    /// Held by `apply` from its first write to its flush, and by a snapshot
+    /// while it reads: sled's iterator is not a point in time, so without
+    /// it a snapshot built beside an apply could pair an older
+    /// `last_applied` with newer data (an entry applied twice where it is
+    /// installed) or copy half a batch.
+    applying: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl SledStateMachine {
@@ -487,6 +493,7 @@ impl SledStateMachine {
                 workloads_changed: Arc::new(workloads_tx),
                 revocations_changed: Arc::new(revocations_tx),
                 pending_audit_head: Arc::new(std::sync::Mutex::new(None)),
+                applying: Arc::new(tokio::sync::RwLock::new(())),
             },
             StateReader {
                 tree,
@@ -1099,9 +1106,12 @@ fn parse_snapshot(data: &[u8]) -> Result<SnapshotPairs<'_>, String> {
 
 impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let applying = self.applying.clone();
+        let quiet = applying.read().await;
         let last_log_id: Option<LogId> = self.get_json::<Option<LogId>>(LAST_APPLIED)?.flatten();
         let last_membership: StoredMembership = self.get_json(MEMBERSHIP)?.unwrap_or_default();
         let data = self.snapshot_bytes()?;
+        drop(quiet);
         let snapshot_id = match last_log_id {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, data.len()),
             None => format!("empty-{}", data.len()),
@@ -1137,6 +1147,8 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let applying = self.applying.clone();
+        let _alone = applying.write().await;
         let mut results = Vec::new();
         let mut workloads_changed = false;
         let mut revocations_changed = false;
@@ -1223,6 +1235,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
             workloads_changed: self.workloads_changed.clone(),
             revocations_changed: self.revocations_changed.clone(),
             pending_audit_head: self.pending_audit_head.clone(),
+            applying: self.applying.clone(),
         }
     }
 
@@ -1235,6 +1248,8 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         meta: &SnapshotMeta<NodeId, BasicNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
+        let applying = self.applying.clone();
+        let _alone = applying.write().await;
         let data = snapshot.into_inner();
         let pairs = parse_snapshot(&data)
             .map_err(|e| snap_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
