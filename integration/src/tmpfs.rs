@@ -8,7 +8,8 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 pub struct Tmpfs(PathBuf);
 
 impl Tmpfs {
-    /// Mounts a tmpfs of `size` (as `mount -o size=` takes it) at `dir`,
+    /// Mounts a tmpfs of `size` (as `mount -o size=` takes it) at `dir`
+    /// (mode 0700, as a daemon's data directory must be),
     /// creating `dir`; panics when it cannot (the tests run as root).
     pub fn mount(dir: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(dir).unwrap();
@@ -17,7 +18,7 @@ impl Tmpfs {
             dir,
             Some("tmpfs"),
             MsFlags::empty(),
-            Some(format!("size={size}").as_str()),
+            Some(format!("size={size},mode=0700").as_str()),
         )
         .unwrap_or_else(|e| panic!("mounting a tmpfs at {}: {e}", dir.display()));
         Tmpfs(dir.to_path_buf())
