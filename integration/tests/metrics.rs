@@ -100,6 +100,20 @@ async fn start() -> (tempfile::TempDir, ControlPlane, u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_node_reports_itself_leader_and_counts_what_an_agent_sends() {
     let (_tmp, cp, port) = start().await;
+    // A leader is known before its term's first entry is applied (and,
+    // since a new cluster records its id, that takes a moment more).
+    wait_for(
+        "the first entry applied",
+        Duration::from_secs(10),
+        || async {
+            (scrape(port)
+                .await
+                .get("vigil_controlplane_raft_last_applied_index")
+                >= Some(&1.0))
+            .then_some(())
+        },
+    )
+    .await;
 
     let reply = get(port, "/metrics", None).await;
     assert_eq!(reply.status, 200);
