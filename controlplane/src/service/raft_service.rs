@@ -282,20 +282,10 @@ impl RaftServiceImpl {
         match proposed {
             Ok(resp) => encode(&Ok::<_, String>(resp.data)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                let leader = f.leader_node.map(|n| n.addr).unwrap_or_default();
-                let mut status = Status::unavailable(format!(
-                    "node {} is not the leader (leader: {})",
-                    self.node.node_id,
-                    if leader.is_empty() {
-                        "unknown"
-                    } else {
-                        &leader
-                    }
-                ));
-                if let Ok(value) = leader.parse() {
-                    status.metadata_mut().insert(LEADER_METADATA, value);
+                Err(crate::cluster_membership::MembershipError::NotLeader {
+                    leader: f.leader_node.map(|n| n.addr),
                 }
-                Err(status)
+                .into())
             }
             Err(e) => encode(&Err::<crate::raft_types::CommandResult, _>(e.to_string())),
         }

@@ -673,18 +673,11 @@ impl SledStateMachine {
                 now_unix_secs,
             } => {
                 let k = prefixed(JOIN_TOKEN_PREFIX, id.as_bytes());
-                let Some(mut record) = self.get_json::<vigil_pki::TokenRecord>(&k)? else {
-                    return Ok(CommandResult::Refused {
-                        reason: vigil_pki::TokenRefused::Unknown { id }.to_string(),
-                    });
-                };
-                if let Err(refused) =
-                    record.admit_digest(&secret_sha256, Some(&agent_id), now_unix_secs)
-                {
-                    return Ok(CommandResult::Refused {
-                        reason: refused.to_string(),
-                    });
-                }
+                let mut record =
+                    match self.admit_token(&k, id, &secret_sha256, &agent_id, now_unix_secs)? {
+                        Ok(record) => record,
+                        Err(refused) => return Ok(refused),
+                    };
                 record.used_by = Some(agent_id);
                 batch.insert(k, json(&record)?);
                 Ok(CommandResult::Done)
@@ -835,18 +828,11 @@ impl SledStateMachine {
                 now_unix_secs,
             } => {
                 let k = prefixed(JOIN_TOKEN_PREFIX, id.as_bytes());
-                let Some(mut record) = self.get_json::<vigil_pki::TokenRecord>(&k)? else {
-                    return Ok(CommandResult::Refused {
-                        reason: vigil_pki::TokenRefused::Unknown { id }.to_string(),
-                    });
-                };
-                if let Err(refused) =
-                    record.admit_digest(&secret_sha256, Some(&agent_id), now_unix_secs)
-                {
-                    return Ok(CommandResult::Refused {
-                        reason: refused.to_string(),
-                    });
-                }
+                let mut record =
+                    match self.admit_token(&k, id, &secret_sha256, &agent_id, now_unix_secs)? {
+                        Ok(record) => record,
+                        Err(refused) => return Ok(refused),
+                    };
                 let current_key = prefixed(CURRENT_CERT_PREFIX, agent_id.as_bytes());
                 let previous = self.get_json::<String>(&current_key)?;
                 // Enrolled before: a current certificate on record, or
@@ -948,6 +934,29 @@ impl SledStateMachine {
                 Ok(CommandResult::Done)
             }
         }
+    }
+
+    /// The join token stored at `k`, if the secret, agent id and time admit
+    /// it; else the refusal to return.
+    fn admit_token(
+        &self,
+        k: &[u8],
+        id: String,
+        secret_sha256: &str,
+        agent_id: &str,
+        now_unix_secs: u64,
+    ) -> Result<Result<vigil_pki::TokenRecord, CommandResult>, StorageError> {
+        let Some(record) = self.get_json::<vigil_pki::TokenRecord>(k)? else {
+            return Ok(Err(CommandResult::Refused {
+                reason: vigil_pki::TokenRefused::Unknown { id }.to_string(),
+            }));
+        };
+        if let Err(refused) = record.admit_digest(secret_sha256, Some(agent_id), now_unix_secs) {
+            return Ok(Err(CommandResult::Refused {
+                reason: refused.to_string(),
+            }));
+        }
+        Ok(Ok(record))
     }
 
     /// Chains an audit entry after the newest one (in this batch or stored).
