@@ -12,7 +12,6 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use vigil_integration::raw_agent::{findings, hello, model_file_finding};
 use vigil_integration::{free_port, ControlPlane};
-use vigil_proto::agent::v1 as pb;
 use vigil_proto::agent::v1::agent_service_client::AgentServiceClient;
 
 use crate::report::{Figure, Report};
@@ -95,17 +94,7 @@ async fn one_round(cp: &ControlPlane, tag: &str) -> anyhow::Result<Round> {
                 seq += 1;
                 let sent = Instant::now();
                 tx.send(findings(vec![model_file_finding(seq, 3)])).await?;
-                loop {
-                    let msg = tokio::time::timeout(Duration::from_secs(10), inbound.message())
-                        .await
-                        .map_err(|_| anyhow::anyhow!("no ack within 10 s"))??
-                        .ok_or_else(|| anyhow::anyhow!("the stream ended"))?;
-                    if let Some(pb::control_message::Body::Ack(a)) = msg.body {
-                        if a.up_to_seq >= seq {
-                            break;
-                        }
-                    }
-                }
+                crate::transport_bench::acked_up_to(&mut inbound, seq).await?;
                 latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
             }
             anyhow::Ok(latencies)

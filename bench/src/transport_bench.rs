@@ -179,7 +179,7 @@ impl Session {
 }
 
 /// Reads the stream until an ack covers `want`.
-async fn acked_up_to(
+pub async fn acked_up_to(
     inbound: &mut tonic::Streaming<pb::ControlMessage>,
     want: u64,
 ) -> anyhow::Result<()> {

@@ -101,7 +101,7 @@ impl ControlPlaneNode {
                 );
             }
         }
-        let (log, sm, state, facts) = open_checked(data_dir)?;
+        let (log, sm, state) = open_checked(data_dir)?;
         let config = Config {
             cluster_name: "vigil".into(),
             heartbeat_interval: 100,
@@ -133,7 +133,6 @@ impl ControlPlaneNode {
         if coalesce_writes {
             tokio::spawn(run_coalescer(Arc::downgrade(&node), waiting));
         }
-        let _ = facts;
         tokio::spawn(keep_durability_marks(node.clone(), data_dir.to_path_buf()));
         Ok(node)
     }

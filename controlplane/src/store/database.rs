@@ -1,4 +1,4 @@
-use super::durability_check::{check_store, DamagedStore, StoreFacts};
+use super::durability_check::{check_store, DamagedStore};
 use super::{ReadError, SledLogStore, SledStateMachine, StateReader};
 
 #[derive(Debug, thiserror::Error)]
@@ -13,7 +13,7 @@ pub enum OpenError {
 /// in `data_dir/raft`) after checking them (`durability_check.rs`).
 pub fn open_checked(
     data_dir: &std::path::Path,
-) -> Result<(SledLogStore, SledStateMachine, StateReader, StoreFacts), OpenError> {
+) -> Result<(SledLogStore, SledStateMachine, StateReader), OpenError> {
     let dir = data_dir.join("raft");
     let shown = dir.display().to_string();
     let db = sled::Config::new()
@@ -24,7 +24,7 @@ pub fn open_checked(
             dir: shown.clone(),
             source: e.into(),
         })?;
-    let facts = check_store(&db, data_dir).map_err(|source| OpenError::Damaged {
+    check_store(&db, data_dir).map_err(|source| OpenError::Damaged {
         dir: shown.clone(),
         source,
     })?;
@@ -34,7 +34,7 @@ pub fn open_checked(
     };
     let log = SledLogStore::open(&db).map_err(|e| open(e.into()))?;
     let (sm, reader) = SledStateMachine::open(&db).map_err(open)?;
-    Ok((log, sm, reader, facts))
+    Ok((log, sm, reader))
 }
 
 /// Opens (creating) the sled database at `dir` and both raft stores on it.

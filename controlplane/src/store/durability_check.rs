@@ -53,15 +53,6 @@ pub enum DamagedStore {
     ClusterIdFile { file: PathBuf, why: String },
 }
 
-/// What the check found, for the start to go on with.
-#[derive(Debug, Default)]
-pub struct StoreFacts {
-    /// The cluster id in the replicated state, if it has one.
-    pub cluster_id: Option<String>,
-    /// Whether raft has ever stored anything (a vote or a log entry).
-    pub initialised: bool,
-}
-
 fn hex_key(k: &[u8]) -> String {
     if k.iter().all(|b| b.is_ascii_graphic()) {
         String::from_utf8_lossy(k).into_owned()
@@ -72,7 +63,7 @@ fn hex_key(k: &[u8]) -> String {
 
 /// Reads every record of every tree of `db`; checks the log against the
 /// state machine and the cluster id against `data_dir`'s file.
-pub fn check_store(db: &sled::Db, data_dir: &Path) -> Result<StoreFacts, DamagedStore> {
+pub fn check_store(db: &sled::Db, data_dir: &Path) -> Result<(), DamagedStore> {
     let unreadable = |tree: &str, key: &[u8], why: String| DamagedStore::Unreadable {
         tree: tree.to_string(),
         key: hex_key(key),
@@ -179,10 +170,7 @@ pub fn check_store(db: &sled::Db, data_dir: &Path) -> Result<StoreFacts, Damaged
             });
         }
     }
-    Ok(StoreFacts {
-        cluster_id,
-        initialised,
-    })
+    Ok(())
 }
 
 /// Records that entry `index` was applied (after the state machine has
