@@ -92,7 +92,9 @@ impl ControlPlaneNode {
                 .recursive(true)
                 .mode(0o700)
                 .create(data_dir)?;
-            let meta = std::fs::symlink_metadata(data_dir)?;
+            // The directory itself (a symlink to it is followed: a link's
+            // own mode says nothing).
+            let meta = std::fs::metadata(data_dir)?;
             if meta.mode() & 0o022 != 0 {
                 anyhow::bail!(
                     "{}: mode {:o} lets others write to the data directory (they could make this node refuse to start, or lose its state); make it 0700 (chmod go-w)",

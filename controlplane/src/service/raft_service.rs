@@ -268,6 +268,13 @@ impl RaftServiceImpl {
         req: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
         let cmd: crate::raft_types::Command = decode("client write", req.get_ref())?;
+        // The same limit as a write proposed here (`node.rs`).
+        if req.get_ref().json.len() > crate::network::MAX_RAFT_MESSAGE / 2 {
+            return Err(Status::invalid_argument(format!(
+                "a forwarded write of {} bytes is more than one raft entry takes",
+                req.get_ref().json.len()
+            )));
+        }
         let proposed = tokio::time::timeout(
             std::time::Duration::from_secs(5),
             self.node.raft.client_write(cmd),
