@@ -39,10 +39,12 @@ package: deps
 bench: deps build
 	./bench/run.sh
 
-## Long fault runs: 100 rounds of nodes killed during writes (make test runs 10).
+## Long fault runs: 100 rounds of nodes killed during writes and 100
+## linearizability runs under kills and partitions (make test runs 10 and 5).
 soak: deps
 	$(CARGO) build --workspace --bins --locked
 	VIGIL_CRASH_ROUNDS=100 $(CARGO) test --locked -p vigil-integration --test cluster_crash -- --nocapture
+	VIGIL_LINEARIZABILITY_RUNS=100 $(CARGO) test --locked -p vigil-integration --test cluster_linearizability -- --nocapture
 
 clean:
 	$(CARGO) clean

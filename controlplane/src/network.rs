@@ -137,6 +137,17 @@ impl GrpcNetwork {
         Ok(())
     }
 
+    /// Asks the leader at `addr` for its read index (`ReadIndex`).
+    pub async fn read_index(&self, addr: &str) -> Result<Option<u64>, String> {
+        let mut client = self.peer_client(addr)?;
+        let call = client.read_index(pb::ReadIndexRequest {});
+        let reply = tokio::time::timeout(FORWARD_TIMEOUT, call)
+            .await
+            .map_err(|_| format!("no answer within {FORWARD_TIMEOUT:?}"))?
+            .map_err(|s| format!("{}: {}", s.code(), s.message()))?;
+        Ok(reply.into_inner().index)
+    }
+
     /// Asks the node at `addr` to stand for election now.
     pub async fn elect(&self, addr: &str) -> Result<(), String> {
         let mut client = self.peer_client(addr)?;

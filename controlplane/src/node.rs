@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 
 use crate::network::GrpcNetwork;
@@ -24,6 +24,35 @@ pub enum WriteError {
     NotCommitted(std::time::Duration),
     #[error("the write is {size} bytes encoded, more than the {limit} one raft entry takes")]
     TooLarge { size: usize, limit: usize },
+}
+
+/// Why a read that must be current could not be served.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FreshReadError {
+    #[error("no leader is known, so this node cannot tell whether its state is current")]
+    NoLeader,
+    #[error("the leader did not confirm within {0:?} that it still leads a majority: a read that must be current is refused")]
+    NotConfirmed(std::time::Duration),
+    #[error("asking the leader at {leader} how far to catch up before reading: {why}")]
+    Forward { leader: String, why: String },
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+impl From<FreshReadError> for tonic::Status {
+    fn from(e: FreshReadError) -> Self {
+        tonic::Status::unavailable(e.to_string())
+    }
+}
+
+/// Why the leader did not answer a read index.
+#[derive(Debug, Clone)]
+pub enum ReadIndexRefused {
+    /// This node does not lead (the leader's address, if known).
+    NotLeader {
+        leader: Option<String>,
+    },
+    Other(FreshReadError),
 }
 
 /// A command's size as the log stores it (JSON).
@@ -196,6 +225,57 @@ impl ControlPlaneNode {
                 why,
             })?
             .map_err(WriteError::Raft)
+    }
+
+    /// Waits until a read of this node's state is linearizable: on the
+    /// leader, a majority confirms it still leads and the state has applied
+    /// everything committed before the call (`ensure_linearizable`); on a
+    /// follower, the leader does that and answers its read index, and this
+    /// node waits to have applied that far (`RaftService.ReadIndex`). A
+    /// node that cannot reach a leader with a majority refuses rather than
+    /// answer from a state that may be stale.
+    pub async fn ensure_fresh(&self) -> Result<(), FreshReadError> {
+        let checked = tokio::time::timeout(COMMIT_WITHIN, self.raft.ensure_linearizable())
+            .await
+            .map_err(|_| FreshReadError::NotConfirmed(COMMIT_WITHIN))?;
+        let forwarded = match checked {
+            Ok(_) => return Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => f,
+            Err(e) => return Err(FreshReadError::Raft(e.to_string())),
+        };
+        let leader = forwarded.leader_node.ok_or(FreshReadError::NoLeader)?;
+        let index =
+            self.network
+                .read_index(&leader.addr)
+                .await
+                .map_err(|why| FreshReadError::Forward {
+                    leader: leader.addr.clone(),
+                    why,
+                })?;
+        self.raft
+            .wait(Some(COMMIT_WITHIN))
+            .applied_index_at_least(index, "a read that must be current")
+            .await
+            .map_err(|_| FreshReadError::NotConfirmed(COMMIT_WITHIN))?;
+        Ok(())
+    }
+
+    /// On the leader: confirms with a majority that it still leads and
+    /// answers the index a follower must have applied before a read
+    /// (`RaftService.ReadIndex`).
+    pub async fn read_index(&self) -> Result<Option<u64>, ReadIndexRefused> {
+        let checked = tokio::time::timeout(COMMIT_WITHIN, self.raft.get_read_log_id())
+            .await
+            .map_err(|_| ReadIndexRefused::Other(FreshReadError::NotConfirmed(COMMIT_WITHIN)))?;
+        match checked {
+            Ok((read_log_id, _applied)) => Ok(read_log_id.map(|l| l.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(ReadIndexRefused::NotLeader {
+                    leader: f.leader_node.map(|n| n.addr),
+                })
+            }
+            Err(e) => Err(ReadIndexRefused::Other(FreshReadError::Raft(e.to_string()))),
+        }
     }
 
     pub fn network(&self) -> &GrpcNetwork {

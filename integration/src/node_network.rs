@@ -6,6 +6,7 @@
 //! still ask a cut-off node what it thinks.
 
 use std::net::IpAddr;
+use std::path::Path;
 use std::process::Command;
 
 /// The namespaces and links; removed when dropped.
@@ -30,10 +31,47 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// Removes the namespaces and management links of earlier runs whose
+/// process is gone (a run killed before it could drop its network): their
+/// addresses would clash with a new run's.
+fn remove_stale() {
+    let stale = |name: &str| -> bool {
+        let Some(rest) = name.strip_prefix("vg") else {
+            return false;
+        };
+        let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        !pid.is_empty()
+            && pid.parse::<u32>().ok() != Some(std::process::id() % 100_000)
+            && !Path::new(&format!("/proc/{pid}")).exists()
+    };
+    let listed = |args: &[&str]| -> Vec<String> {
+        Command::new("ip")
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect()
+    };
+    for ns in listed(&["netns", "list"]).iter().filter(|n| stale(n)) {
+        let _ = ip(&["netns", "del", ns]);
+    }
+    for link in listed(&["-br", "link"])
+        .iter()
+        .map(|l| l.split('@').next().unwrap_or(l).to_string())
+    {
+        if stale(&link) {
+            let _ = ip(&["link", "del", &link]);
+        }
+    }
+}
+
 impl NodeNetwork {
     /// `nodes` namespaces (at most 9), each pair linked.
     pub fn create(nodes: u8) -> Result<NodeNetwork, String> {
         assert!((1..=9).contains(&nodes), "1 to 9 nodes");
+        remove_stale();
         let net = NodeNetwork {
             tag: format!("vg{}", std::process::id() % 100_000),
             nodes,

@@ -112,25 +112,6 @@ impl TlsFleet {
         ]
     }
 
-    /// A channel to `https://ip:port` that trusts this CA and presents
-    /// `who`.
-    pub async fn channel_at(
-        &self,
-        ip: std::net::IpAddr,
-        port: u16,
-        who: &IssuedCertificate,
-    ) -> Result<Channel, tonic::transport::Error> {
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(self.ca_pem()))
-            .identity(TlsIdentity::from_pem(&who.cert_pem, &who.key_pem))
-            .domain_name(ip.to_string());
-        Endpoint::from_shared(format!("https://{ip}:{port}"))?
-            .connect_timeout(std::time::Duration::from_secs(2))
-            .tls_config(tls)?
-            .connect()
-            .await
-    }
-
     /// A channel to `https://127.0.0.1:port` that trusts this CA and
     /// presents `who`.
     pub async fn channel(

@@ -297,6 +297,8 @@ impl AdminService for AdminServiceImpl {
         &self,
         _req: Request<pb::ListPoliciesRequest>,
     ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
+        // A current answer, whichever node asked (linearizable).
+        self.node.ensure_fresh().await?;
         let state = &self.node.state;
         let active = state
             .active_policy()
@@ -335,6 +337,8 @@ impl AdminService for AdminServiceImpl {
         &self,
         req: Request<pb::GetPolicyRequest>,
     ) -> Result<Response<pb::GetPolicyResponse>, Status> {
+        // A current answer, whichever node asked (linearizable).
+        self.node.ensure_fresh().await?;
         let version = req.into_inner().version;
         let bundle = self
             .node
@@ -559,6 +563,8 @@ impl AdminService for AdminServiceImpl {
         &self,
         _req: Request<pb::ListRevokedCertificatesRequest>,
     ) -> Result<Response<pb::ListRevokedCertificatesResponse>, Status> {
+        // A current answer, whichever node asked (linearizable).
+        self.node.ensure_fresh().await?;
         let certificates = self
             .node
             .state
@@ -576,6 +582,8 @@ impl AdminService for AdminServiceImpl {
         &self,
         _req: Request<pb::ListWorkloadsRequest>,
     ) -> Result<Response<pb::ListWorkloadsResponse>, Status> {
+        // A current answer, whichever node asked (linearizable).
+        self.node.ensure_fresh().await?;
         let workloads = self
             .node
             .state
@@ -590,6 +598,8 @@ impl AdminService for AdminServiceImpl {
         &self,
         req: Request<pb::ListAuditRequest>,
     ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        // A current answer, whichever node asked (linearizable).
+        self.node.ensure_fresh().await?;
         let req = req.into_inner();
         let limit = match req.limit {
             0 => DEFAULT_LIMIT,
@@ -609,6 +619,8 @@ impl AdminService for AdminServiceImpl {
         &self,
         _req: Request<pb::VerifyAuditRequest>,
     ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+        // A current answer, whichever node asked (linearizable).
+        self.node.ensure_fresh().await?;
         let entries = self
             .node
             .state
@@ -627,6 +639,8 @@ impl AdminService for AdminServiceImpl {
         &self,
         req: Request<pb::GetAgentRequest>,
     ) -> Result<Response<pb::GetAgentResponse>, Status> {
+        // A current answer, whichever node asked (linearizable).
+        self.node.ensure_fresh().await?;
         let name = req.into_inner().agent;
         if name.trim().is_empty() {
             return Err(Status::invalid_argument("agent: must not be empty"));

@@ -19,7 +19,7 @@ use vigil_pki::Identity;
 use vigil_proto::raft::v1 as pb;
 
 use crate::cluster_membership::ClusterMembership;
-use crate::node::ControlPlaneNode;
+use crate::node::{ControlPlaneNode, ReadIndexRefused};
 use crate::raft_types::{NodeId, TypeConfig};
 use crate::service::Caller;
 
@@ -216,6 +216,22 @@ impl pb::raft_service_server::RaftService for RaftServiceImpl {
             .await
             .map_err(|e| Status::unavailable(format!("raft: {e}")))?;
         Ok(Response::new(pb::ElectResponse {}))
+    }
+
+    async fn read_index(
+        &self,
+        req: Request<pb::ReadIndexRequest>,
+    ) -> Result<Response<pb::ReadIndexResponse>, Status> {
+        if let Some(id) = Self::caller_node(&Caller::of(&req))? {
+            self.member(id, From::Member, "read index request")?;
+        }
+        match self.node.read_index().await {
+            Ok(index) => Ok(Response::new(pb::ReadIndexResponse { index })),
+            Err(ReadIndexRefused::NotLeader { leader }) => {
+                Err(crate::cluster_membership::MembershipError::NotLeader { leader }.into())
+            }
+            Err(ReadIndexRefused::Other(e)) => Err(e.into()),
+        }
     }
 
     async fn cluster_info(
