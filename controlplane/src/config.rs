@@ -114,12 +114,36 @@ pub struct ControlPlaneConfig {
     #[arg(long, hide = true)]
     pub no_write_coalescing: bool,
 
+    /// Alerts the cluster keeps at most; the oldest beyond go (0: no limit).
+    /// Export them to a SIEM for longer keeping.
+    #[arg(long, env = "VIGIL_ALERT_RETENTION_COUNT", default_value_t = 1_000_000)]
+    pub alert_retention_count: u64,
+
+    /// Days an alert is kept (0: no limit).
+    #[arg(long, env = "VIGIL_ALERT_RETENTION_DAYS", default_value_t = 90)]
+    pub alert_retention_days: u64,
+
+    /// Seconds between the leader's retention runs.
+    #[arg(long, hide = true, default_value_t = 60)]
+    pub alert_retention_every_secs: u64,
+
     /// Log lines on stderr as human-readable text or one JSON object each.
     #[arg(long, env = "VIGIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
 
 impl ControlPlaneConfig {
+    /// The alert retention the flags ask for.
+    pub fn alert_retention(&self) -> crate::alert_retention::AlertRetention {
+        crate::alert_retention::AlertRetention {
+            keep_at_most: self.alert_retention_count,
+            max_age: (self.alert_retention_days > 0).then(|| {
+                std::time::Duration::from_secs(self.alert_retention_days.saturating_mul(86_400))
+            }),
+            every: std::time::Duration::from_secs(self.alert_retention_every_secs.max(1)),
+        }
+    }
+
     /// The TLS files, when all three are given.
     pub fn tls_files(&self) -> Option<crate::mtls::TlsFiles> {
         Some(crate::mtls::TlsFiles {

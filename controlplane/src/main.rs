@@ -92,6 +92,10 @@ async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
     )
     .await
     .with_context(|| format!("starting raft on {}", config.data_dir.display()))?;
+    tokio::spawn(vigil_controlplane::alert_retention::keep_alert_retention(
+        node.clone(),
+        config.alert_retention(),
+    ));
     let transport = if tls.is_some() {
         "mutual TLS"
     } else {

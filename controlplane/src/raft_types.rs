@@ -151,6 +151,18 @@ pub enum Command {
     /// one later is refused).
     #[serde(rename = "set_cluster_id.v1")]
     SetClusterId { cluster_id: String },
+    /// Alert retention, proposed by the leader from its clock and its
+    /// configuration (so every node removes the same alerts): removes the
+    /// oldest alerts while more than `keep_at_most` are stored (0: no
+    /// limit) and those received before `older_than_unix_nanos` (0: no
+    /// limit), at most `PRUNE_AT_MOST` per entry (the leader proposes
+    /// again while there are more); the removal is an audit entry.
+    #[serde(rename = "prune_alerts.v1")]
+    PruneAlerts {
+        at_unix_nanos: i64,
+        keep_at_most: u64,
+        older_than_unix_nanos: i64,
+    },
     /// What an agent did with the bundle it last received.
     #[serde(rename = "policy_status.v1")]
     PolicyStatus {
@@ -186,5 +198,10 @@ pub enum CommandResult {
     /// renewal was asked again).
     Renewed {
         certificate_pem: String,
+    },
+    /// Alerts removed by retention, and whether more are due.
+    AlertsPruned {
+        removed: u64,
+        more: bool,
     },
 }

@@ -200,11 +200,20 @@ impl StateCollector {
     fn encode_state(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
         let state = &self.node.state;
         match state.alert_tally() {
+            Ok(stored) => gauge(
+                encoder,
+                "vigil_controlplane_alerts_stored",
+                "Alerts the replicated state holds now (retention removes the oldest)",
+                stored.total(),
+            )?,
+            Err(e) => tracing::warn!(error = %e, "metrics: reading the alert tally"),
+        }
+        match state.alert_tally_ever() {
             Ok(tally) => {
                 counter(
                     encoder,
                     "vigil_controlplane_alerts",
-                    "Alerts stored in the replicated state",
+                    "Alerts stored in the replicated state, ever (retention's removals included)",
                     tally.total(),
                 )?;
                 let mut by_signal = std::collections::BTreeMap::<&str, u64>::new();
@@ -216,7 +225,7 @@ impl StateCollector {
                 labelled(
                     encoder,
                     "vigil_controlplane_alerts_by_signal",
-                    "Alerts stored, by signal kind",
+                    "Alerts stored ever, by signal kind",
                     MetricType::Counter,
                     "signal",
                     by_signal,
@@ -224,7 +233,7 @@ impl StateCollector {
                 labelled(
                     encoder,
                     "vigil_controlplane_alerts_by_severity",
-                    "Alerts stored, by severity",
+                    "Alerts stored ever, by severity",
                     MetricType::Counter,
                     "severity",
                     by_severity,

@@ -12,8 +12,10 @@ use crate::store::StateReader;
 
 const PAGE: usize = 512;
 
-/// Streams every alert with index > `after`, in order and without gaps,
-/// mapped (and filtered) by `map`. Ends when the client goes away, or
+/// Streams every alert with index > `after`, in order and without gaps
+/// (but for alerts retention removed before they were read: a cursor
+/// older than the oldest alert kept starts at that one), mapped (and
+/// filtered) by `map`. Ends when the client goes away, or
 /// with PERMISSION_DENIED once the certificate it was opened with (its
 /// serial in `caller`) is revoked.
 pub fn spawn_alert_feed<T, F>(

@@ -14,6 +14,7 @@
 //! - `meta/audit_head` → (u64 index, hex hash) of the newest audit entry
 //! - `meta/alert_tally` → `AlertTally`, alerts stored by signal and severity
 //!   (kept at apply; counted from `alert/` once when a store lacks it)
+//! - `meta/pruned_tally` → `AlertTally`, alerts retention removed
 //! - `alert/<u64 be index>` → Alert
 //! - `agent/<agent id>` → AgentRecord
 //! - `policy/<u64 be version>` → signed bundle bytes (raw, not JSON)
@@ -30,7 +31,9 @@
 //! snapshot bytes (length-prefixed key/value pairs of `sm.v1`).
 //!
 //! Architecture invariant: `apply` returns only after the applied state is
-//! flushed to disk; alert indexes are dense and start at 1.
+//! flushed to disk; alert indexes are dense and start at 1, except that
+//! retention (`prune_alerts.v1`) removes the oldest: the stored alerts are
+//! always one run of consecutive indexes ending at `meta/next_alert` - 1.
 
 // openraft's storage traits fix the error type (StorageError, ~224 bytes).
 #![allow(clippy::result_large_err)]
@@ -81,6 +84,8 @@ const MAX_RENEWAL_CHAIN: u32 = 100_000;
 /// (index, hash) of the newest audit entry.
 const AUDIT_HEAD: &[u8] = b"meta/audit_head";
 const ALERT_TALLY: &[u8] = b"meta/alert_tally";
+/// `AlertTally` of the alerts retention removed.
+const PRUNED_TALLY: &[u8] = b"meta/pruned_tally";
 
 /// How many alerts are stored, by signal and then severity (`model_file` →
 /// `high` → 3). Kept at apply time so that a metrics scrape reads one key
@@ -98,6 +103,21 @@ impl AlertTally {
             .or_default() += 1;
     }
 
+    fn remove(&mut self, signal: SignalKind, severity: Severity) {
+        let (signal, severity) = (signal.as_str(), severity.as_str());
+        if let Some(by_severity) = self.0.get_mut(signal) {
+            if let Some(n) = by_severity.get_mut(severity) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    by_severity.remove(severity);
+                }
+            }
+            if by_severity.is_empty() {
+                self.0.remove(signal);
+            }
+        }
+    }
+
     /// Every alert stored.
     pub fn total(&self) -> u64 {
         self.0.values().flat_map(|s| s.values()).sum()
@@ -111,6 +131,17 @@ impl AlertTally {
                 .map(move |(severity, n)| (signal.as_str(), severity.as_str(), *n))
         })
     }
+}
+
+/// The most alerts one `prune_alerts.v1` entry removes (its apply stays
+/// short; the leader proposes again while there are more).
+pub const PRUNE_AT_MOST: u64 = 20_000;
+
+/// The fields of a stored alert retention needs; the rest is skipped.
+#[derive(serde::Deserialize)]
+struct PrunedAlert {
+    received_at_unix_nanos: i64,
+    finding: TalliedFinding,
 }
 
 /// The fields of a stored alert the tally needs; the rest is skipped
@@ -427,6 +458,24 @@ impl StateReader {
         })
     }
 
+    /// Every alert ever stored, retention's removals included (for
+    /// counters, which never go down).
+    pub fn alert_tally_ever(&self) -> Result<AlertTally, ReadError> {
+        let mut tally = self.alert_tally()?;
+        if let Some(v) = self.tree.get(PRUNED_TALLY)? {
+            let pruned: AlertTally = decode(PRUNED_TALLY, &v)?;
+            for (signal, severity, n) in pruned.counts() {
+                *tally
+                    .0
+                    .entry(signal.to_string())
+                    .or_default()
+                    .entry(severity.to_string())
+                    .or_default() += n;
+            }
+        }
+        Ok(tally)
+    }
+
     /// Audit entries stored (the newest entry's index: they are dense from 1).
     pub fn audit_entries(&self) -> Result<u64, ReadError> {
         Ok(match self.tree.get(AUDIT_HEAD)? {
@@ -631,6 +680,11 @@ impl SledStateMachine {
                     up_to_seq: rec.last_acked_seq,
                 })
             }
+            Command::PruneAlerts {
+                at_unix_nanos,
+                keep_at_most,
+                older_than_unix_nanos,
+            } => self.prune_alerts(batch, at_unix_nanos, keep_at_most, older_than_unix_nanos),
             Command::AppendAudit {
                 at_unix_nanos,
                 actor,
@@ -995,6 +1049,58 @@ impl SledStateMachine {
             *p = Some(head);
         }
         Ok(())
+    }
+
+    /// `prune_alerts.v1`: removes the oldest alerts beyond the count and
+    /// before the age, at most [`PRUNE_AT_MOST`], keeping the tally.
+    fn prune_alerts(
+        &self,
+        batch: &mut sled::Batch,
+        at_unix_nanos: i64,
+        keep_at_most: u64,
+        older_than_unix_nanos: i64,
+    ) -> Result<CommandResult, StorageError> {
+        let mut tally: AlertTally = self.get_json(ALERT_TALLY)?.unwrap_or_default();
+        let mut pruned: AlertTally = self.get_json(PRUNED_TALLY)?.unwrap_or_default();
+        let mut stored = tally.total();
+        let (mut removed, mut more) = (0u64, false);
+        for kv in self.tree.scan_prefix(ALERT_PREFIX) {
+            let (k, v) = kv.map_err(sm_read_err)?;
+            let alert: PrunedAlert = serde_json::from_slice(&v).map_err(sm_read_err)?;
+            let over_count = keep_at_most > 0 && stored > keep_at_most;
+            let too_old =
+                older_than_unix_nanos > 0 && alert.received_at_unix_nanos < older_than_unix_nanos;
+            if !over_count && !too_old {
+                // Stored in index order, the order they were received in
+                // (up to clock differences between leaders): the first
+                // alert not due ends the run that is.
+                break;
+            }
+            if removed == PRUNE_AT_MOST {
+                more = true;
+                break;
+            }
+            tally.remove(alert.finding.signal, alert.finding.severity);
+            pruned.add(alert.finding.signal, alert.finding.severity);
+            batch.remove(k);
+            stored = stored.saturating_sub(1);
+            removed += 1;
+        }
+        if removed > 0 {
+            batch.insert(ALERT_TALLY, json(&tally)?);
+            batch.insert(PRUNED_TALLY, json(&pruned)?);
+            self.append_audit(
+                batch,
+                at_unix_nanos,
+                "control plane".to_string(),
+                "alerts.prune".to_string(),
+                format!("{removed} alerts"),
+                format!(
+                    "retention: keep at most {keep_at_most} (0: any number), none received before {older_than_unix_nanos} ns (0: any age)"
+                ),
+            )?;
+        }
+        Ok(CommandResult::AlertsPruned { removed, more })
     }
 
     /// Tells the agent sessions when another policy version became active.

@@ -370,3 +370,116 @@ async fn a_batch_cut_off_by_a_crash_resumes_without_applying_twice() {
     assert_eq!(reader.audit_entries().unwrap(), 3);
     assert!(reader.tree.get(BATCH_PROGRESS).unwrap().is_none());
 }
+
+#[tokio::test]
+async fn retention_removes_the_oldest_by_count_and_age_and_keeps_the_tally() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    let at = |t: i64, seqs: &[u64]| Command::AppendAlerts {
+        agent_id: "a".into(),
+        received_at_unix_nanos: t,
+        findings: seqs.iter().map(|&s| finding(s)).collect(),
+    };
+    let prune = |keep_at_most: u64, older_than_unix_nanos: i64| Command::PruneAlerts {
+        at_unix_nanos: 10_000,
+        keep_at_most,
+        older_than_unix_nanos,
+    };
+    let r = sm
+        .apply(vec![
+            entry(1, register("a")),
+            entry(2, at(100, &[1, 2, 3])),
+            entry(3, at(200, &[4, 5, 6])),
+            entry(4, at(300, &[7, 8, 9, 10])),
+            // Count: 10 stored, keep 8.
+            entry(5, prune(8, 0)),
+            // Age: all received before 250 go (3, 4, 5, 6).
+            entry(6, prune(0, 250)),
+            // Nothing due: nothing removed, no audit entry.
+            entry(7, prune(100, 1)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        r[4..],
+        [
+            CommandResult::AlertsPruned {
+                removed: 2,
+                more: false
+            },
+            CommandResult::AlertsPruned {
+                removed: 4,
+                more: false
+            },
+            CommandResult::AlertsPruned {
+                removed: 0,
+                more: false
+            },
+        ]
+    );
+    let left: Vec<u64> = reader
+        .alerts_after(0, 100)
+        .unwrap()
+        .iter()
+        .map(|a| a.index)
+        .collect();
+    assert_eq!(left, vec![7, 8, 9, 10]);
+    // Reading on from a cursor that was pruned gives what is left.
+    assert_eq!(reader.alerts_after(2, 1).unwrap()[0].index, 7);
+    assert_eq!(reader.alert_tally().unwrap().total(), 4);
+    assert_eq!(reader.alert_tally_ever().unwrap().total(), 10);
+    assert_eq!(reader.last_alert_index(), 10);
+    let audit = reader.audit_after(0, 100).unwrap();
+    let prunes: Vec<&str> = audit
+        .iter()
+        .filter(|e| e.action == "alerts.prune")
+        .map(|e| e.subject.as_str())
+        .collect();
+    assert_eq!(prunes, vec!["2 alerts", "4 alerts"]);
+    // New alerts keep counting from where they were.
+    let r = sm.apply(vec![entry(8, at(400, &[11]))]).await.unwrap();
+    assert!(matches!(
+        r[0],
+        CommandResult::AlertsAppended {
+            first_index: 11,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn one_prune_entry_removes_a_bounded_number_and_says_more_are_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    let total = super::PRUNE_AT_MOST + 5;
+    let mut entries = vec![entry(1, register("a"))];
+    let seqs: Vec<u64> = (1..=total).collect();
+    for (i, chunk) in seqs.chunks(5_000).enumerate() {
+        entries.push(entry(2 + i as u64, append("a", chunk)));
+    }
+    let next = 2 + entries.len() as u64;
+    let prune = Command::PruneAlerts {
+        at_unix_nanos: 1,
+        keep_at_most: 1,
+        older_than_unix_nanos: 0,
+    };
+    entries.push(entry(next, prune.clone()));
+    entries.push(entry(next + 1, prune));
+    let r = sm.apply(entries).await.unwrap();
+    let n = r.len();
+    assert_eq!(
+        r[n - 2..],
+        [
+            CommandResult::AlertsPruned {
+                removed: super::PRUNE_AT_MOST,
+                more: true
+            },
+            CommandResult::AlertsPruned {
+                removed: 4,
+                more: false
+            },
+        ]
+    );
+    assert_eq!(reader.alerts_after(0, 10).unwrap().len(), 1);
+    assert_eq!(reader.alert_tally().unwrap().total(), 1);
+}
