@@ -127,6 +127,11 @@ pub struct ControlPlaneConfig {
     #[arg(long, hide = true, default_value_t = 60)]
     pub alert_retention_every_secs: u64,
 
+    /// Entries between snapshots of the replicated state; the log is
+    /// purged behind each (but for the last 1,000).
+    #[arg(long, env = "VIGIL_SNAPSHOT_EVERY", default_value_t = 20_000)]
+    pub snapshot_every: u64,
+
     /// Log lines on stderr as human-readable text or one JSON object each.
     #[arg(long, env = "VIGIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -89,6 +89,7 @@ async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
         network,
         config.join.is_some(),
         !config.no_write_coalescing,
+        config.snapshot_every,
     )
     .await
     .with_context(|| format!("starting raft on {}", config.data_dir.display()))?;

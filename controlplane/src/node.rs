@@ -114,6 +114,7 @@ impl ControlPlaneNode {
         network: GrpcNetwork,
         joining: bool,
         coalesce_writes: bool,
+        snapshot_every: u64,
     ) -> anyhow::Result<Arc<Self>> {
         {
             use std::os::unix::fs::{DirBuilderExt, MetadataExt};
@@ -138,8 +139,13 @@ impl ControlPlaneNode {
             heartbeat_interval: 100,
             election_timeout_min: 300,
             election_timeout_max: 600,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(20_000),
-            max_in_snapshot_log_to_keep: 1_000,
+            // A snapshot every `snapshot_every` entries; the log is purged
+            // behind it but for the last 1,000 (or fewer), so a follower a
+            // little behind catches up from the log and one far behind
+            // gets the snapshot.
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_every.max(1)),
+            max_in_snapshot_log_to_keep: 1_000.min(snapshot_every),
+            purge_batch_size: 256,
             ..Default::default()
         }
         .validate()?;

@@ -6,7 +6,6 @@
 //! command gets a new variant, so old log entries always replay.
 
 use serde::{Deserialize, Serialize};
-use std::io::Cursor;
 use vigil_domain::{AgentIdentity, Finding, SensorCounters};
 
 pub type NodeId = u64;
@@ -18,7 +17,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

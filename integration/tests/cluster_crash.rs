@@ -5,7 +5,8 @@
 //! catches up, and in the end the three replicated states are byte for
 //! byte the same and hold every write that was acknowledged; no write was
 //! applied twice (each is audited once at most, and the audit chain
-//! verifies). `VIGIL_CRASH_ROUNDS` sets the rounds (10 here; `make soak`
+//! verifies). Nodes snapshot every 40 entries, so kills also cut off
+//! snapshot builds and installs. `VIGIL_CRASH_ROUNDS` sets the rounds (10 here; `make soak`
 //! runs 100). Unprivileged: processes and loopback.
 
 use std::collections::BTreeSet;
@@ -41,7 +42,14 @@ async fn admin(port: u16) -> Option<AdminServiceClient<tonic::transport::Channel
 }
 
 fn start(dir: &std::path::Path, id: u64, port: u16, join: Option<u16>) -> ControlPlane {
-    let mut flags = vec!["--node-id".to_string(), id.to_string()];
+    // Snapshots often (and the log purged behind them), so that kills also
+    // land in snapshot builds, transfers and installs.
+    let mut flags = vec![
+        "--node-id".to_string(),
+        id.to_string(),
+        "--snapshot-every".to_string(),
+        "40".to_string(),
+    ];
     if let Some(peer) = join {
         flags.extend(["--join".to_string(), format!("127.0.0.1:{peer}")]);
     }

@@ -10,7 +10,8 @@ pub enum OpenError {
 }
 
 /// Opens the stores of the node whose data directory is `data_dir` (sled
-/// in `data_dir/raft`) after checking them (`durability_check.rs`).
+/// in `data_dir/raft`, snapshot files in `data_dir/snapshots.v1`) after
+/// checking them (`durability_check.rs`).
 pub fn open_checked(
     data_dir: &std::path::Path,
 ) -> Result<(SledLogStore, SledStateMachine, StateReader), OpenError> {
@@ -24,6 +25,17 @@ pub fn open_checked(
             dir: shown.clone(),
             source: e.into(),
         })?;
+    // A snapshot install a crash cut off is finished first: until then the
+    // state is half old, half snapshot, and the check would refuse it.
+    let snapshot_dir = data_dir.join("snapshots.v1");
+    if snapshot_dir.exists() {
+        crate::store::state_machine::finish_interrupted_install(&db, &snapshot_dir).map_err(
+            |e| OpenError::Open {
+                dir: shown.clone(),
+                source: ReadError::Snapshot(e.to_string()),
+            },
+        )?;
+    }
     check_store(&db, data_dir).map_err(|source| OpenError::Damaged {
         dir: shown.clone(),
         source,
@@ -33,11 +45,12 @@ pub fn open_checked(
         source,
     };
     let log = SledLogStore::open(&db).map_err(|e| open(e.into()))?;
-    let (sm, reader) = SledStateMachine::open(&db).map_err(open)?;
+    let (sm, reader) = SledStateMachine::open(&db, &snapshot_dir).map_err(open)?;
     Ok((log, sm, reader))
 }
 
-/// Opens (creating) the sled database at `dir` and both raft stores on it.
+/// Opens (creating) the sled database at `dir` and both raft stores on it
+/// (snapshot files in `dir/snapshots.v1`).
 pub fn open_stores(
     dir: &std::path::Path,
 ) -> Result<(SledLogStore, SledStateMachine, StateReader), ReadError> {
@@ -46,6 +59,6 @@ pub fn open_stores(
         .mode(sled::Mode::HighThroughput)
         .open()?;
     let log = SledLogStore::open(&db)?;
-    let (sm, reader) = SledStateMachine::open(&db)?;
+    let (sm, reader) = SledStateMachine::open(&db, &dir.join("snapshots.v1"))?;
     Ok((log, sm, reader))
 }

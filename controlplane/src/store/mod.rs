@@ -4,7 +4,8 @@
 mod database;
 pub mod durability_check;
 mod log_store;
-mod state_machine;
+pub mod snapshot_file;
+pub(crate) mod state_machine;
 
 pub use database::{open_checked, open_stores, OpenError};
 pub use log_store::SledLogStore;

@@ -27,8 +27,12 @@
 //! - `current_cert/<agent id>` → serial of the agent's current certificate
 //! - `last_renewal/<agent id>` → i64 unix nanos of its last renewal
 //!
-//! Key layout of `sm.v1.snapshot`: `meta` → SnapshotMeta, `data` → the
-//! snapshot bytes (length-prefixed key/value pairs of `sm.v1`).
+//! - `meta/installing` → SnapshotMeta, while a snapshot is installed
+//!   (`snapshot_file.rs`)
+//!
+//! Key layout of `sm.v1.snapshot`: `meta` → SnapshotMeta, `file` → the
+//! name of the current snapshot's file in the snapshot directory
+//! (`snapshot_file.rs`: length-prefixed key/value pairs of `sm.v1`).
 //!
 //! Architecture invariant: `apply` returns only after the applied state is
 //! flushed to disk; alert indexes are dense and start at 1, except that
@@ -39,7 +43,8 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::BTreeMap;
-use std::io::Cursor;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
@@ -49,6 +54,9 @@ use vigil_domain::{AgentIdentity, AgentRecord, Alert, Severity, SignalKind};
 
 use crate::raft_types::{
     Command, CommandResult, LogId, NodeId, StorageError, StoredMembership, TypeConfig,
+};
+use crate::store::snapshot_file::{
+    install_into, sync_dir, verify, write_tree, SnapshotFileError, INSTALLING, INSTALLING_FILE,
 };
 
 const LAST_APPLIED: &[u8] = b"meta/last_applied";
@@ -184,6 +192,10 @@ pub struct PolicyMeta {
     pub note: String,
 }
 const SNAPSHOT_META: &[u8] = b"meta";
+/// The current snapshot's file name, in the snapshot directory.
+const SNAPSHOT_FILE: &[u8] = b"file";
+/// Where a store from before snapshot files kept its snapshot's bytes
+/// (moved to a file at open).
 const SNAPSHOT_DATA: &[u8] = b"data";
 
 fn prefixed(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
@@ -222,6 +234,8 @@ pub struct StateReader {
 pub enum ReadError {
     #[error("state storage: {0}")]
     Storage(#[from] sled::Error),
+    #[error("snapshot: {0}")]
+    Snapshot(String),
     #[error("stored record {key}: {source}")]
     Corrupt {
         key: String,
@@ -516,12 +530,155 @@ pub struct SledStateMachine {
     /// `last_applied` with newer data (an entry applied twice where it is
     /// installed) or copy half a batch.
     applying: Arc<tokio::sync::RwLock<()>>,
+    /// Where snapshot files live (`snapshot_file.rs`).
+    snapshot_dir: PathBuf,
+    /// The file a snapshot is being received into, if one is.
+    receiving: Arc<std::sync::Mutex<Option<PathBuf>>>,
+}
+
+/// A fresh name for a file in the snapshot directory.
+fn unique_name(kind: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{kind}-{nanos}-{n}.snap")
+}
+
+/// Finishes a snapshot install a crash cut off (the [`INSTALLING`]
+/// marker is in the state), from the file it was installing; a no-op
+/// otherwise. Runs before the start-up check: until it is done the state
+/// is half one snapshot and half the old state.
+pub fn finish_interrupted_install(
+    db: &sled::Db,
+    snapshot_dir: &Path,
+) -> Result<bool, SnapshotFileError> {
+    let tree = db.open_tree("sm.v1")?;
+    let Some(marker) = tree.get(INSTALLING)? else {
+        return Ok(false);
+    };
+    let path = snapshot_dir.join(INSTALLING_FILE);
+    let meta: SnapshotMeta<NodeId, BasicNode> =
+        serde_json::from_slice(&marker).map_err(|e| SnapshotFileError::Format {
+            path: path.clone(),
+            why: format!("the install marker does not decode: {e}"),
+        })?;
+    tracing::warn!(
+        snapshot = %meta.snapshot_id,
+        "finishing a snapshot install a crash cut off"
+    );
+    install_into(
+        &tree,
+        &path,
+        &[LAST_APPLIED, MEMBERSHIP],
+        final_keys(&meta)?,
+    )?;
+    ensure_alert_tally(&tree).map_err(|e| SnapshotFileError::Format {
+        path: path.clone(),
+        why: e.to_string(),
+    })?;
+    record_snapshot(db, snapshot_dir, &meta, &path)?;
+    Ok(true)
+}
+
+/// The keys an install sets last, from the snapshot's meta.
+fn final_keys(
+    meta: &SnapshotMeta<NodeId, BasicNode>,
+) -> Result<crate::store::snapshot_file::Records, SnapshotFileError> {
+    let enc = |v: serde_json::Result<Vec<u8>>| {
+        v.map_err(|e| SnapshotFileError::Format {
+            path: PathBuf::new(),
+            why: e.to_string(),
+        })
+    };
+    Ok(vec![
+        (
+            LAST_APPLIED.to_vec(),
+            enc(serde_json::to_vec(&meta.last_log_id))?,
+        ),
+        (
+            MEMBERSHIP.to_vec(),
+            enc(serde_json::to_vec(&meta.last_membership))?,
+        ),
+    ])
+}
+
+/// Makes the file at `from` (in `snapshot_dir`) the current snapshot with
+/// `meta`: renamed to its own name, recorded in `sm.v1.snapshot`, synced;
+/// older snapshot files removed. Returns the new path.
+fn record_snapshot(
+    db: &sled::Db,
+    snapshot_dir: &Path,
+    meta: &SnapshotMeta<NodeId, BasicNode>,
+    from: &Path,
+) -> Result<PathBuf, SnapshotFileError> {
+    let name = format!(
+        "snapshot-{}-{}",
+        meta.last_log_id.map_or(0, |l| l.index),
+        unique_name("at")
+    );
+    let to = snapshot_dir.join(&name);
+    std::fs::rename(from, &to).map_err(|source| SnapshotFileError::Io {
+        path: to.clone(),
+        source,
+    })?;
+    sync_dir(snapshot_dir)?;
+    let snapshots = db.open_tree("sm.v1.snapshot")?;
+    let mut batch = sled::Batch::default();
+    batch.insert(
+        SNAPSHOT_META,
+        serde_json::to_vec(meta).map_err(|e| SnapshotFileError::Format {
+            path: to.clone(),
+            why: e.to_string(),
+        })?,
+    );
+    batch.insert(SNAPSHOT_FILE, name.as_bytes());
+    batch.remove(SNAPSHOT_DATA);
+    snapshots.apply_batch(batch)?;
+    snapshots.flush()?;
+    remove_stale_snapshots(snapshot_dir, Some(&name));
+    Ok(to)
+}
+
+/// Removes snapshot files other than `current` and what is left of
+/// transfers and builds in progress.
+fn remove_stale_snapshots(dir: &Path, current: Option<&str>) {
+    crate::store::snapshot_file::remove_stale(dir, current);
 }
 
 impl SledStateMachine {
-    pub fn open(db: &sled::Db) -> Result<(Self, StateReader), ReadError> {
+    /// Opens the state machine in `db`, its snapshot files in
+    /// `snapshot_dir` (made 0700 if missing).
+    pub fn open(db: &sled::Db, snapshot_dir: &Path) -> Result<(Self, StateReader), ReadError> {
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(snapshot_dir)
+                .map_err(|e| ReadError::Snapshot(format!("{}: {e}", snapshot_dir.display())))?;
+        }
+        finish_interrupted_install(db, snapshot_dir)
+            .map_err(|e| ReadError::Snapshot(e.to_string()))?;
         let tree = db.open_tree("sm.v1")?;
         let snapshots = db.open_tree("sm.v1.snapshot")?;
+        // A store from before snapshot files: its snapshot moves to one.
+        if let (Some(data), Some(meta)) =
+            (snapshots.get(SNAPSHOT_DATA)?, snapshots.get(SNAPSHOT_META)?)
+        {
+            let meta: SnapshotMeta<NodeId, BasicNode> = decode(SNAPSHOT_META, &meta)?;
+            let path = snapshot_dir.join(unique_name("building"));
+            std::fs::write(&path, &data)
+                .and_then(|()| File::open(&path)?.sync_all())
+                .map_err(|e| ReadError::Snapshot(format!("{}: {e}", path.display())))?;
+            record_snapshot(db, snapshot_dir, &meta, &path)
+                .map_err(|e| ReadError::Snapshot(e.to_string()))?;
+        }
+        let current = snapshots
+            .get(SNAPSHOT_FILE)?
+            .map(|n| String::from_utf8_lossy(&n).into_owned());
+        remove_stale_snapshots(snapshot_dir, current.as_deref());
         ensure_alert_tally(&tree)?;
         let last = last_alert_in(&tree)?;
         let (tx, rx) = watch::channel(last);
@@ -543,6 +700,8 @@ impl SledStateMachine {
                 revocations_changed: Arc::new(revocations_tx),
                 pending_audit_head: Arc::new(std::sync::Mutex::new(None)),
                 applying: Arc::new(tokio::sync::RwLock::new(())),
+                snapshot_dir: snapshot_dir.to_path_buf(),
+                receiving: Arc::default(),
             },
             StateReader {
                 tree,
@@ -1113,18 +1272,6 @@ impl SledStateMachine {
             .send_if_modified(|v| std::mem::replace(v, active) != active);
         Ok(())
     }
-
-    fn snapshot_bytes(&self) -> Result<Vec<u8>, StorageError> {
-        let mut out = Vec::new();
-        for kv in self.tree.iter() {
-            let (k, v) = kv.map_err(sm_read_err)?;
-            out.extend_from_slice(&(k.len() as u32).to_be_bytes());
-            out.extend_from_slice(&k);
-            out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-            out.extend_from_slice(&v);
-        }
-        Ok(out)
-    }
 }
 
 /// Whether applying `cmd` changes the approved workloads, and whether it
@@ -1193,57 +1340,40 @@ fn last_alert_in(tree: &sled::Tree) -> Result<u64, sled::Error> {
         .unwrap_or(0))
 }
 
-/// Parses `snapshot_bytes` output; errors name the offset where it broke.
-/// (key, value) pairs of a snapshot, borrowed from its bytes.
-type SnapshotPairs<'a> = Vec<(&'a [u8], &'a [u8])>;
-
-fn parse_snapshot(data: &[u8]) -> Result<SnapshotPairs<'_>, String> {
-    let mut out = Vec::new();
-    let mut at = 0usize;
-    let take = |at: &mut usize| -> Result<&[u8], String> {
-        let len_bytes = data
-            .get(*at..*at + 4)
-            .ok_or_else(|| format!("snapshot truncated at byte {at}"))?;
-        let len = u32::from_be_bytes(len_bytes.try_into().unwrap()) as usize;
-        let body = data
-            .get(*at + 4..*at + 4 + len)
-            .ok_or_else(|| format!("snapshot record at byte {at} runs past the end"))?;
-        *at += 4 + len;
-        Ok(body)
-    };
-    while at < data.len() {
-        let k = take(&mut at)?;
-        let v = take(&mut at)?;
-        out.push((k, v));
-    }
-    Ok(out)
-}
-
 impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let applying = self.applying.clone();
         let quiet = applying.read().await;
         let last_log_id: Option<LogId> = self.get_json::<Option<LogId>>(LAST_APPLIED)?.flatten();
         let last_membership: StoredMembership = self.get_json(MEMBERSHIP)?.unwrap_or_default();
-        let data = self.snapshot_bytes()?;
+        let building = self.snapshot_dir.join(unique_name("building"));
+        let (tree, path) = (self.tree.clone(), building.clone());
+        let size = tokio::task::spawn_blocking(move || write_tree(&tree, &path))
+            .await
+            .map_err(snap_err)?
+            .map_err(snap_err)?;
         drop(quiet);
         let snapshot_id = match last_log_id {
-            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, data.len()),
-            None => format!("empty-{}", data.len()),
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, size),
+            None => format!("empty-{size}"),
         };
         let meta = SnapshotMeta {
             last_log_id,
             last_membership,
             snapshot_id,
         };
-        let mut batch = sled::Batch::default();
-        batch.insert(SNAPSHOT_META, serde_json::to_vec(&meta).map_err(snap_err)?);
-        batch.insert(SNAPSHOT_DATA, data.clone());
-        self.snapshots.apply_batch(batch).map_err(snap_err)?;
-        self.db.flush_async().await.map_err(snap_err)?;
+        let (db, dir, m) = (self.db.clone(), self.snapshot_dir.clone(), meta.clone());
+        let path = tokio::task::spawn_blocking(move || {
+            sync_dir(&dir)?;
+            record_snapshot(&db, &dir, &m, &building)
+        })
+        .await
+        .map_err(snap_err)?
+        .map_err(snap_err)?;
+        let file = tokio::fs::File::open(&path).await.map_err(snap_err)?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(file),
         })
     }
 }
@@ -1351,45 +1481,102 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
             revocations_changed: self.revocations_changed.clone(),
             pending_audit_head: self.pending_audit_head.clone(),
             applying: self.applying.clone(),
+            snapshot_dir: self.snapshot_dir.clone(),
+            receiving: self.receiving.clone(),
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let path = self.snapshot_dir.join(unique_name("receiving"));
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(snap_err)?;
+        let previous = self.receiving.lock().ok().and_then(|mut r| r.replace(path));
+        if let Some(abandoned) = previous {
+            let _ = tokio::fs::remove_file(abandoned).await;
+        }
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        mut snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
+        use tokio::io::{AsyncSeekExt, AsyncWriteExt};
         let applying = self.applying.clone();
         let _alone = applying.write().await;
-        let data = snapshot.into_inner();
-        let pairs = parse_snapshot(&data)
-            .map_err(|e| snap_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
-        let mut batch = sled::Batch::default();
-        for k in self.tree.iter().keys() {
-            batch.remove(k.map_err(sm_write_err)?);
+        let installing = self.snapshot_dir.join(INSTALLING_FILE);
+        let received = self.receiving.lock().ok().and_then(|mut r| r.take());
+        snapshot.flush().await.map_err(snap_err)?;
+        match received {
+            Some(path) => {
+                snapshot.sync_all().await.map_err(snap_err)?;
+                drop(snapshot);
+                tokio::fs::rename(&path, &installing)
+                    .await
+                    .map_err(snap_err)?;
+            }
+            // Not one this state machine received (a snapshot handed over
+            // whole): copied.
+            None => {
+                snapshot
+                    .seek(std::io::SeekFrom::Start(0))
+                    .await
+                    .map_err(snap_err)?;
+                let mut out = tokio::fs::File::create(&installing)
+                    .await
+                    .map_err(snap_err)?;
+                tokio::io::copy(&mut snapshot, &mut out)
+                    .await
+                    .map_err(snap_err)?;
+                out.sync_all().await.map_err(snap_err)?;
+            }
         }
-        for (k, v) in pairs {
-            batch.insert(k, v);
-        }
-        batch.insert(
-            LAST_APPLIED,
-            serde_json::to_vec(&meta.last_log_id).map_err(sm_write_err)?,
+        // The marker, then the state replaced in batches, then the marker
+        // gone with the last batch (`snapshot_file.rs`).
+        let (db, tree, dir, snapshot_id) = (
+            self.db.clone(),
+            self.tree.clone(),
+            self.snapshot_dir.clone(),
+            meta.snapshot_id.clone(),
         );
-        batch.insert(
-            MEMBERSHIP,
-            serde_json::to_vec(&meta.last_membership).map_err(sm_write_err)?,
-        );
-        self.tree.apply_batch(batch).map_err(sm_write_err)?;
-        ensure_alert_tally(&self.tree).map_err(sm_write_err)?;
-        let mut snap = sled::Batch::default();
-        snap.insert(SNAPSHOT_META, serde_json::to_vec(meta).map_err(snap_err)?);
-        snap.insert(SNAPSHOT_DATA, data);
-        self.snapshots.apply_batch(snap).map_err(snap_err)?;
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), SnapshotFileError> {
+            sync_dir(&dir)?;
+            // A bad snapshot is refused before anything changes.
+            if let Err(e) = verify(&installing) {
+                let _ = std::fs::remove_file(&installing);
+                return Err(e);
+            }
+            let marker = serde_json::to_vec(&meta).map_err(|e| SnapshotFileError::Format {
+                path: installing.clone(),
+                why: e.to_string(),
+            })?;
+            tree.insert(INSTALLING, marker)?;
+            tree.flush()?;
+            install_into(
+                &tree,
+                &installing,
+                &[LAST_APPLIED, MEMBERSHIP],
+                final_keys(&meta)?,
+            )?;
+            ensure_alert_tally(&tree).map_err(|e| SnapshotFileError::Format {
+                path: installing.clone(),
+                why: e.to_string(),
+            })?;
+            record_snapshot(&db, &dir, &meta, &installing)?;
+            Ok(())
+        })
+        .await
+        .map_err(sm_write_err)?
+        .map_err(sm_write_err)?;
         self.db.flush_async().await.map_err(sm_write_err)?;
+        tracing::info!(snapshot = %snapshot_id, "installed a snapshot");
         let last = last_alert_in(&self.tree).map_err(sm_read_err)?;
         self.last_alert.send_replace(last);
         self.publish_active_policy()?;
@@ -1404,15 +1591,16 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         };
         let meta: SnapshotMeta<NodeId, BasicNode> =
             serde_json::from_slice(&meta).map_err(sm_read_err)?;
-        let data = self
-            .snapshots
-            .get(SNAPSHOT_DATA)
-            .map_err(sm_read_err)?
-            .map(|d| d.to_vec())
-            .unwrap_or_default();
+        let Some(name) = self.snapshots.get(SNAPSHOT_FILE).map_err(sm_read_err)? else {
+            return Ok(None);
+        };
+        let path = self
+            .snapshot_dir
+            .join(String::from_utf8_lossy(&name).as_ref());
+        let file = tokio::fs::File::open(&path).await.map_err(sm_read_err)?;
         Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(file),
         }))
     }
 }

@@ -221,10 +221,114 @@ async fn a_snapshot_rebuilds_the_same_state_elsewhere() {
 
 #[test]
 fn a_corrupt_snapshot_is_an_error_that_names_the_offset() {
-    assert!(parse_snapshot(&[0, 0, 0, 9, 1])
-        .unwrap_err()
-        .contains("byte 0"));
-    assert!(parse_snapshot(&[]).unwrap().is_empty());
+    use crate::store::snapshot_file::SnapshotRecords;
+    let read = |bytes: &[u8]| -> Result<crate::store::snapshot_file::Records, String> {
+        SnapshotRecords::new(bytes).collect()
+    };
+    assert!(read(&[0, 0, 0, 9, 1]).unwrap_err().contains("byte 0"));
+    assert!(read(&[0, 0, 0, 1, 7, 0, 0]).unwrap_err().contains("byte 5"));
+    assert!(read(&[]).unwrap().is_empty());
+    assert_eq!(
+        read(&[0, 0, 0, 1, 7, 0, 0, 0, 2, 8, 9]).unwrap(),
+        vec![(vec![7], vec![8, 9])]
+    );
+}
+
+#[tokio::test]
+async fn a_bad_snapshot_is_refused_and_the_state_is_left_as_it_was() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    sm.apply(vec![entry(1, register("a")), entry(2, append("a", &[1]))])
+        .await
+        .unwrap();
+    let meta = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap()
+        .meta;
+    let mut incoming = sm.begin_receiving_snapshot().await.unwrap();
+    incoming.write_all(&[0, 0, 0, 9, 1]).await.unwrap();
+    let err = sm.install_snapshot(&meta, incoming).await.unwrap_err();
+    assert!(err.to_string().contains("byte 0"), "{err}");
+    assert!(sm
+        .tree
+        .get(crate::store::snapshot_file::INSTALLING)
+        .unwrap()
+        .is_none());
+    assert_eq!(reader.last_alert_index(), 1);
+    assert!(reader.agent("a").unwrap().is_some());
+}
+
+#[tokio::test]
+async fn an_install_a_crash_cut_off_is_finished_when_the_store_opens_again() {
+    // A snapshot of a state with agent "a" and two alerts.
+    let a = tempfile::tempdir().unwrap();
+    let (_log, mut sm, _reader) = crate::store::open_stores(a.path()).unwrap();
+    sm.apply(vec![
+        entry(1, register("a")),
+        entry(2, append("a", &[1, 2])),
+    ])
+    .await
+    .unwrap();
+    let snap = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let mut bytes = Vec::new();
+    {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let mut f = snap.snapshot;
+        f.seek(std::io::SeekFrom::Start(0)).await.unwrap();
+        f.read_to_end(&mut bytes).await.unwrap();
+    }
+    // Another store with a state of its own, cut off part way through
+    // installing it: the marker set, the file in place, half the old
+    // state gone.
+    let b = tempfile::tempdir().unwrap();
+    {
+        let (_log, mut other, _reader) = crate::store::open_stores(b.path()).unwrap();
+        other
+            .apply(vec![
+                entry(1, register("b")),
+                entry(2, append("b", &[1, 2, 3])),
+            ])
+            .await
+            .unwrap();
+        let snapshot_dir = b.path().join("snapshots.v1");
+        std::fs::write(
+            snapshot_dir.join(crate::store::snapshot_file::INSTALLING_FILE),
+            &bytes,
+        )
+        .unwrap();
+        other
+            .tree
+            .insert(
+                crate::store::snapshot_file::INSTALLING,
+                serde_json::to_vec(&snap.meta).unwrap(),
+            )
+            .unwrap();
+        other.tree.remove(alert_key(1)).unwrap();
+        other.tree.flush().unwrap();
+    }
+    let (_log, mut other, reader) = crate::store::open_stores(b.path()).unwrap();
+    assert!(reader.agent("b").unwrap().is_none());
+    assert_eq!(reader.agent("a").unwrap().unwrap().last_acked_seq, 2);
+    assert_eq!(reader.last_alert_index(), 2);
+    assert_eq!(reader.alert_tally().unwrap().total(), 2);
+    let (applied, _) = other.applied_state().await.unwrap();
+    assert_eq!(applied, snap.meta.last_log_id);
+    assert!(other
+        .tree
+        .get(crate::store::snapshot_file::INSTALLING)
+        .unwrap()
+        .is_none());
+    let current = other.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(current.meta, snap.meta);
 }
 
 #[tokio::test]
