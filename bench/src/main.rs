@@ -11,6 +11,7 @@
 //! `policy`, `latency`, `flood` or `transport` runs one section and only
 //! prints its figures.
 
+mod cluster_bench;
 mod flood_bench;
 mod gpu_polls;
 mod ingest_bench;
@@ -671,6 +672,12 @@ fn main() -> anyhow::Result<()> {
     if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("ingest") {
         return ingest_bench::ingest(&s, &mut Report::default());
     }
+    // `VIGIL_BENCH_ONLY=cluster`: only the 3-node cluster figures.
+    if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("cluster") {
+        let mut report = Report::default();
+        cluster_bench::cluster(&s, &mut report)?;
+        return report.merge(&root);
+    }
     // `VIGIL_BENCH_ONLY=flood`: only the flood figures, printed.
     if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("flood") {
         return flood_bench::flood(&s, &cp, &mut Report::default());
@@ -686,6 +693,7 @@ fn main() -> anyhow::Result<()> {
     flood_bench::flood(&s, &cp, &mut report)?;
     transport_bench::transport(&s, &mut report)?;
     ingest_bench::ingest(&s, &mut report)?;
+    cluster_bench::cluster(&s, &mut report)?;
     gpu_polls::gpu_polls(&root, s.work.path(), &mut report)?;
     policy_bench::rule_evaluation(&root, &mut report)?;
     s.rt.block_on(policy_bench::propagation(

@@ -46,6 +46,19 @@ impl Figure {
         self
     }
 
+    /// Its row in the table of `BENCHMARKS.md`.
+    fn row(&self) -> String {
+        let goal = match self.goal {
+            Some((g, true)) => format!("≥ {g} ({})", self.verdict()),
+            Some((g, false)) => format!("≤ {g} ({})", self.verdict()),
+            None => String::new(),
+        };
+        format!(
+            "| {} | {:.3} | {} | {:.3} | {:.3} | {} |",
+            self.name, self.value, self.unit, self.baseline, self.ratio, goal
+        )
+    }
+
     fn verdict(&self) -> &'static str {
         match self.goal {
             None => "",
@@ -73,6 +86,44 @@ impl Report {
             f.verdict()
         );
         self.figures.push(f);
+    }
+
+    /// For a partial run (`VIGIL_BENCH_ONLY=cluster`): this run's figures
+    /// replace those of the same name in `bench/results.json` and in the
+    /// table of `BENCHMARKS.md` (new ones go at the table's end); the rest
+    /// stays from the last full run.
+    pub fn merge(&self, root: &Path) -> anyhow::Result<()> {
+        let path = root.join("bench/results.json");
+        let mut all: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let md_path = root.join("BENCHMARKS.md");
+        let md = std::fs::read_to_string(&md_path).unwrap_or_default();
+        let mut lines: Vec<String> = md.lines().map(str::to_string).collect();
+        for f in &self.figures {
+            let value = json!({"name": f.name, "value": f.value, "unit": f.unit,
+                "baseline": f.baseline, "ratio": f.ratio, "command": f.command});
+            match all.iter_mut().find(|v| v["name"] == f.name.as_str()) {
+                Some(old) => *old = value,
+                None => all.push(value),
+            }
+            let row = f.row();
+            let prefix = format!("| {} |", f.name);
+            match lines.iter().position(|l| l.starts_with(&prefix)) {
+                Some(i) => lines[i] = row,
+                None => {
+                    let last = lines
+                        .iter()
+                        .rposition(|l| l.starts_with("| "))
+                        .unwrap_or(lines.len().saturating_sub(1));
+                    lines.insert(last + 1, row);
+                }
+            }
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(&all)? + "\n")?;
+        std::fs::write(&md_path, lines.join("\n") + "\n")?;
+        Ok(())
     }
 
     pub fn write(
@@ -121,15 +172,8 @@ impl Report {
             "| figure | value | unit | baseline | ratio | goal |\n|---|---:|---|---:|---:|---|\n",
         );
         for f in &self.figures {
-            let goal = match f.goal {
-                Some((g, true)) => format!("≥ {g} ({})", f.verdict()),
-                Some((g, false)) => format!("≤ {g} ({})", f.verdict()),
-                None => String::new(),
-            };
-            md.push_str(&format!(
-                "| {} | {:.3} | {} | {:.3} | {:.3} | {} |\n",
-                f.name, f.value, f.unit, f.baseline, f.ratio, goal
-            ));
+            md.push_str(&f.row());
+            md.push('\n');
         }
         md.push_str("\nThe design's measurements on this machine (bpftrace): open storm 0.78 with a count-only program, 0.76 with an in-kernel path filter, 0.20 printing every open; exec storm 0.95 printing every exec. Any syscall tracepoint puts every syscall on the slow path, so `empty programs / nothing attached` is the floor the sensors cannot beat with tracepoints; the agent's own cost is `agent / empty programs`.\n");
         let extra = root.join("bench/NOTES.md");

@@ -216,6 +216,9 @@ pub fn accept(
                     continue;
                 }
             };
+            // No Nagle: a reply (an ack, a raft answer) is a small write
+            // that must not wait for the peer's delayed ACK (40 ms).
+            let _ = tcp.set_nodelay(true);
             let Some(turn) = in_flight.enter(peer.ip()) else {
                 drop(tcp);
                 if let Some(shed) = shed_log.shed() {

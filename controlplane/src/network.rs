@@ -32,6 +32,37 @@ use crate::raft_types::{NodeId, TypeConfig};
 /// sent again and again.
 pub const MAX_RAFT_MESSAGE: usize = 64 << 20;
 
+/// About how many bytes (encoded) one append carries.
+const APPEND_BUDGET: usize = 2 << 20;
+
+/// Counts what a value's encoding would take, without keeping it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// When `entries` encode to more than `budget` bytes: how many of them
+/// (one at least) fit; None when all do.
+fn entries_within(entries: &[openraft::Entry<TypeConfig>], budget: usize) -> Option<u64> {
+    let mut count = ByteCount(0);
+    for (i, entry) in entries.iter().enumerate() {
+        if serde_json::to_writer(&mut count, entry).is_err() {
+            return None; // the call itself reports it
+        }
+        if count.0 > budget {
+            return Some((i as u64).max(1));
+        }
+    }
+    None
+}
+
 /// How long connecting to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -272,6 +303,18 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         let entries = rpc.entries.len() as u64;
+        // openraft gives an append one heartbeat interval (100 ms): more
+        // entries than go across in that time would fail and be sent
+        // again without end (a node far behind, large finding batches), so
+        // an append carries about APPEND_BUDGET bytes, and one entry at
+        // least.
+        if entries > 1 {
+            if let Some(fit) = entries_within(&rpc.entries, APPEND_BUDGET) {
+                return Err(RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint(fit),
+                ));
+            }
+        }
         self.call("append entries", &rpc, entries, &option).await
     }
 

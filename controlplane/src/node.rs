@@ -85,6 +85,34 @@ pub struct ControlPlaneNode {
     /// Writes waiting to share a raft entry (`write_coalesced`); None:
     /// each write an entry of its own (`--no-write-coalescing`).
     coalesce: Option<tokio::sync::mpsc::Sender<Coalesced>>,
+    /// Reads that must be current, waiting for a shared confirmation.
+    fresh_reads: tokio::sync::mpsc::Sender<FreshRead>,
+}
+
+/// A read waiting to be confirmed current, and where the answer goes.
+type FreshRead = tokio::sync::oneshot::Sender<Result<(), FreshReadError>>;
+
+/// Gathers the reads waiting for confirmation and confirms them with one
+/// round (leader check, or read index from the leader): every read in a
+/// round asked before the round began, so the state it reads is at least
+/// as new as any write committed before it asked.
+async fn run_fresh_reads(
+    node: std::sync::Weak<ControlPlaneNode>,
+    mut waiting: tokio::sync::mpsc::Receiver<FreshRead>,
+) {
+    while let Some(first) = waiting.recv().await {
+        let mut group = vec![first];
+        while let Ok(next) = waiting.try_recv() {
+            group.push(next);
+        }
+        let Some(node) = node.upgrade() else {
+            return;
+        };
+        let result = node.confirm_fresh().await;
+        for tx in group {
+            let _ = tx.send(result.clone());
+        }
+    }
 }
 
 /// A write waiting for its turn in a shared entry, and where its result goes.
@@ -93,6 +121,8 @@ type Coalesced = (
     tokio::sync::oneshot::Sender<Result<CommandResult, WriteError>>,
 );
 
+/// Shared entries one node has in flight at once.
+const COALESCE_IN_FLIGHT: usize = 4;
 /// The most commands one shared entry carries.
 const COALESCE_AT_MOST: usize = 256;
 /// The most bytes (encoded) one shared entry carries; a command this large
@@ -146,6 +176,11 @@ impl ControlPlaneNode {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_every.max(1)),
             max_in_snapshot_log_to_keep: 1_000.min(snapshot_every),
             purge_batch_size: 256,
+            // Snapshot chunks small enough to cross well within their
+            // deadline on a loaded host (each is JSON on the wire).
+            snapshot_max_chunk_size: 512 << 10,
+            install_snapshot_timeout: 2_000,
+            max_payload_entries: 64,
             ..Default::default()
         }
         .validate()?;
@@ -157,6 +192,7 @@ impl ControlPlaneNode {
             tracing::info!(node_id, "initialised a new single-node cluster");
         }
         let (coalesce, waiting) = tokio::sync::mpsc::channel(4 * COALESCE_AT_MOST);
+        let (fresh_reads, reads_waiting) = tokio::sync::mpsc::channel(1024);
         let node = Arc::new(Self {
             node_id,
             raft,
@@ -166,7 +202,9 @@ impl ControlPlaneNode {
             elections_held_until: std::sync::Mutex::new(None),
             joining_voters: std::sync::Mutex::new(None),
             coalesce: coalesce_writes.then_some(coalesce),
+            fresh_reads,
         });
+        tokio::spawn(run_fresh_reads(Arc::downgrade(&node), reads_waiting));
         if coalesce_writes {
             tokio::spawn(run_coalescer(Arc::downgrade(&node), waiting));
         }
@@ -240,7 +278,20 @@ impl ControlPlaneNode {
     /// node waits to have applied that far (`RaftService.ReadIndex`). A
     /// node that cannot reach a leader with a majority refuses rather than
     /// answer from a state that may be stale.
+    /// Reads waiting at once share one confirmation (a round that starts
+    /// after each of them asked, so each still reads a current state).
     pub async fn ensure_fresh(&self) -> Result<(), FreshReadError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.fresh_reads
+            .send(tx)
+            .await
+            .map_err(|_| FreshReadError::Raft("the node is stopping".into()))?;
+        rx.await
+            .map_err(|_| FreshReadError::Raft("the node is stopping".into()))?
+    }
+
+    /// One confirmation for [`ControlPlaneNode::ensure_fresh`].
+    async fn confirm_fresh(&self) -> Result<(), FreshReadError> {
         let checked = tokio::time::timeout(COMMIT_WITHIN, self.raft.ensure_linearizable())
             .await
             .map_err(|_| FreshReadError::NotConfirmed(COMMIT_WITHIN))?;
@@ -392,6 +443,7 @@ async fn run_coalescer(
     mut waiting: tokio::sync::mpsc::Receiver<Coalesced>,
 ) {
     let mut held: Option<(Coalesced, usize)> = None;
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(COALESCE_IN_FLIGHT));
     loop {
         let (first, first_size) = match held.take() {
             Some(h) => h,
@@ -423,29 +475,45 @@ async fn run_coalescer(
         let Some(node) = node.upgrade() else {
             return;
         };
-        if group.len() == 1 {
-            let (cmd, tx) = group.pop().expect("one");
-            let _ = tx.send(node.write(cmd).await);
-            continue;
+        // Up to COALESCE_IN_FLIGHT entries in flight: raft pipelines their
+        // appends, and what arrives meanwhile gathers into the next. (Each
+        // agent waits for one write before its next, so no agent's writes
+        // can be reordered by this.)
+        let Ok(turn) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        tokio::spawn(async move {
+            let _turn = turn;
+            write_group(&node, group).await;
+        });
+    }
+}
+
+/// Writes a coalesced group (one command alone, else a `batch.v1`) and
+/// hands each waiting writer its result.
+async fn write_group(node: &ControlPlaneNode, mut group: Vec<Coalesced>) {
+    if group.len() == 1 {
+        let (cmd, tx) = group.pop().expect("one");
+        let _ = tx.send(node.write(cmd).await);
+        return;
+    }
+    let (commands, senders): (Vec<Command>, Vec<_>) = group.into_iter().unzip();
+    let n = commands.len();
+    match node.write(Command::Batch { commands }).await {
+        Ok(CommandResult::Batch(results)) if results.len() == n => {
+            for (tx, r) in senders.into_iter().zip(results) {
+                let _ = tx.send(Ok(r));
+            }
         }
-        let (commands, senders): (Vec<Command>, Vec<_>) = group.into_iter().unzip();
-        let n = commands.len();
-        match node.write(Command::Batch { commands }).await {
-            Ok(CommandResult::Batch(results)) if results.len() == n => {
-                for (tx, r) in senders.into_iter().zip(results) {
-                    let _ = tx.send(Ok(r));
-                }
+        Ok(other) => {
+            let e = WriteError::Raft(format!("a batch of {n} got {other:?}"));
+            for tx in senders {
+                let _ = tx.send(Err(e.clone()));
             }
-            Ok(other) => {
-                let e = WriteError::Raft(format!("a batch of {n} got {other:?}"));
-                for tx in senders {
-                    let _ = tx.send(Err(e.clone()));
-                }
-            }
-            Err(e) => {
-                for tx in senders {
-                    let _ = tx.send(Err(e.clone()));
-                }
+        }
+        Err(e) => {
+            for tx in senders {
+                let _ = tx.send(Err(e.clone()));
             }
         }
     }

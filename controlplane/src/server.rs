@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use vigil_proto::admin::v1::admin_service_server::AdminServiceServer;
 use vigil_proto::agent::v1::agent_service_server::AgentServiceServer;
@@ -208,7 +208,9 @@ pub async fn serve(
                 config.clone(),
                 events.clone(),
             )),
-            None => Incoming::Plain(TcpListenerStream::new(listener)),
+            // No Nagle: a reply (an ack, a raft answer) is a small write
+            // that must not wait for the peer's delayed ACK (40 ms).
+            None => Incoming::Plain(TcpIncoming::from(listener).with_nodelay(Some(true))),
         }
     };
     let main = serve_incoming(
@@ -259,7 +261,7 @@ pub async fn serve(
 
 /// A listener's connections, plaintext or after the TLS handshake.
 enum Incoming {
-    Plain(TcpListenerStream),
+    Plain(TcpIncoming),
     Tls(
         tokio_stream::wrappers::ReceiverStream<
             std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,

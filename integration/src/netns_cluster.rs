@@ -19,34 +19,39 @@ use crate::{binary, try_wait_for, Daemon, HarnessError, READY_TIMEOUT};
 /// Where every node serves (each on an address of its own).
 pub const PORT: u16 = 7700;
 
-/// Reaches node `i` as the cluster's admin.
+/// Reaches node `i` presenting one certificate (the admin's, or an
+/// agent's).
 #[derive(Clone)]
-pub struct AdminConnector {
+pub struct NodeConnector {
     ca_pem: String,
-    admin: IssuedCertificate,
+    who: IssuedCertificate,
     ips: Vec<IpAddr>,
 }
 
-impl AdminConnector {
-    /// An admin client of node `i` (None: not reachable within 2 s).
-    pub async fn admin_of(&self, i: u8) -> Option<AdminServiceClient<tonic::transport::Channel>> {
+/// What a client task needs to reach the nodes as the admin.
+pub type AdminConnector = NodeConnector;
+
+impl NodeConnector {
+    /// A mutual-TLS channel to node `i` (None: not reachable within 2 s).
+    pub async fn channel(&self, i: u8) -> Option<tonic::transport::Channel> {
         let ip = self.ips[i as usize - 1];
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&self.ca_pem))
-            .identity(TlsIdentity::from_pem(
-                &self.admin.cert_pem,
-                &self.admin.key_pem,
-            ))
+            .identity(TlsIdentity::from_pem(&self.who.cert_pem, &self.who.key_pem))
             .domain_name(ip.to_string());
-        let channel = Endpoint::from_shared(format!("https://{ip}:{PORT}"))
+        Endpoint::from_shared(format!("https://{ip}:{PORT}"))
             .ok()?
             .connect_timeout(Duration::from_secs(2))
             .tls_config(tls)
             .ok()?
             .connect()
             .await
-            .ok()?;
-        Some(AdminServiceClient::new(channel))
+            .ok()
+    }
+
+    /// An admin client of node `i` (None: not reachable within 2 s).
+    pub async fn admin_of(&self, i: u8) -> Option<AdminServiceClient<tonic::transport::Channel>> {
+        Some(AdminServiceClient::new(self.channel(i).await?))
     }
 }
 
@@ -66,6 +71,20 @@ impl NetnsCluster {
     /// `nodes` namespaces and a CA in `dir`; node 1 initialises the
     /// cluster and each other node joins it (added by node 1, the leader).
     pub async fn start(dir: &Path, nodes: u8, flags: &[&str]) -> Result<NetnsCluster, String> {
+        let mut cluster = NetnsCluster::start_first(dir, nodes, flags).await?;
+        for i in 2..=nodes {
+            cluster.add(i).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// As [`NetnsCluster::start`], but only node 1 is started (it leads a
+    /// cluster of one); [`NetnsCluster::add`] adds the others.
+    pub async fn start_first(
+        dir: &Path,
+        nodes: u8,
+        flags: &[&str],
+    ) -> Result<NetnsCluster, String> {
         let net = NodeNetwork::create(nodes).map_err(|e| format!("making the namespaces: {e}"))?;
         let fleet = TlsFleet::new(dir, "fleet");
         let admin = fleet.issue(Identity::operator(OperatorRole::Admin, "alice").unwrap());
@@ -83,21 +102,35 @@ impl NetnsCluster {
         })
         .await
         .map_err(|e| format!("{e}\n{}", cluster.logs()))?;
-        for i in 2..=nodes {
-            cluster.start_node(i, Some(cluster.net.ip(1)))?;
-            let mut admin = cluster
-                .admin_of(1)
-                .await
-                .ok_or_else(|| format!("node 1 unreachable\n{}", cluster.logs()))?;
-            admin
-                .add_node(admin_pb::AddNodeRequest {
-                    node_id: i as u64,
-                    address: cluster.address(i),
-                })
-                .await
-                .map_err(|e| format!("adding node {i}: {e}\n{}", cluster.logs()))?;
-        }
         Ok(cluster)
+    }
+
+    /// Starts node `i`, joining through node 1, and has node 1 (the
+    /// leader) add it; returns once it is a voter.
+    pub async fn add(&mut self, i: u8) -> Result<(), String> {
+        self.start_node(i, Some(self.net.ip(1)))?;
+        let mut admin = self
+            .admin_of(1)
+            .await
+            .ok_or_else(|| format!("node 1 unreachable\n{}", self.logs()))?;
+        admin
+            .add_node(admin_pb::AddNodeRequest {
+                node_id: i as u64,
+                address: self.address(i),
+            })
+            .await
+            .map_err(|e| format!("adding node {i}: {e}\n{}", self.logs()))?;
+        Ok(())
+    }
+
+    /// Node `i`'s process id, while it runs.
+    pub fn pid(&self, i: u8) -> Option<u32> {
+        self.daemons[i as usize - 1].as_ref().map(Daemon::id)
+    }
+
+    /// Node `i`'s data directory.
+    pub fn data_dir(&self, i: u8) -> PathBuf {
+        self.dir.join(format!("node-{i}"))
     }
 
     /// How many nodes (up or down).
@@ -124,7 +157,7 @@ impl NetnsCluster {
             &at,
         ])
         .arg("--data-dir")
-        .arg(self.dir.join(format!("node-{i}")))
+        .arg(self.data_dir(i))
         .args(self.fleet.node_flags_at(&i.to_string(), self.net.ip(i)))
         .args(&self.flags);
         if let Some(peer) = join {
@@ -162,9 +195,14 @@ impl NetnsCluster {
     /// What a client task needs to reach the nodes as the admin (it can
     /// outlive a borrow of the cluster, which a test restarts nodes of).
     pub fn connector(&self) -> AdminConnector {
-        AdminConnector {
+        self.connector_as(&self.admin)
+    }
+
+    /// As [`NetnsCluster::connector`], presenting `who`.
+    pub fn connector_as(&self, who: &IssuedCertificate) -> NodeConnector {
+        NodeConnector {
             ca_pem: self.fleet.ca_pem().to_string(),
-            admin: self.admin.clone(),
+            who: who.clone(),
             ips: (1..=self.nodes()).map(|i| self.net.ip(i)).collect(),
         }
     }

@@ -1,6 +1,10 @@
 use super::durability_check::{check_store, DamagedStore};
 use super::{ReadError, SledLogStore, SledStateMachine, StateReader};
 
+/// sled's page cache (its default is 1 GiB, which a node with a million
+/// alerts fills).
+const STORE_CACHE_BYTES: u64 = 256 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("opening the raft store in {dir}")]
@@ -20,6 +24,7 @@ pub fn open_checked(
     let db = sled::Config::new()
         .path(&dir)
         .mode(sled::Mode::HighThroughput)
+        .cache_capacity(STORE_CACHE_BYTES)
         .open()
         .map_err(|e| OpenError::Open {
             dir: shown.clone(),
@@ -57,6 +62,7 @@ pub fn open_stores(
     let db = sled::Config::new()
         .path(dir)
         .mode(sled::Mode::HighThroughput)
+        .cache_capacity(STORE_CACHE_BYTES)
         .open()?;
     let log = SledLogStore::open(&db)?;
     let (sm, reader) = SledStateMachine::open(&db, &dir.join("snapshots.v1"))?;
