@@ -96,6 +96,13 @@ async fn a_node_far_behind_catches_up_from_a_streamed_snapshot() {
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(files[0].starts_with("snapshot-"), "{files:?}");
+    // It holds the whole state: the owner's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(tmp.path().join("node-2/snapshots.v1").join(&files[0]))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     let revoked = admin(p2)
         .await
         .unwrap()

@@ -50,9 +50,21 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotFileError + '_ {
     }
 }
 
+/// Creates (truncating) `path` readable and writable by the owner only:
+/// a snapshot holds the whole replicated state.
+pub fn create_private(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
 /// Writes every pair of `tree` to `path` and syncs it; returns its size.
 pub fn write_tree(tree: &sled::Tree, path: &Path) -> Result<u64, SnapshotFileError> {
-    let file = File::create(path).map_err(io(path))?;
+    let file = create_private(path).map_err(io(path))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut size = 0u64;
     for kv in tree.iter() {

@@ -43,7 +43,6 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -669,8 +668,11 @@ impl SledStateMachine {
         {
             let meta: SnapshotMeta<NodeId, BasicNode> = decode(SNAPSHOT_META, &meta)?;
             let path = snapshot_dir.join(unique_name("building"));
-            std::fs::write(&path, &data)
-                .and_then(|()| File::open(&path)?.sync_all())
+            crate::store::snapshot_file::create_private(&path)
+                .and_then(|mut f| {
+                    std::io::Write::write_all(&mut f, &data)?;
+                    f.sync_all()
+                })
                 .map_err(|e| ReadError::Snapshot(format!("{}: {e}", path.display())))?;
             record_snapshot(db, snapshot_dir, &meta, &path)
                 .map_err(|e| ReadError::Snapshot(e.to_string()))?;
@@ -1492,6 +1494,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
             .read(true)
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&path)
             .await
             .map_err(snap_err)?;
@@ -1528,7 +1531,12 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
                     .seek(std::io::SeekFrom::Start(0))
                     .await
                     .map_err(snap_err)?;
-                let mut out = tokio::fs::File::create(&installing)
+                let mut out = tokio::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&installing)
                     .await
                     .map_err(snap_err)?;
                 tokio::io::copy(&mut snapshot, &mut out)
