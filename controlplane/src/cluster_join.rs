@@ -39,29 +39,22 @@ pub async fn join_cluster(
     let mut last = String::new();
     // First the cluster's voters: until this node is a member, raft
     // traffic is taken from them alone (not from any node certificate).
+    // Asked again before every try, so a voter added meanwhile is taken.
     loop {
-        let channel = GrpcNetwork::channel(tls, &target).map_err(|message| JoinError::Refused {
-            peer: target.clone(),
-            message,
-        })?;
-        match RaftServiceClient::new(channel)
-            .cluster_info(pb::ClusterInfoRequest {})
-            .await
-        {
-            Ok(info) => {
-                let voters: std::collections::BTreeSet<NodeId> =
-                    info.into_inner().voters.into_iter().collect();
-                if let Ok(mut expected) = node.joining_voters.lock() {
-                    *expected = Some(voters);
-                }
-                break;
-            }
-            Err(status) if tokio::time::Instant::now() < deadline => {
-                last = format!("{}: {}", status.code(), status.message());
+        match learn_voters(node, tls, &target, cluster_id.as_deref()).await {
+            Ok(()) => break,
+            Err(LearnError::Other(status)) if tokio::time::Instant::now() < deadline => {
+                last = status;
                 tracing::info!(peer = %target, reason = %last, "joining: asking for the cluster's voters again");
                 tokio::time::sleep(RETRY_AFTER).await;
             }
-            Err(_) => return Err(JoinError::GaveUp { peer: target, last }),
+            Err(LearnError::Other(_)) => return Err(JoinError::GaveUp { peer: target, last }),
+            Err(LearnError::Refused(message)) => {
+                return Err(JoinError::Refused {
+                    peer: target,
+                    message,
+                })
+            }
         }
     }
     while tokio::time::Instant::now() < deadline {
@@ -69,6 +62,14 @@ pub async fn join_cluster(
             peer: target.clone(),
             message,
         })?;
+        if let Err(LearnError::Refused(message)) =
+            learn_voters(node, tls, &target, cluster_id.as_deref()).await
+        {
+            return Err(JoinError::Refused {
+                peer: target,
+                message,
+            });
+        }
         let request = pb::JoinRequest {
             node_id,
             address: address.to_string(),
@@ -114,4 +115,41 @@ pub async fn join_cluster(
         tokio::time::sleep(RETRY_AFTER).await;
     }
     Err(JoinError::GaveUp { peer: target, last })
+}
+
+enum LearnError {
+    /// The peer belongs to another cluster.
+    Refused(String),
+    /// Not reachable, or not answering: try again.
+    Other(String),
+}
+
+/// Asks `target` for its cluster's voters and id, and takes raft traffic
+/// from those voters until this node is a member; refuses a cluster other
+/// than the one this node's data directory belongs to (`ours`).
+async fn learn_voters(
+    node: &crate::node::ControlPlaneNode,
+    tls: Option<&ClientTlsConfig>,
+    target: &str,
+    ours: Option<&str>,
+) -> Result<(), LearnError> {
+    let channel = GrpcNetwork::channel(tls, target).map_err(LearnError::Other)?;
+    let info = RaftServiceClient::new(channel)
+        .cluster_info(pb::ClusterInfoRequest {})
+        .await
+        .map_err(|status| LearnError::Other(format!("{}: {}", status.code(), status.message())))?
+        .into_inner();
+    if let Some(ours) = ours {
+        if !info.cluster_id.is_empty() && info.cluster_id != ours {
+            return Err(LearnError::Refused(format!(
+                "{target} belongs to cluster {}, and this node's data directory to cluster {ours}; start it with an empty directory to join",
+                info.cluster_id
+            )));
+        }
+    }
+    let voters: std::collections::BTreeSet<NodeId> = info.voters.into_iter().collect();
+    if let Ok(mut expected) = node.joining_voters.lock() {
+        *expected = Some(voters);
+    }
+    Ok(())
 }
