@@ -95,7 +95,9 @@ impl Session {
             .certificate_standing(serial)
             .unwrap_or(CertificateStanding::Revoked)
         {
-            CertificateStanding::Good => None,
+            // Mid-install: checked again when the install has notified the
+            // revocation watchers.
+            CertificateStanding::Good | CertificateStanding::Unsettled => None,
             CertificateStanding::Superseded => {
                 tracing::info!(agent = %self.agent_id, %serial, "ending the stream: its certificate was renewed");
                 // UNAVAILABLE: the agent reconnects, with the new files.

@@ -13,9 +13,12 @@
 //!
 //! Architecture invariant: an install replaces the state in bounded
 //! batches behind a marker (`meta/installing`, holding the snapshot's
-//! meta); a node that crashes part way finishes the install from
-//! `installing.snap` when it starts again, before its start-up check, so
-//! it never serves a state that is half one snapshot and half its own.
+//! meta, removed only once the snapshot is recorded as current); a node
+//! that crashes part way finishes the install from `installing.snap` when
+//! it starts again, before its start-up check, so it never serves a state
+//! that is half one snapshot and half its own; while the marker is there
+//! a running node refuses every caller whose certificate it would have to
+//! check (UNAVAILABLE), since the revocations may be half installed.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -233,7 +236,6 @@ pub fn install_into(
     for (k, v) in last {
         batch.insert(k, v);
     }
-    batch.remove(INSTALLING);
     tree.apply_batch(batch)?;
     tree.flush()?;
     Ok(())
@@ -244,17 +246,18 @@ pub fn sync_dir(dir: &Path) -> Result<(), SnapshotFileError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
-/// Removes what an earlier run left in progress (`building-*`,
-/// `receiving-*`) and snapshot files other than `current`.
-pub fn remove_stale(dir: &Path, current: Option<&str>) {
+/// Removes snapshot files other than `current` and, with `in_progress`
+/// (at start only), what an earlier run left in progress (`building-*`,
+/// `receiving-*`).
+pub fn remove_stale(dir: &Path, current: Option<&str>, in_progress: bool) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let stale = name.starts_with("building-")
-            || name.starts_with("receiving-")
+        let stale = (in_progress
+            && (name.starts_with("building-") || name.starts_with("receiving-")))
             || (name.starts_with("snapshot-") && Some(name.as_ref()) != current);
         if stale {
             let _ = std::fs::remove_file(entry.path());

@@ -190,9 +190,11 @@ pub struct PolicyMeta {
     pub pushed_at_unix_nanos: i64,
     pub note: String,
 }
+/// (SnapshotMeta, file name in the snapshot directory) of the current
+/// snapshot, in one key so that they are read together.
+const SNAPSHOT_CURRENT: &[u8] = b"current";
+/// Where a store from before snapshot files kept its snapshot's meta.
 const SNAPSHOT_META: &[u8] = b"meta";
-/// The current snapshot's file name, in the snapshot directory.
-const SNAPSHOT_FILE: &[u8] = b"file";
 /// Where a store from before snapshot files kept its snapshot's bytes
 /// (moved to a file at open).
 const SNAPSHOT_DATA: &[u8] = b"data";
@@ -416,6 +418,9 @@ impl StateReader {
 
     /// What the control plane holds of a certificate, by serial.
     pub fn certificate_standing(&self, serial: &str) -> Result<CertificateStanding, ReadError> {
+        if self.tree.contains_key(INSTALLING)? {
+            return Ok(CertificateStanding::Unsettled);
+        }
         Ok(
             if self
                 .tree
@@ -567,18 +572,42 @@ pub fn finish_interrupted_install(
         snapshot = %meta.snapshot_id,
         "finishing a snapshot install a crash cut off"
     );
-    install_into(
-        &tree,
-        &path,
-        &[LAST_APPLIED, MEMBERSHIP],
-        final_keys(&meta)?,
-    )?;
-    ensure_alert_tally(&tree).map_err(|e| SnapshotFileError::Format {
-        path: path.clone(),
-        why: e.to_string(),
-    })?;
-    record_snapshot(db, snapshot_dir, &meta, &path)?;
+    // Cut off after the file was recorded as the current snapshot: the
+    // state is complete, only the marker is left.
+    let recorded = current_snapshot(db)?.is_some_and(|(m, _)| m == meta);
+    if !recorded || path.exists() {
+        install_into(
+            &tree,
+            &path,
+            &[LAST_APPLIED, MEMBERSHIP],
+            final_keys(&meta)?,
+        )?;
+        ensure_alert_tally(&tree).map_err(|e| SnapshotFileError::Format {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
+        record_snapshot(db, snapshot_dir, &meta, &path)?;
+    }
+    tree.remove(INSTALLING)?;
+    tree.flush()?;
     Ok(true)
+}
+
+/// A snapshot's meta and its file's name.
+type CurrentSnapshot = (SnapshotMeta<NodeId, BasicNode>, String);
+
+/// The current snapshot's meta and file name, recorded together.
+fn current_snapshot(db: &sled::Db) -> Result<Option<CurrentSnapshot>, SnapshotFileError> {
+    let snapshots = db.open_tree("sm.v1.snapshot")?;
+    let Some(v) = snapshots.get(SNAPSHOT_CURRENT)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&v)
+        .map(Some)
+        .map_err(|e| SnapshotFileError::Format {
+            path: PathBuf::from("sm.v1.snapshot/current"),
+            why: e.to_string(),
+        })
 }
 
 /// The keys an install sets last, from the snapshot's meta.
@@ -604,14 +633,22 @@ fn final_keys(
 }
 
 /// Makes the file at `from` (in `snapshot_dir`) the current snapshot with
-/// `meta`: renamed to its own name, recorded in `sm.v1.snapshot`, synced;
-/// older snapshot files removed. Returns the new path.
+/// `meta`: renamed to its own name, recorded (meta and name in one key of
+/// `sm.v1.snapshot`), synced; the older snapshot file removed. A snapshot
+/// older than the current one is dropped instead (a build that finished
+/// after an install). Returns the current snapshot's meta and path.
 fn record_snapshot(
     db: &sled::Db,
     snapshot_dir: &Path,
     meta: &SnapshotMeta<NodeId, BasicNode>,
     from: &Path,
-) -> Result<PathBuf, SnapshotFileError> {
+) -> Result<(SnapshotMeta<NodeId, BasicNode>, PathBuf), SnapshotFileError> {
+    if let Some((current, name)) = current_snapshot(db)? {
+        if current.last_log_id > meta.last_log_id {
+            let _ = std::fs::remove_file(from);
+            return Ok((current, snapshot_dir.join(name)));
+        }
+    }
     let name = format!(
         "snapshot-{}-{}",
         meta.last_log_id.map_or(0, |l| l.index),
@@ -626,24 +663,20 @@ fn record_snapshot(
     let snapshots = db.open_tree("sm.v1.snapshot")?;
     let mut batch = sled::Batch::default();
     batch.insert(
-        SNAPSHOT_META,
-        serde_json::to_vec(meta).map_err(|e| SnapshotFileError::Format {
+        SNAPSHOT_CURRENT,
+        serde_json::to_vec(&(meta, &name)).map_err(|e| SnapshotFileError::Format {
             path: to.clone(),
             why: e.to_string(),
         })?,
     );
-    batch.insert(SNAPSHOT_FILE, name.as_bytes());
+    batch.remove(SNAPSHOT_META);
     batch.remove(SNAPSHOT_DATA);
     snapshots.apply_batch(batch)?;
     snapshots.flush()?;
-    remove_stale_snapshots(snapshot_dir, Some(&name));
-    Ok(to)
-}
-
-/// Removes snapshot files other than `current` and what is left of
-/// transfers and builds in progress.
-fn remove_stale_snapshots(dir: &Path, current: Option<&str>) {
-    crate::store::snapshot_file::remove_stale(dir, current);
+    // Older snapshot files only: a build or a transfer in progress keeps
+    // its file (those are cleared at start).
+    crate::store::snapshot_file::remove_stale(snapshot_dir, Some(&name), false);
+    Ok((meta.clone(), to))
 }
 
 impl SledStateMachine {
@@ -677,10 +710,10 @@ impl SledStateMachine {
             record_snapshot(db, snapshot_dir, &meta, &path)
                 .map_err(|e| ReadError::Snapshot(e.to_string()))?;
         }
-        let current = snapshots
-            .get(SNAPSHOT_FILE)?
-            .map(|n| String::from_utf8_lossy(&n).into_owned());
-        remove_stale_snapshots(snapshot_dir, current.as_deref());
+        let current = current_snapshot(db)
+            .map_err(|e| ReadError::Snapshot(e.to_string()))?
+            .map(|(_, name)| name);
+        crate::store::snapshot_file::remove_stale(snapshot_dir, current.as_deref(), true);
         ensure_alert_tally(&tree)?;
         let last = last_alert_in(&tree)?;
         let (tx, rx) = watch::channel(last);
@@ -1314,6 +1347,9 @@ pub enum CertificateStanding {
     /// Replaced by a renewal: accepted only to ask for that renewal again.
     Superseded,
     Revoked,
+    /// The node is installing a snapshot: its state is part old, part new
+    /// and cannot say (callers are refused as UNAVAILABLE meanwhile).
+    Unsettled,
 }
 
 /// The public key a certificate (PEM) certifies; None when it cannot be
@@ -1354,7 +1390,6 @@ impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
             .await
             .map_err(snap_err)?
             .map_err(snap_err)?;
-        drop(quiet);
         let snapshot_id = match last_log_id {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, size),
             None => format!("empty-{size}"),
@@ -1365,13 +1400,16 @@ impl RaftSnapshotBuilder<TypeConfig> for SledStateMachine {
             snapshot_id,
         };
         let (db, dir, m) = (self.db.clone(), self.snapshot_dir.clone(), meta.clone());
-        let path = tokio::task::spawn_blocking(move || {
+        let (meta, path) = tokio::task::spawn_blocking(move || {
             sync_dir(&dir)?;
             record_snapshot(&db, &dir, &m, &building)
         })
         .await
         .map_err(snap_err)?
         .map_err(snap_err)?;
+        // Held until recorded: an install cannot come between (and a
+        // snapshot older than the current one is never recorded).
+        drop(quiet);
         let file = tokio::fs::File::open(&path).await.map_err(snap_err)?;
         Ok(Snapshot {
             meta,
@@ -1578,6 +1616,10 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
                 why: e.to_string(),
             })?;
             record_snapshot(&db, &dir, &meta, &installing)?;
+            // The marker goes last: until the snapshot is recorded, a
+            // restart finishes the install (`finish_interrupted_install`).
+            tree.remove(INSTALLING)?;
+            tree.flush()?;
             Ok(())
         })
         .await
@@ -1594,22 +1636,26 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let Some(meta) = self.snapshots.get(SNAPSHOT_META).map_err(sm_read_err)? else {
-            return Ok(None);
-        };
-        let meta: SnapshotMeta<NodeId, BasicNode> =
-            serde_json::from_slice(&meta).map_err(sm_read_err)?;
-        let Some(name) = self.snapshots.get(SNAPSHOT_FILE).map_err(sm_read_err)? else {
-            return Ok(None);
-        };
-        let path = self
-            .snapshot_dir
-            .join(String::from_utf8_lossy(&name).as_ref());
-        let file = tokio::fs::File::open(&path).await.map_err(sm_read_err)?;
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: Box::new(file),
-        }))
+        // A build or install may replace the file between reading the
+        // record and opening it (the old file is then gone): read again.
+        for _ in 0..3 {
+            let Some((meta, name)) = current_snapshot(&self.db).map_err(sm_read_err)? else {
+                return Ok(None);
+            };
+            match tokio::fs::File::open(self.snapshot_dir.join(&name)).await {
+                Ok(file) => {
+                    return Ok(Some(Snapshot {
+                        meta,
+                        snapshot: Box::new(file),
+                    }))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(sm_read_err(e)),
+            }
+        }
+        Err(sm_read_err(std::io::Error::other(
+            "the current snapshot's file kept changing while it was opened",
+        )))
     }
 }
 

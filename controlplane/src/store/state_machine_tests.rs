@@ -587,3 +587,55 @@ async fn one_prune_entry_removes_a_bounded_number_and_says_more_are_due() {
     assert_eq!(reader.alerts_after(0, 10).unwrap().len(), 1);
     assert_eq!(reader.alert_tally().unwrap().total(), 1);
 }
+
+#[tokio::test]
+async fn while_an_install_is_under_way_no_certificate_is_taken_as_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    assert_eq!(
+        reader.certificate_standing("ab").unwrap(),
+        CertificateStanding::Good
+    );
+    sm.tree
+        .insert(crate::store::snapshot_file::INSTALLING, b"{}".to_vec())
+        .unwrap();
+    assert_eq!(
+        reader.certificate_standing("ab").unwrap(),
+        CertificateStanding::Unsettled
+    );
+}
+
+#[tokio::test]
+async fn a_crash_after_the_snapshot_was_recorded_leaves_only_the_marker_to_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = {
+        let (_log, mut sm, _reader) = crate::store::open_stores(dir.path()).unwrap();
+        sm.apply(vec![entry(1, register("a")), entry(2, append("a", &[1]))])
+            .await
+            .unwrap();
+        let meta = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap()
+            .meta;
+        // Recorded, file renamed; the marker not yet removed.
+        sm.tree
+            .insert(
+                crate::store::snapshot_file::INSTALLING,
+                serde_json::to_vec(&meta).unwrap(),
+            )
+            .unwrap();
+        sm.tree.flush().unwrap();
+        meta
+    };
+    let (_log, mut sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    assert!(sm
+        .tree
+        .get(crate::store::snapshot_file::INSTALLING)
+        .unwrap()
+        .is_none());
+    assert_eq!(reader.last_alert_index(), 1);
+    assert_eq!(sm.get_current_snapshot().await.unwrap().unwrap().meta, meta);
+}
