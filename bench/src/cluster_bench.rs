@@ -88,22 +88,9 @@ async fn agent_load(c: &NetnsCluster, tag: &str, clients: usize) -> anyhow::Resu
     }
     let start = Instant::now();
     for (agent_id, channel) in channels {
-        tasks.push(tokio::spawn(async move {
-            let mut client = AgentServiceClient::new(channel);
-            let (tx, rx) = mpsc::channel(4);
-            tx.send(hello(&agent_id, &agent_id)).await?;
-            let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
-            let mut latencies = Vec::new();
-            let mut seq = 0;
-            while start.elapsed() < FOR {
-                seq += 1;
-                let sent = Instant::now();
-                tx.send(findings(vec![model_file_finding(seq, 3)])).await?;
-                crate::transport_bench::acked_up_to(&mut inbound, seq).await?;
-                latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
-            }
-            anyhow::Ok(latencies)
-        }));
+        tasks.push(tokio::spawn(crate::ingest_bench::one_finding_at_a_time(
+            channel, agent_id, start, FOR,
+        )));
     }
     let mut all = Vec::new();
     for t in tasks {
@@ -325,22 +312,12 @@ async fn reads_and_failover(s: &Settings, report: &mut Report) -> anyhow::Result
     Ok(())
 }
 
-fn peak_rss_kib(pid: u32) -> Option<u64> {
+/// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?
         .split_whitespace()
         .nth(1)?
         .parse()
@@ -417,7 +394,7 @@ async fn snapshot_install(s: &Settings, report: &mut Report) -> anyhow::Result<(
     let pid = c
         .pid(2)
         .ok_or_else(|| anyhow::anyhow!("node 2 not running"))?;
-    let rss_before = rss_kib(pid).unwrap_or(0);
+    let rss_before = status_kib(pid, "VmRSS").unwrap_or(0);
     let mut admin = c
         .admin_of(1)
         .await
@@ -432,7 +409,7 @@ async fn snapshot_install(s: &Settings, report: &mut Report) -> anyhow::Result<(
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let install_secs = joined.elapsed().as_secs_f64();
-    let peak = peak_rss_kib(pid).unwrap_or(0);
+    let peak = status_kib(pid, "VmHWM").unwrap_or(0);
     let log = std::fs::read_to_string(dir.join("node-2.log")).unwrap_or_default();
     if !log.contains("installed a snapshot") {
         anyhow::bail!("node 2 caught up without a snapshot");

@@ -83,22 +83,9 @@ async fn one_round(cp: &ControlPlane, tag: &str) -> anyhow::Result<Round> {
     for i in 0..AGENTS {
         let channel = channel.clone();
         let agent_id = format!("ingest-{tag}-{i}");
-        tasks.push(tokio::spawn(async move {
-            let mut client = AgentServiceClient::new(channel);
-            let (tx, rx) = mpsc::channel(4);
-            tx.send(hello(&agent_id, &agent_id)).await?;
-            let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
-            let mut latencies = Vec::new();
-            let mut seq = 0;
-            while start.elapsed() < FOR {
-                seq += 1;
-                let sent = Instant::now();
-                tx.send(findings(vec![model_file_finding(seq, 3)])).await?;
-                crate::transport_bench::acked_up_to(&mut inbound, seq).await?;
-                latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
-            }
-            anyhow::Ok(latencies)
-        }));
+        tasks.push(tokio::spawn(one_finding_at_a_time(
+            channel, agent_id, start, FOR,
+        )));
     }
     let mut all = Vec::new();
     for t in tasks {
@@ -114,4 +101,29 @@ async fn one_round(cp: &ControlPlane, tag: &str) -> anyhow::Result<Round> {
         findings_per_sec: all.len() as f64 / secs,
         p99_ms: p99,
     })
+}
+
+/// One agent session on `channel`: sends one finding, waits for its ack
+/// (after commit), and again, until `for_` after `start`; the latencies in
+/// ms.
+pub async fn one_finding_at_a_time(
+    channel: tonic::transport::Channel,
+    agent_id: String,
+    start: Instant,
+    for_: Duration,
+) -> anyhow::Result<Vec<f64>> {
+    let mut client = AgentServiceClient::new(channel);
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(hello(&agent_id, &agent_id)).await?;
+    let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    let mut latencies = Vec::new();
+    let mut seq = 0;
+    while start.elapsed() < for_ {
+        seq += 1;
+        let sent = Instant::now();
+        tx.send(findings(vec![model_file_finding(seq, 3)])).await?;
+        crate::transport_bench::acked_up_to(&mut inbound, seq).await?;
+        latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(latencies)
 }

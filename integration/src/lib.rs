@@ -26,6 +26,7 @@ mod polling;
 mod privilege;
 pub mod raw_agent;
 pub mod raw_codec;
+pub mod seeded_random;
 pub mod tls_fleet;
 mod tmpfs;
 pub mod unprivileged;

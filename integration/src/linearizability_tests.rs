@@ -1,4 +1,5 @@
 use super::*;
+use crate::seeded_random::Xorshift;
 
 /// A register holding one integer, 0 at first.
 struct Register;
@@ -160,18 +161,6 @@ fn a_tiny_budget_gives_no_answer_rather_than_a_wrong_one() {
     ));
 }
 
-/// A small seeded random sequence, so a failure replays.
-struct Xorshift(u64);
-
-impl Xorshift {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// A history of `clients` clients against a real (atomic) register: each
 /// operation takes effect at a random instant inside its interval, so the
 /// history is linearizable by construction; some writes lose their answer.
@@ -180,7 +169,7 @@ fn random_linearizable_history(
     clients: usize,
     ops: usize,
 ) -> Vec<Operation<RegIn, RegOut>> {
-    let mut rng = Xorshift(seed);
+    let mut rng = Xorshift::new(seed);
     // Plan each operation's interval and effect instant first.
     let mut planned = Vec::new();
     let mut clock = vec![0u64; clients];

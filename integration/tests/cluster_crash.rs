@@ -13,26 +13,10 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use vigil_integration::seeded_random::Xorshift;
 use vigil_integration::{free_port, try_connect, try_wait_for, ControlPlane};
 use vigil_proto::admin::v1 as admin_pb;
 use vigil_proto::admin::v1::admin_service_client::AdminServiceClient;
-
-/// A small, seeded random sequence (xorshift): a failing run prints its
-/// seed, and `VIGIL_CRASH_SEED` replays it.
-struct Xorshift(u64);
-
-impl Xorshift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 async fn admin(port: u16) -> Option<AdminServiceClient<tonic::transport::Channel>> {
     try_connect(&format!("http://127.0.0.1:{port}"))
@@ -73,7 +57,7 @@ async fn nodes_killed_at_random_during_writes_come_back_and_lose_nothing() {
                 | 1
         });
     eprintln!("crash rounds: {rounds}, seed {seed} (VIGIL_CRASH_SEED replays it)");
-    let mut rng = Xorshift(seed);
+    let mut rng = Xorshift::new(seed);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use vigil_integration::linearizability::{check, describe_violation, Model, Operation, Verdict};
 use vigil_integration::netns_cluster::{AdminConnector, NetnsCluster};
 use vigil_integration::privileged;
+use vigil_integration::seeded_random::Xorshift;
 use vigil_proto::admin::v1 as admin_pb;
 use vigil_proto::types::v1 as types_pb;
 
@@ -75,19 +76,6 @@ impl Model for WorkloadSet {
             _ => return None,
         }
         Some(next)
-    }
-}
-
-/// A small, seeded random sequence (xorshift).
-#[derive(Clone)]
-struct Xorshift(u64);
-
-impl Xorshift {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
     }
 }
 
@@ -258,7 +246,7 @@ fn settle_unknown(history: Vec<Operation<Input, Output>>) -> Vec<Operation<Input
 
 /// One randomized run on a fresh cluster; panics on a violation.
 async fn one_run(run: usize, seed: u64) {
-    let mut rng = Xorshift(seed);
+    let mut rng = Xorshift::new(seed);
     let tmp = tempfile::tempdir().unwrap();
     let mut cluster = NetnsCluster::start(tmp.path(), 3, &["--allow-unsigned"])
         .await
@@ -270,7 +258,7 @@ async fn one_run(run: usize, seed: u64) {
         .map(|me| {
             tokio::spawn(client(
                 me,
-                Xorshift(seed ^ 0x9e37_79b9_7f4a_7c15_u64.wrapping_mul(me as u64 + 1) | 1),
+                Xorshift::new(seed ^ 0x9e37_79b9_7f4a_7c15_u64.wrapping_mul(me as u64 + 1)),
                 cluster.connector(),
                 epoch,
                 history.clone(),
