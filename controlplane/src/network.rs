@@ -179,6 +179,26 @@ impl GrpcNetwork {
         Ok(reply.into_inner().index)
     }
 
+    /// Asks the node at `addr` to pass an unfreeze order to `agent_id` if
+    /// the agent's stream is open there: whether it was.
+    pub async fn deliver_unfreeze(
+        &self,
+        addr: &str,
+        agent_id: &str,
+        order: vigil_proto::agent::v1::Unfreeze,
+    ) -> Result<bool, String> {
+        let mut client = self.peer_client(addr)?;
+        let call = client.deliver_unfreeze(pb::DeliverUnfreezeRequest {
+            agent_id: agent_id.to_string(),
+            order: Some(order),
+        });
+        let reply = tokio::time::timeout(Duration::from_secs(2), call)
+            .await
+            .map_err(|_| "no answer within 2 s".to_string())?
+            .map_err(|s| format!("{}: {}", s.code(), s.message()))?;
+        Ok(reply.into_inner().delivered)
+    }
+
     /// Asks the node at `addr` to stand for election now.
     pub async fn elect(&self, addr: &str) -> Result<(), String> {
         let mut client = self.peer_client(addr)?;

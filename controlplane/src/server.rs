@@ -170,16 +170,17 @@ pub async fn serve(
     let admin_service = AdminServiceServer::new(AdminServiceImpl::new(
         node.clone(),
         membership.clone(),
-        sessions,
+        sessions.clone(),
         trusted_policy_keys,
         allow_unsigned,
     ));
     let siem_service = SiemExportServer::new(SiemExportImpl::new(node.state.clone()));
     // Raft entries and snapshot chunks (openraft's default chunk is 3 MiB,
     // JSON-encoded) are larger than tonic's 4 MiB default allows.
-    let raft_service = RaftServiceServer::new(RaftServiceImpl::new(node.clone(), membership))
-        .max_decoding_message_size(crate::network::MAX_RAFT_MESSAGE)
-        .max_encoding_message_size(crate::network::MAX_RAFT_MESSAGE);
+    let raft_service =
+        RaftServiceServer::new(RaftServiceImpl::new(node.clone(), membership, sessions))
+            .max_decoding_message_size(crate::network::MAX_RAFT_MESSAGE)
+            .max_encoding_message_size(crate::network::MAX_RAFT_MESSAGE);
     // One listener serves everything, unless agents have their own: then
     // each serves only its own services (and health), so a firewall can
     // tell them apart.

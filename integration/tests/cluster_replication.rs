@@ -27,7 +27,19 @@ struct Node {
 }
 
 fn start(fleet: &TlsFleet, dir: &Path, id: u64, port: u16, join: Option<u16>) -> ControlPlane {
+    start_with(fleet, dir, id, port, join, &[])
+}
+
+fn start_with(
+    fleet: &TlsFleet,
+    dir: &Path,
+    id: u64,
+    port: u16,
+    join: Option<u16>,
+    extra: &[&str],
+) -> ControlPlane {
     let mut flags = fleet.node_flags(&id.to_string());
+    flags.extend(extra.iter().map(|f| f.to_string()));
     flags.extend(["--node-id".to_string(), id.to_string()]);
     if let Some(peer) = join {
         flags.extend(["--join".to_string(), format!("127.0.0.1:{peer}")]);
@@ -39,6 +51,15 @@ fn start(fleet: &TlsFleet, dir: &Path, id: u64, port: u16, join: Option<u16>) ->
 /// Node 1 alone, then 2 and 3 joining it; once every node knows three
 /// members and a leader.
 async fn start_three(fleet: &TlsFleet, dir: &Path, admin: &IssuedCertificate) -> Vec<Node> {
+    start_three_with(fleet, dir, admin, &[]).await
+}
+
+async fn start_three_with(
+    fleet: &TlsFleet,
+    dir: &Path,
+    admin: &IssuedCertificate,
+    extra: &[&str],
+) -> Vec<Node> {
     let mut nodes: Vec<Node> = (1..=3)
         .map(|id| Node {
             id,
@@ -47,14 +68,14 @@ async fn start_three(fleet: &TlsFleet, dir: &Path, admin: &IssuedCertificate) ->
         })
         .collect();
     let first = nodes[0].port;
-    nodes[0].cp = Some(start(fleet, dir, 1, first, None));
+    nodes[0].cp = Some(start_with(fleet, dir, 1, first, None, extra));
     try_wait_for("node 1 leads", Duration::from_secs(20), || async move {
         (status(fleet, first, admin).await?.leader_id == 1).then_some(())
     })
     .await
     .unwrap();
     for n in &mut nodes[1..] {
-        n.cp = Some(start(fleet, dir, n.id, n.port, Some(first)));
+        n.cp = Some(start_with(fleet, dir, n.id, n.port, Some(first), extra));
     }
     // A node certificate alone does not make a member: an admin adds
     // each (the node's own join then completes).
@@ -373,7 +394,7 @@ async fn only_a_node_speaks_raft_and_only_for_itself() {
     assert_eq!(refused.code(), Code::AlreadyExists, "{refused:?}");
     // Garbage where a raft payload goes: a clear error, and node 1 still
     // leads in its own term.
-    let refused = raft(node3)
+    let refused = raft(node3.clone())
         .await
         .append_entries(raft_pb::RaftPayload {
             json: b"{not json".to_vec(),
@@ -381,8 +402,162 @@ async fn only_a_node_speaks_raft_and_only_for_itself() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    // Nor may anyone but a member pass an unfreeze order to an agent's
+    // stream: not an agent, not an operator (they go through the admin
+    // service's checks), not a node of no cluster here.
+    let deliver = raft_pb::DeliverUnfreezeRequest {
+        agent_id: "host-1".into(),
+        order: Some(Default::default()),
+    };
+    for who in [
+        admin.clone(),
+        fleet.issue(Identity::agent("host-1").unwrap()),
+        node3.clone(),
+    ] {
+        let refused = raft(who)
+            .await
+            .deliver_unfreeze(deliver.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    }
     let s = status(&fleet, port, &admin).await.unwrap();
     assert_eq!((s.leader_id, s.term), (1, 1), "{s:?}");
+}
+
+/// An agent streams to one node; an operator's unfreeze order sent to any
+/// other node reaches it (the node that took the order asks the others),
+/// so does an approval, and an order for an agent with no stream open
+/// anywhere is refused saying so.
+/// Nobody trusts a key here: the control plane passes the unsigned order on
+/// and the agent refuses it in a finding, proof that the order got there. Root: the
+/// agent's eBPF sensors.
+#[tokio::test]
+async fn an_unfreeze_reaches_an_agent_streaming_to_another_node() {
+    use vigil_integration::{privileged, Agent};
+    if !privileged("an_unfreeze_reaches_an_agent_streaming_to_another_node") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = TlsFleet::new(tmp.path(), "fleet");
+    let admin = fleet.issue(Identity::operator(OperatorRole::Admin, "alice").unwrap());
+    // A lab: unsigned approvals are taken.
+    let nodes = start_three_with(&fleet, tmp.path(), &admin, &["--allow-unsigned"]).await;
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let agent_cert = fleet.issue(Identity::agent("host-u").unwrap());
+    let tls = fleet.tls_flags("host-u", &agent_cert);
+    let extra: Vec<&str> = tls.iter().map(String::as_str).collect();
+    let endpoint = format!("https://127.0.0.1:{}", ports[2]);
+    let mut agent = Agent::start_with(&tmp.path().join("agent"), &endpoint, "host-u", &extra).await;
+    agent
+        .wait_for_log(
+            "a session with node 3",
+            Duration::from_secs(20),
+            &format!("connected to the control plane endpoint={endpoint}"),
+        )
+        .await;
+    let refusals = |port: u16| {
+        let (fleet, admin) = (&fleet, &admin);
+        async move {
+            let channel = fleet.channel(port, admin).await.ok()?;
+            let alerts = AdminServiceClient::new(channel)
+                .query_alerts(admin_pb::QueryAlertsRequest {
+                    after_index: 0,
+                    limit: 10_000,
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .alerts;
+            Some(
+                alerts
+                    .into_iter()
+                    .filter_map(|a| a.finding)
+                    .filter(|f| {
+                        f.rule_id == "vigil.respond.unfreeze" && f.summary.contains("REFUSED")
+                    })
+                    .map(|f| f.summary)
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    let first = ports[0];
+    // Through node 1, then node 2: neither holds the agent's stream.
+    for (n, port) in [ports[0], ports[1]].into_iter().enumerate() {
+        let channel = fleet.channel(port, &admin).await.unwrap();
+        AdminServiceClient::new(channel)
+            .unfreeze(admin_pb::UnfreezeRequest {
+                agent: "host-u".into(),
+                pid: 4242 + n as u32,
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("unfreeze via port {port}: {e}\n{}", logs(&nodes)));
+        try_wait_for(
+            "the agent's refusal of the order",
+            Duration::from_secs(20),
+            || async move {
+                let seen = refusals(first).await?;
+                (seen.len() > n
+                    && seen
+                        .iter()
+                        .any(|s| s.contains(&format!("unfreeze of pid {}", 4242 + n))))
+                .then_some(())
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", agent.log_text(), logs(&nodes)));
+    }
+    // An approval taken by node 1 reaches the agent too (node 3 applies it
+    // and streams the new set to its agents).
+    let channel = fleet.channel(first, &admin).await.unwrap();
+    AdminServiceClient::new(channel)
+        .approve_workload(admin_pb::ApproveWorkloadRequest {
+            workload: Some(vigil_proto::types::v1::Workload {
+                id: "w-cross-node".into(),
+                exe_sha256: "ab".repeat(32),
+                approved_by: "cluster test".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    agent
+        .wait_for_log(
+            "the approval from node 1",
+            Duration::from_secs(20),
+            "approved workloads updated count=1",
+        )
+        .await;
+    // The agent gone: every node says it has no stream open for it.
+    agent.daemon.kill();
+    let refused = try_wait_for(
+        "node 3 to notice the agent is gone",
+        Duration::from_secs(20),
+        || {
+            let (fleet, admin) = (&fleet, &admin);
+            async move {
+                let channel = fleet.channel(first, admin).await.ok()?;
+                let r = AdminServiceClient::new(channel)
+                    .unfreeze(admin_pb::UnfreezeRequest {
+                        agent: "host-u".into(),
+                        pid: 1,
+                        ..Default::default()
+                    })
+                    .await;
+                r.err()
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("no stream open on any node")
+            && refused.message().contains("node 3: not connected there"),
+        "{}",
+        refused.message()
+    );
 }
 
 /// An agent given every node (`--control-plane a,b,c`) moves to another

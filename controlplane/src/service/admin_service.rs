@@ -46,6 +46,60 @@ impl AdminServiceImpl {
     }
 }
 
+impl AdminServiceImpl {
+    /// Passes an unfreeze order to the agent's stream, on this node or on
+    /// whichever member holds it (an agent streams to one node): which
+    /// node did, or UNAVAILABLE with what each member answered.
+    async fn deliver_unfreeze(
+        &self,
+        agent_id: &str,
+        order: agent_pb::Unfreeze,
+    ) -> Result<String, Status> {
+        if let Some(tx) = self.sessions.get(agent_id) {
+            let msg = agent_pb::ControlMessage {
+                body: Some(agent_pb::control_message::Body::Unfreeze(order.clone())),
+            };
+            if tx.send(Ok(msg)).await.is_ok() {
+                return Ok(format!("node {}", self.node.node_id));
+            }
+        }
+        let others: Vec<(u64, String)> = {
+            let metrics = self.node.raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != self.node.node_id)
+                .map(|(id, n)| (*id, n.addr.clone()))
+                .collect()
+        };
+        let asks = others.iter().map(|(id, addr)| {
+            let order = order.clone();
+            async move {
+                let r = self
+                    .node
+                    .network()
+                    .deliver_unfreeze(addr, agent_id, order)
+                    .await;
+                (*id, r)
+            }
+        });
+        let mut answers = Vec::new();
+        for (id, r) in futures::future::join_all(asks).await {
+            match r {
+                Ok(true) => return Ok(format!("node {id}")),
+                Ok(false) => answers.push(format!("node {id}: not connected there")),
+                Err(e) => answers.push(format!("node {id}: {e}")),
+            }
+        }
+        answers.insert(0, format!("node {}: not connected here", self.node.node_id));
+        Err(Status::unavailable(format!(
+            "agent {agent_id} has no stream open on any node of the cluster ({})",
+            answers.join("; ")
+        )))
+    }
+}
+
 fn req_note_is_rollback(note: &str) -> bool {
     note.starts_with("rollback")
 }
@@ -377,21 +431,13 @@ impl AdminService for AdminServiceImpl {
                 Status::not_found(format!("no agent with id or hostname {:?}", order.agent))
             })?;
         let agent_id = record.identity.agent_id;
-        let tx = self.sessions.get(&agent_id).ok_or_else(|| {
-            Status::unavailable(format!("agent {agent_id} is not connected to this node"))
-        })?;
         let (pid, signer) = (order.pid, order.signer.clone());
-        let msg = agent_pb::ControlMessage {
-            body: Some(agent_pb::control_message::Body::Unfreeze(order.into())),
-        };
-        tx.send(Ok(msg))
-            .await
-            .map_err(|_| Status::unavailable(format!("agent {agent_id} disconnected")))?;
+        let via = self.deliver_unfreeze(&agent_id, order.into()).await?;
         self.audit(
             caller.actor(),
             "agent.unfreeze",
             format!("pid {pid} on {agent_id}"),
-            signed_by(&signer),
+            format!("{}, via {via}", signed_by(&signer)),
         )
         .await;
         Ok(Response::new(pb::UnfreezeResponse {}))

@@ -21,7 +21,7 @@ use vigil_proto::raft::v1 as pb;
 use crate::cluster_membership::ClusterMembership;
 use crate::node::{ControlPlaneNode, ReadIndexRefused};
 use crate::raft_types::{NodeId, TypeConfig};
-use crate::service::Caller;
+use crate::service::{AgentSessions, Caller};
 
 /// The metadata key naming the leader's address when a node that is not
 /// the leader refuses a join.
@@ -30,11 +30,21 @@ pub const LEADER_METADATA: &str = "vigil-leader";
 pub struct RaftServiceImpl {
     node: Arc<ControlPlaneNode>,
     membership: Arc<ClusterMembership>,
+    /// The agents streaming to this node (unfreeze orders another node took).
+    sessions: Arc<AgentSessions>,
 }
 
 impl RaftServiceImpl {
-    pub fn new(node: Arc<ControlPlaneNode>, membership: Arc<ClusterMembership>) -> Self {
-        Self { node, membership }
+    pub fn new(
+        node: Arc<ControlPlaneNode>,
+        membership: Arc<ClusterMembership>,
+        sessions: Arc<AgentSessions>,
+    ) -> Self {
+        Self {
+            node,
+            membership,
+            sessions,
+        }
     }
 }
 
@@ -232,6 +242,35 @@ impl pb::raft_service_server::RaftService for RaftServiceImpl {
             }
             Err(ReadIndexRefused::Other(e)) => Err(e.into()),
         }
+    }
+
+    async fn deliver_unfreeze(
+        &self,
+        req: Request<pb::DeliverUnfreezeRequest>,
+    ) -> Result<Response<pb::DeliverUnfreezeResponse>, Status> {
+        if let Some(id) = Self::caller_node(&Caller::of(&req))? {
+            self.member(id, From::Member, "unfreeze delivery")?;
+        }
+        let req = req.into_inner();
+        let order = req
+            .order
+            .ok_or_else(|| Status::invalid_argument("order: must be set"))?;
+        let Some(tx) = self.sessions.get(&req.agent_id) else {
+            return Ok(Response::new(pb::DeliverUnfreezeResponse {
+                delivered: false,
+            }));
+        };
+        let msg = vigil_proto::agent::v1::ControlMessage {
+            body: Some(vigil_proto::agent::v1::control_message::Body::Unfreeze(
+                order,
+            )),
+        };
+        // A stream that just closed is not a delivery.
+        let delivered = tx.send(Ok(msg)).await.is_ok();
+        if delivered {
+            tracing::info!(agent = %req.agent_id, "passed on an unfreeze order another node took");
+        }
+        Ok(Response::new(pb::DeliverUnfreezeResponse { delivered }))
     }
 
     async fn cluster_info(
