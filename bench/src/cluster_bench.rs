@@ -28,6 +28,15 @@ use crate::Settings;
 const CLIENTS: [usize; 4] = [1, 16, 256, 500];
 const ROUNDS: usize = 2;
 const FOR: Duration = Duration::from_secs(3);
+
+/// `VIGIL_BENCH_CLUSTER_SECS`: how long each write load runs (default 3 s;
+/// longer to profile one).
+fn load_for() -> Duration {
+    std::env::var("VIGIL_BENCH_CLUSTER_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(FOR, Duration::from_secs)
+}
 const KILLS: usize = 20;
 const SNAPSHOT_ALERTS: u64 = 1_000_000;
 const CMD: &str = "make bench (VIGIL_BENCH_ONLY=cluster)";
@@ -51,11 +60,26 @@ fn median(v: &[f64]) -> f64 {
     (x[(x.len() - 1) / 2] + x[x.len() / 2]) / 2.0
 }
 
+/// `VIGIL_BENCH_CLUSTER=writes,reads,snapshot` (a comma list; default
+/// all) runs only those parts, for working on one of them.
+fn part(name: &str) -> bool {
+    std::env::var("VIGIL_BENCH_CLUSTER")
+        .map(|v| v.split(',').any(|p| p.trim() == name))
+        .unwrap_or(true)
+}
+
 pub fn cluster(s: &Settings, report: &mut Report) -> anyhow::Result<()> {
     s.rt.block_on(async {
-        writes(s, report).await?;
-        reads_and_failover(s, report).await?;
-        snapshot_install(s, report).await
+        if part("writes") {
+            writes(s, report).await?;
+        }
+        if part("reads") {
+            reads_and_failover(s, report).await?;
+        }
+        if part("snapshot") {
+            snapshot_install(s, report).await?;
+        }
+        Ok(())
     })
 }
 
@@ -89,7 +113,10 @@ async fn agent_load(c: &NetnsCluster, tag: &str, clients: usize) -> anyhow::Resu
     let start = Instant::now();
     for (agent_id, channel) in channels {
         tasks.push(tokio::spawn(crate::ingest_bench::one_finding_at_a_time(
-            channel, agent_id, start, FOR,
+            channel,
+            agent_id,
+            start,
+            load_for(),
         )));
     }
     let mut all = Vec::new();

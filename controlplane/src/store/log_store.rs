@@ -123,9 +123,14 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         self.get_meta(VOTE)
     }
 
+    /// Not flushed by itself: it becomes durable with the next append
+    /// (or purge), which flushes the whole store. After a crash the commit
+    /// index read back may be behind, never ahead of, what the state
+    /// machine holds durably; openraft re-applies up to it, then learns
+    /// the rest from the leader. (An fsync of its own cost one per commit
+    /// round, on every node.)
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.put_meta(COMMITTED, &committed)?;
-        self.flush().await
+        self.put_meta(COMMITTED, &committed)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {

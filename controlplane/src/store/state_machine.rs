@@ -34,8 +34,11 @@
 //! name of the current snapshot's file in the snapshot directory
 //! (`snapshot_file.rs`: length-prefixed key/value pairs of `sm.v1`).
 //!
-//! Architecture invariant: `apply` returns only after the applied state is
-//! flushed to disk; alert indexes are dense and start at 1, except that
+//! Architecture invariant: `apply` does not fsync. Every entry it applies
+//! was flushed in the raft log (same sled store) before it could commit,
+//! and sled recovers a prefix of its writes, so after a crash this tree is
+//! at or behind the log and openraft re-applies the gap; a log purge
+//! flushes before entries leave the log. Alert indexes are dense and start at 1, except that
 //! retention (`prune_alerts.v1`) removes the oldest: the stored alerts are
 //! always one run of consecutive indexes ending at `meta/next_alert` - 1.
 
@@ -528,7 +531,7 @@ pub struct SledStateMachine {
     /// The audit head written by the entry being applied (its batch is not
     /// in the tree yet), so two entries in one apply chain correctly.
     pending_audit_head: Arc<std::sync::Mutex<Option<(u64, String)>>>,
-    /// Held by `apply` from its first write to its flush, and by a snapshot
+    /// Held by `apply` from its first write to its last, and by a snapshot
     /// while it reads: sled's iterator is not a point in time, so without
     /// it a snapshot built beside an apply could pair an older
     /// `last_applied` with newer data (an entry applied twice where it is
@@ -1496,7 +1499,12 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
             }
             results.push(result);
         }
-        self.db.flush_async().await.map_err(sm_write_err)?;
+        // No fsync here: what was applied is in the raft log, flushed
+        // before it could commit, and the log and this tree share one sled
+        // store, which recovers a prefix of its writes, so after a crash
+        // the tree is at or behind the log and openraft re-applies from
+        // LAST_APPLIED up to the saved commit index. (A log purge flushes,
+        // so no entry leaves the log before its effects are durable here.)
         let last = last_alert_in(&self.tree).map_err(sm_read_err)?;
         self.last_alert
             .send_if_modified(|v| std::mem::replace(v, last) != last);
