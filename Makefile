@@ -40,11 +40,13 @@ bench: deps build
 	./bench/run.sh
 
 ## Long fault runs: 100 rounds of nodes killed during writes and 100
-## linearizability runs under kills and partitions (make test runs 10 and 5).
+## linearizability runs under kills and partitions (make test runs 10 and 5),
+## and 2,000,000 mutated files per model parser (make test runs 20,000).
 soak: deps
 	$(CARGO) build --workspace --bins --locked
 	VIGIL_CRASH_ROUNDS=100 $(CARGO) test --locked -p vigil-integration --test cluster_crash -- --nocapture
 	VIGIL_LINEARIZABILITY_RUNS=100 $(CARGO) test --locked -p vigil-integration --test cluster_linearizability -- --nocapture
+	VIGIL_FUZZ_ITERS=2000000 $(CARGO) test --locked -p vigil-modelinspect fuzz -- --nocapture
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,1473 @@
+//! Pickles (PyTorch checkpoints, joblib and plain pickle files): an opcode
+//! walker that never unpickles. It keeps a symbolic stack and memo, so an
+//! import is seen by its real name however the pickle spells it (a
+//! `STACK_GLOBAL` from memoised strings, a `builtins.getattr` chain on an
+//! `__import__`), records every one with what it is
+//! ([`classify_import`]) and whether it is called, and reads the tensor
+//! structure of a `torch.save` state dict from the `_rebuild_tensor_v2`
+//! calls and the storages' persistent ids.
+//!
+//! Protocols 0 to 5, every opcode `pickletools` lists. Bulk data (bytes,
+//! long strings) is skipped by seek, so the byte budget pays for structure
+//! only; every length is checked against what the file holds before
+//! anything is allocated; the stack and the memo are bounded by
+//! `max_items`, marks and nesting by `max_depth`.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Seek};
+use std::rc::Rc;
+
+use crate::budget::Bounded;
+use crate::error::InspectError;
+use crate::import_class::classify_import;
+use crate::report::{ImportClass, ModelReport, PickleImport, PickleScan, Tensor};
+
+/// Strings up to this long are read; longer ones, and all bytes, are
+/// skipped (a module or attribute name is never this long).
+const SHORT: u64 = 4096;
+
+/// Longest tensor name built from nested keys; deeper names are left out.
+const MAX_NAME: usize = 4096;
+
+/// The number a legacy (pre-zip) `torch.save` file's first pickle holds.
+const TORCH_MAGIC: i128 = 0x1950_a86a_20f9_469c_fc6c;
+
+/// Pickles a legacy `torch.save` file holds after the magic number:
+/// protocol version, system info, the object, the storage keys.
+const TORCH_LEGACY_PICKLES: usize = 4;
+
+/// A symbolic stack or memo value: scalars inline, anything with
+/// structure in the walker's arena.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum V {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float,
+    /// Bytes, long strings, big integers, sets, buffers: nothing to follow.
+    Other,
+    /// The legacy `torch.save` magic number.
+    TorchMagic,
+    Node(u32),
+}
+
+#[derive(Debug)]
+enum Node {
+    Str(Box<str>),
+    Tuple(Vec<V>),
+    List(Vec<V>),
+    Dict(Vec<(V, V)>),
+    /// An imported global: its index in `PickleScan::imports`.
+    Global(usize),
+    /// A module, from `__import__("os")` or `importlib.import_module`.
+    Module(Box<str>),
+    /// What calling `func` with `args` made (`REDUCE`, `OBJ`, `INST`,
+    /// `NEWOBJ`), with the items set on it and its `BUILD` state.
+    Obj(Box<Obj>),
+    PersId(V),
+}
+
+#[derive(Debug)]
+struct Obj {
+    func: V,
+    args: V,
+    items: Vec<(V, V)>,
+    elems: Vec<V>,
+    state: V,
+}
+
+/// What a pickle left at its `STOP`.
+struct Root {
+    torch_magic: bool,
+}
+
+/// A bare pickle file: one pickle, the five of a legacy `torch.save` file
+/// (magic number, protocol, system info, the object, storage keys; raw
+/// storage data after them), or several in a row.
+pub fn read_file<R: Read + Seek>(
+    r: &mut Bounded<R>,
+    report: &mut ModelReport,
+) -> Result<(), InspectError> {
+    let mut scan = PickleScan::default();
+    let mut tensors = Vec::new();
+    let outcome = scan_stream(r, "pickle", &mut scan, Some(&mut tensors));
+    settle(outcome, &scan, report)?;
+    report.format_version = scan.protocol.to_string();
+    report.tensors = tensors;
+    report.pickle = Some(scan);
+    Ok(())
+}
+
+/// Scans the pickles `r` holds from its position on, as [`read_file`]
+/// describes, adding what they import to `scan` and the tensors of the
+/// object (a state dict, a whole model) to `tensors` where given. The
+/// first is named `at` in the scan, later ones `at@offset`. The torch zip
+/// reader calls this for each `.pkl` entry.
+pub(crate) fn scan_stream<R: Read + Seek>(
+    r: &mut Bounded<R>,
+    at: &str,
+    scan: &mut PickleScan,
+    mut tensors: Option<&mut Vec<Tensor>>,
+) -> Result<(), InspectError> {
+    let root = scan_pickle(r, at, scan, tensors.as_deref_mut())?;
+    if root.torch_magic {
+        // torch.load unpickles exactly these; what follows is raw data.
+        for _ in 0..TORCH_LEGACY_PICKLES {
+            let at = format!("{at}@{}", r.pos());
+            scan_pickle(r, &at, scan, tensors.as_deref_mut())?;
+        }
+        return Ok(());
+    }
+    // Pickles written one after another (a loader may call `load` again);
+    // stop at the first thing that is not one.
+    while (scan.pickles.len() as u64) < r.budget().max_items && looks_like_pickle(r)? {
+        let at = format!("{at}@{}", r.pos());
+        if scan_pickle(r, &at, scan, tensors.as_deref_mut()).is_err() {
+            // Data, not a pickle: what it seemed to import stays recorded.
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// An error that stopped a scan after a dangerous import was found is not
+/// a failure: the file is dangerous either way (and Python would have run
+/// the import before reaching the error). Other errors stand.
+pub(crate) fn settle(
+    outcome: Result<(), InspectError>,
+    scan: &PickleScan,
+    report: &mut ModelReport,
+) -> Result<(), InspectError> {
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(e) if scan.dangerous().next().is_some() => {
+            report
+                .risk_reasons
+                .push(format!("pickle scan stopped early ({e})"));
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The next bytes are `PROTO 2..=5`; `r` stays where it was.
+fn looks_like_pickle<R: Read + Seek>(r: &mut Bounded<R>) -> Result<bool, InspectError> {
+    if r.remaining() < 2 {
+        return Ok(false);
+    }
+    let at = r.pos();
+    let mut b = [0u8; 2];
+    r.read_exact_or(&mut b, "pickle protocol")?;
+    r.seek_to(at)?;
+    Ok(b[0] == 0x80 && (2..=5).contains(&b[1]))
+}
+
+fn scan_pickle<R: Read + Seek>(
+    r: &mut Bounded<R>,
+    at: &str,
+    scan: &mut PickleScan,
+    tensors: Option<&mut Vec<Tensor>>,
+) -> Result<Root, InspectError> {
+    scan.pickles.push(at.to_string());
+    let budget = r.budget();
+    let mut w = Walker {
+        at,
+        scan,
+        max_items: budget.max_items,
+        max_depth: budget.max_depth,
+        max_values: budget.max_items.saturating_mul(4),
+        max_name_bytes: budget.max_bytes,
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+        nodes: Vec::new(),
+        depths: Vec::new(),
+        values: 0,
+        seen: HashMap::new(),
+        proto: None,
+        op_level: 0,
+    };
+    let result = w.walk(r);
+    let protocol = w.proto.unwrap_or(w.op_level);
+    w.scan.protocol = w.scan.protocol.max(protocol);
+    let root = result?;
+    if let Some(out) = tensors {
+        w.collect_tensors(root, out)?;
+    }
+    Ok(Root {
+        torch_magic: root == V::TorchMagic,
+    })
+}
+
+struct Walker<'a> {
+    at: &'a str,
+    scan: &'a mut PickleScan,
+    max_items: u64,
+    max_depth: usize,
+    /// Arena nodes plus container slots, in all.
+    max_values: u64,
+    max_name_bytes: u64,
+    stack: Vec<V>,
+    /// Stack lengths at each open `MARK`.
+    marks: Vec<usize>,
+    memo: HashMap<u64, V>,
+    nodes: Vec<Node>,
+    /// Nesting of each node (1 for a leaf), as far as insertion tells.
+    depths: Vec<usize>,
+    values: u64,
+    /// This pickle's imports: (module, name) to index in `scan.imports`.
+    seen: HashMap<(String, String), usize>,
+    proto: Option<u8>,
+    /// The highest protocol an opcode seen needs (for protocols 0 and 1,
+    /// which have no `PROTO`).
+    op_level: u8,
+}
+
+fn malformed(offset: u64, what: impl Into<String>) -> InspectError {
+    InspectError::malformed(offset, what)
+}
+
+/// Reads a text argument up to its newline: the first `SHORT` bytes, and
+/// whether there were more.
+fn line<R: Read + Seek>(r: &mut Bounded<R>, what: &str) -> Result<(Vec<u8>, bool), InspectError> {
+    let mut out = Vec::new();
+    let mut long = false;
+    loop {
+        let b = r.u8(what)?;
+        if b == b'\n' {
+            return Ok((out, long));
+        }
+        if (out.len() as u64) < SHORT {
+            out.push(b);
+        } else {
+            long = true;
+        }
+    }
+}
+
+/// A decimal argument (`GET`, `PUT`).
+fn decimal<R: Read + Seek>(
+    r: &mut Bounded<R>,
+    offset: u64,
+    what: &str,
+) -> Result<u64, InspectError> {
+    let (l, long) = line(r, what)?;
+    let text = String::from_utf8_lossy(&l);
+    match text.trim().parse::<u64>() {
+        Ok(n) if !long => Ok(n),
+        _ => Err(malformed(offset, format!("{what} is not a memo index"))),
+    }
+}
+
+/// The protocol that introduced each opcode (pickletools' `proto`).
+fn op_level(op: u8) -> u8 {
+    match op {
+        b'B' | b'C' => 3,
+        0x8c..=0x95 => 4,
+        0x96..=0x98 => 5,
+        0x80..=0x8b => 2,
+        b'J' | b'K' | b'M' | b'T' | b'U' | b'X' | b'G' | b']' | b'e' | b')' | b'}' | b'u'
+        | b'1' | b'h' | b'j' | b'q' | b'r' | b'o' | b'Q' => 1,
+        _ => 0,
+    }
+}
+
+/// Decodes `escape_decode` (Python's `STRING` argument, without quotes).
+fn unescape(s: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while let Some(&c) = s.get(i) {
+        i += 1;
+        if c != b'\\' {
+            out.push(c);
+            continue;
+        }
+        let e = *s.get(i)?;
+        i += 1;
+        match e {
+            b'\n' => {}
+            b'\\' | b'\'' | b'"' => out.push(e),
+            b'a' => out.push(7),
+            b'b' => out.push(8),
+            b'f' => out.push(12),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'v' => out.push(11),
+            b'x' => {
+                let h = std::str::from_utf8(s.get(i..i + 2)?).ok()?;
+                out.push(u8::from_str_radix(h, 16).ok()?);
+                i += 2;
+            }
+            b'0'..=b'7' => {
+                let mut n = u32::from(e - b'0');
+                for _ in 0..2 {
+                    match s.get(i) {
+                        Some(&d @ b'0'..=b'7') => {
+                            n = n * 8 + u32::from(d - b'0');
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                out.push((n & 0xff) as u8);
+            }
+            other => {
+                out.push(b'\\');
+                out.push(other);
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Decodes `raw-unicode-escape` (the `UNICODE` argument).
+fn raw_unicode_escape(s: &[u8]) -> Option<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while let Some(&c) = s.get(i) {
+        if c == b'\\' {
+            let width = match s.get(i + 1) {
+                Some(b'u') => 4,
+                Some(b'U') => 8,
+                _ => 0,
+            };
+            if width > 0 {
+                let h = std::str::from_utf8(s.get(i + 2..i + 2 + width)?).ok()?;
+                out.push(char::from_u32(u32::from_str_radix(h, 16).ok()?)?);
+                i += 2 + width;
+                continue;
+            }
+        }
+        out.push(char::from(c));
+        i += 1;
+    }
+    Some(out)
+}
+
+/// A little-endian two's complement integer of up to 16 bytes.
+fn le_signed(bytes: &[u8]) -> i128 {
+    let mut v: i128 = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        v |= i128::from(*b) << (8 * i);
+    }
+    let bits = 8 * bytes.len();
+    if bits > 0 && bits < 128 && bytes.last().is_some_and(|b| b & 0x80 != 0) {
+        v -= 1i128 << bits;
+    }
+    v
+}
+
+/// The safetensors-style name of a storage class's or dtype's elements.
+fn dtype_name(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "DoubleStorage" | "float64" | "double" => "F64",
+        "FloatStorage" | "float32" | "float" => "F32",
+        "HalfStorage" | "float16" | "half" => "F16",
+        "BFloat16Storage" | "bfloat16" => "BF16",
+        "LongStorage" | "int64" | "long" => "I64",
+        "IntStorage" | "int32" | "int" => "I32",
+        "ShortStorage" | "int16" | "short" => "I16",
+        "CharStorage" | "int8" => "I8",
+        "ByteStorage" | "uint8" => "U8",
+        "BoolStorage" | "bool" => "BOOL",
+        "ComplexFloatStorage" | "complex64" | "cfloat" => "C64",
+        "ComplexDoubleStorage" | "complex128" | "cdouble" => "C128",
+        "QInt8Storage" | "qint8" => "QI8",
+        "QUInt8Storage" | "quint8" => "QU8",
+        "QInt32Storage" | "qint32" => "QI32",
+        "QUInt4x2Storage" | "quint4x2" => "QU4X2",
+        "QUInt2x4Storage" | "quint2x4" => "QU2X4",
+        "uint16" => "U16",
+        "uint32" => "U32",
+        "uint64" => "U64",
+        "float8_e4m3fn" => "F8_E4M3",
+        "float8_e5m2" => "F8_E5M2",
+        "float8_e4m3fnuz" => "F8_E4M3FNUZ",
+        "float8_e5m2fnuz" => "F8_E5M2FNUZ",
+        "float8_e8m0fnu" => "F8_E8M0",
+        _ => return None,
+    })
+}
+
+/// Keys of `torch.nn.Module` state that are structure, not names: a whole
+/// pickled model names its tensors as its `state_dict` would.
+fn transparent_key(key: &str) -> bool {
+    matches!(key, "_parameters" | "_buffers" | "_modules")
+}
+
+impl Walker<'_> {
+    fn walk<R: Read + Seek>(&mut self, r: &mut Bounded<R>) -> Result<V, InspectError> {
+        loop {
+            let offset = r.pos();
+            let op = r.u8("pickle opcode")?;
+            self.scan.opcodes = self.scan.opcodes.saturating_add(1);
+            self.op_level = self.op_level.max(op_level(op));
+            match op {
+                // MARK
+                b'(' => {
+                    if self.marks.len() >= self.max_depth {
+                        return Err(InspectError::TooDeep {
+                            what: "pickle marks".into(),
+                            max: self.max_depth,
+                        });
+                    }
+                    self.marks.push(self.stack.len());
+                }
+                // STOP
+                b'.' => return self.pop(offset),
+                // POP: the top item, or the topmost mark when nothing is above it.
+                b'0' => {
+                    if self.stack.len() > self.base() {
+                        self.stack.pop();
+                    } else if self.marks.pop().is_none() {
+                        return Err(malformed(offset, "POP on an empty stack"));
+                    }
+                }
+                // POP_MARK
+                b'1' => {
+                    self.pop_mark(offset)?;
+                }
+                // DUP
+                b'2' => {
+                    let v = self.top(offset)?;
+                    self.push(v)?;
+                }
+                // INT: also True and False in protocol 0.
+                b'I' => {
+                    let (l, long) = line(r, "INT argument")?;
+                    let v = match l.as_slice() {
+                        b"00" => V::Bool(false),
+                        b"01" => V::Bool(true),
+                        _ => Self::int_text(&l, long),
+                    };
+                    self.push(v)?;
+                }
+                // BININT
+                b'J' => {
+                    let v = r.u32_le("BININT argument")? as i32;
+                    self.push(V::Int(i64::from(v)))?;
+                }
+                // BININT1
+                b'K' => {
+                    let v = r.u8("BININT1 argument")?;
+                    self.push(V::Int(i64::from(v)))?;
+                }
+                // BININT2
+                b'M' => {
+                    let v = r.u16_le("BININT2 argument")?;
+                    self.push(V::Int(i64::from(v)))?;
+                }
+                // LONG
+                b'L' => {
+                    let (mut l, long) = line(r, "LONG argument")?;
+                    if l.last() == Some(&b'L') {
+                        l.pop();
+                    }
+                    let v = Self::int_text(&l, long);
+                    self.push(v)?;
+                }
+                // LONG1
+                0x8a => {
+                    let n = r.u8("LONG1 length")?;
+                    let v = self.long_bytes(r, u64::from(n))?;
+                    self.push(v)?;
+                }
+                // LONG4
+                0x8b => {
+                    let n = r.u32_le("LONG4 length")? as i32;
+                    let n = u64::try_from(n)
+                        .map_err(|_| malformed(offset, "LONG4 with a negative length"))?;
+                    let v = self.long_bytes(r, n)?;
+                    self.push(v)?;
+                }
+                // STRING: a quoted Python literal.
+                b'S' => {
+                    let (l, long) = line(r, "STRING argument")?;
+                    let quoted = l.len() >= 2
+                        && l.first() == l.last()
+                        && matches!(l.first(), Some(b'\'' | b'"'));
+                    if !quoted && !long {
+                        return Err(malformed(offset, "STRING argument is not quoted"));
+                    }
+                    let v = match l.get(1..l.len().saturating_sub(1)).and_then(unescape) {
+                        Some(s) if !long => self.str(String::from_utf8_lossy(&s).into())?,
+                        _ => V::Other,
+                    };
+                    self.push(v)?;
+                }
+                // BINSTRING
+                b'T' => {
+                    let n = r.u32_le("BINSTRING length")? as i32;
+                    let n = u64::try_from(n)
+                        .map_err(|_| malformed(offset, "BINSTRING with a negative length"))?;
+                    let v = self.text(r, n, "BINSTRING")?;
+                    self.push(v)?;
+                }
+                // SHORT_BINSTRING
+                b'U' => {
+                    let n = r.u8("SHORT_BINSTRING length")?;
+                    let v = self.text(r, u64::from(n), "SHORT_BINSTRING")?;
+                    self.push(v)?;
+                }
+                // SHORT_BINUNICODE
+                0x8c => {
+                    let n = r.u8("SHORT_BINUNICODE length")?;
+                    let v = self.text(r, u64::from(n), "SHORT_BINUNICODE")?;
+                    self.push(v)?;
+                }
+                // BINUNICODE
+                b'X' => {
+                    let n = r.u32_le("BINUNICODE length")?;
+                    let v = self.text(r, u64::from(n), "BINUNICODE")?;
+                    self.push(v)?;
+                }
+                // BINUNICODE8
+                0x8d => {
+                    let n = r.u64_le("BINUNICODE8 length")?;
+                    let v = self.text(r, n, "BINUNICODE8")?;
+                    self.push(v)?;
+                }
+                // UNICODE: raw-unicode-escape text.
+                b'V' => {
+                    let (l, long) = line(r, "UNICODE argument")?;
+                    let v = match raw_unicode_escape(&l) {
+                        Some(s) if !long => self.str(s)?,
+                        _ => V::Other,
+                    };
+                    self.push(v)?;
+                }
+                // SHORT_BINBYTES, BINBYTES, BINBYTES8, BYTEARRAY8: skipped.
+                b'C' => {
+                    let n = r.u8("SHORT_BINBYTES length")?;
+                    r.skip(u64::from(n), "SHORT_BINBYTES")?;
+                    self.push(V::Other)?;
+                }
+                b'B' => {
+                    let n = r.u32_le("BINBYTES length")?;
+                    r.skip(u64::from(n), "BINBYTES")?;
+                    self.push(V::Other)?;
+                }
+                0x8e => {
+                    let n = r.u64_le("BINBYTES8 length")?;
+                    r.skip(n, "BINBYTES8")?;
+                    self.push(V::Other)?;
+                }
+                0x96 => {
+                    let n = r.u64_le("BYTEARRAY8 length")?;
+                    r.skip(n, "BYTEARRAY8")?;
+                    self.push(V::Other)?;
+                }
+                // NEXT_BUFFER: an out-of-band buffer.
+                0x97 => self.push(V::Other)?,
+                // READONLY_BUFFER: makes the top a read-only view.
+                0x98 => {
+                    self.top(offset)?;
+                }
+                b'N' => self.push(V::None)?,
+                0x88 => self.push(V::Bool(true))?,
+                0x89 => self.push(V::Bool(false))?,
+                // FLOAT
+                b'F' => {
+                    line(r, "FLOAT argument")?;
+                    self.push(V::Float)?;
+                }
+                // BINFLOAT
+                b'G' => {
+                    r.skip(8, "BINFLOAT argument")?;
+                    self.push(V::Float)?;
+                }
+                // EMPTY_LIST
+                b']' => {
+                    let v = self.node(Node::List(Vec::new()), 1, 0)?;
+                    self.push(v)?;
+                }
+                // APPEND
+                b'a' => {
+                    let v = self.pop(offset)?;
+                    let target = self.top(offset)?;
+                    self.append(target, vec![v])?;
+                }
+                // APPENDS
+                b'e' => {
+                    let items = self.pop_mark(offset)?;
+                    let target = self.top(offset)?;
+                    self.append(target, items)?;
+                }
+                // LIST
+                b'l' => {
+                    let items = self.pop_mark(offset)?;
+                    let v = self.seq(items, false)?;
+                    self.push(v)?;
+                }
+                // EMPTY_TUPLE
+                b')' => {
+                    let v = self.seq(Vec::new(), true)?;
+                    self.push(v)?;
+                }
+                // TUPLE
+                b't' => {
+                    let items = self.pop_mark(offset)?;
+                    let v = self.seq(items, true)?;
+                    self.push(v)?;
+                }
+                // TUPLE1, TUPLE2, TUPLE3
+                0x85..=0x87 => {
+                    let n = usize::from(op - 0x84);
+                    if self.stack.len() < self.base() + n {
+                        return Err(malformed(
+                            offset,
+                            "tuple of more items than the stack holds",
+                        ));
+                    }
+                    let items = self.stack.split_off(self.stack.len() - n);
+                    let v = self.seq(items, true)?;
+                    self.push(v)?;
+                }
+                // EMPTY_DICT
+                b'}' => {
+                    let v = self.node(Node::Dict(Vec::new()), 1, 0)?;
+                    self.push(v)?;
+                }
+                // DICT
+                b'd' => {
+                    let items = self.pop_mark(offset)?;
+                    let pairs = Self::pairs(items, offset)?;
+                    let v = self.node(Node::Dict(Vec::new()), 1, 0)?;
+                    self.set_items(v, pairs)?;
+                    self.push(v)?;
+                }
+                // SETITEM
+                b's' => {
+                    let value = self.pop(offset)?;
+                    let key = self.pop(offset)?;
+                    let target = self.top(offset)?;
+                    self.set_items(target, vec![(key, value)])?;
+                }
+                // SETITEMS
+                b'u' => {
+                    let items = self.pop_mark(offset)?;
+                    let pairs = Self::pairs(items, offset)?;
+                    let target = self.top(offset)?;
+                    self.set_items(target, pairs)?;
+                }
+                // EMPTY_SET
+                0x8f => self.push(V::Other)?,
+                // ADDITEMS
+                0x90 => {
+                    self.pop_mark(offset)?;
+                    self.top(offset)?;
+                }
+                // FROZENSET
+                0x91 => {
+                    self.pop_mark(offset)?;
+                    self.push(V::Other)?;
+                }
+                // GET, BINGET, LONG_BINGET
+                b'g' => {
+                    let key = decimal(r, offset, "GET argument")?;
+                    self.get(key, offset)?;
+                }
+                b'h' => {
+                    let key = r.u8("BINGET argument")?;
+                    self.get(u64::from(key), offset)?;
+                }
+                b'j' => {
+                    let key = r.u32_le("LONG_BINGET argument")?;
+                    self.get(u64::from(key), offset)?;
+                }
+                // PUT, BINPUT, LONG_BINPUT, MEMOIZE
+                b'p' => {
+                    let key = decimal(r, offset, "PUT argument")?;
+                    self.put(key, offset)?;
+                }
+                b'q' => {
+                    let key = r.u8("BINPUT argument")?;
+                    self.put(u64::from(key), offset)?;
+                }
+                b'r' => {
+                    let key = r.u32_le("LONG_BINPUT argument")?;
+                    self.put(u64::from(key), offset)?;
+                }
+                0x94 => {
+                    let key = self.memo.len() as u64;
+                    self.put(key, offset)?;
+                }
+                // EXT1, EXT2, EXT4: a global from the extension registry,
+                // named by a number the file alone cannot resolve.
+                0x82..=0x84 => {
+                    let code = match op {
+                        0x82 => i64::from(r.u8("EXT1 code")?),
+                        0x83 => i64::from(r.u16_le("EXT2 code")?),
+                        _ => i64::from(r.u32_le("EXT4 code")? as i32),
+                    };
+                    let v = self.import("?", &format!("extension code {code}"), false)?;
+                    self.push(v)?;
+                }
+                // GLOBAL
+                b'c' => {
+                    let (module, name) = Self::global_lines(r)?;
+                    let v = self.import(&module, &name, false)?;
+                    self.push(v)?;
+                }
+                // STACK_GLOBAL
+                0x93 => {
+                    let name = self.pop(offset)?;
+                    let module = self.pop(offset)?;
+                    let module = self.str_of(module).unwrap_or("?").to_string();
+                    let name = self.str_of(name).unwrap_or("?").to_string();
+                    let v = self.import(&module, &name, false)?;
+                    self.push(v)?;
+                }
+                // INST: a GLOBAL called with the items since the mark.
+                b'i' => {
+                    let (module, name) = Self::global_lines(r)?;
+                    let func = self.import(&module, &name, true)?;
+                    let items = self.pop_mark(offset)?;
+                    let args = self.seq(items, true)?;
+                    let v = self.obj(func, args)?;
+                    self.push(v)?;
+                }
+                // OBJ: the first item since the mark called with the rest.
+                b'o' => {
+                    let mut items = self.pop_mark(offset)?;
+                    if items.is_empty() {
+                        return Err(malformed(offset, "OBJ without a class"));
+                    }
+                    let func = items.remove(0);
+                    let args = self.seq(items, true)?;
+                    self.called(func);
+                    let v = self.obj(func, args)?;
+                    self.push(v)?;
+                }
+                // NEWOBJ
+                0x81 => {
+                    let args = self.pop(offset)?;
+                    let cls = self.pop(offset)?;
+                    self.called(cls);
+                    let v = self.obj(cls, args)?;
+                    self.push(v)?;
+                }
+                // NEWOBJ_EX
+                0x92 => {
+                    let _kwargs = self.pop(offset)?;
+                    let args = self.pop(offset)?;
+                    let cls = self.pop(offset)?;
+                    self.called(cls);
+                    let v = self.obj(cls, args)?;
+                    self.push(v)?;
+                }
+                // REDUCE
+                b'R' => {
+                    let args = self.pop(offset)?;
+                    let func = self.pop(offset)?;
+                    self.called(func);
+                    let v = self.reduce(func, args)?;
+                    self.push(v)?;
+                }
+                // BUILD
+                b'b' => {
+                    let state = self.pop(offset)?;
+                    let target = self.top(offset)?;
+                    self.build(target, state)?;
+                }
+                // PROTO
+                0x80 => {
+                    let p = r.u8("PROTO argument")?;
+                    if p > 5 {
+                        return Err(malformed(
+                            offset,
+                            format!("unsupported pickle protocol {p}"),
+                        ));
+                    }
+                    self.proto = Some(self.proto.map_or(p, |q| q.max(p)));
+                }
+                // FRAME: a length hint for buffering, nothing to the stack.
+                0x95 => {
+                    r.u64_le("FRAME length")?;
+                }
+                // PERSID
+                b'P' => {
+                    let (l, long) = line(r, "PERSID argument")?;
+                    let id = if long {
+                        V::Other
+                    } else {
+                        self.str(String::from_utf8_lossy(&l).into())?
+                    };
+                    let v = self.node(Node::PersId(id), self.depth(id) + 1, 0)?;
+                    self.push(v)?;
+                }
+                // BINPERSID
+                b'Q' => {
+                    let id = self.pop(offset)?;
+                    let v = self.node(Node::PersId(id), self.depth(id) + 1, 0)?;
+                    self.push(v)?;
+                }
+                _ => {
+                    return Err(malformed(
+                        offset,
+                        format!("unknown pickle opcode 0x{op:02x}"),
+                    ))
+                }
+            }
+        }
+    }
+
+    fn int_text(l: &[u8], long: bool) -> V {
+        if long {
+            return V::Other;
+        }
+        match String::from_utf8_lossy(l).trim().parse::<i64>() {
+            Ok(n) => V::Int(n),
+            Err(_) => V::Other,
+        }
+    }
+
+    fn long_bytes<R: Read + Seek>(
+        &mut self,
+        r: &mut Bounded<R>,
+        n: u64,
+    ) -> Result<V, InspectError> {
+        if n > 16 {
+            r.skip(n, "long integer")?;
+            return Ok(V::Other);
+        }
+        let bytes = r.read_vec(n, "long integer")?;
+        let v = le_signed(&bytes);
+        Ok(if v == TORCH_MAGIC {
+            V::TorchMagic
+        } else {
+            i64::try_from(v).map_or(V::Other, V::Int)
+        })
+    }
+
+    /// A length-prefixed string: read when short, skipped when long.
+    fn text<R: Read + Seek>(
+        &mut self,
+        r: &mut Bounded<R>,
+        n: u64,
+        what: &str,
+    ) -> Result<V, InspectError> {
+        if n > SHORT {
+            r.skip(n, what)?;
+            return Ok(V::Other);
+        }
+        let bytes = r.read_vec(n, what)?;
+        self.str(String::from_utf8_lossy(&bytes).into())
+    }
+
+    /// `GLOBAL` and `INST`'s two lines, module and name ("?" when too long
+    /// to be a real one).
+    fn global_lines<R: Read + Seek>(r: &mut Bounded<R>) -> Result<(String, String), InspectError> {
+        let (m, mlong) = line(r, "global module name")?;
+        let (n, nlong) = line(r, "global name")?;
+        let text = |b: &[u8], long: bool| {
+            if long {
+                "?".to_string()
+            } else {
+                String::from_utf8_lossy(b).into_owned()
+            }
+        };
+        Ok((text(&m, mlong), text(&n, nlong)))
+    }
+
+    // --- the stack ---
+
+    /// Where the items of the open mark start.
+    fn base(&self) -> usize {
+        self.marks.last().copied().unwrap_or(0)
+    }
+
+    fn push(&mut self, v: V) -> Result<(), InspectError> {
+        if self.stack.len() as u64 >= self.max_items {
+            return Err(InspectError::TooMany {
+                what: "pickle stack items".into(),
+                count: self.stack.len() as u64 + 1,
+                max: self.max_items,
+            });
+        }
+        self.stack.push(v);
+        Ok(())
+    }
+
+    fn pop(&mut self, offset: u64) -> Result<V, InspectError> {
+        if self.stack.len() <= self.base() {
+            return Err(malformed(offset, "pickle stack underflow"));
+        }
+        self.stack
+            .pop()
+            .ok_or_else(|| malformed(offset, "pickle stack underflow"))
+    }
+
+    fn top(&self, offset: u64) -> Result<V, InspectError> {
+        if self.stack.len() <= self.base() {
+            return Err(malformed(offset, "pickle stack underflow"));
+        }
+        self.stack
+            .last()
+            .copied()
+            .ok_or_else(|| malformed(offset, "pickle stack underflow"))
+    }
+
+    fn pop_mark(&mut self, offset: u64) -> Result<Vec<V>, InspectError> {
+        let base = self
+            .marks
+            .pop()
+            .ok_or_else(|| malformed(offset, "no MARK to pop to"))?;
+        Ok(self.stack.split_off(base.min(self.stack.len())))
+    }
+
+    fn pairs(items: Vec<V>, offset: u64) -> Result<Vec<(V, V)>, InspectError> {
+        if !items.len().is_multiple_of(2) {
+            return Err(malformed(offset, "odd number of items for a dict"));
+        }
+        let mut it = items.into_iter();
+        let mut out = Vec::with_capacity(it.len() / 2);
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            out.push((k, v));
+        }
+        Ok(out)
+    }
+
+    fn get(&mut self, key: u64, offset: u64) -> Result<(), InspectError> {
+        let v = *self
+            .memo
+            .get(&key)
+            .ok_or_else(|| malformed(offset, format!("memo key {key} was never stored")))?;
+        self.push(v)
+    }
+
+    fn put(&mut self, key: u64, offset: u64) -> Result<(), InspectError> {
+        let v = self.top(offset)?;
+        if self.memo.len() as u64 >= self.max_items && !self.memo.contains_key(&key) {
+            return Err(InspectError::TooMany {
+                what: "pickle memo entries".into(),
+                count: self.memo.len() as u64 + 1,
+                max: self.max_items,
+            });
+        }
+        self.memo.insert(key, v);
+        Ok(())
+    }
+
+    // --- the arena ---
+
+    /// Counts `n` values against the budget.
+    fn charge(&mut self, n: u64) -> Result<(), InspectError> {
+        self.values = self.values.saturating_add(n);
+        if self.values > self.max_values {
+            return Err(InspectError::TooMany {
+                what: "pickle values".into(),
+                count: self.values,
+                max: self.max_values,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_depth(&self, depth: usize) -> Result<(), InspectError> {
+        if depth > self.max_depth {
+            return Err(InspectError::TooDeep {
+                what: "pickle nesting".into(),
+                max: self.max_depth,
+            });
+        }
+        Ok(())
+    }
+
+    fn node(&mut self, node: Node, depth: usize, slots: usize) -> Result<V, InspectError> {
+        self.check_depth(depth)?;
+        self.charge(1 + slots as u64)?;
+        let id = u32::try_from(self.nodes.len()).map_err(|_| InspectError::TooMany {
+            what: "pickle values".into(),
+            count: self.nodes.len() as u64,
+            max: u64::from(u32::MAX),
+        })?;
+        self.nodes.push(node);
+        self.depths.push(depth);
+        Ok(V::Node(id))
+    }
+
+    fn at(&self, v: V) -> Option<&Node> {
+        match v {
+            V::Node(id) => self.nodes.get(id as usize),
+            _ => None,
+        }
+    }
+
+    fn depth(&self, v: V) -> usize {
+        match v {
+            V::Node(id) => self.depths.get(id as usize).copied().unwrap_or(1),
+            _ => 0,
+        }
+    }
+
+    fn str(&mut self, s: String) -> Result<V, InspectError> {
+        self.node(Node::Str(s.into_boxed_str()), 1, 0)
+    }
+
+    fn str_of(&self, v: V) -> Option<&str> {
+        match self.at(v)? {
+            Node::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn seq(&mut self, items: Vec<V>, tuple: bool) -> Result<V, InspectError> {
+        let depth = 1 + items.iter().map(|v| self.depth(*v)).max().unwrap_or(0);
+        let slots = items.len();
+        let node = if tuple {
+            Node::Tuple(items)
+        } else {
+            Node::List(items)
+        };
+        self.node(node, depth, slots)
+    }
+
+    fn obj(&mut self, func: V, args: V) -> Result<V, InspectError> {
+        let depth = 1 + self.depth(func).max(self.depth(args));
+        self.node(
+            Node::Obj(Box::new(Obj {
+                func,
+                args,
+                items: Vec::new(),
+                elems: Vec::new(),
+                state: V::None,
+            })),
+            depth,
+            2,
+        )
+    }
+
+    /// Deepens `target` for a child of depth `child` (not when it is
+    /// its own child).
+    fn deepen(&mut self, target: V, child: V) -> Result<(), InspectError> {
+        if target == child {
+            return Ok(());
+        }
+        let d = self.depth(child) + 1;
+        self.check_depth(d)?;
+        if let V::Node(id) = target {
+            if let Some(t) = self.depths.get_mut(id as usize) {
+                *t = (*t).max(d);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a dict value can lead to a tensor (scalars and strings
+    /// cannot, and are not kept).
+    fn structured(&self, v: V) -> bool {
+        matches!(
+            self.at(v),
+            Some(Node::Tuple(_) | Node::List(_) | Node::Dict(_) | Node::Obj(_))
+        )
+    }
+
+    fn append(&mut self, target: V, items: Vec<V>) -> Result<(), InspectError> {
+        self.charge(items.len() as u64)?;
+        for v in &items {
+            self.deepen(target, *v)?;
+        }
+        if let V::Node(id) = target {
+            match self.nodes.get_mut(id as usize) {
+                Some(Node::List(l)) => l.extend(items),
+                Some(Node::Obj(o)) => o.elems.extend(items),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn set_items(&mut self, target: V, pairs: Vec<(V, V)>) -> Result<(), InspectError> {
+        let kept: Vec<(V, V)> = pairs
+            .into_iter()
+            .filter(|(_, v)| self.structured(*v))
+            .collect();
+        self.charge(2 * kept.len() as u64)?;
+        for (_, v) in &kept {
+            self.deepen(target, *v)?;
+        }
+        if let V::Node(id) = target {
+            match self.nodes.get_mut(id as usize) {
+                Some(Node::Dict(d)) => d.extend(kept),
+                Some(Node::Obj(o)) => o.items.extend(kept),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn build(&mut self, target: V, state: V) -> Result<(), InspectError> {
+        enum Target {
+            Obj(usize),
+            Named(String, String),
+            Other,
+        }
+        let t = match self.at(target) {
+            Some(Node::Obj(_)) => Target::Obj(target_id(target)),
+            Some(Node::Global(i)) => match self.scan.imports.get(*i) {
+                Some(g) => Target::Named(g.module.clone(), format!("{}.__dict__", g.name)),
+                None => Target::Named("?".into(), "?".into()),
+            },
+            Some(Node::Module(m)) => Target::Named(m.to_string(), "__dict__".into()),
+            _ => Target::Other,
+        };
+        match t {
+            Target::Obj(id) => {
+                self.deepen(target, state)?;
+                if let Some(Node::Obj(o)) = self.nodes.get_mut(id) {
+                    o.state = state;
+                }
+            }
+            // Setting state on a class, function or module is not how any
+            // pickler writes an object: it rewrites what the global is.
+            Target::Named(module, name) => {
+                self.record(&module, &name, Some(ImportClass::Dangerous))?;
+            }
+            Target::Other => {}
+        }
+        Ok(())
+    }
+
+    // --- imports ---
+
+    /// Records `module.name` (once per pickle) and returns it as a value.
+    fn import(&mut self, module: &str, name: &str, called: bool) -> Result<V, InspectError> {
+        let i = self.record(module, name, None)?;
+        if called {
+            if let Some(imp) = self.scan.imports.get_mut(i) {
+                imp.called = true;
+            }
+        }
+        self.node(Node::Global(i), 1, 0)
+    }
+
+    fn record(
+        &mut self,
+        module: &str,
+        name: &str,
+        class: Option<ImportClass>,
+    ) -> Result<usize, InspectError> {
+        let key = (module.to_string(), name.to_string());
+        if let Some(&i) = self.seen.get(&key) {
+            if let (Some(c), Some(imp)) = (class, self.scan.imports.get_mut(i)) {
+                imp.class = imp.class.max(c);
+            }
+            return Ok(i);
+        }
+        if self.scan.imports.len() as u64 >= self.max_items {
+            return Err(InspectError::TooMany {
+                what: "pickle imports".into(),
+                count: self.scan.imports.len() as u64 + 1,
+                max: self.max_items,
+            });
+        }
+        let base = classify_import(module, name);
+        let class = class.map_or(base, |c| c.max(base));
+        let i = self.scan.imports.len();
+        self.scan.imports.push(PickleImport {
+            module: key.0.clone(),
+            name: key.1.clone(),
+            class,
+            at: self.at.to_string(),
+            called: false,
+        });
+        self.seen.insert(key, i);
+        Ok(i)
+    }
+
+    fn global_of(&self, v: V) -> Option<&PickleImport> {
+        match self.at(v)? {
+            Node::Global(i) => self.scan.imports.get(*i),
+            _ => None,
+        }
+    }
+
+    fn called(&mut self, func: V) {
+        if let Some(Node::Global(i)) = self.at(func) {
+            let i = *i;
+            if let Some(imp) = self.scan.imports.get_mut(i) {
+                imp.called = true;
+            }
+        }
+    }
+
+    fn tuple_items(&self, v: V) -> Option<&[V]> {
+        match self.at(v)? {
+            Node::Tuple(t) | Node::List(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// `REDUCE`: follows `getattr`, `__import__`, `import_module` and
+    /// `attrgetter` to the global they reach; anything else is an object.
+    fn reduce(&mut self, func: V, args: V) -> Result<V, InspectError> {
+        let target = self
+            .global_of(func)
+            .map(|g| (g.module.clone(), g.name.clone()));
+        let (first, second) = match self.tuple_items(args) {
+            Some(a) => (a.first().copied(), a.get(1).copied()),
+            None => (None, None),
+        };
+        if let Some((module, name)) = &target {
+            let builtins = matches!(module.as_str(), "builtins" | "__builtin__" | "__builtins__");
+            if builtins && name == "getattr" {
+                if let (Some(obj), Some(attr)) = (first, second.and_then(|a| self.str_of(a))) {
+                    let attr = attr.to_string();
+                    return self.attribute(obj, &attr);
+                }
+            }
+            if (builtins && name == "__import__")
+                || (module == "importlib" && name == "import_module")
+            {
+                if let Some(m) = first.and_then(|m| self.str_of(m)) {
+                    let m: Box<str> = m.into();
+                    return self.node(Node::Module(m), 1, 0);
+                }
+            }
+            // copyreg's helpers call the class they are given.
+            if matches!(module.as_str(), "copyreg" | "copy_reg")
+                && matches!(
+                    name.as_str(),
+                    "__newobj__" | "__newobj_ex__" | "_reconstructor"
+                )
+            {
+                if let Some(cls) = first {
+                    self.called(cls);
+                }
+            }
+        }
+        // attrgetter("system")(module): the attribute of the argument.
+        if let Some(Node::Obj(o)) = self.at(func) {
+            let getter = self.global_of(o.func).is_some_and(|g| {
+                matches!(g.module.as_str(), "operator" | "_operator") && g.name == "attrgetter"
+            });
+            if getter {
+                let attr = self
+                    .tuple_items(o.args)
+                    .and_then(|a| match a {
+                        [one] => self.str_of(*one),
+                        _ => None,
+                    })
+                    .map(str::to_string);
+                if let (Some(attr), Some(obj)) = (attr, first) {
+                    return self.attribute(obj, &attr);
+                }
+            }
+        }
+        self.obj(func, args)
+    }
+
+    /// `obj.attr` as a global: `module.attr` of a module, `module.name.attr`
+    /// of a global, `?.attr` of anything else.
+    fn attribute(&mut self, obj: V, attr: &str) -> Result<V, InspectError> {
+        let (module, name) = match self.at(obj) {
+            Some(Node::Module(m)) => (m.to_string(), attr.to_string()),
+            Some(Node::Global(i)) => match self.scan.imports.get(*i) {
+                Some(g) => (g.module.clone(), format!("{}.{attr}", g.name)),
+                None => ("?".into(), attr.to_string()),
+            },
+            _ => ("?".into(), attr.to_string()),
+        };
+        if module.len() + name.len() > SHORT as usize {
+            return self.import("?", "?", false);
+        }
+        self.import(&module, &name, false)
+    }
+
+    // --- tensors ---
+
+    /// The tensors of the object `root`: a state dict's keys, a whole
+    /// model's parameter names (through `_modules` and `_parameters`),
+    /// nested dicts' keys joined with ".".
+    fn collect_tensors(&self, root: V, out: &mut Vec<Tensor>) -> Result<(), InspectError> {
+        // (value, parent name, key, depth)
+        let mut todo: Vec<(V, Rc<str>, Option<String>, usize)> =
+            vec![(root, Rc::from(""), None, 0)];
+        let mut visited = HashSet::new();
+        let mut name_bytes = 0u64;
+        while let Some((v, parent, key, depth)) = todo.pop() {
+            let name: Rc<str> = match key {
+                None => parent,
+                Some(k) => {
+                    if parent.len() + k.len() + 1 > MAX_NAME {
+                        continue;
+                    }
+                    if parent.is_empty() {
+                        Rc::from(k)
+                    } else {
+                        Rc::from(format!("{parent}.{k}"))
+                    }
+                }
+            };
+            if let Some((shape, dtype)) = self.tensor_of(v, 0) {
+                if out.len() as u64 >= self.max_items {
+                    return Err(InspectError::TooMany {
+                        what: "tensors".into(),
+                        count: out.len() as u64 + 1,
+                        max: self.max_items,
+                    });
+                }
+                name_bytes = name_bytes.saturating_add(name.len() as u64);
+                if name_bytes > self.max_name_bytes {
+                    return Err(InspectError::TooMany {
+                        what: "tensor name bytes".into(),
+                        count: name_bytes,
+                        max: self.max_name_bytes,
+                    });
+                }
+                out.push(Tensor {
+                    name: name.to_string(),
+                    shape,
+                    dtype: dtype.to_string(),
+                });
+                continue;
+            }
+            let V::Node(id) = v else { continue };
+            if depth >= self.max_depth || !visited.insert(id) {
+                continue;
+            }
+            let mut children: Vec<(V, Option<String>)> = Vec::new();
+            let keyed = |items: &[(V, V)], children: &mut Vec<(V, Option<String>)>| {
+                for (k, val) in items {
+                    let k = match (*k, self.str_of(*k)) {
+                        (_, Some(s)) => s.to_string(),
+                        (V::Int(i), _) => i.to_string(),
+                        _ => continue,
+                    };
+                    let k = if transparent_key(&k) { None } else { Some(k) };
+                    children.push((*val, k));
+                }
+            };
+            let indexed = |items: &[V], children: &mut Vec<(V, Option<String>)>| {
+                for (i, v) in items.iter().enumerate() {
+                    if matches!(v, V::Node(_)) {
+                        children.push((*v, Some(i.to_string())));
+                    }
+                }
+            };
+            match self.nodes.get(id as usize) {
+                Some(Node::Dict(items)) => keyed(items, &mut children),
+                Some(Node::List(items) | Node::Tuple(items)) => indexed(items, &mut children),
+                Some(Node::Obj(o)) => {
+                    keyed(&o.items, &mut children);
+                    indexed(&o.elems, &mut children);
+                    // An object's state: its attributes (a dict, or a
+                    // (dict, slots) pair) under its own name.
+                    match self.at(o.state) {
+                        Some(Node::Dict(_)) => children.push((o.state, None)),
+                        Some(Node::Tuple(t)) => children.extend(
+                            t.iter()
+                                .filter(|s| matches!(self.at(**s), Some(Node::Dict(_))))
+                                .map(|s| (*s, None)),
+                        ),
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+            for (child, k) in children.into_iter().rev() {
+                if matches!(child, V::Node(_)) {
+                    todo.push((child, name.clone(), k, depth + 1));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn obj_parts(&self, v: V) -> Option<(V, V)> {
+        match self.at(v)? {
+            Node::Obj(o) => Some((o.func, o.args)),
+            _ => None,
+        }
+    }
+
+    fn tensor_of(&self, v: V, hops: u8) -> Option<(Vec<u64>, &'static str)> {
+        let (func, args) = self.obj_parts(v)?;
+        self.tensor_call(func, args, hops)
+    }
+
+    /// The shape and dtype of the tensor `func(*args)` rebuilds.
+    fn tensor_call(&self, func: V, args: V, hops: u8) -> Option<(Vec<u64>, &'static str)> {
+        if hops > 4 {
+            return None;
+        }
+        let g = self.global_of(func)?;
+        let a = self.tuple_items(args)?;
+        match (g.module.as_str(), g.name.as_str()) {
+            (
+                "torch._utils",
+                "_rebuild_tensor" | "_rebuild_tensor_v2" | "_rebuild_tensor_v3"
+                | "_rebuild_qtensor",
+            ) => {
+                let shape = self.shape(*a.get(2)?, 0)?;
+                let from_arg = if g.name == "_rebuild_tensor_v3" {
+                    a.get(6)
+                        .and_then(|d| self.global_of(*d))
+                        .and_then(|d| dtype_name(&d.name))
+                } else {
+                    None
+                };
+                let dtype = from_arg
+                    .or_else(|| self.storage_dtype(*a.first()?))
+                    .unwrap_or("");
+                Some((shape, dtype))
+            }
+            ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
+                self.tensor_of(*a.first()?, hops + 1)
+            }
+            ("torch._tensor", "_rebuild_from_type_v2") => {
+                self.tensor_call(*a.first()?, *a.get(2)?, hops + 1)
+            }
+            _ => None,
+        }
+    }
+
+    /// A tuple of dimensions, or `torch.Size` of one.
+    fn shape(&self, v: V, hops: u8) -> Option<Vec<u64>> {
+        match self.at(v)? {
+            Node::Tuple(dims) | Node::List(dims) => dims
+                .iter()
+                .map(|d| match d {
+                    V::Int(n) => u64::try_from(*n).ok(),
+                    _ => None,
+                })
+                .collect(),
+            Node::Obj(o) if hops == 0 => {
+                let g = self.global_of(o.func)?;
+                if g.module == "torch" && g.name == "Size" {
+                    self.shape(*self.tuple_items(o.args)?.first()?, 1)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// The element type a storage's persistent id names:
+    /// `('storage', torch.FloatStorage, key, location, numel)`.
+    fn storage_dtype(&self, v: V) -> Option<&'static str> {
+        let Node::PersId(id) = self.at(v)? else {
+            return None;
+        };
+        let items = self.tuple_items(*id)?;
+        let class = self.global_of(*items.get(1)?)?;
+        if !matches!(class.module.as_str(), "torch" | "torch.cuda") {
+            return None;
+        }
+        dtype_name(&class.name)
+    }
+}
+
+fn target_id(v: V) -> usize {
+    match v {
+        V::Node(id) => id as usize,
+        _ => usize::MAX,
+    }
+}
+
+#[cfg(test)]
+#[path = "pickle_tests.rs"]
+pub(crate) mod tests;

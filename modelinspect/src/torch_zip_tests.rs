@@ -1,0 +1,226 @@
+//! Torch zip tests: archives Python's `zipfile` writes as `torch.save`
+//! does (stored entries under `archive/`), with the fake torch of the
+//! pickle tests.
+
+use std::io::Cursor;
+use std::time::{Duration, Instant};
+
+use super::read;
+use crate::pickle::tests::{
+    assert_state_dict_tensors, called, imports_of, inspected, py, GETATTR_CHAIN,
+};
+use crate::{inspect, Bounded, Budget, Format, ImportClass, InspectError, ModelReport, Risk};
+
+fn read_with(bytes: &[u8], budget: Budget) -> Result<ModelReport, InspectError> {
+    let mut r = Bounded::new(Cursor::new(bytes.to_vec()), budget)?;
+    let mut report = ModelReport::new(Format::PytorchZip);
+    read(&mut r, &mut report)?;
+    Ok(report)
+}
+
+#[test]
+fn benign_torch_zip_is_safe_with_its_tensors() {
+    let bytes = py(
+        "e = benign_entries(); e[2] = ('archive/data/0', b'\\1' * (1 << 20))\nout(torch_zip(e))",
+    );
+    let report = inspected(&bytes, "model.pt");
+    assert_eq!(report.format, Format::PytorchZip);
+    assert_eq!(report.format_version, "3");
+    assert_eq!(report.risk, Risk::Safe, "{:?}", report.risk_reasons);
+    assert_state_dict_tensors(&report);
+    assert_eq!(report.parameters, 32 + 8 + 48 + 1);
+    let scan = report.pickle.as_ref().unwrap();
+    assert_eq!(scan.pickles, vec!["archive/data.pkl".to_string()]);
+    assert_eq!(scan.protocol, 2);
+    assert!(scan.imports.iter().all(|i| i.at == "archive/data.pkl"));
+    // The storages are never read.
+    assert!(report.bytes_read < 16 << 10, "read {}", report.bytes_read);
+}
+
+#[test]
+fn same_state_dict_same_fingerprint_in_zip_and_legacy_files() {
+    let zip = inspected(&py("out(torch_zip(benign_entries()))"), "a.pt");
+    let legacy = inspected(&py("out(legacy(state_dict()))"), "b.pt");
+    assert_eq!(zip.structure_fingerprint, legacy.structure_fingerprint);
+    assert!(!zip.structure_fingerprint.is_empty());
+}
+
+#[test]
+fn deflated_entries_and_other_prefixes_read_too() {
+    let script = "e = [(n.replace('archive/', 'mymodel/'), d) for n, d in benign_entries()]\n\
+                  e.remove(('mymodel/version', b'3\\n'))\n\
+                  out(torch_zip(e, zipfile.ZIP_DEFLATED))";
+    let report = inspected(&py(script), "model.pth");
+    assert_eq!(report.risk, Risk::Safe);
+    assert_state_dict_tensors(&report);
+    // No version entry: the pickle protocol.
+    assert_eq!(report.format_version, "2");
+}
+
+#[test]
+fn a_poisoned_data_pkl_is_dangerous() {
+    let script = "import os\nsd = state_dict(); sd['x'] = Reduce(os.system, 'id')\n\
+                  e = benign_entries(); e[0] = ('archive/data.pkl', dump(sd))\n\
+                  out(torch_zip(e))";
+    let report = inspected(&py(script), "model.pt");
+    assert_eq!(report.risk, Risk::Dangerous);
+    assert!(called(&report, "posix", "system"));
+    assert!(report
+        .risk_reasons
+        .iter()
+        .any(|r| r == "imports posix.system (archive/data.pkl), called"));
+    assert_state_dict_tensors(&report);
+}
+
+#[test]
+fn an_extra_pickle_entry_is_scanned() {
+    let script = "import os\n\
+                  e = benign_entries() + [('archive/extra/payload.pkl', pickle.dumps(Reduce(os.system, 'id'), protocol=4))]\n\
+                  out(torch_zip(e))";
+    let report = inspected(&py(script), "model.pt");
+    assert_eq!(report.risk, Risk::Dangerous);
+    let scan = report.pickle.as_ref().unwrap();
+    assert_eq!(scan.pickles.len(), 2);
+    let evil = scan
+        .imports
+        .iter()
+        .find(|i| i.class == ImportClass::Dangerous)
+        .unwrap();
+    assert_eq!(evil.at, "archive/extra/payload.pkl");
+    // Only data.pkl's tensors count.
+    assert_state_dict_tensors(&report);
+}
+
+#[test]
+fn getattr_chain_in_a_zip() {
+    let chain: String = GETATTR_CHAIN
+        .iter()
+        .map(|b| format!("\\x{b:02x}"))
+        .collect();
+    let script =
+        format!("e = benign_entries(); e[0] = ('archive/data.pkl', b'{chain}')\nout(torch_zip(e))");
+    let report = inspected(&py(&script), "model.pt");
+    assert_eq!(report.risk, Risk::Dangerous);
+    assert!(imports_of(&report, ImportClass::Dangerous).contains(&"os.system".to_string()));
+}
+
+#[test]
+fn a_zip_without_a_pickle_is_not_a_torch_file() {
+    let report = inspect(
+        Cursor::new(py("out(torch_zip([('config.json', b'{}')]))")),
+        Budget::default(),
+        Some("x.keras"),
+    );
+    let e = report.unwrap_err();
+    assert!(matches!(e.error, InspectError::UnknownFormat(_)), "{e}");
+}
+
+#[test]
+fn duplicate_entry_names_are_refused() {
+    let script = "import os, warnings\nwarnings.simplefilter('ignore')\n\
+                  e = benign_entries() + [('archive/data.pkl', pickle.dumps(Reduce(os.system, 'id'), protocol=2))]\n\
+                  out(torch_zip(e))";
+    match read_with(&py(script), Budget::default()) {
+        Err(InspectError::Malformed { what, .. }) => assert!(what.contains("duplicate")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn zip_bombs_fail_on_the_budget_quickly() {
+    // 100 MB of zeros deflated to ~100 KB, its size declared honestly.
+    let honest = py("out(torch_zip([('archive/data.pkl', b'\\x80\\x02' + b'N' * 100_000_000)], zipfile.ZIP_DEFLATED))");
+    assert!(honest.len() < 1 << 20);
+    let started = Instant::now();
+    match read_with(&honest, Budget::default()) {
+        Err(InspectError::OverBytes { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    // The same with small sizes written in both headers: decompression
+    // stops one byte past the budget.
+    let lying = py(r#"
+data = torch_zip([('archive/data.pkl', b'\x80\x02' + b'N' * 8_000_000)], zipfile.ZIP_DEFLATED)
+size = struct.pack('<I', 8_000_002)
+assert data.count(size) == 2
+out(data.replace(size, struct.pack('<I', 100)))
+"#);
+    let budget = Budget {
+        max_bytes: 1 << 20,
+        ..Budget::default()
+    };
+    let started = Instant::now();
+    match read_with(&lying, budget) {
+        Err(InspectError::OverBytes { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn too_many_entries_are_refused_before_the_directory_is_read() {
+    let bytes = py("out(torch_zip([('archive/data/%d' % i, b'') for i in range(2000)] + [('archive/data.pkl', b'\\x80\\x02N.')]))");
+    let budget = Budget {
+        max_items: 1000,
+        ..Budget::default()
+    };
+    match read_with(&bytes, budget) {
+        Err(InspectError::TooMany { what, count, .. }) => {
+            assert_eq!(what, "zip entries");
+            assert_eq!(count, 2001);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn zip64_entry_counts_are_read_too() {
+    // Over 65,535 entries: the count is in the zip64 record.
+    let bytes = py("out(torch_zip([('archive/data.pkl', dump(state_dict()))] + [('archive/d/%d' % i, b'') for i in range(70000)]))");
+    // Refused from the end records alone, before the directory is read.
+    let mut r = Bounded::new(Cursor::new(bytes.clone()), Budget::default()).unwrap();
+    assert_eq!(super::declared_entries(&mut r).unwrap(), Some(70001));
+    assert!(r.bytes_read() < 200, "read {}", r.bytes_read());
+    let budget = Budget {
+        max_items: 1000,
+        ..Budget::default()
+    };
+    match read_with(&bytes, budget) {
+        Err(InspectError::TooMany { what, count, .. }) => {
+            assert_eq!(what, "zip entries");
+            assert_eq!(count, 70001);
+        }
+        other => panic!("{other:?}"),
+    }
+    let report = read_with(&bytes, Budget::default()).unwrap();
+    assert_eq!(report.tensors.len(), 4);
+}
+
+#[test]
+fn broken_archives_fail_without_panicking() {
+    let bytes = py("out(torch_zip(benign_entries()))");
+    for cut in [4, 30, bytes.len() / 2, bytes.len() - 10] {
+        assert!(
+            read_with(&bytes[..cut], Budget::default()).is_err(),
+            "cut {cut}"
+        );
+    }
+    // A truncated data.pkl inside a whole archive.
+    let bytes =
+        py("e = benign_entries(); e[0] = ('archive/data.pkl', e[0][1][:40])\nout(torch_zip(e))");
+    assert!(matches!(
+        read_with(&bytes, Budget::default()),
+        Err(InspectError::Truncated { .. })
+    ));
+}
+
+#[test]
+fn fuzz_torch_zip() {
+    let seeds = vec![
+        py("out(torch_zip(benign_entries()))"),
+        py("out(torch_zip(benign_entries(), zipfile.ZIP_DEFLATED))"),
+        py("import os\nout(torch_zip(benign_entries() + [('archive/x.pkl', pickle.dumps(Reduce(os.system, 'id'), protocol=4))]))"),
+    ];
+    crate::fuzz_tests::fuzz("torch-zip", "m.pt", &seeds);
+}
