@@ -64,6 +64,67 @@ impl Observation {
     }
 }
 
+/// Whether an opened or mapped file is model weights by its name or, where
+/// the name needs it, its leading bytes: worth reading its header and
+/// hashing, whoever opened it.
+pub fn is_model_content(obs: &Observation) -> bool {
+    match obs {
+        Observation::FileOpened { path, head } => match classify_model_path(path) {
+            ModelPathClass::ModelByName => true,
+            ModelPathClass::NeedsContent => head.as_deref().and_then(sniff_model_format).is_some(),
+            ModelPathClass::NotModel => false,
+        },
+        Observation::FileMapped { path, head, .. } => {
+            classify_model_path(path) != ModelPathClass::NotModel
+                || head
+                    .as_deref()
+                    .and_then(sniff_unnamed_model_format)
+                    .is_some()
+        }
+        _ => false,
+    }
+}
+
+pub const MODEL_RISK_RULE_ID: &str = "vigil.builtin.model-file-runs-code";
+
+/// The finding for a model file that runs code when loaded (a pickle
+/// importing os.system, subprocess, eval...), opened by `process`: made
+/// whoever the process is, approved or not, since loading it runs the
+/// attacker's code inside the approved workload.
+pub fn model_runs_code(
+    process: &ProcessInfo,
+    path: &str,
+    model: vigil_domain::ModelIdentity,
+    observed_at_unix_nanos: i64,
+) -> Finding {
+    let imports = if model.dangerous_imports.is_empty() {
+        "a dangerous import".to_string()
+    } else {
+        model.dangerous_imports.join(", ")
+    };
+    Finding {
+        seq: 0,
+        rule_id: MODEL_RISK_RULE_ID.into(),
+        severity: Severity::Critical,
+        signal: SignalKind::ModelRisk,
+        observed_at_unix_nanos,
+        summary: format!(
+            "model file {path} ({}) runs code when loaded: it imports {imports}; opened by {} (pid {})",
+            model.format,
+            process.name(),
+            process.pid
+        ),
+        process: process.clone(),
+        file: Some(FileObject {
+            path: path.to_string(),
+            model: Some(Box::new(model)),
+        }),
+        net: None,
+        gpu: None,
+        action: String::new(),
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct BuiltinRules {
     pub approved: ApprovedWorkloads,
@@ -103,9 +164,7 @@ fn model_file_opened(path: &str, head: Option<&[u8]>, who: &str) -> Option<Verdi
 }
 
 fn file(path: &str) -> Option<FileObject> {
-    Some(FileObject {
-        path: path.to_string(),
-    })
+    Some(FileObject::at(path))
 }
 
 impl BuiltinRules {

@@ -14,8 +14,9 @@ mod model_file;
 mod signal_lists;
 
 pub use builtin_rules::{
-    BuiltinRules, Observation, AI_EGRESS_RULE_ID, AI_RUNTIME_RULE_ID, AI_SERVING_RULE_ID,
-    GPU_DEVICE_RULE_ID, GPU_USE_RULE_ID,
+    is_model_content, model_runs_code, BuiltinRules, Observation, AI_EGRESS_RULE_ID,
+    AI_RUNTIME_RULE_ID, AI_SERVING_RULE_ID, GPU_DEVICE_RULE_ID, GPU_USE_RULE_ID,
+    MODEL_RISK_RULE_ID,
 };
 pub use dns_question::question_name;
 pub use model_file::{

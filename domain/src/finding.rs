@@ -36,6 +36,9 @@ impl fmt::Display for Severity {
 #[serde(rename_all = "snake_case")]
 pub enum SignalKind {
     ModelFile,
+    /// A model file that runs code when loaded (a pickle importing
+    /// os.system...), whoever opens it.
+    ModelRisk,
     AiRuntime,
     GpuDevice,
     AiEgress,
@@ -49,6 +52,7 @@ impl SignalKind {
     pub fn as_str(self) -> &'static str {
         match self {
             SignalKind::ModelFile => "model_file",
+            SignalKind::ModelRisk => "model_risk",
             SignalKind::AiRuntime => "ai_runtime",
             SignalKind::GpuDevice => "gpu_device",
             SignalKind::AiEgress => "ai_egress",
@@ -68,6 +72,102 @@ impl fmt::Display for SignalKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileObject {
     pub path: String,
+    /// What the model file is, for a model file the agent inspected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<Box<ModelIdentity>>,
+}
+
+impl FileObject {
+    /// A file known by its path only.
+    pub fn at(path: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            model: None,
+        }
+    }
+}
+
+/// How dangerous loading a model file is.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelRisk {
+    /// Not inspected, or the inspection failed (`ModelIdentity::error`).
+    #[default]
+    Unknown,
+    /// No code runs on load.
+    Safe,
+    /// A pickle importing something not known to be safe.
+    Suspicious,
+    /// A pickle importing something that runs commands or code, or reaches
+    /// the network or the disk, on load.
+    Dangerous,
+}
+
+impl ModelRisk {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelRisk::Unknown => "unknown",
+            ModelRisk::Safe => "safe",
+            ModelRisk::Suspicious => "suspicious",
+            ModelRisk::Dangerous => "dangerous",
+        }
+    }
+}
+
+/// Which model a file holds, read from its header (never its weights).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelIdentity {
+    /// gguf, safetensors, onnx, pytorch-zip, pickle, tflite.
+    pub format: String,
+    pub format_version: String,
+    pub architecture: String,
+    pub name: String,
+    /// "7B", as the file labels itself or from the parameter count.
+    pub size_label: String,
+    /// "Q4_K_M", "F16".
+    pub quantization: String,
+    pub parameters: u64,
+    pub tensor_count: u64,
+    /// sha256 of the file's bytes; empty when over the hashing budget.
+    pub sha256: String,
+    /// The same for a renamed, re-saved or re-quantized copy.
+    pub structure_fingerprint: String,
+    pub risk: ModelRisk,
+    /// Why the risk is what it is.
+    pub risk_reasons: Vec<String>,
+    /// "module.name" of every dangerous import a pickle makes.
+    pub dangerous_imports: Vec<String>,
+    /// Why the file could not be (fully) inspected or hashed.
+    pub error: String,
+}
+
+impl ModelIdentity {
+    /// "llama 'TinyLlama' 1.1B Q4_K_M (gguf)": what a summary names.
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        for p in [
+            &self.architecture,
+            &self.name,
+            &self.size_label,
+            &self.quantization,
+        ] {
+            if !p.is_empty() {
+                parts.push(if std::ptr::eq(p, &self.name) {
+                    format!("'{p}'")
+                } else {
+                    p.clone()
+                });
+            }
+        }
+        if parts.is_empty() {
+            self.format.clone()
+        } else {
+            format!("{} ({})", parts.join(" "), self.format)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -21,7 +21,9 @@ pub use alert::{AgentHeartbeat, AgentIdentity, AgentRecord, Alert, SensorCounter
 pub use approval::{ApprovalScope, ApprovedWorkloads, WorkloadApproval};
 pub use audit::AuditEntry;
 pub use cluster::{ClusterMember, ClusterStatus};
-pub use finding::{FileObject, Finding, NetDirection, NetObject, Severity, SignalKind};
+pub use finding::{
+    FileObject, Finding, ModelIdentity, ModelRisk, NetDirection, NetObject, Severity, SignalKind,
+};
 pub use gpu::{GpuContext, GpuDevice, GpuInventory, GpuObject, GpuProcess, MigDevice};
 pub use policy_status::PolicyStatus;
 pub use policy_summary::PolicySummary;

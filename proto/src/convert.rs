@@ -68,6 +68,7 @@ pub fn signal_from_wire(field: &str, raw: i32) -> Result<domain::SignalKind, Wir
         pb::SignalKind::AiServing => domain::SignalKind::AiServing,
         pb::SignalKind::GpuUse => domain::SignalKind::GpuUse,
         pb::SignalKind::Policy => domain::SignalKind::Policy,
+        pb::SignalKind::ModelRisk => domain::SignalKind::ModelRisk,
     })
 }
 
@@ -81,6 +82,7 @@ impl From<domain::SignalKind> for pb::SignalKind {
             domain::SignalKind::AiServing => pb::SignalKind::AiServing,
             domain::SignalKind::GpuUse => pb::SignalKind::GpuUse,
             domain::SignalKind::Policy => pb::SignalKind::Policy,
+            domain::SignalKind::ModelRisk => pb::SignalKind::ModelRisk,
         }
     }
 }
@@ -161,7 +163,7 @@ impl TryFrom<pb::Finding> for domain::Finding {
             signal: signal_from_wire("signal", f.signal)?,
             observed_at_unix_nanos: f.observed_at_unix_nanos,
             process: process.into(),
-            file: f.file.map(|o| domain::FileObject { path: o.path }),
+            file: f.file.map(file_from_wire).transpose()?,
             net: f.net.map(net_from_wire).transpose()?,
             gpu: f
                 .gpu
@@ -171,6 +173,67 @@ impl TryFrom<pb::Finding> for domain::Finding {
             action: f.action,
             summary: f.summary,
         })
+    }
+}
+
+fn file_from_wire(o: pb::FileObject) -> Result<domain::FileObject, WireError> {
+    let model = match o.model {
+        None => None,
+        Some(m) => Some(Box::new(domain::ModelIdentity {
+            risk: match enum_value::<pb::ModelRisk>("file.model.risk", m.risk)? {
+                pb::ModelRisk::Unspecified => domain::ModelRisk::Unknown,
+                pb::ModelRisk::Safe => domain::ModelRisk::Safe,
+                pb::ModelRisk::Suspicious => domain::ModelRisk::Suspicious,
+                pb::ModelRisk::Dangerous => domain::ModelRisk::Dangerous,
+            },
+            format: m.format,
+            format_version: m.format_version,
+            architecture: m.architecture,
+            name: m.name,
+            size_label: m.size_label,
+            quantization: m.quantization,
+            parameters: m.parameters,
+            tensor_count: m.tensor_count,
+            sha256: m.sha256,
+            structure_fingerprint: m.structure_fingerprint,
+            risk_reasons: m.risk_reasons,
+            dangerous_imports: m.dangerous_imports,
+            error: m.error,
+        })),
+    };
+    Ok(domain::FileObject {
+        path: o.path,
+        model,
+    })
+}
+
+impl From<domain::FileObject> for pb::FileObject {
+    fn from(o: domain::FileObject) -> Self {
+        Self {
+            path: o.path,
+            model: o.model.map(|m| pb::ModelIdentity {
+                risk: match m.risk {
+                    domain::ModelRisk::Unknown => pb::ModelRisk::Unspecified,
+                    domain::ModelRisk::Safe => pb::ModelRisk::Safe,
+                    domain::ModelRisk::Suspicious => pb::ModelRisk::Suspicious,
+                    domain::ModelRisk::Dangerous => pb::ModelRisk::Dangerous,
+                }
+                .into(),
+                format: m.format,
+                format_version: m.format_version,
+                architecture: m.architecture,
+                name: m.name,
+                size_label: m.size_label,
+                quantization: m.quantization,
+                parameters: m.parameters,
+                tensor_count: m.tensor_count,
+                sha256: m.sha256,
+                structure_fingerprint: m.structure_fingerprint,
+                risk_reasons: m.risk_reasons,
+                dangerous_imports: m.dangerous_imports,
+                error: m.error,
+            }),
+        }
     }
 }
 
@@ -218,7 +281,7 @@ impl From<domain::Finding> for pb::Finding {
             signal: pb::SignalKind::from(f.signal).into(),
             observed_at_unix_nanos: f.observed_at_unix_nanos,
             process: Some(f.process.into()),
-            file: f.file.map(|o| pb::FileObject { path: o.path }),
+            file: f.file.map(Into::into),
             net: f.net.map(Into::into),
             gpu: f.gpu.map(Into::into),
             action: f.action,
@@ -297,6 +360,7 @@ mod tests {
             }),
             file: Some(pb::FileObject {
                 path: "/m.onnx".into(),
+                model: None,
             }),
             net: None,
             gpu: None,
