@@ -55,6 +55,18 @@ pub const VARIABLES: &[(&str, &[(&str, Ty)])] = &[
             ("path", Ty::String),
             ("name", Ty::String),
             ("dir", Ty::String),
+            // What an inspected model file is (empty, 0 or "unknown"
+            // otherwise): flat names, as policies/README.md says.
+            ("model_format", Ty::String),
+            ("model_architecture", Ty::String),
+            ("model_name", Ty::String),
+            ("model_size_label", Ty::String),
+            ("model_quantization", Ty::String),
+            ("model_parameters", Ty::Int),
+            ("model_sha256", Ty::String),
+            ("model_fingerprint", Ty::String),
+            ("model_risk", Ty::String),
+            ("model_dangerous_imports", Ty::ListOfString),
         ],
     ),
     (

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use cel::common::types::{CelBool, CelInt, CelList, CelMap, CelMapKey, CelString};
 use cel::common::value::Val;
-use vigil_domain::{Finding, ProcessInfo};
+use vigil_domain::{Finding, ModelIdentity, ProcessInfo};
 
 use crate::cel_schema::Needs;
 
@@ -119,6 +119,13 @@ pub fn finding_values<'v>(
     if wants_any(needs, "file") {
         let path = f.file.as_ref().map(|x| x.path.as_str()).unwrap_or("");
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        static UNINSPECTED: std::sync::LazyLock<ModelIdentity> =
+            std::sync::LazyLock::new(ModelIdentity::default);
+        let m = f
+            .file
+            .as_ref()
+            .and_then(|x| x.model.as_deref())
+            .unwrap_or(&UNINSPECTED);
         out.push((
             "file",
             fields(
@@ -128,6 +135,22 @@ pub fn finding_values<'v>(
                     ("path", &|| s(path)),
                     ("name", &|| s(name)),
                     ("dir", &|| s(dir)),
+                    ("model_format", &|| s(&m.format)),
+                    ("model_architecture", &|| s(&m.architecture)),
+                    ("model_name", &|| s(&m.name)),
+                    ("model_size_label", &|| s(&m.size_label)),
+                    ("model_quantization", &|| s(&m.quantization)),
+                    ("model_parameters", &|| {
+                        int(i64::try_from(m.parameters).unwrap_or(i64::MAX))
+                    }),
+                    ("model_sha256", &|| s(&m.sha256)),
+                    ("model_fingerprint", &|| s(&m.structure_fingerprint)),
+                    ("model_risk", &|| s(m.risk.as_str())),
+                    ("model_dangerous_imports", &|| {
+                        Box::new(CelList::from(
+                            m.dangerous_imports.iter().map(|a| s(a)).collect::<Vec<_>>(),
+                        ))
+                    }),
                 ],
             ),
         ));

@@ -22,7 +22,7 @@ fn finding(signal: SignalKind, exe: &str, path: &str) -> Finding {
             argv: vec![exe.into()],
             ..Default::default()
         },
-        file: (!path.is_empty()).then(|| FileObject { path: path.into() }),
+        file: (!path.is_empty()).then(|| FileObject::at(path)),
         net: None,
         gpu: None,
         action: String::new(),
@@ -424,4 +424,51 @@ fn a_stream_of_many_documents_is_outlined_in_linear_time() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn model_identity_fields_are_policy_inputs_and_empty_without_a_model() {
+    let rules = r#"id: dangerous-checkpoint
+description: a checkpoint that runs code, outside the model store
+severity: critical
+when: [model_file, model_risk]
+condition: >
+  file.model_risk == "dangerous" && "os.system" in file.model_dangerous_imports
+  && file.model_parameters > 1000 && file.model_format == "pytorch-zip"
+  && file.model_fingerprint.startsWith("ab") && file.model_sha256 != ""
+action: kill
+---
+id: uninspected
+description: anything else
+severity: low
+when: [model_file]
+condition: file.model_risk == "unknown" && file.model_name == "" && size(file.model_dangerous_imports) == 0
+"#;
+    let set = PolicySet::compile(&source(&[("rules.yaml", rules)])).unwrap();
+    let host = HostFacts::default();
+    let mut f = finding(SignalKind::ModelRisk, "/usr/bin/python3", "/tmp/evil.pt");
+    f.file.as_mut().unwrap().model = Some(Box::new(vigil_domain::ModelIdentity {
+        format: "pytorch-zip".into(),
+        parameters: 5_000,
+        sha256: "00".repeat(32),
+        structure_fingerprint: "ab".repeat(32),
+        risk: vigil_domain::ModelRisk::Dangerous,
+        dangerous_imports: vec!["posix.system".into(), "os.system".into()],
+        ..Default::default()
+    }));
+    let d = set.evaluate(&f, None, &host).unwrap();
+    assert_eq!(
+        (d.rule_id.as_str(), d.action),
+        ("dangerous-checkpoint", Action::Kill)
+    );
+    let plain = finding(SignalKind::ModelFile, "/usr/bin/python3", "/tmp/m.gguf");
+    let d = set.evaluate(&plain, None, &host).unwrap();
+    assert_eq!(d.rule_id, "uninspected");
+    let bad = PolicySet::compile(&source(&[(
+        "bad.yaml",
+        "id: x\ndescription: d\nseverity: low\nwhen: [model_file]\ncondition: file.model.risk == \"x\"\n",
+    )]))
+    .unwrap_err();
+    let bad = format!("{:?}", bad);
+    assert!(bad.contains("bad.yaml") && bad.contains("line: 5"), "{bad}");
 }
