@@ -179,6 +179,16 @@ pub struct AgentConfig {
     #[arg(long, default_value_t = 60)]
     pub max_hash_secs: u64,
 
+    /// Most bytes of one model file's header read to identify it (GGUF
+    /// metadata and tensor table, safetensors JSON, ONNX graph, pickle
+    /// opcodes); the weights are skipped, never read.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub max_model_header_bytes: u64,
+
+    /// Longest one model file's header may take to read, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub max_model_header_millis: u64,
+
     /// Distinct objects (files, hosts...) reported one by one per process
     /// and signal; the rest are counted into one aggregate finding.
     #[arg(long, default_value_t = 64)]

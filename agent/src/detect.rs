@@ -9,6 +9,7 @@
 mod detect_stage;
 pub mod detector;
 pub mod file_digest;
+pub mod model_examination;
 pub mod process_table;
 pub mod reported_signals;
 pub mod serving_probe;

@@ -9,12 +9,15 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::sync::{mpsc, watch, Semaphore};
 use vigil_detection::{BuiltinRules, Observation};
-use vigil_domain::{ApprovedWorkloads, Finding, GpuInventory, ProcessInfo, WorkloadApproval};
+use vigil_domain::{
+    ApprovedWorkloads, Finding, GpuInventory, ModelIdentity, ProcessInfo, WorkloadApproval,
+};
 
 use super::detector::{
     DetectLimits, Detection, Detector, PendingFinding, PendingModel, UncachedExe,
 };
 use super::file_digest::{sha256_within, FileKey, HashBudget, NotHashed};
+use super::model_examination::examine;
 use super::process_table::ProcessTable;
 use super::signal_memory::SignalMemory;
 use crate::clock;
@@ -97,8 +100,8 @@ pub struct DetectStage {
     hashing: HashMap<FileKey, Vec<PendingFinding>>,
     hashed_tx: mpsc::Sender<(PendingFinding, Hashed)>,
     hashed: mpsc::Receiver<(PendingFinding, Hashed)>,
-    model_hashed_tx: mpsc::Sender<(PendingModel, Hashed)>,
-    model_hashed: mpsc::Receiver<(PendingModel, Hashed)>,
+    model_examined_tx: mpsc::Sender<(PendingModel, Option<ModelIdentity>)>,
+    model_examined: mpsc::Receiver<(PendingModel, Option<ModelIdentity>)>,
     /// Turns to hash: `HASHES_IN_FLIGHT` at a time.
     hash_turns: Arc<Semaphore>,
     /// Hashes admitted and not yet finished (at most `HASH_QUEUE`).
@@ -138,6 +141,11 @@ impl DetectStage {
                 max_bytes: config.max_hash_bytes,
                 max_time: std::time::Duration::from_secs(config.max_hash_secs.max(1)),
             },
+            inspect: vigil_modelinspect::Budget {
+                max_bytes: config.max_model_header_bytes,
+                max_time: std::time::Duration::from_millis(config.max_model_header_millis.max(1)),
+                ..Default::default()
+            },
             max_objects_per_signal: config.max_findings_per_signal,
             max_objects_per_uid: config
                 .max_findings_per_uid
@@ -155,7 +163,7 @@ impl DetectStage {
         );
         detector.restore_reported(restored);
         let (hashed_tx, hashed) = mpsc::channel(COMPLETIONS);
-        let (model_hashed_tx, model_hashed) = mpsc::channel(COMPLETIONS);
+        let (model_examined_tx, model_examined) = mpsc::channel(COMPLETIONS);
         let (probed_tx, probed) = mpsc::channel(COMPLETIONS);
         let mut stage = Self {
             detector,
@@ -165,8 +173,8 @@ impl DetectStage {
             hashing: HashMap::new(),
             hashed_tx,
             hashed,
-            model_hashed_tx,
-            model_hashed,
+            model_examined_tx,
+            model_examined,
             hash_turns: Arc::new(Semaphore::new(HASHES_IN_FLIGHT)),
             hashes_admitted: 0,
             hashes_refused: 0,
@@ -221,19 +229,10 @@ impl DetectStage {
                     self.hashes_admitted -= 1;
                     self.exe_hashed(pending, hashed);
                 }
-                Some((mut pending, hashed)) = self.model_hashed.recv() => {
+                Some((pending, examined)) = self.model_examined.recv() => {
                     self.hashes_admitted -= 1;
                     let event_boot_ns = pending.event_boot_ns;
-                    let digest = match hashed {
-                        Ok(d) => Some(d),
-                        Err(why) => {
-                            if !matches!(why, NotHashed::Unreadable(_)) {
-                                pending.not_hashed(&why);
-                            }
-                            None
-                        }
-                    };
-                    if let Some(finding) = self.detector.complete_model(pending, digest) {
+                    for finding in self.detector.complete_model(pending, examined) {
                         self.push_finding(finding, event_boot_ns);
                     }
                 }
@@ -391,9 +390,12 @@ impl DetectStage {
                         size,
                     }) = exe
                     {
-                        let hashed =
-                            hash_in_turn(turns, move || sha256_within(&mut file, size, budget))
-                                .await;
+                        let hashed = in_turn(
+                            turns,
+                            move || sha256_within(&mut file, size, budget),
+                            Err(NotHashed::OutOfTime(budget.max_time)),
+                        )
+                        .await;
                         // Admitted: always answered with a digest, maybe empty.
                         digest = Some((key, hashed.unwrap_or_default()));
                     }
@@ -405,19 +407,30 @@ impl DetectStage {
                         .await;
                 });
             }
-            Detection::NeedsModelDigest(mut pending) => {
-                // Model files can be large: hashed once per file version,
+            Detection::Findings(findings) => {
+                for finding in findings {
+                    self.push_finding(finding, event_boot_ns);
+                }
+            }
+            Detection::NeedsModelExamination(mut pending) => {
+                // Model files can be large: examined once per file version,
                 // off the loop, in turn, within budget.
                 if !self.admit_hash() {
                     let event_boot_ns = pending.event_boot_ns;
-                    pending.not_hashed(&NotHashed::QueueFull);
-                    if let Some(finding) = self.detector.complete_model(pending, None) {
+                    pending.not_examined(&NotHashed::QueueFull);
+                    for finding in self.detector.complete_model(pending, None) {
                         self.push_finding(finding, event_boot_ns);
                     }
                     return;
                 }
-                let (file, size) = (pending.file.try_clone(), pending.size);
-                self.spawn_hash(file, size, pending, self.model_hashed_tx.clone());
+                let file = pending.file.try_clone();
+                let (size, name) = (pending.size, pending.name.clone());
+                let limits = self.detector.limits();
+                let job = move || {
+                    let mut file = file.ok()?;
+                    Some(examine(&mut file, size, &name, limits.inspect, limits.hash))
+                };
+                self.spawn_in_turn(job, None, pending, self.model_examined_tx.clone());
             }
             Detection::NeedsDigest(pending) => match self.hashing.entry(pending.key()) {
                 Entry::Occupied(mut waiting) => waiting.get_mut().push(pending),
@@ -443,30 +456,42 @@ impl DetectStage {
         pending: P,
         tx: mpsc::Sender<(P, Hashed)>,
     ) {
-        let turns = self.hash_turns.clone();
         let budget = self.detector.limits().hash;
+        let job = move || match file {
+            Ok(mut file) => sha256_within(&mut file, size, budget),
+            Err(e) => Err(NotHashed::Unreadable(e)),
+        };
+        let stopping = Err(NotHashed::Unreadable(std::io::Error::other(
+            "stage stopping",
+        )));
+        self.spawn_in_turn(job, stopping, pending, tx);
+    }
+
+    /// Runs `job` (a hash or a model examination) on a blocking thread
+    /// once one of the turns is free, and sends its result back with what
+    /// waits on it (`stopping` if it cannot get a thread).
+    fn spawn_in_turn<P: Send + 'static, T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+        stopping: T,
+        pending: P,
+        tx: mpsc::Sender<(P, T)>,
+    ) {
+        let turns = self.hash_turns.clone();
         // A free turn: straight to a blocking thread, which sends the
         // result itself. Each task in between is a wake-up (20-50 µs on
         // this VM) on the path of every finding that waits on a digest.
         if let Ok(turn) = turns.clone().try_acquire_owned() {
             tokio::task::spawn_blocking(move || {
-                let hashed = match file {
-                    Ok(mut file) => sha256_within(&mut file, size, budget),
-                    Err(e) => Err(NotHashed::Unreadable(e)),
-                };
+                let done = job();
                 drop(turn);
-                let _ = tx.blocking_send((pending, hashed));
+                let _ = tx.blocking_send((pending, done));
             });
             return;
         }
         tokio::spawn(async move {
-            let hashed = match file {
-                Ok(mut file) => {
-                    hash_in_turn(turns, move || sha256_within(&mut file, size, budget)).await
-                }
-                Err(e) => Err(NotHashed::Unreadable(e)),
-            };
-            let _ = tx.send((pending, hashed)).await;
+            let done = in_turn(turns, job, stopping).await;
+            let _ = tx.send((pending, done)).await;
         });
     }
 
@@ -510,18 +535,18 @@ impl DetectStage {
     }
 }
 
-/// Runs `hash` on a blocking thread once a turn is free; a hash that cannot
-/// get a thread reads as unreadable.
-async fn hash_in_turn(
+/// Runs `job` on a blocking thread once a turn is free; `stopping` when
+/// it cannot get one.
+async fn in_turn<T: Send + 'static>(
     turns: Arc<Semaphore>,
-    hash: impl FnOnce() -> Hashed + Send + 'static,
-) -> Hashed {
+    job: impl FnOnce() -> T + Send + 'static,
+    stopping: T,
+) -> T {
     let Ok(_turn) = turns.acquire_owned().await else {
-        return Err(NotHashed::Unreadable(std::io::Error::other(
-            "stage stopping",
-        )));
+        return stopping;
     };
-    tokio::task::spawn_blocking(hash)
-        .await
-        .unwrap_or_else(|e| Err(NotHashed::Unreadable(std::io::Error::other(e))))
+    match tokio::task::spawn_blocking(job).await {
+        Ok(done) => done,
+        Err(_) => stopping,
+    }
 }

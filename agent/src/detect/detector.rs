@@ -9,10 +9,13 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use vigil_detection::{BuiltinRules, Observation};
-use vigil_domain::{Finding, GpuObject, GpuProcess, ProcessInfo, SignalKind};
+use vigil_domain::{
+    Finding, GpuObject, GpuProcess, ModelIdentity, ModelRisk, ProcessInfo, SignalKind,
+};
 
 use crate::clock::boot_ns_to_unix_nanos;
 use crate::detect::file_digest::{file_key, FileDigestCache, FileKey, HashBudget, NotHashed};
+use crate::detect::model_examination::ModelCache;
 use crate::detect::process_table::ProcessTable;
 use crate::detect::reported_signals::{Admission, ReportedSignals, Signals};
 use crate::detect::untrusted_file::{open_in_root, open_regular, read_head, FinalLink};
@@ -27,6 +30,8 @@ pub const SENSOR_FLOOD_RULE: &str = "vigil.sensors.flood";
 pub struct DetectLimits {
     /// Hashing one executable or model file.
     pub hash: HashBudget,
+    /// Reading one model file's header.
+    pub inspect: vigil_modelinspect::Budget,
     /// Objects reported one by one per (process, signal); the rest are
     /// counted into one aggregate finding.
     pub max_objects_per_signal: usize,
@@ -42,6 +47,7 @@ impl Default for DetectLimits {
     fn default() -> Self {
         Self {
             hash: HashBudget::default(),
+            inspect: vigil_modelinspect::Budget::default(),
             max_objects_per_signal: 64,
             max_objects_per_uid: 4 * 64,
             tracked_processes: 65_536,
@@ -66,10 +72,12 @@ pub enum Detection {
     /// A finding that needs the executable's digest, not yet cached: hash
     /// `pending.exe` off the event loop, then `Detector::complete`.
     NeedsDigest(PendingFinding),
-    /// A model-file finding whose approval depends on the model's digest
-    /// (an approved workload lists the models it may load): hash
-    /// `pending.file` off the event loop, then `Detector::complete_model`.
-    NeedsModelDigest(PendingModel),
+    /// A model file opened or mapped, not yet examined: read its header
+    /// and hash it (`model_examination::examine`) off the event loop, then
+    /// `Detector::complete_model`.
+    NeedsModelExamination(PendingModel),
+    /// Several findings of one event: a model file's, and its risk's.
+    Findings(Vec<Finding>),
 }
 
 /// An executable whose digest is not cached, opened while its process lived.
@@ -89,7 +97,7 @@ impl PartialEq for UncachedExe {
 
 impl Eq for UncachedExe {}
 
-/// A model-file finding waiting for the model file's digest.
+/// A model-file finding waiting for the model file's examination.
 #[derive(Debug)]
 pub struct PendingModel {
     pub process: ProcessInfo,
@@ -97,6 +105,8 @@ pub struct PendingModel {
     pub file: std::fs::File,
     /// Its size when opened, against the hashing budget.
     pub size: u64,
+    /// Its name, for formats its content alone does not tell.
+    pub name: String,
     key: FileKey,
     obs: Observation,
     at: i64,
@@ -106,9 +116,14 @@ pub struct PendingModel {
 }
 
 impl PendingModel {
-    /// The model file could not be hashed: the finding says why.
-    pub fn not_hashed(&mut self, why: &NotHashed) {
-        self.note = Some(format!("model file {why}"));
+    /// The model file could not be examined: the finding says why.
+    pub fn not_examined(&mut self, why: &NotHashed) {
+        self.note = Some(format!("model file not inspected, {why}"));
+    }
+
+    /// The model file version being examined.
+    pub fn key(&self) -> FileKey {
+        self.key
     }
 }
 
@@ -203,6 +218,8 @@ pub struct Detector {
     self_pid: u32,
     rules: BuiltinRules,
     digests: FileDigestCache,
+    /// Model files examined, by version.
+    models: ModelCache,
     procfs: Procfs,
     limits: DetectLimits,
     reported: ReportedSignals,
@@ -221,6 +238,7 @@ impl Detector {
             self_pid,
             rules,
             digests: FileDigestCache::new(4096),
+            models: ModelCache::new(4096),
             procfs,
             limits: DetectLimits::default(),
             reported: ReportedSignals::new(
@@ -714,27 +732,69 @@ impl Detector {
         )
     }
 
-    /// Finishes a model-file finding with the model's digest (None: it
-    /// could not be read, and no model-scoped approval applies).
+    /// Finishes a model-file event with the model's examination (None: it
+    /// could not be examined, and no model-scoped approval applies): the
+    /// model-file finding if the rules make one, and a model-risk finding
+    /// for a file that runs code on load, whoever opened it.
     pub fn complete_model(
         &mut self,
         pending: PendingModel,
-        digest: Option<String>,
-    ) -> Option<Finding> {
-        if let Some(d) = &digest {
-            self.digests.insert(pending.key, d.clone());
+        examined: Option<ModelIdentity>,
+    ) -> Vec<Finding> {
+        if let Some(m) = &examined {
+            self.models.insert(pending.key, m.clone());
         }
-        self.finding_with_model(
+        self.model_findings(
             &pending.process,
             pending.obs,
             pending.at,
-            digest.as_deref(),
+            examined,
             pending.note.as_deref(),
         )
     }
 
-    /// With the executable's digest known: a finding now, or a wait for the
-    /// model file's digest when an approval depends on it.
+    fn model_findings(
+        &mut self,
+        process: &ProcessInfo,
+        obs: Observation,
+        at: i64,
+        examined: Option<ModelIdentity>,
+        note: Option<&str>,
+    ) -> Vec<Finding> {
+        let digest = examined
+            .as_ref()
+            .map(|m| m.sha256.as_str())
+            .filter(|d| !d.is_empty());
+        let path = obs.model_candidate_path().unwrap_or("").to_string();
+        let mut out = Vec::new();
+        if let Some(mut f) = self.finding_with_model(process, obs, at, digest, note) {
+            if let (Some(m), Some(file)) = (&examined, f.file.as_mut()) {
+                f.summary = format!("{}; {}, risk {}", f.summary, m.describe(), m.risk.as_str());
+                file.model = Some(Box::new(m.clone()));
+            }
+            out.push(f);
+        }
+        if let Some(m) = examined.filter(|m| m.risk == ModelRisk::Dangerous) {
+            let risk = vigil_detection::model_runs_code(process, &path, m, at);
+            if let Admission::New = self.reported.admit(&risk, Instant::now()) {
+                out.push(risk);
+            }
+        }
+        out
+    }
+
+    fn model_detection(mut findings: Vec<Finding>) -> Option<Detection> {
+        match findings.len() {
+            0 => None,
+            1 => findings.pop().map(Detection::Finding),
+            _ => Some(Detection::Findings(findings)),
+        }
+    }
+
+    /// With the executable's digest known: a finding now, or, for a model
+    /// file not examined yet, a wait for its examination (header and
+    /// digest), which every model-file finding carries and a model-scoped
+    /// approval depends on.
     fn decide(
         &mut self,
         process: &ProcessInfo,
@@ -747,8 +807,10 @@ impl Detector {
         // An open without a kernel-recorded file is never hashed: what lies
         // at its path now may not be what the process opened.
         let identified = !opened.is_some_and(|o| o.unidentified);
+        let worth_examining =
+            self.rules.needs_model_digest(process) || vigil_detection::is_model_content(&obs);
         let path = match obs.model_candidate_path() {
-            Some(path) if identified && self.rules.needs_model_digest(process) => path,
+            Some(path) if identified && worth_examining => path,
             _ => {
                 return self
                     .finding_with_model(process, obs, at, None, note.as_deref())
@@ -764,7 +826,8 @@ impl Detector {
                 // No digest: no model-scoped approval applies.
                 let note = match why {
                     NotOpened::Replaced => {
-                        let changed = "model file replaced at its path after the open: not hashed";
+                        let changed =
+                            "model file replaced at its path after the open: not inspected or hashed";
                         Some(note.map_or(changed.to_string(), |n| format!("{n}; {changed}")))
                     }
                     NotOpened::Unreadable => note,
@@ -775,31 +838,22 @@ impl Detector {
             }
         };
         let key = file_key(&meta);
-        if let Some(d) = self.digests.get(&key).cloned() {
-            return self
-                .finding_with_model(process, obs, at, Some(&d), note.as_deref())
-                .map(Detection::Finding);
+        if let Some(m) = self.models.get(&key).cloned() {
+            let found = self.model_findings(process, obs, at, Some(m), note.as_deref());
+            return Self::model_detection(found);
         }
-        let mut pending = PendingModel {
+        let name = path.rsplit('/').next().unwrap_or(path).to_string();
+        Some(Detection::NeedsModelExamination(PendingModel {
             process: process.clone(),
             file,
             size: meta.len(),
+            name,
             key,
             obs,
             at,
             event_boot_ns,
             note,
-        };
-        if pending.size > self.limits.hash.max_bytes {
-            // Not worth a place in the hash queue: decided now, unhashed.
-            let why = NotHashed::OverBudget {
-                size: pending.size,
-                max: self.limits.hash.max_bytes,
-            };
-            pending.not_hashed(&why);
-            return self.complete_model(pending, None).map(Detection::Finding);
-        }
-        Some(Detection::NeedsModelDigest(pending))
+        }))
     }
 
     /// Evaluates the rules and drops a finding already made for this

@@ -42,12 +42,46 @@ fn settle(d: &mut Detector, det: Option<Detection>) -> Option<Finding> {
             let next = d.complete(p, digest);
             settle(d, next)
         }
-        Some(Detection::NeedsModelDigest(mut p)) => {
-            let digest = crate::detect::file_digest::sha256_reader(&mut p.file).ok();
-            d.complete_model(p, digest)
+        Some(Detection::NeedsModelExamination(mut p)) => {
+            let (size, name) = (p.size, p.name.clone());
+            let limits = d.limits();
+            let examined = crate::detect::model_examination::examine(
+                &mut p.file,
+                size,
+                &name,
+                limits.inspect,
+                limits.hash,
+            );
+            d.complete_model(p, Some(examined)).into_iter().next()
         }
+        Some(Detection::Findings(f)) => f.into_iter().next(),
         Some(other) => panic!("unexpected {other:?}"),
         None => None,
+    }
+}
+
+/// `settle`, keeping every finding (a model file's and its risk's).
+fn settle_all(d: &mut Detector, det: Option<Detection>) -> Vec<Finding> {
+    match det {
+        Some(Detection::NeedsDigest(mut p)) => {
+            let digest = crate::detect::file_digest::sha256_reader(&mut p.exe).ok();
+            let next = d.complete(p, digest);
+            settle_all(d, next)
+        }
+        Some(Detection::NeedsModelExamination(mut p)) => {
+            let (size, name) = (p.size, p.name.clone());
+            let limits = d.limits();
+            let examined = crate::detect::model_examination::examine(
+                &mut p.file,
+                size,
+                &name,
+                limits.inspect,
+                limits.hash,
+            );
+            d.complete_model(p, Some(examined))
+        }
+        Some(Detection::Findings(f)) => f,
+        other => settle(d, other).into_iter().collect(),
     }
 }
 
@@ -449,5 +483,136 @@ fn a_sensor_flood_is_one_finding_naming_the_process_and_the_count() {
             .contains("flooded the sensors: 4321 records dropped"),
         "{}",
         f.summary
+    );
+}
+
+/// A safetensors file as the `safetensors` library writes one.
+fn safetensors_file(path: &std::path::Path) {
+    let header = br#"{"__metadata__":{"format":"pt","model_type":"bert"},"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(&[0; 16]);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// The open of `path` that returned `held`'s fd: a name that needs its
+/// content (`.pt`, `.pth`) is judged by what that fd holds.
+fn held_open(pid: u32, path: &std::path::Path, held: &std::fs::File) -> SensorEvent {
+    use std::os::fd::AsRawFd;
+    open_with_result(
+        pid,
+        path.to_str().unwrap(),
+        PathMatch::ModelFile,
+        held.as_raw_fd(),
+    )
+}
+
+/// A protocol 2 pickle that runs `os.system("id")` when loaded.
+const OS_SYSTEM_PICKLE: &[u8] =
+    b"\x80\x02cos\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85q\x02Rq\x03.";
+
+#[test]
+fn a_model_file_finding_names_the_model_with_its_digest_and_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.safetensors");
+    safetensors_file(&model);
+    let mut d = detector(0);
+    let mut t = ProcessTable::new(100);
+    let me = std::process::id();
+    let det = d.on_event(
+        &open(me, model.to_str().unwrap(), PathMatch::ModelFile),
+        &mut t,
+    );
+    let found = settle_all(&mut d, det);
+    assert_eq!(found.len(), 1, "{found:?}");
+    let f = &found[0];
+    let m = f.file.as_ref().unwrap().model.as_ref().expect("inspected");
+    assert_eq!(m.format, "safetensors");
+    assert_eq!(m.architecture, "bert");
+    assert_eq!(m.parameters, 4);
+    assert_eq!(
+        m.sha256,
+        crate::detect::file_digest::sha256_file(&model).unwrap()
+    );
+    assert_eq!(m.structure_fingerprint.len(), 64);
+    assert_eq!(m.risk, vigil_domain::ModelRisk::Safe);
+    assert!(m.error.is_empty(), "{}", m.error);
+    assert!(
+        f.summary.ends_with("; bert 4 F32 (safetensors), risk safe"),
+        "{}",
+        f.summary
+    );
+    // The examination is cached by file version: another process's open
+    // of it is decided at once.
+    let other = d.on_event(
+        &open(1, model.to_str().unwrap(), PathMatch::ModelFile),
+        &mut t,
+    );
+    assert!(
+        !matches!(other, Some(Detection::NeedsModelExamination(_))),
+        "examined again: {other:?}"
+    );
+}
+
+#[test]
+fn a_pickle_that_runs_code_is_a_critical_finding_even_for_an_approved_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let evil = dir.path().join("checkpoint.pt");
+    std::fs::write(&evil, OS_SYSTEM_PICKLE).unwrap();
+    let me = std::process::id();
+    let digest =
+        crate::detect::file_digest::sha256_file(&Procfs::default().exe_handle(me)).unwrap();
+    let rules = BuiltinRules::new(ApprovedWorkloads::new([digest]));
+    let mut d = Detector::new(rules, Procfs::default(), 0);
+    let mut t = ProcessTable::new(100);
+    let held = std::fs::File::open(&evil).unwrap();
+    let det = d.on_event(&held_open(me, &evil, &held), &mut t);
+    let found = settle_all(&mut d, det);
+    assert_eq!(
+        found.len(),
+        1,
+        "approved: no model_file finding, only the risk: {found:?}"
+    );
+    let f = &found[0];
+    assert_eq!(f.signal, vigil_domain::SignalKind::ModelRisk);
+    assert_eq!(f.severity, vigil_domain::Severity::Critical);
+    assert_eq!(f.rule_id, vigil_detection::MODEL_RISK_RULE_ID);
+    let m = f.file.as_ref().unwrap().model.as_ref().unwrap();
+    assert_eq!(m.risk, vigil_domain::ModelRisk::Dangerous);
+    assert_eq!(m.dangerous_imports, ["os.system"]);
+    assert!(
+        f.summary
+            .contains("runs code when loaded: it imports os.system"),
+        "{}",
+        f.summary
+    );
+    // Once per process and file.
+    let again = d.on_event(&held_open(me, &evil, &held), &mut t);
+    assert!(settle_all(&mut d, again).is_empty());
+}
+
+#[test]
+fn an_unapproved_process_loading_a_dangerous_pickle_gets_both_findings() {
+    let dir = tempfile::tempdir().unwrap();
+    let evil = dir.path().join("pytorch_model.pth");
+    std::fs::write(&evil, OS_SYSTEM_PICKLE).unwrap();
+    let mut d = detector(0);
+    let mut t = ProcessTable::new(100);
+    let me = std::process::id();
+    let held = std::fs::File::open(&evil).unwrap();
+    let det = d.on_event(&held_open(me, &evil, &held), &mut t);
+    let found = settle_all(&mut d, det);
+    let signals: Vec<_> = found.iter().map(|f| f.signal).collect();
+    assert_eq!(
+        signals,
+        [
+            vigil_domain::SignalKind::ModelFile,
+            vigil_domain::SignalKind::ModelRisk
+        ]
+    );
+    assert!(
+        found[0].summary.ends_with("risk dangerous"),
+        "{}",
+        found[0].summary
     );
 }

@@ -530,7 +530,7 @@ mod tests {
                 comm: "python3".into(),
                 ..Default::default()
             },
-            file: Some(FileObject { path: path.into() }),
+            file: Some(FileObject::at(path)),
             seq: 0,
             rule_id: "model_file".into(),
             severity: vigil_domain::Severity::High,
