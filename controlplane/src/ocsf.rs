@@ -37,8 +37,17 @@ pub fn detection_finding(alert: &Alert) -> Value {
             "parent_process": { "pid": p.ppid },
         }
     });
+    let mut model = Value::Null;
     if let Some(file) = &f.file {
         evidence["file"] = json!({ "path": file.path, "name": file_name(&file.path) });
+        if let Some(m) = &file.model {
+            if !m.sha256.is_empty() {
+                evidence["file"]["hashes"] =
+                    json!([{ "algorithm_id": 3, "algorithm": "SHA-256", "value": m.sha256 }]);
+            }
+            // OCSF has no model object: its identity travels in unmapped.
+            model = json!(m);
+        }
     }
     if let Some(net) = &f.net {
         let endpoint = json!({ "ip": net.address, "port": net.port });
@@ -89,6 +98,9 @@ pub fn detection_finding(alert: &Alert) -> Value {
             "argv": p.argv,
             // OCSF has no GPU object: the gpu_use evidence travels here.
             "gpu": f.gpu,
+            // What the model file is (format, architecture, size,
+            // fingerprints, pickle risk and its dangerous imports).
+            "model": model,
         },
     })
 }
@@ -118,9 +130,7 @@ mod tests {
                     exe_sha256: "ab".into(),
                     ..Default::default()
                 },
-                file: Some(FileObject {
-                    path: "/tmp/model.onnx".into(),
-                }),
+                file: Some(FileObject::at("/tmp/model.onnx")),
                 net: None,
                 gpu: None,
                 action: String::new(),
@@ -138,6 +148,50 @@ mod tests {
         assert_eq!(v["evidences"][0]["file"]["name"], "model.onnx");
         assert_eq!(v["device"]["hostname"], "h1");
         assert_eq!(v["metadata"]["sequence"], 7);
+        assert_eq!(v["unmapped"]["model"], Value::Null);
+    }
+
+    #[test]
+    fn a_model_findings_identity_and_risk_travel_with_it() {
+        let mut f = Finding {
+            seq: 1,
+            rule_id: "vigil.builtin.model-file-runs-code".into(),
+            severity: Severity::Critical,
+            signal: SignalKind::ModelRisk,
+            observed_at_unix_nanos: 0,
+            process: ProcessInfo::default(),
+            file: Some(FileObject::at("/tmp/evil.pt")),
+            net: None,
+            gpu: None,
+            action: String::new(),
+            summary: "s".into(),
+        };
+        f.file.as_mut().unwrap().model = Some(Box::new(vigil_domain::ModelIdentity {
+            format: "pytorch-zip".into(),
+            sha256: "cd".repeat(32),
+            structure_fingerprint: "ef".repeat(32),
+            risk: vigil_domain::ModelRisk::Dangerous,
+            dangerous_imports: vec!["os.system".into()],
+            ..Default::default()
+        }));
+        let v = detection_finding(&Alert {
+            index: 1,
+            agent_id: "a".into(),
+            hostname: "h".into(),
+            received_at_unix_nanos: 0,
+            finding: f,
+        });
+        assert_eq!(v["finding_info"]["types"][0], "model_risk");
+        assert_eq!(v["severity_id"], 5);
+        assert_eq!(
+            v["evidences"][0]["file"]["hashes"][0]["value"],
+            "cd".repeat(32)
+        );
+        let m = &v["unmapped"]["model"];
+        assert_eq!(m["risk"], "dangerous");
+        assert_eq!(m["dangerous_imports"][0], "os.system");
+        assert_eq!(m["structure_fingerprint"], "ef".repeat(32));
+        assert_eq!(m["format"], "pytorch-zip");
     }
 
     #[test]
