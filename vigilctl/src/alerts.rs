@@ -81,6 +81,7 @@ enum SignalArg {
     AiServing,
     GpuUse,
     Policy,
+    ModelRisk,
 }
 
 impl From<SignalArg> for SignalKind {
@@ -93,6 +94,7 @@ impl From<SignalArg> for SignalKind {
             SignalArg::AiServing => SignalKind::AiServing,
             SignalArg::GpuUse => SignalKind::GpuUse,
             SignalArg::Policy => SignalKind::Policy,
+            SignalArg::ModelRisk => SignalKind::ModelRisk,
         }
     }
 }
@@ -178,7 +180,7 @@ impl AlertFilter {
 /// One alert as a line of text; every host-supplied part escaped.
 pub fn alert_line(a: &Alert) -> String {
     let f = &a.finding;
-    format!(
+    let mut line = format!(
         "#{:<5} {} {:<8} {:<12} {} pid={} exe={} object={} cmd=[{}]",
         a.index,
         timestamp(f.observed_at_unix_nanos),
@@ -189,7 +191,31 @@ pub fn alert_line(a: &Alert) -> String {
         escape_controls(&f.process.exe),
         escape_controls(&f.object()),
         escape_controls(&f.process.cmdline())
-    )
+    );
+    if let Some(m) = f.file.as_ref().and_then(|o| o.model.as_ref()) {
+        line.push_str(&format!(
+            " model=[{}] risk={} sha256={} structure={}",
+            escape_controls(&m.describe()),
+            m.risk.as_str(),
+            short(&m.sha256),
+            short(&m.structure_fingerprint)
+        ));
+        if !m.dangerous_imports.is_empty() {
+            line.push_str(&format!(
+                " imports=[{}]",
+                escape_controls(&m.dangerous_imports.join(","))
+            ));
+        }
+    }
+    line
+}
+
+/// The first 16 hex digits of a digest ("-" for none).
+fn short(digest: &str) -> String {
+    if digest.is_empty() {
+        return "-".into();
+    }
+    escape_controls(digest.get(..16).unwrap_or(digest)).into_owned()
 }
 
 /// Where alerts go as they arrive: printed at once, or gathered for one
@@ -327,15 +353,39 @@ mod tests {
                     argv: vec!["python3".into(), "/m.onnx".into()],
                     ..Default::default()
                 },
-                file: Some(FileObject {
-                    path: "/m.onnx".into(),
-                }),
+                file: Some(FileObject::at("/m.onnx")),
                 net: None,
                 gpu: None,
                 action: String::new(),
                 summary: String::new(),
             },
         }
+    }
+
+    #[test]
+    fn a_model_findings_line_names_the_model_its_risk_and_digests() {
+        let mut a = alert(3, Severity::Critical, SignalKind::ModelRisk, "h1", 1);
+        a.finding.file = Some(FileObject {
+            path: "/m/evil.pt".into(),
+            model: Some(Box::new(vigil_domain::ModelIdentity {
+                format: "pytorch-zip".into(),
+                architecture: "\x1b[2Jllama".into(),
+                size_label: "7B".into(),
+                sha256: "ab".repeat(32),
+                structure_fingerprint: "cd".repeat(32),
+                risk: vigil_domain::ModelRisk::Dangerous,
+                dangerous_imports: vec!["os.system".into()],
+                ..Default::default()
+            })),
+        });
+        let line = alert_line(&a);
+        assert!(line.contains(" model_risk "), "{line}");
+        assert!(
+            line.ends_with(
+                " model=[\\x1b[2Jllama 7B (pytorch-zip)] risk=dangerous sha256=abababababababab structure=cdcdcdcdcdcdcdcd imports=[os.system]"
+            ),
+            "{line}"
+        );
     }
 
     fn args(cli: &[&str]) -> AlertsArgs {

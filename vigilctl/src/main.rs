@@ -15,6 +15,7 @@ mod cluster;
 mod completions;
 mod control_plane;
 mod exit_code;
+mod model;
 mod output;
 mod policy;
 mod policy_files;
@@ -80,6 +81,11 @@ enum Command {
         #[command(subcommand)]
         command: ca::CaCommand,
     },
+    /// Model files on this machine: what one is, and whether it runs code on load.
+    Model {
+        #[command(subcommand)]
+        command: model::ModelCommand,
+    },
     /// Prints a shell completion script.
     Completions(completions::CompletionsArgs),
 }
@@ -92,6 +98,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             completions::run(args, Cli::command());
             Ok(())
         }
+        Command::Model { command } => model::run(command),
         Command::Ca { command } => ca::run(endpoint, command).await,
         Command::Policy { command } => policy::run(endpoint, command).await,
         Command::Alerts(args) => alerts::run(endpoint, args).await,
