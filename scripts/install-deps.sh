@@ -70,6 +70,18 @@ if [ ! -d "$ort_dir/onnxruntime" ]; then
     --no-deps --target "$ort_dir" onnxruntime==1.32.0 numpy==2.4.6
 fi
 
+# picklescan and modelscan, the offline pickle scanners the model
+# inspector is compared with, side by side (integration/tests/model_scanners.rs,
+# make bench). Into the repository, not the system.
+scan_dir="$(cd "$(dirname "$0")/.." && pwd)/.vigil/deps/scanners"
+if [ ! -d "$scan_dir/modelscan" ] || [ ! -d "$scan_dir/picklescan" ]; then
+  echo "install-deps: picklescan 1.0.5 and modelscan 0.8.8 into $scan_dir"
+  extra=()
+  python3 -m pip install --help 2>/dev/null | grep -q -- --break-system-packages && extra+=(--break-system-packages)
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "${extra[@]}" \
+    --target "$scan_dir" picklescan==1.0.5 modelscan==0.8.8
+fi
+
 # The sensors need tracefs (the agent also mounts it itself) and bpffs.
 if [ "$(id -u)" = 0 ]; then
   if [ ! -d /sys/kernel/tracing/events ] && [ ! -d /sys/kernel/debug/tracing/events ]; then

@@ -51,6 +51,7 @@ pub fn model_file_finding(seq: u64, severity: i32) -> types_pb::Finding {
         }),
         file: Some(types_pb::FileObject {
             path: "/m/model.onnx".into(),
+            model: None,
         }),
         net: None,
         gpu: None,

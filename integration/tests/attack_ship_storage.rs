@@ -18,6 +18,7 @@ fn finding(seq: u64) -> types_pb::Finding {
     types_pb::Finding {
         file: Some(types_pb::FileObject {
             path: format!("/m/model-{seq}.onnx"),
+            model: None,
         }),
         summary: "x".repeat(2000),
         ..model_file_finding(seq, types_pb::Severity::High as i32)
