@@ -9,6 +9,10 @@ use crate::error::InspectError;
 
 /// Skips up to this long are read, not sought past.
 const READ_THROUGH: u64 = 4096;
+/// The clock is read once per this many reads (reading it costs more than
+/// a buffered read of a few bytes on some VMs), and on every read larger
+/// than `READ_THROUGH`.
+const READS_PER_CLOCK: u32 = 256;
 
 /// How much one inspection may cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +47,10 @@ pub struct Bounded<R> {
     inner: R,
     budget: Budget,
     started: Instant,
+    /// Reads since the clock was last read.
+    unclocked: u32,
+    /// Where short skips are read to (allocated and zeroed once).
+    scratch: Vec<u8>,
     read: u64,
     pos: u64,
     len: u64,
@@ -56,6 +64,8 @@ impl<R: Read + Seek> Bounded<R> {
             inner,
             budget,
             started: Instant::now(),
+            unclocked: 0,
+            scratch: Vec::new(),
             read: 0,
             pos: 0,
             len,
@@ -89,6 +99,17 @@ impl<R: Read + Seek> Bounded<R> {
         self.len.saturating_sub(self.pos)
     }
 
+    /// Out of time? Asked before every read; the clock is read every
+    /// `READS_PER_CLOCK` small reads and before every large one.
+    fn check_time_for(&mut self, len: u64) -> Result<(), InspectError> {
+        self.unclocked += 1;
+        if len <= READ_THROUGH && self.unclocked < READS_PER_CLOCK {
+            return Ok(());
+        }
+        self.unclocked = 0;
+        self.check_time()
+    }
+
     fn check_time(&self) -> Result<(), InspectError> {
         if self.started.elapsed() > self.budget.max_time {
             return Err(InspectError::OutOfTime(self.budget.max_time));
@@ -98,7 +119,7 @@ impl<R: Read + Seek> Bounded<R> {
 
     /// Exactly `buf.len()` bytes, or `Truncated` naming `what`.
     pub fn read_exact_or(&mut self, buf: &mut [u8], what: &str) -> Result<(), InspectError> {
-        self.check_time()?;
+        self.check_time_for(buf.len() as u64)?;
         let want = buf.len() as u64;
         if self.read + want > self.budget.max_bytes {
             return Err(InspectError::OverBytes {
@@ -170,7 +191,7 @@ impl<R: Read + Seek> Bounded<R> {
     /// is read through (and counted), so a buffered reader keeps its
     /// buffer; a long one seeks and is free against the byte budget.
     pub fn skip(&mut self, n: u64, what: &str) -> Result<(), InspectError> {
-        self.check_time()?;
+        self.check_time_for(n)?;
         if n > self.remaining() {
             return Err(InspectError::Truncated {
                 offset: self.pos,
@@ -178,8 +199,11 @@ impl<R: Read + Seek> Bounded<R> {
             });
         }
         if n <= READ_THROUGH {
-            let mut scratch = [0u8; READ_THROUGH as usize];
-            return self.read_exact_or(&mut scratch[..n as usize], what);
+            let mut scratch = std::mem::take(&mut self.scratch);
+            scratch.resize(READ_THROUGH as usize, 0);
+            let read = self.read_exact_or(&mut scratch[..n as usize], what);
+            self.scratch = scratch;
+            return read;
         }
         self.seek_to(self.pos + n)
     }

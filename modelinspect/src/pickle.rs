@@ -13,7 +13,9 @@
 //! anything is allocated; the stack and the memo are bounded by
 //! `max_items`, marks and nesting by `max_depth`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use foldhash::HashMap;
 use std::io::{Read, Seek};
 use std::rc::Rc;
 
@@ -179,11 +181,11 @@ fn scan_pickle<R: Read + Seek>(
         max_name_bytes: budget.max_bytes,
         stack: Vec::new(),
         marks: Vec::new(),
-        memo: HashMap::new(),
+        memo: Memo::default(),
         nodes: Vec::new(),
         depths: Vec::new(),
         values: 0,
-        seen: HashMap::new(),
+        seen: HashMap::default(),
         proto: None,
         op_level: 0,
     };
@@ -210,7 +212,7 @@ struct Walker<'a> {
     stack: Vec<V>,
     /// Stack lengths at each open `MARK`.
     marks: Vec<usize>,
-    memo: HashMap<u64, V>,
+    memo: Memo,
     nodes: Vec<Node>,
     /// Nesting of each node (1 for a leaf), as far as insertion tells.
     depths: Vec<usize>,
@@ -221,6 +223,58 @@ struct Walker<'a> {
     /// The highest protocol an opcode seen needs (for protocols 0 and 1,
     /// which have no `PROTO`).
     op_level: u8,
+}
+
+/// The pickle memo. Keys are almost always dense from 0 (`MEMOIZE`, and
+/// `BINPUT` as Python writes it), so those live in a vector; a key far
+/// past the dense run goes to a map, so a crafted key cannot make the
+/// vector large: it grows by at most `DENSE_GAP` past its end, and to at
+/// most twice the entries stored plus `DENSE_SLACK`.
+#[derive(Default)]
+struct Memo {
+    dense: Vec<Option<V>>,
+    sparse: HashMap<u64, V>,
+    len: usize,
+}
+
+const DENSE_GAP: u64 = 64;
+const DENSE_SLACK: u64 = 1024;
+
+impl Memo {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn get(&self, key: u64) -> Option<&V> {
+        // A key stored in the map before the vector grew past it stays
+        // there.
+        usize::try_from(key)
+            .ok()
+            .and_then(|k| self.dense.get(k))
+            .and_then(Option::as_ref)
+            .or_else(|| self.sparse.get(&key))
+    }
+
+    fn insert(&mut self, key: u64, v: V) {
+        let dense_len = self.dense.len() as u64;
+        if key < dense_len {
+            let was_sparse = self.sparse.remove(&key).is_some();
+            let slot = &mut self.dense[key as usize];
+            if slot.is_none() && !was_sparse {
+                self.len += 1;
+            }
+            *slot = Some(v);
+        } else if key < dense_len + DENSE_GAP
+            && key <= 2 * self.len as u64 + DENSE_SLACK
+            && !self.sparse.contains_key(&key)
+        {
+            self.dense.resize(key as usize, None);
+            self.dense.push(Some(v));
+            self.len += 1;
+        } else if self.sparse.insert(key, v).is_none() {
+            self.len += 1;
+        }
+    }
 }
 
 fn malformed(offset: u64, what: impl Into<String>) -> InspectError {
@@ -932,14 +986,14 @@ impl Walker<'_> {
     fn get(&mut self, key: u64, offset: u64) -> Result<(), InspectError> {
         let v = *self
             .memo
-            .get(&key)
+            .get(key)
             .ok_or_else(|| malformed(offset, format!("memo key {key} was never stored")))?;
         self.push(v)
     }
 
     fn put(&mut self, key: u64, offset: u64) -> Result<(), InspectError> {
         let v = self.top(offset)?;
-        if self.memo.len() as u64 >= self.max_items && !self.memo.contains_key(&key) {
+        if self.memo.len() as u64 >= self.max_items && self.memo.get(key).is_none() {
             return Err(InspectError::TooMany {
                 what: "pickle memo entries".into(),
                 count: self.memo.len() as u64 + 1,

@@ -7,7 +7,7 @@ use std::io::Cursor;
 use std::process::Command;
 use std::time::Duration;
 
-use super::read_file;
+use super::{read_file, Memo, DENSE_GAP, DENSE_SLACK, V};
 use crate::{inspect, Bounded, Budget, Format, ImportClass, InspectError, ModelReport, Risk};
 
 /// Python that fakes as much of torch as `torch.save` needs: the rebuild
@@ -740,4 +740,34 @@ fn fuzz_pickle() {
         GETATTR_CHAIN.to_vec(),
     ];
     crate::fuzz_tests::fuzz("pickle", "m.pkl", &seeds);
+}
+
+#[test]
+fn the_memo_keeps_every_key_whether_dense_or_far_and_counts_each_once() {
+    let mut m = Memo::default();
+    m.insert(1_000, V::Int(1));
+    m.insert(0, V::Int(2));
+    for k in 1..200 {
+        m.insert(k, V::Int(k as i64));
+    }
+    // 1_000 was stored far from the dense run; the vector has since grown
+    // past it, and it is still found and counted once.
+    m.insert(1_000, V::Int(3));
+    assert_eq!(m.get(1_000), Some(&V::Int(3)));
+    assert_eq!(m.get(0), Some(&V::Int(2)));
+    assert_eq!(m.get(150), Some(&V::Int(150)));
+    assert_eq!(m.get(5_000), None);
+    assert_eq!(m.len(), 201);
+    m.insert(u64::MAX, V::None);
+    assert_eq!(m.get(u64::MAX), Some(&V::None));
+    assert_eq!(m.len(), 202);
+    // A far key does not grow the vector, nor do keys that step ahead of
+    // what is stored.
+    assert!(m.dense.len() < 300);
+    let mut m = Memo::default();
+    for n in 0..100_000u64 {
+        m.insert(n * (DENSE_GAP - 1), V::None);
+    }
+    assert!(m.dense.len() as u64 <= 2 * 100_000 + DENSE_SLACK + DENSE_GAP);
+    assert_eq!(m.len(), 100_000);
 }
