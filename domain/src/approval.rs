@@ -6,7 +6,7 @@ use crate::ProcessInfo;
 
 /// An approved workload, as an operator recorded it: the executable by
 /// digest, optionally narrowed to a path, a user and a cgroup.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkloadApproval {
     /// Assigned by the control plane.
     pub id: String,

@@ -5,6 +5,7 @@
 //! all speak these types; `vigil-proto` converts at the edge.
 #![forbid(unsafe_code)]
 
+mod ai_inventory;
 mod alert;
 mod approval;
 mod audit;
@@ -17,6 +18,7 @@ mod process;
 mod revoked_certificate;
 mod unfreeze_order;
 
+pub use ai_inventory::{approved_but_unseen, sightings, InventoryItem, InventoryKind, Sighting};
 pub use alert::{AgentHeartbeat, AgentIdentity, AgentRecord, Alert, SensorCounters, SensorMode};
 pub use approval::{ApprovalScope, ApprovedWorkloads, WorkloadApproval};
 pub use audit::AuditEntry;

@@ -1,0 +1,205 @@
+use super::*;
+use crate::{FileObject, ModelRisk, NetObject, ProcessInfo, Severity};
+
+fn finding(signal: SignalKind, exe: &str, exe_sha256: &str) -> Finding {
+    Finding {
+        seq: 1,
+        rule_id: "r".into(),
+        severity: Severity::High,
+        signal,
+        observed_at_unix_nanos: 1,
+        process: ProcessInfo {
+            pid: 10,
+            exe: exe.into(),
+            exe_sha256: exe_sha256.into(),
+            comm: "python3".into(),
+            ..Default::default()
+        },
+        file: None,
+        net: None,
+        gpu: None,
+        action: String::new(),
+        summary: "s".into(),
+    }
+}
+
+fn model(sha: &str) -> ModelIdentity {
+    ModelIdentity {
+        format: "gguf".into(),
+        architecture: "llama".into(),
+        name: "Tiny".into(),
+        size_label: "7B".into(),
+        sha256: sha.into(),
+        structure_fingerprint: "fp".into(),
+        risk: ModelRisk::Safe,
+        ..Default::default()
+    }
+}
+
+fn model_finding(path: &str, m: Option<ModelIdentity>) -> Finding {
+    let mut f = finding(SignalKind::ModelFile, "/usr/bin/python3", "AB");
+    f.file = Some(FileObject {
+        path: path.into(),
+        model: m.map(Box::new),
+    });
+    f
+}
+
+fn fold(items: &mut Vec<InventoryItem>, f: &Finding, host: &str, at: i64) {
+    for s in sightings(f) {
+        match items
+            .iter_mut()
+            .find(|i| i.key == s.key && i.kind == Some(s.kind))
+        {
+            Some(i) => i.record(&s, host, at),
+            None => {
+                let mut i = InventoryItem::default();
+                i.record(&s, host, at);
+                items.push(i);
+            }
+        }
+    }
+}
+
+#[test]
+fn one_model_copied_to_two_hosts_and_paths_is_one_item_known_by_its_digest() {
+    let mut items = Vec::new();
+    fold(
+        &mut items,
+        &model_finding("/a/m.gguf", Some(model("CD"))),
+        "h1",
+        5,
+    );
+    fold(
+        &mut items,
+        &model_finding("/b/copy.gguf", Some(model("cd"))),
+        "h2",
+        3,
+    );
+    fold(
+        &mut items,
+        &model_finding("/a/m.gguf", Some(model("cd"))),
+        "h1",
+        9,
+    );
+    let models: Vec<_> = items
+        .iter()
+        .filter(|i| i.kind == Some(InventoryKind::Model))
+        .collect();
+    assert_eq!(models.len(), 1);
+    let m = models[0];
+    assert_eq!(m.key, "sha256:cd");
+    assert_eq!(m.sha256(), Some("cd"));
+    assert_eq!(m.hosts, ["h1", "h2"]);
+    assert_eq!(m.paths, ["/a/m.gguf", "/b/copy.gguf"]);
+    assert_eq!((m.first_seen_unix_nanos, m.last_seen_unix_nanos), (3, 9));
+    assert_eq!(m.sightings, 3);
+    assert_eq!(m.name, "llama 'Tiny' 7B (gguf)");
+    assert_eq!(m.model.as_ref().unwrap().structure_fingerprint, "fp");
+    // The process is a runtime, known by its executable's digest.
+    let rt = items
+        .iter()
+        .find(|i| i.kind == Some(InventoryKind::Runtime))
+        .unwrap();
+    assert_eq!(
+        (rt.key.as_str(), rt.name.as_str()),
+        ("sha256:ab", "/usr/bin/python3")
+    );
+}
+
+#[test]
+fn a_model_not_hashed_is_known_by_its_path_and_endpoints_by_host_and_port() {
+    let mut items = Vec::new();
+    fold(&mut items, &model_finding("/m/x.pt", None), "h1", 1);
+    let mut egress = finding(SignalKind::AiEgress, "/usr/bin/curl", "");
+    egress.net = Some(NetObject {
+        direction: NetDirection::Connect,
+        address: "104.18.1.1".into(),
+        port: 443,
+        host: "api.openai.com".into(),
+    });
+    fold(&mut items, &egress, "h1", 2);
+    let mut serving = finding(SignalKind::AiServing, "/usr/bin/ollama", "");
+    serving.net = Some(NetObject {
+        direction: NetDirection::Listen,
+        address: "0.0.0.0".into(),
+        port: 11434,
+        host: String::new(),
+    });
+    fold(&mut items, &serving, "h2", 3);
+    let keys: Vec<(&str, &str)> = items
+        .iter()
+        .map(|i| (i.kind.unwrap().as_str(), i.key.as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("runtime", "sha256:ab"),
+            ("model", "path:/m/x.pt"),
+            ("runtime", "path:/usr/bin/curl"),
+            ("endpoint", "connect:api.openai.com:443"),
+            ("runtime", "path:/usr/bin/ollama"),
+            ("endpoint", "listen:listen:11434"),
+        ]
+    );
+    assert_eq!(items[1].name, "x.pt");
+}
+
+#[test]
+fn policy_findings_show_nothing_and_gpu_use_shows_only_its_runtime() {
+    assert!(sightings(&finding(SignalKind::Policy, "/usr/bin/vigil-agent", "")).is_empty());
+    let s = sightings(&finding(SignalKind::GpuUse, "/usr/bin/python3", ""));
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].kind, InventoryKind::Runtime);
+}
+
+#[test]
+fn an_item_stays_bounded_however_many_hosts_and_paths_report_it() {
+    let mut item = InventoryItem::default();
+    for n in 0..(MAX_HOSTS + 50) {
+        let f = model_finding(&format!("/p/{n}.gguf"), Some(model("cd")));
+        let s = &sightings(&f)[1];
+        item.record(s, &format!("host-{n}"), n as i64);
+        item.record(s, &format!("host-{n}"), n as i64);
+    }
+    assert_eq!(item.hosts.len(), MAX_HOSTS);
+    assert_eq!(item.unnamed_host_sightings, 100);
+    assert_eq!(item.paths.len(), MAX_PATHS);
+    assert_eq!(
+        item.unnamed_path_sightings,
+        2 * (MAX_HOSTS + 50 - MAX_PATHS) as u64
+    );
+    let long = model_finding(&format!("/{}", "é".repeat(2000)), None);
+    let key = &sightings(&long)[1].key;
+    assert!(key.len() <= MAX_KEY_BYTES && key.starts_with("path:/é"));
+}
+
+#[test]
+fn approval_is_by_digest_and_approved_models_not_yet_seen_are_listed() {
+    let w = WorkloadApproval {
+        id: "w1".into(),
+        exe_sha256: "AB".into(),
+        path: Some("/usr/bin/python3".into()),
+        models: vec!["CD".into(), "EF".into()],
+        ..Default::default()
+    };
+    let mut items = Vec::new();
+    fold(
+        &mut items,
+        &model_finding("/a/m.gguf", Some(model("cd"))),
+        "h1",
+        5,
+    );
+    fold(&mut items, &model_finding("/a/other.pt", None), "h1", 5);
+    let approved: Vec<bool> = items
+        .iter()
+        .map(|i| i.approved_by(std::slice::from_ref(&w)))
+        .collect();
+    assert_eq!(approved, [true, true, false]);
+    let unseen = approved_but_unseen(&[w], |kind, key| {
+        items.iter().any(|i| i.kind == Some(kind) && i.key == key)
+    });
+    assert_eq!(unseen.len(), 1);
+    assert_eq!(unseen[0].key, "sha256:ef");
+    assert!(unseen[0].approved && unseen[0].sightings == 0);
+}
