@@ -177,15 +177,55 @@ impl TryFrom<pb::Finding> for domain::Finding {
 }
 
 fn file_from_wire(o: pb::FileObject) -> Result<domain::FileObject, WireError> {
-    let model = match o.model {
-        None => None,
-        Some(m) => Some(Box::new(domain::ModelIdentity {
-            risk: match enum_value::<pb::ModelRisk>("file.model.risk", m.risk)? {
-                pb::ModelRisk::Unspecified => domain::ModelRisk::Unknown,
-                pb::ModelRisk::Safe => domain::ModelRisk::Safe,
-                pb::ModelRisk::Suspicious => domain::ModelRisk::Suspicious,
-                pb::ModelRisk::Dangerous => domain::ModelRisk::Dangerous,
-            },
+    Ok(domain::FileObject {
+        path: o.path,
+        model: o.model.map(model_from_wire).transpose()?.map(Box::new),
+    })
+}
+
+pub(crate) fn model_from_wire(m: pb::ModelIdentity) -> Result<domain::ModelIdentity, WireError> {
+    Ok(domain::ModelIdentity {
+        risk: match enum_value::<pb::ModelRisk>("file.model.risk", m.risk)? {
+            pb::ModelRisk::Unspecified => domain::ModelRisk::Unknown,
+            pb::ModelRisk::Safe => domain::ModelRisk::Safe,
+            pb::ModelRisk::Suspicious => domain::ModelRisk::Suspicious,
+            pb::ModelRisk::Dangerous => domain::ModelRisk::Dangerous,
+        },
+        format: m.format,
+        format_version: m.format_version,
+        architecture: m.architecture,
+        name: m.name,
+        size_label: m.size_label,
+        quantization: m.quantization,
+        parameters: m.parameters,
+        tensor_count: m.tensor_count,
+        sha256: m.sha256,
+        structure_fingerprint: m.structure_fingerprint,
+        risk_reasons: m.risk_reasons,
+        dangerous_imports: m.dangerous_imports,
+        error: m.error,
+    })
+}
+
+impl From<domain::FileObject> for pb::FileObject {
+    fn from(o: domain::FileObject) -> Self {
+        Self {
+            path: o.path,
+            model: o.model.map(|m| (*m).into()),
+        }
+    }
+}
+
+impl From<domain::ModelIdentity> for pb::ModelIdentity {
+    fn from(m: domain::ModelIdentity) -> Self {
+        Self {
+            risk: match m.risk {
+                domain::ModelRisk::Unknown => pb::ModelRisk::Unspecified,
+                domain::ModelRisk::Safe => pb::ModelRisk::Safe,
+                domain::ModelRisk::Suspicious => pb::ModelRisk::Suspicious,
+                domain::ModelRisk::Dangerous => pb::ModelRisk::Dangerous,
+            }
+            .into(),
             format: m.format,
             format_version: m.format_version,
             architecture: m.architecture,
@@ -199,40 +239,6 @@ fn file_from_wire(o: pb::FileObject) -> Result<domain::FileObject, WireError> {
             risk_reasons: m.risk_reasons,
             dangerous_imports: m.dangerous_imports,
             error: m.error,
-        })),
-    };
-    Ok(domain::FileObject {
-        path: o.path,
-        model,
-    })
-}
-
-impl From<domain::FileObject> for pb::FileObject {
-    fn from(o: domain::FileObject) -> Self {
-        Self {
-            path: o.path,
-            model: o.model.map(|m| pb::ModelIdentity {
-                risk: match m.risk {
-                    domain::ModelRisk::Unknown => pb::ModelRisk::Unspecified,
-                    domain::ModelRisk::Safe => pb::ModelRisk::Safe,
-                    domain::ModelRisk::Suspicious => pb::ModelRisk::Suspicious,
-                    domain::ModelRisk::Dangerous => pb::ModelRisk::Dangerous,
-                }
-                .into(),
-                format: m.format,
-                format_version: m.format_version,
-                architecture: m.architecture,
-                name: m.name,
-                size_label: m.size_label,
-                quantization: m.quantization,
-                parameters: m.parameters,
-                tensor_count: m.tensor_count,
-                sha256: m.sha256,
-                structure_fingerprint: m.structure_fingerprint,
-                risk_reasons: m.risk_reasons,
-                dangerous_imports: m.dangerous_imports,
-                error: m.error,
-            }),
         }
     }
 }

@@ -12,12 +12,14 @@ mod cluster_wire;
 mod convert;
 pub mod endpoint;
 mod gpu_wire;
+mod inventory_wire;
 mod policy_summary_wire;
 mod revocation_wire;
 mod unfreeze_wire;
 mod workload_wire;
 
 pub use convert::{sensor_mode_from_wire, severity_from_wire, signal_from_wire, WireError};
+pub use inventory_wire::{inventory_kind_from_wire, inventory_kind_to_wire};
 
 pub mod types {
     pub mod v1 {
