@@ -5,6 +5,7 @@ pub mod audit_chain;
 pub mod cluster_join;
 pub mod cluster_membership;
 pub mod config;
+pub mod inventory_export;
 pub mod metrics;
 pub mod mtls;
 pub mod network;

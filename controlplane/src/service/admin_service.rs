@@ -699,4 +699,113 @@ impl AdminService for AdminServiceImpl {
             .ok_or_else(|| Status::not_found(format!("no agent with id or hostname {name:?}")))?;
         Ok(Response::new(record.into()))
     }
+
+    async fn list_inventory(
+        &self,
+        req: Request<pb::ListInventoryRequest>,
+    ) -> Result<Response<pb::ListInventoryResponse>, Status> {
+        // A current answer, whichever node asked (linearizable).
+        self.node.ensure_fresh().await?;
+        let req = req.into_inner();
+        let bad = |e: vigil_proto::WireError| Status::invalid_argument(e.to_string());
+        let kind = vigil_proto::inventory_kind_from_wire("kind", req.kind).map_err(bad)?;
+        let after_kind =
+            vigil_proto::inventory_kind_from_wire("after_kind", req.after_kind).map_err(bad)?;
+        let after = match (after_kind, req.after_key.is_empty()) {
+            (Some(k), _) => Some((k, req.after_key.as_str())),
+            (None, true) => None,
+            (None, false) => {
+                return Err(Status::invalid_argument(
+                    "after_kind: must be set with after_key",
+                ))
+            }
+        };
+        let limit = match req.limit {
+            0 => DEFAULT_LIMIT,
+            n => (n as usize).min(MAX_LIMIT),
+        };
+        let internal = |e: crate::store::ReadError| Status::internal(e.to_string());
+        let (items, more) = self
+            .node
+            .state
+            .inventory(kind, after, limit)
+            .map_err(internal)?;
+        let refused_sightings = self.node.state.inventory_refused().map_err(internal)?;
+        let (next_after_kind, next_after_key) = match items.last().filter(|_| more) {
+            Some(last) => (
+                vigil_proto::inventory_kind_to_wire(last.kind).into(),
+                last.key.clone(),
+            ),
+            None => (0, String::new()),
+        };
+        Ok(Response::new(pb::ListInventoryResponse {
+            items: items.into_iter().map(Into::into).collect(),
+            more,
+            next_after_kind,
+            next_after_key,
+            refused_sightings,
+        }))
+    }
+
+    type ExportInventoryStream =
+        tokio_stream::wrappers::ReceiverStream<Result<pb::ExportInventoryChunk, Status>>;
+
+    async fn export_inventory(
+        &self,
+        req: Request<pb::ExportInventoryRequest>,
+    ) -> Result<Response<Self::ExportInventoryStream>, Status> {
+        self.node.ensure_fresh().await?;
+        let format = pb::InventoryFormat::try_from(req.into_inner().format)
+            .ok()
+            .filter(|f| *f != pb::InventoryFormat::Unspecified)
+            .ok_or_else(|| Status::invalid_argument("format: must be csv or cyclonedx-json"))?;
+        let state = self.node.state.clone();
+        // Every item (at most MAX_INVENTORY_ITEMS), rendered off the runtime.
+        let (document, media_type) = tokio::task::spawn_blocking(move || {
+            let (items, _) = state
+                .inventory(None, None, usize::MAX)
+                .map_err(|e| Status::internal(e.to_string()))?;
+            Ok::<_, Status>(match format {
+                pb::InventoryFormat::Csv => (
+                    crate::inventory_export::to_csv(&items)
+                        .map_err(|e| Status::internal(format!("csv: {e}")))?,
+                    "text/csv",
+                ),
+                _ => {
+                    let serial = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as i64);
+                    let bom = crate::inventory_export::to_cyclonedx(&items, serial, now);
+                    (
+                        serde_json::to_vec_pretty(&bom)
+                            .map_err(|e| Status::internal(format!("json: {e}")))?,
+                        "application/vnd.cyclonedx+json",
+                    )
+                }
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            const CHUNK: usize = 1 << 20;
+            for (n, data) in document.chunks(CHUNK).enumerate() {
+                let chunk = pb::ExportInventoryChunk {
+                    data: data.to_vec(),
+                    media_type: if n == 0 {
+                        media_type.into()
+                    } else {
+                        String::new()
+                    },
+                };
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
 }

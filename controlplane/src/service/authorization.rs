@@ -94,7 +94,8 @@ pub fn need(path: &str) -> Option<Need> {
         ) => Need::Node,
         ("vigil.admin.v1.AdminService", method) => Need::Operator(match method {
             "QueryAlerts" | "FollowAlerts" | "ClusterStatus" | "GetAgent"
-            | "ListPolicies" | "GetPolicy" | "ListWorkloads" | "ListAudit" | "VerifyAudit" => {
+            | "ListPolicies" | "GetPolicy" | "ListWorkloads" | "ListAudit" | "VerifyAudit"
+            | "ListInventory" | "ExportInventory" => {
                 Viewer
             }
             "Unfreeze" => Analyst,

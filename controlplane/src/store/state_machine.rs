@@ -26,6 +26,10 @@
 //! - `superseded_cert/<serial>` → Supersession (a renewal or re-enrollment)
 //! - `current_cert/<agent id>` → serial of the agent's current certificate
 //! - `last_renewal/<agent id>` → i64 unix nanos of its last renewal
+//! - `inventory/<kind>/<key>` → InventoryItem, folded from each alert as it
+//!   is stored (`vigil_domain::sightings`); at most `MAX_INVENTORY_ITEMS`
+//! - `meta/inventory_items` → u64, items stored; `meta/inventory_refused`
+//!   → u64, sightings of new items refused because the inventory was full
 //!
 //! - `meta/installing` → SnapshotMeta, while a snapshot is installed
 //!   (`snapshot_file.rs`)
@@ -52,7 +56,9 @@ use std::sync::Arc;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{AnyError, BasicNode, Entry, EntryPayload, OptionalSend, StorageIOError};
 use tokio::sync::watch;
-use vigil_domain::{AgentIdentity, AgentRecord, Alert, Severity, SignalKind};
+use vigil_domain::{
+    AgentIdentity, AgentRecord, Alert, InventoryItem, InventoryKind, Severity, SignalKind,
+};
 
 use crate::raft_types::{
     Command, CommandResult, LogId, NodeId, StorageError, StoredMembership, TypeConfig,
@@ -94,6 +100,12 @@ const MAX_RENEWAL_CHAIN: u32 = 100_000;
 /// (index, hash) of the newest audit entry.
 const AUDIT_HEAD: &[u8] = b"meta/audit_head";
 const ALERT_TALLY: &[u8] = b"meta/alert_tally";
+const INVENTORY_PREFIX: &[u8] = b"inventory/";
+const INVENTORY_ITEMS: &[u8] = b"meta/inventory_items";
+const INVENTORY_REFUSED: &[u8] = b"meta/inventory_refused";
+/// The most inventory items stored: a sighting of a new item past it is
+/// counted (`meta/inventory_refused`), not stored; known items still update.
+pub const MAX_INVENTORY_ITEMS: u64 = 100_000;
 /// `AlertTally` of the alerts retention removed.
 const PRUNED_TALLY: &[u8] = b"meta/pruned_tally";
 
@@ -205,6 +217,13 @@ const SNAPSHOT_DATA: &[u8] = b"data";
 fn prefixed(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
     let mut k = prefix.to_vec();
     k.extend_from_slice(rest);
+    k
+}
+
+fn inventory_key(kind: InventoryKind, key: &str) -> Vec<u8> {
+    let mut k = prefixed(INVENTORY_PREFIX, kind.as_str().as_bytes());
+    k.push(b'/');
+    k.extend_from_slice(key.as_bytes());
     k
 }
 
@@ -384,6 +403,66 @@ impl StateReader {
                 decode(&k, &v)
             })
             .collect()
+    }
+
+    /// A page of the AI inventory (every kind, or one), in (kind, key)
+    /// order after `after`, at most `limit` items, with `approved` set from
+    /// the approved workloads; the last page ends with what approved
+    /// workloads name and no finding showed yet. Returns the page and
+    /// whether there is more.
+    pub fn inventory(
+        &self,
+        kind: Option<InventoryKind>,
+        after: Option<(InventoryKind, &str)>,
+        limit: usize,
+    ) -> Result<(Vec<InventoryItem>, bool), ReadError> {
+        let prefix = match kind {
+            Some(kind) => inventory_key(kind, ""),
+            None => INVENTORY_PREFIX.to_vec(),
+        };
+        let workloads = self.workloads()?;
+        let mut scan = self.tree.scan_prefix(&prefix);
+        if let Some((after_kind, after_key)) = after {
+            let mut start = inventory_key(after_kind, after_key);
+            start.push(0);
+            scan = self.tree.range(start.max(prefix.clone())..);
+        }
+        let mut items = Vec::new();
+        let mut more = false;
+        for kv in scan {
+            let (k, v) = kv?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            let mut item: InventoryItem = decode(&k, &v)?;
+            item.approved = item.approved_by(&workloads);
+            items.push(item);
+        }
+        if !more {
+            let unseen = vigil_domain::approved_but_unseen(&workloads, |kind, key| {
+                self.tree
+                    .contains_key(inventory_key(kind, key))
+                    .unwrap_or(false)
+            });
+            items.extend(
+                unseen
+                    .into_iter()
+                    .filter(|i| kind.is_none() || i.kind == kind),
+            );
+        }
+        Ok((items, more))
+    }
+
+    /// Sightings of new inventory items refused because it was full.
+    pub fn inventory_refused(&self) -> Result<u64, ReadError> {
+        Ok(match self.tree.get(INVENTORY_REFUSED)? {
+            Some(v) => decode(INVENTORY_REFUSED, &v)?,
+            None => 0,
+        })
     }
 
     /// Every approved workload, by id.
@@ -761,6 +840,46 @@ impl SledStateMachine {
         }
     }
 
+    /// Folds one sighting into its inventory item, read from `update` or
+    /// the tree (a new item only while the inventory has room).
+    fn record_sighting(
+        &self,
+        update: &mut InventoryUpdate,
+        sighting: &vigil_domain::Sighting,
+        host: &str,
+        at_unix_nanos: i64,
+    ) -> Result<(), StorageError> {
+        let k = inventory_key(sighting.kind, &sighting.key);
+        if !update.items.contains_key(&k) {
+            let stored: Option<InventoryItem> = self.get_json(&k)?;
+            match stored {
+                Some(item) => {
+                    update.items.insert(k.clone(), item);
+                }
+                None => {
+                    let count = match update.count {
+                        Some(n) => n,
+                        None => self.get_json::<u64>(INVENTORY_ITEMS)?.unwrap_or(0),
+                    };
+                    if count >= MAX_INVENTORY_ITEMS {
+                        let refused = match update.refused {
+                            Some(n) => n,
+                            None => self.get_json::<u64>(INVENTORY_REFUSED)?.unwrap_or(0),
+                        };
+                        update.refused = Some(refused + 1);
+                        return Ok(());
+                    }
+                    update.count = Some(count + 1);
+                    update.items.insert(k.clone(), InventoryItem::default());
+                }
+            }
+        }
+        if let Some(item) = update.items.get_mut(&k) {
+            item.record(sighting, host, at_unix_nanos);
+        }
+        Ok(())
+    }
+
     fn apply_command(
         &self,
         cmd: Command,
@@ -833,12 +952,27 @@ impl SledStateMachine {
                 let mut next: u64 = self.get_json(NEXT_ALERT)?.unwrap_or(1);
                 let mut tally: AlertTally = self.get_json(ALERT_TALLY)?.unwrap_or_default();
                 let (mut first_index, mut appended, mut duplicates) = (0, 0, 0);
+                let mut inventory = InventoryUpdate::default();
                 for finding in findings {
                     if finding.seq <= rec.last_acked_seq {
                         duplicates += 1;
                         continue;
                     }
                     rec.last_acked_seq = finding.seq;
+                    // Seen at the agent's time, but never later than it
+                    // reached the cluster (the agent's clock may be wrong).
+                    let seen_at = match finding.observed_at_unix_nanos {
+                        t if t > 0 => t.min(received_at_unix_nanos),
+                        _ => received_at_unix_nanos,
+                    };
+                    for sighting in vigil_domain::sightings(&finding) {
+                        self.record_sighting(
+                            &mut inventory,
+                            &sighting,
+                            &rec.identity.hostname,
+                            seen_at,
+                        )?;
+                    }
                     // An enforcement is also an audit entry, in the same apply.
                     if !finding.action.is_empty() {
                         self.append_audit(
@@ -869,6 +1003,7 @@ impl SledStateMachine {
                 if appended > 0 {
                     batch.insert(ALERT_TALLY, json(&tally)?);
                 }
+                inventory.write(batch)?;
                 batch.insert(k, json(&rec)?);
                 Ok(CommandResult::AlertsAppended {
                     first_index,
@@ -1361,6 +1496,31 @@ fn public_key_of(pem: &str) -> Option<Vec<u8>> {
     vigil_pki::CertificateInfo::from_pem(pem)
         .ok()
         .map(|c| c.public_key_der)
+}
+
+/// The inventory items one apply changed, written with its other keys.
+#[derive(Default)]
+struct InventoryUpdate {
+    items: BTreeMap<Vec<u8>, InventoryItem>,
+    /// Items stored, when a new one was added.
+    count: Option<u64>,
+    /// Sightings refused for lack of room, when one was.
+    refused: Option<u64>,
+}
+
+impl InventoryUpdate {
+    fn write(self, batch: &mut sled::Batch) -> Result<(), StorageError> {
+        for (k, item) in &self.items {
+            batch.insert(k.as_slice(), json(item)?);
+        }
+        if let Some(n) = self.count {
+            batch.insert(INVENTORY_ITEMS, json(&n)?);
+        }
+        if let Some(n) = self.refused {
+            batch.insert(INVENTORY_REFUSED, json(&n)?);
+        }
+        Ok(())
+    }
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StorageError> {

@@ -639,3 +639,144 @@ async fn a_crash_after_the_snapshot_was_recorded_leaves_only_the_marker_to_remov
     assert_eq!(reader.last_alert_index(), 1);
     assert_eq!(sm.get_current_snapshot().await.unwrap().unwrap().meta, meta);
 }
+
+fn model_finding(seq: u64, path: &str, sha: &str) -> Finding {
+    let mut f = finding(seq);
+    f.process.exe = "/usr/bin/python3".into();
+    f.process.exe_sha256 = "ab".repeat(32);
+    f.observed_at_unix_nanos = 150 + seq as i64;
+    f.file = Some(vigil_domain::FileObject {
+        path: path.into(),
+        model: Some(Box::new(vigil_domain::ModelIdentity {
+            format: "gguf".into(),
+            sha256: sha.into(),
+            structure_fingerprint: "fp".into(),
+            ..Default::default()
+        })),
+    });
+    f
+}
+
+#[tokio::test]
+async fn stored_alerts_build_the_inventory_once_each_and_approvals_mark_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    let m = "cd".repeat(32);
+    let batch = |id: &str, f: Vec<Finding>| Command::AppendAlerts {
+        agent_id: id.into(),
+        received_at_unix_nanos: 200,
+        findings: f,
+    };
+    sm.apply(vec![
+        entry(1, register("a")),
+        entry(2, register("b")),
+        entry(
+            3,
+            batch(
+                "a",
+                vec![
+                    model_finding(1, "/m/a.gguf", &m),
+                    model_finding(2, "/m/b.gguf", &m),
+                ],
+            ),
+        ),
+        // A resend of seq 2 is not a second sighting.
+        entry(4, batch("a", vec![model_finding(2, "/m/b.gguf", &m)])),
+        entry(5, batch("b", vec![model_finding(1, "/x/a.gguf", &m)])),
+        entry(
+            6,
+            Command::ApproveWorkload {
+                workload: vigil_domain::WorkloadApproval {
+                    id: "w1".into(),
+                    exe_sha256: "ab".repeat(32),
+                    models: vec!["ef".repeat(32)],
+                    ..Default::default()
+                },
+            },
+        ),
+    ])
+    .await
+    .unwrap();
+    let (items, more) = reader.inventory(None, None, 100).unwrap();
+    assert!(!more);
+    let summary: Vec<(Option<InventoryKind>, &str, u64, bool)> = items
+        .iter()
+        .map(|i| (i.kind, i.key.as_str(), i.sightings, i.approved))
+        .collect();
+    let (mk, rk, unseen) = (
+        format!("sha256:{m}"),
+        format!("sha256:{}", "ab".repeat(32)),
+        format!("sha256:{}", "ef".repeat(32)),
+    );
+    assert_eq!(
+        summary,
+        [
+            (Some(InventoryKind::Model), mk.as_str(), 3, false),
+            (Some(InventoryKind::Runtime), rk.as_str(), 3, true),
+            (Some(InventoryKind::Model), unseen.as_str(), 0, true),
+        ]
+    );
+    let model = &items[0];
+    assert_eq!(model.hosts, ["a.example", "b.example"]);
+    assert_eq!(model.paths, ["/m/a.gguf", "/m/b.gguf", "/x/a.gguf"]);
+    assert_eq!(
+        (model.first_seen_unix_nanos, model.last_seen_unix_nanos),
+        (151, 152)
+    );
+    // Pages follow (kind, key) order; the last ends with the approved,
+    // unseen model.
+    let (page, more) = reader.inventory(None, None, 1).unwrap();
+    assert!(more && page.len() == 1);
+    let (page, more) = reader
+        .inventory(None, Some((InventoryKind::Model, &mk)), 1)
+        .unwrap();
+    let keys: Vec<&str> = page.iter().map(|i| i.key.as_str()).collect();
+    assert!(!more);
+    assert_eq!(keys, [rk.as_str(), unseen.as_str()]);
+    let (models, _) = reader
+        .inventory(Some(InventoryKind::Model), None, 100)
+        .unwrap();
+    assert_eq!(models.len(), 2);
+}
+
+#[tokio::test]
+async fn a_full_inventory_refuses_new_items_and_still_updates_known_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    let known = "cd".repeat(32);
+    sm.apply(vec![
+        entry(1, register("a")),
+        entry(
+            2,
+            Command::AppendAlerts {
+                agent_id: "a".into(),
+                received_at_unix_nanos: 200,
+                findings: vec![model_finding(1, "/m/a.gguf", &known)],
+            },
+        ),
+    ])
+    .await
+    .unwrap();
+    sm.tree
+        .insert(INVENTORY_ITEMS, json(&MAX_INVENTORY_ITEMS).unwrap())
+        .unwrap();
+    sm.apply(vec![entry(
+        3,
+        Command::AppendAlerts {
+            agent_id: "a".into(),
+            received_at_unix_nanos: 300,
+            findings: vec![
+                model_finding(2, "/m/new.gguf", &"ef".repeat(32)),
+                model_finding(3, "/m/again.gguf", &known),
+            ],
+        },
+    )])
+    .await
+    .unwrap();
+    let (items, _) = reader.inventory(None, None, 100).unwrap();
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert_eq!(items[0].sightings, 2);
+    assert_eq!(reader.inventory_refused().unwrap(), 1);
+    // Every alert is still stored.
+    assert_eq!(reader.alerts_after(0, 10).unwrap().len(), 3);
+}
