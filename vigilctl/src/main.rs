@@ -15,6 +15,7 @@ mod cluster;
 mod completions;
 mod control_plane;
 mod exit_code;
+mod inventory;
 mod model;
 mod output;
 mod policy;
@@ -76,6 +77,12 @@ enum Command {
         #[command(subcommand)]
         command: agents::AgentsCommand,
     },
+    /// The fleet's AI inventory: runtimes, model files and endpoints seen,
+    /// approved or not; export as CSV or a CycloneDX ML-BOM.
+    Inventory {
+        #[command(subcommand)]
+        command: inventory::InventoryCommand,
+    },
     /// The fleet's certificate authority: create it, issue certificates, read one.
     Ca {
         #[command(subcommand)]
@@ -107,6 +114,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit { command } => audit::run(&mut connect().await?, command).await,
         Command::Workload { command } => workload::run(&mut connect().await?, command).await,
         Command::Agent { command } => agent::run(&mut connect().await?, command).await,
+        Command::Inventory { command } => inventory::run(&mut connect().await?, command).await,
         Command::Agents { command } => agents::run(&mut connect().await?, command).await,
     }
 }
