@@ -72,14 +72,16 @@ fi
 
 # picklescan and modelscan, the offline pickle scanners the model
 # inspector is compared with, side by side (integration/tests/model_scanners.rs,
-# make bench). Into the repository, not the system.
+# make bench); and cyclonedx-python-lib, whose strict validator checks the
+# inventory's ML-BOM against the CycloneDX 1.6 schema
+# (integration/tests/model_intelligence.rs). Into the repository, not the system.
 scan_dir="$(cd "$(dirname "$0")/.." && pwd)/.vigil/deps/scanners"
-if [ ! -d "$scan_dir/modelscan" ] || [ ! -d "$scan_dir/picklescan" ]; then
-  echo "install-deps: picklescan 1.0.5 and modelscan 0.8.8 into $scan_dir"
+if [ ! -d "$scan_dir/modelscan" ] || [ ! -d "$scan_dir/picklescan" ] || [ ! -d "$scan_dir/cyclonedx" ]; then
+  echo "install-deps: picklescan 1.0.5, modelscan 0.8.8, cyclonedx-python-lib 11.12.0 into $scan_dir"
   extra=()
   python3 -m pip install --help 2>/dev/null | grep -q -- --break-system-packages && extra+=(--break-system-packages)
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "${extra[@]}" \
-    --target "$scan_dir" picklescan==1.0.5 modelscan==0.8.8
+    --target "$scan_dir" picklescan==1.0.5 modelscan==0.8.8 'cyclonedx-python-lib[json-validation]==11.12.0'
 fi
 
 # The sensors need tracefs (the agent also mounts it itself) and bpffs.

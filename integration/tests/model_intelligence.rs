@@ -71,6 +71,105 @@ async fn a_booby_trapped_checkpoint_is_a_critical_alert_naming_its_import_and_di
         text.contains("risk=dangerous") && text.contains("imports=[posix.system]"),
         "{text}"
     );
+
+    // The fleet's AI inventory has the model, known by its digest, with
+    // its fingerprint and risk, and the interpreter that opened it.
+    let digest = sha256_file(&evil);
+    let out =
+        h.cp.vigilctl(&["inventory", "list", "--kind", "model", "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let items: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let item = items
+        .iter()
+        .find(|i| i["key"] == format!("sha256:{digest}"))
+        .unwrap_or_else(|| panic!("the model in the inventory: {items:?}"));
+    assert_eq!(item["model"]["risk"], "dangerous");
+    assert_eq!(item["model"]["dangerous_imports"][0], "posix.system");
+    assert_eq!(item["paths"][0], evil.to_str().unwrap());
+    assert_eq!(item["approved"], false);
+
+    // Exported as a CycloneDX 1.6 ML-BOM: the model is a
+    // machine-learning-model with its sha256 and risk, and the document
+    // is valid against the official schema.
+    let bom_file = h.dir.join("fleet.cdx.json");
+    let out = h.cp.vigilctl(&[
+        "inventory",
+        "export",
+        "--format",
+        "cyclonedx",
+        "--out",
+        bom_file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bom: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&bom_file).unwrap()).unwrap();
+    let component = bom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["hashes"][0]["content"] == digest.as_str())
+        .expect("the model in the ML-BOM");
+    assert_eq!(component["type"], "machine-learning-model");
+    assert!(component["properties"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "vigil:model:dangerous_import" && p["value"] == "posix.system"));
+    assert!(bom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["type"] == "application" && c["name"].as_str().unwrap().contains("python")));
+    validate_cyclonedx(&bom_file);
+
+    // And as CSV, one row per item, with the digest and risk.
+    let out = h.cp.vigilctl(&["inventory", "export", "--format", "csv"]);
+    assert!(out.status.success());
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert!(csv.starts_with("\"kind\",\"name\",\"key\""), "{csv}");
+    assert!(
+        csv.lines()
+            .any(|l| l.contains(&digest) && l.contains("posix.system") && l.contains("dangerous")),
+        "{csv}"
+    );
+}
+
+/// Checks a CycloneDX document with cyclonedx-python-lib's strict
+/// validator (CycloneDX 1.6 schema), installed by `make` into
+/// .vigil/deps/scanners.
+fn validate_cyclonedx(file: &std::path::Path) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let deps = root.join(".vigil/deps/scanners");
+    if !deps.join("cyclonedx").is_dir() {
+        let reason = format!(
+            "cyclonedx-python-lib is not in {} (make test installs it)",
+            deps.display()
+        );
+        if std::env::var("VIGIL_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+            panic!("{reason}, and CI forbids skipping");
+        }
+        eprintln!("SKIP the ML-BOM schema check: {reason}");
+        return;
+    }
+    let out = Command::new("python3")
+        .arg(root.join("integration/fixtures/validate_cyclonedx.py"))
+        .arg(file)
+        .env("PYTHONPATH", &deps)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,6 +224,43 @@ async fn a_weights_only_model_is_identified_and_a_requantized_copy_keeps_its_fin
         models[0].structure_fingerprint, models[1].structure_fingerprint,
         "re-quantized and renamed: the same structure"
     );
+    // In the inventory and its ML-BOM: two models (two digests), one
+    // structure fingerprint.
+    let bom_file = h.dir.join("fleet.cdx.json");
+    let out = h.cp.vigilctl(&[
+        "inventory",
+        "export",
+        "--format",
+        "cyclonedx",
+        "--out",
+        bom_file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bom: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&bom_file).unwrap()).unwrap();
+    for m in &models {
+        let component = bom["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["hashes"][0]["content"] == m.sha256.as_str())
+            .expect("each model in the ML-BOM");
+        assert_eq!(component["type"], "machine-learning-model");
+        assert_eq!(
+            component["modelCard"]["modelParameters"]["architectureFamily"],
+            "tiny"
+        );
+        assert!(component["properties"].as_array().unwrap().iter().any(|p| {
+            p["name"] == "vigil:model:structure_fingerprint"
+                && p["value"] == m.structure_fingerprint.as_str()
+        }));
+    }
+    validate_cyclonedx(&bom_file);
+
     // No model_risk alert for a weights-only file.
     let alerts = h.cp.alerts().await;
     assert!(!alerts
