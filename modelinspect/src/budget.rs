@@ -95,6 +95,11 @@ impl<R: Read + Seek> Bounded<R> {
         self.read
     }
 
+    /// Time left of the budget.
+    pub fn time_left(&self) -> Duration {
+        self.budget.max_time.saturating_sub(self.started.elapsed())
+    }
+
     pub fn remaining(&self) -> u64 {
         self.len.saturating_sub(self.pos)
     }

@@ -144,6 +144,25 @@ const DANGEROUS_MODULES: &[&str] = &[
     "torch._inductor.codecache",
     "torch.jit.unsupported_tensor_ops",
     "torch.distributed.rpc",
+    // A pickled fx GraphModule execs the source it carries
+    // (`reduce_graph_module`, `_forward_from_src`, `_exec_with_source`).
+    "torch.fx.graph_module",
+    // Compilers, test and benchmark helpers: shell-outs, code generation.
+    "torch._inductor",
+    "torch._dynamo",
+    "torch.testing",
+    "torch.utils.benchmark",
+    // Run code of their own: sub-interpreters, .pth files, YAML tags,
+    // JSON-encoded pickles, expression evaluators.
+    "_xxsubinterpreters",
+    "_interpreters",
+    "concurrent.interpreters",
+    "_testcapi",
+    "_testinternalcapi",
+    "site",
+    "yaml",
+    "jsonpickle",
+    "numexpr",
 ];
 
 /// Globals of a dangerous module that are plain values (`uuid.UUID`):
@@ -230,6 +249,13 @@ const DANGEROUS_NAMES: &[(&str, &[&str])] = &[
         ],
     ),
     ("joblib", &["load"]),
+    // Files written or truncated.
+    ("codecs", &["open"]),
+    ("gzip", &["open", "GzipFile"]),
+    ("bz2", &["open", "BZ2File"]),
+    ("lzma", &["open", "LZMAFile"]),
+    ("tarfile", &["open", "TarFile"]),
+    ("zipfile", &["ZipFile", "PyZipFile"]),
     ("joblib.numpy_pickle", &["load"]),
     ("pandas", &["read_pickle", "eval"]),
 ];
@@ -276,6 +302,37 @@ const DANGEROUS_ANYWHERE: &[&str] = &[
     "runcode",
     "runsource",
     "runstring",
+    "run_string",
+    "run_in_subinterp",
+    "sympify",
+    "parse_expr",
+    "lambdify",
+];
+
+/// `pathlib` paths are plain values (checkpoints hold them), but a method
+/// of one, reached by a dotted name (`pathlib.Path.write_text`), writes,
+/// deletes or renames files.
+const PATH_MODULES: &[&str] = &["pathlib", "pathlib._local", "pathlib._abc"];
+
+/// Modules whose object, reached as another module's attribute
+/// (`torch._utils.sys`, through its `import sys`), only serves to reach
+/// what they hold.
+const MODULE_OBJECTS: &[&str] = &[
+    "os",
+    "posix",
+    "nt",
+    "sys",
+    "subprocess",
+    "builtins",
+    "__builtin__",
+    "importlib",
+    "ctypes",
+    "pickle",
+    "marshal",
+    "socket",
+    "shutil",
+    "runpy",
+    "pty",
 ];
 
 /// Attributes that reach interpreter internals: dangerous as any part of a
@@ -522,6 +579,17 @@ fn classify_exact(module: &str, name: &str) -> ImportClass {
     {
         return ImportClass::Dangerous;
     }
+    if name.contains('.') && PATH_MODULES.contains(&module) {
+        return ImportClass::Dangerous;
+    }
+    // A single name that is an interpreter internal (`x.__dict__`,
+    // `x.__builtins__`) or a dangerous module's object (`x.os`).
+    if !name.contains('.')
+        && ((name.starts_with("__") && DANGEROUS_ATTRIBUTES.contains(&name))
+            || MODULE_OBJECTS.contains(&name))
+    {
+        return ImportClass::Dangerous;
+    }
     if DANGEROUS_MODULES.iter().any(|m| under(module, m)) {
         let benign = BENIGN_IN_DANGEROUS
             .iter()
@@ -749,6 +817,47 @@ mod tests {
             ("some.module", "Popen"),
         ] {
             assert_eq!(classify_import(m, n), Dangerous, "{m}.{n}");
+        }
+    }
+
+    #[test]
+    fn code_runners_outside_the_usual_lists_are_dangerous() {
+        for (m, n) in [
+            // exec of the source a pickled GraphModule carries
+            ("torch.fx.graph_module", "reduce_graph_module"),
+            ("torch.fx.graph_module", "_forward_from_src"),
+            ("torch.testing._internal.common_utils", "shell"),
+            ("torch._inductor.cpp_builder", "run_compile_cmd"),
+            (
+                "torch.utils.benchmark.utils.valgrind_wrapper.timer_interface",
+                "wrapper_singleton",
+            ),
+            ("_xxsubinterpreters", "run_string"),
+            ("_interpreters", "exec"),
+            ("_testcapi", "run_in_subinterp"),
+            ("site", "addsitedir"),
+            ("yaml", "unsafe_load"),
+            ("jsonpickle", "decode"),
+            ("numexpr", "evaluate"),
+            ("sympy", "sympify"),
+            ("sympy.parsing.sympy_parser", "parse_expr"),
+            // files written
+            ("pathlib", "Path.write_text"),
+            ("pathlib", "PosixPath.unlink"),
+            ("codecs", "open"),
+            ("tarfile", "open"),
+            ("zipfile", "ZipFile"),
+            // a dangerous module or an interpreter internal as another
+            // module's attribute
+            ("torch._utils", "sys"),
+            ("collections", "os"),
+            ("torch", "__builtins__"),
+            ("builtins", "__dict__"),
+        ] {
+            assert_eq!(classify_import(m, n), Dangerous, "{m}.{n}");
+        }
+        for (m, n) in [("pathlib", "PosixPath"), ("pathlib", "WindowsPath")] {
+            assert_eq!(classify_import(m, n), Unknown, "{m}.{n}");
         }
     }
 

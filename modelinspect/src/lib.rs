@@ -14,6 +14,8 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(test)]
+mod adversarial_tests;
 mod budget;
 mod error;
 mod fingerprint;
@@ -83,7 +85,11 @@ pub fn sniff(head: &[u8], name: Option<&str>) -> Option<Format> {
 }
 
 /// Inspects the file `reader` holds (from its start), as the format its
-/// leading bytes (and `name`) say.
+/// leading bytes (and `name`) say. A file read as another format, or as
+/// none, is also walked as a pickle when its first byte is a pickle
+/// opcode: `pickle.load` and `torch.load` read any file as one, so a
+/// pickle behind a GGUF or safetensors header, or named `model.gguf`,
+/// still counts when it runs code.
 pub fn inspect<R: Read + Seek>(
     reader: R,
     budget: Budget,
@@ -94,17 +100,65 @@ pub fn inspect<R: Read + Seek>(
     let mut head = vec![0; SNIFF_BYTES.min(r.len() as usize)];
     r.read_exact_or(&mut head, "leading bytes")
         .map_err(|e| fail(None, e))?;
-    let format = sniff(&head, name).ok_or_else(|| {
-        fail(
+    let format = sniff(&head, name);
+    let main = match format {
+        Some(f) => r
+            .seek_to(0)
+            .and_then(|()| inspect_as(&mut r, f))
+            .map_err(|e| fail(Some(f), e)),
+        None => Err(fail(
             None,
             InspectError::UnknownFormat(format!(
                 "leading bytes {}",
                 head.iter().map(|b| format!("{b:02x}")).collect::<String>()
             )),
-        )
-    })?;
-    r.seek_to(0).map_err(|e| fail(Some(format), e))?;
-    inspect_as(&mut r, format).map_err(|e| fail(Some(format), e))
+        )),
+    };
+    let read_as_pickle = !matches!(format, Some(Format::Pickle | Format::PytorchZip))
+        && head.first().is_some_and(|b| pickle::is_opcode(*b));
+    if !read_as_pickle {
+        return main;
+    }
+    let alt =
+        Bounded::new(r.into_inner(), budget).and_then(|mut p| inspect_as(&mut p, Format::Pickle));
+    match (main, alt) {
+        // A file that is another format and also a pickle whose walk ran
+        // out of budget before it imported anything dangerous: suspicious
+        // (said, and a policy input), not dangerous, or every large
+        // safetensors file whose header length starts with an opcode byte
+        // could be. A file that is no other format stays dangerous.
+        (Ok(mut report), Ok(alt))
+            if alt.risk == Risk::Dangerous
+                && alt
+                    .pickle
+                    .as_ref()
+                    .is_none_or(|p| p.dangerous().next().is_none()) =>
+        {
+            report.risk = report.risk.max(Risk::Suspicious);
+            report.risk_reasons.push(format!(
+                "the file may also be a pickle, not scanned to its end: {}",
+                alt.risk_reasons.join("; ")
+            ));
+            Ok(report)
+        }
+        (Ok(mut report), Ok(alt)) if alt.risk == Risk::Dangerous => {
+            report.risk = Risk::Dangerous;
+            report.risk_reasons.push(format!(
+                "the file is also a pickle, which pickle.load or torch.load would run: {}",
+                alt.risk_reasons.join("; ")
+            ));
+            report.bytes_read = report.bytes_read.saturating_add(alt.bytes_read);
+            report.pickle = alt.pickle;
+            Ok(report)
+        }
+        (Err(failed), Ok(mut alt)) if alt.risk == Risk::Dangerous => {
+            let as_what = failed.format.map_or("a model file", Format::as_str);
+            alt.risk_reasons
+                .insert(0, format!("read as {as_what} it fails ({})", failed.error));
+            Ok(alt)
+        }
+        (main, _) => main,
+    }
 }
 
 /// Inspects `r` as `format`.
@@ -118,7 +172,17 @@ pub fn inspect_as<R: Read + Seek>(
         Format::Safetensors => safetensors::read(r, &mut report)?,
         Format::Onnx => onnx::read(r, &mut report)?,
         Format::Tflite => tflite::read(r, &mut report)?,
-        Format::PytorchZip => torch_zip::read(r, &mut report)?,
+        Format::PytorchZip => match torch_zip::read(r, &mut report) {
+            // The archive's directory is over budget: its pickles are
+            // unscanned (torch has no such limit).
+            Err(e) if e.is_budget() => {
+                report.pickle = Some(PickleScan {
+                    unscanned: Some(e.to_string()),
+                    ..PickleScan::default()
+                });
+            }
+            other => other?,
+        },
         Format::Pickle => pickle::read_file(r, &mut report)?,
     }
     finish(&mut report);
@@ -156,6 +220,13 @@ fn finish(report: &mut ModelReport) {
     if let Some(scan) = &report.pickle {
         let dangerous: Vec<_> = scan.dangerous().collect();
         let unknown: Vec<_> = scan.unknown().collect();
+        if let Some(why) = &scan.unscanned {
+            report.risk = Risk::Dangerous;
+            report.risk_reasons.push(format!(
+                "a pickle the loader runs was not scanned to its end ({why}): \
+                 what it imports past that point could run code"
+            ));
+        }
         if !dangerous.is_empty() {
             report.risk = Risk::Dangerous;
             for i in dangerous {
@@ -167,7 +238,7 @@ fn finish(report: &mut ModelReport) {
                     if i.called { ", called" } else { "" }
                 ));
             }
-        } else if !unknown.is_empty() {
+        } else if !unknown.is_empty() && report.risk == Risk::Safe {
             report.risk = Risk::Suspicious;
         }
         for i in unknown {

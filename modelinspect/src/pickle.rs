@@ -19,7 +19,7 @@ use foldhash::HashMap;
 use std::io::{Read, Seek};
 use std::rc::Rc;
 
-use crate::budget::Bounded;
+use crate::budget::{Bounded, Budget};
 use crate::error::InspectError;
 use crate::import_class::classify_import;
 use crate::report::{ImportClass, ModelReport, PickleImport, PickleScan, Tensor};
@@ -27,6 +27,10 @@ use crate::report::{ImportClass, ModelReport, PickleImport, PickleScan, Tensor};
 /// Strings up to this long are read; longer ones, and all bytes, are
 /// skipped (a module or attribute name is never this long).
 const SHORT: u64 = 4096;
+
+/// Most distinct imports of one file's pickles, and bytes of their names.
+const MAX_IMPORTS: u64 = 4096;
+const MAX_IMPORT_BYTES: u64 = 1 << 20;
 
 /// Longest tensor name built from nested keys; deeper names are left out.
 const MAX_NAME: usize = 4096;
@@ -63,6 +67,11 @@ enum Node {
     Global(usize),
     /// A module, from `__import__("os")` or `importlib.import_module`.
     Module(Box<str>),
+    /// A `bytes` argument: where its data lies in the file.
+    Bytes {
+        start: u64,
+        len: u64,
+    },
     /// What calling `func` with `args` made (`REDUCE`, `OBJ`, `INST`,
     /// `NEWOBJ`), with the items set on it and its `BUILD` state.
     Obj(Box<Obj>),
@@ -93,7 +102,7 @@ pub fn read_file<R: Read + Seek>(
     let mut scan = PickleScan::default();
     let mut tensors = Vec::new();
     let outcome = scan_stream(r, "pickle", &mut scan, Some(&mut tensors));
-    settle(outcome, &scan, report)?;
+    settle(outcome, &mut scan, report)?;
     report.format_version = scan.protocol.to_string();
     report.tensors = tensors;
     report.pickle = Some(scan);
@@ -134,10 +143,15 @@ pub(crate) fn scan_stream<R: Read + Seek>(
 
 /// An error that stopped a scan after a dangerous import was found is not
 /// a failure: the file is dangerous either way (and Python would have run
-/// the import before reaching the error). Other errors stand.
+/// the import before reaching the error). Nor is a budget running out:
+/// Python has no such limits and goes on to whatever follows (a pickle
+/// opening 300 marks, or pushing a million items, before its `os.system`),
+/// so the rest of the pickle is unscanned and the file counts as
+/// dangerous. Other errors (truncated, malformed: where Python stops too)
+/// stand.
 pub(crate) fn settle(
     outcome: Result<(), InspectError>,
-    scan: &PickleScan,
+    scan: &mut PickleScan,
     report: &mut ModelReport,
 ) -> Result<(), InspectError> {
     match outcome {
@@ -148,8 +162,135 @@ pub(crate) fn settle(
                 .push(format!("pickle scan stopped early ({e})"));
             Ok(())
         }
+        Err(e) if e.is_budget() => {
+            scan.unscanned.get_or_insert_with(|| e.to_string());
+            Ok(())
+        }
         Err(e) => Err(e),
     }
+}
+
+/// How deep `_load_from_bytes` bytes are followed into more of them.
+const MAX_NESTED: u8 = 4;
+
+/// What a nested pickle's place says after its container's.
+const NESTED_MARK: &str = " torch.load@";
+
+/// Scans the bytes (`len` at `start` of `r`) a pickle hands
+/// `torch.storage._load_from_bytes`, which `torch.load`s them (a legacy
+/// `torch.save` stream as a storage pickles itself, or a zip), into
+/// `scan`: in place, so their raw data costs nothing. Whatever cannot be
+/// scanned leaves the file unscanned (dangerous): these bytes only ever
+/// hold what torch itself wrote.
+fn scan_nested<R: Read + Seek>(
+    r: &mut Bounded<R>,
+    start: u64,
+    len: u64,
+    at: &str,
+    scan: &mut PickleScan,
+) {
+    // Named for where the bytes lie, each level marked: the marks count
+    // the nesting.
+    let name = format!("{at}{NESTED_MARK}{start}");
+    if name.matches(NESTED_MARK).count() > usize::from(MAX_NESTED) {
+        scan.unscanned.get_or_insert_with(|| {
+            format!("{name}: torch.load bytes nested more than {MAX_NESTED} deep")
+        });
+        return;
+    }
+    let budget = Budget {
+        max_time: r.time_left(),
+        ..r.budget()
+    };
+    let result = (|| {
+        let mut inner = Bounded::new(Window::new(&mut *r, start, len)?, budget)?;
+        let mut magic = [0u8; 4];
+        if len >= 4 {
+            inner.read_exact_or(&mut magic, "leading bytes")?;
+            inner.seek_to(0)?;
+        }
+        if &magic == b"PK\x03\x04" {
+            let mut sub = ModelReport::new(crate::Format::PytorchZip);
+            crate::torch_zip::read(&mut inner, &mut sub)?;
+            if let Some(found) = sub.pickle {
+                for mut i in found.imports {
+                    i.at = format!("{name}/{}", i.at);
+                    scan.imports.push(i);
+                }
+                if let Some(why) = found.unscanned {
+                    scan.unscanned.get_or_insert(why);
+                }
+            }
+            Ok(())
+        } else {
+            let outcome = scan_stream(&mut inner, &name, scan, None);
+            let mut ignored = ModelReport::new(crate::Format::Pickle);
+            settle(outcome, scan, &mut ignored)
+        }
+    })();
+    if let Err(e) = result {
+        scan.unscanned
+            .get_or_insert_with(|| format!("the bytes torch.load reads at {name}: {e}"));
+    }
+}
+
+trait ReadSeek: Read + Seek {}
+
+impl<T: Read + Seek> ReadSeek for T {}
+
+/// `len` bytes of `inner` from `start`, as a file of their own (one type
+/// however deep the nesting, so the scanners instantiate once).
+struct Window<'a> {
+    inner: &'a mut dyn ReadSeek,
+    start: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl<'a> Window<'a> {
+    fn new(inner: &'a mut dyn ReadSeek, start: u64, len: u64) -> std::io::Result<Self> {
+        inner.seek(std::io::SeekFrom::Start(start))?;
+        Ok(Self {
+            inner,
+            start,
+            len,
+            pos: 0,
+        })
+    }
+}
+
+impl Read for Window<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = usize::try_from(self.len.saturating_sub(self.pos)).unwrap_or(usize::MAX);
+        let take = buf.len().min(left);
+        let n = self.inner.read(&mut buf[..take])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Window<'_> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let target = match to {
+            std::io::SeekFrom::Start(n) => Some(n),
+            std::io::SeekFrom::End(d) => self.len.checked_add_signed(d),
+            std::io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        }
+        .ok_or_else(|| std::io::Error::other("seek before the start"))?;
+        let to = self
+            .start
+            .checked_add(target)
+            .ok_or_else(|| std::io::Error::other("seek overflow"))?;
+        self.inner.seek(std::io::SeekFrom::Start(to))?;
+        self.pos = target;
+        Ok(target)
+    }
+}
+
+/// Whether `b` is an opcode Python's unpickler knows: a file whose first
+/// byte is one may be a pickle, whatever else it looks like.
+pub(crate) fn is_opcode(b: u8) -> bool {
+    matches!(b, 0x80..=0x98) || b"(.012BCFGIJKLMNPQRSTUVXabcdeghijlopqrstu}])".contains(&b)
 }
 
 /// The next bytes are `PROTO 2..=5`; `r` stays where it was.
@@ -188,10 +329,23 @@ fn scan_pickle<R: Read + Seek>(
         seen: HashMap::default(),
         proto: None,
         op_level: 0,
+        nested: Vec::new(),
+        memo_full: false,
+        lossy: false,
+        lossy_nodes: 0,
     };
     let result = w.walk(r);
     let protocol = w.proto.unwrap_or(w.op_level);
     w.scan.protocol = w.scan.protocol.max(protocol);
+    // What `_load_from_bytes` loads ran even if the walk failed later.
+    let nested = std::mem::take(&mut w.nested);
+    if !nested.is_empty() {
+        let here = r.pos();
+        for (start, len) in nested {
+            scan_nested(r, start, len, at, w.scan);
+        }
+        r.seek_to(here)?;
+    }
     let root = result?;
     if let Some(out) = tensors {
         w.collect_tensors(root, out)?;
@@ -223,6 +377,15 @@ struct Walker<'a> {
     /// The highest protocol an opcode seen needs (for protocols 0 and 1,
     /// which have no `PROTO`).
     op_level: u8,
+    /// Where the bytes handed to `torch.storage._load_from_bytes` lie
+    /// (start, length): scanned when the walk ends.
+    nested: Vec<(u64, u64)>,
+    /// The memo reached its budget and stores no more.
+    memo_full: bool,
+    /// Past the values budget: structure is no longer kept.
+    lossy: bool,
+    /// Nodes made while lossy.
+    lossy_nodes: u64,
 }
 
 /// The pickle memo. Keys are almost always dense from 0 (`MEMOIZE`, and
@@ -299,18 +462,83 @@ fn line<R: Read + Seek>(r: &mut Bounded<R>, what: &str) -> Result<(Vec<u8>, bool
     }
 }
 
+/// A number's text argument (`INT`, `LONG`, `FLOAT`, `GET`, `PUT`), read
+/// up to its newline but given up at the first byte no number Python
+/// parses can hold (a digit, sign, `_`, space, `.`, a hex digit or base
+/// letter, `L`, or the letters of `inf`, `nan` and `infinity`): Python
+/// reads the line and then fails to parse it, so the load stops there
+/// and nothing past it runs. Without this, a file that happens to start
+/// with `p` (a safetensors header length of 0x..70) is read for a newline
+/// to the end of its byte budget.
+fn number_line<R: Read + Seek>(
+    r: &mut Bounded<R>,
+    what: &str,
+) -> Result<(Vec<u8>, bool), InspectError> {
+    let mut out = Vec::new();
+    let mut long = false;
+    loop {
+        let at = r.pos();
+        let b = r.u8(what)?;
+        if b == b'\n' {
+            return Ok((out, long));
+        }
+        let may_be_number = b.is_ascii_hexdigit() || b" \t\r\x0b\x0c+-_.xXoOLiInNtTyY".contains(&b);
+        if !may_be_number {
+            return Err(malformed(
+                at,
+                format!("{what} holds byte 0x{b:02x}, which no number has"),
+            ));
+        }
+        if (out.len() as u64) < SHORT {
+            out.push(b);
+        } else {
+            long = true;
+        }
+    }
+}
+
 /// A decimal argument (`GET`, `PUT`).
 fn decimal<R: Read + Seek>(
     r: &mut Bounded<R>,
     offset: u64,
     what: &str,
 ) -> Result<u64, InspectError> {
-    let (l, long) = line(r, what)?;
-    let text = String::from_utf8_lossy(&l);
-    match text.trim().parse::<u64>() {
-        Ok(n) if !long => Ok(n),
+    let (l, long) = number_line(r, what)?;
+    match python_index(&l) {
+        Some(n) if !long => Ok(n),
         _ => Err(malformed(offset, format!("{what} is not a memo index"))),
     }
+}
+
+/// A memo index as Python's unpickler parses `PUT` and `GET` arguments
+/// (`int(text, 10)`): ASCII whitespace around, a sign, and single
+/// underscores between digits (`1_0` is 10); negative ones only as zero.
+/// Anything stricter would let a pickle Python loads stop the walk.
+fn python_index(text: &[u8]) -> Option<u64> {
+    let space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
+    let start = text.iter().position(|b| !space(b))?;
+    let end = text.iter().rposition(|b| !space(b))? + 1;
+    let mut digits = &text[start..end];
+    let negative = digits.first() == Some(&b'-');
+    if matches!(digits.first(), Some(b'+' | b'-')) {
+        digits = &digits[1..];
+    }
+    if digits.is_empty()
+        || !digits.first().is_some_and(u8::is_ascii_digit)
+        || !digits.last().is_some_and(u8::is_ascii_digit)
+        || digits.windows(2).any(|w| w == b"__")
+    {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &d in digits {
+        match d {
+            b'_' => {}
+            b'0'..=b'9' => n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?,
+            _ => return None,
+        }
+    }
+    (!negative || n == 0).then_some(n)
 }
 
 /// The protocol that introduced each opcode (pickletools' `proto`).
@@ -489,7 +717,7 @@ impl Walker<'_> {
                 }
                 // INT: also True and False in protocol 0.
                 b'I' => {
-                    let (l, long) = line(r, "INT argument")?;
+                    let (l, long) = number_line(r, "INT argument")?;
                     let v = match l.as_slice() {
                         b"00" => V::Bool(false),
                         b"01" => V::Bool(true),
@@ -514,7 +742,7 @@ impl Walker<'_> {
                 }
                 // LONG
                 b'L' => {
-                    let (mut l, long) = line(r, "LONG argument")?;
+                    let (mut l, long) = number_line(r, "LONG argument")?;
                     if l.last() == Some(&b'L') {
                         l.pop();
                     }
@@ -591,7 +819,9 @@ impl Walker<'_> {
                     };
                     self.push(v)?;
                 }
-                // SHORT_BINBYTES, BINBYTES, BINBYTES8, BYTEARRAY8: skipped.
+                // SHORT_BINBYTES, BINBYTES, BINBYTES8, BYTEARRAY8: skipped
+                // (where the long ones lie is kept: a nested torch.load
+                // reads them).
                 b'C' => {
                     let n = r.u8("SHORT_BINBYTES length")?;
                     r.skip(u64::from(n), "SHORT_BINBYTES")?;
@@ -599,13 +829,13 @@ impl Walker<'_> {
                 }
                 b'B' => {
                     let n = r.u32_le("BINBYTES length")?;
-                    r.skip(u64::from(n), "BINBYTES")?;
-                    self.push(V::Other)?;
+                    let v = self.bytes(r, u64::from(n), "BINBYTES")?;
+                    self.push(v)?;
                 }
                 0x8e => {
                     let n = r.u64_le("BINBYTES8 length")?;
-                    r.skip(n, "BINBYTES8")?;
-                    self.push(V::Other)?;
+                    let v = self.bytes(r, n, "BINBYTES8")?;
+                    self.push(v)?;
                 }
                 0x96 => {
                     let n = r.u64_le("BYTEARRAY8 length")?;
@@ -623,7 +853,7 @@ impl Walker<'_> {
                 0x89 => self.push(V::Bool(false))?,
                 // FLOAT
                 b'F' => {
-                    line(r, "FLOAT argument")?;
+                    number_line(r, "FLOAT argument")?;
                     self.push(V::Float)?;
                 }
                 // BINFLOAT
@@ -710,7 +940,8 @@ impl Walker<'_> {
                 // ADDITEMS
                 0x90 => {
                     self.pop_mark(offset)?;
-                    self.top(offset)?;
+                    let target = self.top(offset)?;
+                    self.mutated(target, "add")?;
                 }
                 // FROZENSET
                 0x91 => {
@@ -907,7 +1138,22 @@ impl Walker<'_> {
             return Ok(V::Other);
         }
         let bytes = r.read_vec(n, what)?;
-        self.str(String::from_utf8_lossy(&bytes).into())
+        // Valid UTF-8 (nearly always) is kept without a copy.
+        let text = String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        self.str(text)
+    }
+
+    /// A `bytes` value of `n` bytes, skipped, as where it lies.
+    fn bytes<R: Read + Seek>(
+        &mut self,
+        r: &mut Bounded<R>,
+        n: u64,
+        what: &str,
+    ) -> Result<V, InspectError> {
+        let start = r.pos();
+        r.skip(n, what)?;
+        self.node(Node::Bytes { start, len: n }, 1, 0)
     }
 
     /// `GLOBAL` and `INST`'s two lines, module and name ("?" when too long
@@ -984,21 +1230,29 @@ impl Walker<'_> {
     }
 
     fn get(&mut self, key: u64, offset: u64) -> Result<(), InspectError> {
-        let v = *self
-            .memo
-            .get(key)
-            .ok_or_else(|| malformed(offset, format!("memo key {key} was never stored")))?;
+        let v = match self.memo.get(key) {
+            Some(v) => *v,
+            // Maybe one of the entries past the memo's budget: a value
+            // not followed (an import it names becomes "?", dangerous).
+            None if self.memo_full => V::Other,
+            None => {
+                return Err(malformed(
+                    offset,
+                    format!("memo key {key} was never stored"),
+                ))
+            }
+        };
         self.push(v)
     }
 
+    /// A memo full to its budget (a big vocabulary pickled as a dict)
+    /// stores no more: what it would hold is only ever a value, and every
+    /// import is recorded where its opcode is, so the walk goes on.
     fn put(&mut self, key: u64, offset: u64) -> Result<(), InspectError> {
         let v = self.top(offset)?;
         if self.memo.len() as u64 >= self.max_items && self.memo.get(key).is_none() {
-            return Err(InspectError::TooMany {
-                what: "pickle memo entries".into(),
-                count: self.memo.len() as u64 + 1,
-                max: self.max_items,
-            });
+            self.memo_full = true;
+            return Ok(());
         }
         self.memo.insert(key, v);
         Ok(())
@@ -1006,17 +1260,14 @@ impl Walker<'_> {
 
     // --- the arena ---
 
-    /// Counts `n` values against the budget.
-    fn charge(&mut self, n: u64) -> Result<(), InspectError> {
+    /// Counts `n` values against the budget: past it the walk goes on
+    /// without structure (`lossy`), as a big plain-data pickle (a list of
+    /// millions of tuples) needs no more to be judged.
+    fn charge(&mut self, n: u64) {
         self.values = self.values.saturating_add(n);
         if self.values > self.max_values {
-            return Err(InspectError::TooMany {
-                what: "pickle values".into(),
-                count: self.values,
-                max: self.max_values,
-            });
+            self.lossy = true;
         }
-        Ok(())
     }
 
     fn check_depth(&self, depth: usize) -> Result<(), InspectError> {
@@ -1031,7 +1282,23 @@ impl Walker<'_> {
 
     fn node(&mut self, node: Node, depth: usize, slots: usize) -> Result<V, InspectError> {
         self.check_depth(depth)?;
-        self.charge(1 + slots as u64)?;
+        self.charge(1 + slots as u64);
+        if self.lossy {
+            // Past the values budget only what names an import is kept:
+            // globals (capped by the import cap), and up to `max_items`
+            // strings, modules and bytes (STACK_GLOBAL's operands, a nested
+            // load's bytes). Containers and objects become plain values;
+            // an import whose name is lost that way is "?", dangerous.
+            match node {
+                Node::Global(_) => {}
+                Node::Str(_) | Node::Module(_) | Node::Bytes { .. }
+                    if self.lossy_nodes < self.max_items =>
+                {
+                    self.lossy_nodes += 1;
+                }
+                _ => return Ok(V::Other),
+            }
+        }
         let id = u32::try_from(self.nodes.len()).map_err(|_| InspectError::TooMany {
             what: "pickle values".into(),
             count: self.nodes.len() as u64,
@@ -1118,8 +1385,31 @@ impl Walker<'_> {
         )
     }
 
+    /// Items added to a global or a module itself (`APPEND`, `SETITEM`,
+    /// `ADDITEMS` on `copyreg._extension_registry`, a module's
+    /// `__dict__`...): no pickler writes that, it rewrites library state,
+    /// as `BUILD` on a global does.
+    fn mutated(&mut self, target: V, how: &str) -> Result<(), InspectError> {
+        let named = match self.at(target) {
+            Some(Node::Global(i)) => match self.scan.imports.get(*i) {
+                Some(g) => Some((g.module.clone(), format!("{}.{how}", g.name))),
+                None => Some(("?".into(), "?".into())),
+            },
+            Some(Node::Module(m)) => Some((m.to_string(), how.to_string())),
+            _ => None,
+        };
+        if let Some((module, name)) = named {
+            self.record(&module, &name, Some(ImportClass::Dangerous))?;
+        }
+        Ok(())
+    }
+
     fn append(&mut self, target: V, items: Vec<V>) -> Result<(), InspectError> {
-        self.charge(items.len() as u64)?;
+        self.mutated(target, "append")?;
+        self.charge(items.len() as u64);
+        if self.lossy {
+            return Ok(());
+        }
         for v in &items {
             self.deepen(target, *v)?;
         }
@@ -1134,11 +1424,15 @@ impl Walker<'_> {
     }
 
     fn set_items(&mut self, target: V, pairs: Vec<(V, V)>) -> Result<(), InspectError> {
+        self.mutated(target, "__setitem__")?;
         let kept: Vec<(V, V)> = pairs
             .into_iter()
             .filter(|(_, v)| self.structured(*v))
             .collect();
-        self.charge(2 * kept.len() as u64)?;
+        self.charge(2 * kept.len() as u64);
+        if self.lossy {
+            return Ok(());
+        }
         for (_, v) in &kept {
             self.deepen(target, *v)?;
         }
@@ -1210,11 +1504,29 @@ impl Walker<'_> {
             }
             return Ok(i);
         }
-        if self.scan.imports.len() as u64 >= self.max_items {
+        // Distinct imports are few in any real pickle; the cap keeps a
+        // small file from making a big report (a thousand memoised 4 KiB
+        // strings paired up by STACK_GLOBAL are a million 8 KiB names).
+        let max = self.max_items.min(MAX_IMPORTS);
+        if self.scan.imports.len() as u64 >= max {
             return Err(InspectError::TooMany {
                 what: "pickle imports".into(),
                 count: self.scan.imports.len() as u64 + 1,
-                max: self.max_items,
+                max,
+            });
+        }
+        let bytes = self
+            .scan
+            .imports
+            .iter()
+            .map(|i| (i.module.len() + i.name.len()) as u64)
+            .sum::<u64>()
+            + (module.len() + name.len()) as u64;
+        if bytes > MAX_IMPORT_BYTES {
+            return Err(InspectError::TooMany {
+                what: "bytes of pickle import names".into(),
+                count: bytes,
+                max: MAX_IMPORT_BYTES,
             });
         }
         let base = classify_import(module, name);
@@ -1278,6 +1590,21 @@ impl Walker<'_> {
                 if let Some(m) = first.and_then(|m| self.str_of(m)) {
                     let m: Box<str> = m.into();
                     return self.node(Node::Module(m), 1, 0);
+                }
+            }
+            // torch.load of bytes the pickle carries (how a storage pickles
+            // outside torch.save): scanned when the walk ends; bytes that
+            // cannot be found in the file make it dangerous.
+            if module == "torch.storage" && name == "_load_from_bytes" {
+                let bytes = match first.and_then(|b| self.at(b)) {
+                    Some(Node::Bytes { start, len }) => Some((*start, *len)),
+                    _ => None,
+                };
+                match bytes {
+                    Some(region) => self.nested.push(region),
+                    None => {
+                        self.record(module, name, Some(ImportClass::Dangerous))?;
+                    }
                 }
             }
             // copyreg's helpers call the class they are given.

@@ -135,6 +135,11 @@ pub struct PickleScan {
     pub imports: Vec<PickleImport>,
     /// Opcodes walked in all.
     pub opcodes: u64,
+    /// Why a pickle the loader would run could not be walked to its end
+    /// (a budget ran out, entries under duplicate names): what it imports
+    /// past that point is unknown, and the file counts as dangerous.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unscanned: Option<String>,
 }
 
 impl PickleScan {

@@ -120,7 +120,10 @@ fn declared_entries<R: Read + Seek>(r: &mut Bounded<R>) -> Result<Option<u64>, I
     Ok(le(&rec, 32, 8))
 }
 
-/// An entry's bytes, decompressed, at most `limit` of them.
+/// An entry's bytes, decompressed: the size its directory entry declares
+/// (what torch's reader extracts), at most `limit`. Its CRC is not
+/// checked: torch's reader (miniz built without CRC checks) loads an entry
+/// whose CRC is wrong, so a wrong one must not stop the scan.
 fn entry_bytes<R: Read + Seek>(
     archive: &mut ZipArchive<&mut Bounded<R>>,
     index: usize,
@@ -128,16 +131,27 @@ fn entry_bytes<R: Read + Seek>(
     max: u64,
 ) -> Result<Vec<u8>, InspectError> {
     let mut f = archive.by_index(index).map_err(from_zip)?;
-    if f.size() > limit {
+    let size = f.size();
+    if size > limit {
         return Err(InspectError::OverBytes { max });
     }
-    let mut buf = Vec::with_capacity(usize::try_from(f.size().min(1 << 20)).unwrap_or(0));
-    (&mut f)
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut buf)
-        .map_err(from_io)?;
-    if buf.len() as u64 > limit {
-        return Err(InspectError::OverBytes { max });
+    // Grown as bytes arrive, so a declared size the data does not back
+    // allocates nothing up front. The zip reader checks the CRC only on a
+    // read past the end, which this never makes.
+    let mut buf = Vec::with_capacity(usize::try_from(size.min(1 << 20)).unwrap_or(0));
+    let mut chunk = [0u8; 1 << 16];
+    while (buf.len() as u64) < size {
+        let want = usize::try_from(size - buf.len() as u64)
+            .unwrap_or(usize::MAX)
+            .min(chunk.len());
+        let n = f.read(&mut chunk[..want]).map_err(from_io)?;
+        if n == 0 {
+            return Err(InspectError::Truncated {
+                offset: 0,
+                what: format!("zip entry {}: {} of its {size} bytes", f.name(), buf.len()),
+            });
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
     Ok(buf)
 }
@@ -166,15 +180,12 @@ pub fn read<R: Read + Seek>(
             max: budget.max_items,
         });
     }
-    if declared.is_some_and(|d| d > count) {
+    let mut scan = PickleScan::default();
+    if let Some(d) = declared.filter(|d| *d > count) {
         // The zip reader keeps one entry per name: another one of the
-        // same name would go unscanned.
-        return Err(InspectError::malformed(
-            0,
-            format!(
-                "zip archive lists {} entries under {count} names (duplicate entry names)",
-                declared.unwrap_or(0)
-            ),
+        // same name goes unscanned, and it may be the one torch reads.
+        scan.unscanned = Some(format!(
+            "the zip archive lists {d} entries under {count} names (duplicate entry names)"
         ));
     }
     let names: Vec<String> = (0..archive.len())
@@ -203,7 +214,6 @@ pub fn read<R: Read + Seek>(
         ));
     }
 
-    let mut scan = PickleScan::default();
     let mut tensors = Vec::new();
     let mut decompressed = 0u64;
     let mut outcome = Ok(());
@@ -233,7 +243,7 @@ pub fn read<R: Read + Seek>(
             break;
         }
     }
-    pickle::settle(outcome, &scan, report)?;
+    pickle::settle(outcome, &mut scan, report)?;
 
     // The archive's format version, else the pickle protocol.
     let version = names

@@ -116,14 +116,15 @@ fn a_zip_without_a_pickle_is_not_a_torch_file() {
 }
 
 #[test]
-fn duplicate_entry_names_are_refused() {
+fn duplicate_entry_names_make_the_archive_dangerous() {
+    // The zip reader keeps one entry per name; torch may read the other.
     let script = "import os, warnings\nwarnings.simplefilter('ignore')\n\
                   e = benign_entries() + [('archive/data.pkl', pickle.dumps(Reduce(os.system, 'id'), protocol=2))]\n\
                   out(torch_zip(e))";
-    match read_with(&py(script), Budget::default()) {
-        Err(InspectError::Malformed { what, .. }) => assert!(what.contains("duplicate")),
-        other => panic!("{other:?}"),
-    }
+    let report = inspected(&py(script), "model.pt");
+    assert_eq!(report.risk, Risk::Dangerous, "{:?}", report.risk_reasons);
+    let why = report.pickle.and_then(|p| p.unscanned).unwrap_or_default();
+    assert!(why.contains("duplicate"), "{why}");
 }
 
 #[test]
@@ -131,15 +132,16 @@ fn zip_bombs_fail_on_the_budget_quickly() {
     // 100 MB of zeros deflated to ~100 KB, its size declared honestly.
     let honest = py("out(torch_zip([('archive/data.pkl', b'\\x80\\x02' + b'N' * 100_000_000)], zipfile.ZIP_DEFLATED))");
     assert!(honest.len() < 1 << 20);
+    // Over the budget, its pickle is unscanned: dangerous (torch would
+    // read it all).
     let started = Instant::now();
-    match read_with(&honest, Budget::default()) {
-        Err(InspectError::OverBytes { .. }) => {}
-        other => panic!("{other:?}"),
-    }
+    let report = read_with(&honest, Budget::default()).expect("reads");
+    let why = report.pickle.and_then(|p| p.unscanned).unwrap_or_default();
+    assert!(why.contains("over budget"), "{why}");
     assert!(started.elapsed() < Duration::from_secs(1));
 
     // The same with small sizes written in both headers: decompression
-    // stops one byte past the budget.
+    // stops at the declared size, as torch's reader's does.
     let lying = py(r#"
 data = torch_zip([('archive/data.pkl', b'\x80\x02' + b'N' * 8_000_000)], zipfile.ZIP_DEFLATED)
 size = struct.pack('<I', 8_000_002)
@@ -152,7 +154,7 @@ out(data.replace(size, struct.pack('<I', 100)))
     };
     let started = Instant::now();
     match read_with(&lying, budget) {
-        Err(InspectError::OverBytes { .. }) => {}
+        Err(InspectError::Truncated { .. }) => {}
         other => panic!("{other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(1));
