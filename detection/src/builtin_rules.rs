@@ -3,8 +3,8 @@
 //! them with rules from signed bundles; these stay as its default pack.)
 
 use crate::model_file::{
-    classify_model_path, sniff_model_format, sniff_unnamed_model_format, ModelPathClass,
-    MODEL_FILE_RULE_ID,
+    classify_model_path, may_be_pickle, sniff_model_format, sniff_unnamed_model_format,
+    ModelPathClass, MODEL_FILE_RULE_ID,
 };
 use crate::signal_lists::{ai_api_host, ai_serving_port, is_ai_runtime_library, is_gpu_device};
 use vigil_domain::{
@@ -71,7 +71,11 @@ pub fn is_model_content(obs: &Observation) -> bool {
     match obs {
         Observation::FileOpened { path, head } => match classify_model_path(path) {
             ModelPathClass::ModelByName => true,
-            ModelPathClass::NeedsContent => head.as_deref().and_then(sniff_model_format).is_some(),
+            // A pickle of protocol 0 or 1 has no magic to sniff: whatever
+            // may be one is walked (and cached per file version).
+            ModelPathClass::NeedsContent | ModelPathClass::PickleByName => head
+                .as_deref()
+                .is_some_and(|h| sniff_model_format(h).is_some() || may_be_pickle(h)),
             ModelPathClass::NotModel => false,
         },
         Observation::FileMapped { path, head, .. } => {
@@ -144,7 +148,9 @@ struct Verdict {
 fn model_file_opened(path: &str, head: Option<&[u8]>, who: &str) -> Option<Verdict> {
     let format = head.and_then(sniff_model_format);
     match classify_model_path(path) {
-        ModelPathClass::NotModel => return None,
+        // Data as often as a model: a finding only if it runs code
+        // (`model_runs_code`, after it is examined).
+        ModelPathClass::NotModel | ModelPathClass::PickleByName => return None,
         // A readable file that does not look like a model is not one.
         ModelPathClass::NeedsContent if head.is_some() && format.is_none() => return None,
         ModelPathClass::NeedsContent | ModelPathClass::ModelByName => {}

@@ -20,8 +20,9 @@ pub use builtin_rules::{
 };
 pub use dns_question::question_name;
 pub use model_file::{
-    classify_model_path, is_model_file_path, sniff_model_format, sniff_unnamed_model_format,
-    ModelFormat, ModelPathClass, MODEL_FILE_EXTENSIONS, MODEL_FILE_RULE_ID, MODEL_SNIFF_BYTES,
+    classify_model_path, is_model_file_path, may_be_pickle, sniff_model_format,
+    sniff_unnamed_model_format, ModelFormat, ModelPathClass, MODEL_FILE_EXTENSIONS,
+    MODEL_FILE_RULE_ID, MODEL_SNIFF_BYTES,
 };
 pub use signal_lists::{
     ai_api_host, ai_serving_port, is_ai_runtime_library, is_gpu_device,

@@ -13,12 +13,20 @@ pub const MODEL_FILE_EXTENSIONS: &[&str] = &[
     ".mlmodel",
     ".pb",
     ".bin",
+    ".pkl",
+    ".pickle",
+    ".joblib",
 ];
 
 /// Extensions that other software uses for other things (Python's
 /// `site-packages/*.pth` path files): a file with one of them is a model only
 /// if its content says so.
 const AMBIGUOUS_EXTENSIONS: &[&str] = &[".pt", ".pth"];
+
+/// Pickles by name (`pickle.dump`, `joblib.dump`): data as often as models,
+/// so opening one is no model-file finding; but loading one runs whatever
+/// it imports, so each is examined for that.
+const PICKLE_EXTENSIONS: &[&str] = &[".pkl", ".pickle", ".joblib"];
 
 /// Extensions that are model weights only inside a model directory
 /// (`pytorch_model.bin` in a Hugging Face snapshot, `saved_model.pb`), and
@@ -50,6 +58,9 @@ pub enum ModelPathClass {
     ModelByName,
     /// The extension is shared with other formats; look at the content.
     NeedsContent,
+    /// A pickle by name: examined for code it runs when loaded, a model
+    /// finding of its own only if that code is dangerous.
+    PickleByName,
     NotModel,
 }
 
@@ -94,6 +105,7 @@ pub fn classify_model_path(path: &str) -> ModelPathClass {
     match model_extension(path) {
         None => ModelPathClass::NotModel,
         Some(ext) if AMBIGUOUS_EXTENSIONS.contains(&ext) => ModelPathClass::NeedsContent,
+        Some(ext) if PICKLE_EXTENSIONS.contains(&ext) => ModelPathClass::PickleByName,
         Some(ext) if CONTEXT_EXTENSIONS.contains(&ext) => {
             let dir = &path[..path.rfind('/').map(|i| i + 1).unwrap_or(0)];
             if MODEL_DIRECTORY_MARKERS.iter().any(|m| dir.contains(m)) {
@@ -134,6 +146,19 @@ pub fn sniff_model_format(head: &[u8]) -> Option<ModelFormat> {
         return Some(ModelFormat::Onnx);
     }
     None
+}
+
+/// Whether `head` could start a pickle of any protocol: protocol 2 and
+/// later open with `PROTO`, but 0 and 1 (which `torch.save` and
+/// `pickle.dump` still write when asked) with any opcode, so this only rules
+/// out bytes no pickle starts with. Enough to ask the inspector to walk it,
+/// never a verdict.
+pub fn may_be_pickle(head: &[u8]) -> bool {
+    const FIRST_OPCODES: &[u8] = b"(.012BCFGIJKLMNPQRSTUVXabcdeghijlopqrstu}])";
+    match head.first() {
+        Some(&b) => FIRST_OPCODES.contains(&b) || (0x80..=0x98).contains(&b),
+        None => false,
+    }
 }
 
 /// Recognises model weights from content alone, for a file whose name says
@@ -197,6 +222,9 @@ mod tests {
             NotModel
         );
         assert_eq!(classify_model_path("/m/ckpt.pth"), NeedsContent);
+        assert_eq!(classify_model_path("/tmp/x/clf.joblib"), PickleByName);
+        assert_eq!(classify_model_path("/srv/cache.pkl"), PickleByName);
+        assert_eq!(classify_model_path("/srv/frame.pickle"), PickleByName);
         assert_eq!(classify_model_path("/m/llama.gguf"), ModelByName);
     }
 
@@ -223,6 +251,18 @@ mod tests {
         );
         assert_eq!(sniff_model_format(b"Hello, world. This is prose."), None);
         assert_eq!(sniff_model_format(b""), None);
+    }
+
+    #[test]
+    fn any_protocol_of_pickle_may_be_one_and_text_or_binaries_are_not() {
+        assert!(may_be_pickle(b"\x80\x04\x95"));
+        assert!(may_be_pickle(b"cos\nsystem\n(S'id'\ntR."));
+        assert!(may_be_pickle(b"(dp0\nS'a'\n"));
+        assert!(may_be_pickle(b"}q\x00(X"));
+        assert!(!may_be_pickle(b"/usr/lib/python3/dist-packages\n"));
+        assert!(!may_be_pickle(b"# a comment\n"));
+        assert!(!may_be_pickle(b"\x7fELF"));
+        assert!(!may_be_pickle(b""));
     }
 
     #[test]

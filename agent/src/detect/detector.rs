@@ -232,6 +232,13 @@ pub struct Detector {
 }
 
 impl Detector {
+    /// Keeps model examinations of files however recently changed (tests
+    /// write a file and open it at once).
+    #[cfg(test)]
+    pub fn keep_unsettled_models(&mut self) {
+        self.models.keep_unsettled();
+    }
+
     /// `self_pid` is the agent's own process, whose events are ignored.
     pub fn new(rules: BuiltinRules, procfs: Procfs, self_pid: u32) -> Self {
         Self {
@@ -688,13 +695,19 @@ impl Detector {
             );
         };
         // Without a digest nothing is approved: this says whether the rules
-        // fire at all, and whether it would be a duplicate.
-        let draft = self.rules.evaluate(&resolved.process, &obs, at)?;
-        if self
-            .reported
-            .contains(draft.process.pid, draft.signal, &draft.object())
-        {
-            return None;
+        // fire at all, and whether it would be a duplicate. Model content
+        // (a pickle by name included, which no rule fires on) goes on to be
+        // examined whatever the rules say: it may run code when loaded.
+        match self.rules.evaluate(&resolved.process, &obs, at) {
+            Some(draft)
+                if self
+                    .reported
+                    .contains(draft.process.pid, draft.signal, &draft.object()) =>
+            {
+                return None
+            }
+            None if !vigil_detection::is_model_content(&obs) => return None,
+            _ => {}
         }
         Some(Detection::NeedsDigest(PendingFinding {
             process: resolved.process,
@@ -742,7 +755,10 @@ impl Detector {
         examined: Option<ModelIdentity>,
     ) -> Vec<Finding> {
         if let Some(m) = &examined {
-            self.models.insert(pending.key, m.clone());
+            // Read no earlier than the open.
+            let opened = std::time::UNIX_EPOCH
+                + std::time::Duration::from_nanos(u64::try_from(pending.at).unwrap_or(0));
+            self.models.insert(pending.key, m.clone(), opened);
         }
         self.model_findings(
             &pending.process,

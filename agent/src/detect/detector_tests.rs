@@ -517,6 +517,7 @@ fn a_model_file_finding_names_the_model_with_its_digest_and_fingerprint() {
     let model = dir.path().join("model.safetensors");
     safetensors_file(&model);
     let mut d = detector(0);
+    d.keep_unsettled_models();
     let mut t = ProcessTable::new(100);
     let me = std::process::id();
     let det = d.on_event(
@@ -615,4 +616,32 @@ fn an_unapproved_process_loading_a_dangerous_pickle_gets_both_findings() {
         "{}",
         found[0].summary
     );
+}
+
+/// Pickles `pickle.load` and `torch.load` run, under pickle names and in
+/// protocols 0 and 1 (no magic to sniff), are examined: a dangerous one is
+/// a `model_risk` finding (and a `.pkl` of data no model-file finding).
+#[test]
+fn pickles_by_name_and_old_protocols_get_a_risk_finding() {
+    let dir = tempfile::tempdir().unwrap();
+    let me = std::process::id();
+    for (name, bytes) in [
+        ("model.pkl", OS_SYSTEM_PICKLE),
+        ("checkpoint.pt", &b"cos\nsystem\n(S'id'\ntR."[..]),
+        ("finetuned.pth", &b"cos\nsystem\n(S'id'\ntR."[..]),
+    ] {
+        let evil = dir.path().join(name);
+        std::fs::write(&evil, bytes).unwrap();
+        let mut d = detector(0);
+        let mut t = ProcessTable::new(100);
+        let held = std::fs::File::open(&evil).unwrap();
+        let det = d.on_event(&held_open(me, &evil, &held), &mut t);
+        let found = settle_all(&mut d, det);
+        assert!(
+            found
+                .iter()
+                .any(|f| f.signal == vigil_domain::SignalKind::ModelRisk),
+            "{name}: {found:?}"
+        );
+    }
 }

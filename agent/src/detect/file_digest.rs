@@ -58,6 +58,22 @@ pub struct FileKey {
     ctime: (i64, i64),
 }
 
+impl FileKey {
+    /// Whether this version's last change (its ctime) is less than
+    /// `window` before `now`: a write in the same clock tick as a read of
+    /// it leaves the key as it was (timestamps come from a coarse clock),
+    /// so what was read may not be what the key now names.
+    pub fn changed_within(&self, window: std::time::Duration, now: std::time::SystemTime) -> bool {
+        let now = match now.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => i128::try_from(d.as_nanos()).unwrap_or(i128::MAX),
+            Err(_) => return true,
+        };
+        let ctime = i128::from(self.ctime.0) * 1_000_000_000 + i128::from(self.ctime.1);
+        let window = i128::try_from(window.as_nanos()).unwrap_or(i128::MAX);
+        ctime.saturating_add(window) > now
+    }
+}
+
 pub fn file_key(meta: &std::fs::Metadata) -> FileKey {
     FileKey {
         dev: meta.dev(),
