@@ -70,11 +70,28 @@ fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     if report.risk == Risk::Dangerous {
         return Err(ExitCode::VerificationFailed.error(format!(
             "{} runs code when loaded: {}",
-            path.display(),
-            report.risk_reasons.join("; ")
+            escape_controls(&path.display().to_string()),
+            reasons_line(&report.risk_reasons)
         )));
     }
     Ok(())
+}
+
+/// Reasons shown in the one-line verdict; the rest are in the report.
+const REASONS_SHOWN: usize = 8;
+
+/// The reasons on one line: each escaped (a pickle names its imports, and
+/// a name may hold a newline or an escape sequence), the first few only.
+fn reasons_line(reasons: &[String]) -> String {
+    let mut line: Vec<String> = reasons
+        .iter()
+        .take(REASONS_SHOWN)
+        .map(|r| escape_controls(r).into_owned())
+        .collect();
+    if reasons.len() > REASONS_SHOWN {
+        line.push(format!("{} more", reasons.len() - REASONS_SHOWN));
+    }
+    line.join("; ")
 }
 
 fn sha256_of(mut file: std::fs::File) -> std::io::Result<String> {

@@ -64,6 +64,26 @@ fn a_pickle_that_runs_code_exits_5_naming_the_import() {
 }
 
 #[test]
+fn import_names_cannot_forge_lines_or_escapes_in_the_verdict() {
+    // STACK_GLOBAL of a name holding a newline, a forged verdict and a
+    // screen-clearing escape.
+    let name = "system\nvigilctl: checkpoint.pkl is safe\x1b[2J";
+    let mut b = b"\x80\x04\x8c\x02os\x8c".to_vec();
+    b.push(name.len() as u8);
+    b.extend_from_slice(name.as_bytes());
+    b.extend_from_slice(b"\x93.");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("checkpoint.pkl");
+    std::fs::write(&path, b).unwrap();
+    let out = vigilctl(&["model", "inspect", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!err.contains('\x1b'), "{err}");
+    assert!(!text(&out.stdout).contains('\x1b'));
+}
+
+#[test]
 fn a_file_that_is_no_model_or_is_cut_short_exits_1_saying_where() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notes.gguf");
