@@ -267,3 +267,48 @@ async fn a_weights_only_model_is_identified_and_a_requantized_copy_keeps_its_fin
         .iter()
         .any(|x| x.finding.as_ref().unwrap().signal() == SignalKind::ModelRisk));
 }
+
+/// Pickles by name (`.pkl`, `.joblib`) and protocol 0 checkpoints (no magic
+/// to sniff) are examined when opened: one that runs code is a Critical
+/// alert; a pickle of plain data, its benign twin, raises nothing (a
+/// `.pkl` is data as often as a model).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pickles_by_name_and_in_protocol_0_are_examined_and_data_pickles_stay_silent() {
+    if !privileged("pickles_by_name_and_in_protocol_0_are_examined_and_data_pickles_stay_silent") {
+        return;
+    }
+    let h = AgentHost::start("model-intel-pkl").await;
+    let data = h.dir.join("features.pkl");
+    python(
+        "import pickle, sys\n\
+         open(sys.argv[1], 'wb').write(pickle.dumps({'rows': list(range(100)), 'name': 'x'}, protocol=0))",
+        &[&data],
+    );
+    let benign_pid = python_opens(&data);
+    let mut evil_pids = Vec::new();
+    for name in ["classifier.joblib", "finetuned.pt"] {
+        let evil = h.dir.join(name);
+        std::fs::write(&evil, b"cos\nsystem\n(S'touch /tmp/vigil-pwned'\ntR.").unwrap();
+        let pid = python_opens(&evil);
+        let risk = h
+            .alert("the model-risk alert", |a| {
+                signal_for(a, SignalKind::ModelRisk, pid)
+            })
+            .await;
+        let f = risk.finding.unwrap();
+        assert_eq!(f.severity(), Severity::Critical, "{name}");
+        let m = f.file.unwrap().model.unwrap();
+        assert_eq!(m.dangerous_imports, ["os.system"], "{name}");
+        evil_pids.push(pid);
+    }
+    let alerts = h.cp.alerts().await;
+    let from = |pid: u32| {
+        alerts
+            .iter()
+            .filter(|a| a.finding.as_ref().unwrap().process.as_ref().unwrap().pid == pid)
+            .count()
+    };
+    assert_eq!(from(benign_pid), 0, "a data pickle raised an alert");
+    // The .joblib is no model file by name: only its risk is an alert.
+    assert_eq!(from(evil_pids[0]), 1);
+}
