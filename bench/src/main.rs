@@ -9,12 +9,14 @@
 //! opens (`flood_bench`), GPU polls and policy evaluation.
 //! Writes `bench/results.json` and `BENCHMARKS.md`; `VIGIL_BENCH_ONLY=gpu`, `ingest`,
 //! `policy`, `latency`, `flood` or `transport` runs one section and only
-//! prints its figures.
+//! prints its figures; `cluster` or `models` runs one and merges its
+//! figures into both files.
 
 mod cluster_bench;
 mod flood_bench;
 mod gpu_polls;
 mod ingest_bench;
+mod model_bench;
 mod policy_bench;
 mod report;
 mod storm;
@@ -646,6 +648,13 @@ fn main() -> anyhow::Result<()> {
     if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("gpu") {
         return gpu_polls::gpu_polls(&root, s.work.path(), &mut Report::default());
     }
+    // `VIGIL_BENCH_ONLY=models`: only the model-inspection figures, merged
+    // into the results.
+    if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("models") {
+        let mut report = Report::default();
+        model_bench::models(&root, s.work.path(), &mut report)?;
+        return report.merge(&root);
+    }
     let policy_key = vigil_policy::SigningKey::generate();
     let cp = start_control_plane(&s, &policy_key.public_hex())?;
     // `VIGIL_BENCH_ONLY=policy`: only the policy figures, printed.
@@ -695,6 +704,7 @@ fn main() -> anyhow::Result<()> {
     ingest_bench::ingest(&s, &mut report)?;
     cluster_bench::cluster(&s, &mut report)?;
     gpu_polls::gpu_polls(&root, s.work.path(), &mut report)?;
+    model_bench::models(&root, s.work.path(), &mut report)?;
     policy_bench::rule_evaluation(&root, &mut report)?;
     s.rt.block_on(policy_bench::propagation(
         &cp.endpoint(),

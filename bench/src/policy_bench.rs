@@ -90,8 +90,12 @@ fn recorded_events(n: usize) -> Vec<Finding> {
                     signal,
                     SignalKind::ModelFile | SignalKind::AiRuntime | SignalKind::GpuDevice
                 )
-                .then(|| FileObject {
-                    path: format!("/srv/models/{}/weights-{}.safetensors", i % 50, i % 7),
+                .then(|| {
+                    FileObject::at(format!(
+                        "/srv/models/{}/weights-{}.safetensors",
+                        i % 50,
+                        i % 7
+                    ))
                 }),
                 net: matches!(signal, SignalKind::AiEgress | SignalKind::AiServing).then(|| {
                     NetObject {
