@@ -59,7 +59,12 @@ enum V {
 
 #[derive(Debug)]
 enum Node {
-    Str(Box<str>),
+    /// A string: `len` bytes at `start` in the walker's text arena (one
+    /// buffer for every string, not an allocation each).
+    Str {
+        start: u32,
+        len: u32,
+    },
     Tuple(Vec<V>),
     List(Vec<V>),
     Dict(Vec<(V, V)>),
@@ -324,6 +329,7 @@ fn scan_pickle<R: Read + Seek>(
         marks: Vec::new(),
         memo: Memo::default(),
         nodes: Vec::new(),
+        text: String::new(),
         depths: Vec::new(),
         values: 0,
         seen: HashMap::default(),
@@ -368,6 +374,8 @@ struct Walker<'a> {
     marks: Vec<usize>,
     memo: Memo,
     nodes: Vec<Node>,
+    /// The bytes of every `Node::Str`.
+    text: String,
     /// Nesting of each node (1 for a leaf), as far as insertion tells.
     depths: Vec<usize>,
     values: u64,
@@ -1138,10 +1146,10 @@ impl Walker<'_> {
             return Ok(V::Other);
         }
         let bytes = r.read_vec(n, what)?;
-        // Valid UTF-8 (nearly always) is kept without a copy.
-        let text = String::from_utf8(bytes)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-        self.str(text)
+        match std::str::from_utf8(&bytes) {
+            Ok(text) => self.str_ref(text),
+            Err(_) => self.str(String::from_utf8_lossy(&bytes).into_owned()),
+        }
     }
 
     /// A `bytes` value of `n` bytes, skipped, as where it lies.
@@ -1291,7 +1299,7 @@ impl Walker<'_> {
             // an import whose name is lost that way is "?", dangerous.
             match node {
                 Node::Global(_) => {}
-                Node::Str(_) | Node::Module(_) | Node::Bytes { .. }
+                Node::Str { .. } | Node::Module(_) | Node::Bytes { .. }
                     if self.lossy_nodes < self.max_items =>
                 {
                     self.lossy_nodes += 1;
@@ -1324,12 +1332,31 @@ impl Walker<'_> {
     }
 
     fn str(&mut self, s: String) -> Result<V, InspectError> {
-        self.node(Node::Str(s.into_boxed_str()), 1, 0)
+        self.str_ref(&s)
+    }
+
+    fn str_ref(&mut self, s: &str) -> Result<V, InspectError> {
+        // Strings come from the file, so the arena is bounded by the byte
+        // budget (and by 4 GiB, where offsets stop fitting).
+        let (Ok(start), Ok(len)) = (u32::try_from(self.text.len()), u32::try_from(s.len())) else {
+            return Err(InspectError::TooMany {
+                what: "pickle string bytes".into(),
+                count: self.text.len() as u64 + s.len() as u64,
+                max: u64::from(u32::MAX),
+            });
+        };
+        let v = self.node(Node::Str { start, len }, 1, 0)?;
+        if matches!(v, V::Node(_)) {
+            self.text.push_str(s);
+        }
+        Ok(v)
     }
 
     fn str_of(&self, v: V) -> Option<&str> {
         match self.at(v)? {
-            Node::Str(s) => Some(s),
+            Node::Str { start, len } => self
+                .text
+                .get(*start as usize..(*start as usize + *len as usize)),
             _ => None,
         }
     }
