@@ -666,6 +666,25 @@ impl Detector {
                     let head = self.head(pid, None, &path, None);
                     Observation::FileOpened { path, head }
                 };
+                if vigil_detection::is_model_content(&obs) {
+                    // Its header read here (its digest at its next open):
+                    // the identity, and a model-risk finding for a file
+                    // that runs code, as for an open the sensors saw.
+                    let examined = obs
+                        .model_candidate_path()
+                        .and_then(|p| self.open_named(pid, None, p, None).ok())
+                        .map(|(mut file, _)| {
+                            let path = obs.model_candidate_path().unwrap_or("");
+                            let name = path.rsplit('/').next().unwrap_or(path);
+                            super::model_examination::examine_header(
+                                &mut file,
+                                name,
+                                self.limits.inspect,
+                            )
+                        });
+                    out.extend(self.model_findings(&process, obs, now, examined, None));
+                    continue;
+                }
                 out.extend(self.finding(&process, obs, now));
             }
             for path in libraries {

@@ -265,6 +265,29 @@ fn a_running_process_holding_a_model_open_is_found_by_the_startup_scan() {
 }
 
 #[test]
+fn a_booby_trapped_checkpoint_held_open_before_the_start_is_a_risk_finding() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("held.pth");
+    std::fs::write(&path, OS_SYSTEM_PICKLE).unwrap();
+    let _held = std::fs::File::open(&path).unwrap();
+    let mut t = ProcessTable::new(1 << 16);
+    t.seed(&Procfs::default()).unwrap();
+    let mut d = detector(0);
+    let me = std::process::id();
+    let found: Vec<_> = d
+        .scan_running(&mut t)
+        .into_iter()
+        .filter(|f| f.process.pid == me && f.object() == path.to_string_lossy())
+        .collect();
+    let signals: Vec<_> = found.iter().map(|f| f.signal).collect();
+    assert_eq!(signals, [SignalKind::ModelFile, SignalKind::ModelRisk]);
+    let m = found[1].file.as_ref().unwrap().model.as_ref().unwrap();
+    assert_eq!(m.dangerous_imports, ["os.system"]);
+    // The header is read; the digest waits for the next open.
+    assert!(m.sha256.is_empty() && m.error.contains("not hashed"), "{m:?}");
+}
+
+#[test]
 fn a_failed_open_of_a_model_file_is_not_a_load() {
     let mut d = detector(0);
     let mut t = ProcessTable::new(100);

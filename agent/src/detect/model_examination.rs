@@ -20,14 +20,7 @@ pub fn examine(
     inspect: Budget,
     hash: HashBudget,
 ) -> ModelIdentity {
-    let mut errors = Vec::new();
-    let mut identity = match inspect_file(file, name, inspect) {
-        Ok(report) => identity_of(&report),
-        Err(e) => {
-            errors.push(format!("not inspected: {e}"));
-            ModelIdentity::default()
-        }
-    };
+    let (mut identity, mut errors) = inspected(file, name, inspect);
     match file
         .seek(SeekFrom::Start(0))
         .map_err(Into::into)
@@ -38,6 +31,30 @@ pub fn examine(
     }
     identity.error = cut(&errors.join("; "), MAX_REASON);
     identity
+}
+
+/// The header only, not the digest: for the model files processes held
+/// open before the agent started (hashing every one a busy host holds
+/// would hold up the start; the next open of each is hashed).
+pub fn examine_header(file: &mut std::fs::File, name: &str, inspect: Budget) -> ModelIdentity {
+    let (mut identity, mut errors) = inspected(file, name, inspect);
+    errors.push("not hashed: open before the agent started".into());
+    identity.error = cut(&errors.join("; "), MAX_REASON);
+    identity
+}
+
+fn inspected(
+    file: &mut std::fs::File,
+    name: &str,
+    inspect: Budget,
+) -> (ModelIdentity, Vec<String>) {
+    match inspect_file(file, name, inspect) {
+        Ok(report) => (identity_of(&report), Vec::new()),
+        Err(e) => (
+            ModelIdentity::default(),
+            vec![format!("not inspected: {e}")],
+        ),
+    }
 }
 
 /// The longest a name, label or version taken from a file is kept.
