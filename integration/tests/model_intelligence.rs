@@ -95,22 +95,7 @@ async fn a_booby_trapped_checkpoint_is_a_critical_alert_naming_its_import_and_di
     // Exported as a CycloneDX 1.6 ML-BOM: the model is a
     // machine-learning-model with its sha256 and risk, and the document
     // is valid against the official schema.
-    let bom_file = h.dir.join("fleet.cdx.json");
-    let out = h.cp.vigilctl(&[
-        "inventory",
-        "export",
-        "--format",
-        "cyclonedx",
-        "--out",
-        bom_file.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bom: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&bom_file).unwrap()).unwrap();
+    let bom = exported_ml_bom(&h);
     let component = bom["components"]
         .as_array()
         .unwrap()
@@ -128,7 +113,6 @@ async fn a_booby_trapped_checkpoint_is_a_critical_alert_naming_its_import_and_di
         .unwrap()
         .iter()
         .any(|c| c["type"] == "application" && c["name"].as_str().unwrap().contains("python")));
-    validate_cyclonedx(&bom_file);
 
     // And as CSV, one row per item, with the digest and risk.
     let out = h.cp.vigilctl(&["inventory", "export", "--format", "csv"]);
@@ -140,6 +124,27 @@ async fn a_booby_trapped_checkpoint_is_a_critical_alert_naming_its_import_and_di
             .any(|l| l.contains(&digest) && l.contains("posix.system") && l.contains("dangerous")),
         "{csv}"
     );
+}
+
+/// The inventory exported by `vigilctl inventory export --format
+/// cyclonedx`, checked against the CycloneDX 1.6 schema.
+fn exported_ml_bom(h: &AgentHost) -> serde_json::Value {
+    let bom_file = h.dir.join("fleet.cdx.json");
+    let out = h.cp.vigilctl(&[
+        "inventory",
+        "export",
+        "--format",
+        "cyclonedx",
+        "--out",
+        bom_file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    validate_cyclonedx(&bom_file);
+    serde_json::from_slice(&std::fs::read(&bom_file).unwrap()).unwrap()
 }
 
 /// Checks a CycloneDX document with cyclonedx-python-lib's strict
@@ -226,22 +231,7 @@ async fn a_weights_only_model_is_identified_and_a_requantized_copy_keeps_its_fin
     );
     // In the inventory and its ML-BOM: two models (two digests), one
     // structure fingerprint.
-    let bom_file = h.dir.join("fleet.cdx.json");
-    let out = h.cp.vigilctl(&[
-        "inventory",
-        "export",
-        "--format",
-        "cyclonedx",
-        "--out",
-        bom_file.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bom: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&bom_file).unwrap()).unwrap();
+    let bom = exported_ml_bom(&h);
     for m in &models {
         let component = bom["components"]
             .as_array()
@@ -259,7 +249,6 @@ async fn a_weights_only_model_is_identified_and_a_requantized_copy_keeps_its_fin
                 && p["value"] == m.structure_fingerprint.as_str()
         }));
     }
-    validate_cyclonedx(&bom_file);
 
     // No model_risk alert for a weights-only file.
     let alerts = h.cp.alerts().await;

@@ -42,6 +42,21 @@ impl Default for Budget {
     }
 }
 
+impl Budget {
+    /// `TooMany` once a table (`what`) would hold `count` entries, past
+    /// `max_items`.
+    pub fn check_items(&self, count: u64, what: &str) -> Result<(), InspectError> {
+        if count > self.max_items {
+            return Err(InspectError::TooMany {
+                what: what.to_string(),
+                count,
+                max: self.max_items,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// `Read + Seek` with the budget applied.
 pub struct Bounded<R> {
     inner: R,

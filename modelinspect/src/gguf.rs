@@ -319,15 +319,8 @@ pub fn read<R: Read + Seek>(
     };
     let tensors = g.count("tensor count")?;
     let keys = g.count("metadata key count")?;
-    for (what, n) in [("tensors", tensors), ("metadata keys", keys)] {
-        if n > budget.max_items {
-            return Err(InspectError::TooMany {
-                what: what.into(),
-                count: n,
-                max: budget.max_items,
-            });
-        }
-    }
+    budget.check_items(tensors, "tensors")?;
+    budget.check_items(keys, "metadata keys")?;
     report.format_version = version.to_string();
     let mut values = Vec::with_capacity(keys.min(1024) as usize);
     for _ in 0..keys {

@@ -355,16 +355,7 @@ impl<'a, R: Read + Seek> Wire<'a, R> {
 
     /// Fails once a table already holds the most the budget allows.
     fn count(&self, have: usize, what: &str) -> Result<(), InspectError> {
-        let max = self.r.budget().max_items;
-        let count = have as u64 + 1;
-        if count > max {
-            return Err(InspectError::TooMany {
-                what: what.to_string(),
-                count,
-                max,
-            });
-        }
-        Ok(())
+        self.r.budget().check_items(have as u64 + 1, what)
     }
 
     fn enter(&self, depth: usize, what: &str) -> Result<(), InspectError> {

@@ -72,14 +72,7 @@ pub fn read<R: Read + Seek>(
             format!("header JSON: {e}"),
         )
     })?;
-    let max = r.budget().max_items;
-    if entries.len() as u64 > max {
-        return Err(InspectError::TooMany {
-            what: "tensors".into(),
-            count: entries.len() as u64,
-            max,
-        });
-    }
+    r.budget().check_items(entries.len() as u64, "tensors")?;
     for (name, entry) in entries {
         match entry {
             Entry::Metadata(m) if name == "__metadata__" => report.metadata = m,

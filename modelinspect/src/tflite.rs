@@ -322,15 +322,7 @@ impl<R: Read + Seek> Fb<'_, R> {
     }
 
     fn bounded(&self, count: u64, what: &str) -> Result<(), InspectError> {
-        let max = self.r.budget().max_items;
-        if count > max {
-            return Err(InspectError::TooMany {
-                what: what.to_string(),
-                count,
-                max,
-            });
-        }
-        Ok(())
+        self.r.budget().check_items(count, what)
     }
 
     /// Buffer `index`'s table, checked against the buffer count.
