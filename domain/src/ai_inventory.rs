@@ -19,7 +19,10 @@ use crate::{Finding, ModelIdentity, NetDirection, SignalKind, WorkloadApproval};
 /// Hosts named per item; sightings past them are counted.
 pub const MAX_HOSTS: usize = 256;
 /// Paths named per item (a model copied to many places); more are counted.
-pub const MAX_PATHS: usize = 16;
+pub const MAX_PATHS: usize = 8;
+/// Longest path kept on an item (a longer one is cut at a character
+/// boundary): one agent can name many long paths.
+pub const MAX_PATH_BYTES: usize = 512;
 /// Longest key kept (a longer path is cut at a character boundary).
 pub const MAX_KEY_BYTES: usize = 1024;
 
@@ -125,9 +128,10 @@ impl InventoryItem {
             }
         }
         if let Some(p) = s.path.as_deref().filter(|p| !p.is_empty()) {
-            if !self.paths.iter().any(|x| x == p) {
+            let p = cut(p, MAX_PATH_BYTES);
+            if !self.paths.iter().any(|x| *x == p) {
                 if self.paths.len() < MAX_PATHS {
-                    self.paths.push(p.to_string());
+                    self.paths.push(p);
                 } else {
                     self.unnamed_path_sightings += 1;
                 }
@@ -270,15 +274,17 @@ fn digest_or_path(sha256: &str, path: &str) -> String {
     }
 }
 
-fn bounded(mut key: String) -> String {
-    if key.len() > MAX_KEY_BYTES {
-        let mut cut = MAX_KEY_BYTES;
-        while !key.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        key.truncate(cut);
+fn bounded(key: String) -> String {
+    cut(&key, MAX_KEY_BYTES)
+}
+
+/// `s`, cut to at most `max` bytes at a character boundary.
+fn cut(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
     }
-    key
+    s[..end].to_string()
 }
 
 #[cfg(test)]

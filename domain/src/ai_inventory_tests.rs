@@ -172,6 +172,9 @@ fn an_item_stays_bounded_however_many_hosts_and_paths_report_it() {
     let long = model_finding(&format!("/{}", "é".repeat(2000)), None);
     let key = &sightings(&long)[1].key;
     assert!(key.len() <= MAX_KEY_BYTES && key.starts_with("path:/é"));
+    let mut item = InventoryItem::default();
+    item.record(&sightings(&long)[1], "h", 1);
+    assert!(item.paths[0].len() <= MAX_PATH_BYTES && item.paths[0].starts_with("/é"));
 }
 
 #[test]

@@ -17,6 +17,9 @@ use crate::node::ControlPlaneNode;
 use crate::raft_types::{Command, CommandResult};
 
 const DEFAULT_LIMIT: usize = 1_000;
+/// An inventory page stops at about this many encoded bytes (an item can
+/// name 256 hosts and 8 paths), well under a client's 4 MiB message limit.
+const INVENTORY_PAGE_BYTES: usize = 2 << 20;
 const MAX_LIMIT: usize = 10_000;
 
 pub struct AdminServiceImpl {
@@ -731,6 +734,7 @@ impl AdminService for AdminServiceImpl {
             .inventory(kind, after, limit)
             .map_err(internal)?;
         let refused_sightings = self.node.state.inventory_refused().map_err(internal)?;
+        let (items, more) = within_page_bytes(items, more);
         let (next_after_kind, next_after_key) = match items.last().filter(|_| more) {
             Some(last) => (
                 vigil_proto::inventory_kind_to_wire(last.kind).into(),
@@ -807,5 +811,59 @@ impl AdminService for AdminServiceImpl {
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
             rx,
         )))
+    }
+}
+
+/// The first items of a page that encode to at most `INVENTORY_PAGE_BYTES`
+/// (at least one), and whether more follow. Only items the agents reported
+/// are cut: the approved-but-unseen ones at the end of the last page are
+/// small and follow the last stored item, so a page cut before them drops
+/// them too and the next page (after the last item kept) brings them back.
+fn within_page_bytes(
+    items: Vec<vigil_domain::InventoryItem>,
+    more: bool,
+) -> (Vec<vigil_domain::InventoryItem>, bool) {
+    use prost::Message;
+    let mut bytes = 0;
+    for (n, item) in items.iter().enumerate() {
+        bytes += types_pb::InventoryItem::from(item.clone()).encoded_len();
+        if bytes > INVENTORY_PAGE_BYTES && n > 0 && item.sightings > 0 {
+            let mut items = items;
+            items.truncate(n);
+            return (items, true);
+        }
+    }
+    (items, more)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_domain::{InventoryItem, InventoryKind};
+
+    fn item(n: usize, hosts: usize, seen: bool) -> InventoryItem {
+        InventoryItem {
+            kind: Some(InventoryKind::Model),
+            key: format!("sha256:{n:064}"),
+            hosts: (0..hosts).map(|h| format!("{h:0>250}")).collect(),
+            sightings: u64::from(seen),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_inventory_page_stops_near_two_mib_and_never_cuts_only_approved_leftovers() {
+        // 256 hosts of 250 bytes: ~64 KiB an item.
+        let items: Vec<_> = (0..100).map(|n| item(n, 256, true)).collect();
+        let (page, more) = within_page_bytes(items, false);
+        assert!(more);
+        assert!(page.len() > 20 && page.len() < 40, "{}", page.len());
+        // Small pages pass as they are, approved leftovers included.
+        let mut small: Vec<_> = (0..10).map(|n| item(n, 1, true)).collect();
+        small.push(item(99, 0, false));
+        assert_eq!(within_page_bytes(small.clone(), false), (small, false));
+        // One item larger than a page still goes out alone.
+        let (page, _) = within_page_bytes(vec![item(0, 256, true)], false);
+        assert_eq!(page.len(), 1);
     }
 }
