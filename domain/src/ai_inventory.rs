@@ -129,7 +129,7 @@ impl InventoryItem {
         }
         if let Some(p) = s.path.as_deref().filter(|p| !p.is_empty()) {
             let p = cut(p, MAX_PATH_BYTES);
-            if !self.paths.iter().any(|x| *x == p) {
+            if !self.paths.contains(&p) {
                 if self.paths.len() < MAX_PATHS {
                     self.paths.push(p);
                 } else {
