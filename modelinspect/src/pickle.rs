@@ -13,8 +13,6 @@
 //! anything is allocated; the stack and the memo are bounded by
 //! `max_items`, marks and nesting by `max_depth`.
 
-use std::collections::HashSet;
-
 use foldhash::HashMap;
 use std::io::{Read, Seek};
 use std::rc::Rc;
@@ -318,6 +316,11 @@ fn scan_pickle<R: Read + Seek>(
 ) -> Result<Root, InspectError> {
     scan.pickles.push(at.to_string());
     let budget = r.budget();
+    // Room for the nodes a pickle this long makes (about one per 8 bytes
+    // in a state dict), so the arena does not grow and copy as it is
+    // walked; bounded, as the walk is, by the budget.
+    let expected =
+        (r.remaining().min(budget.max_bytes) / 8).min(budget.max_items.min(1 << 20)) as usize;
     let mut w = Walker {
         at,
         scan,
@@ -328,9 +331,9 @@ fn scan_pickle<R: Read + Seek>(
         stack: Vec::new(),
         marks: Vec::new(),
         memo: Memo::default(),
-        nodes: Vec::new(),
+        nodes: Vec::with_capacity(expected),
         text: String::new(),
-        depths: Vec::new(),
+        depths: Vec::with_capacity(expected),
         values: 0,
         seen: HashMap::default(),
         proto: None,
@@ -1693,7 +1696,7 @@ impl Walker<'_> {
         // (value, parent name, key, depth)
         let mut todo: Vec<(V, Rc<str>, Option<String>, usize)> =
             vec![(root, Rc::from(""), None, 0)];
-        let mut visited = HashSet::new();
+        let mut visited = vec![false; self.nodes.len()];
         let mut name_bytes = 0u64;
         while let Some((v, parent, key, depth)) = todo.pop() {
             let name: Rc<str> = match key {
@@ -1733,9 +1736,10 @@ impl Walker<'_> {
                 continue;
             }
             let V::Node(id) = v else { continue };
-            if depth >= self.max_depth || !visited.insert(id) {
+            if depth >= self.max_depth || visited.get(id as usize).is_none_or(|&seen| seen) {
                 continue;
             }
+            visited[id as usize] = true;
             let mut children: Vec<(V, Option<String>)> = Vec::new();
             let keyed = |items: &[(V, V)], children: &mut Vec<(V, Option<String>)>| {
                 for (k, val) in items {
