@@ -494,13 +494,22 @@ mod tests {
                 7
             )
             .is_none());
+        let mut torch_zip = b"PK\x03\x04".to_vec();
+        torch_zip.extend_from_slice(&[0; 22]);
+        torch_zip.extend_from_slice(&16u16.to_le_bytes());
+        torch_zip.extend_from_slice(&[0; 2]);
+        torch_zip.extend_from_slice(b"archive/data.pkl");
+        assert!(rules
+            .evaluate(&python(), &open("/m/ckpt.pth", Some(&torch_zip)), 7)
+            .is_some());
+        // Names are hints: a zip that is not torch.save's is no checkpoint.
         assert!(rules
             .evaluate(
                 &python(),
                 &open("/m/ckpt.pth", Some(b"PK\x03\x04\x00\x00")),
                 7
             )
-            .is_some());
+            .is_none());
         assert!(rules
             .evaluate(&python(), &open("/m/old.pt", Some(b"\x80\x02\x8a\x0a")), 7)
             .is_some());

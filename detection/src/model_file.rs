@@ -124,8 +124,10 @@ pub fn sniff_model_format(head: &[u8]) -> Option<ModelFormat> {
     if head.starts_with(b"GGUF") {
         return Some(ModelFormat::Gguf);
     }
+    // A zip is a model only as torch.save writes one: its first entry is
+    // `<archive>/data.pkl` (a plain zip, a jar, a docx named `.pt` is not).
     if head.starts_with(b"PK\x03\x04") {
-        return Some(ModelFormat::PyTorchZip);
+        return is_torch_zip(head).then_some(ModelFormat::PyTorchZip);
     }
     if head.len() >= 8 && &head[4..8] == b"TFL3" {
         return Some(ModelFormat::TfLite);
@@ -146,6 +148,16 @@ pub fn sniff_model_format(head: &[u8]) -> Option<ModelFormat> {
         return Some(ModelFormat::Onnx);
     }
     None
+}
+
+/// torch.save's zip: the first local entry is `<archive>/data.pkl`.
+fn is_torch_zip(head: &[u8]) -> bool {
+    let Some(len) = head.get(26..28) else {
+        return false;
+    };
+    let name_len = u16::from_le_bytes([len[0], len[1]]) as usize;
+    head.get(30..30 + name_len)
+        .is_some_and(|name| name.ends_with(b"/data.pkl") || name == b"data.pkl")
 }
 
 /// Whether `head` could start a pickle of any protocol: protocol 2 and
@@ -177,12 +189,7 @@ pub fn sniff_unnamed_model_format(head: &[u8]) -> Option<ModelFormat> {
         ModelFormat::Safetensors => {
             (head.get(9) == Some(&b'"')).then_some(ModelFormat::Safetensors)
         }
-        // torch.save's zip: the first entry is `<archive>/data.pkl`.
-        ModelFormat::PyTorchZip => {
-            let name_len = u16::from_le_bytes(head.get(26..28)?.try_into().ok()?) as usize;
-            let name = head.get(30..30 + name_len)?;
-            (name.ends_with(b"/data.pkl") || name == b"data.pkl").then_some(ModelFormat::PyTorchZip)
-        }
+        ModelFormat::PyTorchZip => Some(ModelFormat::PyTorchZip),
         ModelFormat::TfLite => Some(ModelFormat::TfLite),
         ModelFormat::Onnx | ModelFormat::Pickle => None,
     }
@@ -245,10 +252,19 @@ mod tests {
             sniff_model_format(b"\x1c\x00\x00\x00TFL3"),
             Some(ModelFormat::TfLite)
         );
-        assert_eq!(
-            sniff_model_format(b"PK\x03\x04\x00\x00"),
-            Some(ModelFormat::PyTorchZip)
-        );
+        // A zip only as torch.save writes one.
+        let mut torch = b"PK\x03\x04".to_vec();
+        torch.extend_from_slice(&[0; 22]);
+        torch.extend_from_slice(&16u16.to_le_bytes());
+        torch.extend_from_slice(&[0; 2]);
+        torch.extend_from_slice(b"archive/data.pkl");
+        assert_eq!(sniff_model_format(&torch), Some(ModelFormat::PyTorchZip));
+        assert_eq!(sniff_model_format(b"PK\x03\x04\x00\x00"), None);
+        let mut plain = torch[..26].to_vec();
+        plain.extend_from_slice(&9u16.to_le_bytes());
+        plain.extend_from_slice(&[0; 2]);
+        plain.extend_from_slice(b"notes.txt");
+        assert_eq!(sniff_model_format(&plain), None);
         assert_eq!(sniff_model_format(b"Hello, world. This is prose."), None);
         assert_eq!(sniff_model_format(b""), None);
     }

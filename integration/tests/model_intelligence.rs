@@ -301,3 +301,39 @@ async fn pickles_by_name_and_in_protocol_0_are_examined_and_data_pickles_stay_si
     // The .joblib is no model file by name: only its risk is an alert.
     assert_eq!(from(evil_pids[0]), 1);
 }
+
+/// Names are hints, content decides: a `.pt` that is torch.save's zip
+/// (first entry `<archive>/data.pkl`) is a model file; a plain zip under
+/// the same kind of name, its benign twin, is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pt_is_a_model_only_when_it_is_torch_saves_zip() {
+    if !privileged("a_pt_is_a_model_only_when_it_is_torch_saves_zip") {
+        return;
+    }
+    let h = AgentHost::start("model-intel-zip").await;
+    let plain = h.dir.join("notes.pt");
+    let torch = h.dir.join("checkpoint.pt");
+    python(
+        "import sys, zipfile\n\
+         with zipfile.ZipFile(sys.argv[1], 'w') as z:\n    z.writestr('notes.txt', 'hello')\n\
+         with zipfile.ZipFile(sys.argv[2], 'w') as z:\n    z.writestr('archive/data.pkl', b'\\x80\\x02}q\\x00.')\n    z.writestr('archive/byteorder', 'little')",
+        &[&plain, &torch],
+    );
+    let plain_pid = python_opens(&plain);
+    let torch_pid = python_opens(&torch);
+    let alert = h
+        .alert("the torch checkpoint's model-file alert", |a| {
+            signal_for(a, SignalKind::ModelFile, torch_pid)
+        })
+        .await;
+    let m = alert.finding.unwrap().file.unwrap().model.unwrap();
+    assert_eq!(m.format, "pytorch-zip");
+    assert_eq!(m.risk(), ModelRisk::Safe);
+    let alerts = h.cp.alerts().await;
+    assert!(
+        !alerts
+            .iter()
+            .any(|a| a.finding.as_ref().unwrap().process.as_ref().unwrap().pid == plain_pid),
+        "a plain zip named .pt raised an alert"
+    );
+}
