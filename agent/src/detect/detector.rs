@@ -113,6 +113,10 @@ pub struct PendingModel {
     pub event_boot_ns: u64,
     /// Why a digest is missing, for the finding's summary.
     note: Option<String>,
+    /// The model-file finding was admitted (against the per-process and
+    /// per-user caps) when the open was seen, while its process lived: at
+    /// completion it is made without being admitted again.
+    admitted: bool,
 }
 
 impl PendingModel {
@@ -328,7 +332,14 @@ impl Detector {
             SensorEvent::Exec { filename, argv, .. } => {
                 table.observe_exec(ctx, filename, argv);
                 self.gpu_users.remove(&ctx.pid);
-                None
+                // A known AI runtime or model server by its name.
+                let runtime = vigil_detection::ai_runtime_binary(filename, argv)?;
+                let obs = Observation::RuntimeStarted {
+                    exe: filename.clone(),
+                    runtime: runtime.to_string(),
+                };
+                let resolved = self.process(ctx, table);
+                self.detect(resolved, obs, at)
             }
             SensorEvent::Exit { .. } => {
                 self.gpu_users.remove(&ctx.pid);
@@ -645,12 +656,13 @@ impl Detector {
             let relevant = |p: &String| {
                 vigil_detection::is_model_file_path(p) || vigil_detection::is_gpu_device(p)
             };
-            if libraries.is_empty() && !files.iter().any(relevant) {
-                continue;
-            }
             let Some(entry) = table.get(pid) else {
                 continue;
             };
+            let runtime = vigil_detection::ai_runtime_binary(&entry.info.exe, &entry.info.argv);
+            if libraries.is_empty() && !files.iter().any(relevant) && runtime.is_none() {
+                continue;
+            }
             let mut process = entry.info.clone();
             process.exe_sha256 = self
                 .digests
@@ -685,6 +697,13 @@ impl Detector {
                     out.extend(self.model_findings(&process, obs, now, examined, None));
                     continue;
                 }
+                out.extend(self.finding(&process, obs, now));
+            }
+            if let Some(runtime) = runtime {
+                let obs = Observation::RuntimeStarted {
+                    exe: process.exe.clone(),
+                    runtime: runtime.to_string(),
+                };
                 out.extend(self.finding(&process, obs, now));
             }
             for path in libraries {
@@ -779,12 +798,18 @@ impl Detector {
                 + std::time::Duration::from_nanos(u64::try_from(pending.at).unwrap_or(0));
             self.models.insert(pending.key, m.clone(), opened);
         }
-        self.model_findings(
+        let admission = if pending.admitted {
+            Admit::Already
+        } else {
+            Admit::Now
+        };
+        self.model_findings_admitted(
             &pending.process,
             pending.obs,
             pending.at,
             examined,
             pending.note.as_deref(),
+            admission,
         )
     }
 
@@ -796,13 +821,29 @@ impl Detector {
         examined: Option<ModelIdentity>,
         note: Option<&str>,
     ) -> Vec<Finding> {
+        self.model_findings_admitted(process, obs, at, examined, note, Admit::Now)
+    }
+
+    fn model_findings_admitted(
+        &mut self,
+        process: &ProcessInfo,
+        obs: Observation,
+        at: i64,
+        examined: Option<ModelIdentity>,
+        note: Option<&str>,
+        admission: Admit,
+    ) -> Vec<Finding> {
         let digest = examined
             .as_ref()
             .map(|m| m.sha256.as_str())
             .filter(|d| !d.is_empty());
         let path = obs.model_candidate_path().unwrap_or("").to_string();
         let mut out = Vec::new();
-        if let Some(mut f) = self.finding_with_model(process, obs, at, digest, note) {
+        let made = match admission {
+            Admit::Now => self.finding_with_model(process, obs, at, digest, note),
+            Admit::Already => self.unadmitted_finding(process, obs, at, digest, note),
+        };
+        if let Some(mut f) = made {
             if let (Some(m), Some(file)) = (&examined, f.file.as_mut()) {
                 f.summary = format!("{}; {}, risk {}", f.summary, m.describe(), m.risk.as_str());
                 file.model = Some(Box::new(m.clone()));
@@ -877,6 +918,26 @@ impl Detector {
             let found = self.model_findings(process, obs, at, Some(m), note.as_deref());
             return Self::model_detection(found);
         }
+        // Admitted now, while the process lives (a short-lived one has
+        // exited by the time its model is examined, and the caps forget
+        // an exited process): a duplicate or an open counted into a flood
+        // is not examined, as it is not reported. Only where no approval
+        // may depend on the model's digest, which the examination brings.
+        let mut admitted = false;
+        if !self.rules.needs_model_digest(process) {
+            if let Some(draft) = self.rules.evaluate_with_model(process, &obs, at, None) {
+                match self.reported.admit(&draft, Instant::now()) {
+                    Admission::New => admitted = true,
+                    Admission::Duplicate => return None,
+                    Admission::Counted(aggregate) => {
+                        if let Some(aggregate) = aggregate {
+                            self.flood_findings.push(*aggregate);
+                        }
+                        return None;
+                    }
+                }
+            }
+        }
         let name = path.rsplit('/').next().unwrap_or(path).to_string();
         Some(Detection::NeedsModelExamination(PendingModel {
             process: process.clone(),
@@ -888,6 +949,7 @@ impl Detector {
             at,
             event_boot_ns,
             note,
+            admitted,
         }))
     }
 
@@ -897,8 +959,9 @@ impl Detector {
         self.finding_with_model(process, obs, at, None, None)
     }
 
-    fn finding_with_model(
-        &mut self,
+    /// The rules' finding, not admitted (it was, when the event was seen).
+    fn unadmitted_finding(
+        &self,
         process: &ProcessInfo,
         obs: Observation,
         at: i64,
@@ -911,6 +974,18 @@ impl Detector {
         if let Some(note) = note {
             finding.summary = format!("{} ({note})", finding.summary);
         }
+        Some(finding)
+    }
+
+    fn finding_with_model(
+        &mut self,
+        process: &ProcessInfo,
+        obs: Observation,
+        at: i64,
+        model_sha256: Option<&str>,
+        note: Option<&str>,
+    ) -> Option<Finding> {
+        let finding = self.unadmitted_finding(process, obs, at, model_sha256, note)?;
         match self.reported.admit(&finding, Instant::now()) {
             Admission::New => Some(finding),
             Admission::Duplicate => None,
@@ -1001,3 +1076,10 @@ fn sensor_flood_finding(
 #[cfg(test)]
 #[path = "detector_tests.rs"]
 mod tests;
+
+/// Whether a model-file finding is still to be admitted against the caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    Now,
+    Already,
+}

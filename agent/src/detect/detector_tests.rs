@@ -284,7 +284,10 @@ fn a_booby_trapped_checkpoint_held_open_before_the_start_is_a_risk_finding() {
     let m = found[1].file.as_ref().unwrap().model.as_ref().unwrap();
     assert_eq!(m.dangerous_imports, ["os.system"]);
     // The header is read; the digest waits for the next open.
-    assert!(m.sha256.is_empty() && m.error.contains("not hashed"), "{m:?}");
+    assert!(
+        m.sha256.is_empty() && m.error.contains("not hashed"),
+        "{m:?}"
+    );
 }
 
 #[test]

@@ -182,7 +182,18 @@ pub struct ReportedSignals {
     suppressed: u64,
     counted: u64,
     evicted: u64,
+    /// What processes that exited were reported for, per signal, kept a
+    /// while (oldest dropped past `EXITED_KEPT`): a finding completed after
+    /// its process exited (a model examined off the loop) is not that
+    /// process's first again, so it cannot pass a spent uid cap as one.
+    exited: HashMap<u32, (Instant, HashMap<SignalKind, usize>)>,
+    exited_order: std::collections::VecDeque<u32>,
 }
+
+/// Exited processes whose reported counts are kept, and for how long (a
+/// reused pid after that is a new process).
+const EXITED_KEPT: usize = 4096;
+const EXITED_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl ReportedSignals {
     pub fn new(max_per_signal: usize, max_per_uid: usize, max_processes: usize) -> Self {
@@ -196,6 +207,8 @@ impl ReportedSignals {
             suppressed: 0,
             counted: 0,
             evicted: 0,
+            exited: HashMap::new(),
+            exited_order: std::collections::VecDeque::new(),
         }
     }
 
@@ -209,7 +222,18 @@ impl ReportedSignals {
         }
         self.tick += 1;
         let max = self.max_per_signal;
-        let entry = self.by_process.entry(pid).or_default();
+        let exited = &mut self.exited;
+        let entry = self
+            .by_process
+            .entry(pid)
+            .or_insert_with(|| ProcessSignals {
+                per_signal: exited
+                    .remove(&pid)
+                    .filter(|(at, _)| now.saturating_duration_since(*at) < EXITED_FOR)
+                    .map(|(_, counts)| counts)
+                    .unwrap_or_default(),
+                ..Default::default()
+            });
         entry.touched = self.tick;
         let object = finding.object();
         let key = (finding.signal, object);
@@ -369,6 +393,14 @@ impl ReportedSignals {
     pub fn remove(&mut self, pid: u32, uid: u32, now: Instant) -> Vec<Finding> {
         let mut last = Vec::new();
         if let Some(mut entry) = self.by_process.remove(&pid) {
+            if self.exited_order.len() >= EXITED_KEPT {
+                if let Some(old) = self.exited_order.pop_front() {
+                    self.exited.remove(&old);
+                }
+            }
+            self.exited_order.push_back(pid);
+            self.exited
+                .insert(pid, (now, std::mem::take(&mut entry.per_signal)));
             let max = self.max_per_signal;
             last.extend(
                 entry
@@ -788,6 +820,42 @@ mod tests {
             Some(None)
         );
         assert!(r.contains(200, SignalKind::ModelFile, real));
+    }
+
+    /// A model examined off the loop may complete after its process
+    /// exited: it is not that process's first finding again, so it cannot
+    /// pass a spent uid cap as one; a reused pid after a while is new.
+    #[test]
+    fn a_finding_completed_after_its_process_exited_is_not_its_first_again() {
+        const NOBODY: u32 = 65534;
+        let mut r = ReportedSignals::new(64, 2, 100);
+        let t0 = Instant::now();
+        assert_eq!(
+            r.admit(&model_of(NOBODY, 100, "/m/a.onnx"), t0),
+            Admission::New
+        );
+        assert_eq!(
+            r.admit(&model_of(NOBODY, 100, "/m/b.onnx"), t0),
+            Admission::New
+        );
+        // The cap is spent; pid 300's first is named.
+        assert_eq!(
+            r.admit(&model_of(NOBODY, 300, "/m/c.onnx"), t0),
+            Admission::New
+        );
+        r.remove(300, NOBODY, t0);
+        // Its late second is not a first: counted into the user's flood.
+        assert_ne!(
+            r.admit(&model_of(NOBODY, 300, "/m/d.onnx"), t0),
+            Admission::New
+        );
+        // The pid reused long after is a new process, named.
+        r.remove(300, NOBODY, t0);
+        let later = t0 + EXITED_FOR + std::time::Duration::from_secs(1);
+        assert_eq!(
+            r.admit(&model_of(NOBODY, 300, "/m/e.onnx"), later),
+            Admission::New
+        );
     }
 
     #[test]
