@@ -36,6 +36,9 @@ pub enum Observation {
     DeviceOpened { path: String, failed: bool },
     /// Mapped a library executable; `name` is its file name.
     LibraryMapped { name: String, path: String },
+    /// Started (exec) a program known as an AI runtime or model server by
+    /// its name (`ai_runtime_binary`): `runtime` is the list's entry.
+    RuntimeStarted { exe: String, runtime: String },
     /// Connected out over TCP.
     Connected { address: String, port: u16 },
     /// Holds memory or compute on a GPU (NVML); `device_opened` when the
@@ -287,6 +290,15 @@ impl BuiltinRules {
                     summary: format!("AI runtime library {name} loaded by {who}"),
                 }
             }
+            Observation::RuntimeStarted { exe, runtime } => Verdict {
+                rule_id: AI_RUNTIME_RULE_ID,
+                signal: SignalKind::AiRuntime,
+                severity: Severity::Medium,
+                file: file(exe),
+                net: None,
+                gpu: None,
+                summary: format!("AI runtime {runtime} ({exe}) started by {who}"),
+            },
             Observation::GpuInUse { gpu, device_opened } => {
                 let memory = match gpu.used_memory_bytes {
                     Some(b) => format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)),

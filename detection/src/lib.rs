@@ -25,6 +25,6 @@ pub use model_file::{
     MODEL_FILE_RULE_ID, MODEL_SNIFF_BYTES,
 };
 pub use signal_lists::{
-    ai_api_host, ai_serving_port, is_ai_runtime_library, is_gpu_device,
+    ai_api_host, ai_runtime_binary, ai_serving_port, is_ai_runtime_library, is_gpu_device,
     AI_RUNTIME_LIBRARY_PREFIXES, AI_SERVING_PORTS, GPU_DEVICE_PREFIXES, OPENAI_PROBE_PORTS,
 };

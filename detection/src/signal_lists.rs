@@ -45,6 +45,68 @@ pub fn ai_api_host(name: &str) -> Option<&'static str> {
         })
 }
 
+/// AI runtimes and model servers by executable name
+/// (`policies/lists/ai-runtime-binaries.txt`).
+const AI_RUNTIME_BINARIES: &str = include_str!("../../policies/lists/ai-runtime-binaries.txt");
+
+/// (normalised name, entry) of every listed runtime, read once.
+static RUNTIME_BINARIES: std::sync::LazyLock<Vec<(String, &'static str)>> =
+    std::sync::LazyLock::new(|| {
+        AI_RUNTIME_BINARIES
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|entry| (normalised(entry), entry))
+            .collect()
+    });
+
+/// Lower case, `_` as `-`: `Text_Generation_Server` is `text-generation-server`.
+fn normalised(name: &str) -> String {
+    name.trim().to_ascii_lowercase().replace('_', "-")
+}
+
+fn runtime_binary(name: &str) -> Option<&'static str> {
+    // Every listed name is short; a long one is none of them.
+    if name.len() > 64 {
+        return None;
+    }
+    let name = normalised(name);
+    RUNTIME_BINARIES
+        .iter()
+        .find(|(norm, _)| *norm == name)
+        .map(|(_, entry)| *entry)
+}
+
+/// The AI runtime or model server a process is, by name: its executable's
+/// file name, its argv[0]'s, or, for a Python interpreter, the script it
+/// runs or the module of `-m` (`python3 -m vllm.entrypoints.openai.api_server`).
+pub fn ai_runtime_binary(exe: &str, argv: &[String]) -> Option<&'static str> {
+    let base = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
+    let exe_name = base(exe);
+    if let Some(found) = runtime_binary(&exe_name) {
+        return Some(found);
+    }
+    if let Some(found) = argv.first().and_then(|a0| runtime_binary(&base(a0))) {
+        return Some(found);
+    }
+    if !exe_name.starts_with("python") {
+        return None;
+    }
+    let mut args = argv.iter().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-m" => {
+                let module = args.next()?;
+                return runtime_binary(module.split('.').next().unwrap_or(module));
+            }
+            // Options of the interpreter itself, then the script.
+            a if a.starts_with('-') => continue,
+            script => return runtime_binary(&base(script)),
+        }
+    }
+    None
+}
+
 /// Whether `name` (a file name, not a path) is an AI runtime library.
 pub fn is_ai_runtime_library(name: &str) -> bool {
     AI_RUNTIME_LIBRARY_PREFIXES
@@ -107,6 +169,51 @@ mod tests {
         assert!(is_gpu_device("/dev/kfd"));
         assert!(!is_gpu_device("/dev/null"));
         assert_eq!(ai_serving_port(11434), Some("ollama"));
+    }
+
+    #[test]
+    fn ai_servers_are_known_by_executable_argv0_script_or_module_and_only_by_whole_name() {
+        let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            ai_runtime_binary("/usr/local/bin/ollama", &argv(&["ollama", "serve"])),
+            Some("ollama")
+        );
+        assert_eq!(
+            ai_runtime_binary("/opt/x/Llama-Server", &[]),
+            Some("llama-server")
+        );
+        // Renamed on disk but not in argv[0] (exec -a works the other way).
+        assert_eq!(
+            ai_runtime_binary("/tmp/x", &argv(&["llama-server", "-m", "m.gguf"])),
+            Some("llama-server")
+        );
+        assert_eq!(
+            ai_runtime_binary(
+                "/usr/bin/python3.11",
+                &argv(&["python3", "-u", "-m", "vllm.entrypoints.openai.api_server"])
+            ),
+            Some("vllm")
+        );
+        assert_eq!(
+            ai_runtime_binary(
+                "/usr/bin/python3",
+                &argv(&["python3", "/usr/local/bin/text_generation_server"])
+            ),
+            Some("text-generation-server")
+        );
+        // Benign look-alikes.
+        assert_eq!(
+            ai_runtime_binary("/usr/bin/ollama-docs", &argv(&["ollama-docs"])),
+            None
+        );
+        assert_eq!(
+            ai_runtime_binary("/usr/bin/python3", &argv(&["python3", "-m", "http.server"])),
+            None
+        );
+        assert_eq!(
+            ai_runtime_binary("/usr/bin/vim", &argv(&["vim", "vllm"])),
+            None
+        );
         assert_eq!(ai_serving_port(8080), None);
     }
 }

@@ -744,3 +744,48 @@ async fn a_restarted_agent_keeps_the_signals_of_live_processes_and_repeats_none(
         "the holder was reported again after the restart"
     );
 }
+
+/// AI servers by name: a program whose file name is a model server's
+/// (`ollama`), one started under a model server's argv[0] (`exec -a`), and
+/// `python3 -m vllm...` raise `ai_runtime` when they start; a look-alike
+/// whose name only contains one (`ollama-docs`) raises nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ai_servers_are_known_by_name_at_exec_and_look_alikes_are_not() {
+    if !privileged("ai_servers_are_known_by_name_at_exec_and_look_alikes_are_not") {
+        return;
+    }
+    let h = AgentHost::start("signals-exec").await;
+    let ollama = h.dir.join("ollama");
+    let docs = h.dir.join("ollama-docs");
+    for copy in [&ollama, &docs] {
+        std::fs::copy("/bin/true", copy).unwrap();
+    }
+    let benign = run(&mut Command::new(&docs));
+    let by_file = run(&mut Command::new(&ollama));
+    let by_argv0 = run(Command::new("bash").args(["-c", "exec -a llama-server /bin/true"]));
+    // A module dir named vllm on the path, so `-m vllm` runs (and exits).
+    let module = h.dir.join("vllm");
+    std::fs::create_dir_all(&module).unwrap();
+    std::fs::write(module.join("__main__.py"), "").unwrap();
+    let by_module = run(Command::new("python3")
+        .args(["-m", "vllm"])
+        .current_dir(&h.dir));
+    for (what, pid) in [
+        ("ollama by file name", by_file),
+        ("llama-server by argv[0]", by_argv0),
+        ("python3 -m vllm", by_module),
+    ] {
+        let a = h
+            .alert(what, |a| {
+                signal_of(a) == SignalKind::AiRuntime && pid_of(a) == pid
+            })
+            .await;
+        let summary = &a.finding.unwrap().summary;
+        assert!(summary.contains("AI runtime"), "{what}: {summary}");
+    }
+    let alerts = h.cp.alerts().await;
+    assert!(
+        !alerts.iter().any(|a| pid_of(a) == benign),
+        "ollama-docs raised an alert"
+    );
+}
