@@ -76,12 +76,15 @@ fi
 # inventory's ML-BOM against the CycloneDX 1.6 schema
 # (integration/tests/model_intelligence.rs). Into the repository, not the system.
 scan_dir="$(cd "$(dirname "$0")/.." && pwd)/.vigil/deps/scanners"
-if [ ! -d "$scan_dir/modelscan" ] || [ ! -d "$scan_dir/picklescan" ] || [ ! -d "$scan_dir/cyclonedx" ]; then
-  echo "install-deps: picklescan 1.0.5, modelscan 0.8.8, cyclonedx-python-lib 11.12.0 into $scan_dir"
+# flatbuffers and tflite: the TFLite reader's files are read back by the
+# package TensorFlow generates (modelinspect/src/tflite_tests.rs).
+if [ ! -d "$scan_dir/modelscan" ] || [ ! -d "$scan_dir/picklescan" ] || [ ! -d "$scan_dir/cyclonedx" ] || [ ! -d "$scan_dir/tflite" ]; then
+  echo "install-deps: picklescan 1.0.5, modelscan 0.8.8, cyclonedx-python-lib 11.12.0, tflite 2.18.0 into $scan_dir"
   extra=()
   python3 -m pip install --help 2>/dev/null | grep -q -- --break-system-packages && extra+=(--break-system-packages)
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "${extra[@]}" \
-    --target "$scan_dir" picklescan==1.0.5 modelscan==0.8.8 'cyclonedx-python-lib[json-validation]==11.12.0'
+    --target "$scan_dir" picklescan==1.0.5 modelscan==0.8.8 'cyclonedx-python-lib[json-validation]==11.12.0' \
+    flatbuffers==25.2.10 tflite==2.18.0
 fi
 
 # The sensors need tracefs (the agent also mounts it itself) and bpffs.

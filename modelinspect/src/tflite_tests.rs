@@ -592,10 +592,19 @@ print(json.dumps({
 }))
 "#;
 
-/// A model written by the `flatbuffers` and `tflite` Python packages,
-/// where they are installed (`$VIGIL_TEST_PYTHON`, else `python3`), and
-/// the hand-built sample read back by them. Skipped, saying why, where
-/// they are not.
+/// Skips with the reason printed, or fails where CI forbids skipping
+/// (`VIGIL_REQUIRE_PRIVILEGED=1`, which also means `make` installed the deps).
+fn skip_or_fail(reason: &str) {
+    if std::env::var("VIGIL_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!("{reason}, and CI forbids skipping");
+    }
+    eprintln!("SKIP {reason}");
+}
+
+/// A model written by the `flatbuffers` and `tflite` Python packages
+/// (installed by `make` into .vigil/deps/scanners; `$VIGIL_TEST_PYTHON`,
+/// else `python3`), and the hand-built sample read back by them. Skipped,
+/// saying why, where they are not, except in CI.
 #[test]
 fn models_written_by_the_flatbuffers_package() {
     let python = std::env::var("VIGIL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -603,7 +612,10 @@ fn models_written_by_the_flatbuffers_package() {
     std::fs::create_dir_all(&dir).unwrap();
     let (theirs, ours) = (dir.join("theirs.tflite"), dir.join("ours.tflite"));
     std::fs::write(&ours, sample_tflite()).unwrap();
+    // install-deps puts flatbuffers and tflite beside the pickle scanners.
+    let deps = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.vigil/deps/scanners");
     let out = std::process::Command::new(&python)
+        .env("PYTHONPATH", &deps)
         .arg("-c")
         .arg(WRITE_WITH_FLATBUFFERS)
         .arg(&theirs)
@@ -612,19 +624,21 @@ fn models_written_by_the_flatbuffers_package() {
     let stdout = match out {
         Ok(o) if o.status.success() => o.stdout,
         Ok(o) => {
-            eprintln!(
-                "skipped: {python} could not run the flatbuffers and tflite packages: {}",
+            let reason = format!(
+                "{python} could not run the flatbuffers and tflite packages (make installs them into {}): {}",
+                deps.display(),
                 String::from_utf8_lossy(&o.stderr)
                     .lines()
                     .last()
                     .unwrap_or("")
             );
             let _ = std::fs::remove_dir_all(&dir);
+            skip_or_fail(&reason);
             return;
         }
         Err(e) => {
-            eprintln!("skipped: no {python} to run the flatbuffers package ({e})");
             let _ = std::fs::remove_dir_all(&dir);
+            skip_or_fail(&format!("no {python} to run the flatbuffers package ({e})"));
             return;
         }
     };
