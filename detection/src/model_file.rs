@@ -168,6 +168,16 @@ fn is_torch_zip(head: &[u8]) -> bool {
 pub fn may_be_pickle(head: &[u8]) -> bool {
     const FIRST_OPCODES: &[u8] = b"(.012BCFGIJKLMNPQRSTUVXabcdeghijlopqrstu}])";
     match head.first() {
+        // GLOBAL and INST name a module on their first line: a dotted
+        // identifier (non-ASCII letters allowed), so a Python path file's
+        // `import os; ...` (which Python opens at every start) is not one.
+        Some(b'c' | b'i') => {
+            let line = head[1..].split(|&b| b == b'\n').next().unwrap_or(&[]);
+            !line.is_empty()
+                && line
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.".contains(b) || *b >= 0x80)
+        }
         Some(&b) => FIRST_OPCODES.contains(&b) || (0x80..=0x98).contains(&b),
         None => false,
     }
@@ -277,6 +287,10 @@ mod tests {
         assert!(may_be_pickle(b"}q\x00(X"));
         assert!(!may_be_pickle(b"/usr/lib/python3/dist-packages\n"));
         assert!(!may_be_pickle(b"# a comment\n"));
+        assert!(!may_be_pickle(
+            b"import os; var = 'SETUPTOOLS_USE_DISTUTILS'"
+        ));
+        assert!(may_be_pickle(b"c__builtin__\neval\n"));
         assert!(!may_be_pickle(b"\x7fELF"));
         assert!(!may_be_pickle(b""));
     }

@@ -65,15 +65,21 @@ fn normalised(name: &str) -> String {
     name.trim().to_ascii_lowercase().replace('_', "-")
 }
 
+/// The listed runtime `name` is (checked on every exec: no allocation).
 fn runtime_binary(name: &str) -> Option<&'static str> {
-    // Every listed name is short; a long one is none of them.
-    if name.len() > 64 {
-        return None;
-    }
-    let name = normalised(name);
+    let fold = |b: u8| {
+        if b == b'_' {
+            b'-'
+        } else {
+            b.to_ascii_lowercase()
+        }
+    };
+    let name = name.trim().as_bytes();
     RUNTIME_BINARIES
         .iter()
-        .find(|(norm, _)| *norm == name)
+        .find(|(norm, _)| {
+            norm.len() == name.len() && norm.bytes().zip(name).all(|(a, &b)| a == fold(b))
+        })
         .map(|(_, entry)| *entry)
 }
 
@@ -81,12 +87,14 @@ fn runtime_binary(name: &str) -> Option<&'static str> {
 /// file name, its argv[0]'s, or, for a Python interpreter, the script it
 /// runs or the module of `-m` (`python3 -m vllm.entrypoints.openai.api_server`).
 pub fn ai_runtime_binary(exe: &str, argv: &[String]) -> Option<&'static str> {
-    let base = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
+    fn base(p: &str) -> &str {
+        p.rsplit('/').next().unwrap_or(p)
+    }
     let exe_name = base(exe);
-    if let Some(found) = runtime_binary(&exe_name) {
+    if let Some(found) = runtime_binary(exe_name) {
         return Some(found);
     }
-    if let Some(found) = argv.first().and_then(|a0| runtime_binary(&base(a0))) {
+    if let Some(found) = argv.first().and_then(|a0| runtime_binary(base(a0))) {
         return Some(found);
     }
     if !exe_name.starts_with("python") {
@@ -101,7 +109,7 @@ pub fn ai_runtime_binary(exe: &str, argv: &[String]) -> Option<&'static str> {
             }
             // Options of the interpreter itself, then the script.
             a if a.starts_with('-') => continue,
-            script => return runtime_binary(&base(script)),
+            script => return runtime_binary(base(script)),
         }
     }
     None

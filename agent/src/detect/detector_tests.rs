@@ -32,37 +32,12 @@ fn open_with_result(pid: u32, path: &str, matched: PathMatch, ret: i32) -> Senso
     }
 }
 
-/// What the main loop does with a detection: pending digests are computed
-/// (here, inline) and completed.
-fn settle(d: &mut Detector, det: Option<Detection>) -> Option<Finding> {
-    match det {
-        Some(Detection::Finding(f)) => Some(f),
-        Some(Detection::NeedsDigest(mut p)) => {
-            let digest = crate::detect::file_digest::sha256_reader(&mut p.exe).ok();
-            let next = d.complete(p, digest);
-            settle(d, next)
-        }
-        Some(Detection::NeedsModelExamination(mut p)) => {
-            let (size, name) = (p.size, p.name.clone());
-            let limits = d.limits();
-            let examined = crate::detect::model_examination::examine(
-                &mut p.file,
-                size,
-                &name,
-                limits.inspect,
-                limits.hash,
-            );
-            d.complete_model(p, Some(examined)).into_iter().next()
-        }
-        Some(Detection::Findings(f)) => f.into_iter().next(),
-        Some(other) => panic!("unexpected {other:?}"),
-        None => None,
-    }
-}
-
-/// `settle`, keeping every finding (a model file's and its risk's).
+/// What the main loop does with a detection: pending digests and model
+/// examinations are computed (here, inline) and completed; every finding
+/// (a model file's and its risk's).
 fn settle_all(d: &mut Detector, det: Option<Detection>) -> Vec<Finding> {
     match det {
+        Some(Detection::Finding(f)) => vec![f],
         Some(Detection::NeedsDigest(mut p)) => {
             let digest = crate::detect::file_digest::sha256_reader(&mut p.exe).ok();
             let next = d.complete(p, digest);
@@ -81,8 +56,14 @@ fn settle_all(d: &mut Detector, det: Option<Detection>) -> Vec<Finding> {
             d.complete_model(p, Some(examined))
         }
         Some(Detection::Findings(f)) => f,
-        other => settle(d, other).into_iter().collect(),
+        Some(other) => panic!("unexpected {other:?}"),
+        None => Vec::new(),
     }
+}
+
+/// `settle_all`'s first finding.
+fn settle(d: &mut Detector, det: Option<Detection>) -> Option<Finding> {
+    settle_all(d, det).into_iter().next()
 }
 
 fn finding(d: &mut Detector, det: Option<Detection>) -> Finding {
