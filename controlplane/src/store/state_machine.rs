@@ -247,6 +247,8 @@ fn snap_err(e: impl std::error::Error + 'static) -> StorageError {
 #[derive(Clone)]
 pub struct StateReader {
     tree: sled::Tree,
+    /// Shared with the state machine (`SledStateMachine::changing`).
+    changing: Arc<std::sync::RwLock<()>>,
     last_alert: watch::Receiver<u64>,
     active_policy: watch::Receiver<u64>,
     workloads_changed: watch::Receiver<u64>,
@@ -274,26 +276,49 @@ fn decode<T: serde::de::DeserializeOwned>(k: &[u8], v: &[u8]) -> Result<T, ReadE
 }
 
 impl StateReader {
-    /// Alerts with index > `after`, oldest first, at most `limit`.
-    pub fn alerts_after(&self, after: u64, limit: usize) -> Result<Vec<Alert>, ReadError> {
-        self.tree
-            .range(alert_key(after.saturating_add(1))..alert_key(u64::MAX))
-            .take(limit)
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode(&k, &v)
-            })
-            .collect()
+    /// Held by every read of more than one key, so that it sees the state
+    /// between two applied entries, never part of one and part of the next
+    /// (sled's iterators are not a point in time: a list of workloads read
+    /// while `a` was revoked and then `b` approved could hold both, a state
+    /// that never was).
+    fn between_entries(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.changing
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Index of the newest alert, 0 when there is none.
+    /// The records `scan` yields, at most `limit`, read between two
+    /// entries and decoded after (writers wait only for the copying).
+    fn scan_between_entries<T: serde::de::DeserializeOwned>(
+        &self,
+        scan: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+        limit: usize,
+    ) -> Result<Vec<T>, ReadError> {
+        let raw: Vec<(sled::IVec, sled::IVec)> = {
+            let _settled = self.between_entries();
+            scan.take(limit).collect::<Result<_, _>>()?
+        };
+        raw.iter().map(|(k, v)| decode(k, v)).collect()
+    }
+
+    /// Alerts with index > `after`, oldest first, at most `limit`.
+    pub fn alerts_after(&self, after: u64, limit: usize) -> Result<Vec<Alert>, ReadError> {
+        self.scan_between_entries(
+            self.tree
+                .range(alert_key(after.saturating_add(1))..alert_key(u64::MAX)),
+            limit,
+        )
+    }
+
     /// sha256 over every key and value of the replicated state (in key
-    /// order, each length-prefixed), and the last applied index read before
-    /// it: two nodes that applied the same log have the same digest (their
-    /// snapshots, kept apart, are not in it). Taken while writes go on, it
-    /// may mix two points: compare digests of a quiet cluster.
+    /// order, each length-prefixed), and the last applied index: two nodes
+    /// that applied the same log have the same digest (their snapshots,
+    /// kept apart, are not in it). Each digest is of the state between two
+    /// entries, but nodes are at different entries while writes go on:
+    /// compare digests of a quiet cluster.
     pub fn digest(&self) -> Result<(u64, String), ReadError> {
         use sha2::Digest;
+        let _settled = self.between_entries();
         let applied: Option<crate::raft_types::LogId> = match self.tree.get(LAST_APPLIED)? {
             Some(v) => decode(LAST_APPLIED, &v)?,
             None => None,
@@ -327,13 +352,7 @@ impl StateReader {
     }
 
     pub fn agents(&self) -> Result<Vec<AgentRecord>, ReadError> {
-        self.tree
-            .scan_prefix(AGENT_PREFIX)
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode(&k, &v)
-            })
-            .collect()
+        self.scan_between_entries(self.tree.scan_prefix(AGENT_PREFIX), usize::MAX)
     }
 
     pub fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, ReadError> {
@@ -356,24 +375,32 @@ impl StateReader {
 
     /// Every policy version: (version, bundle bytes, meta), oldest first.
     pub fn policies(&self) -> Result<Vec<(u64, Vec<u8>, PolicyMeta)>, ReadError> {
-        let mut out = Vec::new();
-        for kv in self.tree.scan_prefix(POLICY_PREFIX) {
-            let (k, v) = kv?;
-            let Some(version) = k
-                .get(POLICY_PREFIX.len()..)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_be_bytes)
-            else {
-                continue;
-            };
-            let mk = prefixed(POLICY_META_PREFIX, &version.to_be_bytes());
-            let meta = match self.tree.get(&mk)? {
-                Some(m) => decode(&mk, &m)?,
-                None => PolicyMeta::default(),
-            };
-            out.push((version, v.to_vec(), meta));
+        let mut raw = Vec::new();
+        {
+            let _settled = self.between_entries();
+            for kv in self.tree.scan_prefix(POLICY_PREFIX) {
+                let (k, v) = kv?;
+                let Some(version) = k
+                    .get(POLICY_PREFIX.len()..)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes)
+                else {
+                    continue;
+                };
+                let mk = prefixed(POLICY_META_PREFIX, &version.to_be_bytes());
+                let meta = self.tree.get(&mk)?;
+                raw.push((version, v, mk, meta));
+            }
         }
-        Ok(out)
+        raw.into_iter()
+            .map(|(version, v, mk, meta)| {
+                let meta = match meta {
+                    Some(m) => decode(&mk, &m)?,
+                    None => PolicyMeta::default(),
+                };
+                Ok((version, v.to_vec(), meta))
+            })
+            .collect()
     }
 
     /// One policy version's bundle bytes.
@@ -390,19 +417,16 @@ impl StateReader {
         after: u64,
         limit: usize,
     ) -> Result<Vec<vigil_domain::AuditEntry>, ReadError> {
-        self.tree
-            .range(prefixed(AUDIT_PREFIX, &(after + 1).to_be_bytes())..)
-            .take_while(|kv| {
-                kv.as_ref()
-                    .map(|(k, _)| k.starts_with(AUDIT_PREFIX))
-                    .unwrap_or(true)
-            })
-            .take(limit)
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode(&k, &v)
-            })
-            .collect()
+        self.scan_between_entries(
+            self.tree
+                .range(prefixed(AUDIT_PREFIX, &(after + 1).to_be_bytes())..)
+                .take_while(|kv| {
+                    kv.as_ref()
+                        .map(|(k, _)| k.starts_with(AUDIT_PREFIX))
+                        .unwrap_or(true)
+                }),
+            limit,
+        )
     }
 
     /// A page of the AI inventory (every kind, or one), in (kind, key)
@@ -420,7 +444,8 @@ impl StateReader {
             Some(kind) => inventory_key(kind, ""),
             None => INVENTORY_PREFIX.to_vec(),
         };
-        let workloads = self.workloads()?;
+        let _settled = self.between_entries();
+        let workloads = self.workloads_held()?;
         let mut scan = self.tree.scan_prefix(&prefix);
         if let Some((after_kind, after_key)) = after {
             let mut start = inventory_key(after_kind, after_key);
@@ -467,6 +492,11 @@ impl StateReader {
 
     /// Every approved workload, by id.
     pub fn workloads(&self) -> Result<Vec<vigil_domain::WorkloadApproval>, ReadError> {
+        self.scan_between_entries(self.tree.scan_prefix(WORKLOAD_PREFIX), usize::MAX)
+    }
+
+    /// `workloads`, for a caller that already holds `between_entries`.
+    fn workloads_held(&self) -> Result<Vec<vigil_domain::WorkloadApproval>, ReadError> {
         self.tree
             .scan_prefix(WORKLOAD_PREFIX)
             .map(|kv| {
@@ -500,6 +530,7 @@ impl StateReader {
 
     /// What the control plane holds of a certificate, by serial.
     pub fn certificate_standing(&self, serial: &str) -> Result<CertificateStanding, ReadError> {
+        let _settled = self.between_entries();
         if self.tree.contains_key(INSTALLING)? {
             return Ok(CertificateStanding::Unsettled);
         }
@@ -521,13 +552,7 @@ impl StateReader {
     }
 
     pub fn revoked_certificates(&self) -> Result<Vec<vigil_domain::RevokedCertificate>, ReadError> {
-        self.tree
-            .scan_prefix(REVOKED_CERT_PREFIX)
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode(&k, &v)
-            })
-            .collect()
+        self.scan_between_entries(self.tree.scan_prefix(REVOKED_CERT_PREFIX), usize::MAX)
     }
 
     /// Changes whenever a certificate is revoked (or a snapshot installed).
@@ -561,6 +586,7 @@ impl StateReader {
     /// Every alert ever stored, retention's removals included (for
     /// counters, which never go down).
     pub fn alert_tally_ever(&self) -> Result<AlertTally, ReadError> {
+        let _settled = self.between_entries();
         let mut tally = self.alert_tally()?;
         if let Some(v) = self.tree.get(PRUNED_TALLY)? {
             let pruned: AlertTally = decode(PRUNED_TALLY, &v)?;
@@ -586,6 +612,7 @@ impl StateReader {
 
     /// The active policy bundle: (version, bytes).
     pub fn active_policy(&self) -> Result<Option<(u64, Vec<u8>)>, ReadError> {
+        let _settled = self.between_entries();
         let Some(v) = self.tree.get(ACTIVE_POLICY)? else {
             return Ok(None);
         };
@@ -616,6 +643,11 @@ pub struct SledStateMachine {
     /// `last_applied` with newer data (an entry applied twice where it is
     /// installed) or copy half a batch.
     applying: Arc<tokio::sync::RwLock<()>>,
+    /// Held (written) while the tree changes: around each applied entry's
+    /// batch and for a whole snapshot install; held (read) by a
+    /// `StateReader` read of more than one key, which so sees the state
+    /// between two entries. Short: no await while it is held.
+    changing: Arc<std::sync::RwLock<()>>,
     /// Where snapshot files live (`snapshot_file.rs`).
     snapshot_dir: PathBuf,
     /// The file a snapshot is being received into, if one is.
@@ -806,6 +838,7 @@ impl SledStateMachine {
         let (policy_tx, policy_rx) = watch::channel(active);
         let (workloads_tx, workloads_rx) = watch::channel(0u64);
         let (revocations_tx, revocations_rx) = watch::channel(0u64);
+        let changing = Arc::new(std::sync::RwLock::new(()));
         Ok((
             Self {
                 db: db.clone(),
@@ -817,17 +850,29 @@ impl SledStateMachine {
                 revocations_changed: Arc::new(revocations_tx),
                 pending_audit_head: Arc::new(std::sync::Mutex::new(None)),
                 applying: Arc::new(tokio::sync::RwLock::new(())),
+                changing: changing.clone(),
                 snapshot_dir: snapshot_dir.to_path_buf(),
                 receiving: Arc::default(),
             },
             StateReader {
                 tree,
+                changing,
                 last_alert: rx,
                 active_policy: policy_rx,
                 workloads_changed: workloads_rx,
                 revocations_changed: revocations_rx,
             },
         ))
+    }
+
+    /// Applies one entry's (or sub-command's) writes, with readers of more
+    /// than one key kept out (`changing`).
+    fn apply_visible(&self, batch: sled::Batch) -> Result<(), StorageError> {
+        let _changing = self
+            .changing
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.tree.apply_batch(batch).map_err(sm_write_err)
     }
 
     fn get_json<T: serde::de::DeserializeOwned>(
@@ -1624,7 +1669,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
                         let mut sub_batch = sled::Batch::default();
                         let result = self.apply_command(sub, &mut sub_batch)?;
                         sub_batch.insert(BATCH_PROGRESS, json(&(entry.log_id.index, i + 1))?);
-                        self.tree.apply_batch(sub_batch).map_err(sm_write_err)?;
+                        self.apply_visible(sub_batch)?;
                         if let Ok(mut p) = self.pending_audit_head.lock() {
                             *p = None;
                         }
@@ -1652,7 +1697,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
                 LAST_APPLIED,
                 serde_json::to_vec(&Some(entry.log_id)).map_err(sm_write_err)?,
             );
-            self.tree.apply_batch(batch).map_err(sm_write_err)?;
+            self.apply_visible(batch)?;
             // Stored now: the next entry reads the head from the tree.
             if let Ok(mut p) = self.pending_audit_head.lock() {
                 *p = None;
@@ -1689,6 +1734,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
             revocations_changed: self.revocations_changed.clone(),
             pending_audit_head: self.pending_audit_head.clone(),
             applying: self.applying.clone(),
+            changing: self.changing.clone(),
             snapshot_dir: self.snapshot_dir.clone(),
             receiving: self.receiving.clone(),
         }
@@ -1753,15 +1799,21 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         }
         // The marker, then the state replaced in batches, then the marker
         // gone with the last batch (`snapshot_file.rs`).
-        let (db, tree, dir, snapshot_id) = (
+        let (db, tree, dir, snapshot_id, changing) = (
             self.db.clone(),
             self.tree.clone(),
             self.snapshot_dir.clone(),
             meta.snapshot_id.clone(),
+            self.changing.clone(),
         );
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || -> Result<(), SnapshotFileError> {
             sync_dir(&dir)?;
+            // Readers wait for the whole install: half of it is a state
+            // no log ever produced.
+            let _changing = changing
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             // A bad snapshot is refused before anything changes.
             if let Err(e) = verify(&installing) {
                 let _ = std::fs::remove_file(&installing);
