@@ -1,8 +1,10 @@
 """Model files shaped like real ones, for the model-inspection benchmark:
 a LLaMA-7B-shaped GGUF (32,000-token vocabulary, 291 tensors), the same
-checkpoint as safetensors and as a torch.save zip, a legacy torch.save
+checkpoint as safetensors and as a torch.save zip, a MobileNet-shaped
+TFLite model (150 tensors, 100 of them constant), a legacy torch.save
 pickle with 2,000 tensors, and the pickle corpus the tests use. Weights
-are sparse (the files are extended, not written): only headers matter.
+are sparse (the files are extended, not written), except TFLite's, which
+sit inside the flatbuffer: only headers matter.
 
     python3 model_files.py DIR
 
@@ -158,6 +160,68 @@ shapes = dict(tensors)
 write("pytorch-zip", "llama-7b.pt", pc.torch_zip(pc.torch_pickle(pc.state_dict(shapes=shapes))))
 conv = [(f"layer{i // 4}.{i % 4}.conv.weight", [64, 64, 3, 3]) for i in range(160)]
 write("onnx", "resnet-like.onnx", onnx_model(conv, 160))
+
+
+def tflite_model(layers=50, channels=64):
+    """A MobileNet-shaped TFLite flatbuffer (a weight, a bias and an
+    activation tensor per conv layer, weights inline, as TFLite keeps them)
+    written with the flatbuffers and tflite packages install-deps puts in
+    .vigil/deps/scanners (the benchmark sets PYTHONPATH)."""
+    import flatbuffers
+    import tflite
+
+    b = flatbuffers.Builder(1 << 20)
+
+    def vector(start, items, prepend):
+        start(b, len(items))
+        for x in reversed(items):
+            prepend(x)
+        return b.EndVector()
+
+    def buffer(data):
+        vec = b.CreateByteVector(data) if data else None
+        tflite.BufferStart(b)
+        if vec is not None:
+            tflite.BufferAddData(b, vec)
+        return tflite.BufferEnd(b)
+
+    def tensor(name, shape, buf):
+        n = b.CreateString(name)
+        s = vector(tflite.TensorStartShapeVector, shape, b.PrependInt32)
+        tflite.TensorStart(b)
+        tflite.TensorAddShape(b, s)
+        tflite.TensorAddType(b, 0)
+        tflite.TensorAddBuffer(b, buf)
+        tflite.TensorAddName(b, n)
+        return tflite.TensorEnd(b)
+
+    buffers, tensors = [buffer(None)], []
+    for i in range(layers):
+        weight = [channels, 3, 3, channels]
+        buffers.append(buffer(bytes(4 * channels * 9 * channels)))
+        tensors.append(tensor(f"model/conv{i}/Conv2D", weight, len(buffers) - 1))
+        buffers.append(buffer(bytes(4 * channels)))
+        tensors.append(tensor(f"model/conv{i}/BiasAdd", [channels], len(buffers) - 1))
+        tensors.append(tensor(f"model/conv{i}/Relu6", [1, 56, 56, channels], 0))
+    buffers = vector(tflite.ModelStartBuffersVector, buffers, b.PrependUOffsetTRelative)
+    tensors = vector(tflite.SubGraphStartTensorsVector, tensors, b.PrependUOffsetTRelative)
+    name = b.CreateString("main")
+    tflite.SubGraphStart(b)
+    tflite.SubGraphAddTensors(b, tensors)
+    tflite.SubGraphAddName(b, name)
+    subgraph = tflite.SubGraphEnd(b)
+    subgraphs = vector(tflite.ModelStartSubgraphsVector, [subgraph], b.PrependUOffsetTRelative)
+    desc = b.CreateString("MLIR Converted.")
+    tflite.ModelStart(b)
+    tflite.ModelAddVersion(b, 3)
+    tflite.ModelAddSubgraphs(b, subgraphs)
+    tflite.ModelAddDescription(b, desc)
+    tflite.ModelAddBuffers(b, buffers)
+    b.Finish(tflite.ModelEnd(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+write("tflite", "mobilenet-like.tflite", tflite_model())
 big = {f"encoder.layer.{i // 8}.w{i % 8}.weight": [64, 64] for i in range(2000)}
 write("pickle", "legacy-2000.pth", pc.legacy_torch_save(pc.state_dict(shapes=big)))
 for kind, name in pc.write_corpus(os.path.join(out, "corpus")):

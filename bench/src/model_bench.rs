@@ -30,7 +30,10 @@ struct ModelFile {
 }
 
 fn model_files(root: &Path, dir: &Path) -> anyhow::Result<Vec<ModelFile>> {
+    // The TFLite file is written with the flatbuffers and tflite packages
+    // install-deps puts beside the pickle scanners.
     let out = Command::new("python3")
+        .env("PYTHONPATH", root.join(".vigil/deps/scanners"))
         .arg(root.join("bench/model_files.py"))
         .arg(dir)
         .output()
@@ -51,12 +54,7 @@ fn model_files(root: &Path, dir: &Path) -> anyhow::Result<Vec<ModelFile>> {
 fn inspect_file(path: &Path) -> anyhow::Result<vigil_modelinspect::ModelReport> {
     let file = std::fs::File::open(path)?;
     let name = path.file_name().and_then(|n| n.to_str());
-    inspect(
-        BufReader::with_capacity(1 << 16, file),
-        Budget::default(),
-        name,
-    )
-    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    inspect(file, Budget::default(), name).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// Runs `f` for about `FOR`; calls per second.

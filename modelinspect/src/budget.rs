@@ -9,6 +9,9 @@ use crate::error::InspectError;
 
 /// Skips up to this long are read, not sought past.
 const READ_THROUGH: u64 = 4096;
+/// Bytes read ahead from the inner reader at a time, so the parsers' many
+/// one- to eight-byte reads are a copy from memory each.
+const AHEAD: usize = 8192;
 /// The clock is read once per this many reads (reading it costs more than
 /// a buffered read of a few bytes on some VMs), and on every read larger
 /// than `READ_THROUGH`.
@@ -57,15 +60,22 @@ impl Budget {
     }
 }
 
-/// `Read + Seek` with the budget applied.
+/// `Read + Seek` with the budget applied. It reads ahead by itself
+/// (`AHEAD` bytes at a time): give it an unbuffered reader, or every seek
+/// refills a buffer underneath.
 pub struct Bounded<R> {
     inner: R,
     budget: Budget,
     started: Instant,
     /// Reads since the clock was last read.
     unclocked: u32,
-    /// Where short skips are read to (allocated and zeroed once).
-    scratch: Vec<u8>,
+    /// Bytes read from `inner` and not yet consumed: `ahead[at..end]` are
+    /// the file's bytes from `pos` on, and `inner` stands at `pos + (end -
+    /// at)`. Allocated at the first read.
+    ahead: Vec<u8>,
+    at: usize,
+    end: usize,
+    /// Bytes consumed (read or skipped through), against `max_bytes`.
     read: u64,
     pos: u64,
     len: u64,
@@ -80,7 +90,9 @@ impl<R: Read + Seek> Bounded<R> {
             budget,
             started: Instant::now(),
             unclocked: 0,
-            scratch: Vec::new(),
+            ahead: Vec::new(),
+            at: 0,
+            end: 0,
             read: 0,
             pos: 0,
             len,
@@ -152,7 +164,7 @@ impl<R: Read + Seek> Bounded<R> {
                 what: what.to_string(),
             });
         }
-        self.inner.read_exact(buf).map_err(|e| match e.kind() {
+        self.fill_exact(buf).map_err(|e| match e.kind() {
             io::ErrorKind::UnexpectedEof => InspectError::Truncated {
                 offset: self.pos,
                 what: what.to_string(),
@@ -161,6 +173,49 @@ impl<R: Read + Seek> Bounded<R> {
         })?;
         self.read += want;
         self.pos += want;
+        Ok(())
+    }
+
+    /// Bytes consumed from the read-ahead buffer, then from `inner`
+    /// (through the buffer when `buf` is short). Leaves `pos` and `read`
+    /// to the caller.
+    fn fill_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        let buffered = (self.end - self.at).min(buf.len());
+        buf[..buffered].copy_from_slice(&self.ahead[self.at..self.at + buffered]);
+        self.at += buffered;
+        let rest = &mut buf[buffered..];
+        if rest.is_empty() {
+            return Ok(());
+        }
+        if rest.len() >= AHEAD {
+            return self.inner.read_exact(rest);
+        }
+        // Refill: at least what is wanted, up to a buffer or the end.
+        if self.ahead.is_empty() {
+            self.ahead = vec![0; AHEAD];
+        }
+        let logical = self.pos + buffered as u64;
+        let file_left = usize::try_from(self.len.saturating_sub(logical)).unwrap_or(usize::MAX);
+        let target = AHEAD.min(file_left).max(rest.len());
+        let mut got = 0;
+        while got < rest.len() {
+            match self.inner.read(&mut self.ahead[got..target]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    (self.at, self.end) = (0, got);
+                    return Err(e);
+                }
+            }
+        }
+        (self.at, self.end) = (0, got);
+        if got < rest.len() {
+            self.at = got;
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        rest.copy_from_slice(&self.ahead[..rest.len()]);
+        self.at = rest.len();
         Ok(())
     }
 
@@ -183,28 +238,53 @@ impl<R: Read + Seek> Bounded<R> {
         Ok(v)
     }
 
+    /// `N` bytes from the buffer, when it holds them, the budget has room
+    /// and the clock is not due (the checks `read_exact_or` makes); else
+    /// `None`, for the caller to read the slow way.
+    #[inline]
+    fn buffered<const N: usize>(&mut self) -> Option<[u8; N]> {
+        if self.end - self.at < N
+            || self.read + N as u64 > self.budget.max_bytes
+            || self.unclocked + 1 >= READS_PER_CLOCK
+        {
+            return None;
+        }
+        let bytes: [u8; N] = self.ahead[self.at..self.at + N].try_into().ok()?;
+        self.unclocked += 1;
+        self.at += N;
+        self.read += N as u64;
+        self.pos += N as u64;
+        Some(bytes)
+    }
+
+    #[inline]
+    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], InspectError> {
+        if let Some(b) = self.buffered::<N>() {
+            return Ok(b);
+        }
+        let mut b = [0; N];
+        self.read_exact_or(&mut b, what)?;
+        Ok(b)
+    }
+
+    #[inline]
     pub fn u8(&mut self, what: &str) -> Result<u8, InspectError> {
-        let mut b = [0; 1];
-        self.read_exact_or(&mut b, what)?;
-        Ok(b[0])
+        Ok(self.array::<1>(what)?[0])
     }
 
+    #[inline]
     pub fn u16_le(&mut self, what: &str) -> Result<u16, InspectError> {
-        let mut b = [0; 2];
-        self.read_exact_or(&mut b, what)?;
-        Ok(u16::from_le_bytes(b))
+        self.array(what).map(u16::from_le_bytes)
     }
 
+    #[inline]
     pub fn u32_le(&mut self, what: &str) -> Result<u32, InspectError> {
-        let mut b = [0; 4];
-        self.read_exact_or(&mut b, what)?;
-        Ok(u32::from_le_bytes(b))
+        self.array(what).map(u32::from_le_bytes)
     }
 
+    #[inline]
     pub fn u64_le(&mut self, what: &str) -> Result<u64, InspectError> {
-        let mut b = [0; 8];
-        self.read_exact_or(&mut b, what)?;
-        Ok(u64::from_le_bytes(b))
+        self.array(what).map(u64::from_le_bytes)
     }
 
     /// Moves `n` bytes on, failing if that passes the end. A short skip
@@ -219,17 +299,31 @@ impl<R: Read + Seek> Bounded<R> {
             });
         }
         if n <= READ_THROUGH {
-            let mut scratch = std::mem::take(&mut self.scratch);
-            scratch.resize(READ_THROUGH as usize, 0);
-            let read = self.read_exact_or(&mut scratch[..n as usize], what);
-            self.scratch = scratch;
-            return read;
+            // Read through (and counted), so the reader underneath keeps
+            // its place: from the buffer where it holds them.
+            let n = n as usize;
+            if n <= self.end - self.at && self.read + n as u64 <= self.budget.max_bytes {
+                self.at += n;
+                self.pos += n as u64;
+                self.read += n as u64;
+                return Ok(());
+            }
+            let mut through = [0u8; READ_THROUGH as usize];
+            return self.read_exact_or(&mut through[..n], what);
         }
         self.seek_to(self.pos + n)
     }
 
     pub fn seek_to(&mut self, pos: u64) -> Result<(), InspectError> {
+        // Within what the buffer holds (behind or ahead): no seek.
+        let buffer_start = self.pos - self.at as u64;
+        if pos >= buffer_start && pos <= buffer_start + self.end as u64 {
+            self.at = (pos - buffer_start) as usize;
+            self.pos = pos;
+            return Ok(());
+        }
         self.inner.seek(SeekFrom::Start(pos))?;
+        (self.at, self.end) = (0, 0);
         self.pos = pos;
         Ok(())
     }
@@ -255,7 +349,14 @@ impl<R: Read + Seek> Read for Bounded<R> {
             }));
         }
         let take = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        let n = self.inner.read(&mut buf[..take])?;
+        let n = if self.at < self.end {
+            let n = take.min(self.end - self.at);
+            buf[..n].copy_from_slice(&self.ahead[self.at..self.at + n]);
+            self.at += n;
+            n
+        } else {
+            self.inner.read(&mut buf[..take])?
+        };
         self.read += n as u64;
         self.pos += n as u64;
         Ok(n)
@@ -264,7 +365,18 @@ impl<R: Read + Seek> Read for Bounded<R> {
 
 impl<R: Read + Seek> Seek for Bounded<R> {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        // `inner` stands past what is buffered: a relative seek is from
+        // where the reader is, `pos`.
+        let to = match to {
+            SeekFrom::Current(d) => SeekFrom::Start(
+                self.pos
+                    .checked_add_signed(d)
+                    .ok_or_else(|| io::Error::other("seek before the start"))?,
+            ),
+            other => other,
+        };
         self.pos = self.inner.seek(to)?;
+        (self.at, self.end) = (0, 0);
         Ok(self.pos)
     }
 }

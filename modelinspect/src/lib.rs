@@ -205,7 +205,7 @@ fn finish(report: &mut ModelReport) {
                 .fold(0u64, u64::saturating_add);
         }
         for t in &report.tensors {
-            if !t.dtype.is_empty() {
+            if !t.dtype.is_empty() && !report.dtypes.contains(&t.dtype) {
                 report.dtypes.insert(t.dtype.clone());
             }
         }

@@ -59,27 +59,33 @@ enum V {
 enum Node {
     /// A string: `len` bytes at `start` in the walker's text arena (one
     /// buffer for every string, not an allocation each).
-    Str {
-        start: u32,
-        len: u32,
-    },
-    Tuple(Vec<V>),
-    List(Vec<V>),
-    Dict(Vec<(V, V)>),
+    Str { start: u32, len: u32 },
+    /// A tuple: `len` items at `start` in the walker's tuple arena
+    /// (tuples never change once made: no allocation each).
+    Tuple { start: u32, len: u32 },
+    /// A list: its index in the walker's `lists`.
+    List(u32),
+    /// A dict: its index in the walker's `dicts`.
+    Dict(u32),
     /// An imported global: its index in `PickleScan::imports`.
-    Global(usize),
-    /// A module, from `__import__("os")` or `importlib.import_module`.
-    Module(Box<str>),
-    /// A `bytes` argument: where its data lies in the file.
-    Bytes {
-        start: u64,
-        len: u64,
-    },
+    Global(u32),
+    /// A module, from `__import__("os")` or `importlib.import_module`: its
+    /// name's index in the walker's `modules`.
+    Module(u32),
+    /// A `bytes` argument: the index in the walker's `spans` of where its
+    /// data lies in the file.
+    Bytes(u32),
     /// What calling `func` with `args` made (`REDUCE`, `OBJ`, `INST`,
-    /// `NEWOBJ`), with the items set on it and its `BUILD` state.
-    Obj(Box<Obj>),
-    PersId(V),
+    /// `NEWOBJ`), with the items set on it and its `BUILD` state: its index
+    /// in the walker's object arena.
+    Obj(u32),
+    /// A persistent id: its index in the walker's `pers_ids`.
+    PersId(u32),
 }
+
+// Small enough to move in registers: a bigger node was built on the stack
+// and copied into the arena, which stalled every push.
+const _: () = assert!(std::mem::size_of::<Node>() <= 12);
 
 #[derive(Debug)]
 struct Obj {
@@ -316,11 +322,10 @@ fn scan_pickle<R: Read + Seek>(
 ) -> Result<Root, InspectError> {
     scan.pickles.push(at.to_string());
     let budget = r.budget();
-    // Room for the nodes a pickle this long makes (about one per 8 bytes
-    // in a state dict), so the arena does not grow and copy as it is
-    // walked; bounded, as the walk is, by the budget.
-    let expected =
-        (r.remaining().min(budget.max_bytes) / 8).min(budget.max_items.min(1 << 20)) as usize;
+    // The arenas the last walk on this thread left (empty, with their
+    // room), so a walk neither grows them from nothing nor faults in
+    // fresh pages.
+    let arenas = Arenas::take();
     let mut w = Walker {
         at,
         scan,
@@ -328,12 +333,23 @@ fn scan_pickle<R: Read + Seek>(
         max_depth: budget.max_depth,
         max_values: budget.max_items.saturating_mul(4),
         max_name_bytes: budget.max_bytes,
-        stack: Vec::new(),
+        stack: arenas.stack,
         marks: Vec::new(),
-        memo: Memo::default(),
-        nodes: Vec::with_capacity(expected),
-        text: String::new(),
-        depths: Vec::with_capacity(expected),
+        memo: Memo {
+            dense: arenas.memo,
+            ..Memo::default()
+        },
+        nodes: arenas.nodes,
+        text: arenas.text,
+        tuple_items: arenas.tuple_items,
+        objs: arenas.objs,
+        lists: arenas.lists,
+        dicts: arenas.dicts,
+        modules: Vec::new(),
+        spans: Vec::new(),
+        pers_ids: arenas.pers_ids,
+        scratch: arenas.scratch,
+        depths: arenas.depths,
         values: 0,
         seen: HashMap::default(),
         proto: None,
@@ -364,6 +380,81 @@ fn scan_pickle<R: Read + Seek>(
     })
 }
 
+/// The walker's growable buffers, kept per thread between walks (a walk
+/// takes them and gives them back, emptied, when it ends). Each is kept
+/// only while its room stays under `KEEP_BYTES`, so one huge pickle does
+/// not pin its memory.
+#[derive(Default)]
+struct Arenas {
+    stack: Vec<V>,
+    nodes: Vec<Node>,
+    depths: Vec<u32>,
+    tuple_items: Vec<V>,
+    objs: Vec<Obj>,
+    lists: Vec<Vec<V>>,
+    dicts: Vec<Vec<(V, V)>>,
+    pers_ids: Vec<V>,
+    text: String,
+    scratch: Vec<u8>,
+    memo: Vec<Option<V>>,
+}
+
+const KEEP_BYTES: usize = 8 << 20;
+
+thread_local! {
+    static ARENAS: std::cell::RefCell<Arenas> = std::cell::RefCell::default();
+}
+
+impl Arenas {
+    fn take() -> Self {
+        ARENAS.with(|a| std::mem::take(&mut *a.borrow_mut()))
+    }
+
+    fn give_back(mut self) {
+        fn keep<T>(v: &mut Vec<T>) {
+            v.clear();
+            if v.capacity() * std::mem::size_of::<T>() > KEEP_BYTES {
+                *v = Vec::new();
+            }
+        }
+        keep(&mut self.stack);
+        keep(&mut self.nodes);
+        keep(&mut self.depths);
+        keep(&mut self.tuple_items);
+        keep(&mut self.objs);
+        keep(&mut self.lists);
+        keep(&mut self.dicts);
+        keep(&mut self.pers_ids);
+        keep(&mut self.scratch);
+        keep(&mut self.memo);
+        self.text.clear();
+        if self.text.capacity() > KEEP_BYTES {
+            self.text = String::new();
+        }
+        // A nested walk's buffers give way to its container's.
+        ARENAS.with(|a| *a.borrow_mut() = self);
+    }
+}
+
+impl Drop for Walker<'_> {
+    fn drop(&mut self) {
+        Arenas {
+            stack: std::mem::take(&mut self.stack),
+            nodes: std::mem::take(&mut self.nodes),
+            depths: std::mem::take(&mut self.depths),
+            tuple_items: std::mem::take(&mut self.tuple_items),
+            objs: std::mem::take(&mut self.objs),
+            lists: std::mem::take(&mut self.lists),
+            dicts: std::mem::take(&mut self.dicts),
+            pers_ids: std::mem::take(&mut self.pers_ids),
+            text: std::mem::take(&mut self.text),
+            scratch: std::mem::take(&mut self.scratch),
+            memo: std::mem::take(&mut self.memo.dense),
+        }
+        .give_back();
+    }
+}
+
 struct Walker<'a> {
     at: &'a str,
     scan: &'a mut PickleScan,
@@ -379,8 +470,21 @@ struct Walker<'a> {
     nodes: Vec<Node>,
     /// The bytes of every `Node::Str`.
     text: String,
+    /// The items of every `Node::Tuple`.
+    tuple_items: Vec<V>,
+    /// Every `Node::Obj`.
+    objs: Vec<Obj>,
+    /// What `Node::List`, `Node::Dict`, `Node::Module`, `Node::Bytes` and
+    /// `Node::PersId` hold.
+    lists: Vec<Vec<V>>,
+    dicts: Vec<Vec<(V, V)>>,
+    modules: Vec<Box<str>>,
+    spans: Vec<(u64, u64)>,
+    pers_ids: Vec<V>,
+    /// Where a short string is read before it joins `text`.
+    scratch: Vec<u8>,
     /// Nesting of each node (1 for a leaf), as far as insertion tells.
-    depths: Vec<usize>,
+    depths: Vec<u32>,
     values: u64,
     /// This pickle's imports: (module, name) to index in `scan.imports`.
     seen: HashMap<(String, String), usize>,
@@ -554,16 +658,28 @@ fn python_index(text: &[u8]) -> Option<u64> {
 
 /// The protocol that introduced each opcode (pickletools' `proto`).
 fn op_level(op: u8) -> u8 {
-    match op {
-        b'B' | b'C' => 3,
-        0x8c..=0x95 => 4,
-        0x96..=0x98 => 5,
-        0x80..=0x8b => 2,
-        b'J' | b'K' | b'M' | b'T' | b'U' | b'X' | b'G' | b']' | b'e' | b')' | b'}' | b'u'
-        | b'1' | b'h' | b'j' | b'q' | b'r' | b'o' | b'Q' => 1,
-        _ => 0,
-    }
+    OP_LEVELS[usize::from(op)]
 }
+
+/// `op_level`, as a table (it is asked for every opcode).
+const OP_LEVELS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut op = 0;
+    while op < 256 {
+        let b = op as u8;
+        t[op] = match b {
+            b'B' | b'C' => 3,
+            0x8c..=0x95 => 4,
+            0x96..=0x98 => 5,
+            0x80..=0x8b => 2,
+            b'J' | b'K' | b'M' | b'T' | b'U' | b'X' | b'G' | b']' | b'e' | b')' | b'}' | b'u'
+            | b'1' | b'h' | b'j' | b'q' | b'r' | b'o' | b'Q' => 1,
+            _ => 0,
+        };
+        op += 1;
+    }
+    t
+};
 
 /// Decodes `escape_decode` (Python's `STRING` argument, without quotes).
 fn unescape(s: &[u8]) -> Option<Vec<u8>> {
@@ -874,7 +990,7 @@ impl Walker<'_> {
                 }
                 // EMPTY_LIST
                 b']' => {
-                    let v = self.node(Node::List(Vec::new()), 1, 0)?;
+                    let v = self.list(Vec::new())?;
                     self.push(v)?;
                 }
                 // APPEND
@@ -892,18 +1008,18 @@ impl Walker<'_> {
                 // LIST
                 b'l' => {
                     let items = self.pop_mark(offset)?;
-                    let v = self.seq(items, false)?;
+                    let v = self.list(items)?;
                     self.push(v)?;
                 }
                 // EMPTY_TUPLE
                 b')' => {
-                    let v = self.seq(Vec::new(), true)?;
+                    let v = self.tuple_from_stack(self.stack.len())?;
                     self.push(v)?;
                 }
                 // TUPLE
                 b't' => {
-                    let items = self.pop_mark(offset)?;
-                    let v = self.seq(items, true)?;
+                    let base = self.pop_mark_base(offset)?;
+                    let v = self.tuple_from_stack(base)?;
                     self.push(v)?;
                 }
                 // TUPLE1, TUPLE2, TUPLE3
@@ -915,20 +1031,19 @@ impl Walker<'_> {
                             "tuple of more items than the stack holds",
                         ));
                     }
-                    let items = self.stack.split_off(self.stack.len() - n);
-                    let v = self.seq(items, true)?;
+                    let v = self.tuple_from_stack(self.stack.len() - n)?;
                     self.push(v)?;
                 }
                 // EMPTY_DICT
                 b'}' => {
-                    let v = self.node(Node::Dict(Vec::new()), 1, 0)?;
+                    let v = self.dict()?;
                     self.push(v)?;
                 }
                 // DICT
                 b'd' => {
                     let items = self.pop_mark(offset)?;
                     let pairs = Self::pairs(items, offset)?;
-                    let v = self.node(Node::Dict(Vec::new()), 1, 0)?;
+                    let v = self.dict()?;
                     self.set_items(v, pairs)?;
                     self.push(v)?;
                 }
@@ -1019,19 +1134,19 @@ impl Walker<'_> {
                 b'i' => {
                     let (module, name) = Self::global_lines(r)?;
                     let func = self.import(&module, &name, true)?;
-                    let items = self.pop_mark(offset)?;
-                    let args = self.seq(items, true)?;
+                    let base = self.pop_mark_base(offset)?;
+                    let args = self.tuple_from_stack(base)?;
                     let v = self.obj(func, args)?;
                     self.push(v)?;
                 }
                 // OBJ: the first item since the mark called with the rest.
                 b'o' => {
-                    let mut items = self.pop_mark(offset)?;
-                    if items.is_empty() {
+                    let base = self.pop_mark_base(offset)?;
+                    let Some(&func) = self.stack.get(base) else {
                         return Err(malformed(offset, "OBJ without a class"));
-                    }
-                    let func = items.remove(0);
-                    let args = self.seq(items, true)?;
+                    };
+                    let args = self.tuple_from_stack(base + 1)?;
+                    self.stack.truncate(base);
                     self.called(func);
                     let v = self.obj(func, args)?;
                     self.push(v)?;
@@ -1090,13 +1205,13 @@ impl Walker<'_> {
                     } else {
                         self.str(String::from_utf8_lossy(&l).into())?
                     };
-                    let v = self.node(Node::PersId(id), self.depth(id) + 1, 0)?;
+                    let v = self.pers_id(id)?;
                     self.push(v)?;
                 }
                 // BINPERSID
                 b'Q' => {
                     let id = self.pop(offset)?;
-                    let v = self.node(Node::PersId(id), self.depth(id) + 1, 0)?;
+                    let v = self.pers_id(id)?;
                     self.push(v)?;
                 }
                 _ => {
@@ -1148,11 +1263,18 @@ impl Walker<'_> {
             r.skip(n, what)?;
             return Ok(V::Other);
         }
-        let bytes = r.read_vec(n, what)?;
-        match std::str::from_utf8(&bytes) {
-            Ok(text) => self.str_ref(text),
-            Err(_) => self.str(String::from_utf8_lossy(&bytes).into_owned()),
-        }
+        // Read into one buffer kept for the walk, not a new one each.
+        let mut bytes = std::mem::take(&mut self.scratch);
+        bytes.clear();
+        bytes.resize(n as usize, 0);
+        let v =
+            r.read_exact_or(&mut bytes, what)
+                .and_then(|()| match std::str::from_utf8(&bytes) {
+                    Ok(text) => self.str_ref(text),
+                    Err(_) => self.str(String::from_utf8_lossy(&bytes).into_owned()),
+                });
+        self.scratch = bytes;
+        v
     }
 
     /// A `bytes` value of `n` bytes, skipped, as where it lies.
@@ -1164,7 +1286,7 @@ impl Walker<'_> {
     ) -> Result<V, InspectError> {
         let start = r.pos();
         r.skip(n, what)?;
-        self.node(Node::Bytes { start, len: n }, 1, 0)
+        self.side_node(Node::Bytes, |w| &mut w.spans, (start, n), 1, 0)
     }
 
     /// `GLOBAL` and `INST`'s two lines, module and name ("?" when too long
@@ -1185,10 +1307,12 @@ impl Walker<'_> {
     // --- the stack ---
 
     /// Where the items of the open mark start.
+    #[inline]
     fn base(&self) -> usize {
         self.marks.last().copied().unwrap_or(0)
     }
 
+    #[inline(always)]
     fn push(&mut self, v: V) -> Result<(), InspectError> {
         if self.stack.len() as u64 >= self.max_items {
             return Err(InspectError::TooMany {
@@ -1201,6 +1325,7 @@ impl Walker<'_> {
         Ok(())
     }
 
+    #[inline(always)]
     fn pop(&mut self, offset: u64) -> Result<V, InspectError> {
         if self.stack.len() <= self.base() {
             return Err(malformed(offset, "pickle stack underflow"));
@@ -1210,6 +1335,7 @@ impl Walker<'_> {
             .ok_or_else(|| malformed(offset, "pickle stack underflow"))
     }
 
+    #[inline(always)]
     fn top(&self, offset: u64) -> Result<V, InspectError> {
         if self.stack.len() <= self.base() {
             return Err(malformed(offset, "pickle stack underflow"));
@@ -1221,11 +1347,17 @@ impl Walker<'_> {
     }
 
     fn pop_mark(&mut self, offset: u64) -> Result<Vec<V>, InspectError> {
+        let base = self.pop_mark_base(offset)?;
+        Ok(self.stack.split_off(base))
+    }
+
+    /// Closes the open mark: where its items start on the stack.
+    fn pop_mark_base(&mut self, offset: u64) -> Result<usize, InspectError> {
         let base = self
             .marks
             .pop()
             .ok_or_else(|| malformed(offset, "no MARK to pop to"))?;
-        Ok(self.stack.split_off(base.min(self.stack.len())))
+        Ok(base.min(self.stack.len()))
     }
 
     fn pairs(items: Vec<V>, offset: u64) -> Result<Vec<(V, V)>, InspectError> {
@@ -1240,6 +1372,7 @@ impl Walker<'_> {
         Ok(out)
     }
 
+    #[inline(always)]
     fn get(&mut self, key: u64, offset: u64) -> Result<(), InspectError> {
         let v = match self.memo.get(key) {
             Some(v) => *v,
@@ -1259,6 +1392,7 @@ impl Walker<'_> {
     /// A memo full to its budget (a big vocabulary pickled as a dict)
     /// stores no more: what it would hold is only ever a value, and every
     /// import is recorded where its opcode is, so the walk goes on.
+    #[inline(always)]
     fn put(&mut self, key: u64, offset: u64) -> Result<(), InspectError> {
         let v = self.top(offset)?;
         if self.memo.len() as u64 >= self.max_items && self.memo.get(key).is_none() {
@@ -1274,6 +1408,7 @@ impl Walker<'_> {
     /// Counts `n` values against the budget: past it the walk goes on
     /// without structure (`lossy`), as a big plain-data pickle (a list of
     /// millions of tuples) needs no more to be judged.
+    #[inline]
     fn charge(&mut self, n: u64) {
         self.values = self.values.saturating_add(n);
         if self.values > self.max_values {
@@ -1281,6 +1416,7 @@ impl Walker<'_> {
         }
     }
 
+    #[inline]
     fn check_depth(&self, depth: usize) -> Result<(), InspectError> {
         if depth > self.max_depth {
             return Err(InspectError::TooDeep {
@@ -1291,6 +1427,7 @@ impl Walker<'_> {
         Ok(())
     }
 
+    #[inline(always)]
     fn node(&mut self, node: Node, depth: usize, slots: usize) -> Result<V, InspectError> {
         self.check_depth(depth)?;
         self.charge(1 + slots as u64);
@@ -1316,10 +1453,11 @@ impl Walker<'_> {
             max: u64::from(u32::MAX),
         })?;
         self.nodes.push(node);
-        self.depths.push(depth);
+        self.depths.push(u32::try_from(depth).unwrap_or(u32::MAX));
         Ok(V::Node(id))
     }
 
+    #[inline]
     fn at(&self, v: V) -> Option<&Node> {
         match v {
             V::Node(id) => self.nodes.get(id as usize),
@@ -1327,9 +1465,10 @@ impl Walker<'_> {
         }
     }
 
+    #[inline]
     fn depth(&self, v: V) -> usize {
         match v {
-            V::Node(id) => self.depths.get(id as usize).copied().unwrap_or(1),
+            V::Node(id) => self.depths.get(id as usize).map_or(1, |&d| d as usize),
             _ => 0,
         }
     }
@@ -1338,6 +1477,7 @@ impl Walker<'_> {
         self.str_ref(&s)
     }
 
+    #[inline(always)]
     fn str_ref(&mut self, s: &str) -> Result<V, InspectError> {
         // Strings come from the file, so the arena is bounded by the byte
         // budget (and by 4 GiB, where offsets stop fitting).
@@ -1364,30 +1504,116 @@ impl Walker<'_> {
         }
     }
 
-    fn seq(&mut self, items: Vec<V>, tuple: bool) -> Result<V, InspectError> {
+    fn list(&mut self, items: Vec<V>) -> Result<V, InspectError> {
         let depth = 1 + items.iter().map(|v| self.depth(*v)).max().unwrap_or(0);
         let slots = items.len();
-        let node = if tuple {
-            Node::Tuple(items)
-        } else {
-            Node::List(items)
+        self.side_node(Node::List, |w| &mut w.lists, items, depth, slots)
+    }
+
+    fn dict(&mut self) -> Result<V, InspectError> {
+        self.side_node(Node::Dict, |w| &mut w.dicts, Vec::new(), 1, 0)
+    }
+
+    fn pers_id(&mut self, id: V) -> Result<V, InspectError> {
+        let depth = self.depth(id) + 1;
+        self.side_node(Node::PersId, |w| &mut w.pers_ids, id, depth, 0)
+    }
+
+    /// A node whose payload lives in one of the walker's side arenas
+    /// (`arena`), at the index `make` records: stored there only if the
+    /// node is kept (not past the values budget).
+    #[inline(always)]
+    fn side_node<T>(
+        &mut self,
+        make: fn(u32) -> Node,
+        arena: fn(&mut Self) -> &mut Vec<T>,
+        payload: T,
+        depth: usize,
+        slots: usize,
+    ) -> Result<V, InspectError> {
+        let index = arena(self).len();
+        let Ok(index32) = u32::try_from(index) else {
+            return Err(InspectError::TooMany {
+                what: "pickle values".into(),
+                count: index as u64,
+                max: u64::from(u32::MAX),
+            });
         };
-        self.node(node, depth, slots)
+        let v = self.node(make(index32), depth, slots)?;
+        if matches!(v, V::Node(_)) {
+            arena(self).push(payload);
+        }
+        Ok(v)
+    }
+
+    /// The name of the module `v` is, if it is one.
+    fn module_of(&self, v: V) -> Option<&str> {
+        match self.at(v)? {
+            Node::Module(m) => self.modules.get(*m as usize).map(|m| &**m),
+            _ => None,
+        }
+    }
+
+    /// A tuple of the stack's items from `base` on, which leave the stack.
+    #[inline]
+    fn tuple_from_stack(&mut self, base: usize) -> Result<V, InspectError> {
+        let items = self.stack.get(base..).unwrap_or_default();
+        let depth = 1 + items.iter().map(|v| self.depth(*v)).max().unwrap_or(0);
+        let len = items.len();
+        // Bounded by the values budget, as the nodes are.
+        let (Ok(start), Ok(len32)) = (u32::try_from(self.tuple_items.len()), u32::try_from(len))
+        else {
+            return Err(InspectError::TooMany {
+                what: "pickle tuple items".into(),
+                count: self.tuple_items.len() as u64 + len as u64,
+                max: u64::from(u32::MAX),
+            });
+        };
+        let v = self.node(Node::Tuple { start, len: len32 }, depth, len)?;
+        if matches!(v, V::Node(_)) {
+            let base = base.min(self.stack.len());
+            self.tuple_items.extend_from_slice(&self.stack[base..]);
+        }
+        self.stack.truncate(base);
+        Ok(v)
     }
 
     fn obj(&mut self, func: V, args: V) -> Result<V, InspectError> {
         let depth = 1 + self.depth(func).max(self.depth(args));
-        self.node(
-            Node::Obj(Box::new(Obj {
+        let Ok(index) = u32::try_from(self.objs.len()) else {
+            return Err(InspectError::TooMany {
+                what: "pickle objects".into(),
+                count: self.objs.len() as u64,
+                max: u64::from(u32::MAX),
+            });
+        };
+        let v = self.node(Node::Obj(index), depth, 2)?;
+        if matches!(v, V::Node(_)) {
+            self.objs.push(Obj {
                 func,
                 args,
                 items: Vec::new(),
                 elems: Vec::new(),
                 state: V::None,
-            })),
-            depth,
-            2,
-        )
+            });
+        }
+        Ok(v)
+    }
+
+    /// The object `v` is, if it is one.
+    fn obj_of(&self, v: V) -> Option<&Obj> {
+        match self.at(v)? {
+            Node::Obj(i) => self.objs.get(*i as usize),
+            _ => None,
+        }
+    }
+
+    fn obj_mut(&mut self, v: V) -> Option<&mut Obj> {
+        let V::Node(id) = v else { return None };
+        match self.nodes.get(id as usize)? {
+            Node::Obj(i) => self.objs.get_mut(*i as usize),
+            _ => None,
+        }
     }
 
     /// Deepens `target` for a child of depth `child` (not when it is
@@ -1400,7 +1626,7 @@ impl Walker<'_> {
         self.check_depth(d)?;
         if let V::Node(id) = target {
             if let Some(t) = self.depths.get_mut(id as usize) {
-                *t = (*t).max(d);
+                *t = (*t).max(u32::try_from(d).unwrap_or(u32::MAX));
             }
         }
         Ok(())
@@ -1411,7 +1637,7 @@ impl Walker<'_> {
     fn structured(&self, v: V) -> bool {
         matches!(
             self.at(v),
-            Some(Node::Tuple(_) | Node::List(_) | Node::Dict(_) | Node::Obj(_))
+            Some(Node::Tuple { .. } | Node::List(_) | Node::Dict(_) | Node::Obj(_))
         )
     }
 
@@ -1421,11 +1647,14 @@ impl Walker<'_> {
     /// as `BUILD` on a global does.
     fn mutated(&mut self, target: V, how: &str) -> Result<(), InspectError> {
         let named = match self.at(target) {
-            Some(Node::Global(i)) => match self.scan.imports.get(*i) {
+            Some(Node::Global(i)) => match self.scan.imports.get(*i as usize) {
                 Some(g) => Some((g.module.clone(), format!("{}.{how}", g.name))),
                 None => Some(("?".into(), "?".into())),
             },
-            Some(Node::Module(m)) => Some((m.to_string(), how.to_string())),
+            Some(Node::Module(_)) => Some((
+                self.module_of(target).unwrap_or("?").to_string(),
+                how.to_string(),
+            )),
             _ => None,
         };
         if let Some((module, name)) = named {
@@ -1443,11 +1672,13 @@ impl Walker<'_> {
         for v in &items {
             self.deepen(target, *v)?;
         }
-        if let V::Node(id) = target {
-            match self.nodes.get_mut(id as usize) {
-                Some(Node::List(l)) => l.extend(items),
-                Some(Node::Obj(o)) => o.elems.extend(items),
-                _ => {}
+        if let Some(o) = self.obj_mut(target) {
+            o.elems.extend(items);
+        } else if let V::Node(id) = target {
+            if let Some(&Node::List(l)) = self.nodes.get(id as usize) {
+                if let Some(l) = self.lists.get_mut(l as usize) {
+                    l.extend(items);
+                }
             }
         }
         Ok(())
@@ -1466,11 +1697,13 @@ impl Walker<'_> {
         for (_, v) in &kept {
             self.deepen(target, *v)?;
         }
-        if let V::Node(id) = target {
-            match self.nodes.get_mut(id as usize) {
-                Some(Node::Dict(d)) => d.extend(kept),
-                Some(Node::Obj(o)) => o.items.extend(kept),
-                _ => {}
+        if let Some(o) = self.obj_mut(target) {
+            o.items.extend(kept);
+        } else if let V::Node(id) = target {
+            if let Some(&Node::Dict(d)) = self.nodes.get(id as usize) {
+                if let Some(d) = self.dicts.get_mut(d as usize) {
+                    d.extend(kept);
+                }
             }
         }
         Ok(())
@@ -1478,23 +1711,26 @@ impl Walker<'_> {
 
     fn build(&mut self, target: V, state: V) -> Result<(), InspectError> {
         enum Target {
-            Obj(usize),
+            Obj,
             Named(String, String),
             Other,
         }
         let t = match self.at(target) {
-            Some(Node::Obj(_)) => Target::Obj(target_id(target)),
-            Some(Node::Global(i)) => match self.scan.imports.get(*i) {
+            Some(Node::Obj(_)) => Target::Obj,
+            Some(Node::Global(i)) => match self.scan.imports.get(*i as usize) {
                 Some(g) => Target::Named(g.module.clone(), format!("{}.__dict__", g.name)),
                 None => Target::Named("?".into(), "?".into()),
             },
-            Some(Node::Module(m)) => Target::Named(m.to_string(), "__dict__".into()),
+            Some(Node::Module(_)) => Target::Named(
+                self.module_of(target).unwrap_or("?").to_string(),
+                "__dict__".into(),
+            ),
             _ => Target::Other,
         };
         match t {
-            Target::Obj(id) => {
+            Target::Obj => {
                 self.deepen(target, state)?;
-                if let Some(Node::Obj(o)) = self.nodes.get_mut(id) {
+                if let Some(o) = self.obj_mut(target) {
                     o.state = state;
                 }
             }
@@ -1518,6 +1754,11 @@ impl Walker<'_> {
                 imp.called = true;
             }
         }
+        let i = u32::try_from(i).map_err(|_| InspectError::TooMany {
+            what: "pickle imports".into(),
+            count: i as u64,
+            max: u64::from(u32::MAX),
+        })?;
         self.node(Node::Global(i), 1, 0)
     }
 
@@ -1575,23 +1816,27 @@ impl Walker<'_> {
 
     fn global_of(&self, v: V) -> Option<&PickleImport> {
         match self.at(v)? {
-            Node::Global(i) => self.scan.imports.get(*i),
+            Node::Global(i) => self.scan.imports.get(*i as usize),
             _ => None,
         }
     }
 
     fn called(&mut self, func: V) {
         if let Some(Node::Global(i)) = self.at(func) {
-            let i = *i;
+            let i = *i as usize;
             if let Some(imp) = self.scan.imports.get_mut(i) {
                 imp.called = true;
             }
         }
     }
 
-    fn tuple_items(&self, v: V) -> Option<&[V]> {
+    /// The items of a tuple or a list.
+    fn items_of(&self, v: V) -> Option<&[V]> {
         match self.at(v)? {
-            Node::Tuple(t) | Node::List(t) => Some(t),
+            Node::Tuple { start, len } => self
+                .tuple_items
+                .get(*start as usize..*start as usize + *len as usize),
+            Node::List(l) => self.lists.get(*l as usize).map(Vec::as_slice),
             _ => None,
         }
     }
@@ -1602,7 +1847,7 @@ impl Walker<'_> {
         let target = self
             .global_of(func)
             .map(|g| (g.module.clone(), g.name.clone()));
-        let (first, second) = match self.tuple_items(args) {
+        let (first, second) = match self.items_of(args) {
             Some(a) => (a.first().copied(), a.get(1).copied()),
             None => (None, None),
         };
@@ -1619,7 +1864,7 @@ impl Walker<'_> {
             {
                 if let Some(m) = first.and_then(|m| self.str_of(m)) {
                     let m: Box<str> = m.into();
-                    return self.node(Node::Module(m), 1, 0);
+                    return self.side_node(Node::Module, |w| &mut w.modules, m, 1, 0);
                 }
             }
             // torch.load of bytes the pickle carries (how a storage pickles
@@ -1627,7 +1872,7 @@ impl Walker<'_> {
             // cannot be found in the file make it dangerous.
             if module == "torch.storage" && name == "_load_from_bytes" {
                 let bytes = match first.and_then(|b| self.at(b)) {
-                    Some(Node::Bytes { start, len }) => Some((*start, *len)),
+                    Some(Node::Bytes(i)) => self.spans.get(*i as usize).copied(),
                     _ => None,
                 };
                 match bytes {
@@ -1650,13 +1895,13 @@ impl Walker<'_> {
             }
         }
         // attrgetter("system")(module): the attribute of the argument.
-        if let Some(Node::Obj(o)) = self.at(func) {
+        if let Some(o) = self.obj_of(func) {
             let getter = self.global_of(o.func).is_some_and(|g| {
                 matches!(g.module.as_str(), "operator" | "_operator") && g.name == "attrgetter"
             });
             if getter {
                 let attr = self
-                    .tuple_items(o.args)
+                    .items_of(o.args)
                     .and_then(|a| match a {
                         [one] => self.str_of(*one),
                         _ => None,
@@ -1674,8 +1919,11 @@ impl Walker<'_> {
     /// of a global, `?.attr` of anything else.
     fn attribute(&mut self, obj: V, attr: &str) -> Result<V, InspectError> {
         let (module, name) = match self.at(obj) {
-            Some(Node::Module(m)) => (m.to_string(), attr.to_string()),
-            Some(Node::Global(i)) => match self.scan.imports.get(*i) {
+            Some(Node::Module(_)) => (
+                self.module_of(obj).unwrap_or("?").to_string(),
+                attr.to_string(),
+            ),
+            Some(Node::Global(i)) => match self.scan.imports.get(*i as usize) {
                 Some(g) => (g.module.clone(), format!("{}.{attr}", g.name)),
                 None => ("?".into(), attr.to_string()),
             },
@@ -1692,27 +1940,45 @@ impl Walker<'_> {
     /// The tensors of the object `root`: a state dict's keys, a whole
     /// model's parameter names (through `_modules` and `_parameters`),
     /// nested dicts' keys joined with ".".
-    fn collect_tensors(&self, root: V, out: &mut Vec<Tensor>) -> Result<(), InspectError> {
-        // (value, parent name, key, depth)
-        let mut todo: Vec<(V, Rc<str>, Option<String>, usize)> =
+    fn collect_tensors<'s>(&'s self, root: V, out: &mut Vec<Tensor>) -> Result<(), InspectError> {
+        /// A child's key: text in the arena, or a number.
+        #[derive(Clone, Copy)]
+        enum Key<'t> {
+            Text(&'t str),
+            Number(i64),
+        }
+        let joined = |parent: &str, key: Key<'_>| -> Option<String> {
+            let mut name = String::with_capacity(parent.len() + 24);
+            name.push_str(parent);
+            if !parent.is_empty() {
+                name.push('.');
+            }
+            match key {
+                Key::Text(k) => name.push_str(k),
+                Key::Number(n) => {
+                    use std::fmt::Write;
+                    let _ = write!(name, "{n}");
+                }
+            }
+            (name.len() <= MAX_NAME).then_some(name)
+        };
+        // (value, parent name, key, depth); names are shared by their
+        // children and made only for what is not a tensor.
+        let mut todo: Vec<(V, Rc<str>, Option<Key<'s>>, usize)> =
             vec![(root, Rc::from(""), None, 0)];
         let mut visited = vec![false; self.nodes.len()];
+        let mut children: Vec<(V, Option<Key<'s>>)> = Vec::new();
         let mut name_bytes = 0u64;
+        out.reserve(self.objs.len().min(1 << 16));
         while let Some((v, parent, key, depth)) = todo.pop() {
-            let name: Rc<str> = match key {
-                None => parent,
-                Some(k) => {
-                    if parent.len() + k.len() + 1 > MAX_NAME {
-                        continue;
-                    }
-                    if parent.is_empty() {
-                        Rc::from(k)
-                    } else {
-                        Rc::from(format!("{parent}.{k}"))
-                    }
-                }
-            };
             if let Some((shape, dtype)) = self.tensor_of(v, 0) {
+                let name = match key {
+                    None => parent.to_string(),
+                    Some(k) => match joined(&parent, k) {
+                        Some(name) => name,
+                        None => continue,
+                    },
+                };
                 if out.len() as u64 >= self.max_items {
                     return Err(InspectError::TooMany {
                         what: "tensors".into(),
@@ -1729,7 +1995,7 @@ impl Walker<'_> {
                     });
                 }
                 out.push(Tensor {
-                    name: name.to_string(),
+                    name,
                     shape,
                     dtype: dtype.to_string(),
                 });
@@ -1740,37 +2006,52 @@ impl Walker<'_> {
                 continue;
             }
             visited[id as usize] = true;
-            let mut children: Vec<(V, Option<String>)> = Vec::new();
-            let keyed = |items: &[(V, V)], children: &mut Vec<(V, Option<String>)>| {
+            let name: Rc<str> = match key {
+                None => parent,
+                Some(k) => match joined(&parent, k) {
+                    Some(name) => Rc::from(name),
+                    None => continue,
+                },
+            };
+            children.clear();
+            let keyed = |items: &'s [(V, V)], children: &mut Vec<(V, Option<Key<'s>>)>| {
                 for (k, val) in items {
                     let k = match (*k, self.str_of(*k)) {
-                        (_, Some(s)) => s.to_string(),
-                        (V::Int(i), _) => i.to_string(),
+                        (_, Some(s)) if transparent_key(s) => None,
+                        (_, Some(s)) => Some(Key::Text(s)),
+                        (V::Int(i), _) => Some(Key::Number(i)),
                         _ => continue,
                     };
-                    let k = if transparent_key(&k) { None } else { Some(k) };
                     children.push((*val, k));
                 }
             };
-            let indexed = |items: &[V], children: &mut Vec<(V, Option<String>)>| {
+            let indexed = |items: &'s [V], children: &mut Vec<(V, Option<Key<'s>>)>| {
                 for (i, v) in items.iter().enumerate() {
                     if matches!(v, V::Node(_)) {
-                        children.push((*v, Some(i.to_string())));
+                        children.push((*v, Some(Key::Number(i as i64))));
                     }
                 }
             };
             match self.nodes.get(id as usize) {
-                Some(Node::Dict(items)) => keyed(items, &mut children),
-                Some(Node::List(items) | Node::Tuple(items)) => indexed(items, &mut children),
-                Some(Node::Obj(o)) => {
+                Some(Node::Dict(d)) => keyed(
+                    self.dicts.get(*d as usize).map_or(&[], Vec::as_slice),
+                    &mut children,
+                ),
+                Some(Node::List(_) | Node::Tuple { .. }) => {
+                    indexed(self.items_of(v).unwrap_or_default(), &mut children)
+                }
+                Some(Node::Obj(_)) => {
+                    let Some(o) = self.obj_of(v) else { continue };
                     keyed(&o.items, &mut children);
                     indexed(&o.elems, &mut children);
                     // An object's state: its attributes (a dict, or a
                     // (dict, slots) pair) under its own name.
                     match self.at(o.state) {
                         Some(Node::Dict(_)) => children.push((o.state, None)),
-                        Some(Node::Tuple(t)) => children.extend(
-                            t.iter()
+                        Some(Node::Tuple { .. }) => children.extend(
+                            self.items_of(o.state)
+                                .unwrap_or_default()
+                                .iter()
                                 .filter(|s| matches!(self.at(**s), Some(Node::Dict(_))))
                                 .map(|s| (*s, None)),
                         ),
@@ -1779,7 +2060,7 @@ impl Walker<'_> {
                 }
                 _ => {}
             }
-            for (child, k) in children.into_iter().rev() {
+            for &(child, k) in children.iter().rev() {
                 if matches!(child, V::Node(_)) {
                     todo.push((child, name.clone(), k, depth + 1));
                 }
@@ -1789,10 +2070,7 @@ impl Walker<'_> {
     }
 
     fn obj_parts(&self, v: V) -> Option<(V, V)> {
-        match self.at(v)? {
-            Node::Obj(o) => Some((o.func, o.args)),
-            _ => None,
-        }
+        self.obj_of(v).map(|o| (o.func, o.args))
     }
 
     fn tensor_of(&self, v: V, hops: u8) -> Option<(Vec<u64>, &'static str)> {
@@ -1806,7 +2084,7 @@ impl Walker<'_> {
             return None;
         }
         let g = self.global_of(func)?;
-        let a = self.tuple_items(args)?;
+        let a = self.items_of(args)?;
         match (g.module.as_str(), g.name.as_str()) {
             (
                 "torch._utils",
@@ -1839,17 +2117,19 @@ impl Walker<'_> {
     /// A tuple of dimensions, or `torch.Size` of one.
     fn shape(&self, v: V, hops: u8) -> Option<Vec<u64>> {
         match self.at(v)? {
-            Node::Tuple(dims) | Node::List(dims) => dims
+            Node::Tuple { .. } | Node::List(_) => self
+                .items_of(v)?
                 .iter()
                 .map(|d| match d {
                     V::Int(n) => u64::try_from(*n).ok(),
                     _ => None,
                 })
                 .collect(),
-            Node::Obj(o) if hops == 0 => {
+            Node::Obj(_) if hops == 0 => {
+                let o = self.obj_of(v)?;
                 let g = self.global_of(o.func)?;
                 if g.module == "torch" && g.name == "Size" {
-                    self.shape(*self.tuple_items(o.args)?.first()?, 1)
+                    self.shape(*self.items_of(o.args)?.first()?, 1)
                 } else {
                     None
                 }
@@ -1864,19 +2144,13 @@ impl Walker<'_> {
         let Node::PersId(id) = self.at(v)? else {
             return None;
         };
-        let items = self.tuple_items(*id)?;
+        let id = self.pers_ids.get(*id as usize)?;
+        let items = self.items_of(*id)?;
         let class = self.global_of(*items.get(1)?)?;
         if !matches!(class.module.as_str(), "torch" | "torch.cuda") {
             return None;
         }
         dtype_name(&class.name)
-    }
-}
-
-fn target_id(v: V) -> usize {
-    match v {
-        V::Node(id) => id as usize,
-        _ => usize::MAX,
     }
 }
 

@@ -58,7 +58,7 @@ fn inspect(args: InspectArgs) -> anyhow::Result<()> {
         max_bytes: args.max_header_bytes,
         ..Budget::default()
     };
-    let report = vigil_modelinspect::inspect(std::io::BufReader::new(open()?), budget, name)
+    let report = vigil_modelinspect::inspect(open()?, budget, name)
         .map_err(|e| ExitCode::Failure.error(format!("{}: {e}", path.display())))?;
     let sha256 = sha256_of(open()?).with_context(|| format!("reading {}", path.display()))?;
     let out = Inspected {

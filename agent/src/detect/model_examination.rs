@@ -3,7 +3,7 @@
 //! version, within a time and byte budget.
 
 use std::collections::HashMap;
-use std::io::{BufReader, Seek, SeekFrom};
+use std::io::{Seek, SeekFrom};
 
 use vigil_domain::{ModelIdentity, ModelRisk};
 use vigil_modelinspect::{Budget, ImportClass, ModelReport, Risk};
@@ -104,11 +104,10 @@ fn inspect_file(
             format: None,
             error: e.into(),
         })?;
-    vigil_modelinspect::inspect(
-        BufReader::with_capacity(1 << 16, &*file),
-        budget,
-        Some(name),
-    )
+    // Unbuffered: the inspector reads ahead by itself, a little at a
+    // time, so a header spread over a big file (TFLite's tables between
+    // inline weights) is not read 64 KiB per hop.
+    vigil_modelinspect::inspect(&*file, budget, Some(name))
 }
 
 /// The domain's view of an inspection report. What the file supplies is
