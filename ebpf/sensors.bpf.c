@@ -35,7 +35,7 @@ const volatile __u32 PREFIX_END = 0;
 const volatile __u64 SUFFIX_LAST_BYTES[4] = {};
 const volatile __u64 PREFIX_COMMON_MASK = 0;
 const volatile __u64 PREFIX_COMMON_VALUE = 0;
-/* TCP ports (host order) whose connects and listens are reported. */
+/* TCP ports (host order) whose connects are reported (listens: all). */
 const volatile __u16 AI_PORTS[VIGIL_PORT_SLOTS] = {};
 const volatile __u32 AI_PORT_COUNT = 0;
 /* The agent's own process id: its own opens (content checks) are never events. */
@@ -596,7 +596,9 @@ int vigil_inet_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	__u16 sport = ctx->sport;
 	__u16 dport = ctx->dport;
 	__u16 op = newstate == TCP_LISTEN ? VIGIL_NET_LISTEN : VIGIL_NET_CONNECT;
-	if (is_agent() || !ai_port(op == VIGIL_NET_LISTEN ? sport : dport)) {
+	/* Every listen (rare: the agent asks each new listener what it serves);
+	 * connects only to the ports in the table. */
+	if (is_agent() || (op == VIGIL_NET_CONNECT && !ai_port(dport))) {
 		count(VIGIL_COUNTER_FILTERED);
 		return 0;
 	}

@@ -189,6 +189,16 @@ pub struct AgentConfig {
     #[arg(long, default_value_t = 2000)]
     pub max_model_header_millis: u64,
 
+    /// Ports whose new listeners are never asked what they serve (a
+    /// listener on any other port is probed for the OpenAI, Ollama and
+    /// KServe v2 routes): services that do not speak HTTP.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "22,25,53,111,389,443,465,587,631,636,993,995,2049,3306,5432,6379,11211,27017"
+    )]
+    pub serving_probe_exclude_ports: Vec<u16>,
+
     /// Distinct objects (files, hosts...) reported one by one per process
     /// and signal; the rest are counted into one aggregate finding.
     #[arg(long, default_value_t = 64)]

@@ -46,11 +46,12 @@ pub enum Observation {
     GpuInUse { gpu: GpuObject, device_opened: bool },
     /// Asked the DNS server `server` (address:port) for `name`.
     DnsQuery { name: String, server: String },
-    /// Listens on a TCP port; `openai_routes` when it answered `GET /v1/models`.
+    /// Listens on a TCP port; `api` when it answered a model-serving API's
+    /// probe.
     Listening {
         address: String,
         port: u16,
-        openai_routes: bool,
+        api: Option<crate::ServingApi>,
     },
 }
 
@@ -370,16 +371,12 @@ impl BuiltinRules {
                     ),
                 }
             }
-            Observation::Listening {
-                address,
-                port,
-                openai_routes,
-            } => {
+            Observation::Listening { address, port, api } => {
                 let port = *port;
-                let what = match (ai_serving_port(port), *openai_routes) {
-                    (Some(server), _) => format!("{server} model server port"),
-                    (None, true) => "an OpenAI-style API (GET /v1/models) on port".to_string(),
-                    (None, false) => return None,
+                let what = match (ai_serving_port(port), api) {
+                    (_, Some(api)) => format!("{} on port", api.describe()),
+                    (Some(server), None) => format!("{server} model server port"),
+                    (None, None) => return None,
                 };
                 Verdict {
                     rule_id: AI_SERVING_RULE_ID,
@@ -615,18 +612,24 @@ mod tests {
             )
             .is_none());
 
-        let listen = |port, openai_routes| Observation::Listening {
+        let listen = |port, api| Observation::Listening {
             address: "0.0.0.0".into(),
             port,
-            openai_routes,
+            api,
         };
         assert_eq!(
-            r.evaluate(&p, &listen(11434, false), 1).unwrap().signal,
+            r.evaluate(&p, &listen(11434, None), 1).unwrap().signal,
             SignalKind::AiServing
         );
-        assert!(r.evaluate(&p, &listen(8080, false), 1).is_none());
-        let f = r.evaluate(&p, &listen(8080, true), 1).unwrap();
+        assert!(r.evaluate(&p, &listen(8080, None), 1).is_none());
+        let f = r
+            .evaluate(&p, &listen(8080, Some(crate::ServingApi::OpenAi)), 1)
+            .unwrap();
         assert!(f.summary.contains("OpenAI-style"), "{}", f.summary);
+        let f = r
+            .evaluate(&p, &listen(31337, Some(crate::ServingApi::KServeV2)), 1)
+            .unwrap();
+        assert!(f.summary.contains("KServe v2"), "{}", f.summary);
     }
 
     #[test]

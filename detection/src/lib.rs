@@ -11,6 +11,7 @@
 mod builtin_rules;
 mod dns_question;
 mod model_file;
+mod serving_api;
 mod signal_lists;
 
 pub use builtin_rules::{
@@ -24,7 +25,8 @@ pub use model_file::{
     sniff_unnamed_model_format, ModelFormat, ModelPathClass, MODEL_FILE_EXTENSIONS,
     MODEL_FILE_RULE_ID, MODEL_SNIFF_BYTES,
 };
+pub use serving_api::ServingApi;
 pub use signal_lists::{
     ai_api_host, ai_runtime_binary, ai_serving_port, is_ai_runtime_library, is_gpu_device,
-    AI_RUNTIME_LIBRARY_PREFIXES, AI_SERVING_PORTS, GPU_DEVICE_PREFIXES, OPENAI_PROBE_PORTS,
+    AI_RUNTIME_LIBRARY_PREFIXES, AI_SERVING_PORTS, GPU_DEVICE_PREFIXES,
 };

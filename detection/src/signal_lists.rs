@@ -24,10 +24,6 @@ pub const AI_RUNTIME_LIBRARY_PREFIXES: &[&str] = &[
 /// connect is AI egress.
 pub const AI_SERVING_PORTS: &[(u16, &str)] = &[(11434, "ollama")];
 
-/// Common HTTP ports where a listener is AI serving only if it answers the
-/// OpenAI-style `GET /v1/models`.
-pub const OPENAI_PROBE_PORTS: &[u16] = &[8000, 8080];
-
 /// Hosts of hosted AI APIs and model hubs (`policies/lists/ai-api-hosts.txt`).
 const AI_API_HOSTS: &str = include_str!("../../policies/lists/ai-api-hosts.txt");
 

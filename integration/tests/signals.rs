@@ -354,7 +354,7 @@ async fn ollama_ports_and_openai_style_listeners() {
     let plain_pid = plain.0.id();
     h.wait_log(
         "the plain server to be probed",
-        &format!("pid={plain_pid} port=8080 openai_routes=false"),
+        &format!("pid={plain_pid} port=8080 api=none"),
     )
     .await;
     drop(plain);
@@ -376,6 +376,35 @@ async fn ollama_ports_and_openai_style_listeners() {
             .filter(|a| pid_of(a) == plain_pid)
             .count();
     assert_eq!(plain_findings, 0, "the plain HTTP server made a finding");
+
+    // Any port: an Ollama-style API on a port no list names is found by
+    // what it answers...
+    let ollama = "import http.server, json\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        body = json.dumps({'models': [{'name': 'llama3:8b', 'model': 'llama3:8b'}]}).encode()\n        self.send_response(200 if self.path == '/api/tags' else 404)\n        self.send_header('Content-Length', str(len(body)))\n        self.end_headers()\n        self.wfile.write(body)\n    def log_message(self, *a):\n        pass\nhttp.server.HTTPServer(('127.0.0.1', 23456), H).serve_forever()\n";
+    let ai = Killed(python(ollama).spawn().unwrap());
+    let ai_pid = ai.0.id();
+    let a = h
+        .alert("ai_serving for the Ollama-style server on 23456", |a| {
+            pid_of(a) == ai_pid && signal_of(a) == SignalKind::AiServing
+        })
+        .await;
+    assert!(a.finding.unwrap().summary.contains("Ollama"));
+    // ...and its benign twin, a server that answers every path with a
+    // page, is not.
+    let page = "import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        body = b'<html>OK</html>'\n        self.send_response(200)\n        self.send_header('Content-Length', str(len(body)))\n        self.end_headers()\n        self.wfile.write(body)\n    def log_message(self, *a):\n        pass\nhttp.server.HTTPServer(('127.0.0.1', 23457), H).serve_forever()\n";
+    let twin = Killed(python(page).spawn().unwrap());
+    let twin_pid = twin.0.id();
+    h.wait_log(
+        "the catch-all server to be probed",
+        &format!("pid={twin_pid} port=23457 api=none"),
+    )
+    .await;
+    let twin_findings =
+        h.cp.alerts()
+            .await
+            .iter()
+            .filter(|a| pid_of(a) == twin_pid)
+            .count();
+    assert_eq!(twin_findings, 0, "the catch-all server made a finding");
 }
 
 /// Python that builds a standard DNS query for `sys.argv[1]` as `q`.

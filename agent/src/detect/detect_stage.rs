@@ -36,8 +36,14 @@ const HASHES_IN_FLIGHT: usize = 4;
 const HASH_QUEUE: usize = 1024;
 /// Largest emptied sensor batch handed back for reuse (events).
 const RECYCLED_BATCH_CAPACITY: usize = 4096;
-/// How long a listener has to answer OpenAI-style routes.
+/// How long a listener has to answer the model-serving routes, in all.
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// Listeners probed at once.
+const PROBES_IN_FLIGHT: usize = 8;
+/// Probes admitted (in flight or waiting for a turn), at most: a process
+/// that opens listeners by the thousand costs bounded work, and a listener
+/// past the bound is not probed (counted, and said in the log).
+const PROBE_QUEUE: usize = 256;
 
 /// A finding with the kernel time of the event behind it, from which the
 /// ship stage measures its latency.
@@ -77,13 +83,13 @@ pub struct DetectOutputs {
     pub inventory: watch::Sender<Option<GpuInventory>>,
 }
 
-/// A probed listener: the process, its address, whether it answered
-/// OpenAI-style routes, when it was seen, and its executable's digest when
-/// it was hashed for the probe.
+/// A probed listener: the process, its address, the serving API it
+/// answered as, when it was seen, and its executable's digest when it was
+/// hashed for the probe.
 type ProbeResult = (
     ProcessInfo,
     std::net::SocketAddr,
-    bool,
+    Option<vigil_detection::ServingApi>,
     i64,
     Option<(FileKey, String)>,
 );
@@ -110,6 +116,12 @@ pub struct DetectStage {
     hashes_refused: u64,
     probed_tx: mpsc::Sender<ProbeResult>,
     probed: mpsc::Receiver<ProbeResult>,
+    /// Turns to probe: `PROBES_IN_FLIGHT` at a time.
+    probe_turns: Arc<Semaphore>,
+    /// Probes admitted and not yet answered (at most `PROBE_QUEUE`).
+    probes_admitted: usize,
+    /// Listeners not probed because the queue was full.
+    probes_refused: u64,
     /// What the current input led to.
     out: Detections,
     /// New findings' (process, signal, object), remembered on disk once
@@ -153,7 +165,8 @@ impl DetectStage {
             tracked_processes: config.max_tracked_processes,
         };
         let mut detector = Detector::new(BuiltinRules::new(approved), procfs, std::process::id())
-            .with_limits(limits);
+            .with_limits(limits)
+            .with_probe_exclusions(&config.serving_probe_exclude_ports);
         let restored = memory
             .restore()
             .context("restoring the signals of running processes")?;
@@ -180,6 +193,9 @@ impl DetectStage {
             hashes_refused: 0,
             probed_tx,
             probed,
+            probe_turns: Arc::new(Semaphore::new(PROBES_IN_FLIGHT)),
+            probes_admitted: 0,
+            probes_refused: 0,
             out: Detections::default(),
             to_remember: Vec::new(),
             metrics,
@@ -236,7 +252,8 @@ impl DetectStage {
                         self.push_finding(finding, event_boot_ns);
                     }
                 }
-                Some((mut process, local, openai_routes, at, digest)) = self.probed.recv() => {
+                Some((mut process, local, api, at, digest)) = self.probed.recv() => {
+                    self.probes_admitted -= 1;
                     if let Some((key, digest)) = digest {
                         self.hashes_admitted -= 1;
                         if !digest.is_empty() {
@@ -244,8 +261,9 @@ impl DetectStage {
                             process.exe_sha256 = digest;
                         }
                     }
-                    tracing::info!(pid = process.pid, port = local.port(), openai_routes, "listener probed");
-                    let obs = Observation::Listening { address: local.ip().to_string(), port: local.port(), openai_routes };
+                    let answered = api.map_or("none", vigil_detection::ServingApi::as_str);
+                    tracing::info!(pid = process.pid, port = local.port(), api = %answered, "listener probed");
+                    let obs = Observation::Listening { address: local.ip().to_string(), port: local.port(), api };
                     if let Some(finding) = self.detector.finding(&process, obs, at) {
                         self.push_finding(finding, clock::boot_now_ns());
                     }
@@ -278,6 +296,24 @@ impl DetectStage {
     }
 
     /// Whether one more hash may be queued; counts a refusal.
+    /// Whether a listener may be probed now (the queue has room).
+    fn admit_probe(&mut self, port: u16) -> bool {
+        if self.probes_admitted >= PROBE_QUEUE {
+            self.probes_refused += 1;
+            if self.probes_refused == 1 || self.probes_refused.is_power_of_two() {
+                tracing::warn!(
+                    refused = self.probes_refused,
+                    queue = PROBE_QUEUE,
+                    port,
+                    "probe queue full: new listeners are not asked what they serve"
+                );
+            }
+            return false;
+        }
+        self.probes_admitted += 1;
+        true
+    }
+
     fn admit_hash(&mut self) -> bool {
         if self.hashes_admitted >= HASH_QUEUE {
             self.hashes_refused += 1;
@@ -377,10 +413,14 @@ impl DetectStage {
                 observed_at_unix_nanos,
                 uncached_exe,
             } => {
+                if !self.admit_probe(local.port()) {
+                    return;
+                }
                 let tx = self.probed_tx.clone();
                 // A new listener's executable is hashed first, in turn.
                 let exe = uncached_exe.filter(|_| self.admit_hash());
                 let turns = self.hash_turns.clone();
+                let probe_turns = self.probe_turns.clone();
                 let budget = self.detector.limits().hash;
                 tokio::spawn(async move {
                     let mut digest = None;
@@ -399,11 +439,14 @@ impl DetectStage {
                         // Admitted: always answered with a digest, maybe empty.
                         digest = Some((key, hashed.unwrap_or_default()));
                     }
-                    let yes =
-                        crate::detect::serving_probe::serves_openai_routes(local, PROBE_TIMEOUT)
-                            .await;
+                    let api = match probe_turns.acquire_owned().await {
+                        Ok(_turn) => {
+                            crate::detect::serving_probe::serving_api(local, PROBE_TIMEOUT).await
+                        }
+                        Err(_) => None,
+                    };
                     let _ = tx
-                        .send((process, local, yes, observed_at_unix_nanos, digest))
+                        .send((process, local, api, observed_at_unix_nanos, digest))
                         .await;
                 });
             }

@@ -59,8 +59,9 @@ impl Default for DetectLimits {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Detection {
     Finding(Finding),
-    /// A listener on a common HTTP port: AI serving only if it answers
-    /// OpenAI-style routes, which must be asked off the event loop.
+    /// A listener on any port (not a known AI one): AI serving only if it
+    /// answers a model-serving API's route, which must be asked off the
+    /// event loop.
     ProbeListener {
         process: ProcessInfo,
         local: SocketAddr,
@@ -233,6 +234,8 @@ pub struct Detector {
     /// GPU users as attributed at their first poll (digest known), until
     /// they exec or exit: NVML lists the same processes every poll.
     gpu_users: HashMap<u32, ProcessInfo>,
+    /// Ports whose listeners are never probed (`--serving-probe-exclude-ports`).
+    probe_excluded: Vec<u16>,
 }
 
 impl Detector {
@@ -259,10 +262,18 @@ impl Detector {
             ),
             flood_findings: Vec::new(),
             gpu_users: HashMap::new(),
+            probe_excluded: Vec::new(),
         }
     }
 
     /// The same detector with other bounds (before any event).
+    /// Listeners on `ports` are not asked what they serve (a known AI
+    /// serving port still makes its finding).
+    pub fn with_probe_exclusions(mut self, ports: &[u16]) -> Self {
+        self.probe_excluded = ports.to_vec();
+        self
+    }
+
     pub fn with_limits(mut self, limits: DetectLimits) -> Self {
         self.limits = limits;
         self.reported = ReportedSignals::new(
@@ -486,10 +497,11 @@ impl Detector {
                         let obs = Observation::Listening {
                             address: local.ip().to_string(),
                             port: local.port(),
-                            openai_routes: false,
+                            api: None,
                         };
                         self.detect(resolved, obs, at)
                     }
+                    NetOp::Listen if self.probe_excluded.contains(&local.port()) => None,
                     NetOp::Listen => Some(Detection::ProbeListener {
                         process: resolved.process,
                         local: *local,

@@ -207,8 +207,8 @@ fn a_missing_gpu_node_is_a_failed_open_and_still_a_finding() {
 }
 
 #[test]
-fn listeners_on_ollamas_port_are_findings_and_on_http_ports_are_probed() {
-    let mut d = detector(0);
+fn listeners_on_ollamas_port_are_findings_and_on_other_ports_are_probed_unless_excluded() {
+    let mut d = detector(0).with_probe_exclusions(&[22, 5432]);
     let mut t = ProcessTable::new(100);
     let me = std::process::id();
     let net = |port: u16| SensorEvent::Net {
@@ -219,10 +219,14 @@ fn listeners_on_ollamas_port_are_findings_and_on_http_ports_are_probed() {
     };
     let det = d.on_event(&net(11434), &mut t);
     assert_eq!(finding(&mut d, det).signal, SignalKind::AiServing);
-    assert!(matches!(
-        d.on_event(&net(8080), &mut t),
-        Some(Detection::ProbeListener { .. })
-    ));
+    for port in [8080, 31337, 1] {
+        assert!(matches!(
+            d.on_event(&net(port), &mut t),
+            Some(Detection::ProbeListener { .. })
+        ));
+    }
+    assert_eq!(d.on_event(&net(5432), &mut t), None);
+    assert_eq!(d.on_event(&net(22), &mut t), None);
 }
 
 #[test]

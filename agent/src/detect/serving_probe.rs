@@ -1,7 +1,10 @@
-//! Asks a new listener whether it serves an OpenAI-style API: `GET
-//! /v1/models` answered with 200 and an OpenAI list object. A plain web
-//! server on 8080 is not AI serving; vLLM, llama.cpp's server or
-//! text-generation-inference on the same port are.
+//! Asks a new listener, on any port, which model-serving API it speaks
+//! (`vigil_detection::ServingApi`): `GET /v1/models` (an OpenAI list
+//! object, or 401/403 with an OpenAI error: vLLM, llama.cpp's server,
+//! text-generation-inference, LocalAI, LM Studio), then `GET /api/tags`
+//! (Ollama), then `GET /v2` (KServe v2 metadata: Triton, KServe,
+//! MLServer), each on a connection of its own, all within one timeout. A
+//! plain web server, or one that answers every path with 200, is none.
 //!
 //! `httparse` reads the response head and chunk sizes; what the probe adds
 //! is the framing (Content-Length, chunked, or until close) and the bounds:
@@ -12,6 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use vigil_detection::ServingApi;
 
 /// Most bytes of status line and headers read before giving up.
 const MAX_HEAD: usize = 16 * 1024;
@@ -68,30 +72,69 @@ fn reachable(local: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, local.port())
 }
 
-/// Whether the listener at `local` answers OpenAI-style routes. Any failure
-/// (refused, timeout, not HTTP, too large) is "no".
-pub async fn serves_openai_routes(local: SocketAddr, timeout: Duration) -> bool {
-    probe(local, timeout).await.is_ok()
+/// The model-serving API the listener at `local` speaks, if any. Any
+/// failure (refused, timeout, not HTTP, too large) is `None`.
+pub async fn serving_api(local: SocketAddr, timeout: Duration) -> Option<ServingApi> {
+    identify(local, timeout).await.ok()
 }
 
-/// The probe, saying why a listener is not an OpenAI-style server.
-pub async fn probe(local: SocketAddr, timeout: Duration) -> Result<(), ProbeError> {
-    tokio::time::timeout(timeout, ask(reachable(local)))
+/// Asks each API's route in turn, within `timeout` in all; the error says
+/// why the first one (OpenAI's) was not answered.
+pub async fn identify(local: SocketAddr, timeout: Duration) -> Result<ServingApi, ProbeError> {
+    let addr = reachable(local);
+    tokio::time::timeout(timeout, async {
+        let openai = ask_openai(addr).await;
+        if matches!(openai, Ok(_) | Err(ProbeError::Io(_))) {
+            // Answered, or nothing to ask.
+            return openai;
+        }
+        for (path, api) in [
+            ("/api/tags", ServingApi::Ollama),
+            ("/v2", ServingApi::KServeV2),
+        ] {
+            if let Ok((status, body)) = get(addr, path).await {
+                if api.answers(status, &body) {
+                    return Ok(api);
+                }
+            }
+        }
+        openai
+    })
+    .await
+    .unwrap_or(Err(ProbeError::Timeout))
+}
+
+/// The OpenAI routes alone, saying why a listener does not serve them.
+pub async fn probe(local: SocketAddr, timeout: Duration) -> Result<ServingApi, ProbeError> {
+    tokio::time::timeout(timeout, ask_openai(reachable(local)))
         .await
         .unwrap_or(Err(ProbeError::Timeout))
 }
 
-async fn ask(addr: SocketAddr) -> Result<(), ProbeError> {
-    let io = |e: std::io::Error| ProbeError::Io(e.to_string());
-    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
-    let request = format!("GET /v1/models HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: vigil-agent\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.map_err(io)?;
-    let body = read_response(&mut stream).await?;
-    check_openai_list(&body)
+async fn ask_openai(addr: SocketAddr) -> Result<ServingApi, ProbeError> {
+    let (status, body) = get(addr, "/v1/models").await?;
+    for api in [ServingApi::OpenAi, ServingApi::OpenAiKeyRequired] {
+        if api.answers(status, &body) {
+            return Ok(api);
+        }
+    }
+    Err(match status {
+        200 => ProbeError::NotOpenAiList,
+        other => ProbeError::Status(other),
+    })
 }
 
-/// Reads one response from `stream` and returns its body, if 200.
-async fn read_response<R: AsyncRead + Unpin>(stream: &mut R) -> Result<Vec<u8>, ProbeError> {
+/// `GET path` on a connection of its own: the status and the whole body.
+async fn get(addr: SocketAddr, path: &str) -> Result<(u16, Vec<u8>), ProbeError> {
+    let io = |e: std::io::Error| ProbeError::Io(e.to_string());
+    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: vigil-agent\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(io)?;
+    read_response(&mut stream).await
+}
+
+/// Reads one response from `stream`: its status and body.
+async fn read_response<R: AsyncRead + Unpin>(stream: &mut R) -> Result<(u16, Vec<u8>), ProbeError> {
     let mut buf = Vec::with_capacity(8 * 1024);
     let head = loop {
         if let Some(head) = parse_head(&buf)? {
@@ -104,18 +147,16 @@ async fn read_response<R: AsyncRead + Unpin>(stream: &mut R) -> Result<Vec<u8>, 
             return Err(ProbeError::Truncated);
         }
     };
-    if head.status != 200 {
-        return Err(ProbeError::Status(head.status));
-    }
     let mut wire = buf.split_off(head.len);
     let limit = wire_limit(head.framing)?;
     loop {
         if let Some(body) = body(head.framing, &wire, false)? {
-            return Ok(body);
+            return Ok((head.status, body));
         }
         // One byte past the limit tells "too large" from "exactly full".
         if read_more(stream, &mut wire, limit + 1).await? == 0 {
-            return body(head.framing, &wire, true)?.ok_or(ProbeError::Truncated);
+            let body = body(head.framing, &wire, true)?.ok_or(ProbeError::Truncated)?;
+            return Ok((head.status, body));
         }
     }
 }
@@ -242,16 +283,6 @@ fn dechunk(wire: &[u8]) -> Result<Option<Vec<u8>>, ProbeError> {
     }
 }
 
-/// A JSON object with `"object"` and `"data"`, as OpenAI's list objects.
-fn check_openai_list(body: &[u8]) -> Result<(), ProbeError> {
-    match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(serde_json::Value::Object(o)) if o.contains_key("object") && o.contains_key("data") => {
-            Ok(())
-        }
-        _ => Err(ProbeError::NotOpenAiList),
-    }
-}
-
 /// `HTTP/1.x 200` and a body with the OpenAI list shape (`"object"` and
 /// `"data"`), for a whole response already read.
 pub fn looks_like_openai_models(response: &[u8]) -> bool {
@@ -262,7 +293,7 @@ pub fn looks_like_openai_models(response: &[u8]) -> bool {
         && body(head.framing, &response[head.len..], true)
             .ok()
             .flatten()
-            .is_some_and(|b| check_openai_list(&b).is_ok())
+            .is_some_and(|b| ServingApi::OpenAi.answers(200, &b))
 }
 
 #[cfg(test)]
@@ -299,9 +330,12 @@ mod tests {
             );
             s.write_all(resp.as_bytes()).await.unwrap();
         });
-        assert!(serves_openai_routes(addr, Duration::from_secs(2)).await);
+        assert_eq!(
+            serving_api(addr, Duration::from_secs(2)).await,
+            Some(ServingApi::OpenAi)
+        );
         let closed = SocketAddr::from(([127, 0, 0, 1], 1));
-        assert!(!serves_openai_routes(closed, Duration::from_secs(2)).await);
+        assert_eq!(serving_api(closed, Duration::from_secs(2)).await, None);
     }
 
     const MODELS: &str = r#"{"object":"list","data":[{"id":"meta-llama/Llama-3-8B","object":"model","owned_by":"vllm"}]}"#;
@@ -335,7 +369,7 @@ mod tests {
         addr
     }
 
-    async fn answer(parts: Vec<Vec<u8>>) -> Result<(), ProbeError> {
+    async fn answer(parts: Vec<Vec<u8>>) -> Result<ServingApi, ProbeError> {
         let addr = server(parts, Duration::ZERO, Duration::ZERO).await;
         probe(addr, Duration::from_secs(5)).await
     }
@@ -350,7 +384,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{MODELS}",
             MODELS.len()
         );
-        assert_eq!(answer(vec![bytes(&length)]).await, Ok(()));
+        assert_eq!(answer(vec![bytes(&length)]).await, Ok(ServingApi::OpenAi));
         // The head and body split across writes, as a real server may send them.
         let (head, body) = length.split_at(20);
         let addr = server(
@@ -359,7 +393,10 @@ mod tests {
             Duration::ZERO,
         )
         .await;
-        assert_eq!(probe(addr, Duration::from_secs(5)).await, Ok(()));
+        assert_eq!(
+            probe(addr, Duration::from_secs(5)).await,
+            Ok(ServingApi::OpenAi)
+        );
 
         let (a, b) = MODELS.split_at(10);
         let chunked = format!(
@@ -367,7 +404,7 @@ mod tests {
             a.len(),
             b.len()
         );
-        assert_eq!(answer(vec![bytes(&chunked)]).await, Ok(()));
+        assert_eq!(answer(vec![bytes(&chunked)]).await, Ok(ServingApi::OpenAi));
         // One byte a write: every partial state of the chunked parser.
         let addr = server(
             chunked.bytes().map(|b| vec![b]).collect(),
@@ -375,10 +412,16 @@ mod tests {
             Duration::ZERO,
         )
         .await;
-        assert_eq!(probe(addr, Duration::from_secs(10)).await, Ok(()));
+        assert_eq!(
+            probe(addr, Duration::from_secs(10)).await,
+            Ok(ServingApi::OpenAi)
+        );
 
         let until_close = format!("HTTP/1.0 200 OK\r\nServer: llama.cpp\r\n\r\n{MODELS}");
-        assert_eq!(answer(vec![bytes(&until_close)]).await, Ok(()));
+        assert_eq!(
+            answer(vec![bytes(&until_close)]).await,
+            Ok(ServingApi::OpenAi)
+        );
     }
 
     #[tokio::test]
@@ -470,7 +513,7 @@ mod tests {
         // A server that accepts and says nothing.
         let addr = server(vec![], Duration::ZERO, Duration::from_secs(30)).await;
         let started = Instant::now();
-        assert!(!serves_openai_routes(addr, Duration::from_millis(300)).await);
+        assert_eq!(serving_api(addr, Duration::from_millis(300)).await, None);
         assert!(started.elapsed() < Duration::from_secs(2));
     }
 
@@ -523,5 +566,72 @@ mod tests {
         assert!(looks_like_openai_models(length.as_bytes()));
         let over = format!("HTTP/1.0 200 OK\r\n\r\n{body} ");
         assert!(!looks_like_openai_models(over.as_bytes()));
+    }
+
+    /// A server that answers each connection by its request's path:
+    /// `routes` (path, status, body), else 404.
+    async fn router(routes: Vec<(&'static str, u16, &'static str)>) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let routes = routes.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let line = String::from_utf8_lossy(&request);
+                    let path = line.split(' ').nth(1).unwrap_or("");
+                    let (status, body) = routes
+                        .iter()
+                        .find(|(p, _, _)| *p == path || *p == "*")
+                        .map_or((404, "not found"), |(_, st, b)| (*st, *b));
+                    let resp = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn each_serving_api_is_recognised_on_any_port() {
+        let t = Duration::from_secs(5);
+        let key =
+            r#"{"error":{"message":"Invalid API Key","type":"authentication_error","code":401}}"#;
+        let addr = router(vec![("/v1/models", 401, key)]).await;
+        assert_eq!(identify(addr, t).await, Ok(ServingApi::OpenAiKeyRequired));
+        let tags = r#"{"models":[{"name":"llama3:8b","model":"llama3:8b"}]}"#;
+        let addr = router(vec![("/api/tags", 200, tags)]).await;
+        assert_eq!(identify(addr, t).await, Ok(ServingApi::Ollama));
+        let meta = r#"{"name":"triton","version":"2.41.0","extensions":["classification"]}"#;
+        let addr = router(vec![("/v2", 200, meta)]).await;
+        assert_eq!(identify(addr, t).await, Ok(ServingApi::KServeV2));
+        let addr = router(vec![("/v1/models", 200, MODELS)]).await;
+        assert_eq!(identify(addr, t).await, Ok(ServingApi::OpenAi));
+    }
+
+    #[tokio::test]
+    async fn benign_servers_are_no_serving_api() {
+        let t = Duration::from_secs(5);
+        // A page for every path (a single-page app, a captive portal).
+        let addr = router(vec![("*", 200, "<html>OK</html>")]).await;
+        assert_eq!(identify(addr, t).await, Err(ProbeError::NotOpenAiList));
+        // JSON for every path, and the `{"error": "..."}` of any web API.
+        let addr = router(vec![("*", 200, r#"{"status":"ok"}"#)]).await;
+        assert_eq!(identify(addr, t).await, Err(ProbeError::NotOpenAiList));
+        let addr = router(vec![("*", 401, r#"{"error":"Unauthorized"}"#)]).await;
+        assert_eq!(identify(addr, t).await, Err(ProbeError::Status(401)));
+        // Nothing but 404s.
+        let addr = router(vec![]).await;
+        assert_eq!(identify(addr, t).await, Err(ProbeError::Status(404)));
     }
 }

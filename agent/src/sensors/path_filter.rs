@@ -87,12 +87,12 @@ pub fn default_filters() -> Result<Vec<RawPathFilter>, FilterError> {
         .collect()
 }
 
-/// The kernel's TCP port table: ports whose connects and listens are reported.
+/// The kernel's TCP port table: ports whose connects are reported (a
+/// listen on any port is).
 pub fn default_ports() -> Vec<u16> {
     vigil_detection::AI_SERVING_PORTS
         .iter()
         .map(|(p, _)| *p)
-        .chain(vigil_detection::OPENAI_PROBE_PORTS.iter().copied())
         .collect()
 }
 
