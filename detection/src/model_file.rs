@@ -88,11 +88,15 @@ impl ModelFormat {
     }
 }
 
+/// The model extension `path` ends with, in any case (`.GGUF`, `.Onnx`:
+/// the loaders do not care, so neither may the agent).
 fn model_extension(path: &str) -> Option<&'static str> {
+    let p = path.as_bytes();
     MODEL_FILE_EXTENSIONS.iter().copied().find(|ext| {
-        path.len() > ext.len()
-            && path.ends_with(ext)
-            && !path[..path.len() - ext.len()].ends_with('/')
+        let Some(stem) = p.len().checked_sub(ext.len()).filter(|&n| n > 0) else {
+            return false;
+        };
+        p[stem..].eq_ignore_ascii_case(ext.as_bytes()) && p[stem - 1] != b'/'
     })
 }
 
@@ -220,7 +224,17 @@ mod tests {
         assert!(!is_model_file_path("/tmp/.onnx/"));
         assert!(!is_model_file_path(".onnx"));
         assert!(!is_model_file_path("/x/.pt"));
-        assert!(!is_model_file_path("/x/model.ONNX"));
+        // Extensions in any case, as the loaders take them.
+        assert!(is_model_file_path("/x/model.ONNX"));
+        assert!(is_model_file_path("/x/é.GgUf"));
+        assert_eq!(
+            classify_model_path("/m/x.PKL"),
+            ModelPathClass::PickleByName
+        );
+        assert_eq!(classify_model_path("/m/x.Pt"), ModelPathClass::NeedsContent);
+        assert!(!is_model_file_path("/x/.GGUF"));
+        assert!(!is_model_file_path("/x/modelé"));
+        assert!(!is_model_file_path("é"));
     }
 
     #[test]

@@ -159,8 +159,21 @@ async fn runtime_libraries_gpu_nodes_and_short_lived_model_opens() {
         .await;
     }
 
+    // Extensions in any case: loaders take `Model.GGUF` as they take `.gguf`.
+    let upper = h.dir.join("Model.GgUf");
+    std::fs::write(&upper, b"GGUF\x03\x00\x00\x00").unwrap();
+    let pid = run(Command::new("/bin/cat").arg(&upper).stdout(Stdio::null()));
+    let a = h
+        .alert("model_file for Model.GgUf", |a| {
+            pid_of(a) == pid && signal_of(a) == SignalKind::ModelFile
+        })
+        .await;
+    assert_eq!(object_of(&a), upper.to_str().unwrap());
+
     // Benign look-alikes: a text model.txt, .bin files out of a tarball,
-    // a compiler run. Then a marker: once it is seen, everything before it was.
+    // a compiler run, random bytes named `.PT` (the name is a hint, the
+    // content decides). Then a marker: once it is seen, everything before
+    // it was.
     let benign = h.dir.join("benign");
     std::fs::create_dir_all(benign.join("src")).unwrap();
     std::fs::write(
@@ -190,6 +203,10 @@ async fn runtime_libraries_gpu_nodes_and_short_lived_model_opens() {
         .arg(benign.join("out"))
         .arg("-xf")
         .arg(benign.join("blobs.tar")));
+    std::fs::write(benign.join("backup.PT"), [0x5au8; 256]).unwrap();
+    run(Command::new("cat")
+        .arg(benign.join("backup.PT"))
+        .stdout(Stdio::null()));
     std::fs::write(benign.join("hello.c"), "int main(void) { return 0; }\n").unwrap();
     run(Command::new("cc")
         .arg("-c")

@@ -67,7 +67,11 @@ pub fn sniff(head: &[u8], name: Option<&str>) -> Option<Format> {
             return Some(Format::Safetensors);
         }
     }
-    let ext = name.and_then(|n| n.rsplit_once('.')).map(|(_, e)| e);
+    // Extensions in any case, as the loaders take them.
+    let ext = name
+        .and_then(|n| n.rsplit_once('.'))
+        .map(|(_, e)| e.to_ascii_lowercase());
+    let ext = ext.as_deref();
     if head.first() == Some(&0x08) && ext != Some("pkl") {
         return Some(Format::Onnx);
     }

@@ -368,6 +368,10 @@ fn protocol_0_global_opcode() {
     assert_dangerous(&report, "os", "system");
     assert!(called(&report, "os", "system"));
     assert_eq!(report.format_version, "0");
+    // The extension in any case: read as a pickle by name all the same.
+    let report = inspected(b"cos\nsystem\n(S'id'\ntR.", "EVIL.PKL");
+    assert_eq!(report.format, crate::Format::Pickle);
+    assert_dangerous(&report, "os", "system");
 }
 
 #[test]

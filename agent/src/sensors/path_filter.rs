@@ -53,6 +53,16 @@ pub fn encode(
     };
     value[start..start + n].copy_from_slice(bytes);
     mask[start..start + n].fill(0xff);
+    // Suffixes (file extensions) match in any case: a letter's case bit is
+    // masked out and its value upper-cased (`.GgUf` is `.gguf`).
+    if kind == PatternKind::Suffix {
+        for i in start..start + n {
+            if value[i].is_ascii_alphabetic() {
+                value[i] &= !0x20;
+                mask[i] = !0x20;
+            }
+        }
+    }
     let word = |b: &[u8; 16], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
     Ok(RawPathFilter {
         kind: match kind {
@@ -138,7 +148,15 @@ pub fn table(filters: &[RawPathFilter]) -> Result<KernelTable, FilterError> {
     let mut suffix_last_bytes = [0u64; 4];
     for f in &sorted[..suffix_end] {
         let last = (f.value[1] >> 56) as u8;
-        suffix_last_bytes[(last >> 6) as usize] |= 1 << (last & 63);
+        // A case-folded letter ends words in either case.
+        let cases = if (f.mask[1] >> 56) as u8 == !0x20 {
+            [last, last | 0x20]
+        } else {
+            [last, last]
+        };
+        for b in cases {
+            suffix_last_bytes[(b >> 6) as usize] |= 1 << (b & 63);
+        }
     }
     let (mut mask, mut value) = (0u64, 0u64);
     let prefixes = &sorted[suffix_end..prefix_end];
@@ -228,6 +246,11 @@ mod tests {
             "/c.pt",
             "/c.pth",
             "x/.pt",
+            // Extensions in any case.
+            "/a.PT",
+            "/m/Model.GgUf",
+            "/m/x.ONNX",
+            "/w.SafeTensors",
         ] {
             assert_eq!(kernel_match(&f, p, false), Some(MATCH_MODEL_FILE), "{p}");
         }
@@ -236,7 +259,9 @@ mod tests {
             "/etc/passwd",
             "/x/safetensors",
             "pt",
-            "/a.PT",
+            // Case folding is for letters only: '.' is not '\x0e'.
+            "/a\x0ePT",
+            "/model.gguF.txt",
             "",
         ] {
             assert_eq!(kernel_match(&f, p, false), None, "{p}");
@@ -344,6 +369,9 @@ mod tests {
             "x.pth",
             "/m.safetensors",
             "/models/x/model.bin",
+            "/a/b.ONNX",
+            "/tmp/Model.GgUf",
+            "/models/x/MODEL.BIN",
         ] {
             assert!(vigil_detection::is_model_file_path(p));
             assert!(kernel_match(&f, p, false).is_some(), "{p}");
