@@ -127,6 +127,78 @@ fn duplicate_entry_names_make_the_archive_dangerous() {
     assert!(why.contains("duplicate"), "{why}");
 }
 
+/// What a Unicode path extra field (0x7075) holding `unicode` says for an
+/// entry whose header name is `raw`, as Python source.
+const UNICODE_PATH: &str = r#"def upath(raw, unicode):
+    import struct, zlib
+    body = b'\x01' + struct.pack('<I', zlib.crc32(raw.encode())) + unicode.encode()
+    return struct.pack('<HH', 0x7075, len(body)) + body
+def zip_with_extra(entries):
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, 'w') as z:
+        for name, data, extra in entries:
+            i = zipfile.ZipInfo(name)
+            i.extra = extra
+            z.writestr(i, data)
+    return b.getvalue()
+"#;
+
+#[test]
+fn an_entry_renamed_by_a_unicode_path_field_makes_the_archive_dangerous() {
+    // Torch's reader (miniz) takes the header's name: it loads the entry
+    // called `archive/data.pkl` there, which the zip reader renames to
+    // `archive/data.bin`, while a benign decoy is renamed `data.pkl`.
+    let script = format!(
+        "{UNICODE_PATH}import os, warnings\nwarnings.simplefilter('ignore')\n\
+         evil = pickle.dumps(Reduce(os.system, 'id'), protocol=2)\n\
+         e = [(n, d, b'') for n, d in benign_entries() if n != 'archive/data.pkl']\n\
+         e.insert(0, ('archive/data.pkl', evil, upath('archive/data.pkl', 'archive/data.bin')))\n\
+         e.insert(1, ('archive/zz', dump(state_dict()), upath('archive/zz', 'archive/data.pkl')))\n\
+         out(zip_with_extra(e))"
+    );
+    let report = inspected(&py(&script), "model.pt");
+    assert_eq!(report.risk, Risk::Dangerous, "{:?}", report.risk_reasons);
+    let why = report.pickle.and_then(|p| p.unscanned).unwrap_or_default();
+    assert!(why.contains("Unicode path"), "{why}");
+    // Without the decoy: still read, still dangerous.
+    let script = format!(
+        "{UNICODE_PATH}import os, warnings\nwarnings.simplefilter('ignore')\n\
+         evil = pickle.dumps(Reduce(os.system, 'id'), protocol=2)\n\
+         e = [(n, d, b'') for n, d in benign_entries() if n != 'archive/data.pkl']\n\
+         e.insert(0, ('archive/data.pkl', evil, upath('archive/data.pkl', 'archive/data.bin')))\n\
+         out(zip_with_extra(e))"
+    );
+    let report = inspected(&py(&script), "model.pt");
+    assert_eq!(report.risk, Risk::Dangerous, "{:?}", report.risk_reasons);
+}
+
+#[test]
+fn a_second_end_of_directory_record_makes_the_archive_dangerous() {
+    // A record in the comment of another, claiming a comment that runs
+    // past the end: miniz takes that last one, the zip reader refuses it
+    // and takes the one before. Here both name the same directory; an
+    // attacker's would not.
+    let script = r#"b = torch_zip(benign_entries())
+z = io.BytesIO(b)
+with zipfile.ZipFile(z, 'a') as a:
+    a.comment = b[-22:-2] + b'\x01\x00'
+out(z.getvalue())
+"#;
+    let report = inspected(&py(script), "model.pt");
+    assert_eq!(report.risk, Risk::Dangerous, "{:?}", report.risk_reasons);
+    let why = report.pickle.and_then(|p| p.unscanned).unwrap_or_default();
+    assert!(why.contains("end-of-central-directory records"), "{why}");
+    // A comment that is only text is fine.
+    let script = r#"b = io.BytesIO()
+with zipfile.ZipFile(b, 'w') as z:
+    z.comment = b'saved by a test'
+    [z.writestr(n, d) for n, d in benign_entries()]
+out(b.getvalue())
+"#;
+    let report = inspected(&py(script), "model.pt");
+    assert_eq!(report.risk, Risk::Safe, "{:?}", report.risk_reasons);
+}
+
 #[test]
 fn zip_bombs_fail_on_the_budget_quickly() {
     // 100 MB of zeros deflated to ~100 KB, its size declared honestly.
@@ -182,8 +254,11 @@ fn zip64_entry_counts_are_read_too() {
     let bytes = py("out(torch_zip([('archive/data.pkl', dump(state_dict()))] + [('archive/d/%d' % i, b'') for i in range(70000)]))");
     // Refused from the end records alone, before the directory is read.
     let mut r = Bounded::new(Cursor::new(bytes.clone()), Budget::default()).unwrap();
-    assert_eq!(super::declared_entries(&mut r).unwrap(), Some(70001));
-    assert!(r.bytes_read() < 200, "read {}", r.bytes_read());
+    let ends = super::end_records(&mut r).unwrap();
+    assert_eq!(ends.last.map(|(entries, _, _)| entries), Some(70001));
+    assert_eq!(ends.plausible, 1);
+    // The last 64 KiB and the zip64 records, not the 3 MB directory.
+    assert!(r.bytes_read() < 70_000, "read {}", r.bytes_read());
     let budget = Budget {
         max_items: 1000,
         ..Budget::default()
