@@ -84,10 +84,16 @@ pub fn to_csv(items: &[InventoryItem]) -> Result<Vec<u8>, csv::Error> {
 }
 
 /// A cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab,
-/// carriage return first) gets a leading `'`, as OWASP advises.
+/// carriage return or line feed first, or one of those after leading
+/// whitespace, or their full-width forms, which some spreadsheets fold)
+/// gets a leading `'`, as OWASP advises.
 fn defuse_formula(field: &str) -> String {
-    match field.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{field}"),
+    let first = field.trim_start_matches([' ', '\u{3000}']).chars().next();
+    match first {
+        Some(
+            '=' | '+' | '-' | '@' | '\t' | '\r' | '\n' | '\u{ff1d}' | '\u{ff0b}' | '\u{ff0d}'
+            | '\u{ff20}',
+        ) => format!("'{field}"),
         _ => field.to_string(),
     }
 }

@@ -80,6 +80,11 @@ fn the_csv_has_every_column_quotes_every_field_and_defuses_formulas() {
     assert_eq!(col(&rows[1], "hosts"), "'-h3");
     assert_eq!(col(&rows[1], "risk"), "");
     assert!(out.lines().next().unwrap().starts_with("\"kind\",\"name\""));
+    // After leading spaces or a line feed, and in full width, too.
+    for cell in ["  =1+1", "\n=1+1", "\u{ff1d}1+1", "\u{3000}\u{ff0b}1"] {
+        assert_eq!(super::defuse_formula(cell), format!("'{cell}"), "{cell:?}");
+    }
+    assert_eq!(super::defuse_formula("llama 7B"), "llama 7B");
 }
 
 #[test]

@@ -10,7 +10,14 @@
 //!
 //! Architecture invariant: an item is bounded whatever the agents send
 //! (at most `MAX_HOSTS` hosts and `MAX_PATHS` paths are named, sightings
-//! past them counted; a key is at most `MAX_KEY_BYTES`).
+//! past them counted; a key is at most `MAX_KEY_BYTES`, names and hosts
+//! `MAX_NAME_BYTES`, the model identity as `ModelIdentity::bounded`; a
+//! digest that is not 64 hex digits is no digest).
+//!
+//! Architecture invariant: the first identity reported for a model stays
+//! (the name and fields people read); a later one replaces it only when it
+//! says the file is more dangerous, so one agent cannot relabel a model
+//! the fleet knows, only raise an alarm about it.
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +32,13 @@ pub const MAX_PATHS: usize = 8;
 pub const MAX_PATH_BYTES: usize = 512;
 /// Longest key kept (a longer path is cut at a character boundary).
 pub const MAX_KEY_BYTES: usize = 1024;
+/// Longest name and host name kept.
+pub const MAX_NAME_BYTES: usize = 512;
+/// Farthest back an agent's own time may put a sighting before it reached
+/// the cluster (findings spooled while offline arrive late); older times
+/// are taken as the time it arrived, so no agent can make an item seem
+/// to have been there for years.
+pub const MAX_SIGHTING_AGE_NANOS: i64 = 30 * 24 * 3600 * 1_000_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -114,15 +128,20 @@ impl InventoryItem {
         self.first_seen_unix_nanos = self.first_seen_unix_nanos.min(at_unix_nanos);
         self.last_seen_unix_nanos = self.last_seen_unix_nanos.max(at_unix_nanos);
         self.sightings += 1;
-        if self.name.is_empty() || s.model.is_some() {
-            self.name = s.name.clone();
-        }
         if let Some(m) = &s.model {
-            self.model = Some(Box::new(m.clone()));
+            let more_dangerous = self.model.as_ref().is_some_and(|old| m.risk > old.risk);
+            if self.model.is_none() || more_dangerous {
+                self.model = Some(Box::new(m.bounded()));
+                self.name = cut(&s.name, MAX_NAME_BYTES);
+            }
         }
-        if !host.is_empty() && !self.hosts.iter().any(|h| h == host) {
+        if self.name.is_empty() {
+            self.name = cut(&s.name, MAX_NAME_BYTES);
+        }
+        let host = cut(host, MAX_NAME_BYTES);
+        if !host.is_empty() && !self.hosts.contains(&host) {
             if self.hosts.len() < MAX_HOSTS {
-                self.hosts.push(host.to_string());
+                self.hosts.push(host);
             } else {
                 self.unnamed_host_sightings += 1;
             }
@@ -266,11 +285,13 @@ pub fn approved_but_unseen(
     out
 }
 
+/// `sha256:<hex>` for a real digest (64 hex digits), else the path: what
+/// an agent sends as a digest is a key only when it could be one.
 fn digest_or_path(sha256: &str, path: &str) -> String {
-    if sha256.is_empty() {
-        bounded(format!("path:{path}"))
-    } else {
+    if crate::is_sha256_hex(sha256) {
         format!("sha256:{}", sha256.to_ascii_lowercase())
+    } else {
+        bounded(format!("path:{path}"))
     }
 }
 
@@ -280,11 +301,7 @@ fn bounded(key: String) -> String {
 
 /// `s`, cut to at most `max` bytes at a character boundary.
 fn cut(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
+    crate::cut_text(s, max)
 }
 
 #[cfg(test)]

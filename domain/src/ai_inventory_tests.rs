@@ -1,6 +1,11 @@
 use super::*;
 use crate::{FileObject, ModelRisk, NetObject, ProcessInfo, Severity};
 
+/// A digest: `byte` (two hex digits) 32 times.
+fn sha(byte: &str) -> String {
+    byte.repeat(32)
+}
+
 fn finding(signal: SignalKind, exe: &str, exe_sha256: &str) -> Finding {
     Finding {
         seq: 1,
@@ -23,21 +28,21 @@ fn finding(signal: SignalKind, exe: &str, exe_sha256: &str) -> Finding {
     }
 }
 
-fn model(sha: &str) -> ModelIdentity {
+fn model(digest: &str) -> ModelIdentity {
     ModelIdentity {
         format: "gguf".into(),
         architecture: "llama".into(),
         name: "Tiny".into(),
         size_label: "7B".into(),
-        sha256: sha.into(),
-        structure_fingerprint: "fp".into(),
+        sha256: digest.into(),
+        structure_fingerprint: sha("f0"),
         risk: ModelRisk::Safe,
         ..Default::default()
     }
 }
 
 fn model_finding(path: &str, m: Option<ModelIdentity>) -> Finding {
-    let mut f = finding(SignalKind::ModelFile, "/usr/bin/python3", "AB");
+    let mut f = finding(SignalKind::ModelFile, "/usr/bin/python3", &sha("AB"));
     f.file = Some(FileObject {
         path: path.into(),
         model: m.map(Box::new),
@@ -66,19 +71,19 @@ fn one_model_copied_to_two_hosts_and_paths_is_one_item_known_by_its_digest() {
     let mut items = Vec::new();
     fold(
         &mut items,
-        &model_finding("/a/m.gguf", Some(model("CD"))),
+        &model_finding("/a/m.gguf", Some(model(&sha("CD")))),
         "h1",
         5,
     );
     fold(
         &mut items,
-        &model_finding("/b/copy.gguf", Some(model("cd"))),
+        &model_finding("/b/copy.gguf", Some(model(&sha("cd")))),
         "h2",
         3,
     );
     fold(
         &mut items,
-        &model_finding("/a/m.gguf", Some(model("cd"))),
+        &model_finding("/a/m.gguf", Some(model(&sha("cd")))),
         "h1",
         9,
     );
@@ -88,14 +93,18 @@ fn one_model_copied_to_two_hosts_and_paths_is_one_item_known_by_its_digest() {
         .collect();
     assert_eq!(models.len(), 1);
     let m = models[0];
-    assert_eq!(m.key, "sha256:cd");
-    assert_eq!(m.sha256(), Some("cd"));
+    assert_eq!(m.key, format!("sha256:{}", sha("cd")));
+    assert_eq!(m.sha256(), Some(sha("cd").as_str()));
     assert_eq!(m.hosts, ["h1", "h2"]);
     assert_eq!(m.paths, ["/a/m.gguf", "/b/copy.gguf"]);
     assert_eq!((m.first_seen_unix_nanos, m.last_seen_unix_nanos), (3, 9));
     assert_eq!(m.sightings, 3);
     assert_eq!(m.name, "llama 'Tiny' 7B (gguf)");
-    assert_eq!(m.model.as_ref().unwrap().structure_fingerprint, "fp");
+    assert_eq!(
+        m.model.as_ref().unwrap().structure_fingerprint,
+        sha("f0"),
+        "the first identity stays"
+    );
     // The process is a runtime, known by its executable's digest.
     let rt = items
         .iter()
@@ -103,7 +112,7 @@ fn one_model_copied_to_two_hosts_and_paths_is_one_item_known_by_its_digest() {
         .unwrap();
     assert_eq!(
         (rt.key.as_str(), rt.name.as_str()),
-        ("sha256:ab", "/usr/bin/python3")
+        (format!("sha256:{}", sha("ab")).as_str(), "/usr/bin/python3")
     );
 }
 
@@ -134,7 +143,7 @@ fn a_model_not_hashed_is_known_by_its_path_and_endpoints_by_host_and_port() {
     assert_eq!(
         keys,
         [
-            ("runtime", "sha256:ab"),
+            ("runtime", format!("sha256:{}", sha("ab")).as_str()),
             ("model", "path:/m/x.pt"),
             ("runtime", "path:/usr/bin/curl"),
             ("endpoint", "connect:api.openai.com:443"),
@@ -157,7 +166,7 @@ fn policy_findings_show_nothing_and_gpu_use_shows_only_its_runtime() {
 fn an_item_stays_bounded_however_many_hosts_and_paths_report_it() {
     let mut item = InventoryItem::default();
     for n in 0..(MAX_HOSTS + 50) {
-        let f = model_finding(&format!("/p/{n}.gguf"), Some(model("cd")));
+        let f = model_finding(&format!("/p/{n}.gguf"), Some(model(&sha("cd"))));
         let s = &sightings(&f)[1];
         item.record(s, &format!("host-{n}"), n as i64);
         item.record(s, &format!("host-{n}"), n as i64);
@@ -181,15 +190,15 @@ fn an_item_stays_bounded_however_many_hosts_and_paths_report_it() {
 fn approval_is_by_digest_and_approved_models_not_yet_seen_are_listed() {
     let w = WorkloadApproval {
         id: "w1".into(),
-        exe_sha256: "AB".into(),
+        exe_sha256: sha("AB"),
         path: Some("/usr/bin/python3".into()),
-        models: vec!["CD".into(), "EF".into()],
+        models: vec![sha("CD"), sha("EF")],
         ..Default::default()
     };
     let mut items = Vec::new();
     fold(
         &mut items,
-        &model_finding("/a/m.gguf", Some(model("cd"))),
+        &model_finding("/a/m.gguf", Some(model(&sha("cd")))),
         "h1",
         5,
     );
@@ -203,6 +212,60 @@ fn approval_is_by_digest_and_approved_models_not_yet_seen_are_listed() {
         items.iter().any(|i| i.kind == Some(kind) && i.key == key)
     });
     assert_eq!(unseen.len(), 1);
-    assert_eq!(unseen[0].key, "sha256:ef");
+    assert_eq!(unseen[0].key, format!("sha256:{}", sha("ef")));
     assert!(unseen[0].approved && unseen[0].sightings == 0);
+}
+
+#[test]
+fn what_an_agent_sends_cannot_grow_an_item_or_relabel_a_model() {
+    // Not a digest: keyed by path, so it can neither be approved nor
+    // merge with a real digest's item.
+    let f = finding(SignalKind::AiRuntime, "/opt/x", &"Z".repeat(100_000));
+    assert_eq!(sightings(&f)[0].key, "path:/opt/x");
+    let f = model_finding("/m/a.gguf", Some(model(&"ab".repeat(33))));
+    assert_eq!(sightings(&f)[1].key, "path:/m/a.gguf");
+    // Long names, hosts and identity fields are cut.
+    let mut big = model(&sha("cd"));
+    big.name = "n".repeat(1 << 20);
+    big.risk_reasons = vec!["r".repeat(1 << 20); 1000];
+    let f = model_finding("/m/a.gguf", Some(big));
+    let mut item = InventoryItem::default();
+    item.record(&sightings(&f)[1], &"h".repeat(1 << 20), 1);
+    let json = serde_json::to_vec(&item).unwrap();
+    assert!(json.len() < 64 << 10, "{} bytes", json.len());
+    // The first identity stays; a later, safer one does not replace it...
+    let mut item = InventoryItem::default();
+    let mut dangerous = model(&sha("cd"));
+    dangerous.risk = ModelRisk::Dangerous;
+    dangerous.name = "evil".into();
+    item.record(
+        &sightings(&model_finding("/m/a.pt", Some(dangerous)))[1],
+        "h1",
+        1,
+    );
+    let mut relabel = model(&sha("cd"));
+    relabel.name = "harmless".into();
+    item.record(
+        &sightings(&model_finding("/m/a.pt", Some(relabel)))[1],
+        "h2",
+        2,
+    );
+    let m = item.model.as_ref().unwrap();
+    assert_eq!((m.risk, m.name.as_str()), (ModelRisk::Dangerous, "evil"));
+    assert!(item.name.contains("evil"), "{}", item.name);
+    // ...a more dangerous one does.
+    let mut item = InventoryItem::default();
+    item.record(
+        &sightings(&model_finding("/m/b.pt", Some(model(&sha("ee")))))[1],
+        "h1",
+        1,
+    );
+    let mut worse = model(&sha("ee"));
+    worse.risk = ModelRisk::Dangerous;
+    item.record(
+        &sightings(&model_finding("/m/b.pt", Some(worse)))[1],
+        "h2",
+        2,
+    );
+    assert_eq!(item.model.as_ref().unwrap().risk, ModelRisk::Dangerous);
 }

@@ -144,7 +144,50 @@ pub struct ModelIdentity {
     pub error: String,
 }
 
+/// Longest text field of a `ModelIdentity` from the wire.
+pub const MAX_IDENTITY_TEXT: usize = 256;
+/// Longest reason, import or error of a `ModelIdentity` from the wire.
+pub const MAX_IDENTITY_REASON: usize = 1024;
+/// Most reasons and dangerous imports kept.
+pub const MAX_IDENTITY_LIST: usize = 17;
+
 impl ModelIdentity {
+    /// The identity within the bounds the agent keeps to (texts cut, lists
+    /// shortened, a digest or fingerprint that is not 64 hex digits
+    /// dropped): what the control plane keeps of one any agent sent.
+    pub fn bounded(&self) -> ModelIdentity {
+        let text = |s: &str| cut_text(s, MAX_IDENTITY_TEXT);
+        let list = |v: &[String]| {
+            v.iter()
+                .take(MAX_IDENTITY_LIST)
+                .map(|s| cut_text(s, MAX_IDENTITY_REASON))
+                .collect()
+        };
+        let digest = |s: &str| {
+            if is_sha256_hex(s) {
+                s.to_ascii_lowercase()
+            } else {
+                String::new()
+            }
+        };
+        ModelIdentity {
+            format: text(&self.format),
+            format_version: text(&self.format_version),
+            architecture: text(&self.architecture),
+            name: text(&self.name),
+            size_label: text(&self.size_label),
+            quantization: text(&self.quantization),
+            parameters: self.parameters,
+            tensor_count: self.tensor_count,
+            sha256: digest(&self.sha256),
+            structure_fingerprint: digest(&self.structure_fingerprint),
+            risk: self.risk,
+            risk_reasons: list(&self.risk_reasons),
+            dangerous_imports: list(&self.dangerous_imports),
+            error: cut_text(&self.error, MAX_IDENTITY_REASON),
+        }
+    }
+
     /// "llama 'TinyLlama' 1.1B Q4_K_M (gguf)": what a summary names.
     pub fn describe(&self) -> String {
         let mut parts: Vec<String> = Vec::new();
@@ -242,4 +285,18 @@ impl Finding {
             (None, None) => String::new(),
         }
     }
+}
+
+/// Whether `s` is a sha256 in hex (64 digits, either case).
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `s`, cut to at most `max` bytes at a character boundary.
+pub fn cut_text(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
 }

@@ -18,13 +18,16 @@ mod process;
 mod revoked_certificate;
 mod unfreeze_order;
 
-pub use ai_inventory::{approved_but_unseen, sightings, InventoryItem, InventoryKind, Sighting};
+pub use ai_inventory::{
+    approved_but_unseen, sightings, InventoryItem, InventoryKind, Sighting, MAX_SIGHTING_AGE_NANOS,
+};
 pub use alert::{AgentHeartbeat, AgentIdentity, AgentRecord, Alert, SensorCounters, SensorMode};
 pub use approval::{ApprovalScope, ApprovedWorkloads, WorkloadApproval};
 pub use audit::AuditEntry;
 pub use cluster::{ClusterMember, ClusterStatus};
 pub use finding::{
-    FileObject, Finding, ModelIdentity, ModelRisk, NetDirection, NetObject, Severity, SignalKind,
+    cut_text, is_sha256_hex, FileObject, Finding, ModelIdentity, ModelRisk, NetDirection,
+    NetObject, Severity, SignalKind, MAX_IDENTITY_LIST, MAX_IDENTITY_REASON, MAX_IDENTITY_TEXT,
 };
 pub use gpu::{GpuContext, GpuDevice, GpuInventory, GpuObject, GpuProcess, MigDevice};
 pub use policy_status::PolicyStatus;

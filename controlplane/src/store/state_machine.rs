@@ -29,7 +29,10 @@
 //! - `inventory/<kind>/<key>` → InventoryItem, folded from each alert as it
 //!   is stored (`vigil_domain::sightings`); at most `MAX_INVENTORY_ITEMS`
 //! - `meta/inventory_items` → u64, items stored; `meta/inventory_refused`
-//!   → u64, sightings of new items refused because the inventory was full
+//!   → u64, sightings of new items refused because the inventory (or the
+//!   agent's share of it) was full
+//! - `inventory_by_agent/<agent id>` → u64, items that agent's findings
+//!   created (at most `MAX_INVENTORY_ITEMS_PER_AGENT`)
 //!
 //! - `meta/installing` → SnapshotMeta, while a snapshot is installed
 //!   (`snapshot_file.rs`)
@@ -106,6 +109,12 @@ const INVENTORY_REFUSED: &[u8] = b"meta/inventory_refused";
 /// The most inventory items stored: a sighting of a new item past it is
 /// counted (`meta/inventory_refused`), not stored; known items still update.
 pub const MAX_INVENTORY_ITEMS: u64 = 100_000;
+/// The most inventory items one agent's findings may create: one agent (a
+/// compromised host) cannot fill the fleet's inventory and hide what other
+/// hosts run behind `meta/inventory_refused`; past it the agent's new
+/// items are refused and counted, its known ones still update.
+pub const MAX_INVENTORY_ITEMS_PER_AGENT: u64 = 2_000;
+const INVENTORY_BY_AGENT_PREFIX: &[u8] = b"inventory_by_agent/";
 /// `AlertTally` of the alerts retention removed.
 const PRUNED_TALLY: &[u8] = b"meta/pruned_tally";
 
@@ -891,6 +900,7 @@ impl SledStateMachine {
         &self,
         update: &mut InventoryUpdate,
         sighting: &vigil_domain::Sighting,
+        agent_id: &str,
         host: &str,
         at_unix_nanos: i64,
     ) -> Result<(), StorageError> {
@@ -906,7 +916,12 @@ impl SledStateMachine {
                         Some(n) => n,
                         None => self.get_json::<u64>(INVENTORY_ITEMS)?.unwrap_or(0),
                     };
-                    if count >= MAX_INVENTORY_ITEMS {
+                    let by_agent_key = prefixed(INVENTORY_BY_AGENT_PREFIX, agent_id.as_bytes());
+                    let by_agent = match update.by_agent {
+                        Some((_, n)) => n,
+                        None => self.get_json::<u64>(&by_agent_key)?.unwrap_or(0),
+                    };
+                    if count >= MAX_INVENTORY_ITEMS || by_agent >= MAX_INVENTORY_ITEMS_PER_AGENT {
                         let refused = match update.refused {
                             Some(n) => n,
                             None => self.get_json::<u64>(INVENTORY_REFUSED)?.unwrap_or(0),
@@ -915,6 +930,7 @@ impl SledStateMachine {
                         return Ok(());
                     }
                     update.count = Some(count + 1);
+                    update.by_agent = Some((by_agent_key, by_agent + 1));
                     update.items.insert(k.clone(), InventoryItem::default());
                 }
             }
@@ -1005,15 +1021,21 @@ impl SledStateMachine {
                     }
                     rec.last_acked_seq = finding.seq;
                     // Seen at the agent's time, but never later than it
-                    // reached the cluster (the agent's clock may be wrong).
+                    // reached the cluster (the agent's clock may be wrong),
+                    // nor earlier than a spool could have kept it.
                     let seen_at = match finding.observed_at_unix_nanos {
-                        t if t > 0 => t.min(received_at_unix_nanos),
+                        t if t > 0 => t.clamp(
+                            received_at_unix_nanos
+                                .saturating_sub(vigil_domain::MAX_SIGHTING_AGE_NANOS),
+                            received_at_unix_nanos,
+                        ),
                         _ => received_at_unix_nanos,
                     };
                     for sighting in vigil_domain::sightings(&finding) {
                         self.record_sighting(
                             &mut inventory,
                             &sighting,
+                            &agent_id,
                             &rec.identity.hostname,
                             seen_at,
                         )?;
@@ -1551,6 +1573,8 @@ struct InventoryUpdate {
     count: Option<u64>,
     /// Sightings refused for lack of room, when one was.
     refused: Option<u64>,
+    /// (key, items) the agent's findings created, when one was added.
+    by_agent: Option<(Vec<u8>, u64)>,
 }
 
 impl InventoryUpdate {
@@ -1563,6 +1587,9 @@ impl InventoryUpdate {
         }
         if let Some(n) = self.refused {
             batch.insert(INVENTORY_REFUSED, json(&n)?);
+        }
+        if let Some((k, n)) = self.by_agent {
+            batch.insert(k, json(&n)?);
         }
         Ok(())
     }

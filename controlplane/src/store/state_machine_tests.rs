@@ -841,3 +841,79 @@ async fn a_list_read_while_entries_apply_sees_the_state_between_two_of_them() {
     let reads = listing.await.unwrap();
     assert!(reads > 0);
 }
+
+#[tokio::test]
+async fn one_agent_cannot_fill_the_inventory_nor_date_an_item_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    let day = 24 * 3600 * 1_000_000_000i64;
+    let now = 400 * day;
+    let mut backdated = model_finding(1, "/m/old.gguf", &"cd".repeat(32));
+    backdated.observed_at_unix_nanos = 1;
+    sm.apply(vec![
+        entry(1, register("a")),
+        entry(2, register("b")),
+        entry(
+            3,
+            Command::AppendAlerts {
+                agent_id: "a".into(),
+                received_at_unix_nanos: now,
+                findings: vec![backdated],
+            },
+        ),
+    ])
+    .await
+    .unwrap();
+    let (items, _) = reader
+        .inventory(Some(InventoryKind::Model), None, 10)
+        .unwrap();
+    assert_eq!(
+        items[0].first_seen_unix_nanos,
+        now - vigil_domain::MAX_SIGHTING_AGE_NANOS,
+        "an agent's time is believed back to a spool's age, no further"
+    );
+    // Agent a has made its share of items: its new ones are refused, its
+    // known ones still update, and agent b still adds its own.
+    sm.tree
+        .insert(
+            prefixed(INVENTORY_BY_AGENT_PREFIX, b"a"),
+            json(&MAX_INVENTORY_ITEMS_PER_AGENT).unwrap(),
+        )
+        .unwrap();
+    sm.apply(vec![
+        entry(
+            4,
+            Command::AppendAlerts {
+                agent_id: "a".into(),
+                received_at_unix_nanos: now,
+                findings: vec![
+                    model_finding(2, "/m/new.gguf", &"ef".repeat(32)),
+                    model_finding(3, "/m/again.gguf", &"cd".repeat(32)),
+                ],
+            },
+        ),
+        entry(
+            5,
+            Command::AppendAlerts {
+                agent_id: "b".into(),
+                received_at_unix_nanos: now,
+                findings: vec![model_finding(1, "/m/b.gguf", &"12".repeat(32))],
+            },
+        ),
+    ])
+    .await
+    .unwrap();
+    let (items, _) = reader
+        .inventory(Some(InventoryKind::Model), None, 10)
+        .unwrap();
+    let keys: Vec<&str> = items.iter().map(|i| i.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            format!("sha256:{}", "12".repeat(32)),
+            format!("sha256:{}", "cd".repeat(32))
+        ]
+    );
+    assert_eq!(items[1].sightings, 2);
+    assert_eq!(reader.inventory_refused().unwrap(), 1);
+}
