@@ -81,7 +81,10 @@ fn runtime_binary(name: &str) -> Option<&'static str> {
 
 /// The AI runtime or model server a process is, by name: its executable's
 /// file name, its argv[0]'s, or, for a Python interpreter, the script it
-/// runs or the module of `-m` (`python3 -m vllm.entrypoints.openai.api_server`).
+/// runs (`koboldcpp.py`) or the module of `-m` (`python3 -m
+/// vllm.entrypoints.openai.api_server`), its command line read as CPython
+/// reads it (`-W ignore` and `-X dev` take an argument, `-um vllm` and
+/// `-mvllm` are `-m vllm`, `--` ends the options).
 pub fn ai_runtime_binary(exe: &str, argv: &[String]) -> Option<&'static str> {
     fn base(p: &str) -> &str {
         p.rsplit('/').next().unwrap_or(p)
@@ -93,19 +96,51 @@ pub fn ai_runtime_binary(exe: &str, argv: &[String]) -> Option<&'static str> {
     if let Some(found) = argv.first().and_then(|a0| runtime_binary(base(a0))) {
         return Some(found);
     }
-    if !exe_name.starts_with("python") {
+    if !(exe_name.starts_with("python") || exe_name.starts_with("pypy")) {
         return None;
     }
+    let module = |m: &str| runtime_binary(m.split('.').next().unwrap_or(m));
+    let script = |s: &str| {
+        let name = base(s);
+        let stem = name
+            .strip_suffix(".py")
+            .or_else(|| name.strip_suffix(".pyz"))
+            .unwrap_or(name);
+        runtime_binary(stem)
+    };
     let mut args = argv.iter().skip(1);
     while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "-m" => {
-                let module = args.next()?;
-                return runtime_binary(module.split('.').next().unwrap_or(module));
+        let arg = arg.as_str();
+        if arg == "--" {
+            return script(args.next()?);
+        }
+        if arg == "--check-hash-based-pycs" {
+            args.next();
+            continue;
+        }
+        if arg.starts_with("--") {
+            continue;
+        }
+        let Some(flags) = arg.strip_prefix('-').filter(|f| !f.is_empty()) else {
+            // The script (or `-`, standard input).
+            return script(arg);
+        };
+        // Short options, combined: `-u`, `-OO`, `-um`, `-Werror`.
+        for (i, c) in flags.char_indices() {
+            let rest = &flags[i + c.len_utf8()..];
+            match c {
+                // A command string: no script to name.
+                'c' => return None,
+                'm' if rest.is_empty() => return module(args.next()?),
+                'm' => return module(rest),
+                'W' | 'X' => {
+                    if rest.is_empty() {
+                        args.next();
+                    }
+                    break;
+                }
+                _ => {}
             }
-            // Options of the interpreter itself, then the script.
-            a if a.starts_with('-') => continue,
-            script => return runtime_binary(base(script)),
         }
     }
     None
@@ -204,6 +239,56 @@ mod tests {
                 &argv(&["python3", "/usr/local/bin/text_generation_server"])
             ),
             Some("text-generation-server")
+        );
+        // Python's command line as CPython reads it: options with an
+        // argument, combined and attached `-m`, a `.py` script, `--`, PyPy.
+        for cmd in [
+            &[
+                "python3",
+                "-W",
+                "ignore",
+                "-m",
+                "vllm.entrypoints.openai.api_server",
+            ][..],
+            &["python3", "-X", "faulthandler", "-m", "vllm"],
+            &["python3", "-mvllm.entrypoints.openai.api_server"],
+            &["python3", "-um", "vllm"],
+            &["python3", "-Werror", "-OO", "-m", "vllm"],
+            &["python3", "--check-hash-based-pycs", "never", "-m", "vllm"],
+            &["python3", "-u", "--", "/opt/vllm.py"],
+            &[
+                "python3",
+                "/opt/koboldcpp/koboldcpp.py",
+                "--model",
+                "m.gguf",
+            ],
+        ] {
+            let want = if cmd.iter().any(|a| a.contains("kobold")) {
+                Some("koboldcpp")
+            } else {
+                Some("vllm")
+            };
+            assert_eq!(
+                ai_runtime_binary("/usr/bin/python3.11", &argv(cmd)),
+                want,
+                "{cmd:?}"
+            );
+        }
+        assert_eq!(
+            ai_runtime_binary("/usr/bin/pypy3", &argv(&["pypy3", "-m", "vllm"])),
+            Some("vllm")
+        );
+        // A command string names no script; `-W`'s argument is not one.
+        assert_eq!(
+            ai_runtime_binary("/usr/bin/python3", &argv(&["python3", "-c", "import vllm"])),
+            None
+        );
+        assert_eq!(
+            ai_runtime_binary(
+                "/usr/bin/python3",
+                &argv(&["python3", "-W", "vllm", "app.py"])
+            ),
+            None
         );
         // Benign look-alikes.
         assert_eq!(
