@@ -164,53 +164,24 @@ write("onnx", "resnet-like.onnx", onnx_model(conv, 160))
 
 def tflite_model(layers=50, channels=64):
     """A MobileNet-shaped TFLite flatbuffer (a weight, a bias and an
-    activation tensor per conv layer, weights inline, as TFLite keeps them)
+    activation tensor per conv layer, weights inline, as TFLite keeps them),
     written with the flatbuffers and tflite packages install-deps puts in
     .vigil/deps/scanners (the benchmark sets PYTHONPATH)."""
-    import flatbuffers
     import tflite
+    from tflite_builder import ModelBuilder
 
-    b = flatbuffers.Builder(1 << 20)
-
-    def vector(start, items, prepend):
-        start(b, len(items))
-        for x in reversed(items):
-            prepend(x)
-        return b.EndVector()
-
-    def buffer(data):
-        vec = b.CreateByteVector(data) if data else None
-        tflite.BufferStart(b)
-        if vec is not None:
-            tflite.BufferAddData(b, vec)
-        return tflite.BufferEnd(b)
-
-    def tensor(name, shape, buf):
-        n = b.CreateString(name)
-        s = vector(tflite.TensorStartShapeVector, shape, b.PrependInt32)
-        tflite.TensorStart(b)
-        tflite.TensorAddShape(b, s)
-        tflite.TensorAddType(b, 0)
-        tflite.TensorAddBuffer(b, buf)
-        tflite.TensorAddName(b, n)
-        return tflite.TensorEnd(b)
-
-    buffers, tensors = [buffer(None)], []
+    m = ModelBuilder(1 << 20)
+    buffers, tensors = [m.buffer(None)], []
     for i in range(layers):
         weight = [channels, 3, 3, channels]
-        buffers.append(buffer(bytes(4 * channels * 9 * channels)))
-        tensors.append(tensor(f"model/conv{i}/Conv2D", weight, len(buffers) - 1))
-        buffers.append(buffer(bytes(4 * channels)))
-        tensors.append(tensor(f"model/conv{i}/BiasAdd", [channels], len(buffers) - 1))
-        tensors.append(tensor(f"model/conv{i}/Relu6", [1, 56, 56, channels], 0))
-    buffers = vector(tflite.ModelStartBuffersVector, buffers, b.PrependUOffsetTRelative)
-    tensors = vector(tflite.SubGraphStartTensorsVector, tensors, b.PrependUOffsetTRelative)
-    name = b.CreateString("main")
-    tflite.SubGraphStart(b)
-    tflite.SubGraphAddTensors(b, tensors)
-    tflite.SubGraphAddName(b, name)
-    subgraph = tflite.SubGraphEnd(b)
-    subgraphs = vector(tflite.ModelStartSubgraphsVector, [subgraph], b.PrependUOffsetTRelative)
+        buffers.append(m.buffer(bytes(4 * channels * 9 * channels)))
+        tensors.append(m.tensor(f"model/conv{i}/Conv2D", weight, 0, len(buffers) - 1))
+        buffers.append(m.buffer(bytes(4 * channels)))
+        tensors.append(m.tensor(f"model/conv{i}/BiasAdd", [channels], 0, len(buffers) - 1))
+        tensors.append(m.tensor(f"model/conv{i}/Relu6", [1, 56, 56, channels], 0, 0))
+    buffers = m.offsets(tflite.ModelStartBuffersVector, buffers)
+    subgraphs = m.offsets(tflite.ModelStartSubgraphsVector, [m.subgraph(tensors)])
+    b = m.b
     desc = b.CreateString("MLIR Converted.")
     tflite.ModelStart(b)
     tflite.ModelAddVersion(b, 3)

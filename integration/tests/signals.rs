@@ -377,8 +377,12 @@ async fn ollama_ports_and_openai_style_listeners() {
     drop(plain);
 
     // ...one that answers OpenAI-style routes on the same port is.
-    let server = "import http.server, json\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        body = json.dumps({'object': 'list', 'data': [{'id': 'tiny', 'object': 'model'}]}).encode()\n        self.send_response(200 if self.path == '/v1/models' else 404)\n        self.send_header('Content-Type', 'application/json')\n        self.send_header('Content-Length', str(len(body)))\n        self.end_headers()\n        self.wfile.write(body)\n    def log_message(self, *a):\n        pass\nhttp.server.HTTPServer.allow_reuse_address = True\nhttp.server.HTTPServer(('127.0.0.1', 8080), H).serve_forever()\n";
-    let ai = Killed(python(server).spawn().unwrap());
+    let server = http_server(
+        8080,
+        Some("/v1/models"),
+        r#"{"object": "list", "data": [{"id": "tiny", "object": "model"}]}"#,
+    );
+    let ai = Killed(python(&server).spawn().unwrap());
     let ai_pid = ai.0.id();
     let a = h
         .alert("ai_serving for the OpenAI-style server", |a| {
@@ -386,18 +390,20 @@ async fn ollama_ports_and_openai_style_listeners() {
         })
         .await;
     assert!(a.finding.unwrap().summary.contains("OpenAI-style"));
-    let plain_findings =
-        h.cp.alerts()
-            .await
-            .iter()
-            .filter(|a| pid_of(a) == plain_pid)
-            .count();
-    assert_eq!(plain_findings, 0, "the plain HTTP server made a finding");
+    assert_eq!(
+        findings_of(&h, plain_pid).await,
+        0,
+        "the plain HTTP server made a finding"
+    );
 
     // Any port: an Ollama-style API on a port no list names is found by
     // what it answers...
-    let ollama = "import http.server, json\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        body = json.dumps({'models': [{'name': 'llama3:8b', 'model': 'llama3:8b'}]}).encode()\n        self.send_response(200 if self.path == '/api/tags' else 404)\n        self.send_header('Content-Length', str(len(body)))\n        self.end_headers()\n        self.wfile.write(body)\n    def log_message(self, *a):\n        pass\nhttp.server.HTTPServer(('127.0.0.1', 23456), H).serve_forever()\n";
-    let ai = Killed(python(ollama).spawn().unwrap());
+    let ollama = http_server(
+        23456,
+        Some("/api/tags"),
+        r#"{"models": [{"name": "llama3:8b", "model": "llama3:8b"}]}"#,
+    );
+    let ai = Killed(python(&ollama).spawn().unwrap());
     let ai_pid = ai.0.id();
     let a = h
         .alert("ai_serving for the Ollama-style server on 23456", |a| {
@@ -407,21 +413,40 @@ async fn ollama_ports_and_openai_style_listeners() {
     assert!(a.finding.unwrap().summary.contains("Ollama"));
     // ...and its benign twin, a server that answers every path with a
     // page, is not.
-    let page = "import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        body = b'<html>OK</html>'\n        self.send_response(200)\n        self.send_header('Content-Length', str(len(body)))\n        self.end_headers()\n        self.wfile.write(body)\n    def log_message(self, *a):\n        pass\nhttp.server.HTTPServer(('127.0.0.1', 23457), H).serve_forever()\n";
-    let twin = Killed(python(page).spawn().unwrap());
+    let page = http_server(23457, None, "<html>OK</html>");
+    let twin = Killed(python(&page).spawn().unwrap());
     let twin_pid = twin.0.id();
     h.wait_log(
         "the catch-all server to be probed",
         &format!("pid={twin_pid} port=23457 api=none"),
     )
     .await;
-    let twin_findings =
-        h.cp.alerts()
-            .await
-            .iter()
-            .filter(|a| pid_of(a) == twin_pid)
-            .count();
-    assert_eq!(twin_findings, 0, "the catch-all server made a finding");
+    assert_eq!(
+        findings_of(&h, twin_pid).await,
+        0,
+        "the catch-all server made a finding"
+    );
+}
+
+/// Python for an HTTP server on 127.0.0.1:`port` that answers `GET path`
+/// (every path, with `None`) with 200 and `body`, else 404.
+fn http_server(port: u16, path: Option<&str>, body: &str) -> String {
+    let answers = match path {
+        Some(p) => format!("self.path == {p:?}"),
+        None => "True".into(),
+    };
+    format!(
+        "import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n    def do_GET(self):\n        body = {body:?}.encode()\n        self.send_response(200 if {answers} else 404)\n        self.send_header('Content-Length', str(len(body)))\n        self.end_headers()\n        self.wfile.write(body)\n    def log_message(self, *a):\n        pass\nhttp.server.HTTPServer.allow_reuse_address = True\nhttp.server.HTTPServer(('127.0.0.1', {port}), H).serve_forever()\n"
+    )
+}
+
+/// How many alerts the process `pid` made.
+async fn findings_of(h: &AgentHost, pid: u32) -> usize {
+    h.cp.alerts()
+        .await
+        .iter()
+        .filter(|a| pid_of(a) == pid)
+        .count()
 }
 
 /// Python that builds a standard DNS query for `sys.argv[1]` as `q`.

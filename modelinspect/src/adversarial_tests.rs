@@ -221,6 +221,54 @@ out(o.getvalue() + b'\0' * 64)
     assert_dangerous(built, "m.pkl");
 }
 
+/// A reader that hands over at most one byte a call.
+struct OneByte(Cursor<Vec<u8>>);
+
+impl std::io::Read for OneByte {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(1);
+        self.0.read(&mut buf[..n])
+    }
+}
+
+impl std::io::Seek for OneByte {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.0.seek(to)
+    }
+}
+
+#[test]
+fn the_verdict_and_the_bytes_counted_do_not_depend_on_how_the_reader_reads() {
+    // A benign torch zip inside torch.load bytes, at budgets around what
+    // it needs: the nested reader's read-ahead once went through the outer
+    // budget, so a reader handing over whole buffers ran out where one
+    // handing over a byte at a time did not (helper-32).
+    let zip = py("out(torch_zip(benign_entries()))");
+    let file = load_from_bytes(&zip);
+    for max_bytes in [1_000, 2_000, 4_000, 8_000, 16_000, 33_000, 40_000, 1 << 20] {
+        let budget = Budget {
+            max_bytes,
+            ..Budget::default()
+        };
+        let whole = inspect(Cursor::new(file.clone()), budget, Some("m.pkl"));
+        let bytewise = inspect(OneByte(Cursor::new(file.clone())), budget, Some("m.pkl"));
+        match (whole, bytewise) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(
+                    (a.risk, a.bytes_read, &a.risk_reasons),
+                    (b.risk, b.bytes_read, &b.risk_reasons),
+                    "max_bytes {max_bytes}"
+                );
+            }
+            (a, b) => assert_eq!(
+                a.map(|r| r.risk).map_err(|e| e.to_string()),
+                b.map(|r| r.risk).map_err(|e| e.to_string()),
+                "max_bytes {max_bytes}"
+            ),
+        }
+    }
+}
+
 #[test]
 fn items_set_on_a_global_rewrite_library_state() {
     // copyreg's extension registry, a module's __dict__: SETITEM, APPEND

@@ -75,6 +75,9 @@ pub struct Bounded<R> {
     ahead: Vec<u8>,
     at: usize,
     end: usize,
+    /// Whether to read ahead (not where `inner` is itself a budgeted
+    /// reader, which would charge the read-ahead to its own budget).
+    read_ahead: bool,
     /// Bytes consumed (read or skipped through), against `max_bytes`.
     read: u64,
     pos: u64,
@@ -93,10 +96,26 @@ impl<R: Read + Seek> Bounded<R> {
             ahead: Vec::new(),
             at: 0,
             end: 0,
+            read_ahead: true,
             read: 0,
             pos: 0,
             len,
         })
+    }
+
+    /// Reads only what is asked for: for a reader over part of another
+    /// `Bounded` (a nested pickle's bytes), whose budget counts every byte
+    /// handed over, so that both count the same bytes.
+    pub(crate) fn without_read_ahead(mut self) -> Self {
+        self.read_ahead = false;
+        self
+    }
+
+    /// Takes back `n` bytes from the count: bytes read a second time (a
+    /// zip's central directory, read once to compare and once by the zip
+    /// reader) count once.
+    pub(crate) fn uncount(&mut self, n: u64) {
+        self.read = self.read.saturating_sub(n);
     }
 
     pub fn budget(&self) -> Budget {
@@ -187,7 +206,10 @@ impl<R: Read + Seek> Bounded<R> {
         if rest.is_empty() {
             return Ok(());
         }
-        if rest.len() >= AHEAD {
+        if rest.len() >= AHEAD || !self.read_ahead {
+            // Read past the buffer, which holds nothing of where `inner`
+            // will stand: empty it, so no seek back takes its bytes.
+            (self.at, self.end) = (0, 0);
             return self.inner.read_exact(rest);
         }
         // Refill: at least what is wanted, up to a buffer or the end.
@@ -355,6 +377,7 @@ impl<R: Read + Seek> Read for Bounded<R> {
             self.at += n;
             n
         } else {
+            (self.at, self.end) = (0, 0);
             self.inner.read(&mut buf[..take])?
         };
         self.read += n as u64;
@@ -378,5 +401,62 @@ impl<R: Read + Seek> Seek for Bounded<R> {
         self.pos = self.inner.seek(to)?;
         (self.at, self.end) = (0, 0);
         Ok(self.pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn patterned(n: usize) -> Bounded<Cursor<Vec<u8>>> {
+        let bytes: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+        Bounded::new(Cursor::new(bytes), Budget::default()).unwrap()
+    }
+
+    fn at(i: u64) -> u8 {
+        (i % 251) as u8
+    }
+
+    #[test]
+    fn a_seek_back_after_a_large_read_reads_the_file_not_an_old_buffer() {
+        // A large read goes past the read-ahead buffer; a seek back then
+        // must not take the buffer's old bytes for the file's (helper-32).
+        let mut r = patterned(40_000);
+        let mut small = [0u8; 100];
+        r.read_exact_or(&mut small, "head").unwrap();
+        r.read_vec(20_000, "block").unwrap();
+        let back = r.pos() - 50;
+        r.seek_to(back).unwrap();
+        let mut ten = [0u8; 10];
+        r.read_exact_or(&mut ten, "again").unwrap();
+        assert_eq!(ten.to_vec(), (back..back + 10).map(at).collect::<Vec<_>>());
+
+        // The same through `Read`, as the zip reader reads.
+        let mut r = patterned(40_000);
+        r.u8("first").unwrap();
+        let mut big = vec![0u8; 9_000];
+        let n = Read::read(&mut r, &mut big).unwrap();
+        assert!(n > 0);
+        let back = r.pos() - 50;
+        r.seek_to(back).unwrap();
+        r.read_exact_or(&mut ten, "again").unwrap();
+        assert_eq!(ten.to_vec(), (back..back + 10).map(at).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn seeks_within_the_buffer_and_short_skips_keep_the_bytes_right() {
+        let mut r = patterned(30_000);
+        r.skip(10, "start").unwrap();
+        for step in [1u64, 7, 300, 4_000, 5_000] {
+            r.skip(step, "skip").unwrap();
+            let here = r.pos();
+            assert_eq!(r.u8("byte").unwrap(), at(here));
+            r.seek_to(here.saturating_sub(3)).unwrap();
+            assert_eq!(
+                r.u32_le("word").unwrap(),
+                u32::from_le_bytes([at(here - 3), at(here - 2), at(here - 1), at(here),])
+            );
+        }
     }
 }

@@ -212,7 +212,8 @@ fn scan_nested<R: Read + Seek>(
         ..r.budget()
     };
     let result = (|| {
-        let mut inner = Bounded::new(Window::new(&mut *r, start, len)?, budget)?;
+        let mut inner =
+            Bounded::new(Window::new(&mut *r, start, len)?, budget)?.without_read_ahead();
         let mut magic = [0u8; 4];
         if len >= 4 {
             inner.read_exact_or(&mut magic, "leading bytes")?;
@@ -1262,6 +1263,12 @@ impl Walker<'_> {
         if n > SHORT {
             r.skip(n, what)?;
             return Ok(V::Other);
+        }
+        if n > r.remaining() {
+            return Err(InspectError::Truncated {
+                offset: r.pos(),
+                what: format!("{what} ({n} bytes claimed, {} left)", r.remaining()),
+            });
         }
         // Read into one buffer kept for the walk, not a new one each.
         let mut bytes = std::mem::take(&mut self.scratch);

@@ -508,32 +508,11 @@ fn hostile_inputs_never_panic() {
 /// hand-built sample back with them, as JSON.
 const WRITE_WITH_FLATBUFFERS: &str = r#"
 import json, sys
-import flatbuffers, tflite
+import tflite
+from tflite_builder import ModelBuilder
 
-b = flatbuffers.Builder(1024)
-
-def vector(start, items, prepend):
-    start(b, len(items))
-    for x in reversed(items):
-        prepend(x)
-    return b.EndVector()
-
-def buffer(data):
-    vec = b.CreateByteVector(data) if data else None
-    tflite.BufferStart(b)
-    if vec is not None:
-        tflite.BufferAddData(b, vec)
-    return tflite.BufferEnd(b)
-
-def tensor(name, shape, ty, buf):
-    n = b.CreateString(name)
-    s = vector(tflite.TensorStartShapeVector, shape, b.PrependInt32)
-    tflite.TensorStart(b)
-    tflite.TensorAddShape(b, s)
-    tflite.TensorAddType(b, ty)
-    tflite.TensorAddBuffer(b, buf)
-    tflite.TensorAddName(b, n)
-    return tflite.TensorEnd(b)
+m = ModelBuilder()
+b = m.b
 
 def opcode(code):
     tflite.OperatorCodeStart(b)
@@ -542,27 +521,21 @@ def opcode(code):
     tflite.OperatorCodeAddVersion(b, 1)
     return tflite.OperatorCodeEnd(b)
 
-buffers = [buffer(None), buffer(None), buffer(bytes(10 * 8)), buffer(bytes(40)), buffer(b"2.3.0\0\0\0")]
-buffers = vector(tflite.ModelStartBuffersVector, buffers, b.PrependUOffsetTRelative)
+buffers = [m.buffer(None), m.buffer(None), m.buffer(bytes(10 * 8)), m.buffer(bytes(40)), m.buffer(b"2.3.0\0\0\0")]
+buffers = m.offsets(tflite.ModelStartBuffersVector, buffers)
 tensors = [
-    tensor("serving_default_x:0", [1, 8], 0, 1),
-    tensor("dense/MatMul", [10, 8], 0, 2),
-    tensor("dense/BiasAdd", [10], 2, 3),
-    tensor("Identity", [1, 10], 0, 0),
+    m.tensor("serving_default_x:0", [1, 8], 0, 1),
+    m.tensor("dense/MatMul", [10, 8], 0, 2),
+    m.tensor("dense/BiasAdd", [10], 2, 3),
+    m.tensor("Identity", [1, 10], 0, 0),
 ]
-tensors = vector(tflite.SubGraphStartTensorsVector, tensors, b.PrependUOffsetTRelative)
-name = b.CreateString("main")
-tflite.SubGraphStart(b)
-tflite.SubGraphAddTensors(b, tensors)
-tflite.SubGraphAddName(b, name)
-subgraph = tflite.SubGraphEnd(b)
-subgraphs = vector(tflite.ModelStartSubgraphsVector, [subgraph], b.PrependUOffsetTRelative)
-codes = vector(tflite.ModelStartOperatorCodesVector, [opcode(9), opcode(25), opcode(22)], b.PrependUOffsetTRelative)
+subgraphs = m.offsets(tflite.ModelStartSubgraphsVector, [m.subgraph(tensors)])
+codes = m.offsets(tflite.ModelStartOperatorCodesVector, [opcode(9), opcode(25), opcode(22)])
 mname = b.CreateString("min_runtime_version")
 tflite.MetadataStart(b)
 tflite.MetadataAddName(b, mname)
 tflite.MetadataAddBuffer(b, 4)
-meta = vector(tflite.ModelStartMetadataVector, [tflite.MetadataEnd(b)], b.PrependUOffsetTRelative)
+meta = m.offsets(tflite.ModelStartMetadataVector, [tflite.MetadataEnd(b)])
 desc = b.CreateString("MLIR Converted.")
 tflite.ModelStart(b)
 tflite.ModelAddVersion(b, 3)
@@ -613,9 +586,14 @@ fn models_written_by_the_flatbuffers_package() {
     let (theirs, ours) = (dir.join("theirs.tflite"), dir.join("ours.tflite"));
     std::fs::write(&ours, sample_tflite()).unwrap();
     // install-deps puts flatbuffers and tflite beside the pickle scanners.
-    let deps = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.vigil/deps/scanners");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let deps = root.join(".vigil/deps/scanners");
+    let fixtures = root.join("integration/fixtures");
     let out = std::process::Command::new(&python)
-        .env("PYTHONPATH", &deps)
+        .env(
+            "PYTHONPATH",
+            format!("{}:{}", deps.display(), fixtures.display()),
+        )
         .arg("-c")
         .arg(WRITE_WITH_FLATBUFFERS)
         .arg(&theirs)

@@ -197,6 +197,8 @@ fn raw_names<R: Read + Seek>(
     }
     r.seek_to(offset)?;
     let dir = r.read_vec(size, "zip central directory")?;
+    // The zip reader reads the directory again, and is charged for it.
+    r.uncount(size);
     let mut names = Vec::new();
     let mut at = 0usize;
     while (names.len() as u64) < entries {

@@ -35,6 +35,14 @@ fn benign_torch_zip_is_safe_with_its_tensors() {
     assert!(scan.imports.iter().all(|i| i.at == "archive/data.pkl"));
     // The storages are never read.
     assert!(report.bytes_read < 16 << 10, "read {}", report.bytes_read);
+    // What it counted is all it needs: the directory, read twice (once to
+    // compare names), counts once.
+    let budget = Budget {
+        max_bytes: report.bytes_read,
+        ..Budget::default()
+    };
+    let again = inspect(Cursor::new(bytes.clone()), budget, Some("model.pt")).unwrap();
+    assert_eq!(again.risk, Risk::Safe, "{:?}", again.risk_reasons);
 }
 
 #[test]

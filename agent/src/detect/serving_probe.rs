@@ -340,6 +340,19 @@ mod tests {
 
     const MODELS: &str = r#"{"object":"list","data":[{"id":"meta-llama/Llama-3-8B","object":"model","owned_by":"vllm"}]}"#;
 
+    /// A request's head, read up to its blank line (`None`: the peer went).
+    async fn request_head(s: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+        let mut request = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+        Some(request)
+    }
+
     /// A listener that reads the request, then writes `parts` one after the
     /// other, `pause` apart, and closes (or holds the connection for `hold`).
     async fn server(parts: Vec<Vec<u8>>, pause: Duration, hold: Duration) -> SocketAddr {
@@ -349,14 +362,9 @@ mod tests {
             let Ok((mut s, _)) = listener.accept().await else {
                 return;
             };
-            let mut request = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => request.extend_from_slice(&buf[..n]),
-                }
-            }
+            let Some(request) = request_head(&mut s).await else {
+                return;
+            };
             assert!(request.starts_with(b"GET /v1/models HTTP/1.1\r\n"));
             for part in parts {
                 if s.write_all(&part).await.is_err() {
@@ -577,14 +585,9 @@ mod tests {
             while let Ok((mut s, _)) = listener.accept().await {
                 let routes = routes.clone();
                 tokio::spawn(async move {
-                    let mut request = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => request.extend_from_slice(&buf[..n]),
-                        }
-                    }
+                    let Some(request) = request_head(&mut s).await else {
+                        return;
+                    };
                     let line = String::from_utf8_lossy(&request);
                     let path = line.split(' ').nth(1).unwrap_or("");
                     let (status, body) = routes
