@@ -28,6 +28,22 @@ fn finding(seq: u64) -> Finding {
     }
 }
 
+/// Opens the stores in `dir` just dropped, as a restarted node would:
+/// sled's flusher thread may hold the directory's lock for a moment after
+/// the last handle goes (a process that exits releases it at once; a test
+/// reopening in-process waits, up to 5 s).
+fn reopen_stores(
+    dir: &std::path::Path,
+) -> (crate::store::SledLogStore, SledStateMachine, StateReader) {
+    for _ in 0..250 {
+        if let Ok(stores) = crate::store::open_stores(dir) {
+            return stores;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    crate::store::open_stores(dir).expect("reopening the stores")
+}
+
 fn register(id: &str) -> Command {
     Command::RegisterAgent {
         agent: vigil_domain::AgentIdentity {
@@ -102,7 +118,7 @@ async fn state_survives_reopening_the_database() {
         .await
         .unwrap();
     }
-    let (_log, mut sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    let (_log, mut sm, reader) = reopen_stores(dir.path());
     assert_eq!(reader.last_alert_index(), 2);
     sm.apply(vec![entry(3, append("a", &[2, 3]))])
         .await
@@ -369,7 +385,7 @@ async fn the_alert_tally_is_kept_at_apply_and_recounted_for_a_store_without_one(
         sm.tree.remove(ALERT_TALLY).unwrap();
         sm.db.flush_async().await.unwrap();
     }
-    let (_log, _sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    let (_log, _sm, reader) = reopen_stores(dir.path());
     let tally = reader.alert_tally().unwrap();
     assert_eq!(tally.total(), 4);
     assert_eq!(tally.counts().collect::<Vec<_>>(), expected);
@@ -630,7 +646,7 @@ async fn a_crash_after_the_snapshot_was_recorded_leaves_only_the_marker_to_remov
         sm.tree.flush().unwrap();
         meta
     };
-    let (_log, mut sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    let (_log, mut sm, reader) = reopen_stores(dir.path());
     assert!(sm
         .tree
         .get(crate::store::snapshot_file::INSTALLING)
