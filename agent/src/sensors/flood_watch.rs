@@ -1,10 +1,12 @@
 //! Which processes flood the sensors. The kernel counts, per process, the
 //! records a full ring buffer lost (`DROPS_BY_PROCESS`); read once a
 //! second, a process that lost at least the threshold's worth in that
-//! second starts an episode, reported once; the episode ends at the first
-//! reading below the threshold.
+//! second starts an episode, reported once; the episode ends after
+//! `QUIET_READINGS` readings in a row below the threshold (a flood whose
+//! rate wavers around the threshold on a loaded host is one episode, not
+//! one a second).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// A process that started flooding the sensors.
@@ -17,14 +19,18 @@ pub struct FloodStart {
     pub dropped_total: u64,
 }
 
+/// Readings in a row below the threshold that end an episode.
+const QUIET_READINGS: u8 = 3;
+
 #[derive(Debug)]
 pub struct FloodWatch {
     /// Records lost per second that make a flood (0: never).
     drops_per_sec: u64,
     /// Every process's count at the previous reading.
     last: HashMap<u32, u64>,
-    /// Processes in an episode (already reported).
-    flooding: HashSet<u32>,
+    /// Processes in an episode (already reported), with the readings in a
+    /// row below the threshold since their last one above it.
+    flooding: HashMap<u32, u8>,
 }
 
 impl FloodWatch {
@@ -32,7 +38,7 @@ impl FloodWatch {
         Self {
             drops_per_sec,
             last: HashMap::new(),
-            flooding: HashSet::new(),
+            flooding: HashMap::new(),
         }
     }
 
@@ -57,7 +63,7 @@ impl FloodWatch {
                 total
             };
             if self.drops_per_sec > 0 && dropped as f64 >= threshold {
-                if self.flooding.insert(tgid) {
+                if self.flooding.insert(tgid, 0).is_none() {
                     started.push(FloodStart {
                         tgid,
                         dropped,
@@ -65,19 +71,33 @@ impl FloodWatch {
                     });
                 }
             } else {
-                self.flooding.remove(&tgid);
+                self.calm(tgid);
             }
             now.insert(tgid, total);
         }
-        self.flooding.retain(|tgid| now.contains_key(tgid));
+        self.flooding.retain(|tgid, _| now.contains_key(tgid));
         self.last = now;
         started
     }
 
-    /// Nothing was lost since the previous reading: every episode ends (the
-    /// counts are unchanged, so the previous reading stays the reference).
+    /// Nothing was lost since the previous reading: a quiet reading for
+    /// every episode (the counts are unchanged, so the previous reading
+    /// stays the reference).
     pub fn quiet(&mut self) {
-        self.flooding.clear();
+        let tgids: Vec<u32> = self.flooding.keys().copied().collect();
+        for tgid in tgids {
+            self.calm(tgid);
+        }
+    }
+
+    /// One reading below the threshold for `tgid`'s episode, if it has one.
+    fn calm(&mut self, tgid: u32) {
+        if let Some(quiet) = self.flooding.get_mut(&tgid) {
+            *quiet += 1;
+            if *quiet >= QUIET_READINGS {
+                self.flooding.remove(&tgid);
+            }
+        }
     }
 }
 
@@ -102,12 +122,20 @@ mod tests {
         );
         // Still flooding: not again.
         assert_eq!(w.observe([(7, 5000), (8, 7)], SEC), vec![]);
-        // Below the threshold: the episode ends; the next one is reported.
+        // One reading below the threshold, then over it again: the same
+        // episode (a rate wavering around the threshold).
         assert_eq!(w.observe([(7, 5100), (8, 7)], SEC), vec![]);
-        assert_eq!(w.observe([(7, 7000), (8, 7)], SEC).len(), 1);
-        // A quiet second ends it too.
-        w.quiet();
-        assert_eq!(w.observe([(7, 9000)], SEC).len(), 1);
+        assert_eq!(w.observe([(7, 7000), (8, 7)], SEC), vec![]);
+        // Three below in a row end it; the next one is reported.
+        for t in [7100, 7200, 7300] {
+            assert_eq!(w.observe([(7, t), (8, 7)], SEC), vec![]);
+        }
+        assert_eq!(w.observe([(7, 9000), (8, 7)], SEC).len(), 1);
+        // Quiet seconds end it too.
+        for _ in 0..3 {
+            w.quiet();
+        }
+        assert_eq!(w.observe([(7, 11_000)], SEC).len(), 1);
     }
 
     #[test]
@@ -124,7 +152,9 @@ mod tests {
     fn an_evicted_and_remade_entry_counts_from_zero_and_zero_disables() {
         let mut w = FloodWatch::new(1000);
         assert_eq!(w.observe([(3, 50_000)], SEC).len(), 1);
-        w.quiet();
+        for _ in 0..3 {
+            w.quiet();
+        }
         let started = w.observe([(3, 1200)], SEC);
         assert_eq!(started[0].dropped, 1200);
         let mut off = FloodWatch::new(0);
