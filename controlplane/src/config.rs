@@ -132,6 +132,13 @@ pub struct ControlPlaneConfig {
     #[arg(long, env = "VIGIL_SNAPSHOT_EVERY", default_value_t = 20_000)]
     pub snapshot_every: u64,
 
+    /// MiB kept free on the data directory's file system: below them the
+    /// node refuses new writes (agents keep theirs spooled) and says
+    /// NOT_SERVING, and takes writes again once space is freed; sled is
+    /// not trusted to come back from a disk that filled (0: none kept).
+    #[arg(long, env = "VIGIL_MIN_FREE_DISK_MIB", default_value_t = 128)]
+    pub min_free_disk_mib: u64,
+
     /// Log lines on stderr as human-readable text or one JSON object each.
     #[arg(long, env = "VIGIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -15,4 +15,5 @@ pub mod raft_types;
 pub mod security_events;
 pub mod server;
 pub mod service;
+pub mod storage_guard;
 pub mod store;

@@ -87,9 +87,12 @@ async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
         advertise.clone(),
         &config.data_dir,
         network,
-        config.join.is_some(),
-        !config.no_write_coalescing,
-        config.snapshot_every,
+        vigil_controlplane::node::NodeOptions {
+            joining: config.join.is_some(),
+            coalesce_writes: !config.no_write_coalescing,
+            snapshot_every: config.snapshot_every,
+            min_free_disk: config.min_free_disk_mib.saturating_mul(1 << 20),
+        },
     )
     .await
     .with_context(|| format!("starting raft on {}", config.data_dir.display()))?;

@@ -24,6 +24,8 @@ pub enum WriteError {
     NotCommitted(std::time::Duration),
     #[error("the write is {size} bytes encoded, more than the {limit} one raft entry takes")]
     TooLarge { size: usize, limit: usize },
+    #[error("{0}")]
+    Storage(crate::storage_guard::StorageProblem),
 }
 
 /// Why a read that must be current could not be served.
@@ -87,6 +89,22 @@ pub struct ControlPlaneNode {
     coalesce: Option<tokio::sync::mpsc::Sender<Coalesced>>,
     /// Reads that must be current, waiting for a shared confirmation.
     fresh_reads: tokio::sync::mpsc::Sender<FreshRead>,
+    /// The data directory's free space and the stores' writes in flight.
+    pub storage: crate::storage_guard::StorageGuard,
+}
+
+/// How a node runs, beside where it lives.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Wait to be added by a cluster's leader instead of initialising one.
+    pub joining: bool,
+    /// Let writes that arrive together share a raft entry.
+    pub coalesce_writes: bool,
+    /// Entries between snapshots.
+    pub snapshot_every: u64,
+    /// Bytes kept free on the data directory's file system: below them new
+    /// writes are refused (0: none kept).
+    pub min_free_disk: u64,
 }
 
 /// A read waiting to be confirmed current, and where the answer goes.
@@ -142,10 +160,14 @@ impl ControlPlaneNode {
         address: String,
         data_dir: &Path,
         network: GrpcNetwork,
-        joining: bool,
-        coalesce_writes: bool,
-        snapshot_every: u64,
+        options: NodeOptions,
     ) -> anyhow::Result<Arc<Self>> {
+        let NodeOptions {
+            joining,
+            coalesce_writes,
+            snapshot_every,
+            min_free_disk,
+        } = options;
         {
             use std::os::unix::fs::{DirBuilderExt, MetadataExt};
             std::fs::DirBuilder::new()
@@ -164,6 +186,11 @@ impl ControlPlaneNode {
             }
         }
         let (log, sm, state) = open_checked(data_dir)?;
+        let writes = crate::store::WriteWatch::default();
+        let (log, sm) = (
+            log.watched_by(writes.clone()),
+            sm.watched_by(writes.clone()),
+        );
         let config = Config {
             cluster_name: "vigil".into(),
             heartbeat_interval: 100,
@@ -203,6 +230,11 @@ impl ControlPlaneNode {
             joining_voters: std::sync::Mutex::new(None),
             coalesce: coalesce_writes.then_some(coalesce),
             fresh_reads,
+            storage: crate::storage_guard::StorageGuard::new(
+                data_dir.to_path_buf(),
+                min_free_disk,
+                writes,
+            ),
         });
         tokio::spawn(run_fresh_reads(Arc::downgrade(&node), reads_waiting));
         if coalesce_writes {
@@ -238,6 +270,9 @@ impl ControlPlaneNode {
     /// node that is not the leader, the leader proposes it
     /// (`RaftService.ClientWrite`), so any node takes any write.
     pub async fn write(&self, cmd: Command) -> Result<CommandResult, WriteError> {
+        if let Some(problem) = self.storage.refuses_writes() {
+            return Err(WriteError::Storage(problem));
+        }
         let size = encoded_size(&cmd);
         if size > LARGEST_COMMAND {
             return Err(WriteError::TooLarge {

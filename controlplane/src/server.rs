@@ -35,19 +35,29 @@ enum Health {
     NoLeader,
     /// Raft stopped: its storage failed, or it was shut down.
     Fatal(String),
+    /// The data disk is below its reserve, or a storage write is stuck.
+    Storage(crate::storage_guard::StorageProblem),
 }
 
 fn serving_status(
     m: &openraft::RaftMetrics<crate::raft_types::NodeId, openraft::BasicNode>,
+    storage: Option<crate::storage_guard::StorageProblem>,
 ) -> Health {
     if let Err(fatal) = &m.running_state {
         return Health::Fatal(fatal.to_string());
+    }
+    if let Some(problem) = storage {
+        return Health::Storage(problem);
     }
     if m.current_leader.is_none() {
         return Health::NoLeader;
     }
     Health::Serving
 }
+
+/// How often health is looked at again without a change in raft's metrics
+/// (the disk fills, a write gets stuck: raft says nothing of either).
+const HEALTH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long a stopping node waits for open requests and streams.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -95,22 +105,31 @@ pub async fn serve(
             .await;
     }
     // SERVING exactly while this node knows a leader, i.e. writes can
-    // commit, and raft has not stopped on a fatal error (a storage write
-    // that failed: a full disk, an I/O error).
+    // commit, raft has not stopped on a fatal error (a storage write that
+    // failed: a full disk, an I/O error), and its storage is neither below
+    // its reserve nor stuck (`storage_guard.rs`).
     let mut metrics = node.raft.metrics();
+    let watched = Arc::downgrade(&node);
     tokio::spawn(async move {
         let mut last = None;
         loop {
+            let Some(node) = watched.upgrade() else {
+                return;
+            };
             let status = {
                 let m = metrics.borrow_and_update();
-                serving_status(&m)
+                serving_status(&m, node.storage.problem())
             };
+            drop(node);
             if last.as_ref() != Some(&status) {
                 match &status {
                     Health::Serving => tracing::info!("serving"),
                     Health::NoLeader => tracing::warn!("not serving: no leader known"),
                     Health::Fatal(reason) => {
                         tracing::error!(%reason, "not serving: raft stopped on a fatal error")
+                    }
+                    Health::Storage(problem) => {
+                        tracing::error!(%problem, "not serving: storage")
                     }
                 }
                 let wire = if status == Health::Serving {
@@ -123,17 +142,22 @@ pub async fn serve(
                 }
                 last = Some(status);
             }
-            if metrics.changed().await.is_err() {
-                // Raft is gone (it stopped): nothing will commit again.
-                if !matches!(last, Some(Health::Fatal(_))) {
-                    tracing::error!("not serving: raft stopped");
-                    for name in SERVICES {
-                        health
-                            .set_service_status(*name, ServingStatus::NotServing)
-                            .await;
+            tokio::select! {
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        // Raft is gone (it stopped): nothing will commit again.
+                        if !matches!(last, Some(Health::Fatal(_))) {
+                            tracing::error!("not serving: raft stopped");
+                            for name in SERVICES {
+                                health
+                                    .set_service_status(*name, ServingStatus::NotServing)
+                                    .await;
+                            }
+                        }
+                        return;
                     }
                 }
-                return;
+                _ = tokio::time::sleep(HEALTH_EVERY) => {}
             }
         }
     });

@@ -23,6 +23,19 @@ impl Tmpfs {
         .unwrap_or_else(|e| panic!("mounting a tmpfs at {}: {e}", dir.display()));
         Tmpfs(dir.to_path_buf())
     }
+
+    /// Makes the tmpfs `size` large, keeping what it holds (space freed
+    /// under a daemon that runs on it).
+    pub fn resize(&self, size: &str) {
+        mount(
+            Some("tmpfs"),
+            &self.0,
+            Some("tmpfs"),
+            MsFlags::MS_REMOUNT,
+            Some(format!("size={size},mode=0700").as_str()),
+        )
+        .unwrap_or_else(|e| panic!("resizing the tmpfs at {}: {e}", self.0.display()));
+    }
 }
 
 impl Drop for Tmpfs {

@@ -10,6 +10,7 @@
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 
+use crate::store::write_watch::WriteWatch;
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{AnyError, Entry, OptionalSend, StorageIOError, Vote};
 
@@ -24,6 +25,8 @@ pub struct SledLogStore {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
+    /// Every write marked while it is in flight (a stuck flush shows).
+    writes: WriteWatch,
 }
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -44,7 +47,15 @@ impl SledLogStore {
             db: db.clone(),
             log: db.open_tree("raft.v1.log")?,
             meta: db.open_tree("raft.v1.meta")?,
+            writes: WriteWatch::default(),
         })
+    }
+
+    /// This store with its writes marked in `writes` (shared with the
+    /// state machine's and read by the node's storage guard).
+    pub fn watched_by(mut self, writes: WriteWatch) -> Self {
+        self.writes = writes;
+        self
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -115,6 +126,7 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        let _in_flight = self.writes.begin("raft vote save");
         self.put_meta(VOTE, vote)?;
         self.flush().await
     }
@@ -146,6 +158,7 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let _in_flight = self.writes.begin("raft log append");
         let mut batch = sled::Batch::default();
         for entry in entries {
             let bytes = serde_json::to_vec(&entry).map_err(write_err)?;
@@ -165,6 +178,7 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let _in_flight = self.writes.begin("raft log truncation");
         let mut batch = sled::Batch::default();
         for k in self.log.range(key(log_id.index)..).keys() {
             batch.remove(k.map_err(write_err)?);
@@ -174,6 +188,7 @@ impl RaftLogStorage<TypeConfig> for SledLogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let _in_flight = self.writes.begin("raft log purge");
         self.put_meta(LAST_PURGED, &log_id)?;
         let mut batch = sled::Batch::default();
         for k in self.log.range(..=key(log_id.index)).keys() {

@@ -6,6 +6,7 @@ pub mod durability_check;
 mod log_store;
 pub mod snapshot_file;
 pub(crate) mod state_machine;
+mod write_watch;
 
 pub use database::{open_checked, open_stores, OpenError};
 pub use log_store::SledLogStore;
@@ -13,6 +14,7 @@ pub use state_machine::{
     AlertTally, CertificateStanding, ReadError, SledStateMachine, StateReader, Supersession,
     MIN_RENEWAL_INTERVAL_NANOS,
 };
+pub use write_watch::{InFlight, OldestWrite, WriteWatch};
 
 #[cfg(test)]
 #[path = "storage_suite_tests.rs"]

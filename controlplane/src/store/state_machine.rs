@@ -657,6 +657,9 @@ pub struct SledStateMachine {
     /// `StateReader` read of more than one key, which so sees the state
     /// between two entries. Short: no await while it is held.
     changing: Arc<std::sync::RwLock<()>>,
+    /// Every apply marked while it is in flight (not a snapshot install:
+    /// a large one takes long without being stuck).
+    writes: crate::store::write_watch::WriteWatch,
     /// Where snapshot files live (`snapshot_file.rs`).
     snapshot_dir: PathBuf,
     /// The file a snapshot is being received into, if one is.
@@ -860,6 +863,7 @@ impl SledStateMachine {
                 pending_audit_head: Arc::new(std::sync::Mutex::new(None)),
                 applying: Arc::new(tokio::sync::RwLock::new(())),
                 changing: changing.clone(),
+                writes: Default::default(),
                 snapshot_dir: snapshot_dir.to_path_buf(),
                 receiving: Arc::default(),
             },
@@ -872,6 +876,13 @@ impl SledStateMachine {
                 revocations_changed: revocations_rx,
             },
         ))
+    }
+
+    /// This state machine with its writes marked in `writes` (shared with
+    /// the log store's and read by the node's storage guard).
+    pub fn watched_by(mut self, writes: crate::store::write_watch::WriteWatch) -> Self {
+        self.writes = writes;
+        self
     }
 
     /// Applies one entry's (or sub-command's) writes, with readers of more
@@ -1669,6 +1680,8 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
     {
         let applying = self.applying.clone();
         let _alone = applying.write().await;
+        // From here: waiting for a snapshot being read is not a stall.
+        let _in_flight = self.writes.begin("state machine apply");
         let mut results = Vec::new();
         let mut workloads_changed = false;
         let mut revocations_changed = false;
@@ -1762,6 +1775,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
             pending_audit_head: self.pending_audit_head.clone(),
             applying: self.applying.clone(),
             changing: self.changing.clone(),
+            writes: self.writes.clone(),
             snapshot_dir: self.snapshot_dir.clone(),
             receiving: self.receiving.clone(),
         }
