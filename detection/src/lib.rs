@@ -11,8 +11,10 @@
 mod builtin_rules;
 mod dns_question;
 mod model_file;
+mod runtime_library;
 mod serving_api;
 mod signal_lists;
+mod tls_client_hello;
 
 pub use builtin_rules::{
     is_model_content, model_runs_code, BuiltinRules, Observation, AI_EGRESS_RULE_ID,
@@ -25,8 +27,13 @@ pub use model_file::{
     sniff_unnamed_model_format, ModelFormat, ModelPathClass, MODEL_FILE_EXTENSIONS,
     MODEL_FILE_RULE_ID, MODEL_SNIFF_BYTES,
 };
+pub use runtime_library::{
+    identify_runtime_library, RuntimeLibraryBudget, RuntimeLibraryError, RuntimeLibraryIdentity,
+    RuntimeMarkers, RUNTIME_MARKERS,
+};
 pub use serving_api::ServingApi;
 pub use signal_lists::{
     ai_api_host, ai_runtime_binary, ai_serving_port, is_ai_runtime_library, is_gpu_device,
     AI_RUNTIME_LIBRARY_PREFIXES, AI_SERVING_PORTS, GPU_DEVICE_PREFIXES,
 };
+pub use tls_client_hello::{client_hello_server_name, ClientHelloSni};
