@@ -59,11 +59,15 @@ struct super_block {
 } __core;
 
 struct inode {
+	unsigned short i_mode; /* umode_t */
 	unsigned long i_ino;
+	long long i_size; /* loff_t */
 	struct super_block *i_sb;
 } __core;
 
 struct file {
+	unsigned int f_mode; /* fmode_t */
+	long long f_pos;     /* loff_t */
 	struct path f_path;
 	struct inode *f_inode;
 } __core;
@@ -107,6 +111,7 @@ struct task_struct {
 	int tgid;
 	int exit_code;
 	struct task_struct *real_parent;
+	struct task_struct *group_leader;
 	struct mm_struct *mm;
 	struct nsproxy *nsproxy;
 	struct files_struct *files;

@@ -346,6 +346,21 @@ static __always_inline int on_open(const char *upath, int dfd, __u32 flags)
 	return 0;
 }
 
+/* The file at `fd` in the current task's table, or NULL. */
+static __always_inline struct file *file_of_fd(long fd)
+{
+	if (fd < 0)
+		return NULL;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
 /*
  * The file an open returned, by its fd in the current task's table: the
  * superblock's dev_t and the inode number, for user space to check that a
@@ -356,15 +371,7 @@ static __always_inline void read_opened_file(long fd, struct vigil_open_event *e
 {
 	ev->dev = 0;
 	ev->ino = 0;
-	if (fd < 0)
-		return;
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
-		return;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
-	struct file *f = NULL;
-	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	struct file *f = file_of_fd(fd);
 	if (!f)
 		return;
 	struct inode *inode = BPF_CORE_READ(f, f_inode);
@@ -374,18 +381,25 @@ static __always_inline void read_opened_file(long fd, struct vigil_open_event *e
 	ev->dev = BPF_CORE_READ(inode, i_sb, s_dev);
 }
 
+static __always_inline void watch_first_read(long fd);
+
 /*
  * The open syscalls' return: send the waiting record, if this thread has
- * one, and free its entry.
+ * one, and free its entry. Any other open of a file for reading is
+ * watched for its first read (content checks, below).
  */
 static __always_inline int on_open_exit(long ret)
 {
-	if (PENDING_OPENS == 0)
+	if (PENDING_OPENS == 0) {
+		watch_first_read(ret);
 		return 0;
+	}
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct vigil_open_event *ev = bpf_task_storage_get(&OPEN_PENDING, task, 0, 0);
-	if (!ev || ev->hdr.kind == 0)
+	if (!ev || ev->hdr.kind == 0) {
+		watch_first_read(ret);
 		return 0;
+	}
 	__sync_fetch_and_add(&PENDING_OPENS, -1); /* BPF v1 has no atomic sub */
 	ev->ret = (__s32)ret;
 	read_opened_file(ret, ev);
@@ -747,6 +761,331 @@ int vigil_mmap(struct syscall_trace_enter *ctx)
 	fill_header(&ev->hdr, VIGIL_EVENT_FILE_MAP, size);
 	emit(ev, size, BPF_RB_FORCE_WAKEUP);
 	return 0;
+}
+
+/*
+ * Content checks of files read with read() (not mapped): weights under a
+ * name that says nothing (shard.000, weights.cache) are found by their
+ * first bytes. Three steps, each cheap where nothing is to be done:
+ * - every successful open not already matched by name, by a process other
+ *   than the agent, marks its fd in the process's READ_WATCHES slots (fd
+ *   modulo VIGIL_WATCH_SLOTS; no file is looked at yet);
+ * - read() or pread64() of a marked fd looks at the file once: opened for
+ *   reading only, a regular file of at least CONTENT_READ_MIN bytes, read
+ *   at offset 0. Then it arms this thread's READ_PENDING with the buffer
+ *   and clears the mark; anything else clears it (a read at another
+ *   offset first, as a zip reader makes to find its directory, uses up one
+ *   of VIGIL_READ_TRIES instead);
+ * - the read's return looks at the bytes it read and sends a FILE_MAP
+ *   record (match CONTENT_READ) only when they start like a model format,
+ *   so ELF headers, text and images never leave the kernel; the agent reads
+ *   the file's head again and decides.
+ * The marks live in task-local storage of the thread-group leader: an open
+ * costs one storage lookup and a store, a read that is not marked one
+ * lookup and a compare, a read's return one load (PENDING_READS is 0
+ * nearly always). Two fds of one process VIGIL_WATCH_SLOTS apart share a
+ * slot: the later open wins, and the earlier fd goes unchecked.
+ */
+const volatile __u32 CONTENT_READ = 0;
+const volatile __u64 CONTENT_READ_MIN = 16;
+
+#define VIGIL_READ_TRIES 8
+#define VIGIL_WATCH_SLOTS 64
+#define FMODE_READ 0x1
+#define FMODE_WRITE 0x2
+#define S_IFMT 00170000
+#define S_IFREG 0100000
+
+struct read_watch_slot {
+	__s32 fd1;   /* fd + 1; 0: empty */
+	__u32 tries; /* reads at other offsets left */
+};
+
+struct read_watches {
+	struct read_watch_slot slot[VIGIL_WATCH_SLOTS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct read_watches);
+} READ_WATCHES SEC(".maps");
+
+struct read_pending {
+	__u64 buf;
+	__s32 fd;
+	__u32 armed;
+	__s32 dup_of; /* dup's old fd + 1 while dup runs, else 0 */
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct read_pending);
+} READ_PENDING SEC(".maps");
+
+__u32 PENDING_READS = 0;
+
+/* The current process's marks (its thread-group leader's storage). */
+static __always_inline struct read_watches *process_watches(__u64 flags)
+{
+	struct task_struct *leader = bpf_get_current_task_btf()->group_leader;
+	return bpf_task_storage_get(&READ_WATCHES, leader, 0, flags);
+}
+
+static __always_inline void watch_first_read(long fd)
+{
+	if (!CONTENT_READ || fd < 0 || is_agent())
+		return;
+	struct read_watches *w = process_watches(BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!w)
+		return;
+	struct read_watch_slot *slot = &w->slot[fd & (VIGIL_WATCH_SLOTS - 1)];
+	slot->fd1 = (__s32)fd + 1;
+	slot->tries = VIGIL_READ_TRIES;
+}
+
+/* Whether `f` is worth a look at its first bytes read. */
+static __always_inline bool readable_regular_file(struct file *f)
+{
+	unsigned int mode = BPF_CORE_READ(f, f_mode);
+	if (!(mode & FMODE_READ) || (mode & FMODE_WRITE))
+		return false;
+	struct inode *inode = BPF_CORE_READ(f, f_inode);
+	if (!inode || (BPF_CORE_READ(inode, i_mode) & S_IFMT) != S_IFREG)
+		return false;
+	return BPF_CORE_READ(inode, i_size) >= (long long)CONTENT_READ_MIN;
+}
+
+/* A read of `fd` into `buf` begins; `pos` is its offset, or -1 for the file's. */
+static __always_inline int on_read(long fd, __u64 buf, long long pos)
+{
+	if (!CONTENT_READ || fd < 0)
+		return 0;
+	struct read_watches *w = process_watches(0);
+	if (!w)
+		return 0;
+	struct read_watch_slot *slot = &w->slot[fd & (VIGIL_WATCH_SLOTS - 1)];
+	if (slot->fd1 != (__s32)fd + 1)
+		return 0;
+	struct file *f = file_of_fd(fd);
+	if (!f || !readable_regular_file(f)) {
+		slot->fd1 = 0;
+		return 0;
+	}
+	if (pos < 0)
+		pos = BPF_CORE_READ(f, f_pos);
+	if (pos != 0) {
+		if (slot->tries <= 1)
+			slot->fd1 = 0;
+		else
+			slot->tries--;
+		return 0;
+	}
+	slot->fd1 = 0;
+	struct read_pending *p = bpf_task_storage_get(&READ_PENDING, bpf_get_current_task_btf(), 0,
+						      BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!p) {
+		count(VIGIL_COUNTER_EVICTED);
+		return 0;
+	}
+	if (!p->armed)
+		__sync_fetch_and_add(&PENDING_READS, 1);
+	p->buf = buf;
+	p->fd = (__s32)fd;
+	p->armed = 1;
+	return 0;
+}
+
+/*
+ * A marked fd copied with dup2/dup3 (how a shell's `< file` and dd hand
+ * a file over as stdin) or dup is marked under its new number too. The
+ * copy is made on entry, before the kernel checks the call; a failed call
+ * leaves a mark that the next read of that fd clears.
+ */
+static __always_inline void watch_copy(long oldfd, long newfd)
+{
+	if (!CONTENT_READ || oldfd < 0 || newfd < 0 || oldfd == newfd)
+		return;
+	struct read_watches *w = process_watches(0);
+	if (!w)
+		return;
+	struct read_watch_slot *from = &w->slot[oldfd & (VIGIL_WATCH_SLOTS - 1)];
+	if (from->fd1 != (__s32)oldfd + 1)
+		return;
+	struct read_watch_slot *to = &w->slot[newfd & (VIGIL_WATCH_SLOTS - 1)];
+	to->fd1 = (__s32)newfd + 1;
+	to->tries = from->tries;
+}
+
+SEC("tracepoint/syscalls/sys_enter_dup2")
+int vigil_dup2(struct syscall_trace_enter *ctx)
+{
+	watch_copy((long)ctx->args[0], (long)ctx->args[1]);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_dup3")
+int vigil_dup3(struct syscall_trace_enter *ctx)
+{
+	watch_copy((long)ctx->args[0], (long)ctx->args[1]);
+	return 0;
+}
+
+/* dup(oldfd): the new number is known on return; the old one waits in
+ * the thread's READ_PENDING (dup_of set, not armed). */
+SEC("tracepoint/syscalls/sys_enter_dup")
+int vigil_dup(struct syscall_trace_enter *ctx)
+{
+	if (!CONTENT_READ)
+		return 0;
+	long oldfd = (long)ctx->args[0];
+	if (oldfd < 0)
+		return 0;
+	struct read_watches *w = process_watches(0);
+	if (!w || w->slot[oldfd & (VIGIL_WATCH_SLOTS - 1)].fd1 != (__s32)oldfd + 1)
+		return 0;
+	struct read_pending *p = bpf_task_storage_get(&READ_PENDING, bpf_get_current_task_btf(), 0,
+						      BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (p && !p->armed)
+		p->dup_of = (__s32)oldfd + 1;
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_dup")
+int vigil_dup_ret(struct syscall_trace_exit *ctx)
+{
+	if (!CONTENT_READ)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct read_pending *p = bpf_task_storage_get(&READ_PENDING, task, 0, 0);
+	if (!p || !p->dup_of)
+		return 0;
+	long oldfd = p->dup_of - 1;
+	p->dup_of = 0;
+	watch_copy(oldfd, ctx->ret);
+	return 0;
+}
+
+#define VIGIL_READ_HEAD 16
+
+/* Whether the first bytes read start like a model format (a superset of
+ * what the agent's sniff accepts: it decides). */
+static __always_inline bool starts_like_model(const __u8 *b, long n, __u64 buf, long ret)
+{
+	if (n >= 4 && b[0] == 'G' && b[1] == 'G' && b[2] == 'U' && b[3] == 'F')
+		return true;
+	if (n >= 8 && b[4] == 'T' && b[5] == 'F' && b[6] == 'L' && b[7] == '3')
+		return true;
+	/* A pickle of protocol 2 to 5 (legacy torch.save). */
+	if (n >= 2 && b[0] == 0x80 && b[1] >= 2 && b[1] <= 5)
+		return true;
+	/* safetensors: a little-endian header length under 2^32, then '{'. */
+	if (n >= 9 && b[4] == 0 && b[5] == 0 && b[6] == 0 && b[7] == 0 && b[8] == '{')
+		return true;
+	/* ONNX ModelProto: ir_version (field 1, varint) first. */
+	if (n >= 2 && b[0] == 0x08 && b[1] > 0 && b[1] < 0x20)
+		return true;
+	/* A zip whose first entry is torch.save's data.pkl (when the read
+	 * holds the name; a short read of the local header goes to the agent). */
+	if (n >= 4 && b[0] == 'P' && b[1] == 'K' && b[2] == 3 && b[3] == 4) {
+		if (ret < 30)
+			return true;
+		__u16 name_len = 0;
+		if (bpf_probe_read_user(&name_len, sizeof(name_len), (void *)(buf + 26)) != 0)
+			return false;
+		if (name_len < 8)
+			return false;
+		if (30 + (long)name_len > ret)
+			return true;
+		char tail[8];
+		if (bpf_probe_read_user(tail, sizeof(tail), (void *)(buf + 30 + name_len - 8)) != 0)
+			return false;
+		return tail[0] == 'd' && tail[1] == 'a' && tail[2] == 't' && tail[3] == 'a' &&
+		       tail[4] == '.' && tail[5] == 'p' && tail[6] == 'k' && tail[7] == 'l';
+	}
+	return false;
+}
+
+static __always_inline int on_read_exit(long ret)
+{
+	if (PENDING_READS == 0)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct read_pending *p = bpf_task_storage_get(&READ_PENDING, task, 0, 0);
+	if (!p || !p->armed)
+		return 0;
+	__sync_fetch_and_add(&PENDING_READS, -1);
+	p->armed = 0;
+	__u64 buf = p->buf;
+	long fd = p->fd;
+	bpf_task_storage_delete(&READ_PENDING, task);
+	if (ret <= 0)
+		return 0;
+	__u8 head[VIGIL_READ_HEAD] = {};
+	long n = ret < VIGIL_READ_HEAD ? ret : VIGIL_READ_HEAD;
+	if (bpf_probe_read_user(head, n & (2 * VIGIL_READ_HEAD - 1), (void *)buf) != 0)
+		return 0;
+	if (!starts_like_model(head, n, buf, ret)) {
+		count(VIGIL_COUNTER_FILTERED);
+		return 0;
+	}
+	struct file *f = file_of_fd(fd);
+	if (!f)
+		return 0;
+	__u32 zero = 0;
+	struct vigil_file_map_event *ev = bpf_map_lookup_elem(&EVENT_SCRATCH, &zero);
+	if (!ev)
+		return 0;
+	const unsigned char *name = BPF_CORE_READ(f, f_path.dentry, d_name.name);
+	long nlen = bpf_probe_read_kernel_str(ev->name, VIGIL_NAME_MAX, name);
+	if (nlen <= 0)
+		return 0;
+	ev->fd = (__s32)fd;
+	ev->match = VIGIL_MATCH_CONTENT_READ;
+	ev->name_len = (__u32)nlen;
+	ev->prot = 0;
+	ev->length = (__u64)ret;
+	ev->component_count = 0;
+	ev->path_complete = 0;
+	walk_path(f, ev);
+	if (nlen > VIGIL_NAME_MAX)
+		return 0;
+	__u64 size = offsetof(struct vigil_file_map_event, name) + (__u32)nlen;
+	fill_header(&ev->hdr, VIGIL_EVENT_FILE_MAP, size);
+	emit(ev, size, BPF_RB_FORCE_WAKEUP);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_read")
+int vigil_read(struct syscall_trace_enter *ctx)
+{
+	return on_read((long)ctx->args[0], ctx->args[1], -1);
+}
+
+SEC("tracepoint/syscalls/sys_exit_read")
+int vigil_read_ret(struct syscall_trace_exit *ctx)
+{
+	return on_read_exit(ctx->ret);
+}
+
+/* pread64(fd, buf, count, pos): only a read at offset 0 counts. */
+SEC("tracepoint/syscalls/sys_enter_pread64")
+int vigil_pread(struct syscall_trace_enter *ctx)
+{
+	long long pos = (long long)ctx->args[3];
+	if (pos != 0)
+		return 0;
+	return on_read((long)ctx->args[0], ctx->args[1], 0);
+}
+
+SEC("tracepoint/syscalls/sys_exit_pread64")
+int vigil_pread_ret(struct syscall_trace_exit *ctx)
+{
+	return on_read_exit(ctx->ret);
 }
 
 /* A destination: family, port (host order), address. */

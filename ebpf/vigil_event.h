@@ -58,6 +58,10 @@
  * user space checks its content (weights loaded with mmap under a name that
  * says nothing, such as cache.dat). */
 #define VIGIL_MATCH_LARGE_MAPPING 4
+/* A file read with read() or pread64() at offset 0 whose first bytes start
+ * like a model format, whatever its name (FILE_MAP record, prot 0, length
+ * the bytes read): user space checks its content. */
+#define VIGIL_MATCH_CONTENT_READ 5
 
 /* DNS message bytes captured from a send to port 53. */
 #define VIGIL_DNS_MAX 256

@@ -94,6 +94,13 @@ pub struct AgentConfig {
     #[arg(long, default_value_t = 8)]
     pub large_mapping_mib: u64,
 
+    /// Check the first bytes read at offset 0 (read, pread64) of every file
+    /// opened for reading only, whatever its name: weights read under a
+    /// neutral name (shard.000) are found by content. `false` detaches the
+    /// read hooks.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub content_read_checks: bool,
+
     /// Size of the kernel's event ring buffer in KiB (a power of two, at
     /// least 4). Records that do not fit are counted as dropped.
     #[arg(long, default_value_t = 8192)]
@@ -280,6 +287,7 @@ impl AgentConfig {
     pub fn ebpf_options(&self) -> crate::sensors::EbpfOptions {
         crate::sensors::EbpfOptions {
             large_mapping_min: self.large_mapping_mib.saturating_mul(1 << 20),
+            content_read: self.content_read_checks,
             ring_buffer_bytes: self.ring_buffer_kib.saturating_mul(1024),
             flood_drops_per_sec: self.sensor_flood_drops_per_sec,
         }

@@ -32,6 +32,14 @@ pub enum Observation {
         head: Option<Vec<u8>>,
         length: u64,
     },
+    /// Read `bytes` bytes of a file from its start with read() or pread(),
+    /// the first of which start like a model format (the kernel's check);
+    /// `head` is its first bytes as the agent read them again.
+    FileRead {
+        path: String,
+        head: Option<Vec<u8>>,
+        bytes: u64,
+    },
     /// Opened (or tried to open) an accelerator device node.
     DeviceOpened { path: String, failed: bool },
     /// Mapped a library executable; `name` is its file name.
@@ -60,9 +68,9 @@ impl Observation {
     /// approval may depend on (an opened or mapped file).
     pub fn model_candidate_path(&self) -> Option<&str> {
         match self {
-            Observation::FileOpened { path, .. } | Observation::FileMapped { path, .. } => {
-                Some(path)
-            }
+            Observation::FileOpened { path, .. }
+            | Observation::FileMapped { path, .. }
+            | Observation::FileRead { path, .. } => Some(path),
             _ => None,
         }
     }
@@ -82,7 +90,7 @@ pub fn is_model_content(obs: &Observation) -> bool {
                 .is_some_and(|h| sniff_model_format(h).is_some() || may_be_pickle(h)),
             ModelPathClass::NotModel => false,
         },
-        Observation::FileMapped { path, head, .. } => {
+        Observation::FileMapped { path, head, .. } | Observation::FileRead { path, head, .. } => {
             classify_model_path(path) != ModelPathClass::NotModel
                 || head
                     .as_deref()
@@ -173,6 +181,28 @@ fn model_file_opened(path: &str, head: Option<&[u8]>, who: &str) -> Option<Verdi
     })
 }
 
+/// A file mapped or read from its start: judged like an open of it when
+/// it is named like a model, else by its content alone; `done` says what
+/// `who` did ("read", "32.0 MiB mapped").
+fn model_content(path: &str, head: Option<&[u8]>, who: &str, done: &str) -> Option<Verdict> {
+    if classify_model_path(path) != ModelPathClass::NotModel {
+        return model_file_opened(path, head, who);
+    }
+    let format = head.and_then(sniff_unnamed_model_format)?;
+    Some(Verdict {
+        rule_id: MODEL_FILE_RULE_ID,
+        signal: SignalKind::ModelFile,
+        severity: Severity::High,
+        file: file(path),
+        net: None,
+        gpu: None,
+        summary: format!(
+            "{} model weights in {path} (a name that does not say so), {done} by {who}",
+            format.as_str()
+        ),
+    })
+}
+
 fn file(path: &str) -> Option<FileObject> {
     Some(FileObject::at(path))
 }
@@ -242,25 +272,11 @@ impl BuiltinRules {
                 model_file_opened(path, head.as_deref(), &who)?
             }
             Observation::FileMapped { path, head, length } => {
-                if classify_model_path(path) != ModelPathClass::NotModel {
-                    // Named like a model: judged like an open of it.
-                    model_file_opened(path, head.as_deref(), &who)?
-                } else {
-                    let format = head.as_deref().and_then(sniff_unnamed_model_format)?;
-                    let mib = *length as f64 / (1024.0 * 1024.0);
-                    Verdict {
-                        rule_id: MODEL_FILE_RULE_ID,
-                        signal: SignalKind::ModelFile,
-                        severity: Severity::High,
-                        file: file(path),
-                        net: None,
-                        gpu: None,
-                        summary: format!(
-                            "{} model weights in {path} (a name that does not say so), {mib:.1} MiB mapped by {who}",
-                            format.as_str()
-                        ),
-                    }
-                }
+                let mib = *length as f64 / (1024.0 * 1024.0);
+                model_content(path, head.as_deref(), &who, &format!("{mib:.1} MiB mapped"))?
+            }
+            Observation::FileRead { path, head, .. } => {
+                model_content(path, head.as_deref(), &who, "read")?
             }
             Observation::DeviceOpened { path, failed } => {
                 if !is_gpu_device(path) {
@@ -656,7 +672,7 @@ mod tests {
                 1
             )
             .is_none());
-        // ONNX-like bytes need the name.
+        // Bytes that only start like ONNX need the name.
         assert!(rules
             .evaluate(&python(), &mapped("/data/blob", b"\x08\x07\x12\x04abcd"), 1)
             .is_none());
@@ -672,6 +688,51 @@ mod tests {
             rules.evaluate(&python(), &kept.clone(), 1),
             rules.evaluate(&python(), &kept, 1)
         );
+    }
+
+    #[test]
+    fn a_file_read_from_its_start_is_a_model_by_content_whatever_its_name() {
+        let rules = BuiltinRules::default();
+        let read = |path: &str, head: &[u8]| Observation::FileRead {
+            path: path.into(),
+            head: Some(head.to_vec()),
+            bytes: 4096,
+        };
+        let gguf = b"GGUF\x03\x00\x00\x00\x00\x00\x00\x00";
+        let f = rules
+            .evaluate(&python(), &read("/srv/shard.000", gguf), 1)
+            .unwrap();
+        assert_eq!(f.signal, SignalKind::ModelFile);
+        assert_eq!(f.file.unwrap().path, "/srv/shard.000");
+        assert!(
+            f.summary.contains("gguf model weights in /srv/shard.000")
+                && f.summary.contains("read by unapproved process"),
+            "{}",
+            f.summary
+        );
+        let onnx = b"\x08\x07\x12\x07pytorch\x1a\x052.1.0:\x90\x01";
+        assert!(rules
+            .evaluate(&python(), &read("/srv/weights.cache", onnx), 1)
+            .is_some());
+        // A model name is judged as an open of it; benign bytes under a
+        // neutral name, or no head at all, are nothing.
+        assert!(rules
+            .evaluate(&python(), &read("/srv/m.gguf", gguf), 1)
+            .unwrap()
+            .summary
+            .starts_with("model file /srv/m.gguf"));
+        assert!(rules
+            .evaluate(&python(), &read("/srv/blob", b"\x08\x07\x12\x04abcd"), 1)
+            .is_none());
+        assert!(rules
+            .evaluate(&python(), &read("/srv/blob", b"\x80\x04\x95\x01\x00"), 1)
+            .is_none());
+        let unreadable = Observation::FileRead {
+            path: "/srv/blob".into(),
+            head: None,
+            bytes: 10,
+        };
+        assert!(rules.evaluate(&python(), &unreadable, 1).is_none());
     }
 
     #[test]

@@ -188,10 +188,11 @@ pub fn may_be_pickle(head: &[u8]) -> bool {
 }
 
 /// Recognises model weights from content alone, for a file whose name says
-/// nothing (`cache.dat`): only formats with a distinctive header count, so
-/// an arbitrary large file (a database, an archive, a library) is not a
-/// model. ONNX and bare pickles start too plainly to be told apart without
-/// their name and are left out.
+/// nothing (`cache.dat`, `shard.000`): only headers that say more than a
+/// first byte count, so an arbitrary file (a database, an archive, a
+/// library, a cache pickle) is not a model. ONNX counts when its first
+/// fields read as a ModelProto's, a pickle when it opens with torch.save's
+/// magic number.
 pub fn sniff_unnamed_model_format(head: &[u8]) -> Option<ModelFormat> {
     match sniff_model_format(head)? {
         // Magic, then a version this format has had (1 to 3).
@@ -205,8 +206,88 @@ pub fn sniff_unnamed_model_format(head: &[u8]) -> Option<ModelFormat> {
         }
         ModelFormat::PyTorchZip => Some(ModelFormat::PyTorchZip),
         ModelFormat::TfLite => Some(ModelFormat::TfLite),
-        ModelFormat::Onnx | ModelFormat::Pickle => None,
+        ModelFormat::Onnx => starts_like_model_proto(head).then_some(ModelFormat::Onnx),
+        ModelFormat::Pickle => starts_with_torch_magic(head).then_some(ModelFormat::Pickle),
     }
+}
+
+/// Legacy `torch.save` (and torch's own pickles) begin with PROTO, an
+/// optional FRAME, then LONG1 of the magic number 0x1950a86a20f9469cfc6c.
+fn starts_with_torch_magic(head: &[u8]) -> bool {
+    const MAGIC: &[u8] = b"\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19";
+    let Some(rest) = head.get(2..) else {
+        return false;
+    };
+    // FRAME (protocol 4 and later): opcode and an 8-byte length.
+    let rest = match rest.first() {
+        Some(0x95) => rest.get(9..).unwrap_or(&[]),
+        _ => rest,
+    };
+    rest.starts_with(MAGIC)
+}
+
+/// Whether `head` reads as the start of an ONNX ModelProto: ir_version
+/// (field 1) of a version ONNX has had, then only ModelProto's own fields
+/// with their wire types, up to the graph or an opset import, or to a
+/// text field (producer, doc string) that goes on past the end of `head`.
+fn starts_like_model_proto(head: &[u8]) -> bool {
+    fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *b.get(*at)?;
+            *at += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let mut at = 0;
+    if head.first() != Some(&0x08) {
+        return false;
+    }
+    at += 1;
+    match varint(head, &mut at) {
+        Some(v) if (1..=15).contains(&v) => {}
+        _ => return false,
+    }
+    while at < head.len() {
+        let Some(tag) = varint(head, &mut at) else {
+            return false;
+        };
+        match (tag >> 3, tag & 7) {
+            // graph, opset_import: a model.
+            (7 | 8, 2) => return true,
+            // producer_name, producer_version, domain, doc_string,
+            // metadata_props, training_info, functions.
+            (2 | 3 | 4 | 6 | 14 | 20 | 25, 2) => {
+                let Some(len) = varint(head, &mut at) else {
+                    return false;
+                };
+                if len > 1 << 24 {
+                    return false;
+                }
+                let end = at.saturating_add(len as usize);
+                if end > head.len() {
+                    let text = &head[at.min(head.len())..];
+                    return !text.is_empty()
+                        && text
+                            .iter()
+                            .all(|&b| b.is_ascii_graphic() || b" \t\r\n".contains(&b));
+                }
+                at = end;
+            }
+            // model_version.
+            (5, 0) => {
+                if varint(head, &mut at).is_none() {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -339,5 +420,56 @@ mod tests {
         assert_eq!(sniff_unnamed_model_format(b"\x80\x02}q\x00"), None);
         assert_eq!(sniff_unnamed_model_format(b"\x7fELF\x02\x01\x01"), None);
         assert_eq!(sniff_unnamed_model_format(b"SQLite format 3\0"), None);
+    }
+
+    #[test]
+    fn onnx_and_torch_pickles_are_known_by_content_only_from_telling_headers() {
+        // torch.onnx.export: ir_version 7, producer "pytorch" 2.1.0, graph.
+        let onnx = b"\x08\x07\x12\x07pytorch\x1a\x052.1.0:\x90\x01\n\x05";
+        assert_eq!(sniff_unnamed_model_format(onnx), Some(ModelFormat::Onnx));
+        // onnx.helper: ir_version 9, opset first.
+        assert_eq!(
+            sniff_unnamed_model_format(b"\x08\x09B\x04\n\x00\x10\x11"),
+            Some(ModelFormat::Onnx)
+        );
+        // A producer name running past the head.
+        assert_eq!(
+            sniff_unnamed_model_format(b"\x08\x08\x12\x40onnx-tensorflow conv"),
+            Some(ModelFormat::Onnx)
+        );
+        // A field that ends with the head says nothing more; binary in a
+        // "text" field, an unknown field, a version ONNX never had: no.
+        assert_eq!(sniff_unnamed_model_format(b"\x08\x07\x12\x04abcd"), None);
+        assert_eq!(
+            sniff_unnamed_model_format(b"\x08\x07\x12\x40ab\x00\xff"),
+            None
+        );
+        assert_eq!(sniff_unnamed_model_format(b"\x08\x07\x50\x01"), None);
+        assert_eq!(sniff_unnamed_model_format(b"\x08\x1f:\x01\x00"), None);
+        assert_eq!(
+            sniff_model_format(b"\x08\x07\x12\x04abcd"),
+            Some(ModelFormat::Onnx)
+        );
+
+        // Legacy torch.save, protocol 2, and protocol 4 with a FRAME.
+        let magic = b"\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.";
+        let mut legacy = b"\x80\x02".to_vec();
+        legacy.extend_from_slice(magic);
+        assert_eq!(
+            sniff_unnamed_model_format(&legacy),
+            Some(ModelFormat::Pickle)
+        );
+        let mut framed = b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00".to_vec();
+        framed.extend_from_slice(magic);
+        assert_eq!(
+            sniff_unnamed_model_format(&framed),
+            Some(ModelFormat::Pickle)
+        );
+        // Any other pickle (a cache, a dict) is not a model by content.
+        assert_eq!(
+            sniff_unnamed_model_format(b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00}\x94."),
+            None
+        );
+        assert_eq!(sniff_unnamed_model_format(b"\x80\x02"), None);
     }
 }

@@ -406,7 +406,9 @@ impl Detector {
                         path,
                         failed: *ret < 0,
                     },
-                    PathMatch::AiRuntime | PathMatch::LargeMapping => return None,
+                    PathMatch::AiRuntime | PathMatch::LargeMapping | PathMatch::ContentRead => {
+                        return None
+                    }
                 };
                 let mut resolved = self.process(ctx, table);
                 if opened.unidentified && *matched == PathMatch::ModelFile {
@@ -434,6 +436,27 @@ impl Detector {
                     path,
                     head,
                     length: *length,
+                };
+                self.rules.evaluate(&ProcessInfo::default(), &obs, at)?;
+                let resolved = self.process(ctx, table);
+                self.detect(resolved, obs, at)
+            }
+            SensorEvent::FileMap {
+                fd,
+                matched: PathMatch::ContentRead,
+                name,
+                path: walked,
+                length,
+                ..
+            } => {
+                let path = self.mapped_path(ctx.pid, *fd, name, walked.as_deref());
+                let head = self.head(ctx.pid, Some(*fd), &path, None);
+                // The kernel only looked at a few bytes: decide on the
+                // head before resolving the process.
+                let obs = Observation::FileRead {
+                    path,
+                    head,
+                    bytes: *length,
                 };
                 self.rules.evaluate(&ProcessInfo::default(), &obs, at)?;
                 let resolved = self.process(ctx, table);

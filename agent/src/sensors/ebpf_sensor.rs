@@ -57,6 +57,27 @@ const TRACEPOINTS: &[(&str, &str, &str, bool)] = &[
     ("vigil_sendto", "syscalls", "sys_enter_sendto", false),
     ("vigil_sendmsg", "syscalls", "sys_enter_sendmsg", false),
     ("vigil_sendmmsg", "syscalls", "sys_enter_sendmmsg", false),
+    // Content checks of files read at offset 0 (`EbpfOptions::content_read`).
+    ("vigil_read", "syscalls", "sys_enter_read", false),
+    ("vigil_read_ret", "syscalls", "sys_exit_read", false),
+    ("vigil_pread", "syscalls", "sys_enter_pread64", false),
+    ("vigil_pread_ret", "syscalls", "sys_exit_pread64", false),
+    ("vigil_dup", "syscalls", "sys_enter_dup", false),
+    ("vigil_dup_ret", "syscalls", "sys_exit_dup", false),
+    ("vigil_dup2", "syscalls", "sys_enter_dup2", false),
+    ("vigil_dup3", "syscalls", "sys_enter_dup3", false),
+];
+
+/// The programs that only content checks of reads need.
+const CONTENT_READ_PROGRAMS: &[&str] = &[
+    "vigil_read",
+    "vigil_read_ret",
+    "vigil_pread",
+    "vigil_pread_ret",
+    "vigil_dup",
+    "vigil_dup_ret",
+    "vigil_dup2",
+    "vigil_dup3",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +119,9 @@ pub struct EbpfOptions {
     /// Read-only mappings from offset 0 at least this long are sent for a
     /// content check (0: none).
     pub large_mapping_min: u64,
+    /// Files opened for reading only are checked by the first bytes read
+    /// at offset 0 (read/pread64), whatever their name.
+    pub content_read: bool,
     /// Ring buffer size in bytes: a power of two, at least one page.
     pub ring_buffer_bytes: u32,
     /// Records of one process lost for a full ring in a second that make
@@ -109,6 +133,7 @@ impl Default for EbpfOptions {
     fn default() -> Self {
         Self {
             large_mapping_min: 8 << 20,
+            content_read: true,
             ring_buffer_bytes: 8 << 20,
             flood_drops_per_sec: 1000,
         }
@@ -138,6 +163,7 @@ impl EbpfSensor {
         let table = path_filter::table(filters)?;
         let (port_table, port_count) = path_filter::port_table(ports)?;
         let agent_tgid = std::process::id();
+        let content_read = u32::from(options.content_read);
         let mut ebpf = EbpfLoader::new()
             .override_global("PATH_FILTERS", &table.filters, true)
             .override_global("PATH_FILTER_COUNT", &table.count, true)
@@ -150,6 +176,7 @@ impl EbpfSensor {
             .override_global("AI_PORTS", &port_table, true)
             .override_global("AI_PORT_COUNT", &port_count, true)
             .override_global("LARGE_MAPPING_MIN", &options.large_mapping_min, true)
+            .override_global("CONTENT_READ", &content_read, true)
             .map_max_entries("EVENTS", options.ring_buffer_bytes)
             // OPEN_PENDING (task storage) is only used in the kernel; aya
             // has no user-space type for it.
@@ -157,6 +184,9 @@ impl EbpfSensor {
             .load(SENSORS_OBJECT)?;
         let mut hooks = Vec::new();
         for &(program, category, name, required) in TRACEPOINTS {
+            if !options.content_read && CONTENT_READ_PROGRAMS.contains(&program) {
+                continue;
+            }
             let err = |source| SensorError::Program { program, source };
             let tp: &mut TracePoint = ebpf
                 .program_mut(program)

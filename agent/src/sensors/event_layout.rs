@@ -37,6 +37,7 @@ pub const MATCH_MODEL_FILE: u32 = 1;
 pub const MATCH_GPU_DEVICE: u32 = 2;
 pub const MATCH_AI_RUNTIME: u32 = 3;
 pub const MATCH_LARGE_MAPPING: u32 = 4;
+pub const MATCH_CONTENT_READ: u32 = 5;
 
 pub const OPEN_SYSCALL: u32 = 0;
 pub const OPEN_IO_URING: u32 = 1;
@@ -377,6 +378,10 @@ pub enum PathMatch {
     AiRuntime,
     /// A large read-only mapping from offset 0, whatever the file's name.
     LargeMapping,
+    /// A file read at offset 0 whose first bytes start like a model
+    /// format, whatever its name (a FILE_MAP record; `length` is the bytes
+    /// read).
+    ContentRead,
 }
 
 /// How a file was opened, which says what an open record's result is.
@@ -585,6 +590,7 @@ fn path_match(raw: u32) -> Result<PathMatch, DecodeError> {
         MATCH_GPU_DEVICE => Ok(PathMatch::GpuDevice),
         MATCH_AI_RUNTIME => Ok(PathMatch::AiRuntime),
         MATCH_LARGE_MAPPING => Ok(PathMatch::LargeMapping),
+        MATCH_CONTENT_READ => Ok(PathMatch::ContentRead),
         other => Err(DecodeError::UnknownMatch(other)),
     }
 }
