@@ -57,3 +57,27 @@ int empty_sendmsg(void *ctx) { return 0; }
 
 SEC("tracepoint/syscalls/sys_enter_sendmmsg")
 int empty_sendmmsg(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_enter_read")
+int empty_read(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_exit_read")
+int empty_read_ret(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_enter_pread64")
+int empty_pread(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_exit_pread64")
+int empty_pread_ret(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_enter_dup")
+int empty_dup(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_exit_dup")
+int empty_dup_ret(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_enter_dup2")
+int empty_dup2(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_enter_dup3")
+int empty_dup3(void *ctx) { return 0; }

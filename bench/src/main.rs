@@ -36,6 +36,9 @@ enum Condition {
     Nothing,
     Empty,
     Agent,
+    /// The agent with `--content-read-checks false`: its read hooks
+    /// detached (the sensors before content checks of reads).
+    AgentNoReadChecks,
     Bpftrace,
 }
 
@@ -45,6 +48,7 @@ impl Condition {
             Condition::Nothing => "nothing attached",
             Condition::Empty => "empty programs",
             Condition::Agent => "vigil-agent",
+            Condition::AgentNoReadChecks => "vigil-agent without read checks",
             Condition::Bpftrace => "bpftrace printing every event",
         }
     }
@@ -120,6 +124,14 @@ fn attach(c: Condition, s: &Settings, cp: &str, round: usize) -> anyhow::Result<
                 ("empty_sendto", "syscalls", "sys_enter_sendto"),
                 ("empty_sendmsg", "syscalls", "sys_enter_sendmsg"),
                 ("empty_sendmmsg", "syscalls", "sys_enter_sendmmsg"),
+                ("empty_read", "syscalls", "sys_enter_read"),
+                ("empty_read_ret", "syscalls", "sys_exit_read"),
+                ("empty_pread", "syscalls", "sys_enter_pread64"),
+                ("empty_pread_ret", "syscalls", "sys_exit_pread64"),
+                ("empty_dup", "syscalls", "sys_enter_dup"),
+                ("empty_dup_ret", "syscalls", "sys_exit_dup"),
+                ("empty_dup2", "syscalls", "sys_enter_dup2"),
+                ("empty_dup3", "syscalls", "sys_enter_dup3"),
             ] {
                 let tp: &mut TracePoint = ebpf.program_mut(prog).context(prog)?.try_into()?;
                 tp.load()?;
@@ -128,6 +140,12 @@ fn attach(c: Condition, s: &Settings, cp: &str, round: usize) -> anyhow::Result<
             Attached::Empty(ebpf)
         }
         Condition::Agent => Attached::Agent(start_agent(s, cp, &format!("round{round}"))?),
+        Condition::AgentNoReadChecks => Attached::Agent(start_agent_with(
+            s,
+            cp,
+            &format!("noread{round}"),
+            &["--content-read-checks", "false"],
+        )?),
         Condition::Bpftrace => {
             let script = r#"tracepoint:syscalls:sys_enter_openat { printf("%d %s\n", pid, str(args->filename)); }
 tracepoint:sched:sched_process_exec { printf("%d %s\n", pid, str(args->filename)); }
@@ -209,17 +227,30 @@ fn agent_counters(s: &Settings, cp: &ControlPlane) -> anyhow::Result<(u64, u64)>
     Ok((k.emitted, k.dropped))
 }
 
+/// The storms' files: a 64-byte text file opened (and watched for its
+/// first read) in the open storm, and a 16 MiB file of text read in 4 KiB
+/// reads in the read storm; both in the page cache.
+fn storm_files(s: &Settings) -> anyhow::Result<(String, String)> {
+    let target = s.work.path().join("plain.txt");
+    std::fs::write(&target, [b'x'; 64])?;
+    let big = s.work.path().join("big.txt");
+    std::fs::write(&big, vec![b'y'; 16 << 20])?;
+    let path = |p: PathBuf| -> anyhow::Result<String> {
+        Ok(p.to_str().context("utf-8 path")?.to_string())
+    };
+    Ok((path(target)?, path(big)?))
+}
+
 fn storm_rounds(
     s: &Settings,
     cp: &ControlPlane,
     conditions: &[Condition],
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let target = s.work.path().join("plain.txt");
-    std::fs::write(&target, b"x")?;
-    let target = target.to_str().context("utf-8 path")?.to_string();
+    let (target, big) = storm_files(s)?;
     let mut open: Vec<Vec<f64>> = vec![Vec::new(); conditions.len()];
     let mut exec: Vec<Vec<f64>> = vec![Vec::new(); conditions.len()];
+    let mut read: Vec<Vec<f64>> = vec![Vec::new(); conditions.len()];
     let (mut emitted, mut dropped) = (0u64, 0u64);
     let (mut agent_cpu, mut agent_wall) = (0.0, 0.0);
     for round in 0..s.rounds {
@@ -233,6 +264,7 @@ fn storm_rounds(
             let t0 = Instant::now();
             let o = storm::open_storm(&target, s.open_threads, s.storm);
             let e = storm::exec_storm(s.exec_threads, s.storm);
+            let r = storm::read_storm(&big, s.open_threads, s.storm);
             if let Some(pid) = pid {
                 agent_cpu += cpu_seconds(pid) - cpu0;
                 agent_wall += t0.elapsed().as_secs_f64();
@@ -242,11 +274,12 @@ fn storm_rounds(
                 dropped += dr;
             }
             eprintln!(
-                "round {round} {:<30} open {o:>12.0}/s  exec {e:>8.0}/s",
+                "round {round} {:<32} open {o:>10.0}/s  exec {e:>7.0}/s  read {r:>10.0}/s",
                 c.name()
             );
             open[i].push(o);
             exec[i].push(e);
+            read[i].push(r);
             drop(attached);
         }
     }
@@ -268,6 +301,70 @@ fn storm_rounds(
     report.push(
         Figure::ratio("open storm: agent / empty programs", oa, oe, "opens/s", cmd).goal(0.98),
     );
+    if conditions.contains(&Condition::AgentNoReadChecks) {
+        let (rn, re, ra, rb) = (
+            med(&mut read, Condition::Nothing),
+            med(&mut read, Condition::Empty),
+            med(&mut read, Condition::Agent),
+            med(&mut read, Condition::AgentNoReadChecks),
+        );
+        let (ob, eb) = (
+            med(&mut open, Condition::AgentNoReadChecks),
+            med(&mut exec, Condition::AgentNoReadChecks),
+        );
+        report.push(
+            Figure::ratio(
+                "read storm (4 KiB reads): agent / empty programs",
+                ra,
+                re,
+                "reads/s",
+                cmd,
+            )
+            .goal(0.95),
+        );
+        report.push(Figure::ratio(
+            "read storm (4 KiB reads): agent / nothing attached",
+            ra,
+            rn,
+            "reads/s",
+            cmd,
+        ));
+        report.push(Figure::ratio(
+            "read storm (4 KiB reads): empty programs / nothing attached",
+            re,
+            rn,
+            "reads/s",
+            cmd,
+        ));
+        report.push(Figure::ratio(
+            "read storm (4 KiB reads): agent without read checks (before) / nothing attached",
+            rb,
+            rn,
+            "reads/s",
+            cmd,
+        ));
+        report.push(Figure::ratio(
+            "open storm: agent without read checks (before) / empty programs",
+            ob,
+            oe,
+            "opens/s",
+            cmd,
+        ));
+        report.push(Figure::ratio(
+            "open storm: agent / agent without read checks (cost of watching opens)",
+            oa,
+            ob,
+            "opens/s",
+            cmd,
+        ));
+        report.push(Figure::ratio(
+            "exec storm: agent without read checks (before) / empty programs",
+            eb,
+            ee,
+            "execs/s",
+            cmd,
+        ));
+    }
     report.push(Figure::ratio(
         "open storm: agent / nothing attached",
         oa,
@@ -371,10 +468,10 @@ fn program_stats(prefix: &str) -> std::collections::BTreeMap<String, (u64, u64)>
 fn program_costs(s: &Settings, cp: &ControlPlane, report: &mut Report) -> anyhow::Result<()> {
     let _stats =
         aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling BPF run-time stats")?;
-    let target = s.work.path().join("plain.txt");
-    let target = target.to_str().context("utf-8 path")?.to_string();
+    let (target, big) = storm_files(s)?;
     let storms = || {
         storm::open_storm(&target, s.open_threads, s.storm);
+        storm::read_storm(&big, s.open_threads, s.storm);
         storm::exec_storm(s.exec_threads, s.storm);
         storm::send_storm(s.open_threads, s.storm);
     };
@@ -399,6 +496,8 @@ fn program_costs(s: &Settings, cp: &ControlPlane, report: &mut Report) -> anyhow
         ("sched_process_exec", "vigil_exec", "empty_exec"),
         ("sched_process_exit", "vigil_exit", "empty_exit"),
         ("sys_enter_sendto", "vigil_sendto", "empty_sendto"),
+        ("sys_enter_read", "vigil_read", "empty_read"),
+        ("sys_exit_read", "vigil_read_ret", "empty_read_ret"),
     ] {
         report.push(Figure::ratio(
             &format!("{hook} program cost per call: agent / empty program"),
@@ -691,7 +790,20 @@ fn main() -> anyhow::Result<()> {
     if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("flood") {
         return flood_bench::flood(&s, &cp, &mut Report::default());
     }
-    let mut conditions = vec![Condition::Nothing, Condition::Empty, Condition::Agent];
+    let mut conditions = vec![
+        Condition::Nothing,
+        Condition::Empty,
+        Condition::Agent,
+        Condition::AgentNoReadChecks,
+    ];
+    // `VIGIL_BENCH_ONLY=storms`: only the sensor storms and per-program
+    // costs, merged into the results.
+    if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("storms") {
+        let mut report = Report::default();
+        storm_rounds(&s, &cp, &conditions, &mut report)?;
+        program_costs(&s, &cp, &mut report)?;
+        return report.merge(&root);
+    }
     if s.bpftrace.is_some() {
         conditions.push(Condition::Bpftrace);
     }

@@ -24,6 +24,38 @@ pub fn open_storm(path: &str, threads: usize, dur: Duration) -> f64 {
     })
 }
 
+/// `dd` of `path` in 4 KiB reads (open, read to the end, close, again) on
+/// `threads` threads; reads/s. Every open is one the content check
+/// watches; its first read at offset 0 is checked, the rest pay the watch
+/// lookup.
+pub fn read_storm(path: &str, threads: usize, dur: Duration) -> f64 {
+    let path = CString::new(path).expect("path");
+    run_threads(threads, dur, move |stop, count| {
+        let mut buf = vec![0u8; 4096];
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            // SAFETY: a valid NUL-terminated path; the fd is closed below.
+            let fd = unsafe { libc::openat(libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY) };
+            if fd < 0 {
+                break;
+            }
+            loop {
+                // SAFETY: buf is valid for its length.
+                let got = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+                if got <= 0 {
+                    break;
+                }
+                n += 1;
+                if n.is_multiple_of(4096) && stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+            unsafe { libc::close(fd) };
+        }
+        count.fetch_add(n, Ordering::Relaxed);
+    })
+}
+
 /// fork+exec of /bin/true, waited for, on `threads` threads; execs/s.
 pub fn exec_storm(threads: usize, dur: Duration) -> f64 {
     run_threads(threads, dur, |stop, count| {
