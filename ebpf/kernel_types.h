@@ -65,6 +65,27 @@ struct inode {
 	struct super_block *i_sb;
 } __core;
 
+/* The inode's change time, by kernel version (CO-RE picks the one that
+ * exists): split fields since 6.11, a hidden timespec64 in 6.6-6.10, a
+ * plain one before. */
+struct timespec64 {
+	long long tv_sec;
+	long tv_nsec;
+} __core;
+
+struct inode___ctime_split {
+	long long i_ctime_sec;
+	unsigned int i_ctime_nsec;
+} __core;
+
+struct inode___ctime_hidden {
+	struct timespec64 __i_ctime;
+} __core;
+
+struct inode___ctime_plain {
+	struct timespec64 i_ctime;
+} __core;
+
 struct file {
 	unsigned int f_mode; /* fmode_t */
 	long long f_pos;     /* loff_t */

@@ -42,6 +42,8 @@ const volatile __u32 AI_PORT_COUNT = 0;
 const volatile __u32 AGENT_TGID = 0;
 /* Read-only mappings from offset 0 at least this long are reported (0: none). */
 const volatile __u64 LARGE_MAPPING_MIN = 0;
+/* Executable mappings under other names are checked by content (0: off). */
+const volatile __u32 LIBRARY_CHECKS = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -361,6 +363,18 @@ static __always_inline struct file *file_of_fd(long fd)
 	return f;
 }
 
+/* A file's superblock dev_t and inode number (0, 0 when unknown). */
+static __always_inline void file_identity(struct file *f, __u64 *dev, __u64 *ino)
+{
+	*dev = 0;
+	*ino = 0;
+	struct inode *inode = BPF_CORE_READ(f, f_inode);
+	if (!inode)
+		return;
+	*ino = BPF_CORE_READ(inode, i_ino);
+	*dev = BPF_CORE_READ(inode, i_sb, s_dev);
+}
+
 /*
  * The file an open returned, by its fd in the current task's table: the
  * superblock's dev_t and the inode number, for user space to check that a
@@ -372,13 +386,8 @@ static __always_inline void read_opened_file(long fd, struct vigil_open_event *e
 	ev->dev = 0;
 	ev->ino = 0;
 	struct file *f = file_of_fd(fd);
-	if (!f)
-		return;
-	struct inode *inode = BPF_CORE_READ(f, f_inode);
-	if (!inode)
-		return;
-	ev->ino = BPF_CORE_READ(inode, i_ino);
-	ev->dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	if (f)
+		file_identity(f, &ev->dev, &ev->ino);
 }
 
 static __always_inline void watch_first_read(long fd);
@@ -693,11 +702,77 @@ static __always_inline void walk_path(struct file *f, struct vigil_file_map_even
 	ev->path_complete = w.complete;
 }
 
+/* Verdicts on executable files by version (see vigil_event.h). LRU: a
+ * verdict aged out only costs a second check. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct vigil_library_key);
+	__type(value, struct vigil_library_verdict);
+} LIBRARY_VERDICTS SEC(".maps");
+
+static __always_inline void inode_ctime(struct inode *inode, __s64 *sec, __u32 *nsec)
+{
+	struct inode___ctime_split *split = (void *)inode;
+	if (bpf_core_field_exists(split->i_ctime_sec)) {
+		*sec = BPF_CORE_READ(split, i_ctime_sec);
+		*nsec = BPF_CORE_READ(split, i_ctime_nsec);
+		return;
+	}
+	struct inode___ctime_hidden *hidden = (void *)inode;
+	if (bpf_core_field_exists(hidden->__i_ctime)) {
+		*sec = BPF_CORE_READ(hidden, __i_ctime.tv_sec);
+		*nsec = BPF_CORE_READ(hidden, __i_ctime.tv_nsec);
+		return;
+	}
+	struct inode___ctime_plain *plain = (void *)inode;
+	*sec = BPF_CORE_READ(plain, i_ctime.tv_sec);
+	*nsec = BPF_CORE_READ(plain, i_ctime.tv_nsec);
+}
+
+/*
+ * Whether an executable mapping of `f`, whose name is no AI runtime's,
+ * goes to user space for a content check: the first mapping of each file
+ * version (marked CHECKING here, so the mappings that follow while user
+ * space reads it stay in the kernel), and every mapping of a version user
+ * space found to be an AI runtime. A file changed in place has a new
+ * change time, so it is checked again.
+ */
+static __always_inline bool library_needs_check(struct file *f)
+{
+	if (!LIBRARY_CHECKS)
+		return false;
+	struct inode *inode = BPF_CORE_READ(f, f_inode);
+	if (!inode)
+		return false;
+	struct vigil_library_key key = {
+		.ino = BPF_CORE_READ(inode, i_ino),
+		.dev = BPF_CORE_READ(inode, i_sb, s_dev),
+	};
+	__s64 sec = 0;
+	__u32 nsec = 0;
+	inode_ctime(inode, &sec, &nsec);
+	__u64 now = bpf_ktime_get_boot_ns();
+	struct vigil_library_verdict *v = bpf_map_lookup_elem(&LIBRARY_VERDICTS, &key);
+	if (v && v->ctime_sec == sec && v->ctime_nsec == nsec &&
+	    (v->state != VIGIL_LIBRARY_CHECKING || now - v->since_ns < VIGIL_LIBRARY_CHECK_LAPSE_NS))
+		return v->state == VIGIL_LIBRARY_AI_RUNTIME;
+	struct vigil_library_verdict checking = {
+		.ctime_sec = sec,
+		.ctime_nsec = nsec,
+		.state = VIGIL_LIBRARY_CHECKING,
+		.since_ns = now,
+	};
+	bpf_map_update_elem(&LIBRARY_VERDICTS, &key, &checking, BPF_ANY);
+	return true;
+}
+
 /*
  * Two kinds of file mapping leave the kernel:
  * - executable (how a library gets loaded, by dlopen or the dynamic
  *   linker), when the file name read from the dentry matches a
- *   basename-prefix entry;
+ *   basename-prefix entry, or else for a content check
+ *   (library_needs_check);
  * - read-only from offset 0 over at least LARGE_MAPPING_MIN bytes,
  *   whatever the name: how llama.cpp, safetensors and numpy load weights,
  *   so a model under a name that says nothing (cache.dat) still reaches the
@@ -739,8 +814,10 @@ int vigil_mmap(struct syscall_trace_enter *ctx)
 	__u32 match = VIGIL_MATCH_LARGE_MAPPING;
 	if (exec) {
 		match = match_read_name(ps, n, true);
-		if (!match)
+		if (!match && !library_needs_check(f))
 			return 0;
+		if (!match)
+			match = VIGIL_MATCH_EXEC_BY_CONTENT;
 	}
 	struct vigil_file_map_event *ev = bpf_map_lookup_elem(&EVENT_SCRATCH, &zero);
 	if (!ev)
@@ -754,6 +831,7 @@ int vigil_mmap(struct syscall_trace_enter *ctx)
 	ev->name_len = nlen;
 	ev->prot = (__u32)prot;
 	ev->length = length;
+	file_identity(f, &ev->dev, &ev->ino);
 	ev->component_count = 0;
 	ev->path_complete = 0;
 	walk_path(f, ev);
@@ -1049,6 +1127,7 @@ static __always_inline int on_read_exit(long ret)
 	ev->name_len = (__u32)nlen;
 	ev->prot = 0;
 	ev->length = (__u64)ret;
+	file_identity(f, &ev->dev, &ev->ino);
 	ev->component_count = 0;
 	ev->path_complete = 0;
 	walk_path(f, ev);

@@ -62,6 +62,11 @@
  * like a model format, whatever its name (FILE_MAP record, prot 0, length
  * the bytes read): user space checks its content. */
 #define VIGIL_MATCH_CONTENT_READ 5
+/* An executable mapping of a file whose name is not an AI runtime's: user
+ * space checks its ELF content (dynamic symbols, soname). Sent for the
+ * first mapping of each file version (LIBRARY_VERDICTS) and for every
+ * mapping of one user space found to be an AI runtime. */
+#define VIGIL_MATCH_EXEC_BY_CONTENT 6
 
 /* DNS message bytes captured from a send to port 53. */
 #define VIGIL_DNS_MAX 256
@@ -146,6 +151,8 @@ struct vigil_file_map_event {
 	__u32 name_len; /* bytes of name[], NUL included */
 	__u32 prot;     /* PROT_* of the mapping */
 	__u64 length;   /* bytes mapped */
+	__u64 dev;      /* the file: superblock dev_t (kernel encoding) */
+	__u64 ino;      /* and inode number; 0 when unknown */
 	/* The file's path as components from the file up to the root of the
 	 * process's mount tree (innermost first); complete when the walk
 	 * reached the root within the slots. */
@@ -154,6 +161,34 @@ struct vigil_file_map_event {
 	char components[VIGIL_PATH_COMPONENTS][VIGIL_COMPONENT_MAX];
 	char name[VIGIL_NAME_MAX];
 };
+
+/*
+ * What user space found in an executable file mapped under a name that
+ * says nothing, by file version: the kernel sends the first mapping of a
+ * version it has no verdict for (and marks it CHECKING), then only those
+ * of versions user space marked AI_RUNTIME. Written by both sides.
+ */
+#define VIGIL_LIBRARY_CHECKING 1
+#define VIGIL_LIBRARY_PLAIN 2
+#define VIGIL_LIBRARY_AI_RUNTIME 3
+
+struct vigil_library_key {
+	__u64 ino;
+	__u32 dev; /* the superblock's dev_t, as the kernel keeps it */
+	__u32 pad;
+};
+
+struct vigil_library_verdict {
+	__s64 ctime_sec; /* the inode's change time when judged */
+	__u32 ctime_nsec;
+	__u32 state; /* VIGIL_LIBRARY_* */
+	__u64 since_ns; /* CHECKING: bpf_ktime_get_boot_ns() when sent */
+};
+
+/* A CHECKING verdict user space has not replaced in this long lapses, and
+ * the next mapping is sent again (a check that failed, or judged another
+ * file put at the path, cannot hide the file for good). */
+#define VIGIL_LIBRARY_CHECK_LAPSE_NS (2ULL * 1000 * 1000 * 1000)
 
 /*
  * A message sent to port 53 (a DNS question, UDP or TCP): to the address

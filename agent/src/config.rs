@@ -101,6 +101,12 @@ pub struct AgentConfig {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub content_read_checks: bool,
 
+    /// Check the ELF content (dynamic symbols, soname) of executable files
+    /// mapped under names that are no AI runtime's, once per file version:
+    /// a renamed copy of libonnxruntime or libllama is still found.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub library_content_checks: bool,
+
     /// Size of the kernel's event ring buffer in KiB (a power of two, at
     /// least 4). Records that do not fit are counted as dropped.
     #[arg(long, default_value_t = 8192)]
@@ -288,6 +294,7 @@ impl AgentConfig {
         crate::sensors::EbpfOptions {
             large_mapping_min: self.large_mapping_mib.saturating_mul(1 << 20),
             content_read: self.content_read_checks,
+            library_checks: self.library_content_checks,
             ring_buffer_bytes: self.ring_buffer_kib.saturating_mul(1024),
             flood_drops_per_sec: self.sensor_flood_drops_per_sec,
         }

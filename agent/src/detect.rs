@@ -9,6 +9,7 @@
 mod detect_stage;
 pub mod detector;
 pub mod file_digest;
+mod library_check;
 pub mod model_examination;
 pub mod process_table;
 pub mod reported_signals;

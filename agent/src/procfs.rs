@@ -271,6 +271,42 @@ fn fd_path(proc: &Process, fd: i32) -> Option<PathBuf> {
 
 /// The file paths of the process's mappings, in /proc/PID/maps order
 /// (whole paths: spaces in a path are part of it).
+impl Procfs {
+    /// The file process `pid` has mapped executable under the file name
+    /// `name` (a memfd's too), opened through /proc/PID/map_files (what
+    /// is mapped, whatever is at its path now), if it is `identity` where
+    /// that is known.
+    pub fn open_mapped(
+        &self,
+        pid: u32,
+        name: &str,
+        identity: Option<crate::sensors::FileIdentity>,
+    ) -> Option<(std::fs::File, std::fs::Metadata)> {
+        let maps = self.open(pid)?.maps().ok()?;
+        let deleted = format!("{name} (deleted)");
+        maps.into_iter().find_map(|m| {
+            let MMapPath::Path(p) = &m.pathname else {
+                return None;
+            };
+            let p = p.to_string_lossy();
+            let named = p
+                .rsplit('/')
+                .next()
+                .is_some_and(|last| last == name || last == deleted);
+            if !named || !m.perms.contains(::procfs::process::MMPermissions::EXECUTE) {
+                return None;
+            }
+            let (start, end) = m.address;
+            let file =
+                std::fs::File::open(self.root.join(format!("{pid}/map_files/{start:x}-{end:x}")))
+                    .ok()?;
+            let meta = file.metadata().ok()?;
+            let same = identity.is_none_or(|id| crate::sensors::FileIdentity::of(&meta) == id);
+            (meta.is_file() && same).then_some((file, meta))
+        })
+    }
+}
+
 fn mapped_paths(proc: &Process) -> Vec<String> {
     let Ok(maps) = proc.maps() else {
         return Vec::new();

@@ -44,6 +44,14 @@ pub enum Observation {
     DeviceOpened { path: String, failed: bool },
     /// Mapped a library executable; `name` is its file name.
     LibraryMapped { name: String, path: String },
+    /// Mapped executable a file whose name says nothing but whose ELF
+    /// content is an AI runtime's (`identify_runtime_library`): `runtime`
+    /// names it, `evidence` says how it was known.
+    RuntimeLibraryIdentified {
+        path: String,
+        runtime: String,
+        evidence: String,
+    },
     /// Started (exec) a program known as an AI runtime or model server by
     /// its name (`ai_runtime_binary`): `runtime` is the list's entry.
     RuntimeStarted { exe: String, runtime: String },
@@ -307,6 +315,21 @@ impl BuiltinRules {
                     summary: format!("AI runtime library {name} loaded by {who}"),
                 }
             }
+            Observation::RuntimeLibraryIdentified {
+                path,
+                runtime,
+                evidence,
+            } => Verdict {
+                rule_id: AI_RUNTIME_RULE_ID,
+                signal: SignalKind::AiRuntime,
+                severity: Severity::Medium,
+                file: file(path),
+                net: None,
+                gpu: None,
+                summary: format!(
+                    "AI runtime library {runtime} ({evidence}) loaded from {path}, a name that does not say so, by {who}"
+                ),
+            },
             Observation::RuntimeStarted { exe, runtime } => Verdict {
                 rule_id: AI_RUNTIME_RULE_ID,
                 signal: SignalKind::AiRuntime,
@@ -733,6 +756,30 @@ mod tests {
             bytes: 10,
         };
         assert!(rules.evaluate(&python(), &unreadable, 1).is_none());
+    }
+
+    #[test]
+    fn a_library_known_by_its_elf_content_is_an_ai_runtime_whatever_its_name() {
+        let f = BuiltinRules::default()
+            .evaluate(
+                &python(),
+                &Observation::RuntimeLibraryIdentified {
+                    path: "/tmp/libfoo.so".into(),
+                    runtime: "onnxruntime".into(),
+                    evidence: "dynamic symbol OrtGetApiBase".into(),
+                },
+                1,
+            )
+            .unwrap();
+        assert_eq!(f.signal, SignalKind::AiRuntime);
+        assert_eq!(f.file.unwrap().path, "/tmp/libfoo.so");
+        assert!(
+            f.summary.starts_with(
+                "AI runtime library onnxruntime (dynamic symbol OrtGetApiBase) loaded from /tmp/libfoo.so"
+            ),
+            "{}",
+            f.summary
+        );
     }
 
     #[test]

@@ -166,7 +166,8 @@ impl DetectStage {
         };
         let mut detector = Detector::new(BuiltinRules::new(approved), procfs, std::process::id())
             .with_limits(limits)
-            .with_probe_exclusions(&config.serving_probe_exclude_ports);
+            .with_probe_exclusions(&config.serving_probe_exclude_ports)
+            .with_library_verdicts(sensors.library_verdicts());
         let restored = memory
             .restore()
             .context("restoring the signals of running processes")?;

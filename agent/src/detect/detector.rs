@@ -15,6 +15,7 @@ use vigil_domain::{
 
 use crate::clock::boot_ns_to_unix_nanos;
 use crate::detect::file_digest::{file_key, FileDigestCache, FileKey, HashBudget, NotHashed};
+use crate::detect::library_check::LibraryChecks;
 use crate::detect::model_examination::ModelCache;
 use crate::detect::process_table::ProcessTable;
 use crate::detect::reported_signals::{Admission, ReportedSignals, Signals};
@@ -236,6 +237,8 @@ pub struct Detector {
     gpu_users: HashMap<u32, ProcessInfo>,
     /// Ports whose listeners are never probed (`--serving-probe-exclude-ports`).
     probe_excluded: Vec<u16>,
+    /// Executable files under other names, judged by their ELF content.
+    libraries: LibraryChecks,
 }
 
 impl Detector {
@@ -263,7 +266,18 @@ impl Detector {
             flood_findings: Vec::new(),
             gpu_users: HashMap::new(),
             probe_excluded: Vec::new(),
+            libraries: LibraryChecks::default(),
         }
+    }
+
+    /// The same detector, telling the kernel its verdicts on executable
+    /// files (`LIBRARY_VERDICTS`).
+    pub fn with_library_verdicts(
+        mut self,
+        verdicts: Option<crate::sensors::LibraryVerdicts>,
+    ) -> Self {
+        self.libraries = LibraryChecks::new(verdicts);
+        self
     }
 
     /// The same detector with other bounds (before any event).
@@ -406,9 +420,10 @@ impl Detector {
                         path,
                         failed: *ret < 0,
                     },
-                    PathMatch::AiRuntime | PathMatch::LargeMapping | PathMatch::ContentRead => {
-                        return None
-                    }
+                    PathMatch::AiRuntime
+                    | PathMatch::LargeMapping
+                    | PathMatch::ContentRead
+                    | PathMatch::ExecByContent => return None,
                 };
                 let mut resolved = self.process(ctx, table);
                 if opened.unidentified && *matched == PathMatch::ModelFile {
@@ -447,10 +462,11 @@ impl Detector {
                 name,
                 path: walked,
                 length,
+                file,
                 ..
             } => {
                 let path = self.mapped_path(ctx.pid, *fd, name, walked.as_deref());
-                let head = self.head(ctx.pid, Some(*fd), &path, None);
+                let head = self.head(ctx.pid, Some(*fd), &path, *file);
                 // The kernel only looked at a few bytes: decide on the
                 // head before resolving the process.
                 let obs = Observation::FileRead {
@@ -461,6 +477,36 @@ impl Detector {
                 self.rules.evaluate(&ProcessInfo::default(), &obs, at)?;
                 let resolved = self.process(ctx, table);
                 self.detect(resolved, obs, at)
+            }
+            SensorEvent::FileMap {
+                fd,
+                matched: PathMatch::ExecByContent,
+                name,
+                path: walked,
+                file: identity,
+                ..
+            } => {
+                let path = self.mapped_path(ctx.pid, *fd, name, walked.as_deref());
+                // The file the kernel saw mapped, by its fd, by its
+                // mapping (a memfd, or a loader that closed the fd), or by
+                // its path; never another file put at the path since.
+                let (file, meta) = self
+                    .open_named(ctx.pid, Some(*fd), &path, *identity)
+                    .ok()
+                    .or_else(|| self.procfs.open_mapped(ctx.pid, name, *identity))?;
+                // Nearly every such file is an ordinary library: judged
+                // (once per version) before resolving the process.
+                let found = self.libraries.judge(&file, &meta)?;
+                let resolved = self.process(ctx, table);
+                self.detect(
+                    resolved,
+                    Observation::RuntimeLibraryIdentified {
+                        path,
+                        runtime: found.runtime,
+                        evidence: found.evidence,
+                    },
+                    at,
+                )
             }
             SensorEvent::FileMap { fd, name, path, .. } => {
                 let path = self.mapped_path(ctx.pid, *fd, name, path.as_deref());

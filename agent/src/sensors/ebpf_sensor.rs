@@ -107,6 +107,7 @@ pub struct EbpfSensor {
     /// Records lost for a full ring, by process (tgid).
     drops_by_process: BpfHashMap<MapData, u32, u64>,
     hooks: Vec<String>,
+    library_verdicts: Option<super::LibraryVerdicts>,
     decode_errors: u64,
     received: u64,
     /// The last drain stopped at `MAX_BATCH` with records left in the ring.
@@ -122,6 +123,9 @@ pub struct EbpfOptions {
     /// Files opened for reading only are checked by the first bytes read
     /// at offset 0 (read/pread64), whatever their name.
     pub content_read: bool,
+    /// Executable mappings of files whose names are no AI runtime's are
+    /// checked by their ELF content, once per file version.
+    pub library_checks: bool,
     /// Ring buffer size in bytes: a power of two, at least one page.
     pub ring_buffer_bytes: u32,
     /// Records of one process lost for a full ring in a second that make
@@ -134,6 +138,7 @@ impl Default for EbpfOptions {
         Self {
             large_mapping_min: 8 << 20,
             content_read: true,
+            library_checks: true,
             ring_buffer_bytes: 8 << 20,
             flood_drops_per_sec: 1000,
         }
@@ -164,6 +169,7 @@ impl EbpfSensor {
         let (port_table, port_count) = path_filter::port_table(ports)?;
         let agent_tgid = std::process::id();
         let content_read = u32::from(options.content_read);
+        let library_checks = u32::from(options.library_checks);
         let mut ebpf = EbpfLoader::new()
             .override_global("PATH_FILTERS", &table.filters, true)
             .override_global("PATH_FILTER_COUNT", &table.count, true)
@@ -177,6 +183,7 @@ impl EbpfSensor {
             .override_global("AI_PORT_COUNT", &port_count, true)
             .override_global("LARGE_MAPPING_MIN", &options.large_mapping_min, true)
             .override_global("CONTENT_READ", &content_read, true)
+            .override_global("LIBRARY_CHECKS", &library_checks, true)
             .map_max_entries("EVENTS", options.ring_buffer_bytes)
             // OPEN_PENDING (task storage) is only used in the kernel; aya
             // has no user-space type for it.
@@ -230,6 +237,18 @@ impl EbpfSensor {
                 map: "DROPS_BY_PROCESS",
                 detail: e.to_string(),
             })?;
+        let library_verdicts = if options.library_checks {
+            let map =
+                BpfHashMap::try_from(take_map(&mut ebpf, "LIBRARY_VERDICTS")?).map_err(|e| {
+                    SensorError::Map {
+                        map: "LIBRARY_VERDICTS",
+                        detail: e.to_string(),
+                    }
+                })?;
+            Some(super::LibraryVerdicts::new(map))
+        } else {
+            None
+        };
         // SAFETY: the RingBuf owns its map fd, which stays open and the same
         // for as long as the RingBuf lives, i.e. for the AsyncFd's lifetime.
         let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
@@ -240,10 +259,16 @@ impl EbpfSensor {
             counters,
             drops_by_process,
             hooks,
+            library_verdicts,
             decode_errors: 0,
             received: 0,
             backlog: false,
         })
+    }
+
+    /// The kernel's verdicts on executable files, where library checks are on.
+    pub fn library_verdicts(&self) -> Option<super::LibraryVerdicts> {
+        self.library_verdicts.clone()
     }
 
     /// The kernel hooks the sensors are attached to.

@@ -38,6 +38,10 @@ pub const MATCH_GPU_DEVICE: u32 = 2;
 pub const MATCH_AI_RUNTIME: u32 = 3;
 pub const MATCH_LARGE_MAPPING: u32 = 4;
 pub const MATCH_CONTENT_READ: u32 = 5;
+pub const MATCH_EXEC_BY_CONTENT: u32 = 6;
+pub const LIBRARY_CHECKING: u32 = 1;
+pub const LIBRARY_PLAIN: u32 = 2;
+pub const LIBRARY_AI_RUNTIME: u32 = 3;
 
 pub const OPEN_SYSCALL: u32 = 0;
 pub const OPEN_IO_URING: u32 = 1;
@@ -127,6 +131,8 @@ pub struct RawFileMapFixed {
     pub name_len: u32,
     pub prot: u32,
     pub length: u64,
+    pub dev: u64,
+    pub ino: u64,
     pub component_count: u32,
     pub path_complete: u32,
 }
@@ -151,6 +157,34 @@ pub struct RawPathFilter {
 
 // SAFETY: plain old data of integers only, no padding (checked by the layout test).
 unsafe impl aya::Pod for RawPathFilter {}
+
+/// `struct vigil_library_key`: an executable file, as the kernel names it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct RawLibraryKey {
+    pub ino: u64,
+    /// The superblock's `dev_t` as the kernel keeps it (major << 20 | minor).
+    pub dev: u32,
+    pub pad: u32,
+}
+
+// SAFETY: plain old data of integers only, no padding (checked by the layout test).
+unsafe impl aya::Pod for RawLibraryKey {}
+
+/// `struct vigil_library_verdict`: what user space found in that file
+/// version (`LIBRARY_*`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawLibraryVerdict {
+    pub ctime_sec: i64,
+    pub ctime_nsec: u32,
+    pub state: u32,
+    /// When the kernel sent a CHECKING version (not set by user space).
+    pub since_ns: u64,
+}
+
+// SAFETY: plain old data of integers only, no padding (checked by the layout test).
+unsafe impl aya::Pod for RawLibraryVerdict {}
 
 /// Constants and offsets of the C structs as the Rust mirror has them,
 /// named as in C, for the layout test that compares them with the C
@@ -337,6 +371,46 @@ pub fn rust_layout() -> Vec<(&'static str, usize)> {
             "sizeof(struct vigil_path_filter)",
             size_of::<RawPathFilter>(),
         ),
+        ("VIGIL_MATCH_CONTENT_READ", MATCH_CONTENT_READ as usize),
+        (
+            "VIGIL_MATCH_EXEC_BY_CONTENT",
+            MATCH_EXEC_BY_CONTENT as usize,
+        ),
+        ("VIGIL_LIBRARY_CHECKING", LIBRARY_CHECKING as usize),
+        ("VIGIL_LIBRARY_PLAIN", LIBRARY_PLAIN as usize),
+        ("VIGIL_LIBRARY_AI_RUNTIME", LIBRARY_AI_RUNTIME as usize),
+        (
+            "sizeof(struct vigil_library_key)",
+            size_of::<RawLibraryKey>(),
+        ),
+        (
+            "offsetof(struct vigil_library_key, dev)",
+            offset_of!(RawLibraryKey, dev),
+        ),
+        (
+            "sizeof(struct vigil_library_verdict)",
+            size_of::<RawLibraryVerdict>(),
+        ),
+        (
+            "offsetof(struct vigil_library_verdict, ctime_nsec)",
+            offset_of!(RawLibraryVerdict, ctime_nsec),
+        ),
+        (
+            "offsetof(struct vigil_library_verdict, state)",
+            offset_of!(RawLibraryVerdict, state),
+        ),
+        (
+            "offsetof(struct vigil_library_verdict, since_ns)",
+            offset_of!(RawLibraryVerdict, since_ns),
+        ),
+        (
+            "offsetof(struct vigil_file_map_event, dev)",
+            offset_of!(RawFileMapFixed, dev),
+        ),
+        (
+            "offsetof(struct vigil_file_map_event, ino)",
+            offset_of!(RawFileMapFixed, ino),
+        ),
         (
             "offsetof(struct vigil_path_filter, len)",
             offset_of!(RawPathFilter, len),
@@ -382,6 +456,9 @@ pub enum PathMatch {
     /// format, whatever its name (a FILE_MAP record; `length` is the bytes
     /// read).
     ContentRead,
+    /// An executable mapping of a file whose name is no AI runtime's: its
+    /// ELF content decides (`LibraryVerdicts`).
+    ExecByContent,
 }
 
 /// How a file was opened, which says what an open record's result is.
@@ -490,6 +567,8 @@ pub enum SensorEvent {
         path: Option<String>,
         /// Bytes mapped.
         length: u64,
+        /// The mapped file, when the kernel could tell.
+        file: Option<FileIdentity>,
     },
     /// A message sent to port 53 (`server`): a DNS question, if it parses.
     Dns {
@@ -591,6 +670,7 @@ fn path_match(raw: u32) -> Result<PathMatch, DecodeError> {
         MATCH_AI_RUNTIME => Ok(PathMatch::AiRuntime),
         MATCH_LARGE_MAPPING => Ok(PathMatch::LargeMapping),
         MATCH_CONTENT_READ => Ok(PathMatch::ContentRead),
+        MATCH_EXEC_BY_CONTENT => Ok(PathMatch::ExecByContent),
         other => Err(DecodeError::UnknownMatch(other)),
     }
 }
@@ -710,6 +790,7 @@ pub fn decode(record: &[u8]) -> Result<SensorEvent, DecodeError> {
                 name: c_string(name),
                 path,
                 length: fixed.length,
+                file: FileIdentity::from_kernel(fixed.dev, fixed.ino),
             })
         }
         EVENT_DNS => {

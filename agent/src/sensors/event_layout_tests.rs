@@ -211,6 +211,8 @@ fn file_map_record(components: &[&str], complete: bool) -> Vec<u8> {
         name_len: name.len() as u32,
         prot: 5,
         length: 4096,
+        dev: (8 << 20) | 1,
+        ino: 42,
         component_count: components.len() as u32,
         path_complete: complete as u32,
     };
@@ -232,11 +234,14 @@ fn file_map_records_carry_the_library_name_and_walked_path() {
         matched,
         name,
         path,
+        file,
         ..
     } = decode(&rec).unwrap()
     else {
         panic!("not a file map");
     };
+    assert_eq!(file, FileIdentity::from_kernel((8 << 20) | 1, 42));
+    assert_eq!(file.unwrap().dev, libc::makedev(8, 1));
     assert_eq!(
         (fd, matched, name.as_str(), path.as_deref()),
         (

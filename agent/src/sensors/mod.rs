@@ -8,6 +8,7 @@ mod ebpf_sensor;
 pub mod event_layout;
 mod flood_watch;
 mod kernel_mounts;
+mod library_verdicts;
 pub mod path_filter;
 mod procfs_poller;
 mod sensor;
@@ -15,6 +16,7 @@ mod sensor_stage;
 
 pub use ebpf_sensor::{EbpfOptions, EbpfSensor, SensorError};
 pub use event_layout::{EventContext, FileIdentity, NetOp, OpenOrigin, PathMatch, SensorEvent};
+pub use library_verdicts::LibraryVerdicts;
 pub use procfs_poller::ProcfsPoller;
 pub use sensor::{Sensor, SensorChoice};
 pub use sensor_stage::SensorStage;

@@ -88,6 +88,14 @@ impl Sensor {
         }
     }
 
+    /// The kernel's verdicts on executable files (eBPF with library checks).
+    pub fn library_verdicts(&self) -> Option<super::LibraryVerdicts> {
+        match self {
+            Sensor::Ebpf(s) => s.library_verdicts(),
+            Sensor::Procfs(_) => None,
+        }
+    }
+
     pub fn counters(&self) -> SensorCounters {
         match self {
             Sensor::Ebpf(s) => s.counters(),

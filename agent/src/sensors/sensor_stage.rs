@@ -58,6 +58,11 @@ impl SensorStage {
 
     /// Whether the sensor polls /proc (degraded): then every poll is a
     /// batch, even an empty one, for the detect stage to rescan after.
+    /// The kernel's verdicts on executable files, for the detector.
+    pub fn library_verdicts(&self) -> Option<super::LibraryVerdicts> {
+        self.sensor.library_verdicts()
+    }
+
     pub fn is_polling(&self) -> bool {
         matches!(self.sensor, Sensor::Procfs(_))
     }
