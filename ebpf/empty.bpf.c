@@ -81,3 +81,9 @@ int empty_dup2(void *ctx) { return 0; }
 
 SEC("tracepoint/syscalls/sys_enter_dup3")
 int empty_dup3(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int empty_write(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_enter_writev")
+int empty_writev(void *ctx) { return 0; }

@@ -44,6 +44,8 @@ const volatile __u32 AGENT_TGID = 0;
 const volatile __u64 LARGE_MAPPING_MIN = 0;
 /* Executable mappings under other names are checked by content (0: off). */
 const volatile __u32 LIBRARY_CHECKS = 0;
+/* The first send on TCP streams to 443 and 53 goes to the agent (0: off). */
+const volatile __u32 STREAM_CHECKS = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -70,6 +72,7 @@ union event_scratch {
 	struct vigil_open_event open;
 	struct vigil_file_map_event map;
 	struct vigil_dns_event dns;
+	struct vigil_stream_event stream;
 };
 
 struct {
@@ -874,9 +877,13 @@ const volatile __u64 CONTENT_READ_MIN = 16;
 #define S_IFMT 00170000
 #define S_IFREG 0100000
 
+#define VIGIL_WATCH_READ 0
+#define VIGIL_WATCH_SEND 1
+
 struct read_watch_slot {
 	__s32 fd1;   /* fd + 1; 0: empty */
-	__u32 tries; /* reads at other offsets left */
+	__u16 tries; /* reads at other offsets left */
+	__u16 kind;  /* VIGIL_WATCH_*: a file's first read, a socket's first send */
 };
 
 struct read_watches {
@@ -924,6 +931,7 @@ static __always_inline void watch_first_read(long fd)
 	struct read_watch_slot *slot = &w->slot[fd & (VIGIL_WATCH_SLOTS - 1)];
 	slot->fd1 = (__s32)fd + 1;
 	slot->tries = VIGIL_READ_TRIES;
+	slot->kind = VIGIL_WATCH_READ;
 }
 
 /* Whether `f` is worth a look at its first bytes read. */
@@ -947,7 +955,7 @@ static __always_inline int on_read(long fd, __u64 buf, long long pos)
 	if (!w)
 		return 0;
 	struct read_watch_slot *slot = &w->slot[fd & (VIGIL_WATCH_SLOTS - 1)];
-	if (slot->fd1 != (__s32)fd + 1)
+	if (slot->fd1 != (__s32)fd + 1 || slot->kind != VIGIL_WATCH_READ)
 		return 0;
 	struct file *f = file_of_fd(fd);
 	if (!f || !readable_regular_file(f)) {
@@ -997,6 +1005,7 @@ static __always_inline void watch_copy(long oldfd, long newfd)
 	struct read_watch_slot *to = &w->slot[newfd & (VIGIL_WATCH_SLOTS - 1)];
 	to->fd1 = (__s32)newfd + 1;
 	to->tries = from->tries;
+	to->kind = from->kind;
 }
 
 SEC("tracepoint/syscalls/sys_enter_dup2")
@@ -1214,17 +1223,137 @@ static __always_inline __u64 socket_key(long fd)
 	return (bpf_get_current_pid_tgid() & 0xFFFFFFFF00000000ULL) | (__u32)fd;
 }
 
-/* connect(): remember sockets connected to port 53, forget reconnected ones. */
+#define TLS_PORT 443
+
+/*
+ * Sockets connected to port 443 or 53 whose first send is awaited, by
+ * (tgid << 32 | fd): the peer, for the record. The fd is also marked in
+ * the process's watch slots (VIGIL_WATCH_SEND), which is all a send
+ * looks at before finding it here. LRU: a socket closed before it sent
+ * anything ages out.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct dns_peer);
+} STREAM_PEERS SEC(".maps");
+
+/* The user's sockaddr, if it is an IPv4/IPv6 address on port 443 or 53. */
+static __always_inline bool read_stream_peer(const void *uaddr, struct dns_peer *peer)
+{
+	if (!uaddr)
+		return false;
+	__u16 head[2];
+	if (bpf_probe_read_user(head, sizeof(head), uaddr) != 0)
+		return false;
+	__u16 port = __builtin_bswap16(head[1]);
+	if ((head[0] != AF_INET && head[0] != AF_INET6) || (port != TLS_PORT && port != DNS_PORT))
+		return false;
+	peer->family = head[0];
+	peer->port = port;
+	if (head[0] == AF_INET6)
+		bpf_probe_read_user(peer->addr, 16, (const __u8 *)uaddr + 8);
+	else
+		bpf_probe_read_user(peer->addr, 4, (const __u8 *)uaddr + 4);
+	return true;
+}
+
+/* Marks `fd` for its first send (STREAM_CHECKS on, not the agent). */
+static __always_inline void watch_first_send(long fd, const void *uaddr)
+{
+	struct dns_peer peer = {};
+	if (!STREAM_CHECKS || fd < 0 || !read_stream_peer(uaddr, &peer))
+		return;
+	struct read_watches *w = process_watches(BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!w)
+		return;
+	__u64 key = socket_key(fd);
+	bpf_map_update_elem(&STREAM_PEERS, &key, &peer, BPF_ANY);
+	struct read_watch_slot *slot = &w->slot[fd & (VIGIL_WATCH_SLOTS - 1)];
+	slot->fd1 = (__s32)fd + 1;
+	slot->tries = 0;
+	slot->kind = VIGIL_WATCH_SEND;
+}
+
+/* connect(): remember sockets connected to port 53, forget reconnected
+ * ones; mark TCP streams to 443 and 53 for their first send. */
 SEC("tracepoint/syscalls/sys_enter_connect")
 int vigil_connect(struct syscall_trace_enter *ctx)
 {
 	long fd = (long)ctx->args[0];
 	struct dns_peer peer = {};
 	__u64 key = socket_key(fd);
-	if (read_dns_peer((const void *)ctx->args[1], &peer) && !is_agent())
+	if (is_agent())
+		return 0;
+	if (read_dns_peer((const void *)ctx->args[1], &peer))
 		bpf_map_update_elem(&DNS_SOCKETS, &key, &peer, BPF_ANY);
 	else
 		bpf_map_delete_elem(&DNS_SOCKETS, &key);
+	watch_first_send(fd, (const void *)ctx->args[1]);
+	return 0;
+}
+
+/*
+ * A send on `fd` begins: if it is the first on a stream marked at connect,
+ * the record to fill with its first bytes (the mark is cleared). Whether
+ * the socket is TCP is not asked: a UDP socket connected to 53 is a DNS
+ * socket too, and a datagram to 443 (QUIC) has no ClientHello in clear,
+ * which the agent does not parse as one.
+ */
+static __always_inline struct vigil_stream_event *stream_start(long fd)
+{
+	if (!STREAM_CHECKS || fd < 0)
+		return NULL;
+	struct read_watches *w = process_watches(0);
+	if (!w)
+		return NULL;
+	struct read_watch_slot *slot = &w->slot[fd & (VIGIL_WATCH_SLOTS - 1)];
+	if (slot->fd1 != (__s32)fd + 1 || slot->kind != VIGIL_WATCH_SEND)
+		return NULL;
+	slot->fd1 = 0;
+	__u64 key = socket_key(fd);
+	struct dns_peer *peer = bpf_map_lookup_elem(&STREAM_PEERS, &key);
+	if (!peer)
+		return NULL;
+	__u32 zero = 0;
+	struct vigil_stream_event *ev = bpf_map_lookup_elem(&EVENT_SCRATCH, &zero);
+	if (!ev)
+		return NULL;
+	ev->family = peer->family;
+	ev->dport = peer->port;
+	__builtin_memcpy(ev->daddr, peer->addr, 16);
+	bpf_map_delete_elem(&STREAM_PEERS, &key);
+	return ev;
+}
+
+static __always_inline void stream_emit(struct vigil_stream_event *ev, __u32 n)
+{
+	if (n == 0 || n > VIGIL_STREAM_MAX)
+		return;
+	ev->payload_len = n;
+	__u64 size = offsetof(struct vigil_stream_event, payload) + n;
+	fill_header(&ev->hdr, VIGIL_EVENT_STREAM, size);
+	emit(ev, size, BPF_RB_FORCE_WAKEUP);
+}
+
+/* The first send of a marked stream, `len` bytes at `buf`: true if it was one. */
+static __always_inline bool send_starts_stream(long fd, const void *buf, __u64 len)
+{
+	struct vigil_stream_event *ev = stream_start(fd);
+	if (!ev)
+		return false;
+	__u32 n = len < VIGIL_STREAM_MAX ? (__u32)len : VIGIL_STREAM_MAX;
+	if (!buf || bpf_probe_read_user(ev->payload, n & (2 * VIGIL_STREAM_MAX - 1), buf) != 0)
+		return true;
+	stream_emit(ev, n);
+	return true;
+}
+
+SEC("tracepoint/syscalls/sys_enter_write")
+int vigil_write(struct syscall_trace_enter *ctx)
+{
+	send_starts_stream((long)ctx->args[0], (const void *)ctx->args[1], ctx->args[2]);
 	return 0;
 }
 
@@ -1269,6 +1398,8 @@ static __always_inline int send_dns(struct dns_peer *peer, const void *buf, __u6
 SEC("tracepoint/syscalls/sys_enter_sendto")
 int vigil_sendto(struct syscall_trace_enter *ctx)
 {
+	if (send_starts_stream((long)ctx->args[0], (const void *)ctx->args[1], ctx->args[2]))
+		return 0;
 	struct dns_peer peer = {};
 	if (!dns_destination((long)ctx->args[0], (const void *)ctx->args[4], &peer))
 		return 0;
@@ -1292,6 +1423,12 @@ static __always_inline int on_send_msghdr(long fd, const void *umsg)
 	struct user_msghdr_head m = {};
 	if (bpf_probe_read_user(&m, sizeof(m), umsg) != 0)
 		return 0;
+	if (m.msg_iov) {
+		struct user_iovec first = {};
+		if (bpf_probe_read_user(&first, sizeof(first), m.msg_iov) == 0 &&
+		    send_starts_stream(fd, first.iov_base, first.iov_len))
+			return 0;
+	}
 	struct dns_peer peer = {};
 	if (!dns_destination(fd, m.msg_name, &peer) || !m.msg_iov)
 		return 0;
@@ -1312,4 +1449,34 @@ SEC("tracepoint/syscalls/sys_enter_sendmmsg")
 int vigil_sendmmsg(struct syscall_trace_enter *ctx)
 {
 	return on_send_msghdr((long)ctx->args[0], (const void *)ctx->args[1]);
+}
+
+/* writev(fd, iov, n): glibc sends a DNS question over TCP as two buffers
+ * (length, message): the first two buffers are captured, each cut to half
+ * the payload. */
+SEC("tracepoint/syscalls/sys_enter_writev")
+int vigil_writev(struct syscall_trace_enter *ctx)
+{
+	const struct user_iovec *iov = (const void *)ctx->args[1];
+	__u64 count = ctx->args[2];
+	if (!iov || count == 0)
+		return 0;
+	struct vigil_stream_event *ev = stream_start((long)ctx->args[0]);
+	if (!ev)
+		return 0;
+	struct user_iovec v[2] = {};
+	if (bpf_probe_read_user(&v[0], sizeof(v[0]), iov) != 0)
+		return 0;
+	if (count > 1 && bpf_probe_read_user(&v[1], sizeof(v[1]), iov + 1) != 0)
+		v[1].iov_len = 0;
+	__u32 half = VIGIL_STREAM_MAX / 2;
+	__u32 n0 = v[0].iov_len < half ? (__u32)v[0].iov_len : half;
+	__u32 n1 = v[1].iov_len < half ? (__u32)v[1].iov_len : half;
+	if (n0 && bpf_probe_read_user(ev->payload, n0 & (half * 2 - 1), v[0].iov_base) != 0)
+		return 0;
+	if (n1 && bpf_probe_read_user(ev->payload + (n0 & (half - 1)) + (n0 & half),
+				      n1 & (half * 2 - 1), v[1].iov_base) != 0)
+		n1 = 0;
+	stream_emit(ev, n0 + n1);
+	return 0;
 }

@@ -21,6 +21,7 @@
 #define VIGIL_EVENT_NET 4
 #define VIGIL_EVENT_FILE_MAP 5
 #define VIGIL_EVENT_DNS 6
+#define VIGIL_EVENT_STREAM 7
 
 #define VIGIL_COMM_LEN 16
 /* Longest path the kernel accepts, NUL included. */
@@ -70,6 +71,9 @@
 
 /* DNS message bytes captured from a send to port 53. */
 #define VIGIL_DNS_MAX 256
+/* First bytes captured of a TCP stream to port 443 (TLS ClientHello) or
+ * 53 (DNS over TCP). */
+#define VIGIL_STREAM_MAX 2048
 
 /* TCP ports whose connects and listens leave the kernel. */
 #define VIGIL_PORT_SLOTS 16
@@ -202,6 +206,21 @@ struct vigil_dns_event {
 	__u32 payload_len; /* bytes of payload[] */
 	__u8 daddr[16];    /* IPv4 in the first 4 bytes */
 	__u8 payload[VIGIL_DNS_MAX];
+};
+
+/*
+ * The first bytes a process wrote (write, writev, send, sendmsg) on a TCP
+ * socket it connected to port 443 or 53: a TLS ClientHello, whose server
+ * name the agent reads, or a DNS question over TCP. Same head as
+ * vigil_dns_event, a longer payload.
+ */
+struct vigil_stream_event {
+	struct vigil_event_header hdr;
+	__u16 family;      /* AF_INET or AF_INET6 */
+	__u16 dport;       /* host byte order */
+	__u32 payload_len; /* bytes of payload[] */
+	__u8 daddr[16];    /* IPv4 in the first 4 bytes */
+	__u8 payload[VIGIL_STREAM_MAX];
 };
 
 /*

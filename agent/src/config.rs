@@ -107,6 +107,12 @@ pub struct AgentConfig {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub library_content_checks: bool,
 
+    /// Read the first bytes a process sends on TCP connections to port 443
+    /// (the TLS ClientHello's server name) and 53 (DNS over TCP): AI API
+    /// hosts reached without a DNS question on the wire are still named.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub stream_checks: bool,
+
     /// Size of the kernel's event ring buffer in KiB (a power of two, at
     /// least 4). Records that do not fit are counted as dropped.
     #[arg(long, default_value_t = 8192)]
@@ -295,6 +301,7 @@ impl AgentConfig {
             large_mapping_min: self.large_mapping_mib.saturating_mul(1 << 20),
             content_read: self.content_read_checks,
             library_checks: self.library_content_checks,
+            stream_checks: self.stream_checks,
             ring_buffer_bytes: self.ring_buffer_kib.saturating_mul(1024),
             flood_drops_per_sec: self.sensor_flood_drops_per_sec,
         }

@@ -36,8 +36,8 @@ enum Condition {
     Nothing,
     Empty,
     Agent,
-    /// The agent with `--content-read-checks false`: its read hooks
-    /// detached (the sensors before content checks of reads).
+    /// The agent with the content checks of reads, libraries and streams
+    /// off (their hooks detached): the sensors before issue #27's checks.
     AgentNoReadChecks,
     Bpftrace,
 }
@@ -48,7 +48,7 @@ impl Condition {
             Condition::Nothing => "nothing attached",
             Condition::Empty => "empty programs",
             Condition::Agent => "vigil-agent",
-            Condition::AgentNoReadChecks => "vigil-agent without read checks",
+            Condition::AgentNoReadChecks => "vigil-agent without content checks",
             Condition::Bpftrace => "bpftrace printing every event",
         }
     }
@@ -132,6 +132,8 @@ fn attach(c: Condition, s: &Settings, cp: &str, round: usize) -> anyhow::Result<
                 ("empty_dup_ret", "syscalls", "sys_exit_dup"),
                 ("empty_dup2", "syscalls", "sys_enter_dup2"),
                 ("empty_dup3", "syscalls", "sys_enter_dup3"),
+                ("empty_write", "syscalls", "sys_enter_write"),
+                ("empty_writev", "syscalls", "sys_enter_writev"),
             ] {
                 let tp: &mut TracePoint = ebpf.program_mut(prog).context(prog)?.try_into()?;
                 tp.load()?;
@@ -144,7 +146,14 @@ fn attach(c: Condition, s: &Settings, cp: &str, round: usize) -> anyhow::Result<
             s,
             cp,
             &format!("noread{round}"),
-            &["--content-read-checks", "false"],
+            &[
+                "--content-read-checks",
+                "false",
+                "--library-content-checks",
+                "false",
+                "--stream-checks",
+                "false",
+            ],
         )?),
         Condition::Bpftrace => {
             let script = r#"tracepoint:syscalls:sys_enter_openat { printf("%d %s\n", pid, str(args->filename)); }
@@ -251,6 +260,7 @@ fn storm_rounds(
     let mut open: Vec<Vec<f64>> = vec![Vec::new(); conditions.len()];
     let mut exec: Vec<Vec<f64>> = vec![Vec::new(); conditions.len()];
     let mut read: Vec<Vec<f64>> = vec![Vec::new(); conditions.len()];
+    let mut write: Vec<Vec<f64>> = vec![Vec::new(); conditions.len()];
     let (mut emitted, mut dropped) = (0u64, 0u64);
     let (mut agent_cpu, mut agent_wall) = (0.0, 0.0);
     for round in 0..s.rounds {
@@ -265,6 +275,7 @@ fn storm_rounds(
             let o = storm::open_storm(&target, s.open_threads, s.storm);
             let e = storm::exec_storm(s.exec_threads, s.storm);
             let r = storm::read_storm(&big, s.open_threads, s.storm);
+            let w = storm::write_storm(s.open_threads, s.storm);
             if let Some(pid) = pid {
                 agent_cpu += cpu_seconds(pid) - cpu0;
                 agent_wall += t0.elapsed().as_secs_f64();
@@ -274,12 +285,13 @@ fn storm_rounds(
                 dropped += dr;
             }
             eprintln!(
-                "round {round} {:<32} open {o:>10.0}/s  exec {e:>7.0}/s  read {r:>10.0}/s",
+                "round {round} {:<32} open {o:>10.0}/s  exec {e:>7.0}/s  read {r:>10.0}/s  write {w:>10.0}/s",
                 c.name()
             );
             open[i].push(o);
             exec[i].push(e);
             read[i].push(r);
+            write[i].push(w);
             drop(attached);
         }
     }
@@ -312,6 +324,33 @@ fn storm_rounds(
             med(&mut open, Condition::AgentNoReadChecks),
             med(&mut exec, Condition::AgentNoReadChecks),
         );
+        let (wn, we, wa, wb) = (
+            med(&mut write, Condition::Nothing),
+            med(&mut write, Condition::Empty),
+            med(&mut write, Condition::Agent),
+            med(&mut write, Condition::AgentNoReadChecks),
+        );
+        report.push(Figure::ratio(
+            "write storm (64-byte writes): agent / empty programs",
+            wa,
+            we,
+            "writes/s",
+            cmd,
+        ));
+        report.push(Figure::ratio(
+            "write storm (64-byte writes): agent / nothing attached",
+            wa,
+            wn,
+            "writes/s",
+            cmd,
+        ));
+        report.push(Figure::ratio(
+            "write storm (64-byte writes): agent without content checks (before) / nothing attached",
+            wb,
+            wn,
+            "writes/s",
+            cmd,
+        ));
         report.push(
             Figure::ratio(
                 "read storm (4 KiB reads): agent / empty programs",
@@ -337,28 +376,28 @@ fn storm_rounds(
             cmd,
         ));
         report.push(Figure::ratio(
-            "read storm (4 KiB reads): agent without read checks (before) / nothing attached",
+            "read storm (4 KiB reads): agent without content checks (before) / nothing attached",
             rb,
             rn,
             "reads/s",
             cmd,
         ));
         report.push(Figure::ratio(
-            "open storm: agent without read checks (before) / empty programs",
+            "open storm: agent without content checks (before) / empty programs",
             ob,
             oe,
             "opens/s",
             cmd,
         ));
         report.push(Figure::ratio(
-            "open storm: agent / agent without read checks (cost of watching opens)",
+            "open storm: agent / agent without content checks (cost of watching opens)",
             oa,
             ob,
             "opens/s",
             cmd,
         ));
         report.push(Figure::ratio(
-            "exec storm: agent without read checks (before) / empty programs",
+            "exec storm: agent without content checks (before) / empty programs",
             eb,
             ee,
             "execs/s",
@@ -472,6 +511,7 @@ fn program_costs(s: &Settings, cp: &ControlPlane, report: &mut Report) -> anyhow
     let storms = || {
         storm::open_storm(&target, s.open_threads, s.storm);
         storm::read_storm(&big, s.open_threads, s.storm);
+        storm::write_storm(s.open_threads, s.storm);
         storm::exec_storm(s.exec_threads, s.storm);
         storm::send_storm(s.open_threads, s.storm);
     };
@@ -498,6 +538,8 @@ fn program_costs(s: &Settings, cp: &ControlPlane, report: &mut Report) -> anyhow
         ("sys_enter_sendto", "vigil_sendto", "empty_sendto"),
         ("sys_enter_read", "vigil_read", "empty_read"),
         ("sys_exit_read", "vigil_read_ret", "empty_read_ret"),
+        ("sys_enter_write", "vigil_write", "empty_write"),
+        ("sys_enter_mmap", "vigil_mmap", "empty_mmap"),
     ] {
         report.push(Figure::ratio(
             &format!("{hook} program cost per call: agent / empty program"),

@@ -56,6 +56,28 @@ pub fn read_storm(path: &str, threads: usize, dur: Duration) -> f64 {
     })
 }
 
+/// write() of 64 bytes to /dev/null in a loop, on `threads` threads;
+/// writes/s. What every write pays for the stream check's lookup.
+pub fn write_storm(threads: usize, dur: Duration) -> f64 {
+    run_threads(threads, dur, |stop, count| {
+        let null = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .expect("/dev/null");
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&null);
+        let buf = [b'z'; 64];
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            for _ in 0..64 {
+                // SAFETY: buf is valid for its length; fd is open.
+                unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+            }
+            n += 64;
+        }
+        count.fetch_add(n, Ordering::Relaxed);
+    })
+}
+
 /// fork+exec of /bin/true, waited for, on `threads` threads; execs/s.
 pub fn exec_storm(threads: usize, dur: Duration) -> f64 {
     run_threads(threads, dur, |stop, count| {

@@ -62,6 +62,13 @@ pub enum Observation {
     GpuInUse { gpu: GpuObject, device_opened: bool },
     /// Asked the DNS server `server` (address:port) for `name`.
     DnsQuery { name: String, server: String },
+    /// Opened TLS to `address`:`port` naming the server `name` in its
+    /// ClientHello (SNI), whatever resolved it.
+    TlsServerName {
+        name: String,
+        address: String,
+        port: u16,
+    },
     /// Listens on a TCP port; `api` when it answered a model-serving API's
     /// probe.
     Listening {
@@ -365,6 +372,29 @@ impl BuiltinRules {
                         gpu.index,
                         gpu.uuid,
                         gpu.context.as_str()
+                    ),
+                }
+            }
+            Observation::TlsServerName {
+                name,
+                address,
+                port,
+            } => {
+                let pattern = ai_api_host(name)?;
+                Verdict {
+                    rule_id: AI_EGRESS_RULE_ID,
+                    signal: SignalKind::AiEgress,
+                    severity: Severity::Medium,
+                    file: None,
+                    net: Some(NetObject {
+                        direction: NetDirection::Connect,
+                        address: address.clone(),
+                        port: *port,
+                        host: name.clone(),
+                    }),
+                    gpu: None,
+                    summary: format!(
+                        "{who_cap} opened TLS to AI API host {name} (list entry {pattern}; the server name in its ClientHello) at {address}:{port}"
                     ),
                 }
             }
@@ -780,6 +810,28 @@ mod tests {
             "{}",
             f.summary
         );
+    }
+
+    #[test]
+    fn a_tls_server_name_of_an_ai_api_host_is_egress() {
+        let rules = BuiltinRules::default();
+        let tls = |name: &str| Observation::TlsServerName {
+            name: name.into(),
+            address: "203.0.113.7".into(),
+            port: 443,
+        };
+        let f = rules
+            .evaluate(&python(), &tls("api.openai.com"), 1)
+            .unwrap();
+        assert_eq!(f.signal, SignalKind::AiEgress);
+        let net = f.net.unwrap();
+        assert_eq!(net.direction, NetDirection::Connect);
+        assert_eq!(
+            (net.address.as_str(), net.port, net.host.as_str()),
+            ("203.0.113.7", 443, "api.openai.com")
+        );
+        assert!(f.summary.contains("ClientHello"), "{}", f.summary);
+        assert!(rules.evaluate(&python(), &tls("example.com"), 1).is_none());
     }
 
     #[test]

@@ -520,6 +520,34 @@ impl Detector {
                     at,
                 )
             }
+            SensorEvent::StreamStart {
+                remote, payload, ..
+            } => {
+                // Decided before resolving the process: nearly every
+                // stream is to a host that is no AI API's.
+                let obs = if remote.port() == 53 {
+                    let name = vigil_detection::question_name(payload)?;
+                    vigil_detection::ai_api_host(&name)?;
+                    Observation::DnsQuery {
+                        name,
+                        server: remote.to_string(),
+                    }
+                } else {
+                    let vigil_detection::ClientHelloSni::Name(name) =
+                        vigil_detection::client_hello_server_name(payload)
+                    else {
+                        return None;
+                    };
+                    vigil_detection::ai_api_host(&name)?;
+                    Observation::TlsServerName {
+                        name,
+                        address: remote.ip().to_string(),
+                        port: remote.port(),
+                    }
+                };
+                let resolved = self.process(ctx, table);
+                self.detect(resolved, obs, at)
+            }
             SensorEvent::Dns {
                 server, payload, ..
             } => {

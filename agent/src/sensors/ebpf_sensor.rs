@@ -66,7 +66,14 @@ const TRACEPOINTS: &[(&str, &str, &str, bool)] = &[
     ("vigil_dup_ret", "syscalls", "sys_exit_dup", false),
     ("vigil_dup2", "syscalls", "sys_enter_dup2", false),
     ("vigil_dup3", "syscalls", "sys_enter_dup3", false),
+    // The first send on TCP streams to 443 and 53 (`EbpfOptions::stream_checks`);
+    // sendto and sendmsg are above.
+    ("vigil_write", "syscalls", "sys_enter_write", false),
+    ("vigil_writev", "syscalls", "sys_enter_writev", false),
 ];
+
+/// The programs that only stream checks need.
+const STREAM_PROGRAMS: &[&str] = &["vigil_write", "vigil_writev"];
 
 /// The programs that only content checks of reads need.
 const CONTENT_READ_PROGRAMS: &[&str] = &[
@@ -126,6 +133,9 @@ pub struct EbpfOptions {
     /// Executable mappings of files whose names are no AI runtime's are
     /// checked by their ELF content, once per file version.
     pub library_checks: bool,
+    /// The first bytes sent on TCP streams to port 443 (TLS server name)
+    /// and 53 (DNS over TCP) go to the agent.
+    pub stream_checks: bool,
     /// Ring buffer size in bytes: a power of two, at least one page.
     pub ring_buffer_bytes: u32,
     /// Records of one process lost for a full ring in a second that make
@@ -139,6 +149,7 @@ impl Default for EbpfOptions {
             large_mapping_min: 8 << 20,
             content_read: true,
             library_checks: true,
+            stream_checks: true,
             ring_buffer_bytes: 8 << 20,
             flood_drops_per_sec: 1000,
         }
@@ -170,6 +181,7 @@ impl EbpfSensor {
         let agent_tgid = std::process::id();
         let content_read = u32::from(options.content_read);
         let library_checks = u32::from(options.library_checks);
+        let stream_checks = u32::from(options.stream_checks);
         let mut ebpf = EbpfLoader::new()
             .override_global("PATH_FILTERS", &table.filters, true)
             .override_global("PATH_FILTER_COUNT", &table.count, true)
@@ -184,6 +196,7 @@ impl EbpfSensor {
             .override_global("LARGE_MAPPING_MIN", &options.large_mapping_min, true)
             .override_global("CONTENT_READ", &content_read, true)
             .override_global("LIBRARY_CHECKS", &library_checks, true)
+            .override_global("STREAM_CHECKS", &stream_checks, true)
             .map_max_entries("EVENTS", options.ring_buffer_bytes)
             // OPEN_PENDING (task storage) is only used in the kernel; aya
             // has no user-space type for it.
@@ -192,6 +205,9 @@ impl EbpfSensor {
         let mut hooks = Vec::new();
         for &(program, category, name, required) in TRACEPOINTS {
             if !options.content_read && CONTENT_READ_PROGRAMS.contains(&program) {
+                continue;
+            }
+            if !options.stream_checks && STREAM_PROGRAMS.contains(&program) {
                 continue;
             }
             let err = |source| SensorError::Program { program, source };

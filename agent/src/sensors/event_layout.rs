@@ -17,6 +17,9 @@ pub const EVENT_OPEN: u32 = 3;
 pub const EVENT_NET: u32 = 4;
 pub const EVENT_FILE_MAP: u32 = 5;
 pub const EVENT_DNS: u32 = 6;
+pub const EVENT_STREAM: u32 = 7;
+/// Bytes of a stream's start the kernel captures at most.
+pub const STREAM_MAX: usize = 2048;
 
 pub const COMM_LEN: usize = 16;
 pub const PATH_MAX: usize = 4096;
@@ -359,6 +362,16 @@ pub fn rust_layout() -> Vec<(&'static str, usize)> {
             "offsetof(struct vigil_dns_event, payload)",
             size_of::<RawDnsFixed>(),
         ),
+        ("VIGIL_EVENT_STREAM", EVENT_STREAM as usize),
+        ("VIGIL_STREAM_MAX", STREAM_MAX),
+        (
+            "offsetof(struct vigil_stream_event, daddr)",
+            offset_of!(RawDnsFixed, daddr),
+        ),
+        (
+            "offsetof(struct vigil_stream_event, payload)",
+            size_of::<RawDnsFixed>(),
+        ),
         (
             "sizeof(struct vigil_blocked_destination)",
             size_of::<crate::blocked_destination::BlockedDestination>(),
@@ -577,6 +590,14 @@ pub enum SensorEvent {
         /// The message's first bytes (at most `VIGIL_DNS_MAX`).
         payload: Vec<u8>,
     },
+    /// The first bytes a process sent on a TCP stream it connected to
+    /// port 443 (a TLS ClientHello) or 53 (DNS over TCP).
+    StreamStart {
+        ctx: EventContext,
+        remote: std::net::SocketAddr,
+        /// At most `STREAM_MAX` bytes.
+        payload: Vec<u8>,
+    },
     /// Not a kernel record: the sensor stage saw the ring buffer drop at
     /// least the flood threshold of this process's records in a second
     /// (once per episode). `ctx` is the process as /proc had it then.
@@ -598,6 +619,7 @@ impl SensorEvent {
             | SensorEvent::Net { ctx, .. }
             | SensorEvent::FileMap { ctx, .. }
             | SensorEvent::Dns { ctx, .. }
+            | SensorEvent::StreamStart { ctx, .. }
             | SensorEvent::SensorFlood { ctx, .. } => ctx,
         }
     }
@@ -799,6 +821,16 @@ pub fn decode(record: &[u8]) -> Result<SensorEvent, DecodeError> {
             Ok(SensorEvent::Dns {
                 ctx,
                 server: socket_addr(fixed.family, fixed.daddr, fixed.dport),
+                payload: payload.to_vec(),
+            })
+        }
+        EVENT_STREAM => {
+            // The same fixed part as a DNS record.
+            let (fixed, rest) = read_prefix::<RawDnsFixed>(record, "stream record")?;
+            let (payload, _) = take(rest, fixed.payload_len as usize, "payload")?;
+            Ok(SensorEvent::StreamStart {
+                ctx,
+                remote: socket_addr(fixed.family, fixed.daddr, fixed.dport),
                 payload: payload.to_vec(),
             })
         }
