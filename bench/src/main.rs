@@ -810,9 +810,11 @@ fn main() -> anyhow::Result<()> {
         ));
     }
     // `VIGIL_BENCH_ONLY=latency`: only the latency and footprint figures,
-    // printed.
+    // merged into the results.
     if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("latency") {
-        return latency_and_footprint(&s, &cp, &mut Report::default());
+        let mut report = Report::default();
+        latency_and_footprint(&s, &cp, &mut report)?;
+        return report.merge(&root);
     }
     // `VIGIL_BENCH_ONLY=transport`: only mutual TLS against plaintext.
     if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("transport") {
