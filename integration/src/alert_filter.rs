@@ -33,3 +33,24 @@ pub fn is_about_pid(alert: &Alert, pid: u32) -> bool {
 pub fn alerts_of_rule<'a>(alerts: &'a [Alert], rule: &str) -> Vec<&'a Alert> {
     alerts.iter().filter(|a| is_of_rule(a, rule)).collect()
 }
+
+/// The path of the file an alert is about ("" when it is about none).
+pub fn file_path_of(alert: &Alert) -> String {
+    alert
+        .finding
+        .as_ref()
+        .and_then(|f| f.file.as_ref())
+        .map(|f| f.path.clone())
+        .unwrap_or_default()
+}
+
+/// The summaries of the alerts about files under `dir`: what benign
+/// look-alikes kept there must not have raised.
+pub fn summaries_under(alerts: &[Alert], dir: &std::path::Path) -> Vec<String> {
+    let dir = dir.to_string_lossy();
+    alerts
+        .iter()
+        .filter(|a| file_path_of(a).starts_with(dir.as_ref()))
+        .filter_map(|a| a.finding.as_ref().map(|f| f.summary.clone()))
+        .collect()
+}

@@ -6,14 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use vigil_integration::alert_filter::pid_of;
+use vigil_integration::alert_filter::{file_path_of, pid_of, summaries_under};
 use vigil_integration::{privileged, AgentHost};
-use vigil_proto::types::v1::{Alert, SignalKind};
-
-fn path_of(a: &Alert) -> String {
-    let f = a.finding.as_ref().unwrap();
-    f.file.as_ref().map(|f| f.path.clone()).unwrap_or_default()
-}
+use vigil_proto::types::v1::SignalKind;
 
 /// Runs `cmd` to its end; its pid.
 fn run(cmd: &mut Command) -> u32 {
@@ -144,7 +139,7 @@ async fn models_read_under_neutral_names_are_found_by_content_and_look_alikes_ar
                 pid_of(a) == pid && a.finding.as_ref().unwrap().signal() == SignalKind::ModelFile
             })
             .await;
-        assert_eq!(path_of(&a), file.to_str().unwrap());
+        assert_eq!(file_path_of(&a), file.to_str().unwrap());
         let summary = &a.finding.as_ref().unwrap().summary;
         assert!(
             summary.contains(&format!("{format} model weights in"))
@@ -154,14 +149,7 @@ async fn models_read_under_neutral_names_are_found_by_content_and_look_alikes_ar
         );
     }
 
-    let benign_dir = benign.to_str().unwrap().to_string();
-    let noise: Vec<String> =
-        h.cp.alerts()
-            .await
-            .iter()
-            .filter(|a| path_of(a).starts_with(&benign_dir))
-            .map(|a| a.finding.as_ref().unwrap().summary.clone())
-            .collect();
+    let noise = summaries_under(&h.cp.alerts().await, &benign);
     assert!(
         noise.is_empty(),
         "benign files read under neutral names made findings: {noise:?}"

@@ -7,14 +7,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use vigil_integration::alert_filter::pid_of;
+use vigil_integration::alert_filter::{file_path_of, pid_of, summaries_under};
 use vigil_integration::{compile_c, privileged, AgentHost};
-use vigil_proto::types::v1::{Alert, SignalKind};
-
-fn path_of(a: &Alert) -> String {
-    let f = a.finding.as_ref().unwrap();
-    f.file.as_ref().map(|f| f.path.clone()).unwrap_or_default()
-}
+use vigil_proto::types::v1::SignalKind;
 
 /// Loads `lib` with ctypes (dlopen) and exits; the pid.
 fn dlopen(lib: &Path) -> u32 {
@@ -100,7 +95,7 @@ async fn renamed_ai_runtime_libraries_are_known_by_content_and_ordinary_ones_are
             pid_of(a) == first && a.finding.as_ref().unwrap().signal() == SignalKind::AiRuntime
         })
         .await;
-    assert_eq!(path_of(&a), ort.to_str().unwrap());
+    assert_eq!(file_path_of(&a), ort.to_str().unwrap());
     let summary = &a.finding.as_ref().unwrap().summary;
     assert!(
         summary.contains("AI runtime library onnxruntime (dynamic symbol OrtGetApiBase)"),
@@ -131,7 +126,11 @@ async fn renamed_ai_runtime_libraries_are_known_by_content_and_ordinary_ones_are
         })
         .await;
     assert!(child.wait().unwrap().success());
-    assert!(path_of(&a).contains("memfd:kernels"), "{}", path_of(&a));
+    assert!(
+        file_path_of(&a).contains("memfd:kernels"),
+        "{}",
+        file_path_of(&a)
+    );
 
     // Judged by version: a plain library, loaded once (judged plain), then
     // rewritten in place (same inode) with llama.cpp's symbols, is judged
@@ -168,14 +167,7 @@ async fn renamed_ai_runtime_libraries_are_known_by_content_and_ordinary_ones_are
         "{summary}"
     );
 
-    let benign_dir = benign.to_str().unwrap().to_string();
-    let noise: Vec<String> =
-        h.cp.alerts()
-            .await
-            .iter()
-            .filter(|a| path_of(a).starts_with(&benign_dir))
-            .map(|a| a.finding.as_ref().unwrap().summary.clone())
-            .collect();
+    let noise = summaries_under(&h.cp.alerts().await, &benign);
     assert!(
         noise.is_empty(),
         "ordinary libraries made findings: {noise:?}"

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use vigil_integration::alert_filter::pid_of;
+use vigil_integration::alert_filter::{pid_of, summaries_under};
 use vigil_integration::{compile_c, privileged, wait_for, Agent, AgentHost, ControlPlane, Killed};
 use vigil_proto::types::v1::{Alert, SignalKind};
 
@@ -217,14 +217,7 @@ async fn runtime_libraries_gpu_nodes_and_short_lived_model_opens() {
     std::fs::write(&marker, b"\x08\x07").unwrap();
     let pid = run(Command::new("/bin/cat").arg(&marker).stdout(Stdio::null()));
     h.alert("the marker", |a| pid_of(a) == pid).await;
-    let benign_dir = benign.to_str().unwrap().to_string();
-    let noise: Vec<String> =
-        h.cp.alerts()
-            .await
-            .iter()
-            .filter(|a| object_of(a).starts_with(&benign_dir))
-            .map(|a| a.finding.as_ref().unwrap().summary.clone())
-            .collect();
+    let noise = summaries_under(&h.cp.alerts().await, &benign);
     assert!(
         noise.is_empty(),
         "benign look-alikes made findings: {noise:?}"
@@ -301,14 +294,7 @@ async fn a_renamed_python_mapping_gguf_named_cache_dat_is_a_model_file() {
         process.exe_sha256, python_digest,
         "the digest shows it is python whatever its name"
     );
-    let benign_dir = benign.to_str().unwrap().to_string();
-    let noise: Vec<String> =
-        h.cp.alerts()
-            .await
-            .iter()
-            .filter(|a| object_of(a).starts_with(&benign_dir))
-            .map(|a| a.finding.as_ref().unwrap().summary.clone())
-            .collect();
+    let noise = summaries_under(&h.cp.alerts().await, &benign);
     assert!(
         noise.is_empty(),
         "a large non-model mapping made findings: {noise:?}"
