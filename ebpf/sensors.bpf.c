@@ -719,7 +719,9 @@ static __always_inline void inode_ctime(struct inode *inode, __s64 *sec, __u32 *
 	struct inode___ctime_split *split = (void *)inode;
 	if (bpf_core_field_exists(split->i_ctime_sec)) {
 		*sec = BPF_CORE_READ(split, i_ctime_sec);
-		*nsec = BPF_CORE_READ(split, i_ctime_nsec);
+		/* Bit 31 is I_CTIME_QUERIED (multigrain timestamps, 6.13+), not
+		 * part of the time stat reports. */
+		*nsec = BPF_CORE_READ(split, i_ctime_nsec) & ~(1U << 31);
 		return;
 	}
 	struct inode___ctime_hidden *hidden = (void *)inode;
@@ -733,17 +735,21 @@ static __always_inline void inode_ctime(struct inode *inode, __s64 *sec, __u32 *
 	*nsec = BPF_CORE_READ(plain, i_ctime.tv_nsec);
 }
 
+/* FMODE_PATH: an O_PATH fd, which cannot be mapped (mmap fails). */
+#define FMODE_PATH 0x4000
+
 /*
  * Whether an executable mapping of `f`, whose name is no AI runtime's,
- * goes to user space for a content check: the first mapping of each file
- * version (marked CHECKING here, so the mappings that follow while user
- * space reads it stay in the kernel), and every mapping of a version user
- * space found to be an AI runtime. A file changed in place has a new
- * change time, so it is checked again.
+ * goes to user space for a content check: every mapping of a file version
+ * user space has not judged yet, and of one it found to be an AI runtime;
+ * a version judged plain stays here. A file changed in place has a new
+ * change time, so it is checked again. Nothing is written here: until
+ * user space answers, every mapping goes out (a check that failed, or an
+ * answer about another file, hides nothing).
  */
 static __always_inline bool library_needs_check(struct file *f)
 {
-	if (!LIBRARY_CHECKS)
+	if (!LIBRARY_CHECKS || (BPF_CORE_READ(f, f_mode) & FMODE_PATH))
 		return false;
 	struct inode *inode = BPF_CORE_READ(f, f_inode);
 	if (!inode)
@@ -755,18 +761,9 @@ static __always_inline bool library_needs_check(struct file *f)
 	__s64 sec = 0;
 	__u32 nsec = 0;
 	inode_ctime(inode, &sec, &nsec);
-	__u64 now = bpf_ktime_get_boot_ns();
 	struct vigil_library_verdict *v = bpf_map_lookup_elem(&LIBRARY_VERDICTS, &key);
-	if (v && v->ctime_sec == sec && v->ctime_nsec == nsec &&
-	    (v->state != VIGIL_LIBRARY_CHECKING || now - v->since_ns < VIGIL_LIBRARY_CHECK_LAPSE_NS))
+	if (v && v->ctime_sec == sec && v->ctime_nsec == nsec)
 		return v->state == VIGIL_LIBRARY_AI_RUNTIME;
-	struct vigil_library_verdict checking = {
-		.ctime_sec = sec,
-		.ctime_nsec = nsec,
-		.state = VIGIL_LIBRARY_CHECKING,
-		.since_ns = now,
-	};
-	bpf_map_update_elem(&LIBRARY_VERDICTS, &key, &checking, BPF_ANY);
 	return true;
 }
 
@@ -849,8 +846,9 @@ int vigil_mmap(struct syscall_trace_enter *ctx)
  * name that says nothing (shard.000, weights.cache) are found by their
  * first bytes. Three steps, each cheap where nothing is to be done:
  * - every successful open not already matched by name, by a process other
- *   than the agent, marks its fd in the process's READ_WATCHES slots (fd
- *   modulo VIGIL_WATCH_SLOTS; no file is looked at yet);
+ *   than the agent, marks its fd in the process's table (one byte per fd
+ *   below VIGIL_WATCH_FDS, in task storage of the thread-group leader;
+ *   higher fds in HIGH_FD_WATCHES); no file is looked at yet;
  * - read() or pread64() of a marked fd looks at the file once: opened for
  *   reading only, a regular file of at least CONTENT_READ_MIN bytes, read
  *   at offset 0. Then it arms this thread's READ_PENDING with the buffer
@@ -861,41 +859,48 @@ int vigil_mmap(struct syscall_trace_enter *ctx)
  *   record (match CONTENT_READ) only when they start like a model format,
  *   so ELF headers, text and images never leave the kernel; the agent reads
  *   the file's head again and decides.
- * The marks live in task-local storage of the thread-group leader: an open
- * costs one storage lookup and a store, a read that is not marked one
- * lookup and a compare, a read's return one load (PENDING_READS is 0
- * nearly always). Two fds of one process VIGIL_WATCH_SLOTS apart share a
- * slot: the later open wins, and the earlier fd goes unchecked.
+ * An open costs one storage lookup and a store, a read that is not marked
+ * one lookup and a load, a read's return one load (PENDING_READS is 0
+ * nearly always). A mark left by a closed fd is overwritten by the next
+ * open or connect of that number, or cleared by the next read of it.
  */
 const volatile __u32 CONTENT_READ = 0;
 const volatile __u64 CONTENT_READ_MIN = 16;
 
 #define VIGIL_READ_TRIES 8
-#define VIGIL_WATCH_SLOTS 64
+/* fds below this are marked in the process's own table, one byte each;
+ * higher ones (a raised RLIMIT_NOFILE) in HIGH_FD_WATCHES. */
+#define VIGIL_WATCH_FDS 1024
 #define FMODE_READ 0x1
 #define FMODE_WRITE 0x2
 #define S_IFMT 00170000
 #define S_IFREG 0100000
 
-#define VIGIL_WATCH_READ 0
-#define VIGIL_WATCH_SEND 1
+/* A mark: awaiting its first read (low bits: reads at other offsets
+ * left), or its first send. */
+#define VIGIL_WATCH_READ 0x80
+#define VIGIL_WATCH_SEND 0x40
+#define VIGIL_WATCH_TRIES 0x0f
 
-struct read_watch_slot {
-	__s32 fd1;   /* fd + 1; 0: empty */
-	__u16 tries; /* reads at other offsets left */
-	__u16 kind;  /* VIGIL_WATCH_*: a file's first read, a socket's first send */
-};
-
-struct read_watches {
-	struct read_watch_slot slot[VIGIL_WATCH_SLOTS];
+struct fd_watches {
+	__u8 state[VIGIL_WATCH_FDS];
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, struct read_watches);
+	__type(value, struct fd_watches);
 } READ_WATCHES SEC(".maps");
+
+/* Marks of fds at or above VIGIL_WATCH_FDS, by (tgid << 32 | fd). LRU:
+ * only a process with more than a thousand fds open uses it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u8);
+} HIGH_FD_WATCHES SEC(".maps");
 
 struct read_pending {
 	__u64 buf;
@@ -914,24 +919,56 @@ struct {
 
 __u32 PENDING_READS = 0;
 
-/* The current process's marks (its thread-group leader's storage). */
-static __always_inline struct read_watches *process_watches(__u64 flags)
+/*
+ * The mark of `fd` in the current process, or NULL: in the thread-group
+ * leader's table, or for a high fd in HIGH_FD_WATCHES. `create` makes the
+ * table or the entry where missing.
+ */
+static __always_inline __u8 *fd_mark(long fd, bool create)
 {
-	struct task_struct *leader = bpf_get_current_task_btf()->group_leader;
-	return bpf_task_storage_get(&READ_WATCHES, leader, 0, flags);
+	if (fd < 0)
+		return NULL;
+	if (fd < VIGIL_WATCH_FDS) {
+		struct task_struct *leader = bpf_get_current_task_btf()->group_leader;
+		struct fd_watches *w = bpf_task_storage_get(&READ_WATCHES, leader, 0, 0);
+		if (!w) {
+			/* A process's table starts as its parent's, made at its
+			 * first mark or its first look at one: the fds a fork
+			 * inherits keep their marks (a shell's `exec 3<f`, then a
+			 * child reading fd 3). */
+			struct task_struct *parent = leader->real_parent;
+			struct fd_watches *from =
+				parent ? bpf_task_storage_get(&READ_WATCHES, parent->group_leader, 0, 0) : NULL;
+			if (from || create) {
+				w = bpf_task_storage_get(&READ_WATCHES, leader, 0,
+							 BPF_LOCAL_STORAGE_GET_F_CREATE);
+				if (w && from)
+					bpf_probe_read_kernel(w->state, sizeof(w->state), from->state);
+			}
+		}
+		if (!w)
+			return NULL;
+		/* Keeps the compiler from indexing before the null check (the
+		 * verifier refuses arithmetic on a maybe-null pointer). */
+		asm volatile("" : "+r"(w));
+		return &w->state[fd & (VIGIL_WATCH_FDS - 1)];
+	}
+	__u64 key = (bpf_get_current_pid_tgid() & 0xFFFFFFFF00000000ULL) | (__u32)fd;
+	__u8 *mark = bpf_map_lookup_elem(&HIGH_FD_WATCHES, &key);
+	if (mark || !create)
+		return mark;
+	__u8 none = 0;
+	bpf_map_update_elem(&HIGH_FD_WATCHES, &key, &none, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&HIGH_FD_WATCHES, &key);
 }
 
 static __always_inline void watch_first_read(long fd)
 {
 	if (!CONTENT_READ || fd < 0 || is_agent())
 		return;
-	struct read_watches *w = process_watches(BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!w)
-		return;
-	struct read_watch_slot *slot = &w->slot[fd & (VIGIL_WATCH_SLOTS - 1)];
-	slot->fd1 = (__s32)fd + 1;
-	slot->tries = VIGIL_READ_TRIES;
-	slot->kind = VIGIL_WATCH_READ;
+	__u8 *mark = fd_mark(fd, true);
+	if (mark)
+		*mark = VIGIL_WATCH_READ | VIGIL_READ_TRIES;
 }
 
 /* Whether `f` is worth a look at its first bytes read. */
@@ -949,29 +986,24 @@ static __always_inline bool readable_regular_file(struct file *f)
 /* A read of `fd` into `buf` begins; `pos` is its offset, or -1 for the file's. */
 static __always_inline int on_read(long fd, __u64 buf, long long pos)
 {
-	if (!CONTENT_READ || fd < 0)
+	if (!CONTENT_READ)
 		return 0;
-	struct read_watches *w = process_watches(0);
-	if (!w)
-		return 0;
-	struct read_watch_slot *slot = &w->slot[fd & (VIGIL_WATCH_SLOTS - 1)];
-	if (slot->fd1 != (__s32)fd + 1 || slot->kind != VIGIL_WATCH_READ)
+	__u8 *mark = fd_mark(fd, false);
+	if (!mark || !(*mark & VIGIL_WATCH_READ))
 		return 0;
 	struct file *f = file_of_fd(fd);
 	if (!f || !readable_regular_file(f)) {
-		slot->fd1 = 0;
+		*mark = 0;
 		return 0;
 	}
 	if (pos < 0)
 		pos = BPF_CORE_READ(f, f_pos);
 	if (pos != 0) {
-		if (slot->tries <= 1)
-			slot->fd1 = 0;
-		else
-			slot->tries--;
+		__u8 tries = *mark & VIGIL_WATCH_TRIES;
+		*mark = tries <= 1 ? 0 : (VIGIL_WATCH_READ | (tries - 1));
 		return 0;
 	}
-	slot->fd1 = 0;
+	*mark = 0;
 	struct read_pending *p = bpf_task_storage_get(&READ_PENDING, bpf_get_current_task_btf(), 0,
 						      BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!p) {
@@ -994,18 +1026,15 @@ static __always_inline int on_read(long fd, __u64 buf, long long pos)
  */
 static __always_inline void watch_copy(long oldfd, long newfd)
 {
-	if (!CONTENT_READ || oldfd < 0 || newfd < 0 || oldfd == newfd)
+	if ((!CONTENT_READ && !STREAM_CHECKS) || oldfd < 0 || newfd < 0 || oldfd == newfd)
 		return;
-	struct read_watches *w = process_watches(0);
-	if (!w)
+	__u8 *from = fd_mark(oldfd, false);
+	if (!from || !*from)
 		return;
-	struct read_watch_slot *from = &w->slot[oldfd & (VIGIL_WATCH_SLOTS - 1)];
-	if (from->fd1 != (__s32)oldfd + 1)
-		return;
-	struct read_watch_slot *to = &w->slot[newfd & (VIGIL_WATCH_SLOTS - 1)];
-	to->fd1 = (__s32)newfd + 1;
-	to->tries = from->tries;
-	to->kind = from->kind;
+	__u8 copy = *from;
+	__u8 *to = fd_mark(newfd, true);
+	if (to)
+		*to = copy;
 }
 
 SEC("tracepoint/syscalls/sys_enter_dup2")
@@ -1027,13 +1056,11 @@ int vigil_dup3(struct syscall_trace_enter *ctx)
 SEC("tracepoint/syscalls/sys_enter_dup")
 int vigil_dup(struct syscall_trace_enter *ctx)
 {
-	if (!CONTENT_READ)
+	if (!CONTENT_READ && !STREAM_CHECKS)
 		return 0;
 	long oldfd = (long)ctx->args[0];
-	if (oldfd < 0)
-		return 0;
-	struct read_watches *w = process_watches(0);
-	if (!w || w->slot[oldfd & (VIGIL_WATCH_SLOTS - 1)].fd1 != (__s32)oldfd + 1)
+	__u8 *mark = fd_mark(oldfd, false);
+	if (!mark || !*mark)
 		return 0;
 	struct read_pending *p = bpf_task_storage_get(&READ_PENDING, bpf_get_current_task_btf(), 0,
 						      BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -1045,7 +1072,7 @@ int vigil_dup(struct syscall_trace_enter *ctx)
 SEC("tracepoint/syscalls/sys_exit_dup")
 int vigil_dup_ret(struct syscall_trace_exit *ctx)
 {
-	if (!CONTENT_READ)
+	if (!CONTENT_READ && !STREAM_CHECKS)
 		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct read_pending *p = bpf_task_storage_get(&READ_PENDING, task, 0, 0);
@@ -1110,13 +1137,22 @@ static __always_inline int on_read_exit(long ret)
 	__u64 buf = p->buf;
 	long fd = p->fd;
 	bpf_task_storage_delete(&READ_PENDING, task);
-	if (ret <= 0)
+	if (ret <= 0) {
+		/* Nothing read (an empty or failed read): the next read at
+		 * offset 0 is the one to look at. */
+		__u8 *mark = fd_mark(fd, false);
+		if (mark)
+			*mark = VIGIL_WATCH_READ | (VIGIL_READ_TRIES - 1);
 		return 0;
+	}
 	__u8 head[VIGIL_READ_HEAD] = {};
 	long n = ret < VIGIL_READ_HEAD ? ret : VIGIL_READ_HEAD;
 	if (bpf_probe_read_user(head, n & (2 * VIGIL_READ_HEAD - 1), (void *)buf) != 0)
 		return 0;
-	if (!starts_like_model(head, n, buf, ret)) {
+	/* A first read shorter than a format's magic and version (a reader
+	 * taking safetensors' 8-byte length first) goes to the agent, which
+	 * reads the head itself. */
+	if (n >= VIGIL_READ_HEAD && !starts_like_model(head, n, buf, ret)) {
 		count(VIGIL_COUNTER_FILTERED);
 		return 0;
 	}
@@ -1224,13 +1260,17 @@ static __always_inline __u64 socket_key(long fd)
 }
 
 #define TLS_PORT 443
+/* Sends looked at per stream: a first send too short to hold a
+ * ClientHello (a lone record header, an empty send) passes to the next. */
+#define VIGIL_SEND_TRIES 3
+#define VIGIL_SEND_MIN 16
 
 /*
- * Sockets connected to port 443 or 53 whose first send is awaited, by
- * (tgid << 32 | fd): the peer, for the record. The fd is also marked in
- * the process's watch slots (VIGIL_WATCH_SEND), which is all a send
- * looks at before finding it here. LRU: a socket closed before it sent
- * anything ages out.
+ * Sockets connected to port 443 or 53 whose first send is awaited, by the
+ * socket's struct file: the peer, for the record. Keyed by the open file,
+ * not the fd, so a dup'd or inherited fd finds it; the fd is also marked
+ * (VIGIL_WATCH_SEND), which is all a send looks at before finding it
+ * here. LRU: a socket closed before it sent anything ages out.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -1265,15 +1305,13 @@ static __always_inline void watch_first_send(long fd, const void *uaddr)
 	struct dns_peer peer = {};
 	if (!STREAM_CHECKS || fd < 0 || !read_stream_peer(uaddr, &peer))
 		return;
-	struct read_watches *w = process_watches(BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!w)
+	struct file *f = file_of_fd(fd);
+	__u8 *mark = fd_mark(fd, true);
+	if (!f || !mark)
 		return;
-	__u64 key = socket_key(fd);
+	__u64 key = (__u64)f;
 	bpf_map_update_elem(&STREAM_PEERS, &key, &peer, BPF_ANY);
-	struct read_watch_slot *slot = &w->slot[fd & (VIGIL_WATCH_SLOTS - 1)];
-	slot->fd1 = (__s32)fd + 1;
-	slot->tries = 0;
-	slot->kind = VIGIL_WATCH_SEND;
+	*mark = VIGIL_WATCH_SEND | VIGIL_SEND_TRIES;
 }
 
 /* connect(): remember sockets connected to port 53, forget reconnected
@@ -1295,35 +1333,48 @@ int vigil_connect(struct syscall_trace_enter *ctx)
 }
 
 /*
- * A send on `fd` begins: if it is the first on a stream marked at connect,
- * the record to fill with its first bytes (the mark is cleared). Whether
- * the socket is TCP is not asked: a UDP socket connected to 53 is a DNS
- * socket too, and a datagram to 443 (QUIC) has no ClientHello in clear,
- * which the agent does not parse as one.
+ * A send of `len` bytes on `fd` begins: if it is the first real one on a
+ * stream marked at connect (or `to`, a sendto's address on 443, as with
+ * TCP Fast Open), the record to fill with its first bytes, else NULL. A
+ * send under VIGIL_SEND_MIN bytes leaves the mark for the next one (up to
+ * VIGIL_SEND_TRIES), so a hello cannot hide behind an empty send or a
+ * lone record header. Whether the socket is TCP is not asked: a datagram
+ * to 443 (QUIC) has no ClientHello in clear, which the agent does not
+ * parse as one.
  */
-static __always_inline struct vigil_stream_event *stream_start(long fd)
+static __always_inline struct vigil_stream_event *stream_start(long fd, __u64 len, const void *to)
 {
-	if (!STREAM_CHECKS || fd < 0)
+	if (!STREAM_CHECKS || is_agent())
 		return NULL;
-	struct read_watches *w = process_watches(0);
-	if (!w)
-		return NULL;
-	struct read_watch_slot *slot = &w->slot[fd & (VIGIL_WATCH_SLOTS - 1)];
-	if (slot->fd1 != (__s32)fd + 1 || slot->kind != VIGIL_WATCH_SEND)
-		return NULL;
-	slot->fd1 = 0;
-	__u64 key = socket_key(fd);
-	struct dns_peer *peer = bpf_map_lookup_elem(&STREAM_PEERS, &key);
-	if (!peer)
-		return NULL;
+	struct dns_peer peer = {};
+	bool addressed = to && read_stream_peer(to, &peer) && peer.port == TLS_PORT;
+	if (!addressed) {
+		__u8 *mark = fd_mark(fd, false);
+		if (!mark || !(*mark & VIGIL_WATCH_SEND))
+			return NULL;
+		if (len < VIGIL_SEND_MIN) {
+			__u8 tries = *mark & VIGIL_WATCH_TRIES;
+			*mark = tries <= 1 ? 0 : (VIGIL_WATCH_SEND | (tries - 1));
+			return NULL;
+		}
+		*mark = 0;
+		struct file *f = file_of_fd(fd);
+		if (!f)
+			return NULL;
+		__u64 key = (__u64)f;
+		struct dns_peer *known = bpf_map_lookup_elem(&STREAM_PEERS, &key);
+		if (!known)
+			return NULL;
+		peer = *known;
+		bpf_map_delete_elem(&STREAM_PEERS, &key);
+	}
 	__u32 zero = 0;
 	struct vigil_stream_event *ev = bpf_map_lookup_elem(&EVENT_SCRATCH, &zero);
 	if (!ev)
 		return NULL;
-	ev->family = peer->family;
-	ev->dport = peer->port;
-	__builtin_memcpy(ev->daddr, peer->addr, 16);
-	bpf_map_delete_elem(&STREAM_PEERS, &key);
+	ev->family = peer.family;
+	ev->dport = peer.port;
+	__builtin_memcpy(ev->daddr, peer.addr, 16);
 	return ev;
 }
 
@@ -1337,10 +1388,11 @@ static __always_inline void stream_emit(struct vigil_stream_event *ev, __u32 n)
 	emit(ev, size, BPF_RB_FORCE_WAKEUP);
 }
 
-/* The first send of a marked stream, `len` bytes at `buf`: true if it was one. */
-static __always_inline bool send_starts_stream(long fd, const void *buf, __u64 len)
+/* The first send of a marked stream, `len` bytes at `buf` (`to`: a
+ * sendto's address, or NULL): true if it was one. */
+static __always_inline bool send_starts_stream(long fd, const void *buf, __u64 len, const void *to)
 {
-	struct vigil_stream_event *ev = stream_start(fd);
+	struct vigil_stream_event *ev = stream_start(fd, len, to);
 	if (!ev)
 		return false;
 	__u32 n = len < VIGIL_STREAM_MAX ? (__u32)len : VIGIL_STREAM_MAX;
@@ -1353,7 +1405,7 @@ static __always_inline bool send_starts_stream(long fd, const void *buf, __u64 l
 SEC("tracepoint/syscalls/sys_enter_write")
 int vigil_write(struct syscall_trace_enter *ctx)
 {
-	send_starts_stream((long)ctx->args[0], (const void *)ctx->args[1], ctx->args[2]);
+	send_starts_stream((long)ctx->args[0], (const void *)ctx->args[1], ctx->args[2], NULL);
 	return 0;
 }
 
@@ -1398,7 +1450,8 @@ static __always_inline int send_dns(struct dns_peer *peer, const void *buf, __u6
 SEC("tracepoint/syscalls/sys_enter_sendto")
 int vigil_sendto(struct syscall_trace_enter *ctx)
 {
-	if (send_starts_stream((long)ctx->args[0], (const void *)ctx->args[1], ctx->args[2]))
+	if (send_starts_stream((long)ctx->args[0], (const void *)ctx->args[1], ctx->args[2],
+			       (const void *)ctx->args[4]))
 		return 0;
 	struct dns_peer peer = {};
 	if (!dns_destination((long)ctx->args[0], (const void *)ctx->args[4], &peer))
@@ -1424,9 +1477,13 @@ static __always_inline int on_send_msghdr(long fd, const void *umsg)
 	if (bpf_probe_read_user(&m, sizeof(m), umsg) != 0)
 		return 0;
 	if (m.msg_iov) {
-		struct user_iovec first = {};
-		if (bpf_probe_read_user(&first, sizeof(first), m.msg_iov) == 0 &&
-		    send_starts_stream(fd, first.iov_base, first.iov_len))
+		/* The first buffer with bytes in it (an empty one may lead). */
+		struct user_iovec v = {};
+		for (int i = 0; i < 4; i++) {
+			if (bpf_probe_read_user(&v, sizeof(v), m.msg_iov + i) != 0 || v.iov_len)
+				break;
+		}
+		if (send_starts_stream(fd, v.iov_base, v.iov_len, m.msg_name))
 			return 0;
 	}
 	struct dns_peer peer = {};
@@ -1452,8 +1509,18 @@ int vigil_sendmmsg(struct syscall_trace_enter *ctx)
 }
 
 /* writev(fd, iov, n): glibc sends a DNS question over TCP as two buffers
- * (length, message): the first two buffers are captured, each cut to half
- * the payload. */
+ * (length, message), and a TLS library may send a hello in pieces: the
+ * first four buffers with bytes in them are captured one after another,
+ * the first cut to 1 KiB, the second to 512 bytes, the others to 256. */
+static __always_inline __u32 capture_iov(struct vigil_stream_event *ev, __u32 at,
+					 struct user_iovec *v, __u32 cap)
+{
+	__u32 n = v->iov_len < cap ? (__u32)v->iov_len : cap;
+	if (n == 0 || bpf_probe_read_user(ev->payload + (at & 2047), n & 1023, v->iov_base) != 0)
+		return at;
+	return at + (n & 1023);
+}
+
 SEC("tracepoint/syscalls/sys_enter_writev")
 int vigil_writev(struct syscall_trace_enter *ctx)
 {
@@ -1461,22 +1528,26 @@ int vigil_writev(struct syscall_trace_enter *ctx)
 	__u64 count = ctx->args[2];
 	if (!iov || count == 0)
 		return 0;
-	struct vigil_stream_event *ev = stream_start((long)ctx->args[0]);
+	struct user_iovec v[4] = {};
+	__u32 got = 0;
+	__u64 total = 0;
+	for (int i = 0; i < 8 && i < count && got < 4; i++) {
+		struct user_iovec one = {};
+		if (bpf_probe_read_user(&one, sizeof(one), iov + i) != 0)
+			break;
+		if (one.iov_len == 0)
+			continue;
+		v[got & 3] = one;
+		total += one.iov_len;
+		got++;
+	}
+	struct vigil_stream_event *ev = stream_start((long)ctx->args[0], total, NULL);
 	if (!ev)
 		return 0;
-	struct user_iovec v[2] = {};
-	if (bpf_probe_read_user(&v[0], sizeof(v[0]), iov) != 0)
-		return 0;
-	if (count > 1 && bpf_probe_read_user(&v[1], sizeof(v[1]), iov + 1) != 0)
-		v[1].iov_len = 0;
-	__u32 half = VIGIL_STREAM_MAX / 2;
-	__u32 n0 = v[0].iov_len < half ? (__u32)v[0].iov_len : half;
-	__u32 n1 = v[1].iov_len < half ? (__u32)v[1].iov_len : half;
-	if (n0 && bpf_probe_read_user(ev->payload, n0 & (half * 2 - 1), v[0].iov_base) != 0)
-		return 0;
-	if (n1 && bpf_probe_read_user(ev->payload + (n0 & (half - 1)) + (n0 & half),
-				      n1 & (half * 2 - 1), v[1].iov_base) != 0)
-		n1 = 0;
-	stream_emit(ev, n0 + n1);
+	__u32 at = capture_iov(ev, 0, &v[0], 1023);
+	at = capture_iov(ev, at, &v[1], 512);
+	at = capture_iov(ev, at, &v[2], 256);
+	at = capture_iov(ev, at, &v[3], 256);
+	stream_emit(ev, at);
 	return 0;
 }

@@ -64,9 +64,8 @@
  * the bytes read): user space checks its content. */
 #define VIGIL_MATCH_CONTENT_READ 5
 /* An executable mapping of a file whose name is not an AI runtime's: user
- * space checks its ELF content (dynamic symbols, soname). Sent for the
- * first mapping of each file version (LIBRARY_VERDICTS) and for every
- * mapping of one user space found to be an AI runtime. */
+ * space checks its ELF content (dynamic symbols, soname). Sent until user
+ * space judges the file version plain (LIBRARY_VERDICTS). */
 #define VIGIL_MATCH_EXEC_BY_CONTENT 6
 
 /* DNS message bytes captured from a send to port 53. */
@@ -168,11 +167,10 @@ struct vigil_file_map_event {
 
 /*
  * What user space found in an executable file mapped under a name that
- * says nothing, by file version: the kernel sends the first mapping of a
- * version it has no verdict for (and marks it CHECKING), then only those
- * of versions user space marked AI_RUNTIME. Written by both sides.
+ * says nothing, by file version (inode and change time): the kernel keeps
+ * the mappings of a PLAIN version to itself and sends all others (not yet
+ * judged, or an AI_RUNTIME). Written by user space only.
  */
-#define VIGIL_LIBRARY_CHECKING 1
 #define VIGIL_LIBRARY_PLAIN 2
 #define VIGIL_LIBRARY_AI_RUNTIME 3
 
@@ -186,13 +184,7 @@ struct vigil_library_verdict {
 	__s64 ctime_sec; /* the inode's change time when judged */
 	__u32 ctime_nsec;
 	__u32 state; /* VIGIL_LIBRARY_* */
-	__u64 since_ns; /* CHECKING: bpf_ktime_get_boot_ns() when sent */
 };
-
-/* A CHECKING verdict user space has not replaced in this long lapses, and
- * the next mapping is sent again (a check that failed, or judged another
- * file put at the path, cannot hide the file for good). */
-#define VIGIL_LIBRARY_CHECK_LAPSE_NS (2ULL * 1000 * 1000 * 1000)
 
 /*
  * A message sent to port 53 (a DNS question, UDP or TCP): to the address

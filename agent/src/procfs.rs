@@ -273,15 +273,10 @@ fn fd_path(proc: &Process, fd: i32) -> Option<PathBuf> {
 /// (whole paths: spaces in a path are part of it).
 impl Procfs {
     /// The file process `pid` has mapped executable under the file name
-    /// `name` (a memfd's too), opened through /proc/PID/map_files (what
-    /// is mapped, whatever is at its path now), if it is `identity` where
-    /// that is known.
-    pub fn open_mapped(
-        &self,
-        pid: u32,
-        name: &str,
-        identity: Option<crate::sensors::FileIdentity>,
-    ) -> Option<(std::fs::File, std::fs::Metadata)> {
+    /// `name` (a memfd's too), opened through /proc/PID/map_files: what is
+    /// mapped, whatever is at its path now (so no identity is compared:
+    /// on overlayfs stat's device is not the kernel's).
+    pub fn open_mapped(&self, pid: u32, name: &str) -> Option<(std::fs::File, std::fs::Metadata)> {
         let maps = self.open(pid)?.maps().ok()?;
         let deleted = format!("{name} (deleted)");
         maps.into_iter().find_map(|m| {
@@ -301,8 +296,7 @@ impl Procfs {
                 std::fs::File::open(self.root.join(format!("{pid}/map_files/{start:x}-{end:x}")))
                     .ok()?;
             let meta = file.metadata().ok()?;
-            let same = identity.is_none_or(|id| crate::sensors::FileIdentity::of(&meta) == id);
-            (meta.is_file() && same).then_some((file, meta))
+            meta.is_file().then_some((file, meta))
         })
     }
 }

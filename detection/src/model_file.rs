@@ -200,10 +200,14 @@ pub fn sniff_unnamed_model_format(head: &[u8]) -> Option<ModelFormat> {
             let version = u32::from_le_bytes(head.get(4..8)?.try_into().ok()?);
             (1..=3).contains(&version).then_some(ModelFormat::Gguf)
         }
-        // The JSON header opens with a quoted tensor or metadata name.
-        ModelFormat::Safetensors => {
-            (head.get(9) == Some(&b'"')).then_some(ModelFormat::Safetensors)
-        }
+        // The JSON header opens with a quoted tensor or metadata name
+        // (JSON allows whitespace before it).
+        ModelFormat::Safetensors => head
+            .get(9..)?
+            .iter()
+            .find(|b| !b" \t\r\n".contains(b))
+            .is_some_and(|&b| b == b'"')
+            .then_some(ModelFormat::Safetensors),
         ModelFormat::PyTorchZip => Some(ModelFormat::PyTorchZip),
         ModelFormat::TfLite => Some(ModelFormat::TfLite),
         ModelFormat::Onnx => starts_like_model_proto(head).then_some(ModelFormat::Onnx),
@@ -471,5 +475,15 @@ mod tests {
             None
         );
         assert_eq!(sniff_unnamed_model_format(b"\x80\x02"), None);
+        // safetensors' JSON may open with whitespace.
+        let mut spaced = 20u64.to_le_bytes().to_vec();
+        spaced.extend_from_slice(b"{ \n \"w\": {}}");
+        assert_eq!(
+            sniff_unnamed_model_format(&spaced),
+            Some(ModelFormat::Safetensors)
+        );
+        let mut object = 20u64.to_le_bytes().to_vec();
+        object.extend_from_slice(b"{ 1: 2}");
+        assert_eq!(sniff_unnamed_model_format(&object), None);
     }
 }

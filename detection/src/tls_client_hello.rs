@@ -54,7 +54,13 @@ pub fn client_hello_server_name(first_bytes: &[u8]) -> ClientHelloSni {
     if first_bytes.is_empty() {
         return ClientHelloSni::NotTls;
     }
-    match parse(first_bytes) {
+    let parsed = match parse(Handshake::new(first_bytes)) {
+        // A ClientHello message whose record header went in a send of its
+        // own (the kernel passes sends too short to hold a hello).
+        Err(Stop::NotTls) if first_bytes[0] == CLIENT_HELLO => parse(Handshake::bare(first_bytes)),
+        other => other,
+    };
+    match parsed {
         Ok(sni) => sni,
         Err(Stop::NotTls) => ClientHelloSni::NotTls,
         Err(Stop::Truncated) => ClientHelloSni::Truncated,
@@ -82,6 +88,8 @@ struct Handshake<'a> {
     left: usize,
     read: usize,
     end: usize,
+    /// The bytes are one handshake message with no record header.
+    bare: bool,
 }
 
 impl<'a> Handshake<'a> {
@@ -92,6 +100,16 @@ impl<'a> Handshake<'a> {
             left: 0,
             read: 0,
             end: usize::MAX,
+            bare: false,
+        }
+    }
+
+    /// A handshake message whose record header was sent apart.
+    fn bare(buf: &'a [u8]) -> Self {
+        Handshake {
+            left: buf.len(),
+            bare: true,
+            ..Handshake::new(buf)
         }
     }
 
@@ -100,8 +118,15 @@ impl<'a> Handshake<'a> {
     /// `NotTls`, not `Truncated`.
     fn next_record(&mut self) -> Result<(), Stop> {
         let header = self.buf.get(self.at..).unwrap_or_default();
-        let checks: [fn(u8) -> bool; 3] =
-            [|b| b == HANDSHAKE, |b| b == 3, |b| (1..=4).contains(&b)];
+        if self.bare {
+            // A handshake message sent without its record header (the
+            // header went out in an earlier, separate send).
+            return Err(Stop::Truncated);
+        }
+        // The record version's minor byte is not checked: OpenSSL and
+        // BoringSSL look at the major byte only (a hello whose record says
+        // 03 00 completes a TLS 1.3 handshake).
+        let checks: [fn(u8) -> bool; 2] = [|b| b == HANDSHAKE, |b| b == 3];
         for (byte, ok) in header.iter().zip(checks) {
             if !ok(*byte) {
                 return Err(Stop::NotTls);
@@ -179,8 +204,7 @@ impl<'a> Handshake<'a> {
     }
 }
 
-fn parse(buf: &[u8]) -> Result<ClientHelloSni, Stop> {
-    let mut hs = Handshake::new(buf);
+fn parse(mut hs: Handshake<'_>) -> Result<ClientHelloSni, Stop> {
     if hs.byte()? != CLIENT_HELLO {
         return Err(Stop::NotTls);
     }

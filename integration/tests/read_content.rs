@@ -188,3 +188,59 @@ async fn a_model_opened_read_write_is_not_checked_by_content_and_the_agent_says_
         "README's signal table names the read-write blind spot"
     );
 }
+
+/// First reads that a check of only the first read's bytes would miss
+/// (helper-36's review): empty, failed, too short to tell, in a forked
+/// child, beside an fd 64 numbers on, through a dup2 copy.
+const READ_EVASIONS: &str = r#"
+import ctypes, os, struct, sys
+mode, path = sys.argv[1], sys.argv[2]
+fd = os.open(path, os.O_RDONLY)
+if mode == 'zero':
+    os.read(fd, 0); os.read(fd, 4096)
+elif mode == 'efault':
+    ctypes.CDLL(None).read(fd, ctypes.c_void_p(8), 4096); os.read(fd, 4096)
+elif mode == 'one':
+    os.read(fd, 1); os.read(fd, 4095)
+elif mode == 'eight':
+    n = struct.unpack('<Q', os.read(fd, 8))[0]; os.read(fd, n)
+elif mode == 'fork':
+    if os.fork() == 0:
+        os.read(fd, 4096); os._exit(0)
+    os.wait()
+elif mode == 'collide':
+    os.dup2(os.open('/etc/hostname', os.O_RDONLY), fd + 64); os.read(fd, 4096)
+elif mode == 'dup2':
+    os.dup2(fd, fd + 64); os.read(fd + 64, 4096)
+elif mode == 'pread0':
+    os.pread(fd, 0, 0); os.pread(fd, 4096, 0)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_reads_that_try_to_slip_past_the_check_are_still_seen() {
+    if !privileged("first_reads_that_try_to_slip_past_the_check_are_still_seen") {
+        return;
+    }
+    let h = AgentHost::start("read-content-evasions").await;
+    let (models, _) = write_files(&h.dir);
+    let model = std::fs::read(models.join("weights.cache")).unwrap();
+    for mode in [
+        "zero", "efault", "one", "eight", "fork", "collide", "dup2", "pread0",
+    ] {
+        // A copy per mode: each is its own finding.
+        let file = models.join(format!("{mode}.cache"));
+        std::fs::write(&file, &model).unwrap();
+        run(Command::new("python3")
+            .args(["-c", READ_EVASIONS, mode])
+            .arg(&file));
+        let path = file.to_str().unwrap().to_string();
+        h.alert(
+            &format!("the model_file alert for the {mode} read"),
+            move |a| {
+                file_path_of(a) == path
+                    && a.finding.as_ref().unwrap().signal() == SignalKind::ModelFile
+            },
+        )
+        .await;
+    }
+}

@@ -20,6 +20,16 @@ const DNS_QUERY: &str = "import os, socket, struct, sys\nq = struct.pack('>HHHHH
 /// the listener hangs up after the ClientHello.
 const TLS_HELLO: &str = "import socket, ssl, sys\ns = socket.create_connection(('127.0.0.1', 443))\ntry:\n    ssl.create_default_context().wrap_socket(s, server_hostname=sys.argv[1])\nexcept (OSError, ssl.SSLError):\n    pass\n";
 
+/// Listeners on 127.0.0.1:443 and :53 for the whole test binary (its
+/// tests run at once).
+fn sinks() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        sink(443);
+        sink(53);
+    });
+}
+
 /// Accepts connections on 127.0.0.1:`port`, reads what comes, hangs up.
 fn sink(port: u16) {
     let listener = TcpListener::bind(("127.0.0.1", port))
@@ -67,8 +77,7 @@ async fn tls_server_names_and_dns_over_tcp_name_ai_api_hosts_without_a_dns_quest
     if !privileged("tls_server_names_and_dns_over_tcp_name_ai_api_hosts_without_a_dns_question") {
         return;
     }
-    sink(443);
-    sink(53);
+    sinks();
     let h = AgentHost::start("stream-egress").await;
 
     // Benign first: TLS to an ordinary host, plain HTTP on 443, a TCP DNS
@@ -147,4 +156,84 @@ async fn tls_server_names_and_dns_over_tcp_name_ai_api_hosts_without_a_dns_quest
             .map(|a| a.finding.as_ref().unwrap().summary.clone())
             .collect();
     assert!(noise.is_empty(), "benign streams made findings: {noise:?}");
+}
+
+/// Ways to send a ClientHello that a check of only the first send's first
+/// buffer on the connecting fd would miss (helper-36's review), each to
+/// its own AI API host: all are named.
+const TLS_EVASIONS: &str = r#"
+import os, sys, ssl, socket
+mode, host = sys.argv[1], sys.argv[2]
+A = ('127.0.0.1', 443)
+def hello(minor=None):
+    ctx = ssl.create_default_context(); i, o = ssl.MemoryBIO(), ssl.MemoryBIO()
+    t = ctx.wrap_bio(i, o, server_hostname=host)
+    try: t.do_handshake()
+    except ssl.SSLWantReadError: pass
+    h = o.read()
+    return h if minor is None else h[:2] + bytes([minor]) + h[3:]
+def stock(s):
+    try: ssl.create_default_context().wrap_socket(s, server_hostname=host)
+    except (OSError, ssl.SSLError): pass
+if mode == 'send0':
+    s = socket.create_connection(A); s.send(b''); stock(s)
+elif mode == 'fork':
+    s = socket.create_connection(A)
+    if os.fork() == 0: stock(s); os._exit(0)
+    os.wait()
+elif mode == 'dup2':
+    s = socket.create_connection(A); os.dup2(s.fileno(), 100); stock(socket.socket(fileno=100))
+elif mode == 'split':
+    h = hello(); s = socket.create_connection(A); s.send(h[:5]); s.sendall(h[5:])
+elif mode == 'writev3':
+    h = hello(); s = socket.create_connection(A); os.writev(s.fileno(), [h[:5], h[5:9], h[9:]])
+elif mode == 'sendmsg_empty':
+    h = hello(); s = socket.create_connection(A); s.sendmsg([b'', h])
+elif mode == 'collide':
+    s = socket.create_connection(A); os.dup2(os.open('/etc/hostname', os.O_RDONLY), s.fileno() + 64); stock(s)
+elif mode == 'fastopen':
+    h = hello(); s = socket.socket()
+    try: s.sendto(h, socket.MSG_FASTOPEN, A)
+    except OSError: pass
+elif mode == 'ssl3_record':
+    s = socket.create_connection(A); s.sendall(hello(0))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hello_sent_in_other_ways_still_names_its_host() {
+    if !privileged("a_client_hello_sent_in_other_ways_still_names_its_host") {
+        return;
+    }
+    sinks();
+    let h = AgentHost::start("stream-evasions").await;
+    let cases: [(&str, &'static str); 9] = [
+        ("send0", "api.openai.com"),
+        ("fork", "api.anthropic.com"),
+        ("dup2", "api.mistral.ai"),
+        ("split", "api.cohere.ai"),
+        ("writev3", "api.groq.com"),
+        ("sendmsg_empty", "api.together.xyz"),
+        ("collide", "api.fireworks.ai"),
+        ("fastopen", "api.deepseek.com"),
+        ("ssl3_record", "api.x.ai"),
+    ];
+    for (mode, host) in cases {
+        let mut cmd = Command::new("python3");
+        cmd.arg("-c").arg(TLS_EVASIONS).arg(mode).arg(host);
+        run(&mut cmd);
+        h.alert_within(
+            &format!("ai_egress for the {mode} hello"),
+            std::time::Duration::from_secs(10),
+            move |a: &Alert| {
+                a.finding.as_ref().unwrap().signal() == SignalKind::AiEgress
+                    && a.finding
+                        .as_ref()
+                        .unwrap()
+                        .net
+                        .as_ref()
+                        .is_some_and(|n| n.host == host)
+            },
+        )
+        .await;
+    }
 }

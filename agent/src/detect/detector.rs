@@ -493,10 +493,10 @@ impl Detector {
                 let (file, meta) = self
                     .open_named(ctx.pid, Some(*fd), &path, *identity)
                     .ok()
-                    .or_else(|| self.procfs.open_mapped(ctx.pid, name, *identity))?;
+                    .or_else(|| self.procfs.open_mapped(ctx.pid, name))?;
                 // Nearly every such file is an ordinary library: judged
                 // (once per version) before resolving the process.
-                let found = self.libraries.judge(&file, &meta)?;
+                let found = self.libraries.judge(&file, &meta, *identity, ctx.uid)?;
                 let resolved = self.process(ctx, table);
                 self.detect(
                     resolved,

@@ -5,14 +5,21 @@
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
+use std::time::Instant;
 
 use vigil_detection::{identify_runtime_library, RuntimeLibraryBudget};
 
-use crate::sensors::LibraryVerdicts;
+use crate::sensors::{FileIdentity, LibraryVerdicts};
 
 /// Bytes one check may read: a real library's dynamic section, hash table
-/// and strings are found within 64 KiB; a crafted file stops here.
-const CHECK_BYTES: u64 = 256 << 10;
+/// and strings are found within 64 KiB (libc: 2 KiB; onnxruntime's wheel:
+/// under 64 KiB); a crafted file stops here.
+const CHECK_BYTES: u64 = 64 << 10;
+/// New file versions one user may have checked per second, and in a burst:
+/// a user who makes executable files faster (a flood to hold up the
+/// detector) has the rest go unchecked, logged, until the bucket refills.
+const CHECKS_PER_SEC_PER_UID: f64 = 20.0;
+const CHECK_BURST_PER_UID: f64 = 200.0;
 /// File versions remembered; past this the memory is cleared (the kernel
 /// keeps its own verdicts, so a forgotten one costs a second check).
 const REMEMBERED: usize = 4096;
@@ -36,26 +43,51 @@ pub struct Identified {
 pub struct LibraryChecks {
     verdicts: Option<LibraryVerdicts>,
     judged: HashMap<Version, Option<Identified>>,
+    /// Checks each uid may still make now, and when that was worked out.
+    budgets: HashMap<u32, (f64, Instant)>,
+    /// Checks refused for a spent budget, since the agent started.
+    refused: u64,
 }
 
 impl LibraryChecks {
     pub fn new(verdicts: Option<LibraryVerdicts>) -> Self {
         Self {
             verdicts,
-            judged: HashMap::new(),
+            ..Default::default()
         }
     }
 
     /// What the opened file is, by its content (None: not an AI runtime,
-    /// or not a readable ELF file), remembered and told to the kernel.
-    pub fn judge(&mut self, file: &std::fs::File, meta: &std::fs::Metadata) -> Option<Identified> {
+    /// or not a readable ELF file), remembered and told to the kernel
+    /// (under `kernel`, the file as the kernel names it, where known: on
+    /// overlayfs stat's device is another). `uid` pays for a new check.
+    pub fn judge(
+        &mut self,
+        file: &std::fs::File,
+        meta: &std::fs::Metadata,
+        kernel: Option<FileIdentity>,
+        uid: u32,
+    ) -> Option<Identified> {
         let version = Version {
             dev: meta.dev(),
             ino: meta.ino(),
             ctime: (meta.ctime(), meta.ctime_nsec()),
         };
-        if let Some(known) = self.judged.get(&version) {
-            return known.clone();
+        if let Some(known) = self.judged.get(&version).cloned() {
+            // The kernel may have lost its copy (LRU): told again.
+            self.tell_kernel(meta, kernel, known.is_some());
+            return known;
+        }
+        if !self.admit(uid) {
+            self.refused += 1;
+            if self.refused.is_power_of_two() {
+                tracing::warn!(
+                    uid,
+                    refused = self.refused,
+                    "executable files made faster than they can be checked: this one is not"
+                );
+            }
+            return None;
         }
         let budget = RuntimeLibraryBudget {
             max_bytes: CHECK_BYTES,
@@ -70,15 +102,69 @@ impl LibraryChecks {
                 None
             }
         };
-        if let Some(verdicts) = &self.verdicts {
-            if let Err(e) = verdicts.record(meta, found.is_some()) {
-                tracing::warn!(error = %e, "recording a library verdict in the kernel");
-            }
-        }
+        self.tell_kernel(meta, kernel, found.is_some());
         if self.judged.len() >= REMEMBERED {
             self.judged.clear();
         }
         self.judged.insert(version, found.clone());
         found
+    }
+
+    fn tell_kernel(&self, meta: &std::fs::Metadata, kernel: Option<FileIdentity>, ai: bool) {
+        if let Some(verdicts) = &self.verdicts {
+            if let Err(e) = verdicts.record(meta, kernel, ai) {
+                tracing::warn!(error = %e, "recording a library verdict in the kernel");
+            }
+        }
+    }
+
+    /// Takes one check from `uid`'s bucket, if it has one.
+    fn admit(&mut self, uid: u32) -> bool {
+        let now = Instant::now();
+        if self.budgets.len() >= REMEMBERED && !self.budgets.contains_key(&uid) {
+            self.budgets.clear();
+        }
+        let (tokens, at) = self
+            .budgets
+            .entry(uid)
+            .or_insert((CHECK_BURST_PER_UID, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * CHECKS_PER_SEC_PER_UID)
+            .min(CHECK_BURST_PER_UID);
+        *at = now;
+        if *tokens < 1.0 {
+            return false;
+        }
+        *tokens -= 1.0;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_making_executables_faster_than_they_are_checked_runs_out_of_checks() {
+        let mut checks = LibraryChecks::default();
+        let admitted = (0..1000).filter(|_| checks.admit(1000)).count();
+        assert!(
+            (200..=210).contains(&admitted),
+            "the burst, and what refilled meanwhile: {admitted}"
+        );
+        // Another user's checks are their own.
+        assert!(checks.admit(0));
+    }
+
+    #[test]
+    fn a_file_version_is_judged_once_and_an_ordinary_library_is_not_a_runtime() {
+        let mut checks = LibraryChecks::default();
+        let libc = std::fs::File::open("/proc/self/exe").unwrap();
+        let meta = libc.metadata().unwrap();
+        assert_eq!(checks.judge(&libc, &meta, None, 0), None);
+        assert_eq!(checks.judged.len(), 1);
+        // Remembered: no second check is paid for.
+        let before = checks.budgets[&0].0;
+        assert_eq!(checks.judge(&libc, &meta, None, 0), None);
+        assert!(checks.budgets[&0].0 >= before);
     }
 }

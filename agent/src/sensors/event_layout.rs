@@ -42,7 +42,6 @@ pub const MATCH_AI_RUNTIME: u32 = 3;
 pub const MATCH_LARGE_MAPPING: u32 = 4;
 pub const MATCH_CONTENT_READ: u32 = 5;
 pub const MATCH_EXEC_BY_CONTENT: u32 = 6;
-pub const LIBRARY_CHECKING: u32 = 1;
 pub const LIBRARY_PLAIN: u32 = 2;
 pub const LIBRARY_AI_RUNTIME: u32 = 3;
 
@@ -182,8 +181,6 @@ pub struct RawLibraryVerdict {
     pub ctime_sec: i64,
     pub ctime_nsec: u32,
     pub state: u32,
-    /// When the kernel sent a CHECKING version (not set by user space).
-    pub since_ns: u64,
 }
 
 // SAFETY: plain old data of integers only, no padding (checked by the layout test).
@@ -389,7 +386,6 @@ pub fn rust_layout() -> Vec<(&'static str, usize)> {
             "VIGIL_MATCH_EXEC_BY_CONTENT",
             MATCH_EXEC_BY_CONTENT as usize,
         ),
-        ("VIGIL_LIBRARY_CHECKING", LIBRARY_CHECKING as usize),
         ("VIGIL_LIBRARY_PLAIN", LIBRARY_PLAIN as usize),
         ("VIGIL_LIBRARY_AI_RUNTIME", LIBRARY_AI_RUNTIME as usize),
         (
@@ -411,10 +407,6 @@ pub fn rust_layout() -> Vec<(&'static str, usize)> {
         (
             "offsetof(struct vigil_library_verdict, state)",
             offset_of!(RawLibraryVerdict, state),
-        ),
-        (
-            "offsetof(struct vigil_library_verdict, since_ns)",
-            offset_of!(RawLibraryVerdict, since_ns),
         ),
         (
             "offsetof(struct vigil_file_map_event, dev)",

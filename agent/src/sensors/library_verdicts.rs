@@ -33,22 +33,35 @@ impl LibraryVerdicts {
     /// Records the verdict on the file version `meta` describes (as read
     /// by the agent: a file changed since has another change time, and
     /// the kernel sends its next mapping again).
-    pub fn record(&self, meta: &std::fs::Metadata, ai_runtime: bool) -> Result<(), MapError> {
-        let (key, verdict) = entry(meta, ai_runtime);
+    /// `kernel` is the file as the kernel named it in its record, where
+    /// known (overlayfs: stat gives another device than the kernel's).
+    pub fn record(
+        &self,
+        meta: &std::fs::Metadata,
+        kernel: Option<super::FileIdentity>,
+        ai_runtime: bool,
+    ) -> Result<(), MapError> {
+        let (mut key, verdict) = entry(meta, ai_runtime);
+        if let Some(id) = kernel {
+            key.dev = kernel_dev(id.dev);
+            key.ino = id.ino;
+        }
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         map.insert(key, verdict, 0)
     }
 }
 
+/// stat's dev_t back to the kernel's own encoding (major << 20 | minor).
+fn kernel_dev(dev: u64) -> u32 {
+    (libc::major(dev) << 20) | (libc::minor(dev) & 0xf_ffff)
+}
+
 /// The kernel's key and verdict for a file version.
 fn entry(meta: &std::fs::Metadata, ai_runtime: bool) -> (RawLibraryKey, RawLibraryVerdict) {
-    let dev = meta.dev();
-    // stat's dev_t back to the kernel's own encoding (major << 20 | minor).
-    let kernel_dev = (libc::major(dev) << 20) | (libc::minor(dev) & 0xf_ffff);
     (
         RawLibraryKey {
             ino: meta.ino(),
-            dev: kernel_dev,
+            dev: kernel_dev(meta.dev()),
             pad: 0,
         },
         RawLibraryVerdict {
@@ -59,7 +72,6 @@ fn entry(meta: &std::fs::Metadata, ai_runtime: bool) -> (RawLibraryKey, RawLibra
             } else {
                 LIBRARY_PLAIN
             },
-            since_ns: 0,
         },
     )
 }
