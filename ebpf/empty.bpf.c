@@ -87,3 +87,18 @@ int empty_write(void *ctx) { return 0; }
 
 SEC("tracepoint/syscalls/sys_enter_writev")
 int empty_writev(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_exit_write")
+int empty_write_ret(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_exit_sendto")
+int empty_sendto_ret(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_exit_sendmsg")
+int empty_sendmsg_ret(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_exit_sendmmsg")
+int empty_sendmmsg_ret(void *ctx) { return 0; }
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int empty_connect_ret(void *ctx) { return 0; }

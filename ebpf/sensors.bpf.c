@@ -307,6 +307,42 @@ static __always_inline bool is_agent(void)
 	return (__u32)(bpf_get_current_pid_tgid() >> 32) == AGENT_TGID;
 }
 
+#define EFAULT 14
+
+/*
+ * Makes the open this thread is in wait for its return (on_open_exit) in
+ * OPEN_PENDING: matched (`match`, the path's `plen` bytes in `ps`), or,
+ * when its path was in memory not yet faulted in (match 0), with the user
+ * pointer in `ino`, to be read and matched on return, after the kernel
+ * faulted the page in copying it.
+ */
+static __always_inline int wait_for_open(struct path_scratch *ps, const char *upath, int dfd,
+					 __u32 flags, __u32 match, __u32 plen)
+{
+	struct vigil_open_event *ev = bpf_task_storage_get(
+		&OPEN_PENDING, bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!ev) {
+		count(VIGIL_COUNTER_EVICTED);
+		return 0;
+	}
+	bool waiting = ev->hdr.kind != 0;
+	if (match && plen && plen <= VIGIL_PATH_MAX)
+		bpf_probe_read_kernel(ev->path, plen, ps->path);
+	ev->dfd = dfd;
+	ev->flags = flags;
+	ev->match = match;
+	ev->path_len = plen;
+	ev->ret = 0;
+	ev->origin = VIGIL_OPEN_SYSCALL;
+	ev->dev = 0;
+	ev->ino = match ? 0 : (__u64)upath;
+	__u64 size = offsetof(struct vigil_open_event, path) + plen;
+	fill_header(&ev->hdr, VIGIL_EVENT_OPEN, size);
+	if (!waiting)
+		__sync_fetch_and_add(&PENDING_OPENS, 1);
+	return 0;
+}
+
 /* Every open syscall ends here: the path is matched against the table. */
 static __always_inline int on_open(const char *upath, int dfd, __u32 flags)
 {
@@ -319,36 +355,41 @@ static __always_inline int on_open(const char *upath, int dfd, __u32 flags)
 	if (!ps)
 		return 0;
 	long n = bpf_probe_read_user_str(ps->path, VIGIL_PATH_MAX, upath);
+	if (n == -EFAULT && upath)
+		return wait_for_open(ps, upath, dfd, flags, 0, 0);
 	__u32 len = (__u32)(n - 1) & (VIGIL_PATH_MAX - 1);
 	__u32 match = match_read_name(ps, n, false);
 	if (!match)
 		return 0;
+	/* Sent when the syscall returns (on_open_exit), with its result. */
+	return wait_for_open(ps, upath, dfd, flags, match, len + 1);
+}
 
+/*
+ * An open whose path could not be read on entry (match 0): read and
+ * matched now. False when it is not one to send (the entry is then free).
+ */
+static __always_inline bool match_late_path(struct vigil_open_event *ev)
+{
+	if (ev->match)
+		return true;
+	__u32 zero = 0;
+	struct path_scratch *ps = bpf_map_lookup_elem(&PATH_SCRATCH, &zero);
+	if (!ps)
+		return false;
+	long n = bpf_probe_read_user_str(ps->path, VIGIL_PATH_MAX, (const char *)ev->ino);
+	__u32 len = (__u32)(n - 1) & (VIGIL_PATH_MAX - 1);
+	__u32 match = match_read_name(ps, n, false);
+	if (!match)
+		return false;
 	__u32 plen = len + 1;
 	if (plen > VIGIL_PATH_MAX)
-		return 0;
-	/* Sent when the syscall returns (on_open_exit), with its result. */
-	struct vigil_open_event *ev = bpf_task_storage_get(
-		&OPEN_PENDING, bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!ev) {
-		count(VIGIL_COUNTER_EVICTED);
-		return 0;
-	}
-	bool waiting = ev->hdr.kind != 0;
+		return false;
 	bpf_probe_read_kernel(ev->path, plen, ps->path);
-	ev->dfd = dfd;
-	ev->flags = flags;
 	ev->match = match;
 	ev->path_len = plen;
-	ev->ret = 0;
-	ev->origin = VIGIL_OPEN_SYSCALL;
-	ev->dev = 0;
-	ev->ino = 0;
-	__u64 size = offsetof(struct vigil_open_event, path) + plen;
-	fill_header(&ev->hdr, VIGIL_EVENT_OPEN, size);
-	if (!waiting)
-		__sync_fetch_and_add(&PENDING_OPENS, 1);
-	return 0;
+	ev->hdr.size = offsetof(struct vigil_open_event, path) + plen;
+	return true;
 }
 
 /* The file at `fd` in the current task's table, or NULL. */
@@ -413,6 +454,12 @@ static __always_inline int on_open_exit(long ret)
 		return 0;
 	}
 	__sync_fetch_and_add(&PENDING_OPENS, -1); /* BPF v1 has no atomic sub */
+	if (!match_late_path(ev)) {
+		ev->hdr.kind = 0;
+		bpf_task_storage_delete(&OPEN_PENDING, task);
+		watch_first_read(ret);
+		return 0;
+	}
 	ev->ret = (__s32)ret;
 	read_opened_file(ret, ev);
 	__u64 size = ev->hdr.size;
@@ -1279,14 +1326,20 @@ struct {
 	__type(value, struct dns_peer);
 } STREAM_PEERS SEC(".maps");
 
-/* The user's sockaddr, if it is an IPv4/IPv6 address on port 443 or 53. */
-static __always_inline bool read_stream_peer(const void *uaddr, struct dns_peer *peer)
+/* The user's sockaddr, if it is an IPv4/IPv6 address on port 443 or 53;
+ * `faulted` says it could not be read (memory not faulted in yet). */
+static __always_inline bool read_stream_peer_or_fault(const void *uaddr, struct dns_peer *peer,
+						      bool *faulted)
 {
+	*faulted = false;
 	if (!uaddr)
 		return false;
 	__u16 head[2];
-	if (bpf_probe_read_user(head, sizeof(head), uaddr) != 0)
+	long r = bpf_probe_read_user(head, sizeof(head), uaddr);
+	if (r != 0) {
+		*faulted = r == -EFAULT;
 		return false;
+	}
 	__u16 port = __builtin_bswap16(head[1]);
 	if ((head[0] != AF_INET && head[0] != AF_INET6) || (port != TLS_PORT && port != DNS_PORT))
 		return false;
@@ -1299,12 +1352,68 @@ static __always_inline bool read_stream_peer(const void *uaddr, struct dns_peer 
 	return true;
 }
 
+static __always_inline bool read_stream_peer(const void *uaddr, struct dns_peer *peer)
+{
+	bool faulted;
+	return read_stream_peer_or_fault(uaddr, peer, &faulted);
+}
+
+/*
+ * What a send or connect could not read on entry, its memory not yet
+ * faulted in (an attacker's way to hide a hello or an address from a
+ * probe read): read again when the syscall returns, the kernel having
+ * faulted the page in meanwhile. PENDING_STREAMS counts the waiting, so
+ * the returns of all other writes cost one load.
+ */
+#define VIGIL_RETRY_SEND 1
+#define VIGIL_RETRY_CONNECT 2
+
+struct stream_retry {
+	__u64 ptr; /* the send's buffer, or connect's sockaddr */
+	__u64 len;
+	__s64 fd;
+	struct dns_peer peer;
+	__u32 kind; /* VIGIL_RETRY_*, 0: none */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct stream_retry);
+} STREAM_RETRY SEC(".maps");
+
+__u32 PENDING_STREAMS = 0;
+
+static __always_inline void retry_on_return(__u32 kind, long fd, __u64 ptr, __u64 len,
+					    struct dns_peer *peer)
+{
+	struct stream_retry *r = bpf_task_storage_get(&STREAM_RETRY, bpf_get_current_task_btf(), 0,
+						      BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!r)
+		return;
+	if (!r->kind)
+		__sync_fetch_and_add(&PENDING_STREAMS, 1);
+	r->kind = kind;
+	r->fd = fd;
+	r->ptr = ptr;
+	r->len = len;
+	if (peer)
+		r->peer = *peer;
+}
+
 /* Marks `fd` for its first send (STREAM_CHECKS on, not the agent). */
 static __always_inline void watch_first_send(long fd, const void *uaddr)
 {
 	struct dns_peer peer = {};
-	if (!STREAM_CHECKS || fd < 0 || !read_stream_peer(uaddr, &peer))
+	bool faulted = false;
+	if (!STREAM_CHECKS || fd < 0)
 		return;
+	if (!read_stream_peer_or_fault(uaddr, &peer, &faulted)) {
+		if (faulted)
+			retry_on_return(VIGIL_RETRY_CONNECT, fd, (__u64)uaddr, 0, NULL);
+		return;
+	}
 	struct file *f = file_of_fd(fd);
 	__u8 *mark = fd_mark(fd, true);
 	if (!f || !mark)
@@ -1396,10 +1505,76 @@ static __always_inline bool send_starts_stream(long fd, const void *buf, __u64 l
 	if (!ev)
 		return false;
 	__u32 n = len < VIGIL_STREAM_MAX ? (__u32)len : VIGIL_STREAM_MAX;
-	if (!buf || bpf_probe_read_user(ev->payload, n & (2 * VIGIL_STREAM_MAX - 1), buf) != 0)
+	if (!buf)
 		return true;
+	if (bpf_probe_read_user(ev->payload, n & (2 * VIGIL_STREAM_MAX - 1), buf) != 0) {
+		struct dns_peer peer = { .family = ev->family, .port = ev->dport };
+		__builtin_memcpy(peer.addr, ev->daddr, 16);
+		retry_on_return(VIGIL_RETRY_SEND, fd, (__u64)buf, len, &peer);
+		return true;
+	}
 	stream_emit(ev, n);
 	return true;
+}
+
+/* A send or connect returns: what its entry could not read, read now. */
+static __always_inline int on_stream_return(void)
+{
+	if (PENDING_STREAMS == 0)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct stream_retry *r = bpf_task_storage_get(&STREAM_RETRY, task, 0, 0);
+	if (!r || !r->kind)
+		return 0;
+	__sync_fetch_and_add(&PENDING_STREAMS, -1);
+	__u32 kind = r->kind;
+	r->kind = 0;
+	if (kind == VIGIL_RETRY_CONNECT) {
+		watch_first_send(r->fd, (const void *)r->ptr);
+		return 0;
+	}
+	__u32 zero = 0;
+	struct vigil_stream_event *ev = bpf_map_lookup_elem(&EVENT_SCRATCH, &zero);
+	if (!ev)
+		return 0;
+	ev->family = r->peer.family;
+	ev->dport = r->peer.port;
+	__builtin_memcpy(ev->daddr, r->peer.addr, 16);
+	__u32 n = r->len < VIGIL_STREAM_MAX ? (__u32)r->len : VIGIL_STREAM_MAX;
+	if (bpf_probe_read_user(ev->payload, n & (2 * VIGIL_STREAM_MAX - 1), (const void *)r->ptr) != 0)
+		return 0;
+	stream_emit(ev, n);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_write")
+int vigil_write_ret(void *ctx)
+{
+	return on_stream_return();
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendto")
+int vigil_sendto_ret(void *ctx)
+{
+	return on_stream_return();
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendmsg")
+int vigil_sendmsg_ret(void *ctx)
+{
+	return on_stream_return();
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendmmsg")
+int vigil_sendmmsg_ret(void *ctx)
+{
+	return on_stream_return();
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int vigil_connect_ret(void *ctx)
+{
+	return on_stream_return();
 }
 
 SEC("tracepoint/syscalls/sys_enter_write")

@@ -134,6 +134,11 @@ fn attach(c: Condition, s: &Settings, cp: &str, round: usize) -> anyhow::Result<
                 ("empty_dup3", "syscalls", "sys_enter_dup3"),
                 ("empty_write", "syscalls", "sys_enter_write"),
                 ("empty_writev", "syscalls", "sys_enter_writev"),
+                ("empty_write_ret", "syscalls", "sys_exit_write"),
+                ("empty_sendto_ret", "syscalls", "sys_exit_sendto"),
+                ("empty_sendmsg_ret", "syscalls", "sys_exit_sendmsg"),
+                ("empty_sendmmsg_ret", "syscalls", "sys_exit_sendmmsg"),
+                ("empty_connect_ret", "syscalls", "sys_exit_connect"),
             ] {
                 let tp: &mut TracePoint = ebpf.program_mut(prog).context(prog)?.try_into()?;
                 tp.load()?;
@@ -539,6 +544,7 @@ fn program_costs(s: &Settings, cp: &ControlPlane, report: &mut Report) -> anyhow
         ("sys_enter_read", "vigil_read", "empty_read"),
         ("sys_exit_read", "vigil_read_ret", "empty_read_ret"),
         ("sys_enter_write", "vigil_write", "empty_write"),
+        ("sys_exit_write", "vigil_write_ret", "empty_write_ret"),
         ("sys_enter_mmap", "vigil_mmap", "empty_mmap"),
     ] {
         report.push(Figure::ratio(

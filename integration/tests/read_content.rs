@@ -214,6 +214,19 @@ elif mode == 'dup2':
     os.dup2(fd, fd + 64); os.read(fd + 64, 4096)
 elif mode == 'pread0':
     os.pread(fd, 0, 0); os.pread(fd, 4096, 0)
+elif mode == 'unfaulted_path':
+    # The path of a .gguf in a file mapping never touched: a probe read on
+    # entry fails; the kernel faults it in on the call.
+    import mmap, tempfile
+    gguf = path + '.gguf'
+    os.link(path, gguf)
+    with tempfile.NamedTemporaryFile(dir=os.path.dirname(path)) as f:
+        f.write(gguf.encode().ljust(4096, bytes(1))); f.flush()
+        m = mmap.mmap(f.fileno(), 4096, prot=mmap.PROT_READ)
+        base = next(int(l.split('-')[0], 16) for l in open('/proc/self/maps') if f.name in l)
+        g = ctypes.CDLL(None).open(ctypes.c_void_p(base), 0)
+        assert g >= 0
+        os.read(g, 4096)
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

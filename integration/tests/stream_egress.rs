@@ -197,6 +197,25 @@ elif mode == 'fastopen':
     except OSError: pass
 elif mode == 'ssl3_record':
     s = socket.create_connection(A); s.sendall(hello(0))
+elif mode in ('unfaulted_buf', 'unfaulted_addr'):
+    # The hello, or connect's sockaddr, in a file mapping never touched:
+    # a probe read on entry fails; the kernel faults it in on the call.
+    import ctypes, mmap, struct, tempfile
+    libc = ctypes.CDLL(None, use_errno=True)
+    h = hello()
+    sa = struct.pack('<H', socket.AF_INET) + struct.pack('>H', 443) + socket.inet_aton('127.0.0.1') + bytes(8)
+    data = h if mode == 'unfaulted_buf' else sa
+    with tempfile.NamedTemporaryFile(dir=sys.argv[3]) as f:
+        f.write(data.ljust(4096, bytes(1))); f.flush()
+        m = mmap.mmap(f.fileno(), 4096, prot=mmap.PROT_READ)
+        base = next(int(l.split('-')[0], 16) for l in open('/proc/self/maps') if f.name in l)
+        if mode == 'unfaulted_buf':
+            s = socket.create_connection(A)
+            libc.send(s.fileno(), ctypes.c_void_p(base), len(h), 0)
+        else:
+            s = socket.socket()
+            assert libc.connect(s.fileno(), ctypes.c_void_p(base), 16) == 0
+            s.sendall(h)
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,7 +225,7 @@ async fn a_client_hello_sent_in_other_ways_still_names_its_host() {
     }
     sinks();
     let h = AgentHost::start("stream-evasions").await;
-    let cases: [(&str, &'static str); 9] = [
+    let cases: [(&str, &'static str); 11] = [
         ("send0", "api.openai.com"),
         ("fork", "api.anthropic.com"),
         ("dup2", "api.mistral.ai"),
@@ -216,10 +235,16 @@ async fn a_client_hello_sent_in_other_ways_still_names_its_host() {
         ("collide", "api.fireworks.ai"),
         ("fastopen", "api.deepseek.com"),
         ("ssl3_record", "api.x.ai"),
+        ("unfaulted_buf", "api.perplexity.ai"),
+        ("unfaulted_addr", "openrouter.ai"),
     ];
     for (mode, host) in cases {
         let mut cmd = Command::new("python3");
-        cmd.arg("-c").arg(TLS_EVASIONS).arg(mode).arg(host);
+        cmd.arg("-c")
+            .arg(TLS_EVASIONS)
+            .arg(mode)
+            .arg(host)
+            .arg(&h.dir);
         run(&mut cmd);
         h.alert_within(
             &format!("ai_egress for the {mode} hello"),

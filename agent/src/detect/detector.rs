@@ -656,8 +656,11 @@ impl Detector {
         // did for the process, never out of its root nor through /proc.
         let opened = match open_in_root(&self.procfs.root_handle(pid, "/"), path) {
             Ok(opened) => opened,
-            // The process is gone (no /proc/PID/root): the host's file.
-            Err(_) if self.procfs.start_time(pid).is_none() => {
+            // The process is gone (no /proc/PID/root), or exiting (a
+            // zombie has no root to open, and a short reader such as dd is
+            // one by the time its record is read): the host's file, which
+            // must then be the one the kernel named.
+            Err(_) if identity.is_some() || self.procfs.start_time(pid).is_none() => {
                 open_in_root(std::path::Path::new("/"), path).map_err(|_| NotOpened::Unreadable)?
             }
             Err(_) => return Err(NotOpened::Unreadable),

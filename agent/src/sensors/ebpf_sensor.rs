@@ -70,10 +70,24 @@ const TRACEPOINTS: &[(&str, &str, &str, bool)] = &[
     // sendto and sendmsg are above.
     ("vigil_write", "syscalls", "sys_enter_write", false),
     ("vigil_writev", "syscalls", "sys_enter_writev", false),
+    // What a send or connect could not read on entry (not yet faulted in).
+    ("vigil_write_ret", "syscalls", "sys_exit_write", false),
+    ("vigil_sendto_ret", "syscalls", "sys_exit_sendto", false),
+    ("vigil_sendmsg_ret", "syscalls", "sys_exit_sendmsg", false),
+    ("vigil_sendmmsg_ret", "syscalls", "sys_exit_sendmmsg", false),
+    ("vigil_connect_ret", "syscalls", "sys_exit_connect", false),
 ];
 
 /// The programs that only stream checks need.
-const STREAM_PROGRAMS: &[&str] = &["vigil_write", "vigil_writev"];
+const STREAM_PROGRAMS: &[&str] = &[
+    "vigil_write",
+    "vigil_writev",
+    "vigil_write_ret",
+    "vigil_sendto_ret",
+    "vigil_sendmsg_ret",
+    "vigil_sendmmsg_ret",
+    "vigil_connect_ret",
+];
 
 /// The programs that only content checks of reads need.
 const CONTENT_READ_PROGRAMS: &[&str] = &[
