@@ -257,3 +257,51 @@ async fn first_reads_that_try_to_slip_past_the_check_are_still_seen() {
         .await;
     }
 }
+
+/// Through an overlay whose layers lie on other file systems (a tmpfs
+/// upper over the host's disk, as rootless containers make), stat names
+/// another device than the kernel: the model read there is still found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_read_through_an_overlay_is_found() {
+    if !privileged("a_model_read_through_an_overlay_is_found") {
+        return;
+    }
+    let h = AgentHost::start("read-content-overlay").await;
+    let (models, _) = write_files(&h.dir);
+    let lower = h.dir.join("lower");
+    std::fs::create_dir_all(&lower).unwrap();
+    std::fs::copy(models.join("weights.cache"), lower.join("layer.000")).unwrap();
+    let upper_fs = h.dir.join("upperfs");
+    std::fs::create_dir_all(&upper_fs).unwrap();
+    let _tmpfs = vigil_integration::Tmpfs::mount(&upper_fs, "4m");
+    for d in ["upper", "work"] {
+        std::fs::create_dir_all(upper_fs.join(d)).unwrap();
+    }
+    let merged = h.dir.join("merged");
+    std::fs::create_dir_all(&merged).unwrap();
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper_fs.join("upper").display(),
+        upper_fs.join("work").display()
+    );
+    run(Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &options])
+        .arg(&merged));
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(merged.clone());
+    let file = merged.join("layer.000");
+    let pid = python_read(&file);
+    let path = file.to_str().unwrap().to_string();
+    let a = h
+        .alert("the model_file alert through the overlay", move |a| {
+            pid_of(a) == pid && a.finding.as_ref().unwrap().signal() == SignalKind::ModelFile
+        })
+        .await;
+    assert_eq!(file_path_of(&a), path);
+}

@@ -636,8 +636,13 @@ impl Detector {
         path: &str,
         identity: Option<FileIdentity>,
     ) -> Result<(std::fs::File, std::fs::Metadata), NotOpened> {
-        let is_the_one = |(_, meta): &(std::fs::File, std::fs::Metadata)| {
-            identity.is_none_or(|id| FileIdentity::of(meta) == id)
+        let is_the_one = |(file, meta): &(std::fs::File, std::fs::Metadata)| {
+            identity.is_none_or(|id| {
+                let seen = FileIdentity::of(meta);
+                // On overlayfs stat reports a layer's device, the kernel
+                // the overlay's: the inode number is what they share.
+                seen == id || (seen.ino == id.ino && on_overlayfs(file))
+            })
         };
         if let Some(fd) = fd.filter(|fd| *fd >= 0) {
             // The file the process holds (or, if it closed the fd and
@@ -1194,4 +1199,11 @@ mod tests;
 enum Admit {
     Now,
     Already,
+}
+
+/// Whether `file` lies on an overlay file system (stat's device is then a
+/// layer's, not the one the kernel names).
+fn on_overlayfs(file: &std::fs::File) -> bool {
+    nix::sys::statfs::fstatfs(file)
+        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::OVERLAYFS_SUPER_MAGIC)
 }
