@@ -44,9 +44,9 @@ pub enum Observation {
     DeviceOpened { path: String, failed: bool },
     /// Mapped a library executable; `name` is its file name.
     LibraryMapped { name: String, path: String },
-    /// Mapped executable a file whose name says nothing but whose ELF
-    /// content is an AI runtime's (`identify_runtime_library`): `runtime`
-    /// names it, `evidence` says how it was known.
+    /// Mapped executable a file whose ELF content is an AI runtime's
+    /// (`identify_runtime_library`), whatever its name: `runtime` names it,
+    /// `evidence` says how it was known.
     RuntimeLibraryIdentified {
         path: String,
         runtime: String,
@@ -334,7 +334,7 @@ impl BuiltinRules {
                 net: None,
                 gpu: None,
                 summary: format!(
-                    "AI runtime library {runtime} ({evidence}) loaded from {path}, a name that does not say so, by {who}"
+                    "AI runtime library {runtime} ({evidence}) loaded from {path} by {who}"
                 ),
             },
             Observation::RuntimeStarted { exe, runtime } => Verdict {
@@ -805,7 +805,7 @@ mod tests {
         assert_eq!(f.file.unwrap().path, "/tmp/libfoo.so");
         assert!(
             f.summary.starts_with(
-                "AI runtime library onnxruntime (dynamic symbol OrtGetApiBase) loaded from /tmp/libfoo.so"
+                "AI runtime library onnxruntime (dynamic symbol OrtGetApiBase) loaded from /tmp/libfoo.so by"
             ),
             "{}",
             f.summary

@@ -45,11 +45,12 @@ async fn runtime_libraries_gpu_nodes_and_short_lived_model_opens() {
     }
     let h = AgentHost::start("signals-files").await;
 
-    // A C program dlopens a library named like ONNX Runtime.
+    // A C program dlopens a library named like ONNX Runtime, with its
+    // entry point.
     let lib = compile_c(
         &h.dir,
         "libonnxruntime.so",
-        "int vigil_test_symbol(void) { return 42; }\n",
+        "int vigil_test_symbol(void) { return 42; }\nvoid *OrtGetApiBase(void) { return 0; }\n",
         &["-shared", "-fPIC"],
     );
     let loader = compile_c(
@@ -67,6 +68,36 @@ async fn runtime_libraries_gpu_nodes_and_short_lived_model_opens() {
     // The loader exits at once, before /proc can give the full path: the
     // kernel walks it from the mapped file's dentry.
     assert_eq!(object_of(&a), lib.to_str().unwrap());
+    // Its content said so, and the finding says how.
+    let summary = a.finding.as_ref().unwrap().summary.clone();
+    assert!(
+        summary.contains("dynamic symbol OrtGetApiBase"),
+        "{summary}"
+    );
+    // The name alone, on a library with no runtime's symbols: the content
+    // wins, nothing is raised (the marker after it proves it was seen).
+    let impostor_dir = h.dir.join("impostor");
+    std::fs::create_dir_all(&impostor_dir).unwrap();
+    let impostor = compile_c(
+        &impostor_dir,
+        "libonnxruntime.so",
+        "int vigil_test_symbol(void) { return 42; }\n",
+        &["-shared", "-fPIC"],
+    );
+    let impostor_pid = run(Command::new(&loader).arg(&impostor));
+    let marker = run(Command::new(&loader).arg(&lib));
+    h.alert("the marker load", |a| {
+        pid_of(a) == marker && signal_of(a) == SignalKind::AiRuntime
+    })
+    .await;
+    assert!(
+        !h.cp
+            .alerts()
+            .await
+            .iter()
+            .any(|a| pid_of(a) == impostor_pid),
+        "a library only named like ONNX Runtime raised an alert"
+    );
     // Across a mount: the same library on a tmpfs mounted for the test.
     let shm = h.dir.join("tmpfs");
     std::fs::create_dir_all(&shm).unwrap();

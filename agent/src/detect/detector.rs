@@ -15,7 +15,7 @@ use vigil_domain::{
 
 use crate::clock::boot_ns_to_unix_nanos;
 use crate::detect::file_digest::{file_key, FileDigestCache, FileKey, HashBudget, NotHashed};
-use crate::detect::library_check::LibraryChecks;
+use crate::detect::library_check::{Judgement, LibraryChecks};
 use crate::detect::model_examination::ModelCache;
 use crate::detect::process_table::ProcessTable;
 use crate::detect::reported_signals::{Admission, ReportedSignals, Signals};
@@ -496,7 +496,10 @@ impl Detector {
                     .or_else(|| self.procfs.open_mapped(ctx.pid, name))?;
                 // Nearly every such file is an ordinary library: judged
                 // (once per version) before resolving the process.
-                let found = self.libraries.judge(&file, &meta, *identity, ctx.uid)?;
+                let found = self
+                    .libraries
+                    .judge(&file, &meta, *identity, ctx.uid)
+                    .runtime()?;
                 let resolved = self.process(ctx, table);
                 self.detect(
                     resolved,
@@ -508,17 +511,36 @@ impl Detector {
                     at,
                 )
             }
-            SensorEvent::FileMap { fd, name, path, .. } => {
-                let path = self.mapped_path(ctx.pid, *fd, name, path.as_deref());
-                let resolved = self.process(ctx, table);
-                self.detect(
-                    resolved,
-                    Observation::LibraryMapped {
+            SensorEvent::FileMap {
+                fd,
+                name,
+                path: walked,
+                file: identity,
+                ..
+            } => {
+                // Named like an AI runtime: the content decides where it
+                // can be read (an ELF file with no runtime's symbols is no
+                // runtime, whatever its name), the name where it cannot.
+                let path = self.mapped_path(ctx.pid, *fd, name, walked.as_deref());
+                let judged = self
+                    .open_named(ctx.pid, Some(*fd), &path, *identity)
+                    .ok()
+                    .or_else(|| self.procfs.open_mapped(ctx.pid, name))
+                    .map(|(file, meta)| self.libraries.judge(&file, &meta, *identity, ctx.uid));
+                let obs = match judged {
+                    Some(Judgement::Plain) => return None,
+                    Some(Judgement::Runtime(found)) => Observation::RuntimeLibraryIdentified {
+                        path,
+                        runtime: found.runtime,
+                        evidence: found.evidence,
+                    },
+                    Some(Judgement::Unknown) | None => Observation::LibraryMapped {
                         name: name.clone(),
                         path,
                     },
-                    at,
-                )
+                };
+                let resolved = self.process(ctx, table);
+                self.detect(resolved, obs, at)
             }
             SensorEvent::StreamStart {
                 remote, payload, ..

@@ -39,10 +39,31 @@ pub struct Identified {
     pub evidence: String,
 }
 
+/// What a file's content says it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Judgement {
+    /// An AI runtime, by its symbols or soname.
+    Runtime(Identified),
+    /// An ELF file read in full measure that is no AI runtime.
+    Plain,
+    /// Not read (not ELF, cut short, over budget, or the user's checks
+    /// spent): the content says nothing.
+    Unknown,
+}
+
+impl Judgement {
+    pub fn runtime(self) -> Option<Identified> {
+        match self {
+            Judgement::Runtime(found) => Some(found),
+            Judgement::Plain | Judgement::Unknown => None,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct LibraryChecks {
     verdicts: Option<LibraryVerdicts>,
-    judged: HashMap<Version, Option<Identified>>,
+    judged: HashMap<Version, Judgement>,
     /// Checks each uid may still make now, and when that was worked out.
     budgets: HashMap<u32, (f64, Instant)>,
     /// Checks refused for a spent budget, since the agent started.
@@ -67,7 +88,7 @@ impl LibraryChecks {
         meta: &std::fs::Metadata,
         kernel: Option<FileIdentity>,
         uid: u32,
-    ) -> Option<Identified> {
+    ) -> Judgement {
         let version = Version {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -75,7 +96,7 @@ impl LibraryChecks {
         };
         if let Some(known) = self.judged.get(&version).cloned() {
             // The kernel may have lost its copy (LRU): told again.
-            self.tell_kernel(meta, kernel, known.is_some());
+            self.tell_kernel(meta, kernel, &known);
             return known;
         }
         if !self.admit(uid) {
@@ -87,22 +108,23 @@ impl LibraryChecks {
                     "executable files made faster than they can be checked: this one is not"
                 );
             }
-            return None;
+            return Judgement::Unknown;
         }
         let budget = RuntimeLibraryBudget {
             max_bytes: CHECK_BYTES,
         };
         let found = match identify_runtime_library(file, &budget) {
-            Ok(found) => found.map(|id| Identified {
+            Ok(Some(id)) => Judgement::Runtime(Identified {
                 runtime: id.runtime.to_string(),
                 evidence: id.evidence,
             }),
+            Ok(None) => Judgement::Plain,
             Err(e) => {
                 tracing::debug!(error = %e, "executable mapping not identified");
-                None
+                Judgement::Unknown
             }
         };
-        self.tell_kernel(meta, kernel, found.is_some());
+        self.tell_kernel(meta, kernel, &found);
         if self.judged.len() >= REMEMBERED {
             self.judged.clear();
         }
@@ -110,9 +132,14 @@ impl LibraryChecks {
         found
     }
 
-    fn tell_kernel(&self, meta: &std::fs::Metadata, kernel: Option<FileIdentity>, ai: bool) {
+    fn tell_kernel(&self, meta: &std::fs::Metadata, kernel: Option<FileIdentity>, j: &Judgement) {
+        // An unread file stays unjudged in the kernel: its next mapping
+        // comes again.
+        if *j == Judgement::Unknown {
+            return;
+        }
         if let Some(verdicts) = &self.verdicts {
-            if let Err(e) = verdicts.record(meta, kernel, ai) {
+            if let Err(e) = verdicts.record(meta, kernel, matches!(j, Judgement::Runtime(_))) {
                 tracing::warn!(error = %e, "recording a library verdict in the kernel");
             }
         }
@@ -160,11 +187,11 @@ mod tests {
         let mut checks = LibraryChecks::default();
         let libc = std::fs::File::open("/proc/self/exe").unwrap();
         let meta = libc.metadata().unwrap();
-        assert_eq!(checks.judge(&libc, &meta, None, 0), None);
+        assert_eq!(checks.judge(&libc, &meta, None, 0), Judgement::Plain);
         assert_eq!(checks.judged.len(), 1);
         // Remembered: no second check is paid for.
         let before = checks.budgets[&0].0;
-        assert_eq!(checks.judge(&libc, &meta, None, 0), None);
+        assert_eq!(checks.judge(&libc, &meta, None, 0), Judgement::Plain);
         assert!(checks.budgets[&0].0 >= before);
     }
 }
