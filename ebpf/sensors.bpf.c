@@ -839,13 +839,7 @@ int vigil_mmap(struct syscall_trace_enter *ctx)
 		count(VIGIL_COUNTER_FILTERED);
 		return 0;
 	}
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
-		return 0;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
-	struct file *f = NULL;
-	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	struct file *f = file_of_fd(fd);
 	if (!f)
 		return 0;
 	const unsigned char *name = BPF_CORE_READ(f, f_path.dentry, d_name.name);
@@ -1281,24 +1275,35 @@ struct {
 
 #define DNS_PORT 53
 
-/* The user's sockaddr, if it is an IPv4/IPv6 address on port 53. */
-static __always_inline bool read_dns_peer(const void *uaddr, struct dns_peer *peer)
+/* The user's sockaddr, if it is an IPv4/IPv6 address (any port);
+ * `faulted` says it could not be read (memory not faulted in yet). */
+static __always_inline bool read_peer(const void *uaddr, struct dns_peer *peer, bool *faulted)
 {
+	*faulted = false;
 	if (!uaddr)
 		return false;
 	__u16 head[2];
-	if (bpf_probe_read_user(head, sizeof(head), uaddr) != 0)
+	long r = bpf_probe_read_user(head, sizeof(head), uaddr);
+	if (r != 0) {
+		*faulted = r == -EFAULT;
 		return false;
-	__u16 port = __builtin_bswap16(head[1]);
-	if ((head[0] != AF_INET && head[0] != AF_INET6) || port != DNS_PORT)
+	}
+	if (head[0] != AF_INET && head[0] != AF_INET6)
 		return false;
 	peer->family = head[0];
-	peer->port = port;
+	peer->port = __builtin_bswap16(head[1]);
 	if (head[0] == AF_INET6)
 		bpf_probe_read_user(peer->addr, 16, (const __u8 *)uaddr + 8);
 	else
 		bpf_probe_read_user(peer->addr, 4, (const __u8 *)uaddr + 4);
 	return true;
+}
+
+/* The user's sockaddr, if it is an IPv4/IPv6 address on port 53. */
+static __always_inline bool read_dns_peer(const void *uaddr, struct dns_peer *peer)
+{
+	bool faulted;
+	return read_peer(uaddr, peer, &faulted) && peer->port == DNS_PORT;
 }
 
 static __always_inline __u64 socket_key(long fd)
@@ -1331,25 +1336,8 @@ struct {
 static __always_inline bool read_stream_peer_or_fault(const void *uaddr, struct dns_peer *peer,
 						      bool *faulted)
 {
-	*faulted = false;
-	if (!uaddr)
-		return false;
-	__u16 head[2];
-	long r = bpf_probe_read_user(head, sizeof(head), uaddr);
-	if (r != 0) {
-		*faulted = r == -EFAULT;
-		return false;
-	}
-	__u16 port = __builtin_bswap16(head[1]);
-	if ((head[0] != AF_INET && head[0] != AF_INET6) || (port != TLS_PORT && port != DNS_PORT))
-		return false;
-	peer->family = head[0];
-	peer->port = port;
-	if (head[0] == AF_INET6)
-		bpf_probe_read_user(peer->addr, 16, (const __u8 *)uaddr + 8);
-	else
-		bpf_probe_read_user(peer->addr, 4, (const __u8 *)uaddr + 4);
-	return true;
+	return read_peer(uaddr, peer, faulted) &&
+	       (peer->port == TLS_PORT || peer->port == DNS_PORT);
 }
 
 static __always_inline bool read_stream_peer(const void *uaddr, struct dns_peer *peer)
@@ -1441,10 +1429,23 @@ int vigil_connect(struct syscall_trace_enter *ctx)
 	return 0;
 }
 
+/* Whether `fd` awaits its first send (a cheap look before any buffer is
+ * read: every write and send of the host passes here). */
+static __always_inline bool stream_marked(long fd)
+{
+	if (!STREAM_CHECKS)
+		return false;
+	__u8 *mark = fd_mark(fd, false);
+	return mark && (*mark & VIGIL_WATCH_SEND);
+}
+
+#define MSG_FASTOPEN 0x20000000
+
 /*
  * A send of `len` bytes on `fd` begins: if it is the first real one on a
- * stream marked at connect (or `to`, a sendto's address on 443, as with
- * TCP Fast Open), the record to fill with its first bytes, else NULL. A
+ * stream marked at connect (or `to`, the address of a MSG_FASTOPEN send,
+ * which connects and sends at once, on 443), the record to fill with its
+ * first bytes, else NULL. A
  * send under VIGIL_SEND_MIN bytes leaves the mark for the next one (up to
  * VIGIL_SEND_TRIES), so a hello cannot hide behind an empty send or a
  * lone record header. Whether the socket is TCP is not asked: a datagram
@@ -1625,8 +1626,8 @@ static __always_inline int send_dns(struct dns_peer *peer, const void *buf, __u6
 SEC("tracepoint/syscalls/sys_enter_sendto")
 int vigil_sendto(struct syscall_trace_enter *ctx)
 {
-	if (send_starts_stream((long)ctx->args[0], (const void *)ctx->args[1], ctx->args[2],
-			       (const void *)ctx->args[4]))
+	const void *to = (ctx->args[3] & MSG_FASTOPEN) ? (const void *)ctx->args[4] : NULL;
+	if (send_starts_stream((long)ctx->args[0], (const void *)ctx->args[1], ctx->args[2], to))
 		return 0;
 	struct dns_peer peer = {};
 	if (!dns_destination((long)ctx->args[0], (const void *)ctx->args[4], &peer))
@@ -1646,19 +1647,20 @@ struct user_msghdr_head {
 };
 
 /* A msghdr in user memory: its address, then (for port 53) its first buffer. */
-static __always_inline int on_send_msghdr(long fd, const void *umsg)
+static __always_inline int on_send_msghdr(long fd, const void *umsg, __u64 flags)
 {
 	struct user_msghdr_head m = {};
 	if (bpf_probe_read_user(&m, sizeof(m), umsg) != 0)
 		return 0;
-	if (m.msg_iov) {
+	bool fastopen = flags & MSG_FASTOPEN;
+	if (m.msg_iov && (fastopen || stream_marked(fd))) {
 		/* The first buffer with bytes in it (an empty one may lead). */
 		struct user_iovec v = {};
 		for (int i = 0; i < 4; i++) {
 			if (bpf_probe_read_user(&v, sizeof(v), m.msg_iov + i) != 0 || v.iov_len)
 				break;
 		}
-		if (send_starts_stream(fd, v.iov_base, v.iov_len, m.msg_name))
+		if (send_starts_stream(fd, v.iov_base, v.iov_len, fastopen ? m.msg_name : NULL))
 			return 0;
 	}
 	struct dns_peer peer = {};
@@ -1673,14 +1675,14 @@ static __always_inline int on_send_msghdr(long fd, const void *umsg)
 SEC("tracepoint/syscalls/sys_enter_sendmsg")
 int vigil_sendmsg(struct syscall_trace_enter *ctx)
 {
-	return on_send_msghdr((long)ctx->args[0], (const void *)ctx->args[1]);
+	return on_send_msghdr((long)ctx->args[0], (const void *)ctx->args[1], ctx->args[2]);
 }
 
 /* sendmmsg: glibc sends the A and AAAA questions together; the first names the host. */
 SEC("tracepoint/syscalls/sys_enter_sendmmsg")
 int vigil_sendmmsg(struct syscall_trace_enter *ctx)
 {
-	return on_send_msghdr((long)ctx->args[0], (const void *)ctx->args[1]);
+	return on_send_msghdr((long)ctx->args[0], (const void *)ctx->args[1], ctx->args[3]);
 }
 
 /* writev(fd, iov, n): glibc sends a DNS question over TCP as two buffers
@@ -1701,7 +1703,7 @@ int vigil_writev(struct syscall_trace_enter *ctx)
 {
 	const struct user_iovec *iov = (const void *)ctx->args[1];
 	__u64 count = ctx->args[2];
-	if (!iov || count == 0)
+	if (!iov || count == 0 || !stream_marked((long)ctx->args[0]))
 		return 0;
 	struct user_iovec v[4] = {};
 	__u32 got = 0;

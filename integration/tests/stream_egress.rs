@@ -92,6 +92,12 @@ async fn tls_server_names_and_dns_over_tcp_name_ai_api_hosts_without_a_dns_quest
             &format!("{DNS_QUERY}s = socket.create_connection(('127.0.0.1', 53))\ns.sendall(struct.pack('>H', len(q)) + q)\n"),
             "deb.debian.org",
         )),
+        // Datagrams to 443 (QUIC's port) are not TLS streams: each is not
+        // a record, even one carrying a ClientHello in clear.
+        run(&mut python(
+            "import socket, ssl, sys\nctx = ssl.create_default_context(); i, o = ssl.MemoryBIO(), ssl.MemoryBIO()\nt = ctx.wrap_bio(i, o, server_hostname=sys.argv[1])\ntry:\n    t.do_handshake()\nexcept ssl.SSLWantReadError:\n    pass\nh = o.read()\nu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nu.sendto(h, ('127.0.0.1', 443))\nu.sendmsg([h], [], 0, ('127.0.0.1', 443))\n",
+            "api.openai.com",
+        )),
     ];
 
     // Python's ssl: the name in the ClientHello, the peer's address.

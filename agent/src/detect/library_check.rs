@@ -185,13 +185,13 @@ mod tests {
     #[test]
     fn a_file_version_is_judged_once_and_an_ordinary_library_is_not_a_runtime() {
         let mut checks = LibraryChecks::default();
-        let libc = std::fs::File::open("/proc/self/exe").unwrap();
-        let meta = libc.metadata().unwrap();
-        assert_eq!(checks.judge(&libc, &meta, None, 0), Judgement::Plain);
+        let exe = std::fs::File::open("/proc/self/exe").unwrap();
+        let meta = exe.metadata().unwrap();
+        assert_eq!(checks.judge(&exe, &meta, None, 0), Judgement::Plain);
         assert_eq!(checks.judged.len(), 1);
         // Remembered: no second check is paid for.
         let before = checks.budgets[&0].0;
-        assert_eq!(checks.judge(&libc, &meta, None, 0), Judgement::Plain);
+        assert_eq!(checks.judge(&exe, &meta, None, 0), Judgement::Plain);
         assert!(checks.budgets[&0].0 >= before);
     }
 }
