@@ -437,28 +437,7 @@ impl Detector {
             }
             SensorEvent::FileMap {
                 fd,
-                matched: PathMatch::LargeMapping,
-                name,
-                path: walked,
-                length,
-                ..
-            } => {
-                let path = self.mapped_path(ctx.pid, *fd, name, walked.as_deref());
-                let head = self.head(ctx.pid, Some(*fd), &path, None);
-                // Most large mappings are libraries and data files: decide
-                // before resolving the process.
-                let obs = Observation::FileMapped {
-                    path,
-                    head,
-                    length: *length,
-                };
-                self.rules.evaluate(&ProcessInfo::default(), &obs, at)?;
-                let resolved = self.process(ctx, table);
-                self.detect(resolved, obs, at)
-            }
-            SensorEvent::FileMap {
-                fd,
-                matched: PathMatch::ContentRead,
+                matched: matched @ (PathMatch::LargeMapping | PathMatch::ContentRead),
                 name,
                 path: walked,
                 length,
@@ -467,77 +446,64 @@ impl Detector {
             } => {
                 let path = self.mapped_path(ctx.pid, *fd, name, walked.as_deref());
                 let head = self.head(ctx.pid, Some(*fd), &path, *file);
-                // The kernel only looked at a few bytes: decide on the
-                // head before resolving the process.
-                let obs = Observation::FileRead {
-                    path,
-                    head,
-                    bytes: *length,
+                let obs = if *matched == PathMatch::LargeMapping {
+                    Observation::FileMapped {
+                        path,
+                        head,
+                        length: *length,
+                    }
+                } else {
+                    Observation::FileRead {
+                        path,
+                        head,
+                        bytes: *length,
+                    }
                 };
+                // Most such files are libraries and data files (the kernel
+                // only looked at a few bytes): decided before resolving
+                // the process.
                 self.rules.evaluate(&ProcessInfo::default(), &obs, at)?;
                 let resolved = self.process(ctx, table);
                 self.detect(resolved, obs, at)
             }
             SensorEvent::FileMap {
                 fd,
-                matched: PathMatch::ExecByContent,
+                matched,
                 name,
                 path: walked,
                 file: identity,
                 ..
             } => {
+                // An executable mapping, named like an AI runtime or not:
+                // the content decides where it can be read (an ELF file
+                // with no runtime's symbols is no runtime, whatever its
+                // name), the name where it cannot. Nearly every such file
+                // is an ordinary library, judged once per version, before
+                // resolving the process.
                 let path = self.mapped_path(ctx.pid, *fd, name, walked.as_deref());
                 // The file the kernel saw mapped, by its fd, by its
                 // mapping (a memfd, or a loader that closed the fd), or by
                 // its path; never another file put at the path since.
-                let (file, meta) = self
-                    .open_named(ctx.pid, Some(*fd), &path, *identity)
-                    .ok()
-                    .or_else(|| self.procfs.open_mapped(ctx.pid, name))?;
-                // Nearly every such file is an ordinary library: judged
-                // (once per version) before resolving the process.
-                let found = self
-                    .libraries
-                    .judge(&file, &meta, *identity, ctx.uid)
-                    .runtime()?;
-                let resolved = self.process(ctx, table);
-                self.detect(
-                    resolved,
-                    Observation::RuntimeLibraryIdentified {
-                        path,
-                        runtime: found.runtime,
-                        evidence: found.evidence,
-                    },
-                    at,
-                )
-            }
-            SensorEvent::FileMap {
-                fd,
-                name,
-                path: walked,
-                file: identity,
-                ..
-            } => {
-                // Named like an AI runtime: the content decides where it
-                // can be read (an ELF file with no runtime's symbols is no
-                // runtime, whatever its name), the name where it cannot.
-                let path = self.mapped_path(ctx.pid, *fd, name, walked.as_deref());
                 let judged = self
                     .open_named(ctx.pid, Some(*fd), &path, *identity)
                     .ok()
                     .or_else(|| self.procfs.open_mapped(ctx.pid, name))
-                    .map(|(file, meta)| self.libraries.judge(&file, &meta, *identity, ctx.uid));
+                    .map_or(Judgement::Unknown, |(file, meta)| {
+                        self.libraries.judge(&file, &meta, *identity, ctx.uid)
+                    });
                 let obs = match judged {
-                    Some(Judgement::Plain) => return None,
-                    Some(Judgement::Runtime(found)) => Observation::RuntimeLibraryIdentified {
+                    Judgement::Runtime(found) => Observation::RuntimeLibraryIdentified {
                         path,
                         runtime: found.runtime,
                         evidence: found.evidence,
                     },
-                    Some(Judgement::Unknown) | None => Observation::LibraryMapped {
-                        name: name.clone(),
-                        path,
-                    },
+                    Judgement::Unknown if *matched == PathMatch::AiRuntime => {
+                        Observation::LibraryMapped {
+                            name: name.clone(),
+                            path,
+                        }
+                    }
+                    Judgement::Plain | Judgement::Unknown => return None,
                 };
                 let resolved = self.process(ctx, table);
                 self.detect(resolved, obs, at)

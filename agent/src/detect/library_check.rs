@@ -51,15 +51,6 @@ pub enum Judgement {
     Unknown,
 }
 
-impl Judgement {
-    pub fn runtime(self) -> Option<Identified> {
-        match self {
-            Judgement::Runtime(found) => Some(found),
-            Judgement::Plain | Judgement::Unknown => None,
-        }
-    }
-}
-
 #[derive(Debug, Default)]
 pub struct LibraryChecks {
     verdicts: Option<LibraryVerdicts>,
