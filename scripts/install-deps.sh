@@ -27,6 +27,14 @@ pkg_installed linux-libc-dev || need_apt+=(linux-libc-dev)
 have dpkg-shlibdeps || need_apt+=(dpkg-dev)
 have systemd-analyze || need_apt+=(systemd)
 have setpriv || need_apt+=(util-linux)
+# TPM attestation: the agent's TPM library (tss-esapi links libtss2-esys and
+# loads the device and swtpm TCTIs), and for the tests software TPMs
+# (swtpm, swtpm_setup with its local EK CA) and tpm2-tools (interop).
+pkg_installed libtss2-dev || need_apt+=(libtss2-dev)
+pkg_installed libtss2-tcti-swtpm0 || need_apt+=(libtss2-tcti-swtpm0)
+have swtpm || need_apt+=(swtpm)
+have swtpm_setup || need_apt+=(swtpm-tools)
+have tpm2_quote || need_apt+=(tpm2-tools)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need_apt[*]}"
