@@ -210,6 +210,12 @@ async fn session(
                         }
                         requests.send(ControlRequest::Workloads(records)).await?;
                     }
+                    Some(pb::control_message::Body::CredentialChallenge(_)) | Some(pb::control_message::Body::AttestRequest(_)) => {
+                        tx.send(message(pb::agent_message::Body::AttestationFailure(pb::AttestationFailure {
+                            nonce: Vec::new(),
+                            reason: "this agent has no TPM configured".into(),
+                        }))).await?;
+                    }
                     None => tracing::warn!("empty message from the control plane"),
                 }
             }

@@ -339,6 +339,12 @@ impl Session {
                 Some(pb::agent_message::Body::Heartbeat(h)) => self.on_heartbeat(h).await,
                 Some(pb::agent_message::Body::Inventory(i)) => self.on_inventory(i).await,
                 Some(pb::agent_message::Body::PolicyStatus(p)) => self.on_policy_status(p).await,
+                Some(pb::agent_message::Body::TpmEnrollment(_))
+                | Some(pb::agent_message::Body::CredentialActivated(_))
+                | Some(pb::agent_message::Body::Quote(_))
+                | Some(pb::agent_message::Body::AttestationFailure(_)) => Err(Status::unimplemented(
+                    "attestation messages",
+                )),
                 Some(pb::agent_message::Body::Hello(_)) => Err(Status::invalid_argument(
                     "hello may only be the first message",
                 )),
