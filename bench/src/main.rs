@@ -12,6 +12,7 @@
 //! prints its figures; `cluster` or `models` runs one and merges its
 //! figures into both files.
 
+mod attestation_bench;
 mod cluster_bench;
 mod flood_bench;
 mod gpu_polls;
@@ -794,6 +795,13 @@ fn main() -> anyhow::Result<()> {
     // files written (for working on the poller).
     if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("gpu") {
         return gpu_polls::gpu_polls(&root, s.work.path(), &mut Report::default());
+    }
+    // `VIGIL_BENCH_ONLY=attestation`: only the attestation figures,
+    // merged into the results.
+    if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("attestation") {
+        let mut report = Report::default();
+        attestation_bench::attestation(&s.rt, s.work.path(), &mut report)?;
+        return report.merge(&root);
     }
     // `VIGIL_BENCH_ONLY=models`: only the model-inspection figures, merged
     // into the results.

@@ -139,12 +139,90 @@ pub struct ControlPlaneConfig {
     #[arg(long, env = "VIGIL_MIN_FREE_DISK_MIB", default_value_t = 128)]
     pub min_free_disk_mib: u64,
 
+    /// PEM file of TPM manufacturer CA certificates (roots, and the
+    /// intermediates under them) that agents' EK certificates must chain
+    /// to (repeatable). With one, agents with a TPM are attested; without,
+    /// attestation is off.
+    #[arg(long = "tpm-ca", env = "VIGIL_TPM_CA", value_delimiter = ',')]
+    pub tpm_ca: Vec<PathBuf>,
+
+    /// Seconds between quotes of each agent; a host that stops answering
+    /// is untrusted within two of them.
+    #[arg(long, env = "VIGIL_ATTEST_INTERVAL_SECS", default_value_t = 10)]
+    pub attest_interval_secs: u64,
+
+    /// The sha256 PCRs quoted: a list and ranges ("0-7", "0-7,10" with IMA).
+    #[arg(long, env = "VIGIL_ATTEST_PCRS", default_value = "0-7", value_parser = parse_pcr_list)]
+    pub attest_pcrs: PcrList,
+
+    /// Hosts without a verified TPM get no approved workloads (without it,
+    /// only hosts whose attestation failed lose them).
+    #[arg(long, env = "VIGIL_REQUIRE_ATTESTATION")]
+    pub require_attestation: bool,
+
     /// Log lines on stderr as human-readable text or one JSON object each.
     #[arg(long, env = "VIGIL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
 
+/// PCR indexes, ascending, no repeats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PcrList(pub Vec<u8>);
+
+/// "0-7,10" → [0..=7, 10]; each PCR 0 to 23.
+pub fn parse_pcr_list(s: &str) -> Result<PcrList, String> {
+    let mut out = std::collections::BTreeSet::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let pcr = |t: &str| -> Result<u8, String> {
+            t.trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p < 24)
+                .ok_or_else(|| format!("{t:?} in {s:?} is not a PCR (0 to 23)"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (pcr(a)?, pcr(b)?);
+                if a > b {
+                    return Err(format!("{part:?} in {s:?}: the range runs backwards"));
+                }
+                out.extend(a..=b);
+            }
+            None => {
+                out.insert(pcr(part)?);
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("{s:?} names no PCR"));
+    }
+    Ok(PcrList(out.into_iter().collect()))
+}
+
 impl ControlPlaneConfig {
+    /// The verifier the flags ask for (None: no --tpm-ca, attestation off).
+    pub fn verifier(&self) -> anyhow::Result<Option<std::sync::Arc<crate::attestation::Verifier>>> {
+        if self.tpm_ca.is_empty() {
+            return Ok(None);
+        }
+        let roots = crate::attestation::tpm_roots::TpmRoots::load(&self.tpm_ca)?;
+        if roots.roots.is_empty() {
+            anyhow::bail!(
+                "--tpm-ca: no self-signed root certificate among {:?}: a chain must end at a root",
+                self.tpm_ca
+            );
+        }
+        let verifier = crate::attestation::Verifier::new(crate::attestation::VerifierConfig {
+            roots: roots.roots,
+            intermediates: roots.intermediates,
+            pcrs: self.attest_pcrs.0.clone(),
+            interval: std::time::Duration::from_secs(self.attest_interval_secs.max(1)),
+            require_attestation: self.require_attestation,
+        })
+        .map_err(|e| anyhow::anyhow!("--attest-pcrs: {e}"))?;
+        Ok(Some(std::sync::Arc::new(verifier)))
+    }
+
     /// The alert retention the flags ask for.
     pub fn alert_retention(&self) -> crate::alert_retention::AlertRetention {
         crate::alert_retention::AlertRetention {
@@ -171,6 +249,18 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+
+    #[test]
+    fn pcr_lists_take_ranges_and_refuse_what_is_no_pcr() {
+        assert_eq!(
+            parse_pcr_list("0-7").unwrap().0,
+            (0..=7).collect::<Vec<u8>>()
+        );
+        assert_eq!(parse_pcr_list("10, 0-2,1").unwrap().0, vec![0, 1, 2, 10]);
+        for bad in ["", "24", "7-3", "x", "-1"] {
+            assert!(parse_pcr_list(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn metrics_are_off_and_logs_are_text_unless_asked() {

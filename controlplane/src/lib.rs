@@ -1,6 +1,7 @@
 //! vigil control plane: openraft on sled, serving agents, operators and SIEMs.
 
 pub mod alert_retention;
+pub mod attestation;
 pub mod audit_chain;
 pub mod cluster_join;
 pub mod cluster_membership;

@@ -81,6 +81,17 @@ async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let verifier = config.verifier()?;
+    if let Some(v) = &verifier {
+        tracing::info!(
+            roots = v.config().roots.len(),
+            intermediates = v.config().intermediates.len(),
+            pcrs = ?v.config().pcrs,
+            interval_secs = v.config().interval.as_secs(),
+            require = v.config().require_attestation,
+            "TPM attestation on"
+        );
+    }
     let network = vigil_controlplane::network::GrpcNetwork::new(peer_tls.clone());
     let node = ControlPlaneNode::start(
         config.node_id,
@@ -100,6 +111,14 @@ async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
         node.clone(),
         config.alert_retention(),
     ));
+    if let Some(v) = &verifier {
+        tokio::spawn(
+            vigil_controlplane::attestation::stale_sweep::sweep_stale_hosts(
+                node.clone(),
+                v.config().interval,
+            ),
+        );
+    }
     let transport = if tls.is_some() {
         "mutual TLS"
     } else {
@@ -140,6 +159,7 @@ async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
         trusted,
         config.allow_unsigned,
         tls,
+        verifier,
         shutdown_signal(),
     );
     match joining {

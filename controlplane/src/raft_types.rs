@@ -162,6 +162,38 @@ pub enum Command {
         keep_at_most: u64,
         older_than_unix_nanos: i64,
     },
+    /// An agent's TPM passed enrollment (EK certificate chain, EK matching
+    /// it, AK activated through the EK): the host is bound to this EK.
+    /// Refused when the host is bound to another EK (until an operator's
+    /// `reset_attestation.v1`). Trust does not change here.
+    #[serde(rename = "record_tpm_enrollment.v1")]
+    RecordTpmEnrollment {
+        agent_id: String,
+        ek_sha256: String,
+        ek_certificate_issuer: String,
+        ak_sha256: String,
+        at_unix_nanos: i64,
+    },
+    /// The verifier's result for one quote (or for its absence, or a failed
+    /// enrollment). The apply compares a verified quote's clock with the
+    /// last one and its PCRs with the host's golden values (set by the
+    /// first verified quote) and decides trust; a change of trust is an
+    /// audit entry, and a change to untrusted an alert (signal
+    /// `attestation`), in the same apply.
+    #[serde(rename = "record_quote.v1")]
+    RecordQuote {
+        agent_id: String,
+        at_unix_nanos: i64,
+        result: vigil_domain::QuoteResult,
+    },
+    /// An operator forgets a host's EK binding and golden PCRs; its trust
+    /// becomes unattested until its next enrollment and quote.
+    #[serde(rename = "reset_attestation.v1")]
+    ResetAttestation {
+        agent_id: String,
+        actor: String,
+        at_unix_nanos: i64,
+    },
     /// What an agent did with the bundle it last received.
     #[serde(rename = "policy_status.v1")]
     PolicyStatus {
@@ -197,6 +229,10 @@ pub enum CommandResult {
     /// renewal was asked again).
     Renewed {
         certificate_pem: String,
+    },
+    /// A quote's result as the apply judged it: the host's trust after it.
+    Attested {
+        trust: vigil_domain::TrustState,
     },
     /// Alerts removed by retention, and whether more are due.
     AlertsPruned {

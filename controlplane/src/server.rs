@@ -81,6 +81,7 @@ pub async fn serve(
     trusted_policy_keys: vigil_policy::TrustedKeys,
     allow_unsigned: bool,
     tls: Option<crate::mtls::TlsServing>,
+    verifier: Option<Arc<crate::attestation::Verifier>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let Listeners {
@@ -181,13 +182,16 @@ pub async fn serve(
         None => Authorization::open(),
     };
     let open_sessions = sessions.clone();
-    let agent_service = AgentServiceServer::new(AgentServiceImpl::new(
-        node.clone(),
-        sessions.clone(),
-        intake,
-        events.clone(),
-        tls.as_ref().and_then(|t| t.enrollment.clone()),
-    ));
+    let agent_service = AgentServiceServer::new(
+        AgentServiceImpl::new(
+            node.clone(),
+            sessions.clone(),
+            intake,
+            events.clone(),
+            tls.as_ref().and_then(|t| t.enrollment.clone()),
+        )
+        .with_verifier(verifier),
+    );
     let membership = Arc::new(crate::cluster_membership::ClusterMembership::new(
         node.clone(),
     ));

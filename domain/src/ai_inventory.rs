@@ -181,9 +181,10 @@ impl InventoryItem {
 }
 
 /// What a finding shows exists: its process as a runtime, and its model
-/// file or endpoint. Policy findings (the agent's own actions) show none.
+/// file or endpoint. Policy findings (the agent's own actions) and
+/// attestation alerts (the verifier's) show none.
 pub fn sightings(f: &Finding) -> Vec<Sighting> {
-    if f.signal == SignalKind::Policy {
+    if matches!(f.signal, SignalKind::Policy | SignalKind::Attestation) {
         return Vec::new();
     }
     let mut out = Vec::with_capacity(2);

@@ -100,4 +100,8 @@ pub struct AgentRecord {
     /// Why the last bundle the agent received was refused, if it was.
     #[serde(default)]
     pub policy_error: String,
+    /// The host's TPM and its verdict (absent in records written before
+    /// attestation).
+    #[serde(default)]
+    pub attestation: crate::AttestationRecord,
 }

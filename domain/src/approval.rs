@@ -27,6 +27,11 @@ pub struct WorkloadApproval {
     /// The GPUs (UUIDs) it may use; empty: any.
     #[serde(default)]
     pub gpus: Vec<String>,
+    /// The hosts (agent ids or hostnames) it is approved on; empty: the
+    /// whole fleet. Either way only hosts whose attestation has not failed
+    /// receive it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
     /// Who approved it, and why.
     pub approved_by: String,
     pub note: String,
@@ -51,6 +56,11 @@ pub struct ApprovalScope<'a> {
 }
 
 impl WorkloadApproval {
+    /// Whether the approval covers the host `agent_id` named `hostname`.
+    pub fn covers_host(&self, agent_id: &str, hostname: &str) -> bool {
+        self.hosts.is_empty() || self.hosts.iter().any(|h| h == agent_id || h == hostname)
+    }
+
     /// Whether this record approves `process` for this evidence: models
     /// and GPUs, when listed, must be among them (a model whose digest is
     /// not known is not among them).
@@ -160,6 +170,7 @@ mod tests {
             cgroup_prefix: Some("/system.slice/serve.service".into()),
             models: vec![],
             gpus: vec!["GPU-1".into()],
+            hosts: vec![],
             approved_by: "alice".into(),
             note: String::new(),
             approved_at_unix_nanos: 0,

@@ -46,6 +46,9 @@ pub enum SignalKind {
     GpuUse,
     /// Not AI evidence: what the agent's policy did (an automatic rollback).
     Policy,
+    /// Not AI evidence: the host failed TPM attestation (raised by the
+    /// control plane's verifier, never accepted from an agent).
+    Attestation,
 }
 
 impl SignalKind {
@@ -59,6 +62,7 @@ impl SignalKind {
             SignalKind::AiServing => "ai_serving",
             SignalKind::GpuUse => "gpu_use",
             SignalKind::Policy => "policy",
+            SignalKind::Attestation => "attestation",
         }
     }
 }

@@ -8,6 +8,7 @@
 mod ai_inventory;
 mod alert;
 mod approval;
+mod attestation;
 mod audit;
 mod cluster;
 mod finding;
@@ -23,6 +24,10 @@ pub use ai_inventory::{
 };
 pub use alert::{AgentHeartbeat, AgentIdentity, AgentRecord, Alert, SensorCounters, SensorMode};
 pub use approval::{ApprovalScope, ApprovedWorkloads, WorkloadApproval};
+pub use attestation::{
+    first_pcr_difference, AttestationRecord, ClockChange, ClockError, QuoteResult, TpmClock,
+    TrustState,
+};
 pub use audit::AuditEntry;
 pub use cluster::{ClusterMember, ClusterStatus};
 pub use finding::{

@@ -12,6 +12,7 @@
 mod agent;
 mod agent_host;
 pub mod alert_filter;
+pub mod attesting_client;
 mod binaries;
 mod control_plane;
 mod daemon;

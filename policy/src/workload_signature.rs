@@ -13,6 +13,24 @@ pub fn workload_canonical_bytes(w: &WorkloadApproval) -> Vec<u8> {
     models.sort();
     let mut gpus = w.gpus.clone();
     gpus.sort();
+    let mut hosts = w.hosts.clone();
+    hosts.sort();
+    // A host scope is signed when there is one (records without one keep
+    // the form, and the signatures, they had before scopes existed).
+    if !hosts.is_empty() {
+        return serde_json::to_vec(&serde_json::json!({
+            "format": "vigil.workload.v1",
+            "exe_sha256": w.exe_sha256.to_ascii_lowercase(),
+            "path": w.path,
+            "uid": w.uid,
+            "cgroup_prefix": w.cgroup_prefix,
+            "models": models,
+            "gpus": gpus,
+            "hosts": hosts,
+            "note": w.note,
+        }))
+        .unwrap_or_default();
+    }
     serde_json::to_vec(&serde_json::json!({
         "format": "vigil.workload.v1",
         "exe_sha256": w.exe_sha256.to_ascii_lowercase(),
@@ -66,6 +84,7 @@ mod tests {
             cgroup_prefix: None,
             models: vec!["cd".repeat(32)],
             gpus: vec![],
+            hosts: vec![],
             approved_by: "alice".into(),
             note: "n".into(),
             approved_at_unix_nanos: 1,

@@ -28,7 +28,72 @@ impl From<domain::AgentRecord> for pb::AgentSummary {
             policy_error: a.policy_error,
             spool_dropped: a.spool_dropped,
             spool_full: a.spool_full,
+            attestation: Some(a.attestation.into()),
         }
+    }
+}
+
+impl From<domain::AttestationRecord> for pb::Attestation {
+    fn from(a: domain::AttestationRecord) -> Self {
+        let (code, reason) = match &a.trust {
+            domain::TrustState::Untrusted { code, reason } => (code.clone(), reason.clone()),
+            _ => (String::new(), String::new()),
+        };
+        Self {
+            trust: a.trust.as_str().into(),
+            code,
+            reason,
+            trust_changed_at_unix_nanos: a.trust_changed_at_unix_nanos,
+            ek_sha256: a.ek_sha256,
+            ek_certificate_issuer: a.ek_certificate_issuer,
+            ak_sha256: a.ak_sha256,
+            enrolled_at_unix_nanos: a.enrolled_at_unix_nanos,
+            last_quote_at_unix_nanos: a.last_quote_at_unix_nanos,
+            last_verified_at_unix_nanos: a.last_verified_at_unix_nanos,
+            clock: a.clock.map(|c| pb::TpmClock {
+                clock: c.clock,
+                reset_count: c.reset_count,
+                restart_count: c.restart_count,
+            }),
+            golden_pcrs: a.golden_pcrs.into_iter().collect(),
+        }
+    }
+}
+
+impl TryFrom<pb::Attestation> for domain::AttestationRecord {
+    type Error = WireError;
+
+    fn try_from(a: pb::Attestation) -> Result<Self, WireError> {
+        let trust = match a.trust.as_str() {
+            "" | "unattested" => domain::TrustState::Unattested,
+            "trusted" => domain::TrustState::Trusted,
+            "untrusted" => domain::TrustState::Untrusted {
+                code: a.code,
+                reason: a.reason,
+            },
+            other => {
+                return Err(WireError::new(
+                    "trust",
+                    format!("unknown trust state {other:?}"),
+                ))
+            }
+        };
+        Ok(Self {
+            trust,
+            trust_changed_at_unix_nanos: a.trust_changed_at_unix_nanos,
+            ek_sha256: a.ek_sha256,
+            ek_certificate_issuer: a.ek_certificate_issuer,
+            ak_sha256: a.ak_sha256,
+            enrolled_at_unix_nanos: a.enrolled_at_unix_nanos,
+            last_quote_at_unix_nanos: a.last_quote_at_unix_nanos,
+            last_verified_at_unix_nanos: a.last_verified_at_unix_nanos,
+            clock: a.clock.map(|c| domain::TpmClock {
+                clock: c.clock,
+                reset_count: c.reset_count,
+                restart_count: c.restart_count,
+            }),
+            golden_pcrs: a.golden_pcrs.into_iter().collect(),
+        })
     }
 }
 
@@ -59,6 +124,12 @@ impl TryFrom<pb::AgentSummary> for domain::AgentRecord {
             gpu: domain::GpuInventory::default(),
             policy_version: a.policy_version,
             policy_error: a.policy_error,
+            attestation: a
+                .attestation
+                .map(domain::AttestationRecord::try_from)
+                .transpose()
+                .map_err(|e| e.within("attestation"))?
+                .unwrap_or_default(),
         })
     }
 }
@@ -122,6 +193,25 @@ mod tests {
             },
             policy_version: 9,
             policy_error: "refused".into(),
+            attestation: domain::AttestationRecord {
+                trust: domain::TrustState::Untrusted {
+                    code: "pcr-policy".into(),
+                    reason: "PCR 7 changed".into(),
+                },
+                trust_changed_at_unix_nanos: 12,
+                ek_sha256: "ab".into(),
+                ek_certificate_issuer: "CN=swtpm".into(),
+                ak_sha256: "cd".into(),
+                enrolled_at_unix_nanos: 13,
+                last_quote_at_unix_nanos: 14,
+                last_verified_at_unix_nanos: 15,
+                clock: Some(domain::TpmClock {
+                    clock: 16,
+                    reset_count: 17,
+                    restart_count: 18,
+                }),
+                golden_pcrs: [(7, "00".into())].into(),
+            },
         }
     }
 

@@ -68,6 +68,7 @@ pub fn signal_from_wire(field: &str, raw: i32) -> Result<domain::SignalKind, Wir
         pb::SignalKind::AiServing => domain::SignalKind::AiServing,
         pb::SignalKind::GpuUse => domain::SignalKind::GpuUse,
         pb::SignalKind::Policy => domain::SignalKind::Policy,
+        pb::SignalKind::Attestation => domain::SignalKind::Attestation,
         pb::SignalKind::ModelRisk => domain::SignalKind::ModelRisk,
     })
 }
@@ -82,6 +83,7 @@ impl From<domain::SignalKind> for pb::SignalKind {
             domain::SignalKind::AiServing => pb::SignalKind::AiServing,
             domain::SignalKind::GpuUse => pb::SignalKind::GpuUse,
             domain::SignalKind::Policy => pb::SignalKind::Policy,
+            domain::SignalKind::Attestation => pb::SignalKind::Attestation,
             domain::SignalKind::ModelRisk => pb::SignalKind::ModelRisk,
         }
     }

@@ -36,6 +36,7 @@ impl TryFrom<pb::Workload> for domain::WorkloadApproval {
             approved_at_unix_nanos: w.approved_at_unix_nanos,
             models: w.models.iter().map(|m| m.to_ascii_lowercase()).collect(),
             gpus: w.gpus,
+            hosts: w.hosts,
             signer: w.signer,
             signature: w.signature,
         })
@@ -55,6 +56,7 @@ impl From<domain::WorkloadApproval> for pb::Workload {
             approved_at_unix_nanos: w.approved_at_unix_nanos,
             models: w.models,
             gpus: w.gpus,
+            hosts: w.hosts,
             signer: w.signer,
             signature: w.signature,
         }

@@ -42,6 +42,26 @@ pub enum AgentCommand {
               value_parser = clap::value_parser!(u32).range(1..=vigil_policy::UNFREEZE_MAX_VALIDITY_SECS))]
         valid_secs: u32,
     },
+    /// Quotes the agent's TPM now and prints the verdict (the node the
+    /// agent is connected to must be the one asked).
+    #[command(after_help = "Example:\n  vigilctl agent attest gpu-node-3")]
+    Attest {
+        /// Agent id or hostname.
+        agent: String,
+        #[command(flatten)]
+        output: crate::output::OutputArgs,
+    },
+    /// Forgets the host's enrolled TPM and its golden PCR values (after a
+    /// TPM replacement or an intended firmware update): its next
+    /// enrollment and quote set them again. Audited.
+    #[command(
+        name = "reset-attestation",
+        after_help = "Example:\n  vigilctl agent reset-attestation gpu-node-3"
+    )]
+    ResetAttestation {
+        /// Agent id or hostname.
+        agent: String,
+    },
     /// Makes a one-time join token for enrolling an agent
     /// (`vigil-agent enroll --token-file FILE ...`); printed once, kept only as a digest.
     #[command(
@@ -59,6 +79,45 @@ pub enum AgentCommand {
 
 pub async fn run(client: &mut AdminClient, command: AgentCommand) -> anyhow::Result<()> {
     match command {
+        AgentCommand::Attest { agent, output } => {
+            let answer = client
+                .attest_agent(pb::AttestAgentRequest {
+                    agent: agent.clone(),
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            let record =
+                vigil_domain::AttestationRecord::try_from(answer.attestation.unwrap_or_default())
+                    .context("the control plane sent a malformed attestation")?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i64);
+            crate::output::print_one(
+                output.format(crate::output::OutputFormat::Json),
+                crate::agents::attestation_json(&record),
+                || {
+                    format!(
+                        "{}:{}",
+                        esc(&agent),
+                        crate::agents::attestation_text(&record, now)
+                            .trim_start_matches("  attestation")
+                    )
+                },
+            )?;
+        }
+        AgentCommand::ResetAttestation { agent } => {
+            client
+                .reset_attestation(pb::ResetAttestationRequest {
+                    agent: agent.clone(),
+                })
+                .await
+                .map_err(refused)?;
+            println!(
+                "{}: attestation reset; its next enrollment and quote set its TPM and golden PCRs",
+                esc(&agent)
+            );
+        }
         AgentCommand::Token { ttl_secs, agent_id } => {
             let made = client
                 .create_join_token(pb::CreateJoinTokenRequest {

@@ -83,7 +83,55 @@ pub fn agent_json(a: &AgentRecord) -> serde_json::Value {
             "dropped": c.dropped, "evicted": c.evicted,
         },
         "policy_version": a.policy_version, "policy_error": a.policy_error,
+        "attestation": attestation_json(&a.attestation),
     })
+}
+
+/// A host's attestation, as JSON: `trust` is "unattested", "trusted" or
+/// "untrusted" (then with `code` and `reason`).
+pub fn attestation_json(t: &vigil_domain::AttestationRecord) -> serde_json::Value {
+    let (code, reason) = match &t.trust {
+        vigil_domain::TrustState::Untrusted { code, reason } => (code.as_str(), reason.as_str()),
+        _ => ("", ""),
+    };
+    json!({
+        "trust": t.trust.as_str(), "code": code, "reason": reason,
+        "trust_changed_at_unix_nanos": t.trust_changed_at_unix_nanos,
+        "ek_sha256": t.ek_sha256, "ek_certificate_issuer": t.ek_certificate_issuer,
+        "ak_sha256": t.ak_sha256, "enrolled_at_unix_nanos": t.enrolled_at_unix_nanos,
+        "last_quote_at_unix_nanos": t.last_quote_at_unix_nanos,
+        "last_verified_at_unix_nanos": t.last_verified_at_unix_nanos,
+        "clock": t.clock.map(|c| json!({
+            "clock": c.clock, "reset_count": c.reset_count, "restart_count": c.restart_count,
+        })),
+        "golden_pcrs": t.golden_pcrs,
+    })
+}
+
+/// A host's attestation in one line.
+pub fn attestation_text(t: &vigil_domain::AttestationRecord, now: i64) -> String {
+    let mut line = format!("  attestation: {}", esc(&t.trust.to_string()));
+    if !t.ek_sha256.is_empty() {
+        line.push_str(&format!(
+            " | EK sha256 {}… ({})",
+            esc(t.ek_sha256.get(..16).unwrap_or(&t.ek_sha256)),
+            esc(&t.ek_certificate_issuer)
+        ));
+    }
+    if t.last_quote_at_unix_nanos > 0 {
+        line.push_str(&format!(
+            " | last quote {}s ago",
+            seconds_ago(now, t.last_quote_at_unix_nanos)
+        ));
+    }
+    if let Some(c) = t.clock {
+        line.push_str(&format!(
+            " | resets {} restarts {}",
+            c.reset_count, c.restart_count
+        ));
+    }
+    line.push('\n');
+    line
 }
 
 /// `agents show`: the agent's shape with its GPU inventory under `gpu`.
@@ -98,11 +146,12 @@ pub fn agents_text(agents: &[AgentRecord], now: i64) -> String {
     for a in agents {
         let id = &a.identity;
         out.push_str(&format!(
-            "{}\t{}\t{}\t{}\tlast heartbeat {}s ago\n",
+            "{}\t{}\t{}\t{}\t{}\tlast heartbeat {}s ago\n",
             esc(&id.hostname),
             esc(&id.agent_id),
             id.sensor_mode.as_str(),
             esc(&id.agent_version),
+            a.attestation.trust.as_str(),
             seconds_ago(now, a.last_heartbeat_unix_nanos)
         ));
     }
@@ -175,6 +224,7 @@ pub fn agent_text(a: &AgentRecord, now: i64) -> String {
             esc(&a.policy_error)
         ),
     });
+    out.push_str(&attestation_text(&a.attestation, now));
     out.push_str(&gpu_text(&a.gpu));
     out
 }
@@ -299,11 +349,27 @@ mod tests {
     #[test]
     fn list_and_show_texts() {
         let list = agents_text(&[record()], 3_500_000_000);
-        assert_eq!(list, "h1\tm1\tprocfs-degraded\t\tlast heartbeat 2.5s ago\n");
+        assert_eq!(
+            list,
+            "h1\tm1\tprocfs-degraded\t\tunattested\tlast heartbeat 2.5s ago\n"
+        );
         let show = agent_text(&record(), 3_500_000_000);
         assert!(show.starts_with("agent m1 on h1\n"), "{show}");
         assert!(show.contains("policy: version 2\n"), "{show}");
         assert!(show.contains("GPUs: none\n"), "{show}");
+        assert!(show.contains("  attestation: unattested\n"), "{show}");
+        let mut untrusted = record();
+        untrusted.attestation.trust = vigil_domain::TrustState::Untrusted {
+            code: "pcr-policy".into(),
+            reason: "PCR 7 \x1b[2J changed".into(),
+        };
+        untrusted.attestation.ek_sha256 = "ab".repeat(32);
+        let show = agent_text(&untrusted, 3_500_000_000);
+        assert!(
+            show.contains("attestation: untrusted (pcr-policy): PCR 7 \\x1b[2J changed | EK sha256 abababababababab…"),
+            "{show}"
+        );
+        assert_eq!(agent_json(&untrusted)["attestation"]["code"], "pcr-policy");
     }
 
     #[test]

@@ -82,6 +82,7 @@ enum SignalArg {
     GpuUse,
     Policy,
     ModelRisk,
+    Attestation,
 }
 
 impl From<SignalArg> for SignalKind {
@@ -95,6 +96,7 @@ impl From<SignalArg> for SignalKind {
             SignalArg::GpuUse => SignalKind::GpuUse,
             SignalArg::Policy => SignalKind::Policy,
             SignalArg::ModelRisk => SignalKind::ModelRisk,
+            SignalArg::Attestation => SignalKind::Attestation,
         }
     }
 }

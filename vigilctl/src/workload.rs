@@ -14,6 +14,8 @@ use crate::render::{short, timestamp};
 use crate::terminal_text::{escape_controls as esc, escape_joined};
 
 #[derive(Debug, Subcommand)]
+// Parsed once per run: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum WorkloadCommand {
     /// Approves a workload: processes running this executable (narrowed by
     /// path, user or cgroup when given) make no findings on any agent.
@@ -46,6 +48,11 @@ pub enum WorkloadCommand {
         /// A GPU (UUID) it may use (repeatable). With none, any GPU.
         #[arg(long)]
         gpu: Vec<String>,
+        /// A host (agent id or hostname) it is approved on (repeatable).
+        /// With none, the whole fleet. Hosts whose TPM attestation failed
+        /// receive no approval either way.
+        #[arg(long)]
+        host: Vec<String>,
         /// The admin key that signs the record (required when the control
         /// plane has trusted keys).
         #[arg(long)]
@@ -79,6 +86,7 @@ pub async fn run(client: &mut AdminClient, command: WorkloadCommand) -> anyhow::
             model,
             model_sha256,
             gpu,
+            host,
             key,
             note,
         } => {
@@ -99,6 +107,7 @@ pub async fn run(client: &mut AdminClient, command: WorkloadCommand) -> anyhow::
                 cgroup_prefix: cgroup,
                 models,
                 gpus: gpu,
+                hosts: host,
                 approved_by: operator(),
                 note,
                 approved_at_unix_nanos: 0,
@@ -183,7 +192,7 @@ fn workloads_text(workloads: &[WorkloadApproval]) -> String {
         .iter()
         .map(|w| {
             format!(
-                "{}  sha256 {}  path {}  uid {}  cgroup {}  models {}  gpus {}  by {} at {}  signed {}  {}\n",
+                "{}  sha256 {}  path {}  uid {}  cgroup {}  models {}  gpus {}  hosts {}  by {} at {}  signed {}  {}\n",
                 esc(&w.id),
                 esc(&w.exe_sha256),
                 esc(w.path.as_deref().unwrap_or("any")),
@@ -191,6 +200,7 @@ fn workloads_text(workloads: &[WorkloadApproval]) -> String {
                 esc(w.cgroup_prefix.as_deref().unwrap_or("any")),
                 any(&w.models),
                 any(&w.gpus),
+                any(&w.hosts),
                 esc(&w.approved_by),
                 timestamp(w.approved_at_unix_nanos),
                 if w.signer.is_empty() {
@@ -218,6 +228,7 @@ mod tests {
             cgroup_prefix: None,
             models: vec![],
             gpus: vec!["GPU-1".into()],
+            hosts: vec![],
             approved_by: "root@h".into(),
             note: "serve\x1b[1A".into(),
             approved_at_unix_nanos: 0,
@@ -228,7 +239,7 @@ mod tests {
         assert_eq!(
             text,
             format!(
-                "w-1  sha256 {}  path any  uid 0  cgroup any  models any  gpus GPU-1  by root@h at 1970-01-01T00:00:00.000Z  signed no  serve\\x1b[1A\n",
+                "w-1  sha256 {}  path any  uid 0  cgroup any  models any  gpus GPU-1  hosts any  by root@h at 1970-01-01T00:00:00.000Z  signed no  serve\\x1b[1A\n",
                 "ab".repeat(32)
             )
         );
@@ -244,6 +255,7 @@ mod tests {
             cgroup_prefix: None,
             models: vec![],
             gpus: vec![],
+            hosts: vec![],
             approved_by: "root@h".into(),
             note: String::new(),
             approved_at_unix_nanos: 0,

@@ -1,6 +1,7 @@
 //! `vigil.admin.v1.AdminService`: what operators (vigilctl) ask.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 use vigil_domain::{ClusterMember, ClusterStatus, PolicySummary};
@@ -682,6 +683,83 @@ impl AdminService for AdminServiceImpl {
             entries: entries.len() as u64,
             error,
         }))
+    }
+
+    async fn attest_agent(
+        &self,
+        req: Request<pb::AttestAgentRequest>,
+    ) -> Result<Response<pb::AttestAgentResponse>, Status> {
+        let caller = Caller::of(&req);
+        let name = req.into_inner().agent;
+        let record = self
+            .node
+            .state
+            .agent_by_id_or_hostname(&name)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::not_found(format!("no agent with id or hostname {name:?}")))?;
+        let agent_id = record.identity.agent_id.clone();
+        let before = record.attestation.last_quote_at_unix_nanos;
+        if !self.sessions.attest_now(&agent_id) {
+            return Err(Status::failed_precondition(format!(
+                "agent {agent_id} has no session on node {} with attestation on (ask the node it is connected to; attestation needs --tpm-ca)",
+                self.node.node_id
+            )));
+        }
+        self.audit(
+            caller.actor(),
+            "agent.attest",
+            format!("agent {agent_id}"),
+            "quote requested".into(),
+        )
+        .await;
+        // The verdict: the record's next quote result (this node applies
+        // what its session wrote).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let now = self
+                .node
+                .state
+                .agent(&agent_id)
+                .map_err(|e| Status::internal(e.to_string()))?
+                .unwrap_or_default();
+            if now.attestation.last_quote_at_unix_nanos != before {
+                return Ok(Response::new(pb::AttestAgentResponse {
+                    attestation: Some(now.attestation.into()),
+                }));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::deadline_exceeded(format!(
+                    "agent {agent_id} did not answer the quote request within 15 s"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn reset_attestation(
+        &self,
+        req: Request<pb::ResetAttestationRequest>,
+    ) -> Result<Response<pb::ResetAttestationResponse>, Status> {
+        let caller = Caller::of(&req);
+        let name = req.into_inner().agent;
+        let record = self
+            .node
+            .state
+            .agent_by_id_or_hostname(&name)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::not_found(format!("no agent with id or hostname {name:?}")))?;
+        let r = self
+            .node
+            .write(Command::ResetAttestation {
+                agent_id: record.identity.agent_id.clone(),
+                actor: caller.actor(),
+                at_unix_nanos: now_unix_nanos(),
+            })
+            .await?;
+        if let CommandResult::Refused { reason } = r {
+            return Err(Status::failed_precondition(reason));
+        }
+        Ok(Response::new(pb::ResetAttestationResponse {}))
     }
 
     async fn get_agent(

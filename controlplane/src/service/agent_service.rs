@@ -6,6 +6,7 @@
 //! and the rest of its batch is still taken.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -26,6 +27,8 @@ pub struct AgentServiceImpl {
     intake: FindingIntake,
     events: SecurityEvents,
     enrollment: Option<Arc<super::enrollment::Enrollment>>,
+    /// The TPM verifier (None: no `--tpm-ca`, attestation off).
+    verifier: Option<Arc<crate::attestation::Verifier>>,
 }
 
 impl AgentServiceImpl {
@@ -42,7 +45,14 @@ impl AgentServiceImpl {
             intake,
             events,
             enrollment,
+            verifier: None,
         }
+    }
+
+    /// Attestation on, with this verifier.
+    pub fn with_verifier(mut self, verifier: Option<Arc<crate::attestation::Verifier>>) -> Self {
+        self.verifier = verifier;
+        self
     }
 }
 
@@ -82,6 +92,10 @@ struct Session {
     /// session's writes): the base a jump is measured from.
     last_seq: std::sync::atomic::AtomicU64,
     tx: Outbound,
+    /// The session's attestation (None: attestation off).
+    attestation: Option<super::agent_attestation::SessionAttestation>,
+    /// Hosts without a verified TPM get no approved workloads.
+    require_attestation: bool,
 }
 
 impl Session {
@@ -126,7 +140,18 @@ impl Session {
             let parsed = Finding::try_from(wire)
                 .map_err(|e| e.within(format!("findings[{i}]")).to_string())
                 .and_then(|f| {
-                    if f.seq > base.saturating_add(MAX_SEQ_JUMP) {
+                    if f.signal == vigil_domain::SignalKind::Attestation {
+                        let why = format!(
+                            "findings[{i}].signal: attestation alerts are raised by the control plane's verifier, never by an agent"
+                        );
+                        self.events.report(SecurityEvent::Denied {
+                            caller: format!("agent {}", self.agent_id),
+                            peer: None,
+                            what: "/vigil.agent.v1.AgentService/Stream".into(),
+                            why: why.clone(),
+                        });
+                        Err(why)
+                    } else if f.seq > base.saturating_add(MAX_SEQ_JUMP) {
                         let why = format!(
                             "findings[{i}].seq: {seq} jumps more than {MAX_SEQ_JUMP} past the last seq taken from this agent ({base})"
                         );
@@ -210,6 +235,17 @@ impl Session {
         Ok(())
     }
 
+    /// This agent's trust as the state says it now.
+    fn trust_state(&self) -> vigil_domain::TrustState {
+        self.node
+            .state
+            .agent(&self.agent_id)
+            .ok()
+            .flatten()
+            .map(|r| r.attestation.trust)
+            .unwrap_or_default()
+    }
+
     /// Sends the active policy bundle, if there is one.
     async fn send_active_policy(&self) -> Result<(), Status> {
         let active = self
@@ -263,13 +299,31 @@ impl Session {
         Ok(())
     }
 
-    /// Sends every approved workload.
+    /// Sends the approved workloads this host may run: those for the whole
+    /// fleet or naming it, and none while its attestation failed (or, with
+    /// `--require-attestation`, while it has no verified TPM).
     async fn send_workloads(&self) -> Result<(), Status> {
-        let workloads = self
+        let record = self
             .node
             .state
-            .workloads()
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .agent(&self.agent_id)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .unwrap_or_default();
+        let trust = &record.attestation.trust;
+        let withheld = trust.is_untrusted()
+            || (self.require_attestation && *trust != vigil_domain::TrustState::Trusted);
+        let workloads = if withheld {
+            tracing::info!(agent = %self.agent_id, %trust, "withholding approved workloads");
+            Vec::new()
+        } else {
+            self.node
+                .state
+                .workloads()
+                .map_err(|e| Status::internal(e.to_string()))?
+                .into_iter()
+                .filter(|w| w.covers_host(&self.agent_id, &record.identity.hostname))
+                .collect()
+        };
         let _ = self
             .tx
             .send(control(pb::control_message::Body::Workloads(
@@ -287,9 +341,48 @@ impl Session {
         let mut workloads = self.node.state.watch_workloads();
         workloads.mark_changed();
         let mut revocations = self.node.state.watch_revocations();
+        let mut trust = self.node.state.watch_trust();
+        let mut last_trust = self.trust_state();
+        let period = self
+            .attestation
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |a| a.interval());
+        let mut attest_tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        attest_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let attest_now = self.attestation.as_ref().map(|a| a.attest_now.clone());
         loop {
             let next = tokio::select! {
                 m = inbound.message() => m,
+                _ = attest_tick.tick(), if self.attestation.is_some() => {
+                    if let Some(a) = &self.attestation {
+                        if let Err(status) = a.on_tick(&self.node, &self.tx).await {
+                            tracing::warn!(agent = %self.agent_id, error = %status, "attestation tick");
+                        }
+                    }
+                    continue;
+                }
+                _ = async { match &attest_now { Some(n) => n.notified().await, None => std::future::pending().await } } => {
+                    if let Some(a) = &self.attestation {
+                        if let Err(status) = a.quote_now(&self.node, &self.tx).await {
+                            tracing::warn!(agent = %self.agent_id, error = %status, "attestation on demand");
+                        }
+                    }
+                    continue;
+                }
+                changed = trust.changed() => {
+                    if changed.is_ok() {
+                        trust.borrow_and_update();
+                        let now = self.trust_state();
+                        if now != last_trust {
+                            last_trust = now;
+                            if let Err(status) = self.send_workloads().await {
+                                tracing::warn!(agent = %self.agent_id, error = %status, "sending the approved workloads");
+                            }
+                        }
+                    }
+                    continue;
+                }
                 changed = revocations.changed(), if self.serial.is_some() => {
                     if changed.is_ok() {
                         revocations.borrow_and_update();
@@ -339,12 +432,27 @@ impl Session {
                 Some(pb::agent_message::Body::Heartbeat(h)) => self.on_heartbeat(h).await,
                 Some(pb::agent_message::Body::Inventory(i)) => self.on_inventory(i).await,
                 Some(pb::agent_message::Body::PolicyStatus(p)) => self.on_policy_status(p).await,
-                Some(pb::agent_message::Body::TpmEnrollment(_))
-                | Some(pb::agent_message::Body::CredentialActivated(_))
-                | Some(pb::agent_message::Body::Quote(_))
-                | Some(pb::agent_message::Body::AttestationFailure(_)) => Err(Status::unimplemented(
-                    "attestation messages",
-                )),
+                Some(pb::agent_message::Body::TpmEnrollment(m)) => match &self.attestation {
+                    Some(a) => a.on_enrollment(&self.node, &self.tx, m).await,
+                    None => {
+                        tracing::debug!(agent = %self.agent_id, "TPM enrollment ignored: attestation is off (no --tpm-ca)");
+                        Ok(())
+                    }
+                },
+                Some(pb::agent_message::Body::CredentialActivated(m)) => match &self.attestation {
+                    Some(a) => a.on_activated(&self.node, &self.tx, m).await,
+                    None => Err(Status::failed_precondition(
+                        "credential_activated: attestation is off",
+                    )),
+                },
+                Some(pb::agent_message::Body::Quote(m)) => match &self.attestation {
+                    Some(a) => a.on_quote(&self.node, m).await,
+                    None => Err(Status::failed_precondition("quote: attestation is off")),
+                },
+                Some(pb::agent_message::Body::AttestationFailure(m)) => match &self.attestation {
+                    Some(a) => a.on_failure(&self.node, m).await,
+                    None => Ok(()),
+                },
                 Some(pb::agent_message::Body::Hello(_)) => Err(Status::invalid_argument(
                     "hello may only be the first message",
                 )),
@@ -470,6 +578,16 @@ impl AgentService for AgentServiceImpl {
         };
         let (tx, rx) = mpsc::channel(64);
         self.sessions.register(&agent_id, tx.clone());
+        let attestation = self.verifier.as_ref().map(|v| {
+            let a = super::agent_attestation::SessionAttestation::new(v.clone(), agent_id.clone());
+            self.sessions
+                .register_attest_now(&agent_id, a.attest_now.clone());
+            a
+        });
+        let require_attestation = self
+            .verifier
+            .as_ref()
+            .is_some_and(|v| v.config().require_attestation);
         let session = Session {
             node: self.node.clone(),
             sessions: self.sessions.clone(),
@@ -482,6 +600,8 @@ impl AgentService for AgentServiceImpl {
             },
             last_seq: last_seq.into(),
             tx,
+            attestation,
+            require_attestation,
         };
         tokio::spawn(session.run(inbound));
         Ok(Response::new(ReceiverStream::new(rx)))

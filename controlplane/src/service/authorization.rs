@@ -98,10 +98,11 @@ pub fn need(path: &str) -> Option<Need> {
             | "ListInventory" | "ExportInventory" => {
                 Viewer
             }
-            "Unfreeze" => Analyst,
+            "Unfreeze" | "AttestAgent" => Analyst,
             "ListRevokedCertificates" => Viewer,
             "PushPolicy" | "ApproveWorkload" | "RevokeWorkload" | "RevokeCertificate"
             | "CreateJoinToken" | "AddNode" | "RemoveNode" | "TransferLeader"
+            | "ResetAttestation"
             // A scan of the whole state: not for every viewer.
             | "StateDigest" => Admin,
             _ => return None,

@@ -1,6 +1,7 @@
 //! The gRPC services of the control plane.
 
 mod admin_service;
+mod agent_attestation;
 mod agent_service;
 mod agent_sessions;
 mod alert_feed;

@@ -262,6 +262,7 @@ pub struct StateReader {
     active_policy: watch::Receiver<u64>,
     workloads_changed: watch::Receiver<u64>,
     revocations_changed: watch::Receiver<u64>,
+    trust_changed: watch::Receiver<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -570,6 +571,11 @@ impl StateReader {
     }
 
     /// Changes whenever a workload is approved or revoked.
+    /// Bumped whenever an applied entry changed some host's trust.
+    pub fn watch_trust(&self) -> watch::Receiver<u64> {
+        self.trust_changed.clone()
+    }
+
     pub fn watch_workloads(&self) -> watch::Receiver<u64> {
         self.workloads_changed.clone()
     }
@@ -643,6 +649,12 @@ pub struct SledStateMachine {
     workloads_changed: Arc<watch::Sender<u64>>,
     /// A generation count, bumped by every certificate revocation applied.
     revocations_changed: Arc<watch::Sender<u64>>,
+    /// A generation count, bumped when an applied entry changed a host's
+    /// trust (sessions resend their agent's approved workloads).
+    trust_changed: Arc<watch::Sender<u64>>,
+    /// Set by an apply that changed a host's trust, published (and
+    /// cleared) once the entry's writes are visible.
+    trust_changed_pending: Arc<std::sync::atomic::AtomicBool>,
     /// The audit head written by the entry being applied (its batch is not
     /// in the tree yet), so two entries in one apply chain correctly.
     pending_audit_head: Arc<std::sync::Mutex<Option<(u64, String)>>>,
@@ -850,6 +862,7 @@ impl SledStateMachine {
         let (policy_tx, policy_rx) = watch::channel(active);
         let (workloads_tx, workloads_rx) = watch::channel(0u64);
         let (revocations_tx, revocations_rx) = watch::channel(0u64);
+        let (trust_tx, trust_rx) = watch::channel(0u64);
         let changing = Arc::new(std::sync::RwLock::new(()));
         Ok((
             Self {
@@ -860,6 +873,8 @@ impl SledStateMachine {
                 active_policy: Arc::new(policy_tx),
                 workloads_changed: Arc::new(workloads_tx),
                 revocations_changed: Arc::new(revocations_tx),
+                trust_changed: Arc::new(trust_tx),
+                trust_changed_pending: Arc::default(),
                 pending_audit_head: Arc::new(std::sync::Mutex::new(None)),
                 applying: Arc::new(tokio::sync::RwLock::new(())),
                 changing: changing.clone(),
@@ -874,6 +889,7 @@ impl SledStateMachine {
                 active_policy: policy_rx,
                 workloads_changed: workloads_rx,
                 revocations_changed: revocations_rx,
+                trust_changed: trust_rx,
             },
         ))
     }
@@ -1355,6 +1371,132 @@ impl SledStateMachine {
                 batch.insert(CLUSTER_ID, json(&cluster_id)?);
                 Ok(CommandResult::Done)
             }
+            Command::RecordTpmEnrollment {
+                agent_id,
+                ek_sha256,
+                ek_certificate_issuer,
+                ak_sha256,
+                at_unix_nanos,
+            } => {
+                let k = prefixed(AGENT_PREFIX, agent_id.as_bytes());
+                let Some(mut rec) = self.get_json::<AgentRecord>(&k)? else {
+                    return Ok(CommandResult::Refused {
+                        reason: format!("TPM enrollment of unregistered agent {agent_id}"),
+                    });
+                };
+                let bound = &rec.attestation.ek_sha256;
+                if !bound.is_empty() && *bound != ek_sha256 {
+                    return Ok(CommandResult::Refused {
+                        reason: format!(
+                            "agent {agent_id} is bound to the TPM with EK sha256 {bound}, not {ek_sha256} (`vigilctl agent reset-attestation` after replacing a TPM)"
+                        ),
+                    });
+                }
+                let first = bound.is_empty();
+                rec.attestation.ek_sha256 = ek_sha256.clone();
+                rec.attestation.ek_certificate_issuer = ek_certificate_issuer;
+                rec.attestation.ak_sha256 = ak_sha256.clone();
+                rec.attestation.enrolled_at_unix_nanos = at_unix_nanos;
+                if first {
+                    self.append_audit(
+                        batch,
+                        at_unix_nanos,
+                        "verifier".into(),
+                        "attest.enroll".into(),
+                        format!("agent {agent_id} on {}", rec.identity.hostname),
+                        format!("bound to EK sha256 {ek_sha256}; AK sha256 {ak_sha256}"),
+                    )?;
+                }
+                batch.insert(k, json(&rec)?);
+                Ok(CommandResult::Done)
+            }
+            Command::RecordQuote {
+                agent_id,
+                at_unix_nanos,
+                result,
+            } => {
+                let k = prefixed(AGENT_PREFIX, agent_id.as_bytes());
+                let Some(mut rec) = self.get_json::<AgentRecord>(&k)? else {
+                    return Ok(CommandResult::Refused {
+                        reason: format!("quote result of unregistered agent {agent_id}"),
+                    });
+                };
+                let had_baseline = !rec.attestation.golden_pcrs.is_empty();
+                if rec.attestation.judge(at_unix_nanos, result) {
+                    self.trust_changed_pending
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    let host = rec.identity.hostname.clone();
+                    self.append_audit(
+                        batch,
+                        at_unix_nanos,
+                        "verifier".into(),
+                        "attest.verdict".into(),
+                        format!("agent {agent_id} on {host}"),
+                        rec.attestation.trust.to_string(),
+                    )?;
+                    if let vigil_domain::TrustState::Untrusted { code, reason } =
+                        &rec.attestation.trust
+                    {
+                        self.append_attestation_alert(batch, &rec, code, reason, at_unix_nanos)?;
+                    }
+                }
+                if !had_baseline && !rec.attestation.golden_pcrs.is_empty() {
+                    self.append_audit(
+                        batch,
+                        at_unix_nanos,
+                        "verifier".into(),
+                        "attest.baseline".into(),
+                        format!("agent {agent_id} on {}", rec.identity.hostname),
+                        format!(
+                            "golden sha256 PCRs {}",
+                            rec.attestation
+                                .golden_pcrs
+                                .keys()
+                                .map(|i| i.to_string())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        ),
+                    )?;
+                }
+                let trust = rec.attestation.trust.clone();
+                batch.insert(k, json(&rec)?);
+                Ok(CommandResult::Attested { trust })
+            }
+            Command::ResetAttestation {
+                agent_id,
+                actor,
+                at_unix_nanos,
+            } => {
+                let k = prefixed(AGENT_PREFIX, agent_id.as_bytes());
+                let Some(mut rec) = self.get_json::<AgentRecord>(&k)? else {
+                    return Ok(CommandResult::Refused {
+                        reason: format!("no agent {agent_id}"),
+                    });
+                };
+                let before = std::mem::take(&mut rec.attestation);
+                rec.attestation.trust_changed_at_unix_nanos = at_unix_nanos;
+                self.trust_changed_pending
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                self.append_audit(
+                    batch,
+                    at_unix_nanos,
+                    actor,
+                    "attest.reset".into(),
+                    format!("agent {agent_id} on {}", rec.identity.hostname),
+                    format!(
+                        "was {}; EK sha256 {} and {} golden PCRs forgotten",
+                        before.trust,
+                        if before.ek_sha256.is_empty() {
+                            "(none)"
+                        } else {
+                            &before.ek_sha256
+                        },
+                        before.golden_pcrs.len()
+                    ),
+                )?;
+                batch.insert(k, json(&rec)?);
+                Ok(CommandResult::Done)
+            }
             Command::PolicyStatus {
                 agent_id,
                 active_version,
@@ -1458,6 +1600,52 @@ impl SledStateMachine {
         if let Ok(mut p) = self.pending_audit_head.lock() {
             *p = Some(head);
         }
+        Ok(())
+    }
+
+    /// An alert the verifier raises (not an agent's finding): seq 0, signal
+    /// `attestation`, stored like the others and counted in the tally.
+    fn append_attestation_alert(
+        &self,
+        batch: &mut sled::Batch,
+        rec: &AgentRecord,
+        code: &str,
+        reason: &str,
+        at_unix_nanos: i64,
+    ) -> Result<(), StorageError> {
+        let next: u64 = self.get_json(NEXT_ALERT)?.unwrap_or(1);
+        let mut tally: AlertTally = self.get_json(ALERT_TALLY)?.unwrap_or_default();
+        let severity = if code == "reboot" || code == "stale" {
+            Severity::High
+        } else {
+            Severity::Critical
+        };
+        tally.add(SignalKind::Attestation, severity);
+        let alert = Alert {
+            index: next,
+            agent_id: rec.identity.agent_id.clone(),
+            hostname: rec.identity.hostname.clone(),
+            received_at_unix_nanos: at_unix_nanos,
+            finding: vigil_domain::Finding {
+                seq: 0,
+                rule_id: format!("vigil.attestation.{code}"),
+                severity,
+                signal: SignalKind::Attestation,
+                observed_at_unix_nanos: at_unix_nanos,
+                process: vigil_domain::ProcessInfo::default(),
+                file: None,
+                net: None,
+                gpu: None,
+                action: String::new(),
+                summary: format!(
+                    "host {} failed attestation ({code}): {reason}",
+                    rec.identity.hostname
+                ),
+            },
+        };
+        batch.insert(alert_key(next), json(&alert)?);
+        batch.insert(NEXT_ALERT, json(&(next + 1))?);
+        batch.insert(ALERT_TALLY, json(&tally)?);
         Ok(())
     }
 
@@ -1760,6 +1948,12 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         if revocations_changed {
             self.revocations_changed.send_modify(|g| *g += 1);
         }
+        if self
+            .trust_changed_pending
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.trust_changed.send_modify(|g| *g += 1);
+        }
         Ok(results)
     }
 
@@ -1772,6 +1966,8 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
             active_policy: self.active_policy.clone(),
             workloads_changed: self.workloads_changed.clone(),
             revocations_changed: self.revocations_changed.clone(),
+            trust_changed: self.trust_changed.clone(),
+            trust_changed_pending: self.trust_changed_pending.clone(),
             pending_audit_head: self.pending_audit_head.clone(),
             applying: self.applying.clone(),
             changing: self.changing.clone(),
@@ -1893,6 +2089,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         self.publish_active_policy()?;
         self.workloads_changed.send_modify(|g| *g += 1);
         self.revocations_changed.send_modify(|g| *g += 1);
+        self.trust_changed.send_modify(|g| *g += 1);
         Ok(())
     }
 
