@@ -339,3 +339,121 @@ async fn an_untrusted_ca_or_an_ak_from_another_tpm_is_refused_at_enrollment() {
     let before = attestation(cp, "swap").await.last_quote_at_unix_nanos;
     refused_with(cp, "swap", before, "ek-changed").await;
 }
+
+/// A boot event log that tests build, measured into the TPM the way
+/// firmware would (each event's sha256 extended into its PCR).
+fn measured_boot_log(tpm: &Swtpm) -> Vec<u8> {
+    use vigil_attestation::{event_type, EventLogBuilder, HashAlg};
+    let events: [(u32, u32, &[u8]); 4] = [
+        (0, event_type::EV_S_CRTM_VERSION, b"vigil test firmware 1.0"),
+        (
+            4,
+            event_type::EV_EFI_BOOT_SERVICES_APPLICATION,
+            b"\\EFI\\BOOT\\BOOTX64.EFI",
+        ),
+        (
+            7,
+            event_type::EV_EFI_VARIABLE_DRIVER_CONFIG,
+            b"SecureBoot=1",
+        ),
+        (7, event_type::EV_SEPARATOR, &[0, 0, 0, 0]),
+    ];
+    let mut log = EventLogBuilder::new(&[HashAlg::Sha256]);
+    for (pcr, kind, data) in events {
+        log.event(pcr, kind, data);
+        tpm.extend_pcr(pcr as u8, &hex::encode(HashAlg::Sha256.hash(data)));
+    }
+    log.build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_event_logs_must_replay_to_the_quote_and_bad_input_is_refused_by_name() {
+    require_swtpm("attestation_attacks");
+    let ca = SwtpmCa::new();
+    let tpm = Swtpm::manufacture(&ca);
+    let lab = lab(&ca).await;
+    let cp = &lab.cp;
+    let log = measured_boot_log(&tpm);
+
+    // A log that replays to the quoted PCRs: trusted.
+    let mut s = Scripted::open(cp, "h", tools_enrollment(&tpm)).await;
+    s.activate(&tpm).await;
+    let request = s.request().await;
+    assert!(request.want_event_logs);
+    let mut q = tools_quote(&tpm, &request);
+    q.boot_event_log = log.clone();
+    s.quote(q).await;
+    let v = verdict_after(cp, "h", 0).await;
+    assert_eq!(v.trust, "trusted", "{v:?}");
+
+    // The same quote with a log whose PCR 4 event was changed (a boot
+    // loader other than the one measured): refused, naming the PCR.
+    let request = s.request().await;
+    let mut q = tools_quote(&tpm, &request);
+    let mut forged = log.clone();
+    let at = forged
+        .windows(6)
+        .position(|w| w == b"\\EFI\\B")
+        .expect("the boot loader's event data");
+    forged[at + 6] ^= 0x20;
+    // The event data changed, its digest too: rebuild that digest so the
+    // log parses and only the replay can tell.
+    let mut rebuilt =
+        vigil_attestation::EventLogBuilder::new(&[vigil_attestation::HashAlg::Sha256]);
+    for e in vigil_attestation::EventLog::parse(
+        &forged,
+        vigil_attestation::LogLimits {
+            max_bytes: 1 << 20,
+            max_events: 100,
+            max_event_data: 1 << 16,
+        },
+    )
+    .unwrap()
+    .events
+    {
+        if e.event_type != vigil_attestation::event_type::EV_NO_ACTION {
+            rebuilt.event(e.pcr_index, e.event_type, &e.data);
+        }
+    }
+    q.boot_event_log = rebuilt.build();
+    let before = attestation(cp, "h").await.last_quote_at_unix_nanos;
+    s.quote(q).await;
+    let v = refused_with(cp, "h", before, "event-log").await;
+    assert!(v.reason.contains("PCR 4"), "{v:?}");
+
+    // An oversized log is refused unread, saying the limit.
+    let request = s.request().await;
+    let mut q = tools_quote(&tpm, &request);
+    q.boot_event_log = vec![0u8; (1 << 20) + 1];
+    let before = attestation(cp, "h").await.last_quote_at_unix_nanos;
+    s.quote(q).await;
+    let v = verdict_after(cp, "h", before).await;
+    assert_eq!(v.code, "event-log", "{v:?}");
+    assert!(v.reason.contains("1048576"), "{v:?}");
+
+    // Garbage in place of the quote, then a truncated signature: malformed,
+    // with the structure and the byte named; the control plane goes on.
+    let request = s.request().await;
+    let mut q = tools_quote(&tpm, &request);
+    q.attest = b"\xff\x54\x43\x47garbage".to_vec();
+    let before = attestation(cp, "h").await.last_quote_at_unix_nanos;
+    s.quote(q).await;
+    let v = verdict_after(cp, "h", before).await;
+    assert!(v.code == "malformed" || v.code == "signature", "{v:?}");
+    let request = s.request().await;
+    let mut q = tools_quote(&tpm, &request);
+    q.signature.truncate(9);
+    let before = attestation(cp, "h").await.last_quote_at_unix_nanos;
+    s.quote(q).await;
+    let v = verdict_after(cp, "h", before).await;
+    assert_eq!(v.code, "malformed", "{v:?}");
+    assert!(v.reason.contains("TPMT_SIGNATURE"), "{v:?}");
+
+    // And an honest quote with the honest log is trusted again.
+    let request = s.request().await;
+    let mut q = tools_quote(&tpm, &request);
+    q.boot_event_log = log;
+    let before = attestation(cp, "h").await.last_quote_at_unix_nanos;
+    s.quote(q).await;
+    assert_eq!(verdict_after(cp, "h", before).await.trust, "trusted");
+}
