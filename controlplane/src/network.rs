@@ -199,6 +199,20 @@ impl GrpcNetwork {
         Ok(reply.into_inner().delivered)
     }
 
+    /// Asks the node at `addr` to quote `agent_id` now if the agent's
+    /// session is there: whether it was.
+    pub async fn request_attestation(&self, addr: &str, agent_id: &str) -> Result<bool, String> {
+        let mut client = self.peer_client(addr)?;
+        let call = client.request_attestation(pb::RequestAttestationRequest {
+            agent_id: agent_id.to_string(),
+        });
+        let reply = tokio::time::timeout(Duration::from_secs(2), call)
+            .await
+            .map_err(|_| "no answer within 2 s".to_string())?
+            .map_err(|s| format!("{}: {}", s.code(), s.message()))?;
+        Ok(reply.into_inner().requested)
+    }
+
     /// Asks the node at `addr` to stand for election now.
     pub async fn elect(&self, addr: &str) -> Result<(), String> {
         let mut client = self.peer_client(addr)?;

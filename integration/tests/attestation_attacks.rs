@@ -449,11 +449,39 @@ async fn boot_event_logs_must_replay_to_the_quote_and_bad_input_is_refused_by_na
     assert_eq!(v.code, "malformed", "{v:?}");
     assert!(v.reason.contains("TPMT_SIGNATURE"), "{v:?}");
 
-    // And an honest quote with the honest log is trusted again.
+    // And on demand (`vigilctl agent attest`), an honest quote with the
+    // honest log is trusted again: the command asks for a quote now and
+    // prints its verdict.
+    let endpoint = cp.endpoint();
+    let asked = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(vigil_integration::binary("vigilctl"))
+            .args([
+                "--endpoint",
+                &endpoint,
+                "agent",
+                "attest",
+                "host-h",
+                "-o",
+                "json",
+            ])
+            .output()
+            .unwrap()
+    });
     let request = s.request().await;
     let mut q = tools_quote(&tpm, &request);
     q.boot_event_log = log;
-    let before = attestation(cp, "h").await.last_quote_at_unix_nanos;
     s.quote(q).await;
-    assert_eq!(verdict_after(cp, "h", before).await.trust, "trusted");
+    let out = asked.await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["trust"], "trusted", "{v}");
+    assert_eq!(
+        v["golden_pcrs"].as_object().map(|m| m.len()),
+        Some(8),
+        "{v}"
+    );
 }

@@ -104,6 +104,50 @@ impl AdminServiceImpl {
     }
 }
 
+impl AdminServiceImpl {
+    /// Asks the node holding the agent's session (this one, or another
+    /// member) for a quote now: which node did.
+    async fn request_attestation(&self, agent_id: &str) -> Result<String, Status> {
+        if self.sessions.attest_now(agent_id) {
+            return Ok(format!("node {}", self.node.node_id));
+        }
+        let others: Vec<(u64, String)> = {
+            let metrics = self.node.raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != self.node.node_id)
+                .map(|(id, n)| (*id, n.addr.clone()))
+                .collect()
+        };
+        let asks = others.iter().map(|(id, addr)| async move {
+            (
+                *id,
+                self.node
+                    .network()
+                    .request_attestation(addr, agent_id)
+                    .await,
+            )
+        });
+        let mut answers = vec![format!(
+            "node {}: no session with attestation here",
+            self.node.node_id
+        )];
+        for (id, r) in futures::future::join_all(asks).await {
+            match r {
+                Ok(true) => return Ok(format!("node {id}")),
+                Ok(false) => answers.push(format!("node {id}: no session with attestation there")),
+                Err(e) => answers.push(format!("node {id}: {e}")),
+            }
+        }
+        Err(Status::failed_precondition(format!(
+            "agent {agent_id} cannot be quoted now: {} (attestation needs --tpm-ca and an agent with a TPM)",
+            answers.join("; ")
+        )))
+    }
+}
+
 fn req_note_is_rollback(note: &str) -> bool {
     note.starts_with("rollback")
 }
@@ -699,12 +743,8 @@ impl AdminService for AdminServiceImpl {
             .ok_or_else(|| Status::not_found(format!("no agent with id or hostname {name:?}")))?;
         let agent_id = record.identity.agent_id.clone();
         let before = record.attestation.last_quote_at_unix_nanos;
-        if !self.sessions.attest_now(&agent_id) {
-            return Err(Status::failed_precondition(format!(
-                "agent {agent_id} has no session on node {} with attestation on (ask the node it is connected to; attestation needs --tpm-ca)",
-                self.node.node_id
-            )));
-        }
+        let via = self.request_attestation(&agent_id).await?;
+        tracing::debug!(agent = %agent_id, %via, "quote requested");
         self.audit(
             caller.actor(),
             "agent.attest",

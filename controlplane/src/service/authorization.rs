@@ -90,7 +90,7 @@ pub fn need(path: &str) -> Option<Need> {
         (
             "vigil.raft.v1.RaftService",
             "AppendEntries" | "Vote" | "InstallSnapshot" | "Join" | "ClientWrite" | "ClusterInfo"
-            | "HoldElections" | "Elect" | "ReadIndex" | "DeliverUnfreeze",
+            | "HoldElections" | "Elect" | "ReadIndex" | "DeliverUnfreeze" | "RequestAttestation",
         ) => Need::Node,
         ("vigil.admin.v1.AdminService", method) => Need::Operator(match method {
             "QueryAlerts" | "FollowAlerts" | "ClusterStatus" | "GetAgent"

@@ -273,6 +273,21 @@ impl pb::raft_service_server::RaftService for RaftServiceImpl {
         Ok(Response::new(pb::DeliverUnfreezeResponse { delivered }))
     }
 
+    async fn request_attestation(
+        &self,
+        req: Request<pb::RequestAttestationRequest>,
+    ) -> Result<Response<pb::RequestAttestationResponse>, Status> {
+        if let Some(id) = Self::caller_node(&Caller::of(&req))? {
+            self.member(id, From::Member, "attestation request")?;
+        }
+        let agent_id = req.into_inner().agent_id;
+        let requested = self.sessions.attest_now(&agent_id);
+        if requested {
+            tracing::info!(agent = %agent_id, "quoting an agent for another node's operator");
+        }
+        Ok(Response::new(pb::RequestAttestationResponse { requested }))
+    }
+
     async fn cluster_info(
         &self,
         _req: Request<pb::ClusterInfoRequest>,
