@@ -4,6 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 use vigil_observability::LogFormat;
 
+use crate::attest::event_logs::{DEFAULT_BOOT_EVENT_LOG, DEFAULT_IMA_LOG};
+use crate::attest::{EventLogPaths, PcrBank, PcrList, TpmSelection};
+
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "vigil-agent",
@@ -265,6 +268,39 @@ pub struct AgentConfig {
     /// are dropped and counted.
     #[arg(long, default_value_t = 4096)]
     pub spool_memory_findings: usize,
+
+    /// The TPM 2.0 for remote attestation: `off`, `auto` (/dev/tpmrm0 when
+    /// it exists, else none), `device:PATH`, or `swtpm:host=H,port=P` (a
+    /// software TPM). Without one the agent enrolls no TPM and answers the
+    /// control plane's attestation requests "no TPM configured".
+    #[arg(
+        long,
+        global = true,
+        env = "VIGIL_TPM",
+        default_value = "auto",
+        value_name = "TPM"
+    )]
+    pub tpm: TpmSelection,
+
+    /// The firmware's TCG boot event log, sent with a quote when the
+    /// control plane asks (when readable, and at most 1 MiB).
+    #[arg(
+        long,
+        env = "VIGIL_TPM_EVENT_LOG",
+        default_value = DEFAULT_BOOT_EVENT_LOG,
+        value_name = "PATH"
+    )]
+    pub tpm_event_log: PathBuf,
+
+    /// The kernel's IMA log, sent with a quote when the control plane asks
+    /// (when readable, and at most 16 MiB).
+    #[arg(
+        long,
+        env = "VIGIL_IMA_LOG",
+        default_value = DEFAULT_IMA_LOG,
+        value_name = "PATH"
+    )]
+    pub ima_log: PathBuf,
 }
 
 impl AgentConfig {
@@ -304,6 +340,14 @@ impl AgentConfig {
             stream_checks: self.stream_checks,
             ring_buffer_bytes: self.ring_buffer_kib.saturating_mul(1024),
             flood_drops_per_sec: self.sensor_flood_drops_per_sec,
+        }
+    }
+
+    /// Where the measurement logs sent with quotes are.
+    pub fn event_log_paths(&self) -> EventLogPaths {
+        EventLogPaths {
+            boot: self.tpm_event_log.clone(),
+            ima: self.ima_log.clone(),
         }
     }
 
@@ -366,6 +410,57 @@ pub enum AgentCommand {
         #[arg(long, default_value = "/etc/vigil/tls")]
         out_dir: PathBuf,
     },
+    /// Uses the TPM that --tpm names: seals and unseals small secrets to
+    /// PCR values, writes a quote for other tools to check.
+    Tpm {
+        #[command(subcommand)]
+        command: TpmCommand,
+    },
+}
+
+/// `vigil-agent tpm ...`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum TpmCommand {
+    /// Seals the content of a file (at most 128 bytes, e.g. a disk key) to
+    /// the current values of sha256 PCRs: only this TPM, with those PCRs
+    /// unchanged, can unseal it.
+    /// Example: vigil-agent tpm seal --pcrs 0-7 --in key.bin --out key.sealed
+    Seal {
+        /// The sha256 PCRs to seal to: `0-7`, `0,1,2,7`...
+        #[arg(long)]
+        pcrs: PcrList,
+        /// The secret.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// Where to write the sealed secret.
+        #[arg(long = "out", value_name = "SEALED")]
+        output: PathBuf,
+    },
+    /// Unseals what `tpm seal` wrote, while the PCRs have the values it was
+    /// sealed to, into a new file (mode 0600).
+    Unseal {
+        #[arg(long = "in", value_name = "SEALED")]
+        input: PathBuf,
+        #[arg(long = "out", value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Makes an attestation key and quotes PCRs with a nonce; writes
+    /// quote.msg (TPMS_ATTEST), quote.sig (TPMT_SIGNATURE), ak.pub
+    /// (TPM2B_PUBLIC) and pcrs.bin (per PCR: u32 BE index, u16 BE length,
+    /// digest) into --out-dir, for tpm2_checkquote and the like.
+    Quote {
+        /// The qualifying data, hex (at most 64 bytes).
+        #[arg(long, value_name = "HEX")]
+        nonce: String,
+        /// The PCRs to quote: `0-7`, `0,1,2,7`...
+        #[arg(long)]
+        pcrs: PcrList,
+        /// The PCR bank.
+        #[arg(long, default_value = "sha256")]
+        bank: PcrBank,
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
 }
 
 pub fn hostname() -> String {
@@ -404,5 +499,116 @@ mod tests {
         );
         assert_eq!(config.log_format, LogFormat::Json);
         assert!(AgentConfig::try_parse_from(["vigil-agent", "--log-format", "xml"]).is_err());
+    }
+
+    #[test]
+    fn the_tpm_flags_and_commands_parse() {
+        let config = AgentConfig::try_parse_from(["vigil-agent"]).unwrap();
+        if std::env::var_os("VIGIL_TPM").is_none() {
+            assert_eq!(config.tpm, TpmSelection::Auto);
+        }
+        if std::env::var_os("VIGIL_TPM_EVENT_LOG").is_none()
+            && std::env::var_os("VIGIL_IMA_LOG").is_none()
+        {
+            assert_eq!(config.event_log_paths(), EventLogPaths::default());
+        }
+        let config = AgentConfig::try_parse_from([
+            "vigil-agent",
+            "--tpm",
+            "swtpm:host=127.0.0.1,port=2321",
+            "--tpm-event-log",
+            "/tmp/boot.log",
+            "--ima-log",
+            "/tmp/ima.log",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.tpm,
+            TpmSelection::Swtpm {
+                host: "127.0.0.1".into(),
+                port: 2321
+            }
+        );
+        assert_eq!(
+            config.event_log_paths().boot,
+            PathBuf::from("/tmp/boot.log")
+        );
+        assert_eq!(config.event_log_paths().ima, PathBuf::from("/tmp/ima.log"));
+        let e = AgentConfig::try_parse_from(["vigil-agent", "--tpm", "swtpm:port=1"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no host"), "{e}");
+
+        // --tpm after the subcommand, as `vigil-agent tpm seal --tpm ...`.
+        let config = AgentConfig::try_parse_from([
+            "vigil-agent",
+            "tpm",
+            "seal",
+            "--pcrs",
+            "0,1,2,3,4,5,6,7",
+            "--in",
+            "key.bin",
+            "--out",
+            "key.sealed",
+            "--tpm",
+            "device:/dev/tpm0",
+        ])
+        .unwrap();
+        assert_eq!(config.tpm, TpmSelection::Device("/dev/tpm0".into()));
+        let Some(AgentCommand::Tpm {
+            command:
+                TpmCommand::Seal {
+                    pcrs,
+                    input,
+                    output,
+                },
+        }) = config.command
+        else {
+            panic!("not tpm seal: {:?}", config.command);
+        };
+        assert_eq!(pcrs, "0-7".parse().unwrap());
+        assert_eq!(
+            (input, output),
+            (PathBuf::from("key.bin"), PathBuf::from("key.sealed"))
+        );
+        let config = AgentConfig::try_parse_from([
+            "vigil-agent",
+            "tpm",
+            "quote",
+            "--nonce",
+            "00ff",
+            "--pcrs",
+            "0-7",
+            "--out-dir",
+            "q",
+        ])
+        .unwrap();
+        assert!(matches!(
+            config.command,
+            Some(AgentCommand::Tpm {
+                command: TpmCommand::Quote {
+                    bank: PcrBank::Sha256,
+                    ..
+                }
+            })
+        ));
+        let e = AgentConfig::try_parse_from(["vigil-agent", "tpm", "unseal", "--in", "a"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--out"), "{e}");
+        let e = AgentConfig::try_parse_from([
+            "vigil-agent",
+            "tpm",
+            "seal",
+            "--pcrs",
+            "0-30",
+            "--in",
+            "a",
+            "--out",
+            "b",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("PCR 30 is out of range"), "{e}");
     }
 }

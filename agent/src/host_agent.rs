@@ -15,6 +15,7 @@ use anyhow::Context;
 use tokio::sync::{mpsc, oneshot, watch};
 use vigil_domain::{AgentIdentity, GpuInventory};
 
+use crate::attest::{Attestor, Tpm};
 use crate::config::{hostname, AgentConfig};
 use crate::detect::{DetectInputs, DetectOutputs, DetectStage};
 use crate::gpu::spawn_gpu_poller;
@@ -95,6 +96,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             },
         ))
     });
+    let attestor = attestor(&config);
     let ship = ShipStage::start(
         spool.clone(),
         config.spool_memory_findings,
@@ -115,6 +117,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             batch_size: 256,
             window: 4096,
             max_backoff: config.max_backoff(),
+            attestor,
         },
         ShipperLinks {
             health: sensors.counters(),
@@ -173,6 +176,27 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     }
     tracing::info!(spooled = spool.len(), decode_errors, "agent stopped");
     Ok(())
+}
+
+/// The TPM `--tpm` names, if any. Its attestation key is made now, off
+/// the runtime, so that the first session finds it ready (a TPM that
+/// fails here is tried again at each session).
+fn attestor(config: &AgentConfig) -> Option<Attestor> {
+    let Some(target) = config.tpm.resolve() else {
+        tracing::info!(tpm = %config.tpm, "no TPM: attestation requests are answered that this agent has none");
+        return None;
+    };
+    let attestor = Attestor::new(Tpm::new(target), config.event_log_paths());
+    let warm = attestor.clone();
+    tokio::task::spawn_blocking(move || match warm.enrollment() {
+        Ok(_) => {
+            tracing::info!(tpm = %warm.target(), "TPM ready for attestation (EK certificate read, attestation key made)")
+        }
+        Err(e) => {
+            tracing::warn!(tpm = %warm.target(), error = %e, "the TPM is not ready for attestation; sessions will try again")
+        }
+    });
+    Some(attestor)
 }
 
 /// A stage's task, ended: its result, or why it panicked.

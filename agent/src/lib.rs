@@ -12,10 +12,11 @@
 //! - `ship`: spool (sled, on disk) and shipper (gRPC to the control plane),
 //!   which hands the control plane's requests back to `respond`.
 //!
-//! `host_agent` wires them; `clock`, `config`, `procfs`, `metrics` and
-//! `blocked_destination` are shared leaves. A stage
+//! `host_agent` wires them; `clock`, `config`, `procfs`, `metrics`,
+//! `blocked_destination` and `attest` (the TPM) are shared leaves. A stage
 //! imports only stages upstream of it (`tests/stage_dependencies.rs`).
 
+pub mod attest;
 pub mod blocked_destination;
 pub mod clock;
 pub mod config;

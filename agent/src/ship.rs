@@ -12,5 +12,6 @@ pub mod overflow;
 mod ship_stage;
 pub mod shipper;
 pub mod spool;
+pub mod tpm_worker;
 
 pub use ship_stage::{ShipStage, SPOOL_FULL_RULE};

@@ -17,6 +17,7 @@ const STAGES: &[(&str, u32)] = &[
 
 /// Shared leaves: any module may import them; they import only leaves.
 const LEAVES: &[&str] = &[
+    "attest",
     "blocked_destination",
     "clock",
     "config",

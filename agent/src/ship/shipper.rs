@@ -10,9 +10,11 @@ use tonic::transport::Endpoint;
 use vigil_proto::agent::v1 as pb;
 use vigil_proto::agent::v1::agent_service_client::AgentServiceClient;
 
+use crate::attest::Attestor;
 pub use crate::respond::ControlRequest;
 use crate::ship::overflow::SpoolPressure;
 use crate::ship::spool::Spool;
+use crate::ship::tpm_worker::{self, TpmJob, TpmWorker};
 
 #[derive(Debug, Clone)]
 pub struct ShipperConfig {
@@ -28,6 +30,9 @@ pub struct ShipperConfig {
     /// Findings sent but not yet acked, at most.
     pub window: u64,
     pub max_backoff: Duration,
+    /// The TPM, with this process's attestation key (None: no TPM; the
+    /// agent answers attestation requests that it has none).
+    pub attestor: Option<Attestor>,
 }
 
 /// The host's inventory as last read (None before the first reading).
@@ -147,6 +152,18 @@ async fn session(
         tx.send(message(pb::agent_message::Body::PolicyStatus(s.into())))
             .await?;
     }
+    // With a TPM, the session enrolls it (EK, this process's AK); the
+    // TPM's answers come back through `attested` while the loop goes on.
+    let (attested_tx, mut attested) = mpsc::channel::<pb::AgentMessage>(4);
+    let tpm = cfg
+        .attestor
+        .clone()
+        .map(|attestor| TpmWorker::start(attestor, attested_tx));
+    if let Some(tpm) = &tpm {
+        if let Some(busy) = tpm.submit(TpmJob::Enroll) {
+            tx.send(busy).await?;
+        }
+    }
 
     let mut acked = spool.ack_floor()?;
     let mut sent = acked;
@@ -210,14 +227,17 @@ async fn session(
                         }
                         requests.send(ControlRequest::Workloads(records)).await?;
                     }
-                    Some(pb::control_message::Body::CredentialChallenge(_)) | Some(pb::control_message::Body::AttestRequest(_)) => {
-                        tx.send(message(pb::agent_message::Body::AttestationFailure(pb::AttestationFailure {
-                            nonce: Vec::new(),
-                            reason: "this agent has no TPM configured".into(),
-                        }))).await?;
+                    Some(pb::control_message::Body::CredentialChallenge(c)) => {
+                        submit(&tpm, TpmJob::Activate(c), &tx).await?;
+                    }
+                    Some(pb::control_message::Body::AttestRequest(r)) => {
+                        submit(&tpm, TpmJob::Quote(r), &tx).await?;
                     }
                     None => tracing::warn!("empty message from the control plane"),
                 }
+            }
+            Some(answer) = attested.recv() => {
+                tx.send(answer).await?;
             }
             _ = spool.pushed() => {}
             Ok(()) = policy_status.changed() => {
@@ -245,9 +265,64 @@ async fn session(
     }
 }
 
+/// Hands an attestation request to the TPM worker; without a TPM, or
+/// with too many waiting, the failure goes out at once.
+async fn submit(
+    tpm: &Option<TpmWorker>,
+    job: TpmJob,
+    tx: &mpsc::Sender<pb::AgentMessage>,
+) -> anyhow::Result<()> {
+    let refused = match tpm {
+        Some(tpm) => tpm.submit(job),
+        None => {
+            let nonce = match job {
+                TpmJob::Quote(r) => r.nonce,
+                TpmJob::Enroll | TpmJob::Activate(_) => Vec::new(),
+            };
+            Some(tpm_worker::failure(nonce, tpm_worker::NO_TPM.into()))
+        }
+    };
+    if let Some(failure) = refused {
+        tx.send(failure).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "shipper_attestation_tests.rs"]
+mod attestation_tests;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn without_a_tpm_requests_are_answered_that_there_is_none() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let request = pb::AttestRequest {
+            nonce: b"n1".to_vec(),
+            hash_alg: 0x000b,
+            pcrs: vec![0],
+            want_event_logs: false,
+        };
+        submit(&None, TpmJob::Quote(request), &tx).await.unwrap();
+        submit(
+            &None,
+            TpmJob::Activate(pb::CredentialChallenge::default()),
+            &tx,
+        )
+        .await
+        .unwrap();
+        for nonce in [&b"n1"[..], &[]] {
+            let Some(pb::agent_message::Body::AttestationFailure(f)) =
+                rx.recv().await.unwrap().body
+            else {
+                panic!("not an attestation failure");
+            };
+            assert_eq!(f.nonce, nonce);
+            assert_eq!(f.reason, "this agent has no TPM configured");
+        }
+    }
 
     #[test]
     fn reconnect_delays_grow_are_capped_and_jittered() {
