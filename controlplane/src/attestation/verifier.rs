@@ -25,8 +25,10 @@ use super::nonce_book::NonceBook;
 
 /// A boot event log larger than this is refused unread.
 pub const MAX_BOOT_LOG: usize = 1 << 20;
-/// An IMA log larger than this is refused unread.
-pub const MAX_IMA_LOG: usize = 16 << 20;
+/// An IMA log larger than this is refused unread. A quote with its logs
+/// must fit a gRPC message (4 MiB): the agent sends at most 3 MiB of IMA
+/// log (the log whole, not only what is new since its last quote).
+pub const MAX_IMA_LOG: usize = 3 << 20;
 /// The most PCR values one quote may report (24 PCRs in a bank).
 const MAX_REPORTED_PCRS: usize = 24;
 

@@ -150,6 +150,24 @@ impl SessionAttestation {
             Ok(tpm) => tpm,
             Err(refusal) => return self.fail(node, refusal).await,
         };
+        if !self.record_enrollment(node, &tpm).await? {
+            return Ok(());
+        }
+        tracing::info!(agent = %self.agent_id, ek = %tpm.ek_sha256, "TPM enrolled");
+        *self.phase() = Phase::Enrolled {
+            tpm,
+            outstanding: None,
+        };
+        self.request(node, tx).await
+    }
+
+    /// Binds the host to this TPM through raft; false (and the failure
+    /// recorded) when the host is bound to another EK.
+    async fn record_enrollment(
+        &self,
+        node: &ControlPlaneNode,
+        tpm: &EnrolledTpm,
+    ) -> Result<bool, Status> {
         let r = node
             .write(Command::RecordTpmEnrollment {
                 agent_id: self.agent_id.clone(),
@@ -160,14 +178,11 @@ impl SessionAttestation {
             })
             .await?;
         if let CommandResult::Refused { reason } = r {
-            return self.fail(node, Refusal::new("ek-changed", reason)).await;
+            *self.phase() = Phase::Failed;
+            self.fail(node, Refusal::new("ek-changed", reason)).await?;
+            return Ok(false);
         }
-        tracing::info!(agent = %self.agent_id, ek = %tpm.ek_sha256, "TPM enrolled");
-        *self.phase() = Phase::Enrolled {
-            tpm,
-            outstanding: None,
-        };
-        self.request(node, tx).await
+        Ok(true)
     }
 
     /// Sends a quote request with a fresh nonce (enrolled only).
@@ -204,6 +219,17 @@ impl SessionAttestation {
             }
             tpm.clone()
         };
+        // An operator reset the host's attestation since it enrolled in
+        // this session: bind it to this TPM again before judging.
+        let bound = node
+            .state
+            .agent(&self.agent_id)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map(|r| r.attestation.ek_sha256)
+            .unwrap_or_default();
+        if bound.is_empty() && !self.record_enrollment(node, &tpm).await? {
+            return Ok(());
+        }
         // RSA verification is CPU work (tens of microseconds): off the
         // async workers.
         let verifier = self.verifier.clone();
