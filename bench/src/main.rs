@@ -9,7 +9,7 @@
 //! opens (`flood_bench`), GPU polls and policy evaluation.
 //! Writes `bench/results.json` and `BENCHMARKS.md`; `VIGIL_BENCH_ONLY=gpu`, `ingest`,
 //! `policy`, `latency`, `flood` or `transport` runs one section and only
-//! prints its figures; `cluster` or `models` runs one and merges its
+//! prints its figures; `cluster`, `models` or `attestation` runs one and merges its
 //! figures into both files.
 
 mod attestation_bench;
@@ -875,6 +875,7 @@ fn main() -> anyhow::Result<()> {
     cluster_bench::cluster(&s, &mut report)?;
     gpu_polls::gpu_polls(&root, s.work.path(), &mut report)?;
     model_bench::models(&root, s.work.path(), &mut report)?;
+    attestation_bench::attestation(&s.rt, s.work.path(), &mut report)?;
     policy_bench::rule_evaluation(&root, &mut report)?;
     s.rt.block_on(policy_bench::propagation(
         &cp.endpoint(),
