@@ -164,8 +164,10 @@ pub enum Command {
     },
     /// An agent's TPM passed enrollment (EK certificate chain, EK matching
     /// it, AK activated through the EK): the host is bound to this EK.
-    /// Refused when the host is bound to another EK (until an operator's
-    /// `reset_attestation.v1`). Trust does not change here.
+    /// Refused ("ek-changed: ...") when the host is bound to another EK
+    /// (until an operator's `reset_attestation.v1`), and ("ek-in-use:
+    /// ...") when another host is bound to this EK: one TPM vouches for
+    /// one host. Trust does not change here.
     #[serde(rename = "record_tpm_enrollment.v1")]
     RecordTpmEnrollment {
         agent_id: String,
@@ -185,6 +187,12 @@ pub enum Command {
         agent_id: String,
         at_unix_nanos: i64,
         result: vigil_domain::QuoteResult,
+        /// The EK (sha256 of its TPM2B_PUBLIC) of the TPM the session
+        /// enrolled; a verified quote of a TPM other than the one the host
+        /// is bound to is judged `ek-changed`. Empty: no TPM enrolled in
+        /// the session (a stale or missing host).
+        #[serde(default)]
+        ek_sha256: String,
     },
     /// An operator forgets a host's EK binding and golden PCRs; its trust
     /// becomes unattested until its next enrollment and quote.

@@ -12,6 +12,11 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// The longest failure code kept.
+pub const MAX_CODE: usize = 32;
+/// The longest failure reason kept (a reason may quote what a host sent).
+pub const MAX_REASON: usize = 512;
+
 /// A host's standing with the verifier.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
@@ -179,7 +184,10 @@ impl AttestationRecord {
     pub fn judge(&mut self, at_unix_nanos: i64, result: QuoteResult) -> bool {
         self.last_quote_at_unix_nanos = at_unix_nanos;
         let trust = match result {
-            QuoteResult::Failed { code, reason } => TrustState::Untrusted { code, reason },
+            QuoteResult::Failed { code, reason } => TrustState::Untrusted {
+                code: crate::cut_text(&code, MAX_CODE),
+                reason: crate::cut_text(&reason, MAX_REASON),
+            },
             QuoteResult::Verified { clock, pcrs } => {
                 let change = match &self.clock {
                     None => Ok(ClockChange::Advanced),
@@ -219,11 +227,20 @@ impl AttestationRecord {
                 }
             }
         };
-        let changed = trust != self.trust;
+        // A change is another state or another code: a reason that only
+        // words the same failure differently (a replay a second later) is
+        // no new verdict, audit entry or alert; the record keeps the
+        // latest wording.
+        let changed = match (&trust, &self.trust) {
+            (TrustState::Untrusted { code: a, .. }, TrustState::Untrusted { code: b, .. }) => {
+                a != b
+            }
+            (a, b) => a != b,
+        };
         if changed {
-            self.trust = trust;
             self.trust_changed_at_unix_nanos = at_unix_nanos;
         }
+        self.trust = trust;
         changed
     }
 }
@@ -342,6 +359,30 @@ mod tests {
         };
         assert!(rec.judge(1, failed("signature")));
         assert!(!rec.judge(2, failed("signature")));
+        let reworded = QuoteResult::Failed {
+            code: "signature".into(),
+            reason: "x".repeat(10_000),
+        };
+        assert!(
+            !rec.judge(2, reworded),
+            "the same code reworded is no change"
+        );
+        let long = QuoteResult::Failed {
+            code: "c".repeat(100),
+            reason: "x".repeat(10_000),
+        };
+        assert!(rec.judge(2, long));
+        match &rec.trust {
+            TrustState::Untrusted { code, reason } => {
+                assert!(
+                    code.len() <= MAX_CODE && reason.len() <= MAX_REASON + 8,
+                    "{} {}",
+                    code.len(),
+                    reason.len()
+                )
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(rec.judge(3, failed("stale")));
         assert_eq!(rec.trust_changed_at_unix_nanos, 3);
     }

@@ -26,7 +26,7 @@ pub use alert::{AgentHeartbeat, AgentIdentity, AgentRecord, Alert, SensorCounter
 pub use approval::{ApprovalScope, ApprovedWorkloads, WorkloadApproval};
 pub use attestation::{
     first_pcr_difference, AttestationRecord, ClockChange, ClockError, QuoteResult, TpmClock,
-    TrustState,
+    TrustState, MAX_CODE, MAX_REASON,
 };
 pub use audit::AuditEntry;
 pub use cluster::{ClusterMember, ClusterStatus};

@@ -216,8 +216,26 @@ async fn quotes_by_tpm2_tools_verify_and_every_cheat_is_refused_with_its_reason(
     a.quote(good.clone()).await;
     assert_eq!(verdict_after(cp, "a", before).await.trust, "trusted");
     let before = attestation(cp, "a").await.last_quote_at_unix_nanos;
-    a.quote(good).await;
+    a.quote(good.clone()).await;
     refused_with(cp, "a", before, "nonce-replayed").await;
+    // Replayed again and again: one verdict, one alert, not one each.
+    for _ in 0..20 {
+        a.quote(good.clone()).await;
+    }
+    let before = attestation(cp, "a").await.last_quote_at_unix_nanos;
+    a.quote(good).await;
+    verdict_after(cp, "a", before).await;
+    let replays = cp
+        .alerts()
+        .await
+        .iter()
+        .filter(|al| {
+            al.finding
+                .as_ref()
+                .is_some_and(|f| f.rule_id == "vigil.attestation.nonce-replayed")
+        })
+        .count();
+    assert_eq!(replays, 1, "a repeated failure is one alert");
 
     // A flipped bit in the quote, then in the signature.
     let request = a.request().await;
@@ -338,6 +356,34 @@ async fn an_untrusted_ca_or_an_ak_from_another_tpm_is_refused_at_enrollment() {
     s.activate(&other_tpm).await;
     let before = attestation(cp, "swap").await.last_quote_at_unix_nanos;
     refused_with(cp, "swap", before, "ek-changed").await;
+
+    // One TPM cannot vouch for a second host.
+    let mut s = Scripted::open(cp, "twin", tools_enrollment(&tpm)).await;
+    s.activate(&tpm).await;
+    refused_with(cp, "twin", 0, "ek-in-use").await;
+
+    // A huge certificate is refused unread; the reason stays short.
+    let mut enrollment = tools_enrollment(&other_tpm);
+    enrollment.ek_certificate = vec![0x30; 100_000];
+    let _s = Scripted::open(cp, "huge", enrollment).await;
+    let v = refused_with(cp, "huge", 0, "malformed").await;
+    assert!(
+        v.reason.len() <= 512 && v.reason.contains("100000 bytes"),
+        "{v:?}"
+    );
+
+    // Two agents claiming one hostname: an operator's attestation command
+    // by that hostname is refused, naming both, not sent to either.
+    let _c1 = RawAgentStream::open(cp, 4, vec![hello("c1", "shared-name")]).await;
+    let _c2 = RawAgentStream::open(cp, 4, vec![hello("c2", "shared-name")]).await;
+    cp.wait_agent_summary("c2 registered", Duration::from_secs(10), "c2", |_| true)
+        .await;
+    let out = cp.vigilctl(&["agent", "reset-attestation", "shared-name"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("c1") && err.contains("c2"),
+        "{err}"
+    );
 }
 
 /// A boot event log that tests build, measured into the TPM the way

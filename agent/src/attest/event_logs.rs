@@ -13,9 +13,9 @@ pub const DEFAULT_BOOT_EVENT_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_
 pub const DEFAULT_IMA_LOG: &str = "/sys/kernel/security/ima/binary_runtime_measurements";
 /// The largest boot event log sent.
 pub const BOOT_EVENT_LOG_LIMIT: u64 = 1 << 20;
-/// The largest IMA log sent (a quote with its logs must fit a 4 MiB gRPC
-/// message).
-pub const IMA_LOG_LIMIT: u64 = 3 << 20;
+/// The largest IMA log sent (a quote with both logs at their limits must
+/// fit a 4 MiB gRPC message).
+pub const IMA_LOG_LIMIT: u64 = 2 << 20;
 
 /// Where the two logs are.
 #[derive(Debug, Clone, PartialEq, Eq)]

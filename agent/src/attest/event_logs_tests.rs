@@ -44,5 +44,5 @@ fn the_default_paths_are_the_kernels() {
         Path::new("/sys/kernel/security/ima/binary_runtime_measurements")
     );
     assert_eq!(BOOT_EVENT_LOG_LIMIT, 1 << 20);
-    assert_eq!(IMA_LOG_LIMIT, 3 << 20);
+    assert_eq!(IMA_LOG_LIMIT, 2 << 20);
 }

@@ -36,8 +36,47 @@ pub fn seal_file(tpm: &Tpm, pcrs: &PcrList, input: &Path, output: &Path) -> anyh
     let sealed = tpm
         .seal(&secret, pcrs)
         .with_context(|| format!("sealing {} to sha256 PCRs {pcrs}", input.display()))?;
-    std::fs::write(output, sealed.to_bytes())
-        .with_context(|| format!("writing {}", output.display()))
+    write_new_file(output, &sealed.to_bytes(), 0o600)
+}
+
+/// Writes `bytes` to `path` as a new file with `mode`: into a fresh file
+/// beside it (created exclusively, never through a symlink), then renamed
+/// over `path`. A symlink or a file someone else made at `path` is
+/// replaced, never written through (root writes here, perhaps into a
+/// directory other users can write to).
+pub fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .with_context(|| format!("{}: not a file name", path.display()))?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let temp = dir.join(format!(
+        ".{}.{}.{nanos:09}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&temp)
+        .with_context(|| format!("creating {}", temp.display()))?;
+    let written = file
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .and_then(|()| file.write_all(bytes))
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&temp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e).with_context(|| format!("writing {}", path.display()));
+    }
+    Ok(())
 }
 
 /// Unseals the sealed secret in `input` and writes it to `output` (0600).
@@ -47,18 +86,7 @@ pub fn unseal_file(tpm: &Tpm, input: &Path, output: &Path) -> anyhow::Result<()>
     let secret = tpm
         .unseal(&sealed)
         .with_context(|| format!("unsealing {}", input.display()))?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(output)
-        .with_context(|| format!("creating {}", output.display()))?;
-    // An existing file keeps its mode through open(): set it.
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("making {} 0600", output.display()))?;
-    file.write_all(&secret)
-        .with_context(|| format!("writing {}", output.display()))
+    write_new_file(output, &secret, 0o600)
 }
 
 /// Makes an AK, quotes `pcrs` with the nonce (hex) and writes `quote.msg`,
@@ -91,8 +119,7 @@ pub fn quote_to_dir(
         ("ak.pub", ak.public),
         ("pcrs.bin", encode_pcr_values(&answer.pcr_values)),
     ] {
-        let path = out_dir.join(name);
-        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        write_new_file(&out_dir.join(name), &bytes, 0o644)?;
     }
     Ok(())
 }
@@ -108,4 +135,41 @@ pub fn encode_pcr_values(values: &[PcrValue]) -> Vec<u8> {
         out.extend_from_slice(digest);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    #[test]
+    fn a_secret_replaces_a_symlink_or_a_planted_file_and_never_writes_through_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("root-owned.conf");
+        std::fs::write(&victim, b"keep me").unwrap();
+        let out = dir.path().join("key.out");
+        std::os::unix::fs::symlink(&victim, &out).unwrap();
+        write_new_file(&out, b"secret", 0o600).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        let meta = std::fs::symlink_metadata(&out).unwrap();
+        assert!(meta.is_file(), "the link itself was replaced");
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read(&out).unwrap(), b"secret");
+
+        // A file planted at the path (with an open handle kept by its
+        // planter) is replaced by a new inode: the planter's handle never
+        // sees the secret.
+        let planted = dir.path().join("planted");
+        std::fs::write(&planted, b"").unwrap();
+        let before = std::fs::metadata(&planted).unwrap().ino();
+        write_new_file(&planted, b"secret", 0o600).unwrap();
+        assert_ne!(std::fs::metadata(&planted).unwrap().ino(), before);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
 }

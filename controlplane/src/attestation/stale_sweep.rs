@@ -68,6 +68,7 @@ pub async fn sweep_stale_hosts(node: Arc<ControlPlaneNode>, interval: Duration) 
                     agent_id: agent_id.clone(),
                     at_unix_nanos: now,
                     result,
+                    ek_sha256: String::new(),
                 })
                 .await
             {

@@ -26,9 +26,27 @@ use super::nonce_book::NonceBook;
 /// A boot event log larger than this is refused unread.
 pub const MAX_BOOT_LOG: usize = 1 << 20;
 /// An IMA log larger than this is refused unread. A quote with its logs
-/// must fit a gRPC message (4 MiB): the agent sends at most 3 MiB of IMA
-/// log (the log whole, not only what is new since its last quote).
-pub const MAX_IMA_LOG: usize = 3 << 20;
+/// must fit a gRPC message (4 MiB): the agent sends at most 2 MiB of IMA
+/// log and 1 MiB of boot log (the logs whole, not only what is new since
+/// its last quote).
+pub const MAX_IMA_LOG: usize = 2 << 20;
+/// The largest EK certificate taken (real ones are 1 to 2 KiB).
+pub const MAX_EK_CERTIFICATE: usize = 8 << 10;
+/// The largest TPM2B_PUBLIC, TPMS_ATTEST or TPMT_SIGNATURE taken (an
+/// RSA-4096 key's public area is under 700 bytes).
+pub const MAX_TPM_STRUCTURE: usize = 2 << 10;
+
+/// Refuses a field over `max` bytes before anything parses it.
+fn within(field: &str, bytes: &[u8], max: usize) -> Result<(), Refusal> {
+    if bytes.len() > max {
+        return Err(Refusal::new(
+            "malformed",
+            format!("{field}: {} bytes, at most {max} are taken", bytes.len()),
+        ));
+    }
+    Ok(())
+}
+
 /// The most PCR values one quote may report (24 PCRs in a bank).
 const MAX_REPORTED_PCRS: usize = 24;
 
@@ -55,10 +73,12 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// A refusal; its reason is cut to `vigil_domain::MAX_REASON` bytes
+    /// (it may quote what the agent sent).
     pub fn new(code: &str, reason: impl Into<String>) -> Refusal {
         Refusal {
             code: code.to_string(),
-            reason: reason.into(),
+            reason: vigil_domain::cut_text(&reason.into(), vigil_domain::MAX_REASON),
         }
     }
 
@@ -131,6 +151,21 @@ impl Verifier {
         enrollment: &pb::TpmEnrollment,
         now_unix_secs: i64,
     ) -> Result<(PendingEnrollment, pb::CredentialChallenge), Refusal> {
+        within(
+            "tpm_enrollment.ek_certificate",
+            &enrollment.ek_certificate,
+            MAX_EK_CERTIFICATE,
+        )?;
+        within(
+            "tpm_enrollment.ek_public",
+            &enrollment.ek_public,
+            MAX_TPM_STRUCTURE,
+        )?;
+        within(
+            "tpm_enrollment.ak_public",
+            &enrollment.ak_public,
+            MAX_TPM_STRUCTURE,
+        )?;
         let ek = TpmPublic::parse(&enrollment.ek_public)
             .map_err(|e| Refusal::new("malformed", format!("tpm_enrollment.ek_public: {e}")))?;
         ek.check_endorsement_key()
@@ -146,7 +181,15 @@ impl Verifier {
             &self.config.roots,
             now_unix_secs,
         )
-        .map_err(|e| Refusal::new(e.reason_code(), format!("EK certificate: {e}")))?;
+        .map_err(|e| {
+            Refusal::new(
+                e.reason_code(),
+                format!(
+                    "EK certificate (sha256 {}): {e}",
+                    sha256_hex(&enrollment.ek_certificate)
+                ),
+            )
+        })?;
         if !cert.matches(&ek) {
             return Err(Refusal::new(
                 "ek-mismatch",
@@ -226,6 +269,8 @@ impl Verifier {
         self.nonces
             .redeem(agent_id, &quote.nonce)
             .map_err(|e| Refusal::new(e.code(), e.to_string()))?;
+        within("quote.attest", &quote.attest, MAX_TPM_STRUCTURE)?;
+        within("quote.signature", &quote.signature, MAX_TPM_STRUCTURE)?;
         let banks = reported_banks(&quote.pcrs)?;
         let verified = vigil_attestation::verify_quote(
             &tpm.ak,

@@ -105,6 +105,43 @@ impl AdminServiceImpl {
 }
 
 impl AdminServiceImpl {
+    /// The agent `name` names: its id, or a hostname only one agent has
+    /// (a hostname is what an agent says of itself: another agent may
+    /// claim the same one, and an operator's attestation command must not
+    /// land on it).
+    fn one_agent(&self, name: &str) -> Result<vigil_domain::AgentRecord, Status> {
+        if let Some(record) = self
+            .node
+            .state
+            .agent(name)
+            .map_err(|e| Status::internal(e.to_string()))?
+        {
+            return Ok(record);
+        }
+        let mut named: Vec<vigil_domain::AgentRecord> = self
+            .node
+            .state
+            .agents()
+            .map_err(|e| Status::internal(e.to_string()))?
+            .into_iter()
+            .filter(|a| a.identity.hostname == name)
+            .collect();
+        match named.len() {
+            0 => Err(Status::not_found(format!(
+                "no agent with id or hostname {name:?}"
+            ))),
+            1 => Ok(named.remove(0)),
+            _ => Err(Status::failed_precondition(format!(
+                "hostname {name:?} is claimed by agents {}: name the agent id",
+                named
+                    .iter()
+                    .map(|a| a.identity.agent_id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
     /// Asks the node holding the agent's session (this one, or another
     /// member) for a quote now: which node did.
     async fn request_attestation(&self, agent_id: &str) -> Result<String, Status> {
@@ -735,12 +772,7 @@ impl AdminService for AdminServiceImpl {
     ) -> Result<Response<pb::AttestAgentResponse>, Status> {
         let caller = Caller::of(&req);
         let name = req.into_inner().agent;
-        let record = self
-            .node
-            .state
-            .agent_by_id_or_hostname(&name)
-            .map_err(|e| Status::internal(e.to_string()))?
-            .ok_or_else(|| Status::not_found(format!("no agent with id or hostname {name:?}")))?;
+        let record = self.one_agent(&name)?;
         let agent_id = record.identity.agent_id.clone();
         let before = record.attestation.last_quote_at_unix_nanos;
         let via = self.request_attestation(&agent_id).await?;
@@ -782,12 +814,7 @@ impl AdminService for AdminServiceImpl {
     ) -> Result<Response<pb::ResetAttestationResponse>, Status> {
         let caller = Caller::of(&req);
         let name = req.into_inner().agent;
-        let record = self
-            .node
-            .state
-            .agent_by_id_or_hostname(&name)
-            .map_err(|e| Status::internal(e.to_string()))?
-            .ok_or_else(|| Status::not_found(format!("no agent with id or hostname {name:?}")))?;
+        let record = self.one_agent(&name)?;
         let r = self
             .node
             .write(Command::ResetAttestation {

@@ -77,6 +77,10 @@ impl SessionAttestation {
 
     /// Records a result through raft; the apply decides trust.
     async fn record(&self, node: &ControlPlaneNode, result: QuoteResult) -> Result<(), Status> {
+        let ek_sha256 = match &*self.phase() {
+            Phase::Enrolled { tpm, .. } => tpm.ek_sha256.clone(),
+            _ => String::new(),
+        };
         if let QuoteResult::Failed { code, reason } = &result {
             tracing::warn!(agent = %self.agent_id, %code, %reason, "attestation failed");
         }
@@ -85,6 +89,7 @@ impl SessionAttestation {
                 agent_id: self.agent_id.clone(),
                 at_unix_nanos: now_unix_nanos(),
                 result,
+                ek_sha256,
             })
             .await?;
         if let CommandResult::Refused { reason } = r {
@@ -179,7 +184,11 @@ impl SessionAttestation {
             .await?;
         if let CommandResult::Refused { reason } = r {
             *self.phase() = Phase::Failed;
-            self.fail(node, Refusal::new("ek-changed", reason)).await?;
+            let (code, why) = match reason.split_once(": ") {
+                Some((code @ ("ek-changed" | "ek-in-use"), why)) => (code, why.to_string()),
+                _ => ("ek-changed", reason.clone()),
+            };
+            self.fail(node, Refusal::new(code, why)).await?;
             return Ok(false);
         }
         Ok(true)
@@ -296,7 +305,9 @@ impl SessionAttestation {
                     *outstanding = None;
                     Due::Stale(late)
                 }
-                _ => Due::Request,
+                // One request at a time: the TPM is still answering.
+                Some(_) => Due::Nothing,
+                None => Due::Request,
             },
             p @ Phase::Challenged { .. } => {
                 if matches!(p, Phase::Challenged { since, .. } if since.elapsed() >= interval) {
@@ -366,8 +377,19 @@ impl SessionAttestation {
         }
     }
 
-    /// An operator asked for a quote now.
+    /// An operator asked for a quote now: a request unless one is
+    /// already out (its verdict is the next one either way), so that
+    /// operators asking in a loop cannot queue up the host's TPM.
     pub async fn quote_now(&self, node: &ControlPlaneNode, tx: &Outbound) -> Result<(), Status> {
+        if matches!(
+            &*self.phase(),
+            Phase::Enrolled {
+                outstanding: Some(_),
+                ..
+            }
+        ) {
+            return Ok(());
+        }
         self.request(node, tx).await
     }
 }

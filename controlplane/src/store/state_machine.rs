@@ -31,6 +31,8 @@
 //! - `meta/inventory_items` → u64, items stored; `meta/inventory_refused`
 //!   → u64, sightings of new items refused because the inventory (or the
 //!   agent's share of it) was full
+//! - `ek_binding/<EK sha256 hex>` → String, the agent id bound to that TPM
+//!   (set by `record_tpm_enrollment.v1`, removed by `reset_attestation.v1`)
 //! - `inventory_by_agent/<agent id>` → u64, items that agent's findings
 //!   created (at most `MAX_INVENTORY_ITEMS_PER_AGENT`)
 //!
@@ -115,6 +117,8 @@ pub const MAX_INVENTORY_ITEMS: u64 = 100_000;
 /// items are refused and counted, its known ones still update.
 pub const MAX_INVENTORY_ITEMS_PER_AGENT: u64 = 2_000;
 const INVENTORY_BY_AGENT_PREFIX: &[u8] = b"inventory_by_agent/";
+/// EK sha256 → the agent id bound to that TPM (one TPM, one host).
+const EK_BINDING_PREFIX: &[u8] = b"ek_binding/";
 /// `AlertTally` of the alerts retention removed.
 const PRUNED_TALLY: &[u8] = b"meta/pruned_tally";
 
@@ -1388,10 +1392,21 @@ impl SledStateMachine {
                 if !bound.is_empty() && *bound != ek_sha256 {
                     return Ok(CommandResult::Refused {
                         reason: format!(
-                            "agent {agent_id} is bound to the TPM with EK sha256 {bound}, not {ek_sha256} (`vigilctl agent reset-attestation` after replacing a TPM)"
+                            "ek-changed: agent {agent_id} is bound to the TPM with EK sha256 {bound}, not {ek_sha256} (`vigilctl agent reset-attestation` after replacing a TPM)"
                         ),
                     });
                 }
+                let ek_key = prefixed(EK_BINDING_PREFIX, ek_sha256.as_bytes());
+                if let Some(owner) = self.get_json::<String>(&ek_key)? {
+                    if owner != agent_id {
+                        return Ok(CommandResult::Refused {
+                            reason: format!(
+                                "ek-in-use: the TPM with EK sha256 {ek_sha256} is bound to agent {owner}; one TPM attests one host"
+                            ),
+                        });
+                    }
+                }
+                batch.insert(ek_key, json(&agent_id)?);
                 let first = bound.is_empty();
                 rec.attestation.ek_sha256 = ek_sha256.clone();
                 rec.attestation.ek_certificate_issuer = ek_certificate_issuer;
@@ -1414,12 +1429,30 @@ impl SledStateMachine {
                 agent_id,
                 at_unix_nanos,
                 result,
+                ek_sha256,
             } => {
                 let k = prefixed(AGENT_PREFIX, agent_id.as_bytes());
                 let Some(mut rec) = self.get_json::<AgentRecord>(&k)? else {
                     return Ok(CommandResult::Refused {
                         reason: format!("quote result of unregistered agent {agent_id}"),
                     });
+                };
+                // A quote by a TPM other than the one the host is bound to
+                // (a session enrolled before an operator's reset, the host
+                // since bound to another TPM) proves nothing about it.
+                let bound = &rec.attestation.ek_sha256;
+                let result = match result {
+                    vigil_domain::QuoteResult::Verified { .. }
+                        if !bound.is_empty() && !ek_sha256.is_empty() && *bound != ek_sha256 =>
+                    {
+                        vigil_domain::QuoteResult::Failed {
+                            code: "ek-changed".into(),
+                            reason: format!(
+                                "the quote was made by the TPM with EK sha256 {ek_sha256}; the host is bound to {bound}"
+                            ),
+                        }
+                    }
+                    other => other,
                 };
                 let had_baseline = !rec.attestation.golden_pcrs.is_empty();
                 if rec.attestation.judge(at_unix_nanos, result) {
@@ -1474,6 +1507,9 @@ impl SledStateMachine {
                     });
                 };
                 let before = std::mem::take(&mut rec.attestation);
+                if !before.ek_sha256.is_empty() {
+                    batch.remove(prefixed(EK_BINDING_PREFIX, before.ek_sha256.as_bytes()));
+                }
                 rec.attestation.trust_changed_at_unix_nanos = at_unix_nanos;
                 self.trust_changed_pending
                     .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -1637,9 +1673,12 @@ impl SledStateMachine {
                 net: None,
                 gpu: None,
                 action: String::new(),
-                summary: format!(
-                    "host {} failed attestation ({code}): {reason}",
-                    rec.identity.hostname
+                summary: vigil_domain::cut_text(
+                    &format!(
+                        "host {} (agent {}) failed attestation ({code}): {reason}",
+                        rec.identity.hostname, rec.identity.agent_id
+                    ),
+                    1024,
                 ),
             },
         };
