@@ -67,16 +67,7 @@ impl AdminServiceImpl {
                 return Ok(format!("node {}", self.node.node_id));
             }
         }
-        let others: Vec<(u64, String)> = {
-            let metrics = self.node.raft.metrics();
-            let m = metrics.borrow();
-            m.membership_config
-                .membership()
-                .nodes()
-                .filter(|(id, _)| **id != self.node.node_id)
-                .map(|(id, n)| (*id, n.addr.clone()))
-                .collect()
-        };
+        let others = self.other_members();
         let asks = others.iter().map(|(id, addr)| {
             let order = order.clone();
             async move {
@@ -105,6 +96,18 @@ impl AdminServiceImpl {
 }
 
 impl AdminServiceImpl {
+    /// The cluster's other members, (id, address).
+    fn other_members(&self) -> Vec<(u64, String)> {
+        let metrics = self.node.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.node.node_id)
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect()
+    }
+
     /// The agent `name` names: its id, or a hostname only one agent has
     /// (a hostname is what an agent says of itself: another agent may
     /// claim the same one, and an operator's attestation command must not
@@ -148,16 +151,7 @@ impl AdminServiceImpl {
         if self.sessions.attest_now(agent_id) {
             return Ok(format!("node {}", self.node.node_id));
         }
-        let others: Vec<(u64, String)> = {
-            let metrics = self.node.raft.metrics();
-            let m = metrics.borrow();
-            m.membership_config
-                .membership()
-                .nodes()
-                .filter(|(id, _)| **id != self.node.node_id)
-                .map(|(id, n)| (*id, n.addr.clone()))
-                .collect()
-        };
+        let others = self.other_members();
         let asks = others.iter().map(|(id, addr)| async move {
             (
                 *id,
