@@ -31,6 +31,8 @@ have setpriv || need_apt+=(util-linux)
 # loads the device and swtpm TCTIs), and for the tests software TPMs
 # (swtpm, swtpm_setup with its local EK CA) and tpm2-tools (interop).
 pkg_installed libtss2-dev || need_apt+=(libtss2-dev)
+# The verifier's RSA fast path (the openssl crate links the system libcrypto).
+pkg_installed libssl-dev || need_apt+=(libssl-dev)
 pkg_installed libtss2-tcti-swtpm0 || need_apt+=(libtss2-tcti-swtpm0)
 have swtpm || need_apt+=(swtpm)
 have swtpm_setup || need_apt+=(swtpm-tools)

@@ -340,3 +340,44 @@ pub(crate) fn software_ak() -> (TpmPublic, impl Fn(&[u8]) -> Vec<u8>) {
     };
     (ak, sign)
 }
+
+#[test]
+fn a_prepared_key_accepts_and_refuses_exactly_what_ring_does() {
+    for (suffix, _) in QUOTES {
+        let q = quote(suffix);
+        let prepared = PreparedKey::new(q.ak.clone());
+        let check = |msg: &[u8], sig: &[u8], nonce: &[u8], pcrs: &[PcrBank]| {
+            let slow = verify_quote(&q.ak, msg, sig, nonce, pcrs, &sha256_0_7());
+            let fast = verify_quote_prepared(&prepared, msg, sig, nonce, pcrs, &sha256_0_7());
+            assert_eq!(
+                slow.as_ref().map_err(QuoteError::reason_code),
+                fast.as_ref().map_err(QuoteError::reason_code),
+                "quote{suffix}"
+            );
+            fast
+        };
+        check(&q.msg, &q.sig, &q.nonce, &q.pcrs).unwrap_or_else(|e| panic!("quote{suffix}: {e}"));
+        // Every bit of the signature, and the message's bytes.
+        for bit in 0..q.sig.len() * 8 {
+            let mut sig = q.sig.clone();
+            sig[bit / 8] ^= 1 << (bit % 8);
+            assert!(check(&q.msg, &sig, &q.nonce, &q.pcrs).is_err());
+        }
+        for byte in 0..q.msg.len() {
+            let mut msg = q.msg.clone();
+            msg[byte] ^= 0x10;
+            assert!(check(&msg, &q.sig, &q.nonce, &q.pcrs).is_err());
+        }
+        // Another AK's prepared key refuses this quote.
+        let other_name = if suffix.is_empty() {
+            "ak-rsapss.pub"
+        } else {
+            "ak.pub"
+        };
+        let other = PreparedKey::new(TpmPublic::parse(&fixture(other_name)).unwrap());
+        assert!(
+            verify_quote_prepared(&other, &q.msg, &q.sig, &q.nonce, &q.pcrs, &sha256_0_7())
+                .is_err()
+        );
+    }
+}

@@ -38,6 +38,7 @@ mod hash_alg;
 mod ima_log;
 mod pcr_selection;
 mod pcr_values;
+mod prepared_key;
 mod quote_check;
 mod signature;
 pub mod tpm2_tools_files;
@@ -63,7 +64,8 @@ pub use ima_log::{ima_ng_template_data, ImaEntry, ImaLog, ImaLogBuilder};
 
 pub use pcr_selection::{BankSelection, PcrSelection};
 pub use pcr_values::{check_values, pcr_digest, PcrBank, PcrError};
-pub use quote_check::{verify_quote, Hex, QuoteError, VerifiedQuote};
+pub use prepared_key::PreparedKey;
+pub use quote_check::{verify_quote, verify_quote_prepared, Hex, QuoteError, VerifiedQuote};
 pub use signature::{verify, SignatureError, TpmtSignature};
 pub use tpm_public::{
     AkError, AsymScheme, EccCurve, EkError, KdfScheme, KeyProblem, KeyType, ObjectAttributes,

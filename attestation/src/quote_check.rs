@@ -8,6 +8,7 @@ use crate::clock_check::ClockState;
 use crate::hash_alg::HashAlg;
 use crate::pcr_selection::PcrSelection;
 use crate::pcr_values::{check_values, pcr_digest, PcrBank, PcrError};
+use crate::prepared_key::PreparedKey;
 use crate::signature::{verify, SignatureError, TpmtSignature};
 use crate::tpm_public::{AkError, TpmPublic};
 use crate::wire::ParseError;
@@ -114,11 +115,52 @@ pub fn verify_quote(
     pcrs: &[PcrBank],
     requested: &PcrSelection,
 ) -> Result<VerifiedQuote, QuoteError> {
+    check_quote(
+        ak,
+        |m, s| verify(ak, m, s),
+        attest_bytes,
+        signature_bytes,
+        expected_nonce,
+        pcrs,
+        requested,
+    )
+}
+
+/// As [`verify_quote`], with a key prepared for many quotes (what a
+/// verifier keeps per enrolled AK: the fast path).
+pub fn verify_quote_prepared(
+    ak: &PreparedKey,
+    attest_bytes: &[u8],
+    signature_bytes: &[u8],
+    expected_nonce: &[u8],
+    pcrs: &[PcrBank],
+    requested: &PcrSelection,
+) -> Result<VerifiedQuote, QuoteError> {
+    check_quote(
+        ak.public(),
+        |m, s| ak.verify(m, s),
+        attest_bytes,
+        signature_bytes,
+        expected_nonce,
+        pcrs,
+        requested,
+    )
+}
+
+fn check_quote(
+    ak: &TpmPublic,
+    verify_signature: impl Fn(&[u8], &TpmtSignature) -> Result<(), SignatureError>,
+    attest_bytes: &[u8],
+    signature_bytes: &[u8],
+    expected_nonce: &[u8],
+    pcrs: &[PcrBank],
+    requested: &PcrSelection,
+) -> Result<VerifiedQuote, QuoteError> {
     ak.check_attestation_key()
         .map_err(QuoteError::AttestationKey)?;
     let attest = Attest::parse_any(attest_bytes).map_err(QuoteError::Malformed)?;
     let signature = TpmtSignature::parse(signature_bytes).map_err(QuoteError::Malformed)?;
-    verify(ak, attest_bytes, &signature).map_err(QuoteError::Signature)?;
+    verify_signature(attest_bytes, &signature).map_err(QuoteError::Signature)?;
 
     let quote = attest.check_quote().map_err(|(offset, field, problem)| {
         QuoteError::NotAQuote(

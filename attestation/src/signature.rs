@@ -1,5 +1,6 @@
 //! TPMT_SIGNATURE (TPM 2.0 Part 2, §11.3.4) and its verification with an
-//! attestation key's public area, with ring.
+//! attestation key's public area, with ring (`PreparedKey` keeps an
+//! OpenSSL context per key for the control plane's hot path).
 //!
 //! The hot path (a control plane checks every agent's quotes) reads the
 //! key's modulus and exponent where they lie (`RsaPublicKeyComponents`,
@@ -165,13 +166,11 @@ pub fn verify(key: &TpmPublic, message: &[u8], sig: &TpmtSignature) -> Result<()
     }
     match (key.parameters(), key.unique(), sig) {
         (
-            PublicParameters::Rsa {
-                scheme, exponent, ..
-            },
+            PublicParameters::Rsa { exponent, .. },
             PublicUnique::Rsa { modulus },
             TpmtSignature::RsaSsa { sig: bytes, .. } | TpmtSignature::RsaPss { sig: bytes, .. },
         ) => {
-            check_scheme(scheme, sig)?;
+            precheck(key, sig)?;
             verify_rsa(modulus, *exponent, message, sig, bytes)
         }
         (
@@ -181,6 +180,42 @@ pub fn verify(key: &TpmPublic, message: &[u8], sig: &TpmtSignature) -> Result<()
         ) => {
             check_scheme(scheme, sig)?;
             verify_ecdsa(*curve, x, y, hash, message, r, s)
+        }
+        _ => Err(SignatureError::KeyTypeMismatch {
+            key: key.key_type(),
+            sig: sig.scheme_name(),
+        }),
+    }
+}
+
+/// The checks an RSA verification makes before the RSA operation (here
+/// and in `PreparedKey`): a strong hash, the key's own scheme and hash, a
+/// modulus of at least 2048 bits and a signature of the modulus' size.
+pub(crate) fn precheck(key: &TpmPublic, sig: &TpmtSignature) -> Result<(), SignatureError> {
+    let hash = sig.hash_alg();
+    if !hash.is_strong() {
+        return Err(SignatureError::WeakHash(hash));
+    }
+    match (key.parameters(), key.unique(), sig) {
+        (
+            PublicParameters::Rsa { scheme, .. },
+            PublicUnique::Rsa { modulus },
+            TpmtSignature::RsaSsa { sig: bytes, .. } | TpmtSignature::RsaPss { sig: bytes, .. },
+        ) => {
+            check_scheme(scheme, sig)?;
+            if modulus.len() < 256 {
+                return Err(SignatureError::UnusableKey(format!(
+                    "RSA modulus of {} bytes, at least 256 (2048 bits) needed",
+                    modulus.len()
+                )));
+            }
+            if bytes.len() != modulus.len() {
+                return Err(SignatureError::RsaSize {
+                    len: bytes.len(),
+                    modulus: modulus.len(),
+                });
+            }
+            Ok(())
         }
         _ => Err(SignatureError::KeyTypeMismatch {
             key: key.key_type(),

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use vigil_attestation::{HashAlg, PcrSelection, TpmPublic};
+use vigil_attestation::{HashAlg, PcrSelection, PreparedKey, TpmPublic};
 use vigil_integration::attesting_client::{tools_activate, tools_enrollment, tools_quote};
 use vigil_integration::raw_agent::{hello, RawAgentStream};
 use vigil_integration::swtpm::{Swtpm, SwtpmCa};
@@ -58,7 +58,8 @@ pub fn attestation(
         want_event_logs: false,
     };
     let quote = tools_quote(&tpm, &request);
-    let ak = TpmPublic::parse(&enrollment.ak_public)?;
+    // As the verifier keeps it for an enrolled AK.
+    let ak = PreparedKey::new(TpmPublic::parse(&enrollment.ak_public)?);
     let selection = PcrSelection::single(HashAlg::Sha256, &[0, 1, 2, 3, 4, 5, 6, 7])
         .ok_or_else(|| anyhow::anyhow!("selection"))?;
     let banks = vigil_attestation::tpm2_tools_files::parse_pcrs_file(&std::fs::read(
@@ -67,7 +68,7 @@ pub fn attestation(
 
     // vigil, one thread: every check of a quote.
     let verify = || {
-        vigil_attestation::verify_quote(
+        vigil_attestation::verify_quote_prepared(
             &ak,
             &quote.attest,
             &quote.signature,

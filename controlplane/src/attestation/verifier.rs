@@ -16,7 +16,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use vigil_attestation::{
-    EkCertificate, EventLog, HashAlg, ImaLog, LogLimits, PcrBank, PcrSelection, TpmPublic,
+    EkCertificate, EventLog, HashAlg, ImaLog, LogLimits, PcrBank, PcrSelection, PreparedKey,
+    TpmPublic,
 };
 use vigil_domain::{QuoteResult, TpmClock};
 use vigil_proto::agent::v1 as pb;
@@ -105,7 +106,8 @@ pub struct PendingEnrollment {
 /// A TPM whose AK is proven to live beside its certified EK.
 #[derive(Clone)]
 pub struct EnrolledTpm {
-    pub ak: TpmPublic,
+    /// The AK, prepared once for all its quotes.
+    pub ak: std::sync::Arc<PreparedKey>,
     pub ek_sha256: String,
     pub ak_sha256: String,
     pub ek_certificate_issuer: String,
@@ -206,7 +208,7 @@ impl Verifier {
             ek_sha256: sha256_hex(&enrollment.ek_public),
             ak_sha256: sha256_hex(&enrollment.ak_public),
             ek_certificate_issuer: cert.issuer().to_string(),
-            ak,
+            ak: std::sync::Arc::new(PreparedKey::new(ak)),
         };
         Ok((
             PendingEnrollment { secret, tpm },
@@ -272,7 +274,7 @@ impl Verifier {
         within("quote.attest", &quote.attest, MAX_TPM_STRUCTURE)?;
         within("quote.signature", &quote.signature, MAX_TPM_STRUCTURE)?;
         let banks = reported_banks(&quote.pcrs)?;
-        let verified = vigil_attestation::verify_quote(
+        let verified = vigil_attestation::verify_quote_prepared(
             &tpm.ak,
             &quote.attest,
             &quote.signature,
