@@ -78,6 +78,11 @@ pub enum EkCertError {
     KeyType(String),
     #[error("malformed {what}: {problem}")]
     Malformed { what: String, problem: String },
+    /// The certificate says it is for something else: a CA, or an
+    /// extended key usage without tcg-kp-EKCertificate (2.23.133.8.1): a
+    /// TLS or signing certificate from a TPM vendor's CA is no EK's.
+    #[error("not an EK certificate: \"{subject}\" {problem}")]
+    NotAnEkCertificate { subject: String, problem: String },
 }
 
 impl EkCertError {
@@ -91,6 +96,7 @@ impl EkCertError {
             EkCertError::NotACa { .. } => "not-a-ca",
             EkCertError::KeyType(_) => "key-type",
             EkCertError::Malformed { .. } => "malformed",
+            EkCertError::NotAnEkCertificate { .. } => "not-an-ek-certificate",
         }
     }
 }
@@ -380,6 +386,50 @@ fn certified_key(cert: &X509Certificate<'_>) -> Result<PublicKey, EkCertError> {
     }
 }
 
+/// tcg-kp-EKCertificate (TCG EK Credential Profile).
+const TCG_KP_EK_CERTIFICATE: &str = "2.23.133.8.1";
+
+/// An EK certificate is no CA, and its extended key usage, when it has
+/// one, names tcg-kp-EKCertificate (some vendors' certificates have none:
+/// those are taken).
+fn check_ek_purpose(leaf: &X509Certificate<'_>) -> Result<(), EkCertError> {
+    let refuse = |problem: String| EkCertError::NotAnEkCertificate {
+        subject: describe(leaf),
+        problem,
+    };
+    if let Ok(Some(bc)) = leaf.basic_constraints() {
+        if bc.value.ca {
+            return Err(refuse("is a CA certificate".into()));
+        }
+    }
+    match leaf.extended_key_usage() {
+        Ok(None) => Ok(()),
+        Ok(Some(eku)) => {
+            let eku = &eku.value;
+            if eku
+                .other
+                .iter()
+                .any(|oid| oid.to_id_string() == TCG_KP_EK_CERTIFICATE)
+            {
+                Ok(())
+            } else {
+                Err(refuse(format!(
+                    "has an extended key usage without tcg-kp-EKCertificate ({TCG_KP_EK_CERTIFICATE}){}",
+                    if eku.server_auth || eku.client_auth || eku.code_signing {
+                        " (it is for TLS or code signing)"
+                    } else {
+                        ""
+                    }
+                )))
+            }
+        }
+        Err(e) => Err(EkCertError::Malformed {
+            what: "EK certificate extended key usage".into(),
+            problem: e.to_string(),
+        }),
+    }
+}
+
 fn tpm_info(cert: &X509Certificate<'_>) -> TpmInfo {
     let mut info = TpmInfo::default();
     let Ok(Some(san)) = cert.subject_alternative_name() else {
@@ -423,6 +473,7 @@ impl EkCertificate {
             .map(|(i, der)| parse(der, &format!("root certificate {i}")))
             .collect::<Result<_, _>>()?;
         let public_key = certified_key(&leaf)?;
+        check_ek_purpose(&leaf)?;
         check_time(&leaf, now_unix_secs)?;
         let mut search = Search {
             intermediates: &intermediates,

@@ -125,12 +125,11 @@ fn a_leaf_cannot_issue() {
 }
 
 #[test]
-fn ca_certificates_keys_are_checked_for_type() {
-    // The root's key is RSA-3072: fine as a key, but it is not an EK
-    // certificate: check the rules with the intermediate as a "leaf".
+fn the_vendors_own_intermediate_is_no_ek_certificate() {
+    // It chains to the root and its RSA key would do, but it is a CA.
     let inter = pem("ca-intermediate.pem").remove(0);
-    let cert = EkCertificate::verify(&inter, &[], &pem("ca-root.pem"), now()).unwrap();
-    assert!(matches!(cert.public_key(), PublicKey::Rsa { .. }));
+    let e = EkCertificate::verify(&inter, &[], &pem("ca-root.pem"), now()).unwrap_err();
+    assert_eq!(e.reason_code(), "not-an-ek-certificate", "{e}");
 }
 
 #[test]
@@ -195,4 +194,54 @@ fn an_issuer_that_is_not_a_ca_is_not_a_ca() {
         e.to_string(),
         "not a CA: \"CN=notca-mid\" issues certificates but basicConstraints cA is false"
     );
+}
+
+/// A CA and a leaf it signs (ECDSA P-256), with `customize` applied to the
+/// leaf's parameters: (leaf DER, root DER).
+fn ca_and_leaf(customize: impl FnOnce(&mut rcgen::CertificateParams)) -> (Vec<u8>, Vec<u8>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "vendor-ek-ca");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf.distinguished_name
+        .push(rcgen::DnType::CommonName, "leaf");
+    customize(&mut leaf);
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+    (leaf_cert.der().to_vec(), ca_cert.der().to_vec())
+}
+
+#[test]
+fn a_tls_or_ca_certificate_from_the_ek_ca_is_not_an_ek_certificate() {
+    use rcgen::{BasicConstraints, CustomExtension, ExtendedKeyUsagePurpose, IsCa};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // A TLS server certificate from the vendor's CA.
+    let (leaf, root) = ca_and_leaf(|p| {
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    });
+    let e = EkCertificate::verify(&leaf, &[], &[root], now).unwrap_err();
+    assert_eq!(e.reason_code(), "not-an-ek-certificate", "{e}");
+    assert!(e.to_string().contains("TLS"), "{e}");
+    // A CA certificate presented as an EK's.
+    let (leaf, root) = ca_and_leaf(|p| p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained));
+    let e = EkCertificate::verify(&leaf, &[], &[root], now).unwrap_err();
+    assert_eq!(e.reason_code(), "not-an-ek-certificate", "{e}");
+    // With tcg-kp-EKCertificate, or with no extended key usage at all
+    // (some vendors issue none), it is taken.
+    let (leaf, root) = ca_and_leaf(|p| {
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::Other(vec![2, 23, 133, 8, 1])];
+    });
+    EkCertificate::verify(&leaf, &[], &[root], now).unwrap();
+    let (leaf, root) = ca_and_leaf(|p| {
+        p.custom_extensions = Vec::<CustomExtension>::new();
+    });
+    EkCertificate::verify(&leaf, &[], &[root], now).unwrap();
 }
