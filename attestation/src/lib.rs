@@ -10,8 +10,6 @@
 //!   or an EK.
 //! - [`verify_quote`]: signature, nonce, PCR selection and values of a
 //!   quote, each refusal with a stable [`QuoteError::reason_code`].
-//! - [`clock_check::compare`]: the TPM clock of successive quotes moves
-//!   only forwards within a boot.
 //! - [`make_credential`]: TPM2_MakeCredential in software: a secret only
 //!   the TPM holding the EK can recover, and only for a key whose Name it
 //!   was made for: how an AK is proven to live in the TPM of a certified
@@ -30,7 +28,6 @@
 #![forbid(unsafe_code)]
 
 mod attest;
-pub mod clock_check;
 mod credential;
 mod ek_certificate;
 mod event_log;
@@ -52,7 +49,6 @@ mod fixtures_tests;
 mod fuzz_tests;
 
 pub use attest::{Attest, Attested, ClockInfo, QuoteInfo};
-pub use clock_check::{ClockChange, ClockError, ClockState};
 pub use credential::{make_credential, Credential, CredentialError};
 pub use ek_certificate::{der_prefix, pem_certificates, EkCertError, EkCertificate, TpmInfo};
 pub use event_log::{

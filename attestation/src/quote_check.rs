@@ -4,7 +4,6 @@
 use subtle::ConstantTimeEq;
 
 use crate::attest::Attest;
-use crate::clock_check::ClockState;
 use crate::hash_alg::HashAlg;
 use crate::pcr_selection::PcrSelection;
 use crate::pcr_values::{check_values, pcr_digest, PcrBank, PcrError};
@@ -26,16 +25,6 @@ pub struct VerifiedQuote {
     /// The hash algorithm of the signature and of `pcr_digest`.
     pub hash_alg: HashAlg,
     pub pcr_digest: Vec<u8>,
-}
-
-impl VerifiedQuote {
-    pub fn clock_state(&self) -> ClockState {
-        ClockState {
-            clock: self.clock,
-            reset_count: self.reset_count,
-            restart_count: self.restart_count,
-        }
-    }
 }
 
 /// Why a quote was refused. Each kind has a stable `reason_code()`.

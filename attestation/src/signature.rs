@@ -250,18 +250,7 @@ fn verify_rsa(
     sig: &TpmtSignature,
     bytes: &[u8],
 ) -> Result<(), SignatureError> {
-    if modulus.len() < 256 {
-        return Err(SignatureError::UnusableKey(format!(
-            "RSA modulus of {} bytes, at least 256 (2048 bits) needed",
-            modulus.len()
-        )));
-    }
-    if bytes.len() != modulus.len() {
-        return Err(SignatureError::RsaSize {
-            len: bytes.len(),
-            modulus: modulus.len(),
-        });
-    }
+    // Sizes and scheme were checked by `precheck`.
     let params = match sig {
         TpmtSignature::RsaSsa { hash, .. } => match hash {
             HashAlg::Sha256 => &ring_sig::RSA_PKCS1_2048_8192_SHA256,
