@@ -196,7 +196,22 @@ async fn three_nodes_replicate_survive_a_killed_leader_and_catch_up() {
         .into_iter()
         .find(|p| *p != new_leader_port)
         .unwrap();
-    write(&fleet, follower_port, &admin, "b2").await.unwrap();
+    // The follower may not have heard from the new leader yet ("leader
+    // unknown": nothing was written); it forwards once it has.
+    try_wait_for(
+        "a write through the follower once it knows the new leader",
+        Duration::from_secs(10),
+        || async {
+            match write(&fleet, follower_port, &admin, "b2").await {
+                Ok(r) => Some(Ok(r)),
+                Err(e) if e.code() == Code::Unavailable => None,
+                Err(e) => Some(Err(e)),
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&nodes)))
+    .unwrap();
     wait_everywhere(&fleet, &admin, &survivors, &["a1", "b2"], &nodes).await;
 
     // The killed node restarts (no --join: it is a member) and catches up.
