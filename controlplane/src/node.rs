@@ -270,9 +270,6 @@ impl ControlPlaneNode {
     /// node that is not the leader, the leader proposes it
     /// (`RaftService.ClientWrite`), so any node takes any write.
     pub async fn write(&self, cmd: Command) -> Result<CommandResult, WriteError> {
-        if let Some(problem) = self.storage.refuses_writes() {
-            return Err(WriteError::Storage(problem));
-        }
         let size = encoded_size(&cmd);
         if size > LARGEST_COMMAND {
             return Err(WriteError::TooLarge {
@@ -280,6 +277,12 @@ impl ControlPlaneNode {
                 limit: LARGEST_COMMAND,
             });
         }
+        // Held until the write has finished: its bytes count against the
+        // disk reserve meanwhile.
+        let _admitted = self
+            .storage
+            .admit(size as u64)
+            .map_err(WriteError::Storage)?;
         // A leader cut off from its majority keeps taking entries it can
         // never commit: the caller gets an error, not a wait without end
         // (an agent resends; a seq already committed is skipped).
