@@ -13,6 +13,7 @@ mod audit;
 mod cluster;
 mod finding;
 mod gpu;
+mod model_record;
 mod policy_status;
 mod policy_summary;
 mod process;
@@ -35,6 +36,11 @@ pub use finding::{
     NetObject, Severity, SignalKind, MAX_IDENTITY_LIST, MAX_IDENTITY_REASON, MAX_IDENTITY_TEXT,
 };
 pub use gpu::{GpuContext, GpuDevice, GpuInventory, GpuObject, GpuProcess, MigDevice};
+pub use model_record::{
+    check_model_name, is_model_digest, ActiveModel, ModelCatalog, ModelDeployment, ModelListen,
+    ModelRecord, ModelRecordError, ModelState, MAX_MODEL_HOSTS, MAX_MODEL_HOST_LEN,
+    MAX_MODEL_LISTEN_LEN, MODEL_FORMAT_ONNX,
+};
 pub use policy_status::PolicyStatus;
 pub use policy_summary::PolicySummary;
 pub use process::ProcessInfo;

@@ -15,6 +15,7 @@ mod condition_limits;
 mod diagnostic;
 mod document_schema;
 mod facts;
+mod model_signature;
 mod policy_set;
 mod rule_file;
 mod unfreeze_signature;
@@ -24,6 +25,7 @@ pub use bundle::{canonical_bytes, Bundle, BundleError, SigningKey, TrustedKeys};
 pub use diagnostic::Diagnostic;
 pub use document_schema::policy_document_schema;
 pub use facts::HostFacts;
+pub use model_signature::{model_canonical_bytes, MODEL_SIGNATURE_FORMAT};
 pub use policy_set::{Action, Decision, PolicySet};
 pub use rule_file::{parse_policy_files, PolicySource, RuleSpec};
 pub use unfreeze_signature::{
