@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod procfs;
 pub mod respond;
 pub mod sensors;
+pub mod serve;
 pub mod ship;
 #[cfg(test)]
 mod sled_reopen;

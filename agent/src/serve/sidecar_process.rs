@@ -1,0 +1,296 @@
+//! Starting one `vigil-sidecar` process: `--ort-lib PATH --listen L
+//! --control-fd 3 [--intra-threads N]`, with the control socket's other
+//! end as its fd 3 (the only descriptor it inherits besides stdio), an
+//! empty environment, and placed in its cgroup between fork and exec, so
+//! the runtime it loads is limited from its first page.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use vigil_domain::ModelListen;
+
+use super::control_channel::ControlChannel;
+use super::sidecar_cgroup::SidecarCgroup;
+
+/// The fd the sidecar finds its control socket at.
+pub const CONTROL_FD: i32 = 3;
+
+/// What every sidecar of this agent runs with.
+#[derive(Debug, Clone)]
+pub struct SidecarCommand {
+    pub binary: PathBuf,
+    pub ort_lib: PathBuf,
+    pub intra_threads: Option<u32>,
+}
+
+/// A started sidecar.
+pub struct SidecarChild {
+    pub child: tokio::process::Child,
+    pub pid: u32,
+    pub channel: ControlChannel,
+}
+
+/// The `--listen` argument for `listen`.
+pub fn listen_arg(listen: &ModelListen) -> String {
+    match listen {
+        ModelListen::Unix { path } => format!("unix:{path}"),
+        ModelListen::Tcp { host, port } => format!("tcp:{host}:{port}"),
+    }
+}
+
+/// Makes a unix socket path ready for the sidecar to bind: a socket or a
+/// symbolic link left there is removed (never followed); anything else
+/// (a file, a directory) is refused rather than deleted. The parent must
+/// be a real directory.
+pub fn clear_socket_path(path: &Path) -> Result<(), String> {
+    let parent = path
+        .parent()
+        .ok_or_else(|| format!("{}: no parent directory", path.display()))?;
+    let dir =
+        std::fs::symlink_metadata(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    if !dir.is_dir() {
+        return Err(format!(
+            "{}: not a directory (a symbolic link is not followed)",
+            parent.display()
+        ));
+    }
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+        Ok(meta) => {
+            let kind = meta.file_type();
+            use std::os::unix::fs::FileTypeExt;
+            if kind.is_socket() || kind.is_symlink() {
+                std::fs::remove_file(path).map_err(|e| {
+                    format!(
+                        "{}: removing the {} there: {e}",
+                        path.display(),
+                        if kind.is_symlink() {
+                            "symbolic link"
+                        } else {
+                            "old socket"
+                        }
+                    )
+                })
+            } else {
+                Err(format!(
+                    "{}: a {} is there (uid {}); the sidecar's socket does not replace it",
+                    path.display(),
+                    if meta.is_dir() { "directory" } else { "file" },
+                    meta.uid()
+                ))
+            }
+        }
+    }
+}
+
+/// The directory for default sockets (`DATA_DIR/models`): made 0755 and
+/// owned by the agent, refused when it is a symbolic link or someone
+/// else's.
+pub fn socket_dir(data_dir: &Path) -> Result<PathBuf, String> {
+    let dir = data_dir.join("models");
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("creating {}: {e}", dir.display())),
+    }
+    let meta = std::fs::symlink_metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let me = rustix::process::geteuid().as_raw();
+    if !meta.is_dir() || meta.uid() != me {
+        return Err(format!(
+            "{}: not a directory of the agent's uid {me} (a symbolic link is not followed)",
+            dir.display()
+        ));
+    }
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+impl SidecarCommand {
+    /// Starts a sidecar listening on `listen`, in `cgroup`.
+    pub fn spawn(
+        &self,
+        listen: &ModelListen,
+        cgroup: &SidecarCgroup,
+    ) -> Result<SidecarChild, String> {
+        let (channel, theirs) =
+            ControlChannel::pair().map_err(|e| format!("making the control socket: {e}"))?;
+        let procs = cgroup
+            .procs_for_writing()
+            .map_err(|e| format!("opening {}/cgroup.procs: {e}", cgroup.dir().display()))?;
+        let mut command = tokio::process::Command::new(&self.binary);
+        command
+            .arg("--ort-lib")
+            .arg(&self.ort_lib)
+            .arg("--listen")
+            .arg(listen_arg(listen))
+            .arg("--control-fd")
+            .arg(CONTROL_FD.to_string());
+        if let Some(n) = self.intra_threads {
+            command.arg("--intra-threads").arg(n.to_string());
+        }
+        command.env_clear();
+        for key in ["VIGIL_LOG", "RUST_LOG"] {
+            if let Some(v) = std::env::var_os(key) {
+                command.env(key, v);
+            }
+        }
+        command
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let procs_fd = procs.as_raw_fd();
+        let control_fd = theirs.as_raw_fd();
+        // SAFETY: the closure runs in the child between fork and exec, where
+        // only async-signal-safe calls are allowed: it calls write(2),
+        // dup2(2) and fcntl(2) on descriptors the parent opened above and
+        // keeps open until spawn returns, allocates nothing and takes no
+        // lock. The error it may return is made from errno
+        // (io::Error::last_os_error, no allocation).
+        unsafe {
+            command.pre_exec(move || into_cgroup_with_control_fd(procs_fd, control_fd));
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", self.binary.display()))?;
+        drop::<OwnedFd>(theirs);
+        drop(procs);
+        let pid = child.id().unwrap_or(0);
+        Ok(SidecarChild {
+            child,
+            pid,
+            channel,
+        })
+    }
+}
+
+/// In the forked child: moves itself into the cgroup whose `cgroup.procs`
+/// is open at `procs_fd` ("0" is the writer), then puts the control
+/// socket at fd 3 without close-on-exec (every other descriptor the agent
+/// has keeps it, and closes at exec).
+fn into_cgroup_with_control_fd(procs_fd: i32, control_fd: i32) -> std::io::Result<()> {
+    // SAFETY: write(2) from a valid buffer of one byte to an fd the parent
+    // keeps open across the fork.
+    let written = unsafe { libc::write(procs_fd, b"0".as_ptr().cast(), 1) };
+    if written != 1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if control_fd == CONTROL_FD {
+        // Already there: only its close-on-exec flag goes.
+        // SAFETY: fcntl(2) F_SETFD on an open fd.
+        if unsafe { libc::fcntl(CONTROL_FD, libc::F_SETFD, 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    } else {
+        // dup2 leaves the new descriptor without close-on-exec; whatever
+        // was at fd 3 (close-on-exec, like every fd Rust opens) is closed.
+        // SAFETY: dup2(2) between two fd numbers; control_fd is open.
+        if unsafe { libc::dup2(control_fd, CONTROL_FD) } != CONTROL_FD {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// How a process ended, in words: "exited with status 3", "killed by
+/// signal 9 (SIGKILL)".
+pub fn describe_exit(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        return format!("exited with status {code}");
+    }
+    match status.signal() {
+        Some(sig) => {
+            let name = nix::sys::signal::Signal::try_from(sig)
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|_| format!("signal {sig}"));
+            let core = if status.core_dumped() {
+                ", core dumped"
+            } else {
+                ""
+            };
+            format!("killed by signal {sig} ({name}{core})")
+        }
+        None => format!("ended ({status})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    #[test]
+    fn exits_are_said_in_words() {
+        assert_eq!(
+            describe_exit(&std::process::ExitStatus::from_raw(3 << 8)),
+            "exited with status 3"
+        );
+        assert_eq!(
+            describe_exit(&std::process::ExitStatus::from_raw(9)),
+            "killed by signal 9 (SIGKILL)"
+        );
+    }
+
+    #[test]
+    fn listen_arguments_are_the_records_syntax() {
+        assert_eq!(
+            listen_arg(&ModelListen::Unix {
+                path: "/run/m.sock".into()
+            }),
+            "unix:/run/m.sock"
+        );
+        assert_eq!(
+            listen_arg(&ModelListen::Tcp {
+                host: "127.0.0.1".into(),
+                port: 8001
+            }),
+            "tcp:127.0.0.1:8001"
+        );
+    }
+
+    #[test]
+    fn a_symlink_at_the_socket_path_is_removed_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let sock = dir.path().join("m.sock");
+        std::os::unix::fs::symlink(&victim, &sock).unwrap();
+        clear_socket_path(&sock).unwrap();
+        assert!(std::fs::symlink_metadata(&sock).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        // A regular file is refused, not deleted.
+        std::fs::write(&sock, b"data").unwrap();
+        let e = clear_socket_path(&sock).unwrap_err();
+        assert!(e.contains("a file is there"), "{e}");
+        assert_eq!(std::fs::read(&sock).unwrap(), b"data");
+        // A stale socket goes.
+        std::fs::remove_file(&sock).unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        drop(listener);
+        clear_socket_path(&sock).unwrap();
+        assert!(!sock.exists());
+        // A symlinked parent directory is refused.
+        let linked = dir.path().join("linked");
+        std::os::unix::fs::symlink(dir.path(), &linked).unwrap();
+        let e = clear_socket_path(&linked.join("m.sock")).unwrap_err();
+        assert!(e.contains("not a directory"), "{e}");
+    }
+
+    #[test]
+    fn the_socket_directory_is_the_agents_and_not_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = socket_dir(dir.path()).unwrap();
+        assert_eq!(std::fs::metadata(&made).unwrap().mode() & 0o777, 0o755);
+        let other = tempfile::tempdir().unwrap();
+        std::fs::remove_dir(&made).unwrap();
+        std::os::unix::fs::symlink(other.path(), &made).unwrap();
+        assert!(socket_dir(dir.path()).is_err());
+    }
+}
