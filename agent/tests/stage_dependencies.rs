@@ -13,6 +13,9 @@ const STAGES: &[(&str, u32)] = &[
     ("detect", 1),
     ("respond", 2),
     ("ship", 3),
+    // Follows the deployments the shipper publishes; its findings go into
+    // the ship stage's input.
+    ("serve", 4),
 ];
 
 /// Shared leaves: any module may import them; they import only leaves.

@@ -94,11 +94,13 @@ impl WorkloadApproval {
 }
 
 /// The workloads allowed to run AI on a host: digests given to the agent
-/// at start, and the records the control plane sends.
+/// at start, the records the control plane sends, and the agent's own
+/// (its inference sidecars), which the control plane's updates leave be.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApprovedWorkloads {
     exe_sha256: BTreeSet<String>,
     records: BTreeMap<String, WorkloadApproval>,
+    local: BTreeMap<String, WorkloadApproval>,
 }
 
 impl ApprovedWorkloads {
@@ -113,16 +115,35 @@ impl ApprovedWorkloads {
                 .map(|s| s.into().to_ascii_lowercase())
                 .collect(),
             records: BTreeMap::new(),
+            local: BTreeMap::new(),
         }
     }
 
-    /// Replaces the records from the control plane (the start-up digests stay).
+    /// Replaces the records from the control plane (the start-up digests
+    /// and the local records stay).
     pub fn set_records(&mut self, records: impl IntoIterator<Item = WorkloadApproval>) {
         self.records = records.into_iter().map(|r| (r.id.clone(), r)).collect();
     }
 
+    /// Replaces the agent's own records (what it runs itself, such as its
+    /// inference sidecars): matched like the control plane's.
+    pub fn set_local_records(&mut self, records: impl IntoIterator<Item = WorkloadApproval>) {
+        self.local = records.into_iter().map(|r| (r.id.clone(), r)).collect();
+    }
+
+    /// Every record, the control plane's then the local ones.
+    fn all_records(&self) -> impl Iterator<Item = &WorkloadApproval> {
+        self.records.values().chain(self.local.values())
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.exe_sha256.is_empty() && self.records.is_empty()
+        self.exe_sha256.is_empty() && self.records.is_empty() && self.local.is_empty()
+    }
+
+    /// Whether some record narrows by cgroup (then a process's cgroup
+    /// path must be known to match it).
+    pub fn narrows_by_cgroup(&self) -> bool {
+        self.all_records().any(|r| r.cgroup_prefix.is_some())
     }
 
     /// Whether `process` is an approved workload. An unknown digest (empty)
@@ -138,12 +159,10 @@ impl ApprovedWorkloads {
         !d.is_empty()
             && !self.exe_sha256.contains(&d.to_ascii_lowercase())
             && !self
-                .records
-                .values()
+                .all_records()
                 .any(|r| r.models.is_empty() && r.matches(process))
             && self
-                .records
-                .values()
+                .all_records()
                 .any(|r| !r.models.is_empty() && r.matches(process))
     }
 
@@ -152,13 +171,54 @@ impl ApprovedWorkloads {
         let d = &process.exe_sha256;
         !d.is_empty()
             && (self.exe_sha256.contains(&d.to_ascii_lowercase())
-                || self.records.values().any(|r| r.approves_in(process, scope)))
+                || self.all_records().any(|r| r.approves_in(process, scope)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_records_stay_when_the_control_planes_are_replaced() {
+        let sidecar = WorkloadApproval {
+            id: "local:vigil-sidecar".into(),
+            exe_sha256: "cd".into(),
+            path: Some("/usr/bin/vigil-sidecar".into()),
+            cgroup_prefix: Some("/vigil/sidecars".into()),
+            ..Default::default()
+        };
+        let mut a = ApprovedWorkloads::default();
+        a.set_local_records([sidecar]);
+        let p = ProcessInfo {
+            exe: "/usr/bin/vigil-sidecar".into(),
+            exe_sha256: "cd".into(),
+            cgroup_path: "/vigil/sidecars/resnet".into(),
+            ..Default::default()
+        };
+        assert!(a.approves(&p));
+        assert!(!a.is_empty());
+        a.set_records([]);
+        assert!(a.approves(&p));
+        // The same binary outside the sidecars' cgroups, or copied
+        // elsewhere, is not the agent's sidecar.
+        assert!(!a.approves(&ProcessInfo {
+            cgroup_path: "/user.slice/user-1000.slice".into(),
+            ..p.clone()
+        }));
+        assert!(!a.approves(&ProcessInfo {
+            cgroup_path: "/vigil/sidecars-evil/x".into(),
+            ..p.clone()
+        }));
+        assert!(!a.approves(&ProcessInfo {
+            exe: "/tmp/vigil-sidecar".into(),
+            ..p.clone()
+        }));
+        assert!(!a.approves(&ProcessInfo {
+            exe_sha256: "ef".into(),
+            ..p
+        }));
+    }
 
     #[test]
     fn records_narrow_by_path_user_and_cgroup() {

@@ -141,13 +141,27 @@ impl DetectStage {
         sensors: &mut SensorStage,
         metrics: AgentMetrics,
     ) -> anyhow::Result<Self> {
+        Self::open_with(config, db, sensors, metrics, Vec::new())
+    }
+
+    /// As [`DetectStage::open`], with the agent's own approvals (its
+    /// inference sidecars), kept beside the control plane's and in force
+    /// before the scan of what is already running.
+    pub fn open_with(
+        config: &AgentConfig,
+        db: &sled::Db,
+        sensors: &mut SensorStage,
+        metrics: AgentMetrics,
+        local_approvals: Vec<WorkloadApproval>,
+    ) -> anyhow::Result<Self> {
         let procfs = Procfs::default();
         let mut table = ProcessTable::new(config.process_table_capacity);
         table.seed(&procfs).context("reading /proc")?;
         sensors.assume_known(table.pids());
         let mut memory =
             SignalMemory::open(db, procfs.clone()).context("opening the agent's signal memory")?;
-        let approved = ApprovedWorkloads::new(config.approved_exe_sha256.iter().cloned());
+        let mut approved = ApprovedWorkloads::new(config.approved_exe_sha256.iter().cloned());
+        approved.set_local_records(local_approvals);
         let limits = DetectLimits {
             hash: HashBudget {
                 max_bytes: config.max_hash_bytes,

@@ -334,6 +334,15 @@ impl Detector {
         self.rules.set_workload_records(records);
     }
 
+    /// Replaces the agent's own approvals (its inference sidecars), kept
+    /// beside the control plane's.
+    pub fn set_local_approvals(
+        &mut self,
+        records: impl IntoIterator<Item = vigil_domain::WorkloadApproval>,
+    ) {
+        self.rules.approved.set_local_records(records);
+    }
+
     /// The signals reported so far for a process.
     pub fn reported(&self, pid: u32) -> Option<&Signals> {
         self.reported.signals(pid)
@@ -1117,6 +1126,13 @@ impl Detector {
     fn with_digest(&mut self, mut process: ProcessInfo, pid: u32, event_boot_ns: u64) -> Resolved {
         if let Some(exe) = self.procfs.exe(pid) {
             process.exe = exe;
+        }
+        // A process seen at exec has no cgroup path yet; an approval
+        // narrowed to a cgroup needs it.
+        if process.cgroup_path.is_empty() && self.rules.approved.narrows_by_cgroup() {
+            if let Some(path) = self.procfs.cgroup_path(pid) {
+                process.cgroup_path = path;
+            }
         }
         let mut note = None;
         let uncached_exe = match open_regular(&self.procfs.exe_handle(pid), FinalLink::Follow) {

@@ -663,3 +663,36 @@ fn pickles_by_name_and_old_protocols_get_a_risk_finding() {
         );
     }
 }
+
+#[test]
+fn a_local_approval_narrowed_to_a_cgroup_covers_a_process_seen_at_exec() {
+    // A process the table knows from its exec has no cgroup path yet: it
+    // is read when an approval narrows by cgroup (the agent's approval of
+    // its own sidecars does).
+    let me = std::process::id();
+    let procfs = Procfs::default();
+    let Some(cgroup) = procfs.cgroup_path(me) else {
+        return; // no cgroup v2 here: nothing to narrow by
+    };
+    let digest = crate::detect::file_digest::sha256_file(&procfs.exe_handle(me)).unwrap();
+    let approval = |prefix: &str| vigil_domain::WorkloadApproval {
+        id: "local:test".into(),
+        exe_sha256: digest.clone(),
+        cgroup_prefix: Some(prefix.to_string()),
+        ..Default::default()
+    };
+    for (prefix, approved) in [(cgroup.as_str(), true), ("/elsewhere", false)] {
+        let mut d = Detector::new(BuiltinRules::default(), Procfs::default(), 0);
+        d.set_local_approvals([approval(prefix)]);
+        // Control plane updates leave the local approval be.
+        d.set_workload_records([]);
+        let mut t = ProcessTable::new(100);
+        t.observe_exec(&ctx(me), &procfs.exe(me).unwrap(), &[]);
+        let det = d.on_event(&open(me, "/tmp/m/model.onnx", PathMatch::ModelFile), &mut t);
+        let f = settle(&mut d, det);
+        assert_eq!(f.is_none(), approved, "prefix {prefix}: {f:?}");
+        if let Some(f) = f {
+            assert_eq!(f.process.cgroup_path, cgroup);
+        }
+    }
+}
