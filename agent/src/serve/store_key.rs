@@ -377,6 +377,56 @@ mod tests {
     }
 
     #[test]
+    fn a_key_sealed_to_the_tpm_unseals_until_a_pcr_changes_then_the_store_starts_anew() {
+        use vigil_integration::swtpm::{require_swtpm, Swtpm, SwtpmCa};
+        let test = "a_key_sealed_to_the_tpm_unseals_until_a_pcr_changes_then_the_store_starts_anew";
+        require_swtpm(test);
+        let ca = SwtpmCa::new();
+        let swtpm = Swtpm::manufacture(&ca);
+        let selection: crate::attest::TpmSelection = swtpm.tcti().parse().unwrap();
+        let source = KeySource::Tpm {
+            tpm: Tpm::new(selection.resolve().unwrap()),
+            pcrs: "0-7,16".parse().unwrap(),
+        };
+        let data = tempfile::tempdir().unwrap();
+        let first = source.open(data.path()).unwrap();
+        assert!(first.reset.is_none());
+        let sealed = data.path().join(SEALED_KEY_FILE);
+        assert_eq!(std::fs::metadata(&sealed).unwrap().mode() & 0o777, 0o600);
+        assert!(!data.path().join(KEY_FILE).exists());
+        // A model stored under it.
+        let key = std::sync::Arc::new(first.key);
+        let (store, _) =
+            crate::serve::model_store::ModelStore::open(data.path(), key.clone()).unwrap();
+        let bytes = b"weights".repeat(100);
+        let digest = hex::encode(sha2::Sha256::digest(&bytes));
+        store
+            .put(&digest, bytes.len() as u64, bytes.as_slice())
+            .unwrap();
+        // The same PCRs: the same key, the store reads.
+        let again = source.open(data.path()).unwrap();
+        assert!(again.reset.is_none());
+        assert_eq!(again.key.id(), key.id());
+        // PCR 16 extended (the boot measured something else): the key no
+        // longer unseals; a new one is made and the old store is dropped.
+        swtpm.extend_pcr(16, &"ab".repeat(32));
+        let after = source.open(data.path()).unwrap();
+        let reset = after.reset.expect("a reset, said");
+        assert!(reset.contains("no longer unseals"), "{reset}");
+        assert_ne!(after.key.id(), key.id());
+        let (store, dropped) = crate::serve::model_store::ModelStore::open(
+            data.path(),
+            std::sync::Arc::new(after.key),
+        )
+        .unwrap();
+        assert_eq!(dropped, vec![digest.clone()]);
+        assert!(!store.contains(&digest));
+        // The new key unseals with the PCRs as they are now.
+        let later = source.open(data.path()).unwrap();
+        assert!(later.reset.is_none());
+    }
+
+    #[test]
     fn key_ids_differ_between_keys() {
         let a = StoreKey::from_bytes(&[1; KEY_LEN], "a");
         let b = StoreKey::from_bytes(&[2; KEY_LEN], "b");
