@@ -139,6 +139,11 @@ pub struct ControlPlaneConfig {
     #[arg(long, env = "VIGIL_MIN_FREE_DISK_MIB", default_value_t = 128)]
     pub min_free_disk_mib: u64,
 
+    /// The largest model file (MiB) an upload may store, or this node
+    /// pull from another member.
+    #[arg(long, env = "VIGIL_MAX_MODEL_MIB", default_value_t = 4096)]
+    pub max_model_mib: u64,
+
     /// PEM file of TPM manufacturer CA certificates (roots, and the
     /// intermediates under them) that agents' EK certificates must chain
     /// to (repeatable). With one, agents with a TPM are attested; without,

@@ -8,6 +8,7 @@ pub mod cluster_membership;
 pub mod config;
 pub mod inventory_export;
 pub mod metrics;
+pub mod model_blobs;
 pub mod mtls;
 pub mod network;
 pub mod node;

@@ -103,6 +103,7 @@ async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
             coalesce_writes: !config.no_write_coalescing,
             snapshot_every: config.snapshot_every,
             min_free_disk: config.min_free_disk_mib.saturating_mul(1 << 20),
+            max_model_bytes: config.max_model_mib.saturating_mul(1 << 20),
         },
     )
     .await

@@ -91,6 +91,8 @@ pub struct ControlPlaneNode {
     fresh_reads: tokio::sync::mpsc::Sender<FreshRead>,
     /// The data directory's free space and the stores' writes in flight.
     pub storage: crate::storage_guard::StorageGuard,
+    /// The model files this node holds, by digest (beside raft).
+    pub models: crate::model_blobs::ModelBlobs,
 }
 
 /// How a node runs, beside where it lives.
@@ -105,6 +107,8 @@ pub struct NodeOptions {
     /// Bytes kept free on the data directory's file system: below them new
     /// writes are refused (0: none kept).
     pub min_free_disk: u64,
+    /// The largest model file the node's model store takes.
+    pub max_model_bytes: u64,
 }
 
 /// A read waiting to be confirmed current, and where the answer goes.
@@ -167,6 +171,7 @@ impl ControlPlaneNode {
             coalesce_writes,
             snapshot_every,
             min_free_disk,
+            max_model_bytes,
         } = options;
         {
             use std::os::unix::fs::{DirBuilderExt, MetadataExt};
@@ -186,6 +191,7 @@ impl ControlPlaneNode {
             }
         }
         let (log, sm, state) = open_checked(data_dir)?;
+        let models = crate::model_blobs::ModelBlobs::open(data_dir, max_model_bytes)?;
         let writes = crate::store::WriteWatch::default();
         let (log, sm) = (
             log.watched_by(writes.clone()),
@@ -235,6 +241,7 @@ impl ControlPlaneNode {
                 min_free_disk,
                 writes,
             ),
+            models,
         });
         tokio::spawn(run_fresh_reads(Arc::downgrade(&node), reads_waiting));
         if coalesce_writes {
@@ -402,6 +409,18 @@ impl ControlPlaneNode {
                 node.raft.runtime_config().elect(true);
             }
         });
+    }
+
+    /// The cluster's other members, (id, address).
+    pub fn other_members(&self) -> Vec<(NodeId, String)> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.node_id)
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect()
     }
 
     /// The leader's id, if one is known.

@@ -202,6 +202,47 @@ pub enum Command {
         actor: String,
         at_unix_nanos: i64,
     },
+    /// A model record is registered (state `registered`): its signature
+    /// was verified by the proposer against its trusted keys and its file
+    /// is stored beside raft on the proposing node (the bytes never come
+    /// here). Refused when (name, version) is registered with another
+    /// digest or other signed fields; the same record again changes
+    /// nothing. The audit entry (who, what) is part of the same apply.
+    #[serde(rename = "register_model.v1")]
+    RegisterModel {
+        record: vigil_domain::ModelRecord,
+        actor: String,
+        at_unix_nanos: i64,
+        /// Why (the record's reason, and the audit entry's).
+        #[serde(default)]
+        note: String,
+    },
+    /// A model version is approved (from registered) or revoked (from
+    /// registered or approved; for good). Approving a version above the
+    /// name's rollback pin clears the pin; revoking the pinned version
+    /// clears it too. Refused for an unknown version (`NotFound`) or a
+    /// change its state does not allow. The audit entry (who, why) is part
+    /// of the same apply.
+    #[serde(rename = "set_model_state.v1")]
+    SetModelState {
+        name: String,
+        version: u64,
+        state: vigil_domain::ModelState,
+        actor: String,
+        reason: String,
+        at_unix_nanos: i64,
+    },
+    /// A rollback on purpose: the name serves this approved version, and
+    /// none above it, until a newer version is approved (or it is
+    /// revoked). The audit entry is part of the same apply.
+    #[serde(rename = "rollback_model.v1")]
+    RollbackModel {
+        name: String,
+        version: u64,
+        actor: String,
+        reason: String,
+        at_unix_nanos: i64,
+    },
     /// What an agent did with the bundle it last received.
     #[serde(rename = "policy_status.v1")]
     PolicyStatus {
@@ -247,4 +288,11 @@ pub enum CommandResult {
         removed: u64,
         more: bool,
     },
+    /// What the command was about does not exist (an unknown model
+    /// version), and nothing changed.
+    NotFound {
+        reason: String,
+    },
+    /// A model record as the command left it.
+    Model(Box<vigil_domain::ModelRecord>),
 }

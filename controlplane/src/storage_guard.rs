@@ -149,6 +149,26 @@ impl StorageGuard {
         }
     }
 
+    /// Whether a file of `bytes` more may be written beside the store
+    /// (a model upload, or one pulled from a peer): the free space, read
+    /// now, must stay at or above the reserve once it and the store's
+    /// writes in flight have landed. A file is written once, so it counts
+    /// at its size (not [`WRITE_AMPLIFICATION`] times).
+    pub fn room_for_file(&self, bytes: u64) -> Result<(), StorageProblem> {
+        if self.reserve == 0 {
+            return Ok(());
+        }
+        let in_flight = self.in_flight.load(Ordering::Acquire);
+        let needed = self
+            .reserve
+            .saturating_add(in_flight.saturating_mul(WRITE_AMPLIFICATION))
+            .saturating_add(bytes);
+        match self.check_free(needed) {
+            None => Ok(()),
+            Some(problem) => Err(problem),
+        }
+    }
+
     /// Why a new write must be refused now, if it must: free space below
     /// the reserve (or unreadable, when a reserve is asked for).
     pub fn refuses_writes(&self) -> Option<StorageProblem> {
@@ -261,6 +281,26 @@ mod tests {
         drop(again);
         assert_eq!(guard.in_flight.load(Ordering::Acquire), 0);
         assert_eq!(guard.problem(), None);
+    }
+
+    #[test]
+    fn a_file_fits_only_if_the_reserve_is_left_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = Arc::new(AtomicU64::new(10_000));
+        let mut guard = StorageGuard::new(dir.path().to_path_buf(), 4_000, WriteWatch::default());
+        guard.free_space = FreeSpace::Fixed(free.clone());
+        assert_eq!(guard.room_for_file(6_000), Ok(()));
+        assert!(matches!(
+            guard.room_for_file(6_001),
+            Err(StorageProblem::LowDisk { .. })
+        ));
+        // Store writes in flight count first.
+        let write = guard.admit(100).unwrap();
+        assert!(guard.room_for_file(6_000).is_err());
+        drop(write);
+        assert_eq!(guard.room_for_file(6_000), Ok(()));
+        let open = StorageGuard::new(dir.path().to_path_buf(), 0, WriteWatch::default());
+        assert_eq!(open.room_for_file(u64::MAX), Ok(()));
     }
 
     #[test]

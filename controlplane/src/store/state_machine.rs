@@ -35,6 +35,10 @@
 //!   (set by `record_tpm_enrollment.v1`, removed by `reset_attestation.v1`)
 //! - `inventory_by_agent/<agent id>` → u64, items that agent's findings
 //!   created (at most `MAX_INVENTORY_ITEMS_PER_AGENT`)
+//! - `model/<name>/<u64 be version>` → ModelRecord (a name has no `/`);
+//!   the model's bytes are not here but in the node's model store
+//!   (`model_blobs.rs`), by digest
+//! - `model_pin/<name>` → u64, the version a rollback pinned
 //!
 //! - `meta/installing` → SnapshotMeta, while a snapshot is installed
 //!   (`snapshot_file.rs`)
@@ -121,6 +125,17 @@ const INVENTORY_BY_AGENT_PREFIX: &[u8] = b"inventory_by_agent/";
 const EK_BINDING_PREFIX: &[u8] = b"ek_binding/";
 /// `AlertTally` of the alerts retention removed.
 const PRUNED_TALLY: &[u8] = b"meta/pruned_tally";
+/// name / version → a model record.
+const MODEL_PREFIX: &[u8] = b"model/";
+/// name → the version a rollback pinned.
+const MODEL_PIN_PREFIX: &[u8] = b"model_pin/";
+
+fn model_key(name: &str, version: u64) -> Vec<u8> {
+    let mut k = prefixed(MODEL_PREFIX, name.as_bytes());
+    k.push(b'/');
+    k.extend_from_slice(&version.to_be_bytes());
+    k
+}
 
 /// How many alerts are stored, by signal and then severity (`model_file` →
 /// `high` → 3). Kept at apply time so that a metrics scrape reads one key
@@ -267,6 +282,7 @@ pub struct StateReader {
     workloads_changed: watch::Receiver<u64>,
     revocations_changed: watch::Receiver<u64>,
     trust_changed: watch::Receiver<u64>,
+    models_changed: watch::Receiver<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -520,6 +536,50 @@ impl StateReader {
             .collect()
     }
 
+    /// Every model record and rollback pin, read between two entries.
+    pub fn model_catalog(&self) -> Result<vigil_domain::ModelCatalog, ReadError> {
+        let (records, pins) = {
+            let _settled = self.between_entries();
+            let records: Vec<(sled::IVec, sled::IVec)> = self
+                .tree
+                .scan_prefix(MODEL_PREFIX)
+                .collect::<Result<_, _>>()?;
+            let pins: Vec<(sled::IVec, sled::IVec)> = self
+                .tree
+                .scan_prefix(MODEL_PIN_PREFIX)
+                .collect::<Result<_, _>>()?;
+            (records, pins)
+        };
+        let records = records
+            .iter()
+            .map(|(k, v)| decode::<vigil_domain::ModelRecord>(k, v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let pins = pins
+            .iter()
+            .map(|(k, v)| {
+                let name = String::from_utf8_lossy(&k[MODEL_PIN_PREFIX.len()..]).into_owned();
+                Ok((name, decode::<u64>(k, v)?))
+            })
+            .collect::<Result<Vec<_>, ReadError>>()?;
+        Ok(vigil_domain::ModelCatalog::new(records, pins))
+    }
+
+    /// One model record.
+    pub fn model_record(
+        &self,
+        name: &str,
+        version: u64,
+    ) -> Result<Option<vigil_domain::ModelRecord>, ReadError> {
+        let k = model_key(name, version);
+        self.tree.get(&k)?.map(|v| decode(&k, &v)).transpose()
+    }
+
+    /// Changes whenever a model record or pin changes (or a snapshot is
+    /// installed).
+    pub fn watch_models(&self) -> watch::Receiver<u64> {
+        self.models_changed.clone()
+    }
+
     /// Whether the certificate with this serial (lower-case hex) is
     /// refused: revoked, or superseded by a renewal.
     pub fn certificate_revoked(&self, serial: &str) -> Result<bool, ReadError> {
@@ -653,6 +713,8 @@ pub struct SledStateMachine {
     workloads_changed: Arc<watch::Sender<u64>>,
     /// A generation count, bumped by every certificate revocation applied.
     revocations_changed: Arc<watch::Sender<u64>>,
+    /// A generation count, bumped by every model record or pin change.
+    models_changed: Arc<watch::Sender<u64>>,
     /// A generation count, bumped when an applied entry changed a host's
     /// trust (sessions resend their agent's approved workloads).
     trust_changed: Arc<watch::Sender<u64>>,
@@ -867,6 +929,7 @@ impl SledStateMachine {
         let (workloads_tx, workloads_rx) = watch::channel(0u64);
         let (revocations_tx, revocations_rx) = watch::channel(0u64);
         let (trust_tx, trust_rx) = watch::channel(0u64);
+        let (models_tx, models_rx) = watch::channel(0u64);
         let changing = Arc::new(std::sync::RwLock::new(()));
         Ok((
             Self {
@@ -877,6 +940,7 @@ impl SledStateMachine {
                 active_policy: Arc::new(policy_tx),
                 workloads_changed: Arc::new(workloads_tx),
                 revocations_changed: Arc::new(revocations_tx),
+                models_changed: Arc::new(models_tx),
                 trust_changed: Arc::new(trust_tx),
                 trust_changed_pending: Arc::default(),
                 pending_audit_head: Arc::new(std::sync::Mutex::new(None)),
@@ -894,6 +958,7 @@ impl SledStateMachine {
                 workloads_changed: workloads_rx,
                 revocations_changed: revocations_rx,
                 trust_changed: trust_rx,
+                models_changed: models_rx,
             },
         ))
     }
@@ -1140,6 +1205,46 @@ impl SledStateMachine {
                 batch.remove(k);
                 Ok(CommandResult::Done)
             }
+            Command::RegisterModel {
+                record,
+                actor,
+                at_unix_nanos,
+                note,
+            } => self.register_model(batch, record, actor, at_unix_nanos, note),
+            Command::SetModelState {
+                name,
+                version,
+                state,
+                actor,
+                reason,
+                at_unix_nanos,
+            } => self.set_model_state(
+                batch,
+                ModelChange {
+                    name,
+                    version,
+                    actor,
+                    reason,
+                    at_unix_nanos,
+                },
+                state,
+            ),
+            Command::RollbackModel {
+                name,
+                version,
+                actor,
+                reason,
+                at_unix_nanos,
+            } => self.rollback_model(
+                batch,
+                ModelChange {
+                    name,
+                    version,
+                    actor,
+                    reason,
+                    at_unix_nanos,
+                },
+            ),
             Command::PutJoinToken { record } => {
                 let k = prefixed(JOIN_TOKEN_PREFIX, record.id.as_bytes());
                 if self.tree.get(&k).map_err(sm_read_err)?.is_some() {
@@ -1740,6 +1845,194 @@ impl SledStateMachine {
         Ok(CommandResult::AlertsPruned { removed, more })
     }
 
+    /// `register_model.v1`.
+    fn register_model(
+        &self,
+        batch: &mut sled::Batch,
+        mut record: vigil_domain::ModelRecord,
+        actor: String,
+        at_unix_nanos: i64,
+        note: String,
+    ) -> Result<CommandResult, StorageError> {
+        if let Err(e) = record.check() {
+            return Ok(CommandResult::Refused {
+                reason: format!("model record: {e}"),
+            });
+        }
+        let k = model_key(&record.name, record.version);
+        if let Some(existing) = self.get_json::<vigil_domain::ModelRecord>(&k)? {
+            let (name, version) = (&record.name, record.version);
+            if existing.sha256 != record.sha256 {
+                return Ok(CommandResult::Refused {
+                    reason: format!(
+                        "model {name} version {version} is registered already with sha256 {}; another file needs another version",
+                        existing.sha256
+                    ),
+                });
+            }
+            if !existing.same_signed_fields(&record) {
+                return Ok(CommandResult::Refused {
+                    reason: format!(
+                        "model {name} version {version} is registered already with other signed fields (hosts, limits, listen or signature); register another version"
+                    ),
+                });
+            }
+            // The same registration again (a reply lost): nothing changes.
+            return Ok(CommandResult::Model(Box::new(existing)));
+        }
+        record.state = vigil_domain::ModelState::Registered;
+        record.registered_by = actor.clone();
+        record.registered_at_unix_nanos = at_unix_nanos;
+        record.changed_by = actor.clone();
+        record.reason = note;
+        batch.insert(k, json(&record)?);
+        self.append_audit(
+            batch,
+            at_unix_nanos,
+            actor,
+            "model.register".into(),
+            format!("model {} version {}", record.name, record.version),
+            format!(
+                "sha256 {}; {} bytes; format {}; hosts {}; signed by {}; note: {}",
+                record.sha256,
+                record.size,
+                record.format,
+                if record.hosts.is_empty() {
+                    "all".to_string()
+                } else {
+                    record.hosts.join(",")
+                },
+                record.signer,
+                record.reason
+            ),
+        )?;
+        Ok(CommandResult::Model(Box::new(record)))
+    }
+
+    /// The stored record a change is about, or the refusal to return.
+    fn model_for_change(
+        &self,
+        change: &ModelChange,
+    ) -> Result<Result<vigil_domain::ModelRecord, CommandResult>, StorageError> {
+        Ok(
+            match self.get_json(&model_key(&change.name, change.version))? {
+                Some(r) => Ok(r),
+                None => Err(CommandResult::NotFound {
+                    reason: format!(
+                        "no model {} version {} is registered",
+                        change.name, change.version
+                    ),
+                }),
+            },
+        )
+    }
+
+    /// `set_model_state.v1`.
+    fn set_model_state(
+        &self,
+        batch: &mut sled::Batch,
+        change: ModelChange,
+        to: vigil_domain::ModelState,
+    ) -> Result<CommandResult, StorageError> {
+        use vigil_domain::ModelState::*;
+        let mut record = match self.model_for_change(&change)? {
+            Ok(r) => r,
+            Err(refused) => return Ok(refused),
+        };
+        let (name, version) = (&change.name, change.version);
+        let refuse = |reason: String| Ok(CommandResult::Refused { reason });
+        let pin_key = prefixed(MODEL_PIN_PREFIX, name.as_bytes());
+        let pin: Option<u64> = self.get_json(&pin_key)?;
+        let action = match (record.state, to) {
+            (Registered, Approved) => {
+                // A newer version approved ends a rollback.
+                if pin.is_some_and(|p| version > p) {
+                    batch.remove(pin_key.clone());
+                }
+                "model.approve"
+            }
+            (Approved, Approved) => {
+                return refuse(format!("model {name} version {version} is already approved"))
+            }
+            (Revoked, Approved) => {
+                return refuse(format!(
+                    "model {name} version {version} was revoked and is never approved again; register a new version"
+                ))
+            }
+            (Registered | Approved, Revoked) => {
+                if pin == Some(version) {
+                    batch.remove(pin_key.clone());
+                }
+                "model.revoke"
+            }
+            (Revoked, Revoked) => {
+                return refuse(format!("model {name} version {version} is already revoked"))
+            }
+            (_, Registered) => {
+                return refuse(format!(
+                    "model {name} version {version}: a model is never set back to registered"
+                ))
+            }
+        };
+        let before = record.state;
+        record.state = to;
+        record.changed_by = change.actor.clone();
+        record.reason = change.reason.clone();
+        batch.insert(model_key(name, version), json(&record)?);
+        self.append_audit(
+            batch,
+            change.at_unix_nanos,
+            change.actor,
+            action.into(),
+            format!("model {name} version {version}"),
+            format!(
+                "{before} -> {to}; sha256 {}; reason: {}",
+                record.sha256, change.reason
+            ),
+        )?;
+        Ok(CommandResult::Model(Box::new(record)))
+    }
+
+    /// `rollback_model.v1`.
+    fn rollback_model(
+        &self,
+        batch: &mut sled::Batch,
+        change: ModelChange,
+    ) -> Result<CommandResult, StorageError> {
+        let record = match self.model_for_change(&change)? {
+            Ok(r) => r,
+            Err(refused) => return Ok(refused),
+        };
+        let (name, version) = (&change.name, change.version);
+        if record.state != vigil_domain::ModelState::Approved {
+            return Ok(CommandResult::Refused {
+                reason: format!(
+                    "model {name} version {version} is {}: only an approved version can be rolled back to",
+                    record.state
+                ),
+            });
+        }
+        let pin_key = prefixed(MODEL_PIN_PREFIX, name.as_bytes());
+        let before: Option<u64> = self.get_json(&pin_key)?;
+        batch.insert(pin_key, json(&version)?);
+        self.append_audit(
+            batch,
+            change.at_unix_nanos,
+            change.actor,
+            "model.rollback".into(),
+            format!("model {name} version {version}"),
+            format!(
+                "pinned to version {version}{}; sha256 {}; reason: {}",
+                before
+                    .map(|b| format!(" (was pinned to {b})"))
+                    .unwrap_or_default(),
+                record.sha256,
+                change.reason
+            ),
+        )?;
+        Ok(CommandResult::Model(Box::new(record)))
+    }
+
     /// Tells the agent sessions when another policy version became active.
     fn publish_active_policy(&self) -> Result<(), StorageError> {
         let active: u64 = match self.tree.get(ACTIVE_POLICY).map_err(sm_read_err)? {
@@ -1752,10 +2045,11 @@ impl SledStateMachine {
     }
 }
 
-/// Whether applying `cmd` changes the approved workloads, and whether it
+/// Whether applying `cmd` changes the approved workloads, whether it
 /// revokes or retires a certificate (a renewal or re-enrollment retires
-/// one too: streams opened with it end, and the agent reconnects).
-fn notices(cmd: &Command) -> (bool, bool) {
+/// one too: streams opened with it end, and the agent reconnects), and
+/// whether it changes the model records.
+fn notices(cmd: &Command) -> (bool, bool, bool) {
     (
         matches!(
             cmd,
@@ -1768,7 +2062,22 @@ fn notices(cmd: &Command) -> (bool, bool) {
                 | Command::RenewCertificate { .. }
                 | Command::UseJoinTokenV2 { .. }
         ),
+        matches!(
+            cmd,
+            Command::RegisterModel { .. }
+                | Command::SetModelState { .. }
+                | Command::RollbackModel { .. }
+        ),
     )
+}
+
+/// Who changes which model version, why and when.
+struct ModelChange {
+    name: String,
+    version: u64,
+    actor: String,
+    reason: String,
+    at_unix_nanos: i64,
 }
 
 /// A certificate replaced by a renewal (or a re-enrollment).
@@ -1912,6 +2221,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         let mut results = Vec::new();
         let mut workloads_changed = false;
         let mut revocations_changed = false;
+        let mut models_changed = false;
         for entry in entries {
             if let Ok(mut p) = self.pending_audit_head.lock() {
                 *p = None;
@@ -1930,9 +2240,10 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
                             out.push(CommandResult::Done);
                             continue;
                         }
-                        let (w, r) = notices(&sub);
+                        let (w, r, m) = notices(&sub);
                         workloads_changed |= w;
                         revocations_changed |= r;
+                        models_changed |= m;
                         let mut sub_batch = sled::Batch::default();
                         let result = self.apply_command(sub, &mut sub_batch)?;
                         sub_batch.insert(BATCH_PROGRESS, json(&(entry.log_id.index, i + 1))?);
@@ -1946,9 +2257,10 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
                     CommandResult::Batch(out)
                 }
                 EntryPayload::Normal(cmd) => {
-                    let (w, r) = notices(&cmd);
+                    let (w, r, m) = notices(&cmd);
                     workloads_changed |= w;
                     revocations_changed |= r;
+                    models_changed |= m;
                     self.apply_command(cmd, &mut batch)?
                 }
                 EntryPayload::Membership(m) => {
@@ -1987,6 +2299,9 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         if revocations_changed {
             self.revocations_changed.send_modify(|g| *g += 1);
         }
+        if models_changed {
+            self.models_changed.send_modify(|g| *g += 1);
+        }
         if self
             .trust_changed_pending
             .swap(false, std::sync::atomic::Ordering::Relaxed)
@@ -2005,6 +2320,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
             active_policy: self.active_policy.clone(),
             workloads_changed: self.workloads_changed.clone(),
             revocations_changed: self.revocations_changed.clone(),
+            models_changed: self.models_changed.clone(),
             trust_changed: self.trust_changed.clone(),
             trust_changed_pending: self.trust_changed_pending.clone(),
             pending_audit_head: self.pending_audit_head.clone(),
@@ -2128,6 +2444,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         self.publish_active_policy()?;
         self.workloads_changed.send_modify(|g| *g += 1);
         self.revocations_changed.send_modify(|g| *g += 1);
+        self.models_changed.send_modify(|g| *g += 1);
         self.trust_changed.send_modify(|g| *g += 1);
         Ok(())
     }

@@ -933,3 +933,305 @@ async fn one_agent_cannot_fill_the_inventory_nor_date_an_item_back() {
     assert_eq!(items[1].sightings, 2);
     assert_eq!(reader.inventory_refused().unwrap(), 1);
 }
+
+fn model(name: &str, version: u64) -> vigil_domain::ModelRecord {
+    vigil_domain::ModelRecord {
+        name: name.into(),
+        version,
+        sha256: format!("{version:064x}"),
+        size: 10,
+        format: "onnx".into(),
+        signer: "k".into(),
+        signature: "s".into(),
+        ..Default::default()
+    }
+}
+
+fn register_model(record: vigil_domain::ModelRecord) -> Command {
+    Command::RegisterModel {
+        record,
+        actor: "operator/admin/alice".into(),
+        at_unix_nanos: 7,
+        note: "first".into(),
+    }
+}
+
+fn set_model(name: &str, version: u64, state: vigil_domain::ModelState) -> Command {
+    Command::SetModelState {
+        name: name.into(),
+        version,
+        state,
+        actor: "operator/admin/bob".into(),
+        reason: format!("to {state}"),
+        at_unix_nanos: 8,
+    }
+}
+
+fn rollback_model(name: &str, version: u64) -> Command {
+    Command::RollbackModel {
+        name: name.into(),
+        version,
+        actor: "operator/admin/carol".into(),
+        reason: "v2 misbehaves".into(),
+        at_unix_nanos: 9,
+    }
+}
+
+fn refused(r: &CommandResult) -> &str {
+    match r {
+        CommandResult::Refused { reason } | CommandResult::NotFound { reason } => reason,
+        other => panic!("not refused: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn model_records_register_approve_roll_back_and_revoke_with_audit_entries() {
+    use vigil_domain::ModelState::*;
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    let mut watch = reader.watch_models();
+    let r = sm
+        .apply(vec![
+            entry(1, register_model(model("m", 1))),
+            entry(2, register_model(model("m", 2))),
+            entry(3, set_model("m", 1, Approved)),
+            entry(4, set_model("m", 2, Approved)),
+        ])
+        .await
+        .unwrap();
+    let CommandResult::Model(first) = &r[0] else {
+        panic!("{:?}", r[0])
+    };
+    assert_eq!(first.state, Registered);
+    assert_eq!(first.registered_by, "operator/admin/alice");
+    assert_eq!(first.registered_at_unix_nanos, 7);
+    assert!(watch.has_changed().unwrap());
+    watch.borrow_and_update();
+    let catalog = reader.model_catalog().unwrap();
+    let d = catalog.deployments_for("a", "h");
+    assert_eq!(d[0].active.version, 2);
+    assert_eq!(d[0].fallbacks[0].version, 1);
+    let approved = reader.model_record("m", 2).unwrap().unwrap();
+    assert_eq!(
+        (approved.state, approved.changed_by.as_str()),
+        (Approved, "operator/admin/bob")
+    );
+
+    // Roll back to 1: pinned; then 3 approved clears the pin.
+    let r = sm
+        .apply(vec![
+            entry(5, rollback_model("m", 1)),
+            entry(6, register_model(model("m", 3))),
+        ])
+        .await
+        .unwrap();
+    assert!(matches!(r[0], CommandResult::Model(_)), "{:?}", r[0]);
+    assert!(watch.has_changed().unwrap());
+    let catalog = reader.model_catalog().unwrap();
+    assert_eq!(catalog.pin_in_force("m"), Some(1));
+    assert_eq!(catalog.deployments_for("a", "h")[0].active.version, 1);
+    sm.apply(vec![entry(7, set_model("m", 3, Approved))])
+        .await
+        .unwrap();
+    let catalog = reader.model_catalog().unwrap();
+    assert_eq!(catalog.pin_in_force("m"), None);
+    assert_eq!(catalog.deployments_for("a", "h")[0].active.version, 3);
+
+    // Roll back to 2, revoke 2: the pin goes with it, 3 serves again.
+    sm.apply(vec![
+        entry(8, rollback_model("m", 2)),
+        entry(9, set_model("m", 2, Revoked)),
+    ])
+    .await
+    .unwrap();
+    let catalog = reader.model_catalog().unwrap();
+    assert_eq!(catalog.pin_in_force("m"), None);
+    let d = catalog.deployments_for("a", "h");
+    assert_eq!(
+        (
+            d[0].active.version,
+            d[0].fallbacks.iter().map(|r| r.version).collect::<Vec<_>>()
+        ),
+        (3, vec![1])
+    );
+
+    let audit = reader.audit_after(0, 100).unwrap();
+    let actions: Vec<(&str, &str)> = audit
+        .iter()
+        .map(|e| (e.action.as_str(), e.actor.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("model.register", "operator/admin/alice"),
+            ("model.register", "operator/admin/alice"),
+            ("model.approve", "operator/admin/bob"),
+            ("model.approve", "operator/admin/bob"),
+            ("model.rollback", "operator/admin/carol"),
+            ("model.register", "operator/admin/alice"),
+            ("model.approve", "operator/admin/bob"),
+            ("model.rollback", "operator/admin/carol"),
+            ("model.revoke", "operator/admin/bob"),
+        ]
+    );
+    assert!(
+        audit[4].detail.contains("v2 misbehaves"),
+        "{}",
+        audit[4].detail
+    );
+    assert_eq!(audit[4].subject, "model m version 1");
+    assert!(crate::audit_chain::verify(&audit).is_ok());
+}
+
+#[tokio::test]
+async fn model_commands_refuse_what_their_state_does_not_allow_and_change_nothing() {
+    use vigil_domain::ModelState::*;
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    sm.apply(vec![
+        entry(1, register_model(model("m", 1))),
+        entry(2, register_model(model("m", 2))),
+        entry(3, set_model("m", 2, Revoked)),
+    ])
+    .await
+    .unwrap();
+    let audit_before = reader.audit_entries().unwrap();
+    let digest_before = reader.digest().unwrap().1;
+    let mut other_digest = model("m", 1);
+    other_digest.sha256 = "ab".repeat(32);
+    let mut other_hosts = model("m", 1);
+    other_hosts.hosts = vec!["h".into()];
+    let mut bad = model("M", 1);
+    bad.name = "../m".into();
+    let r = sm
+        .apply(vec![
+            entry(4, register_model(other_digest)),
+            entry(5, register_model(other_hosts)),
+            entry(6, set_model("m", 2, Approved)),
+            entry(7, set_model("m", 2, Revoked)),
+            entry(8, rollback_model("m", 1)),
+            entry(9, rollback_model("m", 2)),
+            entry(10, set_model("m", 9, Approved)),
+            entry(11, rollback_model("x", 1)),
+            entry(12, set_model("m", 1, Registered)),
+            entry(13, register_model(bad)),
+        ])
+        .await
+        .unwrap();
+    let reasons: Vec<&str> = r.iter().map(refused).collect();
+    assert!(
+        reasons[0].contains("another file needs another version"),
+        "{}",
+        reasons[0]
+    );
+    assert!(reasons[1].contains("other signed fields"), "{}", reasons[1]);
+    assert!(
+        reasons[2].contains("never approved again"),
+        "{}",
+        reasons[2]
+    );
+    assert!(reasons[3].contains("already revoked"), "{}", reasons[3]);
+    assert!(
+        reasons[4].contains("is registered: only an approved"),
+        "{}",
+        reasons[4]
+    );
+    assert!(
+        reasons[5].contains("is revoked: only an approved"),
+        "{}",
+        reasons[5]
+    );
+    assert!(matches!(r[6], CommandResult::NotFound { .. }));
+    assert!(matches!(r[7], CommandResult::NotFound { .. }));
+    assert!(reasons[8].contains("never set back"), "{}", reasons[8]);
+    assert!(
+        reasons[9].starts_with("model record: name:"),
+        "{}",
+        reasons[9]
+    );
+    // The same registration again is taken and changes nothing.
+    let r = sm
+        .apply(vec![
+            entry(14, register_model(model("m", 1))),
+            entry(15, set_model("m", 1, Approved)),
+            entry(16, set_model("m", 1, Approved)),
+        ])
+        .await
+        .unwrap();
+    let CommandResult::Model(same) = &r[0] else {
+        panic!("{:?}", r[0])
+    };
+    assert_eq!(same.state, Registered);
+    assert!(refused(&r[2]).contains("already approved"));
+    // Nothing but the last approval changed the state (and its audit).
+    assert_eq!(reader.audit_entries().unwrap(), audit_before + 1);
+    assert_ne!(reader.digest().unwrap().1, digest_before);
+}
+
+#[tokio::test]
+async fn model_records_and_pins_travel_in_snapshots_and_the_state_digest() {
+    use vigil_domain::ModelState::*;
+    let a = tempfile::tempdir().unwrap();
+    let (_log, mut sm, reader_a) = crate::store::open_stores(a.path()).unwrap();
+    sm.apply(vec![
+        entry(1, register_model(model("m", 1))),
+        entry(2, register_model(model("m", 2))),
+        entry(3, set_model("m", 1, Approved)),
+        entry(4, set_model("m", 2, Approved)),
+        entry(5, rollback_model("m", 1)),
+    ])
+    .await
+    .unwrap();
+    let before_pin = {
+        let b = tempfile::tempdir().unwrap();
+        let (_log, mut other, reader) = crate::store::open_stores(b.path()).unwrap();
+        other
+            .apply(vec![
+                entry(1, register_model(model("m", 1))),
+                entry(2, register_model(model("m", 2))),
+                entry(3, set_model("m", 1, Approved)),
+                entry(4, set_model("m", 2, Approved)),
+            ])
+            .await
+            .unwrap();
+        reader.digest().unwrap().1
+    };
+    assert_ne!(
+        reader_a.digest().unwrap().1,
+        before_pin,
+        "the pin is in the digest"
+    );
+    let snap = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let (_log, mut other, reader) = crate::store::open_stores(b.path()).unwrap();
+    let watch = reader.watch_models();
+    other
+        .install_snapshot(&snap.meta, snap.snapshot)
+        .await
+        .unwrap();
+    assert!(watch.has_changed().unwrap());
+    assert_eq!(
+        reader.model_catalog().unwrap(),
+        reader_a.model_catalog().unwrap()
+    );
+    let catalog = reader.model_catalog().unwrap();
+    assert_eq!(catalog.pin_in_force("m"), Some(1));
+    assert_eq!(catalog.records().count(), 2);
+}
+
+#[test]
+fn model_commands_keep_their_versioned_names_in_the_log() {
+    let json = serde_json::to_string(&register_model(model("m", 1))).unwrap();
+    assert!(json.starts_with("{\"register_model.v1\":"), "{json}");
+    let json =
+        serde_json::to_string(&set_model("m", 1, vigil_domain::ModelState::Approved)).unwrap();
+    assert!(json.starts_with("{\"set_model_state.v1\":"), "{json}");
+    assert!(json.contains("\"state\":\"approved\""), "{json}");
+    let json = serde_json::to_string(&rollback_model("m", 1)).unwrap();
+    assert!(json.starts_with("{\"rollback_model.v1\":"), "{json}");
+}
