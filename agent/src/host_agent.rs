@@ -22,6 +22,7 @@ use crate::gpu::spawn_gpu_poller;
 use crate::metrics::{serve_metrics, AgentMetrics};
 use crate::respond::{RespondLinks, RespondStage};
 use crate::sensors::SensorStage;
+use crate::ship::approved_models::ModelDeployments;
 use crate::ship::shipper::{ShipperConfig, ShipperLinks};
 use crate::ship::spool::{Spool, SpoolQuota};
 use crate::ship::ShipStage;
@@ -97,6 +98,13 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         ))
     });
     let attestor = attestor(&config);
+    let trusted_keys = vigil_policy::TrustedKeys::from_hex(&config.trusted_policy_keys)
+        .context("--trusted-policy-key")?;
+    // The models this host serves, verified, as the control plane last
+    // sent them: whoever serves models subscribes here
+    // (`model_deployments.clone()`), and fetches their files with
+    // `ship::model_fetch::ModelFetcher`.
+    let (models_tx, model_deployments): (_, ModelDeployments) = watch::channel(None);
     let ship = ShipStage::start(
         spool.clone(),
         config.spool_memory_findings,
@@ -118,12 +126,14 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             window: 4096,
             max_backoff: config.max_backoff(),
             attestor,
+            trusted_keys,
         },
         ShipperLinks {
             health: sensors.counters(),
             inventory: inventory_rx,
             policy_status: respond.policy_status(),
             requests: requests_tx,
+            models: std::sync::Arc::new(models_tx),
         },
         metrics,
     );
@@ -174,6 +184,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     if let Some(renewal) = renewal {
         renewal.abort();
     }
+    drop(model_deployments);
     tracing::info!(spooled = spool.len(), decode_errors, "agent stopped");
     Ok(())
 }

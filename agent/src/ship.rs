@@ -4,6 +4,7 @@
 //! it acked. A full spool degrades the agent (the newest findings wait in
 //! memory, heartbeats say `spool-full`), never stops it.
 
+pub mod approved_models;
 pub mod certificate_renewal;
 pub mod control_plane_tls;
 pub mod enrollment;

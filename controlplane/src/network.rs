@@ -213,6 +213,26 @@ impl GrpcNetwork {
         Ok(reply.into_inner().requested)
     }
 
+    /// Asks the node at `addr` for the model file `sha256` from `offset`:
+    /// its chunks as they come (`FetchModelBlob`).
+    pub async fn fetch_model_blob(
+        &self,
+        addr: &str,
+        sha256: &str,
+        offset: u64,
+    ) -> Result<tonic::Streaming<vigil_proto::agent::v1::ModelChunk>, String> {
+        let mut client = self.peer_client(addr)?;
+        let call = client.fetch_model_blob(pb::FetchModelBlobRequest {
+            sha256: sha256.to_string(),
+            offset,
+        });
+        let reply = tokio::time::timeout(FORWARD_TIMEOUT, call)
+            .await
+            .map_err(|_| format!("no answer within {FORWARD_TIMEOUT:?}"))?
+            .map_err(|s| format!("{}: {}", s.code(), s.message()))?;
+        Ok(reply.into_inner())
+    }
+
     /// Asks the node at `addr` to stand for election now.
     pub async fn elect(&self, addr: &str) -> Result<(), String> {
         let mut client = self.peer_client(addr)?;

@@ -190,7 +190,8 @@ pub async fn serve(
             events.clone(),
             tls.as_ref().and_then(|t| t.enrollment.clone()),
         )
-        .with_verifier(verifier),
+        .with_verifier(verifier)
+        .with_trusted_keys(trusted_policy_keys.clone()),
     );
     let membership = Arc::new(crate::cluster_membership::ClusterMembership::new(
         node.clone(),

@@ -181,10 +181,13 @@ impl InventoryItem {
 }
 
 /// What a finding shows exists: its process as a runtime, and its model
-/// file or endpoint. Policy findings (the agent's own actions) and
-/// attestation alerts (the verifier's) show none.
+/// file or endpoint. Policy and sidecar findings (the agent's own actions)
+/// and attestation alerts (the verifier's) show none.
 pub fn sightings(f: &Finding) -> Vec<Sighting> {
-    if matches!(f.signal, SignalKind::Policy | SignalKind::Attestation) {
+    if matches!(
+        f.signal,
+        SignalKind::Policy | SignalKind::Attestation | SignalKind::Sidecar
+    ) {
         return Vec::new();
     }
     let mut out = Vec::with_capacity(2);

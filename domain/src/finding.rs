@@ -49,6 +49,9 @@ pub enum SignalKind {
     /// Not AI evidence: the host failed TPM attestation (raised by the
     /// control plane's verifier, never accepted from an agent).
     Attestation,
+    /// Not AI evidence: what the agent's supervision of the approved
+    /// inference sidecar did (started, restarted, stopped, rolled back).
+    Sidecar,
 }
 
 impl SignalKind {
@@ -63,6 +66,7 @@ impl SignalKind {
             SignalKind::GpuUse => "gpu_use",
             SignalKind::Policy => "policy",
             SignalKind::Attestation => "attestation",
+            SignalKind::Sidecar => "sidecar",
         }
     }
 }

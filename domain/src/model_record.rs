@@ -156,9 +156,10 @@ impl ModelListen {
             ));
         }
         if let Some(path) = s.strip_prefix("unix:") {
-            if !path.starts_with('/') || path.contains('\0') || path.split('/').any(|c| c == "..")
-            {
-                return Err(format!("{s:?}: a unix socket path must be absolute, without .."));
+            if !path.starts_with('/') || path.contains('\0') || path.split('/').any(|c| c == "..") {
+                return Err(format!(
+                    "{s:?}: a unix socket path must be absolute, without .."
+                ));
             }
             return Ok(Some(ModelListen::Unix { path: path.into() }));
         }
@@ -316,6 +317,15 @@ impl ModelCatalog {
             by_name,
             pins: pins.into_iter().collect(),
         }
+    }
+
+    /// Keeps only the records `keep` accepts (a pin on a record dropped
+    /// is no longer in force).
+    pub fn retain(&mut self, mut keep: impl FnMut(&ModelRecord) -> bool) {
+        for versions in self.by_name.values_mut() {
+            versions.retain(|_, r| keep(r));
+        }
+        self.by_name.retain(|_, versions| !versions.is_empty());
     }
 
     /// Every record, by name then version.
@@ -476,7 +486,10 @@ mod tests {
         assert!(!unpinned.actives()[0].pinned);
         // A pin on a version that does not exist is not in force either.
         let ghost = ModelCatalog::new(records, [("m".to_string(), 9)]);
-        assert_eq!(versions(&ghost.deployments_for("a", "h")[0]), (3, vec![2, 1]));
+        assert_eq!(
+            versions(&ghost.deployments_for("a", "h")[0]),
+            (3, vec![2, 1])
+        );
     }
 
     #[test]
@@ -514,11 +527,27 @@ mod tests {
         for good in ["m", "resnet-50", "a.b_c-9", &"x".repeat(64)] {
             assert!(check_model_name(good).is_ok(), "{good}");
         }
-        for bad in ["", "-m", ".m", "_m", "M", "a/b", "a b", "ü", &"x".repeat(65), "../x"] {
+        for bad in [
+            "",
+            "-m",
+            ".m",
+            "_m",
+            "M",
+            "a/b",
+            "a b",
+            "ü",
+            &"x".repeat(65),
+            "../x",
+        ] {
             assert!(check_model_name(bad).is_err(), "{bad:?}");
         }
         assert!(is_model_digest(&"ab".repeat(32)));
-        for bad in ["AB".repeat(32), "ab".repeat(31), "../".repeat(22), "g".repeat(64)] {
+        for bad in [
+            "AB".repeat(32),
+            "ab".repeat(31),
+            "../".repeat(22),
+            "g".repeat(64),
+        ] {
             assert!(!is_model_digest(&bad), "{bad}");
         }
         let mut r = record("m", 1, ModelState::Registered);

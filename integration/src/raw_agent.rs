@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
 use vigil_proto::agent::v1 as pb;
 use vigil_proto::agent::v1::agent_service_client::AgentServiceClient;
 use vigil_proto::types::v1 as types_pb;
@@ -91,7 +92,17 @@ impl RawAgentStream {
         capacity: usize,
         first: Vec<pb::AgentMessage>,
     ) -> RawAgentStream {
-        let mut client = AgentServiceClient::new(cp.channel().await);
+        Self::open_on(cp.channel().await, capacity, first).await
+    }
+
+    /// As [`RawAgentStream::open`], over `channel` (mutual TLS with an
+    /// agent's certificate, another node).
+    pub async fn open_on(
+        channel: Channel,
+        capacity: usize,
+        first: Vec<pb::AgentMessage>,
+    ) -> RawAgentStream {
+        let mut client = AgentServiceClient::new(channel);
         let (tx, rx) = mpsc::channel(capacity);
         for msg in first {
             tx.send(msg).await.unwrap();
@@ -118,12 +129,32 @@ impl RawAgentStream {
     }
 
     /// The next answer to findings; what every session is sent on its own
-    /// (the policy bundle, the approved workloads) is passed over.
+    /// (the policy bundle, the approved workloads and models) is passed
+    /// over.
     pub async fn next_answer(&mut self) -> pb::control_message::Body {
         loop {
             match self.next_message().await.body.expect("a body") {
-                pb::control_message::Body::Policy(_) | pb::control_message::Body::Workloads(_) => {}
+                pb::control_message::Body::Policy(_)
+                | pb::control_message::Body::Workloads(_)
+                | pb::control_message::Body::Models(_) => {}
                 other => return other,
+            }
+        }
+    }
+
+    /// The next approved-models message (other messages passed over),
+    /// within `within`; panics on none.
+    pub async fn next_models(&mut self, within: Duration) -> pb::ApprovedModels {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let msg = tokio::time::timeout(left, self.inbound.message())
+                .await
+                .expect("approved models in time")
+                .expect("a message")
+                .expect("the stream stays open");
+            if let Some(pb::control_message::Body::Models(m)) = msg.body {
+                return m;
             }
         }
     }

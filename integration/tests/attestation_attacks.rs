@@ -71,8 +71,9 @@ impl Scripted {
         }
     }
 
-    /// The next attestation message from the control plane (policy and
-    /// workload updates are passed over); None when the stream ends.
+    /// The next attestation message from the control plane (policy,
+    /// workload and model updates are passed over); None when the stream
+    /// ends.
     async fn next(&mut self) -> Option<pb::control_message::Body> {
         loop {
             let msg = tokio::time::timeout(Duration::from_secs(15), self.stream.inbound.message())
@@ -80,7 +81,9 @@ impl Scripted {
                 .expect("a message within 15 s")
                 .ok()??;
             match msg.body? {
-                pb::control_message::Body::Policy(_) | pb::control_message::Body::Workloads(_) => {}
+                pb::control_message::Body::Policy(_)
+                | pb::control_message::Body::Workloads(_)
+                | pb::control_message::Body::Models(_) => {}
                 other => return Some(other),
             }
         }

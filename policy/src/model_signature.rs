@@ -101,7 +101,8 @@ mod tests {
         let mut r = record();
         key.sign_model(&mut r);
         trusted.verify_model(&r).unwrap();
-        let tampers: Vec<(&str, Box<dyn Fn(&mut ModelRecord)>)> = vec![
+        type Tamper = Box<dyn Fn(&mut ModelRecord)>;
+        let tampers: Vec<(&str, Tamper)> = vec![
             ("name", Box::new(|r| r.name = "resnet2".into())),
             ("version", Box::new(|r| r.version = 4)),
             ("sha256", Box::new(|r| r.sha256 = "cd".repeat(32))),

@@ -69,6 +69,7 @@ pub fn signal_from_wire(field: &str, raw: i32) -> Result<domain::SignalKind, Wir
         pb::SignalKind::GpuUse => domain::SignalKind::GpuUse,
         pb::SignalKind::Policy => domain::SignalKind::Policy,
         pb::SignalKind::Attestation => domain::SignalKind::Attestation,
+        pb::SignalKind::Sidecar => domain::SignalKind::Sidecar,
         pb::SignalKind::ModelRisk => domain::SignalKind::ModelRisk,
     })
 }
@@ -84,6 +85,7 @@ impl From<domain::SignalKind> for pb::SignalKind {
             domain::SignalKind::GpuUse => pb::SignalKind::GpuUse,
             domain::SignalKind::Policy => pb::SignalKind::Policy,
             domain::SignalKind::Attestation => pb::SignalKind::Attestation,
+            domain::SignalKind::Sidecar => pb::SignalKind::Sidecar,
             domain::SignalKind::ModelRisk => pb::SignalKind::ModelRisk,
         }
     }

@@ -13,6 +13,7 @@ mod convert;
 pub mod endpoint;
 mod gpu_wire;
 mod inventory_wire;
+mod model_wire;
 mod policy_summary_wire;
 mod revocation_wire;
 mod unfreeze_wire;
@@ -20,6 +21,7 @@ mod workload_wire;
 
 pub use convert::{sensor_mode_from_wire, severity_from_wire, signal_from_wire, WireError};
 pub use inventory_wire::{inventory_kind_from_wire, inventory_kind_to_wire};
+pub use model_wire::model_state_from_wire;
 
 pub mod types {
     pub mod v1 {

@@ -83,6 +83,7 @@ enum SignalArg {
     Policy,
     ModelRisk,
     Attestation,
+    Sidecar,
 }
 
 impl From<SignalArg> for SignalKind {
@@ -97,6 +98,7 @@ impl From<SignalArg> for SignalKind {
             SignalArg::Policy => SignalKind::Policy,
             SignalArg::ModelRisk => SignalKind::ModelRisk,
             SignalArg::Attestation => SignalKind::Attestation,
+            SignalArg::Sidecar => SignalKind::Sidecar,
         }
     }
 }

@@ -12,6 +12,7 @@ use vigil_proto::agent::v1::agent_service_client::AgentServiceClient;
 
 use crate::attest::Attestor;
 pub use crate::respond::ControlRequest;
+use crate::ship::approved_models::{self, ModelDeploymentsTx, ThisHost};
 use crate::ship::overflow::SpoolPressure;
 use crate::ship::spool::Spool;
 use crate::ship::tpm_worker::{self, TpmJob, TpmWorker};
@@ -33,6 +34,9 @@ pub struct ShipperConfig {
     /// The TPM, with this process's attestation key (None: no TPM; the
     /// agent answers attestation requests that it has none).
     pub attestor: Option<Attestor>,
+    /// The admin keys model records must be signed by (none: no model is
+    /// taken).
+    pub trusted_keys: vigil_policy::TrustedKeys,
 }
 
 /// The host's inventory as last read (None before the first reading).
@@ -49,6 +53,8 @@ pub struct ShipperLinks {
     pub inventory: InventoryWatch,
     pub policy_status: PolicyStatusWatch,
     pub requests: mpsc::Sender<ControlRequest>,
+    /// Where the verified approved models go (`approved_models.rs`).
+    pub models: std::sync::Arc<ModelDeploymentsTx>,
 }
 
 /// Ships until aborted; `pressure` (the spool's fullness) goes into every
@@ -126,7 +132,12 @@ async fn session(
         mut inventory,
         mut policy_status,
         requests,
+        models,
     } = links;
+    let this_host = ThisHost {
+        agent_id: cfg.hello.agent_id.clone(),
+        hostname: cfg.hello.hostname.clone(),
+    };
     let mut endpoint = Endpoint::from_shared(endpoint_url.to_string())?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true);
@@ -226,6 +237,10 @@ async fn session(
                             }
                         }
                         requests.send(ControlRequest::Workloads(records)).await?;
+                    }
+                    Some(pb::control_message::Body::Models(m)) => {
+                        let verified = approved_models::verified_models(m, &cfg.trusted_keys, &this_host);
+                        approved_models::publish(&models, verified);
                     }
                     Some(pb::control_message::Body::CredentialChallenge(c)) => {
                         submit(&tpm, TpmJob::Activate(c), &tx).await?;

@@ -89,6 +89,15 @@ impl AgentService for FakeControlPlane {
     ) -> Result<tonic::Response<pb::RenewResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented("not in this test"))
     }
+
+    type FetchModelStream = ReceiverStream<Result<pb::ModelChunk, tonic::Status>>;
+
+    async fn fetch_model(
+        &self,
+        _: tonic::Request<pb::FetchModelRequest>,
+    ) -> Result<tonic::Response<Self::FetchModelStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this test"))
+    }
 }
 
 /// The fake control plane's endpoint and its sessions.
@@ -111,6 +120,7 @@ struct Kept {
     _inventory: watch::Sender<Option<vigil_domain::GpuInventory>>,
     _policy_status: watch::Sender<Option<vigil_domain::PolicyStatus>>,
     _requests: mpsc::Receiver<ControlRequest>,
+    models: approved_models::ModelDeployments,
 }
 
 /// Starts a shipper with `attestor`, heartbeats every 50 ms.
@@ -118,17 +128,28 @@ fn start_shipper(
     endpoint: String,
     attestor: Option<Attestor>,
 ) -> (tokio::task::JoinHandle<()>, Kept) {
+    start_shipper_trusting(endpoint, attestor, vigil_policy::TrustedKeys::default())
+}
+
+/// As [`start_shipper`], taking model records `trusted_keys` signed.
+fn start_shipper_trusting(
+    endpoint: String,
+    attestor: Option<Attestor>,
+    trusted_keys: vigil_policy::TrustedKeys,
+) -> (tokio::task::JoinHandle<()>, Kept) {
     let spool_dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(spool_dir.path()).unwrap();
     let (health_tx, health) = watch::channel(vigil_domain::SensorCounters::default());
     let (inventory_tx, inventory) = watch::channel(None);
     let (policy_tx, policy_status) = watch::channel(None);
     let (requests, requests_rx) = mpsc::channel(16);
+    let (models_tx, models) = watch::channel(None);
     let cfg = ShipperConfig {
         endpoints: vec![endpoint],
         tls: None,
         hello: vigil_domain::AgentIdentity {
             agent_id: "tpm-agent".into(),
+            hostname: "tpm-host".into(),
             ..Default::default()
         },
         heartbeat: Duration::from_millis(50),
@@ -136,12 +157,14 @@ fn start_shipper(
         window: 64,
         max_backoff: Duration::from_millis(500),
         attestor,
+        trusted_keys,
     };
     let links = ShipperLinks {
         health,
         inventory,
         policy_status,
         requests,
+        models: std::sync::Arc::new(models_tx),
     };
     let task = tokio::spawn(run(spool, cfg, links, SpoolPressure::default()));
     let kept = Kept {
@@ -150,6 +173,7 @@ fn start_shipper(
         _inventory: inventory_tx,
         _policy_status: policy_tx,
         _requests: requests_rx,
+        models,
     };
     (task, kept)
 }
@@ -281,4 +305,64 @@ async fn without_a_tpm_a_session_enrolls_none_and_says_so() {
     assert_eq!(failure.nonce, b"n");
     assert_eq!(failure.reason, NO_TPM);
     shipper.abort();
+}
+
+/// Approved models from the control plane reach the agent's watch channel
+/// verified: a record signed by an unknown key is dropped, and a later,
+/// empty set (the host untrusted) replaces the first.
+#[tokio::test]
+async fn approved_models_are_verified_and_published_on_the_watch_channel() {
+    let key = vigil_policy::SigningKey::generate();
+    let trusted = vigil_policy::TrustedKeys::from_hex(&[key.public_hex()]).unwrap();
+    let (endpoint, mut sessions) = fake_control_plane().await;
+    let (task, mut kept) = start_shipper_trusting(endpoint, None, trusted);
+    let mut session = tokio::time::timeout(Duration::from_secs(20), sessions.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        session.next().await,
+        pb::agent_message::Body::Hello(_)
+    ));
+    let record = |version: u64, signer: &vigil_policy::SigningKey| {
+        let mut r = vigil_domain::ModelRecord {
+            name: "m".into(),
+            version,
+            sha256: format!("{version:064x}"),
+            size: 1,
+            format: "onnx".into(),
+            state: vigil_domain::ModelState::Approved,
+            ..Default::default()
+        };
+        signer.sign_model(&mut r);
+        vigil_proto::types::v1::ModelRecord::from(r)
+    };
+    let rogue = vigil_policy::SigningKey::generate();
+    session
+        .send(pb::control_message::Body::Models(pb::ApprovedModels {
+            models: vec![pb::ModelDeployment {
+                active: Some(record(3, &rogue)),
+                fallbacks: vec![record(2, &key), record(1, &key)],
+            }],
+        }))
+        .await;
+    tokio::time::timeout(Duration::from_secs(10), kept.models.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    let got = kept.models.borrow_and_update().clone().expect("a set");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].active.version, 2);
+    assert_eq!(got[0].fallbacks.len(), 1);
+    session
+        .send(pb::control_message::Body::Models(pb::ApprovedModels {
+            models: vec![],
+        }))
+        .await;
+    tokio::time::timeout(Duration::from_secs(10), kept.models.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(*kept.models.borrow(), Some(vec![]));
+    task.abort();
 }

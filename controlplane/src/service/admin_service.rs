@@ -24,10 +24,10 @@ const INVENTORY_PAGE_BYTES: usize = 2 << 20;
 const MAX_LIMIT: usize = 10_000;
 
 pub struct AdminServiceImpl {
-    node: Arc<ControlPlaneNode>,
+    pub(super) node: Arc<ControlPlaneNode>,
     membership: Arc<crate::cluster_membership::ClusterMembership>,
     sessions: Arc<AgentSessions>,
-    trusted: TrustedKeys,
+    pub(super) trusted: TrustedKeys,
     /// Unsigned approvals are taken when no key is trusted (a lab).
     allow_unsigned: bool,
 }
@@ -98,14 +98,7 @@ impl AdminServiceImpl {
 impl AdminServiceImpl {
     /// The cluster's other members, (id, address).
     fn other_members(&self) -> Vec<(u64, String)> {
-        let metrics = self.node.raft.metrics();
-        let m = metrics.borrow();
-        m.membership_config
-            .membership()
-            .nodes()
-            .filter(|(id, _)| **id != self.node.node_id)
-            .map(|(id, n)| (*id, n.addr.clone()))
-            .collect()
+        self.node.other_members()
     }
 
     /// The agent `name` names: its id, or a hostname only one agent has
@@ -185,7 +178,7 @@ fn req_note_is_rollback(note: &str) -> bool {
 
 impl AdminServiceImpl {
     /// Appends an audit entry (after the change it records is committed).
-    async fn audit(&self, actor: String, action: &str, subject: String, detail: String) {
+    pub(super) async fn audit(&self, actor: String, action: &str, subject: String, detail: String) {
         let r = self
             .node
             .write(Command::AppendAudit {
@@ -211,7 +204,7 @@ fn signed_by(signer: &str) -> String {
     }
 }
 
-fn now_unix_nanos() -> i64 {
+pub(super) fn now_unix_nanos() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
@@ -888,6 +881,50 @@ impl AdminService for AdminServiceImpl {
             next_after_key,
             refused_sightings,
         }))
+    }
+
+    async fn upload_model(
+        &self,
+        req: Request<tonic::Streaming<pb::UploadModelChunk>>,
+    ) -> Result<Response<pb::UploadModelResponse>, Status> {
+        self.upload_model_rpc(req).await
+    }
+
+    async fn register_model(
+        &self,
+        req: Request<pb::RegisterModelRequest>,
+    ) -> Result<Response<pb::RegisterModelResponse>, Status> {
+        self.register_model_rpc(req).await
+    }
+
+    async fn approve_model(
+        &self,
+        req: Request<pb::ModelVersionRequest>,
+    ) -> Result<Response<pb::ModelVersionResponse>, Status> {
+        self.set_model_state_rpc(req, vigil_domain::ModelState::Approved)
+            .await
+    }
+
+    async fn revoke_model(
+        &self,
+        req: Request<pb::ModelVersionRequest>,
+    ) -> Result<Response<pb::ModelVersionResponse>, Status> {
+        self.set_model_state_rpc(req, vigil_domain::ModelState::Revoked)
+            .await
+    }
+
+    async fn rollback_model(
+        &self,
+        req: Request<pb::ModelVersionRequest>,
+    ) -> Result<Response<pb::ModelVersionResponse>, Status> {
+        self.rollback_model_rpc(req).await
+    }
+
+    async fn list_models(
+        &self,
+        req: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        self.list_models_rpc(req).await
     }
 
     type ExportInventoryStream =

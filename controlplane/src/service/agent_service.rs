@@ -29,6 +29,9 @@ pub struct AgentServiceImpl {
     enrollment: Option<Arc<super::enrollment::Enrollment>>,
     /// The TPM verifier (None: no `--tpm-ca`, attestation off).
     verifier: Option<Arc<crate::attestation::Verifier>>,
+    /// The admin keys model records must be signed by (an agent is never
+    /// given a record that does not verify against them).
+    trusted: vigil_policy::TrustedKeys,
 }
 
 impl AgentServiceImpl {
@@ -46,7 +49,14 @@ impl AgentServiceImpl {
             events,
             enrollment,
             verifier: None,
+            trusted: vigil_policy::TrustedKeys::default(),
         }
+    }
+
+    /// Model records are given out only when these keys verify them.
+    pub fn with_trusted_keys(mut self, trusted: vigil_policy::TrustedKeys) -> Self {
+        self.trusted = trusted;
+        self
     }
 
     /// Attestation on, with this verifier.
@@ -96,6 +106,35 @@ struct Session {
     attestation: Option<super::agent_attestation::SessionAttestation>,
     /// Hosts without a verified TPM get no approved workloads.
     require_attestation: bool,
+    /// What model records must verify against.
+    trusted: vigil_policy::TrustedKeys,
+}
+
+/// Whether a host in this trust state is given nothing to run: its
+/// attestation failed, or attestation is required and it has no verified
+/// TPM.
+fn withheld(trust: &vigil_domain::TrustState, require_attestation: bool) -> bool {
+    trust.is_untrusted() || (require_attestation && *trust != vigil_domain::TrustState::Trusted)
+}
+
+/// The models the host `agent_id` named `hostname` serves: from the
+/// records the trusted keys verify (a record that does not is dropped,
+/// and logged), never one whose signature fails.
+fn verified_deployments(
+    catalog: vigil_domain::ModelCatalog,
+    trusted: &vigil_policy::TrustedKeys,
+    agent_id: &str,
+    hostname: &str,
+) -> vigil_domain::ModelCatalog {
+    let mut catalog = catalog;
+    catalog.retain(|r| match trusted.verify_model(r) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(agent = %agent_id, host = %hostname, name = %r.name, version = r.version, error = %e, "a model record does not verify against the trusted keys: not given out");
+            false
+        }
+    });
+    catalog
 }
 
 impl Session {
@@ -310,9 +349,7 @@ impl Session {
             .map_err(|e| Status::internal(e.to_string()))?
             .unwrap_or_default();
         let trust = &record.attestation.trust;
-        let withheld = trust.is_untrusted()
-            || (self.require_attestation && *trust != vigil_domain::TrustState::Trusted);
-        let workloads = if withheld {
+        let workloads = if withheld(trust, self.require_attestation) {
             tracing::info!(agent = %self.agent_id, %trust, "withholding approved workloads");
             Vec::new()
         } else {
@@ -335,11 +372,50 @@ impl Session {
         Ok(())
     }
 
+    /// Sends the models this host serves (`ApprovedModels`, replacing
+    /// what it had): per name the active version and the fallbacks whose
+    /// host scope covers it and whose signature verifies, and none while
+    /// its trust withholds approvals.
+    async fn send_models(&self) -> Result<(), Status> {
+        let record = self
+            .node
+            .state
+            .agent(&self.agent_id)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .unwrap_or_default();
+        let trust = &record.attestation.trust;
+        let hostname = &record.identity.hostname;
+        let deployments = if withheld(trust, self.require_attestation) {
+            tracing::info!(agent = %self.agent_id, %trust, "withholding approved models");
+            Vec::new()
+        } else {
+            let catalog = self
+                .node
+                .state
+                .model_catalog()
+                .map_err(|e| Status::internal(e.to_string()))?;
+            verified_deployments(catalog, &self.trusted, &self.agent_id, hostname)
+                .deployments_for(&self.agent_id, hostname)
+        };
+        tracing::debug!(agent = %self.agent_id, models = deployments.len(), "sending the approved models");
+        let _ = self
+            .tx
+            .send(control(pb::control_message::Body::Models(
+                pb::ApprovedModels {
+                    models: deployments.into_iter().map(Into::into).collect(),
+                },
+            )))
+            .await;
+        Ok(())
+    }
+
     async fn run(self, mut inbound: Streaming<pb::AgentMessage>) {
         let mut policy = self.node.state.watch_policy();
         policy.mark_changed();
         let mut workloads = self.node.state.watch_workloads();
         workloads.mark_changed();
+        let mut models = self.node.state.watch_models();
+        models.mark_changed();
         let mut revocations = self.node.state.watch_revocations();
         let mut trust = self.node.state.watch_trust();
         let mut last_trust = self.trust_state();
@@ -379,6 +455,9 @@ impl Session {
                             if let Err(status) = self.send_workloads().await {
                                 tracing::warn!(agent = %self.agent_id, error = %status, "sending the approved workloads");
                             }
+                            if let Err(status) = self.send_models().await {
+                                tracing::warn!(agent = %self.agent_id, error = %status, "sending the approved models");
+                            }
                         }
                     }
                     continue;
@@ -398,6 +477,15 @@ impl Session {
                         workloads.borrow_and_update();
                         if let Err(status) = self.send_workloads().await {
                             tracing::warn!(agent = %self.agent_id, error = %status, "sending the approved workloads");
+                        }
+                    }
+                    continue;
+                }
+                changed = models.changed() => {
+                    if changed.is_ok() {
+                        models.borrow_and_update();
+                        if let Err(status) = self.send_models().await {
+                            tracing::warn!(agent = %self.agent_id, error = %status, "sending the approved models");
                         }
                     }
                     continue;
@@ -469,9 +557,129 @@ impl Session {
     }
 }
 
+impl AgentServiceImpl {
+    /// The agent a `FetchModel` is for: the certificate's (another id in
+    /// the request is refused), or without TLS the one the request names.
+    fn fetching_agent(&self, caller: &Caller, named: &str) -> Result<String, Status> {
+        match caller {
+            Caller::Authenticated { .. } => {
+                let certified = caller.agent_id().ok_or_else(|| {
+                    Status::permission_denied(format!(
+                        "{}: only agents fetch models",
+                        caller.actor()
+                    ))
+                })?;
+                if !named.is_empty() && named != certified {
+                    let why = format!(
+                        "its request names agent {named:?}; its certificate is for {certified:?}"
+                    );
+                    self.events.report(SecurityEvent::Denied {
+                        caller: caller.actor(),
+                        peer: None,
+                        what: "/vigil.agent.v1.AgentService/FetchModel".into(),
+                        why: why.clone(),
+                    });
+                    return Err(Status::permission_denied(format!(
+                        "agent {certified}: {why}"
+                    )));
+                }
+                Ok(certified.to_string())
+            }
+            Caller::Unauthenticated if !named.is_empty() => Ok(named.to_string()),
+            Caller::Unauthenticated => Err(Status::invalid_argument(
+                "agent_id: must be set (without mutual TLS the request names its agent)",
+            )),
+            Caller::Anonymous => Err(Status::unauthenticated(
+                "fetching a model needs an agent certificate",
+            )),
+        }
+    }
+
+    /// Whether `agent_id` may have the model file `sha256`, and the size
+    /// its record says: only a digest among the host's deployments
+    /// (approved, the active version or a fallback, its host scope
+    /// covering the agent's id or hostname, signed by a trusted key) while
+    /// the host's trust does not withhold approvals.
+    fn model_for_agent(&self, agent_id: &str, sha256: &str) -> Result<u64, Status> {
+        let deny = |why: String| {
+            tracing::warn!(agent = %agent_id, %sha256, %why, "model fetch refused");
+            self.events.report(SecurityEvent::Denied {
+                caller: format!("agent {agent_id}"),
+                peer: None,
+                what: "/vigil.agent.v1.AgentService/FetchModel".into(),
+                why: why.clone(),
+            });
+            Status::permission_denied(format!("agent {agent_id}: {why}"))
+        };
+        let record = self
+            .node
+            .state
+            .agent(agent_id)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| {
+                deny("is not registered with the control plane (open a session first)".into())
+            })?;
+        let require = self
+            .verifier
+            .as_ref()
+            .is_some_and(|v| v.config().require_attestation);
+        let trust = &record.attestation.trust;
+        if withheld(trust, require) {
+            return Err(deny(format!(
+                "its host is {trust}: it is given no model while its attestation does not pass"
+            )));
+        }
+        let catalog = self
+            .node
+            .state
+            .model_catalog()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if !catalog.records().any(|r| r.sha256 == sha256) {
+            return Err(Status::not_found(format!(
+                "no model record names sha256 {sha256}"
+            )));
+        }
+        let hostname = &record.identity.hostname;
+        let verified = verified_deployments(catalog, &self.trusted, agent_id, hostname);
+        verified
+            .deployments_for(agent_id, hostname)
+            .iter()
+            .flat_map(|d| d.records())
+            .find(|r| r.sha256 == sha256)
+            .map(|r| r.size)
+            .ok_or_else(|| {
+                deny(format!(
+                    "model file {sha256} is not among the models this host serves (not approved, revoked, above a rollback pin, or scoped to other hosts)"
+                ))
+            })
+    }
+}
+
 #[tonic::async_trait]
 impl AgentService for AgentServiceImpl {
     type StreamStream = ReceiverStream<Result<pb::ControlMessage, Status>>;
+    type FetchModelStream = super::model_transfer::ChunkStream;
+
+    async fn fetch_model(
+        &self,
+        req: Request<pb::FetchModelRequest>,
+    ) -> Result<Response<Self::FetchModelStream>, Status> {
+        let caller = Caller::of(&req);
+        let req = req.into_inner();
+        let agent_id = self.fetching_agent(&caller, &req.agent_id)?;
+        crate::model_blobs::checked_digest(&req.sha256)
+            .map_err(|e| Status::invalid_argument(format!("sha256: {e}")))?;
+        let size = self.model_for_agent(&agent_id, &req.sha256)?;
+        super::model_transfer::ensure_stored(&self.node, &req.sha256, size).await?;
+        let reader = self
+            .node
+            .models
+            .read_from(&req.sha256, req.offset)
+            .await
+            .map_err(super::model_transfer::blob_status)?;
+        tracing::info!(agent = %agent_id, sha256 = %req.sha256, offset = req.offset, size, "giving out a model file");
+        Ok(Response::new(super::model_transfer::chunk_stream(reader)))
+    }
 
     async fn renew(
         &self,
@@ -602,6 +810,7 @@ impl AgentService for AgentServiceImpl {
             tx,
             attestation,
             require_attestation,
+            trusted: self.trusted.clone(),
         };
         tokio::spawn(session.run(inbound));
         Ok(Response::new(ReceiverStream::new(rx)))

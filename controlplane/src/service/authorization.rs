@@ -86,16 +86,20 @@ pub fn need(path: &str) -> Option<Need> {
         ("vigil.agent.v1.AgentService", "Stream") => Need::Agent,
         ("vigil.agent.v1.AgentService", "Enroll") => Need::Enrollment,
         ("vigil.agent.v1.AgentService", "Renew") => Need::Agent,
+        // Which digests an agent may fetch is the handler's decision (its
+        // deployments); who it is, the certificate's.
+        ("vigil.agent.v1.AgentService", "FetchModel") => Need::Agent,
         ("vigil.siem.v1.SiemExport", "Subscribe") => Need::Operator(SiemReader),
         (
             "vigil.raft.v1.RaftService",
             "AppendEntries" | "Vote" | "InstallSnapshot" | "Join" | "ClientWrite" | "ClusterInfo"
-            | "HoldElections" | "Elect" | "ReadIndex" | "DeliverUnfreeze" | "RequestAttestation",
+            | "HoldElections" | "Elect" | "ReadIndex" | "DeliverUnfreeze" | "RequestAttestation"
+            | "FetchModelBlob",
         ) => Need::Node,
         ("vigil.admin.v1.AdminService", method) => Need::Operator(match method {
             "QueryAlerts" | "FollowAlerts" | "ClusterStatus" | "GetAgent"
             | "ListPolicies" | "GetPolicy" | "ListWorkloads" | "ListAudit" | "VerifyAudit"
-            | "ListInventory" | "ExportInventory" => {
+            | "ListInventory" | "ExportInventory" | "ListModels" => {
                 Viewer
             }
             "Unfreeze" | "AttestAgent" => Analyst,
@@ -103,6 +107,8 @@ pub fn need(path: &str) -> Option<Need> {
             "PushPolicy" | "ApproveWorkload" | "RevokeWorkload" | "RevokeCertificate"
             | "CreateJoinToken" | "AddNode" | "RemoveNode" | "TransferLeader"
             | "ResetAttestation"
+            // Models: what the fleet serves.
+            | "UploadModel" | "RegisterModel" | "ApproveModel" | "RevokeModel" | "RollbackModel"
             // A scan of the whole state: not for every viewer.
             | "StateDigest" => Admin,
             _ => return None,

@@ -1,5 +1,6 @@
 //! The gRPC services of the control plane.
 
+mod admin_models;
 mod admin_service;
 mod agent_attestation;
 mod agent_service;
@@ -7,6 +8,7 @@ mod agent_sessions;
 mod alert_feed;
 pub mod authorization;
 pub mod enrollment;
+mod model_transfer;
 pub mod raft_service;
 mod siem_service;
 

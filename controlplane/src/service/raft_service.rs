@@ -288,6 +288,26 @@ impl pb::raft_service_server::RaftService for RaftServiceImpl {
         Ok(Response::new(pb::RequestAttestationResponse { requested }))
     }
 
+    type FetchModelBlobStream = super::model_transfer::ChunkStream;
+
+    async fn fetch_model_blob(
+        &self,
+        req: Request<pb::FetchModelBlobRequest>,
+    ) -> Result<Response<Self::FetchModelBlobStream>, Status> {
+        if let Some(id) = Self::caller_node(&Caller::of(&req))? {
+            self.member(id, From::Member, "model file request")?;
+        }
+        let req = req.into_inner();
+        let reader = self
+            .node
+            .models
+            .read_from(&req.sha256, req.offset)
+            .await
+            .map_err(super::model_transfer::blob_status)?;
+        tracing::info!(sha256 = %req.sha256, offset = req.offset, "giving a model file to another member");
+        Ok(Response::new(super::model_transfer::chunk_stream(reader)))
+    }
+
     async fn cluster_info(
         &self,
         _req: Request<pb::ClusterInfoRequest>,
