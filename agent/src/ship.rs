@@ -9,6 +9,7 @@ pub mod certificate_renewal;
 pub mod control_plane_tls;
 pub mod enrollment;
 mod identity_files;
+pub mod model_fetch;
 pub mod overflow;
 mod ship_stage;
 pub mod shipper;
