@@ -17,6 +17,7 @@ mod control_plane;
 mod exit_code;
 mod inventory;
 mod model;
+mod model_governance;
 mod output;
 mod policy;
 mod policy_files;
@@ -88,7 +89,9 @@ enum Command {
         #[command(subcommand)]
         command: ca::CaCommand,
     },
-    /// Model files on this machine: what one is, and whether it runs code on load.
+    /// Model files: inspect one on this machine (whether it runs code on
+    /// load), or register, approve, revoke, roll back and list the models
+    /// the fleet serves.
     Model {
         #[command(subcommand)]
         command: model::ModelCommand,
@@ -105,7 +108,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             completions::run(args, Cli::command());
             Ok(())
         }
-        Command::Model { command } => model::run(command),
+        Command::Model { command } => model::run(endpoint, command).await,
         Command::Ca { command } => ca::run(endpoint, command).await,
         Command::Policy { command } => policy::run(endpoint, command).await,
         Command::Alerts(args) => alerts::run(endpoint, args).await,

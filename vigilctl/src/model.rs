@@ -2,6 +2,8 @@
 //! file it sees (format, architecture, size, quantization, fingerprints,
 //! and for pickles every import and its risk), made here for a file on
 //! disk. Nothing is loaded or unpickled; the control plane is not asked.
+//! The approved-inference subcommands (register, approve, revoke,
+//! rollback, list) are in `model_governance.rs`.
 
 use std::io::Read;
 
@@ -23,6 +25,34 @@ pub enum ModelCommand {
         after_help = "Example:\n  vigilctl model inspect ~/Downloads/pytorch_model.bin --json"
     )]
     Inspect(InspectArgs),
+    /// Hashes a model file, uploads it to the control plane's model store,
+    /// signs its record with an admin key and registers it (not yet
+    /// served: approve it).
+    #[command(after_help = "Example:
+  vigilctl model register resnet 2 ./resnet-v2.onnx --key admin.key \\
+      --host gpu-node-7 --memory-max 512MiB --cpu-millicores 2000 \\
+      --listen unix:/run/vigil/resnet.sock --note 'retrained on March data'")]
+    Register(crate::model_governance::RegisterArgs),
+    /// Approves a registered version: agents serve the newest approved
+    /// version (and fall back to the older ones).
+    #[command(
+        after_help = "Example:\n  vigilctl model approve resnet 2 --reason 'passed evaluation'"
+    )]
+    Approve(crate::model_governance::VersionArgs),
+    /// Revokes a version for good: no agent serves it again.
+    #[command(
+        after_help = "Example:\n  vigilctl model revoke resnet 2 --reason 'leaks training data'"
+    )]
+    Revoke(crate::model_governance::VersionArgs),
+    /// Serves an earlier approved version on purpose (pinned until a newer
+    /// version is approved).
+    #[command(
+        after_help = "Example:\n  vigilctl model rollback resnet 1 --reason 'v2 misclassifies'"
+    )]
+    Rollback(crate::model_governance::VersionArgs),
+    /// Every registered model version, its state, and which serves.
+    #[command(after_help = "Example:\n  vigilctl model list --name resnet --json")]
+    List(crate::model_governance::ListArgs),
 }
 
 #[derive(Args)]
@@ -44,9 +74,23 @@ struct Inspected<'a> {
     report: &'a ModelReport,
 }
 
-pub fn run(command: ModelCommand) -> anyhow::Result<()> {
+pub async fn run(
+    target: &crate::control_plane::ControlPlaneArgs,
+    command: ModelCommand,
+) -> anyhow::Result<()> {
+    use crate::control_plane::connect;
+    use crate::model_governance as governance;
     match command {
         ModelCommand::Inspect(args) => inspect(args),
+        ModelCommand::Register(args) => {
+            governance::register(&mut connect(target).await?, args).await
+        }
+        ModelCommand::Approve(args) => governance::approve(&mut connect(target).await?, args).await,
+        ModelCommand::Revoke(args) => governance::revoke(&mut connect(target).await?, args).await,
+        ModelCommand::Rollback(args) => {
+            governance::rollback(&mut connect(target).await?, args).await
+        }
+        ModelCommand::List(args) => governance::list(&mut connect(target).await?, args).await,
     }
 }
 
