@@ -13,6 +13,7 @@ mod convert;
 pub mod endpoint;
 mod gpu_wire;
 mod inventory_wire;
+mod kserve_codec;
 mod model_wire;
 mod policy_summary_wire;
 mod revocation_wire;
@@ -47,6 +48,14 @@ pub mod siem {
     pub mod v1 {
         tonic::include_proto!("vigil.siem.v1");
     }
+}
+
+/// The KServe v2 inference protocol (package `inference`, as Triton ships
+/// it: `proto/kserve/`), served by `vigil-sidecar`. Not part of
+/// [`FILE_DESCRIPTOR_SET`]. A request that does not decode is
+/// `INVALID_ARGUMENT` (`kserve_codec.rs`).
+pub mod kserve {
+    tonic::include_proto!("inference");
 }
 
 /// Encoded `FileDescriptorSet` of every vigil proto, for gRPC reflection.
