@@ -1,0 +1,102 @@
+//! The command line. It is a contract: the agent's supervisor starts the
+//! sidecar with these flags (see `sidecar/README.md`).
+
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+use clap::Parser;
+use vigil_observability::LogFormat;
+
+use crate::listen_address::ListenAddress;
+use crate::model_identity::ModelSource;
+use crate::session_settings::{ExecutionProviderChoice, OptLevel, SessionSettings};
+
+/// Default `--max-request-bytes`: 64 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 64 << 20;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "vigil-sidecar",
+    version,
+    about = "Serves approved ONNX models through ONNX Runtime over the KServe v2 gRPC protocol",
+    long_about = "Serves approved ONNX models through ONNX Runtime over the KServe v2 gRPC \
+                  protocol (inference.GRPCInferenceService), so Triton clients work unchanged. \
+                  A model is loaded only when its bytes hash to the sha256 it was approved with. \
+                  Readiness is ServerReady over gRPC; logs go to stderr.",
+    after_help = "Examples:\n  \
+        vigil-sidecar --ort-lib /opt/ort/libonnxruntime.so.1.32.0 --listen tcp:127.0.0.1:8001 \\\n    \
+          --model resnet:1:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08:/models/resnet.onnx\n  \
+        vigil-sidecar --ort-lib /opt/ort/libonnxruntime.so.1.32.0 --listen unix:/run/vigil/sidecar.sock \\\n    \
+          --control-fd 3\n\n\
+        Exit status: 0 stopped (SIGTERM, or the agent closed the control socket); 1 failure while \
+        serving; 2 bad arguments or control fd; 3 ONNX Runtime library missing or unusable; \
+        4 a --model could not be read or was refused; 5 cannot listen."
+)]
+pub struct SidecarConfig {
+    /// The ONNX Runtime shared library (libonnxruntime.so.1.x, 1.24 or
+    /// newer), e.g. from the onnxruntime wheel's `capi/` directory.
+    #[arg(long, value_name = "PATH")]
+    pub ort_lib: PathBuf,
+
+    /// Where gRPC listens: `tcp:HOST:PORT` or `unix:PATH` (created 0660 in
+    /// a directory only this user may write).
+    #[arg(long, value_name = "tcp:HOST:PORT|unix:PATH")]
+    pub listen: ListenAddress,
+
+    /// A model served from the start: its bytes are read from PATH and must
+    /// hash to SHA256 (64 hex digits). Repeatable.
+    #[arg(long = "model", value_name = "NAME:VERSION:SHA256:PATH")]
+    pub models: Vec<ModelSource>,
+
+    /// An inherited AF_UNIX SOCK_SEQPACKET socket on which the agent loads,
+    /// unloads and lists models (JSON messages; see the README). Its end
+    /// closing stops the sidecar (exit 0), and so does the parent's death
+    /// (PR_SET_PDEATHSIG SIGKILL).
+    #[arg(long, value_name = "N")]
+    pub control_fd: Option<RawFd>,
+
+    /// Threads within an operator; 0: ONNX Runtime's default (one per
+    /// physical core).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub intra_threads: usize,
+
+    /// Threads across independent operators (turns on parallel execution);
+    /// 0: sequential execution.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub inter_threads: usize,
+
+    /// Graph optimisation level.
+    #[arg(long, value_enum, default_value_t = OptLevel::All)]
+    pub opt_level: OptLevel,
+
+    /// Execution provider; cuda falls back to CPU with a warning where this
+    /// ONNX Runtime build or the host has no CUDA.
+    #[arg(long, value_enum, default_value_t = ExecutionProviderChoice::Cpu)]
+    pub execution_provider: ExecutionProviderChoice,
+
+    /// Largest gRPC request accepted, in bytes (1 KiB to 2 GiB); a larger
+    /// one is refused with RESOURCE_EXHAUSTED before it is buffered.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES,
+          value_parser = clap::value_parser!(u64).range(1024..=(2u64 << 30)))]
+    pub max_request_bytes: u64,
+
+    /// Log format on stderr (`VIGIL_LOG` filters, e.g. `debug`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl SidecarConfig {
+    /// The session options every model gets.
+    pub fn session_settings(&self) -> SessionSettings {
+        SessionSettings {
+            intra_threads: self.intra_threads,
+            inter_threads: self.inter_threads,
+            opt_level: self.opt_level,
+            execution_provider: self.execution_provider,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

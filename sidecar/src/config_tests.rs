@@ -1,0 +1,108 @@
+use super::*;
+
+fn parse(args: &[&str]) -> Result<SidecarConfig, clap::Error> {
+    SidecarConfig::try_parse_from(std::iter::once("vigil-sidecar").chain(args.iter().copied()))
+}
+
+const DIGEST: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+#[test]
+fn the_contract_flags_parse() {
+    let model = format!("m:2:{DIGEST}:/models/m.onnx");
+    let config = parse(&[
+        "--ort-lib",
+        "/opt/ort/libonnxruntime.so.1.32.0",
+        "--listen",
+        "unix:/run/vigil/s.sock",
+        "--model",
+        &model,
+        "--model",
+        &model.replace("m:2", "n:1"),
+        "--control-fd",
+        "3",
+        "--intra-threads",
+        "4",
+        "--inter-threads",
+        "2",
+        "--opt-level",
+        "extended",
+        "--execution-provider",
+        "cuda",
+        "--max-request-bytes",
+        "1048576",
+        "--log-format",
+        "json",
+    ])
+    .unwrap();
+    assert_eq!(
+        config.listen,
+        ListenAddress::Unix("/run/vigil/s.sock".into())
+    );
+    assert_eq!(config.models.len(), 2);
+    assert_eq!(config.models[1].identity.name, "n");
+    assert_eq!(config.control_fd, Some(3));
+    assert_eq!(config.max_request_bytes, 1 << 20);
+    assert_eq!(config.log_format, LogFormat::Json);
+    assert_eq!(
+        config.session_settings(),
+        SessionSettings {
+            intra_threads: 4,
+            inter_threads: 2,
+            opt_level: OptLevel::Extended,
+            execution_provider: ExecutionProviderChoice::Cuda,
+        }
+    );
+}
+
+#[test]
+fn defaults_are_cpu_all_optimisations_and_64_mib() {
+    let config = parse(&["--ort-lib", "/l.so", "--listen", "tcp:127.0.0.1:0"]).unwrap();
+    assert_eq!(config.session_settings(), SessionSettings::default());
+    assert_eq!(config.max_request_bytes, 64 << 20);
+    assert!(config.models.is_empty());
+    assert_eq!(config.control_fd, None);
+}
+
+#[test]
+fn missing_or_malformed_flags_are_usage_errors() {
+    for args in [
+        &["--listen", "tcp:127.0.0.1:0"][..],
+        &["--ort-lib", "/l.so"],
+        &["--ort-lib", "/l.so", "--listen", "http://x"],
+        &[
+            "--ort-lib",
+            "/l.so",
+            "--listen",
+            "tcp:h:1",
+            "--opt-level",
+            "max",
+        ],
+        &[
+            "--ort-lib",
+            "/l.so",
+            "--listen",
+            "tcp:h:1",
+            "--execution-provider",
+            "rocm",
+        ],
+        &[
+            "--ort-lib",
+            "/l.so",
+            "--listen",
+            "tcp:h:1",
+            "--max-request-bytes",
+            "10",
+        ],
+        &[
+            "--ort-lib",
+            "/l.so",
+            "--listen",
+            "tcp:h:1",
+            "--model",
+            "m:1:abc:/p",
+        ],
+    ] {
+        let err = parse(args).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+    }
+}

@@ -1,0 +1,220 @@
+//! One model the sidecar serves: its identity, its inputs and outputs as
+//! KServe datatypes and shapes, and the ONNX Runtime session that runs it.
+//!
+//! A model is built only from bytes that hash to its approved digest: the
+//! hash is taken here, on the very bytes handed to ONNX Runtime.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
+
+use ort::session::{OutputSelector, RunOptions, Session};
+use ort::value::{DynValue, Outlet, ValueType};
+use prost::bytes::Bytes;
+use vigil_proto::kserve::model_infer_response::InferOutputTensor;
+use vigil_proto::kserve::model_metadata_response::TensorMetadata;
+use vigil_proto::kserve::{ModelInferRequest, ModelInferResponse, ModelMetadataResponse};
+
+use crate::bounded_text::cut;
+use crate::datatype::Datatype;
+use crate::infer_error::InferError;
+use crate::inference_request::{CheckedRequest, TensorSpec};
+use crate::model_identity::{ModelIdentity, Sha256Digest};
+use crate::ort_runtime::OrtRuntime;
+use crate::session_settings::{build_session, SessionSettings};
+use crate::tensor_data::ort_value_le_bytes;
+
+/// `platform` in model metadata, as Triton names ONNX Runtime models.
+pub const PLATFORM: &str = "onnxruntime_onnx";
+
+/// Why a model was refused; the model it was to replace keeps serving.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    #[error("its bytes hash to sha256 {actual}, not the approved {expected}")]
+    DigestMismatch {
+        expected: Sha256Digest,
+        actual: Sha256Digest,
+    },
+    #[error("ONNX Runtime cannot load it: {0}")]
+    Runtime(String),
+    #[error("{0}")]
+    Unservable(String),
+    #[error("ONNX Runtime panicked while loading it")]
+    Panicked,
+}
+
+/// A model ready to serve.
+#[derive(Debug)]
+pub struct ServedModel {
+    pub identity: ModelIdentity,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    /// Milliseconds from the bytes in memory to the session built
+    /// (hashing included).
+    pub load_ms: u64,
+    /// ort's `Session::run` takes `&mut self`; requests take turns.
+    session: Mutex<Session>,
+}
+
+impl ServedModel {
+    /// Hashes `bytes`, refuses them unless they hash to
+    /// `identity.sha256`, and builds the session from those same bytes.
+    pub fn load(
+        runtime: &OrtRuntime,
+        settings: &SessionSettings,
+        identity: ModelIdentity,
+        bytes: &[u8],
+    ) -> Result<ServedModel, LoadError> {
+        let started = Instant::now();
+        let actual = Sha256Digest::of(bytes);
+        if actual != identity.sha256 {
+            return Err(LoadError::DigestMismatch {
+                expected: identity.sha256,
+                actual,
+            });
+        }
+        // ort may panic on what it did not expect from a model's metadata;
+        // a refusal, never the sidecar's end.
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let session = build_session(runtime, settings, bytes)
+                .map_err(|e| LoadError::Runtime(cut(&e.0, 2048)))?;
+            let inputs = specs("input", session.inputs())?;
+            let outputs = specs("output", session.outputs())?;
+            Ok::<_, LoadError>((session, inputs, outputs))
+        }))
+        .map_err(|_| LoadError::Panicked)??;
+        let (session, inputs, outputs) = built;
+        Ok(ServedModel {
+            identity,
+            inputs,
+            outputs,
+            load_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            session: Mutex::new(session),
+        })
+    }
+
+    /// KServe model metadata: the served version, the platform, inputs and
+    /// outputs with their datatypes and shapes (-1: dynamic).
+    pub fn metadata(&self) -> ModelMetadataResponse {
+        let tensor = |s: &TensorSpec| TensorMetadata {
+            name: s.name.clone(),
+            datatype: s.datatype.kserve_name().to_string(),
+            shape: s.shape.clone(),
+        };
+        ModelMetadataResponse {
+            name: self.identity.name.clone(),
+            versions: vec![self.identity.version.to_string()],
+            platform: PLATFORM.to_string(),
+            inputs: self.inputs.iter().map(tensor).collect(),
+            outputs: self.outputs.iter().map(tensor).collect(),
+        }
+    }
+
+    /// Runs `request` (already routed to this model): checks it, runs the
+    /// session, returns the requested outputs as `raw_output_contents`.
+    pub fn infer(&self, request: &ModelInferRequest) -> Result<ModelInferResponse, InferError> {
+        let checked = CheckedRequest::check(&self.inputs, &self.outputs, request)?;
+        let mut inputs: Vec<(String, DynValue)> = Vec::with_capacity(checked.inputs.len());
+        for input in checked.inputs {
+            let value = input
+                .data
+                .into_ort_value(input.shape)
+                .map_err(InferError::from_runtime)?;
+            inputs.push((input.name, value));
+        }
+        // Only the outputs asked for are computed (ONNX Runtime prunes the
+        // graph to them).
+        let options = if checked.all_outputs {
+            None
+        } else {
+            let selector = checked
+                .outputs
+                .iter()
+                .fold(OutputSelector::no_default(), |s, i| {
+                    s.with(self.outputs[*i].name.as_str())
+                });
+            Some(
+                RunOptions::new()
+                    .map_err(InferError::from_runtime)?
+                    .with_outputs(selector),
+            )
+        };
+        let mut session = self.session.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut results = match &options {
+            None => session.run(inputs),
+            Some(options) => session.run_with_options(inputs, options),
+        }
+        .map_err(InferError::from_runtime)?;
+        let mut values = Vec::with_capacity(checked.outputs.len());
+        for index in checked.outputs {
+            let name = &self.outputs[index].name;
+            let value = results.remove(name.as_str()).ok_or_else(|| {
+                InferError::RuntimeFailed(format!("ONNX Runtime returned no output {name:?}"))
+            })?;
+            values.push((name, value));
+        }
+        // The outputs are owned now: the next request may run while these
+        // are encoded.
+        drop(results);
+        drop(session);
+        let mut response = ModelInferResponse {
+            model_name: self.identity.name.clone(),
+            model_version: self.identity.version.to_string(),
+            id: request.id.clone(),
+            ..Default::default()
+        };
+        for (name, value) in values {
+            let (datatype, shape) = tensor_type(&value).ok_or_else(|| {
+                InferError::RuntimeFailed(format!(
+                    "output {name:?} is not a tensor the sidecar serves"
+                ))
+            })?;
+            let raw = ort_value_le_bytes(&value, datatype).map_err(InferError::from_runtime)?;
+            response.outputs.push(InferOutputTensor {
+                name: name.clone(),
+                datatype: datatype.kserve_name().to_string(),
+                shape,
+                ..Default::default()
+            });
+            response.raw_output_contents.push(Bytes::from(raw));
+        }
+        Ok(response)
+    }
+}
+
+/// The datatype and shape of a tensor value.
+fn tensor_type(value: &DynValue) -> Option<(Datatype, Vec<i64>)> {
+    match value.dtype() {
+        ValueType::Tensor { ty, shape, .. } => Some((Datatype::from_ort(*ty)?, shape.to_vec())),
+        _ => None,
+    }
+}
+
+/// The inputs or outputs of a session as specs; a model with a
+/// non-tensor one (sequence, map) or an element type KServe cannot carry
+/// here (strings, 8-bit floats…) is refused.
+fn specs(kind: &str, outlets: &[Outlet]) -> Result<Vec<TensorSpec>, LoadError> {
+    outlets
+        .iter()
+        .map(|o| match o.dtype() {
+            ValueType::Tensor { ty, shape, .. } => match Datatype::from_ort(*ty) {
+                Some(datatype) => Ok(TensorSpec {
+                    name: o.name().to_string(),
+                    datatype,
+                    shape: shape.iter().map(|d| if *d < 0 { -1 } else { *d }).collect(),
+                }),
+                None => Err(LoadError::Unservable(format!(
+                    "{kind} {:?} has element type {ty:?}, which the sidecar does not serve",
+                    o.name()
+                ))),
+            },
+            other => Err(LoadError::Unservable(format!(
+                "{kind} {:?} is a {other}, not a tensor; only tensor inputs and outputs are served",
+                o.name()
+            ))),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "served_model_tests.rs"]
+mod tests;
