@@ -80,6 +80,19 @@ if [ ! -d "$ort_dir/onnxruntime" ]; then
     --no-deps --target "$ort_dir" onnxruntime==1.32.0 numpy==2.4.6
 fi
 
+# tritonclient[grpc], the unchanged Triton client the inference sidecar is
+# tested with (integration/tests/sidecar_*.rs), with its dependencies; numpy
+# held at the onnxruntime wheel's version above, so either directory can come
+# first on PYTHONPATH. Into the repository, not the system.
+triton_dir="$(cd "$(dirname "$0")/.." && pwd)/.vigil/deps/triton"
+if [ ! -d "$triton_dir/tritonclient" ]; then
+  echo "install-deps: tritonclient[grpc] 2.73.0 into $triton_dir"
+  extra=()
+  python3 -m pip install --help 2>/dev/null | grep -q -- --break-system-packages && extra+=(--break-system-packages)
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "${extra[@]}" \
+    --target "$triton_dir" 'tritonclient[grpc]==2.73.0' numpy==2.4.6
+fi
+
 # picklescan and modelscan, the offline pickle scanners the model
 # inspector is compared with, side by side (integration/tests/model_scanners.rs,
 # make bench); and cyclonedx-python-lib, whose strict validator checks the

@@ -28,6 +28,7 @@ mod privilege;
 pub mod raw_agent;
 pub mod raw_codec;
 pub mod seeded_random;
+pub mod sidecar;
 pub mod swtpm;
 pub mod tls_fleet;
 mod tmpfs;
