@@ -118,9 +118,12 @@ impl SidecarCommand {
     ) -> Result<SidecarChild, String> {
         let (channel, theirs) =
             ControlChannel::pair().map_err(|e| format!("making the control socket: {e}"))?;
-        let procs = cgroup
-            .procs_for_writing()
-            .map_err(|e| format!("opening {}/cgroup.procs: {e}", cgroup.dir().display()))?;
+        let procs = cgroup.procs_for_writing().map_err(|e| {
+            format!(
+                "opening the cgroup.procs of {}: {e}",
+                cgroup.dir().display()
+            )
+        })?;
         let mut command = tokio::process::Command::new(&self.binary);
         command
             .arg("--ort-lib")
@@ -141,10 +144,17 @@ impl SidecarCommand {
         command
             .current_dir("/")
             .stdin(Stdio::null())
-            .stdout(Stdio::inherit())
+            // Its log lines go to stderr, into the agent's log; stdout may
+            // be a pipe nobody reads.
+            .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
-        let procs_fd = procs.as_raw_fd();
+        // At most three: the v2 cgroup, and on a hybrid host the v1 memory
+        // and cpu cgroups.
+        let mut procs_fds = [-1i32; 3];
+        for (slot, f) in procs_fds.iter_mut().zip(&procs) {
+            *slot = f.as_raw_fd();
+        }
         let control_fd = theirs.as_raw_fd();
         // SAFETY: the closure runs in the child between fork and exec, where
         // only async-signal-safe calls are allowed: it calls write(2),
@@ -153,7 +163,7 @@ impl SidecarCommand {
         // lock. The error it may return is made from errno
         // (io::Error::last_os_error, no allocation).
         unsafe {
-            command.pre_exec(move || into_cgroup_with_control_fd(procs_fd, control_fd));
+            command.pre_exec(move || into_cgroups_with_control_fd(&procs_fds, control_fd));
         }
         let child = command
             .spawn()
@@ -169,16 +179,18 @@ impl SidecarCommand {
     }
 }
 
-/// In the forked child: moves itself into the cgroup whose `cgroup.procs`
-/// is open at `procs_fd` ("0" is the writer), then puts the control
-/// socket at fd 3 without close-on-exec (every other descriptor the agent
-/// has keeps it, and closes at exec).
-fn into_cgroup_with_control_fd(procs_fd: i32, control_fd: i32) -> std::io::Result<()> {
-    // SAFETY: write(2) from a valid buffer of one byte to an fd the parent
-    // keeps open across the fork.
-    let written = unsafe { libc::write(procs_fd, b"0".as_ptr().cast(), 1) };
-    if written != 1 {
-        return Err(std::io::Error::last_os_error());
+/// In the forked child: moves itself into the cgroups whose
+/// `cgroup.procs` are open at `procs_fds` (-1: none; "0" is the writer),
+/// then puts the control socket at fd 3 without close-on-exec (every
+/// other descriptor the agent has keeps it, and closes at exec).
+fn into_cgroups_with_control_fd(procs_fds: &[i32; 3], control_fd: i32) -> std::io::Result<()> {
+    for &procs_fd in procs_fds.iter().filter(|fd| **fd >= 0) {
+        // SAFETY: write(2) from a valid buffer of one byte to an fd the
+        // parent keeps open across the fork.
+        let written = unsafe { libc::write(procs_fd, b"0".as_ptr().cast(), 1) };
+        if written != 1 {
+            return Err(std::io::Error::last_os_error());
+        }
     }
     if control_fd == CONTROL_FD {
         // Already there: only its close-on-exec flag goes.
