@@ -191,7 +191,11 @@ async fn a_model_changed_after_or_while_it_is_read_cannot_change_what_is_served(
                 let mut kept = kept;
                 let mut turn = 0u64;
                 while flipping.load(Ordering::Relaxed) {
-                    let bytes = if turn.is_multiple_of(2) { &tampered } else { &approved };
+                    let bytes = if turn.is_multiple_of(2) {
+                        &tampered
+                    } else {
+                        &approved
+                    };
                     kept.seek(SeekFrom::Start(0)).unwrap();
                     kept.write_all(bytes).unwrap();
                     turn += 1;

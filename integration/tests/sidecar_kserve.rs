@@ -423,6 +423,20 @@ async fn start_up_refusals_have_their_own_exit_status_and_say_why() {
             "--control-fd 987654: not an open file descriptor".into(),
         ),
         (
+            s(&[
+                "--ort-lib",
+                &library,
+                "--listen",
+                &listen,
+                "--model",
+                &format!("linear:1:{}:{}", sha256_hex(&linear), path.display()),
+                "--model",
+                &format!("linear:2:{}:{}", sha256_hex(&linear), path.display()),
+            ]),
+            2,
+            "--model names \"linear\" twice".into(),
+        ),
+        (
             s(&["--ort-lib", &library, "--listen", "http://x"]),
             2,
             "is neither tcp:HOST:PORT nor unix:PATH".into(),

@@ -275,11 +275,16 @@ fn an_error_from_onnx_runtime_during_a_run_is_an_error_reply_not_a_crash() {
         ..Default::default()
     };
     match model.infer(&huge) {
-        Err(InferError::InvalidRequest(m)) => assert!(m.contains("more elements than can be addressed"), "{m}"),
+        Err(InferError::InvalidRequest(m)) => {
+            assert!(m.contains("more elements than can be addressed"), "{m}")
+        }
         other => panic!("{other:?}"),
     }
     let empty_but_wide = ModelInferRequest {
-        inputs: vec![raw_input("a", "FP32", &[0, 1 << 62]), raw_input("b", "FP32", &[1 << 62, 0])],
+        inputs: vec![
+            raw_input("a", "FP32", &[0, 1 << 62]),
+            raw_input("b", "FP32", &[1 << 62, 0]),
+        ],
         raw_input_contents: vec![zeros(0), zeros(0)],
         ..Default::default()
     };

@@ -171,7 +171,11 @@ pub async fn run(config: SidecarConfig) -> Result<(), SidecarError> {
     tracing::info!(library = %runtime.library.display(), build = %runtime.build_info, cuda = runtime.cuda_available, "ONNX Runtime loaded");
 
     let mut names = std::collections::HashSet::new();
-    if let Some(twice) = config.models.iter().find(|m| !names.insert(m.identity.name.as_str())) {
+    if let Some(twice) = config
+        .models
+        .iter()
+        .find(|m| !names.insert(m.identity.name.as_str()))
+    {
         return Err(SidecarError::ModelTwice(twice.identity.name.clone()));
     }
     let models = Arc::new(ServedModels::new());
