@@ -301,6 +301,45 @@ pub struct AgentConfig {
         value_name = "PATH"
     )]
     pub ima_log: PathBuf,
+
+    /// The inference sidecar that serves approved models (default:
+    /// `vigil-sidecar` next to this agent's executable). Its sha256 is
+    /// taken at start: the agent's own approval names it.
+    #[arg(long, env = "VIGIL_SIDECAR_BIN", value_name = "PATH")]
+    pub sidecar_bin: Option<PathBuf>,
+
+    /// ONNX Runtime's shared library (libonnxruntime.so) the sidecars load
+    /// (default: the one scripts/install-deps.sh installs in the source
+    /// tree, when it exists). Without one, sidecars are off and approved
+    /// models are not served (said in the log and in a finding).
+    #[arg(long, env = "VIGIL_ORT_LIB", value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
+
+    /// ONNX Runtime intra-op threads of each sidecar (default: its own).
+    #[arg(long, value_name = "N")]
+    pub sidecar_intra_threads: Option<u32>,
+
+    /// Milliseconds between health checks of each sidecar: its model's
+    /// store file (verified again when it changed), KServe ServerLive and
+    /// ModelReady, the control socket's status.
+    #[arg(long, default_value_t = 2000, value_name = "MS")]
+    pub sidecar_health_interval_ms: u64,
+
+    /// A sidecar's memory limit (its cgroup's memory.max) when its model
+    /// record sets none, in MiB.
+    #[arg(long, default_value_t = 2048, value_name = "MIB")]
+    pub sidecar_memory_max_mib: u64,
+
+    /// How long a stopping sidecar has after SIGTERM before its cgroup is
+    /// killed, in milliseconds.
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    pub sidecar_stop_grace_ms: u64,
+
+    /// The sha256 PCRs the model store's key is sealed to, where the agent
+    /// has a TPM (--tpm): when they change, the store cannot be read; a
+    /// new key and store are made and the models fetched again.
+    #[arg(long, default_value = "0-7", value_name = "PCRS")]
+    pub model_store_pcrs: PcrList,
 }
 
 impl AgentConfig {

@@ -5,11 +5,12 @@
 //! sensors ──Vec<SensorEvent>──▶ detect ──Detections──▶ respond ──Vec<TimedFinding>──▶ ship
 //!    gpu ──GpuUpdate──────────▶   ▲                      │ ▲                            │
 //!                                 └─approved workloads───┘ └──ControlRequest (shipper)──┘
+//! ship (shipper) ──approved models (watch)──▶ serve ──Vec<TimedFinding>──▶ ship
 //! ```
 //!
-//! Stopping: SIGTERM stops the sensor stage; each stage ends when its
-//! input closes, so what was sensed is detected, decided and spooled
-//! before the agent exits.
+//! Stopping: SIGTERM stops the sensor stage and the serve stage (its
+//! sidecars stopped); each stage ends when its input closes, so what was
+//! sensed is detected, decided and spooled before the agent exits.
 
 use anyhow::Context;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -22,7 +23,9 @@ use crate::gpu::spawn_gpu_poller;
 use crate::metrics::{serve_metrics, AgentMetrics};
 use crate::respond::{RespondLinks, RespondStage};
 use crate::sensors::SensorStage;
+use crate::serve::{ServeLinks, ServeStage};
 use crate::ship::approved_models::ModelDeployments;
+use crate::ship::model_fetch::ModelFetcher;
 use crate::ship::shipper::{ShipperConfig, ShipperLinks};
 use crate::ship::spool::{Spool, SpoolQuota};
 use crate::ship::ShipStage;
@@ -70,7 +73,16 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         poll,
         metrics.clone(),
     )?;
-    let detect = DetectStage::open(&config, spool.database(), &mut sensors, metrics.clone())?;
+    // The sidecars' binary hashed and their cgroups prepared first: the
+    // agent's own approval of them is in force before anything is detected.
+    let serve = ServeStage::open(&config);
+    let detect = DetectStage::open_with(
+        &config,
+        spool.database(),
+        &mut sensors,
+        metrics.clone(),
+        serve.local_approvals(),
+    )?;
     tracing::info!(mode = sensors.mode().as_str(), hooks = ?sensors.hooks(), processes = detect.processes(), spooled = spool.len(), "sensors attached");
     let respond = RespondStage::open(&config, spool.database(), metrics.clone())?;
 
@@ -101,10 +113,10 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let trusted_keys = vigil_policy::TrustedKeys::from_hex(&config.trusted_policy_keys)
         .context("--trusted-policy-key")?;
     // The models this host serves, verified, as the control plane last
-    // sent them: whoever serves models subscribes here
-    // (`model_deployments.clone()`), and fetches their files with
+    // sent them: the serve stage follows them and fetches their files with
     // `ship::model_fetch::ModelFetcher`.
     let (models_tx, model_deployments): (_, ModelDeployments) = watch::channel(None);
+    let model_fetcher = std::sync::Arc::new(ModelFetcher::from_config(&config)?);
     let ship = ShipStage::start(
         spool.clone(),
         config.spool_memory_findings,
@@ -144,6 +156,13 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     );
 
     let (stop_tx, stop_rx) = oneshot::channel();
+    let (stop_serving, serve_stop) = oneshot::channel();
+    let serving = tokio::spawn(serve.run(ServeLinks {
+        deployments: model_deployments.clone(),
+        findings: standing_tx.clone(),
+        source: model_fetcher,
+        stop: serve_stop,
+    }));
     let sensing = tokio::spawn(sensors.run(batches_tx, drained_rx, stop_rx));
     let detecting = tokio::spawn(detect.run(
         DetectInputs {
@@ -165,10 +184,11 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     }));
     let shipping = tokio::spawn(ship.run(standing_rx));
     let stages = async {
-        let (decode_errors, (), (), ()) = tokio::try_join!(
+        let (decode_errors, (), (), (), ()) = tokio::try_join!(
             joined(sensing),
             joined(detecting),
             joined(responding),
+            joined(serving),
             joined(shipping)
         )?;
         anyhow::Ok(decode_errors)
@@ -178,6 +198,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         r = &mut stages => r?,
         _ = shutdown => {
             let _ = stop_tx.send(());
+            // Sidecars stop too (the serve stage holds a sender of the
+            // ship stage's input, which ends once every sender is gone).
+            let _ = stop_serving.send(());
             stages.await?
         }
     };

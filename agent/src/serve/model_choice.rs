@@ -24,6 +24,10 @@ pub struct Plan {
     /// active one before its fallbacks), then failed ones whose file was
     /// dropped (so they are here when a new record set clears them).
     pub fetch: Vec<String>,
+    /// Digests of versions preferred to `serve` (not failed) that are not
+    /// stored yet: a supervisor with nothing running may wait for one
+    /// being fetched rather than start an older version only to switch.
+    pub better_missing: Vec<String>,
 }
 
 /// How serving a model stands against its deployment.
@@ -103,6 +107,7 @@ impl ModelChoice {
         let mut serve = None;
         let mut fetch = Vec::new();
         let mut refetch = Vec::new();
+        let mut better_missing = Vec::new();
         for record in self.deployment.records() {
             let failed = self.failed.contains_key(&record.sha256);
             let have = stored(&record.sha256);
@@ -111,6 +116,9 @@ impl ModelChoice {
                 if !list.contains(&record.sha256) {
                     list.push(record.sha256.clone());
                 }
+                if serve.is_none() && !failed && !better_missing.contains(&record.sha256) {
+                    better_missing.push(record.sha256.clone());
+                }
             }
             if serve.is_none() && have && !failed {
                 serve = Some(record.clone());
@@ -118,7 +126,11 @@ impl ModelChoice {
         }
         fetch.retain(|d| !refetch.contains(d));
         fetch.extend(refetch);
-        Plan { serve, fetch }
+        Plan {
+            serve,
+            fetch,
+            better_missing,
+        }
     }
 }
 
@@ -172,13 +184,21 @@ mod tests {
         let c = ModelChoice::new(deployment(3, &[2, 1]));
         let p = c.plan(store(&[]));
         assert_eq!((served(&p), fetched(&p)), (None, vec![3, 2, 1]));
-        // A fallback is served while the active one is still fetched.
+        // A fallback can be served while the active one is still fetched;
+        // the versions preferred to it are named.
         let p = c.plan(store(&[1]));
         assert_eq!((served(&p), fetched(&p)), (Some(1), vec![3, 2]));
+        assert_eq!(p.better_missing, vec![digest(3), digest(2)]);
         let p = c.plan(store(&[2, 1]));
         assert_eq!((served(&p), fetched(&p)), (Some(2), vec![3]));
         let p = c.plan(store(&[3, 2, 1]));
         assert_eq!((served(&p), fetched(&p)), (Some(3), vec![]));
+        assert!(p.better_missing.is_empty());
+        // v3 failed and dropped: not preferred any more.
+        let mut c = c;
+        c.fail(&digest(3), "tampered");
+        let p = c.plan(store(&[2, 1]));
+        assert_eq!((served(&p), p.better_missing.len()), (Some(2), 0));
     }
 
     #[test]
