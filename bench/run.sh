@@ -14,5 +14,5 @@ mkdir -p bench/out
 arch=$(uname -m); [ "$arch" = x86_64 ] && tarch=x86 || tarch=arm64
 clang -O2 -g -target bpf -D__TARGET_ARCH_$tarch -I/usr/include/$(uname -m)-linux-gnu \
   -c ebpf/empty.bpf.c -o bench/out/empty.bpf.o
-cargo build --release -p vigil-bench --locked
+cargo build --release -p vigil-bench -p vigil-sidecar --locked
 VIGIL_ROOT=. target/release/vigil-bench

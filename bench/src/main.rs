@@ -9,7 +9,7 @@
 //! opens (`flood_bench`), GPU polls and policy evaluation.
 //! Writes `bench/results.json` and `BENCHMARKS.md`; `VIGIL_BENCH_ONLY=gpu`, `ingest`,
 //! `policy`, `latency`, `flood` or `transport` runs one section and only
-//! prints its figures; `cluster`, `models` or `attestation` runs one and merges its
+//! prints its figures; `cluster`, `models`, `attestation` or `sidecar` runs one and merges its
 //! figures into both files.
 
 mod attestation_bench;
@@ -20,6 +20,7 @@ mod ingest_bench;
 mod model_bench;
 mod policy_bench;
 mod report;
+mod sidecar_bench;
 mod storm;
 mod transport_bench;
 
@@ -801,6 +802,14 @@ fn main() -> anyhow::Result<()> {
     if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("attestation") {
         let mut report = Report::default();
         attestation_bench::attestation(&s.rt, s.work.path(), &mut report)?;
+        sidecar_bench::sidecar(&s.rt, s.work.path(), &mut report)?;
+        return report.merge(&root);
+    }
+    // `VIGIL_BENCH_ONLY=sidecar`: only the inference sidecar's figures,
+    // merged into the results.
+    if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("sidecar") {
+        let mut report = Report::default();
+        sidecar_bench::sidecar(&s.rt, s.work.path(), &mut report)?;
         return report.merge(&root);
     }
     // `VIGIL_BENCH_ONLY=models`: only the model-inspection figures, merged

@@ -106,6 +106,11 @@ pub async fn bind(address: &ListenAddress) -> Result<BoundListener, SidecarError
     }
 }
 
+/// HTTP/2 flow-control windows: a stream's, and the connection's (several
+/// streams at once).
+const STREAM_WINDOW_BYTES: u32 = 8 << 20;
+const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
+
 /// Serves `service` on `listener` until `shutdown` completes; requests
 /// over `max_request_bytes` are refused before they are buffered.
 pub async fn serve_grpc(
@@ -118,7 +123,14 @@ pub async fn serve_grpc(
         .max_decoding_message_size(max_request_bytes)
         .max_encoding_message_size(usize::MAX);
     let rewrite: fn(_) -> _ = rewrite_oversize;
+    // HTTP/2's default 64 KiB windows make a client stop half way through
+    // a batch's tensor and wait a round trip for a window update; windows
+    // that hold a few requests (and grow with the measured bandwidth-delay
+    // product) let a batch arrive in one go.
     let router = Server::builder()
+        .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
+        .http2_adaptive_window(Some(true))
         .layer(MapResponseLayer::new(rewrite))
         .add_service(service);
     match listener {

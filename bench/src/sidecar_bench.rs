@@ -1,0 +1,369 @@
+//! Approved inference, side by side in one run, on the same model (an MLP,
+//! FP32 512 → 1024 → 1024 → 256 with ReLUs) and the same session settings
+//! (one intra-op thread, sequential execution, all graph optimisations,
+//! CPU):
+//! - onnxruntime's own Python binding in-process (the baseline):
+//!   `session.run` at batch 1 (p50, p99) and batch 64 (samples/s);
+//! - the sidecar's in-process path (`ServedModel::infer`: the request
+//!   checked, tensors built, the session run, outputs encoded; no gRPC);
+//! - `vigil-sidecar` over KServe v2 gRPC on loopback TCP, driven by one
+//!   tonic client issuing requests back to back;
+//! - a KServe v2 server in Python (grpcio with Triton's generated service,
+//!   onnxruntime behind it: what a team would otherwise write), driven by
+//!   the same client.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tonic::transport::Channel;
+use vigil_integration::free_port;
+use vigil_integration::sidecar::{ort_library, python_path, Sidecar, SidecarListen};
+use vigil_proto::kserve::grpc_inference_service_client::GrpcInferenceServiceClient;
+use vigil_proto::kserve::model_infer_request::InferInputTensor;
+use vigil_proto::kserve::{ModelInferRequest, ServerReadyRequest};
+use vigil_sidecar::datatype::Datatype;
+use vigil_sidecar::model_identity::{ModelIdentity, Sha256Digest};
+use vigil_sidecar::onnx_builder::{Dim, ModelBuilder};
+use vigil_sidecar::served_model::ServedModel;
+use vigil_sidecar::session_settings::SessionSettings;
+
+use crate::report::{Figure, Report};
+
+const CMD: &str = "VIGIL_BENCH_ONLY=sidecar make bench";
+const INPUTS: usize = 512;
+const HIDDEN: usize = 1024;
+const OUTPUTS: usize = 256;
+const BATCH: usize = 64;
+/// Timed batch-1 requests per latency figure.
+const LATENCY_RUNS: usize = 3000;
+/// Seconds of batch-64 requests per throughput figure.
+const THROUGHPUT_SECS: f64 = 4.0;
+const INTRA_THREADS: usize = 1;
+
+/// Deterministic small weights (a different `seed`, a different layer).
+fn weights(n: usize, seed: u32) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let x = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 20;
+            (x % 201) as f32 / 2000.0 - 0.05
+        })
+        .collect()
+}
+
+/// The benchmark's model: three dense layers with ReLUs between.
+fn mlp() -> Vec<u8> {
+    let (k, h, n) = (INPUTS as i64, HIDDEN as i64, OUTPUTS as i64);
+    ModelBuilder::new("mlp")
+        .input("x", Datatype::Fp32, &[Dim::Dynamic("batch"), Dim::Fixed(k)])
+        .output("y", Datatype::Fp32, &[Dim::Dynamic("batch"), Dim::Fixed(n)])
+        .constant_f32("w1", &[k, h], &weights(INPUTS * HIDDEN, 1))
+        .constant_f32("b1", &[h], &weights(HIDDEN, 2))
+        .constant_f32("w2", &[h, h], &weights(HIDDEN * HIDDEN, 3))
+        .constant_f32("b2", &[h], &weights(HIDDEN, 4))
+        .constant_f32("w3", &[h, n], &weights(HIDDEN * OUTPUTS, 5))
+        .constant_f32("b3", &[n], &weights(OUTPUTS, 6))
+        .node("MatMul", &["x", "w1"], &["x1"])
+        .node("Add", &["x1", "b1"], &["a1"])
+        .node("Relu", &["a1"], &["r1"])
+        .node("MatMul", &["r1", "w2"], &["x2"])
+        .node("Add", &["x2", "b2"], &["a2"])
+        .node("Relu", &["a2"], &["r2"])
+        .node("MatMul", &["r2", "w3"], &["x3"])
+        .node("Add", &["x3", "b3"], &["y"])
+        .build()
+}
+
+fn request(batch: usize) -> ModelInferRequest {
+    let raw: Vec<u8> = weights(batch * INPUTS, 9)
+        .iter()
+        .flat_map(|v| (v * 20.0).to_le_bytes())
+        .collect();
+    ModelInferRequest {
+        model_name: "mlp".into(),
+        inputs: vec![InferInputTensor {
+            name: "x".into(),
+            datatype: "FP32".into(),
+            shape: vec![batch as i64, INPUTS as i64],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![raw.into()],
+        ..Default::default()
+    }
+}
+
+/// Batch-1 p50 and p99 (µs) and batch-64 samples/s of one way to infer.
+#[derive(Debug, Clone, Copy)]
+struct Figures {
+    p50_us: f64,
+    p99_us: f64,
+    samples_per_s: f64,
+}
+
+/// Times `infer` as the Python baseline times `session.run`.
+async fn measure<F, Fut>(mut infer: F) -> anyhow::Result<Figures>
+where
+    F: FnMut(ModelInferRequest) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let one = request(1);
+    let batch = request(BATCH);
+    for _ in 0..200 {
+        infer(one.clone()).await?;
+    }
+    let mut hist = Histogram::<u64>::new(3)?;
+    for _ in 0..LATENCY_RUNS {
+        let r = one.clone();
+        let t0 = Instant::now();
+        infer(r).await?;
+        hist.record(t0.elapsed().as_nanos() as u64)?;
+    }
+    for _ in 0..20 {
+        infer(batch.clone()).await?;
+    }
+    let mut done = 0u64;
+    let t0 = Instant::now();
+    while t0.elapsed().as_secs_f64() < THROUGHPUT_SECS {
+        infer(batch.clone()).await?;
+        done += 1;
+    }
+    Ok(Figures {
+        p50_us: hist.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_us: hist.value_at_quantile(0.99) as f64 / 1000.0,
+        samples_per_s: (done * BATCH as u64) as f64 / t0.elapsed().as_secs_f64(),
+    })
+}
+
+async fn over_grpc(port: u16) -> anyhow::Result<Figures> {
+    // As a client tuned for tensors would (the Python KServe server's
+    // grpcio windows grow on their own): windows that hold a batch.
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))?
+        .tcp_nodelay(true)
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(32 << 20))
+        .connect()
+        .await?;
+    let client = GrpcInferenceServiceClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    measure(|r| {
+        let mut client = client.clone();
+        async move {
+            let reply = client.model_infer(r).await?.into_inner();
+            anyhow::ensure!(reply.raw_output_contents.len() == 1, "one output expected");
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Waits until a KServe server on `port` says it is ready.
+async fn wait_ready(port: u16, server: &mut Child, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = server.try_wait()? {
+            anyhow::bail!("{what} exited ({status}) before it was ready");
+        }
+        if let Ok(channel) = Channel::from_shared(format!("http://127.0.0.1:{port}"))?
+            .connect()
+            .await
+        {
+            let mut client = GrpcInferenceServiceClient::new(channel);
+            if client
+                .server_ready(ServerReadyRequest {})
+                .await
+                .is_ok_and(|r| r.into_inner().ready)
+            {
+                return Ok(());
+            }
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{what} not ready in 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn python_in_process(model: &Path) -> anyhow::Result<Figures> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/ort_inprocess.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(model)
+        .arg(INTRA_THREADS.to_string())
+        .arg(LATENCY_RUNS.to_string())
+        .arg(THROUGHPUT_SECS.to_string())
+        .env("PYTHONPATH", python_path())
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "ort_inprocess.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let num = |k: &str| {
+        v[k].as_f64()
+            .ok_or_else(|| anyhow::anyhow!("ort_inprocess.py printed no {k}: {v}"))
+    };
+    Ok(Figures {
+        p50_us: num("p50_us")?,
+        p99_us: num("p99_us")?,
+        samples_per_s: num("samples_per_s")?,
+    })
+}
+
+/// The sidecar's own path without gRPC: the same `ServedModel` the
+/// server runs requests on.
+fn sidecar_in_process(rt: &tokio::runtime::Runtime, model_bytes: &[u8]) -> anyhow::Result<Figures> {
+    let runtime = vigil_sidecar::ort_runtime::load_runtime(&ort_library())?;
+    let settings = SessionSettings {
+        intra_threads: INTRA_THREADS,
+        ..SessionSettings::default()
+    };
+    let identity = ModelIdentity::new("mlp", 1, Sha256Digest::of(model_bytes))?;
+    let served = ServedModel::load(&runtime, &settings, identity, model_bytes)?;
+    rt.block_on(measure(|r| {
+        let result = served.infer(&r).map(|_| ()).map_err(anyhow::Error::from);
+        async move { result }
+    }))
+}
+
+fn print(what: &str, f: &Figures) {
+    eprintln!(
+        "sidecar bench: {what:<40} batch 1 p50 {:>8.1} us p99 {:>8.1} us; batch {BATCH} {:>9.0} samples/s",
+        f.p50_us, f.p99_us, f.samples_per_s
+    );
+}
+
+pub fn sidecar(
+    rt: &tokio::runtime::Runtime,
+    work: &Path,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let bytes = mlp();
+    let model = work.join("mlp.onnx");
+    std::fs::write(&model, &bytes)?;
+    let sha = Sha256Digest::of(&bytes).to_hex();
+    let threads = [
+        "--intra-threads".to_string(),
+        INTRA_THREADS.to_string(),
+        "--opt-level".into(),
+        "all".into(),
+    ];
+
+    let python = python_in_process(&model)?;
+    print("onnxruntime in Python, in-process", &python);
+    let own = sidecar_in_process(rt, &bytes)?;
+    print("sidecar's path, in-process", &own);
+
+    let port = free_port();
+    let mut args = vec![
+        "--model".to_string(),
+        format!("mlp:1:{sha}:{}", model.display()),
+    ];
+    args.extend(threads.iter().cloned());
+    let mut sidecar = Sidecar::start(work, SidecarListen::Tcp(port), &args, false);
+    // The client on a runtime of its own thread: no hop between threads
+    // on the client's side of each request, whichever server it measures.
+    let client_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let grpc = client_rt.block_on(async {
+        sidecar.wait_ready().await;
+        over_grpc(port).await
+    });
+    let _ = sidecar.child.kill();
+    let _ = sidecar.child.wait();
+    let grpc = grpc?;
+    print("vigil-sidecar over gRPC", &grpc);
+
+    let py_port = free_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/kserve_python_server.py");
+    let mut py_server = Command::new("python3")
+        .arg(script)
+        .arg(&model)
+        .arg("mlp")
+        .arg(py_port.to_string())
+        .arg(INTRA_THREADS.to_string())
+        .env("PYTHONPATH", python_path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let py_grpc = client_rt.block_on(async {
+        wait_ready(py_port, &mut py_server, "the Python KServe server").await?;
+        over_grpc(py_port).await
+    });
+    let _ = py_server.kill();
+    let _ = py_server.wait();
+    let py_grpc = py_grpc?;
+    print("KServe server in Python over gRPC", &py_grpc);
+
+    let added = grpc.p50_us - python.p50_us;
+    report.push(
+        Figure::ratio(
+            "sidecar: batch-64 samples/s over KServe gRPC vs onnxruntime in Python in-process",
+            grpc.samples_per_s,
+            python.samples_per_s,
+            "samples/s",
+            CMD,
+        )
+        .goal(0.95),
+    );
+    report.push(
+        Figure::ratio(
+            "sidecar: latency added by gRPC at batch 1, p50 (over gRPC minus Python in-process) vs the 150 us allowance",
+            added,
+            150.0,
+            "us",
+            CMD,
+        )
+        .goal_max(1.0),
+    );
+    report.push(Figure::ratio(
+        "sidecar: batch-1 p50 over KServe gRPC vs onnxruntime in Python in-process",
+        grpc.p50_us,
+        python.p50_us,
+        "us",
+        CMD,
+    ));
+    report.push(Figure::ratio(
+        "sidecar: batch-1 p99 over KServe gRPC vs onnxruntime in Python in-process",
+        grpc.p99_us,
+        python.p99_us,
+        "us",
+        CMD,
+    ));
+    report.push(
+        Figure::ratio(
+            "sidecar: in-process path batch-64 samples/s vs onnxruntime's Python binding",
+            own.samples_per_s,
+            python.samples_per_s,
+            "samples/s",
+            CMD,
+        )
+        .goal(1.0),
+    );
+    report.push(
+        Figure::ratio(
+            "sidecar: in-process path batch-1 p50 vs onnxruntime's Python binding",
+            own.p50_us,
+            python.p50_us,
+            "us",
+            CMD,
+        )
+        .goal_max(1.0),
+    );
+    report.push(Figure::ratio(
+        "sidecar: batch-64 samples/s over gRPC vs a KServe server in Python (grpcio + onnxruntime)",
+        grpc.samples_per_s,
+        py_grpc.samples_per_s,
+        "samples/s",
+        CMD,
+    ));
+    report.push(Figure::ratio(
+        "sidecar: batch-1 p50 over gRPC vs a KServe server in Python (grpcio + onnxruntime)",
+        grpc.p50_us,
+        py_grpc.p50_us,
+        "us",
+        CMD,
+    ));
+    Ok(())
+}
