@@ -159,8 +159,8 @@ impl SidecarCommand {
         // SAFETY: the closure runs in the child between fork and exec, where
         // only async-signal-safe calls are allowed: it calls write(2),
         // dup2(2) and fcntl(2) on descriptors the parent opened above and
-        // keeps open until spawn returns, allocates nothing and takes no
-        // lock. The error it may return is made from errno
+        // keeps open until spawn returns, and open(2)/close(2) on a static
+        // path; it allocates nothing and takes no lock. The error it may return is made from errno
         // (io::Error::last_os_error, no allocation).
         unsafe {
             command.pre_exec(move || into_cgroups_with_control_fd(&procs_fds, control_fd));
@@ -181,8 +181,9 @@ impl SidecarCommand {
 
 /// In the forked child: moves itself into the cgroups whose
 /// `cgroup.procs` are open at `procs_fds` (-1: none; "0" is the writer),
-/// then puts the control socket at fd 3 without close-on-exec (every
-/// other descriptor the agent has keeps it, and closes at exec).
+/// takes an OOM score of its own (0), then puts the control socket at
+/// fd 3 without close-on-exec (every other descriptor the agent has keeps
+/// it, and closes at exec).
 fn into_cgroups_with_control_fd(procs_fds: &[i32; 3], control_fd: i32) -> std::io::Result<()> {
     for &procs_fd in procs_fds.iter().filter(|fd| **fd >= 0) {
         // SAFETY: write(2) from a valid buffer of one byte to an fd the
@@ -190,6 +191,21 @@ fn into_cgroups_with_control_fd(procs_fds: &[i32; 3], control_fd: i32) -> std::i
         let written = unsafe { libc::write(procs_fd, b"0".as_ptr().cast(), 1) };
         if written != 1 {
             return Err(std::io::Error::last_os_error());
+        }
+    }
+    // The agent protects itself from the OOM killer (the packaged unit's
+    // OOMScoreAdjust=-900); its sidecars must not inherit that. Best
+    // effort: a kernel without the file changes nothing.
+    // SAFETY: open(2), write(2) and close(2) with a static NUL-terminated
+    // path and a valid one-byte buffer.
+    unsafe {
+        let fd = libc::open(
+            c"/proc/self/oom_score_adj".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
+        if fd >= 0 {
+            libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
         }
     }
     if control_fd == CONTROL_FD {

@@ -170,6 +170,9 @@ async fn serves_the_active_version_rolls_back_a_tampered_file_hot_restarts_with_
         active: r2.clone(),
         fallbacks: vec![r1.clone()],
     };
+    // The agent shields itself from the OOM killer; its sidecar must not
+    // (checked where this process may lower its own score).
+    let shielded = std::fs::write("/proc/self/oom_score_adj", "-500").is_ok();
     let (tx, rx) = watch::channel(Desired::Serve(Box::new(deployment.clone())));
     let task = tokio::spawn(Supervisor::new(b.ctx.clone(), deployment).run(rx));
     let mut seen = Vec::new();
@@ -177,6 +180,11 @@ async fn serves_the_active_version_rolls_back_a_tampered_file_hot_restarts_with_
     let start = b
         .next("sidecar_start", Duration::from_secs(60), &mut seen)
         .await;
+    let adj = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", start.process.pid));
+    if shielded {
+        std::fs::write("/proc/self/oom_score_adj", "0").unwrap();
+    }
+    assert_eq!(adj.unwrap().trim(), "0");
     assert!(start.summary.contains("serving v2"), "{}", start.summary);
     assert_eq!(start.process.exe_sha256, "ab".repeat(32));
     assert_eq!(
