@@ -4,7 +4,7 @@ use super::*;
 use crate::serve::store_key::KEY_LEN;
 
 fn key(b: u8) -> Arc<StoreKey> {
-    Arc::new(StoreKey::from_bytes(&[b; KEY_LEN], "test"))
+    Arc::new(StoreKey::from_bytes(&[b; KEY_LEN], "test").unwrap())
 }
 
 /// Deterministic bytes that differ from chunk to chunk.

@@ -67,7 +67,7 @@ fn bench(test: &str, models: &[&[u8]], health: Duration) -> Option<Bench> {
         return None;
     }
     let data = tempfile::tempdir().unwrap();
-    let key = Arc::new(StoreKey::from_bytes(&[7; 32], "test"));
+    let key = Arc::new(StoreKey::from_bytes(&[7; 32], "test").unwrap());
     let (store, _) = ModelStore::open(data.path(), key).unwrap();
     let files = Files(
         models

@@ -240,7 +240,7 @@ mod tests {
     #[tokio::test]
     async fn a_fetched_model_is_encrypted_in_and_its_plaintext_is_gone() {
         let data = tempfile::tempdir().unwrap();
-        let key = Arc::new(StoreKey::from_bytes(&[9; 32], "t"));
+        let key = Arc::new(StoreKey::from_bytes(&[9; 32], "t").unwrap());
         let (store, _) = ModelStore::open(data.path(), key).unwrap();
         let bytes = b"onnx model bytes".repeat(1000);
         let source = Arc::new(Memory {

@@ -41,20 +41,23 @@ impl std::fmt::Debug for StoreKey {
 }
 
 impl StoreKey {
-    pub fn from_bytes(bytes: &[u8; KEY_LEN], origin: impl Into<String>) -> StoreKey {
+    pub fn from_bytes(
+        bytes: &[u8; KEY_LEN],
+        origin: impl Into<String>,
+    ) -> Result<StoreKey, KeyError> {
         let digest = sha2::Sha256::new()
             .chain_update(b"vigil.model-store.key-id.v1\0")
             .chain_update(bytes)
             .finalize();
         let mut id = [0u8; 8];
         id.copy_from_slice(&digest[..8]);
-        // 32 bytes is always a valid AES-256 key.
-        let unbound = UnboundKey::new(&AES_256_GCM, bytes).unwrap_or_else(|_| unreachable!());
-        StoreKey {
+        // ring refuses only a key of the wrong length.
+        let unbound = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| KeyError::Cipher)?;
+        Ok(StoreKey {
             aead: LessSafeKey::new(unbound),
             id,
             origin: origin.into(),
-        }
+        })
     }
 
     pub fn aead(&self) -> &LessSafeKey {
@@ -92,6 +95,8 @@ pub enum KeyError {
     },
     #[error("no random bytes for a new key")]
     Random,
+    #[error("AES-256-GCM refused the key")]
+    Cipher,
 }
 
 /// The key, and why the store was started anew when it was (the sealed
@@ -158,7 +163,7 @@ pub fn key_file(path: &Path) -> Result<StoreKey, KeyError> {
             }
             let mut key = [0u8; KEY_LEN];
             file.read_exact(&mut key).map_err(io)?;
-            Ok(StoreKey::from_bytes(&key, path.display().to_string()))
+            StoreKey::from_bytes(&key, path.display().to_string())
         }
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(refused(
             "a symbolic link; the key file must be a regular file".into(),
@@ -179,7 +184,7 @@ pub fn key_file(path: &Path) -> Result<StoreKey, KeyError> {
                 .map_err(io)?;
             sync_parent(path);
             tracing::info!(path = %path.display(), "made a new model store key");
-            Ok(StoreKey::from_bytes(&key, path.display().to_string()))
+            StoreKey::from_bytes(&key, path.display().to_string())
         }
         Err(e) => Err(io(e)),
     }
@@ -264,7 +269,7 @@ fn sealed_key(tpm: &Tpm, pcrs: &PcrList, path: &Path) -> Result<OpenedKey, KeyEr
                         problem: format!("unsealed {} bytes, not {KEY_LEN}", bytes.len()),
                     })?;
                 return Ok(OpenedKey {
-                    key: StoreKey::from_bytes(&key, format!("{} (TPM)", path.display())),
+                    key: StoreKey::from_bytes(&key, format!("{} (TPM)", path.display()))?,
                     reset: None,
                 });
             }
@@ -296,7 +301,7 @@ fn sealed_key(tpm: &Tpm, pcrs: &PcrList, path: &Path) -> Result<OpenedKey, KeyEr
     sync_parent(path);
     tracing::info!(path = %path.display(), %pcrs, "made a new model store key, sealed to the TPM");
     Ok(OpenedKey {
-        key: StoreKey::from_bytes(&key, format!("{} (TPM)", path.display())),
+        key: StoreKey::from_bytes(&key, format!("{} (TPM)", path.display()))?,
         reset,
     })
 }
@@ -428,9 +433,12 @@ mod tests {
 
     #[test]
     fn key_ids_differ_between_keys() {
-        let a = StoreKey::from_bytes(&[1; KEY_LEN], "a");
-        let b = StoreKey::from_bytes(&[2; KEY_LEN], "b");
+        let a = StoreKey::from_bytes(&[1; KEY_LEN], "a").unwrap();
+        let b = StoreKey::from_bytes(&[2; KEY_LEN], "b").unwrap();
         assert_ne!(a.id(), b.id());
-        assert_eq!(a.id(), StoreKey::from_bytes(&[1; KEY_LEN], "c").id());
+        assert_eq!(
+            a.id(),
+            StoreKey::from_bytes(&[1; KEY_LEN], "c").unwrap().id()
+        );
     }
 }
