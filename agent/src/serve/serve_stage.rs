@@ -153,6 +153,7 @@ impl ServeStage {
             ctx: None,
             supervisors: BTreeMap::new(),
             refused: BTreeSet::new(),
+            store_error: None,
         };
         loop {
             tokio::select! {
@@ -288,6 +289,8 @@ struct Running {
     supervisors: BTreeMap<String, (watch::Sender<Desired>, JoinHandle<()>)>,
     /// Records refused by this agent's own checks (reported once each).
     refused: BTreeSet<(String, u64, String)>,
+    /// Why the store could not be opened, as last reported (once each).
+    store_error: Option<String>,
 }
 
 impl Running {
@@ -455,13 +458,17 @@ impl Running {
             Ok(ctx) => ctx,
             Err(why) => {
                 tracing::error!(%why, "approved models cannot be served");
-                self.send(sidecar_finding(
-                    SidecarEvent::Refused,
-                    self.agent.clone(),
-                    None,
-                    format!("approved models not served on this host: {why}"),
-                ))
-                .await;
+                // Every session start resends the set: said once per reason.
+                if self.store_error.as_ref() != Some(&why) {
+                    self.send(sidecar_finding(
+                        SidecarEvent::Refused,
+                        self.agent.clone(),
+                        None,
+                        format!("approved models not served on this host: {why}"),
+                    ))
+                    .await;
+                    self.store_error = Some(why);
+                }
                 return;
             }
         };

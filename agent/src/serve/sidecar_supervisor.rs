@@ -31,6 +31,9 @@ use crate::detect::TimedFinding;
 /// Deaths of the sidecar while it loads one version (not out of memory)
 /// before that version is taken to be at fault.
 const LOAD_DEATHS_TO_FAIL: u32 = 3;
+/// How long a host with nothing running waits for the preferred version's
+/// first fetch before it starts a fallback it already has.
+const WAIT_FOR_PREFERRED: Duration = Duration::from_secs(10);
 /// Health checks failed in a row before the sidecar is restarted.
 const HEALTH_FAILURES_TO_RESTART: u32 = 3;
 /// How long a sidecar may take to answer a status request.
@@ -119,7 +122,7 @@ pub struct Supervisor {
     failing: Option<Failing>,
     /// Digests being fetched; those waiting to be tried again (until
     /// when); the wait each failed fetch last got.
-    fetching: BTreeSet<String>,
+    fetching: BTreeMap<String, Instant>,
     fetch_due: BTreeMap<String, tokio::time::Instant>,
     fetch_wait: BTreeMap<String, Duration>,
     /// Fetch refusals already reported (once per record set).
@@ -144,7 +147,7 @@ impl Supervisor {
             restarts: 0,
             health_failures: 0,
             failing: None,
-            fetching: BTreeSet::new(),
+            fetching: BTreeMap::new(),
             fetch_due: BTreeMap::new(),
             fetch_wait: BTreeMap::new(),
             fetch_reported: BTreeSet::new(),
@@ -286,13 +289,13 @@ impl Supervisor {
             let store = self.ctx.filler.store().clone();
             let plan = self.choice.plan(|d| store.contains(d));
             for digest in &plan.fetch {
-                if self.fetching.contains(digest) || self.fetch_due.contains_key(digest) {
+                if self.fetching.contains_key(digest) || self.fetch_due.contains_key(digest) {
                     continue;
                 }
                 let Some(record) = self.choice.record(digest).cloned() else {
                     continue;
                 };
-                self.fetching.insert(digest.clone());
+                self.fetching.insert(digest.clone(), Instant::now());
                 let filler = self.ctx.filler.clone();
                 fetches.spawn(async move {
                     let result = filler.fill(&record).await;
@@ -300,12 +303,15 @@ impl Supervisor {
                 });
             }
             // Nothing running yet and a preferred version in its first
-            // fetch: wait for it rather than start an older one only to
-            // switch a moment later.
-            let first_fetch = plan
-                .better_missing
-                .iter()
-                .any(|d| self.fetching.contains(d) && !self.fetch_wait.contains_key(d));
+            // fetch (for a few seconds): wait for it rather than start an
+            // older one only to switch a moment later.
+            let first_fetch = plan.better_missing.iter().any(|d| {
+                !self.fetch_wait.contains_key(d)
+                    && self
+                        .fetching
+                        .get(d)
+                        .is_some_and(|since| since.elapsed() < WAIT_FOR_PREFERRED)
+            });
             if self.sidecar.is_none() && first_fetch {
                 return;
             }
