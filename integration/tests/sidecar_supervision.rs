@@ -649,19 +649,46 @@ async fn records_signed_by_a_key_the_agent_does_not_trust_are_never_loaded() {
     assert!(!data.join("models/rogue.sock").exists());
     let alerts = fleet.cp.alerts().await;
     assert!(actions(&alerts, "sidecar_start").is_empty());
-    // A record the agent trusts is served.
+    // A record the agent trusts is served, here on TCP: on Ollama's port
+    // when it is free, a listener the agent's rules call AI serving
+    // outright, yet not for its own sidecar.
+    let port = if std::net::TcpListener::bind("127.0.0.1:11434").is_ok() {
+        11434
+    } else {
+        vigil_integration::free_port()
+    };
+    let listen = format!("tcp:127.0.0.1:{port}");
     let good = tmp.path().join("good.onnx");
     std::fs::write(&good, linear_fp32(8, 4, 10)).unwrap();
-    fleet.register_and_approve(&fleet.key_file, "good", 1, &good, &[]);
-    let socket = data.join("models/good.sock");
+    fleet.register_and_approve(&fleet.key_file, "good", 1, &good, &["--listen", &listen]);
     waiting(
         &agent,
         "the trusted model served",
         Duration::from_secs(60),
-        || async { model_ready(&socket, "good", 1).await.then_some(()) },
+        || async {
+            let channel = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+                .ok()?
+                .connect()
+                .await
+                .ok()?;
+            GrpcInferenceServiceClient::new(channel)
+                .model_ready(ModelReadyRequest {
+                    name: "good".into(),
+                    version: "1".into(),
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .ready
+                .then_some(())
+        },
     )
     .await;
     assert!(sidecar_pids("rogue").is_empty());
+    let pids = sidecar_pids("good");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let shadow = shadow_ai_alerts_of(&fleet.cp.alerts().await, &pids);
+    assert!(shadow.is_empty(), "{shadow:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
