@@ -554,7 +554,9 @@ async fn approved_versions_are_served_a_tampered_one_rolls_back_hot_and_crashes_
     )
     .await;
     assert!(sidecar_pids("m").is_empty());
-    drop(agent);
+    // Stopped cleanly: its scratch directory for fetches goes too.
+    let mut agent = agent;
+    assert!(agent.daemon.terminate().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -618,6 +620,7 @@ async fn a_model_over_its_memory_limit_is_an_oom_kill_reported_and_the_agent_sur
             |s| s.last_heartbeat_unix_nanos > before,
         )
         .await;
+    assert!(agent.daemon.terminate().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -689,6 +692,28 @@ async fn records_signed_by_a_key_the_agent_does_not_trust_are_never_loaded() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let shadow = shadow_ai_alerts_of(&fleet.cp.alerts().await, &pids);
     assert!(shadow.is_empty(), "{shadow:#?}");
+
+    // The agent stopping (SIGTERM) stops its sidecars, removes their
+    // cgroups and its scratch directory for fetches.
+    let scratch = Path::new("/dev/shm").join(format!(
+        "vigil-model-fetch-{}",
+        hex::encode(
+            &<sha2::Sha256 as sha2::Digest>::digest(data.as_os_str().as_encoded_bytes())[..8]
+        )
+    ));
+    assert!(scratch.is_dir(), "{}", scratch.display());
+    let mut agent = agent;
+    let status = agent.daemon.terminate();
+    assert!(status.success(), "{status}");
+    assert!(sidecar_pids("good").is_empty());
+    assert!(!cgroup2_mount().join("vigil/sidecars/good").exists());
+    assert!(!scratch.exists());
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "sidecar {pid} still runs"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -795,5 +820,7 @@ print('DENIED', len(denied))
         None,
         "a named control socket: {line}"
     );
-    drop(agent);
+    // Stopped cleanly: its scratch directory for fetches goes too.
+    let mut agent = agent;
+    assert!(agent.daemon.terminate().success());
 }

@@ -399,8 +399,7 @@ impl Running {
                 "dropped model store files under another key; they are fetched again"
             );
         }
-        let filler =
-            StoreFiller::new(self.source.clone(), store, &s.data_dir.join("models.fetch"))?;
+        let filler = StoreFiller::new(self.source.clone(), store, &s.data_dir)?;
         tracing::info!(
             store = %filler.store().dir().display(),
             key = %filler_key_origin(&s.key_source),

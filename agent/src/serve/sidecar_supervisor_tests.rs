@@ -75,7 +75,7 @@ fn bench(test: &str, models: &[&[u8]], health: Duration) -> Option<Bench> {
             .map(|b| (hex::encode(sha2::Sha256::digest(b)), b.to_vec()))
             .collect(),
     );
-    let filler = StoreFiller::new(Arc::new(files), store, &data.path().join("fetch")).unwrap();
+    let filler = StoreFiller::new(Arc::new(files), store, data.path()).unwrap();
     let mount = crate::procfs::Procfs::default()
         .cgroup2_mount()
         .expect("a cgroup v2 hierarchy")

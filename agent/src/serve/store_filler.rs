@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
+use sha2::Digest;
 use vigil_domain::ModelRecord;
 
 use super::model_store::{FileStamp, ModelStore};
@@ -85,24 +86,28 @@ impl Drop for Scratch {
 }
 
 impl StoreFiller {
-    /// A filler fetching through `source` into `store`; its scratch
-    /// directory is made in `/dev/shm` when that is a tmpfs the agent can
-    /// use, else `fallback` (on disk: the plaintext lives there only
-    /// while it is fetched).
+    /// A filler fetching through `source` into `store`, for the agent
+    /// whose data directory is `data_dir`. Its scratch directory is
+    /// `/dev/shm/vigil-model-fetch-<hash of data_dir>` when that is a
+    /// tmpfs the agent can use, else `data_dir/models.fetch` (on disk: the
+    /// plaintext lives there only while it is fetched); what an earlier
+    /// run of the same agent left there (killed mid-fetch) goes first.
     pub fn new(
         source: Arc<dyn ModelSource>,
         store: ModelStore,
-        fallback: &Path,
+        data_dir: &Path,
     ) -> Result<StoreFiller, String> {
-        let scratch = match private_dir(Path::new("/dev/shm"), true) {
+        let tag = hex::encode(&sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes())[..8]);
+        let shm = Path::new("/dev/shm");
+        let scratch = match private_dir(shm, &format!("vigil-model-fetch-{tag}"), true) {
             Ok(dir) => Scratch {
                 dir,
                 in_memory: true,
             },
             Err(why) => {
-                tracing::warn!(%why, fallback = %fallback.display(), "no tmpfs for fetched models: their plaintext waits on disk while fetched");
+                tracing::warn!(%why, fallback = %data_dir.join("models.fetch").display(), "no tmpfs for fetched models: their plaintext waits on disk while fetched");
                 Scratch {
-                    dir: private_dir(fallback, false)?,
+                    dir: private_dir(data_dir, "models.fetch", false)?,
                     in_memory: false,
                 }
             }
@@ -179,9 +184,11 @@ impl StoreFiller {
     }
 }
 
-/// A new directory only this user can enter, in `parent` (`tmpfs`: only
-/// when `parent` is a tmpfs). Leftovers of earlier agents in it go.
-fn private_dir(parent: &Path, tmpfs: bool) -> Result<PathBuf, String> {
+/// `parent/name`, made anew, that only this user can enter (`tmpfs`:
+/// only when `parent` is a tmpfs). One left by an earlier run goes with
+/// what it holds; one that is not this user's own directory (planted in a
+/// shared `/dev/shm`) is refused, never used or followed.
+fn private_dir(parent: &Path, name: &str, tmpfs: bool) -> Result<PathBuf, String> {
     if tmpfs {
         let fs = rustix::fs::statfs(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
         // TMPFS_MAGIC
@@ -189,19 +196,34 @@ fn private_dir(parent: &Path, tmpfs: bool) -> Result<PathBuf, String> {
             return Err(format!("{} is not a tmpfs", parent.display()));
         }
     }
-    let mut random = [0u8; 8];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random)
-        .map_err(|_| "no random bytes for a directory name".to_string())?;
-    let dir = parent.join(format!("vigil-model-fetch-{}", hex::encode(random)));
+    let dir = parent.join(name);
+    let me = rustix::process::geteuid().as_raw();
+    match std::fs::symlink_metadata(&dir) {
+        Ok(meta) if meta.is_dir() && meta.uid() == me => std::fs::remove_dir_all(&dir)
+            .map_err(|e| format!("removing the leftovers in {}: {e}", dir.display()))?,
+        Ok(meta) => {
+            let kind = if meta.file_type().is_symlink() {
+                "symbolic link"
+            } else if meta.is_dir() {
+                "directory"
+            } else {
+                "file"
+            };
+            return Err(format!(
+                "{}: a {kind} of uid {} is there, not the agent's",
+                dir.display(),
+                meta.uid()
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+    }
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&dir)
         .map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let meta = std::fs::symlink_metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    if !meta.is_dir()
-        || meta.uid() != rustix::process::geteuid().as_raw()
-        || meta.mode() & 0o077 != 0
-    {
+    if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o077 != 0 {
         return Err(format!("{}: not a private directory", dir.display()));
     }
     Ok(dir)
@@ -247,8 +269,7 @@ mod tests {
             bytes: bytes.clone(),
             calls: Default::default(),
         });
-        let filler =
-            StoreFiller::new(source.clone(), store.clone(), &data.path().join("fetch")).unwrap();
+        let filler = StoreFiller::new(source.clone(), store.clone(), data.path()).unwrap();
         let scratch = filler.scratch_dir().to_path_buf();
         let record = ModelRecord {
             name: "m".into(),
@@ -277,5 +298,22 @@ mod tests {
         assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
         drop(filler);
         assert!(!scratch.exists());
+    }
+
+    #[test]
+    fn leftovers_of_a_killed_run_go_and_a_planted_directory_is_refused() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = private_dir(parent.path(), "scratch", false).unwrap();
+        std::fs::write(dir.join("x.plain"), b"plaintext of a fetch cut off").unwrap();
+        let again = private_dir(parent.path(), "scratch", false).unwrap();
+        assert_eq!(again, dir);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        // A link planted at the name is neither used nor followed.
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::remove_dir(&dir).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), &dir).unwrap();
+        let e = private_dir(parent.path(), "scratch", false).unwrap_err();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert!(elsewhere.path().exists());
     }
 }
