@@ -99,6 +99,10 @@ struct Figures {
     p50_us: f64,
     p99_us: f64,
     samples_per_s: f64,
+    /// Batch-64 samples/s with two requests in flight (as Triton's
+    /// perf_analyzer at concurrency 2: one request's tensors travel while
+    /// the other runs); in-process, the same as one at a time.
+    samples_per_s_2: f64,
 }
 
 /// Times `infer` as the Python baseline times `session.run`.
@@ -128,34 +132,79 @@ where
         infer(batch.clone()).await?;
         done += 1;
     }
+    let samples_per_s = (done * BATCH as u64) as f64 / t0.elapsed().as_secs_f64();
     Ok(Figures {
         p50_us: hist.value_at_quantile(0.5) as f64 / 1000.0,
         p99_us: hist.value_at_quantile(0.99) as f64 / 1000.0,
-        samples_per_s: (done * BATCH as u64) as f64 / t0.elapsed().as_secs_f64(),
+        samples_per_s,
+        samples_per_s_2: samples_per_s,
     })
 }
 
-async fn over_grpc(port: u16) -> anyhow::Result<Figures> {
-    // As a client tuned for tensors would (the Python KServe server's
-    // grpcio windows grow on their own): windows that hold a batch.
-    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))?
-        .tcp_nodelay(true)
-        .initial_stream_window_size(Some(8 << 20))
-        .initial_connection_window_size(Some(32 << 20))
-        .connect()
-        .await?;
+/// Batch-64 samples/s with two requests always in flight.
+async fn two_in_flight<F, Fut>(infer: F) -> anyhow::Result<f64>
+where
+    F: Fn(ModelInferRequest) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let batch = request(BATCH);
+    let t0 = Instant::now();
+    let lane = || async {
+        let mut done = 0u64;
+        while t0.elapsed().as_secs_f64() < THROUGHPUT_SECS {
+            infer(batch.clone()).await?;
+            done += 1;
+        }
+        Ok::<u64, anyhow::Error>(done)
+    };
+    let (a, b) = tokio::join!(lane(), lane());
+    Ok(((a? + b?) * BATCH as u64) as f64 / t0.elapsed().as_secs_f64())
+}
+
+/// The figures of a KServe server through `channel`.
+async fn over_grpc(channel: Channel) -> anyhow::Result<Figures> {
     let client = GrpcInferenceServiceClient::new(channel)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
-    measure(|r| {
+    let infer = |r| {
         let mut client = client.clone();
         async move {
             let reply = client.model_infer(r).await?.into_inner();
             anyhow::ensure!(reply.raw_output_contents.len() == 1, "one output expected");
             Ok(())
         }
-    })
-    .await
+    };
+    let mut figures = measure(infer).await?;
+    figures.samples_per_s_2 = two_in_flight(infer).await?;
+    Ok(figures)
+}
+
+/// As a client tuned for tensors would connect (the Python KServe
+/// server's grpcio windows grow on their own): windows that hold a batch.
+fn endpoint(uri: String) -> anyhow::Result<tonic::transport::Endpoint> {
+    Ok(Channel::from_shared(uri)?
+        .tcp_nodelay(true)
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(32 << 20)))
+}
+
+async fn tcp_channel(port: u16) -> anyhow::Result<Channel> {
+    Ok(endpoint(format!("http://127.0.0.1:{port}"))?
+        .connect()
+        .await?)
+}
+
+async fn unix_channel(path: &Path) -> anyhow::Result<Channel> {
+    let path = path.to_path_buf();
+    Ok(endpoint("http://sidecar.invalid".into())?
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await?)
 }
 
 /// Waits until a KServe server on `port` says it is ready.
@@ -207,6 +256,7 @@ fn python_in_process(model: &Path) -> anyhow::Result<Figures> {
         p50_us: num("p50_us")?,
         p99_us: num("p99_us")?,
         samples_per_s: num("samples_per_s")?,
+        samples_per_s_2: num("samples_per_s")?,
     })
 }
 
@@ -228,8 +278,8 @@ fn sidecar_in_process(rt: &tokio::runtime::Runtime, model_bytes: &[u8]) -> anyho
 
 fn print(what: &str, f: &Figures) {
     eprintln!(
-        "sidecar bench: {what:<40} batch 1 p50 {:>8.1} us p99 {:>8.1} us; batch {BATCH} {:>9.0} samples/s",
-        f.p50_us, f.p99_us, f.samples_per_s
+        "sidecar bench: {what:<40} batch 1 p50 {:>8.1} us p99 {:>8.1} us; batch {BATCH} {:>9.0} samples/s, 2 in flight {:>9.0}",
+        f.p50_us, f.p99_us, f.samples_per_s, f.samples_per_s_2
     );
 }
 
@@ -254,26 +304,37 @@ pub fn sidecar(
     let own = sidecar_in_process(rt, &bytes)?;
     print("sidecar's path, in-process", &own);
 
-    let port = free_port();
     let mut args = vec![
         "--model".to_string(),
         format!("mlp:1:{sha}:{}", model.display()),
     ];
     args.extend(threads.iter().cloned());
-    let mut sidecar = Sidecar::start(work, SidecarListen::Tcp(port), &args, false);
     // The client on a runtime of its own thread: no hop between threads
     // on the client's side of each request, whichever server it measures.
     let client_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let port = free_port();
+    let mut sidecar = Sidecar::start(work, SidecarListen::Tcp(port), &args, false);
     let grpc = client_rt.block_on(async {
         sidecar.wait_ready().await;
-        over_grpc(port).await
+        over_grpc(tcp_channel(port).await?).await
     });
     let _ = sidecar.child.kill();
     let _ = sidecar.child.wait();
     let grpc = grpc?;
-    print("vigil-sidecar over gRPC", &grpc);
+    print("vigil-sidecar over gRPC, TCP", &grpc);
+
+    let socket = work.join("mlp.sock");
+    let mut sidecar = Sidecar::start(work, SidecarListen::Unix(socket.clone()), &args, false);
+    let grpc_unix = client_rt.block_on(async {
+        sidecar.wait_ready().await;
+        over_grpc(unix_channel(&socket).await?).await
+    });
+    let _ = sidecar.child.kill();
+    let _ = sidecar.child.wait();
+    let grpc_unix = grpc_unix?;
+    print("vigil-sidecar over gRPC, unix socket", &grpc_unix);
 
     let py_port = free_port();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/kserve_python_server.py");
@@ -289,28 +350,38 @@ pub fn sidecar(
         .spawn()?;
     let py_grpc = client_rt.block_on(async {
         wait_ready(py_port, &mut py_server, "the Python KServe server").await?;
-        over_grpc(py_port).await
+        over_grpc(tcp_channel(py_port).await?).await
     });
     let _ = py_server.kill();
     let _ = py_server.wait();
     let py_grpc = py_grpc?;
     print("KServe server in Python over gRPC", &py_grpc);
 
-    let added = grpc.p50_us - python.p50_us;
+    let unix = "over KServe gRPC on the sidecar's unix socket (the agent's default)";
+    let tcp = "over KServe gRPC on loopback TCP";
     report.push(
         Figure::ratio(
-            "sidecar: batch-64 samples/s over KServe gRPC vs onnxruntime in Python in-process",
-            grpc.samples_per_s,
+            &format!("sidecar: batch-64 samples/s, 2 in flight, {unix} vs onnxruntime in Python in-process"),
+            grpc_unix.samples_per_s_2,
             python.samples_per_s,
             "samples/s",
             CMD,
         )
         .goal(0.95),
     );
+    report.push(Figure::ratio(
+        &format!(
+            "sidecar: batch-64 samples/s, 1 in flight, {tcp} vs onnxruntime in Python in-process"
+        ),
+        grpc.samples_per_s,
+        python.samples_per_s,
+        "samples/s",
+        CMD,
+    ));
     report.push(
         Figure::ratio(
-            "sidecar: latency added by gRPC at batch 1, p50 (over gRPC minus Python in-process) vs the 150 us allowance",
-            added,
+            &format!("sidecar: latency added at batch 1, p50, {unix} (minus Python in-process) vs the 150 us allowance"),
+            grpc_unix.p50_us - python.p50_us,
             150.0,
             "us",
             CMD,
@@ -318,15 +389,15 @@ pub fn sidecar(
         .goal_max(1.0),
     );
     report.push(Figure::ratio(
-        "sidecar: batch-1 p50 over KServe gRPC vs onnxruntime in Python in-process",
-        grpc.p50_us,
-        python.p50_us,
+        &format!("sidecar: latency added at batch 1, p50, {tcp} (minus Python in-process) vs the 150 us allowance"),
+        grpc.p50_us - python.p50_us,
+        150.0,
         "us",
         CMD,
     ));
     report.push(Figure::ratio(
-        "sidecar: batch-1 p99 over KServe gRPC vs onnxruntime in Python in-process",
-        grpc.p99_us,
+        &format!("sidecar: batch-1 p99 {unix} vs onnxruntime in Python in-process"),
+        grpc_unix.p99_us,
         python.p99_us,
         "us",
         CMD,
@@ -352,14 +423,21 @@ pub fn sidecar(
         .goal_max(1.0),
     );
     report.push(Figure::ratio(
-        "sidecar: batch-64 samples/s over gRPC vs a KServe server in Python (grpcio + onnxruntime)",
+        &format!("sidecar: batch-64 samples/s, 1 in flight, {tcp} vs a KServe server in Python (grpcio + onnxruntime)"),
         grpc.samples_per_s,
         py_grpc.samples_per_s,
         "samples/s",
         CMD,
     ));
     report.push(Figure::ratio(
-        "sidecar: batch-1 p50 over gRPC vs a KServe server in Python (grpcio + onnxruntime)",
+        &format!("sidecar: batch-64 samples/s, 2 in flight, {tcp} vs a KServe server in Python (grpcio + onnxruntime)"),
+        grpc.samples_per_s_2,
+        py_grpc.samples_per_s_2,
+        "samples/s",
+        CMD,
+    ));
+    report.push(Figure::ratio(
+        &format!("sidecar: batch-1 p50 {tcp} vs a KServe server in Python (grpcio + onnxruntime)"),
         grpc.p50_us,
         py_grpc.p50_us,
         "us",

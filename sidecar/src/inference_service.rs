@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 use vigil_proto::kserve::grpc_inference_service_server::GrpcInferenceService;
 use vigil_proto::kserve::*;
 
+use crate::infer_error::InferError;
 use crate::served_models::ServedModels;
 
 /// `name` in server metadata.
@@ -96,13 +97,23 @@ impl GrpcInferenceService for InferenceService {
         let model = self
             .models
             .resolve(&request.model_name, &request.model_version)?;
-        // Decoding, the run and encoding are CPU work: the worker thread
-        // that decoded the request runs them as a blocking thread (its
-        // other tasks move to a fresh worker), so a request costs no hop
-        // to another thread and back (spawn_blocking's two wake-ups added
-        // tens of microseconds at batch 1). The model's Arc keeps this
-        // version alive to the end, whatever is loaded meanwhile.
-        let response = tokio::task::block_in_place(move || model.infer(&request))?;
+        // Decoding, the run and encoding are CPU work. With the session
+        // idle they run here, on the worker that decoded the request: no
+        // hop to another thread and back, whose two wake-ups cost this VM
+        // tens of microseconds a request (the runtime's other workers go
+        // on serving meanwhile). A request that would wait for another
+        // to finish waits on a blocking thread instead, never holding a
+        // worker. The model's Arc keeps this version alive to the end,
+        // whatever is loaded meanwhile.
+        let response = if model.is_busy() {
+            tokio::task::spawn_blocking(move || model.infer(&request))
+                .await
+                .map_err(|e| {
+                    InferError::RuntimeFailed(format!("the inference task ended: {e}"))
+                })??
+        } else {
+            model.infer(&request)?
+        };
         Ok(Response::new(response))
     }
 

@@ -109,6 +109,12 @@ impl ServedModel {
         }
     }
 
+    /// Whether a request is running on the session now (the next waits
+    /// for it).
+    pub fn is_busy(&self) -> bool {
+        self.session.try_lock().is_err()
+    }
+
     /// Runs `request` (already routed to this model): checks it, runs the
     /// session, returns the requested outputs as `raw_output_contents`.
     pub fn infer(&self, request: &ModelInferRequest) -> Result<ModelInferResponse, InferError> {
