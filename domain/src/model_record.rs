@@ -12,7 +12,7 @@ pub const MODEL_FORMAT_ONNX: &str = "onnx";
 /// The most hosts one record may name.
 pub const MAX_MODEL_HOSTS: usize = 256;
 
-/// The longest host name (agent id or hostname) a record may name.
+/// The longest agent id a record may name.
 pub const MAX_MODEL_HOST_LEN: usize = 253;
 
 /// The longest `listen` a record may carry.
@@ -225,10 +225,7 @@ impl ModelRecord {
             {
                 return Err(ModelRecordError::new(
                     "hosts",
-                    format!(
-                        "{:?} is not an agent id or hostname",
-                        crate::cut_text(h, 64)
-                    ),
+                    format!("{:?} is not an agent id", crate::cut_text(h, 64)),
                 ));
             }
         }
@@ -236,10 +233,13 @@ impl ModelRecord {
         Ok(())
     }
 
-    /// Whether the record may be served on the host `agent_id` named
-    /// `hostname`.
-    pub fn covers_host(&self, agent_id: &str, hostname: &str) -> bool {
-        self.hosts.is_empty() || self.hosts.iter().any(|h| h == agent_id || h == hostname)
+    /// Whether the record may be served on the agent `agent_id`. A model
+    /// is scoped by agent id alone, the identity its certificate proves:
+    /// a hostname is what an agent says of itself, and an agent that
+    /// named itself after another host would be given that host's model
+    /// bytes.
+    pub fn covers_agent(&self, agent_id: &str) -> bool {
+        self.hosts.is_empty() || self.hosts.iter().any(|h| h == agent_id)
     }
 
     /// The signed fields are the same (an identical registration).
@@ -375,14 +375,14 @@ impl ModelCatalog {
             .collect()
     }
 
-    /// What the host `agent_id` named `hostname` serves: per name, the
-    /// newest servable version whose host scope covers it, and the older
-    /// ones that also do.
-    pub fn deployments_for(&self, agent_id: &str, hostname: &str) -> Vec<ModelDeployment> {
+    /// What the agent `agent_id` serves: per name, the newest servable
+    /// version whose host scope covers it, and the older ones that also
+    /// do.
+    pub fn deployments_for(&self, agent_id: &str) -> Vec<ModelDeployment> {
         self.by_name
             .keys()
             .filter_map(|name| {
-                let mut versions = self.servable(name, |r| r.covers_host(agent_id, hostname));
+                let mut versions = self.servable(name, |r| r.covers_agent(agent_id));
                 let active = versions.next()?.clone();
                 Some(ModelDeployment {
                     active,
@@ -394,8 +394,8 @@ impl ModelCatalog {
 
     /// Whether the host may fetch the model file `sha256`: some record of
     /// its deployments (active or fallback) names it.
-    pub fn host_may_fetch(&self, agent_id: &str, hostname: &str, sha256: &str) -> bool {
-        self.deployments_for(agent_id, hostname)
+    pub fn host_may_fetch(&self, agent_id: &str, sha256: &str) -> bool {
+        self.deployments_for(agent_id)
             .iter()
             .any(|d| d.records().any(|r| r.sha256 == sha256))
     }
@@ -438,7 +438,7 @@ mod tests {
             ],
             [],
         );
-        let d = catalog.deployments_for("a1", "h1");
+        let d = catalog.deployments_for("a1");
         assert_eq!(d.len(), 1, "a name with nothing approved serves nothing");
         assert_eq!(versions(&d[0]), (4, vec![3, 1]));
         assert_eq!(
@@ -449,9 +449,9 @@ mod tests {
                 pinned: false
             }]
         );
-        assert!(catalog.host_may_fetch("a1", "h1", &format!("{:064x}", 1)));
-        assert!(!catalog.host_may_fetch("a1", "h1", &format!("{:064x}", 2)));
-        assert!(!catalog.host_may_fetch("a1", "h1", &format!("{:064x}", 5)));
+        assert!(catalog.host_may_fetch("a1", &format!("{:064x}", 1)));
+        assert!(!catalog.host_may_fetch("a1", &format!("{:064x}", 2)));
+        assert!(!catalog.host_may_fetch("a1", &format!("{:064x}", 5)));
     }
 
     #[test]
@@ -463,7 +463,7 @@ mod tests {
             record("m", 3, Approved),
         ];
         let pinned = ModelCatalog::new(records.clone(), [("m".to_string(), 2)]);
-        assert_eq!(versions(&pinned.deployments_for("a", "h")[0]), (2, vec![1]));
+        assert_eq!(versions(&pinned.deployments_for("a")[0]), (2, vec![1]));
         assert_eq!(
             pinned.actives()[0],
             ActiveModel {
@@ -473,53 +473,50 @@ mod tests {
             }
         );
         // Version 3 is above the pin: not fetchable while it holds.
-        assert!(!pinned.host_may_fetch("a", "h", &format!("{:064x}", 3)));
+        assert!(!pinned.host_may_fetch("a", &format!("{:064x}", 3)));
         // A pin on a version no longer approved is not in force.
         let mut revoked = records.clone();
         revoked[1].state = Revoked;
         let unpinned = ModelCatalog::new(revoked, [("m".to_string(), 2)]);
         assert_eq!(unpinned.pin_in_force("m"), None);
-        assert_eq!(
-            versions(&unpinned.deployments_for("a", "h")[0]),
-            (3, vec![1])
-        );
+        assert_eq!(versions(&unpinned.deployments_for("a")[0]), (3, vec![1]));
         assert!(!unpinned.actives()[0].pinned);
         // A pin on a version that does not exist is not in force either.
         let ghost = ModelCatalog::new(records, [("m".to_string(), 9)]);
-        assert_eq!(
-            versions(&ghost.deployments_for("a", "h")[0]),
-            (3, vec![2, 1])
-        );
+        assert_eq!(versions(&ghost.deployments_for("a")[0]), (3, vec![2, 1]));
     }
 
     #[test]
-    fn host_scopes_narrow_per_host_by_agent_id_or_hostname() {
+    fn host_scopes_narrow_per_agent_id_alone() {
         use ModelState::*;
         let mut v1 = record("m", 1, Approved);
         let mut v2 = record("m", 2, Approved);
         v1.hosts = vec![];
-        v2.hosts = vec!["agent-a".into(), "host-b".into()];
+        v2.hosts = vec!["agent-a".into(), "agent-b".into()];
         let catalog = ModelCatalog::new([v1, v2], []);
         assert_eq!(
-            versions(&catalog.deployments_for("agent-a", "x")[0]),
+            versions(&catalog.deployments_for("agent-a")[0]),
             (2, vec![1])
         );
         assert_eq!(
-            versions(&catalog.deployments_for("y", "host-b")[0]),
+            versions(&catalog.deployments_for("agent-b")[0]),
             (2, vec![1])
         );
-        // Another host serves what covers it: version 1 alone.
+        // Another agent serves what covers it: version 1 alone.
         assert_eq!(
-            versions(&catalog.deployments_for("agent-c", "host-c")[0]),
+            versions(&catalog.deployments_for("agent-c")[0]),
             (1, vec![])
         );
-        assert!(!catalog.host_may_fetch("agent-c", "host-c", &format!("{:064x}", 2)));
-        // A version scoped to one host only, nothing for the others.
+        assert!(!catalog.host_may_fetch("agent-c", &format!("{:064x}", 2)));
+        // A version scoped to one agent only, nothing for the others; an
+        // agent whose hostname is "agent-a" is not agent-a.
         let mut only = record("solo", 1, Approved);
         only.hosts = vec!["agent-a".into()];
+        assert!(only.covers_agent("agent-a"));
+        assert!(!only.covers_agent("h"));
         let catalog = ModelCatalog::new([only], []);
-        assert!(catalog.deployments_for("agent-c", "host-c").is_empty());
-        assert_eq!(catalog.deployments_for("agent-a", "h").len(), 1);
+        assert!(catalog.deployments_for("agent-c").is_empty());
+        assert_eq!(catalog.deployments_for("agent-a").len(), 1);
     }
 
     #[test]

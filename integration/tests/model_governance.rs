@@ -729,6 +729,17 @@ async fn peers_low_roles_and_rogue_agents_are_refused_and_nothing_is_stored() {
         code(fetch(c1.clone(), "", &sha(&pending), 0).await),
         Code::PermissionDenied
     );
+    // An agent that names itself after the host a record is scoped to
+    // gets nothing of it: scopes name agent ids, which certificates prove,
+    // never the hostname an agent says of itself.
+    let a3 = f.fleet.issue(Identity::agent("a3").unwrap());
+    let mut s3 = f.session(&a3, "a3", "a2").await;
+    models_become(&mut s3, vec![("m", 1, vec![])]).await;
+    let c3 = f.agent_channel(&a3).await;
+    assert_eq!(
+        code(fetch(c3.clone(), "", &sha(&scoped), 0).await),
+        Code::PermissionDenied
+    );
     assert_eq!(
         code(fetch(c1.clone(), "", &sha(b"never"), 0).await),
         Code::NotFound

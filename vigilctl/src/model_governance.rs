@@ -34,7 +34,8 @@ pub struct RegisterArgs {
     /// public half must be one of the control plane's --trusted-policy-key.
     #[arg(long)]
     key: PathBuf,
-    /// A host (agent id or hostname) it may be served on (repeatable).
+    /// An agent id it may be served on (repeatable; its certificate's
+    /// identity: a hostname is only what an agent says of itself).
     /// With none, every host.
     #[arg(long)]
     host: Vec<String>,

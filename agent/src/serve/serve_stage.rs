@@ -26,7 +26,7 @@ use super::sidecar_supervisor::{Desired, ServeContext, Supervisor};
 use super::store_filler::{ModelSource, StoreFiller};
 use super::store_key::{KeySource, StoreKey};
 use crate::attest::Tpm;
-use crate::config::{hostname, AgentConfig};
+use crate::config::AgentConfig;
 use crate::detect::TimedFinding;
 use crate::procfs::Procfs;
 use crate::ship::approved_models::ModelDeployments;
@@ -61,7 +61,6 @@ struct Setup {
     key_source: KeySource,
     trusted: TrustedKeys,
     agent_id: String,
-    hostname: String,
     default_memory_max: u64,
     health_interval: Duration,
     stop_grace: Duration,
@@ -227,7 +226,6 @@ fn setup(config: &AgentConfig, procfs: &Procfs) -> Result<Setup, String> {
         key_source,
         trusted,
         agent_id: config.resolved_agent_id(),
-        hostname: hostname(),
         default_memory_max: config.sidecar_memory_max_mib.saturating_mul(1 << 20),
         health_interval: Duration::from_millis(config.sidecar_health_interval_ms.max(100)),
         stop_grace: Duration::from_millis(config.sidecar_stop_grace_ms),
@@ -316,7 +314,7 @@ impl Running {
         if r.state != ModelState::Approved {
             return Some(format!("it is {}, not approved", r.state));
         }
-        if !r.covers_host(&s.agent_id, &s.hostname) {
+        if !r.covers_agent(&s.agent_id) {
             return Some("it is not scoped to this host".into());
         }
         if let Err(e) = s.trusted.verify_model(r) {

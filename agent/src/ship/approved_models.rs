@@ -45,9 +45,9 @@ pub fn verified_models(
     let accepted = |r: &ModelRecord, at: &str| -> bool {
         let why = if r.state != ModelState::Approved {
             format!("it is {}, not approved", r.state)
-        } else if !r.covers_host(&host.agent_id, &host.hostname) {
+        } else if !r.covers_agent(&host.agent_id) {
             format!(
-                "it is scoped to other hosts ({}), not to agent {} on {}",
+                "it is scoped to other agents ({}), not to agent {} on {}",
                 r.hosts.join(","),
                 host.agent_id,
                 host.hostname

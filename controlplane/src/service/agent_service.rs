@@ -395,7 +395,7 @@ impl Session {
                 .model_catalog()
                 .map_err(|e| Status::internal(e.to_string()))?;
             verified_deployments(catalog, &self.trusted, &self.agent_id, hostname)
-                .deployments_for(&self.agent_id, hostname)
+                .deployments_for(&self.agent_id)
         };
         tracing::debug!(agent = %self.agent_id, models = deployments.len(), "sending the approved models");
         let _ = self
@@ -642,7 +642,7 @@ impl AgentServiceImpl {
         let hostname = &record.identity.hostname;
         let verified = verified_deployments(catalog, &self.trusted, agent_id, hostname);
         verified
-            .deployments_for(agent_id, hostname)
+            .deployments_for(agent_id)
             .iter()
             .flat_map(|d| d.records())
             .find(|r| r.sha256 == sha256)

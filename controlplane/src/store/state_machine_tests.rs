@@ -1008,7 +1008,7 @@ async fn model_records_register_approve_roll_back_and_revoke_with_audit_entries(
     assert!(watch.has_changed().unwrap());
     watch.borrow_and_update();
     let catalog = reader.model_catalog().unwrap();
-    let d = catalog.deployments_for("a", "h");
+    let d = catalog.deployments_for("a");
     assert_eq!(d[0].active.version, 2);
     assert_eq!(d[0].fallbacks[0].version, 1);
     let approved = reader.model_record("m", 2).unwrap().unwrap();
@@ -1029,13 +1029,13 @@ async fn model_records_register_approve_roll_back_and_revoke_with_audit_entries(
     assert!(watch.has_changed().unwrap());
     let catalog = reader.model_catalog().unwrap();
     assert_eq!(catalog.pin_in_force("m"), Some(1));
-    assert_eq!(catalog.deployments_for("a", "h")[0].active.version, 1);
+    assert_eq!(catalog.deployments_for("a")[0].active.version, 1);
     sm.apply(vec![entry(7, set_model("m", 3, Approved))])
         .await
         .unwrap();
     let catalog = reader.model_catalog().unwrap();
     assert_eq!(catalog.pin_in_force("m"), None);
-    assert_eq!(catalog.deployments_for("a", "h")[0].active.version, 3);
+    assert_eq!(catalog.deployments_for("a")[0].active.version, 3);
 
     // Roll back to 2, revoke 2: the pin goes with it, 3 serves again.
     sm.apply(vec![
@@ -1046,7 +1046,7 @@ async fn model_records_register_approve_roll_back_and_revoke_with_audit_entries(
     .unwrap();
     let catalog = reader.model_catalog().unwrap();
     assert_eq!(catalog.pin_in_force("m"), None);
-    let d = catalog.deployments_for("a", "h");
+    let d = catalog.deployments_for("a");
     assert_eq!(
         (
             d[0].active.version,
