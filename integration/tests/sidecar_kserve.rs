@@ -449,3 +449,66 @@ async fn start_up_refusals_have_their_own_exit_status_and_say_why() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+/// The sidecar's peak resident memory (VmHWM), bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap();
+    kib * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_of_many_empty_entries_is_refused_before_it_is_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = vec![
+        "--model".into(),
+        model_arg(dir.path(), "linear", 1, &linear_fp32(4, 3, 1)),
+    ];
+    let mut sidecar = Sidecar::start(dir.path(), SidecarListen::tcp(), &args, false);
+    sidecar.wait_ready().await;
+    let mut client = sidecar.client().await;
+    client.model_infer(linear_request()).await.unwrap();
+    let pid = sidecar.child.id();
+    let before = peak_rss(pid);
+
+    // 60 MiB of empty `inputs` entries (field 5, length 0): under the
+    // 64 MiB request limit, ~150 times that once decoded.
+    let size = 60 << 20;
+    let flood = [0x2Au8, 0].repeat(size / 2);
+    let mut grpc = tonic::client::Grpc::new(sidecar.channel().await.unwrap())
+        .max_encoding_message_size(usize::MAX);
+    grpc.ready().await.unwrap();
+    let started = std::time::Instant::now();
+    let err = grpc
+        .unary(
+            tonic::Request::new(flood),
+            PathAndQuery::from_static("/inference.GRPCInferenceService/ModelInfer"),
+            RawCodec,
+        )
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(
+        err.message(),
+        "request has more than 256 inputs: at most 256 are accepted"
+    );
+    assert!(took < Duration::from_secs(20), "refused after {took:?}");
+    let grown = peak_rss(pid).saturating_sub(before);
+    assert!(
+        grown < 3 * size as u64,
+        "peak RSS grew by {grown} bytes for a request of {size}"
+    );
+    assert!(sidecar.is_running());
+    let good = client
+        .model_infer(linear_request())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(good.outputs[0].shape, vec![1, 3]);
+}

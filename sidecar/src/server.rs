@@ -111,6 +111,12 @@ pub async fn bind(address: &ListenAddress) -> Result<BoundListener, SidecarError
 const STREAM_WINDOW_BYTES: u32 = 8 << 20;
 const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
 
+/// Requests one connection may have in flight (HTTP/2
+/// `SETTINGS_MAX_CONCURRENT_STREAMS`; hyper's default is 200): each may
+/// buffer up to `--max-request-bytes`, and inference takes turns on a
+/// model's session anyway.
+pub const MAX_CONCURRENT_STREAMS: u32 = 16;
+
 /// Serves `service` on `listener` until `shutdown` completes; requests
 /// over `max_request_bytes` are refused before they are buffered.
 pub async fn serve_grpc(
@@ -131,6 +137,7 @@ pub async fn serve_grpc(
         .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
         .http2_adaptive_window(Some(true))
+        .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
         .layer(MapResponseLayer::new(rewrite))
         .add_service(service);
     match listener {
