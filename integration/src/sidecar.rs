@@ -198,6 +198,35 @@ impl Sidecar {
         control: bool,
         library: &Path,
     ) -> Sidecar {
+        Self::spawn(dir, listen, args, control, library, None)
+    }
+
+    /// [`Sidecar::start`] with `/` as the working directory, as the agent
+    /// starts it.
+    pub fn start_in_root(
+        dir: &Path,
+        listen: SidecarListen,
+        args: &[String],
+        control: bool,
+    ) -> Sidecar {
+        Self::spawn(
+            dir,
+            listen,
+            args,
+            control,
+            &ort_library(),
+            Some(Path::new("/")),
+        )
+    }
+
+    fn spawn(
+        dir: &Path,
+        listen: SidecarListen,
+        args: &[String],
+        control: bool,
+        library: &Path,
+        cwd: Option<&Path>,
+    ) -> Sidecar {
         let log = dir.join("sidecar.log");
         let stderr = std::fs::OpenOptions::new()
             .create(true)
@@ -213,6 +242,9 @@ impl Sidecar {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
+        if let Some(cwd) = cwd {
+            cmd.current_dir(cwd);
+        }
         let _one_at_a_time = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
         let (child, control) = if control {
             // The sidecar's end without close-on-exec, so the child

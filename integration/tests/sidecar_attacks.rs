@@ -3,7 +3,10 @@
 //! path is refused, never followed, and a directory others may write is
 //! refused; a model descriptor whose content changes after (or while) it
 //! is read cannot change what is served: the bytes hashed are the bytes
-//! loaded. Needs no privileges (the connect as `nobody` runs as root
+//! loaded; a model whose tensor keeps its data in an "external file" (a
+//! relative path with `..`, read from the sidecar's working directory `/`)
+//! is refused before ONNX Runtime reads that file, and the sidecar never
+//! dumps core. Needs no privileges (the connect as `nobody` runs as root
 //! only); needs `make deps`.
 
 use std::fs::File;
@@ -23,7 +26,8 @@ use vigil_integration::sidecar::{
 use vigil_integration::unprivileged::python_as_nobody;
 use vigil_proto::kserve::model_infer_request::InferInputTensor;
 use vigil_proto::kserve::ModelInferRequest;
-use vigil_sidecar::onnx_builder::linear_fp32;
+use vigil_sidecar::datatype::Datatype;
+use vigil_sidecar::onnx_builder::{linear_fp32, Dim, ModelBuilder};
 
 fn json(reply: &str) -> Value {
     serde_json::from_str(reply).unwrap_or_else(|e| panic!("{e}: {reply}"))
@@ -235,4 +239,81 @@ async fn a_model_changed_after_or_while_it_is_read_cannot_change_what_is_served(
         );
     }
     eprintln!("loads under a concurrent writer: {loaded} loaded, {refused} refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_cannot_read_a_file_through_external_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = b"root:$6$the-secret-hash-nobody-may-read:19000:0:99999:7:::\n";
+    let secret_file = dir.path().join("shadow");
+    std::fs::write(&secret_file, secret).unwrap();
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Relative to the sidecar's working directory `/`, with a `..` that
+    // ONNX Runtime's own check lets through (it stays under `/`).
+    let location = format!("var/lib/../..{}", secret_file.display());
+    let n = secret.len() as i64;
+    let exploit = ModelBuilder::new("exfiltrate")
+        .input("x", Datatype::Fp32, &[Dim::Fixed(1)])
+        .output("x_out", Datatype::Fp32, &[Dim::Fixed(1)])
+        .output("leak", Datatype::Uint8, &[Dim::Fixed(n)])
+        .external_initializer("w", Datatype::Uint8, &[n], &location)
+        .node("Identity", &["x"], &["x_out"])
+        .node("Identity", &["w"], &["leak"])
+        .build();
+
+    let mut sidecar = Sidecar::start_in_root(dir.path(), SidecarListen::tcp(), &[], true);
+    sidecar.wait_ready().await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", sidecar.child.id())).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(
+        core.split_whitespace().collect::<Vec<_>>()[4..6],
+        ["0", "0"],
+        "{core}"
+    );
+
+    // The model approved as it is: its digest is right, its tensor is not.
+    let reply = json(&sidecar.control().load("exfiltrate", 1, &exploit));
+    assert_eq!(reply["op"], "refused", "{reply}");
+    assert_eq!(
+        reply["reason"].as_str().unwrap(),
+        format!(
+            "tensor \"w\" keeps its data in an external file ({location:?}): only self-contained models are served"
+        )
+    );
+    let mut client = sidecar.client().await;
+    let err = client
+        .model_infer(ModelInferRequest {
+            model_name: "exfiltrate".into(),
+            inputs: vec![InferInputTensor {
+                name: "x".into(),
+                datatype: "FP32".into(),
+                shape: vec![1],
+                ..Default::default()
+            }],
+            raw_input_contents: vec![Bytes::from(1f32.to_le_bytes().to_vec())],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    let needle = &secret[..20];
+    for (what, text) in [
+        ("the reply", reply.to_string().into_bytes()),
+        ("the error", err.message().as_bytes().to_vec()),
+        ("the log", sidecar.log_text().into_bytes()),
+    ] {
+        assert!(
+            !text.windows(needle.len()).any(|w| w == needle),
+            "the secret is in {what}"
+        );
+    }
+    // And it keeps serving approved models.
+    assert_eq!(
+        json(&sidecar.control().load("m", 1, &linear_fp32(8, 4, 0)))["op"],
+        "loaded"
+    );
+    client.model_infer(request()).await.unwrap();
 }

@@ -4,7 +4,9 @@
 //!
 //! Architecture invariants: a model is served only from bytes that hash to
 //! the sha256 it was approved with, and the very bytes hashed are the ones
-//! ONNX Runtime loads (`served_model.rs`, `model_bytes.rs`); the control
+//! ONNX Runtime loads (`served_model.rs`, `model_bytes.rs`), and only
+//! self-contained models, no tensor's data in an external file
+//! (`self_contained.rs`); the control
 //! socket is only the agent's (an inherited descriptor, never a name in the
 //! file system); bad input on either socket is an error reply, never the
 //! process's end.
@@ -30,6 +32,7 @@ pub mod model_loader;
 pub mod onnx_builder;
 pub mod ort_runtime;
 pub mod oversize_request;
+pub mod self_contained;
 pub mod served_model;
 pub mod served_models;
 pub mod server;

@@ -9,6 +9,12 @@ use vigil_sidecar::config::SidecarConfig;
 const DEFAULT_LOG_FILTER: &str = "info,ort=warn";
 
 fn main() -> ExitCode {
+    // Before any model is in memory: its plaintext must never land in a
+    // core dump, nor be read through /proc by another process of this user.
+    if let Err(e) = no_core_dumps() {
+        eprintln!("vigil-sidecar: turning core dumps off: {e}");
+        return ExitCode::FAILURE;
+    }
     let config = SidecarConfig::parse();
     vigil_observability::init_logging(config.log_format, DEFAULT_LOG_FILTER);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -35,4 +41,11 @@ fn main() -> ExitCode {
             ExitCode::from(status)
         }
     }
+}
+
+/// `PR_SET_DUMPABLE` 0 (no core dump, /proc/PID/mem and ptrace for root
+/// only) and `RLIMIT_CORE` 0, soft and hard.
+fn no_core_dumps() -> nix::Result<()> {
+    nix::sys::prctl::set_dumpable(false)?;
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)
 }

@@ -20,6 +20,56 @@ use pb::type_proto;
 const IR_VERSION: i64 = 9;
 const OPSET: i64 = 17;
 
+/// The domain of the functions a model defines.
+const FUNCTION_DOMAIN: &str = "vigil.test";
+
+/// A tensor whose data is in the file `location` (ONNX's external data).
+fn external_tensor(
+    name: &str,
+    datatype: Datatype,
+    dims: &[i64],
+    location: &str,
+) -> pb::TensorProto {
+    let entry = |key: &str, value: String| pb::StringStringEntryProto {
+        key: Some(key.to_string()),
+        value: Some(value),
+    };
+    let length = dims.iter().product::<i64>() as usize * datatype.element_bytes();
+    pb::TensorProto {
+        name: Some(name.to_string()),
+        dims: dims.to_vec(),
+        data_type: Some(elem_type(datatype)),
+        data_location: Some(pb::tensor_proto::DataLocation::External as i32),
+        external_data: vec![
+            entry("location", location.to_string()),
+            entry("offset", "0".to_string()),
+            entry("length", length.to_string()),
+        ],
+        ..Default::default()
+    }
+}
+
+/// A `Constant` node `-> output` with an external-data `value`.
+fn external_constant(
+    output: &str,
+    datatype: Datatype,
+    dims: &[i64],
+    location: &str,
+) -> pb::NodeProto {
+    pb::NodeProto {
+        name: Some(format!("Constant_{output}")),
+        op_type: Some("Constant".to_string()),
+        output: vec![output.to_string()],
+        attribute: vec![pb::AttributeProto {
+            name: Some("value".to_string()),
+            r#type: Some(pb::attribute_proto::AttributeType::Tensor as i32),
+            t: Some(external_tensor(output, datatype, dims, location)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
 /// A dimension of an input or output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dim {
@@ -78,6 +128,7 @@ fn value_info(name: &str, datatype: Datatype, dims: &[Dim]) -> pb::ValueInfoProt
 #[derive(Debug, Default, Clone)]
 pub struct ModelBuilder {
     graph: pb::GraphProto,
+    functions: Vec<pb::FunctionProto>,
 }
 
 impl ModelBuilder {
@@ -87,6 +138,7 @@ impl ModelBuilder {
                 name: Some(graph_name.to_string()),
                 ..Default::default()
             },
+            functions: Vec::new(),
         }
     }
 
@@ -137,14 +189,135 @@ impl ModelBuilder {
         self
     }
 
-    /// The encoded model.
-    pub fn build(self) -> Vec<u8> {
-        pb::ModelProto {
-            ir_version: Some(IR_VERSION),
+    /// A constant tensor whose data is in an external file at `location`
+    /// (`data_location` EXTERNAL): what the sidecar refuses to serve.
+    pub fn external_initializer(
+        mut self,
+        name: &str,
+        datatype: Datatype,
+        dims: &[i64],
+        location: &str,
+    ) -> Self {
+        self.graph
+            .initializer
+            .push(external_tensor(name, datatype, dims, location));
+        self
+    }
+
+    /// A `Constant` node `-> output` whose `value` attribute is an
+    /// external-data tensor.
+    pub fn external_constant_node(
+        mut self,
+        output: &str,
+        datatype: Datatype,
+        dims: &[i64],
+        location: &str,
+    ) -> Self {
+        self.graph
+            .node
+            .push(external_constant(output, datatype, dims, location));
+        self
+    }
+
+    /// An `If(cond) -> output` node whose `then_branch` holds an
+    /// external-data initializer `output` of `datatype`/`dims` and whose
+    /// `else_branch` a self-contained zero of the same.
+    pub fn if_with_external_branch(
+        mut self,
+        cond: &str,
+        output: &str,
+        datatype: Datatype,
+        dims: &[i64],
+        location: &str,
+    ) -> Self {
+        let fixed: Vec<Dim> = dims.iter().map(|d| Dim::Fixed(*d)).collect();
+        let branch = |name: &str, tensor: pb::TensorProto| pb::GraphProto {
+            name: Some(name.to_string()),
+            initializer: vec![tensor],
+            output: vec![value_info(output, datatype, &fixed)],
+            ..Default::default()
+        };
+        let zero = pb::TensorProto {
+            name: Some(output.to_string()),
+            dims: dims.to_vec(),
+            data_type: Some(elem_type(datatype)),
+            raw_data: Some(vec![
+                0;
+                dims.iter().product::<i64>() as usize
+                    * datatype.element_bytes()
+            ]),
+            ..Default::default()
+        };
+        let graph_attribute = |name: &str, g: pb::GraphProto| pb::AttributeProto {
+            name: Some(name.to_string()),
+            r#type: Some(pb::attribute_proto::AttributeType::Graph as i32),
+            g: Some(g),
+            ..Default::default()
+        };
+        self.graph.node.push(pb::NodeProto {
+            name: Some(format!("If_{}", self.graph.node.len())),
+            op_type: Some("If".to_string()),
+            input: vec![cond.to_string()],
+            output: vec![output.to_string()],
+            attribute: vec![
+                graph_attribute(
+                    "then_branch",
+                    branch("then", external_tensor(output, datatype, dims, location)),
+                ),
+                graph_attribute("else_branch", branch("else", zero)),
+            ],
+            ..Default::default()
+        });
+        self
+    }
+
+    /// A local function `vigil.test.Leak() -> out` whose body is a
+    /// `Constant` with an external-data tensor, and a node calling it
+    /// `-> output`.
+    pub fn function_with_external_constant(
+        mut self,
+        output: &str,
+        datatype: Datatype,
+        dims: &[i64],
+        location: &str,
+    ) -> Self {
+        self.functions.push(pb::FunctionProto {
+            name: Some("Leak".to_string()),
+            domain: Some(FUNCTION_DOMAIN.to_string()),
+            output: vec!["out".to_string()],
+            node: vec![external_constant("out", datatype, dims, location)],
             opset_import: vec![pb::OperatorSetIdProto {
                 domain: Some(String::new()),
                 version: Some(OPSET),
             }],
+            ..Default::default()
+        });
+        self.graph.node.push(pb::NodeProto {
+            name: Some(format!("Leak_{}", self.graph.node.len())),
+            op_type: Some("Leak".to_string()),
+            domain: Some(FUNCTION_DOMAIN.to_string()),
+            output: vec![output.to_string()],
+            ..Default::default()
+        });
+        self
+    }
+
+    /// The encoded model.
+    pub fn build(self) -> Vec<u8> {
+        let mut opset_import = vec![pb::OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(OPSET),
+        }];
+        if !self.functions.is_empty() {
+            opset_import.push(pb::OperatorSetIdProto {
+                domain: Some(FUNCTION_DOMAIN.to_string()),
+                version: Some(1),
+            });
+        }
+        pb::ModelProto {
+            ir_version: Some(IR_VERSION),
+            opset_import,
+            functions: self.functions,
             producer_name: Some("vigil-sidecar onnx_builder".to_string()),
             graph: Some(self.graph),
             ..Default::default()

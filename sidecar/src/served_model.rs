@@ -72,6 +72,8 @@ impl ServedModel {
                 actual,
             });
         }
+        // Before ONNX Runtime sees them: no tensor may read another file.
+        crate::self_contained::check(bytes)?;
         // ort may panic on what it did not expect from a model's metadata;
         // a refusal, never the sidecar's end.
         let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
