@@ -773,11 +773,16 @@ impl Detector {
             let Some(entry) = table.get(pid) else {
                 continue;
             };
-            let runtime = vigil_detection::ai_runtime_binary(&entry.info.exe, &entry.info.argv);
+            // What the table has may be from before the process's exec (a
+            // procfs poll between fork and exec) and has no cgroup path
+            // (an exec): both as /proc says now, or an approval by path or
+            // cgroup (the agent's own sidecars') would not match.
+            let mut process = entry.info.clone();
+            self.refresh_from_proc(&mut process, pid);
+            let runtime = vigil_detection::ai_runtime_binary(&process.exe, &process.argv);
             if libraries.is_empty() && !files.iter().any(relevant) && runtime.is_none() {
                 continue;
             }
-            let mut process = entry.info.clone();
             process.exe_sha256 = self
                 .digests
                 .digest(&self.procfs.exe_handle(pid), self.limits.hash)
@@ -1124,16 +1129,7 @@ impl Detector {
     /// Fills in the binary /proc says `pid` runs and its digest when cached;
     /// an uncached binary is opened now, to be hashed later.
     fn with_digest(&mut self, mut process: ProcessInfo, pid: u32, event_boot_ns: u64) -> Resolved {
-        if let Some(exe) = self.procfs.exe(pid) {
-            process.exe = exe;
-        }
-        // A process seen at exec has no cgroup path yet; an approval
-        // narrowed to a cgroup needs it.
-        if process.cgroup_path.is_empty() && self.rules.approved.narrows_by_cgroup() {
-            if let Some(path) = self.procfs.cgroup_path(pid) {
-                process.cgroup_path = path;
-            }
-        }
+        self.refresh_from_proc(&mut process, pid);
         let mut note = None;
         let uncached_exe = match open_regular(&self.procfs.exe_handle(pid), FinalLink::Follow) {
             Ok((file, meta)) => match self.digests.get(&file_key(&meta)) {
@@ -1163,6 +1159,22 @@ impl Detector {
             uncached_exe,
             note,
             opened: None,
+        }
+    }
+}
+
+impl Detector {
+    /// The binary /proc says `pid` runs, and its cgroup path when the
+    /// table has none (a process seen at exec) and an approval narrows by
+    /// cgroup (the agent's approval of its own sidecars does).
+    fn refresh_from_proc(&self, process: &mut ProcessInfo, pid: u32) {
+        if let Some(exe) = self.procfs.exe(pid) {
+            process.exe = exe;
+        }
+        if process.cgroup_path.is_empty() && self.rules.approved.narrows_by_cgroup() {
+            if let Some(path) = self.procfs.cgroup_path(pid) {
+                process.cgroup_path = path;
+            }
         }
     }
 }

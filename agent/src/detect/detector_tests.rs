@@ -696,3 +696,46 @@ fn a_local_approval_narrowed_to_a_cgroup_covers_a_process_seen_at_exec() {
         }
     }
 }
+
+#[test]
+fn a_local_approval_narrowed_to_a_cgroup_covers_a_process_in_the_procfs_rescan() {
+    // Sensor mode procfs: the poller's exec (no cgroup path, and maybe
+    // from before the exec: another binary) then the rescan after each
+    // batch, which finds what the process holds open. The agent's own
+    // sidecars are approved by digest, path and cgroup prefix.
+    let me = std::process::id();
+    let procfs = Procfs::default();
+    let Some(cgroup) = procfs.cgroup_path(me) else {
+        return; // no cgroup v2 here: nothing to narrow by
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sidecar-held.gguf");
+    std::fs::write(&path, b"GGUF\x03\x00\x00\x00").unwrap();
+    let _held = std::fs::File::open(&path).unwrap();
+    let exe = procfs.exe(me).unwrap();
+    let digest = crate::detect::file_digest::sha256_file(&procfs.exe_handle(me)).unwrap();
+    let approval = |prefix: &str| vigil_domain::WorkloadApproval {
+        id: "local:vigil-sidecar".into(),
+        exe_sha256: digest.clone(),
+        path: Some(exe.clone()),
+        cgroup_prefix: Some(prefix.to_string()),
+        ..Default::default()
+    };
+    for (prefix, approved) in [(cgroup.as_str(), true), ("/elsewhere", false)] {
+        let mut d = Detector::new(BuiltinRules::default(), Procfs::default(), 0);
+        d.set_local_approvals([approval(prefix)]);
+        let mut t = ProcessTable::new(100);
+        // Polled between fork and exec: the parent's binary.
+        t.observe_exec(&ctx(me), "/usr/sbin/vigil-agent", &[]);
+        let found: Vec<Finding> = d
+            .scan_running(&mut t)
+            .into_iter()
+            .filter(|f| f.process.pid == me && f.object() == path.to_string_lossy())
+            .collect();
+        assert_eq!(found.is_empty(), approved, "prefix {prefix}: {found:?}");
+        for f in &found {
+            assert_eq!(f.process.cgroup_path, cgroup);
+            assert_eq!(f.process.exe, exe);
+        }
+    }
+}
