@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -87,11 +87,14 @@ impl Drop for Scratch {
 
 impl StoreFiller {
     /// A filler fetching through `source` into `store`, for the agent
-    /// whose data directory is `data_dir`. Its scratch directory is
-    /// `/dev/shm/vigil-model-fetch-<hash of data_dir>` when that is a
-    /// tmpfs the agent can use, else `data_dir/models.fetch` (on disk: the
-    /// plaintext lives there only while it is fetched); what an earlier
-    /// run of the same agent left there (killed mid-fetch) goes first.
+    /// whose data directory is `data_dir`. Its scratch directory is made
+    /// new, 0700, under a random name no one can make first:
+    /// `/dev/shm/vigil-model-fetch-<hash of data_dir>-<random>` when that
+    /// is a tmpfs the agent can use, else
+    /// `data_dir/models.fetch-<random>` (on disk: the plaintext lives there
+    /// only while it is fetched); what an earlier run of the same agent
+    /// left (its own directories of that prefix, killed mid-fetch) goes
+    /// first.
     pub fn new(
         source: Arc<dyn ModelSource>,
         store: ModelStore,
@@ -99,15 +102,15 @@ impl StoreFiller {
     ) -> Result<StoreFiller, String> {
         let tag = hex::encode(&sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes())[..8]);
         let shm = Path::new("/dev/shm");
-        let scratch = match private_dir(shm, &format!("vigil-model-fetch-{tag}"), true) {
+        let scratch = match private_dir(shm, &format!("vigil-model-fetch-{tag}-"), true) {
             Ok(dir) => Scratch {
                 dir,
                 in_memory: true,
             },
             Err(why) => {
-                tracing::warn!(%why, fallback = %data_dir.join("models.fetch").display(), "no tmpfs for fetched models: their plaintext waits on disk while fetched");
+                tracing::warn!(%why, fallback = %data_dir.display(), "no tmpfs for fetched models: their plaintext waits on disk while fetched");
                 Scratch {
-                    dir: private_dir(data_dir, "models.fetch", false)?,
+                    dir: private_dir(data_dir, "models.fetch-", false)?,
                     in_memory: false,
                 }
             }
@@ -184,11 +187,12 @@ impl StoreFiller {
     }
 }
 
-/// `parent/name`, made anew, that only this user can enter (`tmpfs`:
-/// only when `parent` is a tmpfs). One left by an earlier run goes with
-/// what it holds; one that is not this user's own directory (planted in a
-/// shared `/dev/shm`) is refused, never used or followed.
-fn private_dir(parent: &Path, name: &str, tmpfs: bool) -> Result<PathBuf, String> {
+/// `parent/<prefix><random>`, made new (0700, `O_EXCL`: never one that
+/// was there), that only this user can enter (`tmpfs`: only when `parent`
+/// is a tmpfs). Directories of this user with the prefix, left by an
+/// earlier run, go with what they hold; anyone else's are left alone and
+/// never used.
+fn private_dir(parent: &Path, prefix: &str, tmpfs: bool) -> Result<PathBuf, String> {
     if tmpfs {
         let fs = rustix::fs::statfs(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
         // TMPFS_MAGIC
@@ -196,34 +200,35 @@ fn private_dir(parent: &Path, name: &str, tmpfs: bool) -> Result<PathBuf, String
             return Err(format!("{} is not a tmpfs", parent.display()));
         }
     }
-    let dir = parent.join(name);
     let me = rustix::process::geteuid().as_raw();
-    match std::fs::symlink_metadata(&dir) {
-        Ok(meta) if meta.is_dir() && meta.uid() == me => std::fs::remove_dir_all(&dir)
-            .map_err(|e| format!("removing the leftovers in {}: {e}", dir.display()))?,
-        Ok(meta) => {
-            let kind = if meta.file_type().is_symlink() {
-                "symbolic link"
-            } else if meta.is_dir() {
-                "directory"
-            } else {
-                "file"
-            };
-            return Err(format!(
-                "{}: a {kind} of uid {} is there, not the agent's",
-                dir.display(),
-                meta.uid()
-            ));
+    let entries = std::fs::read_dir(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(prefix) {
+            continue;
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("{}: {e}", dir.display())),
+        let path = entry.path();
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() && meta.uid() == me => {
+                if let Err(e) = std::fs::remove_dir_all(&path) {
+                    tracing::warn!(dir = %path.display(), error = %e, "could not remove what an earlier run left");
+                }
+            }
+            Ok(meta) => {
+                tracing::warn!(path = %path.display(), uid = meta.uid(), "not the agent's: left alone, never used");
+            }
+            Err(_) => {}
+        }
     }
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .rand_bytes(12)
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(parent)
+        .map_err(|e| format!("creating a directory in {}: {e}", parent.display()))?
+        .keep();
     let meta = std::fs::symlink_metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o077 != 0 {
+        let _ = std::fs::remove_dir(&dir);
         return Err(format!("{}: not a private directory", dir.display()));
     }
     Ok(dir)
@@ -301,19 +306,33 @@ mod tests {
     }
 
     #[test]
-    fn leftovers_of_a_killed_run_go_and_a_planted_directory_is_refused() {
+    fn the_scratch_name_is_random_leftovers_go_and_planted_ones_are_never_used() {
         let parent = tempfile::tempdir().unwrap();
-        let dir = private_dir(parent.path(), "scratch", false).unwrap();
+        let dir = private_dir(parent.path(), "scratch-", false).unwrap();
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         std::fs::write(dir.join("x.plain"), b"plaintext of a fetch cut off").unwrap();
-        let again = private_dir(parent.path(), "scratch", false).unwrap();
-        assert_eq!(again, dir);
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
-        // A link planted at the name is neither used nor followed.
+        // What a local user made first under the prefix (a link, a
+        // directory of another uid) is never the scratch directory.
         let elsewhere = tempfile::tempdir().unwrap();
-        std::fs::remove_dir(&dir).unwrap();
-        std::os::unix::fs::symlink(elsewhere.path(), &dir).unwrap();
-        let e = private_dir(parent.path(), "scratch", false).unwrap_err();
-        assert!(e.contains("symbolic link"), "{e}");
+        let planted = parent.path().join("scratch-planted");
+        std::os::unix::fs::symlink(elsewhere.path(), &planted).unwrap();
+        let theirs = parent.path().join("scratch-theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        let again = private_dir(parent.path(), "scratch-", false).unwrap();
+        assert_ne!(again, dir);
+        assert!(!dir.exists(), "the earlier run's leftovers go");
+        assert!(again != planted && again != theirs);
+        assert!(std::fs::symlink_metadata(&planted).is_ok());
+        assert!(theirs.is_dir());
         assert!(elsewhere.path().exists());
+        assert_eq!(std::fs::read_dir(&again).unwrap().count(), 0);
+        // The next start takes another name again.
+        let next = private_dir(parent.path(), "scratch-", false).unwrap();
+        assert_ne!(next, again);
+        assert!(!again.exists());
     }
 }
