@@ -330,6 +330,14 @@ pub struct AgentConfig {
     #[arg(long, default_value_t = 2048, value_name = "MIB")]
     pub sidecar_memory_max_mib: u64,
 
+    /// A directory besides `DATA_DIR/models` where a model record may put
+    /// its sidecar's unix socket (`listen unix:DIR/NAME`, NAME a plain
+    /// file name); repeat for more. It must be the agent's, writable by no
+    /// one else, with no symbolic link on its path; a record naming any
+    /// other path is refused.
+    #[arg(long, value_name = "DIR", default_value = "/run/vigil")]
+    pub sidecar_socket_dir: Vec<PathBuf>,
+
     /// How long a stopping sidecar has after SIGTERM before its cgroup is
     /// killed, in milliseconds.
     #[arg(long, default_value_t = 5000, value_name = "MS")]

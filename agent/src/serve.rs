@@ -13,17 +13,22 @@
 //! - `sidecar_supervisor.rs`: one sidecar's life: start, load, health,
 //!   restart with backoff, rollback, stop.
 //! - `model_choice.rs`: which version to serve (pure).
-//! - `restart_backoff.rs`: restart delays (pure).
+//! - `restart_backoff.rs`: restart delays (pure); `load_deaths.rs`: when
+//!   a death during a load is the version's fault (pure).
 //! - `model_store.rs`, `store_key.rs`, `sealed_memfd.rs`, `store_filler.rs`:
 //!   the encrypted store, its key, plaintext only in sealed memfds, fetches.
 //! - `sidecar_process.rs`, `sidecar_cgroup.rs`, `control_channel.rs`,
 //!   `control_messages.rs`, `kserve_health.rs`: the sidecar's process,
-//!   cgroup, control socket and health.
+//!   cgroup, control socket and health; `sidecar_socket.rs`: where its
+//!   unix socket may be and what may be deleted there; `listen_holder.rs`:
+//!   who holds a port it could not listen on.
 //! - `sidecar_findings.rs`: what it did, as findings.
 
 pub mod control_channel;
 pub mod control_messages;
 pub mod kserve_health;
+pub mod listen_holder;
+pub mod load_deaths;
 pub mod model_choice;
 pub mod model_store;
 pub mod restart_backoff;
@@ -32,6 +37,7 @@ mod serve_stage;
 pub mod sidecar_cgroup;
 pub mod sidecar_findings;
 pub mod sidecar_process;
+pub mod sidecar_socket;
 pub mod sidecar_supervisor;
 pub mod store_filler;
 pub mod store_key;

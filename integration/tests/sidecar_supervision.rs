@@ -17,10 +17,14 @@
 //! - A model over its memory limit: an OOM kill reported (`sidecar_oom`),
 //!   the agent still running.
 //! - Records signed by a key the agent does not trust are never loaded.
+//! - A local user listening on the model's TCP port first: a
+//!   `sidecar_listen_failed` alert naming them, no rollback or refusal,
+//!   and the sidecar serving on its own once they leave.
 //! - A local user cannot read the store's plaintext or key, cannot reach
 //!   the control socket, and links planted at the socket or store paths
-//!   are not followed.
+//!   are neither followed nor deleted.
 
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -695,13 +699,28 @@ async fn records_signed_by_a_key_the_agent_does_not_trust_are_never_loaded() {
 
     // The agent stopping (SIGTERM) stops its sidecars, removes their
     // cgroups and its scratch directory for fetches.
-    let scratch = Path::new("/dev/shm").join(format!(
-        "vigil-model-fetch-{}",
+    // Its name is random (no local user can make it first), after a
+    // prefix of the data directory's hash.
+    let prefix = format!(
+        "vigil-model-fetch-{}-",
         hex::encode(
             &<sha2::Sha256 as sha2::Digest>::digest(data.as_os_str().as_encoded_bytes())[..8]
         )
-    ));
+    );
+    let scratches: Vec<PathBuf> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(scratches.len(), 1, "{scratches:?}");
+    let scratch = &scratches[0];
     assert!(scratch.is_dir(), "{}", scratch.display());
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(scratch).unwrap().permissions())
+            & 0o777,
+        0o700
+    );
     let mut agent = agent;
     let status = agent.daemon.terminate();
     assert!(status.success(), "{status}");
@@ -750,6 +769,24 @@ async fn a_local_user_cannot_read_the_store_reach_the_control_socket_or_plant_li
     let (agent, _) = start_agent(tmp.path(), &fleet, &key, &[]).await;
     fleet.register_and_approve(&fleet.key_file, "m", 1, &model, &[]);
     let socket = data.join("models/m.sock");
+    // The link at the socket path is not the agent's: left alone (not
+    // followed, not deleted), the sidecar not started, a high alert.
+    alert_with(
+        &agent,
+        &fleet.cp,
+        "the planted link refused",
+        Duration::from_secs(60),
+        has("sidecar_listen_failed", "symbolic link"),
+    )
+    .await;
+    assert!(std::fs::symlink_metadata(&socket)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert!(sidecar_pids("m").is_empty());
+    // Gone: the sidecar starts on its own.
+    std::fs::remove_file(&socket).unwrap();
     waiting(
         &agent,
         "the model served",
@@ -760,7 +797,6 @@ async fn a_local_user_cannot_read_the_store_reach_the_control_socket_or_plant_li
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     let store_file = data.join(format!("models.v1/{digest}.vgm"));
     assert!(std::fs::symlink_metadata(&store_file).unwrap().is_file());
-    use std::os::unix::fs::FileTypeExt;
     assert!(std::fs::symlink_metadata(&socket)
         .unwrap()
         .file_type()
@@ -821,6 +857,81 @@ print('DENIED', len(denied))
         "a named control socket: {line}"
     );
     // Stopped cleanly: its scratch directory for fetches goes too.
+    let mut agent = agent;
+    assert!(agent.daemon.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_squatted_port_is_an_alert_never_a_rollback_and_the_sidecar_comes_back_once_free() {
+    if !privileged(
+        "a_squatted_port_is_an_alert_never_a_rollback_and_the_sidecar_comes_back_once_free",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let key = SigningKey::generate();
+    let fleet = start_fleet(tmp.path(), &[&key]);
+    fleet.cp.wait_leader().await;
+    // Someone else listens on the model's port first.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    let (agent, _data) = start_agent(tmp.path(), &fleet, &key, &[]).await;
+    let model = tmp.path().join("m.onnx");
+    std::fs::write(&model, linear_fp32(8, 4, 11)).unwrap();
+    let listen = format!("tcp:127.0.0.1:{port}");
+    fleet.register_and_approve(&fleet.key_file, "sq", 1, &model, &["--listen", &listen]);
+    let alerts = alert_with(
+        &agent,
+        &fleet.cp,
+        "the listen failure reported",
+        Duration::from_secs(60),
+        has("sidecar_listen_failed", "cannot listen"),
+    )
+    .await;
+    let failed = &actions(&alerts, "sidecar_listen_failed")[0];
+    assert!(
+        summary(failed).contains(&listen)
+            && summary(failed).contains(&format!("pid {} (", std::process::id())),
+        "{}",
+        summary(failed)
+    );
+    // Past the three deaths that once failed the version.
+    tokio::time::sleep(Duration::from_millis(250 + 500 + 1000 + 2000 + 500)).await;
+    let alerts = fleet.cp.alerts().await;
+    for action in ["model_refused", "model_rollback"] {
+        assert!(
+            actions(&alerts, action).is_empty(),
+            "{action}: {:?}",
+            actions(&alerts, action)
+                .iter()
+                .map(summary)
+                .collect::<Vec<_>>()
+        );
+    }
+    drop(squatter);
+    waiting(
+        &agent,
+        "served once the port is free",
+        Duration::from_secs(40),
+        || async {
+            let channel = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+                .ok()?
+                .connect()
+                .await
+                .ok()?;
+            GrpcInferenceServiceClient::new(channel)
+                .model_ready(ModelReadyRequest {
+                    name: "sq".into(),
+                    version: "1".into(),
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .ready
+                .then_some(())
+        },
+    )
+    .await;
     let mut agent = agent;
     assert!(agent.daemon.terminate().success());
 }

@@ -22,6 +22,7 @@ use super::model_store::ModelStore;
 use super::sidecar_cgroup::SidecarCgroups;
 use super::sidecar_findings::{model_file, sidecar_finding, SidecarEvent};
 use super::sidecar_process::{socket_dir, SidecarCommand};
+use super::sidecar_socket::{SocketDirs, SocketLedger};
 use super::sidecar_supervisor::{Desired, ServeContext, Supervisor};
 use super::store_filler::{ModelSource, StoreFiller};
 use super::store_key::{KeySource, StoreKey};
@@ -55,6 +56,8 @@ pub struct ServeLinks {
 /// Everything sidecars need, found at start.
 struct Setup {
     data_dir: PathBuf,
+    /// `--sidecar-socket-dir`: where else a record may put its socket.
+    socket_dirs: Vec<PathBuf>,
     command: SidecarCommand,
     sidecar_sha256: String,
     cgroups: SidecarCgroups,
@@ -216,6 +219,7 @@ fn setup(config: &AgentConfig, procfs: &Procfs) -> Result<Setup, String> {
     };
     Ok(Setup {
         data_dir: config.data_dir.clone(),
+        socket_dirs: config.sidecar_socket_dir.clone(),
         command: SidecarCommand {
             binary,
             ort_lib,
@@ -410,7 +414,9 @@ impl Running {
             sidecar_sha256: s.sidecar_sha256.clone(),
             cgroups: s.cgroups.clone(),
             filler,
-            socket_dir: socket_dir(&s.data_dir)?,
+            data_dir: s.data_dir.clone(),
+            socket_dirs: SocketDirs::new(socket_dir(&s.data_dir)?, &s.socket_dirs),
+            sockets: SocketLedger::open(s.data_dir.join("sidecar-sockets")),
             default_memory_max: s.default_memory_max,
             health_interval: s.health_interval,
             stop_grace: s.stop_grace,

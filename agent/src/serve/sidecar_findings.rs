@@ -37,6 +37,10 @@ pub enum SidecarEvent {
     /// The model store was started anew (its sealed key no longer
     /// unseals).
     StoreReset,
+    /// The sidecar cannot listen where its record says (someone else
+    /// holds the port, or something not the agent's is at the socket
+    /// path): restarted with backoff, the version not blamed.
+    ListenFailed,
 }
 
 impl SidecarEvent {
@@ -51,6 +55,7 @@ impl SidecarEvent {
             SidecarEvent::Refused => "model_refused",
             SidecarEvent::Tampered => "model_tampered",
             SidecarEvent::StoreReset => "model_store_reset",
+            SidecarEvent::ListenFailed => "sidecar_listen_failed",
         }
     }
 
@@ -60,7 +65,8 @@ impl SidecarEvent {
             | SidecarEvent::Rollback
             | SidecarEvent::Refused
             | SidecarEvent::Tampered
-            | SidecarEvent::StoreReset => Severity::High,
+            | SidecarEvent::StoreReset
+            | SidecarEvent::ListenFailed => Severity::High,
             SidecarEvent::Start
             | SidecarEvent::Restart
             | SidecarEvent::Stop
@@ -126,6 +132,7 @@ mod tests {
             SidecarEvent::Refused,
             SidecarEvent::Tampered,
             SidecarEvent::StoreReset,
+            SidecarEvent::ListenFailed,
         ] {
             assert_eq!(e.severity(), Severity::High, "{}", e.action());
         }
@@ -160,6 +167,7 @@ mod tests {
         .finding;
         assert_eq!(f.signal, SignalKind::Sidecar);
         assert_eq!(f.action, "model_rollback");
+        assert_eq!(SidecarEvent::ListenFailed.action(), "sidecar_listen_failed");
         assert_eq!(f.severity, Severity::High);
         let model = f.file.unwrap().model.unwrap();
         assert_eq!(model.sha256, "ab".repeat(32));

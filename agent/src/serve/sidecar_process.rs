@@ -40,52 +40,6 @@ pub fn listen_arg(listen: &ModelListen) -> String {
     }
 }
 
-/// Makes a unix socket path ready for the sidecar to bind: a socket or a
-/// symbolic link left there is removed (never followed); anything else
-/// (a file, a directory) is refused rather than deleted. The parent must
-/// be a real directory.
-pub fn clear_socket_path(path: &Path) -> Result<(), String> {
-    let parent = path
-        .parent()
-        .ok_or_else(|| format!("{}: no parent directory", path.display()))?;
-    let dir =
-        std::fs::symlink_metadata(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-    if !dir.is_dir() {
-        return Err(format!(
-            "{}: not a directory (a symbolic link is not followed)",
-            parent.display()
-        ));
-    }
-    match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("{}: {e}", path.display())),
-        Ok(meta) => {
-            let kind = meta.file_type();
-            use std::os::unix::fs::FileTypeExt;
-            if kind.is_socket() || kind.is_symlink() {
-                std::fs::remove_file(path).map_err(|e| {
-                    format!(
-                        "{}: removing the {} there: {e}",
-                        path.display(),
-                        if kind.is_symlink() {
-                            "symbolic link"
-                        } else {
-                            "old socket"
-                        }
-                    )
-                })
-            } else {
-                Err(format!(
-                    "{}: a {} is there (uid {}); the sidecar's socket does not replace it",
-                    path.display(),
-                    if meta.is_dir() { "directory" } else { "file" },
-                    meta.uid()
-                ))
-            }
-        }
-    }
-}
-
 /// The directory for default sockets (`DATA_DIR/models`): made 0755 and
 /// owned by the agent, refused when it is a symbolic link or someone
 /// else's.
@@ -109,12 +63,53 @@ pub fn socket_dir(data_dir: &Path) -> Result<PathBuf, String> {
     Ok(dir)
 }
 
+/// The directory a sidecar of model `name` starts in (its working
+/// directory): `DATA_DIR/sidecars/<name>`, made anew and empty for each
+/// start, 0700, the agent's, so that nothing a path relative to it names
+/// (an ONNX model's external data) is there. `DATA_DIR/sidecars` must be
+/// the agent's own directory (a symbolic link is not followed).
+pub fn fresh_work_dir(data_dir: &Path, name: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let me = rustix::process::geteuid().as_raw();
+    let parent = data_dir.join("sidecars");
+    match std::fs::DirBuilder::new().mode(0o700).create(&parent) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("creating {}: {e}", parent.display())),
+    }
+    let meta =
+        std::fs::symlink_metadata(&parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    if !meta.is_dir() || meta.uid() != me {
+        return Err(format!(
+            "{}: not a directory of the agent's uid {me} (a symbolic link is not followed)",
+            parent.display()
+        ));
+    }
+    std::fs::set_permissions(&parent, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .map_err(|e| format!("{}: {e}", parent.display()))?;
+    let dir = parent.join(name);
+    match std::fs::symlink_metadata(&dir) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&dir),
+        Ok(_) => std::fs::remove_file(&dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+    .map_err(|e| format!("clearing {}: {e}", dir.display()))?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
 impl SidecarCommand {
-    /// Starts a sidecar listening on `listen`, in `cgroup`.
+    /// Starts a sidecar listening on `listen`, in `cgroup`, in the empty
+    /// directory `work_dir`.
     pub fn spawn(
         &self,
         listen: &ModelListen,
         cgroup: &SidecarCgroup,
+        work_dir: &Path,
     ) -> Result<SidecarChild, String> {
         let (channel, theirs) =
             ControlChannel::pair().map_err(|e| format!("making the control socket: {e}"))?;
@@ -142,7 +137,7 @@ impl SidecarCommand {
             }
         }
         command
-            .current_dir("/")
+            .current_dir(work_dir)
             .stdin(Stdio::null())
             // Its log lines go to stderr, into the agent's log; stdout may
             // be a pipe nobody reads.
@@ -284,31 +279,33 @@ mod tests {
     }
 
     #[test]
-    fn a_symlink_at_the_socket_path_is_removed_never_followed() {
-        let dir = tempfile::tempdir().unwrap();
-        let victim = dir.path().join("victim");
-        std::fs::write(&victim, b"keep").unwrap();
-        let sock = dir.path().join("m.sock");
-        std::os::unix::fs::symlink(&victim, &sock).unwrap();
-        clear_socket_path(&sock).unwrap();
-        assert!(std::fs::symlink_metadata(&sock).is_err());
-        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
-        // A regular file is refused, not deleted.
-        std::fs::write(&sock, b"data").unwrap();
-        let e = clear_socket_path(&sock).unwrap_err();
-        assert!(e.contains("a file is there"), "{e}");
-        assert_eq!(std::fs::read(&sock).unwrap(), b"data");
-        // A stale socket goes.
-        std::fs::remove_file(&sock).unwrap();
-        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-        drop(listener);
-        clear_socket_path(&sock).unwrap();
-        assert!(!sock.exists());
-        // A symlinked parent directory is refused.
-        let linked = dir.path().join("linked");
-        std::os::unix::fs::symlink(dir.path(), &linked).unwrap();
-        let e = clear_socket_path(&linked.join("m.sock")).unwrap_err();
-        assert!(e.contains("not a directory"), "{e}");
+    fn each_start_gets_an_empty_private_work_dir() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = fresh_work_dir(data.path(), "m").unwrap();
+        assert_eq!(dir, data.path().join("sidecars/m"));
+        let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&data.path().join("sidecars")), 0o700);
+        // What was left there (external data planted beside the model's
+        // name) is gone at the next start; a link there is removed, not
+        // followed.
+        std::fs::write(dir.join("weights.bin"), b"x").unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::write(elsewhere.path().join("keep"), b"k").unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), dir.join("sub")).unwrap();
+        let again = fresh_work_dir(data.path(), "m").unwrap();
+        assert_eq!(std::fs::read_dir(&again).unwrap().count(), 0);
+        assert!(elsewhere.path().join("keep").exists());
+        // A link in place of the work dir is replaced.
+        std::fs::remove_dir(&again).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), &again).unwrap();
+        let third = fresh_work_dir(data.path(), "m").unwrap();
+        assert!(std::fs::symlink_metadata(&third).unwrap().is_dir());
+        assert!(elsewhere.path().join("keep").exists());
+        // DATA_DIR/sidecars as a link is refused.
+        let other = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), other.path().join("sidecars")).unwrap();
+        assert!(fresh_work_dir(other.path(), "m").is_err());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! its health every interval (the store file's stamp, re-verified when it
 //! changed; KServe ServerLive and ModelReady; the control socket's
 //! status), restarts it with backoff when it dies (an OOM kill told apart
-//! by `memory.events`), rolls back to the next version that verifies when
+//! by `memory.events`, a port someone else holds by the exit status, never
+//! blamed on the version), rolls back to the next version that verifies when
 //! the served one fails, and stops it when the name is no longer
 //! deployed. Every such event is a finding.
 
@@ -19,18 +20,18 @@ use vigil_domain::{ModelDeployment, ModelListen, ModelRecord, ProcessInfo};
 use super::control_channel::{ChannelError, ControlChannel};
 use super::control_messages::{Reply, Request};
 use super::kserve_health::{self, SidecarAddress};
+use super::listen_holder;
+use super::load_deaths::{DeathCause, LoadDeaths, Verdict};
 use super::model_choice::ModelChoice;
 use super::model_store::{FileStamp, StoreError, VerifiedModel};
 use super::restart_backoff::RestartBackoff;
 use super::sidecar_cgroup::{Limits, SidecarCgroup, SidecarCgroups};
 use super::sidecar_findings::{model_file, sidecar_finding, SidecarEvent};
-use super::sidecar_process::{clear_socket_path, describe_exit, SidecarCommand};
+use super::sidecar_process::{describe_exit, fresh_work_dir, listen_arg, SidecarCommand};
+use super::sidecar_socket::{SocketDirs, SocketLedger, SocketPath};
 use super::store_filler::{FetchFailure, StoreFiller};
 use crate::detect::TimedFinding;
 
-/// Deaths of the sidecar while it loads one version (not out of memory)
-/// before that version is taken to be at fault.
-const LOAD_DEATHS_TO_FAIL: u32 = 3;
 /// How long a host with nothing running waits for the preferred version's
 /// first fetch before it starts a fallback it already has.
 const WAIT_FOR_PREFERRED: Duration = Duration::from_secs(10);
@@ -49,8 +50,14 @@ pub struct ServeContext {
     pub sidecar_sha256: String,
     pub cgroups: SidecarCgroups,
     pub filler: StoreFiller,
-    /// `DATA_DIR/models`, where default sockets go.
-    pub socket_dir: std::path::PathBuf,
+    /// The agent's data directory (each sidecar starts in an empty
+    /// `DATA_DIR/sidecars/<name>`).
+    pub data_dir: std::path::PathBuf,
+    /// Where sidecars' unix sockets may be (`DATA_DIR/models` first, the
+    /// default).
+    pub socket_dirs: SocketDirs,
+    /// The sockets the agent's sidecars made (the only ones it removes).
+    pub sockets: SocketLedger,
     pub default_memory_max: u64,
     pub health_interval: Duration,
     pub stop_grace: Duration,
@@ -129,7 +136,9 @@ pub struct Supervisor {
     fetch_reported: BTreeSet<String>,
     /// Deaths in a row while loading a digest (before the sidecar said it
     /// loaded it).
-    load_deaths: BTreeMap<String, u32>,
+    load_deaths: LoadDeaths,
+    /// A listen failure already reported (until the sidecar serves again).
+    listen_failure_reported: bool,
 }
 
 type FetchDone = (String, Result<FileStamp, FetchFailure>);
@@ -151,7 +160,8 @@ impl Supervisor {
             fetch_due: BTreeMap::new(),
             fetch_wait: BTreeMap::new(),
             fetch_reported: BTreeSet::new(),
-            load_deaths: BTreeMap::new(),
+            load_deaths: LoadDeaths::default(),
+            listen_failure_reported: false,
         }
     }
 
@@ -272,7 +282,8 @@ impl Supervisor {
             _ => ModelListen::Unix {
                 path: self
                     .ctx
-                    .socket_dir
+                    .socket_dirs
+                    .default_dir()
                     .join(format!("{}.sock", self.name))
                     .display()
                     .to_string(),
@@ -395,6 +406,29 @@ impl Supervisor {
     /// Serves `record`: verified from the store, loaded into the running
     /// sidecar (hot) or a new one, and ready by KServe's ModelReady.
     async fn serve(&mut self, record: ModelRecord) -> Served {
+        let listen = self.listen(&record);
+        let socket = match self.socket_of(&listen) {
+            Ok(socket) => socket,
+            Err(why) => {
+                let why = format!("its listen address is refused: {why}");
+                self.fail(&record, why.clone(), false);
+                let pid = self.sidecar.as_ref().map_or(0, |r| r.pid);
+                self.send(sidecar_finding(
+                    SidecarEvent::Refused,
+                    self.process(pid),
+                    Some(self.file(&record)),
+                    format!(
+                        "model {} v{} not served: {why}",
+                        record.name, record.version
+                    ),
+                ))
+                .await;
+                if self.failing.is_none() {
+                    self.failing = Some(Failing { from: record, why });
+                }
+                return Served::Failed;
+            }
+        };
         let verified = match self.verify(&record).await {
             Ok(v) => v,
             Err(e) => {
@@ -423,7 +457,6 @@ impl Supervisor {
                 return Served::Failed;
             }
         };
-        let listen = self.listen(&record);
         if self.sidecar.as_ref().is_some_and(|r| r.listen != listen) {
             self.stop(
                 &format!("v{} listens on {}", record.version, record.listen),
@@ -434,6 +467,14 @@ impl Supervisor {
         let limits = self.limits(&record);
         let fresh = self.sidecar.is_none();
         if fresh {
+            if let Some(socket) = &socket {
+                if let Err(why) = self.ctx.sockets.clear_for(&self.name, socket) {
+                    tracing::error!(name = %self.name, %why, "the sidecar's socket path is not free");
+                    self.listen_failed(0, &listen, &why).await;
+                    self.schedule_restart(format!("its socket path is not free: {why}"));
+                    return Served::Done;
+                }
+            }
             if let Err(why) = self.start(&record, &listen, &limits) {
                 tracing::error!(name = %self.name, %why, "could not start the sidecar");
                 self.schedule_restart(format!("could not start: {why}"));
@@ -444,8 +485,17 @@ impl Supervisor {
                 tracing::warn!(name = %self.name, error = %e, "could not change the sidecar's limits");
             }
         }
-        match self.load(&record, verified).await {
+        let loaded = self.load(&record, verified).await;
+        // The sidecar binds before it answers on its control socket: what
+        // is at the path now is its socket (the directory is the agent's
+        // alone, and the path was free when it started).
+        if let Some(socket) = &socket {
+            self.ctx.sockets.remember(&self.name, socket);
+        }
+        match loaded {
             LoadResult::Ready(stamp) => {
+                self.load_deaths.loaded(&record.sha256);
+                self.listen_failure_reported = false;
                 self.served(record, stamp, fresh).await;
                 Served::Done
             }
@@ -469,31 +519,18 @@ impl Supervisor {
                 Served::Failed
             }
             LoadResult::Died { status, confirmed } => {
-                let oom = self
-                    .sidecar
-                    .as_ref()
-                    .is_some_and(|r| r.cgroup.oom_kills() > r.oom_kills_at_start);
-                let why = self.died(status);
-                // A death after the sidecar said it loaded the model, or one
-                // that may be anyone's doing (a kill), is a crash: restarted.
-                // The version is at fault when it ran the sidecar out of
-                // memory, or killed it loading it three times in a row.
-                let deaths = if confirmed {
-                    self.load_deaths.remove(&record.sha256);
-                    0
-                } else {
-                    let n = self.load_deaths.entry(record.sha256.clone()).or_default();
-                    *n += 1;
-                    *n
-                };
-                if confirmed || (!oom && deaths < LOAD_DEATHS_TO_FAIL) {
+                let (why, cause) = self.died(status);
+                // A death after the sidecar said it loaded the model is a
+                // crash: restarted. Before, the version is at fault only
+                // as `LoadDeaths` says (never for a port someone else
+                // holds; for an OOM kill only when it happens again).
+                if confirmed {
+                    self.load_deaths.loaded(&record.sha256);
                     return Served::Done;
                 }
-                self.load_deaths.remove(&record.sha256);
-                let why = if oom {
-                    format!("the sidecar died loading it: {why}")
-                } else {
-                    format!("the sidecar died loading it {deaths} times in a row, the last: {why}")
+                let why = match self.load_deaths.died_loading(&record.sha256, cause, &why) {
+                    Verdict::Restart => return Served::Done,
+                    Verdict::VersionFailed(why) => why,
                 };
                 self.fail(&record, why.clone(), false);
                 if self.failing.is_none() {
@@ -502,6 +539,54 @@ impl Supervisor {
                 Served::Failed
             }
         }
+    }
+
+    /// A unix `listen`, checked: a plain name in one of the agent's socket
+    /// directories (None for TCP).
+    fn socket_of(&self, listen: &ModelListen) -> Result<Option<SocketPath>, String> {
+        match listen {
+            ModelListen::Unix { path } => self.ctx.socket_dirs.check(path).map(Some),
+            ModelListen::Tcp { .. } => Ok(None),
+        }
+    }
+
+    /// The sidecar cannot listen on `listen` (`why`): a high finding, once
+    /// until it serves again, naming who holds a TCP port when /proc says.
+    async fn listen_failed(&mut self, pid: u32, listen: &ModelListen, why: &str) {
+        if let Some(finding) = self.listen_failure(pid, listen, why) {
+            self.send(finding).await;
+        }
+    }
+
+    fn listen_failure(
+        &mut self,
+        pid: u32,
+        listen: &ModelListen,
+        why: &str,
+    ) -> Option<TimedFinding> {
+        if self.listen_failure_reported {
+            return None;
+        }
+        self.listen_failure_reported = true;
+        let holder = match listen {
+            ModelListen::Tcp { port, .. } => {
+                format!(
+                    "; {}",
+                    listen_holder::describe(&listen_holder::tcp_port_holders(*port))
+                )
+            }
+            ModelListen::Unix { .. } => String::new(),
+        };
+        Some(sidecar_finding(
+            SidecarEvent::ListenFailed,
+            self.process(pid),
+            None,
+            format!(
+                "sidecar for model {} cannot listen on {} ({why}){holder}; the version is not blamed, the sidecar is restarted with backoff until the address is free",
+                self.name,
+                listen_arg(listen)
+            ),
+        ))
     }
 
     /// `record`'s digest failed here; its file goes when `drop_file`.
@@ -532,13 +617,11 @@ impl Supervisor {
         listen: &ModelListen,
         limits: &Limits,
     ) -> Result<(), String> {
-        if let ModelListen::Unix { path } = listen {
-            clear_socket_path(std::path::Path::new(path))?;
-        }
+        let work_dir = fresh_work_dir(&self.ctx.data_dir, &self.name)?;
         let cgroup = self.ctx.cgroups.create(&self.name, limits)?;
         let oom_kills_at_start = cgroup.oom_kills();
-        let child = self.ctx.command.spawn(listen, &cgroup)?;
-        tracing::info!(name = %self.name, version = record.version, pid = child.pid, listen = %super::sidecar_process::listen_arg(listen), cgroup = %cgroup.dir().display(), "sidecar started");
+        let child = self.ctx.command.spawn(listen, &cgroup, &work_dir)?;
+        tracing::info!(name = %self.name, version = record.version, pid = child.pid, listen = %listen_arg(listen), cgroup = %cgroup.dir().display(), "sidecar started");
         self.sidecar = Some(Running {
             child: child.child,
             pid: child.pid,
@@ -668,7 +751,7 @@ impl Supervisor {
             stamp,
         });
         let pid = run.pid;
-        let listen = super::sidecar_process::listen_arg(&run.listen);
+        let listen = listen_arg(&run.listen);
         let limits = self.limits(&record);
         let failing = self.failing.take();
         let restarted_after = if fresh {
@@ -740,28 +823,41 @@ impl Supervisor {
         .await;
     }
 
-    /// The sidecar ended (`status`): an OOM kill is reported; a restart is
-    /// scheduled after the backoff. Returns why it ended.
-    fn died(&mut self, status: std::io::Result<std::process::ExitStatus>) -> String {
+    /// The sidecar ended (`status`): an OOM kill is reported, and so is
+    /// an address it cannot listen on; a restart is scheduled after the
+    /// backoff. Returns why it ended, and its cause.
+    fn died(&mut self, status: std::io::Result<std::process::ExitStatus>) -> (String, DeathCause) {
         let Some(run) = self.sidecar.take() else {
-            return "no sidecar was running".into();
+            return ("no sidecar was running".into(), DeathCause::Other);
         };
         let oom = run.cgroup.oom_kills() > run.oom_kills_at_start;
         let exit = match &status {
             Ok(s) => describe_exit(s),
             Err(e) => format!("could not be waited for ({e})"),
         };
+        let cause = DeathCause::of(status.as_ref().ok().and_then(|s| s.code()), oom);
         let limit = run.cgroup.memory_limit();
         let why = match (&run.killing, oom) {
             (_, true) => {
                 format!("killed by the kernel's OOM killer at memory.max {limit} bytes ({exit})")
             }
             (Some(k), false) => format!("killed by the agent: {k} ({exit})"),
-            (None, false) => exit,
+            (None, false) => match cause {
+                DeathCause::CannotListen => format!("{exit}: it cannot listen"),
+                DeathCause::RuntimeLibrary => {
+                    format!("{exit}: the ONNX Runtime library did not load")
+                }
+                _ => exit,
+            },
         };
         // Whatever it left in its cgroup goes with it.
         if run.cgroup.is_populated() {
             run.cgroup.kill_all();
+        }
+        // A socket it bound and could not remove (killed) is its own: the
+        // next start may remove it.
+        if let Ok(Some(socket)) = self.socket_of(&run.listen) {
+            self.ctx.sockets.remember(&self.name, &socket);
         }
         let serving = run.loaded.as_ref().map_or("no model yet".to_string(), |l| {
             format!("v{}", l.record.version)
@@ -784,9 +880,16 @@ impl Supervisor {
                 tracing::warn!(name = %self.name, "could not queue the OOM finding");
             }
         }
+        if cause == DeathCause::CannotListen {
+            if let Some(finding) = self.listen_failure(run.pid, &run.listen, &why) {
+                if self.ctx.findings.try_send(vec![finding]).is_err() {
+                    tracing::warn!(name = %self.name, "could not queue the listen finding");
+                }
+            }
+        }
         self.health_failures = 0;
         self.schedule_restart(why.clone());
-        why
+        (why, cause)
     }
 
     fn schedule_restart(&mut self, why: String) {
@@ -949,8 +1052,9 @@ impl Supervisor {
             }
             String::new()
         };
-        if let ModelListen::Unix { path } = &run.listen {
-            let _ = clear_socket_path(std::path::Path::new(path));
+        if let Ok(Some(socket)) = self.socket_of(&run.listen) {
+            self.ctx.sockets.remember(&self.name, &socket);
+            self.ctx.sockets.remove(&self.name, &socket);
         }
         let serving = run.loaded.as_ref().map(|l| l.record.clone());
         self.send(sidecar_finding(

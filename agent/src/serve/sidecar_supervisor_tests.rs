@@ -90,7 +90,12 @@ fn bench(test: &str, models: &[&[u8]], health: Duration) -> Option<Bench> {
         sidecar_sha256: "ab".repeat(32),
         cgroups: SidecarCgroups::prepare(&mount).unwrap(),
         filler,
-        socket_dir: crate::serve::sidecar_process::socket_dir(data.path()).unwrap(),
+        data_dir: data.path().to_path_buf(),
+        socket_dirs: SocketDirs::new(
+            crate::serve::sidecar_process::socket_dir(data.path()).unwrap(),
+            &[],
+        ),
+        sockets: SocketLedger::open(data.path().join("sidecar-sockets")),
         default_memory_max: 1 << 30,
         health_interval: health,
         stop_grace: Duration::from_secs(3),
@@ -135,7 +140,14 @@ impl Bench {
     }
 
     fn socket(&self) -> SidecarAddress {
-        SidecarAddress::Unix(self.ctx.socket_dir.join(format!("{}.sock", self.name)))
+        SidecarAddress::Unix(self.socket_path())
+    }
+
+    fn socket_path(&self) -> std::path::PathBuf {
+        self.ctx
+            .socket_dirs
+            .default_dir()
+            .join(format!("{}.sock", self.name))
     }
 
     fn memory_limit(&self) -> String {
@@ -353,11 +365,17 @@ async fn a_model_over_the_memory_limit_is_an_oom_kill_and_the_version_is_refused
         oom.summary
     );
     assert_eq!(oom.severity, vigil_domain::Severity::High);
+    // One OOM kill may be anyone's doing: the load is tried again, and a
+    // second in a row fails the version.
+    b.next("sidecar_oom", Duration::from_secs(60), &mut seen)
+        .await;
     let refused = b
         .next("model_refused", Duration::from_secs(20), &mut seen)
         .await;
     assert!(
-        refused.summary.contains("the sidecar died loading it"),
+        refused
+            .summary
+            .contains("OOM-killed loading it 2 times in a row"),
         "{}",
         refused.summary
     );
@@ -428,4 +446,134 @@ async fn wait_until(what: &str, f: impl Fn() -> bool) {
         assert!(Instant::now() < until, "{what}: not within 20 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_squatted_port_is_reported_never_blamed_on_the_version_and_served_once_free() {
+    let v1 = linear_fp32(8, 4, 1);
+    let Some(mut b) = bench(
+        "a_squatted_port_is_reported_never_blamed_on_the_version_and_served_once_free",
+        &[&v1],
+        Duration::from_millis(300),
+    ) else {
+        return;
+    };
+    // A local user's listener on the model's port before the sidecar.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    let mut r1 = record(&b.name, 1, &v1);
+    r1.listen = format!("tcp:127.0.0.1:{port}");
+    let deployment = ModelDeployment {
+        active: r1,
+        fallbacks: vec![],
+    };
+    let (tx, rx) = watch::channel(Desired::Serve(Box::new(deployment.clone())));
+    let task = tokio::spawn(Supervisor::new(b.ctx.clone(), deployment).run(rx));
+    let mut seen = Vec::new();
+    let failed = b
+        .next("sidecar_listen_failed", Duration::from_secs(60), &mut seen)
+        .await;
+    assert_eq!(failed.severity, vigil_domain::Severity::High);
+    let me = std::process::id();
+    assert!(
+        failed.summary.contains(&format!("tcp:127.0.0.1:{port}"))
+            && failed.summary.contains(&format!("pid {me} ("))
+            && failed.summary.contains("status 5"),
+        "{}",
+        failed.summary
+    );
+    // Four more deaths (past the three that once failed a version): the
+    // version is never refused, the finding not repeated.
+    tokio::time::sleep(Duration::from_millis(250 + 500 + 1000 + 2000 + 300)).await;
+    while let Ok(batch) = b.findings.try_recv() {
+        seen.extend(batch.into_iter().map(|f| f.finding));
+    }
+    let actions: Vec<&str> = seen.iter().map(|f| f.action.as_str()).collect();
+    assert!(
+        !actions.contains(&"model_refused") && !actions.contains(&"sidecar_listen_failed"),
+        "{actions:?}"
+    );
+    // The squatter leaves: the sidecar comes back on its own.
+    drop(squatter);
+    let start = b
+        .next("sidecar_restart", Duration::from_secs(40), &mut seen)
+        .await;
+    assert!(start.summary.contains("serving v1"), "{}", start.summary);
+    tx.send_replace(Desired::Stop("done".into()));
+    task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_outside_the_agents_directories_is_refused_and_a_foreign_one_left_alone() {
+    let v1 = linear_fp32(8, 4, 1);
+    let Some(mut b) = bench(
+        "a_socket_outside_the_agents_directories_is_refused_and_a_foreign_one_left_alone",
+        &[&v1],
+        Duration::from_millis(300),
+    ) else {
+        return;
+    };
+    // A record naming a path elsewhere (here: a victim socket) is refused
+    // and nothing there is touched.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let victim = elsewhere.path().join("victim.sock");
+    let _victim = std::os::unix::net::UnixListener::bind(&victim).unwrap();
+    let mut outside = record(&b.name, 1, &v1);
+    outside.listen = format!("unix:{}", victim.display());
+    let deployment = ModelDeployment {
+        active: outside,
+        fallbacks: vec![],
+    };
+    let (tx, rx) = watch::channel(Desired::Serve(Box::new(deployment.clone())));
+    let task = tokio::spawn(Supervisor::new(b.ctx.clone(), deployment).run(rx));
+    let mut seen = Vec::new();
+    let refused = b
+        .next("model_refused", Duration::from_secs(20), &mut seen)
+        .await;
+    assert!(
+        refused
+            .summary
+            .contains("not one of the agent's socket directories"),
+        "{}",
+        refused.summary
+    );
+    assert!(std::fs::symlink_metadata(&victim).is_ok());
+    tx.send_replace(Desired::Stop("done".into()));
+    task.await.unwrap();
+
+    // A socket the agent did not make at the default path: left alone,
+    // the sidecar not started, said in a high finding; once it is gone
+    // the sidecar starts on its own, and its socket goes when it stops.
+    let foreign = std::os::unix::net::UnixListener::bind(b.socket_path()).unwrap();
+    let deployment = ModelDeployment {
+        active: record(&b.name, 1, &v1),
+        fallbacks: vec![],
+    };
+    let (tx, rx) = watch::channel(Desired::Serve(Box::new(deployment.clone())));
+    let task = tokio::spawn(Supervisor::new(b.ctx.clone(), deployment).run(rx));
+    let failed = b
+        .next("sidecar_listen_failed", Duration::from_secs(20), &mut seen)
+        .await;
+    assert!(
+        failed.summary.contains("a socket of uid"),
+        "{}",
+        failed.summary
+    );
+    assert!(b.pids().is_empty());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(std::fs::symlink_metadata(b.socket_path()).is_ok());
+    drop(foreign);
+    std::fs::remove_file(b.socket_path()).unwrap();
+    b.next("sidecar_restart", Duration::from_secs(40), &mut seen)
+        .await;
+    kserve_health::check(&b.socket(), &b.name, 1, Duration::from_secs(2))
+        .await
+        .unwrap();
+    // Its working directory is an empty private one of its own.
+    let pid = b.pids()[0];
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+    assert_eq!(cwd, b.ctx.data_dir.join("sidecars").join(&b.name));
+    tx.send_replace(Desired::Stop("done".into()));
+    task.await.unwrap();
+    assert!(std::fs::symlink_metadata(b.socket_path()).is_err());
 }
