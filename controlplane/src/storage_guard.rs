@@ -169,15 +169,6 @@ impl StorageGuard {
         }
     }
 
-    /// Why a new write must be refused now, if it must: free space below
-    /// the reserve (or unreadable, when a reserve is asked for).
-    pub fn refuses_writes(&self) -> Option<StorageProblem> {
-        if self.reserve == 0 {
-            return None;
-        }
-        self.check_free(self.reserve)
-    }
-
     /// A problem unless at least `needed` bytes are free.
     fn check_free(&self, needed: u64) -> Option<StorageProblem> {
         let dir = self.data_dir.display().to_string();
@@ -232,7 +223,7 @@ mod tests {
     fn a_reserve_larger_than_the_free_space_refuses_writes_and_says_why() {
         let dir = tempfile::tempdir().unwrap();
         let guard = StorageGuard::new(dir.path().to_path_buf(), u64::MAX, WriteWatch::default());
-        let refused = guard.refuses_writes().expect("refused");
+        let refused = guard.admit(0).expect_err("refused");
         assert!(
             matches!(refused, StorageProblem::LowDisk { .. }),
             "{refused:?}"
@@ -265,7 +256,7 @@ mod tests {
         // the reserve, yet the node says it does not serve while the
         // write it refused would not fit on its own.
         assert_eq!(guard.in_flight.load(Ordering::Acquire), 300);
-        assert_eq!(guard.refuses_writes(), None);
+        assert_eq!(guard.problem(), None);
         free.store(700 * WRITE_AMPLIFICATION, Ordering::Release);
         assert!(matches!(
             guard.problem(),
@@ -307,7 +298,6 @@ mod tests {
     fn no_reserve_refuses_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let guard = StorageGuard::new(dir.path().to_path_buf(), 0, WriteWatch::default());
-        assert_eq!(guard.refuses_writes(), None);
         assert!(guard.admit(u64::MAX / 2).is_ok());
         assert_eq!(guard.problem(), None);
     }
@@ -320,8 +310,8 @@ mod tests {
             WriteWatch::default(),
         );
         assert!(matches!(
-            guard.refuses_writes(),
-            Some(StorageProblem::Unreadable { .. })
+            guard.admit(1),
+            Err(StorageProblem::Unreadable { .. })
         ));
     }
 
