@@ -18,6 +18,7 @@ mod policy_status;
 mod policy_summary;
 mod process;
 mod revoked_certificate;
+mod siem_event;
 mod unfreeze_order;
 
 pub use ai_inventory::{
@@ -45,4 +46,8 @@ pub use policy_status::PolicyStatus;
 pub use policy_summary::PolicySummary;
 pub use process::ProcessInfo;
 pub use revoked_certificate::RevokedCertificate;
+pub use siem_event::{
+    truncate_marked, EventKind, EventRecord, SiemEvent, MAX_EXPORTED_CMDLINE, MAX_EXPORTED_PATH,
+    MAX_EXPORTED_TEXT,
+};
 pub use unfreeze_order::UnfreezeOrder;
