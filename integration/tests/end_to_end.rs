@@ -25,7 +25,8 @@ fn spawn_siem_client(endpoint: String, cursor: u64) -> mpsc::UnboundedReceiver<s
         let mut stream = client
             .subscribe(siem_pb::SubscribeRequest {
                 cursor,
-                min_severity: 0,
+                include_record: true,
+                ..Default::default()
             })
             .await
             .expect("Subscribe")

@@ -44,6 +44,7 @@ impl SiemExport for SiemExportImpl {
                 cursor: alert.index,
                 ocsf_json: detection_finding(&alert).to_string(),
                 alert: Some(alert.into()),
+                ..Default::default()
             })
         });
         Ok(Response::new(feed))
