@@ -777,12 +777,15 @@ impl Detector {
             // procfs poll between fork and exec) and has no cgroup path
             // (an exec): both as /proc says now, or an approval by path or
             // cgroup (the agent's own sidecars') would not match.
+            // The exe decides whether the process matters; its cgroup is
+            // read only for the few that do.
             let mut process = entry.info.clone();
-            self.refresh_from_proc(&mut process, pid);
+            self.refresh_exe_from_proc(&mut process, pid);
             let runtime = vigil_detection::ai_runtime_binary(&process.exe, &process.argv);
             if libraries.is_empty() && !files.iter().any(relevant) && runtime.is_none() {
                 continue;
             }
+            self.refresh_cgroup_from_proc(&mut process, pid);
             process.exe_sha256 = self
                 .digests
                 .digest(&self.procfs.exe_handle(pid), self.limits.hash)
@@ -1168,9 +1171,17 @@ impl Detector {
     /// table has none (a process seen at exec) and an approval narrows by
     /// cgroup (the agent's approval of its own sidecars does).
     fn refresh_from_proc(&self, process: &mut ProcessInfo, pid: u32) {
+        self.refresh_exe_from_proc(process, pid);
+        self.refresh_cgroup_from_proc(process, pid);
+    }
+
+    fn refresh_exe_from_proc(&self, process: &mut ProcessInfo, pid: u32) {
         if let Some(exe) = self.procfs.exe(pid) {
             process.exe = exe;
         }
+    }
+
+    fn refresh_cgroup_from_proc(&self, process: &mut ProcessInfo, pid: u32) {
         if process.cgroup_path.is_empty() && self.rules.approved.narrows_by_cgroup() {
             if let Some(path) = self.procfs.cgroup_path(pid) {
                 process.cgroup_path = path;
