@@ -190,7 +190,10 @@ mod tests {
             EventKind::of_audit(&entry("attest.verdict")),
             EventKind::Attestation
         );
-        assert_eq!(EventKind::of_audit(&entry("enforce.kill")), EventKind::Audit);
+        assert_eq!(
+            EventKind::of_audit(&entry("enforce.kill")),
+            EventKind::Audit
+        );
         assert_eq!(EventKind::of_audit(&entry("policyx")), EventKind::Audit);
         for k in EventKind::ALL {
             assert_eq!(EventKind::parse(k.as_str()), Some(k));
