@@ -21,6 +21,7 @@ mod model_bench;
 mod policy_bench;
 mod report;
 mod sidecar_bench;
+mod siem_bench;
 mod storm;
 mod transport_bench;
 
@@ -812,6 +813,13 @@ fn main() -> anyhow::Result<()> {
         sidecar_bench::sidecar(&s.rt, s.work.path(), &mut report)?;
         return report.merge(&root);
     }
+    // `VIGIL_BENCH_ONLY=siem`: only the SIEM export figures, merged into
+    // the results.
+    if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("siem") {
+        let mut report = Report::default();
+        siem_bench::siem(&s, &mut report)?;
+        return report.merge(&root);
+    }
     // `VIGIL_BENCH_ONLY=models`: only the model-inspection figures, merged
     // into the results.
     if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("models") {
@@ -885,6 +893,7 @@ fn main() -> anyhow::Result<()> {
     gpu_polls::gpu_polls(&root, s.work.path(), &mut report)?;
     model_bench::models(&root, s.work.path(), &mut report)?;
     attestation_bench::attestation(&s.rt, s.work.path(), &mut report)?;
+    siem_bench::siem(&s, &mut report)?;
     policy_bench::rule_evaluation(&root, &mut report)?;
     s.rt.block_on(policy_bench::propagation(
         &cp.endpoint(),
