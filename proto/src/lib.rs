@@ -17,12 +17,16 @@ mod kserve_codec;
 mod model_wire;
 mod policy_summary_wire;
 mod revocation_wire;
+mod siem_wire;
 mod unfreeze_wire;
 mod workload_wire;
 
 pub use convert::{sensor_mode_from_wire, severity_from_wire, signal_from_wire, WireError};
 pub use inventory_wire::{inventory_kind_from_wire, inventory_kind_to_wire};
 pub use model_wire::model_state_from_wire;
+pub use siem_wire::{
+    event_kind_from_wire, siem_event_to_wire, MAX_FILTER_VALUES, MAX_FILTER_VALUE_LEN,
+};
 
 pub mod types {
     pub mod v1 {

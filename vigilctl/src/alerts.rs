@@ -50,7 +50,7 @@ pub struct AlertsArgs {
 /// Severity names as the rules and alerts spell them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 #[value(rename_all = "snake_case")]
-enum SeverityArg {
+pub(crate) enum SeverityArg {
     Info,
     Low,
     Medium,
@@ -73,7 +73,7 @@ impl From<SeverityArg> for Severity {
 /// Signal names as the rules and alerts spell them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 #[value(rename_all = "snake_case")]
-enum SignalArg {
+pub(crate) enum SignalArg {
     ModelFile,
     AiRuntime,
     GpuDevice,

@@ -75,6 +75,12 @@ impl ControlPlaneArgs {
 /// unreachable control plane is one clear error (naming every endpoint
 /// tried).
 pub async fn connect(target: &ControlPlaneArgs) -> anyhow::Result<AdminClient> {
+    Ok(AdminServiceClient::new(connect_channel(target).await?))
+}
+
+/// The channel [`connect`] opens, for a service other than the admin one
+/// (the SIEM export).
+pub async fn connect_channel(target: &ControlPlaneArgs) -> anyhow::Result<Channel> {
     let endpoints = target.endpoints();
     if endpoints.is_empty() {
         return Err(ExitCode::Usage.error("--endpoint names no endpoint"));
@@ -90,7 +96,7 @@ pub async fn connect(target: &ControlPlaneArgs) -> anyhow::Result<AdminClient> {
                 .map_err(|e| ExitCode::Usage.error(format!("the TLS files: {e}")))?;
         }
         match ep.connect().await {
-            Ok(channel) => return Ok(AdminServiceClient::new(channel)),
+            Ok(channel) => return Ok(channel),
             Err(e) => {
                 let mut why = format!("{e}");
                 let mut source = std::error::Error::source(&e);

@@ -22,6 +22,7 @@ mod output;
 mod policy;
 mod policy_files;
 mod render;
+mod siem;
 mod status;
 mod terminal_text;
 mod workload;
@@ -96,6 +97,13 @@ enum Command {
         #[command(subcommand)]
         command: model::ModelCommand,
     },
+    /// The SIEM export: every committed event (findings, enforcements,
+    /// policy and approval changes, attestation, audit) in one order, as
+    /// OCSF, resumable from a cursor.
+    Siem {
+        #[command(subcommand)]
+        command: siem::SiemCommand,
+    },
     /// Prints a shell completion script.
     Completions(completions::CompletionsArgs),
 }
@@ -111,6 +119,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model { command } => model::run(endpoint, command).await,
         Command::Ca { command } => ca::run(endpoint, command).await,
         Command::Policy { command } => policy::run(endpoint, command).await,
+        Command::Siem { command } => siem::run(endpoint, command).await,
         Command::Alerts(args) => alerts::run(endpoint, args).await,
         Command::Status(args) => status::run(&mut connect().await?, args).await,
         Command::Cluster { command } => cluster::run(endpoint, command).await,
