@@ -1,114 +1,239 @@
-//! Alerts as OCSF 1.1 Detection Findings (class 2004), the form SIEMs ingest.
+//! Alerts as OCSF 1.1 Detection Findings (class 2004): an agent's finding,
+//! and the outcome of an enforcement with the `security_control` profile
+//! (what the control did, and how it came out).
 
 use serde_json::{json, Value};
-use vigil_domain::{Alert, NetDirection, Severity};
+use vigil_domain::{cut_text, Alert, NetDirection};
 
-pub const OCSF_VERSION: &str = "1.1.0";
+use super::ocsf_objects::{
+    classification, device, endpoint, file, merge, metadata, millis, name, path, process,
+    severity_caption, severity_id, text, title, CATEGORY_FINDINGS,
+};
+
 const CLASS_DETECTION_FINDING: u32 = 2004;
-const CATEGORY_FINDINGS: u32 = 2;
 const ACTIVITY_CREATE: u32 = 1;
+/// The longest model risk reason or import exported, in bytes; at most
+/// `MAX_MODEL_LIST` of each.
+const MAX_MODEL_ITEM: usize = 256;
+const MAX_MODEL_LIST: usize = 8;
 
-fn severity_id(s: Severity) -> u32 {
-    match s {
-        Severity::Info => 1,
-        Severity::Low => 2,
-        Severity::Medium => 3,
-        Severity::High => 4,
-        Severity::Critical => 5,
+/// An alert as a Detection Finding, numbered by its alert index (the SIEM
+/// export numbers events by their cursor: `ocsf_event`).
+pub fn detection_finding(alert: &Alert) -> Value {
+    finding_at(alert.index, alert)
+}
+
+/// How an enforcement came out, as the agent's summary says it
+/// (`action kill for rule R on pid N: <outcome> (… ms after the event)`,
+/// the outcome "dry run: would …", "FAILED: …", "REFUSED: …" or what it did).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    Done,
+    DryRun,
+    Failed,
+    Refused,
+    /// The summary does not say in the agent's words.
+    Unknown,
+}
+
+impl Outcome {
+    pub(super) fn of(alert: &Alert) -> Outcome {
+        let f = &alert.finding;
+        let prefix = format!(
+            "action {} for rule {} on pid {}: ",
+            f.action, f.rule_id, f.process.pid
+        );
+        match f.summary.strip_prefix(&prefix) {
+            None => Outcome::Unknown,
+            Some(rest) if rest.starts_with("dry run: ") => Outcome::DryRun,
+            Some(rest) if rest.starts_with("FAILED: ") => Outcome::Failed,
+            Some(rest) if rest.starts_with("REFUSED: ") => Outcome::Refused,
+            Some(_) => Outcome::Done,
+        }
+    }
+
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Done => "done",
+            Outcome::DryRun => "dry_run",
+            Outcome::Failed => "failed",
+            Outcome::Refused => "refused",
+            Outcome::Unknown => "unknown",
+        }
     }
 }
 
-fn file_name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
+/// The `security_control` profile's (action_id, action, disposition_id,
+/// disposition) for an enforcement of `action` that came out as `outcome`.
+pub(super) fn control(action: &str, outcome: Outcome) -> (u32, &'static str, u32, &'static str) {
+    match outcome {
+        Outcome::Done => match action {
+            // The process tree is gone: what it was doing is stopped.
+            "kill" => (2, "Denied", 2, "Blocked"),
+            // Frozen in a cgroup of its own until an operator thaws it.
+            "freeze" => (2, "Denied", 3, "Quarantined"),
+            "deny_gpu" | "block_egress" => (2, "Denied", 2, "Blocked"),
+            _ => (2, "Denied", 99, "Other"),
+        },
+        // Nothing was done: the policy only says what it would have done.
+        Outcome::DryRun => (1, "Allowed", 15, "Detected"),
+        // The action was attempted and did not (fully) happen.
+        Outcome::Failed => (0, "Unknown", 27, "Error"),
+        // The target must not be acted on: nothing was done.
+        Outcome::Refused => (1, "Allowed", 16, "No Action"),
+        Outcome::Unknown => (0, "Unknown", 0, "Unknown"),
+    }
 }
 
-pub fn detection_finding(alert: &Alert) -> Value {
+/// The evidence of a finding, shaped like the objects of Process Activity,
+/// File System Activity, Network Activity and DNS Activity.
+fn evidence(alert: &Alert) -> Value {
     let f = &alert.finding;
-    let p = &f.process;
-    let mut evidence = json!({
-        "process": {
-            "pid": p.pid,
-            "name": p.name(),
-            "cmd_line": p.cmdline(),
-            "file": { "path": p.exe, "name": file_name(&p.exe),
-                      "hashes": if p.exe_sha256.is_empty() { json!([]) } else {
-                          json!([{ "algorithm_id": 3, "algorithm": "SHA-256", "value": p.exe_sha256 }]) } },
-            "user": { "uid": p.uid.to_string() },
-            "parent_process": { "pid": p.ppid },
-        }
-    });
-    let mut model = Value::Null;
-    if let Some(file) = &f.file {
-        evidence["file"] = json!({ "path": file.path, "name": file_name(&file.path) });
-        if let Some(m) = &file.model {
-            if !m.sha256.is_empty() {
-                evidence["file"]["hashes"] =
-                    json!([{ "algorithm_id": 3, "algorithm": "SHA-256", "value": m.sha256 }]);
-            }
-            // OCSF has no model object: its identity travels in unmapped.
-            model = json!(m);
-        }
+    let mut evidence = json!({ "process": process(&f.process) });
+    if let Some(fo) = &f.file {
+        let sha = fo.model.as_ref().map_or("", |m| m.sha256.as_str());
+        evidence["file"] = file(&fo.path, sha);
     }
     if let Some(net) = &f.net {
-        let endpoint = json!({ "ip": net.address, "port": net.port });
+        let ep = endpoint(&net.address, net.port);
         match net.direction {
-            NetDirection::Connect => evidence["dst_endpoint"] = endpoint,
-            NetDirection::Listen => evidence["src_endpoint"] = endpoint,
-            // OCSF evidence: the DNS query object, sent to the resolver.
+            NetDirection::Connect => {
+                evidence["dst_endpoint"] = ep;
+                evidence["connection_info"] = json!({
+                    "direction_id": 2, "direction": "Outbound",
+                    "protocol_num": 6, "protocol_name": "tcp",
+                });
+            }
+            NetDirection::Listen => {
+                evidence["src_endpoint"] = ep;
+                evidence["connection_info"] = json!({
+                    "direction_id": 1, "direction": "Inbound",
+                    "protocol_num": 6, "protocol_name": "tcp",
+                });
+            }
+            // The DNS query object, sent to the resolver.
             NetDirection::DnsQuery => {
-                evidence["dst_endpoint"] = endpoint;
-                evidence["query"] = json!({ "hostname": net.host });
+                evidence["dst_endpoint"] = ep;
+                evidence["connection_info"] = json!({ "direction_id": 2, "direction": "Outbound" });
+                evidence["query"] = json!({ "hostname": name(&net.host) });
             }
         }
     }
-    json!({
-        "class_uid": CLASS_DETECTION_FINDING,
-        "class_name": "Detection Finding",
-        "category_uid": CATEGORY_FINDINGS,
-        "category_name": "Findings",
-        "activity_id": ACTIVITY_CREATE,
-        "activity_name": "Create",
-        "type_uid": CLASS_DETECTION_FINDING * 100 + ACTIVITY_CREATE,
-        "severity_id": severity_id(f.severity),
-        "severity": f.severity.as_str(),
-        "status_id": 1,
-        "status": "New",
-        "time": f.observed_at_unix_nanos / 1_000_000,
-        "message": f.summary,
-        "finding_info": {
-            "uid": format!("{}:{}", alert.agent_id, f.seq),
-            "title": f.summary,
-            "types": [f.signal.as_str()],
-            "analytic": { "uid": f.rule_id, "name": f.rule_id, "type_id": 1, "type": "Rule" },
-            "created_time": alert.received_at_unix_nanos / 1_000_000,
-        },
-        "metadata": {
-            "version": OCSF_VERSION,
-            "uid": alert.index.to_string(),
-            "product": { "name": "vigil", "vendor_name": "vigil", "version": env!("CARGO_PKG_VERSION") },
-            "sequence": alert.index,
-        },
-        "device": { "hostname": alert.hostname, "uid": alert.agent_id, "type_id": 0 },
-        "evidences": [evidence],
-        "unmapped": {
-            "cgroup_id": p.cgroup_id,
-            "mnt_ns": p.mnt_ns,
-            "ns_pid": p.ns_pid,
-            "cgroup_path": p.cgroup_path,
-            "argv": p.argv,
-            // OCSF has no GPU object: the gpu_use evidence travels here.
-            "gpu": f.gpu,
-            // What the model file is (format, architecture, size,
-            // fingerprints, pickle risk and its dangerous imports).
-            "model": model,
-        },
-    })
+    evidence
+}
+
+/// A list of the model identity cut for export, saying how many were left
+/// out.
+fn model_list(v: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = v
+        .iter()
+        .take(MAX_MODEL_LIST)
+        .map(|s| cut_text(s, MAX_MODEL_ITEM))
+        .collect();
+    if v.len() > MAX_MODEL_LIST {
+        out.push(format!("…[{} more]", v.len() - MAX_MODEL_LIST));
+    }
+    out
+}
+
+pub(super) fn finding_at(cursor: u64, alert: &Alert) -> Value {
+    let f = &alert.finding;
+    let p = &f.process;
+    let enforcement = !f.action.is_empty();
+    // OCSF has no model object: its identity travels in unmapped.
+    let model = match f.file.as_ref().and_then(|fo| fo.model.as_ref()) {
+        Some(m) => {
+            let mut m = m.bounded();
+            m.risk_reasons = model_list(&m.risk_reasons);
+            m.dangerous_imports = model_list(&m.dangerous_imports);
+            json!(m)
+        }
+        None => Value::Null,
+    };
+    // OCSF has no GPU object: the gpu_use evidence travels in unmapped.
+    let gpu = match &f.gpu {
+        Some(g) => {
+            let mut g = g.clone();
+            g.uuid = name(&g.uuid);
+            g.name = name(&g.name);
+            json!(g)
+        }
+        None => Value::Null,
+    };
+    let profiles: &[&str] = if enforcement {
+        &["host", "security_control"]
+    } else {
+        &["host"]
+    };
+    let mut v = classification(
+        CATEGORY_FINDINGS,
+        "Findings",
+        CLASS_DETECTION_FINDING,
+        "Detection Finding",
+        ACTIVITY_CREATE,
+        "Create",
+    );
+    merge(
+        &mut v,
+        json!({
+            "severity_id": severity_id(f.severity),
+            "severity": severity_caption(f.severity),
+            "status_id": 1,
+            "status": "New",
+            "time": millis(f.observed_at_unix_nanos),
+            "message": text(&f.summary),
+            "finding_info": {
+                "uid": name(&format!("{}:{}", alert.agent_id, f.seq)),
+                "title": title(&f.summary),
+                "types": [f.signal.as_str()],
+                "analytic": {
+                    "uid": name(&f.rule_id),
+                    "name": name(&f.rule_id),
+                    "type_id": 1,
+                    "type": "Rule",
+                },
+                "created_time": millis(alert.received_at_unix_nanos),
+            },
+            "metadata": metadata(cursor, profiles),
+            "device": device(&alert.hostname, &alert.agent_id),
+            "evidences": [evidence(alert)],
+            "unmapped": {
+                "alert_index": alert.index,
+                "cgroup_id": p.cgroup_id,
+                "mnt_ns": p.mnt_ns,
+                "ns_pid": p.ns_pid,
+                "cgroup_path": path(&p.cgroup_path),
+                "gpu": gpu,
+                // What the model file is (format, architecture, size,
+                // fingerprints, pickle risk and its dangerous imports).
+                "model": model,
+            },
+        }),
+    );
+    if enforcement {
+        let outcome = Outcome::of(alert);
+        let (action_id, action, disposition_id, disposition) = control(&f.action, outcome);
+        merge(
+            &mut v,
+            json!({
+                "action_id": action_id,
+                "action": action,
+                "disposition_id": disposition_id,
+                "disposition": disposition,
+            }),
+        );
+        v["unmapped"]["enforcement"] = json!({
+            "action": name(&f.action),
+            "outcome": outcome.as_str(),
+        });
+    }
+    v
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vigil_domain::{FileObject, Finding, ProcessInfo, SignalKind};
+    use vigil_domain::{FileObject, Finding, ProcessInfo, Severity, SignalKind};
 
     #[test]
     fn an_alert_maps_to_a_detection_finding() {
@@ -127,7 +252,7 @@ mod tests {
                     pid: 42,
                     exe: "/usr/bin/python3.11".into(),
                     argv: vec!["python3".into(), "x.py".into()],
-                    exe_sha256: "ab".into(),
+                    exe_sha256: "ab".repeat(32),
                     ..Default::default()
                 },
                 file: Some(FileObject::at("/tmp/model.onnx")),
@@ -145,10 +270,18 @@ mod tests {
         assert_eq!(v["finding_info"]["uid"], "a1:3");
         assert_eq!(v["evidences"][0]["process"]["name"], "python3.11");
         assert_eq!(v["evidences"][0]["process"]["cmd_line"], "python3 x.py");
+        assert_eq!(
+            v["evidences"][0]["process"]["file"]["hashes"][0]["value"],
+            "ab".repeat(32)
+        );
         assert_eq!(v["evidences"][0]["file"]["name"], "model.onnx");
         assert_eq!(v["device"]["hostname"], "h1");
         assert_eq!(v["metadata"]["sequence"], 7);
+        assert_eq!(v["metadata"]["profiles"], json!(["host"]));
         assert_eq!(v["unmapped"]["model"], Value::Null);
+        // The command line travels once.
+        assert!(v["unmapped"].get("argv").is_none());
+        assert!(v.get("action_id").is_none());
     }
 
     #[test]
@@ -196,7 +329,7 @@ mod tests {
 
     #[test]
     fn network_findings_carry_their_endpoint() {
-        use vigil_domain::{Finding, NetObject, ProcessInfo, SignalKind};
+        use vigil_domain::NetObject;
         let alert = Alert {
             index: 1,
             agent_id: "a".into(),
@@ -223,6 +356,8 @@ mod tests {
         };
         let v = detection_finding(&alert);
         assert_eq!(v["evidences"][0]["src_endpoint"]["port"], 11434);
+        assert_eq!(v["evidences"][0]["src_endpoint"]["ip"], "0.0.0.0");
+        assert_eq!(v["evidences"][0]["connection_info"]["direction_id"], 1);
         assert_eq!(v["finding_info"]["types"][0], "ai_serving");
     }
 }
