@@ -62,6 +62,34 @@ pub mod kserve {
     tonic::include_proto!("inference");
 }
 
+/// The OpenTelemetry protocol's logs service (OTLP v1.10.0,
+/// `proto/opentelemetry/`): `vigilctl siem otlp` pushes the SIEM export to
+/// a collector with it. Not part of [`FILE_DESCRIPTOR_SET`].
+pub mod otlp {
+    pub mod common {
+        pub mod v1 {
+            tonic::include_proto!("opentelemetry.proto.common.v1");
+        }
+    }
+    pub mod resource {
+        pub mod v1 {
+            tonic::include_proto!("opentelemetry.proto.resource.v1");
+        }
+    }
+    pub mod logs {
+        pub mod v1 {
+            tonic::include_proto!("opentelemetry.proto.logs.v1");
+        }
+    }
+    pub mod collector {
+        pub mod logs {
+            pub mod v1 {
+                tonic::include_proto!("opentelemetry.proto.collector.logs.v1");
+            }
+        }
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every vigil proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/vigil_descriptor.bin"));
