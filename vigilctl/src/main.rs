@@ -23,6 +23,7 @@ mod policy;
 mod policy_files;
 mod render;
 mod siem;
+mod siem_otlp;
 mod status;
 mod terminal_text;
 mod workload;

@@ -24,6 +24,10 @@ pub enum SiemCommand {
     /// Print the control plane's events after a cursor, in order: one OCSF
     /// JSON object a line with --json.
     Tail(TailArgs),
+    /// Forward every event after a saved cursor to an OpenTelemetry
+    /// collector as OTLP logs over gRPC, for ever: batched, retried with
+    /// backoff, the cursor saved once the collector acknowledged.
+    Otlp(OtlpCommandArgs),
 }
 
 #[derive(Debug, Args)]
@@ -46,6 +50,19 @@ pub struct TailArgs {
     /// Keep the stream open and print new events as they are committed; without it, stop once past the newest event committed at the start.
     #[arg(long, short)]
     follow: bool,
+    #[command(flatten)]
+    filters: FilterArgs,
+    /// One JSON object a line (cursor, kind, time, OCSF event) instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Stop after this many events (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    limit: u64,
+}
+
+/// The server-side filters, shared by `tail` and `otlp`.
+#[derive(Debug, Clone, Args)]
+pub struct FilterArgs {
     /// Only events of this kind (repeatable).
     #[arg(long, value_enum)]
     kind: Vec<KindArg>,
@@ -61,12 +78,27 @@ pub struct TailArgs {
     /// Only alerts of this signal (repeatable).
     #[arg(long, value_enum)]
     signal: Vec<SignalArg>,
-    /// One JSON object a line (cursor, kind, time, OCSF event) instead of text.
-    #[arg(long)]
-    json: bool,
-    /// Stop after this many events (0: no limit).
-    #[arg(long, default_value_t = 0)]
-    limit: u64,
+}
+
+/// `vigilctl siem otlp`: the filters and where to push.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Runs until SIGINT or SIGTERM. Each event becomes one OTLP log record:
+the OCSF JSON as its body; vigil.cursor, vigil.kind and ocsf.class_uid as
+attributes; the OCSF severity as its severity number. The cursor file is
+replaced only after the collector acknowledged a batch, so a restart
+resends at most one batch (at least once) and never skips one.
+
+Examples:
+  vigilctl siem otlp --collector http://otel-collector:4317 --cursor-file /var/lib/vigil/otlp.cursor
+  vigilctl --control-plane https://cp1:7700,https://cp2:7700 --tls-ca ca.pem --tls-cert reader.pem \\
+      --tls-key reader.key siem otlp --collector http://127.0.0.1:4317 --cursor-file otlp.cursor --min-severity high"
+)]
+pub struct OtlpCommandArgs {
+    #[command(flatten)]
+    filters: FilterArgs,
+    #[command(flatten)]
+    otlp: crate::siem_otlp::OtlpArgs,
 }
 
 /// Event kinds as the export names them.
@@ -97,30 +129,44 @@ impl From<KindArg> for EventKind {
 pub async fn run(target: &ControlPlaneArgs, command: SiemCommand) -> anyhow::Result<()> {
     match command {
         SiemCommand::Tail(args) => tail(target, args).await,
+        SiemCommand::Otlp(args) => {
+            crate::siem_otlp::run(target, args.otlp, args.filters.subscription()).await
+        }
     }
 }
 
 fn request(args: &TailArgs) -> pb::SubscribeRequest {
-    use vigil_proto::types::v1 as types;
     pb::SubscribeRequest {
         cursor: args.from,
-        min_severity: args.min_severity.map_or(0, |s| {
-            types::Severity::from(vigil_domain::Severity::from(s)).into()
-        }),
-        kinds: args
-            .kind
-            .iter()
-            .map(|k| pb::EventKind::from(EventKind::from(*k)).into())
-            .collect(),
-        hosts: args.host.clone(),
-        rules: args.rule.clone(),
-        signals: args
-            .signal
-            .iter()
-            .map(|s| types::SignalKind::from(vigil_domain::SignalKind::from(*s)).into())
-            .collect(),
-        include_record: false,
         stop_at_head: !args.follow,
+        ..args.filters.subscription()
+    }
+}
+
+impl FilterArgs {
+    /// A subscription from cursor 0 with these filters.
+    pub fn subscription(&self) -> pb::SubscribeRequest {
+        use vigil_proto::types::v1 as types;
+        pb::SubscribeRequest {
+            cursor: 0,
+            min_severity: self.min_severity.map_or(0, |s| {
+                types::Severity::from(vigil_domain::Severity::from(s)).into()
+            }),
+            kinds: self
+                .kind
+                .iter()
+                .map(|k| pb::EventKind::from(EventKind::from(*k)).into())
+                .collect(),
+            hosts: self.host.clone(),
+            rules: self.rule.clone(),
+            signals: self
+                .signal
+                .iter()
+                .map(|s| types::SignalKind::from(vigil_domain::SignalKind::from(*s)).into())
+                .collect(),
+            include_record: false,
+            stop_at_head: false,
+        }
     }
 }
 
@@ -227,6 +273,7 @@ mod tests {
         argv.extend_from_slice(args);
         match Cli::parse_from(argv).command {
             SiemCommand::Tail(a) => a,
+            SiemCommand::Otlp(_) => panic!("parsed as otlp"),
         }
     }
 
