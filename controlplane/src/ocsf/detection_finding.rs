@@ -3,19 +3,19 @@
 //! (what the control did, and how it came out).
 
 use serde_json::{json, Value};
-use vigil_domain::{cut_text, Alert, NetDirection};
+use vigil_domain::{truncate_marked, Alert, NetDirection};
 
 use super::ocsf_objects::{
-    classification, device, endpoint, file, merge, metadata, millis, name, path, process,
-    severity_caption, severity_id, text, title, CATEGORY_FINDINGS,
+    classification, device, endpoint, file, is_hostname, merge, metadata, millis, name, path,
+    process, severity_caption, severity_id, text, title, CATEGORY_FINDINGS,
 };
 
 const CLASS_DETECTION_FINDING: u32 = 2004;
 const ACTIVITY_CREATE: u32 = 1;
-/// The longest model risk reason or import exported, in bytes; at most
-/// `MAX_MODEL_LIST` of each.
-const MAX_MODEL_ITEM: usize = 256;
-const MAX_MODEL_LIST: usize = 8;
+/// The longest model text, risk reason or import exported, in bytes; at
+/// most `MAX_MODEL_LIST` reasons and imports.
+const MAX_MODEL_ITEM: usize = 128;
+const MAX_MODEL_LIST: usize = 4;
 
 /// An alert as a Detection Finding, numbered by its alert index (the SIEM
 /// export numbers events by their cursor: `ocsf_event`).
@@ -115,7 +115,12 @@ fn evidence(alert: &Alert) -> Value {
             NetDirection::DnsQuery => {
                 evidence["dst_endpoint"] = ep;
                 evidence["connection_info"] = json!({ "direction_id": 2, "direction": "Outbound" });
-                evidence["query"] = json!({ "hostname": name(&net.host) });
+                // A question that is no host name OCSF accepts (hostname_t)
+                // travels in unmapped instead.
+                let host = net.host.strip_suffix('.').unwrap_or(&net.host);
+                if is_hostname(host) {
+                    evidence["query"] = json!({ "hostname": host });
+                }
             }
         }
     }
@@ -128,7 +133,7 @@ fn model_list(v: &[String]) -> Vec<String> {
     let mut out: Vec<String> = v
         .iter()
         .take(MAX_MODEL_LIST)
-        .map(|s| cut_text(s, MAX_MODEL_ITEM))
+        .map(|s| truncate_marked(s, MAX_MODEL_ITEM).into_owned())
         .collect();
     if v.len() > MAX_MODEL_LIST {
         out.push(format!("…[{} more]", v.len() - MAX_MODEL_LIST));
@@ -144,6 +149,17 @@ pub(super) fn finding_at(cursor: u64, alert: &Alert) -> Value {
     let model = match f.file.as_ref().and_then(|fo| fo.model.as_ref()) {
         Some(m) => {
             let mut m = m.bounded();
+            for t in [
+                &mut m.format,
+                &mut m.format_version,
+                &mut m.architecture,
+                &mut m.name,
+                &mut m.size_label,
+                &mut m.quantization,
+                &mut m.error,
+            ] {
+                *t = truncate_marked(t, MAX_MODEL_ITEM).into_owned();
+            }
             m.risk_reasons = model_list(&m.risk_reasons);
             m.dangerous_imports = model_list(&m.dangerous_imports);
             json!(m)
@@ -210,6 +226,15 @@ pub(super) fn finding_at(cursor: u64, alert: &Alert) -> Value {
             },
         }),
     );
+    if let Some(net) = f
+        .net
+        .as_ref()
+        .filter(|n| n.direction == NetDirection::DnsQuery)
+    {
+        if v["evidences"][0].get("query").is_none() {
+            v["unmapped"]["dns_question"] = json!(name(&net.host));
+        }
+    }
     if enforcement {
         let outcome = Outcome::of(alert);
         let (action_id, action, disposition_id, disposition) = control(&f.action, outcome);

@@ -8,24 +8,24 @@ use serde_json::{json, Value};
 use vigil_domain::{AuditEntry, Severity};
 
 use super::ocsf_objects::{
-    actor, audit_chain, classification, device, host_of_subject, merge, metadata, millis, path,
-    severity_caption, severity_id, text, CATEGORY_IAM,
+    actor, audit_chain, classification, device, host_of_subject, merge, metadata, millis, name,
+    path, severity_caption, severity_id, text, CATEGORY_IAM,
 };
 
 const CLASS_ENTITY_MANAGEMENT: u32 = 3004;
 
 /// (activity_id, activity_name) of an audit action's verb.
-fn activity(verb: &str) -> (u32, &str) {
+fn activity(verb: &str) -> (u32, String) {
     match verb {
         "push" | "register" | "upload" | "enroll" | "create" | "approve" | "add_node" => {
-            (1, "Create")
+            (1, "Create".into())
         }
-        "rollback" | "renew" | "unfreeze" | "transfer_leader" | "attest" => (3, "Update"),
-        "revoke" | "remove_node" | "prune" => (4, "Delete"),
-        "" => (0, "Unknown"),
+        "rollback" | "renew" | "unfreeze" | "transfer_leader" | "attest" => (3, "Update".into()),
+        "revoke" | "remove_node" | "prune" => (4, "Delete".into()),
+        "" => (0, "Unknown".into()),
         // An enforcement (kill, freeze, ...), a refusal, a summary: no
         // create/read/update/delete; the verb names it.
-        other => (99, other),
+        other => (99, name(other)),
     }
 }
 
@@ -62,7 +62,7 @@ pub fn entity_management(cursor: u64, entry: &AuditEntry) -> Value {
         CLASS_ENTITY_MANAGEMENT,
         "Entity Management",
         activity_id,
-        activity_name,
+        &activity_name,
     );
     merge(
         &mut v,

@@ -8,6 +8,9 @@ mod entity_management;
 mod event;
 mod ocsf_objects;
 
+#[cfg(test)]
+mod schema_tests;
+
 pub use compliance_finding::compliance_finding;
 pub use detection_finding::detection_finding;
 pub use entity_management::entity_management;

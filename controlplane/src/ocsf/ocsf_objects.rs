@@ -11,12 +11,15 @@ use vigil_domain::{
 
 pub const OCSF_VERSION: &str = "1.1.0";
 
-/// The longest identifier (host name, agent id, rule id, user, GPU name)
-/// an exported event carries, in bytes.
-pub(super) const MAX_EXPORTED_NAME: usize = 256;
+/// The longest identifier (agent id, rule id, user, process or GPU name)
+/// an exported event carries, in bytes. A host name OCSF accepts (at most
+/// 253 bytes) is never cut.
+pub(super) const MAX_EXPORTED_NAME: usize = 128;
+/// The longest file name: Linux's NAME_MAX.
+const MAX_FILE_NAME: usize = 255;
 /// The longest title (`finding_info.title`): the summary's start; the
 /// whole summary is the event's `message`.
-pub(super) const MAX_EXPORTED_TITLE: usize = 512;
+pub(super) const MAX_EXPORTED_TITLE: usize = 256;
 
 /// OCSF category and class ids (`class_uid` = category * 1000 + class).
 pub(super) const CATEGORY_FINDINGS: u32 = 2;
@@ -157,7 +160,7 @@ fn file_name(path: &str) -> &str {
 pub(super) fn file(p: &str, sha: &str) -> Value {
     let mut f = json!({
         "path": path(p),
-        "name": path(file_name(p)),
+        "name": truncate_marked(file_name(p), MAX_FILE_NAME),
         "type_id": 1,
         "type": "Regular File",
     });
