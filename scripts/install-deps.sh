@@ -110,6 +110,22 @@ if [ ! -d "$scan_dir/modelscan" ] || [ ! -d "$scan_dir/picklescan" ] || [ ! -d "
     flatbuffers==25.2.10 tflite==2.18.0
 fi
 
+# The SIEM clients' Python side: grpcio, grpcio-tools (stubs generated from
+# proto/ at run time by examples/python-siem) and protobuf, and the
+# opentelemetry-proto package whose generated OTLP stubs the test receiver
+# of `vigilctl siem otlp` is built on (integration/python/otlp_receiver.py,
+# integration/tests/siem_clients.rs, make bench). Pinned with their
+# dependencies. Into the repository, not the system.
+siem_dir="$(cd "$(dirname "$0")/.." && pwd)/.vigil/deps/siem"
+if [ ! -d "$siem_dir/grpc_tools" ] || [ ! -d "$siem_dir/opentelemetry/proto" ]; then
+  echo "install-deps: grpcio 1.85.4, grpcio-tools 1.85.4, protobuf 7.36.2, opentelemetry-proto 1.45.2 into $siem_dir"
+  extra=()
+  python3 -m pip install --help 2>/dev/null | grep -q -- --break-system-packages && extra+=(--break-system-packages)
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "${extra[@]}" \
+    --target "$siem_dir" grpcio==1.85.4 grpcio-tools==1.85.4 protobuf==7.36.2 \
+    opentelemetry-proto==1.45.2 setuptools==84.2.1 typing_extensions==4.16.0
+fi
+
 # The sensors need tracefs (the agent also mounts it itself) and bpffs.
 if [ "$(id -u)" = 0 ]; then
   if [ ! -d /sys/kernel/tracing/events ] && [ ! -d /sys/kernel/debug/tracing/events ]; then

@@ -29,6 +29,7 @@ pub mod raw_agent;
 pub mod raw_codec;
 pub mod seeded_random;
 pub mod sidecar;
+pub mod siem_clients;
 pub mod swtpm;
 pub mod tls_fleet;
 mod tmpfs;
