@@ -8,6 +8,7 @@ mod agent_sessions;
 mod alert_feed;
 pub mod authorization;
 pub mod enrollment;
+mod event_feed;
 mod model_transfer;
 pub mod raft_service;
 mod siem_service;

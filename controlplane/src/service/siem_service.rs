@@ -1,12 +1,17 @@
-//! `vigil.siem.v1.SiemExport`: alerts as OCSF, resumable from a cursor.
+//! `vigil.siem.v1.SiemExport`: every kind of committed event (findings,
+//! enforcements, policy and approval changes, attestation, audit) in the
+//! journal's one order, as OCSF, resumable from a cursor, filtered here.
+//! Served by any node from its own state machine.
 
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
+use vigil_domain::SiemFilter;
 use vigil_proto::siem::v1 as pb;
 use vigil_proto::siem::v1::siem_export_server::SiemExport;
 
-use super::alert_feed::spawn_alert_feed;
-use crate::ocsf::detection_finding;
-use crate::store::StateReader;
+use super::event_feed::{out_of_range, spawn_event_feed, FeedRange};
+use crate::ocsf::ocsf_event;
+use crate::store::{EventsError, StateReader};
 
 pub struct SiemExportImpl {
     state: StateReader,
@@ -16,6 +21,21 @@ impl SiemExportImpl {
     pub fn new(state: StateReader) -> Self {
         Self { state }
     }
+}
+
+/// Where a subscription starts, from its cursor and the journal's bounds:
+/// (the cursor to read after, whether it is beyond the newest event).
+fn start(cursor: u64, oldest: u64, head: u64) -> Result<(u64, bool), EventsError> {
+    if cursor == 0 {
+        return Ok((oldest.saturating_sub(1), false));
+    }
+    if cursor.saturating_add(1) < oldest {
+        return Err(EventsError::OutOfRange {
+            after: cursor,
+            oldest,
+        });
+    }
+    Ok((cursor, cursor > head))
 }
 
 #[tonic::async_trait]
@@ -28,25 +48,41 @@ impl SiemExport for SiemExportImpl {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let caller = super::Caller::of(&req);
         let req = req.into_inner();
-        let min = match req.min_severity {
-            0 => None,
-            raw => Some(
-                vigil_proto::severity_from_wire("min_severity", raw)
-                    .map_err(|e| Status::invalid_argument(e.to_string()))?,
-            ),
+        let filter =
+            SiemFilter::try_from(&req).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let head = self.state.last_event_cursor();
+        let oldest = self.state.first_event_cursor().map_err(|e| {
+            tracing::error!(error = %e, "reading the oldest event kept");
+            Status::internal(format!("reading the oldest event kept: {e}"))
+        })?;
+        let (after, ahead) = start(req.cursor, oldest, head).map_err(|e| out_of_range(&e))?;
+        tracing::info!(
+            cursor = req.cursor,
+            head,
+            ahead,
+            ?filter,
+            "SIEM subscriber attached"
+        );
+        let include_record = req.include_record;
+        let range = FeedRange {
+            after,
+            stop_at: req.stop_at_head.then_some(head),
         };
-        tracing::info!(cursor = req.cursor, ?min, "SIEM subscriber attached");
-        let feed = spawn_alert_feed(self.state.clone(), &caller, req.cursor, move |alert| {
-            if min.is_some_and(|m| alert.finding.severity < m) {
-                return None;
-            }
-            Some(pb::SiemEvent {
-                cursor: alert.index,
-                ocsf_json: detection_finding(&alert).to_string(),
-                alert: Some(alert.into()),
-                ..Default::default()
-            })
+        let feed = spawn_event_feed(self.state.clone(), &caller, range, filter, move |event| {
+            let ocsf = ocsf_event(&event).to_string();
+            vigil_proto::siem_event_to_wire(event, ocsf, include_record)
         });
-        Ok(Response::new(feed))
+        let mut response = Response::new(feed);
+        let headers = response.metadata_mut();
+        headers.insert(
+            "vigil-cursor-state",
+            MetadataValue::from_static(if ahead { "ahead" } else { "ok" }),
+        );
+        headers.insert("vigil-head-cursor", MetadataValue::from(head));
+        Ok(response)
     }
 }
+
+#[cfg(test)]
+#[path = "siem_service_tests.rs"]
+mod tests;

@@ -11,8 +11,8 @@ mod write_watch;
 pub use database::{open_checked, open_stores, OpenError};
 pub use log_store::SledLogStore;
 pub use state_machine::{
-    AlertTally, CertificateStanding, ReadError, SledStateMachine, StateReader, Supersession,
-    MIN_RENEWAL_INTERVAL_NANOS,
+    AlertTally, CertificateStanding, EventPage, EventsError, JournalRecord, JournalRef, ReadError,
+    SledStateMachine, StateReader, Supersession, MIN_RENEWAL_INTERVAL_NANOS,
 };
 pub use write_watch::{InFlight, OldestWrite, WriteWatch};
 

@@ -39,6 +39,12 @@
 //!   the model's bytes are not here but in the node's model store
 //!   (`model_blobs.rs`), by digest
 //! - `model_pin/<name>` → u64, the version a rollback pinned
+//! - `event/<u64 be seq>` → [`JournalRecord`]: the SIEM export's one
+//!   sequence of every kind (an alert or an audit entry stored, by
+//!   reference, with what its filters read), dense from 1 in apply order
+//! - `meta/next_event` → u64, the seq the next event gets;
+//!   `meta/first_event` → u64, the oldest seq kept (retention removes a
+//!   prefix of the journal with the alerts it removes)
 //!
 //! - `meta/installing` → SnapshotMeta, while a snapshot is installed
 //!   (`snapshot_file.rs`)
@@ -51,7 +57,12 @@
 //! was flushed in the raft log (same sled store) before it could commit,
 //! and sled recovers a prefix of its writes, so after a crash this tree is
 //! at or behind the log and openraft re-applies the gap; a log purge
-//! flushes before entries leave the log. Alert indexes are dense and start at 1, except that
+//! flushes before entries leave the log. Journal seqs (`event/`) are dense
+//! from 1 too: each stored alert and audit entry gets the next one, in the
+//! order the apply stores them, and retention removes only a prefix (up to
+//! the last alert it removed), so `event/` is always one run of
+//! consecutive seqs from `meta/first_event` to `meta/next_event` - 1.
+//! Alert indexes are dense and start at 1, except that
 //! retention (`prune_alerts.v1`) removes the oldest: the stored alerts are
 //! always one run of consecutive indexes ending at `meta/next_alert` - 1.
 
@@ -66,7 +77,8 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, Snapsho
 use openraft::{AnyError, BasicNode, Entry, EntryPayload, OptionalSend, StorageIOError};
 use tokio::sync::watch;
 use vigil_domain::{
-    AgentIdentity, AgentRecord, Alert, InventoryItem, InventoryKind, Severity, SignalKind,
+    AgentIdentity, AgentRecord, Alert, EventKind, EventRecord, InventoryItem, InventoryKind,
+    Severity, SiemEvent, SiemFilter, SignalKind,
 };
 
 use crate::raft_types::{
@@ -129,6 +141,117 @@ const PRUNED_TALLY: &[u8] = b"meta/pruned_tally";
 const MODEL_PREFIX: &[u8] = b"model/";
 /// name → the version a rollback pinned.
 const MODEL_PIN_PREFIX: &[u8] = b"model_pin/";
+/// seq → a [`JournalRecord`], the SIEM export's one sequence.
+const EVENT_PREFIX: &[u8] = b"event/";
+/// The seq the next journal record gets (1 when absent).
+const NEXT_EVENT: &[u8] = b"meta/next_event";
+/// The oldest seq retention kept (1 when absent).
+const FIRST_EVENT: &[u8] = b"meta/first_event";
+
+fn event_key(seq: u64) -> Vec<u8> {
+    prefixed(EVENT_PREFIX, &seq.to_be_bytes())
+}
+
+/// What a journal record refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JournalRef {
+    /// `alert/<index>`.
+    Alert(u64),
+    /// `audit/<index>`.
+    Audit(u64),
+}
+
+/// One event of the SIEM export's sequence: its kind, what it refers to,
+/// and what the export's filters read (so a filtered subscriber decodes
+/// only the records that pass).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JournalRecord {
+    pub kind: EventKind,
+    #[serde(rename = "ref")]
+    pub refers: JournalRef,
+    #[serde(rename = "sev")]
+    pub severity: Severity,
+    /// An alert's signal.
+    #[serde(rename = "sig", default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<SignalKind>,
+    /// The host the event is about, when there is one.
+    #[serde(rename = "agent", default, skip_serializing_if = "String::is_empty")]
+    pub agent_id: String,
+    #[serde(rename = "host", default, skip_serializing_if = "String::is_empty")]
+    pub hostname: String,
+    /// An alert's rule.
+    #[serde(rename = "rule", default, skip_serializing_if = "String::is_empty")]
+    pub rule_id: String,
+}
+
+impl JournalRecord {
+    fn of_alert(alert: &Alert) -> Self {
+        Self {
+            kind: EventKind::of_alert(alert),
+            refers: JournalRef::Alert(alert.index),
+            severity: alert.finding.severity,
+            signal: Some(alert.finding.signal),
+            agent_id: alert.agent_id.clone(),
+            hostname: alert.hostname.clone(),
+            rule_id: alert.finding.rule_id.clone(),
+        }
+    }
+
+    fn of_audit(entry: &vigil_domain::AuditEntry, about: Option<AuditAbout<'_>>) -> Self {
+        let (agent_id, hostname) = about.map_or((String::new(), String::new()), |a| {
+            (a.agent_id.to_string(), a.hostname.to_string())
+        });
+        Self {
+            kind: EventKind::of_audit(entry),
+            refers: JournalRef::Audit(entry.index),
+            severity: Severity::Info,
+            signal: None,
+            agent_id,
+            hostname,
+            rule_id: String::new(),
+        }
+    }
+
+    fn facets(&self) -> vigil_domain::EventFacets<'_> {
+        vigil_domain::EventFacets {
+            kind: self.kind,
+            severity: self.severity,
+            signal: self.signal,
+            agent_id: &self.agent_id,
+            hostname: &self.hostname,
+            rule_id: &self.rule_id,
+        }
+    }
+}
+
+/// The host an audit entry is about (an enforcement's, an attestation's),
+/// for the export's host filter.
+#[derive(Debug, Clone, Copy)]
+struct AuditAbout<'a> {
+    agent_id: &'a str,
+    hostname: &'a str,
+}
+
+/// A page of the SIEM export's events.
+#[derive(Debug, Default)]
+pub struct EventPage {
+    /// The events that passed the filter, in seq order.
+    pub events: Vec<SiemEvent>,
+    /// The last seq looked at (passed or filtered out); the cursor the next
+    /// page starts after. The `after` asked when nothing was there.
+    pub scanned_to: u64,
+}
+
+/// Why a page of events could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum EventsError {
+    /// Retention removed events after the cursor: the oldest kept is `oldest`.
+    #[error("cursor {after} is older than the oldest event kept ({oldest}): resume with cursor {resume} (or 0, the oldest kept)", resume = oldest - 1)]
+    OutOfRange { after: u64, oldest: u64 },
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
 
 fn model_key(name: &str, version: u64) -> Vec<u8> {
     let mut k = prefixed(MODEL_PREFIX, name.as_bytes());
@@ -259,6 +382,21 @@ fn alert_key(index: u64) -> Vec<u8> {
     prefixed(ALERT_PREFIX, &index.to_be_bytes())
 }
 
+/// The seq of an `event/` key (0 for a malformed one).
+fn seq_of(k: &[u8]) -> u64 {
+    k.get(EVENT_PREFIX.len()..)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+/// The newest journal seq in `tree` (0 when none).
+fn last_event_in(tree: &sled::Tree) -> Result<u64, ReadError> {
+    Ok(match tree.get(NEXT_EVENT)? {
+        Some(v) => decode::<u64>(NEXT_EVENT, &v)?.saturating_sub(1),
+        None => 0,
+    })
+}
+
 fn sm_read_err(e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::read_state_machine(AnyError::new(&e)).into()
 }
@@ -283,6 +421,7 @@ pub struct StateReader {
     revocations_changed: watch::Receiver<u64>,
     trust_changed: watch::Receiver<u64>,
     models_changed: watch::Receiver<u64>,
+    last_event: watch::Receiver<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -296,6 +435,8 @@ pub enum ReadError {
         key: String,
         source: serde_json::Error,
     },
+    #[error("stored record {key} is missing (the journal refers to it)")]
+    Missing { key: String },
 }
 
 fn decode<T: serde::de::DeserializeOwned>(k: &[u8], v: &[u8]) -> Result<T, ReadError> {
@@ -379,6 +520,107 @@ impl StateReader {
     /// Fires whenever new alerts are applied.
     pub fn watch_alerts(&self) -> watch::Receiver<u64> {
         self.last_alert.clone()
+    }
+
+    /// The newest journal seq (0 when none).
+    pub fn last_event_cursor(&self) -> u64 {
+        *self.last_event.borrow()
+    }
+
+    /// Fires whenever new events are journaled (or a snapshot installed).
+    pub fn watch_events(&self) -> watch::Receiver<u64> {
+        self.last_event.clone()
+    }
+
+    /// The oldest journal seq retention kept (the next seq when every
+    /// event was removed; 1 when none ever was).
+    pub fn first_event_cursor(&self) -> Result<u64, ReadError> {
+        Ok(match self.tree.get(FIRST_EVENT)? {
+            Some(v) => decode(FIRST_EVENT, &v)?,
+            None => 1,
+        })
+    }
+
+    /// Journal records with seq > `after`, oldest first, at most `limit`
+    /// (for tests and tools; the export reads [`Self::events_after`]).
+    pub fn journal_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, JournalRecord)>, ReadError> {
+        let raw: Vec<(sled::IVec, sled::IVec)> = {
+            let _settled = self.between_entries();
+            self.tree
+                .range(event_key(after.saturating_add(1))..event_key(u64::MAX))
+                .take(limit)
+                .collect::<Result<_, _>>()?
+        };
+        raw.iter()
+            .map(|(k, v)| Ok((seq_of(k), decode(k, v)?)))
+            .collect()
+    }
+
+    /// The events with seq > `after` that pass `filter`, oldest first: at
+    /// most `limit` of them, after looking at most `scan` journal records
+    /// (a filter that passes little costs a bounded read per page).
+    /// Refused when retention removed events after `after`. Read between
+    /// two entries; only the records that pass are decoded.
+    pub fn events_after(
+        &self,
+        after: u64,
+        limit: usize,
+        scan: usize,
+        filter: &SiemFilter,
+    ) -> Result<EventPage, EventsError> {
+        let mut scanned_to = after;
+        let mut picked: Vec<(u64, JournalRecord, Vec<u8>, Option<sled::IVec>)> = Vec::new();
+        {
+            let _settled = self.between_entries();
+            let oldest = self.first_event_cursor()?;
+            if after.saturating_add(1) < oldest {
+                return Err(EventsError::OutOfRange { after, oldest });
+            }
+            let range = self
+                .tree
+                .range(event_key(after.saturating_add(1))..event_key(u64::MAX));
+            for kv in range.take(scan.max(1)) {
+                let (k, v) = kv.map_err(ReadError::from)?;
+                let seq = seq_of(&k);
+                let record: JournalRecord = decode(&k, &v)?;
+                scanned_to = seq;
+                if !filter.matches(&record.facets()) {
+                    continue;
+                }
+                let key = match record.refers {
+                    JournalRef::Alert(i) => alert_key(i),
+                    JournalRef::Audit(i) => prefixed(AUDIT_PREFIX, &i.to_be_bytes()),
+                };
+                let value = self.tree.get(&key).map_err(ReadError::from)?;
+                picked.push((seq, record, key, value));
+                if picked.len() >= limit {
+                    break;
+                }
+            }
+        }
+        let events = picked
+            .into_iter()
+            .map(|(cursor, record, key, value)| {
+                let value = value.ok_or_else(|| ReadError::Missing {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                })?;
+                let kind = record.kind;
+                let record = match record.refers {
+                    JournalRef::Alert(_) => EventRecord::Alert(decode(&key, &value)?),
+                    JournalRef::Audit(_) => EventRecord::Audit(decode(&key, &value)?),
+                };
+                Ok(SiemEvent {
+                    cursor,
+                    kind,
+                    record,
+                })
+            })
+            .collect::<Result<Vec<_>, ReadError>>()?;
+        Ok(EventPage { events, scanned_to })
     }
 
     pub fn agents(&self) -> Result<Vec<AgentRecord>, ReadError> {
@@ -724,6 +966,11 @@ pub struct SledStateMachine {
     /// The audit head written by the entry being applied (its batch is not
     /// in the tree yet), so two entries in one apply chain correctly.
     pending_audit_head: Arc<std::sync::Mutex<Option<(u64, String)>>>,
+    /// The next journal seq as the entry being applied left it (its batch
+    /// is not in the tree yet), like `pending_audit_head`.
+    pending_next_event: Arc<std::sync::Mutex<Option<u64>>>,
+    /// The newest journal seq, published once an entry's writes are visible.
+    last_event: Arc<watch::Sender<u64>>,
     /// Held by `apply` from its first write to its last, and by a snapshot
     /// while it reads: sled's iterator is not a point in time, so without
     /// it a snapshot built beside an apply could pair an older
@@ -921,6 +1168,7 @@ impl SledStateMachine {
         ensure_alert_tally(&tree)?;
         let last = last_alert_in(&tree)?;
         let (tx, rx) = watch::channel(last);
+        let (event_tx, event_rx) = watch::channel(last_event_in(&tree)?);
         let active: u64 = match tree.get(ACTIVE_POLICY)? {
             Some(v) => decode(ACTIVE_POLICY, &v)?,
             None => 0,
@@ -944,6 +1192,8 @@ impl SledStateMachine {
                 trust_changed: Arc::new(trust_tx),
                 trust_changed_pending: Arc::default(),
                 pending_audit_head: Arc::new(std::sync::Mutex::new(None)),
+                pending_next_event: Arc::new(std::sync::Mutex::new(None)),
+                last_event: Arc::new(event_tx),
                 applying: Arc::new(tokio::sync::RwLock::new(())),
                 changing: changing.clone(),
                 writes: Default::default(),
@@ -959,6 +1209,7 @@ impl SledStateMachine {
                 revocations_changed: revocations_rx,
                 trust_changed: trust_rx,
                 models_changed: models_rx,
+                last_event: event_rx,
             },
         ))
     }
@@ -1136,17 +1387,6 @@ impl SledStateMachine {
                             seen_at,
                         )?;
                     }
-                    // An enforcement is also an audit entry, in the same apply.
-                    if !finding.action.is_empty() {
-                        self.append_audit(
-                            batch,
-                            received_at_unix_nanos,
-                            agent_id.clone(),
-                            format!("enforce.{}", finding.action),
-                            format!("pid {} on {}", finding.process.pid, rec.identity.hostname),
-                            finding.summary.clone(),
-                        )?;
-                    }
                     tally.add(finding.signal, finding.severity);
                     let alert = Alert {
                         index: next,
@@ -1156,6 +1396,24 @@ impl SledStateMachine {
                         finding,
                     };
                     batch.insert(alert_key(next), json(&alert)?);
+                    self.journal(batch, &JournalRecord::of_alert(&alert))?;
+                    // An enforcement is also an audit entry, in the same
+                    // apply, journaled after its finding.
+                    let finding = &alert.finding;
+                    if !finding.action.is_empty() {
+                        self.append_audit_about(
+                            batch,
+                            Some(AuditAbout {
+                                agent_id: &agent_id,
+                                hostname: &rec.identity.hostname,
+                            }),
+                            received_at_unix_nanos,
+                            agent_id.clone(),
+                            format!("enforce.{}", finding.action),
+                            format!("pid {} on {}", finding.process.pid, rec.identity.hostname),
+                            finding.summary.clone(),
+                        )?;
+                    }
                     if first_index == 0 {
                         first_index = next;
                     }
@@ -1518,8 +1776,12 @@ impl SledStateMachine {
                 rec.attestation.ak_sha256 = ak_sha256.clone();
                 rec.attestation.enrolled_at_unix_nanos = at_unix_nanos;
                 if first {
-                    self.append_audit(
+                    self.append_audit_about(
                         batch,
+                        Some(AuditAbout {
+                            agent_id: &agent_id,
+                            hostname: &rec.identity.hostname,
+                        }),
                         at_unix_nanos,
                         "verifier".into(),
                         "attest.enroll".into(),
@@ -1564,8 +1826,12 @@ impl SledStateMachine {
                     self.trust_changed_pending
                         .store(true, std::sync::atomic::Ordering::Relaxed);
                     let host = rec.identity.hostname.clone();
-                    self.append_audit(
+                    self.append_audit_about(
                         batch,
+                        Some(AuditAbout {
+                            agent_id: &agent_id,
+                            hostname: &rec.identity.hostname,
+                        }),
                         at_unix_nanos,
                         "verifier".into(),
                         "attest.verdict".into(),
@@ -1579,8 +1845,12 @@ impl SledStateMachine {
                     }
                 }
                 if !had_baseline && !rec.attestation.golden_pcrs.is_empty() {
-                    self.append_audit(
+                    self.append_audit_about(
                         batch,
+                        Some(AuditAbout {
+                            agent_id: &agent_id,
+                            hostname: &rec.identity.hostname,
+                        }),
                         at_unix_nanos,
                         "verifier".into(),
                         "attest.baseline".into(),
@@ -1618,8 +1888,12 @@ impl SledStateMachine {
                 rec.attestation.trust_changed_at_unix_nanos = at_unix_nanos;
                 self.trust_changed_pending
                     .store(true, std::sync::atomic::Ordering::Relaxed);
-                self.append_audit(
+                self.append_audit_about(
                     batch,
+                    Some(AuditAbout {
+                        agent_id: &agent_id,
+                        hostname: &rec.identity.hostname,
+                    }),
                     at_unix_nanos,
                     actor,
                     "attest.reset".into(),
@@ -1706,10 +1980,57 @@ impl SledStateMachine {
         Ok(Ok(record))
     }
 
+    /// Forgets what the entry (or batch command) being applied left
+    /// pending: its writes are in the tree now, which the next one reads.
+    fn forget_pending(&self) {
+        if let Ok(mut p) = self.pending_audit_head.lock() {
+            *p = None;
+        }
+        if let Ok(mut p) = self.pending_next_event.lock() {
+            *p = None;
+        }
+    }
+
+    /// Gives `record` the next journal seq (after the ones this batch
+    /// wrote already, else the stored ones) and writes it.
+    fn journal(
+        &self,
+        batch: &mut sled::Batch,
+        record: &JournalRecord,
+    ) -> Result<u64, StorageError> {
+        let pending = self.pending_next_event.lock().ok().and_then(|p| *p);
+        let seq = match pending {
+            Some(n) => n,
+            None => self.get_json::<u64>(NEXT_EVENT)?.unwrap_or(1),
+        };
+        batch.insert(event_key(seq), json(record)?);
+        batch.insert(NEXT_EVENT, json(&(seq + 1))?);
+        if let Ok(mut p) = self.pending_next_event.lock() {
+            *p = Some(seq + 1);
+        }
+        Ok(seq)
+    }
+
     /// Chains an audit entry after the newest one (in this batch or stored).
     fn append_audit(
         &self,
         batch: &mut sled::Batch,
+        at_unix_nanos: i64,
+        actor: String,
+        action: String,
+        subject: String,
+        detail: String,
+    ) -> Result<(), StorageError> {
+        self.append_audit_about(batch, None, at_unix_nanos, actor, action, subject, detail)
+    }
+
+    /// `append_audit` for an entry about one host (an enforcement on it,
+    /// its attestation), named in the journal for the export's host filter.
+    #[allow(clippy::too_many_arguments)]
+    fn append_audit_about(
+        &self,
+        batch: &mut sled::Batch,
+        about: Option<AuditAbout<'_>>,
         at_unix_nanos: i64,
         actor: String,
         action: String,
@@ -1741,6 +2062,7 @@ impl SledStateMachine {
         if let Ok(mut p) = self.pending_audit_head.lock() {
             *p = Some(head);
         }
+        self.journal(batch, &JournalRecord::of_audit(&entry, about))?;
         Ok(())
     }
 
@@ -1790,6 +2112,7 @@ impl SledStateMachine {
         batch.insert(alert_key(next), json(&alert)?);
         batch.insert(NEXT_ALERT, json(&(next + 1))?);
         batch.insert(ALERT_TALLY, json(&tally)?);
+        self.journal(batch, &JournalRecord::of_alert(&alert))?;
         Ok(())
     }
 
@@ -1806,6 +2129,7 @@ impl SledStateMachine {
         let mut pruned: AlertTally = self.get_json(PRUNED_TALLY)?.unwrap_or_default();
         let mut stored = tally.total();
         let (mut removed, mut more) = (0u64, false);
+        let mut last_removed = 0u64;
         for kv in self.tree.scan_prefix(ALERT_PREFIX) {
             let (k, v) = kv.map_err(sm_read_err)?;
             let alert: PrunedAlert = serde_json::from_slice(&v).map_err(sm_read_err)?;
@@ -1824,11 +2148,16 @@ impl SledStateMachine {
             }
             tally.remove(alert.finding.signal, alert.finding.severity);
             pruned.add(alert.finding.signal, alert.finding.severity);
+            last_removed = k
+                .get(ALERT_PREFIX.len()..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map_or(0, u64::from_be_bytes);
             batch.remove(k);
             stored = stored.saturating_sub(1);
             removed += 1;
         }
         if removed > 0 {
+            self.prune_journal(batch, last_removed)?;
             batch.insert(ALERT_TALLY, json(&tally)?);
             batch.insert(PRUNED_TALLY, json(&pruned)?);
             self.append_audit(
@@ -1843,6 +2172,48 @@ impl SledStateMachine {
             )?;
         }
         Ok(CommandResult::AlertsPruned { removed, more })
+    }
+
+    /// Removes the journal's prefix up to the record of alert
+    /// `last_removed` (the newest alert retention just removed): the alerts
+    /// before it and the audit entries between them leave the export (the
+    /// audit chain itself stays, for the admin API). `meta/first_event`
+    /// names the oldest seq kept. Only a prefix, the same on every node.
+    fn prune_journal(
+        &self,
+        batch: &mut sled::Batch,
+        last_removed: u64,
+    ) -> Result<(), StorageError> {
+        let mut first: Option<u64> = None;
+        let mut through: Option<u64> = None;
+        let mut doomed = Vec::new();
+        for kv in self.tree.scan_prefix(EVENT_PREFIX) {
+            let (k, v) = kv.map_err(sm_read_err)?;
+            let record: JournalRecord = serde_json::from_slice(&v).map_err(sm_read_err)?;
+            let seq = seq_of(&k);
+            first.get_or_insert(seq);
+            match record.refers {
+                JournalRef::Alert(i) if i > last_removed => break,
+                JournalRef::Alert(i) => {
+                    doomed.push(k);
+                    if i == last_removed {
+                        through = Some(seq);
+                        break;
+                    }
+                }
+                JournalRef::Audit(_) => doomed.push(k),
+            }
+        }
+        // Nothing of the removed alerts is journaled (they were stored
+        // before the journal was): the journal stays as it is.
+        let Some(through) = through else {
+            return Ok(());
+        };
+        for k in doomed {
+            batch.remove(k);
+        }
+        batch.insert(FIRST_EVENT, json(&(through + 1))?);
+        Ok(())
     }
 
     /// `register_model.v1`.
@@ -2223,9 +2594,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         let mut revocations_changed = false;
         let mut models_changed = false;
         for entry in entries {
-            if let Ok(mut p) = self.pending_audit_head.lock() {
-                *p = None;
-            }
+            self.forget_pending();
             let mut batch = sled::Batch::default();
             let result = match entry.payload {
                 EntryPayload::Blank => CommandResult::Done,
@@ -2248,9 +2617,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
                         let result = self.apply_command(sub, &mut sub_batch)?;
                         sub_batch.insert(BATCH_PROGRESS, json(&(entry.log_id.index, i + 1))?);
                         self.apply_visible(sub_batch)?;
-                        if let Ok(mut p) = self.pending_audit_head.lock() {
-                            *p = None;
-                        }
+                        self.forget_pending();
                         out.push(result);
                     }
                     batch.remove(BATCH_PROGRESS);
@@ -2278,9 +2645,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
             );
             self.apply_visible(batch)?;
             // Stored now: the next entry reads the head from the tree.
-            if let Ok(mut p) = self.pending_audit_head.lock() {
-                *p = None;
-            }
+            self.forget_pending();
             results.push(result);
         }
         // No fsync here: what was applied is in the raft log, flushed
@@ -2291,6 +2656,9 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         // so no entry leaves the log before its effects are durable here.)
         let last = last_alert_in(&self.tree).map_err(sm_read_err)?;
         self.last_alert
+            .send_if_modified(|v| std::mem::replace(v, last) != last);
+        let last = last_event_in(&self.tree).map_err(sm_read_err)?;
+        self.last_event
             .send_if_modified(|v| std::mem::replace(v, last) != last);
         self.publish_active_policy()?;
         if workloads_changed {
@@ -2324,6 +2692,8 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
             trust_changed: self.trust_changed.clone(),
             trust_changed_pending: self.trust_changed_pending.clone(),
             pending_audit_head: self.pending_audit_head.clone(),
+            pending_next_event: self.pending_next_event.clone(),
+            last_event: self.last_event.clone(),
             applying: self.applying.clone(),
             changing: self.changing.clone(),
             writes: self.writes.clone(),
@@ -2441,6 +2811,8 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         tracing::info!(snapshot = %snapshot_id, "installed a snapshot");
         let last = last_alert_in(&self.tree).map_err(sm_read_err)?;
         self.last_alert.send_replace(last);
+        let last = last_event_in(&self.tree).map_err(sm_read_err)?;
+        self.last_event.send_replace(last);
         self.publish_active_policy()?;
         self.workloads_changed.send_modify(|g| *g += 1);
         self.revocations_changed.send_modify(|g| *g += 1);
@@ -2476,3 +2848,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
 #[cfg(test)]
 #[path = "state_machine_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "event_journal_tests.rs"]
+mod journal_tests;
