@@ -33,8 +33,12 @@ class, and as its JSON-schema export and validator read the result):
   become anyOf/oneOf of required; classes and objects admit no other
   attributes (additionalProperties false) but the free-form `unmapped`.
 
-The datetime profile's generated *_dt siblings and extensions are not
-compiled: vigil emits neither.
+* `observable.type_id` enumerates the observable ids the dictionary's
+  types and the objects declare.
+
+The datetime profile's generated *_dt siblings and the extensions (linux,
+windows) are not compiled: this is the core schema, and vigil emits
+neither.
 """
 
 import argparse
@@ -113,6 +117,14 @@ class Schema:
         for p in src.under("events"):
             e = src.read(p)
             self.events[e["name"]] = e
+        # The observable type ids: the dictionary's types and the objects
+        # that name one (the OCSF server builds observable.type_id's enum
+        # from them).
+        self.observable_ids = {
+            str(d["observable"]): {"caption": d.get("caption", n)}
+            for n, d in list(self.types.items()) + list(self.objects.items())
+            if "observable" in d
+        }
         self._resolved = {}
 
     def own_attributes(self, item):
@@ -150,7 +162,8 @@ class Schema:
             attrs, constraints, profiles = {}, None, []
         for k, v in self.own_attributes(item).items():
             attrs[k] = deep_merge(attrs.get(k, {}), v)
-        if item.get("constraints"):
+        # An item's own constraints, even none ({}), replace its parent's.
+        if "constraints" in item:
             constraints = item["constraints"]
         profiles = sorted(set(profiles) | set(item.get("profiles", [])))
         out = (attrs, constraints, profiles, item)
@@ -227,6 +240,8 @@ class Schema:
         by_profile = {}
         for k in sorted(attrs):
             a = self.attribute(k, attrs[k])
+            if kind == "object" and name == "observable" and k == "type_id":
+                a["enum"] = {**a.get("enum", {}), **self.observable_ids}
             if class_ctx and k == "activity_id":
                 class_ctx["activities"] = sorted(int(i) for i in a.get("enum", {}))
             properties[k] = None  # keep the order; filled below
