@@ -9,7 +9,7 @@
 //! opens (`flood_bench`), GPU polls and policy evaluation.
 //! Writes `bench/results.json` and `BENCHMARKS.md`; `VIGIL_BENCH_ONLY=gpu`, `ingest`,
 //! `policy`, `latency`, `flood` or `transport` runs one section and only
-//! prints its figures; `cluster`, `models`, `attestation` or `sidecar` runs one and merges its
+//! prints its figures; `cluster`, `models`, `attestation`, `sidecar`, `siem` or `siem-otlp` runs one and merges its
 //! figures into both files.
 
 mod attestation_bench;
@@ -22,6 +22,7 @@ mod policy_bench;
 mod report;
 mod sidecar_bench;
 mod siem_bench;
+mod siem_otlp_bench;
 mod storm;
 mod transport_bench;
 
@@ -820,6 +821,13 @@ fn main() -> anyhow::Result<()> {
         siem_bench::siem(&s, &mut report)?;
         return report.merge(&root);
     }
+    // `VIGIL_BENCH_ONLY=siem-otlp`: only the OTLP forwarder's figures,
+    // merged into the results.
+    if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("siem-otlp") {
+        let mut report = Report::default();
+        siem_otlp_bench::siem_otlp(&s, &mut report)?;
+        return report.merge(&root);
+    }
     // `VIGIL_BENCH_ONLY=models`: only the model-inspection figures, merged
     // into the results.
     if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("models") {
@@ -894,6 +902,7 @@ fn main() -> anyhow::Result<()> {
     model_bench::models(&root, s.work.path(), &mut report)?;
     attestation_bench::attestation(&s.rt, s.work.path(), &mut report)?;
     siem_bench::siem(&s, &mut report)?;
+    siem_otlp_bench::siem_otlp(&s, &mut report)?;
     policy_bench::rule_evaluation(&root, &mut report)?;
     s.rt.block_on(policy_bench::propagation(
         &cp.endpoint(),
