@@ -76,7 +76,7 @@ pub fn compliance_finding(cursor: u64, entry: &AuditEntry) -> Value {
             },
             "compliance": compliance,
             "actor": actor(&entry.actor),
-            "metadata": metadata(cursor, &["host"]),
+            "metadata": metadata(cursor, &["host"], millis(entry.at_unix_nanos)),
             "unmapped": audit_chain(entry),
         }),
     );

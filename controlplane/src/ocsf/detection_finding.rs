@@ -89,7 +89,13 @@ pub(super) fn control(action: &str, outcome: Outcome) -> (u32, &'static str, u32
 /// File System Activity, Network Activity and DNS Activity.
 fn evidence(alert: &Alert) -> Value {
     let f = &alert.finding;
-    let mut evidence = json!({ "process": process(&f.process) });
+    let mut evidence = json!({});
+    // An alert the control plane raised (a failed attestation) is about a
+    // host, not a process.
+    let p = &f.process;
+    if p.pid != 0 || !p.exe.is_empty() || !p.argv.is_empty() || !p.comm.is_empty() {
+        evidence["process"] = process(p);
+    }
     if let Some(fo) = &f.file {
         let sha = fo.model.as_ref().map_or("", |m| m.sha256.as_str());
         evidence["file"] = file(&fo.path, sha);
@@ -199,7 +205,13 @@ pub(super) fn finding_at(cursor: u64, alert: &Alert) -> Value {
             "time": millis(f.observed_at_unix_nanos),
             "message": text(&f.summary),
             "finding_info": {
-                "uid": name(&format!("{}:{}", alert.agent_id, f.seq)),
+                // An agent numbers its findings from 1; one the control
+                // plane raised (seq 0) goes by its alert index.
+                "uid": if f.seq == 0 {
+                    format!("vigil-alert:{}", alert.index)
+                } else {
+                    name(&format!("{}:{}", alert.agent_id, f.seq))
+                },
                 "title": title(&f.summary),
                 "types": [f.signal.as_str()],
                 "analytic": {
@@ -210,9 +222,8 @@ pub(super) fn finding_at(cursor: u64, alert: &Alert) -> Value {
                 },
                 "created_time": millis(alert.received_at_unix_nanos),
             },
-            "metadata": metadata(cursor, profiles),
+            "metadata": metadata(cursor, profiles, millis(alert.received_at_unix_nanos)),
             "device": device(&alert.hostname, &alert.agent_id),
-            "evidences": [evidence(alert)],
             "unmapped": {
                 "alert_index": alert.index,
                 "cgroup_id": p.cgroup_id,
@@ -226,12 +237,17 @@ pub(super) fn finding_at(cursor: u64, alert: &Alert) -> Value {
             },
         }),
     );
+    let evidence = evidence(alert);
+    let dns_query = evidence.get("query").is_some();
+    if evidence.as_object().is_some_and(|e| !e.is_empty()) {
+        v["evidences"] = json!([evidence]);
+    }
     if let Some(net) = f
         .net
         .as_ref()
         .filter(|n| n.direction == NetDirection::DnsQuery)
     {
-        if v["evidences"][0].get("query").is_none() {
+        if !dns_query {
             v["unmapped"]["dns_question"] = json!(name(&net.host));
         }
     }

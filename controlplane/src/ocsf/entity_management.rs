@@ -78,7 +78,7 @@ pub fn entity_management(cursor: u64, entry: &AuditEntry) -> Value {
                 "name": path(&entry.subject),
                 "type": path(entity_type(family)),
             },
-            "metadata": metadata(cursor, &["host"]),
+            "metadata": metadata(cursor, &["host"], millis(entry.at_unix_nanos)),
             "unmapped": audit_chain(entry),
         }),
     );

@@ -112,6 +112,39 @@ mod tests {
     }
 
     #[test]
+    fn an_alert_the_verifier_raised_is_about_the_host() {
+        let alert = Alert {
+            index: 31,
+            agent_id: "a1".into(),
+            hostname: "h1".into(),
+            received_at_unix_nanos: 9_000_000,
+            finding: Finding {
+                seq: 0,
+                rule_id: "vigil.attestation.pcr-policy".into(),
+                severity: Severity::Critical,
+                signal: SignalKind::Attestation,
+                observed_at_unix_nanos: 9_000_000,
+                process: ProcessInfo::default(),
+                file: None,
+                net: None,
+                gpu: None,
+                action: String::new(),
+                summary: "host h1 (agent a1) failed attestation (pcr-policy): PCR 7".into(),
+            },
+        };
+        let v = ocsf_event(&SiemEvent {
+            cursor: 50,
+            kind: EventKind::Finding,
+            record: EventRecord::Alert(alert),
+        });
+        assert_eq!(v["class_uid"], 2004);
+        assert!(v.get("evidences").is_none(), "no process to show");
+        assert_eq!(v["finding_info"]["uid"], "vigil-alert:31");
+        assert_eq!(v["device"]["uid"], "a1");
+        assert_eq!(v["metadata"]["logged_time"], 9);
+    }
+
+    #[test]
     fn attestation_entries_are_compliance_findings() {
         let pass = ocsf_event(&audit("attest.verdict", "agent a1 on h1", "trusted"));
         assert_eq!(pass["class_uid"], 2003);

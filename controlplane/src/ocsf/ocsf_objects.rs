@@ -98,10 +98,12 @@ pub(super) fn merge(into: &mut Value, from: Value) {
     }
 }
 
-/// `metadata`: the event's cursor is both its sequence and its uid.
-pub(super) fn metadata(cursor: u64, profiles: &[&str]) -> Value {
+/// `metadata`: the event's cursor is both its sequence and its uid;
+/// `logged_time` when the control plane committed it (ms).
+pub(super) fn metadata(cursor: u64, profiles: &[&str], logged_time: i64) -> Value {
     json!({
         "version": OCSF_VERSION,
+        "logged_time": logged_time,
         "uid": cursor.to_string(),
         "sequence": cursor,
         "product": {
