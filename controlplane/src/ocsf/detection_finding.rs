@@ -73,7 +73,10 @@ pub(super) fn control(action: &str, outcome: Outcome) -> (u32, &'static str, u32
             // Frozen in a cgroup of its own until an operator thaws it.
             "freeze" => (2, "Denied", 3, "Quarantined"),
             "deny_gpu" | "block_egress" => (2, "Denied", 2, "Blocked"),
-            _ => (2, "Denied", 99, "Other"),
+            // Report only.
+            "alert" => (1, "Allowed", 19, "Alert"),
+            // An action this control plane does not know: not guessed.
+            _ => (0, "Unknown", 99, "Other"),
         },
         // Nothing was done: the policy only says what it would have done.
         Outcome::DryRun => (1, "Allowed", 15, "Detected"),

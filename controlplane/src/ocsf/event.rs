@@ -109,6 +109,13 @@ mod tests {
         let v = ocsf_event(&enforcement("deny_gpu", "FAILED: no cgroup"));
         assert_eq!(v["disposition"], "Error");
         assert_eq!(v["action_id"], 0);
+        let v = ocsf_event(&enforcement("block_egress", "REFUSED: pid 1 is init"));
+        assert_eq!(v["action"], "Allowed");
+        assert_eq!(v["disposition"], "No Action");
+        // An action it does not know is not said to have denied anything.
+        let v = ocsf_event(&enforcement("teleport", "teleported 1 process"));
+        assert_eq!(v["action_id"], 0);
+        assert_eq!(v["disposition_id"], 99);
     }
 
     #[test]
