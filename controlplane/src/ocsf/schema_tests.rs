@@ -93,6 +93,25 @@ fn assert_valid(v: &Value) {
         .iter()
         .find(|(u, _)| *u == uid)
         .unwrap_or_else(|| panic!("no schema for class {uid}"));
+    // What the schema cannot say: the ids agree with each other.
+    let activity = v["activity_id"].as_u64().unwrap();
+    assert_eq!(v["type_uid"].as_u64(), Some(uid * 100 + activity), "{v}");
+    assert_eq!(v["category_uid"].as_u64(), Some(uid / 1000), "{v}");
+    let severity = [
+        "Unknown",
+        "Informational",
+        "Low",
+        "Medium",
+        "High",
+        "Critical",
+    ];
+    assert_eq!(
+        v["severity"].as_str(),
+        severity
+            .get(v["severity_id"].as_u64().unwrap() as usize)
+            .copied()
+    );
+    assert_eq!(v["metadata"]["uid"], v["metadata"]["sequence"].to_string());
     let errors: Vec<String> = validator
         .iter_errors(v)
         .map(|e| format!("{} at {}", e, e.instance_path()))
