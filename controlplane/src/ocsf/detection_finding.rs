@@ -156,21 +156,20 @@ pub(super) fn finding_at(cursor: u64, alert: &Alert) -> Value {
     let enforcement = !f.action.is_empty();
     // OCSF has no model object: its identity travels in unmapped.
     let model = match f.file.as_ref().and_then(|fo| fo.model.as_ref()) {
-        Some(m) => {
-            let mut m = m.bounded();
-            for t in [
-                &mut m.format,
-                &mut m.format_version,
-                &mut m.architecture,
-                &mut m.name,
-                &mut m.size_label,
-                &mut m.quantization,
-                &mut m.error,
-            ] {
-                *t = truncate_marked(t, MAX_MODEL_ITEM).into_owned();
-            }
-            m.risk_reasons = model_list(&m.risk_reasons);
-            m.dangerous_imports = model_list(&m.dangerous_imports);
+        Some(src) => {
+            // bounded() drops a digest that is no sha256; the texts and
+            // lists are cut here, from the original, with a marker.
+            let cut = |t: &str| truncate_marked(t, MAX_MODEL_ITEM).into_owned();
+            let mut m = src.bounded();
+            m.format = cut(&src.format);
+            m.format_version = cut(&src.format_version);
+            m.architecture = cut(&src.architecture);
+            m.name = cut(&src.name);
+            m.size_label = cut(&src.size_label);
+            m.quantization = cut(&src.quantization);
+            m.error = cut(&src.error);
+            m.risk_reasons = model_list(&src.risk_reasons);
+            m.dangerous_imports = model_list(&src.dangerous_imports);
             json!(m)
         }
         None => Value::Null,

@@ -436,6 +436,14 @@ fn a_huge_finding_is_capped_and_still_valid() {
     }
     assert!(v["message"].as_str().unwrap().len() <= vigil_domain::MAX_EXPORTED_TEXT);
     assert!(v["unmapped"].get("argv").is_none());
+    let m = &v["unmapped"]["model"];
+    assert_eq!(m["dangerous_imports"].as_array().unwrap().len(), 5);
+    assert_eq!(m["dangerous_imports"][4], "…[36 more]");
+    assert!(m["name"]
+        .as_str()
+        .unwrap()
+        .ends_with("[truncated 65434 bytes]"));
+    assert_eq!(m["sha256"], "cd".repeat(32));
     // A huge audit entry too.
     let mut e = entry("policy.push", &"s".repeat(1 << 20), &"d".repeat(1 << 20));
     e.actor = "a".repeat(1 << 20);
