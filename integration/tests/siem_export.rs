@@ -520,3 +520,67 @@ async fn subscribers_that_never_read_leave_the_control_planes_memory_bounded() {
     }
     drop(stalled);
 }
+
+/// Over mutual TLS, the `siem-reader` role reads the export with `vigilctl
+/// siem tail`; a viewer is refused it (and a siem-reader the admin API).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_siem_reader_tails_the_export_and_a_viewer_is_refused() {
+    use vigil_integration::tls_fleet::TlsFleet;
+    use vigil_pki::{Identity, OperatorRole};
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = TlsFleet::new(tmp.path(), "fleet");
+    let port = free_port();
+    let flags = fleet.node_flags("cp1");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let _cp = ControlPlane::start_with(&tmp.path().join("cp"), port, &flags);
+    let admin_cert = fleet.issue(Identity::operator(OperatorRole::Admin, "alice").unwrap());
+    let admin = fleet.vigilctl_flags(port, "admin", &admin_cert);
+    let vigilctl = |flags: &[String], args: &[&str]| {
+        std::process::Command::new(vigil_integration::binary("vigilctl"))
+            .args(flags)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // A revocation is an audit event; once the cluster leads it commits.
+    wait_for(
+        "a committed revocation",
+        Duration::from_secs(20),
+        || async {
+            vigilctl(
+                &admin,
+                &["ca", "revoke", "--serial", "cc01", "--reason", "test"],
+            )
+            .status
+            .success()
+            .then_some(())
+        },
+    )
+    .await;
+    let reader_cert = fleet.issue(Identity::operator(OperatorRole::SiemReader, "splunk").unwrap());
+    let reader = fleet.vigilctl_flags(port, "reader", &reader_cert);
+    let out = vigilctl(&reader, &["siem", "tail", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_str(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(line["cursor"], 1);
+    assert_eq!(line["kind"], "audit");
+    // The reader reads the export and nothing else.
+    assert!(!vigilctl(&reader, &["alerts"]).status.success());
+    let viewer_cert = fleet.issue(Identity::operator(OperatorRole::Viewer, "bob").unwrap());
+    let viewer = fleet.vigilctl_flags(port, "viewer", &viewer_cert);
+    let out = vigilctl(&viewer, &["siem", "tail", "--json"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("siem-reader"), "{err}");
+}
