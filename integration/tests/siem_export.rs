@@ -2,9 +2,11 @@
 //! kind of event (policy change, approval, finding, enforcement, audit) in
 //! one order with dense cursors, resumed after a kill -9 with no gap and no
 //! duplicate; retention's gap refused naming the oldest cursor; bad filters
-//! refused by field; `vigilctl siem tail --json` parsed; and twenty
-//! subscribers that never read while 50,000 events are committed leave the
-//! control plane's RSS bounded. Unprivileged: processes and loopback.
+//! refused by field; `vigilctl siem tail --json` parsed; a `siem-reader`
+//! certificate reads the export over mutual TLS and a viewer's is refused;
+//! and twenty subscribers that never read while 50,000 events are
+//! committed leave the control plane's RSS bounded. Unprivileged: processes
+//! and loopback.
 
 use std::time::{Duration, Instant};
 
