@@ -451,3 +451,54 @@ async fn a_revoked_certificate_ends_the_stream() {
         }
     }
 }
+
+/// Retention passing a subscriber that reads slowly ends its stream with
+/// OUT_OF_RANGE naming the oldest cursor kept, after the events it had
+/// read already: never a silent jump.
+#[tokio::test]
+async fn retention_passing_a_slow_reader_ends_its_stream_out_of_range() {
+    let mut commands = vec![register("a")];
+    commands.push(append(
+        "a",
+        (1..=400)
+            .map(|s| finding(s, Severity::Medium, vec![]))
+            .collect(),
+    ));
+    let mut f = Fixture::new(commands).await;
+    let mut stream = f
+        .subscribe(pb::SubscribeRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    // The feed has read its first page and waits on the client.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    f.apply(vec![Command::PruneAlerts {
+        at_unix_nanos: 10_000,
+        keep_at_most: 100,
+        older_than_unix_nanos: 0,
+    }])
+    .await;
+    let mut cursors = Vec::new();
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("the stream goes on or ends")
+        {
+            Some(Ok(e)) => cursors.push(e.cursor),
+            Some(Err(status)) => break status,
+            None => panic!("ended without saying why after {cursors:?}"),
+        }
+    };
+    assert_eq!(status.code(), Code::OutOfRange);
+    assert!(
+        status.message().contains("oldest event kept (301)"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        !cursors.is_empty() && cursors.len() < 300,
+        "{}",
+        cursors.len()
+    );
+    assert_eq!(cursors, (1..=cursors.len() as u64).collect::<Vec<_>>());
+}
