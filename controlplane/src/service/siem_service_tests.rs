@@ -409,6 +409,19 @@ async fn a_huge_command_line_is_carried_once_and_capped() {
     let size = prost::Message::encoded_len(e);
     println!("one event with a 1 MB command line: {size} bytes on the wire");
     assert!(size < 64 * 1024, "{size} bytes");
+    // Without the typed record the command line is there once, in OCSF.
+    let bare = drain(
+        f.subscribe(pb::SubscribeRequest {
+            stop_at_head: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap(),
+    )
+    .await;
+    let ocsf = &bare[0].ocsf_json;
+    assert_eq!(ocsf.matches("python3 -c AAAA").count(), 1, "{ocsf}");
+    assert!(ocsf.len() < 16 * 1024, "{} bytes", ocsf.len());
 }
 
 #[tokio::test]
