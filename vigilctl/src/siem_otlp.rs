@@ -10,8 +10,10 @@
 //!   `ExportLogsServiceRequest`, one `LogRecord` per event;
 //! - only once the collector acknowledged a batch is its last cursor
 //!   written to the cursor file (a temporary file, fsync, rename, fsync of
-//!   the directory): a crash at any point resends at most the batch in
-//!   flight, never skips one;
+//!   the directory), off the delivery path: while one write is under way
+//!   the next batch is sent, and the cursors acknowledged meanwhile fold
+//!   into the next write. A crash at any point resends what was in flight
+//!   or acknowledged since the last write, never skips an event;
 //! - while the collector fails, the same batch is retried with exponential
 //!   backoff (`--initial-backoff-ms` doubling to `--max-backoff-ms`) and
 //!   nothing more is read from the stream (one batch in flight: the
@@ -98,17 +100,19 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        r = forward(target, args, filters) => r,
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("vigilctl siem otlp: interrupted; the cursor file holds the last acknowledged event");
-            Ok(())
-        }
-        _ = terminate.recv() => {
-            eprintln!("vigilctl siem otlp: terminated; the cursor file holds the last acknowledged event");
-            Ok(())
-        }
-    }
+    let cursor_file = CursorFile::new(args.cursor_file.clone());
+    let saved = cursor_file.load()?;
+    let mut writer = CursorWriter::start(cursor_file, saved);
+    let why = tokio::select! {
+        r = forward_from(target, args, filters, saved, &mut writer) => return r,
+        _ = tokio::signal::ctrl_c() => "interrupted",
+        _ = terminate.recv() => "terminated",
+    };
+    let last = writer.finish().await?;
+    eprintln!(
+        "vigilctl siem otlp: {why}; the cursor file holds the last acknowledged event, {last}"
+    );
+    Ok(())
 }
 
 /// The forwarder's loop: subscribe from the saved cursor, deliver batches,
@@ -120,7 +124,22 @@ pub async fn forward(
     filters: siem_pb::SubscribeRequest,
 ) -> anyhow::Result<()> {
     let cursor_file = CursorFile::new(args.cursor_file.clone());
-    let mut saved = cursor_file.load()?;
+    let saved = cursor_file.load()?;
+    let mut writer = CursorWriter::start(cursor_file, saved);
+    let r = forward_from(target, args, filters, saved, &mut writer).await;
+    writer.finish().await?;
+    r
+}
+
+/// [`forward`] from cursor `saved`, writing acknowledged cursors with
+/// `writer`.
+async fn forward_from(
+    target: &ControlPlaneArgs,
+    args: OtlpArgs,
+    filters: siem_pb::SubscribeRequest,
+    mut saved: u64,
+    writer: &mut CursorWriter,
+) -> anyhow::Result<()> {
     let mut collector = Collector::new(&args)?;
     let endpoints = vigil_proto::endpoint::split_endpoints(&target.endpoint);
     if endpoints.is_empty() {
@@ -146,7 +165,7 @@ pub async fn forward(
                     &mut stream,
                     &args,
                     &mut collector,
-                    &cursor_file,
+                    writer,
                     &mut saved,
                     &mut progress,
                     &mut backoff,
@@ -226,11 +245,12 @@ fn status_text(status: &tonic::Status) -> String {
 
 /// Delivers batches from `stream` until it fails or ends; that status.
 /// Errors only when the cursor file cannot be written.
+#[allow(clippy::too_many_arguments)]
 async fn follow(
     stream: &mut Streaming<siem_pb::SiemEvent>,
     args: &OtlpArgs,
     collector: &mut Collector,
-    cursor_file: &CursorFile,
+    writer: &mut CursorWriter,
     saved: &mut u64,
     progress: &mut Progress,
     backoff: &mut Backoff,
@@ -266,7 +286,7 @@ async fn follow(
         }
         if let Some(last) = batch.last_cursor() {
             let outcome = collector.deliver(&batch.events, args).await;
-            cursor_file.store(last).await?;
+            writer.advance(last).await?;
             *saved = last;
             progress.add(&outcome, last);
         }
@@ -645,6 +665,54 @@ impl CursorFile {
         })
         .await
         .context("the cursor writer stopped")?
+    }
+}
+
+/// Writes acknowledged cursors to the cursor file in a task of its own:
+/// each write takes the newest cursor acknowledged, so an fsync never
+/// holds up the next batch and a burst of small batches costs a few
+/// writes.
+pub struct CursorWriter {
+    newest: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<anyhow::Result<u64>>,
+}
+
+impl CursorWriter {
+    /// A writer for `file`, which holds `saved`.
+    pub fn start(file: CursorFile, saved: u64) -> CursorWriter {
+        let (newest, mut rx) = tokio::sync::watch::channel(saved);
+        let task = tokio::spawn(async move {
+            let mut written = saved;
+            loop {
+                let open = rx.changed().await.is_ok();
+                let cursor = *rx.borrow_and_update();
+                if cursor > written {
+                    file.store(cursor).await?;
+                    written = cursor;
+                }
+                if !open {
+                    return Ok(written);
+                }
+            }
+        });
+        CursorWriter { newest, task }
+    }
+
+    /// `cursor` was acknowledged: it is written once the write under way
+    /// (if any) is done. Errors when an earlier write failed.
+    pub async fn advance(&mut self, cursor: u64) -> anyhow::Result<()> {
+        if self.task.is_finished() {
+            (&mut self.task).await.context("the cursor writer")??;
+            anyhow::bail!("the cursor writer stopped");
+        }
+        self.newest.send_replace(cursor);
+        Ok(())
+    }
+
+    /// Waits until the newest cursor acknowledged is written; that cursor.
+    pub async fn finish(self) -> anyhow::Result<u64> {
+        drop(self.newest);
+        self.task.await.context("the cursor writer")?
     }
 }
 

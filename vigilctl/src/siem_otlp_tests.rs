@@ -487,3 +487,29 @@ fn backoff_doubles_to_its_cap_and_resets() {
     b.reset();
     assert_eq!(b.next_delay().as_millis(), 100);
 }
+
+#[tokio::test]
+async fn the_cursor_writer_writes_the_newest_acknowledged_cursor_and_reports_a_failure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = CursorFile::new(tmp.path().join("cursor"));
+    let mut writer = CursorWriter::start(file.clone(), 0);
+    for c in 1..=50 {
+        writer.advance(c).await.unwrap();
+    }
+    assert_eq!(writer.finish().await.unwrap(), 50);
+    assert_eq!(file.load().unwrap(), 50);
+
+    // A directory that does not exist: the failure comes back.
+    let lost = CursorFile::new(tmp.path().join("gone/cursor"));
+    let mut writer = CursorWriter::start(lost, 0);
+    let mut failed = None;
+    for c in 1..=200 {
+        if let Err(e) = writer.advance(c).await {
+            failed = Some(e);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let e = failed.expect("a write into a missing directory fails");
+    assert!(format!("{e:#}").contains("cursor file"), "{e:#}");
+}
