@@ -115,24 +115,10 @@ pub async fn run(
     Ok(())
 }
 
-/// The forwarder's loop: subscribe from the saved cursor, deliver batches,
-/// follow again on the next endpoint when the stream breaks. Returns only
-/// on an error that retrying cannot cure.
-pub async fn forward(
-    target: &ControlPlaneArgs,
-    args: OtlpArgs,
-    filters: siem_pb::SubscribeRequest,
-) -> anyhow::Result<()> {
-    let cursor_file = CursorFile::new(args.cursor_file.clone());
-    let saved = cursor_file.load()?;
-    let mut writer = CursorWriter::start(cursor_file, saved);
-    let r = forward_from(target, args, filters, saved, &mut writer).await;
-    writer.finish().await?;
-    r
-}
-
-/// [`forward`] from cursor `saved`, writing acknowledged cursors with
-/// `writer`.
+/// The forwarder's loop from cursor `saved`: subscribe, deliver batches,
+/// hand acknowledged cursors to `writer`, follow again on the next
+/// endpoint when the stream breaks. Returns only on an error that retrying
+/// cannot cure.
 async fn forward_from(
     target: &ControlPlaneArgs,
     args: OtlpArgs,

@@ -17,6 +17,21 @@ use vigil_proto::siem::v1::siem_export_server::{SiemExport, SiemExportServer};
 
 use super::*;
 
+/// The forwarder from the cursor file's cursor, as `run` starts it (less
+/// the signals).
+async fn forward(
+    target: &ControlPlaneArgs,
+    args: OtlpArgs,
+    filters: siem_pb::SubscribeRequest,
+) -> anyhow::Result<()> {
+    let cursor_file = CursorFile::new(args.cursor_file.clone());
+    let saved = cursor_file.load()?;
+    let mut writer = CursorWriter::start(cursor_file, saved);
+    let r = forward_from(target, args, filters, saved, &mut writer).await;
+    writer.finish().await?;
+    r
+}
+
 fn event(cursor: u64) -> siem_pb::SiemEvent {
     siem_pb::SiemEvent {
         cursor,
