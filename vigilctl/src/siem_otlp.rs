@@ -194,8 +194,27 @@ async fn subscribe(
 ) -> anyhow::Result<Streaming<siem_pb::SiemEvent>> {
     let channel = control_plane::connect_channel(target).await?;
     let mut client = SiemExportClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
+    let cursor = request.cursor;
     match client.subscribe(request).await {
-        Ok(response) => Ok(response.into_inner()),
+        Ok(response) => {
+            let header = |name: &str| {
+                response
+                    .metadata()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            if header("vigil-cursor-state") == "ahead" {
+                // A cursor file from another cluster, or a control plane
+                // whose data was replaced: nothing arrives until it catches up.
+                eprintln!(
+                    "vigilctl siem otlp: warning: the saved cursor {cursor} is beyond the newest event the control plane has ({}); waiting for it",
+                    header("vigil-head-cursor")
+                );
+            }
+            Ok(response.into_inner())
+        }
         Err(status) => match refusal(&status) {
             Some(fatal) => Err(fatal),
             None => Err(ExitCode::Unreachable.error(status_text(&status))),
