@@ -362,4 +362,50 @@ async fn otlp_export_delivers_everything_made_while_the_receiver_was_down_for_30
         got.len(),
         records.len() - got.len()
     );
+
+    // SIGTERM: it exits 0 with its cursor written; started again, it
+    // resumes after that cursor and sends nothing before it again.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(exporter.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = exporter.0.wait().unwrap();
+    assert!(status.success(), "exit after SIGTERM: {status}");
+    let stopped_at = read_cursor(&cursor_file);
+    let sent_before = json_lines(&received).len();
+    let _exporter = Killed(
+        Command::new(binary("vigilctl"))
+            .args(["--endpoint", &format!("https://127.0.0.1:{}", host.port)])
+            .args(&host.reader)
+            .args([
+                "siem",
+                "otlp",
+                "--collector",
+                &format!("http://127.0.0.1:{rport}"),
+            ])
+            .arg("--cursor-file")
+            .arg(&cursor_file)
+            .args(["--max-batch-delay-ms", "50"])
+            .stdout(Stdio::null())
+            .stderr(log_file(&exporter_log))
+            .spawn()
+            .unwrap(),
+    );
+    let again = host.open_model("after-restart.onnx");
+    wait_for(
+        "the restarted exporter to deliver a new finding",
+        Duration::from_secs(30),
+        || async { (!bodies_with(&again).is_empty()).then_some(()) },
+    )
+    .await;
+    let resent: Vec<u64> = json_lines(&received)[sent_before..]
+        .iter()
+        .filter_map(|r| r["cursor"].as_u64())
+        .filter(|&c| c <= stopped_at)
+        .collect();
+    assert!(
+        resent.is_empty(),
+        "resumed after cursor {stopped_at}, yet sent {resent:?} again"
+    );
 }
