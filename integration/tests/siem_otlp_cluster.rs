@@ -1,0 +1,248 @@
+//! `vigilctl siem otlp` through node kills: three control-plane nodes take
+//! a steady stream of writes (certificate revocations, each an audit
+//! event) while the forwarder, given all three endpoints, pushes the export
+//! to the Python OTLP receiver. The node it follows is killed (SIGKILL),
+//! then the leader, each started again. Every committed event reaches the
+//! receiver at least once, each cursor with the OCSF every node exports for
+//! it (nothing uncommitted was forwarded), and the cursor file never names
+//! an event the receiver did not get. Unprivileged: processes and loopback;
+//! needs `make deps` (.vigil/deps/siem).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use vigil_integration::siem_clients::{complete_lines, OtlpReceiver};
+use vigil_integration::{binary, free_port, try_connect, try_wait_for, ControlPlane, Killed};
+use vigil_proto::admin::v1 as admin_pb;
+use vigil_proto::admin::v1::admin_service_client::AdminServiceClient;
+use vigil_proto::siem::v1 as siem_pb;
+use vigil_proto::siem::v1::siem_export_client::SiemExportClient;
+
+async fn admin(port: u16) -> Option<AdminServiceClient<tonic::transport::Channel>> {
+    try_connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .ok()
+        .map(AdminServiceClient::new)
+}
+
+fn start(dir: &Path, id: u64, port: u16, join: Option<u16>) -> ControlPlane {
+    let mut flags = vec!["--node-id".to_string(), id.to_string()];
+    if let Some(peer) = join {
+        flags.extend(["--join".to_string(), format!("127.0.0.1:{peer}")]);
+    }
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    ControlPlane::start_with(&dir.join(format!("node-{id}")), port, &flags)
+}
+
+async fn leader(ports: &[u16]) -> Option<u64> {
+    for &port in ports {
+        if let Some(mut c) = admin(port).await {
+            if let Ok(s) = c.cluster_status(admin_pb::ClusterStatusRequest {}).await {
+                let id = s.into_inner().leader_id;
+                if id != 0 {
+                    return Some(id);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Every event node `port` exports, cursor → OCSF JSON, up to its head.
+async fn export_of(port: u16) -> Option<BTreeMap<u64, String>> {
+    let channel = try_connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .ok()?;
+    let mut stream = SiemExportClient::new(channel)
+        .subscribe(siem_pb::SubscribeRequest {
+            stop_at_head: true,
+            ..Default::default()
+        })
+        .await
+        .ok()?
+        .into_inner();
+    let mut out = BTreeMap::new();
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .ok()?
+        .ok()?
+    {
+        out.insert(ev.cursor, ev.ocsf_json);
+    }
+    Some(out)
+}
+
+/// What the receiver got: cursor → the bodies it got for it.
+fn received(path: &Path) -> BTreeMap<u64, Vec<String>> {
+    let mut out: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for line in complete_lines(path) {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        out.entry(v["cursor"].as_u64().unwrap())
+            .or_default()
+            .push(v["body"].as_str().unwrap().to_string());
+    }
+    out
+}
+
+fn read_cursor(path: &Path) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .map_or(0, |t| t.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_otlp_forwarder_follows_the_next_node_and_forwards_only_committed_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut nodes: Vec<Option<ControlPlane>> = vec![Some(start(dir, 1, ports[0], None))];
+    nodes[0].as_ref().unwrap().wait_leader().await;
+    for id in 2..=3u64 {
+        nodes.push(Some(start(dir, id, ports[id as usize - 1], Some(ports[0]))));
+        admin(ports[0])
+            .await
+            .unwrap()
+            .add_node(admin_pb::AddNodeRequest {
+                node_id: id,
+                address: format!("127.0.0.1:{}", ports[id as usize - 1]),
+            })
+            .await
+            .unwrap();
+    }
+
+    let out = dir.join("otlp.jsonl");
+    let _receiver = OtlpReceiver::start(free_port(), &out, &dir.join("receiver.log"));
+    let cursor_file = dir.join("otlp.cursor");
+    let log = dir.join("vigilctl-otlp.log");
+    // Node 3 first: the one it follows until it is killed.
+    let endpoints = [2, 0, 1]
+        .map(|i| format!("http://127.0.0.1:{}", ports[i]))
+        .join(",");
+    let _forwarder = Killed(
+        Command::new(binary("vigilctl"))
+            .args(["--control-plane", &endpoints, "siem", "otlp"])
+            .args(["--collector", &_receiver.endpoint()])
+            .arg("--cursor-file")
+            .arg(&cursor_file)
+            .args(["--max-batch-delay-ms", "20", "--max-backoff-ms", "500"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+
+    // The writer: one revocation at a time, to whichever node answers.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, ports) = (stop.clone(), ports.clone());
+        tokio::spawn(async move {
+            let (mut k, mut at, mut acked) = (0u64, 0usize, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                k += 1;
+                let Some(mut client) = admin(ports[at % 3]).await else {
+                    at += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                let call = client.revoke_certificate(admin_pb::RevokeCertificateRequest {
+                    serial: format!("7e{k:06x}"),
+                    identity: "agent otlp-test".into(),
+                    reason: "siem otlp cluster test".into(),
+                });
+                match tokio::time::timeout(Duration::from_secs(10), call).await {
+                    Ok(Ok(_)) => acked += 1,
+                    _ => at += 1,
+                }
+            }
+            acked
+        })
+    };
+
+    for victim in ["followed", "leader"] {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let id = match victim {
+            "followed" => 3,
+            _ => try_wait_for("a leader", Duration::from_secs(10), || leader(&ports))
+                .await
+                .unwrap(),
+        };
+        let at = id as usize - 1;
+        if let Some(mut cp) = nodes[at].take() {
+            cp.daemon.kill();
+        }
+        eprintln!("node {id} ({victim}) killed");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        nodes[at] = Some(start(dir, id, ports[at], None));
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = writer.await.unwrap();
+    assert!(acked > 0, "no write was acknowledged");
+
+    // Every node's export, once they agree on the head.
+    let reference = try_wait_for("every node at one head", Duration::from_secs(30), || {
+        let ports = &ports;
+        async move {
+            let mut exports = Vec::new();
+            for &port in ports {
+                exports.push(export_of(port).await?);
+            }
+            exports
+                .iter()
+                .all(|e| e == &exports[0])
+                .then(|| exports[0].clone())
+        }
+    })
+    .await
+    .unwrap();
+    let head = *reference.keys().last().unwrap();
+    assert_eq!(
+        reference.keys().copied().collect::<Vec<_>>(),
+        (1..=head).collect::<Vec<_>>()
+    );
+    try_wait_for(
+        "the forwarder's cursor file at the head",
+        Duration::from_secs(30),
+        || async {
+            let saved = read_cursor(&cursor_file);
+            let got = received(&out);
+            let delivered = got.keys().last().copied().unwrap_or(0);
+            assert!(
+                saved <= delivered,
+                "the cursor file ({saved}) names an event the receiver did not get ({delivered})"
+            );
+            (saved >= head).then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}; its log:\n{}", std::fs::read_to_string(&log).unwrap()));
+
+    let got = received(&out);
+    let missing: Vec<u64> = (1..=head).filter(|c| !got.contains_key(c)).collect();
+    assert!(missing.is_empty(), "cursors never delivered: {missing:?}");
+    for (cursor, bodies) in &got {
+        let Some(committed) = reference.get(cursor) else {
+            continue; // after the head the nodes agreed on
+        };
+        for body in bodies {
+            assert_eq!(
+                body, committed,
+                "cursor {cursor}: the forwarder sent an event no node exports"
+            );
+        }
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let follows = text
+        .matches("following the SIEM export after cursor")
+        .count();
+    assert!(follows >= 2, "it followed again after the kill:\n{text}");
+    let sent: usize = got.values().map(Vec::len).sum();
+    eprintln!(
+        "{head} events, {sent} records delivered ({} sent twice), {acked} writes acknowledged, {follows} subscriptions",
+        sent - got.len()
+    );
+}
