@@ -85,9 +85,10 @@ pub struct FilterArgs {
 #[command(
     after_help = "Runs until SIGINT or SIGTERM. Each event becomes one OTLP log record:
 the OCSF JSON as its body; vigil.cursor, vigil.kind and ocsf.class_uid as
-attributes; the OCSF severity as its severity number. The cursor file is
-replaced only after the collector acknowledged a batch, so a restart
-resends at most one batch (at least once) and never skips one.
+attributes; the OCSF severity as its severity number. The cursor file only
+ever names an event the collector acknowledged, so a restart (even after
+kill -9) sends again at most the batches acknowledged since its last write,
+and never skips one: at least once.
 
 Examples:
   vigilctl siem otlp --collector http://otel-collector:4317 --cursor-file /var/lib/vigil/otlp.cursor

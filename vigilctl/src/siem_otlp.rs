@@ -65,7 +65,7 @@ pub struct OtlpArgs {
     /// The CA certificate (PEM) the collector's TLS certificate must chain to, for an https:// collector.
     #[arg(long, value_name = "PEM")]
     pub collector_ca: Option<PathBuf>,
-    /// The file holding the cursor of the last event the collector acknowledged: read at start (missing: from the oldest event kept), replaced atomically after each acknowledged batch.
+    /// The file holding the cursor of the last event the collector acknowledged: read at start (missing: from the oldest event kept), replaced atomically with the newest cursor the collector acknowledged.
     #[arg(long, value_name = "PATH")]
     pub cursor_file: PathBuf,
     /// The most events one export request carries.
