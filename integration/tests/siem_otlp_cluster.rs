@@ -2,7 +2,8 @@
 //! a steady stream of writes (certificate revocations, each an audit
 //! event) while the forwarder, given all three endpoints, pushes the export
 //! to the Python OTLP receiver. The node it follows is killed (SIGKILL),
-//! then the leader, each started again. Every committed event reaches the
+//! then the leader, each started again; between the two the forwarder
+//! itself is SIGKILLed and started again. Every committed event reaches the
 //! receiver at least once, each cursor with the OCSF every node exports for
 //! it (nothing uncommitted was forwarded), and the cursor file never names
 //! an event the receiver did not get. Unprivileged: processes and loopback;
@@ -115,25 +116,34 @@ async fn the_otlp_forwarder_follows_the_next_node_and_forwards_only_committed_ev
     }
 
     let out = dir.join("otlp.jsonl");
-    let _receiver = OtlpReceiver::start(free_port(), &out, &dir.join("receiver.log"));
+    let receiver = OtlpReceiver::start(free_port(), &out, &dir.join("receiver.log"));
     let cursor_file = dir.join("otlp.cursor");
     let log = dir.join("vigilctl-otlp.log");
     // Node 3 first: the one it follows until it is killed.
     let endpoints = [2, 0, 1]
         .map(|i| format!("http://127.0.0.1:{}", ports[i]))
         .join(",");
-    let _forwarder = Killed(
-        Command::new(binary("vigilctl"))
-            .args(["--control-plane", &endpoints, "siem", "otlp"])
-            .args(["--collector", &_receiver.endpoint()])
-            .arg("--cursor-file")
-            .arg(&cursor_file)
-            .args(["--max-batch-delay-ms", "20", "--max-backoff-ms", "500"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let spawn_forwarder = || {
+        Killed(
+            Command::new(binary("vigilctl"))
+                .args(["--control-plane", &endpoints, "siem", "otlp"])
+                .args(["--collector", &receiver.endpoint()])
+                .arg("--cursor-file")
+                .arg(&cursor_file)
+                .args(["--max-batch-delay-ms", "20", "--max-backoff-ms", "500"])
+                .stdout(Stdio::null())
+                .stderr(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&log)
+                        .unwrap(),
+                )
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut forwarder = spawn_forwarder();
 
     // The writer: one revocation at a time, to whichever node answers.
     let stop = Arc::new(AtomicBool::new(false));
@@ -177,6 +187,12 @@ async fn the_otlp_forwarder_follows_the_next_node_and_forwards_only_committed_ev
         eprintln!("node {id} ({victim}) killed");
         tokio::time::sleep(Duration::from_millis(1500)).await;
         nodes[at] = Some(start(dir, id, ports[at], None));
+        if victim == "followed" {
+            // The forwarder itself dies (SIGKILL) and starts again from its
+            // cursor file.
+            drop(forwarder);
+            forwarder = spawn_forwarder();
+        }
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
     stop.store(true, Ordering::Relaxed);
@@ -239,7 +255,8 @@ async fn the_otlp_forwarder_follows_the_next_node_and_forwards_only_committed_ev
     let follows = text
         .matches("following the SIEM export after cursor")
         .count();
-    assert!(follows >= 2, "it followed again after the kill:\n{text}");
+    assert!(follows >= 3, "it followed again after each kill:\n{text}");
+    drop(forwarder);
     let sent: usize = got.values().map(Vec::len).sum();
     eprintln!(
         "{head} events, {sent} records delivered ({} sent twice), {acked} writes acknowledged, {follows} subscriptions",
