@@ -647,18 +647,64 @@ impl CursorFile {
 
     /// The saved cursor; 0 when the file does not exist. Anything but a
     /// number is an error: never a silent restart from the oldest event.
+    ///
+    /// The file must be ours: a symlink, something other than a regular
+    /// file, a file another user owns or one others may write is refused
+    /// (in a shared directory such as /tmp another local user could
+    /// otherwise point it at a file we may read, or plant a cursor that
+    /// skips events), and it is opened without following a symlink.
     pub fn load(&self) -> anyhow::Result<u64> {
-        match std::fs::read_to_string(&self.path) {
-            Ok(text) => text.trim().parse().map_err(|_| {
-                ExitCode::Usage.error(format!(
-                    "the cursor file {} does not hold a cursor (a decimal number): {:?}",
-                    self.path.display(),
-                    text.chars().take(40).collect::<String>()
-                ))
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(e).with_context(|| format!("reading {}", self.path.display())),
+        use std::io::Read;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let shown = self.path.display();
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&self.path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(ExitCode::Usage.error(format!(
+                    "the cursor file {shown} is a symbolic link: refused (name the file itself)"
+                )))
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {shown}")),
+        };
+        let meta = file
+            .metadata()
+            .with_context(|| format!("reading {shown}"))?;
+        let me = nix::unistd::geteuid().as_raw();
+        let refused = if !meta.file_type().is_file() {
+            Some("is not a regular file".to_string())
+        } else if meta.uid() != me {
+            Some(format!(
+                "belongs to uid {}, not to this user ({me})",
+                meta.uid()
+            ))
+        } else if meta.mode() & 0o022 != 0 {
+            Some(format!(
+                "may be written by others (mode {:o})",
+                meta.mode() & 0o7777
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            return Err(ExitCode::Usage.error(format!(
+                "the cursor file {shown} {why}: refused (it decides which events are sent)"
+            )));
         }
+        let mut text = String::new();
+        file.take(64)
+            .read_to_string(&mut text)
+            .with_context(|| format!("reading {shown}"))?;
+        text.trim().parse().map_err(|_| {
+            ExitCode::Usage.error(format!(
+                "the cursor file {shown} does not hold a cursor (a decimal number): {:?}",
+                text.chars().take(40).collect::<String>()
+            ))
+        })
     }
 
     /// Replaces the file with `cursor`, durably: written to a temporary
@@ -731,15 +777,45 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let name = path
         .file_name()
         .with_context(|| format!("{} names no file", path.display()))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
+    // The temporary file is created new (O_EXCL: never through a
+    // symlink or into a file someone placed there), readable by this user
+    // only, under a name no other process uses.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut tries = 0;
+        let (tmp, mut f) = loop {
+            let mut tmp_name = std::ffi::OsString::from(".");
+            tmp_name.push(name);
+            tmp_name.push(format!(
+                ".{}.{}.tmp",
+                std::process::id(),
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ));
+            let tmp = dir.join(tmp_name);
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&tmp)
+            {
+                Ok(f) => break (tmp, f),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 100 => {
+                    tries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let done = (|| {
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if done.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        done?;
         std::fs::File::open(&dir)?.sync_all()
     };
     write().with_context(|| format!("writing the cursor file {}", path.display()))

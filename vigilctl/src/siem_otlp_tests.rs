@@ -528,3 +528,70 @@ async fn the_cursor_writer_writes_the_newest_acknowledged_cursor_and_reports_a_f
     let e = failed.expect("a write into a missing directory fails");
     assert!(format!("{e:#}").contains("cursor file"), "{e:#}");
 }
+
+/// A local user who can write the cursor file's directory (a shared one,
+/// /tmp) plants a symlink where the temporary file goes: the forwarder
+/// must not write through it (it may run as root) nor leave the cursor
+/// file a link to the victim.
+#[tokio::test]
+async fn a_planted_symlink_is_never_written_through() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let path = tmp.path().join("cursor");
+    // Every name the temporary file had or might have: the old fixed one
+    // and this process's.
+    std::os::unix::fs::symlink(&victim, tmp.path().join(".cursor.tmp")).unwrap();
+    for n in 0..4 {
+        let planted = tmp
+            .path()
+            .join(format!(".cursor.{}.{n}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, planted).unwrap();
+    }
+    let file = CursorFile::new(path.clone());
+    file.store(7).await.unwrap();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    let meta = std::fs::symlink_metadata(&path).unwrap();
+    assert!(meta.file_type().is_file(), "the cursor file is a file");
+    assert_eq!(meta.permissions().mode() & 0o077, 0, "readable by us only");
+    assert_eq!(file.load().unwrap(), 7);
+}
+
+/// A cursor file that is a symlink (to a secret it would echo in its
+/// error, or to another user's file) or that another user may write (a
+/// planted cursor skips events) is refused, and says why.
+#[tokio::test]
+async fn a_cursor_file_not_ours_alone_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = tmp.path().join("secret");
+    std::fs::write(&secret, "root:$6$hash:19000:0:99999:7:::\n").unwrap();
+    let link = tmp.path().join("cursor");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    let e = CursorFile::new(link).load().unwrap_err();
+    let text = format!("{e:#}");
+    assert_eq!(ExitCode::of(&e), ExitCode::Usage, "{text}");
+    assert!(text.contains("symbolic link"), "{text}");
+    assert!(!text.contains("root:"), "the target is not echoed: {text}");
+
+    let shared = tmp.path().join("shared");
+    std::fs::write(&shared, "5\n").unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let e = CursorFile::new(shared.clone()).load().unwrap_err();
+    assert!(format!("{e:#}").contains("written by others"), "{e:#}");
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(CursorFile::new(shared.clone()).load().unwrap(), 5);
+
+    let dir = tmp.path().join("a-directory");
+    std::fs::create_dir(&dir).unwrap();
+    let e = CursorFile::new(dir).load().unwrap_err();
+    assert!(format!("{e:#}").contains("not a regular file"), "{e:#}");
+
+    // Owned by another user (only root can make one here).
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::chown(&shared, Some(65534), Some(65534)).unwrap();
+        let e = CursorFile::new(shared).load().unwrap_err();
+        assert!(format!("{e:#}").contains("belongs to uid 65534"), "{e:#}");
+    }
+}
