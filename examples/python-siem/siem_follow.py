@@ -22,8 +22,10 @@ Usage (see README.md):
 """
 
 import argparse
+import errno
 import json
 import os
+import stat
 import sys
 import tempfile
 import time
@@ -68,24 +70,51 @@ def fsync_dir(path):
 
 
 def save_cursor(path, cursor):
-    """Replaces the cursor file whole: a crash leaves the old or the new one."""
+    """Replaces the cursor file whole: a crash leaves the old or the new one.
+
+    The temporary file is made by mkstemp (a new name, O_EXCL, mode 0600):
+    in a shared directory another user's symlink is never written through.
+    """
     directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, "." + os.path.basename(path) + ".tmp")
-    with open(tmp, "w", encoding="ascii") as f:
-        f.write(f"{cursor}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(f"{cursor}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
     fsync_dir(directory)
 
 
 def load_cursor(path):
+    """The saved cursor (0 when there is none). The file must be this
+    user's own regular file, not a symlink, not writable by others: in a
+    shared directory another user could otherwise point it at a file this
+    one may read, or plant a cursor that skips events."""
     try:
-        with open(path, encoding="ascii") as f:
-            text = f.read().strip()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         return 0
-    if not text.isdigit():
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise SystemExit(f"siem_follow: {path} is a symbolic link: refused")
+        raise
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise SystemExit(f"siem_follow: {path} is not a regular file: refused")
+        if st.st_uid != os.geteuid():
+            raise SystemExit(f"siem_follow: {path} belongs to uid {st.st_uid}, not to this user: refused")
+        if st.st_mode & 0o022:
+            raise SystemExit(f"siem_follow: {path} may be written by others (mode {st.st_mode & 0o7777:o}): refused")
+        text = f.read(64).decode("ascii", errors="replace").strip()
+    if not (text.isascii() and text.isdigit()):
         raise SystemExit(f"siem_follow: {path} does not hold a cursor: {text[:40]!r}")
     return int(text)
 
