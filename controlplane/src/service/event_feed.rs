@@ -131,6 +131,10 @@ where
             }
             cursor = page.scanned_to;
             if moved {
+                // A filter that passes little sends nothing for page after
+                // page, and a read has no await: let the runtime's other
+                // tasks (raft, agents' streams) run before the next page.
+                tokio::task::yield_now().await;
                 continue;
             }
             if range.stop_at.is_some_and(|stop| cursor >= stop) {

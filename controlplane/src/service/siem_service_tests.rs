@@ -515,3 +515,44 @@ async fn retention_passing_a_slow_reader_ends_its_stream_out_of_range() {
     );
     assert_eq!(cursors, (1..=cursors.len() as u64).collect::<Vec<_>>());
 }
+
+/// A subscriber whose filter passes nothing makes its feed look through
+/// the whole journal; on a runtime shared with raft and the agents' streams
+/// that must come in pages that let other tasks run between them, not one
+/// scan of millions of records that holds a worker thread meanwhile.
+#[tokio::test]
+async fn a_filter_that_passes_nothing_lets_other_tasks_run_between_pages() {
+    let batch = |from: u64| {
+        (from..from + 4_200)
+            .map(|s| finding(s, Severity::Low, vec![]))
+            .collect::<Vec<_>>()
+    };
+    let mut commands = vec![register("a")];
+    for i in 0..5 {
+        commands.push(append("a", batch(1 + i * 4_200)));
+    }
+    let f = Fixture::new(commands).await;
+    assert!(f.service.state.last_event_cursor() >= 5 * 4_096);
+    let response = f
+        .subscribe(pb::SubscribeRequest {
+            rules: vec!["no.such.rule".into()],
+            stop_at_head: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let stream = response.into_inner();
+    // The feed is spawned on this (single-threaded) runtime: one yield
+    // lets it run once. Had it scanned to the head without yielding, it
+    // would have ended (stop_at_head) and closed the stream already.
+    tokio::task::yield_now().await;
+    assert!(
+        !stream.as_ref().is_closed(),
+        "the feed scanned the whole journal without letting another task run"
+    );
+    let mut stream = stream;
+    let rest = tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .expect("the feed reaches the head");
+    assert!(rest.is_none(), "nothing passes: {rest:?}");
+}
