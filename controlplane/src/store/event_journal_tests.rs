@@ -463,3 +463,48 @@ async fn the_journal_survives_reopening_and_continues() {
         vec![1, 2, 3]
     );
 }
+
+/// A compromised agent sends findings as large as a message allows (a
+/// command line of megabytes; stored whole). A page of the export decodes
+/// what it picks at once and a subscriber that does not read holds its
+/// page: 128 such records would be hundreds of MiB per subscriber. A page
+/// stops once it holds [`EVENT_PAGE_BYTES`] (one record always), and the
+/// next page carries on after it with nothing skipped.
+#[tokio::test]
+async fn a_page_of_huge_records_is_bounded_by_bytes_and_paging_skips_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    let huge = |seq: u64| {
+        let mut f = finding(seq, "");
+        f.process.argv = vec!["python".into(), "A".repeat(512 * 1024)];
+        f
+    };
+    let mut entries = vec![entry(1, register("a"))];
+    for i in 0..3u64 {
+        let findings = (1..=8).map(|s| huge(i * 8 + s)).collect();
+        entries.push(entry(i + 2, append("a", 200, findings)));
+    }
+    sm.apply(entries).await.unwrap();
+    assert_eq!(reader.last_event_cursor(), 24);
+    let mut after = 0;
+    let mut seen = Vec::new();
+    while after < 24 {
+        let page = reader.events_after(after, 128, 4096, &all()).unwrap();
+        let argv_bytes: usize = page
+            .events
+            .iter()
+            .map(|e| match &e.record {
+                EventRecord::Alert(a) => a.finding.process.argv.iter().map(String::len).sum(),
+                EventRecord::Audit(_) => 0,
+            })
+            .sum();
+        assert!(
+            !page.events.is_empty() && argv_bytes <= EVENT_PAGE_BYTES + 512 * 1024 + 64,
+            "a page of {} events holds {argv_bytes} bytes of command lines",
+            page.events.len()
+        );
+        seen.extend(page.events.iter().map(|e| e.cursor));
+        after = page.scanned_to;
+    }
+    assert_eq!(seen, (1..=24).collect::<Vec<u64>>());
+}

@@ -233,6 +233,12 @@ struct AuditAbout<'a> {
     hostname: &'a str,
 }
 
+/// The most stored bytes of records one page of events picks (it always
+/// takes one): an agent's finding may be megabytes (a huge command line is
+/// stored whole), a page is decoded at once, and a subscriber that does not
+/// read holds its page.
+pub const EVENT_PAGE_BYTES: usize = 1 << 20;
+
 /// A page of the SIEM export's events.
 #[derive(Debug, Default)]
 pub struct EventPage {
@@ -561,8 +567,10 @@ impl StateReader {
     }
 
     /// The events with seq > `after` that pass `filter`, oldest first: at
-    /// most `limit` of them, after looking at most `scan` journal records
-    /// (a filter that passes little costs a bounded read per page).
+    /// most `limit` of them, whose stored records come to at most
+    /// [`EVENT_PAGE_BYTES`] (or one record), after looking at most `scan`
+    /// journal records (a filter that passes little costs a bounded read
+    /// per page).
     /// Refused when retention removed events after `after`. Read between
     /// two entries; only the records that pass are decoded.
     pub fn events_after(
@@ -573,6 +581,7 @@ impl StateReader {
         filter: &SiemFilter,
     ) -> Result<EventPage, EventsError> {
         let mut scanned_to = after;
+        let mut bytes = 0usize;
         let mut picked: Vec<(u64, JournalRecord, Vec<u8>, Option<sled::IVec>)> = Vec::new();
         {
             let _settled = self.between_entries();
@@ -596,8 +605,9 @@ impl StateReader {
                     JournalRef::Audit(i) => prefixed(AUDIT_PREFIX, &i.to_be_bytes()),
                 };
                 let value = self.tree.get(&key).map_err(ReadError::from)?;
+                bytes += value.as_ref().map_or(0, |v| v.len());
                 picked.push((seq, record, key, value));
-                if picked.len() >= limit {
+                if picked.len() >= limit || bytes >= EVENT_PAGE_BYTES {
                     break;
                 }
             }
