@@ -170,8 +170,14 @@ pub struct SiemFilter {
     /// are informational).
     pub min_severity: Option<Severity>,
     /// Only events about these hosts (a hostname or an agent id): events
-    /// about no host (a policy change) pass only when this is empty.
+    /// about no host (a policy change) pass only when this and
+    /// `agent_ids` are empty.
     pub hosts: Vec<String>,
+    /// Only events about these agents, matched on the agent id alone (the
+    /// export moves a `hosts` value that names an enrolled agent here: a
+    /// host name is what an agent reports, so any agent may report another
+    /// agent's id as its host name; the id is its certificate's).
+    pub agent_ids: Vec<String>,
     /// Only alerts with these rule ids (no audit entry passes).
     pub rules: Vec<String>,
     /// Only alerts with these signals (no audit entry passes).
@@ -196,11 +202,15 @@ impl SiemFilter {
     pub fn matches(&self, e: &EventFacets<'_>) -> bool {
         (self.kinds.is_empty() || self.kinds.contains(&e.kind))
             && self.min_severity.is_none_or(|min| e.severity >= min)
-            && (self.hosts.is_empty()
+            && ((self.hosts.is_empty() && self.agent_ids.is_empty())
                 || self
                     .hosts
                     .iter()
-                    .any(|h| !h.is_empty() && (*h == e.agent_id || *h == e.hostname)))
+                    .any(|h| !h.is_empty() && (*h == e.agent_id || *h == e.hostname))
+                || self
+                    .agent_ids
+                    .iter()
+                    .any(|id| !id.is_empty() && *id == e.agent_id))
             && (self.rules.is_empty()
                 || (e.signal.is_some() && self.rules.iter().any(|r| r == e.rule_id)))
             && (self.signals.is_empty() || e.signal.is_some_and(|s| self.signals.contains(&s)))

@@ -94,6 +94,7 @@ impl TryFrom<&pb::SubscribeRequest> for domain::SiemFilter {
             kinds,
             min_severity,
             hosts: names("hosts", &r.hosts)?,
+            agent_ids: Vec::new(),
             rules: names("rules", &r.rules)?,
             signals,
         })
@@ -191,6 +192,7 @@ mod tests {
                 kinds: vec![domain::EventKind::PolicyChange, domain::EventKind::Audit],
                 min_severity: Some(domain::Severity::High),
                 hosts: vec!["gpu-1".into()],
+                agent_ids: vec![],
                 rules: vec!["r".into()],
                 signals: vec![domain::SignalKind::GpuUse],
             }

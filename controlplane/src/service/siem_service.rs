@@ -21,6 +21,28 @@ impl SiemExportImpl {
     pub fn new(state: StateReader) -> Self {
         Self { state }
     }
+
+    /// Moves the `hosts` values that name an enrolled agent to
+    /// `agent_ids`, matched on the agent id alone: a host name is what an
+    /// agent reports, and one reporting another agent's id as its host
+    /// name must not pass for it. (A name no agent has as its id still
+    /// matches an agent id or a host name.)
+    fn by_agent_id(&self, filter: &mut SiemFilter) -> Result<(), Status> {
+        let mut hosts = Vec::with_capacity(filter.hosts.len());
+        for h in std::mem::take(&mut filter.hosts) {
+            let enrolled = self.state.agent(&h).map_err(|e| {
+                tracing::error!(error = %e, "reading an agent for a SIEM filter");
+                Status::internal(format!("reading agent {h:?}: {e}"))
+            })?;
+            if enrolled.is_some() {
+                filter.agent_ids.push(h);
+            } else {
+                hosts.push(h);
+            }
+        }
+        filter.hosts = hosts;
+        Ok(())
+    }
 }
 
 /// Where a subscription starts, from its cursor and the journal's bounds:
@@ -48,8 +70,9 @@ impl SiemExport for SiemExportImpl {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let caller = super::Caller::of(&req);
         let req = req.into_inner();
-        let filter =
+        let mut filter =
             SiemFilter::try_from(&req).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.by_agent_id(&mut filter)?;
         let head = self.state.last_event_cursor();
         let oldest = self.state.first_event_cursor().map_err(|e| {
             tracing::error!(error = %e, "reading the oldest event kept");

@@ -556,3 +556,48 @@ async fn a_filter_that_passes_nothing_lets_other_tasks_run_between_pages() {
         .expect("the feed reaches the head");
     assert!(rest.is_none(), "nothing passes: {rest:?}");
 }
+
+/// A compromised agent chooses the host name it reports: naming another
+/// agent's id as its host name must not put its events among that
+/// agent's in a subscriber's `hosts` filter (agent ids are the
+/// certificate's; host names are only what an agent says).
+#[tokio::test]
+async fn an_agent_reporting_another_agents_id_as_its_hostname_is_not_that_agent() {
+    let mut mallory = register("mallory");
+    if let Command::RegisterAgent { agent, .. } = &mut mallory {
+        agent.hostname = "victim".into();
+    }
+    let f = Fixture::new(vec![
+        register("victim"),
+        mallory,
+        append("victim", vec![finding(1, Severity::High, vec![])]), // 1
+        append("mallory", vec![finding(1, Severity::High, vec![])]), // 2
+    ])
+    .await;
+    let by_id = f
+        .subscribe(pb::SubscribeRequest {
+            hosts: vec!["victim".into()],
+            stop_at_head: true,
+            include_record: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let events = drain(by_id).await;
+    let agents: Vec<(u64, String)> = events
+        .iter()
+        .map(|e| (e.cursor, e.alert.as_ref().unwrap().agent_id.clone()))
+        .collect();
+    assert_eq!(agents, vec![(1, "victim".to_string())]);
+    // A host name no agent has as its id still selects by host name.
+    let by_name = f
+        .subscribe(pb::SubscribeRequest {
+            hosts: vec!["victim.example".into()],
+            stop_at_head: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let cursors: Vec<u64> = drain(by_name).await.iter().map(|e| e.cursor).collect();
+    assert_eq!(cursors, vec![1]);
+}
