@@ -3,6 +3,9 @@
 //! journal's one order, as OCSF, resumable from a cursor, filtered here.
 //! Served by any node from its own state machine.
 
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 use vigil_domain::SiemFilter;
@@ -13,13 +16,30 @@ use super::event_feed::{out_of_range, spawn_event_feed, FeedRange};
 use crate::ocsf::ocsf_event;
 use crate::store::{EventsError, StateReader};
 
+/// The most SIEM subscriptions one node serves at once. Each holds a task,
+/// a page of events and a channel of rendered ones while its reader is
+/// slow: without a bound, one siem-reader certificate opening streams
+/// without end (or a fleet of SIEMs misconfigured to reconnect without
+/// closing) grows the node's memory without end. Past it a subscription is
+/// refused with RESOURCE_EXHAUSTED, which clients retry.
+pub const MAX_SUBSCRIPTIONS: usize = 128;
+
 pub struct SiemExportImpl {
     state: StateReader,
+    live: Arc<Semaphore>,
 }
 
 impl SiemExportImpl {
     pub fn new(state: StateReader) -> Self {
-        Self { state }
+        Self::with_limit(state, MAX_SUBSCRIPTIONS)
+    }
+
+    /// At most `limit` subscriptions at once.
+    pub fn with_limit(state: StateReader, limit: usize) -> Self {
+        Self {
+            state,
+            live: Arc::new(Semaphore::new(limit)),
+        }
     }
 
     /// Moves the `hosts` values that name an enrolled agent to
@@ -86,12 +106,23 @@ impl SiemExport for SiemExportImpl {
             ?filter,
             "SIEM subscriber attached"
         );
+        // Held by the feed (its mapping closure) until it ends.
+        let live = self.live.clone().try_acquire_owned().map_err(|_| {
+            tracing::warn!(
+                limit = MAX_SUBSCRIPTIONS,
+                "SIEM subscription refused: too many at once"
+            );
+            Status::resource_exhausted(
+                "this node serves as many SIEM subscriptions as it may; try again later or another node",
+            )
+        })?;
         let include_record = req.include_record;
         let range = FeedRange {
             after,
             stop_at: req.stop_at_head.then_some(head),
         };
         let feed = spawn_event_feed(self.state.clone(), &caller, range, filter, move |event| {
+            let _held = &live;
             let ocsf = ocsf_event(&event).to_string();
             vigil_proto::siem_event_to_wire(event, ocsf, include_record)
         });

@@ -601,3 +601,34 @@ async fn an_agent_reporting_another_agents_id_as_its_hostname_is_not_that_agent(
     let cursors: Vec<u64> = drain(by_name).await.iter().map(|e| e.cursor).collect();
     assert_eq!(cursors, vec![1]);
 }
+
+/// A siem-reader certificate opening subscriptions without end: past the
+/// node's bound each is refused RESOURCE_EXHAUSTED (a client retries it),
+/// and a subscription that ends gives its place back.
+#[tokio::test]
+async fn subscriptions_past_the_bound_are_refused_until_one_ends() {
+    let f = Fixture::new(mixed()).await;
+    let service = SiemExportImpl::with_limit(f.service.state.clone(), 2);
+    let open = || async {
+        service
+            .subscribe(tonic::Request::new(pb::SubscribeRequest::default()))
+            .await
+    };
+    let first = open().await.unwrap();
+    let _second = open().await.unwrap();
+    let refused = open().await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    drop(first);
+    let mut reopened = None;
+    for _ in 0..100 {
+        match open().await {
+            Ok(r) => {
+                reopened = Some(r);
+                break;
+            }
+            Err(s) => assert_eq!(s.code(), Code::ResourceExhausted),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(reopened.is_some(), "a place is given back when a feed ends");
+}
