@@ -632,3 +632,32 @@ async fn subscriptions_past_the_bound_are_refused_until_one_ends() {
     }
     assert!(reopened.is_some(), "a place is given back when a feed ends");
 }
+
+/// The largest cursors a peer can send: ahead, waiting, no panic in the
+/// journal's range arithmetic (the feed keeps serving after an event).
+#[tokio::test]
+async fn the_largest_cursors_are_ahead_and_wait_without_a_panic() {
+    let mut f = Fixture::new(mixed()).await;
+    let mut streams = Vec::new();
+    for cursor in [u64::MAX, u64::MAX - 1] {
+        let response = f
+            .subscribe(pb::SubscribeRequest {
+                cursor,
+                stop_at_head: cursor == u64::MAX - 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(header(&response, "vigil-cursor-state"), "ahead");
+        streams.push(response.into_inner());
+    }
+    f.apply(vec![audit("policy.push")]).await;
+    for stream in &mut streams {
+        let next = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
+        match next {
+            // Waiting (past the head) or ended (stop_at_head is behind).
+            Err(_) | Ok(None) => {}
+            Ok(Some(e)) => panic!("nothing is after such a cursor: {e:?}"),
+        }
+    }
+}
