@@ -233,7 +233,7 @@ fn refusal(status: &tonic::Status) -> Option<anyhow::Error> {
             return Some(ExitCode::Failure.error(format!(
                 "the control plane no longer holds the events after the saved cursor (retention): {}; \
                  to resume from the oldest kept, write 0 (or the cursor it names) to the cursor file",
-                status.message()
+                peer_text(status.message())
             )))
         }
         _ => return None,
@@ -245,7 +245,19 @@ fn refusal(status: &tonic::Status) -> Option<anyhow::Error> {
 }
 
 fn status_text(status: &tonic::Status) -> String {
-    format!("{:?}: {}", status.code(), status.message())
+    format!("{:?}: {}", status.code(), peer_text(status.message()))
+}
+
+/// The longest text from a peer (a collector's or control plane's error
+/// message) this logs, in bytes.
+const MAX_PEER_TEXT: usize = 1024;
+
+/// Text a peer chose, fit for stderr: control characters escaped (a
+/// collector's message must not drive the operator's terminal or forge log
+/// lines) and cut to [`MAX_PEER_TEXT`] (nor flood the log at every retry).
+pub fn peer_text(s: &str) -> String {
+    crate::terminal_text::escape_controls(&vigil_domain::truncate_marked(s, MAX_PEER_TEXT))
+        .into_owned()
 }
 
 /// Delivers batches from `stream` until it fails or ends; that status.
@@ -400,7 +412,7 @@ impl Collector {
                                 p.rejected_log_records,
                                 part[0].cursor,
                                 part[part.len() - 1].cursor,
-                                p.error_message
+                                peer_text(&p.error_message)
                             );
                         }
                         if let Some(since) = failing_since {
@@ -424,7 +436,7 @@ impl Collector {
                             eprintln!(
                                 "vigilctl siem otlp: the collector refused the record of cursor {} as invalid: {}",
                                 part[0].cursor,
-                                status.message()
+                                peer_text(status.message())
                             );
                             outcome.rejected += 1;
                         }

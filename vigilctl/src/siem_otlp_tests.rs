@@ -595,3 +595,24 @@ async fn a_cursor_file_not_ours_alone_is_refused() {
         assert!(format!("{e:#}").contains("belongs to uid 65534"), "{e:#}");
     }
 }
+
+/// A malicious collector (or a node) answers with escape sequences and
+/// megabytes of error message: what is logged of it is escaped and cut.
+#[test]
+fn a_peers_message_is_logged_escaped_and_cut() {
+    let hostile = format!(
+        "\x1b]0;owned\x07\x1b[2J\nvigilctl siem otlp: delivered{}",
+        "x".repeat(4 << 20)
+    );
+    let logged = peer_text(&hostile);
+    assert!(
+        !logged.chars().any(|c| c.is_control()),
+        "{:?}",
+        &logged[..80]
+    );
+    assert!(logged.len() <= 2 * MAX_PEER_TEXT, "{}", logged.len());
+    assert!(logged.contains("truncated"));
+    let status = tonic::Status::unavailable(hostile);
+    let text = status_text(&status);
+    assert!(!text.chars().any(|c| c.is_control()) && text.len() <= 2 * MAX_PEER_TEXT);
+}
