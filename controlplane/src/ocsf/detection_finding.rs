@@ -2,12 +2,13 @@
 //! and the outcome of an enforcement with the `security_control` profile
 //! (what the control did, and how it came out).
 
-use serde_json::{json, Value};
-use vigil_domain::{truncate_marked, Alert, NetDirection};
+use serde::{Serialize, Serializer};
+use vigil_domain::{is_sha256_hex, Alert, GpuContext, ModelIdentity, ModelRisk, NetDirection};
 
 use super::ocsf_objects::{
-    classification, device, endpoint, file, is_hostname, merge, metadata, millis, name, path,
-    process, severity_caption, severity_id, text, title, CATEGORY_FINDINGS,
+    device, endpoint, file, is_hostname, metadata, millis, name, path, process, severity_caption,
+    severity_id, text, title, type_uid, Capped, Device, Endpoint, File, Metadata, Process,
+    CATEGORY_FINDINGS, MAX_EXPORTED_NAME,
 };
 
 const CLASS_DETECTION_FINDING: u32 = 2004;
@@ -16,12 +17,6 @@ const ACTIVITY_CREATE: u32 = 1;
 /// most `MAX_MODEL_LIST` reasons and imports.
 const MAX_MODEL_ITEM: usize = 128;
 const MAX_MODEL_LIST: usize = 4;
-
-/// An alert as a Detection Finding, numbered by its alert index (the SIEM
-/// export numbers events by their cursor: `ocsf_event`).
-pub fn detection_finding(alert: &Alert) -> Value {
-    finding_at(alert.index, alert)
-}
 
 /// How an enforcement came out, as the agent's summary says it
 /// (`action kill for rule R on pid N: <outcome> (… ms after the event)`,
@@ -36,14 +31,38 @@ pub(super) enum Outcome {
     Unknown,
 }
 
+/// `s` without `n` written in decimal at its start.
+fn strip_decimal(s: &str, n: u32) -> Option<&str> {
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.as_bytes()
+        .starts_with(&digits[at..])
+        .then(|| &s[digits.len() - at..])
+}
+
 impl Outcome {
     pub(super) fn of(alert: &Alert) -> Outcome {
         let f = &alert.finding;
-        let prefix = format!(
-            "action {} for rule {} on pid {}: ",
-            f.action, f.rule_id, f.process.pid
-        );
-        match f.summary.strip_prefix(&prefix) {
+        // The summary after "action {action} for rule {rule} on pid {pid}: ".
+        let rest = f
+            .summary
+            .strip_prefix("action ")
+            .and_then(|s| s.strip_prefix(f.action.as_str()))
+            .and_then(|s| s.strip_prefix(" for rule "))
+            .and_then(|s| s.strip_prefix(f.rule_id.as_str()))
+            .and_then(|s| s.strip_prefix(" on pid "))
+            .and_then(|s| strip_decimal(s, f.process.pid))
+            .and_then(|s| s.strip_prefix(": "));
+        match rest {
             None => Outcome::Unknown,
             Some(rest) if rest.starts_with("dry run: ") => Outcome::DryRun,
             Some(rest) if rest.starts_with("FAILED: ") => Outcome::Failed,
@@ -88,195 +107,420 @@ pub(super) fn control(action: &str, outcome: Outcome) -> (u32, &'static str, u32
     }
 }
 
+/// `connection_info`: which way the connection went (and, for TCP, its
+/// protocol).
+#[derive(Serialize)]
+struct ConnectionInfo {
+    direction: &'static str,
+    direction_id: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protocol_name: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protocol_num: Option<u32>,
+}
+
+const TCP_OUT: ConnectionInfo = ConnectionInfo {
+    direction: "Outbound",
+    direction_id: 2,
+    protocol_name: Some("tcp"),
+    protocol_num: Some(6),
+};
+const TCP_IN: ConnectionInfo = ConnectionInfo {
+    direction: "Inbound",
+    direction_id: 1,
+    protocol_name: Some("tcp"),
+    protocol_num: Some(6),
+};
+const DNS_OUT: ConnectionInfo = ConnectionInfo {
+    direction: "Outbound",
+    direction_id: 2,
+    protocol_name: None,
+    protocol_num: None,
+};
+
+/// The DNS query object: its question.
+#[derive(Serialize)]
+struct Query<'a> {
+    hostname: &'a str,
+}
+
 /// The evidence of a finding, shaped like the objects of Process Activity,
 /// File System Activity, Network Activity and DNS Activity.
-fn evidence(alert: &Alert) -> Value {
-    let f = &alert.finding;
-    let mut evidence = json!({});
-    // An alert the control plane raised (a failed attestation) is about a
-    // host, not a process.
-    let p = &f.process;
-    if p.pid != 0 || !p.exe.is_empty() || !p.argv.is_empty() || !p.comm.is_empty() {
-        evidence["process"] = process(p);
-    }
-    if let Some(fo) = &f.file {
-        let sha = fo.model.as_ref().map_or("", |m| m.sha256.as_str());
-        evidence["file"] = file(&fo.path, sha);
-    }
-    if let Some(net) = &f.net {
-        let ep = endpoint(&net.address, net.port);
-        match net.direction {
-            NetDirection::Connect => {
-                evidence["dst_endpoint"] = ep;
-                evidence["connection_info"] = json!({
-                    "direction_id": 2, "direction": "Outbound",
-                    "protocol_num": 6, "protocol_name": "tcp",
-                });
-            }
-            NetDirection::Listen => {
-                evidence["src_endpoint"] = ep;
-                evidence["connection_info"] = json!({
-                    "direction_id": 1, "direction": "Inbound",
-                    "protocol_num": 6, "protocol_name": "tcp",
-                });
-            }
-            // The DNS query object, sent to the resolver.
-            NetDirection::DnsQuery => {
-                evidence["dst_endpoint"] = ep;
-                evidence["connection_info"] = json!({ "direction_id": 2, "direction": "Outbound" });
-                // A question that is no host name OCSF accepts (hostname_t)
-                // travels in unmapped instead.
-                let host = net.host.strip_suffix('.').unwrap_or(&net.host);
-                if is_hostname(host) {
-                    evidence["query"] = json!({ "hostname": host });
+#[derive(Serialize)]
+struct Evidence<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connection_info: Option<ConnectionInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dst_endpoint: Option<Endpoint<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<File<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    process: Option<Process<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query: Option<Query<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    src_endpoint: Option<Endpoint<'a>>,
+}
+
+impl<'a> Evidence<'a> {
+    fn of(alert: &'a Alert) -> Evidence<'a> {
+        let f = &alert.finding;
+        let p = &f.process;
+        let mut evidence = Evidence {
+            connection_info: None,
+            dst_endpoint: None,
+            // An alert the control plane raised (a failed attestation) is
+            // about a host, not a process.
+            process: (p.pid != 0 || !p.exe.is_empty() || !p.argv.is_empty() || !p.comm.is_empty())
+                .then(|| process(p)),
+            file: f.file.as_ref().map(|fo| {
+                let sha = fo.model.as_ref().map_or("", |m| m.sha256.as_str());
+                file(&fo.path, sha)
+            }),
+            query: None,
+            src_endpoint: None,
+        };
+        if let Some(net) = &f.net {
+            let ep = endpoint(&net.address, net.port);
+            match net.direction {
+                NetDirection::Connect => {
+                    evidence.dst_endpoint = Some(ep);
+                    evidence.connection_info = Some(TCP_OUT);
+                }
+                NetDirection::Listen => {
+                    evidence.src_endpoint = Some(ep);
+                    evidence.connection_info = Some(TCP_IN);
+                }
+                // The DNS query object, sent to the resolver.
+                NetDirection::DnsQuery => {
+                    evidence.dst_endpoint = Some(ep);
+                    evidence.connection_info = Some(DNS_OUT);
+                    // A question that is no host name OCSF accepts
+                    // (hostname_t) travels in unmapped instead.
+                    let host = net.host.strip_suffix('.').unwrap_or(&net.host);
+                    if is_hostname(host) {
+                        evidence.query = Some(Query { hostname: host });
+                    }
                 }
             }
         }
+        evidence
     }
-    evidence
+
+    fn is_empty(&self) -> bool {
+        self.connection_info.is_none()
+            && self.dst_endpoint.is_none()
+            && self.file.is_none()
+            && self.process.is_none()
+            && self.query.is_none()
+            && self.src_endpoint.is_none()
+    }
 }
 
-/// A list of the model identity cut for export, saying how many were left
+/// A list of the model identity cut for export (at most `MAX_MODEL_LIST`
+/// items of at most `MAX_MODEL_ITEM` bytes), saying how many were left
 /// out.
-fn model_list(v: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = v
-        .iter()
-        .take(MAX_MODEL_LIST)
-        .map(|s| truncate_marked(s, MAX_MODEL_ITEM).into_owned())
-        .collect();
-    if v.len() > MAX_MODEL_LIST {
-        out.push(format!("…[{} more]", v.len() - MAX_MODEL_LIST));
+struct ModelList<'a>(&'a [String]);
+
+impl Serialize for ModelList<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let more = self.0.len().saturating_sub(MAX_MODEL_LIST);
+        let mut seq =
+            ser.serialize_seq(Some(self.0.len().min(MAX_MODEL_LIST) + (more > 0) as usize))?;
+        for s in self.0.iter().take(MAX_MODEL_LIST) {
+            seq.serialize_element(&model_text(s))?;
+        }
+        if more > 0 {
+            seq.serialize_element(&More(more))?;
+        }
+        seq.end()
     }
-    out
 }
 
-pub(super) fn finding_at(cursor: u64, alert: &Alert) -> Value {
-    let f = &alert.finding;
-    let p = &f.process;
-    let enforcement = !f.action.is_empty();
-    // OCSF has no model object: its identity travels in unmapped.
-    let model = match f.file.as_ref().and_then(|fo| fo.model.as_ref()) {
-        Some(src) => {
-            // bounded() drops a digest that is no sha256; the texts and
-            // lists are cut here, from the original, with a marker.
-            let cut = |t: &str| truncate_marked(t, MAX_MODEL_ITEM).into_owned();
-            let mut m = src.bounded();
-            m.format = cut(&src.format);
-            m.format_version = cut(&src.format_version);
-            m.architecture = cut(&src.architecture);
-            m.name = cut(&src.name);
-            m.size_label = cut(&src.size_label);
-            m.quantization = cut(&src.quantization);
-            m.error = cut(&src.error);
-            m.risk_reasons = model_list(&src.risk_reasons);
-            m.dangerous_imports = model_list(&src.dangerous_imports);
-            json!(m)
-        }
-        None => Value::Null,
-    };
-    // OCSF has no GPU object: the gpu_use evidence travels in unmapped.
-    let gpu = match &f.gpu {
-        Some(g) => {
-            let mut g = g.clone();
-            g.uuid = name(&g.uuid);
-            g.name = name(&g.name);
-            json!(g)
-        }
-        None => Value::Null,
-    };
-    let profiles: &[&str] = if enforcement {
-        &["host", "security_control"]
-    } else {
-        &["host"]
-    };
-    let mut v = classification(
-        CATEGORY_FINDINGS,
-        "Findings",
-        CLASS_DETECTION_FINDING,
-        "Detection Finding",
-        ACTIVITY_CREATE,
-        "Create",
-    );
-    merge(
-        &mut v,
-        json!({
-            "severity_id": severity_id(f.severity),
-            "severity": severity_caption(f.severity),
-            "status_id": 1,
-            "status": "New",
-            "time": millis(f.observed_at_unix_nanos),
-            "message": text(&f.summary),
-            "finding_info": {
-                // An agent numbers its findings from 1; one the control
-                // plane raised (seq 0) goes by its alert index.
-                "uid": if f.seq == 0 {
-                    format!("vigil-alert:{}", alert.index)
-                } else {
-                    name(&format!("{}:{}", alert.agent_id, f.seq))
-                },
-                "title": title(&f.summary),
-                "types": [f.signal.as_str()],
-                "analytic": {
-                    "uid": name(&f.rule_id),
-                    "name": name(&f.rule_id),
-                    "type_id": 1,
-                    "type": "Rule",
-                },
-                "created_time": millis(alert.received_at_unix_nanos),
-            },
-            "metadata": metadata(cursor, profiles, millis(alert.received_at_unix_nanos)),
-            "device": device(&alert.hostname, &alert.agent_id),
-            "unmapped": {
-                "alert_index": alert.index,
-                "cgroup_id": p.cgroup_id,
-                "mnt_ns": p.mnt_ns,
-                "ns_pid": p.ns_pid,
-                "cgroup_path": path(&p.cgroup_path),
-                "gpu": gpu,
-                // What the model file is (format, architecture, size,
-                // fingerprints, pickle risk and its dangerous imports).
-                "model": model,
-            },
-        }),
-    );
-    let evidence = evidence(alert);
-    let dns_query = evidence.get("query").is_some();
-    if evidence.as_object().is_some_and(|e| !e.is_empty()) {
-        v["evidences"] = json!([evidence]);
+/// "…[N more]".
+struct More(usize);
+
+impl Serialize for More {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_str(&format_args!("…[{} more]", self.0))
     }
-    if let Some(net) = f
-        .net
-        .as_ref()
-        .filter(|n| n.direction == NetDirection::DnsQuery)
-    {
-        if !dns_query {
-            v["unmapped"]["dns_question"] = json!(name(&net.host));
+}
+
+/// A digest of the model identity: lower-case hex, or empty when it is no
+/// sha256 (`ModelIdentity::bounded`).
+struct Digest<'a>(&'a str);
+
+impl Serialize for Digest<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        if !is_sha256_hex(self.0) {
+            ser.serialize_str("")
+        } else if self.0.bytes().any(|b| b.is_ascii_uppercase()) {
+            ser.serialize_str(&self.0.to_ascii_lowercase())
+        } else {
+            ser.serialize_str(self.0)
         }
     }
-    if enforcement {
-        let outcome = Outcome::of(alert);
-        let (action_id, action, disposition_id, disposition) = control(&f.action, outcome);
-        merge(
-            &mut v,
-            json!({
-                "action_id": action_id,
-                "action": action,
-                "disposition_id": disposition_id,
-                "disposition": disposition,
-            }),
-        );
-        v["unmapped"]["enforcement"] = json!({
-            "action": name(&f.action),
-            "outcome": outcome.as_str(),
+}
+
+fn model_text(s: &str) -> Capped<'_> {
+    Capped::new(s, MAX_MODEL_ITEM)
+}
+
+/// What the model file is (format, architecture, size, fingerprints,
+/// pickle risk and its dangerous imports): `ModelIdentity`'s fields, its
+/// texts and lists cut from the original with a marker.
+#[derive(Serialize)]
+struct Model<'a> {
+    architecture: Capped<'a>,
+    dangerous_imports: ModelList<'a>,
+    error: Capped<'a>,
+    format: Capped<'a>,
+    format_version: Capped<'a>,
+    name: Capped<'a>,
+    parameters: u64,
+    quantization: Capped<'a>,
+    risk: ModelRisk,
+    risk_reasons: ModelList<'a>,
+    sha256: Digest<'a>,
+    size_label: Capped<'a>,
+    structure_fingerprint: Digest<'a>,
+    tensor_count: u64,
+}
+
+impl<'a> Model<'a> {
+    fn of(m: &'a ModelIdentity) -> Model<'a> {
+        Model {
+            architecture: model_text(&m.architecture),
+            dangerous_imports: ModelList(&m.dangerous_imports),
+            error: model_text(&m.error),
+            format: model_text(&m.format),
+            format_version: model_text(&m.format_version),
+            name: model_text(&m.name),
+            parameters: m.parameters,
+            quantization: model_text(&m.quantization),
+            risk: m.risk,
+            risk_reasons: ModelList(&m.risk_reasons),
+            sha256: Digest(&m.sha256),
+            size_label: model_text(&m.size_label),
+            structure_fingerprint: Digest(&m.structure_fingerprint),
+            tensor_count: m.tensor_count,
+        }
+    }
+}
+
+/// The gpu_use evidence: `GpuObject`'s fields, its identifiers cut.
+#[derive(Serialize)]
+struct Gpu<'a> {
+    context: GpuContext,
+    index: u32,
+    name: Capped<'a>,
+    sm_util_percent: Option<u32>,
+    used_memory_bytes: Option<u64>,
+    uuid: Capped<'a>,
+}
+
+#[derive(Serialize)]
+struct Enforcement<'a> {
+    action: Capped<'a>,
+    outcome: &'static str,
+}
+
+/// OCSF has no model or GPU object: they travel in unmapped, with what
+/// ties the finding to its alert and its process's namespaces.
+#[derive(Serialize)]
+struct Unmapped<'a> {
+    alert_index: u64,
+    cgroup_id: u64,
+    cgroup_path: Capped<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns_question: Option<Capped<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enforcement: Option<Enforcement<'a>>,
+    gpu: Option<Gpu<'a>>,
+    mnt_ns: u64,
+    model: Option<Model<'a>>,
+    ns_pid: u32,
+}
+
+#[derive(Serialize)]
+struct Analytic<'a> {
+    name: Capped<'a>,
+    #[serde(rename = "type")]
+    type_: &'static str,
+    type_id: u32,
+    uid: Capped<'a>,
+}
+
+/// `finding_info.uid`: an agent numbers its findings from 1 (`agent:seq`);
+/// one the control plane raised (seq 0) goes by its alert index.
+struct FindingUid<'a> {
+    agent_id: &'a str,
+    seq: u64,
+    alert_index: u64,
+}
+
+impl Serialize for FindingUid<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        if self.seq == 0 {
+            return ser.collect_str(&format_args!("vigil-alert:{}", self.alert_index));
+        }
+        // ":" and at most 20 digits.
+        if self.agent_id.len() + 21 <= MAX_EXPORTED_NAME {
+            ser.collect_str(&format_args!("{}:{}", self.agent_id, self.seq))
+        } else {
+            name(&format!("{}:{}", self.agent_id, self.seq)).serialize(ser)
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct FindingInfo<'a> {
+    analytic: Analytic<'a>,
+    created_time: i64,
+    title: Capped<'a>,
+    types: [&'static str; 1],
+    uid: FindingUid<'a>,
+}
+
+/// An alert as a Detection Finding, numbered by the cursor it is exported
+/// at.
+#[derive(Serialize)]
+pub(super) struct DetectionFinding<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action_id: Option<u32>,
+    activity_id: u32,
+    activity_name: &'static str,
+    category_name: &'static str,
+    category_uid: u32,
+    class_name: &'static str,
+    class_uid: u32,
+    device: Device<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disposition: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disposition_id: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    evidences: Option<[Evidence<'a>; 1]>,
+    finding_info: FindingInfo<'a>,
+    message: Capped<'a>,
+    metadata: Metadata,
+    severity: &'static str,
+    severity_id: u32,
+    status: &'static str,
+    status_id: u32,
+    time: i64,
+    type_uid: u64,
+    unmapped: Unmapped<'a>,
+}
+
+impl<'a> DetectionFinding<'a> {
+    pub(super) fn new(cursor: u64, alert: &'a Alert) -> DetectionFinding<'a> {
+        let f = &alert.finding;
+        let p = &f.process;
+        let enforcement = (!f.action.is_empty()).then(|| {
+            let outcome = Outcome::of(alert);
+            (control(&f.action, outcome), outcome)
         });
+        let profiles: &'static [&'static str] = if enforcement.is_some() {
+            &["host", "security_control"]
+        } else {
+            &["host"]
+        };
+        let evidence = Evidence::of(alert);
+        let dns_question = f
+            .net
+            .as_ref()
+            .filter(|n| n.direction == NetDirection::DnsQuery && evidence.query.is_none())
+            .map(|n| name(&n.host));
+        let rule = name(&f.rule_id);
+        DetectionFinding {
+            action: enforcement.map(|((_, action, _, _), _)| action),
+            action_id: enforcement.map(|((action_id, _, _, _), _)| action_id),
+            activity_id: ACTIVITY_CREATE,
+            activity_name: "Create",
+            category_name: "Findings",
+            category_uid: CATEGORY_FINDINGS,
+            class_name: "Detection Finding",
+            class_uid: CLASS_DETECTION_FINDING,
+            device: device(&alert.hostname, &alert.agent_id),
+            disposition: enforcement.map(|((_, _, _, disposition), _)| disposition),
+            disposition_id: enforcement.map(|((_, _, disposition_id, _), _)| disposition_id),
+            evidences: (!evidence.is_empty()).then_some([evidence]),
+            finding_info: FindingInfo {
+                analytic: Analytic {
+                    name: rule,
+                    type_: "Rule",
+                    type_id: 1,
+                    uid: rule,
+                },
+                created_time: millis(alert.received_at_unix_nanos),
+                title: title(&f.summary),
+                types: [f.signal.as_str()],
+                uid: FindingUid {
+                    agent_id: &alert.agent_id,
+                    seq: f.seq,
+                    alert_index: alert.index,
+                },
+            },
+            message: text(&f.summary),
+            metadata: metadata(cursor, profiles, millis(alert.received_at_unix_nanos)),
+            severity: severity_caption(f.severity),
+            severity_id: severity_id(f.severity),
+            status: "New",
+            status_id: 1,
+            time: millis(f.observed_at_unix_nanos),
+            type_uid: type_uid(CLASS_DETECTION_FINDING, ACTIVITY_CREATE),
+            unmapped: Unmapped {
+                alert_index: alert.index,
+                cgroup_id: p.cgroup_id,
+                cgroup_path: path(&p.cgroup_path),
+                dns_question,
+                enforcement: enforcement.map(|(_, outcome)| Enforcement {
+                    action: name(&f.action),
+                    outcome: outcome.as_str(),
+                }),
+                gpu: f.gpu.as_ref().map(|g| Gpu {
+                    context: g.context,
+                    index: g.index,
+                    name: name(&g.name),
+                    sm_util_percent: g.sm_util_percent,
+                    used_memory_bytes: g.used_memory_bytes,
+                    uuid: name(&g.uuid),
+                }),
+                mnt_ns: p.mnt_ns,
+                model: f
+                    .file
+                    .as_ref()
+                    .and_then(|fo| fo.model.as_deref())
+                    .map(Model::of),
+                ns_pid: p.ns_pid,
+            },
+        }
     }
-    v
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
     use vigil_domain::{FileObject, Finding, ProcessInfo, Severity, SignalKind};
+
+    /// The alert as a Detection Finding numbered by its alert index.
+    fn detection_finding(alert: &Alert) -> Value {
+        // TEMPORARY: the old rendering is the same.
+        let _ = crate::ocsf::ocsf_json(&vigil_domain::SiemEvent {
+            cursor: alert.index,
+            kind: vigil_domain::EventKind::of_alert(alert),
+            record: vigil_domain::EventRecord::Alert(alert.clone()),
+        });
+        serde_json::from_str(
+            &serde_json::to_string(&DetectionFinding::new(alert.index, alert)).unwrap(),
+        )
+        .unwrap()
+    }
 
     #[test]
     fn an_alert_maps_to_a_detection_finding() {

@@ -1,25 +1,56 @@
 //! One exported event as OCSF: the class its kind and record call for.
 
-use serde_json::Value;
+use serde::Serialize;
 use vigil_domain::{EventKind, EventRecord, SiemEvent};
 
-use super::compliance_finding::compliance_finding;
-use super::detection_finding::finding_at;
-use super::entity_management::entity_management;
+use super::compliance_finding::ComplianceFinding;
+use super::detection_finding::DetectionFinding;
+use super::entity_management::EntityManagement;
+
+/// Room for a typical event's JSON (about 1.3 KiB): most are written
+/// without growing the buffer.
+const TYPICAL_EVENT_BYTES: usize = 2048;
 
 /// The event as OCSF 1.1 JSON, numbered by its cursor (`metadata.uid` and
 /// `metadata.sequence`): a Detection Finding (2004) for a finding or an
 /// enforcement outcome, a Compliance Finding (2003) for an attestation
 /// entry, an Entity Management event (3004) for every other audit entry.
 /// The record decides where the kind disagrees with it.
-pub fn ocsf_event(event: &SiemEvent) -> Value {
+pub fn ocsf_json(event: &SiemEvent) -> String {
+    let out = render(event);
+    #[cfg(test)]
+    super::old::assert_same(event, &out);
+    out
+}
+
+pub(super) fn render(event: &SiemEvent) -> String {
+    let mut out = Vec::with_capacity(TYPICAL_EVENT_BYTES);
+    write_ocsf(event, &mut out);
+    // serde_json writes UTF-8 only.
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// Appends the event's OCSF JSON (`ocsf_json`) to `out`.
+pub fn write_ocsf(event: &SiemEvent, out: &mut Vec<u8>) {
     match &event.record {
-        EventRecord::Alert(alert) => finding_at(event.cursor, alert),
+        EventRecord::Alert(alert) => write(out, &DetectionFinding::new(event.cursor, alert)),
         EventRecord::Audit(entry) => match EventKind::of_audit(entry) {
-            EventKind::Attestation => compliance_finding(event.cursor, entry),
-            _ => entity_management(event.cursor, entry),
+            EventKind::Attestation => write(out, &ComplianceFinding::new(event.cursor, entry)),
+            _ => write(out, &EntityManagement::new(event.cursor, entry)),
         },
     }
+}
+
+fn write(out: &mut Vec<u8>, v: &impl Serialize) {
+    // Writing to a Vec cannot fail, nor can serialising these structs (no
+    // maps with non-string keys, no failing Serialize impls).
+    serde_json::to_writer(out, v).expect("an OCSF event serialises");
+}
+
+/// The event's OCSF as a `Value`, for tests that look into it.
+#[cfg(test)]
+pub fn ocsf_event(event: &SiemEvent) -> serde_json::Value {
+    serde_json::from_str(&ocsf_json(event)).expect("valid JSON")
 }
 
 #[cfg(test)]

@@ -1,9 +1,16 @@
 //! OCSF 1.1 objects the classes share (metadata, device, process, file,
 //! endpoints, actor), and the caps every exported string keeps to.
+//!
+//! Every object is a struct that borrows from the record it renders and
+//! is serialised straight to JSON (no `serde_json::Value` in between).
+//! Fields are declared in the order of their keys (byte order), so an
+//! event's JSON has its keys sorted at every level. A string is cut to its
+//! cap when it is written, copied only when it is over it.
 
+use std::fmt::{self, Display};
 use std::net::IpAddr;
 
-use serde_json::{json, Value};
+use serde::{Serialize, Serializer};
 use vigil_domain::{
     truncate_marked, AuditEntry, ProcessInfo, Severity, MAX_EXPORTED_CMDLINE, MAX_EXPORTED_PATH,
     MAX_EXPORTED_TEXT,
@@ -25,24 +32,100 @@ pub(super) const MAX_EXPORTED_TITLE: usize = 256;
 pub(super) const CATEGORY_FINDINGS: u32 = 2;
 pub(super) const CATEGORY_IAM: u32 = 3;
 
+/// A string within `max` bytes: itself when it fits, else its start and a
+/// marker naming how much was cut (`truncate_marked`).
+#[derive(Clone, Copy)]
+pub(super) struct Capped<'a> {
+    s: &'a str,
+    max: usize,
+}
+
+impl<'a> Capped<'a> {
+    pub(super) fn new(s: &'a str, max: usize) -> Self {
+        Capped { s, max }
+    }
+}
+
+impl Serialize for Capped<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        if self.s.len() <= self.max {
+            ser.serialize_str(self.s)
+        } else {
+            ser.serialize_str(&truncate_marked(self.s, self.max))
+        }
+    }
+}
+
 /// Free text (a summary, an audit detail) within its cap.
-pub(super) fn text(s: &str) -> String {
-    truncate_marked(s, MAX_EXPORTED_TEXT).into_owned()
+pub(super) fn text(s: &str) -> Capped<'_> {
+    Capped {
+        s,
+        max: MAX_EXPORTED_TEXT,
+    }
 }
 
 /// A path (executable, file, cgroup) within its cap.
-pub(super) fn path(s: &str) -> String {
-    truncate_marked(s, MAX_EXPORTED_PATH).into_owned()
+pub(super) fn path(s: &str) -> Capped<'_> {
+    Capped {
+        s,
+        max: MAX_EXPORTED_PATH,
+    }
 }
 
 /// An identifier within its cap.
-pub(super) fn name(s: &str) -> String {
-    truncate_marked(s, MAX_EXPORTED_NAME).into_owned()
+pub(super) fn name(s: &str) -> Capped<'_> {
+    Capped {
+        s,
+        max: MAX_EXPORTED_NAME,
+    }
 }
 
 /// A title within its cap.
-pub(super) fn title(s: &str) -> String {
-    truncate_marked(s, MAX_EXPORTED_TITLE).into_owned()
+pub(super) fn title(s: &str) -> Capped<'_> {
+    Capped {
+        s,
+        max: MAX_EXPORTED_TITLE,
+    }
+}
+
+/// The parts written one after another as one string within `max` bytes:
+/// streamed from the parts when they fit, else joined and cut like
+/// [`Capped`].
+pub(super) struct Joined<'a, const N: usize> {
+    parts: [&'a str; N],
+    max: usize,
+}
+
+impl<'a, const N: usize> Joined<'a, N> {
+    pub(super) fn new(parts: [&'a str; N], max: usize) -> Self {
+        Joined { parts, max }
+    }
+}
+
+impl<const N: usize> Display for Joined<'_, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.parts.iter().try_for_each(|p| f.write_str(p))
+    }
+}
+
+impl<const N: usize> Serialize for Joined<'_, N> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let len: usize = self.parts.iter().map(|p| p.len()).sum();
+        if len <= self.max {
+            ser.collect_str(self)
+        } else {
+            ser.serialize_str(&truncate_marked(&self.parts.concat(), self.max))
+        }
+    }
+}
+
+/// A value written as a JSON string of its `Display` (`"42"`).
+pub(super) struct AsString<T>(pub(super) T);
+
+impl<T: Display> Serialize for AsString<T> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_str(&self.0)
+    }
 }
 
 /// OCSF times are milliseconds since the Unix epoch.
@@ -71,48 +154,48 @@ pub(super) fn severity_caption(s: Severity) -> &'static str {
     }
 }
 
-/// The base event's classification: class, category, activity, type.
-pub(super) fn classification(
-    category_uid: u32,
-    category_name: &str,
-    class_uid: u32,
-    class_name: &str,
-    activity_id: u32,
-    activity_name: &str,
-) -> Value {
-    json!({
-        "category_uid": category_uid,
-        "category_name": category_name,
-        "class_uid": class_uid,
-        "class_name": class_name,
-        "activity_id": activity_id,
-        "activity_name": activity_name,
-        "type_uid": class_uid as u64 * 100 + activity_id as u64,
-    })
+/// `type_uid`: the class and the activity in one number.
+pub(super) fn type_uid(class_uid: u32, activity_id: u32) -> u64 {
+    class_uid as u64 * 100 + activity_id as u64
 }
 
-/// Copies every key of `from` (an object) into `into` (an object).
-pub(super) fn merge(into: &mut Value, from: Value) {
-    if let (Some(into), Value::Object(from)) = (into.as_object_mut(), from) {
-        into.extend(from);
-    }
+/// `metadata.product`.
+#[derive(Serialize)]
+pub(super) struct Product {
+    name: &'static str,
+    vendor_name: &'static str,
+    version: &'static str,
 }
 
 /// `metadata`: the event's cursor is both its sequence and its uid;
 /// `logged_time` when the control plane committed it (ms).
-pub(super) fn metadata(cursor: u64, profiles: &[&str], logged_time: i64) -> Value {
-    json!({
-        "version": OCSF_VERSION,
-        "logged_time": logged_time,
-        "uid": cursor.to_string(),
-        "sequence": cursor,
-        "product": {
-            "name": "vigil",
-            "vendor_name": "vigil",
-            "version": env!("CARGO_PKG_VERSION"),
+#[derive(Serialize)]
+pub(super) struct Metadata {
+    logged_time: i64,
+    product: Product,
+    profiles: &'static [&'static str],
+    sequence: u64,
+    uid: AsString<u64>,
+    version: &'static str,
+}
+
+pub(super) fn metadata(
+    cursor: u64,
+    profiles: &'static [&'static str],
+    logged_time: i64,
+) -> Metadata {
+    Metadata {
+        logged_time,
+        product: Product {
+            name: "vigil",
+            vendor_name: "vigil",
+            version: env!("CARGO_PKG_VERSION"),
         },
-        "profiles": profiles,
-    })
+        profiles,
+        sequence: cursor,
+        uid: AsString(cursor),
+        version: OCSF_VERSION,
+    }
 }
 
 /// Whether `s` is a host name OCSF's `hostname_t` accepts (RFC 1123
@@ -131,74 +214,177 @@ pub(super) fn is_hostname(s: &str) -> bool {
         })
 }
 
-/// `device`: the host, by its agent id (when known) and host name. A name that is not
-/// a valid `hostname_t` travels as the device's `name` only.
-pub(super) fn device(hostname: &str, agent_id: &str) -> Value {
-    let mut d = json!({
-        "name": name(hostname),
-        "type_id": 0,
-        "type": "Unknown",
-    });
-    if !agent_id.is_empty() {
-        d["uid"] = json!(name(agent_id));
+/// `device`: the host, by its agent id (when known) and host name.
+#[derive(Serialize)]
+pub(super) struct Device<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hostname: Option<&'a str>,
+    name: Capped<'a>,
+    #[serde(rename = "type")]
+    type_: &'static str,
+    type_id: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<Capped<'a>>,
+}
+
+/// The device of `hostname` and `agent_id` (none when empty). A name that
+/// is not a valid `hostname_t` travels as the device's `name` only.
+pub(super) fn device<'a>(hostname: &'a str, agent_id: &'a str) -> Device<'a> {
+    Device {
+        hostname: Some(hostname).filter(|h| is_hostname(h)),
+        name: name(hostname),
+        type_: "Unknown",
+        type_id: 0,
+        uid: Some(agent_id).filter(|a| !a.is_empty()).map(name),
     }
-    if is_hostname(hostname) {
-        d["hostname"] = json!(hostname);
-    }
-    d
 }
 
 /// A SHA-256 `fingerprint`.
-pub(super) fn sha256(hex: &str) -> Value {
-    json!({ "algorithm_id": 3, "algorithm": "SHA-256", "value": hex })
+#[derive(Serialize)]
+pub(super) struct Fingerprint<'a> {
+    algorithm: &'static str,
+    algorithm_id: u32,
+    value: &'a str,
 }
 
 fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-/// `file`: a regular file at `path`, with its SHA-256 when known (a
-/// `file_hash_t` is at most 64 characters: anything else is dropped).
-pub(super) fn file(p: &str, sha: &str) -> Value {
-    let mut f = json!({
-        "path": path(p),
-        "name": truncate_marked(file_name(p), MAX_FILE_NAME),
-        "type_id": 1,
-        "type": "Regular File",
-    });
-    if !sha.is_empty() && vigil_domain::is_sha256_hex(sha) {
-        f["hashes"] = json!([sha256(sha)]);
-    }
-    f
+/// `file`: a regular file.
+#[derive(Serialize)]
+pub(super) struct File<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hashes: Option<[Fingerprint<'a>; 1]>,
+    name: Capped<'a>,
+    path: Capped<'a>,
+    #[serde(rename = "type")]
+    type_: &'static str,
+    type_id: u32,
 }
 
-/// `process`: the process a finding is about, its command line cut once.
-pub(super) fn process(p: &ProcessInfo) -> Value {
-    let mut v = json!({
-        "pid": p.pid,
-        "name": name(p.name()),
-        "cmd_line": truncate_marked(&p.cmdline(), MAX_EXPORTED_CMDLINE),
-        "user": { "uid": p.uid.to_string() },
-        "parent_process": { "pid": p.ppid },
-    });
-    if !p.exe.is_empty() {
-        v["file"] = file(&p.exe, &p.exe_sha256);
+/// The regular file at `p`, with its SHA-256 when known (a `file_hash_t`
+/// is at most 64 characters: anything else is dropped).
+pub(super) fn file<'a>(p: &'a str, sha: &'a str) -> File<'a> {
+    File {
+        hashes: vigil_domain::is_sha256_hex(sha).then_some([Fingerprint {
+            algorithm: "SHA-256",
+            algorithm_id: 3,
+            value: sha,
+        }]),
+        name: Capped {
+            s: file_name(p),
+            max: MAX_FILE_NAME,
+        },
+        path: path(p),
+        type_: "Regular File",
+        type_id: 1,
     }
-    v
 }
 
-/// A `network_endpoint` at `address:port`: `ip` when the address is one,
-/// else its `name`.
-pub(super) fn endpoint(address: &str, port: u16) -> Value {
+/// A command line (the arguments joined by spaces, the way `ps` shows
+/// it), cut once within its cap.
+pub(super) struct CmdLine<'a>(&'a [String]);
+
+impl Display for CmdLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, arg) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            f.write_str(arg)?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for CmdLine<'_> {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let len = self.0.iter().map(|a| a.len() + 1).sum::<usize>();
+        if len.saturating_sub(1) <= MAX_EXPORTED_CMDLINE {
+            ser.collect_str(self)
+        } else {
+            ser.serialize_str(&truncate_marked(&self.0.join(" "), MAX_EXPORTED_CMDLINE))
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub(super) struct Pid {
+    pid: u32,
+}
+
+#[derive(Serialize)]
+pub(super) struct Uid {
+    uid: AsString<u32>,
+}
+
+/// `process`: the process a finding is about.
+#[derive(Serialize)]
+pub(super) struct Process<'a> {
+    cmd_line: CmdLine<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<File<'a>>,
+    name: Capped<'a>,
+    parent_process: Pid,
+    pid: u32,
+    user: Uid,
+}
+
+pub(super) fn process(p: &ProcessInfo) -> Process<'_> {
+    Process {
+        cmd_line: CmdLine(&p.argv),
+        file: (!p.exe.is_empty()).then(|| file(&p.exe, &p.exe_sha256)),
+        name: name(p.name()),
+        parent_process: Pid { pid: p.ppid },
+        pid: p.pid,
+        user: Uid {
+            uid: AsString(p.uid),
+        },
+    }
+}
+
+/// A `network_endpoint`: `ip` when its address is one, else `name`.
+#[derive(Serialize)]
+pub(super) struct Endpoint<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ip: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<Capped<'a>>,
+    port: u16,
+}
+
+/// The endpoint at `address:port`.
+pub(super) fn endpoint(address: &str, port: u16) -> Endpoint<'_> {
     match address.trim().parse::<IpAddr>() {
-        Ok(ip) => json!({ "ip": ip.to_string(), "port": port }),
-        Err(_) => json!({ "name": name(address), "port": port }),
+        Ok(ip) => Endpoint {
+            ip: Some(ip),
+            name: None,
+            port,
+        },
+        Err(_) => Endpoint {
+            ip: None,
+            name: Some(name(address)),
+            port,
+        },
     }
+}
+
+#[derive(Serialize)]
+pub(super) struct User<'a> {
+    name: Capped<'a>,
 }
 
 /// `actor`: who did it, by name.
-pub(super) fn actor(user: &str) -> Value {
-    json!({ "user": { "name": name(user) } })
+#[derive(Serialize)]
+pub(super) struct Actor<'a> {
+    user: User<'a>,
+}
+
+pub(super) fn actor(user: &str) -> Actor<'_> {
+    Actor {
+        user: User { name: name(user) },
+    }
 }
 
 /// The agent id and host name an audit subject names: attestation
@@ -217,11 +403,19 @@ pub(super) fn host_of_subject(subject: &str) -> (Option<&str>, Option<&str>) {
 /// The audit entry's place in the tamper-evident chain (index, hash,
 /// previous hash: a SIEM can check that each entry names the one before
 /// it) and its action as the control plane spells it.
-pub(super) fn audit_chain(entry: &AuditEntry) -> Value {
-    json!({
-        "audit_index": entry.index,
-        "audit_action": name(&entry.action),
-        "audit_hash": name(&entry.hash),
-        "audit_prev_hash": name(&entry.prev_hash),
-    })
+#[derive(Serialize)]
+pub(super) struct AuditChain<'a> {
+    audit_action: Capped<'a>,
+    audit_hash: Capped<'a>,
+    audit_index: u64,
+    audit_prev_hash: Capped<'a>,
+}
+
+pub(super) fn audit_chain(entry: &AuditEntry) -> AuditChain<'_> {
+    AuditChain {
+        audit_action: name(&entry.action),
+        audit_hash: name(&entry.hash),
+        audit_index: entry.index,
+        audit_prev_hash: name(&entry.prev_hash),
+    }
 }

@@ -13,7 +13,7 @@ use vigil_proto::siem::v1 as pb;
 use vigil_proto::siem::v1::siem_export_server::SiemExport;
 
 use super::event_feed::{out_of_range, spawn_event_feed, FeedRange};
-use crate::ocsf::ocsf_event;
+use crate::ocsf::ocsf_json;
 use crate::store::{EventsError, StateReader};
 
 /// The most SIEM subscriptions one node serves at once. Each holds a task,
@@ -123,7 +123,7 @@ impl SiemExport for SiemExportImpl {
         };
         let feed = spawn_event_feed(self.state.clone(), &caller, range, filter, move |event| {
             let _held = &live;
-            let ocsf = ocsf_event(&event).to_string();
+            let ocsf = ocsf_json(&event);
             vigil_proto::siem_event_to_wire(event, ocsf, include_record)
         });
         let mut response = Response::new(feed);
