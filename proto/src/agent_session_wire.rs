@@ -23,12 +23,27 @@ impl From<domain::AgentIdentity> for pb::Hello {
     }
 }
 
+/// The longest agent id or host name a hello may carry, in bytes (a DNS
+/// name is at most 253; Linux's HOST_NAME_MAX is 64). Both are copied into
+/// every alert the agent's findings make and into the SIEM journal's record
+/// of each: unbounded, one hello with a host name of megabytes made every
+/// later finding of a few bytes cost the control plane megabytes.
+pub const MAX_HELLO_NAME: usize = 255;
+
 impl TryFrom<pb::Hello> for domain::AgentIdentity {
     type Error = WireError;
 
     fn try_from(h: pb::Hello) -> Result<Self, WireError> {
         if h.agent_id.trim().is_empty() {
             return Err(WireError::new("agent_id", "must not be empty"));
+        }
+        for (field, value) in [("agent_id", &h.agent_id), ("hostname", &h.hostname)] {
+            if value.len() > MAX_HELLO_NAME {
+                return Err(WireError::new(
+                    field,
+                    format!("{} bytes; at most {MAX_HELLO_NAME}", value.len()),
+                ));
+            }
         }
         Ok(Self {
             sensor_mode: sensor_mode_from_wire("sensor_mode", h.sensor_mode)?,
@@ -126,6 +141,39 @@ mod tests {
             err.within("hello").to_string(),
             "hello.sensor_mode: unknown value 42"
         );
+    }
+
+    /// A compromised agent's hello with a host name of megabytes: copied
+    /// into each of its alerts and SIEM journal records, every finding of
+    /// a few bytes would cost the control plane megabytes (and a SIEM
+    /// filter's scan of 4,096 records gigabytes). Refused at the edge.
+    #[test]
+    fn a_hello_with_an_overlong_hostname_or_agent_id_is_refused() {
+        let wire = pb::Hello {
+            agent_id: "a1".into(),
+            hostname: "h".repeat(MAX_HELLO_NAME),
+            sensor_mode: types_pb::SensorMode::Ebpf.into(),
+            ..Default::default()
+        };
+        assert!(domain::AgentIdentity::try_from(wire.clone()).is_ok());
+        let err = domain::AgentIdentity::try_from(pb::Hello {
+            hostname: "h".repeat(3 << 20),
+            ..wire.clone()
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.within("hello").to_string(),
+            format!(
+                "hello.hostname: {} bytes; at most {MAX_HELLO_NAME}",
+                3 << 20
+            )
+        );
+        let err = domain::AgentIdentity::try_from(pb::Hello {
+            agent_id: "a".repeat(MAX_HELLO_NAME + 1),
+            ..wire
+        })
+        .unwrap_err();
+        assert!(err.to_string().starts_with("agent_id: "), "{err}");
     }
 
     #[test]
