@@ -508,3 +508,46 @@ async fn a_page_of_huge_records_is_bounded_by_bytes_and_paging_skips_nothing() {
     }
     assert_eq!(seen, (1..=24).collect::<Vec<u64>>());
 }
+
+/// Journal records carry what filters read, the rule id among them, as
+/// long as an agent made it: a filter that passes none of them still stops
+/// a page once it looked at [`EVENT_SCAN_BYTES`] of records (one at least),
+/// and the next page goes on after the last looked at.
+#[tokio::test]
+async fn a_scan_over_huge_journal_records_is_bounded_by_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    let huge = |seq: u64| {
+        let mut f = finding(seq, "");
+        f.rule_id = format!("{seq}{}", "r".repeat(1 << 20));
+        f
+    };
+    let findings = (1..=8).map(huge).collect();
+    sm.apply(vec![
+        entry(1, register("a")),
+        entry(2, append("a", 200, findings)),
+    ])
+    .await
+    .unwrap();
+    let none = SiemFilter {
+        rules: vec!["no.such.rule".into()],
+        ..all()
+    };
+    let page = reader.events_after(0, 128, 4096, &none).unwrap();
+    assert!(page.events.is_empty());
+    assert!(
+        page.scanned_to >= 1 && page.scanned_to < 8,
+        "one page looked at {} records of 1 MiB",
+        page.scanned_to
+    );
+    let mut after = page.scanned_to;
+    let mut pages = 1;
+    while after < 8 {
+        after = reader
+            .events_after(after, 128, 4096, &none)
+            .unwrap()
+            .scanned_to;
+        pages += 1;
+        assert!(pages <= 8, "every page moves");
+    }
+}

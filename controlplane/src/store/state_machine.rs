@@ -239,6 +239,12 @@ struct AuditAbout<'a> {
 /// read holds its page.
 pub const EVENT_PAGE_BYTES: usize = 1 << 20;
 
+/// The most bytes of journal records one page looks at (it always looks at
+/// one): a record carries what filters read, the rule id among them, as
+/// long as an agent made it, and a filter that passes little reads page
+/// after page.
+pub const EVENT_SCAN_BYTES: usize = 4 << 20;
+
 /// A page of the SIEM export's events.
 #[derive(Debug, Default)]
 pub struct EventPage {
@@ -569,8 +575,8 @@ impl StateReader {
     /// The events with seq > `after` that pass `filter`, oldest first: at
     /// most `limit` of them, whose stored records come to at most
     /// [`EVENT_PAGE_BYTES`] (or one record), after looking at most `scan`
-    /// journal records (a filter that passes little costs a bounded read
-    /// per page).
+    /// journal records and [`EVENT_SCAN_BYTES`] of them (a filter that
+    /// passes little costs a bounded read per page).
     /// Refused when retention removed events after `after`. Read between
     /// two entries; only the records that pass are decoded.
     pub fn events_after(
@@ -582,6 +588,7 @@ impl StateReader {
     ) -> Result<EventPage, EventsError> {
         let mut scanned_to = after;
         let mut bytes = 0usize;
+        let mut scanned_bytes = 0usize;
         let mut picked: Vec<(u64, JournalRecord, Vec<u8>, Option<sled::IVec>)> = Vec::new();
         {
             let _settled = self.between_entries();
@@ -597,7 +604,11 @@ impl StateReader {
                 let seq = seq_of(&k);
                 let record: JournalRecord = decode(&k, &v)?;
                 scanned_to = seq;
+                scanned_bytes += v.len();
                 if !filter.matches(&record.facets()) {
+                    if scanned_bytes >= EVENT_SCAN_BYTES {
+                        break;
+                    }
                     continue;
                 }
                 let key = match record.refers {
@@ -607,7 +618,10 @@ impl StateReader {
                 let value = self.tree.get(&key).map_err(ReadError::from)?;
                 bytes += value.as_ref().map_or(0, |v| v.len());
                 picked.push((seq, record, key, value));
-                if picked.len() >= limit || bytes >= EVENT_PAGE_BYTES {
+                if picked.len() >= limit
+                    || bytes >= EVENT_PAGE_BYTES
+                    || scanned_bytes >= EVENT_SCAN_BYTES
+                {
                     break;
                 }
             }
