@@ -92,27 +92,39 @@ def save_cursor(path, cursor):
     fsync_dir(directory)
 
 
-def load_cursor(path):
-    """The saved cursor (0 when there is none). The file must be this
-    user's own regular file, not a symlink, not writable by others: in a
-    shared directory another user could otherwise point it at a file this
-    one may read, or plant a cursor that skips events."""
+def open_own(path, flags, what):
+    """An fd on path, which must be this user's own regular file, not a
+    symlink, not writable by others: in a shared directory another user
+    could otherwise point it at a file this one may read or write, or plant
+    one (a cursor that skips events). FileNotFoundError when it does not
+    exist (and flags do not create it)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
-        return 0
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
     except OSError as e:
         if e.errno == errno.ELOOP:
-            raise SystemExit(f"siem_follow: {path} is a symbolic link: refused")
+            raise SystemExit(f"siem_follow: the {what} {path} is a symbolic link: refused")
         raise
+    st = os.fstat(fd)
+    why = None
+    if not stat.S_ISREG(st.st_mode):
+        why = "is not a regular file"
+    elif st.st_uid != os.geteuid():
+        why = f"belongs to uid {st.st_uid}, not to this user"
+    elif st.st_mode & 0o022:
+        why = f"may be written by others (mode {st.st_mode & 0o7777:o})"
+    if why:
+        os.close(fd)
+        raise SystemExit(f"siem_follow: the {what} {path} {why}: refused")
+    return fd
+
+
+def load_cursor(path):
+    """The saved cursor (0 when there is none), from a file of our own."""
+    try:
+        fd = open_own(path, os.O_RDONLY, "cursor file")
+    except FileNotFoundError:
+        return 0
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise SystemExit(f"siem_follow: {path} is not a regular file: refused")
-        if st.st_uid != os.geteuid():
-            raise SystemExit(f"siem_follow: {path} belongs to uid {st.st_uid}, not to this user: refused")
-        if st.st_mode & 0o022:
-            raise SystemExit(f"siem_follow: {path} may be written by others (mode {st.st_mode & 0o7777:o}): refused")
         text = f.read(64).decode("ascii", errors="replace").strip()
     if not (text.isascii() and text.isdigit()):
         raise SystemExit(f"siem_follow: {path} does not hold a cursor: {text[:40]!r}")
@@ -123,10 +135,10 @@ def last_written_cursor(out_path):
     """The cursor of the last complete line of out_path (0 when none); a
     torn last line (no newline: killed while writing) is cut off."""
     try:
-        f = open(out_path, "rb+")
+        fd = open_own(out_path, os.O_RDWR, "--out file")
     except FileNotFoundError:
         return 0
-    with f:
+    with os.fdopen(fd, "rb+") as f:
         data = f.read()
         if data and not data.endswith(b"\n"):
             keep = data.rfind(b"\n") + 1
@@ -190,7 +202,8 @@ def main():
     out = sys.stdout
     if args.out:
         cursor = max(cursor, last_written_cursor(args.out))
-        out = open(args.out, "a", encoding="utf-8")
+        out = os.fdopen(open_own(args.out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, "--out file"),
+                        "a", encoding="utf-8")
     kinds = [siem_pb2.EventKind.Value("EVENT_KIND_" + k.upper()) for k in args.kind]
 
     endpoints = [e.strip() for e in args.endpoint.split(",") if e.strip()]

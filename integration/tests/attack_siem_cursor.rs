@@ -100,3 +100,35 @@ fn the_python_example_refuses_a_cursor_file_not_its_own() {
     assert!(!out.status.success());
     assert!(stderr.contains("written by others"), "{stderr}");
 }
+
+/// The example's --out file in a shared directory: a planted symlink there
+/// would have the example truncate the target (a torn last line is cut at
+/// start) and append events to it. Refused, the target untouched.
+#[test]
+fn the_python_example_refuses_an_out_file_that_is_a_symlink() {
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = plant(tmp.path());
+    let out_file = tmp.path().join("events.jsonl");
+    symlink(&secret, &out_file).unwrap();
+    let out = python(&format!(
+        "siem_follow.last_written_cursor({:?})",
+        out_file.to_str().unwrap()
+    ));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("symbolic link"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), SECRET);
+    // Its own file, with a torn last line: cut, the cursor before it.
+    let own = tmp.path().join("own.jsonl");
+    std::fs::write(&own, "{\"cursor\":4}\n{\"cursor\":5").unwrap();
+    let out = python(&format!(
+        "print(siem_follow.last_written_cursor({:?}))",
+        own.to_str().unwrap()
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "4");
+}
