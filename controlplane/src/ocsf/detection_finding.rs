@@ -510,12 +510,6 @@ mod tests {
 
     /// The alert as a Detection Finding numbered by its alert index.
     fn detection_finding(alert: &Alert) -> Value {
-        // TEMPORARY: the old rendering is the same.
-        let _ = crate::ocsf::ocsf_json(&vigil_domain::SiemEvent {
-            cursor: alert.index,
-            kind: vigil_domain::EventKind::of_alert(alert),
-            record: vigil_domain::EventRecord::Alert(alert.clone()),
-        });
         serde_json::from_str(
             &serde_json::to_string(&DetectionFinding::new(alert.index, alert)).unwrap(),
         )

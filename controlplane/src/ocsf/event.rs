@@ -17,13 +17,6 @@ const TYPICAL_EVENT_BYTES: usize = 2048;
 /// entry, an Entity Management event (3004) for every other audit entry.
 /// The record decides where the kind disagrees with it.
 pub fn ocsf_json(event: &SiemEvent) -> String {
-    let out = render(event);
-    #[cfg(test)]
-    super::old::assert_same(event, &out);
-    out
-}
-
-pub(super) fn render(event: &SiemEvent) -> String {
     let mut out = Vec::with_capacity(TYPICAL_EVENT_BYTES);
     write_ocsf(event, &mut out);
     // serde_json writes UTF-8 only.

@@ -11,8 +11,6 @@ mod event;
 mod ocsf_objects;
 
 #[cfg(test)]
-mod old;
-#[cfg(test)]
 mod schema_tests;
 #[cfg(test)]
 mod speed_tests;
