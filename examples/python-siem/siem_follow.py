@@ -39,6 +39,24 @@ PROTOS = [
 ]
 
 
+def check_own_dir(path, what):
+    """path must be a directory of this user's, not a symlink, that no one
+    else may write: modules in it are imported (it goes first on
+    sys.path), so another user's file there would run as this one."""
+    st = os.lstat(path)
+    why = None
+    if stat.S_ISLNK(st.st_mode):
+        why = "is a symbolic link"
+    elif not stat.S_ISDIR(st.st_mode):
+        why = "is not a directory"
+    elif st.st_uid != os.geteuid():
+        why = f"belongs to uid {st.st_uid}, not to this user"
+    elif st.st_mode & 0o022:
+        why = f"may be written by others (mode {st.st_mode & 0o7777:o})"
+    if why:
+        raise SystemExit(f"siem_follow: the {what} {path} {why}: refused")
+
+
 def generate_stubs(proto_dir, out_dir):
     """Python modules for vigil's SIEM contract, from proto_dir into out_dir."""
     from grpc_tools import protoc
@@ -180,7 +198,8 @@ def main():
     # clean exit).
     scratch = None if args.stubs_dir else tempfile.TemporaryDirectory(prefix="vigil-siem-stubs-")
     stubs = args.stubs_dir or scratch.name
-    os.makedirs(stubs, exist_ok=True)
+    os.makedirs(stubs, mode=0o700, exist_ok=True)
+    check_own_dir(stubs, "--stubs-dir")
     generate_stubs(args.proto_dir, stubs)
     import grpc
     from vigil.siem.v1 import siem_pb2, siem_pb2_grpc

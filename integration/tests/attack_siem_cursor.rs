@@ -132,3 +132,36 @@ fn the_python_example_refuses_an_out_file_that_is_a_symlink() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "4");
 }
+
+/// The example imports the stubs it generates from --stubs-dir, first on
+/// sys.path: in a directory another user made (or may write), a module
+/// planted there (grpc.py) would run as the example's user. Refused.
+#[test]
+fn the_python_example_refuses_a_stubs_dir_others_may_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shared = tmp.path().join("stubs");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::write(shared.join("grpc.py"), "print('planted code ran')\n").unwrap();
+    let out = Command::new("python3")
+        .arg(python_siem_example())
+        .args(["--endpoint", "127.0.0.1:1", "--plaintext", "--cursor-file"])
+        .arg(tmp.path().join("c"))
+        .arg("--stubs-dir")
+        .arg(&shared)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(!stdout.contains("planted code ran"), "{stdout}");
+    assert!(stderr.contains("--stubs-dir"), "{stderr}");
+    assert!(stderr.contains("written by others"), "{stderr}");
+    let link = tmp.path().join("link");
+    symlink(&shared, &link).unwrap();
+    let out = python(&format!(
+        "siem_follow.check_own_dir({:?}, 'stubs')",
+        link.to_str().unwrap()
+    ));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("symbolic link"));
+}
