@@ -91,6 +91,11 @@ where
             if range.stop_at.is_some_and(|stop| cursor >= stop) {
                 return;
             }
+            // A client gone while pages sent it nothing: no more scanning
+            // for no one (and its subscription's place comes back).
+            if tx.is_closed() {
+                return;
+            }
             changed.borrow_and_update();
             if let Some(denied) = revoked(&serial) {
                 let _ = tx.send(Err(denied)).await;

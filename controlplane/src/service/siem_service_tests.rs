@@ -661,3 +661,38 @@ async fn the_largest_cursors_are_ahead_and_wait_without_a_panic() {
         }
     }
 }
+
+/// A client that subscribes with a filter passing nothing and goes away at
+/// once: its feed stops at its next page rather than scanning the whole
+/// journal for no one while it holds a subscription's place.
+#[tokio::test]
+async fn a_feed_whose_client_left_stops_at_its_next_page() {
+    let batch = |from: u64| {
+        (from..from + 4_200)
+            .map(|s| finding(s, Severity::Low, vec![]))
+            .collect::<Vec<_>>()
+    };
+    let mut commands = vec![register("a")];
+    for i in 0..3 {
+        commands.push(append("a", batch(1 + i * 4_200)));
+    }
+    let f = Fixture::new(commands).await;
+    let service = SiemExportImpl::with_limit(f.service.state.clone(), 1);
+    let nothing = || pb::SubscribeRequest {
+        rules: vec!["no.such.rule".into()],
+        ..Default::default()
+    };
+    let gone = service
+        .subscribe(tonic::Request::new(nothing()))
+        .await
+        .unwrap();
+    drop(gone);
+    // Its feed runs once on this single-threaded runtime.
+    tokio::task::yield_now().await;
+    let again = service.subscribe(tonic::Request::new(nothing())).await;
+    assert!(
+        again.is_ok(),
+        "the place of a client that left is still held: {:?}",
+        again.err()
+    );
+}
