@@ -610,21 +610,63 @@ impl AdminService for AdminServiceImpl {
             revoked_at_unix_nanos: now_unix_nanos(),
         };
         let (identity, reason) = (certificate.identity.clone(), certificate.reason.clone());
-        let result = self
+        let revoke = Command::RevokeCertificateV2 { certificate };
+        let detail = format!("{identity}; reason: {reason}");
+        // A serial already revoked here: raft refuses it (ALREADY_EXISTS,
+        // no audit entry) unless a renewal of it is still to revoke, which
+        // is then audited apart.
+        let standing = self
             .node
-            .write(Command::RevokeCertificateV2 { certificate })
-            .await?;
-        if let CommandResult::Refused { reason } = result {
+            .state
+            .certificate_standing(&serial)
+            .map_err(|e| Status::internal(format!("reading the revocations: {e}")))?;
+        if standing == crate::store::CertificateStanding::Revoked {
+            if let CommandResult::Refused { reason } = self.node.write(revoke).await? {
+                return Err(Status::already_exists(reason));
+            }
+            tracing::warn!(%serial, %identity, "certificate's renewal revoked");
+            self.audit(
+                caller.actor(),
+                "certificate.revoke",
+                format!("certificate {serial}"),
+                detail,
+            )
+            .await;
+            return Ok(Response::new(pb::RevokeCertificateResponse {}));
+        }
+        // The revocation and its audit entry (the SIEM export's event of
+        // it) in one raft entry: written apart, a leader lost between the
+        // two left an acknowledged revocation that no audit entry, and no
+        // SIEM subscriber, ever saw.
+        let audit = Command::AppendAudit {
+            at_unix_nanos: now_unix_nanos(),
+            actor: caller.actor(),
+            action: "certificate.revoke".into(),
+            subject: format!("certificate {serial}"),
+            detail,
+        };
+        let revoked = match self
+            .node
+            .write(Command::Batch {
+                commands: vec![revoke, audit],
+            })
+            .await?
+        {
+            CommandResult::Batch(results) if results.len() == 2 => {
+                results.into_iter().next().expect("two results")
+            }
+            other => {
+                return Err(Status::internal(format!(
+                    "revoking certificate {serial}: unexpected result {other:?}"
+                )))
+            }
+        };
+        if let CommandResult::Refused { reason } = revoked {
+            // Revoked meanwhile by another call: this one's audit entry
+            // records the attempt.
             return Err(Status::already_exists(reason));
         }
         tracing::warn!(%serial, %identity, "certificate revoked");
-        self.audit(
-            caller.actor(),
-            "certificate.revoke",
-            format!("certificate {serial}"),
-            format!("{identity}; reason: {reason}"),
-        )
-        .await;
         Ok(Response::new(pb::RevokeCertificateResponse {}))
     }
 
