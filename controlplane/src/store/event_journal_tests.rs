@@ -551,3 +551,126 @@ async fn a_scan_over_huge_journal_records_is_bounded_by_bytes() {
         assert!(pages <= 8, "every page moves");
     }
 }
+
+/// How long a SIEM feed's read of one event takes (`events_after` in pages
+/// of 128, the feed's), next to rendering it as OCSF, measured by hand (a
+/// release build; nothing is asserted about time):
+///
+/// ```text
+/// VIGIL_EVENTS_SPEED=1 cargo test --release -p vigil-controlplane events_after_speed -- --nocapture
+/// ```
+#[tokio::test]
+async fn events_after_speed() {
+    if std::env::var_os("VIGIL_EVENTS_SPEED").is_none() {
+        return;
+    }
+    const EVENTS: u64 = 20_000;
+    const AGENTS: u64 = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    let mut commands: Vec<Command> = (0..AGENTS)
+        .map(|a| register(&format!("agent-{a:04}")))
+        .collect();
+    for batch in 0..EVENTS / 500 {
+        let findings = (0..500)
+            .map(|i| {
+                let mut f = finding(batch * 500 + i + 1, "");
+                f.rule_id = "vigil.builtin.model-file-unapproved".into();
+                f.signal = SignalKind::ModelFile;
+                f.process = ProcessInfo {
+                    pid: 77,
+                    ppid: 1,
+                    uid: 1000,
+                    exe: "/usr/bin/python3".into(),
+                    argv: [
+                        "python3",
+                        "-m",
+                        "vllm.entrypoints.openai.api_server",
+                        "--model",
+                        "/srv/models/llama-3-8b-instruct.safetensors",
+                        "--port",
+                        "8000",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                    comm: "python3".into(),
+                    cgroup_id: 4242,
+                    mnt_ns: 4026531840,
+                    exe_sha256: "ab".repeat(32),
+                    ns_pid: 0,
+                    cgroup_path: "/system.slice/inference.service".into(),
+                };
+                f.file = Some(vigil_domain::FileObject::at(
+                    "/srv/models/llama-3-8b-instruct.safetensors",
+                ));
+                f.summary = "python3 (pid 77) opened model file /srv/models/llama-3-8b-instruct.safetensors; no approved workload covers it".into();
+                f
+            })
+            .collect();
+        commands.push(append(
+            &format!("agent-{:04}", batch % AGENTS),
+            200,
+            findings,
+        ));
+    }
+    let entries: Vec<_> = commands
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| entry(i as u64 + 1, c))
+        .collect();
+    sm.apply(entries).await.unwrap();
+    let head = reader.last_event_cursor();
+    assert_eq!(head, EVENTS);
+    let read_all = |filter: &SiemFilter| {
+        let mut cursor = 0;
+        let mut events = Vec::new();
+        while cursor < head {
+            let page = reader.events_after(cursor, 128, 4096, filter).unwrap();
+            cursor = page.scanned_to;
+            events.extend(page.events);
+        }
+        events
+    };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let time = |f: &dyn Fn() -> usize| {
+        median(
+            (0..5)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    std::hint::black_box(f());
+                    start.elapsed().as_nanos() as f64 / EVENTS as f64
+                })
+                .collect(),
+        )
+    };
+    let some_host = SiemFilter {
+        hosts: vec!["agent-0003".into()],
+        ..Default::default()
+    };
+    // Its parts: looking an alert up, decoding it.
+    let get_alert = |i: u64| reader.tree.get(alert_key(i)).unwrap().unwrap();
+    let stored: Vec<sled::IVec> = (1..=EVENTS).map(get_alert).collect();
+    let get = time(&|| (1..=EVENTS).map(|i| get_alert(i).len()).sum());
+    let decode = time(&|| {
+        stored
+            .iter()
+            .map(|v| serde_json::from_slice::<Alert>(v).unwrap().finding.seq as usize)
+            .sum()
+    });
+    let read = time(&|| read_all(&all()).len());
+    let filtered = time(&|| read_all(&some_host).len());
+    let events = read_all(&all());
+    let render = time(&|| events.iter().map(|e| crate::ocsf::ocsf_json(e).len()).sum());
+    println!(
+        "{EVENTS} realistic findings, median of 5 rounds, per event in the journal:\n  \
+         events_after, every event:          {read:.0} ns\n    \
+         of which looking its alert up:      {get:.0} ns\n    \
+         of which decoding it ({} bytes):   {decode:.0} ns\n  \
+         events_after, a host's 1/{AGENTS} of them: {filtered:.0} ns\n  \
+         ocsf_json of an event read:          {render:.0} ns",
+        stored[0].len()
+    );
+}
