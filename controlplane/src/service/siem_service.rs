@@ -24,9 +24,54 @@ use crate::store::{EventsError, StateReader};
 /// refused with RESOURCE_EXHAUSTED, which clients retry.
 pub const MAX_SUBSCRIPTIONS: usize = 128;
 
+/// The most of them one certificate holds at once: a SIEM that reconnects
+/// without closing, or a stolen reader key, cannot take every place.
+/// (Without TLS, in a lab, callers are not told apart.)
+pub const MAX_SUBSCRIPTIONS_PER_CERTIFICATE: usize = 16;
+
 pub struct SiemExportImpl {
     state: StateReader,
     live: Arc<Semaphore>,
+    per_certificate: Arc<PerCertificate>,
+}
+
+/// Live subscriptions by certificate serial.
+struct PerCertificate {
+    limit: usize,
+    held: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// One certificate's place, given back when dropped (its feed ends).
+struct CertificatePlace {
+    of: Arc<PerCertificate>,
+    serial: String,
+}
+
+impl PerCertificate {
+    fn take(self: &Arc<Self>, serial: &str) -> Option<CertificatePlace> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let n = held.entry(serial.to_string()).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(CertificatePlace {
+            of: self.clone(),
+            serial: serial.to_string(),
+        })
+    }
+}
+
+impl Drop for CertificatePlace {
+    fn drop(&mut self) {
+        let mut held = self.of.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.serial) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.serial);
+            }
+        }
+    }
 }
 
 impl SiemExportImpl {
@@ -36,9 +81,19 @@ impl SiemExportImpl {
 
     /// At most `limit` subscriptions at once.
     pub fn with_limit(state: StateReader, limit: usize) -> Self {
+        Self::with_limits(state, limit, MAX_SUBSCRIPTIONS_PER_CERTIFICATE)
+    }
+
+    /// At most `limit` subscriptions at once, `per_certificate` of them
+    /// one certificate's.
+    pub fn with_limits(state: StateReader, limit: usize, per_certificate: usize) -> Self {
         Self {
             state,
             live: Arc::new(Semaphore::new(limit)),
+            per_certificate: Arc::new(PerCertificate {
+                limit: per_certificate,
+                held: Default::default(),
+            }),
         }
     }
 
@@ -116,13 +171,24 @@ impl SiemExport for SiemExportImpl {
                 "this node serves as many SIEM subscriptions as it may; try again later or another node",
             )
         })?;
+        let place = match &caller {
+            super::Caller::Authenticated { serial, .. } => {
+                Some(self.per_certificate.take(serial).ok_or_else(|| {
+                    Status::resource_exhausted(format!(
+                        "certificate {serial} holds {} SIEM subscriptions already; close one first",
+                        self.per_certificate.limit
+                    ))
+                })?)
+            }
+            super::Caller::Unauthenticated | super::Caller::Anonymous => None,
+        };
         let include_record = req.include_record;
         let range = FeedRange {
             after,
             stop_at: req.stop_at_head.then_some(head),
         };
         let feed = spawn_event_feed(self.state.clone(), &caller, range, filter, move |event| {
-            let _held = &live;
+            let _held = (&live, &place);
             let ocsf = ocsf_json(&event);
             vigil_proto::siem_event_to_wire(event, ocsf, include_record)
         });

@@ -696,3 +696,41 @@ async fn a_feed_whose_client_left_stops_at_its_next_page() {
         again.err()
     );
 }
+
+/// One certificate (a SIEM that reconnects without closing, or a stolen
+/// reader key) cannot take every place: past its own share its
+/// subscriptions are refused while another certificate still subscribes.
+#[tokio::test]
+async fn one_certificate_cannot_take_every_subscription_place() {
+    let f = Fixture::new(mixed()).await;
+    let service = SiemExportImpl::with_limits(f.service.state.clone(), 8, 2);
+    let as_reader = |serial: &str| {
+        let mut req = tonic::Request::new(pb::SubscribeRequest::default());
+        req.extensions_mut()
+            .insert(crate::service::Caller::Authenticated {
+                identity: vigil_pki::Identity::Operator {
+                    role: vigil_pki::OperatorRole::SiemReader,
+                    name: format!("reader-{serial}"),
+                },
+                serial: serial.into(),
+            });
+        req
+    };
+    let a1 = service.subscribe(as_reader("aa01")).await.unwrap();
+    let _a2 = service.subscribe(as_reader("aa01")).await.unwrap();
+    let refused = service.subscribe(as_reader("aa01")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("aa01"), "{}", refused.message());
+    let _b = service.subscribe(as_reader("bb02")).await.unwrap();
+    // Its share comes back when one of its streams ends.
+    drop(a1);
+    let mut again = None;
+    for _ in 0..100 {
+        if let Ok(r) = service.subscribe(as_reader("aa01")).await {
+            again = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some());
+}
