@@ -26,6 +26,16 @@ pub type LogId = openraft::LogId<NodeId>;
 pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
 pub type StorageError = openraft::StorageError<NodeId>;
 
+/// The audit entry an `audited.v1` command appends after its change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditNote {
+    pub at_unix_nanos: i64,
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    pub detail: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     #[serde(rename = "register_agent.v1")]
@@ -80,6 +90,16 @@ pub enum Command {
         action: String,
         subject: String,
         detail: String,
+    },
+    /// A change and its audit entry in one raft entry: the entry is
+    /// appended, in the same apply, only when the change took effect (not
+    /// refused, not found), so an acknowledged change never lacks its
+    /// audit entry (and its SIEM event) when a leader is lost between two
+    /// writes, and a refused attempt is not audited as a change.
+    #[serde(rename = "audited.v1")]
+    Audited {
+        command: Box<Command>,
+        audit: AuditNote,
     },
     /// An approved workload is recorded (or replaced, by id).
     #[serde(rename = "approve_workload.v1")]

@@ -177,7 +177,33 @@ fn req_note_is_rollback(note: &str) -> bool {
 }
 
 impl AdminServiceImpl {
-    /// Appends an audit entry (after the change it records is committed).
+    /// Proposes `command` with its audit entry in one raft entry
+    /// (`audited.v1`): the entry is appended only when the change took
+    /// effect, in the same apply, so an acknowledged change always has it.
+    pub(super) async fn write_audited(
+        &self,
+        command: Command,
+        actor: String,
+        action: &str,
+        subject: String,
+        detail: String,
+    ) -> Result<CommandResult, crate::node::WriteError> {
+        self.node
+            .write(Command::Audited {
+                command: Box::new(command),
+                audit: crate::raft_types::AuditNote {
+                    at_unix_nanos: now_unix_nanos(),
+                    actor,
+                    action: action.to_string(),
+                    subject,
+                    detail,
+                },
+            })
+            .await
+    }
+
+    /// Appends an audit entry of something that is not a raft command (a
+    /// membership change, an order delivered to an agent), after it.
     pub(super) async fn audit(&self, actor: String, action: &str, subject: String, detail: String) {
         let r = self
             .node
@@ -383,37 +409,35 @@ impl AdminService for AdminServiceImpl {
         } else {
             req.note
         };
-        let bundle_note = note.clone();
+        let action = if req_note_is_rollback(&note) {
+            "policy.rollback"
+        } else {
+            "policy.push"
+        };
+        let detail = format!(
+            "{note}; signed by {}; digest {}; {} files",
+            bundle.signer,
+            bundle.digest(),
+            bundle.files.len()
+        );
         let result = self
-            .node
-            .write(Command::PutPolicyBundle {
-                version: bundle.version,
-                bundle: req.bundle,
-                pushed_at_unix_nanos: now_unix_nanos(),
-                note,
-            })
+            .write_audited(
+                Command::PutPolicyBundle {
+                    version: bundle.version,
+                    bundle: req.bundle,
+                    pushed_at_unix_nanos: now_unix_nanos(),
+                    note,
+                },
+                caller.actor(),
+                action,
+                format!("policy version {}", bundle.version),
+                detail,
+            )
             .await?;
         if let CommandResult::Refused { reason } = result {
             return Err(Status::failed_precondition(reason));
         }
         tracing::info!(version = bundle.version, signer = %bundle.signer, "policy version active");
-        let action = if req_note_is_rollback(&bundle_note) {
-            "policy.rollback"
-        } else {
-            "policy.push"
-        };
-        self.audit(
-            caller.actor(),
-            action,
-            format!("policy version {}", bundle.version),
-            format!(
-                "{bundle_note}; signed by {}; digest {}; {} files",
-                bundle.signer,
-                bundle.digest(),
-                bundle.files.len()
-            ),
-        )
-        .await;
         Ok(Response::new(pb::PushPolicyResponse {
             version: bundle.version,
         }))
@@ -551,20 +575,22 @@ impl AdminService for AdminServiceImpl {
             workload.approved_by.clone(),
             workload.exe_sha256.clone(),
         );
-        self.node
-            .write(Command::ApproveWorkload { workload })
+        let result = self
+            .write_audited(
+                Command::ApproveWorkload { workload },
+                caller.actor(),
+                "workload.approve",
+                format!("workload {id}"),
+                format!(
+                    "exe sha256 {digest}; approved by {approved_by:?}; {}",
+                    signed_by(&signer)
+                ),
+            )
             .await?;
+        if let CommandResult::Refused { reason } = result {
+            return Err(Status::failed_precondition(reason));
+        }
         tracing::info!(%id, "workload approved");
-        self.audit(
-            caller.actor(),
-            "workload.approve",
-            format!("workload {id}"),
-            format!(
-                "exe sha256 {digest}; approved by {approved_by:?}; {}",
-                signed_by(&signer)
-            ),
-        )
-        .await;
         Ok(Response::new(pb::ApproveWorkloadResponse { id }))
     }
 
@@ -575,20 +601,18 @@ impl AdminService for AdminServiceImpl {
         let caller = Caller::of(&req);
         let id = req.into_inner().id;
         let result = self
-            .node
-            .write(Command::RevokeWorkload { id: id.clone() })
+            .write_audited(
+                Command::RevokeWorkload { id: id.clone() },
+                caller.actor(),
+                "workload.revoke",
+                format!("workload {id}"),
+                String::new(),
+            )
             .await?;
         if let CommandResult::Refused { reason } = result {
             return Err(Status::not_found(reason));
         }
         tracing::info!(%id, "workload revoked");
-        self.audit(
-            caller.actor(),
-            "workload.revoke",
-            format!("workload {id}"),
-            String::new(),
-        )
-        .await;
         Ok(Response::new(pb::RevokeWorkloadResponse {}))
     }
 
@@ -695,24 +719,25 @@ impl AdminService for AdminServiceImpl {
         let mut record = token.record(now_secs + req.ttl_secs);
         record.for_agent = for_agent;
         let expires = record.expires_at_unix_secs;
-        let result = self.node.write(Command::PutJoinToken { record }).await?;
+        let result = self
+            .write_audited(
+                Command::PutJoinToken { record },
+                caller.actor(),
+                "join_token.create",
+                format!("join token {}", token.id()),
+                format!(
+                    "expires at {expires} (unix s); for agent {}",
+                    if req.agent_id.is_empty() {
+                        "any"
+                    } else {
+                        &req.agent_id
+                    }
+                ),
+            )
+            .await?;
         if let CommandResult::Refused { reason } = result {
             return Err(Status::aborted(reason));
         }
-        self.audit(
-            caller.actor(),
-            "join_token.create",
-            format!("join token {}", token.id()),
-            format!(
-                "expires at {expires} (unix s); for agent {}",
-                if req.agent_id.is_empty() {
-                    "any"
-                } else {
-                    &req.agent_id
-                }
-            ),
-        )
-        .await;
         Ok(Response::new(pb::CreateJoinTokenResponse {
             token: token.reveal(),
             expires_at_unix_secs: expires as i64,

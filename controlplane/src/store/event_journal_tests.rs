@@ -674,3 +674,72 @@ async fn events_after_speed() {
         stored[0].len()
     );
 }
+
+fn audited(command: Command, action: &str) -> Command {
+    Command::Audited {
+        command: Box::new(command),
+        audit: crate::raft_types::AuditNote {
+            at_unix_nanos: 500,
+            actor: "operator alice".into(),
+            action: action.into(),
+            subject: "workload w1".into(),
+            detail: String::new(),
+        },
+    }
+}
+
+#[tokio::test]
+async fn an_audited_change_and_its_audit_entry_are_one_apply_and_a_refused_one_is_not_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    let workload = vigil_domain::WorkloadApproval {
+        id: "w1".into(),
+        ..Default::default()
+    };
+    let results = sm
+        .apply(vec![
+            // Refused (no such workload): neither the change nor an entry.
+            entry(
+                1,
+                audited(
+                    Command::RevokeWorkload { id: "w1".into() },
+                    "workload.revoke",
+                ),
+            ),
+            entry(
+                2,
+                audited(Command::ApproveWorkload { workload }, "workload.approve"),
+            ),
+            entry(
+                3,
+                audited(
+                    Command::RevokeWorkload { id: "w1".into() },
+                    "workload.revoke",
+                ),
+            ),
+            // Not a plain command: refused whole.
+            entry(
+                4,
+                audited(
+                    Command::Batch {
+                        commands: vec![audit("policy.push")],
+                    },
+                    "policy.push",
+                ),
+            ),
+        ])
+        .await
+        .unwrap();
+    assert!(matches!(results[0], CommandResult::Refused { .. }));
+    assert!(matches!(results[1], CommandResult::Done));
+    assert!(matches!(results[2], CommandResult::Done));
+    assert!(matches!(results[3], CommandResult::Refused { .. }));
+    assert_eq!(
+        stream(&reader, &all()),
+        vec![
+            (1, EventKind::ApprovalChange, "workload.approve".to_string()),
+            (2, EventKind::ApprovalChange, "workload.revoke".to_string()),
+        ]
+    );
+    assert!(reader.workloads().unwrap().is_empty());
+}

@@ -1750,6 +1750,29 @@ impl SledStateMachine {
             Command::Batch { .. } => Ok(CommandResult::Refused {
                 reason: "a batch inside a batch".into(),
             }),
+            Command::Audited { command, audit } => {
+                if matches!(*command, Command::Batch { .. } | Command::Audited { .. }) {
+                    return Ok(CommandResult::Refused {
+                        reason: "an audited change is one plain command".into(),
+                    });
+                }
+                let result = self.apply_command(*command, batch)?;
+                if matches!(
+                    result,
+                    CommandResult::Refused { .. } | CommandResult::NotFound { .. }
+                ) {
+                    return Ok(result);
+                }
+                self.append_audit(
+                    batch,
+                    audit.at_unix_nanos,
+                    audit.actor,
+                    audit.action,
+                    audit.subject,
+                    audit.detail,
+                )?;
+                Ok(result)
+            }
             Command::SetClusterId { cluster_id } => {
                 if let Some(set) = self.get_json::<String>(CLUSTER_ID)? {
                     if set != cluster_id {
@@ -2445,6 +2468,9 @@ impl SledStateMachine {
 /// one too: streams opened with it end, and the agent reconnects), and
 /// whether it changes the model records.
 fn notices(cmd: &Command) -> (bool, bool, bool) {
+    if let Command::Audited { command, .. } = cmd {
+        return notices(command);
+    }
     (
         matches!(
             cmd,
