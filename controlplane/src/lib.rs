@@ -14,6 +14,8 @@ pub mod network;
 pub mod node;
 pub mod ocsf;
 pub mod raft_types;
+#[cfg(test)]
+pub(crate) mod realistic_finding;
 pub mod security_events;
 pub mod server;
 pub mod service;

@@ -9,8 +9,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use vigil_domain::{
-    Alert, EventKind, EventRecord, FileObject, Finding, ModelIdentity, ModelRisk, NetDirection,
-    NetObject, ProcessInfo, Severity, SiemEvent, SignalKind,
+    Alert, EventKind, EventRecord, ModelIdentity, ModelRisk, NetDirection, NetObject, SiemEvent,
+    SignalKind,
 };
 
 const EVENTS: u64 = 20_000;
@@ -20,41 +20,7 @@ const ROUNDS: usize = 7;
 /// file, its real command line and summary), with some that carry a model
 /// identity, an egress connection or an enforcement.
 fn realistic(i: u64) -> SiemEvent {
-    let mut f = Finding {
-        seq: i + 1,
-        rule_id: "vigil.builtin.model-file-unapproved".into(),
-        severity: Severity::High,
-        signal: SignalKind::ModelFile,
-        observed_at_unix_nanos: 1_765_000_000_000_000_000 + i as i64,
-        process: ProcessInfo {
-            pid: 77,
-            ppid: 1,
-            uid: 1000,
-            exe: "/usr/bin/python3".into(),
-            argv: [
-                "python3",
-                "-m",
-                "vllm.entrypoints.openai.api_server",
-                "--model",
-                "/srv/models/llama-3-8b-instruct.safetensors",
-                "--port",
-                "8000",
-            ]
-            .map(String::from)
-            .to_vec(),
-            comm: "python3".into(),
-            cgroup_id: 4242,
-            mnt_ns: 4026531840,
-            exe_sha256: "ab".repeat(32),
-            ns_pid: 0,
-            cgroup_path: "/system.slice/inference.service".into(),
-        },
-        file: Some(FileObject::at("/srv/models/llama-3-8b-instruct.safetensors")),
-        net: None,
-        gpu: None,
-        action: String::new(),
-        summary: "python3 (pid 77) opened model file /srv/models/llama-3-8b-instruct.safetensors; no approved workload covers it".into(),
-    };
+    let mut f = crate::realistic_finding::realistic_model_finding(i + 1);
     match i % 10 {
         0 | 5 => {
             f.file.as_mut().unwrap().model = Some(Box::new(ModelIdentity {

@@ -573,39 +573,7 @@ async fn events_after_speed() {
         .collect();
     for batch in 0..EVENTS / 500 {
         let findings = (0..500)
-            .map(|i| {
-                let mut f = finding(batch * 500 + i + 1, "");
-                f.rule_id = "vigil.builtin.model-file-unapproved".into();
-                f.signal = SignalKind::ModelFile;
-                f.process = ProcessInfo {
-                    pid: 77,
-                    ppid: 1,
-                    uid: 1000,
-                    exe: "/usr/bin/python3".into(),
-                    argv: [
-                        "python3",
-                        "-m",
-                        "vllm.entrypoints.openai.api_server",
-                        "--model",
-                        "/srv/models/llama-3-8b-instruct.safetensors",
-                        "--port",
-                        "8000",
-                    ]
-                    .map(String::from)
-                    .to_vec(),
-                    comm: "python3".into(),
-                    cgroup_id: 4242,
-                    mnt_ns: 4026531840,
-                    exe_sha256: "ab".repeat(32),
-                    ns_pid: 0,
-                    cgroup_path: "/system.slice/inference.service".into(),
-                };
-                f.file = Some(vigil_domain::FileObject::at(
-                    "/srv/models/llama-3-8b-instruct.safetensors",
-                ));
-                f.summary = "python3 (pid 77) opened model file /srv/models/llama-3-8b-instruct.safetensors; no approved workload covers it".into();
-                f
-            })
+            .map(|i| crate::realistic_finding::realistic_model_finding(batch * 500 + i + 1))
             .collect();
         commands.push(append(
             &format!("agent-{:04}", batch % AGENTS),
