@@ -18,6 +18,29 @@ use crate::{
 /// Alerts asked for per QueryAlerts call: the control plane's largest page.
 const ALERT_PAGE: u32 = 10_000;
 
+/// Waits up to 20 s until the control plane `admin` talks to (over any
+/// channel: plaintext or mutual TLS) has a raft leader, i.e. writes commit.
+pub async fn try_wait_leader_of(admin: &AdminServiceClient<Channel>) -> Result<(), HarnessError> {
+    try_wait_for("a raft leader", Duration::from_secs(20), || {
+        let mut admin = admin.clone();
+        async move {
+            let s = admin
+                .cluster_status(admin_pb::ClusterStatusRequest {})
+                .await
+                .ok()?;
+            (s.into_inner().leader_id != 0).then_some(())
+        }
+    })
+    .await
+}
+
+/// [`try_wait_leader_of`], panicking after 20 s.
+pub async fn wait_leader_of(admin: &AdminServiceClient<Channel>) {
+    try_wait_leader_of(admin)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
 pub struct ControlPlane {
     pub daemon: Daemon,
     pub port: u16,
@@ -102,18 +125,7 @@ impl ControlPlane {
 
     /// Waits up to 20 s until raft has a leader, i.e. writes commit.
     pub async fn try_wait_leader(&self) -> Result<(), HarnessError> {
-        let admin = self.try_admin().await?;
-        try_wait_for("a raft leader", Duration::from_secs(20), || {
-            let mut admin = admin.clone();
-            async move {
-                let s = admin
-                    .cluster_status(admin_pb::ClusterStatusRequest {})
-                    .await
-                    .ok()?;
-                (s.into_inner().leader_id != 0).then_some(())
-            }
-        })
-        .await
+        try_wait_leader_of(&self.try_admin().await?).await
     }
 
     /// Every alert the control plane holds, oldest first; panics when the

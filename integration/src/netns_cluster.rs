@@ -55,6 +55,12 @@ impl NodeConnector {
     }
 }
 
+/// Whether every digest is the first's, at the same applied index.
+pub fn same_digests(seen: &[admin_pb::StateDigestResponse]) -> bool {
+    seen.iter()
+        .all(|d| d.sha256 == seen[0].sha256 && d.last_applied_index == seen[0].last_applied_index)
+}
+
 pub struct NetnsCluster {
     pub net: NodeNetwork,
     pub fleet: TlsFleet,
@@ -238,10 +244,7 @@ impl NetnsCluster {
             for i in 1..=self.nodes() {
                 seen.push(self.digest(i).await?);
             }
-            let same = seen.iter().all(|d| {
-                d.sha256 == seen[0].sha256 && d.last_applied_index == seen[0].last_applied_index
-            });
-            same.then_some(seen)
+            same_digests(&seen).then_some(seen)
         })
         .await
         .map_err(|e| format!("{e}\n{}", self.logs()))

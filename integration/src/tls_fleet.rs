@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity as TlsIdentity};
 use vigil_pki::{CertificateAuthority, Identity, IssuedCertificate, LeafRequest};
 
+use crate::ControlPlane;
+
 /// A CA in `dir`, and certificates issued by it on demand.
 pub struct TlsFleet {
     /// The CA certificate file.
@@ -110,6 +112,22 @@ impl TlsFleet {
             "--tls-key".into(),
             key.display().to_string(),
         ]
+    }
+
+    /// Starts a control plane serving mutual TLS on 127.0.0.1:`port` as
+    /// node `cp1` of this fleet, with its data in `data_dir` and `extra`
+    /// flags (say [`TlsFleet::ca_key_flags`]); panics with its log when it
+    /// does not come up.
+    pub fn start_control_plane(
+        &self,
+        data_dir: &Path,
+        port: u16,
+        extra: &[String],
+    ) -> ControlPlane {
+        let mut flags = self.node_flags("cp1");
+        flags.extend(extra.iter().cloned());
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        ControlPlane::start_with(data_dir, port, &flags)
     }
 
     /// A channel to `https://127.0.0.1:port` that trusts this CA and

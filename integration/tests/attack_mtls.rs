@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use vigil_integration::raw_agent::hello;
 use vigil_integration::tls_fleet::{channel_with, TlsFleet};
-use vigil_integration::{free_port, try_wait_for, ControlPlane};
+use vigil_integration::{free_port, try_wait_for, wait_leader_of, ControlPlane};
 use vigil_pki::{Identity, OperatorRole};
 use vigil_proto::admin::v1 as admin_pb;
 use vigil_proto::admin::v1::admin_service_client::AdminServiceClient;
@@ -23,26 +23,13 @@ async fn only_certified_callers_with_the_role_get_through() {
     let tmp = tempfile::tempdir().unwrap();
     let fleet = TlsFleet::new(tmp.path(), "fleet");
     let port = free_port();
-    let flags = fleet.node_flags("cp1");
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let cp = ControlPlane::start_with(&tmp.path().join("cp"), port, &flags);
+    let cp = fleet.start_control_plane(&tmp.path().join("cp"), port, &[]);
 
     let admin_cert = fleet.issue(Identity::operator(OperatorRole::Admin, "alice").unwrap());
     let viewer_cert = fleet.issue(Identity::operator(OperatorRole::Viewer, "bob").unwrap());
     let agent_cert = fleet.issue(Identity::agent("host-1").unwrap());
     let mut admin = AdminServiceClient::new(fleet.channel(port, &admin_cert).await.unwrap());
-    try_wait_for("a raft leader", Duration::from_secs(20), || {
-        let mut admin = admin.clone();
-        async move {
-            let s = admin
-                .cluster_status(admin_pb::ClusterStatusRequest {})
-                .await
-                .ok()?;
-            (s.into_inner().leader_id != 0).then_some(())
-        }
-    })
-    .await
-    .unwrap();
+    wait_leader_of(&admin).await;
 
     // A plaintext client on the TLS port gets nothing.
     let plaintext = vigil_integration::try_connect(&cp.endpoint()).await;
@@ -399,9 +386,7 @@ async fn an_agent_trusts_only_its_fleets_control_plane() {
     let tmp = tempfile::tempdir().unwrap();
     let fleet = TlsFleet::new(tmp.path(), "fleet");
     let port = free_port();
-    let flags = fleet.node_flags("cp1");
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let _cp = ControlPlane::start_with(&tmp.path().join("cp"), port, &flags);
+    let _cp = fleet.start_control_plane(&tmp.path().join("cp"), port, &[]);
     let admin_cert = fleet.issue(Identity::operator(OperatorRole::Admin, "alice").unwrap());
     let admin = AdminServiceClient::new(fleet.channel(port, &admin_cert).await.unwrap());
 
@@ -492,10 +477,7 @@ async fn a_join_token_enrolls_one_agent_once_before_it_expires() {
     let tmp = tempfile::tempdir().unwrap();
     let fleet = TlsFleet::new(tmp.path(), "fleet");
     let port = free_port();
-    let mut flags = fleet.node_flags("cp1");
-    flags.extend(fleet.ca_key_flags());
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let _cp = ControlPlane::start_with(&tmp.path().join("cp"), port, &flags);
+    let _cp = fleet.start_control_plane(&tmp.path().join("cp"), port, &fleet.ca_key_flags());
     let admin_cert = fleet.issue(Identity::operator(OperatorRole::Admin, "alice").unwrap());
     let admin_flags = fleet.vigilctl_flags(port, "alice", &admin_cert);
     let token = |extra: &[&str]| {
@@ -676,9 +658,7 @@ async fn idle_connections_do_not_lock_out_real_clients() {
     let tmp = tempfile::tempdir().unwrap();
     let fleet = TlsFleet::new(tmp.path(), "fleet");
     let port = free_port();
-    let flags = fleet.node_flags("cp1");
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let cp = ControlPlane::start_with(&tmp.path().join("cp"), port, &flags);
+    let cp = fleet.start_control_plane(&tmp.path().join("cp"), port, &[]);
     // The attacker's connections come from 127.0.0.2, the real client's
     // from 127.0.0.1 (loopback answers the whole 127/8).
     let mut idle = Vec::new();
@@ -768,28 +748,15 @@ async fn agents_and_operators_can_have_listeners_of_their_own() {
     let tmp = tempfile::tempdir().unwrap();
     let fleet = TlsFleet::new(tmp.path(), "fleet");
     let (port, agent_port) = (free_port(), free_port());
-    let mut flags = fleet.node_flags("cp1");
-    flags.extend([
+    let agent_listen = [
         "--agent-listen".to_string(),
         format!("127.0.0.1:{agent_port}"),
-    ]);
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let _cp = ControlPlane::start_with(&tmp.path().join("cp"), port, &flags);
+    ];
+    let _cp = fleet.start_control_plane(&tmp.path().join("cp"), port, &agent_listen);
     let admin_cert = fleet.issue(Identity::operator(OperatorRole::Admin, "alice").unwrap());
     let agent_cert = fleet.issue(Identity::agent("host-s").unwrap());
     let admin = AdminServiceClient::new(fleet.channel(port, &admin_cert).await.unwrap());
-    try_wait_for("a raft leader", Duration::from_secs(20), || {
-        let mut admin = admin.clone();
-        async move {
-            let s = admin
-                .cluster_status(admin_pb::ClusterStatusRequest {})
-                .await
-                .ok()?;
-            (s.into_inner().leader_id != 0).then_some(())
-        }
-    })
-    .await
-    .unwrap();
+    wait_leader_of(&admin).await;
     // The operators' listener has no agent service...
     let mut agents_on_main =
         AgentServiceClient::new(fleet.channel(port, &agent_cert).await.unwrap());
@@ -942,24 +909,10 @@ async fn a_renewal_retires_the_old_certificate_and_cannot_escape_revocation() {
     let tmp = tempfile::tempdir().unwrap();
     let fleet = TlsFleet::new(tmp.path(), "fleet");
     let port = free_port();
-    let mut flags = fleet.node_flags("cp1");
-    flags.extend(fleet.ca_key_flags());
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let _cp = ControlPlane::start_with(&tmp.path().join("cp"), port, &flags);
+    let _cp = fleet.start_control_plane(&tmp.path().join("cp"), port, &fleet.ca_key_flags());
     let admin_cert = fleet.issue(Identity::operator(OperatorRole::Admin, "alice").unwrap());
     let mut admin = AdminServiceClient::new(fleet.channel(port, &admin_cert).await.unwrap());
-    try_wait_for("a raft leader", Duration::from_secs(20), || {
-        let mut admin = admin.clone();
-        async move {
-            let s = admin
-                .cluster_status(admin_pb::ClusterStatusRequest {})
-                .await
-                .ok()?;
-            (s.into_inner().leader_id != 0).then_some(())
-        }
-    })
-    .await
-    .unwrap();
+    wait_leader_of(&admin).await;
 
     let first = fleet.issue(Identity::agent("host-n").unwrap());
     let serial_of = |pem: &str| {

@@ -5,49 +5,16 @@
 //! node enrolls, so such a handshake completes) are each refused, and
 //! nothing of the export reaches them. Unprivileged.
 
-use std::time::Duration;
-
-use vigil_integration::tls_fleet::TlsFleet;
-use vigil_integration::{free_port, wait_for, ControlPlane};
+use vigil_integration::siem_clients::{vigilctl_as as vigilctl, TlsExport};
 use vigil_pki::{Identity, OperatorRole};
-
-fn vigilctl(flags: &[String], args: &[&str]) -> std::process::Output {
-    std::process::Command::new(vigil_integration::binary("vigilctl"))
-        .args(flags)
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_siem_reader_may_subscribe_not_an_agent_analyst_node_or_anonymous_peer() {
     let tmp = tempfile::tempdir().unwrap();
-    let fleet = TlsFleet::new(tmp.path(), "fleet");
-    let port = free_port();
-    let mut flags = fleet.node_flags("cp1");
-    flags.extend(fleet.ca_key_flags());
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let _cp = ControlPlane::start_with(&tmp.path().join("cp"), port, &flags);
-    let admin_cert = fleet.issue(Identity::operator(OperatorRole::Admin, "alice").unwrap());
-    let admin = fleet.vigilctl_flags(port, "admin", &admin_cert);
     // Something to leak: a committed audit event.
-    wait_for(
-        "a committed revocation",
-        Duration::from_secs(20),
-        || async {
-            vigilctl(
-                &admin,
-                &["ca", "revoke", "--serial", "cc01", "--reason", "test"],
-            )
-            .status
-            .success()
-            .then_some(())
-        },
-    )
-    .await;
-    let reader_cert = fleet.issue(Identity::operator(OperatorRole::SiemReader, "splunk").unwrap());
-    let reader = fleet.vigilctl_flags(port, "reader", &reader_cert);
-    let out = vigilctl(&reader, &["siem", "tail", "--json"]);
+    let export = TlsExport::start(tmp.path(), true).await;
+    let port = export.port;
+    let out = vigilctl(&export.reader, &["siem", "tail", "--json"]);
     assert!(
         out.status.success(),
         "{}",
@@ -63,8 +30,7 @@ async fn only_a_siem_reader_may_subscribe_not_an_agent_analyst_node_or_anonymous
         ),
         ("node", Identity::node("cp9").unwrap()),
     ] {
-        let cert = fleet.issue(identity);
-        let who = fleet.vigilctl_flags(port, name, &cert);
+        let who = export.vigilctl_flags_of(name, identity);
         let out = vigilctl(&who, &["siem", "tail", "--json"]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{name}: {err}");
@@ -76,7 +42,7 @@ async fn only_a_siem_reader_may_subscribe_not_an_agent_analyst_node_or_anonymous
         "--endpoint".to_string(),
         format!("https://127.0.0.1:{port}"),
         "--tls-ca".to_string(),
-        fleet.ca_file.display().to_string(),
+        export.fleet.ca_file.display().to_string(),
     ];
     let out = vigilctl(&anonymous, &["siem", "tail", "--json"]);
     assert!(

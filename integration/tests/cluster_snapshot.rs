@@ -6,16 +6,9 @@
 
 use std::time::Duration;
 
-use vigil_integration::{free_port, try_connect, try_wait_for, ControlPlane};
+use vigil_integration::loopback_cluster::{admin, state_digests};
+use vigil_integration::{free_port, try_wait_for, ControlPlane};
 use vigil_proto::admin::v1 as admin_pb;
-use vigil_proto::admin::v1::admin_service_client::AdminServiceClient;
-
-async fn admin(port: u16) -> Option<AdminServiceClient<tonic::transport::Channel>> {
-    try_connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .ok()
-        .map(AdminServiceClient::new)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_far_behind_catches_up_from_a_streamed_snapshot() {
@@ -57,17 +50,7 @@ async fn a_node_far_behind_catches_up_from_a_streamed_snapshot() {
             )
         });
     let digests = try_wait_for("equal digests", Duration::from_secs(30), || async {
-        let mut seen = Vec::new();
-        for port in [p1, p2] {
-            seen.push(
-                admin(port)
-                    .await?
-                    .state_digest(admin_pb::StateDigestRequest {})
-                    .await
-                    .ok()?
-                    .into_inner(),
-            );
-        }
+        let seen = state_digests(&[p1, p2]).await?;
         (seen[0].sha256 == seen[1].sha256
             && seen[0].last_applied_index == seen[1].last_applied_index)
             .then_some(seen)

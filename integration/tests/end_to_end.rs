@@ -8,37 +8,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use vigil_integration::siem_clients::follow_export;
 use vigil_integration::{
     binary, free_port, privileged, python_opens, wait_for, Agent, ControlPlane,
 };
 use vigil_proto::siem::v1 as siem_pb;
-use vigil_proto::siem::v1::siem_export_client::SiemExportClient;
 use vigil_proto::types::v1::Alert;
-
-/// Follows the SIEM export from `cursor`, forwarding events until the
-/// stream breaks (the control plane died).
-fn spawn_siem_client(endpoint: String, cursor: u64) -> mpsc::UnboundedReceiver<siem_pb::SiemEvent> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let channel = vigil_integration::connect(&endpoint).await;
-        let mut client = SiemExportClient::new(channel);
-        let mut stream = client
-            .subscribe(siem_pb::SubscribeRequest {
-                cursor,
-                include_record: true,
-                ..Default::default()
-            })
-            .await
-            .expect("Subscribe")
-            .into_inner();
-        while let Ok(Some(ev)) = stream.message().await {
-            if tx.send(ev).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
 
 fn alert_for(alerts: &[Alert], pid: u32, path: &str) -> Option<Alert> {
     alerts
@@ -91,7 +66,7 @@ async fn model_file_open_reaches_vigilctl_and_siem_and_survives_a_control_plane_
     let mut cp = ControlPlane::start(&tmp.path().join("cp"), port);
     cp.wait_leader().await;
     let _agent = Agent::start(&tmp.path().join("agent"), &cp.endpoint(), "e2e-agent").await;
-    let mut siem = spawn_siem_client(cp.endpoint(), 0);
+    let mut siem = follow_export(cp.endpoint(), 0);
     // An operator following alerts live, as in the README's tour.
     let mut follow = Command::new(binary("vigilctl"))
         .args(["--endpoint", &cp.endpoint(), "alerts", "--follow", "--json"])
@@ -216,7 +191,7 @@ async fn model_file_open_reaches_vigilctl_and_siem_and_survives_a_control_plane_
     assert_eq!(indexes, expected, "alert indexes are dense");
 
     let resume_from = *cursors.last().unwrap();
-    let mut siem = spawn_siem_client(cp.endpoint(), resume_from);
+    let mut siem = follow_export(cp.endpoint(), resume_from);
     let mut resumed = Vec::new();
     next_siem_event_for(&mut siem, &mut resumed, after.index).await;
     let all: Vec<u64> = cursors.iter().chain(resumed.iter()).copied().collect();

@@ -19,7 +19,9 @@ use tonic::transport::Channel;
 use tonic::Code;
 use vigil_integration::raw_agent::{hello, RawAgentStream};
 use vigil_integration::tls_fleet::TlsFleet;
-use vigil_integration::{binary, free_port, try_connect, try_wait_for, ControlPlane};
+use vigil_integration::{
+    binary, free_port, try_connect, try_wait_for, wait_leader_of, ControlPlane,
+};
 use vigil_pki::{Identity, IssuedCertificate, OperatorRole};
 use vigil_policy::SigningKey;
 use vigil_proto::admin::v1 as admin_pb;
@@ -263,18 +265,7 @@ async fn start_fleet(tmp: &Path) -> Fleet {
     let cp = ControlPlane::start_with(&tmp.join("cp"), port, &flags);
     let admin_cert = fleet.issue(Identity::operator(OperatorRole::Admin, "alice").unwrap());
     let admin = AdminServiceClient::new(fleet.channel(port, &admin_cert).await.unwrap());
-    try_wait_for("a raft leader", Duration::from_secs(20), || {
-        let mut admin = admin.clone();
-        async move {
-            let s = admin
-                .cluster_status(admin_pb::ClusterStatusRequest {})
-                .await
-                .ok()?;
-            (s.into_inner().leader_id != 0).then_some(())
-        }
-    })
-    .await
-    .unwrap();
+    wait_leader_of(&admin).await;
     Fleet {
         fleet,
         port,

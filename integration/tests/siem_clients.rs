@@ -16,14 +16,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vigil_integration::siem_clients::{
-    complete_lines, python_siem_example, siem_python_path, OtlpReceiver,
+    complete_lines, python_siem_example, read_cursor, siem_python_path, OtlpReceiver,
 };
 use vigil_integration::tls_fleet::TlsFleet;
 use vigil_integration::{
-    binary, free_port, privileged, python_opens, wait_for, Agent, ControlPlane, Killed,
+    binary, free_port, privileged, python_opens, wait_for, wait_leader_of, Agent, ControlPlane,
+    Killed,
 };
 use vigil_pki::{Identity, OperatorRole};
-use vigil_proto::admin::v1 as admin_pb;
 use vigil_proto::admin::v1::admin_service_client::AdminServiceClient;
 
 /// A control plane and an agent speaking mutual TLS, and the files of a
@@ -45,22 +45,10 @@ impl TlsHost {
         std::fs::create_dir_all(&dir).unwrap();
         let fleet = TlsFleet::new(tmp.path(), "fleet");
         let port = free_port();
-        let flags = fleet.node_flags("cp1");
-        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let cp = ControlPlane::start_with(&tmp.path().join("cp"), port, &flags);
+        let cp = fleet.start_control_plane(&tmp.path().join("cp"), port, &[]);
         let admin_cert = fleet.issue(Identity::operator(OperatorRole::Admin, "alice").unwrap());
         let admin = AdminServiceClient::new(fleet.channel(port, &admin_cert).await.unwrap());
-        wait_for("a raft leader", Duration::from_secs(20), || {
-            let mut admin = admin.clone();
-            async move {
-                let s = admin
-                    .cluster_status(admin_pb::ClusterStatusRequest {})
-                    .await
-                    .ok()?;
-                (s.into_inner().leader_id != 0).then_some(())
-            }
-        })
-        .await;
+        wait_leader_of(&admin).await;
         let agent_cert = fleet.issue(Identity::agent(agent_id).unwrap());
         let tls = fleet.tls_flags(agent_id, &agent_cert);
         let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
@@ -114,12 +102,6 @@ fn log_file(path: &Path) -> std::fs::File {
         .append(true)
         .open(path)
         .unwrap()
-}
-
-fn read_cursor(path: &Path) -> u64 {
-    std::fs::read_to_string(path)
-        .ok()
-        .map_or(0, |t| t.trim().parse().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

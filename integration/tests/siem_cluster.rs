@@ -13,46 +13,12 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use vigil_integration::{free_port, try_connect, try_wait_for, ControlPlane};
-use vigil_proto::admin::v1 as admin_pb;
-use vigil_proto::admin::v1::admin_service_client::AdminServiceClient;
+use vigil_integration::loopback_cluster::{
+    leader, revoke_until_stopped, state_digests, LoopbackCluster,
+};
+use vigil_integration::{try_connect, try_wait_for};
 use vigil_proto::siem::v1 as siem_pb;
 use vigil_proto::siem::v1::siem_export_client::SiemExportClient;
-
-async fn admin(port: u16) -> Option<AdminServiceClient<tonic::transport::Channel>> {
-    try_connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .ok()
-        .map(AdminServiceClient::new)
-}
-
-fn start(dir: &std::path::Path, id: u64, port: u16, join: Option<u16>) -> ControlPlane {
-    let mut flags = vec![
-        "--node-id".to_string(),
-        id.to_string(),
-        "--snapshot-every".to_string(),
-        "50".to_string(),
-    ];
-    if let Some(peer) = join {
-        flags.extend(["--join".to_string(), format!("127.0.0.1:{peer}")]);
-    }
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    ControlPlane::start_with(&dir.join(format!("node-{id}")), port, &flags)
-}
-
-async fn leader(ports: &[u16]) -> Option<u64> {
-    for &port in ports {
-        if let Some(mut c) = admin(port).await {
-            if let Ok(s) = c.cluster_status(admin_pb::ClusterStatusRequest {}).await {
-                let id = s.into_inner().leader_id;
-                if id != 0 {
-                    return Some(id);
-                }
-            }
-        }
-    }
-    None
-}
 
 /// Every event a node exports from the start, as (cursor, OCSF JSON), up
 /// to the head it names when the subscription opens (`vigil-head-cursor`).
@@ -87,55 +53,18 @@ async fn export_of(port: u16) -> Option<Vec<(u64, String)>> {
 async fn a_subscriber_sees_every_committed_event_once_in_order_through_leader_kills() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut nodes: Vec<Option<ControlPlane>> = vec![Some(start(dir, 1, ports[0], None))];
-    nodes[0].as_ref().unwrap().wait_leader().await;
-    for id in 2..=3u64 {
-        nodes.push(Some(start(dir, id, ports[id as usize - 1], Some(ports[0]))));
-        admin(ports[0])
-            .await
-            .unwrap()
-            .add_node(admin_pb::AddNodeRequest {
-                node_id: id,
-                address: format!("127.0.0.1:{}", ports[id as usize - 1]),
-            })
-            .await
-            .unwrap();
-    }
+    let mut cluster = LoopbackCluster::start(dir, 3, &["--snapshot-every", "50"]).await;
+    let ports = cluster.ports.clone();
 
     // The writer: unique serials, each sent until a node answers.
-    let acked = Arc::new(Mutex::new(BTreeSet::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let (acked, stop, ports) = (acked.clone(), stop.clone(), ports.clone());
-        tokio::spawn(async move {
-            let (mut k, mut at) = (0u64, 0usize);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                k += 1;
-                let serial = format!("5e{k:06x}");
-                let Some(mut client) = admin(ports[at % 3]).await else {
-                    at += 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                };
-                let call = client.revoke_certificate(admin_pb::RevokeCertificateRequest {
-                    serial: serial.clone(),
-                    identity: "agent siem-test".into(),
-                    reason: "siem cluster test".into(),
-                });
-                match tokio::time::timeout(Duration::from_secs(10), call).await {
-                    Ok(Ok(_)) => {
-                        acked.lock().unwrap().insert(serial);
-                    }
-                    Ok(Err(status)) if k < 3 => {
-                        eprintln!("write {serial}: {status}");
-                        at += 1;
-                    }
-                    _ => at += 1,
-                }
-            }
-        })
-    };
+    let writer = tokio::spawn(revoke_until_stopped(
+        ports.clone(),
+        stop.clone(),
+        |k| format!("5e{k:06x}"),
+        "agent siem-test",
+        "siem cluster test",
+    ));
 
     // The subscriber: starts on node 3, moves to the next node when its
     // stream breaks, always from the last cursor it processed.
@@ -186,39 +115,22 @@ async fn a_subscriber_sees_every_committed_event_once_in_order_through_leader_ki
         let id = try_wait_for("a leader", Duration::from_secs(10), || leader(&ports))
             .await
             .unwrap();
-        let victim = id as usize - 1;
-        if let Some(mut cp) = nodes[victim].take() {
-            cp.daemon.kill();
-        }
+        cluster.kill(id);
         eprintln!("round {round}: leader {id} killed");
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        nodes[victim] = Some(start(dir, id, ports[victim], None));
+        cluster.start_node(id, None);
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    writer.await.unwrap();
-    let acked = acked.lock().unwrap().clone();
+    let acked = writer.await.unwrap();
     assert!(!acked.is_empty(), "no write was acknowledged");
 
     // The head every node reaches once caught up.
-    let head = try_wait_for("equal digests", Duration::from_secs(30), || {
-        let ports = &ports;
-        async move {
-            let mut seen = Vec::new();
-            for &port in ports {
-                seen.push(
-                    admin(port)
-                        .await?
-                        .state_digest(admin_pb::StateDigestRequest {})
-                        .await
-                        .ok()?
-                        .into_inner(),
-                );
-            }
-            seen.iter()
-                .all(|d| d.sha256 == seen[0].sha256)
-                .then_some(())
-        }
+    let head = try_wait_for("equal digests", Duration::from_secs(30), || async {
+        let seen = state_digests(&ports).await?;
+        seen.iter()
+            .all(|d| d.sha256 == seen[0].sha256)
+            .then_some(())
     })
     .await;
     assert!(head.is_ok(), "the nodes did not converge");

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use vigil_integration::raw_agent::{findings, hello, model_file_finding, RawAgentStream};
+use vigil_integration::siem_clients::follow_export;
 use vigil_integration::{connect, free_port, wait_for, ControlPlane};
 use vigil_policy::SigningKey;
 use vigil_proto::admin::v1 as admin_pb;
@@ -25,30 +26,6 @@ use vigil_proto::types::v1 as types_pb;
 type Events = mpsc::UnboundedReceiver<siem_pb::SiemEvent>;
 
 const POLICY: &str = "id: test.model-files\ndescription: d\nseverity: high\nwhen: [model_file]\n";
-
-/// Follows the export from `cursor` (with the typed record), forwarding
-/// events until the stream breaks.
-fn follow(endpoint: String, cursor: u64) -> Events {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut client = SiemExportClient::new(connect(&endpoint).await);
-        let mut stream = client
-            .subscribe(siem_pb::SubscribeRequest {
-                cursor,
-                include_record: true,
-                ..Default::default()
-            })
-            .await
-            .expect("Subscribe")
-            .into_inner();
-        while let Ok(Some(ev)) = stream.message().await {
-            if tx.send(ev).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
 
 /// The next `n` events, within 20 s.
 async fn take(rx: &mut Events, n: usize) -> Vec<siem_pb::SiemEvent> {
@@ -123,7 +100,7 @@ async fn every_kind_arrives_in_one_order_and_resumes_after_a_kill_9() {
     let flags = ["--trusted-policy-key", &key.public_hex()];
     let mut cp = ControlPlane::start_with(&tmp.path().join("cp"), port, &flags);
     cp.wait_leader().await;
-    let mut live = follow(cp.endpoint(), 0);
+    let mut live = follow_export(cp.endpoint(), 0);
 
     // A policy change, an approval, findings and an enforcement from an
     // agent, a certificate revoked: in that order.
@@ -226,7 +203,7 @@ async fn every_kind_arrives_in_one_order_and_resumes_after_a_kill_9() {
     .await;
     cp = ControlPlane::start_with(&cp.data_dir.clone(), port, &flags);
     cp.wait_leader().await;
-    let mut resumed = follow(cp.endpoint(), 4);
+    let mut resumed = follow_export(cp.endpoint(), 4);
     let again = take(&mut resumed, 3).await;
     assert_eq!(
         again
@@ -250,7 +227,7 @@ async fn every_kind_arrives_in_one_order_and_resumes_after_a_kill_9() {
     // The subscriber that was ahead lost its node with the kill: a new one
     // at cursor 9 gets 10 once it is committed.
     drop(ahead.message().await);
-    let mut after_nine = follow(cp.endpoint(), 9);
+    let mut after_nine = follow_export(cp.endpoint(), 9);
     revoke(&cp, "aa04").await;
     assert_eq!(take(&mut after_nine, 1).await[0].cursor, 10);
 }
@@ -527,41 +504,13 @@ async fn subscribers_that_never_read_leave_the_control_planes_memory_bounded() {
 /// siem tail`; a viewer is refused it (and a siem-reader the admin API).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_siem_reader_tails_the_export_and_a_viewer_is_refused() {
-    use vigil_integration::tls_fleet::TlsFleet;
+    use vigil_integration::siem_clients::{vigilctl_as as vigilctl, TlsExport};
     use vigil_pki::{Identity, OperatorRole};
     let tmp = tempfile::tempdir().unwrap();
-    let fleet = TlsFleet::new(tmp.path(), "fleet");
-    let port = free_port();
-    let flags = fleet.node_flags("cp1");
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let _cp = ControlPlane::start_with(&tmp.path().join("cp"), port, &flags);
-    let admin_cert = fleet.issue(Identity::operator(OperatorRole::Admin, "alice").unwrap());
-    let admin = fleet.vigilctl_flags(port, "admin", &admin_cert);
-    let vigilctl = |flags: &[String], args: &[&str]| {
-        std::process::Command::new(vigil_integration::binary("vigilctl"))
-            .args(flags)
-            .args(args)
-            .output()
-            .unwrap()
-    };
     // A revocation is an audit event; once the cluster leads it commits.
-    wait_for(
-        "a committed revocation",
-        Duration::from_secs(20),
-        || async {
-            vigilctl(
-                &admin,
-                &["ca", "revoke", "--serial", "cc01", "--reason", "test"],
-            )
-            .status
-            .success()
-            .then_some(())
-        },
-    )
-    .await;
-    let reader_cert = fleet.issue(Identity::operator(OperatorRole::SiemReader, "splunk").unwrap());
-    let reader = fleet.vigilctl_flags(port, "reader", &reader_cert);
-    let out = vigilctl(&reader, &["siem", "tail", "--json"]);
+    let export = TlsExport::start(tmp.path(), false).await;
+    let reader = &export.reader;
+    let out = vigilctl(reader, &["siem", "tail", "--json"]);
     assert!(
         out.status.success(),
         "{}",
@@ -578,9 +527,11 @@ async fn a_siem_reader_tails_the_export_and_a_viewer_is_refused() {
     assert_eq!(line["cursor"], 1);
     assert_eq!(line["kind"], "audit");
     // The reader reads the export and nothing else.
-    assert!(!vigilctl(&reader, &["alerts"]).status.success());
-    let viewer_cert = fleet.issue(Identity::operator(OperatorRole::Viewer, "bob").unwrap());
-    let viewer = fleet.vigilctl_flags(port, "viewer", &viewer_cert);
+    assert!(!vigilctl(reader, &["alerts"]).status.success());
+    let viewer = export.vigilctl_flags_of(
+        "viewer",
+        Identity::operator(OperatorRole::Viewer, "bob").unwrap(),
+    );
     let out = vigilctl(&viewer, &["siem", "tail", "--json"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

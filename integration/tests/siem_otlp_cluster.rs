@@ -16,42 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use vigil_integration::siem_clients::{complete_lines, OtlpReceiver};
-use vigil_integration::{binary, free_port, try_connect, try_wait_for, ControlPlane, Killed};
-use vigil_proto::admin::v1 as admin_pb;
-use vigil_proto::admin::v1::admin_service_client::AdminServiceClient;
+use vigil_integration::loopback_cluster::{leader, revoke_until_stopped, LoopbackCluster};
+use vigil_integration::siem_clients::{complete_lines, read_cursor, OtlpReceiver};
+use vigil_integration::{binary, free_port, try_connect, try_wait_for, Killed};
 use vigil_proto::siem::v1 as siem_pb;
 use vigil_proto::siem::v1::siem_export_client::SiemExportClient;
-
-async fn admin(port: u16) -> Option<AdminServiceClient<tonic::transport::Channel>> {
-    try_connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .ok()
-        .map(AdminServiceClient::new)
-}
-
-fn start(dir: &Path, id: u64, port: u16, join: Option<u16>) -> ControlPlane {
-    let mut flags = vec!["--node-id".to_string(), id.to_string()];
-    if let Some(peer) = join {
-        flags.extend(["--join".to_string(), format!("127.0.0.1:{peer}")]);
-    }
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    ControlPlane::start_with(&dir.join(format!("node-{id}")), port, &flags)
-}
-
-async fn leader(ports: &[u16]) -> Option<u64> {
-    for &port in ports {
-        if let Some(mut c) = admin(port).await {
-            if let Ok(s) = c.cluster_status(admin_pb::ClusterStatusRequest {}).await {
-                let id = s.into_inner().leader_id;
-                if id != 0 {
-                    return Some(id);
-                }
-            }
-        }
-    }
-    None
-}
 
 /// Every event node `port` exports, cursor → OCSF JSON, up to its head.
 async fn export_of(port: u16) -> Option<BTreeMap<u64, String>> {
@@ -89,31 +58,12 @@ fn received(path: &Path) -> BTreeMap<u64, Vec<String>> {
     out
 }
 
-fn read_cursor(path: &Path) -> u64 {
-    std::fs::read_to_string(path)
-        .ok()
-        .map_or(0, |t| t.trim().parse().unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_otlp_forwarder_follows_the_next_node_and_forwards_only_committed_events() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut nodes: Vec<Option<ControlPlane>> = vec![Some(start(dir, 1, ports[0], None))];
-    nodes[0].as_ref().unwrap().wait_leader().await;
-    for id in 2..=3u64 {
-        nodes.push(Some(start(dir, id, ports[id as usize - 1], Some(ports[0]))));
-        admin(ports[0])
-            .await
-            .unwrap()
-            .add_node(admin_pb::AddNodeRequest {
-                node_id: id,
-                address: format!("127.0.0.1:{}", ports[id as usize - 1]),
-            })
-            .await
-            .unwrap();
-    }
+    let mut cluster = LoopbackCluster::start(dir, 3, &[]).await;
+    let ports = cluster.ports.clone();
 
     let out = dir.join("otlp.jsonl");
     let receiver = OtlpReceiver::start(free_port(), &out, &dir.join("receiver.log"));
@@ -147,30 +97,13 @@ async fn the_otlp_forwarder_follows_the_next_node_and_forwards_only_committed_ev
 
     // The writer: one revocation at a time, to whichever node answers.
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (stop, ports) = (stop.clone(), ports.clone());
-        tokio::spawn(async move {
-            let (mut k, mut at, mut acked) = (0u64, 0usize, 0u64);
-            while !stop.load(Ordering::Relaxed) {
-                k += 1;
-                let Some(mut client) = admin(ports[at % 3]).await else {
-                    at += 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                };
-                let call = client.revoke_certificate(admin_pb::RevokeCertificateRequest {
-                    serial: format!("7e{k:06x}"),
-                    identity: "agent otlp-test".into(),
-                    reason: "siem otlp cluster test".into(),
-                });
-                match tokio::time::timeout(Duration::from_secs(10), call).await {
-                    Ok(Ok(_)) => acked += 1,
-                    _ => at += 1,
-                }
-            }
-            acked
-        })
-    };
+    let writer = tokio::spawn(revoke_until_stopped(
+        ports.clone(),
+        stop.clone(),
+        |k| format!("7e{k:06x}"),
+        "agent otlp-test",
+        "siem otlp cluster test",
+    ));
 
     for victim in ["followed", "leader"] {
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -180,13 +113,10 @@ async fn the_otlp_forwarder_follows_the_next_node_and_forwards_only_committed_ev
                 .await
                 .unwrap(),
         };
-        let at = id as usize - 1;
-        if let Some(mut cp) = nodes[at].take() {
-            cp.daemon.kill();
-        }
+        cluster.kill(id);
         eprintln!("node {id} ({victim}) killed");
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        nodes[at] = Some(start(dir, id, ports[at], None));
+        cluster.start_node(id, None);
         if victim == "followed" {
             // The forwarder itself dies (SIGKILL) and starts again from its
             // cursor file.
@@ -196,7 +126,7 @@ async fn the_otlp_forwarder_follows_the_next_node_and_forwards_only_committed_ev
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
     stop.store(true, Ordering::Relaxed);
-    let acked = writer.await.unwrap();
+    let acked = writer.await.unwrap().len();
     assert!(acked > 0, "no write was acknowledged");
 
     // Every node's export, once they agree on the head.
