@@ -21,6 +21,7 @@ mod model_bench;
 mod policy_bench;
 mod report;
 mod sidecar_bench;
+mod siem_backlog;
 mod siem_bench;
 mod siem_otlp_bench;
 mod storm;

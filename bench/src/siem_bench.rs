@@ -15,16 +15,14 @@
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use vigil_integration::raw_agent::{findings, hello, model_file_finding};
 use vigil_integration::{free_port, ControlPlane};
 use vigil_proto::admin::v1 as admin_pb;
 use vigil_proto::admin::v1::admin_service_client::AdminServiceClient;
-use vigil_proto::agent::v1::agent_service_client::AgentServiceClient;
 use vigil_proto::siem::v1 as siem_pb;
 use vigil_proto::siem::v1::siem_export_client::SiemExportClient;
 
 use crate::report::{Figure, Report};
+use crate::siem_backlog::{preload, subscribe_from_start};
 use crate::Settings;
 
 const EVENTS: u64 = 60_000;
@@ -37,7 +35,7 @@ pub fn siem(s: &Settings, report: &mut Report) -> anyhow::Result<()> {
     let cp = ControlPlane::try_start(&s.work.path().join("cp-siem"), free_port(), &[])?;
     s.rt.block_on(cp.try_wait_leader())?;
     let pid = cp.daemon.id();
-    s.rt.block_on(preload(&cp))?;
+    s.rt.block_on(preload(&cp, EVENTS, AGENTS, BATCH, "siem-bench"))?;
     let idle_rss = super::rss_mib(pid, "VmRSS:");
     for subscribers in [1usize, 10] {
         let (mut siem, mut feed, mut peak) = (Vec::new(), Vec::new(), idle_rss);
@@ -93,62 +91,6 @@ pub fn siem(s: &Settings, report: &mut Report) -> anyhow::Result<()> {
     latency(s, report)
 }
 
-/// Commits `EVENTS` findings from `AGENTS` raw sessions, each batch acked
-/// (after commit) before the next.
-async fn preload(cp: &ControlPlane) -> anyhow::Result<()> {
-    let channel = vigil_integration::try_connect(&cp.endpoint()).await?;
-    let mut tasks = Vec::new();
-    for a in 0..AGENTS {
-        let channel = channel.clone();
-        tasks.push(tokio::spawn(async move {
-            let agent_id = format!("siem-bench-{a}");
-            let mut client = AgentServiceClient::new(channel);
-            let (tx, rx) = mpsc::channel(4);
-            tx.send(hello(&agent_id, &format!("host-{a}"))).await?;
-            let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
-            let mut seq = 0;
-            while seq < EVENTS / AGENTS {
-                let batch: Vec<_> = (0..BATCH)
-                    .map(|_| {
-                        seq += 1;
-                        realistic(model_file_finding(seq, 3))
-                    })
-                    .collect();
-                tx.send(findings(batch)).await?;
-                crate::transport_bench::acked_up_to(&mut inbound, seq).await?;
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    Ok(())
-}
-
-/// A finding the size of a real one: a command line, a digest, a cgroup.
-fn realistic(mut f: vigil_proto::types::v1::Finding) -> vigil_proto::types::v1::Finding {
-    if let Some(p) = f.process.as_mut() {
-        p.argv = [
-            "python3",
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            "/srv/models/llama-3-8b-instruct.safetensors",
-            "--port",
-            "8000",
-        ]
-        .map(String::from)
-        .to_vec();
-        p.exe_sha256 = "ab".repeat(32);
-        p.cgroup_path = "/system.slice/inference.service".into();
-        p.uid = 1000;
-        p.ppid = 1;
-    }
-    f.summary = "python3 (pid 77) opened model file /srv/models/llama-3-8b-instruct.safetensors; no approved workload covers it".into();
-    f
-}
-
 /// Seconds until `n` subscribers (SIEM or admin feeds) each read `EVENTS`
 /// events from the start.
 async fn drain(endpoint: &str, n: usize, is_siem: bool) -> anyhow::Result<f64> {
@@ -160,14 +102,7 @@ async fn drain(endpoint: &str, n: usize, is_siem: bool) -> anyhow::Result<f64> {
         tasks.push(tokio::spawn(async move {
             let mut got = 0u64;
             if is_siem {
-                let mut stream = SiemExportClient::new(channel)
-                    .max_decoding_message_size(64 << 20)
-                    .subscribe(siem_pb::SubscribeRequest {
-                        cursor: 0,
-                        ..Default::default()
-                    })
-                    .await?
-                    .into_inner();
+                let mut stream = subscribe_from_start(channel, false).await?;
                 while let Some(ev) = stream.message().await? {
                     if ev.kind == siem_pb::EventKind::Finding as i32 || ev.alert.is_some() {
                         got += 1;
@@ -177,13 +112,7 @@ async fn drain(endpoint: &str, n: usize, is_siem: bool) -> anyhow::Result<f64> {
                     }
                 }
             } else {
-                let mut stream = AdminServiceClient::new(channel)
-                    .follow_alerts(admin_pb::QueryAlertsRequest {
-                        after_index: 0,
-                        limit: 0,
-                    })
-                    .await?
-                    .into_inner();
+                let mut stream = follow_alerts_from_start(channel).await?;
                 while stream.message().await?.is_some() {
                     got += 1;
                     if got == EVENTS {
@@ -199,6 +128,20 @@ async fn drain(endpoint: &str, n: usize, is_siem: bool) -> anyhow::Result<f64> {
         t.await??;
     }
     Ok(start.elapsed().as_secs_f64())
+}
+
+/// The admin feed of alerts from the first (the baseline of the SIEM
+/// export).
+async fn follow_alerts_from_start(
+    channel: tonic::transport::Channel,
+) -> anyhow::Result<tonic::Streaming<vigil_proto::types::v1::Alert>> {
+    Ok(AdminServiceClient::new(channel)
+        .follow_alerts(admin_pb::QueryAlertsRequest {
+            after_index: 0,
+            limit: 0,
+        })
+        .await?
+        .into_inner())
 }
 
 /// Samples a process's RSS every 10 ms until dropped.
@@ -282,13 +225,7 @@ fn latency(s: &Settings, report: &mut Report) -> anyhow::Result<()> {
     });
     let _feed = s.rt.spawn(async move {
         let channel = vigil_integration::try_connect(&endpoint).await?;
-        let mut stream = AdminServiceClient::new(channel)
-            .follow_alerts(admin_pb::QueryAlertsRequest {
-                after_index: 0,
-                limit: 0,
-            })
-            .await?
-            .into_inner();
+        let mut stream = follow_alerts_from_start(channel).await?;
         while let Some(a) = stream.message().await? {
             let f = a.finding.unwrap_or_default();
             let path = f.file.map(|f| f.path).unwrap_or_default();

@@ -22,18 +22,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
-use vigil_integration::raw_agent::{findings, hello, model_file_finding};
+use tokio_stream::wrappers::TcpListenerStream;
 use vigil_integration::siem_clients::{complete_lines, OtlpReceiver};
 use vigil_integration::{free_port, try_binary, ControlPlane, Killed};
-use vigil_proto::agent::v1::agent_service_client::AgentServiceClient;
 use vigil_proto::otlp::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
 use vigil_proto::otlp::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
-use vigil_proto::siem::v1 as siem_pb;
-use vigil_proto::siem::v1::siem_export_client::SiemExportClient;
 
 use crate::report::{Figure, Report};
+use crate::siem_backlog::{preload, subscribe_from_start};
 use crate::Settings;
 
 const EVENTS: u64 = 30_000;
@@ -54,7 +50,7 @@ pub fn siem_otlp(s: &Settings, report: &mut Report) -> anyhow::Result<()> {
     std::fs::create_dir_all(&work)?;
     let cp = ControlPlane::try_start(&work.join("cp"), free_port(), &[])?;
     s.rt.block_on(cp.try_wait_leader())?;
-    s.rt.block_on(preload(&cp))?;
+    s.rt.block_on(preload(&cp, EVENTS, AGENTS, BATCH, "otlp-bench"))?;
     let (events, head) = s.rt.block_on(drain(&cp.endpoint()))?.1;
     anyhow::ensure!(events >= EVENTS, "only {events} events in the export");
     let rust_records = Arc::new(AtomicU64::new(0));
@@ -163,15 +159,7 @@ fn push(cp: &str, collector: &str, head: u64, dir: &Path, name: &str) -> anyhow:
 async fn drain(endpoint: &str) -> anyhow::Result<(f64, (u64, u64))> {
     let channel = vigil_integration::try_connect(endpoint).await?;
     let start = Instant::now();
-    let mut stream = SiemExportClient::new(channel)
-        .max_decoding_message_size(64 << 20)
-        .subscribe(siem_pb::SubscribeRequest {
-            cursor: 0,
-            stop_at_head: true,
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
+    let mut stream = subscribe_from_start(channel, true).await?;
     let (mut n, mut head) = (0u64, 0u64);
     while let Some(ev) = stream.message().await? {
         n += 1;
@@ -210,53 +198,4 @@ async fn serve_counting_receiver(records: Arc<AtomicU64>) -> anyhow::Result<Stri
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
     Ok(format!("http://{addr}"))
-}
-
-/// Commits `EVENTS` findings the size of real ones from `AGENTS` raw
-/// sessions, each batch acked (after commit) before the next.
-async fn preload(cp: &ControlPlane) -> anyhow::Result<()> {
-    let channel = vigil_integration::try_connect(&cp.endpoint()).await?;
-    let mut tasks = Vec::new();
-    for a in 0..AGENTS {
-        let channel = channel.clone();
-        tasks.push(tokio::spawn(async move {
-            let agent_id = format!("otlp-bench-{a}");
-            let mut client = AgentServiceClient::new(channel);
-            let (tx, rx) = mpsc::channel(4);
-            tx.send(hello(&agent_id, &format!("host-{a}"))).await?;
-            let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
-            let mut seq = 0;
-            while seq < EVENTS / AGENTS {
-                let batch: Vec<_> = (0..BATCH)
-                    .map(|_| {
-                        seq += 1;
-                        let mut f = model_file_finding(seq, 3);
-                        if let Some(p) = f.process.as_mut() {
-                            p.argv = [
-                                "python3",
-                                "-m",
-                                "vllm.entrypoints.openai.api_server",
-                                "--model",
-                                "/srv/models/llama-3-8b-instruct.safetensors",
-                                "--port",
-                                "8000",
-                            ]
-                            .map(String::from)
-                            .to_vec();
-                            p.exe_sha256 = "ab".repeat(32);
-                            p.cgroup_path = "/system.slice/inference.service".into();
-                        }
-                        f
-                    })
-                    .collect();
-                tx.send(findings(batch)).await?;
-                crate::transport_bench::acked_up_to(&mut inbound, seq).await?;
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    Ok(())
 }
