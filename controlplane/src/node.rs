@@ -463,6 +463,15 @@ async fn keep_cluster_id(node: &Arc<ControlPlaneNode>, data_dir: &std::path::Pat
     loop {
         if let Some(id) = node.cluster_id() {
             if !file.exists() {
+                // The state's id on disk first: a stop right after the file
+                // was written found a state without it (sled had not yet
+                // flushed the apply), and the next start refused the
+                // store as lost.
+                if let Err(e) = node.state.flush().await {
+                    tracing::error!(error = %e, "flushing the state before recording the cluster id");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                }
                 match write_cluster_id(data_dir, &id) {
                     Ok(()) => tracing::info!(cluster_id = %id, "cluster id recorded"),
                     Err(e) => tracing::error!(error = %e, "writing the cluster id file"),

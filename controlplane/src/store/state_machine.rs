@@ -525,6 +525,14 @@ impl StateReader {
             .transpose()
     }
 
+    /// Makes what the state machine has applied so far durable (the store
+    /// is shared, so this flushes the log too). Before a mark beside the
+    /// store (the cluster id file) names what the state holds: the next
+    /// start's check reads the state, not the log.
+    pub async fn flush(&self) -> Result<(), sled::Error> {
+        self.tree.flush_async().await.map(|_| ())
+    }
+
     pub fn last_alert_index(&self) -> u64 {
         *self.last_alert.borrow()
     }
