@@ -47,7 +47,7 @@ pub use policy_summary::PolicySummary;
 pub use process::ProcessInfo;
 pub use revoked_certificate::RevokedCertificate;
 pub use siem_event::{
-    capped_argv, truncate_marked, EventFacets, EventKind, EventRecord, SiemEvent, SiemFilter,
-    MAX_EXPORTED_CMDLINE, MAX_EXPORTED_PATH, MAX_EXPORTED_TEXT,
+    capped_argv, truncate_marked, truncation_marker, EventFacets, EventKind, EventRecord,
+    SiemEvent, SiemFilter, MAX_EXPORTED_CMDLINE, MAX_EXPORTED_PATH, MAX_EXPORTED_TEXT,
 };
 pub use unfreeze_order::UnfreezeOrder;

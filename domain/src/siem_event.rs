@@ -156,8 +156,13 @@ pub fn truncate_marked(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-fn marker(cut: usize) -> String {
+/// The marker [`truncate_marked`] puts where it cut `cut` bytes.
+pub fn truncation_marker(cut: usize) -> String {
     format!("…[truncated {cut} bytes]")
+}
+
+fn marker(cut: usize) -> String {
+    truncation_marker(cut)
 }
 
 /// Which events a subscriber wants; every part empty (or `None`) passes

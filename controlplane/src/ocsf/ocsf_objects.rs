@@ -11,8 +11,10 @@ use std::fmt::{self, Display};
 use std::net::IpAddr;
 
 use serde::{Serialize, Serializer};
+use std::borrow::Cow;
+
 use vigil_domain::{
-    truncate_marked, AuditEntry, ProcessInfo, Severity, MAX_EXPORTED_CMDLINE, MAX_EXPORTED_PATH,
+    truncation_marker, AuditEntry, ProcessInfo, Severity, MAX_EXPORTED_CMDLINE, MAX_EXPORTED_PATH,
     MAX_EXPORTED_TEXT,
 };
 
@@ -32,8 +34,49 @@ pub(super) const MAX_EXPORTED_TITLE: usize = 256;
 pub(super) const CATEGORY_FINDINGS: u32 = 2;
 pub(super) const CATEGORY_IAM: u32 = 3;
 
-/// A string within `max` bytes: itself when it fits, else its start and a
-/// marker naming how much was cut (`truncate_marked`).
+/// The bytes `b` takes in a JSON string as serde_json writes it: quote
+/// and backslash escaped, control characters as `\n` or `\u00XX`.
+fn json_len(b: u8) -> usize {
+    match b {
+        b'"' | b'\\' | 0x08 | 0x0c | b'\n' | b'\r' | b'\t' => 2,
+        0..=0x1f => 6,
+        _ => 1,
+    }
+}
+
+/// The bytes `s` takes inside a JSON string.
+fn escaped_len(s: &str) -> usize {
+    s.bytes().map(json_len).sum()
+}
+
+/// `s` within `max` bytes of JSON string (escapes counted, so text full of
+/// control characters a host chose cannot grow an event sixfold): itself
+/// when it fits, else its start and the marker naming how many bytes of
+/// the text were cut (`…[truncated N bytes]`, which needs no escape).
+pub(super) fn cut_for_json(s: &str, max: usize) -> Cow<'_, str> {
+    if s.len() <= max && escaped_len(s) <= max {
+        return Cow::Borrowed(s);
+    }
+    let budget = max.saturating_sub(truncation_marker(s.len()).len());
+    let (mut used, mut end) = (0, 0);
+    for (i, b) in s.bytes().enumerate() {
+        used += json_len(b);
+        if used > budget {
+            break;
+        }
+        end = i + 1;
+    }
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = String::with_capacity(end + 32);
+    out.push_str(&s[..end]);
+    out.push_str(&truncation_marker(s.len() - end));
+    Cow::Owned(out)
+}
+
+/// A string within `max` bytes of JSON: itself when it fits, else its
+/// start and a marker naming how much was cut ([`cut_for_json`]).
 #[derive(Clone, Copy)]
 pub(super) struct Capped<'a> {
     s: &'a str,
@@ -48,11 +91,7 @@ impl<'a> Capped<'a> {
 
 impl Serialize for Capped<'_> {
     fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        if self.s.len() <= self.max {
-            ser.serialize_str(self.s)
-        } else {
-            ser.serialize_str(&truncate_marked(self.s, self.max))
-        }
+        ser.serialize_str(&cut_for_json(self.s, self.max))
     }
 }
 
@@ -110,11 +149,11 @@ impl<const N: usize> Display for Joined<'_, N> {
 
 impl<const N: usize> Serialize for Joined<'_, N> {
     fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        let len: usize = self.parts.iter().map(|p| p.len()).sum();
+        let len: usize = self.parts.iter().map(|p| escaped_len(p)).sum();
         if len <= self.max {
             ser.collect_str(self)
         } else {
-            ser.serialize_str(&truncate_marked(&self.parts.concat(), self.max))
+            ser.serialize_str(&cut_for_json(&self.parts.concat(), self.max))
         }
     }
 }
@@ -300,11 +339,11 @@ impl Display for CmdLine<'_> {
 
 impl Serialize for CmdLine<'_> {
     fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        let len = self.0.iter().map(|a| a.len() + 1).sum::<usize>();
+        let len = self.0.iter().map(|a| escaped_len(a) + 1).sum::<usize>();
         if len.saturating_sub(1) <= MAX_EXPORTED_CMDLINE {
             ser.collect_str(self)
         } else {
-            ser.serialize_str(&truncate_marked(&self.0.join(" "), MAX_EXPORTED_CMDLINE))
+            ser.serialize_str(&cut_for_json(&self.0.join(" "), MAX_EXPORTED_CMDLINE))
         }
     }
 }

@@ -398,6 +398,58 @@ fn attestation_verdicts_pass_or_fail() {
     }
 }
 
+/// Control characters a host chose are escaped six bytes each in JSON:
+/// the caps count the escaped bytes, so such text cannot grow an event
+/// sixfold (attack: every agent-set string full of `\x01` made a 74 KB
+/// event when the caps counted text bytes).
+#[test]
+fn text_of_control_characters_is_capped_by_its_escaped_size() {
+    let ctl = |n: usize| "\u{1}".repeat(n);
+    let mut f = finding(SignalKind::ModelRisk, Severity::Critical);
+    f.process.argv = vec![ctl(1 << 20), ctl(10)];
+    f.process.exe = format!("/{}", ctl(64 << 10));
+    f.process.cgroup_path = format!("/{}", ctl(64 << 10));
+    f.process.comm = ctl(64 << 10);
+    f.rule_id = ctl(64 << 10);
+    f.summary = ctl(1 << 20);
+    let mut file = FileObject::at(format!("/{}", ctl(64 << 10)));
+    let mut m = model();
+    m.risk = ModelRisk::Dangerous;
+    m.risk_reasons = vec![ctl(2000); 40];
+    m.dangerous_imports = vec![ctl(2000); 40];
+    m.name = ctl(64 << 10);
+    file.model = Some(Box::new(m));
+    f.file = Some(file);
+    let mut event = alert_event(1, f);
+    if let EventRecord::Alert(a) = &mut event.record {
+        a.hostname = ctl(255);
+    }
+    let json = crate::ocsf::ocsf_json(&event);
+    assert!(json.len() < 16 << 10, "{} bytes", json.len());
+    let v = ocsf_event(&event);
+    assert_valid(&v);
+    let cmd = v["evidences"][0]["process"]["cmd_line"].as_str().unwrap();
+    assert!(cmd.ends_with("bytes]"), "marked");
+    // What is kept plus what the marker says was cut is the whole line.
+    let cut: usize = cmd
+        .rsplit("truncated ")
+        .next()
+        .unwrap()
+        .trim_end_matches(" bytes]")
+        .parse()
+        .unwrap();
+    let kept = cmd.len() - vigil_domain::truncation_marker(cut).len();
+    assert_eq!(kept + cut, (1 << 20) + 1 + 10);
+    // Escaped, the command line keeps to its cap.
+    let escaped = serde_json::to_string(cmd).unwrap().len() - 2;
+    assert!(escaped <= vigil_domain::MAX_EXPORTED_CMDLINE, "{escaped}");
+    // Plain text still fills its cap.
+    assert!(
+        escaped > vigil_domain::MAX_EXPORTED_CMDLINE - 64,
+        "{escaped}"
+    );
+}
+
 #[test]
 fn a_huge_finding_is_capped_and_still_valid() {
     let mut f = finding(SignalKind::ModelRisk, Severity::Critical);
