@@ -225,6 +225,26 @@ impl Supervisor {
         }
     }
 
+    /// A finding about `record`'s version, naming the running sidecar.
+    async fn report_version(&self, event: SidecarEvent, record: &ModelRecord, summary: String) {
+        let pid = self.sidecar.as_ref().map_or(0, |r| r.pid);
+        self.send(sidecar_finding(
+            event,
+            self.process(pid),
+            Some(self.file(record)),
+            summary,
+        ))
+        .await;
+    }
+
+    /// The first version that failed in this round of serving, for the
+    /// finding that says what is served instead.
+    fn keep_first_failure(&mut self, record: ModelRecord, why: String) {
+        if self.failing.is_none() {
+            self.failing = Some(Failing { from: record, why });
+        }
+    }
+
     /// The sidecar's process as findings name it (known without reading
     /// /proc, which may already be gone); the agent's when none runs
     /// (`pid` 0).
@@ -385,14 +405,8 @@ impl Supervisor {
                     ""
                 }
             );
-            let pid = self.sidecar.as_ref().map_or(0, |r| r.pid);
-            self.send(sidecar_finding(
-                SidecarEvent::Refused,
-                self.process(pid),
-                Some(self.file(&f.from)),
-                summary,
-            ))
-            .await;
+            self.report_version(SidecarEvent::Refused, &f.from, summary)
+                .await;
         }
         if self.sidecar.is_some() {
             let why = match &failing {
@@ -412,20 +426,13 @@ impl Supervisor {
             Err(why) => {
                 let why = format!("its listen address is refused: {why}");
                 self.fail(&record, why.clone(), false);
-                let pid = self.sidecar.as_ref().map_or(0, |r| r.pid);
-                self.send(sidecar_finding(
-                    SidecarEvent::Refused,
-                    self.process(pid),
-                    Some(self.file(&record)),
-                    format!(
-                        "model {} v{} not served: {why}",
-                        record.name, record.version
-                    ),
-                ))
-                .await;
-                if self.failing.is_none() {
-                    self.failing = Some(Failing { from: record, why });
-                }
+                let summary = format!(
+                    "model {} v{} not served: {why}",
+                    record.name, record.version
+                );
+                self.report_version(SidecarEvent::Refused, &record, summary)
+                    .await;
+                self.keep_first_failure(record, why);
                 return Served::Failed;
             }
         };
@@ -439,21 +446,14 @@ impl Supervisor {
                     e.is_tamper() || matches!(e, StoreError::Missing { .. }),
                 );
                 if e.is_tamper() {
-                    let pid = self.sidecar.as_ref().map_or(0, |r| r.pid);
-                    self.send(sidecar_finding(
-                        SidecarEvent::Tampered,
-                        self.process(pid),
-                        Some(self.file(&record)),
-                        format!(
-                            "model {} v{}: {why}; dropped, fetched again, not served until the control plane sends a new record set",
-                            record.name, record.version
-                        ),
-                    ))
-                    .await;
+                    let summary = format!(
+                        "model {} v{}: {why}; dropped, fetched again, not served until the control plane sends a new record set",
+                        record.name, record.version
+                    );
+                    self.report_version(SidecarEvent::Tampered, &record, summary)
+                        .await;
                 }
-                if self.failing.is_none() {
-                    self.failing = Some(Failing { from: record, why });
-                }
+                self.keep_first_failure(record, why);
                 return Served::Failed;
             }
         };
@@ -501,21 +501,14 @@ impl Supervisor {
             }
             LoadResult::VersionFailed(why) => {
                 self.fail(&record, why.clone(), false);
-                let pid = self.sidecar.as_ref().map_or(0, |r| r.pid);
-                self.send(sidecar_finding(
-                    SidecarEvent::Refused,
-                    self.process(pid),
-                    Some(self.file(&record)),
-                    format!(
-                        "model {} v{} not served: {why}",
-                        record.name, record.version
-                    ),
-                ))
-                .await;
+                let summary = format!(
+                    "model {} v{} not served: {why}",
+                    record.name, record.version
+                );
+                self.report_version(SidecarEvent::Refused, &record, summary)
+                    .await;
                 // Serving goes back to what was loaded before, or the next.
-                if self.failing.is_none() {
-                    self.failing = Some(Failing { from: record, why });
-                }
+                self.keep_first_failure(record, why);
                 Served::Failed
             }
             LoadResult::Died { status, confirmed } => {
@@ -533,9 +526,7 @@ impl Supervisor {
                     Verdict::VersionFailed(why) => why,
                 };
                 self.fail(&record, why.clone(), false);
-                if self.failing.is_none() {
-                    self.failing = Some(Failing { from: record, why });
-                }
+                self.keep_first_failure(record, why);
                 Served::Failed
             }
         }
