@@ -80,6 +80,14 @@ pub struct SidecarConfig {
           value_parser = clap::value_parser!(u64).range(1024..=(2u64 << 30)))]
     pub max_request_bytes: u64,
 
+    /// Lets TCP clients use system shared memory, acting as this uid: a
+    /// region's file must then be owned by UID, and all TCP clients share
+    /// its registrations. TCP has no peer credentials, so without this
+    /// flag shared memory is refused on TCP; on a unix socket the peer's
+    /// own uid (SO_PEERCRED) is used.
+    #[arg(long, value_name = "UID")]
+    pub tcp_shared_memory_uid: Option<u32>,
+
     /// Log format on stderr (`VIGIL_LOG` filters, e.g. `debug`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -30,6 +30,10 @@ pub enum InferError {
     RuntimeRefused(String),
     #[error("inference failed: {0}")]
     RuntimeFailed(String),
+    /// A tensor in shared memory that cannot be used (its code says why:
+    /// not the caller's, out of range, truncated…).
+    #[error("{0}")]
+    SharedMemory(#[from] crate::shared_memory::ShmError),
 }
 
 impl InferError {
@@ -54,6 +58,7 @@ impl InferError {
             InferError::UnknownModel { .. } | InferError::UnknownVersion { .. } => Code::NotFound,
             InferError::InvalidRequest(_) | InferError::RuntimeRefused(_) => Code::InvalidArgument,
             InferError::RuntimeFailed(_) => Code::Internal,
+            InferError::SharedMemory(e) => e.code(),
         }
     }
 }

@@ -8,13 +8,15 @@
 
 use std::collections::HashSet;
 
+use vigil_proto::kserve::infer_parameter::ParameterChoice;
 use vigil_proto::kserve::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use vigil_proto::kserve::{InferParameter, InferTensorContents, ModelInferRequest};
 
 use crate::bounded_text::cut;
 use crate::datatype::Datatype;
 use crate::infer_error::InferError;
-use crate::tensor_data::TensorData;
+use crate::shared_memory::{ShmError, ShmScope, ShmSlice};
+use crate::tensor_data::{read_le_with, ShmTensorError, TensorData};
 
 /// Longest request-given name echoed back in an error.
 const ECHO: usize = 256;
@@ -43,8 +45,110 @@ pub struct CheckedInput {
 pub struct CheckedRequest {
     pub inputs: Vec<CheckedInput>,
     pub outputs: Vec<usize>,
+    /// For each of `outputs`, where in shared memory it goes, if it goes
+    /// there rather than in the response.
+    pub output_shm: Vec<Option<ShmSlice>>,
     /// True when the request named no outputs (all are returned).
     pub all_outputs: bool,
+}
+
+/// The shared-memory parameters of a tensor.
+const SHM_PARAMETERS: [&str; 3] = [
+    "shared_memory_region",
+    "shared_memory_byte_size",
+    "shared_memory_offset",
+];
+
+/// Where a tensor's parameters place it in shared memory: region name,
+/// offset, byte size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ShmPlace {
+    region: String,
+    offset: u64,
+    byte_size: u64,
+}
+
+/// The shared-memory place `parameters` give, or None when they name no
+/// region; a parameter of the wrong type or a negative number is refused.
+fn shm_place(
+    what: &str,
+    parameters: &std::collections::HashMap<String, InferParameter>,
+) -> Result<Option<ShmPlace>, InferError> {
+    if !SHM_PARAMETERS.iter().any(|k| parameters.contains_key(*k)) {
+        return Ok(None);
+    }
+    let number = |key: &str| -> Result<Option<u64>, InferError> {
+        match parameters
+            .get(key)
+            .and_then(|p| p.parameter_choice.as_ref())
+        {
+            None => Ok(None),
+            Some(ParameterChoice::Int64Param(v)) => u64::try_from(*v)
+                .map(Some)
+                .map_err(|_| InferError::invalid(format!("{what}: {key} {v} is negative"))),
+            Some(ParameterChoice::Uint64Param(v)) => Ok(Some(*v)),
+            Some(_) => Err(InferError::invalid(format!(
+                "{what}: {key} must be an integer"
+            ))),
+        }
+    };
+    let region = match parameters
+        .get("shared_memory_region")
+        .and_then(|p| p.parameter_choice.as_ref())
+    {
+        Some(ParameterChoice::StringParam(name)) => name.clone(),
+        Some(_) => {
+            return Err(InferError::invalid(format!(
+                "{what}: shared_memory_region must be a string"
+            )))
+        }
+        None => {
+            return Err(InferError::invalid(format!(
+                "{what}: shared_memory_byte_size or shared_memory_offset is given without \
+                 shared_memory_region"
+            )))
+        }
+    };
+    let byte_size = number("shared_memory_byte_size")?.ok_or_else(|| {
+        InferError::invalid(format!(
+            "{what}: shared_memory_region is given without shared_memory_byte_size"
+        ))
+    })?;
+    let offset = number("shared_memory_offset")?.unwrap_or(0);
+    Ok(Some(ShmPlace {
+        region,
+        offset,
+        byte_size,
+    }))
+}
+
+/// `place` as a slice of one of the caller's regions.
+fn shm_slice(
+    what: &str,
+    place: &ShmPlace,
+    shm: Option<ShmScope<'_>>,
+) -> Result<ShmSlice, InferError> {
+    let Some(scope) = shm else {
+        return Err(InferError::invalid(format!(
+            "{what}: shared memory is not available on this path; send the tensor in the request"
+        )));
+    };
+    scope
+        .memory
+        .slice(scope.caller, &place.region, place.offset, place.byte_size)
+        .map_err(|e| InferError::SharedMemory(prefixed(what, e)))
+}
+
+/// `error` with `what` in front of its message.
+fn prefixed(what: &str, error: ShmError) -> ShmError {
+    let text = |m: String| format!("{what}: {m}");
+    match error {
+        ShmError::Refused(m) => ShmError::Refused(text(m)),
+        ShmError::Invalid(m) => ShmError::Invalid(text(m)),
+        ShmError::NotFound(m) => ShmError::NotFound(text(m)),
+        ShmError::AlreadyExists(m) => ShmError::AlreadyExists(text(m)),
+        ShmError::Exhausted(m) => ShmError::Exhausted(text(m)),
+    }
 }
 
 /// `shape` written `[1,3]`.
@@ -58,17 +162,6 @@ fn refuse_unsupported_parameters(
     what: &str,
     parameters: &std::collections::HashMap<String, InferParameter>,
 ) -> Result<(), InferError> {
-    for key in [
-        "shared_memory_region",
-        "shared_memory_byte_size",
-        "shared_memory_offset",
-    ] {
-        if parameters.contains_key(key) {
-            return Err(InferError::invalid(format!(
-                "{what}: shared memory is not supported; send the tensor in the request"
-            )));
-        }
-    }
     if parameters.contains_key("classification") {
         return Err(InferError::invalid(format!(
             "{what}: classification outputs are not supported"
@@ -78,20 +171,45 @@ fn refuse_unsupported_parameters(
 }
 
 impl CheckedRequest {
-    /// Checks `request` against a model with `inputs` and `outputs`.
+    /// Checks `request` against a model with `inputs` and `outputs`, with
+    /// no shared memory (a tensor placed there is refused).
     pub fn check(
         inputs: &[TensorSpec],
         outputs: &[TensorSpec],
         request: &ModelInferRequest,
     ) -> Result<CheckedRequest, InferError> {
+        CheckedRequest::check_with(inputs, outputs, request, None)
+    }
+
+    /// Checks `request`; tensors placed in shared memory are looked up
+    /// among the caller's regions in `shm`, and inputs read from there
+    /// (after their datatype, shape and byte size are checked).
+    pub fn check_with(
+        inputs: &[TensorSpec],
+        outputs: &[TensorSpec],
+        request: &ModelInferRequest,
+        shm: Option<ShmScope<'_>>,
+    ) -> Result<CheckedRequest, InferError> {
+        // Inputs in shared memory have no raw_input_contents entry (as
+        // Triton's clients send them): the entries are the other inputs',
+        // in order.
+        let mut places = Vec::with_capacity(request.inputs.len());
+        for tensor in &request.inputs {
+            let what = format!("input {:?}", cut(&tensor.name, ECHO));
+            places.push(shm_place(&what, &tensor.parameters)?);
+        }
+        let in_request = places.iter().filter(|p| p.is_none()).count();
         let raw = &request.raw_input_contents;
-        if !raw.is_empty() && raw.len() != request.inputs.len() {
+        if !raw.is_empty() && raw.len() != in_request {
             return Err(InferError::invalid(format!(
-                "raw_input_contents has {} entries for {} inputs (send every input raw, in order, or none)",
+                "raw_input_contents has {} entries for {} inputs sent in the request (send every \
+                 such input raw, in order, or none)",
                 raw.len(),
-                request.inputs.len()
+                in_request
             )));
         }
+        let mut raw_index = 0;
+        let mut shm_budget = shm.map_or(0, |s| s.memory.limits().max_input_bytes);
         let mut given: Vec<Option<CheckedInput>> = vec![None; inputs.len()];
         for (i, tensor) in request.inputs.iter().enumerate() {
             let Some(index) = inputs.iter().position(|spec| spec.name == tensor.name) else {
@@ -109,11 +227,17 @@ impl CheckedRequest {
                     tensor.name
                 )));
             }
-            given[index] = Some(check_input(
-                &inputs[index],
-                tensor,
-                raw.get(i).map(|b| &b[..]),
-            )?);
+            let source = match &places[i] {
+                Some(place) => Source::Shm(place, shm, &mut shm_budget),
+                None => {
+                    raw_index += 1;
+                    match raw.get(raw_index - 1) {
+                        Some(bytes) => Source::Raw(bytes),
+                        None => Source::Contents,
+                    }
+                }
+            };
+            given[index] = Some(check_input(&inputs[index], tensor, source)?);
         }
         let mut checked = Vec::with_capacity(inputs.len());
         for (spec, input) in inputs.iter().zip(given) {
@@ -129,21 +253,31 @@ impl CheckedRequest {
                 }
             }
         }
-        let (outputs, all_outputs) = check_outputs(outputs, &request.outputs)?;
+        let (outputs, output_shm, all_outputs) = check_outputs(outputs, &request.outputs, shm)?;
         Ok(CheckedRequest {
             inputs: checked,
             outputs,
+            output_shm,
             all_outputs,
         })
     }
 }
 
-/// One input against its spec; `raw` is its `raw_input_contents` entry
-/// when the request sends inputs raw.
+/// Where an input's elements come from.
+enum Source<'a, 'b> {
+    /// Its `raw_input_contents` entry.
+    Raw(&'a [u8]),
+    /// Its typed contents.
+    Contents,
+    /// Shared memory, with the bytes the request may still read from it.
+    Shm(&'a ShmPlace, Option<ShmScope<'b>>, &'a mut u64),
+}
+
+/// One input against its spec, its elements from `source`.
 fn check_input(
     spec: &TensorSpec,
     tensor: &InferInputTensor,
-    raw: Option<&[u8]>,
+    source: Source<'_, '_>,
 ) -> Result<CheckedInput, InferError> {
     let what = format!("input {:?}", spec.name);
     refuse_unsupported_parameters(&what, &tensor.parameters)?;
@@ -179,8 +313,45 @@ fn check_input(
         ))
     })?;
     let size = datatype.element_bytes();
-    let data = match raw {
-        Some(raw) => {
+    let data = match source {
+        Source::Shm(place, shm, budget) => {
+            if tensor.contents.as_ref().is_some_and(has_values) {
+                return Err(InferError::invalid(format!(
+                    "{what}: both shared memory and contents are given; send one"
+                )));
+            }
+            let expected = count
+                .checked_mul(size)
+                .and_then(|n| u64::try_from(n).ok())
+                .ok_or_else(|| {
+                    InferError::invalid(format!(
+                        "{what}: shape {shape_shown} has more bytes than can be addressed"
+                    ))
+                })?;
+            if place.byte_size != expected {
+                return Err(InferError::invalid(format!(
+                    "{what}: shared_memory_byte_size is {}, but shape {shape_shown} of \
+                     {datatype} takes {expected} bytes",
+                    place.byte_size
+                )));
+            }
+            let slice = shm_slice(&what, place, shm)?;
+            *budget = budget.checked_sub(expected).ok_or_else(|| {
+                InferError::SharedMemory(ShmError::Exhausted(format!(
+                    "{what}: the request's inputs in shared memory are over the {} bytes a \
+                     request may read (--max-request-bytes)",
+                    shm.map_or(0, |s| s.memory.limits().max_input_bytes)
+                )))
+            })?;
+            read_le_with(datatype, count, |buf| {
+                slice.region.read_at(slice.offset, buf)
+            })
+            .map_err(|e| match e {
+                ShmTensorError::Io(e) => InferError::SharedMemory(prefixed(&what, e)),
+                other => InferError::invalid(format!("{what}: {other}")),
+            })?
+        }
+        Source::Raw(raw) => {
             if tensor.contents.as_ref().is_some_and(has_values) {
                 return Err(InferError::invalid(format!(
                     "{what}: both raw_input_contents and contents are given; send one"
@@ -206,7 +377,7 @@ fn check_input(
             }
             TensorData::from_le_bytes(datatype, raw)
         }
-        None => {
+        Source::Contents => {
             let empty = InferTensorContents::default();
             let contents = tensor.contents.as_ref().unwrap_or(&empty);
             let (Some(held), Some(field)) = (
@@ -256,16 +427,27 @@ fn has_values(c: &InferTensorContents) -> bool {
         && c.bytes_contents.is_empty())
 }
 
-/// The requested outputs as indexes into the model's, or all of them.
+/// The requested outputs as indexes into the model's (or all of them),
+/// and where each goes in shared memory, if it does. Two outputs placed
+/// on the same bytes are refused; an output placed over an input's bytes
+/// is allowed (inputs are read before the model runs).
+type CheckedOutputs = (Vec<usize>, Vec<Option<ShmSlice>>, bool);
+
 fn check_outputs(
     outputs: &[TensorSpec],
     requested: &[InferRequestedOutputTensor],
-) -> Result<(Vec<usize>, bool), InferError> {
+    shm: Option<ShmScope<'_>>,
+) -> Result<CheckedOutputs, InferError> {
     if requested.is_empty() {
-        return Ok(((0..outputs.len()).collect(), true));
+        return Ok((
+            (0..outputs.len()).collect(),
+            vec![None; outputs.len()],
+            true,
+        ));
     }
     let mut seen = HashSet::new();
     let mut indexes = Vec::with_capacity(requested.len());
+    let mut places: Vec<Option<ShmSlice>> = Vec::with_capacity(requested.len());
     for wanted in requested {
         let Some(index) = outputs.iter().position(|o| o.name == wanted.name) else {
             let names: Vec<&str> = outputs.iter().map(|s| s.name.as_str()).collect();
@@ -280,9 +462,24 @@ fn check_outputs(
             return Err(InferError::invalid(format!("{what} is requested twice")));
         }
         refuse_unsupported_parameters(&what, &wanted.parameters)?;
+        let place = match shm_place(&what, &wanted.parameters)? {
+            Some(place) => {
+                let slice = shm_slice(&what, &place, shm)?;
+                if let Some(other) = places.iter().flatten().find(|o| o.overlaps(&slice)) {
+                    return Err(InferError::invalid(format!(
+                        "{what}: its shared memory overlaps another output's (region {:?}); \
+                         give each output its own bytes",
+                        other.region.name
+                    )));
+                }
+                Some(slice)
+            }
+            None => None,
+        };
         indexes.push(index);
+        places.push(place);
     }
-    Ok((indexes, false))
+    Ok((indexes, places, false))
 }
 
 #[cfg(test)]

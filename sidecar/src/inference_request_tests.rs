@@ -244,7 +244,7 @@ fn raw_contents_must_cover_every_input_and_not_be_mixed_with_typed_ones() {
     request.raw_input_contents.pop();
     assert_eq!(
         refusal(&request),
-        "raw_input_contents has 1 entries for 2 inputs (send every input raw, in order, or none)"
+        "raw_input_contents has 1 entries for 2 inputs sent in the request (send every such input raw, in order, or none)"
     );
 
     let mut request = raw_request();
@@ -327,11 +327,14 @@ fn shared_memory_and_classification_are_refused_as_unsupported() {
         parameter_choice: Some(ParameterChoice::StringParam(s.into())),
     };
     let mut request = raw_request();
-    request.inputs[0].parameters =
-        HashMap::from([("shared_memory_region".to_string(), param("r"))]);
+    request.inputs[0].parameters = HashMap::from([
+        ("shared_memory_region".to_string(), param("r")),
+        ("shared_memory_byte_size".to_string(), int(12)),
+    ]);
+    request.raw_input_contents.remove(0);
     assert_eq!(
         refusal(&request),
-        "input \"x\": shared memory is not supported; send the tensor in the request"
+        "input \"x\": shared memory is not available on this path; send the tensor in the request"
     );
     let mut request = raw_request();
     request.outputs = vec![InferRequestedOutputTensor {
@@ -347,6 +350,175 @@ fn shared_memory_and_classification_are_refused_as_unsupported() {
         refusal(&request),
         "output \"y\": classification outputs are not supported"
     );
+}
+
+fn int(v: i64) -> InferParameter {
+    InferParameter {
+        parameter_choice: Some(ParameterChoice::Int64Param(v)),
+    }
+}
+
+fn shm_params(region: &str, offset: i64, size: i64) -> HashMap<String, InferParameter> {
+    HashMap::from([
+        (
+            "shared_memory_region".to_string(),
+            InferParameter {
+                parameter_choice: Some(ParameterChoice::StringParam(region.into())),
+            },
+        ),
+        ("shared_memory_offset".to_string(), int(offset)),
+        ("shared_memory_byte_size".to_string(), int(size)),
+    ])
+}
+
+/// A shared-memory directory with one 4 KiB region "r" of the caller's,
+/// x = [[1,2,3]] at offset 0.
+fn shm_fixture() -> (
+    tempfile::TempDir,
+    SharedMemory,
+    crate::shared_memory::Caller,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = f32_bytes(&[1.0, 2.0, 3.0]).to_vec();
+    bytes.resize(4096, 0);
+    std::fs::write(dir.path().join("t"), &bytes).unwrap();
+    let memory = SharedMemory::new(dir.path(), crate::shared_memory::Limits::default());
+    let caller = crate::shared_memory::Caller::Uid(nix::unistd::geteuid().as_raw());
+    memory.register(&caller, "r", "/t", 0, 4096).unwrap();
+    (dir, memory, caller)
+}
+
+use crate::shared_memory::SharedMemory;
+
+#[test]
+fn an_input_in_shared_memory_is_read_and_the_raw_entries_are_the_others() {
+    let (_dir, memory, caller) = shm_fixture();
+    let scope = Some(ShmScope {
+        memory: &memory,
+        caller: &caller,
+    });
+    let mut request = raw_request();
+    request.inputs[0].parameters = shm_params("r", 0, 12);
+    // Only "ids" travels raw.
+    request.raw_input_contents.remove(0);
+    request.outputs = vec![
+        InferRequestedOutputTensor {
+            name: "y".into(),
+            // Over the input's own bytes: allowed, inputs are read first.
+            parameters: shm_params("r", 0, 12),
+        },
+        InferRequestedOutputTensor {
+            name: "z".into(),
+            ..Default::default()
+        },
+    ];
+    let checked =
+        CheckedRequest::check_with(&model_inputs(), &model_outputs(), &request, scope).unwrap();
+    assert_eq!(
+        checked.inputs[0].data,
+        TensorData::Fp32(vec![1.0, 2.0, 3.0])
+    );
+    assert_eq!(checked.inputs[1].data, TensorData::Int64(vec![7, 8]));
+    assert!(checked.output_shm[0].is_some() && checked.output_shm[1].is_none());
+
+    let refused = |request: &ModelInferRequest| {
+        CheckedRequest::check_with(&model_inputs(), &model_outputs(), request, scope)
+            .unwrap_err()
+            .to_string()
+    };
+    let mut wrong_size = request.clone();
+    wrong_size.inputs[0].parameters = shm_params("r", 0, 16);
+    assert!(
+        refused(&wrong_size)
+            .contains("shared_memory_byte_size is 16, but shape [1,3] of FP32 takes 12"),
+        "{}",
+        refused(&wrong_size)
+    );
+    let mut negative = request.clone();
+    negative.inputs[0].parameters = shm_params("r", -4, 12);
+    assert!(refused(&negative).contains("is negative"));
+    let mut past = request.clone();
+    past.inputs[0].parameters = shm_params("r", 4090, 12);
+    assert!(
+        refused(&past).contains("past the end"),
+        "{}",
+        refused(&past)
+    );
+    let mut unknown = request.clone();
+    unknown.inputs[0].parameters = shm_params("nope", 0, 12);
+    assert!(refused(&unknown).contains("Unable to find"));
+    let mut no_size = request.clone();
+    no_size.inputs[0]
+        .parameters
+        .remove("shared_memory_byte_size");
+    assert!(refused(&no_size).contains("without shared_memory_byte_size"));
+    let mut no_region = request.clone();
+    no_region.inputs[0]
+        .parameters
+        .remove("shared_memory_region");
+    assert!(refused(&no_region).contains("without shared_memory_region"));
+    let mut both = request.clone();
+    both.inputs[0].contents = Some(InferTensorContents {
+        fp32_contents: vec![1.0, 2.0, 3.0],
+        ..Default::default()
+    });
+    assert!(refused(&both).contains("both shared memory and contents"));
+    let mut miscounted = request.clone();
+    miscounted.raw_input_contents.push(f32_bytes(&[1.0]));
+    assert!(refused(&miscounted).contains("2 entries for 1 inputs sent in the request"));
+    let mut overlapping = request.clone();
+    overlapping.outputs[1].parameters = shm_params("r", 8, 16);
+    assert!(
+        refused(&overlapping).contains("overlaps another output"),
+        "{}",
+        refused(&overlapping)
+    );
+    let mut apart = request.clone();
+    apart.outputs[1].parameters = shm_params("r", 12, 16);
+    CheckedRequest::check_with(&model_inputs(), &model_outputs(), &apart, scope).unwrap();
+
+    let stranger = crate::shared_memory::Caller::Uid(65534);
+    let err = CheckedRequest::check_with(
+        &model_inputs(),
+        &model_outputs(),
+        &request,
+        Some(ShmScope {
+            memory: &memory,
+            caller: &stranger,
+        }),
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+}
+
+#[test]
+fn inputs_read_from_shared_memory_are_bounded_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t"), vec![0u8; 4096]).unwrap();
+    let memory = SharedMemory::new(
+        dir.path(),
+        crate::shared_memory::Limits {
+            max_input_bytes: 20,
+            ..Default::default()
+        },
+    );
+    let caller = crate::shared_memory::Caller::Uid(nix::unistd::geteuid().as_raw());
+    memory.register(&caller, "r", "/t", 0, 4096).unwrap();
+    let mut request = raw_request();
+    request.inputs[0].parameters = shm_params("r", 0, 12);
+    request.inputs[1].parameters = shm_params("r", 16, 16);
+    request.raw_input_contents.clear();
+    let err = CheckedRequest::check_with(
+        &model_inputs(),
+        &model_outputs(),
+        &request,
+        Some(ShmScope {
+            memory: &memory,
+            caller: &caller,
+        }),
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
 }
 
 #[test]

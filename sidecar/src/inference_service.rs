@@ -1,27 +1,42 @@
 //! `inference.GRPCInferenceService` (KServe v2, as Triton serves it):
-//! ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata and
-//! ModelInfer. Every other RPC of the protocol answers `UNIMPLEMENTED`
-//! naming what is served.
+//! ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata,
+//! ModelInfer and the system shared-memory extension (Status, Register,
+//! Unregister; see `shared_memory.rs` for who may register what). Every
+//! other RPC of the protocol answers `UNIMPLEMENTED` naming what is
+//! served.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio_stream::Stream;
+use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status, Streaming};
 use vigil_proto::kserve::grpc_inference_service_server::GrpcInferenceService;
 use vigil_proto::kserve::*;
 
 use crate::infer_error::InferError;
 use crate::served_models::ServedModels;
+use crate::shared_memory::{Caller, Limits, SharedMemory, ShmScope, SHM_DIR};
 
 /// `name` in server metadata.
 pub const SERVER_NAME: &str = "vigil-sidecar";
 
+/// `extensions` in server metadata.
+pub const EXTENSIONS: [&str; 1] = ["system_shared_memory"];
+
 fn not_served(rpc: &str) -> Status {
     Status::unimplemented(format!(
         "{rpc} is not served by vigil-sidecar; it serves ServerLive, ServerReady, ModelReady, \
-         ServerMetadata, ModelMetadata and ModelInfer"
+         ServerMetadata, ModelMetadata, ModelInfer and SystemSharedMemory Status, Register and \
+         Unregister"
+    ))
+}
+
+fn no_cuda_shm(rpc: &str) -> Status {
+    Status::unimplemented(format!(
+        "{rpc}: CUDA shared memory is not served by vigil-sidecar; use system shared memory \
+         (SystemSharedMemoryRegister) or send tensors in the request"
     ))
 }
 
@@ -30,12 +45,149 @@ fn not_served(rpc: &str) -> Status {
 pub struct InferenceService {
     models: Arc<ServedModels>,
     ready: Arc<AtomicBool>,
+    shared_memory: Arc<SharedMemory>,
+    /// The uid TCP clients act as for shared memory; None: refused.
+    tcp_shm_uid: Option<u32>,
 }
 
 impl InferenceService {
     /// `ready` is what ServerReady answers (false once shutting down).
+    /// Shared memory: files in `/dev/shm`, default limits, refused on TCP.
     pub fn new(models: Arc<ServedModels>, ready: Arc<AtomicBool>) -> InferenceService {
-        InferenceService { models, ready }
+        InferenceService {
+            models,
+            ready,
+            shared_memory: Arc::new(SharedMemory::new(SHM_DIR, Limits::default())),
+            tcp_shm_uid: None,
+        }
+    }
+
+    /// With these shared-memory regions, and TCP clients acting as
+    /// `tcp_shm_uid` for them (None: shared memory refused on TCP).
+    pub fn with_shared_memory(
+        mut self,
+        shared_memory: Arc<SharedMemory>,
+        tcp_shm_uid: Option<u32>,
+    ) -> InferenceService {
+        self.shared_memory = shared_memory;
+        self.tcp_shm_uid = tcp_shm_uid;
+        self
+    }
+
+    /// The regions registered through this service.
+    pub fn shared_memory(&self) -> &Arc<SharedMemory> {
+        &self.shared_memory
+    }
+
+    /// Who sent `request`, as far as shared memory goes: the peer's uid
+    /// on a unix socket (SO_PEERCRED, taken when it connected); on TCP,
+    /// the uid the operator named, or no one.
+    pub fn caller<T>(&self, request: &Request<T>) -> Caller {
+        if let Some(info) = request.extensions().get::<UdsConnectInfo>() {
+            return match info.peer_cred {
+                Some(cred) => Caller::Uid(cred.uid()),
+                None => Caller::Unidentified(
+                    "the unix socket gave no peer credentials (SO_PEERCRED)".into(),
+                ),
+            };
+        }
+        match self.tcp_shm_uid {
+            Some(uid) => Caller::Uid(uid),
+            None => Caller::Unidentified(
+                "TCP carries no peer credentials to bind a region's file to its owner; use the \
+                 sidecar's unix socket, or start it with --tcp-shared-memory-uid UID"
+                    .into(),
+            ),
+        }
+    }
+
+    /// SystemSharedMemoryStatus for `caller`.
+    pub fn shm_status(
+        &self,
+        caller: &Caller,
+        request: &SystemSharedMemoryStatusRequest,
+    ) -> Result<SystemSharedMemoryStatusResponse, Status> {
+        let regions = self.shared_memory.status(caller, &request.name)?;
+        Ok(SystemSharedMemoryStatusResponse {
+            regions: regions
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.name.clone(),
+                        system_shared_memory_status_response::RegionStatus {
+                            name: r.name,
+                            key: r.key,
+                            offset: r.offset,
+                            byte_size: r.byte_size,
+                        },
+                    )
+                })
+                .collect(),
+        })
+    }
+
+    /// SystemSharedMemoryRegister for `caller`.
+    pub fn shm_register(
+        &self,
+        caller: &Caller,
+        request: &SystemSharedMemoryRegisterRequest,
+    ) -> Result<SystemSharedMemoryRegisterResponse, Status> {
+        self.shared_memory.register(
+            caller,
+            &request.name,
+            &request.key,
+            request.offset,
+            request.byte_size,
+        )?;
+        tracing::debug!(?caller, name = %crate::bounded_text::cut(&request.name, 256), "shared memory region registered");
+        Ok(SystemSharedMemoryRegisterResponse {})
+    }
+
+    /// SystemSharedMemoryUnregister for `caller`.
+    pub fn shm_unregister(
+        &self,
+        caller: &Caller,
+        request: &SystemSharedMemoryUnregisterRequest,
+    ) -> Result<SystemSharedMemoryUnregisterResponse, Status> {
+        self.shared_memory.unregister(caller, &request.name)?;
+        Ok(SystemSharedMemoryUnregisterResponse {})
+    }
+
+    /// ModelInfer for `caller`.
+    pub async fn infer(
+        &self,
+        caller: Caller,
+        request: ModelInferRequest,
+    ) -> Result<ModelInferResponse, Status> {
+        let model = self
+            .models
+            .resolve(&request.model_name, &request.model_version)?;
+        let busy = model.is_busy();
+        // Decoding, the run and encoding are CPU work. With the session
+        // idle they run here, on the worker that decoded the request: no
+        // hop to another thread and back, whose two wake-ups cost this VM
+        // tens of microseconds a request (the runtime's other workers go
+        // on serving meanwhile). A request that would wait for another
+        // to finish waits on a blocking thread instead, never holding a
+        // worker. The model's Arc keeps this version alive to the end,
+        // whatever is loaded meanwhile; the regions' Arcs keep their
+        // files open to the end, whatever is unregistered meanwhile.
+        let memory = self.shared_memory.clone();
+        let run = move || {
+            let scope = ShmScope {
+                memory: &memory,
+                caller: &caller,
+            };
+            model.infer_with(&request, Some(scope))
+        };
+        let response = if busy {
+            tokio::task::spawn_blocking(run).await.map_err(|e| {
+                InferError::RuntimeFailed(format!("the inference task ended: {e}"))
+            })??
+        } else {
+            run()?
+        };
+        Ok(response)
     }
 }
 
@@ -76,7 +228,7 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(ServerMetadataResponse {
             name: SERVER_NAME.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            extensions: Vec::new(),
+            extensions: EXTENSIONS.iter().map(|e| e.to_string()).collect(),
         }))
     }
 
@@ -93,27 +245,8 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
-        let request = request.into_inner();
-        let model = self
-            .models
-            .resolve(&request.model_name, &request.model_version)?;
-        // Decoding, the run and encoding are CPU work. With the session
-        // idle they run here, on the worker that decoded the request: no
-        // hop to another thread and back, whose two wake-ups cost this VM
-        // tens of microseconds a request (the runtime's other workers go
-        // on serving meanwhile). A request that would wait for another
-        // to finish waits on a blocking thread instead, never holding a
-        // worker. The model's Arc keeps this version alive to the end,
-        // whatever is loaded meanwhile.
-        let response = if model.is_busy() {
-            tokio::task::spawn_blocking(move || model.infer(&request))
-                .await
-                .map_err(|e| {
-                    InferError::RuntimeFailed(format!("the inference task ended: {e}"))
-                })??
-        } else {
-            model.infer(&request)?
-        };
+        let caller = self.caller(&request);
+        let response = self.infer(caller, request.into_inner()).await?;
         Ok(Response::new(response))
     }
 
@@ -164,44 +297,50 @@ impl GrpcInferenceService for InferenceService {
 
     async fn system_shared_memory_status(
         &self,
-        _: Request<SystemSharedMemoryStatusRequest>,
+        request: Request<SystemSharedMemoryStatusRequest>,
     ) -> Result<Response<SystemSharedMemoryStatusResponse>, Status> {
-        Err(not_served("SystemSharedMemoryStatus"))
+        let caller = self.caller(&request);
+        self.shm_status(&caller, request.get_ref())
+            .map(Response::new)
     }
 
     async fn system_shared_memory_register(
         &self,
-        _: Request<SystemSharedMemoryRegisterRequest>,
+        request: Request<SystemSharedMemoryRegisterRequest>,
     ) -> Result<Response<SystemSharedMemoryRegisterResponse>, Status> {
-        Err(not_served("SystemSharedMemoryRegister"))
+        let caller = self.caller(&request);
+        self.shm_register(&caller, request.get_ref())
+            .map(Response::new)
     }
 
     async fn system_shared_memory_unregister(
         &self,
-        _: Request<SystemSharedMemoryUnregisterRequest>,
+        request: Request<SystemSharedMemoryUnregisterRequest>,
     ) -> Result<Response<SystemSharedMemoryUnregisterResponse>, Status> {
-        Err(not_served("SystemSharedMemoryUnregister"))
+        let caller = self.caller(&request);
+        self.shm_unregister(&caller, request.get_ref())
+            .map(Response::new)
     }
 
     async fn cuda_shared_memory_status(
         &self,
         _: Request<CudaSharedMemoryStatusRequest>,
     ) -> Result<Response<CudaSharedMemoryStatusResponse>, Status> {
-        Err(not_served("CudaSharedMemoryStatus"))
+        Err(no_cuda_shm("CudaSharedMemoryStatus"))
     }
 
     async fn cuda_shared_memory_register(
         &self,
         _: Request<CudaSharedMemoryRegisterRequest>,
     ) -> Result<Response<CudaSharedMemoryRegisterResponse>, Status> {
-        Err(not_served("CudaSharedMemoryRegister"))
+        Err(no_cuda_shm("CudaSharedMemoryRegister"))
     }
 
     async fn cuda_shared_memory_unregister(
         &self,
         _: Request<CudaSharedMemoryUnregisterRequest>,
     ) -> Result<Response<CudaSharedMemoryUnregisterResponse>, Status> {
-        Err(not_served("CudaSharedMemoryUnregister"))
+        Err(no_cuda_shm("CudaSharedMemoryUnregister"))
     }
 
     async fn trace_setting(
@@ -218,3 +357,7 @@ impl GrpcInferenceService for InferenceService {
         Err(not_served("LogSettings"))
     }
 }
+
+#[cfg(test)]
+#[path = "inference_service_tests.rs"]
+mod tests;

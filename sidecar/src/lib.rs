@@ -37,6 +37,7 @@ pub mod served_model;
 pub mod served_models;
 pub mod server;
 pub mod session_settings;
+pub mod shared_memory;
 pub mod tensor_data;
 pub mod unix_socket_path;
 

@@ -21,7 +21,8 @@ use crate::inference_request::{CheckedRequest, TensorSpec};
 use crate::model_identity::{ModelIdentity, Sha256Digest};
 use crate::ort_runtime::OrtRuntime;
 use crate::session_settings::{build_session, SessionSettings};
-use crate::tensor_data::ort_value_le_bytes;
+use crate::shared_memory::{ShmError, ShmScope, ShmSlice};
+use crate::tensor_data::{ort_value_le_bytes, write_le_with, ShmTensorError};
 
 /// `platform` in model metadata, as Triton names ONNX Runtime models.
 pub const PLATFORM: &str = "onnxruntime_onnx";
@@ -119,8 +120,22 @@ impl ServedModel {
 
     /// Runs `request` (already routed to this model): checks it, runs the
     /// session, returns the requested outputs as `raw_output_contents`.
+    /// A tensor in shared memory is refused.
     pub fn infer(&self, request: &ModelInferRequest) -> Result<ModelInferResponse, InferError> {
-        let checked = CheckedRequest::check(&self.inputs, &self.outputs, request)?;
+        self.infer_with(request, None)
+    }
+
+    /// As [`ServedModel::infer`], with the caller's shared-memory regions:
+    /// inputs placed there are read from them (one copy, into the buffer
+    /// ONNX Runtime runs on), outputs placed there are written to them
+    /// (one copy, from ONNX Runtime's buffer) and have an empty
+    /// `raw_output_contents` entry (as Triton answers).
+    pub fn infer_with(
+        &self,
+        request: &ModelInferRequest,
+        shm: Option<ShmScope<'_>>,
+    ) -> Result<ModelInferResponse, InferError> {
+        let checked = CheckedRequest::check_with(&self.inputs, &self.outputs, request, shm)?;
         let mut inputs: Vec<(String, DynValue)> = Vec::with_capacity(checked.inputs.len());
         for input in checked.inputs {
             let value = input
@@ -153,12 +168,12 @@ impl ServedModel {
         }
         .map_err(InferError::from_runtime)?;
         let mut values = Vec::with_capacity(checked.outputs.len());
-        for index in checked.outputs {
+        for (index, place) in checked.outputs.into_iter().zip(checked.output_shm) {
             let name = &self.outputs[index].name;
             let value = results.remove(name.as_str()).ok_or_else(|| {
                 InferError::RuntimeFailed(format!("ONNX Runtime returned no output {name:?}"))
             })?;
-            values.push((name, value));
+            values.push((name, value, place));
         }
         // The outputs are owned now: the next request may run while these
         // are encoded.
@@ -170,13 +185,19 @@ impl ServedModel {
             id: request.id.clone(),
             ..Default::default()
         };
-        for (name, value) in values {
+        for (name, value, place) in values {
             let (datatype, shape) = tensor_type(&value).ok_or_else(|| {
                 InferError::RuntimeFailed(format!(
                     "output {name:?} is not a tensor the sidecar serves"
                 ))
             })?;
-            let raw = ort_value_le_bytes(&value, datatype).map_err(InferError::from_runtime)?;
+            let raw = match place {
+                Some(place) => {
+                    write_to_shm(name, &value, datatype, &place)?;
+                    Vec::new()
+                }
+                None => ort_value_le_bytes(&value, datatype).map_err(InferError::from_runtime)?,
+            };
             response.outputs.push(InferOutputTensor {
                 name: name.clone(),
                 datatype: datatype.kserve_name().to_string(),
@@ -187,6 +208,38 @@ impl ServedModel {
         }
         Ok(response)
     }
+}
+
+/// Writes output `name` into its shared-memory place, refusing a place
+/// too small for it.
+fn write_to_shm(
+    name: &str,
+    value: &DynValue,
+    datatype: Datatype,
+    place: &ShmSlice,
+) -> Result<(), InferError> {
+    let what = format!("output {name:?}");
+    write_le_with(value, datatype, |bytes| {
+        if bytes.len() as u64 > place.byte_size {
+            return Err(ShmError::Invalid(format!(
+                "{what} takes {} bytes, more than the {} of its shared_memory_byte_size",
+                bytes.len(),
+                place.byte_size
+            )));
+        }
+        place
+            .region
+            .write_at(place.offset, bytes)
+            .map_err(|e| ShmError::Invalid(format!("{what}: {e}")))
+    })
+    .map(|_| ())
+    .map_err(|e| match e {
+        ShmTensorError::Io(e) => InferError::SharedMemory(e),
+        ShmTensorError::Runtime(m) => InferError::RuntimeFailed(format!("{what}: {m}")),
+        ShmTensorError::Allocation(n) => {
+            InferError::RuntimeFailed(format!("{what}: {n} elements do not fit in memory"))
+        }
+    })
 }
 
 /// The datatype and shape of a tensor value.

@@ -24,6 +24,7 @@ use crate::model_loader::{LoadRefusal, ModelLoader};
 use crate::ort_runtime::{load_runtime, RuntimeLoadError};
 use crate::oversize_request::rewrite_oversize;
 use crate::served_models::ServedModels;
+use crate::shared_memory::{Limits, SharedMemory, SHM_DIR};
 use crate::unix_socket_path::{bind_unix_socket, SocketPathError, UnixSocketFile};
 
 /// How long in-flight requests get to finish at shutdown.
@@ -245,7 +246,15 @@ pub async fn run(config: SidecarConfig) -> Result<(), SidecarError> {
     };
 
     let ready = Arc::new(AtomicBool::new(true));
-    let service = InferenceService::new(models, ready.clone());
+    let shared_memory = Arc::new(SharedMemory::new(
+        SHM_DIR,
+        Limits {
+            max_input_bytes: config.max_request_bytes,
+            ..Limits::default()
+        },
+    ));
+    let service = InferenceService::new(models, ready.clone())
+        .with_shared_memory(shared_memory, config.tcp_shared_memory_uid);
     let max_request_bytes = usize::try_from(config.max_request_bytes).unwrap_or(usize::MAX);
     let (stop, stopping) = oneshot::channel::<()>();
     let mut server = tokio::spawn(serve_grpc(listener, service, max_request_bytes, async {

@@ -228,6 +228,114 @@ impl TensorData {
     }
 }
 
+/// Why a tensor could not be read from, or written to, shared memory.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShmTensorError<E> {
+    #[error("{0} elements do not fit in memory")]
+    Allocation(usize),
+    #[error(transparent)]
+    Io(E),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// Reads `count` elements of `datatype` with `read`, which fills the
+/// bytes it is given (little-endian raw layout): straight into the typed
+/// buffer ONNX Runtime will own, one copy.
+pub fn read_le_with<E>(
+    datatype: Datatype,
+    count: usize,
+    read: impl FnOnce(&mut [u8]) -> Result<(), E>,
+) -> Result<TensorData, ShmTensorError<E>> {
+    fn typed<T: bytemuck::Pod, E>(
+        count: usize,
+        read: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    ) -> Result<Vec<T>, ShmTensorError<E>> {
+        let mut values: Vec<T> = bytemuck::allocation::try_zeroed_vec(count)
+            .map_err(|()| ShmTensorError::Allocation(count))?;
+        read(bytemuck::cast_slice_mut(&mut values)).map_err(ShmTensorError::Io)?;
+        if cfg!(target_endian = "big") {
+            // The wire is little-endian; swap each element in place.
+            for v in &mut values {
+                bytemuck::bytes_of_mut(v).reverse();
+            }
+        }
+        Ok(values)
+    }
+    Ok(match datatype {
+        Datatype::Bool => {
+            let bytes: Vec<u8> = typed(count, read)?;
+            TensorData::Bool(bytes.iter().map(|b| *b != 0).collect())
+        }
+        Datatype::Uint8 => TensorData::Uint8(typed(count, read)?),
+        Datatype::Uint16 => TensorData::Uint16(typed(count, read)?),
+        Datatype::Uint32 => TensorData::Uint32(typed(count, read)?),
+        Datatype::Uint64 => TensorData::Uint64(typed(count, read)?),
+        Datatype::Int8 => TensorData::Int8(typed(count, read)?),
+        Datatype::Int16 => TensorData::Int16(typed(count, read)?),
+        Datatype::Int32 => TensorData::Int32(typed(count, read)?),
+        Datatype::Int64 => TensorData::Int64(typed(count, read)?),
+        Datatype::Fp16 => TensorData::Fp16(typed(count, read)?),
+        Datatype::Bf16 => TensorData::Bf16(typed(count, read)?),
+        Datatype::Fp32 => TensorData::Fp32(typed(count, read)?),
+        Datatype::Fp64 => TensorData::Fp64(typed(count, read)?),
+    })
+}
+
+/// Hands an output tensor's elements as raw little-endian bytes to
+/// `write` without copying them first (on a little-endian host; BOOL and
+/// big-endian hosts go through a converted copy). Returns how many bytes
+/// were written.
+pub fn write_le_with<E>(
+    value: &DynValue,
+    datatype: Datatype,
+    write: impl FnOnce(&[u8]) -> Result<(), E>,
+) -> Result<usize, ShmTensorError<E>> {
+    fn typed<T, E>(
+        value: &DynValue,
+        write: impl FnOnce(&[u8]) -> Result<(), E>,
+    ) -> Result<usize, ShmTensorError<E>>
+    where
+        T: ort::value::PrimitiveTensorElementType + bytemuck::Pod + WireElement,
+    {
+        let (_, elements) = value
+            .try_extract_tensor::<T>()
+            .map_err(|e| ShmTensorError::Runtime(e.to_string()))?;
+        if cfg!(target_endian = "little") {
+            let bytes: &[u8] = bytemuck::cast_slice(elements);
+            write(bytes).map_err(ShmTensorError::Io)?;
+            Ok(bytes.len())
+        } else {
+            let mut out = Vec::with_capacity(elements.len() * T::BYTES);
+            T::write_le(elements, &mut out);
+            write(&out).map_err(ShmTensorError::Io)?;
+            Ok(out.len())
+        }
+    }
+    match datatype {
+        Datatype::Bool => {
+            let (_, elements) = value
+                .try_extract_tensor::<bool>()
+                .map_err(|e| ShmTensorError::Runtime(e.to_string()))?;
+            let bytes: Vec<u8> = elements.iter().map(|b| u8::from(*b)).collect();
+            write(&bytes).map_err(ShmTensorError::Io)?;
+            Ok(bytes.len())
+        }
+        Datatype::Uint8 => typed::<u8, E>(value, write),
+        Datatype::Uint16 => typed::<u16, E>(value, write),
+        Datatype::Uint32 => typed::<u32, E>(value, write),
+        Datatype::Uint64 => typed::<u64, E>(value, write),
+        Datatype::Int8 => typed::<i8, E>(value, write),
+        Datatype::Int16 => typed::<i16, E>(value, write),
+        Datatype::Int32 => typed::<i32, E>(value, write),
+        Datatype::Int64 => typed::<i64, E>(value, write),
+        Datatype::Fp16 => typed::<f16, E>(value, write),
+        Datatype::Bf16 => typed::<bf16, E>(value, write),
+        Datatype::Fp32 => typed::<f32, E>(value, write),
+        Datatype::Fp64 => typed::<f64, E>(value, write),
+    }
+}
+
 /// `values` converted one by one to the narrower `T`, or the first that
 /// does not fit.
 fn narrow<W, T>(

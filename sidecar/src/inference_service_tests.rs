@@ -1,0 +1,264 @@
+use std::collections::HashMap;
+use std::os::unix::fs::chown;
+use std::path::Path;
+
+use prost::bytes::Bytes;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+use vigil_proto::kserve::grpc_inference_service_client::GrpcInferenceServiceClient;
+use vigil_proto::kserve::infer_parameter::ParameterChoice;
+use vigil_proto::kserve::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
+
+use super::*;
+use crate::listen_address::ListenAddress;
+use crate::model_identity::{ModelIdentity, Sha256Digest};
+use crate::onnx_builder::doubler_int64;
+use crate::served_model::ServedModel;
+use crate::server::{bind, serve_grpc};
+use crate::session_settings::SessionSettings;
+use crate::test_runtime::runtime;
+
+/// A service serving the doubler (y = 2x, INT64 [batch, 4]) with regions
+/// of files in `shm_dir`.
+fn service(shm_dir: &Path, tcp_uid: Option<u32>) -> InferenceService {
+    let bytes = doubler_int64();
+    let identity = ModelIdentity::new("doubler", 1, Sha256Digest::of(&bytes)).unwrap();
+    let model =
+        ServedModel::load(runtime(), &SessionSettings::default(), identity, &bytes).unwrap();
+    let models = Arc::new(ServedModels::new());
+    models.serve(model).unwrap();
+    InferenceService::new(models, Arc::new(AtomicBool::new(true))).with_shared_memory(
+        Arc::new(SharedMemory::new(shm_dir, Limits::default())),
+        tcp_uid,
+    )
+}
+
+fn i64_bytes(values: &[i64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn shm_params(region: &str, offset: i64, size: i64) -> HashMap<String, InferParameter> {
+    let p = |c| InferParameter {
+        parameter_choice: Some(c),
+    };
+    HashMap::from([
+        (
+            "shared_memory_region".to_string(),
+            p(ParameterChoice::StringParam(region.into())),
+        ),
+        (
+            "shared_memory_offset".to_string(),
+            p(ParameterChoice::Int64Param(offset)),
+        ),
+        (
+            "shared_memory_byte_size".to_string(),
+            p(ParameterChoice::Int64Param(size)),
+        ),
+    ])
+}
+
+/// x (INT64 [2, 4], 64 bytes) at offset 0 of region "io", y to `out_size`
+/// bytes at offset 64.
+fn shm_request(out_size: i64) -> ModelInferRequest {
+    ModelInferRequest {
+        model_name: "doubler".into(),
+        inputs: vec![InferInputTensor {
+            name: "x".into(),
+            datatype: "INT64".into(),
+            shape: vec![2, 4],
+            parameters: shm_params("io", 0, 64),
+            ..Default::default()
+        }],
+        outputs: vec![InferRequestedOutputTensor {
+            name: "y".into(),
+            parameters: shm_params("io", 64, out_size),
+        }],
+        ..Default::default()
+    }
+}
+
+fn register(name: &str, key: &str, byte_size: u64) -> SystemSharedMemoryRegisterRequest {
+    SystemSharedMemoryRegisterRequest {
+        name: name.into(),
+        key: key.into(),
+        offset: 0,
+        byte_size,
+    }
+}
+
+async fn unix_client(path: &Path) -> GrpcInferenceServiceClient<Channel> {
+    let path = path.to_path_buf();
+    let channel = Endpoint::from_static("http://sidecar.invalid")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+        .unwrap();
+    GrpcInferenceServiceClient::new(channel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_on_the_unix_socket_infers_through_its_own_shared_memory() {
+    let shm = tempfile::tempdir().unwrap();
+    let sockets = tempfile::tempdir().unwrap();
+    let me = nix::unistd::geteuid().as_raw();
+    let mut bytes = i64_bytes(&[1, 2, 3, 4, -5, -6, 7, 8]);
+    bytes.resize(4096, 0xAA);
+    std::fs::write(shm.path().join("io"), &bytes).unwrap();
+    std::fs::write(shm.path().join("theirs"), [0u8; 128]).unwrap();
+    chown(shm.path().join("theirs"), Some(65534), Some(65534)).unwrap();
+
+    let service = service(shm.path(), None);
+    let socket = sockets.path().join("s.sock");
+    let listener = bind(&ListenAddress::Unix(socket.clone())).await.unwrap();
+    let (stop, stopping) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_grpc(listener, service.clone(), 1 << 20, async {
+        let _ = stopping.await;
+    }));
+    let mut client = unix_client(&socket).await;
+
+    let meta = client
+        .server_metadata(ServerMetadataRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(meta.extensions, vec!["system_shared_memory"]);
+
+    // The peer is this process (SO_PEERCRED): another uid's file is
+    // refused, its own is registered.
+    let err = client
+        .system_shared_memory_register(register("r", "/theirs", 128))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message()
+            .contains(&format!("not by the caller (uid {me})")),
+        "{err:?}"
+    );
+    client
+        .system_shared_memory_register(register("io", "/io", 4096))
+        .await
+        .unwrap();
+    let status = client
+        .system_shared_memory_status(SystemSharedMemoryStatusRequest {
+            name: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.regions["io"].key, "/io");
+    assert_eq!(status.regions["io"].byte_size, 4096);
+
+    let reply = client
+        .model_infer(shm_request(64))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.outputs[0].shape, vec![2, 4]);
+    assert_eq!(reply.outputs[0].datatype, "INT64");
+    // As Triton: an empty entry for an output that went to shared memory.
+    assert_eq!(reply.raw_output_contents, vec![Bytes::new()]);
+    let file = std::fs::read(shm.path().join("io")).unwrap();
+    assert_eq!(&file[64..128], i64_bytes(&[2, 4, 6, 8, -10, -12, 14, 16]));
+    assert_eq!(file[128], 0xAA, "nothing written past the output");
+
+    // Too small a place for the output: a clear INVALID_ARGUMENT.
+    let err = client.model_infer(shm_request(63)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("takes 64 bytes, more than the 63"),
+        "{err:?}"
+    );
+
+    // Truncated after registration: an error, and the sidecar answers on.
+    std::fs::File::options()
+        .write(true)
+        .open(shm.path().join("io"))
+        .unwrap()
+        .set_len(10)
+        .unwrap();
+    let err = client.model_infer(shm_request(64)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("truncated"), "{err:?}");
+
+    // Another uid sees none of it and cannot unregister it.
+    let stranger = Caller::Uid(65534);
+    let err = service
+        .shm_status(
+            &stranger,
+            &SystemSharedMemoryStatusRequest { name: "io".into() },
+        )
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    service
+        .shm_unregister(
+            &stranger,
+            &SystemSharedMemoryUnregisterRequest {
+                name: String::new(),
+            },
+        )
+        .unwrap();
+    let err = service.infer(stranger, shm_request(64)).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert_eq!(service.shared_memory().count(), 1);
+
+    client
+        .system_shared_memory_unregister(SystemSharedMemoryUnregisterRequest { name: "io".into() })
+        .await
+        .unwrap();
+    assert_eq!(service.shared_memory().count(), 0);
+    assert!(
+        client
+            .server_live(ServerLiveRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .live
+    );
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn tcp_callers_are_refused_unless_a_uid_is_named_for_them() {
+    let shm = tempfile::tempdir().unwrap();
+    std::fs::write(shm.path().join("io"), [0u8; 128]).unwrap();
+    let plain = service(shm.path(), None);
+    // A request with no unix-socket connect info is a TCP one.
+    let caller = plain.caller(&Request::new(()));
+    let err = plain
+        .shm_register(&caller, &register("io", "/io", 128))
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("--tcp-shared-memory-uid"), "{err:?}");
+    let err = plain.infer(caller, shm_request(64)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    let me = nix::unistd::geteuid().as_raw();
+    let allowed = service(shm.path(), Some(me));
+    let caller = allowed.caller(&Request::new(()));
+    assert_eq!(caller, Caller::Uid(me));
+    allowed
+        .shm_register(&caller, &register("io", "/io", 128))
+        .unwrap();
+}
+
+#[tokio::test]
+async fn cuda_shared_memory_is_not_served_and_says_so() {
+    let shm = tempfile::tempdir().unwrap();
+    let service = service(shm.path(), None);
+    let err = service
+        .cuda_shared_memory_register(Request::new(CudaSharedMemoryRegisterRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(
+        err.message().contains("use system shared memory"),
+        "{err:?}"
+    );
+}
