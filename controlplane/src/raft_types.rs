@@ -263,6 +263,29 @@ pub enum Command {
         reason: String,
         at_unix_nanos: i64,
     },
+    /// A user is added, or its role, password hash or disabled flag
+    /// changed (each `None` field kept as it is). A new user needs a role
+    /// and a password hash. Only a hash (argon2id, made by the node that
+    /// took the admin call) is ever in the log, never a password. Refused
+    /// when it would leave no enabled admin where there was one.
+    #[serde(rename = "put_user.v1")]
+    PutUser {
+        name: String,
+        #[serde(default)]
+        role: Option<vigil_domain::UserRole>,
+        #[serde(default)]
+        password_hash: Option<String>,
+        #[serde(default)]
+        disabled: Option<bool>,
+        at_unix_nanos: i64,
+        /// Only add: refused when the user exists.
+        #[serde(default)]
+        create_only: bool,
+    },
+    /// A user is removed (`NotFound` when there is none); refused for the
+    /// last enabled admin.
+    #[serde(rename = "remove_user.v1")]
+    RemoveUser { name: String },
     /// What an agent did with the bundle it last received.
     #[serde(rename = "policy_status.v1")]
     PolicyStatus {
@@ -315,4 +338,6 @@ pub enum CommandResult {
     },
     /// A model record as the command left it.
     Model(Box<vigil_domain::ModelRecord>),
+    /// A user as the command left it.
+    User(Box<vigil_domain::UserRecord>),
 }

@@ -20,6 +20,7 @@ mod process;
 mod revoked_certificate;
 mod siem_event;
 mod unfreeze_order;
+mod user;
 
 pub use ai_inventory::{
     approved_but_unseen, sightings, InventoryItem, InventoryKind, Sighting, MAX_SIGHTING_AGE_NANOS,
@@ -51,3 +52,7 @@ pub use siem_event::{
     SiemEvent, SiemFilter, MAX_EXPORTED_CMDLINE, MAX_EXPORTED_PATH, MAX_EXPORTED_TEXT,
 };
 pub use unfreeze_order::UnfreezeOrder;
+pub use user::{
+    check_password, check_user_name, UserError, UserRecord, UserRole, MAX_PASSWORD_BYTES,
+    MAX_USER_NAME, MIN_PASSWORD_CHARS,
+};

@@ -188,18 +188,7 @@ impl AdminServiceImpl {
         subject: String,
         detail: String,
     ) -> Result<CommandResult, crate::node::WriteError> {
-        self.node
-            .write(Command::Audited {
-                command: Box::new(command),
-                audit: crate::raft_types::AuditNote {
-                    at_unix_nanos: now_unix_nanos(),
-                    actor,
-                    action: action.to_string(),
-                    subject,
-                    detail,
-                },
-            })
-            .await
+        write_audited_on(&self.node, command, actor, action, subject, detail).await
     }
 
     /// Appends an audit entry of something that is not a raft command (a
@@ -219,6 +208,30 @@ impl AdminServiceImpl {
             tracing::error!(error = %e, action, "could not append the audit entry");
         }
     }
+}
+
+/// Proposes `command` with its audit entry in one raft entry
+/// (`audited.v1`) on `node` (forwarded to the leader when this node is not
+/// it): for writes that do not come through gRPC (the dashboard) too.
+pub(crate) async fn write_audited_on(
+    node: &ControlPlaneNode,
+    command: Command,
+    actor: String,
+    action: &str,
+    subject: String,
+    detail: String,
+) -> Result<CommandResult, crate::node::WriteError> {
+    node.write(Command::Audited {
+        command: Box::new(command),
+        audit: crate::raft_types::AuditNote {
+            at_unix_nanos: now_unix_nanos(),
+            actor,
+            action: action.to_string(),
+            subject,
+            detail,
+        },
+    })
+    .await
 }
 
 /// The audit detail naming who signed what an operator sent.
@@ -992,6 +1005,27 @@ impl AdminService for AdminServiceImpl {
         req: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
         self.list_models_rpc(req).await
+    }
+
+    async fn put_user(
+        &self,
+        req: Request<pb::PutUserRequest>,
+    ) -> Result<Response<pb::PutUserResponse>, Status> {
+        self.put_user_rpc(req).await
+    }
+
+    async fn remove_user(
+        &self,
+        req: Request<pb::RemoveUserRequest>,
+    ) -> Result<Response<pb::RemoveUserResponse>, Status> {
+        self.remove_user_rpc(req).await
+    }
+
+    async fn list_users(
+        &self,
+        req: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        self.list_users_rpc(req).await
     }
 
     type ExportInventoryStream =

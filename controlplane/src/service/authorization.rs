@@ -110,7 +110,9 @@ pub fn need(path: &str) -> Option<Need> {
             // Models: what the fleet serves.
             | "UploadModel" | "RegisterModel" | "ApproveModel" | "RevokeModel" | "RollbackModel"
             // A scan of the whole state: not for every viewer.
-            | "StateDigest" => Admin,
+            | "StateDigest"
+            // Users of the dashboard: who may see and do what.
+            | "PutUser" | "RemoveUser" | "ListUsers" => Admin,
             _ => return None,
         }),
         _ => return None,

@@ -39,6 +39,8 @@
 //!   the model's bytes are not here but in the node's model store
 //!   (`model_blobs.rs`), by digest
 //! - `model_pin/<name>` → u64, the version a rollback pinned
+//! - `user/<name>` → UserRecord (an argon2id hash, never a password;
+//!   `state_machine/users.rs`)
 //! - `event/<u64 be seq>` → [`JournalRecord`]: the SIEM export's one
 //!   sequence of every kind (an alert or an audit entry stored, by
 //!   reference, with what its filters read), dense from 1 in apply order
@@ -84,6 +86,9 @@ use vigil_domain::{
 use crate::raft_types::{
     Command, CommandResult, LogId, NodeId, StorageError, StoredMembership, TypeConfig,
 };
+mod users;
+pub use users::USER_EXISTS;
+
 use crate::store::snapshot_file::{
     install_into, sync_dir, verify, write_tree, SnapshotFileError, INSTALLING, INSTALLING_FILE,
 };
@@ -433,6 +438,7 @@ pub struct StateReader {
     revocations_changed: watch::Receiver<u64>,
     trust_changed: watch::Receiver<u64>,
     models_changed: watch::Receiver<u64>,
+    users_changed: watch::Receiver<u64>,
     last_event: watch::Receiver<u64>,
 }
 
@@ -989,6 +995,8 @@ pub struct SledStateMachine {
     revocations_changed: Arc<watch::Sender<u64>>,
     /// A generation count, bumped by every model record or pin change.
     models_changed: Arc<watch::Sender<u64>>,
+    /// A generation count, bumped by every user change.
+    users_changed: Arc<watch::Sender<u64>>,
     /// A generation count, bumped when an applied entry changed a host's
     /// trust (sessions resend their agent's approved workloads).
     trust_changed: Arc<watch::Sender<u64>>,
@@ -1210,6 +1218,7 @@ impl SledStateMachine {
         let (revocations_tx, revocations_rx) = watch::channel(0u64);
         let (trust_tx, trust_rx) = watch::channel(0u64);
         let (models_tx, models_rx) = watch::channel(0u64);
+        let (users_tx, users_rx) = watch::channel(0u64);
         let changing = Arc::new(std::sync::RwLock::new(()));
         Ok((
             Self {
@@ -1221,6 +1230,7 @@ impl SledStateMachine {
                 workloads_changed: Arc::new(workloads_tx),
                 revocations_changed: Arc::new(revocations_tx),
                 models_changed: Arc::new(models_tx),
+                users_changed: Arc::new(users_tx),
                 trust_changed: Arc::new(trust_tx),
                 trust_changed_pending: Arc::default(),
                 pending_audit_head: Arc::new(std::sync::Mutex::new(None)),
@@ -1241,6 +1251,7 @@ impl SledStateMachine {
                 revocations_changed: revocations_rx,
                 trust_changed: trust_rx,
                 models_changed: models_rx,
+                users_changed: users_rx,
                 last_event: event_rx,
             },
         ))
@@ -1535,6 +1546,25 @@ impl SledStateMachine {
                     at_unix_nanos,
                 },
             ),
+            Command::PutUser {
+                name,
+                role,
+                password_hash,
+                disabled,
+                at_unix_nanos,
+                create_only,
+            } => self.put_user(
+                batch,
+                users::PutUser {
+                    name,
+                    role,
+                    password_hash,
+                    disabled,
+                    at_unix_nanos,
+                    create_only,
+                },
+            ),
+            Command::RemoveUser { name } => self.remove_user(batch, &name),
             Command::PutJoinToken { record } => {
                 let k = prefixed(JOIN_TOKEN_PREFIX, record.id.as_bytes());
                 if self.tree.get(&k).map_err(sm_read_err)?.is_some() {
@@ -2474,8 +2504,8 @@ impl SledStateMachine {
 /// Whether applying `cmd` changes the approved workloads, whether it
 /// revokes or retires a certificate (a renewal or re-enrollment retires
 /// one too: streams opened with it end, and the agent reconnects), and
-/// whether it changes the model records.
-fn notices(cmd: &Command) -> (bool, bool, bool) {
+/// whether it changes the model records, and whether it changes the users.
+fn notices(cmd: &Command) -> (bool, bool, bool, bool) {
     if let Command::Audited { command, .. } = cmd {
         return notices(command);
     }
@@ -2497,6 +2527,7 @@ fn notices(cmd: &Command) -> (bool, bool, bool) {
                 | Command::SetModelState { .. }
                 | Command::RollbackModel { .. }
         ),
+        matches!(cmd, Command::PutUser { .. } | Command::RemoveUser { .. }),
     )
 }
 
@@ -2651,6 +2682,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         let mut workloads_changed = false;
         let mut revocations_changed = false;
         let mut models_changed = false;
+        let mut users_changed = false;
         for entry in entries {
             self.forget_pending();
             let mut batch = sled::Batch::default();
@@ -2667,10 +2699,11 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
                             out.push(CommandResult::Done);
                             continue;
                         }
-                        let (w, r, m) = notices(&sub);
+                        let (w, r, m, u) = notices(&sub);
                         workloads_changed |= w;
                         revocations_changed |= r;
                         models_changed |= m;
+                        users_changed |= u;
                         let mut sub_batch = sled::Batch::default();
                         let result = self.apply_command(sub, &mut sub_batch)?;
                         sub_batch.insert(BATCH_PROGRESS, json(&(entry.log_id.index, i + 1))?);
@@ -2682,10 +2715,11 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
                     CommandResult::Batch(out)
                 }
                 EntryPayload::Normal(cmd) => {
-                    let (w, r, m) = notices(&cmd);
+                    let (w, r, m, u) = notices(&cmd);
                     workloads_changed |= w;
                     revocations_changed |= r;
                     models_changed |= m;
+                    users_changed |= u;
                     self.apply_command(cmd, &mut batch)?
                 }
                 EntryPayload::Membership(m) => {
@@ -2728,6 +2762,9 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         if models_changed {
             self.models_changed.send_modify(|g| *g += 1);
         }
+        if users_changed {
+            self.users_changed.send_modify(|g| *g += 1);
+        }
         if self
             .trust_changed_pending
             .swap(false, std::sync::atomic::Ordering::Relaxed)
@@ -2747,6 +2784,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
             workloads_changed: self.workloads_changed.clone(),
             revocations_changed: self.revocations_changed.clone(),
             models_changed: self.models_changed.clone(),
+            users_changed: self.users_changed.clone(),
             trust_changed: self.trust_changed.clone(),
             trust_changed_pending: self.trust_changed_pending.clone(),
             pending_audit_head: self.pending_audit_head.clone(),
@@ -2875,6 +2913,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         self.workloads_changed.send_modify(|g| *g += 1);
         self.revocations_changed.send_modify(|g| *g += 1);
         self.models_changed.send_modify(|g| *g += 1);
+        self.users_changed.send_modify(|g| *g += 1);
         self.trust_changed.send_modify(|g| *g += 1);
         Ok(())
     }

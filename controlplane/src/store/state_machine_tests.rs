@@ -1235,3 +1235,206 @@ fn model_commands_keep_their_versioned_names_in_the_log() {
     let json = serde_json::to_string(&rollback_model("m", 1)).unwrap();
     assert!(json.starts_with("{\"rollback_model.v1\":"), "{json}");
 }
+
+fn put_user(name: &str, role: Option<vigil_domain::UserRole>, disabled: Option<bool>) -> Command {
+    Command::PutUser {
+        name: name.into(),
+        role,
+        password_hash: role.map(|_| format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA${name}")),
+        disabled,
+        at_unix_nanos: 7,
+        create_only: false,
+    }
+}
+
+fn audited(command: Command, action: &str) -> Command {
+    Command::Audited {
+        command: Box::new(command),
+        audit: crate::raft_types::AuditNote {
+            at_unix_nanos: 8,
+            actor: "operator admin:ops".into(),
+            action: action.into(),
+            subject: "user".into(),
+            detail: String::new(),
+        },
+    }
+}
+
+#[tokio::test]
+async fn users_are_put_changed_and_removed_with_their_audit_entries_keeping_an_admin() {
+    use vigil_domain::UserRole::*;
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    let watch = reader.watch_users();
+    let r = sm
+        .apply(vec![
+            entry(
+                1,
+                audited(put_user("root", Some(Admin), None), "user.create"),
+            ),
+            entry(
+                2,
+                audited(put_user("ann", Some(Analyst), None), "user.create"),
+            ),
+            // The only enabled admin may not be demoted, disabled or removed.
+            entry(
+                3,
+                audited(put_user("root", Some(Viewer), None), "user.update"),
+            ),
+            entry(
+                4,
+                audited(put_user("root", None, Some(true)), "user.update"),
+            ),
+            entry(
+                5,
+                audited(
+                    Command::RemoveUser {
+                        name: "root".into(),
+                    },
+                    "user.remove",
+                ),
+            ),
+            // A change to a user that does not exist, and a removal of one.
+            entry(
+                6,
+                audited(put_user("ghost", None, Some(true)), "user.update"),
+            ),
+            entry(
+                7,
+                audited(
+                    Command::RemoveUser {
+                        name: "ghost".into(),
+                    },
+                    "user.remove",
+                ),
+            ),
+            // With a second admin, the first may go.
+            entry(
+                8,
+                audited(put_user("ann", Some(Admin), None), "user.update"),
+            ),
+            entry(
+                9,
+                audited(
+                    Command::RemoveUser {
+                        name: "root".into(),
+                    },
+                    "user.remove",
+                ),
+            ),
+            entry(
+                10,
+                audited(put_user("Bad Name", Some(Viewer), None), "user.create"),
+            ),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        matches!(&r[0], CommandResult::User(u) if u.name == "root" && u.created_at_unix_nanos == 7)
+    );
+    assert!(refused(&r[2]).contains("last enabled admin"), "{:?}", r[2]);
+    assert!(refused(&r[3]).contains("last enabled admin"), "{:?}", r[3]);
+    assert!(refused(&r[4]).contains("last enabled admin"), "{:?}", r[4]);
+    assert!(
+        matches!(&r[5], CommandResult::NotFound { .. }),
+        "{:?}",
+        r[5]
+    );
+    assert!(
+        matches!(&r[6], CommandResult::NotFound { .. }),
+        "{:?}",
+        r[6]
+    );
+    assert!(matches!(&r[8], CommandResult::User(_)), "{:?}", r[8]);
+    assert!(refused(&r[9]).contains("a-z"), "{:?}", r[9]);
+    assert!(watch.has_changed().unwrap());
+    let users = reader.users().unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0].name, "ann");
+    assert_eq!(users[0].role, Admin);
+    assert_eq!(users[0].created_at_unix_nanos, 7, "kept across changes");
+    assert!(users[0].password_hash.starts_with("$argon2id$"));
+    assert_eq!(reader.user("root").unwrap(), None);
+    // Audited only what took effect: two creations, one update, one removal.
+    let actions: Vec<String> = reader
+        .audit_after(0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        actions,
+        ["user.create", "user.create", "user.update", "user.remove"]
+    );
+}
+
+#[tokio::test]
+async fn a_create_only_put_of_an_existing_user_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    let mut again = put_user("root", Some(vigil_domain::UserRole::Viewer), None);
+    if let Command::PutUser { create_only, .. } = &mut again {
+        *create_only = true;
+    }
+    let r = sm
+        .apply(vec![
+            entry(
+                1,
+                put_user("root", Some(vigil_domain::UserRole::Admin), None),
+            ),
+            entry(2, again),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        refused(&r[1]).ends_with(crate::store::USER_EXISTS),
+        "{:?}",
+        r[1]
+    );
+    assert_eq!(
+        reader.user("root").unwrap().unwrap().role,
+        vigil_domain::UserRole::Admin
+    );
+}
+
+#[tokio::test]
+async fn users_travel_in_snapshots_and_the_state_digest() {
+    use vigil_domain::UserRole::*;
+    let a = tempfile::tempdir().unwrap();
+    let (_log, mut sm, reader_a) = crate::store::open_stores(a.path()).unwrap();
+    sm.apply(vec![entry(1, register("a"))]).await.unwrap();
+    let without_users = reader_a.digest().unwrap().1;
+    sm.apply(vec![
+        entry(2, put_user("root", Some(Admin), None)),
+        entry(3, put_user("vic", Some(Viewer), Some(true))),
+    ])
+    .await
+    .unwrap();
+    assert_ne!(reader_a.digest().unwrap().1, without_users);
+    let snap = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let (_log, mut other, reader) = crate::store::open_stores(b.path()).unwrap();
+    let watch = reader.watch_users();
+    other
+        .install_snapshot(&snap.meta, snap.snapshot)
+        .await
+        .unwrap();
+    assert!(watch.has_changed().unwrap());
+    assert_eq!(reader.users().unwrap(), reader_a.users().unwrap());
+    assert!(reader.user("vic").unwrap().unwrap().disabled);
+}
+
+#[test]
+fn user_commands_keep_their_versioned_names_in_the_log() {
+    let json =
+        serde_json::to_string(&put_user("a", Some(vigil_domain::UserRole::Admin), None)).unwrap();
+    assert!(json.starts_with("{\"put_user.v1\":"), "{json}");
+    assert!(json.contains("\"role\":\"admin\""), "{json}");
+    let json = serde_json::to_string(&Command::RemoveUser { name: "a".into() }).unwrap();
+    assert!(json.starts_with("{\"remove_user.v1\":"), "{json}");
+}
