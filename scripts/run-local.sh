@@ -51,13 +51,38 @@ stop() {
 trap stop INT TERM EXIT
 
 "$bin/vigil-controlplane" --listen "$listen" --data-dir "$state/controlplane" \
-  --metrics-listen "$metrics" --trusted-policy-key "$admin_pub" "${cp_tls[@]}" \
+  --metrics-listen "$metrics" --dashboard-listen 127.0.0.1:7780 --trusted-policy-key "$admin_pub" "${cp_tls[@]}" \
   > >(tee -a "$state/controlplane.out") 2> "$state/controlplane.log" &
 pids+=($!)
 for _ in $(seq 100); do
   grep -q "vigil-controlplane ready" "$state/controlplane.out" 2>/dev/null && break
   sleep 0.1
 done
+
+# The dashboard's first admin: made when the cluster has no admin user yet,
+# its generated password printed here once (the cluster keeps only its
+# argon2id hash). Retried while the new node elects itself.
+ctl=("$bin/vigilctl" --endpoint "$scheme://$listen")
+if [ "$scheme" = https ]; then
+  ctl+=(--tls-ca "$pki/ca.pem" --tls-cert "$pki/operator.pem" --tls-key "$pki/operator.key")
+fi
+first_admin_line="users          an admin user exists (vigilctl user list)"
+users=""
+for _ in $(seq 50); do
+  users=$("${ctl[@]}" user list -o json 2>/dev/null) && break
+  users=""
+  sleep 0.2
+done
+if [ -z "$users" ]; then
+  first_admin_line="users          could not list users (see $state/controlplane.log); add one: vigilctl user add NAME --role admin"
+elif ! grep -q '"role":"admin"' <<<"$users"; then
+  if added=$("${ctl[@]}" user add admin --role admin 2>&1); then
+    password=$(sed -n 's/^password (shown once): //p' <<<"$added")
+    first_admin_line="first admin    user 'admin', password $password (shown once, not stored here; change it: vigilctl user set admin --password-stdin)"
+  else
+    first_admin_line="users          no admin user, and adding 'admin' failed: $added"
+  fi
+fi
 
 if [ "$(id -u)" = 0 ]; then
   "$bin/vigil-agent" --control-plane "$scheme://$listen" --data-dir "$state/agent" \
@@ -83,8 +108,9 @@ vigil is running:
   control plane  gRPC on $listen (agents, vigilctl, SIEM export), raft + sled in $state/controlplane, log $state/controlplane.log
   transport      $tls_line
   metrics        Prometheus at http://$metrics/metrics
+  $first_admin_line
   $agent_line
-  dashboard      not in this build yet (the SOC dashboard is a later milestone)
+  dashboard      $scheme://127.0.0.1:7780/ (users: vigilctl user add)
 
 Try, in another shell:
   $env_line

@@ -63,6 +63,20 @@ pub struct ControlPlaneConfig {
     #[arg(long, env = "VIGIL_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// Serve the SOC dashboard (pages and their JSON API) at ADDR (off
+    /// when not given). HTTPS with --tls-cert and --tls-key; without them
+    /// plaintext, on a loopback address only unless --allow-plaintext.
+    #[arg(long, env = "VIGIL_DASHBOARD_LISTEN", value_name = "ADDR")]
+    pub dashboard_listen: Option<SocketAddr>,
+
+    /// Seconds a dashboard session may go unused (30 minutes).
+    #[arg(long, hide = true, default_value_t = 30 * 60)]
+    pub dashboard_idle_secs: u64,
+
+    /// Seconds a dashboard session lasts at most (12 hours).
+    #[arg(long, hide = true, default_value_t = 12 * 3600)]
+    pub dashboard_absolute_secs: u64,
+
     /// The fleet's CA certificate (PEM). With --tls-cert and --tls-key,
     /// the gRPC listener takes only mutual-TLS peers whose certificates
     /// chain to it, and each RPC is authorised by the identity and role
@@ -236,6 +250,15 @@ impl ControlPlaneConfig {
                 std::time::Duration::from_secs(self.alert_retention_days.saturating_mul(86_400))
             }),
             every: std::time::Duration::from_secs(self.alert_retention_every_secs.max(1)),
+        }
+    }
+
+    /// The dashboard's limits, with the session lifetimes the flags give.
+    pub fn dashboard_settings(&self) -> crate::dashboard::DashboardSettings {
+        crate::dashboard::DashboardSettings {
+            idle_timeout: std::time::Duration::from_secs(self.dashboard_idle_secs.max(1)),
+            absolute_timeout: std::time::Duration::from_secs(self.dashboard_absolute_secs.max(1)),
+            ..Default::default()
         }
     }
 

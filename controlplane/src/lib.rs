@@ -6,6 +6,7 @@ pub mod audit_chain;
 pub mod cluster_join;
 pub mod cluster_membership;
 pub mod config;
+pub mod dashboard;
 pub mod inventory_export;
 pub mod metrics;
 pub mod model_blobs;

@@ -52,6 +52,47 @@ async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
         Some(l) => format!(", metrics on http://{}/metrics", l.local_addr()?),
         None => String::new(),
     };
+    // The dashboard: HTTPS with the node's certificate when it has one;
+    // plaintext only on loopback unless --allow-plaintext (as gRPC).
+    let dashboard = match config.dashboard_listen {
+        Some(at) => {
+            let transport = match (&config.tls_cert, &config.tls_key) {
+                (Some(cert), Some(key)) => {
+                    vigil_controlplane::dashboard::config::tls_transport(cert, key)
+                        .context("--dashboard-listen: the TLS configuration")?
+                }
+                _ => {
+                    if !at.ip().is_loopback() && !config.allow_plaintext {
+                        anyhow::bail!(
+                            "refusing to serve the dashboard over plaintext HTTP on {at} (reachable from other hosts): give --tls-cert and --tls-key, or --allow-plaintext for a lab"
+                        );
+                    }
+                    vigil_controlplane::dashboard::DashboardTransport::Plain
+                }
+            };
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding --dashboard-listen {at}"))?;
+            Some(vigil_controlplane::server::DashboardListener {
+                listener,
+                transport,
+                settings: config.dashboard_settings(),
+            })
+        }
+        None => None,
+    };
+    let dashboard_line = match &dashboard {
+        Some(d) => format!(
+            ", dashboard on {}://{}/",
+            if d.transport.is_tls() {
+                "https"
+            } else {
+                "http"
+            },
+            d.listener.local_addr()?
+        ),
+        None => String::new(),
+    };
     let advertise = config.advertise.unwrap_or(addr).to_string();
     if let Some(files) = config.tls_files() {
         // Peers take raft traffic only from the node id a certificate names.
@@ -130,7 +171,7 @@ async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
         "plaintext"
     };
     println!(
-        "vigil-controlplane ready: node {} serving gRPC ({transport}) on {addr}{agents_line}, data in {}{metrics_line}",
+        "vigil-controlplane ready: node {} serving gRPC ({transport}) on {addr}{agents_line}, data in {}{metrics_line}{dashboard_line}",
         config.node_id,
         config.data_dir.display()
     );
@@ -156,6 +197,7 @@ async fn run(config: ControlPlaneConfig) -> anyhow::Result<()> {
             main: listener,
             agents: agent_listener,
             metrics: metrics_listener,
+            dashboard,
         },
         trusted,
         config.allow_unsigned,

@@ -70,6 +70,15 @@ pub struct Listeners {
     pub agents: Option<TcpListener>,
     /// Prometheus (`--metrics-listen`).
     pub metrics: Option<TcpListener>,
+    /// The SOC dashboard (`--dashboard-listen`).
+    pub dashboard: Option<DashboardListener>,
+}
+
+/// The dashboard's listener and how it serves.
+pub struct DashboardListener {
+    pub listener: TcpListener,
+    pub transport: crate::dashboard::DashboardTransport,
+    pub settings: crate::dashboard::DashboardSettings,
 }
 
 /// Serves gRPC on the listeners until `shutdown` (mutual TLS when `tls`
@@ -88,7 +97,16 @@ pub async fn serve(
         main: listener,
         agents: agent_listener,
         metrics: metrics_listener,
+        dashboard,
     } = listeners;
+    let dashboard_task = dashboard.map(|d| {
+        tokio::spawn(crate::dashboard::serve_dashboard(
+            d.listener,
+            Arc::new(crate::dashboard::node_data::NodeData { node: node.clone() }),
+            d.transport,
+            d.settings,
+        ))
+    });
     let sessions = Arc::new(crate::service::AgentSessions::default());
     let intake = FindingIntake::default();
     let metrics_task = metrics_listener.map(|metrics_listener| {
@@ -283,6 +301,9 @@ pub async fn serve(
         }
     }
     if let Some(task) = metrics_task {
+        task.abort();
+    }
+    if let Some(task) = dashboard_task {
         task.abort();
     }
     served?;

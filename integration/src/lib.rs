@@ -16,6 +16,7 @@ pub mod attesting_client;
 mod binaries;
 mod control_plane;
 mod daemon;
+pub mod dashboard;
 mod error;
 mod host;
 pub mod linearizability;

@@ -1,0 +1,92 @@
+//! The dashboard's limits, timeouts and transport.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Limits and timeouts; `Default` is what a node serves with.
+#[derive(Debug, Clone)]
+pub struct DashboardSettings {
+    /// A session unused this long is gone.
+    pub idle_timeout: Duration,
+    /// A session is gone this long after login, used or not.
+    pub absolute_timeout: Duration,
+    /// Failed logins per user name, and per client address, in a minute;
+    /// past it a login is answered 429 whatever the password.
+    pub failed_logins_per_minute: usize,
+    /// Sessions held at once (the oldest goes past it).
+    pub max_sessions: usize,
+    /// The largest request body read.
+    pub max_body_bytes: usize,
+    /// Connections served at once; past it a new one is closed.
+    pub max_connections: usize,
+    /// A request head (and a TLS handshake) must arrive within this.
+    pub header_timeout: Duration,
+    /// An API request (not the live feed) is answered within this, or 503.
+    pub request_timeout: Duration,
+    /// A connection is closed after this, whatever it does.
+    pub connection_lifetime: Duration,
+    /// Live feeds open at once, in all and per session.
+    pub max_live_total: usize,
+    pub max_live_per_session: usize,
+}
+
+impl Default for DashboardSettings {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(30 * 60),
+            absolute_timeout: Duration::from_secs(12 * 3600),
+            failed_logins_per_minute: 5,
+            max_sessions: 10_000,
+            max_body_bytes: 16 * 1024,
+            max_connections: 256,
+            header_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            connection_lifetime: Duration::from_secs(12 * 3600),
+            max_live_total: 64,
+            max_live_per_session: 4,
+        }
+    }
+}
+
+/// HTTPS with the node's certificate, or plaintext.
+#[derive(Clone)]
+pub enum DashboardTransport {
+    Tls(Arc<rustls::ServerConfig>),
+    Plain,
+}
+
+impl DashboardTransport {
+    pub fn is_tls(&self) -> bool {
+        matches!(self, DashboardTransport::Tls(_))
+    }
+}
+
+/// HTTPS with `cert` (a PEM chain) and `key`: TLS 1.2+, HTTP/1.1, no
+/// client certificate asked (browsers log in with a password).
+pub fn tls_transport(cert: &Path, key: &Path) -> anyhow::Result<DashboardTransport> {
+    let pem =
+        std::fs::read(cert).map_err(|e| anyhow::anyhow!("reading {}: {e}", cert.display()))?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("{}: not PEM certificates: {e}", cert.display()))?;
+    if chain.is_empty() {
+        anyhow::bail!("{}: no CERTIFICATE in this file", cert.display());
+    }
+    let key_pem =
+        std::fs::read(key).map_err(|e| anyhow::anyhow!("reading {}: {e}", key.display()))?;
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| anyhow::anyhow!("{}: no private key: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| anyhow::anyhow!("dashboard TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| anyhow::anyhow!("dashboard TLS, {}: {e}", key.display()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(DashboardTransport::Tls(Arc::new(config)))
+}

@@ -1,0 +1,189 @@
+//! The dashboard's listener: its accept loop and its router.
+//!
+//! The accept loop never waits on a client: past `max_connections` a new
+//! connection is closed at once; a TLS handshake and each request head get
+//! `header_timeout`; a connection lives at most `connection_lifetime`.
+//! hyper answers a malformed request or an oversized head (16 KiB) with an
+//! error status; a body over `max_body_bytes` is 413; an API request
+//! unanswered after `request_timeout` is 503. Every answer carries the
+//! security headers (`security_headers`).
+
+use std::convert::Infallible;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+    X_FRAME_OPTIONS,
+};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+use super::auth::{refuse, Peer};
+use super::config::{DashboardSettings, DashboardTransport};
+use super::data::DashboardData;
+use super::session::{LoginLimiter, Sessions};
+
+/// The Content-Security-Policy of every answer: nothing but this origin's
+/// own files runs or loads, no inline script or style, no framing.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+/// What the handlers share.
+pub struct Dashboard {
+    pub data: Arc<dyn DashboardData>,
+    pub sessions: Sessions,
+    pub limiter: LoginLimiter,
+    pub settings: DashboardSettings,
+    /// Cookies get `Secure` (served over TLS).
+    pub secure_cookies: bool,
+    pub dummy_hash: String,
+    /// Password verifications at once.
+    pub verifying: Semaphore,
+    /// Live feeds open on this node.
+    pub live_open: AtomicUsize,
+}
+
+impl Dashboard {
+    pub fn new(data: Arc<dyn DashboardData>, settings: DashboardSettings, tls: bool) -> Arc<Self> {
+        Arc::new(Self {
+            data,
+            sessions: Sessions::new(
+                settings.idle_timeout,
+                settings.absolute_timeout,
+                settings.max_sessions,
+            ),
+            limiter: LoginLimiter::new(settings.failed_logins_per_minute),
+            secure_cookies: tls,
+            dummy_hash: super::auth::dummy_hash(),
+            verifying: Semaphore::new(4),
+            live_open: AtomicUsize::new(0),
+            settings,
+        })
+    }
+}
+
+/// The dashboard's routes, with its limits and headers.
+pub fn router(d: Arc<Dashboard>) -> Router {
+    let timeout = d.settings.request_timeout;
+    let api = Router::new()
+        .route("/api/login", post(super::auth::login))
+        .route("/api/logout", post(super::auth::logout))
+        .route("/api/session", get(super::auth::session))
+        .route("/api/overview", get(super::api::overview))
+        .route("/api/findings", get(super::api::findings))
+        .route("/api/findings/{index}", get(super::api::finding))
+        .route("/api/findings/{index}/triage", post(super::api::triage))
+        .route("/api/hosts", get(super::api::hosts))
+        .route("/api/hosts/{agent_id}", get(super::api::host))
+        .layer(middleware::from_fn(
+            move |req: Request, next: Next| async move {
+                match tokio::time::timeout(timeout, next.run(req)).await {
+                    Ok(resp) => resp,
+                    Err(_) => refuse(StatusCode::SERVICE_UNAVAILABLE, "timed out"),
+                }
+            },
+        ));
+    Router::new()
+        .merge(api)
+        // The live feed runs for as long as its session; not under the timeout.
+        .route("/api/findings/live", get(super::live::live))
+        .merge(super::assets::routes())
+        .fallback(|| async { refuse(StatusCode::NOT_FOUND, "no such page") })
+        .layer(DefaultBodyLimit::max(d.settings.max_body_bytes))
+        .layer(middleware::from_fn(security_headers))
+        .with_state(d)
+}
+
+/// The headers every answer carries.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let api = req.uri().path().starts_with("/api/");
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if api || !h.contains_key(CACHE_CONTROL) {
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
+}
+
+/// Serves the dashboard on `listener` until the task is dropped.
+pub async fn serve_dashboard(
+    listener: TcpListener,
+    data: Arc<dyn DashboardData>,
+    transport: DashboardTransport,
+    settings: DashboardSettings,
+) {
+    let d = Dashboard::new(data, settings.clone(), transport.is_tls());
+    let app = router(d);
+    let permits = Arc::new(Semaphore::new(settings.max_connections.max(1)));
+    let tls = match &transport {
+        DashboardTransport::Tls(config) => Some(tokio_rustls::TlsAcceptor::from(config.clone())),
+        DashboardTransport::Plain => None,
+    };
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "dashboard: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let tls = tls.clone();
+        let settings = settings.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = app.map_request(move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(Peer(peer));
+                req
+            });
+            let service = TowerToHyperService::new(service.map_err(|e: Infallible| e));
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(settings.header_timeout)
+                .max_buf_size(16 * 1024);
+            let served = async {
+                match tls {
+                    Some(acceptor) => {
+                        let stream = match tokio::time::timeout(
+                            settings.header_timeout,
+                            acceptor.accept(stream),
+                        )
+                        .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "dashboard: TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                    None => {
+                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(settings.connection_lifetime, served).await;
+        });
+    }
+}

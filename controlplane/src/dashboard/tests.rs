@@ -1,0 +1,691 @@
+//! The dashboard's router against an in-memory fake of the node: login,
+//! sessions, CSRF, roles, limits, headers, and the API's answers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use argon2::password_hash::{PasswordHasher, SaltString};
+use argon2::Argon2;
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use tokio::sync::watch;
+use tower::ServiceExt;
+use vigil_domain::{AgentRecord, Alert, Severity};
+
+use super::data::{DashUser, DashboardData, DataError, DataFuture, Role, TriageAction};
+use super::data::{TriageEntry, TriageState};
+use super::server::{router, Dashboard, CSP};
+use super::DashboardSettings;
+
+const PASSWORD: &str = "correct horse battery";
+
+struct Fake {
+    users: Mutex<HashMap<String, DashUser>>,
+    alerts: Mutex<Vec<Alert>>,
+    triage: Mutex<HashMap<u64, TriageState>>,
+    last: watch::Sender<u64>,
+}
+
+fn hash(password: &str) -> String {
+    let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .unwrap()
+        .to_string()
+}
+
+impl Fake {
+    fn new() -> Arc<Self> {
+        let h = hash(PASSWORD);
+        let users = [("ana", Role::Analyst), ("vic", Role::Viewer)]
+            .into_iter()
+            .map(|(n, role)| {
+                (
+                    n.to_string(),
+                    DashUser {
+                        name: n.to_string(),
+                        role,
+                        password_hash: h.clone(),
+                        disabled: false,
+                    },
+                )
+            })
+            .collect();
+        Arc::new(Self {
+            users: Mutex::new(users),
+            alerts: Mutex::new(Vec::new()),
+            triage: Mutex::new(HashMap::new()),
+            last: watch::channel(0).0,
+        })
+    }
+
+    fn add_alert(&self, host: &str, exe: &str, severity: Severity) -> u64 {
+        let mut alerts = self.alerts.lock().unwrap();
+        let index = alerts.len() as u64 + 1;
+        let mut finding = crate::realistic_finding::realistic_model_finding(index);
+        finding.severity = severity;
+        finding.process.exe = exe.to_string();
+        alerts.push(Alert {
+            index,
+            agent_id: format!("agent-{host}"),
+            hostname: host.to_string(),
+            received_at_unix_nanos: super::api::OFFLINE_AFTER_NANOS,
+            finding,
+        });
+        self.last.send_replace(index);
+        index
+    }
+}
+
+impl DashboardData for Fake {
+    fn user(&self, name: &str) -> Result<Option<DashUser>, DataError> {
+        Ok(self.users.lock().unwrap().get(name).cloned())
+    }
+    fn agents(&self) -> Result<Vec<AgentRecord>, DataError> {
+        Ok(Vec::new())
+    }
+    fn alerts_after(&self, after: u64, limit: usize) -> Result<Vec<Alert>, DataError> {
+        Ok(self
+            .alerts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|a| a.index > after)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+    fn last_alert_index(&self) -> u64 {
+        *self.last.borrow()
+    }
+    fn watch_alerts(&self) -> watch::Receiver<u64> {
+        self.last.subscribe()
+    }
+    fn open_by_severity(&self) -> Result<Vec<(Severity, u64)>, DataError> {
+        Ok(vec![(Severity::High, 1)])
+    }
+    fn triage(&self, index: u64) -> Result<TriageState, DataError> {
+        Ok(self
+            .triage
+            .lock()
+            .unwrap()
+            .get(&index)
+            .cloned()
+            .unwrap_or(TriageState {
+                status: "open".into(),
+                ..Default::default()
+            }))
+    }
+    fn triage_alert(&self, index: u64, actor: &str, action: TriageAction) -> DataFuture<'_, ()> {
+        let actor = actor.to_string();
+        Box::pin(async move {
+            if index == 0 || index > self.last_alert_index() {
+                return Err(DataError::NotFound(format!("no finding {index}")));
+            }
+            let mut all = self.triage.lock().unwrap();
+            let t = all.entry(index).or_insert_with(|| TriageState {
+                status: "open".into(),
+                ..Default::default()
+            });
+            let (name, detail) = match action {
+                TriageAction::Ack => {
+                    t.status = "acknowledged".into();
+                    ("ack", String::new())
+                }
+                TriageAction::Assign(a) => {
+                    t.assignee = a.clone();
+                    ("assign", a)
+                }
+                TriageAction::Comment(c) => ("comment", c),
+                TriageAction::Resolve(n) => {
+                    t.status = "resolved".into();
+                    ("resolve", n)
+                }
+            };
+            t.history.push(TriageEntry {
+                actor,
+                action: name.into(),
+                detail,
+                at_unix_nanos: 1,
+            });
+            Ok(())
+        })
+    }
+}
+
+struct Harness {
+    fake: Arc<Fake>,
+    app: Router,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: serde_json::Value,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::with(DashboardSettings::default(), false)
+    }
+
+    fn with(settings: DashboardSettings, tls: bool) -> Self {
+        let fake = Fake::new();
+        let d = Dashboard::new(fake.clone(), settings, tls);
+        Self {
+            fake,
+            app: router(d),
+        }
+    }
+
+    async fn call(&self, req: Request<Body>) -> Answer {
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap_or_default();
+        Answer {
+            status,
+            headers,
+            body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        }
+    }
+
+    async fn get(&self, path: &str, cookie: Option<&str>) -> Answer {
+        let mut req = Request::get(path).header(header::HOST, "dash.test");
+        if let Some(c) = cookie {
+            req = req.header(header::COOKIE, c);
+        }
+        self.call(req.body(Body::empty()).unwrap()).await
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        cookie: Option<&str>,
+        csrf: Option<&str>,
+        body: serde_json::Value,
+    ) -> Answer {
+        let mut req = Request::post(path)
+            .header(header::HOST, "dash.test")
+            .header(header::ORIGIN, "http://dash.test")
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(c) = cookie {
+            req = req.header(header::COOKIE, c);
+        }
+        if let Some(t) = csrf {
+            req = req.header("x-csrf-token", t);
+        }
+        self.call(req.body(Body::from(body.to_string())).unwrap())
+            .await
+    }
+
+    /// Logs in: (cookie, csrf token).
+    async fn login(&self, name: &str) -> (String, String) {
+        let a = self
+            .post(
+                "/api/login",
+                None,
+                None,
+                serde_json::json!({ "name": name, "password": PASSWORD }),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+        let set = a.headers[header::SET_COOKIE].to_str().unwrap().to_string();
+        let cookie = set.split(';').next().unwrap().to_string();
+        (cookie, a.body["csrf"].as_str().unwrap().to_string())
+    }
+}
+
+#[tokio::test]
+async fn login_sets_a_strict_http_only_cookie_and_session_tells_the_role() {
+    let h = Harness::new();
+    let a = h
+        .post(
+            "/api/login",
+            None,
+            None,
+            serde_json::json!({ "name": "ana", "password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let set = a.headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(set.starts_with("vigil_session="), "{set}");
+    for part in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(part), "{set}");
+    }
+    assert!(!set.contains("Secure"), "plaintext: no Secure: {set}");
+    let (cookie, csrf) = h.login("ana").await;
+    let s = h.get("/api/session", Some(&cookie)).await;
+    assert_eq!(s.status, StatusCode::OK);
+    assert_eq!(s.body["role"], "analyst");
+    assert_eq!(s.body["csrf"], csrf.as_str());
+    assert_eq!(
+        h.get("/api/session", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let tls = Harness::with(DashboardSettings::default(), true);
+    let a = tls
+        .post(
+            "/api/login",
+            None,
+            None,
+            serde_json::json!({ "name": "ana", "password": PASSWORD }),
+        )
+        .await;
+    assert!(a.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .contains("; Secure"));
+}
+
+#[tokio::test]
+async fn wrong_passwords_and_unknown_users_are_refused_alike_then_limited() {
+    let h = Harness::new();
+    for (name, pw) in [("ana", "wrong"), ("nobody", PASSWORD)] {
+        let a = h
+            .post(
+                "/api/login",
+                None,
+                None,
+                serde_json::json!({ "name": name, "password": pw }),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(a.body["error"], "wrong name or password");
+        assert!(!a.headers.contains_key(header::SET_COOKIE));
+    }
+    // Five failures a minute from an address: then 429, even with the
+    // right password.
+    for _ in 0..3 {
+        h.post(
+            "/api/login",
+            None,
+            None,
+            serde_json::json!({ "name": "vic", "password": "guess" }),
+        )
+        .await;
+    }
+    let a = h
+        .post(
+            "/api/login",
+            None,
+            None,
+            serde_json::json!({ "name": "ana", "password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn state_changes_need_the_sessions_csrf_token_and_the_same_origin() {
+    let h = Harness::new();
+    let i = h.fake.add_alert("web-1", "/usr/bin/ollama", Severity::High);
+    let (cookie, csrf) = h.login("ana").await;
+    let ack = serde_json::json!({ "action": "ack" });
+    let path = format!("/api/findings/{i}/triage");
+    for token in [None, Some("forged"), Some(&"0".repeat(64)[..])] {
+        let a = h.post(&path, Some(&cookie), token, ack.clone()).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{token:?}");
+    }
+    // Another session's token is no good either.
+    let (_, other) = h.login("ana").await;
+    assert_eq!(
+        h.post(&path, Some(&cookie), Some(&other), ack.clone())
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    // The right token from another origin.
+    let req = Request::post(&path)
+        .header(header::HOST, "dash.test")
+        .header(header::ORIGIN, "https://evil.test")
+        .header(header::COOKIE, &cookie)
+        .header("x-csrf-token", &csrf)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(ack.to_string()))
+        .unwrap();
+    assert_eq!(h.call(req).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(h.fake.triage(i).unwrap().status, "open");
+    let a = h.post(&path, Some(&cookie), Some(&csrf), ack).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    assert_eq!(h.fake.triage(i).unwrap().status, "acknowledged");
+    // Logout needs the token too, and ends the session.
+    assert_eq!(
+        h.post("/api/logout", Some(&cookie), None, serde_json::json!({}))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let out = h
+        .post(
+            "/api/logout",
+            Some(&cookie),
+            Some(&csrf),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(out.status, StatusCode::OK);
+    assert!(out.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    assert_eq!(
+        h.get("/api/session", Some(&cookie)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn viewers_read_but_cannot_triage_and_roles_are_read_on_each_request() {
+    let h = Harness::new();
+    let i = h.fake.add_alert("web-1", "/usr/bin/ollama", Severity::High);
+    let (cookie, csrf) = h.login("vic").await;
+    assert_eq!(
+        h.get("/api/findings", Some(&cookie)).await.status,
+        StatusCode::OK
+    );
+    let a = h
+        .post(
+            &format!("/api/findings/{i}/triage"),
+            Some(&cookie),
+            Some(&csrf),
+            serde_json::json!({ "action": "ack" }),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    // An analyst demoted to viewer loses triage at once; disabled, everything.
+    let (acookie, acsrf) = h.login("ana").await;
+    h.fake.users.lock().unwrap().get_mut("ana").unwrap().role = Role::Viewer;
+    let a = h
+        .post(
+            &format!("/api/findings/{i}/triage"),
+            Some(&acookie),
+            Some(&acsrf),
+            serde_json::json!({ "action": "ack" }),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    h.fake
+        .users
+        .lock()
+        .unwrap()
+        .get_mut("ana")
+        .unwrap()
+        .disabled = true;
+    assert_eq!(
+        h.get("/api/findings", Some(&acookie)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn a_cookie_set_before_login_is_not_the_session_after_it() {
+    let h = Harness::new();
+    let planted = format!("vigil_session={}", "a".repeat(64));
+    let req = Request::post("/api/login")
+        .header(header::HOST, "dash.test")
+        .header(header::COOKIE, &planted)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            serde_json::json!({ "name": "ana", "password": PASSWORD }).to_string(),
+        ))
+        .unwrap();
+    let a = h.call(req).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let set = a.headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(!set.contains(&"a".repeat(64)));
+    assert_eq!(
+        h.get("/api/session", Some(&planted)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn sessions_expire() {
+    let settings = DashboardSettings {
+        idle_timeout: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let h = Harness::with(settings, false);
+    let (cookie, _) = h.login("ana").await;
+    assert_eq!(
+        h.get("/api/session", Some(&cookie)).await.status,
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        h.get("/api/session", Some(&cookie)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn every_answer_has_the_security_headers_and_only_fixed_paths_exist() {
+    let h = Harness::new();
+    for path in [
+        "/",
+        "/login",
+        "/static/app.js",
+        "/api/session",
+        "/static/../Cargo.toml",
+        "/static/%2e%2e/%2e%2e/Cargo.toml",
+        "/..%2f..%2fetc/passwd",
+        "/static/app.js/../../src/main.rs",
+        "/nope",
+    ] {
+        let a = h.get(path, None).await;
+        assert_eq!(a.headers[header::CONTENT_SECURITY_POLICY], CSP, "{path}");
+        assert_eq!(a.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(a.headers[header::REFERRER_POLICY], "no-referrer");
+        if path.starts_with("/api/") {
+            assert_eq!(a.headers[header::CACHE_CONTROL], "no-store");
+        }
+        let ok = matches!(path, "/" | "/login" | "/static/app.js");
+        assert_eq!(
+            a.status.is_success(),
+            ok,
+            "{path}: {} {:?}",
+            a.status,
+            a.body
+        );
+    }
+    let js = h
+        .app
+        .clone()
+        .oneshot(Request::get("/static/app.js").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        js.headers()[header::CONTENT_TYPE],
+        "text/javascript; charset=utf-8"
+    );
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_bodies_are_refused_without_harm() {
+    let h = Harness::new();
+    let big = serde_json::json!({ "name": "ana", "password": "x".repeat(64 * 1024) });
+    let a = h.post("/api/login", None, None, big).await;
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let req = Request::post("/api/login")
+        .header(header::HOST, "dash.test")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{\"name\": \"ana\", \"pass"))
+        .unwrap();
+    assert!(h.call(req).await.status.is_client_error());
+    let (cookie, _) = h.login("ana").await;
+    for path in [
+        "/api/findings/not-a-number",
+        "/api/findings?before=-1&limit=99999999999999999999",
+        "/api/findings/18446744073709551615",
+        "/api/hosts/%00",
+    ] {
+        let a = h.get(path, Some(&cookie)).await;
+        assert!(a.status != StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn findings_are_paged_newest_first_and_filtered() {
+    let h = Harness::new();
+    for n in 0..130u64 {
+        let host = if n % 2 == 0 { "web-1" } else { "db-1" };
+        let sev = if n % 5 == 0 {
+            Severity::Critical
+        } else {
+            Severity::Low
+        };
+        h.fake.add_alert(host, "/usr/bin/ollama", sev);
+    }
+    let (cookie, _) = h.login("vic").await;
+    let a = h.get("/api/findings?limit=50", Some(&cookie)).await;
+    let items = a.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 50);
+    assert_eq!(items[0]["index"], 130);
+    assert_eq!(items[49]["index"], 81);
+    assert_eq!(a.body["next_before"], 81);
+    let b = h
+        .get(
+            "/api/findings?limit=50&before=81&host=web-1&severity=critical",
+            Some(&cookie),
+        )
+        .await;
+    let items = b.body["items"].as_array().unwrap();
+    assert!(!items.is_empty());
+    for it in items {
+        assert_eq!(it["hostname"], "web-1");
+        assert_eq!(it["severity"], "critical");
+        assert!(it["index"].as_u64().unwrap() < 81);
+    }
+    assert_eq!(b.body["next_before"], serde_json::Value::Null);
+    let o = h.get("/api/overview", Some(&cookie)).await;
+    assert_eq!(o.status, StatusCode::OK);
+    assert_eq!(o.body["top_hosts"].as_array().unwrap().len(), 2);
+    assert_eq!(o.body["findings_per_hour"].as_array().unwrap().len(), 24);
+}
+
+#[tokio::test]
+async fn triage_history_is_shown_with_the_finding() {
+    let h = Harness::new();
+    let i = h.fake.add_alert("web-1", "/usr/bin/ollama", Severity::High);
+    let (cookie, csrf) = h.login("ana").await;
+    let path = format!("/api/findings/{i}/triage");
+    for body in [
+        serde_json::json!({ "action": "ack" }),
+        serde_json::json!({ "action": "assign", "text": "bob" }),
+        serde_json::json!({ "action": "comment", "text": "<script>alert(1)</script>" }),
+        serde_json::json!({ "action": "resolve", "text": "approved later" }),
+    ] {
+        let a = h.post(&path, Some(&cookie), Some(&csrf), body).await;
+        assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    }
+    for bad in [
+        serde_json::json!({ "action": "delete" }),
+        serde_json::json!({ "action": "assign" }),
+        serde_json::json!({ "action": "comment", "text": "x".repeat(5000) }),
+    ] {
+        let a = h.post(&path, Some(&cookie), Some(&csrf), bad).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    }
+    let f = h.get(&format!("/api/findings/{i}"), Some(&cookie)).await;
+    assert_eq!(f.body["status"], "resolved");
+    assert_eq!(f.body["assignee"], "bob");
+    let history = f.body["history"].as_array().unwrap();
+    assert_eq!(history.len(), 4);
+    assert_eq!(history[2]["detail"], "<script>alert(1)</script>");
+    assert_eq!(
+        h.get("/api/findings/999", Some(&cookie)).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn live_feeds_send_new_findings_and_are_bounded() {
+    let settings = DashboardSettings {
+        max_live_per_session: 2,
+        max_live_total: 3,
+        ..Default::default()
+    };
+    let h = Harness::with(settings, false);
+    let (cookie, _) = h.login("ana").await;
+    let resp = h
+        .app
+        .clone()
+        .oneshot(
+            Request::get("/api/findings/live?host=web-1")
+                .header(header::COOKIE, &cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/event-stream");
+    h.fake.add_alert("db-1", "/usr/bin/ollama", Severity::High);
+    let want = h
+        .fake
+        .add_alert("web-1", "/tmp/<img src=x onerror=alert(1)>", Severity::High);
+    let mut body = resp.into_body().into_data_stream();
+    let mut text = String::new();
+    let read = async {
+        use futures::StreamExt;
+        while let Some(Ok(chunk)) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains("event: finding") && text.contains("\n\n") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), read)
+        .await
+        .unwrap();
+    assert!(text.contains(&format!("id: {want}")), "{text}");
+    assert!(!text.contains("db-1"), "{text}");
+    // A second feed for this session fits; a third does not.
+    let open = |cookie: String| {
+        let app = h.app.clone();
+        async move {
+            app.oneshot(
+                Request::get("/api/findings/live")
+                    .header(header::COOKIE, cookie)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let second = open(cookie.clone()).await;
+    assert_eq!(second.status(), StatusCode::OK);
+    assert_eq!(
+        open(cookie.clone()).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // And the node's total holds across sessions.
+    let (other, _) = h.login("vic").await;
+    let third = open(other.clone()).await;
+    assert_eq!(third.status(), StatusCode::OK);
+    assert_eq!(
+        open(other.clone()).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Closing one frees its place.
+    drop(second);
+    drop(third);
+    tokio::time::timeout(Duration::from_secs(7), async {
+        loop {
+            if open(other.clone()).await.status() == StatusCode::OK {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap();
+    drop(text);
+}
