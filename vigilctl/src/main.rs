@@ -26,6 +26,7 @@ mod siem;
 mod siem_otlp;
 mod status;
 mod terminal_text;
+mod user;
 mod workload;
 
 use exit_code::ExitCode;
@@ -69,6 +70,12 @@ enum Command {
     Workload {
         #[command(subcommand)]
         command: workload::WorkloadCommand,
+    },
+    /// The dashboard's users (admin): add, list, remove, change role,
+    /// password or whether they may log in.
+    User {
+        #[command(subcommand)]
+        command: user::UserCommand,
     },
     /// Act on one agent.
     Agent {
@@ -126,6 +133,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster { command } => cluster::run(endpoint, command).await,
         Command::Audit { command } => audit::run(&mut connect().await?, command).await,
         Command::Workload { command } => workload::run(&mut connect().await?, command).await,
+        Command::User { command } => user::run(&mut connect().await?, command).await,
         Command::Agent { command } => agent::run(&mut connect().await?, command).await,
         Command::Inventory { command } => inventory::run(&mut connect().await?, command).await,
         Command::Agents { command } => agents::run(&mut connect().await?, command).await,
