@@ -51,7 +51,7 @@ stop() {
 trap stop INT TERM EXIT
 
 "$bin/vigil-controlplane" --listen "$listen" --data-dir "$state/controlplane" \
-  --metrics-listen "$metrics" --trusted-policy-key "$admin_pub" "${cp_tls[@]}" \
+  --metrics-listen "$metrics" --dashboard-listen 127.0.0.1:7780 --trusted-policy-key "$admin_pub" "${cp_tls[@]}" \
   > >(tee -a "$state/controlplane.out") 2> "$state/controlplane.log" &
 pids+=($!)
 for _ in $(seq 100); do
@@ -110,7 +110,7 @@ vigil is running:
   metrics        Prometheus at http://$metrics/metrics
   $first_admin_line
   $agent_line
-  dashboard      not in this build yet (the SOC dashboard is a later milestone)
+  dashboard      $scheme://127.0.0.1:7780/ (users: vigilctl user add)
 
 Try, in another shell:
   $env_line
