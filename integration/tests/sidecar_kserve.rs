@@ -113,6 +113,13 @@ async fn the_triton_client_gets_what_onnxruntime_computes_over_tcp_and_a_unix_so
                 .contains("does not match the model's"),
             "{seen}"
         );
+        // No peer credentials on TCP: shared memory refused, saying why.
+        assert!(
+            seen["shm"]["refused"]
+                .as_str()
+                .is_some_and(|m| m.contains("--tcp-shared-memory-uid")),
+            "{seen}"
+        );
         eprintln!("{name}: {seen}");
     }
 
@@ -125,13 +132,25 @@ async fn the_triton_client_gets_what_onnxruntime_computes_over_tcp_and_a_unix_so
         false,
     );
     unix.wait_ready().await;
-    let seen = triton_client(
-        &unix.listen.grpc_target(),
-        "linear",
-        &dir.path().join("linear.onnx"),
-        3,
-    );
-    assert_eq!(seen["model_version"], "3");
+    // Over the unix socket every model also infers through system shared
+    // memory (the client's own /dev/shm files), matching onnxruntime.
+    for (name, version) in [("linear", 3), ("doubler", 1), ("pair", 5)] {
+        let seen = triton_client(
+            &unix.listen.grpc_target(),
+            name,
+            &dir.path().join(format!("{name}.onnx")),
+            version,
+        );
+        assert_eq!(seen["model_version"], version.to_string());
+        assert!(seen["shm"]["outputs"].is_object(), "{seen}");
+        assert!(
+            seen["shm"]["traversal_refused"]
+                .as_str()
+                .is_some_and(|m| m.contains("refused")),
+            "{seen}"
+        );
+        eprintln!("{name} over the unix socket: {seen}");
+    }
     // SIGTERM: a clean stop that removes the socket.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(unix.child.id() as i32),

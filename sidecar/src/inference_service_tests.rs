@@ -262,3 +262,107 @@ async fn cuda_shared_memory_is_not_served_and_says_so() {
         "{err:?}"
     );
 }
+
+/// Where the test below tells its child, run as uid 65534, to connect.
+const PEER_SOCKET_ENV: &str = "VIGIL_SHM_PEER_SOCKET";
+
+/// The child of the test below, run as uid 65534 by `setpriv`: does
+/// nothing unless that test started it.
+#[tokio::test]
+async fn as_uid_65534_a_peer_gets_only_its_own_files_and_regions() {
+    let Ok(socket) = std::env::var(PEER_SOCKET_ENV) else {
+        return;
+    };
+    let mut client = unix_client(Path::new(&socket)).await;
+    let err = client
+        .system_shared_memory_register(register("io", "/roots", 4096))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("not by the caller (uid 65534)"),
+        "{err:?}"
+    );
+    // Root's "io" does not take the name from this uid.
+    client
+        .system_shared_memory_register(register("io", "/nobodys", 4096))
+        .await
+        .unwrap();
+    let status = client
+        .system_shared_memory_status(SystemSharedMemoryStatusRequest {
+            name: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.regions.len(), 1, "{status:?}");
+    assert_eq!(status.regions["io"].key, "/nobodys");
+    client
+        .system_shared_memory_unregister(SystemSharedMemoryUnregisterRequest {
+            name: String::new(),
+        })
+        .await
+        .unwrap();
+    println!("PEER-OK");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_uid_connecting_to_the_socket_is_bound_to_its_own_uid() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: connecting as uid 65534 needs root to switch uid");
+        return;
+    }
+    let shm = tempfile::tempdir().unwrap();
+    std::fs::write(shm.path().join("roots"), [0u8; 4096]).unwrap();
+    std::fs::write(shm.path().join("nobodys"), [0u8; 4096]).unwrap();
+    chown(shm.path().join("nobodys"), Some(65534), Some(65534)).unwrap();
+    let sockets = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(sockets.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let socket = sockets.path().join("s.sock");
+    let service = service(shm.path(), None);
+    let listener = bind(&ListenAddress::Unix(socket.clone())).await.unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (stop, stopping) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_grpc(listener, service.clone(), 1 << 20, async {
+        let _ = stopping.await;
+    }));
+    let root = Caller::Uid(0);
+    service
+        .shm_register(&root, &register("io", "/roots", 4096))
+        .unwrap();
+
+    let child = tokio::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "inference_service::tests::as_uid_65534_a_peer_gets_only_its_own_files_and_regions",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(PEER_SOCKET_ENV, &socket)
+        .output()
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&child.stdout);
+    assert!(
+        child.status.success() && out.contains("PEER-OK"),
+        "{}\n{}\n{out}",
+        child.status,
+        String::from_utf8_lossy(&child.stderr)
+    );
+    // Root's region is untouched by the other uid's unregister-all.
+    let status = service
+        .shm_status(
+            &root,
+            &SystemSharedMemoryStatusRequest {
+                name: String::new(),
+            },
+        )
+        .unwrap();
+    assert_eq!(status.regions["io"].key, "/roots");
+    assert_eq!(service.shared_memory().count(), 1);
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
