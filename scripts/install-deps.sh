@@ -37,6 +37,9 @@ pkg_installed libtss2-tcti-swtpm0 || need_apt+=(libtss2-tcti-swtpm0)
 have swtpm || need_apt+=(swtpm)
 have swtpm_setup || need_apt+=(swtpm-tools)
 have tpm2_quote || need_apt+=(tpm2-tools)
+# The dashboard's browser test: Debian's chromium driven through chromedriver.
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need_apt[*]}"
