@@ -8,6 +8,10 @@
 //!   checked, tensors built, the session run, outputs encoded; no gRPC);
 //! - `vigil-sidecar` over KServe v2 gRPC on loopback TCP, driven by one
 //!   tonic client issuing requests back to back;
+//! - `vigil-sidecar` over KServe gRPC on its unix socket with the tensors
+//!   in system shared memory (KServe's extension): the client writes each
+//!   request's input into its region and reads each output back, so both
+//!   copies are counted;
 //! - a KServe v2 server in Python (grpcio with Triton's generated service,
 //!   onnxruntime behind it: what a team would otherwise write), driven by
 //!   the same client.
@@ -21,8 +25,13 @@ use tonic::transport::Channel;
 use vigil_integration::free_port;
 use vigil_integration::sidecar::{ort_library, python_path, Sidecar, SidecarListen};
 use vigil_proto::kserve::grpc_inference_service_client::GrpcInferenceServiceClient;
+use vigil_proto::kserve::infer_parameter::ParameterChoice;
 use vigil_proto::kserve::model_infer_request::InferInputTensor;
-use vigil_proto::kserve::{ModelInferRequest, ServerReadyRequest};
+use vigil_proto::kserve::model_infer_request::InferRequestedOutputTensor;
+use vigil_proto::kserve::{
+    InferParameter, ModelInferRequest, ServerReadyRequest, SystemSharedMemoryRegisterRequest,
+    SystemSharedMemoryUnregisterRequest,
+};
 use vigil_sidecar::datatype::Datatype;
 use vigil_sidecar::model_identity::{ModelIdentity, Sha256Digest};
 use vigil_sidecar::onnx_builder::{Dim, ModelBuilder};
@@ -176,6 +185,112 @@ async fn over_grpc(channel: Channel) -> anyhow::Result<Figures> {
     };
     let mut figures = measure(infer).await?;
     figures.samples_per_s_2 = two_in_flight(infer).await?;
+    Ok(figures)
+}
+
+/// Two regions per request in flight: input and output of a batch.
+const SHM_LANES: usize = 2;
+const SHM_IN_BYTES: usize = BATCH * INPUTS * 4;
+const SHM_OUT_BYTES: usize = BATCH * OUTPUTS * 4;
+
+fn shm_params(region: &str, size: usize) -> std::collections::HashMap<String, InferParameter> {
+    let p = |c| InferParameter {
+        parameter_choice: Some(c),
+    };
+    std::collections::HashMap::from([
+        (
+            "shared_memory_region".to_string(),
+            p(ParameterChoice::StringParam(region.into())),
+        ),
+        (
+            "shared_memory_byte_size".to_string(),
+            p(ParameterChoice::Int64Param(size as i64)),
+        ),
+    ])
+}
+
+/// The figures of the sidecar with tensors in system shared memory, as a
+/// Triton client with `tritonclient.utils.shared_memory` does it: one
+/// `/dev/shm` file per lane (input then output), registered once; each
+/// request writes its input there (`pwrite`) and reads its output back
+/// (`pread`).
+async fn over_grpc_shm(channel: Channel) -> anyhow::Result<Figures> {
+    use std::os::unix::fs::FileExt;
+    let client = GrpcInferenceServiceClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    let mut files = Vec::new();
+    for lane in 0..SHM_LANES {
+        let key = format!("/vigil-bench-{}-{lane}", std::process::id());
+        let path = format!("/dev/shm{key}");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        file.set_len((SHM_IN_BYTES + SHM_OUT_BYTES) as u64)?;
+        for (name, offset, size) in [
+            (format!("in{lane}"), 0, SHM_IN_BYTES),
+            (format!("out{lane}"), SHM_IN_BYTES, SHM_OUT_BYTES),
+        ] {
+            client
+                .clone()
+                .system_shared_memory_register(SystemSharedMemoryRegisterRequest {
+                    name,
+                    key: key.clone(),
+                    offset: offset as u64,
+                    byte_size: size as u64,
+                })
+                .await?;
+        }
+        files.push((path, file));
+    }
+    let free = std::sync::Mutex::new((0..SHM_LANES).collect::<Vec<_>>());
+    let infer = |mut r: ModelInferRequest| {
+        let mut client = client.clone();
+        let files = &files;
+        let free = &free;
+        async move {
+            let lane = free
+                .lock()
+                .unwrap()
+                .pop()
+                .ok_or_else(|| anyhow::anyhow!("no free lane"))?;
+            let file = &files[lane].1;
+            let input = r.raw_input_contents.remove(0);
+            file.write_all_at(&input, 0)?;
+            r.inputs[0].parameters = shm_params(&format!("in{lane}"), input.len());
+            let rows = input.len() / (INPUTS * 4);
+            let out_bytes = rows * OUTPUTS * 4;
+            r.outputs = vec![InferRequestedOutputTensor {
+                name: "y".into(),
+                parameters: shm_params(&format!("out{lane}"), out_bytes),
+            }];
+            let reply = client.model_infer(r).await;
+            let mut output = vec![0u8; out_bytes];
+            let read = file.read_exact_at(&mut output, SHM_IN_BYTES as u64);
+            free.lock().unwrap().push(lane);
+            let reply = reply?.into_inner();
+            read?;
+            anyhow::ensure!(
+                reply.outputs.len() == 1 && reply.outputs[0].shape == [rows as i64, OUTPUTS as i64],
+                "one output of [{rows}, {OUTPUTS}] expected"
+            );
+            std::hint::black_box(&output);
+            Ok(())
+        }
+    };
+    let mut figures = measure(infer).await?;
+    figures.samples_per_s_2 = two_in_flight(infer).await?;
+    client
+        .clone()
+        .system_shared_memory_unregister(SystemSharedMemoryUnregisterRequest {
+            name: String::new(),
+        })
+        .await?;
+    for (path, _) in &files {
+        let _ = std::fs::remove_file(path);
+    }
     Ok(figures)
 }
 
@@ -336,6 +451,16 @@ pub fn sidecar(
     let grpc_unix = grpc_unix?;
     print("vigil-sidecar over gRPC, unix socket", &grpc_unix);
 
+    let mut sidecar = Sidecar::start(work, SidecarListen::Unix(socket.clone()), &args, false);
+    let grpc_shm = client_rt.block_on(async {
+        sidecar.wait_ready().await;
+        over_grpc_shm(unix_channel(&socket).await?).await
+    });
+    let _ = sidecar.child.kill();
+    let _ = sidecar.child.wait();
+    let grpc_shm = grpc_shm?;
+    print("vigil-sidecar, unix socket, shared memory", &grpc_shm);
+
     let py_port = free_port();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/kserve_python_server.py");
     let mut py_server = Command::new("python3")
@@ -369,6 +494,42 @@ pub fn sidecar(
         )
         .goal(0.95),
     );
+    let shm = "over KServe gRPC on the unix socket, tensors in system shared memory (client writes and reads them each request)";
+    report.push(
+        Figure::ratio(
+            &format!("sidecar: batch-64 samples/s, 1 in flight, {shm} vs onnxruntime in Python in-process"),
+            grpc_shm.samples_per_s,
+            python.samples_per_s,
+            "samples/s",
+            CMD,
+        )
+        .goal(0.95),
+    );
+    report.push(Figure::ratio(
+        &format!(
+            "sidecar: batch-64 samples/s, 2 in flight, {shm} vs onnxruntime in Python in-process"
+        ),
+        grpc_shm.samples_per_s_2,
+        python.samples_per_s,
+        "samples/s",
+        CMD,
+    ));
+    report.push(Figure::ratio(
+        &format!(
+            "sidecar: batch-64 samples/s, 1 in flight, {shm} vs the same without shared memory"
+        ),
+        grpc_shm.samples_per_s,
+        grpc_unix.samples_per_s,
+        "samples/s",
+        CMD,
+    ));
+    report.push(Figure::ratio(
+        &format!("sidecar: latency added at batch 1, p50, {shm} (minus Python in-process) vs the 150 us allowance"),
+        grpc_shm.p50_us - python.p50_us,
+        150.0,
+        "us",
+        CMD,
+    ));
     report.push(Figure::ratio(
         &format!(
             "sidecar: batch-64 samples/s, 1 in flight, {tcp} vs onnxruntime in Python in-process"
