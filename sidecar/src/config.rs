@@ -84,8 +84,9 @@ pub struct SidecarConfig {
     /// region's file must then be owned by UID, and all TCP clients share
     /// its registrations. TCP has no peer credentials, so without this
     /// flag shared memory is refused on TCP; on a unix socket the peer's
-    /// own uid (SO_PEERCRED) is used.
-    #[arg(long, value_name = "UID")]
+    /// own uid (SO_PEERCRED) is used. Root (0) is refused: every TCP
+    /// peer would read and write root's files in /dev/shm.
+    #[arg(long, value_name = "UID", value_parser = parse_tcp_shared_memory_uid)]
     pub tcp_shared_memory_uid: Option<u32>,
 
     /// Log format on stderr (`VIGIL_LOG` filters, e.g. `debug`).
@@ -102,6 +103,22 @@ impl SidecarConfig {
             opt_level: self.opt_level,
             execution_provider: self.execution_provider,
         }
+    }
+}
+
+/// `--tcp-shared-memory-uid`: any uid but root's. TCP peers, remote ones
+/// included, act as this uid over /dev/shm; as root they would read and
+/// write other root daemons' shared memory.
+fn parse_tcp_shared_memory_uid(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(0) => Err(
+            "uid 0 (root) is refused: every TCP peer would read and write root's \
+                      files in /dev/shm; name an unprivileged uid that owns the clients' \
+                      shared memory"
+                .to_string(),
+        ),
+        Ok(uid) => Ok(uid),
+        Err(e) => Err(format!("not a uid: {e}")),
     }
 }
 

@@ -106,3 +106,23 @@ fn missing_or_malformed_flags_are_usage_errors() {
         assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
     }
 }
+
+#[test]
+fn tcp_clients_may_act_as_an_unprivileged_uid_but_never_as_root() {
+    let base = ["--ort-lib", "/l.so", "--listen", "tcp:127.0.0.1:0"];
+    let with = |uid: &str| {
+        let mut args = base.to_vec();
+        args.extend(["--tcp-shared-memory-uid", uid]);
+        parse(&args)
+    };
+    assert_eq!(with("1000").unwrap().tcp_shared_memory_uid, Some(1000));
+    assert_eq!(parse(&base).unwrap().tcp_shared_memory_uid, None);
+    // Every TCP peer, remote ones included, would read and write root's
+    // files in /dev/shm (other root daemons' shared memory).
+    let err = with("0").unwrap_err();
+    assert_eq!(err.exit_code(), 2, "{err}");
+    assert!(err.to_string().contains("root"), "{err}");
+    for bad in ["-1", "x", "4294967296"] {
+        assert_eq!(with(bad).unwrap_err().exit_code(), 2, "{bad}");
+    }
+}
