@@ -127,13 +127,15 @@ impl FromRequestParts<Arc<Dashboard>> for Authed {
                 "missing or wrong CSRF token, or another origin",
             ));
         }
+        // A new password (or a user removed and made anew) ends the
+        // sessions made with the old one.
         let user = match d.data.user(&session.user) {
-            Ok(Some(u)) if !u.disabled => u,
+            Ok(Some(u)) if !u.disabled && session.holds(&u.password_hash) => u,
             Ok(_) => {
                 d.sessions.remove(&session_id);
                 return Err(refuse(
                     StatusCode::UNAUTHORIZED,
-                    "the user is gone or disabled",
+                    "the user is gone or disabled, or its password changed",
                 ));
             }
             Err(e) => return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
@@ -173,7 +175,9 @@ pub async fn login(
         );
     }
     let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |Extension(p)| p.0.ip());
-    if !d.limiter.allowed(&req.name, ip) {
+    // Counted as a failure from here until it succeeds: guesses sent at
+    // once cannot all pass this check before the first fails.
+    if !d.limiter.attempt(&req.name, ip) {
         return refuse(
             StatusCode::TOO_MANY_REQUESTS,
             "too many failed logins: wait a minute",
@@ -186,18 +190,25 @@ pub async fn login(
     let hash = user
         .as_ref()
         .map_or_else(|| d.dummy_hash.clone(), |u| u.password_hash.clone());
-    // argon2 costs tens of milliseconds of CPU: a few at a time.
-    let Ok(_permit) = d.verifying.acquire().await else {
+    // argon2 costs tens of milliseconds of CPU: a few at a time. The
+    // permit goes with the verification, which runs on even when this
+    // request is dropped (a client gone, the request timeout).
+    let Ok(permit) = d.verifying.clone().acquire_owned().await else {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     };
     let password = req.password;
-    let ok = tokio::task::spawn_blocking(move || verify(&hash, &password))
-        .await
-        .unwrap_or(false);
+    let ok = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        verify(&hash, &password)
+    })
+    .await
+    .unwrap_or(false);
     let user = match user {
-        Some(u) if ok => u,
+        Some(u) if ok => {
+            d.limiter.succeeded(&req.name, ip);
+            u
+        }
         _ => {
-            d.limiter.failed(&req.name, ip);
             tracing::info!(user = %req.name.escape_debug(), %ip, "dashboard: failed login");
             return refuse(StatusCode::UNAUTHORIZED, "wrong name or password");
         }
@@ -207,7 +218,7 @@ pub async fn login(
     for old in session_cookies(&headers) {
         d.sessions.remove(&old);
     }
-    let (id, csrf) = d.sessions.create(&user.name);
+    let (id, csrf) = d.sessions.create(&user.name, &user.password_hash);
     tracing::info!(user = %user.name, role = user.role.as_str(), %ip, "dashboard: login");
     let mut resp = Json(who_value(&user.name, user.role, &csrf)).into_response();
     resp.headers_mut().insert(

@@ -19,6 +19,9 @@ pub struct DashboardSettings {
     pub failed_logins_per_minute: usize,
     /// Sessions held at once (the oldest goes past it).
     pub max_sessions: usize,
+    /// Sessions of one user held at once (that user's oldest goes past
+    /// it): one user cannot push everyone else's out.
+    pub max_sessions_per_user: usize,
     /// The largest request body read.
     pub max_body_bytes: usize,
     /// Connections served at once; past it a new one is closed.
@@ -41,6 +44,7 @@ impl Default for DashboardSettings {
             absolute_timeout: Duration::from_secs(12 * 3600),
             failed_logins_per_minute: 5,
             max_sessions: 10_000,
+            max_sessions_per_user: 8,
             max_body_bytes: 16 * 1024,
             max_connections: 256,
             header_timeout: Duration::from_secs(5),

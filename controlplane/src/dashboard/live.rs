@@ -4,8 +4,8 @@
 //! (an alert index) resumes without a gap; by default only alerts applied
 //! after the request are sent. At most `max_live_total` feeds on a node and
 //! `max_live_per_session` per session (429 past either); a feed ends when
-//! its session expires or its user is removed or disabled (checked at
-//! least every 5 s).
+//! its session expires or its user is removed, disabled or given a new
+//! password (checked at least every 5 s).
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -100,8 +100,9 @@ pub async fn live(
         let mut changed = d.data.watch_alerts();
         loop {
             changed.borrow_and_update();
-            let still = d.sessions.get(&session_id, false).is_some()
-                && matches!(d.data.user(&user), Ok(Some(u)) if !u.disabled);
+            let still = d.sessions.get(&session_id, false).is_some_and(|s| {
+                matches!(d.data.user(&user), Ok(Some(u)) if !u.disabled && s.holds(&u.password_hash))
+            });
             if !still {
                 let _ = tx
                     .send(Ok(Event::default().event("end").data("session ended")))

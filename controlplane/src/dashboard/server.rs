@@ -47,7 +47,7 @@ pub struct Dashboard {
     pub secure_cookies: bool,
     pub dummy_hash: String,
     /// Password verifications at once.
-    pub verifying: Semaphore,
+    pub verifying: Arc<Semaphore>,
     /// Live feeds open on this node.
     pub live_open: AtomicUsize,
 }
@@ -60,11 +60,12 @@ impl Dashboard {
                 settings.idle_timeout,
                 settings.absolute_timeout,
                 settings.max_sessions,
+                settings.max_sessions_per_user,
             ),
             limiter: LoginLimiter::new(settings.failed_logins_per_minute),
             secure_cookies: tls,
             dummy_hash: super::auth::dummy_hash(),
-            verifying: Semaphore::new(4),
+            verifying: Arc::new(Semaphore::new(4)),
             live_open: AtomicUsize::new(0),
             settings,
         })

@@ -33,10 +33,22 @@ fn key_of(id: &str) -> [u8; 32] {
 pub struct Session {
     pub user: String,
     pub csrf: String,
+    /// The sha256 of the user's password hash at login: a session ends
+    /// when the password changes, or when the user is removed and one of
+    /// the same name made (a new hash, a new salt).
+    credential: [u8; 32],
     created: Instant,
     last_used: Instant,
     /// Live feeds this session has open.
     pub live: usize,
+}
+
+impl Session {
+    /// Whether the session was made with `password_hash` (the user's
+    /// password has not changed since).
+    pub fn holds(&self, password_hash: &str) -> bool {
+        self.credential == key_of(password_hash)
+    }
 }
 
 /// The sessions of this node.
@@ -45,15 +57,19 @@ pub struct Sessions {
     idle: Duration,
     absolute: Duration,
     max: usize,
+    per_user: usize,
 }
 
 impl Sessions {
-    pub fn new(idle: Duration, absolute: Duration, max: usize) -> Self {
+    /// At most `max` sessions, `per_user` of them one user's (a user
+    /// logging in again and again pushes out only its own oldest).
+    pub fn new(idle: Duration, absolute: Duration, max: usize, per_user: usize) -> Self {
         Self {
             map: Mutex::new(HashMap::new()),
             idle,
             absolute,
             max: max.max(1),
+            per_user: per_user.max(1),
         }
     }
 
@@ -68,12 +84,25 @@ impl Sessions {
             || now.duration_since(s.created) >= self.absolute
     }
 
-    /// A new session for `user`: (id, csrf token).
-    pub fn create(&self, user: &str) -> (String, String) {
+    /// A new session for `user`, who logged in with the password that
+    /// `password_hash` is of: (id, csrf token).
+    pub fn create(&self, user: &str, password_hash: &str) -> (String, String) {
         let id = random_token();
         let csrf = random_token();
         let now = Instant::now();
         let mut map = self.lock();
+        let mut mine: Vec<([u8; 32], Instant)> = map
+            .iter()
+            .filter(|(_, s)| s.user == user)
+            .map(|(k, s)| (*k, s.last_used))
+            .collect();
+        if mine.len() >= self.per_user {
+            // This user's least recently used go, never another's.
+            mine.sort_by_key(|(_, used)| *used);
+            for (k, _) in &mine[..=mine.len() - self.per_user] {
+                map.remove(k);
+            }
+        }
         if map.len() >= self.max {
             map.retain(|_, s| !self.expired(s, now));
         }
@@ -88,6 +117,7 @@ impl Sessions {
             Session {
                 user: user.to_string(),
                 csrf: csrf.clone(),
+                credential: key_of(password_hash),
                 created: now,
                 last_used: now,
                 live: 0,
@@ -145,7 +175,12 @@ impl Sessions {
 }
 
 /// Failed logins in the last minute, per user name and per client
-/// address; at most 10,000 keys of each (the oldest dropped past it).
+/// address (an IPv6 address by its /64: one host holds a whole /64); at
+/// most 10,000 keys, past which the key whose last failure is the oldest
+/// goes (a key is never left uncounted). An attempt counts as a failure
+/// from the moment it is let through ([`LoginLimiter::attempt`]) until it
+/// succeeds ([`LoginLimiter::succeeded`]), so guesses sent at once cannot
+/// all pass the check before the first of them fails.
 pub struct LoginLimiter {
     per_minute: usize,
     failures: Mutex<HashMap<String, VecDeque<Instant>>>,
@@ -153,6 +188,20 @@ pub struct LoginLimiter {
 
 const WINDOW: Duration = Duration::from_secs(60);
 const MAX_KEYS: usize = 10_000;
+
+/// The limiter's key for a client address.
+fn address_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("a:{v4}"),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("a:{v4}"),
+            None => {
+                let s = v6.segments();
+                format!("a:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
 
 impl LoginLimiter {
     pub fn new(per_minute: usize) -> Self {
@@ -163,47 +212,69 @@ impl LoginLimiter {
     }
 
     fn keys(user: &str, ip: IpAddr) -> [String; 2] {
-        [format!("u:{user}"), format!("a:{ip}")]
+        [format!("u:{user}"), address_key(ip)]
     }
 
-    /// Whether a login for `user` from `ip` may be tried now.
-    pub fn allowed(&self, user: &str, ip: IpAddr) -> bool {
-        let now = Instant::now();
-        let mut map = self
-            .failures
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<Instant>>> {
+        self.failures
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Self::keys(user, ip).iter().all(|k| match map.get_mut(k) {
-            None => true,
-            Some(times) => {
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether a login for `user` from `ip` may be tried now; if so, it is
+    /// counted as a failure already (call [`Self::succeeded`] when the
+    /// password was right).
+    pub fn attempt(&self, user: &str, ip: IpAddr) -> bool {
+        let now = Instant::now();
+        let keys = Self::keys(user, ip);
+        let mut map = self.lock();
+        for k in &keys {
+            if let Some(times) = map.get_mut(k) {
                 while times
                     .front()
                     .is_some_and(|t| now.duration_since(*t) >= WINDOW)
                 {
                     times.pop_front();
                 }
-                times.len() < self.per_minute
+                if times.len() >= self.per_minute {
+                    return false;
+                }
             }
-        })
+        }
+        for k in keys {
+            if !map.contains_key(&k) && map.len() >= MAX_KEYS {
+                Self::make_room(&mut map, now);
+            }
+            map.entry(k).or_default().push_back(now);
+        }
+        true
     }
 
-    pub fn failed(&self, user: &str, ip: IpAddr) {
-        let now = Instant::now();
-        let mut map = self
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.len() >= MAX_KEYS {
-            map.retain(|_, t| t.back().is_some_and(|t| now.duration_since(*t) < WINDOW));
-        }
+    /// The attempt let through last for `user` from `ip` was right: it is
+    /// no failure.
+    pub fn succeeded(&self, user: &str, ip: IpAddr) {
+        let mut map = self.lock();
         for k in Self::keys(user, ip) {
-            if map.len() >= MAX_KEYS && !map.contains_key(&k) {
-                continue;
+            if let Some(times) = map.get_mut(&k) {
+                times.pop_back();
+                if times.is_empty() {
+                    map.remove(&k);
+                }
             }
-            let times = map.entry(k).or_default();
-            times.push_back(now);
-            while times.len() > self.per_minute {
-                times.pop_front();
+        }
+    }
+
+    /// Drops the keys without a failure in the window, or else the one
+    /// whose last failure is the oldest.
+    fn make_room(map: &mut HashMap<String, VecDeque<Instant>>, now: Instant) {
+        map.retain(|_, t| t.back().is_some_and(|t| now.duration_since(*t) < WINDOW));
+        if map.len() >= MAX_KEYS {
+            if let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, t)| t.back().copied())
+                .map(|(k, _)| k.clone())
+            {
+                map.remove(&oldest);
             }
         }
     }
@@ -215,14 +286,19 @@ mod tests {
 
     #[test]
     fn sessions_expire_when_idle_and_absolutely() {
-        let s = Sessions::new(Duration::from_millis(50), Duration::from_millis(120), 10);
-        let (id, csrf) = s.create("ana");
+        let s = Sessions::new(
+            Duration::from_millis(50),
+            Duration::from_millis(120),
+            10,
+            10,
+        );
+        let (id, csrf) = s.create("ana", "h");
         assert_eq!(id.len(), 64);
         assert_ne!(id, csrf);
         assert_eq!(s.get(&id, true).unwrap().user, "ana");
         std::thread::sleep(Duration::from_millis(60));
         assert!(s.get(&id, true).is_none(), "idle expiry");
-        let (id, _) = s.create("ana");
+        let (id, _) = s.create("ana", "h");
         for _ in 0..5 {
             std::thread::sleep(Duration::from_millis(30));
             let _ = s.get(&id, true);
@@ -233,11 +309,62 @@ mod tests {
 
     #[test]
     fn the_session_map_is_bounded() {
-        let s = Sessions::new(Duration::from_secs(60), Duration::from_secs(60), 3);
-        let ids: Vec<_> = (0..5).map(|i| s.create(&format!("u{i}")).0).collect();
+        let s = Sessions::new(Duration::from_secs(60), Duration::from_secs(60), 3, 3);
+        let ids: Vec<_> = (0..5).map(|i| s.create(&format!("u{i}"), "h").0).collect();
         assert_eq!(s.len(), 3);
         assert!(s.get(&ids[4], false).is_some());
         assert!(s.get(&ids[0], false).is_none());
+    }
+
+    #[test]
+    fn a_full_failure_map_still_counts_each_guess_at_a_user() {
+        // Attack: fill the map with 10,000 other keys (names and
+        // addresses), after which a failure for a new key was not
+        // recorded at all: unlimited guesses at the admin.
+        let l = LoginLimiter::new(3);
+        for i in 0..(MAX_KEYS as u32 / 2) {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            assert!(l.attempt(&format!("filler{i}"), ip));
+        }
+        let mut let_through = 0;
+        for i in 0..20u32 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0b00_0000 + i));
+            if l.attempt("admin", ip) {
+                let_through += 1;
+            }
+        }
+        assert_eq!(let_through, 3, "guesses at admin past a full map");
+    }
+
+    #[test]
+    fn an_ipv6_network_counts_as_one_address() {
+        // Attack: one host holds a /64 and so 2^64 addresses, each with
+        // its own five guesses.
+        let l = LoginLimiter::new(3);
+        let mut let_through = 0;
+        for i in 1..=20u16 {
+            let ip = IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, i]);
+            if l.attempt(&format!("user{i}"), ip) {
+                let_through += 1;
+            }
+        }
+        assert_eq!(let_through, 3);
+        let mapped: IpAddr = "::ffff:10.0.0.9".parse().unwrap();
+        let v4: IpAddr = "10.0.0.9".parse().unwrap();
+        for _ in 0..3 {
+            let _ = l.attempt("x", mapped);
+        }
+        assert!(!l.attempt("y", v4), "a v4-mapped address is the v4 one");
+    }
+
+    #[test]
+    fn a_success_is_not_counted_as_a_failure() {
+        let l = LoginLimiter::new(2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        for _ in 0..5 {
+            assert!(l.attempt("ana", a));
+            l.succeeded("ana", a);
+        }
     }
 
     #[test]
@@ -246,12 +373,11 @@ mod tests {
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         for _ in 0..3 {
-            assert!(l.allowed("ana", a));
-            l.failed("ana", a);
+            assert!(l.attempt("ana", a));
         }
-        assert!(!l.allowed("ana", a));
-        assert!(!l.allowed("ana", b), "per user, from anywhere");
-        assert!(!l.allowed("bob", a), "per address, any user");
-        assert!(l.allowed("bob", b));
+        assert!(!l.attempt("ana", a));
+        assert!(!l.attempt("ana", b), "per user, from anywhere");
+        assert!(!l.attempt("bob", a), "per address, any user");
+        assert!(l.attempt("bob", b));
     }
 }

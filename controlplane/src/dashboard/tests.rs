@@ -689,3 +689,104 @@ async fn live_feeds_send_new_findings_and_are_bounded() {
     .unwrap();
     drop(text);
 }
+
+#[tokio::test]
+async fn parallel_guesses_cannot_pass_the_failure_limit() {
+    // Attack: many wrong passwords sent at once all passed the limit's
+    // check before the first failure was counted.
+    let h = Harness::new();
+    let mut guesses = Vec::new();
+    for n in 0..20 {
+        let app = h.app.clone();
+        guesses.push(tokio::spawn(async move {
+            let req = Request::post("/api/login")
+                .header(header::HOST, "dash.test")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    serde_json::json!({ "name": "ana", "password": format!("guess-{n}") })
+                        .to_string(),
+                ))
+                .unwrap();
+            app.oneshot(req).await.unwrap().status()
+        }));
+    }
+    let mut checked = 0;
+    for g in guesses {
+        if g.await.unwrap() == StatusCode::UNAUTHORIZED {
+            checked += 1;
+        }
+    }
+    assert!(
+        checked <= 5,
+        "{checked} passwords tried in parallel past a limit of 5"
+    );
+}
+
+#[tokio::test]
+async fn a_new_password_or_a_user_made_anew_ends_the_old_sessions() {
+    // Attack: a stolen session kept working after the admin reset the
+    // user's password (or removed the user and made one of that name).
+    let h = Harness::new();
+    let (cookie, _) = h.login("ana").await;
+    let (vcookie, _) = h.login("vic").await;
+    assert_eq!(
+        h.get("/api/session", Some(&cookie)).await.status,
+        StatusCode::OK
+    );
+    h.fake
+        .users
+        .lock()
+        .unwrap()
+        .get_mut("ana")
+        .unwrap()
+        .password_hash = hash("a brand new password");
+    assert_eq!(
+        h.get("/api/session", Some(&cookie)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    {
+        let mut users = h.fake.users.lock().unwrap();
+        let mut vic = users.remove("vic").unwrap();
+        vic.password_hash = hash("the new vic's password");
+        users.insert("vic".into(), vic);
+    }
+    assert_eq!(
+        h.get("/api/session", Some(&vcookie)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        h.get("/api/findings/live", Some(&vcookie)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn one_user_logging_in_again_and_again_does_not_push_others_out() {
+    // Attack: a viewer logged in max_sessions times and so evicted every
+    // other session on the node (the admin's too), and then held all the
+    // node's live feeds.
+    let settings = DashboardSettings {
+        max_sessions: 8,
+        max_sessions_per_user: 3,
+        ..DashboardSettings::default()
+    };
+    let h = Harness::with(settings, false);
+    let (ana, _) = h.login("ana").await;
+    let mut vics = Vec::new();
+    for _ in 0..20 {
+        vics.push(h.login("vic").await.0);
+    }
+    assert_eq!(
+        h.get("/api/session", Some(&ana)).await.status,
+        StatusCode::OK
+    );
+    // vic's newest sessions hold; its oldest went.
+    assert_eq!(
+        h.get("/api/session", Some(&vics[19])).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        h.get("/api/session", Some(&vics[0])).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
