@@ -286,6 +286,18 @@ pub enum Command {
     /// last enabled admin.
     #[serde(rename = "remove_user.v1")]
     RemoveUser { name: String },
+    /// A triage step by `actor` on alert `index` (ack, assign, comment,
+    /// resolve, reopen). Refused for an unknown or pruned alert, an
+    /// assignee who is not an enabled user, and a step the alert's state
+    /// does not allow. Keeps `triage/<index>` and the open and
+    /// acknowledged counts.
+    #[serde(rename = "triage_alert.v1")]
+    TriageAlert {
+        index: u64,
+        actor: String,
+        action: vigil_domain::TriageAction,
+        at_unix_nanos: i64,
+    },
     /// What an agent did with the bundle it last received.
     #[serde(rename = "policy_status.v1")]
     PolicyStatus {
@@ -340,4 +352,6 @@ pub enum CommandResult {
     Model(Box<vigil_domain::ModelRecord>),
     /// A user as the command left it.
     User(Box<vigil_domain::UserRecord>),
+    /// An alert's triage as the command left it.
+    Triage(Box<vigil_domain::AlertTriage>),
 }

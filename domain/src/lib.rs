@@ -7,6 +7,7 @@
 
 mod ai_inventory;
 mod alert;
+mod alert_triage;
 mod approval;
 mod attestation;
 mod audit;
@@ -26,6 +27,10 @@ pub use ai_inventory::{
     approved_but_unseen, sightings, InventoryItem, InventoryKind, Sighting, MAX_SIGHTING_AGE_NANOS,
 };
 pub use alert::{AgentHeartbeat, AgentIdentity, AgentRecord, Alert, SensorCounters, SensorMode};
+pub use alert_triage::{
+    AlertTriage, TriageAction, TriageEntry, TriageError, TriageState, MAX_TRIAGE_COMMENT,
+    MAX_TRIAGE_HISTORY,
+};
 pub use approval::{ApprovalScope, ApprovedWorkloads, WorkloadApproval};
 pub use attestation::{
     first_pcr_difference, AttestationRecord, ClockChange, ClockError, QuoteResult, TpmClock,

@@ -266,8 +266,21 @@ impl AdminService for AdminServiceImpl {
             .state
             .alerts_after(req.after_index, limit)
             .map_err(|e| Status::internal(e.to_string()))?;
+        // One key read per alert of the page: those triaged.
+        let mut triage = Vec::new();
+        for alert in &alerts {
+            if let Some(t) = self
+                .node
+                .state
+                .triage(alert.index)
+                .map_err(|e| Status::internal(e.to_string()))?
+            {
+                triage.push(super::admin_triage::to_wire(t));
+            }
+        }
         Ok(Response::new(pb::QueryAlertsResponse {
             alerts: alerts.into_iter().map(Into::into).collect(),
+            triage,
         }))
     }
 
@@ -1026,6 +1039,13 @@ impl AdminService for AdminServiceImpl {
         req: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         self.list_users_rpc(req).await
+    }
+
+    async fn triage_alert(
+        &self,
+        req: Request<pb::TriageAlertRequest>,
+    ) -> Result<Response<pb::TriageAlertResponse>, Status> {
+        self.triage_alert_rpc(req).await
     }
 
     type ExportInventoryStream =

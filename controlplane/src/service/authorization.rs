@@ -102,7 +102,7 @@ pub fn need(path: &str) -> Option<Need> {
             | "ListInventory" | "ExportInventory" | "ListModels" => {
                 Viewer
             }
-            "Unfreeze" | "AttestAgent" => Analyst,
+            "Unfreeze" | "AttestAgent" | "TriageAlert" => Analyst,
             "ListRevokedCertificates" => Viewer,
             "PushPolicy" | "ApproveWorkload" | "RevokeWorkload" | "RevokeCertificate"
             | "CreateJoinToken" | "AddNode" | "RemoveNode" | "TransferLeader"

@@ -2,6 +2,7 @@
 
 mod admin_models;
 mod admin_service;
+pub mod admin_triage;
 pub mod admin_users;
 mod agent_attestation;
 mod agent_service;

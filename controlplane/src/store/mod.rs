@@ -12,7 +12,8 @@ pub use database::{open_checked, open_stores, OpenError};
 pub use log_store::SledLogStore;
 pub use state_machine::{
     AlertTally, CertificateStanding, EventPage, EventsError, JournalRecord, JournalRef, ReadError,
-    SledStateMachine, StateReader, Supersession, MIN_RENEWAL_INTERVAL_NANOS, USER_EXISTS,
+    SledStateMachine, StateReader, Supersession, TriageTally, MIN_RENEWAL_INTERVAL_NANOS,
+    USER_EXISTS,
 };
 pub use write_watch::{InFlight, OldestWrite, WriteWatch};
 

@@ -39,6 +39,9 @@
 //!   the model's bytes are not here but in the node's model store
 //!   (`model_blobs.rs`), by digest
 //! - `model_pin/<name>` → u64, the version a rollback pinned
+//! - `triage/<u64 be index>` → AlertTriage (only while `alert/<index>` is
+//!   stored); `meta/triage_tally` → TriageTally, acknowledged alerts and
+//!   resolved ones by severity (`state_machine/triage.rs`)
 //! - `user/<name>` → UserRecord (an argon2id hash, never a password;
 //!   `state_machine/users.rs`)
 //! - `event/<u64 be seq>` → [`JournalRecord`]: the SIEM export's one
@@ -86,7 +89,9 @@ use vigil_domain::{
 use crate::raft_types::{
     Command, CommandResult, LogId, NodeId, StorageError, StoredMembership, TypeConfig,
 };
+mod triage;
 mod users;
+pub use triage::TriageTally;
 pub use users::USER_EXISTS;
 
 use crate::store::snapshot_file::{
@@ -1565,6 +1570,20 @@ impl SledStateMachine {
                 },
             ),
             Command::RemoveUser { name } => self.remove_user(batch, &name),
+            Command::TriageAlert {
+                index,
+                actor,
+                action,
+                at_unix_nanos,
+            } => self.triage_alert(
+                batch,
+                index,
+                vigil_domain::TriageEntry {
+                    at_unix_nanos,
+                    actor,
+                    action,
+                },
+            ),
             Command::PutJoinToken { record } => {
                 let k = prefixed(JOIN_TOKEN_PREFIX, record.id.as_bytes());
                 if self.tree.get(&k).map_err(sm_read_err)?.is_some() {
@@ -2215,6 +2234,7 @@ impl SledStateMachine {
         let mut stored = tally.total();
         let (mut removed, mut more) = (0u64, false);
         let mut last_removed = 0u64;
+        let mut triage_tally = None;
         for kv in self.tree.scan_prefix(ALERT_PREFIX) {
             let (k, v) = kv.map_err(sm_read_err)?;
             let alert: PrunedAlert = serde_json::from_slice(&v).map_err(sm_read_err)?;
@@ -2237,10 +2257,18 @@ impl SledStateMachine {
                 .get(ALERT_PREFIX.len()..)
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
                 .map_or(0, u64::from_be_bytes);
+            // Its triage goes with it, in the same batch.
+            self.prune_triage(
+                batch,
+                &mut triage_tally,
+                last_removed,
+                alert.finding.severity.as_str(),
+            )?;
             batch.remove(k);
             stored = stored.saturating_sub(1);
             removed += 1;
         }
+        Self::write_triage_tally(batch, triage_tally)?;
         if removed > 0 {
             self.prune_journal(batch, last_removed)?;
             batch.insert(ALERT_TALLY, json(&tally)?);

@@ -1438,3 +1438,285 @@ fn user_commands_keep_their_versioned_names_in_the_log() {
     let json = serde_json::to_string(&Command::RemoveUser { name: "a".into() }).unwrap();
     assert!(json.starts_with("{\"remove_user.v1\":"), "{json}");
 }
+
+fn triage(index: u64, action: vigil_domain::TriageAction) -> Command {
+    audited(
+        Command::TriageAlert {
+            index,
+            actor: "ann".into(),
+            action,
+            at_unix_nanos: 9,
+        },
+        "alert.triage",
+    )
+}
+
+/// Findings of severities high, low, high, critical as alerts 1 to 4.
+fn mixed_alerts() -> Command {
+    let mut findings: Vec<Finding> = (1..=4).map(finding).collect();
+    findings[1].severity = Severity::Low;
+    findings[3].severity = Severity::Critical;
+    Command::AppendAlerts {
+        agent_id: "a".into(),
+        received_at_unix_nanos: 200,
+        findings,
+    }
+}
+
+fn counts(reader: &StateReader) -> (Vec<(String, u64)>, u64) {
+    (
+        reader.open_by_severity().unwrap().into_iter().collect(),
+        reader.acknowledged_count().unwrap(),
+    )
+}
+
+fn open(pairs: &[(&str, u64)], acknowledged: u64) -> (Vec<(String, u64)>, u64) {
+    (
+        pairs.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
+        acknowledged,
+    )
+}
+
+#[tokio::test]
+async fn triage_steps_are_stored_audited_and_counted_and_refusals_change_nothing() {
+    use vigil_domain::TriageAction::*;
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    sm.apply(vec![
+        entry(1, register("a")),
+        entry(2, mixed_alerts()),
+        entry(
+            3,
+            put_user("bob", Some(vigil_domain::UserRole::Analyst), None),
+        ),
+        entry(
+            4,
+            put_user("gone", Some(vigil_domain::UserRole::Analyst), Some(true)),
+        ),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        counts(&reader),
+        open(&[("critical", 1), ("high", 2), ("low", 1)], 0)
+    );
+    let script = "<script>alert(1)</script> & \"quotes\"";
+    let r = sm
+        .apply(vec![
+            entry(5, triage(1, Ack)),
+            entry(6, triage(1, Assign { to: "bob".into() })),
+            entry(
+                7,
+                triage(
+                    1,
+                    Comment {
+                        text: script.into(),
+                    },
+                ),
+            ),
+            entry(8, triage(2, Resolve)),
+            entry(9, triage(4, Ack)),
+            // Refused: unknown alert, unknown or disabled assignee, a step
+            // the state does not allow.
+            entry(10, triage(99, Ack)),
+            entry(
+                11,
+                triage(
+                    3,
+                    Assign {
+                        to: "nobody".into(),
+                    },
+                ),
+            ),
+            entry(12, triage(3, Assign { to: "gone".into() })),
+            entry(13, triage(2, Ack)),
+            entry(14, triage(1, Ack)),
+            entry(15, triage(3, Reopen)),
+        ])
+        .await
+        .unwrap();
+    let t = match &r[2] {
+        CommandResult::Triage(t) => t,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(t.state, vigil_domain::TriageState::Acknowledged);
+    assert_eq!(t.assignee.as_deref(), Some("bob"));
+    assert_eq!(t.history_total, 3);
+    assert!(refused(&r[5]).contains("no alert 99"), "{:?}", r[5]);
+    assert!(
+        refused(&r[6]).contains("no such enabled user"),
+        "{:?}",
+        r[6]
+    );
+    assert!(
+        refused(&r[7]).contains("no such enabled user"),
+        "{:?}",
+        r[7]
+    );
+    assert!(
+        refused(&r[8]).contains("resolved: reopen it first"),
+        "{:?}",
+        r[8]
+    );
+    assert!(
+        refused(&r[9]).contains("acknowledged already"),
+        "{:?}",
+        r[9]
+    );
+    assert!(refused(&r[10]).contains("not resolved"), "{:?}", r[10]);
+    // Stored verbatim (escaping is for whoever renders it).
+    let stored = reader.triage(1).unwrap().unwrap();
+    assert_eq!(
+        stored.history[2].action,
+        Comment {
+            text: script.into()
+        }
+    );
+    assert_eq!(stored.history[0].actor, "ann");
+    assert_eq!(reader.triage(3).unwrap(), None, "refusals stored nothing");
+    assert_eq!(
+        counts(&reader),
+        open(&[("critical", 1), ("high", 2), ("low", 0)], 2)
+    );
+    // Resolving an acknowledged alert moves it out of both counts;
+    // reopening brings it back as open.
+    sm.apply(vec![
+        entry(16, triage(4, Resolve)),
+        entry(17, triage(2, Reopen)),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        counts(&reader),
+        open(&[("critical", 0), ("high", 2), ("low", 1)], 1)
+    );
+    // Only what took effect was audited: 7 steps.
+    let audited: Vec<String> = reader
+        .audit_after(0, 100)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "alert.triage")
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(audited.len(), 7);
+}
+
+#[tokio::test]
+async fn retention_removes_triage_with_its_alerts_and_keeps_the_counts_true() {
+    use vigil_domain::TriageAction::*;
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    sm.apply(vec![
+        entry(1, register("a")),
+        entry(2, mixed_alerts()),
+        entry(3, triage(1, Ack)),
+        entry(4, triage(2, Resolve)),
+        entry(5, triage(3, Comment { text: "x".into() })),
+        entry(6, triage(4, Resolve)),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        counts(&reader),
+        open(&[("critical", 0), ("high", 2), ("low", 0)], 1)
+    );
+    // Keep the newest 2: alerts 1 and 2 go, with their triage.
+    let r = sm
+        .apply(vec![entry(
+            7,
+            Command::PruneAlerts {
+                at_unix_nanos: 10_000,
+                keep_at_most: 2,
+                older_than_unix_nanos: 0,
+            },
+        )])
+        .await
+        .unwrap();
+    assert_eq!(
+        r[0],
+        CommandResult::AlertsPruned {
+            removed: 2,
+            more: false
+        }
+    );
+    assert_eq!(reader.triage(1).unwrap(), None);
+    assert_eq!(reader.triage(2).unwrap(), None);
+    assert!(reader.triage(3).unwrap().is_some());
+    assert_eq!(counts(&reader), open(&[("critical", 0), ("high", 1)], 0));
+    // A pruned alert cannot be triaged.
+    let r = sm.apply(vec![entry(8, triage(1, Resolve))]).await.unwrap();
+    assert!(
+        refused(&r[0]).contains("removed by retention"),
+        "{:?}",
+        r[0]
+    );
+    // No triage record is left without its alert.
+    let alerts: Vec<u64> = reader
+        .alerts_after(0, 100)
+        .unwrap()
+        .iter()
+        .map(|a| a.index)
+        .collect();
+    for i in 1..=4 {
+        if reader.triage(i).unwrap().is_some() {
+            assert!(alerts.contains(&i), "triage {i} without its alert");
+        }
+    }
+}
+
+#[tokio::test]
+async fn triage_and_its_counts_travel_in_snapshots() {
+    use vigil_domain::TriageAction::*;
+    let a = tempfile::tempdir().unwrap();
+    let (_log, mut sm, reader_a) = crate::store::open_stores(a.path()).unwrap();
+    sm.apply(vec![
+        entry(1, register("a")),
+        entry(2, mixed_alerts()),
+        entry(3, triage(1, Ack)),
+        entry(4, triage(4, Resolve)),
+    ])
+    .await
+    .unwrap();
+    let snap = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let (_log, mut other, reader) = crate::store::open_stores(b.path()).unwrap();
+    other
+        .apply(vec![entry(1, register("x")), entry(2, mixed_alerts())])
+        .await
+        .unwrap();
+    other
+        .install_snapshot(&snap.meta, snap.snapshot)
+        .await
+        .unwrap();
+    assert_eq!(counts(&reader), counts(&reader_a));
+    assert_eq!(reader.triage(1).unwrap(), reader_a.triage(1).unwrap());
+    assert_eq!(reader.triage(4).unwrap(), reader_a.triage(4).unwrap());
+    // And applying goes on from there on the installed node.
+    let r = other
+        .apply(vec![entry(5, triage(4, Reopen))])
+        .await
+        .unwrap();
+    assert!(matches!(r[0], CommandResult::Triage(_)), "{:?}", r[0]);
+    assert_eq!(
+        counts(&reader),
+        open(&[("critical", 1), ("high", 2), ("low", 1)], 1)
+    );
+}
+
+#[test]
+fn the_triage_command_keeps_its_versioned_name_in_the_log() {
+    let json = serde_json::to_string(&Command::TriageAlert {
+        index: 1,
+        actor: "a".into(),
+        action: vigil_domain::TriageAction::Assign { to: "b".into() },
+        at_unix_nanos: 1,
+    })
+    .unwrap();
+    assert!(json.starts_with("{\"triage_alert.v1\":"), "{json}");
+    assert!(json.contains("{\"assign\":{\"to\":\"b\"}}"), "{json}");
+}
