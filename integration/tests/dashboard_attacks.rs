@@ -206,3 +206,46 @@ async fn the_dashboard_refuses_forgery_fixation_guessing_traversal_and_floods() 
         .await;
     assert_eq!(a.status, 401);
 }
+
+/// The status of one request sent with `host` as its Host header.
+async fn status_with_host(port: u16, host: &str, rest: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let req =
+        format!("GET /api/session HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n{rest}\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebinding_pages_and_sessions_of_an_old_password_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = DashboardPlane::start(&tmp.path().join("cp"), &[]).await;
+    d.add_user("ana", "analyst", PW).await;
+
+    // DNS rebinding: evil.example resolved to 127.0.0.1 is same-origin
+    // with itself; the plaintext loopback dashboard answers only to
+    // loopback names.
+    let (cookie, _) = d.login("ana", PW).await;
+    let with_cookie = format!("cookie: {cookie}\r\n");
+    let line = status_with_host(d.port, &format!("evil.example:{}", d.port), &with_cookie).await;
+    assert!(line.contains(" 421 "), "{line}");
+    let line = status_with_host(d.port, &format!("localhost:{}", d.port), &with_cookie).await;
+    assert!(line.contains(" 200 "), "{line}");
+
+    // A stolen session ends when the admin gives the user a new password.
+    d.add_user("ana", "analyst", "a-brand-new-password").await;
+    let a = d
+        .request("GET", "/api/session", &[("cookie", &cookie)], b"")
+        .await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    d.login("ana", "a-brand-new-password").await;
+}

@@ -32,6 +32,11 @@ pub struct DashboardSettings {
     pub request_timeout: Duration,
     /// A connection is closed after this, whatever it does.
     pub connection_lifetime: Duration,
+    /// Answer only requests whose `Host` names a loopback address or
+    /// `localhost` (421 otherwise): set for a plaintext listener on
+    /// loopback, where a DNS-rebinding page would otherwise be
+    /// same-origin with the dashboard.
+    pub loopback_hosts_only: bool,
     /// Live feeds open at once, in all and per session.
     pub max_live_total: usize,
     pub max_live_per_session: usize,
@@ -50,6 +55,7 @@ impl Default for DashboardSettings {
             header_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             connection_lifetime: Duration::from_secs(12 * 3600),
+            loopback_hosts_only: false,
             max_live_total: 64,
             max_live_per_session: 4,
         }

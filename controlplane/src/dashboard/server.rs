@@ -93,6 +93,7 @@ pub fn router(d: Arc<Dashboard>) -> Router {
                 }
             },
         ));
+    let loopback_hosts_only = d.settings.loopback_hosts_only;
     Router::new()
         .merge(api)
         // The live feed runs for as long as its session; not under the timeout.
@@ -100,8 +101,43 @@ pub fn router(d: Arc<Dashboard>) -> Router {
         .merge(super::assets::routes())
         .fallback(|| async { refuse(StatusCode::NOT_FOUND, "no such page") })
         .layer(DefaultBodyLimit::max(d.settings.max_body_bytes))
+        .layer(middleware::from_fn(
+            move |req: Request, next: Next| async move {
+                if loopback_hosts_only && !loopback_host(&req) {
+                    return refuse(
+                        StatusCode::MISDIRECTED_REQUEST,
+                        "this dashboard answers only to 127.0.0.1, [::1] or localhost",
+                    );
+                }
+                next.run(req).await
+            },
+        ))
         .layer(middleware::from_fn(security_headers))
         .with_state(d)
+}
+
+/// Whether the request's `Host` is a loopback address or `localhost`
+/// (with or without a port): what a browser sends to a loopback listener
+/// unless a DNS-rebinding page sent it.
+fn loopback_host(req: &Request) -> bool {
+    let Some(host) = req
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((inside, port)) if port.is_empty() || port.starts_with(':') => inside,
+            _ => return false,
+        },
+        None => host.split_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The headers every answer carries.
@@ -126,6 +162,10 @@ pub async fn serve_dashboard(
     transport: DashboardTransport,
     settings: DashboardSettings,
 ) {
+    let mut settings = settings;
+    // Plaintext on loopback: only loopback host names (DNS rebinding).
+    settings.loopback_hosts_only |=
+        !transport.is_tls() && listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     let d = Dashboard::new(data, settings.clone(), transport.is_tls());
     let app = router(d);
     let permits = Arc::new(Semaphore::new(settings.max_connections.max(1)));

@@ -790,3 +790,60 @@ async fn one_user_logging_in_again_and_again_does_not_push_others_out() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test]
+async fn a_plaintext_loopback_dashboard_answers_only_loopback_host_names() {
+    // Attack: DNS rebinding. A page on http://evil.example:7780 whose name
+    // is made to resolve to 127.0.0.1 is same-origin with itself, so its
+    // Origin matched its Host and the browser let it read the answers of
+    // the loopback dashboard (and guess passwords through it).
+    let settings = DashboardSettings {
+        loopback_hosts_only: true,
+        ..DashboardSettings::default()
+    };
+    let h = Harness::with(settings, false);
+    for host in [
+        "evil.example:7780",
+        "127.0.0.1.evil.example",
+        "",
+        "evil.example",
+    ] {
+        let req = Request::get("/api/session")
+            .header(header::HOST, host)
+            .body(Body::empty())
+            .unwrap();
+        let a = h.call(req).await;
+        assert_eq!(a.status, StatusCode::MISDIRECTED_REQUEST, "{host:?}");
+        let req = Request::post("/api/login")
+            .header(header::HOST, host)
+            .header(header::ORIGIN, format!("http://{host}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                serde_json::json!({ "name": "ana", "password": PASSWORD }).to_string(),
+            ))
+            .unwrap();
+        assert_eq!(
+            h.call(req).await.status,
+            StatusCode::MISDIRECTED_REQUEST,
+            "{host:?}"
+        );
+    }
+    for host in [
+        "127.0.0.1:7780",
+        "localhost:7780",
+        "[::1]:7780",
+        "127.0.0.1",
+        "LOCALHOST",
+    ] {
+        let req = Request::get("/api/session")
+            .header(header::HOST, host)
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(h.call(req).await.status, StatusCode::UNAUTHORIZED, "{host}");
+    }
+    // Served on another address (TLS, or --allow-plaintext), any name.
+    assert_eq!(
+        Harness::new().get("/login", None).await.status,
+        StatusCode::OK
+    );
+}
