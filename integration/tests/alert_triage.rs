@@ -158,6 +158,34 @@ async fn analysts_triage_alerts_viewers_cannot_and_retention_prunes_triage() {
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     assert!(e.message().contains("analyst role"), "{e:?}");
 
+    // vigilctl takes the same steps (as the analyst).
+    let flags = fleet.vigilctl_flags(port, "ann", &analyst_cert);
+    let out = std::process::Command::new(vigil_integration::binary("vigilctl"))
+        .args(&flags)
+        .args(["alerts", "resolve", "3"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.starts_with("alert 3: resolved, assigned to no one; last: resolve by "),
+        "{said}"
+    );
+    let out = std::process::Command::new(vigil_integration::binary("vigilctl"))
+        .args(&flags)
+        .args(["alerts", "ack", "99"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    analyst
+        .triage_alert(step(3, "reopen", "", ""))
+        .await
+        .unwrap();
+
     // The alert list carries the triage of the triaged alerts only.
     let page = viewer
         .query_alerts(pb::QueryAlertsRequest {
@@ -175,7 +203,11 @@ async fn analysts_triage_alerts_viewers_cannot_and_retention_prunes_triage() {
         .collect();
     assert_eq!(
         triaged,
-        [(1, "acknowledged".to_string()), (2, "resolved".to_string())]
+        [
+            (1, "acknowledged".to_string()),
+            (2, "resolved".to_string()),
+            (3, "open".to_string())
+        ]
     );
 
     // Every step that took effect is audited under the analyst's identity.
@@ -192,7 +224,7 @@ async fn analysts_triage_alerts_viewers_cannot_and_retention_prunes_triage() {
         .filter(|e| e.action == "alert.triage")
         .map(|e| (e.actor, e.subject, e.detail))
         .collect();
-    assert_eq!(audit.len(), 4, "{audit:?}");
+    assert_eq!(audit.len(), 6, "{audit:?}");
     assert!(audit.iter().all(|(actor, _, _)| actor.contains("ann")));
     assert_eq!(audit[1].2, "assign to bob");
     assert_eq!(audit[2].2, format!("comment: {script}"));
@@ -228,7 +260,8 @@ async fn analysts_triage_alerts_viewers_cannot_and_retention_prunes_triage() {
         .await
         .unwrap()
         .into_inner();
-    assert!(page.triage.is_empty(), "{:?}", page.triage);
+    let left: Vec<u64> = page.triage.iter().map(|t| t.alert_index).collect();
+    assert_eq!(left, [3], "only the kept alert's triage is left");
     let e = analyst
         .triage_alert(step(1, "reopen", "", ""))
         .await

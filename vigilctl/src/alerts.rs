@@ -16,11 +16,18 @@ use crate::render::timestamp;
 use crate::terminal_text::escape_controls;
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:
   vigilctl alerts --severity high --since 10m
   vigilctl alerts --host gpu-node-3 --signal gpu_use -o json
-  vigilctl alerts --follow --json")]
+  vigilctl alerts --follow --json
+  vigilctl alerts ack 42"
+)]
 pub struct AlertsArgs {
+    /// Triage one alert instead of listing (analyst).
+    #[command(subcommand)]
+    triage: Option<crate::alert_triage::TriageCommand>,
     /// Only alerts after this index.
     #[arg(long, default_value_t = 0)]
     after: u64,
@@ -263,8 +270,11 @@ fn domain_alert(wire: vigil_proto::types::v1::Alert) -> anyhow::Result<Alert> {
 /// Checks the arguments clap cannot, then asks the control plane.
 pub async fn run(
     endpoint: &crate::control_plane::ControlPlaneArgs,
-    args: AlertsArgs,
+    mut args: AlertsArgs,
 ) -> anyhow::Result<()> {
+    if let Some(command) = args.triage.take() {
+        return crate::alert_triage::run(&mut connect(endpoint).await?, command).await;
+    }
     let format = args.output.format(OutputFormat::Jsonl);
     if args.follow && format == OutputFormat::Json {
         return Err(ExitCode::Usage.error(

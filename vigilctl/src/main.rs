@@ -8,6 +8,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 mod agent;
 mod agents;
+mod alert_triage;
 mod alerts;
 mod audit;
 mod ca;
@@ -192,6 +193,30 @@ mod tests {
         let mut problems = Vec::new();
         walk(&Cli::command(), "vigilctl", &mut problems);
         assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    #[test]
+    fn alerts_lists_or_triages_one_alert_but_not_both() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        assert!(matches!(
+            parse(&["vigilctl", "alerts", "--follow", "--severity", "high"]),
+            Ok(Cli {
+                command: Command::Alerts(_),
+                ..
+            })
+        ));
+        for ok in [
+            &["vigilctl", "alerts", "ack", "3"][..],
+            &["vigilctl", "alerts", "assign", "3", "bob"],
+            &["vigilctl", "alerts", "comment", "3", "<script>"],
+            &["vigilctl", "alerts", "resolve", "3"],
+            &["vigilctl", "alerts", "reopen", "3"],
+        ] {
+            assert!(parse(ok).is_ok(), "{ok:?}");
+        }
+        assert!(parse(&["vigilctl", "alerts", "--follow", "ack", "3"]).is_err());
+        assert!(parse(&["vigilctl", "alerts", "ack", "three"]).is_err());
+        assert!(parse(&["vigilctl", "alerts", "assign", "3"]).is_err());
     }
 
     #[test]
