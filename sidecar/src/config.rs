@@ -14,6 +14,10 @@ use crate::session_settings::{ExecutionProviderChoice, OptLevel, SessionSettings
 /// Default `--max-request-bytes`: 64 MiB.
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 64 << 20;
 
+/// Default `--max-input-bytes-in-flight`: this many times
+/// `--max-request-bytes` (256 MiB with the defaults).
+pub const DEFAULT_INPUT_BUDGET_FACTOR: u64 = 4;
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "vigil-sidecar",
@@ -80,6 +84,17 @@ pub struct SidecarConfig {
           value_parser = clap::value_parser!(u64).range(1024..=(2u64 << 30)))]
     pub max_request_bytes: u64,
 
+    /// Input bytes all inference requests together may hold at once
+    /// (inputs sent in requests and inputs read from shared memory),
+    /// 1 MiB to 1 TiB and at least --max-request-bytes; default 4 times
+    /// --max-request-bytes. A request reserves its inputs' bytes before
+    /// they are copied or read, waits up to 30 s when others hold the
+    /// budget, and is refused with RESOURCE_EXHAUSTED after that, or at
+    /// once when it alone needs more.
+    #[arg(long, value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range((1u64 << 20)..=(1u64 << 40)))]
+    pub max_input_bytes_in_flight: Option<u64>,
+
     /// Lets TCP clients use system shared memory, acting as this uid: a
     /// region's file must then be owned by UID, and all TCP clients share
     /// its registrations. TCP has no peer credentials, so without this
@@ -95,6 +110,41 @@ pub struct SidecarConfig {
 }
 
 impl SidecarConfig {
+    /// The budget of input bytes in flight: `--max-input-bytes-in-flight`,
+    /// or 4 times `--max-request-bytes`; refused when below
+    /// `--max-request-bytes` (a request the gRPC limit lets in could
+    /// never run).
+    pub fn input_budget_bytes(&self) -> Result<u64, String> {
+        match self.max_input_bytes_in_flight {
+            None => Ok(self
+                .max_request_bytes
+                .saturating_mul(DEFAULT_INPUT_BUDGET_FACTOR)),
+            Some(bytes) if bytes < self.max_request_bytes => Err(format!(
+                "--max-input-bytes-in-flight {bytes} is below --max-request-bytes {}: a request \
+                 the gRPC limit lets in could never run; give at least {}",
+                self.max_request_bytes, self.max_request_bytes
+            )),
+            Some(bytes) => Ok(bytes),
+        }
+    }
+
+    /// `self`, or a usage error (exit status 2) where flags conflict.
+    pub fn checked(self) -> Result<SidecarConfig, clap::Error> {
+        match self.input_budget_bytes() {
+            Ok(_) => Ok(self),
+            Err(e) => Err(<SidecarConfig as clap::CommandFactory>::command()
+                .error(clap::error::ErrorKind::ArgumentConflict, e)),
+        }
+    }
+
+    /// Parses and checks the command line; exits 2 (clap's usage error)
+    /// on bad or conflicting arguments.
+    pub fn parse_or_exit() -> SidecarConfig {
+        SidecarConfig::parse()
+            .checked()
+            .unwrap_or_else(|e| e.exit())
+    }
+
     /// The session options every model gets.
     pub fn session_settings(&self) -> SessionSettings {
         SessionSettings {

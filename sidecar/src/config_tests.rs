@@ -126,3 +126,32 @@ fn tcp_clients_may_act_as_an_unprivileged_uid_but_never_as_root() {
         assert_eq!(with(bad).unwrap_err().exit_code(), 2, "{bad}");
     }
 }
+
+#[test]
+fn the_input_budget_defaults_to_four_requests_and_is_never_below_one() {
+    let base = ["--ort-lib", "/l.so", "--listen", "tcp:127.0.0.1:0"];
+    let with = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend(extra);
+        parse(&args).and_then(SidecarConfig::checked)
+    };
+    let config = with(&[]).unwrap();
+    assert_eq!(config.max_input_bytes_in_flight, None);
+    assert_eq!(config.input_budget_bytes(), Ok(256 << 20));
+    let config = with(&["--max-request-bytes", "2097152"]).unwrap();
+    assert_eq!(config.input_budget_bytes(), Ok(8 << 20));
+    let config = with(&["--max-input-bytes-in-flight", "67108864"]).unwrap();
+    assert_eq!(config.input_budget_bytes(), Ok(64 << 20));
+    // Below one request's limit: a request let in could never run.
+    let err = with(&["--max-input-bytes-in-flight", "67108863"]).unwrap_err();
+    assert_eq!(err.exit_code(), 2, "{err}");
+    assert!(
+        err.to_string()
+            .contains("is below --max-request-bytes 67108864"),
+        "{err}"
+    );
+    for bad in ["1048575", "1099511627777", "-1", "x"] {
+        let err = with(&["--max-input-bytes-in-flight", bad]).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{bad}: {err}");
+    }
+}

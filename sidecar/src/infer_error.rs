@@ -34,6 +34,11 @@ pub enum InferError {
     /// not the caller's, out of range, truncated…).
     #[error("{0}")]
     SharedMemory(#[from] crate::shared_memory::ShmError),
+    /// RESOURCE_EXHAUSTED: the inputs in flight of all requests hold the
+    /// budget (`--max-input-bytes-in-flight`), or this request's alone
+    /// would be over it.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl InferError {
@@ -59,6 +64,7 @@ impl InferError {
             InferError::InvalidRequest(_) | InferError::RuntimeRefused(_) => Code::InvalidArgument,
             InferError::RuntimeFailed(_) => Code::Internal,
             InferError::SharedMemory(e) => e.code(),
+            InferError::Busy(_) => Code::ResourceExhausted,
         }
     }
 }

@@ -404,6 +404,27 @@ fn check_input(
     })
 }
 
+/// The bytes `request`'s inputs take once checked and copied (or read
+/// from shared memory): each input's elements (its shape) times its
+/// datatype's size, the very buffer it becomes. An input the check will
+/// refuse before any buffer is made (unknown datatype, negative or
+/// unaddressable shape) counts 0; a sum past u64 is u64::MAX.
+pub fn input_bytes(request: &ModelInferRequest) -> u64 {
+    request.inputs.iter().fold(0u64, |sum, tensor| {
+        let Ok(datatype) = Datatype::from_kserve(&tensor.datatype) else {
+            return sum;
+        };
+        if tensor.shape.iter().any(|d| *d < 0) {
+            return sum;
+        }
+        let Some(count) = element_count(&tensor.shape) else {
+            return sum;
+        };
+        let bytes = (count as u64).saturating_mul(datatype.element_bytes() as u64);
+        sum.saturating_add(bytes)
+    })
+}
+
 /// Elements in a tensor of `shape`: 0 when any dimension is 0, else the
 /// product, or None when it overflows.
 pub fn element_count(shape: &[i64]) -> Option<usize> {

@@ -16,6 +16,8 @@ use vigil_proto::kserve::grpc_inference_service_server::GrpcInferenceService;
 use vigil_proto::kserve::*;
 
 use crate::infer_error::InferError;
+use crate::inference_request::input_bytes;
+use crate::input_budget::{InputBudget, INPUT_BUDGET_WAIT};
 use crate::served_models::ServedModels;
 use crate::shared_memory::{Caller, Limits, SharedMemory, ShmScope, SHM_DIR};
 
@@ -48,18 +50,37 @@ pub struct InferenceService {
     shared_memory: Arc<SharedMemory>,
     /// The uid TCP clients act as for shared memory; None: refused.
     tcp_shm_uid: Option<u32>,
+    /// The input bytes all requests may hold at once.
+    input_budget: Arc<InputBudget>,
 }
 
 impl InferenceService {
     /// `ready` is what ServerReady answers (false once shutting down).
-    /// Shared memory: files in `/dev/shm`, default limits, refused on TCP.
+    /// Shared memory: files in `/dev/shm`, default limits, refused on TCP;
+    /// the default budget of input bytes in flight.
     pub fn new(models: Arc<ServedModels>, ready: Arc<AtomicBool>) -> InferenceService {
         InferenceService {
             models,
             ready,
             shared_memory: Arc::new(SharedMemory::new(SHM_DIR, Limits::default())),
             tcp_shm_uid: None,
+            input_budget: Arc::new(InputBudget::new(
+                crate::config::DEFAULT_INPUT_BUDGET_FACTOR
+                    * crate::config::DEFAULT_MAX_REQUEST_BYTES,
+                INPUT_BUDGET_WAIT,
+            )),
         }
+    }
+
+    /// With this budget of input bytes in flight, shared by all requests.
+    pub fn with_input_budget(mut self, input_budget: Arc<InputBudget>) -> InferenceService {
+        self.input_budget = input_budget;
+        self
+    }
+
+    /// The budget of input bytes in flight.
+    pub fn input_budget(&self) -> &Arc<InputBudget> {
+        &self.input_budget
     }
 
     /// With these shared-memory regions, and TCP clients acting as
@@ -162,6 +183,11 @@ impl InferenceService {
         let model = self
             .models
             .resolve(&request.model_name, &request.model_version)?;
+        // Before any input is copied or read from shared memory: the
+        // bytes they will take, out of the budget all requests share
+        // (waiting here holds no thread). Given back when the request
+        // ends, its inputs gone with it.
+        let permit = self.input_budget.reserve(input_bytes(&request)).await?;
         let busy = model.is_busy();
         // Decoding, the run and encoding are CPU work. With the session
         // idle they run here, on the worker that decoded the request: no
@@ -178,7 +204,9 @@ impl InferenceService {
                 memory: &memory,
                 caller: &caller,
             };
-            model.infer_with(&request, Some(scope))
+            let response = model.infer_with(&request, Some(scope));
+            drop(permit);
+            response
         };
         let response = if busy {
             tokio::task::spawn_blocking(run).await.map_err(|e| {

@@ -366,3 +366,178 @@ async fn another_uid_connecting_to_the_socket_is_bound_to_its_own_uid() {
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
+
+/// The doubler's service with a budget of `budget` input bytes in flight,
+/// a request waiting at most `wait` for room.
+fn service_with_budget(shm_dir: &Path, budget: u64, wait: std::time::Duration) -> InferenceService {
+    service(shm_dir, None).with_input_budget(Arc::new(InputBudget::new(budget, wait)))
+}
+
+/// `rows` rows of x (INT64 [rows, 4]) at `offset` of region "big", y
+/// right after them.
+fn big_request(offset: u64, rows: i64) -> ModelInferRequest {
+    let bytes = rows * 32;
+    ModelInferRequest {
+        model_name: "doubler".into(),
+        inputs: vec![InferInputTensor {
+            name: "x".into(),
+            datatype: "INT64".into(),
+            shape: vec![rows, 4],
+            parameters: shm_params("big", offset as i64, bytes),
+            ..Default::default()
+        }],
+        outputs: vec![InferRequestedOutputTensor {
+            name: "y".into(),
+            parameters: shm_params("big", offset as i64 + bytes, bytes),
+        }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_shared_memory_infers_never_hold_more_than_the_budget() {
+    const REQUESTS: u64 = 24;
+    const ROWS: i64 = 8192; // 256 KiB of input each
+    const INPUT: u64 = ROWS as u64 * 32;
+    let shm = tempfile::tempdir().unwrap();
+    // One large region: each request its own input and output.
+    let mut file = Vec::with_capacity((REQUESTS * 2 * INPUT) as usize);
+    for r in 0..REQUESTS {
+        let values: Vec<i64> = (0..ROWS * 4).map(|i| i + r as i64).collect();
+        file.extend(i64_bytes(&values));
+        file.resize(file.len() + INPUT as usize, 0);
+    }
+    std::fs::write(shm.path().join("big"), &file).unwrap();
+    // Room for two requests' inputs at once, never a third.
+    let budget = 2 * INPUT + 1024;
+    let service = service_with_budget(shm.path(), budget, std::time::Duration::from_secs(120));
+    let me = Caller::Uid(nix::unistd::geteuid().as_raw());
+    service
+        .shm_register(&me, &register("big", "/big", file.len() as u64))
+        .unwrap();
+    assert_eq!(service.input_budget().bytes(), budget);
+
+    let tasks: Vec<_> = (0..REQUESTS)
+        .map(|r| {
+            let service = service.clone();
+            let me = me.clone();
+            tokio::spawn(async move { service.infer(me, big_request(r * 2 * INPUT, ROWS)).await })
+        })
+        .collect();
+    let sampler = {
+        let budget_now = service.input_budget().clone();
+        tokio::spawn(async move {
+            let mut most = 0;
+            for _ in 0..2000 {
+                let held = budget_now.held_bytes();
+                assert!(held + budget_now.available_bytes() <= budget);
+                most = most.max(held);
+                tokio::task::yield_now().await;
+            }
+            most
+        })
+    };
+    for task in tasks {
+        let reply = task.await.unwrap().unwrap();
+        assert_eq!(reply.outputs[0].shape, vec![ROWS, 4]);
+    }
+    let sampled = sampler.await.unwrap();
+    let held = service.input_budget();
+    assert!(sampled <= budget, "{sampled} > {budget}");
+    assert!(
+        held.peak_bytes() <= budget,
+        "at most {budget} bytes of inputs at once, {} held",
+        held.peak_bytes()
+    );
+    assert!(held.peak_bytes() >= INPUT, "the budget was used");
+    assert_eq!(held.held_bytes(), 0, "every request gave its bytes back");
+    assert_eq!(held.available_bytes(), budget);
+    // And each request read its own input and wrote its own output.
+    let after = std::fs::read(shm.path().join("big")).unwrap();
+    for r in 0..REQUESTS {
+        let at = (r * 2 * INPUT + INPUT) as usize;
+        let first = i64::from_le_bytes(after[at..at + 8].try_into().unwrap());
+        assert_eq!(first, 2 * r as i64);
+    }
+}
+
+#[tokio::test]
+async fn the_budget_is_taken_before_shared_memory_is_read() {
+    let shm = tempfile::tempdir().unwrap();
+    std::fs::write(shm.path().join("big"), vec![0u8; 1 << 20]).unwrap();
+    let service = service_with_budget(shm.path(), 1 << 20, std::time::Duration::from_millis(50));
+    let me = Caller::Uid(nix::unistd::geteuid().as_raw());
+    service
+        .shm_register(&me, &register("big", "/big", 1 << 20))
+        .unwrap();
+    // Truncated after registration: reading it would answer "truncated".
+    std::fs::File::options()
+        .write(true)
+        .open(shm.path().join("big"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let all = service.input_budget().reserve(1 << 20).await.unwrap();
+    let err = service
+        .infer(me.clone(), big_request(0, 1024))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message()
+            .contains("held the sidecar's 1048576 bytes in flight")
+            && err.message().contains("--max-input-bytes-in-flight"),
+        "{err:?}"
+    );
+    drop(all);
+    // With room, the request reaches the file (and finds it truncated).
+    let err = service.infer(me, big_request(0, 1024)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("truncated"), "{err:?}");
+    assert_eq!(service.input_budget().held_bytes(), 0);
+}
+
+#[tokio::test]
+async fn a_request_over_the_whole_budget_is_refused_at_once() {
+    let shm = tempfile::tempdir().unwrap();
+    std::fs::write(shm.path().join("big"), vec![0u8; 4 << 20]).unwrap();
+    // A long wait: the refusal must not wait for it.
+    let service = service_with_budget(shm.path(), 1 << 20, std::time::Duration::from_secs(3600));
+    let me = Caller::Uid(nix::unistd::geteuid().as_raw());
+    service
+        .shm_register(&me, &register("big", "/big", 4 << 20))
+        .unwrap();
+    // 1 MiB + 32 bytes of input in shared memory.
+    let err = service
+        .infer(me.clone(), big_request(0, (1 << 15) + 1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains(
+            "the request's inputs take 1048608 bytes, more than the 1048576 bytes all \
+             requests' inputs may hold at once (--max-input-bytes-in-flight)"
+        ),
+        "{err:?}"
+    );
+    // Sent raw, the same: counted alike.
+    let rows = (1 << 15) + 1;
+    let raw = ModelInferRequest {
+        model_name: "doubler".into(),
+        inputs: vec![InferInputTensor {
+            name: "x".into(),
+            datatype: "INT64".into(),
+            shape: vec![rows, 4],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![Bytes::from(vec![0u8; rows as usize * 32])],
+        ..Default::default()
+    };
+    let err = service.infer(me.clone(), raw).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("1048608 bytes"), "{err:?}");
+    // Just the budget: served.
+    let reply = service.infer(me, big_request(0, 1 << 14)).await.unwrap();
+    assert_eq!(reply.outputs[0].shape, vec![1 << 14, 4]);
+    assert_eq!(service.input_budget().available_bytes(), 1 << 20);
+}

@@ -12,7 +12,8 @@
 //! process's end.
 //!
 //! `unsafe` is denied except where descriptors are taken over
-//! (`control_socket.rs`), each with its SAFETY comment.
+//! (`control_socket.rs`) and where SIGXFSZ is ignored
+//! (`shared_memory.rs`), each with its SAFETY comment.
 
 #![deny(unsafe_code)]
 
@@ -25,6 +26,7 @@ pub mod datatype;
 pub mod infer_error;
 pub mod inference_request;
 pub mod inference_service;
+pub mod input_budget;
 pub mod listen_address;
 pub mod model_bytes;
 pub mod model_identity;

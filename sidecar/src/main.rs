@@ -1,7 +1,6 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
 use vigil_sidecar::config::SidecarConfig;
 
 /// ONNX Runtime logs every graph transformation at info; the sidecar says
@@ -15,7 +14,14 @@ fn main() -> ExitCode {
         eprintln!("vigil-sidecar: turning core dumps off: {e}");
         return ExitCode::FAILURE;
     }
-    let config = SidecarConfig::parse();
+    // A client's shared-memory output far into its file must not end the
+    // sidecar where the operator set RLIMIT_FSIZE: the write fails with
+    // EFBIG instead, an INVALID_ARGUMENT reply.
+    if let Err(e) = vigil_sidecar::shared_memory::ignore_file_size_signal() {
+        eprintln!("vigil-sidecar: ignoring SIGXFSZ: {e}");
+        return ExitCode::FAILURE;
+    }
+    let config = SidecarConfig::parse_or_exit();
     vigil_observability::init_logging(config.log_format, DEFAULT_LOG_FILTER);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

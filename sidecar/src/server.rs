@@ -18,6 +18,7 @@ use crate::config::SidecarConfig;
 use crate::control_session::serve_control;
 use crate::control_socket::{ControlSocket, ControlSocketError};
 use crate::inference_service::InferenceService;
+use crate::input_budget::{InputBudget, INPUT_BUDGET_WAIT};
 use crate::listen_address::ListenAddress;
 use crate::model_bytes::{read_model_file, ReadError};
 use crate::model_loader::{LoadRefusal, ModelLoader};
@@ -59,13 +60,17 @@ pub enum SidecarError {
     Thread(std::io::Error),
     #[error("the gRPC server task ended: {0}")]
     ServerTask(String),
+    #[error("{0}")]
+    Arguments(String),
 }
 
 impl SidecarError {
     /// The process's exit status for this error (see `--help`).
     pub fn exit_status(&self) -> u8 {
         match self {
-            SidecarError::ControlFd(_) | SidecarError::ModelTwice(_) => 2,
+            SidecarError::ControlFd(_)
+            | SidecarError::ModelTwice(_)
+            | SidecarError::Arguments(_) => 2,
             SidecarError::Runtime(_) => 3,
             SidecarError::ModelRead { .. } | SidecarError::ModelRefused { .. } => 4,
             SidecarError::Listen { .. } => 5,
@@ -175,6 +180,9 @@ async fn termination() {
 
 /// Runs the sidecar as `config` says, until it is told to stop.
 pub async fn run(config: SidecarConfig) -> Result<(), SidecarError> {
+    let budget_bytes = config
+        .input_budget_bytes()
+        .map_err(SidecarError::Arguments)?;
     let control = match config.control_fd {
         Some(fd) => {
             let socket = ControlSocket::from_inherited(fd).map_err(SidecarError::ControlFd)?;
@@ -253,8 +261,13 @@ pub async fn run(config: SidecarConfig) -> Result<(), SidecarError> {
             ..Limits::default()
         },
     ));
+    tracing::info!(
+        max_input_bytes_in_flight = budget_bytes,
+        "inputs of all requests in flight share this budget"
+    );
     let service = InferenceService::new(models, ready.clone())
-        .with_shared_memory(shared_memory, config.tcp_shared_memory_uid);
+        .with_shared_memory(shared_memory, config.tcp_shared_memory_uid)
+        .with_input_budget(Arc::new(InputBudget::new(budget_bytes, INPUT_BUDGET_WAIT)));
     let max_request_bytes = usize::try_from(config.max_request_bytes).unwrap_or(usize::MAX);
     let (stop, stopping) = oneshot::channel::<()>();
     let mut server = tokio::spawn(serve_grpc(listener, service, max_request_bytes, async {

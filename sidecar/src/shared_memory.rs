@@ -231,10 +231,37 @@ impl Region {
     /// Writes `buf` at `offset` bytes into the region.
     pub fn write_at(&self, offset: u64, buf: &[u8]) -> Result<(), ShmError> {
         let start = self.file_range(offset, buf.len() as u64)?;
-        self.file.write_all_at(buf, start).map_err(|e| {
-            ShmError::Invalid(format!("writing shared memory region {:?}: {e}", self.name))
-        })
+        self.file
+            .write_all_at(buf, start)
+            .map_err(|e| write_error(&self.name, start, buf.len(), e))
     }
+}
+
+/// Why writing `len` bytes at `start` of region `name`'s file failed;
+/// always INVALID_ARGUMENT (the client chose where). EFBIG: the range
+/// reaches past the sidecar's file size limit (RLIMIT_FSIZE; SIGXFSZ is
+/// ignored, see [`ignore_file_size_signal`]).
+pub fn write_error(name: &str, start: u64, len: usize, error: std::io::Error) -> ShmError {
+    if error.raw_os_error() == Some(libc::EFBIG) {
+        let end = start.saturating_add(len as u64);
+        return ShmError::Invalid(format!(
+            "writing shared memory region {name:?}: bytes {start} to {end} of its file are past \
+             the sidecar's file size limit (RLIMIT_FSIZE); place the output nearer the start of \
+             the file, or have the operator raise the limit ({error})"
+        ));
+    }
+    ShmError::Invalid(format!("writing shared memory region {name:?}: {error}"))
+}
+
+/// Ignores SIGXFSZ for the process: where the operator set RLIMIT_FSIZE,
+/// a write into a client's file past it then fails with EFBIG (an error
+/// reply) instead of ending the sidecar. Called first thing in `main`.
+#[allow(unsafe_code)]
+pub fn ignore_file_size_signal() -> nix::Result<()> {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: SIG_IGN installs no handler, so no code runs in signal
+    // context; it only changes the disposition of SIGXFSZ.
+    unsafe { signal(Signal::SIGXFSZ, SigHandler::SigIgn) }.map(|_| ())
 }
 
 /// A tensor's place in a region, checked against the region's size.

@@ -295,3 +295,71 @@ fn overlapping_slices_are_seen_across_regions_of_one_file() {
     assert!(!low.overlaps(&apart));
     assert!(!low.overlaps(&other));
 }
+
+#[test]
+fn efbig_is_invalid_argument_naming_the_file_size_limit() {
+    let err = write_error(
+        "out",
+        1 << 20,
+        64,
+        std::io::Error::from_raw_os_error(libc::EFBIG),
+    );
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(
+        err.to_string().contains(
+            "bytes 1048576 to 1048640 of its file are past the sidecar's file size limit \
+             (RLIMIT_FSIZE)"
+        ),
+        "{err}"
+    );
+    let err = write_error("out", 0, 1, std::io::Error::from_raw_os_error(libc::EIO));
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+}
+
+/// Set in the child process the test below starts.
+const FSIZE_CHILD: &str = "VIGIL_SIDECAR_TEST_FSIZE_CHILD";
+
+/// RLIMIT_FSIZE is process-wide: the write past it runs in a child (this
+/// test binary, running only this test), never in the test process.
+#[test]
+fn a_write_past_rlimit_fsize_is_an_error_reply_not_the_process_s_end() {
+    if let Some(dir) = std::env::var_os(FSIZE_CHILD) {
+        let dir = PathBuf::from(dir);
+        let memory = memory(&dir);
+        memory.register(&me(), "out", "/out", 0, 1 << 20).unwrap();
+        let slice = memory.slice(&me(), "out", 0, 1 << 20).unwrap();
+        ignore_file_size_signal().unwrap();
+        let (_, hard) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_FSIZE).unwrap();
+        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_FSIZE, 4096, hard)
+            .unwrap();
+        // Within the limit: written.
+        slice.region.write_at(0, &[1u8; 64]).unwrap();
+        // Past it: EFBIG, a clear INVALID_ARGUMENT (SIGXFSZ would have
+        // killed the process).
+        let err = slice.region.write_at(8192, &[1u8; 64]).unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+        assert!(err.to_string().contains("(RLIMIT_FSIZE)"), "{err}");
+        println!("FSIZE-CHILD-OK");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    file(dir.path(), "out", 1 << 20, owner());
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "shared_memory::tests::a_write_past_rlimit_fsize_is_an_error_reply_not_the_process_s_end",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env(FSIZE_CHILD, dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("FSIZE-CHILD-OK"),
+        "child: {:?}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
