@@ -327,3 +327,71 @@ async fn admins_manage_users_the_last_admin_stays_and_no_password_is_stored() {
     let log = std::fs::read_to_string(&cp.log).unwrap_or_default();
     assert!(!log.contains(&generated) && !log.contains(ann_password));
 }
+
+/// A user written through a follower (forwarded to the leader) is on every
+/// node, and the nodes' states stay equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_takes_user_writes_and_every_node_has_them() {
+    use std::time::Duration;
+    use vigil_integration::loopback_cluster::{admin, leader, LoopbackCluster};
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = LoopbackCluster::start(tmp.path(), 3, &[]).await;
+    let leading = vigil_integration::wait_for("a leader", Duration::from_secs(20), || {
+        leader(&cluster.ports)
+    })
+    .await;
+    let follower = (1..=3).find(|id| *id != leading).unwrap();
+    let mut client = admin(cluster.port(follower)).await.unwrap();
+    vigil_integration::wait_for(
+        "the follower takes a write",
+        Duration::from_secs(20),
+        || {
+            let mut client = client.clone();
+            async move {
+                client
+                    .put_user(pb::PutUserRequest {
+                        name: "root".into(),
+                        role: "admin".into(),
+                        password: Some("a long enough password".into()),
+                        create_only: true,
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()
+            }
+        },
+    )
+    .await;
+    client
+        .put_user(pb::PutUserRequest {
+            name: "ann".into(),
+            role: "analyst".into(),
+            password: Some("another long password".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let refused = client
+        .remove_user(pb::RemoveUserRequest {
+            name: "root".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    for id in 1..=3 {
+        let users = admin(cluster.port(id))
+            .await
+            .unwrap()
+            .list_users(pb::ListUsersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .users;
+        let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["ann", "root"], "node {id}");
+    }
+    cluster
+        .equal_digests(Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+}
