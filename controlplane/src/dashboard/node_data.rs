@@ -1,15 +1,18 @@
 //! The dashboard's data on a node: its own state reader (what this node
 //! has applied) and its write path (forwarded to the leader).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use vigil_domain::{AgentRecord, Alert, Severity, UserRole};
+pub use vigil_domain::TriageAction as DomainAction;
+use vigil_domain::{AgentRecord, Alert, AlertTriage, Severity, UserRole};
 
 use super::data::{
-    DashUser, DashboardData, DataError, DataFuture, Role, TriageAction, TriageState,
+    DashUser, DashboardData, DataError, DataFuture, Role, TriageAction, TriageEntry, TriageState,
 };
 use crate::node::ControlPlaneNode;
+use crate::service::admin_triage::{self, TriageWriteError};
 
 pub struct NodeData {
     pub node: Arc<ControlPlaneNode>,
@@ -59,31 +62,110 @@ impl DashboardData for NodeData {
     }
 
     fn open_by_severity(&self) -> Result<Vec<(Severity, u64)>, DataError> {
-        let tally = self.node.state.alert_tally().map_err(read_err)?;
-        let mut by = std::collections::BTreeMap::<&str, u64>::new();
-        for (_signal, severity, n) in tally.counts() {
-            *by.entry(severity).or_default() += n;
-        }
-        Ok([
-            Severity::Critical,
-            Severity::High,
-            Severity::Medium,
-            Severity::Low,
-            Severity::Info,
-        ]
-        .into_iter()
-        .map(|s| (s, by.get(s.as_str()).copied().unwrap_or(0)))
-        .collect())
+        Ok(open_counts(
+            &self.node.state.open_by_severity().map_err(read_err)?,
+        ))
     }
 
-    fn triage(&self, _index: u64) -> Result<TriageState, DataError> {
-        Ok(TriageState {
-            status: "open".into(),
-            ..TriageState::default()
+    fn triage(&self, index: u64) -> Result<TriageState, DataError> {
+        Ok(triage_view(
+            self.node.state.triage(index).map_err(read_err)?,
+        ))
+    }
+
+    fn triage_alert(&self, index: u64, actor: &str, action: TriageAction) -> DataFuture<'_, ()> {
+        let actor = actor.to_string();
+        Box::pin(async move {
+            // A resolution note is a comment taken just before the
+            // resolve; an alert resolved already takes neither.
+            if let TriageAction::Resolve(note) = &action {
+                if !note.is_empty() {
+                    let t = self.node.state.triage(index).map_err(read_err)?;
+                    if t.is_some_and(|t| t.state == vigil_domain::TriageState::Resolved) {
+                        return Err(DataError::Refused(format!(
+                            "alert {index} is resolved already"
+                        )));
+                    }
+                }
+            }
+            for step in domain_steps(action) {
+                admin_triage::triage_alert(&self.node, &actor, index, step)
+                    .await
+                    .map_err(write_err)?;
+            }
+            Ok(())
         })
     }
+}
 
-    fn triage_alert(&self, _index: u64, _actor: &str, _action: TriageAction) -> DataFuture<'_, ()> {
-        Box::pin(async { Err(DataError::Unavailable("triage is not in this build".into())) })
+/// The severities in the order the overview shows them.
+pub const SEVERITIES: [Severity; 5] = [
+    Severity::Critical,
+    Severity::High,
+    Severity::Medium,
+    Severity::Low,
+    Severity::Info,
+];
+
+/// The store's open counts (keyed by `Severity::as_str`) in the
+/// overview's order, 0 for a severity without alerts.
+pub fn open_counts(by: &BTreeMap<String, u64>) -> Vec<(Severity, u64)> {
+    SEVERITIES
+        .into_iter()
+        .map(|s| (s, by.get(s.as_str()).copied().unwrap_or(0)))
+        .collect()
+}
+
+/// An alert's triage as the pages show it (`None`: never triaged, open).
+pub fn triage_view(t: Option<AlertTriage>) -> TriageState {
+    let Some(t) = t else {
+        return TriageState {
+            status: vigil_domain::TriageState::Open.as_str().into(),
+            ..TriageState::default()
+        };
+    };
+    TriageState {
+        status: t.state.as_str().into(),
+        assignee: t.assignee.unwrap_or_default(),
+        history: t
+            .history
+            .into_iter()
+            .map(|e| TriageEntry {
+                actor: e.actor,
+                action: e.action.verb().into(),
+                detail: match e.action {
+                    DomainAction::Assign { to } => to,
+                    DomainAction::Comment { text } => text,
+                    _ => String::new(),
+                },
+                at_unix_nanos: e.at_unix_nanos,
+            })
+            .collect(),
+    }
+}
+
+/// The recorded steps of a dashboard action: a resolve with a note is the
+/// note as a comment, then the resolve.
+pub fn domain_steps(action: TriageAction) -> Vec<DomainAction> {
+    match action {
+        TriageAction::Ack => vec![DomainAction::Ack],
+        TriageAction::Assign(to) => vec![DomainAction::Assign { to }],
+        TriageAction::Comment(text) => vec![DomainAction::Comment { text }],
+        TriageAction::Resolve(note) if note.is_empty() => vec![DomainAction::Resolve],
+        TriageAction::Resolve(note) => {
+            vec![DomainAction::Comment { text: note }, DomainAction::Resolve]
+        }
+    }
+}
+
+/// A refused write as the API answers it: an unknown or pruned alert is
+/// 404, a step the alert's state (or the input) does not allow is 409,
+/// a write that did not commit is 503.
+pub fn write_err(e: TriageWriteError) -> DataError {
+    match e {
+        TriageWriteError::NotFound(m) => DataError::NotFound(m),
+        TriageWriteError::Invalid(m) | TriageWriteError::Refused(m) => DataError::Refused(m),
+        TriageWriteError::Write(e) => DataError::Unavailable(e.to_string()),
+        TriageWriteError::Internal(m) => DataError::Unavailable(m),
     }
 }

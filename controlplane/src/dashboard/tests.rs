@@ -1,7 +1,7 @@
 //! The dashboard's router against an in-memory fake of the node: login,
 //! sessions, CSRF, roles, limits, headers, and the API's answers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,10 +12,11 @@ use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use tokio::sync::watch;
 use tower::ServiceExt;
-use vigil_domain::{AgentRecord, Alert, Severity};
+use vigil_domain::{AgentRecord, Alert, AlertTriage, Severity};
 
+use super::data::TriageState;
 use super::data::{DashUser, DashboardData, DataError, DataFuture, Role, TriageAction};
-use super::data::{TriageEntry, TriageState};
+use super::node_data::{domain_steps, open_counts, triage_view};
 use super::server::{router, Dashboard, CSP};
 use super::DashboardSettings;
 
@@ -24,7 +25,7 @@ const PASSWORD: &str = "correct horse battery";
 struct Fake {
     users: Mutex<HashMap<String, DashUser>>,
     alerts: Mutex<Vec<Alert>>,
-    triage: Mutex<HashMap<u64, TriageState>>,
+    triage: Mutex<HashMap<u64, AlertTriage>>,
     last: watch::Sender<u64>,
 }
 
@@ -103,21 +104,31 @@ impl DashboardData for Fake {
     fn watch_alerts(&self) -> watch::Receiver<u64> {
         self.last.subscribe()
     }
+    /// Counted like the store: every stored alert's severity, less the
+    /// resolved ones.
     fn open_by_severity(&self) -> Result<Vec<(Severity, u64)>, DataError> {
-        Ok(vec![(Severity::High, 1)])
+        let triage = self.triage.lock().unwrap();
+        let mut by = BTreeMap::<String, u64>::new();
+        for a in self.alerts.lock().unwrap().iter() {
+            let n = by
+                .entry(a.finding.severity.as_str().to_string())
+                .or_default();
+            if triage
+                .get(&a.index)
+                .is_none_or(|t| t.state != vigil_domain::TriageState::Resolved)
+            {
+                *n += 1;
+            }
+        }
+        Ok(open_counts(&by))
     }
     fn triage(&self, index: u64) -> Result<TriageState, DataError> {
-        Ok(self
-            .triage
-            .lock()
-            .unwrap()
-            .get(&index)
-            .cloned()
-            .unwrap_or(TriageState {
-                status: "open".into(),
-                ..Default::default()
-            }))
+        Ok(triage_view(
+            self.triage.lock().unwrap().get(&index).cloned(),
+        ))
     }
+    /// The domain's own triage steps (what the store applies), taken in
+    /// memory; the node's refusals mapped as `node_data` maps them.
     fn triage_alert(&self, index: u64, actor: &str, action: TriageAction) -> DataFuture<'_, ()> {
         let actor = actor.to_string();
         Box::pin(async move {
@@ -125,31 +136,22 @@ impl DashboardData for Fake {
                 return Err(DataError::NotFound(format!("no finding {index}")));
             }
             let mut all = self.triage.lock().unwrap();
-            let t = all.entry(index).or_insert_with(|| TriageState {
-                status: "open".into(),
-                ..Default::default()
-            });
-            let (name, detail) = match action {
-                TriageAction::Ack => {
-                    t.status = "acknowledged".into();
-                    ("ack", String::new())
+            let t = all.entry(index).or_insert_with(|| AlertTriage::new(index));
+            for step in domain_steps(action) {
+                let known = self.users.lock().unwrap().contains_key(match &step {
+                    vigil_domain::TriageAction::Assign { to } => to.as_str(),
+                    _ => actor.as_str(),
+                });
+                if !known {
+                    return Err(DataError::Refused("no such user".into()));
                 }
-                TriageAction::Assign(a) => {
-                    t.assignee = a.clone();
-                    ("assign", a)
-                }
-                TriageAction::Comment(c) => ("comment", c),
-                TriageAction::Resolve(n) => {
-                    t.status = "resolved".into();
-                    ("resolve", n)
-                }
-            };
-            t.history.push(TriageEntry {
-                actor,
-                action: name.into(),
-                detail,
-                at_unix_nanos: 1,
-            });
+                t.apply(vigil_domain::TriageEntry {
+                    at_unix_nanos: 1,
+                    actor: actor.clone(),
+                    action: step,
+                })
+                .map_err(|e| DataError::Refused(e.to_string()))?;
+            }
             Ok(())
         })
     }
@@ -569,17 +571,81 @@ async fn findings_are_paged_newest_first_and_filtered() {
     assert_eq!(o.body["findings_per_hour"].as_array().unwrap().len(), 24);
 }
 
+fn open_high(overview: &serde_json::Value) -> u64 {
+    overview["open_by_severity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["severity"] == "high")
+        .map(|c| c["count"].as_u64().unwrap())
+        .unwrap()
+}
+
 #[tokio::test]
-async fn triage_history_is_shown_with_the_finding() {
+async fn triage_steps_are_the_domains_and_their_history_is_shown_with_the_finding() {
     let h = Harness::new();
     let i = h.fake.add_alert("web-1", "/usr/bin/ollama", Severity::High);
+    h.fake.add_alert("web-2", "/usr/bin/ollama", Severity::High);
     let (cookie, csrf) = h.login("ana").await;
     let path = format!("/api/findings/{i}/triage");
+    let finding = format!("/api/findings/{i}");
+    assert_eq!(h.get(&finding, Some(&cookie)).await.body["status"], "open");
+    assert_eq!(
+        open_high(&h.get("/api/overview", Some(&cookie)).await.body),
+        2
+    );
+
+    // Ack: acknowledged, with the analyst as the step's actor.
+    let a = h
+        .post(
+            &path,
+            Some(&cookie),
+            Some(&csrf),
+            serde_json::json!({ "action": "ack" }),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    let f = h.get(&finding, Some(&cookie)).await;
+    assert_eq!(f.body["status"], "acknowledged");
+    assert_eq!(f.body["history"][0]["actor"], "ana");
+    assert_eq!(f.body["history"][0]["action"], "ack");
+    // Listed with its state too; a second ack is refused by the domain.
+    let list = h.get("/api/findings", Some(&cookie)).await;
+    let row = list.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["index"] == i)
+        .unwrap()
+        .clone();
+    assert_eq!(row["status"], "acknowledged");
+    let again = h
+        .post(
+            &path,
+            Some(&cookie),
+            Some(&csrf),
+            serde_json::json!({ "action": "ack" }),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{:?}", again.body);
+
+    // A viewer is refused and changes nothing.
+    let (vcookie, vcsrf) = h.login("vic").await;
+    let v = h
+        .post(
+            &path,
+            Some(&vcookie),
+            Some(&vcsrf),
+            serde_json::json!({ "action": "comment", "text": "mine" }),
+        )
+        .await;
+    assert_eq!(v.status, StatusCode::FORBIDDEN);
+    assert_eq!(h.fake.triage(i).unwrap().history.len(), 1);
+
+    let script = "<script>alert(1)</script>";
     for body in [
-        serde_json::json!({ "action": "ack" }),
-        serde_json::json!({ "action": "assign", "text": "bob" }),
-        serde_json::json!({ "action": "comment", "text": "<script>alert(1)</script>" }),
-        serde_json::json!({ "action": "resolve", "text": "approved later" }),
+        serde_json::json!({ "action": "assign", "text": "vic" }),
+        serde_json::json!({ "action": "comment", "text": script }),
     ] {
         let a = h.post(&path, Some(&cookie), Some(&csrf), body).await;
         assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
@@ -592,12 +658,67 @@ async fn triage_history_is_shown_with_the_finding() {
         let a = h.post(&path, Some(&cookie), Some(&csrf), bad).await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST);
     }
-    let f = h.get(&format!("/api/findings/{i}"), Some(&cookie)).await;
+    let f = h.get(&finding, Some(&cookie)).await;
+    assert!(f.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    assert_eq!(f.body["assignee"], "vic");
+    // The comment is kept verbatim and sent as a JSON string: the page
+    // renders it as text.
+    assert_eq!(f.body["history"][2]["action"], "comment");
+    assert_eq!(f.body["history"][2]["detail"].as_str(), Some(script));
+
+    // Resolve with a note: the note, then the resolve; the open count drops.
+    let a = h
+        .post(
+            &path,
+            Some(&cookie),
+            Some(&csrf),
+            serde_json::json!({ "action": "resolve", "text": "approved later" }),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    let f = h.get(&finding, Some(&cookie)).await;
     assert_eq!(f.body["status"], "resolved");
-    assert_eq!(f.body["assignee"], "bob");
     let history = f.body["history"].as_array().unwrap();
-    assert_eq!(history.len(), 4);
-    assert_eq!(history[2]["detail"], "<script>alert(1)</script>");
+    let steps: Vec<_> = history
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["detail"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("ack", ""),
+            ("assign", "vic"),
+            ("comment", script),
+            ("comment", "approved later"),
+            ("resolve", "")
+        ]
+    );
+    assert_eq!(
+        open_high(&h.get("/api/overview", Some(&cookie)).await.body),
+        1
+    );
+    // Resolved is final here: no second resolve, no ack.
+    for body in [
+        serde_json::json!({ "action": "resolve" }),
+        serde_json::json!({ "action": "ack" }),
+    ] {
+        let a = h.post(&path, Some(&cookie), Some(&csrf), body).await;
+        assert_eq!(a.status, StatusCode::CONFLICT);
+    }
+    assert_eq!(
+        h.post(
+            "/api/findings/999/triage",
+            Some(&cookie),
+            Some(&csrf),
+            serde_json::json!({ "action": "ack" })
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(
         h.get("/api/findings/999", Some(&cookie)).await.status,
         StatusCode::NOT_FOUND
