@@ -444,6 +444,7 @@ pub struct StateReader {
     trust_changed: watch::Receiver<u64>,
     models_changed: watch::Receiver<u64>,
     users_changed: watch::Receiver<u64>,
+    triage_changed: watch::Receiver<u64>,
     last_event: watch::Receiver<u64>,
 }
 
@@ -1002,6 +1003,8 @@ pub struct SledStateMachine {
     models_changed: Arc<watch::Sender<u64>>,
     /// A generation count, bumped by every user change.
     users_changed: Arc<watch::Sender<u64>>,
+    /// A generation count, bumped by every triage step and retention run.
+    triage_changed: Arc<watch::Sender<u64>>,
     /// A generation count, bumped when an applied entry changed a host's
     /// trust (sessions resend their agent's approved workloads).
     trust_changed: Arc<watch::Sender<u64>>,
@@ -1224,6 +1227,7 @@ impl SledStateMachine {
         let (trust_tx, trust_rx) = watch::channel(0u64);
         let (models_tx, models_rx) = watch::channel(0u64);
         let (users_tx, users_rx) = watch::channel(0u64);
+        let (triage_tx, triage_rx) = watch::channel(0u64);
         let changing = Arc::new(std::sync::RwLock::new(()));
         Ok((
             Self {
@@ -1236,6 +1240,7 @@ impl SledStateMachine {
                 revocations_changed: Arc::new(revocations_tx),
                 models_changed: Arc::new(models_tx),
                 users_changed: Arc::new(users_tx),
+                triage_changed: Arc::new(triage_tx),
                 trust_changed: Arc::new(trust_tx),
                 trust_changed_pending: Arc::default(),
                 pending_audit_head: Arc::new(std::sync::Mutex::new(None)),
@@ -1257,6 +1262,7 @@ impl SledStateMachine {
                 trust_changed: trust_rx,
                 models_changed: models_rx,
                 users_changed: users_rx,
+                triage_changed: triage_rx,
                 last_event: event_rx,
             },
         ))
@@ -2559,6 +2565,16 @@ fn notices(cmd: &Command) -> (bool, bool, bool, bool) {
     )
 }
 
+/// Whether applying `cmd` may change a triage record (a step, or
+/// retention removing triaged alerts).
+fn touches_triage(cmd: &Command) -> bool {
+    match cmd {
+        Command::Audited { command, .. } => touches_triage(command),
+        Command::TriageAlert { .. } | Command::PruneAlerts { .. } => true,
+        _ => false,
+    }
+}
+
 /// Who changes which model version, why and when.
 struct ModelChange {
     name: String,
@@ -2711,6 +2727,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         let mut revocations_changed = false;
         let mut models_changed = false;
         let mut users_changed = false;
+        let mut triage_changed = false;
         for entry in entries {
             self.forget_pending();
             let mut batch = sled::Batch::default();
@@ -2732,6 +2749,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
                         revocations_changed |= r;
                         models_changed |= m;
                         users_changed |= u;
+                        triage_changed |= touches_triage(&sub);
                         let mut sub_batch = sled::Batch::default();
                         let result = self.apply_command(sub, &mut sub_batch)?;
                         sub_batch.insert(BATCH_PROGRESS, json(&(entry.log_id.index, i + 1))?);
@@ -2748,6 +2766,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
                     revocations_changed |= r;
                     models_changed |= m;
                     users_changed |= u;
+                    triage_changed |= touches_triage(&cmd);
                     self.apply_command(cmd, &mut batch)?
                 }
                 EntryPayload::Membership(m) => {
@@ -2793,6 +2812,9 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         if users_changed {
             self.users_changed.send_modify(|g| *g += 1);
         }
+        if triage_changed {
+            self.triage_changed.send_modify(|g| *g += 1);
+        }
         if self
             .trust_changed_pending
             .swap(false, std::sync::atomic::Ordering::Relaxed)
@@ -2813,6 +2835,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
             revocations_changed: self.revocations_changed.clone(),
             models_changed: self.models_changed.clone(),
             users_changed: self.users_changed.clone(),
+            triage_changed: self.triage_changed.clone(),
             trust_changed: self.trust_changed.clone(),
             trust_changed_pending: self.trust_changed_pending.clone(),
             pending_audit_head: self.pending_audit_head.clone(),
@@ -2942,6 +2965,7 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
         self.revocations_changed.send_modify(|g| *g += 1);
         self.models_changed.send_modify(|g| *g += 1);
         self.users_changed.send_modify(|g| *g += 1);
+        self.triage_changed.send_modify(|g| *g += 1);
         self.trust_changed.send_modify(|g| *g += 1);
         Ok(())
     }

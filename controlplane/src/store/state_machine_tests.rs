@@ -1482,6 +1482,7 @@ async fn triage_steps_are_stored_audited_and_counted_and_refusals_change_nothing
     use vigil_domain::TriageAction::*;
     let dir = tempfile::tempdir().unwrap();
     let (_log, mut sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    let mut watch = reader.watch_triage();
     sm.apply(vec![
         entry(1, register("a")),
         entry(2, mixed_alerts()),
@@ -1500,6 +1501,7 @@ async fn triage_steps_are_stored_audited_and_counted_and_refusals_change_nothing
         counts(&reader),
         open(&[("critical", 1), ("high", 2), ("low", 1)], 0)
     );
+    assert!(!watch.has_changed().unwrap(), "no triage step yet");
     let script = "<script>alert(1)</script> & \"quotes\"";
     let r = sm
         .apply(vec![
@@ -1535,6 +1537,8 @@ async fn triage_steps_are_stored_audited_and_counted_and_refusals_change_nothing
         ])
         .await
         .unwrap();
+    assert!(watch.has_changed().unwrap());
+    watch.mark_unchanged();
     let t = match &r[2] {
         CommandResult::Triage(t) => t,
         other => panic!("{other:?}"),

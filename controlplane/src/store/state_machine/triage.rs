@@ -162,6 +162,13 @@ impl StateReader {
         Ok(open)
     }
 
+    /// Changes whenever a triage step is applied or retention runs (and
+    /// when a snapshot is installed): a page showing triage states reads
+    /// them again.
+    pub fn watch_triage(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.triage_changed.clone()
+    }
+
     /// How many stored alerts are acknowledged (not yet resolved).
     pub fn acknowledged_count(&self) -> Result<u64, ReadError> {
         Ok(match self.tree.get(TRIAGE_TALLY)? {
