@@ -20,8 +20,10 @@ fn activity(verb: &str) -> (u32, Capped<'_>) {
         "push" | "register" | "upload" | "enroll" | "create" | "approve" | "add_node" => {
             (1, name("Create"))
         }
-        "rollback" | "renew" | "unfreeze" | "transfer_leader" | "attest" => (3, name("Update")),
-        "revoke" | "remove_node" | "prune" => (4, name("Delete")),
+        "rollback" | "renew" | "unfreeze" | "transfer_leader" | "attest" | "update" | "triage" => {
+            (3, name("Update"))
+        }
+        "revoke" | "remove_node" | "prune" | "remove" => (4, name("Delete")),
         "" => (0, name("Unknown")),
         // An enforcement (kill, freeze, ...), a refusal, a summary: no
         // create/read/update/delete; the verb names it.
@@ -42,6 +44,8 @@ fn entity_type(family: &str) -> &str {
         "alerts" => "alert log",
         "enforce" => "process",
         "attest" => "attestation",
+        "user" => "dashboard user",
+        "alert" => "alert triage",
         other => other,
     }
 }

@@ -207,6 +207,18 @@ mod tests {
         assert_eq!(v["entity"]["type"], "workload approval");
         assert_eq!(v["unmapped"]["audit_index"], 9);
         assert_eq!(v["unmapped"]["audit_prev_hash"], "0".repeat(64));
+        // Dashboard users and alert triage are updates and deletes of
+        // their entities, not activities of their own.
+        for (action, id, kind) in [
+            ("user.create", 1, "dashboard user"),
+            ("user.update", 3, "dashboard user"),
+            ("user.remove", 4, "dashboard user"),
+            ("alert.triage", 3, "alert triage"),
+        ] {
+            let v = ocsf_event(&audit(action, "x", "y"));
+            assert_eq!(v["activity_id"], id, "{action}");
+            assert_eq!(v["entity"]["type"], kind, "{action}");
+        }
         let v = ocsf_event(&audit("enforce.kill", "pid 7 on h2", "action kill ..."));
         assert_eq!(v["activity_id"], 99);
         assert_eq!(v["activity_name"], "kill");

@@ -42,7 +42,11 @@ const SEVERITIES: [Severity; 5] = [
 ];
 const ACTIONS: [&str; 4] = ["kill", "freeze", "deny_gpu", "block_egress"];
 /// Every audit action the control plane writes.
-const AUDIT_ACTIONS: [&str; 25] = [
+const AUDIT_ACTIONS: [&str; 29] = [
+    "user.create",
+    "user.update",
+    "user.remove",
+    "alert.triage",
     "policy.push",
     "policy.rollback",
     "workload.approve",
