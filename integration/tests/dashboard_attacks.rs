@@ -177,7 +177,8 @@ async fn the_dashboard_refuses_forgery_fixation_guessing_traversal_and_floods() 
     drop(open);
 
     // Password guessing: five failures a minute, then 429 even for the
-    // right password (per name and per address).
+    // right password (per name and address; other addresses keep their
+    // own budget up to the name's larger one).
     for _ in 0..5 {
         let a = d
             .request(

@@ -23,7 +23,7 @@ use rand::RngCore;
 
 use super::data::{DashUser, Role};
 use super::server::Dashboard;
-use super::session::COOKIE as SESSION_COOKIE;
+use super::session::cookie_name;
 
 /// The client's address, put in every request by the accept loop.
 #[derive(Debug, Clone, Copy)]
@@ -58,25 +58,25 @@ fn verify(hash: &str, password: &str) -> bool {
     }
 }
 
-/// The values of the `vigil_session` cookies the request carries.
-pub fn session_cookies(headers: &HeaderMap) -> Vec<String> {
+/// The values of the session cookies (named `name`) the request carries.
+pub fn session_cookies(headers: &HeaderMap, name: &str) -> Vec<String> {
     headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| {
-            let (name, value) = pair.trim().split_once('=')?;
-            (name == SESSION_COOKIE && !value.is_empty() && value.len() <= 128)
-                .then(|| value.to_string())
+            let (key, value) = pair.trim().split_once('=')?;
+            (key == name && !value.is_empty() && value.len() <= 128).then(|| value.to_string())
         })
         .collect()
 }
 
 fn cookie(d: &Dashboard, value: &str, max_age: u64) -> HeaderValue {
     let secure = if d.secure_cookies { "; Secure" } else { "" };
+    let name = cookie_name(d.secure_cookies);
     HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}"
+        "{name}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}"
     ))
     .unwrap_or_else(|_| HeaderValue::from_static("vigil_session=; Max-Age=0"))
 }
@@ -112,7 +112,7 @@ impl FromRequestParts<Arc<Dashboard>> for Authed {
         parts: &mut Parts,
         d: &Arc<Dashboard>,
     ) -> Result<Self, Self::Rejection> {
-        let found = session_cookies(&parts.headers)
+        let found = session_cookies(&parts.headers, cookie_name(d.secure_cookies))
             .into_iter()
             .find_map(|id| d.sessions.get(&id, true).map(|s| (id, s)));
         let Some((session_id, session)) = found else {
@@ -215,7 +215,7 @@ pub async fn login(
     };
     // Always a new session id: one set before login is never accepted as
     // this one (and an old session of this browser goes).
-    for old in session_cookies(&headers) {
+    for old in session_cookies(&headers, cookie_name(d.secure_cookies)) {
         d.sessions.remove(&old);
     }
     let (id, csrf) = d.sessions.create(&user.name, &user.password_hash);

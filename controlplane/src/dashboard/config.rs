@@ -14,9 +14,17 @@ pub struct DashboardSettings {
     pub idle_timeout: Duration,
     /// A session is gone this long after login, used or not.
     pub absolute_timeout: Duration,
-    /// Failed logins per user name, and per client address, in a minute;
-    /// past it a login is answered 429 whatever the password.
+    /// Failed logins for one user name from one client address (an IPv6
+    /// address by its /64) in a minute; past it a login for that name
+    /// from that address is answered 429 whatever the password.
     pub failed_logins_per_minute: usize,
+    /// Failed logins from one client address, whatever the names, in a
+    /// minute (one address trying a password on many names).
+    pub failed_logins_per_address_per_minute: usize,
+    /// Failed logins for one name from all addresses together, in a
+    /// minute: larger than one address may spend, so one address cannot
+    /// lock a name out for everyone, yet bounded against many addresses.
+    pub failed_logins_per_name_per_minute: usize,
     /// Sessions held at once (the oldest goes past it).
     pub max_sessions: usize,
     /// Sessions of one user held at once (that user's oldest goes past
@@ -26,6 +34,10 @@ pub struct DashboardSettings {
     pub max_body_bytes: usize,
     /// Connections served at once; past it a new one is closed.
     pub max_connections: usize,
+    /// Connections from one client address (an IPv6 address by its /64)
+    /// served at once; past it a new one from there is closed: one client
+    /// cannot take every connection.
+    pub max_connections_per_address: usize,
     /// A request head (and a TLS handshake) must arrive within this.
     pub header_timeout: Duration,
     /// An API request (not the live feed) is answered within this, or 503.
@@ -48,10 +60,13 @@ impl Default for DashboardSettings {
             idle_timeout: Duration::from_secs(30 * 60),
             absolute_timeout: Duration::from_secs(12 * 3600),
             failed_logins_per_minute: 5,
+            failed_logins_per_address_per_minute: 20,
+            failed_logins_per_name_per_minute: 50,
             max_sessions: 10_000,
             max_sessions_per_user: 8,
             max_body_bytes: 16 * 1024,
             max_connections: 256,
+            max_connections_per_address: 32,
             header_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             connection_lifetime: Duration::from_secs(12 * 3600),

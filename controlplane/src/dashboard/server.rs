@@ -1,16 +1,19 @@
 //! The dashboard's listener: its accept loop and its router.
 //!
-//! The accept loop never waits on a client: past `max_connections` a new
-//! connection is closed at once; a TLS handshake and each request head get
+//! The accept loop never waits on a client: past `max_connections` in all,
+//! or `max_connections_per_address` from one address (an IPv6 one by its
+//! /64), a new connection is closed at once; a TLS handshake and each request head get
 //! `header_timeout`; a connection lives at most `connection_lifetime`.
 //! hyper answers a malformed request or an oversized head (16 KiB) with an
 //! error status; a body over `max_body_bytes` is 413; an API request
 //! unanswered after `request_timeout` is 503. Every answer carries the
 //! security headers (`security_headers`).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header::{
@@ -31,7 +34,7 @@ use tower::ServiceExt;
 use super::auth::{refuse, Peer};
 use super::config::{DashboardSettings, DashboardTransport};
 use super::data::DashboardData;
-use super::session::{LoginLimiter, Sessions};
+use super::session::{client_key, LoginLimiter, Sessions};
 
 /// The Content-Security-Policy of every answer: nothing but this origin's
 /// own files runs or loads, no inline script or style, no framing.
@@ -62,7 +65,11 @@ impl Dashboard {
                 settings.max_sessions,
                 settings.max_sessions_per_user,
             ),
-            limiter: LoginLimiter::new(settings.failed_logins_per_minute),
+            limiter: LoginLimiter::new(
+                settings.failed_logins_per_minute,
+                settings.failed_logins_per_address_per_minute,
+                settings.failed_logins_per_name_per_minute,
+            ),
             secure_cookies: tls,
             dummy_hash: super::auth::dummy_hash(),
             verifying: Arc::new(Semaphore::new(4)),
@@ -155,6 +162,54 @@ async fn security_headers(req: Request, next: Next) -> Response {
     resp
 }
 
+/// Connections open per client address (an IPv6 address by its /64).
+/// Holds at most as many keys as connections are open.
+struct PerAddress {
+    max: usize,
+    open: Mutex<HashMap<String, usize>>,
+}
+
+/// One connection counted against its address, until dropped.
+struct AddressSlot {
+    table: Arc<PerAddress>,
+    key: String,
+}
+
+impl PerAddress {
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        let key = client_key(ip);
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = open.entry(key.clone()).or_default();
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            table: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .table
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// Serves the dashboard on `listener` until the task is dropped.
 pub async fn serve_dashboard(
     listener: TcpListener,
@@ -169,6 +224,10 @@ pub async fn serve_dashboard(
     let d = Dashboard::new(data, settings.clone(), transport.is_tls());
     let app = router(d);
     let permits = Arc::new(Semaphore::new(settings.max_connections.max(1)));
+    let per_address = Arc::new(PerAddress {
+        max: settings.max_connections_per_address.max(1),
+        open: Mutex::new(HashMap::new()),
+    });
     let tls = match &transport {
         DashboardTransport::Tls(config) => Some(tokio_rustls::TlsAcceptor::from(config.clone())),
         DashboardTransport::Plain => None,
@@ -186,12 +245,18 @@ pub async fn serve_dashboard(
             drop(stream);
             continue;
         };
+        let Some(slot) = per_address.take(peer.ip()) else {
+            tracing::debug!(%peer, "dashboard: too many connections from this address");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let tls = tls.clone();
         let settings = settings.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _slot = slot;
             let service = app.map_request(move |mut req: http::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(Peer(peer));
                 req

@@ -1,7 +1,8 @@
 //! Node-local sessions and the failed-login limits.
 //!
 //! A session id is 256 random bits (the OS's generator), handed to the
-//! browser once in the `vigil_session` cookie; the map keeps its sha256, so
+//! browser once in the `vigil_session` cookie (`__Host-vigil_session`
+//! over TLS: only this origin, over HTTPS, may set it); the map keeps its sha256, so
 //! neither a lookup's timing nor a dump of the map gives an id away. A new
 //! id is made at every login: a cookie set before login is never the
 //! session after it (no fixation). Each session has its own random CSRF
@@ -15,8 +16,21 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-/// The cookie's name.
+/// The cookie's name over plaintext (loopback).
 pub const COOKIE: &str = "vigil_session";
+/// The cookie's name over TLS: the `__Host-` prefix makes the browser
+/// take it only with `Secure`, `Path=/` and no `Domain`, so neither a
+/// sibling subdomain nor a plaintext page can plant or shadow it.
+pub const TLS_COOKIE: &str = "__Host-vigil_session";
+
+/// The session cookie's name on a listener with or without TLS.
+pub fn cookie_name(tls: bool) -> &'static str {
+    if tls {
+        TLS_COOKIE
+    } else {
+        COOKIE
+    }
+}
 
 /// 32 random bytes, hex.
 pub fn random_token() -> String {
@@ -174,45 +188,63 @@ impl Sessions {
     }
 }
 
-/// Failed logins in the last minute, per user name and per client
-/// address (an IPv6 address by its /64: one host holds a whole /64); at
-/// most 10,000 keys, past which the key whose last failure is the oldest
+/// Failed logins in the last minute, per (user name, client address),
+/// per client address and per user name, each with its own budget (an
+/// IPv6 address counts by its /64: one host holds a whole /64). The
+/// name's budget is larger than what one address may spend on it, so one
+/// address guessing at a name locks out only itself, not the name's
+/// owner elsewhere. At most 10,000 keys, past which the key whose last failure is the oldest
 /// goes (a key is never left uncounted). An attempt counts as a failure
 /// from the moment it is let through ([`LoginLimiter::attempt`]) until it
 /// succeeds ([`LoginLimiter::succeeded`]), so guesses sent at once cannot
 /// all pass the check before the first of them fails.
 pub struct LoginLimiter {
-    per_minute: usize,
+    per_pair: usize,
+    per_address: usize,
+    per_name: usize,
     failures: Mutex<HashMap<String, VecDeque<Instant>>>,
 }
 
 const WINDOW: Duration = Duration::from_secs(60);
 const MAX_KEYS: usize = 10_000;
 
-/// The limiter's key for a client address.
-fn address_key(ip: IpAddr) -> String {
+/// A client address as the limits count it: an IPv4 address (a
+/// v4-mapped IPv6 one as its IPv4), or an IPv6 address's /64.
+pub fn client_key(ip: IpAddr) -> String {
     match ip {
-        IpAddr::V4(v4) => format!("a:{v4}"),
+        IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => format!("a:{v4}"),
+            Some(v4) => v4.to_string(),
             None => {
                 let s = v6.segments();
-                format!("a:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
             }
         },
     }
 }
 
 impl LoginLimiter {
-    pub fn new(per_minute: usize) -> Self {
+    /// `per_pair` failures a minute for one name from one address,
+    /// `per_address` from one address, `per_name` for one name.
+    pub fn new(per_pair: usize, per_address: usize, per_name: usize) -> Self {
         Self {
-            per_minute: per_minute.max(1),
+            per_pair: per_pair.max(1),
+            per_address: per_address.max(1),
+            per_name: per_name.max(1),
             failures: Mutex::new(HashMap::new()),
         }
     }
 
-    fn keys(user: &str, ip: IpAddr) -> [String; 2] {
-        [format!("u:{user}"), address_key(ip)]
+    /// The keys an attempt counts against, each with its budget. A name
+    /// is at most 255 bytes and never holds a NUL (JSON could carry one,
+    /// so the pair key is length-prefixed instead).
+    fn keys(&self, user: &str, ip: IpAddr) -> [(String, usize); 3] {
+        let address = client_key(ip);
+        [
+            (format!("p:{}:{user}:{address}", user.len()), self.per_pair),
+            (format!("a:{address}"), self.per_address),
+            (format!("u:{user}"), self.per_name),
+        ]
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<Instant>>> {
@@ -226,9 +258,9 @@ impl LoginLimiter {
     /// password was right).
     pub fn attempt(&self, user: &str, ip: IpAddr) -> bool {
         let now = Instant::now();
-        let keys = Self::keys(user, ip);
+        let keys = self.keys(user, ip);
         let mut map = self.lock();
-        for k in &keys {
+        for (k, budget) in &keys {
             if let Some(times) = map.get_mut(k) {
                 while times
                     .front()
@@ -236,12 +268,12 @@ impl LoginLimiter {
                 {
                     times.pop_front();
                 }
-                if times.len() >= self.per_minute {
+                if times.len() >= *budget {
                     return false;
                 }
             }
         }
-        for k in keys {
+        for (k, _) in keys {
             if !map.contains_key(&k) && map.len() >= MAX_KEYS {
                 Self::make_room(&mut map, now);
             }
@@ -254,7 +286,7 @@ impl LoginLimiter {
     /// no failure.
     pub fn succeeded(&self, user: &str, ip: IpAddr) {
         let mut map = self.lock();
-        for k in Self::keys(user, ip) {
+        for (k, _) in self.keys(user, ip) {
             if let Some(times) = map.get_mut(&k) {
                 times.pop_back();
                 if times.is_empty() {
@@ -321,8 +353,8 @@ mod tests {
         // Attack: fill the map with 10,000 other keys (names and
         // addresses), after which a failure for a new key was not
         // recorded at all: unlimited guesses at the admin.
-        let l = LoginLimiter::new(3);
-        for i in 0..(MAX_KEYS as u32 / 2) {
+        let l = LoginLimiter::new(3, 3, 6);
+        for i in 0..(MAX_KEYS as u32 / 3) {
             let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
             assert!(l.attempt(&format!("filler{i}"), ip));
         }
@@ -333,33 +365,42 @@ mod tests {
                 let_through += 1;
             }
         }
-        assert_eq!(let_through, 3, "guesses at admin past a full map");
+        assert_eq!(let_through, 6, "guesses at admin past a full map");
     }
 
     #[test]
     fn an_ipv6_network_counts_as_one_address() {
         // Attack: one host holds a /64 and so 2^64 addresses, each with
         // its own five guesses.
-        let l = LoginLimiter::new(3);
+        let l = LoginLimiter::new(3, 4, 100);
         let mut let_through = 0;
         for i in 1..=20u16 {
             let ip = IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, i]);
+            if l.attempt("ana", ip) {
+                let_through += 1;
+            }
+        }
+        assert_eq!(let_through, 3, "one name from one /64");
+        for i in 1..=20u16 {
+            let ip = IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 1, i]);
             if l.attempt(&format!("user{i}"), ip) {
                 let_through += 1;
             }
         }
-        assert_eq!(let_through, 3);
+        assert_eq!(let_through, 4, "any names from one /64");
+        let other: IpAddr = "2001:db8:0:1::1".parse().unwrap();
+        assert!(l.attempt("ana", other), "the next /64 is another address");
         let mapped: IpAddr = "::ffff:10.0.0.9".parse().unwrap();
         let v4: IpAddr = "10.0.0.9".parse().unwrap();
-        for _ in 0..3 {
-            let _ = l.attempt("x", mapped);
+        for n in 0..4 {
+            assert!(l.attempt(&format!("x{n}"), mapped));
         }
         assert!(!l.attempt("y", v4), "a v4-mapped address is the v4 one");
     }
 
     #[test]
     fn a_success_is_not_counted_as_a_failure() {
-        let l = LoginLimiter::new(2);
+        let l = LoginLimiter::new(2, 2, 2);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         for _ in 0..5 {
             assert!(l.attempt("ana", a));
@@ -368,16 +409,53 @@ mod tests {
     }
 
     #[test]
-    fn failed_logins_are_limited_per_user_and_per_address() {
-        let l = LoginLimiter::new(3);
+    fn failed_logins_are_limited_per_name_and_address_per_address_and_per_name() {
+        let l = LoginLimiter::new(3, 5, 6);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let c: IpAddr = "10.0.0.3".parse().unwrap();
         for _ in 0..3 {
             assert!(l.attempt("ana", a));
         }
-        assert!(!l.attempt("ana", a));
-        assert!(!l.attempt("ana", b), "per user, from anywhere");
-        assert!(!l.attempt("bob", a), "per address, any user");
-        assert!(l.attempt("bob", b));
+        assert!(!l.attempt("ana", a), "per name and address");
+        // Another address may still try the name...
+        for _ in 0..3 {
+            assert!(l.attempt("ana", b));
+        }
+        // ...until the name's own budget is spent, from anywhere.
+        assert!(!l.attempt("ana", c), "per name, from all addresses");
+        // The first address may try other names, up to its own budget.
+        assert!(l.attempt("bob", a));
+        assert!(l.attempt("cy", a));
+        assert!(!l.attempt("dee", a), "per address, any name");
+        assert!(l.attempt("dee", c));
+    }
+
+    #[test]
+    fn one_address_guessing_at_a_name_does_not_lock_it_for_everyone() {
+        // Attack: with failures counted per name, one address sending
+        // five wrong passwords a minute for admin kept the real admin
+        // from logging in from anywhere.
+        let d = crate::dashboard::DashboardSettings::default();
+        let l = LoginLimiter::new(
+            d.failed_logins_per_minute,
+            d.failed_logins_per_address_per_minute,
+            d.failed_logins_per_name_per_minute,
+        );
+        let attacker: IpAddr = "203.0.113.9".parse().unwrap();
+        let through = (0..1000).filter(|_| l.attempt("admin", attacker)).count();
+        assert_eq!(through, d.failed_logins_per_minute);
+        let admin: IpAddr = "10.1.2.3".parse().unwrap();
+        assert!(l.attempt("admin", admin), "the admin's own address");
+        l.succeeded("admin", admin);
+        // Many addresses together still meet the name's budget.
+        let mut spent = through;
+        for i in 0..1000u32 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0xc633_6400 + i));
+            if l.attempt("admin", ip) {
+                spent += 1;
+            }
+        }
+        assert_eq!(spent, d.failed_logins_per_name_per_minute);
     }
 }

@@ -279,10 +279,21 @@ async fn login_sets_a_strict_http_only_cookie_and_session_tells_the_role() {
             serde_json::json!({ "name": "ana", "password": PASSWORD }),
         )
         .await;
-    assert!(a.headers[header::SET_COOKIE]
-        .to_str()
-        .unwrap()
-        .contains("; Secure"));
+    // Over TLS the cookie is __Host- prefixed (Secure, Path=/, no
+    // Domain: a sibling subdomain or a plaintext page cannot plant it).
+    let set = a.headers[header::SET_COOKIE].to_str().unwrap().to_string();
+    assert!(set.starts_with("__Host-vigil_session="), "{set}");
+    assert!(set.contains("; Secure") && set.contains("Path=/"), "{set}");
+    assert!(!set.to_ascii_lowercase().contains("domain="), "{set}");
+    let cookie = set.split(';').next().unwrap();
+    let s = tls.get("/api/session", Some(cookie)).await;
+    assert_eq!(s.status, StatusCode::OK);
+    // The plaintext name is not the TLS session's cookie.
+    let plain = cookie.replacen("__Host-", "", 1);
+    assert_eq!(
+        tls.get("/api/session", Some(&plain)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
@@ -301,14 +312,14 @@ async fn wrong_passwords_and_unknown_users_are_refused_alike_then_limited() {
         assert_eq!(a.body["error"], "wrong name or password");
         assert!(!a.headers.contains_key(header::SET_COOKIE));
     }
-    // Five failures a minute from an address: then 429, even with the
-    // right password.
-    for _ in 0..3 {
+    // Five failures a minute for a name from an address: then 429 there,
+    // even with the right password; other names from it still log in.
+    for _ in 0..4 {
         h.post(
             "/api/login",
             None,
             None,
-            serde_json::json!({ "name": "vic", "password": "guess" }),
+            serde_json::json!({ "name": "ana", "password": "guess" }),
         )
         .await;
     }
@@ -321,6 +332,7 @@ async fn wrong_passwords_and_unknown_users_are_refused_alike_then_limited() {
         )
         .await;
     assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    h.login("vic").await;
 }
 
 #[tokio::test]
@@ -967,4 +979,84 @@ async fn a_plaintext_loopback_dashboard_answers_only_loopback_host_names() {
         Harness::new().get("/login", None).await.status,
         StatusCode::OK
     );
+}
+
+/// Sends `GET /login` on `s` and reads the answer's head: None when the
+/// server closed the connection instead (or said nothing within 5 s).
+async fn head_of(s: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET /login HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+        .await
+        .ok()?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                return Some(String::from_utf8_lossy(&got[..end]).into_owned());
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn connect_from(from: &str, to: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+#[tokio::test]
+async fn one_address_cannot_hold_every_connection() {
+    // Attack: one client opening the 256 connections the listener serves
+    // at once (idle ones, or slow live feeds) shut everyone else out.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let settings = DashboardSettings {
+        max_connections_per_address: 2,
+        header_timeout: Duration::from_secs(30),
+        ..DashboardSettings::default()
+    };
+    let server = tokio::spawn(super::serve_dashboard(
+        listener,
+        Fake::new(),
+        super::DashboardTransport::Plain,
+        settings,
+    ));
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = connect_from("127.0.0.1", addr).await;
+        let head = head_of(&mut s).await.expect("served");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        held.push(s);
+    }
+    // A third from the same address is closed unanswered...
+    let mut third = connect_from("127.0.0.1", addr).await;
+    assert_eq!(head_of(&mut third).await, None);
+    // ...while another address is served.
+    let mut other = connect_from("127.0.0.2", addr).await;
+    let head = head_of(&mut other).await.expect("another address served");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // Once one of its connections closes, the address is served again.
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = connect_from("127.0.0.1", addr).await;
+        if head_of(&mut s).await.is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a closed connection's slot was not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.abort();
 }
