@@ -311,6 +311,108 @@ async function hostsPage() {
   }
 }
 
+function emptyRow(tbody, cols, text) {
+  const td = el('td', 'empty', text);
+  td.colSpan = cols;
+  tbody.appendChild(el('tr', null, td));
+}
+
+function parentChain(chain) {
+  if (!chain.length) return el('span', 'empty', 'no parent reported');
+  const span = el('span', 'mono');
+  chain.forEach((p, i) => {
+    if (i) span.appendChild(document.createTextNode(' ← '));
+    span.appendChild(document.createTextNode('pid ' + p.pid + (p.known ? ' ' + (p.exe || p.comm) : ' (not seen)')));
+  });
+  return span;
+}
+
+function evidenceList(items) {
+  const ul = el('ul', 'history');
+  for (const e of items) {
+    ul.appendChild(el('li', null, link('/finding', { i: e.index }, '#' + e.index), ' ',
+      el('span', 'sev sev-' + e.severity, e.signal), ' ', el('span', 'mono', e.object),
+      e.model && e.model.name ? ' (' + e.model.format + ' ' + e.model.name + ')' : null));
+  }
+  return ul;
+}
+
+function hostProcesses(p) {
+  const tbody = document.querySelector('#procs tbody');
+  if (!p.items.length) emptyRow(tbody, 6, 'no AI signals among the findings read');
+  for (const x of p.items) {
+    tbody.appendChild(el('tr', null,
+      el('td', null, String(x.pid) + (x.ns_pid ? ' (' + x.ns_pid + ' in its namespace)' : '')),
+      el('td', null, el('div', 'mono', x.exe), el('div', 'mono note', (x.argv || []).join(' ')),
+        x.cgroup_path ? el('div', 'mono note', x.cgroup_path) : null),
+      el('td', null, x.signals.join(', ') + (x.gpu_use.length ? '; GPU ' + x.gpu_use.map((g) => g.gpu + ' #' + g.index).join(', ') : '')),
+      el('td', null, evidenceList(x.evidence),
+        x.findings > x.evidence.length ? el('span', 'note', (x.findings - x.evidence.length) + ' more') : null),
+      el('td', null, parentChain(x.parent_chain)),
+      el('td', null, when(x.last_seen_unix_nanos))));
+  }
+  document.getElementById('procs-note').textContent =
+    (p.total > p.items.length ? 'The newest ' + p.items.length + ' of ' + p.total + ' processes. ' : '') +
+    'Parent chain: ' + p.parent_chain_note + '.';
+}
+
+function hostAttestation(h) {
+  const a = h.attestation || {};
+  const dl = clear(document.getElementById('attestation'));
+  detail(dl, 'Trust', trustCell(h));
+  detail(dl, 'Since', when(a.trust_changed_at_unix_nanos) || 'never changed');
+  detail(dl, 'TPM (EK sha256)', el('span', 'mono', a.ek_sha256 || 'not enrolled'));
+  if (a.ek_certificate_issuer) detail(dl, 'EK certificate', a.ek_certificate_issuer);
+  detail(dl, 'Last quote', when(a.last_quote_at_unix_nanos) || 'none');
+  detail(dl, 'Last verified', when(a.last_verified_at_unix_nanos) || 'never');
+  detail(dl, 'Golden PCRs', a.golden_pcrs && a.golden_pcrs.length
+    ? a.golden_pcrs.map((p) => p[0]).join(', ') : 'none yet');
+  const tbody = document.querySelector('#attest-history tbody');
+  const hist = h.attestation_history;
+  if (!hist.items.length) emptyRow(tbody, 4, 'no attestation events among the audit entries read');
+  for (const e of hist.items) {
+    tbody.appendChild(el('tr', null, el('td', null, when(e.at_unix_nanos)), el('td', null, e.action),
+      el('td', null, e.actor), el('td', 'mono', e.detail)));
+  }
+}
+
+function hostWorkloads(w) {
+  const tbody = document.querySelector('#workloads tbody');
+  if (!w.items.length) emptyRow(tbody, 6, 'no approved workload applies to this host (' + w.fleet_total + ' in the fleet)');
+  for (const x of w.items) {
+    const narrow = [];
+    if (x.path) narrow.push('path ' + x.path);
+    if (x.uid !== null && x.uid !== undefined) narrow.push('uid ' + x.uid);
+    if (x.cgroup_prefix) narrow.push('cgroup ' + x.cgroup_prefix);
+    if (x.models.length) narrow.push('models ' + x.models.join(', '));
+    if (x.gpus.length) narrow.push('GPUs ' + x.gpus.join(', '));
+    tbody.appendChild(el('tr', null, el('td', 'mono', x.id), el('td', null, x.scope),
+      el('td', 'mono', x.exe_sha256), el('td', 'mono', narrow.join('; ') || 'any'),
+      el('td', null, x.approved_by + ' ' + when(x.approved_at_unix_nanos)), el('td', null, x.note)));
+  }
+}
+
+function hostSidecar(s) {
+  const models = document.querySelector('#sidecar-models tbody');
+  if (!s.models.length) emptyRow(models, 7, 'the model catalog has this host serve no model');
+  for (const m of s.models) {
+    const bad = /oom|refused|tampered|failed|rollback|reset/.test(m.last_event || '');
+    models.appendChild(el('tr', null, el('td', 'mono', m.name), el('td', null, 'v' + m.version),
+      el('td', null, m.fallbacks.length ? m.fallbacks.map((v) => 'v' + v).join(', ') : 'none'),
+      el('td', 'mono', m.listen || 'default'),
+      el('td', bad ? 'bad' : null, m.last_event
+        ? m.last_event + (m.last_event_version ? ' (v' + m.last_event_version + ')' : '') : 'not reported'),
+      el('td', null, when(m.last_event_at_unix_nanos)), el('td', 'summary', m.last_event_summary || '')));
+  }
+  const events = document.querySelector('#sidecar-events tbody');
+  if (!s.events.length) emptyRow(events, 5, 'no sidecar events among the findings read');
+  for (const e of s.events) {
+    events.appendChild(el('tr', null, el('td', null, link('/finding', { i: e.index }, String(e.index))),
+      el('td', null, when(e.received_at_unix_nanos)), el('td', null, el('span', 'sev sev-' + e.severity, e.action)),
+      el('td', 'mono', e.model ? e.model.name : e.object), el('td', 'summary', e.summary)));
+  }
+}
+
 async function hostPage() {
   const id = new URLSearchParams(window.location.search).get('id') || '';
   const h = await api('/api/hosts/' + encodeURIComponent(id));
@@ -318,23 +420,31 @@ async function hostPage() {
   const dl = clear(document.getElementById('details'));
   detail(dl, 'Agent', el('span', 'mono', h.agent_id + ' (' + h.agent_version + ')'));
   detail(dl, 'Trust', trustCell(h));
-  detail(dl, 'Sensor', h.sensor_mode + ' on ' + h.kernel_release + ' — hooks: ' + (h.hooks || []).join(', '));
-  detail(dl, 'Sensor counters', 'emitted ' + h.counters.emitted + ', dropped ' + h.counters.dropped +
-    ', received ' + h.counters.received + '; spooled ' + h.spooled + ', spool dropped ' + h.spool_dropped);
+  detail(dl, 'Sensor', el('span', h.sensor_mode === 'ebpf' ? null : 'bad', h.sensor_mode),
+    ' on ' + h.kernel_release + ' — hooks: ' + (h.hooks || []).join(', '));
+  detail(dl, 'Sensor counters', el('span', h.dropping ? 'bad' : null, 'emitted ' + h.counters.emitted +
+    ', dropped ' + h.counters.dropped + ', received ' + h.counters.received + '; spooled ' + h.spooled +
+    ', spool dropped ' + h.spool_dropped + (h.spool_full ? ' (spool full)' : '')));
   detail(dl, 'Last heartbeat', when(h.last_heartbeat_unix_nanos) + (h.offline ? ' (offline)' : ''));
   detail(dl, 'Policy', 'v' + h.policy_version + (h.policy_error ? ' — ' + h.policy_error : ''));
+  hostProcesses(h.processes);
   const gpu = h.gpu || { gpus: [], processes: [], status: [] };
   if (gpu.status && gpu.status.length) detail(dl, 'GPU status', gpu.status.join('; '));
   const gpus = document.querySelector('#gpus tbody');
+  if (!gpu.gpus.length) emptyRow(gpus, 4, 'no GPU reported');
   for (const g of gpu.gpus) {
     gpus.appendChild(el('tr', null, el('td', null, String(g.index)), el('td', null, g.name),
       el('td', null, String(g.memory_used_bytes)), el('td', null, String(g.memory_total_bytes))));
   }
   const procs = document.querySelector('#gpu-procs tbody');
+  if (!gpu.processes.length) emptyRow(procs, 4, 'no process on a GPU');
   for (const p of gpu.processes) {
     procs.appendChild(el('tr', null, el('td', null, String(p.process.pid)), el('td', 'mono', p.process.exe),
       el('td', null, p.gpu.name + ' #' + p.gpu.index), el('td', null, p.approved ? 'yes' : 'no')));
   }
+  hostAttestation(h);
+  hostWorkloads(h.workloads);
+  hostSidecar(h.sidecar);
   const tbody = document.querySelector('#host-findings tbody');
   for (const f of h.findings) {
     tbody.appendChild(el('tr', null,
@@ -344,6 +454,11 @@ async function hostPage() {
       el('td', null, f.signal), el('td', 'mono', f.rule_id), el('td', 'mono exe', f.process.exe),
       el('td', 'summary', f.summary)));
   }
+  const sc = h.scanned;
+  document.getElementById('host-scan-note').textContent =
+    'Processes, sidecar events and findings: this host\'s ' + sc.host_alerts + ' among the newest ' + sc.alerts +
+    ' findings (at most ' + sc.at_most + '). Attestation history: the newest ' + sc.audit_entries +
+    ' audit entries (at most ' + sc.audit_at_most + ').';
 }
 
 const PAGES = {

@@ -1,5 +1,6 @@
 //! The JSON API the pages call: overview, findings (newest first, in
-//! pages, filtered), one finding with its triage history, triage, hosts.
+//! pages, filtered), one finding with its triage history, triage, hosts
+//! (one host's page: `host_detail.rs`).
 //! Every value in an answer that came from an agent is untrusted: the
 //! pages put it in the DOM as text only.
 
@@ -33,14 +34,14 @@ fn data_error(e: DataError) -> Response {
     }
 }
 
-fn now_nanos() -> i64 {
+pub(super) fn now_nanos() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// Runs blocking reads (sled) off the async workers.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, DataError> + Send + 'static,
 ) -> Result<T, Response> {
     match tokio::task::spawn_blocking(f).await {
@@ -106,7 +107,7 @@ pub fn alert_json(a: &Alert) -> Value {
     })
 }
 
-fn host_state(a: &AgentRecord, now: i64) -> Value {
+pub(super) fn host_state(a: &AgentRecord, now: i64) -> Value {
     let (trust, trust_reason) = match &a.attestation.trust {
         TrustState::Untrusted { code, reason } => ("untrusted", format!("{code}: {reason}")),
         other => (other.as_str(), String::new()),
@@ -130,7 +131,7 @@ fn host_state(a: &AgentRecord, now: i64) -> Value {
 }
 
 /// The newest alerts, at most `n`, newest first.
-fn newest(d: &Dashboard, n: usize) -> Result<Vec<Alert>, DataError> {
+pub(super) fn newest(d: &Dashboard, n: usize) -> Result<Vec<Alert>, DataError> {
     let last = d.data.last_alert_index();
     let from = last.saturating_sub(n as u64);
     let mut alerts = d.data.alerts_after(from, n)?;
@@ -386,47 +387,6 @@ pub async fn hosts(State(d): State<Arc<Dashboard>>, _who: Authed) -> Response {
         let mut agents = d.data.agents()?;
         agents.sort_by(|a, b| a.identity.hostname.cmp(&b.identity.hostname));
         Ok(json!({ "hosts": agents.iter().map(|a| host_state(a, now)).collect::<Vec<_>>() }))
-    })
-    .await;
-    match result {
-        Ok(v) => Json(v).into_response(),
-        Err(r) => r,
-    }
-}
-
-/// GET /api/hosts/{agent_id}: the host's record (sensors, GPUs and their
-/// processes, attestation) and its newest findings (among the newest
-/// [`OVERVIEW_SCAN`] alerts).
-pub async fn host(
-    State(d): State<Arc<Dashboard>>,
-    _who: Authed,
-    Path(agent_id): Path<String>,
-) -> Response {
-    let result = blocking(move || {
-        let now = now_nanos();
-        let Some(a) = d
-            .data
-            .agents()?
-            .into_iter()
-            .find(|a| a.identity.agent_id == agent_id)
-        else {
-            return Err(DataError::NotFound("no such host".into()));
-        };
-        let findings: Vec<Value> = newest(&d, OVERVIEW_SCAN)?
-            .iter()
-            .filter(|f| f.agent_id == agent_id)
-            .take(100)
-            .map(alert_json)
-            .collect();
-        let mut v = host_state(&a, now);
-        v["counters"] = serde_json::to_value(a.counters).unwrap_or_default();
-        v["spooled"] = json!(a.spooled);
-        v["spool_dropped"] = json!(a.spool_dropped);
-        v["hooks"] = json!(a.identity.hooks);
-        v["gpu"] = serde_json::to_value(&a.gpu).unwrap_or_default();
-        v["attestation"] = serde_json::to_value(&a.attestation).unwrap_or_default();
-        v["findings"] = json!(findings);
-        Ok(v)
     })
     .await;
     match result {

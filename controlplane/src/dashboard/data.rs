@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use tokio::sync::watch;
-use vigil_domain::{AgentRecord, Alert, Severity};
+use vigil_domain::{AgentRecord, Alert, ModelCatalog, Severity, WorkloadApproval};
 
 /// A dashboard role; each includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -98,4 +98,25 @@ pub trait DashboardData: Send + Sync + 'static {
     /// Records `action` on the finding at `index` as `actor` (a raft
     /// command with its audit entry).
     fn triage_alert(&self, index: u64, actor: &str, action: TriageAction) -> DataFuture<'_, ()>;
+    /// The approved workloads (every host's). The host page's reads
+    /// default to nothing (a fake without them).
+    fn workloads(&self) -> Result<Vec<WorkloadApproval>, DataError> {
+        Ok(Vec::new())
+    }
+    /// The model records and rollback pins (what each host serves).
+    fn model_catalog(&self) -> Result<ModelCatalog, DataError> {
+        Ok(ModelCatalog::default())
+    }
+    /// Audit entries with index > `after`, oldest first, at most `limit`.
+    fn audit_after(
+        &self,
+        _after: u64,
+        _limit: usize,
+    ) -> Result<Vec<vigil_domain::AuditEntry>, DataError> {
+        Ok(Vec::new())
+    }
+    /// Audit entries stored (dense from 1: the newest one's index).
+    fn audit_entries(&self) -> Result<u64, DataError> {
+        Ok(0)
+    }
 }

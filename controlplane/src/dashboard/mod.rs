@@ -10,8 +10,9 @@
 //!   absolute expiry) and the failed-login limits.
 //! - `csrf.rs`: the checks every state-changing request passes.
 //! - `auth.rs`: login, logout, the session and role of a request.
-//! - `api.rs`: overview, findings, triage, hosts; `live.rs`: server-sent
-//!   events of new findings; `assets.rs`: the embedded pages.
+//! - `api.rs`: overview, findings, triage, hosts; `host_detail.rs`: one
+//!   host's page; `live.rs`: server-sent events of new findings;
+//!   `assets.rs`: the embedded pages.
 //! - `data.rs`: what the dashboard reads and writes, as a trait
 //!   (`node_data.rs` implements it on a node; tests use a fake).
 
@@ -25,11 +26,14 @@ pub mod auth;
 pub mod config;
 pub mod csrf;
 pub mod data;
+pub mod host_detail;
 pub mod live;
 pub mod node_data;
 pub mod server;
 pub mod session;
 
+#[cfg(test)]
+mod host_detail_tests;
 #[cfg(test)]
 mod tests;
 

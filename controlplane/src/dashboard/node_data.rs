@@ -96,6 +96,26 @@ impl DashboardData for NodeData {
             Ok(())
         })
     }
+
+    fn workloads(&self) -> Result<Vec<vigil_domain::WorkloadApproval>, DataError> {
+        self.node.state.workloads().map_err(read_err)
+    }
+
+    fn model_catalog(&self) -> Result<vigil_domain::ModelCatalog, DataError> {
+        self.node.state.model_catalog().map_err(read_err)
+    }
+
+    fn audit_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<vigil_domain::AuditEntry>, DataError> {
+        self.node.state.audit_after(after, limit).map_err(read_err)
+    }
+
+    fn audit_entries(&self) -> Result<u64, DataError> {
+        self.node.state.audit_entries().map_err(read_err)
+    }
 }
 
 /// The severities in the order the overview shows them.

@@ -91,7 +91,7 @@ pub fn router(d: Arc<Dashboard>) -> Router {
         .route("/api/findings/{index}", get(super::api::finding))
         .route("/api/findings/{index}/triage", post(super::api::triage))
         .route("/api/hosts", get(super::api::hosts))
-        .route("/api/hosts/{agent_id}", get(super::api::host))
+        .route("/api/hosts/{agent_id}", get(super::host_detail::host))
         .layer(middleware::from_fn(
             move |req: Request, next: Next| async move {
                 match tokio::time::timeout(timeout, next.run(req)).await {
