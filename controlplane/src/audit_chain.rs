@@ -32,31 +32,60 @@ pub fn entry_hash(e: &AuditEntry) -> String {
 /// Checks a chain from its first entry; the error names the first entry
 /// that does not hold.
 pub fn verify(entries: &[AuditEntry]) -> Result<(), String> {
-    let mut prev = GENESIS.to_string();
-    for (i, e) in entries.iter().enumerate() {
-        let expected_index = i as u64 + 1;
-        if e.index != expected_index {
-            return Err(format!(
-                "entry {expected_index} is missing (found index {} in its place)",
-                e.index
-            ));
+    ChainCheck::default().feed(entries)
+}
+
+/// A chain checked piece by piece, from its first entry, in order: what
+/// [`verify`] does, without holding the whole chain at once.
+#[derive(Debug, Clone)]
+pub struct ChainCheck {
+    prev: String,
+    checked: u64,
+}
+
+impl Default for ChainCheck {
+    fn default() -> Self {
+        Self {
+            prev: GENESIS.to_string(),
+            checked: 0,
         }
-        if e.prev_hash != prev {
-            return Err(format!(
-                "entry {}: does not follow entry {} (prev_hash differs)",
-                e.index,
-                e.index - 1
-            ));
-        }
-        if entry_hash(e) != e.hash {
-            return Err(format!(
-                "entry {}: its content does not match its hash",
-                e.index
-            ));
-        }
-        prev = e.hash.clone();
     }
-    Ok(())
+}
+
+impl ChainCheck {
+    /// Entries that held so far.
+    pub fn checked(&self) -> u64 {
+        self.checked
+    }
+
+    /// Checks the next entries (the ones after those fed before).
+    pub fn feed(&mut self, entries: &[AuditEntry]) -> Result<(), String> {
+        for e in entries {
+            let expected_index = self.checked + 1;
+            if e.index != expected_index {
+                return Err(format!(
+                    "entry {expected_index} is missing (found index {} in its place)",
+                    e.index
+                ));
+            }
+            if e.prev_hash != self.prev {
+                return Err(format!(
+                    "entry {}: does not follow entry {} (prev_hash differs)",
+                    e.index,
+                    e.index - 1
+                ));
+            }
+            if entry_hash(e) != e.hash {
+                return Err(format!(
+                    "entry {}: its content does not match its hash",
+                    e.index
+                ));
+            }
+            self.prev = e.hash.clone();
+            self.checked = e.index;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

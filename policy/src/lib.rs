@@ -13,6 +13,7 @@ mod bundle;
 mod cel_schema;
 mod condition_limits;
 mod diagnostic;
+mod diff;
 mod document_schema;
 mod facts;
 mod model_signature;
@@ -23,6 +24,7 @@ mod workload_signature;
 
 pub use bundle::{canonical_bytes, Bundle, BundleError, SigningKey, TrustedKeys};
 pub use diagnostic::Diagnostic;
+pub use diff::bundle_diff;
 pub use document_schema::policy_document_schema;
 pub use facts::HostFacts;
 pub use model_signature::{model_canonical_bytes, MODEL_SIGNATURE_FORMAT};

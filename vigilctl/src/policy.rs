@@ -1,7 +1,7 @@
 //! `vigilctl policy`: policy as code. check, test, keygen and sign work on
 //! files here; push, list, diff and rollback ask the control plane.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -335,26 +335,7 @@ pub fn policy_diff(
     to: u64,
     b: &BTreeMap<String, String>,
 ) -> String {
-    let mut out = String::new();
-    let names: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-    for name in names {
-        let (old, new) = (
-            a.get(name).map(String::as_str).unwrap_or(""),
-            b.get(name).map(String::as_str).unwrap_or(""),
-        );
-        if old == new {
-            continue;
-        }
-        out.push_str(
-            &similar::TextDiff::from_lines(old, new)
-                .unified_diff()
-                .header(&format!("v{from}/{name}"), &format!("v{to}/{name}"))
-                .to_string(),
-        );
-    }
-    if out.is_empty() {
-        out.push_str(&format!("v{from} and v{to} have the same rules\n"));
-    }
+    let out = vigil_policy::bundle_diff(from, a, to, b);
     // The files come from the control plane's store, unverified here.
     escape_lines(&out)
 }

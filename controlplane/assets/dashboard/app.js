@@ -466,9 +466,19 @@ const PAGES = {
   hosts: hostsPage, host: hostPage,
 };
 
+// The pages every header links to (a page without a link gets it here).
+function completeNav() {
+  const nav = document.querySelector('header nav');
+  if (!nav) return;
+  for (const [path, text] of [['/inventory', 'AI inventory'], ['/policy', 'Policy'], ['/audit', 'Audit']]) {
+    if (!nav.querySelector('a[href="' + path + '"]')) nav.appendChild(link(path, {}, text));
+  }
+}
+
 document.addEventListener('DOMContentLoaded', () => {
   const page = document.body.dataset.page;
   if (page === 'login') { loginPage(); return; }
+  completeNav();
   startSession()
     .then(() => (PAGES[page] || (() => null))())
     .then(() => { document.body.dataset.ready = '1'; })

@@ -42,6 +42,21 @@ pub const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../../assets/dashboard/host.html"),
     ),
     (
+        "/inventory",
+        HTML,
+        include_str!("../../assets/dashboard/inventory.html"),
+    ),
+    (
+        "/policy",
+        HTML,
+        include_str!("../../assets/dashboard/policy.html"),
+    ),
+    (
+        "/audit",
+        HTML,
+        include_str!("../../assets/dashboard/audit.html"),
+    ),
+    (
         "/static/app.js",
         "text/javascript; charset=utf-8",
         include_str!("../../assets/dashboard/app.js"),
@@ -50,6 +65,11 @@ pub const ASSETS: &[(&str, &str, &str)] = &[
         "/static/app.css",
         "text/css; charset=utf-8",
         include_str!("../../assets/dashboard/app.css"),
+    ),
+    (
+        "/static/pages.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/dashboard/pages.js"),
     ),
 ];
 

@@ -79,6 +79,16 @@ pub enum DataError {
     Unavailable(String),
 }
 
+/// A stored policy version (the policy page's list and diff).
+#[derive(Debug, Clone)]
+pub struct PolicyVersion {
+    pub version: u64,
+    /// The signed bundle as pushed (JSON).
+    pub bundle: Vec<u8>,
+    pub pushed_at_unix_nanos: i64,
+    pub note: String,
+}
+
 pub type DataFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, DataError>> + Send + 'a>>;
 
 /// The dashboard's view of a node.
@@ -106,6 +116,26 @@ pub trait DashboardData: Send + Sync + 'static {
     /// The model records and rollback pins (what each host serves).
     fn model_catalog(&self) -> Result<ModelCatalog, DataError> {
         Ok(ModelCatalog::default())
+    }
+    /// A page of the AI inventory (one kind or all) in (kind, key) order
+    /// after `after`, at most `limit`, and whether there is more
+    /// (`StateReader::inventory`). The inventory, policy and audit pages'
+    /// reads default to nothing (a fake without them).
+    fn inventory(
+        &self,
+        _kind: Option<vigil_domain::InventoryKind>,
+        _after: Option<(vigil_domain::InventoryKind, String)>,
+        _limit: usize,
+    ) -> Result<(Vec<vigil_domain::InventoryItem>, bool), DataError> {
+        Ok((Vec::new(), false))
+    }
+    /// Every stored policy version, oldest first.
+    fn policies(&self) -> Result<Vec<PolicyVersion>, DataError> {
+        Ok(Vec::new())
+    }
+    /// The active policy version (0: none).
+    fn active_policy_version(&self) -> u64 {
+        0
     }
     /// Audit entries with index > `after`, oldest first, at most `limit`.
     fn audit_after(

@@ -13,6 +13,9 @@
 //! - `api.rs`: overview, findings, triage, hosts; `host_detail.rs`: one
 //!   host's page; `live.rs`: server-sent events of new findings;
 //!   `assets.rs`: the embedded pages.
+//! - `inventory_api.rs`, `policy_api.rs`, `audit_api.rs`: the AI
+//!   inventory (pages, CSV and CycloneDX downloads), policy versions and
+//!   their diff, the audit log and its chain's verification.
 //! - `data.rs`: what the dashboard reads and writes, as a trait
 //!   (`node_data.rs` implements it on a node; tests use a fake).
 
@@ -22,18 +25,23 @@
 
 pub mod api;
 pub mod assets;
+pub mod audit_api;
 pub mod auth;
 pub mod config;
 pub mod csrf;
 pub mod data;
 pub mod host_detail;
+pub mod inventory_api;
 pub mod live;
 pub mod node_data;
+pub mod policy_api;
 pub mod server;
 pub mod session;
 
 #[cfg(test)]
 mod host_detail_tests;
+#[cfg(test)]
+mod pages_tests;
 #[cfg(test)]
 mod tests;
 

@@ -9,7 +9,8 @@ pub use vigil_domain::TriageAction as DomainAction;
 use vigil_domain::{AgentRecord, Alert, AlertTriage, Severity, UserRole};
 
 use super::data::{
-    DashUser, DashboardData, DataError, DataFuture, Role, TriageAction, TriageEntry, TriageState,
+    DashUser, DashboardData, DataError, DataFuture, PolicyVersion, Role, TriageAction, TriageEntry,
+    TriageState,
 };
 use crate::node::ControlPlaneNode;
 use crate::service::admin_triage::{self, TriageWriteError};
@@ -103,6 +104,42 @@ impl DashboardData for NodeData {
 
     fn model_catalog(&self) -> Result<vigil_domain::ModelCatalog, DataError> {
         self.node.state.model_catalog().map_err(read_err)
+    }
+
+    fn inventory(
+        &self,
+        kind: Option<vigil_domain::InventoryKind>,
+        after: Option<(vigil_domain::InventoryKind, String)>,
+        limit: usize,
+    ) -> Result<(Vec<vigil_domain::InventoryItem>, bool), DataError> {
+        self.node
+            .state
+            .inventory(
+                kind,
+                after.as_ref().map(|(k, key)| (*k, key.as_str())),
+                limit,
+            )
+            .map_err(read_err)
+    }
+
+    fn policies(&self) -> Result<Vec<PolicyVersion>, DataError> {
+        Ok(self
+            .node
+            .state
+            .policies()
+            .map_err(read_err)?
+            .into_iter()
+            .map(|(version, bundle, meta)| PolicyVersion {
+                version,
+                bundle,
+                pushed_at_unix_nanos: meta.pushed_at_unix_nanos,
+                note: meta.note,
+            })
+            .collect())
+    }
+
+    fn active_policy_version(&self) -> u64 {
+        self.node.state.active_policy_version()
     }
 
     fn audit_after(

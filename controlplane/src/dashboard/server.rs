@@ -91,6 +91,19 @@ pub fn router(d: Arc<Dashboard>) -> Router {
         .route("/api/findings/{index}", get(super::api::finding))
         .route("/api/findings/{index}/triage", post(super::api::triage))
         .route("/api/hosts", get(super::api::hosts))
+        .route("/api/inventory", get(super::inventory_api::inventory))
+        .route(
+            "/api/inventory.csv",
+            get(super::inventory_api::inventory_csv),
+        )
+        .route(
+            "/api/inventory.cdx.json",
+            get(super::inventory_api::inventory_cyclonedx),
+        )
+        .route("/api/policy", get(super::policy_api::policy))
+        .route("/api/policy/diff", get(super::policy_api::policy_diff))
+        .route("/api/audit", get(super::audit_api::audit))
+        .route("/api/audit/verify", get(super::audit_api::verify))
         .route("/api/hosts/{agent_id}", get(super::host_detail::host))
         .layer(middleware::from_fn(
             move |req: Request, next: Next| async move {
