@@ -16,7 +16,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use tokio::sync::Semaphore;
 use vigil_domain::{InventoryItem, InventoryKind};
 
 use super::auth::{refuse, Authed};
@@ -30,10 +29,9 @@ pub const DEFAULT_PAGE: usize = 50;
 /// every one the store keeps).
 pub const MAX_LISTED: usize = 20;
 /// Exports rendered at once on a node (each reads the whole inventory);
-/// past it 429.
+/// past it 429. The permit is held by the blocking read itself, so a
+/// request the timeout drops does not free it while its read runs on.
 pub const EXPORTS_AT_ONCE: usize = 2;
-
-static EXPORTS: Semaphore = Semaphore::const_new(EXPORTS_AT_ONCE);
 
 pub(super) fn data_error(e: DataError) -> Response {
     match e {
@@ -176,13 +174,14 @@ async fn export(d: Arc<Dashboard>, who: Authed, format: Format) -> Response {
     if let Err(r) = who.require(Role::Viewer) {
         return r;
     }
-    let Ok(_permit) = EXPORTS.try_acquire() else {
+    let Ok(permit) = d.exports.clone().try_acquire_owned() else {
         return refuse(
             StatusCode::TOO_MANY_REQUESTS,
             "other exports are running; try again",
         );
     };
     let result = blocking(move || {
+        let _permit = permit;
         // Every item the store keeps (it holds at most MAX_INVENTORY_ITEMS).
         let (items, _) = d.data.inventory(None, None, usize::MAX)?;
         match format {

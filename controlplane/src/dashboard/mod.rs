@@ -41,6 +41,8 @@ pub mod session;
 #[cfg(test)]
 mod host_detail_tests;
 #[cfg(test)]
+mod pages_attack_tests;
+#[cfg(test)]
 mod pages_tests;
 #[cfg(test)]
 mod tests;

@@ -28,6 +28,23 @@ pub const MAX_VERSIONS: usize = 200;
 pub const AUDIT_SCAN: u64 = 20_000;
 /// Diff lines an answer carries at most.
 pub const MAX_DIFF_LINES: usize = 5_000;
+/// Lines (both sides, of the files that differ) the page diffs at most:
+/// the diff's cost grows with their square, so two large bundles that
+/// differ throughout would hold a blocking thread for minutes. Past it the
+/// answer is 409 and points at `vigilctl policy diff`.
+pub const MAX_DIFF_INPUT_LINES: usize = 20_000;
+/// Policy reads (each reads every stored bundle) and diffs at once on a
+/// node; past it 429. The permit is held by the blocking read itself.
+pub const POLICY_READS_AT_ONCE: usize = 2;
+
+fn policy_permit(d: &Dashboard) -> Result<tokio::sync::OwnedSemaphorePermit, Response> {
+    d.policy_reads.clone().try_acquire_owned().map_err(|_| {
+        refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "other policy reads are running; try again",
+        )
+    })
+}
 
 /// Who pushed each version: version → (actor, action, audit index), from
 /// the newest [`AUDIT_SCAN`] audit entries.
@@ -88,7 +105,12 @@ pub async fn policy(State(d): State<Arc<Dashboard>>, who: Authed) -> Response {
     if let Err(r) = who.require(Role::Viewer) {
         return r;
     }
+    let permit = match policy_permit(&d) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let result = blocking(move || {
+        let _permit = permit;
         let active = d.data.active_policy_version();
         let mut versions = d.data.policies()?;
         let total = versions.len();
@@ -137,6 +159,17 @@ pub fn line_class(line: &str) -> &'static str {
     }
 }
 
+/// The lines of the files that differ between `a` and `b`, both sides.
+pub fn differing_lines(a: &Bundle, b: &Bundle) -> usize {
+    let lines = |f: Option<&String>| f.map_or(0, |t| t.lines().count());
+    a.files
+        .keys()
+        .chain(b.files.keys().filter(|k| !a.files.contains_key(*k)))
+        .filter(|k| a.files.get(*k) != b.files.get(*k))
+        .map(|k| lines(a.files.get(k)) + lines(b.files.get(k)))
+        .sum()
+}
+
 /// The diff of two versions as classed lines, at most [`MAX_DIFF_LINES`].
 pub fn diff_lines(from: u64, a: &Bundle, to: u64, b: &Bundle) -> (Vec<Value>, bool) {
     let text = vigil_policy::bundle_diff(from, &a.files, to, &b.files);
@@ -175,7 +208,12 @@ pub async fn policy_diff(
         (Ok(f), Ok(t)) => (f, t),
         (Err(r), _) | (_, Err(r)) => return r,
     };
+    let permit = match policy_permit(&d) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let result = blocking(move || {
+        let _permit = permit;
         let versions = d.data.policies()?;
         let to = to.unwrap_or_else(|| d.data.active_policy_version());
         let from = from.or_else(|| versions.iter().map(|p| p.version).filter(|v| *v < to).max());
@@ -193,6 +231,12 @@ pub async fn policy_diff(
             )));
         };
         let (a, b) = (bundle(from)?, bundle(to)?);
+        let n = differing_lines(&a, &b);
+        if n > MAX_DIFF_INPUT_LINES {
+            return Err(DataError::Refused(format!(
+                "v{from} and v{to} differ in files of {n} lines, more than the {MAX_DIFF_INPUT_LINES} this page compares: use vigilctl policy diff"
+            )));
+        }
         let (lines, truncated) = diff_lines(from, &a, to, &b);
         Ok(json!({ "from": from, "to": to, "lines": lines, "truncated": truncated }))
     })

@@ -53,6 +53,11 @@ pub struct Dashboard {
     pub verifying: Arc<Semaphore>,
     /// Live feeds open on this node.
     pub live_open: AtomicUsize,
+    /// Inventory exports rendered at once (`inventory_api`); a permit
+    /// lives as long as the read, not the request, which a timeout drops.
+    pub exports: Arc<Semaphore>,
+    /// Policy reads (every stored bundle) and diffs at once (`policy_api`).
+    pub policy_reads: Arc<Semaphore>,
 }
 
 impl Dashboard {
@@ -74,6 +79,8 @@ impl Dashboard {
             dummy_hash: super::auth::dummy_hash(),
             verifying: Arc::new(Semaphore::new(4)),
             live_open: AtomicUsize::new(0),
+            exports: Arc::new(Semaphore::new(super::inventory_api::EXPORTS_AT_ONCE)),
+            policy_reads: Arc::new(Semaphore::new(super::policy_api::POLICY_READS_AT_ONCE)),
             settings,
         })
     }
