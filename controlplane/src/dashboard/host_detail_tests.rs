@@ -2,204 +2,20 @@
 //! with AI signals (evidence, parent chain), attestation history, the
 //! workloads that apply, the sidecar, roles, untrusted text and bounds.
 
-use std::sync::{Arc, Mutex};
-
-use argon2::password_hash::{PasswordHasher, SaltString};
-use argon2::Argon2;
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
-use axum::Router;
-use serde_json::{json, Value};
-use tokio::sync::watch;
-use tower::ServiceExt;
+use axum::http::StatusCode;
+use serde_json::json;
 use vigil_domain::{
-    AgentRecord, Alert, AuditEntry, FileObject, ModelCatalog, ModelIdentity, ModelRecord,
-    ModelState, Severity, SignalKind, WorkloadApproval,
+    FileObject, ModelIdentity, ModelRecord, ModelState, SignalKind, WorkloadApproval,
 };
 
-use super::data::TriageState;
-use super::data::{DashUser, DashboardData, DataError, DataFuture, Role, TriageAction};
 use super::host_detail::{HOST_AUDIT_SCAN, HOST_SCAN, MAX_EVIDENCE, MAX_PROCESSES};
-use super::server::{router, Dashboard};
-use super::DashboardSettings;
+use super::test_fleet::{FakeNode, Harness, EVIL};
 
-const PASSWORD: &str = "correct horse battery";
-const EVIL: &str = "<img src=x onerror=alert(1)>";
-
-#[derive(Default)]
-struct Fake {
-    users: Vec<DashUser>,
-    agents: Vec<AgentRecord>,
-    alerts: Mutex<Vec<Alert>>,
-    audit: Mutex<Vec<AuditEntry>>,
-    workloads: Vec<WorkloadApproval>,
-    models: Vec<ModelRecord>,
-    last: Option<watch::Sender<u64>>,
-}
-
-impl DashboardData for Fake {
-    fn user(&self, name: &str) -> Result<Option<DashUser>, DataError> {
-        Ok(self.users.iter().find(|u| u.name == name).cloned())
-    }
-    fn agents(&self) -> Result<Vec<AgentRecord>, DataError> {
-        Ok(self.agents.clone())
-    }
-    fn alerts_after(&self, after: u64, limit: usize) -> Result<Vec<Alert>, DataError> {
-        let all = self.alerts.lock().unwrap();
-        Ok(all
-            .iter()
-            .filter(|a| a.index > after)
-            .take(limit)
-            .cloned()
-            .collect())
-    }
-    fn last_alert_index(&self) -> u64 {
-        self.alerts.lock().unwrap().len() as u64
-    }
-    fn watch_alerts(&self) -> watch::Receiver<u64> {
-        self.last.as_ref().unwrap().subscribe()
-    }
-    fn open_by_severity(&self) -> Result<Vec<(Severity, u64)>, DataError> {
-        Ok(Vec::new())
-    }
-    fn triage(&self, _index: u64) -> Result<TriageState, DataError> {
-        Ok(TriageState::default())
-    }
-    fn triage_alert(&self, _index: u64, _actor: &str, _action: TriageAction) -> DataFuture<'_, ()> {
-        Box::pin(async { Err(DataError::Refused("read only".into())) })
-    }
-    fn audit_entries(&self) -> Result<u64, DataError> {
-        Ok(self.audit.lock().unwrap().len() as u64)
-    }
-    fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, DataError> {
-        let all = self.audit.lock().unwrap();
-        Ok(all
-            .iter()
-            .filter(|e| e.index > after)
-            .take(limit)
-            .cloned()
-            .collect())
-    }
-    fn workloads(&self) -> Result<Vec<WorkloadApproval>, DataError> {
-        Ok(self.workloads.clone())
-    }
-    fn model_catalog(&self) -> Result<ModelCatalog, DataError> {
-        Ok(ModelCatalog::new(self.models.clone(), []))
-    }
-}
-
-impl Fake {
-    fn alert(&self, agent: &str, pid: u32, ppid: u32, exe: &str, signal: SignalKind) -> u64 {
-        let mut all = self.alerts.lock().unwrap();
-        let index = all.len() as u64 + 1;
-        let mut finding = crate::realistic_finding::realistic_model_finding(index);
-        finding.signal = signal;
-        finding.process.pid = pid;
-        finding.process.ppid = ppid;
-        finding.process.exe = exe.to_string();
-        finding.process.comm = exe
-            .rsplit('/')
-            .next()
-            .unwrap_or("")
-            .chars()
-            .take(15)
-            .collect();
-        all.push(Alert {
-            index,
-            agent_id: agent.to_string(),
-            hostname: agent.trim_start_matches("agent-").to_string(),
-            received_at_unix_nanos: 1_000 + index as i64,
-            finding,
-        });
-        index
-    }
-
-    fn audit(&self, action: &str, subject: &str, detail: &str) {
-        let mut all = self.audit.lock().unwrap();
-        let index = all.len() as u64 + 1;
-        all.push(AuditEntry {
-            index,
-            at_unix_nanos: index as i64,
-            actor: "verifier".into(),
-            action: action.into(),
-            subject: subject.into(),
-            detail: detail.into(),
-            prev_hash: String::new(),
-            hash: String::new(),
-        });
-    }
-}
-
-fn agent(id: &str) -> AgentRecord {
-    let mut a = AgentRecord::default();
-    a.identity.agent_id = id.into();
-    a.identity.hostname = id.trim_start_matches("agent-").into();
-    a
-}
-
-fn base() -> Fake {
-    let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
-    let hash = Argon2::default()
-        .hash_password(PASSWORD.as_bytes(), &salt)
-        .unwrap()
-        .to_string();
-    Fake {
-        users: vec![DashUser {
-            name: "vic".into(),
-            role: Role::Viewer,
-            password_hash: hash,
-            disabled: false,
-        }],
-        agents: vec![agent("agent-h1"), agent("agent-h2")],
-        last: Some(watch::channel(0).0),
-        ..Fake::default()
-    }
-}
-
-fn app(fake: Fake) -> Router {
-    router(Dashboard::new(
-        Arc::new(fake),
-        DashboardSettings::default(),
-        false,
-    ))
-}
-
-async fn call(app: &Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = axum::body::to_bytes(resp.into_body(), 16 << 20)
-        .await
-        .unwrap();
-    (
-        status,
-        headers,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
-
-async fn login(app: &Router) -> String {
-    let req = Request::post("/api/login")
-        .header(header::HOST, "dash.test")
-        .header(header::ORIGIN, "http://dash.test")
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(
-            json!({ "name": "vic", "password": PASSWORD }).to_string(),
-        ))
-        .unwrap();
-    let (status, headers, body) = call(app, req).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let set = headers[header::SET_COOKIE].to_str().unwrap();
-    set.split(';').next().unwrap().to_string()
-}
-
-async fn get(app: &Router, path: &str, cookie: Option<&str>) -> (StatusCode, Value) {
-    let mut req = Request::get(path).header(header::HOST, "dash.test");
-    if let Some(c) = cookie {
-        req = req.header(header::COOKIE, c);
-    }
-    let (status, _, body) = call(app, req.body(Body::empty()).unwrap()).await;
-    (status, body)
+/// A viewer, "vic", and agents on h1 and h2.
+fn base() -> FakeNode {
+    FakeNode::viewer()
+        .with_agent("agent-h1")
+        .with_agent("agent-h2")
 }
 
 #[tokio::test]
@@ -207,12 +23,12 @@ async fn a_viewer_sees_processes_evidence_chain_attestation_workloads_and_sideca
     let mut fake = base();
     // The parent (a shell, pid 10 under init) and a child named like markup
     // loading a runtime, then opening a model; another host's finding.
-    fake.alert("agent-h1", 10, 1, "/usr/bin/bash", SignalKind::AiEgress);
-    fake.alert("agent-h1", 20, 10, EVIL, SignalKind::AiRuntime);
-    fake.alert("agent-h1", 20, 10, EVIL, SignalKind::ModelFile);
-    fake.alert("agent-h2", 99, 1, "/usr/bin/other", SignalKind::ModelFile);
+    fake.add_process_alert("agent-h1", 10, 1, "/usr/bin/bash", SignalKind::AiEgress);
+    fake.add_process_alert("agent-h1", 20, 10, EVIL, SignalKind::AiRuntime);
+    fake.add_process_alert("agent-h1", 20, 10, EVIL, SignalKind::ModelFile);
+    fake.add_process_alert("agent-h2", 99, 1, "/usr/bin/other", SignalKind::ModelFile);
     // Not AI evidence: a policy finding is no process of the list.
-    fake.alert(
+    fake.add_process_alert(
         "agent-h1",
         30,
         1,
@@ -220,14 +36,14 @@ async fn a_viewer_sees_processes_evidence_chain_attestation_workloads_and_sideca
         SignalKind::Policy,
     );
     // The sidecar: started v1 then rolled back to it from v2.
-    let i = fake.alert(
+    let i = fake.add_process_alert(
         "agent-h1",
         40,
         1,
         "/usr/lib/vigil/sidecar",
         SignalKind::Sidecar,
     );
-    let j = fake.alert(
+    let j = fake.add_process_alert(
         "agent-h1",
         40,
         1,
@@ -248,22 +64,38 @@ async fn a_viewer_sees_processes_evidence_chain_attestation_workloads_and_sideca
             })),
         });
     }
-    fake.audit("attest.enroll", "agent agent-h1 on h1", "bound to EK");
-    fake.audit("attest.verdict", "agent agent-h2 on h2", "trusted");
-    fake.audit("policy.push", "7", "");
-    fake.audit(
+    fake.add_audit(
+        "verifier",
+        "attest.enroll",
+        "agent agent-h1 on h1",
+        "bound to EK",
+    );
+    fake.add_audit(
+        "verifier",
+        "attest.verdict",
+        "agent agent-h2 on h2",
+        "trusted",
+    );
+    fake.add_audit("verifier", "policy.push", "7", "");
+    fake.add_audit(
+        "verifier",
         "attest.verdict",
         "agent agent-h1 on h1",
         "untrusted (pcr-policy): PCR 7",
     );
     // agent-h10 shares agent-h1's prefix: not its history.
-    fake.audit("attest.verdict", "agent agent-h10 on h10", "trusted");
+    fake.add_audit(
+        "verifier",
+        "attest.verdict",
+        "agent agent-h10 on h10",
+        "trusted",
+    );
     for (id, hosts) in [
         ("fleet", vec![]),
         ("mine", vec!["h1"]),
         ("theirs", vec!["agent-h2"]),
     ] {
-        fake.workloads.push(WorkloadApproval {
+        fake = fake.with_workload(WorkloadApproval {
             id: id.into(),
             exe_sha256: "ab".repeat(32),
             hosts: hosts.into_iter().map(String::from).collect(),
@@ -273,7 +105,7 @@ async fn a_viewer_sees_processes_evidence_chain_attestation_workloads_and_sideca
         });
     }
     for (version, hosts) in [(1, vec![]), (2, vec!["agent-h2"])] {
-        fake.models.push(ModelRecord {
+        fake = fake.with_model(ModelRecord {
             name: "llm".into(),
             version,
             sha256: format!("{version:064x}"),
@@ -283,9 +115,9 @@ async fn a_viewer_sees_processes_evidence_chain_attestation_workloads_and_sideca
             ..Default::default()
         });
     }
-    let app = app(fake);
-    let cookie = login(&app).await;
-    let (status, v) = get(&app, "/api/hosts/agent-h1", Some(&cookie)).await;
+    let app = Harness::of(fake);
+    let cookie = app.login("vic").await.0;
+    let (status, v) = app.json("/api/hosts/agent-h1", Some(&cookie)).await;
     assert_eq!(status, StatusCode::OK, "{v}");
 
     let procs = v["processes"]["items"].as_array().unwrap();
@@ -348,18 +180,18 @@ async fn a_viewer_sees_processes_evidence_chain_attestation_workloads_and_sideca
 
 #[tokio::test]
 async fn the_host_page_is_for_sessions_only_and_unknown_hosts_are_404() {
-    let app = app(base());
+    let app = Harness::of(base());
     assert_eq!(
-        get(&app, "/api/hosts/agent-h1", None).await.0,
+        app.json("/api/hosts/agent-h1", None).await.0,
         StatusCode::UNAUTHORIZED
     );
-    let cookie = login(&app).await;
-    let (status, v) = get(&app, "/api/hosts/agent-h1", Some(&cookie)).await;
+    let cookie = app.login("vic").await.0;
+    let (status, v) = app.json("/api/hosts/agent-h1", Some(&cookie)).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["processes"]["items"], json!([]));
     assert_eq!(v["sidecar"]["models"], json!([]));
     assert_eq!(
-        get(&app, "/api/hosts/nobody", Some(&cookie)).await.0,
+        app.json("/api/hosts/nobody", Some(&cookie)).await.0,
         StatusCode::NOT_FOUND
     );
 }
@@ -368,14 +200,14 @@ async fn the_host_page_is_for_sessions_only_and_unknown_hosts_are_404() {
 async fn every_list_is_bounded_and_old_records_are_not_read() {
     let fake = base();
     // Beyond the scans: the oldest alert and audit entry are of h1.
-    fake.alert("agent-h1", 5, 1, "/old", SignalKind::ModelFile);
-    fake.audit("attest.enroll", "agent agent-h1 on h1", "old");
+    fake.add_process_alert("agent-h1", 5, 1, "/old", SignalKind::ModelFile);
+    fake.add_audit("verifier", "attest.enroll", "agent agent-h1 on h1", "old");
     for n in 0..HOST_AUDIT_SCAN {
-        fake.audit("policy.push", &n.to_string(), "");
+        fake.add_audit("verifier", "policy.push", &n.to_string(), "");
     }
     // More processes than shown, one with more evidence than shown.
     for pid in 0..(MAX_PROCESSES as u32 + 10) {
-        fake.alert(
+        fake.add_process_alert(
             "agent-h1",
             1000 + pid,
             1,
@@ -384,18 +216,18 @@ async fn every_list_is_bounded_and_old_records_are_not_read() {
         );
     }
     for _ in 0..MAX_EVIDENCE + 5 {
-        fake.alert("agent-h1", 7, 1, "/usr/bin/llama", SignalKind::ModelFile);
+        fake.add_process_alert("agent-h1", 7, 1, "/usr/bin/llama", SignalKind::ModelFile);
     }
     // All but the oldest (h1's "/old") in the scan.
     let filler = HOST_SCAN - (MAX_PROCESSES + 10 + MAX_EVIDENCE + 5) - 1;
     for _ in 0..filler {
-        fake.alert("agent-h2", 9, 1, "/usr/bin/x", SignalKind::ModelFile);
+        fake.add_process_alert("agent-h2", 9, 1, "/usr/bin/x", SignalKind::ModelFile);
     }
     // The newest of h1's: the many-evidence process, seen once more.
-    fake.alert("agent-h1", 7, 1, "/usr/bin/llama", SignalKind::ModelFile);
-    let app = app(fake);
-    let cookie = login(&app).await;
-    let (status, v) = get(&app, "/api/hosts/agent-h1", Some(&cookie)).await;
+    fake.add_process_alert("agent-h1", 7, 1, "/usr/bin/llama", SignalKind::ModelFile);
+    let app = Harness::of(fake);
+    let cookie = app.login("vic").await.0;
+    let (status, v) = app.json("/api/hosts/agent-h1", Some(&cookie)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["scanned"]["alerts"], HOST_SCAN);
     assert_eq!(v["scanned"]["audit_entries"], HOST_AUDIT_SCAN);

@@ -45,6 +45,8 @@ mod pages_attack_tests;
 #[cfg(test)]
 mod pages_tests;
 #[cfg(test)]
+mod test_fleet;
+#[cfg(test)]
 mod tests;
 
 pub use config::{DashboardSettings, DashboardTransport};

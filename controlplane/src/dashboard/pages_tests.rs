@@ -4,124 +4,13 @@
 //! chain's verification.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use argon2::password_hash::{PasswordHasher, SaltString};
-use argon2::Argon2;
-use axum::body::Body;
-use axum::http::{header, HeaderMap, Request, StatusCode};
-use axum::Router;
+use axum::http::{header, StatusCode};
 use serde_json::{json, Value};
-use tokio::sync::watch;
-use tower::ServiceExt;
-use vigil_domain::{AgentRecord, Alert, AuditEntry, InventoryItem, InventoryKind, ModelIdentity};
+use vigil_domain::{InventoryItem, InventoryKind, ModelIdentity};
 
-use super::data::{
-    DashUser, DashboardData, DataError, DataFuture, PolicyVersion, Role, TriageAction, TriageState,
-};
-use super::server::{router, Dashboard};
-use super::DashboardSettings;
-use crate::audit_chain::{entry_hash, GENESIS};
-
-const PASSWORD: &str = "correct horse battery";
-const EVIL: &str = "<img src=x onerror=alert(1)>";
-
-#[derive(Default)]
-struct Fake {
-    users: Vec<DashUser>,
-    inventory: Vec<InventoryItem>,
-    policies: Vec<PolicyVersion>,
-    active: u64,
-    audit: Vec<AuditEntry>,
-    last: Option<watch::Sender<u64>>,
-}
-
-impl DashboardData for Fake {
-    fn user(&self, name: &str) -> Result<Option<DashUser>, DataError> {
-        Ok(self.users.iter().find(|u| u.name == name).cloned())
-    }
-    fn agents(&self) -> Result<Vec<AgentRecord>, DataError> {
-        Ok(Vec::new())
-    }
-    fn alerts_after(&self, _after: u64, _limit: usize) -> Result<Vec<Alert>, DataError> {
-        Ok(Vec::new())
-    }
-    fn last_alert_index(&self) -> u64 {
-        0
-    }
-    fn watch_alerts(&self) -> watch::Receiver<u64> {
-        self.last.as_ref().unwrap().subscribe()
-    }
-    fn open_by_severity(&self) -> Result<Vec<(vigil_domain::Severity, u64)>, DataError> {
-        Ok(Vec::new())
-    }
-    fn triage(&self, _index: u64) -> Result<TriageState, DataError> {
-        Ok(TriageState::default())
-    }
-    fn triage_alert(&self, _index: u64, _actor: &str, _action: TriageAction) -> DataFuture<'_, ()> {
-        Box::pin(async { Err(DataError::Refused("no".into())) })
-    }
-    /// As the store pages it: (kind, key) order, after the cursor.
-    fn inventory(
-        &self,
-        kind: Option<InventoryKind>,
-        after: Option<(InventoryKind, String)>,
-        limit: usize,
-    ) -> Result<(Vec<InventoryItem>, bool), DataError> {
-        let mut all: Vec<&InventoryItem> = self
-            .inventory
-            .iter()
-            .filter(|i| kind.is_none() || i.kind == kind)
-            .filter(|i| {
-                after
-                    .as_ref()
-                    .is_none_or(|(k, key)| (i.kind.unwrap(), &i.key) > (*k, key))
-            })
-            .collect();
-        all.sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));
-        let more = all.len() > limit;
-        Ok((all.into_iter().take(limit).cloned().collect(), more))
-    }
-    fn policies(&self) -> Result<Vec<PolicyVersion>, DataError> {
-        Ok(self.policies.clone())
-    }
-    fn active_policy_version(&self) -> u64 {
-        self.active
-    }
-    fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, DataError> {
-        Ok(self
-            .audit
-            .iter()
-            .filter(|e| e.index > after)
-            .take(limit)
-            .cloned()
-            .collect())
-    }
-    fn audit_entries(&self) -> Result<u64, DataError> {
-        Ok(self.audit.len() as u64)
-    }
-}
-
-impl Fake {
-    fn audit(&mut self, actor: &str, action: &str, subject: &str, detail: &str) {
-        let prev = self
-            .audit
-            .last()
-            .map_or(GENESIS.to_string(), |e| e.hash.clone());
-        let mut e = AuditEntry {
-            index: self.audit.len() as u64 + 1,
-            at_unix_nanos: 1_000_000_000,
-            actor: actor.into(),
-            action: action.into(),
-            subject: subject.into(),
-            detail: detail.into(),
-            prev_hash: prev,
-            hash: String::new(),
-        };
-        e.hash = entry_hash(&e);
-        self.audit.push(e);
-    }
-}
+use super::data::PolicyVersion;
+use super::test_fleet::{FakeNode, Harness, EVIL};
 
 fn item(kind: InventoryKind, key: &str, name: &str) -> InventoryItem {
     InventoryItem {
@@ -136,69 +25,6 @@ fn item(kind: InventoryKind, key: &str, name: &str) -> InventoryItem {
     }
 }
 
-fn base() -> Fake {
-    let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
-    let hash = Argon2::default()
-        .hash_password(PASSWORD.as_bytes(), &salt)
-        .unwrap()
-        .to_string();
-    Fake {
-        users: vec![DashUser {
-            name: "vic".into(),
-            role: Role::Viewer,
-            password_hash: hash,
-            disabled: false,
-        }],
-        last: Some(watch::channel(0).0),
-        ..Default::default()
-    }
-}
-
-fn app(fake: Fake) -> Router {
-    router(Dashboard::new(
-        Arc::new(fake),
-        DashboardSettings::default(),
-        false,
-    ))
-}
-
-async fn call(app: &Router, req: Request<Body>) -> (StatusCode, HeaderMap, Vec<u8>) {
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let (status, headers) = (resp.status(), resp.headers().clone());
-    let bytes = axum::body::to_bytes(resp.into_body(), 16 << 20)
-        .await
-        .unwrap();
-    (status, headers, bytes.to_vec())
-}
-
-async fn login(app: &Router) -> String {
-    let req = Request::post("/api/login")
-        .header(header::HOST, "dash.test")
-        .header(header::ORIGIN, "http://dash.test")
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(
-            json!({ "name": "vic", "password": PASSWORD }).to_string(),
-        ))
-        .unwrap();
-    let (status, headers, _) = call(app, req).await;
-    assert_eq!(status, StatusCode::OK);
-    let set = headers[header::SET_COOKIE].to_str().unwrap();
-    set.split(';').next().unwrap().to_string()
-}
-
-async fn raw(app: &Router, path: &str, cookie: Option<&str>) -> (StatusCode, HeaderMap, Vec<u8>) {
-    let mut req = Request::get(path).header(header::HOST, "dash.test");
-    if let Some(c) = cookie {
-        req = req.header(header::COOKIE, c);
-    }
-    call(app, req.body(Body::empty()).unwrap()).await
-}
-
-async fn get(app: &Router, path: &str, cookie: Option<&str>) -> (StatusCode, Value) {
-    let (status, _, body) = raw(app, path, cookie).await;
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
-
 const PATHS: [&str; 7] = [
     "/api/inventory",
     "/api/inventory.csv",
@@ -211,18 +37,16 @@ const PATHS: [&str; 7] = [
 
 #[tokio::test]
 async fn every_new_api_needs_a_session_and_a_viewer_reads_them() {
-    let mut fake = base();
-    fake.inventory
-        .push(item(InventoryKind::Model, "path:/m", "m"));
-    fake.audit("alice", "policy.push", "policy version 1", "push");
-    let app = app(fake);
+    let fake = FakeNode::viewer().with_inventory(item(InventoryKind::Model, "path:/m", "m"));
+    fake.add_audit("alice", "policy.push", "policy version 1", "push");
+    let app = Harness::of(fake);
     for p in PATHS {
-        let (status, _, _) = raw(&app, p, None).await;
+        let (status, _, _) = app.raw(p, None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{p}");
-        let (status, _, _) = raw(&app, p, Some("vigil_session=forged")).await;
+        let (status, _, _) = app.raw(p, Some("vigil_session=forged")).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{p}");
     }
-    let cookie = login(&app).await;
+    let cookie = app.login("vic").await.0;
     for p in [
         "/api/inventory",
         "/api/inventory.csv",
@@ -231,25 +55,25 @@ async fn every_new_api_needs_a_session_and_a_viewer_reads_them() {
         "/api/audit",
         "/api/audit/verify",
     ] {
-        let (status, headers, _) = raw(&app, p, Some(&cookie)).await;
+        let (status, headers, _) = app.raw(p, Some(&cookie)).await;
         assert_eq!(status, StatusCode::OK, "{p}");
         assert!(headers.contains_key(header::CONTENT_SECURITY_POLICY), "{p}");
     }
     // No policy pushed: nothing to compare.
-    let (status, _) = get(&app, "/api/policy/diff", Some(&cookie)).await;
+    let (status, _) = app.json("/api/policy/diff", Some(&cookie)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // The pages themselves.
     for p in ["/inventory", "/policy", "/audit", "/static/pages.js"] {
-        let (status, _, _) = raw(&app, p, None).await;
+        let (status, _, _) = app.raw(p, None).await;
         assert_eq!(status, StatusCode::OK, "{p}");
     }
 }
 
 #[tokio::test]
 async fn the_inventory_is_paged_filtered_and_markup_is_a_json_string() {
-    let mut fake = base();
+    let mut fake = FakeNode::viewer();
     for n in 0..250 {
-        fake.inventory.push(item(
+        fake = fake.with_inventory(item(
             InventoryKind::Runtime,
             &format!("path:/usr/bin/r{n:03}"),
             &format!("/usr/bin/r{n:03}"),
@@ -262,37 +86,37 @@ async fn the_inventory_is_paged_filtered_and_markup_is_a_json_string() {
         ..Default::default()
     }));
     evil.hosts = (0..100).map(|h| format!("host-{h}")).collect();
-    fake.inventory.push(evil);
-    fake.inventory.push(item(
+    fake = fake.with_inventory(evil);
+    fake = fake.with_inventory(item(
         InventoryKind::Endpoint,
         "connect:api.openai.com:443",
         "api.openai.com:443",
     ));
-    let app = app(fake);
-    let cookie = login(&app).await;
+    let app = Harness::of(fake);
+    let cookie = app.login("vic").await.0;
 
     // A page is at most 200 whatever is asked; the cursor continues.
-    let (status, first) = get(&app, "/api/inventory?limit=100000", Some(&cookie)).await;
+    let (status, first) = app.json("/api/inventory?limit=100000", Some(&cookie)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(first["items"].as_array().unwrap().len(), 200);
     let after = first["next_after"].as_str().unwrap().to_string();
     assert_eq!(after, "runtime:path:/usr/bin/r199");
     let q = url_encode(&after);
-    let (_, second) = get(
-        &app,
-        &format!("/api/inventory?limit=100000&after={q}"),
-        Some(&cookie),
-    )
-    .await;
+    let (_, second) = app
+        .json(
+            &format!("/api/inventory?limit=100000&after={q}"),
+            Some(&cookie),
+        )
+        .await;
     let items = second["items"].as_array().unwrap();
     assert_eq!(items.len(), 52);
     assert!(second["next_after"].is_null());
-    let (_, one) = get(&app, "/api/inventory?limit=0", Some(&cookie)).await;
+    let (_, one) = app.json("/api/inventory?limit=0", Some(&cookie)).await;
     assert_eq!(one["items"].as_array().unwrap().len(), 1);
 
     // The kind filter; the markup comes back as the same JSON string, the
     // hosts listed capped with the count said.
-    let (_, models) = get(&app, "/api/inventory?kind=model", Some(&cookie)).await;
+    let (_, models) = app.json("/api/inventory?kind=model", Some(&cookie)).await;
     let models = models["items"].as_array().unwrap();
     assert_eq!(models.len(), 1);
     assert_eq!(models[0]["name"], json!(EVIL));
@@ -300,7 +124,9 @@ async fn the_inventory_is_paged_filtered_and_markup_is_a_json_string() {
     assert_eq!(models[0]["kind"], "model");
     assert_eq!(models[0]["hosts"].as_array().unwrap().len(), 20);
     assert_eq!(models[0]["hosts_named"], 100);
-    let (_, endpoints) = get(&app, "/api/inventory?kind=endpoint", Some(&cookie)).await;
+    let (_, endpoints) = app
+        .json("/api/inventory?kind=endpoint", Some(&cookie))
+        .await;
     assert_eq!(endpoints["items"][0]["name"], "api.openai.com:443");
 
     for bad in [
@@ -308,7 +134,7 @@ async fn the_inventory_is_paged_filtered_and_markup_is_a_json_string() {
         "/api/inventory?after=nocolon",
         "/api/inventory?after=bogus:x",
     ] {
-        let (status, _) = get(&app, bad, Some(&cookie)).await;
+        let (status, _) = app.json(bad, Some(&cookie)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
     }
 }
@@ -324,18 +150,17 @@ fn url_encode(s: &str) -> String {
 
 #[tokio::test]
 async fn the_downloads_are_attachments_with_formulas_defused_and_a_cyclonedx_bom() {
-    let mut fake = base();
-    fake.inventory.push(item(
+    let mut fake = FakeNode::viewer();
+    fake = fake.with_inventory(item(
         InventoryKind::Model,
         "path:/m/x",
         "=HYPERLINK(\"http://x\")",
     ));
-    fake.inventory
-        .push(item(InventoryKind::Model, &format!("path:/m/{EVIL}"), EVIL));
-    let app = app(fake);
-    let cookie = login(&app).await;
+    fake = fake.with_inventory(item(InventoryKind::Model, &format!("path:/m/{EVIL}"), EVIL));
+    let app = Harness::of(fake);
+    let cookie = app.login("vic").await.0;
 
-    let (status, headers, body) = raw(&app, "/api/inventory.csv", Some(&cookie)).await;
+    let (status, headers, body) = app.raw("/api/inventory.csv", Some(&cookie)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers[header::CONTENT_TYPE], "text/csv; charset=utf-8");
     assert_eq!(
@@ -348,7 +173,7 @@ async fn the_downloads_are_attachments_with_formulas_defused_and_a_cyclonedx_bom
     assert!(!csv.contains(",\"=HYPERLINK"), "{csv}");
     assert!(csv.contains(&format!("\"{EVIL}\"")), "{csv}");
 
-    let (status, headers, body) = raw(&app, "/api/inventory.cdx.json", Some(&cookie)).await;
+    let (status, headers, body) = app.raw("/api/inventory.cdx.json", Some(&cookie)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         headers[header::CONTENT_TYPE],
@@ -386,27 +211,28 @@ fn bundle(key: &vigil_policy::SigningKey, version: u64, rules: &str) -> PolicyVe
 
 #[tokio::test]
 async fn the_policy_page_names_who_pushed_each_version_and_diffs_them() {
-    let mut fake = base();
     let key = vigil_policy::SigningKey::generate();
-    fake.policies = vec![
-        bundle(&key, 1, "a: 1\nb: 2\n"),
-        bundle(&key, 2, "a: 1\nb: 3\n"),
-        bundle(&key, 3, "a: 1\nb: 3\nc: 4\n"),
-    ];
-    fake.active = 2;
-    fake.audit("alice", "policy.push", "policy version 1", "push");
-    fake.audit("bob", "policy.push", "policy version 2", "push");
-    fake.audit(EVIL, "policy.push", "policy version 3", "push");
-    fake.audit(
+    let fake = FakeNode::viewer().with_policies(
+        vec![
+            bundle(&key, 1, "a: 1\nb: 2\n"),
+            bundle(&key, 2, "a: 1\nb: 3\n"),
+            bundle(&key, 3, "a: 1\nb: 3\nc: 4\n"),
+        ],
+        2,
+    );
+    fake.add_audit("alice", "policy.push", "policy version 1", "push");
+    fake.add_audit("bob", "policy.push", "policy version 2", "push");
+    fake.add_audit(EVIL, "policy.push", "policy version 3", "push");
+    fake.add_audit(
         "carol",
         "policy.rollback",
         "policy version 2",
         "rollback to 2",
     );
-    let app = app(fake);
-    let cookie = login(&app).await;
+    let app = Harness::of(fake);
+    let cookie = app.login("vic").await.0;
 
-    let (status, p) = get(&app, "/api/policy", Some(&cookie)).await;
+    let (status, p) = app.json("/api/policy", Some(&cookie)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(p["active_version"], 2);
     assert_eq!(p["previous_version"], 1);
@@ -422,7 +248,7 @@ async fn the_policy_page_names_who_pushed_each_version_and_diffs_them() {
     assert_eq!(v[2]["signer"], json!(key.public_hex()));
 
     // By default the active version against the one before.
-    let (status, d) = get(&app, "/api/policy/diff", Some(&cookie)).await;
+    let (status, d) = app.json("/api/policy/diff", Some(&cookie)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!((d["from"].as_u64(), d["to"].as_u64()), (Some(1), Some(2)));
     let lines: Vec<(String, String)> = d["lines"]
@@ -444,7 +270,9 @@ async fn the_policy_page_names_who_pushed_each_version_and_diffs_them() {
     );
     assert!(lines.iter().any(|(c, _)| c == "hunk"), "{lines:?}");
     // Any two chosen.
-    let (_, d) = get(&app, "/api/policy/diff?from=3&to=1", Some(&cookie)).await;
+    let (_, d) = app
+        .json("/api/policy/diff?from=3&to=1", Some(&cookie))
+        .await;
     assert!(
         d["lines"]
             .as_array()
@@ -453,30 +281,32 @@ async fn the_policy_page_names_who_pushed_each_version_and_diffs_them() {
             .any(|l| l["text"] == "-c: 4"),
         "{d}"
     );
-    let (status, _) = get(&app, "/api/policy/diff?from=9&to=1", Some(&cookie)).await;
+    let (status, _) = app
+        .json("/api/policy/diff?from=9&to=1", Some(&cookie))
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = get(&app, "/api/policy/diff?from=x", Some(&cookie)).await;
+    let (status, _) = app.json("/api/policy/diff?from=x", Some(&cookie)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
 async fn the_audit_log_is_paged_newest_first_and_its_chain_verified() {
-    let mut fake = base();
+    let fake = FakeNode::viewer();
     for n in 1..=250 {
-        fake.audit(
+        fake.add_audit(
             "alice",
             "workload.approve",
             &format!("w{n}"),
             if n == 7 { EVIL } else { "" },
         );
     }
-    let mut broken = base();
-    broken.audit = fake.audit.clone();
-    broken.audit[99].detail = "changed".into();
-    let app_ok = app(fake);
-    let cookie = login(&app_ok).await;
+    let broken = FakeNode::viewer();
+    *broken.audit.lock().unwrap() = fake.audit.lock().unwrap().clone();
+    broken.audit.lock().unwrap()[99].detail = "changed".into();
+    let app_ok = Harness::of(fake);
+    let cookie = app_ok.login("vic").await.0;
 
-    let (status, page) = get(&app_ok, "/api/audit?limit=100000", Some(&cookie)).await;
+    let (status, page) = app_ok.json("/api/audit?limit=100000", Some(&cookie)).await;
     assert_eq!(status, StatusCode::OK);
     let e = page["entries"].as_array().unwrap();
     assert_eq!(e.len(), 200);
@@ -486,24 +316,26 @@ async fn the_audit_log_is_paged_newest_first_and_its_chain_verified() {
     assert_eq!(page["next_before"], 51);
     assert_eq!(e[0]["hash"].as_str().unwrap().len(), 64);
     assert_eq!(e[0]["target"], "w250");
-    let (_, rest) = get(&app_ok, "/api/audit?before=51&limit=100", Some(&cookie)).await;
+    let (_, rest) = app_ok
+        .json("/api/audit?before=51&limit=100", Some(&cookie))
+        .await;
     let r = rest["entries"].as_array().unwrap();
     assert_eq!(r.len(), 50);
     assert_eq!(r[43]["index"], 7);
     assert_eq!(r[43]["detail"], json!(EVIL));
     assert!(rest["next_before"].is_null());
-    let (_, past) = get(&app_ok, "/api/audit?before=1", Some(&cookie)).await;
+    let (_, past) = app_ok.json("/api/audit?before=1", Some(&cookie)).await;
     assert!(past["entries"].as_array().unwrap().is_empty());
 
-    let (status, v) = get(&app_ok, "/api/audit/verify", Some(&cookie)).await;
+    let (status, v) = app_ok.json("/api/audit/verify", Some(&cookie)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["complete"], true);
     assert_eq!(v["checked"], 250);
 
-    let app_broken = app(broken);
-    let cookie = login(&app_broken).await;
-    let (_, v) = get(&app_broken, "/api/audit/verify", Some(&cookie)).await;
+    let app_broken = Harness::of(broken);
+    let cookie = app_broken.login("vic").await.0;
+    let (_, v) = app_broken.json("/api/audit/verify", Some(&cookie)).await;
     assert_eq!(v["ok"], false, "{v}");
     assert_eq!(v["checked"], 99);
     assert_eq!(v["error"], "entry 100: its content does not match its hash");

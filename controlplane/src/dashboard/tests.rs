@@ -1,246 +1,18 @@
 //! The dashboard's router against an in-memory fake of the node: login,
 //! sessions, CSRF, roles, limits, headers, and the API's answers.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use argon2::password_hash::{PasswordHasher, SaltString};
-use argon2::Argon2;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use axum::Router;
-use tokio::sync::watch;
 use tower::ServiceExt;
-use vigil_domain::{AgentRecord, Alert, AlertTriage, Severity};
+use vigil_domain::Severity;
 
-use super::data::TriageState;
-use super::data::{DashUser, DashboardData, DataError, DataFuture, Role, TriageAction};
-use super::node_data::{domain_steps, open_counts, triage_view};
-use super::server::{router, Dashboard, CSP};
+use super::data::{DashboardData, Role};
+use super::server::CSP;
+use super::test_fleet::{hash, FakeNode, Harness, PASSWORD};
 use super::DashboardSettings;
-
-const PASSWORD: &str = "correct horse battery";
-
-struct Fake {
-    users: Mutex<HashMap<String, DashUser>>,
-    alerts: Mutex<Vec<Alert>>,
-    triage: Mutex<HashMap<u64, AlertTriage>>,
-    last: watch::Sender<u64>,
-}
-
-fn hash(password: &str) -> String {
-    let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .unwrap()
-        .to_string()
-}
-
-impl Fake {
-    fn new() -> Arc<Self> {
-        let h = hash(PASSWORD);
-        let users = [("ana", Role::Analyst), ("vic", Role::Viewer)]
-            .into_iter()
-            .map(|(n, role)| {
-                (
-                    n.to_string(),
-                    DashUser {
-                        name: n.to_string(),
-                        role,
-                        password_hash: h.clone(),
-                        disabled: false,
-                    },
-                )
-            })
-            .collect();
-        Arc::new(Self {
-            users: Mutex::new(users),
-            alerts: Mutex::new(Vec::new()),
-            triage: Mutex::new(HashMap::new()),
-            last: watch::channel(0).0,
-        })
-    }
-
-    fn add_alert(&self, host: &str, exe: &str, severity: Severity) -> u64 {
-        let mut alerts = self.alerts.lock().unwrap();
-        let index = alerts.len() as u64 + 1;
-        let mut finding = crate::realistic_finding::realistic_model_finding(index);
-        finding.severity = severity;
-        finding.process.exe = exe.to_string();
-        alerts.push(Alert {
-            index,
-            agent_id: format!("agent-{host}"),
-            hostname: host.to_string(),
-            received_at_unix_nanos: super::api::OFFLINE_AFTER_NANOS,
-            finding,
-        });
-        self.last.send_replace(index);
-        index
-    }
-}
-
-impl DashboardData for Fake {
-    fn user(&self, name: &str) -> Result<Option<DashUser>, DataError> {
-        Ok(self.users.lock().unwrap().get(name).cloned())
-    }
-    fn agents(&self) -> Result<Vec<AgentRecord>, DataError> {
-        Ok(Vec::new())
-    }
-    fn alerts_after(&self, after: u64, limit: usize) -> Result<Vec<Alert>, DataError> {
-        Ok(self
-            .alerts
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|a| a.index > after)
-            .take(limit)
-            .cloned()
-            .collect())
-    }
-    fn last_alert_index(&self) -> u64 {
-        *self.last.borrow()
-    }
-    fn watch_alerts(&self) -> watch::Receiver<u64> {
-        self.last.subscribe()
-    }
-    /// Counted like the store: every stored alert's severity, less the
-    /// resolved ones.
-    fn open_by_severity(&self) -> Result<Vec<(Severity, u64)>, DataError> {
-        let triage = self.triage.lock().unwrap();
-        let mut by = BTreeMap::<String, u64>::new();
-        for a in self.alerts.lock().unwrap().iter() {
-            let n = by
-                .entry(a.finding.severity.as_str().to_string())
-                .or_default();
-            if triage
-                .get(&a.index)
-                .is_none_or(|t| t.state != vigil_domain::TriageState::Resolved)
-            {
-                *n += 1;
-            }
-        }
-        Ok(open_counts(&by))
-    }
-    fn triage(&self, index: u64) -> Result<TriageState, DataError> {
-        Ok(triage_view(
-            self.triage.lock().unwrap().get(&index).cloned(),
-        ))
-    }
-    /// The domain's own triage steps (what the store applies), taken in
-    /// memory; the node's refusals mapped as `node_data` maps them.
-    fn triage_alert(&self, index: u64, actor: &str, action: TriageAction) -> DataFuture<'_, ()> {
-        let actor = actor.to_string();
-        Box::pin(async move {
-            if index == 0 || index > self.last_alert_index() {
-                return Err(DataError::NotFound(format!("no finding {index}")));
-            }
-            let mut all = self.triage.lock().unwrap();
-            let t = all.entry(index).or_insert_with(|| AlertTriage::new(index));
-            for step in domain_steps(action) {
-                let known = self.users.lock().unwrap().contains_key(match &step {
-                    vigil_domain::TriageAction::Assign { to } => to.as_str(),
-                    _ => actor.as_str(),
-                });
-                if !known {
-                    return Err(DataError::Refused("no such user".into()));
-                }
-                t.apply(vigil_domain::TriageEntry {
-                    at_unix_nanos: 1,
-                    actor: actor.clone(),
-                    action: step,
-                })
-                .map_err(|e| DataError::Refused(e.to_string()))?;
-            }
-            Ok(())
-        })
-    }
-}
-
-struct Harness {
-    fake: Arc<Fake>,
-    app: Router,
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: serde_json::Value,
-}
-
-impl Harness {
-    fn new() -> Self {
-        Self::with(DashboardSettings::default(), false)
-    }
-
-    fn with(settings: DashboardSettings, tls: bool) -> Self {
-        let fake = Fake::new();
-        let d = Dashboard::new(fake.clone(), settings, tls);
-        Self {
-            fake,
-            app: router(d),
-        }
-    }
-
-    async fn call(&self, req: Request<Body>) -> Answer {
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-            .await
-            .unwrap_or_default();
-        Answer {
-            status,
-            headers,
-            body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-        }
-    }
-
-    async fn get(&self, path: &str, cookie: Option<&str>) -> Answer {
-        let mut req = Request::get(path).header(header::HOST, "dash.test");
-        if let Some(c) = cookie {
-            req = req.header(header::COOKIE, c);
-        }
-        self.call(req.body(Body::empty()).unwrap()).await
-    }
-
-    async fn post(
-        &self,
-        path: &str,
-        cookie: Option<&str>,
-        csrf: Option<&str>,
-        body: serde_json::Value,
-    ) -> Answer {
-        let mut req = Request::post(path)
-            .header(header::HOST, "dash.test")
-            .header(header::ORIGIN, "http://dash.test")
-            .header(header::CONTENT_TYPE, "application/json");
-        if let Some(c) = cookie {
-            req = req.header(header::COOKIE, c);
-        }
-        if let Some(t) = csrf {
-            req = req.header("x-csrf-token", t);
-        }
-        self.call(req.body(Body::from(body.to_string())).unwrap())
-            .await
-    }
-
-    /// Logs in: (cookie, csrf token).
-    async fn login(&self, name: &str) -> (String, String) {
-        let a = self
-            .post(
-                "/api/login",
-                None,
-                None,
-                serde_json::json!({ "name": name, "password": PASSWORD }),
-            )
-            .await;
-        assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
-        let set = a.headers[header::SET_COOKIE].to_str().unwrap().to_string();
-        let cookie = set.split(';').next().unwrap().to_string();
-        (cookie, a.body["csrf"].as_str().unwrap().to_string())
-    }
-}
 
 #[tokio::test]
 async fn login_sets_a_strict_http_only_cookie_and_session_tells_the_role() {
@@ -1026,7 +798,7 @@ async fn one_address_cannot_hold_every_connection() {
     };
     let server = tokio::spawn(super::serve_dashboard(
         listener,
-        Fake::new(),
+        Arc::new(FakeNode::analyst_and_viewer()),
         super::DashboardTransport::Plain,
         settings,
     ));
