@@ -59,13 +59,29 @@ pub fn is_ai_signal(s: SignalKind) -> bool {
     )
 }
 
+/// Host pages read at once on a node; past it 429. The permit is held by
+/// the blocking read itself, so a request the timeout drops still counts
+/// until its scan ends.
+pub const HOST_READS_AT_ONCE: usize = 4;
+
 /// GET /api/hosts/{agent_id} (any role).
 pub async fn host(
     State(d): State<Arc<Dashboard>>,
     _who: Authed,
     Path(agent_id): Path<String>,
 ) -> Response {
-    match blocking(move || host_detail(&d, &agent_id, now_nanos())).await {
+    let Ok(permit) = d.host_reads.clone().try_acquire_owned() else {
+        return super::auth::refuse(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "other host pages are being read; try again",
+        );
+    };
+    match blocking(move || {
+        let _permit = permit;
+        host_detail(&d, &agent_id, now_nanos())
+    })
+    .await
+    {
         Ok(v) => Json(v).into_response(),
         Err(r) => r,
     }

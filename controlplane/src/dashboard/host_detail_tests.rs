@@ -8,7 +8,9 @@ use vigil_domain::{
     FileObject, ModelIdentity, ModelRecord, ModelState, SignalKind, WorkloadApproval,
 };
 
-use super::host_detail::{HOST_AUDIT_SCAN, HOST_SCAN, MAX_EVIDENCE, MAX_PROCESSES};
+use super::host_detail::{
+    HOST_AUDIT_SCAN, HOST_READS_AT_ONCE, HOST_SCAN, MAX_EVIDENCE, MAX_PROCESSES,
+};
 use super::test_fleet::{FakeNode, Harness, EVIL};
 
 /// A viewer, "vic", and agents on h1 and h2.
@@ -240,4 +242,29 @@ async fn every_list_is_bounded_and_old_records_are_not_read() {
     assert_eq!(procs[0]["evidence"].as_array().unwrap().len(), MAX_EVIDENCE);
     assert_eq!(v["attestation_history"]["items"], json!([]));
     assert!(v["findings"].as_array().unwrap().len() <= 100);
+}
+
+#[tokio::test]
+async fn host_pages_read_at_once_are_bounded() {
+    // Attack (review): each host page scans 10,000 alerts and audit
+    // entries on a blocking thread that outlives a timed-out request, so
+    // a viewer asking again and again could pile scans up. Past the limit
+    // the answer is 429; a permit given back serves again.
+    let app = Harness::of(base());
+    let cookie = app.login("vic").await.0;
+    let held = app
+        .dashboard
+        .host_reads
+        .clone()
+        .try_acquire_many_owned(HOST_READS_AT_ONCE as u32)
+        .unwrap();
+    assert_eq!(
+        app.json("/api/hosts/agent-h1", Some(&cookie)).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    drop(held);
+    assert_eq!(
+        app.json("/api/hosts/agent-h1", Some(&cookie)).await.0,
+        StatusCode::OK
+    );
 }

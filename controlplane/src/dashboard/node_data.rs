@@ -19,8 +19,11 @@ pub struct NodeData {
     pub node: Arc<ControlPlaneNode>,
 }
 
+/// A storage read failed: the detail (which can name files) goes to the
+/// node's log, the browser gets a plain "unavailable".
 fn read_err(e: impl std::fmt::Display) -> DataError {
-    DataError::Unavailable(e.to_string())
+    tracing::warn!(error = %e, "dashboard: a state read failed");
+    DataError::Unavailable("the node's state could not be read; see its log".into())
 }
 
 fn role(r: UserRole) -> Role {

@@ -58,6 +58,9 @@ pub struct Dashboard {
     pub exports: Arc<Semaphore>,
     /// Policy reads (every stored bundle) and diffs at once (`policy_api`).
     pub policy_reads: Arc<Semaphore>,
+    /// Host pages (each scans recent alerts and audit entries) read at
+    /// once (`host_detail`); the permit lives as long as the read.
+    pub host_reads: Arc<Semaphore>,
 }
 
 impl Dashboard {
@@ -81,6 +84,7 @@ impl Dashboard {
             live_open: AtomicUsize::new(0),
             exports: Arc::new(Semaphore::new(super::inventory_api::EXPORTS_AT_ONCE)),
             policy_reads: Arc::new(Semaphore::new(super::policy_api::POLICY_READS_AT_ONCE)),
+            host_reads: Arc::new(Semaphore::new(super::host_detail::HOST_READS_AT_ONCE)),
             settings,
         })
     }

@@ -329,6 +329,8 @@ impl DashboardData for FakeNode {
 /// The dashboard's router over a `FakeNode`.
 pub(super) struct Harness {
     pub(super) fake: Arc<FakeNode>,
+    /// The dashboard behind `app`, for tests that hold its limits.
+    pub(super) dashboard: Arc<Dashboard>,
     pub(super) app: Router,
 }
 
@@ -362,6 +364,7 @@ impl Harness {
         let d = Dashboard::new(fake.clone(), settings, tls);
         Self {
             fake,
+            dashboard: d.clone(),
             app: router(d),
         }
     }
