@@ -125,7 +125,7 @@ function topList(id, items, path, param) {
   const ol = clear(document.getElementById(id));
   if (!items.length) ol.appendChild(el('li', 'empty', 'none'));
   for (const it of items) {
-    const name = path ? link(path, { [param]: it.name }, it.name) : el('span', 'mono', it.name);
+    const name = path ? link(path, { [param]: it.id || it.name }, it.name) : el('span', 'mono', it.name);
     ol.appendChild(el('li', null, name, el('span', 'count', ' ' + it.count)));
   }
 }
@@ -149,8 +149,6 @@ async function overviewPage() {
   topList('top-rules', o.top_rules, '/findings', 'rule');
   topList('top-hosts', o.top_hosts, '/findings', 'host');
   topList('top-exes', o.top_executables, null, null);
-  document.getElementById('scan-note').textContent =
-    'Chart and top lists: the newest ' + o.scanned.alerts + ' findings (at most ' + o.scanned.at_most + ').';
 }
 
 // ---- findings

@@ -17,10 +17,8 @@ use vigil_domain::{AgentRecord, Alert, SensorMode, TrustState};
 use super::auth::{refuse, Authed};
 use super::data::{DataError, Role, TriageAction};
 use super::server::Dashboard;
+use crate::store::CountKind;
 
-/// Alerts an overview looks at (the newest): its chart and top lists are
-/// of these, not of every alert kept.
-pub const OVERVIEW_SCAN: usize = 10_000;
 /// Alerts one findings page looks at, at most, to fill itself.
 pub const FINDINGS_SCAN: u64 = 20_000;
 /// A host without a heartbeat for this long is offline.
@@ -139,11 +137,9 @@ pub(super) fn newest(d: &Dashboard, n: usize) -> Result<Vec<Alert>, DataError> {
     Ok(alerts)
 }
 
-fn top(counts: HashMap<String, u64>, n: usize) -> Vec<Value> {
-    let mut v: Vec<(String, u64)> = counts.into_iter().collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    v.into_iter()
-        .take(n)
+fn top(counts: Vec<(String, u64)>) -> Vec<Value> {
+    counts
+        .into_iter()
         .map(|(name, count)| json!({ "name": name, "count": count }))
         .collect()
 }
@@ -181,30 +177,40 @@ pub async fn overview(State(d): State<Arc<Dashboard>>, _who: Authed) -> Response
             .into_iter()
             .map(|(s, n)| json!({ "severity": s.as_str(), "count": n }))
             .collect();
-        let recent = newest(&dd, OVERVIEW_SCAN)?;
-        let hour = 3_600_000_000_000i64;
+        // Every stored finding, from the counters kept at apply: the
+        // current UTC hour and the 23 before it, oldest first.
+        let this_hour = crate::store::hour_of(now);
+        let since = this_hour.saturating_sub(23);
         let mut per_hour = [0u64; 24];
-        let (mut rules, mut by_host, mut exes) = (HashMap::new(), HashMap::new(), HashMap::new());
-        for a in &recent {
-            let age = now.saturating_sub(a.received_at_unix_nanos);
-            if (0..24 * hour).contains(&age) {
-                // Oldest hour first.
-                per_hour[23 - usize::try_from(age / hour).unwrap_or(23).min(23)] += 1;
-            }
-            *rules.entry(a.finding.rule_id.clone()).or_insert(0u64) += 1;
-            *by_host.entry(a.hostname.clone()).or_insert(0u64) += 1;
-            if !a.finding.process.exe.is_empty() {
-                *exes.entry(a.finding.process.exe.clone()).or_insert(0u64) += 1;
+        for (h, n) in dd.data.findings_per_hour(since)? {
+            if let Some(slot) = h
+                .checked_sub(since)
+                .and_then(|i| per_hour.get_mut(usize::try_from(i).ok()?))
+            {
+                *slot = n;
             }
         }
+        // Hosts by agent id, shown by host name.
+        let names: HashMap<&str, &str> = agents
+            .iter()
+            .map(|a| (a.identity.agent_id.as_str(), a.identity.hostname.as_str()))
+            .collect();
+        let top_hosts: Vec<Value> = dd
+            .data
+            .top_counts(CountKind::Agent, 10)?
+            .into_iter()
+            .map(|(id, count)| {
+                let name = names.get(id.as_str()).filter(|n| !n.is_empty()).copied();
+                json!({ "name": name.unwrap_or(&id), "id": id, "count": count })
+            })
+            .collect();
         Ok(json!({
             "hosts": hosts,
             "open_by_severity": open,
             "findings_per_hour": per_hour,
-            "top_rules": top(rules, 10),
-            "top_hosts": top(by_host, 10),
-            "top_executables": top(exes, 10),
-            "scanned": { "alerts": recent.len(), "at_most": OVERVIEW_SCAN },
+            "top_rules": top(dd.data.top_counts(CountKind::Rule, 10)?),
+            "top_hosts": top_hosts,
+            "top_executables": top(dd.data.top_counts(CountKind::Executable, 10)?),
             "last_index": dd.data.last_alert_index(),
         }))
     })

@@ -149,4 +149,19 @@ pub trait DashboardData: Send + Sync + 'static {
     fn audit_entries(&self) -> Result<u64, DataError> {
         Ok(0)
     }
+    /// (UTC hour since the epoch, stored findings received in it) from
+    /// `since_hour` on, oldest first (`StateReader::findings_per_hour`,
+    /// kept at apply). The overview's counters default to nothing.
+    fn findings_per_hour(&self, _since_hour: u64) -> Result<Vec<(u64, u64)>, DataError> {
+        Ok(Vec::new())
+    }
+    /// The `n` rules, agents (by id) or executables with the most stored
+    /// findings, most first (`StateReader::top_counts`, kept at apply).
+    fn top_counts(
+        &self,
+        _kind: crate::store::CountKind,
+        _n: usize,
+    ) -> Result<Vec<(String, u64)>, DataError> {
+        Ok(Vec::new())
+    }
 }

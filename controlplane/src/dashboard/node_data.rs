@@ -156,6 +156,21 @@ impl DashboardData for NodeData {
     fn audit_entries(&self) -> Result<u64, DataError> {
         self.node.state.audit_entries().map_err(read_err)
     }
+
+    fn findings_per_hour(&self, since_hour: u64) -> Result<Vec<(u64, u64)>, DataError> {
+        self.node
+            .state
+            .findings_per_hour(since_hour)
+            .map_err(read_err)
+    }
+
+    fn top_counts(
+        &self,
+        kind: crate::store::CountKind,
+        n: usize,
+    ) -> Result<Vec<(String, u64)>, DataError> {
+        self.node.state.top_counts(kind, n).map_err(read_err)
+    }
 }
 
 /// The severities in the order the overview shows them.

@@ -156,6 +156,15 @@ impl FakeNode {
         )
     }
 
+    /// A finding of rule `rule` about `exe` on `host` (agent
+    /// `agent-<host>`) received at `received` (unix nanos).
+    pub(super) fn add_rule_alert(&self, host: &str, exe: &str, rule: &str, received: i64) -> u64 {
+        self.push_alert(format!("agent-{host}"), received, |a| {
+            a.finding.rule_id = rule.to_string();
+            a.finding.process.exe = exe.to_string();
+        })
+    }
+
     /// A `signal` finding about process `pid` (parent `ppid`) running `exe`
     /// on `agent`.
     pub(super) fn add_process_alert(
@@ -323,6 +332,40 @@ impl DashboardData for FakeNode {
     }
     fn audit_entries(&self) -> Result<u64, DataError> {
         Ok(self.audit.lock().unwrap().len() as u64)
+    }
+    /// Counted like the store's counters: every stored alert by the hour
+    /// it was received in.
+    fn findings_per_hour(&self, since_hour: u64) -> Result<Vec<(u64, u64)>, DataError> {
+        let mut by = BTreeMap::<u64, u64>::new();
+        for a in self.alerts.lock().unwrap().iter() {
+            *by.entry(crate::store::hour_of(a.received_at_unix_nanos))
+                .or_default() += 1;
+        }
+        Ok(by.into_iter().filter(|(h, _)| *h >= since_hour).collect())
+    }
+    /// Every stored alert by rule, agent id or executable (an empty one not
+    /// counted), most first, ties by name.
+    fn top_counts(
+        &self,
+        kind: crate::store::CountKind,
+        n: usize,
+    ) -> Result<Vec<(String, u64)>, DataError> {
+        use crate::store::CountKind::*;
+        let mut by = BTreeMap::<String, u64>::new();
+        for a in self.alerts.lock().unwrap().iter() {
+            let name = match kind {
+                Rule => &a.finding.rule_id,
+                Agent => &a.agent_id,
+                Executable => &a.finding.process.exe,
+            };
+            if !name.is_empty() {
+                *by.entry(name.clone()).or_default() += 1;
+            }
+        }
+        let mut v: Vec<(String, u64)> = by.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v.truncate(n);
+        Ok(v)
     }
 }
 

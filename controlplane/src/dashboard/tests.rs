@@ -355,6 +355,68 @@ async fn findings_are_paged_newest_first_and_filtered() {
     assert_eq!(o.body["findings_per_hour"].as_array().unwrap().len(), 24);
 }
 
+/// The overview's chart and top lists come from the counters kept at
+/// apply (`findings_per_hour`, `top_counts`): every stored finding, no
+/// scan of the newest ones, hosts by agent id shown by host name.
+#[tokio::test]
+async fn the_overview_reads_the_counters_kept_at_apply() {
+    let h = Harness::of(FakeNode::viewer().with_agent("agent-web-1"));
+    let hour = 3_600_000_000_000i64;
+    let now = super::api::now_nanos();
+    for _ in 0..3 {
+        h.fake
+            .add_rule_alert("web-1", "/usr/bin/ollama", "r.a", now);
+    }
+    for _ in 0..2 {
+        h.fake
+            .add_rule_alert("db-1", "/usr/bin/python3", "r.b", now - 2 * hour);
+    }
+    // Older than the chart, still in the top lists; no executable.
+    h.fake.add_rule_alert("db-1", "", "r.a", now - 30 * hour);
+    let (cookie, _) = h.login("vic").await;
+    let o = h.get("/api/overview", Some(&cookie)).await;
+    assert_eq!(o.status, StatusCode::OK);
+    let per_hour: Vec<u64> = o.body["findings_per_hour"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(per_hour.len(), 24);
+    assert_eq!(per_hour.iter().sum::<u64>(), 5, "{per_hour:?}");
+    // The current hour is last (or, had the hour turned since, the one
+    // before it).
+    assert!(per_hour[23] == 3 || per_hour[22] == 3, "{per_hour:?}");
+    let pairs = |k: &str| -> Vec<(String, u64)> {
+        o.body[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["name"].as_str().unwrap().into(),
+                    v["count"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(pairs("top_rules"), [("r.a".into(), 4), ("r.b".into(), 2)]);
+    assert_eq!(
+        pairs("top_executables"),
+        [
+            ("/usr/bin/ollama".into(), 3),
+            ("/usr/bin/python3".into(), 2)
+        ]
+    );
+    // Ties by agent id; an enrolled agent shown by its host name.
+    assert_eq!(
+        pairs("top_hosts"),
+        [("agent-db-1".into(), 3), ("web-1".into(), 3)]
+    );
+    assert_eq!(o.body["top_hosts"][1]["id"], "agent-web-1");
+    assert!(o.body.get("scanned").is_none());
+}
+
 fn open_high(overview: &serde_json::Value) -> u64 {
     overview["open_by_severity"]
         .as_array()

@@ -11,9 +11,9 @@ mod write_watch;
 pub use database::{open_checked, open_stores, OpenError};
 pub use log_store::SledLogStore;
 pub use state_machine::{
-    AlertTally, CertificateStanding, EventPage, EventsError, JournalRecord, JournalRef, ReadError,
-    SledStateMachine, StateReader, Supersession, TriageTally, MIN_RENEWAL_INTERVAL_NANOS,
-    USER_EXISTS,
+    hour_of, AlertTally, CertificateStanding, CountKind, EventPage, EventsError, JournalRecord,
+    JournalRef, ReadError, SledStateMachine, StateReader, Supersession, TriageTally,
+    MIN_RENEWAL_INTERVAL_NANOS, USER_EXISTS,
 };
 pub use write_watch::{InFlight, OldestWrite, WriteWatch};
 

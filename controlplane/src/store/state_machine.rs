@@ -42,6 +42,11 @@
 //! - `triage/<u64 be index>` → AlertTriage (only while `alert/<index>` is
 //!   stored); `meta/triage_tally` → TriageTally, acknowledged alerts and
 //!   resolved ones by severity (`state_machine/triage.rs`)
+//! - `findings_hour.v1/<u64 be hour>` → u64, stored alerts received in
+//!   that UTC hour (the newest 48 hours); `findings_by.v1/<rule|agent|exe>/
+//!   <name, at most 256 bytes>` → u64, stored alerts by rule, agent and
+//!   executable; `meta/finding_counts.v1` once they count every stored
+//!   alert (`state_machine/finding_counts.rs`)
 //! - `user/<name>` → UserRecord (an argon2id hash, never a password;
 //!   `state_machine/users.rs`)
 //! - `event/<u64 be seq>` → [`JournalRecord`]: the SIEM export's one
@@ -89,8 +94,10 @@ use vigil_domain::{
 use crate::raft_types::{
     Command, CommandResult, LogId, NodeId, StorageError, StoredMembership, TypeConfig,
 };
+mod finding_counts;
 mod triage;
 mod users;
+pub use finding_counts::{hour_of, CountKind};
 pub use triage::TriageTally;
 pub use users::USER_EXISTS;
 
@@ -331,13 +338,6 @@ impl AlertTally {
 /// The most alerts one `prune_alerts.v1` entry removes (its apply stays
 /// short; the leader proposes again while there are more).
 pub const PRUNE_AT_MOST: u64 = 20_000;
-
-/// The fields of a stored alert retention needs; the rest is skipped.
-#[derive(serde::Deserialize)]
-struct PrunedAlert {
-    received_at_unix_nanos: i64,
-    finding: TalliedFinding,
-}
 
 /// The fields of a stored alert the tally needs; the rest is skipped
 /// unparsed.
@@ -1214,6 +1214,7 @@ impl SledStateMachine {
             .map(|(_, name)| name);
         crate::store::snapshot_file::remove_stale(snapshot_dir, current.as_deref(), true);
         ensure_alert_tally(&tree)?;
+        finding_counts::ensure_finding_counts(&tree)?;
         let last = last_alert_in(&tree)?;
         let (tx, rx) = watch::channel(last);
         let (event_tx, event_rx) = watch::channel(last_event_in(&tree)?);
@@ -1415,6 +1416,7 @@ impl SledStateMachine {
                 let mut tally: AlertTally = self.get_json(ALERT_TALLY)?.unwrap_or_default();
                 let (mut first_index, mut appended, mut duplicates) = (0, 0, 0);
                 let mut inventory = InventoryUpdate::default();
+                let mut counts = finding_counts::CountChanges::default();
                 for finding in findings {
                     if finding.seq <= rec.last_acked_seq {
                         duplicates += 1;
@@ -1442,6 +1444,13 @@ impl SledStateMachine {
                         )?;
                     }
                     tally.add(finding.signal, finding.severity);
+                    counts.count(
+                        received_at_unix_nanos,
+                        &agent_id,
+                        &finding.rule_id,
+                        &finding.process.exe,
+                        true,
+                    );
                     let alert = Alert {
                         index: next,
                         agent_id: agent_id.clone(),
@@ -1478,6 +1487,7 @@ impl SledStateMachine {
                 if appended > 0 {
                     batch.insert(ALERT_TALLY, json(&tally)?);
                 }
+                counts.write(&self.tree, batch).map_err(sm_read_err)?;
                 inventory.write(batch)?;
                 batch.insert(k, json(&rec)?);
                 Ok(CommandResult::AlertsAppended {
@@ -2219,6 +2229,15 @@ impl SledStateMachine {
                 ),
             },
         };
+        let mut counts = finding_counts::CountChanges::default();
+        counts.count(
+            at_unix_nanos,
+            &alert.agent_id,
+            &alert.finding.rule_id,
+            &alert.finding.process.exe,
+            true,
+        );
+        counts.write(&self.tree, batch).map_err(sm_read_err)?;
         batch.insert(alert_key(next), json(&alert)?);
         batch.insert(NEXT_ALERT, json(&(next + 1))?);
         batch.insert(ALERT_TALLY, json(&tally)?);
@@ -2241,9 +2260,12 @@ impl SledStateMachine {
         let (mut removed, mut more) = (0u64, false);
         let mut last_removed = 0u64;
         let mut triage_tally = None;
+        // The dashboard's counters lose what is removed, in this batch.
+        let mut counts = finding_counts::CountChanges::default();
         for kv in self.tree.scan_prefix(ALERT_PREFIX) {
             let (k, v) = kv.map_err(sm_read_err)?;
-            let alert: PrunedAlert = serde_json::from_slice(&v).map_err(sm_read_err)?;
+            let alert: finding_counts::CountedAlert =
+                serde_json::from_slice(&v).map_err(sm_read_err)?;
             let over_count = keep_at_most > 0 && stored > keep_at_most;
             let too_old =
                 older_than_unix_nanos > 0 && alert.received_at_unix_nanos < older_than_unix_nanos;
@@ -2259,6 +2281,13 @@ impl SledStateMachine {
             }
             tally.remove(alert.finding.signal, alert.finding.severity);
             pruned.add(alert.finding.signal, alert.finding.severity);
+            counts.count(
+                alert.received_at_unix_nanos,
+                &alert.agent_id,
+                &alert.finding.rule_id,
+                &alert.finding.process.exe,
+                false,
+            );
             last_removed = k
                 .get(ALERT_PREFIX.len()..)
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
@@ -2276,6 +2305,7 @@ impl SledStateMachine {
         }
         Self::write_triage_tally(batch, triage_tally)?;
         if removed > 0 {
+            counts.write(&self.tree, batch).map_err(sm_read_err)?;
             self.prune_journal(batch, last_removed)?;
             batch.insert(ALERT_TALLY, json(&tally)?);
             batch.insert(PRUNED_TALLY, json(&pruned)?);
@@ -2940,10 +2970,12 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
                 &[LAST_APPLIED, MEMBERSHIP],
                 final_keys(&meta)?,
             )?;
-            ensure_alert_tally(&tree).map_err(|e| SnapshotFileError::Format {
-                path: installing.clone(),
-                why: e.to_string(),
-            })?;
+            ensure_alert_tally(&tree)
+                .and_then(|()| finding_counts::ensure_finding_counts(&tree))
+                .map_err(|e| SnapshotFileError::Format {
+                    path: installing.clone(),
+                    why: e.to_string(),
+                })?;
             record_snapshot(&db, &dir, &meta, &installing)?;
             // The marker goes last: until the snapshot is recorded, a
             // restart finishes the install (`finish_interrupted_install`).

@@ -1724,3 +1724,194 @@ fn the_triage_command_keeps_its_versioned_name_in_the_log() {
     assert!(json.starts_with("{\"triage_alert.v1\":"), "{json}");
     assert!(json.contains("{\"assign\":{\"to\":\"b\"}}"), "{json}");
 }
+
+const HOUR: i64 = 3_600_000_000_000;
+
+/// Findings `seqs` of agent `id`, rule `rule` about `exe`, received at
+/// `received`.
+fn append_at(id: &str, seqs: &[u64], received: i64, rule: &str, exe: &str) -> Command {
+    Command::AppendAlerts {
+        agent_id: id.into(),
+        received_at_unix_nanos: received,
+        findings: seqs
+            .iter()
+            .map(|&s| {
+                let mut f = finding(s);
+                f.rule_id = rule.into();
+                f.process.exe = exe.into();
+                f
+            })
+            .collect(),
+    }
+}
+
+/// (hours, rules, agents, executables) as the dashboard reads them.
+type Counts = (
+    Vec<(u64, u64)>,
+    Vec<(String, u64)>,
+    Vec<(String, u64)>,
+    Vec<(String, u64)>,
+);
+
+fn finding_counts(reader: &StateReader) -> Counts {
+    (
+        reader.findings_per_hour(0).unwrap(),
+        reader.top_counts(CountKind::Rule, 10).unwrap(),
+        reader.top_counts(CountKind::Agent, 10).unwrap(),
+        reader.top_counts(CountKind::Executable, 10).unwrap(),
+    )
+}
+
+fn named(pairs: &[(&str, u64)]) -> Vec<(String, u64)> {
+    pairs.iter().map(|(n, c)| (n.to_string(), *c)).collect()
+}
+
+/// The counting entries: 3 findings of `a` in hour 100 (and one resent,
+/// skipped), 2 of `b` in hour 101 about `long_exe`, one of `a` in hour
+/// 101 without an executable.
+fn counted_entries(long_exe: &str) -> Vec<Entry<TypeConfig>> {
+    vec![
+        entry(1, register("a")),
+        entry(2, register("b")),
+        entry(
+            3,
+            append_at("a", &[1, 2], 100 * HOUR + 5, "r.model", "/usr/bin/ollama"),
+        ),
+        entry(
+            4,
+            append_at("a", &[2, 3], 100 * HOUR + 9, "r.model", "/usr/bin/ollama"),
+        ),
+        entry(5, append_at("b", &[1, 2], 101 * HOUR, "r.gpu", long_exe)),
+        entry(6, append_at("a", &[4], 101 * HOUR + 1, "r.gpu", "")),
+    ]
+}
+
+/// The dashboard's counters (issue #26) are kept in the batch that stores
+/// each alert: per UTC hour, per rule, agent and executable (cut to 256
+/// bytes; an empty one not counted); a resent finding is not counted.
+#[tokio::test]
+async fn finding_counters_are_kept_at_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    let long_exe = format!("/opt/{}", "é".repeat(400));
+    sm.apply(counted_entries(&long_exe)).await.unwrap();
+    let cut = vigil_domain::cut_text(&long_exe, finding_counts::MAX_COUNT_NAME);
+    assert!(cut.len() <= 256 && cut.len() > 250);
+    assert_eq!(
+        finding_counts(&reader),
+        (
+            vec![(100, 3), (101, 3)],
+            named(&[("r.gpu", 3), ("r.model", 3)]),
+            named(&[("a", 4), ("b", 2)]),
+            named(&[("/usr/bin/ollama", 3), (cut.as_str(), 2)]),
+        )
+    );
+    assert_eq!(reader.findings_per_hour(101).unwrap(), vec![(101, 3)]);
+    assert_eq!(
+        reader.top_counts(CountKind::Rule, 1).unwrap(),
+        named(&[("r.gpu", 3)])
+    );
+    // A new hour 48 hours on: the buckets before its horizon go in the
+    // same batch; one received late for an hour before it is not kept.
+    sm.apply(vec![
+        entry(
+            7,
+            append_at("a", &[5], 148 * HOUR, "r.model", "/usr/bin/ollama"),
+        ),
+        entry(
+            8,
+            append_at("b", &[3], 99 * HOUR, "r.model", "/usr/bin/ollama"),
+        ),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        reader.findings_per_hour(0).unwrap(),
+        vec![(101, 3), (148, 1)]
+    );
+    assert_eq!(
+        reader.top_counts(CountKind::Executable, 1).unwrap(),
+        named(&[("/usr/bin/ollama", 5)])
+    );
+}
+
+/// Retention takes what it removes out of the counters in its own batch
+/// (a counter at 0 is removed); snapshots carry the counters, two state
+/// machines that applied the same entries have the same digest, and a
+/// store without the counters counts its stored alerts once at open.
+#[tokio::test]
+async fn finding_counters_follow_retention_snapshots_and_a_store_without_them() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_log, mut sm, reader) = crate::store::open_stores(a.path()).unwrap();
+    let (_log_b, mut twin, twin_reader) = crate::store::open_stores(b.path()).unwrap();
+    let prune = entry(
+        7,
+        Command::PruneAlerts {
+            at_unix_nanos: 200 * HOUR,
+            keep_at_most: 2,
+            older_than_unix_nanos: 0,
+        },
+    );
+    sm.apply(counted_entries("/bin/x")).await.unwrap();
+    sm.apply(vec![prune.clone()]).await.unwrap();
+    twin.apply(counted_entries("/bin/x")).await.unwrap();
+    twin.apply(vec![prune]).await.unwrap();
+    // Alerts 1-4 gone: the newest two (b's second, a's fourth) stay.
+    let expected = (
+        vec![(101, 2)],
+        named(&[("r.gpu", 2)]),
+        named(&[("a", 1), ("b", 1)]),
+        named(&[("/bin/x", 1)]),
+    );
+    assert_eq!(finding_counts(&reader), expected);
+    assert_eq!(reader.digest().unwrap(), twin_reader.digest().unwrap());
+
+    let snap = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let c = tempfile::tempdir().unwrap();
+    let (_log_c, mut other, other_reader) = crate::store::open_stores(c.path()).unwrap();
+    other
+        .install_snapshot(&snap.meta, snap.snapshot)
+        .await
+        .unwrap();
+    assert_eq!(finding_counts(&other_reader), expected);
+    // Every key the same (but the membership, which the install sets
+    // from the snapshot's meta where these entries never applied one).
+    let state = |t: &sled::Tree| -> Vec<(sled::IVec, sled::IVec)> {
+        t.iter()
+            .map(Result::unwrap)
+            .filter(|(k, _)| k.as_ref() != MEMBERSHIP)
+            .collect()
+    };
+    assert_eq!(state(&other.tree), state(&sm.tree));
+
+    // As a store written before the counters were kept: counted once at
+    // open, to the same state.
+    let digest = reader.digest().unwrap();
+    drop((_log, reader));
+    let keys: Vec<sled::IVec> = sm
+        .tree
+        .iter()
+        .keys()
+        .map(Result::unwrap)
+        .filter(|k| {
+            k.starts_with(b"findings_hour.v1/")
+                || k.starts_with(b"findings_by.v1/")
+                || k.as_ref() == b"meta/finding_counts.v1"
+        })
+        .collect();
+    assert_eq!(keys.len(), 6);
+    for k in keys {
+        sm.tree.remove(k).unwrap();
+    }
+    assert_eq!(finding_counts(&twin_reader), expected);
+    sm.db.flush_async().await.unwrap();
+    drop(sm);
+    let (_log, _sm, reader) = reopen_stores(a.path());
+    assert_eq!(finding_counts(&reader), expected);
+    assert_eq!(reader.digest().unwrap(), digest);
+}
