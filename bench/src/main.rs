@@ -9,11 +9,12 @@
 //! opens (`flood_bench`), GPU polls and policy evaluation.
 //! Writes `bench/results.json` and `BENCHMARKS.md`; `VIGIL_BENCH_ONLY=gpu`, `ingest`,
 //! `policy`, `latency`, `flood` or `transport` runs one section and only
-//! prints its figures; `cluster`, `models`, `attestation`, `sidecar`, `siem` or `siem-otlp` runs one and merges its
+//! prints its figures; `cluster`, `dashboard`, `models`, `attestation`, `sidecar`, `siem` or `siem-otlp` runs one and merges its
 //! figures into both files.
 
 mod attestation_bench;
 mod cluster_bench;
+mod dashboard_bench;
 mod flood_bench;
 mod gpu_polls;
 mod ingest_bench;
@@ -836,6 +837,13 @@ fn main() -> anyhow::Result<()> {
         model_bench::models(&root, s.work.path(), &mut report)?;
         return report.merge(&root);
     }
+    // `VIGIL_BENCH_ONLY=dashboard`: only the dashboard's pages at 2,000
+    // hosts and 1,000,000 findings, merged into the results.
+    if std::env::var("VIGIL_BENCH_ONLY").as_deref() == Ok("dashboard") {
+        let mut report = Report::default();
+        dashboard_bench::dashboard(&s, &mut report)?;
+        return report.merge(&root);
+    }
     let policy_key = vigil_policy::SigningKey::generate();
     let cp = start_control_plane(&s, &policy_key.public_hex())?;
     // `VIGIL_BENCH_ONLY=policy`: only the policy figures, printed.
@@ -899,6 +907,7 @@ fn main() -> anyhow::Result<()> {
     transport_bench::transport(&s, &mut report)?;
     ingest_bench::ingest(&s, &mut report)?;
     cluster_bench::cluster(&s, &mut report)?;
+    dashboard_bench::dashboard(&s, &mut report)?;
     gpu_polls::gpu_polls(&root, s.work.path(), &mut report)?;
     model_bench::models(&root, s.work.path(), &mut report)?;
     attestation_bench::attestation(&s.rt, s.work.path(), &mut report)?;
