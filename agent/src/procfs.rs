@@ -94,6 +94,7 @@ impl Procfs {
             mnt_ns: mnt_ns_of(&proc).unwrap_or(0),
             exe_sha256: String::new(),
             ns_pid,
+            ancestors: Vec::new(),
         })
     }
 

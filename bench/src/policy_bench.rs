@@ -85,6 +85,7 @@ fn recorded_events(n: usize) -> Vec<Finding> {
                     exe_sha256: format!("{:064x}", i % 97),
                     ns_pid: 0,
                     cgroup_path: "/user.slice".into(),
+                    ancestors: Vec::new(),
                 },
                 file: matches!(
                     signal,

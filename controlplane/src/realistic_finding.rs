@@ -2,7 +2,7 @@
 //! serving a model file, its real command line, digest, cgroup and
 //! summary), shared by the by-hand speed measurements of the SIEM export.
 
-use vigil_domain::{FileObject, Finding, ProcessInfo, Severity, SignalKind};
+use vigil_domain::{Ancestor, FileObject, Finding, ProcessInfo, Severity, SignalKind};
 
 /// The model file a realistic finding names.
 pub const MODEL_PATH: &str = "/srv/models/llama-3-8b-instruct.safetensors";
@@ -38,6 +38,7 @@ pub fn realistic_model_finding(seq: u64) -> Finding {
             exe_sha256: "ab".repeat(32),
             ns_pid: 0,
             cgroup_path: "/system.slice/inference.service".into(),
+            ancestors: vec![Ancestor::new(1, "/usr/lib/systemd/systemd", "systemd")],
         },
         file: Some(FileObject::at(MODEL_PATH)),
         net: None,

@@ -50,7 +50,9 @@ pub use model_record::{
 };
 pub use policy_status::PolicyStatus;
 pub use policy_summary::PolicySummary;
-pub use process::ProcessInfo;
+pub use process::{
+    bounded_ancestors, Ancestor, ProcessInfo, MAX_ANCESTORS, MAX_ANCESTOR_COMM, MAX_ANCESTOR_EXE,
+};
 pub use revoked_certificate::RevokedCertificate;
 pub use siem_event::{
     capped_argv, truncate_marked, truncation_marker, EventFacets, EventKind, EventRecord,

@@ -22,6 +22,60 @@ pub struct ProcessInfo {
     /// cgroup v2 path, e.g. a container's scope; empty when unknown.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cgroup_path: String,
+    /// Parent, grandparent, ...: nearest first, at most [`MAX_ANCESTORS`],
+    /// as far as the agent's process table knows; empty when unknown (and
+    /// from agents that predate it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ancestors: Vec<Ancestor>,
+}
+
+/// Most ancestors a finding's process carries.
+pub const MAX_ANCESTORS: usize = 8;
+/// Longest ancestor executable path kept, in bytes.
+pub const MAX_ANCESTOR_EXE: usize = 512;
+/// Longest ancestor task name kept, in bytes (the kernel's is 15).
+pub const MAX_ANCESTOR_COMM: usize = 16;
+
+/// One process above a finding's process.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ancestor {
+    pub pid: u32,
+    /// Executable path, cut to [`MAX_ANCESTOR_EXE`] bytes; empty when unknown.
+    #[serde(default)]
+    pub exe: String,
+    /// Kernel task name, cut to [`MAX_ANCESTOR_COMM`] bytes.
+    #[serde(default)]
+    pub comm: String,
+}
+
+impl Ancestor {
+    /// An ancestor with its texts cut to the bounds.
+    pub fn new(pid: u32, exe: &str, comm: &str) -> Self {
+        Self {
+            pid,
+            exe: crate::cut_text(exe, MAX_ANCESTOR_EXE),
+            comm: crate::cut_text(comm, MAX_ANCESTOR_COMM),
+        }
+    }
+
+    /// The executable's file name, else the task name.
+    pub fn name(&self) -> &str {
+        self.exe
+            .rsplit('/')
+            .next()
+            .filter(|s| !s.is_empty())
+            .unwrap_or(&self.comm)
+    }
+}
+
+/// `ancestors` within the bounds: the first [`MAX_ANCESTORS`], texts cut.
+/// What the control plane keeps of a chain any agent sent.
+pub fn bounded_ancestors(ancestors: Vec<Ancestor>) -> Vec<Ancestor> {
+    ancestors
+        .into_iter()
+        .take(MAX_ANCESTORS)
+        .map(|a| Ancestor::new(a.pid, &a.exe, &a.comm))
+        .collect()
 }
 
 impl ProcessInfo {
@@ -37,5 +91,49 @@ impl ProcessInfo {
             .next()
             .filter(|s| !s.is_empty())
             .unwrap_or(&self.comm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ancestors_round_trip_and_are_left_out_when_empty() {
+        let mut p = ProcessInfo {
+            pid: 10,
+            ppid: 5,
+            ..Default::default()
+        };
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(!json.contains("ancestors"));
+        let back: ProcessInfo = serde_json::from_str(&json).unwrap();
+        assert!(back.ancestors.is_empty());
+        p.ancestors = vec![
+            Ancestor::new(5, "/bin/bash", "bash"),
+            Ancestor::new(1, "", "init"),
+        ];
+        let back: ProcessInfo = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
+        assert_eq!(back.ancestors[0].name(), "bash");
+        assert_eq!(back.ancestors[1].name(), "init");
+    }
+
+    #[test]
+    fn a_chain_is_bounded() {
+        let long = format!("/{}", "é".repeat(MAX_ANCESTOR_EXE));
+        let chain: Vec<Ancestor> = (0..MAX_ANCESTORS as u32 + 5)
+            .map(|pid| Ancestor {
+                pid,
+                exe: long.clone(),
+                comm: "c".repeat(100),
+            })
+            .collect();
+        let b = bounded_ancestors(chain);
+        assert_eq!(b.len(), MAX_ANCESTORS);
+        assert_eq!(b[0].pid, 0);
+        assert!(b.iter().all(|a| a.exe.len() <= MAX_ANCESTOR_EXE
+            && a.exe.starts_with("/é")
+            && a.comm.len() == MAX_ANCESTOR_COMM));
     }
 }

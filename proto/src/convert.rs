@@ -122,6 +122,19 @@ impl From<pb::Process> for domain::ProcessInfo {
             exe_sha256: p.exe_sha256,
             ns_pid: p.ns_pid,
             cgroup_path: p.cgroup_path,
+            // Bounded here: the control plane keeps no longer chain than
+            // an agent builds, whatever one sends.
+            ancestors: domain::bounded_ancestors(
+                p.ancestors
+                    .into_iter()
+                    .take(domain::MAX_ANCESTORS)
+                    .map(|a| domain::Ancestor {
+                        pid: a.pid,
+                        exe: a.exe,
+                        comm: a.comm,
+                    })
+                    .collect(),
+            ),
         }
     }
 }
@@ -140,6 +153,15 @@ impl From<domain::ProcessInfo> for pb::Process {
             exe_sha256: p.exe_sha256,
             ns_pid: p.ns_pid,
             cgroup_path: p.cgroup_path,
+            ancestors: p
+                .ancestors
+                .into_iter()
+                .map(|a| pb::Ancestor {
+                    pid: a.pid,
+                    exe: a.exe,
+                    comm: a.comm,
+                })
+                .collect(),
         }
     }
 }
@@ -383,6 +405,31 @@ mod tests {
     fn a_valid_finding_round_trips() {
         let d = domain::Finding::try_from(wire_finding()).unwrap();
         assert_eq!(pb::Finding::from(d), wire_finding());
+    }
+
+    #[test]
+    fn ancestors_round_trip_and_a_long_chain_is_cut() {
+        let mut f = wire_finding();
+        let ancestor = |pid: u32| pb::Ancestor {
+            pid,
+            exe: format!("/usr/bin/p{pid}"),
+            comm: format!("p{pid}"),
+        };
+        f.process.as_mut().unwrap().ancestors = vec![ancestor(8), ancestor(1)];
+        let d = domain::Finding::try_from(f.clone()).unwrap();
+        assert_eq!(d.process.ancestors[0].pid, 8);
+        assert_eq!(d.process.ancestors[1].exe, "/usr/bin/p1");
+        assert_eq!(pb::Finding::from(d), f);
+
+        let mut chain: Vec<pb::Ancestor> = (2..1000).map(ancestor).collect();
+        chain[0].exe = "/".repeat(100_000);
+        chain[0].comm = "c".repeat(100);
+        f.process.as_mut().unwrap().ancestors = chain;
+        let d = domain::Finding::try_from(f).unwrap();
+        assert_eq!(d.process.ancestors.len(), domain::MAX_ANCESTORS);
+        assert_eq!(d.process.ancestors[0].exe.len(), domain::MAX_ANCESTOR_EXE);
+        assert_eq!(d.process.ancestors[0].comm.len(), domain::MAX_ANCESTOR_COMM);
+        assert_eq!(d.process.ancestors[7].pid, 9);
     }
 
     #[test]

@@ -712,7 +712,7 @@ impl Detector {
             },
             None => {
                 // /proc first: it has the pid the process sees in its own namespace.
-                let process = self
+                let mut process = self
                     .procfs
                     .process(pid)
                     .or_else(|| table.get(pid).map(|e| e.info.clone()))
@@ -721,6 +721,7 @@ impl Detector {
                         comm: "(exited)".into(),
                         ..Default::default()
                     });
+                process.ancestors = table.ancestors(pid, process.ppid);
                 let resolved = self.with_digest(process, pid, now);
                 if resolved.uncached_exe.is_none() && !resolved.process.exe.is_empty() {
                     self.gpu_users.insert(pid, resolved.process.clone());
@@ -786,6 +787,7 @@ impl Detector {
                 continue;
             }
             self.refresh_cgroup_from_proc(&mut process, pid);
+            process.ancestors = table.ancestors(pid, process.ppid);
             process.exe_sha256 = self
                 .digests
                 .digest(&self.procfs.exe_handle(pid), self.limits.hash)
@@ -1125,7 +1127,8 @@ impl Detector {
     /// the binary the kernel really runs (symlinks resolved) and its digest
     /// when cached. An uncached binary is opened now, to be hashed later.
     fn process(&mut self, ctx: &EventContext, table: &mut ProcessTable) -> Resolved {
-        let process = table.resolve(ctx, &self.procfs);
+        let mut process = table.resolve(ctx, &self.procfs);
+        process.ancestors = table.ancestors(process.pid, process.ppid);
         self.with_digest(process, ctx.pid, ctx.ktime_boot_ns)
     }
 

@@ -94,6 +94,28 @@ fn an_open_of_a_model_file_by_this_process_is_a_finding_with_its_digest() {
 }
 
 #[test]
+fn a_finding_names_its_processs_ancestors_from_the_table() {
+    let mut d = detector(0);
+    let mut t = ProcessTable::new(100);
+    let init = EventContext {
+        pid: 1,
+        tid: 1,
+        ppid: 0,
+        comm: "systemd".into(),
+        ..ctx(1)
+    };
+    t.observe_exec(&init, "/sbin/init", &[]);
+    let me = std::process::id();
+    let det = d.on_event(&open(me, "/tmp/m/model.onnx", PathMatch::ModelFile), &mut t);
+    let f = finding(&mut d, det);
+    assert_eq!(f.process.ppid, 1);
+    assert_eq!(
+        f.process.ancestors,
+        vec![vigil_domain::Ancestor::new(1, "/sbin/init", "systemd")]
+    );
+}
+
+#[test]
 fn the_same_process_signal_and_object_is_one_finding_until_the_process_exits() {
     let mut d = detector(0);
     let mut t = ProcessTable::new(100);

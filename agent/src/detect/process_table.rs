@@ -6,7 +6,7 @@
 //! `overflows` counts them.
 
 use std::collections::HashMap;
-use vigil_domain::ProcessInfo;
+use vigil_domain::{Ancestor, ProcessInfo, MAX_ANCESTORS};
 
 use crate::procfs::Procfs;
 use crate::sensors::EventContext;
@@ -107,6 +107,7 @@ impl ProcessTable {
                 exe_sha256: String::new(),
                 ns_pid: 0,
                 cgroup_path: String::new(),
+                ancestors: Vec::new(),
             },
             origin: Origin::Exec,
         });
@@ -145,6 +146,30 @@ impl ProcessTable {
             origin: Origin::Inferred,
         });
         info
+    }
+
+    /// The parent, grandparent, ... of a process whose parent is `ppid`,
+    /// nearest first, as the table knows them (no /proc read): at most
+    /// [`MAX_ANCESTORS`], ending after pid 1, at a pid the table does not
+    /// hold, or where the chain would loop back (`pid` or one already named).
+    pub fn ancestors(&self, pid: u32, ppid: u32) -> Vec<Ancestor> {
+        let mut chain: Vec<Ancestor> = Vec::new();
+        let mut cur = ppid;
+        while chain.len() < MAX_ANCESTORS
+            && cur != 0
+            && cur != pid
+            && !chain.iter().any(|a| a.pid == cur)
+        {
+            let Some(e) = self.procs.get(&cur) else {
+                break;
+            };
+            chain.push(Ancestor::new(cur, &e.info.exe, &e.info.comm));
+            if cur == 1 {
+                break;
+            }
+            cur = e.info.ppid;
+        }
+        chain
     }
 
     /// pid, parent, grandparent, ... as far as the table knows (at most `max`).
@@ -211,6 +236,46 @@ mod tests {
         assert_eq!(child.pid, 4_000_000);
         assert_eq!(t.get(4_000_000).unwrap().origin, Origin::Inferred);
         assert_eq!(t.ancestry(4_000_000, 8), vec![4_000_000, 100, 1]);
+    }
+
+    #[test]
+    fn ancestors_walk_the_table_and_stop_at_cycles_missing_pids_and_the_cap() {
+        let mut t = ProcessTable::new(100);
+        t.observe_exec(&ctx(1, 0, "systemd"), "/sbin/init", &[]);
+        t.observe_exec(&ctx(50, 1, "sshd"), "/usr/sbin/sshd", &[]);
+        t.observe_exec(&ctx(60, 50, "bash"), "/bin/bash", &[]);
+        t.observe_exec(&ctx(70, 60, "python3"), "/usr/bin/python3", &[]);
+        let chain = t.ancestors(70, 60);
+        let pids: Vec<u32> = chain.iter().map(|a| a.pid).collect();
+        assert_eq!(pids, vec![60, 50, 1]);
+        assert_eq!(chain[0].exe, "/bin/bash");
+        assert_eq!(chain[0].comm, "bash");
+        assert_eq!(chain[2].exe, "/sbin/init");
+
+        // A parent the table does not hold ends the chain there.
+        t.observe_exec(&ctx(80, 999, "orphan"), "/bin/orphan", &[]);
+        t.observe_exec(&ctx(81, 80, "child"), "/bin/child", &[]);
+        let pids: Vec<u32> = t.ancestors(82, 81).iter().map(|a| a.pid).collect();
+        assert_eq!(pids, vec![81, 80]);
+        assert!(t.ancestors(83, 999).is_empty());
+
+        // A cycle (pid reuse seen out of order) ends before it repeats.
+        t.observe_exec(&ctx(90, 91, "a"), "/bin/a", &[]);
+        t.observe_exec(&ctx(91, 92, "b"), "/bin/b", &[]);
+        t.observe_exec(&ctx(92, 90, "c"), "/bin/c", &[]);
+        let pids: Vec<u32> = t.ancestors(93, 90).iter().map(|a| a.pid).collect();
+        assert_eq!(pids, vec![90, 91, 92]);
+        let pids: Vec<u32> = t.ancestors(90, 91).iter().map(|a| a.pid).collect();
+        assert_eq!(pids, vec![91, 92]);
+
+        // A long chain is cut at the cap, nearest first.
+        for pid in 200..220 {
+            t.observe_exec(&ctx(pid, pid - 1, "x"), "/bin/x", &[]);
+        }
+        let chain = t.ancestors(300, 219);
+        assert_eq!(chain.len(), MAX_ANCESTORS);
+        assert_eq!(chain[0].pid, 219);
+        assert_eq!(chain[MAX_ANCESTORS - 1].pid, 212);
     }
 
     #[test]

@@ -315,9 +315,12 @@ function emptyRow(tbody, cols, text) {
   tbody.appendChild(el('tr', null, td));
 }
 
-function parentChain(chain) {
+function parentChain(chain, from) {
   if (!chain.length) return el('span', 'empty', 'no parent reported');
   const span = el('span', 'mono');
+  span.title = from === 'agent'
+    ? 'as the agent\'s process table knew them'
+    : 'named from this host\'s recent findings';
   chain.forEach((p, i) => {
     if (i) span.appendChild(document.createTextNode(' ← '));
     span.appendChild(document.createTextNode('pid ' + p.pid + (p.known ? ' ' + (p.exe || p.comm) : ' (not seen)')));
@@ -346,7 +349,7 @@ function hostProcesses(p) {
       el('td', null, x.signals.join(', ') + (x.gpu_use.length ? '; GPU ' + x.gpu_use.map((g) => g.gpu + ' #' + g.index).join(', ') : '')),
       el('td', null, evidenceList(x.evidence),
         x.findings > x.evidence.length ? el('span', 'note', (x.findings - x.evidence.length) + ' more') : null),
-      el('td', null, parentChain(x.parent_chain)),
+      el('td', null, parentChain(x.parent_chain, x.parent_chain_from)),
       el('td', null, when(x.last_seen_unix_nanos))));
   }
   document.getElementById('procs-note').textContent =

@@ -5,8 +5,10 @@
 //! - the processes with AI signals among the host's findings in the
 //!   newest [`HOST_SCAN`] alerts, grouped by (pid, executable): their
 //!   signals, evidence (the findings) and parent chain. Agents report a
-//!   process's parent pid only, so an ancestor is named where this host's
-//!   findings or GPU inventory saw that pid, else only its pid is known;
+//!   process's ancestors (nearest first, at most 8) as their process table
+//!   knew them; a finding without them (an older agent's) has the parent
+//!   pid only, so an ancestor is named where this host's findings or GPU
+//!   inventory saw that pid, else only its pid is known;
 //! - the attestation history: the `attest.*` audit entries about this
 //!   agent among the newest [`HOST_AUDIT_SCAN`];
 //! - the approved workloads that apply to the host (those naming it by
@@ -24,7 +26,9 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
-use vigil_domain::{AgentRecord, Alert, AuditEntry, ModelCatalog, SignalKind, WorkloadApproval};
+use vigil_domain::{
+    AgentRecord, Alert, Ancestor, AuditEntry, ModelCatalog, SignalKind, WorkloadApproval,
+};
 
 use super::api::{alert_json, blocking, host_state, newest, now_nanos};
 use super::auth::Authed;
@@ -214,7 +218,12 @@ fn processes(a: &AgentRecord, mine: &[&Alert]) -> Value {
                 "last_seen_unix_nanos": fs[0].received_at_unix_nanos,
                 "evidence": fs.iter().take(MAX_EVIDENCE).map(|f| evidence(f)).collect::<Vec<_>>(),
                 "gpu_use": gpu,
-                "parent_chain": chain(p.ppid, &known),
+                "parent_chain": if p.ancestors.is_empty() {
+                    chain(p.ppid, &known)
+                } else {
+                    reported_chain(&p.ancestors)
+                },
+                "parent_chain_from": if p.ancestors.is_empty() { "findings" } else { "agent" },
             })
         })
         .collect();
@@ -222,8 +231,17 @@ fn processes(a: &AgentRecord, mine: &[&Alert]) -> Value {
         "items": items,
         "total": total,
         "at_most": MAX_PROCESSES,
-        "parent_chain_note": "agents report each process's parent pid only; an ancestor is named where this host's recent findings or GPU inventory saw its pid (a pid may since have been reused)",
+        "parent_chain_note": "agents report each process's ancestors as their process table knew them; for a finding from an agent that reports the parent pid only, an ancestor is named where this host's recent findings or GPU inventory saw its pid (a pid may since have been reused)",
     })
+}
+
+/// The ancestors the agent reported, nearest first (at most [`MAX_CHAIN`]).
+fn reported_chain(ancestors: &[Ancestor]) -> Vec<Value> {
+    ancestors
+        .iter()
+        .take(MAX_CHAIN)
+        .map(|a| json!({ "pid": a.pid, "exe": a.exe, "comm": a.comm, "known": true }))
+        .collect()
 }
 
 /// The ancestors from `ppid` up, as far as they are known (at most

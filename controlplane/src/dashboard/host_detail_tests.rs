@@ -5,7 +5,7 @@
 use axum::http::StatusCode;
 use serde_json::json;
 use vigil_domain::{
-    FileObject, ModelIdentity, ModelRecord, ModelState, SignalKind, WorkloadApproval,
+    Ancestor, FileObject, ModelIdentity, ModelRecord, ModelState, SignalKind, WorkloadApproval,
 };
 
 use super::host_detail::{
@@ -18,6 +18,41 @@ fn base() -> FakeNode {
     FakeNode::viewer()
         .with_agent("agent-h1")
         .with_agent("agent-h2")
+}
+
+#[tokio::test]
+async fn the_parent_chain_is_the_agents_ancestors_when_the_finding_has_them() {
+    let fake = base();
+    // Nothing else on the host names pid 10 or 1: only the agent's chain does.
+    let i = fake.add_process_alert("agent-h1", 20, 10, EVIL, SignalKind::ModelFile);
+    fake.add_process_alert("agent-h1", 21, 11, "/usr/bin/old", SignalKind::ModelFile);
+    fake.alerts.lock().unwrap()[i as usize - 1]
+        .finding
+        .process
+        .ancestors = vec![
+        Ancestor::new(10, EVIL, "bash"),
+        Ancestor::new(1, "/sbin/init", "systemd"),
+    ];
+    let app = Harness::of(fake);
+    let cookie = app.login("vic").await.0;
+    let (status, v) = app.json("/api/hosts/agent-h1", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let procs = v["processes"]["items"].as_array().unwrap();
+    let by_pid = |pid: u32| procs.iter().find(|p| p["pid"] == pid).unwrap();
+    assert_eq!(
+        by_pid(20)["parent_chain"],
+        json!([
+            { "pid": 10, "exe": EVIL, "comm": "bash", "known": true },
+            { "pid": 1, "exe": "/sbin/init", "comm": "systemd", "known": true },
+        ])
+    );
+    assert_eq!(by_pid(20)["parent_chain_from"], "agent");
+    // A finding without ancestors (an older agent's): the old fallback.
+    assert_eq!(
+        by_pid(21)["parent_chain"],
+        json!([{ "pid": 11, "known": false }])
+    );
+    assert_eq!(by_pid(21)["parent_chain_from"], "findings");
 }
 
 #[tokio::test]

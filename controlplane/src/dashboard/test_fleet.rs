@@ -181,6 +181,8 @@ impl FakeNode {
             a.finding.signal = signal;
             p.pid = pid;
             p.ppid = ppid;
+            // The parent pid only, as an agent without ancestors sends.
+            p.ancestors.clear();
             p.exe = exe.to_string();
             p.comm = exe
                 .rsplit('/')

@@ -29,6 +29,9 @@ const MAX_FILE_NAME: usize = 255;
 /// The longest title (`finding_info.title`): the summary's start; the
 /// whole summary is the event's `message`.
 pub(super) const MAX_EXPORTED_TITLE: usize = 256;
+/// The most bytes `process.lineage` carries (escaped, quotes and commas
+/// counted): the nearest ancestors' paths that fit, a first one cut to it.
+pub(super) const MAX_EXPORTED_LINEAGE: usize = 512;
 
 /// OCSF category and class ids (`class_uid` = category * 1000 + class).
 pub(super) const CATEGORY_FINDINGS: u32 = 2;
@@ -349,13 +352,17 @@ impl Serialize for CmdLine<'_> {
 }
 
 #[derive(Serialize)]
-pub(super) struct Pid {
-    pid: u32,
-}
-
-#[derive(Serialize)]
 pub(super) struct Uid {
     uid: AsString<u32>,
+}
+
+/// `process.parent_process`: its pid, and its name when the finding's
+/// first ancestor (what the agent knew of it) is the parent.
+#[derive(Serialize)]
+pub(super) struct Parent<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<Capped<'a>>,
+    pid: u32,
 }
 
 /// `process`: the process a finding is about.
@@ -364,18 +371,49 @@ pub(super) struct Process<'a> {
     cmd_line: CmdLine<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     file: Option<File<'a>>,
+    /// The ancestors' executable paths (the task name where the path is
+    /// unknown), nearest first, within [`MAX_EXPORTED_LINEAGE`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    lineage: Vec<Capped<'a>>,
     name: Capped<'a>,
-    parent_process: Pid,
+    parent_process: Parent<'a>,
     pid: u32,
     user: Uid,
 }
 
+/// The nearest ancestors' paths that fit [`MAX_EXPORTED_LINEAGE`]; a
+/// first one that does not is cut to it.
+fn lineage(ancestors: &[vigil_domain::Ancestor]) -> Vec<Capped<'_>> {
+    let mut left = MAX_EXPORTED_LINEAGE;
+    let mut out = Vec::new();
+    for a in ancestors.iter().take(vigil_domain::MAX_ANCESTORS) {
+        let p = if a.exe.is_empty() { &a.comm } else { &a.exe };
+        // Two quotes and a comma.
+        let len = escaped_len(p) + 3;
+        if len <= left {
+            out.push(Capped::new(p, len - 3));
+            left -= len;
+        } else {
+            if out.is_empty() {
+                out.push(Capped::new(p, left - 3));
+            }
+            break;
+        }
+    }
+    out
+}
+
 pub(super) fn process(p: &ProcessInfo) -> Process<'_> {
+    let parent = p.ancestors.first().filter(|a| a.pid == p.ppid);
     Process {
         cmd_line: CmdLine(&p.argv),
         file: (!p.exe.is_empty()).then(|| file(&p.exe, &p.exe_sha256)),
+        lineage: lineage(&p.ancestors),
         name: name(p.name()),
-        parent_process: Pid { pid: p.ppid },
+        parent_process: Parent {
+            name: parent.map(|a| name(a.name())),
+            pid: p.ppid,
+        },
         pid: p.pid,
         user: Uid {
             uid: AsString(p.uid),

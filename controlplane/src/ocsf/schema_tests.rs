@@ -10,8 +10,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use vigil_domain::{
-    Alert, AuditEntry, EventKind, EventRecord, FileObject, Finding, GpuContext, GpuObject,
-    ModelIdentity, ModelRisk, NetDirection, NetObject, ProcessInfo, Severity, SiemEvent,
+    Alert, Ancestor, AuditEntry, EventKind, EventRecord, FileObject, Finding, GpuContext,
+    GpuObject, ModelIdentity, ModelRisk, NetDirection, NetObject, ProcessInfo, Severity, SiemEvent,
     SignalKind,
 };
 
@@ -166,7 +166,7 @@ fn entry(action: &str, subject: &str, detail: &str) -> AuditEntry {
 fn process() -> ProcessInfo {
     ProcessInfo {
         pid: 4242,
-        ppid: 1,
+        ppid: 900,
         uid: 1000,
         exe: "/usr/bin/python3.11".into(),
         argv: vec!["python3".into(), "serve.py".into(), "--port=8000".into()],
@@ -176,6 +176,10 @@ fn process() -> ProcessInfo {
         exe_sha256: "ab".repeat(32),
         ns_pid: 12,
         cgroup_path: "/system.slice/docker-abc.scope".into(),
+        ancestors: vec![
+            Ancestor::new(900, "/usr/bin/bash", "bash"),
+            Ancestor::new(1, "", "systemd"),
+        ],
     }
 }
 
@@ -251,6 +255,30 @@ fn finding(signal: SignalKind, severity: Severity) -> Finding {
         }
     }
     f
+}
+
+#[test]
+fn the_parent_and_lineage_come_from_the_ancestors() {
+    let v = ocsf_event(&alert_event(
+        1,
+        finding(SignalKind::AiRuntime, Severity::High),
+    ));
+    assert_valid(&v);
+    let p = &v["evidences"][0]["process"];
+    assert_eq!(p["parent_process"]["pid"], 900);
+    assert_eq!(p["parent_process"]["name"], "bash");
+    assert_eq!(
+        p["lineage"],
+        serde_json::json!(["/usr/bin/bash", "systemd"])
+    );
+    // Without ancestors (an older agent's finding): the parent's pid only.
+    let mut f = finding(SignalKind::AiRuntime, Severity::High);
+    f.process.ancestors.clear();
+    let v = ocsf_event(&alert_event(2, f));
+    assert_valid(&v);
+    let p = &v["evidences"][0]["process"];
+    assert_eq!(p["parent_process"], serde_json::json!({ "pid": 900 }));
+    assert!(p.get("lineage").is_none());
 }
 
 #[test]
@@ -461,6 +489,14 @@ fn a_huge_finding_is_capped_and_still_valid() {
     f.process.exe = format!("/{}", "e".repeat(64 << 10));
     f.process.cgroup_path = format!("/{}", "c".repeat(64 << 10));
     f.process.comm = "ç".repeat(64 << 10);
+    f.process.ancestors = (0..1000)
+        .map(|pid| Ancestor {
+            pid,
+            exe: format!("/{}", "a".repeat(64 << 10)),
+            comm: "ç".repeat(64 << 10),
+        })
+        .collect();
+    f.process.ppid = 0;
     f.rule_id = "r".repeat(64 << 10);
     f.summary = "s".repeat(1 << 20);
     let mut file = FileObject::at(format!("/{}", "f".repeat(64 << 10)));
@@ -483,6 +519,12 @@ fn a_huge_finding_is_capped_and_still_valid() {
     let cmd = v["evidences"][0]["process"]["cmd_line"].as_str().unwrap();
     assert!(cmd.len() <= vigil_domain::MAX_EXPORTED_CMDLINE);
     assert!(cmd.ends_with("bytes]"), "marked");
+    let lineage = v["evidences"][0]["process"]["lineage"].as_array().unwrap();
+    assert_eq!(lineage.len(), 1, "the first path, cut to the budget");
+    assert!(
+        serde_json::to_string(lineage).unwrap().len()
+            <= super::ocsf_objects::MAX_EXPORTED_LINEAGE + 2
+    );
     for p in [
         &v["evidences"][0]["process"]["file"]["path"],
         &v["evidences"][0]["file"]["path"],
@@ -492,6 +534,12 @@ fn a_huge_finding_is_capped_and_still_valid() {
     }
     assert!(v["message"].as_str().unwrap().len() <= vigil_domain::MAX_EXPORTED_TEXT);
     assert!(v["unmapped"].get("argv").is_none());
+    let lineage = v["evidences"][0]["process"]["lineage"].as_array().unwrap();
+    assert_eq!(lineage.len(), 1, "the first path, cut to the budget");
+    assert!(
+        serde_json::to_string(lineage).unwrap().len()
+            <= super::ocsf_objects::MAX_EXPORTED_LINEAGE + 2
+    );
     let m = &v["unmapped"]["model"];
     assert_eq!(m["dangerous_imports"].as_array().unwrap().len(), 5);
     assert_eq!(m["dangerous_imports"][4], "…[36 more]");
@@ -592,6 +640,13 @@ fn random_alert(rng: &mut StdRng) -> Finding {
         exe_sha256: if rng.gen() { "AB".repeat(32) } else { odd(rng) },
         ns_pid: rng.gen(),
         cgroup_path: odd(rng),
+        ancestors: (0..rng.gen_range(0..10))
+            .map(|_| Ancestor {
+                pid: rng.gen(),
+                exe: odd(rng),
+                comm: odd(rng),
+            })
+            .collect(),
     };
     if rng.gen_bool(0.5) {
         let mut file = FileObject::at(odd(rng));
