@@ -45,8 +45,9 @@
 //! - `findings_hour.v1/<u64 be hour>` → u64, stored alerts received in
 //!   that UTC hour (the newest 48 hours); `findings_by.v1/<rule|agent|exe>/
 //!   <name, at most 256 bytes>` → u64, stored alerts by rule, agent and
-//!   executable; `meta/finding_counts.v1` once they count every stored
-//!   alert (`state_machine/finding_counts.rs`)
+//!   executable; `findings_top.v1/<kind>/<u64::MAX - count, be>/<name>`
+//!   → empty, the same counters ordered by count; `meta/finding_counts.v2`
+//!   once they count every stored alert (`state_machine/finding_counts.rs`)
 //! - `user/<name>` → UserRecord (an argon2id hash, never a password;
 //!   `state_machine/users.rs`)
 //! - `event/<u64 be seq>` → [`JournalRecord`]: the SIEM export's one

@@ -1901,10 +1901,11 @@ async fn finding_counters_follow_retention_snapshots_and_a_store_without_them() 
         .filter(|k| {
             k.starts_with(b"findings_hour.v1/")
                 || k.starts_with(b"findings_by.v1/")
-                || k.as_ref() == b"meta/finding_counts.v1"
+                || k.starts_with(b"findings_top.v1/")
+                || k.as_ref() == b"meta/finding_counts.v2"
         })
         .collect();
-    assert_eq!(keys.len(), 6);
+    assert_eq!(keys.len(), 10);
     for k in keys {
         sm.tree.remove(k).unwrap();
     }
@@ -1914,4 +1915,175 @@ async fn finding_counters_follow_retention_snapshots_and_a_store_without_them() 
     let (_log, _sm, reader) = reopen_stores(a.path());
     assert_eq!(finding_counts(&reader), expected);
     assert_eq!(reader.digest().unwrap(), digest);
+}
+
+/// Every `findings_by.v1` counter has exactly its `findings_top.v1` index
+/// key (`<kind>/<u64::MAX - count, be>/<name>`) and the index no other.
+fn assert_index_agrees(tree: &sled::Tree) {
+    let mut want = std::collections::BTreeSet::new();
+    for kv in tree.scan_prefix(b"findings_by.v1/") {
+        let (k, v) = kv.unwrap();
+        let count: u64 = serde_json::from_slice(&v).unwrap();
+        assert!(count > 0);
+        let rest = &k[b"findings_by.v1/".len()..];
+        let slash = rest.iter().position(|b| *b == b'/').unwrap();
+        let mut t = b"findings_top.v1/".to_vec();
+        t.extend_from_slice(&rest[..=slash]);
+        t.extend_from_slice(&(u64::MAX - count).to_be_bytes());
+        t.push(b'/');
+        t.extend_from_slice(&rest[slash + 1..]);
+        want.insert(t);
+    }
+    let got: std::collections::BTreeSet<Vec<u8>> = tree
+        .scan_prefix(b"findings_top.v1/")
+        .keys()
+        .map(|k| k.unwrap().to_vec())
+        .collect();
+    assert!(!want.is_empty());
+    assert_eq!(got, want);
+}
+
+/// Review attack: 250,000 distinct executables (and rules) that sort
+/// before the real one, each with one finding, do not hide the real one's
+/// five from the overview: `top_counts` reads the count-ordered index.
+#[tokio::test]
+async fn names_sorting_first_do_not_hide_the_top_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm, reader) = crate::store::open_stores(dir.path()).unwrap();
+    sm.apply(vec![
+        entry(1, register("a")),
+        entry(
+            2,
+            append_at(
+                "a",
+                &[1, 2, 3, 4, 5],
+                100 * HOUR,
+                "real.rule",
+                "/usr/bin/real",
+            ),
+        ),
+    ])
+    .await
+    .unwrap();
+    const NAMES: u64 = 250_000;
+    const PER_BATCH: u64 = 25_000;
+    for (index, start) in (3..).zip((0..NAMES).step_by(PER_BATCH as usize)) {
+        let findings = (start..start + PER_BATCH)
+            .map(|i| {
+                let mut f = finding(6 + i);
+                f.rule_id = format!("0rule{i:06}");
+                f.process.exe = format!("!a{i:06}");
+                f
+            })
+            .collect();
+        sm.apply(vec![entry(
+            index,
+            Command::AppendAlerts {
+                agent_id: "a".into(),
+                received_at_unix_nanos: 100 * HOUR + 1,
+                findings,
+            },
+        )])
+        .await
+        .unwrap();
+    }
+    let top = reader.top_counts(CountKind::Executable, 10).unwrap();
+    assert_eq!(top.len(), 10);
+    assert_eq!(top[0], ("/usr/bin/real".to_string(), 5));
+    assert_eq!(top[1], ("!a000000".to_string(), 1));
+    let rules = reader.top_counts(CountKind::Rule, 3).unwrap();
+    assert_eq!(rules[0], ("real.rule".to_string(), 5));
+    assert_eq!(
+        reader.top_counts(CountKind::Agent, 10).unwrap(),
+        named(&[("a", NAMES + 5)])
+    );
+    assert_index_agrees(&sm.tree);
+}
+
+/// The count-ordered index agrees with the counters after increments,
+/// retention's decrements, a snapshot install and a recount (a store of
+/// the build before the index: counters and `meta/finding_counts.v1`,
+/// no index), and twins keep one digest.
+#[tokio::test]
+async fn the_top_index_agrees_with_the_counters() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_log, mut sm, reader) = crate::store::open_stores(a.path()).unwrap();
+    let (_log_b, mut twin, twin_reader) = crate::store::open_stores(b.path()).unwrap();
+    let more = entry(
+        7,
+        append_at("b", &[3, 4, 5], 101 * HOUR + 2, "r.gpu", "/bin/x"),
+    );
+    let prune = entry(
+        8,
+        Command::PruneAlerts {
+            at_unix_nanos: 200 * HOUR,
+            keep_at_most: 4,
+            older_than_unix_nanos: 0,
+        },
+    );
+    for m in [&mut sm, &mut twin] {
+        m.apply(counted_entries("/bin/x")).await.unwrap();
+        m.apply(vec![more.clone()]).await.unwrap();
+    }
+    assert_index_agrees(&sm.tree);
+    assert_eq!(
+        reader.top_counts(CountKind::Executable, 10).unwrap(),
+        named(&[("/bin/x", 5), ("/usr/bin/ollama", 3)])
+    );
+    for m in [&mut sm, &mut twin] {
+        m.apply(vec![prune.clone()]).await.unwrap();
+    }
+    assert_index_agrees(&sm.tree);
+    let expected = finding_counts(&reader);
+    assert_eq!(expected.3, named(&[("/bin/x", 3)]));
+    assert_eq!(reader.digest().unwrap(), twin_reader.digest().unwrap());
+
+    let snap = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let c = tempfile::tempdir().unwrap();
+    let (_log_c, mut other, other_reader) = crate::store::open_stores(c.path()).unwrap();
+    other
+        .apply(vec![
+            entry(1, register("z")),
+            entry(2, append_at("z", &[1], 5, "q", "/q")),
+        ])
+        .await
+        .unwrap();
+    other
+        .install_snapshot(&snap.meta, snap.snapshot)
+        .await
+        .unwrap();
+    assert_index_agrees(&other.tree);
+    assert_eq!(finding_counts(&other_reader), expected);
+
+    // As a store of the build before the index: counters, the v1 marker
+    // and no index; recounted once at open, with the index.
+    let digest = reader.digest().unwrap();
+    drop((_log, reader));
+    let top: Vec<sled::IVec> = sm
+        .tree
+        .scan_prefix(b"findings_top.v1/")
+        .keys()
+        .map(Result::unwrap)
+        .collect();
+    assert!(!top.is_empty());
+    for k in top {
+        sm.tree.remove(k).unwrap();
+    }
+    sm.tree.remove(b"meta/finding_counts.v2").unwrap();
+    sm.tree
+        .insert(b"meta/finding_counts.v1", b"1".to_vec())
+        .unwrap();
+    sm.db.flush_async().await.unwrap();
+    drop(sm);
+    let (_log, sm, reader) = reopen_stores(a.path());
+    assert_index_agrees(&sm.tree);
+    assert!(sm.tree.get(b"meta/finding_counts.v1").unwrap().is_none());
+    assert_eq!(finding_counts(&reader), expected);
+    assert_eq!(reader.digest().unwrap(), digest);
+    assert_eq!(reader.digest().unwrap(), twin_reader.digest().unwrap());
 }

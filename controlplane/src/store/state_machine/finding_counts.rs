@@ -8,10 +8,15 @@
 //! - `findings_by.v1/<kind>/<name>` → u64, the stored alerts by rule id
 //!   (`rule`), agent id (`agent`) and executable path (`exe`), each name
 //!   cut to [`MAX_COUNT_NAME`] bytes (an empty one is not counted);
-//! - `meta/finding_counts.v1` → u64 (1) once the counters hold every
-//!   stored alert: a store without it (written before they were kept, or
-//!   a snapshot from such a node) counts its stored alerts once at open or
-//!   install (`ensure_finding_counts`, logged).
+//! - `findings_top.v1/<kind>/<u64::MAX - count, be>/<name>` → empty, the
+//!   same counters ordered by count (most first in key order), kept in the
+//!   batch that changes the counter, so `top_counts` reads n keys whatever
+//!   names sort first;
+//! - `meta/finding_counts.v2` → u64 (1) once the counters and their index
+//!   hold every stored alert: a store without it (written before they
+//!   were kept, before the index (`.v1`), or a snapshot from such a node)
+//!   counts its stored alerts once at open or install
+//!   (`ensure_finding_counts`, logged).
 //!
 //! Invariant: every counter is the number of stored alerts it names,
 //! incremented in the batch that stores an alert and decremented in the
@@ -27,14 +32,15 @@ use super::{decode, prefixed, ReadError, StateReader, ALERT_PREFIX};
 
 const HOUR_PREFIX: &[u8] = b"findings_hour.v1/";
 const BY_PREFIX: &[u8] = b"findings_by.v1/";
-const COUNTS_BUILT: &[u8] = b"meta/finding_counts.v1";
+const TOP_PREFIX: &[u8] = b"findings_top.v1/";
+const COUNTS_BUILT: &[u8] = b"meta/finding_counts.v2";
+/// The marker of the build that kept the counters without their index.
+const COUNTS_BUILT_V1: &[u8] = b"meta/finding_counts.v1";
 const HOUR_NANOS: i64 = 3_600_000_000_000;
 /// Hour buckets kept (the newest hour and the 47 before it).
 pub const HOURS_KEPT: u64 = 48;
 /// Counted names (executable paths above all) are cut to this many bytes.
 pub const MAX_COUNT_NAME: usize = 256;
-/// `top_counts` looks at most at this many names of a kind (in key order).
-pub const TOP_COUNTS_SCAN_AT_MOST: usize = 200_000;
 /// `findings_per_hour` returns at most this many buckets.
 const HOURS_READ_AT_MOST: usize = 10_000;
 
@@ -60,6 +66,27 @@ fn kind_prefix(kind: CountKind) -> Vec<u8> {
     let mut k = prefixed(BY_PREFIX, kind.as_str().as_bytes());
     k.push(b'/');
     k
+}
+
+fn top_kind_prefix(kind: CountKind) -> Vec<u8> {
+    let mut k = prefixed(TOP_PREFIX, kind.as_str().as_bytes());
+    k.push(b'/');
+    k
+}
+
+/// The index key of counter `by_key` (`findings_by.v1/<kind>/<name>`) at
+/// `count`: `findings_top.v1/<kind>/<u64::MAX - count, be>/<name>`.
+fn top_key(by_key: &[u8], count: u64) -> Option<Vec<u8>> {
+    let rest = by_key.strip_prefix(BY_PREFIX)?;
+    let slash = rest.iter().position(|b| *b == b'/')?;
+    let (kind, name) = (&rest[..=slash], &rest[slash + 1..]);
+    let mut k = Vec::with_capacity(TOP_PREFIX.len() + kind.len() + 9 + name.len());
+    k.extend_from_slice(TOP_PREFIX);
+    k.extend_from_slice(kind);
+    k.extend_from_slice(&(u64::MAX - count).to_be_bytes());
+    k.push(b'/');
+    k.extend_from_slice(name);
+    Some(k)
 }
 
 fn hour_key(hour: u64) -> Vec<u8> {
@@ -170,9 +197,23 @@ impl CountChanges {
                 Some(v) => serde_json::from_slice::<u64>(&v).unwrap_or(0),
                 None => 0,
             };
-            match u64::try_from(i128::from(stored) + i128::from(d)) {
-                Ok(n) if n > 0 => batch.insert(k, n.to_string().into_bytes()),
-                _ => batch.remove(k),
+            let new = u64::try_from(i128::from(stored) + i128::from(d))
+                .ok()
+                .filter(|n| *n > 0);
+            // The count-ordered index follows the counter, in this batch.
+            if k.starts_with(BY_PREFIX) {
+                if stored > 0 {
+                    if let Some(t) = top_key(&k, stored) {
+                        batch.remove(t);
+                    }
+                }
+                if let Some(t) = new.and_then(|n| top_key(&k, n)) {
+                    batch.insert(t, Vec::new());
+                }
+            }
+            match new {
+                Some(n) => batch.insert(k, n.to_string().into_bytes()),
+                None => batch.remove(k),
             }
         }
         Ok(())
@@ -202,14 +243,18 @@ pub(super) fn ensure_finding_counts(tree: &sled::Tree) -> Result<(), ReadError> 
     }
     // Whatever counters a store may hold without the marker are replaced.
     let mut batch = sled::Batch::default();
-    for prefix in [HOUR_PREFIX, BY_PREFIX] {
+    for prefix in [HOUR_PREFIX, BY_PREFIX, TOP_PREFIX] {
         for k in tree.scan_prefix(prefix).keys() {
             batch.remove(k?);
         }
     }
     for (k, v) in changes.writes_from_zero() {
+        if let Some(t) = top_key(&k, v) {
+            batch.insert(t, Vec::new());
+        }
         batch.insert(k, v.to_string().into_bytes());
     }
+    batch.remove(COUNTS_BUILT_V1);
     batch.insert(COUNTS_BUILT, b"1".to_vec());
     tree.apply_batch(batch)?;
     tracing::info!(
@@ -258,31 +303,23 @@ impl StateReader {
     }
 
     /// The `n` names of `kind` with the most stored alerts, most first
-    /// (ties by name). A bounded scan: at most
-    /// [`TOP_COUNTS_SCAN_AT_MOST`] names are looked at, in key order
+    /// (ties by name): the first `n` keys of the count-ordered index
     /// (read without holding off applies: counts may be a few entries
     /// apart from one another).
     pub fn top_counts(&self, kind: CountKind, n: usize) -> Result<Vec<(String, u64)>, ReadError> {
-        use std::cmp::Reverse;
-        use std::collections::BinaryHeap;
-        let prefix = kind_prefix(kind);
-        // Min-heap of the best n: (count, name reversed so the larger
-        // name is dropped first among ties).
-        let mut best: BinaryHeap<Reverse<(u64, Reverse<String>)>> = BinaryHeap::new();
-        for kv in self.tree.scan_prefix(&prefix).take(TOP_COUNTS_SCAN_AT_MOST) {
-            let (k, v) = kv?;
-            let count: u64 = decode(&k, &v)?;
-            let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            best.push(Reverse((count, Reverse(name))));
-            if best.len() > n {
-                best.pop();
-            }
+        let prefix = top_kind_prefix(kind);
+        let mut out = Vec::with_capacity(n.min(1024));
+        for k in self.tree.scan_prefix(&prefix).keys().take(n) {
+            let k = k?;
+            let Some(rest) = k.get(prefix.len()..) else {
+                continue;
+            };
+            let (Some(inv), Some(name)) = (rest.get(..8), rest.get(9..)) else {
+                continue;
+            };
+            let count = u64::MAX - u64::from_be_bytes(inv.try_into().unwrap_or([0xff; 8]));
+            out.push((String::from_utf8_lossy(name).into_owned(), count));
         }
-        let mut out: Vec<(String, u64)> = best
-            .into_iter()
-            .map(|Reverse((c, Reverse(name)))| (name, c))
-            .collect();
-        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         Ok(out)
     }
 }
