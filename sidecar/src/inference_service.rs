@@ -15,7 +15,6 @@ use tonic::{Request, Response, Status, Streaming};
 use vigil_proto::kserve::grpc_inference_service_server::GrpcInferenceService;
 use vigil_proto::kserve::*;
 
-use crate::infer_error::InferError;
 use crate::inference_request::input_bytes;
 use crate::input_budget::{InputBudget, INPUT_BUDGET_WAIT};
 use crate::served_models::ServedModels;
@@ -188,33 +187,16 @@ impl InferenceService {
         // (waiting here holds no thread). Given back when the request
         // ends, its inputs gone with it.
         let permit = self.input_budget.reserve(input_bytes(&request)).await?;
-        let busy = model.is_busy();
-        // Decoding, the run and encoding are CPU work. With the session
-        // idle they run here, on the worker that decoded the request: no
-        // hop to another thread and back, whose two wake-ups cost this VM
-        // tens of microseconds a request (the runtime's other workers go
-        // on serving meanwhile). A request that would wait for another
-        // to finish waits on a blocking thread instead, never holding a
-        // worker. The model's Arc keeps this version alive to the end,
-        // whatever is loaded meanwhile; the regions' Arcs keep their
-        // files open to the end, whatever is unregistered meanwhile.
-        let memory = self.shared_memory.clone();
-        let run = move || {
-            let scope = ShmScope {
-                memory: &memory,
-                caller: &caller,
-            };
-            let response = model.infer_with(&request, Some(scope));
-            drop(permit);
-            response
+        // Decoding, the run and encoding are CPU work, done on this
+        // worker; the run itself waits its turn without holding a thread
+        // (see SessionRunner). The model's Arc keeps this version alive to
+        // the end, whatever is loaded meanwhile; the regions' Arcs keep
+        // their files open to the end, whatever is unregistered meanwhile.
+        let scope = ShmScope {
+            memory: &self.shared_memory,
+            caller: &caller,
         };
-        let response = if busy {
-            tokio::task::spawn_blocking(run).await.map_err(|e| {
-                InferError::RuntimeFailed(format!("the inference task ended: {e}"))
-            })??
-        } else {
-            run()?
-        };
+        let response = model.infer_async(&request, Some(scope), permit).await?;
         Ok(response)
     }
 }

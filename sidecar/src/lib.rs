@@ -38,6 +38,7 @@ pub mod self_contained;
 pub mod served_model;
 pub mod served_models;
 pub mod server;
+pub mod session_runner;
 pub mod session_settings;
 pub mod shared_memory;
 pub mod tensor_data;

@@ -4,10 +4,9 @@
 //! A model is built only from bytes that hash to its approved digest: the
 //! hash is taken here, on the very bytes handed to ONNX Runtime.
 
-use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
-use ort::session::{OutputSelector, RunOptions, Session};
+use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session};
 use ort::value::{DynValue, Outlet, ValueType};
 use prost::bytes::Bytes;
 use vigil_proto::kserve::model_infer_response::InferOutputTensor;
@@ -20,6 +19,7 @@ use crate::infer_error::InferError;
 use crate::inference_request::{CheckedRequest, TensorSpec};
 use crate::model_identity::{ModelIdentity, Sha256Digest};
 use crate::ort_runtime::OrtRuntime;
+use crate::session_runner::{RunError, SessionRunner};
 use crate::session_settings::{build_session, SessionSettings};
 use crate::shared_memory::{ShmError, ShmScope, ShmSlice};
 use crate::tensor_data::{ort_value_le_bytes, write_le_with, ShmTensorError};
@@ -52,8 +52,21 @@ pub struct ServedModel {
     /// Milliseconds from the bytes in memory to the session built
     /// (hashing included).
     pub load_ms: u64,
-    /// ort's `Session::run` takes `&mut self`; requests take turns.
-    session: Mutex<Session>,
+    /// ort's `Session::run` takes `&mut self`; requests take turns, here
+    /// or on the model's runner thread.
+    runner: SessionRunner,
+}
+
+/// A checked request's tensors, ready for the session, and where its
+/// outputs go.
+struct PreparedRun {
+    inputs: Vec<(String, DynValue)>,
+    /// Only the outputs asked for (ONNX Runtime prunes the graph to
+    /// them); None: all.
+    options: Option<RunOptions<HasSelectedOutputs>>,
+    /// Indexes into the model's outputs, in the order asked.
+    outputs: Vec<usize>,
+    output_shm: Vec<Option<ShmSlice>>,
 }
 
 impl ServedModel {
@@ -86,12 +99,14 @@ impl ServedModel {
         }))
         .map_err(|_| LoadError::Panicked)??;
         let (session, inputs, outputs) = built;
+        let runner = SessionRunner::start(session)
+            .map_err(|e| LoadError::Runtime(format!("cannot start its runner thread: {e}")))?;
         Ok(ServedModel {
             identity,
             inputs,
             outputs,
             load_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            session: Mutex::new(session),
+            runner,
         })
     }
 
@@ -112,10 +127,9 @@ impl ServedModel {
         }
     }
 
-    /// Whether a request is running on the session now (the next waits
-    /// for it).
+    /// Whether a request is running on the session now or waiting for it.
     pub fn is_busy(&self) -> bool {
-        self.session.try_lock().is_err()
+        self.runner.is_busy()
     }
 
     /// Runs `request` (already routed to this model): checks it, runs the
@@ -135,6 +149,55 @@ impl ServedModel {
         request: &ModelInferRequest,
         shm: Option<ShmScope<'_>>,
     ) -> Result<ModelInferResponse, InferError> {
+        let prepared = self.prepare(request, shm)?;
+        let PreparedRun {
+            inputs,
+            options,
+            outputs,
+            output_shm,
+        } = prepared;
+        let values = self
+            .runner
+            .run_here(|session| run_session(session, inputs, options.as_ref()))?;
+        self.respond(request, outputs, output_shm, values)
+    }
+
+    /// As [`ServedModel::infer_with`], awaiting the session without holding
+    /// a thread while other requests have it (see [`SessionRunner::run`]).
+    /// `hold` (the request's input-budget permit) is kept until the
+    /// session ran on the inputs or they were dropped unrun.
+    pub async fn infer_async<H: Send + 'static>(
+        &self,
+        request: &ModelInferRequest,
+        shm: Option<ShmScope<'_>>,
+        hold: H,
+    ) -> Result<ModelInferResponse, InferError> {
+        let prepared = self.prepare(request, shm)?;
+        let PreparedRun {
+            inputs,
+            options,
+            outputs,
+            output_shm,
+        } = prepared;
+        let values = self
+            .runner
+            .run(move |session| {
+                let values = run_session(session, inputs, options.as_ref());
+                drop(hold);
+                values
+            })
+            .await
+            .map_err(|e: RunError| InferError::RuntimeFailed(e.to_string()))??;
+        self.respond(request, outputs, output_shm, values)
+    }
+
+    /// Checks `request` against the model and builds its input tensors
+    /// (the copies out of the request or shared memory).
+    fn prepare(
+        &self,
+        request: &ModelInferRequest,
+        shm: Option<ShmScope<'_>>,
+    ) -> Result<PreparedRun, InferError> {
         let checked = CheckedRequest::check_with(&self.inputs, &self.outputs, request, shm)?;
         let mut inputs: Vec<(String, DynValue)> = Vec::with_capacity(checked.inputs.len());
         for input in checked.inputs {
@@ -144,8 +207,6 @@ impl ServedModel {
                 .map_err(InferError::from_runtime)?;
             inputs.push((input.name, value));
         }
-        // Only the outputs asked for are computed (ONNX Runtime prunes the
-        // graph to them).
         let options = if checked.all_outputs {
             None
         } else {
@@ -161,31 +222,35 @@ impl ServedModel {
                     .with_outputs(selector),
             )
         };
-        let mut session = self.session.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut results = match &options {
-            None => session.run(inputs),
-            Some(options) => session.run_with_options(inputs, options),
-        }
-        .map_err(InferError::from_runtime)?;
-        let mut values = Vec::with_capacity(checked.outputs.len());
-        for (index, place) in checked.outputs.into_iter().zip(checked.output_shm) {
-            let name = &self.outputs[index].name;
-            let value = results.remove(name.as_str()).ok_or_else(|| {
-                InferError::RuntimeFailed(format!("ONNX Runtime returned no output {name:?}"))
-            })?;
-            values.push((name, value, place));
-        }
-        // The outputs are owned now: the next request may run while these
-        // are encoded.
-        drop(results);
-        drop(session);
+        Ok(PreparedRun {
+            inputs,
+            options,
+            outputs: checked.outputs,
+            output_shm: checked.output_shm,
+        })
+    }
+
+    /// The response: each output asked for, in the response or written to
+    /// its shared-memory place.
+    fn respond(
+        &self,
+        request: &ModelInferRequest,
+        outputs: Vec<usize>,
+        output_shm: Vec<Option<ShmSlice>>,
+        mut values: Vec<(String, DynValue)>,
+    ) -> Result<ModelInferResponse, InferError> {
         let mut response = ModelInferResponse {
             model_name: self.identity.name.clone(),
             model_version: self.identity.version.to_string(),
             id: request.id.clone(),
             ..Default::default()
         };
-        for (name, value, place) in values {
+        for (index, place) in outputs.into_iter().zip(output_shm) {
+            let name = &self.outputs[index].name;
+            let at = values.iter().position(|(n, _)| n == name).ok_or_else(|| {
+                InferError::RuntimeFailed(format!("ONNX Runtime returned no output {name:?}"))
+            })?;
+            let (_, value) = values.swap_remove(at);
             let (datatype, shape) = tensor_type(&value).ok_or_else(|| {
                 InferError::RuntimeFailed(format!(
                     "output {name:?} is not a tensor the sidecar serves"
@@ -208,6 +273,24 @@ impl ServedModel {
         }
         Ok(response)
     }
+}
+
+/// Runs the session on `inputs`: the outputs it gave, by name, owned (so
+/// the next request may run while these are encoded).
+fn run_session(
+    session: &mut Session,
+    inputs: Vec<(String, DynValue)>,
+    options: Option<&RunOptions<HasSelectedOutputs>>,
+) -> Result<Vec<(String, DynValue)>, InferError> {
+    let results = match options {
+        None => session.run(inputs),
+        Some(options) => session.run_with_options(inputs, options),
+    }
+    .map_err(InferError::from_runtime)?;
+    Ok(results
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect())
 }
 
 /// Writes output `name` into its shared-memory place, refusing a place

@@ -113,9 +113,17 @@ pub async fn bind(address: &ListenAddress) -> Result<BoundListener, SidecarError
 }
 
 /// HTTP/2 flow-control windows: a stream's, and the connection's (several
-/// streams at once).
+/// streams at once). Fixed, so a batch's tensor never waits for a window
+/// update; hyper's adaptive windows would override them.
 const STREAM_WINDOW_BYTES: u32 = 8 << 20;
 const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
+
+/// The largest HTTP/2 frame a client may send (`SETTINGS_MAX_FRAME_SIZE`;
+/// 16 KiB by default): a batch-64 tensor of 128 KiB crosses in one DATA
+/// frame instead of eight, fewer frames to parse per request (this and
+/// the fixed windows together: +1.5 to 3 % of batch-64 throughput two in
+/// flight, side by side on this VM).
+const MAX_FRAME_BYTES: u32 = 1 << 20;
 
 /// Requests one connection may have in flight (HTTP/2
 /// `SETTINGS_MAX_CONCURRENT_STREAMS`; hyper's default is 200): each may
@@ -142,7 +150,7 @@ pub async fn serve_grpc(
     let router = Server::builder()
         .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
-        .http2_adaptive_window(Some(true))
+        .max_frame_size(Some(MAX_FRAME_BYTES))
         .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
         .layer(MapResponseLayer::new(rewrite))
         .add_service(service);
