@@ -84,6 +84,14 @@ pub struct SidecarConfig {
           value_parser = clap::value_parser!(u64).range(1024..=(2u64 << 30)))]
     pub max_request_bytes: u64,
 
+    /// Largest total of output tensors one response carries, in bytes
+    /// (1 KiB to 2 GiB); a request whose outputs are larger is refused
+    /// with RESOURCE_EXHAUSTED before they are copied (outputs placed in
+    /// shared memory do not count).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES,
+          value_parser = clap::value_parser!(u64).range(1024..=(2u64 << 30)))]
+    pub max_response_bytes: u64,
+
     /// Input bytes all inference requests together may hold at once
     /// (inputs sent in requests and inputs read from shared memory),
     /// 1 MiB to 1 TiB and at least --max-request-bytes; default 4 times

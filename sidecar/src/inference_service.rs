@@ -51,6 +51,8 @@ pub struct InferenceService {
     tcp_shm_uid: Option<u32>,
     /// The input bytes all requests may hold at once.
     input_budget: Arc<InputBudget>,
+    /// The most output bytes one response carries.
+    max_response_bytes: u64,
 }
 
 impl InferenceService {
@@ -68,7 +70,14 @@ impl InferenceService {
                     * crate::config::DEFAULT_MAX_REQUEST_BYTES,
                 INPUT_BUDGET_WAIT,
             )),
+            max_response_bytes: crate::config::DEFAULT_MAX_REQUEST_BYTES,
         }
+    }
+
+    /// Responses carry at most this many output bytes.
+    pub fn with_max_response_bytes(mut self, max_response_bytes: u64) -> InferenceService {
+        self.max_response_bytes = max_response_bytes;
+        self
     }
 
     /// With this budget of input bytes in flight, shared by all requests.
@@ -196,7 +205,9 @@ impl InferenceService {
             memory: &self.shared_memory,
             caller: &caller,
         };
-        let response = model.infer_async(&request, Some(scope), permit).await?;
+        let response = model
+            .infer_async(&request, Some(scope), permit, self.max_response_bytes)
+            .await?;
         Ok(response)
     }
 }

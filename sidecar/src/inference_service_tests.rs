@@ -541,3 +541,39 @@ async fn a_request_over_the_whole_budget_is_refused_at_once() {
     assert_eq!(reply.outputs[0].shape, vec![1 << 14, 4]);
     assert_eq!(service.input_budget().available_bytes(), 1 << 20);
 }
+
+/// x (INT64 [rows, 4]) sent in the request, y (rows × 32 bytes) asked
+/// for in the response.
+fn raw_rows(rows: i64) -> ModelInferRequest {
+    let values: Vec<i64> = (0..rows * 4).collect();
+    ModelInferRequest {
+        model_name: "doubler".into(),
+        inputs: vec![InferInputTensor {
+            name: "x".into(),
+            datatype: "INT64".into(),
+            shape: vec![rows, 4],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![Bytes::from(i64_bytes(&values))],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn outputs_over_the_response_limit_are_refused_before_they_are_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(dir.path(), None).with_max_response_bytes(2048);
+    let me = Caller::Unidentified("test".into());
+    // 65 rows: 2,080 output bytes, over 2,048.
+    let err = service.infer(me.clone(), raw_rows(65)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("2080 bytes") && err.message().contains("--max-response-bytes 2048"),
+        "{}",
+        err.message()
+    );
+    // 64 rows: exactly the limit, served, and the budget was given back.
+    let ok = service.infer(me, raw_rows(64)).await.unwrap();
+    assert_eq!(ok.raw_output_contents[0].len(), 2048);
+    assert_eq!(service.input_budget().held_bytes(), 0);
+}

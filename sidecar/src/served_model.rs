@@ -165,12 +165,15 @@ impl ServedModel {
     /// As [`ServedModel::infer_with`], awaiting the session without holding
     /// a thread while other requests have it (see [`SessionRunner::run`]).
     /// `hold` (the request's input-budget permit) is kept until the
-    /// session ran on the inputs or they were dropped unrun.
+    /// response is made, or the inputs were dropped unrun. Outputs to
+    /// return in the response of more than `max_output_bytes` together
+    /// are refused (RESOURCE_EXHAUSTED) before they are copied.
     pub async fn infer_async<H: Send + 'static>(
         &self,
         request: &ModelInferRequest,
         shm: Option<ShmScope<'_>>,
         hold: H,
+        max_output_bytes: u64,
     ) -> Result<ModelInferResponse, InferError> {
         let prepared = self.prepare(request, shm)?;
         let PreparedRun {
@@ -179,16 +182,25 @@ impl ServedModel {
             outputs,
             output_shm,
         } = prepared;
-        let values = self
+        let (values, hold) = self
             .runner
-            .run(move |session| {
-                let values = run_session(session, inputs, options.as_ref());
-                drop(hold);
-                values
-            })
+            .run(move |session| (run_session(session, inputs, options.as_ref()), hold))
             .await
-            .map_err(|e: RunError| InferError::RuntimeFailed(e.to_string()))??;
-        self.respond(request, outputs, output_shm, values)
+            .map_err(|e| match e {
+                RunError::QueueFull(_) => InferError::Busy(e.to_string()),
+                RunError::Unloaded | RunError::Panicked => InferError::RuntimeFailed(e.to_string()),
+            })?;
+        let values = values?;
+        check_output_bytes(
+            &outputs,
+            &output_shm,
+            &self.outputs,
+            &values,
+            max_output_bytes,
+        )?;
+        let response = self.respond(request, outputs, output_shm, values);
+        drop(hold);
+        response
     }
 
     /// Checks `request` against the model and builds its input tensors
@@ -291,6 +303,40 @@ fn run_session(
         .into_iter()
         .map(|(name, value)| (name.to_string(), value))
         .collect())
+}
+
+/// Refuses outputs that would go in the response (not to shared memory)
+/// of more than `max` bytes together, before any is copied.
+fn check_output_bytes(
+    outputs: &[usize],
+    output_shm: &[Option<ShmSlice>],
+    specs: &[TensorSpec],
+    values: &[(String, DynValue)],
+    max: u64,
+) -> Result<(), InferError> {
+    let mut total = 0u64;
+    for (index, place) in outputs.iter().zip(output_shm) {
+        if place.is_some() {
+            continue;
+        }
+        let name = &specs[*index].name;
+        let Some((_, value)) = values.iter().find(|(n, _)| n == name) else {
+            continue;
+        };
+        let Some((datatype, shape)) = tensor_type(value) else {
+            continue;
+        };
+        let elements = crate::inference_request::element_count(&shape).unwrap_or(usize::MAX);
+        let bytes = (elements as u64).saturating_mul(datatype.element_bytes() as u64);
+        total = total.saturating_add(bytes);
+    }
+    if total > max {
+        return Err(InferError::Busy(format!(
+            "the outputs take {total} bytes, over this sidecar's --max-response-bytes {max}; \
+             ask for fewer outputs or a smaller batch, or place them in shared memory"
+        )));
+    }
+    Ok(())
 }
 
 /// Writes output `name` into its shared-memory place, refusing a place

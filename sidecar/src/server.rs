@@ -141,6 +141,8 @@ pub async fn serve_grpc(
 ) -> Result<(), tonic::transport::Error> {
     let service = GrpcInferenceServiceServer::new(service)
         .max_decoding_message_size(max_request_bytes)
+        // Outputs are bounded before they are encoded
+        // (`--max-response-bytes`, ServedModel::infer_async).
         .max_encoding_message_size(usize::MAX);
     let rewrite: fn(_) -> _ = rewrite_oversize;
     // HTTP/2's default 64 KiB windows make a client stop half way through
@@ -275,7 +277,8 @@ pub async fn run(config: SidecarConfig) -> Result<(), SidecarError> {
     );
     let service = InferenceService::new(models, ready.clone())
         .with_shared_memory(shared_memory, config.tcp_shared_memory_uid)
-        .with_input_budget(Arc::new(InputBudget::new(budget_bytes, INPUT_BUDGET_WAIT)));
+        .with_input_budget(Arc::new(InputBudget::new(budget_bytes, INPUT_BUDGET_WAIT)))
+        .with_max_response_bytes(config.max_response_bytes);
     let max_request_bytes = usize::try_from(config.max_request_bytes).unwrap_or(usize::MAX);
     let (stop, stopping) = oneshot::channel::<()>();
     let mut server = tokio::spawn(serve_grpc(listener, service, max_request_bytes, async {

@@ -24,12 +24,34 @@
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use ort::session::Session;
 
-type Job = Box<dyn FnOnce(&mut Session) + Send>;
+/// A queued run, and whether its caller stopped waiting for it.
+struct Job {
+    run: Box<dyn FnOnce(&mut Session) + Send>,
+    abandoned: Arc<AtomicBool>,
+}
+
+/// Runs one model may have waiting at once; past it a request is refused
+/// (RESOURCE_EXHAUSTED) rather than queued, after the queue was rid of
+/// runs nobody waits for any more. The input budget bounds the bytes
+/// queued inputs hold; this bounds their number (inputs of no bytes, a
+/// flood of requests cancelled while queued).
+pub const MAX_QUEUED: usize = 1024;
+
+/// Marks its run abandoned when the caller's future is dropped before the
+/// answer came.
+struct WaitGuard(Arc<AtomicBool>);
+
+impl Drop for WaitGuard {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
 
 /// How long after a request last had to wait the next ones are queued to
 /// the runner thread even when the session is idle.
@@ -42,6 +64,8 @@ pub enum RunError {
     Unloaded,
     #[error("ONNX Runtime panicked while running the request")]
     Panicked,
+    #[error("the model has {0} requests waiting already; try again later")]
+    QueueFull(usize),
 }
 
 struct Queue {
@@ -152,7 +176,7 @@ impl SessionRunner {
         R: Send + 'static,
     {
         let (answer, answered) = tokio::sync::oneshot::channel();
-        {
+        let abandoned = {
             let mut queue = self.shared.queue();
             if queue.closed {
                 return Err(RunError::Unloaded);
@@ -173,18 +197,33 @@ impl SessionRunner {
                 return catch_unwind(AssertUnwindSafe(|| f(&mut session)))
                     .map_err(|_| RunError::Panicked);
             }
-            queue.jobs.push_back(Box::new(move |session: &mut Session| {
-                // A caller that gave up (a cancelled request) is not run
-                // for: what it held goes now, and a flood of requests
-                // cancelled while queued costs no inference.
-                if !answer.is_closed() {
-                    let _ = answer.send(f(session));
+            if queue.jobs.len() >= MAX_QUEUED {
+                queue
+                    .jobs
+                    .retain(|job| !job.abandoned.load(Ordering::Acquire));
+                if queue.jobs.len() >= MAX_QUEUED {
+                    return Err(RunError::QueueFull(queue.jobs.len()));
                 }
-            }));
+            }
+            let abandoned = Arc::new(AtomicBool::new(false));
+            let gone = Arc::clone(&abandoned);
+            queue.jobs.push_back(Job {
+                run: Box::new(move |session: &mut Session| {
+                    // A caller that gave up (a cancelled request) is not run
+                    // for: what it held goes now, and a flood of requests
+                    // cancelled while queued costs no inference.
+                    if !gone.load(Ordering::Acquire) && !answer.is_closed() {
+                        let _ = answer.send(f(session));
+                    }
+                }),
+                abandoned: Arc::clone(&abandoned),
+            });
             if !queue.running {
                 self.shared.ready.notify_one();
             }
-        }
+            abandoned
+        };
+        let _waiting = WaitGuard(abandoned);
         // A job that panicked drops its sender unanswered, as does an
         // unloaded model's queue.
         answered.await.map_err(|_| {
@@ -233,7 +272,7 @@ fn run_queued(shared: &Shared) {
                     let mut session = shared.session();
                     // A panic drops the job's sender: its caller gets
                     // Panicked, the thread goes on with the next.
-                    let _ = catch_unwind(AssertUnwindSafe(|| job(&mut session)));
+                    let _ = catch_unwind(AssertUnwindSafe(|| (job.run)(&mut session)));
                 }
                 queue = shared.queue();
                 queue.running = false;

@@ -210,3 +210,50 @@ fn the_runner_thread_ends_with_its_model() {
         shared.upgrade().is_none()
     });
 }
+
+#[test]
+fn a_full_queue_refuses_then_makes_room_by_dropping_runs_nobody_waits_for() {
+    let runner = runner();
+    let (release, holder) = hold_session(&runner);
+    let rt = current_thread();
+    let waiting: Vec<_> = (0..MAX_QUEUED)
+        .map(|_| {
+            let runner = Arc::clone(&runner);
+            rt.spawn(async move { runner.run(|_| ()).await })
+        })
+        .collect();
+    rt.block_on(async {
+        while runner.queued() < MAX_QUEUED {
+            tokio::task::yield_now().await;
+        }
+    });
+    // A flood past the cap is refused, not queued.
+    let refused = rt.block_on(runner.run(|_| ())).unwrap_err();
+    assert_eq!(refused, RunError::QueueFull(MAX_QUEUED));
+    assert_eq!(runner.queued(), MAX_QUEUED);
+    // Ten callers give up: the next request finds room once their runs
+    // are dropped.
+    let mut waiting = waiting.into_iter();
+    let gave_up: Vec<_> = waiting.by_ref().take(10).collect();
+    for task in &gave_up {
+        task.abort();
+    }
+    for task in gave_up {
+        let _ = rt.block_on(task);
+    }
+    let late = {
+        let runner = Arc::clone(&runner);
+        rt.spawn(async move { runner.run(|_| thread_name()).await })
+    };
+    rt.block_on(async {
+        while runner.queued() != MAX_QUEUED - 9 {
+            tokio::task::yield_now().await;
+        }
+    });
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    for task in waiting {
+        rt.block_on(task).unwrap().unwrap();
+    }
+    assert_eq!(rt.block_on(late).unwrap().unwrap(), "model-runner");
+}
