@@ -57,14 +57,17 @@ pub struct ServedModel {
     runner: SessionRunner,
 }
 
-/// A checked request's tensors, ready for the session, and where its
-/// outputs go.
-struct PreparedRun {
+/// A checked request's tensors, ready for the session.
+struct SessionInput {
     inputs: Vec<(String, DynValue)>,
     /// Only the outputs asked for (ONNX Runtime prunes the graph to
     /// them); None: all.
     options: Option<RunOptions<HasSelectedOutputs>>,
-    /// Indexes into the model's outputs, in the order asked.
+}
+
+/// Which outputs a request asked for, in its order (indexes into the
+/// model's outputs), and where each goes: shared memory or the response.
+struct OutputPlan {
     outputs: Vec<usize>,
     output_shm: Vec<Option<ShmSlice>>,
 }
@@ -149,17 +152,9 @@ impl ServedModel {
         request: &ModelInferRequest,
         shm: Option<ShmScope<'_>>,
     ) -> Result<ModelInferResponse, InferError> {
-        let prepared = self.prepare(request, shm)?;
-        let PreparedRun {
-            inputs,
-            options,
-            outputs,
-            output_shm,
-        } = prepared;
-        let values = self
-            .runner
-            .run_here(|session| run_session(session, inputs, options.as_ref()))?;
-        self.respond(request, outputs, output_shm, values)
+        let (input, plan) = self.prepare(request, shm)?;
+        let values = self.runner.run_here(|session| input.run(session))?;
+        self.respond(request, plan, values)
     }
 
     /// As [`ServedModel::infer_with`], awaiting the session without holding
@@ -175,30 +170,18 @@ impl ServedModel {
         hold: H,
         max_output_bytes: u64,
     ) -> Result<ModelInferResponse, InferError> {
-        let prepared = self.prepare(request, shm)?;
-        let PreparedRun {
-            inputs,
-            options,
-            outputs,
-            output_shm,
-        } = prepared;
+        let (input, plan) = self.prepare(request, shm)?;
         let (values, hold) = self
             .runner
-            .run(move |session| (run_session(session, inputs, options.as_ref()), hold))
+            .run(move |session| (input.run(session), hold))
             .await
             .map_err(|e| match e {
                 RunError::QueueFull(_) => InferError::Busy(e.to_string()),
                 RunError::Unloaded | RunError::Panicked => InferError::RuntimeFailed(e.to_string()),
             })?;
         let values = values?;
-        check_output_bytes(
-            &outputs,
-            &output_shm,
-            &self.outputs,
-            &values,
-            max_output_bytes,
-        )?;
-        let response = self.respond(request, outputs, output_shm, values);
+        plan.check_response_bytes(&self.outputs, &values, max_output_bytes)?;
+        let response = self.respond(request, plan, values);
         drop(hold);
         response
     }
@@ -209,7 +192,7 @@ impl ServedModel {
         &self,
         request: &ModelInferRequest,
         shm: Option<ShmScope<'_>>,
-    ) -> Result<PreparedRun, InferError> {
+    ) -> Result<(SessionInput, OutputPlan), InferError> {
         let checked = CheckedRequest::check_with(&self.inputs, &self.outputs, request, shm)?;
         let mut inputs: Vec<(String, DynValue)> = Vec::with_capacity(checked.inputs.len());
         for input in checked.inputs {
@@ -234,12 +217,13 @@ impl ServedModel {
                     .with_outputs(selector),
             )
         };
-        Ok(PreparedRun {
-            inputs,
-            options,
-            outputs: checked.outputs,
-            output_shm: checked.output_shm,
-        })
+        Ok((
+            SessionInput { inputs, options },
+            OutputPlan {
+                outputs: checked.outputs,
+                output_shm: checked.output_shm,
+            },
+        ))
     }
 
     /// The response: each output asked for, in the response or written to
@@ -247,8 +231,7 @@ impl ServedModel {
     fn respond(
         &self,
         request: &ModelInferRequest,
-        outputs: Vec<usize>,
-        output_shm: Vec<Option<ShmSlice>>,
+        plan: OutputPlan,
         mut values: Vec<(String, DynValue)>,
     ) -> Result<ModelInferResponse, InferError> {
         let mut response = ModelInferResponse {
@@ -257,7 +240,7 @@ impl ServedModel {
             id: request.id.clone(),
             ..Default::default()
         };
-        for (index, place) in outputs.into_iter().zip(output_shm) {
+        for (index, place) in plan.outputs.into_iter().zip(plan.output_shm) {
             let name = &self.outputs[index].name;
             let at = values.iter().position(|(n, _)| n == name).ok_or_else(|| {
                 InferError::RuntimeFailed(format!("ONNX Runtime returned no output {name:?}"))
@@ -287,56 +270,55 @@ impl ServedModel {
     }
 }
 
-/// Runs the session on `inputs`: the outputs it gave, by name, owned (so
-/// the next request may run while these are encoded).
-fn run_session(
-    session: &mut Session,
-    inputs: Vec<(String, DynValue)>,
-    options: Option<&RunOptions<HasSelectedOutputs>>,
-) -> Result<Vec<(String, DynValue)>, InferError> {
-    let results = match options {
-        None => session.run(inputs),
-        Some(options) => session.run_with_options(inputs, options),
+impl SessionInput {
+    /// Runs `session` on these inputs: the outputs it gave, by name, owned
+    /// (so the next request may run while these are encoded).
+    fn run(self, session: &mut Session) -> Result<Vec<(String, DynValue)>, InferError> {
+        let results = match &self.options {
+            None => session.run(self.inputs),
+            Some(options) => session.run_with_options(self.inputs, options),
+        }
+        .map_err(InferError::from_runtime)?;
+        Ok(results
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value))
+            .collect())
     }
-    .map_err(InferError::from_runtime)?;
-    Ok(results
-        .into_iter()
-        .map(|(name, value)| (name.to_string(), value))
-        .collect())
 }
 
-/// Refuses outputs that would go in the response (not to shared memory)
-/// of more than `max` bytes together, before any is copied.
-fn check_output_bytes(
-    outputs: &[usize],
-    output_shm: &[Option<ShmSlice>],
-    specs: &[TensorSpec],
-    values: &[(String, DynValue)],
-    max: u64,
-) -> Result<(), InferError> {
-    let mut total = 0u64;
-    for (index, place) in outputs.iter().zip(output_shm) {
-        if place.is_some() {
-            continue;
+impl OutputPlan {
+    /// Refuses outputs that would go in the response (not to shared
+    /// memory) of more than `max` bytes together, before any is copied.
+    fn check_response_bytes(
+        &self,
+        specs: &[TensorSpec],
+        values: &[(String, DynValue)],
+        max: u64,
+    ) -> Result<(), InferError> {
+        let mut total = 0u64;
+        for (index, place) in self.outputs.iter().zip(&self.output_shm) {
+            if place.is_some() {
+                continue;
+            }
+            let name = &specs[*index].name;
+            let Some((_, value)) = values.iter().find(|(n, _)| n == name) else {
+                continue;
+            };
+            let Some((datatype, shape)) = tensor_type(value) else {
+                continue;
+            };
+            let elements = crate::inference_request::element_count(&shape).unwrap_or(usize::MAX);
+            let bytes = (elements as u64).saturating_mul(datatype.element_bytes() as u64);
+            total = total.saturating_add(bytes);
         }
-        let name = &specs[*index].name;
-        let Some((_, value)) = values.iter().find(|(n, _)| n == name) else {
-            continue;
-        };
-        let Some((datatype, shape)) = tensor_type(value) else {
-            continue;
-        };
-        let elements = crate::inference_request::element_count(&shape).unwrap_or(usize::MAX);
-        let bytes = (elements as u64).saturating_mul(datatype.element_bytes() as u64);
-        total = total.saturating_add(bytes);
+        if total > max {
+            return Err(InferError::Busy(format!(
+                "the outputs take {total} bytes, over this sidecar's --max-response-bytes {max}; \
+                 ask for fewer outputs or a smaller batch, or place them in shared memory"
+            )));
+        }
+        Ok(())
     }
-    if total > max {
-        return Err(InferError::Busy(format!(
-            "the outputs take {total} bytes, over this sidecar's --max-response-bytes {max}; \
-             ask for fewer outputs or a smaller batch, or place them in shared memory"
-        )));
-    }
-    Ok(())
 }
 
 /// Writes output `name` into its shared-memory place, refusing a place
