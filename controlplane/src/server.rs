@@ -55,6 +55,68 @@ fn serving_status(
     Health::Serving
 }
 
+/// Keeps gRPC health true to the node (see `serving_status`) until the
+/// node or raft is gone: on every change of raft's metrics and every
+/// HEALTH_EVERY (the disk fills, a write gets stuck: raft says nothing of
+/// either).
+async fn watch_health(
+    mut metrics: tokio::sync::watch::Receiver<
+        openraft::RaftMetrics<crate::raft_types::NodeId, openraft::BasicNode>,
+    >,
+    watched: std::sync::Weak<ControlPlaneNode>,
+    health: tonic_health::server::HealthReporter,
+) {
+    let mut last = None;
+    loop {
+        let Some(node) = watched.upgrade() else {
+            return;
+        };
+        let status = {
+            let m = metrics.borrow_and_update();
+            serving_status(&m, node.storage.problem())
+        };
+        drop(node);
+        if last.as_ref() != Some(&status) {
+            match &status {
+                Health::Serving => tracing::info!("serving"),
+                Health::NoLeader => tracing::warn!("not serving: no leader known"),
+                Health::Fatal(reason) => {
+                    tracing::error!(%reason, "not serving: raft stopped on a fatal error")
+                }
+                Health::Storage(problem) => {
+                    tracing::error!(%problem, "not serving: storage")
+                }
+            }
+            let wire = if status == Health::Serving {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            for name in SERVICES {
+                health.set_service_status(*name, wire).await;
+            }
+            last = Some(status);
+        }
+        tokio::select! {
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    // Raft is gone (it stopped): nothing will commit again.
+                    if !matches!(last, Some(Health::Fatal(_))) {
+                        tracing::error!("not serving: raft stopped");
+                        for name in SERVICES {
+                            health
+                                .set_service_status(*name, ServingStatus::NotServing)
+                                .await;
+                        }
+                    }
+                    return;
+                }
+            }
+            _ = tokio::time::sleep(HEALTH_EVERY) => {}
+        }
+    }
+}
+
 /// How often health is looked at again without a change in raft's metrics
 /// (the disk fills, a write gets stuck: raft says nothing of either).
 const HEALTH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -127,59 +189,24 @@ pub async fn serve(
     // commit, raft has not stopped on a fatal error (a storage write that
     // failed: a full disk, an I/O error), and its storage is neither below
     // its reserve nor stuck (`storage_guard.rs`).
-    let mut metrics = node.raft.metrics();
-    let watched = Arc::downgrade(&node);
-    tokio::spawn(async move {
-        let mut last = None;
-        loop {
-            let Some(node) = watched.upgrade() else {
-                return;
-            };
-            let status = {
-                let m = metrics.borrow_and_update();
-                serving_status(&m, node.storage.problem())
-            };
-            drop(node);
-            if last.as_ref() != Some(&status) {
-                match &status {
-                    Health::Serving => tracing::info!("serving"),
-                    Health::NoLeader => tracing::warn!("not serving: no leader known"),
-                    Health::Fatal(reason) => {
-                        tracing::error!(%reason, "not serving: raft stopped on a fatal error")
-                    }
-                    Health::Storage(problem) => {
-                        tracing::error!(%problem, "not serving: storage")
-                    }
-                }
-                let wire = if status == Health::Serving {
-                    ServingStatus::Serving
-                } else {
-                    ServingStatus::NotServing
-                };
-                for name in SERVICES {
-                    health.set_service_status(*name, wire).await;
-                }
-                last = Some(status);
+    // On a thread of its own: a storage call stuck on a runtime worker
+    // (sled on a full disk) must not hold back the very task that is to
+    // say so. A task woken from such a worker waits in its LIFO slot,
+    // which other workers do not steal from (CI once saw health stay
+    // SERVING 30 s after raft had stopped).
+    let watch = watch_health(node.raft.metrics(), Arc::downgrade(&node), health.clone());
+    std::thread::Builder::new()
+        .name("health-watch".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(watch),
+                Err(e) => tracing::error!(error = %e, "health watch: cannot start its runtime"),
             }
-            tokio::select! {
-                changed = metrics.changed() => {
-                    if changed.is_err() {
-                        // Raft is gone (it stopped): nothing will commit again.
-                        if !matches!(last, Some(Health::Fatal(_))) {
-                            tracing::error!("not serving: raft stopped");
-                            for name in SERVICES {
-                                health
-                                    .set_service_status(*name, ServingStatus::NotServing)
-                                    .await;
-                            }
-                        }
-                        return;
-                    }
-                }
-                _ = tokio::time::sleep(HEALTH_EVERY) => {}
-            }
-        }
-    });
+        })
+        .map_err(|e| anyhow::anyhow!("starting the health watch thread: {e}"))?;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(vigil_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
