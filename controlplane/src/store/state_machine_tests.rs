@@ -331,7 +331,7 @@ async fn an_install_a_crash_cut_off_is_finished_when_the_store_opens_again() {
         other.tree.remove(alert_key(1)).unwrap();
         other.tree.flush().unwrap();
     }
-    let (_log, mut other, reader) = crate::store::open_stores(b.path()).unwrap();
+    let (_log, mut other, reader) = reopen_stores(b.path());
     assert!(reader.agent("b").unwrap().is_none());
     assert_eq!(reader.agent("a").unwrap().unwrap().last_acked_seq, 2);
     assert_eq!(reader.last_alert_index(), 2);
