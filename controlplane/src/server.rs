@@ -55,27 +55,59 @@ fn serving_status(
     Health::Serving
 }
 
+/// What health looks at besides raft's metrics: the storage's problem,
+/// if any; None once the node is gone.
+type StorageProbe = Box<dyn Fn() -> Option<Option<crate::storage_guard::StorageProblem>> + Send>;
+
+/// Raft's metrics as the health watch receives them.
+type MetricsReceiver = tokio::sync::watch::Receiver<
+    openraft::RaftMetrics<crate::raft_types::NodeId, openraft::BasicNode>,
+>;
+
+/// Starts [`watch_health`] on a thread of its own (a current-thread
+/// runtime): a storage call stuck on a runtime worker (sled on a full
+/// disk) must not hold back the very task that is to say so. A task woken
+/// from such a worker waits in its LIFO slot, which other workers do not
+/// steal from (CI once saw health stay SERVING 30 s after raft had
+/// stopped).
+fn spawn_health_watch(
+    metrics: MetricsReceiver,
+    storage: StorageProbe,
+    health: tonic_health::server::HealthReporter,
+) -> std::io::Result<()> {
+    let watch = watch_health(metrics, storage, health);
+    std::thread::Builder::new()
+        .name("health-watch".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(watch),
+                Err(e) => tracing::error!(error = %e, "health watch: cannot start its runtime"),
+            }
+        })?;
+    Ok(())
+}
+
 /// Keeps gRPC health true to the node (see `serving_status`) until the
 /// node or raft is gone: on every change of raft's metrics and every
 /// HEALTH_EVERY (the disk fills, a write gets stuck: raft says nothing of
 /// either).
 async fn watch_health(
-    mut metrics: tokio::sync::watch::Receiver<
-        openraft::RaftMetrics<crate::raft_types::NodeId, openraft::BasicNode>,
-    >,
-    watched: std::sync::Weak<ControlPlaneNode>,
+    mut metrics: MetricsReceiver,
+    storage: StorageProbe,
     health: tonic_health::server::HealthReporter,
 ) {
     let mut last = None;
     loop {
-        let Some(node) = watched.upgrade() else {
+        let Some(problem) = storage() else {
             return;
         };
         let status = {
             let m = metrics.borrow_and_update();
-            serving_status(&m, node.storage.problem())
+            serving_status(&m, problem)
         };
-        drop(node);
         if last.as_ref() != Some(&status) {
             match &status {
                 Health::Serving => tracing::info!("serving"),
@@ -189,24 +221,13 @@ pub async fn serve(
     // commit, raft has not stopped on a fatal error (a storage write that
     // failed: a full disk, an I/O error), and its storage is neither below
     // its reserve nor stuck (`storage_guard.rs`).
-    // On a thread of its own: a storage call stuck on a runtime worker
-    // (sled on a full disk) must not hold back the very task that is to
-    // say so. A task woken from such a worker waits in its LIFO slot,
-    // which other workers do not steal from (CI once saw health stay
-    // SERVING 30 s after raft had stopped).
-    let watch = watch_health(node.raft.metrics(), Arc::downgrade(&node), health.clone());
-    std::thread::Builder::new()
-        .name("health-watch".into())
-        .spawn(move || {
-            match tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-            {
-                Ok(runtime) => runtime.block_on(watch),
-                Err(e) => tracing::error!(error = %e, "health watch: cannot start its runtime"),
-            }
-        })
-        .map_err(|e| anyhow::anyhow!("starting the health watch thread: {e}"))?;
+    let watched = Arc::downgrade(&node);
+    spawn_health_watch(
+        node.raft.metrics(),
+        Box::new(move || watched.upgrade().map(|node| node.storage.problem())),
+        health.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("starting the health watch thread: {e}"))?;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(vigil_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -370,3 +391,7 @@ where
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;
