@@ -60,12 +60,16 @@ impl Ancestor {
 
     /// The executable's file name, else the task name.
     pub fn name(&self) -> &str {
-        self.exe
-            .rsplit('/')
-            .next()
-            .filter(|s| !s.is_empty())
-            .unwrap_or(&self.comm)
+        short_name(&self.exe, &self.comm)
     }
+}
+
+/// `exe`'s file name, else `comm` (a process's short name).
+fn short_name<'a>(exe: &'a str, comm: &'a str) -> &'a str {
+    exe.rsplit('/')
+        .next()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(comm)
 }
 
 /// `ancestors` within the bounds: the first [`MAX_ANCESTORS`], texts cut.
@@ -86,11 +90,7 @@ impl ProcessInfo {
 
     /// The best short name: the executable's file name, else the task name.
     pub fn name(&self) -> &str {
-        self.exe
-            .rsplit('/')
-            .next()
-            .filter(|s| !s.is_empty())
-            .unwrap_or(&self.comm)
+        short_name(&self.exe, &self.comm)
     }
 }
 

@@ -16,9 +16,9 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use vigil_domain::AuditEntry;
 
+use super::api::blocking;
 use super::auth::{refuse, Authed};
 use super::data::Role;
-use super::inventory_api::blocking;
 use super::server::Dashboard;
 use crate::audit_chain::ChainCheck;
 

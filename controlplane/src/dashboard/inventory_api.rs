@@ -18,6 +18,7 @@ use axum::Json;
 use serde_json::{json, Value};
 use vigil_domain::{InventoryItem, InventoryKind};
 
+use super::api::{blocking, now_nanos};
 use super::auth::{refuse, Authed};
 use super::data::{DataError, Role};
 use super::server::Dashboard;
@@ -32,31 +33,6 @@ pub const MAX_LISTED: usize = 20;
 /// past it 429. The permit is held by the blocking read itself, so a
 /// request the timeout drops does not free it while its read runs on.
 pub const EXPORTS_AT_ONCE: usize = 2;
-
-pub(super) fn data_error(e: DataError) -> Response {
-    match e {
-        DataError::NotFound(why) => refuse(StatusCode::NOT_FOUND, &why),
-        DataError::Refused(why) => refuse(StatusCode::CONFLICT, &why),
-        DataError::Unavailable(why) => refuse(StatusCode::SERVICE_UNAVAILABLE, &why),
-    }
-}
-
-/// Runs blocking reads (sled) off the async workers.
-pub(super) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, DataError> + Send + 'static,
-) -> Result<T, Response> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(data_error(e)),
-        Err(_) => Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, "the read failed")),
-    }
-}
-
-pub(super) fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
 
 /// The query string (taken as text: a bad number is the default).
 #[derive(Debug, Default, serde::Deserialize)]

@@ -17,9 +17,9 @@ use axum::Json;
 use serde_json::{json, Value};
 use vigil_policy::Bundle;
 
+use super::api::blocking;
 use super::auth::{refuse, Authed};
 use super::data::{DataError, PolicyVersion, Role};
-use super::inventory_api::blocking;
 use super::server::Dashboard;
 
 /// Versions the list carries at most (the newest).

@@ -44,6 +44,15 @@ fn reopen_stores(
     crate::store::open_stores(dir).expect("reopening the stores")
 }
 
+/// A snapshot of `sm` now, as a leader builds one to send.
+async fn snapshot_of(sm: &mut SledStateMachine) -> Snapshot<TypeConfig> {
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap()
+}
+
 fn register(id: &str) -> Command {
     Command::RegisterAgent {
         agent: vigil_domain::AgentIdentity {
@@ -214,12 +223,7 @@ async fn a_snapshot_rebuilds_the_same_state_elsewhere() {
     ])
     .await
     .unwrap();
-    let snap = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snap = snapshot_of(&mut sm).await;
 
     let b = tempfile::tempdir().unwrap();
     let (_log, mut other, reader) = crate::store::open_stores(b.path()).unwrap();
@@ -258,13 +262,7 @@ async fn a_bad_snapshot_is_refused_and_the_state_is_left_as_it_was() {
     sm.apply(vec![entry(1, register("a")), entry(2, append("a", &[1]))])
         .await
         .unwrap();
-    let meta = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap()
-        .meta;
+    let meta = snapshot_of(&mut sm).await.meta;
     let mut incoming = sm.begin_receiving_snapshot().await.unwrap();
     incoming.write_all(&[0, 0, 0, 9, 1]).await.unwrap();
     let err = sm.install_snapshot(&meta, incoming).await.unwrap_err();
@@ -289,12 +287,7 @@ async fn an_install_a_crash_cut_off_is_finished_when_the_store_opens_again() {
     ])
     .await
     .unwrap();
-    let snap = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snap = snapshot_of(&mut sm).await;
     let mut bytes = Vec::new();
     {
         use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -629,13 +622,7 @@ async fn a_crash_after_the_snapshot_was_recorded_leaves_only_the_marker_to_remov
         sm.apply(vec![entry(1, register("a")), entry(2, append("a", &[1]))])
             .await
             .unwrap();
-        let meta = sm
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap()
-            .meta;
+        let meta = snapshot_of(&mut sm).await.meta;
         // Recorded, file renamed; the marker not yet removed.
         sm.tree
             .insert(
@@ -1201,12 +1188,7 @@ async fn model_records_and_pins_travel_in_snapshots_and_the_state_digest() {
         before_pin,
         "the pin is in the digest"
     );
-    let snap = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snap = snapshot_of(&mut sm).await;
     let b = tempfile::tempdir().unwrap();
     let (_log, mut other, reader) = crate::store::open_stores(b.path()).unwrap();
     let watch = reader.watch_models();
@@ -1411,12 +1393,7 @@ async fn users_travel_in_snapshots_and_the_state_digest() {
     .await
     .unwrap();
     assert_ne!(reader_a.digest().unwrap().1, without_users);
-    let snap = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snap = snapshot_of(&mut sm).await;
     let b = tempfile::tempdir().unwrap();
     let (_log, mut other, reader) = crate::store::open_stores(b.path()).unwrap();
     let watch = reader.watch_users();
@@ -1681,12 +1658,7 @@ async fn triage_and_its_counts_travel_in_snapshots() {
     ])
     .await
     .unwrap();
-    let snap = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snap = snapshot_of(&mut sm).await;
     let b = tempfile::tempdir().unwrap();
     let (_log, mut other, reader) = crate::store::open_stores(b.path()).unwrap();
     other
@@ -1866,12 +1838,7 @@ async fn finding_counters_follow_retention_snapshots_and_a_store_without_them() 
     assert_eq!(finding_counts(&reader), expected);
     assert_eq!(reader.digest().unwrap(), twin_reader.digest().unwrap());
 
-    let snap = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snap = snapshot_of(&mut sm).await;
     let c = tempfile::tempdir().unwrap();
     let (_log_c, mut other, other_reader) = crate::store::open_stores(c.path()).unwrap();
     other
@@ -2038,12 +2005,7 @@ async fn the_top_index_agrees_with_the_counters() {
     assert_eq!(expected.3, named(&[("/bin/x", 3)]));
     assert_eq!(reader.digest().unwrap(), twin_reader.digest().unwrap());
 
-    let snap = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snap = snapshot_of(&mut sm).await;
     let c = tempfile::tempdir().unwrap();
     let (_log_c, mut other, other_reader) = crate::store::open_stores(c.path()).unwrap();
     other
